@@ -1,0 +1,427 @@
+/*
+ * peeklock — a client for the Azure Service Bus REST message-lock operations.
+ *
+ * One public header. Conventions (see docs/ and shared design):
+ *  - Functions and types are prefixed pl_, macros and codes PL_.
+ *  - Fallible calls return int: PL_OK (0), a positive non-error outcome where one
+ *    exists (PL_EMPTY), or a negative PL_E* code. Codes never renumber.
+ *    Detail (message, HTTP status, retryable) is in the thread-local pl_error_last().
+ *  - Output parameters come first and are named out. What a **out returns, the
+ *    caller frees with the matching pl_*_free, which accepts NULL.
+ *  - Borrowed pointers (const char * returned by accessors) live as long as the
+ *    object they were read from, unless stated otherwise.
+ *  - No secret (SAS key, signature, lock token) ever appears in an error message.
+ *
+ * Thread safety: a pl_client may be used by many threads at once. A pl_message
+ * may be settled from any thread; its accessors are safe to call concurrently
+ * (the body and properties never change after receipt). pl_outgoing and
+ * pl_batch are not thread-safe: build them on one thread.
+ */
+#ifndef PEEKLOCK_H
+#define PEEKLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(PEEKLOCK_SHARED_BUILD)
+#define PL_EXTERN __declspec(dllexport)
+#elif defined(__GNUC__)
+#define PL_EXTERN __attribute__((visibility("default")))
+#else
+#define PL_EXTERN
+#endif
+
+#define PEEKLOCK_VERSION_MAJOR 0
+#define PEEKLOCK_VERSION_MINOR 1
+#define PEEKLOCK_VERSION_PATCH 0
+#define PEEKLOCK_VERSION "0.1.0"
+
+/* Library version string (matches PEEKLOCK_VERSION of the header it was built with). */
+PL_EXTERN const char *pl_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Result codes. Never renumbered; new codes are appended.                    */
+/* ------------------------------------------------------------------------ */
+
+#define PL_OK              0
+#define PL_EMPTY           1   /* receive: no message arrived within the timeout */
+
+#define PL_EINVAL        (-1)  /* invalid argument (message names it) */
+#define PL_ENOMEM        (-2)  /* out of memory */
+#define PL_EAUTH         (-3)  /* 401, or 403 that is not a size limit */
+#define PL_ENOTFOUND     (-4)  /* entity does not exist (410; 404 on management) */
+#define PL_ELOCKLOST     (-5)  /* 404 on renew/unlock/complete: lock or message gone */
+#define PL_ETOOLARGE     (-6)  /* 403 whose detail says the size limit was exceeded */
+#define PL_ETHROTTLED    (-7)  /* 503 ServerBusy / 429, after the retry policy */
+#define PL_ESERVER       (-8)  /* other 5xx, after the retry policy */
+#define PL_ETIMEOUT      (-9)  /* transport timeout */
+#define PL_ECONNECT     (-10)  /* could not connect, connection reset, TLS failure */
+#define PL_EPROTOCOL    (-11)  /* malformed or unexpected response */
+#define PL_EUNKNOWN     (-12)  /* outcome unknown: e.g. complete timed out and the
+                                  retry found nothing; the message may or may not
+                                  have been settled */
+#define PL_EBADREQUEST  (-13)  /* 400 */
+#define PL_ECONFLICT    (-14)  /* 409 */
+#define PL_ESTATE       (-15)  /* the object is in the wrong state for the call
+                                  (e.g. message already settled, or not peek-locked) */
+#define PL_ECLOSED      (-16)  /* the client or renewer was closed */
+#define PL_EHTTP        (-17)  /* any other unexpected HTTP status */
+#define PL_EINTERNAL    (-18)  /* a bug in peeklock */
+
+/* Static, human-readable name of a code ("PL_ELOCKLOST: lock lost"). Never NULL. */
+PL_EXTERN const char *pl_strerror(int code);
+
+typedef struct pl_error {
+    int code;           /* the PL_* code of the last failure on this thread */
+    int http_status;    /* HTTP status if a response was received, else 0 */
+    int retryable;      /* 1 when retrying the same call later may succeed */
+    const char *message;/* never NULL; contains no secret */
+} pl_error;
+
+/* The last error set on the calling thread. Valid until the next peeklock call on
+ * this thread. Never NULL (code PL_OK and message "" when nothing failed). */
+PL_EXTERN const pl_error *pl_error_last(void);
+PL_EXTERN void pl_error_clear(void);
+
+/* Frees memory returned through a char **out (tokens, strings). Accepts NULL. */
+PL_EXTERN void pl_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* SAS tokens and connection strings (pure, no I/O)                           */
+/* ------------------------------------------------------------------------ */
+
+/* Signs resource_uri per the Service Bus SAS algorithm: sr = lowercase
+ * percent-encoding of resource_uri, sig = base64(HMAC-SHA256(UTF-8 key text,
+ * sr "\n" expiry)). *out = "SharedAccessSignature sr=..&sig=..&se=..&skn=..",
+ * freed with pl_free. The key is used as text, never base64-decoded. */
+PL_EXTERN int pl_sas_token(char **out, const char *resource_uri, const char *key_name,
+                           const char *key, int64_t expiry_unix);
+
+/* Same, but signs sr exactly as given (already encoded). */
+PL_EXTERN int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name,
+                               const char *key, int64_t expiry_unix);
+
+typedef struct pl_connstr pl_connstr;
+
+/* Parses "Endpoint=sb://..;SharedAccessKeyName=..;SharedAccessKey=..[;EntityPath=..]
+ * [;UseDevelopmentEmulator=true]", the SharedAccessSignature= form and the legacy
+ * SharedSecretIssuer/SharedSecretValue form. Keys are case-insensitive. On
+ * failure the message names the faulty part and never echoes a key. */
+PL_EXTERN int pl_connstr_parse(pl_connstr **out, const char *s);
+PL_EXTERN void pl_connstr_free(pl_connstr *cs);
+/* REST base URL derived from Endpoint: "https://host[:port]" ("http://" when
+ * UseDevelopmentEmulator=true), without a trailing slash. */
+PL_EXTERN const char *pl_connstr_endpoint(const pl_connstr *cs);
+PL_EXTERN const char *pl_connstr_key_name(const pl_connstr *cs);     /* or NULL */
+PL_EXTERN const char *pl_connstr_key(const pl_connstr *cs);          /* or NULL; a secret */
+PL_EXTERN const char *pl_connstr_sas_token(const pl_connstr *cs);    /* or NULL; a secret */
+PL_EXTERN const char *pl_connstr_entity_path(const pl_connstr *cs);  /* or NULL */
+PL_EXTERN int pl_connstr_development_emulator(const pl_connstr *cs); /* 0 or 1 */
+
+/* ------------------------------------------------------------------------ */
+/* Client                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_client pl_client;
+
+/* Bearer-token callback (Entra ID): write a NUL-terminated token (without the
+ * "Bearer " prefix) of at most buflen-1 bytes into buf and its expiry (Unix
+ * seconds) into *expires_unix; return 0 on success, nonzero on failure. May be
+ * called from any peeklock thread (including the renewer), never concurrently
+ * with itself for one client. */
+typedef int (*pl_token_cb)(void *userdata, const char *audience, char *buf, size_t buflen,
+                           int64_t *expires_unix);
+
+typedef struct pl_client_options {
+    unsigned int version;            /* PL_CLIENT_OPTIONS_VERSION */
+    const char *connection_string;   /* or endpoint + credentials below */
+    const char *endpoint;            /* "https://ns.servicebus.windows.net" or "http://127.0.0.1:PORT" */
+    const char *key_name;            /* SAS key name */
+    const char *key;                 /* SAS key (text) */
+    const char *sas_token;           /* ready-made "SharedAccessSignature ..." */
+    pl_token_cb token_cb;            /* bearer token provider */
+    void *token_userdata;
+    long connect_timeout_ms;         /* 0: default 10000 */
+    long request_timeout_ms;         /* 0: default 30000; added to any long-poll timeout */
+    int max_retries;                 /* -1: default 3; 0 disables retries */
+    long retry_base_ms;              /* 0: default 100 */
+    long retry_max_ms;               /* 0: default 5000 */
+    int pool_size;                   /* easy handles kept for reuse; 0: default 8 */
+    const char *ca_file;             /* NULL: system store */
+    int token_lifetime_s;            /* SAS token lifetime; 0: default 3600 */
+} pl_client_options;
+
+#define PL_CLIENT_OPTIONS_VERSION 1
+#define PL_CLIENT_OPTIONS_INIT { PL_CLIENT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                                 0, 0, -1, 0, 0, 0, NULL, 0 }
+
+PL_EXTERN int pl_client_new(pl_client **out, const pl_client_options *opts);
+PL_EXTERN int pl_client_new_from_connection_string(pl_client **out, const char *conn);
+/* Frees the client once every message received through it has been freed too
+ * (messages hold a reference). Accepts NULL. */
+PL_EXTERN void pl_client_free(pl_client *client);
+/* REST base URL in use, e.g. "http://127.0.0.1:5300". Borrowed. */
+PL_EXTERN const char *pl_client_endpoint(const pl_client *client);
+/* Entity from the connection string's EntityPath, or NULL. Borrowed. */
+PL_EXTERN const char *pl_client_entity_path(const pl_client *client);
+/* Replaces the bearer token used when no SAS key is configured (for bindings whose
+ * token provider lives in the host language). Thread-safe. */
+PL_EXTERN int pl_client_set_bearer_token(pl_client *client, const char *token, int64_t expires_unix);
+
+typedef struct pl_client_stats {
+    uint64_t requests;          /* HTTP requests sent (including retries) */
+    uint64_t reused_connections;/* of which went on an already-open connection */
+    uint64_t retries;
+    uint64_t sent;              /* messages sent (a batch counts each message) */
+    uint64_t received;          /* messages received (peek-lock + receive-and-delete) */
+    uint64_t completed;
+    uint64_t abandoned;
+    uint64_t renewed;           /* successful renewals, foreground and renewer */
+    uint64_t lost;              /* locks found lost */
+    double renew_p50_ms;        /* renew round-trip percentiles, 0 if none yet */
+    double renew_p99_ms;
+} pl_client_stats;
+
+PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* Outgoing messages                                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_outgoing pl_outgoing;
+
+/* body may contain NUL bytes; len 0 is allowed. The body is copied. */
+PL_EXTERN int pl_outgoing_new(pl_outgoing **out, const void *body, size_t len);
+PL_EXTERN void pl_outgoing_free(pl_outgoing *m);
+PL_EXTERN int pl_outgoing_set_content_type(pl_outgoing *m, const char *content_type);
+/* Settable BrokerProperties string fields: "MessageId", "Label", "CorrelationId",
+ * "SessionId", "PartitionKey", "ReplyTo", "ReplyToSessionId", "To",
+ * "ViaPartitionKey". Any other name is PL_EINVAL. NULL value unsets. */
+PL_EXTERN int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value);
+PL_EXTERN int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds);
+PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds);
+PL_EXTERN int pl_outgoing_set_force_persistence(pl_outgoing *m, int on);
+/* Custom properties, each sent as its own header and typed by the server from
+ * its form: strings quoted (inner quotes escaped), numbers bare, booleans
+ * true/false, dates as quoted RFC 1123 GMT. Names must be HTTP tokens and not
+ * reserved headers (PL_EINVAL otherwise). Adding an existing name replaces it. */
+PL_EXTERN int pl_outgoing_add_string(pl_outgoing *m, const char *name, const char *value);
+PL_EXTERN int pl_outgoing_add_int(pl_outgoing *m, const char *name, int64_t value);
+PL_EXTERN int pl_outgoing_add_double(pl_outgoing *m, const char *name, double value);
+PL_EXTERN int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value);
+PL_EXTERN int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds);
+
+typedef struct pl_batch pl_batch;
+PL_EXTERN int pl_batch_new(pl_batch **out);
+PL_EXTERN void pl_batch_free(pl_batch *b);
+/* Copies m into the batch. */
+PL_EXTERN int pl_batch_add(pl_batch *b, const pl_outgoing *m);
+PL_EXTERN size_t pl_batch_count(const pl_batch *b);
+
+/* ------------------------------------------------------------------------ */
+/* Received messages                                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_message pl_message;
+
+/* Lock states (pl_message_lock_state). */
+#define PL_LOCK_NONE      0   /* received with receive-and-delete: nothing to settle */
+#define PL_LOCK_HELD      1
+#define PL_LOCK_SETTLING  2   /* complete or unlock in progress: no renewal goes out */
+#define PL_LOCK_SETTLED   3
+#define PL_LOCK_LOST      4
+
+/* Custom property types, as the server typed them from the header's form. */
+#define PL_PROP_STRING    1
+#define PL_PROP_INT       2
+#define PL_PROP_DOUBLE    3
+#define PL_PROP_BOOL      4
+#define PL_PROP_DATETIME  5
+
+/* Messages are reference-counted; pl_message_free drops the caller's reference.
+ * Accepts NULL. */
+PL_EXTERN void pl_message_free(pl_message *m);
+
+PL_EXTERN const void *pl_message_body(const pl_message *m, size_t *len);
+PL_EXTERN const char *pl_message_content_type(const pl_message *m);   /* or NULL */
+PL_EXTERN const char *pl_message_entity(const pl_message *m);         /* entity it came from */
+/* BrokerProperties string field by name ("MessageId", "Label", "CorrelationId",
+ * "SessionId", "PartitionKey", "ReplyTo", "ReplyToSessionId", "To", "State"),
+ * or NULL when absent. "LockToken" is not served here (see pl_message_lock_token). */
+PL_EXTERN const char *pl_message_broker(const pl_message *m, const char *field);
+PL_EXTERN const char *pl_message_id(const pl_message *m);
+PL_EXTERN int64_t pl_message_sequence_number(const pl_message *m);   /* -1 if absent */
+PL_EXTERN int64_t pl_message_enqueued_sequence_number(const pl_message *m);
+PL_EXTERN int pl_message_delivery_count(const pl_message *m);         /* -1 if absent */
+PL_EXTERN int64_t pl_message_enqueued_time(const pl_message *m);      /* Unix s, -1 if absent */
+PL_EXTERN int64_t pl_message_locked_until(const pl_message *m);       /* Unix s (server's), -1 */
+PL_EXTERN double pl_message_time_to_live(const pl_message *m);        /* seconds, -1 if absent */
+/* The raw BrokerProperties JSON as received. Contains the lock token: a secret. */
+PL_EXTERN const char *pl_message_broker_properties_json(const pl_message *m);
+/* The lock token (a secret: never log it), or NULL for receive-and-delete. */
+PL_EXTERN const char *pl_message_lock_token(const pl_message *m);
+
+PL_EXTERN size_t pl_message_property_count(const pl_message *m);
+PL_EXTERN const char *pl_message_property_name(const pl_message *m, size_t i);
+PL_EXTERN int pl_message_property_type(const pl_message *m, size_t i);     /* PL_PROP_* */
+PL_EXTERN const char *pl_message_property_raw(const pl_message *m, size_t i); /* header text */
+/* Value as text: strings unquoted and unescaped; dates as received, unquoted. */
+PL_EXTERN const char *pl_message_property_string(const pl_message *m, size_t i);
+PL_EXTERN int64_t pl_message_property_int(const pl_message *m, size_t i);
+PL_EXTERN double pl_message_property_double(const pl_message *m, size_t i);
+PL_EXTERN int pl_message_property_bool(const pl_message *m, size_t i);
+PL_EXTERN int64_t pl_message_property_datetime(const pl_message *m, size_t i); /* Unix s, -1 */
+
+/* Lock bookkeeping (client side, per the lock rules: monotonic clock, from the
+ * time the locking or renewing request was sent). Atomic; any thread. */
+PL_EXTERN int pl_message_lock_state(const pl_message *m);             /* PL_LOCK_* */
+PL_EXTERN int64_t pl_message_lock_duration_ms(const pl_message *m);   /* learned from receive */
+PL_EXTERN int64_t pl_message_lock_expiry_mono_ms(const pl_message *m);/* pl_now_mono_ms() scale */
+PL_EXTERN int64_t pl_message_lock_remaining_ms(const pl_message *m);  /* <= 0 when expired */
+/* Code of the failure that made the lock lost (PL_ELOCKLOST, PL_ENOTFOUND, …), 0 if not lost. */
+PL_EXTERN int pl_message_lost_reason(const pl_message *m);
+
+/* Monotonic milliseconds (CLOCK_MONOTONIC). */
+PL_EXTERN int64_t pl_now_mono_ms(void);
+
+/* ------------------------------------------------------------------------ */
+/* Operations (blocking; thread-safe on one client)                           */
+/* ------------------------------------------------------------------------ */
+
+/* entity: "queue", "topic", "topic/subscriptions/sub", "queue/$DeadLetterQueue",
+ * "topic/subscriptions/sub/$DeadLetterQueue". Segments are validated (no empty,
+ * ".", "..", control characters) and percent-encoded. */
+PL_EXTERN int pl_send(pl_client *client, const char *entity, const pl_outgoing *m);
+PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batch *b);
+
+/* Long-poll up to timeout_s seconds (0: answer at once; max 300). Returns PL_OK with
+ * *out set, PL_EMPTY with *out NULL when nothing arrived, or a negative code. */
+PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
+PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity,
+                                    int timeout_s);
+
+/* Renew: extends the client's expiry estimate (send time + lock duration).
+ * PL_ESTATE if the message is not held. A 404 marks the lock lost (PL_ELOCKLOST). */
+PL_EXTERN int pl_renew_lock(pl_client *client, pl_message *m);
+/* Unlock (abandon) and complete settle the message exactly once: the state goes
+ * held -> settling -> settled (or lost). PL_ESTATE if already settling/settled,
+ * PL_ELOCKLOST if the lock was lost. A complete whose outcome cannot be known
+ * returns PL_EUNKNOWN. */
+PL_EXTERN int pl_unlock(pl_client *client, pl_message *m);
+PL_EXTERN int pl_complete(pl_client *client, pl_message *m);
+
+/* ------------------------------------------------------------------------ */
+/* Renewer: one background thread keeping many locks alive                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_renewer pl_renewer;
+
+typedef struct pl_renewer_options {
+    unsigned int version;      /* PL_RENEWER_OPTIONS_VERSION */
+    int max_connections;       /* keep-alive connections used for renewals; 0: default 4 */
+    long margin_floor_ms;      /* minimum margin before expiry; 0: default 1000 */
+    double jitter;             /* fraction of the margin randomised; <0: default 0.1 */
+    long default_max_renew_ms; /* cap when pl_renewer_add gets 0; 0: default 300000 */
+    long request_timeout_ms;   /* per renew request; 0: default 10000 */
+} pl_renewer_options;
+
+#define PL_RENEWER_OPTIONS_VERSION 1
+#define PL_RENEWER_OPTIONS_INIT { PL_RENEWER_OPTIONS_VERSION, 0, 0, -1.0, 0, 0 }
+
+/* Starts the renewer thread. The renewer keeps a reference to client. */
+PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts);
+/* Keeps m's lock alive until it is settled, removed, lost, or max_renew_ms
+ * (counted from this call: the handler's start) has passed. Takes a reference
+ * to m. PL_ESTATE if m is not held. */
+PL_EXTERN int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms);
+/* Stops renewing m (does not settle it). Idempotent. */
+PL_EXTERN int pl_renewer_remove(pl_renewer *r, pl_message *m);
+/* Stops the thread. With unlock_held nonzero, unlocks every lock still held so
+ * those messages are redelivered at once. Further adds return PL_ECLOSED. */
+PL_EXTERN int pl_renewer_close(pl_renewer *r, int unlock_held);
+/* Closes (without unlocking) if needed, then frees. Accepts NULL. */
+PL_EXTERN void pl_renewer_free(pl_renewer *r);
+
+/* Events, drained by the host language; the renewer never calls into it. */
+#define PL_EVENT_RENEWED      1
+#define PL_EVENT_LOST         2   /* lock lost; pl_event_code says why */
+#define PL_EVENT_CAP_REACHED  3   /* max_renew reached; renewal stopped */
+
+typedef struct pl_event pl_event;
+/* PL_OK with *out set, PL_EMPTY when no event is queued (never blocks). */
+PL_EXTERN int pl_renewer_next_event(pl_event **out, pl_renewer *r);
+/* Blocks up to timeout_ms for an event: PL_OK, or PL_EMPTY. Release the GIL. */
+PL_EXTERN int pl_renewer_wait_event(pl_event **out, pl_renewer *r, long timeout_ms);
+PL_EXTERN void pl_event_free(pl_event *e);
+PL_EXTERN int pl_event_type(const pl_event *e);
+PL_EXTERN pl_message *pl_event_message(const pl_event *e); /* borrowed; lives as long as e */
+PL_EXTERN int pl_event_code(const pl_event *e);            /* PL_* code for LOST, else 0 */
+PL_EXTERN int pl_event_http_status(const pl_event *e);
+PL_EXTERN const char *pl_event_reason(const pl_event *e);  /* never NULL, no secret */
+
+typedef struct pl_renewer_stats {
+    uint64_t held;             /* locks being renewed now */
+    uint64_t renewals;         /* successful renewals */
+    uint64_t failures;         /* failed renew attempts (retried or final) */
+    uint64_t lost;
+    uint64_t cap_reached;
+    uint64_t threads;          /* threads the renewer uses (1) */
+    double lateness_p99_ms;    /* how far after its due time a renewal went out */
+    double rtt_p99_ms;
+    /* Slack histogram: lock time left when a renewal completed, in buckets of
+     * <1%, <5%, <10%, <25%, <50%, >=50% of the lock duration. */
+    uint64_t slack_buckets[6];
+    uint64_t state_bytes;      /* library memory held for renewal state */
+} pl_renewer_stats;
+
+PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* Sans-I/O: requests and response parsing for drivers that own their I/O     */
+/* (OpenResty cosockets). The blocking client uses exactly these.             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_request pl_request;
+typedef struct pl_response pl_response;
+
+PL_EXTERN int pl_request_send(pl_request **out, pl_client *client, const char *entity,
+                              const pl_outgoing *m);
+PL_EXTERN int pl_request_send_batch(pl_request **out, pl_client *client, const char *entity,
+                                    const pl_batch *b);
+/* peek_lock nonzero: POST …/messages/head; zero: DELETE (receive-and-delete). */
+PL_EXTERN int pl_request_receive(pl_request **out, pl_client *client, const char *entity,
+                                 int timeout_s, int peek_lock);
+#define PL_SETTLE_RENEW     1
+#define PL_SETTLE_UNLOCK    2
+#define PL_SETTLE_COMPLETE  3
+PL_EXTERN int pl_request_settle(pl_request **out, pl_client *client, const pl_message *m, int op);
+PL_EXTERN void pl_request_free(pl_request *req);
+PL_EXTERN const char *pl_request_method(const pl_request *req);
+PL_EXTERN const char *pl_request_url(const pl_request *req);
+PL_EXTERN size_t pl_request_header_count(const pl_request *req);
+PL_EXTERN const char *pl_request_header_name(const pl_request *req, size_t i);
+/* Includes Authorization: a secret. */
+PL_EXTERN const char *pl_request_header_value(const pl_request *req, size_t i);
+PL_EXTERN const void *pl_request_body(const pl_request *req, size_t *len);
+
+PL_EXTERN int pl_response_new(pl_response **out, int status);
+PL_EXTERN void pl_response_free(pl_response *resp);
+PL_EXTERN int pl_response_add_header(pl_response *resp, const char *name, const char *value);
+PL_EXTERN int pl_response_set_body(pl_response *resp, const void *body, size_t len);
+
+/* Interprets resp as the answer to req. For receives: PL_OK with *out set, or
+ * PL_EMPTY. For settles: updates m's lock state and expiry as the blocking calls
+ * do (sent_mono_ms is when the request went out). For sends: PL_OK. Otherwise a
+ * negative code with pl_error_last() filled in. out may be NULL for non-receives. */
+PL_EXTERN int pl_response_result(pl_message **out, pl_client *client, const pl_request *req,
+                                 pl_message *m, const pl_response *resp, int64_t sent_mono_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PEEKLOCK_H */

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite: C (ctest, plain and under
+# sanitizers), Python (pytest against the emulator), Lua (busted) and nginx.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/setup.sh
+
+status=0
+for suite in tests/python/run.sh tests/c/run.sh tests/lua/run.sh; do
+  if [ -f "$suite" ]; then
+    echo "=== $suite"
+    bash "$suite" || { echo "FAILED: $suite"; status=1; }
+  fi
+done
+exit $status
