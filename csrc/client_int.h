@@ -1,0 +1,60 @@
+/* Private: what drivers other than client.c (renewer.c) need from a pl_client.
+ * Not installed. All functions are thread-safe unless noted. */
+#ifndef PEEKLOCK_CLIENT_INT_H
+#define PEEKLOCK_CLIENT_INT_H
+
+#include <curl/curl.h>
+#include <stdint.h>
+#include "peeklock.h"
+#include "wire_int.h"
+
+/* Reference counting: pl_client_free drops the user's reference; messages and
+ * renewers hold their own. The client is destroyed at zero. */
+void pl_client_ref(pl_client *c);
+void pl_client_unref(pl_client *c);
+
+/* 1 once pl_client_free was called by the user (new operations may still be
+ * made by holders of references, e.g. the renewer unlocking on close). */
+int pl_client_closed(const pl_client *c);
+
+/* The Authorization header value for requests under `scope` (see
+ * pl_wire_scope), from the token cache: SAS tokens are cached per scope and
+ * re-signed well before expiry; a ready-made SAS token or bearer token is used
+ * as is (the bearer callback is called when the cached bearer token is near
+ * expiry). *out freed with free(). A secret: never log it. */
+int pl_client_auth(pl_client *c, const char *scope, char **out);
+
+/* Builds a renew/unlock/complete request for m (op: PL_SETTLE_*), with the
+ * Authorization header filled in; same as the public pl_request_settle. */
+int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m, int op);
+
+/* Configures an easy handle the way the client does: timeouts (connect, and
+ * request timeout + extra_timeout_ms), CA file / verification (https unless the
+ * development emulator), CURLOPT_NOSIGNAL, TCP keep-alive. Then sets method,
+ * URL, headers (plus an empty "Expect:"), body of req, and installs callbacks
+ * that collect the answer into *resp_out (a new pl_response; the caller frees it
+ * with pl_response_free after the transfer). *hdrs_out must be freed with
+ * curl_slist_free_all after the transfer. req and the easy handle must outlive
+ * the transfer. Never shares a connection cache. */
+int pl_client_setup_easy(pl_client *c, CURL *easy, const pl_request *req, long extra_timeout_ms,
+                         struct curl_slist **hdrs_out, pl_response **resp_out);
+
+/* Maps a failed transfer (CURLcode != CURLE_OK) to a PL_E* code and sets the
+ * thread's last error: PL_ETIMEOUT, PL_ECONNECT, PL_EPROTOCOL (limits exceeded). */
+int pl_client_curl_error(CURLcode rc, const pl_response *resp);
+
+/* The request timeout the client uses (ms), for drivers that want the same. */
+long pl_client_request_timeout_ms(const pl_client *c);
+
+/* Statistics (atomic counters). */
+typedef enum pl_stat {
+    PL_STAT_REQUESTS, PL_STAT_REUSED, PL_STAT_RETRIES, PL_STAT_SENT, PL_STAT_RECEIVED,
+    PL_STAT_COMPLETED, PL_STAT_ABANDONED, PL_STAT_RENEWED, PL_STAT_LOST, PL_STAT__COUNT
+} pl_stat;
+void pl_client_stat_add(pl_client *c, pl_stat which, uint64_t n);
+/* Records one renew round trip (feeds renew_p50_ms / renew_p99_ms). */
+void pl_client_record_renew_rtt(pl_client *c, double ms);
+/* Current renew RTT percentile estimate (0 when none yet), pct in 0..100. */
+double pl_client_renew_rtt_pct(pl_client *c, double pct);
+
+#endif
