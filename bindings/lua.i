@@ -1,0 +1,332 @@
+/* bindings/lua.i — the Lua part of the SWIG bindings.
+ *
+ * The one shared interface is bindings/peeklock.i (also used for Python). This file
+ * adds what only Lua needs, before including it:
+ *   - output parameters (TYPE **out) become extra return values;
+ *   - every handle is pushed with the "peeklock.handle" metatable, whose __gc and
+ *     __close both run one idempotent free (pl_lua_release), so a handle is freed
+ *     exactly once whether the collector or the caller gets there first;
+ *   - binary strings (bodies) in and out, stats structs as tables, the last error
+ *     as plain values, a client constructor taking a Lua table of options.
+ * The module is built as peeklock.core (luaopen_peeklock_core) for Lua 5.4 and
+ * LuaJIT; lua/peeklock.lua is the idiomatic layer on top.
+ */
+
+%{
+#include <string.h>
+#include "peeklock.h"
+%}
+
+%include <stdint.i>
+
+/* ---------------------------------------------------------------- handles */
+
+%{
+#define PL_LUA_HANDLE_MT "peeklock.handle"
+
+static void pl_lua_free_typed(swig_type_info *t, void *p);
+
+static int lua_absindex_compat(lua_State *L, int idx) {
+  return (idx > 0 || idx <= LUA_REGISTRYINDEX) ? idx : lua_gettop(L) + idx + 1;
+}
+
+/* The one free: frees the C object once, then marks the userdata empty. */
+static int pl_lua_release(lua_State *L) {
+  swig_lua_userdata *u;
+  if (lua_type(L, 1) != LUA_TUSERDATA || lua_islightuserdata(L, 1))
+    return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
+  if (!lua_getmetatable(L, 1))
+    return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
+  luaL_getmetatable(L, PL_LUA_HANDLE_MT);
+  if (!lua_rawequal(L, -1, -2))
+    return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
+  lua_pop(L, 2);
+  u = (swig_lua_userdata *)lua_touserdata(L, 1);
+  if (u->ptr) {
+    void *p = u->ptr;
+    u->ptr = NULL;
+    if (u->own) { u->own = 0; pl_lua_free_typed(u->type, p); }
+  }
+  return 0;
+}
+
+static int pl_lua_handle_tostring(lua_State *L) {
+  swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, 1);
+  const char *name = (u && u->type && u->type->str) ? u->type->str : "?";
+  if (u && u->ptr) lua_pushfstring(L, "peeklock.handle<%s>", name);
+  else lua_pushfstring(L, "peeklock.handle<%s, freed>", name);
+  return 1;
+}
+
+/* Re-labels the SWIG userdata at idx as a peeklock handle (owned or borrowed). */
+static void pl_lua_adopt(lua_State *L, int idx, int own) {
+  swig_lua_userdata *u;
+  idx = lua_absindex_compat(L, idx);
+  if (lua_isnil(L, idx)) return;
+  u = (swig_lua_userdata *)lua_touserdata(L, idx);
+  u->own = own;
+  if (luaL_newmetatable(L, PL_LUA_HANDLE_MT)) {
+    lua_pushcfunction(L, pl_lua_release);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, pl_lua_release);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, pl_lua_handle_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "peeklock.handle");
+    lua_setfield(L, -2, "__name");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_setmetatable(L, idx);
+}
+%}
+
+/* Output handles: TYPE **out becomes an extra return value (nil when none). */
+%define PL_LUA_OUT_HANDLE(TYPE)
+%typemap(in, numinputs=0) TYPE **out (TYPE *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) TYPE **out {
+  if (*$1) { SWIG_NewPointerObj(L, *$1, $*descriptor, 0); pl_lua_adopt(L, -1, 1); }
+  else lua_pushnil(L);
+  SWIG_arg++;
+}
+%enddef
+PL_LUA_OUT_HANDLE(pl_connstr)
+PL_LUA_OUT_HANDLE(pl_client)
+PL_LUA_OUT_HANDLE(pl_outgoing)
+PL_LUA_OUT_HANDLE(pl_batch)
+PL_LUA_OUT_HANDLE(pl_message)
+PL_LUA_OUT_HANDLE(pl_renewer)
+PL_LUA_OUT_HANDLE(pl_event)
+PL_LUA_OUT_HANDLE(pl_request)
+PL_LUA_OUT_HANDLE(pl_response)
+
+/* Borrowed handles returned by value (pl_event_message): not owned. */
+%typemap(out) pl_message * {
+  SWIG_NewPointerObj(L, $1, $descriptor, 0);
+  pl_lua_adopt(L, -1, 0);
+  SWIG_arg++;
+}
+
+/* Owned strings through char **out (pl_sas_token). */
+%typemap(in, numinputs=0) char **out (char *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) char **out {
+  if (*$1) lua_pushstring(L, *$1); else lua_pushnil(L);
+  SWIG_arg++;
+}
+%typemap(freearg) char **out { pl_free(*$1); }
+
+/* Binary input: a Lua string, NULs included. */
+%typemap(in, checkfn="lua_isstring") (const void *body, size_t len) {
+  size_t n = 0;
+  $1 = (void *)lua_tolstring(L, $input, &n);
+  $2 = n;
+}
+
+/* int64_t: plain Lua numbers (integers on 5.4). */
+%typemap(in, checkfn="lua_isnumber") int64_t {
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, $input)) $1 = (int64_t)lua_tointeger(L, $input);
+  else $1 = (int64_t)lua_tonumber(L, $input);
+#else
+  $1 = (int64_t)lua_tonumber(L, $input);
+#endif
+}
+%typemap(out) int64_t {
+#if LUA_VERSION_NUM >= 503
+  lua_pushinteger(L, (lua_Integer)$1);
+#else
+  lua_pushnumber(L, (lua_Number)$1);
+#endif
+  SWIG_arg++;
+}
+
+/* Stats structs come back as tables. */
+%typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) {
+  memset(&tmp, 0, sizeof tmp); $1 = &tmp;
+}
+%typemap(argout) pl_client_stats *out {
+  lua_createtable(L, 0, 11);
+#define PL_F(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
+  PL_F(requests) PL_F(reused_connections) PL_F(retries) PL_F(sent) PL_F(received)
+  PL_F(completed) PL_F(abandoned) PL_F(renewed) PL_F(lost) PL_F(renew_p50_ms) PL_F(renew_p99_ms)
+#undef PL_F
+  SWIG_arg++;
+}
+%typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {
+  memset(&tmp, 0, sizeof tmp); $1 = &tmp;
+}
+%typemap(argout) pl_renewer_stats *out {
+  int i;
+  lua_createtable(L, 0, 10);
+#define PL_F(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
+  PL_F(held) PL_F(renewals) PL_F(failures) PL_F(lost) PL_F(cap_reached) PL_F(threads)
+  PL_F(lateness_p99_ms) PL_F(rtt_p99_ms) PL_F(state_bytes)
+#undef PL_F
+  lua_createtable(L, 6, 0);
+  for (i = 0; i < 6; i++) { lua_pushnumber(L, (lua_Number)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
+  lua_setfield(L, -2, "slack_buckets");
+  SWIG_arg++;
+}
+
+/* Replaced below by Lua-shaped natives, or not usable from Lua. */
+%ignore pl_message_body;
+%ignore pl_request_body;
+%ignore pl_error_last;
+%ignore pl_error;
+%ignore pl_client_options;
+%ignore pl_client_new;
+%ignore pl_renewer_options;
+%ignore pl_renewer_new;
+%ignore pl_token_cb;
+
+%{
+
+static void *pl_lua_check(lua_State *L, int idx, swig_type_info *t, const char *fn, const char *what) {
+  void *p = NULL;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !SWIG_IsOK(SWIG_ConvertPtr(L, idx, &p, t, 0))) {
+    luaL_error(L, "%s: argument %d must be a %s", fn, idx, what);
+    return NULL;
+  }
+  if (!p) luaL_error(L, "%s: argument %d (%s) has been freed", fn, idx, what);
+  return p;
+}
+
+/* body(msg) -> string */
+static int pl_lua_message_body(lua_State *L) {
+  size_t n = 0;
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_body", "pl_message");
+  const void *b = pl_message_body(m, &n);
+  lua_pushlstring(L, b ? (const char *)b : "", b ? n : 0);
+  return 1;
+}
+
+/* request_body(req) -> string */
+static int pl_lua_request_body(lua_State *L) {
+  size_t n = 0;
+  pl_request *r = (pl_request *)pl_lua_check(L, 1, SWIGTYPE_p_pl_request, "request_body", "pl_request");
+  const void *b = pl_request_body(r, &n);
+  lua_pushlstring(L, b ? (const char *)b : "", b ? n : 0);
+  return 1;
+}
+
+/* last_error() -> code, http_status, retryable, message */
+static int pl_lua_last_error(lua_State *L) {
+  const pl_error *e = pl_error_last();
+  lua_pushinteger(L, e->code);
+  lua_pushinteger(L, e->http_status);
+  lua_pushboolean(L, e->retryable);
+  lua_pushstring(L, e->message ? e->message : "");
+  return 4;
+}
+
+static const char *pl_lua_opt_string(lua_State *L, int t, const char *k) {
+  const char *s = NULL;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "client_new: option '%s' must be a string", k);
+    s = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1); /* the string stays alive: it is referenced by the options table */
+  return s;
+}
+
+static long pl_lua_opt_number(lua_State *L, int t, const char *k, long dflt) {
+  long v = dflt;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "client_new: option '%s' must be a number", k);
+    v = (long)lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* client_new(opts) -> rc, client */
+static int pl_lua_client_new(lua_State *L) {
+  pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+  pl_client *c = NULL;
+  int rc;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  o.connection_string = pl_lua_opt_string(L, 1, "connection_string");
+  o.endpoint = pl_lua_opt_string(L, 1, "endpoint");
+  o.key_name = pl_lua_opt_string(L, 1, "key_name");
+  o.key = pl_lua_opt_string(L, 1, "key");
+  o.sas_token = pl_lua_opt_string(L, 1, "sas_token");
+  o.ca_file = pl_lua_opt_string(L, 1, "ca_file");
+  o.connect_timeout_ms = pl_lua_opt_number(L, 1, "connect_timeout_ms", 0);
+  o.request_timeout_ms = pl_lua_opt_number(L, 1, "request_timeout_ms", 0);
+  o.max_retries = (int)pl_lua_opt_number(L, 1, "max_retries", -1);
+  o.retry_base_ms = pl_lua_opt_number(L, 1, "retry_base_ms", 0);
+  o.retry_max_ms = pl_lua_opt_number(L, 1, "retry_max_ms", 0);
+  o.pool_size = (int)pl_lua_opt_number(L, 1, "pool_size", 0);
+  o.token_lifetime_s = (int)pl_lua_opt_number(L, 1, "token_lifetime_s", 0);
+  rc = pl_client_new(&c, &o);
+  lua_pushinteger(L, rc);
+  if (c) { SWIG_NewPointerObj(L, c, SWIGTYPE_p_pl_client, 0); pl_lua_adopt(L, -1, 1); }
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* renewer_new(client, opts) -> rc, renewer */
+static int pl_lua_renewer_new(lua_State *L) {
+  pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
+  pl_renewer *r = NULL;
+  int rc;
+  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "renewer_new", "pl_client");
+  if (lua_istable(L, 2)) {
+    o.max_connections = (int)pl_lua_opt_number(L, 2, "max_connections", 0);
+    o.margin_floor_ms = pl_lua_opt_number(L, 2, "margin_floor_ms", 0);
+    o.default_max_renew_ms = pl_lua_opt_number(L, 2, "default_max_renew_ms", 0);
+    o.request_timeout_ms = pl_lua_opt_number(L, 2, "request_timeout_ms", 0);
+    lua_getfield(L, 2, "jitter");
+    if (lua_type(L, -1) == LUA_TNUMBER) o.jitter = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  rc = pl_renewer_new(&r, c, &o);
+  lua_pushinteger(L, rc);
+  if (r) { SWIG_NewPointerObj(L, r, SWIGTYPE_p_pl_renewer, 0); pl_lua_adopt(L, -1, 1); }
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* key(handle) -> lightuserdata of the C pointer (identity across userdata) */
+static int pl_lua_key(lua_State *L) {
+  swig_lua_userdata *u;
+  if (lua_type(L, 1) != LUA_TUSERDATA) return luaL_error(L, "key: argument 1 must be a peeklock handle");
+  u = (swig_lua_userdata *)lua_touserdata(L, 1);
+  if (!u->ptr) lua_pushnil(L); else lua_pushlightuserdata(L, u->ptr);
+  return 1;
+}
+
+/* alive(handle) -> true when not yet freed */
+static int pl_lua_alive(lua_State *L) {
+  swig_lua_userdata *u;
+  if (lua_type(L, 1) != LUA_TUSERDATA) { lua_pushboolean(L, 0); return 1; }
+  u = (swig_lua_userdata *)lua_touserdata(L, 1);
+  lua_pushboolean(L, u->ptr != NULL);
+  return 1;
+}
+
+static void pl_lua_free_typed(swig_type_info *t, void *p) {
+  if (t == SWIGTYPE_p_pl_client) pl_client_free((pl_client *)p);
+  else if (t == SWIGTYPE_p_pl_message) pl_message_free((pl_message *)p);
+  else if (t == SWIGTYPE_p_pl_outgoing) pl_outgoing_free((pl_outgoing *)p);
+  else if (t == SWIGTYPE_p_pl_batch) pl_batch_free((pl_batch *)p);
+  else if (t == SWIGTYPE_p_pl_renewer) pl_renewer_free((pl_renewer *)p);
+  else if (t == SWIGTYPE_p_pl_event) pl_event_free((pl_event *)p);
+  else if (t == SWIGTYPE_p_pl_request) pl_request_free((pl_request *)p);
+  else if (t == SWIGTYPE_p_pl_response) pl_response_free((pl_response *)p);
+  else if (t == SWIGTYPE_p_pl_connstr) pl_connstr_free((pl_connstr *)p);
+}
+%}
+
+%native(release) int pl_lua_release(lua_State *L);
+%native(message_body) int pl_lua_message_body(lua_State *L);
+%native(request_body) int pl_lua_request_body(lua_State *L);
+%native(last_error) int pl_lua_last_error(lua_State *L);
+%native(client_new) int pl_lua_client_new(lua_State *L);
+%native(renewer_new) int pl_lua_renewer_new(lua_State *L);
+%native(key) int pl_lua_key(lua_State *L);
+%native(alive) int pl_lua_alive(lua_State *L);
+
+%include "peeklock.i"

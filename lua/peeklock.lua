@@ -1,0 +1,683 @@
+--- peeklock: Azure Service Bus REST message locks for Lua 5.4 and LuaJIT.
+--
+--   local peeklock = require "peeklock"
+--   local client = assert(peeklock.client(conn_str))
+--   assert(client:send("orders", "payload", { properties = { Priority = "High" } }))
+--   local ok, err = client:with_lock("orders", { timeout = 30 }, function(msg) ... end)
+--
+-- Conventions: `require` returns this table and sets no global; expected failures
+-- return `nil, err` where err is a table with `code`, `status`, `message` (and a
+-- `__tostring`); wrong argument types raise an error naming the argument.
+-- Handles are freed once, by the collector or by `:free()`/`<close>`, whichever
+-- comes first. Built on the C core through the SWIG module `peeklock.core`.
+
+-- SWIG's Lua runtime adds two globals (swig_type, swig_equals) when a module
+-- loads; keep the global table exactly as it was.
+local G = _G
+local saved_swig_type, saved_swig_equals = rawget(G, "swig_type"), rawget(G, "swig_equals")
+local core = require "peeklock.core"
+rawset(G, "swig_type", saved_swig_type)
+rawset(G, "swig_equals", saved_swig_equals)
+
+local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
+local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetatable, rawget, pcall, xpcall
+local floor, huge = math.floor, math.huge
+local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
+local traceback = debug.traceback
+
+local M = {
+  _VERSION = core.pl_version(),
+  version = core.pl_version(),
+  core = core,
+}
+
+-- ------------------------------------------------------------------ codes
+
+local CODE_NAMES = {
+  [core.PL_EINVAL] = "invalid_argument",
+  [core.PL_ENOMEM] = "no_memory",
+  [core.PL_EAUTH] = "auth",
+  [core.PL_ENOTFOUND] = "entity_not_found",
+  [core.PL_ELOCKLOST] = "lock_lost",
+  [core.PL_ETOOLARGE] = "too_large",
+  [core.PL_ETHROTTLED] = "throttled",
+  [core.PL_ESERVER] = "server",
+  [core.PL_ETIMEOUT] = "timeout",
+  [core.PL_ECONNECT] = "connection",
+  [core.PL_EPROTOCOL] = "protocol",
+  [core.PL_EUNKNOWN] = "unknown_outcome",
+  [core.PL_EBADREQUEST] = "bad_request",
+  [core.PL_ECONFLICT] = "conflict",
+  [core.PL_ESTATE] = "state",
+  [core.PL_ECLOSED] = "closed",
+  [core.PL_EHTTP] = "http",
+  [core.PL_EINTERNAL] = "internal",
+}
+M.codes = {}
+for num, name in pairs(CODE_NAMES) do M.codes[name] = num end
+
+local LOCK_STATES = {
+  [core.PL_LOCK_NONE] = "none",
+  [core.PL_LOCK_HELD] = "held",
+  [core.PL_LOCK_SETTLING] = "settling",
+  [core.PL_LOCK_SETTLED] = "settled",
+  [core.PL_LOCK_LOST] = "lost",
+}
+
+-- ------------------------------------------------------------------ errors
+
+local Error = {}
+Error.__index = Error
+Error.__name = "peeklock.Error"
+function Error.__tostring(e)
+  local s = "peeklock: " .. (e.op and (e.op .. ": ") or "") .. tostring(e.message)
+  s = s .. " (" .. tostring(e.code)
+  if e.status and e.status ~= 0 then s = s .. ", HTTP " .. tostring(e.status) end
+  return s .. ")"
+end
+M.Error = Error
+
+local function new_error(fields)
+  fields.status = fields.status or 0
+  fields.retryable = fields.retryable or false
+  return setmetatable(fields, Error)
+end
+M._new_error = new_error
+
+--- True when e is a peeklock error table.
+function M.is_error(e) return getmetatable(e) == Error end
+
+-- Error from a negative C return code and the thread's last error detail.
+local function last_error(rc, op)
+  local code, status, retryable, message = core.last_error()
+  if code ~= rc then -- the detail belongs to another call: keep only the code
+    status, retryable, message = 0, false, core.pl_strerror(rc)
+  end
+  if message == "" then message = core.pl_strerror(rc) end
+  return new_error({ code = CODE_NAMES[rc] or "unknown", errno = rc, status = status,
+                     retryable = retryable, message = message, op = op })
+end
+M._last_error = last_error
+
+-- ------------------------------------------------------------------ argument checks
+
+local function argerror(fname, n, what, v)
+  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fname, what, type(v)), 3)
+end
+
+local function check_string(fname, n, v)
+  if type(v) ~= "string" then argerror(fname, n, "string", v) end
+  return v
+end
+
+local function check_opts(fname, n, v)
+  if v == nil then return {} end
+  if type(v) ~= "table" then argerror(fname, n, "table or nil", v) end
+  return v
+end
+
+local function opt_number(fname, opts, key, dflt, min, max)
+  local v = opts[key]
+  if v == nil then return dflt end
+  if type(v) ~= "number" or v ~= v then
+    error(("bad option '%s' to '%s' (number expected, got %s)"):format(key, fname, type(v)), 3)
+  end
+  if (min and v < min) or (max and v > max) then
+    error(("bad option '%s' to '%s' (out of range %s..%s)"):format(key, fname, tostring(min), tostring(max)), 3)
+  end
+  return v
+end
+M._opt_number = opt_number
+
+local function opt_string(fname, opts, key)
+  local v = opts[key]
+  if v ~= nil and type(v) ~= "string" then
+    error(("bad option '%s' to '%s' (string expected, got %s)"):format(key, fname, type(v)), 3)
+  end
+  return v
+end
+
+-- ------------------------------------------------------------------ outgoing messages
+
+local BROKER_FIELDS = {
+  message_id = "MessageId", label = "Label", correlation_id = "CorrelationId",
+  session_id = "SessionId", partition_key = "PartitionKey", reply_to = "ReplyTo",
+  reply_to_session_id = "ReplyToSessionId", to = "To", via_partition_key = "ViaPartitionKey",
+}
+
+local DateTime = { __name = "peeklock.datetime" }
+DateTime.__index = DateTime
+function DateTime.__tostring(d) return "peeklock.datetime(" .. tostring(d.unix) .. ")" end
+--- Marks a Unix time (seconds) as a DateTime custom property.
+function M.datetime(unix)
+  if type(unix) ~= "number" then argerror("datetime", 1, "number", unix) end
+  return setmetatable({ unix = unix }, DateTime)
+end
+
+local is_integer
+if math.type then
+  is_integer = function(v) return math.type(v) == "integer" end
+else
+  is_integer = function(v) return v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 end
+end
+
+local function fail_build(h, rc, op)
+  local err = last_error(rc, op)
+  core.release(h)
+  return nil, err
+end
+
+-- Builds a pl_outgoing handle from (body, opts). Raises on wrong types.
+local function build_outgoing(fname, body, opts)
+  if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
+  if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
+  opts = opts or {}
+  local rc, h = core.pl_outgoing_new(body)
+  if rc < 0 then return nil, last_error(rc, fname) end
+  for key, field in pairs(BROKER_FIELDS) do
+    local v = opt_string(fname, opts, key)
+    if v ~= nil then
+      rc = core.pl_outgoing_set_broker(h, field, v)
+      if rc < 0 then return fail_build(h, rc, fname) end
+    end
+  end
+  local ct = opt_string(fname, opts, "content_type")
+  if ct then
+    rc = core.pl_outgoing_set_content_type(h, ct)
+    if rc < 0 then return fail_build(h, rc, fname) end
+  end
+  local ttl = opt_number(fname, opts, "time_to_live", nil, 0)
+  if ttl then
+    rc = core.pl_outgoing_set_time_to_live(h, ttl)
+    if rc < 0 then return fail_build(h, rc, fname) end
+  end
+  local sched = opt_number(fname, opts, "scheduled_enqueue_time", nil, 0)
+  if sched then
+    rc = core.pl_outgoing_set_scheduled_enqueue_time(h, floor(sched))
+    if rc < 0 then return fail_build(h, rc, fname) end
+  end
+  if opts.force_persistence ~= nil then
+    if type(opts.force_persistence) ~= "boolean" then
+      core.release(h)
+      error(("bad option 'force_persistence' to '%s' (boolean expected, got %s)"):format(
+        fname, type(opts.force_persistence)), 3)
+    end
+    rc = core.pl_outgoing_set_force_persistence(h, opts.force_persistence and 1 or 0)
+    if rc < 0 then return fail_build(h, rc, fname) end
+  end
+  local props = opts.properties
+  if props ~= nil then
+    if type(props) ~= "table" then
+      core.release(h)
+      error(("bad option 'properties' to '%s' (table expected, got %s)"):format(fname, type(props)), 3)
+    end
+    for name, v in pairs(props) do
+      if type(name) ~= "string" then
+        core.release(h)
+        error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(name)), 3)
+      end
+      local tv = type(v)
+      if tv == "string" then rc = core.pl_outgoing_add_string(h, name, v)
+      elseif tv == "boolean" then rc = core.pl_outgoing_add_bool(h, name, v and 1 or 0)
+      elseif tv == "number" then
+        if is_integer(v) then rc = core.pl_outgoing_add_int(h, name, v)
+        else rc = core.pl_outgoing_add_double(h, name, v) end
+      elseif getmetatable(v) == DateTime then rc = core.pl_outgoing_add_datetime(h, name, floor(v.unix))
+      else
+        core.release(h)
+        error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
+          :format(name, fname, tv), 3)
+      end
+      if rc < 0 then return fail_build(h, rc, fname) end
+    end
+  end
+  return h
+end
+M._build_outgoing = build_outgoing
+
+-- Builds a pl_batch handle from a list of bodies or {body=..., <send options>}.
+local function build_batch(fname, list)
+  if type(list) ~= "table" then argerror(fname, 2, "table (list of messages)", list) end
+  local rc, b = core.pl_batch_new()
+  if rc < 0 then return nil, last_error(rc, fname) end
+  for i = 1, #list do
+    local item = list[i]
+    local body, opts = item, nil
+    if type(item) == "table" then body, opts = item.body, item end
+    if type(body) ~= "string" then
+      core.release(b)
+      error(("bad message #%d to '%s' (string or {body=string} expected, got %s)"):format(i, fname, type(body)), 3)
+    end
+    local h, err = build_outgoing(fname, body, opts)
+    if not h then core.release(b); return nil, err end
+    rc = core.pl_batch_add(b, h)
+    core.release(h)
+    if rc < 0 then return fail_build(b, rc, fname) end
+  end
+  return b
+end
+M._build_batch = build_batch
+
+-- ------------------------------------------------------------------ received messages
+
+local Message = {}
+Message.__name = "peeklock.Message"
+M.Message = Message
+
+local PROP_STRING, PROP_INT, PROP_DOUBLE, PROP_BOOL, PROP_DATETIME =
+  core.PL_PROP_STRING, core.PL_PROP_INT, core.PL_PROP_DOUBLE, core.PL_PROP_BOOL, core.PL_PROP_DATETIME
+
+local function read_properties(h)
+  local t = {}
+  local n = core.pl_message_property_count(h)
+  for i = 0, n - 1 do
+    local name = core.pl_message_property_name(h, i)
+    local ty = core.pl_message_property_type(h, i)
+    local v
+    if ty == PROP_INT then v = core.pl_message_property_int(h, i)
+    elseif ty == PROP_DOUBLE then v = core.pl_message_property_double(h, i)
+    elseif ty == PROP_BOOL then v = core.pl_message_property_bool(h, i) ~= 0
+    elseif ty == PROP_DATETIME then v = core.pl_message_property_string(h, i)
+    else v = core.pl_message_property_string(h, i) end
+    t[name] = v
+  end
+  return t
+end
+
+local function optional(v) if v == -1 then return nil end return v end
+
+local GETTERS = {
+  body = function(h) return core.message_body(h) end,
+  content_type = function(h) return core.pl_message_content_type(h) end,
+  entity = function(h) return core.pl_message_entity(h) end,
+  message_id = function(h) return core.pl_message_id(h) end,
+  sequence_number = function(h) return optional(core.pl_message_sequence_number(h)) end,
+  enqueued_sequence_number = function(h) return optional(core.pl_message_enqueued_sequence_number(h)) end,
+  delivery_count = function(h) return optional(core.pl_message_delivery_count(h)) end,
+  enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
+  locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
+  time_to_live = function(h) local v = core.pl_message_time_to_live(h); if v < 0 then return nil end return v end,
+  properties = read_properties,
+  state = function(h) return core.pl_message_broker(h, "State") end,
+}
+for key, field in pairs(BROKER_FIELDS) do
+  if key ~= "message_id" then GETTERS[key] = function(h) return core.pl_message_broker(h, field) end end
+end
+-- Values that change over the message's life are not cached.
+local LIVE = { lock_state = true, lock_remaining_ms = true, lock_duration_ms = true }
+
+function Message.__index(self, k)
+  local m = Message[k]
+  if m ~= nil then return m end
+  if LIVE[k] then
+    local h = rawget(self, "_h")
+    if not h then return nil end
+    if k == "lock_state" then return LOCK_STATES[core.pl_message_lock_state(h)] end
+    if k == "lock_remaining_ms" then return core.pl_message_lock_remaining_ms(h) end
+    return core.pl_message_lock_duration_ms(h)
+  end
+  local g = GETTERS[k]
+  if not g then return nil end
+  local h = rawget(self, "_h")
+  if not h then error("peeklock: message field '" .. tostring(k) .. "' read after the message was freed", 2) end
+  local v = g(h)
+  rawset(self, k, v)
+  return v
+end
+
+function Message.__tostring(self)
+  local h = rawget(self, "_h")
+  if not h then return "peeklock.Message(freed)" end
+  return ("peeklock.Message(entity=%s, sequence_number=%s, message_id=%s, lock=%s)"):format(
+    tostring(self.entity), tostring(self.sequence_number), tostring(self.message_id),
+    tostring(self.lock_state))
+end
+
+-- The one free for a message: idempotent; __gc and __close end here too.
+function Message.free(self)
+  local h = rawget(self, "_h")
+  if h then
+    rawset(self, "_h", false)
+    core.release(h)
+  end
+end
+Message.__gc = Message.free
+
+-- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
+function Message.__close(self)
+  local h = rawget(self, "_h")
+  if h and core.pl_message_lock_state(h) == core.PL_LOCK_HELD then
+    self._client:_settle(self, "abandon")
+  end
+  Message.free(self)
+end
+
+local function check_message(self, fname)
+  if getmetatable(self) ~= Message then
+    error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), 3)
+  end
+  local h = rawget(self, "_h")
+  if not h then
+    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = fname })
+  end
+  return h
+end
+M._check_message = check_message
+
+--- Renews the lock: true, or nil, err.
+function Message:renew()
+  local h, err = check_message(self, "renew")
+  if not h then return nil, err end
+  return self._client:_settle(self, "renew")
+end
+--- Abandons (unlocks) the message so it is redelivered: true, or nil, err.
+function Message:abandon()
+  local h, err = check_message(self, "abandon")
+  if not h then return nil, err end
+  return self._client:_settle(self, "abandon")
+end
+--- Completes (deletes) the message: true, or nil, err.
+function Message:complete()
+  local h, err = check_message(self, "complete")
+  if not h then return nil, err end
+  return self._client:_settle(self, "complete")
+end
+
+local function wrap_message(client, h)
+  return setmetatable({ _h = h, _client = client }, Message)
+end
+M._wrap_message = wrap_message
+
+-- ------------------------------------------------------------------ blocking client
+
+local Client = {}
+Client.__index = Client
+Client.__name = "peeklock.Client"
+M.Client = Client
+
+local function check_client(self, fname)
+  if getmetatable(self) ~= Client then
+    error(("bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))"):format(
+      fname, type(self), fname), 3)
+  end
+  local h = rawget(self, "_h")
+  if not h then
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = fname })
+  end
+  return h
+end
+
+--- peeklock.client(connection_string | options) -> client | nil, err
+-- options: connection_string | endpoint + key_name + key | sas_token, and
+-- connect_timeout_ms, request_timeout_ms, max_retries, retry_base_ms, retry_max_ms,
+-- pool_size, ca_file, token_lifetime_s; renewer = { margin_floor_ms=..., ... }.
+function M.client(opts)
+  if type(opts) == "string" then opts = { connection_string = opts }
+  elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts) end
+  local ok, rc, h = pcall(core.client_new, opts)
+  if not ok then error("peeklock.client: " .. tostring(rc), 2) end
+  if rc < 0 then return nil, last_error(rc, "client") end
+  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = {} }, Client)
+end
+
+function Client:endpoint()
+  local h, err = check_client(self, "endpoint")
+  if not h then return nil, err end
+  return core.pl_client_endpoint(h)
+end
+
+--- client:send(entity, body, opts) -> true | nil, err
+function Client:send(entity, body, opts)
+  local h, err = check_client(self, "send")
+  if not h then return nil, err end
+  check_string("send", 1, entity)
+  local m
+  m, err = build_outgoing("send", body, opts)
+  if not m then return nil, err end
+  local rc = core.pl_send(h, entity, m)
+  if rc < 0 then err = last_error(rc, "send") end
+  core.release(m)
+  if rc < 0 then return nil, err end
+  return true
+end
+
+--- client:send_batch(entity, { body | {body=..., ...}, ... }) -> true | nil, err
+function Client:send_batch(entity, list)
+  local h, err = check_client(self, "send_batch")
+  if not h then return nil, err end
+  check_string("send_batch", 1, entity)
+  local b
+  b, err = build_batch("send_batch", list)
+  if not b then return nil, err end
+  local rc = core.pl_send_batch(h, entity, b)
+  if rc < 0 then err = last_error(rc, "send_batch") end
+  core.release(b)
+  if rc < 0 then return nil, err end
+  return true
+end
+
+local function receive(self, fname, entity, opts, fn)
+  local h, err = check_client(self, fname)
+  if not h then return nil, err end
+  check_string(fname, 1, entity)
+  opts = check_opts(fname, 2, opts)
+  local timeout = opt_number(fname, opts, "timeout", 30, 0, 300)
+  local rc, m = fn(h, entity, floor(timeout))
+  if rc < 0 then return nil, last_error(rc, fname) end
+  if rc == core.PL_EMPTY or not m then return nil, nil end
+  return wrap_message(self, m)
+end
+
+--- client:peek_lock(entity, {timeout=s}) -> msg | nil, nil (nothing in time) | nil, err
+function Client:peek_lock(entity, opts)
+  return receive(self, "peek_lock", entity, opts, core.pl_peek_lock)
+end
+
+--- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
+function Client:receive_and_delete(entity, opts)
+  return receive(self, "receive_and_delete", entity, opts, core.pl_receive_and_delete)
+end
+
+local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
+
+function Client:_settle(msg, op)
+  local h = rawget(self, "_h")
+  if not h then
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+  end
+  local mh = rawget(msg, "_h")
+  if not mh then
+    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+  end
+  if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
+  local rc = SETTLE[op](h, mh)
+  if rc < 0 then return nil, last_error(rc, op) end
+  return true
+end
+
+function Client:_get_renewer()
+  local r = self._renewer
+  if r then return r end
+  local rc
+  rc, r = core.renewer_new(self._h, self._renewer_opts)
+  if rc < 0 then return nil, last_error(rc, "renewer") end
+  self._renewer = r
+  return r
+end
+
+-- Drains the renewer's event queue (never blocks). Lost events are kept by
+-- message identity for with_lock to report; returns the number of events.
+function Client:poll_events()
+  local r = self._renewer
+  if not r then return 0 end
+  local n = 0
+  while true do
+    local rc, ev = core.pl_renewer_next_event(r)
+    if rc ~= 0 or not ev then break end
+    n = n + 1
+    local ty = core.pl_event_type(ev)
+    if ty == core.PL_EVENT_LOST or ty == core.PL_EVENT_CAP_REACHED then
+      local key = core.key(core.pl_event_message(ev))
+      if key then
+        self._lost[key] = { type = ty == core.PL_EVENT_LOST and "lost" or "cap_reached",
+                            errno = core.pl_event_code(ev), status = core.pl_event_http_status(ev),
+                            reason = core.pl_event_reason(ev) }
+      end
+    end
+    core.release(ev)
+  end
+  return n
+end
+
+--- Renewer statistics (nil before the first with_lock).
+function Client:renewer_stats()
+  if not self._renewer then return nil end
+  local rc, st = core.pl_renewer_stats_get(self._renewer)
+  if rc < 0 then return nil, last_error(rc, "renewer_stats") end
+  return st
+end
+
+--- Client counters: requests, sent, received, completed, abandoned, renewed, lost, ...
+function Client:stats()
+  local h, err = check_client(self, "stats")
+  if not h then return nil, err end
+  local rc, st = core.pl_client_stats_get(h)
+  if rc < 0 then return nil, last_error(rc, "stats") end
+  return st
+end
+
+local function lost_error(info, op)
+  local msg = "lock lost; nothing was completed"
+  if info and info.reason and info.reason ~= "" then msg = msg .. " (" .. info.reason .. ")" end
+  return new_error({ code = "lock_lost", errno = core.PL_ELOCKLOST, status = info and info.status or 0,
+                     message = msg, op = op })
+end
+M._lost_error = lost_error
+
+local function handler_error(cause)
+  return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
+                     cause = cause, op = "with_lock" })
+end
+M._handler_error = handler_error
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function with_lock_args(fname, entity, opts, fn)
+  check_string(fname, 1, entity)
+  if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
+  opts = check_opts(fname, 2, opts)
+  if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
+  local max_renew = opt_number(fname, opts, "max_renew", 300, 0)
+  return opts, fn, max_renew
+end
+M._with_lock_args = with_lock_args
+
+--- client:with_lock(entity, opts, fn) -> true, ...fn results | nil, nil (no message) | nil, err
+-- Peek-locks one message and calls fn(msg) while the C renewer keeps the lock
+-- (for up to opts.max_renew seconds, default 300). A normal return completes the
+-- message; an error abandons it and returns nil, err (err.code == "handler",
+-- err.cause the error value); a lock lost meanwhile completes nothing and returns
+-- nil, err with err.code == "lock_lost". fn may settle msg itself.
+function Client:with_lock(entity, opts, fn)
+  local h, err = check_client(self, "with_lock")
+  if not h then return nil, err end
+  local max_renew
+  opts, fn, max_renew = with_lock_args("with_lock", entity, opts, fn)
+  local r
+  r, err = self:_get_renewer()
+  if not r then return nil, err end
+  local msg
+  msg, err = self:peek_lock(entity, opts)
+  if not msg then return nil, err end
+  local mh = msg._h
+  local rc = core.pl_renewer_add(r, mh, floor(max_renew * 1000))
+  if rc < 0 then
+    err = last_error(rc, "with_lock")
+    self:_settle(msg, "abandon")
+    msg:free()
+    return nil, err
+  end
+  local res = pack(pcall(fn, msg))
+  core.pl_renewer_remove(r, mh)
+  self:poll_events()
+  local key = core.key(mh)
+  local info = key and self._lost[key]
+  if key then self._lost[key] = nil end
+  local state = core.pl_message_lock_state(mh)
+  if not res[1] then
+    if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end
+    msg:free()
+    return nil, handler_error(res[2])
+  end
+  if state == core.PL_LOCK_LOST then
+    msg:free()
+    return nil, lost_error(info, "with_lock")
+  end
+  if state == core.PL_LOCK_HELD then
+    local ok, cerr = self:_settle(msg, "complete")
+    msg:free()
+    if not ok then
+      if cerr.code == "lock_lost" then return nil, lost_error(info, "with_lock") end
+      return nil, cerr
+    end
+  else
+    msg:free()
+  end
+  return true, unpack(res, 2, res.n)
+end
+
+--- Frees the client (and its renewer). Idempotent; also run by the collector.
+function Client:close()
+  local r = rawget(self, "_renewer")
+  if r then
+    rawset(self, "_renewer", false)
+    core.release(r)
+  end
+  local h = rawget(self, "_h")
+  if h then
+    rawset(self, "_h", false)
+    core.release(h)
+  end
+end
+Client.free = Client.close
+Client.__gc = Client.close
+Client.__close = Client.close
+function Client.__tostring(self)
+  local h = rawget(self, "_h")
+  if not h then return "peeklock.Client(closed)" end
+  return "peeklock.Client(" .. tostring(core.pl_client_endpoint(h)) .. ")"
+end
+
+-- ------------------------------------------------------------------ helpers
+
+--- peeklock.sas_token(resource_uri, key_name, key, expiry_unix) -> token | nil, err
+function M.sas_token(uri, key_name, key, expiry)
+  check_string("sas_token", 1, uri)
+  check_string("sas_token", 2, key_name)
+  check_string("sas_token", 3, key)
+  if type(expiry) ~= "number" then argerror("sas_token", 4, "number", expiry) end
+  local rc, tok = core.pl_sas_token(uri, key_name, key, floor(expiry))
+  if rc < 0 then return nil, last_error(rc, "sas_token") end
+  return tok
+end
+
+--- peeklock.parse_connection_string(s) -> { endpoint, key_name, entity_path,
+-- development_emulator, has_key, has_sas_token } | nil, err (never echoes a key)
+function M.parse_connection_string(s)
+  check_string("parse_connection_string", 1, s)
+  local rc, cs = core.pl_connstr_parse(s)
+  if rc < 0 then return nil, last_error(rc, "parse_connection_string") end
+  local t = {
+    endpoint = core.pl_connstr_endpoint(cs),
+    key_name = core.pl_connstr_key_name(cs),
+    entity_path = core.pl_connstr_entity_path(cs),
+    development_emulator = core.pl_connstr_development_emulator(cs) == 1,
+    has_key = core.pl_connstr_key(cs) ~= nil,
+    has_sas_token = core.pl_connstr_sas_token(cs) ~= nil,
+  }
+  core.release(cs)
+  return t
+end
+
+M.lock_states = LOCK_STATES
+return M
