@@ -1,0 +1,20 @@
+/* Private: renewer internals exposed for tests and benchmarks. Not installed. */
+#ifndef PEEKLOCK_RENEWER_INT_H
+#define PEEKLOCK_RENEWER_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "peeklock.h"
+
+/* Bytes of renewer state attributable to one held lock (record + heap slot +
+ * hash slot at their maximum load), excluding malloc's own overhead. */
+size_t pl_renewer_bytes_per_lock(void);
+
+/* Largest number of RENEWED events kept queued; beyond it RENEWED events are
+ * dropped (and counted) while LOST and CAP_REACHED events are always kept. */
+#define PL_RENEWER_MAX_QUEUED_RENEWED 4096
+
+/* Count of RENEWED events dropped because nobody drained the queue. */
+uint64_t pl_renewer_dropped_events(pl_renewer *r);
+
+#endif
