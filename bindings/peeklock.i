@@ -1,0 +1,167 @@
+/*
+ * peeklock.i — the ONE SWIG interface over csrc/include/peeklock.h, shared by
+ * every language binding (Python: bindings/python.i, Lua: bindings/lua.i).
+ *
+ * This file is language-neutral. A language file declares %module, defines the
+ * typemap hooks below, then does  %include "peeklock.i".
+ *
+ * Typemap hooks each language file provides (all patterns come straight from
+ * the header, so they need no %apply):
+ *
+ *   int PL_STATUS            return of every fallible call (applied below):
+ *                            < 0 -> raise / return nil, err (pl_error_last());
+ *                            PL_OK / PL_EMPTY -> nothing (or the out value).
+ *   T **out                  for T in pl_client, pl_message, pl_renewer,
+ *                            pl_outgoing, pl_batch, pl_connstr, pl_event,
+ *                            pl_request, pl_response: an output argument turned
+ *                            into a return value that owns the object (its
+ *                            destructor below frees it); NULL -> nil/None.
+ *   char **out               an owned string, returned and freed with pl_free.
+ *   (const void *body, size_t len)   a byte string in.
+ *   size_t *len (with a const void * return)   the return becomes a byte string.
+ *   pl_client_stats *out, pl_renewer_stats *out   a table/dict out.
+ *
+ * Ownership: every opaque type gets a destructor that calls its pl_*_free; the
+ * explicit pl_*_free functions are therefore not wrapped (no double free).
+ * Parents stay alive in C: a pl_message and a pl_renewer hold a reference to
+ * their pl_client, and pl_client_free defers the real free until they are
+ * gone, so a binding may drop a client object before its messages.
+ *
+ * Blocking: only these calls can block (network, long polls, thread joins):
+ * pl_send, pl_send_batch, pl_peek_lock, pl_receive_and_delete, pl_renew_lock,
+ * pl_unlock, pl_complete, pl_renewer_close, pl_renewer_wait_event and the
+ * pl_renewer destructor. Language files release their interpreter lock around
+ * exactly those (Python: %thread in python.i); nothing else releases it.
+ */
+
+%{
+#include "peeklock.h"
+%}
+
+%include <stdint.i>
+
+/* ---- opaque types: no constructors, a destructor each ------------------- */
+
+%nodefaultctor pl_client;   %nodefaultdtor pl_client;
+%nodefaultctor pl_message;  %nodefaultdtor pl_message;
+%nodefaultctor pl_renewer;  %nodefaultdtor pl_renewer;
+%nodefaultctor pl_outgoing; %nodefaultdtor pl_outgoing;
+%nodefaultctor pl_batch;    %nodefaultdtor pl_batch;
+%nodefaultctor pl_connstr;  %nodefaultdtor pl_connstr;
+%nodefaultctor pl_event;    %nodefaultdtor pl_event;
+%nodefaultctor pl_request;  %nodefaultdtor pl_request;
+%nodefaultctor pl_response; %nodefaultdtor pl_response;
+
+struct pl_client {};
+struct pl_message {};
+struct pl_renewer {};
+struct pl_outgoing {};
+struct pl_batch {};
+struct pl_connstr {};
+struct pl_event {};
+struct pl_request {};
+struct pl_response {};
+
+%extend pl_client   { ~pl_client()   { pl_client_free($self); } }
+%extend pl_message  { ~pl_message()  { pl_message_free($self); } }
+%extend pl_renewer  { ~pl_renewer()  { pl_renewer_free($self); } }
+%extend pl_outgoing { ~pl_outgoing() { pl_outgoing_free($self); } }
+%extend pl_batch    { ~pl_batch()    { pl_batch_free($self); } }
+%extend pl_connstr  { ~pl_connstr()  { pl_connstr_free($self); } }
+%extend pl_event    { ~pl_event()    { pl_event_free($self); } }
+%extend pl_request  { ~pl_request()  { pl_request_free($self); } }
+%extend pl_response { ~pl_response() { pl_response_free($self); } }
+
+%ignore pl_client_free;
+%ignore pl_message_free;
+%ignore pl_renewer_free;
+%ignore pl_outgoing_free;
+%ignore pl_batch_free;
+%ignore pl_connstr_free;
+%ignore pl_event_free;
+%ignore pl_request_free;
+%ignore pl_response_free;
+%ignore pl_free;
+
+/* Callbacks and option structs carrying them cannot cross into a scripting
+ * language safely (the renewer thread may call them). Bindings use
+ * pl_client_open / pl_renewer_open below and pl_client_set_bearer_token. */
+%ignore pl_token_cb;
+%ignore pl_client_options;
+%ignore pl_client_new;
+%ignore pl_renewer_options;
+%ignore pl_renewer_new;
+%ignore pl_error;
+%ignore pl_error_last;
+/* The raw stats structs are returned as tables/dicts by the stats hooks. */
+%ignore pl_client_stats;
+%ignore pl_renewer_stats;
+
+/* ---- fallible calls: int PL_STATUS ------------------------------------- */
+
+%apply int PL_STATUS {
+  int pl_sas_token, int pl_sas_token_raw, int pl_connstr_parse,
+  int pl_client_open, int pl_client_new_from_connection_string, int pl_client_set_bearer_token,
+  int pl_client_stats_get,
+  int pl_outgoing_new, int pl_outgoing_set_content_type, int pl_outgoing_set_broker,
+  int pl_outgoing_set_time_to_live, int pl_outgoing_set_scheduled_enqueue_time,
+  int pl_outgoing_set_force_persistence, int pl_outgoing_add_string, int pl_outgoing_add_int,
+  int pl_outgoing_add_double, int pl_outgoing_add_bool, int pl_outgoing_add_datetime,
+  int pl_batch_new, int pl_batch_add,
+  int pl_send, int pl_send_batch, int pl_peek_lock, int pl_receive_and_delete,
+  int pl_renew_lock, int pl_unlock, int pl_complete,
+  int pl_renewer_open, int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
+  int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,
+  int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
+  int pl_response_new, int pl_response_add_header, int pl_response_set_body,
+  int pl_response_result
+};
+
+/* ---- helpers every binding shares --------------------------------------- */
+
+%inline %{
+/* pl_client_new without the callback-bearing options struct. NULL / 0 / -1
+ * arguments take the library defaults, as in PL_CLIENT_OPTIONS_INIT. */
+static int pl_client_open(pl_client **out, const char *connection_string, const char *endpoint,
+                          const char *key_name, const char *key, const char *sas_token,
+                          long connect_timeout_ms, long request_timeout_ms, int max_retries,
+                          long retry_base_ms, long retry_max_ms, int pool_size,
+                          const char *ca_file, int token_lifetime_s) {
+    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+    o.connection_string = connection_string;
+    o.endpoint = endpoint;
+    o.key_name = key_name;
+    o.key = key;
+    o.sas_token = sas_token;
+    o.connect_timeout_ms = connect_timeout_ms;
+    o.request_timeout_ms = request_timeout_ms;
+    o.max_retries = max_retries;
+    o.retry_base_ms = retry_base_ms;
+    o.retry_max_ms = retry_max_ms;
+    o.pool_size = pool_size;
+    o.ca_file = ca_file;
+    o.token_lifetime_s = token_lifetime_s;
+    return pl_client_new(out, &o);
+}
+
+/* pl_renewer_new without the options struct; 0 / negative jitter = defaults. */
+static int pl_renewer_open(pl_renewer **out, pl_client *client, int max_connections,
+                           long margin_floor_ms, double jitter, long default_max_renew_ms,
+                           long request_timeout_ms) {
+    pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
+    o.max_connections = max_connections;
+    o.margin_floor_ms = margin_floor_ms;
+    o.jitter = jitter;
+    o.default_max_renew_ms = default_max_renew_ms;
+    o.request_timeout_ms = request_timeout_ms;
+    return pl_renewer_new(out, client, &o);
+}
+
+/* Address of an object, so a binding can match a renewer event's (borrowed)
+ * message with the object it already holds. */
+static uintptr_t pl_message_address(const pl_message *m) { return (uintptr_t)m; }
+%}
+
+/* ---- the header itself --------------------------------------------------- */
+
+%include "peeklock.h"

@@ -1,0 +1,182 @@
+/*
+ * python.i — the Python part of the peeklock SWIG bindings: the typemap hooks
+ * promised by peeklock.i, the GIL policy and the error bridge. Built as the
+ * extension module peeklock._core (swig -python -builtin); the hand-written
+ * package python/peeklock/ is the public surface.
+ */
+%module(package="peeklock", threads="1") _core
+
+/* Nothing releases the GIL unless listed under "the GIL" below. */
+%nothread;
+
+%{
+#include <string.h>
+#include "peeklock.h"
+
+/* Python callable (code, http_status, retryable, message) -> exception
+ * instance, registered by peeklock.errors at import. */
+static PyObject *pl_py_error_factory = NULL;
+
+static void pl_py_raise(int code) {
+    const pl_error *e = pl_error_last();
+    int status = 0, retryable = 0;
+    const char *text = NULL;
+    if (e && e->code == code) {
+        status = e->http_status;
+        retryable = e->retryable;
+        if (e->message && e->message[0]) text = e->message;
+    }
+    if (!text) text = pl_strerror(code);
+    PyObject *msg = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+    if (!msg) return;
+    if (pl_py_error_factory) {
+        PyObject *exc = PyObject_CallFunction(pl_py_error_factory, "iiiO", code, status,
+                                              retryable, msg);
+        Py_DECREF(msg);
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return;
+    }
+    PyErr_SetObject(PyExc_RuntimeError, msg);
+    Py_DECREF(msg);
+}
+%}
+
+%inline %{
+/* Registers the exception factory (peeklock.errors does this at import). */
+static PyObject *pl_py_set_error_factory(PyObject *factory) {
+    if (!PyCallable_Check(factory)) {
+        PyErr_SetString(PyExc_TypeError, "factory must be callable");
+        return NULL;
+    }
+    Py_XINCREF(factory);
+    Py_XSETREF(pl_py_error_factory, factory);
+    Py_RETURN_NONE;
+}
+
+/* The last error on this thread, as (code, http_status, retryable, message). */
+static PyObject *pl_py_error_last(void) {
+    const pl_error *e = pl_error_last();
+    return Py_BuildValue("(iiis)", e->code, e->http_status, e->retryable,
+                         e->message ? e->message : "");
+}
+%}
+
+/* ---- the GIL: released only around calls that can block ----------------- */
+
+%thread pl_send;
+%thread pl_send_batch;
+%thread pl_peek_lock;
+%thread pl_receive_and_delete;
+%thread pl_renew_lock;
+%thread pl_unlock;
+%thread pl_complete;
+%thread pl_renewer_close;
+%thread pl_renewer_wait_event;
+%thread pl_renewer::~pl_renewer;
+
+/* ---- int PL_STATUS: negative -> peeklock.Error subclass ------------------ */
+
+%typemap(out) int PL_STATUS {
+    if ($1 < 0) { pl_py_raise($1); SWIG_fail; }
+    $result = SWIG_Py_Void();
+}
+
+/* ---- T **out: returned, owned by Python --------------------------------- */
+
+%define PL_PY_OUT_OBJECT(TYPE)
+%typemap(in, numinputs=0) TYPE **out (TYPE *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) TYPE **out {
+    $result = SWIG_Python_AppendOutput($result,
+        tmp$argnum ? SWIG_NewPointerObj(SWIG_as_voidptr(tmp$argnum), $*1_descriptor, SWIG_POINTER_OWN)
+                   : SWIG_Py_Void());
+}
+%enddef
+PL_PY_OUT_OBJECT(pl_client)
+PL_PY_OUT_OBJECT(pl_message)
+PL_PY_OUT_OBJECT(pl_renewer)
+PL_PY_OUT_OBJECT(pl_outgoing)
+PL_PY_OUT_OBJECT(pl_batch)
+PL_PY_OUT_OBJECT(pl_connstr)
+PL_PY_OUT_OBJECT(pl_event)
+PL_PY_OUT_OBJECT(pl_request)
+PL_PY_OUT_OBJECT(pl_response)
+
+/* ---- char **out: an owned string ---------------------------------------- */
+
+%typemap(in, numinputs=0) char **out (char *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) char **out {
+    $result = SWIG_Python_AppendOutput($result,
+        tmp$argnum ? PyUnicode_DecodeUTF8(tmp$argnum, (Py_ssize_t)strlen(tmp$argnum), "replace")
+                   : SWIG_Py_Void());
+}
+%typemap(freearg) char **out { pl_free(tmp$argnum); }
+
+/* ---- bytes in / bytes out ------------------------------------------------ */
+
+%typemap(in) (const void *body, size_t len) (Py_buffer view, int have_view = 0) {
+    if (PyUnicode_Check($input)) {
+        PyErr_SetString(PyExc_TypeError, "body must be bytes-like, not str (encode it first)");
+        SWIG_fail;
+    }
+    if (PyObject_GetBuffer($input, &view, PyBUF_SIMPLE) != 0) SWIG_fail;
+    have_view = 1;
+    $1 = view.buf;
+    $2 = (size_t)view.len;
+}
+%typemap(freearg) (const void *body, size_t len) { if (have_view$argnum) PyBuffer_Release(&view$argnum); }
+
+%typemap(out) const void * "$result = SWIG_Py_Void();";
+%typemap(in, numinputs=0) size_t *len (size_t tmp = 0) { $1 = &tmp; }
+%typemap(argout) size_t *len {
+    Py_XDECREF($result);
+    $result = PyBytes_FromStringAndSize(result ? (const char *)result : "", result ? (Py_ssize_t)*$1 : 0);
+}
+
+/* ---- stats out: dicts ----------------------------------------------------- */
+
+%typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) {
+    memset(&tmp, 0, sizeof tmp);
+    $1 = &tmp;
+}
+%typemap(argout) pl_client_stats *out {
+    $result = SWIG_Python_AppendOutput($result, Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d}",
+        "requests", (unsigned long long)tmp$argnum.requests,
+        "reused_connections", (unsigned long long)tmp$argnum.reused_connections,
+        "retries", (unsigned long long)tmp$argnum.retries,
+        "sent", (unsigned long long)tmp$argnum.sent,
+        "received", (unsigned long long)tmp$argnum.received,
+        "completed", (unsigned long long)tmp$argnum.completed,
+        "abandoned", (unsigned long long)tmp$argnum.abandoned,
+        "renewed", (unsigned long long)tmp$argnum.renewed,
+        "lost", (unsigned long long)tmp$argnum.lost,
+        "renew_p50_ms", tmp$argnum.renew_p50_ms,
+        "renew_p99_ms", tmp$argnum.renew_p99_ms));
+}
+
+%typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {
+    memset(&tmp, 0, sizeof tmp);
+    $1 = &tmp;
+}
+%typemap(argout) pl_renewer_stats *out {
+    $result = SWIG_Python_AppendOutput($result, Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:(KKKKKK),s:K}",
+        "held", (unsigned long long)tmp$argnum.held,
+        "renewals", (unsigned long long)tmp$argnum.renewals,
+        "failures", (unsigned long long)tmp$argnum.failures,
+        "lost", (unsigned long long)tmp$argnum.lost,
+        "cap_reached", (unsigned long long)tmp$argnum.cap_reached,
+        "threads", (unsigned long long)tmp$argnum.threads,
+        "lateness_p99_ms", tmp$argnum.lateness_p99_ms,
+        "rtt_p99_ms", tmp$argnum.rtt_p99_ms,
+        "slack_buckets",
+        (unsigned long long)tmp$argnum.slack_buckets[0], (unsigned long long)tmp$argnum.slack_buckets[1],
+        (unsigned long long)tmp$argnum.slack_buckets[2], (unsigned long long)tmp$argnum.slack_buckets[3],
+        (unsigned long long)tmp$argnum.slack_buckets[4], (unsigned long long)tmp$argnum.slack_buckets[5],
+        "state_bytes", (unsigned long long)tmp$argnum.state_bytes));
+}
+
+%include "peeklock.i"

@@ -1,0 +1,170 @@
+"""The peeklock exception hierarchy: every error the package raises derives from
+:class:`peeklock.Error` and carries ``.status`` (the HTTP status, 0 when no
+response was received), ``.code`` (the C core's ``PL_E*`` code, negative) and
+``.retryable``. Messages never contain a key, signature or lock token.
+"""
+from __future__ import annotations
+
+import builtins
+import re
+from typing import Dict, Optional, Type
+
+__all__ = [
+    "Error", "InvalidArgument", "AuthError", "EntityNotFoundError", "LockLostError",
+    "MessageTooLargeError", "ThrottledError", "ServerError", "TimeoutError",
+    "ConnectionError", "ProtocolError", "OutcomeUnknownError", "BadRequestError",
+    "ConflictError", "StateError", "ClosedError", "HTTPError", "InternalError",
+    "CODE_NAMES",
+]
+
+# Result codes of csrc/include/peeklock.h (never renumbered).
+CODE_NAMES: Dict[int, str] = {
+    0: "PL_OK", 1: "PL_EMPTY", -1: "PL_EINVAL", -2: "PL_ENOMEM", -3: "PL_EAUTH",
+    -4: "PL_ENOTFOUND", -5: "PL_ELOCKLOST", -6: "PL_ETOOLARGE", -7: "PL_ETHROTTLED",
+    -8: "PL_ESERVER", -9: "PL_ETIMEOUT", -10: "PL_ECONNECT", -11: "PL_EPROTOCOL",
+    -12: "PL_EUNKNOWN", -13: "PL_EBADREQUEST", -14: "PL_ECONFLICT", -15: "PL_ESTATE",
+    -16: "PL_ECLOSED", -17: "PL_EHTTP", -18: "PL_EINTERNAL",
+}
+
+# Defence in depth: the C core never puts secrets in messages; this scrubs
+# anything that looks like one should a message ever carry it.
+_SECRET_PATTERNS = [
+    (re.compile(r"(?i)(sig=)[^&\s\"']+"), r"\1<redacted>"),
+    (re.compile(r"(?i)(SharedAccessKey=)[^;\s\"']+"), r"\1<redacted>"),
+    (re.compile(r"(?i)(SharedAccessSignature=?\s*)sr=[^;\s\"']+"), r"\1<redacted>"),
+    (re.compile(r"(?i)(SharedSecretValue=)[^;\s\"']+"), r"\1<redacted>"),
+    (re.compile(r"(?i)(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1<redacted>"),
+    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
+     "<lock-token>"),
+]
+
+
+def scrub(text: str) -> str:
+    """Removes anything resembling a key, signature or lock token from text."""
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class Error(Exception):
+    """Base class of every peeklock error."""
+
+    status: int
+    code: int
+    retryable: bool
+
+    def __init__(self, message: str = "", *, status: int = 0, code: int = -12,
+                 retryable: bool = False) -> None:
+        message = scrub(str(message))
+        super().__init__(message)
+        self.message = message
+        self.status = int(status)
+        self.code = int(code)
+        self.retryable = bool(retryable)
+
+    @property
+    def code_name(self) -> str:
+        return CODE_NAMES.get(self.code, str(self.code))
+
+    def __str__(self) -> str:
+        if self.status:
+            return f"{self.message} (HTTP {self.status})"
+        return self.message
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.message!r}, status={self.status}, "
+                f"code={self.code_name})")
+
+    def __reduce__(self):  # picklable across processes
+        return (_rebuild, (type(self), self.message, self.status, self.code, self.retryable))
+
+
+def _rebuild(cls: Type[Error], message: str, status: int, code: int, retryable: bool) -> Error:
+    return cls(message, status=status, code=code, retryable=retryable)
+
+
+class InvalidArgument(Error, ValueError):
+    """A bad argument (the message names it)."""
+
+
+class AuthError(Error):
+    """401, or 403 that is not a size limit: wrong key, expired or bad token."""
+
+
+class EntityNotFoundError(Error):
+    """The queue, topic or subscription does not exist."""
+
+
+class LockLostError(Error):
+    """The message's lock expired or was lost; it was not completed."""
+
+
+class MessageTooLargeError(Error):
+    """The message exceeds the entity's size limit."""
+
+
+class ThrottledError(Error):
+    """The service stayed busy (503/429) after the retry policy."""
+
+
+class ServerError(Error):
+    """A 5xx from the service after the retry policy."""
+
+
+class TimeoutError(Error, builtins.TimeoutError):
+    """The transport timed out."""
+
+
+class ConnectionError(Error, builtins.ConnectionError):
+    """Could not connect, connection reset, or TLS failure."""
+
+
+class ProtocolError(Error):
+    """A malformed or unexpected response."""
+
+
+class OutcomeUnknownError(Error):
+    """The outcome of a settle could not be known (e.g. complete timed out)."""
+
+
+class BadRequestError(Error):
+    """400 from the service."""
+
+
+class ConflictError(Error):
+    """409 from the service."""
+
+
+class StateError(Error):
+    """The message is in the wrong state (already settled, or not peek-locked)."""
+
+
+class ClosedError(Error):
+    """The client or its renewer was closed."""
+
+
+class HTTPError(Error):
+    """Any other unexpected HTTP status."""
+
+
+class InternalError(Error):
+    """A bug in peeklock."""
+
+
+_BY_CODE: Dict[int, Type[Error]] = {
+    -1: InvalidArgument, -2: Error, -3: AuthError, -4: EntityNotFoundError, -5: LockLostError,
+    -6: MessageTooLargeError, -7: ThrottledError, -8: ServerError, -9: TimeoutError,
+    -10: ConnectionError, -11: ProtocolError, -12: OutcomeUnknownError, -13: BadRequestError,
+    -14: ConflictError, -15: StateError, -16: ClosedError, -17: HTTPError, -18: InternalError,
+}
+
+
+def from_code(code: int, status: int = 0, retryable: int = 0,
+              message: Optional[str] = None) -> Error:
+    """The exception for a C result code (used by the extension module)."""
+    cls = _BY_CODE.get(code, Error)
+    if code == -2:
+        # Out of memory keeps the Python spelling too.
+        return cls(message or "out of memory", status=status, code=code, retryable=bool(retryable))
+    return cls(message or CODE_NAMES.get(code, "error"), status=status, code=code,
+               retryable=bool(retryable))

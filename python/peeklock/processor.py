@@ -1,0 +1,263 @@
+"""``Client.process``: N worker threads, each peek-locking a message and running
+the handler inside ``with msg:`` (renewed by the C renewer, completed on
+success, abandoned on an exception). SIGINT/SIGTERM start a graceful drain:
+stop receiving, let running handlers finish until ``drain_timeout``, abandon
+what is still held so it comes back at once, and return a summary.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+
+from .errors import Error, LockLostError
+
+if TYPE_CHECKING:
+    from .client import Client, Message
+
+__all__ = ["Processor", "ProcessSummary"]
+
+log = logging.getLogger("peeklock")
+
+
+@dataclass
+class ProcessSummary:
+    """What a processor run did."""
+
+    entity: str = ""
+    received: int = 0          # messages locked
+    processed: int = 0         # handler returned and the message was completed
+    failed: int = 0            # handler raised: abandoned (will be redelivered)
+    lost: int = 0              # lock lost: nothing completed
+    abandoned_on_drain: int = 0  # locked but not handled before the drain deadline
+    errors: int = 0            # receive or settle errors (after retries)
+    renewals: int = 0          # lock renewals by the C renewer during the run
+    redelivered: int = 0       # received with delivery_count > 1
+    in_flight: int = 0
+    elapsed: float = 0.0
+    stopped_by: str = ""       # "signal", "stop_event", "max_messages", "idle", "error"
+    last_errors: List[str] = field(default_factory=list)
+
+    @property
+    def abandoned(self) -> int:
+        return self.failed + self.abandoned_on_drain
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
+                f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
+                f"renewals {self.renewals}, redelivered {self.redelivered}, "
+                f"errors {self.errors} in {self.elapsed:.1f} s ({self.rate:.1f}/s)"
+                + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""))
+
+
+class Processor:
+    def __init__(self, client: "Client", entity: str, handler: Callable[["Message"], Any], *,
+                 concurrency: int = 4, max_renew: Optional[float] = None,
+                 poll_timeout: float = 5, drain_timeout: float = 30,
+                 max_messages: Optional[int] = None, idle_timeout: Optional[float] = None,
+                 stop_event: Optional[threading.Event] = None,
+                 handle_signals: bool = True,
+                 on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
+                 progress_interval: float = 0.5) -> None:
+        from .client import _check_entity, _check_seconds, _check_timeout
+        self.client = client
+        self.entity = _check_entity(entity)
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.handler = handler
+        self.concurrency = concurrency
+        self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
+        self.poll_timeout = _check_timeout(poll_timeout, "poll_timeout")
+        self.drain_timeout = float(_check_seconds(drain_timeout, "drain_timeout") or 30)
+        if max_messages is not None and (isinstance(max_messages, bool) or
+                                         not isinstance(max_messages, int) or max_messages < 1):
+            raise ValueError("max_messages must be a positive int or None")
+        self.max_messages = max_messages
+        self.idle_timeout = _check_seconds(idle_timeout, "idle_timeout", optional=True)
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.handle_signals = handle_signals
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self.summary = ProcessSummary(entity=self.entity)
+        self._lock = threading.Lock()
+        self._held: Set["Message"] = set()
+        self._claimed = 0
+        self._last_activity = time.monotonic()
+        self._signals = 0
+
+    # ---- workers ----
+    def _claim(self) -> bool:
+        with self._lock:
+            if self.max_messages is not None and self._claimed >= self.max_messages:
+                return False
+            self._claimed += 1
+            return True
+
+    def _unclaim(self) -> None:
+        with self._lock:
+            self._claimed -= 1
+
+    def _note_error(self, text: str) -> None:
+        with self._lock:
+            self.summary.errors += 1
+            self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
+
+    def _worker(self) -> None:
+        s = self.summary
+        while not self.stop_event.is_set():
+            if not self._claim():
+                break
+            try:
+                msg = self.client.peek_lock(self.entity, self.poll_timeout, max_renew=self.max_renew)
+            except Error as e:
+                self._unclaim()
+                self._note_error(f"receive: {e}")
+                log.warning("receive from %s failed: %s", self.entity, e)
+                self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
+                continue
+            if msg is None:
+                self._unclaim()
+                continue
+            self._last_activity = time.monotonic()
+            with self._lock:
+                s.received += 1
+                if msg.delivery_count > 1:
+                    s.redelivered += 1
+            if self.stop_event.is_set():
+                # arrived after the drain began: give it back at once
+                try:
+                    msg.abandon()
+                except Error:
+                    pass
+                with self._lock:
+                    s.abandoned_on_drain += 1
+                break
+            with self._lock:
+                self._held.add(msg)
+                s.in_flight += 1
+            outcome = "processed"
+            try:
+                with msg:
+                    self.handler(msg)
+            except LockLostError:
+                outcome = "lost"
+            except Error as e:
+                if msg.settled and not msg.lock_lost:
+                    # settled by the drain (abandoned) or by the handler
+                    outcome = "drained" if e.code == -15 else "failed"
+                else:
+                    outcome = "failed"
+                    log.warning("handler for message %s failed: %s", msg.sequence_number, e)
+            except Exception as e:  # the handler's own failure: abandoned
+                outcome = "lost" if msg.lock_lost else "failed"
+                log.info("handler for message %s raised %s: abandoned", msg.sequence_number,
+                         type(e).__name__)
+            except BaseException:
+                with self._lock:
+                    self._held.discard(msg)
+                    s.in_flight -= 1
+                    s.failed += 1
+                self.stop_event.set()
+                raise
+            with self._lock:
+                if msg in self._held:
+                    self._held.discard(msg)
+                else:
+                    outcome = "drained-already-counted"
+                s.in_flight -= 1
+                if outcome == "processed":
+                    s.processed += 1
+                elif outcome == "lost":
+                    s.lost += 1
+                elif outcome == "failed":
+                    s.failed += 1
+            self._last_activity = time.monotonic()
+
+    # ---- signals ----
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if not self.summary.stopped_by:
+            self.summary.stopped_by = "signal"
+        log.info("signal %d: draining (%d in flight)", signum, self.summary.in_flight)
+        self.stop_event.set()
+
+    def run(self) -> ProcessSummary:
+        s = self.summary
+        start = time.monotonic()
+        stats0 = self.client.stats().get("renewer", {}).get("renewals", 0)
+        old: Dict[int, Any] = {}
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self._on_signal)
+        threads = [threading.Thread(target=self._worker, name=f"peeklock-worker-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        try:
+            for t in threads:
+                t.start()
+            next_progress = time.monotonic()
+            while any(t.is_alive() for t in threads):
+                if self.stop_event.wait(0.1):
+                    if not s.stopped_by:
+                        s.stopped_by = "stop_event"
+                    break
+                if (self.idle_timeout is not None and s.in_flight == 0
+                        and time.monotonic() - self._last_activity > self.idle_timeout):
+                    s.stopped_by = "idle"
+                    self.stop_event.set()
+                    break
+                if self.on_progress is not None and time.monotonic() >= next_progress:
+                    s.elapsed = time.monotonic() - start
+                    s.renewals = self._renewals(stats0)
+                    self.on_progress(s)
+                    next_progress = time.monotonic() + self.progress_interval
+            if not s.stopped_by:
+                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+            self.stop_event.set()
+            # drain: running handlers may finish until the deadline
+            deadline = time.monotonic() + self.drain_timeout
+            signals_at_drain = self._signals
+            for t in threads:
+                while t.is_alive() and time.monotonic() < deadline:
+                    if self._signals > signals_at_drain + 1:
+                        deadline = time.monotonic()   # asked twice more: stop now
+                    t.join(0.1)
+                    if self.on_progress is not None and time.monotonic() >= next_progress:
+                        s.elapsed = time.monotonic() - start
+                        s.renewals = self._renewals(stats0)
+                        self.on_progress(s)
+                        next_progress = time.monotonic() + self.progress_interval
+            # abandon whatever is still held so it is redelivered at once
+            with self._lock:
+                leftovers = list(self._held)
+                self._held.clear()
+            for msg in leftovers:
+                try:
+                    msg.abandon()
+                except Error as e:
+                    log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
+                with self._lock:
+                    s.abandoned_on_drain += 1
+                    s.in_flight -= 1
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+        s.elapsed = time.monotonic() - start
+        s.renewals = self._renewals(stats0)
+        if self.on_progress is not None:
+            self.on_progress(s)
+        log.info("processor finished: %s", s)
+        return s
+
+    def _renewals(self, base: int) -> int:
+        return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)
