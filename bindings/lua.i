@@ -168,6 +168,10 @@ PL_LUA_OUT_HANDLE(pl_response)
   SWIG_arg++;
 }
 
+/* Fallible calls (peeklock.i applies PL_STATUS): the code is returned as a number
+ * and lua/peeklock.lua turns negatives into nil, err with pl_error_last(). */
+%typemap(out) int PL_STATUS { lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++; }
+
 /* Replaced below by Lua-shaped natives, or not usable from Lua. */
 %ignore pl_message_body;
 %ignore pl_request_body;
@@ -308,17 +312,10 @@ static int pl_lua_alive(lua_State *L) {
 }
 
 static void pl_lua_free_typed(swig_type_info *t, void *p) {
-  if (t == SWIGTYPE_p_pl_client) pl_client_free((pl_client *)p);
-  else if (t == SWIGTYPE_p_pl_message) pl_message_free((pl_message *)p);
-  else if (t == SWIGTYPE_p_pl_outgoing) pl_outgoing_free((pl_outgoing *)p);
-  else if (t == SWIGTYPE_p_pl_batch) pl_batch_free((pl_batch *)p);
-  else if (t == SWIGTYPE_p_pl_renewer) pl_renewer_free((pl_renewer *)p);
-  else if (t == SWIGTYPE_p_pl_event) pl_event_free((pl_event *)p);
-  else if (t == SWIGTYPE_p_pl_request) pl_request_free((pl_request *)p);
-  else if (t == SWIGTYPE_p_pl_response) pl_response_free((pl_response *)p);
-  else if (t == SWIGTYPE_p_pl_connstr) pl_connstr_free((pl_connstr *)p);
-}
-%}
+  /* The destructors are the %extend ones of peeklock.i (pl_*_free). */
+  swig_lua_class *c = t ? (swig_lua_class *)t->clientdata : NULL;
+  if (c && c->destructor) c->destructor(p);
+}%}
 
 %native(release) int pl_lua_release(lua_State *L);
 %native(message_body) int pl_lua_message_body(lua_State *L);

@@ -393,10 +393,12 @@ M._wrap_message = wrap_message
 local Client = {}
 Client.__index = Client
 Client.__name = "peeklock.Client"
+Client._peeklock_client = true
 M.Client = Client
 
 local function check_client(self, fname)
-  if getmetatable(self) ~= Client then
+  local mt = getmetatable(self)
+  if type(mt) ~= "table" or not rawget(mt, "_peeklock_client") then
     error(("bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))"):format(
       fname, type(self), fname), 3)
   end
@@ -553,6 +555,9 @@ local function lost_error(info, op)
                      message = msg, op = op })
 end
 M._lost_error = lost_error
+M._check_client = check_client
+M._check_string = check_string
+M._check_opts = check_opts
 
 local function handler_error(cause)
   return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),

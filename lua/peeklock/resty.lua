@@ -1,0 +1,297 @@
+--- peeklock.resty: the peeklock calls inside OpenResty / nginx (lua-nginx-module)
+-- without blocking the worker.
+--
+--   local peeklock = require "peeklock.resty"
+--   local client = assert(peeklock.client(conn_str))        -- in a handler (or cached per worker)
+--   local ok, err = client:with_lock("orders", { timeout = 20 }, function(msg) ... end)
+--
+-- Every HTTP exchange goes over ngx.socket.tcp (cosockets): the C core builds the
+-- request (URL, headers with the SAS Authorization, body) and interprets the
+-- response (status codes, BrokerProperties, lock bookkeeping); this file only moves
+-- bytes. Lock renewal while a handler runs is done by the C renewer (one thread
+-- per worker, created on first use inside the worker, never in the master): adding
+-- and removing a lock are non-blocking calls, and its events are drained without
+-- waiting. docs/lua.md explains the choice.
+--
+-- The same method names and results as require "peeklock": send, send_batch,
+-- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete.
+
+local peeklock = require "peeklock"
+local core = peeklock.core
+local ngx = ngx ---@diagnostic disable-line: undefined-global
+if type(ngx) ~= "table" or not ngx.socket then
+  error("peeklock.resty needs OpenResty / lua-nginx-module (use require 'peeklock' elsewhere)", 2)
+end
+
+local tcp = ngx.socket.tcp
+local type, tonumber, tostring, setmetatable, rawget, floor = type, tonumber, tostring, setmetatable, rawget, math.floor
+local concat, lower = table.concat, string.lower
+local new_error, last_error = peeklock._new_error, peeklock._last_error
+local check_client, check_string, check_opts = peeklock._check_client, peeklock._check_string, peeklock._check_opts
+local opt_number = peeklock._opt_number
+
+local M = {
+  _VERSION = peeklock._VERSION,
+  version = peeklock.version,
+  codes = peeklock.codes,
+  Error = peeklock.Error,
+  is_error = peeklock.is_error,
+  datetime = peeklock.datetime,
+  sas_token = peeklock.sas_token,
+  parse_connection_string = peeklock.parse_connection_string,
+  lock_states = peeklock.lock_states,
+  core = core,
+}
+
+-- ------------------------------------------------------------------ HTTP/1.1 over a cosocket
+
+local function transport_error(code, op, what, detail)
+  return new_error({ code = code, errno = code == "timeout" and core.PL_ETIMEOUT or core.PL_ECONNECT,
+                     retryable = true, message = what .. ": " .. tostring(detail), op = op })
+end
+
+local function parse_url(url)
+  local scheme, host, port, path = url:match("^(https?)://([^/:]+):?(%d*)(.*)$")
+  if not scheme then return nil end
+  if host:sub(1, 1) == "[" then return nil end -- IPv6 literals are not used by Service Bus
+  port = tonumber(port) or (scheme == "https" and 443 or 80)
+  if path == "" then path = "/" end
+  return scheme, host, port, path
+end
+
+-- Reads the body: Content-Length, chunked, or until the server closes.
+local function read_body(sock, status, method, length, chunked)
+  if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
+    return "", true
+  end
+  if chunked then
+    local parts = {}
+    while true do
+      local line, err = sock:receive("*l")
+      if not line then return nil, err end
+      local size = tonumber(line:match("^%s*(%x+)"), 16)
+      if not size then return nil, "bad chunk size" end
+      if size == 0 then
+        repeat -- trailers, up to the empty line
+          line, err = sock:receive("*l")
+          if not line then return nil, err end
+        until line == ""
+        return concat(parts), true
+      end
+      local data
+      data, err = sock:receive(size)
+      if not data then return nil, err end
+      parts[#parts + 1] = data
+      line, err = sock:receive("*l")
+      if not line then return nil, err end
+    end
+  end
+  if length then
+    if length == 0 then return "", true end
+    local data, err = sock:receive(length)
+    if not data then return nil, err end
+    return data, true
+  end
+  local data, err, partial = sock:receive("*a")
+  if not data then return nil, err, partial end
+  return data, false
+end
+
+-- One request (a pl_request handle) -> status, headers {{name, value}...}, body | nil, err
+local function http_exchange(self, req, op, read_timeout_ms)
+  local method = core.pl_request_method(req)
+  local url = core.pl_request_url(req)
+  local scheme, host, port, path = parse_url(url)
+  if not scheme then
+    return nil, new_error({ code = "invalid_argument", errno = core.PL_EINVAL, op = op,
+                            message = "unsupported endpoint URL for cosockets" })
+  end
+  local body = core.request_body(req)
+  local lines = { method, " ", path, " HTTP/1.1\r\n" }
+  local has_host, has_len = false, false
+  for i = 0, core.pl_request_header_count(req) - 1 do
+    local name = core.pl_request_header_name(req, i)
+    local value = core.pl_request_header_value(req, i)
+    local lname = lower(name)
+    if lname == "host" then has_host = true elseif lname == "content-length" then has_len = true end
+    if not (lname == "expect" and value == "") then
+      lines[#lines + 1] = name .. ": " .. value .. "\r\n"
+    end
+  end
+  if not has_host then
+    local default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+    lines[#lines + 1] = "Host: " .. host .. (default and "" or (":" .. port)) .. "\r\n"
+  end
+  if not has_len then lines[#lines + 1] = "Content-Length: " .. #body .. "\r\n" end
+  lines[#lines + 1] = "\r\n"
+  lines[#lines + 1] = body
+
+  local sock = tcp()
+  sock:settimeouts(self._connect_timeout_ms, self._send_timeout_ms, read_timeout_ms)
+  local pool = scheme .. ":" .. host .. ":" .. port
+  local ok, err = sock:connect(host, port, { pool = pool })
+  if not ok then return nil, transport_error("connection", op, "connect failed", err) end
+  if scheme == "https" and sock:getreusedtimes() == 0 then
+    ok, err = sock:sslhandshake(nil, host, self._ssl_verify)
+    if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err) end
+  end
+  local sent_ms = core.pl_now_mono_ms()
+  ok, err = sock:send(lines)
+  if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err) end
+
+  local line
+  line, err = sock:receive("*l")
+  if not line then
+    sock:close()
+    return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err)
+  end
+  local status = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
+  if not status then sock:close(); return nil, transport_error("protocol", op, "bad status line", "") end
+  local headers, length, chunked, close = {}, nil, false, false
+  while true do
+    line, err = sock:receive("*l")
+    if not line then sock:close(); return nil, transport_error("connection", op, "headers cut short", err) end
+    if line == "" then break end
+    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+    if name then
+      headers[#headers + 1] = { name, value }
+      local lname = lower(name)
+      if lname == "content-length" then length = tonumber(value)
+      elseif lname == "transfer-encoding" and lower(value):find("chunked", 1, true) then chunked = true
+      elseif lname == "connection" and lower(value):find("close", 1, true) then close = true end
+    end
+  end
+  local data, reusable
+  data, err = read_body(sock, status, method, length, chunked)
+  if not data then sock:close(); return nil, transport_error("connection", op, "body cut short", err) end
+  reusable = err -- second value of read_body: whether the connection can be reused
+  if reusable and not close then sock:setkeepalive(self._keepalive_ms, self._pool_size)
+  else sock:close() end
+  return status, headers, data, sent_ms
+end
+
+-- Sends req, feeds the answer to the C core: rc, message-handle | nil, err
+local function exchange(self, req, op, msg_h, read_timeout_ms)
+  local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
+  if not status then return nil, headers end
+  local rc, resp = core.pl_response_new(status)
+  if rc < 0 then return nil, last_error(rc, op) end
+  for i = 1, #headers do
+    local h = headers[i]
+    core.pl_response_add_header(resp, h[1], h[2])
+  end
+  core.pl_response_set_body(resp, body)
+  local out
+  rc, out = core.pl_response_result(self._h, req, msg_h, resp, sent_ms)
+  local err
+  if rc < 0 then err = last_error(rc, op) end
+  core.release(resp)
+  if rc < 0 then return nil, err end
+  return rc, out
+end
+
+-- ------------------------------------------------------------------ client
+
+local Client = setmetatable({}, { __index = peeklock.Client })
+Client.__index = Client
+Client.__name = "peeklock.resty.Client"
+Client._peeklock_client = true
+Client.__gc = peeklock.Client.close
+Client.__tostring = peeklock.Client.__tostring
+M.Client = Client
+
+--- peeklock.resty.client(connection_string | options) -> client | nil, err
+-- Options as for peeklock.client, plus keepalive_ms (default 60000), pool_size
+-- (cosocket keep-alive pool per endpoint, default 32), ssl_verify (default true).
+function M.client(opts)
+  local c, err = peeklock.client(opts)
+  if not c then return nil, err end
+  if type(opts) ~= "table" then opts = {} end
+  c._connect_timeout_ms = opts.connect_timeout_ms or 10000
+  c._send_timeout_ms = opts.request_timeout_ms or 30000
+  c._request_timeout_ms = opts.request_timeout_ms or 30000
+  c._keepalive_ms = opts.keepalive_ms or 60000
+  c._pool_size = opts.pool_size or 32
+  c._ssl_verify = opts.ssl_verify ~= false
+  return setmetatable(c, Client)
+end
+
+local function do_send(self, op, req_fn, arg)
+  local rc, req = req_fn(self._h, arg[1], arg[2])
+  if rc < 0 then return nil, last_error(rc, op) end
+  local ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
+  core.release(req)
+  if not ok then return nil, err end
+  return true
+end
+
+function Client:send(entity, body, opts)
+  local h, err = check_client(self, "send")
+  if not h then return nil, err end
+  check_string("send", 1, entity)
+  local m
+  m, err = peeklock._build_outgoing("send", body, opts)
+  if not m then return nil, err end
+  local ok
+  ok, err = do_send(self, "send", core.pl_request_send, { entity, m })
+  core.release(m)
+  return ok, err
+end
+
+function Client:send_batch(entity, list)
+  local h, err = check_client(self, "send_batch")
+  if not h then return nil, err end
+  check_string("send_batch", 1, entity)
+  local b
+  b, err = peeklock._build_batch("send_batch", list)
+  if not b then return nil, err end
+  local ok
+  ok, err = do_send(self, "send_batch", core.pl_request_send_batch, { entity, b })
+  core.release(b)
+  return ok, err
+end
+
+local function receive(self, op, entity, opts, peek)
+  local h, err = check_client(self, op)
+  if not h then return nil, err end
+  check_string(op, 1, entity)
+  opts = check_opts(op, 2, opts)
+  local timeout = floor(opt_number(op, opts, "timeout", 30, 0, 300))
+  local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
+  if rc < 0 then return nil, last_error(rc, op) end
+  local out
+  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms)
+  core.release(req)
+  if not rc then return nil, out end
+  if rc == core.PL_EMPTY or not out then return nil, nil end
+  return peeklock._wrap_message(self, out)
+end
+
+function Client:peek_lock(entity, opts) return receive(self, "peek_lock", entity, opts, true) end
+function Client:receive_and_delete(entity, opts) return receive(self, "receive_and_delete", entity, opts, false) end
+
+local SETTLE_OPS = { renew = core.PL_SETTLE_RENEW, abandon = core.PL_SETTLE_UNLOCK, complete = core.PL_SETTLE_COMPLETE }
+
+function Client:_settle(msg, op)
+  local h = rawget(self, "_h")
+  if not h then
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+  end
+  local mh = rawget(msg, "_h")
+  if not mh then
+    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+  end
+  -- Renewal stops before settling starts, so a renew never races a complete/unlock.
+  if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
+  local rc, req = core.pl_request_settle(h, mh, SETTLE_OPS[op])
+  if rc < 0 then return nil, last_error(rc, op) end
+  local ok, err = exchange(self, req, op, mh, self._request_timeout_ms)
+  core.release(req)
+  if not ok then return nil, err end
+  return true
+end
+
+-- with_lock, poll_events, stats, renewer_stats, close: inherited from peeklock.Client;
+-- they only call the methods above and non-blocking renewer functions.
+
+return M

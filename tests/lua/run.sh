@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Lua suites: builds peeklock/core.so for Lua 5.4 and LuaJIT, runs the busted specs
+# under both against the emulator, a short GC loop under valgrind, then the nginx test.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+BUILD=${PEEKLOCK_LUA_BUILD:-$ROOT/build/lua}
+PY=${PEEKLOCK_PYTHON:-$ROOT/.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+export PEEKLOCK_ROOT=$ROOT PEEKLOCK_PYTHON=$PY
+
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEEKLOCK_LUA=ON \
+  -DPEEKLOCK_TESTS=OFF >/dev/null
+cmake --build "$BUILD" --target peeklock_lua -j2 >/dev/null
+
+passed=0; failed=0
+run() { # name, command...
+  local name=$1; shift
+  echo "--- $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
+}
+
+lua_env() { # flavour (5.4|jit), interpreter, command...
+  local flavour=$1 interp=$2; shift 2
+  env LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/tests/lua/?.lua;;" \
+      LUA_CPATH="$BUILD/lua/$flavour/?.so;;" PEEKLOCK_LUA_INTERP="$interp" "$@"
+}
+
+run "busted (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 /usr/bin/busted --lpath="" -o utfTerminal tests/lua
+run "busted (LuaJIT)" lua_env jit luajit luajit /usr/bin/busted --lpath="" -o utfTerminal tests/lua
+if command -v valgrind >/dev/null; then
+  run "GC loop under valgrind (Lua 5.4)" lua_env 5.4 lua5.4 valgrind -q --error-exitcode=9 \
+    --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+    lua5.4 tests/lua/gc_loop.lua 8
+else
+  echo "valgrind not installed: GC loop without it"
+  run "GC loop (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 tests/lua/gc_loop.lua 25
+fi
+run "GC loop (LuaJIT)" lua_env jit luajit luajit tests/lua/gc_loop.lua 25
+run "nginx + lua module" env PEEKLOCK_LUA_BUILD="$BUILD" bash tests/nginx/run.sh
+
+echo "lua: $passed passed, $failed failed"
+[ "$failed" = 0 ]
