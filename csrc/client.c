@@ -1,0 +1,922 @@
+/* The blocking driver: pl_client over libcurl. A small pool of easy handles,
+ * each keeping its own connection (no connection cache shared across threads),
+ * a SAS token cache per scope, the retry policy, and statistics. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "client_int.h"
+#include "connstr_int.h"
+#include "error_int.h"
+#include "message_int.h"
+#include "wire_int.h"
+
+#define PL_RTT_SAMPLES 512
+#define PL_TOKEN_CACHE_MAX 64
+
+typedef struct pl_token {
+    char *scope;
+    char *value;       /* full Authorization value */
+    int64_t renew_at;  /* wall-clock Unix seconds at which to re-sign */
+} pl_token;
+
+struct pl_client {
+    atomic_int refs;
+    atomic_int closed;
+    char *endpoint;
+    char *entity_path;
+    int https;
+
+    /* credentials */
+    char *key_name, *key, *sas_token;
+    pl_token_cb token_cb;
+    void *token_userdata;
+    char *bearer;               /* "Bearer ..." or NULL, under lock */
+    int64_t bearer_expires;
+
+    /* options */
+    long connect_timeout_ms, request_timeout_ms, retry_base_ms, retry_max_ms;
+    int max_retries, pool_size, token_lifetime_s;
+    char *ca_file;
+
+    pthread_mutex_t lock;       /* pool, tokens, bearer, rtt */
+    pthread_mutex_t cb_lock;    /* serialises token_cb */
+    CURL **pool;
+    int npool;
+    pl_token tokens[PL_TOKEN_CACHE_MAX];
+    int ntokens;
+    double rtt[PL_RTT_SAMPLES];
+    uint64_t nrtt;
+
+    atomic_uint_least64_t stats[PL_STAT__COUNT];
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_OK;
+static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+int64_t pl_now_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t pl_message_lock_remaining_ms(const pl_message *m)
+{
+    if (!m) return 0;
+    int s = pl_message_state(m);
+    if (s != PL_LOCK_HELD && s != PL_LOCK_SETTLING) return 0;
+    return pl_message_lock_expiry_mono_ms(m) - pl_now_mono_ms();
+}
+
+static void free_secret(char *s)
+{
+    if (!s) return;
+    memset(s, 0, strlen(s));
+    free(s);
+}
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+static void client_destroy(pl_client *c)
+{
+    for (int i = 0; i < c->npool; i++) curl_easy_cleanup(c->pool[i]);
+    free(c->pool);
+    for (int i = 0; i < c->ntokens; i++) {
+        free(c->tokens[i].scope);
+        free_secret(c->tokens[i].value);
+    }
+    free(c->endpoint);
+    free(c->entity_path);
+    free(c->key_name);
+    free_secret(c->key);
+    free_secret(c->sas_token);
+    free_secret(c->bearer);
+    free(c->ca_file);
+    pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->cb_lock);
+    free(c);
+}
+
+void pl_client_ref(pl_client *c) { atomic_fetch_add(&c->refs, 1); }
+
+void pl_client_unref(pl_client *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1) client_destroy(c);
+}
+
+int pl_client_closed(const pl_client *c) { return atomic_load(&((pl_client *)c)->closed); }
+
+void pl_client_free(pl_client *c)
+{
+    if (!c) return;
+    atomic_store(&c->closed, 1);
+    pl_client_unref(c);
+}
+
+static int dup_opt(char **slot, const char *v)
+{
+    if (!v) return PL_OK;
+    *slot = pl_strdup(v);
+    return *slot ? PL_OK : pl_error_nomem();
+}
+
+int pl_client_new(pl_client **out, const pl_client_options *o)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (!o) return pl_error_inval("opts", "must not be NULL");
+    if (o->version != PL_CLIENT_OPTIONS_VERSION)
+        return pl_error_inval("opts.version", "must be PL_CLIENT_OPTIONS_VERSION (use PL_CLIENT_OPTIONS_INIT)");
+    if (o->connect_timeout_ms < 0) return pl_error_inval("opts.connect_timeout_ms", "must not be negative");
+    if (o->request_timeout_ms < 0) return pl_error_inval("opts.request_timeout_ms", "must not be negative");
+    if (o->max_retries < -1 || o->max_retries > 100) return pl_error_inval("opts.max_retries", "must be -1..100");
+    if (o->retry_base_ms < 0) return pl_error_inval("opts.retry_base_ms", "must not be negative");
+    if (o->retry_max_ms < 0) return pl_error_inval("opts.retry_max_ms", "must not be negative");
+    if (o->pool_size < 0 || o->pool_size > 1024) return pl_error_inval("opts.pool_size", "must be 0..1024");
+    if (o->token_lifetime_s < 0) return pl_error_inval("opts.token_lifetime_s", "must not be negative");
+    if (o->connection_string && o->endpoint)
+        return pl_error_inval("opts.endpoint", "give either connection_string or endpoint, not both");
+    if (!o->connection_string && !o->endpoint)
+        return pl_error_inval("opts.connection_string", "connection_string or endpoint is required");
+    int nauth = (o->key != NULL) + (o->sas_token != NULL) + (o->token_cb != NULL);
+    if (nauth > 1) return pl_error_inval("opts.key", "give only one of key, sas_token, token_cb");
+    if ((o->key != NULL) != (o->key_name != NULL))
+        return pl_error_inval(o->key ? "opts.key_name" : "opts.key", "key_name and key go together");
+    if (o->key && !*o->key) return pl_error_inval("opts.key", "must not be empty");
+    if (o->key_name && !*o->key_name) return pl_error_inval("opts.key_name", "must not be empty");
+    if (o->sas_token && strncmp(o->sas_token, "SharedAccessSignature ", 22) != 0)
+        return pl_error_inval("opts.sas_token", "must start with 'SharedAccessSignature '");
+
+    pthread_once(&curl_once, curl_init_once);
+    if (curl_init_rc != CURLE_OK) return pl_error_set(PL_EINTERNAL, 0, 0, "curl_global_init failed");
+
+    pl_client *c = calloc(1, sizeof *c);
+    if (!c) return pl_error_nomem();
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->closed, 0);
+    for (int i = 0; i < PL_STAT__COUNT; i++) atomic_init(&c->stats[i], 0);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->cb_lock, NULL);
+    c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 10000;
+    c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
+    c->max_retries = o->max_retries < 0 ? 3 : o->max_retries;
+    c->retry_base_ms = o->retry_base_ms ? o->retry_base_ms : 100;
+    c->retry_max_ms = o->retry_max_ms ? o->retry_max_ms : 5000;
+    c->pool_size = o->pool_size ? o->pool_size : 8;
+    c->token_lifetime_s = o->token_lifetime_s ? o->token_lifetime_s : 3600;
+    c->token_cb = o->token_cb;
+    c->token_userdata = o->token_userdata;
+
+    int rc = PL_OK;
+    if (o->connection_string) {
+        pl_connstr *cs = NULL;
+        if ((rc = pl_connstr_parse(&cs, o->connection_string)) != PL_OK) goto fail;
+        if (cs->issuer && !cs->key && !cs->sas_token && !o->key && !o->sas_token && !o->token_cb) {
+            pl_connstr_free(cs);
+            rc = pl_error_inval("connection string",
+                                "SharedSecretIssuer/SharedSecretValue (ACS) authentication is retired; use a SAS key");
+            goto fail;
+        }
+        c->https = !cs->dev;
+        rc = dup_opt(&c->endpoint, cs->endpoint);
+        if (!rc) rc = dup_opt(&c->entity_path, cs->entity_path);
+        if (!rc && nauth == 0) {
+            rc = dup_opt(&c->key_name, cs->key_name);
+            if (!rc) rc = dup_opt(&c->key, cs->key);
+            if (!rc) rc = dup_opt(&c->sas_token, cs->sas_token);
+        }
+        pl_connstr_free(cs);
+        if (rc) goto fail;
+    } else {
+        int dev = pl_strncaseeq(o->endpoint, "http://", 7);
+        if ((rc = pl_endpoint_normalize(&c->endpoint, NULL, o->endpoint, dev, "opts.endpoint")) != PL_OK)
+            goto fail;
+        c->https = !dev;
+    }
+    if (!rc) rc = dup_opt(&c->key_name, c->key_name ? NULL : o->key_name);
+    if (!rc) rc = dup_opt(&c->key, c->key ? NULL : o->key);
+    if (!rc) rc = dup_opt(&c->sas_token, c->sas_token ? NULL : o->sas_token);
+    if (!rc) rc = dup_opt(&c->ca_file, o->ca_file);
+    if (rc) goto fail;
+    c->pool = calloc((size_t)c->pool_size, sizeof *c->pool);
+    if (!c->pool) { rc = pl_error_nomem(); goto fail; }
+    *out = c;
+    pl_error_ok();
+    return PL_OK;
+fail:
+    client_destroy(c);
+    return rc;
+}
+
+int pl_client_new_from_connection_string(pl_client **out, const char *conn)
+{
+    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+    if (!conn) {
+        if (out) *out = NULL;
+        return pl_error_inval("conn", "must not be NULL");
+    }
+    o.connection_string = conn;
+    return pl_client_new(out, &o);
+}
+
+const char *pl_client_endpoint(const pl_client *c) { return c ? c->endpoint : NULL; }
+const char *pl_client_entity_path(const pl_client *c) { return c ? c->entity_path : NULL; }
+long pl_client_request_timeout_ms(const pl_client *c) { return c->request_timeout_ms; }
+
+int pl_client_set_bearer_token(pl_client *c, const char *token, int64_t expires_unix)
+{
+    if (!c) return pl_error_inval("client", "must not be NULL");
+    if (!token || !*token) return pl_error_inval("token", "must be a non-empty string");
+    for (const unsigned char *p = (const unsigned char *)token; *p; p++)
+        if (*p < 0x21 || *p == 0x7f) return pl_error_inval("token", "contains a space or control character");
+    pl_buf b = PL_BUF_INIT;
+    pl_buf_printf(&b, "Bearer %s", token);
+    char *v = pl_buf_detach(&b);
+    if (!v) return pl_error_nomem();
+    pthread_mutex_lock(&c->lock);
+    free_secret(c->bearer);
+    c->bearer = v;
+    c->bearer_expires = expires_unix;
+    pthread_mutex_unlock(&c->lock);
+    pl_error_ok();
+    return PL_OK;
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+void pl_client_stat_add(pl_client *c, pl_stat which, uint64_t n)
+{
+    if (c && which < PL_STAT__COUNT) atomic_fetch_add(&c->stats[which], n);
+}
+
+void pl_client_record_renew_rtt(pl_client *c, double ms)
+{
+    pthread_mutex_lock(&c->lock);
+    c->rtt[c->nrtt % PL_RTT_SAMPLES] = ms;
+    c->nrtt++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void rtt_pcts(pl_client *c, double *p50, double *p99, double *custom, double pct)
+{
+    double tmp[PL_RTT_SAMPLES];
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->nrtt < PL_RTT_SAMPLES ? (size_t)c->nrtt : PL_RTT_SAMPLES;
+    memcpy(tmp, c->rtt, n * sizeof *tmp);
+    pthread_mutex_unlock(&c->lock);
+    if (!n) { if (p50) *p50 = 0; if (p99) *p99 = 0; if (custom) *custom = 0; return; }
+    qsort(tmp, n, sizeof *tmp, cmp_double);
+#define PCT(q) tmp[(size_t)((q) / 100.0 * (double)(n - 1) + 0.5)]
+    if (p50) *p50 = PCT(50);
+    if (p99) *p99 = PCT(99);
+    if (custom) *custom = PCT(pct < 0 ? 0 : pct > 100 ? 100 : pct);
+#undef PCT
+}
+
+double pl_client_renew_rtt_pct(pl_client *c, double pct)
+{
+    double v = 0;
+    rtt_pcts(c, NULL, NULL, &v, pct);
+    return v;
+}
+
+int pl_client_stats_get(const pl_client *cc, pl_client_stats *out)
+{
+    if (!cc) return pl_error_inval("client", "must not be NULL");
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    pl_client *c = (pl_client *)cc;
+    memset(out, 0, sizeof *out);
+    out->requests = atomic_load(&c->stats[PL_STAT_REQUESTS]);
+    out->reused_connections = atomic_load(&c->stats[PL_STAT_REUSED]);
+    out->retries = atomic_load(&c->stats[PL_STAT_RETRIES]);
+    out->sent = atomic_load(&c->stats[PL_STAT_SENT]);
+    out->received = atomic_load(&c->stats[PL_STAT_RECEIVED]);
+    out->completed = atomic_load(&c->stats[PL_STAT_COMPLETED]);
+    out->abandoned = atomic_load(&c->stats[PL_STAT_ABANDONED]);
+    out->renewed = atomic_load(&c->stats[PL_STAT_RENEWED]);
+    out->lost = atomic_load(&c->stats[PL_STAT_LOST]);
+    rtt_pcts(c, &out->renew_p50_ms, &out->renew_p99_ms, NULL, 0);
+    pl_error_ok();
+    return PL_OK;
+}
+
+/* ---- authorization ---------------------------------------------------------- */
+
+int pl_client_auth(pl_client *c, const char *scope, char **out)
+{
+    *out = NULL;
+    if (c->sas_token) {
+        *out = pl_strdup(c->sas_token);
+        return *out ? PL_OK : pl_error_nomem();
+    }
+    int64_t now = (int64_t)time(NULL);
+    if (c->key) {
+        pthread_mutex_lock(&c->lock);
+        for (int i = 0; i < c->ntokens; i++) {
+            if (strcmp(c->tokens[i].scope, scope) == 0 && now < c->tokens[i].renew_at) {
+                *out = pl_strdup(c->tokens[i].value);
+                pthread_mutex_unlock(&c->lock);
+                return *out ? PL_OK : pl_error_nomem();
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+        char *tok = NULL;
+        int64_t se = now + c->token_lifetime_s;
+        int rc = pl_sas_token(&tok, scope, c->key_name, c->key, se);
+        if (rc) return rc;
+        /* Re-sign at half the lifetime: well before the server would reject it. */
+        int64_t renew_at = now + c->token_lifetime_s / 2;
+        pthread_mutex_lock(&c->lock);
+        int slot = -1;
+        for (int i = 0; i < c->ntokens; i++)
+            if (strcmp(c->tokens[i].scope, scope) == 0) slot = i;
+        if (slot < 0 && c->ntokens < PL_TOKEN_CACHE_MAX) {
+            slot = c->ntokens;
+            c->tokens[slot].scope = pl_strdup(scope);
+            if (c->tokens[slot].scope) c->ntokens++;
+            else slot = -1;
+        }
+        if (slot < 0) slot = (int)(now % PL_TOKEN_CACHE_MAX) % (c->ntokens ? c->ntokens : 1);
+        if (slot < c->ntokens) {
+            char *copy = pl_strdup(tok);
+            if (copy) {
+                if (strcmp(c->tokens[slot].scope, scope) != 0) {
+                    char *sc = pl_strdup(scope);
+                    if (sc) { free(c->tokens[slot].scope); c->tokens[slot].scope = sc; }
+                }
+                free_secret(c->tokens[slot].value);
+                c->tokens[slot].value = copy;
+                c->tokens[slot].renew_at = renew_at;
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+        *out = tok;
+        return PL_OK;
+    }
+    /* Bearer: cached value, refreshed through the callback 5 minutes before expiry. */
+    pthread_mutex_lock(&c->lock);
+    if (c->bearer && (!c->token_cb || now < c->bearer_expires - 300)) {
+        *out = pl_strdup(c->bearer);
+        pthread_mutex_unlock(&c->lock);
+        return *out ? PL_OK : pl_error_nomem();
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!c->token_cb) return PL_OK; /* no credentials: no Authorization header */
+    pthread_mutex_lock(&c->cb_lock);
+    char buf[8192];
+    int64_t exp = 0;
+    buf[0] = '\0';
+    int cbrc = c->token_cb(c->token_userdata, "https://servicebus.azure.net/.default", buf,
+                           sizeof buf, &exp);
+    buf[sizeof buf - 1] = '\0';
+    pthread_mutex_unlock(&c->cb_lock);
+    if (cbrc != 0 || !buf[0]) {
+        memset(buf, 0, sizeof buf);
+        return pl_error_set(PL_EAUTH, 0, 1, "token callback failed (returned %d)", cbrc);
+    }
+    int rc = pl_client_set_bearer_token(c, buf, exp);
+    memset(buf, 0, sizeof buf);
+    if (rc) return rc;
+    pthread_mutex_lock(&c->lock);
+    *out = pl_strdup(c->bearer);
+    pthread_mutex_unlock(&c->lock);
+    return *out ? PL_OK : pl_error_nomem();
+}
+
+/* ---- public sans-I/O builders ---------------------------------------------- */
+
+static int check_client(pl_client *c)
+{
+    if (!c) return pl_error_inval("client", "must not be NULL");
+    return PL_OK;
+}
+
+static int scope_auth(pl_client *c, const char *entity, char **auth)
+{
+    char *scope = NULL;
+    *auth = NULL;
+    int rc = pl_wire_scope(&scope, c->endpoint, entity);
+    if (rc) return rc;
+    rc = pl_client_auth(c, scope, auth);
+    free(scope);
+    return rc;
+}
+
+int pl_request_send(pl_request **out, pl_client *c, const char *entity, const pl_outgoing *m)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (check_client(c)) return PL_EINVAL;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    char *auth;
+    int rc = scope_auth(c, entity, &auth);
+    if (!rc) rc = pl_wire_send(out, c->endpoint, entity, m, auth);
+    free_secret(auth);
+    return rc;
+}
+
+int pl_request_send_batch(pl_request **out, pl_client *c, const char *entity, const pl_batch *b)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (check_client(c)) return PL_EINVAL;
+    if (!b) return pl_error_inval("b", "must not be NULL");
+    char *auth;
+    int rc = scope_auth(c, entity, &auth);
+    if (!rc) rc = pl_wire_batch(out, c->endpoint, entity, b, auth);
+    free_secret(auth);
+    return rc;
+}
+
+int pl_request_receive(pl_request **out, pl_client *c, const char *entity, int timeout_s, int peek_lock)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (check_client(c)) return PL_EINVAL;
+    if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout_s", "must be 0..300 seconds");
+    char *auth;
+    int rc = scope_auth(c, entity, &auth);
+    if (!rc) rc = pl_wire_receive(out, c->endpoint, entity, timeout_s, peek_lock, auth);
+    free_secret(auth);
+    return rc;
+}
+
+int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m, int op)
+{
+    *out = NULL;
+    if (!m->entity || !m->location)
+        return pl_error_set(PL_ESTATE, 0, 0, "message was not received with peek-lock: there is no lock to settle");
+    char *auth;
+    int rc = scope_auth(c, m->entity, &auth);
+    if (!rc) rc = pl_wire_settle(out, c->endpoint, m, op, auth);
+    free_secret(auth);
+    return rc;
+}
+
+int pl_request_settle(pl_request **out, pl_client *c, const pl_message *m, int op)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (check_client(c)) return PL_EINVAL;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    return pl_client_settle_request(out, c, m, op);
+}
+
+static void count_result(pl_client *c, const pl_request *req, int rc)
+{
+    switch (req->op) {
+    case PL_OP_SEND: case PL_OP_BATCH:
+        if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_SENT, req->msg_count);
+        break;
+    case PL_OP_PEEKLOCK: case PL_OP_RECVDEL:
+        if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_RECEIVED, 1);
+        break;
+    case PL_OP_RENEW:
+        if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_RENEWED, 1);
+        break;
+    case PL_OP_UNLOCK:
+        if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_ABANDONED, 1);
+        break;
+    case PL_OP_COMPLETE:
+        if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_COMPLETED, 1);
+        break;
+    }
+    if ((req->op == PL_OP_RENEW || req->op == PL_OP_UNLOCK || req->op == PL_OP_COMPLETE) &&
+        (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND))
+        pl_client_stat_add(c, PL_STAT_LOST, 1);
+}
+
+int pl_response_result(pl_message **out, pl_client *c, const pl_request *req, pl_message *m,
+                       const pl_response *resp, int64_t sent_mono_ms)
+{
+    if (out) *out = NULL;
+    if (check_client(c)) return PL_EINVAL;
+    if (!req) return pl_error_inval("req", "must not be NULL");
+    if (!resp) return pl_error_inval("resp", "must not be NULL");
+    int rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent_mono_ms);
+    count_result(c, req, rc);
+    return rc;
+}
+
+/* ---- libcurl --------------------------------------------------------------- */
+
+static size_t on_header(char *buf, size_t size, size_t n, void *ud)
+{
+    pl_response *r = ud;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* A new status line (e.g. after 100 Continue): start over. */
+        for (size_t i = 0; i < r->nheaders; i++) {
+            free(r->headers[i].name);
+            free(r->headers[i].value);
+        }
+        r->nheaders = 0;
+        return len;
+    }
+    const char *colon = memchr(buf, ':', len);
+    if (!colon || colon == buf || buf[0] == ' ' || buf[0] == '\t') return len;
+    size_t nlen = (size_t)(colon - buf);
+    const char *v = colon + 1, *end = buf + len;
+    while (v < end && (*v == ' ' || *v == '\t')) v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) end--;
+    if (nlen > 1024 || (size_t)(end - v) > PL_MAX_HEADER_BYTES || r->nheaders >= PL_MAX_HEADERS) {
+        r->too_big = 1;
+        return 0;
+    }
+    char *name = pl_strndup(buf, nlen), *value = pl_strndup(v, (size_t)(end - v));
+    int ok = name && value;
+    if (ok) {
+        /* Embedded NULs would truncate silently: treat them as malformed. */
+        if (memchr(v, 0, (size_t)(end - v))) { r->too_big = 1; ok = 0; }
+    }
+    if (ok) {
+        pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
+        if (nh) {
+            r->headers = nh;
+            nh[r->nheaders].name = name;
+            nh[r->nheaders].value = value;
+            r->nheaders++;
+            return len;
+        }
+    }
+    free(name);
+    free(value);
+    return 0;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *ud)
+{
+    pl_response *r = ud;
+    size_t len = size * n;
+    if (pl_response_append_body(r, buf, len) != PL_OK) return 0;
+    return len;
+}
+
+int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
+                         struct curl_slist **hdrs_out, pl_response **resp_out)
+{
+    *hdrs_out = NULL;
+    *resp_out = NULL;
+    pl_response *resp = calloc(1, sizeof *resp);
+    if (!resp) return pl_error_nomem();
+    struct curl_slist *h = NULL, *t;
+    int has_ct = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        pl_buf b = PL_BUF_INIT;
+        pl_buf_printf(&b, "%s: %s", req->headers[i].name, req->headers[i].value);
+        char *line = pl_buf_detach(&b);
+        if (!line) goto oom;
+        t = curl_slist_append(h, line);
+        free_secret(line);
+        if (!t) goto oom;
+        h = t;
+        if (pl_strcaseeq(req->headers[i].name, "Content-Type")) has_ct = 1;
+    }
+    if (!(t = curl_slist_append(h, "Expect:"))) goto oom;
+    h = t;
+    if (!has_ct) {
+        if (!(t = curl_slist_append(h, "Content-Type:"))) goto oom;
+        h = t;
+    }
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->request_timeout_ms + extra_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    if (c->https) {
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+        if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    /* Every method sends its body (or an explicit empty one: Content-Length: 0). */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
+    if (strcmp(req->method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, resp);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
+    *hdrs_out = h;
+    *resp_out = resp;
+    return PL_OK;
+oom:
+    curl_slist_free_all(h);
+    free(resp);
+    return pl_error_nomem();
+}
+
+int pl_client_curl_error(CURLcode rc, const pl_response *resp)
+{
+    if (resp && resp->too_big)
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "response exceeded a size limit or was malformed");
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return pl_error_set(PL_ETIMEOUT, 0, 1, "request timed out: %s", curl_easy_strerror(rc));
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+        return pl_error_set(PL_ECONNECT, 0, rc != CURLE_PEER_FAILED_VERIFICATION,
+                            "connection failed: %s", curl_easy_strerror(rc));
+    case CURLE_OUT_OF_MEMORY:
+        return pl_error_nomem();
+    case CURLE_WRITE_ERROR:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_BAD_CONTENT_ENCODING:
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: %s", curl_easy_strerror(rc));
+    default:
+        return pl_error_set(PL_ECONNECT, 0, 1, "transfer failed: %s", curl_easy_strerror(rc));
+    }
+}
+
+/* Transport failures after which the server may have acted on the request. */
+static int ambiguous_failure(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+static CURL *pool_get(pl_client *c)
+{
+    CURL *e = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->npool > 0) e = c->pool[--c->npool];
+    pthread_mutex_unlock(&c->lock);
+    return e ? e : curl_easy_init();
+}
+
+static void pool_put(pl_client *c, CURL *e)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->npool < c->pool_size) {
+        c->pool[c->npool++] = e;
+        e = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (e) curl_easy_cleanup(e);
+}
+
+/* One HTTP exchange. On transport failure returns a negative code with *ambiguous
+ * set when the server may have acted on it. */
+static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_out,
+                        int64_t *sent_mono, int *ambiguous)
+{
+    *resp_out = NULL;
+    *ambiguous = 0;
+    CURL *e = pool_get(c);
+    if (!e) return pl_error_nomem();
+    struct curl_slist *h = NULL;
+    pl_response *resp = NULL;
+    int rc = pl_client_setup_easy(c, e, req, (long)req->timeout_s * 1000, &h, &resp);
+    if (rc) { pool_put(c, e); return rc; }
+    *sent_mono = pl_now_mono_ms();
+    CURLcode cr = curl_easy_perform(e);
+    pl_client_stat_add(c, PL_STAT_REQUESTS, 1);
+    long connects = -1;
+    curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+    if (connects == 0) pl_client_stat_add(c, PL_STAT_REUSED, 1);
+    if (cr != CURLE_OK) {
+        rc = pl_client_curl_error(cr, resp);
+        *ambiguous = ambiguous_failure(cr);
+        pl_response_free(resp);
+        curl_slist_free_all(h);
+        /* A failed handle may hold a broken connection: drop it. */
+        curl_easy_cleanup(e);
+        return rc;
+    }
+    long status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    resp->status = (int)status;
+    curl_slist_free_all(h);
+    pool_put(c, e);
+    *resp_out = resp;
+    return PL_OK;
+}
+
+/* Thread-local jitter source (xorshift64*), seeded per thread. */
+static uint64_t jitter_next(void)
+{
+    static _Thread_local uint64_t s;
+    if (!s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&s ^ (uint64_t)ts.tv_sec;
+        if (!s) s = 0x9E3779B97F4A7C15ULL;
+    }
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1DULL;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
+}
+
+/* Delay before retry number `attempt` (0-based): exponential with jitter in
+ * [d/2, d], or Retry-After when the server gave one (capped at 60 s). */
+static long retry_delay(pl_client *c, int attempt, const pl_response *resp)
+{
+    if (resp) {
+        const char *ra = pl_response_header(resp, "Retry-After");
+        if (ra) {
+            char *end = NULL;
+            double s = strtod(ra, &end);
+            if (end && end != ra && s >= 0) return (long)(s > 60 ? 60000 : s * 1000);
+        }
+    }
+    double d = (double)c->retry_base_ms;
+    for (int i = 0; i < attempt && d < (double)c->retry_max_ms; i++) d *= 2;
+    if (d > (double)c->retry_max_ms) d = (double)c->retry_max_ms;
+    long half = (long)(d / 2);
+    return half + (long)(jitter_next() % (uint64_t)(half + 1));
+}
+
+/* Runs req with the retry policy; interprets the answer (pl_wire_result). */
+static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
+{
+    int op = req->op;
+    int uncertain = 0; /* an earlier attempt may have been acted on */
+    int rc = PL_OK;
+    for (int attempt = 0;; attempt++) {
+        pl_response *resp = NULL;
+        int64_t sent = 0;
+        int ambiguous = 0;
+        rc = perform_once(c, req, &resp, &sent, &ambiguous);
+        int can_retry = attempt < c->max_retries;
+        if (rc != PL_OK) {
+            if (rc == PL_ENOMEM || rc == PL_EPROTOCOL) return rc;
+            int safe = !ambiguous || op == PL_OP_PEEKLOCK || op == PL_OP_RENEW ||
+                       op == PL_OP_UNLOCK || op == PL_OP_COMPLETE;
+            if (!safe || !can_retry) return rc;
+            if (ambiguous) uncertain = 1;
+            pl_client_stat_add(c, PL_STAT_RETRIES, 1);
+            sleep_ms(retry_delay(c, attempt, NULL));
+            continue;
+        }
+        rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent);
+        if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, (double)(pl_now_mono_ms() - sent));
+        int transient = rc == PL_ETHROTTLED ||
+                        (rc == PL_ESERVER && op != PL_OP_SEND && op != PL_OP_BATCH && op != PL_OP_RECVDEL);
+        if (transient && can_retry) {
+            if (m && (op == PL_OP_UNLOCK || op == PL_OP_COMPLETE)) {
+                /* wire_result left the state alone for a 5xx; nothing to undo */
+            }
+            long delay = retry_delay(c, attempt, resp);
+            pl_response_free(resp);
+            pl_client_stat_add(c, PL_STAT_RETRIES, 1);
+            sleep_ms(delay);
+            continue;
+        }
+        pl_response_free(resp);
+        if (uncertain && rc == PL_ELOCKLOST && (op == PL_OP_COMPLETE || op == PL_OP_UNLOCK)) {
+            atomic_store(&m->lost_reason, PL_EUNKNOWN);
+            rc = pl_error_set(PL_EUNKNOWN, 404, 0,
+                              "%s on '%.200s': an earlier attempt timed out and the retry found no lock; "
+                              "the message may or may not have been %s",
+                              op == PL_OP_COMPLETE ? "complete" : "unlock", req->entity,
+                              op == PL_OP_COMPLETE ? "completed" : "unlocked");
+        }
+        count_result(c, req, rc == PL_EUNKNOWN ? PL_ELOCKLOST : rc);
+        return rc;
+    }
+}
+
+/* ---- blocking operations ---------------------------------------------------- */
+
+int pl_send(pl_client *c, const char *entity, const pl_outgoing *m)
+{
+    pl_request *req = NULL;
+    int rc = pl_request_send(&req, c, entity, m);
+    if (rc) return rc;
+    rc = run(c, req, NULL, NULL);
+    pl_request_free(req);
+    return rc;
+}
+
+int pl_send_batch(pl_client *c, const char *entity, const pl_batch *b)
+{
+    pl_request *req = NULL;
+    int rc = pl_request_send_batch(&req, c, entity, b);
+    if (rc) return rc;
+    rc = run(c, req, NULL, NULL);
+    pl_request_free(req);
+    return rc;
+}
+
+static int receive(pl_message **out, pl_client *c, const char *entity, int timeout_s, int peek)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    pl_request *req = NULL;
+    int rc = pl_request_receive(&req, c, entity, timeout_s, peek);
+    if (rc) return rc;
+    rc = run(c, req, out, NULL);
+    pl_request_free(req);
+    return rc;
+}
+
+int pl_peek_lock(pl_message **out, pl_client *c, const char *entity, int timeout_s)
+{
+    return receive(out, c, entity, timeout_s, 1);
+}
+
+int pl_receive_and_delete(pl_message **out, pl_client *c, const char *entity, int timeout_s)
+{
+    return receive(out, c, entity, timeout_s, 0);
+}
+
+static int held_check(pl_client *c, pl_message *m)
+{
+    if (check_client(c)) return PL_EINVAL;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (!m->location) return pl_error_set(PL_ESTATE, 0, 0, "message was received with receive-and-delete: there is no lock");
+    return PL_OK;
+}
+
+static int state_error(pl_message *m, const char *what)
+{
+    int s = pl_message_state(m);
+    if (s == PL_LOCK_LOST) {
+        int why = pl_message_lost_reason(m);
+        if (why == PL_EUNKNOWN)
+            return pl_error_set(PL_ESTATE, 0, 0, "%s: the message's earlier settle had an unknown outcome", what);
+        return pl_error_set(PL_ELOCKLOST, 0, 0, "%s: the message's lock was lost", what);
+    }
+    if (s == PL_LOCK_SETTLED) return pl_error_set(PL_ESTATE, 0, 0, "%s: the message was already settled", what);
+    if (s == PL_LOCK_SETTLING) return pl_error_set(PL_ESTATE, 0, 0, "%s: the message is being settled", what);
+    return pl_error_set(PL_ESTATE, 0, 0, "%s: the message holds no lock", what);
+}
+
+int pl_renew_lock(pl_client *c, pl_message *m)
+{
+    int rc = held_check(c, m);
+    if (rc) return rc;
+    if (pl_message_state(m) != PL_LOCK_HELD) return state_error(m, "renew-lock");
+    pl_request *req = NULL;
+    if ((rc = pl_client_settle_request(&req, c, m, PL_SETTLE_RENEW)) != PL_OK) return rc;
+    rc = run(c, req, NULL, m);
+    pl_request_free(req);
+    return rc;
+}
+
+static int settle(pl_client *c, pl_message *m, int op, const char *what)
+{
+    int rc = held_check(c, m);
+    if (rc) return rc;
+    if (!pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING)) return state_error(m, what);
+    pl_request *req = NULL;
+    if ((rc = pl_client_settle_request(&req, c, m, op)) != PL_OK) {
+        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
+        return rc;
+    }
+    rc = run(c, req, NULL, m);
+    pl_request_free(req);
+    if (rc != PL_OK && rc != PL_ELOCKLOST && rc != PL_ENOTFOUND && rc != PL_EUNKNOWN) {
+        /* Not settled and not lost (throttled, timed out, ...): still held. */
+        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
+    } else if (rc == PL_EUNKNOWN) {
+        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_LOST);
+    }
+    return rc;
+}
+
+int pl_unlock(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_UNLOCK, "unlock"); }
+int pl_complete(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_COMPLETE, "complete"); }

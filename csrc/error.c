@@ -1,0 +1,294 @@
+/* Status codes, messages, the thread-local last error, and small pure helpers. */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error_int.h"
+
+#define PL_ERRMSG_MAX 512
+
+typedef struct pl_tls_error {
+    pl_error pub;
+    char buf[PL_ERRMSG_MAX];
+} pl_tls_error;
+
+static _Thread_local pl_tls_error tls_err = { { PL_OK, 0, 0, "" }, "" };
+
+const char *pl_version(void) { return PEEKLOCK_VERSION; }
+
+const char *pl_strerror(int code)
+{
+    switch (code) {
+    case PL_OK: return "PL_OK: success";
+    case PL_EMPTY: return "PL_EMPTY: no message arrived within the timeout";
+    case PL_EINVAL: return "PL_EINVAL: invalid argument";
+    case PL_ENOMEM: return "PL_ENOMEM: out of memory";
+    case PL_EAUTH: return "PL_EAUTH: not authorized";
+    case PL_ENOTFOUND: return "PL_ENOTFOUND: entity not found";
+    case PL_ELOCKLOST: return "PL_ELOCKLOST: lock lost";
+    case PL_ETOOLARGE: return "PL_ETOOLARGE: message too large";
+    case PL_ETHROTTLED: return "PL_ETHROTTLED: throttled by the server";
+    case PL_ESERVER: return "PL_ESERVER: server error";
+    case PL_ETIMEOUT: return "PL_ETIMEOUT: timed out";
+    case PL_ECONNECT: return "PL_ECONNECT: connection failed";
+    case PL_EPROTOCOL: return "PL_EPROTOCOL: malformed or unexpected response";
+    case PL_EUNKNOWN: return "PL_EUNKNOWN: outcome unknown";
+    case PL_EBADREQUEST: return "PL_EBADREQUEST: bad request";
+    case PL_ECONFLICT: return "PL_ECONFLICT: conflict";
+    case PL_ESTATE: return "PL_ESTATE: wrong state for this call";
+    case PL_ECLOSED: return "PL_ECLOSED: closed";
+    case PL_EHTTP: return "PL_EHTTP: unexpected HTTP status";
+    case PL_EINTERNAL: return "PL_EINTERNAL: internal error";
+    default: return "PL_E?: unknown code";
+    }
+}
+
+const pl_error *pl_error_last(void)
+{
+    tls_err.pub.message = tls_err.buf;
+    return &tls_err.pub;
+}
+
+void pl_error_clear(void) { pl_error_ok(); }
+
+void pl_error_ok(void)
+{
+    tls_err.pub.code = PL_OK;
+    tls_err.pub.http_status = 0;
+    tls_err.pub.retryable = 0;
+    tls_err.buf[0] = '\0';
+    tls_err.pub.message = tls_err.buf;
+}
+
+int pl_error_set(int code, int http_status, int retryable, const char *fmt, ...)
+{
+    va_list ap;
+    char tmp[PL_ERRMSG_MAX];
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    memcpy(tls_err.buf, tmp, sizeof tmp);
+    tls_err.pub.code = code;
+    tls_err.pub.http_status = http_status;
+    tls_err.pub.retryable = retryable;
+    tls_err.pub.message = tls_err.buf;
+    return code;
+}
+
+void pl_error_prefix(const char *prefix)
+{
+    char tmp[PL_ERRMSG_MAX];
+    snprintf(tmp, sizeof tmp, "%.100s: %.400s", prefix, tls_err.buf);
+    memcpy(tls_err.buf, tmp, sizeof tmp);
+}
+
+int pl_error_nomem(void) { return pl_error_set(PL_ENOMEM, 0, 0, "out of memory"); }
+
+int pl_error_inval(const char *arg, const char *what)
+{
+    return pl_error_set(PL_EINVAL, 0, 0, "%s: %s", arg, what);
+}
+
+void pl_free(void *p) { free(p); }
+
+/* ---- buffers and strings ------------------------------------------------ */
+
+int pl_buf_append(pl_buf *b, const void *p, size_t n)
+{
+    if (b->oom) return PL_ENOMEM;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1) {
+            if (cap > ((size_t)-1) / 2) { b->oom = 1; return PL_ENOMEM; }
+            cap *= 2;
+        }
+        char *d = realloc(b->data, cap);
+        if (!d) { b->oom = 1; return PL_ENOMEM; }
+        b->data = d;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return PL_OK;
+}
+
+int pl_buf_puts(pl_buf *b, const char *s) { return pl_buf_append(b, s, strlen(s)); }
+
+int pl_buf_printf(pl_buf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return PL_EINTERNAL;
+    if ((size_t)n < sizeof tmp) return pl_buf_append(b, tmp, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big) { b->oom = 1; return PL_ENOMEM; }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = pl_buf_append(b, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+char *pl_buf_detach(pl_buf *b)
+{
+    if (b->oom) { pl_buf_free(b); pl_error_nomem(); return NULL; }
+    if (!b->data && pl_buf_append(b, "", 0) != PL_OK) { pl_error_nomem(); return NULL; }
+    char *d = b->data;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return d;
+}
+
+void pl_buf_free(pl_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->oom = 0;
+}
+
+char *pl_strdup(const char *s)
+{
+    if (!s) return NULL;
+    return pl_strndup(s, strlen(s));
+}
+
+char *pl_strndup(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+int pl_strcaseeq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+    return *a == *b;
+}
+
+int pl_strncaseeq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i])) return 0;
+        if (!a[i]) return 1;
+    }
+    return 1;
+}
+
+char *pl_pct_encode(const char *src, size_t n, const char *keep, int upper)
+{
+    static const char hex_u[] = "0123456789ABCDEF";
+    static const char hex_l[] = "0123456789abcdef";
+    const char *hex = upper ? hex_u : hex_l;
+    if (n > ((size_t)-1) / 3 - 1) return NULL;
+    char *out = malloc(n * 3 + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+            (keep && c && strchr(keep, c))) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* ---- RFC 1123 dates ------------------------------------------------------ */
+
+static const char *const month_names[12] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+static const char *const day_names[7] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+
+/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int parse_uint(const char **p, int digits, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < digits; i++) {
+        if (!isdigit((unsigned char)(*p)[i])) return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += digits;
+    *out = v;
+    return 0;
+}
+
+int64_t pl_http_date_parse(const char *s)
+{
+    /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+    if (!s) return -1;
+    const char *p = s;
+    while (*p == ' ') p++;
+    int known = 0;
+    for (int i = 0; i < 7; i++)
+        if (pl_strncaseeq(p, day_names[i], 3)) known = 1;
+    if (!known || p[3] != ',' || p[4] != ' ') return -1;
+    p += 5;
+    int day, year, hh, mm, ss, mon = -1;
+    const char *q = p;
+    if (isdigit((unsigned char)q[0]) && isdigit((unsigned char)q[1])) {
+        if (parse_uint(&p, 2, &day)) return -1;
+    } else if (isdigit((unsigned char)q[0])) {
+        if (parse_uint(&p, 1, &day)) return -1;
+    } else {
+        return -1;
+    }
+    if (*p++ != ' ') return -1;
+    for (int i = 0; i < 12; i++)
+        if (strncmp(p, month_names[i], 3) == 0) mon = i + 1;
+    if (mon < 0 || p[3] != ' ') return -1;
+    p += 4;
+    if (parse_uint(&p, 4, &year) || *p++ != ' ') return -1;
+    if (parse_uint(&p, 2, &hh) || *p++ != ':') return -1;
+    if (parse_uint(&p, 2, &mm) || *p++ != ':') return -1;
+    if (parse_uint(&p, 2, &ss)) return -1;
+    if (strcmp(p, " GMT") != 0 && strcmp(p, " UTC") != 0) return -1;
+    if (day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) return -1;
+    return days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss;
+}
+
+void pl_http_date_format(char *buf, size_t buflen, int64_t t)
+{
+    int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
+    int64_t secs = t - days * 86400;
+    /* civil_from_days */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    int m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    y += m <= 2;
+    int wd = (int)(((days % 7) + 11) % 7); /* 1970-01-01 was a Thursday */
+    snprintf(buf, buflen, "%s, %02d %s %04lld %02d:%02d:%02d GMT", day_names[wd], d,
+             month_names[m - 1], (long long)y, (int)(secs / 3600), (int)(secs / 60 % 60),
+             (int)(secs % 60));
+}

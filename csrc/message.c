@@ -1,0 +1,725 @@
+/* Messages: outgoing (body, BrokerProperties, custom properties), batches, and
+ * received messages with their BrokerProperties and custom properties. Pure. */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "client_int.h"
+#include "error_int.h"
+#include "message_int.h"
+
+const char *const pl_outgoing_field_names[PL_OUT_NFIELDS] = {
+    "MessageId", "Label", "CorrelationId", "SessionId", "PartitionKey",
+    "ReplyTo", "ReplyToSessionId", "To", "ViaPartitionKey",
+};
+
+static const char *const received_string_fields[10] = {
+    "MessageId", "Label", "CorrelationId", "SessionId", "PartitionKey",
+    "ReplyTo", "ReplyToSessionId", "To", "State", "ViaPartitionKey",
+};
+
+/* Headers that are never custom properties (lower case). */
+static const char *const reserved_headers[] = {
+    "authorization", "brokerproperties", "content-type", "content-length", "content-encoding",
+    "transfer-encoding", "host", "expect", "connection", "keep-alive", "date", "location",
+    "server", "upgrade", "te", "trailer", "accept", "accept-encoding", "user-agent", "cookie",
+    "set-cookie", "strict-transport-security", "retry-after", "vary", "cache-control",
+    "pragma", "expires", "etag", "last-modified", "via", "alt-svc", "proxy-authorization",
+    "proxy-connection", "x-ms-retrypolicy", "x-content-type-options", "x-powered-by",
+    "accept-ranges", "if-match", "x-ms-version", NULL,
+};
+
+int pl_header_is_reserved(const char *name);
+int pl_header_is_reserved(const char *name)
+{
+    for (size_t i = 0; reserved_headers[i]; i++)
+        if (pl_strcaseeq(name, reserved_headers[i])) return 1;
+    return 0;
+}
+
+static int is_token_char(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* ------------------------------------------------------------------------ */
+/* properties                                                                 */
+
+static void prop_clear(pl_prop *p)
+{
+    free(p->name);
+    free(p->raw);
+    free(p->text);
+    memset(p, 0, sizeof *p);
+}
+
+static void props_free(pl_prop *props, size_t n)
+{
+    for (size_t i = 0; i < n; i++) prop_clear(&props[i]);
+    free(props);
+}
+
+int pl_prop_parse_value(pl_prop *p, const char *v)
+{
+    size_t n = strlen(v);
+    p->i = 0;
+    p->d = 0;
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        char *t = malloc(n - 1), *o = t;
+        if (!t) return PL_ENOMEM;
+        for (size_t k = 1; k + 1 < n; k++) {
+            if (v[k] == '\\' && k + 2 < n && (v[k + 1] == '"' || v[k + 1] == '\\')) k++;
+            *o++ = v[k];
+        }
+        *o = '\0';
+        p->text = t;
+        int64_t when = pl_http_date_parse(t);
+        if (when >= 0) {
+            p->type = PL_PROP_DATETIME;
+            p->i = when;
+        } else {
+            p->type = PL_PROP_STRING;
+            p->i = -1;
+        }
+        return PL_OK;
+    }
+    p->text = pl_strdup(v);
+    if (!p->text) return PL_ENOMEM;
+    if (pl_strcaseeq(v, "true") || pl_strcaseeq(v, "false")) {
+        p->type = PL_PROP_BOOL;
+        p->i = pl_strcaseeq(v, "true");
+        p->d = (double)p->i;
+        return PL_OK;
+    }
+    const char *q = v;
+    if (*q == '-' || *q == '+') q++;
+    int digits = 0;
+    while (isdigit((unsigned char)*q)) { q++; digits++; }
+    if (digits && !*q && digits <= 18) {
+        p->type = PL_PROP_INT;
+        p->i = strtoll(v, NULL, 10);
+        p->d = (double)p->i;
+        return PL_OK;
+    }
+    if (n && (isdigit((unsigned char)v[0]) || v[0] == '-' || v[0] == '+' || v[0] == '.')) {
+        char *end = NULL;
+        double d = strtod(v, &end);
+        if (end && !*end && isfinite(d)) {
+            p->type = PL_PROP_DOUBLE;
+            p->d = d;
+            p->i = (int64_t)d;
+            return PL_OK;
+        }
+    }
+    p->type = PL_PROP_STRING;
+    p->i = -1;
+    return PL_OK;
+}
+
+int pl_message_add_received_prop(pl_message *m, const char *name, const char *value)
+{
+    pl_prop *np = realloc(m->props, (m->nprops + 1) * sizeof *np);
+    if (!np) return pl_error_nomem();
+    m->props = np;
+    pl_prop *p = &np[m->nprops];
+    memset(p, 0, sizeof *p);
+    p->name = pl_strdup(name);
+    p->raw = pl_strdup(value);
+    if (!p->name || !p->raw || pl_prop_parse_value(p, value) != PL_OK) {
+        prop_clear(p);
+        return pl_error_nomem();
+    }
+    m->nprops++;
+    return PL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* received messages                                                          */
+
+pl_message *pl_message_alloc(void)
+{
+    pl_message *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->lock_state, PL_LOCK_NONE);
+    atomic_init(&m->lost_reason, 0);
+    atomic_init(&m->lock_expiry_mono_ms, 0);
+    m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
+    m->delivery_count = -1;
+    m->ttl = -1;
+    return m;
+}
+
+void pl_message_free(pl_message *m)
+{
+    if (!m) return;
+    if (atomic_fetch_sub(&m->refs, 1) != 1) return;
+    free(m->entity);
+    free(m->location);
+    if (m->lock_token) { memset(m->lock_token, 0, strlen(m->lock_token)); free(m->lock_token); }
+    free(m->body);
+    free(m->content_type);
+    if (m->broker_json) { memset(m->broker_json, 0, strlen(m->broker_json)); free(m->broker_json); }
+    for (size_t i = 0; i < 10; i++) free(m->broker_str[i]);
+    props_free(m->props, m->nprops);
+    pl_client *c = m->client;
+    free(m);
+    if (c) pl_client_unref(c);
+}
+
+int pl_message_mark_lost(pl_message *m, int reason, int from_settling)
+{
+    int made = pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_LOST);
+    if (!made && from_settling) made = pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_LOST);
+    if (made) atomic_store(&m->lost_reason, reason);
+    return made;
+}
+
+int pl_message_broker_index(const char *field)
+{
+    if (!field) return -1;
+    for (int i = 0; i < 10; i++)
+        if (strcmp(field, received_string_fields[i]) == 0) return i;
+    return -1;
+}
+
+static int json_int64(const cJSON *it, int64_t *out)
+{
+    if (cJSON_IsNumber(it)) {
+        double d = it->valuedouble;
+        if (!isfinite(d) || d < -9.2e18 || d > 9.2e18 || floor(d) != d) return -1;
+        *out = (int64_t)d;
+        return 0;
+    }
+    if (cJSON_IsString(it) && it->valuestring[0]) {
+        char *end = NULL;
+        long long v = strtoll(it->valuestring, &end, 10);
+        if (!end || *end) return -1;
+        *out = v;
+        return 0;
+    }
+    return -1;
+}
+
+int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root)
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties header is not valid JSON");
+    int rc = PL_OK;
+    if (!cJSON_IsObject(root)) {
+        rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties header is not a JSON object");
+        goto done;
+    }
+    /* trailing garbage after the object */
+    for (const char *p = end; p && p < json + len; p++) {
+        if (!isspace((unsigned char)*p)) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties header has text after the JSON object");
+            goto done;
+        }
+    }
+    for (int i = 0; i < 10; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, received_string_fields[i]);
+        if (!it || cJSON_IsNull(it)) continue;
+        if (!cJSON_IsString(it)) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not a string",
+                              received_string_fields[i]);
+            goto done;
+        }
+        free(m->broker_str[i]);
+        m->broker_str[i] = pl_strdup(it->valuestring);
+        if (!m->broker_str[i]) { rc = pl_error_nomem(); goto done; }
+    }
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "LockToken");
+    if (it && !cJSON_IsNull(it)) {
+        if (!cJSON_IsString(it) || !it->valuestring[0]) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: LockToken is not a string");
+            goto done;
+        }
+        for (const char *c = it->valuestring; *c; c++) {
+            if (!isalnum((unsigned char)*c) && *c != '-') {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0,
+                                  "BrokerProperties: LockToken has an invalid character");
+                goto done;
+            }
+        }
+        free(m->lock_token);
+        m->lock_token = pl_strdup(it->valuestring);
+        if (!m->lock_token) { rc = pl_error_nomem(); goto done; }
+    }
+    struct { const char *name; int64_t *slot; } ints[] = {
+        { "SequenceNumber", &m->seq }, { "EnqueuedSequenceNumber", &m->enqueued_seq },
+    };
+    for (size_t i = 0; i < 2; i++) {
+        it = cJSON_GetObjectItemCaseSensitive(root, ints[i].name);
+        if (!it || cJSON_IsNull(it)) continue;
+        if (json_int64(it, ints[i].slot)) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an integer", ints[i].name);
+            goto done;
+        }
+    }
+    it = cJSON_GetObjectItemCaseSensitive(root, "DeliveryCount");
+    if (it && !cJSON_IsNull(it)) {
+        int64_t v;
+        if (json_int64(it, &v) || v < 0 || v > 1000000000) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: DeliveryCount is not a count");
+            goto done;
+        }
+        m->delivery_count = (int)v;
+    }
+    struct { const char *name; int64_t *slot; } dates[] = {
+        { "EnqueuedTimeUtc", &m->enqueued_time }, { "LockedUntilUtc", &m->locked_until },
+    };
+    for (size_t i = 0; i < 2; i++) {
+        it = cJSON_GetObjectItemCaseSensitive(root, dates[i].name);
+        if (!it || cJSON_IsNull(it)) continue;
+        int64_t t = cJSON_IsString(it) ? pl_http_date_parse(it->valuestring) : -1;
+        if (t < 0) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an RFC 1123 date",
+                              dates[i].name);
+            goto done;
+        }
+        *dates[i].slot = t;
+    }
+    it = cJSON_GetObjectItemCaseSensitive(root, "TimeToLive");
+    if (it && !cJSON_IsNull(it)) {
+        double d = -1;
+        if (cJSON_IsNumber(it)) d = it->valuedouble;
+        else if (cJSON_IsString(it)) d = strtod(it->valuestring, NULL);
+        if (!isfinite(d) || d < 0) {
+            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: TimeToLive is not a number of seconds");
+            goto done;
+        }
+        m->ttl = d;
+    }
+    free(m->broker_json);
+    m->broker_json = pl_strndup(json, len);
+    if (!m->broker_json) rc = pl_error_nomem();
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+const void *pl_message_body(const pl_message *m, size_t *len)
+{
+    if (!m) { if (len) *len = 0; return NULL; }
+    if (len) *len = m->body_len;
+    return m->body ? (const void *)m->body : (const void *)"";
+}
+const char *pl_message_content_type(const pl_message *m) { return m ? m->content_type : NULL; }
+const char *pl_message_entity(const pl_message *m) { return m ? m->entity : NULL; }
+const char *pl_message_broker(const pl_message *m, const char *field)
+{
+    int i = pl_message_broker_index(field);
+    return (m && i >= 0) ? m->broker_str[i] : NULL;
+}
+const char *pl_message_id(const pl_message *m) { return m ? m->broker_str[0] : NULL; }
+int64_t pl_message_sequence_number(const pl_message *m) { return m ? m->seq : -1; }
+int64_t pl_message_enqueued_sequence_number(const pl_message *m) { return m ? m->enqueued_seq : -1; }
+int pl_message_delivery_count(const pl_message *m) { return m ? m->delivery_count : -1; }
+int64_t pl_message_enqueued_time(const pl_message *m) { return m ? m->enqueued_time : -1; }
+int64_t pl_message_locked_until(const pl_message *m) { return m ? m->locked_until : -1; }
+double pl_message_time_to_live(const pl_message *m) { return m ? m->ttl : -1; }
+const char *pl_message_broker_properties_json(const pl_message *m) { return m ? m->broker_json : NULL; }
+const char *pl_message_lock_token(const pl_message *m) { return m ? m->lock_token : NULL; }
+size_t pl_message_property_count(const pl_message *m) { return m ? m->nprops : 0; }
+const char *pl_message_property_name(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops) ? m->props[i].name : NULL;
+}
+int pl_message_property_type(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops) ? m->props[i].type : 0;
+}
+const char *pl_message_property_raw(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops) ? m->props[i].raw : NULL;
+}
+const char *pl_message_property_string(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops) ? m->props[i].text : NULL;
+}
+int64_t pl_message_property_int(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops) ? m->props[i].i : 0;
+}
+double pl_message_property_double(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops) ? m->props[i].d : 0;
+}
+int pl_message_property_bool(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops && m->props[i].type == PL_PROP_BOOL) ? (int)m->props[i].i : 0;
+}
+int64_t pl_message_property_datetime(const pl_message *m, size_t i)
+{
+    return (m && i < m->nprops && m->props[i].type == PL_PROP_DATETIME) ? m->props[i].i : -1;
+}
+int pl_message_lock_state(const pl_message *m) { return m ? pl_message_state(m) : PL_LOCK_NONE; }
+int64_t pl_message_lock_duration_ms(const pl_message *m) { return m ? m->lock_duration_ms : 0; }
+int64_t pl_message_lock_expiry_mono_ms(const pl_message *m)
+{
+    return m ? atomic_load(&((pl_message *)m)->lock_expiry_mono_ms) : 0;
+}
+int pl_message_lost_reason(const pl_message *m)
+{
+    return m ? atomic_load(&((pl_message *)m)->lost_reason) : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* outgoing                                                                   */
+
+int pl_outgoing_new(pl_outgoing **out, const void *body, size_t len)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (!body && len) return pl_error_inval("body", "is NULL but len is not 0");
+    pl_outgoing *m = calloc(1, sizeof *m);
+    if (!m) return pl_error_nomem();
+    m->body = malloc(len + 1);
+    if (!m->body) { free(m); return pl_error_nomem(); }
+    if (len) memcpy(m->body, body, len);
+    m->body[len] = 0;
+    m->body_len = len;
+    m->ttl = -1;
+    m->scheduled = -1;
+    m->force_persistence = -1;
+    *out = m;
+    pl_error_ok();
+    return PL_OK;
+}
+
+void pl_outgoing_free(pl_outgoing *m)
+{
+    if (!m) return;
+    free(m->body);
+    free(m->content_type);
+    for (int i = 0; i < PL_OUT_NFIELDS; i++) free(m->fields[i]);
+    props_free(m->props, m->nprops);
+    free(m);
+}
+
+static int check_header_text(const char *arg, const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return pl_error_inval(arg, "contains a control character (not allowed in a header)");
+    return PL_OK;
+}
+
+int pl_outgoing_set_content_type(pl_outgoing *m, const char *ct)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (ct && (!*ct || check_header_text("content_type", ct)))
+        return ct && !*ct ? pl_error_inval("content_type", "must not be empty") : PL_EINVAL;
+    char *d = NULL;
+    if (ct && !(d = pl_strdup(ct))) return pl_error_nomem();
+    free(m->content_type);
+    m->content_type = d;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (!field) return pl_error_inval("field", "must not be NULL");
+    int idx = -1;
+    for (int i = 0; i < PL_OUT_NFIELDS; i++)
+        if (strcmp(field, pl_outgoing_field_names[i]) == 0) idx = i;
+    if (idx < 0)
+        return pl_error_set(PL_EINVAL, 0, 0,
+                            "field: '%.64s' is not a settable BrokerProperties string field", field);
+    if (value && (idx == 0 || idx == 3) && strlen(value) > 128)
+        return pl_error_set(PL_EINVAL, 0, 0, "value: %s is longer than 128 characters", field);
+    char *d = NULL;
+    if (value && !(d = pl_strdup(value))) return pl_error_nomem();
+    free(m->fields[idx]);
+    m->fields[idx] = d;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (!isfinite(seconds) || seconds <= 0) return pl_error_inval("seconds", "must be a positive number");
+    m->ttl = seconds;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (unix_seconds < 0 || unix_seconds > 253402300799LL)
+        return pl_error_inval("unix_seconds", "must be between 1970 and 9999");
+    m->scheduled = unix_seconds;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_set_force_persistence(pl_outgoing *m, int on)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    m->force_persistence = on ? 1 : 0;
+    pl_error_ok();
+    return PL_OK;
+}
+
+/* Adds or replaces a custom property; takes ownership of raw. */
+static int add_prop(pl_outgoing *m, const char *name, int type, char *raw, int64_t i, double d)
+{
+    if (!m) { free(raw); return pl_error_inval("m", "must not be NULL"); }
+    if (!name || !*name) { free(raw); return pl_error_inval("name", "must be a non-empty string"); }
+    if (!raw) return pl_error_nomem();
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (!is_token_char(*p)) {
+            free(raw);
+            return pl_error_inval("name", "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)");
+        }
+    if (strlen(name) > 256) { free(raw); return pl_error_inval("name", "is longer than 256 characters"); }
+    if (pl_header_is_reserved(name)) {
+        free(raw);
+        return pl_error_set(PL_EINVAL, 0, 0, "name: '%s' is a reserved HTTP header", name);
+    }
+    for (size_t k = 0; k < m->nprops; k++) {
+        if (pl_strcaseeq(m->props[k].name, name)) {
+            free(m->props[k].raw);
+            m->props[k].raw = raw;
+            m->props[k].type = type;
+            m->props[k].i = i;
+            m->props[k].d = d;
+            pl_error_ok();
+            return PL_OK;
+        }
+    }
+    pl_prop *np = realloc(m->props, (m->nprops + 1) * sizeof *np);
+    if (!np) { free(raw); return pl_error_nomem(); }
+    m->props = np;
+    pl_prop *p = &np[m->nprops];
+    memset(p, 0, sizeof *p);
+    p->name = pl_strdup(name);
+    if (!p->name) { free(raw); return pl_error_nomem(); }
+    p->raw = raw;
+    p->type = type;
+    p->i = i;
+    p->d = d;
+    m->nprops++;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_add_string(pl_outgoing *m, const char *name, const char *value)
+{
+    if (!value) return pl_error_inval("value", "must not be NULL");
+    if (check_header_text("value", value)) return PL_EINVAL;
+    pl_buf b = PL_BUF_INIT;
+    pl_buf_puts(&b, "\"");
+    for (const char *p = value; *p; p++) {
+        if (*p == '"' || *p == '\\') pl_buf_puts(&b, "\\");
+        pl_buf_append(&b, p, 1);
+    }
+    pl_buf_puts(&b, "\"");
+    char *raw = pl_buf_detach(&b);
+    return add_prop(m, name, PL_PROP_STRING, raw, 0, 0);
+}
+
+int pl_outgoing_add_int(pl_outgoing *m, const char *name, int64_t value)
+{
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%lld", (long long)value);
+    return add_prop(m, name, PL_PROP_INT, pl_strdup(tmp), value, (double)value);
+}
+
+int pl_outgoing_add_double(pl_outgoing *m, const char *name, double value)
+{
+    if (!isfinite(value)) return pl_error_inval("value", "must be a finite number");
+    char tmp[40];
+    snprintf(tmp, sizeof tmp, "%.15g", value);
+    if (strtod(tmp, NULL) != value) snprintf(tmp, sizeof tmp, "%.17g", value);
+    if (!strpbrk(tmp, ".eE")) strcat(tmp, ".0"); /* keep it typed as a double */
+    return add_prop(m, name, PL_PROP_DOUBLE, pl_strdup(tmp), (int64_t)value, value);
+}
+
+int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value)
+{
+    return add_prop(m, name, PL_PROP_BOOL, pl_strdup(value ? "true" : "false"), value ? 1 : 0,
+                    value ? 1 : 0);
+}
+
+int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds)
+{
+    if (unix_seconds < 0 || unix_seconds > 253402300799LL)
+        return pl_error_inval("unix_seconds", "must be between 1970 and 9999");
+    char d[40], q[48];
+    pl_http_date_format(d, sizeof d, unix_seconds);
+    snprintf(q, sizeof q, "\"%s\"", d);
+    return add_prop(m, name, PL_PROP_DATETIME, pl_strdup(q), unix_seconds, (double)unix_seconds);
+}
+
+static cJSON *broker_object(const pl_outgoing *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    for (int i = 0; i < PL_OUT_NFIELDS; i++)
+        if (m->fields[i] && !cJSON_AddStringToObject(o, pl_outgoing_field_names[i], m->fields[i]))
+            goto fail;
+    if (m->force_persistence >= 0 && !cJSON_AddBoolToObject(o, "ForcePersistence", m->force_persistence))
+        goto fail;
+    if (m->scheduled >= 0) {
+        char d[40];
+        pl_http_date_format(d, sizeof d, m->scheduled);
+        if (!cJSON_AddStringToObject(o, "ScheduledEnqueueTimeUtc", d)) goto fail;
+    }
+    if (m->ttl > 0 && !cJSON_AddNumberToObject(o, "TimeToLive", m->ttl)) goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+int pl_outgoing_broker_json(char **out, const pl_outgoing *m)
+{
+    *out = NULL;
+    cJSON *o = broker_object(m);
+    if (!o) return pl_error_nomem();
+    if (!o->child) { cJSON_Delete(o); return PL_OK; }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return pl_error_nomem();
+    *out = pl_strdup(s);
+    cJSON_free(s);
+    return *out ? PL_OK : pl_error_nomem();
+}
+
+int pl_outgoing_clone(pl_outgoing **out, const pl_outgoing *m)
+{
+    int rc = pl_outgoing_new(out, m->body, m->body_len);
+    if (rc) return rc;
+    pl_outgoing *c = *out;
+    c->ttl = m->ttl;
+    c->scheduled = m->scheduled;
+    c->force_persistence = m->force_persistence;
+    if (m->content_type && !(c->content_type = pl_strdup(m->content_type))) goto oom;
+    for (int i = 0; i < PL_OUT_NFIELDS; i++)
+        if (m->fields[i] && !(c->fields[i] = pl_strdup(m->fields[i]))) goto oom;
+    if (m->nprops) {
+        c->props = calloc(m->nprops, sizeof *c->props);
+        if (!c->props) goto oom;
+        for (size_t i = 0; i < m->nprops; i++) {
+            c->props[i] = m->props[i];
+            c->props[i].name = pl_strdup(m->props[i].name);
+            c->props[i].raw = pl_strdup(m->props[i].raw);
+            c->props[i].text = NULL;
+            c->nprops = i + 1;
+            if (!c->props[i].name || !c->props[i].raw) goto oom;
+        }
+    }
+    return PL_OK;
+oom:
+    pl_outgoing_free(c);
+    *out = NULL;
+    return pl_error_nomem();
+}
+
+/* ------------------------------------------------------------------------ */
+/* batches                                                                    */
+
+int pl_batch_new(pl_batch **out)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = calloc(1, sizeof **out);
+    if (!*out) return pl_error_nomem();
+    pl_error_ok();
+    return PL_OK;
+}
+
+void pl_batch_free(pl_batch *b)
+{
+    if (!b) return;
+    for (size_t i = 0; i < b->n; i++) pl_outgoing_free(b->items[i]);
+    free(b->items);
+    free(b);
+}
+
+int pl_batch_add(pl_batch *b, const pl_outgoing *m)
+{
+    if (!b) return pl_error_inval("b", "must not be NULL");
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (memchr(m->body, 0, m->body_len))
+        return pl_error_inval("m", "a batched message body is carried as JSON text and must not contain NUL bytes");
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        pl_outgoing **ni = realloc(b->items, cap * sizeof *ni);
+        if (!ni) return pl_error_nomem();
+        b->items = ni;
+        b->cap = cap;
+    }
+    pl_outgoing *c = NULL;
+    int rc = pl_outgoing_clone(&c, m);
+    if (rc) return rc;
+    b->items[b->n++] = c;
+    pl_error_ok();
+    return PL_OK;
+}
+
+size_t pl_batch_count(const pl_batch *b) { return b ? b->n : 0; }
+
+int pl_batch_json(char **out, size_t *len, const pl_batch *b)
+{
+    *out = NULL;
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) return pl_error_nomem();
+    for (size_t i = 0; i < b->n; i++) {
+        const pl_outgoing *m = b->items[i];
+        cJSON *e = cJSON_CreateObject();
+        if (!e || !cJSON_AddItemToArray(arr, e)) { cJSON_Delete(e); goto oom; }
+        if (!cJSON_AddStringToObject(e, "Body", (const char *)m->body)) goto oom;
+        cJSON *bp = broker_object(m);
+        if (!bp || !cJSON_AddItemToObject(e, "BrokerProperties", bp)) { cJSON_Delete(bp); goto oom; }
+        if (m->nprops) {
+            cJSON *up = cJSON_CreateObject();
+            if (!up || !cJSON_AddItemToObject(e, "UserProperties", up)) { cJSON_Delete(up); goto oom; }
+            for (size_t k = 0; k < m->nprops; k++) {
+                const pl_prop *p = &m->props[k];
+                cJSON *v = NULL;
+                switch (p->type) {
+                case PL_PROP_INT: v = cJSON_CreateNumber((double)p->i); break;
+                case PL_PROP_DOUBLE: v = cJSON_CreateNumber(p->d); break;
+                case PL_PROP_BOOL: v = cJSON_CreateBool(p->i != 0); break;
+                case PL_PROP_DATETIME: {
+                    char d[40];
+                    pl_http_date_format(d, sizeof d, p->i);
+                    v = cJSON_CreateString(d);
+                    break;
+                }
+                default: {
+                    /* raw is the quoted, escaped header form; unquote it */
+                    pl_prop t = {0};
+                    if (pl_prop_parse_value(&t, p->raw) != PL_OK) goto oom;
+                    v = cJSON_CreateString(t.text);
+                    free(t.text);
+                }
+                }
+                if (!v || !cJSON_AddItemToObject(up, p->name, v)) { cJSON_Delete(v); goto oom; }
+            }
+        }
+    }
+    char *s = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    if (!s) return pl_error_nomem();
+    *out = pl_strdup(s);
+    cJSON_free(s);
+    if (!*out) return pl_error_nomem();
+    *len = strlen(*out);
+    return PL_OK;
+oom:
+    cJSON_Delete(arr);
+    return pl_error_nomem();
+}

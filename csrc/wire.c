@@ -1,0 +1,567 @@
+/* Sans-I/O wire layer: builds the HTTP request of each operation and interprets
+ * each response. Pure: no I/O, no clock, no threads. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_int.h"
+#include "error_int.h"
+#include "message_int.h"
+#include "wire_int.h"
+
+int pl_header_is_reserved(const char *name); /* message.c */
+
+static const char *op_name(int op)
+{
+    switch (op) {
+    case PL_OP_SEND: return "send";
+    case PL_OP_BATCH: return "send batch";
+    case PL_OP_PEEKLOCK: return "peek-lock";
+    case PL_OP_RECVDEL: return "receive-and-delete";
+    case PL_OP_RENEW: return "renew-lock";
+    case PL_OP_UNLOCK: return "unlock";
+    case PL_OP_COMPLETE: return "complete";
+    default: return "request";
+    }
+}
+
+/* ---- entity names ------------------------------------------------------- */
+
+int pl_entity_encode(char **out, const char *entity)
+{
+    *out = NULL;
+    if (!entity) return pl_error_inval("entity", "must not be NULL");
+    size_t n = strlen(entity);
+    if (n == 0) return pl_error_inval("entity", "must not be empty");
+    if (n > 1024) return pl_error_inval("entity", "is longer than 1024 characters");
+    pl_buf b = PL_BUF_INIT;
+    const char *p = entity;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (len == 0) { pl_buf_free(&b); return pl_error_inval("entity", "has an empty path segment"); }
+        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) {
+            pl_buf_free(&b);
+            return pl_error_inval("entity", "must not contain '.' or '..' segments");
+        }
+        if (len == 8 && pl_strncaseeq(p, "messages", 8)) {
+            pl_buf_free(&b);
+            return pl_error_inval("entity", "must not contain a 'messages' segment");
+        }
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)p[i];
+            if (c < 0x20 || c == 0x7f) {
+                pl_buf_free(&b);
+                return pl_error_inval("entity", "contains a control character");
+            }
+        }
+        /* '$' stays literal ($DeadLetterQueue), as the service's own clients send it. */
+        char *enc = pl_pct_encode(p, len, "$", 1);
+        if (!enc) { pl_buf_free(&b); return pl_error_nomem(); }
+        if (b.len) pl_buf_puts(&b, "/");
+        pl_buf_puts(&b, enc);
+        free(enc);
+        if (!slash) break;
+        p = slash + 1;
+    }
+    *out = pl_buf_detach(&b);
+    return *out ? PL_OK : pl_error_nomem();
+}
+
+int pl_wire_scope(char **out, const char *endpoint, const char *entity)
+{
+    char *enc = NULL;
+    int rc = pl_entity_encode(&enc, entity);
+    if (rc) return rc;
+    pl_buf b = PL_BUF_INIT;
+    pl_buf_printf(&b, "%s/%s", endpoint, enc);
+    free(enc);
+    char *s = pl_buf_detach(&b);
+    if (!s) return pl_error_nomem();
+    for (char *c = s; *c; c++) *c = (char)tolower((unsigned char)*c);
+    *out = s;
+    return PL_OK;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static pl_request *req_new(int op, const char *method, const char *entity)
+{
+    pl_request *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->op = op;
+    r->method = pl_strdup(method);
+    r->entity = pl_strdup(entity);
+    if (!r->method || !r->entity) { pl_request_free(r); return NULL; }
+    return r;
+}
+
+void pl_request_free(pl_request *r)
+{
+    if (!r) return;
+    free(r->method);
+    free(r->url);
+    free(r->scope);
+    free(r->entity);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        free(r->headers[i].name);
+        if (r->headers[i].value) {
+            memset(r->headers[i].value, 0, strlen(r->headers[i].value));
+            free(r->headers[i].value);
+        }
+    }
+    free(r->headers);
+    free(r->body);
+    free(r);
+}
+
+int pl_request_set_header(pl_request *r, const char *name, const char *value)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (pl_strcaseeq(r->headers[i].name, name)) {
+            char *v = pl_strdup(value);
+            if (!v) return pl_error_nomem();
+            free(r->headers[i].value);
+            r->headers[i].value = v;
+            return PL_OK;
+        }
+    }
+    pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
+    if (!nh) return pl_error_nomem();
+    r->headers = nh;
+    nh[r->nheaders].name = pl_strdup(name);
+    nh[r->nheaders].value = pl_strdup(value);
+    if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
+        free(nh[r->nheaders].name);
+        free(nh[r->nheaders].value);
+        return pl_error_nomem();
+    }
+    r->nheaders++;
+    return PL_OK;
+}
+
+static int req_base(pl_request **out, int op, const char *method, const char *endpoint,
+                    const char *entity, const char *suffix, const char *auth)
+{
+    *out = NULL;
+    if (!endpoint) return pl_error_inval("endpoint", "must not be NULL");
+    char *enc = NULL;
+    int rc = pl_entity_encode(&enc, entity);
+    if (rc) return rc;
+    pl_request *r = req_new(op, method, entity);
+    pl_buf b = PL_BUF_INIT;
+    pl_buf_printf(&b, "%s/%s%s", endpoint, enc, suffix);
+    free(enc);
+    if (!r) { pl_buf_free(&b); return pl_error_nomem(); }
+    r->url = pl_buf_detach(&b);
+    if (!r->url || pl_wire_scope(&r->scope, endpoint, entity) != PL_OK) {
+        pl_request_free(r);
+        return pl_error_nomem();
+    }
+    if (auth && (rc = pl_request_set_header(r, "Authorization", auth)) != PL_OK) {
+        pl_request_free(r);
+        return rc;
+    }
+    *out = r;
+    return PL_OK;
+}
+
+int pl_wire_send(pl_request **out, const char *endpoint, const char *entity, const pl_outgoing *m,
+                 const char *auth)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    pl_request *r;
+    int rc = req_base(&r, PL_OP_SEND, "POST", endpoint, entity, "/messages", auth);
+    if (rc) return rc;
+    char *bp = NULL;
+    if ((rc = pl_outgoing_broker_json(&bp, m)) != PL_OK) goto fail;
+    rc = pl_request_set_header(r, "Content-Type",
+                               m->content_type ? m->content_type : "application/octet-stream");
+    if (!rc && bp) rc = pl_request_set_header(r, "BrokerProperties", bp);
+    free(bp);
+    for (size_t i = 0; !rc && i < m->nprops; i++)
+        rc = pl_request_set_header(r, m->props[i].name, m->props[i].raw);
+    if (rc) goto fail;
+    r->body = malloc(m->body_len + 1);
+    if (!r->body) { rc = pl_error_nomem(); goto fail; }
+    memcpy(r->body, m->body, m->body_len);
+    r->body_len = m->body_len;
+    r->msg_count = 1;
+    *out = r;
+    return PL_OK;
+fail:
+    pl_request_free(r);
+    return rc;
+}
+
+int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, const pl_batch *b,
+                  const char *auth)
+{
+    if (!b) return pl_error_inval("b", "must not be NULL");
+    if (b->n == 0) return pl_error_inval("b", "the batch is empty");
+    pl_request *r;
+    int rc = req_base(&r, PL_OP_BATCH, "POST", endpoint, entity, "/messages", auth);
+    if (rc) return rc;
+    rc = pl_request_set_header(r, "Content-Type", "application/vnd.microsoft.servicebus.json");
+    if (!rc) rc = pl_batch_json((char **)&r->body, &r->body_len, b);
+    if (rc) { pl_request_free(r); return rc; }
+    r->msg_count = b->n;
+    *out = r;
+    return PL_OK;
+}
+
+int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, int timeout_s,
+                    int peek_lock, const char *auth)
+{
+    if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout_s", "must be 0..300 seconds");
+    char suffix[48];
+    snprintf(suffix, sizeof suffix, "/messages/head?timeout=%d", timeout_s);
+    int rc = req_base(out, peek_lock ? PL_OP_PEEKLOCK : PL_OP_RECVDEL, peek_lock ? "POST" : "DELETE",
+                      endpoint, entity, suffix, auth);
+    if (rc) return rc;
+    (*out)->timeout_s = timeout_s;
+    return PL_OK;
+}
+
+/* 1 when url is on the same scheme://host[:port] as endpoint and has a path. */
+static int same_origin(const char *endpoint, const char *url)
+{
+    size_t n = strlen(endpoint);
+    return pl_strncaseeq(endpoint, url, n) && url[n] == '/';
+}
+
+int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, int op,
+                   const char *auth)
+{
+    *out = NULL;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (op != PL_SETTLE_RENEW && op != PL_SETTLE_UNLOCK && op != PL_SETTLE_COMPLETE)
+        return pl_error_inval("op", "must be PL_SETTLE_RENEW, PL_SETTLE_UNLOCK or PL_SETTLE_COMPLETE");
+    if (!m->location || !m->lock_token)
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was not received with peek-lock: there is no lock to settle");
+    if (!same_origin(endpoint, m->location))
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "message lock location is not on the client's endpoint");
+    static const int ops[] = { 0, PL_OP_RENEW, PL_OP_UNLOCK, PL_OP_COMPLETE };
+    static const char *const methods[] = { "", "POST", "PUT", "DELETE" };
+    pl_request *r = req_new(ops[op], methods[op], m->entity ? m->entity : "");
+    if (!r) return pl_error_nomem();
+    r->url = pl_strdup(m->location);
+    int rc = r->url ? PL_OK : pl_error_nomem();
+    if (!rc && m->entity) rc = pl_wire_scope(&r->scope, endpoint, m->entity);
+    if (!rc && auth) rc = pl_request_set_header(r, "Authorization", auth);
+    if (rc) { pl_request_free(r); return rc; }
+    *out = r;
+    return PL_OK;
+}
+
+const char *pl_request_method(const pl_request *r) { return r ? r->method : NULL; }
+const char *pl_request_url(const pl_request *r) { return r ? r->url : NULL; }
+size_t pl_request_header_count(const pl_request *r) { return r ? r->nheaders : 0; }
+const char *pl_request_header_name(const pl_request *r, size_t i)
+{
+    return (r && i < r->nheaders) ? r->headers[i].name : NULL;
+}
+const char *pl_request_header_value(const pl_request *r, size_t i)
+{
+    return (r && i < r->nheaders) ? r->headers[i].value : NULL;
+}
+const void *pl_request_body(const pl_request *r, size_t *len)
+{
+    if (len) *len = r ? r->body_len : 0;
+    return r ? r->body : NULL;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+int pl_response_new(pl_response **out, int status)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (status < 100 || status > 999) return pl_error_inval("status", "must be an HTTP status 100..999");
+    pl_response *r = calloc(1, sizeof *r);
+    if (!r) return pl_error_nomem();
+    r->status = status;
+    *out = r;
+    return PL_OK;
+}
+
+void pl_response_free(pl_response *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->body);
+    free(r);
+}
+
+int pl_response_add_header(pl_response *r, const char *name, const char *value)
+{
+    if (!r) return pl_error_inval("resp", "must not be NULL");
+    if (!name || !*name) return pl_error_inval("name", "must be a non-empty string");
+    if (!value) return pl_error_inval("value", "must not be NULL");
+    if (r->nheaders >= PL_MAX_HEADERS) {
+        r->too_big = 1;
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "response has more than %d headers", PL_MAX_HEADERS);
+    }
+    if (strlen(name) > 1024 || strlen(value) > PL_MAX_HEADER_BYTES) {
+        r->too_big = 1;
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "response header is longer than %d bytes",
+                            PL_MAX_HEADER_BYTES);
+    }
+    pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
+    if (!nh) return pl_error_nomem();
+    r->headers = nh;
+    nh[r->nheaders].name = pl_strdup(name);
+    nh[r->nheaders].value = pl_strdup(value);
+    if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
+        free(nh[r->nheaders].name);
+        free(nh[r->nheaders].value);
+        return pl_error_nomem();
+    }
+    r->nheaders++;
+    return PL_OK;
+}
+
+int pl_response_append_body(pl_response *r, const void *p, size_t n)
+{
+    if (n > PL_MAX_BODY_BYTES - r->body_len) {
+        r->too_big = 1;
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "response body is larger than %zu bytes",
+                            PL_MAX_BODY_BYTES);
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 1024;
+        while (cap < r->body_len + n + 1) cap *= 2;
+        unsigned char *nb = realloc(r->body, cap);
+        if (!nb) return pl_error_nomem();
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    if (n) memcpy(r->body + r->body_len, p, n);
+    r->body_len += n;
+    r->body[r->body_len] = 0;
+    return PL_OK;
+}
+
+int pl_response_set_body(pl_response *r, const void *body, size_t len)
+{
+    if (!r) return pl_error_inval("resp", "must not be NULL");
+    if (!body && len) return pl_error_inval("body", "is NULL but len is not 0");
+    r->body_len = 0;
+    return pl_response_append_body(r, body, len);
+}
+
+const char *pl_response_header(const pl_response *r, const char *name)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (pl_strcaseeq(r->headers[i].name, name)) return r->headers[i].value;
+    return NULL;
+}
+
+/* ---- errors --------------------------------------------------------------- */
+
+/* Copies the <Detail> text (or the body) into out, dropping control characters
+ * and anything that could be a secret (the lock token, a sig= value). */
+static void error_detail(char *out, size_t outlen, const pl_response *resp, const char *secret)
+{
+    out[0] = '\0';
+    if (!resp->body || !resp->body_len) return;
+    const char *b = (const char *)resp->body, *start = b, *end = b + resp->body_len;
+    const char *d = strstr(b, "<Detail>");
+    if (d) {
+        start = d + 8;
+        const char *e = strstr(start, "</Detail>");
+        if (e) end = e;
+    }
+    size_t o = 0;
+    for (const char *p = start; p < end && o + 1 < outlen; p++) {
+        if (secret && *secret && pl_strncaseeq(p, secret, strlen(secret))) {
+            const char *r = "<redacted>";
+            for (; *r && o + 1 < outlen; r++) out[o++] = *r;
+            p += strlen(secret) - 1;
+            continue;
+        }
+        if (pl_strncaseeq(p, "sig=", 4)) {
+            const char *r = "sig=<redacted>";
+            for (; *r && o + 1 < outlen; r++) out[o++] = *r;
+            while (p + 1 < end && p[1] != '&' && p[1] != ' ' && p[1] != '<') p++;
+            continue;
+        }
+        unsigned char c = (unsigned char)*p;
+        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    out[o] = '\0';
+}
+
+static int contains_ci(const char *hay, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (pl_strncaseeq(hay + i, needle, k)) return 1;
+    return 0;
+}
+
+int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const pl_message *m);
+int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const pl_message *m)
+{
+    int st = resp->status, code, retry = 0;
+    int settle = req->op == PL_OP_RENEW || req->op == PL_OP_UNLOCK || req->op == PL_OP_COMPLETE;
+    const char *body = resp->body ? (const char *)resp->body : "";
+    switch (st) {
+    case 400: code = PL_EBADREQUEST; break;
+    case 401: code = PL_EAUTH; break;
+    case 403:
+        code = (contains_ci(body, resp->body_len, "size") || contains_ci(body, resp->body_len, "too large"))
+                   ? PL_ETOOLARGE : PL_EAUTH;
+        break;
+    case 404: code = settle ? PL_ELOCKLOST : PL_ENOTFOUND; break;
+    case 410: code = PL_ENOTFOUND; break;
+    case 409: code = PL_ECONFLICT; break;
+    case 429: case 503: code = PL_ETHROTTLED; retry = 1; break;
+    default:
+        if (st >= 500 && st <= 599) { code = PL_ESERVER; retry = 1; }
+        else code = PL_EHTTP;
+    }
+    char detail[240];
+    error_detail(detail, sizeof detail, resp, m ? m->lock_token : NULL);
+    return pl_error_set(code, st, retry, "%s on '%.200s': HTTP %d%s%s", op_name(req->op),
+                        req->entity ? req->entity : "", st, detail[0] ? ": " : "", detail);
+}
+
+int pl_wire_status_error(const pl_request *req, const pl_response *resp)
+{
+    return pl_wire_status_error_m(req, resp, NULL);
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+static int build_message(pl_message **out, pl_client *client, const char *endpoint,
+                         const pl_request *req, const pl_response *resp, int64_t sent_mono_ms)
+{
+    int peek = req->op == PL_OP_PEEKLOCK;
+    pl_message *m = pl_message_alloc();
+    if (!m) return pl_error_nomem();
+    int rc = PL_OK;
+    m->entity = pl_strdup(req->entity);
+    m->body = malloc(resp->body_len + 1);
+    if (!m->entity || !m->body) { rc = pl_error_nomem(); goto fail; }
+    if (resp->body_len) memcpy(m->body, resp->body, resp->body_len);
+    m->body[resp->body_len] = 0;
+    m->body_len = resp->body_len;
+    const char *ct = pl_response_header(resp, "Content-Type");
+    if (ct && !(m->content_type = pl_strdup(ct))) { rc = pl_error_nomem(); goto fail; }
+    const char *bp = pl_response_header(resp, "BrokerProperties");
+    if (bp) {
+        if ((rc = pl_message_parse_broker(m, bp, strlen(bp))) != PL_OK) goto fail;
+    } else if (peek) {
+        rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no BrokerProperties");
+        goto fail;
+    }
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        if (pl_header_is_reserved(resp->headers[i].name)) continue;
+        if ((rc = pl_message_add_received_prop(m, resp->headers[i].name, resp->headers[i].value)))
+            goto fail;
+    }
+    if (peek) {
+        const char *loc = pl_response_header(resp, "Location");
+        if (!loc || !*loc) {
+            rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no Location");
+            goto fail;
+        }
+        if (!same_origin(endpoint, loc)) {
+            rc = pl_error_set(PL_EPROTOCOL, resp->status, 0,
+                              "peek-lock Location does not point at the client's endpoint");
+            goto fail;
+        }
+        for (const unsigned char *c = (const unsigned char *)loc; *c; c++)
+            if (*c <= 0x20 || *c == 0x7f) {
+                rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock Location is not a valid URL");
+                goto fail;
+            }
+        if (!m->lock_token) {
+            rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no LockToken");
+            goto fail;
+        }
+        if (!(m->location = pl_strdup(loc))) { rc = pl_error_nomem(); goto fail; }
+        /* Lock duration: LockedUntilUtc minus the response's Date (same server clock). */
+        int64_t date = pl_http_date_parse(pl_response_header(resp, "Date"));
+        int64_t dur = 60000;
+        if (m->locked_until >= 0 && date >= 0) {
+            int64_t d = m->locked_until - date;
+            if (d < 1 || d > 3600) {
+                rc = pl_error_set(PL_EPROTOCOL, resp->status, 0,
+                                  "peek-lock response: LockedUntilUtc minus Date is %lld s, not a lock duration",
+                                  (long long)d);
+                goto fail;
+            }
+            dur = d * 1000;
+        }
+        m->lock_duration_ms = dur;
+        pl_message_set_state(m, PL_LOCK_HELD);
+        pl_message_extend(m, sent_mono_ms);
+    }
+    if (client) {
+        pl_client_ref(client);
+        m->client = client;
+    }
+    *out = m;
+    return PL_OK;
+fail:
+    pl_message_free(m);
+    return rc;
+}
+
+int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
+                   pl_message *m, const pl_response *resp, int64_t sent_mono_ms)
+{
+    if (out) *out = NULL;
+    if (!req) return pl_error_inval("req", "must not be NULL");
+    if (!resp) return pl_error_inval("resp", "must not be NULL");
+    if (resp->too_big)
+        return pl_error_set(PL_EPROTOCOL, resp->status, 0, "%s: response exceeded a size limit",
+                            op_name(req->op));
+    int st = resp->status;
+    switch (req->op) {
+    case PL_OP_SEND:
+    case PL_OP_BATCH:
+        if (st == 200 || st == 201) { pl_error_ok(); return PL_OK; }
+        return pl_wire_status_error(req, resp);
+    case PL_OP_PEEKLOCK:
+    case PL_OP_RECVDEL:
+        if (!out) return pl_error_inval("out", "must not be NULL for a receive");
+        if (st == 204) { pl_error_ok(); return PL_EMPTY; }
+        if (st == 200 || st == 201) {
+            int rc = build_message(out, client, endpoint, req, resp, sent_mono_ms);
+            if (rc) pl_error_prefix(op_name(req->op));
+            else pl_error_ok();
+            return rc;
+        }
+        return pl_wire_status_error(req, resp);
+    case PL_OP_RENEW:
+    case PL_OP_UNLOCK:
+    case PL_OP_COMPLETE:
+        if (!m) return pl_error_inval("m", "must not be NULL for a renew, unlock or complete");
+        if (st >= 200 && st <= 299) {
+            if (req->op == PL_OP_RENEW) {
+                if (pl_message_state(m) == PL_LOCK_HELD) pl_message_extend(m, sent_mono_ms);
+            } else if (!pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_SETTLED)) {
+                pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLED);
+            }
+            pl_error_ok();
+            return PL_OK;
+        }
+        {
+            int rc = pl_wire_status_error_m(req, resp, m);
+            if (rc == PL_ELOCKLOST) pl_message_mark_lost(m, PL_ELOCKLOST, 1);
+            else if (rc == PL_ENOTFOUND) pl_message_mark_lost(m, PL_ENOTFOUND, 1);
+            return rc;
+        }
+    default:
+        return pl_error_set(PL_EINTERNAL, 0, 0, "unknown request kind");
+    }
+}
