@@ -26,8 +26,8 @@ lua_env() { # flavour (5.4|jit), interpreter, command...
       LUA_CPATH="$BUILD/lua/$flavour/?.so;;" PEEKLOCK_LUA_INTERP="$interp" "$@"
 }
 
-run "busted (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 /usr/bin/busted --lpath="" -o utfTerminal tests/lua
-run "busted (LuaJIT)" lua_env jit luajit luajit /usr/bin/busted --lpath="" -o utfTerminal tests/lua
+run "busted (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 /usr/bin/busted -o utfTerminal tests/lua
+run "busted (LuaJIT)" lua_env jit luajit luajit /usr/bin/busted -o utfTerminal tests/lua
 if command -v valgrind >/dev/null; then
   run "GC loop under valgrind (Lua 5.4)" lua_env 5.4 lua5.4 valgrind -q --error-exitcode=9 \
     --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \

@@ -1,0 +1,83 @@
+-- Handlers for the nginx test (tests/nginx/run.sh): one peeklock.resty client per
+-- worker, created on first use inside the worker.
+local peeklock = require "peeklock.resty"
+local cjson_ok, cjson = pcall(require, "cjson")
+local encode = cjson_ok and cjson.encode or function(t)
+  local parts = {}
+  for k, v in pairs(t) do
+    local vs = type(v) == "string" and ('"' .. v:gsub('[%c"\\]', " ") .. '"') or tostring(v)
+    parts[#parts + 1] = '"' .. k .. '":' .. vs
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local H = {}
+local client
+
+local function get_client()
+  if not client then client = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING"))) end
+  return client
+end
+
+local function reply(t)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(encode(t))
+end
+
+local function err_fields(t, err)
+  if err then
+    t.err_code, t.err_status, t.err = err.code, err.status, tostring(err)
+  end
+  return t
+end
+
+-- /send?entity=&body=&id=
+function H.send()
+  local a = ngx.req.get_uri_args()
+  local ok, err = get_client():send(a.entity, a.body or "", { message_id = a.id })
+  reply(err_fields({ ok = ok == true }, err))
+end
+
+-- /lock?entity=&timeout=&renewals=N&fail=1 : with_lock, holding the lock until the
+-- C renewer has renewed it N times (ngx.sleep yields: the worker keeps serving).
+function H.lock()
+  local a = ngx.req.get_uri_args()
+  local c = get_client()
+  local want = tonumber(a.renewals) or 0
+  local got, body, id = 0, nil, nil
+  local ok, err = c:with_lock(a.entity, { timeout = tonumber(a.timeout) or 10, max_renew = 120 },
+    function(msg)
+      body, id = msg.body, msg.message_id
+      local st = c:renewer_stats()
+      local base = st and st.renewals or 0
+      local deadline = ngx.now() + 60
+      while got < want and ngx.now() < deadline do
+        ngx.sleep(0.05)
+        got = c:renewer_stats().renewals - base
+      end
+      if msg.lock_state ~= "held" then error("lock not held: " .. tostring(msg.lock_state)) end
+      if a.fail then error("handler failure requested") end
+      return "done"
+    end)
+  reply(err_fields({ ok = ok == true, renewals = got, body = body, id = id }, err))
+end
+
+-- /peek?entity=&timeout= : peek-lock, renew once, abandon or complete (&complete=1)
+function H.peek()
+  local a = ngx.req.get_uri_args()
+  local c = get_client()
+  local msg, err = c:peek_lock(a.entity, { timeout = tonumber(a.timeout) or 0 })
+  if not msg then return reply(err_fields({ ok = false, empty = err == nil }, err)) end
+  local r, rerr = msg:renew()
+  if not r then return reply(err_fields({ ok = false, step = "renew" }, rerr)) end
+  local s, serr
+  if a.complete then s, serr = msg:complete() else s, serr = msg:abandon() end
+  reply(err_fields({ ok = s == true, body = msg.body, delivery_count = msg.delivery_count,
+                     state = msg.lock_state }, serr))
+end
+
+function H.ping()
+  ngx.say("pong")
+end
+
+return H

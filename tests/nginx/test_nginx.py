@@ -1,0 +1,262 @@
+"""nginx + lua-nginx-module + peeklock.resty against the emulator.
+
+Starts the emulator and nginx (own prefix, own config, free port on 127.0.0.1),
+checks that a location peek-locks, keeps a 5 s lock across several lock durations
+through renewal and completes exactly once; that a second location answers promptly
+while a request long-polls (the worker is not blocked); abandon, handler failure and
+empty receives. Tears everything down. Prints 'N passed, N failed'.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Emulator:
+    def __init__(self, root, python):
+        env = dict(os.environ, PYTHONPATH=os.path.join(root, "python"))
+        self.proc = subprocess.Popen(
+            [python, "-m", "peeklock.emulator", "--port", "0", "--queue", "orders"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "ready: " in line:
+                self.conn = line.split("ready: ", 1)[1].strip()
+                break
+        else:
+            pass
+        if not getattr(self, "conn", None):
+            self.stop()
+            raise RuntimeError("emulator did not start: " + "".join(seen))
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        port = int(self.conn.split("Endpoint=sb://", 1)[1].split(";")[0].rsplit(":", 1)[1])
+        self.base = f"http://127.0.0.1:{port}"
+
+    def admin(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        req = urllib.request.Request(self.base + "/$admin/" + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    def entity(self, path):
+        st = self.admin("GET", "state")
+        ents = st.get("entities", st)
+        if isinstance(ents, dict):
+            if path in ents:
+                return ents[path]
+            ents = list(ents.values())
+        for e in ents:
+            if isinstance(e, dict) and (e.get("path") == path or e.get("name") == path):
+                return e
+        return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Nginx:
+    def __init__(self, root, build, conn):
+        self.prefix = tempfile.mkdtemp(prefix="peeklock-nginx-")
+        for d in ("logs", "tmp", "conf"):
+            os.makedirs(os.path.join(self.prefix, d))
+        self.port = free_port()
+        with open(os.path.join(root, "tests/nginx/nginx.conf.in")) as f:
+            conf = f.read()
+        for k, v in {"@PREFIX@": self.prefix, "@ROOT@": root, "@BUILD@": build,
+                     "@PORT@": str(self.port)}.items():
+            conf = conf.replace(k, v)
+        self.conf = os.path.join(self.prefix, "conf", "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn)
+        self.proc = subprocess.Popen(["nginx", "-p", self.prefix, "-c", self.conf],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nginx exited: " + self.proc.stderr.read().decode() + self.log())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError("nginx did not listen")
+
+    def get(self, path, timeout=30, **args):
+        url = f"http://127.0.0.1:{self.port}{path}"
+        if args:
+            url += "?" + urllib.parse.urlencode(args)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read().decode()
+        dt = time.monotonic() - t0
+        try:
+            return json.loads(body), dt
+        except ValueError:
+            return body, dt
+
+    def log(self):
+        try:
+            with open(os.path.join(self.prefix, "logs", "error.log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--build", required=True)
+    opts = ap.parse_args()
+    emu = Emulator(opts.root, sys.executable)
+    ngx = None
+    results = []
+
+    def check(name, fn):
+        try:
+            fn()
+            results.append((name, True))
+            print(f"ok   {name}", flush=True)
+        except Exception:
+            results.append((name, False))
+            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+            if ngx:
+                print(ngx.log()[-3000:])
+
+    try:
+        emu.admin("PUT", "entities/slow", {"kind": "queue", "lock_duration": 5})
+        emu.admin("PUT", "entities/quick", {"kind": "queue", "lock_duration": 5})
+        ngx = Nginx(opts.root, opts.build, emu.conn)
+
+        def ping_answers():
+            body, _ = ngx.get("/ping")
+            assert body.strip() == "pong", body
+
+        def send_and_peek():
+            r, _ = ngx.get("/send", entity="quick", body="hello", id="q-1")
+            assert r["ok"], r
+            r, _ = ngx.get("/peek", entity="quick", timeout=5)
+            assert r["ok"] and r["body"] == "hello" and r["delivery_count"] == 1, r
+            assert r["state"] == "settled", r
+            r, _ = ngx.get("/peek", entity="quick", timeout=5, complete=1)
+            assert r["ok"] and r["delivery_count"] == 2, r
+            r, _ = ngx.get("/peek", entity="quick", timeout=0)
+            assert r["ok"] is False and r["empty"] is True, r
+            assert emu.entity("quick")["completed"].get("q-1") == 1
+
+        def errors_come_back_as_tables():
+            r, _ = ngx.get("/send", entity="no-such-queue", body="x")
+            assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
+
+        def long_poll_does_not_block_and_renewal_spans_lock_durations():
+            box = {}
+
+            def locker():
+                try:
+                    box["r"], box["dt"] = ngx.get("/lock", 90, entity="slow", renewals=3)
+                except Exception as e:  # reported below
+                    box["e"] = e
+
+            t = threading.Thread(target=locker)
+            t.start()
+            # The /lock request is now long-polling an empty queue (up to 10 s).
+            time.sleep(0.3)
+            worst = 0.0
+            for _ in range(20):
+                _, dt = ngx.get("/ping", timeout=5)
+                worst = max(worst, dt)
+            assert t.is_alive(), "the long poll ended early"
+            assert worst < 1.0, f"/ping took {worst:.3f} s while /lock long-polled"
+            r, _ = ngx.get("/send", entity="slow", body="long job", id="s-1")
+            assert r["ok"], r
+            # While the handler holds the lock (renewed every few seconds), pings stay prompt.
+            for _ in range(10):
+                _, dt = ngx.get("/ping", timeout=5)
+                worst = max(worst, dt)
+                time.sleep(0.2)
+            t.join(90)
+            assert not t.is_alive()
+            assert "e" not in box, box.get("e")
+            r = box["r"]
+            assert r["ok"] and r["body"] == "long job" and r["renewals"] >= 3, r
+            # three renewals of a 5 s lock: the handler outlived two lock durations
+            assert box["dt"] > 10, box["dt"]
+            assert worst < 1.0, f"/ping took {worst:.3f} s while the lock was held"
+            ent = emu.entity("slow")
+            assert ent["completed"].get("s-1") == 1, ent
+            assert not ent["messages"], ent
+
+        def handler_failure_abandons():
+            r, _ = ngx.get("/send", entity="slow", body="doomed", id="s-2")
+            assert r["ok"], r
+            r, _ = ngx.get("/lock", entity="slow", fail=1)
+            assert r["ok"] is False and r["err_code"] == "handler", r
+            ent = emu.entity("slow")
+            assert ent["completed"].get("s-2", 0) == 0, ent
+            assert len(ent["messages"]) == 1 and not ent["messages"][0]["locked"], ent
+            r, _ = ngx.get("/peek", entity="slow", timeout=5, complete=1)
+            assert r["ok"] and r["delivery_count"] == 2, r
+
+        check("a second location answers", ping_answers)
+        check("send, peek-lock, renew, abandon, complete over cosockets", send_and_peek)
+        check("errors come back as tables", errors_come_back_as_tables)
+        check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
+              "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
+        check("handler failure abandons", handler_failure_abandons)
+        log = ngx.log()
+        check("no Lua errors in the nginx log",
+              lambda: (_ for _ in ()).throw(AssertionError(log[-3000:]))
+              if ("lua entry thread aborted" in log or "runtime error" in log) else None)
+    finally:
+        if ngx:
+            ngx.stop()
+        emu.stop()
+    passed = sum(1 for _, ok in results if ok)
+    failed = len(results) - passed
+    print(f"nginx: {passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
