@@ -1,0 +1,11 @@
+"""A local emulator of the Azure Service Bus REST API (``python -m peeklock.emulator``).
+
+Needs only the standard library and aiohttp; never imports the C extension.
+See docs/emulator.md (users) and docs/emulator-contract.md (test controls).
+"""
+
+DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
+DEFAULT_KEY = "SAS_KEY_VALUE"
+READY_PREFIX = "peeklock emulator ready: "
+
+__all__ = ["DEFAULT_KEY_NAME", "DEFAULT_KEY", "READY_PREFIX"]

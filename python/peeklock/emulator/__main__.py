@@ -1,0 +1,146 @@
+"""``python -m peeklock.emulator``: run the Service Bus REST emulator. See docs/emulator.md."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import List, Optional
+
+from . import DEFAULT_KEY, DEFAULT_KEY_NAME
+from .broker import MAX_LOCK_DURATION, Broker, BrokerError, Settings
+from .config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m peeklock.emulator",
+                                description="Local emulator of the Azure Service Bus REST API.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
+    p.add_argument("--queue", action="append", default=[], metavar="NAME", help="declare a queue (repeatable)")
+    p.add_argument("--topic", action="append", default=[], metavar="NAME", help="declare a topic (repeatable)")
+    p.add_argument("--subscription", action="append", default=[], metavar="TOPIC/SUB",
+                   help="declare a subscription (repeatable); the topic is created if missing")
+    p.add_argument("--lock-duration", type=float, default=60.0, metavar="SECONDS",
+                   help="lock duration of declared entities (default 60, 1..300)")
+    p.add_argument("--max-delivery-count", type=int, default=10, metavar="N", help="default 10")
+    p.add_argument("--max-message-size", type=int, default=262144, metavar="BYTES", help="default 262144")
+    p.add_argument("--default-ttl", type=float, default=None, metavar="SECONDS",
+                   help="default message time to live of declared entities (default: unlimited)")
+    p.add_argument("--dead-letter-on-expiration", action="store_true",
+                   help="declared entities dead-letter expired messages")
+    p.add_argument("--config", metavar="Config.json", help="entities in the official emulator's Config.json format")
+    p.add_argument("--data-dir", metavar="DIR", help="keep all state in SQLite under DIR (default: memory)")
+    p.add_argument("--no-auth", action="store_true", help="accept requests without a SAS token")
+    p.add_argument("--key-name", default=DEFAULT_KEY_NAME, help="SAS key name (default %(default)s)")
+    p.add_argument("--key", default=DEFAULT_KEY, help="SAS key, used as UTF-8 text (default %(default)s)")
+    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    return p
+
+
+def settings_from_args(args) -> Settings:
+    if not 1 <= args.lock_duration <= MAX_LOCK_DURATION:
+        raise SystemExit("error: --lock-duration must be between 1 and %d seconds" % MAX_LOCK_DURATION)
+    if args.max_delivery_count < 1:
+        raise SystemExit("error: --max-delivery-count must be >= 1")
+    if args.max_message_size < 1:
+        raise SystemExit("error: --max-message-size must be >= 1")
+    s = Settings(lock_duration=args.lock_duration, max_delivery_count=args.max_delivery_count,
+                 max_message_size=args.max_message_size, dl_on_expiration=args.dead_letter_on_expiration)
+    if args.default_ttl is not None:
+        if args.default_ttl <= 0:
+            raise SystemExit("error: --default-ttl must be > 0")
+        s.default_ttl = args.default_ttl
+    return s
+
+
+async def serve(args) -> int:
+    from aiohttp import web
+
+    from .server import EmulatorApp
+    from .store import SqliteStore
+
+    base = settings_from_args(args)
+    store = SqliteStore(args.data_dir) if args.data_dir else None
+    broker = Broker(store=store)
+    if store is not None:
+        store.load(broker)
+    namespace = "peeklock"
+    declared = []
+    if args.config:
+        try:
+            ns, ents = load_config(args.config, base)
+        except ConfigError as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 2
+        namespace = ns or namespace
+        declared.extend(ents)
+    declared += [(q, "queue", base.copy()) for q in args.queue]
+    declared += [(t, "topic", base.copy()) for t in args.topic]
+    for spec in args.subscription:
+        if spec.count("/") != 1 or not all(spec.split("/")):
+            print("error: --subscription takes TOPIC/SUB, got %r" % spec, file=sys.stderr)
+            return 2
+        topic, sub = spec.split("/")
+        declared.append((topic, "topic", base.copy()))
+        declared.append(("%s/subscriptions/%s" % (topic, sub), "subscription", base.copy()))
+    try:
+        for path, kind, settings in declared:
+            ent = broker.get(path.lower())
+            if ent is not None and ent.kind == kind:
+                continue       # already there (restart on a data dir, or topic named twice)
+            broker.create_entity(path, kind, settings)
+    except BrokerError as e:
+        print("error: %s" % e.detail, file=sys.stderr)
+        return 2
+    broker.store.commit()
+
+    keys = None if args.no_auth else {args.key_name: args.key}
+    emu = EmulatorApp(broker, keys, namespace)
+    emu.default_settings = base
+    runner = web.AppRunner(emu.app, access_log=None, max_field_size=65536, max_line_size=65536,
+                           max_headers=256, keepalive_timeout=300)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as e:
+        print("error: cannot listen on %s:%d: %s" % (args.host, args.port, e.strerror), file=sys.stderr)
+        await runner.cleanup()
+        return 2
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    host = args.host if args.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    conn = "Endpoint=sb://%s:%d;SharedAccessKeyName=%s;SharedAccessKey=%s;UseDevelopmentEmulator=true" % (
+        host, port, args.key_name, args.key)
+    sys.stdout.write("peeklock emulator ready: %s\n" % conn)
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        broker.wake_everything()
+        await runner.cleanup()
+        broker.store.close()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,597 @@
+"""The emulator's message broker: entities, messages, locks, TTL and dead-lettering.
+
+Synchronous and single-threaded: the aiohttp server calls it from the event loop.
+Time comes from :class:`Clock`, which tests can move forward. Every change is
+reported to a store (``store.py``) so that ``--data-dir`` survives a restart.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+import uuid
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from .props import TTL_MAX, rfc1123
+
+DEFAULT_LOCK_DURATION = 60.0
+DEFAULT_MAX_DELIVERY_COUNT = 10
+DEFAULT_MAX_MESSAGE_SIZE = 262144
+DEFAULT_MAX_SIZE_MB = 1024
+MAX_LOCK_DURATION = 300.0
+
+DLQ = "$deadletterqueue"
+
+
+class BrokerError(Exception):
+    """An operation failed the way the service fails it: HTTP status + Detail."""
+
+    def __init__(self, status: int, detail: str, headers: Optional[Dict[str, str]] = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class Clock:
+    """Wall clock plus an offset that only moves forward."""
+
+    def __init__(self, offset: float = 0.0):
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+class Settings:
+    __slots__ = ("lock_duration", "max_delivery_count", "default_ttl", "dl_on_expiration",
+                 "max_message_size", "max_size_mb", "requires_session",
+                 "requires_duplicate_detection", "enable_batched_operations")
+
+    def __init__(self, lock_duration=DEFAULT_LOCK_DURATION,
+                 max_delivery_count=DEFAULT_MAX_DELIVERY_COUNT, default_ttl=TTL_MAX,
+                 dl_on_expiration=False, max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+                 max_size_mb=DEFAULT_MAX_SIZE_MB, requires_session=False,
+                 requires_duplicate_detection=False, enable_batched_operations=True):
+        self.lock_duration = float(lock_duration)
+        self.max_delivery_count = int(max_delivery_count)
+        self.default_ttl = float(default_ttl)
+        self.dl_on_expiration = bool(dl_on_expiration)
+        self.max_message_size = int(max_message_size)
+        self.max_size_mb = int(max_size_mb)
+        self.requires_session = bool(requires_session)
+        self.requires_duplicate_detection = bool(requires_duplicate_detection)
+        self.enable_batched_operations = bool(enable_batched_operations)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "lock_duration": self.lock_duration,
+            "max_delivery_count": self.max_delivery_count,
+            "default_message_time_to_live": None if self.default_ttl >= TTL_MAX else self.default_ttl,
+            "dead_lettering_on_message_expiration": self.dl_on_expiration,
+            "max_message_size": self.max_message_size,
+            "max_size_in_megabytes": self.max_size_mb,
+            "requires_session": self.requires_session,
+            "requires_duplicate_detection": self.requires_duplicate_detection,
+            "enable_batched_operations": self.enable_batched_operations,
+        }
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Settings":
+        ttl = d.get("default_message_time_to_live")
+        return cls(
+            lock_duration=d.get("lock_duration", DEFAULT_LOCK_DURATION),
+            max_delivery_count=d.get("max_delivery_count", DEFAULT_MAX_DELIVERY_COUNT),
+            default_ttl=TTL_MAX if ttl is None else ttl,
+            dl_on_expiration=d.get("dead_lettering_on_message_expiration", False),
+            max_message_size=d.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
+            max_size_mb=d.get("max_size_in_megabytes", DEFAULT_MAX_SIZE_MB),
+            requires_session=d.get("requires_session", False),
+            requires_duplicate_detection=d.get("requires_duplicate_detection", False),
+            enable_batched_operations=d.get("enable_batched_operations", True),
+        )
+
+    def copy(self) -> "Settings":
+        return Settings.from_json(self.to_json())
+
+
+class Message:
+    """One message in one entity. Bodies are shared between subscription copies."""
+
+    __slots__ = ("seq", "message_id", "body", "content_type", "props", "custom", "ttl",
+                 "enqueued_at", "expires_at", "scheduled_at", "enq_seq", "dc",
+                 "lock_token", "locked_until", "state", "size")
+
+    def __init__(self, seq, message_id, body, content_type, props, custom, ttl,
+                 enqueued_at, expires_at, scheduled_at, enq_seq, dc=0,
+                 lock_token=None, locked_until=0.0, state="available", size=0):
+        self.seq = seq
+        self.message_id = message_id
+        self.body = body
+        self.content_type = content_type
+        self.props = props            # dict of sender-set BrokerProperties, or None
+        self.custom = custom          # list of (name, raw header value), or None
+        self.ttl = ttl                # sender TimeToLive (seconds) or None
+        self.enqueued_at = enqueued_at
+        self.expires_at = expires_at
+        self.scheduled_at = scheduled_at
+        self.enq_seq = enq_seq
+        self.dc = dc                  # deliveries so far
+        self.lock_token = lock_token
+        self.locked_until = locked_until
+        self.state = state            # available | locked | scheduled
+        self.size = size
+
+    def summary(self) -> Dict[str, Any]:
+        d = {
+            "sequence_number": self.seq,
+            "message_id": self.message_id,
+            "delivery_count": self.dc,
+            "locked": self.state == "locked",
+            "locked_until": self.locked_until if self.state == "locked" else None,
+            "state": self.state,
+            "enqueued_time": self.enqueued_at,
+            "expires_at": None if math.isinf(self.expires_at) else self.expires_at,
+            "size": self.size,
+        }
+        if self.custom:
+            for name, value in self.custom:
+                if name == "DeadLetterReason":
+                    d["dead_letter_reason"] = value.strip('"')
+        return d
+
+
+class Entity:
+    """A queue, topic, subscription or dead-letter sub-queue."""
+
+    def __init__(self, name: str, kind: str, settings: Settings, created: float):
+        self.name = name            # display path as created, e.g. "t/subscriptions/Sub"
+        self.key = name.lower()
+        self.kind = kind            # queue | topic | subscription | deadletter
+        self.settings = settings
+        self.created = created
+        self.updated = created
+        self.next_seq = 1
+        self.messages: Dict[int, Message] = {}
+        self.avail: List[int] = []                       # heap of sequence numbers
+        self.lock_heap: List[Tuple[float, int, str]] = []
+        self.exp_heap: List[Tuple[float, int]] = []
+        self.sched_heap: List[Tuple[float, int]] = []
+        self.locks: Dict[str, int] = {}
+        self.by_id: Dict[str, int] = {}                  # message id -> seq (last wins)
+        self.waiters: List[Any] = []                     # futures of long polls
+        self.completed: Counter = Counter()
+        self.dlq: Optional[Entity] = None
+        self.parent: Optional[Entity] = None             # topic of a subscription; owner of a dlq
+        self.subscriptions: Dict[str, Entity] = {}
+        self.size_bytes = 0
+
+    def has_messages(self) -> bool:
+        return self.kind != "topic"
+
+
+def new_lock_token() -> str:
+    return str(uuid.uuid4())
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+from .store import NullStore as _NullStore  # noqa: E402
+
+_NULL = _NullStore()
+
+
+class Broker:
+    def __init__(self, store=None, clock: Optional[Clock] = None, namespace: str = "peeklock"):
+        self.store = store or _NullStore()
+        self.clock = clock or Clock()
+        self.namespace = namespace
+        self.entities: Dict[str, Entity] = {}   # key (lower case path) -> Entity, dlqs included
+        self.counters: Counter = Counter()
+        self.wakeup = None                       # callable(entity) set by the server
+
+    # ----- entities --------------------------------------------------------------------------
+
+    def get(self, key: str) -> Optional[Entity]:
+        return self.entities.get(key)
+
+    def create_entity(self, name: str, kind: str, settings: Optional[Settings] = None,
+                      replace: bool = False, persist: bool = True) -> Tuple[Entity, bool]:
+        """Create (returns (entity, True)) or, with replace, update settings ((entity, False))."""
+        name = name.strip("/")
+        key = name.lower()
+        settings = settings or Settings()
+        existing = self.entities.get(key)
+        if existing is not None:
+            if not replace:
+                raise BrokerError(409, "SubCode=40900. Conflict. The messaging entity '%s' already exists." % name)
+            if existing.kind != kind:
+                raise BrokerError(409, "SubCode=40900. Conflict. '%s' is a %s." % (name, existing.kind))
+            existing.settings = settings
+            existing.updated = self.clock.now()
+            if existing.dlq is not None:
+                existing.dlq.settings = settings
+            if persist:
+                self.store.save_entity(existing)
+            return existing, False
+        if kind == "subscription":
+            parts = name.split("/")
+            if len(parts) != 3 or parts[1].lower() != "subscriptions":
+                raise BrokerError(400, "A subscription path is 'topic/subscriptions/name'.")
+            topic = self.entities.get(parts[0].lower())
+            if topic is None or topic.kind != "topic":
+                raise BrokerError(404, "The messaging entity '%s' could not be found." % parts[0])
+            name = "%s/subscriptions/%s" % (topic.name, parts[2])
+            key = name.lower()
+        else:
+            if not name or "/" in name and kind == "topic":
+                raise BrokerError(400, "The entity path '%s' is invalid." % name)
+            for seg in key.split("/"):
+                if seg in ("messages", "subscriptions", DLQ, "$admin", "$resources") or not seg:
+                    raise BrokerError(400, "The entity path '%s' is invalid." % name)
+        now = self.clock.now()
+        ent = Entity(name, kind, settings, now)
+        if kind in ("queue", "subscription"):
+            dlq = Entity(name + "/$DeadLetterQueue", "deadletter", settings, now)
+            dlq.parent = ent
+            ent.dlq = dlq
+            self.entities[dlq.key] = dlq
+        if kind == "subscription":
+            topic = self.entities[key.split("/")[0]]
+            ent.parent = topic
+            topic.subscriptions[key] = ent
+        self.entities[key] = ent
+        if persist:
+            self.store.save_entity(ent)
+        return ent, True
+
+    def delete_entity(self, name: str) -> Entity:
+        key = name.strip("/").lower()
+        ent = self.entities.get(key)
+        if ent is None or ent.kind == "deadletter":
+            raise BrokerError(404, "No service is hosted at the specified address.")
+        for sub in list(ent.subscriptions.values()):
+            self._drop(sub)
+        self._drop(ent)
+        if ent.parent is not None and ent.kind == "subscription":
+            ent.parent.subscriptions.pop(ent.key, None)
+        return ent
+
+    def _drop(self, ent: Entity) -> None:
+        self.entities.pop(ent.key, None)
+        if ent.dlq is not None:
+            self.entities.pop(ent.dlq.key, None)
+            self._wake_all(ent.dlq)
+        self._wake_all(ent)
+        self.store.delete_entity(ent)
+
+    def _wake_all(self, ent: Entity) -> None:
+        for fut in ent.waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_one(self, ent: Entity) -> None:
+        for fut in ent.waiters:
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def wake_everything(self) -> None:
+        for ent in self.entities.values():
+            self._wake_all(ent)
+
+    # ----- clock -----------------------------------------------------------------------------
+
+    def advance(self, seconds: float) -> float:
+        if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)) \
+                or not math.isfinite(seconds) or seconds < 0:
+            raise BrokerError(400, "'seconds' must be a finite number >= 0.")
+        self.clock.offset += float(seconds)
+        self.store.save_meta("clock_offset", self.clock.offset)
+        now = self.clock.now()
+        for ent in list(self.entities.values()):
+            self.sweep(ent, now)
+        self.wake_everything()
+        return now
+
+    # ----- send ------------------------------------------------------------------------------
+
+    def check_size(self, ent: Entity, size: int) -> None:
+        if size > ent.settings.max_message_size:
+            raise BrokerError(403, "SubCode=40300. The size of the message (%d bytes) exceeds the maximum "
+                              "message size limit of %d bytes for '%s'." % (size, ent.settings.max_message_size, ent.name))
+        if ent.kind == "topic":
+            targets = list(ent.subscriptions.values())
+        else:
+            targets = [ent]
+        for t in targets:
+            if t.size_bytes + size > t.settings.max_size_mb * 1024 * 1024:
+                raise BrokerError(403, "SubCode=40301. Quota exceeded: the entity '%s' has reached its maximum "
+                                  "size of %d MB." % (t.name, t.settings.max_size_mb))
+
+    def send(self, ent: Entity, body: bytes, content_type: Optional[str], props: Dict[str, Any],
+             custom: List[Tuple[str, str]]) -> None:
+        """Enqueue one message (already validated) into a queue or a topic's subscriptions."""
+        if ent.kind not in ("queue", "topic"):
+            raise BrokerError(400, "Cannot send to '%s': send to a queue or a topic." % ent.name)
+        if ent.settings.requires_session and "SessionId" not in props:
+            raise BrokerError(400, "The SessionId was not set on a message, and it cannot be sent to the entity.")
+        now = self.clock.now()
+        props = dict(props)
+        message_id = props.pop("MessageId", None) or new_message_id()
+        ttl = props.pop("TimeToLive", None)
+        sched = props.pop("ScheduledEnqueueTimeUtc", None)
+        size = len(body) + sum(len(k) + len(v) for k, v in custom) + sum(len(k) + len(str(v)) for k, v in props.items())
+        if ent.kind == "topic":
+            enq_seq = ent.next_seq
+            ent.next_seq += 1
+            self.store.save_entity(ent)
+            targets = list(ent.subscriptions.values())
+        else:
+            enq_seq = 0
+            targets = [ent]
+        props = props or None
+        custom = custom or None
+        for t in targets:
+            self._enqueue(t, Message(
+                seq=0, message_id=message_id, body=body, content_type=content_type, props=props,
+                custom=custom, ttl=ttl, enqueued_at=now, expires_at=0.0, scheduled_at=sched,
+                enq_seq=enq_seq, size=size), now)
+
+    def _enqueue(self, ent: Entity, msg: Message, now: float, new_seq: bool = True) -> None:
+        if new_seq:
+            msg.seq = ent.next_seq
+            ent.next_seq += 1
+        ttl = msg.ttl if msg.ttl is not None else TTL_MAX
+        eff = min(ttl, ent.settings.default_ttl) if ent.kind != "deadletter" else TTL_MAX
+        msg.expires_at = math.inf if eff >= TTL_MAX else msg.enqueued_at + eff
+        ent.messages[msg.seq] = msg
+        ent.by_id[msg.message_id] = msg.seq
+        ent.size_bytes += msg.size
+        if msg.scheduled_at is not None and msg.scheduled_at > now and msg.state != "locked":
+            msg.state = "scheduled"
+            heapq.heappush(ent.sched_heap, (msg.scheduled_at, msg.seq))
+        elif msg.state == "available":
+            heapq.heappush(ent.avail, msg.seq)
+        if not math.isinf(msg.expires_at):
+            heapq.heappush(ent.exp_heap, (msg.expires_at, msg.seq))
+        if msg.state == "locked":
+            heapq.heappush(ent.lock_heap, (msg.locked_until, msg.seq, msg.lock_token))
+            ent.locks[msg.lock_token] = msg.seq
+        self.store.save_entity(ent)
+        self.store.insert_message(ent, msg)
+        if msg.state == "available":
+            self._wake_one(ent)
+
+    def restore_message(self, ent: Entity, msg: Message, now: float) -> None:
+        """Put back a message loaded from the store (no store writes)."""
+        store, self.store = self.store, _NULL
+        try:
+            if msg.state == "locked" and msg.lock_token is None:
+                msg.state = "available"
+            if msg.state == "scheduled":
+                msg.state = "available"   # _enqueue decides again from scheduled_at
+            self._enqueue(ent, msg, now, new_seq=False)
+        finally:
+            self.store = store
+
+    def _remove(self, ent: Entity, msg: Message) -> None:
+        ent.messages.pop(msg.seq, None)
+        if ent.by_id.get(msg.message_id) == msg.seq:
+            del ent.by_id[msg.message_id]
+        if msg.lock_token is not None:
+            ent.locks.pop(msg.lock_token, None)
+        ent.size_bytes -= msg.size
+        self.store.delete_message(ent, msg.seq)
+
+    def dead_letter(self, ent: Entity, msg: Message, reason: str, description: str) -> None:
+        self._remove(ent, msg)
+        if ent.dlq is None:
+            return
+        custom = [c for c in (msg.custom or []) if c[0] not in ("DeadLetterReason", "DeadLetterErrorDescription")]
+        custom.append(("DeadLetterReason", '"%s"' % reason))
+        custom.append(("DeadLetterErrorDescription", '"%s"' % description))
+        moved = Message(seq=msg.seq, message_id=msg.message_id, body=msg.body,
+                        content_type=msg.content_type, props=msg.props, custom=custom, ttl=msg.ttl,
+                        enqueued_at=msg.enqueued_at, expires_at=0.0, scheduled_at=None,
+                        enq_seq=msg.enq_seq, dc=msg.dc, size=msg.size)
+        self.counters["dead_lettered"] += 1
+        self._enqueue(ent.dlq, moved, self.clock.now(), new_seq=False)
+
+    # ----- time-driven changes ---------------------------------------------------------------
+
+    def sweep(self, ent: Entity, now: float) -> None:
+        """Apply everything that is due at `now`: lock expiry, scheduled messages, TTL."""
+        lh = ent.lock_heap
+        while lh and lh[0][0] <= now:
+            _, seq, token = heapq.heappop(lh)
+            msg = ent.messages.get(seq)
+            if msg is not None and msg.state == "locked" and msg.lock_token == token and msg.locked_until <= now:
+                self.counters["locks_expired"] += 1
+                self._release(ent, msg, now)
+        sh = ent.sched_heap
+        while sh and sh[0][0] <= now:
+            _, seq = heapq.heappop(sh)
+            msg = ent.messages.get(seq)
+            if msg is not None and msg.state == "scheduled":
+                msg.state = "available"
+                heapq.heappush(ent.avail, seq)
+                self.store.update_message(ent, msg)
+                self._wake_one(ent)
+        eh = ent.exp_heap
+        while eh and eh[0][0] <= now:
+            _, seq = heapq.heappop(eh)
+            msg = ent.messages.get(seq)
+            if msg is not None and msg.state != "locked" and msg.expires_at <= now:
+                self._expire(ent, msg)
+
+    def _expire(self, ent: Entity, msg: Message) -> None:
+        self.counters["expired"] += 1
+        if ent.settings.dl_on_expiration and ent.dlq is not None:
+            self.dead_letter(ent, msg, "TTLExpiredException", "The message expired and was dead lettered.")
+        else:
+            self._remove(ent, msg)
+
+    def _release(self, ent: Entity, msg: Message, now: float) -> None:
+        """A lock ended without completion (unlock or expiry)."""
+        if msg.lock_token is not None:
+            ent.locks.pop(msg.lock_token, None)
+        msg.lock_token = None
+        msg.locked_until = 0.0
+        msg.state = "available"
+        if ent.kind != "deadletter" and msg.dc >= ent.settings.max_delivery_count:
+            self.dead_letter(ent, msg, "MaxDeliveryCountExceeded",
+                             "Message could not be consumed after %d delivery attempts." % ent.settings.max_delivery_count)
+            return
+        if msg.expires_at <= now:
+            self._expire(ent, msg)
+            return
+        heapq.heappush(ent.avail, msg.seq)
+        self.store.update_message(ent, msg)
+        self._wake_one(ent)
+
+    def next_event(self, ent: Entity) -> float:
+        """Emulator time of the next lock expiry or scheduled arrival in `ent` (inf if none)."""
+        t = math.inf
+        if ent.lock_heap:
+            t = ent.lock_heap[0][0]
+        if ent.sched_heap and ent.sched_heap[0][0] < t:
+            t = ent.sched_heap[0][0]
+        return t
+
+    # ----- receive ---------------------------------------------------------------------------
+
+    def try_receive(self, ent: Entity, peek_lock: bool) -> Optional[Message]:
+        now = self.clock.now()
+        self.sweep(ent, now)
+        av = ent.avail
+        while av:
+            seq = heapq.heappop(av)
+            msg = ent.messages.get(seq)
+            if msg is None or msg.state != "available":
+                continue
+            if msg.expires_at <= now:
+                self._expire(ent, msg)
+                continue
+            msg.dc += 1
+            if peek_lock:
+                msg.state = "locked"
+                msg.lock_token = new_lock_token()
+                msg.locked_until = now + ent.settings.lock_duration
+                ent.locks[msg.lock_token] = seq
+                heapq.heappush(ent.lock_heap, (msg.locked_until, seq, msg.lock_token))
+                self.store.update_message(ent, msg)
+            else:
+                self._remove(ent, msg)
+            return msg
+        return None
+
+    def _locked(self, ent: Entity, ident: str, token: str) -> Message:
+        now = self.clock.now()
+        self.sweep(ent, now)
+        seq = ent.locks.get(token.lower())
+        msg = ent.messages.get(seq) if seq is not None else None
+        if msg is None or msg.state != "locked" or msg.locked_until <= now or \
+                (ident != str(msg.seq) and ident != msg.message_id):
+            raise BrokerError(404, "The lock supplied is invalid. Either the lock expired, or the message "
+                              "has already been removed from the queue, or was received by a different receiver instance.")
+        return msg
+
+    def complete(self, ent: Entity, ident: str, token: str) -> Message:
+        msg = self._locked(ent, ident, token)
+        self._remove(ent, msg)
+        ent.completed[msg.message_id] += 1
+        self.store.save_completed(ent, msg.message_id, ent.completed[msg.message_id])
+        self.counters["completed"] += 1
+        return msg
+
+    def unlock(self, ent: Entity, ident: str, token: str) -> Message:
+        msg = self._locked(ent, ident, token)
+        self._release(ent, msg, self.clock.now())
+        return msg
+
+    def renew(self, ent: Entity, ident: str, token: str) -> Message:
+        msg = self._locked(ent, ident, token)
+        msg.locked_until = self.clock.now() + ent.settings.lock_duration
+        heapq.heappush(ent.lock_heap, (msg.locked_until, msg.seq, msg.lock_token))
+        self.store.update_message(ent, msg)
+        return msg
+
+    # ----- views -----------------------------------------------------------------------------
+
+    def broker_fields(self, ent: Entity, msg: Message, locked: bool) -> Dict[str, Any]:
+        f: Dict[str, Any] = {}
+        if msg.props:
+            f.update(msg.props)
+        f["DeliveryCount"] = msg.dc
+        f["EnqueuedSequenceNumber"] = msg.enq_seq
+        f["EnqueuedTimeUtc"] = rfc1123(msg.enqueued_at)
+        f["MessageId"] = msg.message_id
+        f["SequenceNumber"] = msg.seq
+        f["State"] = "Active"
+        if msg.ttl is not None:
+            f["TimeToLive"] = float(msg.ttl)
+        else:
+            src = ent.parent.settings if ent.kind == "deadletter" and ent.parent else ent.settings
+            f["TimeToLive"] = float(min(src.default_ttl, TTL_MAX))
+        if msg.scheduled_at is not None:
+            f["ScheduledEnqueueTimeUtc"] = rfc1123(msg.scheduled_at)
+        if locked:
+            f["LockToken"] = msg.lock_token
+            f["LockedUntilUtc"] = rfc1123(msg.locked_until)
+        return f
+
+    def reset(self) -> None:
+        now = self.clock.now()
+        for ent in self.entities.values():
+            for msg in list(ent.messages.values()):
+                self._remove(ent, msg)
+            ent.messages.clear()
+            ent.avail.clear()
+            ent.lock_heap.clear()
+            ent.exp_heap.clear()
+            ent.sched_heap.clear()
+            ent.locks.clear()
+            ent.by_id.clear()
+            ent.completed.clear()
+            ent.size_bytes = 0
+            ent.next_seq = 1
+            ent.updated = now
+            self.store.save_entity(ent)
+            self._wake_all(ent)
+        self.store.clear_completed()
+        self.counters.clear()
+
+    def entity_state(self, ent: Entity) -> Dict[str, Any]:
+        d: Dict[str, Any] = {
+            "kind": ent.kind,
+            "path": ent.name,
+            "next_sequence_number": ent.next_seq,
+            "message_count": len(ent.messages),
+            "messages": [m.summary() for _, m in sorted(ent.messages.items())],
+            "completed": dict(ent.completed),
+        }
+        d.update(ent.settings.to_json())
+        if ent.dlq is not None:
+            d["dead_letter"] = [m.summary() for _, m in sorted(ent.dlq.messages.items())]
+            d["dead_letter_path"] = ent.dlq.name
+        if ent.kind == "topic":
+            d["subscriptions"] = sorted(s.name for s in ent.subscriptions.values())
+        return d
+
+    def state(self) -> Dict[str, Any]:
+        now = self.clock.now()
+        for ent in list(self.entities.values()):
+            self.sweep(ent, now)
+        return {
+            "now": now,
+            "offset": self.clock.offset,
+            "entities": {e.name: self.entity_state(e) for e in self.entities.values()},
+            "counters": dict(self.counters),
+        }
+
+    def iter_entities(self, kind: str) -> Iterable[Entity]:
+        return (e for e in self.entities.values() if e.kind == kind)

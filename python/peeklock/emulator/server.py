@@ -1,0 +1,566 @@
+"""HTTP front of the emulator: the Service Bus REST surface plus ``/$admin/`` test controls."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import random
+import time
+import urllib.parse
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+from aiohttp import hdrs, web
+
+from . import atom
+from .broker import Broker, BrokerError, Entity, Settings
+from .props import (PropertyError, broker_properties_json, custom_from_headers,
+                    custom_from_user_properties, parse_broker_properties)
+from .sas import AuthError, SasValidator
+
+log = logging.getLogger("peeklock.emulator")
+
+SERVER = "Microsoft-HTTPAPI/2.0"
+XML_CT = "application/xml; charset=utf-8"
+ENTRY_CT = "application/atom+xml;type=entry;charset=utf-8"
+FEED_CT = "application/atom+xml;type=feed;charset=utf-8"
+BATCH_CT = "application/vnd.microsoft.servicebus.json"
+MAX_TIMEOUT = 300
+DEFAULT_TIMEOUT = 60
+OPERATIONS = ("send", "peek_lock", "receive_and_delete", "renew", "unlock", "complete", "management", "any")
+
+
+class SBResponse(web.StreamResponse):
+    """StreamResponse that can leave out Content-Type (a message sent without one) and keep
+    ``Content-Length: 0`` on a 204, as the service does."""
+
+    omit_content_type = False
+    zero_length = False
+
+    async def _prepare_headers(self) -> None:  # type: ignore[override]
+        await super()._prepare_headers()
+        if self.omit_content_type:
+            self._headers.popall(hdrs.CONTENT_TYPE, None)
+        if self.zero_length:
+            self._headers[hdrs.CONTENT_LENGTH] = "0"
+
+
+class Dropped(Exception):
+    """The connection was closed on purpose (fault injection)."""
+
+
+class FaultRule:
+    def __init__(self, spec: Dict[str, Any]):
+        if not isinstance(spec, dict):
+            raise BrokerError(400, "A fault rule is a JSON object.")
+        op = spec.get("operation", "any")
+        if op not in OPERATIONS:
+            raise BrokerError(400, "'operation' must be one of %s." % ", ".join(OPERATIONS))
+        self.operation = op
+        ent = spec.get("entity")
+        if ent is not None and not isinstance(ent, str):
+            raise BrokerError(400, "'entity' must be an entity path.")
+        self.entity = ent.strip("/").lower() if ent else None
+        self.status = spec.get("status")
+        if self.status is not None and (isinstance(self.status, bool) or not isinstance(self.status, int)
+                                        or not 400 <= self.status <= 599):
+            raise BrokerError(400, "'status' must be an HTTP error status (400-599).")
+        self.retry_after = spec.get("retry_after")
+        if self.retry_after is not None and (isinstance(self.retry_after, bool) or
+                                             not isinstance(self.retry_after, (int, float)) or self.retry_after < 0):
+            raise BrokerError(400, "'retry_after' must be a number of seconds >= 0.")
+        self.delay_ms = spec.get("delay_ms", 0) or 0
+        if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, (int, float)) or \
+                not 0 <= self.delay_ms <= 600000:
+            raise BrokerError(400, "'delay_ms' must be a number of milliseconds between 0 and 600000.")
+        self.drop = spec.get("drop", False)
+        if not isinstance(self.drop, bool):
+            raise BrokerError(400, "'drop' must be true or false.")
+        self.after = spec.get("after", False)
+        if not isinstance(self.after, bool):
+            raise BrokerError(400, "'after' must be true or false.")
+        self.probability = spec.get("probability", 1.0)
+        if isinstance(self.probability, bool) or not isinstance(self.probability, (int, float)) or \
+                not 0 <= self.probability <= 1:
+            raise BrokerError(400, "'probability' must be a number between 0 and 1.")
+        self.count = spec.get("count")
+        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)
+                                       or self.count < 0):
+            raise BrokerError(400, "'count' must be a whole number >= 0 or null.")
+        seed = spec.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise BrokerError(400, "'seed' must be an integer.")
+        if self.status is None and not self.drop and not self.delay_ms:
+            raise BrokerError(400, "A fault rule needs 'status', 'drop' or 'delay_ms'.")
+        self.rng = random.Random(seed)
+        self.id = uuid.uuid4().hex[:12]
+        self.hits = 0
+        self.seen = 0
+
+    def matches(self, op: str, entity_key: Optional[str]) -> bool:
+        if self.operation != "any" and self.operation != op:
+            return False
+        if self.entity is not None and self.entity != entity_key:
+            return False
+        if self.count is not None and self.hits >= self.count:
+            return False
+        self.seen += 1
+        if self.probability < 1.0 and self.rng.random() >= self.probability:
+            return False
+        self.hits += 1
+        return True
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"id": self.id, "operation": self.operation, "entity": self.entity, "status": self.status,
+                "retry_after": self.retry_after, "delay_ms": self.delay_ms, "drop": self.drop,
+                "after": self.after, "probability": self.probability, "count": self.count,
+                "hits": self.hits, "seen": self.seen}
+
+
+def _error_timestamp(ts: float) -> str:
+    t = time.gmtime(ts)
+    hour = t.tm_hour % 12 or 12
+    return "%d/%d/%d %d:%02d:%02d %s" % (t.tm_mon, t.tm_mday, t.tm_year, hour, t.tm_min, t.tm_sec,
+                                         "AM" if t.tm_hour < 12 else "PM")
+
+
+def error_body(status: int, detail: str) -> bytes:
+    from xml.sax.saxutils import escape
+    text = "<Error><Code>%d</Code><Detail>%s.TrackingId:%s_G%d,TimeStamp:%s</Detail></Error>" % (
+        status, escape(detail),
+        uuid.uuid4(), random.randint(0, 30), _error_timestamp(time.time()))
+    return text.encode("utf-8")
+
+
+class EmulatorApp:
+    """Owns the broker, auth, faults and the aiohttp application."""
+
+    def __init__(self, broker: Broker, keys: Optional[Dict[str, str]], namespace: str = "peeklock"):
+        self.broker = broker
+        self.sas = SasValidator(keys) if keys else None
+        self.namespace = namespace
+        self.faults: List[FaultRule] = []
+        self.default_settings = Settings()
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    # ----- responses -------------------------------------------------------------------------
+
+    async def respond(self, request: web.BaseRequest, status: int, body: bytes = b"",
+                      content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
+                      chunked: bool = True) -> web.StreamResponse:
+        self.broker.store.commit()
+        resp = SBResponse(status=status)
+        h = resp.headers
+        if headers:
+            for k, v in headers:
+                h.add(k, v)
+        if content_type is not None:
+            h[hdrs.CONTENT_TYPE] = content_type
+        else:
+            resp.omit_content_type = True
+        h[hdrs.SERVER] = SERVER
+        if status == 204 or status == 304:
+            resp.zero_length = True
+        elif chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = len(body)
+        await resp.prepare(request)
+        if body:
+            await resp.write(body)
+        await resp.write_eof()
+        return resp
+
+    async def error(self, request, status: int, detail: str, headers=None) -> web.StreamResponse:
+        return await self.respond(request, status, error_body(status, detail), XML_CT, headers)
+
+    async def json(self, request, status: int, obj: Any) -> web.StreamResponse:
+        self.broker.store.commit()
+        return web.json_response(obj, status=status, headers={hdrs.SERVER: SERVER})
+
+    # ----- dispatch --------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except BrokerError as e:
+            return await self.error(request, e.status, e.detail, list(e.headers.items()))
+        except PropertyError as e:
+            return await self.error(request, 400, str(e))
+        except Dropped:
+            raise asyncio.CancelledError()
+        except web.HTTPRequestEntityTooLarge:
+            return await self.error(request, 403, "SubCode=40300. The request body exceeds the maximum size.")
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:  # never crash the server on a request
+            log.exception("internal error on %s %s", request.method, request.path)
+            return await self.error(request, 500, "Internal error in the emulator")
+        finally:
+            # a request that failed halfway must not leave writes behind uncommitted forever
+            self.broker.store.commit()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        segs = [s for s in path.split("/") if s]
+        lsegs = [s.lower() for s in segs]
+        if lsegs and lsegs[0] == "$admin":
+            return await self.admin(request, segs[1:], lsegs[1:])
+        if "messages" in lsegs:
+            i = lsegs.index("messages")
+            ekey = "/".join(lsegs[:i])
+            rest = lsegs[i + 1:]
+            m = request.method
+            if not rest and m == "POST":
+                op = "send"
+            elif rest == ["head"] and m in ("POST", "DELETE"):
+                op = "peek_lock" if m == "POST" else "receive_and_delete"
+            elif len(rest) == 2 and m in ("PUT", "DELETE", "POST"):
+                op = {"PUT": "unlock", "DELETE": "complete", "POST": "renew"}[m]
+            else:
+                raise BrokerError(405 if not rest or rest == ["head"] or len(rest) == 2 else 400,
+                                  "The request method or path is not supported for messages.")
+        else:
+            op = "management"
+            ekey = "/".join(lsegs)
+        self.broker.counters["requests." + op] += 1
+        self.authorize(request)
+        rule = self.fault_for(op, ekey)
+        if rule is not None and not rule.after:
+            resp = await self.apply_fault(request, rule, before=True)
+            if resp is not None:
+                return resp
+        if op == "management":
+            result = await self.management(request, segs, lsegs)
+        else:
+            ent = self.broker.get(ekey)
+            if ent is None:
+                raise BrokerError(410, "The messaging entity '%s' could not be found." % "/".join(segs[:lsegs.index("messages")]))
+            if op == "send":
+                result = await self.send(request, ent, rule)
+            elif op in ("peek_lock", "receive_and_delete"):
+                return await self.receive(request, ent, op == "peek_lock", rule)
+            else:
+                ident = segs[i + 1]
+                token = segs[i + 2]
+                if ent.kind == "topic":
+                    raise BrokerError(400, "Messages are settled on a queue or a subscription, not on a topic.")
+                getattr(self.broker, op)(ent, ident, token)
+                result = None
+        if rule is not None and rule.after:
+            resp = await self.apply_fault(request, rule, before=False)
+            if resp is not None:
+                return resp
+        if isinstance(result, web.StreamResponse):
+            return result
+        return await self.respond(request, 201 if op == "send" else 200)
+
+    def authorize(self, request: web.Request) -> None:
+        if self.sas is None:
+            return
+        try:
+            self.sas.check(request.headers.get(hdrs.AUTHORIZATION), request.host,
+                           urllib.parse.unquote(request.raw_path))
+        except AuthError as e:
+            raise BrokerError(401, str(e)) from None
+
+    def fault_for(self, op: str, ekey: str) -> Optional[FaultRule]:
+        if not self.faults:
+            return None
+        for rule in self.faults:
+            if rule.matches(op, ekey):
+                self.broker.counters["faults"] += 1
+                return rule
+        return None
+
+    async def apply_fault(self, request, rule: FaultRule, before: bool) -> Optional[web.StreamResponse]:
+        if rule.delay_ms:
+            await asyncio.sleep(rule.delay_ms / 1000.0)
+        if rule.drop:
+            self.broker.store.commit()
+            if request.transport is not None:
+                request.transport.abort()
+            raise Dropped()
+        if rule.status is not None:
+            headers = []
+            if rule.retry_after is not None:
+                ra = rule.retry_after
+                headers.append(("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)))
+            detail = {503: "SubCode=50002. ServerBusy: the server is busy. Please retry the operation",
+                      500: "Internal server error (injected)",
+                      429: "SubCode=50004. Throttled (injected)"}.get(rule.status, "Injected fault")
+            return await self.error(request, rule.status, detail, headers)
+        return None
+
+    # ----- message operations ----------------------------------------------------------------
+
+    async def send(self, request: web.Request, ent: Entity, rule) -> None:
+        if ent.kind not in ("queue", "topic"):
+            raise BrokerError(400, "Cannot send to '%s': send to a queue or a topic." % ent.name)
+        body = await request.read()
+        ct = request.headers.get(hdrs.CONTENT_TYPE)
+        if ct is not None and ct.split(";", 1)[0].strip().lower() == BATCH_CT:
+            items = self.parse_batch(body)
+            total = 0
+            for b, props, custom in items:
+                size = len(b) + sum(len(k) + len(v) for k, v in custom)
+                self.broker.check_size(ent, size)
+                total += size
+            for b, props, custom in items:
+                self.broker.send(ent, b, XML_CT, props, custom)
+            return None
+        props = parse_broker_properties(request.headers.get("BrokerProperties"))
+        custom = custom_from_headers(request.raw_headers)
+        size = len(body) + sum(len(k) + len(v) for k, v in custom)
+        self.broker.check_size(ent, size)
+        self.broker.send(ent, body, ct, props, custom)
+        return None
+
+    def parse_batch(self, body: bytes):
+        try:
+            arr = json.loads(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BrokerError(400, "The batch body is not a JSON array of messages.") from None
+        if not isinstance(arr, list):
+            raise BrokerError(400, "The batch body is not a JSON array of messages.")
+        out = []
+        for n, item in enumerate(arr):
+            if not isinstance(item, dict):
+                raise BrokerError(400, "Batch entry %d is not a JSON object." % n)
+            b = item.get("Body", "")
+            if not isinstance(b, str):
+                raise BrokerError(400, "Batch entry %d: 'Body' must be a string." % n)
+            if item.get("IsBodyBase64") is True:
+                try:
+                    data = base64.b64decode(b, validate=True)
+                except (binascii.Error, ValueError):
+                    raise BrokerError(400, "Batch entry %d: 'Body' is not valid base64." % n) from None
+            else:
+                data = b.encode("utf-8")
+            bp = item.get("BrokerProperties")
+            try:
+                props = parse_broker_properties(None, bp) if bp is not None else {}
+            except PropertyError:
+                raise BrokerError(400, "Batch entry %d: 'BrokerProperties' is invalid." % n) from None
+            custom = custom_from_user_properties(item.get("UserProperties"))
+            out.append((data, props, custom))
+        return out
+
+    async def receive(self, request: web.Request, ent: Entity, peek_lock: bool, rule) -> web.StreamResponse:
+        if ent.kind == "topic":
+            raise BrokerError(400, "Cannot receive from a topic: receive from one of its subscriptions.")
+        timeout = self.parse_timeout(request)
+        broker = self.broker
+        loop = asyncio.get_running_loop()
+        deadline = broker.clock.now() + timeout
+        msg = None
+        while True:
+            if broker.entities.get(ent.key) is not ent:
+                raise BrokerError(410, "The messaging entity '%s' could not be found." % ent.name)
+            msg = broker.try_receive(ent, peek_lock)
+            if msg is not None:
+                break
+            now = broker.clock.now()
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            wait = min(remaining, broker.next_event(ent) - now)
+            fut = loop.create_future()
+            ent.waiters.append(fut)
+            handle = loop.call_later(max(wait, 0.0), _resolve, fut)
+            woke = False
+            try:
+                await fut
+                woke = True
+            finally:
+                handle.cancel()
+                try:
+                    ent.waiters.remove(fut)
+                except ValueError:
+                    pass
+                if not woke and fut.done() and not fut.cancelled():
+                    broker._wake_one(ent)   # pass a wake-up on to another waiter
+            tr = request.transport
+            if tr is None or tr.is_closing():
+                broker._wake_one(ent)
+                raise asyncio.CancelledError()
+        if msg is None:
+            return await self.respond(request, 204)
+        fields = broker.broker_fields(ent, msg, peek_lock)
+        headers = [("BrokerProperties", broker_properties_json(fields))]
+        if peek_lock:
+            headers.append(("Location", "http://%s/%s/messages/%d/%s" % (request.host, ent.name, msg.seq, msg.lock_token)))
+        if msg.custom:
+            headers.extend(msg.custom)
+        if rule is not None and rule.after:
+            resp = await self.apply_fault(request, rule, before=False)
+            if resp is not None:
+                return resp
+        return await self.respond(request, 201 if peek_lock else 200, msg.body, msg.content_type, headers)
+
+    def parse_timeout(self, request: web.Request) -> float:
+        raw = None
+        for k, v in request.query.items():
+            if k.lower() == "timeout":
+                raw = v
+                break
+        if raw is None:
+            return DEFAULT_TIMEOUT
+        try:
+            t = float(raw)
+        except ValueError:
+            t = float("nan")
+        if not math.isfinite(t) or t < 0:
+            raise BrokerError(400, "The value '%s' of the query parameter 'timeout' is invalid." % raw[:50])
+        return float(min(int(t), MAX_TIMEOUT))
+
+    # ----- management ------------------------------------------------------------------------
+
+    def base_url(self, request) -> str:
+        return "http://%s" % request.host
+
+    async def management(self, request: web.Request, segs: List[str], lsegs: List[str]):
+        m = request.method
+        base = self.base_url(request)
+        now = self.broker.clock.now()
+        if len(lsegs) == 2 and lsegs[0] == "$resources" and lsegs[1] in ("queues", "topics") and m == "GET":
+            kind = lsegs[1][:-1]
+            ents = sorted(self.broker.iter_entities(kind), key=lambda e: e.key)
+            ents = self._page(request, ents)
+            body = atom.feed_xml(segs[1], base + request.path, ents, base, self.namespace, now)
+            return await self.respond(request, 200, body.encode(), FEED_CT)
+        if len(lsegs) == 2 and lsegs[1] == "subscriptions" and m == "GET":
+            topic = self.broker.get(lsegs[0])
+            if topic is None or topic.kind != "topic":
+                raise BrokerError(404, "The messaging entity '%s' could not be found." % segs[0])
+            ents = self._page(request, sorted(topic.subscriptions.values(), key=lambda e: e.key))
+            body = atom.feed_xml("Subscriptions", base + request.path, ents, base, self.namespace, now)
+            return await self.respond(request, 200, body.encode(), FEED_CT)
+        if not segs:
+            raise BrokerError(404, "No service is hosted at the specified address.")
+        is_sub = len(lsegs) == 3 and lsegs[1] == "subscriptions"
+        if not is_sub and len(lsegs) != 1 or any(s.startswith("$") for s in lsegs):
+            raise BrokerError(400 if m == "PUT" else 404, "The entity path '%s' is not valid." % "/".join(segs))
+        name = "/".join(segs)
+        key = name.lower()
+        if m == "GET":
+            ent = self.broker.get(key)
+            if ent is None:
+                raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
+            self.broker.sweep(ent, now)
+            return await self.respond(request, 200, atom.entry_xml(ent, base, self.namespace).encode(), ENTRY_CT)
+        if m == "DELETE":
+            self.broker.delete_entity(key)
+            return await self.respond(request, 200, b"", XML_CT, chunked=False)
+        if m == "PUT":
+            body = await request.read()
+            kind, settings = atom.parse_description(body, "subscription" if is_sub else "queue",
+                                                    self.default_settings)
+            if is_sub != (kind == "subscription"):
+                raise BrokerError(400, "A %s description cannot be put at '%s'." % (kind, name))
+            replace = request.headers.get(hdrs.IF_MATCH, "").strip() == "*"
+            if replace and self.broker.get(key) is None:
+                raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
+            ent, created = self.broker.create_entity(name, kind, settings, replace=replace)
+            return await self.respond(request, 201 if created else 200,
+                                      atom.entry_xml(ent, base, self.namespace).encode(), ENTRY_CT)
+        raise BrokerError(405, "The method %s is not allowed here." % m)
+
+    def _page(self, request, ents):
+        q = {k.lower(): v for k, v in request.query.items()}
+        try:
+            skip = int(q.get("$skip", "0"))
+            top = int(q.get("$top", "100000"))
+        except ValueError:
+            raise BrokerError(400, "$skip and $top must be whole numbers.") from None
+        return ents[max(skip, 0):max(skip, 0) + max(top, 0)]
+
+    # ----- /$admin/ --------------------------------------------------------------------------
+
+    async def admin(self, request: web.Request, segs: List[str], lsegs: List[str]) -> web.StreamResponse:
+        m = request.method
+        b = self.broker
+        try:
+            if lsegs == ["clock"] and m == "GET":
+                return await self.json(request, 200, {"now": b.clock.now(), "offset": b.clock.offset})
+            if lsegs == ["clock", "advance"] and m == "POST":
+                body = await self._json_body(request)
+                secs = body.get("seconds") if isinstance(body, dict) else None
+                now = b.advance(secs)
+                return await self.json(request, 200, {"now": now, "offset": b.clock.offset})
+            if lsegs and lsegs[0] == "entities" and len(segs) >= 2 and m in ("PUT", "DELETE", "GET"):
+                path = "/".join(segs[1:])
+                if m == "DELETE":
+                    try:
+                        b.delete_entity(path)
+                    except BrokerError:
+                        return await self.json(request, 404, {"error": "no entity '%s'" % path})
+                    return await self.json(request, 200, {"deleted": path})
+                if m == "GET":
+                    ent = b.get(path.lower())
+                    if ent is None:
+                        return await self.json(request, 404, {"error": "no entity '%s'" % path})
+                    b.sweep(ent, b.clock.now())
+                    return await self.json(request, 200, b.entity_state(ent))
+                body = await self._json_body(request)
+                if not isinstance(body, dict):
+                    raise BrokerError(400, "The body must be a JSON object.")
+                kind = body.get("kind") or ("subscription" if "/subscriptions/" in path.lower() else "queue")
+                if kind not in ("queue", "topic", "subscription"):
+                    raise BrokerError(400, "'kind' must be queue, topic or subscription.")
+                existing = b.get(path.strip("/").lower())
+                base = existing.settings if existing is not None else self.default_settings
+                settings = atom.settings_from_admin(body, base)
+                ent, created = b.create_entity(path, kind, settings, replace=True)
+                return await self.json(request, 201 if created else 200, b.entity_state(ent))
+            if lsegs == ["faults"]:
+                if m == "POST":
+                    body = await self._json_body(request)
+                    rules = body if isinstance(body, list) else [body]
+                    made = [FaultRule(r) for r in rules]
+                    self.faults.extend(made)
+                    if isinstance(body, list):
+                        return await self.json(request, 201, {"ids": [r.id for r in made]})
+                    return await self.json(request, 201, {"id": made[0].id})
+                if m == "DELETE":
+                    n = len(self.faults)
+                    self.faults.clear()
+                    return await self.json(request, 200, {"removed": n})
+                if m == "GET":
+                    return await self.json(request, 200, {"faults": [r.to_json() for r in self.faults]})
+            if len(lsegs) == 2 and lsegs[0] == "faults" and m == "DELETE":
+                before = len(self.faults)
+                self.faults = [r for r in self.faults if r.id != segs[1]]
+                return await self.json(request, 200 if len(self.faults) < before else 404,
+                                       {"removed": before - len(self.faults)})
+            if lsegs == ["state"] and m == "GET":
+                st = b.state()
+                st["faults"] = [r.to_json() for r in self.faults]
+                return await self.json(request, 200, st)
+            if lsegs == ["reset"] and m == "POST":
+                b.reset()
+                self.faults.clear()
+                return await self.json(request, 200, {"reset": True})
+            if lsegs == ["token"] and m == "GET":
+                return await self.json(request, 200, {"key_names": sorted(self.sas.keys) if self.sas else []})
+        except BrokerError as e:
+            return await self.json(request, e.status, {"error": e.detail})
+        return await self.json(request, 404, {"error": "unknown admin endpoint %s %s" % (m, request.path)})
+
+    async def _json_body(self, request) -> Any:
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise BrokerError(400, "The body is not valid JSON.") from None
+
+
+def _resolve(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,157 @@
+"""Persistence for ``--data-dir``: every change goes to SQLite (WAL) before the answer.
+
+The broker keeps its working state in memory; the store mirrors each change and
+the server commits once per request, before the response is written, so a
+process stopped at any moment restarts with every acknowledged message, lock,
+delivery count and sequence number.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .broker import Broker, Entity, Message
+
+
+class NullStore:
+    """In-memory mode: nothing is written."""
+
+    def save_entity(self, ent: "Entity") -> None: pass
+    def delete_entity(self, ent: "Entity") -> None: pass
+    def insert_message(self, ent: "Entity", msg: "Message") -> None: pass
+    def update_message(self, ent: "Entity", msg: "Message") -> None: pass
+    def delete_message(self, ent: "Entity", seq: int) -> None: pass
+    def save_meta(self, key: str, value: Any) -> None: pass
+    def save_completed(self, ent: "Entity", message_id: str, n: int) -> None: pass
+    def clear_completed(self) -> None: pass
+    def commit(self) -> None: pass
+    def close(self) -> None: pass
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+  key TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, settings TEXT NOT NULL,
+  next_seq INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  ekey TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL,
+  content_type TEXT, props TEXT, custom TEXT, ttl REAL, enqueued_at REAL NOT NULL,
+  scheduled_at REAL, enq_seq INTEGER NOT NULL, dc INTEGER NOT NULL, lock_token TEXT,
+  locked_until REAL NOT NULL, state TEXT NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (ekey, seq));
+CREATE TABLE IF NOT EXISTS completed (
+  ekey TEXT NOT NULL, message_id TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ekey, message_id));
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+class SqliteStore(NullStore):
+    def __init__(self, data_dir: str):
+        os.makedirs(data_dir, exist_ok=True)
+        self.path = os.path.join(data_dir, "peeklock-emulator.sqlite3")
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.in_tx = False
+
+    def _tx(self) -> sqlite3.Connection:
+        if not self.in_tx:
+            self.db.execute("BEGIN")
+            self.in_tx = True
+        return self.db
+
+    def commit(self) -> None:
+        if self.in_tx:
+            self.db.execute("COMMIT")
+            self.in_tx = False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self.db.close()
+
+    def save_entity(self, ent: "Entity") -> None:
+        if ent.kind == "deadletter":
+            return
+        self._tx().execute(
+            "INSERT INTO entities(key,name,kind,settings,next_seq,created,updated) VALUES(?,?,?,?,?,?,?) "
+            "ON CONFLICT(key) DO UPDATE SET name=excluded.name, kind=excluded.kind, settings=excluded.settings,"
+            " next_seq=excluded.next_seq, updated=excluded.updated",
+            (ent.key, ent.name, ent.kind, json.dumps(ent.settings.to_json()), ent.next_seq,
+             ent.created, ent.updated))
+
+    def delete_entity(self, ent: "Entity") -> None:
+        db = self._tx()
+        keys = [ent.key] + ([ent.dlq.key] if ent.dlq is not None else [])
+        for k in keys:
+            db.execute("DELETE FROM messages WHERE ekey=?", (k,))
+            db.execute("DELETE FROM completed WHERE ekey=?", (k,))
+        db.execute("DELETE FROM entities WHERE key=?", (ent.key,))
+
+    def insert_message(self, ent: "Entity", m: "Message") -> None:
+        self._tx().execute(
+            "INSERT OR REPLACE INTO messages VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (ent.key, m.seq, m.message_id, m.body, m.content_type,
+             json.dumps(m.props) if m.props else None,
+             json.dumps(m.custom) if m.custom else None, m.ttl, m.enqueued_at,
+             m.scheduled_at, m.enq_seq, m.dc, m.lock_token, m.locked_until, m.state, m.size))
+
+    def update_message(self, ent: "Entity", m: "Message") -> None:
+        self._tx().execute(
+            "UPDATE messages SET dc=?, lock_token=?, locked_until=?, state=? WHERE ekey=? AND seq=?",
+            (m.dc, m.lock_token, m.locked_until, m.state, ent.key, m.seq))
+
+    def delete_message(self, ent: "Entity", seq: int) -> None:
+        self._tx().execute("DELETE FROM messages WHERE ekey=? AND seq=?", (ent.key, seq))
+
+    def save_completed(self, ent: "Entity", message_id: str, n: int) -> None:
+        self._tx().execute("INSERT OR REPLACE INTO completed VALUES(?,?,?)", (ent.key, message_id, n))
+
+    def clear_completed(self) -> None:
+        self._tx().execute("DELETE FROM completed")
+
+    def save_meta(self, key: str, value: Any) -> None:
+        self._tx().execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (key, json.dumps(value)))
+
+    def load(self, broker: "Broker") -> None:
+        """Rebuild the broker's in-memory state from the database."""
+        from .broker import Message, Settings
+        for k, v in self.db.execute("SELECT k, v FROM meta"):
+            if k == "clock_offset":
+                broker.clock.offset = max(broker.clock.offset, float(json.loads(v)))
+        order = {"queue": 0, "topic": 1, "subscription": 2}
+        rows = sorted(self.db.execute("SELECT key,name,kind,settings,next_seq,created,updated FROM entities"),
+                      key=lambda r: order.get(r[2], 3))
+        for key, name, kind, settings, next_seq, created, updated in rows:
+            ent, _ = broker.create_entity(name, kind, Settings.from_json(json.loads(settings)),
+                                          replace=True, persist=False)
+            ent.next_seq = next_seq
+            ent.created = created
+            ent.updated = updated
+        now = broker.clock.now()
+        for row in self.db.execute(
+                "SELECT ekey,seq,message_id,body,content_type,props,custom,ttl,enqueued_at,scheduled_at,"
+                "enq_seq,dc,lock_token,locked_until,state,size FROM messages ORDER BY ekey, seq"):
+            ent = broker.entities.get(row[0])
+            if ent is None:
+                continue
+            custom = json.loads(row[6]) if row[6] else None
+            m = Message(seq=row[1], message_id=row[2], body=bytes(row[3]), content_type=row[4],
+                        props=json.loads(row[5]) if row[5] else None,
+                        custom=[tuple(c) for c in custom] if custom else None, ttl=row[7],
+                        enqueued_at=row[8], expires_at=0.0, scheduled_at=row[9], enq_seq=row[10],
+                        dc=row[11], lock_token=row[12], locked_until=row[13], state=row[14], size=row[15])
+            broker.restore_message(ent, m, now)
+        for ekey, mid, n in self.db.execute("SELECT ekey, message_id, n FROM completed"):
+            ent = broker.entities.get(ekey)
+            if ent is not None:
+                ent.completed[mid] = n
+
+
+def _finite(x: float) -> Any:
+    return None if math.isinf(x) else x

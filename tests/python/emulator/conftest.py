@@ -1,0 +1,89 @@
+"""Fixtures for the emulator suites: the peeklock.testing plugin plus a small REST helper."""
+import json
+import threading
+import uuid
+
+import pytest
+
+from peeklock.testing import Emulator, emulator, emulator_factory, fresh_emulator  # noqa: F401  (fixtures)
+
+
+class Received:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        bp = headers.get("BrokerProperties")
+        self.bp_raw = bp
+        self.bp = json.loads(bp) if bp else None
+        self.location = headers.get("Location")
+
+    @property
+    def lock_path(self):
+        """Path part of Location (what clients call unlock/complete/renew on)."""
+        return "/" + self.location.split("/", 3)[3]
+
+
+class SB:
+    """Thin REST helper over an Emulator handle (raw HTTP, SAS-signed)."""
+
+    def __init__(self, emu: Emulator):
+        self.emu = emu
+
+    def send(self, entity, body=b"x", props=None, headers=None, content_type="text/plain"):
+        h = dict(headers or {})
+        if content_type is not None:
+            h["Content-Type"] = content_type
+        if props is not None:
+            h["BrokerProperties"] = props if isinstance(props, str) else json.dumps(props)
+        return self.emu.request("POST", "/%s/messages" % entity, body, h)
+
+    def send_ok(self, entity, body=b"x", **kw):
+        status, _, data = self.send(entity, body, **kw)
+        assert status == 201, data
+        return status
+
+    def peek_lock(self, entity, timeout=0):
+        return Received(*self.emu.request("POST", "/%s/messages/head?timeout=%s" % (entity, timeout),
+                                           timeout=timeout + 30))
+
+    def receive_and_delete(self, entity, timeout=0):
+        return Received(*self.emu.request("DELETE", "/%s/messages/head?timeout=%s" % (entity, timeout),
+                                           timeout=timeout + 30))
+
+    def unlock(self, msg):
+        return self.emu.request("PUT", msg.lock_path)[0]
+
+    def complete(self, msg):
+        return self.emu.request("DELETE", msg.lock_path)[0]
+
+    def renew(self, msg):
+        return self.emu.request("POST", msg.lock_path)[0]
+
+
+@pytest.fixture
+def sb(fresh_emulator):
+    return SB(fresh_emulator)
+
+
+@pytest.fixture
+def queue(fresh_emulator):
+    name = "q" + uuid.uuid4().hex[:8]
+    fresh_emulator.create_queue(name)
+    yield name
+    fresh_emulator.delete_entity(name)
+
+
+def in_thread(fn, *args):
+    """Run fn in a thread; returns (thread, result dict with 'value' or 'error')."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: B902
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
