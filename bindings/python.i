@@ -89,9 +89,10 @@ static PyObject *pl_py_error_last(void) {
 %define PL_PY_OUT_OBJECT(TYPE)
 %typemap(in, numinputs=0) TYPE **out (TYPE *tmp = NULL) { $1 = &tmp; }
 %typemap(argout) TYPE **out {
-    $result = SWIG_Python_AppendOutput($result,
-        tmp$argnum ? SWIG_NewPointerObj(SWIG_as_voidptr(tmp$argnum), $*1_descriptor, SWIG_POINTER_OWN)
-                   : SWIG_Py_Void());
+    /* the status typemap left None: the object (or None) replaces it */
+    Py_XDECREF($result);
+    $result = tmp$argnum ? SWIG_NewPointerObj(SWIG_as_voidptr(tmp$argnum), $*1_descriptor, SWIG_POINTER_OWN)
+                         : SWIG_Py_Void();
 }
 %enddef
 PL_PY_OUT_OBJECT(pl_client)
@@ -108,9 +109,9 @@ PL_PY_OUT_OBJECT(pl_response)
 
 %typemap(in, numinputs=0) char **out (char *tmp = NULL) { $1 = &tmp; }
 %typemap(argout) char **out {
-    $result = SWIG_Python_AppendOutput($result,
-        tmp$argnum ? PyUnicode_DecodeUTF8(tmp$argnum, (Py_ssize_t)strlen(tmp$argnum), "replace")
-                   : SWIG_Py_Void());
+    Py_XDECREF($result);
+    $result = tmp$argnum ? PyUnicode_DecodeUTF8(tmp$argnum, (Py_ssize_t)strlen(tmp$argnum), "replace")
+                         : SWIG_Py_Void();
 }
 %typemap(freearg) char **out { pl_free(tmp$argnum); }
 
@@ -142,7 +143,8 @@ PL_PY_OUT_OBJECT(pl_response)
     $1 = &tmp;
 }
 %typemap(argout) pl_client_stats *out {
-    $result = SWIG_Python_AppendOutput($result, Py_BuildValue(
+    Py_XDECREF($result);
+    $result = (Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d}",
         "requests", (unsigned long long)tmp$argnum.requests,
         "reused_connections", (unsigned long long)tmp$argnum.reused_connections,
@@ -162,7 +164,8 @@ PL_PY_OUT_OBJECT(pl_response)
     $1 = &tmp;
 }
 %typemap(argout) pl_renewer_stats *out {
-    $result = SWIG_Python_AppendOutput($result, Py_BuildValue(
+    Py_XDECREF($result);
+    $result = (Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:(KKKKKK),s:K}",
         "held", (unsigned long long)tmp$argnum.held,
         "renewals", (unsigned long long)tmp$argnum.renewals,

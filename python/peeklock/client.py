@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+from typing import (Any, Literal, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 from . import _core
@@ -440,7 +440,7 @@ class Message:
         self._in_renewer = True
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> "Literal[False]":
         settled = False
         try:
             self._stop_renewing()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 __all__ = [
     "Error", "InvalidArgument", "AuthError", "EntityNotFoundError", "LockLostError",
@@ -35,7 +35,7 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(SharedSecretValue=)[^;\s\"']+"), r"\1<redacted>"),
     (re.compile(r"(?i)(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1<redacted>"),
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
-     "<lock-token>"),
+     "<guid>"),
 ]
 
 
@@ -75,7 +75,7 @@ class Error(Exception):
         return (f"{type(self).__name__}({self.message!r}, status={self.status}, "
                 f"code={self.code_name})")
 
-    def __reduce__(self):  # picklable across processes
+    def __reduce__(self) -> Any:  # picklable across processes
         return (_rebuild, (type(self), self.message, self.status, self.code, self.retryable))
 
 

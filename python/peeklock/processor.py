@@ -186,7 +186,7 @@ class Processor:
 
     # ---- signals ----
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals += 1
+        self._signals += 1  # noqa
         if not self.summary.stopped_by:
             self.summary.stopped_by = "signal"
         log.info("signal %d: draining (%d in flight)", signum, self.summary.in_flight)
@@ -196,7 +196,7 @@ class Processor:
         s = self.summary
         start = time.monotonic()
         stats0 = self.client.stats().get("renewer", {}).get("renewals", 0)
-        old: Dict[int, Any] = {}
+        old: Dict[Any, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old[sig] = signal.signal(sig, self._on_signal)
