@@ -349,9 +349,17 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     double rtt = now_precise_ms() - s->sent_precise_ms;
     int rc, http = 0;
     long retry_after = 0;
-    if (res == CURLE_OK) {
-        http = s->resp ? s->resp->status : 0;
-        rc = pl_response_result(NULL, r->client, s->req, m, s->resp, s->sent_ms);
+    if (res == CURLE_OK && s->resp) {
+        http = s->resp->status;
+        /* Interpreted here rather than by pl_response_result so that a 404 never
+         * touches a message whose settle has started (HELD -> LOST only, below). */
+        if (http >= 200 && http <= 299) {
+            rc = PL_OK;
+            if (pl_message_state(m) == PL_LOCK_HELD)
+                pl_message_extend(m, s->sent_ms);
+        } else {
+            rc = pl_wire_status_error(s->req, s->resp);
+        }
         retry_after = parse_retry_after_ms(s->resp);
         pl_sched_observe_rtt(&r->sched, rtt);
         if (rc == PL_OK)
@@ -381,6 +389,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     }
     if (rc == PL_OK) {
         r->renewals++;
+        pl_client_stat_add(r->client, PL_STAT_RENEWED, 1);
         record_slack(r, e, now);
         push_event(r, PL_EVENT_RENEWED, m, 0, http, "renewed");
         if (pl_sched_renewed(&r->sched, &e->se, now, pl_message_lock_expiry_mono_ms(m)) != 0)
@@ -413,6 +422,7 @@ static void finish_unlock(pl_renewer *r, rn_slot *s, CURLcode res)
         rc = PL_ECONNECT;
     if (rc == PL_OK) {
         pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_SETTLED);
+        pl_client_stat_add(r->client, PL_STAT_ABANDONED, 1);
     } else if (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND) {
         pl_message_mark_lost(m, rc, 1);
     } else {
@@ -438,6 +448,16 @@ static void drain_done(pl_renewer *r)
         curl_multi_remove_handle(r->multi, easy);
         if (!s)
             continue;
+        pl_client_stat_add(r->client, PL_STAT_REQUESTS, 1);
+        if (res == CURLE_OK) {
+            long status = 0, connects = -1;
+            curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+            curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+            if (s->resp)
+                s->resp->status = (int)status;
+            if (connects == 0)
+                pl_client_stat_add(r->client, PL_STAT_REUSED, 1);
+        }
         if (s->op == PL_SETTLE_RENEW)
             finish_renew(r, s, res);
         else

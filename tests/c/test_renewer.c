@@ -1,0 +1,520 @@
+/*
+ * The renewer against the emulator (run under tests/c/with_emulator.py, which
+ * starts `python -m peeklock.emulator` on a free port and passes its connection
+ * string). Queues get a 5-second lock duration, so a few renewal cycles take a
+ * few seconds of real time: the emulator's clock controls move server time only,
+ * while the renewer runs on the local monotonic clock. Loss is produced with
+ * fault injection, never by waiting for expiry on the server.
+ *
+ * Phases:
+ *  1. in one renewer at once: a lock kept alive across ~2 lock durations
+ *     (delivery count stays 1, never redelivered, then completed exactly once);
+ *     renew answered 404 -> LOST within one lock duration, not completed;
+ *     renew answered 503 (+Retry-After) every time -> LOST before the lock runs
+ *     out, not completed; a 3 s cap -> CAP_REACHED and renewal stops.
+ *  2. a renew in flight while the handler completes: no false "lost".
+ *  3. close with unlock while renewals are in flight: every message unlocked and
+ *     redelivered at once; no leak (ASan), no race (TSan).
+ *  4. argument and state errors.
+ */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "peeklock.h"
+#include "renewer_int.h"
+
+static int failures;
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);    \
+            failures++;                                                                 \
+        }                                                                               \
+    } while (0)
+#define CHECK_EQ(a, b)                                                                  \
+    do {                                                                                \
+        long long a_ = (long long)(a), b_ = (long long)(b);                             \
+        if (a_ != b_) {                                                                 \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld (%s)\n",    \
+                    __FILE__, __LINE__, #a, a_, #b, b_, pl_error_last()->message);      \
+            failures++;                                                                 \
+        }                                                                               \
+    } while (0)
+#define REQUIRE(cond)                                                                   \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s (%s)\n", __FILE__, __LINE__,     \
+                    #cond, pl_error_last()->message);                                   \
+            exit(1);                                                                    \
+        }                                                                               \
+    } while (0)
+
+static pl_client *client;
+static char base[256];
+
+/* ---- admin requests (plain libcurl; /$admin/ needs no SAS) ----------------- */
+
+typedef struct {
+    char *p;
+    size_t n;
+} rbuf;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    rbuf *b = ud;
+    char *np = realloc(b->p, b->n + size * n + 1);
+    if (!np)
+        return 0;
+    memcpy(np + b->n, p, size * n);
+    b->n += size * n;
+    np[b->n] = 0;
+    b->p = np;
+    return size * n;
+}
+
+/* Returns the HTTP status; *out (if given) gets the body (free()). */
+static long admin(const char *method, const char *path, const char *json, char **out)
+{
+    CURL *h = curl_easy_init();
+    char url[512];
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    rbuf b = { NULL, 0 };
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+    if (json)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    if (out)
+        *out = b.p;
+    else
+        free(b.p);
+    return status;
+}
+
+static void make_queue(const char *name, int lock_s)
+{
+    char path[128], body[128];
+    snprintf(path, sizeof(path), "/$admin/entities/%s", name);
+    snprintf(body, sizeof(body), "{\"kind\":\"queue\",\"lock_duration\":%d}", lock_s);
+    long st = admin("PUT", path, body, NULL);
+    REQUIRE(st == 201 || st == 200);
+}
+
+static void add_fault(const char *json)
+{
+    REQUIRE(admin("POST", "/$admin/faults", json, NULL) == 201);
+}
+
+static cJSON *state(void)
+{
+    char *body = NULL;
+    REQUIRE(admin("GET", "/$admin/state", NULL, &body) == 200);
+    cJSON *j = cJSON_ParseWithOpts(body, NULL, 0);
+    free(body);
+    REQUIRE(j);
+    return j;
+}
+
+/* The emulator's view of message seq in queue q: locked (0/1), delivery count. */
+static void msg_state(const char *q, int64_t seq, int *locked, int *delivery, int *present)
+{
+    cJSON *j = state();
+    cJSON *ent = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "entities"), q);
+    *locked = -1;
+    *delivery = -1;
+    *present = 0;
+    cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(ent, "messages")) {
+        cJSON *s = cJSON_GetObjectItemCaseSensitive(m, "sequence_number");
+        if (cJSON_IsNumber(s) && (int64_t)s->valuedouble == seq) {
+            *present = 1;
+            *locked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "locked"));
+            *delivery = cJSON_GetObjectItemCaseSensitive(m, "delivery_count")->valueint;
+        }
+    }
+    cJSON_Delete(j);
+}
+
+static int completed_count(const char *q)
+{
+    cJSON *j = state();
+    cJSON *ent = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "entities"), q);
+    int n = 0;
+    cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(ent, "completed")) n += c->valueint;
+    cJSON_Delete(j);
+    return n;
+}
+
+static int counter(const char *name)
+{
+    cJSON *j = state();
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "counters"), name);
+    int n = cJSON_IsNumber(c) ? c->valueint : 0;
+    cJSON_Delete(j);
+    return n;
+}
+
+static pl_message *send_and_lock(const char *q, const char *body)
+{
+    pl_outgoing *o = NULL;
+    REQUIRE(pl_outgoing_new(&o, body, strlen(body)) == PL_OK);
+    REQUIRE(pl_send(client, q, o) == PL_OK);
+    pl_outgoing_free(o);
+    pl_message *m = NULL;
+    REQUIRE(pl_peek_lock(&m, client, q, 5) == PL_OK && m);
+    REQUIRE(pl_message_lock_state(m) == PL_LOCK_HELD);
+    CHECK_EQ(pl_message_lock_duration_ms(m), 5000);
+    return m;
+}
+
+/* ---- phase 1 ---------------------------------------------------------------- */
+
+static void phase_many(void)
+{
+    make_queue("keep", 5);
+    make_queue("gone", 5);
+    make_queue("busy", 5);
+    make_queue("capped", 5);
+    add_fault("{\"operation\":\"renew\",\"entity\":\"gone\",\"status\":404}");
+    add_fault("{\"operation\":\"renew\",\"entity\":\"busy\",\"status\":503,\"retry_after\":1}");
+
+    pl_renewer *r = NULL;
+    pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
+    o.max_connections = 2;
+    REQUIRE(pl_renewer_new(&r, client, &o) == PL_OK);
+
+    pl_message *keep = send_and_lock("keep", "keep me");
+    pl_message *gone = send_and_lock("gone", "lost by 404");
+    pl_message *busy = send_and_lock("busy", "lost by 503s");
+    pl_message *capped = send_and_lock("capped", "capped");
+    int64_t t0 = pl_now_mono_ms();
+    REQUIRE(pl_renewer_add(r, keep, 60000) == PL_OK);
+    REQUIRE(pl_renewer_add(r, gone, 60000) == PL_OK);
+    REQUIRE(pl_renewer_add(r, busy, 60000) == PL_OK);
+    REQUIRE(pl_renewer_add(r, capped, 3000) == PL_OK);
+    CHECK_EQ(pl_renewer_add(r, keep, 60000), PL_OK); /* again: idempotent */
+
+    pl_renewer_stats st;
+    REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
+    CHECK_EQ(st.held, 4);
+    CHECK_EQ(st.threads, 1);
+    CHECK(st.state_bytes > 0);
+
+    /* Keep the "keep" lock for 2.2 lock durations, watching events as they come. */
+    int64_t gone_at = -1, busy_at = -1, cap_at = -1;
+    int keep_renewed = 0, gone_code = 0, busy_code = 0, other = 0;
+    int64_t end = t0 + 11000;
+    while (pl_now_mono_ms() < end) {
+        pl_event *ev = NULL;
+        int rc = pl_renewer_wait_event(&ev, r, (long)(end - pl_now_mono_ms()));
+        if (rc == PL_EMPTY)
+            continue;
+        REQUIRE(rc == PL_OK);
+        pl_message *m = pl_event_message(ev);
+        int type = pl_event_type(ev);
+        CHECK(pl_event_reason(ev) != NULL);
+        CHECK(strstr(pl_event_reason(ev), pl_message_lock_token(m)) == NULL); /* no secret */
+        if (m == keep && type == PL_EVENT_RENEWED)
+            keep_renewed++;
+        else if (m == gone && type == PL_EVENT_LOST && gone_at < 0) {
+            gone_at = pl_now_mono_ms() - t0;
+            gone_code = pl_event_code(ev);
+            CHECK_EQ(pl_event_http_status(ev), 404);
+        } else if (m == busy && type == PL_EVENT_LOST && busy_at < 0) {
+            busy_at = pl_now_mono_ms() - t0;
+            busy_code = pl_event_code(ev);
+        } else if (m == capped && type == PL_EVENT_CAP_REACHED)
+            cap_at = pl_now_mono_ms() - t0;
+        else if (m == capped && type == PL_EVENT_RENEWED)
+            ; /* renewed before the cap: fine */
+        else
+            other++;
+        pl_event_free(ev);
+    }
+    fprintf(stderr, "phase 1: keep renewed %d times; 404 lost at %lld ms; 503 lost at %lld ms; "
+            "cap at %lld ms\n", keep_renewed, (long long)gone_at, (long long)busy_at,
+            (long long)cap_at);
+
+    /* kept alive: renewed at about half-life, still locked, delivered once */
+    CHECK(keep_renewed >= 3);
+    CHECK_EQ(pl_message_lock_state(keep), PL_LOCK_HELD);
+    CHECK(pl_message_lock_remaining_ms(keep) > 1000);
+    int locked, delivery, present;
+    msg_state("keep", pl_message_sequence_number(keep), &locked, &delivery, &present);
+    CHECK_EQ(present, 1);
+    CHECK_EQ(locked, 1);
+    CHECK_EQ(delivery, 1);
+    pl_message *again = NULL;
+    CHECK_EQ(pl_peek_lock(&again, client, "keep", 0), PL_EMPTY); /* never redelivered */
+    pl_message_free(again);
+
+    /* 404: lost within one lock duration, visible on the message, not completable */
+    CHECK(gone_at >= 0 && gone_at <= 5000);
+    CHECK_EQ(gone_code, PL_ELOCKLOST);
+    CHECK_EQ(pl_message_lock_state(gone), PL_LOCK_LOST);
+    CHECK_EQ(pl_message_lost_reason(gone), PL_ELOCKLOST);
+    CHECK(pl_complete(client, gone) != PL_OK);
+    CHECK_EQ(completed_count("gone"), 0);
+
+    /* 503 every time: retried until the lock ran out, then lost (before expiry) */
+    CHECK(busy_at >= 2000 && busy_at <= 5000 + 500);
+    CHECK_EQ(busy_code, PL_ETHROTTLED);
+    CHECK_EQ(pl_message_lock_state(busy), PL_LOCK_LOST);
+    CHECK(pl_complete(client, busy) != PL_OK);
+    CHECK_EQ(completed_count("busy"), 0);
+
+    /* cap: stopped at 3 s, message still held by the handler (not lost) */
+    CHECK(cap_at >= 2900 && cap_at <= 4000);
+    CHECK_EQ(pl_message_lock_state(capped), PL_LOCK_HELD);
+    CHECK_EQ(other, 0);
+
+    REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
+    CHECK_EQ(st.held, 1); /* only "keep" remains */
+    CHECK_EQ(st.lost, 2);
+    CHECK_EQ(st.cap_reached, 1);
+    CHECK(st.renewals >= (uint64_t)keep_renewed);
+    CHECK(st.failures >= 4); /* one 404 + several 503s */
+    CHECK(st.rtt_p99_ms > 0);
+    uint64_t slack_total = 0;
+    for (int i = 0; i < 6; i++)
+        slack_total += st.slack_buckets[i];
+    CHECK_EQ(slack_total, st.renewals);
+    CHECK(st.slack_buckets[4] + st.slack_buckets[5] >= (uint64_t)keep_renewed); /* renewed early */
+    fprintf(stderr, "phase 1: renewals %llu, failures %llu, lateness p99 %.2f ms, rtt p99 %.2f ms\n",
+            (unsigned long long)st.renewals, (unsigned long long)st.failures,
+            st.lateness_p99_ms, st.rtt_p99_ms);
+
+    /* the handler finishes: remove, then complete exactly once */
+    CHECK_EQ(pl_renewer_remove(r, keep), PL_OK);
+    CHECK_EQ(pl_renewer_remove(r, keep), PL_OK); /* idempotent */
+    CHECK_EQ(pl_complete(client, keep), PL_OK);
+    CHECK_EQ(completed_count("keep"), 1);
+    /* renewal really stopped at the cap: the server let the capped lock expire
+     * (last renewed before 3 s, 5 s lock, now 11 s), and the message was not
+     * redelivered to anyone else meanwhile */
+    msg_state("capped", pl_message_sequence_number(capped), &locked, &delivery, &present);
+    CHECK_EQ(present, 1);
+    CHECK_EQ(locked, 0);
+    CHECK_EQ(delivery, 1);
+    CHECK(pl_message_lock_remaining_ms(capped) <= 0);
+
+    REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
+    pl_renewer_free(r);
+    pl_message_free(keep);
+    pl_message_free(gone);
+    pl_message_free(busy);
+    pl_message_free(capped);
+}
+
+/* ---- phase 2: a renew racing a complete ---------------------------------- */
+
+static void phase_race(void)
+{
+    make_queue("race", 5);
+    /* renewals of this queue reach the server, then wait 1.5 s before they are
+     * processed: the complete below overtakes the renew in flight, which then
+     * finds no lock (404). */
+    add_fault("{\"operation\":\"renew\",\"entity\":\"race\",\"delay_ms\":1500}");
+    pl_renewer *r = NULL;
+    REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
+    pl_message *m = send_and_lock("race", "raced");
+    int renews_before = counter("requests.renew");
+    REQUIRE(pl_renewer_add(r, m, 0) == PL_OK);
+    /* wait until the renew has reached the server (it is then held by the delay) */
+    int64_t deadline = pl_now_mono_ms() + 5000;
+    while (counter("requests.renew") == renews_before && pl_now_mono_ms() < deadline) {
+        pl_event *ev = NULL;
+        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK) {
+            fprintf(stderr, "unexpected event %d: %s\n", pl_event_type(ev), pl_event_reason(ev));
+            failures++;
+            pl_event_free(ev);
+        }
+    }
+    CHECK(counter("requests.renew") > renews_before);
+    CHECK_EQ(pl_complete(client, m), PL_OK); /* the handler settles meanwhile */
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLED);
+    /* the delayed renew now comes back (404: the message is gone) */
+    pl_event *ev = NULL;
+    int64_t until = pl_now_mono_ms() + 2500;
+    int events = 0;
+    while (pl_now_mono_ms() < until) {
+        if (pl_renewer_wait_event(&ev, r, (long)(until - pl_now_mono_ms())) == PL_OK) {
+            fprintf(stderr, "unexpected event %d: %s\n", pl_event_type(ev), pl_event_reason(ev));
+            events++;
+            pl_event_free(ev);
+        }
+    }
+    CHECK_EQ(events, 0);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLED); /* not a false "lost" */
+    pl_renewer_stats st;
+    REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
+    CHECK_EQ(st.lost, 0);
+    CHECK_EQ(st.held, 0);
+    CHECK_EQ(completed_count("race"), 1);
+    REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
+    pl_renewer_free(r);
+    pl_message_free(m);
+}
+
+/* ---- phase 3: close with unlock while renewals are in flight -------------- */
+
+static void phase_close(void)
+{
+    enum { N = 6 };
+    make_queue("closing", 5);
+    add_fault("{\"operation\":\"renew\",\"entity\":\"closing\",\"delay_ms\":3000}");
+    pl_renewer *r = NULL;
+    pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
+    o.max_connections = 3;
+    REQUIRE(pl_renewer_new(&r, client, &o) == PL_OK);
+    pl_message *m[N];
+    for (int i = 0; i < N; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "closing %d", i);
+        m[i] = send_and_lock("closing", body);
+        REQUIRE(pl_renewer_add(r, m[i], 0) == PL_OK);
+    }
+    int before = counter("requests.renew");
+    int64_t deadline = pl_now_mono_ms() + 5000;
+    while (counter("requests.renew") < before + 3 && pl_now_mono_ms() < deadline) {
+        pl_event *ev = NULL;
+        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK)
+            pl_event_free(ev);
+    }
+    CHECK(counter("requests.renew") >= before + 3); /* all three connections busy */
+    /* the fault now only delays renewals; unlocks go through at once */
+    int64_t t = pl_now_mono_ms();
+    CHECK_EQ(pl_renewer_close(r, 1), PL_OK);
+    int64_t took = pl_now_mono_ms() - t;
+    fprintf(stderr, "phase 3: close with unlock took %lld ms\n", (long long)took);
+    CHECK(took < 3000); /* did not wait for the delayed renewals */
+    CHECK_EQ(pl_renewer_close(r, 1), PL_OK); /* idempotent */
+    CHECK_EQ(pl_renewer_add(r, m[0], 0), PL_ECLOSED);
+    pl_event *ev = NULL;
+    CHECK_EQ(pl_renewer_wait_event(&ev, r, 10000), PL_EMPTY); /* closed: returns at once */
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(pl_message_lock_state(m[i]), PL_LOCK_SETTLED);
+        int locked, delivery, present;
+        msg_state("closing", pl_message_sequence_number(m[i]), &locked, &delivery, &present);
+        CHECK_EQ(present, 1);
+        CHECK_EQ(locked, 0); /* unlocked: redelivered at once, not after expiry */
+    }
+    /* redelivered now (delivery count 2) */
+    for (int i = 0; i < N; i++) {
+        pl_message *again = NULL;
+        CHECK_EQ(pl_peek_lock(&again, client, "closing", 0), PL_OK);
+        if (again) {
+            CHECK_EQ(pl_message_delivery_count(again), 2);
+            CHECK_EQ(pl_complete(client, again), PL_OK);
+        }
+        pl_message_free(again);
+    }
+    REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
+    pl_renewer_free(r);
+    for (int i = 0; i < N; i++)
+        pl_message_free(m[i]);
+
+    /* close without unlock while a renew is in flight, then free at once */
+    make_queue("closing2", 5);
+    add_fault("{\"operation\":\"renew\",\"entity\":\"closing2\",\"delay_ms\":3000}");
+    REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
+    pl_message *x = send_and_lock("closing2", "x");
+    before = counter("requests.renew");
+    REQUIRE(pl_renewer_add(r, x, 0) == PL_OK);
+    deadline = pl_now_mono_ms() + 5000;
+    while (counter("requests.renew") == before && pl_now_mono_ms() < deadline) {
+        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK)
+            pl_event_free(ev);
+    }
+    pl_renewer_free(r);
+    CHECK_EQ(pl_message_lock_state(x), PL_LOCK_HELD); /* still the handler's to settle */
+    CHECK_EQ(pl_unlock(client, x), PL_OK);
+    pl_message_free(x);
+    REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
+}
+
+/* ---- phase 4: errors ------------------------------------------------------- */
+
+static void phase_errors(void)
+{
+    pl_renewer *r = NULL;
+    pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
+    o.max_connections = -1;
+    CHECK_EQ(pl_renewer_new(&r, client, &o), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "max_connections") != NULL);
+    CHECK(r == NULL);
+    o = (pl_renewer_options)PL_RENEWER_OPTIONS_INIT;
+    o.version = 99;
+    CHECK_EQ(pl_renewer_new(&r, client, &o), PL_EINVAL);
+    CHECK_EQ(pl_renewer_new(&r, NULL, NULL), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "client") != NULL);
+
+    REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
+    CHECK_EQ(pl_renewer_add(r, NULL, 0), PL_EINVAL);
+    make_queue("errs", 5);
+    pl_message *m = send_and_lock("errs", "e");
+    CHECK_EQ(pl_renewer_add(r, m, -5), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "max_renew_ms") != NULL);
+    CHECK_EQ(pl_complete(client, m), PL_OK);
+    CHECK_EQ(pl_renewer_add(r, m, 0), PL_ESTATE); /* settled: nothing to renew */
+    CHECK_EQ(pl_renewer_remove(r, m), PL_OK);     /* never added: fine */
+    pl_event *ev = (pl_event *)1;
+    CHECK_EQ(pl_renewer_next_event(&ev, r), PL_EMPTY);
+    CHECK(ev == NULL);
+    CHECK_EQ(pl_renewer_wait_event(&ev, r, -1), PL_EINVAL);
+    CHECK(pl_renewer_bytes_per_lock() <= 512);
+    pl_renewer_free(r);
+    pl_renewer_free(NULL);
+    pl_event_free(NULL);
+    pl_message_free(m);
+}
+
+int main(int argc, char **argv)
+{
+    const char *cs = getenv("PEEKLOCK_TEST_CONNECTION_STRING");
+    if (!cs)
+        cs = getenv("PEEKLOCK_CONNECTION_STRING");
+    if (!cs && argc > 1)
+        cs = argv[1];
+    if (!cs) {
+        fprintf(stderr, "test_renewer: no emulator connection string (run under with_emulator.py)\n");
+        return 1;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    REQUIRE(pl_client_new_from_connection_string(&client, cs) == PL_OK);
+    snprintf(base, sizeof(base), "%s", pl_client_endpoint(client));
+
+    const char *only = getenv("TEST_RENEWER_ONLY");
+    if (!only || strstr(only, "errors"))
+        phase_errors();
+    if (!only || strstr(only, "many"))
+        phase_many();
+    if (!only || strstr(only, "race"))
+        phase_race();
+    if (!only || strstr(only, "close"))
+        phase_close();
+
+    pl_client_free(client);
+    curl_global_cleanup();
+    if (failures) {
+        fprintf(stderr, "test_renewer: %d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("test_renewer: all checks passed\n");
+    return 0;
+}
