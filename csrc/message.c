@@ -290,7 +290,11 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
     if (it && !cJSON_IsNull(it)) {
         double d = -1;
         if (cJSON_IsNumber(it)) d = it->valuedouble;
-        else if (cJSON_IsString(it)) d = strtod(it->valuestring, NULL);
+        else if (cJSON_IsString(it) && it->valuestring[0]) {
+            char *e = NULL;
+            d = strtod(it->valuestring, &e);
+            if (!e || *e) d = -1;
+        }
         if (!isfinite(d) || d < 0) {
             rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: TimeToLive is not a number of seconds");
             goto done;

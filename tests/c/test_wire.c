@@ -1,0 +1,488 @@
+/* The sans-I/O wire layer: every recorded receive/settle/send response from
+ * tests/c/fixtures/recorded-exchanges.json parsed as the client would, request
+ * building (URLs, headers, entity encoding, SAS scope), status mapping, and
+ * malformed responses. No network. */
+#include <ctype.h>
+#include <math.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+
+#include "client_int.h"
+#include "error_int.h"
+#include "message_int.h"
+#include "support.h"
+#include "wire_int.h"
+
+static const char *known_headers[] = { "transfer-encoding", "content-type", "location", "server",
+                                       "brokerproperties", "date", "strict-transport-security",
+                                       "content-length", NULL };
+
+static int is_known(const char *h)
+{
+    for (int i = 0; known_headers[i]; i++)
+        if (pl_strcaseeq(h, known_headers[i])) return 1;
+    return 0;
+}
+
+/* Entity of a recorded path: strip "/messages/..." (case-insensitive). */
+static void entity_of(const char *path, char *out, size_t n)
+{
+    const char *p = path + 1, *best = NULL;
+    for (const char *q = p; *q; q++)
+        if (q[0] == '/' && pl_strncaseeq(q, "/messages", 9) && (q[9] == '/' || q[9] == 0)) { best = q; break; }
+    size_t len = best ? (size_t)(best - p) : strlen(p);
+    snprintf(out, n, "%.*s", (int)len, p);
+}
+
+static pl_response *fixture_response(cJSON *resp)
+{
+    pl_response *r = NULL;
+    REQUIRE(pl_response_new(&r, cJSON_GetObjectItem(resp, "status")->valueint) == PL_OK);
+    cJSON *h;
+    cJSON_ArrayForEach(h, cJSON_GetObjectItem(resp, "headers")) {
+        REQUIRE(pl_response_add_header(r, h->string, h->valuestring) == PL_OK);
+    }
+    cJSON *b64 = cJSON_GetObjectItem(resp, "body_base64");
+    cJSON *body = cJSON_GetObjectItem(resp, "body");
+    if (cJSON_IsString(b64)) {
+        size_t n = strlen(b64->valuestring);
+        unsigned char *buf = malloc(n);
+        int len = EVP_DecodeBlock(buf, (const unsigned char *)b64->valuestring, (int)n);
+        if (n >= 1 && b64->valuestring[n - 1] == '=') len--;
+        if (n >= 2 && b64->valuestring[n - 2] == '=') len--;
+        REQUIRE(pl_response_set_body(r, buf, (size_t)len) == PL_OK);
+        free(buf);
+    } else if (cJSON_IsString(body)) {
+        REQUIRE(pl_response_set_body(r, body->valuestring, strlen(body->valuestring)) == PL_OK);
+    }
+    return r;
+}
+
+static void check_broker_fields(const pl_message *m, const char *bp_text)
+{
+    cJSON *bp = cJSON_Parse(bp_text);
+    REQUIRE(bp != NULL);
+    cJSON *f;
+    cJSON_ArrayForEach(f, bp) {
+        const char *k = f->string;
+        if (!strcmp(k, "LockToken")) CHECK_STR(pl_message_lock_token(m), f->valuestring);
+        else if (!strcmp(k, "SequenceNumber")) CHECK_EQ(pl_message_sequence_number(m), (long long)f->valuedouble);
+        else if (!strcmp(k, "EnqueuedSequenceNumber"))
+            CHECK_EQ(pl_message_enqueued_sequence_number(m), (long long)f->valuedouble);
+        else if (!strcmp(k, "DeliveryCount")) CHECK_EQ(pl_message_delivery_count(m), f->valueint);
+        else if (!strcmp(k, "EnqueuedTimeUtc"))
+            CHECK_EQ(pl_message_enqueued_time(m), pl_http_date_parse(f->valuestring));
+        else if (!strcmp(k, "LockedUntilUtc"))
+            CHECK_EQ(pl_message_locked_until(m), pl_http_date_parse(f->valuestring));
+        else if (!strcmp(k, "TimeToLive")) CHECK(fabs(pl_message_time_to_live(m) - f->valuedouble) < 1e-3);
+        else if (cJSON_IsString(f) && pl_message_broker_index(k) >= 0)
+            CHECK_STR(pl_message_broker(m, k), f->valuestring);
+        else if (!strcmp(k, "ForcePersistence")) { /* echoed flag, not served */ }
+        else {
+            fprintf(stderr, "unexpected BrokerProperties field %s\n", k);
+            pl_test_failures++;
+        }
+    }
+    cJSON_Delete(bp);
+}
+
+static void replay_fixtures(void)
+{
+    size_t len;
+    char *text = pl_test_read_file(PL_FIXTURES_DIR "/recorded-exchanges.json", &len);
+    REQUIRE(text != NULL);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    REQUIRE(root != NULL);
+    int receives = 0, settles = 0, sends = 0, empties = 0, props = 0;
+    pl_message *last_locked = NULL;
+    cJSON *ex;
+    cJSON_ArrayForEach(ex, cJSON_GetObjectItem(root, "exchanges")) {
+        const char *op = cJSON_GetObjectItem(ex, "operation")->valuestring;
+        const char *id = cJSON_GetObjectItem(ex, "id")->valuestring;
+        cJSON *rq = cJSON_GetObjectItem(ex, "request"), *rs = cJSON_GetObjectItem(ex, "response");
+        char endpoint[256], entity[256];
+        snprintf(endpoint, sizeof endpoint, "https://%s", cJSON_GetObjectItem(rq, "host")->valuestring);
+        entity_of(cJSON_GetObjectItem(rq, "path")->valuestring, entity, sizeof entity);
+        int peek = !strcmp(op, "peek-lock");
+        pl_request *req = NULL;
+        if (peek || !strcmp(op, "receive-and-delete")) {
+            REQUIRE(pl_wire_receive(&req, endpoint, entity, 5, peek, NULL) == PL_OK);
+            CHECK_STR(req->method, peek ? "POST" : "DELETE");
+            pl_response *resp = fixture_response(rs);
+            pl_message *m = NULL;
+            int rc = pl_wire_result(&m, NULL, endpoint, req, NULL, resp, 1000);
+            if (resp->status == 204) {
+                CHECK_EQ(rc, PL_EMPTY);
+                CHECK(m == NULL);
+                empties++;
+            } else {
+                if (rc != PL_OK) fprintf(stderr, "fixture %s: %s\n", id, pl_error_last()->message);
+                CHECK_EQ(rc, PL_OK);
+                REQUIRE(m != NULL);
+                receives++;
+                size_t blen;
+                const void *body = pl_message_body(m, &blen);
+                CHECK_EQ(blen, resp->body_len);
+                CHECK(blen == 0 || memcmp(body, resp->body, blen) == 0);
+                const char *ct = pl_response_header(resp, "content-type");
+                if (ct) CHECK_STR(pl_message_content_type(m), ct);
+                else CHECK(pl_message_content_type(m) == NULL);
+                const char *bp = pl_response_header(resp, "BrokerProperties");
+                if (bp) check_broker_fields(m, bp);
+                CHECK_STR(pl_message_entity(m), entity);
+                size_t expect_props = 0;
+                for (size_t i = 0; i < resp->nheaders; i++) {
+                    if (is_known(resp->headers[i].name)) continue;
+                    CHECK_STR(pl_message_property_name(m, expect_props), resp->headers[i].name);
+                    CHECK_STR(pl_message_property_raw(m, expect_props), resp->headers[i].value);
+                    expect_props++;
+                    props++;
+                }
+                CHECK_EQ(pl_message_property_count(m), expect_props);
+                if (peek) {
+                    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
+                    CHECK_STR(m->location, pl_response_header(resp, "Location"));
+                    int64_t dur = (pl_message_locked_until(m) -
+                                   pl_http_date_parse(pl_response_header(resp, "Date"))) * 1000;
+                    CHECK_EQ(pl_message_lock_duration_ms(m), dur);
+                    CHECK(dur >= 59000 && dur <= 62000); /* the service's Date lags by 0-2 s */
+                    CHECK_EQ(pl_message_lock_expiry_mono_ms(m), 1000 + dur);
+                    pl_message_free(last_locked);
+                    last_locked = m;
+                    m = NULL;
+                } else {
+                    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_NONE);
+                    CHECK(pl_message_lock_token(m) == NULL);
+                }
+            }
+            pl_message_free(m);
+            pl_response_free(resp);
+        } else if (!strcmp(op, "unlock") || !strcmp(op, "complete") || !strcmp(op, "renew-lock")) {
+            REQUIRE(last_locked != NULL);
+            int sop = !strcmp(op, "unlock") ? PL_SETTLE_UNLOCK
+                      : !strcmp(op, "complete") ? PL_SETTLE_COMPLETE : PL_SETTLE_RENEW;
+            /* the recorded settle went to the Location of the preceding peek-lock */
+            char url[512];
+            snprintf(url, sizeof url, "%s%s", endpoint, cJSON_GetObjectItem(rq, "path")->valuestring);
+            CHECK(pl_strcaseeq(url, last_locked->location));
+            REQUIRE(pl_wire_settle(&req, endpoint, last_locked, sop, "auth") == PL_OK);
+            CHECK_STR(req->url, last_locked->location);
+            CHECK_STR(req->method, cJSON_GetObjectItem(rq, "method")->valuestring);
+            pl_response *resp = fixture_response(rs);
+            if (sop != PL_SETTLE_RENEW) pl_message_cas_state(last_locked, PL_LOCK_HELD, PL_LOCK_SETTLING);
+            CHECK_EQ(pl_wire_result(NULL, NULL, endpoint, req, last_locked, resp, 5000), PL_OK);
+            if (sop == PL_SETTLE_RENEW) {
+                CHECK_EQ(pl_message_lock_state(last_locked), PL_LOCK_HELD);
+                CHECK_EQ(pl_message_lock_expiry_mono_ms(last_locked), 5000 + last_locked->lock_duration_ms);
+            } else {
+                CHECK_EQ(pl_message_lock_state(last_locked), PL_LOCK_SETTLED);
+            }
+            settles++;
+            pl_response_free(resp);
+        } else if (!strcmp(op, "send") || !strcmp(op, "send-batch")) {
+            pl_outgoing *o = NULL;
+            REQUIRE(pl_outgoing_new(&o, "x", 1) == PL_OK);
+            REQUIRE(pl_wire_send(&req, endpoint, entity, o, NULL) == PL_OK);
+            pl_outgoing_free(o);
+            pl_response *resp = fixture_response(rs);
+            CHECK_EQ(pl_wire_result(NULL, NULL, endpoint, req, NULL, resp, 0), PL_OK);
+            pl_response_free(resp);
+            sends++;
+        }
+        pl_request_free(req);
+    }
+    pl_message_free(last_locked);
+    cJSON_Delete(root);
+    printf("fixtures: %d receives, %d empty, %d settles, %d sends, %d custom properties\n", receives,
+           empties, settles, sends, props);
+    CHECK(receives >= 40);
+    CHECK(settles >= 13);
+    CHECK(sends >= 29);
+    CHECK(empties >= 4);
+    CHECK(props >= 20);
+}
+
+static pl_response *resp_with(int status, const char *body)
+{
+    pl_response *r = NULL;
+    REQUIRE(pl_response_new(&r, status) == PL_OK);
+    if (body) REQUIRE(pl_response_set_body(r, body, strlen(body)) == PL_OK);
+    return r;
+}
+
+static pl_message *locked_message(const char *endpoint)
+{
+    pl_request *req = NULL;
+    REQUIRE(pl_wire_receive(&req, endpoint, "q", 0, 1, NULL) == PL_OK);
+    pl_response *r = resp_with(201, "payload");
+    pl_response_add_header(r, "Date", "Sat, 25 Oct 2014 00:56:48 GMT");
+    pl_response_add_header(r, "Location", "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c");
+    pl_response_add_header(r, "BrokerProperties",
+                           "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":3,"
+                           "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:18 GMT\",\"DeliveryCount\":1}");
+    pl_message *m = NULL;
+    REQUIRE(pl_wire_result(&m, NULL, endpoint, req, NULL, r, 100) == PL_OK);
+    CHECK_EQ(pl_message_lock_duration_ms(m), 30000);
+    pl_response_free(r);
+    pl_request_free(req);
+    return m;
+}
+
+static void requests(void)
+{
+    const char *ep = "https://ns.servicebus.windows.net";
+    pl_request *req = NULL;
+    pl_outgoing *o = NULL;
+    REQUIRE(pl_outgoing_new(&o, "a\0b", 3) == PL_OK);
+    pl_outgoing_set_broker(o, "MessageId", "id1");
+    pl_outgoing_add_int(o, "n", 3);
+    REQUIRE(pl_wire_send(&req, ep, "my queue/$DeadLetterQueue", o, "SharedAccessSignature x") == PL_OK);
+    CHECK_STR(req->url, "https://ns.servicebus.windows.net/my%20queue/$DeadLetterQueue/messages");
+    CHECK_STR(req->method, "POST");
+    CHECK_EQ(req->body_len, 3);
+    CHECK(memcmp(req->body, "a\0b", 3) == 0);
+    int seen = 0;
+    for (size_t i = 0; i < pl_request_header_count(req); i++) {
+        const char *n = pl_request_header_name(req, i), *v = pl_request_header_value(req, i);
+        if (!strcmp(n, "BrokerProperties")) { CHECK_STR(v, "{\"MessageId\":\"id1\"}"); seen |= 1; }
+        if (!strcmp(n, "Content-Type")) { CHECK_STR(v, "application/octet-stream"); seen |= 2; }
+        if (!strcmp(n, "n")) { CHECK_STR(v, "3"); seen |= 4; }
+        if (!strcmp(n, "Authorization")) { CHECK_STR(v, "SharedAccessSignature x"); seen |= 8; }
+    }
+    CHECK_EQ(seen, 15);
+    CHECK_STR(req->scope, "https://ns.servicebus.windows.net/my%20queue/$deadletterqueue");
+    pl_request_free(req);
+    pl_outgoing_free(o);
+
+    REQUIRE(pl_wire_receive(&req, ep, "Topic/subscriptions/Sub", 30, 1, NULL) == PL_OK);
+    CHECK_STR(req->url, "https://ns.servicebus.windows.net/Topic/subscriptions/Sub/messages/head?timeout=30");
+    CHECK_STR(req->method, "POST");
+    pl_request_free(req);
+    REQUIRE(pl_wire_receive(&req, ep, "q", 0, 0, NULL) == PL_OK);
+    CHECK_STR(req->url, "https://ns.servicebus.windows.net/q/messages/head?timeout=0");
+    CHECK_STR(req->method, "DELETE");
+    pl_request_free(req);
+
+    /* Entity validation: no path tricks. */
+    const char *bad[] = { "", "../x", "a/../b", "a//b", "/a", "a/", ".", "q/messages/head", "a\nb", "a\x7f" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        req = (pl_request *)1;
+        CHECK_EQ(pl_wire_receive(&req, ep, bad[i], 0, 1, NULL), PL_EINVAL);
+        CHECK(req == NULL);
+        CHECK(strstr(pl_error_last()->message, "entity") != NULL);
+    }
+    CHECK_EQ(pl_wire_receive(&req, ep, NULL, 0, 1, NULL), PL_EINVAL);
+    CHECK_EQ(pl_wire_receive(&req, ep, "q", 301, 1, NULL), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "timeout_s") != NULL);
+    CHECK_EQ(pl_wire_receive(&req, ep, "q", -1, 1, NULL), PL_EINVAL);
+    char *enc = NULL;
+    CHECK_EQ(pl_entity_encode(&enc, "a?b#c%d"), PL_OK);
+    CHECK_STR(enc, "a%3Fb%23c%25d");
+    free(enc);
+
+    /* Settles use Location verbatim; receive-and-delete messages have no lock. */
+    pl_message *m = locked_message(ep);
+    REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL) == PL_OK);
+    CHECK_STR(req->url, "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c");
+    CHECK_STR(req->method, "DELETE");
+    pl_request_free(req);
+    REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_UNLOCK, NULL) == PL_OK);
+    CHECK_STR(req->method, "PUT");
+    pl_request_free(req);
+    REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_RENEW, NULL) == PL_OK);
+    CHECK_STR(req->method, "POST");
+    CHECK_EQ(pl_wire_settle(&req, ep, m, 9, NULL), PL_EINVAL);
+    CHECK_EQ(pl_wire_settle(&req, "https://other.example", m, PL_SETTLE_RENEW, NULL), PL_EPROTOCOL);
+
+    /* A 404 on renew: lost, with the reason; the detail never shows the lock token. */
+    pl_request *rr = NULL;
+    REQUIRE(pl_wire_settle(&rr, ep, m, PL_SETTLE_RENEW, NULL) == PL_OK);
+    pl_response *r = resp_with(404, "<Error><Code>404</Code><Detail>The lock token "
+                                    "0E80AA4D-a5d1-4a99-b09e-d118f8c5972c is not valid sig=abc. TrackingId:x</Detail></Error>");
+    CHECK_EQ(pl_wire_result(NULL, NULL, ep, rr, m, r, 200), PL_ELOCKLOST);
+    CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
+    CHECK(strstr(pl_error_last()->message, "0E80AA4D") == NULL);
+    CHECK(strstr(pl_error_last()->message, "abc") == NULL);
+    CHECK(strstr(pl_error_last()->message, "renew-lock") != NULL);
+    CHECK(strstr(pl_error_last()->message, "is not valid") != NULL);
+    CHECK_EQ(pl_error_last()->http_status, 404);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_LOST);
+    CHECK_EQ(pl_message_lost_reason(m), PL_ELOCKLOST);
+    pl_response_free(r);
+    pl_request_free(rr);
+    pl_request_free(req);
+    pl_message_free(m);
+
+    m = pl_message_alloc();
+    CHECK_EQ(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL), PL_ESTATE);
+    pl_message_free(m);
+}
+
+static void status_mapping(void)
+{
+    const char *ep = "https://ns.servicebus.windows.net";
+    struct { int status; const char *body; int send_code; int settle_code; int retryable; } t[] = {
+        { 400, "<Error><Code>400</Code><Detail>bad</Detail></Error>", PL_EBADREQUEST, PL_EBADREQUEST, 0 },
+        { 401, "<Error><Code>401</Code><Detail>40103: Invalid authorization token signature</Detail></Error>",
+          PL_EAUTH, PL_EAUTH, 0 },
+        { 403, "<Error><Code>403</Code><Detail>The maximum message size has been exceeded.</Detail></Error>",
+          PL_ETOOLARGE, PL_ETOOLARGE, 0 },
+        { 403, "<Error><Code>403</Code><Detail>Quota exceeded.</Detail></Error>", PL_EAUTH, PL_EAUTH, 0 },
+        { 404, "", PL_ENOTFOUND, PL_ELOCKLOST, 0 },
+        { 409, "<Error><Code>409</Code><Detail>Conflict.</Detail></Error>", PL_ECONFLICT, PL_ECONFLICT, 0 },
+        { 410, "<Error><Code>410</Code><Detail>gone</Detail></Error>", PL_ENOTFOUND, PL_ENOTFOUND, 0 },
+        { 429, "", PL_ETHROTTLED, PL_ETHROTTLED, 1 },
+        { 500, "", PL_ESERVER, PL_ESERVER, 1 },
+        { 503, "<Error><Code>503</Code><Detail>ServerBusy</Detail></Error>", PL_ETHROTTLED, PL_ETHROTTLED, 1 },
+        { 418, "", PL_EHTTP, PL_EHTTP, 0 },
+        { 302, "", PL_EHTTP, PL_EHTTP, 0 },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        pl_request *req = NULL;
+        pl_outgoing *o = NULL;
+        pl_outgoing_new(&o, "", 0);
+        REQUIRE(pl_wire_send(&req, ep, "q", o, NULL) == PL_OK);
+        pl_response *r = resp_with(t[i].status, t[i].body);
+        CHECK_EQ(pl_wire_result(NULL, NULL, ep, req, NULL, r, 0), t[i].send_code);
+        CHECK_EQ(pl_error_last()->http_status, t[i].status);
+        CHECK_EQ(pl_error_last()->retryable, t[i].retryable);
+        pl_request_free(req);
+        pl_message *m = locked_message(ep);
+        REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL) == PL_OK);
+        CHECK_EQ(pl_wire_result(NULL, NULL, ep, req, m, r, 0), t[i].settle_code);
+        int lost = t[i].settle_code == PL_ELOCKLOST || t[i].settle_code == PL_ENOTFOUND;
+        CHECK_EQ(pl_message_lock_state(m), lost ? PL_LOCK_LOST : PL_LOCK_HELD);
+        pl_message_free(m);
+        pl_request_free(req);
+        pl_response_free(r);
+        pl_outgoing_free(o);
+    }
+}
+
+/* Malformed receive responses: protocol errors, never crashes. */
+static void malformed(void)
+{
+    const char *ep = "https://ns.servicebus.windows.net";
+    const char *bp = "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":3,"
+                     "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:18 GMT\"}";
+    const char *loc = "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c";
+    struct { const char *bp; const char *loc; const char *date; const char *want; } t[] = {
+        { NULL, loc, "Sat, 25 Oct 2014 00:56:48 GMT", "no BrokerProperties" },
+        { "{\"LockToken\":", loc, "Sat, 25 Oct 2014 00:56:48 GMT", "not valid JSON" },
+        { bp, NULL, "Sat, 25 Oct 2014 00:56:48 GMT", "no Location" },
+        { bp, "https://evil.example/q/messages/3/x", "Sat, 25 Oct 2014 00:56:48 GMT", "endpoint" },
+        { bp, "https://ns.servicebus.windows.net.evil.example/q", "Sat, 25 Oct 2014 00:56:48 GMT", "endpoint" },
+        { bp, "https://ns.servicebus.windows.net/q/messages/3/x y", "Sat, 25 Oct 2014 00:56:48 GMT", "valid URL" },
+        { "{\"SequenceNumber\":3}", loc, "Sat, 25 Oct 2014 00:56:48 GMT", "no LockToken" },
+        { bp, loc, "Sat, 25 Oct 2014 01:56:48 GMT", "not a lock duration" },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        pl_request *req = NULL;
+        REQUIRE(pl_wire_receive(&req, ep, "q", 0, 1, NULL) == PL_OK);
+        pl_response *r = resp_with(201, "x");
+        if (t[i].bp) pl_response_add_header(r, "BrokerProperties", t[i].bp);
+        if (t[i].loc) pl_response_add_header(r, "Location", t[i].loc);
+        pl_response_add_header(r, "Date", t[i].date);
+        pl_message *m = (pl_message *)1;
+        CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+        CHECK(m == NULL);
+        if (!strstr(pl_error_last()->message, t[i].want)) {
+            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, pl_error_last()->message, t[i].want);
+            pl_test_failures++;
+        }
+        CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
+        pl_response_free(r);
+        pl_request_free(req);
+    }
+    /* Absurd header sizes and counts. */
+    pl_response *r = resp_with(201, NULL);
+    char *big = malloc(PL_MAX_HEADER_BYTES + 2);
+    memset(big, 'a', PL_MAX_HEADER_BYTES + 1);
+    big[PL_MAX_HEADER_BYTES + 1] = 0;
+    CHECK_EQ(pl_response_add_header(r, "BrokerProperties", big), PL_EPROTOCOL);
+    free(big);
+    pl_request *req = NULL;
+    REQUIRE(pl_wire_receive(&req, ep, "q", 0, 1, NULL) == PL_OK);
+    pl_message *m = NULL;
+    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+    pl_response_free(r);
+    r = resp_with(200, NULL);
+    int rc = PL_OK;
+    for (int i = 0; i <= PL_MAX_HEADERS && rc == PL_OK; i++) rc = pl_response_add_header(r, "x", "1");
+    CHECK_EQ(rc, PL_EPROTOCOL);
+    pl_response_free(r);
+    pl_request_free(req);
+    CHECK_EQ(pl_response_new(&r, 42), PL_EINVAL);
+    CHECK_EQ(pl_response_add_header(NULL, "a", "b"), PL_EINVAL);
+    /* Receive-and-delete needs no BrokerProperties; a bare 200 is a message. */
+    REQUIRE(pl_wire_receive(&req, ep, "q", 0, 0, NULL) == PL_OK);
+    r = resp_with(200, "");
+    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_OK);
+    CHECK(m != NULL);
+    size_t n = 99;
+    CHECK(pl_message_body(m, &n) != NULL);
+    CHECK_EQ(n, 0);
+    pl_message_free(m);
+    pl_response_free(r);
+    pl_request_free(req);
+}
+
+/* The public sans-I/O surface through a client: SAS scope per entity. */
+static void public_requests(void)
+{
+    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+    o.endpoint = "https://NS.servicebus.windows.net";
+    o.key_name = "Root";
+    o.key = "k";
+    pl_client *c = NULL;
+    REQUIRE(pl_client_new(&c, &o) == PL_OK);
+    pl_request *req = NULL;
+    REQUIRE(pl_request_receive(&req, c, "Orders", 10, 1) == PL_OK);
+    CHECK_STR(pl_request_url(req), "https://ns.servicebus.windows.net/Orders/messages/head?timeout=10");
+    CHECK_STR(pl_request_method(req), "POST");
+    const char *auth = NULL;
+    for (size_t i = 0; i < pl_request_header_count(req); i++)
+        if (!strcmp(pl_request_header_name(req, i), "Authorization")) auth = pl_request_header_value(req, i);
+    REQUIRE(auth != NULL);
+    const char *want = "SharedAccessSignature sr=https%3a%2f%2fns.servicebus.windows.net%2forders&sig=";
+    if (strncmp(auth, want, strlen(want)) != 0) {
+        fprintf(stderr, "unexpected SAS scope (first 80 chars): %.80s\n", auth);
+        pl_test_failures++;
+    }
+    CHECK(strstr(auth, "&skn=Root") != NULL);
+    char *first = pl_strdup(auth);
+    pl_request_free(req);
+    /* Cached per scope: the same token again. */
+    REQUIRE(pl_request_receive(&req, c, "Orders", 10, 1) == PL_OK);
+    for (size_t i = 0; i < pl_request_header_count(req); i++)
+        if (!strcmp(pl_request_header_name(req, i), "Authorization")) CHECK_STR(pl_request_header_value(req, i), first);
+    free(first);
+    /* Feed a response through the public result function. */
+    pl_response *r = NULL;
+    REQUIRE(pl_response_new(&r, 204) == PL_OK);
+    pl_message *m = (pl_message *)1;
+    CHECK_EQ(pl_response_result(&m, c, req, NULL, r, 0), PL_EMPTY);
+    CHECK(m == NULL);
+    pl_response_free(r);
+    pl_request_free(req);
+    CHECK_EQ(pl_request_receive(NULL, c, "q", 0, 1), PL_EINVAL);
+    CHECK_EQ(pl_request_receive(&req, NULL, "q", 0, 1), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "client") != NULL);
+    CHECK_EQ(pl_request_settle(&req, c, NULL, PL_SETTLE_RENEW), PL_EINVAL);
+    pl_client_stats st;
+    CHECK_EQ(pl_client_stats_get(c, &st), PL_OK);
+    CHECK_EQ(st.requests, 0);
+    pl_client_free(c);
+}
+
+int main(void)
+{
+    replay_fixtures();
+    requests();
+    status_mapping();
+    malformed();
+    public_requests();
+    return pl_test_done("test_wire");
+}
