@@ -1,0 +1,189 @@
+"""Every client operation against the emulator over real sockets."""
+import datetime as dt
+
+import pytest
+
+import peeklock
+from conftest import completed, wait_for
+
+
+def test_send_peek_lock_complete(client, emu, queue):
+    client.send(queue, b"payload", properties={"Priority": "High", "Attempt": 3, "Ratio": 0.5,
+                                               "Urgent": True, "Quote": 'say "hi"'},
+                message_id="o-17", label="M1", content_type="application/json", time_to_live=600)
+    msg = client.peek_lock(queue, timeout=5)
+    assert msg is not None
+    assert msg.body == b"payload"
+    assert msg.message_id == "o-17"
+    assert msg.label == "M1"
+    assert msg.content_type == "application/json"
+    assert msg.sequence_number == 1
+    assert msg.delivery_count == 1
+    assert msg.entity == queue
+    assert msg.time_to_live == 600
+    assert msg.properties == {"Priority": "High", "Attempt": 3, "Ratio": 0.5, "Urgent": True,
+                              "Quote": 'say "hi"'}
+    assert isinstance(msg.enqueued_time, dt.datetime)
+    assert msg.locked_until > msg.enqueued_time
+    assert msg.lock_duration == pytest.approx(5, abs=1)
+    assert 0 < msg.lock_remaining <= 5
+    assert msg.state == "held"
+    msg.complete()
+    assert msg.state == "settled"
+    assert completed(emu, queue) == {"o-17": 1}
+    assert client.peek_lock(queue, timeout=0) is None
+
+
+def test_datetime_property_and_str_body(client, queue):
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    client.send(queue, "héllo", properties={"When": when})
+    msg = client.receive_and_delete(queue, timeout=5)
+    assert msg.body == "héllo".encode()
+    assert msg.text == "héllo"
+    assert msg.properties["When"] == when
+    assert msg.state == "none"
+
+
+def test_send_outgoing_and_batch(client, emu, queue):
+    n = client.send_batch(queue, [peeklock.OutgoingMessage(b"a", message_id="a"),
+                                  peeklock.OutgoingMessage(b"b", message_id="b",
+                                                           properties={"k": 1}), b"c"])
+    assert n == 3
+    client.send(queue, peeklock.OutgoingMessage(b"d", message_id="d"))
+    got = [client.receive_and_delete(queue, timeout=5) for _ in range(4)]
+    assert [m.body for m in got] == [b"a", b"b", b"c", b"d"]
+    assert got[1].properties == {"k": 1}
+    assert [m.sequence_number for m in got] == [1, 2, 3, 4]
+    assert client.receive_and_delete(queue, timeout=0) is None
+
+
+def test_abandon_redelivers_and_renew(client, emu, queue):
+    client.send(queue, b"x", message_id="x")
+    msg = client.peek_lock(queue, timeout=5)
+    msg.renew_lock()
+    assert client.stats()["renewed"] == 1
+    msg.abandon()
+    with pytest.raises(peeklock.StateError):
+        msg.complete()                      # settled exactly once
+    again = client.peek_lock(queue, timeout=5)
+    assert again.sequence_number == msg.sequence_number
+    assert again.delivery_count == 2
+    again.complete()
+    assert completed(emu, queue) == {"x": 1}
+
+
+def test_receive_iterator_stops_on_count_and_timeout(client, queue):
+    for i in range(5):
+        client.send(queue, str(i))
+    got = []
+    for msg in client.receive(queue, timeout=1, max_messages=3):
+        with msg:
+            got.append(msg.text)
+    assert got == ["0", "1", "2"]
+    rest = []
+    for msg in client.receive(queue, timeout=0):
+        with msg:
+            rest.append(msg.text)
+    assert rest == ["3", "4"]
+
+
+def test_dead_letter_queue(client, emu, make_queue):
+    q = make_queue(lock_duration=5, max_delivery_count=1)
+    client.send(q, b"poison", message_id="p")
+    client.peek_lock(q, timeout=5).abandon()
+    assert client.peek_lock(q, timeout=0) is None
+    dead = client.peek_lock(q + "/$DeadLetterQueue", timeout=5)
+    assert dead.body == b"poison"
+    assert dead.properties["DeadLetterReason"] == "MaxDeliveryCountExceeded"
+    dead.complete()
+
+
+def test_topic_subscription(client, emu):
+    emu.create_topic("t1")
+    emu.create_subscription("t1", "s1", lock_duration=5)
+    emu.create_subscription("t1", "s2", lock_duration=5)
+    client.send("t1", b"fan-out")
+    for sub in ("t1/subscriptions/s1", "t1/subscriptions/s2"):
+        with client.peek_lock(sub, timeout=5) as msg:
+            assert msg.body == b"fan-out"
+    emu.delete_entity("t1")
+
+
+def test_stats(client, queue):
+    client.send(queue, b"1")
+    client.send(queue, b"2")
+    with client.peek_lock(queue, timeout=5):
+        pass
+    client.peek_lock(queue, timeout=5).abandon()
+    s = client.stats()
+    assert s["sent"] == 2 and s["received"] == 2
+    assert s["completed"] == 1 and s["abandoned"] == 1
+    assert s["renewer"]["threads"] == 1
+
+
+def test_sas_token_published_vector():
+    assert peeklock.sas_token("audience", "keyName", "key", 1578099723) == (
+        "SharedAccessSignature sr=audience&sig=8UM0iIfFCfeBSqxSdBMW8pUbhAm7mnjSUaIZTZx8V0g%3D"
+        "&se=1578099723&skn=keyName")
+
+
+def test_parse_connection_string_hides_key(emu):
+    cs = peeklock.parse_connection_string(emu.connection_string)
+    assert cs.endpoint == emu.endpoint
+    assert cs.development_emulator is True
+    assert cs.key == emu.key
+    assert emu.key not in repr(cs)
+
+
+def test_client_from_key_and_sas_token(emu, queue):
+    c1 = peeklock.Client(emu.endpoint, key_name=emu.key_name, key=emu.key)
+    c1.send(queue, b"k")
+    c2 = peeklock.Client(emu.endpoint, sas_token=emu.sas_token(""))
+    assert c2.receive_and_delete(queue, timeout=5).body == b"k"
+    assert emu.key not in repr(c1)
+
+
+def test_token_provider_is_called(emu, queue):
+    calls = []
+
+    def provider(audience):
+        calls.append(audience)
+        return "header.payload.signature", 4102444800   # far expiry: fetched once
+
+    c = peeklock.Client(emu.endpoint, token_provider=provider)
+    assert calls and calls[0].startswith(emu.endpoint)
+    # the emulator checks SAS only, so the bearer token is refused (401) after being sent
+    with pytest.raises(peeklock.AuthError):
+        c.send(queue, b"t")
+    with pytest.raises(peeklock.AuthError):
+        c.send(queue, b"t")
+    assert len(calls) == 1
+    assert "header.payload.signature" not in repr(c)
+
+
+def test_errors_map_to_the_hierarchy(emu, queue, make_queue):
+    bad = peeklock.Client(emu.endpoint, key_name=emu.key_name, key="wrong-key")
+    with pytest.raises(peeklock.AuthError) as ei:
+        bad.send(queue, b"x")
+    assert ei.value.status == 401 and ei.value.code < 0
+    assert "wrong-key" not in str(ei.value) and "wrong-key" not in repr(ei.value)
+    c = peeklock.Client.from_connection_string(emu.connection_string)
+    with pytest.raises(peeklock.EntityNotFoundError) as ei:
+        c.send("no-such-queue", b"x")
+    assert ei.value.status == 410
+    small = make_queue(max_message_size=1024)
+    with pytest.raises(peeklock.MessageTooLargeError) as ei:
+        c.send(small, b"x" * 4096)
+    assert ei.value.status == 403
+    emu.fault(operation="send", status=503)
+    with pytest.raises(peeklock.ThrottledError) as ei:
+        c.send(queue, b"x")
+    assert ei.value.status == 503
+    assert isinstance(ei.value, peeklock.Error)
+
+
+def test_closed_client(emu, queue):
+    c = peeklock.Client.from_connection_string(emu.connection_string)
+    c.close()
+    with pytest.raises(peeklock.ClosedError):
+        c.send(queue, b"x")
