@@ -140,6 +140,11 @@ PL_LUA_OUT_HANDLE(pl_response)
   SWIG_arg++;
 }
 
+/* Integers stay integers on Lua 5.3+ (SWIG's default pushes floats). */
+%typemap(out) int, long, unsigned int, size_t, uintptr_t {
+  lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++;
+}
+
 /* Stats structs come back as tables. */
 %typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) {
   memset(&tmp, 0, sizeof tmp); $1 = &tmp;

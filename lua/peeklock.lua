@@ -11,13 +11,14 @@
 -- Handles are freed once, by the collector or by `:free()`/`<close>`, whichever
 -- comes first. Built on the C core through the SWIG module `peeklock.core`.
 
--- SWIG's Lua runtime adds two globals (swig_type, swig_equals) when a module
--- loads; keep the global table exactly as it was.
+-- SWIG's Lua runtime sets globals when its module loads (swig_type, swig_equals
+-- and, on Lua 5.2+, the module table itself); keep the global table as it was.
 local G = _G
-local saved_swig_type, saved_swig_equals = rawget(G, "swig_type"), rawget(G, "swig_equals")
+local SWIG_GLOBALS = { "swig_type", "swig_equals", "peeklock_core" }
+local saved = {}
+for i = 1, #SWIG_GLOBALS do saved[i] = rawget(G, SWIG_GLOBALS[i]) end
 local core = require "peeklock.core"
-rawset(G, "swig_type", saved_swig_type)
-rawset(G, "swig_equals", saved_swig_equals)
+for i = 1, #SWIG_GLOBALS do rawset(G, SWIG_GLOBALS[i], saved[i]) end
 
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
 local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetatable, rawget, pcall, xpcall

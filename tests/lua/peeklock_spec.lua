@@ -281,25 +281,34 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
     end)
 
     it("keeps a 5 s lock alive across several lock durations through the C renewer", function()
-      local q = queue({ lock_duration = 5 })
-      local id = H.unique("wl")
-      assert(client:send(q, "long", { message_id = id }))
-      local renewals
-      local ok, err = client:with_lock(q, { timeout = 5, max_renew = 60 }, function(msg)
-        local base = client:renewer_stats().renewals
-        -- wait for the renewer's work: three renewals span more than two lock durations
-        renewals = H.wait_for(function()
-          local n = client:renewer_stats().renewals - base
-          return n >= 3 and n
-        end, 30)
-        assert.equal("held", msg.lock_state)
-        local msgs = emu:messages(q)
-        assert.is_true(msgs[1].locked)
+      -- its own emulator: the shared one's clock was advanced by other tests
+      local emu2 = H.start_emulator({ "--queue", "orders" })
+      local c = assert(peeklock.client(emu2.conn))
+      local ok, err, renewals, id
+      local done, perr = pcall(function()
+        emu2:create("slow", { lock_duration = 5 })
+        id = H.unique("wl")
+        assert(c:send("slow", "long", { message_id = id }))
+        ok, err = c:with_lock("slow", { timeout = 5, max_renew = 60 }, function(msg)
+          -- wait for the renewer's work: four renewals of a 5 s lock span two lock durations
+          renewals = H.wait_for(function()
+            local st = c:renewer_stats()
+            return st.renewals >= 4 and st.renewals
+          end, 30)
+          assert.equal("held", msg.lock_state)
+          local msgs = emu2:messages("slow")
+          assert.is_true(msgs[1].locked)
+          assert.is_true(msg.lock_remaining_ms > 0)
+        end)
+        assert.is_nil(err)
+        assert.is_true(ok)
+        assert.is_true(renewals >= 4)
+        assert.equal(1, emu2:completed("slow", id))
+        assert.equal(0, #emu2:messages("slow"))
       end)
-      assert.is_nil(err)
-      assert.is_true(ok)
-      assert.is_true(renewals >= 3)
-      assert.equal(1, emu:completed(q, id))
+      c:close()
+      emu2:stop()
+      assert(done, perr)
     end)
   end)
 
