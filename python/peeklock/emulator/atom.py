@@ -132,6 +132,10 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _iso_frac(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+
+
 def _b(v: bool) -> str:
     return "true" if v else "false"
 
@@ -149,6 +153,7 @@ def description_xml(ent: Entity) -> str:
                 "<DuplicateDetectionHistoryTimeWindow>PT10M</DuplicateDetectionHistoryTimeWindow>"
                 "<MaxDeliveryCount>%d</MaxDeliveryCount><EnableBatchedOperations>%s</EnableBatchedOperations>"
                 "<SizeInBytes>%d</SizeInBytes><MessageCount>%d</MessageCount>"
+                "<CreatedAt>%s</CreatedAt><UpdatedAt>%s</UpdatedAt>"
                 "<IsAnonymousAccessible>false</IsAnonymousAccessible><AuthorizationRules></AuthorizationRules>"
                 "<Status>Active</Status><SupportOrdering>true</SupportOrdering>"
                 "<AutoDeleteOnIdle>%s</AutoDeleteOnIdle><EntityAvailabilityStatus>Available</EntityAvailabilityStatus>"
@@ -156,7 +161,8 @@ def description_xml(ent: Entity) -> str:
                 "</QueueDescription>") % (
             SB_NS, format_duration(s.lock_duration), s.max_size_mb, _b(s.requires_duplicate_detection),
             _b(s.requires_session), format_duration(s.default_ttl), _b(s.dl_on_expiration),
-            s.max_delivery_count, _b(s.enable_batched_operations), size, count, MAX_TIMESPAN_TEXT,
+            s.max_delivery_count, _b(s.enable_batched_operations), size, count, _iso_frac(ent.created),
+            _iso_frac(ent.updated), MAX_TIMESPAN_TEXT,
             s.max_message_size // 1024)
     if ent.kind == "topic":
         return ("<TopicDescription xmlns=\"%s\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\">"

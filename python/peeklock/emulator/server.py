@@ -165,7 +165,7 @@ class EmulatorApp:
         h[hdrs.SERVER] = SERVER
         if status == 204 or status == 304:
             resp.zero_length = True
-        elif chunked:
+        elif chunked and request.version >= (1, 1):
             resp.enable_chunked_encoding()
         else:
             resp.content_length = len(body)
