@@ -566,6 +566,13 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
     return len;
 }
 
+static int on_prereq(void *ud, char *ip, char *lip, int port, int lport)
+{
+    (void)ip; (void)lip; (void)port; (void)lport;
+    ((pl_response *)ud)->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
                          struct curl_slist **hdrs_out, pl_response **resp_out)
 {
@@ -616,6 +623,8 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
     curl_easy_setopt(e, CURLOPT_HEADERDATA, resp);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, resp);
     *hdrs_out = h;
     *resp_out = resp;
     return PL_OK;
@@ -769,6 +778,13 @@ static long retry_delay(pl_client *c, int attempt, const pl_response *resp)
     return half + (long)(jitter_next() % (uint64_t)(half + 1));
 }
 
+static double now_ms_precise(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
 /* Runs req with the retry policy; interprets the answer (pl_wire_result). */
 static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
 {
@@ -779,6 +795,7 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         pl_response *resp = NULL;
         int64_t sent = 0;
         int ambiguous = 0;
+        double t0 = now_ms_precise();
         rc = perform_once(c, req, &resp, &sent, &ambiguous);
         int can_retry = attempt < c->max_retries;
         if (rc != PL_OK) {
@@ -791,8 +808,9 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
             sleep_ms(retry_delay(c, attempt, NULL));
             continue;
         }
+        if (resp->sends > 1) uncertain = 1; /* libcurl re-sent it on a new connection */
         rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent);
-        if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, (double)(pl_now_mono_ms() - sent));
+        if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
         int transient = rc == PL_ETHROTTLED ||
                         (rc == PL_ESERVER && op != PL_OP_SEND && op != PL_OP_BATCH && op != PL_OP_RECVDEL);
         if (transient && can_retry) {
