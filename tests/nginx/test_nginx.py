@@ -84,12 +84,12 @@ class Emulator:
 
 
 class Nginx:
-    def __init__(self, root, build, conn):
+    def __init__(self, root, build, conn, template="tests/nginx/nginx.conf.in"):
         self.prefix = tempfile.mkdtemp(prefix="peeklock-nginx-")
         for d in ("logs", "tmp", "conf"):
             os.makedirs(os.path.join(self.prefix, d))
         self.port = free_port()
-        with open(os.path.join(root, "tests/nginx/nginx.conf.in")) as f:
+        with open(os.path.join(root, template)) as f:
             conf = f.read()
         for k, v in {"@PREFIX@": self.prefix, "@ROOT@": root, "@BUILD@": build,
                      "@PORT@": str(self.port)}.items():
