@@ -118,21 +118,26 @@ def _receive_loop(args: argparse.Namespace, entity: str, settle: str) -> int:
     from .client import Client
     client = Client.from_connection_string(_conn(args))
     n = 0
-    while args.count is None or n < args.count:
-        if settle == "delete":
-            msg = client.receive_and_delete(entity, timeout=args.timeout)
-        else:
-            msg = client.peek_lock(entity, timeout=args.timeout)
-        if msg is None:
-            break
-        n += 1
-        try:
-            _show(msg, args.json)
-        finally:
-            if settle == "complete":
-                msg.complete()
-            elif settle == "abandon":
-                msg.abandon()
+    held: List[Any] = []      # abandoned at the end, so the loop does not see them again
+    try:
+        while args.count is None or n < args.count:
+            if settle == "delete":
+                msg = client.receive_and_delete(entity, timeout=args.timeout)
+            else:
+                msg = client.peek_lock(entity, timeout=args.timeout)
+            if msg is None:
+                break
+            n += 1
+            if settle == "abandon":
+                held.append(msg)
+            try:
+                _show(msg, args.json)
+            finally:
+                if settle == "complete":
+                    msg.complete()
+    finally:
+        for msg in held:
+            msg.abandon()
     if n == 0 and not args.json:
         print(f"no message in {entity} within {args.timeout} s", file=sys.stderr)
     return 0
@@ -264,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # everything after `emulator` belongs to the emulator's own parser
+        if argv[1:2] in (["-h"], ["--help"]):
+            print("usage: peeklock emulator [EMULATOR OPTIONS]\n\nRuns the local emulator "
+                  "(python -m peeklock.emulator); its options follow:\n", flush=True)
+        return cmd_emulator(argparse.Namespace(emulator_args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

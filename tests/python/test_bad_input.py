@@ -1,0 +1,99 @@
+"""Bad input: clear errors naming the argument; no secret in any message or repr."""
+import pytest
+
+import peeklock
+
+
+@pytest.mark.parametrize("call, exc, word", [
+    (lambda c: c.send(42, b"x"), TypeError, "entity"),
+    (lambda c: c.send("", b"x"), ValueError, "entity"),
+    (lambda c: c.send("a//b", b"x"), ValueError, "entity"),
+    (lambda c: c.send("q\n", b"x"), ValueError, "entity"),
+    (lambda c: c.send("q", 42), TypeError, "body"),
+    (lambda c: c.send("q", b"x", properties=[1]), TypeError, "properties"),
+    (lambda c: c.send("q", b"x", properties={"a": [1]}), TypeError, "property 'a'"),
+    (lambda c: c.send("q", b"x", message_id=5), TypeError, "message_id"),
+    (lambda c: c.send("q", b"x", time_to_live=-1), ValueError, "time_to_live"),
+    (lambda c: c.send("q", b"x", bogus=1), TypeError, "bogus"),
+    (lambda c: c.send_batch("q", b"abc"), TypeError, "messages"),
+    (lambda c: c.send_batch("q", []), ValueError, "messages"),
+    (lambda c: c.peek_lock("q", timeout="5"), TypeError, "timeout"),
+    (lambda c: c.peek_lock("q", timeout=301), ValueError, "timeout"),
+    (lambda c: c.peek_lock("q", timeout=-1), ValueError, "timeout"),
+    (lambda c: c.peek_lock("q", max_renew=0), ValueError, "max_renew"),
+    (lambda c: c.receive("q", max_messages="3"), TypeError, "max_messages"),
+    (lambda c: c.process("q", None), TypeError, "handler"),
+    (lambda c: c.process("q", print, concurrency=0), ValueError, "concurrency"),
+])
+def test_bad_arguments_name_the_argument(client, call, exc, word):
+    with pytest.raises(exc) as ei:
+        call(client)
+    assert word in str(ei.value)
+
+
+def test_c_core_rejects_with_invalid_argument(client, queue):
+    # a property name that is not an HTTP token is refused by the C core
+    with pytest.raises(peeklock.InvalidArgument) as ei:
+        client.send(queue, b"x", properties={"bad name": 1})
+    assert isinstance(ei.value, ValueError)
+    assert ei.value.code == -1
+
+
+def test_bad_client_arguments(emu):
+    with pytest.raises(TypeError, match="endpoint"):
+        peeklock.Client()
+    with pytest.raises(TypeError, match="connection_string"):
+        peeklock.Client.from_connection_string(None)
+    with pytest.raises(ValueError, match="key_name"):
+        peeklock.Client(emu.endpoint, key="k")
+    with pytest.raises(ValueError, match="request_timeout"):
+        peeklock.Client(emu.endpoint, request_timeout=0)
+    with pytest.raises(TypeError, match="token_provider"):
+        peeklock.Client(emu.endpoint, token_provider="abc")
+
+
+def test_bad_connection_string_never_echoes_the_key():
+    secret = "s3cr3t-KEY-value"
+    for cs in [f"Endpoint=;SharedAccessKeyName=n;SharedAccessKey={secret}",
+               f"SharedAccessKeyName=n;SharedAccessKey={secret}",
+               f"Endpoint=sb://x/;SharedAccessKeyName=n;SharedAccessKey={secret};Bogus"]:
+        with pytest.raises(peeklock.Error) as ei:
+            peeklock.Client.from_connection_string(cs)
+        assert secret not in str(ei.value) and secret not in repr(ei.value)
+        assert isinstance(ei.value, peeklock.InvalidArgument)
+
+
+def test_no_secret_in_reprs_and_errors(emu, client, queue):
+    client.send(queue, b"x")
+    msg = client.peek_lock(queue, timeout=5)
+    token = peeklock.client._core.pl_message_lock_token(msg._h)
+    assert token and token not in repr(msg) and token not in msg._repr_html_()
+    msg.complete()
+    with pytest.raises(peeklock.StateError) as ei:
+        msg.abandon()
+    assert token not in str(ei.value) and token not in repr(ei.value)
+    assert emu.key not in repr(client)
+    bad = peeklock.Client(emu.endpoint, key_name="RootManageSharedAccessKey", key="wrong-k3y")
+    with pytest.raises(peeklock.AuthError) as ei:
+        bad.peek_lock(queue, timeout=0)
+    text = str(ei.value) + repr(ei.value)
+    assert "wrong-k3y" not in text and "sig=" not in text.replace("sig=<redacted>", "")
+
+
+def test_errors_scrub_anything_secret_looking():
+    e = peeklock.Error("x sig=abcdEF%2B SharedAccessKey=zzz 01234567-89ab-cdef-0123-456789abcdef",
+                       status=401, code=-3)
+    assert "abcdEF" not in str(e) and "zzz" not in str(e) and "0123-456789abcdef" not in str(e)
+    assert e.status == 401 and e.code == -3 and e.code_name == "PL_EAUTH"
+
+
+def test_exception_hierarchy():
+    for name in ["AuthError", "LockLostError", "EntityNotFoundError", "MessageTooLargeError",
+                 "ThrottledError", "ServerError", "TimeoutError", "ConnectionError",
+                 "InvalidArgument"]:
+        cls = getattr(peeklock, name)
+        assert issubclass(cls, peeklock.Error)
+        e = cls("m", status=500, code=-8)
+        assert e.status == 500 and e.code == -8
+    assert issubclass(peeklock.TimeoutError, TimeoutError)
+    assert issubclass(peeklock.InvalidArgument, ValueError)
