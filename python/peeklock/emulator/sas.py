@@ -15,9 +15,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import time
 import urllib.parse
 from typing import Dict, Optional, Tuple
+
+
+log = logging.getLogger("peeklock.emulator.sas")
 
 
 class AuthError(Exception):
@@ -110,4 +114,5 @@ class SasValidator:
         scope = scope.rstrip("/")
         if not (target == scope or target.startswith(scope + "/") or target.startswith(scope + "?")
                 or scope == target.rstrip("/")):
+            log.debug("token scope %r does not cover %r", scope, target)
             raise AuthError("InvalidAudience: The token's resource (sr) does not cover this request.")

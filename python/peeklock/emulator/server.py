@@ -259,11 +259,23 @@ class EmulatorApp:
             return result
         return await self.respond(request, 201 if op == "send" else 200)
 
+    @staticmethod
+    def host_of(request: web.BaseRequest) -> str:
+        """Host[:port] the client addressed, for the SAS scope check. Some clients (azure-sb)
+        send Host without the port while signing a URL with it. (Location echoes the Host
+        header verbatim: azure-sb cuts its own host name out of Location.)"""
+        host = request.host
+        if host.endswith("]") or ":" not in host:
+            sock = request.transport.get_extra_info("sockname") if request.transport else None
+            if sock and len(sock) >= 2 and sock[1] not in (80,):
+                host = "%s:%d" % (host, sock[1])
+        return host
+
     def authorize(self, request: web.Request) -> None:
         if self.sas is None:
             return
         try:
-            self.sas.check(request.headers.get(hdrs.AUTHORIZATION), request.host,
+            self.sas.check(request.headers.get(hdrs.AUTHORIZATION), self.host_of(request),
                            urllib.parse.unquote(request.raw_path))
         except AuthError as e:
             raise BrokerError(401, str(e)) from None
