@@ -7,3 +7,10 @@ PY="$ROOT/.venv/bin/python"
 
 # 1. Emulator and protocol-fidelity suites, from the source tree.
 PYTHONPATH="$ROOT/python" "$PY" -m pytest -q -p no:cacheprovider tests/python/emulator
+
+# 2. The package: build and install it into .venv (C core + SWIG extension via
+#    scikit-build-core), then its suite against the emulator, mypy over the stubs,
+#    the notebook and the console script included. Run from tests/python so the
+#    installed package (not the source tree) is imported.
+"$PY" -m pip install -q ".[test]"
+(cd "$ROOT/tests/python" && "$PY" -m pytest -q -p no:cacheprovider test_*.py)

@@ -1,0 +1,45 @@
+"""The stubs and inline types check with mypy (--strict), and a user's code
+typed against the public surface checks too."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("mypy")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+USER_CODE = '''
+import peeklock
+from typing import Optional
+
+def handle(client: peeklock.Client) -> int:
+    msg: Optional[peeklock.Message] = client.peek_lock("orders", timeout=1)
+    if msg is None:
+        return 0
+    with msg:
+        body: bytes = msg.body
+    return len(body)
+
+def bad(client: peeklock.Client) -> None:
+    client.peek_lock(42)
+'''
+
+
+def test_package_passes_mypy_strict():
+    pkg = os.path.join(ROOT, "python")
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "-p", "peeklock.client", "-p", "peeklock.processor", "-p", "peeklock.errors",
+                        "-p", "peeklock.cli"],
+                       cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_user_code_is_checked_against_the_stubs(tmp_path):
+    f = tmp_path / "user.py"
+    f.write_text(USER_CODE)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
+                       cwd=tmp_path, capture_output=True, text=True)
+    # the installed package (py.typed) is used; only the deliberate mistake is reported
+    assert 'Argument 1 to "peek_lock" of "Client" has incompatible type "int"' in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 1, r.stdout
