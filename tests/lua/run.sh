@@ -37,6 +37,19 @@ else
   run "GC loop (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 tests/lua/gc_loop.lua 25
 fi
 run "GC loop (LuaJIT)" lua_env jit luajit luajit tests/lua/gc_loop.lua 25
+rock_check() { # luarocks make into a temporary tree, then require the installed rock
+  local tree; tree=$(mktemp -d)
+  rm -rf "$ROOT/build.luarocks"
+  luarocks --lua-version 5.4 --tree "$tree" make lua/peeklock-0.1.0-1.rockspec >"$tree/log" 2>&1 &&
+    env TREE="$tree" LUA_PATH="$tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tree/lib/lua/5.4/?.so;;" \
+      lua5.4 -e 'local p = require "peeklock"; assert(p.version == "0.1.0")
+                 assert(package.searchpath("peeklock.core", package.cpath):find(os.getenv("TREE"), 1, true))' \
+      || { tail -20 "$tree/log"; rm -rf "$tree" "$ROOT/build.luarocks"; return 1; }
+  rm -rf "$tree" "$ROOT/build.luarocks"
+}
+if command -v luarocks >/dev/null; then
+  run "luarocks make (Lua 5.4)" rock_check
+fi
 run "nginx + lua module" env PEEKLOCK_LUA_BUILD="$BUILD" bash tests/nginx/run.sh
 
 echo "lua: $passed passed, $failed failed"
