@@ -111,7 +111,7 @@ int pl_prop_parse_value(pl_prop *p, const char *v)
         if (end && !*end && isfinite(d)) {
             p->type = PL_PROP_DOUBLE;
             p->d = d;
-            p->i = (int64_t)d;
+            p->i = (d >= -9.2e18 && d <= 9.2e18) ? (int64_t)d : 0;
             return PL_OK;
         }
     }
