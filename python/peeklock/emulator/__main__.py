@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auth", action="store_true", help="accept requests without a SAS token")
     p.add_argument("--key-name", default=DEFAULT_KEY_NAME, help="SAS key name (default %(default)s)")
     p.add_argument("--key", default=DEFAULT_KEY, help="SAS key, used as UTF-8 text (default %(default)s)")
+    p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop even if uvloop is installed")
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
@@ -99,8 +100,9 @@ async def serve(args) -> int:
     keys = None if args.no_auth else {args.key_name: args.key}
     emu = EmulatorApp(broker, keys, namespace)
     emu.default_settings = base
-    runner = web.AppRunner(emu.app, access_log=None, max_field_size=65536, max_line_size=65536,
-                           max_headers=256, keepalive_timeout=300)
+    server = emu.make_server(access_log=None, max_field_size=65536, max_line_size=65536,
+                             max_headers=256, keepalive_timeout=300)
+    runner = web.ServerRunner(server)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, backlog=1024)
     try:
@@ -136,6 +138,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.no_uvloop:
+        try:
+            import uvloop  # optional: a faster event loop when installed
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:

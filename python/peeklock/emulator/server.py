@@ -30,6 +30,7 @@ FEED_CT = "application/atom+xml;type=feed;charset=utf-8"
 BATCH_CT = "application/vnd.microsoft.servicebus.json"
 MAX_TIMEOUT = 300
 DEFAULT_TIMEOUT = 60
+MAX_REQUEST_BODY = 64 * 1024 * 1024
 OPERATIONS = ("send", "peek_lock", "receive_and_delete", "renew", "unlock", "complete", "management", "any")
 
 
@@ -144,8 +145,16 @@ class EmulatorApp:
         self.namespace = namespace
         self.faults: List[FaultRule] = []
         self.default_settings = Settings()
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    def make_server(self, **kwargs) -> web.Server:
+        """A low-level aiohttp server (no router or middleware on the hot path)."""
+        loop = asyncio.get_running_loop()
+
+        def factory(message, payload, protocol, writer, task):
+            return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                   client_max_size=MAX_REQUEST_BODY)
+
+        return web.Server(self.handle, request_factory=factory, **kwargs)
 
     # ----- responses -------------------------------------------------------------------------
 
@@ -184,8 +193,16 @@ class EmulatorApp:
 
     # ----- dispatch --------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
+            if hdrs.EXPECT in request.headers:
+                expect = request.headers[hdrs.EXPECT]
+                if expect.lower() == "100-continue":
+                    if request.version >= (1, 1):
+                        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        request.writer.output_size = 0
+                elif expect.strip():
+                    raise BrokerError(417, "The Expect value '%s' is not supported." % expect[:50])
             return await self._dispatch(request)
         except BrokerError as e:
             return await self.error(request, e.status, e.detail, list(e.headers.items()))
