@@ -55,6 +55,10 @@ function H.lock()
         ngx.sleep(0.05)
         got = c:renewer_stats().renewals - base
       end
+      if a.until_lost then -- wait for the renewer to find the lock gone (the test expires it)
+        while msg.lock_state == "held" and ngx.now() < deadline do ngx.sleep(0.05) end
+        return "after " .. tostring(msg.lock_state)
+      end
       if msg.lock_state ~= "held" then error("lock not held: " .. tostring(msg.lock_state)) end
       if a.fail then error("handler failure requested") end
       return "done"
@@ -74,6 +78,20 @@ function H.peek()
   if a.complete then s, serr = msg:complete() else s, serr = msg:abandon() end
   reply(err_fields({ ok = s == true, body = msg.body, delivery_count = msg.delivery_count,
                      state = msg.lock_state }, serr))
+end
+
+-- /batch?entity= : send_batch of two, then receive_and_delete both
+function H.batch()
+  local a = ngx.req.get_uri_args()
+  local c = get_client()
+  local ok, err = c:send_batch(a.entity, { "one", { body = "two", label = "L2", properties = { N = 2 } } })
+  if not ok then return reply(err_fields({ ok = false, step = "send_batch" }, err)) end
+  local m1, e1 = c:receive_and_delete(a.entity, { timeout = 5 })
+  local m2, e2 = c:receive_and_delete(a.entity, { timeout = 5 })
+  if not (m1 and m2) then return reply(err_fields({ ok = false, step = "receive" }, e1 or e2)) end
+  local s, serr = m1:complete() -- nothing to settle after receive_and_delete
+  reply({ ok = true, bodies = m1.body .. "," .. m2.body, label = m2.label, n = m2.properties.N,
+          settle_code = serr and serr.code or tostring(s) })
 end
 
 function H.ping()

@@ -185,6 +185,12 @@ def main():
             assert r["ok"] is False and r["empty"] is True, r
             assert emu.entity("quick")["completed"].get("q-1") == 1
 
+        def batch_and_receive_and_delete():
+            r, _ = ngx.get("/batch", entity="quick")
+            assert r["ok"] and r["bodies"] == "one,two" and r["label"] == "L2" and r["n"] == 2, r
+            assert r["settle_code"] == "state", r
+            assert not emu.entity("quick")["messages"]
+
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
@@ -240,12 +246,38 @@ def main():
             r, _ = ngx.get("/peek", entity="slow", timeout=5, complete=1)
             assert r["ok"] and r["delivery_count"] == 2, r
 
+        def lost_lock_completes_nothing():
+            emu.admin("PUT", "entities/lossy", {"kind": "queue", "lock_duration": 5})
+            r, _ = ngx.get("/send", entity="lossy", body="will expire", id="l-1")
+            assert r["ok"], r
+            box = {}
+            t = threading.Thread(target=lambda: box.update(r=ngx.get("/lock", 90, entity="lossy",
+                                                                        until_lost=1)[0]))
+            t.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                msgs = emu.entity("lossy")["messages"]
+                if msgs and msgs[0]["locked"]:
+                    break
+                time.sleep(0.05)
+            emu.admin("POST", "clock/advance", {"seconds": 60})  # the server-side lock expires
+            t.join(60)
+            r = box["r"]
+            assert r["ok"] is False and r["err_code"] == "lock_lost", r
+            assert "nothing was completed" in r["err"], r
+            ent = emu.entity("lossy")
+            assert ent["completed"].get("l-1", 0) == 0, ent
+            assert len(ent["messages"]) == 1, ent
+
         check("a second location answers", ping_answers)
         check("send, peek-lock, renew, abandon, complete over cosockets", send_and_peek)
+        check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
         check("errors come back as tables", errors_come_back_as_tables)
         check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
         check("handler failure abandons", handler_failure_abandons)
+        # last: it advances the emulator clock
+        check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
         log = ngx.log()
         check("no Lua errors in the nginx log",
               lambda: (_ for _ in ()).throw(AssertionError(log[-3000:]))
