@@ -36,6 +36,17 @@
 
 typedef struct rn_slot rn_slot;
 
+/* Working ahead: with a connection idle, a renewal may go out up to a fraction of
+ * its lock duration (at most RN_MAX_AHEAD_MS) before it is due, so that bursts of
+ * locks taken together are worked off ahead of their due times instead of late.
+ * Normally that fraction is small (RN_BASE_AHEAD: few extra renewals); for
+ * RN_PRESSURE_MS after a renewal was due while every connection was busy (a
+ * burst) it is RN_AHEAD. */
+#define RN_BASE_AHEAD 0.02
+#define RN_AHEAD 0.1
+#define RN_MAX_AHEAD_MS 3000
+#define RN_PRESSURE_MS 2000
+
 /* Per held lock. Kept small: the target is <= 512 bytes of state per lock. */
 typedef struct rn_entry {
     pl_sched_entry se;   /* must stay first: the heap hands back &se */
@@ -87,6 +98,7 @@ struct pl_renewer {
 
     long request_timeout_ms;
     long default_max_renew_ms;
+    int64_t pressure_until_ms;  /* work ahead until then (a burst is being worked off) */
 
     pl_sched sched;
     rn_entry **table;          /* open addressing keyed by message pointer */
@@ -470,9 +482,15 @@ static void drain_done(pl_renewer *r)
 static void start_due(pl_renewer *r)
 {
     int64_t now = pl_now_mono_ms();
-    while (r->free_slots) {
+    for (;;) {
+        if (!r->free_slots) {
+            if (pl_sched_next_due(&r->sched) <= now) /* due, but no connection free */
+                r->pressure_until_ms = now + RN_PRESSURE_MS;
+            break;
+        }
         pl_sched_entry *se;
-        int act = pl_sched_pop_due(&r->sched, now, &se);
+        double ahead = now < r->pressure_until_ms ? RN_AHEAD : RN_BASE_AHEAD;
+        int act = pl_sched_pop_ahead(&r->sched, now, ahead, RN_MAX_AHEAD_MS, &se);
         if (act == PL_SCHED_NONE)
             break;
         rn_entry *e = (rn_entry *)(void *)se;
@@ -573,9 +591,11 @@ static void *renewer_main(void *arg)
         start_due(r);
         long timeout = 1000;
         if (r->free_slots) {
-            int64_t due = pl_sched_next_due(&r->sched);
+            int64_t now = pl_now_mono_ms();
+            double ahead = now < r->pressure_until_ms ? RN_AHEAD : RN_BASE_AHEAD;
+            int64_t due = pl_sched_next_wake(&r->sched, ahead, RN_MAX_AHEAD_MS);
             if (due != INT64_MAX) {
-                int64_t wait = due - pl_now_mono_ms();
+                int64_t wait = due - now;
                 timeout = wait < 0 ? 0 : (wait < timeout ? (long)wait : timeout);
             }
         }

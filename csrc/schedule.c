@@ -311,6 +311,38 @@ int pl_sched_pop_due(pl_sched *s, int64_t now_ms, pl_sched_entry **out)
     return now_ms >= e->cap_ms ? PL_SCHED_CAP : PL_SCHED_RENEW;
 }
 
+static int64_t ahead_of(const pl_sched_entry *e, double ahead, int64_t max_ahead_ms)
+{
+    if (e->due_ms >= e->cap_ms || !(ahead > 0.0))
+        return 0; /* a cap wake-up is never early */
+    int64_t a = (int64_t)((double)e->lock_duration_ms * ahead);
+    return a < max_ahead_ms ? a : max_ahead_ms;
+}
+
+int64_t pl_sched_next_wake(const pl_sched *s, double ahead, int64_t max_ahead_ms)
+{
+    if (!s->len)
+        return INT64_MAX;
+    const pl_sched_entry *e = s->heap[0];
+    return e->due_ms - ahead_of(e, ahead, max_ahead_ms);
+}
+
+int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms,
+                       pl_sched_entry **out)
+{
+    *out = NULL;
+    if (s->len == 0)
+        return PL_SCHED_NONE;
+    pl_sched_entry *e = s->heap[0];
+    if (e->due_ms <= now_ms)
+        return pl_sched_pop_due(s, now_ms, out);
+    if (e->due_ms - ahead_of(e, ahead, max_ahead_ms) > now_ms)
+        return PL_SCHED_NONE;
+    heap_remove_at(s, 0);
+    *out = e;
+    return now_ms >= e->cap_ms ? PL_SCHED_CAP : PL_SCHED_RENEW;
+}
+
 int pl_sched_renewed(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t new_expiry_ms)
 {
     pl_sched_remove(s, e);

@@ -103,6 +103,16 @@ int64_t pl_sched_next_due(const pl_sched *s);
  * caller hands it back with pl_sched_renewed / pl_sched_failed, or drops it.
  * Returns PL_SCHED_NONE when nothing is due. */
 int pl_sched_pop_due(pl_sched *s, int64_t now_ms, pl_sched_entry **out);
+/* Like pl_sched_pop_due, but may also take a renewal up to `ahead` (a fraction of
+ * its lock duration, at most max_ahead_ms) before it is due: a renewer with an idle
+ * connection works ahead instead of letting a burst of due times pile up into
+ * lateness. Never runs a cap early, and never takes an entry whose wake-up is its
+ * cap. */
+int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms,
+                       pl_sched_entry **out);
+/* When pl_sched_pop_ahead with the same arguments would next return something
+ * (INT64_MAX when nothing is queued). */
+int64_t pl_sched_next_wake(const pl_sched *s, double ahead, int64_t max_ahead_ms);
 /* Due time for a lock whose expiry is expiry_ms, as seen at now_ms (used by the
  * functions above; exposed for tests). Consumes one jitter draw. */
 int64_t pl_sched_due_for(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t cap_ms);

@@ -217,7 +217,12 @@ int main(int argc, char **argv)
     pthread_t *tids = NULL;
     long threads_used = 0;
     if (!baseline) {
-        if (pl_renewer_new(&r, client, NULL) != PL_OK)
+        pl_renewer_options ro = PL_RENEWER_OPTIONS_INIT;
+        if (getenv("BENCH_JITTER"))
+            ro.jitter = atof(getenv("BENCH_JITTER"));
+        if (getenv("BENCH_CONNECTIONS"))
+            ro.max_connections = atoi(getenv("BENCH_CONNECTIONS"));
+        if (pl_renewer_new(&r, client, &ro) != PL_OK)
             die("renewer");
         for (int i = 0; i < n_locks; i++)
             if (pl_renewer_add(r, msgs[i], (long)(run_s * 4000) + 600000) != PL_OK)
@@ -270,6 +275,11 @@ int main(int argc, char **argv)
         late_max = st.lateness_p99_ms;
         state_bytes = st.state_bytes;
         threads_used = (long)st.threads;
+        pl_client_stats cst;
+        pl_client_stats_get(client, &cst);
+        fprintf(stderr, "peeklock: rtt p99 %.2f ms, requests %llu, on reused connections %llu\n",
+                st.rtt_p99_ms, (unsigned long long)cst.requests,
+                (unsigned long long)cst.reused_connections);
     } else {
         atomic_store(&stop_threads, 1);
         for (int i = 0; i < n_locks; i++)

@@ -369,6 +369,42 @@ static void test_retry_after(void)
     pl_sched_destroy(&s);
 }
 
+static void test_work_ahead(void)
+{
+    pl_sched s;
+    pl_sched_config c = cfg_nojitter();
+    pl_sched_init(&s, &c);
+    pl_sched_entry a, b, capped;
+    /* a: 5 s lock due at +2500; b: due at +2600; capped: wakes for its cap at +1000 */
+    CHECK_EQ(pl_sched_add(&s, &a, 0, 5000, 5000, INT64_MAX), 0);
+    CHECK_EQ(pl_sched_add(&s, &b, 100, 5100, 5000, INT64_MAX), 0);
+    CHECK_EQ(pl_sched_add(&s, &capped, 0, 5000, 5000, 1000), 0);
+    pl_sched_entry *out;
+    /* the cap wake-up comes first and is never taken early */
+    CHECK_EQ(pl_sched_next_wake(&s, 0.1, 2000), 1000);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 999, 0.1, 2000, &out), PL_SCHED_NONE);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 1000, 0.1, 2000, &out), PL_SCHED_CAP);
+    CHECK(out == &capped);
+    /* renewals may go up to 10% of the lock duration (500 ms) early */
+    CHECK_EQ(pl_sched_next_wake(&s, 0.1, 2000), 2000);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 1999, 0.1, 2000, &out), PL_SCHED_NONE);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 2000, 0.1, 2000, &out), PL_SCHED_RENEW);
+    CHECK(out == &a);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 2000, 0.1, 2000, &out), PL_SCHED_NONE); /* b: +2600 */
+    /* ... bounded by max_ahead_ms */
+    CHECK_EQ(pl_sched_next_wake(&s, 0.1, 50), 2550);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 2549, 0.1, 50, &out), PL_SCHED_NONE);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 2550, 0.1, 50, &out), PL_SCHED_RENEW);
+    CHECK(out == &b);
+    /* a renewal whose due time is capped is not taken early either */
+    pl_sched_entry d;
+    CHECK_EQ(pl_sched_add(&s, &d, 0, 30000, 30000, 4000), 0); /* due = cap = 4000 */
+    CHECK_EQ(pl_sched_pop_ahead(&s, 3999, 0.1, 2000, &out), PL_SCHED_NONE);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 4000, 0.1, 2000, &out), PL_SCHED_CAP);
+    CHECK_EQ(pl_sched_next_wake(&s, 0.1, 2000), INT64_MAX);
+    pl_sched_destroy(&s);
+}
+
 static void test_histogram(void)
 {
     pl_hist h;
@@ -406,6 +442,7 @@ int main(void)
     test_cap();
     test_retry_until_time_runs_out();
     test_retry_after();
+    test_work_ahead();
     test_histogram();
     if (failures) {
         fprintf(stderr, "test_schedule: %d check(s) failed\n", failures);
