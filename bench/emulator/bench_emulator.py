@@ -175,6 +175,13 @@ async def fill(emu, queue, count, size, batch=100):
         c.close()
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, from /proc (load-independent cost figure)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -184,8 +191,10 @@ def rss_mb(pid):
 
 
 def fmt(name, r):
-    return ("%-34s %8.0f ops/s (%6.0f cycles/s)  p50 %6.2f ms  p99 %6.2f ms  p99.9 %6.2f ms  max %6.2f ms  errors %d"
-            % (name, r["ops_per_s"], r["cycles_per_s"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["max_ms"], r["errors"]))
+    return ("%-32s %6.0f ops/s (%5.0f cycles/s) p50 %5.2f ms p99 %5.2f ms p99.9 %5.2f ms max %5.2f ms "
+            "server CPU %4.0f us/op (=> %5.0f ops/s per core) errors %d"
+            % (name, r["ops_per_s"], r["cycles_per_s"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["max_ms"],
+               r.get("cpu_us", 0), 1e6 / r["cpu_us"] if r.get("cpu_us") else 0, r["errors"]))
 
 
 def main():
@@ -209,8 +218,13 @@ def main():
     base = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER], stdout=subprocess.PIPE, text=True)
     try:
         port = int(base.stdout.readline().split()[1])
+        c0 = cpu_seconds(base.pid)
         b1 = asyncio.run(run_loop("127.0.0.1", port, "x", "q", args.seconds, 1, baseline=True))
+        c1 = cpu_seconds(base.pid)
         b16 = asyncio.run(run_loop("127.0.0.1", port, "x", "q", args.seconds, 16, baseline=True))
+        c2 = cpu_seconds(base.pid)
+        b1["cpu_us"] = (c1 - c0) / max(b1["ops"], 1) * 1e6
+        b16["cpu_us"] = (c2 - c1) / max(b16["ops"], 1) * 1e6
     finally:
         base.terminate()
         base.wait()
@@ -227,8 +241,13 @@ def main():
             auth = emu.sas_token(lifetime=7200)
             need = int(args.seconds * 30000) + 1000
             asyncio.run(fill(emu, "bench", need, 16, batch=500))
+            c0 = cpu_seconds(emu.proc.pid)
             r1 = asyncio.run(run_loop(emu.host, emu.port, auth, "bench", args.seconds, 1))
+            c1 = cpu_seconds(emu.proc.pid)
             r16 = asyncio.run(run_loop(emu.host, emu.port, auth, "bench", args.seconds, 16))
+            c2 = cpu_seconds(emu.proc.pid)
+            r1["cpu_us"] = (c1 - c0) / max(r1["ops"], 1) * 1e6
+            r16["cpu_us"] = (c2 - c1) / max(r16["ops"], 1) * 1e6
             print(fmt("emulator (%s), 1 client" % label, r1))
             print(fmt("emulator (%s), 16 in flight" % label, r16))
             print("  ratio to baseline: 1 client %.2f, 16 in flight %.2f" % (r1["ops_per_s"] / b1["ops_per_s"],

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import time
-import uuid
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -172,11 +172,20 @@ class Entity:
 
 
 def new_lock_token() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) GUID in lowercase dashed form."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return "%s-%s-%s-%s-%s" % (x[:8], x[8:12], x[12:16], x[16:20], x[20:])
 
 
 def new_message_id() -> str:
-    return uuid.uuid4().hex
+    """A generated MessageId: a GUID in "N" form, 32 lowercase hex digits."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40
+    h[8] = (h[8] & 0x3F) | 0x80
+    return h.hex()
 
 
 from .store import NullStore as _NullStore  # noqa: E402

@@ -43,9 +43,18 @@ class PropertyError(ValueError):
     """A sender gave a property the service would reject (HTTP 400)."""
 
 
+_DATE_CACHE: Dict[int, str] = {}
+
+
 def rfc1123(ts: float) -> str:
     """RFC 1123 date in GMT, one-second precision: 'Sat, 25 Oct 2014 00:56:48 GMT'."""
-    return email.utils.formatdate(math.floor(ts), usegmt=True)
+    sec = math.floor(ts)
+    text = _DATE_CACHE.get(sec)
+    if text is None:
+        if len(_DATE_CACHE) > 256:
+            _DATE_CACHE.clear()
+        text = _DATE_CACHE[sec] = email.utils.formatdate(sec, usegmt=True)
+    return text
 
 
 def parse_http_date(text: str) -> Optional[float]:

@@ -179,9 +179,7 @@ class EmulatorApp:
         else:
             resp.content_length = len(body)
         await resp.prepare(request)
-        if body:
-            await resp.write(body)
-        await resp.write_eof()
+        await resp.write_eof(body)      # headers, the one chunk and the terminator in one send
         return resp
 
     async def error(self, request, status: int, detail: str, headers=None) -> web.StreamResponse:
