@@ -100,6 +100,27 @@ PL_LUA_OUT_HANDLE(pl_event)
 PL_LUA_OUT_HANDLE(pl_request)
 PL_LUA_OUT_HANDLE(pl_response)
 
+/* Handle arguments must be live: nil or a freed handle is an error, never a NULL
+ * reaching C (pl_response_result's message is the one optional handle). */
+%define PL_LUA_LIVE_HANDLE(TYPE)
+%typemap(check) TYPE *, const TYPE * {
+  if (!$1 && strcmp("$symname", "pl_response_result") != 0) {
+    SWIG_Lua_pushferrstring(L, "%s: argument %d must be a live " #TYPE " (got nil or a freed handle)",
+                            "$symname", $argnum);
+    SWIG_fail;
+  }
+}
+%enddef
+PL_LUA_LIVE_HANDLE(pl_connstr)
+PL_LUA_LIVE_HANDLE(pl_client)
+PL_LUA_LIVE_HANDLE(pl_outgoing)
+PL_LUA_LIVE_HANDLE(pl_batch)
+PL_LUA_LIVE_HANDLE(pl_message)
+PL_LUA_LIVE_HANDLE(pl_renewer)
+PL_LUA_LIVE_HANDLE(pl_event)
+PL_LUA_LIVE_HANDLE(pl_request)
+PL_LUA_LIVE_HANDLE(pl_response)
+
 /* Borrowed handles returned by value (pl_event_message): not owned. */
 %typemap(out) pl_message * {
   SWIG_NewPointerObj(L, $1, $descriptor, 0);

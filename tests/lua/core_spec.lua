@@ -1,0 +1,74 @@
+-- The raw SWIG layer (peeklock.core) must turn any wrong argument into a Lua error or
+-- an error code, never a crash: every function is called with argument lists of
+-- every wrong kind, with freed handles, and with live handles of the wrong type.
+local peeklock = require "peeklock"
+local core = peeklock.core
+
+local CONN = "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
+-- calls that would really block or do I/O with valid-looking arguments are fine here:
+-- nothing listens on port 9, and every handle argument below is wrong anyway.
+
+local function functions()
+  local names = {}
+  for name, f in pairs(core) do
+    if type(f) == "function" and (name:match("^pl_") or name == "message_body" or name == "request_body"
+        or name == "key" or name == "alive" or name == "release" or name == "renewer_new") then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function()
+  it("wraps the public C API", function()
+    for _, name in ipairs({ "pl_send", "pl_peek_lock", "pl_complete", "pl_renewer_add",
+                            "pl_request_settle", "pl_response_result", "pl_message_property_int" }) do
+      assert.is_function(core[name], name)
+    end
+  end)
+
+  it("survives wrong argument kinds for every function", function()
+    local _, client = core.client_new({ connection_string = CONN })
+    local _, out = core.pl_outgoing_new("x")
+    local freed_rc, freed = core.pl_outgoing_new("y")
+    assert.equal(0, freed_rc)
+    core.release(freed)
+    local kinds = {
+      {},
+      { nil, nil, nil, nil, nil, nil, nil },
+      { 1, 2, 3, 4, 5, 6, 7 },
+      { "a", "b", "c", "d", "e", "f", "g" },
+      { {}, {}, {}, {}, {}, {}, {} },
+      { true, false, true, false, true, false, true },
+      { freed, freed, freed, freed, freed, freed, freed },
+      { out, out, out, out, out, out, out },        -- live, but the wrong type for most
+      { client, client, client, client, client, client, client },
+      { client, "q", nil, 0, 1, 0, 0 },
+      { out, "Label", nil, 0, 0, 0, 0 },
+    }
+    local n = 0
+    for _, name in ipairs(functions()) do
+      for _, args in ipairs(kinds) do
+        if not (name == "pl_renewer_wait_event" or name == "pl_renewer_close") then
+          local ok, err = pcall(core[name], unpack and unpack(args, 1, 7) or table.unpack(args, 1, 7))
+          if not ok then assert.is_string(err, name) end
+          n = n + 1
+        end
+      end
+    end
+    assert.is_true(n > 500)
+    core.release(out)
+    core.release(client)
+  end)
+
+  it("reports nil and freed handles by name", function()
+    local _, m = core.pl_outgoing_new("x")
+    core.release(m)
+    assert.has_error(function() core.pl_outgoing_set_content_type(m, "text/plain") end,
+      "pl_outgoing_set_content_type: argument 1 must be a live pl_outgoing (got nil or a freed handle)")
+    assert.has_error(function() core.pl_send(nil, "q", nil) end)
+    assert.is_false(core.alive(m))
+    core.release(m) -- idempotent
+  end)
+end)
