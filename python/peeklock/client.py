@@ -62,18 +62,27 @@ def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = F
     return value
 
 
+_ENTITY_OK: Dict[str, bool] = {}
+
+
 def _check_entity(entity: Any) -> str:
+    if entity in _ENTITY_OK and type(entity) is str:   # fast path: seen before
+        return entity
     e = _check_str("entity", entity)
     assert e is not None
-    if any(ord(c) < 32 or ord(c) == 127 for c in e):
+    if not e.isprintable():
         raise ValueError("entity must not contain control characters")
     parts = e.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"entity has an empty, '.' or '..' path segment: {e!r}")
+    if len(_ENTITY_OK) < 1024:
+        _ENTITY_OK[e] = True
     return e
 
 
 def _check_timeout(timeout: Any, name: str = "timeout") -> int:
+    if type(timeout) is int and 0 <= timeout <= _MAX_TIMEOUT:
+        return timeout
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(timeout).__name__}")
     if math.isnan(timeout) or timeout < 0 or timeout > _MAX_TIMEOUT:
@@ -239,18 +248,36 @@ class OutgoingMessage:
             _core.pl_outgoing_set_time_to_live(h, self.time_to_live)
         if self.scheduled_enqueue_time is not None:
             _core.pl_outgoing_set_scheduled_enqueue_time(h, self.scheduled_enqueue_time)
-        for k, v in self.properties.items():
-            if isinstance(v, bool):
-                _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
-            elif isinstance(v, int):
-                _core.pl_outgoing_add_int(h, k, v)
-            elif isinstance(v, float):
-                _core.pl_outgoing_add_double(h, k, v)
-            elif isinstance(v, _dt.datetime):
-                _core.pl_outgoing_add_datetime(h, k, _unix(v, f"property {k!r}"))
-            else:
-                _core.pl_outgoing_add_string(h, k, v)
+        _add_properties(h, self.properties)
         return h
+
+
+def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
+    for k, v in properties.items():
+        if type(k) is not str:
+            raise TypeError(f"property names must be str, not {type(k).__name__}")
+        t = type(v)
+        if t is str:
+            _core.pl_outgoing_add_string(h, k, v)
+        elif t is bool:
+            _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
+        elif t is int:
+            _core.pl_outgoing_add_int(h, k, v)
+        elif t is float:
+            _core.pl_outgoing_add_double(h, k, v)
+        elif isinstance(v, _dt.datetime):
+            _core.pl_outgoing_add_datetime(h, k, _unix(v, f"property {k!r}"))
+        elif isinstance(v, bool):
+            _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
+        elif isinstance(v, int):
+            _core.pl_outgoing_add_int(h, k, int(v))
+        elif isinstance(v, float):
+            _core.pl_outgoing_add_double(h, k, float(v))
+        elif isinstance(v, str):
+            _core.pl_outgoing_add_string(h, k, str(v))
+        else:
+            raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, "
+                            f"not {type(v).__name__}")
 
 
 # --------------------------------------------------------------------------
@@ -666,15 +693,24 @@ class Client:
         (sent as UTF-8) or an OutgoingMessage; keyword arguments are those of
         OutgoingMessage (message_id, label, content_type, time_to_live, …)."""
         entity = _check_entity(entity)
-        if isinstance(body, OutgoingMessage):
+        if type(body) is bytes and not kwargs:
+            # fast path: no broker properties to validate
+            if properties is not None and not isinstance(properties, Mapping):
+                raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
+            h = _core.pl_outgoing_new(body)
+            if properties:
+                _add_properties(h, properties)
+        elif isinstance(body, OutgoingMessage):
             if properties is not None or kwargs:
                 raise TypeError("pass either an OutgoingMessage or keyword properties, not both")
-            m = body
+            h = body._build()
         else:
-            m = OutgoingMessage(body, properties=properties, **kwargs)
-        self._check_open()
-        self._refresh_token()
-        _core.pl_send(self._h, entity, m._build())
+            h = OutgoingMessage(body, properties=properties, **kwargs)._build()
+        if self._closed:
+            self._check_open()
+        if self._token_provider is not None:
+            self._refresh_token()
+        _core.pl_send(self._h, entity, h)
 
     def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
