@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7, help="seed of every random choice")
     g.add_argument("--kill-interval", type=non_negative(float), default=3.0,
                    help="mean seconds between worker SIGKILLs (exponential; 0: no kills)")
+    g.add_argument("--calm-at", type=probability, default=0.9,
+                   help="stop killing workers once this fraction is completed, so long handlers "
+                        "can finish (faults go on)")
     g.add_argument("--emulator-restarts", type=non_negative(int), default=2,
                    help="emulator SIGKILL + restart cycles, spread over the run")
     g.add_argument("--restart-downtime", type=downtimes, default=[1.0, 7.0],
@@ -396,7 +399,7 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
                             and dlq == len(poison_ids)):
                         done = 1
                         break
-            if now >= next_kill and workers.alive:
+            if now >= next_kill and workers.alive and completed < a.calm_at * expected:
                 wid = rng.choice(sorted(workers.alive))
                 workers.kill(wid)
                 workers.spawn(emu.conn)
