@@ -293,6 +293,7 @@ static void requests(void)
     pl_request_free(req);
     REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_RENEW, NULL) == PL_OK);
     CHECK_STR(req->method, "POST");
+    pl_request_free(req);
     CHECK_EQ(pl_wire_settle(&req, ep, m, 9, NULL), PL_EINVAL);
     CHECK_EQ(pl_wire_settle(&req, "https://other.example", m, PL_SETTLE_RENEW, NULL), PL_EPROTOCOL);
 
