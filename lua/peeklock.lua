@@ -168,67 +168,79 @@ local function fail_build(h, rc, op)
   return nil, err
 end
 
--- Builds a pl_outgoing handle from (body, opts). Raises on wrong types.
+local function bad_option(h, fname, key, what, v)
+  core.release(h)
+  error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, what, type(v)), 5)
+end
+
+local function add_properties(h, fname, props)
+  if type(props) ~= "table" then bad_option(h, fname, "properties", "table", props) end
+  for name, v in pairs(props) do
+    if type(name) ~= "string" then
+      core.release(h)
+      error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(name)), 4)
+    end
+    local tv, rc = type(v), nil
+    if tv == "string" then rc = core.pl_outgoing_add_string(h, name, v)
+    elseif tv == "boolean" then rc = core.pl_outgoing_add_bool(h, name, v and 1 or 0)
+    elseif tv == "number" then
+      if is_integer(v) then rc = core.pl_outgoing_add_int(h, name, v)
+      else rc = core.pl_outgoing_add_double(h, name, v) end
+    elseif getmetatable(v) == DateTime then rc = core.pl_outgoing_add_datetime(h, name, floor(v.unix))
+    else
+      core.release(h)
+      error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
+        :format(name, fname, tv), 4)
+    end
+    if rc < 0 then return rc end
+  end
+  return 0
+end
+
+-- One setter per send option: (handle, fname, value) -> rc. Unknown options raise.
+local SETTERS = {
+  body = function() return 0 end, -- send_batch items carry their body here
+  content_type = function(h, fname, v)
+    if type(v) ~= "string" then bad_option(h, fname, "content_type", "string", v) end
+    return core.pl_outgoing_set_content_type(h, v)
+  end,
+  time_to_live = function(h, fname, v)
+    if type(v) ~= "number" or v ~= v or v < 0 then bad_option(h, fname, "time_to_live", "non-negative number", v) end
+    return core.pl_outgoing_set_time_to_live(h, v)
+  end,
+  scheduled_enqueue_time = function(h, fname, v)
+    if type(v) ~= "number" or v ~= v or v < 0 then
+      bad_option(h, fname, "scheduled_enqueue_time", "Unix time (number)", v)
+    end
+    return core.pl_outgoing_set_scheduled_enqueue_time(h, floor(v))
+  end,
+  force_persistence = function(h, fname, v)
+    if type(v) ~= "boolean" then bad_option(h, fname, "force_persistence", "boolean", v) end
+    return core.pl_outgoing_set_force_persistence(h, v and 1 or 0)
+  end,
+  properties = add_properties,
+}
+for key, field in pairs(BROKER_FIELDS) do
+  SETTERS[key] = function(h, fname, v)
+    if type(v) ~= "string" then bad_option(h, fname, key, "string", v) end
+    return core.pl_outgoing_set_broker(h, field, v)
+  end
+end
+
+-- Builds a pl_outgoing handle from (body, opts). Raises on wrong types and unknown options.
 local function build_outgoing(fname, body, opts)
   if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
   if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
-  opts = opts or {}
   local rc, h = core.pl_outgoing_new(body)
   if rc < 0 then return nil, last_error(rc, fname) end
-  for key, field in pairs(BROKER_FIELDS) do
-    local v = opt_string(fname, opts, key)
-    if v ~= nil then
-      rc = core.pl_outgoing_set_broker(h, field, v)
-      if rc < 0 then return fail_build(h, rc, fname) end
-    end
-  end
-  local ct = opt_string(fname, opts, "content_type")
-  if ct then
-    rc = core.pl_outgoing_set_content_type(h, ct)
-    if rc < 0 then return fail_build(h, rc, fname) end
-  end
-  local ttl = opt_number(fname, opts, "time_to_live", nil, 0)
-  if ttl then
-    rc = core.pl_outgoing_set_time_to_live(h, ttl)
-    if rc < 0 then return fail_build(h, rc, fname) end
-  end
-  local sched = opt_number(fname, opts, "scheduled_enqueue_time", nil, 0)
-  if sched then
-    rc = core.pl_outgoing_set_scheduled_enqueue_time(h, floor(sched))
-    if rc < 0 then return fail_build(h, rc, fname) end
-  end
-  if opts.force_persistence ~= nil then
-    if type(opts.force_persistence) ~= "boolean" then
-      core.release(h)
-      error(("bad option 'force_persistence' to '%s' (boolean expected, got %s)"):format(
-        fname, type(opts.force_persistence)), 3)
-    end
-    rc = core.pl_outgoing_set_force_persistence(h, opts.force_persistence and 1 or 0)
-    if rc < 0 then return fail_build(h, rc, fname) end
-  end
-  local props = opts.properties
-  if props ~= nil then
-    if type(props) ~= "table" then
-      core.release(h)
-      error(("bad option 'properties' to '%s' (table expected, got %s)"):format(fname, type(props)), 3)
-    end
-    for name, v in pairs(props) do
-      if type(name) ~= "string" then
+  if opts then
+    for key, v in next, opts do
+      local set = SETTERS[key]
+      if not set then
         core.release(h)
-        error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(name)), 3)
+        error(("unknown option '%s' to '%s'"):format(tostring(key), fname), 3)
       end
-      local tv = type(v)
-      if tv == "string" then rc = core.pl_outgoing_add_string(h, name, v)
-      elseif tv == "boolean" then rc = core.pl_outgoing_add_bool(h, name, v and 1 or 0)
-      elseif tv == "number" then
-        if is_integer(v) then rc = core.pl_outgoing_add_int(h, name, v)
-        else rc = core.pl_outgoing_add_double(h, name, v) end
-      elseif getmetatable(v) == DateTime then rc = core.pl_outgoing_add_datetime(h, name, floor(v.unix))
-      else
-        core.release(h)
-        error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
-          :format(name, fname, tv), 3)
-      end
+      rc = set(h, fname, v)
       if rc < 0 then return fail_build(h, rc, fname) end
     end
   end

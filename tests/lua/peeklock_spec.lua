@@ -370,6 +370,8 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.has_error(function() client:send("q", "x", { properties = { P = {} } }) end)
       assert.has_error(function() client:send("q", "x", { message_id = 5 }) end)
       assert.has_error(function() client:send("q", "x", { time_to_live = "soon" }) end)
+      assert.has_error(function() client:send("q", "x", { messageid = "typo" }) end,
+        "unknown option 'messageid' to 'send'")
       assert.has_error(function() client:peek_lock("q", { timeout = "x" }) end)
       assert.has_error(function() client:peek_lock("q", { timeout = 301 }) end)
       assert.has_error(function() client:send_batch("q", "x") end)
