@@ -236,7 +236,10 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
     pthread_cond_broadcast(&r->ev_cond);
 }
 
-static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const char *why)
+/* counted: 0 when whoever made the message lost already counted it in the
+ * client's stats. */
+static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const char *why,
+                       int counted)
 {
     char reason[128];
     if (http)
@@ -244,7 +247,8 @@ static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const c
     else
         snprintf(reason, sizeof(reason), "lock lost: %s (%s)", why, pl_strerror(code));
     r->lost++;
-    pl_client_stat_add(r->client, PL_STAT_LOST, 1);
+    if (!counted)
+        pl_client_stat_add(r->client, PL_STAT_LOST, 1);
     push_event(r, PL_EVENT_LOST, m, code, http, reason);
 }
 
@@ -335,7 +339,7 @@ static void renew_failed(pl_renewer *r, rn_entry *e, int code, int http, long re
         return;
     /* No lock time left to try again in. */
     if (pl_message_mark_lost(e->m, code, 0))
-        lost_event(r, e->m, code, http, "renewals kept failing until the lock expired");
+        lost_event(r, e->m, code, http, "renewals kept failing until the lock expired", 0);
     drop_entry(r, e);
 }
 
@@ -392,10 +396,9 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         drop_entry(r, e); /* settled meanwhile: whatever the renew said, nothing is lost */
         return;
     }
-    if (st == PL_LOCK_LOST) { /* the result (404/410) or another thread made it lost */
+    if (st == PL_LOCK_LOST) { /* another thread (a foreground call) made it lost */
         int why = pl_message_lost_reason(m);
-        lost_event(r, m, why ? why : rc, http,
-                   http == 410 ? "the entity no longer exists" : "the service no longer has this lock");
+        lost_event(r, m, why ? why : rc, 0, "found lost by another operation", 1);
         drop_entry(r, e);
         return;
     }
@@ -413,7 +416,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         if (pl_message_mark_lost(m, rc, 0))
             lost_event(r, m, rc, http,
                        rc == PL_ENOTFOUND ? "the entity no longer exists"
-                                          : "the service no longer has this lock");
+                                          : "the service no longer has this lock", 0);
         drop_entry(r, e);
         return;
     }
@@ -433,8 +436,7 @@ static void finish_unlock(pl_renewer *r, rn_slot *s, CURLcode res)
     if (res != CURLE_OK && rc == PL_OK)
         rc = PL_ECONNECT;
     if (rc == PL_OK) {
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_SETTLED);
-        pl_client_stat_add(r->client, PL_STAT_ABANDONED, 1);
+        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_SETTLED); /* counted by the client */
     } else if (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND) {
         pl_message_mark_lost(m, rc, 1);
     } else {
@@ -498,7 +500,7 @@ static void start_due(pl_renewer *r)
         if (st != PL_LOCK_HELD) { /* settling, settled or lost: renewal is over */
             if (st == PL_LOCK_LOST) {
                 int why = pl_message_lost_reason(e->m);
-                lost_event(r, e->m, why ? why : PL_ELOCKLOST, 0, "found lost");
+                lost_event(r, e->m, why ? why : PL_ELOCKLOST, 0, "found lost by another operation", 1);
             }
             drop_entry(r, e);
             continue;
@@ -535,6 +537,8 @@ static void abort_inflight(pl_renewer *r)
         if (!s->op)
             continue;
         curl_multi_remove_handle(r->multi, s->easy);
+        if (s->op == PL_SETTLE_UNLOCK) /* outcome unknown: the lock is still ours */
+            pl_message_cas_state(s->m, PL_LOCK_SETTLING, PL_LOCK_HELD);
         rn_entry *e = s->e;
         if (e) {
             e->inflight = NULL;
@@ -566,8 +570,10 @@ static void unlock_all(pl_renewer *r)
     if (!todo)
         return;
     for (size_t i = 0; i < r->tcap; i++)
-        if (r->table[i])
-            todo[n++] = r->table[i]->m;
+        if (r->table[i]) {
+            todo[n] = r->table[i]->m;
+            pl_message_ref(todo[n++]); /* a concurrent remove must not free it */
+        }
     double deadline = now_precise_ms() + (double)r->request_timeout_ms * 3;
     while ((next < n || r->busy) && now_precise_ms() < deadline) {
         while (next < n && r->free_slots) {
@@ -580,6 +586,8 @@ static void unlock_all(pl_renewer *r)
         run_transfers_once(r, 100);
     }
     abort_inflight(r);
+    for (size_t i = 0; i < n; i++)
+        pl_message_free(todo[i]);
     free(todo);
 }
 
@@ -743,6 +751,8 @@ int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
     } else if (pl_message_state(m) != PL_LOCK_HELD) {
         rc = pl_error_set(PL_ESTATE, 0, 0, "m: the message's lock is not held (state %d)",
                           pl_message_state(m));
+    } else if (pl_message_lock_duration_ms(m) <= 0) {
+        rc = pl_error_set(PL_EINVAL, 0, 0, "m: the message's lock duration is unknown");
     } else {
         rn_entry *e = tab_find(r, m);
         if (e) { /* already renewed: the new handler start sets the cap */

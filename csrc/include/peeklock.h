@@ -324,7 +324,8 @@ typedef struct pl_renewer_options {
     unsigned int version;      /* PL_RENEWER_OPTIONS_VERSION */
     int max_connections;       /* keep-alive connections used for renewals; 0: default 4 */
     long margin_floor_ms;      /* minimum margin before expiry; 0: default 1000 */
-    double jitter;             /* fraction of the margin randomised; <0: default 0.1 */
+    double jitter;             /* fraction of the wait before each renewal randomised
+                                  (renewals only move earlier); <0: default 0.1 */
     long default_max_renew_ms; /* cap when pl_renewer_add gets 0; 0: default 300000 */
     long request_timeout_ms;   /* per renew request; 0: default 10000 */
 } pl_renewer_options;
@@ -336,7 +337,8 @@ typedef struct pl_renewer_options {
 PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts);
 /* Keeps m's lock alive until it is settled, removed, lost, or max_renew_ms
  * (counted from this call: the handler's start) has passed. Takes a reference
- * to m. PL_ESTATE if m is not held. */
+ * to m. PL_ESTATE if m is not held; PL_EINVAL if m came through another client.
+ * Adding m again sets a new cap (the handler restarted). See docs/renewer.md. */
 PL_EXTERN int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms);
 /* Stops renewing m (does not settle it). Idempotent. */
 PL_EXTERN int pl_renewer_remove(pl_renewer *r, pl_message *m);
@@ -348,13 +350,16 @@ PL_EXTERN void pl_renewer_free(pl_renewer *r);
 
 /* Events, drained by the host language; the renewer never calls into it. */
 #define PL_EVENT_RENEWED      1
-#define PL_EVENT_LOST         2   /* lock lost; pl_event_code says why */
+#define PL_EVENT_LOST         2   /* lock lost; pl_event_code says why: PL_ELOCKLOST
+                                     (404), PL_ENOTFOUND (410), or the last transient
+                                     error when renewals failed until time ran out */
 #define PL_EVENT_CAP_REACHED  3   /* max_renew reached; renewal stopped */
 
 typedef struct pl_event pl_event;
 /* PL_OK with *out set, PL_EMPTY when no event is queued (never blocks). */
 PL_EXTERN int pl_renewer_next_event(pl_event **out, pl_renewer *r);
-/* Blocks up to timeout_ms for an event: PL_OK, or PL_EMPTY. Release the GIL. */
+/* Blocks up to timeout_ms for an event: PL_OK, or PL_EMPTY. Release the GIL.
+ * Once the renewer is closed and its queue drained, returns PL_EMPTY at once. */
 PL_EXTERN int pl_renewer_wait_event(pl_event **out, pl_renewer *r, long timeout_ms);
 PL_EXTERN void pl_event_free(pl_event *e);
 PL_EXTERN int pl_event_type(const pl_event *e);
