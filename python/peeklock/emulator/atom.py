@@ -9,6 +9,7 @@ from xml.sax.saxutils import escape
 
 from .broker import MAX_LOCK_DURATION, BrokerError, Entity, Settings
 from .props import TTL_MAX
+from .rules import CORRELATION_FIELDS, CorrelationFilter, FalseFilter, Filter, RuleError, SqlFilter
 
 SB_NS = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -239,3 +240,65 @@ def settings_from_admin(d: Dict, base: Settings) -> Settings:
     if d.get("requires_session") is not None:
         s.requires_session = bool(d["requires_session"])
     return s
+
+
+XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+def parse_rule(body: bytes) -> Filter:
+    """The filter of a RuleDescription entry (no body or no Filter: TrueFilter)."""
+    if not body or not body.strip():
+        return Filter()
+    if len(body) > 1024 * 1024 or b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise BrokerError(400, "The rule description is invalid.")
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise BrokerError(400, "The request body is not a valid Atom entry: %s." % e) from None
+    flt = next((el for el in root.iter() if _local(el.tag) == "Filter"), None)
+    if flt is None:
+        return Filter()
+    kind = (flt.get(XSI_TYPE) or "").split(":")[-1]
+    try:
+        if kind == "SqlFilter":
+            expr = next((el.text for el in flt if _local(el.tag) == "SqlExpression"), None)
+            return SqlFilter(expr or "")
+        if kind == "CorrelationFilter":
+            fields = {_local(el.tag): (el.text or "") for el in flt if _local(el.tag) in CORRELATION_FIELDS}
+            return CorrelationFilter(fields, {})
+        if kind in ("TrueFilter", ""):
+            return Filter()
+        if kind == "FalseFilter":
+            return FalseFilter()
+    except RuleError as e:
+        raise BrokerError(400, str(e)) from None
+    raise BrokerError(400, "The filter type '%s' is not supported." % kind[:50])
+
+
+def _filter_xml(f: Filter) -> str:
+    if isinstance(f, SqlFilter):
+        return ('<Filter i:type="SqlFilter"><SqlExpression>%s</SqlExpression><CompatibilityLevel>20'
+                '</CompatibilityLevel></Filter>') % escape(f.expression)
+    if isinstance(f, CorrelationFilter):
+        inner = "".join("<%s>%s</%s>" % (k, escape(str(v)), k) for k, v in f.fields.items())
+        return '<Filter i:type="CorrelationFilter">%s</Filter>' % inner
+    if isinstance(f, FalseFilter):
+        return '<Filter i:type="FalseFilter"><SqlExpression>1=0</SqlExpression></Filter>'
+    return '<Filter i:type="TrueFilter"><SqlExpression>1=1</SqlExpression></Filter>'
+
+
+def rule_entry_xml(sub: Entity, name: str, base_url: str, namespace: str) -> str:
+    url = "%s/%s/rules/%s" % (base_url, sub.name, name)
+    return ("<entry xmlns=\"%s\"><id>%s</id><title type=\"text\">%s</title><published>%s</published>"
+            "<updated>%s</updated><link rel=\"self\" href=\"%s\"/><content type=\"application/xml\">"
+            "<RuleDescription xmlns=\"%s\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\">%s"
+            "<Action i:type=\"EmptyRuleAction\"/><Name>%s</Name></RuleDescription></content></entry>") % (
+        ATOM_NS, escape(url), escape(name), _iso(sub.created), _iso(sub.updated), escape(url), SB_NS,
+        _filter_xml(sub.rules[name]), escape(name))
+
+
+def rules_feed_xml(sub: Entity, base_url: str, namespace: str, now: float) -> str:
+    url = "%s/%s/rules" % (base_url, sub.name)
+    inner = "".join(rule_entry_xml(sub, n, base_url, namespace) for n in sorted(sub.rules))
+    return ("<feed xmlns=\"%s\"><title type=\"text\">Rules</title><id>%s</id><updated>%s</updated>"
+            "<link rel=\"self\" href=\"%s\"/>%s</feed>") % (ATOM_NS, escape(url), _iso(now), escape(url), inner)

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .props import TTL_MAX, rfc1123
+from .rules import Context, Filter, default_rules
 
 DEFAULT_LOCK_DURATION = 60.0
 DEFAULT_MAX_DELIVERY_COUNT = 10
@@ -165,6 +166,7 @@ class Entity:
         self.dlq: Optional[Entity] = None
         self.parent: Optional[Entity] = None             # topic of a subscription; owner of a dlq
         self.subscriptions: Dict[str, Entity] = {}
+        self.rules: Dict[str, Filter] = default_rules() if kind == "subscription" else {}
         self.size_bytes = 0
 
     def has_messages(self) -> bool:
@@ -257,6 +259,25 @@ class Broker:
             self.store.save_entity(ent)
         return ent, True
 
+    def set_rule(self, sub: Entity, name: str, flt: Filter, replace: bool = False) -> bool:
+        """Add (True) or, with replace, update (False) a rule of a subscription."""
+        if sub.kind != "subscription":
+            raise BrokerError(400, "Rules belong to subscriptions.")
+        if not name or len(name) > 50 or "/" in name:
+            raise BrokerError(400, "The rule name '%s' is invalid." % name[:60])
+        exists = name in sub.rules
+        if exists and not replace:
+            raise BrokerError(409, "SubCode=40900. Conflict. The rule '%s' already exists." % name)
+        sub.rules[name] = flt
+        self.store.save_rules(sub)
+        return not exists
+
+    def delete_rule(self, sub: Entity, name: str) -> None:
+        if name not in sub.rules:
+            raise BrokerError(404, "The rule '%s' could not be found." % name)
+        del sub.rules[name]
+        self.store.save_rules(sub)
+
     def delete_entity(self, name: str) -> Entity:
         key = name.strip("/").lower()
         ent = self.entities.get(key)
@@ -338,7 +359,10 @@ class Broker:
             enq_seq = ent.next_seq
             ent.next_seq += 1
             self.store.save_entity(ent)
-            targets = list(ent.subscriptions.values())
+            ctx = Context(props, message_id, content_type, custom)
+            ctx.system.pop("TimeToLive", None)
+            targets = [sub for sub in ent.subscriptions.values()
+                       if any(f.matches(ctx) for f in sub.rules.values())]
         else:
             enq_seq = 0
             targets = [ent]
@@ -589,6 +613,8 @@ class Broker:
             d["dead_letter_path"] = ent.dlq.name
         if ent.kind == "topic":
             d["subscriptions"] = sorted(s.name for s in ent.subscriptions.values())
+        if ent.kind == "subscription":
+            d["rules"] = {name: f.to_json() for name, f in ent.rules.items()}
         return d
 
     def state(self) -> Dict[str, Any]:

@@ -19,6 +19,7 @@ from . import atom
 from .broker import Broker, BrokerError, Entity, Settings
 from .props import (PropertyError, broker_properties_json, custom_from_headers,
                     custom_from_user_properties, parse_broker_properties)
+from .rules import RuleError, filter_from_json
 from .sas import AuthError, SasValidator
 
 log = logging.getLogger("peeklock.emulator")
@@ -204,7 +205,7 @@ class EmulatorApp:
             return await self._dispatch(request)
         except BrokerError as e:
             return await self.error(request, e.status, e.detail, list(e.headers.items()))
-        except PropertyError as e:
+        except (PropertyError, RuleError) as e:
             return await self.error(request, 400, str(e))
         except Dropped:
             raise asyncio.CancelledError()
@@ -469,6 +470,8 @@ class EmulatorApp:
             return await self.respond(request, 200, body.encode(), FEED_CT)
         if not segs:
             raise BrokerError(404, "No service is hosted at the specified address.")
+        if len(lsegs) in (4, 5) and lsegs[1] == "subscriptions" and lsegs[3] == "rules":
+            return await self.rules(request, segs, lsegs)
         is_sub = len(lsegs) == 3 and lsegs[1] == "subscriptions"
         if not is_sub and len(lsegs) != 1 or any(s.startswith("$") for s in lsegs):
             raise BrokerError(400 if m == "PUT" else 404, "The entity path '%s' is not valid." % "/".join(segs))
@@ -495,6 +498,33 @@ class EmulatorApp:
             ent, created = self.broker.create_entity(name, kind, settings, replace=replace)
             return await self.respond(request, 201 if created else 200,
                                       atom.entry_xml(ent, base, self.namespace).encode(), ENTRY_CT)
+        raise BrokerError(405, "The method %s is not allowed here." % m)
+
+    async def rules(self, request: web.BaseRequest, segs: List[str], lsegs: List[str]):
+        m = request.method
+        base = self.base_url(request)
+        sub = self.broker.get("/".join(lsegs[:3]))
+        if sub is None or sub.kind != "subscription":
+            raise BrokerError(404, "The messaging entity '%s' could not be found." % "/".join(segs[:3]))
+        if len(lsegs) == 4:
+            if m != "GET":
+                raise BrokerError(405, "The method %s is not allowed here." % m)
+            body = atom.rules_feed_xml(sub, base, self.namespace, self.broker.clock.now())
+            return await self.respond(request, 200, body.encode(), FEED_CT)
+        name = segs[4]
+        if m == "GET":
+            if name not in sub.rules:
+                raise BrokerError(404, "The rule '%s' could not be found." % name)
+            return await self.respond(request, 200, atom.rule_entry_xml(sub, name, base, self.namespace).encode(), ENTRY_CT)
+        if m == "DELETE":
+            self.broker.delete_rule(sub, name)
+            return await self.respond(request, 200, b"", XML_CT, chunked=False)
+        if m == "PUT":
+            flt = atom.parse_rule(await request.read())
+            replace = request.headers.get(hdrs.IF_MATCH, "").strip() == "*"
+            created = self.broker.set_rule(sub, name, flt, replace=replace)
+            return await self.respond(request, 201 if created else 200,
+                                      atom.rule_entry_xml(sub, name, base, self.namespace).encode(), ENTRY_CT)
         raise BrokerError(405, "The method %s is not allowed here." % m)
 
     def _page(self, request, ents):
@@ -542,7 +572,18 @@ class EmulatorApp:
                 existing = b.get(path.strip("/").lower())
                 base = existing.settings if existing is not None else self.default_settings
                 settings = atom.settings_from_admin(body, base)
+                rules = None
+                if body.get("rules") is not None:
+                    if kind != "subscription" or not isinstance(body["rules"], dict):
+                        raise BrokerError(400, "'rules' is an object of rule name -> filter, on subscriptions only.")
+                    try:
+                        rules = {str(n): filter_from_json(f) for n, f in body["rules"].items()}
+                    except RuleError as e:
+                        raise BrokerError(400, str(e)) from None
                 ent, created = b.create_entity(path, kind, settings, replace=True)
+                if rules is not None:
+                    ent.rules = rules
+                    b.store.save_rules(ent)
                 return await self.json(request, 201 if created else 200, b.entity_state(ent))
             if lsegs == ["faults"]:
                 if m == "POST":

@@ -28,6 +28,7 @@ class NullStore:
     def save_meta(self, key: str, value: Any) -> None: pass
     def save_completed(self, ent: "Entity", message_id: str, n: int) -> None: pass
     def clear_completed(self) -> None: pass
+    def save_rules(self, ent: "Entity") -> None: pass
     def commit(self) -> None: pass
     def close(self) -> None: pass
 
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS completed (
   ekey TEXT NOT NULL, message_id TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ekey, message_id));
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rules (ekey TEXT PRIMARY KEY, spec TEXT NOT NULL);
 """
 
 
@@ -91,6 +93,7 @@ class SqliteStore(NullStore):
         for k in keys:
             db.execute("DELETE FROM messages WHERE ekey=?", (k,))
             db.execute("DELETE FROM completed WHERE ekey=?", (k,))
+            db.execute("DELETE FROM rules WHERE ekey=?", (k,))
         db.execute("DELETE FROM entities WHERE key=?", (ent.key,))
 
     def insert_message(self, ent: "Entity", m: "Message") -> None:
@@ -115,6 +118,10 @@ class SqliteStore(NullStore):
     def clear_completed(self) -> None:
         self._tx().execute("DELETE FROM completed")
 
+    def save_rules(self, ent: "Entity") -> None:
+        self._tx().execute("INSERT OR REPLACE INTO rules VALUES(?,?)",
+                           (ent.key, json.dumps({n: f.to_json() for n, f in ent.rules.items()})))
+
     def save_meta(self, key: str, value: Any) -> None:
         self._tx().execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (key, json.dumps(value)))
 
@@ -133,6 +140,11 @@ class SqliteStore(NullStore):
             ent.next_seq = next_seq
             ent.created = created
             ent.updated = updated
+        from .rules import filter_from_json
+        for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules"):
+            ent = broker.entities.get(ekey)
+            if ent is not None:
+                ent.rules = {n: filter_from_json(f) for n, f in json.loads(spec).items()}
         now = broker.clock.now()
         for row in self.db.execute(
                 "SELECT ekey,seq,message_id,body,content_type,props,custom,ttl,enqueued_at,scheduled_at,"
