@@ -1,0 +1,344 @@
+/* peeklock vs raw libcurl: the same HTTP requests, in one run, against a null
+ * responder (nginx with canned replies) and against the emulator. Prints wall
+ * time, client CPU per operation, signing + parsing cost, connection reuse,
+ * and ratios. Figures only: nothing here asserts a target.
+ *
+ *   bench_c --null http://127.0.0.1:PORT [-n N] [--emulator [-m M]]
+ * With --emulator the connection string comes from PEEKLOCK_CONNECTION_STRING
+ * (tests/c/with_emulator.py), queue "bq". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "peeklock.h"
+#include "wire_int.h"
+
+#define QUEUE "bq"
+#define PAYLOAD "{\"order\":12345,\"item\":\"benchmark payload\",\"qty\":3,\"note\":\"............\"}"
+
+typedef struct sample {
+    double wall_s, cpu_s;
+    long ops, reused, requests;
+} sample;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, pl_error_last()->message);
+    exit(1);
+}
+
+/* ---- the raw libcurl baseline: one easy handle, same requests -------------- */
+
+typedef struct raw {
+    CURL *e;
+    char *auth_hdr;             /* "Authorization: ..." (token made once, like a cache) */
+    char base[256];
+    char location[1024];
+    long reused, requests;
+} raw;
+
+static size_t raw_header(char *b, size_t s, size_t n, void *ud)
+{
+    raw *r = ud;
+    size_t len = s * n;
+    if (len > 10 && strncasecmp(b, "Location:", 9) == 0) {
+        const char *v = b + 9;
+        while (*v == ' ') v++;
+        size_t l = len - (size_t)(v - b);
+        while (l && (v[l - 1] == '\r' || v[l - 1] == '\n')) l--;
+        if (l < sizeof r->location) {
+            memcpy(r->location, v, l);
+            r->location[l] = 0;
+        }
+    }
+    return len;
+}
+
+static size_t raw_body(char *b, size_t s, size_t n, void *ud)
+{
+    (void)b; (void)ud;
+    return s * n;
+}
+
+static long raw_do(raw *r, const char *method, const char *url, const char *body, int with_ct)
+{
+    struct curl_slist *h = curl_slist_append(NULL, r->auth_hdr);
+    h = curl_slist_append(h, "Expect:");
+    h = curl_slist_append(h, with_ct ? "Content-Type: application/json" : "Content-Type:");
+    curl_easy_setopt(r->e, CURLOPT_URL, url);
+    curl_easy_setopt(r->e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(r->e, CURLOPT_POSTFIELDS, body ? body : "");
+    curl_easy_setopt(r->e, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
+    curl_easy_setopt(r->e, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") ? method : NULL);
+    r->location[0] = 0;
+    long status = 0, connects = -1;
+    if (curl_easy_perform(r->e) == CURLE_OK) curl_easy_getinfo(r->e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(r->e, CURLINFO_NUM_CONNECTS, &connects);
+    r->requests++;
+    if (connects == 0) r->reused++;
+    curl_slist_free_all(h);
+    return status;
+}
+
+static void raw_init(raw *r, const char *endpoint, const char *key_name, const char *key)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->base, sizeof r->base, "%s/%s", endpoint, QUEUE);
+    char scope[300], *tok = NULL;
+    snprintf(scope, sizeof scope, "%s/%s", endpoint, QUEUE);
+    if (pl_sas_token(&tok, scope, key_name, key, (int64_t)time(NULL) + 3600) != PL_OK) die("sas");
+    size_t n = strlen(tok) + 32;
+    r->auth_hdr = malloc(n);
+    snprintf(r->auth_hdr, n, "Authorization: %s", tok);
+    pl_free(tok);
+    r->e = curl_easy_init();
+    curl_easy_setopt(r->e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(r->e, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(r->e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(r->e, CURLOPT_HEADERFUNCTION, raw_header);
+    curl_easy_setopt(r->e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(r->e, CURLOPT_WRITEFUNCTION, raw_body);
+}
+
+static void raw_free(raw *r)
+{
+    curl_easy_cleanup(r->e);
+    free(r->auth_hdr);
+}
+
+static sample raw_send_loop(raw *r, long n)
+{
+    char url[300];
+    snprintf(url, sizeof url, "%s/messages", r->base);
+    sample s = {0};
+    long req0 = r->requests, reu0 = r->reused;
+    double w = now_s(), c = cpu_s();
+    for (long i = 0; i < n; i++)
+        if (raw_do(r, "POST", url, PAYLOAD, 1) != 201) { fprintf(stderr, "raw send failed\n"); exit(1); }
+    s.wall_s = now_s() - w;
+    s.cpu_s = cpu_s() - c;
+    s.ops = n;
+    s.requests = r->requests - req0;
+    s.reused = r->reused - reu0;
+    return s;
+}
+
+static sample raw_peek_complete_loop(raw *r, long n)
+{
+    char url[300];
+    snprintf(url, sizeof url, "%s/messages/head?timeout=0", r->base);
+    sample s = {0};
+    long req0 = r->requests, reu0 = r->reused;
+    double w = now_s(), c = cpu_s();
+    for (long i = 0; i < n; i++) {
+        if (raw_do(r, "POST", url, NULL, 0) != 201 || !r->location[0]) {
+            fprintf(stderr, "raw peek-lock failed\n");
+            exit(1);
+        }
+        char loc[1024];
+        snprintf(loc, sizeof loc, "%s", r->location);
+        if (raw_do(r, "DELETE", loc, NULL, 0) != 200) { fprintf(stderr, "raw complete failed\n"); exit(1); }
+    }
+    s.wall_s = now_s() - w;
+    s.cpu_s = cpu_s() - c;
+    s.ops = n;
+    s.requests = r->requests - req0;
+    s.reused = r->reused - reu0;
+    return s;
+}
+
+/* ---- peeklock ----------------------------------------------------------------- */
+
+static sample pl_send_loop(pl_client *c, long n)
+{
+    pl_outgoing *o = NULL;
+    if (pl_outgoing_new(&o, PAYLOAD, strlen(PAYLOAD)) || pl_outgoing_set_content_type(o, "application/json"))
+        die("outgoing");
+    pl_client_stats a, b;
+    pl_client_stats_get(c, &a);
+    sample s = {0};
+    double w = now_s(), cp = cpu_s();
+    for (long i = 0; i < n; i++)
+        if (pl_send(c, QUEUE, o) != PL_OK) die("pl_send");
+    s.wall_s = now_s() - w;
+    s.cpu_s = cpu_s() - cp;
+    pl_client_stats_get(c, &b);
+    s.ops = n;
+    s.requests = (long)(b.requests - a.requests);
+    s.reused = (long)(b.reused_connections - a.reused_connections);
+    pl_outgoing_free(o);
+    return s;
+}
+
+static sample pl_peek_complete_loop(pl_client *c, long n)
+{
+    pl_client_stats a, b;
+    pl_client_stats_get(c, &a);
+    sample s = {0};
+    double w = now_s(), cp = cpu_s();
+    for (long i = 0; i < n; i++) {
+        pl_message *m = NULL;
+        if (pl_peek_lock(&m, c, QUEUE, 0) != PL_OK) die("pl_peek_lock");
+        if (pl_complete(c, m) != PL_OK) die("pl_complete");
+        pl_message_free(m);
+    }
+    s.wall_s = now_s() - w;
+    s.cpu_s = cpu_s() - cp;
+    pl_client_stats_get(c, &b);
+    s.ops = n;
+    s.requests = (long)(b.requests - a.requests);
+    s.reused = (long)(b.reused_connections - a.reused_connections);
+    return s;
+}
+
+/* ---- pure-core costs: signing, building, parsing -------------------------------- */
+
+static void core_costs(double *sign_us, double *build_parse_us)
+{
+    const long n = 20000;
+    char *tok = NULL;
+    double w = now_s();
+    for (long i = 0; i < n; i++) {
+        pl_sas_token(&tok, "https://ns.servicebus.windows.net/bq", "RootManageSharedAccessKey",
+                     "SGVsbG9Xb3JsZEtleVZhbHVlMTIzNDU2Nzg5MGFiY2Q=", 1700000000 + i);
+        pl_free(tok);
+    }
+    *sign_us = (now_s() - w) / (double)n * 1e6;
+
+    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+    o.endpoint = "https://ns.servicebus.windows.net";
+    o.key_name = "RootManageSharedAccessKey";
+    o.key = "SGVsbG9Xb3JsZEtleVZhbHVlMTIzNDU2Nzg5MGFiY2Q=";
+    pl_client *c = NULL;
+    if (pl_client_new(&c, &o)) die("client");
+    pl_response *resp = NULL;
+    pl_response_new(&resp, 201);
+    pl_response_add_header(resp, "Transfer-Encoding", "chunked");
+    pl_response_add_header(resp, "Content-Type", "application/json");
+    pl_response_add_header(resp, "Location", "https://ns.servicebus.windows.net/bq/messages/1/acccce0e-7596-4e0c-b216-2d18638ac0dd");
+    pl_response_add_header(resp, "Server", "Microsoft-HTTPAPI/2.0");
+    pl_response_add_header(resp, "BrokerProperties",
+                           "{\"DeliveryCount\":1,\"EnqueuedSequenceNumber\":0,\"EnqueuedTimeUtc\":\"Sat, 25 Oct 2014 00:56:48 GMT\","
+                           "\"LockToken\":\"acccce0e-7596-4e0c-b216-2d18638ac0dd\",\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:48 GMT\","
+                           "\"MessageId\":\"aa68f8aebd8448e194d85fec93e80d55\",\"SequenceNumber\":1,\"State\":\"Active\","
+                           "\"TimeToLive\":922337203685.47754}");
+    pl_response_add_header(resp, "Date", "Sat, 25 Oct 2014 00:56:48 GMT");
+    pl_response_add_header(resp, "priority", "\"high\"");
+    pl_response_set_body(resp, PAYLOAD, strlen(PAYLOAD));
+    pl_response *ok = NULL;
+    pl_response_new(&ok, 200);
+    w = now_s();
+    for (long i = 0; i < n; i++) {
+        pl_request *req = NULL, *set = NULL;
+        pl_message *m = NULL;
+        if (pl_request_receive(&req, c, QUEUE, 0, 1)) die("build");
+        if (pl_response_result(&m, c, req, NULL, resp, 0) != PL_OK) die("parse");
+        if (pl_request_settle(&set, c, m, PL_SETTLE_COMPLETE)) die("build settle");
+        if (pl_response_result(NULL, c, set, m, ok, 0) != PL_OK) die("parse settle");
+        pl_message_free(m);
+        pl_request_free(req);
+        pl_request_free(set);
+    }
+    *build_parse_us = (now_s() - w) / (double)n * 1e6;
+    pl_response_free(resp);
+    pl_response_free(ok);
+    pl_client_free(c);
+}
+
+static void report(const char *target, const char *what, sample p, sample r)
+{
+    double pw = p.wall_s / (double)p.ops * 1e6, rw = r.wall_s / (double)r.ops * 1e6;
+    double pc = p.cpu_s / (double)p.ops * 1e6, rc = r.cpu_s / (double)r.ops * 1e6;
+    printf("%-9s %-22s %6ld ops | wall %8.1f us/op vs raw %8.1f (ratio %.3f) | client CPU %6.1f us/op vs raw %6.1f "
+           "(+%.1f us) | reuse %.2f%% vs raw %.2f%%\n",
+           target, what, p.ops, pw, rw, pw / rw, pc, rc, pc - rc,
+           p.requests ? 100.0 * (double)p.reused / (double)p.requests : 0,
+           r.requests ? 100.0 * (double)r.reused / (double)r.requests : 0);
+}
+
+static void run_target(const char *target, pl_client *c, const char *endpoint, const char *kn, const char *key,
+                       long n)
+{
+    raw r;
+    raw_init(&r, endpoint, kn, key);
+    /* warm-up: open the connections */
+    pl_send_loop(c, 5);
+    raw_send_loop(&r, 5);
+    pl_peek_complete_loop(c, 5);
+    raw_peek_complete_loop(&r, 5);
+    /* interleave halves so drift (e.g. a growing emulator queue) hits both alike */
+    sample rs1 = raw_send_loop(&r, n / 2), ps1 = pl_send_loop(c, n / 2);
+    sample ps2 = pl_send_loop(c, n - n / 2), rs2 = raw_send_loop(&r, n - n / 2);
+    sample pp1 = pl_peek_complete_loop(c, n / 2), rp1 = raw_peek_complete_loop(&r, n / 2);
+    sample rp2 = raw_peek_complete_loop(&r, n - n / 2), pp2 = pl_peek_complete_loop(c, n - n / 2);
+#define ADD(a, b) (sample){ a.wall_s + b.wall_s, a.cpu_s + b.cpu_s, a.ops + b.ops, a.reused + b.reused, a.requests + b.requests }
+    report(target, "send", ADD(ps1, ps2), ADD(rs1, rs2));
+    report(target, "peek-lock + complete", ADD(pp1, pp2), ADD(rp1, rp2));
+    raw_free(&r);
+}
+
+int main(int argc, char **argv)
+{
+    const char *null_url = NULL;
+    int emulator = 0;
+    long n = 4000, m = 600;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--null") && i + 1 < argc) null_url = argv[++i];
+        else if (!strcmp(argv[i], "--emulator")) emulator = 1;
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
+        else if (!strcmp(argv[i], "-m") && i + 1 < argc) m = atol(argv[++i]);
+        else { fprintf(stderr, "usage: bench_c [--null URL] [-n N] [--emulator] [-m M]\n"); return 2; }
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    double sign_us, bp_us;
+    core_costs(&sign_us, &bp_us);
+    printf("peeklock %s C benchmark (libcurl %s)\n", pl_version(), curl_version_info(CURLVERSION_NOW)->version);
+    printf("pure core: SAS signing (uncached) %.2f us; build peek-lock + parse reply + build complete + "
+           "parse reply (cached token) %.2f us per message\n", sign_us, bp_us);
+    if (null_url) {
+        pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+        o.endpoint = null_url;
+        o.key_name = "RootManageSharedAccessKey";
+        o.key = "null-responder-key";
+        o.pool_size = 1;
+        pl_client *c = NULL;
+        if (pl_client_new(&c, &o)) die("client");
+        run_target("null", c, pl_client_endpoint(c), o.key_name, o.key, n);
+        pl_client_free(c);
+    }
+    if (emulator) {
+        const char *cs = getenv("PEEKLOCK_CONNECTION_STRING");
+        if (!cs) { fprintf(stderr, "bench: --emulator needs PEEKLOCK_CONNECTION_STRING\n"); return 2; }
+        pl_connstr *p = NULL;
+        if (pl_connstr_parse(&p, cs)) die("connection string");
+        pl_client *c = NULL;
+        pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+        o.connection_string = cs;
+        o.pool_size = 1;
+        if (pl_client_new(&c, &o)) die("client");
+        run_target("emulator", c, pl_client_endpoint(c), pl_connstr_key_name(p), pl_connstr_key(p), m);
+        pl_client_free(c);
+        pl_connstr_free(p);
+    }
+    curl_global_cleanup();
+    return 0;
+}
