@@ -38,8 +38,9 @@ function H.send()
   reply(err_fields({ ok = ok == true }, err))
 end
 
--- /lock?entity=&timeout=&renewals=N&fail=1 : with_lock, holding the lock until the
--- C renewer has renewed it N times (ngx.sleep yields: the worker keeps serving).
+-- /lock?entity=&timeout=&renewals=N&hold=S&fail=1&until_lost=1 : with_lock, holding the
+-- lock for S seconds and until the C renewer has renewed it N times (ngx.sleep yields:
+-- the worker keeps serving).
 function H.lock()
   local a = ngx.req.get_uri_args()
   local c = get_client()
@@ -50,8 +51,10 @@ function H.lock()
       body, id = msg.body, msg.message_id
       local st = c:renewer_stats()
       local base = st and st.renewals or 0
-      local deadline = ngx.now() + 60
-      while got < want and ngx.now() < deadline do
+      local start = ngx.now()
+      local hold = tonumber(a.hold) or 0
+      local deadline = start + 60
+      while (got < want or ngx.now() - start < hold) and ngx.now() < deadline do
         ngx.sleep(0.05)
         got = c:renewer_stats().renewals - base
       end
