@@ -405,14 +405,22 @@ static int check_client(pl_client *c)
     return PL_OK;
 }
 
-static int scope_auth(pl_client *c, const char *entity, char **auth)
+/* Adds the Authorization header for the request's scope (token cache). */
+static int add_auth(pl_client *c, pl_request *req)
 {
-    char *scope = NULL;
-    *auth = NULL;
-    int rc = pl_wire_scope(&scope, c->endpoint, entity);
-    if (rc) return rc;
-    rc = pl_client_auth(c, scope, auth);
-    free(scope);
+    char *auth = NULL;
+    int rc = pl_client_auth(c, req->scope, &auth);
+    if (!rc && auth) rc = pl_request_set_header(req, "Authorization", auth);
+    free_secret(auth);
+    return rc;
+}
+
+static int finish_build(pl_client *c, pl_request **out, int rc)
+{
+    if (rc == PL_OK && (rc = add_auth(c, *out)) != PL_OK) {
+        pl_request_free(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
@@ -422,11 +430,7 @@ int pl_request_send(pl_request **out, pl_client *c, const char *entity, const pl
     *out = NULL;
     if (check_client(c)) return PL_EINVAL;
     if (!m) return pl_error_inval("m", "must not be NULL");
-    char *auth;
-    int rc = scope_auth(c, entity, &auth);
-    if (!rc) rc = pl_wire_send(out, c->endpoint, entity, m, auth);
-    free_secret(auth);
-    return rc;
+    return finish_build(c, out, pl_wire_send(out, c->endpoint, entity, m, NULL));
 }
 
 int pl_request_send_batch(pl_request **out, pl_client *c, const char *entity, const pl_batch *b)
@@ -435,11 +439,7 @@ int pl_request_send_batch(pl_request **out, pl_client *c, const char *entity, co
     *out = NULL;
     if (check_client(c)) return PL_EINVAL;
     if (!b) return pl_error_inval("b", "must not be NULL");
-    char *auth;
-    int rc = scope_auth(c, entity, &auth);
-    if (!rc) rc = pl_wire_batch(out, c->endpoint, entity, b, auth);
-    free_secret(auth);
-    return rc;
+    return finish_build(c, out, pl_wire_batch(out, c->endpoint, entity, b, NULL));
 }
 
 int pl_request_receive(pl_request **out, pl_client *c, const char *entity, int timeout_s, int peek_lock)
@@ -447,12 +447,7 @@ int pl_request_receive(pl_request **out, pl_client *c, const char *entity, int t
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
     if (check_client(c)) return PL_EINVAL;
-    if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout_s", "must be 0..300 seconds");
-    char *auth;
-    int rc = scope_auth(c, entity, &auth);
-    if (!rc) rc = pl_wire_receive(out, c->endpoint, entity, timeout_s, peek_lock, auth);
-    free_secret(auth);
-    return rc;
+    return finish_build(c, out, pl_wire_receive(out, c->endpoint, entity, timeout_s, peek_lock, NULL));
 }
 
 int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m, int op)
@@ -460,11 +455,7 @@ int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m
     *out = NULL;
     if (!m->entity || !m->location)
         return pl_error_set(PL_ESTATE, 0, 0, "message was not received with peek-lock: there is no lock to settle");
-    char *auth;
-    int rc = scope_auth(c, m->entity, &auth);
-    if (!rc) rc = pl_wire_settle(out, c->endpoint, m, op, auth);
-    free_secret(auth);
-    return rc;
+    return finish_build(c, out, pl_wire_settle(out, c->endpoint, m, op, NULL));
 }
 
 int pl_request_settle(pl_request **out, pl_client *c, const pl_message *m, int op)

@@ -170,17 +170,22 @@ char *pl_strndup(const char *s, size_t n)
     return d;
 }
 
+static inline unsigned char ascii_lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
 int pl_strcaseeq(const char *a, const char *b)
 {
     for (; *a && *b; a++, b++)
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+        if (ascii_lower((unsigned char)*a) != ascii_lower((unsigned char)*b)) return 0;
     return *a == *b;
 }
 
 int pl_strncaseeq(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i])) return 0;
+        if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i])) return 0;
         if (!a[i]) return 1;
     }
     return 1;

@@ -36,8 +36,9 @@ static const char *const reserved_headers[] = {
 int pl_header_is_reserved(const char *name);
 int pl_header_is_reserved(const char *name)
 {
+    size_t n = strlen(name);
     for (size_t i = 0; reserved_headers[i]; i++)
-        if (pl_strcaseeq(name, reserved_headers[i])) return 1;
+        if (strlen(reserved_headers[i]) == n && pl_strncaseeq(name, reserved_headers[i], n)) return 1;
     return 0;
 }
 
@@ -181,9 +182,13 @@ int pl_message_mark_lost(pl_message *m, int reason, int from_settling)
 
 int pl_message_broker_index(const char *field)
 {
+    static const size_t lens[10] = { 9, 5, 13, 9, 12, 7, 16, 2, 5, 15 };
     if (!field) return -1;
+    size_t n = strlen(field);
     for (int i = 0; i < 10; i++)
-        if (strcmp(field, received_string_fields[i]) == 0) return i;
+        if (lens[i] == n && field[0] == received_string_fields[i][0] &&
+            memcmp(field, received_string_fields[i], n) == 0)
+            return i;
     return -1;
 }
 
@@ -223,83 +228,67 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             goto done;
         }
     }
-    for (int i = 0; i < 10; i++) {
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, received_string_fields[i]);
-        if (!it || cJSON_IsNull(it)) continue;
-        if (!cJSON_IsString(it)) {
-            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not a string",
-                              received_string_fields[i]);
-            goto done;
-        }
-        free(m->broker_str[i]);
-        m->broker_str[i] = pl_strdup(it->valuestring);
-        if (!m->broker_str[i]) { rc = pl_error_nomem(); goto done; }
-    }
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "LockToken");
-    if (it && !cJSON_IsNull(it)) {
-        if (!cJSON_IsString(it) || !it->valuestring[0]) {
-            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: LockToken is not a string");
-            goto done;
-        }
-        for (const char *c = it->valuestring; *c; c++) {
-            if (!isalnum((unsigned char)*c) && *c != '-') {
-                rc = pl_error_set(PL_EPROTOCOL, 0, 0,
-                                  "BrokerProperties: LockToken has an invalid character");
+    for (const cJSON *it = root->child; it; it = it->next) {
+        const char *k = it->string;
+        if (!k || cJSON_IsNull(it)) continue;
+        int si = pl_message_broker_index(k);
+        if (si >= 0) {
+            if (!cJSON_IsString(it)) {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not a string", k);
                 goto done;
             }
+            free(m->broker_str[si]);
+            m->broker_str[si] = pl_strdup(it->valuestring);
+            if (!m->broker_str[si]) { rc = pl_error_nomem(); goto done; }
+        } else if (strcmp(k, "LockToken") == 0) {
+            if (!cJSON_IsString(it) || !it->valuestring[0]) {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: LockToken is not a string");
+                goto done;
+            }
+            for (const char *c = it->valuestring; *c; c++) {
+                if (!isalnum((unsigned char)*c) && *c != '-') {
+                    rc = pl_error_set(PL_EPROTOCOL, 0, 0,
+                                      "BrokerProperties: LockToken has an invalid character");
+                    goto done;
+                }
+            }
+            free(m->lock_token);
+            m->lock_token = pl_strdup(it->valuestring);
+            if (!m->lock_token) { rc = pl_error_nomem(); goto done; }
+        } else if (strcmp(k, "SequenceNumber") == 0 || strcmp(k, "EnqueuedSequenceNumber") == 0) {
+            if (json_int64(it, k[0] == 'S' ? &m->seq : &m->enqueued_seq)) {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an integer", k);
+                goto done;
+            }
+        } else if (strcmp(k, "DeliveryCount") == 0) {
+            int64_t v;
+            if (json_int64(it, &v) || v < 0 || v > 1000000000) {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: DeliveryCount is not a count");
+                goto done;
+            }
+            m->delivery_count = (int)v;
+        } else if (strcmp(k, "EnqueuedTimeUtc") == 0 || strcmp(k, "LockedUntilUtc") == 0) {
+            int64_t t = cJSON_IsString(it) ? pl_http_date_parse(it->valuestring) : -1;
+            if (t < 0) {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an RFC 1123 date", k);
+                goto done;
+            }
+            if (k[0] == 'E') m->enqueued_time = t;
+            else m->locked_until = t;
+        } else if (strcmp(k, "TimeToLive") == 0) {
+            double d = -1;
+            if (cJSON_IsNumber(it)) d = it->valuedouble;
+            else if (cJSON_IsString(it) && it->valuestring[0]) {
+                char *e = NULL;
+                d = strtod(it->valuestring, &e);
+                if (!e || *e) d = -1;
+            }
+            if (!isfinite(d) || d < 0) {
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: TimeToLive is not a number of seconds");
+                goto done;
+            }
+            m->ttl = d;
         }
-        free(m->lock_token);
-        m->lock_token = pl_strdup(it->valuestring);
-        if (!m->lock_token) { rc = pl_error_nomem(); goto done; }
-    }
-    struct { const char *name; int64_t *slot; } ints[] = {
-        { "SequenceNumber", &m->seq }, { "EnqueuedSequenceNumber", &m->enqueued_seq },
-    };
-    for (size_t i = 0; i < 2; i++) {
-        it = cJSON_GetObjectItemCaseSensitive(root, ints[i].name);
-        if (!it || cJSON_IsNull(it)) continue;
-        if (json_int64(it, ints[i].slot)) {
-            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an integer", ints[i].name);
-            goto done;
-        }
-    }
-    it = cJSON_GetObjectItemCaseSensitive(root, "DeliveryCount");
-    if (it && !cJSON_IsNull(it)) {
-        int64_t v;
-        if (json_int64(it, &v) || v < 0 || v > 1000000000) {
-            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: DeliveryCount is not a count");
-            goto done;
-        }
-        m->delivery_count = (int)v;
-    }
-    struct { const char *name; int64_t *slot; } dates[] = {
-        { "EnqueuedTimeUtc", &m->enqueued_time }, { "LockedUntilUtc", &m->locked_until },
-    };
-    for (size_t i = 0; i < 2; i++) {
-        it = cJSON_GetObjectItemCaseSensitive(root, dates[i].name);
-        if (!it || cJSON_IsNull(it)) continue;
-        int64_t t = cJSON_IsString(it) ? pl_http_date_parse(it->valuestring) : -1;
-        if (t < 0) {
-            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an RFC 1123 date",
-                              dates[i].name);
-            goto done;
-        }
-        *dates[i].slot = t;
-    }
-    it = cJSON_GetObjectItemCaseSensitive(root, "TimeToLive");
-    if (it && !cJSON_IsNull(it)) {
-        double d = -1;
-        if (cJSON_IsNumber(it)) d = it->valuedouble;
-        else if (cJSON_IsString(it) && it->valuestring[0]) {
-            char *e = NULL;
-            d = strtod(it->valuestring, &e);
-            if (!e || *e) d = -1;
-        }
-        if (!isfinite(d) || d < 0) {
-            rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: TimeToLive is not a number of seconds");
-            goto done;
-        }
-        m->ttl = d;
     }
     free(m->broker_json);
     m->broker_json = pl_strndup(json, len);

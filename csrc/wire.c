@@ -75,7 +75,9 @@ int pl_wire_scope(char **out, const char *endpoint, const char *entity)
     int rc = pl_entity_encode(&enc, entity);
     if (rc) return rc;
     pl_buf b = PL_BUF_INIT;
-    pl_buf_printf(&b, "%s/%s", endpoint, enc);
+    pl_buf_puts(&b, endpoint);
+    pl_buf_puts(&b, "/");
+    pl_buf_puts(&b, enc);
     free(enc);
     char *s = pl_buf_detach(&b);
     if (!s) return pl_error_nomem();
@@ -150,15 +152,21 @@ static int req_base(pl_request **out, int op, const char *method, const char *en
     int rc = pl_entity_encode(&enc, entity);
     if (rc) return rc;
     pl_request *r = req_new(op, method, entity);
-    pl_buf b = PL_BUF_INIT;
-    pl_buf_printf(&b, "%s/%s%s", endpoint, enc, suffix);
+    pl_buf b = PL_BUF_INIT, sc = PL_BUF_INIT;
+    pl_buf_puts(&b, endpoint);
+    pl_buf_puts(&b, "/");
+    pl_buf_puts(&b, enc);
+    pl_buf_puts(&sc, b.data ? b.data : "");
+    pl_buf_puts(&b, suffix);
     free(enc);
-    if (!r) { pl_buf_free(&b); return pl_error_nomem(); }
+    if (!r) { pl_buf_free(&b); pl_buf_free(&sc); return pl_error_nomem(); }
     r->url = pl_buf_detach(&b);
-    if (!r->url || pl_wire_scope(&r->scope, endpoint, entity) != PL_OK) {
+    r->scope = pl_buf_detach(&sc);
+    if (!r->url || !r->scope) {
         pl_request_free(r);
         return pl_error_nomem();
     }
+    for (char *c = r->scope; *c; c++) *c = (char)tolower((unsigned char)*c);
     if (auth && (rc = pl_request_set_header(r, "Authorization", auth)) != PL_OK) {
         pl_request_free(r);
         return rc;
