@@ -221,7 +221,10 @@ class EmulatorApp:
             self.broker.store.commit()
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
+        raw = request.raw_path
+        path = raw.partition("?")[0]
+        if "%" in path:
+            path = urllib.parse.unquote(path)
         segs = [s for s in path.split("/") if s]
         lsegs = [s.lower() for s in segs]
         if lsegs and lsegs[0] == "$admin":
@@ -292,7 +295,7 @@ class EmulatorApp:
             return
         try:
             self.sas.check(request.headers.get(hdrs.AUTHORIZATION), self.host_of(request),
-                           urllib.parse.unquote(request.raw_path))
+                           urllib.parse.unquote(request.raw_path) if "%" in request.raw_path else request.raw_path)
         except AuthError as e:
             raise BrokerError(401, str(e)) from None
 
@@ -432,10 +435,12 @@ class EmulatorApp:
 
     def parse_timeout(self, request: web.Request) -> float:
         raw = None
-        for k, v in request.query.items():
-            if k.lower() == "timeout":
-                raw = v
-                break
+        qs = request.raw_path.partition("?")[2]
+        if qs:
+            for k, v in urllib.parse.parse_qsl(qs, keep_blank_values=True):
+                if k.lower() == "timeout":
+                    raw = v
+                    break
         if raw is None:
             return DEFAULT_TIMEOUT
         try:
@@ -479,6 +484,9 @@ class EmulatorApp:
         key = name.lower()
         if m == "GET":
             ent = self.broker.get(key)
+            if ent is None and is_sub:
+                # the service answers a missing subscription with an empty 404 (recorded traffic)
+                return await self.respond(request, 404, b"", None, chunked=False)
             if ent is None:
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
             self.broker.sweep(ent, now)

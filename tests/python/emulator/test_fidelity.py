@@ -278,3 +278,13 @@ def test_get_missing_queue_is_404_by_decision(fresh_emulator, eid):
     assert e["response"]["status"] == 200           # what the old service did ...
     status, _, _ = fresh_emulator.request("GET", e["request"]["path"])
     assert status == 404                            # ... and what protocol.md Decisions settle on
+
+
+def test_get_missing_subscription_shape(fresh_emulator):
+    e = _by_id("x055")
+    fresh_emulator.create_topic(e["request"]["path"].split("/")[1])
+    status, headers, body = fresh_emulator.request("GET", e["request"]["path"] + "?" + e["request"]["query"])
+    rec = e["response"]
+    assert status == rec["status"] == 404 and body == b""
+    assert set(k.lower() for k in headers.keys()) - {"date"} == set(rec["headers"]) - {"date"}
+    assert headers["Content-Length"] == "0"
