@@ -432,7 +432,7 @@ function M.client(opts)
   local ok, rc, h = pcall(core.client_new, opts)
   if not ok then error("peeklock.client: " .. tostring(rc), 2) end
   if rc < 0 then return nil, last_error(rc, "client") end
-  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = {} }, Client)
+  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = {}, _active = {} }, Client)
 end
 
 function Client:endpoint()
@@ -533,7 +533,7 @@ function Client:poll_events()
     local ty = core.pl_event_type(ev)
     if ty == core.PL_EVENT_LOST or ty == core.PL_EVENT_CAP_REACHED then
       local key = core.key(core.pl_event_message(ev))
-      if key then
+      if key and self._active[key] then -- only messages a with_lock is holding now
         self._lost[key] = { type = ty == core.PL_EVENT_LOST and "lost" or "cap_reached",
                             errno = core.pl_event_code(ev), status = core.pl_event_http_status(ev),
                             reason = core.pl_event_reason(ev) }
@@ -608,9 +608,12 @@ function Client:with_lock(entity, opts, fn)
   msg, err = self:peek_lock(entity, opts)
   if not msg then return nil, err end
   local mh = msg._h
+  local key = core.key(mh)
+  self._active[key] = true
   local rc = core.pl_renewer_add(r, mh, floor(max_renew * 1000))
   if rc < 0 then
     err = last_error(rc, "with_lock")
+    self._active[key] = nil
     self:_settle(msg, "abandon")
     msg:free()
     return nil, err
@@ -618,9 +621,8 @@ function Client:with_lock(entity, opts, fn)
   local res = pack(pcall(fn, msg))
   core.pl_renewer_remove(r, mh)
   self:poll_events()
-  local key = core.key(mh)
-  local info = key and self._lost[key]
-  if key then self._lost[key] = nil end
+  local info = self._lost[key]
+  self._lost[key], self._active[key] = nil, nil
   local state = core.pl_message_lock_state(mh)
   if not res[1] then
     if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end

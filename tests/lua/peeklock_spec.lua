@@ -313,6 +313,20 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         assert.is_true(renewals >= 3)
         assert.equal(1, emu2:completed("slow", id))
         assert.equal(0, #emu2:messages("slow"))
+
+        -- the renewer finds the lock gone (server clock jumps past it): nothing is completed
+        local id2 = H.unique("wl")
+        assert(c:send("slow", "lost later", { message_id = id2 }))
+        local state_seen
+        ok, err = c:with_lock("slow", { timeout = 5 }, function(msg)
+          emu2:advance(60)
+          state_seen = H.wait_for(function() return msg.lock_state ~= "held" and msg.lock_state end, 15)
+        end)
+        assert.equal("lost", state_seen)
+        assert.is_nil(ok)
+        assert.equal("lock_lost", err.code)
+        assert.matches("nothing was completed %(.+%)", err.message) -- the renewer's reason
+        assert.equal(0, emu2:completed("slow", id2))
       end)
       c:close()
       emu2:stop()

@@ -281,7 +281,9 @@ def main():
         log = ngx.log()
         check("no Lua errors in the nginx log",
               lambda: (_ for _ in ()).throw(AssertionError(log[-3000:]))
-              if ("lua entry thread aborted" in log or "runtime error" in log) else None)
+              if any(bad in log for bad in ("lua entry thread aborted", "runtime error",
+                                            "writing a global Lua variable", "[alert]", "[crit]",
+                                            "[emerg]")) else None)
     finally:
         if ngx:
             ngx.stop()
