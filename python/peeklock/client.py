@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from typing import (Any, Literal, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
@@ -586,6 +587,7 @@ class Client:
         self._token_provider = token_provider
         self._token_expiry = 0.0
         self._token_lock = threading.Lock()
+        self._token_timer: Optional[threading.Timer] = None
         self._renewer_lock = threading.Lock()
         self._renewer_handle: Any = None
         self._events_lock = threading.Lock()
@@ -619,6 +621,8 @@ class Client:
             except Error as e:
                 log.warning("closing the renewer: %s", e)
         self._closed = True
+        if self._token_timer is not None:
+            self._token_timer.cancel()
 
     def __enter__(self) -> "Client":
         return self
@@ -648,6 +652,30 @@ class Client:
                 raise TypeError("token_provider must return a non-empty str token")
             _core.pl_client_set_bearer_token(self._h, token, int(expires))
             self._token_expiry = expires
+            self._schedule_token_refresh(max(1.0, expires - 300 - time.time()))
+
+    def _schedule_token_refresh(self, delay: float) -> None:
+        """Refreshes the bearer token in the background too, so that the C
+        renewer (which cannot call into Python) always has a valid one."""
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+        ref = weakref.ref(self)
+
+        def fire() -> None:
+            c = ref()
+            if c is None or c._closed:
+                return
+            try:
+                c._refresh_token(force=True)
+            except Exception as e:
+                log.warning("token_provider failed: %s; retrying in 30 s", type(e).__name__)
+                c._schedule_token_refresh(30.0)
+
+        t = threading.Timer(delay, fire)
+        t.daemon = True
+        t.name = "peeklock-token-refresh"
+        self._token_timer = t
+        t.start()
 
     # ---- renewer ----
     def _renewer(self) -> Any:

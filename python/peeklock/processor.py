@@ -95,6 +95,9 @@ class Processor:
         self._claimed = 0
         self._last_activity = time.monotonic()
         self._signals = 0
+        self._start = 0.0
+        self._stats0 = 0
+        self._next_progress = 0.0
 
     # ---- workers ----
     def _claim(self) -> bool:
@@ -194,8 +197,9 @@ class Processor:
 
     def run(self) -> ProcessSummary:
         s = self.summary
-        start = time.monotonic()
-        stats0 = self.client.stats().get("renewer", {}).get("renewals", 0)
+        self._start = time.monotonic()
+        self._stats0 = int(self.client.stats().get("renewer", {}).get("renewals", 0))
+        self._next_progress = time.monotonic()
         old: Dict[Any, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -205,59 +209,76 @@ class Processor:
         try:
             for t in threads:
                 t.start()
-            next_progress = time.monotonic()
-            while any(t.is_alive() for t in threads):
-                if self.stop_event.wait(0.1):
-                    if not s.stopped_by:
-                        s.stopped_by = "stop_event"
-                    break
-                if (self.idle_timeout is not None and s.in_flight == 0
-                        and time.monotonic() - self._last_activity > self.idle_timeout):
-                    s.stopped_by = "idle"
-                    self.stop_event.set()
-                    break
-                if self.on_progress is not None and time.monotonic() >= next_progress:
-                    s.elapsed = time.monotonic() - start
-                    s.renewals = self._renewals(stats0)
-                    self.on_progress(s)
-                    next_progress = time.monotonic() + self.progress_interval
-            if not s.stopped_by:
-                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+            self._run_until_stopped(threads)
+            self._drain(threads)
+        except BaseException:
+            # e.g. KeyboardInterrupt with handle_signals=False: stop at once,
+            # give back what is held, and let the interrupt propagate
             self.stop_event.set()
-            # drain: running handlers may finish until the deadline
-            deadline = time.monotonic() + self.drain_timeout
-            signals_at_drain = self._signals
-            for t in threads:
-                while t.is_alive() and time.monotonic() < deadline:
-                    if self._signals > signals_at_drain + 1:
-                        deadline = time.monotonic()   # asked twice more: stop now
-                    t.join(0.1)
-                    if self.on_progress is not None and time.monotonic() >= next_progress:
-                        s.elapsed = time.monotonic() - start
-                        s.renewals = self._renewals(stats0)
-                        self.on_progress(s)
-                        next_progress = time.monotonic() + self.progress_interval
-            # abandon whatever is still held so it is redelivered at once
-            with self._lock:
-                leftovers = list(self._held)
-                self._held.clear()
-            for msg in leftovers:
-                try:
-                    msg.abandon()
-                except Error as e:
-                    log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
-                with self._lock:
-                    s.abandoned_on_drain += 1
-                    s.in_flight -= 1
+            self._abandon_held()
+            raise
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
-        s.elapsed = time.monotonic() - start
-        s.renewals = self._renewals(stats0)
+        s.elapsed = time.monotonic() - self._start
+        s.renewals = self._renewals(self._stats0)
         if self.on_progress is not None:
             self.on_progress(s)
         log.info("processor finished: %s", s)
         return s
+
+    def _progress(self) -> None:
+        if self.on_progress is not None and time.monotonic() >= self._next_progress:
+            self.summary.elapsed = time.monotonic() - self._start
+            self.summary.renewals = self._renewals(self._stats0)
+            self.on_progress(self.summary)
+            self._next_progress = time.monotonic() + self.progress_interval
+
+    def _run_until_stopped(self, threads: List[threading.Thread]) -> None:
+        s = self.summary
+        while any(t.is_alive() for t in threads):
+            if self.stop_event.wait(0.1):
+                if not s.stopped_by:
+                    s.stopped_by = "stop_event"
+                break
+            if (self.idle_timeout is not None and s.in_flight == 0
+                    and time.monotonic() - self._last_activity > self.idle_timeout):
+                s.stopped_by = "idle"
+                break
+            self._progress()
+        if not s.stopped_by:
+            if self.stop_event.is_set():
+                s.stopped_by = "stop_event"
+            else:
+                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+        self.stop_event.set()
+
+    def _drain(self, threads: List[threading.Thread]) -> None:
+        """Running handlers may finish until the deadline; then what is still
+        held is abandoned so it is redelivered at once."""
+        deadline = time.monotonic() + self.drain_timeout
+        signals_at_drain = self._signals
+        for t in threads:
+            while t.is_alive() and time.monotonic() < deadline:
+                if self._signals > signals_at_drain:
+                    deadline = time.monotonic()   # asked again: stop now
+                t.join(0.1)
+                self._progress()
+        self._abandon_held()
+
+    def _abandon_held(self) -> None:
+        s = self.summary
+        with self._lock:
+            leftovers = list(self._held)
+            self._held.clear()
+        for msg in leftovers:
+            try:
+                msg.abandon()
+            except Error as e:
+                log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
+            with self._lock:
+                s.abandoned_on_drain += 1
+                s.in_flight -= 1
 
     def _renewals(self, base: int) -> int:
         return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)

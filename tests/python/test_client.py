@@ -187,3 +187,46 @@ def test_closed_client(emu, queue):
     c.close()
     with pytest.raises(peeklock.ClosedError):
         c.send(queue, b"x")
+
+
+def test_connection_refused_is_connection_error(queue):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                   # nothing listens there now
+    c = peeklock.Client(f"http://127.0.0.1:{port}", key_name="k", key="v", max_retries=0)
+    with pytest.raises(peeklock.ConnectionError) as ei:
+        c.send(queue, b"x")
+    assert ei.value.status == 0 and isinstance(ei.value, ConnectionError)
+
+
+def test_server_error_after_retries(client, emu, queue):
+    emu.fault(operation="send", status=500)
+    with pytest.raises(peeklock.ServerError) as ei:
+        client.send(queue, b"x")
+    assert ei.value.status == 500
+
+
+def test_transient_faults_are_retried(client, emu, queue):
+    emu.fault(operation="send", status=503, count=1)
+    emu.fault(operation="peek_lock", drop=True, count=1)
+    client.send(queue, b"survives", message_id="r")
+    msg = client.peek_lock(queue, timeout=5)
+    assert msg is not None and msg.body == b"survives"
+    msg.complete()
+    assert completed(emu, queue) == {"r": 1}
+    assert client.stats()["retries"] >= 1
+
+
+def test_token_provider_refreshes_in_the_background(emu):
+    import time
+    calls = []
+
+    def provider(audience):
+        calls.append(time.monotonic())
+        return "header.payload.signature", time.time() + 301   # due again in ~1 s
+
+    c = peeklock.Client(emu.endpoint, token_provider=provider)
+    wait_for(lambda: len(calls) >= 2, timeout=15)     # no client call made meanwhile
+    c.close()

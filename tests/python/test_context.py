@@ -134,3 +134,14 @@ def test_settled_twice_is_refused(client, emu, queue):
         with msg:
             pass
     assert completed(emu, queue) == {"m": 1}
+
+
+def test_lock_lost_and_handler_failed_keeps_the_handlers_error(client, emu, queue):
+    msg = _one(client, emu, queue)
+    emu.fault(operation="renew", status=404)
+    with pytest.raises(ValueError, match="handler's own"):
+        with msg:
+            wait_for(lambda: msg.lock_lost, timeout=15)
+            raise ValueError("the handler's own failure")
+    assert msg.lock_lost
+    assert completed(emu, queue) == {}

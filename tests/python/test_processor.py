@@ -95,3 +95,32 @@ def test_stop_event(client, queue):
     s = client.process(queue, handler, concurrency=2, poll_timeout=1, stop_event=stop,
                        handle_signals=False)
     assert seen == ["only"] and s.processed == 1 and s.stopped_by == "stop_event"
+
+
+def test_keyboard_interrupt_without_signal_handling_gives_messages_back(client, emu, queue):
+    for i in range(3):
+        client.send(queue, b"x")
+    started = threading.Semaphore(0)
+    never = threading.Event()
+
+    def handler(msg):
+        started.release()
+        never.wait(60)
+
+    def interrupt():
+        for _ in range(3):
+            started.acquire(timeout=30)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        client.process(queue, handler, concurrency=3, poll_timeout=1, handle_signals=False)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("KeyboardInterrupt was swallowed")
+    finally:
+        never.set()
+    msgs = emu.messages(queue)
+    assert len(msgs) == 3 and not any(m["locked"] for m in msgs)
+    assert completed(emu, queue) == {}
