@@ -140,7 +140,14 @@ def pct(sorted_vals, p):
     return sorted_vals[k]
 
 
+def own_cpu():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 async def run_loop(host, port, auth, queue, seconds, inflight, baseline=False):
+    cpu0 = own_cpu()
     lat, counts = [], [0, 0]
     hostport = "%s:%d" % (host, port)
     deadline = time.perf_counter() + seconds
@@ -149,7 +156,8 @@ async def run_loop(host, port, auth, queue, seconds, inflight, baseline=False):
                            for _ in range(inflight)))
     elapsed = time.perf_counter() - t0
     lat.sort()
-    return {"ops": counts[0], "errors": counts[1], "ops_per_s": counts[0] / elapsed,
+    return {"gen_cpu_us": (own_cpu() - cpu0) / max(counts[0], 1) * 1e6,
+            "ops": counts[0], "errors": counts[1], "ops_per_s": counts[0] / elapsed,
             "cycles_per_s": counts[0] / 2 / elapsed, "p50_ms": pct(lat, 50) * 1e3,
             "p99_ms": pct(lat, 99) * 1e3, "p999_ms": pct(lat, 99.9) * 1e3, "max_ms": lat[-1] * 1e3 if lat else 0}
 
@@ -192,9 +200,9 @@ def rss_mb(pid):
 
 def fmt(name, r):
     return ("%-32s %6.0f ops/s (%5.0f cycles/s) p50 %5.2f ms p99 %5.2f ms p99.9 %5.2f ms max %5.2f ms "
-            "server CPU %4.0f us/op (=> %5.0f ops/s per core) errors %d"
+            "server CPU %4.0f us/op (=> %5.0f ops/s per core) load generator CPU %4.0f us/op errors %d"
             % (name, r["ops_per_s"], r["cycles_per_s"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["max_ms"],
-               r.get("cpu_us", 0), 1e6 / r["cpu_us"] if r.get("cpu_us") else 0, r["errors"]))
+               r.get("cpu_us", 0), 1e6 / r["cpu_us"] if r.get("cpu_us") else 0, r["gen_cpu_us"], r["errors"]))
 
 
 def main():

@@ -226,3 +226,39 @@ def test_bad_batch_is_400_and_nothing_enqueued(sb, queue, fresh_emulator):
                                       {"Content-Type": "application/vnd.microsoft.servicebus.json; charset=utf-8"})
         assert status == 400, body
     assert fresh_emulator.messages(queue) == []
+
+
+def test_timeout_is_capped_at_300_seconds(fresh_emulator, queue):
+    other = fresh_emulator.client()
+    t, out = in_thread(lambda: SB(other).peek_lock(queue, timeout=1000))
+    deadline = time.monotonic() + 10
+    while fresh_emulator.state()["counters"].get("requests.peek_lock", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    fresh_emulator.advance(299)
+    t.join(0.5)
+    assert t.is_alive()                     # still waiting before 300 s
+    fresh_emulator.advance(2)
+    t.join(30)
+    assert not t.is_alive() and out["value"].status == 204
+
+
+def test_batch_too_large_is_403_and_nothing_enqueued(sb, fresh_emulator):
+    fresh_emulator.create_queue("bsmall", max_message_size=100)
+    batch = [{"Body": "ok"}, {"Body": "x" * 200}]
+    status, _, body = sb.emu.request("POST", "/bsmall/messages", json.dumps(batch).encode(),
+                                     {"Content-Type": "application/vnd.microsoft.servicebus.json"})
+    assert status == 403 and b"exceeds" in body
+    assert fresh_emulator.messages("bsmall") == []
+
+
+def test_entity_size_quota_is_403(sb, fresh_emulator):
+    fresh_emulator.create_queue("quota", max_size_in_megabytes=1)
+    chunk = b"x" * 200000
+    statuses = [sb.send("quota", chunk)[0] for _ in range(6)]
+    assert statuses[:5] == [201] * 5 and statuses[5] == 403
+
+
+def test_unknown_expectation_is_417(fresh_emulator, queue):
+    status, _, _ = fresh_emulator.request("POST", "/%s/messages" % queue, b"x", {"Expect": "something-else"})
+    assert status == 417
+    assert fresh_emulator.messages(queue) == []
