@@ -590,7 +590,8 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
         if (!(t = curl_slist_append(h, "Content-Type:"))) goto oom;
         h = t;
     }
-    curl_easy_reset(e);
+    /* No curl_easy_reset: every option the client uses is set below on every
+     * request, and a driver's own options (e.g. CURLOPT_PRIVATE) survive. */
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -609,7 +610,7 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
     /* Every method sends its body (or an explicit empty one: Content-Length: 0). */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
-    if (strcmp(req->method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(req->method, "POST") != 0 ? req->method : NULL);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, resp);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

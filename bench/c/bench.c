@@ -214,7 +214,7 @@ static sample pl_peek_complete_loop(pl_client *c, long n)
 
 static void core_costs(double *sign_us, double *build_parse_us)
 {
-    const long n = 20000;
+    const long n = 4000;
     char *tok = NULL;
     double w = now_s();
     for (long i = 0; i < n; i++) {
@@ -264,19 +264,34 @@ static void core_costs(double *sign_us, double *build_parse_us)
     pl_client_free(c);
 }
 
-static void report(const char *target, const char *what, sample p, sample r)
+static double per_op_us(double v, long ops) { return v / (double)ops * 1e6; }
+
+typedef struct best {
+    double wall, cpu; /* best (lowest) per-op figures over the rounds, us */
+    long reused, requests, ops;
+} best;
+
+static void keep_best(best *b, sample s)
 {
-    double pw = p.wall_s / (double)p.ops * 1e6, rw = r.wall_s / (double)r.ops * 1e6;
-    double pc = p.cpu_s / (double)p.ops * 1e6, rc = r.cpu_s / (double)r.ops * 1e6;
-    printf("%-9s %-22s %6ld ops | wall %8.1f us/op vs raw %8.1f (ratio %.3f) | client CPU %6.1f us/op vs raw %6.1f "
-           "(+%.1f us) | reuse %.2f%% vs raw %.2f%%\n",
-           target, what, p.ops, pw, rw, pw / rw, pc, rc, pc - rc,
+    double w = per_op_us(s.wall_s, s.ops), c = per_op_us(s.cpu_s, s.ops);
+    if (!b->ops || w < b->wall) b->wall = w;
+    if (!b->ops || c < b->cpu) b->cpu = c;
+    b->reused += s.reused;
+    b->requests += s.requests;
+    b->ops += s.ops;
+}
+
+static void report(const char *target, const char *what, best p, best r, int rounds)
+{
+    printf("%-9s %-21s %6ld ops x2 (%d rounds, best) | wall %7.1f us/op vs raw %7.1f (ratio %.3f) | "
+           "client CPU %6.1f vs raw %6.1f us/op (%+.1f us) | reuse %.2f%% vs raw %.2f%%\n",
+           target, what, p.ops, rounds, p.wall, r.wall, p.wall / r.wall, p.cpu, r.cpu, p.cpu - r.cpu,
            p.requests ? 100.0 * (double)p.reused / (double)p.requests : 0,
            r.requests ? 100.0 * (double)r.reused / (double)r.requests : 0);
 }
 
 static void run_target(const char *target, pl_client *c, const char *endpoint, const char *kn, const char *key,
-                       long n)
+                       long n, int rounds)
 {
     raw r;
     raw_init(&r, endpoint, kn, key);
@@ -285,14 +300,20 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
     raw_send_loop(&r, 5);
     pl_peek_complete_loop(c, 5);
     raw_peek_complete_loop(&r, 5);
-    /* interleave halves so drift (e.g. a growing emulator queue) hits both alike */
-    sample rs1 = raw_send_loop(&r, n / 2), ps1 = pl_send_loop(c, n / 2);
-    sample ps2 = pl_send_loop(c, n - n / 2), rs2 = raw_send_loop(&r, n - n / 2);
-    sample pp1 = pl_peek_complete_loop(c, n / 2), rp1 = raw_peek_complete_loop(&r, n / 2);
-    sample rp2 = raw_peek_complete_loop(&r, n - n / 2), pp2 = pl_peek_complete_loop(c, n - n / 2);
-#define ADD(a, b) (sample){ a.wall_s + b.wall_s, a.cpu_s + b.cpu_s, a.ops + b.ops, a.reused + b.reused, a.requests + b.requests }
-    report(target, "send", ADD(ps1, ps2), ADD(rs1, rs2));
-    report(target, "peek-lock + complete", ADD(pp1, pp2), ADD(rp1, rp2));
+    /* Rounds alternate which side goes first, so drift and load from other
+     * processes hit both alike; the best round of each side is reported. */
+    best ps = {0}, rs = {0}, pp = {0}, rp = {0};
+    long k = n / rounds;
+    for (int i = 0; i < rounds; i++) {
+        if (i % 2) { keep_best(&rs, raw_send_loop(&r, k)); keep_best(&ps, pl_send_loop(c, k)); }
+        else { keep_best(&ps, pl_send_loop(c, k)); keep_best(&rs, raw_send_loop(&r, k)); }
+    }
+    for (int i = 0; i < rounds; i++) {
+        if (i % 2) { keep_best(&rp, raw_peek_complete_loop(&r, k)); keep_best(&pp, pl_peek_complete_loop(c, k)); }
+        else { keep_best(&pp, pl_peek_complete_loop(c, k)); keep_best(&rp, raw_peek_complete_loop(&r, k)); }
+    }
+    report(target, "send", ps, rs, rounds);
+    report(target, "peek-lock + complete", pp, rp, rounds);
     raw_free(&r);
 }
 
@@ -301,19 +322,28 @@ int main(int argc, char **argv)
     const char *null_url = NULL;
     int emulator = 0;
     long n = 4000, m = 600;
+    int rounds = 5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--null") && i + 1 < argc) null_url = argv[++i];
         else if (!strcmp(argv[i], "--emulator")) emulator = 1;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) m = atol(argv[++i]);
-        else { fprintf(stderr, "usage: bench_c [--null URL] [-n N] [--emulator] [-m M]\n"); return 2; }
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc) rounds = atoi(argv[++i]);
+        else { fprintf(stderr, "usage: bench_c [--null URL] [-n N] [--emulator] [-m M] [-r ROUNDS]\n"); return 2; }
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     double sign_us, bp_us;
     core_costs(&sign_us, &bp_us);
+    for (int i = 1; i < 5; i++) { /* best of five: the machine may be busy */
+        double a, b;
+        core_costs(&a, &b);
+        if (a < sign_us) sign_us = a;
+        if (b < bp_us) bp_us = b;
+    }
     printf("peeklock %s C benchmark (libcurl %s)\n", pl_version(), curl_version_info(CURLVERSION_NOW)->version);
-    printf("pure core: SAS signing (uncached) %.2f us; build peek-lock + parse reply + build complete + "
-           "parse reply (cached token) %.2f us per message\n", sign_us, bp_us);
+    printf("pure core (best of 5): SAS signing, uncached (once per scope per token lifetime) %.2f us; "
+           "build request + parse reply with the cached token %.2f us per operation "
+           "(peek-lock + complete pair %.2f us)\n", sign_us, bp_us / 2, bp_us);
     if (null_url) {
         pl_client_options o = PL_CLIENT_OPTIONS_INIT;
         o.endpoint = null_url;
@@ -322,7 +352,7 @@ int main(int argc, char **argv)
         o.pool_size = 1;
         pl_client *c = NULL;
         if (pl_client_new(&c, &o)) die("client");
-        run_target("null", c, pl_client_endpoint(c), o.key_name, o.key, n);
+        run_target("null", c, pl_client_endpoint(c), o.key_name, o.key, n, rounds);
         pl_client_free(c);
     }
     if (emulator) {
@@ -335,7 +365,7 @@ int main(int argc, char **argv)
         o.connection_string = cs;
         o.pool_size = 1;
         if (pl_client_new(&c, &o)) die("client");
-        run_target("emulator", c, pl_client_endpoint(c), pl_connstr_key_name(p), pl_connstr_key(p), m);
+        run_target("emulator", c, pl_client_endpoint(c), pl_connstr_key_name(p), pl_connstr_key(p), m, rounds);
         pl_client_free(c);
         pl_connstr_free(p);
     }
