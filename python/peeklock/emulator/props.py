@@ -34,6 +34,7 @@ RESERVED_PREFIXES = ("x-ms-", "x-forwarded-", "sec-", "x-real-ip")
 
 MAX_STRING_LEN = 128
 
+_JSON_UNSAFE = re.compile('[\x00-\x1f"\\\\\x7f]')
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TIMESPAN_RE = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
@@ -253,6 +254,8 @@ def broker_properties_json(fields: Dict[str, Any]) -> str:
             s = str(v)
         elif isinstance(v, float):
             s = format_number(v)
+        elif v.isascii() and _JSON_UNSAFE.search(v) is None:
+            s = '"' + v + '"'          # fast path: nothing to escape
         else:
             s = json.dumps(v)
         parts.append('"%s":%s' % (key, s))

@@ -163,7 +163,8 @@ class EmulatorApp:
                       content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
                       chunked: bool = True) -> web.StreamResponse:
         self.broker.store.commit()
-        resp = SBResponse(status=status)
+        special = content_type is None or status == 204 or status == 304
+        resp = SBResponse(status=status) if special else web.StreamResponse(status=status)
         h = resp.headers
         if headers:
             for k, v in headers:
@@ -171,10 +172,10 @@ class EmulatorApp:
         if content_type is not None:
             h[hdrs.CONTENT_TYPE] = content_type
         else:
-            resp.omit_content_type = True
+            resp.omit_content_type = True  # type: ignore[attr-defined]
         h[hdrs.SERVER] = SERVER
         if status == 204 or status == 304:
-            resp.zero_length = True
+            resp.zero_length = True  # type: ignore[attr-defined]
         elif chunked and request.version >= (1, 1):
             resp.enable_chunked_encoding()
         else:
