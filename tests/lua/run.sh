@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lua suites: builds peeklock/core.so for Lua 5.4 and LuaJIT, runs the busted specs
-# under both against the emulator, a short GC loop under valgrind, then the nginx test.
+# under both against the emulator (and under ASan+UBSan on 5.4), a short GC loop under
+# valgrind, luarocks make into a temporary tree, then the nginx test.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -28,6 +29,20 @@ lua_env() { # flavour (5.4|jit), interpreter, command...
 
 run "busted (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 /usr/bin/busted -o utfTerminal tests/lua
 run "busted (LuaJIT)" lua_env jit luajit luajit /usr/bin/busted -o utfTerminal tests/lua
+# The Lua glue (bindings/lua.i) and the core under ASan+UBSan, driven by the Lua 5.4 specs.
+asan_specs() {
+  local abuild="$BUILD-asan"
+  cmake -S "$ROOT" -B "$abuild" -DCMAKE_BUILD_TYPE=Debug -DPEEKLOCK_LUA=ON -DPEEKLOCK_TESTS=OFF \
+    -DPEEKLOCK_SANITIZE=ON >/dev/null && cmake --build "$abuild" --target peeklock_lua -j2 >/dev/null &&
+  env ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" \
+      LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/tests/lua/?.lua;;" \
+      LUA_CPATH="$abuild/lua/5.4/?.so;;" PEEKLOCK_LUA_INTERP=lua5.4 \
+      lua5.4 /usr/bin/busted -o utfTerminal tests/lua
+}
+if [ "${PEEKLOCK_LUA_ASAN:-1}" = 1 ]; then
+  run "busted under ASan+UBSan (Lua 5.4)" asan_specs
+fi
 if command -v valgrind >/dev/null; then
   run "GC loop under valgrind (Lua 5.4)" lua_env 5.4 lua5.4 valgrind -q --error-exitcode=9 \
     --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
