@@ -4,6 +4,7 @@
  * malformed responses. No network. */
 #include <ctype.h>
 #include <math.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
@@ -430,6 +431,55 @@ static void malformed(void)
     pl_request_free(req);
 }
 
+static int cb_calls;
+static long long cb_expiry;
+static int token_cb(void *ud, const char *audience, char *buf, size_t buflen, int64_t *expires)
+{
+    cb_calls++;
+    CHECK(ud == (void *)&cb_calls);
+    CHECK(audience && strstr(audience, "servicebus") != NULL);
+    snprintf(buf, buflen, "tok%d", cb_calls);
+    *expires = cb_expiry;
+    return 0;
+}
+
+static const char *auth_of(const pl_request *req)
+{
+    for (size_t i = 0; i < pl_request_header_count(req); i++)
+        if (!strcmp(pl_request_header_name(req, i), "Authorization")) return pl_request_header_value(req, i);
+    return NULL;
+}
+
+/* Bearer tokens from a callback: cached until 5 minutes before expiry. */
+static void bearer(void)
+{
+    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+    o.endpoint = "https://ns.servicebus.windows.net";
+    o.token_cb = token_cb;
+    o.token_userdata = &cb_calls;
+    pl_client *c = NULL;
+    REQUIRE(pl_client_new(&c, &o) == PL_OK);
+    cb_expiry = (long long)time(NULL) + 3600;
+    pl_request *req = NULL;
+    REQUIRE(pl_request_receive(&req, c, "q", 0, 1) == PL_OK);
+    CHECK_STR(auth_of(req), "Bearer tok1");
+    pl_request_free(req);
+    REQUIRE(pl_request_receive(&req, c, "q", 0, 1) == PL_OK);
+    CHECK_STR(auth_of(req), "Bearer tok1");
+    CHECK_EQ(cb_calls, 1);
+    pl_request_free(req);
+    /* Near expiry: the callback is asked again. */
+    CHECK_EQ(pl_client_set_bearer_token(c, "old", (int64_t)time(NULL) + 60), PL_OK);
+    REQUIRE(pl_request_receive(&req, c, "q", 0, 1) == PL_OK);
+    CHECK_STR(auth_of(req), "Bearer tok2");
+    pl_request_free(req);
+    pl_client_free(c);
+    /* Two credentials at once are refused. */
+    o.key_name = "k";
+    o.key = "v";
+    CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
+}
+
 /* The public sans-I/O surface through a client: SAS scope per entity. */
 static void public_requests(void)
 {
@@ -485,5 +535,6 @@ int main(void)
     status_mapping();
     malformed();
     public_requests();
+    bearer();
     return pl_test_done("test_wire");
 }
