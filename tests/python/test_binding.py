@@ -1,0 +1,72 @@
+"""The SWIG layer itself (peeklock._core): ownership, parents kept alive,
+output pointers as return values, the error bridge, and a renewer that a
+GIL-holding handler cannot starve."""
+import gc
+import time
+
+import pytest
+
+import peeklock
+from peeklock import _core
+from conftest import completed
+
+
+def _client(emu):
+    peeklock.Client  # registers the exception factory
+    return _core.pl_client_open(emu.connection_string, None, None, None, None, 0, 0, -1,
+                                0, 0, 0, None, 0)
+
+
+def test_message_outlives_its_client_object(emu, queue):
+    c = _client(emu)
+    out = _core.pl_outgoing_new(b"abc\x00def")
+    _core.pl_outgoing_add_int(out, "n", 7)
+    assert _core.pl_send(c, queue, out) is None
+    m = _core.pl_peek_lock(c, queue, 5)
+    assert isinstance(m, _core.pl_message)
+    r = _core.pl_renewer_open(c, 0, 0, -1.0, 0, 0)
+    del c
+    gc.collect()
+    # the message and the renewer hold the C client: both still work
+    assert _core.pl_message_body(m) == b"abc\x00def"
+    assert _core.pl_message_property_int(m, 0) == 7
+    _core.pl_renewer_add(r, m, 60000)
+    assert _core.pl_renewer_stats_get(r)["held"] == 1
+    _core.pl_renewer_close(r, 1)            # unlocks what it held, through the freed-by-Python client
+    assert _core.pl_message_lock_state(m) == 3
+    del m, r
+    gc.collect()
+    assert emu.messages(queue)[0]["locked"] is False
+
+
+def test_empty_receive_returns_none_and_errors_raise(emu, queue):
+    c = _client(emu)
+    assert _core.pl_peek_lock(c, queue, 0) is None
+    with pytest.raises(peeklock.EntityNotFoundError) as ei:
+        _core.pl_peek_lock(c, "missing", 0)
+    assert ei.value.status == 410
+    code, status, retryable, message = _core.pl_py_error_last()
+    assert code == -4 and status == 410 and "missing" in message
+
+
+def test_owned_string_and_bytes_typemaps():
+    tok = _core.pl_sas_token("audience", "keyName", "key", 1578099723)
+    assert isinstance(tok, str) and tok.endswith("&se=1578099723&skn=keyName")
+    with pytest.raises(TypeError, match="body"):
+        _core.pl_outgoing_new("text is not bytes")
+    assert _core.pl_batch_count(_core.pl_batch_new()) == 0
+    req_body = memoryview(b"xyz")
+    out = _core.pl_outgoing_new(req_body)   # any buffer
+    assert out is not None
+
+
+def test_renewer_is_not_starved_by_a_gil_holding_handler(client, emu, queue):
+    client.send(queue, b"busy", message_id="busy")
+    msg = client.peek_lock(queue, timeout=5)
+    with msg:
+        end = time.monotonic() + 7.0          # longer than the 5 s lock, never releasing the GIL
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+    assert client.stats()["renewer"]["renewals"] >= 1
+    assert completed(emu, queue) == {"busy": 1}
