@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7, help="seed of every random choice")
     g.add_argument("--kill-interval", type=non_negative(float), default=3.0,
                    help="mean seconds between worker SIGKILLs (exponential; 0: no kills)")
+    g.add_argument("--term-fraction", type=probability, default=0.25,
+                   help="fraction of the worker stops that are a graceful SIGTERM (drain) "
+                        "instead of a SIGKILL")
+    g.add_argument("--drain-timeout", type=non_negative(float), default=3.0,
+                   help="workers' drain timeout on SIGTERM; handlers still running then are "
+                        "abandoned")
     g.add_argument("--calm-at", type=probability, default=0.9,
                    help="stop killing workers once this fraction is completed, so long handlers "
                         "can finish (faults go on)")
@@ -248,8 +254,10 @@ class Workers:
         self.n = 0
         self.alive: Dict[str, subprocess.Popen] = {}
         self.killed: Dict[str, float] = {}     # worker -> time of its SIGKILL
+        self.termed: Dict[str, float] = {}     # worker -> time of its SIGTERM (graceful stop)
+        self.exited: Dict[str, float] = {}     # worker -> when its exit was seen
+        self.stopping: Dict[str, Tuple[subprocess.Popen, float]] = {}
         self.crashed: Dict[str, int] = {}      # worker -> exit status, exits nobody asked for
-        self.stopping = False
 
     def spawn(self, conn: str) -> str:
         self.n += 1
@@ -258,7 +266,8 @@ class Workers:
         cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--conn", conn, "--entity", ENTITY,
                "--log", os.path.join(self.logdir, f"{wid}.jsonl"), "--worker", wid,
                "--concurrency", str(self.a.concurrency),
-               "--max-renew", str(max(600.0, self.a.lock_duration * 20))]
+               "--max-renew", str(max(600.0, self.a.lock_duration * 20)),
+               "--drain-timeout", str(self.a.drain_timeout)]
         self.alive[wid] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                            stdin=subprocess.DEVNULL)
         err.close()
@@ -270,7 +279,24 @@ class Workers:
         p.send_signal(signal.SIGKILL)
         p.wait()
 
+    def terminate(self, wid: str) -> None:
+        p = self.alive.pop(wid)
+        self.termed[wid] = time.time()
+        p.send_signal(signal.SIGTERM)
+        self.stopping[wid] = (p, time.monotonic() + self.a.drain_timeout + 20)
+
     def reap(self) -> List[str]:
+        for wid, (p, deadline) in list(self.stopping.items()):
+            rc = p.poll()
+            if rc is None and time.monotonic() > deadline:
+                p.kill()
+                rc = p.wait()
+                self.crashed[wid] = rc      # did not stop on SIGTERM
+            if rc is not None:
+                del self.stopping[wid]
+                self.exited[wid] = time.time()
+                if rc != 0:
+                    self.crashed[wid] = rc
         gone = []
         for wid, p in list(self.alive.items()):
             rc = p.poll()
@@ -281,9 +307,12 @@ class Workers:
         return gone
 
     def stop_all(self, timeout: float = 60.0) -> None:
-        for p in self.alive.values():
+        for wid, p in self.alive.items():
             p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
+        for wid, (p, _) in self.stopping.items():
+            self.alive[wid] = p
+        self.stopping.clear()
         for wid, p in list(self.alive.items()):
             try:
                 rc = p.wait(max(0.1, deadline - time.monotonic()))
@@ -401,7 +430,10 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
                         break
             if now >= next_kill and workers.alive and completed < a.calm_at * expected:
                 wid = rng.choice(sorted(workers.alive))
-                workers.kill(wid)
+                if rng.random() < a.term_fraction:
+                    workers.terminate(wid)
+                else:
+                    workers.kill(wid)
                 workers.spawn(emu.conn)
                 next_kill = now + rng.expovariate(1 / a.kill_interval)
             time.sleep(0.05)
@@ -435,13 +467,14 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 EXPLAINED = {"worker killed", "lock reported lost", "lock expired while settling",
-             "settle failed (reported error)", "handler failed"}
+             "settle failed (reported error)", "handler failed", "abandoned by a graceful stop"}
 
 
 def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir: str,
             workers: Workers, sent: set, poison_ids: set) -> Dict[str, Any]:
     execs: Dict[str, Dict[str, Any]] = {}
     stats_last: Dict[str, Dict[str, Any]] = {}
+    bye: Dict[str, float] = {}
     for name in sorted(os.listdir(logdir)):
         if not name.endswith(".jsonl"):
             continue
@@ -454,6 +487,8 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
                 ev = r.get("ev")
                 if ev == "stats":
                     stats_last[r["w"]] = r
+                elif ev == "bye":
+                    bye[r["w"]] = r["t"]
                 elif ev in ("start", "end", "outcome"):
                     x = execs.setdefault(r["x"], {"w": r["w"], "mid": r["mid"]})
                     x[ev] = r
@@ -485,10 +520,15 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
                 return "settle failed (reported error)"
             if oc == "abandoned":
                 return "handler failed"
+            if oc == "drained":
+                return "abandoned by a graceful stop"
             return "unexplained: " + oc
         kt = workers.killed.get(x["w"])
         if kt is not None and kt >= x["start"]["t"]:
             return "worker killed"
+        tt = workers.termed.get(x["w"])
+        if tt is not None and x["w"] in bye:
+            return "abandoned by a graceful stop"
         return "unexplained: no outcome, worker alive"
 
     lost = [m for m in sent - poison_ids if completed.get(m, 0) == 0]
@@ -501,6 +541,7 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
     silent: List[str] = []
     overlaps: List[str] = []
     client_double: List[str] = []
+    handovers: List[float] = []      # next execution's start - previous one's end of work
     multi = 0
     executions = 0
     for mid in sorted(sent):
@@ -513,7 +554,10 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
             client_double.append(mid)
         # overlap: an execution may start only after the previous one stopped working
         for i, e1 in enumerate(lst):
-            end = e1["end"]["t1"] if "end" in e1 else workers.killed.get(e1["w"], float("inf"))
+            end = (e1["end"]["t1"] if "end" in e1 else
+                   workers.killed.get(e1["w"], bye.get(e1["w"], float("inf"))))
+            if i + 1 < len(lst) and end != float("inf"):
+                handovers.append(lst[i + 1]["start"]["t"] - end)
             for e2 in lst[i + 1:]:
                 if e2["start"]["t"] < end - a.overlap_tolerance:
                     overlaps.append(f"{mid}: {e1['start']['x']} worked until {end:.3f}, "
@@ -543,8 +587,10 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
         "extra_executions": sum(why.values()), "extra_execution_reasons": dict(why),
         "renewals": renewals, "locks_reported_lost": lost_events,
         "outcomes": dict(outcomes), "worker_kills": len(workers.killed),
+        "worker_graceful_stops": len(workers.termed),
         "worker_crashes": dict(workers.crashed), "emulator_restarts": len(f.get("restarts", [])),
         "dead_letter": len(dlq_ids), "left_in_queue": ent["message_count"],
+        "min_handover_s": min(handovers) if handovers else None,
         "throughput": (sum(1 for m in sent if completed.get(m, 0) > 0) / f["processing_seconds"]
                        if f.get("processing_seconds") else 0.0),
     })
@@ -601,9 +647,12 @@ def report(f: Dict[str, Any]) -> int:
         ("renew requests seen by the emulator", f["server_renews"]),
         ("locks reported lost (renewer events)", f["locks_reported_lost"]),
         ("worker kills (SIGKILL)", f["worker_kills"]),
+        ("worker graceful stops (SIGTERM, drain)", f["worker_graceful_stops"]),
         ("emulator restarts (SIGKILL)", f["emulator_restarts"]),
         ("injected faults", f["fault_hits"]),
         ("dead-lettered", f["dead_letter"]),
+        ("closest hand-over between two executions, s",
+         "-" if f["min_handover_s"] is None else f"{f['min_handover_s']:.3f}"),
         ("processing time, s", f"{f['processing_seconds']:.1f}"),
         ("throughput, messages/s", f"{f['throughput']:.1f}"),
     ]:

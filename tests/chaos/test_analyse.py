@@ -22,6 +22,7 @@ class FakeWorkers:
                  crashed: Optional[Dict[str, int]] = None) -> None:
         self.killed = dict(killed or {})
         self.crashed = dict(crashed or {})
+        self.termed: Dict[str, float] = {}
 
 
 def args(*extra: str):
@@ -162,6 +163,21 @@ def test_unexpected_dead_letter_fails_and_poison_is_expected(tmp_path):
         + execution("w2", 2, "m3", 11.0, 11.1, "abandoned")
     res = analyse(tmp_path, recs, state({"m1": 1, "m2": 1}, dlq=["m3"]), poison=("m3",))
     assert failing(res) == []
+
+
+def test_graceful_stop_abandon_is_explained_but_work_after_it_is_an_overlap(tmp_path):
+    workers = FakeWorkers()
+    workers.termed["w3"] = 6.0
+    bye = [{"ev": "bye", "w": "w3", "t": 9.0, "stopped_by": "signal"}]
+    # the drain abandoned m1 at 9.0 and the handler stopped at once: explained, no overlap
+    recs = clean() + execution("w3", 1, "m1", 5.0, 9.0, "drained", lost_at=9.0) + bye
+    assert failing(analyse(tmp_path, recs, state({"m1": 1, "m2": 1, "m3": 1}), workers)) == []
+    # the process exited (bye at 9.0) with the handler still running and no record: explained
+    recs = clean() + execution("w3", 1, "m1", 5.0, None, None) + bye
+    assert failing(analyse(tmp_path, recs, state({"m1": 1, "m2": 1, "m3": 1}), workers)) == []
+    # the handler kept working after the abandon while w1 already ran m1 (from 10.0)
+    recs = clean() + execution("w3", 1, "m1", 5.0, 10.9, "drained") + bye
+    assert failing(analyse(tmp_path, recs, state({"m1": 1, "m2": 1, "m3": 1}), workers)) == ["no two"]
 
 
 def test_worker_crash_fails(tmp_path):

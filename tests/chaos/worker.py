@@ -12,12 +12,14 @@ was written:
 ``outcome`` is what the settlement reported: "completed", "lost" (the renewer
 reported the lock lost while the handler ran), "lost-at-settle" (complete
 answered lock lost after the handler finished), "settle-error" (complete failed
-for another reason, after retries) or "abandoned" (the handler raised).
+for another reason, after retries), "abandoned" (the handler raised) or
+"drained" (a graceful stop abandoned the message while the handler still ran).
 
 The handler works for the message's ``work_ms`` property, polling the lock
-state every 20 ms; when the renewer reports the lock lost it stops working at
-once (that moment is ``lost_at``), as a real handler that honours lock loss
-would. Messages with ``poison=true`` always raise.
+state every 20 ms; when the lock is no longer held (the renewer reported it
+lost, or a graceful stop's drain is abandoning it) it stops working at once
+(that moment is ``lost_at``, the state ``released``), as a real handler that
+honours lock loss would. Messages with ``poison=true`` always raise.
 
 Run by tests/chaos/chaos.py; not meant to be started by hand.
 """
@@ -95,19 +97,24 @@ def main(argv: Optional[list] = None) -> int:
                    "dc": msg.delivery_count, "w": wid, "t": t0})
         deadline = t0 + work
         lost_at = None
+        released = None
         while True:
             now = time.time()
-            if msg.lock_lost:
+            st = msg.state
+            if st != "held":
+                # "lost": the renewer reported the lock lost; "settling"/"settled": the
+                # processor's drain is abandoning it. Either way: stop working now.
                 lost_at = now
+                released = st
                 break
             if now >= deadline:
                 break
             time.sleep(min(poll, deadline - now))
         t1 = time.time()
         out.write({"ev": "end", "x": xid, "mid": mid, "w": wid, "t0": t0, "t1": t1,
-                   "lost_at": lost_at})
+                   "lost_at": lost_at, "released": released})
         if lost_at is not None:
-            raise LockNoticedLost(mid)
+            raise LockNoticedLost(f"{mid}: lock {released}")
         if props.get("poison") is True:
             raise PoisonError(mid)
 
@@ -139,7 +146,11 @@ def main(argv: Optional[list] = None) -> int:
             raise
         else:
             st = self.state
-            if et is None:
+            if state_before in ("settled", "settling"):
+                # settled by someone else before the handler returned: the processor's
+                # drain abandoned it (graceful stop)
+                rec["outcome"] = "drained"
+            elif et is None:
                 rec["outcome"] = "completed" if st == "settled" else "not-settled:" + st
             else:
                 rec["outcome"] = "lost" if st == "lost" else "abandoned"
