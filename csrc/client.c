@@ -564,8 +564,44 @@ static int on_prereq(void *ud, char *ip, char *lip, int port, int lport)
     return CURL_PREREQFUNC_OK;
 }
 
-int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
-                         struct curl_slist **hdrs_out, pl_response **resp_out)
+/* Appends "name: value" to a header list without printf. */
+static struct curl_slist *append_header(struct curl_slist *h, const char *name, const char *value)
+{
+    size_t n = strlen(name), v = strlen(value);
+    char stackbuf[512], *line = n + v + 3 <= sizeof stackbuf ? stackbuf : malloc(n + v + 3);
+    if (!line) return NULL;
+    memcpy(line, name, n);
+    line[n] = ':';
+    line[n + 1] = ' ';
+    memcpy(line + n + 2, value, v + 1);
+    struct curl_slist *t = curl_slist_append(h, line);
+    memset(line, 0, n + v + 2); /* may hold the Authorization value */
+    if (line != stackbuf) free(line);
+    return t;
+}
+
+/* Options that never change for a handle of this client. */
+static void easy_static_opts(pl_client *c, CURL *e)
+{
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    if (c->https) {
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+        if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    }
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+}
+
+static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
+                      struct curl_slist **hdrs_out, pl_response **resp_out, int fresh)
 {
     *hdrs_out = NULL;
     *resp_out = NULL;
@@ -574,13 +610,7 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
     struct curl_slist *h = NULL, *t;
     int has_ct = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
-        pl_buf b = PL_BUF_INIT;
-        pl_buf_printf(&b, "%s: %s", req->headers[i].name, req->headers[i].value);
-        char *line = pl_buf_detach(&b);
-        if (!line) goto oom;
-        t = curl_slist_append(h, line);
-        free_secret(line);
-        if (!t) goto oom;
+        if (!(t = append_header(h, req->headers[i].name, req->headers[i].value))) goto oom;
         h = t;
         if (pl_strcaseeq(req->headers[i].name, "Content-Type")) has_ct = 1;
     }
@@ -590,32 +620,18 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
         if (!(t = curl_slist_append(h, "Content-Type:"))) goto oom;
         h = t;
     }
-    /* No curl_easy_reset: every option the client uses is set below on every
-     * request, and a driver's own options (e.g. CURLOPT_PRIVATE) survive. */
+    /* No curl_easy_reset: every per-request option is set below, the static ones
+     * once per handle, and a driver's own options (e.g. CURLOPT_PRIVATE) survive. */
+    if (fresh) easy_static_opts(c, e);
     curl_easy_setopt(e, CURLOPT_URL, req->url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->request_timeout_ms + extra_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    if (c->https) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-        if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
-    }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     /* Every method sends its body (or an explicit empty one: Content-Length: 0). */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(req->method, "POST") != 0 ? req->method : NULL);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, resp);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
     curl_easy_setopt(e, CURLOPT_PREREQDATA, resp);
     *hdrs_out = h;
     *resp_out = resp;
@@ -624,6 +640,12 @@ oom:
     curl_slist_free_all(h);
     free(resp);
     return pl_error_nomem();
+}
+
+int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
+                         struct curl_slist **hdrs_out, pl_response **resp_out)
+{
+    return setup_easy(c, e, req, extra_timeout_ms, hdrs_out, resp_out, 1);
 }
 
 int pl_client_curl_error(CURLcode rc, const pl_response *resp)
@@ -672,12 +694,13 @@ static int ambiguous_failure(CURLcode rc)
     }
 }
 
-static CURL *pool_get(pl_client *c)
+static CURL *pool_get(pl_client *c, int *fresh)
 {
     CURL *e = NULL;
     pthread_mutex_lock(&c->lock);
     if (c->npool > 0) e = c->pool[--c->npool];
     pthread_mutex_unlock(&c->lock);
+    *fresh = e == NULL;
     return e ? e : curl_easy_init();
 }
 
@@ -699,11 +722,12 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
 {
     *resp_out = NULL;
     *ambiguous = 0;
-    CURL *e = pool_get(c);
+    int fresh = 0;
+    CURL *e = pool_get(c, &fresh);
     if (!e) return pl_error_nomem();
     struct curl_slist *h = NULL;
     pl_response *resp = NULL;
-    int rc = pl_client_setup_easy(c, e, req, (long)req->timeout_s * 1000, &h, &resp);
+    int rc = setup_easy(c, e, req, (long)req->timeout_s * 1000, &h, &resp, fresh);
     if (rc) { pool_put(c, e); return rc; }
     *sent_mono = pl_now_mono_ms();
     CURLcode cr = curl_easy_perform(e);
