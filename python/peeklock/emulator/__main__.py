@@ -104,7 +104,7 @@ async def serve(args) -> int:
                              max_headers=256, keepalive_timeout=300)
     runner = web.ServerRunner(server)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+    site = web.TCPSite(runner, args.host, args.port, backlog=1024, shutdown_timeout=5.0)
     try:
         await site.start()
     except OSError as e:
@@ -128,6 +128,7 @@ async def serve(args) -> int:
     try:
         await stop.wait()
     finally:
+        emu.closing = True
         broker.wake_everything()
         await runner.cleanup()
         broker.store.close()

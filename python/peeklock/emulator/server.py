@@ -146,6 +146,7 @@ class EmulatorApp:
         self.namespace = namespace
         self.faults: List[FaultRule] = []
         self.default_settings = Settings()
+        self.closing = False      # set on SIGTERM/SIGINT: pending long polls answer at once
 
     def make_server(self, **kwargs) -> web.Server:
         """A low-level aiohttp server (no router or middleware on the hot path)."""
@@ -393,6 +394,8 @@ class EmulatorApp:
         while True:
             if broker.entities.get(ent.key) is not ent:
                 raise BrokerError(410, "The messaging entity '%s' could not be found." % ent.name)
+            if self.closing:
+                raise BrokerError(503, "SubCode=50002. ServerBusy: the emulator is shutting down", {"Retry-After": "1"})
             msg = broker.try_receive(ent, peek_lock)
             if msg is not None:
                 break

@@ -179,3 +179,15 @@ def test_many_concurrent_clients(fresh_emulator, queue):
     assert total == 160
     st = fresh_emulator.entity_state(queue)
     assert st["messages"] == [] and sum(st["completed"].values()) == 160
+
+
+def test_sigterm_with_pending_long_poll_stops_cleanly(emulator_factory):
+    emu = emulator_factory("--queue", "q")
+    other = emu.client()
+    t, out = in_thread(lambda: SB(other).peek_lock("q", timeout=120))
+    deadline = time.monotonic() + 10
+    while emu.state()["counters"].get("requests.peek_lock", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emu.stop(timeout=20) == 0          # SIGTERM honoured without waiting for the poll
+    t.join(10)
+    assert out["value"].status == 503 and out["value"].headers["Retry-After"] == "1"
