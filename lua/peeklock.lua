@@ -647,10 +647,14 @@ function Client:with_lock(entity, opts, fn)
 end
 
 --- Frees the client (and its renewer). Idempotent; also run by the collector.
-function Client:close()
+-- client:close({ unlock_held = true }) first unlocks every lock the renewer still
+-- holds, so those messages are redelivered at once (blocking: e.g. for
+-- exit_worker_by_lua in OpenResty, or at the end of a script).
+function Client:close(opts)
   local r = rawget(self, "_renewer")
   if r then
     rawset(self, "_renewer", false)
+    if type(opts) == "table" and opts.unlock_held then core.pl_renewer_close(r, 1) end
     core.release(r)
   end
   local h = rawget(self, "_h")
@@ -659,9 +663,10 @@ function Client:close()
     core.release(h)
   end
 end
-Client.free = Client.close
-Client.__gc = Client.close
-Client.__close = Client.close
+local function close_only(self) return Client.close(self) end
+Client.free = close_only
+Client.__gc = close_only
+Client.__close = close_only
 function Client.__tostring(self)
   local h = rawget(self, "_h")
   if not h then return "peeklock.Client(closed)" end

@@ -196,7 +196,7 @@ local Client = setmetatable({}, { __index = peeklock.Client })
 Client.__index = Client
 Client.__name = "peeklock.resty.Client"
 Client._peeklock_client = true
-Client.__gc = peeklock.Client.close
+Client.__gc = peeklock.Client.__gc
 Client.__tostring = peeklock.Client.__tostring
 M.Client = Client
 
