@@ -541,6 +541,7 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
     silent: List[str] = []
     overlaps: List[str] = []
     client_double: List[str] = []
+    dc_bad: List[str] = []
     handovers: List[float] = []      # next execution's start - previous one's end of work
     multi = 0
     executions = 0
@@ -549,6 +550,9 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
         executions += len(lst)
         if completed.get(mid, 0) and not any("end" in x and x["end"]["lost_at"] is None for x in lst):
             no_handler.append(mid)
+        dcs = [x["start"]["dc"] for x in lst]
+        if any(b <= a_ for a_, b in zip(dcs, dcs[1:])):
+            dc_bad.append(f"{mid}: delivery counts {dcs} in start order")
         oks = [x for x in lst if x.get("outcome", {}).get("outcome") == "completed"]
         if len(oks) > 1:
             client_double.append(mid)
@@ -608,6 +612,8 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
         ("no silent lock loss (complete found the lock gone while the client thought it held)",
          not silent, f"{silent[:5]}"),
         ("no two executions of a message overlapped", not overlaps, f"{overlaps[:5]}"),
+        ("each execution of a message had a higher delivery count than the one before",
+         not dc_bad, f"{dc_bad[:5]}"),
         ("dead-letter queue holds exactly the poison messages",
          sorted(dlq_ids) == sorted(poison_ids) and not poison_completed,
          f"dead-lettered {len(dlq_ids)}, poison {len(poison_ids)}"),

@@ -38,9 +38,12 @@ def state(completed: Dict[str, int], left: int = 0, dlq: List[str] = ()) -> Dict
 
 
 def execution(w: str, n: int, mid: str, t0: float, t1: Optional[float], outcome: Optional[str],
-              lost_at: Optional[float] = None, **extra: Any) -> List[Dict[str, Any]]:
+              lost_at: Optional[float] = None, dc: Optional[int] = None,
+              **extra: Any) -> List[Dict[str, Any]]:
     x = f"{w}:{n}"
-    recs = [{"ev": "start", "x": x, "mid": mid, "seq": 1, "dc": 1, "w": w, "t": t0}]
+    # by default the delivery count grows with the start time, as the broker's does
+    recs = [{"ev": "start", "x": x, "mid": mid, "seq": 1, "dc": int(t0) if dc is None else dc,
+             "w": w, "t": t0}]
     if t1 is not None:
         recs.append({"ev": "end", "x": x, "mid": mid, "w": w, "t0": t0, "t1": t1, "lost_at": lost_at})
     if outcome is not None:
@@ -80,7 +83,7 @@ def clean() -> List[Dict[str, Any]]:
 def test_clean_history_passes_every_check(tmp_path):
     res = analyse(tmp_path, clean(), state({"m1": 1, "m2": 1, "m3": 1}))
     assert failing(res) == []
-    assert len(res) == 12
+    assert len(res) == 13
 
 
 def test_torn_last_line_of_a_killed_worker_is_ignored(tmp_path):
@@ -148,6 +151,12 @@ def test_overlap_within_tolerance_passes(tmp_path):
     recs = clean() + execution("w3", 1, "m1", 5.0, 10.1, "lost", lost_at=10.1)
     res = analyse(tmp_path, recs, state({"m1": 1, "m2": 1, "m3": 1}))
     assert failing(res) == []
+
+
+def test_two_deliveries_with_the_same_delivery_count_fail(tmp_path):
+    recs = clean() + execution("w3", 1, "m1", 5.0, None, None, dc=10)
+    res = analyse(tmp_path, recs, state({"m1": 1, "m2": 1, "m3": 1}), FakeWorkers(killed={"w3": 6.0}))
+    assert failing(res) == ["each execution"]
 
 
 def test_client_reporting_two_completions_fails(tmp_path):
