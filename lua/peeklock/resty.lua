@@ -143,14 +143,14 @@ local function http_exchange(self, req, op, read_timeout_ms)
   line, err = sock:receive("*l")
   if not line then
     sock:close()
-    return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err)
+    return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err), true
   end
   local status = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
-  if not status then sock:close(); return nil, transport_error("protocol", op, "bad status line", "") end
+  if not status then sock:close(); return nil, transport_error("protocol", op, "bad status line", ""), true end
   local headers, length, chunked, close = {}, nil, false, false
   while true do
     line, err = sock:receive("*l")
-    if not line then sock:close(); return nil, transport_error("connection", op, "headers cut short", err) end
+    if not line then sock:close(); return nil, transport_error("connection", op, "headers cut short", err), true end
     if line == "" then break end
     local name, value = line:match("^([^:]+):%s*(.-)%s*$")
     if name then
@@ -163,22 +163,25 @@ local function http_exchange(self, req, op, read_timeout_ms)
   end
   local data, reusable
   data, err = read_body(sock, status, method, length, chunked)
-  if not data then sock:close(); return nil, transport_error("connection", op, "body cut short", err) end
+  if not data then sock:close(); return nil, transport_error("connection", op, "body cut short", err), true end
   reusable = err -- second value of read_body: whether the connection can be reused
   if reusable and not close then sock:setkeepalive(self._keepalive_ms, self._pool_size)
   else sock:close() end
   return status, headers, data, sent_ms
 end
 
--- Sends req, feeds the answer to the C core: rc, message-handle | nil, err
-local function exchange(self, req, op, msg_h, read_timeout_ms)
+-- One attempt: send req, feed the answer to the C core.
+-- rc, message-handle | nil, err, sent (the request reached the server), retry_after_s
+local function attempt(self, req, op, msg_h, read_timeout_ms)
   local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
-  if not status then return nil, headers end
+  if not status then return nil, headers, body end
   local rc, resp = core.pl_response_new(status)
-  if rc < 0 then return nil, last_error(rc, op) end
+  if rc < 0 then return nil, last_error(rc, op), true end
+  local retry_after
   for i = 1, #headers do
     local h = headers[i]
     core.pl_response_add_header(resp, h[1], h[2])
+    if lower(h[1]) == "retry-after" then retry_after = tonumber(h[2]) end
   end
   core.pl_response_set_body(resp, body)
   local out
@@ -186,8 +189,41 @@ local function exchange(self, req, op, msg_h, read_timeout_ms)
   local err
   if rc < 0 then err = last_error(rc, op) end
   core.release(resp)
-  if rc < 0 then return nil, err end
+  if rc < 0 then return nil, err, true, retry_after end
   return rc, out
+end
+
+-- Operations that may be sent again after a request reached the server but no answer
+-- came back. Not send/send_batch (a duplicate message) nor receive_and_delete (a lost one).
+local RESEND_SAFE = { peek_lock = true, renew = true, abandon = true, complete = true }
+
+-- The retry policy of the blocking client, on cosockets: a retryable answer (503, 5xx,
+-- as the C core classifies it) or a request that never reached the server is tried
+-- again up to max_retries times, after Retry-After or an exponential backoff with
+-- jitter (ngx.sleep: the worker keeps serving). A complete whose answer was lost and
+-- whose retry finds the lock gone may or may not have happened: unknown_outcome.
+local function exchange(self, req, op, msg_h, read_timeout_ms)
+  local tries, unanswered = 0, false
+  while true do
+    local rc, out, sent, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
+    if rc then return rc, out end
+    local err = out
+    if op == "complete" and unanswered and err.code == "lock_lost" then
+      return nil, new_error({ code = "unknown_outcome", errno = core.PL_EUNKNOWN, status = err.status, op = op,
+        message = "the complete's answer was lost and the retry found no lock: it may or may not have completed" })
+    end
+    local again
+    if err.code == "throttled" or err.code == "server" then again = err.retryable ~= false
+    elseif err.errno == core.PL_ECONNECT or err.errno == core.PL_ETIMEOUT then
+      again = not sent or RESEND_SAFE[op]
+      if sent then unanswered = true end
+    end
+    if not again or tries >= self._max_retries then return nil, err end
+    tries = tries + 1
+    local delay = retry_after or
+      math.min(self._retry_max_s, self._retry_base_s * 2 ^ (tries - 1)) * (0.5 + math.random() * 0.5)
+    ngx.sleep(delay)
+  end
 end
 
 -- ------------------------------------------------------------------ client
@@ -213,6 +249,9 @@ function M.client(opts)
   c._keepalive_ms = opts.keepalive_ms or 60000
   c._pool_size = opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
+  c._max_retries = (opts.max_retries and opts.max_retries >= 0) and opts.max_retries or 3
+  c._retry_base_s = (opts.retry_base_ms or 100) / 1000
+  c._retry_max_s = (opts.retry_max_ms or 5000) / 1000
   return setmetatable(c, Client)
 end
 

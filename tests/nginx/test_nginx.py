@@ -191,6 +191,25 @@ def main():
             assert r["settle_code"] == "state", r
             assert not emu.entity("quick")["messages"]
 
+        def retries_over_cosockets():
+            emu.admin("PUT", "entities/flaky", {"kind": "queue", "lock_duration": 30})
+            emu.admin("POST", "faults", {"operation": "send", "entity": "flaky", "status": 503,
+                                         "retry_after": 0, "count": 2})
+            r, _ = ngx.get("/send", entity="flaky", body="after two 503s", id="f-1")
+            assert r["ok"], r
+            assert len(emu.entity("flaky")["messages"]) == 1
+            emu.admin("POST", "faults", {"operation": "complete", "entity": "flaky", "drop": True,
+                                         "count": 1})
+            r, _ = ngx.get("/peek", entity="flaky", timeout=5, complete=1)
+            # the dropped answer is retried: completed, or honestly reported as unknown
+            assert r["ok"] or r.get("err_code") == "unknown_outcome", r
+            assert emu.entity("flaky")["completed"].get("f-1") == 1
+            emu.admin("POST", "faults", {"operation": "peek_lock", "entity": "flaky", "status": 503,
+                                         "retry_after": 0, "count": 10})
+            r, _ = ngx.get("/peek", entity="flaky", timeout=0)
+            assert r["ok"] is False and r["err_code"] == "throttled" and r["err_status"] == 503, r
+            emu.admin("DELETE", "faults")
+
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
@@ -273,6 +292,7 @@ def main():
         check("send, peek-lock, renew, abandon, complete over cosockets", send_and_peek)
         check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
         check("errors come back as tables", errors_come_back_as_tables)
+        check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
         check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
         check("handler failure abandons", handler_failure_abandons)
