@@ -237,6 +237,7 @@ class Emulator:
         if auth and self.auth and not any(k.lower() == "authorization" for k in h):
             h["Authorization"] = self.sas_token("")
         for attempt in (0, 1):
+            reused = self._conn is not None
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             self._conn.timeout = timeout
@@ -251,7 +252,8 @@ class Emulator:
                 return resp.status, resp.headers, data
             except (ConnectionError, http.client.HTTPException, BrokenPipeError):
                 self._close_conn()
-                if attempt:
+                # retry once, only when a kept-alive connection had gone stale
+                if attempt or not reused:
                     raise
         raise AssertionError("unreachable")
 

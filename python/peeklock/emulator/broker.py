@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import time
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -23,6 +24,7 @@ DEFAULT_MAX_SIZE_MB = 1024
 MAX_LOCK_DURATION = 300.0
 
 DLQ = "$deadletterqueue"
+_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
 class BrokerError(Exception):
@@ -237,12 +239,17 @@ class Broker:
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % parts[0])
             name = "%s/subscriptions/%s" % (topic.name, parts[2])
             key = name.lower()
+            if not _NAME_RE.match(parts[2]) or len(parts[2]) > 50:
+                raise BrokerError(400, "The subscription name '%s' is invalid: use letters, digits, '.', '-' "
+                                  "and '_' (at most 50)." % parts[2][:60])
         else:
-            if not name or "/" in name and kind == "topic":
-                raise BrokerError(400, "The entity path '%s' is invalid." % name)
+            if not name or "/" in name and kind == "topic" or len(name) > 260:
+                raise BrokerError(400, "The entity path '%s' is invalid." % name[:100])
             for seg in key.split("/"):
-                if seg in ("messages", "subscriptions", DLQ, "$admin", "$resources") or not seg:
-                    raise BrokerError(400, "The entity path '%s' is invalid." % name)
+                if seg in ("messages", "subscriptions", "rules", DLQ, "$admin", "$resources") or not seg \
+                        or not _NAME_RE.match(seg):
+                    raise BrokerError(400, "The entity path '%s' is invalid: use letters, digits, '.', '-', '_' "
+                                      "and '/' between segments." % name[:100])
         now = self.clock.now()
         ent = Entity(name, kind, settings, now)
         if kind in ("queue", "subscription"):

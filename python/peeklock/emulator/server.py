@@ -134,7 +134,7 @@ def error_body(status: int, detail: str) -> bytes:
     text = "<Error><Code>%d</Code><Detail>%s.TrackingId:%s_G%d,TimeStamp:%s</Detail></Error>" % (
         status, escape(detail),
         uuid.uuid4(), random.randint(0, 30), _error_timestamp(time.time()))
-    return text.encode("utf-8")
+    return text.encode("utf-8", "replace")
 
 
 class EmulatorApp:
@@ -216,7 +216,7 @@ class EmulatorApp:
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:  # never crash the server on a request
-            log.exception("internal error on %s %s", request.method, request.path)
+            log.exception("internal error on %s %s", request.method, request.raw_path[:200])
             return await self.error(request, 500, "Internal error in the emulator")
         finally:
             # a request that failed halfway must not leave writes behind uncommitted forever
@@ -346,7 +346,7 @@ class EmulatorApp:
             for b, props, custom in items:
                 self.broker.send(ent, b, XML_CT, props, custom)
             return None
-        props = parse_broker_properties(request.headers.get("BrokerProperties"))
+        props = parse_broker_properties(_clean(request.headers.get("BrokerProperties")))
         custom = custom_from_headers(request.raw_headers)
         size = len(body) + sum(len(k) + len(v) for k, v in custom)
         self.broker.check_size(ent, size)
@@ -639,6 +639,13 @@ class EmulatorApp:
             return json.loads(raw)
         except (ValueError, RecursionError):
             raise BrokerError(400, "The body is not valid JSON.") from None
+
+
+def _clean(text: Optional[str]) -> Optional[str]:
+    """Header text as real Unicode (undecodable bytes become U+FFFD, not lone surrogates)."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _resolve(fut: "asyncio.Future[None]") -> None:

@@ -134,3 +134,11 @@ def test_bad_config_and_flags_fail_clearly(emulator_factory, tmp_path):
         emulator_factory("--lock-duration", "0")
     with pytest.raises(EmulatorError, match="subscription"):
         emulator_factory("--subscription", "nosub")
+
+
+@pytest.mark.parametrize("name", ["bad%20name", "-lead", "trail-", "a$b", "caf%C3%A9", "x" * 300])
+def test_invalid_entity_names_are_400(fresh_emulator, name):
+    status, _, data = fresh_emulator.request("PUT", "/" + name, entry("QueueDescription"), ATOM_CT)
+    assert status == 400 and data.startswith(b"<Error><Code>400</Code>")
+    status, _, _ = fresh_emulator.request("PUT", "/$admin/entities/" + name, b'{"kind": "queue"}', auth=False)
+    assert status == 400
