@@ -424,6 +424,73 @@ static void test_errors(void)
     CHECK_EQ(pl_test_clear_faults(), 200);
 }
 
+/* Scheduled enqueue: invisible until the emulator's clock reaches it. */
+static void test_scheduled(void)
+{
+    char *body = NULL;
+    REQUIRE(pl_test_admin("GET", "/$admin/clock", NULL, &body) == 200);
+    const char *p = strstr(body, "\"now\"");
+    REQUIRE(p != NULL);
+    double now = strtod(strchr(p, ':') + 1, NULL);
+    free(body);
+    pl_outgoing *o = text_msg("later");
+    pl_outgoing_set_broker(o, "MessageId", "sched-1");
+    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(o, (int64_t)now + 100), PL_OK);
+    CHECK_EQ(pl_send(client, "q1", o), PL_OK);
+    pl_outgoing_free(o);
+    pl_message *m = NULL;
+    CHECK_EQ(pl_peek_lock(&m, client, "q1", 0), PL_EMPTY);
+    CHECK_EQ(pl_test_advance(101), 200);
+    REQUIRE(pl_peek_lock(&m, client, "q1", 0) == PL_OK);
+    CHECK_STR(pl_message_id(m), "sched-1");
+    CHECK_EQ(pl_complete(client, m), PL_OK);
+    pl_message_free(m);
+}
+
+/* Other credentials and transports. */
+static void test_credentials(void)
+{
+    /* A ready-made SAS token (namespace scope) in the connection string. */
+    const char *base = pl_test_base_url();
+    char scope[300], *tok = NULL, conn[2048];
+    snprintf(scope, sizeof scope, "%s/", base);
+    const char *cs = pl_test_connection_string();
+    const char *key = strstr(cs, "SharedAccessKey=");
+    REQUIRE(key != NULL);
+    key += strlen("SharedAccessKey=");
+    char keybuf[256];
+    snprintf(keybuf, sizeof keybuf, "%.*s", (int)strcspn(key, ";"), key);
+    REQUIRE(pl_sas_token(&tok, scope, "RootManageSharedAccessKey", keybuf, (int64_t)time(NULL) + 7200) == PL_OK);
+    snprintf(conn, sizeof conn, "Endpoint=sb://%s;SharedAccessSignature=%s;UseDevelopmentEmulator=true",
+             base + strlen("http://"), tok);
+    pl_free(tok);
+    pl_client *c = NULL;
+    REQUIRE(pl_client_new_from_connection_string(&c, conn) == PL_OK);
+    pl_outgoing *o = text_msg("via token");
+    CHECK_EQ(pl_send(c, "q1", o), PL_OK);
+    pl_message *m = NULL;
+    REQUIRE(pl_receive_and_delete(&m, c, "q1", 5) == PL_OK);
+    size_t len;
+    CHECK(memcmp(pl_message_body(m, &len), "via token", 9) == 0);
+    pl_message_free(m);
+    pl_client_free(c);
+
+    /* Without UseDevelopmentEmulator the client speaks TLS and verifies: the
+     * emulator's plain-HTTP port fails the handshake instead of leaking a request. */
+    snprintf(conn, sizeof conn, "Endpoint=sb://%s;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=%s",
+             base + strlen("http://"), keybuf);
+    pl_client_options opt = PL_CLIENT_OPTIONS_INIT;
+    opt.connection_string = conn;
+    opt.max_retries = 0;
+    REQUIRE(pl_client_new(&c, &opt) == PL_OK);
+    CHECK(strncmp(pl_client_endpoint(c), "https://", 8) == 0);
+    CHECK_EQ(pl_send(c, "q1", o), PL_ECONNECT);
+    CHECK(strstr(pl_error_last()->message, keybuf) == NULL);
+    pl_client_free(c);
+    pl_outgoing_free(o);
+    CHECK_EQ(pl_test_message_count("q1"), 0);
+}
+
 static void test_messages_outlive_client(void)
 {
     pl_client *c = NULL;
@@ -451,6 +518,8 @@ int main(void)
     test_dead_letter();
     test_errors();
     test_messages_outlive_client();
+    test_scheduled();
+    test_credentials();
     pl_client_stats st;
     CHECK_EQ(pl_client_stats_get(client, &st), PL_OK);
     CHECK(st.requests > 20);

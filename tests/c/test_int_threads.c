@@ -4,6 +4,7 @@
  * under ThreadSanitizer in tests/c/run.sh. */
 #include <pthread.h>
 
+#include "error_int.h"
 #include "support.h"
 
 #define THREADS 8
@@ -15,9 +16,19 @@ static int seen[TOTAL];
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
 static int thread_failures[THREADS];
 
+static pthread_barrier_t barrier;
+
 static void *producer_consumer(void *arg)
 {
     int t = (int)(long)arg;
+    /* The last error is per thread: set one, let every thread set its own, read ours back. */
+    pl_error_set(-(t + 1), 400 + t, t % 2, "thread %d", t);
+    pthread_barrier_wait(&barrier);
+    char want[32];
+    snprintf(want, sizeof want, "thread %d", t);
+    if (strcmp(pl_error_last()->message, want) != 0 || pl_error_last()->code != -(t + 1) ||
+        pl_error_last()->http_status != 400 + t || pl_error_last()->retryable != t % 2)
+        thread_failures[t]++;
     /* Each thread sends its share, then consumes until the queue is drained. */
     for (int i = 0; i < PER_THREAD; i++) {
         char id[32], body[32];
@@ -71,6 +82,7 @@ int main(void)
     o.connection_string = pl_test_connection_string();
     o.pool_size = THREADS;
     REQUIRE(pl_client_new(&client, &o) == PL_OK);
+    pthread_barrier_init(&barrier, NULL, THREADS);
     pthread_t th[THREADS];
     for (long i = 0; i < THREADS; i++) REQUIRE(pthread_create(&th[i], NULL, producer_consumer, (void *)i) == 0);
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
@@ -98,6 +110,7 @@ int main(void)
     printf("requests %llu, reused %llu\n", (unsigned long long)st.requests,
            (unsigned long long)st.reused_connections);
     CHECK(st.reused_connections + THREADS * 2 >= st.requests);
+    pthread_barrier_destroy(&barrier);
     pl_client_free(client);
     return pl_test_done("test_int_threads");
 }
