@@ -43,8 +43,8 @@ typedef struct rn_slot rn_slot;
  * RN_PRESSURE_MS after a renewal was due while every connection was busy (a
  * burst) it is RN_AHEAD. */
 #define RN_BASE_AHEAD 0.02
-#define RN_AHEAD 0.1
-#define RN_MAX_AHEAD_MS 3000
+#define RN_AHEAD 0.25
+#define RN_MAX_AHEAD_MS 15000
 #define RN_PRESSURE_MS 2000
 
 /* Per held lock. Kept small: the target is <= 512 bytes of state per lock. */
@@ -226,6 +226,7 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
     ev->m = m;
     pl_message_ref(m);
     snprintf(ev->reason, sizeof(ev->reason), "%s", reason);
+    int was_empty = r->ev_head == NULL;
     if (r->ev_tail)
         r->ev_tail->next = ev;
     else
@@ -233,7 +234,10 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
     r->ev_tail = ev;
     if (type == PL_EVENT_RENEWED)
         r->ev_queued_renewed++;
-    pthread_cond_broadcast(&r->ev_cond);
+    /* Waiters only wait on an empty queue: wake them on the first event only
+     * (a waiter that wakes drains the rest without waiting). */
+    if (was_empty)
+        pthread_cond_broadcast(&r->ev_cond);
 }
 
 /* counted: 0 when whoever made the message lost already counted it in the
@@ -622,8 +626,9 @@ static void *renewer_main(void *arg)
         }
     }
     r->tcount = 0;
+    pl_sched_config cfg = r->sched.cfg;
     pl_sched_destroy(&r->sched);
-    pl_sched_init(&r->sched, &r->sched.cfg);
+    pl_sched_init(&r->sched, &cfg);
     pthread_cond_broadcast(&r->ev_cond);
     pthread_mutex_unlock(&r->mu);
     return NULL;

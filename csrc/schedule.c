@@ -313,8 +313,8 @@ int pl_sched_pop_due(pl_sched *s, int64_t now_ms, pl_sched_entry **out)
 
 static int64_t ahead_of(const pl_sched_entry *e, double ahead, int64_t max_ahead_ms)
 {
-    if (e->due_ms >= e->cap_ms || !(ahead > 0.0))
-        return 0; /* a cap wake-up is never early */
+    if (e->due_ms >= e->cap_ms || e->failures > 0 || !(ahead > 0.0))
+        return 0; /* a cap wake-up is never early, nor a retry's backoff shortened */
     int64_t a = (int64_t)((double)e->lock_duration_ms * ahead);
     return a < max_ahead_ms ? a : max_ahead_ms;
 }

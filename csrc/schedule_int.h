@@ -106,8 +106,8 @@ int pl_sched_pop_due(pl_sched *s, int64_t now_ms, pl_sched_entry **out);
 /* Like pl_sched_pop_due, but may also take a renewal up to `ahead` (a fraction of
  * its lock duration, at most max_ahead_ms) before it is due: a renewer with an idle
  * connection works ahead instead of letting a burst of due times pile up into
- * lateness. Never runs a cap early, and never takes an entry whose wake-up is its
- * cap. */
+ * lateness. Never runs a cap early, never takes an entry whose wake-up is its
+ * cap, and never shortens a retry's backoff. */
 int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms,
                        pl_sched_entry **out);
 /* When pl_sched_pop_ahead with the same arguments would next return something

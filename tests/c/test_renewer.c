@@ -190,6 +190,11 @@ static void phase_many(void)
     make_queue("gone", 5);
     make_queue("busy", 5);
     make_queue("capped", 5);
+    make_queue("flaky", 5);
+    /* flaky: the first two renewals have their connection dropped, the third gets
+     * a 500; all are retried while lock time remains, and the lock survives */
+    add_fault("{\"operation\":\"renew\",\"entity\":\"flaky\",\"drop\":true,\"count\":2}");
+    add_fault("{\"operation\":\"renew\",\"entity\":\"flaky\",\"status\":500,\"count\":1}");
     add_fault("{\"operation\":\"renew\",\"entity\":\"gone\",\"status\":404}");
     add_fault("{\"operation\":\"renew\",\"entity\":\"busy\",\"status\":503,\"retry_after\":1}");
 
@@ -202,22 +207,24 @@ static void phase_many(void)
     pl_message *gone = send_and_lock("gone", "lost by 404");
     pl_message *busy = send_and_lock("busy", "lost by 503s");
     pl_message *capped = send_and_lock("capped", "capped");
+    pl_message *flaky = send_and_lock("flaky", "flaky");
     int64_t t0 = pl_now_mono_ms();
     REQUIRE(pl_renewer_add(r, keep, 60000) == PL_OK);
     REQUIRE(pl_renewer_add(r, gone, 60000) == PL_OK);
     REQUIRE(pl_renewer_add(r, busy, 60000) == PL_OK);
     REQUIRE(pl_renewer_add(r, capped, 3000) == PL_OK);
+    REQUIRE(pl_renewer_add(r, flaky, 60000) == PL_OK);
     CHECK_EQ(pl_renewer_add(r, keep, 60000), PL_OK); /* again: idempotent */
 
     pl_renewer_stats st;
     REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
-    CHECK_EQ(st.held, 4);
+    CHECK_EQ(st.held, 5);
     CHECK_EQ(st.threads, 1);
     CHECK(st.state_bytes > 0);
 
     /* Keep the "keep" lock for 2.2 lock durations, watching events as they come. */
     int64_t gone_at = -1, busy_at = -1, cap_at = -1;
-    int keep_renewed = 0, gone_code = 0, busy_code = 0, other = 0;
+    int keep_renewed = 0, flaky_renewed = 0, gone_code = 0, busy_code = 0, other = 0;
     int64_t end = t0 + 11000;
     while (pl_now_mono_ms() < end) {
         pl_event *ev = NULL;
@@ -240,6 +247,8 @@ static void phase_many(void)
             busy_code = pl_event_code(ev);
         } else if (m == capped && type == PL_EVENT_CAP_REACHED)
             cap_at = pl_now_mono_ms() - t0;
+        else if (m == flaky && type == PL_EVENT_RENEWED)
+            flaky_renewed++;
         else if (m == capped && type == PL_EVENT_RENEWED)
             ; /* renewed before the cap: fine */
         else
@@ -283,18 +292,27 @@ static void phase_many(void)
     CHECK_EQ(pl_message_lock_state(capped), PL_LOCK_HELD);
     CHECK_EQ(other, 0);
 
+    /* dropped connections and a 500: retried, lock kept */
+    CHECK(flaky_renewed >= 2);
+    CHECK_EQ(pl_message_lock_state(flaky), PL_LOCK_HELD);
+    msg_state("flaky", pl_message_sequence_number(flaky), &locked, &delivery, &present);
+    CHECK_EQ(locked, 1);
+    CHECK_EQ(delivery, 1);
+
     REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
-    CHECK_EQ(st.held, 1); /* only "keep" remains */
+    CHECK_EQ(st.held, 2); /* only "keep" and "flaky" remain */
     CHECK_EQ(st.lost, 2);
     CHECK_EQ(st.cap_reached, 1);
-    CHECK(st.renewals >= (uint64_t)keep_renewed);
-    CHECK(st.failures >= 4); /* one 404 + several 503s */
+    CHECK(st.renewals >= (uint64_t)(keep_renewed + flaky_renewed));
+    /* one 404, the 503s (Retry-After 1 s, then half the remaining time each:
+     * about 8 attempts), two drops and a 500; backoff is respected */
+    CHECK(st.failures >= 7 && st.failures <= 20);
     CHECK(st.rtt_p99_ms > 0);
     uint64_t slack_total = 0;
     for (int i = 0; i < 6; i++)
         slack_total += st.slack_buckets[i];
     CHECK_EQ(slack_total, st.renewals);
-    CHECK(st.slack_buckets[4] + st.slack_buckets[5] >= (uint64_t)keep_renewed); /* renewed early */
+    CHECK(st.slack_buckets[3] + st.slack_buckets[4] + st.slack_buckets[5] == st.renewals); /* early */
     fprintf(stderr, "phase 1: renewals %llu, failures %llu, lateness p99 %.2f ms, rtt p99 %.2f ms\n",
             (unsigned long long)st.renewals, (unsigned long long)st.failures,
             st.lateness_p99_ms, st.rtt_p99_ms);
@@ -304,6 +322,8 @@ static void phase_many(void)
     CHECK_EQ(pl_renewer_remove(r, keep), PL_OK); /* idempotent */
     CHECK_EQ(pl_complete(client, keep), PL_OK);
     CHECK_EQ(completed_count("keep"), 1);
+    CHECK_EQ(pl_renewer_remove(r, flaky), PL_OK);
+    CHECK_EQ(pl_complete(client, flaky), PL_OK);
     /* renewal really stopped at the cap: the server let the capped lock expire
      * (last renewed before 3 s, 5 s lock, now 11 s), and the message was not
      * redelivered to anyone else meanwhile */
@@ -319,6 +339,7 @@ static void phase_many(void)
     pl_message_free(gone);
     pl_message_free(busy);
     pl_message_free(capped);
+    pl_message_free(flaky);
 }
 
 /* ---- phase 2: a renew racing a complete ---------------------------------- */

@@ -402,6 +402,14 @@ static void test_work_ahead(void)
     CHECK_EQ(pl_sched_pop_ahead(&s, 3999, 0.1, 2000, &out), PL_SCHED_NONE);
     CHECK_EQ(pl_sched_pop_ahead(&s, 4000, 0.1, 2000, &out), PL_SCHED_CAP);
     CHECK_EQ(pl_sched_next_wake(&s, 0.1, 2000), INT64_MAX);
+    /* a retry waits out its backoff: no working ahead */
+    pl_sched_entry f;
+    CHECK_EQ(pl_sched_add(&s, &f, 0, 30000, 30000, INT64_MAX), 0);
+    CHECK_EQ(pl_sched_pop_due(&s, 15000, &out), PL_SCHED_RENEW);
+    CHECK_EQ(pl_sched_failed(&s, &f, 15000, 2000), PL_SCHED_RETRY);
+    CHECK_EQ(pl_sched_next_wake(&s, 0.25, 15000), 17000);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 16999, 0.25, 15000, &out), PL_SCHED_NONE);
+    CHECK_EQ(pl_sched_pop_ahead(&s, 17000, 0.25, 15000, &out), PL_SCHED_RENEW);
     pl_sched_destroy(&s);
 }
 
