@@ -92,6 +92,9 @@ PL_EXTERN void pl_free(void *p);
 
 /* ------------------------------------------------------------------------ */
 /* SAS tokens and connection strings (pure, no I/O)                           */
+/* Thread safety: all of these may be called from any thread. A pl_connstr is */
+/* immutable once parsed; the strings its accessors return are borrowed and   */
+/* live until pl_connstr_free.                                                 */
 /* ------------------------------------------------------------------------ */
 
 /* Signs resource_uri per the Service Bus SAS algorithm: sr = lowercase
@@ -124,6 +127,15 @@ PL_EXTERN int pl_connstr_development_emulator(const pl_connstr *cs); /* 0 or 1 *
 
 /* ------------------------------------------------------------------------ */
 /* Client                                                                     */
+/* Thread safety: every function taking a pl_client may be called from many  */
+/* threads at once, except pl_client_free, which must not race with the      */
+/* caller's own calls on that client (messages and renewers keep their own    */
+/* references, so they may outlive the caller's).                             */
+/* Retries: failures where retrying is safe (connect errors; 503/429; other   */
+/* 5xx except on send and receive-and-delete; timeouts and dropped answers on */
+/* peek-lock, renew, unlock, complete) are retried max_retries times with     */
+/* exponential backoff and jitter, or after Retry-After when the server gives */
+/* one. See docs/c-api.md.                                                     */
 /* ------------------------------------------------------------------------ */
 
 typedef struct pl_client pl_client;
@@ -243,7 +255,9 @@ typedef struct pl_message pl_message;
 #define PL_PROP_DATETIME  5
 
 /* Messages are reference-counted; pl_message_free drops the caller's reference.
- * Accepts NULL. */
+ * Accepts NULL. Every accessor below may be called from any thread; the strings
+ * and the body they return are borrowed and live as long as the message (until
+ * its last reference is dropped). A message keeps its client alive. */
 PL_EXTERN void pl_message_free(pl_message *m);
 
 PL_EXTERN const void *pl_message_body(const pl_message *m, size_t *len);
@@ -299,7 +313,8 @@ PL_EXTERN int pl_send(pl_client *client, const char *entity, const pl_outgoing *
 PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batch *b);
 
 /* Long-poll up to timeout_s seconds (0: answer at once; max 300). Returns PL_OK with
- * *out set, PL_EMPTY with *out NULL when nothing arrived, or a negative code. */
+ * *out set (the caller owns it: pl_message_free), PL_EMPTY with *out NULL when
+ * nothing arrived, or a negative code. */
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity,
                                     int timeout_s);
@@ -388,6 +403,9 @@ PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
 /* ------------------------------------------------------------------------ */
 /* Sans-I/O: requests and response parsing for drivers that own their I/O     */
 /* (OpenResty cosockets). The blocking client uses exactly these.             */
+/* Thread safety: the builders may be called concurrently on one client; a   */
+/* pl_request or pl_response belongs to one thread at a time. Strings read    */
+/* from a request are borrowed and live until pl_request_free.                */
 /* ------------------------------------------------------------------------ */
 
 typedef struct pl_request pl_request;
