@@ -285,7 +285,7 @@ class EmulatorApp:
         """Host[:port] the client addressed, for the SAS scope check. Some clients (azure-sb)
         send Host without the port while signing a URL with it. (Location echoes the Host
         header verbatim: azure-sb cuts its own host name out of Location.)"""
-        host = request.host
+        host = _host_header(request)
         if host.endswith("]") or ":" not in host:
             sock = request.transport.get_extra_info("sockname") if request.transport else None
             if sock and len(sock) >= 2 and sock[1] not in (80,):
@@ -428,7 +428,7 @@ class EmulatorApp:
         fields = broker.broker_fields(ent, msg, peek_lock)
         headers = [("BrokerProperties", broker_properties_json(fields))]
         if peek_lock:
-            headers.append(("Location", "http://%s/%s/messages/%d/%s" % (request.host, ent.name, msg.seq, msg.lock_token)))
+            headers.append(("Location", "http://%s/%s/messages/%d/%s" % (_host_header(request), ent.name, msg.seq, msg.lock_token)))
         if msg.custom:
             headers.extend(msg.custom)
         if rule is not None and rule.after:
@@ -458,7 +458,7 @@ class EmulatorApp:
     # ----- management ------------------------------------------------------------------------
 
     def base_url(self, request) -> str:
-        return "http://%s" % request.host
+        return "http://%s" % _host_header(request)
 
     async def management(self, request: web.Request, segs: List[str], lsegs: List[str]):
         m = request.method
@@ -639,6 +639,15 @@ class EmulatorApp:
             return json.loads(raw)
         except (ValueError, RecursionError):
             raise BrokerError(400, "The body is not valid JSON.") from None
+
+
+def _host_header(request: web.BaseRequest) -> str:
+    """The Host header, or the local address when there is none (never a DNS lookup)."""
+    host = request.headers.get(hdrs.HOST)
+    if host:
+        return host
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    return "%s:%d" % (sock[0], sock[1]) if sock and len(sock) >= 2 else "127.0.0.1"
 
 
 def _clean(text: Optional[str]) -> Optional[str]:
