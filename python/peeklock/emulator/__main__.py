@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-name", default=DEFAULT_KEY_NAME, help="SAS key name (default %(default)s)")
     p.add_argument("--key", default=DEFAULT_KEY, help="SAS key, used as UTF-8 text (default %(default)s)")
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop even if uvloop is installed")
+    p.add_argument("--extra-key", action="append", default=[], metavar="NAME=KEY",
+                   help="accept tokens signed with another key name and key too (repeatable)")
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
@@ -98,6 +100,13 @@ async def serve(args) -> int:
     broker.store.commit()
 
     keys = None if args.no_auth else {args.key_name: args.key}
+    for spec in args.extra_key:
+        name, sep, key = spec.partition("=")
+        if not sep or not name or not key:
+            print("error: --extra-key takes NAME=KEY", file=sys.stderr)
+            return 2
+        if keys is not None:
+            keys[name] = key
     emu = EmulatorApp(broker, keys, namespace)
     emu.default_settings = base
     server = emu.make_server(access_log=None, max_field_size=65536, max_line_size=65536,

@@ -130,3 +130,12 @@ def test_custom_key_and_no_auth(emulator_factory):
 def test_admin_needs_no_token(authq):
     status, _, _ = authq.request("GET", "/$admin/state", auth=False)
     assert status == 200
+
+
+def test_extra_keys(emulator_factory):
+    emu = emulator_factory("--queue", "q", "--extra-key", "Listen=listen-key")
+    base = "http://%s:%d/" % (emu.host, emu.port)
+    far = int(time.time()) + 600
+    assert _send(emu, make_token(base, "Listen", "listen-key", far), "/q/messages")[0] == 201
+    assert _send(emu, make_token(base, emu.key_name, emu.key, far), "/q/messages")[0] == 201
+    assert _send(emu, make_token(base, "Listen", emu.key, far), "/q/messages")[0] == 401
