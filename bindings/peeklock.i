@@ -17,6 +17,9 @@
  *                            into a return value that owns the object (its
  *                            destructor below frees it); NULL -> nil/None.
  *   char **out               an owned string, returned and freed with pl_free.
+ *                            (The header returns owned strings only this way; a
+ *                            future char * return that the caller frees must be
+ *                            declared %newobject here, with a pl_free newfree.)
  *   (const void *body, size_t len)   a byte string in.
  *   size_t *len (with a const void * return)   the return becomes a byte string.
  *   pl_client_stats *out, pl_renewer_stats *out   a table/dict out.
