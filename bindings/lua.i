@@ -30,18 +30,32 @@ static int lua_absindex_compat(lua_State *L, int idx) {
   return (idx > 0 || idx <= LUA_REGISTRYINDEX) ? idx : lua_gettop(L) + idx + 1;
 }
 
+/* The userdata at idx if it is a peeklock handle (our metatable), else NULL. */
+static swig_lua_userdata *pl_lua_handle(lua_State *L, int idx) {
+  int same;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  luaL_getmetatable(L, PL_LUA_HANDLE_MT);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? (swig_lua_userdata *)lua_touserdata(L, idx) : NULL;
+}
+
+/* SWIG's argument errors name the type of what was passed by reading it as a SWIG
+ * object; for a foreign userdata that reads garbage. Name it safely instead. */
+static const char *pl_lua_safe_typename(lua_State *L, int idx) {
+  swig_lua_userdata *u = pl_lua_handle(L, idx);
+  if (u && u->type && u->type->str) return u->type->str;
+  return luaL_typename(L, idx);
+}
+#undef SWIG_fail_arg
+#define SWIG_fail_arg(func_name, argnum, type) \
+  { SWIG_Lua_pushferrstring(L, "Error in %s (arg %d), expected '%s' got '%s'", func_name, argnum, \
+                            type, pl_lua_safe_typename(L, argnum)); goto fail; }
+
 /* The one free: frees the C object once, then marks the userdata empty. */
 static int pl_lua_release(lua_State *L) {
-  swig_lua_userdata *u;
-  if (lua_type(L, 1) != LUA_TUSERDATA || lua_islightuserdata(L, 1))
-    return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
-  if (!lua_getmetatable(L, 1))
-    return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
-  luaL_getmetatable(L, PL_LUA_HANDLE_MT);
-  if (!lua_rawequal(L, -1, -2))
-    return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
-  lua_pop(L, 2);
-  u = (swig_lua_userdata *)lua_touserdata(L, 1);
+  swig_lua_userdata *u = pl_lua_handle(L, 1);
+  if (!u) return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
   if (u->ptr) {
     void *p = u->ptr;
     u->ptr = NULL;
@@ -103,6 +117,17 @@ PL_LUA_OUT_HANDLE(pl_response)
 /* Handle arguments must be live: nil or a freed handle is an error, never a NULL
  * reaching C (pl_response_result's message is the one optional handle). */
 %define PL_LUA_LIVE_HANDLE(TYPE)
+/* Only our own handles convert: a foreign userdata or a lightuserdata would otherwise
+ * be taken for a SWIG object and dereferenced. */
+%typemap(in, checkfn="SWIG_isptrtype") TYPE *, const TYPE * {
+  if (!lua_isnil(L, $input) && !pl_lua_handle(L, $input)) {
+    SWIG_Lua_pushferrstring(L, "%s: argument %d must be a " #TYPE ", got %s", "$symname", $argnum,
+                            luaL_typename(L, $input));
+    SWIG_fail;
+  }
+  if (!SWIG_IsOK(SWIG_ConvertPtr(L, $input, (void **)&$1, $descriptor, 0)))
+    SWIG_fail_ptr("$symname", $argnum, $descriptor);
+}
 %typemap(check) TYPE *, const TYPE * {
   if (!$1 && strcmp("$symname", "pl_response_result") != 0) {
     SWIG_Lua_pushferrstring(L, "%s: argument %d must be a live " #TYPE " (got nil or a freed handle)",
@@ -213,7 +238,7 @@ PL_LUA_LIVE_HANDLE(pl_response)
 
 static void *pl_lua_check(lua_State *L, int idx, swig_type_info *t, const char *fn, const char *what) {
   void *p = NULL;
-  if (lua_type(L, idx) != LUA_TUSERDATA || !SWIG_IsOK(SWIG_ConvertPtr(L, idx, &p, t, 0))) {
+  if (!pl_lua_handle(L, idx) || !SWIG_IsOK(SWIG_ConvertPtr(L, idx, &p, t, 0))) {
     luaL_error(L, "%s: argument %d must be a %s", fn, idx, what);
     return NULL;
   }
@@ -321,19 +346,16 @@ static int pl_lua_renewer_new(lua_State *L) {
 
 /* key(handle) -> lightuserdata of the C pointer (identity across userdata) */
 static int pl_lua_key(lua_State *L) {
-  swig_lua_userdata *u;
-  if (lua_type(L, 1) != LUA_TUSERDATA) return luaL_error(L, "key: argument 1 must be a peeklock handle");
-  u = (swig_lua_userdata *)lua_touserdata(L, 1);
+  swig_lua_userdata *u = pl_lua_handle(L, 1);
+  if (!u) return luaL_error(L, "key: argument 1 must be a peeklock handle");
   if (!u->ptr) lua_pushnil(L); else lua_pushlightuserdata(L, u->ptr);
   return 1;
 }
 
 /* alive(handle) -> true when not yet freed */
 static int pl_lua_alive(lua_State *L) {
-  swig_lua_userdata *u;
-  if (lua_type(L, 1) != LUA_TUSERDATA) { lua_pushboolean(L, 0); return 1; }
-  u = (swig_lua_userdata *)lua_touserdata(L, 1);
-  lua_pushboolean(L, u->ptr != NULL);
+  swig_lua_userdata *u = pl_lua_handle(L, 1);
+  lua_pushboolean(L, u && u->ptr != NULL);
   return 1;
 }
 

@@ -41,11 +41,15 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
       { "a", "b", "c", "d", "e", "f", "g" },
       { {}, {}, {}, {}, {}, {}, {} },
       { true, false, true, false, true, false, true },
+      { io.stdout, io.stdout, io.stdout, io.stdout, io.stdout, io.stdout, io.stdout }, -- foreign userdata
+      { core.key(out), core.key(out), core.key(out), core.key(out), core.key(out), core.key(out) }, -- light
       { freed, freed, freed, freed, freed, freed, freed },
       { out, out, out, out, out, out, out },        -- live, but the wrong type for most
       { client, client, client, client, client, client, client },
       { client, "q", nil, 0, 1, 0, 0 },
       { out, "Label", nil, 0, 0, 0, 0 },
+      { out, nil, nil, 0, 0, 0, 0 },               -- NULL strings reach C: it must refuse them
+      { client, nil, nil, 0, 0, 0, 0 },
     }
     local n = 0
     for _, name in ipairs(functions()) do
