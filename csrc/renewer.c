@@ -46,6 +46,12 @@ typedef struct rn_slot rn_slot;
 #define RN_AHEAD 0.25
 #define RN_MAX_AHEAD_MS 15000
 #define RN_PRESSURE_MS 2000
+/* max_connections 0: start with RN_CONNECTIONS_START connections and add one,
+ * at most every RN_GROW_EVERY_MS, while renewals are due with every connection
+ * busy, up to RN_CONNECTIONS_AUTO_MAX. */
+#define RN_CONNECTIONS_START 4
+#define RN_CONNECTIONS_AUTO_MAX 32
+#define RN_GROW_EVERY_MS 50
 
 /* Per held lock. Kept small: the target is <= 512 bytes of state per lock. */
 typedef struct rn_entry {
@@ -92,7 +98,9 @@ struct pl_renewer {
 
     CURLM *multi;
     rn_slot *slots;
-    int nslots;
+    int nslots;                /* slots allocated (the most connections allowed) */
+    int nactive;               /* slots in use so far (easy handle created) */
+    int64_t grown_at_ms;       /* when the pool last grew */
     rn_slot *free_slots;
     int busy;
 
@@ -308,7 +316,16 @@ static int start_transfer(pl_renewer *r, rn_entry *e, pl_message *m, int op)
         rc = pl_client_setup_easy(r->client, s->easy, s->req, 0, &s->hdrs, &s->resp);
     }
     if (rc == PL_OK) {
-        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, r->request_timeout_ms);
+        long timeout_ms = r->request_timeout_ms;
+        if (op == PL_SETTLE_RENEW) {
+            /* A renew answered after the lock's estimated expiry cannot keep it:
+             * stop waiting then, so the lock is reported lost on time rather than
+             * when a slow reply arrives, while another receiver may hold it. */
+            int64_t left = pl_message_lock_expiry_mono_ms(m) - pl_now_mono_ms();
+            if (left < timeout_ms)
+                timeout_ms = left > 1 ? (long)left : 1;
+        }
+        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (void *)s);
         s->sent_precise_ms = now_precise_ms();
         s->sent_ms = pl_now_mono_ms();
@@ -490,8 +507,21 @@ static void start_due(pl_renewer *r)
     int64_t now = pl_now_mono_ms();
     for (;;) {
         if (!r->free_slots) {
-            if (pl_sched_next_due(&r->sched) <= now) /* due, but no connection free */
-                r->pressure_until_ms = now + RN_PRESSURE_MS;
+            if (pl_sched_next_due(&r->sched) > now)
+                break;
+            /* due, but no connection free */
+            r->pressure_until_ms = now + RN_PRESSURE_MS;
+            if (r->nactive < r->nslots && now - r->grown_at_ms >= RN_GROW_EVERY_MS) {
+                rn_slot *ns = &r->slots[r->nactive];
+                ns->easy = curl_easy_init();
+                if (!ns->easy)
+                    break;
+                r->nactive++;
+                r->grown_at_ms = now;
+                ns->next_free = r->free_slots;
+                r->free_slots = ns;
+                continue;
+            }
             break;
         }
         pl_sched_entry *se;
@@ -678,7 +708,7 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
         o = *opts;
     }
     if (o.max_connections < 0 || o.max_connections > 256)
-        return pl_error_inval("opts.max_connections", "must be between 0 (default 4) and 256");
+        return pl_error_inval("opts.max_connections", "must be between 0 (automatic) and 256");
     if (o.margin_floor_ms < 0)
         return pl_error_inval("opts.margin_floor_ms", "must not be negative");
     if (o.jitter > 1.0)
@@ -696,7 +726,8 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
     pthread_cond_init(&r->ev_cond, NULL);
     pl_client_ref(client);
     r->client = client;
-    r->nslots = o.max_connections ? o.max_connections : 4;
+    r->nslots = o.max_connections ? o.max_connections : RN_CONNECTIONS_AUTO_MAX;
+    r->nactive = o.max_connections ? o.max_connections : RN_CONNECTIONS_START;
     r->request_timeout_ms = o.request_timeout_ms ? o.request_timeout_ms : 10000;
     r->default_max_renew_ms = o.default_max_renew_ms ? o.default_max_renew_ms : 300000;
 
@@ -717,7 +748,7 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
     curl_multi_setopt(r->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r->nslots);
     curl_multi_setopt(r->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)r->nslots);
     curl_multi_setopt(r->multi, CURLMOPT_MAXCONNECTS, (long)r->nslots);
-    for (int i = r->nslots - 1; i >= 0; i--) {
+    for (int i = r->nactive - 1; i >= 0; i--) {
         r->slots[i].easy = curl_easy_init();
         if (!r->slots[i].easy) {
             renewer_destroy(r);
@@ -922,6 +953,14 @@ size_t pl_renewer_bytes_per_lock(void)
 {
     /* record + heap slot (capacity up to 2x) + table slot (capacity up to 4x) */
     return sizeof(rn_entry) + 2 * sizeof(pl_sched_entry *) + 4 * sizeof(rn_entry *);
+}
+
+int pl_renewer_connections(pl_renewer *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->nactive;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 uint64_t pl_renewer_dropped_events(pl_renewer *r)

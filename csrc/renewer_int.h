@@ -14,6 +14,10 @@ size_t pl_renewer_bytes_per_lock(void);
  * dropped (and counted) while LOST and CAP_REACHED events are always kept. */
 #define PL_RENEWER_MAX_QUEUED_RENEWED 4096
 
+/* Connections (easy handles) the renewer uses now; with max_connections 0 it
+ * starts at 4 and grows under load up to 32. */
+int pl_renewer_connections(pl_renewer *r);
+
 /* Count of RENEWED events dropped because nobody drained the queue. */
 uint64_t pl_renewer_dropped_events(pl_renewer *r);
 

@@ -266,6 +266,7 @@ int main(int argc, char **argv)
     long renewals, failures, lost = 0;
     double late_p99, late_max;
     uint64_t state_bytes = 0;
+    long connections = 64; /* baseline: the client's pool size */
     if (r) {
         pl_renewer_stats st;
         pl_renewer_stats_get(r, &st);
@@ -275,6 +276,8 @@ int main(int argc, char **argv)
         late_max = st.lateness_p99_ms;
         state_bytes = st.state_bytes;
         threads_used = (long)st.threads;
+        threads_used = (long)st.threads;
+        connections = pl_renewer_connections(r);
         pl_client_stats cst;
         pl_client_stats_get(client, &cst);
         fprintf(stderr, "peeklock: rtt p99 %.2f ms, requests %llu, on reused connections %llu\n",
@@ -315,12 +318,12 @@ int main(int argc, char **argv)
            "\"lost\":%ld,\"renewals\":%ld,\"failures\":%ld,\"lateness_p99_ms\":%.2f,"
            "\"cpu_s\":%.3f,\"cpu_us_per_renewal\":%.1f,\"heap_bytes_per_lock\":%.1f,"
            "\"rss_kb_per_lock\":%.2f,\"state_bytes_per_lock\":%.1f,\"threads\":%ld,"
-           "\"events\":%ld,\"min_remaining_ms\":%ld}\n",
+           "\"events\":%ld,\"min_remaining_ms\":%ld,\"connections\":%ld}\n",
            mode, n_locks, lock_s, elapsed, t_setup, lost, renewals, failures, late_p99, cpu,
            renewals ? cpu * 1e6 / (double)renewals : 0.0,
            (double)(heap_after - heap_before) / n_locks,
            (double)(rss_after - rss_before) / n_locks,
-           (double)state_bytes / n_locks, threads_used, events, min_remaining);
+           (double)state_bytes / n_locks, threads_used, events, min_remaining, connections);
     for (int i = 0; i < n_locks; i++)
         pl_message_free(msgs[i]);
     free(msgs);

@@ -77,6 +77,7 @@ ROWS = [
     ("RSS per held lock (KiB)", "rss_kb_per_lock", "%.2f"),
     ("library state per lock (bytes)", "state_bytes_per_lock", "%.0f"),
     ("threads used", "threads", "%d"),
+    ("connections (pool)", "connections", "%d"),
 ]
 
 

@@ -337,7 +337,9 @@ typedef struct pl_renewer pl_renewer;
 
 typedef struct pl_renewer_options {
     unsigned int version;      /* PL_RENEWER_OPTIONS_VERSION */
-    int max_connections;       /* keep-alive connections used for renewals; 0: default 4 */
+    int max_connections;       /* keep-alive connections used for renewals; 0: automatic
+                                  (4, growing up to 32 while renewals are due with
+                                  every connection busy) */
     long margin_floor_ms;      /* minimum margin before expiry; 0: default 1000 */
     double jitter;             /* fraction of the wait before each renewal randomised
                                   (renewals only move earlier); <0: default 0.1 */

@@ -13,9 +13,12 @@
  *     renew answered 503 (+Retry-After) every time -> LOST before the lock runs
  *     out, not completed; a 3 s cap -> CAP_REACHED and renewal stops.
  *  2. a renew in flight while the handler completes: no false "lost".
+ *  2b. a renew still unanswered when the lock's estimate runs out: LOST at the
+ *     estimate, not when the slow reply arrives (found by tests/chaos).
  *  3. close with unlock while renewals are in flight: every message unlocked and
  *     redelivered at once; no leak (ASan), no race (TSan).
- *  4. argument and state errors.
+ *  4. the automatic connection pool grows when renewals queue up.
+ *  5. argument and state errors.
  */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -392,6 +395,38 @@ static void phase_race(void)
     pl_message_free(m);
 }
 
+/* ---- phase 2b: a renew still unanswered when the lock runs out ----------- */
+
+static void phase_slow(void)
+{
+    make_queue("slow", 5);
+    /* renewals of this queue wait 9 s on the server before they are processed,
+     * far past the lock's expiry. The lock must be reported lost when the
+     * client's own estimate runs out, not when the slow reply arrives: from
+     * the expiry on, another receiver can lock the message and work on it. */
+    add_fault("{\"operation\":\"renew\",\"entity\":\"slow\",\"delay_ms\":9000}");
+    pl_renewer *r = NULL;
+    REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
+    pl_message *m = send_and_lock("slow", "slow");
+    int64_t expiry = pl_message_lock_expiry_mono_ms(m);
+    REQUIRE(pl_renewer_add(r, m, 0) == PL_OK);
+    pl_event *ev = NULL;
+    int rc = pl_renewer_wait_event(&ev, r, 9000);
+    int64_t at = pl_now_mono_ms();
+    CHECK_EQ(rc, PL_OK);
+    if (rc == PL_OK) {
+        CHECK_EQ(pl_event_type(ev), PL_EVENT_LOST);
+        pl_event_free(ev);
+    }
+    fprintf(stderr, "phase 2b: lost reported %lld ms after the estimated expiry\n",
+            (long long)(at - expiry));
+    CHECK(at <= expiry + 1000); /* at the estimate, not ~6 s later with the reply */
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_LOST);
+    REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
+    pl_renewer_free(r);
+    pl_message_free(m);
+}
+
 /* ---- phase 3: close with unlock while renewals are in flight -------------- */
 
 static void phase_close(void)
@@ -469,6 +504,49 @@ static void phase_close(void)
     REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
 }
 
+/* ---- phase 3b: the connection pool grows under load ----------------------- */
+
+static void phase_grow(void)
+{
+    enum { N = 12 };
+    make_queue("grow", 5);
+    /* every renewal takes a second: with 4 connections, 12 locks due together
+     * cannot all be renewed on time, so the automatic pool grows */
+    add_fault("{\"operation\":\"renew\",\"entity\":\"grow\",\"delay_ms\":1000}");
+    pl_renewer *r = NULL;
+    REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK); /* max_connections 0: automatic */
+    CHECK_EQ(pl_renewer_connections(r), 4);
+    pl_message *m[N];
+    for (int i = 0; i < N; i++) {
+        m[i] = send_and_lock("grow", "g");
+        REQUIRE(pl_renewer_add(r, m[i], 0) == PL_OK);
+    }
+    int renewed = 0, lost = 0;
+    int64_t end = pl_now_mono_ms() + 5500;
+    while (pl_now_mono_ms() < end) {
+        pl_event *ev = NULL;
+        if (pl_renewer_wait_event(&ev, r, (long)(end - pl_now_mono_ms())) == PL_OK) {
+            renewed += pl_event_type(ev) == PL_EVENT_RENEWED;
+            lost += pl_event_type(ev) == PL_EVENT_LOST;
+            pl_event_free(ev);
+        }
+    }
+    int conns = pl_renewer_connections(r);
+    fprintf(stderr, "phase grow: %d connections, %d renewals, %d lost\n", conns, renewed, lost);
+    CHECK(conns > 4 && conns <= 32);
+    CHECK(renewed >= N);
+    CHECK_EQ(lost, 0);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(pl_message_lock_state(m[i]), PL_LOCK_HELD);
+    REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
+    CHECK_EQ(pl_renewer_close(r, 1), PL_OK);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(pl_message_lock_state(m[i]), PL_LOCK_SETTLED);
+        pl_message_free(m[i]);
+    }
+    pl_renewer_free(r);
+}
+
 /* ---- phase 4: errors ------------------------------------------------------- */
 
 static void phase_errors(void)
@@ -527,8 +605,12 @@ int main(int argc, char **argv)
         phase_many();
     if (!only || strstr(only, "race"))
         phase_race();
+    if (!only || strstr(only, "slow"))
+        phase_slow();
     if (!only || strstr(only, "close"))
         phase_close();
+    if (!only || strstr(only, "grow"))
+        phase_grow();
 
     pl_client_free(client);
     curl_global_cleanup();
