@@ -254,6 +254,27 @@ def main():
             assert ent["completed"].get("s-1") == 1, ent
             assert not ent["messages"], ent
 
+        def concurrent_handlers_share_the_renewer():
+            emu.admin("PUT", "entities/many", {"kind": "queue", "lock_duration": 5})
+            for i in range(3):
+                r, _ = ngx.get("/send", entity="many", body=f"job {i}", id=f"m-{i}")
+                assert r["ok"], r
+            out = [None] * 3
+
+            def run(i):
+                out[i] = ngx.get("/lock", 60, entity="many", renewals=2, hold=6)[0]
+
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert all(r and r["ok"] for r in out), out
+            assert sorted(r["body"] for r in out) == ["job 0", "job 1", "job 2"], out
+            ent = emu.entity("many")
+            assert all(ent["completed"].get(f"m-{i}") == 1 for i in range(3)), ent
+            assert not ent["messages"], ent
+
         def handler_failure_abandons():
             r, _ = ngx.get("/send", entity="slow", body="doomed", id="s-2")
             assert r["ok"], r
@@ -295,6 +316,7 @@ def main():
         check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
         check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
+        check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)
         check("handler failure abandons", handler_failure_abandons)
         # last: it advances the emulator clock
         check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
