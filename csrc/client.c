@@ -670,6 +670,7 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp)
         return pl_error_nomem();
     case CURLE_WRITE_ERROR:
     case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_UNSUPPORTED_PROTOCOL: /* e.g. an HTTP/0.9 answer */
     case CURLE_PARTIAL_FILE:
     case CURLE_BAD_CONTENT_ENCODING:
         return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: %s", curl_easy_strerror(rc));
