@@ -198,12 +198,8 @@ class EmulatorApp:
         try:
             if hdrs.EXPECT in request.headers:
                 expect = request.headers[hdrs.EXPECT]
-                if expect.lower() == "100-continue":
-                    if request.version >= (1, 1):
-                        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        request.writer.output_size = 0
-                elif expect.strip():
-                    raise BrokerError(417, "The Expect value '%s' is not supported." % expect[:50])
+                if expect.strip() and expect.lower() != "100-continue":
+                    raise BrokerError(417, "The Expect value '%s' is not supported." % _clean(expect)[:50])
             return await self._dispatch(request)
         except BrokerError as e:
             return await self.error(request, e.status, e.detail, list(e.headers.items()))
@@ -250,6 +246,7 @@ class EmulatorApp:
             ekey = "/".join(lsegs)
         self.broker.counters["requests." + op] += 1
         self.authorize(request)
+        await self.continue_if_expected(request)
         rule = self.fault_for(op, ekey)
         if rule is not None and not rule.after:
             resp = await self.apply_fault(request, rule, before=True)
@@ -291,6 +288,18 @@ class EmulatorApp:
             if sock and len(sock) >= 2 and sock[1] not in (80,):
                 host = "%s:%d" % (host, sock[1])
         return host
+
+    async def continue_if_expected(self, request: web.BaseRequest) -> None:
+        """Answer `Expect: 100-continue` once the request passed authorization and its declared
+        size is acceptable; otherwise the final status goes out without the body being read."""
+        expect = request.headers.get(hdrs.EXPECT)
+        if expect is None or expect.lower() != "100-continue" or request.version < (1, 1):
+            return
+        length = request.content_length
+        if length is not None and length > MAX_REQUEST_BODY:
+            raise BrokerError(403, "SubCode=40300. The request body exceeds the maximum size.")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
 
     def authorize(self, request: web.Request) -> None:
         if self.sas is None:
@@ -551,6 +560,7 @@ class EmulatorApp:
     # ----- /$admin/ --------------------------------------------------------------------------
 
     async def admin(self, request: web.Request, segs: List[str], lsegs: List[str]) -> web.StreamResponse:
+        await self.continue_if_expected(request)
         m = request.method
         b = self.broker
         try:

@@ -191,3 +191,18 @@ def test_sigterm_with_pending_long_poll_stops_cleanly(emulator_factory):
     assert emu.stop(timeout=20) == 0          # SIGTERM honoured without waiting for the poll
     t.join(10)
     assert out["value"].status == 503 and out["value"].headers["Retry-After"] == "1"
+
+
+def test_expect_100_continue_refused_before_body_when_unauthorized(fresh_emulator, queue):
+    s = socket.create_connection((fresh_emulator.host, fresh_emulator.port), timeout=5)
+    s.sendall(fix(fresh_emulator, b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n" % queue.encode()))
+    resp = b""
+    while b"\r\n0\r\n\r\n" not in resp:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        resp += chunk
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 401")          # final answer, no "100 Continue" first
+    assert fresh_emulator.messages(queue) == []
