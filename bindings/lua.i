@@ -26,6 +26,12 @@
 
 static void pl_lua_free_typed(swig_type_info *t, void *p);
 
+#if LUA_VERSION_NUM >= 502
+#define lua_objlen_compat(L, i) lua_rawlen(L, i)
+#else
+#define lua_objlen_compat(L, i) lua_objlen(L, i)
+#endif
+
 static int lua_absindex_compat(lua_State *L, int idx) {
   return (idx > 0 || idx <= LUA_REGISTRYINDEX) ? idx : lua_gettop(L) + idx + 1;
 }
@@ -359,6 +365,83 @@ static int pl_lua_alive(lua_State *L) {
   return 1;
 }
 
+/* message_properties(msg) -> { name = value } typed as the server typed them
+ * (strings, integers, numbers, booleans; DateTime as its text): one call, no per-field trips. */
+static int pl_lua_message_properties(lua_State *L) {
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_properties", "pl_message");
+  size_t i, n = pl_message_property_count(m);
+  lua_createtable(L, 0, (int)n);
+  for (i = 0; i < n; i++) {
+    const char *name = pl_message_property_name(m, i);
+    if (!name) continue;
+    switch (pl_message_property_type(m, i)) {
+    case PL_PROP_INT: lua_pushinteger(L, (lua_Integer)pl_message_property_int(m, i)); break;
+    case PL_PROP_DOUBLE: lua_pushnumber(L, pl_message_property_double(m, i)); break;
+    case PL_PROP_BOOL: lua_pushboolean(L, pl_message_property_bool(m, i)); break;
+    default: {
+      const char *v = pl_message_property_string(m, i);
+      if (v) lua_pushstring(L, v); else lua_pushnil(L);
+    }
+    }
+    lua_setfield(L, -2, name);
+  }
+  return 1;
+}
+
+/* request_parts(req) -> method, url, body, { {name, value}, ... } (values include the
+ * Authorization header: a secret, for the wire only). */
+static int pl_lua_request_parts(lua_State *L) {
+  pl_request *r = (pl_request *)pl_lua_check(L, 1, SWIGTYPE_p_pl_request, "request_parts", "pl_request");
+  size_t i, n = pl_request_header_count(r), len = 0;
+  const void *b;
+  lua_pushstring(L, pl_request_method(r));
+  lua_pushstring(L, pl_request_url(r));
+  b = pl_request_body(r, &len);
+  lua_pushlstring(L, b ? (const char *)b : "", b ? len : 0);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, pl_request_header_name(r, i));
+    lua_rawseti(L, -2, 1);
+    lua_pushstring(L, pl_request_header_value(r, i));
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 4;
+}
+
+/* response_new(status, { {name, value}, ... }, body) -> rc, response */
+static int pl_lua_response_from(lua_State *L) {
+  pl_response *resp = NULL;
+  int status = (int)luaL_checknumber(L, 1);
+  size_t i, n, len = 0;
+  const char *body;
+  int rc;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  body = luaL_checklstring(L, 3, &len);
+  rc = pl_response_new(&resp, status);
+  if (rc == PL_OK) {
+    n = (size_t)lua_objlen_compat(L, 2);
+    for (i = 1; i <= n && rc == PL_OK; i++) {
+      const char *name, *value;
+      lua_rawgeti(L, 2, (int)i);
+      if (!lua_istable(L, -1)) { lua_pop(L, 1); continue; }
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      name = lua_tostring(L, -2);
+      value = lua_tostring(L, -1);
+      if (name && value) rc = pl_response_add_header(resp, name, value);
+      lua_pop(L, 3);
+    }
+    if (rc == PL_OK) rc = pl_response_set_body(resp, body, len);
+    if (rc != PL_OK) { pl_response_free(resp); resp = NULL; }
+  }
+  lua_pushinteger(L, rc);
+  if (resp) { SWIG_NewPointerObj(L, resp, SWIGTYPE_p_pl_response, 0); pl_lua_adopt(L, -1, 1); }
+  else lua_pushnil(L);
+  return 2;
+}
+
 static void pl_lua_free_typed(swig_type_info *t, void *p) {
   /* The destructors are the %extend ones of peeklock.i (pl_*_free). */
   swig_lua_class *c = t ? (swig_lua_class *)t->clientdata : NULL;
@@ -371,6 +454,9 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(last_error) int pl_lua_last_error(lua_State *L);
 %native(client_new) int pl_lua_client_new(lua_State *L);
 %native(renewer_new) int pl_lua_renewer_new(lua_State *L);
+%native(message_properties) int pl_lua_message_properties(lua_State *L);
+%native(request_parts) int pl_lua_request_parts(lua_State *L);
+%native(response_from) int pl_lua_response_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);
 %native(alive) int pl_lua_alive(lua_State *L);
 

@@ -277,26 +277,6 @@ local Message = {}
 Message.__name = "peeklock.Message"
 M.Message = Message
 
-local PROP_STRING, PROP_INT, PROP_DOUBLE, PROP_BOOL, PROP_DATETIME =
-  core.PL_PROP_STRING, core.PL_PROP_INT, core.PL_PROP_DOUBLE, core.PL_PROP_BOOL, core.PL_PROP_DATETIME
-
-local function read_properties(h)
-  local t = {}
-  local n = core.pl_message_property_count(h)
-  for i = 0, n - 1 do
-    local name = core.pl_message_property_name(h, i)
-    local ty = core.pl_message_property_type(h, i)
-    local v
-    if ty == PROP_INT then v = core.pl_message_property_int(h, i)
-    elseif ty == PROP_DOUBLE then v = core.pl_message_property_double(h, i)
-    elseif ty == PROP_BOOL then v = core.pl_message_property_bool(h, i) ~= 0
-    elseif ty == PROP_DATETIME then v = core.pl_message_property_string(h, i)
-    else v = core.pl_message_property_string(h, i) end
-    t[name] = v
-  end
-  return t
-end
-
 local function optional(v) if v == -1 then return nil end return v end
 
 local GETTERS = {
@@ -310,7 +290,7 @@ local GETTERS = {
   enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
   locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
   time_to_live = function(h) local v = core.pl_message_time_to_live(h); if v < 0 then return nil end return v end,
-  properties = read_properties,
+  properties = function(h) return core.message_properties(h) end,
   state = function(h) return core.pl_message_broker(h, "State") end,
 }
 for key, field in pairs(BROKER_FIELDS) do

@@ -35,10 +35,7 @@ local function wire(pl, conn, entity, n)
     local m = assert(peeklock._build_outgoing("send", "payload " .. i,
       { label = "bench", properties = { Priority = "High", Attempt = i } }))
     local _, req = core.pl_request_send(ch, entity, m)
-    local _ = core.pl_request_method(req), core.pl_request_url(req), core.request_body(req)
-    for h = 0, core.pl_request_header_count(req) - 1 do
-      local _ = core.pl_request_header_name(req, h), core.pl_request_header_value(req, h)
-    end
+    local _ = core.request_parts(req)
     core.release(req)
     core.release(m)
     -- parse a peek-lock response
@@ -47,14 +44,9 @@ local function wire(pl, conn, entity, n)
       .. '"Label":"bench","LockToken":"0f8fad5b-d9cb-469f-a165-70867728950e",'
       .. '"LockedUntilUtc":"Sun, 22 Nov 2026 14:01:00 GMT","MessageId":"m' .. i .. '",'
       .. '"SequenceNumber":7,"State":"Active","TimeToLive":922337203685.47754}'
-    local _, resp = core.pl_response_new(201)
-    core.pl_response_add_header(resp, "Date", "Sun, 22 Nov 2026 14:00:00 GMT")
-    core.pl_response_add_header(resp, "BrokerProperties", bp)
-    core.pl_response_add_header(resp, "Location", location)
-    core.pl_response_add_header(resp, "Priority", '"High"')
-    core.pl_response_add_header(resp, "Attempt", "3")
-    core.pl_response_add_header(resp, "Content-Type", "text/plain")
-    core.pl_response_set_body(resp, "payload")
+    local _, resp = core.response_from(201, {
+      { "Date", "Sun, 22 Nov 2026 14:00:00 GMT" }, { "BrokerProperties", bp }, { "Location", location },
+      { "Priority", '"High"' }, { "Attempt", "3" }, { "Content-Type", "text/plain" } }, "payload")
     local rc, mh = core.pl_response_result(ch, rreq, nil, resp, core.pl_now_mono_ms())
     assert(rc == 0, "response_result failed")
     local msg = peeklock._wrap_message(client, mh)

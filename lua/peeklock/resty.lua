@@ -99,19 +99,16 @@ end
 
 -- One request (a pl_request handle) -> status, headers {{name, value}...}, body | nil, err
 local function http_exchange(self, req, op, read_timeout_ms)
-  local method = core.pl_request_method(req)
-  local url = core.pl_request_url(req)
+  local method, url, body, req_headers = core.request_parts(req)
   local scheme, host, port, path = parse_url(url)
   if not scheme then
     return nil, new_error({ code = "invalid_argument", errno = core.PL_EINVAL, op = op,
                             message = "unsupported endpoint URL for cosockets" })
   end
-  local body = core.request_body(req)
   local lines = { method, " ", path, " HTTP/1.1\r\n" }
   local has_host, has_len = false, false
-  for i = 0, core.pl_request_header_count(req) - 1 do
-    local name = core.pl_request_header_name(req, i)
-    local value = core.pl_request_header_value(req, i)
+  for i = 1, #req_headers do
+    local name, value = req_headers[i][1], req_headers[i][2]
     local lname = lower(name)
     if lname == "host" then has_host = true elseif lname == "content-length" then has_len = true end
     if not (lname == "expect" and value == "") then
@@ -175,15 +172,14 @@ end
 local function attempt(self, req, op, msg_h, read_timeout_ms)
   local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
   if not status then return nil, headers, body end
-  local rc, resp = core.pl_response_new(status)
+  local rc, resp = core.response_from(status, headers, body)
   if rc < 0 then return nil, last_error(rc, op), true end
   local retry_after
-  for i = 1, #headers do
-    local h = headers[i]
-    core.pl_response_add_header(resp, h[1], h[2])
-    if lower(h[1]) == "retry-after" then retry_after = tonumber(h[2]) end
+  if status == 503 or status == 429 then
+    for i = 1, #headers do
+      if lower(headers[i][1]) == "retry-after" then retry_after = tonumber(headers[i][2]) end
+    end
   end
-  core.pl_response_set_body(resp, body)
   local out
   rc, out = core.pl_response_result(self._h, req, msg_h, resp, sent_ms)
   local err

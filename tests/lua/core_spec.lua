@@ -11,8 +11,10 @@ local CONN = "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=k;SharedAccessKey=v;
 local function functions()
   local names = {}
   for name, f in pairs(core) do
-    if type(f) == "function" and (name:match("^pl_") or name == "message_body" or name == "request_body"
-        or name == "key" or name == "alive" or name == "release" or name == "renewer_new") then
+    local natives = { message_body = true, request_body = true, key = true, alive = true, release = true,
+                      renewer_new = true, message_properties = true, request_parts = true,
+                      response_from = true, last_error = true }
+    if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
     end
   end
