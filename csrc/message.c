@@ -22,23 +22,26 @@ static const char *const received_string_fields[10] = {
     "ReplyTo", "ReplyToSessionId", "To", "State", "ViaPartitionKey",
 };
 
-/* Headers that are never custom properties (lower case). */
-static const char *const reserved_headers[] = {
-    "authorization", "brokerproperties", "content-type", "content-length", "content-encoding",
-    "transfer-encoding", "host", "expect", "connection", "keep-alive", "date", "location",
-    "server", "upgrade", "te", "trailer", "accept", "accept-encoding", "user-agent", "cookie",
-    "set-cookie", "strict-transport-security", "retry-after", "vary", "cache-control",
-    "pragma", "expires", "etag", "last-modified", "via", "alt-svc", "proxy-authorization",
-    "proxy-connection", "x-ms-retrypolicy", "x-content-type-options", "x-powered-by",
-    "accept-ranges", "if-match", "x-ms-version", NULL,
+/* Headers that are never custom properties (lower case), with their lengths. */
+#define R(s) { s, sizeof s - 1 }
+static const struct { const char *name; size_t len; } reserved_headers[] = {
+    R("authorization"), R("brokerproperties"), R("content-type"), R("content-length"),
+    R("content-encoding"), R("transfer-encoding"), R("host"), R("expect"), R("connection"),
+    R("keep-alive"), R("date"), R("location"), R("server"), R("upgrade"), R("te"), R("trailer"),
+    R("accept"), R("accept-encoding"), R("user-agent"), R("cookie"), R("set-cookie"),
+    R("strict-transport-security"), R("retry-after"), R("vary"), R("cache-control"), R("pragma"),
+    R("expires"), R("etag"), R("last-modified"), R("via"), R("alt-svc"), R("proxy-authorization"),
+    R("proxy-connection"), R("x-ms-retrypolicy"), R("x-content-type-options"), R("x-powered-by"),
+    R("accept-ranges"), R("if-match"), R("x-ms-version"),
 };
+#undef R
 
 int pl_header_is_reserved(const char *name);
 int pl_header_is_reserved(const char *name)
 {
     size_t n = strlen(name);
-    for (size_t i = 0; reserved_headers[i]; i++)
-        if (strlen(reserved_headers[i]) == n && pl_strncaseeq(name, reserved_headers[i], n)) return 1;
+    for (size_t i = 0; i < sizeof reserved_headers / sizeof reserved_headers[0]; i++)
+        if (reserved_headers[i].len == n && pl_strncaseeq(name, reserved_headers[i].name, n)) return 1;
     return 0;
 }
 

@@ -9,8 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -23,7 +27,29 @@
 typedef struct sample {
     double wall_s, cpu_s;
     long ops, reused, requests;
+    double instr;               /* user-space instructions (load-independent), -1 if unavailable */
 } sample;
+
+/* User-space instruction counter of this thread (perf_event_open), or -1. */
+static int instr_fd = -2;
+
+static double instr_now(void)
+{
+    if (instr_fd == -2) {
+        struct perf_event_attr pe;
+        memset(&pe, 0, sizeof pe);
+        pe.type = PERF_TYPE_HARDWARE;
+        pe.size = sizeof pe;
+        pe.config = PERF_COUNT_HW_INSTRUCTIONS;
+        pe.exclude_kernel = 1;
+        pe.exclude_hv = 1;
+        instr_fd = (int)syscall(SYS_perf_event_open, &pe, 0, -1, -1, 0);
+    }
+    if (instr_fd < 0) return -1;
+    long long v = 0;
+    if (read(instr_fd, &v, sizeof v) != (ssize_t)sizeof v) return -1;
+    return (double)v;
+}
 
 static double now_s(void)
 {
@@ -131,11 +157,12 @@ static sample raw_send_loop(raw *r, long n)
     snprintf(url, sizeof url, "%s/messages", r->base);
     sample s = {0};
     long req0 = r->requests, reu0 = r->reused;
-    double w = now_s(), c = cpu_s();
+    double w = now_s(), c = cpu_s(), in = instr_now();
     for (long i = 0; i < n; i++)
         if (raw_do(r, "POST", url, PAYLOAD, 1) != 201) { fprintf(stderr, "raw send failed\n"); exit(1); }
     s.wall_s = now_s() - w;
     s.cpu_s = cpu_s() - c;
+    s.instr = in < 0 ? -1 : instr_now() - in;
     s.ops = n;
     s.requests = r->requests - req0;
     s.reused = r->reused - reu0;
@@ -148,7 +175,7 @@ static sample raw_peek_complete_loop(raw *r, long n)
     snprintf(url, sizeof url, "%s/messages/head?timeout=0", r->base);
     sample s = {0};
     long req0 = r->requests, reu0 = r->reused;
-    double w = now_s(), c = cpu_s();
+    double w = now_s(), c = cpu_s(), in = instr_now();
     for (long i = 0; i < n; i++) {
         if (raw_do(r, "POST", url, NULL, 0) != 201 || !r->location[0]) {
             fprintf(stderr, "raw peek-lock failed\n");
@@ -160,6 +187,7 @@ static sample raw_peek_complete_loop(raw *r, long n)
     }
     s.wall_s = now_s() - w;
     s.cpu_s = cpu_s() - c;
+    s.instr = in < 0 ? -1 : instr_now() - in;
     s.ops = n;
     s.requests = r->requests - req0;
     s.reused = r->reused - reu0;
@@ -176,11 +204,12 @@ static sample pl_send_loop(pl_client *c, long n)
     pl_client_stats a, b;
     pl_client_stats_get(c, &a);
     sample s = {0};
-    double w = now_s(), cp = cpu_s();
+    double w = now_s(), cp = cpu_s(), in = instr_now();
     for (long i = 0; i < n; i++)
         if (pl_send(c, QUEUE, o) != PL_OK) die("pl_send");
     s.wall_s = now_s() - w;
     s.cpu_s = cpu_s() - cp;
+    s.instr = in < 0 ? -1 : instr_now() - in;
     pl_client_stats_get(c, &b);
     s.ops = n;
     s.requests = (long)(b.requests - a.requests);
@@ -194,7 +223,7 @@ static sample pl_peek_complete_loop(pl_client *c, long n)
     pl_client_stats a, b;
     pl_client_stats_get(c, &a);
     sample s = {0};
-    double w = now_s(), cp = cpu_s();
+    double w = now_s(), cp = cpu_s(), in = instr_now();
     for (long i = 0; i < n; i++) {
         pl_message *m = NULL;
         if (pl_peek_lock(&m, c, QUEUE, 0) != PL_OK) die("pl_peek_lock");
@@ -203,6 +232,7 @@ static sample pl_peek_complete_loop(pl_client *c, long n)
     }
     s.wall_s = now_s() - w;
     s.cpu_s = cpu_s() - cp;
+    s.instr = in < 0 ? -1 : instr_now() - in;
     pl_client_stats_get(c, &b);
     s.ops = n;
     s.requests = (long)(b.requests - a.requests);
@@ -268,6 +298,7 @@ static double per_op_us(double v, long ops) { return v / (double)ops * 1e6; }
 
 typedef struct best {
     double wall, cpu; /* best (lowest) per-op figures over the rounds, us */
+    double instr;     /* lowest user-space instructions per op, or -1 */
     long reused, requests, ops;
 } best;
 
@@ -276,6 +307,8 @@ static void keep_best(best *b, sample s)
     double w = per_op_us(s.wall_s, s.ops), c = per_op_us(s.cpu_s, s.ops);
     if (!b->ops || w < b->wall) b->wall = w;
     if (!b->ops || c < b->cpu) b->cpu = c;
+    double in = s.instr < 0 ? -1 : s.instr / (double)s.ops;
+    if (!b->ops || in < b->instr) b->instr = in;
     b->reused += s.reused;
     b->requests += s.requests;
     b->ops += s.ops;
@@ -288,6 +321,9 @@ static void report(const char *target, const char *what, best p, best r, int rou
            target, what, p.ops, rounds, p.wall, r.wall, p.wall / r.wall, p.cpu, r.cpu, p.cpu - r.cpu,
            p.requests ? 100.0 * (double)p.reused / (double)p.requests : 0,
            r.requests ? 100.0 * (double)r.reused / (double)r.requests : 0);
+    if (p.instr >= 0 && r.instr >= 0)
+        printf("%-9s %-21s user-space instructions/op %.0f vs raw %.0f (%+.0f, ratio %.3f; load-independent)\n",
+               target, what, p.instr, r.instr, p.instr - r.instr, p.instr / r.instr);
 }
 
 static void run_target(const char *target, pl_client *c, const char *endpoint, const char *kn, const char *key,
