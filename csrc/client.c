@@ -831,9 +831,7 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         int transient = rc == PL_ETHROTTLED ||
                         (rc == PL_ESERVER && op != PL_OP_SEND && op != PL_OP_BATCH && op != PL_OP_RECVDEL);
         if (transient && can_retry) {
-            if (m && (op == PL_OP_UNLOCK || op == PL_OP_COMPLETE)) {
-                /* wire_result left the state alone for a 5xx; nothing to undo */
-            }
+            /* (wire_result leaves a message's state alone on 5xx/429: nothing to undo) */
             long delay = retry_delay(c, attempt, resp);
             pl_response_free(resp);
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
