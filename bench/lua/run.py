@@ -7,7 +7,7 @@ emulator and nginx (own prefix, free port), then measures process CPU time of th
 client for two workloads:
   net   send + peek_lock + complete against the emulator over loopback (3 ops each)
   wire  sans-I/O: build a send request and parse a peek-lock response (2 ops each)
-Best of --repeat runs. Prints us/op and the difference to C; asserts nothing
+Best of --repeat rounds (each round runs every runtime once). Prints us/op and the difference to C; asserts nothing
 (target: at most 10 us/op above C).
 """
 import argparse
@@ -70,13 +70,13 @@ def main():
                    ("OpenResty", openresty)]
         results = {}
         for mode, n in (("net", a.n), ("wire", a.wire_n)):
-            for name, fn in runners:
-                best = None
-                for _ in range(a.repeat):
+            # rounds interleave the runtimes, so a change of machine load hits them alike
+            for _ in range(a.repeat):
+                for name, fn in runners:
                     ops, cpu = fn(mode, n)
                     us = cpu / ops * 1e6
-                    best = us if best is None else min(best, us)
-                results[(mode, name)] = best
+                    key = (mode, name)
+                    results[key] = us if key not in results else min(results[key], us)
         print(f"client CPU per operation (best of {a.repeat}; net: {a.n} x send+peek_lock+complete "
               f"against the emulator; wire: {a.wire_n} x build send request + parse peek-lock response)")
         print(f"{'runtime':<12}{'net us/op':>12}{'vs C':>10}{'wire us/op':>13}{'vs C':>10}")
