@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fault-503", type=probability, default=0.05, help="503 ServerBusy with Retry-After")
     g.add_argument("--retry-after", type=non_negative(float), default=1, help="Retry-After of the 503s")
     g.add_argument("--fault-500", type=probability, default=0.02, help="500 internal error")
-    g.add_argument("--fault-delay", type=probability, default=0.05, help="added delay")
-    g.add_argument("--delay-ms", type=non_negative(int), default=400, help="size of the added delay")
+    g.add_argument("--fault-delay", type=probability, default=0.08,
+                   help="added delay (long enough to hold a renew past the lock's expiry)")
+    g.add_argument("--delay-ms", type=non_negative(int), default=2500, help="size of the added delay")
     g.add_argument("--fault-drop", type=probability, default=0.01,
                    help="connection dropped before the operation")
     g.add_argument("--fault-drop-after", type=probability, default=0.005,
