@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 
 from . import atom
 from .broker import Broker, BrokerError, Entity, Settings
-from .props import (PropertyError, broker_properties_json, custom_from_headers,
+from .props import (PropertyError, broker_properties_json, custom_from_headers, rfc1123,
                     custom_from_user_properties, parse_broker_properties)
 from .rules import RuleError, filter_from_json
 from .sas import AuthError, SasValidator
@@ -175,6 +175,9 @@ class EmulatorApp:
         else:
             resp.omit_content_type = True  # type: ignore[attr-defined]
         h[hdrs.SERVER] = SERVER
+        # Date follows the emulator clock, like LockedUntilUtc, so that a client learning the
+        # lock duration as LockedUntilUtc - Date gets the entity's duration after a clock advance.
+        h[hdrs.DATE] = rfc1123(self.broker.clock.now())
         if status == 204 or status == 304:
             resp.zero_length = True  # type: ignore[attr-defined]
         elif chunked and request.version >= (1, 1):

@@ -217,3 +217,17 @@ def test_state_dump_shape(sb, queue, fresh_emulator):
     sb.complete(m)
     assert fresh_emulator.entity_state(queue)["completed"] == {"a": 1}
     assert json.dumps(st)
+
+
+def test_date_header_follows_the_moved_clock(sb, fresh_emulator):
+    """A client learns the lock duration as LockedUntilUtc - Date (architecture.md lock rules), so the
+    Date header must come from the same clock as LockedUntilUtc, also after a clock advance."""
+    import email.utils
+    fresh_emulator.create_queue("dated", lock_duration=20)
+    fresh_emulator.advance(3600)
+    sb.send_ok("dated", b"x")
+    m = sb.peek_lock("dated")
+    date = email.utils.parsedate_to_datetime(m.headers["Date"]).timestamp()
+    until = email.utils.parsedate_to_datetime(m.bp["LockedUntilUtc"]).timestamp()
+    assert 19 <= until - date <= 21
+    assert abs(date - fresh_emulator.clock()["now"]) <= 1.5
