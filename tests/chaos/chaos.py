@@ -632,7 +632,7 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
     return f
 
 
-def report(f: Dict[str, Any]) -> int:
+def report(f: Dict[str, Any]) -> Tuple[int, int]:
     print("chaos figures:")
     rows = [
         ("messages sent", f["messages_sent"]),
@@ -672,8 +672,7 @@ def report(f: Dict[str, Any]) -> int:
         else:
             failed += 1
             print(f"  FAIL {c['check']}: {c['detail']}")
-    print(f"chaos: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return passed, failed
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -685,7 +684,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("chaos.py: note: poison messages need max-delivery-count deliveries each "
               f"({a.max_delivery_count}); consider --max-delivery-count 10", file=sys.stderr)
     tmp = None
-    rc = 1
     if a.workdir:
         workdir = a.workdir
         if os.path.exists(os.path.join(workdir, "data")):
@@ -694,21 +692,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.makedirs(workdir, exist_ok=True)
     else:
         workdir = tmp = tempfile.mkdtemp(prefix="peeklock-chaos-")
+
+    def tidy(ok: bool) -> None:
+        if tmp and not a.keep and ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"chaos: logs and data kept in {workdir}", flush=True)
+
     try:
         f = run(a, workdir)
-        if a.json:
-            with open(a.json, "w") as fh:
-                json.dump(f, fh, indent=2, default=str)
-        rc = report(f)
-    except BaseException:
-        rc = 1
-        raise
-    finally:
-        if tmp and not a.keep and rc == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp:
-            print(f"chaos: logs and data kept in {tmp}", file=sys.stderr)
-    return rc
+    except (Exception, SystemExit) as e:
+        # the harness itself broke (emulator would not start, state unreadable, ...):
+        # no proof, so one failed check
+        print(f"chaos: the run could not finish: {e}", flush=True)
+        tidy(False)
+        print("chaos: 0 passed, 1 failed")
+        return 1
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(f, fh, indent=2, default=str)
+    passed, failed = report(f)
+    tidy(failed == 0)
+    print(f"chaos: {passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
