@@ -68,15 +68,25 @@ def main() -> int:
                 if first:
                     raise RuntimeError(f"order {i}: payment service unavailable")
 
+        tty = sys.stdout.isatty()
+        last_line = [-10.0]
+
         def progress(s: peeklock.ProcessSummary) -> None:
             done = s.processed
-            bar = "#" * int(30 * done / total)
-            sys.stdout.write(f"\r[{bar:<30}] {done:4d}/{total} processed  failed {s.failed:3d}  "
-                             f"renewals {s.renewals:3d}  in flight {s.in_flight:2d}  "
-                             f"lost {s.lost}  {s.elapsed:5.1f} s ")
-            sys.stdout.flush()
             if done >= total:
                 stop.set()
+            # On a terminal the line is redrawn in place; in a log, one line every 5 s.
+            if not tty and (last_line[0] == float("inf")
+                            or (s.elapsed - last_line[0] < 5 and done < total)):
+                return
+            last_line[0] = float("inf") if done >= total else s.elapsed
+            bar = "#" * int(30 * done / total)
+            start, end = ("\r", " ") if tty else ("", "\n")
+            sys.stdout.write(f"{start}[{bar:<30}] {done:4d}/{total} processed  "
+                             f"failed {s.failed:3d}  renewals {s.renewals:3d}  "
+                             f"in flight {s.in_flight:2d}  lost {s.lost}  {s.elapsed:5.1f} s"
+                             f"{end}")
+            sys.stdout.flush()
 
         summary = client.process("orders", handler, concurrency=args.concurrency,
                                  max_renew=120, poll_timeout=1, stop_event=stop,
