@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite: C (ctest, plain and under
-# sanitizers), Python (pytest against the emulator), Lua (busted) and nginx.
+# sanitizers), Python (pytest against the emulator), Lua (busted) and nginx, and
+# the at-least-once chaos proof (short version).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
 
 status=0
-for suite in tests/python/run.sh tests/c/run.sh tests/lua/run.sh; do
+for suite in tests/python/run.sh tests/c/run.sh tests/lua/run.sh tests/chaos/run.sh; do
   if [ -f "$suite" ]; then
     echo "=== $suite"
     bash "$suite" || { echo "FAILED: $suite"; status=1; }
