@@ -405,6 +405,8 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         rc = pl_client_curl_error(res, s->resp);
         if (rc == PL_OK) /* cannot happen; never take a failed transfer for success */
             rc = PL_ECONNECT;
+        if (res == CURLE_OPERATION_TIMEDOUT) /* a slow server widens the margin too */
+            pl_sched_observe_rtt(&r->sched, rtt);
     }
     e->inflight = NULL;
     if (e->removed) { /* pl_renewer_remove ran meanwhile; already out of the table */
@@ -735,6 +737,7 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
     memset(&sc, 0, sizeof(sc));
     sc.margin_floor_ms = o.margin_floor_ms;
     sc.jitter = o.jitter;
+    sc.first_jitter = -1.0; /* from jitter */
     sc.seed = (uint64_t)(uintptr_t)r ^ (uint64_t)(now_precise_ms() * 1000.0);
     pl_sched_init(&r->sched, &sc);
     pl_hist_reset(&r->lateness);

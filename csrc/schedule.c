@@ -179,6 +179,10 @@ void pl_sched_config_defaults(pl_sched_config *cfg)
         cfg->jitter = 0.1;
     if (cfg->jitter > 1.0)
         cfg->jitter = 1.0;
+    if (!(cfg->first_jitter >= 0.0))
+        cfg->first_jitter = cfg->jitter * 5 < 0.5 ? cfg->jitter * 5 : 0.5;
+    if (cfg->first_jitter > 1.0)
+        cfg->first_jitter = 1.0;
     if (cfg->retry_base_ms <= 0)
         cfg->retry_base_ms = 100;
     if (cfg->retry_max_ms <= 0)
@@ -195,7 +199,7 @@ int pl_sched_init(pl_sched *s, const pl_sched_config *cfg)
     if (cfg)
         s->cfg = *cfg;
     else
-        s->cfg.jitter = -1.0;
+        s->cfg.jitter = s->cfg.first_jitter = -1.0;
     pl_sched_config_defaults(&s->cfg);
     s->rng = s->cfg.seed;
     return 0;
@@ -248,7 +252,8 @@ double pl_sched_margin_ms(const pl_sched *s)
     return s->rtt_p99_ms + (double)s->cfg.margin_floor_ms;
 }
 
-int64_t pl_sched_due_for(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t cap_ms)
+static int64_t due_jittered(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t cap_ms,
+                            double jitter)
 {
     int64_t remaining = expiry_ms - now_ms;
     int64_t due;
@@ -263,10 +268,15 @@ int64_t pl_sched_due_for(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t
     }
     double wait = (double)(due - now_ms);
     double u = rng_unit(&s->rng);
-    due -= (int64_t)(wait * s->cfg.jitter * u);
+    due -= (int64_t)(wait * jitter * u);
     if (due > cap_ms)
         due = cap_ms < now_ms ? now_ms : cap_ms;
     return due;
+}
+
+int64_t pl_sched_due_for(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t cap_ms)
+{
+    return due_jittered(s, now_ms, expiry_ms, cap_ms, s->cfg.jitter);
 }
 
 size_t pl_sched_count(const pl_sched *s)
@@ -288,7 +298,7 @@ int pl_sched_add(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t expiry_
     e->failures = 0;
     e->spare = 0;
     e->heap_index = PL_SCHED_NOT_QUEUED;
-    e->due_ms = pl_sched_due_for(s, now_ms, expiry_ms, cap_ms);
+    e->due_ms = due_jittered(s, now_ms, expiry_ms, cap_ms, s->cfg.first_jitter);
     return heap_push(s, e);
 }
 

@@ -46,6 +46,10 @@ typedef struct pl_sched_entry {
 typedef struct pl_sched_config {
     long margin_floor_ms;     /* minimum margin before expiry (default 1000) */
     double jitter;            /* 0..1, fraction of the wait randomised (default 0.1) */
+    double first_jitter;      /* the same for a lock's first renewal after it is added
+                                 (<0: default min(0.5, 5 * jitter)): locks taken in a
+                                 batch get their renewal phases spread once, and every
+                                 later renewal keeps that spread */
     long retry_base_ms;       /* first retry delay (default 100) */
     long retry_max_ms;        /* longest retry delay (default 5000) */
     long min_window_ms;       /* give up when less lock time than this remains (default 20) */

@@ -204,6 +204,40 @@ static void test_jitter_spreads_and_is_deterministic(void)
     pl_sched_destroy(&a);
     pl_sched_destroy(&b);
     pl_sched_destroy(&d);
+
+    /* First renewal after add: spread over up to half the wait (5 x jitter, at
+     * most 0.5), so a batch of locks taken together gets distinct phases. */
+    pl_sched_config f = cfg_nojitter();
+    f.jitter = 0.1;
+    f.first_jitter = -1.0;
+    pl_sched_config_defaults(&f);
+    CHECK(fabs(f.first_jitter - 0.5) < 1e-12);
+    pl_sched fs;
+    pl_sched_init(&fs, &f);
+    pl_sched_entry *es = calloc(N, sizeof(*es));
+    lo = INT64_MAX;
+    hi = INT64_MIN;
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(pl_sched_add(&fs, &es[i], now, expiry, 30000, INT64_MAX), 0);
+        CHECK(es[i].due_ms <= now + 15000 && es[i].due_ms >= now + 7500);
+        if (es[i].due_ms < lo)
+            lo = es[i].due_ms;
+        if (es[i].due_ms > hi)
+            hi = es[i].due_ms;
+    }
+    CHECK(hi - lo > 7000);
+    /* later renewals use the ordinary jitter */
+    pl_sched_entry *out;
+    CHECK_EQ(pl_sched_pop_due(&fs, hi, &out), PL_SCHED_RENEW);
+    CHECK_EQ(pl_sched_renewed(&fs, out, hi, hi + 30000), 0);
+    CHECK(out->due_ms <= hi + 15000 && out->due_ms >= hi + 15000 - 1500);
+    /* jitter 0 means no first-renewal jitter either */
+    f = cfg_nojitter();
+    f.first_jitter = -1.0;
+    pl_sched_config_defaults(&f);
+    CHECK(f.first_jitter == 0.0);
+    pl_sched_destroy(&fs);
+    free(es);
 }
 
 /* Simulated renewer: each due renewal takes rtt_ms and succeeds; the new expiry is
