@@ -565,8 +565,17 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
         }
         {
             int rc = pl_wire_status_error_m(req, resp, m);
-            if (rc == PL_ELOCKLOST) pl_message_mark_lost(m, PL_ELOCKLOST, 1);
-            else if (rc == PL_ENOTFOUND) pl_message_mark_lost(m, PL_ENOTFOUND, 1);
+            if (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND) {
+                if (req->op == PL_OP_RENEW) {
+                    /* A renew never decides the fate of a message being settled:
+                     * if a settle started meanwhile, its own answer counts. */
+                    if (!pl_message_mark_lost(m, rc, 0) && pl_message_state(m) != PL_LOCK_LOST)
+                        return pl_error_set(PL_ESTATE, resp->status, 0,
+                                            "renew-lock: the message was settled meanwhile");
+                } else {
+                    pl_message_mark_lost(m, rc, 1);
+                }
+            }
             return rc;
         }
     default:

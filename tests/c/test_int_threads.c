@@ -75,6 +75,62 @@ static void *producer_consumer(void *arg)
     return NULL;
 }
 
+/* Many threads race to settle (and renew) one message: exactly one settle goes
+ * out and succeeds; the others get PL_ESTATE without a request; no renew ever
+ * reports a false loss. */
+#define RACERS 8
+static pl_message *contested;
+static int race_rc[RACERS], renew_rc[RACERS];
+static pthread_barrier_t race_barrier;
+
+static void *racer(void *arg)
+{
+    int t = (int)(long)arg;
+    pthread_barrier_wait(&race_barrier);
+    renew_rc[t] = pl_renew_lock(client, contested);
+    race_rc[t] = (t % 2) ? pl_unlock(client, contested) : pl_complete(client, contested);
+    return NULL;
+}
+
+static void settle_race(void)
+{
+    pl_outgoing *o = NULL;
+    REQUIRE(pl_outgoing_new(&o, "race", 4) == PL_OK);
+    REQUIRE(pl_outgoing_set_broker(o, "MessageId", "race-1") == PL_OK);
+    REQUIRE(pl_send(client, "tq", o) == PL_OK);
+    pl_outgoing_free(o);
+    REQUIRE(pl_peek_lock(&contested, client, "tq", 5) == PL_OK);
+    pl_client_stats before, after;
+    pl_client_stats_get(client, &before);
+    pthread_barrier_init(&race_barrier, NULL, RACERS);
+    pthread_t th[RACERS];
+    for (long i = 0; i < RACERS; i++) REQUIRE(pthread_create(&th[i], NULL, racer, (void *)i) == 0);
+    for (int i = 0; i < RACERS; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&race_barrier);
+    int ok = 0, state = 0, winner = -1;
+    for (int i = 0; i < RACERS; i++) {
+        if (race_rc[i] == PL_OK) { ok++; winner = i; }
+        else if (race_rc[i] == PL_ESTATE) state++;
+        else fprintf(stderr, "racer %d: settle rc %d\n", i, race_rc[i]);
+        CHECK(renew_rc[i] == PL_OK || renew_rc[i] == PL_ESTATE);
+    }
+    CHECK_EQ(ok, 1);
+    CHECK_EQ(state, RACERS - 1);
+    CHECK_EQ(pl_message_lock_state(contested), PL_LOCK_SETTLED);
+    pl_client_stats_get(client, &after);
+    CHECK_EQ(after.completed + after.abandoned - before.completed - before.abandoned, 1);
+    if (winner >= 0 && winner % 2) {
+        /* the unlock won: the message comes back; finish it */
+        pl_message *m = NULL;
+        REQUIRE(pl_peek_lock(&m, client, "tq", 5) == PL_OK);
+        CHECK_STR(pl_message_id(m), "race-1");
+        CHECK_EQ(pl_complete(client, m), PL_OK);
+        pl_message_free(m);
+    }
+    CHECK_EQ(pl_test_completed_count("tq", "race-1"), 1);
+    pl_message_free(contested);
+}
+
 int main(void)
 {
     REQUIRE(pl_test_entity("tq", "queue", 60, 10) == 201);
@@ -111,6 +167,7 @@ int main(void)
            (unsigned long long)st.reused_connections);
     CHECK(st.reused_connections + THREADS * 2 >= st.requests);
     pthread_barrier_destroy(&barrier);
+    settle_race();
     pl_client_free(client);
     return pl_test_done("test_int_threads");
 }

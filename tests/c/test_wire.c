@@ -317,6 +317,18 @@ static void requests(void)
     pl_request_free(req);
     pl_message_free(m);
 
+    /* A renew's 404 while a settle is in progress is not a loss. */
+    m = locked_message(ep);
+    REQUIRE(pl_wire_settle(&rr, ep, m, PL_SETTLE_RENEW, NULL) == PL_OK);
+    pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING);
+    r = resp_with(404, "");
+    CHECK_EQ(pl_wire_result(NULL, NULL, ep, rr, m, r, 200), PL_ESTATE);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLING);
+    CHECK_EQ(pl_message_lost_reason(m), 0);
+    pl_response_free(r);
+    pl_request_free(rr);
+    pl_message_free(m);
+
     m = pl_message_alloc();
     CHECK_EQ(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL), PL_ESTATE);
     pl_message_free(m);
