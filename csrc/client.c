@@ -521,6 +521,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     const char *colon = memchr(buf, ':', len);
     if (!colon || colon == buf || buf[0] == ' ' || buf[0] == '\t') return len;
     size_t nlen = (size_t)(colon - buf);
+    if (r->only_retry_after && !(nlen == 11 && pl_strncaseeq(buf, "Retry-After", 11))) return len;
     const char *v = colon + 1, *end = buf + len;
     while (v < end && (*v == ' ' || *v == '\t')) v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) end--;
@@ -607,6 +608,7 @@ static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_t
     *resp_out = NULL;
     pl_response *resp = calloc(1, sizeof *resp);
     if (!resp) return pl_error_nomem();
+    resp->only_retry_after = req->op != PL_OP_PEEKLOCK && req->op != PL_OP_RECVDEL;
     struct curl_slist *h = NULL, *t;
     int has_ct = 0;
     for (size_t i = 0; i < req->nheaders; i++) {

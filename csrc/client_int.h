@@ -33,7 +33,8 @@ int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m
  * development emulator), CURLOPT_NOSIGNAL, TCP keep-alive. Then sets method,
  * URL, headers (plus an empty "Expect:"), body of req, and installs callbacks
  * that collect the answer into *resp_out (a new pl_response; the caller frees it
- * with pl_response_free after the transfer; its `sends` counts how often libcurl
+ * with pl_response_free after the transfer; for anything but a receive it keeps
+ * only the Retry-After header; its `sends` counts how often libcurl
  * put the request on the wire: above 1, an earlier copy may have been acted on). *hdrs_out must be freed with
  * curl_slist_free_all after the transfer. req and the easy handle must outlive
  * the transfer. Never shares a connection cache. */

@@ -46,6 +46,8 @@ struct pl_response {
     size_t body_len;
     size_t body_cap;
     int too_big;            /* a limit was exceeded while collecting */
+    int only_retry_after;   /* collecting: keep only Retry-After (answers to sends and
+                               settles need no other header) */
     int sends;              /* times the driver put the request on the wire (libcurl
                                silently re-sends once on a dead reused connection:
                                more than 1 means an earlier copy may have been acted on) */
