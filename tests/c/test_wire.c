@@ -515,6 +515,11 @@ static void public_requests(void)
         pl_test_failures++;
     }
     CHECK(strstr(auth, "&skn=Root") != NULL);
+    /* Signed for the default lifetime (1 h); re-signed at half of it. */
+    const char *se = strstr(auth, "&se=");
+    REQUIRE(se != NULL);
+    long long exp = atoll(se + 4), now = (long long)time(NULL);
+    CHECK(exp >= now + 3590 && exp <= now + 3601);
     char *first = pl_strdup(auth);
     pl_request_free(req);
     /* Cached per scope: the same token again. */
