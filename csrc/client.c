@@ -511,10 +511,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     size_t len = size * n;
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         /* A new status line (e.g. after 100 Continue): start over. */
-        for (size_t i = 0; i < r->nheaders; i++) {
-            free(r->headers[i].name);
-            free(r->headers[i].value);
-        }
+        for (size_t i = 0; i < r->nheaders; i++) free(r->headers[i].name); /* packed */
         r->nheaders = 0;
         return len;
     }
@@ -529,25 +526,27 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         r->too_big = 1;
         return 0;
     }
-    char *name = pl_strndup(buf, nlen), *value = pl_strndup(v, (size_t)(end - v));
-    int ok = name && value;
-    if (ok) {
-        /* Embedded NULs would truncate silently: treat them as malformed. */
-        if (memchr(v, 0, (size_t)(end - v))) { r->too_big = 1; ok = 0; }
+    size_t vlen = (size_t)(end - v);
+    /* Embedded NULs would truncate silently: treat them as malformed. */
+    if (memchr(v, 0, vlen)) { r->too_big = 1; return 0; }
+    if (r->nheaders == r->headers_cap) {
+        size_t cap = r->headers_cap ? r->headers_cap * 2 : 16;
+        pl_header *nh = realloc(r->headers, cap * sizeof *nh);
+        if (!nh) return 0;
+        r->headers = nh;
+        r->headers_cap = cap;
     }
-    if (ok) {
-        pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
-        if (nh) {
-            r->headers = nh;
-            nh[r->nheaders].name = name;
-            nh[r->nheaders].value = value;
-            r->nheaders++;
-            return len;
-        }
-    }
-    free(name);
-    free(value);
-    return 0;
+    /* One allocation per header: "name\0value\0". */
+    char *block = malloc(nlen + vlen + 2);
+    if (!block) return 0;
+    memcpy(block, buf, nlen);
+    block[nlen] = '\0';
+    memcpy(block + nlen + 1, v, vlen);
+    block[nlen + 1 + vlen] = '\0';
+    r->headers[r->nheaders].name = block;
+    r->headers[r->nheaders].value = block + nlen + 1;
+    r->nheaders++;
+    return len;
 }
 
 static size_t on_body(char *buf, size_t size, size_t n, void *ud)
@@ -609,6 +608,7 @@ static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_t
     pl_response *resp = calloc(1, sizeof *resp);
     if (!resp) return pl_error_nomem();
     resp->only_retry_after = req->op != PL_OP_PEEKLOCK && req->op != PL_OP_RECVDEL;
+    resp->packed = 1;
     struct curl_slist *h = NULL, *t;
     int has_ct = 0;
     for (size_t i = 0; i < req->nheaders; i++) {

@@ -164,6 +164,7 @@ void pl_message_free(pl_message *m)
     if (atomic_fetch_sub(&m->refs, 1) != 1) return;
     free(m->entity);
     free(m->location);
+    free(m->scope);
     if (m->lock_token) { memset(m->lock_token, 0, strlen(m->lock_token)); free(m->lock_token); }
     free(m->body);
     free(m->content_type);

@@ -39,6 +39,7 @@ struct pl_message {
     /* identity (immutable after receipt) */
     char *entity;                     /* entity as given to the receive call */
     char *location;                   /* settle URL, verbatim from Location; NULL for R&D */
+    char *scope;                      /* SAS scope of the receive (reused by settles), or NULL */
     char *lock_token;                 /* secret; NULL for receive-and-delete */
     int64_t seq;                      /* SequenceNumber, -1 if absent */
     int64_t enqueued_seq;             /* EnqueuedSequenceNumber, -1 if absent */

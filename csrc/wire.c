@@ -257,7 +257,11 @@ int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, 
     if (!r) return pl_error_nomem();
     r->url = pl_strdup(m->location);
     int rc = r->url ? PL_OK : pl_error_nomem();
-    if (!rc && m->entity) rc = pl_wire_scope(&r->scope, endpoint, m->entity);
+    if (!rc && m->scope) {
+        if (!(r->scope = pl_strdup(m->scope))) rc = pl_error_nomem();
+    } else if (!rc && m->entity) {
+        rc = pl_wire_scope(&r->scope, endpoint, m->entity);
+    }
     if (!rc && auth) rc = pl_request_set_header(r, "Authorization", auth);
     if (rc) { pl_request_free(r); return rc; }
     *out = r;
@@ -300,7 +304,7 @@ void pl_response_free(pl_response *r)
     if (!r) return;
     for (size_t i = 0; i < r->nheaders; i++) {
         free(r->headers[i].name);
-        free(r->headers[i].value);
+        if (!r->packed) free(r->headers[i].value);
     }
     free(r->headers);
     free(r->body);
@@ -321,15 +325,27 @@ int pl_response_add_header(pl_response *r, const char *name, const char *value)
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response header is longer than %d bytes",
                             PL_MAX_HEADER_BYTES);
     }
-    pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
+    size_t cap = r->nheaders + 1 > r->headers_cap ? r->nheaders + 1 : r->headers_cap;
+    pl_header *nh = realloc(r->headers, cap * sizeof *nh);
     if (!nh) return pl_error_nomem();
     r->headers = nh;
-    nh[r->nheaders].name = pl_strdup(name);
-    nh[r->nheaders].value = pl_strdup(value);
-    if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
-        free(nh[r->nheaders].name);
-        free(nh[r->nheaders].value);
-        return pl_error_nomem();
+    r->headers_cap = cap;
+    if (r->packed) { /* same layout as the libcurl collector: one block */
+        size_t nl = strlen(name), vl = strlen(value);
+        char *block = malloc(nl + vl + 2);
+        if (!block) return pl_error_nomem();
+        memcpy(block, name, nl + 1);
+        memcpy(block + nl + 1, value, vl + 1);
+        nh[r->nheaders].name = block;
+        nh[r->nheaders].value = block + nl + 1;
+    } else {
+        nh[r->nheaders].name = pl_strdup(name);
+        nh[r->nheaders].value = pl_strdup(value);
+        if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
+            free(nh[r->nheaders].name);
+            free(nh[r->nheaders].value);
+            return pl_error_nomem();
+        }
     }
     r->nheaders++;
     return PL_OK;
@@ -496,6 +512,7 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
             goto fail;
         }
         if (!(m->location = pl_strdup(loc))) { rc = pl_error_nomem(); goto fail; }
+        if (req->scope && !(m->scope = pl_strdup(req->scope))) { rc = pl_error_nomem(); goto fail; }
         /* Lock duration: LockedUntilUtc minus the response's Date (same server clock). */
         int64_t date = pl_http_date_parse(pl_response_header(resp, "Date"));
         int64_t dur = 60000;

@@ -42,10 +42,13 @@ struct pl_response {
     int status;
     pl_header *headers;
     size_t nheaders;
+    size_t headers_cap;     /* used by the libcurl collector only */
     unsigned char *body;
     size_t body_len;
     size_t body_cap;
     int too_big;            /* a limit was exceeded while collecting */
+    int packed;             /* headers collected by the libcurl driver: value shares
+                               the name's allocation (free name only) */
     int only_retry_after;   /* collecting: keep only Retry-After (answers to sends and
                                settles need no other header) */
     int sends;              /* times the driver put the request on the wire (libcurl
