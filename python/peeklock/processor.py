@@ -1,8 +1,16 @@
 """``Client.process``: N worker threads, each peek-locking a message and running
 the handler inside ``with msg:`` (renewed by the C renewer, completed on
 success, abandoned on an exception). SIGINT/SIGTERM start a graceful drain:
-stop receiving, let running handlers finish until ``drain_timeout``, abandon
-what is still held so it comes back at once, and return a summary.
+stop receiving, let running handlers finish until ``drain_timeout``, then
+release what is still held (``on_drain_timeout``) and return a summary.
+
+A handler still running at the drain deadline cannot be stopped from outside its
+thread. Abandoning its message would hand it to another worker while the first
+one still works on it, so by default (``on_drain_timeout="expire"``) renewal
+stops and the lock is left to run out: the message comes back within one lock
+duration, and never while this process still holds a valid lock on it.
+``on_drain_timeout="abandon"`` gives it back at once instead, for handlers that
+check ``msg.settled`` and stop by themselves.
 """
 from __future__ import annotations
 
@@ -32,7 +40,9 @@ class ProcessSummary:
     processed: int = 0         # handler returned and the message was completed
     failed: int = 0            # handler raised: abandoned (will be redelivered)
     lost: int = 0              # lock lost: nothing completed
-    abandoned_on_drain: int = 0  # locked but not handled before the drain deadline
+    abandoned_on_drain: int = 0  # given back at once by the drain (see on_drain_timeout)
+    left_to_expire: int = 0    # handler still running at the drain deadline: renewal
+                               # stopped, lock left to run out (on_drain_timeout="expire")
     errors: int = 0            # receive or settle errors (after retries)
     renewals: int = 0          # lock renewals by the C renewer during the run
     redelivered: int = 0       # received with delivery_count > 1
@@ -52,6 +62,7 @@ class ProcessSummary:
     def __str__(self) -> str:
         return (f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
                 f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
+                + (f"left to expire {self.left_to_expire}, " if self.left_to_expire else "") +
                 f"renewals {self.renewals}, redelivered {self.redelivered}, "
                 f"errors {self.errors} in {self.elapsed:.1f} s ({self.rate:.1f}/s)"
                 + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""))
@@ -65,7 +76,8 @@ class Processor:
                  stop_event: Optional[threading.Event] = None,
                  handle_signals: bool = True,
                  on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
-                 progress_interval: float = 0.5) -> None:
+                 progress_interval: float = 0.5,
+                 on_drain_timeout: str = "expire") -> None:
         from .client import _check_entity, _check_seconds, _check_timeout
         self.client = client
         self.entity = _check_entity(entity)
@@ -75,6 +87,9 @@ class Processor:
             raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if on_drain_timeout not in ("expire", "abandon"):
+            raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
+        self.on_drain_timeout = on_drain_timeout
         self.handler = handler
         self.concurrency = concurrency
         self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
@@ -176,9 +191,14 @@ class Processor:
             with self._lock:
                 if msg in self._held:
                     self._held.discard(msg)
+                    s.in_flight -= 1
                 else:
+                    # released by the drain, which counted it; a handler that still
+                    # finished within the lock completed it after all
+                    if outcome == "processed" and self.on_drain_timeout == "expire":
+                        s.left_to_expire -= 1
+                        s.processed += 1
                     outcome = "drained-already-counted"
-                s.in_flight -= 1
                 if outcome == "processed":
                     s.processed += 1
                 elif outcome == "lost":
@@ -215,7 +235,7 @@ class Processor:
             # e.g. KeyboardInterrupt with handle_signals=False: stop at once,
             # give back what is held, and let the interrupt propagate
             self.stop_event.set()
-            self._abandon_held()
+            self._release_held()
             raise
         finally:
             for sig, h in old.items():
@@ -255,7 +275,7 @@ class Processor:
 
     def _drain(self, threads: List[threading.Thread]) -> None:
         """Running handlers may finish until the deadline; then what is still
-        held is abandoned so it is redelivered at once."""
+        held is released as on_drain_timeout says."""
         deadline = time.monotonic() + self.drain_timeout
         signals_at_drain = self._signals
         for t in threads:
@@ -264,20 +284,29 @@ class Processor:
                     deadline = time.monotonic()   # asked again: stop now
                 t.join(0.1)
                 self._progress()
-        self._abandon_held()
+        self._release_held()
 
-    def _abandon_held(self) -> None:
+    def _release_held(self) -> None:
+        """Every message in _held has a handler running on it."""
         s = self.summary
         with self._lock:
             leftovers = list(self._held)
             self._held.clear()
         for msg in leftovers:
-            try:
-                msg.abandon()
-            except Error as e:
-                log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
+            if self.on_drain_timeout == "abandon":
+                try:
+                    msg.abandon()
+                except Error as e:
+                    log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
+            else:
+                msg._stop_renewing()
+                log.warning("handler for message %s still running at the drain deadline: "
+                            "renewal stopped, lock left to expire", msg.sequence_number)
             with self._lock:
-                s.abandoned_on_drain += 1
+                if self.on_drain_timeout == "abandon":
+                    s.abandoned_on_drain += 1
+                else:
+                    s.left_to_expire += 1
                 s.in_flight -= 1
 
     def _renewals(self, base: int) -> int:

@@ -43,9 +43,9 @@ def test_process_max_messages(client, queue):
     assert s.stopped_by == "max_messages"
 
 
-def test_sigint_drains_gracefully(client, emu, queue):
-    """SIGINT: stop receiving, let running handlers finish until the deadline,
-    abandon what is still held so it comes back at once."""
+def _drain_scenario(client, queue, **kwargs):
+    """Six messages, four handlers: SIGINT while all four run; the two even handlers
+    finish during the drain, the two odd ones outlast its deadline (until `never`)."""
     for i in range(6):
         client.send(queue, str(i).encode(), message_id=f"m{i}")
     started = threading.Semaphore(0)
@@ -69,18 +69,53 @@ def test_sigint_drains_gracefully(client, emu, queue):
 
     threading.Thread(target=interrupt, daemon=True).start()
     s = client.process(queue, handler, concurrency=4, poll_timeout=1, drain_timeout=3,
-                       stop_event=stop)
-    never.set()
+                       stop_event=stop, **kwargs)
     assert s.stopped_by == "signal"
     assert s.processed == 2                      # the two even handlers completed
-    assert s.abandoned_on_drain == 2             # the two odd ones were given back
     assert s.received == 4                       # nothing received after the signal
-    done = completed(emu, queue)
-    assert set(done.values()) == {1} and len(done) == 2
-    msgs = emu.messages(queue)
-    assert len(msgs) == 4 and not any(m["locked"] for m in msgs)   # back at once
-    # the abandoned ones come back with a higher delivery count
-    wait_for(lambda: client.stats()["abandoned"] >= 2)
+    assert s.in_flight == 0
+    return s, never
+
+
+def test_sigint_drain_leaves_running_handlers_locks_to_expire(client, emu, queue):
+    """Default: a handler still running at the deadline keeps its message to itself
+    until the lock runs out (renewal stopped), so no other worker runs it meanwhile."""
+    s, never = _drain_scenario(client, queue)
+    try:
+        assert s.left_to_expire == 2 and s.abandoned_on_drain == 0
+        assert "left to expire 2" in str(s)
+        done = completed(emu, queue)
+        assert set(done.values()) == {1} and len(done) == 2
+        msgs = emu.messages(queue)
+        locked = [m for m in msgs if m["locked"]]
+        assert len(msgs) == 4 and len(locked) == 2      # not handed to anyone else yet
+        renewed_before = client.stats()["renewer"]["renewals"]
+        emu.advance(6)                                   # past the 5 s lock: back in the queue
+        msgs = emu.messages(queue)
+        assert len(msgs) == 4 and not any(m["locked"] for m in msgs)
+        assert client.stats()["renewer"]["renewals"] == renewed_before
+    finally:
+        never.set()
+
+
+def test_sigint_drain_abandon_gives_running_handlers_messages_back(client, emu, queue):
+    """on_drain_timeout="abandon": what is still held comes back at once."""
+    s, never = _drain_scenario(client, queue, on_drain_timeout="abandon")
+    try:
+        assert s.abandoned_on_drain == 2 and s.left_to_expire == 0
+        done = completed(emu, queue)
+        assert set(done.values()) == {1} and len(done) == 2
+        msgs = emu.messages(queue)
+        assert len(msgs) == 4 and not any(m["locked"] for m in msgs)   # back at once
+        wait_for(lambda: client.stats()["abandoned"] >= 2)
+    finally:
+        never.set()
+
+
+def test_on_drain_timeout_is_checked(client, queue):
+    import pytest
+    with pytest.raises(ValueError, match="on_drain_timeout"):
+        client.process(queue, lambda m: None, on_drain_timeout="later", handle_signals=False)
 
 
 def test_stop_event(client, queue):
@@ -97,7 +132,10 @@ def test_stop_event(client, queue):
     assert seen == ["only"] and s.processed == 1 and s.stopped_by == "stop_event"
 
 
-def test_keyboard_interrupt_without_signal_handling_gives_messages_back(client, emu, queue):
+def test_keyboard_interrupt_without_signal_handling_releases_messages(client, emu, queue):
+    """KeyboardInterrupt in the processor's thread stops it at once; the handlers keep
+    running in their threads, so (on_drain_timeout="expire") their locks are no longer
+    renewed and run out, and a handler finishing after that completes nothing."""
     for i in range(3):
         client.send(queue, b"x")
     started = threading.Semaphore(0)
@@ -118,9 +156,17 @@ def test_keyboard_interrupt_without_signal_handling_gives_messages_back(client, 
     except KeyboardInterrupt:
         pass
     else:
+        never.set()
         raise AssertionError("KeyboardInterrupt was swallowed")
+    try:
+        renewed = client.stats()["renewer"]["renewals"]
+        msgs = emu.messages(queue)
+        assert len(msgs) == 3 and all(m["locked"] for m in msgs)   # nobody else has them
+        emu.advance(6)                                              # the 5 s locks run out
+        msgs = emu.messages(queue)
+        assert len(msgs) == 3 and not any(m["locked"] for m in msgs)
+        assert client.stats()["renewer"]["renewals"] == renewed
     finally:
         never.set()
-    msgs = emu.messages(queue)
-    assert len(msgs) == 3 and not any(m["locked"] for m in msgs)
+    wait_for(lambda: client.stats()["lost"] >= 3)   # the late completes found no lock
     assert completed(emu, queue) == {}
