@@ -804,6 +804,18 @@ static double now_ms_precise(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Whether attempt number `attempt` (0-based) may be followed by another after
+ * `delay` ms. Past max_retries, a complete or unlock keeps trying while the lock
+ * it settles is still valid: giving up early during a short outage would leave
+ * the message to come back only when its lock runs out. */
+static int may_retry(const pl_client *c, int attempt, int op, const pl_message *m, long delay)
+{
+    if (attempt < c->max_retries) return 1;
+    if (c->max_retries == 0 || !m || attempt >= 64) return 0;
+    if (op != PL_OP_COMPLETE && op != PL_OP_UNLOCK) return 0;
+    return pl_message_lock_remaining_ms(m) > delay;
+}
+
 /* Runs req with the retry policy; interprets the answer (pl_wire_result). */
 static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
 {
@@ -816,15 +828,15 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         int ambiguous = 0;
         double t0 = now_ms_precise();
         rc = perform_once(c, req, &resp, &sent, &ambiguous);
-        int can_retry = attempt < c->max_retries;
         if (rc != PL_OK) {
             if (rc == PL_ENOMEM || rc == PL_EPROTOCOL) return rc;
             int safe = !ambiguous || op == PL_OP_PEEKLOCK || op == PL_OP_RENEW ||
                        op == PL_OP_UNLOCK || op == PL_OP_COMPLETE;
-            if (!safe || !can_retry) return rc;
+            long delay = retry_delay(c, attempt, NULL);
+            if (!safe || !may_retry(c, attempt, op, m, delay)) return rc;
             if (ambiguous) uncertain = 1;
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
-            sleep_ms(retry_delay(c, attempt, NULL));
+            sleep_ms(delay);
             continue;
         }
         if (resp->sends > 1) uncertain = 1; /* libcurl re-sent it on a new connection */
@@ -832,9 +844,9 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
         int transient = rc == PL_ETHROTTLED ||
                         (rc == PL_ESERVER && op != PL_OP_SEND && op != PL_OP_BATCH && op != PL_OP_RECVDEL);
-        if (transient && can_retry) {
+        long delay = transient ? retry_delay(c, attempt, resp) : 0;
+        if (transient && may_retry(c, attempt, op, m, delay)) {
             /* (wire_result leaves a message's state alone on 5xx/429: nothing to undo) */
-            long delay = retry_delay(c, attempt, resp);
             pl_response_free(resp);
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
             sleep_ms(delay);

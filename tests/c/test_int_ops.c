@@ -399,6 +399,30 @@ static void test_errors(void)
     CHECK_EQ(pl_complete(noretry, m), PL_OK);
     pl_message_free(m);
 
+    /* An outage longer than max_retries: a complete keeps trying while its
+     * lock is valid, so the message is settled instead of coming back later. */
+    send_text("q1", "outage", "o-1");
+    REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
+    pl_client_stats_get(r3, &st);
+    uint64_t retries_before = st.retries;
+    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":503,\"count\":6}") == 201);
+    CHECK_EQ(pl_complete(r3, m), PL_OK);
+    pl_client_stats_get(r3, &st);
+    CHECK_EQ(st.retries - retries_before, 6);
+    CHECK_EQ(pl_test_completed_count("q1", "o-1"), 1);
+    pl_message_free(m);
+    /* ... and a dropped connection (outcome unknown) the same way. */
+    send_text("q1", "outage", "o-2");
+    REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
+    REQUIRE(pl_test_fault("{\"operation\":\"unlock\",\"entity\":\"q1\",\"drop\":true,\"count\":5}") == 201);
+    CHECK_EQ(pl_unlock(r3, m), PL_OK);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLED);
+    pl_message_free(m);
+    REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
+    CHECK_EQ(pl_message_delivery_count(m), 2);
+    CHECK_EQ(pl_complete(r3, m), PL_OK);
+    pl_message_free(m);
+
     /* PL_EUNKNOWN: the complete is applied but its answer is lost; the retry
      * then finds no lock. The message was completed exactly once. */
     send_text("q1", "unknown", "x-1");
