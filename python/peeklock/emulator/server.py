@@ -199,6 +199,16 @@ class EmulatorApp:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
+            return await self._handle(request)
+        except ConnectionError:
+            # The client went away before its answer was written (it timed out during an
+            # injected delay, or vanished): there is no one to answer, and nothing to log loudly.
+            log.debug("client gone before the answer to %s %s", request.method,
+                      request.raw_path.partition("?")[0][:200])
+            raise asyncio.CancelledError() from None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
             if hdrs.EXPECT in request.headers:
                 expect = request.headers[hdrs.EXPECT]
                 if expect.strip() and expect.lower() != "100-continue":

@@ -206,3 +206,15 @@ def test_expect_100_continue_refused_before_body_when_unauthorized(fresh_emulato
     s.close()
     assert resp.startswith(b"HTTP/1.1 401")          # final answer, no "100 Continue" first
     assert fresh_emulator.messages(queue) == []
+
+
+def test_client_gone_before_a_delayed_answer_is_not_an_error(emulator_factory):
+    """A client that times out during an injected delay leaves no traceback in the log."""
+    emu = emulator_factory("--queue", "q", auth=False)
+    emu.fault(operation="send", delay_ms=200, count=1)
+    raw(emu, b"POST /q/messages HTTP/1.1\r\nHost: HOSTPORT\r\nContent-Length: 1\r\n\r\nx", read=False)
+    # a 1 s long poll answered after the delayed answer was due (and failed to be written)
+    assert SB(emu).peek_lock("q", timeout=1).status in (201, 204)
+    assert emu.stop(timeout=20) == 0
+    log = emu.stderr_text()
+    assert "Traceback" not in log and "Cannot write" not in log, log[-2000:]
