@@ -60,13 +60,29 @@ def test_owned_string_and_bytes_typemaps():
     assert out is not None
 
 
-def test_renewer_is_not_starved_by_a_gil_holding_handler(client, emu, queue):
+def test_a_30s_handler_keeps_its_5s_lock_through_20s_of_gil_holding_busy_loop(client, emu, queue):
+    """Issue 4's promise: with a 5 s lock, a handler that runs 30 s keeps its lock (delivery
+    count stays 1, never redelivered, then completed once), and the first 20 s of it are a
+    pure-Python busy loop that never gives the GIL back to anything the renewal could need."""
     client.send(queue, b"busy", message_id="busy")
-    msg = client.peek_lock(queue, timeout=5)
-    with msg:
-        end = time.monotonic() + 7.0          # longer than the 5 s lock, never releasing the GIL
-        n = 0
-        while time.monotonic() < end:
-            n += 1
-    assert client.stats()["renewer"]["renewals"] >= 1
-    assert completed(emu, queue) == {"busy": 1}
+    other = peeklock.Client.from_connection_string(emu.connection_string)
+    try:
+        msg = client.peek_lock(queue, timeout=5)
+        start = time.monotonic()
+        with msg:
+            n = 0
+            while time.monotonic() - start < 20.0:       # 4 lock durations, GIL held throughout
+                n += 1
+            renewed_in_busy_loop = client.stats()["renewer"]["renewals"]
+            while time.monotonic() - start < 30.0:       # 2 more lock durations, checking
+                assert other.peek_lock(queue, timeout=0) is None    # nobody else can have it
+                [m] = emu.messages(queue)
+                assert m["locked"] and m["delivery_count"] == 1
+                time.sleep(1.0)
+            assert msg.state == "held" and not msg.lock_lost
+        assert renewed_in_busy_loop >= 4      # at least one renewal per 5 s lock duration
+        assert client.stats()["renewer"]["renewals"] >= 6
+        assert completed(emu, queue) == {"busy": 1}
+        assert emu.messages(queue) == []
+    finally:
+        other.close()
