@@ -24,6 +24,19 @@ from typing import Dict, Optional, Tuple
 log = logging.getLogger("peeklock.emulator.sas")
 
 
+def loggable_path(path_qs: str) -> str:
+    """A request path fit for a log line: no query string, and the lock token of a settle
+    URL (``…/messages/{seq}/{lock-token}``) replaced, since a lock token is a secret."""
+    path = path_qs.partition("?")[0][:300]
+    segs = path.split("/")
+    lower = [x.lower() for x in segs]
+    if "messages" in lower:
+        i = len(lower) - 1 - lower[::-1].index("messages")
+        if len(segs) > i + 2:
+            segs[i + 2:] = ["<lock-token>"]
+    return "/".join(segs)
+
+
 class AuthError(Exception):
     pass
 
@@ -114,5 +127,6 @@ class SasValidator:
         scope = scope.rstrip("/")
         if not (target == scope or target.startswith(scope + "/") or target.startswith(scope + "?")
                 or scope == target.rstrip("/")):
-            log.debug("token scope %r does not cover %r", scope, target)
+            log.debug("token scope %r does not cover %r", loggable_path(scope),
+                      loggable_path(target))
             raise AuthError("InvalidAudience: The token's resource (sr) does not cover this request.")

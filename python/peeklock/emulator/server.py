@@ -20,7 +20,7 @@ from .broker import Broker, BrokerError, Entity, Settings
 from .props import (PropertyError, broker_properties_json, custom_from_headers, rfc1123,
                     custom_from_user_properties, parse_broker_properties)
 from .rules import RuleError, filter_from_json
-from .sas import AuthError, SasValidator
+from .sas import AuthError, SasValidator, loggable_path
 
 log = logging.getLogger("peeklock.emulator")
 
@@ -204,7 +204,7 @@ class EmulatorApp:
             # The client went away before its answer was written (it timed out during an
             # injected delay, or vanished): there is no one to answer, and nothing to log loudly.
             log.debug("client gone before the answer to %s %s", request.method,
-                      request.raw_path.partition("?")[0][:200])
+                      loggable_path(request.raw_path))
             raise asyncio.CancelledError() from None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -225,7 +225,7 @@ class EmulatorApp:
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:  # never crash the server on a request
-            log.exception("internal error on %s %s", request.method, request.raw_path[:200])
+            log.exception("internal error on %s %s", request.method, loggable_path(request.raw_path))
             return await self.error(request, 500, "Internal error in the emulator")
         finally:
             # a request that failed halfway must not leave writes behind uncommitted forever

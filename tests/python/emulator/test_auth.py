@@ -139,3 +139,30 @@ def test_extra_keys(emulator_factory):
     assert _send(emu, make_token(base, "Listen", "listen-key", far), "/q/messages")[0] == 201
     assert _send(emu, make_token(base, emu.key_name, emu.key, far), "/q/messages")[0] == 201
     assert _send(emu, make_token(base, "Listen", emu.key, far), "/q/messages")[0] == 401
+
+
+def test_lock_tokens_never_reach_the_log(emulator_factory):
+    """A settle URL carries the lock token; with debug logging on, a token whose scope does not
+    cover it is refused and logged without the lock token."""
+    from conftest import SB
+    emu = emulator_factory("--queue", "q", "--queue", "other", "--log-level", "DEBUG")
+    sb = SB(emu)
+    sb.send_ok("q", b"x")
+    m = sb.peek_lock("q")
+    token = m.bp["LockToken"]
+    wrong_scope = {"Authorization": emu.sas_token("other")}
+    assert emu.request("DELETE", m.lock_path, headers=wrong_scope)[0] == 401
+    assert sb.complete(m) == 200
+    assert emu.stop(timeout=20) == 0
+    log = emu.stderr_text()
+    assert "does not cover" in log          # the refusal was logged...
+    assert token not in log                 # ...without the lock token
+    assert "<lock-token>" in log
+
+
+def test_loggable_path():
+    from peeklock.emulator.sas import loggable_path
+    tok = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert loggable_path("/q/messages/3/%s?api-version=2013-07" % tok) == "/q/messages/3/<lock-token>"
+    assert loggable_path("/t/Subscriptions/s/Messages/12/%s" % tok) == "/t/Subscriptions/s/Messages/12/<lock-token>"
+    assert loggable_path("/q/messages/head?timeout=5") == "/q/messages/head"
