@@ -1,5 +1,5 @@
 /* The sans-I/O wire layer: every recorded receive/settle/send response from
- * tests/c/fixtures/recorded-exchanges.json parsed as the client would, request
+ * tests/fixtures/recorded-exchanges.json parsed as the client would, request
  * building (URLs, headers, entity encoding, SAS scope), status mapping, and
  * malformed responses. No network. */
 #include <ctype.h>
