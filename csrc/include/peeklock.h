@@ -135,7 +135,9 @@ PL_EXTERN int pl_connstr_development_emulator(const pl_connstr *cs); /* 0 or 1 *
 /* 5xx except on send and receive-and-delete; timeouts and dropped answers on */
 /* peek-lock, renew, unlock, complete) are retried max_retries times with     */
 /* exponential backoff and jitter, or after Retry-After when the server gives */
-/* one. See docs/c-api.md.                                                     */
+/* one. Past max_retries (when it is not 0), unlock and complete keep trying  */
+/* (at most 64 tries) while the lock they settle is still valid, so a short   */
+/* outage does not send the message back after lock expiry. docs/c-api.md.    */
 /* ------------------------------------------------------------------------ */
 
 typedef struct pl_client pl_client;
