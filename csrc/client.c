@@ -513,6 +513,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         /* A new status line (e.g. after 100 Continue): start over. */
         for (size_t i = 0; i < r->nheaders; i++) free(r->headers[i].name); /* packed */
         r->nheaders = 0;
+        r->nseen = 0;
         return len;
     }
     const char *colon = memchr(buf, ':', len);
@@ -522,13 +523,17 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     const char *v = colon + 1, *end = buf + len;
     while (v < end && (*v == ' ' || *v == '\t')) v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) end--;
-    if (nlen > 1024 || (size_t)(end - v) > PL_MAX_HEADER_BYTES || r->nheaders >= PL_MAX_HEADERS) {
+    if (nlen > 1024 || (size_t)(end - v) > PL_MAX_HEADER_BYTES || r->nseen >= PL_MAX_HEADERS) {
         r->too_big = 1;
         return 0;
     }
     size_t vlen = (size_t)(end - v);
     /* Embedded NULs would truncate silently: treat them as malformed. */
     if (memchr(v, 0, vlen)) { r->too_big = 1; return 0; }
+    r->nseen++;
+    /* A receive needs the custom properties and the headers it reads; the rest
+     * (Server, Content-Length, ...) are counted against the limit and dropped. */
+    if (!r->only_retry_after && pl_header_kind(buf, nlen) == PL_HDR_RESERVED) return len;
     if (r->nheaders == r->headers_cap) {
         size_t cap = r->headers_cap ? r->headers_cap * 2 : 16;
         pl_header *nh = realloc(r->headers, cap * sizeof *nh);

@@ -251,7 +251,7 @@ int64_t pl_http_date_parse(const char *s)
     while (*p == ' ') p++;
     int known = 0;
     for (int i = 0; i < 7; i++)
-        if (pl_strncaseeq(p, day_names[i], 3)) known = 1;
+        if (pl_strncaseeq(p, day_names[i], 3)) { known = 1; break; }
     if (!known || p[3] != ',' || p[4] != ' ') return -1;
     p += 5;
     int day, year, hh, mm, ss, mon = -1;
@@ -265,7 +265,7 @@ int64_t pl_http_date_parse(const char *s)
     }
     if (*p++ != ' ') return -1;
     for (int i = 0; i < 12; i++)
-        if (strncmp(p, month_names[i], 3) == 0) mon = i + 1;
+        if (strncmp(p, month_names[i], 3) == 0) { mon = i + 1; break; }
     if (mon < 0 || p[3] != ' ') return -1;
     p += 4;
     if (parse_uint(&p, 4, &year) || *p++ != ' ') return -1;

@@ -22,27 +22,54 @@ static const char *const received_string_fields[10] = {
     "ReplyTo", "ReplyToSessionId", "To", "State", "ViaPartitionKey",
 };
 
-/* Headers that are never custom properties (lower case), with their lengths. */
-#define R(s) { s, sizeof s - 1 }
-static const struct { const char *name; size_t len; } reserved_headers[] = {
-    R("authorization"), R("brokerproperties"), R("content-type"), R("content-length"),
-    R("content-encoding"), R("transfer-encoding"), R("host"), R("expect"), R("connection"),
-    R("keep-alive"), R("date"), R("location"), R("server"), R("upgrade"), R("te"), R("trailer"),
-    R("accept"), R("accept-encoding"), R("user-agent"), R("cookie"), R("set-cookie"),
-    R("strict-transport-security"), R("retry-after"), R("vary"), R("cache-control"), R("pragma"),
-    R("expires"), R("etag"), R("last-modified"), R("via"), R("alt-svc"), R("proxy-authorization"),
-    R("proxy-connection"), R("x-ms-retrypolicy"), R("x-content-type-options"), R("x-powered-by"),
-    R("accept-ranges"), R("if-match"), R("x-ms-version"),
-};
-#undef R
+/* Headers that are never custom properties, classified with one switch on the
+ * (lower-cased) first letter and the length: this runs for every response
+ * header of every receive. */
+int pl_header_kind(const char *name, size_t n)
+{
+#define IS(s) (n == sizeof s - 1 && pl_strncaseeq(name, s, n))
+    unsigned char c = (unsigned char)name[0];
+    if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
+    switch (c) {
+    case 'a':
+        return IS("authorization") || IS("accept") || IS("accept-encoding") || IS("alt-svc") ||
+               IS("accept-ranges") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'b': return IS("brokerproperties") ? PL_HDR_BROKER : PL_HDR_CUSTOM;
+    case 'c':
+        if (IS("content-type")) return PL_HDR_CONTENT_TYPE;
+        return IS("content-length") || IS("content-encoding") || IS("connection") || IS("cookie") ||
+               IS("cache-control") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'd': return IS("date") ? PL_HDR_DATE : PL_HDR_CUSTOM;
+    case 'e': return IS("expect") || IS("expires") || IS("etag") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'h': return IS("host") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'i': return IS("if-match") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'k': return IS("keep-alive") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'l':
+        if (IS("location")) return PL_HDR_LOCATION;
+        return IS("last-modified") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'p':
+        return IS("pragma") || IS("proxy-authorization") || IS("proxy-connection") ? PL_HDR_RESERVED
+                                                                                  : PL_HDR_CUSTOM;
+    case 'r': return IS("retry-after") ? PL_HDR_RETRY_AFTER : PL_HDR_CUSTOM;
+    case 's':
+        return IS("server") || IS("set-cookie") || IS("strict-transport-security") ? PL_HDR_RESERVED
+                                                                                  : PL_HDR_CUSTOM;
+    case 't':
+        return IS("transfer-encoding") || IS("te") || IS("trailer") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'u': return IS("upgrade") || IS("user-agent") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'v': return IS("vary") || IS("via") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    case 'x':
+        return IS("x-ms-retrypolicy") || IS("x-content-type-options") || IS("x-powered-by") ||
+               IS("x-ms-version") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+    default: return PL_HDR_CUSTOM;
+    }
+#undef IS
+}
 
 int pl_header_is_reserved(const char *name);
 int pl_header_is_reserved(const char *name)
 {
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof reserved_headers / sizeof reserved_headers[0]; i++)
-        if (reserved_headers[i].len == n && pl_strncaseeq(name, reserved_headers[i].name, n)) return 1;
-    return 0;
+    return pl_header_kind(name, strlen(name)) != PL_HDR_CUSTOM;
 }
 
 static int is_token_char(unsigned char c)

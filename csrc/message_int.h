@@ -89,6 +89,16 @@ static inline void pl_message_extend(pl_message *m, int64_t sent_mono_ms)
  * failure). */
 int pl_message_mark_lost(pl_message *m, int reason, int from_settling);
 
+/* What a response header is to a received message (pl_header_kind; n = strlen(name)). */
+#define PL_HDR_CUSTOM       0   /* a custom property */
+#define PL_HDR_RESERVED     1   /* never a property, not used otherwise */
+#define PL_HDR_CONTENT_TYPE 2
+#define PL_HDR_BROKER       3
+#define PL_HDR_LOCATION     4
+#define PL_HDR_DATE         5
+#define PL_HDR_RETRY_AFTER  6
+int pl_header_kind(const char *name, size_t n);
+
 /* Creates an empty message with refs = 1, state PL_LOCK_NONE, numbers -1. */
 pl_message *pl_message_alloc(void);
 /* Parses a BrokerProperties JSON value (len bytes, need not be NUL-terminated)

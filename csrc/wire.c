@@ -10,7 +10,6 @@
 #include "message_int.h"
 #include "wire_int.h"
 
-int pl_header_is_reserved(const char *name); /* message.c */
 
 static const char *op_name(int op)
 {
@@ -477,22 +476,35 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
     if (resp->body_len) memcpy(m->body, resp->body, resp->body_len);
     m->body[resp->body_len] = 0;
     m->body_len = resp->body_len;
-    const char *ct = pl_response_header(resp, "Content-Type");
-    if (ct && !(m->content_type = pl_strdup(ct))) { rc = pl_error_nomem(); goto fail; }
-    const char *bp = pl_response_header(resp, "BrokerProperties");
-    if (bp) {
-        if ((rc = pl_message_parse_broker(m, bp, strlen(bp))) != PL_OK) goto fail;
-    } else if (peek) {
-        rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no BrokerProperties");
+    /* One pass over the headers: the first Content-Type, BrokerProperties,
+     * Location and Date (as pl_response_header would find them), and which
+     * headers are custom properties. */
+    const char *ct = NULL, *bp = NULL, *loc = NULL, *date = NULL;
+    unsigned char custom_small[64], *custom = custom_small;
+    if (resp->nheaders > sizeof custom_small && !(custom = malloc(resp->nheaders))) {
+        rc = pl_error_nomem();
         goto fail;
     }
     for (size_t i = 0; i < resp->nheaders; i++) {
-        if (pl_header_is_reserved(resp->headers[i].name)) continue;
-        if ((rc = pl_message_add_received_prop(m, resp->headers[i].name, resp->headers[i].value)))
-            goto fail;
+        const char *name = resp->headers[i].name, *value = resp->headers[i].value;
+        int kind = pl_header_kind(name, strlen(name));
+        custom[i] = kind == PL_HDR_CUSTOM;
+        switch (kind) {
+        case PL_HDR_CONTENT_TYPE: if (!ct) ct = value; break;
+        case PL_HDR_BROKER: if (!bp) bp = value; break;
+        case PL_HDR_LOCATION: if (!loc) loc = value; break;
+        case PL_HDR_DATE: if (!date) date = value; break;
+        default: break;
+        }
     }
+    if (ct && !(m->content_type = pl_strdup(ct))) rc = pl_error_nomem();
+    else if (bp) rc = pl_message_parse_broker(m, bp, strlen(bp));
+    else if (peek) rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no BrokerProperties");
+    for (size_t i = 0; !rc && i < resp->nheaders; i++)
+        if (custom[i]) rc = pl_message_add_received_prop(m, resp->headers[i].name, resp->headers[i].value);
+    if (custom != custom_small) free(custom);
+    if (rc) goto fail;
     if (peek) {
-        const char *loc = pl_response_header(resp, "Location");
         if (!loc || !*loc) {
             rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no Location");
             goto fail;
@@ -514,10 +526,10 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
         if (!(m->location = pl_strdup(loc))) { rc = pl_error_nomem(); goto fail; }
         if (req->scope && !(m->scope = pl_strdup(req->scope))) { rc = pl_error_nomem(); goto fail; }
         /* Lock duration: LockedUntilUtc minus the response's Date (same server clock). */
-        int64_t date = pl_http_date_parse(pl_response_header(resp, "Date"));
+        int64_t date_s = pl_http_date_parse(date);
         int64_t dur = 60000;
-        if (m->locked_until >= 0 && date >= 0) {
-            int64_t d = m->locked_until - date;
+        if (m->locked_until >= 0 && date_s >= 0) {
+            int64_t d = m->locked_until - date_s;
             if (d < 1 || d > 3600) {
                 rc = pl_error_set(PL_EPROTOCOL, resp->status, 0,
                                   "peek-lock response: LockedUntilUtc minus Date is %lld s, not a lock duration",

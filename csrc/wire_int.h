@@ -49,6 +49,7 @@ struct pl_response {
     int too_big;            /* a limit was exceeded while collecting */
     int packed;             /* headers collected by the libcurl driver: value shares
                                the name's allocation (free name only) */
+    size_t nseen;           /* collecting: headers seen (kept or dropped), for the limit */
     int only_retry_after;   /* collecting: keep only Retry-After (answers to sends and
                                settles need no other header) */
     int sends;              /* times the driver put the request on the wire (libcurl
