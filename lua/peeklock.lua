@@ -305,7 +305,12 @@ function Message.__index(self, k)
   if LIVE[k] then
     local h = rawget(self, "_h")
     if not h then return nil end
-    if k == "lock_state" then return LOCK_STATES[core.pl_message_lock_state(h)] end
+    if k == "lock_state" then
+      local st = core.pl_message_lock_state(h)
+      -- peeklock.resty fences a settle in flight on the Lua side (msg._settling)
+      if st == core.PL_LOCK_HELD and rawget(self, "_settling") == "settling" then st = core.PL_LOCK_SETTLING end
+      return LOCK_STATES[st]
+    end
     if k == "lock_remaining_ms" then return core.pl_message_lock_remaining_ms(h) end
     return core.pl_message_lock_duration_ms(h)
   end

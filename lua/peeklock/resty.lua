@@ -45,9 +45,17 @@ local M = {
 
 -- ------------------------------------------------------------------ HTTP/1.1 over a cosocket
 
+-- How far a failed exchange got (the third result of http_exchange and attempt):
+local UNSENT = "unsent"          -- the request never went out (connect or TLS failed)
+local UNANSWERED = "unanswered"  -- it went out (or partly), no complete answer: maybe applied
+local MALFORMED = "malformed"    -- an answer came that cannot be read (never retried)
+local ANSWERED = "answered"      -- the C core interpreted an answer (status error)
+
+local TRANSPORT_ERRNO = { timeout = core.PL_ETIMEOUT, connection = core.PL_ECONNECT, protocol = core.PL_EPROTOCOL }
+
 local function transport_error(code, op, what, detail)
-  return new_error({ code = code, errno = code == "timeout" and core.PL_ETIMEOUT or core.PL_ECONNECT,
-                     retryable = true, message = what .. ": " .. tostring(detail), op = op })
+  return new_error({ code = code, errno = TRANSPORT_ERRNO[code], retryable = code ~= "protocol",
+                     message = what .. ": " .. tostring(detail), op = op })
 end
 
 local function parse_url(url)
@@ -127,27 +135,27 @@ local function http_exchange(self, req, op, read_timeout_ms)
   sock:settimeouts(self._connect_timeout_ms, self._send_timeout_ms, read_timeout_ms)
   local pool = scheme .. ":" .. host .. ":" .. port
   local ok, err = sock:connect(host, port, { pool = pool })
-  if not ok then return nil, transport_error("connection", op, "connect failed", err) end
+  if not ok then return nil, transport_error("connection", op, "connect failed", err), UNSENT end
   if scheme == "https" and sock:getreusedtimes() == 0 then
     ok, err = sock:sslhandshake(nil, host, self._ssl_verify)
-    if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err) end
+    if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err), UNSENT end
   end
   local sent_ms = core.pl_now_mono_ms()
   ok, err = sock:send(lines)
-  if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err) end
+  if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err), UNANSWERED end
 
   local line
   line, err = sock:receive("*l")
   if not line then
     sock:close()
-    return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err), true
+    return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err), UNANSWERED
   end
   local status = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
-  if not status then sock:close(); return nil, transport_error("protocol", op, "bad status line", ""), true end
+  if not status then sock:close(); return nil, transport_error("protocol", op, "bad status line", ""), MALFORMED end
   local headers, length, chunked, close = {}, nil, false, false
   while true do
     line, err = sock:receive("*l")
-    if not line then sock:close(); return nil, transport_error("connection", op, "headers cut short", err), true end
+    if not line then sock:close(); return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "headers cut short", err), UNANSWERED end
     if line == "" then break end
     local name, value = line:match("^([^:]+):%s*(.-)%s*$")
     if name then
@@ -160,7 +168,11 @@ local function http_exchange(self, req, op, read_timeout_ms)
   end
   local data, reusable
   data, err = read_body(sock, status, method, length, chunked)
-  if not data then sock:close(); return nil, transport_error("connection", op, "body cut short", err), true end
+  if not data then
+    sock:close()
+    if err == "timeout" then return nil, transport_error("timeout", op, "body cut short", err), UNANSWERED end
+    return nil, transport_error("protocol", op, "body cut short", err), MALFORMED -- as libcurl's partial file
+  end
   reusable = err -- second value of read_body: whether the connection can be reused
   if reusable and not close then sock:setkeepalive(self._keepalive_ms, self._pool_size)
   else sock:close() end
@@ -168,57 +180,111 @@ local function http_exchange(self, req, op, read_timeout_ms)
 end
 
 -- One attempt: send req, feed the answer to the C core.
--- rc, message-handle | nil, err, sent (the request reached the server), retry_after_s
+-- rc, message-handle | nil, err, how far it got (UNSENT...ANSWERED), Retry-After in ms or nil
 local function attempt(self, req, op, msg_h, read_timeout_ms)
   local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
   if not status then return nil, headers, body end
   local rc, resp = core.response_from(status, headers, body)
-  if rc < 0 then return nil, last_error(rc, op), true end
-  local retry_after
-  if status == 503 or status == 429 then
-    for i = 1, #headers do
-      if lower(headers[i][1]) == "retry-after" then retry_after = tonumber(headers[i][2]) end
-    end
-  end
+  if rc < 0 then return nil, last_error(rc, op), MALFORMED end
   local out
   rc, out = core.pl_response_result(self._h, req, msg_h, resp, sent_ms)
   local err
   if rc < 0 then err = last_error(rc, op) end
   core.release(resp)
-  if rc < 0 then return nil, err, true, retry_after end
+  if rc < 0 then
+    local retry_after_ms
+    for i = 1, #headers do
+      if lower(headers[i][1]) == "retry-after" then
+        local s = tonumber(headers[i][2])
+        if s and s >= 0 then retry_after_ms = s > 60 and 60000 or floor(s * 1000) end
+      end
+    end
+    return nil, err, ANSWERED, retry_after_ms
+  end
   return rc, out
 end
 
--- Operations that may be sent again after a request reached the server but no answer
--- came back. Not send/send_batch (a duplicate message) nor receive_and_delete (a lost one).
+-- ------------------------------------------------------------------ retry policy
+-- The blocking client's retry policy, written down once for cosockets. It follows
+-- csrc/client.c: run() (what is retried), may_retry() (how often) and retry_delay()
+-- (how long to wait); keep the two in step.
+--
+--   * The request never went out (connect or TLS handshake failed): tried again,
+--     whatever the operation.
+--   * It went out but no complete answer came back (timeout, connection closed, send
+--     cut short): it may have been applied. Tried again only for peek_lock, renew,
+--     abandon and complete (RESEND_SAFE), never for send/send_batch (a duplicate) nor
+--     receive_and_delete (a lost message).
+--   * A malformed answer (bad status line, body cut short): never tried again.
+--   * An answer: 429/503 (throttled) is tried again for every operation; any other 5xx
+--     (server) only for peek_lock, renew, abandon and complete: a send, send_batch or
+--     receive_and_delete answered 500 may have been applied (a duplicate or a lost
+--     message), so that error goes back to the caller. Other statuses: never.
+--   * How often: up to max_retries retries; past that, a complete or abandon keeps
+--     trying (at most 64 attempts) while its lock outlives the next delay, so a short
+--     outage does not send the message back after its lock expires.
+--   * Delay: the answer's Retry-After (capped at 60 s), else retry_base_ms * 2^n capped
+--     at retry_max_ms, jittered into [d/2, d]; ngx.sleep, so the worker keeps serving.
+--   * A complete or abandon retried after an unanswered attempt whose retry finds no
+--     lock (404) may or may not have happened: unknown_outcome.
 local RESEND_SAFE = { peek_lock = true, renew = true, abandon = true, complete = true }
+local SETTLES = { abandon = "unlock", complete = "complete" }
 
--- The retry policy of the blocking client, on cosockets: a retryable answer (503, 5xx,
--- as the C core classifies it) or a request that never reached the server is tried
--- again up to max_retries times, after Retry-After or an exponential backoff with
--- jitter (ngx.sleep: the worker keeps serving). A complete whose answer was lost and
--- whose retry finds the lock gone may or may not have happened: unknown_outcome.
+local function retry_after_answer(op, err)
+  if err.errno == core.PL_ETHROTTLED then return true end
+  return err.errno == core.PL_ESERVER and RESEND_SAFE[op] == true
+end
+
+local function may_retry(self, attempt_no, op, msg_h, delay_ms)
+  if attempt_no < self._max_retries then return true end
+  if self._max_retries == 0 or not msg_h or attempt_no >= 64 or not SETTLES[op] then return false end
+  return core.pl_message_lock_remaining_ms(msg_h) > delay_ms
+end
+
+local function retry_delay_ms(self, attempt_no, retry_after_ms)
+  if retry_after_ms then return retry_after_ms end
+  local d = self._retry_base_ms
+  for _ = 1, attempt_no do
+    if d >= self._retry_max_ms then break end
+    d = d * 2
+  end
+  if d > self._retry_max_ms then d = self._retry_max_ms end
+  local half = floor(d / 2)
+  return half + math.random(0, half)
+end
+
+local function unknown_outcome(op, msg_h)
+  local what = SETTLES[op]
+  return new_error({ code = "unknown_outcome", errno = core.PL_EUNKNOWN, status = 404, op = op,
+    message = ("%s on '%s': an earlier attempt timed out and the retry found no lock; "
+               .. "the message may or may not have been %s"):format(
+      what, tostring(core.pl_message_entity(msg_h)), what == "complete" and "completed" or "unlocked") })
+end
+
+-- Runs req under the policy above: rc, out | nil, err.
 local function exchange(self, req, op, msg_h, read_timeout_ms)
-  local tries, unanswered = 0, false
+  local uncertain = false -- an earlier attempt may have been acted on
+  local attempt_no = 0
   while true do
-    local rc, out, sent, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
+    local rc, out, how, retry_after_ms = attempt(self, req, op, msg_h, read_timeout_ms)
     if rc then return rc, out end
     local err = out
-    if op == "complete" and unanswered and err.code == "lock_lost" then
-      return nil, new_error({ code = "unknown_outcome", errno = core.PL_EUNKNOWN, status = err.status, op = op,
-        message = "the complete's answer was lost and the retry found no lock: it may or may not have completed" })
-    end
     local again
-    if err.code == "throttled" or err.code == "server" then again = err.retryable ~= false
-    elseif err.errno == core.PL_ECONNECT or err.errno == core.PL_ETIMEOUT then
-      again = not sent or RESEND_SAFE[op]
-      if sent then unanswered = true end
+    if how == UNSENT then again = true
+    elseif how == UNANSWERED then again = RESEND_SAFE[op] == true
+    elseif how == ANSWERED then again = retry_after_answer(op, err)
+    else again = false end
+    local delay_ms = again and retry_delay_ms(self, attempt_no, how == ANSWERED and retry_after_ms or nil) or 0
+    if again and may_retry(self, attempt_no, op, msg_h, delay_ms) then
+      if how == UNANSWERED then uncertain = true end
+      attempt_no = attempt_no + 1
+      ngx.sleep(delay_ms / 1000)
+    else
+      if uncertain and SETTLES[op] and err.errno == core.PL_ELOCKLOST then
+        return nil, unknown_outcome(op, msg_h)
+      end
+      return nil, err
     end
-    if not again or tries >= self._max_retries then return nil, err end
-    tries = tries + 1
-    local delay = retry_after or
-      math.min(self._retry_max_s, self._retry_base_s * 2 ^ (tries - 1)) * (0.5 + math.random() * 0.5)
-    ngx.sleep(delay)
   end
 end
 
@@ -246,8 +312,9 @@ function M.client(opts)
   c._pool_size = opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
   c._max_retries = (opts.max_retries and opts.max_retries >= 0) and opts.max_retries or 3
-  c._retry_base_s = (opts.retry_base_ms or 100) / 1000
-  c._retry_max_s = (opts.retry_max_ms or 5000) / 1000
+  -- as client.c: 0 (or absent) means the default
+  c._retry_base_ms = (opts.retry_base_ms and opts.retry_base_ms > 0) and opts.retry_base_ms or 100
+  c._retry_max_ms = (opts.retry_max_ms and opts.retry_max_ms > 0) and opts.retry_max_ms or 5000
   return setmetatable(c, Client)
 end
 
@@ -306,6 +373,35 @@ function Client:peek_lock(entity, opts) return receive(self, "peek_lock", entity
 function Client:receive_and_delete(entity, opts) return receive(self, "receive_and_delete", entity, opts, false) end
 
 local SETTLE_OPS = { renew = core.PL_SETTLE_RENEW, abandon = core.PL_SETTLE_UNLOCK, complete = core.PL_SETTLE_COMPLETE }
+local STATE_WHAT = { renew = "renew-lock", abandon = "unlock", complete = "complete" }
+
+-- The exactly-once fence of the blocking settles (client.c settle(): held -> settling
+-- before the request goes out), kept on the Lua side: the C state only moves when the
+-- answer is interpreted, so msg._settling is set before the first yield (light threads
+-- are cooperative within a worker) and a second settle, or a renew, sees it.
+-- msg._settling: nil, "settling" (a complete/abandon is in flight) or "unknown" (its
+-- outcome could not be known; the C state is then lost).
+-- The errors are those of client.c state_error(), as require "peeklock" returns them.
+local function state_error(msg, mh, op)
+  local what, flag = STATE_WHAT[op], rawget(msg, "_settling")
+  local s = core.pl_message_lock_state(mh)
+  local text
+  if flag == "settling" then
+    text = "the message is being settled"
+  elseif flag == "unknown" then
+    text = "the message's earlier settle had an unknown outcome"
+  elseif s == core.PL_LOCK_LOST then
+    return nil, new_error({ code = "lock_lost", errno = core.PL_ELOCKLOST, op = op,
+                            message = what .. ": the message's lock was lost" })
+  elseif s == core.PL_LOCK_SETTLED then
+    text = "the message was already settled"
+  elseif s == core.PL_LOCK_SETTLING then
+    text = "the message is being settled"
+  else
+    text = "the message holds no lock"
+  end
+  return nil, new_error({ code = "state", errno = core.PL_ESTATE, op = op, message = what .. ": " .. text })
+end
 
 function Client:_settle(msg, op)
   local h = rawget(self, "_h")
@@ -316,12 +412,29 @@ function Client:_settle(msg, op)
   if not mh then
     return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
   end
-  -- Renewal stops before settling starts, so a renew never races a complete/unlock.
-  if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
+  local st = core.pl_message_lock_state(mh)
+  -- (PL_LOCK_NONE, a receive-and-delete message: pl_request_settle says there is no lock)
+  if st ~= core.PL_LOCK_NONE and (st ~= core.PL_LOCK_HELD or rawget(msg, "_settling")) then
+    return state_error(msg, mh, op)
+  end
+  local settling = op ~= "renew"
+  if settling then
+    rawset(msg, "_settling", "settling") -- before the first yield: the fence
+    -- Renewal stops before settling starts, so a renew never races a complete/unlock.
+    if self._renewer then core.pl_renewer_remove(self._renewer, mh) end
+  end
   local rc, req = core.pl_request_settle(h, mh, SETTLE_OPS[op])
-  if rc < 0 then return nil, last_error(rc, op) end
+  if rc < 0 then
+    if settling then rawset(msg, "_settling", nil) end
+    return nil, last_error(rc, op)
+  end
   local ok, err = exchange(self, req, op, mh, self._request_timeout_ms)
   core.release(req)
+  if settling then
+    -- Settled or lost: the C state says so now. Unknown: stays fenced (the C state is
+    -- lost). Anything else (throttled, timed out, ...): still held, may be settled again.
+    rawset(msg, "_settling", (not ok and err.code == "unknown_outcome") and "unknown" or nil)
+  end
   if not ok then return nil, err end
   return true
 end

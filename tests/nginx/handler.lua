@@ -97,6 +97,42 @@ function H.batch()
           settle_code = serr and serr.code or tostring(s) })
 end
 
+-- /rd?entity=&timeout= : one receive_and_delete
+function H.rd()
+  local a = ngx.req.get_uri_args()
+  local msg, err = get_client():receive_and_delete(a.entity, { timeout = tonumber(a.timeout) or 0 })
+  reply(err_fields({ ok = msg ~= nil, empty = msg == nil and err == nil, body = msg and msg.body,
+                     id = msg and msg.message_id }, err))
+end
+
+-- /race?entity=&ops=complete,abandon&again=1 : peek-lock one message, then settle it from
+-- one light thread per op (spawned in order: each runs until its first yield); with
+-- again=1, one more complete once they are done. Reports each result and the lock state.
+function H.race()
+  local a = ngx.req.get_uri_args()
+  local msg, err = get_client():peek_lock(a.entity, { timeout = tonumber(a.timeout) or 5 })
+  if not msg then return reply(err_fields({ ok = false, empty = err == nil }, err)) end
+  local threads, out = {}, { ok = true, id = msg.message_id }
+  local ops = {}
+  for op in (a.ops or "complete,complete"):gmatch("[^,]+") do ops[#ops + 1] = op end
+  for i, op in ipairs(ops) do
+    threads[i] = ngx.thread.spawn(function() return msg[op](msg) end)
+    out["state" .. i] = msg.lock_state -- right after thread i yielded (or finished)
+  end
+  local function record(prefix, done, r, e)
+    out[prefix .. "_ok"] = done and r == true
+    if not done then out[prefix .. "_err"] = tostring(r) return end
+    if e then
+      out[prefix .. "_code"], out[prefix .. "_errno"], out[prefix .. "_err"] = e.code, e.errno, tostring(e)
+    end
+  end
+  for i = 1, #threads do record("r" .. i, ngx.thread.wait(threads[i])) end
+  if a.again then record("again", true, msg:complete()) end
+  out.state = msg.lock_state
+  out.estate = peeklock.codes.state
+  reply(out)
+end
+
 function H.ping()
   ngx.say("pong")
 end

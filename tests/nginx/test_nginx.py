@@ -210,6 +210,119 @@ def main():
             assert r["ok"] is False and r["err_code"] == "throttled" and r["err_status"] == 503, r
             emu.admin("DELETE", "faults")
 
+        def requests(op):
+            return emu.admin("GET", "state")["counters"].get("requests." + op, 0)
+
+        def receive_and_delete_500_after_delete_is_reported_not_retried():
+            emu.admin("PUT", "entities/rd", {"kind": "queue", "lock_duration": 30})
+            r, _ = ngx.get("/send", entity="rd", body="only once", id="rd-1")
+            assert r["ok"], r
+            before = requests("receive_and_delete")
+            # the server deletes the message, then answers 500
+            emu.admin("POST", "faults", {"operation": "receive_and_delete", "entity": "rd",
+                                         "status": 500, "after": True, "count": 1})
+            r, _ = ngx.get("/rd", entity="rd", timeout=0)
+            emu.admin("DELETE", "faults")
+            # the caller is told (not a silent "nothing there" from a retry) ...
+            assert r["ok"] is False and r["empty"] is False, r
+            assert r["err_code"] == "server" and r["err_status"] == 500, r
+            # ... and the message was deleted exactly once, by the one request that went out
+            assert requests("receive_and_delete") - before == 1
+            assert not emu.entity("rd")["messages"], emu.entity("rd")
+
+        def send_500_is_not_retried_503_is():
+            emu.admin("PUT", "entities/sq", {"kind": "queue", "lock_duration": 30})
+            before = requests("send")
+            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500,
+                                         "after": True, "count": 1})
+            r, _ = ngx.get("/send", entity="sq", body="enqueued, then 500", id="sq-1")
+            emu.admin("DELETE", "faults")
+            assert r["ok"] is False and r["err_code"] == "server" and r["err_status"] == 500, r
+            assert requests("send") - before == 1
+            assert len(emu.entity("sq")["messages"]) == 1, emu.entity("sq")  # no duplicate
+            # send_batch: the same
+            before = requests("send")
+            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500,
+                                         "after": True, "count": 1})
+            r, _ = ngx.get("/batch", entity="sq")
+            emu.admin("DELETE", "faults")
+            assert r["ok"] is False and r["step"] == "send_batch" and r["err_status"] == 500, r
+            assert requests("send") - before == 1
+            assert len(emu.entity("sq")["messages"]) == 3, emu.entity("sq")
+            # a 503 (throttled, not applied) is retried
+            before = requests("send")
+            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 503,
+                                         "retry_after": 0, "count": 1})
+            r, _ = ngx.get("/send", entity="sq", body="after a 503", id="sq-2")
+            emu.admin("DELETE", "faults")
+            assert r["ok"], r
+            assert requests("send") - before == 2
+            ids = [m["message_id"] for m in emu.entity("sq")["messages"]]
+            assert ids.count("sq-2") == 1, ids
+            # a 500 on a complete (idempotent on its lock) is retried
+            emu.admin("PUT", "entities/sqc", {"kind": "queue", "lock_duration": 30})
+            r, _ = ngx.get("/send", entity="sqc", body="complete after a 500", id="sq-3")
+            assert r["ok"], r
+            emu.admin("POST", "faults", {"operation": "complete", "entity": "sqc", "status": 500,
+                                         "count": 1})
+            r, _ = ngx.get("/race", entity="sqc", ops="complete")
+            emu.admin("DELETE", "faults")
+            assert r["r1_ok"], r
+            assert emu.entity("sqc")["completed"].get("sq-3") == 1
+            # past max_retries (3), a complete keeps trying while its lock is valid
+            r, _ = ngx.get("/send", entity="sqc", body="complete after five 503s", id="sq-4")
+            assert r["ok"], r
+            emu.admin("POST", "faults", {"operation": "complete", "entity": "sqc", "status": 503,
+                                         "retry_after": 0, "count": 5})
+            r, _ = ngx.get("/race", entity="sqc", ops="complete")
+            emu.admin("DELETE", "faults")
+            assert r["r1_ok"], r
+            assert emu.entity("sqc")["completed"].get("sq-4") == 1
+
+        def two_light_threads_settle_once():
+            emu.admin("PUT", "entities/race", {"kind": "queue", "lock_duration": 30})
+            for ops, mid in (("complete,complete", "r-1"), ("complete,abandon", "r-2")):
+                r, _ = ngx.get("/send", entity="race", body="settle me once", id=mid)
+                assert r["ok"], r
+                completes, unlocks = requests("complete"), requests("unlock")
+                r, _ = ngx.get("/race", entity="race", ops=ops, again=1)
+                assert r["ok"] and r["id"] == mid, r
+                assert r["r1_ok"] is True, r
+                assert r["state1"] == "settling", r  # fenced before its request went out
+                # the second settle never reached the wire: "being settled" (state)
+                assert r["r2_ok"] is False and r["r2_code"] == "state", r
+                assert r["r2_errno"] == r["estate"] and "being settled" in r["r2_err"], r
+                # a settle after the first one finished: "already settled", as in require "peeklock"
+                assert r["again_ok"] is False and r["again_code"] == "state", r
+                assert "already settled" in r["again_err"], r
+                assert r["state"] == "settled", r
+                assert requests("complete") - completes == 1
+                assert requests("unlock") - unlocks == 0
+                ent = emu.entity("race")
+                assert ent["completed"].get(mid) == 1, ent
+                assert not ent["messages"], ent
+
+        def complete_with_lost_answer_is_unknown_outcome():
+            emu.admin("PUT", "entities/unk", {"kind": "queue", "lock_duration": 30})
+            for op, mid in (("complete", "u-1"), ("abandon", "u-2")):
+                r, _ = ngx.get("/send", entity="unk", body="answer lost", id=mid)
+                assert r["ok"], r
+                # carried out, then the connection drops: the retry finds no lock
+                emu.admin("POST", "faults", {"operation": "complete" if op == "complete" else "unlock",
+                                             "entity": "unk", "drop": True, "after": True, "count": 1})
+                r, _ = ngx.get("/race", entity="unk", ops=op, again=1)
+                emu.admin("DELETE", "faults")
+                assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
+                assert "may or may not" in r["r1_err"], r
+                assert r["state"] == "lost", r
+                assert r["again_ok"] is False and r["again_code"] == "state", r
+                assert "unknown outcome" in r["again_err"], r
+                if op == "complete":
+                    assert emu.entity("unk")["completed"].get(mid) == 1
+                else:
+                    r, _ = ngx.get("/race", entity="unk", ops="complete")  # it was given back
+                    assert r["r1_ok"] and r["id"] == mid, r
+
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
@@ -314,6 +427,15 @@ def main():
         check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
         check("errors come back as tables", errors_come_back_as_tables)
         check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
+        check("a 500 after a receive-and-delete is reported, not retried into a lost message",
+              receive_and_delete_500_after_delete_is_reported_not_retried)
+        check("a 500 on send/send_batch is not retried (no duplicate); a 503 is; a complete retries 500s "
+              "and 503s past max_retries",
+              send_500_is_not_retried_503_is)
+        check("two light threads settling one message: one request, the other 'being settled'",
+              two_light_threads_settle_once)
+        check("a settle whose answer was lost and whose retry finds no lock: unknown_outcome",
+              complete_with_lost_answer_is_unknown_outcome)
         check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
         check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)
