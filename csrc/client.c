@@ -408,6 +408,19 @@ static int check_client(pl_client *c)
 /* Adds the Authorization header for the request's scope (token cache). */
 static int add_auth(pl_client *c, pl_request *req)
 {
+    if (c->key && !c->sas_token && req->scope) {
+        /* Cached SAS token: copied straight into the request, under the lock. */
+        int64_t now = (int64_t)time(NULL);
+        pthread_mutex_lock(&c->lock);
+        for (int i = 0; i < c->ntokens; i++) {
+            if (now < c->tokens[i].renew_at && strcmp(c->tokens[i].scope, req->scope) == 0) {
+                int rc = pl_request_set_header(req, "Authorization", c->tokens[i].value);
+                pthread_mutex_unlock(&c->lock);
+                return rc;
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
     char *auth = NULL;
     int rc = pl_client_auth(c, req->scope, &auth);
     if (!rc && auth) rc = pl_request_set_header(req, "Authorization", auth);

@@ -87,57 +87,80 @@ int pl_wire_scope(char **out, const char *endpoint, const char *entity)
 
 /* ---- requests ------------------------------------------------------------ */
 
-static pl_request *req_new(int op, const char *method, const char *entity)
+/* A request with its url ("<url_a><url_b>"), scope and entity in one allocation.
+ * The scope is lower-cased here when lower_scope. */
+static pl_request *req_new(int op, const char *method, const char *url_a, const char *url_b,
+                           const char *scope, int lower_scope, const char *entity)
 {
-    pl_request *r = calloc(1, sizeof *r);
+    size_t la = strlen(url_a), lb = strlen(url_b), ls = strlen(scope), le = strlen(entity);
+    pl_request *r = calloc(1, sizeof *r + la + lb + 1 + ls + 1 + le + 1);
     if (!r) return NULL;
     r->op = op;
-    r->method = pl_strdup(method);
-    r->entity = pl_strdup(entity);
-    if (!r->method || !r->entity) { pl_request_free(r); return NULL; }
+    r->method = method;
+    r->headers = r->hdr_inline;
+    char *p = r->strs;
+    r->url = p;
+    memcpy(p, url_a, la);
+    memcpy(p + la, url_b, lb + 1);
+    p += la + lb + 1;
+    r->scope = p;
+    memcpy(p, scope, ls + 1);
+    if (lower_scope)
+        for (char *c = p; *c; c++) *c = (char)tolower((unsigned char)*c);
+    p += ls + 1;
+    r->entity = p;
+    memcpy(p, entity, le + 1);
     return r;
 }
 
 void pl_request_free(pl_request *r)
 {
     if (!r) return;
-    free(r->method);
-    free(r->url);
-    free(r->scope);
-    free(r->entity);
     for (size_t i = 0; i < r->nheaders; i++) {
+        char *v = r->headers[i].value;
+        memset(v, 0, strlen(v)); /* may be the Authorization value */
         free(r->headers[i].name);
-        if (r->headers[i].value) {
-            memset(r->headers[i].value, 0, strlen(r->headers[i].value));
-            free(r->headers[i].value);
-        }
     }
-    free(r->headers);
+    if (r->headers != r->hdr_inline) free(r->headers);
     free(r->body);
     free(r);
+}
+
+/* "name\0value\0" in one allocation. */
+static int header_pack(pl_header *h, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    char *block = malloc(nl + vl + 2);
+    if (!block) return pl_error_nomem();
+    memcpy(block, name, nl + 1);
+    memcpy(block + nl + 1, value, vl + 1);
+    h->name = block;
+    h->value = block + nl + 1;
+    return PL_OK;
 }
 
 int pl_request_set_header(pl_request *r, const char *name, const char *value)
 {
     for (size_t i = 0; i < r->nheaders; i++) {
         if (pl_strcaseeq(r->headers[i].name, name)) {
-            char *v = pl_strdup(value);
-            if (!v) return pl_error_nomem();
-            free(r->headers[i].value);
-            r->headers[i].value = v;
+            pl_header old = r->headers[i];
+            if (header_pack(&r->headers[i], old.name, value)) return PL_ENOMEM;
+            memset(old.value, 0, strlen(old.value));
+            free(old.name);
             return PL_OK;
         }
     }
-    pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
-    if (!nh) return pl_error_nomem();
-    r->headers = nh;
-    nh[r->nheaders].name = pl_strdup(name);
-    nh[r->nheaders].value = pl_strdup(value);
-    if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
-        free(nh[r->nheaders].name);
-        free(nh[r->nheaders].value);
-        return pl_error_nomem();
+    if (r->headers == r->hdr_inline && r->nheaders == PL_REQ_INLINE_HEADERS) {
+        pl_header *nh = malloc((r->nheaders + 1) * sizeof *nh);
+        if (!nh) return pl_error_nomem();
+        memcpy(nh, r->hdr_inline, r->nheaders * sizeof *nh);
+        r->headers = nh;
+    } else if (r->headers != r->hdr_inline) {
+        pl_header *nh = realloc(r->headers, (r->nheaders + 1) * sizeof *nh);
+        if (!nh) return pl_error_nomem();
+        r->headers = nh;
     }
+    if (header_pack(&r->headers[r->nheaders], name, value)) return PL_ENOMEM;
     r->nheaders++;
     return PL_OK;
 }
@@ -150,22 +173,17 @@ static int req_base(pl_request **out, int op, const char *method, const char *en
     char *enc = NULL;
     int rc = pl_entity_encode(&enc, entity);
     if (rc) return rc;
-    pl_request *r = req_new(op, method, entity);
-    pl_buf b = PL_BUF_INIT, sc = PL_BUF_INIT;
-    pl_buf_puts(&b, endpoint);
-    pl_buf_puts(&b, "/");
-    pl_buf_puts(&b, enc);
-    pl_buf_puts(&sc, b.data ? b.data : "");
-    pl_buf_puts(&b, suffix);
+    /* scope = endpoint + "/" + encoded entity; url = scope (as is) + suffix */
+    size_t le = strlen(endpoint), ln = strlen(enc);
+    char small[512], *scope = le + ln + 2 <= sizeof small ? small : malloc(le + ln + 2);
+    if (!scope) { free(enc); return pl_error_nomem(); }
+    memcpy(scope, endpoint, le);
+    scope[le] = '/';
+    memcpy(scope + le + 1, enc, ln + 1);
     free(enc);
-    if (!r) { pl_buf_free(&b); pl_buf_free(&sc); return pl_error_nomem(); }
-    r->url = pl_buf_detach(&b);
-    r->scope = pl_buf_detach(&sc);
-    if (!r->url || !r->scope) {
-        pl_request_free(r);
-        return pl_error_nomem();
-    }
-    for (char *c = r->scope; *c; c++) *c = (char)tolower((unsigned char)*c);
+    pl_request *r = req_new(op, method, scope, suffix, scope, 1, entity);
+    if (scope != small) free(scope);
+    if (!r) return pl_error_nomem();
     if (auth && (rc = pl_request_set_header(r, "Authorization", auth)) != PL_OK) {
         pl_request_free(r);
         return rc;
@@ -252,17 +270,20 @@ int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, 
         return pl_error_set(PL_EPROTOCOL, 0, 0, "message lock location is not on the client's endpoint");
     static const int ops[] = { 0, PL_OP_RENEW, PL_OP_UNLOCK, PL_OP_COMPLETE };
     static const char *const methods[] = { "", "POST", "PUT", "DELETE" };
-    pl_request *r = req_new(ops[op], methods[op], m->entity ? m->entity : "");
+    /* The receive's scope (kept by the message), else made from the entity. */
+    char *scope = NULL;
+    int rc = PL_OK;
+    if (!m->scope && m->entity && (rc = pl_wire_scope(&scope, endpoint, m->entity)) != PL_OK) return rc;
+    pl_request *r = req_new(ops[op], methods[op], m->location, "",
+                            m->scope ? m->scope : scope ? scope : "", 0, m->entity ? m->entity : "");
+    int had_scope = m->scope || scope;
+    free(scope);
     if (!r) return pl_error_nomem();
-    r->url = pl_strdup(m->location);
-    int rc = r->url ? PL_OK : pl_error_nomem();
-    if (!rc && m->scope) {
-        if (!(r->scope = pl_strdup(m->scope))) rc = pl_error_nomem();
-    } else if (!rc && m->entity) {
-        rc = pl_wire_scope(&r->scope, endpoint, m->entity);
+    if (!had_scope) r->scope = NULL;
+    if (auth && (rc = pl_request_set_header(r, "Authorization", auth)) != PL_OK) {
+        pl_request_free(r);
+        return rc;
     }
-    if (!rc && auth) rc = pl_request_set_header(r, "Authorization", auth);
-    if (rc) { pl_request_free(r); return rc; }
     *out = r;
     return PL_OK;
 }

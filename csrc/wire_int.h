@@ -24,18 +24,24 @@ typedef struct pl_header {
     char *value;
 } pl_header;
 
+#define PL_REQ_INLINE_HEADERS 4
+
+/* One allocation holds the struct and its url, scope and entity strings (strs);
+ * each header is one allocation "name\0value\0" (free name only). */
 struct pl_request {
     int op;                 /* PL_OP_* */
-    char *method;           /* "POST", "PUT", "DELETE" */
-    char *url;
-    char *scope;            /* SAS scope URL (endpoint + "/" + entity), lower-cased */
-    char *entity;           /* as given (receives, sends) or the message's entity */
+    const char *method;     /* "POST", "PUT", "DELETE" (static) */
+    char *url;              /* in strs */
+    char *scope;            /* in strs: SAS scope URL (endpoint + "/" + entity), lower-cased */
+    char *entity;           /* in strs: as given (receives, sends) or the message's entity */
     int timeout_s;          /* receives: long-poll seconds */
-    pl_header *headers;
+    pl_header *headers;     /* hdr_inline or malloc'd */
     size_t nheaders;
+    pl_header hdr_inline[PL_REQ_INLINE_HEADERS];
     unsigned char *body;
     size_t body_len;
     size_t msg_count;       /* messages carried (send 1, batch n) */
+    char strs[];
 };
 
 struct pl_response {
