@@ -15,9 +15,9 @@ import datetime as _dt
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set
 
-from .errors import Error
+from .errors import Error, LockLostError
 
 ENV = "PEEKLOCK_CONNECTION_STRING"
 
@@ -115,10 +115,19 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _receive_loop(args: argparse.Namespace, entity: str, settle: str) -> int:
+    """Receives up to args.count messages and shows each once.
+
+    settle="complete" / "delete": each message is removed right after it is shown.
+    settle="abandon" (peek, dlq): a peek-locked message that is abandoned comes
+    straight back as the next one, so every lock is held (and renewed in the
+    background) until the loop ends, then released one by one; an error on one
+    message does not keep the others locked. If a lock expires anyway and its
+    message comes back, it is held again but not shown or counted twice."""
     from .client import Client
     client = Client.from_connection_string(_conn(args))
     n = 0
     held: List[Any] = []      # abandoned at the end, so the loop does not see them again
+    seen: Set[int] = set()    # sequence numbers already shown
     try:
         while args.count is None or n < args.count:
             if settle == "delete":
@@ -127,20 +136,35 @@ def _receive_loop(args: argparse.Namespace, entity: str, settle: str) -> int:
                 msg = client.peek_lock(entity, timeout=args.timeout)
             if msg is None:
                 break
-            n += 1
             if settle == "abandon":
                 held.append(msg)
+                msg._start_renewing()
+                if msg.sequence_number in seen:     # its earlier lock expired
+                    continue
+                seen.add(msg.sequence_number)
+            n += 1
             try:
                 _show(msg, args.json)
             finally:
                 if settle == "complete":
                     msg.complete()
     finally:
+        failed = 0
         for msg in held:
-            msg.abandon()
+            if msg.state != "held":           # lock already lost (expired): nothing to release
+                continue
+            try:
+                msg.abandon()
+            except LockLostError:
+                pass                          # expired on the server: back in the queue already
+            except Error as e:
+                failed += 1
+                print(f"peeklock: could not abandon message #{msg.sequence_number}: "
+                      f"{type(e).__name__}: {e}; its lock expires on its own", file=sys.stderr)
+        client.close()
     if n == 0 and not args.json:
         print(f"no message in {entity} within {args.timeout} s", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_peek(args: argparse.Namespace) -> int:
@@ -227,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("peek", help="lock a message, print it, abandon it (it stays queued)",
                        description="Peek-lock messages, print them and abandon them: they stay "
-                                   "in the queue (their delivery count goes up by one).")
+                                   "in the queue (their delivery count goes up by one, or more "
+                                   "if a lock expires while reading). Each message is printed "
+                                   "once: locks are held and renewed until the last message is "
+                                   "read, then released.")
     receiving(s, 1)
     s.set_defaults(func=cmd_peek)
 
@@ -240,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("dlq", help="print the dead-letter queue of an entity",
                        description="Print dead-lettered messages of ENTITY (a queue or "
-                                   "topic/subscriptions/SUB). They are left in place unless "
-                                   "--purge is given.")
+                                   "topic/subscriptions/SUB), each once. They are left in place "
+                                   "(peek-locked, renewed while reading, abandoned at the end) "
+                                   "unless --purge is given.")
     receiving(s, None)
     s.add_argument("--purge", action="store_true", help="complete (delete) what is printed")
     s.set_defaults(func=cmd_dlq)

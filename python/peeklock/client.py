@@ -101,6 +101,12 @@ def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional
     return float(value)
 
 
+def _ms(seconds: float) -> int:
+    """Whole milliseconds for the C layer, rounded up: a positive duration under
+    1 ms becomes 1 ms, never 0 (which the C layer reads as "use the default")."""
+    return max(1, math.ceil(round(seconds * 1000.0, 6)))
+
+
 def _body_bytes(body: Any) -> bytes:
     if isinstance(body, str):
         return body.encode("utf-8")
@@ -462,11 +468,15 @@ class Message:
                              code=-15)
         if st != LOCK_HELD:
             raise StateError(f"message lock is {_STATE_NAMES.get(st, st)}, not held", code=-15)
+        self._start_renewing()
+        return self
+
+    def _start_renewing(self) -> None:
+        """Hands the lock to the client's renewer (until settled or max_renew)."""
         max_renew = self.max_renew if self.max_renew is not None else self._client.max_renew
         renewer = self._client._renewer()
-        _core.pl_renewer_add(renewer, self._h, int(max_renew * 1000))
+        _core.pl_renewer_add(renewer, self._h, _ms(max_renew))
         self._in_renewer = True
-        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> "Literal[False]":
         settled = False
@@ -553,7 +563,9 @@ class Client:
     Construct from a connection string (:meth:`from_connection_string`), or
     from an endpoint plus a SAS key (``key_name``, ``key``), a ready-made
     ``sas_token``, or a ``token_provider`` (a callable taking the audience and
-    returning a bearer token, or ``(token, expires_unix)``).
+    returning a bearer token, or ``(token, expires_unix)``). The audience is the
+    namespace endpoint with a trailing slash (``self.endpoint + "/"``, e.g.
+    ``https://myns.servicebus.windows.net/``), the same for every entity.
     """
 
     def __init__(self, endpoint: Optional[str] = None, *, key_name: Optional[str] = None,
@@ -594,7 +606,7 @@ class Client:
         self._event_counts = {"renewed": 0, "lost": 0, "cap_reached": 0}
         self._closed = False
         self._h = _core.pl_client_open(connection_string, endpoint, key_name, key, sas_token,
-                                       int(ct * 1000), int(rt * 1000), max_retries,
+                                       _ms(ct), _ms(rt), max_retries,
                                        0, 0, pool_size, ca_file, 0)
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self.entity_path: Optional[str] = _core.pl_client_entity_path(self._h)
@@ -686,7 +698,7 @@ class Client:
             self._check_open()
             if self._renewer_handle is None:
                 self._renewer_handle = _core.pl_renewer_open(self._h, 0, 0, -1.0,
-                                                             int(self.max_renew * 1000), 0)
+                                                             _ms(self.max_renew), 0)
             return self._renewer_handle
 
     def _drain_events(self) -> None:

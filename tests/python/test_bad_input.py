@@ -97,3 +97,53 @@ def test_exception_hierarchy():
         assert e.status == 500 and e.code == -8
     assert issubclass(peeklock.TimeoutError, TimeoutError)
     assert issubclass(peeklock.InvalidArgument, ValueError)
+
+
+def test_durations_under_a_millisecond_round_up_not_to_the_default(emu, queue, monkeypatch):
+    """0 ms means "the default" to the C core, so a positive duration under 1 ms
+    is passed as 1 ms (rounded up), never truncated to 0."""
+    from peeklock import client as client_mod
+    core = client_mod._core
+    seen = {}
+
+    def spy(name):
+        real = getattr(core, name)
+
+        def wrapper(*args):
+            seen[name] = args
+            return real(*args)
+        monkeypatch.setattr(core, name, wrapper)
+
+    for name in ("pl_client_open", "pl_renewer_open", "pl_renewer_add"):
+        spy(name)
+    c = peeklock.Client.from_connection_string(emu.connection_string, connect_timeout=0.0004,
+                                               request_timeout=0.0002, max_renew=0.0009)
+    try:
+        assert seen["pl_client_open"][5:7] == (1, 1)        # connect_timeout, request_timeout ms
+        c.close()
+        c = peeklock.Client.from_connection_string(emu.connection_string)
+        c.send(queue, b"x")
+        msg = c.peek_lock(queue, timeout=1, max_renew=0.0001)
+        with msg:
+            assert seen["pl_renewer_open"][4] == 300000       # the client's default cap
+            assert seen["pl_renewer_add"][2] == 1             # this message's cap: 1 ms, not 300 s
+        c.close()
+        c = peeklock.Client.from_connection_string(emu.connection_string, max_renew=0.0009)
+        c.send(queue, b"y")
+        with c.peek_lock(queue, timeout=1):
+            assert seen["pl_renewer_open"][4] == 1
+            assert seen["pl_renewer_add"][2] == 1
+        for value, ms in ((0.0015, 2), (0.3, 300), (2.5, 2500)):   # and exact values stay exact
+            assert client_mod._ms(value) == ms
+    finally:
+        c.close()
+
+
+def test_a_sub_millisecond_request_timeout_is_short_not_the_default(emu, queue):
+    """request_timeout=0.0005 times a delayed request out; read as 0 (the 30 s
+    default) it would wait for the 2 s delay and succeed."""
+    emu.fault(operation="send", delay_ms=2000, count=1)
+    with peeklock.Client.from_connection_string(emu.connection_string, request_timeout=0.0005,
+                                                max_retries=0) as c:
+        with pytest.raises(peeklock.Error):
+            c.send(queue, b"x")

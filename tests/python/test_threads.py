@@ -28,25 +28,57 @@ def test_eight_long_polls_overlap(client, queue):
     assert elapsed < 3 * timeout, f"8 polls of {timeout} s took {elapsed:.1f} s: serialised?"
 
 
-def test_python_runs_while_a_call_blocks(client, queue):
-    """A counting thread keeps running while another waits in a long poll."""
-    counts = []
-    done = threading.Event()
+def _spin_rate_during(call):
+    """Iterations per second of a counting thread while the main thread waits in
+    a GIL-releasing wait (baseline), then while it is inside call(). Only the
+    iterations made between the call's start and its return count, so a call
+    that held the GIL would give a rate near zero, whatever the spinner did in
+    the switch intervals around it."""
+    counter = [0]
+    stop = threading.Event()
+    started = threading.Event()
 
     def spin():
-        n = 0
-        while not done.is_set():
-            n += 1
-        counts.append(n)
+        started.set()
+        while not stop.is_set():
+            counter[0] += 1
 
-    t = threading.Thread(target=spin)
+    t = threading.Thread(target=spin, daemon=True)
     t.start()
     try:
-        assert client.peek_lock(queue, timeout=1) is None
+        started.wait(10)
+        c0, t0 = counter[0], time.monotonic()
+        stop.wait(1.0)                    # baseline: main thread blocked, GIL released
+        c1, t1 = counter[0], time.monotonic()
+        result = call()
+        c2, t2 = counter[0], time.monotonic()
     finally:
-        done.set()
-        t.join()
-    assert counts[0] > 10000
+        stop.set()
+        t.join(10)
+    return (c1 - c0) / (t1 - t0), (c2 - c1) / (t2 - t1), t2 - t1, result
+
+
+def test_python_runs_while_a_call_blocks(client, queue):
+    """A counting thread keeps its pace while another waits 3 s in a long poll."""
+    baseline, during, elapsed, got = _spin_rate_during(lambda: client.peek_lock(queue, timeout=3))
+    assert got is None and elapsed >= 2.5, f"the long poll returned after {elapsed:.1f} s"
+    assert during >= 0.3 * baseline, \
+        f"spinner ran at {during:.0f}/s during the call, {baseline:.0f}/s before: GIL held?"
+
+
+def test_the_gil_check_catches_a_call_that_holds_the_gil():
+    """The check above fails for a blocking C call that keeps the GIL: libc's
+    sleep through ctypes.PyDLL (which, unlike CDLL, does not release it)."""
+    import ctypes
+    import ctypes.util
+    libc = ctypes.PyDLL(ctypes.util.find_library("c"))
+    baseline, during, elapsed, _ = _spin_rate_during(lambda: libc.sleep(1))
+    assert elapsed >= 0.9
+    assert during < 0.3 * baseline, (during, baseline)
+    # and a GIL-releasing sleep (ctypes.CDLL) passes it
+    libc_free = ctypes.CDLL(ctypes.util.find_library("c"))
+    baseline, during, elapsed, _ = _spin_rate_during(lambda: libc_free.sleep(1))
+    assert elapsed >= 0.9 and during >= 0.3 * baseline, (during, baseline)
 
 
 def test_threads_share_one_client(client, emu, queue):
