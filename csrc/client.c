@@ -834,6 +834,18 @@ static int may_retry(const pl_client *c, int attempt, int op, const pl_message *
     return pl_message_lock_remaining_ms(m) > delay;
 }
 
+static int is_settle(int op) { return op == PL_OP_COMPLETE || op == PL_OP_UNLOCK; }
+
+/* A complete or unlock that the server may or may not have carried out. */
+static int outcome_unknown(pl_message *m, const pl_request *req, int status, const char *why)
+{
+    int complete = req->op == PL_OP_COMPLETE;
+    atomic_store(&m->lost_reason, PL_EUNKNOWN);
+    return pl_error_set(PL_EUNKNOWN, status, 0, "%s on '%.200s': %s; the message may or may not have been %s",
+                        complete ? "complete" : "unlock", req->entity, why,
+                        complete ? "completed" : "unlocked");
+}
+
 /* Runs req with the retry policy; interprets the answer (pl_wire_result). */
 static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
 {
@@ -847,7 +859,11 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         double t0 = now_ms_precise();
         rc = perform_once(c, req, &resp, &sent, &ambiguous);
         if (rc != PL_OK) {
-            if (rc == PL_ENOMEM || rc == PL_EPROTOCOL) return rc;
+            if (rc == PL_ENOMEM) return rc;
+            if (rc == PL_EPROTOCOL) {
+                /* The server answered, but not readably: a settle may have been applied. */
+                return is_settle(op) && m ? outcome_unknown(m, req, 0, "its answer was malformed") : rc;
+            }
             int safe = !ambiguous || op == PL_OP_PEEKLOCK || op == PL_OP_RENEW ||
                        op == PL_OP_UNLOCK || op == PL_OP_COMPLETE;
             long delay = retry_delay(c, attempt, NULL);
@@ -862,6 +878,9 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
         int transient = rc == PL_ETHROTTLED ||
                         (rc == PL_ESERVER && op != PL_OP_SEND && op != PL_OP_BATCH && op != PL_OP_RECVDEL);
+        /* A server error other than throttling (a 500, or a gateway's 502/504) may come
+         * after the settle was carried out: a retry that then finds no lock proves nothing. */
+        if (rc == PL_ESERVER && is_settle(op)) uncertain = 1;
         long delay = transient ? retry_delay(c, attempt, resp) : 0;
         if (transient && may_retry(c, attempt, op, m, delay)) {
             /* (wire_result leaves a message's state alone on 5xx/429: nothing to undo) */
@@ -871,13 +890,12 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
             continue;
         }
         pl_response_free(resp);
-        if (uncertain && rc == PL_ELOCKLOST && (op == PL_OP_COMPLETE || op == PL_OP_UNLOCK)) {
-            atomic_store(&m->lost_reason, PL_EUNKNOWN);
-            rc = pl_error_set(PL_EUNKNOWN, 404, 0,
-                              "%s on '%.200s': an earlier attempt timed out and the retry found no lock; "
-                              "the message may or may not have been %s",
-                              op == PL_OP_COMPLETE ? "complete" : "unlock", req->entity,
-                              op == PL_OP_COMPLETE ? "completed" : "unlocked");
+        if (is_settle(op) && m) {
+            if (uncertain && rc == PL_ELOCKLOST)
+                rc = outcome_unknown(m, req, 404, "an earlier attempt may have been carried out (its answer "
+                                                  "was lost or a server error) and the retry found no lock");
+            else if (rc == PL_EPROTOCOL)
+                rc = outcome_unknown(m, req, 0, "its answer was malformed");
         }
         count_result(c, req, rc == PL_EUNKNOWN ? PL_ELOCKLOST : rc);
         return rc;

@@ -1,6 +1,6 @@
 /* Malformed answers through the real libcurl path: a tiny loopback server (a
  * thread in this test) answers peek-locks with broken responses chosen by the
- * entity name. Every case must give PL_EPROTOCOL (never a crash, a hang, an
+ * entity name. Every peek-lock case must give PL_EPROTOCOL (never a crash, a hang, an
  * out-of-bounds read under ASan, or a message), and no request is retried. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -34,7 +34,7 @@ static void answer(int fd, const char *entity)
     pl_buf b = PL_BUF_INIT;
     char loc[256];
     snprintf(loc, sizeof loc, "http://127.0.0.1:%d/%s/messages/1/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c", port, entity);
-    if (!strcmp(entity, "ok") || !strcmp(entity, "badjson") || !strcmp(entity, "foreign") ||
+    if (!strcmp(entity, "ok") || !strcmp(entity, "garbled") || !strcmp(entity, "badjson") || !strcmp(entity, "foreign") ||
         !strcmp(entity, "hugeheader") || !strcmp(entity, "manyheaders") || !strcmp(entity, "truncated")) {
         pl_buf_puts(&b, "HTTP/1.1 201 Created\r\nConnection: close\r\nDate: Sat, 25 Oct 2014 00:56:48 GMT\r\n");
         pl_buf_printf(&b, "BrokerProperties: %s\r\n", !strcmp(entity, "badjson") ? "{\"LockToken\":" : LOCKED_BP);
@@ -82,7 +82,9 @@ static void *server(void *arg)
         const char *p = strchr(req, '/');
         if (p) sscanf(p + 1, "%63[^/ ]", entity);
         served++;
-        answer(fd, entity);
+        /* "garbled": locks fine, then answers its complete (DELETE) with garbage */
+        int settle = !strncmp(req, "DELETE", 6);
+        answer(fd, !strcmp(entity, "garbled") && settle ? "garbage" : entity);
         shutdown(fd, SHUT_WR);
         close(fd);
     }
@@ -131,6 +133,18 @@ int main(void)
         CHECK_EQ(served - before, 1); /* a malformed answer is not retried */
         CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
     }
+
+    /* A complete answered with garbage may have been carried out: PL_EUNKNOWN,
+     * the lock counted lost with that reason, and the complete is not retried. */
+    REQUIRE(pl_peek_lock(&m, c, "garbled", 0) == PL_OK);
+    int before = served;
+    CHECK_EQ(pl_complete(c, m), PL_EUNKNOWN);
+    CHECK_EQ(served - before, 1);
+    CHECK(strstr(pl_error_last()->message, "malformed") != NULL);
+    CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_LOST);
+    CHECK_EQ(pl_message_lost_reason(m), PL_EUNKNOWN);
+    pl_message_free(m);
     pl_client_free(c);
 
     int q = socket(AF_INET, SOCK_STREAM, 0);

@@ -434,6 +434,24 @@ static void test_errors(void)
     CHECK_EQ(pl_message_lost_reason(m), PL_EUNKNOWN);
     CHECK_EQ(pl_test_completed_count("q1", "x-1"), 1);
     pl_message_free(m);
+    /* A 500 after the complete was carried out: the retry finds no lock, and
+     * that proves nothing, so the outcome is unknown, not "lost, not completed". */
+    send_text("q1", "applied-500", "x-2");
+    REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
+    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":500,\"after\":true,\"count\":1}") == 201);
+    CHECK_EQ(pl_complete(r3, m), PL_EUNKNOWN);
+    CHECK_EQ(pl_error_last()->http_status, 404);
+    CHECK_EQ(pl_message_lost_reason(m), PL_EUNKNOWN);
+    CHECK_EQ(pl_test_completed_count("q1", "x-2"), 1);
+    pl_message_free(m);
+    /* A 500 before anything was done: retried, completed once. */
+    send_text("q1", "plain-500", "x-3");
+    REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
+    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":500,\"count\":1}") == 201);
+    CHECK_EQ(pl_complete(r3, m), PL_OK);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLED);
+    CHECK_EQ(pl_test_completed_count("q1", "x-3"), 1);
+    pl_message_free(m);
     /* A dropped renew is retried and succeeds. */
     send_text("q1", "renew-drop", "rd-2");
     REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
