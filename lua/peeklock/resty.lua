@@ -225,8 +225,9 @@ end
 --     outage does not send the message back after its lock expires.
 --   * Delay: the answer's Retry-After (capped at 60 s), else retry_base_ms * 2^n capped
 --     at retry_max_ms, jittered into [d/2, d]; ngx.sleep, so the worker keeps serving.
---   * A complete or abandon retried after an unanswered attempt whose retry finds no
---     lock (404) may or may not have happened: unknown_outcome.
+--   * A complete or abandon retried after an attempt that may have been carried out (no
+--     answer, or a 5xx other than throttling) whose retry finds no lock (404) may or may
+--     not have happened: unknown_outcome. So may one answered with a malformed answer.
 local RESEND_SAFE = { peek_lock = true, renew = true, abandon = true, complete = true }
 local SETTLES = { abandon = "unlock", complete = "complete" }
 
@@ -253,12 +254,14 @@ local function retry_delay_ms(self, attempt_no, retry_after_ms)
   return half + math.random(0, half)
 end
 
-local function unknown_outcome(op, msg_h)
+local function unknown_outcome(op, msg_h, malformed)
   local what = SETTLES[op]
-  return new_error({ code = "unknown_outcome", errno = core.PL_EUNKNOWN, status = 404, op = op,
-    message = ("%s on '%s': an earlier attempt timed out and the retry found no lock; "
-               .. "the message may or may not have been %s"):format(
-      what, tostring(core.pl_message_entity(msg_h)), what == "complete" and "completed" or "unlocked") })
+  local why = malformed and "its answer was malformed"
+    or "an earlier attempt may have been carried out (its answer was lost or a server error) "
+       .. "and the retry found no lock"
+  return new_error({ code = "unknown_outcome", errno = core.PL_EUNKNOWN, status = malformed and 0 or 404,
+    op = op, message = ("%s on '%s': %s; the message may or may not have been %s"):format(
+      what, tostring(core.pl_message_entity(msg_h)), why, what == "complete" and "completed" or "unlocked") })
 end
 
 -- Runs req under the policy above: rc, out | nil, err.
@@ -275,11 +278,14 @@ local function exchange(self, req, op, msg_h, read_timeout_ms)
     elseif how == ANSWERED then again = retry_after_answer(op, err)
     else again = false end
     local delay_ms = again and retry_delay_ms(self, attempt_no, how == ANSWERED and retry_after_ms or nil) or 0
+    -- a settle answered 5xx (not throttling) may have been carried out before the error
+    if how == ANSWERED and SETTLES[op] and err.errno == core.PL_ESERVER then uncertain = true end
     if again and may_retry(self, attempt_no, op, msg_h, delay_ms) then
       if how == UNANSWERED then uncertain = true end
       attempt_no = attempt_no + 1
       ngx.sleep(delay_ms / 1000)
     else
+      if SETTLES[op] and how == MALFORMED then return nil, unknown_outcome(op, msg_h, true) end
       if uncertain and SETTLES[op] and err.errno == core.PL_ELOCKLOST then
         return nil, unknown_outcome(op, msg_h)
       end

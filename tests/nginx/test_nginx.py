@@ -322,6 +322,16 @@ def main():
                 else:
                     r, _ = ngx.get("/race", entity="unk", ops="complete")  # it was given back
                     assert r["r1_ok"] and r["id"] == mid, r
+            # carried out, then answered 500: the retry's 404 proves nothing either
+            r, _ = ngx.get("/send", entity="unk", body="answered 500", id="u-3")
+            assert r["ok"], r
+            emu.admin("POST", "faults", {"operation": "complete", "entity": "unk", "status": 500,
+                                         "after": True, "count": 1})
+            r, _ = ngx.get("/race", entity="unk", ops="complete", again=1)
+            emu.admin("DELETE", "faults")
+            assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
+            assert "server error" in r["r1_err"], r
+            assert emu.entity("unk")["completed"].get("u-3") == 1
 
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
