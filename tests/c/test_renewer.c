@@ -30,31 +30,7 @@
 #include "peeklock.h"
 #include "renewer_int.h"
 
-static int failures;
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);    \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                  \
-    do {                                                                                \
-        long long a_ = (long long)(a), b_ = (long long)(b);                             \
-        if (a_ != b_) {                                                                 \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld (%s)\n",    \
-                    __FILE__, __LINE__, #a, a_, #b, b_, pl_error_last()->message);      \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
-#define REQUIRE(cond)                                                                   \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s (%s)\n", __FILE__, __LINE__,     \
-                    #cond, pl_error_last()->message);                                   \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
+#include "support.h"
 
 static pl_client *client;
 static char base[256];
@@ -366,7 +342,7 @@ static void phase_race(void)
         pl_event *ev = NULL;
         if (pl_renewer_wait_event(&ev, r, 20) == PL_OK) {
             fprintf(stderr, "unexpected event %d: %s\n", pl_event_type(ev), pl_event_reason(ev));
-            failures++;
+            pl_test_failures++;
             pl_event_free(ev);
         }
     }
@@ -615,10 +591,5 @@ int main(int argc, char **argv)
 
     pl_client_free(client);
     curl_global_cleanup();
-    if (failures) {
-        fprintf(stderr, "test_renewer: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_renewer: all checks passed\n");
-    return 0;
+    return pl_test_done("test_renewer");
 }

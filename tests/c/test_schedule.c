@@ -9,23 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);    \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                  \
-    do {                                                                                \
-        long long a_ = (long long)(a), b_ = (long long)(b);                             \
-        if (a_ != b_) {                                                                 \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld\n",         \
-                    __FILE__, __LINE__, #a, a_, #b, b_);                                \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
+#include "support.h"
 
 static pl_sched_config cfg_nojitter(void)
 {
@@ -486,10 +470,5 @@ int main(void)
     test_retry_after();
     test_work_ahead();
     test_histogram();
-    if (failures) {
-        fprintf(stderr, "test_schedule: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_schedule: all checks passed\n");
-    return 0;
+    return pl_test_done("test_schedule");
 }
