@@ -20,6 +20,21 @@
 #define PL_RTT_SAMPLES 512
 #define PL_TOKEN_CACHE_MAX 64
 
+/* A pooled easy handle and the per-request options last set on it, so that a
+ * request only sets what differs from the previous one on this handle. Its
+ * callbacks get the slot (userdata set once) and collect into slot->resp. */
+typedef struct pl_easy {
+    CURL *e;
+    pl_response *resp;         /* collector of the transfer under way */
+    struct curl_slist *hdrs;   /* CURLOPT_HTTPHEADER as set (owned; may hold the
+                                  Authorization value: wiped when freed) */
+    int set;                   /* the fields below hold what is set */
+    long timeout_ms;
+    const char *method;        /* CURLOPT_CUSTOMREQUEST as set (static) or NULL */
+    const char *body;          /* CURLOPT_POSTFIELDS as set */
+    curl_off_t body_len;
+} pl_easy;
+
 typedef struct pl_token {
     char *scope;
     char *value;       /* full Authorization value */
@@ -47,7 +62,7 @@ struct pl_client {
 
     pthread_mutex_t lock;       /* pool, tokens, bearer, rtt */
     pthread_mutex_t cb_lock;    /* serialises token_cb */
-    CURL **pool;
+    pl_easy **pool;
     int npool;
     pl_token tokens[PL_TOKEN_CACHE_MAX];
     int ntokens;
@@ -85,9 +100,24 @@ static void free_secret(char *s)
 
 /* ---- lifetime ------------------------------------------------------------- */
 
+/* Frees a header list, wiping each line first (one may be the Authorization). */
+static void slist_free_wipe(struct curl_slist *h)
+{
+    for (struct curl_slist *t = h; t; t = t->next) memset(t->data, 0, strlen(t->data));
+    curl_slist_free_all(h);
+}
+
+static void easy_free(pl_easy *s)
+{
+    if (!s) return;
+    curl_easy_cleanup(s->e);
+    slist_free_wipe(s->hdrs);
+    free(s);
+}
+
 static void client_destroy(pl_client *c)
 {
-    for (int i = 0; i < c->npool; i++) curl_easy_cleanup(c->pool[i]);
+    for (int i = 0; i < c->npool; i++) easy_free(c->pool[i]);
     free(c->pool);
     for (int i = 0; i < c->ntokens; i++) {
         free(c->tokens[i].scope);
@@ -524,8 +554,10 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     size_t len = size * n;
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         /* A new status line (e.g. after 100 Continue): start over. */
-        for (size_t i = 0; i < r->nheaders; i++) free(r->headers[i].name); /* packed */
+        for (size_t i = 0; i < r->nheaders; i++) /* packed */
+            if (!pl_response_inline_block(r, r->headers[i].name)) free(r->headers[i].name);
         r->nheaders = 0;
+        r->strs_used = 0;
         r->nseen = 0;
         return len;
     }
@@ -546,23 +578,36 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     r->nseen++;
     /* A receive needs the custom properties and the headers it reads; the rest
      * (Server, Content-Length, ...) are counted against the limit and dropped. */
-    if (!r->only_retry_after && pl_header_kind(buf, nlen) == PL_HDR_RESERVED) return len;
+    int kind = r->only_retry_after ? PL_HDR_RETRY_AFTER : pl_header_kind(buf, nlen);
+    if (kind == PL_HDR_RESERVED) return len;
     if (r->nheaders == r->headers_cap) {
         size_t cap = r->headers_cap ? r->headers_cap * 2 : 16;
-        pl_header *nh = realloc(r->headers, cap * sizeof *nh);
+        pl_header *nh;
+        if (r->headers == r->hdr_inline) {
+            if ((nh = malloc(cap * sizeof *nh)) != NULL) memcpy(nh, r->headers, r->nheaders * sizeof *nh);
+        } else {
+            nh = realloc(r->headers, cap * sizeof *nh);
+        }
         if (!nh) return 0;
         r->headers = nh;
         r->headers_cap = cap;
     }
-    /* One allocation per header: "name\0value\0". */
-    char *block = malloc(nlen + vlen + 2);
-    if (!block) return 0;
+    /* One block per header, "name\0value\0": in the response while it has room. */
+    size_t need = nlen + vlen + 2;
+    char *block;
+    if (need <= sizeof r->strs - r->strs_used) {
+        block = r->strs + r->strs_used;
+        r->strs_used += need;
+    } else if (!(block = malloc(need))) {
+        return 0;
+    }
     memcpy(block, buf, nlen);
     block[nlen] = '\0';
     memcpy(block + nlen + 1, v, vlen);
     block[nlen + 1 + vlen] = '\0';
     r->headers[r->nheaders].name = block;
     r->headers[r->nheaders].value = block + nlen + 1;
+    r->headers[r->nheaders].kind = kind;
     r->nheaders++;
     return len;
 }
@@ -613,20 +658,12 @@ static void easy_static_opts(pl_client *c, CURL *e)
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
         if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
     }
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
 }
 
-static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
-                      struct curl_slist **hdrs_out, pl_response **resp_out, int fresh)
+/* The header list of req: its headers, an empty "Expect:" and, without a
+ * Content-Type of its own, an empty "Content-Type:". NULL when out of memory. */
+static struct curl_slist *build_headers(const pl_request *req)
 {
-    *hdrs_out = NULL;
-    *resp_out = NULL;
-    pl_response *resp = calloc(1, sizeof *resp);
-    if (!resp) return pl_error_nomem();
-    resp->only_retry_after = req->op != PL_OP_PEEKLOCK && req->op != PL_OP_RECVDEL;
-    resp->packed = 1;
     struct curl_slist *h = NULL, *t;
     int has_ct = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -640,9 +677,62 @@ static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_t
         if (!(t = curl_slist_append(h, "Content-Type:"))) goto oom;
         h = t;
     }
+    return h;
+oom:
+    slist_free_wipe(h);
+    return NULL;
+}
+
+/* 1 when h is exactly the list build_headers(req) would make. */
+static int headers_match(const struct curl_slist *h, const pl_request *req)
+{
+    int has_ct = 0;
+    for (size_t i = 0; i < req->nheaders; i++, h = h->next) {
+        if (!h) return 0;
+        const char *n = req->headers[i].name, *d = h->data;
+        size_t nl = strlen(n);
+        if (strncmp(d, n, nl) != 0 || d[nl] != ':' || d[nl + 1] != ' ' ||
+            strcmp(d + nl + 2, req->headers[i].value) != 0)
+            return 0;
+        if (!has_ct && pl_strcaseeq(n, "Content-Type")) has_ct = 1;
+    }
+    if (!h || strcmp(h->data, "Expect:") != 0) return 0;
+    h = h->next;
+    if (!has_ct) {
+        if (!h || strcmp(h->data, "Content-Type:") != 0) return 0;
+        h = h->next;
+    }
+    return h == NULL;
+}
+
+static pl_response *new_collector(const pl_request *req)
+{
+    /* Everything but the inline header blocks zeroed. */
+    pl_response *resp = malloc(sizeof *resp);
+    if (!resp) return NULL;
+    memset(resp, 0, offsetof(pl_response, strs));
+    resp->headers = resp->hdr_inline;
+    resp->headers_cap = PL_RESP_INLINE_HEADERS;
+    resp->only_retry_after = req->op != PL_OP_PEEKLOCK && req->op != PL_OP_RECVDEL;
+    resp->packed = 1;
+    return resp;
+}
+
+static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
+                      struct curl_slist **hdrs_out, pl_response **resp_out)
+{
+    *hdrs_out = NULL;
+    *resp_out = NULL;
+    pl_response *resp = new_collector(req);
+    if (!resp) return pl_error_nomem();
+    struct curl_slist *h = build_headers(req);
+    if (!h) { free(resp); return pl_error_nomem(); }
     /* No curl_easy_reset: every per-request option is set below, the static ones
-     * once per handle, and a driver's own options (e.g. CURLOPT_PRIVATE) survive. */
-    if (fresh) easy_static_opts(c, e);
+     * too, and a driver's own options (e.g. CURLOPT_PRIVATE) survive. */
+    easy_static_opts(c, e);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->request_timeout_ms + extra_timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
@@ -656,16 +746,64 @@ static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_t
     *hdrs_out = h;
     *resp_out = resp;
     return PL_OK;
-oom:
-    curl_slist_free_all(h);
-    free(resp);
-    return pl_error_nomem();
+}
+
+static size_t slot_on_header(char *buf, size_t size, size_t n, void *ud)
+{
+    return on_header(buf, size, n, ((pl_easy *)ud)->resp);
+}
+static size_t slot_on_body(char *buf, size_t size, size_t n, void *ud)
+{
+    return on_body(buf, size, n, ((pl_easy *)ud)->resp);
+}
+static int slot_on_prereq(void *ud, char *ip, char *lip, int port, int lport)
+{
+    return on_prereq(((pl_easy *)ud)->resp, ip, lip, port, lport);
+}
+
+/* Prepares a pooled handle for req: sets the URL, and the other per-request
+ * options only where they differ from what the handle last carried. */
+static int setup_pooled(pl_client *c, pl_easy *s, const pl_request *req, long extra_timeout_ms)
+{
+    pl_response *resp = new_collector(req);
+    if (!resp) return pl_error_nomem();
+    CURL *e = s->e;
+    if (!s->hdrs || !headers_match(s->hdrs, req)) {
+        struct curl_slist *h = build_headers(req);
+        if (!h) { free(resp); return pl_error_nomem(); }
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        slist_free_wipe(s->hdrs);
+        s->hdrs = h;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    long timeout_ms = c->request_timeout_ms + extra_timeout_ms;
+    if (!s->set || timeout_ms != s->timeout_ms) {
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+        s->timeout_ms = timeout_ms;
+    }
+    /* Every method sends its body (or an explicit empty one: Content-Length: 0). */
+    const char *body = req->body ? (const char *)req->body : "";
+    curl_off_t body_len = (curl_off_t)req->body_len;
+    if (!s->set || body != s->body || body_len != s->body_len) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        s->body = body;
+        s->body_len = body_len;
+    }
+    const char *method = strcmp(req->method, "POST") != 0 ? req->method : NULL;
+    if (!s->set || (method != s->method && (!method || !s->method || strcmp(method, s->method) != 0))) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        s->method = method;
+    }
+    s->set = 1;
+    s->resp = resp;
+    return PL_OK;
 }
 
 int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
                          struct curl_slist **hdrs_out, pl_response **resp_out)
 {
-    return setup_easy(c, e, req, extra_timeout_ms, hdrs_out, resp_out, 1);
+    return setup_easy(c, e, req, extra_timeout_ms, hdrs_out, resp_out);
 }
 
 int pl_client_curl_error(CURLcode rc, const pl_response *resp)
@@ -715,25 +853,37 @@ static int ambiguous_failure(CURLcode rc)
     }
 }
 
-static CURL *pool_get(pl_client *c, int *fresh)
+/* A handle of the pool, or a new one with the client's static options and
+ * the slot callbacks (userdata: the slot, set once). */
+static pl_easy *pool_get(pl_client *c)
 {
-    CURL *e = NULL;
+    pl_easy *s = NULL;
     pthread_mutex_lock(&c->lock);
-    if (c->npool > 0) e = c->pool[--c->npool];
+    if (c->npool > 0) s = c->pool[--c->npool];
     pthread_mutex_unlock(&c->lock);
-    *fresh = e == NULL;
-    return e ? e : curl_easy_init();
+    if (s) return s;
+    if (!(s = calloc(1, sizeof *s))) return NULL;
+    if (!(s->e = curl_easy_init())) { free(s); return NULL; }
+    easy_static_opts(c, s->e);
+    curl_easy_setopt(s->e, CURLOPT_HEADERFUNCTION, slot_on_header);
+    curl_easy_setopt(s->e, CURLOPT_WRITEFUNCTION, slot_on_body);
+    curl_easy_setopt(s->e, CURLOPT_PREREQFUNCTION, slot_on_prereq);
+    curl_easy_setopt(s->e, CURLOPT_HEADERDATA, s);
+    curl_easy_setopt(s->e, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(s->e, CURLOPT_PREREQDATA, s);
+    return s;
 }
 
-static void pool_put(pl_client *c, CURL *e)
+static void pool_put(pl_client *c, pl_easy *s)
 {
+    s->resp = NULL;
     pthread_mutex_lock(&c->lock);
     if (c->npool < c->pool_size) {
-        c->pool[c->npool++] = e;
-        e = NULL;
+        c->pool[c->npool++] = s;
+        s = NULL;
     }
     pthread_mutex_unlock(&c->lock);
-    if (e) curl_easy_cleanup(e);
+    easy_free(s);
 }
 
 /* One HTTP exchange. On transport failure returns a negative code with *ambiguous
@@ -743,13 +893,12 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
 {
     *resp_out = NULL;
     *ambiguous = 0;
-    int fresh = 0;
-    CURL *e = pool_get(c, &fresh);
-    if (!e) return pl_error_nomem();
-    struct curl_slist *h = NULL;
-    pl_response *resp = NULL;
-    int rc = setup_easy(c, e, req, (long)req->timeout_s * 1000, &h, &resp, fresh);
-    if (rc) { pool_put(c, e); return rc; }
+    pl_easy *s = pool_get(c);
+    if (!s) return pl_error_nomem();
+    int rc = setup_pooled(c, s, req, (long)req->timeout_s * 1000);
+    if (rc) { pool_put(c, s); return rc; }
+    pl_response *resp = s->resp;
+    CURL *e = s->e;
     *sent_mono = pl_now_mono_ms();
     CURLcode cr = curl_easy_perform(e);
     pl_client_stat_add(c, PL_STAT_REQUESTS, 1);
@@ -760,16 +909,14 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
         rc = pl_client_curl_error(cr, resp);
         *ambiguous = ambiguous_failure(cr);
         pl_response_free(resp);
-        curl_slist_free_all(h);
         /* A failed handle may hold a broken connection: drop it. */
-        curl_easy_cleanup(e);
+        easy_free(s);
         return rc;
     }
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     resp->status = (int)status;
-    curl_slist_free_all(h);
-    pool_put(c, e);
+    pool_put(c, s);
     *resp_out = resp;
     return PL_OK;
 }

@@ -177,16 +177,23 @@ static inline unsigned char ascii_lower(unsigned char c)
 
 int pl_strcaseeq(const char *a, const char *b)
 {
-    for (; *a && *b; a++, b++)
+    for (;; a++, b++) {
+        if (*a == *b) {
+            if (!*a) return 1;
+            continue;
+        }
         if (ascii_lower((unsigned char)*a) != ascii_lower((unsigned char)*b)) return 0;
-    return *a == *b;
+    }
 }
 
 int pl_strncaseeq(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        if (a[i] == b[i]) {
+            if (!a[i]) return 1;
+            continue;
+        }
         if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i])) return 0;
-        if (!a[i]) return 1;
     }
     return 1;
 }

@@ -94,20 +94,19 @@ static void props_free(pl_prop *props, size_t n)
     free(props);
 }
 
-int pl_prop_parse_value(pl_prop *p, const char *v)
+/* Types v (n bytes) into p; p->text = t, which has room for n + 1 bytes. */
+static void prop_parse_into(pl_prop *p, const char *v, size_t n, char *t)
 {
-    size_t n = strlen(v);
     p->i = 0;
     p->d = 0;
+    p->text = t;
     if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-        char *t = malloc(n - 1), *o = t;
-        if (!t) return PL_ENOMEM;
+        char *o = t;
         for (size_t k = 1; k + 1 < n; k++) {
             if (v[k] == '\\' && k + 2 < n && (v[k + 1] == '"' || v[k + 1] == '\\')) k++;
             *o++ = v[k];
         }
         *o = '\0';
-        p->text = t;
         int64_t when = pl_http_date_parse(t);
         if (when >= 0) {
             p->type = PL_PROP_DATETIME;
@@ -116,15 +115,14 @@ int pl_prop_parse_value(pl_prop *p, const char *v)
             p->type = PL_PROP_STRING;
             p->i = -1;
         }
-        return PL_OK;
+        return;
     }
-    p->text = pl_strdup(v);
-    if (!p->text) return PL_ENOMEM;
+    memcpy(t, v, n + 1);
     if (pl_strcaseeq(v, "true") || pl_strcaseeq(v, "false")) {
         p->type = PL_PROP_BOOL;
         p->i = pl_strcaseeq(v, "true");
         p->d = (double)p->i;
-        return PL_OK;
+        return;
     }
     const char *q = v;
     if (*q == '-' || *q == '+') q++;
@@ -134,7 +132,7 @@ int pl_prop_parse_value(pl_prop *p, const char *v)
         p->type = PL_PROP_INT;
         p->i = strtoll(v, NULL, 10);
         p->d = (double)p->i;
-        return PL_OK;
+        return;
     }
     if (n && (isdigit((unsigned char)v[0]) || v[0] == '-' || v[0] == '+' || v[0] == '.')) {
         char *end = NULL;
@@ -143,33 +141,117 @@ int pl_prop_parse_value(pl_prop *p, const char *v)
             p->type = PL_PROP_DOUBLE;
             p->d = d;
             p->i = (d >= -9.2e18 && d <= 9.2e18) ? (int64_t)d : 0;
-            return PL_OK;
+            return;
         }
     }
     p->type = PL_PROP_STRING;
     p->i = -1;
+}
+
+int pl_prop_parse_value(pl_prop *p, const char *v)
+{
+    size_t n = strlen(v);
+    char *t = malloc(n + 1);
+    if (!t) return PL_ENOMEM;
+    prop_parse_into(p, v, n, t);
+    return PL_OK;
+}
+
+/* 1 when p lies in m's own allocation (freed with it). */
+static int in_arena(const pl_message *m, const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    return a >= (uintptr_t)m && a < (uintptr_t)m->arena_end;
+}
+
+static void msg_release(pl_message *m, void *p)
+{
+    if (p && !in_arena(m, p)) free(p);
+}
+
+/* n bytes of m's arena (aligned to align), or malloc'd. */
+static void *msg_alloc(pl_message *m, size_t n, size_t align)
+{
+    if (m->arena_pos) {
+        uintptr_t a = ((uintptr_t)m->arena_pos + (align - 1)) & ~(uintptr_t)(align - 1);
+        if (a <= (uintptr_t)m->arena_end && n <= (uintptr_t)m->arena_end - a) {
+            m->arena_pos = (char *)(a + n);
+            return (void *)a;
+        }
+    }
+    return malloc(n ? n : 1);
+}
+
+char *pl_message_strndup(pl_message *m, const char *s, size_t n)
+{
+    char *d = msg_alloc(m, n + 1, 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+int pl_message_add_received_prop_n(pl_message *m, const char *name, size_t nlen, const char *value,
+                                   size_t vlen)
+{
+    if (m->nprops == m->props_cap) {
+        size_t cap = m->props_cap ? m->props_cap * 2 : 4;
+        pl_prop *np;
+        if (m->props && in_arena(m, m->props)) {
+            if ((np = malloc(cap * sizeof *np)) != NULL) memcpy(np, m->props, m->nprops * sizeof *np);
+        } else {
+            np = realloc(m->props, cap * sizeof *np);
+        }
+        if (!np) return pl_error_nomem();
+        m->props = np;
+        m->props_cap = cap;
+    }
+    pl_prop *p = &m->props[m->nprops];
+    memset(p, 0, sizeof *p);
+    p->name = pl_message_strndup(m, name, nlen);
+    p->raw = pl_message_strndup(m, value, vlen);
+    char *t = msg_alloc(m, vlen + 1, 1);
+    if (!p->name || !p->raw || !t) {
+        msg_release(m, p->name);
+        msg_release(m, p->raw);
+        msg_release(m, t);
+        memset(p, 0, sizeof *p);
+        return pl_error_nomem();
+    }
+    prop_parse_into(p, value, vlen, t);
+    m->nprops++;
     return PL_OK;
 }
 
 int pl_message_add_received_prop(pl_message *m, const char *name, const char *value)
 {
-    pl_prop *np = realloc(m->props, (m->nprops + 1) * sizeof *np);
-    if (!np) return pl_error_nomem();
-    m->props = np;
-    pl_prop *p = &np[m->nprops];
-    memset(p, 0, sizeof *p);
-    p->name = pl_strdup(name);
-    p->raw = pl_strdup(value);
-    if (!p->name || !p->raw || pl_prop_parse_value(p, value) != PL_OK) {
-        prop_clear(p);
-        return pl_error_nomem();
-    }
-    m->nprops++;
-    return PL_OK;
+    return pl_message_add_received_prop_n(m, name, strlen(name), value, strlen(value));
 }
 
 /* ------------------------------------------------------------------------ */
 /* received messages                                                          */
+
+pl_message *pl_message_alloc_arena(size_t nprops_cap, size_t arena)
+{
+    size_t table = nprops_cap * sizeof(pl_prop);
+    pl_message *m = malloc(sizeof *m + table + arena);
+    if (!m) return NULL;
+    memset(m, 0, sizeof *m);
+    m->arena_pos = (char *)(m + 1);
+    m->arena_end = m->arena_pos + table + arena;
+    if (nprops_cap) {
+        m->props = msg_alloc(m, table, _Alignof(pl_prop));
+        m->props_cap = nprops_cap;
+    }
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->lock_state, PL_LOCK_NONE);
+    atomic_init(&m->lost_reason, 0);
+    atomic_init(&m->lock_expiry_mono_ms, 0);
+    m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
+    m->delivery_count = -1;
+    m->ttl = -1;
+    return m;
+}
 
 pl_message *pl_message_alloc(void)
 {
@@ -189,15 +271,20 @@ void pl_message_free(pl_message *m)
 {
     if (!m) return;
     if (atomic_fetch_sub(&m->refs, 1) != 1) return;
-    free(m->entity);
-    free(m->location);
-    free(m->scope);
-    if (m->lock_token) { memset(m->lock_token, 0, strlen(m->lock_token)); free(m->lock_token); }
-    free(m->body);
-    free(m->content_type);
-    if (m->broker_json) { memset(m->broker_json, 0, strlen(m->broker_json)); free(m->broker_json); }
-    for (size_t i = 0; i < 10; i++) free(m->broker_str[i]);
-    props_free(m->props, m->nprops);
+    msg_release(m, m->entity);
+    msg_release(m, m->location);
+    msg_release(m, m->scope);
+    if (m->lock_token) { memset(m->lock_token, 0, strlen(m->lock_token)); msg_release(m, m->lock_token); }
+    msg_release(m, m->body);
+    msg_release(m, m->content_type);
+    if (m->broker_json) { memset(m->broker_json, 0, strlen(m->broker_json)); msg_release(m, m->broker_json); }
+    for (size_t i = 0; i < 10; i++) msg_release(m, m->broker_str[i]);
+    for (size_t i = 0; i < m->nprops; i++) {
+        msg_release(m, m->props[i].name);
+        msg_release(m, m->props[i].raw);
+        msg_release(m, m->props[i].text);
+    }
+    msg_release(m, m->props);
     pl_client *c = m->client;
     free(m);
     if (c) pl_client_unref(c);
@@ -268,8 +355,8 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not a string", k);
                 goto done;
             }
-            free(m->broker_str[si]);
-            m->broker_str[si] = pl_strdup(it->valuestring);
+            msg_release(m, m->broker_str[si]);
+            m->broker_str[si] = pl_message_strndup(m, it->valuestring, strlen(it->valuestring));
             if (!m->broker_str[si]) { rc = pl_error_nomem(); goto done; }
         } else if (strcmp(k, "LockToken") == 0) {
             if (!cJSON_IsString(it) || !it->valuestring[0]) {
@@ -283,8 +370,9 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
                     goto done;
                 }
             }
-            free(m->lock_token);
-            m->lock_token = pl_strdup(it->valuestring);
+            if (m->lock_token) memset(m->lock_token, 0, strlen(m->lock_token));
+            msg_release(m, m->lock_token);
+            m->lock_token = pl_message_strndup(m, it->valuestring, strlen(it->valuestring));
             if (!m->lock_token) { rc = pl_error_nomem(); goto done; }
         } else if (strcmp(k, "SequenceNumber") == 0 || strcmp(k, "EnqueuedSequenceNumber") == 0) {
             if (json_int64(it, k[0] == 'S' ? &m->seq : &m->enqueued_seq)) {
@@ -321,8 +409,9 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             m->ttl = d;
         }
     }
-    free(m->broker_json);
-    m->broker_json = pl_strndup(json, len);
+    if (m->broker_json) memset(m->broker_json, 0, strlen(m->broker_json));
+    msg_release(m, m->broker_json);
+    m->broker_json = pl_message_strndup(m, json, len);
     if (!m->broker_json) rc = pl_error_nomem();
 done:
     cJSON_Delete(root);

@@ -56,6 +56,13 @@ struct pl_message {
     char *broker_str[10];             /* see pl_message_broker_index */
     pl_prop *props;
     size_t nprops;
+    size_t props_cap;                 /* slots of props (in the arena or malloc'd) */
+
+    /* A received message is one allocation: the struct, then its property
+     * table and strings (arena_pos..arena_end unused). A string or table that
+     * lies inside [m, arena_end) is not freed on its own; anything else set on
+     * the message (pl_message_alloc, or an arena too small) is malloc'd. */
+    char *arena_pos, *arena_end;
 };
 
 /* Index of a string BrokerProperties field in broker_str, or -1. Fields:
@@ -101,12 +108,20 @@ int pl_header_kind(const char *name, size_t n);
 
 /* Creates an empty message with refs = 1, state PL_LOCK_NONE, numbers -1. */
 pl_message *pl_message_alloc(void);
+/* Same, with `arena` bytes after the struct for its strings, property table
+ * (nprops_cap slots, placed first) and body. */
+pl_message *pl_message_alloc_arena(size_t nprops_cap, size_t arena);
+/* A copy of s[0..n) (NUL-terminated) in m's arena, else malloc'd. */
+char *pl_message_strndup(pl_message *m, const char *s, size_t n);
 /* Parses a BrokerProperties JSON value (len bytes, need not be NUL-terminated)
  * into m's fields. PL_EPROTOCOL (error set, never echoing the lock token) when
  * malformed. Pure. */
 int pl_message_parse_broker(pl_message *m, const char *json, size_t len);
 /* Adds a received custom property header, typing it from its form. Pure. */
 int pl_message_add_received_prop(pl_message *m, const char *name, const char *value);
+/* Same with the lengths known. */
+int pl_message_add_received_prop_n(pl_message *m, const char *name, size_t nlen, const char *value,
+                                   size_t vlen);
 /* Types a header value the way the service does (PL_PROP_*), filling p->text/i/d. */
 int pl_prop_parse_value(pl_prop *p, const char *value);
 

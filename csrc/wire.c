@@ -136,6 +136,7 @@ static int header_pack(pl_header *h, const char *name, const char *value)
     memcpy(block + nl + 1, value, vl + 1);
     h->name = block;
     h->value = block + nl + 1;
+    h->kind = -1;
     return PL_OK;
 }
 
@@ -323,10 +324,10 @@ void pl_response_free(pl_response *r)
 {
     if (!r) return;
     for (size_t i = 0; i < r->nheaders; i++) {
-        free(r->headers[i].name);
         if (!r->packed) free(r->headers[i].value);
+        if (!r->packed || !pl_response_inline_block(r, r->headers[i].name)) free(r->headers[i].name);
     }
-    free(r->headers);
+    if (r->headers != r->hdr_inline) free(r->headers);
     free(r->body);
     free(r);
 }
@@ -346,7 +347,12 @@ int pl_response_add_header(pl_response *r, const char *name, const char *value)
                             PL_MAX_HEADER_BYTES);
     }
     size_t cap = r->nheaders + 1 > r->headers_cap ? r->nheaders + 1 : r->headers_cap;
-    pl_header *nh = realloc(r->headers, cap * sizeof *nh);
+    pl_header *nh;
+    if (r->headers == r->hdr_inline) {
+        if ((nh = malloc(cap * sizeof *nh)) != NULL) memcpy(nh, r->headers, r->nheaders * sizeof *nh);
+    } else {
+        nh = realloc(r->headers, cap * sizeof *nh);
+    }
     if (!nh) return pl_error_nomem();
     r->headers = nh;
     r->headers_cap = cap;
@@ -367,6 +373,7 @@ int pl_response_add_header(pl_response *r, const char *name, const char *value)
             return pl_error_nomem();
         }
     }
+    nh[r->nheaders].kind = pl_header_kind(name, strlen(name));
     r->nheaders++;
     return PL_OK;
 }
@@ -488,42 +495,50 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
                          const pl_request *req, const pl_response *resp, int64_t sent_mono_ms)
 {
     int peek = req->op == PL_OP_PEEKLOCK;
-    pl_message *m = pl_message_alloc();
-    if (!m) return pl_error_nomem();
-    int rc = PL_OK;
-    m->entity = pl_strdup(req->entity);
-    m->body = malloc(resp->body_len + 1);
-    if (!m->entity || !m->body) { rc = pl_error_nomem(); goto fail; }
-    if (resp->body_len) memcpy(m->body, resp->body, resp->body_len);
-    m->body[resp->body_len] = 0;
-    m->body_len = resp->body_len;
-    /* One pass over the headers: the first Content-Type, BrokerProperties,
-     * Location and Date (as pl_response_header would find them), and which
-     * headers are custom properties. */
+    /* One pass over the headers (each classified once, when collected): the
+     * first Content-Type, BrokerProperties, Location and Date (as
+     * pl_response_header would find them), which headers are custom
+     * properties, and the size of everything the message keeps, so that it
+     * is one allocation. */
     const char *ct = NULL, *bp = NULL, *loc = NULL, *date = NULL;
-    unsigned char custom_small[64], *custom = custom_small;
-    if (resp->nheaders > sizeof custom_small && !(custom = malloc(resp->nheaders))) {
-        rc = pl_error_nomem();
-        goto fail;
-    }
+    size_t ctlen = 0, bplen = 0, loclen = 0, ncustom = 0;
+    size_t elen = strlen(req->entity), slen = peek && req->scope ? strlen(req->scope) : 0;
+    size_t arena = elen + 1 + resp->body_len + 1 + (peek && req->scope ? slen + 1 : 0);
     for (size_t i = 0; i < resp->nheaders; i++) {
-        const char *name = resp->headers[i].name, *value = resp->headers[i].value;
-        int kind = pl_header_kind(name, strlen(name));
-        custom[i] = kind == PL_HDR_CUSTOM;
-        switch (kind) {
-        case PL_HDR_CONTENT_TYPE: if (!ct) ct = value; break;
-        case PL_HDR_BROKER: if (!bp) bp = value; break;
-        case PL_HDR_LOCATION: if (!loc) loc = value; break;
-        case PL_HDR_DATE: if (!date) date = value; break;
+        const pl_header *h = &resp->headers[i];
+        size_t vlen = strlen(h->value);
+        switch (h->kind >= 0 ? h->kind : pl_header_kind(h->name, strlen(h->name))) {
+        case PL_HDR_CUSTOM:
+            ncustom++;
+            arena += strlen(h->name) + 1 + 2 * (vlen + 1);
+            break;
+        case PL_HDR_CONTENT_TYPE: if (!ct) { ct = h->value; ctlen = vlen; } break;
+        case PL_HDR_BROKER: if (!bp) { bp = h->value; bplen = vlen; } break;
+        case PL_HDR_LOCATION: if (!loc) { loc = h->value; loclen = vlen; } break;
+        case PL_HDR_DATE: if (!date) date = h->value; break;
         default: break;
         }
     }
-    if (ct && !(m->content_type = pl_strdup(ct))) rc = pl_error_nomem();
-    else if (bp) rc = pl_message_parse_broker(m, bp, strlen(bp));
+    if (ct) arena += ctlen + 1;
+    /* the raw JSON, and its string values (never longer decoded than quoted) */
+    if (bp) arena += 2 * (bplen + 1);
+    if (peek && loc) arena += loclen + 1;
+    pl_message *m = pl_message_alloc_arena(ncustom, arena);
+    if (!m) return pl_error_nomem();
+    int rc = PL_OK;
+    m->entity = pl_message_strndup(m, req->entity, elen);
+    m->body = (unsigned char *)pl_message_strndup(m, (const char *)(resp->body ? resp->body : (const unsigned char *)""),
+                                                  resp->body_len);
+    if (!m->entity || !m->body) { rc = pl_error_nomem(); goto fail; }
+    m->body_len = resp->body_len;
+    if (ct && !(m->content_type = pl_message_strndup(m, ct, ctlen))) rc = pl_error_nomem();
+    else if (bp) rc = pl_message_parse_broker(m, bp, bplen);
     else if (peek) rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no BrokerProperties");
-    for (size_t i = 0; !rc && i < resp->nheaders; i++)
-        if (custom[i]) rc = pl_message_add_received_prop(m, resp->headers[i].name, resp->headers[i].value);
-    if (custom != custom_small) free(custom);
+    for (size_t i = 0; !rc && i < resp->nheaders; i++) {
+        const pl_header *h = &resp->headers[i];
+        if ((h->kind >= 0 ? h->kind : pl_header_kind(h->name, strlen(h->name))) == PL_HDR_CUSTOM)
+            rc = pl_message_add_received_prop_n(m, h->name, strlen(h->name), h->value, strlen(h->value));
+    }
     if (rc) goto fail;
     if (peek) {
         if (!loc || !*loc) {
@@ -544,10 +559,13 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
             rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no LockToken");
             goto fail;
         }
-        if (!(m->location = pl_strdup(loc))) { rc = pl_error_nomem(); goto fail; }
-        if (req->scope && !(m->scope = pl_strdup(req->scope))) { rc = pl_error_nomem(); goto fail; }
+        if (!(m->location = pl_message_strndup(m, loc, loclen))) { rc = pl_error_nomem(); goto fail; }
+        if (req->scope && !(m->scope = pl_message_strndup(m, req->scope, slen))) {
+            rc = pl_error_nomem();
+            goto fail;
+        }
         /* Lock duration: LockedUntilUtc minus the response's Date (same server clock). */
-        int64_t date_s = pl_http_date_parse(date);
+        int64_t date_s = m->locked_until >= 0 ? pl_http_date_parse(date) : -1;
         int64_t dur = 60000;
         if (m->locked_until >= 0 && date_s >= 0) {
             int64_t d = m->locked_until - date_s;

@@ -22,6 +22,8 @@
 typedef struct pl_header {
     char *name;
     char *value;
+    int kind;               /* response headers: PL_HDR_* (message_int.h), classified
+                               once when collected; -1 when not known */
 } pl_header;
 
 #define PL_REQ_INLINE_HEADERS 4
@@ -44,11 +46,14 @@ struct pl_request {
     char strs[];
 };
 
+#define PL_RESP_INLINE_HEADERS 8
+#define PL_RESP_INLINE_BYTES   640
+
 struct pl_response {
     int status;
     pl_header *headers;
     size_t nheaders;
-    size_t headers_cap;     /* used by the libcurl collector only */
+    size_t headers_cap;     /* slots of headers (hdr_inline or malloc'd) */
     unsigned char *body;
     size_t body_len;
     size_t body_cap;
@@ -61,7 +66,18 @@ struct pl_response {
     int sends;              /* times the driver put the request on the wire (libcurl
                                silently re-sends once on a dead reused connection:
                                more than 1 means an earlier copy may have been acted on) */
+    /* The libcurl collector keeps its first headers and their "name\0value\0"
+     * blocks here (not freed on their own); the rest is malloc'd. Not zeroed. */
+    pl_header hdr_inline[PL_RESP_INLINE_HEADERS];
+    size_t strs_used;
+    char strs[PL_RESP_INLINE_BYTES];
 };
+
+/* 1 when a packed header block lies in r->strs (freed with r). */
+static inline int pl_response_inline_block(const pl_response *r, const char *p)
+{
+    return (uintptr_t)p >= (uintptr_t)r->strs && (uintptr_t)p < (uintptr_t)(r->strs + sizeof r->strs);
+}
 
 /* Validates an entity path and returns its percent-encoded form (free()). */
 int pl_entity_encode(char **out, const char *entity);
