@@ -298,6 +298,16 @@ int pl_message_mark_lost(pl_message *m, int reason, int from_settling)
     return made;
 }
 
+static int broker_index_n(const char *field, size_t n)
+{
+    static const size_t lens[10] = { 9, 5, 13, 9, 12, 7, 16, 2, 5, 15 };
+    for (int i = 0; i < 10; i++)
+        if (lens[i] == n && field[0] == received_string_fields[i][0] &&
+            memcmp(field, received_string_fields[i], n) == 0)
+            return i;
+    return -1;
+}
+
 int pl_message_broker_index(const char *field)
 {
     static const size_t lens[10] = { 9, 5, 13, 9, 12, 7, 16, 2, 5, 15 };
@@ -349,7 +359,9 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
     for (const cJSON *it = root->child; it; it = it->next) {
         const char *k = it->string;
         if (!k || cJSON_IsNull(it)) continue;
-        int si = pl_message_broker_index(k);
+        size_t kl = strlen(k);
+#define KEY(s) (kl == sizeof s - 1 && memcmp(k, s, sizeof s - 1) == 0)
+        int si = broker_index_n(k, kl);
         if (si >= 0) {
             if (!cJSON_IsString(it)) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not a string", k);
@@ -358,7 +370,7 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             msg_release(m, m->broker_str[si]);
             m->broker_str[si] = pl_message_strndup(m, it->valuestring, strlen(it->valuestring));
             if (!m->broker_str[si]) { rc = pl_error_nomem(); goto done; }
-        } else if (strcmp(k, "LockToken") == 0) {
+        } else if (KEY("LockToken")) {
             if (!cJSON_IsString(it) || !it->valuestring[0]) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: LockToken is not a string");
                 goto done;
@@ -374,19 +386,19 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             msg_release(m, m->lock_token);
             m->lock_token = pl_message_strndup(m, it->valuestring, strlen(it->valuestring));
             if (!m->lock_token) { rc = pl_error_nomem(); goto done; }
-        } else if (strcmp(k, "SequenceNumber") == 0 || strcmp(k, "EnqueuedSequenceNumber") == 0) {
+        } else if (KEY("SequenceNumber") || KEY("EnqueuedSequenceNumber")) {
             if (json_int64(it, k[0] == 'S' ? &m->seq : &m->enqueued_seq)) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an integer", k);
                 goto done;
             }
-        } else if (strcmp(k, "DeliveryCount") == 0) {
+        } else if (KEY("DeliveryCount")) {
             int64_t v;
             if (json_int64(it, &v) || v < 0 || v > 1000000000) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: DeliveryCount is not a count");
                 goto done;
             }
             m->delivery_count = (int)v;
-        } else if (strcmp(k, "EnqueuedTimeUtc") == 0 || strcmp(k, "LockedUntilUtc") == 0) {
+        } else if (KEY("EnqueuedTimeUtc") || KEY("LockedUntilUtc")) {
             int64_t t = cJSON_IsString(it) ? pl_http_date_parse(it->valuestring) : -1;
             if (t < 0) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an RFC 1123 date", k);
@@ -394,7 +406,7 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             }
             if (k[0] == 'E') m->enqueued_time = t;
             else m->locked_until = t;
-        } else if (strcmp(k, "TimeToLive") == 0) {
+        } else if (KEY("TimeToLive")) {
             double d = -1;
             if (cJSON_IsNumber(it)) d = it->valuedouble;
             else if (cJSON_IsString(it) && it->valuestring[0]) {
@@ -409,6 +421,7 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             m->ttl = d;
         }
     }
+#undef KEY
     if (m->broker_json) memset(m->broker_json, 0, strlen(m->broker_json));
     msg_release(m, m->broker_json);
     m->broker_json = pl_message_strndup(m, json, len);

@@ -68,6 +68,31 @@ int pl_entity_encode(char **out, const char *entity)
     return *out ? PL_OK : pl_error_nomem();
 }
 
+/* 1 when pl_entity_encode would accept entity and return it unchanged (ASCII
+ * unreserved characters and '$' only, valid segments); *len = its length. */
+static int entity_plain(const char *entity, size_t *len)
+{
+    if (!entity) return 0;
+    const char *p = entity, *seg = entity;
+    for (;; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '/' || c == '\0') {
+            size_t sl = (size_t)(p - seg);
+            if (sl == 0 || (sl == 1 && seg[0] == '.') || (sl == 2 && seg[0] == '.' && seg[1] == '.') ||
+                (sl == 8 && pl_strncaseeq(seg, "messages", 8)))
+                return 0;
+            if (!c) break;
+            seg = p + 1;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == '~' || c == '$'))
+            return 0;
+    }
+    *len = (size_t)(p - entity);
+    return *len <= 1024;
+}
+
 int pl_wire_scope(char **out, const char *endpoint, const char *entity)
 {
     char *enc = NULL;
@@ -172,16 +197,25 @@ static int req_base(pl_request **out, int op, const char *method, const char *en
     *out = NULL;
     if (!endpoint) return pl_error_inval("endpoint", "must not be NULL");
     char *enc = NULL;
-    int rc = pl_entity_encode(&enc, entity);
-    if (rc) return rc;
+    int rc;
+    size_t ln;
+    if (entity_plain(entity, &ln)) {
+        enc = (char *)entity; /* encodes to itself */
+    } else {
+        if ((rc = pl_entity_encode(&enc, entity)) != PL_OK) return rc;
+        ln = strlen(enc);
+    }
     /* scope = endpoint + "/" + encoded entity; url = scope (as is) + suffix */
-    size_t le = strlen(endpoint), ln = strlen(enc);
+    size_t le = strlen(endpoint);
     char small[512], *scope = le + ln + 2 <= sizeof small ? small : malloc(le + ln + 2);
-    if (!scope) { free(enc); return pl_error_nomem(); }
+    if (!scope) {
+        if (enc != entity) free(enc);
+        return pl_error_nomem();
+    }
     memcpy(scope, endpoint, le);
     scope[le] = '/';
     memcpy(scope + le + 1, enc, ln + 1);
-    free(enc);
+    if (enc != entity) free(enc);
     pl_request *r = req_new(op, method, scope, suffix, scope, 1, entity);
     if (scope != small) free(scope);
     if (!r) return pl_error_nomem();
@@ -241,8 +275,12 @@ int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, 
                     int peek_lock, const char *auth)
 {
     if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout_s", "must be 0..300 seconds");
-    char suffix[48];
-    snprintf(suffix, sizeof suffix, "/messages/head?timeout=%d", timeout_s);
+    char suffix[48] = "/messages/head?timeout=";
+    char *d = suffix + sizeof "/messages/head?timeout=" - 1;
+    if (timeout_s >= 100) *d++ = (char)('0' + timeout_s / 100);
+    if (timeout_s >= 10) *d++ = (char)('0' + timeout_s / 10 % 10);
+    *d++ = (char)('0' + timeout_s % 10);
+    *d = '\0';
     int rc = req_base(out, peek_lock ? PL_OP_PEEKLOCK : PL_OP_RECVDEL, peek_lock ? "POST" : "DELETE",
                       endpoint, entity, suffix, auth);
     if (rc) return rc;
