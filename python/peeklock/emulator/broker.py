@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .props import TTL_MAX, rfc1123
+from .props import TTL_MAX, broker_properties_json, broker_property_entry, rfc1123
 from .rules import Context, Filter, default_rules
 
 DEFAULT_LOCK_DURATION = 60.0
@@ -104,7 +104,7 @@ class Message:
 
     __slots__ = ("seq", "message_id", "body", "content_type", "props", "custom", "ttl",
                  "enqueued_at", "expires_at", "scheduled_at", "enq_seq", "dc",
-                 "lock_token", "locked_until", "state", "size")
+                 "lock_token", "locked_until", "state", "size", "bp_static")
 
     def __init__(self, seq, message_id, body, content_type, props, custom, ttl,
                  enqueued_at, expires_at, scheduled_at, enq_seq, dc=0,
@@ -125,6 +125,9 @@ class Message:
         self.locked_until = locked_until
         self.state = state            # available | locked | scheduled
         self.size = size
+        # the BrokerProperties members that never change for this message object, serialized
+        # once (list of (key, '"key":value')); built by Broker.broker_properties on first lock
+        self.bp_static = None
 
     def summary(self) -> Dict[str, Any]:
         d = {
@@ -191,6 +194,9 @@ def new_message_id() -> str:
     h[8] = (h[8] & 0x3F) | 0x80
     return h.hex()
 
+
+# BrokerProperties members built for each lock of a message (the rest are serialized once)
+_BP_PER_LOCK = frozenset(("DeliveryCount", "LockToken", "LockedUntilUtc", "TimeToLive"))
 
 from .store import NullStore as _NullStore  # noqa: E402
 
@@ -561,6 +567,38 @@ class Broker:
         return msg
 
     # ----- views -----------------------------------------------------------------------------
+
+    def broker_properties(self, ent: Entity, msg: Message, locked: bool) -> str:
+        """``broker_properties_json(broker_fields(...))``, with the members that cannot change
+        for this message (sender properties, sequence numbers, enqueue time, id, state)
+        serialized once and only the delivery count, lock and TimeToLive built per answer."""
+        if not locked:
+            return broker_properties_json(self.broker_fields(ent, msg, locked))
+        static = msg.bp_static
+        if static is None:
+            props = msg.props
+            # a sender's own DeliveryCount, LockToken, LockedUntilUtc or TimeToLive is replaced
+            # by the broker's on a locked message (broker_fields), so it never shows
+            f: Dict[str, Any] = {k: v for k, v in props.items() if k not in _BP_PER_LOCK} if props else {}
+            f["EnqueuedSequenceNumber"] = msg.enq_seq
+            f["EnqueuedTimeUtc"] = rfc1123(msg.enqueued_at)
+            f["MessageId"] = msg.message_id
+            f["SequenceNumber"] = msg.seq
+            f["State"] = "Active"
+            if msg.scheduled_at is not None:
+                f["ScheduledEnqueueTimeUtc"] = rfc1123(msg.scheduled_at)
+            static = msg.bp_static = [(k, broker_property_entry(k, v)) for k, v in f.items()]
+        if msg.ttl is not None:
+            ttl = float(msg.ttl)
+        else:
+            src = ent.parent.settings if ent.kind == "deadletter" and ent.parent else ent.settings
+            ttl = float(min(src.default_ttl, TTL_MAX))
+        entries = static + [("DeliveryCount", '"DeliveryCount":%d' % msg.dc),
+                            ("LockToken", broker_property_entry("LockToken", msg.lock_token)),
+                            ("LockedUntilUtc", '"LockedUntilUtc":"%s"' % rfc1123(msg.locked_until)),
+                            ("TimeToLive", broker_property_entry("TimeToLive", ttl))]
+        entries.sort()
+        return "{" + ",".join([e[1] for e in entries]) + "}"
 
     def broker_fields(self, ent: Entity, msg: Message, locked: bool) -> Dict[str, Any]:
         f: Dict[str, Any] = {}

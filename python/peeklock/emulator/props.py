@@ -243,23 +243,24 @@ def custom_from_user_properties(obj: Any) -> List[Tuple[str, str]]:
     return out
 
 
+def broker_property_entry(key: str, v: Any) -> str:
+    """One ``"key":value`` member of the BrokerProperties JSON."""
+    if isinstance(v, bool):
+        s = "true" if v else "false"
+    elif isinstance(v, int):
+        s = str(v)
+    elif isinstance(v, float):
+        s = format_number(v)
+    elif v.isascii() and _JSON_UNSAFE.search(v) is None:
+        s = '"' + v + '"'          # fast path: nothing to escape
+    else:
+        s = json.dumps(v)
+    return '"%s":%s' % (key, s)
+
+
 def broker_properties_json(fields: Dict[str, Any]) -> str:
     """Compact JSON, keys in ordinal (alphabetical) order, numbers as the service prints them."""
-    parts = []
-    for key in sorted(fields):
-        v = fields[key]
-        if isinstance(v, bool):
-            s = "true" if v else "false"
-        elif isinstance(v, int):
-            s = str(v)
-        elif isinstance(v, float):
-            s = format_number(v)
-        elif v.isascii() and _JSON_UNSAFE.search(v) is None:
-            s = '"' + v + '"'          # fast path: nothing to escape
-        else:
-            s = json.dumps(v)
-        parts.append('"%s":%s' % (key, s))
-    return "{" + ",".join(parts) + "}"
+    return "{" + ",".join([broker_property_entry(key, fields[key]) for key in sorted(fields)]) + "}"
 
 
 def now_real() -> float:
