@@ -8,11 +8,9 @@ import json
 import logging
 import math
 import random
-import re
 import time
 import urllib.parse
 import uuid
-from http import HTTPStatus
 from typing import Any, Dict, List, Optional, Tuple
 
 from aiohttp import hdrs, web
@@ -54,39 +52,6 @@ class SBResponse(web.StreamResponse):
             self._headers.popall(hdrs.CONTENT_TYPE, None)
         if self.zero_length:
             self._headers[hdrs.CONTENT_LENGTH] = "0"
-
-
-class _Written(web.StreamResponse):
-    """An answer that ``EmulatorApp.respond`` already wrote to the transport in one piece:
-    aiohttp's own prepare/write_eof find it finished and only read ``keep_alive``."""
-
-    def __init__(self, status: int, length: int):
-        super().__init__(status=status)
-        self._eof_sent = True
-        self._keep_alive = True
-        self._body_length = length
-
-
-def _direct_write_supported() -> bool:
-    """The direct answer relies on three attributes of aiohttp's StreamResponse (present from
-    3.8 to 3.14 at least); with an aiohttp that lacks them every answer takes the regular path."""
-    try:
-        r = web.StreamResponse()
-        return all(hasattr(r, a) for a in ("_eof_sent", "_keep_alive", "_body_length")) and \
-            r.prepared is False and _Written(200, 0).prepared is True
-    except Exception:  # pragma: no cover - an aiohttp too different to reason about
-        return False
-
-
-_DIRECT = _direct_write_supported()
-# What aiohttp refuses in a status line or header (header injection): such an answer takes the
-# regular path, which fails it exactly as before.
-_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# Header names respond() sets or aiohttp would add or replace: a caller's header list holding one
-# of these takes the regular path, so the bytes on the wire stay what aiohttp would send.
-_OWN_HEADERS = frozenset(("content-type", "server", "date", "transfer-encoding", "content-length",
-                          "connection"))
-_STATUS_LINES = {s.value: "HTTP/1.1 %d %s\r\n" % (s.value, s.phrase) for s in HTTPStatus}
 
 
 class Dropped(Exception):
@@ -203,11 +168,6 @@ class EmulatorApp:
                       content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
                       chunked: bool = True) -> web.StreamResponse:
         self.broker.store.commit()
-        if _DIRECT and content_type is not None and status != 204 and status != 304:
-            sent = self._respond_direct(request, status, body, content_type, headers, chunked)
-            if sent is not None:
-                await request.writer.drain()
-                return sent
         resp = SBResponse(status=status)
         h = resp.headers
         if headers:
@@ -230,50 +190,6 @@ class EmulatorApp:
         await resp.prepare(request)
         await resp.write_eof(body)      # headers, the one chunk and the terminator in one send
         return resp
-
-    def _respond_direct(self, request: web.BaseRequest, status: int, body: bytes, content_type: str,
-                        headers: Optional[List[Tuple[str, str]]], chunked: bool) -> Optional[web.StreamResponse]:
-        """The common answer (HTTP/1.1 keep-alive, a body or none, no 204/304, no HEAD) written
-        as the same bytes aiohttp would write (same header order: the caller's headers,
-        Content-Type, Server, Date, then Transfer-Encoding or Content-Length), in one send,
-        without aiohttp's per-answer header dictionary and writer state machine. None when the
-        answer is not such a common one: the caller then takes the regular path."""
-        if request.version != (1, 1) or not request.keep_alive or status < 200 or \
-                request.method in ("HEAD", "CONNECT"):
-            return None
-        status_line = _STATUS_LINES.get(status)
-        if status_line is None:
-            return None
-        bad = _FORBIDDEN_HEADER_CHARS.search
-        if bad(content_type) is not None:
-            return None
-        parts = [status_line]
-        if headers:
-            for k, v in headers:
-                if k.lower() in _OWN_HEADERS or bad(k) is not None or bad(v) is not None:
-                    return None
-                parts.append("%s: %s\r\n" % (k, v))
-        parts.append("Content-Type: %s\r\nServer: %s\r\nDate: %s\r\n" % (
-            content_type, SERVER, rfc1123(self.broker.clock.now())))
-        if chunked:
-            parts.append("Transfer-Encoding: chunked\r\n\r\n")
-        else:
-            parts.append("Content-Length: %d\r\n\r\n" % len(body))
-        text = "".join(parts)
-        try:
-            head = text.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
-        if chunked:
-            data = b"%s%x\r\n%s\r\n0\r\n\r\n" % (head, len(body), body) if body else head + b"0\r\n\r\n"
-        else:
-            data = head + body
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("Cannot write to closing transport")
-        transport.write(data)
-        request.writer.output_size += len(data)
-        return _Written(status, len(data))
 
     async def error(self, request, status: int, detail: str, headers=None) -> web.StreamResponse:
         return await self.respond(request, status, error_body(status, detail), XML_CT, headers)
