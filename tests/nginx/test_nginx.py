@@ -28,61 +28,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Emulator:
-    def __init__(self, root, python):
-        env = dict(os.environ, PYTHONPATH=os.path.join(root, "python"))
-        self.proc = subprocess.Popen(
-            [python, "-m", "peeklock.emulator", "--port", "0", "--queue", "orders"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
-        seen = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if "ready: " in line:
-                self.conn = line.split("ready: ", 1)[1].strip()
-                break
-        else:
-            pass
-        if not getattr(self, "conn", None):
-            self.stop()
-            raise RuntimeError("emulator did not start: " + "".join(seen))
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        port = int(self.conn.split("Endpoint=sb://", 1)[1].split(";")[0].rsplit(":", 1)[1])
-        self.base = f"http://127.0.0.1:{port}"
-
-    def admin(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        req = urllib.request.Request(self.base + "/$admin/" + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read()
-        return json.loads(text) if text else None
-
-    def entity(self, path):
-        st = self.admin("GET", "state")
-        ents = st.get("entities", st)
-        if isinstance(ents, dict):
-            if path in ents:
-                return ents[path]
-            ents = list(ents.values())
-        for e in ents:
-            if isinstance(e, dict) and (e.get("path") == path or e.get("name") == path):
-                return e
-        return None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class Nginx:
     def __init__(self, root, build, conn, template="tests/nginx/nginx.conf.in"):
         self.prefix = tempfile.mkdtemp(prefix="peeklock-nginx-")
@@ -149,7 +94,9 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--build", required=True)
     opts = ap.parse_args()
-    emu = Emulator(opts.root, sys.executable)
+    sys.path.insert(0, os.path.join(opts.root, "python"))   # the source tree's emulator launcher
+    from peeklock.testing import Emulator
+    emu = Emulator.start("--queue", "orders")
     ngx = None
     results = []
 
@@ -167,7 +114,7 @@ def main():
     try:
         emu.admin("PUT", "entities/slow", {"kind": "queue", "lock_duration": 5})
         emu.admin("PUT", "entities/quick", {"kind": "queue", "lock_duration": 5})
-        ngx = Nginx(opts.root, opts.build, emu.conn)
+        ngx = Nginx(opts.root, opts.build, emu.connection_string)
 
         def ping_answers():
             body, _ = ngx.get("/ping")
@@ -183,13 +130,13 @@ def main():
             assert r["ok"] and r["delivery_count"] == 2, r
             r, _ = ngx.get("/peek", entity="quick", timeout=0)
             assert r["ok"] is False and r["empty"] is True, r
-            assert emu.entity("quick")["completed"].get("q-1") == 1
+            assert emu.entity_state("quick")["completed"].get("q-1") == 1
 
         def batch_and_receive_and_delete():
             r, _ = ngx.get("/batch", entity="quick")
             assert r["ok"] and r["bodies"] == "one,two" and r["label"] == "L2" and r["n"] == 2, r
             assert r["settle_code"] == "state", r
-            assert not emu.entity("quick")["messages"]
+            assert not emu.entity_state("quick")["messages"]
 
         def retries_over_cosockets():
             emu.admin("PUT", "entities/flaky", {"kind": "queue", "lock_duration": 30})
@@ -197,13 +144,13 @@ def main():
                                          "retry_after": 0, "count": 2})
             r, _ = ngx.get("/send", entity="flaky", body="after two 503s", id="f-1")
             assert r["ok"], r
-            assert len(emu.entity("flaky")["messages"]) == 1
+            assert len(emu.entity_state("flaky")["messages"]) == 1
             emu.admin("POST", "faults", {"operation": "complete", "entity": "flaky", "drop": True,
                                          "count": 1})
             r, _ = ngx.get("/peek", entity="flaky", timeout=5, complete=1)
             # the dropped answer is retried: completed, or honestly reported as unknown
             assert r["ok"] or r.get("err_code") == "unknown_outcome", r
-            assert emu.entity("flaky")["completed"].get("f-1") == 1
+            assert emu.entity_state("flaky")["completed"].get("f-1") == 1
             emu.admin("POST", "faults", {"operation": "peek_lock", "entity": "flaky", "status": 503,
                                          "retry_after": 0, "count": 10})
             r, _ = ngx.get("/peek", entity="flaky", timeout=0)
@@ -228,7 +175,7 @@ def main():
             assert r["err_code"] == "server" and r["err_status"] == 500, r
             # ... and the message was deleted exactly once, by the one request that went out
             assert requests("receive_and_delete") - before == 1
-            assert not emu.entity("rd")["messages"], emu.entity("rd")
+            assert not emu.entity_state("rd")["messages"], emu.entity_state("rd")
 
         def send_500_is_not_retried_503_is():
             emu.admin("PUT", "entities/sq", {"kind": "queue", "lock_duration": 30})
@@ -239,7 +186,7 @@ def main():
             emu.admin("DELETE", "faults")
             assert r["ok"] is False and r["err_code"] == "server" and r["err_status"] == 500, r
             assert requests("send") - before == 1
-            assert len(emu.entity("sq")["messages"]) == 1, emu.entity("sq")  # no duplicate
+            assert len(emu.entity_state("sq")["messages"]) == 1, emu.entity_state("sq")  # no duplicate
             # send_batch: the same
             before = requests("send")
             emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500,
@@ -248,7 +195,7 @@ def main():
             emu.admin("DELETE", "faults")
             assert r["ok"] is False and r["step"] == "send_batch" and r["err_status"] == 500, r
             assert requests("send") - before == 1
-            assert len(emu.entity("sq")["messages"]) == 3, emu.entity("sq")
+            assert len(emu.entity_state("sq")["messages"]) == 3, emu.entity_state("sq")
             # a 503 (throttled, not applied) is retried
             before = requests("send")
             emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 503,
@@ -257,7 +204,7 @@ def main():
             emu.admin("DELETE", "faults")
             assert r["ok"], r
             assert requests("send") - before == 2
-            ids = [m["message_id"] for m in emu.entity("sq")["messages"]]
+            ids = [m["message_id"] for m in emu.entity_state("sq")["messages"]]
             assert ids.count("sq-2") == 1, ids
             # a 500 on a complete (idempotent on its lock) is retried
             emu.admin("PUT", "entities/sqc", {"kind": "queue", "lock_duration": 30})
@@ -268,7 +215,7 @@ def main():
             r, _ = ngx.get("/race", entity="sqc", ops="complete")
             emu.admin("DELETE", "faults")
             assert r["r1_ok"], r
-            assert emu.entity("sqc")["completed"].get("sq-3") == 1
+            assert emu.entity_state("sqc")["completed"].get("sq-3") == 1
             # past max_retries (3), a complete keeps trying while its lock is valid
             r, _ = ngx.get("/send", entity="sqc", body="complete after five 503s", id="sq-4")
             assert r["ok"], r
@@ -277,7 +224,7 @@ def main():
             r, _ = ngx.get("/race", entity="sqc", ops="complete")
             emu.admin("DELETE", "faults")
             assert r["r1_ok"], r
-            assert emu.entity("sqc")["completed"].get("sq-4") == 1
+            assert emu.entity_state("sqc")["completed"].get("sq-4") == 1
 
         def two_light_threads_settle_once():
             emu.admin("PUT", "entities/race", {"kind": "queue", "lock_duration": 30})
@@ -298,7 +245,7 @@ def main():
                 assert r["state"] == "settled", r
                 assert requests("complete") - completes == 1
                 assert requests("unlock") - unlocks == 0
-                ent = emu.entity("race")
+                ent = emu.entity_state("race")
                 assert ent["completed"].get(mid) == 1, ent
                 assert not ent["messages"], ent
 
@@ -318,7 +265,7 @@ def main():
                 assert r["again_ok"] is False and r["again_code"] == "state", r
                 assert "unknown outcome" in r["again_err"], r
                 if op == "complete":
-                    assert emu.entity("unk")["completed"].get(mid) == 1
+                    assert emu.entity_state("unk")["completed"].get(mid) == 1
                 else:
                     r, _ = ngx.get("/race", entity="unk", ops="complete")  # it was given back
                     assert r["r1_ok"] and r["id"] == mid, r
@@ -331,7 +278,7 @@ def main():
             emu.admin("DELETE", "faults")
             assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
             assert "server error" in r["r1_err"], r
-            assert emu.entity("unk")["completed"].get("u-3") == 1
+            assert emu.entity_state("unk")["completed"].get("u-3") == 1
 
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
@@ -373,7 +320,7 @@ def main():
             # held for 11 s (over two durations of the 5 s lock), kept by renewals
             assert box["held_s"] > 10, box["held_s"]
             assert worst < 3.0, f"/ping took {worst:.3f} s while the lock was held"
-            ent = emu.entity("slow")
+            ent = emu.entity_state("slow")
             assert ent["completed"].get("s-1") == 1, ent
             assert not ent["messages"], ent
 
@@ -394,7 +341,7 @@ def main():
                 t.join(60)
             assert all(r and r["ok"] for r in out), out
             assert sorted(r["body"] for r in out) == ["job 0", "job 1", "job 2"], out
-            ent = emu.entity("many")
+            ent = emu.entity_state("many")
             assert all(ent["completed"].get(f"m-{i}") == 1 for i in range(3)), ent
             assert not ent["messages"], ent
 
@@ -403,7 +350,7 @@ def main():
             assert r["ok"], r
             r, _ = ngx.get("/lock", entity="slow", fail=1)
             assert r["ok"] is False and r["err_code"] == "handler", r
-            ent = emu.entity("slow")
+            ent = emu.entity_state("slow")
             assert ent["completed"].get("s-2", 0) == 0, ent
             assert len(ent["messages"]) == 1 and not ent["messages"][0]["locked"], ent
             r, _ = ngx.get("/peek", entity="slow", timeout=5, complete=1)
@@ -419,7 +366,7 @@ def main():
             t.start()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                msgs = emu.entity("lossy")["messages"]
+                msgs = emu.entity_state("lossy")["messages"]
                 if msgs and msgs[0]["locked"]:
                     break
                 time.sleep(0.05)
@@ -428,7 +375,7 @@ def main():
             r = box["r"]
             assert r["ok"] is False and r["err_code"] == "lock_lost", r
             assert "nothing was completed" in r["err"], r
-            ent = emu.entity("lossy")
+            ent = emu.entity_state("lossy")
             assert ent["completed"].get("l-1", 0) == 0, ent
             assert len(ent["messages"]) == 1, ent
 
