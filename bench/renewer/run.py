@@ -21,6 +21,8 @@ import sys
 import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+from peeklock.testing import Emulator  # noqa: E402  (the source tree's emulator launcher)
 
 
 def build(out_dir):
@@ -32,28 +34,6 @@ def build(out_dir):
            "-lcurl", "-lcrypto", "-lcjson", "-lpthread", "-lm", "-o", exe]
     subprocess.run(cmd, check=True)
     return exe
-
-
-class Emulator:
-    def __init__(self):
-        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peeklock.emulator", "--port", "0", "--host", "127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        line = self.proc.stdout.readline()
-        if "ready: " not in line:
-            self.stop()
-            raise RuntimeError("emulator did not start: %r" % line)
-        self.conn = line.strip().split("ready: ", 1)[1]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def run_one(exe, conn, mode, n, lock_s, run_s):
@@ -137,9 +117,9 @@ def main():
                 if args.only and mode != args.only:
                     res[mode] = {"mode": mode, "error": "skipped"}
                     continue
-                emu = Emulator()  # fresh emulator per run: neither run inherits the other's load
+                emu = Emulator.start()  # fresh emulator per run: neither run inherits the other's load
                 try:
-                    res[mode] = run_one(exe, emu.conn, mode, n, lock_s, run_s)
+                    res[mode] = run_one(exe, emu.connection_string, mode, n, lock_s, run_s)
                 finally:
                     emu.stop()
             table(n, lock_s, res["peeklock"], res["thread"])
