@@ -480,8 +480,9 @@ end
 
 local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
 
-function Client:_settle(msg, op)
-  local h = rawget(self, "_h")
+-- The client's and the message's handles for a renew or settle, or nil, err when either is gone.
+local function settle_handles(client, msg, op)
+  local h = rawget(client, "_h")
   if not h then
     return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
   end
@@ -489,6 +490,13 @@ function Client:_settle(msg, op)
   if not mh then
     return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
   end
+  return h, mh
+end
+M._settle_handles = settle_handles
+
+function Client:_settle(msg, op)
+  local h, mh = settle_handles(self, msg, op)
+  if not h then return nil, mh end
   if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
   local rc = SETTLE[op](h, mh)
   if rc < 0 then return nil, last_error(rc, op) end

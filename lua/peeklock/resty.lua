@@ -410,14 +410,8 @@ local function state_error(msg, mh, op)
 end
 
 function Client:_settle(msg, op)
-  local h = rawget(self, "_h")
-  if not h then
-    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
-  end
-  local mh = rawget(msg, "_h")
-  if not mh then
-    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
-  end
+  local h, mh = peeklock._settle_handles(self, msg, op)
+  if not h then return nil, mh end
   local st = core.pl_message_lock_state(mh)
   -- (PL_LOCK_NONE, a receive-and-delete message: pl_request_settle says there is no lock)
   if st ~= core.PL_LOCK_NONE and (st ~= core.PL_LOCK_HELD or rawget(msg, "_settling")) then
