@@ -231,6 +231,19 @@ int pl_message_add_received_prop(pl_message *m, const char *name, const char *va
 /* ------------------------------------------------------------------------ */
 /* received messages                                                          */
 
+/* A zeroed message's counters and "absent" markers; returns m. */
+static pl_message *message_init(pl_message *m)
+{
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->lock_state, PL_LOCK_NONE);
+    atomic_init(&m->lost_reason, 0);
+    atomic_init(&m->lock_expiry_mono_ms, 0);
+    m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
+    m->delivery_count = -1;
+    m->ttl = -1;
+    return m;
+}
+
 pl_message *pl_message_alloc_arena(size_t nprops_cap, size_t arena)
 {
     size_t table = nprops_cap * sizeof(pl_prop);
@@ -243,28 +256,14 @@ pl_message *pl_message_alloc_arena(size_t nprops_cap, size_t arena)
         m->props = msg_alloc(m, table, _Alignof(pl_prop));
         m->props_cap = nprops_cap;
     }
-    atomic_init(&m->refs, 1);
-    atomic_init(&m->lock_state, PL_LOCK_NONE);
-    atomic_init(&m->lost_reason, 0);
-    atomic_init(&m->lock_expiry_mono_ms, 0);
-    m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
-    m->delivery_count = -1;
-    m->ttl = -1;
-    return m;
+    return message_init(m);
 }
 
 pl_message *pl_message_alloc(void)
 {
     pl_message *m = calloc(1, sizeof *m);
     if (!m) return NULL;
-    atomic_init(&m->refs, 1);
-    atomic_init(&m->lock_state, PL_LOCK_NONE);
-    atomic_init(&m->lost_reason, 0);
-    atomic_init(&m->lock_expiry_mono_ms, 0);
-    m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
-    m->delivery_count = -1;
-    m->ttl = -1;
-    return m;
+    return message_init(m);
 }
 
 void pl_message_free(pl_message *m)
