@@ -11,7 +11,6 @@
 #include <string.h>
 #include <linux/perf_event.h>
 #include <sys/ioctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,12 +57,13 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* CPU time of this process, user + system, from the scheduler's own runtime
+ * accounting (nanosecond resolution; getrusage is tick-sampled). */
 static double cpu_s(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           (double)ru.ru_stime.tv_usec / 1e6;
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void die(const char *what)
@@ -296,34 +296,69 @@ static void core_costs(double *sign_us, double *build_parse_us)
 
 static double per_op_us(double v, long ops) { return v / (double)ops * 1e6; }
 
-typedef struct best {
-    double wall, cpu; /* best (lowest) per-op figures over the rounds, us */
-    double instr;     /* lowest user-space instructions per op, or -1 */
-    long reused, requests, ops;
-} best;
+#define MAX_ROUNDS 101
 
-static void keep_best(best *b, sample s)
+/* Per-round figures of one side (peeklock or raw) of one loop. */
+typedef struct series {
+    double wall[MAX_ROUNDS], cpu[MAX_ROUNDS], instr[MAX_ROUNDS]; /* per op, us (instr: count, -1 if none) */
+    int n;
+    long reused, requests, ops;
+} series;
+
+static void add(series *t, sample s)
 {
-    double w = per_op_us(s.wall_s, s.ops), c = per_op_us(s.cpu_s, s.ops);
-    if (!b->ops || w < b->wall) b->wall = w;
-    if (!b->ops || c < b->cpu) b->cpu = c;
-    double in = s.instr < 0 ? -1 : s.instr / (double)s.ops;
-    if (!b->ops || in < b->instr) b->instr = in;
-    b->reused += s.reused;
-    b->requests += s.requests;
-    b->ops += s.ops;
+    t->wall[t->n] = per_op_us(s.wall_s, s.ops);
+    t->cpu[t->n] = per_op_us(s.cpu_s, s.ops);
+    t->instr[t->n] = s.instr < 0 ? -1 : s.instr / (double)s.ops;
+    t->n++;
+    t->reused += s.reused;
+    t->requests += s.requests;
+    t->ops += s.ops;
 }
 
-static void report(const char *target, const char *what, best p, best r, int rounds)
+static int cmp_double(const void *a, const void *b)
 {
-    printf("%-9s %-21s %6ld ops x2 (%d rounds, best) | wall %7.1f us/op vs raw %7.1f (ratio %.3f) | "
-           "client CPU %6.1f vs raw %6.1f us/op (%+.1f us) | reuse %.2f%% vs raw %.2f%%\n",
-           target, what, p.ops, rounds, p.wall, r.wall, p.wall / r.wall, p.cpu, r.cpu, p.cpu - r.cpu,
-           p.requests ? 100.0 * (double)p.reused / (double)p.requests : 0,
-           r.requests ? 100.0 * (double)r.reused / (double)r.requests : 0);
-    if (p.instr >= 0 && r.instr >= 0)
-        printf("%-9s %-21s user-space instructions/op %.0f vs raw %.0f (%+.0f, ratio %.3f; load-independent)\n",
-               target, what, p.instr, r.instr, p.instr - r.instr, p.instr / r.instr);
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double t[MAX_ROUNDS];
+    memcpy(t, v, sizeof(double) * (size_t)n);
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
+/* Median of the per-round differences p[i] - r[i] (the two sides of a round ran
+ * back to back, so load from elsewhere hits both alike), and its spread as the
+ * interquartile range. */
+static double median_diff(const double *p, const double *r, int n, double *q1, double *q3)
+{
+    double d[MAX_ROUNDS];
+    for (int i = 0; i < n; i++) d[i] = p[i] - r[i];
+    qsort(d, (size_t)n, sizeof(double), cmp_double);
+    *q1 = d[n / 4];
+    *q3 = d[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
+    return median(d, n);
+}
+
+static void report(const char *target, const char *what, int per_op_requests, const series *p, const series *r)
+{
+    double q1, q3, k = per_op_requests;
+    double pw = median(p->wall, p->n), rw = median(r->wall, r->n);
+    double dc = median_diff(p->cpu, r->cpu, p->n, &q1, &q3);
+    printf("%-9s %-21s %6ld ops x2 (%d rounds, medians) | wall %7.1f us/op vs raw %7.1f (ratio %.3f) | "
+           "client CPU %6.1f vs raw %6.1f us/op, extra per request %+.2f us (IQR %+.2f..%+.2f) | "
+           "reuse %.2f%% vs raw %.2f%%\n",
+           target, what, p->ops, p->n, pw, rw, pw / rw, median(p->cpu, p->n), median(r->cpu, r->n), dc / k,
+           q1 / k, q3 / k, p->requests ? 100.0 * (double)p->reused / (double)p->requests : 0,
+           r->requests ? 100.0 * (double)r->reused / (double)r->requests : 0);
+    if (p->instr[0] >= 0 && r->instr[0] >= 0) {
+        double di = median_diff(p->instr, r->instr, p->n, &q1, &q3);
+        printf("%-9s %-21s user-space instructions per request %+.0f over raw (load-independent)\n",
+               target, what, di / k);
+    }
 }
 
 static void run_target(const char *target, pl_client *c, const char *endpoint, const char *kn, const char *key,
@@ -336,20 +371,22 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
     raw_send_loop(&r, 5);
     pl_peek_complete_loop(c, 5);
     raw_peek_complete_loop(&r, 5);
-    /* Rounds alternate which side goes first, so drift and load from other
-     * processes hit both alike; the best round of each side is reported. */
-    best ps = {0}, rs = {0}, pp = {0}, rp = {0};
+    /* Many short rounds; in each, the two sides run back to back, alternating
+     * which goes first, and the median over rounds is reported. */
+    static series ps, rs, pp, rp;
+    memset(&ps, 0, sizeof ps); memset(&rs, 0, sizeof rs);
+    memset(&pp, 0, sizeof pp); memset(&rp, 0, sizeof rp);
     long k = n / rounds;
     for (int i = 0; i < rounds; i++) {
-        if (i % 2) { keep_best(&rs, raw_send_loop(&r, k)); keep_best(&ps, pl_send_loop(c, k)); }
-        else { keep_best(&ps, pl_send_loop(c, k)); keep_best(&rs, raw_send_loop(&r, k)); }
+        if (i % 2) { add(&rs, raw_send_loop(&r, k)); add(&ps, pl_send_loop(c, k)); }
+        else { add(&ps, pl_send_loop(c, k)); add(&rs, raw_send_loop(&r, k)); }
     }
     for (int i = 0; i < rounds; i++) {
-        if (i % 2) { keep_best(&rp, raw_peek_complete_loop(&r, k)); keep_best(&pp, pl_peek_complete_loop(c, k)); }
-        else { keep_best(&pp, pl_peek_complete_loop(c, k)); keep_best(&rp, raw_peek_complete_loop(&r, k)); }
+        if (i % 2) { add(&rp, raw_peek_complete_loop(&r, k)); add(&pp, pl_peek_complete_loop(c, k)); }
+        else { add(&pp, pl_peek_complete_loop(c, k)); add(&rp, raw_peek_complete_loop(&r, k)); }
     }
-    report(target, "send", ps, rs, rounds);
-    report(target, "peek-lock + complete", pp, rp, rounds);
+    report(target, "send", 1, &ps, &rs);
+    report(target, "peek-lock + complete", 2, &pp, &rp);
     raw_free(&r);
 }
 
@@ -357,16 +394,18 @@ int main(int argc, char **argv)
 {
     const char *null_url = NULL;
     int emulator = 0;
-    long n = 4000, m = 600;
-    int rounds = 5;
+    long n = 8400, m = 1260;
+    int rounds = 21;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--null") && i + 1 < argc) null_url = argv[++i];
         else if (!strcmp(argv[i], "--emulator")) emulator = 1;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) m = atol(argv[++i]);
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--null")) { fprintf(stderr, "bench: --null needs a URL\n"); return 2; }
         else { fprintf(stderr, "usage: bench_c [--null URL] [-n N] [--emulator] [-m M] [-r ROUNDS]\n"); return 2; }
     }
+    if (rounds < 1 || rounds > MAX_ROUNDS) { fprintf(stderr, "bench: -r must be 1..%d\n", MAX_ROUNDS); return 2; }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     double sign_us, bp_us;
     core_costs(&sign_us, &bp_us);
