@@ -17,6 +17,15 @@
  * instance, registered by peeklock.errors at import. */
 static PyObject *pl_py_error_factory = NULL;
 
+/* The UTF-8 of an exact str, or NULL when the C layer could not take it whole
+ * (a subclass, an embedded NUL, a lone surrogate); no Python error is left. */
+static const char *pl_py_whole_utf8(PyObject *s) {
+    Py_ssize_t n = 0;
+    const char *u = PyUnicode_CheckExact(s) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+    if (!u) { PyErr_Clear(); return NULL; }
+    return strlen(u) == (size_t)n ? u : NULL;
+}
+
 static void pl_py_raise(int code) {
     const pl_error *e = pl_error_last();
     int status = 0, retryable = 0;
@@ -54,6 +63,55 @@ static PyObject *pl_py_set_error_factory(PyObject *factory) {
     Py_XINCREF(factory);
     Py_XSETREF(pl_py_error_factory, factory);
     Py_RETURN_NONE;
+}
+
+/* Client.send's common case in one call instead of one per property: a bytes
+ * body and a dict (or None) of properties named by str with values exactly
+ * str, int, float or bool. Builds the outgoing message, sends it with the GIL
+ * released, frees it. Anything else (another body or mapping type, a subclass,
+ * a datetime, an int beyond 64 bits, a string with a NUL) returns
+ * NotImplemented before any request, and the caller takes the general path,
+ * which accepts or rejects it as before. Errors of the C layer are raised as
+ * the general path raises them, property by property in the same order. */
+static PyObject *pl_py_send(pl_client *client, const char *entity, PyObject *body,
+                            PyObject *properties) {
+    if (!PyBytes_CheckExact(body) || (properties != Py_None && !PyDict_CheckExact(properties)))
+        Py_RETURN_NOTIMPLEMENTED;
+    pl_outgoing *m = NULL;
+    int rc = pl_outgoing_new(&m, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body));
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (rc >= 0 && properties != Py_None && PyDict_Next(properties, &pos, &k, &v)) {
+        const char *name = pl_py_whole_utf8(k), *text;
+        int overflow = 0;
+        long long i;
+        if (!name) goto general;
+        if (PyUnicode_CheckExact(v)) {
+            if (!(text = pl_py_whole_utf8(v))) goto general;
+            rc = pl_outgoing_add_string(m, name, text);
+        } else if (PyBool_Check(v)) {
+            rc = pl_outgoing_add_bool(m, name, v == Py_True);
+        } else if (PyLong_CheckExact(v)) {
+            i = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || (i == -1 && PyErr_Occurred())) { PyErr_Clear(); goto general; }
+            rc = pl_outgoing_add_int(m, name, (int64_t)i);
+        } else if (PyFloat_CheckExact(v)) {
+            rc = pl_outgoing_add_double(m, name, PyFloat_AS_DOUBLE(v));
+        } else {
+            goto general;
+        }
+    }
+    if (rc >= 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pl_send(client, entity, m);
+        Py_END_ALLOW_THREADS
+    }
+    pl_outgoing_free(m);
+    if (rc < 0) { pl_py_raise(rc); return NULL; }
+    Py_RETURN_NONE;
+general:
+    pl_outgoing_free(m);
+    Py_RETURN_NOTIMPLEMENTED;
 }
 
 /* The last error on this thread, as (code, http_status, retryable, message). */

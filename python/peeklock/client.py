@@ -28,6 +28,9 @@ __all__ = ["Client", "Message", "OutgoingMessage", "MessageList", "ConnectionStr
 log = logging.getLogger("peeklock")
 
 _core.pl_py_set_error_factory(_errors.from_code)
+# Client.send's common case in one C call (bindings/python.i); returns
+# NotImplemented, having sent nothing, when the general path is needed.
+_py_send: Callable[[Any, str, Any, Any], Any] = getattr(_core, "pl_py_send")
 
 # Lock states (csrc/include/peeklock.h).
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST = 0, 1, 2, 3, 4
@@ -325,7 +328,7 @@ class Message:
 
     @property
     def sequence_number(self) -> int:
-        return int(_core.pl_message_sequence_number(self._h))
+        return _core.pl_message_sequence_number(self._h)   # an int already
 
     @property
     def enqueued_sequence_number(self) -> int:
@@ -441,9 +444,12 @@ class Message:
     def complete(self) -> None:
         """Deletes the message from the entity. Raises LockLostError when the
         lock was lost, StateError when already settled."""
-        self._client._refresh_token()
-        self._stop_renewing()
-        _core.pl_complete(self._client._h, self._h)
+        c = self._client
+        if c._token_provider is not None:
+            c._refresh_token()
+        if self._in_renewer:
+            self._stop_renewing()
+        _core.pl_complete(c._h, self._h)
 
     def abandon(self) -> None:
         """Releases the lock so the message is redelivered at once."""
@@ -732,9 +738,14 @@ class Client:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
         (sent as UTF-8) or an OutgoingMessage; keyword arguments are those of
         OutgoingMessage (message_id, label, content_type, time_to_live, …)."""
-        entity = _check_entity(entity)
+        if type(entity) is not str or entity not in _ENTITY_OK:
+            entity = _check_entity(entity)
+        if (type(body) is bytes and not kwargs and not self._closed
+                and self._token_provider is None
+                and _py_send(self._h, entity, body, properties) is not NotImplemented):
+            return      # sent: bytes body, properties a dict of str/int/float/bool
         if type(body) is bytes and not kwargs:
-            # fast path: no broker properties to validate
+            # no broker properties to validate
             if properties is not None and not isinstance(properties, Mapping):
                 raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
             h = _core.pl_outgoing_new(body)
@@ -775,11 +786,16 @@ class Client:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
-        entity = _check_entity(entity)
-        t = _check_timeout(timeout)
-        mr = _check_seconds(max_renew, "max_renew", optional=True)
-        self._check_open()
-        self._refresh_token()
+        # the checks' common cases inline: this runs once per message
+        if type(entity) is not str or entity not in _ENTITY_OK:
+            entity = _check_entity(entity)
+        t = (timeout if type(timeout) is int and 0 <= timeout <= _MAX_TIMEOUT
+             else _check_timeout(timeout))
+        mr = None if max_renew is None else _check_seconds(max_renew, "max_renew")
+        if self._closed:
+            self._check_open()
+        if self._token_provider is not None:
+            self._refresh_token()
         h = _core.pl_peek_lock(self._h, entity, t)
         if h is None:
             return None

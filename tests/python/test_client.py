@@ -231,3 +231,37 @@ def test_token_provider_refreshes_in_the_background(emu):
     c = peeklock.Client(emu.endpoint, token_provider=provider)
     wait_for(lambda: len(calls) >= 2, timeout=15)     # no client call made meanwhile
     c.close()
+
+
+class _Text(str):
+    pass
+
+
+def test_send_properties_same_through_both_paths(client, queue):
+    """A bytes body with a dict of plain str/int/float/bool properties goes out in
+    one C call; anything else (a datetime, a str subclass, another mapping, a
+    str body) takes the general path. Both send the same properties."""
+    import types
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    plain = {"S": "text é", "I": -(2 ** 63), "J": 2 ** 53, "F": 1.5, "T": True, "N": False}
+    for props in (plain, types.MappingProxyType(plain), {**plain, "D": when},
+                  {**plain, "Sub": _Text("sub")}, None, {}):
+        client.send(queue, b"body", properties=props)
+        client.send(queue, peeklock.OutgoingMessage(b"body", properties=props))
+        a = client.receive_and_delete(queue, timeout=5)
+        b = client.receive_and_delete(queue, timeout=5)
+        want = {k: str(v) if isinstance(v, _Text) else v for k, v in (props or {}).items()}
+        assert a.properties == b.properties == want
+        assert a.body == b.body == b"body"
+
+
+def test_send_property_errors_same_through_both_paths(client, queue):
+    with pytest.raises(OverflowError):
+        client.send(queue, b"x", properties={"Big": 2 ** 64})
+    with pytest.raises(peeklock.InvalidArgument):
+        client.send(queue, b"x", properties={"ok": 1, "bad name": 1})
+    with pytest.raises(TypeError, match="property 'a'"):
+        client.send(queue, b"x", properties={"ok": 1, "a": [1]})
+    with pytest.raises(TypeError, match="property names"):
+        client.send(queue, b"x", properties={1: "x"})
+    assert client.peek_lock(queue, timeout=0) is None      # nothing half-sent

@@ -105,3 +105,14 @@ def test_threads_share_one_client(client, emu, queue):
     assert sorted(seen) == sorted(f"m{i}" for i in range(n_threads * per_thread))
     done = completed(emu, queue)
     assert len(done) == n_threads * per_thread and set(done.values()) == {1}
+
+
+def test_python_runs_while_a_send_blocks(client, emu, queue):
+    """The same for a send (one C call builds, sends and frees the message): the
+    emulator holds the answer 3 s."""
+    emu.fault(operation="send", delay_ms=3000, count=1)
+    baseline, during, elapsed, got = _spin_rate_during(
+        lambda: client.send(queue, b"x", properties={"Kind": "gil", "N": 1}))
+    assert got is None and elapsed >= 2.5, f"the send returned after {elapsed:.1f} s"
+    assert during >= 0.3 * baseline, \
+        f"spinner ran at {during:.0f}/s during the send, {baseline:.0f}/s before: GIL held?"
