@@ -1,15 +1,17 @@
 -- Client CPU per operation from Lua (bench/lua/run.py drives it; see docs/lua.md).
---   lua5.4|luajit bench/lua/bench.lua net|wire CONNSTR ENTITY N
--- In nginx: require("bench").run(require "peeklock.resty", mode, conn, entity, n)
+--   lua5.4|luajit bench/lua/bench.lua net|wire CONNSTR ENTITY N    one run, prints "<mode> <ops> <cpu_s>"
+--   lua5.4|luajit bench/lua/bench.lua serve CONNSTR ENTITY         one client, then per stdin line
+--                                                                  "net|wire K": K iterations, prints "<ops> <cpu_s>"
+-- In nginx: require("bench").round(require "peeklock.resty", mode, conn, entity, k) (a client per worker).
 -- net:  send + peek_lock + complete against the emulator, N times (3N ops)
 -- wire: sans-I/O, build a send request and parse a peek-lock response (2N ops),
 --       the same work as c_baseline.c's wire mode.
+-- CPU is os.clock(): clock(), the process's CPU time (every thread), as c_baseline.c.
 local B = {}
 
 local clock = os.clock
 
-local function net(pl, conn, entity, n)
-  local client = assert(pl.client(conn))
+local function net(client, entity, n)
   local t0 = clock()
   for i = 1, n do
     assert(client:send(entity, "payload " .. i, { label = "bench", properties = { Priority = "High", Attempt = i } }))
@@ -18,15 +20,12 @@ local function net(pl, conn, entity, n)
     assert(msg:complete())
     msg:free()
   end
-  local cpu = clock() - t0
-  client:close()
-  return 3 * n, cpu
+  return 3 * n, clock() - t0
 end
 
-local function wire(pl, conn, entity, n)
+local function wire(client, entity, n)
   local peeklock = require "peeklock"
   local core = peeklock.core
-  local client = assert(pl.client(conn))
   local ch = client._h
   local location = core.pl_client_endpoint(ch) .. "/" .. entity .. "/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e"
   local t0 = clock()
@@ -55,20 +54,52 @@ local function wire(pl, conn, entity, n)
     core.release(resp)
     core.release(rreq)
   end
-  local cpu = clock() - t0
-  client:close()
-  return 2 * n, cpu
+  return 2 * n, clock() - t0
 end
 
+local MODES = { net = net, wire = wire }
+
+local function mode_fn(mode)
+  return MODES[mode] or error("bench: mode must be net or wire, got " .. tostring(mode))
+end
+
+--- One run with its own client: ops, cpu seconds.
 function B.run(pl, mode, conn, entity, n)
-  if mode == "net" then return net(pl, conn, entity, n) end
-  return wire(pl, conn, entity, n)
+  local fn = mode_fn(mode)
+  local client = assert(pl.client(conn))
+  local ops, cpu = fn(client, entity, n)
+  client:close()
+  return ops, cpu
+end
+
+local clients = {} -- one per driver and connection string, kept across rounds (nginx: per worker)
+
+--- One round on a long-lived client: ops, cpu seconds.
+function B.round(pl, mode, conn, entity, k)
+  local fn = mode_fn(mode)
+  local key = tostring(pl) .. conn
+  local client = clients[key]
+  if not client then
+    client = assert(pl.client(conn))
+    clients[key] = client
+  end
+  return fn(client, entity, k)
 end
 
 if arg and arg[0] and arg[0]:match("bench%.lua$") then
-  local mode, conn, entity, n = arg[1], arg[2], arg[3], tonumber(arg[4])
-  local ops, cpu = B.run(require "peeklock", mode, conn, entity, n)
-  print(("%s %d %.6f"):format(mode, ops, cpu))
+  local mode, conn, entity = arg[1], arg[2], arg[3]
+  local pl = require "peeklock"
+  if mode == "serve" then
+    for line in io.lines() do
+      local m, k = line:match("^(%a+) (%d+)$")
+      local ops, cpu = B.round(pl, m, conn, entity, tonumber(k))
+      io.write(("%d %.9f\n"):format(ops, cpu))
+      io.flush()
+    end
+  else
+    local ops, cpu = B.run(pl, mode, conn, entity, tonumber(arg[4]))
+    print(("%s %d %.6f"):format(mode, ops, cpu))
+  end
 end
 
 return B

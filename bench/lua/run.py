@@ -1,40 +1,102 @@
 """Client CPU per operation: C core, Lua 5.4, LuaJIT and OpenResty, in one run.
 
-    python3 bench/lua/run.py [--n 300] [--wire-n 5000] [--repeat 3]
+    python3 bench/lua/run.py [--rounds 41] [--net-k 20] [--wire-k 250] [--callgrind]
 
 Builds the Lua modules and the C baseline (bench/lua/c_baseline.c), starts the
-emulator and nginx (own prefix, free port), then measures process CPU time of the
-client for two workloads:
+emulator and nginx (own prefix, free port), then measures the client's process CPU
+time (every thread) for two workloads:
   net   send + peek_lock + complete against the emulator over loopback (3 ops each)
   wire  sans-I/O: build a send request and parse a peek-lock response (2 ops each)
-Best of --repeat rounds (each round runs every runtime once). Prints us/op and the difference to C; asserts nothing
-(target: at most 10 us/op above C).
+Each runtime is one long-lived process with one client (C and the two Lua interpreters
+serve rounds over a pipe, OpenResty over HTTP from one nginx worker). Many short rounds
+interleave the runtimes, rotating which goes first, so a change of machine load hits
+them alike; the figures are the median per-op CPU and the median of the per-round
+differences to C, with their interquartile range.
+--callgrind adds instruction counts per op under valgrind (C, Lua 5.4, LuaJIT; the
+difference of two run lengths, so start-up cancels): deterministic, load-independent.
+Prints figures; asserts nothing (target: at most 10 us/op above C).
 """
 import argparse
 import os
+import re
+import statistics
 import subprocess
 import sys
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "nginx"))
-from test_nginx import Emulator, Nginx  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "python"))
+from peeklock.testing import Emulator  # noqa: E402
+from test_nginx import Nginx  # noqa: E402
+
+ENTITY = "bench"
+BENCH_LUA = os.path.join(ROOT, "bench/lua/bench.lua")
 
 
 def sh(*cmd, env=None):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
-def parse(line):
-    mode, ops, cpu = line.split()
-    return int(ops), float(cpu)
+def lua_env(build, flavour):
+    return dict(os.environ, LUA_PATH=f"{ROOT}/lua/?.lua;{ROOT}/bench/lua/?.lua;;",
+                LUA_CPATH=f"{build}/lua/{flavour}/?.so;;")
+
+
+class Served:
+    """A long-lived bench process (c_baseline or bench.lua in serve mode)."""
+
+    def __init__(self, cmd, env=None):
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+
+    def __call__(self, mode, k):
+        self.proc.stdin.write(f"{mode} {k}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.proc.args[0]} exited ({self.proc.wait()})")
+        ops, cpu = line.split()
+        return int(ops), float(cpu)
+
+    def threads(self):
+        """CPU seconds of each thread of the process so far (from /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = []
+        task = f"/proc/{self.proc.pid}/task"
+        for tid in sorted(os.listdir(task), key=int):
+            with open(f"{task}/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / tick)  # utime + stime
+        return out
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def quartiles(v):
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def callgrind_per_op(cmd_for, mode, n, env=None):
+    """Instructions per op: (count(2n) - count(n)) / ops(n)."""
+    counts, ops = [], []
+    for k in (n, 2 * n):
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd_for(mode, k),
+                           env=env, capture_output=True, text=True, check=True)
+        counts.append(int(re.search(r"Collected : (\d+)", r.stderr).group(1)))
+        ops.append(int(r.stdout.split()[1]))
+    return (counts[1] - counts[0]) / (ops[1] - ops[0])
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--wire-n", type=int, default=5000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=41)
+    ap.add_argument("--net-k", type=int, default=20, help="net iterations per round (3 ops each)")
+    ap.add_argument("--wire-k", type=int, default=250, help="wire iterations per round (2 ops each)")
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions per op under valgrind")
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "lua"))
     a = ap.parse_args()
     build = a.build
@@ -46,46 +108,71 @@ def main():
        "-I" + os.path.join(ROOT, "csrc/include"), os.path.join(build, "csrc/libpeeklock.a"),
        "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread", "-o", cbin)
 
-    emu = Emulator(ROOT, sys.executable)
+    emu = Emulator.start("--queue", ENTITY)
+    conn = emu.connection_string
     ngx = None
+    served = []
     try:
-        emu.admin("PUT", "entities/bench", {"kind": "queue"})
-        ngx = Nginx(ROOT, build, emu.conn, template="bench/lua/nginx.conf.in")
+        ngx = Nginx(ROOT, build, conn, template="bench/lua/nginx.conf.in")
 
-        def lua(flavour, interp):
-            env = dict(os.environ, LUA_PATH=f"{ROOT}/lua/?.lua;{ROOT}/bench/lua/?.lua;;",
-                       LUA_CPATH=f"{build}/lua/{flavour}/?.so;;")
-            return lambda mode, n: parse(sh(interp, os.path.join(ROOT, "bench/lua/bench.lua"),
-                                            mode, emu.conn, "bench", str(n), env=env))
-
-        def c(mode, n):
-            return parse(sh(cbin, mode, emu.conn, "bench", str(n)))
-
-        def openresty(mode, n):
-            url = f"http://127.0.0.1:{ngx.port}/bench?mode={mode}&entity=bench&n={n}"
+        def openresty(mode, k):
+            url = f"http://127.0.0.1:{ngx.port}/bench?mode={mode}&entity={ENTITY}&n={k}"
             with urllib.request.urlopen(url, timeout=600) as r:
-                return parse(r.read().decode())
+                ops, cpu = r.read().decode().split()
+            return int(ops), float(cpu)
 
-        runners = [("C core", c), ("Lua 5.4", lua("5.4", "lua5.4")), ("LuaJIT", lua("jit", "luajit")),
-                   ("OpenResty", openresty)]
-        results = {}
-        for mode, n in (("net", a.n), ("wire", a.wire_n)):
-            # rounds interleave the runtimes, so a change of machine load hits them alike
-            for _ in range(a.repeat):
-                for name, fn in runners:
-                    ops, cpu = fn(mode, n)
-                    us = cpu / ops * 1e6
-                    key = (mode, name)
-                    results[key] = us if key not in results else min(results[key], us)
-        print(f"client CPU per operation (best of {a.repeat}; net: {a.n} x send+peek_lock+complete "
-              f"against the emulator; wire: {a.wire_n} x build send request + parse peek-lock response)")
-        print(f"{'runtime':<12}{'net us/op':>12}{'vs C':>10}{'wire us/op':>13}{'vs C':>10}")
-        for name, _ in runners:
-            net, wire = results[("net", name)], results[("wire", name)]
-            dn, dw = net - results[("net", "C core")], wire - results[("wire", "C core")]
-            print(f"{name:<12}{net:>12.2f}{dn:>+10.2f}{wire:>13.2f}{dw:>+10.2f}")
+        c = Served([cbin, "serve", conn, ENTITY])
+        l54 = Served(["lua5.4", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "5.4"))
+        jit = Served(["luajit", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "jit"))
+        served = [("C core", c), ("Lua 5.4", l54), ("LuaJIT", jit)]
+        runners = served + [("OpenResty", openresty)]
+        names = [n for n, _ in runners]
+        # per (mode, runtime): us/op of each round
+        per = {(m, n): [] for m in ("net", "wire") for n in names}
+        for mode, k in (("net", a.net_k), ("wire", a.wire_k)):
+            for _, fn in runners:  # warm-up: connections, JIT traces, allocator
+                fn(mode, k)
+            for r in range(a.rounds):
+                for i in range(len(runners)):
+                    name, fn = runners[(i + r) % len(runners)]
+                    ops, cpu = fn(mode, k)
+                    per[(mode, name)].append(cpu / ops * 1e6)
+
+        print(f"client CPU per operation: {a.rounds} interleaved rounds, medians; net: {a.net_k} x "
+              f"send+peek_lock+complete against the emulator per round; wire: {a.wire_k} x build send "
+              f"request + parse peek-lock response per round")
+        print(f"{'runtime':<11}{'net us/op':>10}{'vs C (IQR)':>24}{'wire us/op':>12}{'vs C (IQR)':>24}")
+        for name in names:
+            cols = []
+            for mode in ("net", "wire"):
+                mine, base = per[(mode, name)], per[(mode, "C core")]
+                q1, med, q3 = quartiles([x - y for x, y in zip(mine, base)])
+                cols.append(f"{statistics.median(mine):>10.2f}{f'{med:+.2f} ({q1:+.2f}..{q3:+.2f})':>24}")
+            print(f"{name:<11}{cols[0]}  {cols[1]}")
+        spread = {n: quartiles(per[("net", n)]) for n in names}
+        print("net us/op IQR per runtime (the machine's noise): " +
+              ", ".join(f"{n} {q1:.1f}..{q3:.1f}" for n, (q1, _, q3) in spread.items()))
+        for name, proc in served:
+            t = proc.threads()
+            print(f"{name}: {len(t)} thread(s), CPU s per thread {', '.join(f'{x:.2f}' for x in t)}")
         print("target: at most +10 us/op above C (printed, not asserted)")
+
+        if a.callgrind:
+            print("user-space instructions per op under callgrind (deterministic):")
+            cmds = [("C core", lambda m, k: [cbin, m, conn, ENTITY, str(k)], None),
+                    ("Lua 5.4", lambda m, k: ["lua5.4", BENCH_LUA, m, conn, ENTITY, str(k)], lua_env(build, "5.4")),
+                    ("LuaJIT", lambda m, k: ["luajit", BENCH_LUA, m, conn, ENTITY, str(k)], lua_env(build, "jit"))]
+            res = {}
+            for mode, n in (("net", 100), ("wire", 500)):
+                for name, cmd_for, env in cmds:
+                    res[(mode, name)] = callgrind_per_op(cmd_for, mode, n, env)
+            for name, _, _ in cmds:
+                print(f"{name:<11}" + "  ".join(
+                    f"{mode} {res[(mode, name)]:>8.0f} ({res[(mode, name)] - res[(mode, 'C core')]:+.0f})"
+                    for mode in ("net", "wire")))
     finally:
+        for _, proc in served:
+            proc.close()
         if ngx:
             ngx.stop()
         emu.stop()
