@@ -13,6 +13,7 @@
  */
 
 %{
+#include <math.h>
 #include <string.h>
 #include "peeklock.h"
 %}
@@ -32,15 +33,16 @@ static void pl_lua_free_typed(swig_type_info *t, void *p);
 #define lua_objlen_compat(L, i) lua_objlen(L, i)
 #endif
 
-static int lua_absindex_compat(lua_State *L, int idx) {
-  return (idx > 0 || idx <= LUA_REGISTRYINDEX) ? idx : lua_gettop(L) + idx + 1;
-}
+/* The handles' one metatable lives in the registry under this address (a light
+ * userdata key: no string to hash on every argument check). */
+static const char pl_lua_mt_key = 0;
 
 /* The userdata at idx if it is a peeklock handle (our metatable), else NULL. */
 static swig_lua_userdata *pl_lua_handle(lua_State *L, int idx) {
   int same;
   if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
-  luaL_getmetatable(L, PL_LUA_HANDLE_MT);
+  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
   same = lua_rawequal(L, -1, -2);
   lua_pop(L, 2);
   return same ? (swig_lua_userdata *)lua_touserdata(L, idx) : NULL;
@@ -78,26 +80,39 @@ static int pl_lua_handle_tostring(lua_State *L) {
   return 1;
 }
 
-/* Re-labels the SWIG userdata at idx as a peeklock handle (owned or borrowed). */
-static void pl_lua_adopt(lua_State *L, int idx, int own) {
+/* Pushes the handles' metatable, made on first use. */
+static void pl_lua_push_mt(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isnil(L, -1)) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 5);
+  lua_pushcfunction(L, pl_lua_release);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, pl_lua_release);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, pl_lua_handle_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, PL_LUA_HANDLE_MT);
+  lua_setfield(L, -2, "__name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* Pushes ptr as a peeklock handle (owned or borrowed), or nil for NULL. The userdata
+ * is SWIG's (SWIG_ConvertPtr reads it) with our metatable straight away. */
+static void pl_lua_push_handle(lua_State *L, void *ptr, swig_type_info *type, int own) {
   swig_lua_userdata *u;
-  idx = lua_absindex_compat(L, idx);
-  if (lua_isnil(L, idx)) return;
-  u = (swig_lua_userdata *)lua_touserdata(L, idx);
+  if (!ptr) { lua_pushnil(L); return; }
+  u = (swig_lua_userdata *)lua_newuserdata(L, sizeof *u);
+  u->ptr = ptr;
+  u->type = type;
   u->own = own;
-  if (luaL_newmetatable(L, PL_LUA_HANDLE_MT)) {
-    lua_pushcfunction(L, pl_lua_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, pl_lua_release);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, pl_lua_handle_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "peeklock.handle");
-    lua_setfield(L, -2, "__name");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-  }
-  lua_setmetatable(L, idx);
+  pl_lua_push_mt(L);
+  lua_setmetatable(L, -2);
 }
 %}
 
@@ -105,8 +120,7 @@ static void pl_lua_adopt(lua_State *L, int idx, int own) {
 %define PL_LUA_OUT_HANDLE(TYPE)
 %typemap(in, numinputs=0) TYPE **out (TYPE *tmp = NULL) { $1 = &tmp; }
 %typemap(argout) TYPE **out {
-  if (*$1) { SWIG_NewPointerObj(L, *$1, $*descriptor, 0); pl_lua_adopt(L, -1, 1); }
-  else lua_pushnil(L);
+  pl_lua_push_handle(L, *$1, $*descriptor, 1);
   SWIG_arg++;
 }
 %enddef
@@ -154,8 +168,7 @@ PL_LUA_LIVE_HANDLE(pl_response)
 
 /* Borrowed handles returned by value (pl_event_message): not owned. */
 %typemap(out) pl_message * {
-  SWIG_NewPointerObj(L, $1, $descriptor, 0);
-  pl_lua_adopt(L, -1, 0);
+  pl_lua_push_handle(L, $1, $descriptor, 0);
   SWIG_arg++;
 }
 
@@ -323,8 +336,7 @@ static int pl_lua_client_new(lua_State *L) {
   o.token_lifetime_s = (int)pl_lua_opt_number(L, 1, "token_lifetime_s", 0);
   rc = pl_client_new(&c, &o);
   lua_pushinteger(L, rc);
-  if (c) { SWIG_NewPointerObj(L, c, SWIGTYPE_p_pl_client, 0); pl_lua_adopt(L, -1, 1); }
-  else lua_pushnil(L);
+  pl_lua_push_handle(L, c, SWIGTYPE_p_pl_client, 1);
   return 2;
 }
 
@@ -345,8 +357,7 @@ static int pl_lua_renewer_new(lua_State *L) {
   }
   rc = pl_renewer_new(&r, c, &o);
   lua_pushinteger(L, rc);
-  if (r) { SWIG_NewPointerObj(L, r, SWIGTYPE_p_pl_renewer, 0); pl_lua_adopt(L, -1, 1); }
-  else lua_pushnil(L);
+  pl_lua_push_handle(L, r, SWIGTYPE_p_pl_renewer, 1);
   return 2;
 }
 
@@ -437,9 +448,166 @@ static int pl_lua_response_from(lua_State *L) {
     if (rc != PL_OK) { pl_response_free(resp); resp = NULL; }
   }
   lua_pushinteger(L, rc);
-  if (resp) { SWIG_NewPointerObj(L, resp, SWIGTYPE_p_pl_response, 0); pl_lua_adopt(L, -1, 1); }
-  else lua_pushnil(L);
+  pl_lua_push_handle(L, resp, SWIGTYPE_p_pl_response, 1);
   return 2;
+}
+
+/* outgoing_from(body, opts, datetime_mt) -> the pl_outgoing of lua/peeklock.lua's
+ * build_outgoing in one call (its checks and setters, in opts' own order):
+ *   handle                            built
+ *   nil, rc                           a core call failed (pl_error_last() has the detail)
+ *   false, "option", key, what, v     option key holds v, of the wrong type (what: expected)
+ *   false, "unknown", key             no such option
+ *   false, "name", name               a property name that is not a string
+ *   false, "property", name, v        a property value of no supported type
+ * Argument errors come back as values: peeklock.lua words and raises them, pointing at
+ * the caller. The handle is on the stack from the start, so it is freed (by the
+ * collector at worst) whatever happens. */
+enum { PL_OPT_BODY, PL_OPT_CONTENT_TYPE, PL_OPT_TTL, PL_OPT_SCHEDULED, PL_OPT_PERSIST, PL_OPT_PROPS, PL_OPT_BROKER };
+static const struct { const char *key; int kind; const char *field; } pl_lua_options[] = {
+  { "body", PL_OPT_BODY, NULL },
+  { "content_type", PL_OPT_CONTENT_TYPE, NULL },
+  { "time_to_live", PL_OPT_TTL, NULL },
+  { "scheduled_enqueue_time", PL_OPT_SCHEDULED, NULL },
+  { "force_persistence", PL_OPT_PERSIST, NULL },
+  { "properties", PL_OPT_PROPS, NULL },
+  { "message_id", PL_OPT_BROKER, "MessageId" },
+  { "label", PL_OPT_BROKER, "Label" },
+  { "correlation_id", PL_OPT_BROKER, "CorrelationId" },
+  { "session_id", PL_OPT_BROKER, "SessionId" },
+  { "partition_key", PL_OPT_BROKER, "PartitionKey" },
+  { "reply_to", PL_OPT_BROKER, "ReplyTo" },
+  { "reply_to_session_id", PL_OPT_BROKER, "ReplyToSessionId" },
+  { "to", PL_OPT_BROKER, "To" },
+  { "via_partition_key", PL_OPT_BROKER, "ViaPartitionKey" },
+};
+
+/* Frees the handle at idx now (it was not handed out) and leaves n results on top. */
+static int pl_lua_drop(lua_State *L, int idx, int n) {
+  swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, idx);
+  if (u->ptr) { pl_outgoing_free((pl_outgoing *)u->ptr); u->ptr = NULL; u->own = 0; }
+  return n;
+}
+
+/* The number at idx as an Int64 property when it is an integer (on LuaJIT: integral
+ * and below 2^53), as peeklock.lua's is_integer. */
+static int pl_lua_integer(lua_State *L, int idx, int64_t *out) {
+#if LUA_VERSION_NUM >= 503
+  if (!lua_isinteger(L, idx)) return 0;
+  *out = (int64_t)lua_tointeger(L, idx);
+  return 1;
+#else
+  lua_Number v = lua_tonumber(L, idx);
+  if (!(v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0)) return 0;
+  *out = (int64_t)v;
+  return 1;
+#endif
+}
+
+/* Adds the properties table at idx: 0, a negative rc, or the number of argument-error
+ * results it pushed on top. */
+static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt) {
+  int rc = 0;
+  lua_pushnil(L);
+  while (rc == 0 && lua_next(L, idx)) {
+    const char *name;
+    int64_t iv;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pushboolean(L, 0); lua_pushliteral(L, "name"); lua_pushvalue(L, -4);
+      return 3;
+    }
+    name = lua_tostring(L, -2);
+    switch (lua_type(L, -1)) {
+    case LUA_TSTRING: rc = pl_outgoing_add_string(m, name, lua_tostring(L, -1)); break;
+    case LUA_TBOOLEAN: rc = pl_outgoing_add_bool(m, name, lua_toboolean(L, -1)); break;
+    case LUA_TNUMBER:
+      if (pl_lua_integer(L, -1, &iv)) rc = pl_outgoing_add_int(m, name, iv);
+      else rc = pl_outgoing_add_double(m, name, (double)lua_tonumber(L, -1));
+      break;
+    default: {
+      int is_dt = 0;
+      if (lua_getmetatable(L, -1)) { is_dt = lua_rawequal(L, -1, mt); lua_pop(L, 1); }
+      if (!is_dt) {
+        lua_pushboolean(L, 0); lua_pushliteral(L, "property"); lua_pushvalue(L, -4); lua_pushvalue(L, -4);
+        return 4;
+      }
+      lua_getfield(L, -1, "unix");
+      rc = pl_outgoing_add_datetime(m, name, (int64_t)floor(lua_tonumber(L, -1)));
+      lua_pop(L, 1);
+    }
+    }
+    lua_pop(L, 1);
+  }
+  if (rc != 0) lua_pop(L, 1); /* the key lua_next left */
+  return rc;
+}
+
+static int pl_lua_outgoing_from(lua_State *L) {
+  size_t len = 0, i;
+  const char *body = luaL_checklstring(L, 1, &len);
+  pl_outgoing *m = NULL;
+  int h, rc;
+  lua_settop(L, 3);
+  rc = pl_outgoing_new(&m, body, len);
+  if (rc < 0) { lua_pushnil(L); lua_pushinteger(L, rc); return 2; }
+  pl_lua_push_handle(L, m, SWIGTYPE_p_pl_outgoing, 1);
+  h = lua_gettop(L);
+  if (lua_isnil(L, 2)) return 1;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int t = lua_type(L, -1);
+    const char *what = NULL;
+    for (i = 0; key && i < sizeof pl_lua_options / sizeof pl_lua_options[0]; i++)
+      if (strcmp(key, pl_lua_options[i].key) == 0) break;
+    if (!key || i == sizeof pl_lua_options / sizeof pl_lua_options[0]) {
+      lua_pushboolean(L, 0); lua_pushliteral(L, "unknown"); lua_pushvalue(L, -4);
+      return pl_lua_drop(L, h, 3);
+    }
+    switch (pl_lua_options[i].kind) {
+    case PL_OPT_BODY: rc = 0; break;
+    case PL_OPT_CONTENT_TYPE:
+      if (t != LUA_TSTRING) what = "string";
+      else rc = pl_outgoing_set_content_type(m, lua_tostring(L, -1));
+      break;
+    case PL_OPT_TTL: {
+      lua_Number v = lua_tonumber(L, -1);
+      if (t != LUA_TNUMBER || v != v || v < 0) what = "non-negative number";
+      else rc = pl_outgoing_set_time_to_live(m, (double)v);
+      break;
+    }
+    case PL_OPT_SCHEDULED: {
+      lua_Number v = lua_tonumber(L, -1);
+      if (t != LUA_TNUMBER || v != v || v < 0) what = "Unix time (number)";
+      else rc = pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v));
+      break;
+    }
+    case PL_OPT_PERSIST:
+      if (t != LUA_TBOOLEAN) what = "boolean";
+      else rc = pl_outgoing_set_force_persistence(m, lua_toboolean(L, -1));
+      break;
+    case PL_OPT_PROPS:
+      if (t != LUA_TTABLE) what = "table";
+      else {
+        rc = pl_lua_add_properties(L, m, lua_gettop(L), 3);
+        if (rc > 0) return pl_lua_drop(L, h, rc);
+      }
+      break;
+    default:
+      if (t != LUA_TSTRING) what = "string";
+      else rc = pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1));
+    }
+    if (what) {
+      lua_pushboolean(L, 0); lua_pushliteral(L, "option"); lua_pushvalue(L, -4); lua_pushstring(L, what);
+      lua_pushvalue(L, -5);
+      return pl_lua_drop(L, h, 5);
+    }
+    if (rc < 0) { lua_pushnil(L); lua_pushinteger(L, rc); return pl_lua_drop(L, h, 2); }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, h);
+  return 1;
 }
 
 static void pl_lua_free_typed(swig_type_info *t, void *p) {
@@ -457,6 +625,7 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(message_properties) int pl_lua_message_properties(lua_State *L);
 %native(request_parts) int pl_lua_request_parts(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
+%native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);
 %native(alive) int pl_lua_alive(lua_State *L);
 

@@ -155,96 +155,32 @@ function M.datetime(unix)
   return setmetatable({ unix = unix }, DateTime)
 end
 
-local is_integer
-if math.type then
-  is_integer = function(v) return math.type(v) == "integer" end
-else
-  is_integer = function(v) return v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 end
-end
-
 local function fail_build(h, rc, op)
   local err = last_error(rc, op)
   core.release(h)
   return nil, err
 end
 
-local function bad_option(h, fname, key, what, v)
-  core.release(h)
-  error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, what, type(v)), 5)
-end
-
-local function add_properties(h, fname, props)
-  if type(props) ~= "table" then bad_option(h, fname, "properties", "table", props) end
-  for name, v in pairs(props) do
-    if type(name) ~= "string" then
-      core.release(h)
-      error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(name)), 4)
-    end
-    local tv, rc = type(v), nil
-    if tv == "string" then rc = core.pl_outgoing_add_string(h, name, v)
-    elseif tv == "boolean" then rc = core.pl_outgoing_add_bool(h, name, v and 1 or 0)
-    elseif tv == "number" then
-      if is_integer(v) then rc = core.pl_outgoing_add_int(h, name, v)
-      else rc = core.pl_outgoing_add_double(h, name, v) end
-    elseif getmetatable(v) == DateTime then rc = core.pl_outgoing_add_datetime(h, name, floor(v.unix))
-    else
-      core.release(h)
-      error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
-        :format(name, fname, tv), 4)
-    end
-    if rc < 0 then return rc end
-  end
-  return 0
-end
-
--- One setter per send option: (handle, fname, value) -> rc. Unknown options raise.
-local SETTERS = {
-  body = function() return 0 end, -- send_batch items carry their body here
-  content_type = function(h, fname, v)
-    if type(v) ~= "string" then bad_option(h, fname, "content_type", "string", v) end
-    return core.pl_outgoing_set_content_type(h, v)
-  end,
-  time_to_live = function(h, fname, v)
-    if type(v) ~= "number" or v ~= v or v < 0 then bad_option(h, fname, "time_to_live", "non-negative number", v) end
-    return core.pl_outgoing_set_time_to_live(h, v)
-  end,
-  scheduled_enqueue_time = function(h, fname, v)
-    if type(v) ~= "number" or v ~= v or v < 0 then
-      bad_option(h, fname, "scheduled_enqueue_time", "Unix time (number)", v)
-    end
-    return core.pl_outgoing_set_scheduled_enqueue_time(h, floor(v))
-  end,
-  force_persistence = function(h, fname, v)
-    if type(v) ~= "boolean" then bad_option(h, fname, "force_persistence", "boolean", v) end
-    return core.pl_outgoing_set_force_persistence(h, v and 1 or 0)
-  end,
-  properties = add_properties,
-}
-for key, field in pairs(BROKER_FIELDS) do
-  SETTERS[key] = function(h, fname, v)
-    if type(v) ~= "string" then bad_option(h, fname, key, "string", v) end
-    return core.pl_outgoing_set_broker(h, field, v)
-  end
-end
-
 -- Builds a pl_outgoing handle from (body, opts). Raises on wrong types and unknown options.
+-- The options (content_type, time_to_live, scheduled_enqueue_time, force_persistence,
+-- properties, the BROKER_FIELDS, and body, ignored: send_batch items carry theirs) are
+-- checked and set by core.outgoing_from in one call; argument errors come back from it
+-- as values and are worded here.
 local function build_outgoing(fname, body, opts)
   if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
   if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
-  local rc, h = core.pl_outgoing_new(body)
-  if rc < 0 then return nil, last_error(rc, fname) end
-  if opts then
-    for key, v in next, opts do
-      local set = SETTERS[key]
-      if not set then
-        core.release(h)
-        error(("unknown option '%s' to '%s'"):format(tostring(key), fname), 3)
-      end
-      rc = set(h, fname, v)
-      if rc < 0 then return fail_build(h, rc, fname) end
-    end
+  local h, what, key, a, b = core.outgoing_from(body, opts, DateTime)
+  if h then return h end
+  if h == nil then return nil, last_error(what, fname) end
+  if what == "option" then
+    error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b)), 3)
+  elseif what == "unknown" then
+    error(("unknown option '%s' to '%s'"):format(tostring(key), fname), 3)
+  elseif what == "name" then
+    error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(key)), 3)
   end
-  return h
+  error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
+    :format(key, fname, type(a)), 3)
 end
 M._build_outgoing = build_outgoing
 
@@ -279,18 +215,19 @@ M.Message = Message
 
 local function optional(v) if v == -1 then return nil end return v end
 
+-- (the natives that take just the handle are their own getters: no extra call)
 local GETTERS = {
-  body = function(h) return core.message_body(h) end,
-  content_type = function(h) return core.pl_message_content_type(h) end,
-  entity = function(h) return core.pl_message_entity(h) end,
-  message_id = function(h) return core.pl_message_id(h) end,
+  body = core.message_body,
+  content_type = core.pl_message_content_type,
+  entity = core.pl_message_entity,
+  message_id = core.pl_message_id,
   sequence_number = function(h) return optional(core.pl_message_sequence_number(h)) end,
   enqueued_sequence_number = function(h) return optional(core.pl_message_enqueued_sequence_number(h)) end,
   delivery_count = function(h) return optional(core.pl_message_delivery_count(h)) end,
   enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
   locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
   time_to_live = function(h) local v = core.pl_message_time_to_live(h); if v < 0 then return nil end return v end,
-  properties = function(h) return core.message_properties(h) end,
+  properties = core.message_properties,
   state = function(h) return core.pl_message_broker(h, "State") end,
 }
 for key, field in pairs(BROKER_FIELDS) do
@@ -316,10 +253,12 @@ function Message.__index(self, k)
   end
   local g = GETTERS[k]
   if not g then return nil end
-  local h = rawget(self, "_h")
+  -- (_h is always a raw field of a message, a handle or false: plain reads and writes
+  -- never come back here, and cost no call as rawget/rawset do on Lua 5.4)
+  local h = self._h
   if not h then error("peeklock: message field '" .. tostring(k) .. "' read after the message was freed", 2) end
   local v = g(h)
-  rawset(self, k, v)
+  self[k] = v
   return v
 end
 
@@ -331,15 +270,16 @@ function Message.__tostring(self)
     tostring(self.lock_state))
 end
 
--- The one free for a message: idempotent; __gc and __close end here too.
+-- The one free for a message: idempotent; __close ends here too. A message the program
+-- drops is freed by the collector through its handle (whose __gc is this same release),
+-- so the table itself needs no finalizer (none runs on LuaJIT tables anyway).
 function Message.free(self)
-  local h = rawget(self, "_h")
+  local h = self._h
   if h then
-    rawset(self, "_h", false)
+    self._h = false
     core.release(h)
   end
 end
-Message.__gc = Message.free
 
 -- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
 function Message.__close(self)
@@ -354,7 +294,7 @@ local function check_message(self, fname)
   if getmetatable(self) ~= Message then
     error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), 3)
   end
-  local h = rawget(self, "_h")
+  local h = self._h
   if not h then
     return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = fname })
   end
@@ -382,7 +322,10 @@ function Message:complete()
 end
 
 local function wrap_message(client, h)
-  return setmetatable({ _h = h, _client = client }, Message)
+  -- The nil fields only size the table for the fields __index caches (and resty's
+  -- _settling): it does not grow (rehash) on the first reads.
+  return setmetatable({ _h = h, _client = client, body = nil, message_id = nil, properties = nil,
+                        _settling = nil }, Message)
 end
 M._wrap_message = wrap_message
 
@@ -396,11 +339,11 @@ M.Client = Client
 
 local function check_client(self, fname)
   local mt = getmetatable(self)
-  if type(mt) ~= "table" or not rawget(mt, "_peeklock_client") then
+  if mt ~= Client and (type(mt) ~= "table" or not rawget(mt, "_peeklock_client")) then
     error(("bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))"):format(
       fname, type(self), fname), 3)
   end
-  local h = rawget(self, "_h")
+  local h = self._h -- a raw field of every client (the handle, or false once closed)
   if not h then
     return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = fname })
   end
@@ -482,11 +425,11 @@ local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete 
 
 -- The client's and the message's handles for a renew or settle, or nil, err when either is gone.
 local function settle_handles(client, msg, op)
-  local h = rawget(client, "_h")
+  local h = client._h
   if not h then
     return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
   end
-  local mh = rawget(msg, "_h")
+  local mh = msg._h
   if not mh then
     return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
   end

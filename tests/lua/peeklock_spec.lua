@@ -425,6 +425,47 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.has_error(function() peeklock.core.release("x") end)
     end)
 
+    it("words every bad send option, points at the caller's line, and sends nothing", function()
+      local q = queue()
+      local cases = {
+        { { content_type = 5 }, "bad option 'content_type' to 'send' (string expected, got number)" },
+        { { time_to_live = -1 }, "bad option 'time_to_live' to 'send' (non-negative number expected, got number)" },
+        { { time_to_live = 0 / 0 }, "bad option 'time_to_live' to 'send' (non-negative number expected, got number)" },
+        { { scheduled_enqueue_time = "soon" },
+          "bad option 'scheduled_enqueue_time' to 'send' (Unix time (number) expected, got string)" },
+        { { force_persistence = "yes" }, "bad option 'force_persistence' to 'send' (boolean expected, got string)" },
+        { { properties = "P" }, "bad option 'properties' to 'send' (table expected, got string)" },
+        { { label = false }, "bad option 'label' to 'send' (string expected, got boolean)" },
+        { { reply_to_session_id = {} }, "bad option 'reply_to_session_id' to 'send' (string expected, got table)" },
+        { { "positional" }, "unknown option '1' to 'send'" },
+        { { properties = { [1] = "x" } }, "bad property name in 'send' (string expected, got number)" },
+        { { properties = { P = print } },
+          "bad property 'P' in 'send' (string, number, boolean or peeklock.datetime expected, got function)" },
+        { { properties = { P = {} } },
+          "bad property 'P' in 'send' (string, number, boolean or peeklock.datetime expected, got table)" },
+      }
+      for _, c in ipairs(cases) do
+        local ok, err = pcall(client.send, client, q, "x", c[1])
+        assert.is_false(ok)
+        assert.equal(c[2], (tostring(err):gsub("^[^:]*:%d+: ", "")))
+        -- the position is the caller's (this spec), not a line inside peeklock
+        ok, err = pcall(function() client:send(q, "x", c[1]) end)
+        assert.matches("peeklock_spec%.lua:%d+: ", tostring(err))
+      end
+      assert.has_error(function() client:send_batch(q, { "a", { body = "b", ttl = 1 } }) end,
+        "unknown option 'ttl' to 'send_batch'")
+      -- nothing went out; the options that are right still work, every type of property
+      local big = math.type and math.tointeger(2 ^ 62) or 2 ^ 52
+      assert(client:send(q, "ok", { scheduled_enqueue_time = 0, force_persistence = true, reply_to = "r",
+                                    properties = { Big = big, Neg = -7, Half = -0.5, Off = false } }))
+      local msg = assert(client:peek_lock(q, { timeout = 5 }))
+      assert.equal("ok", msg.body)
+      assert.equal("r", msg.reply_to)
+      assert.same({ Big = big, Neg = -7, Half = -0.5, Off = false }, msg.properties)
+      assert(msg:complete())
+      assert.is_nil((client:peek_lock(q, { timeout = 0 })))
+    end)
+
     it("returns invalid_argument for values the core rejects", function()
       local c, err = peeklock.client("Endpoint=sb://;SharedAccessKeyName=x")
       assert.is_nil(c)
