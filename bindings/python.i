@@ -26,6 +26,22 @@ static const char *pl_py_whole_utf8(PyObject *s) {
     return strlen(u) == (size_t)n ? u : NULL;
 }
 
+/* The pl_message of a peeklock.Message: its "_h" slot (client.py). NULL with
+ * a TypeError set when message is not one. */
+static PyObject *pl_py_slot_h, *pl_py_slot_body;
+
+static pl_message *pl_py_message_of(PyObject *message) {
+    void *m = NULL;
+    if (!pl_py_slot_h && !(pl_py_slot_h = PyUnicode_InternFromString("_h"))) return NULL;
+    PyObject *h = PyObject_GetAttr(message, pl_py_slot_h);
+    int res = h ? SWIG_ConvertPtr(h, &m, SWIGTYPE_p_pl_message, 0) : SWIG_ERROR;
+    Py_XDECREF(h);
+    if (SWIG_IsOK(res) && m) return (pl_message *)m;
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "expected a peeklock.Message, not %s", Py_TYPE(message)->tp_name);
+    return NULL;
+}
+
 static void pl_py_raise(int code) {
     const pl_error *e = pl_error_last();
     int status = 0, retryable = 0;
@@ -112,6 +128,37 @@ static PyObject *pl_py_send(pl_client *client, const char *entity, PyObject *bod
 general:
     pl_outgoing_free(m);
     Py_RETURN_NOTIMPLEMENTED;
+}
+
+/* Getters of the peeklock.Message properties read about once per message
+ * (client.py): each takes the Message and reads its pl_message, so a read is
+ * one C call instead of a Python frame plus a call. The values are those of
+ * the generated wrappers; the body is kept in the Message's "_body" slot. */
+static PyObject *pl_py_message_body_of(PyObject *message) {
+    pl_message *m = pl_py_message_of(message);
+    if (!m) return NULL;
+    if (!pl_py_slot_body && !(pl_py_slot_body = PyUnicode_InternFromString("_body"))) return NULL;
+    PyObject *body = PyObject_GetAttr(message, pl_py_slot_body);
+    if (body != Py_None) return body;           /* the bytes made before, or NULL */
+    Py_DECREF(body);
+    size_t len = 0;
+    const void *b = pl_message_body(m, &len);
+    body = PyBytes_FromStringAndSize(b ? (const char *)b : "", b ? (Py_ssize_t)len : 0);
+    if (body && PyObject_SetAttr(message, pl_py_slot_body, body) < 0) Py_CLEAR(body);
+    return body;
+}
+
+static PyObject *pl_py_message_id_of(PyObject *message) {
+    pl_message *m = pl_py_message_of(message);
+    const char *id = m ? pl_message_id(m) : NULL;
+    if (!m) return NULL;
+    if (!id) Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(id, (Py_ssize_t)strlen(id), "surrogateescape");
+}
+
+static PyObject *pl_py_message_sequence_number_of(PyObject *message) {
+    pl_message *m = pl_py_message_of(message);
+    return m ? PyLong_FromLongLong((long long)pl_message_sequence_number(m)) : NULL;
 }
 
 /* The last error on this thread, as (code, http_status, retryable, message). */

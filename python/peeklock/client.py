@@ -15,7 +15,7 @@ import math
 import threading
 import time
 import weakref
-from typing import (Any, Literal, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+from typing import (TYPE_CHECKING, Any, Literal, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 from . import _core
@@ -311,24 +311,27 @@ class Message:
         self._in_renewer = False
 
     # ---- properties ----
-    @property
-    def body(self) -> bytes:
-        if self._body is None:
-            self._body = _core.pl_message_body(self._h)
-        return self._body
+    if TYPE_CHECKING:
+        @property
+        def body(self) -> bytes: ...
+
+        @property
+        def message_id(self) -> Optional[str]: ...
+
+        @property
+        def sequence_number(self) -> int: ...
+    else:
+        # read about once per message: C getters taking the Message (bindings/python.i)
+        body = property(_core.pl_py_message_body_of, doc="The body (bytes).")
+        message_id = property(_core.pl_py_message_id_of, doc="The MessageId, or None.")
+        sequence_number = property(_core.pl_py_message_sequence_number_of,
+                                   doc="The SequenceNumber (-1 if absent).")
 
     @property
     def text(self) -> str:
         """The body decoded as UTF-8 (with replacement characters)."""
         return self.body.decode("utf-8", "replace")
 
-    @property
-    def message_id(self) -> Optional[str]:
-        return _core.pl_message_id(self._h)
-
-    @property
-    def sequence_number(self) -> int:
-        return _core.pl_message_sequence_number(self._h)   # an int already
 
     @property
     def enqueued_sequence_number(self) -> int:

@@ -265,3 +265,22 @@ def test_send_property_errors_same_through_both_paths(client, queue):
     with pytest.raises(TypeError, match="property names"):
         client.send(queue, b"x", properties={1: "x"})
     assert client.peek_lock(queue, timeout=0) is None      # nothing half-sent
+
+
+def test_message_getters(client, queue):
+    """body, message_id and sequence_number are read by C getters that take the
+    Message; the body is made once and kept."""
+    client.send(queue, b"", message_id="empty")
+    client.send(queue, "é".encode())
+    a = client.peek_lock(queue, timeout=5)
+    b = client.receive_and_delete(queue, timeout=5)
+    assert a.body == b"" and a.body is a.body
+    assert a.message_id == "empty" and isinstance(a.sequence_number, int)
+    assert b.body == "é".encode() and b.text == "é" and b.body is b.body
+    assert isinstance(b.message_id, str) and b.sequence_number == a.sequence_number + 1
+    a.complete()
+    assert a.body == b"" and a.message_id == "empty"          # still readable once settled
+    for getter in (peeklock.Message.body, peeklock.Message.message_id,
+                   peeklock.Message.sequence_number):
+        with pytest.raises(TypeError, match="peeklock.Message"):
+            getter.fget(object())
