@@ -33,19 +33,28 @@ static void pl_lua_free_typed(swig_type_info *t, void *p);
 #define lua_objlen_compat(L, i) lua_objlen(L, i)
 #endif
 
-/* The handles' one metatable lives in the registry under this address (a light
- * userdata key: no string to hash on every argument check). */
-static const char pl_lua_mt_key = 0;
+/* A handle has one of two metatables, kept in the registry under these addresses
+ * (light userdata keys: no string to hash on every argument check): the live one,
+ * whose __gc frees the C object, and the one a handle gets once freed, without
+ * __gc, so the collector does not call back into a handle that was already freed. */
+static char pl_lua_mt_key, pl_lua_freed_mt_key;
 
-/* The userdata at idx if it is a peeklock handle (our metatable), else NULL. */
-static swig_lua_userdata *pl_lua_handle(lua_State *L, int idx) {
+static int pl_lua_is_mt(lua_State *L, const char *key) {
   int same;
-  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
-  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_pushlightuserdata(L, (void *)key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   same = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return same ? (swig_lua_userdata *)lua_touserdata(L, idx) : NULL;
+  lua_pop(L, 1);
+  return same;
+}
+
+/* The userdata at idx if it is a peeklock handle (one of our metatables), else NULL. */
+static swig_lua_userdata *pl_lua_handle(lua_State *L, int idx) {
+  int ours;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  ours = pl_lua_is_mt(L, &pl_lua_mt_key) || pl_lua_is_mt(L, &pl_lua_freed_mt_key);
+  lua_pop(L, 1);
+  return ours ? (swig_lua_userdata *)lua_touserdata(L, idx) : NULL;
 }
 
 /* SWIG's argument errors name the type of what was passed by reading it as a SWIG
@@ -68,6 +77,9 @@ static int pl_lua_release(lua_State *L) {
     void *p = u->ptr;
     u->ptr = NULL;
     if (u->own) { u->own = 0; pl_lua_free_typed(u->type, p); }
+    lua_pushlightuserdata(L, (void *)&pl_lua_freed_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, 1);
   }
   return 0;
 }
@@ -80,15 +92,12 @@ static int pl_lua_handle_tostring(lua_State *L) {
   return 1;
 }
 
-/* Pushes the handles' metatable, made on first use. */
-static void pl_lua_push_mt(lua_State *L) {
-  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  if (!lua_isnil(L, -1)) return;
-  lua_pop(L, 1);
+static void pl_lua_new_mt(lua_State *L, const char *key, int with_gc) {
   lua_createtable(L, 0, 5);
-  lua_pushcfunction(L, pl_lua_release);
-  lua_setfield(L, -2, "__gc");
+  if (with_gc) {
+    lua_pushcfunction(L, pl_lua_release);
+    lua_setfield(L, -2, "__gc");
+  }
   lua_pushcfunction(L, pl_lua_release);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, pl_lua_handle_tostring);
@@ -97,9 +106,20 @@ static void pl_lua_push_mt(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
-  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_pushlightuserdata(L, (void *)key);
   lua_pushvalue(L, -2);
   lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* Pushes the live handles' metatable; both are made on first use. */
+static void pl_lua_push_mt(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isnil(L, -1)) return;
+  lua_pop(L, 1);
+  pl_lua_new_mt(L, &pl_lua_freed_mt_key, 0);
+  lua_pop(L, 1);
+  pl_lua_new_mt(L, &pl_lua_mt_key, 1);
 }
 
 /* Pushes ptr as a peeklock handle (owned or borrowed), or nil for NULL. The userdata

@@ -60,14 +60,14 @@ class Served:
         return int(ops), float(cpu)
 
     def threads(self):
-        """CPU seconds of each thread of the process so far (from /proc)."""
+        """(user, system) CPU seconds of each thread of the process so far (from /proc)."""
         tick = os.sysconf("SC_CLK_TCK")
         out = []
         task = f"/proc/{self.proc.pid}/task"
         for tid in sorted(os.listdir(task), key=int):
             with open(f"{task}/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out.append((int(fields[11]) + int(fields[12])) / tick)  # utime + stime
+            out.append((int(fields[11]) / tick, int(fields[12]) / tick))  # utime, stime
         return out
 
     def close(self):
@@ -152,9 +152,11 @@ def main():
         spread = {n: quartiles(per[("net", n)]) for n in names}
         print("net us/op IQR per runtime (the machine's noise): " +
               ", ".join(f"{n} {q1:.1f}..{q3:.1f}" for n, (q1, _, q3) in spread.items()))
+        # the same work in each (warm-up and every round): anything else burning CPU shows here
         for name, proc in served:
             t = proc.threads()
-            print(f"{name}: {len(t)} thread(s), CPU s per thread {', '.join(f'{x:.2f}' for x in t)}")
+            print(f"{name}: {len(t)} thread(s), CPU s user+system per thread (whole run): "
+                  + ", ".join(f"{u:.2f}+{s:.2f}" for u, s in t))
         print("target: at most +10 us/op above C (printed, not asserted)")
 
         if a.callgrind:
