@@ -285,6 +285,17 @@ static void *pl_lua_check(lua_State *L, int idx, swig_type_info *t, const char *
   return p;
 }
 
+/* ASCII case-insensitive equality (HTTP header names). */
+static int pl_lua_strcaseeq(const char *a, const char *b) {
+  for (; *a && *b; a++, b++) {
+    char x = *a, y = *b;
+    if (x >= 'A' && x <= 'Z') x = (char)(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = (char)(y - 'A' + 'a');
+    if (x != y) return 0;
+  }
+  return *a == *b;
+}
+
 /* body(msg) -> string */
 static int pl_lua_message_body(lua_State *L) {
   size_t n = 0;
@@ -441,7 +452,51 @@ static int pl_lua_request_parts(lua_State *L) {
   return 4;
 }
 
-/* response_new(status, { {name, value}, ... }, body) -> rc, response */
+/* request_head(req) -> method, url, body, headers, has_host, has_length: the request
+ * for a raw HTTP/1.1 exchange, its headers already joined as "Name: value\r\n" lines
+ * (an empty Expect, libcurl's way of switching 100-continue off, left out), and whether
+ * Host and Content-Length are among them. The cosocket driver's one call per request:
+ * no table per header. (Authorization is in headers: a secret, for the wire only.) */
+static int pl_lua_request_head(lua_State *L) {
+  pl_request *r = (pl_request *)pl_lua_check(L, 1, SWIGTYPE_p_pl_request, "request_head", "pl_request");
+  size_t i, n = pl_request_header_count(r), len = 0, total = 0;
+  int has_host = 0, has_length = 0;
+  char small[2048], *buf = small, *at;
+  const void *b;
+  lua_pushstring(L, pl_request_method(r));
+  lua_pushstring(L, pl_request_url(r));
+  b = pl_request_body(r, &len);
+  lua_pushlstring(L, b ? (const char *)b : "", b ? len : 0);
+  /* joined into one buffer, pushed once (luaL_Buffer copies byte by byte on LuaJIT) */
+  for (i = 0; i < n; i++) {
+    const char *name = pl_request_header_name(r, i), *value = pl_request_header_value(r, i);
+    if (name && value) total += strlen(name) + strlen(value) + 4;
+  }
+  if (total > sizeof small) buf = (char *)lua_newuserdata(L, total); /* collected, even on an error */
+  at = buf;
+  for (i = 0; i < n; i++) {
+    const char *name = pl_request_header_name(r, i), *value = pl_request_header_value(r, i);
+    size_t ln, lv;
+    if (!name || !value) continue;
+    if (pl_lua_strcaseeq(name, "host")) has_host = 1;
+    else if (pl_lua_strcaseeq(name, "content-length")) has_length = 1;
+    else if (pl_lua_strcaseeq(name, "expect") && !*value) continue;
+    ln = strlen(name);
+    lv = strlen(value);
+    memcpy(at, name, ln); at += ln;
+    memcpy(at, ": ", 2); at += 2;
+    memcpy(at, value, lv); at += lv;
+    memcpy(at, "\r\n", 2); at += 2;
+  }
+  lua_pushlstring(L, buf, (size_t)(at - buf));
+  if (buf != small) lua_remove(L, -2);
+  lua_pushboolean(L, has_host);
+  lua_pushboolean(L, has_length);
+  return 6;
+}
+
+/* response_from(status, headers, body) -> rc, response; headers either { {name, value}, ... }
+ * or flat, { name, value, name, value, ... } (the cosocket driver's: no table per header). */
 static int pl_lua_response_from(lua_State *L) {
   pl_response *resp = NULL;
   int status = (int)luaL_checknumber(L, 1);
@@ -456,13 +511,17 @@ static int pl_lua_response_from(lua_State *L) {
     for (i = 1; i <= n && rc == PL_OK; i++) {
       const char *name, *value;
       lua_rawgeti(L, 2, (int)i);
-      if (!lua_istable(L, -1)) { lua_pop(L, 1); continue; }
-      lua_rawgeti(L, -1, 1);
-      lua_rawgeti(L, -2, 2);
+      if (lua_type(L, -1) == LUA_TSTRING) { /* flat: name, value, name, value, ... */
+        lua_rawgeti(L, 2, (int)++i);
+      } else if (lua_istable(L, -1)) {     /* { {name, value}, ... } */
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_remove(L, -3);
+      } else { lua_pop(L, 1); continue; }
       name = lua_tostring(L, -2);
       value = lua_tostring(L, -1);
       if (name && value) rc = pl_response_add_header(resp, name, value);
-      lua_pop(L, 3);
+      lua_pop(L, 2);
     }
     if (rc == PL_OK) rc = pl_response_set_body(resp, body, len);
     if (rc != PL_OK) { pl_response_free(resp); resp = NULL; }
@@ -644,6 +703,7 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(renewer_new) int pl_lua_renewer_new(lua_State *L);
 %native(message_properties) int pl_lua_message_properties(lua_State *L);
 %native(request_parts) int pl_lua_request_parts(lua_State *L);
+%native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);

@@ -120,24 +120,17 @@ local function read_body(sock, status, method, length, chunked)
   return data, false
 end
 
--- One request (a pl_request handle) -> status, headers {{name, value}...}, body | nil, err
+-- One request (a pl_request handle) -> status, headers { name, value, name, value, ... }, body | nil, err
 local function http_exchange(self, req, op, read_timeout_ms)
-  local method, url, body, req_headers = core.request_parts(req)
+  -- the header lines come joined (an empty Expect left out), with whether Host and
+  -- Content-Length are among them
+  local method, url, body, head, has_host, has_len = core.request_head(req)
   local scheme, host, port, path = parse_url(url)
   if not scheme then
     return nil, new_error({ code = "invalid_argument", errno = core.PL_EINVAL, op = op,
                             message = "unsupported endpoint URL for cosockets" })
   end
-  local lines = { method, " ", path, " HTTP/1.1\r\n" }
-  local has_host, has_len = false, false
-  for i = 1, #req_headers do
-    local name, value = req_headers[i][1], req_headers[i][2]
-    local lname = lower(name)
-    if lname == "host" then has_host = true elseif lname == "content-length" then has_len = true end
-    if not (lname == "expect" and value == "") then
-      lines[#lines + 1] = name .. ": " .. value .. "\r\n"
-    end
-  end
+  local lines = { method, " ", path, " HTTP/1.1\r\n", head }
   if not has_host then
     local default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
     lines[#lines + 1] = "Host: " .. host .. (default and "" or (":" .. port)) .. "\r\n"
@@ -174,7 +167,8 @@ local function http_exchange(self, req, op, read_timeout_ms)
     if line == "" then break end
     local name, value = split_header(line)
     if name then
-      headers[#headers + 1] = { name, value }
+      local n = #headers
+      headers[n + 1], headers[n + 2] = name, value
       local lname = lower(name)
       if lname == "content-length" then length = tonumber(value)
       elseif lname == "transfer-encoding" and lower(value):find("chunked", 1, true) then chunked = true
@@ -208,9 +202,9 @@ local function attempt(self, req, op, msg_h, read_timeout_ms)
   core.release(resp)
   if rc < 0 then
     local retry_after_ms
-    for i = 1, #headers do
-      if lower(headers[i][1]) == "retry-after" then
-        local s = tonumber(headers[i][2])
+    for i = 1, #headers, 2 do
+      if lower(headers[i]) == "retry-after" then
+        local s = tonumber(headers[i + 1])
         if s and s >= 0 then retry_after_ms = s > 60 and 60000 or floor(s * 1000) end
       end
     end

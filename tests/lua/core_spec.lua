@@ -13,7 +13,7 @@ local function functions()
   for name, f in pairs(core) do
     local natives = { message_body = true, request_body = true, key = true, alive = true, release = true,
                       renewer_new = true, message_properties = true, request_parts = true,
-                      response_from = true, last_error = true }
+                      request_head = true, response_from = true, outgoing_from = true, last_error = true }
     if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
     end
@@ -65,6 +65,59 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     end
     assert.is_true(n > 500)
     core.release(out)
+    core.release(client)
+  end)
+
+  it("request_head joins the headers request_parts lists, as a raw HTTP/1.1 request needs them", function()
+    local _, client = core.client_new({ connection_string = CONN })
+    local _, m = core.pl_outgoing_new("body\0bytes")
+    assert.equal(0, core.pl_outgoing_add_string(m, "Priority", "High"))
+    local _, req = core.pl_request_send(client, "q", m)
+    local method, url, body, parts = core.request_parts(req)
+    local method2, url2, body2, head, has_host, has_len = core.request_head(req)
+    assert.equal(method, method2)
+    assert.equal(url, url2)
+    assert.equal("body\0bytes", body2)
+    assert.equal(body, body2)
+    local lines, host, len = {}, false, false
+    for _, h in ipairs(parts) do
+      local lname = h[1]:lower()
+      if lname == "host" then host = true elseif lname == "content-length" then len = true end
+      if not (lname == "expect" and h[2] == "") then lines[#lines + 1] = h[1] .. ": " .. h[2] .. "\r\n" end
+    end
+    assert.equal(table.concat(lines), head)
+    assert.equal(host, has_host)
+    assert.equal(len, has_len)
+    assert.matches("Priority: \"High\"\r\n", head, 1, true)
+    core.release(req)
+    core.release(m)
+    core.release(client)
+  end)
+
+  it("response_from takes headers as pairs or as a flat name, value list, alike", function()
+    local _, client = core.client_new({ connection_string = CONN })
+    local bp = '{"LockToken":"0f8fad5b-d9cb-469f-a165-70867728950e","MessageId":"m1","SequenceNumber":7,'
+      .. '"DeliveryCount":1,"LockedUntilUtc":"Sun, 22 Nov 2026 14:01:00 GMT"}'
+    local location = core.pl_client_endpoint(client) .. "/q/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e"
+    local date = "Sun, 22 Nov 2026 14:00:00 GMT"
+    local got = {}
+    for i, headers in ipairs({
+      { { "Date", date }, { "BrokerProperties", bp }, { "Location", location }, { "Priority", '"High"' },
+        { "Attempt", "3" } },
+      { "Date", date, "BrokerProperties", bp, "Location", location, "Priority", '"High"', "Attempt", "3" },
+    }) do
+      local _, req = core.pl_request_receive(client, "q", 0, 1)
+      local rc, resp = core.response_from(201, headers, "payload")
+      assert.equal(0, rc)
+      local rc2, msg = core.pl_response_result(client, req, nil, resp, core.pl_now_mono_ms())
+      assert.equal(0, rc2, select(4, core.last_error()))
+      got[i] = { core.pl_message_id(msg), core.message_body(msg), core.message_properties(msg) }
+      core.release(msg)
+      core.release(resp)
+      core.release(req)
+    end
+    assert.same({ "m1", "payload", { Priority = "High", Attempt = 3 } }, got[1])
+    assert.same(got[1], got[2])
     core.release(client)
   end)
 
