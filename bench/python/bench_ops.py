@@ -17,7 +17,12 @@ rounds (their medians are printed). Targets (issue 5): the package at most
 15 us per operation above C; at least 10x less client CPU per message than
 the best pure-Python peer. Figures are printed, never asserted.
 
-    .venv/bin/python bench/python/bench_ops.py [--n 200] [--rounds 30] [--peer-rounds 3] [--body 256]
+With --instructions N it also counts user-space instructions per operation
+under callgrind (one round of N after a warm-up, each side), which no load on
+the machine moves; the phases are split at getppid() marks both sides make.
+
+    .venv/bin/python bench/python/bench_ops.py [--n 200] [--rounds 30] [--peer-rounds 3]
+                                               [--body 256] [--instructions 300]
 """
 from __future__ import annotations
 
@@ -47,6 +52,13 @@ def cpu() -> float:
     return time.process_time()
 
 
+def phase() -> float:
+    """The CPU clock at a phase boundary, after a getppid() call: the mark on
+    which --instructions splits a callgrind profile (as c_ops.c does)."""
+    os.getppid()
+    return time.process_time()
+
+
 def quartiles(xs: Sequence[float]) -> "tuple[float, float, float]":
     if len(xs) < 2:
         return xs[0], xs[0], xs[0]
@@ -67,20 +79,20 @@ class PeeklockRunner:
         client = self.client
         props = {"Kind": "bench", "Index": 0}
         m0 = time.thread_time()
-        t0 = cpu()
+        t0 = phase()
         for i in range(n):
             props["Index"] = i
             client.send(queue, body, properties=props)
-        t1 = cpu()
+        t1 = phase()
         msgs = []
         for _ in range(n):
             m = client.peek_lock(queue, 5)
             m.body, m.message_id, m.sequence_number
             msgs.append(m)
-        t2 = cpu()
+        t2 = phase()
         for m in msgs:
             m.complete()
-        t3 = cpu()
+        t3 = phase()
         m3 = time.thread_time()
         return {"send": (t1 - t0) / n, "peek_lock": (t2 - t1) / n, "complete": (t3 - t2) / n,
                 "other_threads": ((t3 - t0) - (m3 - m0)) / (3 * n)}
@@ -130,6 +142,65 @@ class CRunner:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(10)
+
+
+# ------------------------------------------------- instruction counts
+
+_PY_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from bench_ops import PeeklockRunner
+class Emu:
+    connection_string = sys.argv[2]
+runner = PeeklockRunner(Emu)
+body = b"x" * int(sys.argv[5])
+runner.round(sys.argv[3], 2, body)            # warm-up
+runner.round(sys.argv[3], int(sys.argv[4]), body)
+runner.close()
+"""
+
+
+def _callgrind_phases(cmd: List[str], out: str, stdin: Optional[str] = None) -> List[int]:
+    """Instructions of the last round's three phases: callgrind dumps a part
+    at every getppid() (the phase marks), the last dump is the exit."""
+    subprocess.run(["valgrind", "--tool=callgrind", "--dump-before=getppid",
+                    f"--callgrind-out-file={out}"] + cmd, input=stdin, text=True, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = {}
+    d = os.path.dirname(out)
+    for f in os.listdir(d):
+        if not f.startswith(os.path.basename(out)):
+            continue
+        part = total = None
+        with open(os.path.join(d, f)) as fh:
+            for line in fh:
+                if line.startswith("part: "):
+                    part = int(line.split()[1])
+                elif line.startswith(("summary: ", "totals: ")):
+                    total = int(line.split()[1])
+        if part is not None and total is not None:
+            parts[part] = total
+    return [parts[k] for k in sorted(parts)[-4:-1]]
+
+
+def instructions(emu, exe: str, n: int, body: bytes) -> Dict[str, Dict[str, float]]:
+    """User-space instructions per operation of one round after a warm-up,
+    under callgrind: the package and the C core, load-independent."""
+    out: Dict[str, Dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name in ("peeklock", "C core"):
+            q = "bench-" + uuid.uuid4().hex[:8]
+            emu.create_queue(q, lock_duration=120)
+            if name == "C core":
+                counts = _callgrind_phases([exe, emu.connection_string, str(len(body))],
+                                           os.path.join(d, "c.out"), f"{q} 2\n{q} {n}\n")
+            else:
+                counts = _callgrind_phases([sys.executable, "-c", _PY_CHILD, os.path.dirname(
+                    os.path.abspath(__file__)), emu.connection_string, q, str(n), str(len(body))],
+                    os.path.join(d, "py.out"))
+            emu.delete_entity(q)
+            out[name] = {k: v / n for k, v in zip(OPS, counts)}
+    return out
 
 
 # ---------------------------------------------------------------- requests
@@ -204,6 +275,9 @@ def main() -> int:
     ap.add_argument("--peer-rounds", type=int, default=3,
                     help="rounds of each pure-Python peer (default 3; 0 skips them)")
     ap.add_argument("--body", type=int, default=256, help="body bytes (default 256)")
+    ap.add_argument("--instructions", type=int, default=0, metavar="N",
+                    help="also count instructions per operation under callgrind, one round of "
+                         "N messages each (deterministic; needs valgrind)")
     args = ap.parse_args()
     from peeklock.testing import Emulator   # the installed package (pip install .)
 
@@ -229,6 +303,8 @@ def main() -> int:
                 samples.setdefault(name, []).append(runners[name].round(queues[name], args.n, body))
         py_threads = threading.active_count()
         os_threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
+        counts = (instructions(emu, exe, args.instructions, body)
+                  if args.instructions and exe and shutil.which("valgrind") else None)
         for name, fn in (("requests", run_requests), ("legacy SDK", run_legacy)):
             for _ in range(args.peer_rounds):
                 q = "bench-" + uuid.uuid4().hex[:8]
@@ -276,6 +352,17 @@ def main() -> int:
             q1, med, q3 = quartiles(d)
             ratio = us["peeklock"][k] / us["C core"][k]
             print(f"  {k:<12}{med:>+7.1f}  [{q1:>+7.1f}, {q3:>+7.1f}] us{ratio:>7.2f}x")
+    if counts:
+        p, c = counts["peeklock"], counts["C core"]
+        print(f"\nuser-space instructions per operation (callgrind, one round of {args.instructions} "
+              f"after a warm-up; repeatable to a few per cent):")
+        print(f"{'':<12}" + "".join(f"{k:>18}" for k in OPS))
+        for name, r in counts.items():
+            print(f"{name:<12}" + "".join(f"{r[k]:>18,.0f}" for k in OPS))
+        print(f"{'difference':<12}" + "".join(f"{f'{p[k] - c[k]:+,.0f} ({p[k] / c[k] - 1:+.1%})':>18}"
+                                              for k in OPS))
+    elif args.instructions:
+        print("\ninstruction counts skipped: valgrind or the C helper is missing")
     peers = [n for n in ("requests", "legacy SDK") if n in us]
     if "peeklock" in us and peers:
         bestpeer = min(peers, key=lambda n: us[n]["per message"])

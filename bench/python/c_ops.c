@@ -7,12 +7,15 @@
  * per round. Each round answers one JSON line with the CPU time of each phase
  * in microseconds per operation, all threads (process clock), and how much of
  * it ran outside the main thread:
- *   {"send": …, "peek_lock": …, "complete": …, "other_threads": …} */
+ *   {"send": …, "peek_lock": …, "complete": …, "other_threads": …}
+ * Each phase starts with a getppid() call: the mark that the instruction count
+ * (bench_ops.py --instructions, callgrind --dump-before=getppid) splits on. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "peeklock.h"
 
 static double clock_us(clockid_t id) {
@@ -43,6 +46,7 @@ int main(int argc, char **argv) {
     while (scanf("%255s %d", queue, &n) == 2 && n > 0) {
         pl_message **msgs = calloc((size_t)n, sizeof *msgs);
         if (!msgs) return 2;
+        getppid();
         double p0 = clock_us(CLOCK_PROCESS_CPUTIME_ID), m0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
         for (int i = 0; i < n; i++) {
             pl_outgoing *m = NULL;
@@ -52,6 +56,7 @@ int main(int argc, char **argv) {
             if (pl_send(c, queue, m) != PL_OK) return fail("send");
             pl_outgoing_free(m);
         }
+        getppid();
         double p1 = clock_us(CLOCK_PROCESS_CPUTIME_ID);
         for (int i = 0; i < n; i++) {
             if (pl_peek_lock(&msgs[i], c, queue, 5) != PL_OK) return fail("peek_lock");
@@ -61,10 +66,12 @@ int main(int argc, char **argv) {
             (void)pl_message_id(msgs[i]);
             (void)pl_message_sequence_number(msgs[i]);
         }
+        getppid();
         double p2 = clock_us(CLOCK_PROCESS_CPUTIME_ID);
         for (int i = 0; i < n; i++) {
             if (pl_complete(c, msgs[i]) != PL_OK) return fail("complete");
         }
+        getppid();
         double p3 = clock_us(CLOCK_PROCESS_CPUTIME_ID), m3 = clock_us(CLOCK_THREAD_CPUTIME_ID);
         for (int i = 0; i < n; i++) pl_message_free(msgs[i]);
         free(msgs);
