@@ -15,9 +15,12 @@ function H.start_emulator(args)
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local quoted = {}
   for i, a in ipairs(argv) do quoted[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  -- popen's own shell prints its pid, then becomes the emulator (exec): stop() kills that
+  -- pid. (Wrapped in a second sh -c, $$ was the outer shell's, and each emulator outlived
+  -- its test.)
   local cmd = ("cd '%s' && echo $$ && PYTHONPATH='%s/python' exec %s -m peeklock.emulator %s 2>&1")
     :format(ROOT, ROOT, PYTHON, table.concat(quoted, " "))
-  local p = assert(io.popen("sh -c \"" .. cmd:gsub('"', '\\"') .. "\"", "r"))
+  local p = assert(io.popen(cmd, "r"))
   local pid = assert(tonumber(p:read("*l")), "emulator: no pid")
   local conn
   local seen = {}
