@@ -1,6 +1,7 @@
 /* Messages: outgoing (body, BrokerProperties, custom properties), batches, and
  * received messages with their BrokerProperties and custom properties. Pure. */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,11 +129,16 @@ static void prop_parse_into(pl_prop *p, const char *v, size_t n, char *t)
     if (*q == '-' || *q == '+') q++;
     int digits = 0;
     while (isdigit((unsigned char)*q)) { q++; digits++; }
-    if (digits && !*q && digits <= 18) {
-        p->type = PL_PROP_INT;
-        p->i = strtoll(v, NULL, 10);
-        p->d = (double)p->i;
-        return;
+    if (digits && !*q && digits <= 19) {
+        /* every 64-bit integer is an int; past its range the text is a double */
+        errno = 0;
+        long long iv = strtoll(v, NULL, 10);
+        if (errno != ERANGE) {
+            p->type = PL_PROP_INT;
+            p->i = iv;
+            p->d = (double)iv;
+            return;
+        }
     }
     if (n && (isdigit((unsigned char)v[0]) || v[0] == '-' || v[0] == '+' || v[0] == '.')) {
         char *end = NULL;
