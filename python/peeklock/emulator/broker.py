@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .props import TTL_MAX, broker_properties_json, broker_property_entry, rfc1123
+from .props import TTL_MAX, broker_properties_json, broker_property_entry, format_number, rfc1123
 from .rules import Context, Filter, default_rules
 
 DEFAULT_LOCK_DURATION = 60.0
@@ -209,7 +209,8 @@ def new_message_id() -> str:
 
 
 # BrokerProperties members built for each lock of a message (the rest are serialized once)
-_BP_PER_LOCK = frozenset(("DeliveryCount", "LockToken", "LockedUntilUtc", "TimeToLive"))
+_BP_LOCK_ORDER = ("DeliveryCount", "LockToken", "LockedUntilUtc", "TimeToLive")   # sorted
+_BP_PER_LOCK = frozenset(_BP_LOCK_ORDER)
 
 from .store import NullStore as _NullStore  # noqa: E402
 
@@ -587,8 +588,8 @@ class Broker:
         serialized once and only the delivery count, lock and TimeToLive built per answer."""
         if not locked:
             return broker_properties_json(self.broker_fields(ent, msg, locked))
-        static = msg.bp_static
-        if static is None:
+        chunks = msg.bp_static
+        if chunks is None:
             props = msg.props
             # a sender's own DeliveryCount, LockToken, LockedUntilUtc or TimeToLive is replaced
             # by the broker's on a locked message (broker_fields), so it never shows
@@ -600,18 +601,29 @@ class Broker:
             f["State"] = "Active"
             if msg.scheduled_at is not None:
                 f["ScheduledEnqueueTimeUtc"] = rfc1123(msg.scheduled_at)
-            static = msg.bp_static = [(k, broker_property_entry(k, v)) for k, v in f.items()]
+            # The members in key order, cut into the runs between the four per-lock members
+            # (_BP_LOCK_ORDER): each answer only fills those in.
+            members = sorted([(k, broker_property_entry(k, v)) for k, v in f.items()] +
+                             [(k, None) for k in _BP_LOCK_ORDER])
+            chunks, run = [], []
+            for _, text in members:
+                if text is None:
+                    chunks.append(",".join(run))
+                    run = []
+                else:
+                    run.append(text)
+            chunks.append(",".join(run))
+            msg.bp_static = chunks
         if msg.ttl is not None:
             ttl = float(msg.ttl)
         else:
             src = ent.parent.settings if ent.kind == "deadletter" and ent.parent else ent.settings
             ttl = float(min(src.default_ttl, TTL_MAX))
-        entries = static + [("DeliveryCount", '"DeliveryCount":%d' % msg.dc),
-                            ("LockToken", broker_property_entry("LockToken", msg.lock_token)),
-                            ("LockedUntilUtc", '"LockedUntilUtc":"%s"' % rfc1123(msg.locked_until)),
-                            ("TimeToLive", broker_property_entry("TimeToLive", ttl))]
-        entries.sort()
-        return "{" + ",".join([e[1] for e in entries]) + "}"
+        parts = (chunks[0], '"DeliveryCount":%d' % msg.dc, chunks[1],
+                 '"LockToken":"%s"' % msg.lock_token, chunks[2],
+                 '"LockedUntilUtc":"%s"' % rfc1123(msg.locked_until), chunks[3],
+                 '"TimeToLive":' + format_number(ttl), chunks[4])
+        return "{" + ",".join([x for x in parts if x]) + "}"
 
     def broker_fields(self, ent: Entity, msg: Message, locked: bool) -> Dict[str, Any]:
         f: Dict[str, Any] = {}

@@ -33,6 +33,7 @@ MAX_TIMEOUT = 300
 DEFAULT_TIMEOUT = 60
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 OPERATIONS = ("send", "peek_lock", "receive_and_delete", "renew", "unlock", "complete", "management", "any")
+_REQUEST_COUNTER = {op: "requests." + op for op in OPERATIONS}
 
 
 class SBResponse(web.StreamResponse):
@@ -168,19 +169,16 @@ class EmulatorApp:
                       content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
                       chunked: bool = True) -> web.StreamResponse:
         self.broker.store.commit()
-        resp = SBResponse(status=status)
-        h = resp.headers
-        if headers:
-            for k, v in headers:
-                h.add(k, v)
+        hl = list(headers) if headers else []
         if content_type is not None:
-            h[hdrs.CONTENT_TYPE] = content_type
-        else:
-            resp.omit_content_type = True  # type: ignore[attr-defined]
-        h[hdrs.SERVER] = SERVER
+            hl.append((hdrs.CONTENT_TYPE, content_type))
+        hl.append((hdrs.SERVER, SERVER))
         # Date follows the emulator clock, like LockedUntilUtc, so that a client learning the
         # lock duration as LockedUntilUtc - Date gets the entity's duration after a clock advance.
-        h[hdrs.DATE] = rfc1123(self.broker.clock.now())
+        hl.append((hdrs.DATE, rfc1123(self.broker.clock.now())))
+        resp = SBResponse(status=status, headers=hl)   # one multidict built from the list
+        if content_type is None:
+            resp.omit_content_type = True  # type: ignore[attr-defined]
         if status == 204 or status == 304:
             resp.zero_length = True  # type: ignore[attr-defined]
         elif chunked and request.version >= (1, 1):
@@ -239,8 +237,9 @@ class EmulatorApp:
         path = raw.partition("?")[0]
         if "%" in path:
             path = urllib.parse.unquote(path)
-        segs = list(filter(None, path.split("/")))
-        lsegs = list(filter(None, path.lower().split("/")))  # str.lower never makes or removes a "/"
+        segs = [s for s in path.split("/") if s]
+        lpath = path.lower()                # str.lower never makes or removes a "/"
+        lsegs = segs if lpath == path else [s for s in lpath.split("/") if s]
         if lsegs and lsegs[0] == "$admin":
             return await self.admin(request, segs[1:], lsegs[1:])
         if "messages" in lsegs:
@@ -260,7 +259,7 @@ class EmulatorApp:
         else:
             op = "management"
             ekey = "/".join(lsegs)
-        self.broker.counters["requests." + op] += 1
+        self.broker.counters[_REQUEST_COUNTER[op]] += 1
         self.authorize(request)
         await self.continue_if_expected(request)
         rule = self.fault_for(op, ekey)
