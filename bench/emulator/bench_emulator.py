@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Emulator benchmark: peek-lock + complete throughput and latency, and memory for queued messages.
 
-    PYTHONPATH=python python3 bench/emulator/bench_emulator.py [--seconds 5] [--messages 100000]
+    .venv/bin/python bench/emulator/bench_emulator.py [--seconds 5] [--messages 100000]
 
 Prints figures, never asserts. Targets (issue 2): >= 5,000 operations/s, p99.9 < 40 ms,
 <= 300 MB resident for 100,000 queued 1 KB messages. An "operation" is one HTTP request
