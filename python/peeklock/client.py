@@ -30,7 +30,7 @@ log = logging.getLogger("peeklock")
 _core.pl_py_set_error_factory(_errors.from_code)
 # Client.send's common case in one C call (bindings/python.i); returns
 # NotImplemented, having sent nothing, when the general path is needed.
-_py_send: Callable[[Any, str, Any, Any], Any] = getattr(_core, "pl_py_send")
+_py_send = _core.pl_py_send
 
 # Lock states (csrc/include/peeklock.h).
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST = 0, 1, 2, 3, 4
