@@ -92,7 +92,7 @@ def callgrind_per_op(cmd_for, mode, n, env=None):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--rounds", type=int, default=41)
     ap.add_argument("--net-k", type=int, default=20, help="net iterations per round (3 ops each)")
     ap.add_argument("--wire-k", type=int, default=250, help="wire iterations per round (2 ops each)")
