@@ -66,6 +66,29 @@ static double cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A loop's sample: sample_start reads the clocks and the connection counters,
+ * sample_stop turns them into the loop's figures. */
+static sample sample_start(long requests, long reused)
+{
+    sample s = {0};
+    s.wall_s = now_s();
+    s.cpu_s = cpu_s();
+    s.instr = instr_now();
+    s.requests = requests;
+    s.reused = reused;
+    return s;
+}
+
+static void sample_stop(sample *s, long ops, long requests, long reused)
+{
+    s->wall_s = now_s() - s->wall_s;
+    s->cpu_s = cpu_s() - s->cpu_s;
+    s->instr = s->instr < 0 ? -1 : instr_now() - s->instr;
+    s->ops = ops;
+    s->requests = requests - s->requests;
+    s->reused = reused - s->reused;
+}
+
 static void die(const char *what)
 {
     fprintf(stderr, "bench: %s: %s\n", what, pl_error_last()->message);
@@ -155,17 +178,10 @@ static sample raw_send_loop(raw *r, long n)
 {
     char url[300];
     snprintf(url, sizeof url, "%s/messages", r->base);
-    sample s = {0};
-    long req0 = r->requests, reu0 = r->reused;
-    double w = now_s(), c = cpu_s(), in = instr_now();
+    sample s = sample_start(r->requests, r->reused);
     for (long i = 0; i < n; i++)
         if (raw_do(r, "POST", url, PAYLOAD, 1) != 201) { fprintf(stderr, "raw send failed\n"); exit(1); }
-    s.wall_s = now_s() - w;
-    s.cpu_s = cpu_s() - c;
-    s.instr = in < 0 ? -1 : instr_now() - in;
-    s.ops = n;
-    s.requests = r->requests - req0;
-    s.reused = r->reused - reu0;
+    sample_stop(&s, n, r->requests, r->reused);
     return s;
 }
 
@@ -173,9 +189,7 @@ static sample raw_peek_complete_loop(raw *r, long n)
 {
     char url[300];
     snprintf(url, sizeof url, "%s/messages/head?timeout=0", r->base);
-    sample s = {0};
-    long req0 = r->requests, reu0 = r->reused;
-    double w = now_s(), c = cpu_s(), in = instr_now();
+    sample s = sample_start(r->requests, r->reused);
     for (long i = 0; i < n; i++) {
         if (raw_do(r, "POST", url, NULL, 0) != 201 || !r->location[0]) {
             fprintf(stderr, "raw peek-lock failed\n");
@@ -185,12 +199,7 @@ static sample raw_peek_complete_loop(raw *r, long n)
         snprintf(loc, sizeof loc, "%s", r->location);
         if (raw_do(r, "DELETE", loc, NULL, 0) != 200) { fprintf(stderr, "raw complete failed\n"); exit(1); }
     }
-    s.wall_s = now_s() - w;
-    s.cpu_s = cpu_s() - c;
-    s.instr = in < 0 ? -1 : instr_now() - in;
-    s.ops = n;
-    s.requests = r->requests - req0;
-    s.reused = r->reused - reu0;
+    sample_stop(&s, n, r->requests, r->reused);
     return s;
 }
 
@@ -201,42 +210,30 @@ static sample pl_send_loop(pl_client *c, long n)
     pl_outgoing *o = NULL;
     if (pl_outgoing_new(&o, PAYLOAD, strlen(PAYLOAD)) || pl_outgoing_set_content_type(o, "application/json"))
         die("outgoing");
-    pl_client_stats a, b;
-    pl_client_stats_get(c, &a);
-    sample s = {0};
-    double w = now_s(), cp = cpu_s(), in = instr_now();
+    pl_client_stats t;
+    pl_client_stats_get(c, &t);
+    sample s = sample_start((long)t.requests, (long)t.reused_connections);
     for (long i = 0; i < n; i++)
         if (pl_send(c, QUEUE, o) != PL_OK) die("pl_send");
-    s.wall_s = now_s() - w;
-    s.cpu_s = cpu_s() - cp;
-    s.instr = in < 0 ? -1 : instr_now() - in;
-    pl_client_stats_get(c, &b);
-    s.ops = n;
-    s.requests = (long)(b.requests - a.requests);
-    s.reused = (long)(b.reused_connections - a.reused_connections);
+    pl_client_stats_get(c, &t);
+    sample_stop(&s, n, (long)t.requests, (long)t.reused_connections);
     pl_outgoing_free(o);
     return s;
 }
 
 static sample pl_peek_complete_loop(pl_client *c, long n)
 {
-    pl_client_stats a, b;
-    pl_client_stats_get(c, &a);
-    sample s = {0};
-    double w = now_s(), cp = cpu_s(), in = instr_now();
+    pl_client_stats t;
+    pl_client_stats_get(c, &t);
+    sample s = sample_start((long)t.requests, (long)t.reused_connections);
     for (long i = 0; i < n; i++) {
         pl_message *m = NULL;
         if (pl_peek_lock(&m, c, QUEUE, 0) != PL_OK) die("pl_peek_lock");
         if (pl_complete(c, m) != PL_OK) die("pl_complete");
         pl_message_free(m);
     }
-    s.wall_s = now_s() - w;
-    s.cpu_s = cpu_s() - cp;
-    s.instr = in < 0 ? -1 : instr_now() - in;
-    pl_client_stats_get(c, &b);
-    s.ops = n;
-    s.requests = (long)(b.requests - a.requests);
-    s.reused = (long)(b.reused_connections - a.reused_connections);
+    pl_client_stats_get(c, &t);
+    sample_stop(&s, n, (long)t.requests, (long)t.reused_connections);
     return s;
 }
 
