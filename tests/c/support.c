@@ -128,14 +128,22 @@ static cJSON *state_entity(cJSON *root, const char *entity)
     return NULL;
 }
 
-int pl_test_completed_count(const char *entity, const char *message_id)
+/* The entity's part of /$admin/state (NULL if the state or the entity is
+ * missing); *root is what to cJSON_Delete afterwards. */
+static cJSON *fetch_entity_state(const char *entity, cJSON **root)
 {
     char *body = NULL;
-    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200) { free(body); return -1; }
-    cJSON *root = cJSON_Parse(body);
+    *root = NULL;
+    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200) { free(body); return NULL; }
+    *root = cJSON_Parse(body);
     free(body);
+    return *root ? state_entity(*root, entity) : NULL;
+}
+
+int pl_test_completed_count(const char *entity, const char *message_id)
+{
+    cJSON *root, *e = fetch_entity_state(entity, &root);
     int n = -1;
-    cJSON *e = root ? state_entity(root, entity) : NULL;
     if (e) {
         cJSON *c = cJSON_GetObjectItem(e, "completed");
         cJSON *v = c ? cJSON_GetObjectItem(c, message_id) : NULL;
@@ -147,12 +155,8 @@ int pl_test_completed_count(const char *entity, const char *message_id)
 
 int pl_test_message_count(const char *entity)
 {
-    char *body = NULL;
-    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200) { free(body); return -1; }
-    cJSON *root = cJSON_Parse(body);
-    free(body);
+    cJSON *root, *e = fetch_entity_state(entity, &root);
     int n = -1;
-    cJSON *e = root ? state_entity(root, entity) : NULL;
     if (e) {
         cJSON *m = cJSON_GetObjectItem(e, "messages");
         n = cJSON_IsArray(m) ? cJSON_GetArraySize(m) : -1;
