@@ -369,34 +369,30 @@ function Client:endpoint()
   return core.pl_client_endpoint(h)
 end
 
---- client:send(entity, body, opts) -> true | nil, err
-function Client:send(entity, body, opts)
-  local h, err = check_client(self, "send")
+-- send and send_batch: check, build the message(s) with build(fname, ...), send
+-- them with native, release them.
+local function send_built(self, fname, native, build, entity, ...)
+  local h, err = check_client(self, fname)
   if not h then return nil, err end
-  check_string("send", 1, entity)
+  check_string(fname, 1, entity)
   local m
-  m, err = build_outgoing("send", body, opts)
+  m, err = build(fname, ...)
   if not m then return nil, err end
-  local rc = core.pl_send(h, entity, m)
-  if rc < 0 then err = last_error(rc, "send") end
+  local rc = native(h, entity, m)
+  if rc < 0 then err = last_error(rc, fname) end
   core.release(m)
   if rc < 0 then return nil, err end
   return true
 end
 
+--- client:send(entity, body, opts) -> true | nil, err
+function Client:send(entity, body, opts)
+  return send_built(self, "send", core.pl_send, build_outgoing, entity, body, opts)
+end
+
 --- client:send_batch(entity, { body | {body=..., ...}, ... }) -> true | nil, err
 function Client:send_batch(entity, list)
-  local h, err = check_client(self, "send_batch")
-  if not h then return nil, err end
-  check_string("send_batch", 1, entity)
-  local b
-  b, err = build_batch("send_batch", list)
-  if not b then return nil, err end
-  local rc = core.pl_send_batch(h, entity, b)
-  if rc < 0 then err = last_error(rc, "send_batch") end
-  core.release(b)
-  if rc < 0 then return nil, err end
-  return true
+  return send_built(self, "send_batch", core.pl_send_batch, build_batch, entity, list)
 end
 
 local function receive(self, fname, entity, opts, fn)

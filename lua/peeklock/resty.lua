@@ -333,39 +333,34 @@ function M.client(opts)
   return setmetatable(c, Client)
 end
 
-local function do_send(self, op, req_fn, arg)
-  local rc, req = req_fn(self._h, arg[1], arg[2])
-  if rc < 0 then return nil, last_error(rc, op) end
-  local ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
-  core.release(req)
+-- send and send_batch: check, build the message(s) with build(op, ...), send the
+-- request req_fn makes of them, release them.
+local function send_built(self, op, req_fn, build, entity, ...)
+  local h, err = check_client(self, op)
+  if not h then return nil, err end
+  check_string(op, 1, entity)
+  local m
+  m, err = build(op, ...)
+  if not m then return nil, err end
+  local rc, req = req_fn(h, entity, m)
+  local ok
+  if rc < 0 then
+    err = last_error(rc, op)
+  else
+    ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
+    core.release(req)
+  end
+  core.release(m)
   if not ok then return nil, err end
   return true
 end
 
 function Client:send(entity, body, opts)
-  local h, err = check_client(self, "send")
-  if not h then return nil, err end
-  check_string("send", 1, entity)
-  local m
-  m, err = peeklock._build_outgoing("send", body, opts)
-  if not m then return nil, err end
-  local ok
-  ok, err = do_send(self, "send", core.pl_request_send, { entity, m })
-  core.release(m)
-  return ok, err
+  return send_built(self, "send", core.pl_request_send, peeklock._build_outgoing, entity, body, opts)
 end
 
 function Client:send_batch(entity, list)
-  local h, err = check_client(self, "send_batch")
-  if not h then return nil, err end
-  check_string("send_batch", 1, entity)
-  local b
-  b, err = peeklock._build_batch("send_batch", list)
-  if not b then return nil, err end
-  local ok
-  ok, err = do_send(self, "send_batch", core.pl_request_send_batch, { entity, b })
-  core.release(b)
-  return ok, err
+  return send_built(self, "send_batch", core.pl_request_send_batch, peeklock._build_batch, entity, list)
 end
 
 local function receive(self, op, entity, opts, peek)
