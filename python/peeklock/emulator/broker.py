@@ -590,17 +590,9 @@ class Broker:
             return broker_properties_json(self.broker_fields(ent, msg, locked))
         chunks = msg.bp_static
         if chunks is None:
-            props = msg.props
-            # a sender's own DeliveryCount, LockToken, LockedUntilUtc or TimeToLive is replaced
-            # by the broker's on a locked message (broker_fields), so it never shows
-            f: Dict[str, Any] = {k: v for k, v in props.items() if k not in _BP_PER_LOCK} if props else {}
-            f["EnqueuedSequenceNumber"] = msg.enq_seq
-            f["EnqueuedTimeUtc"] = rfc1123(msg.enqueued_at)
-            f["MessageId"] = msg.message_id
-            f["SequenceNumber"] = msg.seq
-            f["State"] = "Active"
-            if msg.scheduled_at is not None:
-                f["ScheduledEnqueueTimeUtc"] = rfc1123(msg.scheduled_at)
+            # the members that stay for this message's life: a sender's own DeliveryCount,
+            # LockToken, LockedUntilUtc or TimeToLive is replaced by the broker's anyway
+            f = {k: v for k, v in self.broker_fields(ent, msg, True).items() if k not in _BP_PER_LOCK}
             # The members in key order, cut into the runs between the four per-lock members
             # (_BP_LOCK_ORDER): each answer only fills those in.
             members = sorted([(k, broker_property_entry(k, v)) for k, v in f.items()] +
@@ -614,16 +606,19 @@ class Broker:
                     run.append(text)
             chunks.append(",".join(run))
             msg.bp_static = chunks
-        if msg.ttl is not None:
-            ttl = float(msg.ttl)
-        else:
-            src = ent.parent.settings if ent.kind == "deadletter" and ent.parent else ent.settings
-            ttl = float(min(src.default_ttl, TTL_MAX))
         parts = (chunks[0], '"DeliveryCount":%d' % msg.dc, chunks[1],
                  '"LockToken":"%s"' % msg.lock_token, chunks[2],
                  '"LockedUntilUtc":"%s"' % rfc1123(msg.locked_until), chunks[3],
-                 '"TimeToLive":' + format_number(ttl), chunks[4])
+                 '"TimeToLive":' + format_number(self.time_to_live(ent, msg)), chunks[4])
         return "{" + ",".join([x for x in parts if x]) + "}"
+
+    @staticmethod
+    def time_to_live(ent: Entity, msg: Message) -> float:
+        """The message's own TimeToLive, else its entity's default (a dead-letter queue's parent's)."""
+        if msg.ttl is not None:
+            return float(msg.ttl)
+        src = ent.parent.settings if ent.kind == "deadletter" and ent.parent else ent.settings
+        return float(min(src.default_ttl, TTL_MAX))
 
     def broker_fields(self, ent: Entity, msg: Message, locked: bool) -> Dict[str, Any]:
         f: Dict[str, Any] = {}
@@ -635,11 +630,7 @@ class Broker:
         f["MessageId"] = msg.message_id
         f["SequenceNumber"] = msg.seq
         f["State"] = "Active"
-        if msg.ttl is not None:
-            f["TimeToLive"] = float(msg.ttl)
-        else:
-            src = ent.parent.settings if ent.kind == "deadletter" and ent.parent else ent.settings
-            f["TimeToLive"] = float(min(src.default_ttl, TTL_MAX))
+        f["TimeToLive"] = self.time_to_live(ent, msg)
         if msg.scheduled_at is not None:
             f["ScheduledEnqueueTimeUtc"] = rfc1123(msg.scheduled_at)
         if locked:
