@@ -725,7 +725,13 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
         return pl_error_nomem();
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->close_mu, NULL);
-    pthread_cond_init(&r->ev_cond, NULL);
+    /* Timed waits on the monotonic clock: a wall-clock step (NTP, an operator
+     * setting the date) neither cuts a pl_renewer_wait_event short nor stretches it. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->ev_cond, &ca);
+    pthread_condattr_destroy(&ca);
     pl_client_ref(client);
     r->client = client;
     r->nslots = o.max_connections ? o.max_connections : RN_CONNECTIONS_AUTO_MAX;
@@ -919,7 +925,7 @@ int pl_renewer_wait_event(pl_event **out, pl_renewer *r, long timeout_ms)
     if (timeout_ms < 0)
         return pl_error_inval("timeout_ms", "must not be negative");
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
+    clock_gettime(CLOCK_MONOTONIC, &deadline); /* the clock ev_cond waits on */
     deadline.tv_sec += timeout_ms / 1000;
     deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
     if (deadline.tv_nsec >= 1000000000L) {

@@ -553,6 +553,12 @@ static void phase_errors(void)
     CHECK_EQ(pl_renewer_next_event(&ev, r), PL_EMPTY);
     CHECK(ev == NULL);
     CHECK_EQ(pl_renewer_wait_event(&ev, r, -1), PL_EINVAL);
+    /* nothing to report: a timed wait gives PL_EMPTY, and not before its
+     * timeout has passed on the monotonic clock (the clock it waits on) */
+    int64_t t0 = pl_now_mono_ms();
+    CHECK_EQ(pl_renewer_wait_event(&ev, r, 120), PL_EMPTY);
+    CHECK(ev == NULL);
+    CHECK(pl_now_mono_ms() - t0 >= 120);
     CHECK(pl_renewer_bytes_per_lock() <= 512);
     pl_renewer_free(r);
     pl_renewer_free(NULL);
