@@ -33,28 +33,44 @@ static void pl_lua_free_typed(swig_type_info *t, void *p);
 #define lua_objlen_compat(L, i) lua_objlen(L, i)
 #endif
 
-/* A handle has one of two metatables, kept in the registry under these addresses
- * (light userdata keys: no string to hash on every argument check): the live one,
- * whose __gc frees the C object, and the one a handle gets once freed, without
- * __gc, so the collector does not call back into a handle that was already freed. */
+/* A handle has one of two metatables: the live one, whose __gc frees the C object,
+ * and the one a handle gets once freed, without __gc, so the collector does not call
+ * back into a handle that was already freed. Both are made once per Lua state (kept
+ * in the registry under these addresses) and given to every native of the module as
+ * its upvalues 1 and 2 (pl_lua_upvalues, at load): a handle check is a metatable
+ * fetch and two identity compares, no table lookup. */
 static char pl_lua_mt_key, pl_lua_freed_mt_key;
+#define PL_LUA_MT lua_upvalueindex(1)
+#define PL_LUA_FREED_MT lua_upvalueindex(2)
 
-static int pl_lua_is_mt(lua_State *L, const char *key) {
-  int same;
-  lua_pushlightuserdata(L, (void *)key);
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  same = lua_rawequal(L, -1, -2);
-  lua_pop(L, 1);
-  return same;
-}
-
-/* The userdata at idx if it is a peeklock handle (one of our metatables), else NULL. */
+/* The userdata at idx if it is a peeklock handle (one of our metatables), else NULL.
+ * Only natives carrying the two upvalues recognise handles (any other C function
+ * reads nil there, and so refuses every argument). */
 static swig_lua_userdata *pl_lua_handle(lua_State *L, int idx) {
   int ours;
   if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
-  ours = pl_lua_is_mt(L, &pl_lua_mt_key) || pl_lua_is_mt(L, &pl_lua_freed_mt_key);
+  ours = lua_rawequal(L, -1, PL_LUA_MT) || lua_rawequal(L, -1, PL_LUA_FREED_MT);
   lua_pop(L, 1);
   return ours ? (swig_lua_userdata *)lua_touserdata(L, idx) : NULL;
+}
+
+/* The pointer of the handle at idx when it is nil (NULL) or a handle of type t (freed:
+ * NULL); else -1 with an error message pushed (SWIG's wording for a wrong type). */
+static int pl_lua_arg(lua_State *L, int idx, swig_type_info *t, void **out, const char *fn, int argnum,
+                      const char *tname) {
+  swig_lua_userdata *u;
+  if (lua_isnil(L, idx)) { *out = NULL; return 0; }
+  u = pl_lua_handle(L, idx);
+  if (!u) {
+    SWIG_Lua_pushferrstring(L, "%s: argument %d must be a %s, got %s", fn, argnum, tname,
+                            luaL_typename(L, idx));
+    return -1;
+  }
+  if (u->type == t) { *out = u->ptr; return 0; } /* every handle is pushed with its exact type */
+  if (SWIG_IsOK(SWIG_ConvertPtr(L, idx, out, t, 0))) return 0;
+  SWIG_Lua_pushferrstring(L, "Error in %s (arg %d), expected '%s' got '%s'", fn, argnum,
+                          t && t->str ? t->str : "void*", u->type && u->type->str ? u->type->str : "?");
+  return -1;
 }
 
 /* SWIG's argument errors name the type of what was passed by reading it as a SWIG
@@ -77,8 +93,7 @@ static int pl_lua_release(lua_State *L) {
     void *p = u->ptr;
     u->ptr = NULL;
     if (u->own) { u->own = 0; pl_lua_free_typed(u->type, p); }
-    lua_pushlightuserdata(L, (void *)&pl_lua_freed_mt_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, PL_LUA_FREED_MT);
     lua_setmetatable(L, 1);
   }
   return 0;
@@ -92,34 +107,61 @@ static int pl_lua_handle_tostring(lua_State *L) {
   return 1;
 }
 
-static void pl_lua_new_mt(lua_State *L, const char *key, int with_gc) {
-  lua_createtable(L, 0, 5);
-  if (with_gc) {
-    lua_pushcfunction(L, pl_lua_release);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pushcfunction(L, pl_lua_release);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, pl_lua_handle_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, PL_LUA_HANDLE_MT);
-  lua_setfield(L, -2, "__name");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pushlightuserdata(L, (void *)key);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, LUA_REGISTRYINDEX);
-}
-
-/* Pushes the live handles' metatable; both are made on first use. */
-static void pl_lua_push_mt(lua_State *L) {
+/* Pushes f as a native of the module: a closure over the two handle metatables. */
+static void pl_lua_push_native(lua_State *L, lua_CFunction f) {
   lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
-  if (!lua_isnil(L, -1)) return;
-  lua_pop(L, 1);
-  pl_lua_new_mt(L, &pl_lua_freed_mt_key, 0);
-  lua_pop(L, 1);
-  pl_lua_new_mt(L, &pl_lua_mt_key, 1);
+  lua_pushlightuserdata(L, (void *)&pl_lua_freed_mt_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushcclosure(L, f, 2);
+}
+
+static void pl_lua_fill_mt(lua_State *L, int mt, int with_gc) {
+  if (with_gc) {
+    pl_lua_push_native(L, pl_lua_release);
+    lua_setfield(L, mt, "__gc");
+  }
+  pl_lua_push_native(L, pl_lua_release);
+  lua_setfield(L, mt, "__close");
+  lua_pushcfunction(L, pl_lua_handle_tostring);
+  lua_setfield(L, mt, "__tostring");
+  lua_pushliteral(L, PL_LUA_HANDLE_MT);
+  lua_setfield(L, mt, "__name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, mt, "__metatable");
+}
+
+/* At load, with the module table on top: makes the two metatables (once per Lua
+ * state) and turns every C function of the module into a closure over them. */
+static void pl_lua_upvalues(lua_State *L) {
+  int module = lua_gettop(L);
+  lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isnil(L, -1)) {
+    lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+    lua_createtable(L, 0, 5);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&pl_lua_freed_mt_key);
+    lua_createtable(L, 0, 5);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&pl_lua_freed_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    pl_lua_fill_mt(L, module + 2, 1);
+    pl_lua_fill_mt(L, module + 3, 0);
+  }
+  lua_settop(L, module);
+  lua_pushnil(L);
+  while (lua_next(L, module)) {
+    lua_CFunction f = lua_tocfunction(L, -1);
+    if (f && lua_type(L, -2) == LUA_TSTRING) {
+      lua_pushvalue(L, -2);
+      pl_lua_push_native(L, f);
+      lua_rawset(L, module); /* an existing key: the traversal stays valid */
+    }
+    lua_pop(L, 1);
+  }
 }
 
 /* Pushes ptr as a peeklock handle (owned or borrowed), or nil for NULL. The userdata
@@ -131,7 +173,7 @@ static void pl_lua_push_handle(lua_State *L, void *ptr, swig_type_info *type, in
   u->ptr = ptr;
   u->type = type;
   u->own = own;
-  pl_lua_push_mt(L);
+  lua_pushvalue(L, PL_LUA_MT);
   lua_setmetatable(L, -2);
 }
 %}
@@ -160,13 +202,7 @@ PL_LUA_OUT_HANDLE(pl_response)
 /* Only our own handles convert: a foreign userdata or a lightuserdata would otherwise
  * be taken for a SWIG object and dereferenced. */
 %typemap(in, checkfn="SWIG_isptrtype") TYPE *, const TYPE * {
-  if (!lua_isnil(L, $input) && !pl_lua_handle(L, $input)) {
-    SWIG_Lua_pushferrstring(L, "%s: argument %d must be a " #TYPE ", got %s", "$symname", $argnum,
-                            luaL_typename(L, $input));
-    SWIG_fail;
-  }
-  if (!SWIG_IsOK(SWIG_ConvertPtr(L, $input, (void **)&$1, $descriptor, 0)))
-    SWIG_fail_ptr("$symname", $argnum, $descriptor);
+  if (pl_lua_arg(L, $input, $descriptor, (void **)&$1, "$symname", $argnum, #TYPE) < 0) SWIG_fail;
 }
 %typemap(check) TYPE *, const TYPE * {
   if (!$1 && strcmp("$symname", "pl_response_result") != 0) {
@@ -277,7 +313,7 @@ PL_LUA_LIVE_HANDLE(pl_response)
 
 static void *pl_lua_check(lua_State *L, int idx, swig_type_info *t, const char *fn, const char *what) {
   void *p = NULL;
-  if (!pl_lua_handle(L, idx) || !SWIG_IsOK(SWIG_ConvertPtr(L, idx, &p, t, 0))) {
+  if (lua_isnil(L, idx) || pl_lua_arg(L, idx, t, &p, fn, idx, what) < 0) {
     luaL_error(L, "%s: argument %d must be a %s", fn, idx, what);
     return NULL;
   }
@@ -710,3 +746,8 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(alive) int pl_lua_alive(lua_State *L);
 
 %include "peeklock.i"
+
+/* Every native of the module closes over the two handle metatables (see pl_lua_handle). */
+%init %{
+  pl_lua_upvalues(L);
+%}
