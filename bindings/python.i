@@ -10,7 +10,9 @@
 %nothread;
 
 %{
+#include <float.h>
 #include <string.h>
+#include <structmember.h>
 #include "peeklock.h"
 
 /* Python callable (code, http_status, retryable, message) -> exception
@@ -26,20 +28,120 @@ static const char *pl_py_whole_utf8(PyObject *s) {
     return strlen(u) == (size_t)n ? u : NULL;
 }
 
-/* The pl_message of a peeklock.Message: its "_h" slot (client.py). NULL with
- * a TypeError set when message is not one. */
-static PyObject *pl_py_slot_h, *pl_py_slot_body;
+/* The slots of a peeklock.Message (client.py), read and set at their offsets:
+ * pl_py_bind records them, with the class, at import. A Message made here
+ * gets every slot Message.__init__ sets. */
+enum { PL_SLOT_H, PL_SLOT_CLIENT, PL_SLOT_BODY, PL_SLOT_PROPS, PL_SLOT_MAX_RENEW,
+       PL_SLOT_IN_RENEWER, PL_SLOTS };
+static const char *const pl_py_slot_names[PL_SLOTS] = {
+    "_h", "_client", "_body", "_props", "max_renew", "_in_renewer"};
+static Py_ssize_t pl_py_slot_offset[PL_SLOTS];
+static PyTypeObject *pl_py_message_type = NULL;
+/* client._ENTITY_OK: entity names that passed the checks (exact str keys). */
+static PyObject *pl_py_entity_ok = NULL;
 
+#define PL_PY_SLOT(o, i) (*(PyObject **)((char *)(o) + pl_py_slot_offset[i]))
+
+/* Stores value (a new reference) in slot i of a Message. */
+static void pl_py_slot_set(PyObject *message, int i, PyObject *value) {
+    PyObject *old = PL_PY_SLOT(message, i);
+    PL_PY_SLOT(message, i) = value;
+    Py_XDECREF(old);
+}
+
+/* The pl_message of a peeklock.Message (its "_h" slot). NULL with a TypeError
+ * set when message is not one. */
 static pl_message *pl_py_message_of(PyObject *message) {
     void *m = NULL;
-    if (!pl_py_slot_h && !(pl_py_slot_h = PyUnicode_InternFromString("_h"))) return NULL;
-    PyObject *h = PyObject_GetAttr(message, pl_py_slot_h);
-    int res = h ? SWIG_ConvertPtr(h, &m, SWIGTYPE_p_pl_message, 0) : SWIG_ERROR;
-    Py_XDECREF(h);
-    if (SWIG_IsOK(res) && m) return (pl_message *)m;
-    PyErr_Clear();
+    if (pl_py_message_type && PyObject_TypeCheck(message, pl_py_message_type)
+        && SWIG_IsOK(SWIG_ConvertPtr(PL_PY_SLOT(message, PL_SLOT_H), &m, SWIGTYPE_p_pl_message, 0))
+        && m)
+        return (pl_message *)m;
     PyErr_Format(PyExc_TypeError, "expected a peeklock.Message, not %s", Py_TYPE(message)->tp_name);
     return NULL;
+}
+
+/* A new peeklock.Message owning m (freed here if that fails), as
+ * Message(handle, client, max_renew) makes it; steals max_renew. */
+static PyObject *pl_py_message_new(pl_message *m, PyObject *client, PyObject *max_renew) {
+    PyObject *h = SWIG_Python_NewPointerObj(NULL, SWIG_as_voidptr(m), SWIGTYPE_p_pl_message,
+                                            SWIG_POINTER_OWN);
+    PyObject *msg = NULL;
+    if (h == Py_None) Py_CLEAR(h);              /* out of memory */
+    if (h) msg = pl_py_message_type->tp_alloc(pl_py_message_type, 0);
+    else pl_message_free(m);
+    if (!msg) {
+        Py_XDECREF(h);
+        Py_DECREF(max_renew);
+        return NULL;
+    }
+    Py_INCREF(client);
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_False);
+    pl_py_slot_set(msg, PL_SLOT_H, h);
+    pl_py_slot_set(msg, PL_SLOT_CLIENT, client);
+    pl_py_slot_set(msg, PL_SLOT_BODY, Py_None);
+    pl_py_slot_set(msg, PL_SLOT_PROPS, Py_None);
+    pl_py_slot_set(msg, PL_SLOT_MAX_RENEW, max_renew);
+    pl_py_slot_set(msg, PL_SLOT_IN_RENEWER, Py_False);
+    return msg;
+}
+
+/* The "_plain_h" object of a peeklock.Client (a new reference) and its
+ * pl_client: the client's handle while it is open and has no token provider
+ * (nothing to refresh). Otherwise NULL, no error set: the caller takes the
+ * Python method. */
+static PyObject *pl_py_str_plain_h;
+
+static PyObject *pl_py_plain_client(PyObject *client, pl_client **c) {
+    PyObject *h = PyObject_GetAttr(client, pl_py_str_plain_h);
+    void *p = NULL;
+    if (h && (!SWIG_IsOK(SWIG_ConvertPtr(h, &p, SWIGTYPE_p_pl_client, 0)) || !p)) Py_CLEAR(h);
+    PyErr_Clear();
+    *c = (pl_client *)p;
+    return h;
+}
+
+/* Parameter names of the C methods, interned by pl_py_bind. */
+enum { PL_ARG_ENTITY, PL_ARG_BODY, PL_ARG_PROPERTIES, PL_ARG_TIMEOUT, PL_ARG_MAX_RENEW, PL_ARGS };
+static const char *const pl_py_arg_names[PL_ARGS] = {
+    "entity", "body", "properties", "timeout", "max_renew"};
+static PyObject *pl_py_arg_str[PL_ARGS];
+
+/* Fast-call arguments into out[0..nnames) by position (at most npos) or by
+ * name (names: PL_ARG_*). 0 when the call has more positional arguments, a
+ * name not in names or one given twice: the Python method then takes the call
+ * (and rejects it). */
+static int pl_py_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const int *names, Py_ssize_t npos, Py_ssize_t nnames, PyObject **out) {
+    Py_ssize_t i, j, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > npos) return 0;
+    for (i = 0; i < nargs; i++) out[i] = args[i];
+    for (i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        for (j = 0; j < nnames && k != pl_py_arg_str[names[j]]; j++) {}
+        if (j == nnames)                        /* a name not interned */
+            for (j = 0; j < nnames && PyUnicode_Compare(k, pl_py_arg_str[names[j]]) != 0; j++) {}
+        if (j == nnames || out[j]) return 0;
+        out[j] = args[nargs + i];
+    }
+    return 1;
+}
+
+/* An entity name that passed the checks of client.py before. */
+static int pl_py_entity_known(PyObject *entity) {
+    return entity && PyUnicode_CheckExact(entity) && pl_py_entity_ok
+           && PyDict_Contains(pl_py_entity_ok, entity) == 1;
+}
+
+/* The call handed on, as it came, to self's Python method of that name. */
+static PyObject *pl_py_general(PyObject *self, const char *name, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *method = PyObject_GetAttrString(self, name);
+    PyObject *res = method ? PyObject_Vectorcall(method, args, (size_t)nargs, kwnames) : NULL;
+    Py_XDECREF(method);
+    return res;
 }
 
 static void pl_py_raise(int code) {
@@ -137,14 +239,18 @@ general:
 static PyObject *pl_py_message_body_of(PyObject *message) {
     pl_message *m = pl_py_message_of(message);
     if (!m) return NULL;
-    if (!pl_py_slot_body && !(pl_py_slot_body = PyUnicode_InternFromString("_body"))) return NULL;
-    PyObject *body = PyObject_GetAttr(message, pl_py_slot_body);
-    if (body != Py_None) return body;           /* the bytes made before, or NULL */
-    Py_DECREF(body);
+    PyObject *body = PL_PY_SLOT(message, PL_SLOT_BODY);
+    if (body && body != Py_None) {              /* the bytes made before */
+        Py_INCREF(body);
+        return body;
+    }
     size_t len = 0;
     const void *b = pl_message_body(m, &len);
     body = PyBytes_FromStringAndSize(b ? (const char *)b : "", b ? (Py_ssize_t)len : 0);
-    if (body && PyObject_SetAttr(message, pl_py_slot_body, body) < 0) Py_CLEAR(body);
+    if (body) {
+        Py_INCREF(body);
+        pl_py_slot_set(message, PL_SLOT_BODY, body);
+    }
     return body;
 }
 
@@ -166,6 +272,168 @@ static PyObject *pl_py_error_last(void) {
     const pl_error *e = pl_error_last();
     return Py_BuildValue("(iiis)", e->code, e->http_status, e->retryable,
                          e->message ? e->message : "");
+}
+%}
+
+/* ---- Client.send, Client.peek_lock, Message.complete: one C call --------- */
+
+%{
+/* Their common case each: an entity checked before, an open client without a
+ * token provider, plain arguments (see each). Any other call goes on, as it
+ * came, to the Python method of the same name with a leading underscore
+ * (client.py), which checks, refreshes and raises as always. The request runs
+ * with the GIL released; errors of the C layer raise as the wrappers raise. */
+
+static PyObject *pl_py_client_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
+    static const int names[] = {PL_ARG_ENTITY, PL_ARG_BODY, PL_ARG_PROPERTIES};
+    PyObject *a[3] = {NULL, NULL, NULL}, *h = NULL, *res;
+    pl_client *c = NULL;
+    if (pl_py_args(args, nargs, kwnames, names, 2, 3, a) && pl_py_entity_known(a[0]) && a[1]
+        && PyBytes_CheckExact(a[1]) && (h = pl_py_plain_client(self, &c)) != NULL) {
+        res = pl_py_send(c, PyUnicode_AsUTF8(a[0]), a[1], a[2] ? a[2] : Py_None);
+        Py_DECREF(h);
+        if (res != Py_NotImplemented) return res;   /* sent, or raised */
+        Py_DECREF(res);
+    }
+    return pl_py_general(self, "_send", args, nargs, kwnames);
+}
+
+/* timeout: an int of 0..300 seconds; max_renew: None or a positive finite
+ * float or int. */
+static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames) {
+    static const int names[] = {PL_ARG_ENTITY, PL_ARG_TIMEOUT, PL_ARG_MAX_RENEW};
+    PyObject *a[3] = {NULL, NULL, NULL}, *h = NULL, *mr;
+    pl_client *c = NULL;
+    pl_message *m = NULL;
+    long t = 30;
+    int rc;
+    if (!pl_py_args(args, nargs, kwnames, names, 2, 3, a) || !pl_py_entity_known(a[0]))
+        goto general;
+    if (a[1] && (!PyLong_CheckExact(a[1]) || (t = PyLong_AsLong(a[1])) < 0 || t > 300)) {
+        PyErr_Clear();
+        goto general;
+    }
+    mr = a[2];
+    if (!mr || mr == Py_None) {
+        mr = Py_None;
+        Py_INCREF(mr);
+    } else if (PyFloat_CheckExact(mr) || PyLong_CheckExact(mr)) {
+        double d = PyFloat_AsDouble(mr);
+        if (!(d > 0.0 && d <= DBL_MAX)) {       /* NaN, inf, <= 0, or an int beyond a double */
+            PyErr_Clear();
+            goto general;
+        }
+        mr = PyFloat_FromDouble(d);
+        if (!mr) return NULL;
+    } else {
+        goto general;
+    }
+    if (!(h = pl_py_plain_client(self, &c))) {
+        Py_DECREF(mr);
+        goto general;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = pl_peek_lock(&m, c, PyUnicode_AsUTF8(a[0]), (int)t);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(h);
+    if (rc < 0 || !m) {
+        Py_DECREF(mr);
+        if (rc < 0) {
+            pl_py_raise(rc);
+            return NULL;
+        }
+        Py_RETURN_NONE;                         /* nothing arrived in time */
+    }
+    return pl_py_message_new(m, self, mr);
+general:
+    return pl_py_general(self, "_peek_lock", args, nargs, kwnames);
+}
+
+/* No arguments, the message not handed to the renewer. */
+static PyObject *pl_py_message_complete(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames) {
+    PyObject *client = PL_PY_SLOT(self, PL_SLOT_CLIENT), *h;
+    pl_client *c = NULL;
+    void *m = NULL;
+    int rc;
+    if (nargs || kwnames || PL_PY_SLOT(self, PL_SLOT_IN_RENEWER) != Py_False || !client
+        || !SWIG_IsOK(SWIG_ConvertPtr(PL_PY_SLOT(self, PL_SLOT_H), &m, SWIGTYPE_p_pl_message, 0))
+        || !m || !(h = pl_py_plain_client(client, &c)))
+        return pl_py_general(self, "_complete", args, nargs, kwnames);
+    Py_INCREF(self);                            /* keeps m (and its client) while unlocked */
+    Py_BEGIN_ALLOW_THREADS
+    rc = pl_complete(c, (pl_message *)m);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(h);
+    Py_DECREF(self);
+    if (rc < 0) {
+        pl_py_raise(rc);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pl_py_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))pl_py_client_send, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"peek_lock", (PyCFunction)(void (*)(void))pl_py_client_peek_lock,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"complete", (PyCFunction)(void (*)(void))pl_py_message_complete,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+%}
+
+%inline %{
+/* Records the Message class (its slots' offsets) and the entity cache of
+ * client.py; called once, at import. */
+static PyObject *pl_py_bind(PyObject *message_class, PyObject *entity_ok) {
+    int i;
+    if (!PyType_Check(message_class) || !PyDict_CheckExact(entity_ok)) {
+        PyErr_SetString(PyExc_TypeError, "expected the Message class and a dict");
+        return NULL;
+    }
+    for (i = 0; i < PL_SLOTS; i++) {
+        PyObject *d = PyDict_GetItemString(((PyTypeObject *)message_class)->tp_dict,
+                                           pl_py_slot_names[i]);
+        if (!d || Py_TYPE(d) != &PyMemberDescr_Type
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "Message has no slot %s", pl_py_slot_names[i]);
+            return NULL;
+        }
+        pl_py_slot_offset[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    for (i = 0; i < PL_ARGS; i++)
+        if (!pl_py_arg_str[i] && !(pl_py_arg_str[i] = PyUnicode_InternFromString(pl_py_arg_names[i])))
+            return NULL;
+    if (!pl_py_str_plain_h && !(pl_py_str_plain_h = PyUnicode_InternFromString("_plain_h")))
+        return NULL;
+    Py_INCREF(message_class);
+    Py_XSETREF(pl_py_message_type, (PyTypeObject *)message_class);
+    Py_INCREF(entity_ok);
+    Py_XSETREF(pl_py_entity_ok, entity_ok);
+    Py_RETURN_NONE;
+}
+
+/* The C method called name ("send" or "peek_lock" of Client, "complete" of
+ * Message) as a method of cls, documented by doc (kept for good). */
+static PyObject *pl_py_method(PyObject *cls, const char *name, PyObject *doc) {
+    size_t i;
+    if (!PyType_Check(cls) || !PyUnicode_Check(doc)) {
+        PyErr_SetString(PyExc_TypeError, "expected a class and a str");
+        return NULL;
+    }
+    for (i = 0; i < sizeof pl_py_methods / sizeof pl_py_methods[0]; i++) {
+        PyMethodDef *def = &pl_py_methods[i];
+        if (strcmp(def->ml_name, name) != 0) continue;
+        if (!def->ml_doc) {
+            Py_INCREF(doc);                     /* its UTF-8 is the doc from now on */
+            if (!(def->ml_doc = PyUnicode_AsUTF8(doc))) return NULL;
+        }
+        return PyDescr_NewMethod((PyTypeObject *)cls, def);
+    }
+    PyErr_Format(PyExc_ValueError, "no C method %s", name);
+    return NULL;
 }
 %}
 

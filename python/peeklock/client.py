@@ -303,6 +303,7 @@ class Message:
     __slots__ = ("_h", "_client", "_body", "_props", "max_renew", "_in_renewer", "__weakref__")
 
     def __init__(self, handle: Any, client: "Client", max_renew: Optional[float] = None) -> None:
+        # Client.peek_lock's C path sets these same slots (bindings/python.i)
         self._h = handle
         self._client = client           # keeps the parent client alive
         self._body: Optional[bytes] = None
@@ -619,6 +620,8 @@ class Client:
                                        0, 0, pool_size, ca_file, 0)
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self.entity_path: Optional[str] = _core.pl_client_entity_path(self._h)
+        # the handle the C methods use, while open and with no token to refresh
+        self._plain_h: Any = self._h if token_provider is None else None
         if token_provider is not None:
             self._refresh_token(force=True)
 
@@ -642,6 +645,7 @@ class Client:
             except Error as e:
                 log.warning("closing the renewer: %s", e)
         self._closed = True
+        self._plain_h = None
         if self._token_timer is not None:
             self._token_timer.cancel()
 
@@ -789,7 +793,6 @@ class Client:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
-        # the checks' common cases inline: this runs once per message
         if type(entity) is not str or entity not in _ENTITY_OK:
             entity = _check_entity(entity)
         t = (timeout if type(timeout) is int and 0 <= timeout <= _MAX_TIMEOUT
@@ -866,5 +869,18 @@ class Client:
         s["events"] = dict(self._event_counts)
         return s
 
+
+# Client.send, Client.peek_lock and Message.complete as defined above become
+# _send, _peek_lock and _complete; C methods (bindings/python.i) take their
+# place, which do the common case in one call each and hand any other call on
+# to the Python method.
+_core.pl_py_bind(Message, _ENTITY_OK)
+for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, **kwargs)"),
+                                (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
+                                (Message, "complete", "($self, /)")):
+    _general = getattr(_cls, _name)
+    setattr(_cls, "_" + _name, _general)
+    setattr(_cls, _name, _core.pl_py_method(_cls, _name, f"{_name}{_signature}\n--\n\n{_general.__doc__}"))
+del _cls, _name, _signature, _general
 
 from .processor import ProcessSummary  # noqa: E402  (circular: processor uses Client)

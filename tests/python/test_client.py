@@ -284,3 +284,51 @@ def test_message_getters(client, queue):
                    peeklock.Message.sequence_number):
         with pytest.raises(TypeError, match="peeklock.Message"):
             getter.fget(object())
+
+
+def test_c_methods_take_the_common_case_and_hand_on_the_rest(client, emu, queue):
+    """send, peek_lock and complete are C methods for their common case; every
+    other call goes to the Python methods _send, _peek_lock and _complete, which
+    check, refresh and raise as before. Both make the same Message."""
+    import inspect
+    for cls, name in ((peeklock.Client, "send"), (peeklock.Client, "peek_lock"),
+                      (peeklock.Message, "complete")):
+        c_sig = inspect.signature(getattr(cls, name))
+        py_sig = inspect.signature(getattr(cls, "_" + name))
+        assert list(c_sig.parameters) == list(py_sig.parameters)
+        assert getattr(cls, name).__doc__ == getattr(cls, "_" + name).__doc__
+    for i in range(4):
+        client.send(queue, b"m", properties={"I": i})
+    a = client.peek_lock(queue, 5, max_renew=7)              # C: an int max_renew
+    b = client._peek_lock(queue, 5, max_renew=7)              # Python
+    c = client.peek_lock(entity=queue, timeout=5, max_renew=2.5)
+    d = client.peek_lock(queue, timeout=4.5)                  # a float: handed on, rounded up
+    for m, mr in ((a, 7.0), (b, 7.0), (c, 2.5), (d, None)):
+        assert type(m) is peeklock.Message and m.state == "held" and m.body == b"m"
+        assert m.max_renew == mr and type(m.max_renew) is type(mr)
+        assert m._client is client and m._props is None and m._in_renewer is False
+    assert [m.properties["I"] for m in (a, b, c, d)] == [0, 1, 2, 3]
+    for bad, exc in (((queue, 5, 3), TypeError), ((queue,), TypeError)):
+        with pytest.raises(exc):
+            client.peek_lock(*bad, nonsense=1)
+    with pytest.raises(TypeError):
+        client.peek_lock(queue, 5, max_renew=float("nan"), timeout=5)
+    with pytest.raises(ValueError, match="max_renew"):
+        client.peek_lock(queue, 0, max_renew=float("inf"))
+    with pytest.raises(TypeError):
+        a.complete(1)
+    a.complete()
+    b._complete()
+    with pytest.raises(peeklock.StateError):
+        a.complete()                                          # settled once
+    with c:                                                   # in the renewer: handed on
+        c.complete()
+    d.complete()
+    with pytest.raises(TypeError):
+        client.send(queue, b"x", {"I": 1})                    # properties is keyword-only
+    client.close()
+    with pytest.raises(peeklock.ClosedError):
+        client.peek_lock(queue, 0)
+    with pytest.raises(peeklock.ClosedError):
+        client.send(queue, b"x", properties={"I": 1})
+    assert len(completed(emu, queue)) == 4

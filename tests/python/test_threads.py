@@ -60,6 +60,7 @@ def _spin_rate_during(call):
 
 def test_python_runs_while_a_call_blocks(client, queue):
     """A counting thread keeps its pace while another waits 3 s in a long poll."""
+    assert client.peek_lock(queue, timeout=0) is None   # the entity known: the C path
     baseline, during, elapsed, got = _spin_rate_during(lambda: client.peek_lock(queue, timeout=3))
     assert got is None and elapsed >= 2.5, f"the long poll returned after {elapsed:.1f} s"
     assert during >= 0.3 * baseline, \
@@ -116,3 +117,15 @@ def test_python_runs_while_a_send_blocks(client, emu, queue):
     assert got is None and elapsed >= 2.5, f"the send returned after {elapsed:.1f} s"
     assert during >= 0.3 * baseline, \
         f"spinner ran at {during:.0f}/s during the send, {baseline:.0f}/s before: GIL held?"
+
+
+def test_python_runs_while_a_complete_blocks(client, emu, queue):
+    """The same for a complete (the emulator holds the answer 3 s)."""
+    client.send(queue, b"x")
+    msg = client.peek_lock(queue, timeout=5)
+    emu.fault(operation="complete", delay_ms=3000, count=1)
+    baseline, during, elapsed, got = _spin_rate_during(msg.complete)
+    assert got is None and elapsed >= 2.5, f"the complete returned after {elapsed:.1f} s"
+    assert during >= 0.3 * baseline, \
+        f"spinner ran at {during:.0f}/s during the complete, {baseline:.0f}/s before: GIL held?"
+    assert msg.settled
