@@ -333,11 +333,14 @@ static int pl_lua_strcaseeq(const char *a, const char *b) {
 }
 
 /* body(msg) -> string */
-static int pl_lua_message_body(lua_State *L) {
+static void pl_lua_push_body(lua_State *L, const pl_message *m) {
   size_t n = 0;
-  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_body", "pl_message");
   const void *b = pl_message_body(m, &n);
   lua_pushlstring(L, b ? (const char *)b : "", b ? n : 0);
+}
+
+static int pl_lua_message_body(lua_State *L) {
+  pl_lua_push_body(L, (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_body", "pl_message"));
   return 1;
 }
 
@@ -445,8 +448,7 @@ static int pl_lua_alive(lua_State *L) {
 
 /* message_properties(msg) -> { name = value } typed as the server typed them
  * (strings, integers, numbers, booleans; DateTime as its text): one call, no per-field trips. */
-static int pl_lua_message_properties(lua_State *L) {
-  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_properties", "pl_message");
+static void pl_lua_push_properties(lua_State *L, const pl_message *m) {
   size_t i, n = pl_message_property_count(m);
   lua_createtable(L, 0, (int)n);
   for (i = 0; i < n; i++) {
@@ -463,6 +465,64 @@ static int pl_lua_message_properties(lua_State *L) {
     }
     lua_setfield(L, -2, name);
   }
+}
+
+static int pl_lua_message_properties(lua_State *L) {
+  pl_lua_push_properties(L, (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_properties",
+                                                       "pl_message"));
+  return 1;
+}
+
+/* message_indexer(methods, slow) -> the __index of lua/peeklock.lua's messages: a key of
+ * methods is its value; body, message_id and properties are read from the message's
+ * handle (its raw field _h) and cached in the message table; any other key, or a freed
+ * message, goes to slow(msg, key). One C call per first read, no Lua frame. */
+static int pl_lua_message_index(lua_State *L) {
+  static const char *const fields[] = { "body", "message_id", "properties" };
+  size_t i = 3;
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(3));
+  if (!lua_isnil(L, -1)) return 1;
+  lua_pop(L, 1);
+  if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    for (i = 0; i < 3 && strcmp(k, fields[i]) != 0; i++) {}
+  }
+  if (i < 3) {
+    swig_lua_userdata *u;
+    lua_pushvalue(L, lua_upvalueindex(5)); /* "_h" */
+    lua_rawget(L, 1);
+    u = pl_lua_handle(L, 3);
+    if (u && u->ptr && u->type == SWIGTYPE_p_pl_message) {
+      const pl_message *m = (const pl_message *)u->ptr;
+      if (i == 0) pl_lua_push_body(L, m);
+      else if (i == 1) lua_pushstring(L, pl_message_id(m));
+      else pl_lua_push_properties(L, m);
+      if (!lua_isnil(L, -1)) {
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1);
+      }
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(4));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+static int pl_lua_message_indexer(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, PL_LUA_MT);
+  lua_pushvalue(L, PL_LUA_FREED_MT);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushliteral(L, "_h");
+  lua_pushcclosure(L, pl_lua_message_index, 5);
   return 1;
 }
 
@@ -575,9 +635,15 @@ static int pl_lua_response_from(lua_State *L) {
  *   false, "unknown", key             no such option
  *   false, "name", name               a property name that is not a string
  *   false, "property", name, v        a property value of no supported type
+ * send_from(client, entity, body, opts, datetime_mt) builds the same message, sends it
+ * (pl_send) and frees it: pl_send's rc, or the results above but the handle;
+ * request_send_from(client, entity, body, opts, datetime_mt) makes its request instead
+ * (pl_request_send): rc, request, or the results above but the handle. Neither makes a
+ * handle for the message.
  * Argument errors come back as values: peeklock.lua words and raises them, pointing at
- * the caller. The handle is on the stack from the start, so it is freed (by the
- * collector at worst) whatever happens. */
+ * the caller. No Lua error can be raised while a message is being built (the stack is
+ * reserved first, and results are pushed once it is freed or owned by its handle), so
+ * none leaks. */
 enum { PL_OPT_BODY, PL_OPT_CONTENT_TYPE, PL_OPT_TTL, PL_OPT_SCHEDULED, PL_OPT_PERSIST, PL_OPT_PROPS, PL_OPT_BROKER };
 static const struct { const char *key; int kind; const char *field; } pl_lua_options[] = {
   { "body", PL_OPT_BODY, NULL },
@@ -597,11 +663,28 @@ static const struct { const char *key; int kind; const char *field; } pl_lua_opt
   { "via_partition_key", PL_OPT_BROKER, "ViaPartitionKey" },
 };
 
-/* Frees the handle at idx now (it was not handed out) and leaves n results on top. */
-static int pl_lua_drop(lua_State *L, int idx, int n) {
-  swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, idx);
-  if (u->ptr) { pl_outgoing_free((pl_outgoing *)u->ptr); u->ptr = NULL; u->own = 0; }
-  return n;
+/* An argument error found while building: its kind ("option", "unknown", "name",
+ * "property"), the stack slots of the key and value at fault (0: none), what was expected. */
+typedef struct { const char *kind; int key, val; const char *what; } pl_lua_bad;
+
+/* Records an argument error about the key and value on top of the stack; returns 1. */
+static int pl_lua_set_bad(lua_State *L, pl_lua_bad *bad, const char *kind, int with_val, const char *what) {
+  bad->kind = kind;
+  bad->key = lua_gettop(L) - 1;
+  bad->val = with_val ? lua_gettop(L) : 0;
+  bad->what = what;
+  return 1;
+}
+
+/* Pushes the results of an argument error: false, kind, key[, what][, value]. */
+static int pl_lua_push_bad(lua_State *L, const pl_lua_bad *bad) {
+  luaL_checkstack(L, 5, NULL);
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, bad->kind);
+  lua_pushvalue(L, bad->key);
+  if (bad->what) lua_pushstring(L, bad->what);
+  if (bad->val) lua_pushvalue(L, bad->val);
+  return 3 + (bad->what != NULL) + (bad->val != 0);
 }
 
 /* The number at idx as an Int64 property when it is an integer (on LuaJIT: integral
@@ -619,18 +702,15 @@ static int pl_lua_integer(lua_State *L, int idx, int64_t *out) {
 #endif
 }
 
-/* Adds the properties table at idx: 0, a negative rc, or the number of argument-error
- * results it pushed on top. */
-static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt) {
+/* Adds the properties table at idx (DateTime metatable at mt, the string "unix" at
+ * unix_key): 0, a negative rc, or 1 with *bad set (its key and value left on the stack). */
+static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt, int unix_key, pl_lua_bad *bad) {
   int rc = 0;
   lua_pushnil(L);
   while (rc == 0 && lua_next(L, idx)) {
     const char *name;
     int64_t iv;
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      lua_pushboolean(L, 0); lua_pushliteral(L, "name"); lua_pushvalue(L, -4);
-      return 3;
-    }
+    if (lua_type(L, -2) != LUA_TSTRING) return pl_lua_set_bad(L, bad, "name", 0, NULL);
     name = lua_tostring(L, -2);
     switch (lua_type(L, -1)) {
     case LUA_TSTRING: rc = pl_outgoing_add_string(m, name, lua_tostring(L, -1)); break;
@@ -642,11 +722,9 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt) 
     default: {
       int is_dt = 0;
       if (lua_getmetatable(L, -1)) { is_dt = lua_rawequal(L, -1, mt); lua_pop(L, 1); }
-      if (!is_dt) {
-        lua_pushboolean(L, 0); lua_pushliteral(L, "property"); lua_pushvalue(L, -4); lua_pushvalue(L, -4);
-        return 4;
-      }
-      lua_getfield(L, -1, "unix");
+      if (!is_dt) return pl_lua_set_bad(L, bad, "property", 1, NULL);
+      lua_pushvalue(L, unix_key);
+      lua_rawget(L, -2);
       rc = pl_outgoing_add_datetime(m, name, (int64_t)floor(lua_tonumber(L, -1)));
       lua_pop(L, 1);
     }
@@ -657,72 +735,143 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt) 
   return rc;
 }
 
-static int pl_lua_outgoing_from(lua_State *L) {
-  size_t len = 0, i;
-  const char *body = luaL_checklstring(L, 1, &len);
-  pl_outgoing *m = NULL;
-  int h, rc;
-  lua_settop(L, 3);
-  rc = pl_outgoing_new(&m, body, len);
-  if (rc < 0) { lua_pushnil(L); lua_pushinteger(L, rc); return 2; }
-  pl_lua_push_handle(L, m, SWIGTYPE_p_pl_outgoing, 1);
-  h = lua_gettop(L);
-  if (lua_isnil(L, 2)) return 1;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, 2)) {
-    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    int t = lua_type(L, -1);
-    const char *what = NULL;
-    for (i = 0; key && i < sizeof pl_lua_options / sizeof pl_lua_options[0]; i++)
-      if (strcmp(key, pl_lua_options[i].key) == 0) break;
-    if (!key || i == sizeof pl_lua_options / sizeof pl_lua_options[0]) {
-      lua_pushboolean(L, 0); lua_pushliteral(L, "unknown"); lua_pushvalue(L, -4);
-      return pl_lua_drop(L, h, 3);
-    }
-    switch (pl_lua_options[i].kind) {
-    case PL_OPT_BODY: rc = 0; break;
-    case PL_OPT_CONTENT_TYPE:
-      if (t != LUA_TSTRING) what = "string";
-      else rc = pl_outgoing_set_content_type(m, lua_tostring(L, -1));
-      break;
-    case PL_OPT_TTL: {
-      lua_Number v = lua_tonumber(L, -1);
-      if (t != LUA_TNUMBER || v != v || v < 0) what = "non-negative number";
-      else rc = pl_outgoing_set_time_to_live(m, (double)v);
-      break;
-    }
-    case PL_OPT_SCHEDULED: {
-      lua_Number v = lua_tonumber(L, -1);
-      if (t != LUA_TNUMBER || v != v || v < 0) what = "Unix time (number)";
-      else rc = pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v));
-      break;
-    }
-    case PL_OPT_PERSIST:
-      if (t != LUA_TBOOLEAN) what = "boolean";
-      else rc = pl_outgoing_set_force_persistence(m, lua_toboolean(L, -1));
-      break;
-    case PL_OPT_PROPS:
-      if (t != LUA_TTABLE) what = "table";
-      else {
-        rc = pl_lua_add_properties(L, m, lua_gettop(L), 3);
-        if (rc > 0) return pl_lua_drop(L, h, rc);
-      }
-      break;
-    default:
-      if (t != LUA_TSTRING) what = "string";
-      else rc = pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1));
-    }
-    if (what) {
-      lua_pushboolean(L, 0); lua_pushliteral(L, "option"); lua_pushvalue(L, -4); lua_pushstring(L, what);
-      lua_pushvalue(L, -5);
-      return pl_lua_drop(L, h, 5);
-    }
-    if (rc < 0) { lua_pushnil(L); lua_pushinteger(L, rc); return pl_lua_drop(L, h, 2); }
-    lua_pop(L, 1);
+/* Sets one option (key and value on top of the stack) on m: 0, a negative rc, or 1 with *bad set. */
+static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key, pl_lua_bad *bad) {
+  const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+  int t = lua_type(L, -1);
+  lua_Number v;
+  size_t i, n = sizeof pl_lua_options / sizeof pl_lua_options[0];
+  for (i = 0; key && i < n; i++)
+    if (strcmp(key, pl_lua_options[i].key) == 0) break;
+  if (!key || i == n) return pl_lua_set_bad(L, bad, "unknown", 0, NULL);
+  switch (pl_lua_options[i].kind) {
+  case PL_OPT_BODY: return 0;
+  case PL_OPT_CONTENT_TYPE:
+    if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
+    return pl_outgoing_set_content_type(m, lua_tostring(L, -1));
+  case PL_OPT_TTL:
+    v = lua_tonumber(L, -1);
+    if (t != LUA_TNUMBER || v != v || v < 0) return pl_lua_set_bad(L, bad, "option", 1, "non-negative number");
+    return pl_outgoing_set_time_to_live(m, (double)v);
+  case PL_OPT_SCHEDULED:
+    v = lua_tonumber(L, -1);
+    if (t != LUA_TNUMBER || v != v || v < 0) return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
+    return pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v));
+  case PL_OPT_PERSIST:
+    if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");
+    return pl_outgoing_set_force_persistence(m, lua_toboolean(L, -1));
+  case PL_OPT_PROPS:
+    if (t != LUA_TTABLE) return pl_lua_set_bad(L, bad, "option", 1, "table");
+    return pl_lua_add_properties(L, m, lua_gettop(L), mt, unix_key, bad);
+  default:
+    if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
+    return pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1));
   }
-  lua_settop(L, h);
+}
+
+/* Builds the message of (body, opts, datetime_mt) at b, b + 1, b + 2: 0 with *out set,
+ * a negative rc, or 1 with *bad set (nothing built in the last two cases). */
+static int pl_lua_build(lua_State *L, int b, pl_outgoing **out, pl_lua_bad *bad) {
+  size_t len = 0;
+  const char *body = luaL_checklstring(L, b, &len);
+  int opts = b + 1, unix_key, rc;
+  pl_outgoing *m = NULL;
+  if (!lua_isnil(L, opts)) luaL_checktype(L, opts, LUA_TTABLE);
+  luaL_checkstack(L, 12, NULL); /* what the loops below push: the stack never grows while m exists */
+  lua_pushliteral(L, "unix");
+  unix_key = lua_gettop(L);
+  *out = NULL;
+  rc = pl_outgoing_new(&m, body, len);
+  if (rc < 0) return rc;
+  if (!lua_isnil(L, opts)) {
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+      rc = pl_lua_set_option(L, m, b + 2, unix_key, bad);
+      if (rc != 0) { pl_outgoing_free(m); return rc; }
+      lua_pop(L, 1);
+    }
+  }
+  *out = m;
+  return 0;
+}
+
+/* Pushes an empty handle (filled by pl_lua_fill_handle): made before the C object, so
+ * handing the object out cannot fail. */
+static swig_lua_userdata *pl_lua_new_handle(lua_State *L) {
+  swig_lua_userdata *u = (swig_lua_userdata *)lua_newuserdata(L, sizeof *u);
+  u->ptr = NULL;
+  u->type = NULL;
+  u->own = 0;
+  return u;
+}
+
+/* Makes the empty handle at idx own ptr (nil for NULL). */
+static void pl_lua_fill_handle(lua_State *L, int idx, swig_lua_userdata *u, void *ptr, swig_type_info *type) {
+  if (!ptr) { lua_pushnil(L); lua_replace(L, idx); return; }
+  u->ptr = ptr;
+  u->type = type;
+  u->own = 1;
+  lua_pushvalue(L, PL_LUA_MT);
+  lua_setmetatable(L, idx);
+}
+
+/* The results of pl_lua_build when it built nothing. */
+static int pl_lua_build_failed(lua_State *L, int rc, const pl_lua_bad *bad) {
+  if (rc > 0) return pl_lua_push_bad(L, bad);
+  lua_pushnil(L);
+  lua_pushinteger(L, rc);
+  return 2;
+}
+
+static int pl_lua_outgoing_from(lua_State *L) {
+  pl_outgoing *m;
+  pl_lua_bad bad = { NULL, 0, 0, NULL };
+  swig_lua_userdata *u;
+  int rc;
+  lua_settop(L, 3);
+  u = pl_lua_new_handle(L);
+  rc = pl_lua_build(L, 1, &m, &bad);
+  if (rc != 0) return pl_lua_build_failed(L, rc, &bad);
+  pl_lua_fill_handle(L, 4, u, m, SWIGTYPE_p_pl_outgoing);
+  lua_settop(L, 4);
   return 1;
+}
+
+static int pl_lua_send_from(lua_State *L) {
+  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "send_from", "pl_client");
+  const char *entity = luaL_checkstring(L, 2);
+  pl_outgoing *m;
+  pl_lua_bad bad = { NULL, 0, 0, NULL };
+  int rc;
+  lua_settop(L, 5);
+  rc = pl_lua_build(L, 3, &m, &bad);
+  if (rc != 0) return pl_lua_build_failed(L, rc, &bad);
+  rc = pl_send(c, entity, m);
+  pl_outgoing_free(m);
+  lua_pushinteger(L, rc);
+  return 1;
+}
+
+static int pl_lua_request_send_from(lua_State *L) {
+  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "request_send_from", "pl_client");
+  const char *entity = luaL_checkstring(L, 2);
+  pl_outgoing *m;
+  pl_request *req = NULL;
+  pl_lua_bad bad = { NULL, 0, 0, NULL };
+  swig_lua_userdata *u;
+  int rc;
+  lua_settop(L, 5);
+  lua_pushnil(L); /* slot 6: rc */
+  u = pl_lua_new_handle(L);
+  rc = pl_lua_build(L, 3, &m, &bad);
+  if (rc != 0) return pl_lua_build_failed(L, rc, &bad);
+  rc = pl_request_send(&req, c, entity, m);
+  pl_outgoing_free(m);
+  lua_pushinteger(L, rc);
+  lua_replace(L, 6);
+  pl_lua_fill_handle(L, 7, u, req, SWIGTYPE_p_pl_request);
+  lua_settop(L, 7);
+  return 2;
 }
 
 static void pl_lua_free_typed(swig_type_info *t, void *p) {
@@ -738,10 +887,13 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(client_new) int pl_lua_client_new(lua_State *L);
 %native(renewer_new) int pl_lua_renewer_new(lua_State *L);
 %native(message_properties) int pl_lua_message_properties(lua_State *L);
+%native(message_indexer) int pl_lua_message_indexer(lua_State *L);
 %native(request_parts) int pl_lua_request_parts(lua_State *L);
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
+%native(send_from) int pl_lua_send_from(lua_State *L);
+%native(request_send_from) int pl_lua_request_send_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);
 %native(alive) int pl_lua_alive(lua_State *L);
 

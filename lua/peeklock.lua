@@ -161,6 +161,22 @@ local function fail_build(h, rc, op)
   return nil, err
 end
 
+-- The argument error a building native described (false, what, key, a, b), raised at
+-- level (as counted by the function that tail-calls this), or nil, err for a core
+-- failure (nil, rc).
+local function outgoing_error(level, fname, h, what, key, a, b)
+  if h == nil then return nil, last_error(what, fname) end
+  if what == "option" then
+    error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b)), level)
+  elseif what == "unknown" then
+    error(("unknown option '%s' to '%s'"):format(tostring(key), fname), level)
+  elseif what == "name" then
+    error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(key)), level)
+  end
+  error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
+    :format(key, fname, type(a)), level)
+end
+
 -- Builds a pl_outgoing handle from (body, opts). Raises on wrong types and unknown options.
 -- The options (content_type, time_to_live, scheduled_enqueue_time, force_persistence,
 -- properties, the BROKER_FIELDS, and body, ignored: send_batch items carry theirs) are
@@ -171,18 +187,23 @@ local function build_outgoing(fname, body, opts)
   if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
   local h, what, key, a, b = core.outgoing_from(body, opts, DateTime)
   if h then return h end
-  if h == nil then return nil, last_error(what, fname) end
-  if what == "option" then
-    error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b)), 3)
-  elseif what == "unknown" then
-    error(("unknown option '%s' to '%s'"):format(tostring(key), fname), 3)
-  elseif what == "name" then
-    error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(key)), 3)
-  end
-  error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
-    :format(key, fname, type(a)), 3)
+  return outgoing_error(3, fname, h, what, key, a, b)
 end
 M._build_outgoing = build_outgoing
+
+-- send (core.send_from: rc) and peeklock.resty's send (core.request_send_from: rc,
+-- request): the message of (body, opts) built, then sent or made a request of, by one
+-- native, with no handle for it. Its results, or nil, err; argument errors are raised
+-- at the line that called the caller.
+local function send_from(native, fname, h, entity, body, opts)
+  check_string(fname, 1, entity)
+  if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
+  if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
+  local rc, x, key, a, b = native(h, entity, body, opts, DateTime)
+  if rc then return rc, x end
+  return outgoing_error(3, fname, rc, x, key, a, b)
+end
+M._send_from = send_from
 
 -- Builds a pl_batch handle from a list of bodies or {body=..., <send options>}.
 local function build_batch(fname, list)
@@ -195,7 +216,8 @@ local function build_batch(fname, list)
     if type(item) == "table" then body, opts = item.body, item end
     if type(body) ~= "string" then
       core.release(b)
-      error(("bad message #%d to '%s' (string or {body=string} expected, got %s)"):format(i, fname, type(body)), 3)
+      -- (level 4: the line calling send_batch, through batch_from)
+      error(("bad message #%d to '%s' (string or {body=string} expected, got %s)"):format(i, fname, type(body)), 4)
     end
     local h, err = build_outgoing(fname, body, opts)
     if not h then core.release(b); return nil, err end
@@ -236,9 +258,10 @@ end
 -- Values that change over the message's life are not cached.
 local LIVE = { lock_state = true, lock_remaining_ms = true, lock_duration_ms = true }
 
-function Message.__index(self, k)
-  local m = Message[k]
-  if m ~= nil then return m end
+-- Message.__index (core.message_indexer) answers methods, and body, message_id and
+-- properties of a live message, in C; every other field comes here (error level 3: the
+-- indexer's caller).
+local function index_fields(self, k)
   if LIVE[k] then
     local h = rawget(self, "_h")
     if not h then return nil end
@@ -256,11 +279,12 @@ function Message.__index(self, k)
   -- (_h is always a raw field of a message, a handle or false: plain reads and writes
   -- never come back here, and cost no call as rawget/rawset do on Lua 5.4)
   local h = self._h
-  if not h then error("peeklock: message field '" .. tostring(k) .. "' read after the message was freed", 2) end
+  if not h then error("peeklock: message field '" .. tostring(k) .. "' read after the message was freed", 3) end
   local v = g(h)
   self[k] = v
   return v
 end
+Message.__index = core.message_indexer(Message, index_fields)
 
 function Message.__tostring(self)
   local h = rawget(self, "_h")
@@ -369,30 +393,38 @@ function Client:endpoint()
   return core.pl_client_endpoint(h)
 end
 
--- send and send_batch: check, build the message(s) with build(fname, ...), send
--- them with native, release them.
-local function send_built(self, fname, native, build, entity, ...)
-  local h, err = check_client(self, fname)
+--- client:send(entity, body, opts) -> true | nil, err
+function Client:send(entity, body, opts)
+  local h, err = check_client(self, "send")
   if not h then return nil, err end
-  check_string(fname, 1, entity)
-  local m
-  m, err = build(fname, ...)
-  if not m then return nil, err end
-  local rc = native(h, entity, m)
-  if rc < 0 then err = last_error(rc, fname) end
-  core.release(m)
-  if rc < 0 then return nil, err end
+  local rc
+  rc, err = send_from(core.send_from, "send", h, entity, body, opts)
+  if not rc then return nil, err end
+  if rc < 0 then return nil, last_error(rc, "send") end
   return true
 end
 
---- client:send(entity, body, opts) -> true | nil, err
-function Client:send(entity, body, opts)
-  return send_built(self, "send", core.pl_send, build_outgoing, entity, body, opts)
+-- send_batch's check, build, hand over and release (native: core.pl_send_batch, or
+-- peeklock.resty's core.pl_request_send_batch): native's results, or nil, err.
+local function batch_from(native, self, entity, list)
+  local h, err = check_client(self, "send_batch")
+  if not h then return nil, err end
+  check_string("send_batch", 1, entity)
+  local b
+  b, err = build_batch("send_batch", list)
+  if not b then return nil, err end
+  local rc, x = native(h, entity, b)
+  core.release(b)
+  return rc, x
 end
+M._batch_from = batch_from
 
 --- client:send_batch(entity, { body | {body=..., ...}, ... }) -> true | nil, err
 function Client:send_batch(entity, list)
-  return send_built(self, "send_batch", core.pl_send_batch, build_batch, entity, list)
+  local rc, err = batch_from(core.pl_send_batch, self, entity, list)
+  if not rc then return nil, err end
+  if rc < 0 then return nil, last_error(rc, "send_batch") end
+  return true
 end
 
 local function receive(self, fname, entity, opts, fn)

@@ -27,16 +27,15 @@ local function wire(client, entity, n)
   local peeklock = require "peeklock"
   local core = peeklock.core
   local ch = client._h
+  local send_from = peeklock._send_from
   local location = core.pl_client_endpoint(ch) .. "/" .. entity .. "/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e"
   local t0 = clock()
   for i = 1, n do
     -- build a send request as the cosocket driver does
-    local m = assert(peeklock._build_outgoing("send", "payload " .. i,
-      { label = "bench", properties = { Priority = "High", Attempt = i } }))
-    local _, req = core.pl_request_send(ch, entity, m)
+    local _, req = send_from(core.request_send_from, "send", ch, entity, "payload " .. i,
+      { label = "bench", properties = { Priority = "High", Attempt = i } })
     local _ = core.request_head(req)
     core.release(req)
-    core.release(m)
     -- parse a peek-lock response
     local _, rreq = core.pl_request_receive(ch, entity, 0, 1)
     local bp = '{"DeliveryCount":1,"EnqueuedSequenceNumber":0,"EnqueuedTimeUtc":"Sun, 22 Nov 2026 14:00:00 GMT",'

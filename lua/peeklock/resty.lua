@@ -29,6 +29,7 @@ local concat, lower, find, sub, byte = table.concat, string.lower, string.find, 
 local new_error, last_error = peeklock._new_error, peeklock._last_error
 local check_client, check_string, check_opts = peeklock._check_client, peeklock._check_string, peeklock._check_opts
 local opt_number = peeklock._opt_number
+local send_from, batch_from = peeklock._send_from, peeklock._batch_from
 
 local M = {
   _VERSION = peeklock._VERSION,
@@ -333,34 +334,28 @@ function M.client(opts)
   return setmetatable(c, Client)
 end
 
--- send and send_batch: check, build the message(s) with build(op, ...), send the
--- request req_fn makes of them, release them.
-local function send_built(self, op, req_fn, build, entity, ...)
-  local h, err = check_client(self, op)
-  if not h then return nil, err end
-  check_string(op, 1, entity)
-  local m
-  m, err = build(op, ...)
-  if not m then return nil, err end
-  local rc, req = req_fn(h, entity, m)
-  local ok
-  if rc < 0 then
-    err = last_error(rc, op)
-  else
-    ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
-    core.release(req)
-  end
-  core.release(m)
+-- The answer to a send or send_batch request (rc, req of the native that made it):
+-- true, or nil, err.
+local function exchange_sent(self, op, rc, req)
+  if rc < 0 then return nil, last_error(rc, op) end
+  local ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
+  core.release(req)
   if not ok then return nil, err end
   return true
 end
 
 function Client:send(entity, body, opts)
-  return send_built(self, "send", core.pl_request_send, peeklock._build_outgoing, entity, body, opts)
+  local h, err = check_client(self, "send")
+  if not h then return nil, err end
+  local rc, req = send_from(core.request_send_from, "send", h, entity, body, opts)
+  if not rc then return nil, req end
+  return exchange_sent(self, "send", rc, req)
 end
 
 function Client:send_batch(entity, list)
-  return send_built(self, "send_batch", core.pl_request_send_batch, peeklock._build_batch, entity, list)
+  local rc, req = batch_from(core.pl_request_send_batch, self, entity, list)
+  if not rc then return nil, req end
+  return exchange_sent(self, "send_batch", rc, req)
 end
 
 local function receive(self, op, entity, opts, peek)

@@ -13,7 +13,8 @@ local function functions()
   for name, f in pairs(core) do
     local natives = { message_body = true, request_body = true, key = true, alive = true, release = true,
                       renewer_new = true, message_properties = true, request_parts = true,
-                      request_head = true, response_from = true, outgoing_from = true, last_error = true }
+                      request_head = true, response_from = true, outgoing_from = true, last_error = true,
+                      send_from = true, request_send_from = true }
     if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
     end

@@ -454,6 +454,10 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       end
       assert.has_error(function() client:send_batch(q, { "a", { body = "b", ttl = 1 } }) end,
         "unknown option 'ttl' to 'send_batch'")
+      local ok, err = pcall(function() client:send_batch(q, { "a", 5 }) end)
+      assert.is_false(ok)
+      assert.matches("peeklock_spec%.lua:%d+: bad message #2 to 'send_batch' %(string or {body=string} expected, got number%)",
+        tostring(err))
       -- nothing went out; the options that are right still work, every type of property
       local big = math.type and math.tointeger(2 ^ 62) or 2 ^ 52
       assert(client:send(q, "ok", { scheduled_enqueue_time = 0, force_persistence = true, reply_to = "r",
