@@ -176,6 +176,26 @@ static void pl_lua_push_handle(lua_State *L, void *ptr, swig_type_info *type, in
   lua_pushvalue(L, PL_LUA_MT);
   lua_setmetatable(L, -2);
 }
+
+/* Pushes an empty handle (filled by pl_lua_fill_handle): made before the C object, so
+ * handing the object out cannot fail. */
+static swig_lua_userdata *pl_lua_new_handle(lua_State *L) {
+  swig_lua_userdata *u = (swig_lua_userdata *)lua_newuserdata(L, sizeof *u);
+  u->ptr = NULL;
+  u->type = NULL;
+  u->own = 0;
+  return u;
+}
+
+/* Makes the empty handle at idx own ptr (nil for NULL). */
+static void pl_lua_fill_handle(lua_State *L, int idx, swig_lua_userdata *u, void *ptr, swig_type_info *type) {
+  if (!ptr) { lua_pushnil(L); lua_replace(L, idx); return; }
+  u->ptr = ptr;
+  u->type = type;
+  u->own = 1;
+  lua_pushvalue(L, PL_LUA_MT);
+  lua_setmetatable(L, idx);
+}
 %}
 
 /* Output handles: TYPE **out becomes an extra return value (nil when none). */
@@ -591,40 +611,83 @@ static int pl_lua_request_head(lua_State *L) {
   return 6;
 }
 
-/* response_from(status, headers, body) -> rc, response; headers either { {name, value}, ... }
- * or flat, { name, value, name, value, ... } (the cosocket driver's: no table per header). */
-static int pl_lua_response_from(lua_State *L) {
+/* The response of (status, headers, body) at idx, idx + 1, idx + 2, headers either
+ * { {name, value}, ... } or flat, { name, value, name, value, ... } (the cosocket
+ * driver's: no table per header): PL_OK with *out set, or a negative rc (nothing built). */
+static int pl_lua_build_response(lua_State *L, int idx, pl_response **out) {
   pl_response *resp = NULL;
-  int status = (int)luaL_checknumber(L, 1);
+  int status = (int)luaL_checknumber(L, idx), headers = idx + 1;
   size_t i, n, len = 0;
   const char *body;
   int rc;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  body = luaL_checklstring(L, 3, &len);
+  luaL_checktype(L, headers, LUA_TTABLE);
+  body = luaL_checklstring(L, idx + 2, &len);
+  *out = NULL;
   rc = pl_response_new(&resp, status);
-  if (rc == PL_OK) {
-    n = (size_t)lua_objlen_compat(L, 2);
-    for (i = 1; i <= n && rc == PL_OK; i++) {
-      const char *name, *value;
-      lua_rawgeti(L, 2, (int)i);
-      if (lua_type(L, -1) == LUA_TSTRING) { /* flat: name, value, name, value, ... */
-        lua_rawgeti(L, 2, (int)++i);
-      } else if (lua_istable(L, -1)) {     /* { {name, value}, ... } */
-        lua_rawgeti(L, -1, 1);
-        lua_rawgeti(L, -2, 2);
-        lua_remove(L, -3);
-      } else { lua_pop(L, 1); continue; }
-      name = lua_tostring(L, -2);
-      value = lua_tostring(L, -1);
-      if (name && value) rc = pl_response_add_header(resp, name, value);
-      lua_pop(L, 2);
-    }
-    if (rc == PL_OK) rc = pl_response_set_body(resp, body, len);
-    if (rc != PL_OK) { pl_response_free(resp); resp = NULL; }
+  if (rc != PL_OK) return rc;
+  n = (size_t)lua_objlen_compat(L, headers);
+  for (i = 1; i <= n && rc == PL_OK; i++) {
+    const char *name, *value;
+    lua_rawgeti(L, headers, (int)i);
+    if (lua_type(L, -1) == LUA_TSTRING) { /* flat: name, value, name, value, ... */
+      lua_rawgeti(L, headers, (int)++i);
+    } else if (lua_istable(L, -1)) {     /* { {name, value}, ... } */
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      lua_remove(L, -3);
+    } else { lua_pop(L, 1); continue; }
+    name = lua_tostring(L, -2);
+    value = lua_tostring(L, -1);
+    if (name && value) rc = pl_response_add_header(resp, name, value);
+    lua_pop(L, 2);
   }
+  if (rc == PL_OK) rc = pl_response_set_body(resp, body, len);
+  if (rc != PL_OK) { pl_response_free(resp); return rc; }
+  *out = resp;
+  return PL_OK;
+}
+
+/* response_from(status, headers, body) -> rc, response */
+static int pl_lua_response_from(lua_State *L) {
+  pl_response *resp;
+  int rc = pl_lua_build_response(L, 1, &resp);
   lua_pushinteger(L, rc);
   pl_lua_push_handle(L, resp, SWIGTYPE_p_pl_response, 1);
   return 2;
+}
+
+/* result_from(client, request, message, status, headers, body, sent_ms) -> rc, message,
+ * answered: response_from and pl_response_result in one call, with no handle for the
+ * response (freed at once). answered is false when rc is from taking the answer in
+ * (it could not be), true when it is pl_response_result's; message is its received
+ * message or nil. message (argument 3) is nil or a message handle, as for pl_response_result. */
+static int pl_lua_result_from(lua_State *L) {
+  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "result_from", "pl_client");
+  pl_request *req = (pl_request *)pl_lua_check(L, 2, SWIGTYPE_p_pl_request, "result_from", "pl_request");
+  pl_message *m = NULL, *out = NULL;
+  pl_response *resp;
+  swig_lua_userdata *u;
+  int64_t sent_ms;
+  int rc, answered = 0;
+  if (pl_lua_arg(L, 3, SWIGTYPE_p_pl_message, (void **)&m, "result_from", 3, "pl_message") < 0) return lua_error(L);
+#if LUA_VERSION_NUM >= 503
+  sent_ms = lua_isinteger(L, 7) ? (int64_t)lua_tointeger(L, 7) : (int64_t)luaL_checknumber(L, 7);
+#else
+  sent_ms = (int64_t)luaL_checknumber(L, 7);
+#endif
+  lua_settop(L, 7);
+  u = pl_lua_new_handle(L); /* 8: the message, made before it so handing it out cannot fail */
+  rc = pl_lua_build_response(L, 4, &resp);
+  if (rc == PL_OK) {
+    answered = 1;
+    rc = pl_response_result(&out, c, req, m, resp, sent_ms);
+    pl_response_free(resp);
+  }
+  pl_lua_fill_handle(L, 8, u, out, SWIGTYPE_p_pl_message);
+  lua_pushinteger(L, rc);
+  lua_pushvalue(L, 8);
+  lua_pushboolean(L, answered);
+  return 3;
 }
 
 /* outgoing_from(body, opts, datetime_mt) -> the pl_outgoing of lua/peeklock.lua's
@@ -795,26 +858,6 @@ static int pl_lua_build(lua_State *L, int b, pl_outgoing **out, pl_lua_bad *bad)
   return 0;
 }
 
-/* Pushes an empty handle (filled by pl_lua_fill_handle): made before the C object, so
- * handing the object out cannot fail. */
-static swig_lua_userdata *pl_lua_new_handle(lua_State *L) {
-  swig_lua_userdata *u = (swig_lua_userdata *)lua_newuserdata(L, sizeof *u);
-  u->ptr = NULL;
-  u->type = NULL;
-  u->own = 0;
-  return u;
-}
-
-/* Makes the empty handle at idx own ptr (nil for NULL). */
-static void pl_lua_fill_handle(lua_State *L, int idx, swig_lua_userdata *u, void *ptr, swig_type_info *type) {
-  if (!ptr) { lua_pushnil(L); lua_replace(L, idx); return; }
-  u->ptr = ptr;
-  u->type = type;
-  u->own = 1;
-  lua_pushvalue(L, PL_LUA_MT);
-  lua_setmetatable(L, idx);
-}
-
 /* The results of pl_lua_build when it built nothing. */
 static int pl_lua_build_failed(lua_State *L, int rc, const pl_lua_bad *bad) {
   if (rc > 0) return pl_lua_push_bad(L, bad);
@@ -891,6 +934,7 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(request_parts) int pl_lua_request_parts(lua_State *L);
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
+%native(result_from) int pl_lua_result_from(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(send_from) int pl_lua_send_from(lua_State *L);
 %native(request_send_from) int pl_lua_request_send_from(lua_State *L);

@@ -42,15 +42,13 @@ local function wire(client, entity, n)
       .. '"Label":"bench","LockToken":"0f8fad5b-d9cb-469f-a165-70867728950e",'
       .. '"LockedUntilUtc":"Sun, 22 Nov 2026 14:01:00 GMT","MessageId":"m' .. i .. '",'
       .. '"SequenceNumber":7,"State":"Active","TimeToLive":922337203685.47754}'
-    local _, resp = core.response_from(201, { -- flat name, value list, as the cosocket driver collects it
+    local rc, mh = core.result_from(ch, rreq, nil, 201, { -- flat name, value list, as the cosocket driver collects it
       "Date", "Sun, 22 Nov 2026 14:00:00 GMT", "BrokerProperties", bp, "Location", location,
-      "Priority", '"High"', "Attempt", "3", "Content-Type", "text/plain" }, "payload")
-    local rc, mh = core.pl_response_result(ch, rreq, nil, resp, core.pl_now_mono_ms())
+      "Priority", '"High"', "Attempt", "3", "Content-Type", "text/plain" }, "payload", core.pl_now_mono_ms())
     assert(rc == 0, "response_result failed")
     local msg = peeklock._wrap_message(client, mh)
     local _ = msg.body, msg.message_id, msg.properties
     msg:free()
-    core.release(resp)
     core.release(rreq)
   end
   return 2 * n, clock() - t0

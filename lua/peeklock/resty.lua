@@ -194,14 +194,10 @@ end
 local function attempt(self, req, op, msg_h, read_timeout_ms)
   local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
   if not status then return nil, headers, body end
-  local rc, resp = core.response_from(status, headers, body)
-  if rc < 0 then return nil, last_error(rc, op), MALFORMED end
-  local out
-  rc, out = core.pl_response_result(self._h, req, msg_h, resp, sent_ms)
-  local err
-  if rc < 0 then err = last_error(rc, op) end
-  core.release(resp)
+  local rc, out, answered = core.result_from(self._h, req, msg_h, status, headers, body, sent_ms)
+  if not answered then return nil, last_error(rc, op), MALFORMED end
   if rc < 0 then
+    local err = last_error(rc, op)
     local retry_after_ms
     for i = 1, #headers, 2 do
       if lower(headers[i]) == "retry-after" then

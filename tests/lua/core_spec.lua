@@ -14,7 +14,8 @@ local function functions()
     local natives = { message_body = true, request_body = true, key = true, alive = true, release = true,
                       renewer_new = true, message_properties = true, request_parts = true,
                       request_head = true, response_from = true, outgoing_from = true, last_error = true,
-                      send_from = true, request_send_from = true }
+                      send_from = true, request_send_from = true, result_from = true,
+                      message_indexer = true }
     if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
     end
@@ -119,6 +120,21 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     end
     assert.same({ "m1", "payload", { Priority = "High", Attempt = 3 } }, got[1])
     assert.same(got[1], got[2])
+    -- result_from: the two calls in one, no response handle
+    local _, req = core.pl_request_receive(client, "q", 0, 1)
+    local rc, msg, answered = core.result_from(client, req, nil, 201,
+      { "Date", date, "BrokerProperties", bp, "Location", location, "Priority", '"High"', "Attempt", "3" },
+      "payload", core.pl_now_mono_ms())
+    assert.equal(0, rc, select(4, core.last_error()))
+    assert.is_true(answered)
+    assert.same(got[1], { core.pl_message_id(msg), core.message_body(msg), core.message_properties(msg) })
+    core.release(msg)
+    -- an answer the core refuses: answered, a negative rc, no message
+    rc, msg, answered = core.result_from(client, req, nil, 201, { "Date", date }, "", core.pl_now_mono_ms())
+    assert.is_true(rc < 0)
+    assert.is_nil(msg)
+    assert.is_true(answered)
+    core.release(req)
     core.release(client)
   end)
 
