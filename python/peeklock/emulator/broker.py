@@ -125,8 +125,8 @@ class Message:
         self.locked_until = locked_until
         self.state = state            # available | locked | scheduled
         self.size = size
-        # the BrokerProperties members that never change for this message object, serialized
-        # once (list of (key, '"key":value')); built by Broker.broker_properties on first lock
+        # the BrokerProperties JSON of a lock of this message object, with %-slots for the
+        # members that change per lock; built by Broker.broker_properties on first lock
         self.bp_static = None
 
     def summary(self) -> Dict[str, Any]:
@@ -209,8 +209,8 @@ def new_message_id() -> str:
 
 
 # BrokerProperties members built for each lock of a message (the rest are serialized once)
-_BP_LOCK_ORDER = ("DeliveryCount", "LockToken", "LockedUntilUtc", "TimeToLive")   # sorted
-_BP_PER_LOCK = frozenset(_BP_LOCK_ORDER)
+_BP_LOCK_SLOTS = {"DeliveryCount": '"DeliveryCount":%d', "LockToken": '"LockToken":"%s"',
+                  "LockedUntilUtc": '"LockedUntilUtc":"%s"', "TimeToLive": '"TimeToLive":%s'}
 
 from .store import NullStore as _NullStore  # noqa: E402
 
@@ -588,29 +588,18 @@ class Broker:
         serialized once and only the delivery count, lock and TimeToLive built per answer."""
         if not locked:
             return broker_properties_json(self.broker_fields(ent, msg, locked))
-        chunks = msg.bp_static
-        if chunks is None:
-            # the members that stay for this message's life: a sender's own DeliveryCount,
-            # LockToken, LockedUntilUtc or TimeToLive is replaced by the broker's anyway
-            f = {k: v for k, v in self.broker_fields(ent, msg, True).items() if k not in _BP_PER_LOCK}
-            # The members in key order, cut into the runs between the four per-lock members
-            # (_BP_LOCK_ORDER): each answer only fills those in.
-            members = sorted([(k, broker_property_entry(k, v)) for k, v in f.items()] +
-                             [(k, None) for k in _BP_LOCK_ORDER])
-            chunks, run = [], []
-            for _, text in members:
-                if text is None:
-                    chunks.append(",".join(run))
-                    run = []
-                else:
-                    run.append(text)
-            chunks.append(",".join(run))
-            msg.bp_static = chunks
-        parts = (chunks[0], '"DeliveryCount":%d' % msg.dc, chunks[1],
-                 '"LockToken":"%s"' % msg.lock_token, chunks[2],
-                 '"LockedUntilUtc":"%s"' % rfc1123(msg.locked_until), chunks[3],
-                 '"TimeToLive":' + format_number(self.time_to_live(ent, msg)), chunks[4])
-        return "{" + ",".join([x for x in parts if x]) + "}"
+        template = msg.bp_static
+        if template is None:
+            # Every member in key order, the four that change per lock (_BP_LOCK_SLOTS) as
+            # %-slots: one format fills in an answer.
+            f = self.broker_fields(ent, msg, True)
+            members = []
+            for k in sorted(f):
+                slot = _BP_LOCK_SLOTS.get(k)
+                members.append(slot or broker_property_entry(k, f[k]).replace("%", "%%"))
+            template = msg.bp_static = "{" + ",".join(members) + "}"
+        return template % (msg.dc, msg.lock_token, rfc1123(msg.locked_until),
+                           format_number(self.time_to_live(ent, msg)))
 
     @staticmethod
     def time_to_live(ent: Entity, msg: Message) -> float:

@@ -34,7 +34,6 @@ RESERVED_PREFIXES = ("x-ms-", "x-forwarded-", "sec-", "x-real-ip")
 
 MAX_STRING_LEN = 128
 
-_JSON_UNSAFE = re.compile('[\x00-\x1f"\\\\\x7f]')
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TIMESPAN_RE = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
@@ -245,14 +244,20 @@ def custom_from_user_properties(obj: Any) -> List[Tuple[str, str]]:
 
 def broker_property_entry(key: str, v: Any) -> str:
     """One ``"key":value`` member of the BrokerProperties JSON."""
+    t = type(v)
+    if t is str:
+        # fast path: nothing to escape (printable ASCII is free of control characters)
+        if v.isascii() and v.isprintable() and '"' not in v and "\\" not in v:
+            return '"%s":"%s"' % (key, v)
+        return '"%s":%s' % (key, json.dumps(v))
+    if t is int:
+        return '"%s":%d' % (key, v)
     if isinstance(v, bool):
         s = "true" if v else "false"
     elif isinstance(v, int):
         s = str(v)
     elif isinstance(v, float):
         s = format_number(v)
-    elif v.isascii() and _JSON_UNSAFE.search(v) is None:
-        s = '"' + v + '"'          # fast path: nothing to escape
     else:
         s = json.dumps(v)
     return '"%s":%s' % (key, s)

@@ -69,16 +69,17 @@ def _scope(sr_raw: str) -> str:
 
 def _target(host: str, path_qs: str) -> str:
     h = host.lower()
-    for port in (":443", ":80"):
-        if h.endswith(port):
-            h = h[: -len(port)]
+    if h.endswith((":443", ":80")):      # rare: most hosts carry another port or none
+        for port in (":443", ":80"):
+            if h.endswith(port):
+                h = h[: -len(port)]
     return h + path_qs.lower()
 
 
 class SasValidator:
     def __init__(self, keys: Dict[str, str]):
         self.keys = dict(keys)
-        # header text -> (se, scope); only tokens whose signature verified
+        # header text -> (se, scope without a trailing "/"); only tokens whose signature verified
         self._cache: Dict[str, Tuple[int, str]] = {}
 
     def _verify(self, header: str) -> Tuple[int, str]:
@@ -110,7 +111,7 @@ class SasValidator:
         given = urllib.parse.unquote(fields["sig"])
         if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
             raise AuthError("SubCode=40103. Invalid authorization token signature")
-        result = (se, _scope(fields["sr"]))
+        result = (se, _scope(fields["sr"]).rstrip("/"))
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[header] = result
@@ -124,7 +125,6 @@ class SasValidator:
         if se <= (now if now is not None else time.time()):
             raise AuthError("ExpiredToken: The token is expired.")
         target = _target(host, path_qs)
-        scope = scope.rstrip("/")
         if not (target == scope or target.startswith(scope + "/") or target.startswith(scope + "?")
                 or scope == target.rstrip("/")):
             log.debug("token scope %r does not cover %r", loggable_path(scope),

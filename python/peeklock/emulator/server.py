@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import math
@@ -34,18 +35,25 @@ DEFAULT_TIMEOUT = 60
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 OPERATIONS = ("send", "peek_lock", "receive_and_delete", "renew", "unlock", "complete", "management", "any")
 _REQUEST_COUNTER = {op: "requests." + op for op in OPERATIONS}
+_TIMEOUTS: Dict[str, float] = {}    # query string -> its valid timeout (parse_timeout)
+_SETTLE_OPS = {"PUT": "unlock", "DELETE": "complete", "POST": "renew"}
 
 
 class SBResponse(web.StreamResponse):
-    """StreamResponse that can leave out Content-Type (a message sent without one) and keep
-    ``Content-Length: 0`` on a 204, as the service does. Its headers are held back until
-    ``write_eof`` so that status line, headers and body leave in one send (aiohttp >= 3.12 sends
-    a plain StreamResponse's headers on their own, which costs a second system call and a
-    second segment per answer)."""
+    """StreamResponse whose headers are held back until ``write_eof`` so that status line,
+    headers and body leave in one send (aiohttp >= 3.12 sends a plain StreamResponse's headers
+    on their own, which costs a second system call and a second segment per answer)."""
+
+    _send_headers_immediately = False
+
+
+class SBBareResponse(SBResponse):
+    """An SBResponse that can leave out Content-Type (a message sent without one) and keep
+    ``Content-Length: 0`` on a 204, as the service does (a class of its own, so that the common
+    answers go without this hook)."""
 
     omit_content_type = False
     zero_length = False
-    _send_headers_immediately = False
 
     async def _prepare_headers(self) -> None:  # type: ignore[override]
         await super()._prepare_headers()
@@ -157,10 +165,7 @@ class EmulatorApp:
         """A low-level aiohttp server (no router or middleware on the hot path)."""
         loop = asyncio.get_running_loop()
 
-        def factory(message, payload, protocol, writer, task):
-            return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                                   client_max_size=MAX_REQUEST_BODY)
-
+        factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=MAX_REQUEST_BODY)
         return web.Server(self.handle, request_factory=factory, **kwargs)
 
     # ----- responses -------------------------------------------------------------------------
@@ -169,18 +174,22 @@ class EmulatorApp:
                       content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
                       chunked: bool = True) -> web.StreamResponse:
         self.broker.store.commit()
-        hl = list(headers) if headers else []
+        hl = headers if headers is not None else []     # callers hand over a list of their own
         if content_type is not None:
             hl.append((hdrs.CONTENT_TYPE, content_type))
         hl.append((hdrs.SERVER, SERVER))
         # Date follows the emulator clock, like LockedUntilUtc, so that a client learning the
         # lock duration as LockedUntilUtc - Date gets the entity's duration after a clock advance.
         hl.append((hdrs.DATE, rfc1123(self.broker.clock.now())))
-        resp = SBResponse(status=status, headers=hl)   # one multidict built from the list
-        if content_type is None:
-            resp.omit_content_type = True  # type: ignore[attr-defined]
-        if status == 204 or status == 304:
-            resp.zero_length = True  # type: ignore[attr-defined]
+        zero = status == 204 or status == 304
+        if content_type is None or zero:
+            resp = SBBareResponse(status=status, headers=hl)   # one multidict built from the list
+            resp.omit_content_type = content_type is None
+            resp.zero_length = zero
+        else:
+            resp = SBResponse(status=status, headers=hl)
+        if zero:
+            pass
         elif chunked and request.version >= (1, 1):
             resp.enable_chunked_encoding()
         else:
@@ -200,7 +209,28 @@ class EmulatorApp:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
-            return await self._handle(request)
+            try:
+                if hdrs.EXPECT in request.headers:
+                    expect = request.headers[hdrs.EXPECT]
+                    if expect.strip() and expect.lower() != "100-continue":
+                        raise BrokerError(417, "The Expect value '%s' is not supported." % _clean(expect)[:50])
+                return await self._dispatch(request)
+            except BrokerError as e:
+                return await self.error(request, e.status, e.detail, list(e.headers.items()))
+            except (PropertyError, RuleError) as e:
+                return await self.error(request, 400, str(e))
+            except Dropped:
+                raise asyncio.CancelledError()
+            except web.HTTPRequestEntityTooLarge:
+                return await self.error(request, 403, "SubCode=40300. The request body exceeds the maximum size.")
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception:  # never crash the server on a request
+                log.exception("internal error on %s %s", request.method, loggable_path(request.raw_path))
+                return await self.error(request, 500, "Internal error in the emulator")
+            finally:
+                # a request that failed halfway must not leave writes behind uncommitted forever
+                self.broker.store.commit()
         except ConnectionError:
             # The client went away before its answer was written (it timed out during an
             # injected delay, or vanished): there is no one to answer, and nothing to log loudly.
@@ -208,38 +238,14 @@ class EmulatorApp:
                       loggable_path(request.raw_path))
             raise asyncio.CancelledError() from None
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        try:
-            if hdrs.EXPECT in request.headers:
-                expect = request.headers[hdrs.EXPECT]
-                if expect.strip() and expect.lower() != "100-continue":
-                    raise BrokerError(417, "The Expect value '%s' is not supported." % _clean(expect)[:50])
-            return await self._dispatch(request)
-        except BrokerError as e:
-            return await self.error(request, e.status, e.detail, list(e.headers.items()))
-        except (PropertyError, RuleError) as e:
-            return await self.error(request, 400, str(e))
-        except Dropped:
-            raise asyncio.CancelledError()
-        except web.HTTPRequestEntityTooLarge:
-            return await self.error(request, 403, "SubCode=40300. The request body exceeds the maximum size.")
-        except (ConnectionError, asyncio.CancelledError):
-            raise
-        except Exception:  # never crash the server on a request
-            log.exception("internal error on %s %s", request.method, loggable_path(request.raw_path))
-            return await self.error(request, 500, "Internal error in the emulator")
-        finally:
-            # a request that failed halfway must not leave writes behind uncommitted forever
-            self.broker.store.commit()
-
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
         path = raw.partition("?")[0]
         if "%" in path:
             path = urllib.parse.unquote(path)
-        segs = [s for s in path.split("/") if s]
+        segs = _segments(path)
         lpath = path.lower()                # str.lower never makes or removes a "/"
-        lsegs = segs if lpath == path else [s for s in lpath.split("/") if s]
+        lsegs = segs if lpath == path else _segments(lpath)
         if lsegs and lsegs[0] == "$admin":
             return await self.admin(request, segs[1:], lsegs[1:])
         if "messages" in lsegs:
@@ -252,7 +258,7 @@ class EmulatorApp:
             elif rest == ["head"] and m in ("POST", "DELETE"):
                 op = "peek_lock" if m == "POST" else "receive_and_delete"
             elif len(rest) == 2 and m in ("PUT", "DELETE", "POST"):
-                op = {"PUT": "unlock", "DELETE": "complete", "POST": "renew"}[m]
+                op = _SETTLE_OPS[m]
             else:
                 raise BrokerError(405 if not rest or rest == ["head"] or len(rest) == 2 else 400,
                                   "The request method or path is not supported for messages.")
@@ -320,8 +326,9 @@ class EmulatorApp:
         if self.sas is None:
             return
         try:
+            raw = request.raw_path
             self.sas.check(request.headers.get(hdrs.AUTHORIZATION), self.host_of(request),
-                           urllib.parse.unquote(request.raw_path) if "%" in request.raw_path else request.raw_path)
+                           urllib.parse.unquote(raw) if "%" in raw else raw)
         except AuthError as e:
             raise BrokerError(401, str(e)) from None
 
@@ -461,8 +468,18 @@ class EmulatorApp:
         return await self.respond(request, 201 if peek_lock else 200, msg.body, msg.content_type, headers)
 
     def parse_timeout(self, request: web.Request) -> float:
-        raw = None
         qs = request.raw_path.partition("?")[2]
+        t = _TIMEOUTS.get(qs)      # a client asks with the same query string again and again
+        if t is None:
+            t = self._parse_timeout(qs)
+            if len(_TIMEOUTS) >= 1000:
+                _TIMEOUTS.clear()
+            _TIMEOUTS[qs] = t
+        return t
+
+    @staticmethod
+    def _parse_timeout(qs: str) -> float:
+        raw = None
         if qs:
             if "%" in qs or "+" in qs:
                 pairs = urllib.parse.parse_qsl(qs, keep_blank_values=True)
@@ -676,6 +693,12 @@ def _host_header(request: web.BaseRequest) -> str:
         return host
     sock = request.transport.get_extra_info("sockname") if request.transport else None
     return "%s:%d" % (sock[0], sock[1]) if sock and len(sock) >= 2 else "127.0.0.1"
+
+
+def _segments(path: str) -> List[str]:
+    """The non-empty segments of a path ("/a//b/" -> ["a", "b"])."""
+    segs = path.strip("/").split("/")
+    return [s for s in segs if s] if "" in segs else segs
 
 
 def _clean(text: Optional[str]) -> Optional[str]:
