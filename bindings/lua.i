@@ -534,6 +534,32 @@ static int pl_lua_message_index(lua_State *L) {
   return 1;
 }
 
+/* message_wrapper(methods) -> wrap(client, h): a new message of lua/peeklock.lua,
+ * setmetatable({ _h = h, _client = client }, methods), its table sized for the fields
+ * the indexer caches (no rehash on the first reads). */
+static int pl_lua_wrap_message(lua_State *L) {
+  lua_settop(L, 2);
+  lua_createtable(L, 0, 8);
+  lua_pushvalue(L, lua_upvalueindex(2)); /* "_h" */
+  lua_pushvalue(L, 2);
+  lua_rawset(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(3)); /* "_client" */
+  lua_pushvalue(L, 1);
+  lua_rawset(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_setmetatable(L, 3);
+  return 1;
+}
+
+static int pl_lua_message_wrapper(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "_h");
+  lua_pushliteral(L, "_client");
+  lua_pushcclosure(L, pl_lua_wrap_message, 3);
+  return 1;
+}
+
 static int pl_lua_message_indexer(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -931,6 +957,7 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(renewer_new) int pl_lua_renewer_new(lua_State *L);
 %native(message_properties) int pl_lua_message_properties(lua_State *L);
 %native(message_indexer) int pl_lua_message_indexer(lua_State *L);
+%native(message_wrapper) int pl_lua_message_wrapper(lua_State *L);
 %native(request_parts) int pl_lua_request_parts(lua_State *L);
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);

@@ -22,6 +22,10 @@ for i = 1, #SWIG_GLOBALS do rawset(G, SWIG_GLOBALS[i], saved[i]) end
 
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
 local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetatable, rawget, pcall, xpcall
+-- The self checks compare metatables by identity: debug.getmetatable gives the same
+-- answer as getmetatable for them (none of ours has a __metatable field) without
+-- looking that field up on every call.
+local metatable_of = debug and debug.getmetatable or getmetatable
 local floor, huge = math.floor, math.huge
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
 local traceback = debug.traceback
@@ -315,7 +319,7 @@ function Message.__close(self)
 end
 
 local function check_message(self, fname)
-  if getmetatable(self) ~= Message then
+  if metatable_of(self) ~= Message then
     error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), 3)
   end
   local h = self._h
@@ -345,12 +349,10 @@ function Message:complete()
   return self._client:_settle(self, "complete")
 end
 
-local function wrap_message(client, h)
-  -- The nil fields only size the table for the fields __index caches (and resty's
-  -- _settling): it does not grow (rehash) on the first reads.
-  return setmetatable({ _h = h, _client = client, body = nil, message_id = nil, properties = nil,
-                        _settling = nil }, Message)
-end
+-- wrap_message(client, h): setmetatable({ _h = h, _client = client }, Message), made in C
+-- with room for the fields __index caches (and resty's _settling), so the table does not
+-- grow (rehash) on the first reads.
+local wrap_message = core.message_wrapper(Message)
 M._wrap_message = wrap_message
 
 -- ------------------------------------------------------------------ blocking client
@@ -362,7 +364,7 @@ Client._peeklock_client = true
 M.Client = Client
 
 local function check_client(self, fname)
-  local mt = getmetatable(self)
+  local mt = metatable_of(self)
   if mt ~= Client and (type(mt) ~= "table" or not rawget(mt, "_peeklock_client")) then
     error(("bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))"):format(
       fname, type(self), fname), 3)
