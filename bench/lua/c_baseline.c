@@ -35,6 +35,18 @@ static double cpu_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* What bench.lua reads of a received message (msg.body, msg.message_id, msg.properties):
+ * the body, the id, every property's name and value. */
+static void read_message(const pl_message *msg) {
+    size_t len;
+    (void)pl_message_body(msg, &len);
+    (void)pl_message_id(msg);
+    for (size_t p = 0; p < pl_message_property_count(msg); p++) {
+        (void)pl_message_property_name(msg, p);
+        (void)pl_message_property_string(msg, p);
+    }
+}
+
 /* send + peek_lock + complete, n times: 3n ops, or -1 */
 static long net_loop(pl_client *c, const char *entity, long n) {
     int rc;
@@ -45,10 +57,7 @@ static long net_loop(pl_client *c, const char *entity, long n) {
         if ((rc = pl_send(c, entity, m))) return die("send", rc);
         pl_outgoing_free(m);
         if ((rc = pl_peek_lock(&msg, c, entity, 5))) return die("peek_lock", rc);
-        size_t len;
-        (void)pl_message_body(msg, &len);
-        (void)pl_message_id(msg);
-        (void)pl_message_property_count(msg);
+        read_message(msg);
         if ((rc = pl_complete(c, msg))) return die("complete", rc);
         pl_message_free(msg);
     }
@@ -91,10 +100,7 @@ static long wire_loop(pl_client *c, const char *entity, long n) {
         pl_response_set_body(resp, "payload", 7);
         if ((rc = pl_response_result(&msg, c, rreq, NULL, resp, pl_now_mono_ms())))
             return die("response_result", rc);
-        (void)pl_message_body(msg, &len); (void)pl_message_id(msg);
-        for (size_t p = 0; p < pl_message_property_count(msg); p++) {
-            (void)pl_message_property_name(msg, p); (void)pl_message_property_string(msg, p);
-        }
+        read_message(msg);
         pl_message_free(msg);
         pl_response_free(resp);
         pl_request_free(rreq);
