@@ -267,8 +267,9 @@ class EmulatorApp:
             ekey = "/".join(lsegs)
         self.broker.counters[_REQUEST_COUNTER[op]] += 1
         self.authorize(request)
-        await self.continue_if_expected(request)
-        rule = self.fault_for(op, ekey)
+        if hdrs.EXPECT in request.headers:
+            await self.continue_if_expected(request)
+        rule = self.fault_for(op, ekey) if self.faults else None
         if rule is not None and not rule.after:
             resp = await self.apply_fault(request, rule, before=True)
             if resp is not None:
@@ -419,7 +420,6 @@ class EmulatorApp:
             raise BrokerError(400, "Cannot receive from a topic: receive from one of its subscriptions.")
         timeout = self.parse_timeout(request)
         broker = self.broker
-        loop = asyncio.get_running_loop()
         deadline = broker.clock.now() + timeout
         msg = None
         while True:
@@ -435,6 +435,7 @@ class EmulatorApp:
             if remaining <= 0:
                 break
             wait = min(remaining, broker.next_event(ent) - now)
+            loop = asyncio.get_running_loop()
             fut = loop.create_future()
             ent.waiters.append(fut)
             handle = loop.call_later(max(wait, 0.0), _resolve, fut)
