@@ -263,21 +263,22 @@ PL_LUA_LIVE_HANDLE(pl_response)
   $2 = n;
 }
 
-/* int64_t: plain Lua numbers (integers on 5.4). */
+/* int64_t: plain Lua numbers (integers on 5.4). The %# lines reach the C compiler (a plain
+ * #if in a typemap is SWIG's own, where LUA_VERSION_NUM is undefined: numbers everywhere). */
 %typemap(in, checkfn="lua_isnumber") int64_t {
-#if LUA_VERSION_NUM >= 503
+%#if LUA_VERSION_NUM >= 503
   if (lua_isinteger(L, $input)) $1 = (int64_t)lua_tointeger(L, $input);
   else $1 = (int64_t)lua_tonumber(L, $input);
-#else
+%#else
   $1 = (int64_t)lua_tonumber(L, $input);
-#endif
+%#endif
 }
 %typemap(out) int64_t {
-#if LUA_VERSION_NUM >= 503
+%#if LUA_VERSION_NUM >= 503
   lua_pushinteger(L, (lua_Integer)$1);
-#else
+%#else
   lua_pushnumber(L, (lua_Number)$1);
-#endif
+%#endif
   SWIG_arg++;
 }
 

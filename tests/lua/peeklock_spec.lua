@@ -66,6 +66,10 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal("text/plain", msg.content_type)
       assert.equal(1, msg.delivery_count)
       assert.is_number(msg.sequence_number)
+      if math.type then -- Lua 5.3+: 64-bit counts and times are integers
+        assert.equal("integer", math.type(msg.sequence_number))
+        assert.equal("integer", math.type(msg.lock_remaining_ms))
+      end
       assert.is_number(msg.enqueued_time)
       assert.is_number(msg.locked_until)
       assert.equal(600, msg.time_to_live)
