@@ -295,7 +295,7 @@ class EmulatorApp:
             resp = await self.apply_fault(request, rule, before=False)
             if resp is not None:
                 return resp
-        if isinstance(result, web.StreamResponse):
+        if result is not None:      # a management answer (send and settle give None)
             return result
         return await self.respond(request, 201 if op == "send" else 200)
 
