@@ -558,8 +558,9 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
         }
     }
     if (ct) arena += ctlen + 1;
-    /* the raw JSON, and its string values (never longer decoded than quoted) */
-    if (bp) arena += 2 * (bplen + 1);
+    /* its string values (never longer decoded than quoted; the raw JSON is
+     * copied apart, see pl_message_parse_broker) */
+    if (bp) arena += bplen + 1;
     if (peek && loc) arena += loclen + 1;
     pl_message *m = pl_message_alloc_arena(ncustom, arena);
     if (!m) return pl_error_nomem();
