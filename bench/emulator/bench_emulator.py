@@ -34,8 +34,10 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from peeklock.testing import Emulator  # noqa: E402
+from cpus import describe, pin_client, pin_server  # noqa: E402
 
 BASELINE_SERVER = textwrap.dedent("""
     import sys
@@ -259,6 +261,8 @@ def main():
     print("machine: %d CPUs, load average %s, Python %s, event loop %s (server and load generator)"
           % (os.cpu_count(), " ".join("%.2f" % x for x in os.getloadavg()), sys.version.split()[0], loop_name))
 
+    pin_client()                # the load generators; each server goes to its own CPU below
+    print("cpus:", describe())
     tmpbin = tempfile.mkdtemp(prefix="plbench-bin-")
     loadgen, why = build_loadgen(tmpbin)
 
@@ -272,6 +276,7 @@ def main():
     base = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER], stdout=subprocess.PIPE, text=True)
     try:
         port = int(base.stdout.readline().split()[1])
+        pin_server(base.pid)
         c0 = cpu_seconds(base.pid)
         b1 = asyncio.run(run_loop("127.0.0.1", port, "x", "q", args.seconds, 1, baseline=True))
         c1 = cpu_seconds(base.pid)
@@ -296,6 +301,7 @@ def main():
     for label, _ in runs:
         tmp = tempfile.mkdtemp(prefix="plbench-") if label == "sqlite" else None
         emu = Emulator.start("--queue", "bench", "--queue", "mem", data_dir=tmp)
+        pin_server(emu.proc.pid)
         try:
             auth = emu.sas_token(lifetime=7200)
             need = int(args.seconds * 30000) + 1000

@@ -29,6 +29,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "nginx"))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 from peeklock.testing import Emulator  # noqa: E402
 from test_nginx import Nginx  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from cpus import describe, pin_client, pin_server  # noqa: E402
 
 ENTITY = "bench"
 BENCH_LUA = os.path.join(ROOT, "bench/lua/bench.lua")
@@ -109,6 +111,9 @@ def main():
        "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread", "-o", cbin)
 
     emu = Emulator.start("--queue", ENTITY)
+    pin_server(emu.proc.pid)
+    pin_client()                # before nginx and the served runtimes start: they inherit this
+    print("cpus:", describe())
     conn = emu.connection_string
     ngx = None
     served = []

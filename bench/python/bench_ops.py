@@ -286,6 +286,11 @@ def main() -> int:
     samples: Dict[str, List[Result]] = {}
     skipped: Dict[str, str] = {}
     emu = Emulator.start()
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from cpus import describe, pin_client, pin_server
+    pin_server(emu.proc.pid)
+    pin_client()                # before the C core's helper process starts: it inherits this
+    print("cpus:", describe())
     runners: Dict[str, object] = {}
     try:
         runners["peeklock"] = PeeklockRunner(emu)
