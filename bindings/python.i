@@ -307,10 +307,12 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
     PyObject *a[3] = {NULL, NULL, NULL}, *h = NULL, *mr;
     pl_client *c = NULL;
     pl_message *m = NULL;
+    const char *entity;
     long t = 30;
     int rc;
     if (!pl_py_args(args, nargs, kwnames, names, 2, 3, a) || !pl_py_entity_known(a[0]))
         goto general;
+    if (!(entity = PyUnicode_AsUTF8(a[0]))) return NULL;    /* with the GIL: it may allocate */
     if (a[1] && (!PyLong_CheckExact(a[1]) || (t = PyLong_AsLong(a[1])) < 0 || t > 300)) {
         PyErr_Clear();
         goto general;
@@ -335,7 +337,7 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
         goto general;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = pl_peek_lock(&m, c, PyUnicode_AsUTF8(a[0]), (int)t);
+    rc = pl_peek_lock(&m, c, entity, (int)t);
     Py_END_ALLOW_THREADS
     Py_DECREF(h);
     if (rc < 0 || !m) {
@@ -354,20 +356,29 @@ general:
 /* No arguments, the message not handed to the renewer. */
 static PyObject *pl_py_message_complete(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                         PyObject *kwnames) {
-    PyObject *client = PL_PY_SLOT(self, PL_SLOT_CLIENT), *h;
+    PyObject *client = PL_PY_SLOT(self, PL_SLOT_CLIENT), *mh = PL_PY_SLOT(self, PL_SLOT_H), *h;
     pl_client *c = NULL;
     void *m = NULL;
     int rc;
     if (nargs || kwnames || PL_PY_SLOT(self, PL_SLOT_IN_RENEWER) != Py_False || !client
-        || !SWIG_IsOK(SWIG_ConvertPtr(PL_PY_SLOT(self, PL_SLOT_H), &m, SWIGTYPE_p_pl_message, 0))
-        || !m || !(h = pl_py_plain_client(client, &c)))
+        || !SWIG_IsOK(SWIG_ConvertPtr(mh, &m, SWIGTYPE_p_pl_message, 0)) || !m)
         return pl_py_general(self, "_complete", args, nargs, kwnames);
-    Py_INCREF(self);                            /* keeps m (and its client) while unlocked */
+    /* m lives as long as its handle object, not as the Message: another thread may
+     * set or delete _h (or _client) while the GIL is released, or while _plain_h is
+     * read. Both are held until pl_complete returns. */
+    Py_INCREF(mh);
+    Py_INCREF(client);
+    h = pl_py_plain_client(client, &c);
+    Py_DECREF(client);
+    if (!h) {
+        Py_DECREF(mh);
+        return pl_py_general(self, "_complete", args, nargs, kwnames);
+    }
     Py_BEGIN_ALLOW_THREADS
     rc = pl_complete(c, (pl_message *)m);
     Py_END_ALLOW_THREADS
     Py_DECREF(h);
-    Py_DECREF(self);
+    Py_DECREF(mh);
     if (rc < 0) {
         pl_py_raise(rc);
         return NULL;

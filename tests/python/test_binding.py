@@ -88,3 +88,47 @@ def test_a_30s_handler_keeps_its_5s_lock_through_20s_of_gil_holding_busy_loop(cl
         assert emu.messages(queue) == []
     finally:
         other.close()
+
+
+def test_c_complete_holds_the_message_handle_while_the_request_runs(client, emu, queue):
+    """Message.complete's C method releases the GIL around pl_complete: the handle it
+    completes stays alive until then even when another thread drops the Message's _h."""
+    import threading
+    import weakref
+    from conftest import wait_for
+    client.send(queue, b"x")
+    msg = client.peek_lock(queue, timeout=5)
+    handle = weakref.ref(msg._h)
+    emu.fault(operation="complete", delay_ms=2000, count=1)
+    done = []
+    t = threading.Thread(target=lambda: done.append(msg.complete()))
+    t.start()
+    wait_for(lambda: msg.state == "settling")               # the request is in flight
+    del msg._h
+    gc.collect()
+    assert handle() is not None, "the pl_message was freed under a running complete"
+    t.join()
+    assert done == [None] and handle() is None
+    assert len(completed(emu, queue)) == 1
+
+
+def test_c_peek_lock_of_a_non_ascii_entity_under_the_debug_allocator(emu):
+    """peek_lock's C method takes the entity's UTF-8 with the GIL held: under
+    PYTHONMALLOC=debug an allocation without the GIL is a fatal error. (No such
+    entity: the call fails in the service, after the C method took the name.)"""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, peeklock\n"
+            "c = peeklock.Client.from_connection_string(sys.argv[1])\n"
+            "for i in range(3):\n"
+            "    fresh = ''.join(['missing-', 'é'])   # equal each time, its UTF-8 not made yet\n"
+            "    try:\n"
+            "        c.peek_lock(fresh, 0)\n"
+            "    except peeklock.Error:\n"
+            "        print('raised')\n")
+    env = dict(os.environ, PYTHONMALLOC="debug")
+    r = subprocess.run([sys.executable, "-c", code, emu.connection_string],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["raised"] * 3
