@@ -34,6 +34,17 @@ def test_send_peek_lock_complete(client, emu, queue):
     assert client.peek_lock(queue, timeout=0) is None
 
 
+def test_entity_name_that_needs_percent_encoding(client):
+    # Service Bus names are ASCII letters, digits, '.', '-', '_': no such entity can exist, and
+    # the answer says so (410), not that the token is wrong. The name is percent-encoded in the
+    # URL and in the token's scope; the emulator checks the scope decoded, as the path is.
+    for name in ("caf\u00e9", "two words"):
+        with pytest.raises(peeklock.EntityNotFoundError):
+            client.peek_lock(name, timeout=0)
+        with pytest.raises(peeklock.EntityNotFoundError):
+            client.send(name, b"x")
+
+
 def test_datetime_property_and_str_body(client, queue):
     when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     client.send(queue, "héllo", properties={"When": when})

@@ -55,7 +55,12 @@ def make_token(uri: str, key_name: str, key: str, expiry: int) -> str:
 
 
 def _scope(sr_raw: str) -> str:
-    s = urllib.parse.unquote(sr_raw).lower().strip()
+    s = urllib.parse.unquote(sr_raw)
+    if "%" in s:
+        # The URI signed was the request's own, percent-encoded URL (an entity name with a
+        # space or a non-ASCII letter): compare it decoded, as the request's path is.
+        s = urllib.parse.unquote(s)
+    s = s.lower().strip()
     for scheme in ("https://", "http://", "sb://"):
         if s.startswith(scheme):
             s = s[len(scheme):]

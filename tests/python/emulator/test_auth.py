@@ -45,6 +45,17 @@ def test_validator_scope_rules():
     v.check(ns_tok, "ns.example", "/anything/messages")
 
 
+def test_validator_scope_of_a_percent_encoded_name():
+    # The request path arrives encoded (/caf%C3%A9 q/...) and is checked decoded; a token may
+    # sign the name decoded or as its encoded URL (the C core does the latter): both cover it.
+    v = SasValidator({"k": "secret"})
+    far = int(time.time()) + 600
+    for uri in ("http://ns.example/caf\u00e9 q", "http://ns.example/caf%C3%A9%20q"):
+        v.check(make_token(uri, "k", "secret", far), "ns.example", "/caf\u00e9 q/messages/head")
+        with pytest.raises(AuthError):
+            v.check(make_token(uri, "k", "secret", far), "ns.example", "/cafe q/messages/head")
+
+
 def _send(emu, token, path="/authq/messages", body=b"x"):
     return emu.request("POST", path, body, {"Authorization": token} if token is not None else {}, auth=False)
 
