@@ -845,7 +845,8 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
     return pl_outgoing_set_time_to_live(m, (double)v);
   case PL_OPT_SCHEDULED:
     v = lua_tonumber(L, -1);
-    if (t != LUA_TNUMBER || v != v || v < 0) return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
+    /* NaN, infinity and anything an int64_t cannot hold are refused before the cast */
+    if (t != LUA_TNUMBER || !(v >= 0 && v < 9.2e18)) return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
     return pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v));
   case PL_OPT_PERSIST:
     if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");

@@ -155,7 +155,10 @@ DateTime.__index = DateTime
 function DateTime.__tostring(d) return "peeklock.datetime(" .. tostring(d.unix) .. ")" end
 --- Marks a Unix time (seconds) as a DateTime custom property.
 function M.datetime(unix)
-  if type(unix) ~= "number" then argerror("datetime", 1, "number", unix) end
+  -- a finite number of seconds: the C side makes an int64_t of it
+  if type(unix) ~= "number" or not (unix > -9.2e18 and unix < 9.2e18) then
+    argerror("datetime", 1, "finite number", unix)
+  end
   return setmetatable({ unix = unix }, DateTime)
 end
 
@@ -551,7 +554,7 @@ local function with_lock_args(fname, entity, opts, fn)
   if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
   opts = check_opts(fname, 2, opts)
   if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
-  local max_renew = opt_number(fname, opts, "max_renew", 300, 0)
+  local max_renew = opt_number(fname, opts, "max_renew", 300, 0, 1000000000) -- ms fit a C long
   return opts, fn, max_renew
 end
 M._with_lock_args = with_lock_args

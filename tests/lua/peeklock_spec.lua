@@ -419,6 +419,13 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.has_error(function() client:send_batch("q", "x") end)
       assert.has_error(function() client:send_batch("q", { 1 }) end)
       assert.has_error(function() client:with_lock("q", {}, "nope") end)
+      -- numbers the C side would cast to an integer are refused first, never cast when infinite
+      assert.has_error(function() client:with_lock("q", { max_renew = math.huge }, function() end) end,
+        "bad option 'max_renew' to 'with_lock' (out of range 0..1000000000)")
+      assert.has_error(function() peeklock.datetime(math.huge) end,
+        "bad argument #1 to 'datetime' (finite number expected, got number)")
+      assert.has_error(function() peeklock.datetime(0 / 0) end,
+        "bad argument #1 to 'datetime' (finite number expected, got number)")
       assert.has_error(function() client.send("q", "x") end)
       assert.has_error(function() peeklock.Message.complete({}) end)
       assert.has_error(function() peeklock.client({ connection_string = 7 }) end)
@@ -437,6 +444,10 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         { { time_to_live = 0 / 0 }, "bad option 'time_to_live' to 'send' (non-negative number expected, got number)" },
         { { scheduled_enqueue_time = "soon" },
           "bad option 'scheduled_enqueue_time' to 'send' (Unix time (number) expected, got string)" },
+        { { scheduled_enqueue_time = math.huge },
+          "bad option 'scheduled_enqueue_time' to 'send' (Unix time (number) expected, got number)" },
+        { { scheduled_enqueue_time = 0 / 0 },
+          "bad option 'scheduled_enqueue_time' to 'send' (Unix time (number) expected, got number)" },
         { { force_persistence = "yes" }, "bad option 'force_persistence' to 'send' (boolean expected, got string)" },
         { { properties = "P" }, "bad option 'properties' to 'send' (table expected, got string)" },
         { { label = false }, "bad option 'label' to 'send' (string expected, got boolean)" },
