@@ -433,12 +433,7 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
      * keeps a typical received message under glibc's 1 KiB large-request size,
      * whose malloc first consolidates every small chunk freed before (cJSON
      * frees about thirty per parse, a Lua or Python host far more). */
-    if ((m->broker_json = malloc(len + 1)) != NULL) {
-        memcpy(m->broker_json, json, len);
-        m->broker_json[len] = '\0';
-    } else {
-        rc = pl_error_nomem();
-    }
+    if (!(m->broker_json = pl_strndup(json, len))) rc = pl_error_nomem();
 done:
     cJSON_Delete(root);
     return rc;
