@@ -65,3 +65,13 @@ def describe() -> str:
         return "not pinned (one CPU, or PEEKLOCK_BENCH_PIN=0)"
     return "clients on CPU %s, server under test on CPU %s (PEEKLOCK_BENCH_PIN=0 turns this off)" % (
         ",".join(map(str, sorted(p[0]))), ",".join(map(str, sorted(p[1]))))
+
+
+if __name__ == "__main__":
+    # For shell scripts (bench/c/run.sh): "CLIENT_CPUS SERVER_CPUS" as taskset lists, or nothing
+    # when pinning is off; with --describe, the line describe() gives.
+    import sys
+    if sys.argv[1:] == ["--describe"]:
+        print(describe())
+    elif _PLACEMENT is not None:
+        print(" ".join(",".join(map(str, sorted(s))) for s in _PLACEMENT))

@@ -15,12 +15,10 @@ cmake --build "$B" --target bench_c -j "$(nproc)" >/dev/null
 # The servers run on the last CPU and the benchmark on the others (bench/cpus.py says why);
 # PEEKLOCK_BENCH_PIN=0, or a single CPU, runs everything unpinned.
 SERVER=() CLIENT=()
-LAST=$(( $(nproc) - 1 ))
-if [ "${PEEKLOCK_BENCH_PIN:-1}" != 0 ] && [ "$LAST" -ge 1 ] && command -v taskset >/dev/null; then
-  SERVER=(taskset -c "$LAST") CLIENT=(taskset -c "0-$(( LAST - 1 ))")
-  echo "cpus: clients on CPU 0-$(( LAST - 1 )), servers under test on CPU $LAST (PEEKLOCK_BENCH_PIN=0 turns this off)"
-else
-  echo "cpus: not pinned"
+read -r client_cpus server_cpus < <("$PY" bench/cpus.py) || true
+if [ -n "${server_cpus:-}" ] && command -v taskset >/dev/null; then
+  SERVER=(taskset -c "$server_cpus") CLIENT=(taskset -c "$client_cpus")
 fi
+echo "cpus: $("$PY" bench/cpus.py --describe)"
 PEEKLOCK_EMULATOR_ARGS="--queue bq" "${SERVER[@]}" "$PY" bench/null_responder.py --dir "$B/nginx" -- \
   "${SERVER[@]}" "$PY" tests/c/with_emulator.py "${CLIENT[@]}" "$B/bench/c/bench_c" --null "{url}" --emulator "$@"
