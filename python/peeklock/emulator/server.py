@@ -188,12 +188,11 @@ class EmulatorApp:
             resp.zero_length = zero
         else:
             resp = SBResponse(status=status, headers=hl)
-        if zero:
-            pass
-        elif chunked and request.version >= (1, 1):
-            resp.enable_chunked_encoding()
-        else:
-            resp.content_length = len(body)
+        if not zero:
+            if chunked and request.version >= (1, 1):
+                resp.enable_chunked_encoding()
+            else:
+                resp.content_length = len(body)
         await resp.prepare(request)
         await resp.write_eof(body)      # headers, the one chunk and the terminator in one send
         return resp
