@@ -184,7 +184,8 @@ local function outgoing_error(level, fname, h, what, key, a, b)
     :format(key, fname, type(a)), level)
 end
 
--- Builds a pl_outgoing handle from (body, opts). Raises on wrong types and unknown options.
+-- Builds a pl_outgoing handle for one item of build_batch (body a string, opts the item
+-- table or nil, as build_batch checked). Raises on wrong types and unknown options.
 -- The options (content_type, time_to_live, scheduled_enqueue_time, force_persistence,
 -- properties, the BROKER_FIELDS, and body, ignored: send_batch items carry theirs) are
 -- checked and set by core.outgoing_from in one call; argument errors come back from it
@@ -194,7 +195,8 @@ local function build_outgoing(fname, body, opts)
   if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
   local h, what, key, a, b = core.outgoing_from(body, opts, DateTime)
   if h then return h end
-  return outgoing_error(3, fname, h, what, key, a, b)
+  -- (level 5: the line calling send_batch, through build_batch and batch_from)
+  return outgoing_error(5, fname, h, what, key, a, b)
 end
 M._build_outgoing = build_outgoing
 

@@ -469,7 +469,10 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       end
       assert.has_error(function() client:send_batch(q, { "a", { body = "b", ttl = 1 } }) end,
         "unknown option 'ttl' to 'send_batch'")
-      local ok, err = pcall(function() client:send_batch(q, { "a", 5 }) end)
+      local ok, err = pcall(function() client:send_batch(q, { "a", { body = "b", ttl = 1 } }) end)
+      assert.is_false(ok)
+      assert.matches("peeklock_spec%.lua:%d+: unknown option 'ttl' to 'send_batch'", tostring(err))
+      ok, err = pcall(function() client:send_batch(q, { "a", 5 }) end)
       assert.is_false(ok)
       assert.matches("peeklock_spec%.lua:%d+: bad message #2 to 'send_batch' %(string or {body=string} expected, got number%)",
         tostring(err))
