@@ -183,55 +183,6 @@ static PyObject *pl_py_set_error_factory(PyObject *factory) {
     Py_RETURN_NONE;
 }
 
-/* Client.send's common case in one call instead of one per property: a bytes
- * body and a dict (or None) of properties named by str with values exactly
- * str, int, float or bool. Builds the outgoing message, sends it with the GIL
- * released, frees it. Anything else (another body or mapping type, a subclass,
- * a datetime, an int beyond 64 bits, a string with a NUL) returns
- * NotImplemented before any request, and the caller takes the general path,
- * which accepts or rejects it as before. Errors of the C layer are raised as
- * the general path raises them, property by property in the same order. */
-static PyObject *pl_py_send(pl_client *client, const char *entity, PyObject *body,
-                            PyObject *properties) {
-    if (!PyBytes_CheckExact(body) || (properties != Py_None && !PyDict_CheckExact(properties)))
-        Py_RETURN_NOTIMPLEMENTED;
-    pl_outgoing *m = NULL;
-    int rc = pl_outgoing_new(&m, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body));
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (rc >= 0 && properties != Py_None && PyDict_Next(properties, &pos, &k, &v)) {
-        const char *name = pl_py_whole_utf8(k), *text;
-        int overflow = 0;
-        long long i;
-        if (!name) goto general;
-        if (PyUnicode_CheckExact(v)) {
-            if (!(text = pl_py_whole_utf8(v))) goto general;
-            rc = pl_outgoing_add_string(m, name, text);
-        } else if (PyBool_Check(v)) {
-            rc = pl_outgoing_add_bool(m, name, v == Py_True);
-        } else if (PyLong_CheckExact(v)) {
-            i = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (overflow || (i == -1 && PyErr_Occurred())) { PyErr_Clear(); goto general; }
-            rc = pl_outgoing_add_int(m, name, (int64_t)i);
-        } else if (PyFloat_CheckExact(v)) {
-            rc = pl_outgoing_add_double(m, name, PyFloat_AS_DOUBLE(v));
-        } else {
-            goto general;
-        }
-    }
-    if (rc >= 0) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = pl_send(client, entity, m);
-        Py_END_ALLOW_THREADS
-    }
-    pl_outgoing_free(m);
-    if (rc < 0) { pl_py_raise(rc); return NULL; }
-    Py_RETURN_NONE;
-general:
-    pl_outgoing_free(m);
-    Py_RETURN_NOTIMPLEMENTED;
-}
-
 /* Getters of the peeklock.Message properties read about once per message
  * (client.py): each takes the Message and reads its pl_message, so a read is
  * one C call instead of a Python frame plus a call. The values are those of
@@ -283,6 +234,56 @@ static PyObject *pl_py_error_last(void) {
  * came, to the Python method of the same name with a leading underscore
  * (client.py), which checks, refreshes and raises as always. The request runs
  * with the GIL released; errors of the C layer raise as the wrappers raise. */
+
+/* Client.send's common case in one call instead of one per property: a bytes
+ * body and a dict (or None) of properties named by str with values exactly
+ * str, int, float or bool. Builds the outgoing message, sends it with the GIL
+ * released, frees it. Anything else (another body or mapping type, a subclass,
+ * a datetime, an int beyond 64 bits, a string with a NUL) returns
+ * NotImplemented before any request, and the caller hands the call on to the
+ * general path, which accepts or rejects it as before. Errors of the C layer
+ * are raised as the general path raises them, property by property in the
+ * same order. */
+static PyObject *pl_py_send(pl_client *client, const char *entity, PyObject *body,
+                            PyObject *properties) {
+    if (!PyBytes_CheckExact(body) || (properties != Py_None && !PyDict_CheckExact(properties)))
+        Py_RETURN_NOTIMPLEMENTED;
+    pl_outgoing *m = NULL;
+    int rc = pl_outgoing_new(&m, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body));
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (rc >= 0 && properties != Py_None && PyDict_Next(properties, &pos, &k, &v)) {
+        const char *name = pl_py_whole_utf8(k), *text;
+        int overflow = 0;
+        long long i;
+        if (!name) goto general;
+        if (PyUnicode_CheckExact(v)) {
+            if (!(text = pl_py_whole_utf8(v))) goto general;
+            rc = pl_outgoing_add_string(m, name, text);
+        } else if (PyBool_Check(v)) {
+            rc = pl_outgoing_add_bool(m, name, v == Py_True);
+        } else if (PyLong_CheckExact(v)) {
+            i = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || (i == -1 && PyErr_Occurred())) { PyErr_Clear(); goto general; }
+            rc = pl_outgoing_add_int(m, name, (int64_t)i);
+        } else if (PyFloat_CheckExact(v)) {
+            rc = pl_outgoing_add_double(m, name, PyFloat_AS_DOUBLE(v));
+        } else {
+            goto general;
+        }
+    }
+    if (rc >= 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pl_send(client, entity, m);
+        Py_END_ALLOW_THREADS
+    }
+    pl_outgoing_free(m);
+    if (rc < 0) { pl_py_raise(rc); return NULL; }
+    Py_RETURN_NONE;
+general:
+    pl_outgoing_free(m);
+    Py_RETURN_NOTIMPLEMENTED;
+}
 
 static PyObject *pl_py_client_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {

@@ -28,9 +28,6 @@ __all__ = ["Client", "Message", "OutgoingMessage", "MessageList", "ConnectionStr
 log = logging.getLogger("peeklock")
 
 _core.pl_py_set_error_factory(_errors.from_code)
-# Client.send's common case in one C call (bindings/python.i); returns
-# NotImplemented, having sent nothing, when the general path is needed.
-_py_send = _core.pl_py_send
 
 # Lock states (csrc/include/peeklock.h).
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST = 0, 1, 2, 3, 4
@@ -747,12 +744,8 @@ class Client:
         OutgoingMessage (message_id, label, content_type, time_to_live, …)."""
         if type(entity) is not str or entity not in _ENTITY_OK:
             entity = _check_entity(entity)
-        if (type(body) is bytes and not kwargs and not self._closed
-                and self._token_provider is None
-                and _py_send(self._h, entity, body, properties) is not NotImplemented):
-            return      # sent: bytes body, properties a dict of str/int/float/bool
         if type(body) is bytes and not kwargs:
-            # no broker properties to validate
+            # fast path: no broker properties to validate
             if properties is not None and not isinstance(properties, Mapping):
                 raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
             h = _core.pl_outgoing_new(body)

@@ -253,6 +253,7 @@ def test_send_properties_same_through_both_paths(client, queue):
     one C call; anything else (a datetime, a str subclass, another mapping, a
     str body) takes the general path. Both send the same properties."""
     import types
+    assert client.peek_lock(queue, timeout=0) is None      # the entity known: the C path
     when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     plain = {"S": "text é", "I": -(2 ** 63), "J": 2 ** 53, "F": 1.5, "T": True, "N": False}
     for props in (plain, types.MappingProxyType(plain), {**plain, "D": when},
@@ -267,6 +268,7 @@ def test_send_properties_same_through_both_paths(client, queue):
 
 
 def test_send_property_errors_same_through_both_paths(client, queue):
+    assert client.peek_lock(queue, timeout=0) is None      # the entity known: the C path
     with pytest.raises(OverflowError):
         client.send(queue, b"x", properties={"Big": 2 ** 64})
     with pytest.raises(peeklock.InvalidArgument):

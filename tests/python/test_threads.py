@@ -111,6 +111,7 @@ def test_threads_share_one_client(client, emu, queue):
 def test_python_runs_while_a_send_blocks(client, emu, queue):
     """The same for a send (one C call builds, sends and frees the message): the
     emulator holds the answer 3 s."""
+    assert client.peek_lock(queue, timeout=0) is None   # the entity known: the C path
     emu.fault(operation="send", delay_ms=3000, count=1)
     baseline, during, elapsed, got = _spin_rate_during(
         lambda: client.send(queue, b"x", properties={"Kind": "gil", "N": 1}))
