@@ -191,14 +191,11 @@ end
 -- checked and set by core.outgoing_from in one call; argument errors come back from it
 -- as values and are worded here.
 local function build_outgoing(fname, body, opts)
-  if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
-  if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
   local h, what, key, a, b = core.outgoing_from(body, opts, DateTime)
   if h then return h end
   -- (level 5: the line calling send_batch, through build_batch and batch_from)
   return outgoing_error(5, fname, h, what, key, a, b)
 end
-M._build_outgoing = build_outgoing
 
 -- send (core.send_from: rc) and peeklock.resty's send (core.request_send_from: rc,
 -- request): the message of (body, opts) built, then sent or made a request of, by one
@@ -236,7 +233,6 @@ local function build_batch(fname, list)
   end
   return b
 end
-M._build_batch = build_batch
 
 -- ------------------------------------------------------------------ received messages
 
