@@ -107,6 +107,23 @@ static int pl_lua_handle_tostring(lua_State *L) {
   return 1;
 }
 
+/* The number at idx as an int64_t: an integer as it is on Lua 5.3+, any other number truncated. */
+static int64_t pl_lua_toint64(lua_State *L, int idx) {
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, idx)) return (int64_t)lua_tointeger(L, idx);
+#endif
+  return (int64_t)lua_tonumber(L, idx);
+}
+
+/* Pushes v as an integer on Lua 5.3+, as a number before. */
+static void pl_lua_pushint64(lua_State *L, int64_t v) {
+#if LUA_VERSION_NUM >= 503
+  lua_pushinteger(L, (lua_Integer)v);
+#else
+  lua_pushnumber(L, (lua_Number)v);
+#endif
+}
+
 /* Pushes f as a native of the module: a closure over the two handle metatables. */
 static void pl_lua_push_native(lua_State *L, lua_CFunction f) {
   lua_pushlightuserdata(L, (void *)&pl_lua_mt_key);
@@ -263,24 +280,10 @@ PL_LUA_LIVE_HANDLE(pl_response)
   $2 = n;
 }
 
-/* int64_t: plain Lua numbers (integers on 5.4). The %# lines reach the C compiler (a plain
- * #if in a typemap is SWIG's own, where LUA_VERSION_NUM is undefined: numbers everywhere). */
-%typemap(in, checkfn="lua_isnumber") int64_t {
-%#if LUA_VERSION_NUM >= 503
-  if (lua_isinteger(L, $input)) $1 = (int64_t)lua_tointeger(L, $input);
-  else $1 = (int64_t)lua_tonumber(L, $input);
-%#else
-  $1 = (int64_t)lua_tonumber(L, $input);
-%#endif
-}
-%typemap(out) int64_t {
-%#if LUA_VERSION_NUM >= 503
-  lua_pushinteger(L, (lua_Integer)$1);
-%#else
-  lua_pushnumber(L, (lua_Number)$1);
-%#endif
-  SWIG_arg++;
-}
+/* int64_t: plain Lua numbers (integers on 5.4), through pl_lua_toint64 and pl_lua_pushint64
+ * (a plain #if in a typemap would be SWIG's own, where LUA_VERSION_NUM is undefined). */
+%typemap(in, checkfn="lua_isnumber") int64_t { $1 = pl_lua_toint64(L, $input); }
+%typemap(out) int64_t { pl_lua_pushint64(L, $1); SWIG_arg++; }
 
 /* Integers stay integers on Lua 5.3+ (SWIG's default pushes floats). */
 %typemap(out) int, long, unsigned int, size_t, uintptr_t {
@@ -697,11 +700,8 @@ static int pl_lua_result_from(lua_State *L) {
   int64_t sent_ms;
   int rc, answered = 0;
   if (pl_lua_arg(L, 3, SWIGTYPE_p_pl_message, (void **)&m, "result_from", 3, "pl_message") < 0) return lua_error(L);
-#if LUA_VERSION_NUM >= 503
-  sent_ms = lua_isinteger(L, 7) ? (int64_t)lua_tointeger(L, 7) : (int64_t)luaL_checknumber(L, 7);
-#else
-  sent_ms = (int64_t)luaL_checknumber(L, 7);
-#endif
+  luaL_checknumber(L, 7);
+  sent_ms = pl_lua_toint64(L, 7);
   lua_settop(L, 7);
   u = pl_lua_new_handle(L); /* 8: the message, made before it so handing it out cannot fail */
   rc = pl_lua_build_response(L, 4, &resp);
