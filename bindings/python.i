@@ -290,9 +290,14 @@ static PyObject *pl_py_client_send(PyObject *self, PyObject *const *args, Py_ssi
     static const int names[] = {PL_ARG_ENTITY, PL_ARG_BODY, PL_ARG_PROPERTIES};
     PyObject *a[3] = {NULL, NULL, NULL}, *h = NULL, *res;
     pl_client *c = NULL;
+    const char *entity;
     if (pl_py_args(args, nargs, kwnames, names, 2, 3, a) && pl_py_entity_known(a[0]) && a[1]
         && PyBytes_CheckExact(a[1]) && (h = pl_py_plain_client(self, &c)) != NULL) {
-        res = pl_py_send(c, PyUnicode_AsUTF8(a[0]), a[1], a[2] ? a[2] : Py_None);
+        if (!(entity = PyUnicode_AsUTF8(a[0]))) {           /* out of memory */
+            Py_DECREF(h);
+            return NULL;
+        }
+        res = pl_py_send(c, entity, a[1], a[2] ? a[2] : Py_None);
         Py_DECREF(h);
         if (res != Py_NotImplemented) return res;   /* sent, or raised */
         Py_DECREF(res);
