@@ -330,7 +330,6 @@ class Message:
         """The body decoded as UTF-8 (with replacement characters)."""
         return self.body.decode("utf-8", "replace")
 
-
     @property
     def enqueued_sequence_number(self) -> int:
         return int(_core.pl_message_enqueued_sequence_number(self._h))
@@ -445,12 +444,9 @@ class Message:
     def complete(self) -> None:
         """Deletes the message from the entity. Raises LockLostError when the
         lock was lost, StateError when already settled."""
-        c = self._client
-        if c._token_provider is not None:
-            c._refresh_token()
-        if self._in_renewer:
-            self._stop_renewing()
-        _core.pl_complete(c._h, self._h)
+        self._client._refresh_token()
+        self._stop_renewing()
+        _core.pl_complete(self._client._h, self._h)
 
     def abandon(self) -> None:
         """Releases the lock so the message is redelivered at once."""
@@ -742,8 +738,7 @@ class Client:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
         (sent as UTF-8) or an OutgoingMessage; keyword arguments are those of
         OutgoingMessage (message_id, label, content_type, time_to_live, …)."""
-        if type(entity) is not str or entity not in _ENTITY_OK:
-            entity = _check_entity(entity)
+        entity = _check_entity(entity)
         if type(body) is bytes and not kwargs:
             # fast path: no broker properties to validate
             if properties is not None and not isinstance(properties, Mapping):
@@ -786,15 +781,11 @@ class Client:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
-        if type(entity) is not str or entity not in _ENTITY_OK:
-            entity = _check_entity(entity)
-        t = (timeout if type(timeout) is int and 0 <= timeout <= _MAX_TIMEOUT
-             else _check_timeout(timeout))
-        mr = None if max_renew is None else _check_seconds(max_renew, "max_renew")
-        if self._closed:
-            self._check_open()
-        if self._token_provider is not None:
-            self._refresh_token()
+        entity = _check_entity(entity)
+        t = _check_timeout(timeout)
+        mr = _check_seconds(max_renew, "max_renew", optional=True)
+        self._check_open()
+        self._refresh_token()
         h = _core.pl_peek_lock(self._h, entity, t)
         if h is None:
             return None
