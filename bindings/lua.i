@@ -777,8 +777,8 @@ static int pl_lua_push_bad(lua_State *L, const pl_lua_bad *bad) {
   return 3 + (bad->what != NULL) + (bad->val != 0);
 }
 
-/* The number at idx as an Int64 property when it is an integer (on LuaJIT: integral
- * and below 2^53), as peeklock.lua's is_integer. */
+/* The number at idx as an Int64 property when it is an integer (on LuaJIT, which has no
+ * integer subtype: integral and within +-2^53, where a double is exact); else a Double. */
 static int pl_lua_integer(lua_State *L, int idx, int64_t *out) {
 #if LUA_VERSION_NUM >= 503
   if (!lua_isinteger(L, idx)) return 0;
