@@ -813,10 +813,17 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt, 
       int is_dt = 0;
       if (lua_getmetatable(L, -1)) { is_dt = lua_rawequal(L, -1, mt); lua_pop(L, 1); }
       if (!is_dt) return pl_lua_set_bad(L, bad, "property", 1, NULL);
+      lua_Number u;
+      int finite;
       lua_pushvalue(L, unix_key);
       lua_rawget(L, -2);
-      rc = pl_outgoing_add_datetime(m, name, (int64_t)floor(lua_tonumber(L, -1)));
+      /* peeklock.datetime checked it, but a table's field can be changed afterwards:
+       * a non-number, NaN or out-of-range value would make the cast below undefined */
+      u = lua_tonumber(L, -1);
+      finite = lua_type(L, -1) == LUA_TNUMBER && u > -9.2e18 && u < 9.2e18;
       lua_pop(L, 1);
+      if (!finite) return pl_lua_set_bad(L, bad, "datetime", 0, NULL);
+      rc = pl_outgoing_add_datetime(m, name, (int64_t)floor(u));
     }
     }
     lua_pop(L, 1);

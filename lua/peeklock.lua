@@ -177,6 +177,9 @@ local function outgoing_error(level, fname, h, what, key, a, b)
     error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b)), level)
   elseif what == "unknown" then
     error(("unknown option '%s' to '%s'"):format(tostring(key), fname), level)
+  elseif what == "datetime" then
+    error(("bad property '%s' in '%s' (peeklock.datetime with a finite unix time expected)")
+      :format(key, fname), level)
   elseif what == "name" then
     error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(key)), level)
   end

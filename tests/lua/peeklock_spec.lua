@@ -438,8 +438,14 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
 
     it("words every bad send option, points at the caller's line, and sends nothing", function()
       local q = queue()
+      -- a datetime changed after peeklock.datetime checked it
+      local function changed(v) local d = peeklock.datetime(0); d.unix = v; return d end
+      local dt_err = "bad property 'D' in 'send' (peeklock.datetime with a finite unix time expected)"
       local cases = {
         { { content_type = 5 }, "bad option 'content_type' to 'send' (string expected, got number)" },
+        { { properties = { D = changed(math.huge) } }, dt_err },
+        { { properties = { D = changed(0 / 0) } }, dt_err },
+        { { properties = { D = changed("soon") } }, dt_err },
         { { time_to_live = -1 }, "bad option 'time_to_live' to 'send' (non-negative number expected, got number)" },
         { { time_to_live = 0 / 0 }, "bad option 'time_to_live' to 'send' (non-negative number expected, got number)" },
         { { scheduled_enqueue_time = "soon" },
