@@ -9,7 +9,7 @@ import sys
 from typing import List, Optional
 
 from . import DEFAULT_KEY, DEFAULT_KEY_NAME
-from .broker import MAX_LOCK_DURATION, Broker, BrokerError, Settings
+from .broker import DEFAULT_COMPLETIONS_KEPT, MAX_LOCK_DURATION, Broker, BrokerError, Settings
 from .config import ConfigError, load_config
 
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="declared entities dead-letter expired messages")
     p.add_argument("--config", metavar="Config.json", help="entities in the official emulator's Config.json format")
     p.add_argument("--data-dir", metavar="DIR", help="keep all state in SQLite under DIR (default: memory)")
+    p.add_argument("--completions-kept", type=int, default=DEFAULT_COMPLETIONS_KEPT, metavar="N",
+                   help="per entity, the completion counts of the N most recently completed message ids "
+                        "shown in the state dump; older ones are only counted (default %(default)s, 0 = none)")
     p.add_argument("--no-auth", action="store_true", help="accept requests without a SAS token")
     p.add_argument("--key-name", default=DEFAULT_KEY_NAME, help="SAS key name (default %(default)s)")
     p.add_argument("--key", default=DEFAULT_KEY, help="SAS key, used as UTF-8 text (default %(default)s)")
@@ -65,8 +68,10 @@ async def serve(args) -> int:
     from .store import SqliteStore
 
     base = settings_from_args(args)
+    if args.completions_kept < 0:
+        raise SystemExit("error: --completions-kept must be >= 0")
     store = SqliteStore(args.data_dir) if args.data_dir else None
-    broker = Broker(store=store)
+    broker = Broker(store=store, completions_kept=args.completions_kept)
     if store is not None:
         store.load(broker)
     namespace = "peeklock"

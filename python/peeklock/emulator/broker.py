@@ -11,7 +11,7 @@ import math
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .props import TTL_MAX, broker_properties_json, broker_property_entry, format_number, rfc1123
@@ -21,6 +21,7 @@ DEFAULT_LOCK_DURATION = 60.0
 DEFAULT_MAX_DELIVERY_COUNT = 10
 DEFAULT_MAX_MESSAGE_SIZE = 262144
 DEFAULT_MAX_SIZE_MB = 1024
+DEFAULT_COMPLETIONS_KEPT = 100000
 MAX_LOCK_DURATION = 300.0
 
 DLQ = "$deadletterqueue"
@@ -167,7 +168,10 @@ class Entity:
         self.locks: Dict[str, int] = {}
         self.by_id: Dict[str, int] = {}                  # message id -> seq (last wins)
         self.waiters: List[Any] = []                     # futures of long polls
-        self.completed: Counter = Counter()
+        # message id -> times completed, the least recently completed first; bounded by
+        # Broker.completions_kept, the ids dropped from the front counted in completed_forgotten
+        self.completed: "OrderedDict[str, int]" = OrderedDict()
+        self.completed_forgotten = 0
         self.dlq: Optional[Entity] = None
         self.parent: Optional[Entity] = None             # topic of a subscription; owner of a dlq
         self.subscriptions: Dict[str, Entity] = {}
@@ -218,8 +222,10 @@ _NULL = _NullStore()
 
 
 class Broker:
-    def __init__(self, store=None, clock: Optional[Clock] = None, namespace: str = "peeklock"):
+    def __init__(self, store=None, clock: Optional[Clock] = None, namespace: str = "peeklock",
+                 completions_kept: int = DEFAULT_COMPLETIONS_KEPT):
         self.store = store or _NullStore()
+        self.completions_kept = completions_kept   # per entity, see Entity.completed
         self.clock = clock or Clock()
         self.namespace = namespace
         self.entities: Dict[str, Entity] = {}   # key (lower case path) -> Entity, dlqs included
@@ -563,10 +569,27 @@ class Broker:
     def complete(self, ent: Entity, ident: str, token: str) -> Message:
         msg = self._locked(ent, ident, token)
         self._remove(ent, msg)
-        ent.completed[msg.message_id] += 1
-        self.store.save_completed(ent, msg.message_id, ent.completed[msg.message_id])
+        done = ent.completed
+        mid = msg.message_id
+        n = done.get(mid)
+        if n is None:
+            done[mid] = n = 1
+        else:
+            done[mid] = n = n + 1
+            done.move_to_end(mid)
+        self.store.save_completed(ent, mid, n)
+        if len(done) > self.completions_kept:
+            self.forget_completions(ent)
         self.counters["completed"] += 1
         return msg
+
+    def forget_completions(self, ent: Entity) -> None:
+        """Drop the least recently completed ids beyond ``completions_kept``, counting them."""
+        done = ent.completed
+        while len(done) > self.completions_kept:
+            mid, _ = done.popitem(last=False)
+            ent.completed_forgotten += 1
+            self.store.forget_completed(ent, mid, ent.completed_forgotten)
 
     def unlock(self, ent: Entity, ident: str, token: str) -> Message:
         msg = self._locked(ent, ident, token)
@@ -640,6 +663,7 @@ class Broker:
             ent.locks.clear()
             ent.by_id.clear()
             ent.completed.clear()
+            ent.completed_forgotten = 0
             ent.size_bytes = 0
             ent.next_seq = 1
             ent.updated = now
@@ -656,6 +680,7 @@ class Broker:
             "message_count": len(ent.messages),
             "messages": [m.summary() for _, m in sorted(ent.messages.items())],
             "completed": dict(ent.completed),
+            "completed_forgotten": ent.completed_forgotten,
         }
         d.update(ent.settings.to_json())
         if ent.dlq is not None:

@@ -27,6 +27,7 @@ class NullStore:
     def delete_message(self, ent: "Entity", seq: int) -> None: pass
     def save_meta(self, key: str, value: Any) -> None: pass
     def save_completed(self, ent: "Entity", message_id: str, n: int) -> None: pass
+    def forget_completed(self, ent: "Entity", message_id: str, forgotten: int) -> None: pass
     def clear_completed(self) -> None: pass
     def save_rules(self, ent: "Entity") -> None: pass
     def commit(self) -> None: pass
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS messages (
   PRIMARY KEY (ekey, seq));
 CREATE TABLE IF NOT EXISTS completed (
   ekey TEXT NOT NULL, message_id TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ekey, message_id));
+CREATE TABLE IF NOT EXISTS completed_forgotten (ekey TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rules (ekey TEXT PRIMARY KEY, spec TEXT NOT NULL);
 """
@@ -93,6 +95,7 @@ class SqliteStore(NullStore):
         for k in keys:
             db.execute("DELETE FROM messages WHERE ekey=?", (k,))
             db.execute("DELETE FROM completed WHERE ekey=?", (k,))
+            db.execute("DELETE FROM completed_forgotten WHERE ekey=?", (k,))
             db.execute("DELETE FROM rules WHERE ekey=?", (k,))
         db.execute("DELETE FROM entities WHERE key=?", (ent.key,))
 
@@ -113,10 +116,19 @@ class SqliteStore(NullStore):
         self._tx().execute("DELETE FROM messages WHERE ekey=? AND seq=?", (ent.key, seq))
 
     def save_completed(self, ent: "Entity", message_id: str, n: int) -> None:
+        # REPLACE deletes the old row and inserts one with the next rowid: rowid order is the
+        # order of the last completions, which load() restores
         self._tx().execute("INSERT OR REPLACE INTO completed VALUES(?,?,?)", (ent.key, message_id, n))
 
+    def forget_completed(self, ent: "Entity", message_id: str, forgotten: int) -> None:
+        db = self._tx()
+        db.execute("DELETE FROM completed WHERE ekey=? AND message_id=?", (ent.key, message_id))
+        db.execute("INSERT OR REPLACE INTO completed_forgotten VALUES(?,?)", (ent.key, forgotten))
+
     def clear_completed(self) -> None:
-        self._tx().execute("DELETE FROM completed")
+        db = self._tx()
+        db.execute("DELETE FROM completed")
+        db.execute("DELETE FROM completed_forgotten")
 
     def save_rules(self, ent: "Entity") -> None:
         self._tx().execute("INSERT OR REPLACE INTO rules VALUES(?,?)",
@@ -159,10 +171,16 @@ class SqliteStore(NullStore):
                         enqueued_at=row[8], expires_at=0.0, scheduled_at=row[9], enq_seq=row[10],
                         dc=row[11], lock_token=row[12], locked_until=row[13], state=row[14], size=row[15])
             broker.restore_message(ent, m, now)
-        for ekey, mid, n in self.db.execute("SELECT ekey, message_id, n FROM completed"):
+        for ekey, mid, n in self.db.execute("SELECT ekey, message_id, n FROM completed ORDER BY rowid"):
             ent = broker.entities.get(ekey)
             if ent is not None:
                 ent.completed[mid] = n
+        for ekey, n in self.db.execute("SELECT ekey, n FROM completed_forgotten"):
+            ent = broker.entities.get(ekey)
+            if ent is not None:
+                ent.completed_forgotten = n
+        for ent in broker.entities.values():
+            broker.forget_completions(ent)      # a smaller --completions-kept than last time
 
 
 def _finite(x: float) -> Any:
