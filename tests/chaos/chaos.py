@@ -163,6 +163,8 @@ class Emulator:
         cmd = [sys.executable, "-m", "peeklock.emulator", "--port", str(self.port),
                "--queue", ENTITY, "--lock-duration", str(self.a.lock_duration),
                "--max-delivery-count", str(self.a.max_delivery_count),
+               # the exactly-once checks read every message's completion count
+               "--completions-kept", str(max(100000, 2 * self.a.messages)),
                "--data-dir", self.data_dir]
         err = open(self.log_path, "ab")
         deadline = time.monotonic() + timeout
