@@ -70,7 +70,7 @@ def _free_port() -> int:
 class NullResponder:
     def __init__(self, directory: Optional[str] = None) -> None:
         self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.dir = directory or tempfile.mkdtemp(prefix="peeklock-null-")
+        self.dir = os.path.abspath(directory) if directory else tempfile.mkdtemp(prefix="peeklock-null-")
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.connection_string = (f"Endpoint=sb://127.0.0.1:{self.port};SharedAccessKeyName=RootManageSharedAccessKey;"
