@@ -14,6 +14,7 @@
 
 %{
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 #include "peeklock.h"
 %}
@@ -538,20 +539,27 @@ static int pl_lua_message_index(lua_State *L) {
   return 1;
 }
 
-/* message_wrapper(methods) -> wrap(client, h): a new message of lua/peeklock.lua,
- * setmetatable({ _h = h, _client = client }, methods), its table sized for the fields
- * the indexer caches (no rehash on the first reads). */
+/* Pushes a new message of lua/peeklock.lua, setmetatable({ _h = handle, _client = client },
+ * methods) (the keys "_h" and "_client" at key_h and key_client), its table sized for the
+ * fields the indexer caches (no rehash on the first reads). */
+static void pl_lua_push_message(lua_State *L, int client, int handle, int methods, int key_h, int key_client) {
+  int t;
+  lua_createtable(L, 0, 8);
+  t = lua_gettop(L);
+  lua_pushvalue(L, key_h);
+  lua_pushvalue(L, handle);
+  lua_rawset(L, t);
+  lua_pushvalue(L, key_client);
+  lua_pushvalue(L, client);
+  lua_rawset(L, t);
+  lua_pushvalue(L, methods);
+  lua_setmetatable(L, t);
+}
+
+/* message_wrapper(methods) -> wrap(client, h): pl_lua_push_message as a function. */
 static int pl_lua_wrap_message(lua_State *L) {
   lua_settop(L, 2);
-  lua_createtable(L, 0, 8);
-  lua_pushvalue(L, lua_upvalueindex(2)); /* "_h" */
-  lua_pushvalue(L, 2);
-  lua_rawset(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(3)); /* "_client" */
-  lua_pushvalue(L, 1);
-  lua_rawset(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_setmetatable(L, 3);
+  pl_lua_push_message(L, 1, 2, lua_upvalueindex(1), lua_upvalueindex(2), lua_upvalueindex(3));
   return 1;
 }
 
@@ -952,6 +960,181 @@ static int pl_lua_request_send_from(lua_State *L) {
   return 2;
 }
 
+/* client_methods(Client, Message, DateTime, last_error, outgoing_error, closed) -> send,
+ * peek_lock, receive_and_delete: lua/peeklock.lua's Client methods of those names, each
+ * one C call from the caller's line to the core and back (no Lua frames for the self,
+ * argument and option checks, which cost more than the wrappers they guard). They check
+ * and word exactly as the Lua checks did, raising at the caller's line, and call back
+ * into Lua only to make error values: last_error(rc, op) -> err, outgoing_error(3, op,
+ * false, kind, key, ...) (raises), closed(op) -> err. None of those yields, so no yield
+ * crosses these natives (peeklock.resty has its own methods of these names). */
+#define PL_LUA_UV_CLIENT lua_upvalueindex(3)
+#define PL_LUA_UV_MESSAGE lua_upvalueindex(4)
+#define PL_LUA_UV_DATETIME lua_upvalueindex(5)
+#define PL_LUA_UV_LAST_ERROR lua_upvalueindex(6)
+#define PL_LUA_UV_OUTGOING_ERROR lua_upvalueindex(7)
+#define PL_LUA_UV_CLOSED lua_upvalueindex(8)
+#define PL_LUA_UV_KEY_H lua_upvalueindex(9)
+#define PL_LUA_UV_KEY_CLIENT lua_upvalueindex(10)
+
+/* Raises the formatted message at the line that called the running native (what
+ * error(msg, 2) does from a Lua function). */
+static int pl_lua_raise(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  luaL_where(L, 1);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/* The "bad argument" error of peeklock.lua's argerror. */
+static int pl_lua_argerror(lua_State *L, const char *fname, int n, const char *what, int idx) {
+  return pl_lua_raise(L, "bad argument #%d to '%s' (%s expected, got %s)", n, fname, what, luaL_typename(L, idx));
+}
+
+/* The pl_client of self (slot 1), as peeklock.lua's check_client: raises when self is no
+ * client; NULL with nil, err pushed (2 results) when it was closed. */
+static pl_client *pl_lua_self_client(lua_State *L, const char *fname) {
+  swig_lua_userdata *u;
+  int ok = 0;
+  if (lua_getmetatable(L, 1)) {
+    ok = lua_rawequal(L, -1, PL_LUA_UV_CLIENT);
+    if (!ok && lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushliteral(L, "_peeklock_client");
+      lua_rawget(L, -2);
+      ok = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  if (!ok)
+    pl_lua_raise(L, "bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))", fname,
+                 luaL_typename(L, 1), fname);
+  lua_pushvalue(L, PL_LUA_UV_KEY_H);
+  lua_gettable(L, 1);
+  if (!lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_pushvalue(L, PL_LUA_UV_CLOSED);
+    lua_pushstring(L, fname);
+    lua_call(L, 1, 1);
+    return NULL;
+  }
+  u = pl_lua_handle(L, -1);
+  if (!u || !u->ptr || u->type != SWIGTYPE_p_pl_client)
+    pl_lua_raise(L, "%s: the client's handle is not a live pl_client", fname);
+  lua_pop(L, 1); /* the client table keeps the handle alive */
+  return (pl_client *)u->ptr;
+}
+
+/* Pushes nil, last_error(rc, fname): 2 results. */
+static int pl_lua_fail(lua_State *L, int rc, const char *fname) {
+  lua_pushnil(L);
+  lua_pushvalue(L, PL_LUA_UV_LAST_ERROR);
+  lua_pushinteger(L, rc);
+  lua_pushstring(L, fname);
+  lua_call(L, 2, 1);
+  return 2;
+}
+
+/* client:send(entity, body, opts) -> true | nil, err */
+static int pl_lua_client_send(lua_State *L) {
+  pl_lua_bad bad = { NULL, 0, 0, NULL };
+  pl_outgoing *m;
+  pl_client *c;
+  int rc;
+  lua_settop(L, 4);
+  if (!(c = pl_lua_self_client(L, "send"))) return 2;
+  if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, "send", 1, "string", 2);
+  if (lua_type(L, 3) != LUA_TSTRING) return pl_lua_argerror(L, "send", 2, "string body", 3);
+  if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TTABLE) return pl_lua_argerror(L, "send", 3, "table or nil", 4);
+  lua_pushvalue(L, PL_LUA_UV_DATETIME); /* 5: pl_lua_build's (body, opts, datetime_mt) are 3..5 */
+  rc = pl_lua_build(L, 3, &m, &bad);
+  if (rc > 0) {
+    luaL_checkstack(L, 8, NULL);
+    lua_pushvalue(L, PL_LUA_UV_OUTGOING_ERROR);
+    lua_pushinteger(L, 3);
+    lua_pushliteral(L, "send");
+    lua_call(L, 2 + pl_lua_push_bad(L, &bad), 0); /* raises */
+    return 0;
+  }
+  if (rc == 0) {
+    rc = pl_send(c, lua_tostring(L, 2), m);
+    pl_outgoing_free(m);
+  }
+  if (rc < 0) return pl_lua_fail(L, rc, "send");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* peek_lock and receive_and_delete (self, entity, {timeout=s}): a message, nil, nil when
+ * none came in time, or nil, err. */
+static int pl_lua_client_receive(lua_State *L, const char *fname, int peek) {
+  pl_message *m = NULL;
+  swig_lua_userdata *u;
+  pl_client *c;
+  lua_Number timeout = 30;
+  int rc;
+  lua_settop(L, 3);
+  if (!(c = pl_lua_self_client(L, fname))) return 2;
+  if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, fname, 1, "string", 2);
+  if (!lua_isnil(L, 3)) {
+    if (lua_type(L, 3) != LUA_TTABLE) return pl_lua_argerror(L, fname, 2, "table or nil", 3);
+    lua_getfield(L, 3, "timeout");
+    if (!lua_isnil(L, -1)) {
+      timeout = lua_tonumber(L, -1);
+      if (lua_type(L, -1) != LUA_TNUMBER || timeout != timeout)
+        return pl_lua_raise(L, "bad option 'timeout' to '%s' (number expected, got %s)", fname,
+                            luaL_typename(L, -1));
+      if (timeout < 0 || timeout > 300)
+        return pl_lua_raise(L, "bad option 'timeout' to '%s' (out of range 0..300)", fname);
+    }
+    lua_settop(L, 3);
+  }
+  u = pl_lua_new_handle(L); /* 4: made before the message, so handing it out cannot fail */
+  rc = peek ? pl_peek_lock(&m, c, lua_tostring(L, 2), (int)floor(timeout))
+            : pl_receive_and_delete(&m, c, lua_tostring(L, 2), (int)floor(timeout));
+  pl_lua_fill_handle(L, 4, u, m, SWIGTYPE_p_pl_message);
+  if (rc < 0) return pl_lua_fail(L, rc, fname);
+  if (rc == PL_EMPTY || !m) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 2;
+  }
+  pl_lua_push_message(L, 1, 4, PL_LUA_UV_MESSAGE, PL_LUA_UV_KEY_H, PL_LUA_UV_KEY_CLIENT);
+  return 1;
+}
+
+static int pl_lua_client_peek_lock(lua_State *L) { return pl_lua_client_receive(L, "peek_lock", 1); }
+static int pl_lua_client_receive_and_delete(lua_State *L) {
+  return pl_lua_client_receive(L, "receive_and_delete", 0);
+}
+
+static int pl_lua_client_methods(lua_State *L) {
+  static const lua_CFunction methods[] = { pl_lua_client_send, pl_lua_client_peek_lock,
+                                           pl_lua_client_receive_and_delete };
+  size_t i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  luaL_checktype(L, 6, LUA_TFUNCTION);
+  lua_settop(L, 6);
+  for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+    int k;
+    lua_pushvalue(L, PL_LUA_MT);
+    lua_pushvalue(L, PL_LUA_FREED_MT);
+    for (k = 1; k <= 6; k++) lua_pushvalue(L, k);
+    lua_pushliteral(L, "_h");
+    lua_pushliteral(L, "_client");
+    lua_pushcclosure(L, methods[i], 10);
+  }
+  return (int)(sizeof methods / sizeof methods[0]);
+}
+
 static void pl_lua_free_typed(swig_type_info *t, void *p) {
   /* The destructors are the %extend ones of peeklock.i (pl_*_free). */
   swig_lua_class *c = t ? (swig_lua_class *)t->clientdata : NULL;
@@ -973,6 +1156,7 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(result_from) int pl_lua_result_from(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(send_from) int pl_lua_send_from(lua_State *L);
+%native(client_methods) int pl_lua_client_methods(lua_State *L);
 %native(request_send_from) int pl_lua_request_send_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);
 %native(alive) int pl_lua_alive(lua_State *L);

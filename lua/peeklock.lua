@@ -356,8 +356,7 @@ end
 -- wrap_message(client, h): setmetatable({ _h = h, _client = client }, Message), made in C
 -- with room for the fields __index caches (and resty's _settling), so the table does not
 -- grow (rehash) on the first reads.
-local wrap_message = core.message_wrapper(Message)
-M._wrap_message = wrap_message
+M._wrap_message = core.message_wrapper(Message)
 
 -- ------------------------------------------------------------------ blocking client
 
@@ -367,6 +366,11 @@ Client.__name = "peeklock.Client"
 Client._peeklock_client = true
 M.Client = Client
 
+-- The error of a call on a closed client.
+local function closed_error(op)
+  return new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+end
+
 local function check_client(self, fname)
   local mt = metatable_of(self)
   if mt ~= Client and (type(mt) ~= "table" or not rawget(mt, "_peeklock_client")) then
@@ -375,7 +379,7 @@ local function check_client(self, fname)
   end
   local h = self._h -- a raw field of every client (the handle, or false once closed)
   if not h then
-    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = fname })
+    return nil, closed_error(fname)
   end
   return h
 end
@@ -397,17 +401,6 @@ function Client:endpoint()
   local h, err = check_client(self, "endpoint")
   if not h then return nil, err end
   return core.pl_client_endpoint(h)
-end
-
---- client:send(entity, body, opts) -> true | nil, err
-function Client:send(entity, body, opts)
-  local h, err = check_client(self, "send")
-  if not h then return nil, err end
-  local rc
-  rc, err = send_from(core.send_from, "send", h, entity, body, opts)
-  if not rc then return nil, err end
-  if rc < 0 then return nil, last_error(rc, "send") end
-  return true
 end
 
 -- send_batch's check, build, hand over and release (native: core.pl_send_batch, or
@@ -433,27 +426,15 @@ function Client:send_batch(entity, list)
   return true
 end
 
-local function receive(self, fname, entity, opts, fn)
-  local h, err = check_client(self, fname)
-  if not h then return nil, err end
-  check_string(fname, 1, entity)
-  opts = check_opts(fname, 2, opts)
-  local timeout = opt_number(fname, opts, "timeout", 30, 0, 300)
-  local rc, m = fn(h, entity, floor(timeout))
-  if rc < 0 then return nil, last_error(rc, fname) end
-  if rc == core.PL_EMPTY or not m then return nil, nil end
-  return wrap_message(self, m)
-end
-
---- client:peek_lock(entity, {timeout=s}) -> msg | nil, nil (nothing in time) | nil, err
-function Client:peek_lock(entity, opts)
-  return receive(self, "peek_lock", entity, opts, core.pl_peek_lock)
-end
-
---- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
-function Client:receive_and_delete(entity, opts)
-  return receive(self, "receive_and_delete", entity, opts, core.pl_receive_and_delete)
-end
+-- client:send(entity, body, opts) -> true | nil, err
+-- client:peek_lock(entity, {timeout=s}) -> msg | nil, nil (nothing in time) | nil, err
+-- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
+-- Natives (core.client_methods): each is one C call from the caller's line to the core,
+-- with check_client's, send_from's and the timeout option's checks and wording, raising
+-- at the caller's line. They call back here only for error values: last_error,
+-- outgoing_error (raises) and closed_error.
+Client.send, Client.peek_lock, Client.receive_and_delete =
+  core.client_methods(Client, Message, DateTime, last_error, outgoing_error, closed_error)
 
 local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
 
@@ -461,7 +442,7 @@ local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete 
 local function settle_handles(client, msg, op)
   local h = client._h
   if not h then
-    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+    return nil, closed_error(op)
   end
   local mh = msg._h
   if not mh then

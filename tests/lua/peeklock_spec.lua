@@ -494,6 +494,62 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.is_nil((client:peek_lock(q, { timeout = 0 })))
     end)
 
+    it("send, peek_lock and receive_and_delete word their errors and point at the caller's line", function()
+      local q = queue()
+      local function raised(fn)
+        local ok, err = pcall(fn)
+        assert.is_false(ok)
+        err = tostring(err)
+        assert.matches("^[^:]*peeklock_spec%.lua:%d+: ", err) -- this spec's line, never peeklock's
+        return (err:gsub("^[^:]*:%d+: ", ""))
+      end
+      local cases = {
+        { function() client:send(42, "x") end, "bad argument #1 to 'send' (string expected, got number)" },
+        { function() client:send(q, 7) end, "bad argument #2 to 'send' (string body expected, got number)" },
+        { function() client:send(q, "x", false) end, "bad argument #3 to 'send' (table or nil expected, got boolean)" },
+        { function() client.send(q, "x") end,
+          "bad self to 'send' (peeklock.Client expected, got string; use client:send(...))" },
+        { function() client:peek_lock(nil) end, "bad argument #1 to 'peek_lock' (string expected, got nil)" },
+        { function() client:peek_lock(q, "x") end,
+          "bad argument #2 to 'peek_lock' (table or nil expected, got string)" },
+        { function() client:peek_lock(q, { timeout = "x" }) end,
+          "bad option 'timeout' to 'peek_lock' (number expected, got string)" },
+        { function() client:peek_lock(q, { timeout = 0 / 0 }) end,
+          "bad option 'timeout' to 'peek_lock' (number expected, got number)" },
+        { function() client:peek_lock(q, { timeout = 301 }) end,
+          "bad option 'timeout' to 'peek_lock' (out of range 0..300)" },
+        { function() client:receive_and_delete(q, { timeout = -1 }) end,
+          "bad option 'timeout' to 'receive_and_delete' (out of range 0..300)" },
+        { function() client.receive_and_delete({}, q) end,
+          "bad self to 'receive_and_delete' (peeklock.Client expected, got table; use client:receive_and_delete(...))" },
+      }
+      for _, c in ipairs(cases) do assert.equal(c[2], raised(c[1])) end
+      assert.equal(0, #emu:messages(q))
+      -- a timeout of 0 answers at once, a fractional one is rounded down, an option table
+      -- with an __index is read through it
+      assert.is_nil((client:peek_lock(q, { timeout = 0.9 })))
+      assert.is_nil((client:receive_and_delete(q, setmetatable({}, { __index = { timeout = 0 } }))))
+      -- a table whose metatable marks it a client (as peeklock.resty's do) is one
+      local Sub = setmetatable({ _peeklock_client = true }, { __index = peeklock.Client })
+      Sub.__index = Sub
+      local sub = setmetatable({ _h = client._h }, Sub)
+      assert(sub:send(q, "from sub"))
+      local m = assert(sub:receive_and_delete(q, { timeout = 5 }))
+      assert.equal("from sub", m.body)
+      assert.equal(sub, m._client)
+      -- a closed client answers nil, err before looking at the arguments
+      local c = assert(peeklock.client(emu.conn))
+      c:close()
+      for _, call in ipairs({ function() return c:send(42) end, function() return c:peek_lock(q) end,
+                              function() return c:receive_and_delete(nil, 5) end }) do
+        local ok, err = call()
+        assert.is_nil(ok)
+        assert.equal("closed", err.code)
+      end
+      local _, err = c:peek_lock(q)
+      assert.equal("peek_lock", err.op)
+    end)
+
     it("returns invalid_argument for values the core rejects", function()
       local c, err = peeklock.client("Endpoint=sb://;SharedAccessKeyName=x")
       assert.is_nil(c)
