@@ -525,10 +525,11 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       }
       for _, c in ipairs(cases) do assert.equal(c[2], raised(c[1])) end
       assert.equal(0, #emu:messages(q))
-      -- a timeout of 0 answers at once, a fractional one is rounded down, an option table
-      -- with an __index is read through it
-      assert.is_nil((client:peek_lock(q, { timeout = 0.9 })))
-      assert.is_nil((client:receive_and_delete(q, setmetatable({}, { __index = { timeout = 0 } }))))
+      -- a fractional timeout is a number like any other; an option table's fields are read
+      -- through its __index, as a Lua table read does
+      assert.is_nil((client:peek_lock(q, { timeout = 0.5 })))
+      assert.equal("bad option 'timeout' to 'receive_and_delete' (number expected, got string)",
+        raised(function() client:receive_and_delete(q, setmetatable({}, { __index = { timeout = "x" } })) end))
       -- a table whose metatable marks it a client (as peeklock.resty's do) is one
       local Sub = setmetatable({ _peeklock_client = true }, { __index = peeklock.Client })
       Sub.__index = Sub
