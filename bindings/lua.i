@@ -15,6 +15,7 @@
 %{
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include "peeklock.h"
 %}
@@ -652,6 +653,27 @@ static int pl_lua_request_head(lua_State *L) {
 /* The response of (status, headers, body) at idx, idx + 1, idx + 2, headers either
  * { {name, value}, ... } or flat, { name, value, name, value, ... } (the cosocket
  * driver's: no table per header): PL_OK with *out set, or a negative rc (nothing built). */
+/* The text of a header name or value at idx: a string as it is, a number written into buf
+ * as tostring() writes it; NULL for anything else. Never allocates in Lua (lua_tostring
+ * would, for a number), so no error can be raised while the response is being built. */
+static const char *pl_lua_header_text(lua_State *L, int idx, char *buf, size_t size) {
+  lua_Number v;
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER) return NULL;
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, idx)) {
+    snprintf(buf, size, "%lld", (long long)lua_tointeger(L, idx));
+    return buf;
+  }
+#endif
+  v = lua_tonumber(L, idx);
+  snprintf(buf, size, "%.14g", (double)v);
+#if LUA_VERSION_NUM >= 503
+  if (buf[strspn(buf, "-0123456789")] == '\0') strncat(buf, ".0", size - strlen(buf) - 1); /* as 5.4 writes 3.0 */
+#endif
+  return buf;
+}
+
 static int pl_lua_build_response(lua_State *L, int idx, pl_response **out) {
   pl_response *resp = NULL;
   int status = (int)luaL_checknumber(L, idx), headers = idx + 1;
@@ -665,6 +687,7 @@ static int pl_lua_build_response(lua_State *L, int idx, pl_response **out) {
   if (rc != PL_OK) return rc;
   n = (size_t)lua_objlen_compat(L, headers);
   for (i = 1; i <= n && rc == PL_OK; i++) {
+    char nbuf[64], vbuf[64];
     const char *name, *value;
     lua_rawgeti(L, headers, (int)i);
     if (lua_type(L, -1) == LUA_TSTRING) { /* flat: name, value, name, value, ... */
@@ -674,8 +697,8 @@ static int pl_lua_build_response(lua_State *L, int idx, pl_response **out) {
       lua_rawgeti(L, -2, 2);
       lua_remove(L, -3);
     } else { lua_pop(L, 1); continue; }
-    name = lua_tostring(L, -2);
-    value = lua_tostring(L, -1);
+    name = pl_lua_header_text(L, -2, nbuf, sizeof nbuf);
+    value = pl_lua_header_text(L, -1, vbuf, sizeof vbuf);
     if (name && value) rc = pl_response_add_header(resp, name, value);
     lua_pop(L, 2);
   }

@@ -129,6 +129,13 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     assert.is_true(answered)
     assert.same(got[1], { core.pl_message_id(msg), core.message_body(msg), core.message_properties(msg) })
     core.release(msg)
+    -- header values given as numbers are taken as tostring() writes them
+    rc, msg = core.result_from(client, req, nil, 201,
+      { "Date", date, "BrokerProperties", bp, "Location", location, "Attempt", 3, "Ratio", 0.5 },
+      "payload", core.pl_now_mono_ms())
+    assert.equal(0, rc, select(4, core.last_error()))
+    assert.same({ Attempt = 3, Ratio = 0.5 }, core.message_properties(msg))
+    core.release(msg)
     -- an answer the core refuses: answered, a negative rc, no message
     rc, msg, answered = core.result_from(client, req, nil, 201, { "Date", date }, "", core.pl_now_mono_ms())
     assert.is_true(rc < 0)
