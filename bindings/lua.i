@@ -505,6 +505,7 @@ static int pl_lua_message_properties(lua_State *L) {
  * message, goes to slow(msg, key). One C call per first read, no Lua frame. */
 static int pl_lua_message_index(lua_State *L) {
   static const char *const fields[] = { "body", "message_id", "properties" };
+  static const size_t lens[] = { 4, 10, 10 };
   size_t i = 3;
   lua_settop(L, 2);
   lua_pushvalue(L, 2);
@@ -512,8 +513,9 @@ static int pl_lua_message_index(lua_State *L) {
   if (!lua_isnil(L, -1)) return 1;
   lua_pop(L, 1);
   if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
-    const char *k = lua_tostring(L, 2);
-    for (i = 0; i < 3 && strcmp(k, fields[i]) != 0; i++) {}
+    size_t klen;
+    const char *k = lua_tolstring(L, 2, &klen);
+    for (i = 0; i < 3 && !(klen == lens[i] && memcmp(k, fields[i], klen) == 0); i++) {}
   }
   if (i < 3) {
     swig_lua_userdata *u;
@@ -766,23 +768,25 @@ static int pl_lua_result_from(lua_State *L) {
  * reserved first, and results are pushed once it is freed or owned by its handle), so
  * none leaks. */
 enum { PL_OPT_BODY, PL_OPT_CONTENT_TYPE, PL_OPT_TTL, PL_OPT_SCHEDULED, PL_OPT_PERSIST, PL_OPT_PROPS, PL_OPT_BROKER };
-static const struct { const char *key; int kind; const char *field; } pl_lua_options[] = {
-  { "body", PL_OPT_BODY, NULL },
-  { "content_type", PL_OPT_CONTENT_TYPE, NULL },
-  { "time_to_live", PL_OPT_TTL, NULL },
-  { "scheduled_enqueue_time", PL_OPT_SCHEDULED, NULL },
-  { "force_persistence", PL_OPT_PERSIST, NULL },
-  { "properties", PL_OPT_PROPS, NULL },
-  { "message_id", PL_OPT_BROKER, "MessageId" },
-  { "label", PL_OPT_BROKER, "Label" },
-  { "correlation_id", PL_OPT_BROKER, "CorrelationId" },
-  { "session_id", PL_OPT_BROKER, "SessionId" },
-  { "partition_key", PL_OPT_BROKER, "PartitionKey" },
-  { "reply_to", PL_OPT_BROKER, "ReplyTo" },
-  { "reply_to_session_id", PL_OPT_BROKER, "ReplyToSessionId" },
-  { "to", PL_OPT_BROKER, "To" },
-  { "via_partition_key", PL_OPT_BROKER, "ViaPartitionKey" },
+#define PL_LUA_OPT(key, kind, field) { key, sizeof key - 1, kind, field }
+static const struct { const char *key; size_t len; int kind; const char *field; } pl_lua_options[] = {
+  PL_LUA_OPT("body", PL_OPT_BODY, NULL),
+  PL_LUA_OPT("content_type", PL_OPT_CONTENT_TYPE, NULL),
+  PL_LUA_OPT("time_to_live", PL_OPT_TTL, NULL),
+  PL_LUA_OPT("scheduled_enqueue_time", PL_OPT_SCHEDULED, NULL),
+  PL_LUA_OPT("force_persistence", PL_OPT_PERSIST, NULL),
+  PL_LUA_OPT("properties", PL_OPT_PROPS, NULL),
+  PL_LUA_OPT("message_id", PL_OPT_BROKER, "MessageId"),
+  PL_LUA_OPT("label", PL_OPT_BROKER, "Label"),
+  PL_LUA_OPT("correlation_id", PL_OPT_BROKER, "CorrelationId"),
+  PL_LUA_OPT("session_id", PL_OPT_BROKER, "SessionId"),
+  PL_LUA_OPT("partition_key", PL_OPT_BROKER, "PartitionKey"),
+  PL_LUA_OPT("reply_to", PL_OPT_BROKER, "ReplyTo"),
+  PL_LUA_OPT("reply_to_session_id", PL_OPT_BROKER, "ReplyToSessionId"),
+  PL_LUA_OPT("to", PL_OPT_BROKER, "To"),
+  PL_LUA_OPT("via_partition_key", PL_OPT_BROKER, "ViaPartitionKey"),
 };
+#undef PL_LUA_OPT
 
 /* An argument error found while building: its kind ("option", "unknown", "name",
  * "property"), the stack slots of the key and value at fault (0: none), what was expected. */
@@ -865,12 +869,14 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt, 
 
 /* Sets one option (key and value on top of the stack) on m: 0, a negative rc, or 1 with *bad set. */
 static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key, pl_lua_bad *bad) {
-  const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+  size_t klen = 0;
+  const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
   int t = lua_type(L, -1);
   lua_Number v;
   size_t i, n = sizeof pl_lua_options / sizeof pl_lua_options[0];
+  /* by length first: one memcmp for most keys (and a key with a NUL in it matches none) */
   for (i = 0; key && i < n; i++)
-    if (strcmp(key, pl_lua_options[i].key) == 0) break;
+    if (klen == pl_lua_options[i].len && memcmp(key, pl_lua_options[i].key, klen) == 0) break;
   if (!key || i == n) return pl_lua_set_bad(L, bad, "unknown", 0, NULL);
   switch (pl_lua_options[i].kind) {
   case PL_OPT_BODY: return 0;

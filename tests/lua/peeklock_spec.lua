@@ -459,6 +459,7 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         { { label = false }, "bad option 'label' to 'send' (string expected, got boolean)" },
         { { reply_to_session_id = {} }, "bad option 'reply_to_session_id' to 'send' (string expected, got table)" },
         { { "positional" }, "unknown option '1' to 'send'" },
+        { { ["label\0x"] = "v" }, "unknown option 'label\0x' to 'send'" }, -- not taken for label
         { { properties = { [1] = "x" } }, "bad property name in 'send' (string expected, got number)" },
         { { properties = { P = print } },
           "bad property 'P' in 'send' (string, number, boolean or peeklock.datetime expected, got function)" },
