@@ -389,12 +389,19 @@ static int pl_lua_last_error(lua_State *L) {
   return 4;
 }
 
+/* The string at idx when the C core can take it whole (no NUL byte in it), else NULL. */
+static const char *pl_lua_whole(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  return s && memchr(s, 0, n) == NULL ? s : NULL;
+}
+
 static const char *pl_lua_opt_string(lua_State *L, int t, const char *k) {
   const char *s = NULL;
   lua_getfield(L, t, k);
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "client_new: option '%s' must be a string", k);
-    s = lua_tostring(L, -1);
+    if (!(s = pl_lua_whole(L, -1))) luaL_error(L, "client_new: option '%s' must not contain NUL bytes", k);
   }
   lua_pop(L, 1); /* the string stays alive: it is referenced by the options table */
   return s;
@@ -836,9 +843,12 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt, 
     const char *name;
     int64_t iv;
     if (lua_type(L, -2) != LUA_TSTRING) return pl_lua_set_bad(L, bad, "name", 0, NULL);
-    name = lua_tostring(L, -2);
+    if (!(name = pl_lua_whole(L, -2))) return pl_lua_set_bad(L, bad, "nul", 0, NULL);
     switch (lua_type(L, -1)) {
-    case LUA_TSTRING: rc = pl_outgoing_add_string(m, name, lua_tostring(L, -1)); break;
+    case LUA_TSTRING:
+      if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "nul", 0, NULL);
+      rc = pl_outgoing_add_string(m, name, lua_tostring(L, -1));
+      break;
     case LUA_TBOOLEAN: rc = pl_outgoing_add_bool(m, name, lua_toboolean(L, -1)); break;
     case LUA_TNUMBER:
       if (pl_lua_integer(L, -1, &iv)) rc = pl_outgoing_add_int(m, name, iv);
@@ -882,6 +892,7 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
   case PL_OPT_BODY: return 0;
   case PL_OPT_CONTENT_TYPE:
     if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
+    if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "option", 1, "string without NUL bytes");
     return pl_outgoing_set_content_type(m, lua_tostring(L, -1));
   case PL_OPT_TTL:
     v = lua_tonumber(L, -1);
@@ -900,6 +911,7 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
     return pl_lua_add_properties(L, m, lua_gettop(L), mt, unix_key, bad);
   default:
     if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
+    if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "option", 1, "string without NUL bytes");
     return pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1));
   }
 }
@@ -1077,6 +1089,7 @@ static int pl_lua_client_send(lua_State *L) {
   lua_settop(L, 4);
   if (!(c = pl_lua_self_client(L, "send"))) return 2;
   if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, "send", 1, "string", 2);
+  if (!pl_lua_whole(L, 2)) return pl_lua_argerror(L, "send", 1, "string without NUL bytes", 2);
   if (lua_type(L, 3) != LUA_TSTRING) return pl_lua_argerror(L, "send", 2, "string body", 3);
   if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TTABLE) return pl_lua_argerror(L, "send", 3, "table or nil", 4);
   lua_pushvalue(L, PL_LUA_UV_DATETIME); /* 5: pl_lua_build's (body, opts, datetime_mt) are 3..5 */
@@ -1109,6 +1122,7 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek) {
   lua_settop(L, 3);
   if (!(c = pl_lua_self_client(L, fname))) return 2;
   if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, fname, 1, "string", 2);
+  if (!pl_lua_whole(L, 2)) return pl_lua_argerror(L, fname, 1, "string without NUL bytes", 2);
   if (!lua_isnil(L, 3)) {
     if (lua_type(L, 3) != LUA_TTABLE) return pl_lua_argerror(L, fname, 2, "table or nil", 3);
     lua_getfield(L, 3, "timeout");

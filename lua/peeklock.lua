@@ -106,12 +106,34 @@ M._last_error = last_error
 
 -- ------------------------------------------------------------------ argument checks
 
+-- Argument errors point at the user's line: the first function on the stack that is neither
+-- in peeklock's Lua files (this one, peeklock/resty.lua) nor a C function, however many of ours
+-- lie between (with_lock -> its checks -> check_string -> argerror, for one).
+local getinfo = debug and debug.getinfo
+local OWN_SOURCES = {}
+if getinfo then OWN_SOURCES[getinfo(1, "S").source] = true end
+
+--- The level, for error() in the function calling this one, of the user's line.
+local function user_level()
+  if not getinfo then return 3 end
+  local lvl = 3 -- getinfo's count: 1 this function, 2 the raiser, 3 the raiser's caller
+  while true do
+    local info = getinfo(lvl, "S")
+    if not info then return 2 end
+    if info.what ~= "C" and not OWN_SOURCES[info.source] then return lvl - 1 end
+    lvl = lvl + 1
+  end
+end
+M._own_sources = OWN_SOURCES
+
 local function argerror(fname, n, what, v)
-  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fname, what, type(v)), 3)
+  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fname, what, type(v)), user_level())
 end
 
+-- A string argument the C core takes whole: a NUL byte would cut it short there.
 local function check_string(fname, n, v)
   if type(v) ~= "string" then argerror(fname, n, "string", v) end
+  if v:find("\0", 1, true) then argerror(fname, n, "string without NUL bytes", v) end
   return v
 end
 
@@ -125,10 +147,11 @@ local function opt_number(fname, opts, key, dflt, min, max)
   local v = opts[key]
   if v == nil then return dflt end
   if type(v) ~= "number" or v ~= v then
-    error(("bad option '%s' to '%s' (number expected, got %s)"):format(key, fname, type(v)), 3)
+    error(("bad option '%s' to '%s' (number expected, got %s)"):format(key, fname, type(v)), user_level())
   end
   if (min and v < min) or (max and v > max) then
-    error(("bad option '%s' to '%s' (out of range %s..%s)"):format(key, fname, tostring(min), tostring(max)), 3)
+    error(("bad option '%s' to '%s' (out of range %s..%s)"):format(key, fname, tostring(min), tostring(max)),
+      user_level())
   end
   return v
 end
@@ -137,7 +160,7 @@ M._opt_number = opt_number
 local function opt_string(fname, opts, key)
   local v = opts[key]
   if v ~= nil and type(v) ~= "string" then
-    error(("bad option '%s' to '%s' (string expected, got %s)"):format(key, fname, type(v)), 3)
+    error(("bad option '%s' to '%s' (string expected, got %s)"):format(key, fname, type(v)), user_level())
   end
   return v
 end
@@ -182,6 +205,8 @@ local function outgoing_error(level, fname, h, what, key, a, b)
       :format(key, fname), level)
   elseif what == "name" then
     error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(key)), level)
+  elseif what == "nul" then
+    error(("bad property '%s' in '%s' (name and value without NUL bytes expected)"):format(key, fname), level)
   end
   error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
     :format(key, fname, type(a)), level)
@@ -324,7 +349,7 @@ end
 
 local function check_message(self, fname)
   if metatable_of(self) ~= Message then
-    error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), 3)
+    error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), user_level())
   end
   local h = self._h
   if not h then
@@ -375,7 +400,7 @@ local function check_client(self, fname)
   local mt = metatable_of(self)
   if mt ~= Client and (type(mt) ~= "table" or not rawget(mt, "_peeklock_client")) then
     error(("bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))"):format(
-      fname, type(self), fname), 3)
+      fname, type(self), fname), user_level())
   end
   local h = self._h -- a raw field of every client (the handle, or false once closed)
   if not h then

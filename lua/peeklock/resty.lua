@@ -30,6 +30,8 @@ local new_error, last_error = peeklock._new_error, peeklock._last_error
 local check_client, check_string, check_opts = peeklock._check_client, peeklock._check_string, peeklock._check_opts
 local opt_number = peeklock._opt_number
 local send_from, batch_from = peeklock._send_from, peeklock._batch_from
+-- argument errors raised through peeklock's checks point past this file too, at the caller
+if debug and debug.getinfo then peeklock._own_sources[debug.getinfo(1, "S").source] = true end
 
 local M = {
   _VERSION = peeklock._VERSION,

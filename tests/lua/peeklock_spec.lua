@@ -460,6 +460,13 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         { { reply_to_session_id = {} }, "bad option 'reply_to_session_id' to 'send' (string expected, got table)" },
         { { "positional" }, "unknown option '1' to 'send'" },
         { { ["label\0x"] = "v" }, "unknown option 'label\0x' to 'send'" }, -- not taken for label
+        -- the C core would cut a string at a NUL byte: refused, never sent shortened
+        { { label = "a\0b" }, "bad option 'label' to 'send' (string without NUL bytes expected, got string)" },
+        { { content_type = "text/plain\0" },
+          "bad option 'content_type' to 'send' (string without NUL bytes expected, got string)" },
+        { { properties = { P = "a\0b" } }, "bad property 'P' in 'send' (name and value without NUL bytes expected)" },
+        { { properties = { ["Q\0R"] = "v" } },
+          "bad property 'Q\0R' in 'send' (name and value without NUL bytes expected)" },
         { { properties = { [1] = "x" } }, "bad property name in 'send' (string expected, got number)" },
         { { properties = { P = print } },
           "bad property 'P' in 'send' (string, number, boolean or peeklock.datetime expected, got function)" },
@@ -495,7 +502,7 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.is_nil((client:peek_lock(q, { timeout = 0 })))
     end)
 
-    it("send, peek_lock and receive_and_delete word their errors and point at the caller's line", function()
+    it("argument errors are worded as documented and point at the caller's line", function()
       local q = queue()
       local function raised(fn)
         local ok, err = pcall(fn)
@@ -511,6 +518,23 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         { function() client.send(q, "x") end,
           "bad self to 'send' (peeklock.Client expected, got string; use client:send(...))" },
         { function() client:peek_lock(nil) end, "bad argument #1 to 'peek_lock' (string expected, got nil)" },
+        { function() client:send(q .. "\0x", "x") end,
+          "bad argument #1 to 'send' (string without NUL bytes expected, got string)" },
+        { function() client:peek_lock(q .. "\0x") end,
+          "bad argument #1 to 'peek_lock' (string without NUL bytes expected, got string)" },
+        { function() client:with_lock(q .. "\0x", {}, function() end) end,
+          "bad argument #1 to 'with_lock' (string without NUL bytes expected, got string)" },
+        -- checks a few calls deep in peeklock.lua point at this line too
+        { function() client:with_lock(q, 5, function() end) end,
+          "bad argument #2 to 'with_lock' (table or nil expected, got number)" },
+        { function() client:with_lock(q, { max_renew = "long" }, function() end) end,
+          "bad option 'max_renew' to 'with_lock' (number expected, got string)" },
+        { function() client:send_batch(7, {}) end, "bad argument #1 to 'send_batch' (string expected, got number)" },
+        { function() client:send_batch(q, "x") end,
+          "bad argument #2 to 'send_batch' (table (list of messages) expected, got string)" },
+        { function() peeklock.Client.send_batch({}, q, {}) end,
+          "bad self to 'send_batch' (peeklock.Client expected, got table; use client:send_batch(...))" },
+        { function() peeklock.sas_token(q, 1, "k", 0) end, "bad argument #2 to 'sas_token' (string expected, got number)" },
         { function() client:peek_lock(q, "x") end,
           "bad argument #2 to 'peek_lock' (table or nil expected, got string)" },
         { function() client:peek_lock(q, { timeout = "x" }) end,
