@@ -260,11 +260,16 @@ class OutgoingMessage:
 
 
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
+    # (the C layer takes NUL-terminated strings: a NUL would cut a name or value short)
     for k, v in properties.items():
         if type(k) is not str:
             raise TypeError(f"property names must be str, not {type(k).__name__}")
+        if "\x00" in k:
+            raise ValueError(f"property name {k!r} must not contain NUL characters")
         t = type(v)
         if t is str:
+            if "\x00" in v:
+                raise ValueError(f"property {k!r} must not contain NUL characters")
             _core.pl_outgoing_add_string(h, k, v)
         elif t is bool:
             _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
@@ -281,6 +286,8 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
         elif isinstance(v, float):
             _core.pl_outgoing_add_double(h, k, float(v))
         elif isinstance(v, str):
+            if "\x00" in v:
+                raise ValueError(f"property {k!r} must not contain NUL characters")
             _core.pl_outgoing_add_string(h, k, str(v))
         else:
             raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, "

@@ -12,6 +12,12 @@ import peeklock
     (lambda c: c.send("q", 42), TypeError, "body"),
     (lambda c: c.send("q", b"x", properties=[1]), TypeError, "properties"),
     (lambda c: c.send("q", b"x", properties={"a": [1]}), TypeError, "property 'a'"),
+    # a NUL would cut a name or value short in C: refused, never sent shortened
+    (lambda c: c.send("q", b"x", properties={"P": "a\x00b"}), ValueError, "property 'P'"),
+    (lambda c: c.send("q", b"x", properties={"Q\x00R": "v"}), ValueError, "property name"),
+    (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", properties={"P": "a\x00b"})), ValueError,
+     "property 'P'"),
+    (lambda c: c.send("q", b"x", label="a\x00b"), ValueError, "label"),
     (lambda c: c.send("q", b"x", message_id=5), TypeError, "message_id"),
     (lambda c: c.send("q", b"x", time_to_live=-1), ValueError, "time_to_live"),
     (lambda c: c.send("q", b"x", bogus=1), TypeError, "bogus"),
