@@ -659,9 +659,6 @@ static int pl_lua_request_head(lua_State *L) {
   return 6;
 }
 
-/* The response of (status, headers, body) at idx, idx + 1, idx + 2, headers either
- * { {name, value}, ... } or flat, { name, value, name, value, ... } (the cosocket
- * driver's: no table per header): PL_OK with *out set, or a negative rc (nothing built). */
 /* The text of a header name or value at idx: a string as it is, a number written into buf
  * as tostring() writes it; NULL for anything else. Never allocates in Lua (lua_tostring
  * would, for a number), so no error can be raised while the response is being built. */
@@ -683,6 +680,9 @@ static const char *pl_lua_header_text(lua_State *L, int idx, char *buf, size_t s
   return buf;
 }
 
+/* The response of (status, headers, body) at idx, idx + 1, idx + 2, headers either
+ * { {name, value}, ... } or flat, { name, value, name, value, ... } (the cosocket
+ * driver's: no table per header): PL_OK with *out set, or a negative rc (nothing built). */
 static int pl_lua_build_response(lua_State *L, int idx, pl_response **out) {
   pl_response *resp = NULL;
   int status = (int)luaL_checknumber(L, idx), headers = idx + 1;

@@ -120,7 +120,7 @@ local function user_level()
   while true do
     local info = getinfo(lvl, "S")
     if not info then return 2 end
-    if info.what ~= "C" and not OWN_SOURCES[info.source] then return lvl - 1 end
+    if info.what ~= "C" and info.what ~= "tail" and not OWN_SOURCES[info.source] then return lvl - 1 end
     lvl = lvl + 1
   end
 end
