@@ -1001,33 +1001,35 @@ static int pl_lua_request_send_from(lua_State *L) {
   return 2;
 }
 
-/* client_methods(Client, Message, DateTime, last_error, outgoing_error, closed) -> send,
- * peek_lock, receive_and_delete: lua/peeklock.lua's Client methods of those names, each
- * one C call from the caller's line to the core and back (no Lua frames for the self,
+/* client_methods(Client, Message, DateTime, last_error, outgoing_error, closed, raise) ->
+ * send, peek_lock, receive_and_delete: lua/peeklock.lua's Client methods of those names,
+ * each one C call from the caller's line to the core and back (no Lua frames for the self,
  * argument and option checks, which cost more than the wrappers they guard). They check
- * and word exactly as the Lua checks did, raising at the caller's line, and call back
- * into Lua only to make error values: last_error(rc, op) -> err, outgoing_error(3, op,
- * false, kind, key, ...) (raises), closed(op) -> err. None of those yields, so no yield
- * crosses these natives (peeklock.resty has its own methods of these names). */
+ * and word as the Lua checks did. Lua code runs inside them only to read self._h and
+ * opts.timeout (through any __index), to make error values (last_error(rc, op) -> err,
+ * closed(op) -> err) and to raise (raise(msg), outgoing_error(op, false, kind, key, ...):
+ * at the user's line, past peeklock's own frames). A yield inside any of those fails
+ * ("attempt to yield across a C-call boundary"): these are the blocking client's
+ * methods (peeklock.resty has its own of these names). */
 #define PL_LUA_UV_CLIENT lua_upvalueindex(3)
 #define PL_LUA_UV_MESSAGE lua_upvalueindex(4)
 #define PL_LUA_UV_DATETIME lua_upvalueindex(5)
 #define PL_LUA_UV_LAST_ERROR lua_upvalueindex(6)
 #define PL_LUA_UV_OUTGOING_ERROR lua_upvalueindex(7)
 #define PL_LUA_UV_CLOSED lua_upvalueindex(8)
-#define PL_LUA_UV_KEY_H lua_upvalueindex(9)
-#define PL_LUA_UV_KEY_CLIENT lua_upvalueindex(10)
+#define PL_LUA_UV_RAISE lua_upvalueindex(9)
+#define PL_LUA_UV_KEY_H lua_upvalueindex(10)
+#define PL_LUA_UV_KEY_CLIENT lua_upvalueindex(11)
 
-/* Raises the formatted message at the line that called the running native (what
- * error(msg, 2) does from a Lua function). */
+/* Raises the formatted message through peeklock.lua's raise (at the user's line). */
 static int pl_lua_raise(lua_State *L, const char *fmt, ...) {
   va_list ap;
-  luaL_where(L, 1);
+  lua_pushvalue(L, PL_LUA_UV_RAISE);
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
-  lua_concat(L, 2);
-  return lua_error(L);
+  lua_call(L, 1, 0);
+  return lua_error(L); /* not reached: raise raises */
 }
 
 /* The "bad argument" error of peeklock.lua's argerror. */
@@ -1035,9 +1037,21 @@ static int pl_lua_argerror(lua_State *L, const char *fname, int n, const char *w
   return pl_lua_raise(L, "bad argument #%d to '%s' (%s expected, got %s)", n, fname, what, luaL_typename(L, idx));
 }
 
-/* The pl_client of self (slot 1), as peeklock.lua's check_client: raises when self is no
- * client; NULL with nil, err pushed (2 results) when it was closed. */
-static pl_client *pl_lua_self_client(lua_State *L, const char *fname) {
+/* Pushes nil, closed(fname): 2 results. */
+static int pl_lua_closed(lua_State *L, const char *fname) {
+  lua_pushnil(L);
+  lua_pushvalue(L, PL_LUA_UV_CLOSED);
+  lua_pushstring(L, fname);
+  lua_call(L, 1, 1);
+  return 2;
+}
+
+/* Self (slot 1) as peeklock.lua's check_client: raises when self is no client. Else pushes
+ * self._h and returns it, the handle of a live pl_client (left on the stack, so it stays
+ * alive; its ptr is NULL once the client is closed, which Lua code run later, an __index or
+ * a finalizer, may do: check it again before use); NULL with nil, err pushed (2 results)
+ * when the client was closed. */
+static swig_lua_userdata *pl_lua_self_client(lua_State *L, const char *fname) {
   swig_lua_userdata *u;
   int ok = 0;
   if (lua_getmetatable(L, 1)) {
@@ -1057,17 +1071,13 @@ static pl_client *pl_lua_self_client(lua_State *L, const char *fname) {
   lua_gettable(L, 1);
   if (!lua_toboolean(L, -1)) {
     lua_pop(L, 1);
-    lua_pushnil(L);
-    lua_pushvalue(L, PL_LUA_UV_CLOSED);
-    lua_pushstring(L, fname);
-    lua_call(L, 1, 1);
+    pl_lua_closed(L, fname);
     return NULL;
   }
   u = pl_lua_handle(L, -1);
   if (!u || !u->ptr || u->type != SWIGTYPE_p_pl_client)
     pl_lua_raise(L, "%s: the client's handle is not a live pl_client", fname);
-  lua_pop(L, 1); /* the client table keeps the handle alive */
-  return (pl_client *)u->ptr;
+  return u;
 }
 
 /* Pushes nil, last_error(rc, fname): 2 results. */
@@ -1084,26 +1094,29 @@ static int pl_lua_fail(lua_State *L, int rc, const char *fname) {
 static int pl_lua_client_send(lua_State *L) {
   pl_lua_bad bad = { NULL, 0, 0, NULL };
   pl_outgoing *m;
-  pl_client *c;
+  swig_lua_userdata *u;
   int rc;
   lua_settop(L, 4);
-  if (!(c = pl_lua_self_client(L, "send"))) return 2;
+  lua_pushvalue(L, PL_LUA_UV_DATETIME); /* 5: pl_lua_build's (body, opts, datetime_mt) are 3..5 */
+  if (!(u = pl_lua_self_client(L, "send"))) return 2; /* 6: the client's handle */
   if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, "send", 1, "string", 2);
   if (!pl_lua_whole(L, 2)) return pl_lua_argerror(L, "send", 1, "string without NUL bytes", 2);
   if (lua_type(L, 3) != LUA_TSTRING) return pl_lua_argerror(L, "send", 2, "string body", 3);
   if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TTABLE) return pl_lua_argerror(L, "send", 3, "table or nil", 4);
-  lua_pushvalue(L, PL_LUA_UV_DATETIME); /* 5: pl_lua_build's (body, opts, datetime_mt) are 3..5 */
   rc = pl_lua_build(L, 3, &m, &bad);
   if (rc > 0) {
     luaL_checkstack(L, 8, NULL);
     lua_pushvalue(L, PL_LUA_UV_OUTGOING_ERROR);
-    lua_pushinteger(L, 3);
     lua_pushliteral(L, "send");
-    lua_call(L, 2 + pl_lua_push_bad(L, &bad), 0); /* raises */
+    lua_call(L, 1 + pl_lua_push_bad(L, &bad), 0); /* raises */
     return 0;
   }
   if (rc == 0) {
-    rc = pl_send(c, lua_tostring(L, 2), m);
+    if (!u->ptr) { /* closed by a finalizer while the message was built */
+      pl_outgoing_free(m);
+      return pl_lua_closed(L, "send");
+    }
+    rc = pl_send((pl_client *)u->ptr, lua_tostring(L, 2), m);
     pl_outgoing_free(m);
   }
   if (rc < 0) return pl_lua_fail(L, rc, "send");
@@ -1115,12 +1128,11 @@ static int pl_lua_client_send(lua_State *L) {
  * none came in time, or nil, err. */
 static int pl_lua_client_receive(lua_State *L, const char *fname, int peek) {
   pl_message *m = NULL;
-  swig_lua_userdata *u;
-  pl_client *c;
+  swig_lua_userdata *u, *mu;
   lua_Number timeout = 30;
   int rc;
   lua_settop(L, 3);
-  if (!(c = pl_lua_self_client(L, fname))) return 2;
+  if (!(u = pl_lua_self_client(L, fname))) return 2; /* 4: the client's handle */
   if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, fname, 1, "string", 2);
   if (!pl_lua_whole(L, 2)) return pl_lua_argerror(L, fname, 1, "string without NUL bytes", 2);
   if (!lua_isnil(L, 3)) {
@@ -1134,19 +1146,20 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek) {
       if (timeout < 0 || timeout > 300)
         return pl_lua_raise(L, "bad option 'timeout' to '%s' (out of range 0..300)", fname);
     }
-    lua_settop(L, 3);
+    lua_settop(L, 4);
   }
-  u = pl_lua_new_handle(L); /* 4: made before the message, so handing it out cannot fail */
-  rc = peek ? pl_peek_lock(&m, c, lua_tostring(L, 2), (int)floor(timeout))
-            : pl_receive_and_delete(&m, c, lua_tostring(L, 2), (int)floor(timeout));
-  pl_lua_fill_handle(L, 4, u, m, SWIGTYPE_p_pl_message);
+  mu = pl_lua_new_handle(L); /* 5: made before the message, so handing it out cannot fail */
+  if (!u->ptr) return pl_lua_closed(L, fname); /* closed by opts' __index or a finalizer */
+  rc = peek ? pl_peek_lock(&m, (pl_client *)u->ptr, lua_tostring(L, 2), (int)floor(timeout))
+            : pl_receive_and_delete(&m, (pl_client *)u->ptr, lua_tostring(L, 2), (int)floor(timeout));
+  pl_lua_fill_handle(L, 5, mu, m, SWIGTYPE_p_pl_message);
   if (rc < 0) return pl_lua_fail(L, rc, fname);
   if (rc == PL_EMPTY || !m) {
     lua_pushnil(L);
     lua_pushnil(L);
     return 2;
   }
-  pl_lua_push_message(L, 1, 4, PL_LUA_UV_MESSAGE, PL_LUA_UV_KEY_H, PL_LUA_UV_KEY_CLIENT);
+  pl_lua_push_message(L, 1, 5, PL_LUA_UV_MESSAGE, PL_LUA_UV_KEY_H, PL_LUA_UV_KEY_CLIENT);
   return 1;
 }
 
@@ -1159,21 +1172,17 @@ static int pl_lua_client_methods(lua_State *L) {
   static const lua_CFunction methods[] = { pl_lua_client_send, pl_lua_client_peek_lock,
                                            pl_lua_client_receive_and_delete };
   size_t i;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TFUNCTION);
-  luaL_checktype(L, 5, LUA_TFUNCTION);
-  luaL_checktype(L, 6, LUA_TFUNCTION);
-  lua_settop(L, 6);
+  int k;
+  for (k = 1; k <= 3; k++) luaL_checktype(L, k, LUA_TTABLE);
+  for (k = 4; k <= 7; k++) luaL_checktype(L, k, LUA_TFUNCTION);
+  lua_settop(L, 7);
   for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-    int k;
     lua_pushvalue(L, PL_LUA_MT);
     lua_pushvalue(L, PL_LUA_FREED_MT);
-    for (k = 1; k <= 6; k++) lua_pushvalue(L, k);
+    for (k = 1; k <= 7; k++) lua_pushvalue(L, k);
     lua_pushliteral(L, "_h");
     lua_pushliteral(L, "_client");
-    lua_pushcclosure(L, methods[i], 10);
+    lua_pushcclosure(L, methods[i], 11);
   }
   return (int)(sizeof methods / sizeof methods[0]);
 }

@@ -130,6 +130,9 @@ local function argerror(fname, n, what, v)
   error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fname, what, type(v)), user_level())
 end
 
+-- Raises msg at the user's line (the natives' argument errors come here).
+local function raise(msg) error(msg, user_level()) end
+
 -- A string argument the C core takes whole: a NUL byte would cut it short there.
 local function check_string(fname, n, v)
   if type(v) ~= "string" then argerror(fname, n, "string", v) end
@@ -191,25 +194,26 @@ local function fail_build(h, rc, op)
   return nil, err
 end
 
--- The argument error a building native described (false, what, key, a, b), raised at
--- level (as counted by the function that tail-calls this), or nil, err for a core
--- failure (nil, rc).
-local function outgoing_error(level, fname, h, what, key, a, b)
+-- The argument error a building native described (false, what, key, a, b), raised at the
+-- user's line, or nil, err for a core failure (nil, rc).
+local function outgoing_error(fname, h, what, key, a, b)
   if h == nil then return nil, last_error(what, fname) end
+  local msg
   if what == "option" then
-    error(("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b)), level)
+    msg = ("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b))
   elseif what == "unknown" then
-    error(("unknown option '%s' to '%s'"):format(tostring(key), fname), level)
+    msg = ("unknown option '%s' to '%s'"):format(tostring(key), fname)
   elseif what == "datetime" then
-    error(("bad property '%s' in '%s' (peeklock.datetime with a finite unix time expected)")
-      :format(key, fname), level)
+    msg = ("bad property '%s' in '%s' (peeklock.datetime with a finite unix time expected)"):format(key, fname)
   elseif what == "name" then
-    error(("bad property name in '%s' (string expected, got %s)"):format(fname, type(key)), level)
+    msg = ("bad property name in '%s' (string expected, got %s)"):format(fname, type(key))
   elseif what == "nul" then
-    error(("bad property '%s' in '%s' (name and value without NUL bytes expected)"):format(key, fname), level)
+    msg = ("bad property '%s' in '%s' (name and value without NUL bytes expected)"):format(key, fname)
+  else
+    msg = ("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
+      :format(key, fname, type(a))
   end
-  error(("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
-    :format(key, fname, type(a)), level)
+  error(msg, user_level())
 end
 
 -- Builds a pl_outgoing handle for one item of build_batch (body a string, opts the item
@@ -221,21 +225,20 @@ end
 local function build_outgoing(fname, body, opts)
   local h, what, key, a, b = core.outgoing_from(body, opts, DateTime)
   if h then return h end
-  -- (level 5: the line calling send_batch, through build_batch and batch_from)
-  return outgoing_error(5, fname, h, what, key, a, b)
+  return outgoing_error(fname, h, what, key, a, b)
 end
 
 -- send (core.send_from: rc) and peeklock.resty's send (core.request_send_from: rc,
 -- request): the message of (body, opts) built, then sent or made a request of, by one
 -- native, with no handle for it. Its results, or nil, err; argument errors are raised
--- at the line that called the caller.
+-- at the user's line.
 local function send_from(native, fname, h, entity, body, opts)
   check_string(fname, 1, entity)
   if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
   if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
   local rc, x, key, a, b = native(h, entity, body, opts, DateTime)
   if rc then return rc, x end
-  return outgoing_error(3, fname, rc, x, key, a, b)
+  return outgoing_error(fname, rc, x, key, a, b)
 end
 M._send_from = send_from
 
@@ -250,8 +253,8 @@ local function build_batch(fname, list)
     if type(item) == "table" then body, opts = item.body, item end
     if type(body) ~= "string" then
       core.release(b)
-      -- (level 4: the line calling send_batch, through batch_from)
-      error(("bad message #%d to '%s' (string or {body=string} expected, got %s)"):format(i, fname, type(body)), 4)
+      error(("bad message #%d to '%s' (string or {body=string} expected, got %s)"):format(i, fname, type(body)),
+        user_level())
     end
     local h, err = build_outgoing(fname, body, opts)
     if not h then core.release(b); return nil, err end
@@ -455,11 +458,11 @@ end
 -- client:peek_lock(entity, {timeout=s}) -> msg | nil, nil (nothing in time) | nil, err
 -- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
 -- Natives (core.client_methods): each is one C call from the caller's line to the core,
--- with check_client's, send_from's and the timeout option's checks and wording, raising
--- at the caller's line. They call back here only for error values: last_error,
--- outgoing_error (raises) and closed_error.
+-- with check_client's, send_from's and the timeout option's checks and wording. They call
+-- back here for error values (last_error, closed_error) and to raise (raise,
+-- outgoing_error: at the user's line).
 Client.send, Client.peek_lock, Client.receive_and_delete =
-  core.client_methods(Client, Message, DateTime, last_error, outgoing_error, closed_error)
+  core.client_methods(Client, Message, DateTime, last_error, outgoing_error, closed_error, raise)
 
 local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
 
@@ -562,6 +565,7 @@ local function with_lock_args(fname, entity, opts, fn)
   opts = check_opts(fname, 2, opts)
   if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
   local max_renew = opt_number(fname, opts, "max_renew", 300, 0, 1000000000) -- ms fit a C long
+  opt_number(fname, opts, "timeout", 30, 0, 300) -- checked here to be worded as this call's
   return opts, fn, max_renew
 end
 M._with_lock_args = with_lock_args

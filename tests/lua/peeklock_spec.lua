@@ -535,6 +535,15 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         { function() peeklock.Client.send_batch({}, q, {}) end,
           "bad self to 'send_batch' (peeklock.Client expected, got table; use client:send_batch(...))" },
         { function() peeklock.sas_token(q, 1, "k", 0) end, "bad argument #2 to 'sas_token' (string expected, got number)" },
+        { function() client:with_lock(q, { timeout = "x" }, function() end) end,
+          "bad option 'timeout' to 'with_lock' (number expected, got string)" },
+        { function() client:with_lock(q, { timeout = 500 }, function() end) end,
+          "bad option 'timeout' to 'with_lock' (out of range 0..300)" },
+        -- through a C function (pcall) too: the line that made the call
+        { function() local _, e = pcall(client.send, client, 42, "x"); error(e, 0) end,
+          "bad argument #1 to 'send' (string expected, got number)" },
+        { function() peeklock.client({ connection_string = emu.conn .. "\0x" }) end,
+          "peeklock.client: client_new: option 'connection_string' must not contain NUL bytes" },
         { function() client:peek_lock(q, "x") end,
           "bad argument #2 to 'peek_lock' (table or nil expected, got string)" },
         { function() client:peek_lock(q, { timeout = "x" }) end,
@@ -574,6 +583,16 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       end
       local _, err = c:peek_lock(q)
       assert.equal("peek_lock", err.op)
+      -- a client closed by Lua code the call itself runs (the options' __index) is closed
+      -- when the request would go out: nil, err, nothing sent, no freed client used
+      local c2 = assert(peeklock.client(emu.conn))
+      local closing = setmetatable({}, { __index = function() c2:close(); return 0 end })
+      local ok2, err2 = c2:peek_lock(q, closing)
+      assert.is_nil(ok2)
+      assert.equal("closed", err2.code)
+      ok2, err2 = c2:receive_and_delete(q, { timeout = 0 })
+      assert.is_nil(ok2)
+      assert.equal("closed", err2.code)
     end)
 
     it("returns invalid_argument for values the core rejects", function()
