@@ -27,6 +27,7 @@ local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetat
 -- looking that field up on every call.
 local metatable_of = debug and debug.getmetatable or getmetatable
 local floor, huge = math.floor, math.huge
+local find = string.find
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
 local traceback = debug.traceback
 
@@ -136,7 +137,7 @@ local function raise(msg) error(msg, user_level()) end
 -- A string argument the C core takes whole: a NUL byte would cut it short there.
 local function check_string(fname, n, v)
   if type(v) ~= "string" then argerror(fname, n, "string", v) end
-  if v:find("\0", 1, true) then argerror(fname, n, "string without NUL bytes", v) end
+  if find(v, "\0", 1, true) then argerror(fname, n, "string without NUL bytes", v) end
   return v
 end
 
