@@ -29,6 +29,16 @@ lua_env() { # flavour (5.4|jit), interpreter, command...
 
 run "busted (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 /usr/bin/busted -o utfTerminal tests/lua
 run "busted (LuaJIT)" lua_env jit luajit luajit /usr/bin/busted -o utfTerminal tests/lua
+# The modules export their entry point only (the core linked in stays local to them).
+exports_only_luaopen() {
+  local f out
+  for f in "$BUILD"/lua/5.4/peeklock/core.so "$BUILD"/lua/jit/peeklock/core.so; do
+    out=$(nm -D --defined-only "$f" | awk '{print $3}')
+    [ "$out" = luaopen_peeklock_core ] || { echo "$f exports: $out" | head -5; return 1; }
+  done
+  echo "exports: luaopen_peeklock_core only"
+}
+run "module exports" exports_only_luaopen
 # The Lua glue (bindings/lua.i) and the core under ASan+UBSan, driven by the Lua 5.4 specs.
 asan_specs() {
   local abuild="$BUILD-asan"
