@@ -577,9 +577,10 @@ class Broker:
         else:
             done[mid] = n = n + 1
             done.move_to_end(mid)
-        self.store.save_completed(ent, mid, n)
         if len(done) > self.completions_kept:
             self.forget_completions(ent)
+        if mid in done:           # (not with --completions-kept 0: no row written, then deleted)
+            self.store.save_completed(ent, mid, n)
         self.counters["completed"] += 1
         return msg
 

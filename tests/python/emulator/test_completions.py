@@ -47,11 +47,16 @@ def test_repeated_completion_counts_two_and_moves_to_the_newest_end(emulator_fac
     assert record(emu, "rq") == ([("a", 2), ("c", 1), ("d", 1)], 1)
 
 
-def test_keep_none(emulator_factory):
-    emu = emulator_factory("--queue", "zq", "--completions-kept", "0")
+def test_keep_none(emulator_factory, tmp_path):
+    data = str(tmp_path)
+    emu = emulator_factory("--queue", "zq", "--completions-kept", "0", data_dir=data)
     complete_ids(emu, "zq", "x", "y", "x")
     assert record(emu, "zq") == ([], 3)
     assert emu.entity_state("zq")["messages"] == []
+    emu.kill()
+    assert completed_rows(data, "zq") == []
+    emu.restart()
+    assert record(emu, "zq") == ([], 3)
 
 
 def test_record_and_forgotten_count_survive_a_restart_and_the_table_stays_bounded(emulator_factory, tmp_path):
