@@ -511,8 +511,10 @@ static int pl_lua_message_properties(lua_State *L) {
  * handle (its raw field _h) and cached in the message table; any other key, or a freed
  * message, goes to slow(msg, key). One C call per first read, no Lua frame. */
 static int pl_lua_message_index(lua_State *L) {
-  static const char *const fields[] = { "body", "message_id", "properties" };
-  static const size_t lens[] = { 4, 10, 10 };
+#define PL_LUA_FIELD(name) { name, sizeof name - 1 }
+  static const struct { const char *name; size_t len; } fields[] = {
+    PL_LUA_FIELD("body"), PL_LUA_FIELD("message_id"), PL_LUA_FIELD("properties") };
+#undef PL_LUA_FIELD
   size_t i = 3;
   lua_settop(L, 2);
   lua_pushvalue(L, 2);
@@ -522,7 +524,7 @@ static int pl_lua_message_index(lua_State *L) {
   if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
     size_t klen;
     const char *k = lua_tolstring(L, 2, &klen);
-    for (i = 0; i < 3 && !(klen == lens[i] && memcmp(k, fields[i], klen) == 0); i++) {}
+    for (i = 0; i < 3 && !(klen == fields[i].len && memcmp(k, fields[i].name, klen) == 0); i++) {}
   }
   if (i < 3) {
     swig_lua_userdata *u;
