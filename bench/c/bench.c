@@ -1,7 +1,10 @@
 /* peeklock vs raw libcurl: the same HTTP requests, in one run, against a null
  * responder (nginx with canned replies) and against the emulator. Prints wall
  * time, client CPU per operation, signing + parsing cost, connection reuse,
- * and ratios. Figures only: nothing here asserts a target.
+ * and ratios. Figures only: nothing here asserts a target. The peek-lock +
+ * complete pair also runs a third way, raw libcurl that parses BrokerProperties
+ * with cJSON as any client using the lock must: the floor on the mandated
+ * JSON library.
  *
  *   bench_c --null http://127.0.0.1:PORT [-n N] [--emulator [-m M]]
  * With --emulator the connection string comes from PEEKLOCK_CONNECTION_STRING
@@ -103,23 +106,32 @@ typedef struct raw {
     char *auth_hdr;             /* "Authorization: ..." (token made once, like a cache) */
     char base[256];
     char location[1024];
+    char broker[2048];          /* the BrokerProperties header of the last reply */
+    int json;                   /* parse it with cJSON, as any client of the protocol must */
     long reused, requests;
 } raw;
+
+/* Copies header line b (len bytes) into dst if it is "name: value", value trimmed. */
+static void raw_keep(const char *b, size_t len, const char *name, char *dst, size_t cap)
+{
+    size_t nl = strlen(name);
+    if (len <= nl + 1 || b[nl] != ':' || strncasecmp(b, name, nl) != 0) return;
+    const char *v = b + nl + 1;
+    while (*v == ' ') v++;
+    size_t l = len - (size_t)(v - b);
+    while (l && (v[l - 1] == '\r' || v[l - 1] == '\n')) l--;
+    if (l < cap) {
+        memcpy(dst, v, l);
+        dst[l] = 0;
+    }
+}
 
 static size_t raw_header(char *b, size_t s, size_t n, void *ud)
 {
     raw *r = ud;
     size_t len = s * n;
-    if (len > 10 && strncasecmp(b, "Location:", 9) == 0) {
-        const char *v = b + 9;
-        while (*v == ' ') v++;
-        size_t l = len - (size_t)(v - b);
-        while (l && (v[l - 1] == '\r' || v[l - 1] == '\n')) l--;
-        if (l < sizeof r->location) {
-            memcpy(r->location, v, l);
-            r->location[l] = 0;
-        }
-    }
+    raw_keep(b, len, "Location", r->location, sizeof r->location);
+    if (r->json) raw_keep(b, len, "BrokerProperties", r->broker, sizeof r->broker);
     return len;
 }
 
@@ -140,6 +152,7 @@ static long raw_do(raw *r, const char *method, const char *url, const char *body
     curl_easy_setopt(r->e, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
     curl_easy_setopt(r->e, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") ? method : NULL);
     r->location[0] = 0;
+    r->broker[0] = 0;
     long status = 0, connects = -1;
     if (curl_easy_perform(r->e) == CURLE_OK) curl_easy_getinfo(r->e, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(r->e, CURLINFO_NUM_CONNECTS, &connects);
@@ -193,8 +206,20 @@ static sample raw_peek_complete_loop(raw *r, long n)
     sample s = sample_start(r->requests, r->reused);
     for (long i = 0; i < n; i++) {
         if (raw_do(r, "POST", url, NULL, 0) != 201 || !r->location[0]) {
-            fprintf(stderr, "raw peek-lock failed\n");
+            fprintf(stderr, "raw peek-lock failed (i=%ld of %ld)\n", i, n);
             exit(1);
+        }
+        if (r->json) { /* the fields a worker needs, read as peeklock reads them */
+            cJSON *bp = cJSON_Parse(r->broker);
+            const cJSON *tok = cJSON_GetObjectItemCaseSensitive(bp, "LockToken");
+            const cJSON *seq = cJSON_GetObjectItemCaseSensitive(bp, "SequenceNumber");
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(bp, "MessageId");
+            const cJSON *count = cJSON_GetObjectItemCaseSensitive(bp, "DeliveryCount");
+            if (!cJSON_IsString(tok) || !cJSON_IsNumber(seq) || !cJSON_IsString(id) || !cJSON_IsNumber(count)) {
+                fprintf(stderr, "raw peek-lock: BrokerProperties lacks a field\n");
+                exit(1);
+            }
+            cJSON_Delete(bp);
         }
         char loc[1024];
         snprintf(loc, sizeof loc, "%s", r->location);
@@ -378,25 +403,37 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
     raw_init(&r, endpoint, kn, key);
     /* warm-up: open the connections */
     pl_send_loop(c, 5);
-    raw_send_loop(&r, 5);
+    raw_send_loop(&r, 10);
     pl_peek_complete_loop(c, 5);
     raw_peek_complete_loop(&r, 5);
+    r.json = 1;
+    raw_peek_complete_loop(&r, 5);
+    r.json = 0;
     /* Many short rounds; in each, the two sides run back to back, alternating
      * which goes first, and the median over rounds is reported. */
-    static series ps, rs, pp, rp;
+    static series ps, rs, pp, rp, rj;
     memset(&ps, 0, sizeof ps); memset(&rs, 0, sizeof rs);
-    memset(&pp, 0, sizeof pp); memset(&rp, 0, sizeof rp);
+    memset(&pp, 0, sizeof pp); memset(&rp, 0, sizeof rp); memset(&rj, 0, sizeof rj);
     long k = n / rounds;
     for (int i = 0; i < rounds; i++) {
         if (i % 2) { add(&rs, raw_send_loop(&r, k)); add(&ps, pl_send_loop(c, k)); }
         else { add(&ps, pl_send_loop(c, k)); add(&rs, raw_send_loop(&r, k)); }
+        raw_send_loop(&r, k); /* unmeasured: messages for the third pair loop below */
     }
+    /* The pair three ways, rotating which goes first: peeklock, raw, and raw that also
+     * parses BrokerProperties with cJSON (the floor for any client on the mandated library). */
     for (int i = 0; i < rounds; i++) {
-        if (i % 2) { add(&rp, raw_peek_complete_loop(&r, k)); add(&pp, pl_peek_complete_loop(c, k)); }
-        else { add(&pp, pl_peek_complete_loop(c, k)); add(&rp, raw_peek_complete_loop(&r, k)); }
+        for (int j = 0; j < 3; j++) {
+            switch ((i + j) % 3) {
+            case 0: add(&pp, pl_peek_complete_loop(c, k)); break;
+            case 1: r.json = 0; add(&rp, raw_peek_complete_loop(&r, k)); break;
+            default: r.json = 1; add(&rj, raw_peek_complete_loop(&r, k)); r.json = 0; break;
+            }
+        }
     }
     report(target, "send", 1, &ps, &rs);
     report(target, "peek-lock + complete", 2, &pp, &rp);
+    report(target, "raw+cJSON pair", 2, &rj, &rp);
     raw_free(&r);
 }
 
