@@ -2,6 +2,8 @@
 --   lua5.4|luajit bench/lua/bench.lua net|wire CONNSTR ENTITY N    one run, prints "<mode> <ops> <cpu_s>"
 --   lua5.4|luajit bench/lua/bench.lua serve CONNSTR ENTITY         one client, then per stdin line
 --                                                                  "net|wire K": K iterations, prints "<ops> <cpu_s>"
+--   lua5.4|luajit bench/lua/bench.lua serve-floor CONNSTR ENTITY   the same for "net K" through floor.c
+--                                                                  (LUA_CPATH finds floor.so; run.py builds it)
 -- In nginx: require("bench").round(require "peeklock.resty", mode, conn, entity, k) (a client per worker).
 -- net:  send + peek_lock + complete against the emulator, N times (3N ops)
 -- wire: sans-I/O, build a send request and parse a peek-lock response (2N ops),
@@ -54,6 +56,18 @@ local function wire(client, entity, n)
   return 2 * n, clock() - t0
 end
 
+-- net through bench/lua/floor.c (the thinnest binding): the same arguments built in Lua and
+-- what net reads of the message handed back, one C call per iteration
+local function floor_net(floor, entity, n)
+  local t0 = clock()
+  for i = 1, n do
+    local body, id, props = floor.iter(entity, "payload " .. i,
+      { label = "bench", properties = { Priority = "High", Attempt = i } }, { timeout = 5 })
+    assert(body and id and props)
+  end
+  return 3 * n, clock() - t0
+end
+
 local MODES = { net = net, wire = wire }
 
 local function mode_fn(mode)
@@ -86,7 +100,15 @@ end
 if arg and arg[0] and arg[0]:match("bench%.lua$") then
   local mode, conn, entity = arg[1], arg[2], arg[3]
   local pl = require "peeklock"
-  if mode == "serve" then
+  if mode == "serve-floor" then -- net rounds through floor.c, per stdin line "net K"
+    local floor = require "floor"
+    floor.open(conn)
+    for line in io.lines() do
+      local k = assert(tonumber(line:match("^net (%d+)$")), "serve-floor: net K expected")
+      io.write(("%d %.9f\n"):format(floor_net(floor, entity, k)))
+      io.flush()
+    end
+  elseif mode == "serve" then
     for line in io.lines() do
       local m, k = line:match("^(%a+) (%d+)$")
       local ops, cpu = B.round(pl, m, conn, entity, tonumber(k))

@@ -1,6 +1,6 @@
 """Client CPU per operation: C core, Lua 5.4, LuaJIT and OpenResty, in one run.
 
-    python3 bench/lua/run.py [--rounds 41] [--net-k 20] [--wire-k 250] [--callgrind]
+    python3 bench/lua/run.py [--rounds 121] [--net-k 20] [--wire-k 250] [--callgrind]
 
 Builds the Lua modules and the C baseline (bench/lua/c_baseline.c), starts the
 emulator and nginx (own prefix, free port), then measures the client's process CPU
@@ -8,7 +8,11 @@ time (every thread) for two workloads:
   net   send + peek_lock + complete against the emulator over loopback (3 ops each)
   wire  sans-I/O: build a send request and parse a peek-lock response (2 ops each)
 Each runtime is one long-lived process with one client (C and the two Lua interpreters
-serve rounds over a pipe, OpenResty over HTTP from one nginx worker). Many short rounds
+serve rounds over a pipe, OpenResty over HTTP from one nginx worker). Two floor rows (net
+only) run bench.lua's net loop through bench/lua/floor.c, the thinnest binding of the same
+calls (one C call per iteration, no message object): their distance from C is the
+language's share on this machine, and each runtime's distance from its floor is peeklock's
+Lua layer. Many short rounds
 interleave the runtimes, rotating which goes first, so a change of machine load hits
 them alike; the figures are the median per-op CPU and the median of the per-round
 differences to C, with their interquartile range.
@@ -95,7 +99,7 @@ def callgrind_per_op(cmd_for, mode, n, env=None):
 
 def main():
     ap = argparse.ArgumentParser(allow_abbrev=False)
-    ap.add_argument("--rounds", type=int, default=41)
+    ap.add_argument("--rounds", type=int, default=121)
     ap.add_argument("--net-k", type=int, default=20, help="net iterations per round (3 ops each)")
     ap.add_argument("--wire-k", type=int, default=250, help="wire iterations per round (2 ops each)")
     ap.add_argument("--callgrind", action="store_true", help="also count instructions per op under valgrind")
@@ -109,6 +113,16 @@ def main():
     sh("cc", "-std=c11", "-O2", "-Wall", "-Wextra", os.path.join(ROOT, "bench/lua/c_baseline.c"),
        "-I" + os.path.join(ROOT, "csrc/include"), os.path.join(build, "csrc/libpeeklock.a"),
        "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread", "-o", cbin)
+
+    floor_cpath = {}
+    for flavour, inc in (("5.4", "/usr/include/lua5.4"), ("jit", "/usr/include/luajit-2.1")):
+        d = os.path.join(build, "floor", flavour)
+        os.makedirs(d, exist_ok=True)
+        sh("cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-I" + inc,
+           "-I" + os.path.join(ROOT, "csrc/include"), os.path.join(ROOT, "bench/lua/floor.c"),
+           os.path.join(build, "csrc/libpeeklock.a"), "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread",
+           "-o", os.path.join(d, "floor.so"))
+        floor_cpath[flavour] = f"{d}/?.so;{build}/lua/{flavour}/?.so;;"
 
     emu = Emulator.start("--queue", ENTITY)
     pin_server(emu.proc.pid)
@@ -129,17 +143,24 @@ def main():
         c = Served([cbin, "serve", conn, ENTITY])
         l54 = Served(["lua5.4", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "5.4"))
         jit = Served(["luajit", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "jit"))
-        served = [("C core", c), ("Lua 5.4", l54), ("LuaJIT", jit)]
-        runners = served + [("OpenResty", openresty)]
+        # the floors (bench/lua/floor.c): net only, the same Lua arguments through one C call
+        f54 = Served(["lua5.4", BENCH_LUA, "serve-floor", conn, ENTITY],
+                     env=dict(lua_env(build, "5.4"), LUA_CPATH=floor_cpath["5.4"]))
+        fjit = Served(["luajit", BENCH_LUA, "serve-floor", conn, ENTITY],
+                      env=dict(lua_env(build, "jit"), LUA_CPATH=floor_cpath["jit"]))
+        served = [("C core", c), ("Lua 5.4", l54), ("LuaJIT", jit), ("5.4 floor", f54), ("JIT floor", fjit)]
+        floors = {"Lua 5.4": "5.4 floor", "LuaJIT": "JIT floor"}
+        runners = served[:3] + [("OpenResty", openresty)] + served[3:]
         names = [n for n, _ in runners]
         # per (mode, runtime): us/op of each round
         per = {(m, n): [] for m in ("net", "wire") for n in names}
         for mode, k in (("net", a.net_k), ("wire", a.wire_k)):
-            for _, fn in runners:  # warm-up: connections, JIT traces, allocator
+            here = [(n, fn) for n, fn in runners if mode == "net" or n not in floors.values()]
+            for _, fn in here:  # warm-up: connections, JIT traces, allocator
                 fn(mode, k)
             for r in range(a.rounds):
-                for i in range(len(runners)):
-                    name, fn = runners[(i + r) % len(runners)]
+                for i in range(len(here)):
+                    name, fn = here[(i + r) % len(here)]
                     ops, cpu = fn(mode, k)
                     per[(mode, name)].append(cpu / ops * 1e6)
 
@@ -151,9 +172,15 @@ def main():
             cols = []
             for mode in ("net", "wire"):
                 mine, base = per[(mode, name)], per[(mode, "C core")]
+                if not mine:
+                    cols.append(f"{'-':>10}{'-':>24}")
+                    continue
                 q1, med, q3 = quartiles([x - y for x, y in zip(mine, base)])
                 cols.append(f"{statistics.median(mine):>10.2f}{f'{med:+.2f} ({q1:+.2f}..{q3:+.2f})':>24}")
             print(f"{name:<11}{cols[0]}  {cols[1]}")
+        for name, fl in floors.items():
+            q1, med, q3 = quartiles([x - y for x, y in zip(per[("net", name)], per[("net", fl)])])
+            print(f"net, {name} over its floor (peeklock's Lua layer): {med:+.2f} us/op ({q1:+.2f}..{q3:+.2f})")
         spread = {n: quartiles(per[("net", n)]) for n in names}
         print("net us/op IQR per runtime (the machine's noise): " +
               ", ".join(f"{n} {q1:.1f}..{q3:.1f}" for n, (q1, _, q3) in spread.items()))
