@@ -2,14 +2,17 @@
  *
  *   local floor = require "floor"      -- built by run.py for Lua 5.4 and for LuaJIT
  *   floor.open(CONNSTR)
- *   body, message_id, properties = floor.iter(entity, body, opts, peek_opts)
+ *   floor.send(entity, body, opts)
+ *   local msg, body, message_id, properties = floor.peek_lock(entity, peek_opts)
+ *   floor.complete(msg)
  *
- * One C call per iteration does what bench.lua's net loop asks of peeklock: it reads the
- * same arguments (body, opts.label, opts.properties, peek_opts.timeout), sends, peek-locks
- * and completes through the C API, and hands back what bench.lua reads of the message
- * (body, id, properties as a table of strings). No message object, methods, finalizer,
- * error values or argument checks beyond the Lua API's own: what any Lua binding of the
- * same calls must pay, so the distance from C to this row is the language's share. */
+ * One C call per operation, as in bench.lua's net loop: the same arguments are read
+ * (body, opts.label, opts.properties, peek_opts.timeout), the C API does the request, and
+ * peek_lock hands back what the loop reads of the message (body, id, properties as a table
+ * of strings) with the message as a light userdata. No message object, methods, finalizer,
+ * error values or argument checks beyond the Lua API's own (a message dropped without
+ * complete leaks): less than any usable binding of the same calls does, so the distance
+ * from C to this row is the language's share. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
@@ -67,19 +70,30 @@ static pl_outgoing *outgoing(lua_State *L)
     return m;
 }
 
-static int f_iter(lua_State *L)
+/* send(entity, body, opts) */
+static int f_send(lua_State *L)
 {
     const char *entity = luaL_checkstring(L, 1);
-    luaL_checktype(L, 4, LUA_TTABLE);
-    lua_getfield(L, 4, "timeout");
-    int timeout = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
     pl_outgoing *m = outgoing(L);
     int rc = pl_send(client, entity, m);
     pl_outgoing_free(m);
     if (rc) return fail(L, "send", rc);
+    return 0;
+}
+
+/* peek_lock(entity, opts) -> message (a light userdata: nothing frees it but complete),
+ * body, message_id, properties */
+static int f_peek_lock(lua_State *L)
+{
+    const char *entity = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "timeout");
+    int timeout = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
     pl_message *msg = NULL;
-    if ((rc = pl_peek_lock(&msg, client, entity, timeout))) return fail(L, "peek_lock", rc);
+    int rc = pl_peek_lock(&msg, client, entity, timeout);
+    if (rc) return fail(L, "peek_lock", rc);
+    lua_pushlightuserdata(L, msg);
     size_t len;
     const char *body = pl_message_body(msg, &len);
     lua_pushlstring(L, body, len);
@@ -90,10 +104,18 @@ static int f_iter(lua_State *L)
         lua_pushstring(L, pl_message_property_string(msg, p));
         lua_setfield(L, -2, pl_message_property_name(msg, p));
     }
-    rc = pl_complete(client, msg);
+    return 4;
+}
+
+/* complete(message): completes and frees it */
+static int f_complete(lua_State *L)
+{
+    pl_message *msg = lua_touserdata(L, 1);
+    if (!msg) return luaL_argerror(L, 1, "message expected");
+    int rc = pl_complete(client, msg);
     pl_message_free(msg);
     if (rc) return fail(L, "complete", rc);
-    return 3;
+    return 0;
 }
 
 int luaopen_floor(lua_State *L)
@@ -101,7 +123,11 @@ int luaopen_floor(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, f_open);
     lua_setfield(L, -2, "open");
-    lua_pushcfunction(L, f_iter);
-    lua_setfield(L, -2, "iter");
+    lua_pushcfunction(L, f_send);
+    lua_setfield(L, -2, "send");
+    lua_pushcfunction(L, f_peek_lock);
+    lua_setfield(L, -2, "peek_lock");
+    lua_pushcfunction(L, f_complete);
+    lua_setfield(L, -2, "complete");
     return 1;
 }
