@@ -10,7 +10,7 @@ time (every thread) for two workloads:
 Each runtime is one long-lived process with one client (C and the two Lua interpreters
 serve rounds over a pipe, OpenResty over HTTP from one nginx worker). Two floor rows (net
 only) run bench.lua's net loop through bench/lua/floor.c, the thinnest binding of the same
-calls (one C call per iteration, no message object): their distance from C is the
+calls (one C call per operation, no message object): their distance from C is the
 language's share on this machine, and each runtime's distance from its floor is peeklock's
 Lua layer. Many short rounds
 interleave the runtimes, rotating which goes first, so a change of machine load hits
@@ -143,7 +143,7 @@ def main():
         c = Served([cbin, "serve", conn, ENTITY])
         l54 = Served(["lua5.4", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "5.4"))
         jit = Served(["luajit", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "jit"))
-        # the floors (bench/lua/floor.c): net only, the same Lua arguments through one C call
+        # the floors (bench/lua/floor.c): net only, the same Lua arguments and calls, no message object
         f54 = Served(["lua5.4", BENCH_LUA, "serve-floor", conn, ENTITY],
                      env=dict(lua_env(build, "5.4"), LUA_CPATH=floor_cpath["5.4"]))
         fjit = Served(["luajit", BENCH_LUA, "serve-floor", conn, ENTITY],
