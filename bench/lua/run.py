@@ -9,19 +9,20 @@ time (every thread) for two workloads:
   wire  sans-I/O: build a send request and parse a peek-lock response (2 ops each)
 Each runtime is one long-lived process with one client (C and the two Lua interpreters
 serve rounds over a pipe, OpenResty over HTTP from one nginx worker). Two floor rows (net
-only) run bench.lua's net loop through bench/lua/floor.c, the thinnest binding of the same
-calls (one C call per operation, no message object): their distance from C is the
-language's share on this machine, and each runtime's distance from its floor is peeklock's
-Lua layer. Many short rounds
-interleave the runtimes, rotating which goes first, so a change of machine load hits
-them alike; the figures are the median per-op CPU and the median of the per-round
-differences to C, with their interquartile range.
+only) run bench.lua's net loop through bench/lua/floor.c, a minimal binding of the same
+calls on the Lua C API (one C call per operation, no message object): their distance from
+C is the interpreter's share on this machine, and each runtime's distance from its floor is
+peeklock's Lua layer. Many short rounds interleave the runtimes, in a new shuffled order
+each round (fixed seed), so a change of machine load, and whatever a runtime leaves in the
+caches for the next, hits them alike; the figures are the median per-op CPU and the median
+of the per-round differences to C, with their interquartile range.
 --callgrind adds instruction counts per op under valgrind (C, Lua 5.4, LuaJIT; the
 difference of two run lengths, so start-up cancels): deterministic, load-independent.
 Prints figures; asserts nothing (target: at most 10 us/op above C).
 """
 import argparse
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -158,9 +159,10 @@ def main():
             here = [(n, fn) for n, fn in runners if mode == "net" or n not in floors.values()]
             for _, fn in here:  # warm-up: connections, JIT traces, allocator
                 fn(mode, k)
+            order = random.Random(1)  # a fixed seed: the same orders in every run
             for r in range(a.rounds):
-                for i in range(len(here)):
-                    name, fn = here[(i + r) % len(here)]
+                # a new order each round: every runtime in every place, after every other, alike
+                for name, fn in order.sample(here, len(here)):
                     ops, cpu = fn(mode, k)
                     per[(mode, name)].append(cpu / ops * 1e6)
 
