@@ -223,7 +223,10 @@ class Processor:
         old: Dict[Any, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                old[sig] = signal.signal(sig, self._on_signal)
+                # a signal ignored by whoever started us stays ignored (`worker &` from a
+                # script, nohup): the convention every Unix program, Python included, keeps
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    old[sig] = signal.signal(sig, self._on_signal)
         threads = [threading.Thread(target=self._worker, name=f"peeklock-worker-{i}", daemon=True)
                    for i in range(self.concurrency)]
         try:

@@ -2,11 +2,23 @@
 peeklock.testing, a fresh queue per test and a client. Nothing here imports the
 compiled extension at import time, so the emulator suites below this directory
 run from a source tree without a build."""
+import signal
 import uuid
 
 import pytest
 
 from peeklock.testing import Emulator, emulator, emulator_factory, fresh_emulator  # noqa: F401
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test, then whatever was
+    there. A runner started in the background by a non-interactive shell (`cmd &`)
+    inherits SIGINT ignored, and Python then leaves it ignored: a test that sends itself
+    SIGINT needs the handler an interactive run has."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def _drain_scenario(client, queue, **kwargs):
     return s, never
 
 
-def test_sigint_drain_leaves_running_handlers_locks_to_expire(client, emu, queue):
+def test_sigint_drain_leaves_running_handlers_locks_to_expire(client, emu, queue, python_sigint):
     """Default: a handler still running at the deadline keeps its message to itself
     until the lock runs out (renewal stopped), so no other worker runs it meanwhile."""
     s, never = _drain_scenario(client, queue)
@@ -98,7 +98,7 @@ def test_sigint_drain_leaves_running_handlers_locks_to_expire(client, emu, queue
         never.set()
 
 
-def test_sigint_drain_abandon_gives_running_handlers_messages_back(client, emu, queue):
+def test_sigint_drain_abandon_gives_running_handlers_messages_back(client, emu, queue, python_sigint):
     """on_drain_timeout="abandon": what is still held comes back at once."""
     s, never = _drain_scenario(client, queue, on_drain_timeout="abandon")
     try:
@@ -110,6 +110,32 @@ def test_sigint_drain_abandon_gives_running_handlers_messages_back(client, emu, 
         wait_for(lambda: client.stats()["abandoned"] >= 2)
     finally:
         never.set()
+
+
+def test_signal_ignored_at_start_stays_ignored(client, emu, queue):
+    """A worker started with SIGINT ignored (`worker &` from a script) keeps it ignored;
+    SIGTERM still drains it, and both handlers are as they were afterwards."""
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        client.send(queue, b"x")
+        seen = []
+
+        def handler(msg):
+            seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+            os.kill(os.getpid(), signal.SIGINT)      # ignored: nothing happens
+            os.kill(os.getpid(), signal.SIGTERM)     # drains
+
+        s = client.process(queue, handler, concurrency=1, poll_timeout=1)
+        [(during_int, during_term)] = seen
+        assert during_int is signal.SIG_IGN
+        assert callable(during_term) and during_term is not old_term     # the processor's
+        assert s.stopped_by == "signal" and s.processed == 1
+        assert list(completed(emu, queue).values()) == [1]         # completed once
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is old_term
+    finally:
+        signal.signal(signal.SIGINT, old_int)
 
 
 def test_on_drain_timeout_is_checked(client, queue):
@@ -132,7 +158,7 @@ def test_stop_event(client, queue):
     assert seen == ["only"] and s.processed == 1 and s.stopped_by == "stop_event"
 
 
-def test_keyboard_interrupt_without_signal_handling_releases_messages(client, emu, queue):
+def test_keyboard_interrupt_without_signal_handling_releases_messages(client, emu, queue, python_sigint):
     """KeyboardInterrupt in the processor's thread stops it at once; the handlers keep
     running in their threads, so (on_drain_timeout="expire") their locks are no longer
     renewed and run out, and a handler finishing after that completes nothing."""
