@@ -841,7 +841,7 @@ class Client:
     def process(self, entity: str, handler: Callable[[Message], Any], *, concurrency: int = 4,
                 max_renew: Optional[float] = None, **kwargs: Any) -> "ProcessSummary":
         """Runs ``handler`` on every message of ``entity`` with ``concurrency``
-        worker threads until stopped (SIGINT/SIGTERM, ``stop_event``,
+        worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
         ``max_messages`` or ``idle_timeout``); see peeklock.processor."""
         from .processor import Processor
         p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew, **kwargs)

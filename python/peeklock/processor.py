@@ -1,6 +1,7 @@
 """``Client.process``: N worker threads, each peek-locking a message and running
 the handler inside ``with msg:`` (renewed by the C renewer, completed on
-success, abandoned on an exception). SIGINT/SIGTERM start a graceful drain:
+success, abandoned on an exception). SIGINT/SIGTERM (unless ignored when it
+starts) start a graceful drain:
 stop receiving, let running handlers finish until ``drain_timeout``, then
 release what is still held (``on_drain_timeout``) and return a summary.
 
@@ -223,8 +224,8 @@ class Processor:
         old: Dict[Any, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                # a signal ignored by whoever started us stays ignored (`worker &` from a
-                # script, nohup): the convention every Unix program, Python included, keeps
+                # a signal ignored by whoever started us stays ignored (a non-interactive
+                # shell's `worker &` ignores SIGINT), as Python itself does at start
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     old[sig] = signal.signal(sig, self._on_signal)
         threads = [threading.Thread(target=self._worker, name=f"peeklock-worker-{i}", daemon=True)
