@@ -569,17 +569,14 @@ class Broker:
     def complete(self, ent: Entity, ident: str, token: str) -> Message:
         msg = self._locked(ent, ident, token)
         self._remove(ent, msg)
-        done = ent.completed
         mid = msg.message_id
-        n = done.get(mid)
-        if n is None:
-            done[mid] = n = 1
+        if self.completions_kept == 0:      # nothing is kept: forgotten at once, only counted
+            ent.completed_forgotten += 1
+            self.store.forget_completed(ent, mid, ent.completed_forgotten)
         else:
-            done[mid] = n = n + 1
-            done.move_to_end(mid)
-        if len(done) > self.completions_kept:
+            n = ent.completed.pop(mid, 0) + 1
+            ent.completed[mid] = n          # the newest end; older ids beyond the bound go
             self.forget_completions(ent)
-        if mid in done:           # (not with --completions-kept 0: no row written, then deleted)
             self.store.save_completed(ent, mid, n)
         self.counters["completed"] += 1
         return msg

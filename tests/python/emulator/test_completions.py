@@ -59,6 +59,31 @@ def test_keep_none(emulator_factory, tmp_path):
     assert record(emu, "zq") == ([], 3)
 
 
+def test_keep_none_writes_no_completion_rows():
+    """In process, against a recording store: with nothing kept, a complete records only
+    the forgotten count, never a row (not one written and then deleted)."""
+    from peeklock.emulator.broker import Broker
+    from peeklock.emulator.store import NullStore
+
+    calls = []
+
+    class Recording(NullStore):
+        def save_completed(self, ent, message_id, n):
+            calls.append(("save", message_id, n))
+
+        def forget_completed(self, ent, message_id, forgotten):
+            calls.append(("forget", message_id, forgotten))
+
+    broker = Broker(store=Recording(), completions_kept=0)
+    ent, _ = broker.create_entity("kq", "queue")
+    for mid in ("x", "y", "x"):
+        broker.send(ent, b"b", None, {"MessageId": mid}, [])
+        msg = broker.try_receive(ent, peek_lock=True)
+        broker.complete(ent, str(msg.seq), msg.lock_token)
+    assert calls == [("forget", "x", 1), ("forget", "y", 2), ("forget", "x", 3)]
+    assert ent.completed_forgotten == 3 and not ent.completed
+
+
 def test_record_and_forgotten_count_survive_a_restart_and_the_table_stays_bounded(emulator_factory, tmp_path):
     data = str(tmp_path)
     emu = emulator_factory("--queue", "pq", "--completions-kept", "3", data_dir=data)
