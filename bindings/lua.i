@@ -767,11 +767,10 @@ static int pl_lua_result_from(lua_State *L) {
  *   false, "unknown", key             no such option
  *   false, "name", name               a property name that is not a string
  *   false, "property", name, v        a property value of no supported type
- * send_from(client, entity, body, opts, datetime_mt) builds the same message, sends it
- * (pl_send) and frees it: pl_send's rc, or the results above but the handle;
- * request_send_from(client, entity, body, opts, datetime_mt) makes its request instead
- * (pl_request_send): rc, request, or the results above but the handle. Neither makes a
- * handle for the message.
+ * request_send_from(client, entity, body, opts, datetime_mt) builds the same message,
+ * makes its request (pl_request_send) and frees it: rc, request, or the results above but
+ * the handle, for which it makes no handle. (The blocking client's send, a native of
+ * client_methods, builds and sends the same way.)
  * Argument errors come back as values: peeklock.lua words and raises them, pointing at
  * the caller. No Lua error can be raised while a message is being built (the stack is
  * reserved first, and results are pushed once it is freed or owned by its handle), so
@@ -963,21 +962,6 @@ static int pl_lua_outgoing_from(lua_State *L) {
   if (rc != 0) return pl_lua_build_failed(L, rc, &bad);
   pl_lua_fill_handle(L, 4, u, m, SWIGTYPE_p_pl_outgoing);
   lua_settop(L, 4);
-  return 1;
-}
-
-static int pl_lua_send_from(lua_State *L) {
-  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "send_from", "pl_client");
-  const char *entity = luaL_checkstring(L, 2);
-  pl_outgoing *m;
-  pl_lua_bad bad = { NULL, 0, 0, NULL };
-  int rc;
-  lua_settop(L, 5);
-  rc = pl_lua_build(L, 3, &m, &bad);
-  if (rc != 0) return pl_lua_build_failed(L, rc, &bad);
-  rc = pl_send(c, entity, m);
-  pl_outgoing_free(m);
-  lua_pushinteger(L, rc);
   return 1;
 }
 
@@ -1209,7 +1193,6 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(response_from) int pl_lua_response_from(lua_State *L);
 %native(result_from) int pl_lua_result_from(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
-%native(send_from) int pl_lua_send_from(lua_State *L);
 %native(client_methods) int pl_lua_client_methods(lua_State *L);
 %native(request_send_from) int pl_lua_request_send_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);

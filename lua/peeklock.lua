@@ -161,14 +161,6 @@ local function opt_number(fname, opts, key, dflt, min, max)
 end
 M._opt_number = opt_number
 
-local function opt_string(fname, opts, key)
-  local v = opts[key]
-  if v ~= nil and type(v) ~= "string" then
-    error(("bad option '%s' to '%s' (string expected, got %s)"):format(key, fname, type(v)), user_level())
-  end
-  return v
-end
-
 -- ------------------------------------------------------------------ outgoing messages
 
 local BROKER_FIELDS = {
@@ -229,19 +221,19 @@ local function build_outgoing(fname, body, opts)
   return outgoing_error(fname, h, what, key, a, b)
 end
 
--- send (core.send_from: rc) and peeklock.resty's send (core.request_send_from: rc,
--- request): the message of (body, opts) built, then sent or made a request of, by one
--- native, with no handle for it. Its results, or nil, err; argument errors are raised
+-- peeklock.resty's send (the blocking client's is core.client_methods' native): the
+-- request of the message of (body, opts), built by one native (core.request_send_from)
+-- with no handle for the message. rc, request, or nil, err; argument errors are raised
 -- at the user's line.
-local function send_from(native, fname, h, entity, body, opts)
+local function request_send_from(fname, h, entity, body, opts)
   check_string(fname, 1, entity)
   if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
   if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
-  local rc, x, key, a, b = native(h, entity, body, opts, DateTime)
+  local rc, x, key, a, b = core.request_send_from(h, entity, body, opts, DateTime)
   if rc then return rc, x end
   return outgoing_error(fname, rc, x, key, a, b)
 end
-M._send_from = send_from
+M._request_send_from = request_send_from
 
 -- Builds a pl_batch handle from a list of bodies or {body=..., <send options>}.
 local function build_batch(fname, list)
@@ -459,7 +451,7 @@ end
 -- client:peek_lock(entity, {timeout=s}) -> msg | nil, nil (nothing in time) | nil, err
 -- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
 -- Natives (core.client_methods): each is one C call from the caller's line to the core,
--- with check_client's, send_from's and the timeout option's checks and wording. They call
+-- with check_client's, request_send_from's and the timeout option's checks and wording. They call
 -- back here for error values (last_error, closed_error) and to raise (raise,
 -- outgoing_error: at the user's line).
 Client.send, Client.peek_lock, Client.receive_and_delete =

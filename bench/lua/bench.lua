@@ -29,12 +29,12 @@ local function wire(client, entity, n)
   local peeklock = require "peeklock"
   local core = peeklock.core
   local ch = client._h
-  local send_from = peeklock._send_from
+  local request_send_from = peeklock._request_send_from
   local location = core.pl_client_endpoint(ch) .. "/" .. entity .. "/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e"
   local t0 = clock()
   for i = 1, n do
     -- build a send request as the cosocket driver does
-    local _, req = send_from(core.request_send_from, "send", ch, entity, "payload " .. i,
+    local _, req = request_send_from("send", ch, entity, "payload " .. i,
       { label = "bench", properties = { Priority = "High", Attempt = i } })
     local _ = core.request_head(req)
     core.release(req)

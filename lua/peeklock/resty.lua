@@ -29,7 +29,7 @@ local concat, lower, find, sub, byte = table.concat, string.lower, string.find, 
 local new_error, last_error = peeklock._new_error, peeklock._last_error
 local check_client, check_string, check_opts = peeklock._check_client, peeklock._check_string, peeklock._check_opts
 local opt_number = peeklock._opt_number
-local send_from, batch_from = peeklock._send_from, peeklock._batch_from
+local request_send_from, batch_from = peeklock._request_send_from, peeklock._batch_from
 -- argument errors raised through peeklock's checks point past this file too, at the caller
 if debug and debug.getinfo then peeklock._own_sources[debug.getinfo(1, "S").source] = true end
 
@@ -345,7 +345,7 @@ end
 function Client:send(entity, body, opts)
   local h, err = check_client(self, "send")
   if not h then return nil, err end
-  local rc, req = send_from(core.request_send_from, "send", h, entity, body, opts)
+  local rc, req = request_send_from("send", h, entity, body, opts)
   if not rc then return nil, req end
   return exchange_sent(self, "send", rc, req)
 end

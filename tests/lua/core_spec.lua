@@ -14,7 +14,7 @@ local function functions()
     local natives = { message_body = true, request_body = true, key = true, alive = true, release = true,
                       renewer_new = true, message_properties = true, request_parts = true,
                       request_head = true, response_from = true, outgoing_from = true, last_error = true,
-                      send_from = true, request_send_from = true, result_from = true,
+                      request_send_from = true, result_from = true,
                       message_indexer = true, message_wrapper = true }
     if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
