@@ -43,9 +43,16 @@ static int add_property(lua_State *L, pl_outgoing *m)
     if (lua_type(L, -2) != LUA_TSTRING) return PL_EINVAL;
     const char *name = lua_tostring(L, -2);
     if (lua_type(L, -1) == LUA_TNUMBER) {
-        double d = lua_tonumber(L, -1);
-        if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(int64_t)d) return pl_outgoing_add_int(m, name, (int64_t)d);
+#if LUA_VERSION_NUM >= 503
+        /* as peeklock: an integer is Int64, a float (3.0 too) a Double */
+        if (lua_isinteger(L, -1)) return pl_outgoing_add_int(m, name, (int64_t)lua_tointeger(L, -1));
+        return pl_outgoing_add_double(m, name, lua_tonumber(L, -1));
+#else
+        double d = lua_tonumber(L, -1); /* LuaJIT: whole numbers within 2^53 are Int64 */
+        if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d)
+            return pl_outgoing_add_int(m, name, (int64_t)d);
         return pl_outgoing_add_double(m, name, d);
+#endif
     }
     if (lua_type(L, -1) != LUA_TSTRING) return PL_EINVAL;
     return pl_outgoing_add_string(m, name, lua_tostring(L, -1));
@@ -84,13 +91,15 @@ static void push_properties(lua_State *L, const pl_message *msg)
     size_t n = pl_message_property_count(msg);
     lua_createtable(L, 0, (int)n);
     for (size_t p = 0; p < n; p++) {
+        const char *name = pl_message_property_name(msg, p);
+        if (!name) continue;
         switch (pl_message_property_type(msg, p)) {
         case PL_PROP_INT: lua_pushinteger(L, (lua_Integer)pl_message_property_int(msg, p)); break;
         case PL_PROP_DOUBLE: lua_pushnumber(L, pl_message_property_double(msg, p)); break;
         case PL_PROP_BOOL: lua_pushboolean(L, pl_message_property_bool(msg, p)); break;
         default: lua_pushstring(L, pl_message_property_string(msg, p));
         }
-        lua_setfield(L, -2, pl_message_property_name(msg, p));
+        lua_setfield(L, -2, name);
     }
 }
 

@@ -110,19 +110,19 @@ def main():
     sh("cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DPEEKLOCK_LUA=ON",
        "-DPEEKLOCK_TESTS=OFF")
     sh("cmake", "--build", build, "--target", "peeklock_lua", "peeklock_static", "-j2")
-    cbin = os.path.join(build, "c_baseline")
-    sh("cc", "-std=c11", "-O2", "-Wall", "-Wextra", os.path.join(ROOT, "bench/lua/c_baseline.c"),
-       "-I" + os.path.join(ROOT, "csrc/include"), os.path.join(build, "csrc/libpeeklock.a"),
-       "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread", "-o", cbin)
+    def cc(src, out, *flags):
+        """Compiles src against the static core (as a program, or a module with -shared)."""
+        sh("cc", "-std=c11", "-O2", "-Wall", "-Wextra", *flags, "-I" + os.path.join(ROOT, "csrc/include"),
+           os.path.join(ROOT, src), os.path.join(build, "csrc/libpeeklock.a"),
+           "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread", "-o", out)
 
+    cbin = os.path.join(build, "c_baseline")
+    cc("bench/lua/c_baseline.c", cbin)
     floor_cpath = {}
     for flavour, inc in (("5.4", "/usr/include/lua5.4"), ("jit", "/usr/include/luajit-2.1")):
         d = os.path.join(build, "floor", flavour)
         os.makedirs(d, exist_ok=True)
-        sh("cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-I" + inc,
-           "-I" + os.path.join(ROOT, "csrc/include"), os.path.join(ROOT, "bench/lua/floor.c"),
-           os.path.join(build, "csrc/libpeeklock.a"), "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread",
-           "-o", os.path.join(d, "floor.so"))
+        cc("bench/lua/floor.c", os.path.join(d, "floor.so"), "-shared", "-fPIC", "-I" + inc)
         floor_cpath[flavour] = f"{d}/?.so;{build}/lua/{flavour}/?.so;;"
 
     emu = Emulator.start("--queue", ENTITY)
@@ -151,7 +151,8 @@ def main():
                       env=dict(lua_env(build, "jit"), LUA_CPATH=floor_cpath["jit"]))
         served = [("C core", c), ("Lua 5.4", l54), ("LuaJIT", jit), ("5.4 floor", f54), ("JIT floor", fjit)]
         floors = {"Lua 5.4": "5.4 floor", "LuaJIT": "JIT floor"}
-        runners = served[:3] + [("OpenResty", openresty)] + served[3:]
+        runners = [r for r in served if r[0] not in floors.values()] + [("OpenResty", openresty)] + \
+            [r for r in served if r[0] in floors.values()]
         names = [n for n, _ in runners]
         # per (mode, runtime): us/op of each round
         per = {(m, n): [] for m in ("net", "wire") for n in names}
