@@ -515,7 +515,8 @@ static int pl_lua_message_index(lua_State *L) {
   static const struct { const char *name; size_t len; } fields[] = {
     PL_LUA_FIELD("body"), PL_LUA_FIELD("message_id"), PL_LUA_FIELD("properties") };
 #undef PL_LUA_FIELD
-  size_t i = 3;
+  const size_t nfields = sizeof fields / sizeof fields[0];
+  size_t i = nfields;
   lua_settop(L, 2);
   lua_pushvalue(L, 2);
   lua_rawget(L, lua_upvalueindex(3));
@@ -524,9 +525,9 @@ static int pl_lua_message_index(lua_State *L) {
   if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
     size_t klen;
     const char *k = lua_tolstring(L, 2, &klen);
-    for (i = 0; i < 3 && !(klen == fields[i].len && memcmp(k, fields[i].name, klen) == 0); i++) {}
+    for (i = 0; i < nfields && !(klen == fields[i].len && memcmp(k, fields[i].name, klen) == 0); i++) {}
   }
-  if (i < 3) {
+  if (i < nfields) {
     swig_lua_userdata *u;
     lua_pushvalue(L, lua_upvalueindex(5)); /* "_h" */
     lua_rawget(L, 1);
