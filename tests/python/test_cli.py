@@ -152,3 +152,14 @@ def test_peek_and_dlq_help_say_each_message_is_shown_once():
     for cmd in ("peek", "dlq"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "once" in r.stdout, r.stdout
+
+
+def test_emulator_without_aiohttp_names_the_extra():
+    # aiohttp is an optional extra: without it the command says what to install
+    # (not a raw ModuleNotFoundError traceback).
+    code = ("import sys; sys.modules['aiohttp'] = None; from peeklock.cli import main; "
+            "sys.exit(main(['emulator', '--queue', 'q']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "pip install 'peeklock[emulator]'" in r.stderr
+    assert "Traceback" not in r.stderr
