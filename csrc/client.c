@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 
+#include "ca_int.h"
 #include "client_int.h"
 #include "connstr_int.h"
 #include "error_int.h"
@@ -656,7 +657,8 @@ static void easy_static_opts(pl_client *c, CURL *e)
     if (c->https) {
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-        if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+        const char *ca = c->ca_file ? c->ca_file : pl_ca_default();
+        if (ca) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
     }
 }
 
