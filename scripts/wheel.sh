@@ -46,13 +46,10 @@ done
 export ZIG_GLOBAL_CACHE_DIR=${ZIG_GLOBAL_CACHE_DIR:-$CACHE/zig-cache}
 
 # --- 1. sources from Debian's source packages (the distribution this machine runs)
-debian_mirror() { # the archive URL apt uses here (suffix: "" or "-security")
-  { grep -rhoP '^(URIs:\s*|deb\s+(\[[^]]*\]\s+)?)\Khttps?://\S+' \
-      /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } | grep -m1 "/debian$1/*\$"
-}
+. "$ROOT/scripts/lib/debian.sh"
 fetch_sources() {
   local codename mirror security apt=$CACHE/apt
-  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  codename=$(debian_codename)
   mirror=$(debian_mirror "") || { echo "wheel: no Debian archive in /etc/apt/sources.list*" >&2; return 1; }
   security=$(debian_mirror "-security" || true)
   mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
@@ -130,3 +127,39 @@ if [ ! -f "$PREFIX/VERSIONS" ]; then
 else
   log "using the libraries built before in $PREFIX ($(tr '\n' ' ' <"$PREFIX/VERSIONS"))"
 fi
+
+# --- 3. the wheel, built by the same compiler against those libraries
+# Debian's Python.h reaches pyconfig.h through the multiarch directory
+# (<x86_64-linux-gnu/python3.X/pyconfig.h>); zig cc does not search /usr/include, so
+# that one directory is offered on its own.
+PYINC=$CACHE/pyinc
+rm -rf "$PYINC"; mkdir -p "$PYINC"
+read -r multiarch confinc < <("$PY" -c 'import sysconfig as s; print(s.get_config_var("MULTIARCH") or "-", s.get_config_var("CONFINCLUDEPY") or s.get_paths()["include"])')
+if [ "$multiarch" != - ] && [ -d "/usr/include/$multiarch/$(basename "$confinc")" ]; then
+  mkdir -p "$PYINC/$multiarch"
+  ln -s "/usr/include/$multiarch/$(basename "$confinc")" "$PYINC/$multiarch/"
+fi
+BUILD=$(mktemp -d)
+trap 'rm -rf "$BUILD"' EXIT
+log "building the wheel ($("$PY" -c 'import sys; print("CPython %d.%d" % sys.version_info[:2])'), glibc $GLIBC)"
+# Static libraries: libssl and libcrypto go last on the link line (libcurl.a needs them).
+CC=$TC/cc AR=$TC/ar CFLAGS="-I$PYINC" PKG_CONFIG_LIBDIR="$PREFIX/lib/pkgconfig" \
+  "$PY" -m pip wheel --no-build-isolation --no-deps -q -w "$BUILD" \
+  -C "build-dir=$BUILD/build" \
+  -C cmake.define.CURL_NO_CURL_CMAKE=ON \
+  -C "cmake.define.CURL_INCLUDE_DIR=$PREFIX/include" \
+  -C "cmake.define.CURL_LIBRARY=$PREFIX/lib/libcurl.a" \
+  -C "cmake.define.OPENSSL_ROOT_DIR=$PREFIX" \
+  -C cmake.define.OPENSSL_USE_STATIC_LIBS=TRUE \
+  -C "cmake.define.CJSON_INCLUDE_DIR=$PREFIX/include" \
+  -C "cmake.define.CJSON_LIBRARY=$PREFIX/lib/libcjson.a" \
+  -C "cmake.define.CMAKE_C_STANDARD_LIBRARIES=$PREFIX/lib/libssl.a $PREFIX/lib/libcrypto.a -pthread" \
+  "$ROOT" >"$BUILD/pip.log" 2>&1 || { tail -40 "$BUILD/pip.log"; exit 1; }
+
+# --- 4. auditwheel: nothing but glibc of that version, tagged accordingly
+AUDITWHEEL=$(dirname "$PY")/auditwheel
+PATH="$(dirname "$PY"):$PATH" "$AUDITWHEEL" repair --plat "manylinux_${GLIBC/./_}_$ARCH" \
+  -w "$OUT" "$BUILD"/peeklock-*.whl >"$BUILD/repair.log" 2>&1 || { cat "$BUILD/repair.log"; exit 1; }
+WHEEL=$(ls -t "$OUT"/peeklock-*manylinux_${GLIBC/./_}*"$ARCH".whl | head -1)
+"$AUDITWHEEL" show "$WHEEL" | tr -s '\n' ' ' | sed 's/  */ /g'; echo
+log "$WHEEL ($(du -k "$WHEEL" | cut -f1) KiB)"

@@ -14,9 +14,11 @@ cd "$ROOT"
 PY=${PEEKLOCK_PYTHON:-$ROOT/.venv/bin/python}
 WORK=$(mktemp -d)
 MOUNTS=()
-cleanup() {
-  local m
-  for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
+CACHE=${PEEKLOCK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/peeklock}
+cleanup() { # unmount in reverse order, then remove the scratch directory
+  local i
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" || true; done
+  MOUNTS=()
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -73,6 +75,141 @@ readonly_install() {
   (cd / && "$WORK/ro-venv/bin/python" -c 'import peeklock; print("installed", peeklock.__version__)')
 }
 run "pip install from a read-only source tree" readonly_install
+
+# --- 3. the sdist builds and installs (with the emulator extra) in a fresh venv
+sdist_install() {
+  local t0 t1
+  "$PY" -m build --sdist -o "$WORK/sdist" . >"$WORK/sdist.log" 2>&1 || { tail -20 "$WORK/sdist.log"; return 1; }
+  local sdist; sdist=$(ls "$WORK"/sdist/peeklock-*.tar.gz)
+  # what a build from the sdist needs is in it
+  local list; list=$(tar -tzf "$sdist")
+  grep -q '/csrc/client.c$' <<<"$list" && grep -q '/bindings/python.i$' <<<"$list" &&
+    grep -q '/LICENSE$' <<<"$list" || { echo "sdist lacks sources"; return 1; }
+  "$PY" -m venv "$WORK/sdist-venv"
+  t0=$(date +%s.%N)
+  "$WORK/sdist-venv/bin/pip" install -q "$sdist[emulator]" >>"$WORK/sdist.log" 2>&1 ||
+    { tail -20 "$WORK/sdist.log"; return 1; }
+  t1=$(date +%s.%N)
+  SOURCE_SECONDS=$(echo "$t1 - $t0" | bc)
+  echo "pip install of the sdist (a build from source, with the emulator extra): ${SOURCE_SECONDS} s"
+  (cd / && "$WORK/sdist-venv/bin/python" "$ROOT/tests/install/roundtrip.py" plain)
+}
+SOURCE_SECONDS=?
+run "sdist builds and installs in a fresh venv" sdist_install
+
+# --- 4. the portable wheel in a bare Debian root (debootstrap minbase: python3, python3-venv)
+. "$ROOT/scripts/lib/debian.sh"
+if [ "$(id -u)" != 0 ] || ! command -v debootstrap >/dev/null; then
+  echo "install: not root or no debootstrap: the bare-root checks are skipped"
+  echo "install: $passed passed, $failed failed"
+  [ "$failed" = 0 ]; exit
+fi
+
+WHEELDIR=$WORK/wheel
+build_wheel() {
+  local whl tag so
+  bash scripts/wheel.sh "$WHEELDIR" | tail -3 &&
+    whl=$(ls "$WHEELDIR"/peeklock-*manylinux_2_28_x86_64.whl) &&
+    # auditwheel finds the wheel consistent with manylinux_2_28 or an older tag
+    tag=$("$(dirname "$PY")/auditwheel" show "$whl" | tr -s ' \n' ' ' |
+      grep -oP 'following platform tag: "manylinux_2_\K[0-9]+(?=_x86_64")') && [ "$tag" -le 28 ] &&
+    echo "auditwheel show: consistent with manylinux_2_${tag}_x86_64" &&
+    echo "wheel: $(basename "$whl"), $(du -k "$whl" | cut -f1) KiB; contents:" &&
+    "$PY" -m zipfile -l "$whl" | awk 'NR > 1 {print "  " $1, $NF}' &&
+    # everything the extension needs besides glibc is inside it
+    "$PY" -m zipfile -e "$whl" "$WORK/whl-x" && so=$(ls "$WORK"/whl-x/peeklock/_core*.so) &&
+    ! readelf -d "$so" | grep NEEDED | grep -v -E '\[(libc|libpthread|libdl|libm|librt|ld-linux-x86-64)\.so' &&
+    echo "  _core NEEDED: $(readelf -d "$so" | awk '/NEEDED/ {print $NF}' | tr -d '[]' | tr '\n' ' ')"
+}
+run "scripts/wheel.sh: a manylinux_2_28 wheel with libcurl, OpenSSL, cJSON inside" build_wheel
+
+BARE=$CACHE/debian-$(debian_codename)-minbase
+bare_root() { # the cached root, made by debootstrap on the first run
+  [ -f "$BARE/.peeklock-ok" ] && return 0
+  local mirror; mirror=$(debian_mirror "") || { echo "no Debian archive in /etc/apt/sources.list*"; return 1; }
+  echo "making $BARE (debootstrap --variant=minbase from $mirror)"
+  rm -rf "$BARE.tmp"; mkdir -p "$(dirname "$BARE")"
+  debootstrap --variant=minbase --include=python3,python3-venv "$(debian_codename)" "$BARE.tmp" \
+    "$mirror" >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; return 1; }
+  rm -rf "$BARE.tmp/var/cache/apt/archives/"*.deb
+  touch "$BARE.tmp/.peeklock-ok" && rm -rf "$BARE" && mv "$BARE.tmp" "$BARE"
+}
+
+M=$WORK/root
+in_root() { chroot "$M" /usr/bin/env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+# A throw-away copy of the cached root (overlayfs over it), with /proc and /dev.
+enter_root() {
+  mkdir -p "$WORK/upper" "$WORK/ovl-work" "$M"
+  mount -t overlay overlay -o "lowerdir=$BARE,upperdir=$WORK/upper,workdir=$WORK/ovl-work" "$M" &&
+    MOUNTS+=("$M") &&
+    mount -t proc proc "$M/proc" && MOUNTS+=("$M/proc") &&
+    mount --bind /dev "$M/dev" && MOUNTS+=("$M/dev")
+}
+wheel_in_bare_root() {
+  local whl t0 t1 pyver
+  whl=$(ls "$WHEELDIR"/peeklock-*manylinux_2_28_x86_64.whl) || return 1
+  bare_root && enter_root || return 1
+  # bare: no compiler, no libcurl, no OpenSSL headers
+  in_root sh -c '! command -v cc && ! command -v gcc && ! ls /usr/lib/*/libcurl* /usr/include/openssl' \
+    >/dev/null 2>&1 || { echo "the root is not bare"; return 1; }
+  mkdir -p "$M/srv/wheels" && cp "$whl" "$M/srv/wheels/" && cp "$ROOT/tests/install/roundtrip.py" "$M/srv/"
+  in_root python3 -m venv /opt/venv || return 1
+  t0=$(date +%s.%N)
+  in_root pip install -q --no-index "/srv/wheels/$(basename "$whl")" || return 1
+  t1=$(date +%s.%N)
+  WHEEL_SECONDS=$(echo "$t1 - $t0" | bc)
+  echo "pip install of the wheel in the bare root: ${WHEEL_SECONDS} s (the sdist's build from source: ${SOURCE_SECONDS} s)"
+  # without the emulator extra, the command names it
+  local out; out=$(in_root peeklock emulator --queue q 2>&1) && { echo "emulator ran without aiohttp"; return 1; }
+  grep -q "pip install 'peeklock\[emulator\]'" <<<"$out" || { echo "$out"; return 1; }
+  # the extra, from wheels fetched here for the root's Python (the root has no network set up)
+  pyver=$(in_root python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  "$PY" -m pip download -q --only-binary=:all: --python-version "$pyver" -d "$CACHE/wheels-py$pyver" \
+    'aiohttp>=3.9' 'uvloop>=0.19' >"$WORK/download.log" 2>&1 || { tail -5 "$WORK/download.log"; return 1; }
+  cp "$CACHE/wheels-py$pyver"/*.whl "$M/srv/wheels/"
+  in_root pip install -q --no-index --find-links /srv/wheels "peeklock[emulator]" || return 1
+  in_root python /srv/roundtrip.py plain
+}
+run "the wheel in a bare Debian root: install, emulator, send/peek-lock/renew/complete" wheel_in_bare_root
+
+# --- 5. TLS in the bare root: the CA bundle is found where other distributions keep it
+make_certs() { # a test CA and a certificate for 127.0.0.1 it signs; another CA that signs nothing
+  local d=$WORK/tls
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=peeklock test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null &&
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=peeklock other CA" \
+    -keyout "$d/other.key" -out "$d/other.pem" 2>/dev/null &&
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$d/server.key" \
+    -out "$d/server.csr" 2>/dev/null &&
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext" &&
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/ext" -out "$d/server.pem" 2>/dev/null &&
+  mkdir -p "$M/srv/tls" && cp "$d/server.pem" "$d/server.key" "$d/ca.pem" "$d/other.pem" "$M/srv/tls/"
+}
+clear_bundles() {
+  rm -f "$M/etc/ssl/certs/ca-certificates.crt" "$M/etc/pki/tls/certs/ca-bundle.crt" "$M/etc/ssl/cert.pem"
+}
+place_ca() { # path in the root, CA file
+  mkdir -p "$(dirname "$M$1")" && cp "$2" "$M$1"
+}
+tls() { in_root python /srv/roundtrip.py "$@"; }
+TLS=(/srv/tls/server.pem /srv/tls/server.key)
+tls_in_bare_root() {
+  [ -x "$M/opt/venv/bin/peeklock" ] || { echo "no wheel installed in the root"; return 1; }
+  make_certs || return 1
+  clear_bundles
+  tls tls-fails "${TLS[@]}" || return 1                                         # no CA anywhere
+  place_ca /etc/pki/tls/certs/ca-bundle.crt "$WORK/tls/ca.pem"; tls tls "${TLS[@]}" || return 1  # RHEL, Fedora
+  clear_bundles; place_ca /etc/ssl/cert.pem "$WORK/tls/ca.pem"; tls tls "${TLS[@]}" || return 1   # Alpine
+  clear_bundles; place_ca /etc/ssl/certs/ca-certificates.crt "$WORK/tls/ca.pem"                   # Debian
+  tls tls "${TLS[@]}" || return 1
+  # ca_file still overrides: the test CA from elsewhere with no system bundle, and another CA
+  # in place of a system bundle that would have trusted the endpoint
+  clear_bundles; tls tls "${TLS[@]}" /srv/tls/ca.pem || return 1
+  place_ca /etc/pki/tls/certs/ca-bundle.crt "$WORK/tls/ca.pem"; tls tls-fails "${TLS[@]}" /srv/tls/other.pem
+}
+run "TLS in the bare root: CA bundle on the RHEL, Alpine and Debian layouts; ca_file overrides" tls_in_bare_root
 
 echo "install: $passed passed, $failed failed"
 [ "$failed" = 0 ]
