@@ -6,12 +6,12 @@
 # 1. fetches the sources of OpenSSL, curl and cJSON from Debian's source packages
 #    (apt-get source, with a private apt configuration: the system's is not touched);
 # 2. builds them as static libraries with `zig cc` (the ziglang package from PyPI)
-#    targeting glibc $PEEKLOCK_GLIBC (default 2.28), curl cut down to HTTP/HTTPS
+#    targeting glibc $PEEKLOCK_GLIBC (default 2.17), curl cut down to HTTP/HTTPS
 #    over OpenSSL (no LDAP, RTMP, SSH, GSSAPI, HTTP/2, compression, IDN, PSL);
 # 3. builds the wheel with the same compiler, linking those libraries into the
 #    extension module (their symbols stay local to it: -Wl,--exclude-libs,ALL);
 # 4. runs `auditwheel repair`, which checks that the wheel needs nothing but glibc
-#    and libpthread of that version and tags it manylinux_2_28_x86_64.
+#    and libpthread of that version and tags it (2.17: manylinux2014 / manylinux_2_17).
 #
 # The libraries are built once and kept in $PEEKLOCK_CACHE (default
 # ~/.cache/peeklock/wheel); delete it to rebuild them. Needs: the project's .venv
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 OUT=$(mkdir -p "${1:-$ROOT/dist}" && cd "${1:-$ROOT/dist}" && pwd)
-GLIBC=${PEEKLOCK_GLIBC:-2.28}
+GLIBC=${PEEKLOCK_GLIBC:-2.17}
 CACHE=${PEEKLOCK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/peeklock/wheel}
 PY=${PEEKLOCK_PYTHON:-$ROOT/.venv/bin/python}
 JOBS=${PEEKLOCK_JOBS:-2}

@@ -109,10 +109,10 @@ WHEELDIR=$WORK/wheel
 build_wheel() {
   local whl tag so
   bash scripts/wheel.sh "$WHEELDIR" | tail -3 &&
-    whl=$(ls "$WHEELDIR"/peeklock-*manylinux_2_28_x86_64.whl) &&
-    # auditwheel finds the wheel consistent with manylinux_2_28 or an older tag
+    whl=$(ls "$WHEELDIR"/peeklock-*manylinux_*_x86_64.whl) &&
+    # auditwheel finds the wheel consistent with the glibc it was built for (or an older one)
     tag=$("$(dirname "$PY")/auditwheel" show "$whl" | tr -s ' \n' ' ' |
-      grep -oP 'following platform tag: "manylinux_2_\K[0-9]+(?=_x86_64")') && [ "$tag" -le 28 ] &&
+      grep -oP 'following platform tag: "manylinux_2_\K[0-9]+(?=_x86_64")') && [ "$tag" -le "$GLIBC_MINOR" ] &&
     echo "auditwheel show: consistent with manylinux_2_${tag}_x86_64" &&
     echo "wheel: $(basename "$whl"), $(du -k "$whl" | cut -f1) KiB; contents:" &&
     "$PY" -m zipfile -l "$whl" | awk 'NR > 1 {print "  " $1, $NF}' &&
@@ -121,7 +121,8 @@ build_wheel() {
     ! readelf -d "$so" | grep NEEDED | grep -v -E '\[(libc|libpthread|libdl|libm|librt|ld-linux-x86-64)\.so' &&
     echo "  _core NEEDED: $(readelf -d "$so" | awk '/NEEDED/ {print $NF}' | tr -d '[]' | tr '\n' ' ')"
 }
-run "scripts/wheel.sh: a manylinux_2_28 wheel with libcurl, OpenSSL, cJSON inside" build_wheel
+GLIBC_MINOR=${PEEKLOCK_GLIBC:-2.17}; GLIBC_MINOR=${GLIBC_MINOR#2.}
+run "scripts/wheel.sh: a manylinux_2_$GLIBC_MINOR wheel with libcurl, OpenSSL, cJSON inside" build_wheel
 
 BARE=$CACHE/debian-$(debian_codename)-minbase
 bare_root() { # the cached root, made by debootstrap on the first run
@@ -147,7 +148,7 @@ enter_root() {
 }
 wheel_in_bare_root() {
   local whl t0 t1 pyver
-  whl=$(ls "$WHEELDIR"/peeklock-*manylinux_2_28_x86_64.whl) || return 1
+  whl=$(ls "$WHEELDIR"/peeklock-*manylinux_*_x86_64.whl) || return 1
   bare_root && enter_root || return 1
   # bare: no compiler, no libcurl, no OpenSSL headers
   in_root sh -c '! command -v cc && ! command -v gcc && ! ls /usr/lib/*/libcurl* /usr/include/openssl' \
