@@ -39,10 +39,14 @@ build = {
     PEEKLOCK_LUA = "ON",
     PEEKLOCK_TESTS = "OFF",
     PEEKLOCK_LUA_INCDIR = "$(LUA_INCDIR)",
-    -- CMake searches the directories luarocks found (or was told) before the system's
-    CMAKE_INCLUDE_PATH = "$(CURL_INCDIR);$(OPENSSL_INCDIR);$(CJSON_INCDIR)",
-    CMAKE_LIBRARY_PATH = "$(CURL_LIBDIR);$(OPENSSL_LIBDIR);$(CJSON_LIBDIR)",
+    -- where luarocks found the libraries (or was told: CURL_DIR=..., *_INCDIR=, *_LIBDIR=);
+    -- CMake searches there before the system's places
+    CURL_ROOT = "$(CURL_DIR)",
+    OPENSSL_ROOT_DIR = "$(OPENSSL_DIR)",
     CJSON_INCLUDE_DIR = "$(CJSON_INCDIR)",
+    CJSON_LIBRARY_DIR = "$(CJSON_LIBDIR)",
+    PEEKLOCK_INCLUDE_PATH = "$(CURL_INCDIR);$(OPENSSL_INCDIR)",
+    PEEKLOCK_LIBRARY_PATH = "$(CURL_LIBDIR);$(OPENSSL_LIBDIR)",
   },
   -- CMake builds the module; luarocks installs just these files (not the C library).
   install_pass = false,

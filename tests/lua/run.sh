@@ -100,10 +100,34 @@ rock_pack() {
     { tail -20 "$dir/log"; rm -rf "$dir"; return 1; }
   rm -rf "$dir"
 }
+# external_dependencies: CURL_DIR= / CJSON_DIR= reach CMake (here copies of the system's
+# libcurl and cJSON in another prefix are what the build links), and a library missing where
+# it was pointed at stops luarocks with its name.
+rock_overrides() {
+  local t out libcurl
+  t=$(mktemp -d)
+  libcurl=$(pkg-config --variable=libdir libcurl)
+  mkdir -p "$t/curl/include" "$t/curl/lib" "$t/cjson/include" "$t/cjson/lib"
+  cp -r "$(pkg-config --variable=includedir libcurl)/curl" "$t/curl/include/" 2>/dev/null ||
+    cp -r /usr/include/*/curl "$t/curl/include/"
+  cp -a "$libcurl"/libcurl.so* "$t/curl/lib/"
+  cp -r "$(pkg-config --variable=includedir libcjson)/cjson" "$t/cjson/include/"
+  cp -a "$(pkg-config --variable=libdir libcjson)"/libcjson.so* "$t/cjson/lib/"
+  rm -rf "$ROOT/build.luarocks"
+  luarocks --lua-version 5.4 --tree "$t/tree" make CURL_DIR="$t/curl" CJSON_DIR="$t/cjson" >"$t/log" 2>&1 &&
+    grep -q "^CURL_LIBRARY_RELEASE:FILEPATH=$t/curl/lib/libcurl.so\$" "$ROOT/build.luarocks/CMakeCache.txt" &&
+    grep -q "^CJSON_LIBRARY:FILEPATH=$t/cjson/lib/libcjson.so\$" "$ROOT/build.luarocks/CMakeCache.txt" ||
+    { tail -20 "$t/log"; grep -E '^(CURL|CJSON)_' "$ROOT/build.luarocks/CMakeCache.txt"; rm -rf "$t" "$ROOT/build.luarocks"; return 1; }
+  rm -rf "$ROOT/build.luarocks"
+  out=$(luarocks --lua-version 5.4 --tree "$t/tree" make CJSON_DIR="$t/none" 2>&1) && { rm -rf "$t"; return 1; }
+  rm -rf "$t" "$ROOT/build.luarocks"
+  grep -q "Could not find header file for CJSON" <<<"$out" || { echo "$out" | tail -5; return 1; }
+}
 if command -v luarocks >/dev/null; then
   run "luarocks make at the root (Lua 5.4)" rock_check 5.4
   run "luarocks make at the root (LuaJIT)" rock_check jit
   run "release tarball, luarocks pack, install with no swig run" rock_pack
+  run "luarocks CURL_DIR= / CJSON_DIR= reach the build" rock_overrides
 fi
 run "nginx + lua module" env PEEKLOCK_LUA_BUILD="$BUILD" bash tests/nginx/run.sh
 
