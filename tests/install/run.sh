@@ -195,6 +195,7 @@ place_ca() { # path in the root, CA file
   mkdir -p "$(dirname "$M$1")" && cp "$2" "$M$1"
 }
 tls() { in_root python /srv/roundtrip.py "$@"; }
+tls_cert_file() { in_root SSL_CERT_FILE="$1" python /srv/roundtrip.py "${@:2}"; }
 TLS=(/srv/tls/server.pem /srv/tls/server.key)
 tls_in_bare_root() {
   [ -x "$M/opt/venv/bin/peeklock" ] || { echo "no wheel installed in the root"; return 1; }
@@ -205,12 +206,14 @@ tls_in_bare_root() {
   clear_bundles; place_ca /etc/ssl/cert.pem "$WORK/tls/ca.pem"; tls tls "${TLS[@]}" || return 1   # Alpine
   clear_bundles; place_ca /etc/ssl/certs/ca-certificates.crt "$WORK/tls/ca.pem"                   # Debian
   tls tls "${TLS[@]}" || return 1
+  # $SSL_CERT_FILE, with no bundle in any of the places
+  clear_bundles; tls_cert_file /srv/tls/ca.pem tls "${TLS[@]}" || return 1
   # ca_file still overrides: the test CA from elsewhere with no system bundle, and another CA
   # in place of a system bundle that would have trusted the endpoint
   clear_bundles; tls tls "${TLS[@]}" /srv/tls/ca.pem || return 1
   place_ca /etc/pki/tls/certs/ca-bundle.crt "$WORK/tls/ca.pem"; tls tls-fails "${TLS[@]}" /srv/tls/other.pem
 }
-run "TLS in the bare root: CA bundle on the RHEL, Alpine and Debian layouts; ca_file overrides" tls_in_bare_root
+run "TLS in the bare root: CA bundle on the RHEL, Alpine and Debian layouts, SSL_CERT_FILE; ca_file overrides" tls_in_bare_root
 
 echo "install: $passed passed, $failed failed"
 [ "$failed" = 0 ]
