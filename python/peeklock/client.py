@@ -22,6 +22,10 @@ from . import _core
 from . import errors as _errors
 from .errors import (Error, InvalidArgument, LockLostError, StateError)
 
+if TYPE_CHECKING:
+    from .management import EntityList
+    from .tools import ResubmitReport
+
 __all__ = ["Client", "Message", "OutgoingMessage", "MessageList", "ConnectionString",
            "sas_token", "parse_connection_string", "version"]
 
@@ -567,6 +571,28 @@ class MessageList(List[Message]):
 TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]
 
 
+def _management_authorization(connection_string: Optional[str], key_name: Optional[str],
+                              key: Optional[str], token: Optional[str],
+                              token_provider: Optional[TokenProvider]) -> Callable[[str], str]:
+    """The Authorization header for management requests, from the same
+    credentials the C client was given (kept in this closure, never shown)."""
+    if connection_string is not None:
+        cs = parse_connection_string(connection_string)
+        key_name, key, token = cs.key_name or key_name, cs.key or key, cs.sas_token or token
+    if token_provider is not None:
+        provider = token_provider
+
+        def bearer(audience: str) -> str:
+            got = provider(audience)
+            return "Bearer " + str(got[0] if isinstance(got, tuple) else got)
+        return bearer
+    if key is not None and key_name is not None:
+        kn, k = key_name, key
+        return lambda audience: sas_token(audience, kn, k, int(time.time()) + 300)
+    fixed = token or ""
+    return lambda audience: fixed
+
+
 class Client:
     """A Service Bus REST client. Thread-safe: share one between threads.
 
@@ -619,6 +645,9 @@ class Client:
                                        _ms(ct), _ms(rt), max_retries,
                                        0, 0, pool_size, ca_file, 0)
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
+        self._ca_file = ca_file
+        self._authorization = _management_authorization(
+            connection_string, key_name, key, sas_token, token_provider)
         self.entity_path: Optional[str] = _core.pl_client_entity_path(self._h)
         # the handle the C methods use, while open and with no token to refresh
         self._plain_h: Any = self._h if token_provider is None else None
@@ -846,6 +875,41 @@ class Client:
         from .processor import Processor
         p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew, **kwargs)
         return p.run()
+
+    # ---- operator tools ----
+    def entities(self) -> "EntityList":
+        """Every queue, topic and subscription of the namespace with its message
+        counts and settings (Atom management API); a table in Jupyter."""
+        from .management import Management
+        self._check_open()
+        return Management(self.endpoint, self._authorization, ca_file=self._ca_file).entities()
+
+    def resubmit_dead_letters(self, entity: str, *, to: Optional[str] = None,
+                              filters: Optional[Mapping[str, str]] = None,
+                              max_messages: Optional[int] = None, rate: Optional[float] = None,
+                              keep_message_id: bool = True, dry_run: bool = False,
+                              timeout: float = 5) -> "ResubmitReport":
+        """Sends a copy of each dead-lettered message of ``entity`` (a queue or
+        subscription) back to it, or to ``to``, without its dead-letter
+        reason and description, then removes the dead letter (see
+        :func:`peeklock.tools.resubmit_dead_letters`). ``filters`` maps a field
+        (reason, description, label, message_id, or a custom property) to a
+        glob pattern that must match."""
+        from .tools import resubmit_dead_letters
+        entity = _check_entity(entity)
+        if to is not None:
+            to = _check_entity(to)
+        t = _check_timeout(timeout)
+        if max_messages is not None and (isinstance(max_messages, bool)
+                                         or not isinstance(max_messages, int) or max_messages < 1):
+            raise ValueError("max_messages must be a positive int or None")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not rate > 0):
+            raise ValueError("rate must be a positive number of messages per second")
+        return resubmit_dead_letters(
+            self, entity, to=to, filters=list((filters or {}).items()), max_messages=max_messages,
+            rate=rate, keep_message_id=keep_message_id, dry_run=dry_run, timeout=t,
+            warn=lambda text: log.warning("%s", text))
 
     def stats(self) -> Dict[str, Any]:
         """Counters: sent, received, completed, abandoned, renewed, lost, renew
