@@ -12,6 +12,13 @@ stops and the lock is left to run out: the message comes back within one lock
 duration, and never while this process still holds a valid lock on it.
 ``on_drain_timeout="abandon"`` gives it back at once instead, for handlers that
 check ``msg.settled`` and stop by themselves.
+
+A handler that fails does not give its message back at once: the message is
+held (and renewed) for ``retry_delay`` first, by default 1 s doubled with each
+delivery up to 60 s (:func:`exponential_backoff`), so that a short outage of
+something the handler needs does not use up the message's deliveries in
+milliseconds and dead-letter it. ``on_error(msg, exc)`` is called before the
+delay. A drain cuts the delay short and abandons at once.
 """
 from __future__ import annotations
 
@@ -20,16 +27,31 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
 
 from .errors import Error, LockLostError
 
 if TYPE_CHECKING:
     from .client import Client, Message
 
-__all__ = ["Processor", "ProcessSummary"]
+__all__ = ["Processor", "ProcessSummary", "exponential_backoff"]
 
 log = logging.getLogger("peeklock")
+
+
+def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Message"], float]:
+    """A retry delay of ``base`` seconds on the first delivery, doubled with
+    each further delivery, at most ``cap``."""
+    if not base >= 0 or not cap >= 0:
+        raise ValueError("base and cap must be non-negative numbers of seconds")
+
+    def delay(msg: "Message") -> float:
+        return float(min(cap, base * 2.0 ** min(max(msg.delivery_count - 1, 0), 62)))
+    return delay
+
+
+RetryDelay = Union[float, Callable[["Message"], float], None]
 
 
 @dataclass
@@ -40,6 +62,7 @@ class ProcessSummary:
     received: int = 0          # messages locked
     processed: int = 0         # handler returned and the message was completed
     failed: int = 0            # handler raised: abandoned (will be redelivered)
+    settled_by_handler: int = 0  # the handler completed or abandoned the message itself
     lost: int = 0              # lock lost: nothing completed
     abandoned_on_drain: int = 0  # given back at once by the drain (see on_drain_timeout)
     left_to_expire: int = 0    # handler still running at the drain deadline: renewal
@@ -62,6 +85,8 @@ class ProcessSummary:
 
     def __str__(self) -> str:
         return (f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
+                + (f"settled by the handler {self.settled_by_handler}, "
+                   if self.settled_by_handler else "") +
                 f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
                 + (f"left to expire {self.left_to_expire}, " if self.left_to_expire else "") +
                 f"renewals {self.renewals}, redelivered {self.redelivered}, "
@@ -78,7 +103,9 @@ class Processor:
                  handle_signals: bool = True,
                  on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
                  progress_interval: float = 0.5,
-                 on_drain_timeout: str = "expire") -> None:
+                 on_drain_timeout: str = "expire",
+                 retry_delay: RetryDelay = exponential_backoff(),
+                 on_error: Optional[Callable[["Message", BaseException], Any]] = None) -> None:
         from .client import _check_entity, _check_seconds, _check_timeout
         self.client = client
         self.entity = _check_entity(entity)
@@ -91,6 +118,12 @@ class Processor:
         if on_drain_timeout not in ("expire", "abandon"):
             raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
         self.on_drain_timeout = on_drain_timeout
+        if retry_delay is not None and not callable(retry_delay):
+            retry_delay = float(_check_seconds(retry_delay, "retry_delay") or 0.0)
+        self.retry_delay = retry_delay
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+        self.on_error = on_error
         self.handler = handler
         self.concurrency = concurrency
         self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
@@ -168,7 +201,13 @@ class Processor:
             outcome = "processed"
             try:
                 with msg:
-                    self.handler(msg)
+                    try:
+                        self.handler(msg)
+                    except Exception as e:
+                        self._handler_failed(msg, e)
+                        raise
+                    if msg.settled and not msg.lock_lost:
+                        outcome = "settled_by_handler"
             except LockLostError:
                 outcome = "lost"
             except Error as e:
@@ -178,10 +217,8 @@ class Processor:
                 else:
                     outcome = "failed"
                     log.warning("handler for message %s failed: %s", msg.sequence_number, e)
-            except Exception as e:  # the handler's own failure: abandoned
+            except Exception:  # the handler's own failure (logged): abandoned
                 outcome = "lost" if msg.lock_lost else "failed"
-                log.info("handler for message %s raised %s: abandoned", msg.sequence_number,
-                         type(e).__name__)
             except BaseException:
                 with self._lock:
                     self._held.discard(msg)
@@ -206,7 +243,35 @@ class Processor:
                     s.lost += 1
                 elif outcome == "failed":
                     s.failed += 1
+                elif outcome == "settled_by_handler":
+                    s.settled_by_handler += 1
             self._last_activity = time.monotonic()
+
+    def _handler_failed(self, msg: "Message", exc: BaseException) -> None:
+        """Logs the failure with its traceback, calls on_error, then holds the
+        message (renewed) for the retry delay unless a drain starts."""
+        delay = 0.0
+        if self.retry_delay is not None:
+            try:
+                delay = max(0.0, float(self.retry_delay(msg) if callable(self.retry_delay)
+                                       else self.retry_delay))
+            except Exception as e:  # a broken delay policy must not lose the message
+                log.warning("retry_delay raised %s: abandoning at once", type(e).__name__)
+        text = f"handler: {type(exc).__name__}: {exc}"
+        with self._lock:
+            self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
+        log.warning("handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
+                    msg.sequence_number, msg.message_id, self.entity, type(exc).__name__, exc,
+                    f" in {delay:g} s" if delay else "",
+                    exc_info=(type(exc), exc, exc.__traceback__))
+        if self.on_error is not None:
+            try:
+                self.on_error(msg, exc)
+            except Exception as e:
+                log.warning("on_error raised %s: %s\n%s", type(e).__name__, e,
+                            traceback.format_exc())
+        if delay and not msg.settled:
+            self.stop_event.wait(delay)        # a drain cuts the delay short
 
     # ---- signals ----
     def _on_signal(self, signum: int, frame: Any) -> None:

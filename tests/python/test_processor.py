@@ -208,3 +208,67 @@ def test_keyboard_interrupt_without_signal_handling_releases_messages(client, em
         never.set()
     wait_for(lambda: client.stats()["lost"] >= 3)   # the late completes found no lock
     assert completed(emu, queue) == {}
+
+
+def test_failed_handler_holds_its_message_for_the_retry_delay(client, emu, queue, caplog):
+    """A failure is not abandoned at once (a short outage would dead-letter every
+    message in flight): the message stays locked for retry_delay, on_error sees the
+    failure first, and a drain cuts the delay short and abandons at once."""
+    import logging
+    client.send(queue, b"x", message_id="m0")
+    failed = threading.Event()
+    seen = []
+    stop = threading.Event()
+
+    def handler(msg):
+        raise ValueError("database unavailable")
+
+    def on_error(msg, exc):
+        seen.append((msg.message_id, type(exc).__name__, str(exc)))
+        failed.set()
+
+    result = {}
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    t = threading.Thread(target=lambda: result.update(s=client.process(
+        queue, handler, concurrency=1, poll_timeout=1, retry_delay=3600, on_error=on_error,
+        stop_event=stop, drain_timeout=20, handle_signals=False)))
+    t.start()
+    assert failed.wait(30)
+    assert seen == [("m0", "ValueError", "database unavailable")]
+    [m] = emu.messages(queue)
+    assert m["state"] == "locked" and m["delivery_count"] == 1        # held, not abandoned
+    stop.set()
+    t.join(30)
+    s = result["s"]
+    assert (s.failed, s.processed, s.left_to_expire) == (1, 0, 0)
+    [m] = emu.messages(queue)
+    assert m["state"] == "available"                                  # abandoned by the drain
+    assert s.last_errors == ["handler: ValueError: database unavailable"]
+    rec = [r for r in caplog.records if "failed" in r.getMessage()][0]
+    assert rec.levelname == "WARNING" and "database unavailable" in rec.getMessage()
+    assert rec.exc_info and rec.exc_info[0] is ValueError
+
+
+def test_exponential_backoff_by_delivery_count():
+    from types import SimpleNamespace
+
+    from peeklock.processor import exponential_backoff
+    d = exponential_backoff(base=1, cap=60)
+    assert [d(SimpleNamespace(delivery_count=n)) for n in (1, 2, 3, 4, 7, 8, 100)] == \
+        [1, 2, 4, 8, 60, 60, 60]
+    assert exponential_backoff(0.5, 3)(SimpleNamespace(delivery_count=2)) == 1.0
+
+
+def test_handler_that_settles_its_message_is_not_counted_as_processed(client, emu, queue):
+    for i in range(2):
+        client.send(queue, str(i).encode(), message_id=f"m{i}")
+
+    def handler(msg):
+        if msg.text == "0" and msg.delivery_count == 1:
+            msg.abandon()          # gives it back itself; it comes straight back
+
+    s = client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=3,
+                       handle_signals=False)
+    assert (s.processed, s.settled_by_handler, s.failed) == (2, 1, 0)
+    assert completed(emu, queue) == {"m0": 1, "m1": 1}
+    assert "settled by the handler 1" in str(s)
