@@ -8,6 +8,7 @@ renewer (one background thread per client, created on first use).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import logging
@@ -24,6 +25,7 @@ from .errors import (Error, InvalidArgument, LockLostError, StateError)
 
 if TYPE_CHECKING:
     from .management import EntityList
+    from .processor import RetryDelay
     from .tools import ResubmitReport
 
 __all__ = ["Client", "Message", "OutgoingMessage", "MessageList", "ConnectionString",
@@ -43,6 +45,7 @@ PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
 
 _DEFAULT_MAX_RENEW = 300.0
+_DEFAULT_RETRY: Any = object()   # process(): the processor's default retry delay
 _MAX_TIMEOUT = 300
 
 
@@ -182,17 +185,32 @@ def parse_connection_string(s: str) -> ConnectionString:
     )
 
 
+# 2001-09-09: an "expiry" below this is a lifetime passed by mistake, not a date
+_MIN_EXPIRY = 1_000_000_000
+
+
 def sas_token(uri: str, key_name: str, key: str,
-              expiry: Union[int, float, _dt.datetime, None] = None) -> str:
-    """A Service Bus SAS token for ``uri`` (namespace or entity), valid until
-    ``expiry`` (Unix seconds or datetime; default one hour from now). The key
-    is used as text, never base64-decoded."""
+              expiry: Union[int, float, _dt.datetime, None] = None, *,
+              lifetime: Optional[float] = None) -> str:
+    """A Service Bus SAS token for ``uri`` (namespace or entity). Give either
+    ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
+    seconds or a datetime); neither means one hour from now. The key is used
+    as text, never base64-decoded."""
     _check_str("uri", uri)
     _check_str("key_name", key_name)
     _check_str("key", key)
+    if lifetime is not None:
+        if expiry is not None:
+            raise TypeError("pass lifetime or expiry, not both")
+        life = _check_seconds(lifetime, "lifetime")
+        if not life:
+            raise ValueError("lifetime must be positive")
+        return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
     se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
-    if se <= 0:
-        raise ValueError("expiry must be a positive Unix time")
+    if se < _MIN_EXPIRY:
+        raise ValueError(f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
+                         f"in 1970-2001; for a token valid {se} seconds from now pass "
+                         f"lifetime={se}")
     return str(_core.pl_sas_token(uri, key_name, key, se))
 
 
@@ -397,6 +415,27 @@ class Message:
     @property
     def to(self) -> Optional[str]:
         return self._broker("To")
+
+    @property
+    def dead_letter_reason(self) -> Optional[str]:
+        """Why the service dead-lettered this message (``MaxDeliveryCountExceeded``,
+        ``TTLExpiredException``, …), or None."""
+        v = self.properties.get("DeadLetterReason")
+        return None if v is None else str(v)
+
+    @property
+    def dead_letter_description(self) -> Optional[str]:
+        """The service's description of why it dead-lettered this message, or None."""
+        v = self.properties.get("DeadLetterErrorDescription")
+        return None if v is None else str(v)
+
+    @property
+    def lock_token(self) -> Optional[str]:
+        """The lock token (None after receive-and-delete). It grants settling the
+        message to whoever holds it and a credential: it never appears in
+        ``repr``, logs or error messages; do not log it yourself."""
+        v = _core.pl_message_lock_token(self._h)
+        return None if v is None else str(v)
 
     @property
     def state(self) -> str:
@@ -770,11 +809,23 @@ class Client:
 
     # ---- operations ----
     def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", *,
-             properties: Optional[Mapping[str, PropertyValue]] = None, **kwargs: Any) -> None:
+             properties: Optional[Mapping[str, PropertyValue]] = None,
+             message_id: Optional[str] = None, label: Optional[str] = None,
+             content_type: Optional[str] = None, time_to_live: Optional[float] = None,
+             correlation_id: Optional[str] = None, session_id: Optional[str] = None,
+             partition_key: Optional[str] = None, reply_to: Optional[str] = None,
+             reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
+             scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None) -> None:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
-        (sent as UTF-8) or an OutgoingMessage; keyword arguments are those of
-        OutgoingMessage (message_id, label, content_type, time_to_live, …)."""
+        (sent as UTF-8) or an OutgoingMessage; the keyword arguments are those of
+        OutgoingMessage."""
         entity = _check_entity(entity)
+        kwargs: Dict[str, Any] = {k: v for k, v in (
+            ("message_id", message_id), ("label", label), ("content_type", content_type),
+            ("time_to_live", time_to_live), ("correlation_id", correlation_id),
+            ("session_id", session_id), ("partition_key", partition_key),
+            ("reply_to", reply_to), ("reply_to_session_id", reply_to_session_id), ("to", to),
+            ("scheduled_enqueue_time", scheduled_enqueue_time)) if v is not None}
         if type(body) is bytes and not kwargs:
             # fast path: no broker properties to validate
             if properties is not None and not isinstance(properties, Mapping):
@@ -827,6 +878,22 @@ class Client:
             return None
         return Message(h, self, mr)
 
+    @contextlib.contextmanager
+    def lock(self, entity: str, timeout: float = 30, *,
+             max_renew: Optional[float] = None) -> Iterator[Optional[Message]]:
+        """``with client.lock("orders", timeout=30) as msg:`` peek-locks the next
+        message and yields it, or yields None when nothing arrived in time (so
+        an empty queue is an ``if msg is None`` inside the block, not a
+        TypeError). The message is handled as ``with msg:`` handles it: renewed
+        while the block runs, completed on a clean exit, abandoned on an
+        exception, LockLostError when its lock was lost."""
+        msg = self.peek_lock(entity, timeout, max_renew=max_renew)
+        if msg is None:
+            yield None
+            return
+        with msg:
+            yield msg
+
     def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
         """Reads and deletes the next message (destructive; nothing to settle)."""
         entity = _check_entity(entity)
@@ -868,12 +935,27 @@ class Client:
         return MessageList(self.receive(entity, timeout=timeout, max_messages=max_messages))
 
     def process(self, entity: str, handler: Callable[[Message], Any], *, concurrency: int = 4,
-                max_renew: Optional[float] = None, **kwargs: Any) -> "ProcessSummary":
+                max_renew: Optional[float] = None, poll_timeout: float = 5,
+                drain_timeout: float = 30, max_messages: Optional[int] = None,
+                idle_timeout: Optional[float] = None,
+                stop_event: Optional[threading.Event] = None, handle_signals: bool = True,
+                on_progress: Optional[Callable[["ProcessSummary"], Any]] = None,
+                progress_interval: float = 0.5, on_drain_timeout: str = "expire",
+                retry_delay: "RetryDelay" = _DEFAULT_RETRY,
+                on_error: Optional[Callable[[Message, BaseException], Any]] = None,
+                ) -> "ProcessSummary":
         """Runs ``handler`` on every message of ``entity`` with ``concurrency``
         worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
         ``max_messages`` or ``idle_timeout``); see peeklock.processor."""
-        from .processor import Processor
-        p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew, **kwargs)
+        from .processor import Processor, exponential_backoff
+        p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew,
+                      poll_timeout=poll_timeout, drain_timeout=drain_timeout,
+                      max_messages=max_messages, idle_timeout=idle_timeout,
+                      stop_event=stop_event, handle_signals=handle_signals,
+                      on_progress=on_progress, progress_interval=progress_interval,
+                      on_drain_timeout=on_drain_timeout,
+                      retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY
+                      else retry_delay, on_error=on_error)
         return p.run()
 
     # ---- operator tools ----
@@ -921,6 +1003,10 @@ class Client:
             rs = dict(_core.pl_renewer_stats_get(r))
             rs["slack_buckets"] = list(rs["slack_buckets"])
             s["renewer"] = rs
+        else:                           # no lock held yet: the same keys, nothing counted
+            s["renewer"] = {"held": 0, "renewals": 0, "failures": 0, "lost": 0,
+                            "cap_reached": 0, "threads": 0, "lateness_p99_ms": 0.0,
+                            "rtt_p99_ms": 0.0, "slack_buckets": [0] * 6, "state_bytes": 0}
         s["events"] = dict(self._event_counts)
         return s
 
@@ -930,7 +1016,10 @@ class Client:
 # place, which do the common case in one call each and hand any other call on
 # to the Python method.
 _core.pl_py_bind(Message, _ENTITY_OK)
-for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, **kwargs)"),
+for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, message_id=None, "
+                                 "label=None, content_type=None, time_to_live=None, correlation_id=None, "
+                                 "session_id=None, partition_key=None, reply_to=None, "
+                                 "reply_to_session_id=None, to=None, scheduled_enqueue_time=None)"),
                                 (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
                                 (Message, "complete", "($self, /)")):
     _general = getattr(_cls, _name)

@@ -39,3 +39,60 @@ def test_resubmit_dead_letters_from_python(emu, client, make_queue):
     assert [m["message_id"] for m in emu.entity_state(q)["dead_letter"]] == ["r1"]
     m = client.receive_and_delete(q, timeout=0)
     assert "DeadLetterReason" not in m.properties and m.properties["Tenant"] == "t0"
+
+
+def test_lock_yields_none_on_an_empty_queue_and_settles_like_with_msg(emu, client, make_queue):
+    q = make_queue()
+    with client.lock(q, timeout=0) as msg:
+        assert msg is None                       # no TypeError on an empty queue
+    client.send(q, b"a", message_id="a")
+    client.send(q, b"b", message_id="b")
+    with client.lock(q, timeout=1) as msg:
+        assert msg is not None and msg.body == b"a"
+    try:
+        with client.lock(q, timeout=1) as msg:
+            raise RuntimeError("handler failed")
+    except RuntimeError:
+        pass
+    assert emu.entity_state(q)["completed"] == {"a": 1}
+    [m] = emu.messages(q)
+    assert (m["message_id"], m["state"]) == ("b", "available")        # abandoned
+
+
+def test_sas_token_lifetime_and_expiry_are_told_apart():
+    import time
+    import pytest
+    tok = peeklock.sas_token("https://ns/q", "k", "v", lifetime=3600)
+    se = int(tok.split("se=")[1].split("&")[0])
+    assert abs(se - (time.time() + 3600)) < 60
+    with pytest.raises(ValueError, match="lifetime=3600"):
+        peeklock.sas_token("https://ns/q", "k", "v", 3600)          # 1970: refused
+    with pytest.raises(TypeError):
+        peeklock.sas_token("https://ns/q", "k", "v", time.time() + 60, lifetime=60)
+    assert "se=2000000000" in peeklock.sas_token("https://ns/q", "k", "v", 2_000_000_000)
+
+
+def test_dead_letter_fields_and_lock_token(emu, client, make_queue):
+    q = make_queue(max_delivery_count=1)
+    client.send(q, b"x", message_id="x")
+    m = client.peek_lock(q, timeout=1)
+    assert m.dead_letter_reason is None and len(m.lock_token) == 36
+    assert m.lock_token not in repr(m) and m.lock_token not in m._repr_html_()
+    m.abandon()
+    d = client.peek_lock(q + "/$DeadLetterQueue", timeout=1)
+    assert d.dead_letter_reason == "MaxDeliveryCountExceeded"
+    assert "1 delivery" in d.dead_letter_description
+    d.complete()
+    assert client.receive_and_delete(q, timeout=0) is None
+
+
+def test_stats_has_the_renewer_keys_before_any_lock(emu):
+    with peeklock.Client.from_connection_string(emu.connection_string) as c:
+        before = c.stats()["renewer"]
+        assert before["held"] == 0 and before["renewals"] == 0
+        q = "st-" + str(id(c))
+        emu.create_queue(q)
+        c.send(q, b"x")
+        with c.peek_lock(q, timeout=1):
+            pass
+        assert set(c.stats()["renewer"]) == set(before)
