@@ -602,6 +602,25 @@ class MessageList(List[Message]):
         return (f"<table class='peeklock-messages'>{Message._HTML_HEAD}{rows}</table>"
                 f"<p>{len(self)} message{'s' if len(self) != 1 else ''}</p>")
 
+    def to_dataframe(self) -> Any:
+        """The messages as a pandas DataFrame, one row per message (pandas must
+        be installed: ``pip install pandas``). Custom properties become columns
+        prefixed ``prop.``; the body is kept as bytes."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from None
+        rows = []
+        for m in self:
+            row: Dict[str, Any] = {
+                "sequence_number": m.sequence_number, "message_id": m.message_id,
+                "delivery_count": m.delivery_count, "enqueued_time": m.enqueued_time,
+                "label": m.label, "content_type": m.content_type, "size": len(m.body),
+                "dead_letter_reason": m.dead_letter_reason, "state": m.state, "body": m.body}
+            row.update({f"prop.{k}": v for k, v in m.properties.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
 
 # --------------------------------------------------------------------------
 # client
@@ -700,6 +719,18 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<peeklock.Client endpoint={self.endpoint!r}{' closed' if self._closed else ''}>"
+
+    def _repr_html_(self) -> str:
+        """The endpoint and, when the management API answers, every entity with
+        its counts (Jupyter)."""
+        head = (f"<p class='peeklock-client'><b>peeklock.Client</b> "
+                f"{html.escape(self.endpoint)}{' (closed)' if self._closed else ''}</p>")
+        if self._closed:
+            return head
+        try:
+            return head + self.entities()._repr_html_()
+        except Error as e:
+            return head + f"<p>entities unavailable: {html.escape(type(e).__name__)}</p>"
 
     # ---- lifecycle ----
     def close(self, unlock_held: bool = True) -> None:

@@ -126,7 +126,7 @@ def _html_table(rows: List[EntityInfo]) -> str:
         f"<td>{cell(r.dead_letter)}</td><td>{cell(r.scheduled)}</td>"
         f"<td>{cell(r.lock_duration)}</td><td>{cell(r.max_delivery_count)}</td></tr>"
         for r in rows)
-    return f"<table>{head}{body}</table>"
+    return f"<table class='peeklock-entities'>{head}{body}</table>"
 
 
 class EntityList(List[EntityInfo]):
