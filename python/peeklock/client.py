@@ -607,7 +607,7 @@ class MessageList(List[Message]):
         be installed: ``pip install pandas``). Custom properties become columns
         prefixed ``prop.``; the body is kept as bytes."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
         except ImportError:
             raise ImportError("to_dataframe needs pandas: pip install pandas") from None
         rows = []
@@ -649,6 +649,29 @@ def _management_authorization(connection_string: Optional[str], key_name: Option
         return lambda audience: sas_token(audience, kn, k, int(time.time()) + 300)
     fixed = token or ""
     return lambda audience: fixed
+
+
+def _event_loop(ref: "weakref.ref[Client]", r: Any) -> None:
+    """The events thread of one renewer: waits in C (GIL released) for the
+    next event and hands it to the client, until the renewer is closed."""
+    while True:
+        try:
+            ev = _core.pl_renewer_wait_event(r, 3_600_000)
+        except Error:
+            return
+        client = ref()
+        if client is None:
+            return
+        if ev is None:
+            if client._renewer_handle is not r:      # closed: its queue is drained
+                return
+            continue
+        with client._events_lock:
+            try:
+                client._on_event(ev)
+            except Exception:          # a logging handler's failure must not end the thread
+                log.exception("handling a renewer event")
+        del client
 
 
 class Client:
@@ -809,11 +832,21 @@ class Client:
         with self._renewer_lock:
             self._check_open()
             if self._renewer_handle is None:
-                self._renewer_handle = _core.pl_renewer_open(self._h, 0, 0, -1.0,
-                                                             _ms(self.max_renew), 0)
+                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _ms(self.max_renew), 0)
+                self._renewer_handle = r
+                # the renewer's events are logged (and counted) as they happen, by a
+                # thread that sleeps in C until one comes (the GIL released meanwhile)
+                t = threading.Thread(target=_event_loop, args=(weakref.ref(self), r),
+                                     name="peeklock-events", daemon=True)
+                t.start()
+                # a client dropped unclosed: its renewer stops (without unlocking, as
+                # before), which also ends the events thread
+                weakref.finalize(self, _core.pl_renewer_close, r, 0)
             return self._renewer_handle
 
     def _drain_events(self) -> None:
+        """Handles the events already queued (the event thread handles them as
+        they come; this makes sure none is pending, e.g. at a block's exit)."""
         r = self._renewer_handle
         if r is None:
             return
@@ -822,21 +855,26 @@ class Client:
                 ev = _core.pl_renewer_next_event(r)
                 if ev is None:
                     return
-                t = _core.pl_event_type(ev)
-                if t == _EVENT_RENEWED:
-                    self._event_counts["renewed"] += 1
-                    log.debug("lock renewed")
-                elif t == _EVENT_LOST:
-                    self._event_counts["lost"] += 1
-                    m = _core.pl_event_message(ev)
-                    log.warning("lock lost on message %s in %s: %s",
-                                _core.pl_message_sequence_number(m), _core.pl_message_entity(m),
-                                _core.pl_event_reason(ev))
-                elif t == _EVENT_CAP:
-                    self._event_counts["cap_reached"] += 1
-                    m = _core.pl_event_message(ev)
-                    log.info("max_renew reached for message %s in %s; renewal stopped",
-                             _core.pl_message_sequence_number(m), _core.pl_message_entity(m))
+                self._on_event(ev)
+
+    def _on_event(self, ev: Any) -> None:
+        """One renewer event: counted, and logged with the entity, the message
+        id and the sequence number (never the lock token)."""
+        t = _core.pl_event_type(ev)
+        m = _core.pl_event_message(ev)
+        where = (_core.pl_message_sequence_number(m), _core.pl_message_id(m),
+                 _core.pl_message_entity(m))
+        if t == _EVENT_RENEWED:
+            self._event_counts["renewed"] += 1
+            log.debug("lock renewed: message %s (id %s) in %s", *where)
+        elif t == _EVENT_LOST:
+            self._event_counts["lost"] += 1
+            log.warning("lock lost: message %s (id %s) in %s: %s", *where,
+                        _core.pl_event_reason(ev))
+        elif t == _EVENT_CAP:
+            self._event_counts["cap_reached"] += 1
+            log.warning("max_renew reached: message %s (id %s) in %s: renewal stopped, the "
+                        "lock runs out unless the message is settled first", *where)
 
     # ---- operations ----
     def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", *,

@@ -11,7 +11,7 @@ def test_entities_lists_queues_topics_and_subscriptions(emu, client, make_queue)
     assert ents["t-tools"].kind == "topic"
     assert ents["t-tools/subscriptions/audit"].kind == "subscription"
     html = client.entities()._repr_html_()
-    assert "<table>" in html and q in html
+    assert "peeklock-entities" in html and q in html
 
 
 def test_entities_needs_valid_credentials(emu):
