@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from peeklock.testing import Emulator, emulator, emulator_factory, fresh_emulator  # noqa: F401  (fixtures)
+from peeklock.testing import Emulator, emulator, emulator_factory, fresh_emulator, tls_emulator  # noqa: F401  (fixtures)
 
 
 class Received:
