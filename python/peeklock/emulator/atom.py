@@ -77,8 +77,9 @@ def entity_path_of(text: str) -> str:
     return t.partition("?")[0].strip("/")
 
 
-def parse_description(body: bytes, default_kind: str, base: Settings) -> Tuple[str, Settings, Optional[Filter]]:
-    """Kind, settings and (subscriptions) the DefaultRuleDescription of an Atom entry (empty body:
+def parse_description(body: bytes, default_kind: str,
+                      base: Settings) -> Tuple[str, Settings, Optional[Tuple[str, Filter]]]:
+    """Kind, settings and (subscriptions) the DefaultRuleDescription's name and rule of an Atom entry (empty body:
     defaults). Every setting is taken and obeyed, or refused: raises BrokerError(400)."""
     kind = default_kind
     s = base.copy()
@@ -107,7 +108,11 @@ def parse_description(body: bytes, default_kind: str, base: Settings) -> Tuple[s
                                   "use the namespace keys (--key-name/--key, --extra-key).")
             continue
         if name == "DefaultRuleDescription" and kind == "subscription":
-            default_rule = rule_from_element(child)
+            name_el = _child(child, "Name")
+            rule_name = ((name_el.text or "").strip() if name_el is not None else "") or "$Default"
+            if len(rule_name) > 50 or "/" in rule_name:
+                raise BrokerError(400, "The rule name '%s' is invalid." % rule_name[:60])
+            default_rule = (rule_name, rule_from_element(child))
             continue
         if name in _READ_ONLY:
             continue

@@ -580,7 +580,7 @@ class EmulatorApp:
             topic = self.broker.get(lsegs[0])
             if topic is None or topic.kind != "topic":
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % segs[0])
-            url = "%s/%s/Subscriptions" % (base, topic.name)
+            url = "%s/%s/Subscriptions%s" % (base, topic.name, "/" if request.path.endswith("/") else "")
             page, nxt = self._page(request, sorted(topic.subscriptions.values(), key=lambda e: e.key), url)
             body = atom.feed_xml("Subscriptions", url, [self.entry(e, base, now) for e in page], nxt, now)
             return await self.respond(request, 200, body.encode(), FEED_CT)
@@ -622,8 +622,9 @@ class EmulatorApp:
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
             ent, created = self.broker.create_entity(name, kind, settings, replace=replace)
             if created and default_rule is not None:
-                default_rule.created = ent.created
-                ent.rules = {"$Default": default_rule}
+                rule_name, rule = default_rule
+                rule.created = ent.created
+                ent.rules = {rule_name: rule}
                 self.broker.store.save_rules(ent)
             return await self.respond(request, 201 if created else 200,
                                       self.entry(ent, base, now).encode(), ENTRY_CT)
@@ -639,7 +640,7 @@ class EmulatorApp:
             if m != "GET":
                 raise BrokerError(405, "The method %s is not allowed here." % m)
             now = self.broker.clock.now()
-            url = "%s/%s/Rules" % (base, sub.display_path)
+            url = "%s/%s/Rules%s" % (base, sub.display_path, "/" if request.path.endswith("/") else "")
             page, nxt = self._page(request, sorted(sub.rules), url)
             body = atom.feed_xml("Rules", url, [atom.rule_entry_xml(sub, n, base) for n in page], nxt, now)
             return await self.respond(request, 200, body.encode(), FEED_CT)

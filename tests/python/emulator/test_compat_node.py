@@ -50,6 +50,10 @@ def test_azure_sb_full_cycle(node_ready, fresh_emulator):
     assert sub["body"] == "to topic" and sub["customProperties"] == {"n": 7} and sub["completed"] is True
     assert "/nodet/subscriptions/Sub1/messages/1/" in sub["location"]
     assert out["getQueue"] == {"LockDuration": "PT1M", "MaxDeliveryCount": "10"}
+    assert out["listSubscriptions"] == ["Sub1"]
+    assert out["createRule"] is True
+    assert out["listRules"] == ["$Default", "red"]
+    assert out["getRule"] == {"name": "red", "sql": "color = 'red'"}
     assert out["deleteQueue"] is True
     st = emu.state()["entities"]
     assert "nodeq" not in st
