@@ -5,32 +5,23 @@ exists, list past 100 (paged), delete, runtime counts of queues, topics and subs
 of every kind with their parameters and actions, namespace info."""
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
-
-NODE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "compat", "node-admin"))
+from conftest import npm_installed
 
 pytest.importorskip("cryptography", reason="--tls needs the cryptography package (scripts/deps/emulator.pip)")
 
 
 @pytest.fixture(scope="module")
-def node_admin_ready():
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm not installed")
-    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "@azure", "service-bus")):
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                           capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            pytest.skip("npm install in tests/compat/node-admin failed: %s" % r.stderr[-500:])
-    return True
+def node_dir():
+    return npm_installed("node-admin", "@azure/service-bus")
 
 
-def test_js_admin_client_full_scenario(node_admin_ready, emulator_factory):
+def test_js_admin_client_full_scenario(node_dir, emulator_factory):
     emu = emulator_factory(tls=True)
     env = dict(os.environ, NODE_EXTRA_CA_CERTS=emu.cert_path)
-    r = subprocess.run(["node", os.path.join(NODE_DIR, "drive_admin.js"), emu.connection_string],
+    r = subprocess.run(["node", os.path.join(node_dir, "drive_admin.js"), emu.connection_string],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout)
