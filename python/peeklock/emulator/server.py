@@ -16,6 +16,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestHandler
 
 from . import atom
 from .broker import Broker, BrokerError, Entity, Settings
@@ -64,6 +65,31 @@ class SBBareResponse(SBResponse):
             self._headers.popall(hdrs.CONTENT_TYPE, None)
         if self.zero_length:
             self._headers[hdrs.CONTENT_LENGTH] = "0"
+
+
+class QuietRequestHandler(RequestHandler):
+    """aiohttp's connection handler, except that a request it cannot parse is answered and logged
+    without the offending text: aiohttp would echo the bad header line (an Authorization with
+    its signature, say) in the 400 body and log it with a traceback."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: Optional[BaseException] = None,
+                     message: Optional[str] = None) -> web.StreamResponse:
+        if status != 400:
+            return super().handle_error(request, status, exc, message)
+        log.info("refused a request that is not valid HTTP (%s)", type(exc).__name__ if exc else "400")
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already")
+        resp = web.Response(status=400, body=error_body(400, "The request is not valid HTTP: a request line, "
+                                                             "header name or header value has characters or a "
+                                                             "form HTTP does not allow"),
+                            content_type="application/xml", charset="utf-8", headers={hdrs.SERVER: SERVER})
+        resp.force_close()
+        return resp
+
+
+class QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return QuietRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class Dropped(Exception):
@@ -171,7 +197,7 @@ class EmulatorApp:
         loop = asyncio.get_running_loop()
 
         factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=MAX_REQUEST_BODY)
-        return web.Server(self.handle, request_factory=factory, **kwargs)
+        return QuietServer(self.handle, request_factory=factory, **kwargs)
 
     # ----- responses -------------------------------------------------------------------------
 
