@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import DEFAULT_KEY, DEFAULT_KEY_NAME
 from .broker import DEFAULT_COMPLETIONS_KEPT, MAX_LOCK_DURATION, Broker, BrokerError, Settings
@@ -87,9 +87,10 @@ async def serve(args) -> int:
         store.load(broker)
     namespace = "peeklock"
     declared = []
+    config_rules: Dict[str, Any] = {}
     if args.config:
         try:
-            ns, ents = load_config(args.config, base)
+            ns, ents, config_rules = load_config(args.config, base)
         except ConfigError as e:
             print("error: %s" % e, file=sys.stderr)
             return 2
@@ -109,7 +110,12 @@ async def serve(args) -> int:
             ent = broker.get(path.lower())
             if ent is not None and ent.kind == kind:
                 continue       # already there (restart on a data dir, or topic named twice)
-            broker.create_entity(path, kind, settings)
+            ent, _ = broker.create_entity(path, kind, settings)
+            if path in config_rules:
+                for f in config_rules[path].values():
+                    f.created = ent.created
+                ent.rules = dict(config_rules[path])
+                broker.store.save_rules(ent)
     except BrokerError as e:
         print("error: %s" % e.detail, file=sys.stderr)
         return 2

@@ -385,6 +385,31 @@ def settings_from_admin(d: Dict, base: Settings) -> Settings:
         s.max_size_mb = int(num("max_size_in_megabytes", 1, 81920, True))
     if d.get("requires_session") is not None:
         s.requires_session = bool(d["requires_session"])
+    for key, attr in (("requires_duplicate_detection", "requires_duplicate_detection"),
+                      ("enable_batched_operations", "enable_batched_operations"),
+                      ("dead_lettering_on_filter_evaluation_exceptions", "dl_on_filter_exceptions"),
+                      ("enable_partitioning", "enable_partitioning"), ("enable_express", "enable_express"),
+                      ("support_ordering", "support_ordering")):
+        if d.get(key) is not None:
+            if not isinstance(d[key], bool):
+                raise BrokerError(400, "'%s' must be true or false." % key)
+            setattr(s, attr, d[key])
+    if d.get("duplicate_detection_history_time_window") is not None:
+        s.dup_window = float(num("duplicate_detection_history_time_window", MIN_DUP_WINDOW, MAX_DUP_WINDOW))
+    if "auto_delete_on_idle" in d:
+        s.auto_delete_on_idle = TTL_MAX if d["auto_delete_on_idle"] is None else \
+            float(num("auto_delete_on_idle", MIN_AUTO_DELETE, TTL_MAX))
+    for key, attr, limit in (("forward_to", "forward_to", 260), ("forward_dead_lettered_messages_to", "forward_dlq_to", 260),
+                             ("user_metadata", "user_metadata", MAX_USER_METADATA)):
+        if key in d:
+            v = d[key]
+            if v is not None and (not isinstance(v, str) or len(v) > limit):
+                raise BrokerError(400, "'%s' must be a string of at most %d characters, or null." % (key, limit))
+            setattr(s, attr, (entity_path_of(v) if attr != "user_metadata" else v) or None if v else None)
+    if d.get("status") is not None:
+        if d["status"] not in STATUSES:
+            raise BrokerError(400, "'status' must be one of %s." % ", ".join(STATUSES))
+        s.status = d["status"]
     return s
 
 

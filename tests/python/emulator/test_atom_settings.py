@@ -223,3 +223,54 @@ def test_new_settings_rules_and_held_messages_survive_a_restart(emulator_factory
     emu.advance(601)
     m = sb.receive_and_delete("pt/subscriptions/s")
     assert m.body == b"held" and m.bp["Label"] == "set"
+
+
+def test_config_json_rules_and_settings_obeyed_or_refused(emulator_factory, tmp_path):
+    import json as _json
+    cfg = {"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": [
+        {"Name": "cdest", "Properties": {}},
+        {"Name": "csrc", "Properties": {"ForwardTo": "cdest", "RequiresDuplicateDetection": True,
+                                        "DuplicateDetectionHistoryTimeWindow": "PT1M"}}],
+        "Topics": [{"Name": "ctopic", "Properties": {}, "Subscriptions": [
+            {"Name": "red", "Properties": {"MaxDeliveryCount": 3}, "Rules": [
+                {"Name": "only-red", "Properties": {"FilterType": "Correlation",
+                                                    "CorrelationFilter": {"Properties": {"color": "red"}},
+                                                    "Action": {"SqlExpression": "SET sys.Label = 'r'"}}}]},
+            {"Name": "sql", "Properties": {}, "Rules": [
+                {"Name": "big", "Properties": {"FilterType": "Sql", "SqlFilter": {"SqlExpression": "n > 5"}}}]}]}]}]}}
+    path = tmp_path / "Config.json"
+    path.write_text(_json.dumps(cfg))
+    emu = emulator_factory("--config", str(path))
+    sb = SB(emu)
+    sb.send_ok("csrc", b"a", props={"MessageId": "one"})
+    sb.send_ok("csrc", b"a", props={"MessageId": "one"})
+    assert len(emu.messages("cdest")) == 1 and emu.messages("csrc") == []
+    sb.send_ok("ctopic", b"red", headers={"color": '"red"', "n": "9"})
+    sb.send_ok("ctopic", b"blue", headers={"color": '"blue"', "n": "1"})
+    m = sb.receive_and_delete("ctopic/subscriptions/red")
+    assert m.body == b"red" and m.bp["Label"] == "r"
+    assert sb.receive_and_delete("ctopic/subscriptions/red").status == 204
+    assert [x["size"] > 0 for x in emu.messages("ctopic/subscriptions/sql")] == [True]
+    cfg["UserConfig"]["Namespaces"][0]["Queues"][0]["Properties"] = {"NoSuchKnob": 1}
+    path.write_text(_json.dumps(cfg))
+    from peeklock.testing import EmulatorError
+    with pytest.raises(EmulatorError) as err:
+        emulator_factory("--config", str(path))
+    assert "NoSuchKnob" in str(err.value)
+
+
+def test_admin_json_takes_the_same_settings(fresh_emulator):
+    emu, sb = fresh_emulator, SB(fresh_emulator)
+    emu.create_queue("jdest")
+    st = emu.create_queue("jsrc", forward_to="jdest", user_metadata="m", auto_delete_on_idle=600,
+                          requires_duplicate_detection=True, duplicate_detection_history_time_window=30)
+    assert st["forward_to"] == "jdest" and st["auto_delete_on_idle"] == 600
+    d = desc(emu.request("GET", "/jsrc")[2])
+    assert d["UserMetadata"] == "m" and d["AutoDeleteOnIdle"] == "PT10M" and d["RequiresDuplicateDetection"] == "true"
+    sb.send_ok("jsrc", b"x", props={"MessageId": "a"})
+    sb.send_ok("jsrc", b"x", props={"MessageId": "a"})
+    assert len(emu.messages("jdest")) == 1
+    from peeklock.testing import EmulatorError
+    for bad in ({"auto_delete_on_idle": 10}, {"status": "Paused"}, {"requires_duplicate_detection": "yes"}):
+        with pytest.raises(EmulatorError):
+            emu.create_queue("jbad", **bad)
