@@ -66,6 +66,26 @@ class Settings:
                  "dl_on_filter_exceptions", "enable_partitioning", "enable_express", "support_ordering",
                  "status")
 
+    lock_duration: float
+    max_delivery_count: int
+    default_ttl: float
+    dl_on_expiration: bool
+    max_message_size: int
+    max_size_mb: int
+    requires_session: bool
+    requires_duplicate_detection: bool
+    enable_batched_operations: bool
+    dup_window: float
+    auto_delete_on_idle: float
+    forward_to: Optional[str]
+    forward_dlq_to: Optional[str]
+    user_metadata: Optional[str]
+    dl_on_filter_exceptions: bool
+    enable_partitioning: bool
+    enable_express: bool
+    support_ordering: bool
+    status: str
+
     _DEFAULTS: Dict[str, Any] = {
         "lock_duration": DEFAULT_LOCK_DURATION, "max_delivery_count": DEFAULT_MAX_DELIVERY_COUNT,
         "default_ttl": TTL_MAX, "dl_on_expiration": False, "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
@@ -417,7 +437,9 @@ class Broker:
     # ----- send ------------------------------------------------------------------------------
 
     @staticmethod
-    def too_large(ent: Entity, size: int, what: str = "message", close: bool = False) -> BrokerError:
+    def too_large(ent: Entity, size: object, what: str = "message", close: bool = False) -> BrokerError:
+        """The 403 of a message (or batch) over the entity's limit; `size` in bytes, or a text
+        such as "more than N" when a streamed body was cut short."""
         return BrokerError(403, "SubCode=40300. The size of the %s (%s bytes) exceeds the maximum message size "
                            "limit of %d bytes for '%s'." % (what, size, ent.settings.max_message_size, ent.name),
                            close=close)
@@ -815,6 +837,7 @@ class Broker:
             ent.by_id.clear()
             ent.completed.clear()
             ent.completed_forgotten = 0
+            ent.seen_ids.clear()
             ent.size_bytes = 0
             ent.next_seq = 1
             ent.updated = now
