@@ -274,3 +274,18 @@ def test_admin_json_takes_the_same_settings(fresh_emulator):
     for bad in ({"auto_delete_on_idle": 10}, {"status": "Paused"}, {"requires_duplicate_detection": "yes"}):
         with pytest.raises(EmulatorError):
             emu.create_queue("jbad", **bad)
+
+
+def test_admin_json_rules_with_actions_and_parameters(fresh_emulator):
+    emu, sb = fresh_emulator, SB(fresh_emulator)
+    emu.create_topic("jt")
+    st = emu.create_subscription("jt", "s", rules={
+        "r": {"sql": "color = @c", "parameters": {"@c": "red"}, "action": "SET sys.Label = 'a'; SET user.x = 1"}})
+    assert st["rules"]["r"]["action"] == "SET sys.Label = 'a'; SET user.x = 1"
+    sb.send_ok("jt", b"red", headers={"color": '"red"'})
+    sb.send_ok("jt", b"blue", headers={"color": '"blue"'})
+    m = sb.receive_and_delete("jt/subscriptions/s")
+    assert m.body == b"red" and m.bp["Label"] == "a" and m.headers["x"] == "1"
+    assert sb.receive_and_delete("jt/subscriptions/s").status == 204
+    _, _, data = emu.request("GET", "/jt/subscriptions/s/rules/r")
+    assert b'<Action i:type="SqlRuleAction"><SqlExpression>SET sys.Label = \'a\'; SET user.x = 1</SqlExpression>' in data
