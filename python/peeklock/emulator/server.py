@@ -300,7 +300,7 @@ class EmulatorApp:
         self.broker.counters[_REQUEST_COUNTER[op]] += 1
         self.authorize(request)
         if hdrs.EXPECT in request.headers:
-            await self.continue_if_expected(request)
+            await self.continue_if_expected(request, *self.body_limit(request, op, ekey))
         rule = self.fault_for(op, ekey) if self.faults else None
         if rule is not None and not rule.after:
             resp = await self.apply_fault(request, rule, before=True)
@@ -343,15 +343,33 @@ class EmulatorApp:
                 host = "%s:%d" % (host, sock[1])
         return host
 
-    async def continue_if_expected(self, request: web.BaseRequest) -> None:
+    def body_limit(self, request: web.BaseRequest, op: str, ekey: str) -> Tuple[int, Optional[Callable[[str], BrokerError]]]:
+        """The most body bytes the request may bring, and the error past it (None: the generic one)."""
+        if op == "send":
+            ent = self.broker.get(ekey)
+            if ent is not None:
+                ct = request.headers.get(hdrs.CONTENT_TYPE)
+                if ct is not None and ct.split(";", 1)[0].strip().lower() == BATCH_CT:
+                    # the JSON of a batch may spell a byte in up to 6 (\u0000) or, base64, in 4/3
+                    return (6 * ent.settings.max_message_size + 65536,
+                            lambda size: self.broker.too_large(ent, size, "batch", close=True))
+                return ent.settings.max_message_size, lambda size: self.broker.too_large(ent, size, close=True)
+        if op == "management":
+            return atom.MAX_DESCRIPTION, None
+        return MAX_REQUEST_BODY, None
+
+    async def continue_if_expected(self, request: web.BaseRequest, limit: int = MAX_REQUEST_BODY,
+                                   refuse: Optional[Callable[[str], BrokerError]] = None) -> None:
         """Answer `Expect: 100-continue` once the request passed authorization and its declared
         size is acceptable; otherwise the final status goes out without the body being read."""
         expect = request.headers.get(hdrs.EXPECT)
         if expect is None or expect.lower() != "100-continue" or request.version < (1, 1):
             return
         length = request.content_length
-        if length is not None and length > MAX_REQUEST_BODY:
-            raise BrokerError(403, "SubCode=40300. The request body exceeds the maximum size.")
+        if length is not None and length > limit:
+            if refuse is not None:
+                raise refuse(str(length))
+            raise BrokerError(403, "SubCode=40300. The request body exceeds the maximum size.", close=True)
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
 
@@ -424,13 +442,10 @@ class EmulatorApp:
         if ent.settings.status in ("Disabled", "SendDisabled"):
             raise BrokerError(400, "SubCode=40000. The messaging entity '%s' is disabled for sending (Status %s)."
                               % (ent.name, ent.settings.status))
-        limit = ent.settings.max_message_size
+        limit, refuse = self.body_limit(request, "send", ent.key)
         ct = request.headers.get(hdrs.CONTENT_TYPE)
         if ct is not None and ct.split(";", 1)[0].strip().lower() == BATCH_CT:
-            # the JSON of a batch may spell a byte in up to 6 (\u0000) or, base64, in 4/3
-            raw = await self.read_body(request, 6 * limit + 65536,
-                                       lambda size: self.broker.too_large(ent, size, "batch", close=True))
-            items = self.parse_batch(raw)
+            items = self.parse_batch(await self.read_body(request, limit, refuse))
             total = 0
             for b, props, custom in items:
                 size = len(b) + sum(len(k) + len(v) for k, v in custom)
@@ -441,7 +456,7 @@ class EmulatorApp:
             for b, props, custom in items:
                 self.broker.send(ent, b, XML_CT, props, custom)
             return None
-        body = await self.read_body(request, limit, lambda size: self.broker.too_large(ent, size, close=True))
+        body = await self.read_body(request, limit, refuse)
         props = parse_broker_properties(_clean(request.headers.get("BrokerProperties")))
         custom = custom_from_headers(request.raw_headers)
         size = len(body) + sum(len(k) + len(v) for k, v in custom)

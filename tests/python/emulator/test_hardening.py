@@ -147,3 +147,13 @@ def test_custom_property_with_thousands_of_digits_is_a_400(sb, queue):
         status, _, data = sb.send(queue, b"x", headers={"big": value})
         assert status == 400 and b"'big' is invalid" in data, (status, data[:200])
     assert sb.send(queue, b"x", headers={"fine": "1" * 300})[0] == 201
+
+
+def test_expect_continue_refused_at_the_entity_limit(fresh_emulator, queue):
+    """A send announcing more than the entity takes gets its 403 instead of 100 Continue."""
+    emu = fresh_emulator
+    got = raw_request(emu, b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
+                      b"Expect: 100-continue\r\nContent-Length: 300000\r\n\r\n" % (
+                          queue.encode(), emu.host.encode(), emu.port, emu.sas_token("").encode()))
+    assert got.startswith(b"HTTP/1.1 403") and b"100 Continue" not in got, got[:200]
+    assert b"exceeds the maximum message size" in got
