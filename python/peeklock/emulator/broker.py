@@ -491,11 +491,13 @@ class Broker:
             first = next(iter(seen.values()))
             if now - first < window:
                 break
-            seen.popitem(last=False)
+            mid, _ = seen.popitem(last=False)
+            self.store.forget_seen(ent, mid)
         t = seen.get(message_id)
         if t is not None and now - t < window:
             return True
         seen[message_id] = now
+        self.store.save_seen(ent, message_id, now)
         return False
 
     def _publish(self, topic: Entity, msg: Message, now: float, hops: int = 0) -> None:
@@ -844,6 +846,7 @@ class Broker:
             self.store.save_entity(ent)
             self._wake_all(ent)
         self.store.clear_completed()
+        self.store.clear_seen()
         self.counters.clear()
 
     def entity_state(self, ent: Entity) -> Dict[str, Any]:

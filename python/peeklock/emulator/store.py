@@ -29,6 +29,9 @@ class NullStore:
     def save_completed(self, ent: "Entity", message_id: str, n: int) -> None: pass
     def forget_completed(self, ent: "Entity", message_id: str, forgotten: int) -> None: pass
     def clear_completed(self) -> None: pass
+    def save_seen(self, ent: "Entity", message_id: str, t: float) -> None: pass
+    def forget_seen(self, ent: "Entity", message_id: str) -> None: pass
+    def clear_seen(self) -> None: pass
     def save_rules(self, ent: "Entity") -> None: pass
     def commit(self) -> None: pass
     def close(self) -> None: pass
@@ -49,6 +52,8 @@ CREATE TABLE IF NOT EXISTS completed (
 CREATE TABLE IF NOT EXISTS completed_forgotten (ekey TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rules (ekey TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen_ids (
+  ekey TEXT NOT NULL, message_id TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (ekey, message_id));
 """
 
 
@@ -97,6 +102,7 @@ class SqliteStore(NullStore):
             db.execute("DELETE FROM completed WHERE ekey=?", (k,))
             db.execute("DELETE FROM completed_forgotten WHERE ekey=?", (k,))
             db.execute("DELETE FROM rules WHERE ekey=?", (k,))
+            db.execute("DELETE FROM seen_ids WHERE ekey=?", (k,))
         db.execute("DELETE FROM entities WHERE key=?", (ent.key,))
 
     def insert_message(self, ent: "Entity", m: "Message") -> None:
@@ -129,6 +135,15 @@ class SqliteStore(NullStore):
         db = self._tx()
         db.execute("DELETE FROM completed")
         db.execute("DELETE FROM completed_forgotten")
+
+    def clear_seen(self) -> None:
+        self._tx().execute("DELETE FROM seen_ids")
+
+    def save_seen(self, ent: "Entity", message_id: str, t: float) -> None:
+        self._tx().execute("INSERT OR REPLACE INTO seen_ids VALUES(?,?,?)", (ent.key, message_id, t))
+
+    def forget_seen(self, ent: "Entity", message_id: str) -> None:
+        self._tx().execute("DELETE FROM seen_ids WHERE ekey=? AND message_id=?", (ent.key, message_id))
 
     def save_rules(self, ent: "Entity") -> None:
         from .rules import rule_to_json
@@ -181,6 +196,10 @@ class SqliteStore(NullStore):
             ent = broker.entities.get(ekey)
             if ent is not None:
                 ent.completed[mid] = n
+        for ekey, mid, t in self.db.execute("SELECT ekey, message_id, t FROM seen_ids ORDER BY t"):
+            ent = broker.entities.get(ekey)
+            if ent is not None:
+                ent.seen_ids[mid] = t
         for ekey, n in self.db.execute("SELECT ekey, n FROM completed_forgotten"):
             ent = broker.entities.get(ekey)
             if ent is not None:

@@ -289,3 +289,21 @@ def test_admin_json_rules_with_actions_and_parameters(fresh_emulator):
     assert sb.receive_and_delete("jt/subscriptions/s").status == 204
     _, _, data = emu.request("GET", "/jt/subscriptions/s/rules/r")
     assert b'<Action i:type="SqlRuleAction"><SqlExpression>SET sys.Label = \'a\'; SET user.x = 1</SqlExpression>' in data
+
+
+def test_duplicate_detection_survives_a_restart(emulator_factory, tmp_path):
+    emu = emulator_factory(data_dir=str(tmp_path / "d"))
+    sb = SB(emu)
+    put(emu, "/pdup", "QueueDescription", "<RequiresDuplicateDetection>true</RequiresDuplicateDetection>"
+        "<DuplicateDetectionHistoryTimeWindow>PT1M</DuplicateDetectionHistoryTimeWindow>")
+    sb.send_ok("pdup", b"x", props={"MessageId": "once"})
+    emu.kill()
+    emu.restart()
+    sb.send_ok("pdup", b"x", props={"MessageId": "once"})
+    assert len(emu.messages("pdup")) == 1
+    emu.advance(61)
+    sb.send_ok("pdup", b"x", props={"MessageId": "once"})
+    assert len(emu.messages("pdup")) == 2
+    emu.reset()
+    sb.send_ok("pdup", b"x", props={"MessageId": "once"})
+    assert len(emu.messages("pdup")) == 1
