@@ -348,15 +348,17 @@ class EmulatorApp:
         if op == "send":
             ent = self.broker.get(ekey)
             if ent is not None:
-                ct = request.headers.get(hdrs.CONTENT_TYPE)
-                if ct is not None and ct.split(";", 1)[0].strip().lower() == BATCH_CT:
-                    # the JSON of a batch may spell a byte in up to 6 (\u0000) or, base64, in 4/3
-                    return (6 * ent.settings.max_message_size + 65536,
-                            lambda size: self.broker.too_large(ent, size, "batch", close=True))
-                return ent.settings.max_message_size, lambda size: self.broker.too_large(ent, size, close=True)
+                return self.send_limit(ent, _is_batch(request.headers.get(hdrs.CONTENT_TYPE)))
         if op == "management":
             return atom.MAX_DESCRIPTION, None
         return MAX_REQUEST_BODY, None
+
+    def send_limit(self, ent: Entity, batch: bool) -> Tuple[int, Callable[[str], BrokerError]]:
+        if batch:
+            # the JSON of a batch may spell a byte in up to 6 (\u0000) or, base64, in 4/3
+            return (6 * ent.settings.max_message_size + 65536,
+                    lambda size: self.broker.too_large(ent, size, "batch", close=True))
+        return ent.settings.max_message_size, lambda size: self.broker.too_large(ent, size, close=True)
 
     async def continue_if_expected(self, request: web.BaseRequest, limit: int = MAX_REQUEST_BODY,
                                    refuse: Optional[Callable[[str], BrokerError]] = None) -> None:
@@ -442,9 +444,10 @@ class EmulatorApp:
         if ent.settings.status in ("Disabled", "SendDisabled"):
             raise BrokerError(400, "SubCode=40000. The messaging entity '%s' is disabled for sending (Status %s)."
                               % (ent.name, ent.settings.status))
-        limit, refuse = self.body_limit(request, "send", ent.key)
         ct = request.headers.get(hdrs.CONTENT_TYPE)
-        if ct is not None and ct.split(";", 1)[0].strip().lower() == BATCH_CT:
+        batch = _is_batch(ct)
+        limit, refuse = self.send_limit(ent, batch)
+        if batch:
             items = self.parse_batch(await self.read_body(request, limit, refuse))
             total = 0
             for b, props, custom in items:
@@ -835,6 +838,10 @@ def _host_header(request: web.BaseRequest) -> str:
         return host
     sock = request.transport.get_extra_info("sockname") if request.transport else None
     return "%s:%d" % (sock[0], sock[1]) if sock and len(sock) >= 2 else "127.0.0.1"
+
+
+def _is_batch(content_type: Optional[str]) -> bool:
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == BATCH_CT
 
 
 def _segments(path: str) -> List[str]:
