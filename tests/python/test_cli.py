@@ -378,16 +378,24 @@ def test_export_then_send_from_round_trips_byte_for_byte(emu, make_queue, tmp_pa
     assert emu.messages(dst) == []                      # checked before the first send
 
 
-def test_ls_lists_entities_with_settings(emu, make_queue):
-    q = make_queue(lock_duration=7, max_delivery_count=3)
+def test_ls_lists_entities_with_counts_and_settings(emu, make_queue):
+    import peeklock
+    q = make_queue(lock_duration=7, max_delivery_count=1)
     emu.create_topic("t-ls")
     emu.create_subscription("t-ls", "s1", lock_duration=9)
+    with peeklock.Client.from_connection_string(emu.connection_string) as c:
+        for i in range(3):
+            c.send(q, b"x")
+        c.peek_lock(q, timeout=1).abandon()                  # one dead-lettered
+        c.send(q, b"later", scheduled_enqueue_time=2_000_000_000)
     r = run("ls", "--json", env_cs=emu.connection_string)
     assert r.returncode == 0, r.stderr
     rows = {x["path"].lower(): x for x in map(json.loads, r.stdout.splitlines())}
     assert rows[q]["kind"] == "queue" and rows[q]["lock_duration"] == 7
-    assert rows[q]["max_delivery_count"] == 3
+    assert rows[q]["max_delivery_count"] == 1
+    assert (rows[q]["active"], rows[q]["dead_letter"], rows[q]["scheduled"]) == (2, 1, 1)
+    assert rows[q]["message_count"] == 4
     assert rows["t-ls"]["kind"] == "topic"
     assert rows["t-ls/subscriptions/s1"]["lock_duration"] == 9
     r = run("ls", env_cs=emu.connection_string)
-    assert q in r.stdout and "t-ls/subscriptions/s1" in r.stdout
+    assert q in r.stdout and "t-ls/subscriptions/s1" in r.stdout.lower()
