@@ -1003,7 +1003,9 @@ class Client:
         table in Jupyter). Each must still be settled."""
         return MessageList(self.receive(entity, timeout=timeout, max_messages=max_messages))
 
-    def process(self, entity: str, handler: Callable[[Message], Any], *, concurrency: int = 4,
+    def process(self, entity: str,
+                handler: Union[Callable[[Message], Any], Callable[[List[Message]], Any]], *,
+                concurrency: int = 4,
                 max_renew: Optional[float] = None, poll_timeout: float = 5,
                 drain_timeout: float = 30, max_messages: Optional[int] = None,
                 idle_timeout: Optional[float] = None,
@@ -1012,10 +1014,13 @@ class Client:
                 progress_interval: float = 0.5, on_drain_timeout: str = "expire",
                 retry_delay: "RetryDelay" = _DEFAULT_RETRY,
                 on_error: Optional[Callable[[Message, BaseException], Any]] = None,
+                batch: Optional[int] = None, max_wait: float = 1.0,
                 ) -> "ProcessSummary":
         """Runs ``handler`` on every message of ``entity`` with ``concurrency``
         worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
-        ``max_messages`` or ``idle_timeout``); see peeklock.processor."""
+        ``max_messages`` or ``idle_timeout``); see peeklock.processor. With ``batch=N``
+        the handler takes a list of up to N locked messages (fewer once ``max_wait``
+        seconds passed after the first)."""
         from .processor import Processor, exponential_backoff
         p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew,
                       poll_timeout=poll_timeout, drain_timeout=drain_timeout,
@@ -1024,7 +1029,7 @@ class Client:
                       on_progress=on_progress, progress_interval=progress_interval,
                       on_drain_timeout=on_drain_timeout,
                       retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY
-                      else retry_delay, on_error=on_error)
+                      else retry_delay, on_error=on_error, batch=batch, max_wait=max_wait)
         return p.run()
 
     # ---- operator tools ----

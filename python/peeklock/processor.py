@@ -54,6 +54,10 @@ def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Mess
 RetryDelay = Union[float, Callable[["Message"], float], None]
 
 
+class _Drained(Exception):
+    """Passed to a message's exit when a drain gives back a batch unprocessed."""
+
+
 @dataclass
 class ProcessSummary:
     """What a processor run did."""
@@ -95,7 +99,7 @@ class ProcessSummary:
 
 
 class Processor:
-    def __init__(self, client: "Client", entity: str, handler: Callable[["Message"], Any], *,
+    def __init__(self, client: "Client", entity: str, handler: Callable[[Any], Any], *,
                  concurrency: int = 4, max_renew: Optional[float] = None,
                  poll_timeout: float = 5, drain_timeout: float = 30,
                  max_messages: Optional[int] = None, idle_timeout: Optional[float] = None,
@@ -105,7 +109,8 @@ class Processor:
                  progress_interval: float = 0.5,
                  on_drain_timeout: str = "expire",
                  retry_delay: RetryDelay = exponential_backoff(),
-                 on_error: Optional[Callable[["Message", BaseException], Any]] = None) -> None:
+                 on_error: Optional[Callable[["Message", BaseException], Any]] = None,
+                 batch: Optional[int] = None, max_wait: float = 1.0) -> None:
         from .client import _check_entity, _check_seconds, _check_timeout
         self.client = client
         self.entity = _check_entity(entity)
@@ -119,11 +124,23 @@ class Processor:
             raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
         self.on_drain_timeout = on_drain_timeout
         if retry_delay is not None and not callable(retry_delay):
-            retry_delay = float(_check_seconds(retry_delay, "retry_delay") or 0.0)
+            if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) \
+                    or not 0 <= retry_delay <= 86400:
+                raise ValueError("retry_delay must be 0 to 86400 seconds, a callable "
+                                 f"(msg) -> seconds, or None; got {retry_delay!r}")
+            retry_delay = float(retry_delay)
         self.retry_delay = retry_delay
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
         self.on_error = on_error
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
+                                  or batch < 1):
+            raise ValueError("batch must be a positive int or None")
+        self.batch = batch
+        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) \
+                or not 0 <= max_wait <= 3600:
+            raise ValueError(f"max_wait must be 0 to 3600 seconds, got {max_wait!r}")
+        self.max_wait = float(max_wait)
         self.handler = handler
         self.concurrency = concurrency
         self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
@@ -166,6 +183,9 @@ class Processor:
             self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
 
     def _worker(self) -> None:
+        if self.batch is not None:
+            self._batch_worker(self.batch)
+            return
         s = self.summary
         while not self.stop_event.is_set():
             if not self._claim():
@@ -247,7 +267,143 @@ class Processor:
                     s.settled_by_handler += 1
             self._last_activity = time.monotonic()
 
-    def _handler_failed(self, msg: "Message", exc: BaseException) -> None:
+    # ---- batches ----
+    def _receive(self, timeout: int) -> Optional["Message"]:
+        """One claimed peek-lock, or None (nothing, a failure, or the cap)."""
+        if not self._claim():
+            return None
+        try:
+            msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
+        except Error as e:
+            self._unclaim()
+            self._note_error(f"receive: {e}")
+            log.warning("receive from %s failed: %s", self.entity, e)
+            self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
+            return None
+        if msg is None:
+            self._unclaim()
+            return None
+        self._last_activity = time.monotonic()
+        with self._lock:
+            self.summary.received += 1
+            if msg.delivery_count > 1:
+                self.summary.redelivered += 1
+        return msg
+
+    def _collect(self, size: int) -> List["Message"]:
+        """Up to ``size`` messages, each held by the renewer from its receipt:
+        the first waits up to poll_timeout, the rest until max_wait after it."""
+        msgs: List["Message"] = []
+        deadline = 0.0
+        while not self.stop_event.is_set() and len(msgs) < size:
+            if msgs:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                msg = self._receive(int(left))            # under a second: answer at once
+            else:
+                msg = self._receive(self.poll_timeout)
+                deadline = time.monotonic() + self.max_wait
+            if msg is None:
+                if msgs:
+                    break
+                return msgs
+            msg.__enter__()
+            with self._lock:
+                self._held.add(msg)
+                self.summary.in_flight += 1
+            msgs.append(msg)
+        if self.stop_event.is_set() and msgs:
+            # the drain began while collecting: nothing has run, give them back
+            for m in msgs:
+                m.__exit__(_Drained, _Drained(), None)
+            with self._lock:
+                for m in msgs:
+                    if m in self._held:
+                        self._held.discard(m)
+                        self.summary.in_flight -= 1
+                        self.summary.abandoned_on_drain += 1
+            return []
+        return msgs
+
+    def _batch_worker(self, size: int) -> None:
+        while not self.stop_event.is_set():
+            msgs = self._collect(size)
+            if not msgs:
+                if self._claimed_out():
+                    return
+                continue
+            error: Optional[BaseException] = None
+            try:
+                result = self.handler(msgs)
+                if isinstance(result, dict):
+                    self._apply(msgs, result)
+            except Exception as e:
+                error = e
+                unsettled = [m for m in msgs if not m.settled]
+                if unsettled:
+                    self._handler_failed(max(unsettled, key=lambda m: m.delivery_count), e,
+                                         also=[m for m in unsettled])
+            except BaseException:
+                for m in msgs:
+                    m.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+                self.stop_event.set()
+                raise
+            for m in msgs:
+                self._finish(m, error)
+
+    def _claimed_out(self) -> bool:
+        with self._lock:
+            return self.max_messages is not None and self._claimed >= self.max_messages
+
+    def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> None:
+        """A handler's returned mapping: message (or sequence number) ->
+        "complete" or "abandon"."""
+        by_seq = {m.sequence_number: m for m in msgs}
+        for key, action in actions.items():
+            m = by_seq.get(key) if isinstance(key, int) else key
+            if m is None or m not in msgs:
+                raise ValueError(f"the handler's result names {key!r}, not one of its messages")
+            if action not in ("complete", "abandon"):
+                raise ValueError(f"the handler's result says {action!r} for message "
+                                 f"{m.sequence_number}: 'complete' or 'abandon'")
+            if not m.settled:
+                m.complete() if action == "complete" else m.abandon()
+
+    def _finish(self, m: "Message", error: Optional[BaseException]) -> None:
+        """Settles what the handler left, as ``with msg:`` does, and counts it."""
+        s = self.summary
+        settled_before = m.settled and not m.lock_lost
+        outcome = "settled_by_handler" if settled_before else "processed"
+        try:
+            if error is None:
+                m.__exit__(None, None, None)
+            else:
+                m.__exit__(type(error), error, error.__traceback__)
+                outcome = "lost" if m.lock_lost else (
+                    "settled_by_handler" if settled_before else "failed")
+        except LockLostError:
+            outcome = "lost"
+        except Error as e:
+            outcome = "failed"
+            self._note_error(f"settle: {e}")
+        with self._lock:
+            if m not in self._held:
+                return                   # released by the drain, which counted it
+            self._held.discard(m)
+            s.in_flight -= 1
+            if outcome == "processed":
+                s.processed += 1
+            elif outcome == "lost":
+                s.lost += 1
+            elif outcome == "failed":
+                s.failed += 1
+            else:
+                s.settled_by_handler += 1
+        self._last_activity = time.monotonic()
+
+    def _handler_failed(self, msg: "Message", exc: BaseException,
+                        also: Optional[List["Message"]] = None) -> None:
         """Logs the failure with its traceback, calls on_error, then holds the
         message (renewed) for the retry delay unless a drain starts."""
         delay = 0.0
@@ -265,11 +421,12 @@ class Processor:
                     f" in {delay:g} s" if delay else "",
                     exc_info=(type(exc), exc, exc.__traceback__))
         if self.on_error is not None:
-            try:
-                self.on_error(msg, exc)
-            except Exception as e:
-                log.warning("on_error raised %s: %s\n%s", type(e).__name__, e,
-                            traceback.format_exc())
+            for m in also or [msg]:
+                try:
+                    self.on_error(m, exc)
+                except Exception as e:
+                    log.warning("on_error raised %s: %s\n%s", type(e).__name__, e,
+                                traceback.format_exc())
         if delay and not msg.settled:
             self.stop_event.wait(delay)        # a drain cuts the delay short
 

@@ -272,3 +272,75 @@ def test_handler_that_settles_its_message_is_not_counted_as_processed(client, em
     assert (s.processed, s.settled_by_handler, s.failed) == (2, 1, 0)
     assert completed(emu, queue) == {"m0": 1, "m1": 1}
     assert "settled by the handler 1" in str(s)
+
+
+def test_batch_handler_settles_by_result_and_the_rest_is_completed(client, emu, make_queue):
+    q = make_queue(lock_duration=5)
+    for i in range(5):
+        client.send(q, str(i).encode(), message_id=f"b{i}")
+    batches = []
+
+    def handler(msgs):
+        batches.append([m.message_id for m in msgs])
+        msgs[0].complete()                                   # settled by the handler itself
+        return {msgs[1].sequence_number: "abandon"}          # by its result
+                                                             # the other three: completed
+    s = client.process(q, handler, batch=5, max_wait=2, concurrency=1, poll_timeout=1,
+                       max_messages=5, handle_signals=False, retry_delay=0)
+    assert batches == [["b0", "b1", "b2", "b3", "b4"]]
+    assert (s.processed, s.settled_by_handler, s.failed, s.lost) == (3, 2, 0, 0)
+    assert completed(emu, q) == {"b0": 1, "b2": 1, "b3": 1, "b4": 1}
+    [m] = emu.messages(q)
+    assert (m["message_id"], m["state"]) == ("b1", "available")       # abandoned
+
+
+def test_batch_handler_failure_abandons_what_it_left(client, emu, make_queue):
+    q = make_queue(lock_duration=5)
+    for i in range(3):
+        client.send(q, str(i).encode(), message_id=f"f{i}")
+    errors = []
+
+    def handler(msgs):
+        msgs[2].complete()
+        raise RuntimeError("partial failure")
+
+    s = client.process(q, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
+                       max_messages=3, handle_signals=False, retry_delay=0,
+                       on_error=lambda m, e: errors.append(m.message_id))
+    assert (s.processed, s.settled_by_handler, s.failed) == (0, 1, 2)
+    assert sorted(errors) == ["f0", "f1"]
+    assert completed(emu, q) == {"f2": 1}
+    assert sorted((m["message_id"], m["state"]) for m in emu.messages(q)) == \
+        [("f0", "available"), ("f1", "available")]
+
+
+def test_batch_is_renewed_while_the_handler_outlasts_the_lock(client, emu, make_queue):
+    q = make_queue(lock_duration=5)
+    for i in range(4):
+        client.send(q, b"x", message_id=f"r{i}")
+    base = client.stats()["renewer"]["renewals"]
+
+    def handler(msgs):
+        # every lock of the batch is renewed at least once before the handler returns
+        wait_for(lambda: client.stats()["renewer"]["renewals"] - base >= len(msgs))
+        assert all(m.state == "held" for m in msgs)
+
+    s = client.process(q, handler, batch=4, max_wait=2, concurrency=1, poll_timeout=1,
+                       max_messages=4, handle_signals=False)
+    assert (s.processed, s.lost) == (4, 0)
+    assert completed(emu, q) == {f"r{i}": 1 for i in range(4)}
+
+
+def test_batch_waits_at_most_max_wait_for_a_full_batch(client, emu, make_queue):
+    q = make_queue()
+    client.send(q, b"x", message_id="only")
+    sizes = []
+    stop = threading.Event()
+
+    def handler(msgs):
+        sizes.append(len(msgs))
+        stop.set()
+
+    client.process(q, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1,
+                   stop_event=stop, handle_signals=False)
+    assert sizes == [1] and completed(emu, q) == {"only": 1}
