@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import select
+import signal
 import stat
 import sys
 import threading
@@ -28,7 +29,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO
 
 from . import errors as _errors
-from .errors import Error, LockLostError
+from .errors import Error
 
 ENV = "PEEKLOCK_CONNECTION_STRING"
 
@@ -116,10 +117,11 @@ def _err(text: str) -> None:
 
 class Output:
     """Writes one record at a time and returns only once it is safe to act on
-    it: flushed, and when the output is a pipe, read by the other end (the
-    pipe holds no unread bytes). A reader that exits (``| head -1``) raises
+    it: flushed, and when the output is a pipe, read from the pipe by the
+    other end (the pipe holds no unread bytes; whether the reader then used
+    it, nothing can tell). A reader that exits (``| head -1``) raises
     OutputClosed, for the record that was written but never read too, so a
-    message is completed only after its reader had it."""
+    message is completed only after its reader took it."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -132,10 +134,21 @@ class Output:
             pass
 
     def write(self, text: str) -> None:
+        data = text.encode("utf-8")          # whatever the locale: JSON and bodies are UTF-8
         try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (BrokenPipeError, ValueError):
+            buffer = getattr(self.stream, "buffer", None)
+            if buffer is not None:
+                self.stream.flush()
+                buffer.write(data)
+                buffer.flush()
+            else:
+                self.stream.write(text)
+                self.stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed() from None
+        except ValueError as e:              # written to after it was closed
+            if "closed file" not in str(e):
+                raise
             raise OutputClosed() from None
         if self.fd is not None:
             self._wait_read(self.fd)
@@ -267,9 +280,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     for i in range(args.count):
         try:
             client.send(args.entity, body, properties=props, **kwargs)
-        except Error:
-            if i:
-                _err(f"{i} of {args.count} sent before the failure")
+        except Error as e:
+            if i or isinstance(e, _errors.OutcomeUnknownError):
+                _err(f"{i} of {args.count} sent before the failure"
+                     + (f"; message {i + 1} may have been sent too"
+                        if isinstance(e, _errors.OutcomeUnknownError) else ""))
             raise
     print(f"sent {args.count} message{'s' if args.count != 1 else ''} to {args.entity}")
     return EXIT_OK
@@ -308,32 +323,22 @@ def _max_deliveries(args: argparse.Namespace, entity: str) -> Optional[int]:
     from .tools import parent_of
     if parent_of(entity) != entity:
         return None
-    try:
-        from .management import Management
-        info = Management.from_connection_string(_conn(args)).get(entity)
-    except (Error, ValueError):
-        return None
+    info = _entity_info(args, entity)
     return info.max_delivery_count if info is not None else None
 
 
-def _release(held: List[Any]) -> int:
-    failed = 0
-    for msg in held:
-        if msg.state != "held":           # lock already lost (expired): nothing to release
-            continue
-        try:
-            msg.abandon()
-        except LockLostError:
-            pass                          # expired on the server: back in the queue already
-        except Error as e:
-            failed += 1
-            _err(f"could not release message #{msg.sequence_number}: "
-                 f"{type(e).__name__}: {e}; its lock expires on its own")
-    return failed
+def _entity_info(args: argparse.Namespace, entity: str) -> Any:
+    """The entity's management description, or None when the management API
+    does not give it (best effort: a look-up only, 5 s at most)."""
+    try:
+        from .management import Management
+        return Management.from_connection_string(_conn(args), timeout=5).get(entity)
+    except Exception:
+        return None
 
 
 def _receive_loop(args: argparse.Namespace, entity: str, settle: str,
-                  render: Callable[[Any], str]) -> int:
+                  render: Callable[[Any], str], nothing_is_failure: bool = True) -> int:
     """Receives up to args.count messages and writes each once.
 
     settle="complete": each message is completed only after its output was
@@ -388,7 +393,8 @@ def _receive_loop(args: argparse.Namespace, entity: str, settle: str,
             if settle == "complete":
                 msg.complete()
     finally:
-        failed = _release(held)
+        from .tools import release_held
+        failed = release_held(held, _err)
         client.close()
     if closed:
         _silence_stdout()
@@ -400,7 +406,7 @@ def _receive_loop(args: argparse.Namespace, entity: str, settle: str,
              "queue by this read")
     if n == 0:
         _err(f"no message in {entity} within {args.timeout} s")
-        return EXIT_NOTHING
+        return EXIT_NOTHING if nothing_is_failure else EXIT_OK
     return EXIT_OK
 
 
@@ -423,7 +429,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from .tools import dead_letter_path
     return _receive_loop(args, dead_letter_path(args.entity),
                          "complete" if args.purge else "release",
-                         lambda m: _render(m, args.json, dead_letters=True))
+                         lambda m: _render(m, args.json, dead_letters=True),
+                         nothing_is_failure=False)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -436,11 +443,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         saved, sys.stdout = sys.stdout, stream
         try:
             return _receive_loop(args, entity, "release",
-                                 lambda m: json.dumps(message_to_record(m)) + "\n")
+                                 lambda m: json.dumps(message_to_record(m)) + "\n",
+                                 nothing_is_failure=False)
         finally:
             sys.stdout = saved
             stream.close()
-    return _receive_loop(args, entity, "release", lambda m: json.dumps(message_to_record(m)) + "\n")
+    return _receive_loop(args, entity, "release", lambda m: json.dumps(message_to_record(m)) + "\n",
+                         nothing_is_failure=False)
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
@@ -453,8 +462,22 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
         raise UsageError("--max must be at least 1")
     if args.rate is not None and args.rate <= 0:
         raise UsageError("--rate must be positive")
+    from .tools import dead_letter_path, parent_of
+    target = args.to or parent_of(dead_letter_path(args.entity))
+    target_info = None if args.new_message_id or args.dry_run else _entity_info(args, target)
     client = _client(args)
     stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        # the message in hand is finished (sent and removed, or listed), then the run
+        # stops; a second Ctrl-C interrupts at once
+        _err("stopping after the current message (Ctrl-C again to interrupt now)")
+        signal.signal(signal.SIGINT, old)
+        stop.set()
+
+    old = signal.getsignal(signal.SIGINT)
+    if old is not signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
 
     def show(what: str, info: Dict[str, Any]) -> None:
         if args.json:
@@ -467,8 +490,13 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
         report = resubmit_dead_letters(
             client, args.entity, to=args.to, filters=filters, max_messages=args.max,
             rate=args.rate, keep_message_id=not args.new_message_id, dry_run=args.dry_run,
-            timeout=args.timeout, stop=stop, on_message=show, warn=_err)
+            timeout=args.timeout, stop=stop, on_message=show, warn=_err,
+            target_info=target_info)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     finally:
+        if threading.current_thread() is threading.main_thread() and old is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, old)
         client.close()
     verb = "would move" if report.dry_run else "moved"
     _err(f"{verb} {len(report.moved)}, skipped {report.skipped} (filter), failed "
@@ -481,21 +509,27 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
 
 
 def _parse_time(text: str) -> _dt.datetime:
+    from .tools import parse_typed
     try:
-        d = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        d = parse_typed("--enqueued-before", "datetime", text)
     except ValueError:
         raise UsageError(f"not an ISO 8601 time: {text!r} (e.g. 2026-12-01T00:00:00Z)") from None
-    return d if d.tzinfo else d.replace(tzinfo=_dt.timezone.utc)
+    assert isinstance(d, _dt.datetime)
+    return d
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from .tools import dead_letter_path, purge
+    from .tools import PurgeReport, dead_letter_path, purge
     entity = dead_letter_path(args.entity) if args.dlq else args.entity
     before = _parse_time(args.enqueued_before) if args.enqueued_before else None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    max_deliveries = _max_deliveries(args, entity) if before else None
     if not args.yes:
         what = (f"messages enqueued before {before.isoformat()}" if before else "every message")
+        if before:
+            what += (" (the others are locked and released: their delivery counts go up by "
+                     "one, and one on its last delivery moves to the dead-letter queue)")
         if not sys.stdin.isatty():
             raise UsageError(f"purge deletes {what} of {entity}: pass --yes to confirm "
                              "(standard input is not a terminal to ask on)")
@@ -504,9 +538,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
             _err("not confirmed; nothing deleted")
             return EXIT_USAGE
     client = _client(args)
+    report = PurgeReport()
     try:
-        report = purge(client, entity, enqueued_before=before, concurrency=args.concurrency,
-                       timeout=args.timeout, warn=_err)
+        purge(client, entity, enqueued_before=before, concurrency=args.concurrency,
+              timeout=args.timeout, warn=_err, max_deliveries=max_deliveries, report=report)
+    except BaseException:
+        _err(f"stopped: {report.deleted} deleted before that")
+        raise
     finally:
         client.close()
     print(f"deleted {report.deleted} message{'s' if report.deleted != 1 else ''} from {entity}"
@@ -515,6 +553,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
         _err(f"{report.unknown} more receive{'s' if report.unknown != 1 else ''} lost the "
              "answer: a message may have been removed each time")
         return EXIT_UNKNOWN
+    if report.dead_lettered:
+        _err(f"{len(report.dead_lettered)} kept message(s) moved to the dead-letter queue by "
+             "this purge (named above)")
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -554,7 +596,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                          "string with SharedAccessKeyName and SharedAccessKey")
     if args.expiry <= 0:
         raise UsageError("--expiry is a lifetime in seconds and must be positive")
-    print(sas_token(uri, key_name, key, int(time.time()) + args.expiry))
+    print(sas_token(uri, key_name, key, lifetime=args.expiry))
     return EXIT_OK
 
 
@@ -638,8 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = parser("receive", "lock, print and complete messages (removes them)",
                "Receive messages: peek-lock, print, complete. A message is completed only "
-               "after it was written out and, on a pipe, read by the other end: with "
-               "`| head -1` one message is removed and the next one released. With --delete, "
+               "after it was written out and, on a pipe, read from the pipe by the other end: "
+               "with `--json | head -1` one message is removed and the next one released "
+               "(head reads the whole of a multi-line message, so with the text format "
+               "`head -1` shows its first line only). With --delete, "
                "receive-and-delete instead (no lock; a message that cannot be written out is "
                "printed on standard error as an NDJSON record).")
     receiving(s, None)

@@ -6,8 +6,8 @@ The message operations run in the C core; these few GETs of Atom XML do not
 need it and use the standard library (``urllib``, ``xml.etree``)."""
 from __future__ import annotations
 
+import http.client
 import ssl
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +40,8 @@ class EntityInfo:
     lock_duration: Optional[float]          # seconds; None on topics
     max_delivery_count: Optional[int]       # None on topics
     status: Optional[str]
+    requires_duplicate_detection: bool = False          # queues and topics
+    duplicate_detection_window: Optional[float] = None  # seconds
 
     def _repr_html_(self) -> str:
         return _html_table([self])
@@ -111,7 +113,9 @@ def _info(entry: ET.Element) -> Optional[EntityInfo]:
         transfer=_int(counts.get("TransferMessageCount")),
         lock_duration=_duration(fields.get("LockDuration")),
         max_delivery_count=_int(fields.get("MaxDeliveryCount")),
-        status=fields.get("Status") or None)
+        status=fields.get("Status") or None,
+        requires_duplicate_detection=fields.get("RequiresDuplicateDetection") == "true",
+        duplicate_detection_window=_duration(fields.get("DuplicateDetectionHistoryTimeWindow")))
 
 
 def _html_table(rows: List[EntityInfo]) -> str:
@@ -127,6 +131,22 @@ def _html_table(rows: List[EntityInfo]) -> str:
         f"<td>{cell(r.lock_duration)}</td><td>{cell(r.max_delivery_count)}</td></tr>"
         for r in rows)
     return f"<table class='peeklock-entities'>{head}{body}</table>"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: urllib would send the Authorization header on to
+    wherever the redirect points, another host or plain http included."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
+                         headers: object, newurl: str) -> None:
+        return None
+
+
+def _opener(context: Optional[ssl.SSLContext]) -> urllib.request.OpenerDirector:
+    handlers: List[urllib.request.BaseHandler] = [_NoRedirect()]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
 
 
 class EntityList(List[EntityInfo]):
@@ -148,18 +168,15 @@ class Management:
         self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **kwargs: object) -> "Management":
-        from .client import parse_connection_string, sas_token
+    def from_connection_string(cls, connection_string: str, *, timeout: float = 30.0,
+                               ca_file: Optional[str] = None) -> "Management":
+        from .client import _management_authorization, parse_connection_string
         cs = parse_connection_string(connection_string)
-        if cs.sas_token:
-            token = cs.sas_token
-            return cls(cs.endpoint, lambda uri: token, **kwargs)  # type: ignore[arg-type]
-        if not cs.key or not cs.key_name:
+        if not cs.sas_token and not (cs.key and cs.key_name):
             raise ValueError("the connection string has no SharedAccessKey or SharedAccessSignature")
-        key_name, key = cs.key_name, cs.key
         return cls(cs.endpoint,
-                   lambda uri: sas_token(uri, key_name, key, int(time.time()) + 300),
-                   **kwargs)  # type: ignore[arg-type]
+                   _management_authorization(connection_string, None, None, None, None),
+                   timeout=timeout, ca_file=ca_file)
 
     def _get(self, path: str, query: str = "") -> Optional[ET.Element]:
         url = f"{self.endpoint}/{urllib.parse.quote(path, safe='/$')}"
@@ -169,7 +186,7 @@ class Management:
             "Authorization": self._authorization(self.endpoint + "/"),
             "Accept": "application/atom+xml"})
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout, context=self._context) as r:
+            with _opener(self._context).open(req, timeout=self._timeout) as r:
                 body = r.read()
         except urllib.error.HTTPError as e:
             if e.code == 404:
@@ -184,6 +201,9 @@ class Management:
         except TimeoutError:
             raise _errors.TimeoutError(f"management GET {path}: no answer within "
                                        f"{self._timeout:g} s", code=-9, retryable=True) from None
+        except (http.client.HTTPException, OSError) as e:      # cut short while reading
+            raise _errors.ConnectionError(f"management GET {path}: {type(e).__name__}",
+                                          code=-10, retryable=True) from None
         if not body.strip():
             return None
         try:

@@ -23,6 +23,7 @@ from .errors import Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
     from .client import Client, Message, OutgoingMessage
+    from .management import EntityInfo
 
 __all__ = ["DEAD_LETTER_PROPERTIES", "ResubmitReport", "PurgeReport", "to_outgoing",
            "message_to_record", "record_to_outgoing", "matches", "parse_filters",
@@ -49,7 +50,7 @@ def parent_of(dlq_path: str) -> str:
 # --------------------------------------------------------------------------
 
 _COPIED = ("message_id", "label", "correlation_id", "session_id", "partition_key", "reply_to",
-           "to", "content_type")
+           "reply_to_session_id", "to", "content_type")
 
 
 def to_outgoing(msg: "Message", *, keep_message_id: bool = True,
@@ -237,7 +238,10 @@ def _summary(msg: "Message") -> Dict[str, Any]:
             "description": props.get("DeadLetterErrorDescription")}
 
 
-def _release(held: List["Message"], warn: Callable[[str], None]) -> None:
+def release_held(held: List["Message"], warn: Callable[[str], None]) -> int:
+    """Abandons each message still held (a lock that expired meanwhile needs
+    nothing: its message is back already). Returns how many releases failed."""
+    failed = 0
     for m in held:
         if m.state != "held":
             continue
@@ -246,8 +250,10 @@ def _release(held: List["Message"], warn: Callable[[str], None]) -> None:
         except LockLostError:
             pass                          # expired on the server: available again already
         except Error as e:
+            failed += 1
             warn(f"could not release message #{m.sequence_number}: {type(e).__name__}: {e}; "
                  "its lock expires on its own")
+    return failed
 
 
 def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = None,
@@ -256,16 +262,33 @@ def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = 
                           keep_message_id: bool = True, dry_run: bool = False,
                           timeout: int = 5, stop: Optional[threading.Event] = None,
                           on_message: Optional[Callable[[str, Dict[str, Any]], None]] = None,
-                          warn: Callable[[str], None] = lambda s: None) -> ResubmitReport:
+                          warn: Callable[[str], None] = lambda s: None,
+                          target_info: Optional["EntityInfo"] = None) -> ResubmitReport:
     """Moves dead-lettered messages of ``entity`` back to it (or to ``to``).
 
     For each dead letter that matches ``filters``: send a copy without the
     dead-letter properties, then complete the dead letter. Stopping at any
     point loses nothing: a dead letter is removed only after its copy was
     sent. Messages that do not match are held while the run lasts (so they
-    are not seen twice) and released at the end."""
+    are not seen twice) and released at the end. ``target_info`` (the target's
+    management description) lets the run refuse to keep MessageIds on a
+    target with duplicate detection, where the service would drop the copy.
+    An interruption (KeyboardInterrupt) between a send and the removal of
+    its dead letter lists that message as unknown before it propagates."""
     dlq = dead_letter_path(entity)
-    target = to or parent_of(dlq)
+    source = parent_of(dlq)
+    if to is None and source.lower().split("/")[1:2] == ["subscriptions"]:
+        raise ValueError(f"{source} is a subscription, which cannot be sent to: name the "
+                         "target (to=, or --to on the command line; its topic would send a "
+                         "copy to every subscription)")
+    target = to or source
+    if keep_message_id and not dry_run and target_info is not None \
+            and target_info.requires_duplicate_detection:
+        raise ValueError(
+            f"{target} has duplicate detection: the service would drop a copy whose MessageId "
+            "it saw within the last "
+            f"{target_info.duplicate_detection_window or 600:g} s, the original's included; "
+            "give the copies new MessageIds")
     report = ResubmitReport(dry_run=dry_run)
     held: List["Message"] = []
     seen = set()
@@ -302,34 +325,39 @@ def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = 
             copy = to_outgoing(msg, keep_message_id=keep_message_id)
             try:
                 client.send(target, copy)
-            except OutcomeUnknownError as e:
-                info["error"] = str(e)
+            except BaseException as e:
+                if isinstance(e, Error) and not isinstance(e, OutcomeUnknownError):
+                    info["error"] = f"{type(e).__name__}: {e}"
+                    report.failed.append(info)
+                    held.append(msg)
+                    if on_message:
+                        on_message("failed", info)
+                    continue
+                # the copy may exist: listed, the dead letter kept (a later run sends it again)
+                info["error"] = str(e) or type(e).__name__
                 report.unknown.append(info)
                 held.append(msg)
                 if on_message:
                     on_message("outcome unknown", info)
-                continue
-            except Error as e:
-                info["error"] = f"{type(e).__name__}: {e}"
-                report.failed.append(info)
-                held.append(msg)
-                if on_message:
-                    on_message("failed", info)
-                continue
+                if isinstance(e, OutcomeUnknownError):
+                    continue
+                raise
             try:
                 msg.complete()
-            except Error as e:
+            except BaseException as e:
                 info["error"] = f"{type(e).__name__}: {e}"
                 report.duplicates_possible.append(info)
                 held.append(msg)                       # released at the end, if still held
                 if on_message:
                     on_message("sent, dead letter kept", info)
-                continue
+                if isinstance(e, Error):
+                    continue
+                raise
             report.moved.append(info)
             if on_message:
                 on_message("moved", info)
     finally:
-        _release(held, warn)
+        release_held(held, warn)
     return report
 
 
@@ -342,17 +370,24 @@ class PurgeReport:
     deleted: int = 0
     kept: int = 0
     unknown: int = 0          # receive-and-delete whose answer was lost: one may be gone
+    # kept messages that were on their last delivery: releasing them dead-lettered them
+    dead_lettered: List[int] = field(default_factory=list)
 
 
 def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.datetime] = None,
           concurrency: int = 4, timeout: int = 1,
           stop: Optional[threading.Event] = None,
-          warn: Callable[[str], None] = lambda s: None) -> PurgeReport:
+          warn: Callable[[str], None] = lambda s: None,
+          max_deliveries: Optional[int] = None,
+          report: Optional[PurgeReport] = None) -> PurgeReport:
     """Deletes every message of ``entity`` (receive-and-delete from
     ``concurrency`` threads), or, with ``enqueued_before``, only those enqueued
     before that time (peek-lock, complete the old ones, release the rest at the
-    end). Stops when a receive waits ``timeout`` seconds for nothing."""
-    report = PurgeReport()
+    end: each kept message's delivery count goes up by one, and one on its last
+    delivery of ``max_deliveries`` is dead-lettered by the release, which the
+    report lists). Stops when a receive waits ``timeout`` seconds for nothing.
+    Pass ``report`` to keep the counts of a run that ends in an exception."""
+    report = report if report is not None else PurgeReport()
     lock = threading.Lock()
     stop = stop or threading.Event()
     if enqueued_before is not None:
@@ -371,6 +406,12 @@ def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.dateti
                     held.append(msg)
                     if msg.sequence_number not in seen:
                         report.kept += 1
+                    if max_deliveries is not None and msg.delivery_count >= max_deliveries \
+                            and msg.sequence_number not in report.dead_lettered:
+                        report.dead_lettered.append(msg.sequence_number)
+                        warn(f"message #{msg.sequence_number} is on its last delivery "
+                             f"({msg.delivery_count} of {max_deliveries}): releasing it moves "
+                             "it to the dead-letter queue")
                     seen.add(msg.sequence_number)
                     continue
                 try:
@@ -379,7 +420,7 @@ def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.dateti
                 except OutcomeUnknownError:
                     report.unknown += 1
         finally:
-            _release(held, warn)
+            release_held(held, warn)
         return report
 
     errors: List[BaseException] = []

@@ -158,9 +158,10 @@ def test_peek_and_dlq_help_say_each_message_is_shown_once():
 # ---- operator tools: safe output, typed properties, exit codes, dead letters, purge, export ----
 
 def _sh(cmd, cs):
-    """A shell pipeline, as an operator types it."""
+    """A shell pipeline, as an operator types it; the exit code is peeklock's own."""
     env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=cs, PEEKLOCK=BIN)
-    return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(["bash", "-c", cmd + '; exit "${PIPESTATUS[0]}"'], capture_output=True,
+                          text=True, env=env, timeout=60)
 
 
 def _send(emu, q, *bodies, **kw):
@@ -189,6 +190,7 @@ def test_receive_delete_into_closed_pipe_writes_the_message_to_stderr(emu, make_
     q = make_queue()
     _send(emu, q, b"\x00\x01 gone from the queue")
     r = _sh(f'"$PEEKLOCK" receive {q} --delete --json -t 1 | true', emu.connection_string)
+    assert r.returncode == 1
     rec = json.loads(r.stderr.strip().splitlines()[-1])
     import base64
     assert base64.b64decode(rec["body_base64"]) == b"\x00\x01 gone from the queue"
@@ -399,3 +401,56 @@ def test_ls_lists_entities_with_counts_and_settings(emu, make_queue):
     assert rows["t-ls/subscriptions/s1"]["lock_duration"] == 9
     r = run("ls", env_cs=emu.connection_string)
     assert q in r.stdout and "t-ls/subscriptions/s1" in r.stdout.lower()
+
+
+def test_output_is_utf8_whatever_the_locale(emu, make_queue):
+    q = make_queue()
+    _send(emu, q, "café".encode())
+    env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=emu.connection_string,
+               PYTHONIOENCODING="ascii")
+    r = subprocess.run([BIN, "receive", q, "--json", "-t", "1"], capture_output=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.decode("utf-8"))["body"] == "café"
+    assert completed(emu, q) == {"m0": 1}
+
+
+def test_resubmit_refuses_to_keep_ids_on_a_target_with_duplicate_detection(emu, make_queue):
+    q = make_queue(max_delivery_count=1, requires_duplicate_detection=True,
+                   duplicate_detection_history_time_window=600)
+    cs = emu.connection_string
+    _dead_letter(emu, q, 1)
+    r = run("dlq", "resubmit", q, "-t", "1", env_cs=cs)
+    assert r.returncode == 2 and "duplicate detection" in r.stderr
+    assert len(emu.entity_state(q)["dead_letter"]) == 1              # nothing moved
+    r = run("dlq", "resubmit", q, "--new-message-id", "-t", "1", env_cs=cs)
+    assert r.returncode == 0, r.stderr
+    [m] = emu.messages(q)
+    assert m["message_id"] != "d0" and emu.entity_state(q)["dead_letter"] == []
+
+
+def test_resubmit_from_a_subscription_needs_a_target(emu):
+    emu.create_topic("t-rs")
+    emu.create_subscription("t-rs", "s", max_delivery_count=1)
+    r = run("dlq", "resubmit", "t-rs/subscriptions/s", "-t", "1", env_cs=emu.connection_string)
+    assert r.returncode == 2 and "--to" in r.stderr and "is a subscription" in r.stderr
+
+
+def test_purge_enqueued_before_names_what_its_release_dead_letters(emu, make_queue):
+    import peeklock
+    q = make_queue(max_delivery_count=2)
+    cs = emu.connection_string
+    _send(emu, q, b"new")
+    with peeklock.Client.from_connection_string(cs) as c:
+        c.peek_lock(q, timeout=1).abandon()                  # one delivery used already
+    r = run("purge", q, "--enqueued-before", "2000-01-01T00:00:00Z", "--yes", env_cs=cs)
+    assert r.returncode == 1 and "kept 1" in r.stdout
+    assert "message #1 is on its last delivery (2 of 2)" in r.stderr
+    assert [m["message_id"] for m in emu.entity_state(q)["dead_letter"]] == ["m0"]
+
+
+def test_dlq_and_export_of_an_empty_entity_exit_0(emu, make_queue):
+    q = make_queue()
+    assert run("dlq", q, "-t", "0", env_cs=emu.connection_string).returncode == 0
+    assert run("export", q, "-t", "0", "-q", env_cs=emu.connection_string).returncode == 0
+    assert run("receive", q, "-t", "0", env_cs=emu.connection_string).returncode == 7
