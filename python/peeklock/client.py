@@ -413,6 +413,10 @@ class Message:
         return self._broker("ReplyTo")
 
     @property
+    def reply_to_session_id(self) -> Optional[str]:
+        return self._broker("ReplyToSessionId")
+
+    @property
     def to(self) -> Optional[str]:
         return self._broker("To")
 
@@ -651,27 +655,38 @@ def _management_authorization(connection_string: Optional[str], key_name: Option
     return lambda audience: fixed
 
 
-def _event_loop(ref: "weakref.ref[Client]", r: Any) -> None:
+_EVENT_WAIT_MS = 3_600_000     # the events thread's longest sleep (an idle client wakes it hourly)
+
+
+def _event_loop(ref: "weakref.ref[Client]", r: Any, closed: threading.Event) -> None:
     """The events thread of one renewer: waits in C (GIL released) for the
-    next event and hands it to the client, until the renewer is closed."""
+    next event and hands it to the client, until the renewer is closed (by
+    close(), or when the client is collected or the interpreter exits)."""
     while True:
         try:
-            ev = _core.pl_renewer_wait_event(r, 3_600_000)
+            ev = _core.pl_renewer_wait_event(r, _EVENT_WAIT_MS)
         except Error:
             return
+        if ev is None:
+            c = ref()
+            if c is None or closed.is_set() or c._renewer_handle is not r:
+                return                  # closed: its queue is drained
+            del c                       # no reference held while waiting
+            continue
         client = ref()
         if client is None:
             return
-        if ev is None:
-            if client._renewer_handle is not r:      # closed: its queue is drained
-                return
-            continue
         with client._events_lock:
             try:
                 client._on_event(ev)
             except Exception:          # a logging handler's failure must not end the thread
                 log.exception("handling a renewer event")
         del client
+
+
+def _close_renewer(r: Any, closed: threading.Event) -> None:
+    closed.set()
+    _core.pl_renewer_close(r, 0)
 
 
 class Client:
@@ -836,12 +851,13 @@ class Client:
                 self._renewer_handle = r
                 # the renewer's events are logged (and counted) as they happen, by a
                 # thread that sleeps in C until one comes (the GIL released meanwhile)
-                t = threading.Thread(target=_event_loop, args=(weakref.ref(self), r),
+                closed = threading.Event()
+                t = threading.Thread(target=_event_loop, args=(weakref.ref(self), r, closed),
                                      name="peeklock-events", daemon=True)
                 t.start()
                 # a client dropped unclosed: its renewer stops (without unlocking, as
                 # before), which also ends the events thread
-                weakref.finalize(self, _core.pl_renewer_close, r, 0)
+                weakref.finalize(self, _close_renewer, r, closed)
             return self._renewer_handle
 
     def _drain_events(self) -> None:

@@ -27,10 +27,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+import math
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
 
 from .errors import Error, LockLostError
+from .telemetry import no_context
 
 if TYPE_CHECKING:
     from .client import Client, Message
@@ -300,7 +302,8 @@ class Processor:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                msg = self._receive(int(left))            # under a second: answer at once
+                # the long poll takes whole seconds: wait up to max_wait, rounded up
+                msg = self._receive(math.ceil(left))
             else:
                 msg = self._receive(self.poll_timeout)
                 deadline = time.monotonic() + self.max_wait
@@ -308,7 +311,8 @@ class Processor:
                 if msgs:
                     break
                 return msgs
-            msg.__enter__()
+            with no_context():          # the batch's process spans do not nest
+                msg.__enter__()
             with self._lock:
                 self._held.add(msg)
                 self.summary.in_flight += 1
@@ -334,10 +338,11 @@ class Processor:
                     return
                 continue
             error: Optional[BaseException] = None
+            applied: Dict["Message", str] = {}
             try:
                 result = self.handler(msgs)
                 if isinstance(result, dict):
-                    self._apply(msgs, result)
+                    applied = self._apply(msgs, result)
             except Exception as e:
                 error = e
                 unsettled = [m for m in msgs if not m.settled]
@@ -349,17 +354,20 @@ class Processor:
                     m.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
                 self.stop_event.set()
                 raise
-            for m in msgs:
-                self._finish(m, error)
+            for m in reversed(msgs):            # the reverse of entering (contexts nest)
+                self._finish(m, error, applied.get(m))
 
     def _claimed_out(self) -> bool:
         with self._lock:
             return self.max_messages is not None and self._claimed >= self.max_messages
 
-    def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> None:
+    def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> Dict["Message", str]:
         """A handler's returned mapping: message (or sequence number) ->
-        "complete" or "abandon"."""
+        "complete" or "abandon". Checked whole first, then each applied on its
+        own (one failing settle does not stop the others). Returns each
+        message's outcome: processed, failed (abandoned) or lost."""
         by_seq = {m.sequence_number: m for m in msgs}
+        plan = []
         for key, action in actions.items():
             m = by_seq.get(key) if isinstance(key, int) else key
             if m is None or m not in msgs:
@@ -367,21 +375,39 @@ class Processor:
             if action not in ("complete", "abandon"):
                 raise ValueError(f"the handler's result says {action!r} for message "
                                  f"{m.sequence_number}: 'complete' or 'abandon'")
-            if not m.settled:
-                m.complete() if action == "complete" else m.abandon()
+            plan.append((m, action))
+        out: Dict["Message", str] = {}
+        for m, action in plan:
+            if m.settled:
+                continue
+            try:
+                if action == "complete":
+                    m.complete()
+                    out[m] = "processed"
+                else:
+                    m.abandon()
+                    out[m] = "failed"
+            except LockLostError:
+                out[m] = "lost"
+            except Error as e:
+                out[m] = "failed"
+                self._note_error(f"{action}: {e}")
+        return out
 
-    def _finish(self, m: "Message", error: Optional[BaseException]) -> None:
-        """Settles what the handler left, as ``with msg:`` does, and counts it."""
+    def _finish(self, m: "Message", error: Optional[BaseException],
+                applied: Optional[str] = None) -> None:
+        """Settles what the handler left, as ``with msg:`` does, and counts it
+        (``applied``: the outcome of the handler's returned mapping)."""
         s = self.summary
         settled_before = m.settled and not m.lock_lost
-        outcome = "settled_by_handler" if settled_before else "processed"
+        outcome = applied or ("settled_by_handler" if settled_before else "processed")
         try:
             if error is None:
                 m.__exit__(None, None, None)
             else:
                 m.__exit__(type(error), error, error.__traceback__)
                 outcome = "lost" if m.lock_lost else (
-                    "settled_by_handler" if settled_before else "failed")
+                    applied or ("settled_by_handler" if settled_before else "failed"))
         except LockLostError:
             outcome = "lost"
         except Error as e:
@@ -389,7 +415,12 @@ class Processor:
             self._note_error(f"settle: {e}")
         with self._lock:
             if m not in self._held:
-                return                   # released by the drain, which counted it
+                # released by the drain, which counted it; one that still finished
+                # within its lock was completed after all
+                if outcome == "processed" and self.on_drain_timeout == "expire":
+                    s.left_to_expire -= 1
+                    s.processed += 1
+                return
             self._held.discard(m)
             s.in_flight -= 1
             if outcome == "processed":
@@ -427,7 +458,7 @@ class Processor:
                 except Exception as e:
                     log.warning("on_error raised %s: %s\n%s", type(e).__name__, e,
                                 traceback.format_exc())
-        if delay and not msg.settled:
+        if delay and msg.state == "held":
             self.stop_event.wait(delay)        # a drain cuts the delay short
 
     # ---- signals ----

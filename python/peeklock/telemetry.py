@@ -36,7 +36,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 if TYPE_CHECKING:
-    from .client import Client, Message
+    from .client import Client, Message, OutgoingMessage
 
 __all__ = ["instrument", "uninstrument", "is_instrumented"]
 
@@ -46,6 +46,24 @@ _DIAGNOSTIC_ID = "Diagnostic-Id"
 
 _lock = threading.Lock()
 _state: Optional["_Instrumentation"] = None
+# open process spans, by message: (instrumentation, span, context token or None,
+# start, metric attributes). Module-level so that a block open across
+# uninstrument() still ends its span: the __exit__ wrapper stays installed.
+_open: "weakref.WeakKeyDictionary[Message, Tuple[Any, Any, Any, float, Dict[str, Any]]]" = \
+    weakref.WeakKeyDictionary()
+_local = threading.local()
+
+
+class no_context:
+    """While active in a thread, process spans are started without becoming
+    the thread's current span (the processor's batches: several messages
+    are entered at once, and their spans must not nest)."""
+
+    def __enter__(self) -> None:
+        _local.detached = getattr(_local, "detached", 0) + 1
+
+    def __exit__(self, *exc: Any) -> None:
+        _local.detached -= 1
 
 
 def is_instrumented() -> bool:
@@ -104,9 +122,6 @@ class _Instrumentation:
         meter.create_observable_gauge(
             "peeklock.locks.held", callbacks=[self._held], unit="{lock}",
             description="Locks the renewers hold now.")
-        # per message: its process span and the context token to detach at exit
-        self.process: "weakref.WeakKeyDictionary[Message, Tuple[Any, Any, float, Any]]" = \
-            weakref.WeakKeyDictionary()
         self.by_seq: Dict[Tuple[int, str, int], Any] = {}     # (client, entity, seq) -> span
         self.saved: List[Tuple[Any, str, Any]] = []
 
@@ -208,6 +223,16 @@ class _Instrumentation:
 # wrappers
 # --------------------------------------------------------------------------
 
+def _traced_copy(st: _Instrumentation, om: "OutgoingMessage") -> "OutgoingMessage":
+    """A copy of ``om`` whose properties carry the current trace context."""
+    from .client import OutgoingMessage
+    copy = OutgoingMessage.__new__(OutgoingMessage)
+    for slot in OutgoingMessage.__slots__:
+        setattr(copy, slot, getattr(om, slot))
+    copy.properties = st.with_trace(om.properties)
+    return copy
+
+
 def _wrap_send(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def send(self: "Client", entity: str, body: Any = b"", *, properties: Any = None,
@@ -227,11 +252,7 @@ def _wrap_send(orig: Callable[..., Any]) -> Callable[..., Any]:
                                              set_status_on_exception=False) as span:
             try:
                 if isinstance(body, OutgoingMessage):
-                    copy = OutgoingMessage.__new__(OutgoingMessage)
-                    for slot in OutgoingMessage.__slots__:
-                        setattr(copy, slot, getattr(body, slot))
-                    copy.properties = st.with_trace(body.properties)
-                    r = orig(self, entity, copy, **kwargs)
+                    r = orig(self, entity, _traced_copy(st, body), **kwargs)
                 else:
                     r = orig(self, entity, body, properties=st.with_trace(properties), **kwargs)
             except BaseException as e:
@@ -261,11 +282,7 @@ def _wrap_send_batch(orig: Callable[..., Any]) -> Callable[..., Any]:
             if not isinstance(messages, (str, bytes, bytearray, OutgoingMessage)):
                 for m in messages:
                     om = m if isinstance(m, OutgoingMessage) else OutgoingMessage(m)
-                    copy = OutgoingMessage.__new__(OutgoingMessage)
-                    for slot in OutgoingMessage.__slots__:
-                        setattr(copy, slot, getattr(om, slot))
-                    copy.properties = st.with_trace(om.properties)
-                    out.append(copy)
+                    out.append(_traced_copy(st, om))
                 span.set_attribute("messaging.batch.message_count", len(out))
             try:
                 n = orig(self, entity, out or messages)   # nothing to copy: the plain error
@@ -346,11 +363,12 @@ def _wrap_enter(orig: Callable[..., Any]) -> Callable[..., Any]:
         span = st.tracer.start_span("process " + attrs["messaging.destination.name"],
                                     kind=st.SpanKind.CONSUMER, attributes=attrs,
                                     links=st.links(self))
-        token = context.attach(st.trace.set_span_in_context(span))
-        st.process[self] = (span, token, time.monotonic(),
-                            {k: v for k, v in attrs.items() if k.startswith(
-                                ("messaging.system", "messaging.destination",
-                                 "messaging.operation", "server."))})
+        token = None if getattr(_local, "detached", 0) else \
+            context.attach(st.trace.set_span_in_context(span))
+        _open[self] = (st, span, token, time.monotonic(),
+                       {k: v for k, v in attrs.items() if k.startswith(
+                           ("messaging.system", "messaging.destination",
+                            "messaging.operation", "server."))})
         st.by_seq[(id(self._client), self.entity, self.sequence_number)] = span
         return r
     return enter
@@ -359,12 +377,11 @@ def _wrap_enter(orig: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_exit(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def exit_(self: "Message", exc_type: Any, exc: Any, tb: Any) -> Any:
-        st = _state
-        got = st.process.pop(self, None) if st is not None else None
-        if st is None or got is None:
+        got = _open.pop(self, None)
+        if got is None:
             return orig(self, exc_type, exc, tb)
         from opentelemetry import context
-        span, token, t0, attrs = got
+        st, span, token, t0, attrs = got
         error: Optional[BaseException] = exc
         try:
             return orig(self, exc_type, exc, tb)
@@ -378,10 +395,8 @@ def _wrap_exit(orig: Callable[..., Any]) -> Callable[..., Any]:
             if error is not None:
                 attrs["error.type"] = type(error).__name__
             st.process_duration.record(time.monotonic() - t0, attrs)
-            try:
+            if token is not None:
                 context.detach(token)
-            except Exception:
-                pass
             span.end()
     return exit_
 
@@ -434,14 +449,22 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
                 (Client, "_on_event", _wrap_on_event), (Client, "__init__", _wrap_init)]
         for cls, name, wrap in plan:
             orig = cls.__dict__[name]
-            st.saved.append((cls, name, orig))
-            setattr(cls, name, wrap(orig))
+            if getattr(orig, "_peeklock_permanent", False):
+                continue                     # Message.__exit__ from an earlier instrument()
+            wrapped = wrap(orig)
+            if name == "__exit__":
+                wrapped._peeklock_permanent = True   # type: ignore[attr-defined]
+            else:
+                st.saved.append((cls, name, orig))
+            setattr(cls, name, wrapped)
         Message.unlock = Message.abandon
         _state = st
 
 
 def uninstrument() -> None:
-    """Restores the plain methods. Spans still open end as they would."""
+    """Restores the plain methods. A ``with msg:`` block still open ends its
+    process span as it would: Message.__exit__ keeps a wrapper that does only
+    that (and nothing when no span is open)."""
     global _state
     from .client import Message
     with _lock:

@@ -49,3 +49,24 @@ def test_a_dropped_client_stops_its_renewer_and_events_thread(emu, queue):
     del c
     gc.collect()
     wait_for(lambda: not any(t.name == "peeklock-events" for t in threading.enumerate()))
+
+
+def test_an_idle_dropped_client_is_collected_too(emu, queue, monkeypatch):
+    """The events thread holds no reference to its client while it waits: after
+    an idle wait ends with nothing, a dropped client is still collected."""
+    import gc
+    import threading
+
+    from peeklock import client as client_module
+    monkeypatch.setattr(client_module, "_EVENT_WAIT_MS", 100)
+    c = peeklock.Client.from_connection_string(emu.connection_string)
+    c._renewer()
+    thread = [t for t in threading.enumerate() if t.name == "peeklock-events"][-1]
+    import time
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:        # several idle waits go by (the event: time)
+        thread.join(0.1)
+    del c
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()

@@ -235,8 +235,10 @@ def test_failed_handler_holds_its_message_for_the_retry_delay(client, emu, queue
     t.start()
     assert failed.wait(30)
     assert seen == [("m0", "ValueError", "database unavailable")]
+    renewed = client.stats()["renewer"]["renewals"]
+    wait_for(lambda: client.stats()["renewer"]["renewals"] > renewed)  # 5 s lock: renewed...
     [m] = emu.messages(queue)
-    assert m["state"] == "locked" and m["delivery_count"] == 1        # held, not abandoned
+    assert m["state"] == "locked" and m["delivery_count"] == 1        # ...held, not abandoned
     stop.set()
     t.join(30)
     s = result["s"]
@@ -288,7 +290,8 @@ def test_batch_handler_settles_by_result_and_the_rest_is_completed(client, emu, 
     s = client.process(q, handler, batch=5, max_wait=2, concurrency=1, poll_timeout=1,
                        max_messages=5, handle_signals=False, retry_delay=0)
     assert batches == [["b0", "b1", "b2", "b3", "b4"]]
-    assert (s.processed, s.settled_by_handler, s.failed, s.lost) == (3, 2, 0, 0)
+    # completed by the processor 3, by the handler 1; abandoned by its result 1
+    assert (s.processed, s.settled_by_handler, s.failed, s.lost) == (3, 1, 1, 0)
     assert completed(emu, q) == {"b0": 1, "b2": 1, "b3": 1, "b4": 1}
     [m] = emu.messages(q)
     assert (m["message_id"], m["state"]) == ("b1", "available")       # abandoned
@@ -314,15 +317,20 @@ def test_batch_handler_failure_abandons_what_it_left(client, emu, make_queue):
         [("f0", "available"), ("f1", "available")]
 
 
-def test_batch_is_renewed_while_the_handler_outlasts_the_lock(client, emu, make_queue):
+def test_batch_is_renewed_while_the_handler_outlasts_the_lock(client, emu, make_queue, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG, logger="peeklock")
     q = make_queue(lock_duration=5)
     for i in range(4):
         client.send(q, b"x", message_id=f"r{i}")
-    base = client.stats()["renewer"]["renewals"]
+
+    def renewed():
+        return {r.getMessage().split("(id ")[1].split(")")[0] for r in caplog.records
+                if r.getMessage().startswith("lock renewed")}
 
     def handler(msgs):
         # every lock of the batch is renewed at least once before the handler returns
-        wait_for(lambda: client.stats()["renewer"]["renewals"] - base >= len(msgs))
+        wait_for(lambda: renewed() >= {m.message_id for m in msgs})
         assert all(m.state == "held" for m in msgs)
 
     s = client.process(q, handler, batch=4, max_wait=2, concurrency=1, poll_timeout=1,
@@ -331,7 +339,29 @@ def test_batch_is_renewed_while_the_handler_outlasts_the_lock(client, emu, make_
     assert completed(emu, q) == {f"r{i}": 1 for i in range(4)}
 
 
-def test_batch_waits_at_most_max_wait_for_a_full_batch(client, emu, make_queue):
+def test_batch_waits_up_to_max_wait_for_more_messages(client, emu, make_queue):
+    q = make_queue()
+    client.send(q, b"x", message_id="first")
+    sizes = []
+    stop = threading.Event()
+
+    def handler(msgs):
+        sizes.append([m.message_id for m in msgs])
+        stop.set()
+
+    def second():      # sent once the first is locked, while the batch is still collecting
+        wait_for(lambda: [m["state"] for m in emu.messages(q)] == ["locked"])
+        client.send(q, b"y", message_id="second")
+
+    t = threading.Thread(target=second)
+    t.start()
+    client.process(q, handler, batch=10, max_wait=1, concurrency=1, poll_timeout=5,
+                   stop_event=stop, handle_signals=False)
+    t.join(30)
+    assert sizes == [["first", "second"]]
+
+
+def test_batch_max_wait_0_takes_what_is_there(client, emu, make_queue):
     q = make_queue()
     client.send(q, b"x", message_id="only")
     sizes = []

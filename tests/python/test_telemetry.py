@@ -62,7 +62,9 @@ def test_send_receive_process_settle_spans_and_propagation(emu, otel, make_queue
         assert send1.attributes["server.address"] == "127.0.0.1"
         assert send2.attributes["messaging.batch.message_count"] == 1
 
+        tokens = []
         with consumer.lock(q, timeout=1) as msg:
+            tokens.append(msg.lock_token)
             # Diagnostic-Id carries the W3C traceparent as an application property (the
             # HTTP traceparent header is the request's own trace context, not a property)
             assert msg.properties["Diagnostic-Id"].split("-")[2] == format(
@@ -82,6 +84,7 @@ def test_send_receive_process_settle_spans_and_propagation(emu, otel, make_queue
 
         with pytest.raises(RuntimeError):
             with consumer.lock(q, timeout=1) as msg:
+                tokens.append(msg.lock_token)
                 raise RuntimeError("boom")
         [_, proc2] = _by_name(spans, "process ")
         [aband] = _by_name(spans, "abandon ")
@@ -109,7 +112,8 @@ def test_send_receive_process_settle_spans_and_propagation(emu, otel, make_queue
         producer.close()
         consumer.close()
     for s in spans.get_finished_spans():          # no lock token anywhere
-        assert not any("-" in str(v) and len(str(v)) == 36 for v in s.attributes.values())
+        values = " ".join(str(v) for v in s.attributes.values())
+        assert not any(t in values for t in tokens)
 
 
 def test_renewals_are_spans_in_the_process_trace_and_a_lost_lock_is_an_error(emu, otel,
@@ -134,12 +138,26 @@ def test_renewals_are_spans_in_the_process_trace_and_a_lost_lock_is_an_error(emu
     assert sum(p.value for p in pts["peeklock.lock.lost"]) == 1
 
 
-def test_uninstrument_restores_the_c_methods(emu, make_queue):
-    before = (peeklock.Client.send, peeklock.Client.peek_lock, peeklock.Message.complete)
-    telemetry.instrument(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
-    assert peeklock.Client.send is not before[0]
-    telemetry.uninstrument()
-    assert (peeklock.Client.send, peeklock.Client.peek_lock, peeklock.Message.complete) == before
+def test_uninstrument_restores_the_methods_and_ends_open_spans(emu, make_queue):
+    names = [(peeklock.Client, n) for n in ("send", "send_batch", "peek_lock",
+                                           "receive_and_delete", "_on_event", "__init__")] + \
+        [(peeklock.Message, n) for n in ("complete", "abandon", "unlock", "__enter__")]
+    before = {(c, n): c.__dict__[n] for c, n in names}
+    spans = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry.instrument(tracer_provider=tp, meter_provider=MeterProvider())
+    assert all(c.__dict__[n] is not before[(c, n)] for c, n in names if n != "unlock")
+    q = make_queue()
+    from opentelemetry import trace
+    with peeklock.Client.from_connection_string(emu.connection_string) as c:
+        c.send(q, b"x")
+        with c.lock(q, timeout=1):
+            telemetry.uninstrument()              # while a block is open
+        assert not trace.get_current_span().get_span_context().is_valid
+    assert [s.name for s in spans.get_finished_spans() if s.name.startswith("process")] == \
+        [f"process {q}"]
+    assert {(c, n): c.__dict__[n] for c, n in names} == before
 
 
 def test_processor_handlers_run_inside_process_spans(emu, otel, make_queue):
@@ -177,3 +195,19 @@ def test_prometheus_example_serves_peeklock_metrics():
     assert any(x.startswith("messaging_process_duration_seconds_count{") for x in lines)
     # one handler sleeps 3 s on a 5 s lock: the renewer renews it before half the lock is left
     assert any(x.startswith("peeklock_lock_renewals_total{") for x in lines)
+
+
+def test_batch_process_spans_do_not_nest(emu, otel, make_queue):
+    spans, _ = otel
+    q = make_queue()
+    from opentelemetry import trace
+    with peeklock.Client.from_connection_string(emu.connection_string) as c:
+        for i in range(3):
+            c.send(q, b"x", message_id=f"n{i}")
+        c.process(q, lambda msgs: None, batch=3, max_wait=1, concurrency=1, poll_timeout=1,
+                  max_messages=3, handle_signals=False)
+        assert not trace.get_current_span().get_span_context().is_valid
+    procs = {s.context.span_id for s in _by_name(spans, "process ")}
+    assert len(procs) == 3
+    for s in _by_name(spans, "receive ") + _by_name(spans, "process "):
+        assert s.parent is None or s.parent.span_id not in procs
