@@ -43,6 +43,8 @@ struct pl_request {
     unsigned char *body;
     size_t body_len;
     size_t msg_count;       /* messages carried (send 1, batch n) */
+    int resend_ok;          /* send/batch: every message opted in to being sent again
+                               after a lost answer and carries a MessageId */
     char strs[];
 };
 
@@ -78,6 +80,9 @@ static inline int pl_response_inline_block(const pl_response *r, const char *p)
 {
     return (uintptr_t)p >= (uintptr_t)r->strs && (uintptr_t)p < (uintptr_t)(r->strs + sizeof r->strs);
 }
+
+/* Name of an operation for messages ("send", "peek-lock", ...). */
+const char *pl_wire_op_name(int op);
 
 /* Validates an entity path and returns its percent-encoded form (free()). */
 int pl_entity_encode(char **out, const char *entity);

@@ -61,9 +61,12 @@ PL_EXTERN const char *pl_version(void);
 #define PL_ETIMEOUT      (-9)  /* transport timeout */
 #define PL_ECONNECT     (-10)  /* could not connect, connection reset, TLS failure */
 #define PL_EPROTOCOL    (-11)  /* malformed or unexpected response */
-#define PL_EUNKNOWN     (-12)  /* outcome unknown: e.g. complete timed out and the
-                                  retry found nothing; the message may or may not
-                                  have been settled */
+#define PL_EUNKNOWN     (-12)  /* outcome unknown: the request may or may not have
+                                  been carried out (a send may have stored the
+                                  message, a receive-and-delete removed one, a
+                                  complete or unlock settled it). Remembered on a
+                                  message: a later settle says PL_EUNKNOWN again.
+                                  The table: docs/c-api.md, "Outcomes" */
 #define PL_EBADREQUEST  (-13)  /* 400 */
 #define PL_ECONFLICT    (-14)  /* 409 */
 #define PL_ESTATE       (-15)  /* the object is in the wrong state for the call
@@ -71,6 +74,9 @@ PL_EXTERN const char *pl_version(void);
 #define PL_ECLOSED      (-16)  /* the client or renewer was closed */
 #define PL_EHTTP        (-17)  /* any other unexpected HTTP status */
 #define PL_EINTERNAL    (-18)  /* a bug in peeklock */
+
+/* The same code under the name the bindings use (OutcomeUnknownError). */
+#define PL_EOUTCOME_UNKNOWN PL_EUNKNOWN
 
 /* Static, human-readable name of a code ("PL_ELOCKLOST: lock lost"). Never NULL. */
 PL_EXTERN const char *pl_strerror(int code);
@@ -198,6 +204,9 @@ typedef struct pl_client_stats {
     uint64_t lost;              /* locks found lost */
     double renew_p50_ms;        /* renew round-trip percentiles, 0 if none yet */
     double renew_p99_ms;
+    uint64_t orphaned_locks;    /* peek-locks whose answer was lost or unreadable: a
+                                   message may stay locked by nobody until its lock
+                                   expires (then it is delivered again) */
 } pl_client_stats;
 
 PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
@@ -219,6 +228,12 @@ PL_EXTERN int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const ch
 PL_EXTERN int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds);
 PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds);
 PL_EXTERN int pl_outgoing_set_force_persistence(pl_outgoing *m, int on);
+/* Opt-in: when a send's answer is lost after the request left, send it again
+ * instead of returning PL_EUNKNOWN. Only safe on an entity with duplicate
+ * detection, which drops the second copy by MessageId: a message with resend on
+ * and no MessageId is refused (PL_EINVAL) when sent. A batch is sent again only
+ * when every message in it opted in. Off by default. */
+PL_EXTERN int pl_outgoing_set_resend(pl_outgoing *m, int on);
 /* Custom properties, each sent as its own header and typed by the server from
  * its form: strings quoted (inner quotes escaped), numbers bare, booleans
  * true/false, dates as quoted RFC 1123 GMT. Names must be HTTP tokens and not
@@ -248,6 +263,9 @@ typedef struct pl_message pl_message;
 #define PL_LOCK_SETTLING  2   /* complete or unlock in progress: no renewal goes out */
 #define PL_LOCK_SETTLED   3
 #define PL_LOCK_LOST      4
+#define PL_LOCK_UNKNOWN   5   /* a complete or unlock whose outcome could not be known:
+                                 it may or may not have been settled; any later
+                                 settle returns PL_EUNKNOWN */
 
 /* Custom property types, as the server typed them from the header's form. */
 #define PL_PROP_STRING    1

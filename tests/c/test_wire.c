@@ -430,9 +430,16 @@ static void malformed(void)
     pl_request_free(req);
     CHECK_EQ(pl_response_new(&r, 42), PL_EINVAL);
     CHECK_EQ(pl_response_add_header(NULL, "a", "b"), PL_EINVAL);
-    /* Receive-and-delete needs no BrokerProperties; a bare 200 is a message. */
+    /* A bare 200 to a receive-and-delete is not a message (an answer cut short after
+     * its status line looks like that): malformed, never an empty message. */
     REQUIRE(pl_wire_receive(&req, ep, "q", 0, 0, NULL) == PL_OK);
     r = resp_with(200, "");
+    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+    CHECK(m == NULL);
+    pl_response_free(r);
+    /* With its BrokerProperties (and no Location: no lock) it is a message, even empty. */
+    r = resp_with(200, "");
+    pl_response_add_header(r, "BrokerProperties", "{\"SequenceNumber\":7}");
     CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_OK);
     CHECK(m != NULL);
     size_t n = 99;
