@@ -535,7 +535,7 @@ PL_PY_OUT_OBJECT(pl_response)
 %typemap(argout) pl_client_stats *out {
     Py_XDECREF($result);
     $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:K}",
         "requests", (unsigned long long)tmp$argnum.requests,
         "reused_connections", (unsigned long long)tmp$argnum.reused_connections,
         "retries", (unsigned long long)tmp$argnum.retries,
@@ -546,7 +546,8 @@ PL_PY_OUT_OBJECT(pl_response)
         "renewed", (unsigned long long)tmp$argnum.renewed,
         "lost", (unsigned long long)tmp$argnum.lost,
         "renew_p50_ms", tmp$argnum.renew_p50_ms,
-        "renew_p99_ms", tmp$argnum.renew_p99_ms));
+        "renew_p99_ms", tmp$argnum.renew_p99_ms,
+        "orphaned_locks", (unsigned long long)tmp$argnum.orphaned_locks));
 }
 
 %typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {

@@ -66,8 +66,12 @@ static int is_send(int op) { return op == PL_OP_SEND || op == PL_OP_BATCH; }
  * attempt's own message (why). */
 static int unknown(pl_call *call, int status)
 {
-    char why[300];
-    snprintf(why, sizeof why, "%s", pl_error_last()->message);
+    char why[300], prefix[240];
+    const char *w = pl_error_last()->message;
+    /* the attempt's message may already name the operation and entity */
+    int np = snprintf(prefix, sizeof prefix, "%s on '%.200s': ", pl_wire_op_name(call->op), call->entity);
+    if (np > 0 && (size_t)np < sizeof prefix && strncmp(w, prefix, (size_t)np) == 0) w += np;
+    snprintf(why, sizeof why, "%s", w);
     const char *consequence;
     switch (call->op) {
     case PL_OP_SEND: consequence = "the message may have been stored (sending it again may store it twice)"; break;
@@ -178,11 +182,12 @@ static int state_error(const pl_message *m, int op)
                             "%s: the message's earlier settle had an unknown outcome (it may or may not "
                             "have been completed or unlocked)", what);
     case PL_LOCK_LOST:
-        if (pl_message_lost_reason(m) == PL_ECLOSED)
-            return pl_error_set(PL_ECLOSED, 0, 0, "%s: the message was abandoned when its client or renewer closed",
-                                what);
         return pl_error_set(PL_ELOCKLOST, 0, 0, "%s: the message's lock was lost", what);
-    case PL_LOCK_SETTLED: return pl_error_set(PL_ESTATE, 0, 0, "%s: the message was already settled", what);
+    case PL_LOCK_SETTLED:
+        if (pl_message_lost_reason(m) == PL_ECLOSED)
+            return pl_error_set(PL_ECLOSED, 0, 0, "%s: the message was abandoned (unlocked) when its renewer "
+                                "closed; it will be delivered again", what);
+        return pl_error_set(PL_ESTATE, 0, 0, "%s: the message was already settled", what);
     case PL_LOCK_SETTLING: return pl_error_set(PL_ESTATE, 0, 0, "%s: the message is being settled", what);
     default: return pl_error_set(PL_ESTATE, 0, 0, "%s: the message holds no lock", what);
     }
@@ -214,6 +219,6 @@ void pl_fence_leave(pl_message *m, int rc)
         pl_message_mark_lost(m, rc, 1);
     } else {
         /* not settled and not lost (throttled, timed out before sending, ...): held */
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
+        if (pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD)) atomic_store(&m->lost_reason, 0);
     }
 }

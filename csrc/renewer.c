@@ -610,6 +610,9 @@ static void unlock_all(pl_renewer *r)
             pl_message *m = todo[next++];
             if (!pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING))
                 continue; /* being settled by its handler, or lost */
+            /* Settled behind its handler's back: the reason says so to a later
+             * settle, and to the bindings' with-blocks. */
+            atomic_store(&m->lost_reason, PL_ECLOSED);
             if (start_transfer(r, NULL, m, PL_SETTLE_UNLOCK) != PL_OK)
                 pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
         }

@@ -316,7 +316,9 @@ PL_EXTERN int pl_message_lock_state(const pl_message *m);             /* PL_LOCK
 PL_EXTERN int64_t pl_message_lock_duration_ms(const pl_message *m);   /* learned from receive */
 PL_EXTERN int64_t pl_message_lock_expiry_mono_ms(const pl_message *m);/* pl_now_mono_ms() scale */
 PL_EXTERN int64_t pl_message_lock_remaining_ms(const pl_message *m);  /* <= 0 when expired */
-/* Code of the failure that made the lock lost (PL_ELOCKLOST, PL_ENOTFOUND, …), 0 if not lost. */
+/* Code of the failure that made the lock lost (PL_ELOCKLOST, PL_ENOTFOUND, …), 0 if not lost;
+ * PL_EUNKNOWN in state PL_LOCK_UNKNOWN; PL_ECLOSED when pl_renewer_close(r, 1) settled
+ * (unlocked) it behind its handler's back (a later settle then returns PL_ECLOSED). */
 PL_EXTERN int pl_message_lost_reason(const pl_message *m);
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
