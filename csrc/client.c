@@ -562,6 +562,11 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         r->nheaders = 0;
         r->strs_used = 0;
         r->nseen = 0;
+        r->headers_done = 0;
+        return len;
+    }
+    if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+        r->headers_done = 1;
         return len;
     }
     const char *colon = memchr(buf, ':', len);
@@ -818,6 +823,8 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp)
 {
     if (resp && resp->too_big)
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response exceeded a size limit or was malformed");
+    if (rc == CURLE_OK) /* libcurl's success, but the headers never ended */
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: cut short in its headers");
     if (rc == CURLE_ABORTED_BY_CALLBACK && resp && resp->sends > 1)
         return pl_error_set(PL_ECONNECT, 0, 1, "the connection closed before an answer came (not sent again "
                                                "on a new connection: the first copy may have been carried out)");
@@ -850,7 +857,7 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp)
 
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp)
 {
-    if (rc == CURLE_OK) return resp && resp->too_big ? PL_IO_MALFORMED : PL_IO_ANSWERED;
+    if (rc == CURLE_OK) return resp && (resp->too_big || !resp->headers_done) ? PL_IO_MALFORMED : PL_IO_ANSWERED;
     /* Nothing went on the wire before the prerequest callback ran. */
     if (!resp || resp->sends == 0) return PL_IO_NOT_SENT;
     if (resp->too_big) return PL_IO_MALFORMED;
@@ -928,6 +935,12 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
     }
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (*io == PL_IO_MALFORMED) { /* e.g. the status line and nothing more */
+        rc = pl_client_curl_error(cr, resp);
+        pl_response_free(resp);
+        easy_free(s);
+        return rc;
+    }
     resp->status = (int)status;
     pool_put(c, s);
     *resp_out = resp;

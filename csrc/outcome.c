@@ -133,7 +133,7 @@ int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int co
     case PL_IO_MALFORMED:
         acted = 1;
         if (op == PL_OP_PEEKLOCK) call->orphaned++;
-        again = 0;
+        again = op == PL_OP_RENEW; /* a renew read wrong is simply made again */
         break;
     default: /* answered with an error status */
         if (code == PL_ETHROTTLED) {

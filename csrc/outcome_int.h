@@ -13,7 +13,7 @@
  *                 |          |  with resend opt-in)   |                        |            |  with resend opt-in) |
  *   recv+delete   | retry    | UNKNOWN                | UNKNOWN                | retry      | UNKNOWN              | error
  *   peek-lock     | retry    | retry, orphaned lock   | error, orphaned lock   | retry      | retry                | error
- *   renew         | retry while lock time remains                    | error      | retry while lock time remains      | lost
+ *   renew         | retry while lock time remains (any of these, 429/503/5xx too)                              | lost
  *   unlock,       | retry    | retry while the lock   | UNKNOWN                | retry      | retry (uncertain)    | lost, or UNKNOWN
  *   complete      |          | is valid (uncertain)   |                        |            |                      | when uncertain
  *

@@ -374,7 +374,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     double rtt = now_precise_ms() - s->sent_precise_ms;
     int rc, http = 0;
     long retry_after = 0;
-    if (res == CURLE_OK && s->resp) {
+    if (pl_client_transfer_io(res, s->resp) == PL_IO_ANSWERED) {
         http = s->resp->status;
         /* Interpreted here rather than by pl_response_result so that a 404 never
          * touches a message whose settle has started (HELD -> LOST only, below). */

@@ -65,6 +65,9 @@ struct pl_response {
     size_t nseen;           /* collecting: headers seen (kept or dropped), for the limit */
     int only_retry_after;   /* collecting: keep only Retry-After (answers to sends and
                                settles need no other header) */
+    int headers_done;       /* collecting: the blank line that ends the headers came (a
+                               transfer that ends without it was cut short, even when
+                               libcurl reports success) */
     int sends;              /* times the driver put the request on the wire (libcurl
                                silently re-sends once on a dead reused connection:
                                more than 1 means an earlier copy may have been acted on) */

@@ -1,0 +1,113 @@
+"""A small HTTP/1.1 TCP proxy for the fault matrix (tests/faults/matrix.json): it relays
+keep-alive exchanges between a client and the emulator, and cuts the answer to the next
+request of a chosen operation short after the server acted on it:
+
+    cut_headers  the status line only, then the connection closes
+    cut_body     the status line, the headers and half the body, then it closes
+
+The operation is read from the request line as the REST API spells it. Loopback only."""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from typing import Dict, Optional, Tuple
+
+_SETTLE = re.compile(rb"/messages/\d+/[^/?\s]+")
+
+
+def operation(method: bytes, path: bytes, headers: bytes) -> str:
+    if path.split(b"?")[0].endswith(b"/messages/head"):
+        return "peek_lock" if method == b"POST" else "receive_and_delete"
+    if _SETTLE.search(path):
+        return {b"POST": "renew", b"PUT": "unlock", b"DELETE": "complete"}.get(method, "other")
+    if method == b"POST" and path.split(b"?")[0].endswith(b"/messages"):
+        return "send_batch" if b"vnd.microsoft.servicebus.json" in headers.lower() else "send"
+    return "other"
+
+
+def _read_message(f, request: bool) -> Optional[Tuple[bytes, bytes, bytes]]:
+    """(start line, header block, body) of one HTTP/1.1 message with a Content-Length
+    (or none) body; None at EOF."""
+    start = f.readline()
+    if not start:
+        return None
+    head = b""
+    length = 0
+    while True:
+        line = f.readline()
+        if not line:
+            return None
+        head += line
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    no_body = not request and (start.split(b" ")[1:2] in ([b"204"], [b"304"]))
+    body = f.read(length) if length and not no_body else b""
+    return start, head, body
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.pending: Dict[str, str] = {}     # operation -> mode, for its next request
+        self.hits = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, op: str, mode: str) -> None:
+        with self.lock:
+            self.pending[op] = mode
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        up = socket.create_connection(self.upstream)
+        cf, uf = c.makefile("rb"), up.makefile("rb")
+        try:
+            while True:
+                req = _read_message(cf, True)
+                if req is None:
+                    return
+                start, head, body = req
+                parts = start.split(b" ")
+                op = operation(parts[0], parts[1] if len(parts) > 1 else b"", head)
+                up.sendall(start + head + body)
+                resp = _read_message(uf, False)
+                if resp is None:
+                    return
+                with self.lock:
+                    mode = self.pending.pop(op, None)
+                    if mode:
+                        self.hits += 1
+                rstart, rhead, rbody = resp
+                if mode == "cut_headers":
+                    c.sendall(rstart)
+                    return
+                if mode == "cut_body":
+                    c.sendall(rstart + rhead + rbody[: len(rbody) // 2])
+                    return
+                c.sendall(rstart + rhead + rbody)
+        except OSError:
+            return
+        finally:
+            for s in (c, up):
+                try:
+                    s.close()
+                except OSError:
+                    pass
