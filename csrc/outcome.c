@@ -140,6 +140,7 @@ int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int co
             again = 1;
         } else if (code == PL_ESERVER) {
             acted = 1;
+            if (op == PL_OP_PEEKLOCK) call->orphaned++; /* a lock may have been taken first */
             again = is_send(op) ? call->resend_ok : op != PL_OP_RECVDEL;
         }
         break;

@@ -34,6 +34,7 @@ def _read_message(f, request: bool) -> Optional[Tuple[bytes, bytes, bytes]]:
         return None
     head = b""
     length = 0
+    chunked = False
     while True:
         line = f.readline()
         if not line:
@@ -42,10 +43,23 @@ def _read_message(f, request: bool) -> Optional[Tuple[bytes, bytes, bytes]]:
         if line in (b"\r\n", b"\n"):
             break
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value.strip())
-    no_body = not request and (start.split(b" ")[1:2] in ([b"204"], [b"304"]))
-    body = f.read(length) if length and not no_body else b""
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if not request and (start.split(b" ")[1:2] in ([b"204"], [b"304"])):
+        return start, head, b""
+    if chunked:                                  # relayed as received, chunk framing included
+        body = b""
+        while True:
+            size_line = f.readline()
+            body += size_line
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            body += f.read(size + 2)
+            if size == 0:
+                return start, head, body
+    body = f.read(length) if length else b""
     return start, head, body
 
 
