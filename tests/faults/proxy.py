@@ -5,13 +5,20 @@ request of a chosen operation short after the server acted on it:
     cut_headers  the status line only, then the connection closes
     cut_body     the status line, the headers and half the body, then it closes
 
-The operation is read from the request line as the REST API spells it. Loopback only."""
+The operation is read from the request line as the REST API spells it. Loopback only.
+Armed in-process (FaultProxy.arm) or, for tests in other languages, by a request to the
+proxy itself: `POST /$proxy/arm?op=OP&mode=MODE`. Run standalone with
+`python3 tests/faults/proxy.py UPSTREAM_PORT`: it prints `proxy: PORT` and serves until
+killed."""
 from __future__ import annotations
 
 import re
 import socket
 import threading
+import sys
+import time
 from typing import Dict, Optional, Tuple
+from urllib.parse import parse_qs, urlsplit
 
 _SETTLE = re.compile(rb"/messages/\d+/[^/?\s]+")
 
@@ -100,6 +107,11 @@ class FaultProxy:
                     return
                 start, head, body = req
                 parts = start.split(b" ")
+                if len(parts) > 1 and parts[1].startswith(b"/$proxy/arm"):
+                    q = parse_qs(urlsplit(parts[1].decode()).query)
+                    self.arm(q["op"][0], q["mode"][0])
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    continue
                 op = operation(parts[0], parts[1] if len(parts) > 1 else b"", head)
                 up.sendall(start + head + body)
                 resp = _read_message(uf, False)
@@ -125,3 +137,10 @@ class FaultProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+if __name__ == "__main__":
+    proxy = FaultProxy(int(sys.argv[1]))
+    print(f"proxy: {proxy.port}", flush=True)
+    while True:
+        time.sleep(3600)
