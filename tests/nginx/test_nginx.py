@@ -282,6 +282,72 @@ def main():
             assert "earlier attempt may have been carried out" in r["r1_err"], r
             assert emu.entity_state("unk")["completed"].get("u-3") == 1
 
+        def fault_matrix_over_cosockets():
+            # every operation meets every fault once, as in tests/python/test_faults.py; the
+            # worker's cosocket pool keeps connections across requests, so the "fresh" rows
+            # run on a pooled connection too (their expected outcomes are the same)
+            sys.path.insert(0, os.path.join(opts.root, "tests", "faults"))
+            from proxy import FaultProxy
+            with open(os.path.join(opts.root, "tests", "faults", "matrix.json")) as f:
+                matrix = json.load(f)
+            proxy = FaultProxy(emu.port)
+            bad = []
+            n = 0
+            try:
+                for op, row in sorted(matrix["expect"].items()):
+                    for fault, want in sorted(row.items()):
+                        if want == "n/a":
+                            continue
+                        n += 1
+                        spec = matrix["faults"][fault]
+                        q = f"mx-{n}"
+                        emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 5})
+                        emu.admin("PUT", f"entities/{q}-warm", {"kind": "queue", "lock_duration": 5})
+                        if op not in ("send", "send_batch"):
+                            ngx.get("/send", entity=q, body="m", id="m1")
+                        if op == "peek_lock":
+                            ngx.get("/send", entity=q, body="m", id="m2")
+                        if "rule" in spec:
+                            rule = dict(spec["rule"], operation="send" if op == "send_batch" else op,
+                                        entity=q, count=1)
+                            emu.admin("POST", "faults", rule)
+                        elif "proxy" in spec:
+                            proxy.arm(op, spec["proxy"])
+                        if spec.get("endpoint") == "refused":
+                            s = socket.socket()
+                            s.bind(("127.0.0.1", 0))
+                            port = s.getsockname()[1]
+                            s.close()
+                        else:
+                            port = proxy.port
+                        r, _ = ngx.get("/matrix", op=op, entity=q, port=port, warm=f"{q}-warm",
+                                       settle=1 if op in ("renew", "unlock", "complete") else 0)
+                        emu.admin("DELETE", "faults")
+                        outcome, _, extra = want.partition(" ")
+                        code = {"unknown": "unknown_outcome", "protocol": "protocol",
+                                "connection": "connection"}.get(outcome)
+                        good = r.get("ok") if outcome == "ok" else r.get("err_code") == code
+                        if extra == "orphaned":
+                            good = good and r.get("orphaned", 0) >= 1
+                        copies = [m["message_id"] for m in emu.entity_state(q)["messages"]]
+                        if op in ("send", "send_batch") and fault != "stall":
+                            ids = ["s1"] if op == "send" else ["b1", "b2"]
+                            good = good and all(copies.count(i) == (1 if outcome == "ok" else copies.count(i))
+                                                and copies.count(i) <= 1 for i in ids)
+                        if op == "receive_and_delete" and outcome == "ok":
+                            good = good and r.get("id") == "m1" and "m1" not in copies
+                        if op in ("unlock", "complete"):
+                            good = good and r.get("state") == ("settled" if outcome == "ok" else "unknown")
+                            if outcome == "unknown":
+                                good = good and r.get("again_code") == "unknown_outcome"
+                        if op == "complete" and outcome == "ok":
+                            good = good and emu.entity_state(q)["completed"].get("m1") == 1
+                        if not good:
+                            bad.append((op, fault, want, r))
+            finally:
+                proxy.close()
+            assert n > 80 and not bad, bad
+
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
@@ -396,6 +462,7 @@ def main():
               two_light_threads_settle_once)
         check("a settle whose answer was lost and whose retry finds no lock: unknown_outcome",
               complete_with_lost_answer_is_unknown_outcome)
+        check("the fault matrix (tests/faults/matrix.json) over cosockets", fault_matrix_over_cosockets)
         check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
         check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)
