@@ -305,6 +305,18 @@ static PyObject *pl_py_client_send(PyObject *self, PyObject *const *args, Py_ssi
     return pl_py_general(self, "_send", args, nargs, kwnames);
 }
 
+/* A peek-lock whose answer was lost may leave a message locked by nobody: said at WARNING
+ * through peeklock.client._warn_orphaned (rare: only then is Python called). */
+static void pl_py_warn_orphaned(PyObject *entity) {
+    PyObject *mod, *r;
+    if (!pl_client_last_orphaned()) return;
+    if (!(mod = PyImport_ImportModule("peeklock.client"))) { PyErr_Clear(); return; }
+    r = PyObject_CallMethod(mod, "_warn_orphaned", "O", entity);
+    Py_XDECREF(r);
+    if (!r) PyErr_Clear();
+    Py_DECREF(mod);
+}
+
 /* timeout: an int of 0..300 seconds; max_renew: None or a positive finite
  * float or int. */
 static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -346,6 +358,7 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
     rc = pl_peek_lock(&m, c, entity, (int)t);
     Py_END_ALLOW_THREADS
     Py_DECREF(h);
+    pl_py_warn_orphaned(a[0]);
     if (rc < 0 || !m) {
         Py_DECREF(mr);
         if (rc < 0) {

@@ -976,6 +976,10 @@ static double now_ms_precise(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+static _Thread_local unsigned last_orphaned;
+
+unsigned pl_client_last_orphaned(void) { return last_orphaned; }
+
 /* Runs req: an I/O loop that reports each attempt to outcome.c and does what it
  * says (pl_call_report); the answer is read by pl_wire_result. */
 static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
@@ -1004,6 +1008,7 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
             sleep_ms(call.delay_ms);
             continue;
         }
+        if (op == PL_OP_PEEKLOCK) last_orphaned = (unsigned)call.orphaned;
         if (call.orphaned) pl_client_stat_add(c, PL_STAT_ORPHANED, (uint64_t)call.orphaned);
         count_result(c, req, call.code == PL_EUNKNOWN && m ? PL_ELOCKLOST : call.code);
         return call.code;
@@ -1036,6 +1041,7 @@ static int receive(pl_message **out, pl_client *c, const char *entity, int timeo
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
+    if (peek) last_orphaned = 0;
     pl_request *req = NULL;
     int rc = pl_request_receive(&req, c, entity, timeout_s, peek);
     if (rc) return rc;

@@ -210,6 +210,11 @@ typedef struct pl_client_stats {
 } pl_client_stats;
 
 PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
+/* How many of the calling thread's last pl_peek_lock's attempts lost their answer (or got an
+ * unreadable one) after the server may have locked a message: that message stays locked by
+ * nobody until its lock expires, then comes back. 0 normally; for warnings (bindings log
+ * it). */
+PL_EXTERN unsigned pl_client_last_orphaned(void);
 
 /* ------------------------------------------------------------------------ */
 /* Outgoing messages                                                          */

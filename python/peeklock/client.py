@@ -267,6 +267,14 @@ class OutgoingMessage:
         return h
 
 
+def _warn_orphaned(entity: str) -> None:
+    """A peek-lock's answer was lost after the server may have locked a message (the
+    extension's fast path calls this too)."""
+    log.warning("peek_lock on %s: an answer was lost after the server may have locked a message; "
+                "that message stays locked until its lock expires, then comes back "
+                "(stats()['orphaned_locks'])", entity)
+
+
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
     # (the C layer takes NUL-terminated strings: a NUL would cut a name or value short)
     for k, v in properties.items():
@@ -819,7 +827,11 @@ class Client:
         mr = _check_seconds(max_renew, "max_renew", optional=True)
         self._check_open()
         self._refresh_token()
-        h = _core.pl_peek_lock(self._h, entity, t)
+        try:
+            h = _core.pl_peek_lock(self._h, entity, t)
+        finally:
+            if _core.pl_client_last_orphaned():
+                _warn_orphaned(entity)
         if h is None:
             return None
         return Message(h, self, mr)

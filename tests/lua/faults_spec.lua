@@ -138,7 +138,8 @@ describe("fault matrix (" .. (jit and jit.version or _VERSION) .. ")", function(
         end
       elseif op == "peek_lock" and outcome == "ok" then
         -- after a lost answer the retry locks the next message; m1's orphaned lock expires
-        if extra ~= "orphaned" then assert.equal("m1", res.message_id)
+        local acted = (spec.rule and spec.rule.after) or spec.proxy -- the server locked m1 first
+        if extra ~= "orphaned" or not acted then assert.equal("m1", res.message_id)
         elseif fault ~= "stall" then assert.equal("m2", res.message_id) end
         assert(res:complete())
       elseif op == "renew" then
