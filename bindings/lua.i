@@ -770,7 +770,8 @@ static int pl_lua_result_from(lua_State *L) {
  * outcome_new(client, request, max_retries, retry_base_ms, retry_max_ms, seed) -> call
  * outcome_report(call, how, status, code, retry_after, message, msg) ->
  *   true, delay_ms          send the request again after delay_ms
- *   false, code             done: code is the result (pl_error_last() describes it)
+ *   false, code, orphaned   done: code is the result (pl_error_last() describes it);
+ *                           orphaned: peek-lock attempts whose lock may be held by nobody
  * how: "unsent", "unanswered", "malformed" or "answered"; status: the HTTP status (0 when
  * none); code: the attempt's PL_* code (answered: result_from's); retry_after: the answer's
  * Retry-After header value or nil; message: the attempt's own error text when it was not
@@ -816,7 +817,8 @@ static int pl_lua_outcome_report(lua_State *L) {
   if (lc->call.orphaned) pl_client_stat_add(lc->client, PL_STAT_ORPHANED, (uint64_t)lc->call.orphaned);
   lua_pushboolean(L, 0);
   lua_pushinteger(L, lc->call.code);
-  return 2;
+  lua_pushinteger(L, lc->call.orphaned);
+  return 3;
 }
 
 static int pl_lua_fence_enter(lua_State *L) {

@@ -217,14 +217,18 @@ end
 -- by the C core's outcome module (csrc/outcome.c, the table in docs/lua.md): this loop
 -- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
 -- when it says so. Runs req: rc, out | nil, err.
-local function exchange(self, req, op, msg_h, read_timeout_ms)
+local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
   local call = core.outcome_new(self._h, req, self._max_retries, self._retry_base_ms, self._retry_max_ms,
                                 math.random(1, 2147483647))
   while true do
     local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
     if not how then return nil, err end -- the request could not even be written (bad URL)
-    local again, v = core.outcome_report(call, how, status, rc, retry_after,
-                                         err and err.message or nil, msg_h)
+    local again, v, orphaned = core.outcome_report(call, how, status, rc, retry_after,
+                                                   err and err.message or nil, msg_h)
+    if not again and orphaned and orphaned > 0 then
+      ngx.log(ngx.WARN, "peeklock: peek_lock on ", tostring(entity), ": an answer was lost after the server may have locked a message; that message stays ",
+              "locked until its lock expires, then comes back (stats().orphaned_locks)")
+    end
     if again then
       ngx.sleep(v / 1000)
     elseif v >= 0 then
@@ -298,7 +302,7 @@ local function receive(self, op, entity, opts, peek)
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
   if rc < 0 then return nil, last_error(rc, op) end
   local out
-  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms)
+  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms, entity)
   core.release(req)
   if not rc then return nil, out end
   if rc == core.PL_EMPTY or not out then return nil, nil end

@@ -347,6 +347,7 @@ def main():
             finally:
                 proxy.close()
             assert n > 80 and not bad, bad
+            assert "peek_lock on mx-" in ngx.log() and "stays locked until its lock expires" in ngx.log()
 
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
