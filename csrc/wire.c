@@ -471,9 +471,78 @@ const char *pl_response_header(const pl_response *r, const char *name)
 
 /* ---- errors --------------------------------------------------------------- */
 
-/* Copies the <Detail> text (or the body) into out, dropping control characters
- * and anything that could be a secret (the lock token, a sig= value). */
-static void error_detail(char *out, size_t outlen, const pl_response *resp, const char *secret)
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* s[0..n) lower-cased with every %XX decoded, as often as it stays encoded (a
+ * crafted body may encode twice): a comparable form that literal patterns cannot
+ * dodge. NULL when out of memory. */
+static char *canonical(const char *s, size_t n)
+{
+    char *a = malloc(n + 1);
+    if (!a) return NULL;
+    for (size_t i = 0; i < n; i++) a[i] = (char)tolower((unsigned char)s[i]);
+    a[n] = '\0';
+    for (int round = 0; round < 4; round++) {
+        size_t o = 0, changed = 0;
+        for (size_t i = 0; a[i]; i++) {
+            int h, l;
+            if (a[i] == '%' && (h = hexval(a[i + 1])) >= 0 && (l = hexval(a[i + 2])) >= 0) {
+                a[o++] = (char)tolower(h * 16 + l);
+                i += 2;
+                changed = 1;
+            } else {
+                a[o++] = a[i];
+            }
+        }
+        a[o] = '\0';
+        if (!changed) break;
+    }
+    return a;
+}
+
+/* 1 when the canonical hay holds the canonical form of the secret s. */
+static int holds(const char *hay, const char *s, size_t n)
+{
+    if (!s || n < 4) return 0;
+    char *c = canonical(s, n);
+    int r = c ? strstr(hay, c) != NULL : 1;
+    free(c);
+    return r;
+}
+
+/* Whether [start, end) of an answer, decoded, holds anything that is or looks like
+ * a secret: the request's lock token or signature (by value, however encoded), the
+ * Authorization value, or the names that introduce one. */
+static int echoes_secret(const char *start, const char *end, const pl_request *req, const char *token)
+{
+    char *hay = canonical(start, (size_t)(end - start));
+    if (!hay) return 1;
+    int r = strstr(hay, "sig=") || strstr(hay, "sharedaccesssignature") || strstr(hay, "sharedaccesskey") ||
+            holds(hay, token, token ? strlen(token) : 0);
+    for (size_t i = 0; !r && req && i < req->nheaders; i++) {
+        if (!pl_strcaseeq(req->headers[i].name, "Authorization")) continue;
+        const char *v = req->headers[i].value, *sig = strstr(v, "sig=");
+        if (sig) {
+            sig += 4;
+            r = holds(hay, sig, strcspn(sig, "&"));
+        }
+        r = r || holds(hay, v, strlen(v));
+    }
+    if (!r && req && req->op >= PL_OP_RENEW) { /* a settle URL ends with the lock token */
+        const char *slash = strrchr(req->url, '/');
+        if (slash) r = holds(hay, slash + 1, strcspn(slash + 1, "?"));
+    }
+    free(hay);
+    return r;
+}
+
+/* Copies the <Detail> text (or the body) into out, dropping control characters. An
+ * answer that echoes anything like a secret (echoes_secret) is withheld whole. */
+static void error_detail(char *out, size_t outlen, const pl_response *resp, const pl_request *req,
+                         const char *secret)
 {
     out[0] = '\0';
     if (!resp->body || !resp->body_len) return;
@@ -483,6 +552,10 @@ static void error_detail(char *out, size_t outlen, const pl_response *resp, cons
         start = d + 8;
         const char *e = strstr(start, "</Detail>");
         if (e) end = e;
+    }
+    if (echoes_secret(start, end, req, secret)) {
+        snprintf(out, outlen, "(detail withheld: the answer echoed what may be a secret)");
+        return;
     }
     size_t o = 0;
     for (const char *p = start; p < end && o + 1 < outlen; p++) {
@@ -534,7 +607,7 @@ int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const
         else code = PL_EHTTP;
     }
     char detail[240];
-    error_detail(detail, sizeof detail, resp, m ? m->lock_token : NULL);
+    error_detail(detail, sizeof detail, resp, req, m ? m->lock_token : NULL);
     return pl_error_set(code, st, retry, "%s on '%.200s': HTTP %d%s%s", pl_wire_op_name(req->op),
                         req->entity ? req->entity : "", st, detail[0] ? ": " : "", detail);
 }
