@@ -163,6 +163,25 @@ static int dup_opt(char **slot, const char *v)
     return *slot ? PL_OK : pl_error_nomem();
 }
 
+/* An http:// endpoint (UseDevelopmentEmulator=true, or an http:// URL) sends the
+ * Authorization (a SAS token or bearer token) in clear: only to a loopback host,
+ * or to the one host the connection string names in AllowPlaintextHost=. */
+static int plaintext_check(const pl_client *c, const char *allowed)
+{
+    if (c->https || (!c->key && !c->sas_token && !c->token_cb)) return PL_OK;
+    const char *h = c->endpoint + 7; /* after "http://" */
+    size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+    if ((n == 9 && pl_strncaseeq(h, "localhost", 9)) || (n == 5 && strncmp(h, "[::1]", 5) == 0) ||
+        (n >= 7 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n)) /* 127/8, dotted */
+        return PL_OK;
+    if (allowed && strlen(allowed) == n && pl_strncaseeq(h, allowed, n)) return PL_OK;
+    return pl_error_set(PL_EINVAL, 0, 0,
+                        "endpoint: http:// to '%.*s', which is not a loopback host, would send the SAS or bearer "
+                        "token in clear; use https, or name the host in the connection string "
+                        "(AllowPlaintextHost=%.*s) to accept that", (int)(n > 200 ? 200 : n), h,
+                        (int)(n > 200 ? 200 : n), h);
+}
+
 int pl_client_new(pl_client **out, const pl_client_options *o)
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
@@ -211,6 +230,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     c->token_userdata = o->token_userdata;
 
     int rc = PL_OK;
+    char *plaintext_host = NULL;
     if (o->connection_string) {
         pl_connstr *cs = NULL;
         if ((rc = pl_connstr_parse(&cs, o->connection_string)) != PL_OK) goto fail;
@@ -221,7 +241,8 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
             goto fail;
         }
         c->https = !cs->dev;
-        rc = dup_opt(&c->endpoint, cs->endpoint);
+        if (!rc && cs->plaintext_host) rc = dup_opt(&plaintext_host, cs->plaintext_host);
+        rc = rc ? rc : dup_opt(&c->endpoint, cs->endpoint);
         if (!rc) rc = dup_opt(&c->entity_path, cs->entity_path);
         if (!rc && nauth == 0) {
             rc = dup_opt(&c->key_name, cs->key_name);
@@ -240,6 +261,9 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     if (!rc) rc = dup_opt(&c->key, c->key ? NULL : o->key);
     if (!rc) rc = dup_opt(&c->sas_token, c->sas_token ? NULL : o->sas_token);
     if (!rc) rc = dup_opt(&c->ca_file, o->ca_file);
+    if (!rc) rc = plaintext_check(c, plaintext_host);
+    free(plaintext_host);
+    plaintext_host = NULL;
     if (rc) goto fail;
     c->pool = calloc((size_t)c->pool_size, sizeof *c->pool);
     if (!c->pool) { rc = pl_error_nomem(); goto fail; }
@@ -247,6 +271,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     pl_error_ok();
     return PL_OK;
 fail:
+    free(plaintext_host);
     client_destroy(c);
     return rc;
 }
