@@ -1273,6 +1273,8 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
 %native(result_from) int pl_lua_result_from(lua_State *L);
+/* The largest answer body the core takes (a driver refuses a longer one as it streams in). */
+%constant long max_body_bytes = (long)PL_MAX_BODY_BYTES;
 %native(outcome_new) int pl_lua_outcome_new(lua_State *L);
 %native(outcome_report) int pl_lua_outcome_report(lua_State *L);
 %native(fence_enter) int pl_lua_fence_enter(lua_State *L);
