@@ -351,22 +351,16 @@ def main():
 
         def huge_answer_is_refused_as_it_streams_in():
             # an answer announcing 400 MiB (then stalling) is refused at once, not read whole
-            lsock = socket.socket()
-            lsock.bind(("127.0.0.1", 0))
-            lsock.listen(8)
+            sys.path.insert(0, os.path.join(opts.root, "tests", "faults"))
+            from proxy import loopback_server
             held = []
 
-            def serve():
-                while True:
-                    try:
-                        c, _ = lsock.accept()
-                    except OSError:
-                        return
-                    c.recv(65536)
-                    c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 419430400\r\n"
-                              b"BrokerProperties: {}\r\n\r\n" + b"x" * 1024)
-                    held.append(c)                      # and nothing more
-            threading.Thread(target=serve, daemon=True).start()
+            def announce_huge(c):
+                c.recv(65536)
+                c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 419430400\r\n"
+                          b"BrokerProperties: {}\r\n\r\n" + b"x" * 1024)
+                held.append(c)                          # and nothing more
+            lsock = loopback_server(announce_huge)
             try:
                 emu.admin("PUT", "entities/huge", {"kind": "queue", "lock_duration": 5})
                 t0 = time.monotonic()

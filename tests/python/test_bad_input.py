@@ -1,4 +1,6 @@
 """Bad input: clear errors naming the argument; no secret in any message or repr."""
+import os
+
 import pytest
 
 import peeklock
@@ -162,10 +164,11 @@ def tls_server(tmp_path):
     """A TLS server on loopback with a self-signed certificate (made by the openssl
     command): every handshake against it fails verification."""
     import shutil
-    import socket
     import ssl
     import subprocess
-    import threading
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
+    from proxy import loopback_server
     if not shutil.which("openssl"):
         pytest.skip("openssl command not installed")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
@@ -174,23 +177,15 @@ def tls_server(tmp_path):
                    check=True, capture_output=True)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
     accepted = []
 
-    def serve():
-        while True:
-            try:
-                c, _ = lsock.accept()
-            except OSError:
-                return
-            accepted.append(1)
-            try:
-                ctx.wrap_socket(c, server_side=True).close()
-            except (OSError, ssl.SSLError):
-                c.close()
-    threading.Thread(target=serve, daemon=True).start()
+    def handshake(c):
+        accepted.append(1)
+        try:
+            ctx.wrap_socket(c, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            c.close()
+    lsock = loopback_server(handshake)
     yield f"https://127.0.0.1:{lsock.getsockname()[1]}", accepted
     lsock.close()
 
