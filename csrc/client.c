@@ -290,6 +290,7 @@ int pl_client_new_from_connection_string(pl_client **out, const char *conn)
 const char *pl_client_endpoint(const pl_client *c) { return c ? c->endpoint : NULL; }
 const char *pl_client_entity_path(const pl_client *c) { return c ? c->entity_path : NULL; }
 long pl_client_request_timeout_ms(const pl_client *c) { return c->request_timeout_ms; }
+const pl_policy *pl_client_policy(const pl_client *c) { return &c->policy; }
 
 int pl_client_set_bearer_token(pl_client *c, const char *token, int64_t expires_unix)
 {

@@ -55,6 +55,11 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
  * or answered. For outcome.c. */
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp);
 
+/* The client's retry policy (max_retries, backoff), for drivers that run their
+ * own I/O and ask outcome.c (the cosocket driver). */
+struct pl_policy;
+const struct pl_policy *pl_client_policy(const pl_client *c);
+
 /* The request timeout the client uses (ms), for drivers that want the same. */
 long pl_client_request_timeout_ms(const pl_client *c);
 

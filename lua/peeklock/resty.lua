@@ -238,8 +238,7 @@ end
 -- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
 -- when it says so. Runs req: rc, out | nil, err.
 local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
-  local call = core.outcome_new(self._h, req, self._max_retries, self._retry_base_ms, self._retry_max_ms,
-                                math.random(1, 2147483647))
+  local call = core.outcome_new(self._h, req, math.random(1, 2147483647))
   while true do
     local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
     if not how then return nil, err end -- the request could not even be written (bad URL)
@@ -282,10 +281,7 @@ function M.client(opts)
   c._keepalive_ms = opts.keepalive_ms or 60000
   c._pool_size = opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
-  c._max_retries = (opts.max_retries and opts.max_retries >= 0) and opts.max_retries or 3
-  -- as client.c: 0 (or absent) means the default
-  c._retry_base_ms = (opts.retry_base_ms and opts.retry_base_ms > 0) and opts.retry_base_ms or 100
-  c._retry_max_ms = (opts.retry_max_ms and opts.retry_max_ms > 0) and opts.retry_max_ms or 5000
+  -- (max_retries, retry_base_ms, retry_max_ms: the C client's, which the outcome module uses)
   return setmetatable(c, Client)
 end
 
