@@ -606,6 +606,14 @@ int pl_outgoing_set_force_persistence(pl_outgoing *m, int on)
     return PL_OK;
 }
 
+int pl_outgoing_set_resend(pl_outgoing *m, int on)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    m->resend = on ? 1 : 0;
+    pl_error_ok();
+    return PL_OK;
+}
+
 /* Adds or replaces a custom property; takes ownership of raw. */
 static int add_prop(pl_outgoing *m, const char *name, int type, char *raw, int64_t i, double d)
 {
@@ -740,6 +748,7 @@ int pl_outgoing_clone(pl_outgoing **out, const pl_outgoing *m)
     c->ttl = m->ttl;
     c->scheduled = m->scheduled;
     c->force_persistence = m->force_persistence;
+    c->resend = m->resend;
     if (m->content_type && !(c->content_type = pl_strdup(m->content_type))) goto oom;
     for (int i = 0; i < PL_OUT_NFIELDS; i++)
         if (m->fields[i] && !(c->fields[i] = pl_strdup(m->fields[i]))) goto oom;

@@ -137,6 +137,8 @@ struct pl_outgoing {
     double ttl;                    /* < 0: unset */
     int64_t scheduled;             /* < 0: unset */
     int force_persistence;         /* -1 unset, 0, 1 */
+    int resend;                    /* pl_outgoing_set_resend: may be sent again after a
+                                      lost answer (needs a MessageId) */
     pl_prop *props;
     size_t nprops;
 };
