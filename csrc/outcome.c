@@ -199,7 +199,10 @@ int pl_fence_enter(pl_message *m, int op)
 {
     if (op == PL_OP_RENEW)
         return pl_message_state(m) == PL_LOCK_HELD ? PL_OK : state_error(m, op);
-    if (pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING)) return PL_OK;
+    if (pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING)) {
+        atomic_store(&m->settle_kind, op == PL_OP_COMPLETE ? PL_SETTLE_COMPLETE : PL_SETTLE_UNLOCK);
+        return PL_OK;
+    }
     return state_error(m, op);
 }
 

@@ -464,6 +464,21 @@ class Message:
         return _STATE_NAMES.get(_core.pl_message_lock_state(self._h), "unknown")
 
     @property
+    def outcome(self) -> Optional[str]:
+        """How this message ended: "completed", "abandoned" (an unlock, by you,
+        the context manager or a closing client), "lost" (its lock), "unknown"
+        (a settle whose outcome could not be known), or None while it is held
+        or being settled, and after receive-and-delete."""
+        st = _core.pl_message_lock_state(self._h)
+        if st == LOCK_SETTLED:
+            return "completed" if _core.pl_message_settle_kind(self._h) == 1 else "abandoned"
+        if st == LOCK_LOST:
+            return "lost"
+        if st == LOCK_UNKNOWN:
+            return "unknown"
+        return None
+
+    @property
     def lock_lost(self) -> bool:
         return _core.pl_message_lock_state(self._h) == LOCK_LOST
 
