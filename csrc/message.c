@@ -243,7 +243,7 @@ static pl_message *message_init(pl_message *m)
     atomic_init(&m->refs, 1);
     atomic_init(&m->lock_state, PL_LOCK_NONE);
     atomic_init(&m->lost_reason, 0);
-    atomic_init(&m->settle_kind, PL_SETTLE_NONE);
+    atomic_init(&m->settle_kind, 0);
     atomic_init(&m->lock_expiry_mono_ms, 0);
     m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
     m->delivery_count = -1;
@@ -498,7 +498,7 @@ int64_t pl_message_property_datetime(const pl_message *m, size_t i)
 int pl_message_lock_state(const pl_message *m) { return m ? pl_message_state(m) : PL_LOCK_NONE; }
 int pl_message_settle_kind(const pl_message *m)
 {
-    return m ? atomic_load(&((pl_message *)m)->settle_kind) : PL_SETTLE_NONE;
+    return m ? atomic_load(&((pl_message *)m)->settle_kind) : 0;
 }
 int64_t pl_message_lock_duration_ms(const pl_message *m) { return m ? m->lock_duration_ms : 0; }
 int64_t pl_message_lock_expiry_mono_ms(const pl_message *m)

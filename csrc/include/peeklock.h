@@ -329,13 +329,10 @@ PL_EXTERN int64_t pl_message_lock_remaining_ms(const pl_message *m);  /* <= 0 wh
 PL_EXTERN int pl_message_lost_reason(const pl_message *m);
 
 /* Which settle moved the message out of PL_LOCK_HELD last: PL_SETTLE_COMPLETE or
- * PL_SETTLE_UNLOCK (an unlock by pl_renewer_close included), PL_SETTLE_NONE when
- * none has. With pl_message_lock_state it tells the outcome: SETTLED by a complete
- * (completed) or an unlock (abandoned); UNKNOWN: that settle may or may not have
- * been carried out. Atomic; any thread. */
-#define PL_SETTLE_NONE      0
-#define PL_SETTLE_COMPLETE  1
-#define PL_SETTLE_UNLOCK    2
+ * PL_SETTLE_UNLOCK (an unlock by pl_renewer_close included; see pl_request_settle),
+ * 0 when none has. With pl_message_lock_state it tells the outcome: SETTLED by a
+ * complete (completed) or an unlock (abandoned); UNKNOWN: that settle may or may
+ * not have been carried out. Atomic; any thread. */
 PL_EXTERN int pl_message_settle_kind(const pl_message *m);
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */

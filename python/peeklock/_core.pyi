@@ -17,6 +17,8 @@ class pl_response: ...
 PL_OK: int
 PL_EMPTY: int
 PL_LOCK_NONE: int
+PL_SETTLE_COMPLETE: int
+PL_SETTLE_UNLOCK: int
 PL_LOCK_HELD: int
 PL_LOCK_SETTLING: int
 PL_LOCK_SETTLED: int

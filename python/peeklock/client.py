@@ -38,6 +38,7 @@ _core.pl_py_set_error_factory(_errors.from_code)
 
 # Lock states (csrc/include/peeklock.h).
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 1, 2, 3, 4, 5
+_SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
 _E_CLOSED = -16
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
@@ -471,7 +472,8 @@ class Message:
         or being settled, and after receive-and-delete."""
         st = _core.pl_message_lock_state(self._h)
         if st == LOCK_SETTLED:
-            return "completed" if _core.pl_message_settle_kind(self._h) == 1 else "abandoned"
+            return ("completed" if _core.pl_message_settle_kind(self._h) == _SETTLE_COMPLETE
+                    else "abandoned")
         if st == LOCK_LOST:
             return "lost"
         if st == LOCK_UNKNOWN:
