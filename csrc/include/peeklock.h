@@ -335,6 +335,23 @@ PL_EXTERN int pl_message_lost_reason(const pl_message *m);
  * not have been carried out. Atomic; any thread. */
 PL_EXTERN int pl_message_settle_kind(const pl_message *m);
 
+/* Lock handles: a held lock as a string that another process (or thread, or
+ * client) turns back into a message with pl_client_attach, to renew, unlock or
+ * complete it there: over REST a lock is a URL, and any holder of a valid token
+ * for the namespace may settle it. The handle is a SECRET: it contains the lock
+ * token (never log it or show it). Its expiry crosses processes as wall-clock
+ * time; the server stays the authority (an expired lock settles as
+ * PL_ELOCKLOST). Two holders may both renew; the first settle wins and the other
+ * then gets PL_ELOCKLOST, never a false success.
+ * pl_message_lock_handle: *out freed with pl_free; PL_ESTATE when m's lock is not
+ * held. pl_client_attach: a message in PL_LOCK_HELD with the handle's entity,
+ * sequence number, MessageId and lock (no body or properties), holding a
+ * reference to client, which must be for the same namespace (PL_EINVAL
+ * otherwise, and for anything that is not a handle; the message never quotes
+ * the handle). Any thread. */
+PL_EXTERN int pl_message_lock_handle(char **out, const pl_message *m);
+PL_EXTERN int pl_client_attach(pl_message **out, pl_client *client, const char *handle);
+
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
 PL_EXTERN int64_t pl_now_mono_ms(void);
 

@@ -544,6 +544,20 @@ class Message:
 
     unlock = abandon
 
+    # ---- hand-over ----
+    def lock_handle(self) -> str:
+        """This message's lock as a string another process (or client) turns
+        back into a message with :meth:`Client.attach`, to renew, abandon or
+        complete it there. SECRET: it carries the lock token; never log it.
+        Two holders may both renew; the first settle wins and the other gets
+        LockLostError. StateError when the lock is not held."""
+        return str(_core.pl_message_lock_handle(self._h))
+
+    def release(self) -> None:
+        """Stops renewing this message without settling it (after handing its
+        lock over): its lock runs out unless someone else renews or settles it."""
+        self._stop_renewing()
+
     def _stop_renewing(self) -> None:
         if self._in_renewer:
             self._in_renewer = False
@@ -1033,6 +1047,21 @@ class Client:
             return
         with msg:
             yield msg
+
+    def attach(self, handle: str, *, max_renew: Optional[float] = None) -> Message:
+        """The message whose lock ``handle`` (from :meth:`Message.lock_handle`,
+        in any process) describes, held by this client: renew it, use it as a
+        context manager, abandon or complete it, with the usual outcomes (an
+        expired lock is lost; the first of two holders to settle wins). It has
+        its entity, sequence number and MessageId, not its body or properties.
+        ValueError when ``handle`` is not a lock handle for this namespace (the
+        message never quotes the handle)."""
+        if not isinstance(handle, str):
+            raise TypeError(f"handle must be a str, not {type(handle).__name__}")
+        mr = _check_seconds(max_renew, "max_renew", optional=True)
+        self._check_open()
+        self._refresh_token()
+        return Message(_core.pl_client_attach(self._h, handle), self, mr)
 
     def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
         """Reads and deletes the next message (destructive; nothing to settle)."""
