@@ -27,6 +27,7 @@ local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetat
 -- looking that field up on every call.
 local metatable_of = debug and debug.getmetatable or getmetatable
 local floor, huge = math.floor, math.huge
+local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 local find = string.find
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
 local traceback = debug.traceback
@@ -73,21 +74,73 @@ local LOCK_STATES = {
 
 -- ------------------------------------------------------------------ errors
 
+-- An error is a table whose only raw content is its message at [1], so that it works
+-- where lua-resty code expects a string: tostring, concatenation ("x" .. err), and
+-- ngx.say / ngx.print (which write a table's array part). Its fields (code, errno,
+-- status, retryable, message, op, cause, traceback) are read through __index from a
+-- side table keyed weakly by the error.
 local Error = {}
-Error.__index = Error
 Error.__name = "peeklock.Error"
-function Error.__tostring(e)
-  local s = "peeklock: " .. (e.op and (e.op .. ": ") or "") .. tostring(e.message)
-  s = s .. " (" .. tostring(e.code)
-  if e.status and e.status ~= 0 then s = s .. ", HTTP " .. tostring(e.status) end
+M.Error = Error
+local FIELDS = setmetatable({}, { __mode = "k" })
+local rawset = rawset
+function Error.__index(e, k)
+  local f = FIELDS[e]
+  local v = f and f[k]
+  if v ~= nil then return v end
+  return Error[k]
+end
+function Error.__newindex(e, k, v)
+  local f = FIELDS[e]
+  if f and type(k) == "string" then
+    f[k] = v
+    if k ~= "cause" and k ~= "traceback" then rawset(e, 1, Error.describe(f)) end
+  else
+    rawset(e, k, v)
+  end
+end
+function Error.__tostring(e) return rawget(e, 1) end
+function Error.__concat(a, b) return tostring(a) .. tostring(b) end
+if _VERSION ~= "Lua 5.1" then -- pairs(err) lists the fields (Lua 5.2+ honour __pairs)
+  function Error.__pairs(e) return next, FIELDS[e] or {}, nil end
+end
+
+-- The C core's operation names (pl_wire_op_name) and parameter names that open some of
+-- its messages: an operation the Lua error already names, a parameter that means nothing
+-- to a Lua caller. "opts.x: ..." is an option of the call.
+local C_OPS = { ["send"] = true, ["send batch"] = true, ["peek-lock"] = true, ["receive-and-delete"] = true,
+                ["renew-lock"] = true, ["unlock"] = true, ["complete"] = true, ["request"] = true }
+local C_PARAMS = { out = true, m = true, r = true, b = true, c = true, req = true, resp = true, client = true }
+local function plain_message(op, message)
+  message = tostring(message)
+  local head, rest = message:match("^([%w_%-%. ]-): (.*)$")
+  if head then
+    local opt = head:match("^opts%.([%w_]+)$")
+    if opt then return "option '" .. opt .. "' " .. rest end
+    if C_OPS[head] or C_PARAMS[head] or head == op then return plain_message(op, rest) end
+  end
+  return message
+end
+
+-- The message an error shows: "peeklock: <op>: <message> (<code>[, HTTP <status>])", the
+-- operation left out when the message already starts with it ("complete on 'q': ...").
+function Error.describe(f)
+  local msg = tostring(f.message)
+  local op = f.op
+  local s = "peeklock: "
+  if op and op ~= "" and not C_OPS[msg:match("^(.-) on '") or ""] then s = s .. op .. ": " end
+  s = s .. msg .. " (" .. tostring(f.code)
+  if f.status and f.status ~= 0 then s = s .. ", HTTP " .. tostring(f.status) end
   return s .. ")"
 end
-M.Error = Error
 
 local function new_error(fields)
   fields.status = fields.status or 0
   fields.retryable = fields.retryable or false
-  return setmetatable(fields, Error)
+  if fields.message ~= nil then fields.message = plain_message(fields.op, fields.message) end
+  local e = { Error.describe(fields) }
+  FIELDS[e] = fields
+  return setmetatable(e, Error)
 end
 M._new_error = new_error
 
@@ -278,7 +331,12 @@ local GETTERS = {
   delivery_count = function(h) return optional(core.pl_message_delivery_count(h)) end,
   enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
   locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
-  time_to_live = function(h) local v = core.pl_message_time_to_live(h); if v < 0 then return nil end return v end,
+  -- whole seconds as an integer (Lua 5.3+), as the other counts and times
+  time_to_live = function(h)
+    local v = core.pl_message_time_to_live(h)
+    if v < 0 then return nil end
+    return tointeger and tointeger(v) or v
+  end,
   properties = core.message_properties,
   state = function(h) return core.pl_message_broker(h, "State") end,
 }
@@ -406,13 +464,52 @@ local function check_client(self, fname)
   return h
 end
 
+-- Inside nginx the blocking client stops the whole worker for each call: say so once.
+local warned = false
+local function warn_in_nginx()
+  local ngx = rawget(G, "ngx")
+  if warned or type(ngx) ~= "table" or not ngx.socket or not ngx.log then return end
+  warned = true
+  ngx.log(ngx.WARN, "peeklock: require \"peeklock\" is the blocking client: inside nginx each of its calls ",
+          "blocks the whole worker; use require \"peeklock.resty\" (cosockets) instead")
+end
+
+-- The options peeklock.client takes, with their types (peeklock.resty adds its own).
+local CLIENT_OPTIONS = {
+  connection_string = "string", endpoint = "string", key_name = "string", key = "string",
+  sas_token = "string", ca_file = "string", connect_timeout_ms = "number", request_timeout_ms = "number",
+  max_retries = "number", retry_base_ms = "number", retry_max_ms = "number", pool_size = "number",
+  token_lifetime_s = "number", renewer = "table",
+}
+local RENEWER_OPTIONS = { max_connections = "number", margin_floor_ms = "number", default_max_renew_ms = "number",
+                          request_timeout_ms = "number", jitter = "number" }
+
+-- Refuses (raises at the user's line) an option fname does not know or of the wrong
+-- type, before anything is made or sent. known: name -> type; extra: a second such table.
+local function check_options(fname, opts, known, extra)
+  for k, v in pairs(opts) do
+    local want = known[k] or (extra and extra[k])
+    if not want then
+      error(("unknown option '%s' to '%s'"):format(tostring(k), fname), user_level())
+    end
+    if type(v) ~= want or (want == "number" and v ~= v) then
+      error(("bad option '%s' to '%s' (%s expected, got %s)"):format(k, fname, want, type(v)), user_level())
+    end
+  end
+  if type(opts.renewer) == "table" then check_options(fname, opts.renewer, RENEWER_OPTIONS) end
+end
+M._check_options = check_options
+
 --- peeklock.client(connection_string | options) -> client | nil, err
 -- options: connection_string | endpoint + key_name + key | sas_token, and
 -- connect_timeout_ms, request_timeout_ms, max_retries, retry_base_ms, retry_max_ms,
 -- pool_size, ca_file, token_lifetime_s; renewer = { margin_floor_ms=..., ... }.
-function M.client(opts)
+-- An unknown option or one of the wrong type raises an error.
+function M.client(opts, extra_options)
   if type(opts) == "string" then opts = { connection_string = opts }
-  elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts) end
+  elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts)
+  else check_options("client", opts, CLIENT_OPTIONS, extra_options) end
+  if not extra_options then warn_in_nginx() end
   local ok, rc, h = pcall(core.client_new, opts)
   if not ok then error("peeklock.client: " .. tostring(rc), 2) end
   if rc < 0 then return nil, last_error(rc, "client") end
@@ -545,9 +642,18 @@ M._check_client = check_client
 M._check_string = check_string
 M._check_opts = check_opts
 
+-- xpcall's handler in with_lock: the error value and the handler's traceback.
+local HANDLER_FAILURE = {}
+local function keep_traceback(e)
+  return setmetatable({ cause = e, traceback = traceback(type(e) == "string" and e or tostring(e), 2) },
+                      HANDLER_FAILURE)
+end
+
 local function handler_error(cause)
+  local tb
+  if getmetatable(cause) == HANDLER_FAILURE then cause, tb = cause.cause, cause.traceback end
   return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
-                     cause = cause, op = "with_lock" })
+                     cause = cause, traceback = tb, op = "with_lock" })
 end
 M._handler_error = handler_error
 
@@ -592,11 +698,18 @@ function Client:with_lock(entity, opts, fn)
     msg:free()
     return nil, err
   end
-  local res = pack(pcall(fn, msg))
-  core.pl_renewer_remove(r, mh)
+  local res = pack(xpcall(fn, keep_traceback, msg))
+  if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key] = nil, nil
+  if not rawget(self, "_h") then -- the handler closed the client
+    msg:free()
+    if not res[1] then return nil, handler_error(res[2]) end
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = "with_lock",
+      message = "the client was closed while the handler ran; the message was not completed "
+                .. "and will be delivered again" })
+  end
   local state = core.pl_message_lock_state(mh)
   if not res[1] then
     if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end
@@ -690,6 +803,20 @@ function M.parse_connection_string(s)
   core.release(cs)
   return t
 end
+
+-- A held message the program dropped (never settled, never freed) stops being renewed
+-- and is abandoned when the collector takes it, as <close> does (bindings/lua.i's
+-- pl_lua_gc calls this with the handle and the message's client).
+function Client:_dropped(mh)
+  local r = rawget(self, "_renewer")
+  if r then core.pl_renewer_remove(r, mh) end
+  local h = rawget(self, "_h")
+  if h then core.pl_unlock(h, mh) end
+end
+core.set_drop_hook(function(mh, client)
+  local f = client._dropped
+  if f then f(client, mh) end
+end)
 
 M.lock_states = LOCK_STATES
 return M

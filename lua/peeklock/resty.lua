@@ -151,6 +151,7 @@ local function http_exchange(self, req, op, read_timeout_ms)
     ok, err = sock:sslhandshake(nil, host, self._ssl_verify)
     if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err), UNSENT end
   end
+  core.stat_request(self._h, 1, sock:getreusedtimes() > 0 and 1 or 0, 0)
   local sent_ms = core.pl_now_mono_ms()
   ok, err = sock:send(lines)
   if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err), UNANSWERED end
@@ -230,6 +231,7 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
               "locked until its lock expires, then comes back (stats().orphaned_locks)")
     end
     if again then
+      core.stat_request(self._h, 0, 0, 1)
       ngx.sleep(v / 1000)
     elseif v >= 0 then
       return v, out
@@ -252,15 +254,20 @@ M.Client = Client
 --- peeklock.resty.client(connection_string | options) -> client | nil, err
 -- Options as for peeklock.client, plus keepalive_ms (default 60000), pool_size
 -- (cosocket keep-alive pool per endpoint, default 32), ssl_verify (default true).
+local RESTY_OPTIONS = { keepalive_ms = "number", ssl_verify = "boolean" }
+
 function M.client(opts)
-  local c, err = peeklock.client(opts)
+  local c, err = peeklock.client(opts, RESTY_OPTIONS)
   if not c then return nil, err end
   if type(opts) ~= "table" then opts = {} end
+  if opts.keepalive_ms and opts.keepalive_ms < 0 then
+    error("bad option 'keepalive_ms' to 'client' (out of range 0..)", 2)
+  end
   c._connect_timeout_ms = opts.connect_timeout_ms or 10000
   c._send_timeout_ms = opts.request_timeout_ms or 30000
   c._request_timeout_ms = opts.request_timeout_ms or 30000
   c._keepalive_ms = opts.keepalive_ms or 60000
-  c._pool_size = opts.pool_size or 32
+  c._pool_size = (opts.pool_size and opts.pool_size > 0) and opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
   c._max_retries = (opts.max_retries and opts.max_retries >= 0) and opts.max_retries or 3
   -- as client.c: 0 (or absent) means the default
@@ -340,6 +347,22 @@ function Client:_settle(msg, op)
   if settling then core.fence_leave(mh, ok and 0 or err.errno) end
   if not ok then return nil, err end
   return true
+end
+
+-- A held message dropped to the collector: its renewal stops now, and it is abandoned over
+-- a cosocket from a zero-delay timer (a finalizer cannot yield) through a second
+-- reference to it.
+function Client:_dropped(mh)
+  local r = rawget(self, "_renewer")
+  if r then core.pl_renewer_remove(r, mh) end
+  if not rawget(self, "_h") then return end
+  local h2 = core.message_ref(mh)
+  local ok = ngx.timer.at(0, function()
+    local msg = peeklock._wrap_message(self, h2)
+    self:_settle(msg, "abandon")
+    msg:free()
+  end)
+  if not ok then core.release(h2) end
 end
 
 -- with_lock, poll_events, stats, renewer_stats, close: inherited from peeklock.Client;

@@ -133,6 +133,45 @@ function H.race()
   reply(out)
 end
 
+-- /say?entity= : an error written as lua-resty code writes strings
+function H.say()
+  local a = ngx.req.get_uri_args()
+  local ok, err = get_client():send(a.entity, "x")
+  if not ok then ngx.say("failed: ", err) ngx.say("concat: " .. err) return end
+  ngx.say("sent")
+end
+
+-- /readme_assert : the README's idiom with a connection string that cannot work
+function H.readme_assert()
+  local client, err = peeklock.client("Endpoint=sb://;SharedAccessKeyName=k")
+  assert(client, tostring(err))
+end
+
+-- /options?entity= : an option of the wrong type is refused before anything is sent;
+-- the client's stats count the cosocket requests of a send
+function H.options()
+  local a = ngx.req.get_uri_args()
+  local conn = os.getenv("PEEKLOCK_CONNECTION_STRING")
+  local ok, e = pcall(peeklock.client, { connection_string = conn, keepalive_ms = "60s" })
+  local ok2, e2 = pcall(peeklock.client, { connection_string = conn, bogus_opt = 1 })
+  local c = assert(peeklock.client({ connection_string = conn, keepalive_ms = 1000 }))
+  local before = c:stats().requests
+  assert(c:send(a.entity, "counted"))
+  assert(c:send(a.entity, "counted"))
+  local st = c:stats()
+  c:close()
+  reply({ refused = not ok, err = tostring(e), refused_unknown = not ok2, err_unknown = tostring(e2),
+          requests = st.requests - before, reused = st.reused_connections, sent = st.sent })
+end
+
+-- /blocking : the blocking client inside nginx (warns once in the error log)
+function H.blocking()
+  local blocking = require "peeklock"
+  local c = assert(blocking.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+  c:close()
+  ngx.say("made")
+end
+
 function H.ping()
   ngx.say("pong")
 end

@@ -9,6 +9,7 @@ empty receives. Tears everything down. Prints 'N passed, N failed'.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -89,6 +91,17 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
+def log_entries(log):
+    """The error log's entries: one per line starting with a date (tracebacks span lines)."""
+    entries = []
+    for line in log.splitlines():
+        if re.match(r"\d{4}/\d\d/\d\d ", line) or not entries:
+            entries.append(line)
+        else:
+            entries[-1] += "\n" + line
+    return entries
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
@@ -114,6 +127,7 @@ def main():
     try:
         emu.admin("PUT", "entities/slow", {"kind": "queue", "lock_duration": 5})
         emu.admin("PUT", "entities/quick", {"kind": "queue", "lock_duration": 5})
+        emu.admin("PUT", "entities/counted", {"kind": "queue"})
         ngx = Nginx(opts.root, opts.build, emu.connection_string)
 
         def ping_answers():
@@ -353,6 +367,32 @@ def main():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
 
+        def errors_print_as_strings():
+            body, status = ngx.get("/say", entity="no-such-queue")
+            want = "peeklock: send on 'no-such-queue': HTTP 410"
+            assert f"failed: {want}" in body and f"concat: {want}" in body, body
+            try:
+                ngx.get("/readme_assert")
+                raise AssertionError("the README's assert did not raise")
+            except urllib.error.HTTPError as e:
+                assert e.code == 500, e
+            aborted = [e for e in log_entries(ngx.log()) if "/readme_assert" in e]
+            assert aborted and "peeklock: client: " in aborted[-1] and "(invalid_argument)" in aborted[-1], aborted
+
+        def options_checked_and_requests_counted():
+            before = len(emu.entity_state("counted")["messages"])
+            r, _ = ngx.get("/options", entity="counted")
+            assert r["refused"] and "bad option 'keepalive_ms' to 'client' (number expected, got string)" in r["err"], r
+            assert r["refused_unknown"] and "unknown option 'bogus_opt'" in r["err_unknown"], r
+            assert r["requests"] == 2 and r["reused"] >= 1 and r["sent"] == 2, r
+            assert len(emu.entity_state("counted")["messages"]) == before + 2
+
+        def blocking_require_warns():
+            body, _ = ngx.get("/blocking")
+            assert body.strip() == "made", body
+            log = ngx.log()
+            assert "[warn]" in log and 'require "peeklock" is the blocking client' in log, log[-2000:]
+
         def long_poll_does_not_block_and_renewal_spans_lock_durations():
             box = {}
 
@@ -452,6 +492,10 @@ def main():
         check("send, peek-lock, renew, abandon, complete over cosockets", send_and_peek)
         check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
         check("errors come back as tables", errors_come_back_as_tables)
+        check("errors print as strings (ngx.say, concatenation, the README's assert)", errors_print_as_strings)
+        check("client options are checked before a request; stats count cosocket requests",
+              options_checked_and_requests_counted)
+        check("the blocking require inside nginx warns", blocking_require_warns)
         check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
         check("a 500 after a receive-and-delete is an unknown outcome, not retried into a lost message",
               receive_and_delete_500_after_delete_is_reported_not_retried)
@@ -470,7 +514,8 @@ def main():
         check("handler failure abandons", handler_failure_abandons)
         # last: it advances the emulator clock
         check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
-        log = ngx.log()
+        # (the README's assert idiom aborts its request on purpose)
+        log = "\n".join(e for e in log_entries(ngx.log()) if "/readme_assert" not in e)
         check("no Lua errors in the nginx log",
               lambda: (_ for _ in ()).throw(AssertionError(log[-3000:]))
               if any(bad in log for bad in ("lua entry thread aborted", "runtime error",
