@@ -442,6 +442,11 @@ M._wrap_message = core.message_wrapper(Message)
 
 local Client = {}
 Client.__index = Client
+-- with_lock's bookkeeping, by message key, for every client (the renewer is shared):
+-- the messages a with_lock holds now, and the lost events found for them.
+local ACTIVE, LOST = {}, {}
+-- (a client's held handles, weakly: a message whose coroutine was dropped stays collectable)
+local WEAK_VALUES = { __mode = "v" }
 Client.__name = "peeklock.Client"
 Client._peeklock_client = true
 M.Client = Client
@@ -513,7 +518,8 @@ function M.client(opts, extra_options)
   local ok, rc, h = pcall(core.client_new, opts)
   if not ok then error("peeklock.client: " .. tostring(rc), 2) end
   if rc < 0 then return nil, last_error(rc, "client") end
-  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = {}, _active = {} }, Client)
+  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = LOST, _active = ACTIVE,
+                         _held = setmetatable({}, WEAK_VALUES) }, Client)
 end
 
 function Client:endpoint()
@@ -580,15 +586,38 @@ function Client:_settle(msg, op)
   return true
 end
 
+-- One renewer (one thread) per process, shared by every client made without renewer
+-- options: inside nginx each worker has its own Lua state, so one per worker, made on
+-- its first with_lock (never in the master). Each message is renewed through the client
+-- it came through (csrc/renewer.c), so a client per request costs no thread. A client
+-- given renewer options has a renewer of its own, freed with it. Events are kept by
+-- message identity for whichever with_lock holds the message (ACTIVE, LOST).
+local shared_renewer
+
 function Client:_get_renewer()
   local r = self._renewer
   if r then return r end
   local rc
-  rc, r = core.renewer_new(self._h, self._renewer_opts)
-  if rc < 0 then return nil, last_error(rc, "renewer") end
+  if self._renewer_opts then
+    rc, r = core.renewer_new(self._h, self._renewer_opts)
+    if rc < 0 then return nil, last_error(rc, "renewer") end
+    self._own_renewer = true
+  else
+    r = shared_renewer
+    if not r then
+      rc, r = core.renewer_new(self._h, nil)
+      if rc < 0 then return nil, last_error(rc, "renewer") end
+      shared_renewer = r
+    end
+  end
   self._renewer = r
   return r
 end
+
+-- with_lock tells whoever runs it which message it holds (key, msg) and when it is done
+-- (key, nil): peeklock.resty ties it to the request, to hand it back if the request ends
+-- first. Nothing to do in a plain Lua process (the collector's drop hook is enough there).
+function Client._holding() end
 
 -- Drains the renewer's event queue (never blocks). Lost events are kept by
 -- message identity for with_lock to report; returns the number of events.
@@ -690,19 +719,22 @@ function Client:with_lock(entity, opts, fn)
   local mh = msg._h
   local key = core.key(mh)
   self._active[key] = true
+  self._held[key] = mh
   local rc = core.pl_renewer_add(r, mh, floor(max_renew * 1000))
+  if rc >= 0 then self:_holding(key, msg) end
   if rc < 0 then
     err = last_error(rc, "with_lock")
-    self._active[key] = nil
+    self._active[key], self._held[key] = nil, nil
     self:_settle(msg, "abandon")
     msg:free()
     return nil, err
   end
   local res = pack(xpcall(fn, keep_traceback, msg))
+  self:_holding(key, nil)
   if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
-  self._lost[key], self._active[key] = nil, nil
+  self._lost[key], self._active[key], self._held[key] = nil, nil, nil
   if not rawget(self, "_h") then -- the handler closed the client
     msg:free()
     if not res[1] then return nil, handler_error(res[2]) end
@@ -752,12 +784,20 @@ end
 -- exit_worker_by_lua in OpenResty, or at the end of a script).
 function Client:close(opts)
   local r = rawget(self, "_renewer")
+  local h = rawget(self, "_h")
   if r then
     rawset(self, "_renewer", false)
-    if type(opts) == "table" and opts.unlock_held then core.pl_renewer_close(r, 1) end
-    core.release(r)
+    local unlock = type(opts) == "table" and opts.unlock_held
+    if rawget(self, "_own_renewer") then
+      if unlock then core.pl_renewer_close(r, 1) end
+      core.release(r)
+    else -- the shared renewer: stop renewing this client's locks (and hand them back)
+      for _, mh in pairs(self._held) do
+        core.pl_renewer_remove(r, mh)
+        if unlock and h and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then core.pl_unlock(h, mh) end
+      end
+    end
   end
-  local h = rawget(self, "_h")
   if h then
     rawset(self, "_h", false)
     core.release(h)

@@ -9,7 +9,8 @@
 -- request (URL, headers with the SAS Authorization, body) and interprets the
 -- response (status codes, BrokerProperties, lock bookkeeping); this file only moves
 -- bytes. Lock renewal while a handler runs is done by the C renewer (one thread
--- per worker, created on first use inside the worker, never in the master): adding
+-- per worker shared by all its clients, created on first use inside the worker, never
+-- in the master): adding
 -- and removing a lock are non-blocking calls, and its events are drained without
 -- waiting. docs/lua.md explains the choice.
 --
@@ -276,6 +277,35 @@ function M.client(opts)
   return setmetatable(c, Client)
 end
 
+-- The worker's clients, by worker_client's key.
+local worker_clients = {}
+
+--- peeklock.resty.worker_client(connection_string | options [, name]) -> client | nil, err
+-- The worker's client for these options: made on the first call inside the worker
+-- (init_worker_by_lua, a timer or a handler; never in init_by_lua, the master) and the
+-- same one afterwards, for every request of the worker (made again if it was closed).
+-- Keyed by name, else by the connection string or endpoint. All clients share the
+-- worker's one renewer thread either way.
+function M.worker_client(opts, name)
+  if ngx.get_phase() == "init" then
+    error("peeklock.resty.worker_client: not in init_by_lua (the master): call it inside the worker", 2)
+  end
+  local key = name
+  if key == nil then
+    if type(opts) == "table" then key = opts.connection_string or opts.endpoint else key = opts end
+  end
+  if type(key) ~= "string" then
+    error("bad argument #2 to 'worker_client' (a name expected for these options)", 2)
+  end
+  local c = worker_clients[key]
+  if c and rawget(c, "_h") then return c end
+  local err
+  c, err = M.client(opts)
+  if not c then return nil, err end
+  worker_clients[key] = c
+  return c
+end
+
 -- The answer to a send or send_batch request (rc, req of the native that made it):
 -- true, or nil, err.
 local function exchange_sent(self, op, rc, req)
@@ -363,6 +393,59 @@ function Client:_dropped(mh)
     msg:free()
   end)
   if not ok then core.release(h2) end
+end
+
+-- ------------------------------------------------------------------ messages whose request ended
+
+-- A with_lock inside a request (rewrite, access, content) records its message in the
+-- request's ngx.ctx while the handler runs. If the request ends first -- the handler
+-- called ngx.exit, the client went away (lua_check_client_abort), the light thread was
+-- killed -- with_lock never gets to settle it: M.request_done, from log_by_lua (which
+-- runs for every request however it ended), takes those messages out of the renewer and
+-- abandons them from a zero-delay timer (no cosockets in the log phase).
+local REQUEST_PHASES = { rewrite = true, access = true, content = true }
+local CTX_KEY = "peeklock.held"
+
+function Client:_holding(key, msg)
+  local phase = ngx.get_phase()
+  if not REQUEST_PHASES[phase] then return end
+  local ctx = ngx.ctx
+  local held = ctx[CTX_KEY]
+  if msg then
+    if not held then held = {}; ctx[CTX_KEY] = held end
+    held[key] = { self, msg }
+  elseif held then
+    held[key] = nil
+  end
+end
+
+-- Abandons msg of client self from a zero-delay timer (its renewal stopped first).
+local function abandon_later(self, msg, key)
+  self._active[key], self._held[key], self._lost[key] = nil, nil, nil
+  local r = rawget(self, "_renewer")
+  local mh = rawget(msg, "_h")
+  if not mh then return end
+  if r then core.pl_renewer_remove(r, mh) end
+  if not rawget(self, "_h") or core.pl_message_lock_state(mh) ~= core.PL_LOCK_HELD then return end
+  local ok, err = ngx.timer.at(0, function()
+    self:_settle(msg, "abandon")
+    msg:free()
+  end)
+  if not ok then ngx.log(ngx.ERR, "peeklock: cannot abandon a message whose request ended: ", err) end
+end
+
+--- peeklock.resty.request_done(): in log_by_lua (http level covers every location):
+-- hands back the messages of this request's with_lock calls that never returned.
+function M.request_done()
+  local held = ngx.ctx[CTX_KEY]
+  if not held then return 0 end
+  ngx.ctx[CTX_KEY] = nil
+  local n = 0
+  for key, e in pairs(held) do
+    n = n + 1
+    abandon_later(e[1], e[2], key)
+  end
+  return n
 end
 
 -- with_lock, poll_events, stats, renewer_stats, close: inherited from peeklock.Client;

@@ -156,4 +156,56 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       c:close()
     end)
   end)
+
+  describe("one renewer per process", function()
+    -- this process's thread count (the renewer is a thread; clients make none)
+    local function threads()
+      local f = assert(io.open("/proc/self/status"))
+      local n = tonumber(f:read("*a"):match("Threads:%s*(%d+)"))
+      f:close()
+      return n
+    end
+
+    it("clients made per job share it: 60 with_locks, no new thread", function()
+      local q = queue()
+      local function job(i)
+        local c = assert(peeklock.client(emu.conn)) -- a client per job, never closed
+        assert(c:send(q, "job " .. i))
+        assert(c:with_lock(q, { timeout = 5 }, function(msg) return msg.body end))
+      end
+      job(0) -- the first with_lock of the process may start the renewer
+      local base = threads()
+      for i = 1, 60 do job(i) end
+      assert.equal(base, threads())
+      assert.equal(0, #emu:messages(q))
+    end)
+
+    it("close({ unlock_held = true }) hands back that client's locks only", function()
+      local q1, q2 = queue(), queue()
+      assert(client:send(q1, "one"))
+      assert(client:send(q2, "two"))
+      local c1, c2 = assert(peeklock.client(emu.conn)), assert(peeklock.client(emu.conn))
+      local co1 = coroutine.create(function() return c1:with_lock(q1, { timeout = 5 }, coroutine.yield) end)
+      local co2 = coroutine.create(function()
+        return c2:with_lock(q2, { timeout = 5 }, function(msg) coroutine.yield(); return msg.body end)
+      end)
+      assert.is_true(coroutine.resume(co1))
+      assert.is_true(coroutine.resume(co2))
+      local held = c2:renewer_stats().held
+      assert.is_true(held >= 2)
+      assert.equal(held, c1:renewer_stats().held) -- one renewer
+      c1:close({ unlock_held = true })
+      assert.is_false(locked(q1))
+      assert.is_true(locked(q2))
+      assert.equal(held - 1, c2:renewer_stats().held)
+      local ok, a, b = coroutine.resume(co1)
+      assert.is_true(ok)
+      assert.is_nil(a)
+      assert.equal("closed", b.code)
+      assert.same({ true, true, "two" }, { coroutine.resume(co2) })
+      assert.equal(0, #emu:messages(q2))
+      assert.equal(1, #emu:messages(q1))
+      c2:close()
+    end)
+  end)
 end)

@@ -12,11 +12,9 @@ local encode = cjson_ok and cjson.encode or function(t)
 end
 
 local H = {}
-local client
 
 local function get_client()
-  if not client then client = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING"))) end
-  return client
+  return assert(peeklock.worker_client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
 end
 
 local function reply(t)
@@ -170,6 +168,68 @@ function H.blocking()
   local c = assert(blocking.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
   c:close()
   ngx.say("made")
+end
+
+-- /per_request?entity= : a client made for this request alone (never closed), one send
+-- and one with_lock; answers the worker's thread count
+function H.per_request()
+  local a = ngx.req.get_uri_args()
+  local c = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+  assert(c:send(a.entity, "per request"))
+  local ok, err = c:with_lock(a.entity, { timeout = 5 }, function(msg) return msg.body end)
+  local f = assert(io.open("/proc/self/status"))
+  local threads = tonumber(f:read("*a"):match("Threads:%s*(%d+)"))
+  f:close()
+  reply(err_fields({ ok = ok == true, threads = threads }, err))
+end
+
+-- /worker_client : which client the worker's accessor gives (its handle's address)
+function H.worker_client()
+  local c = get_client()
+  reply({ id = tostring(peeklock.core.key(c._h)), same = c == get_client() })
+end
+
+-- The abort paths: a with_lock whose light thread dies before it returns.
+-- /abort_exit?entity= : the handler calls ngx.exit
+function H.abort_exit()
+  local a = ngx.req.get_uri_args()
+  get_client():with_lock(a.entity, { timeout = 5 }, function()
+    ngx.say("exiting")
+    ngx.exit(200)
+  end)
+  ngx.say("not reached")
+end
+
+-- /abort_client?entity= (lua_check_client_abort on): the handler runs until the client goes
+function H.abort_client()
+  local a = ngx.req.get_uri_args()
+  get_client():with_lock(a.entity, { timeout = 5 }, function()
+    local deadline = ngx.now() + 30
+    while ngx.now() < deadline do ngx.sleep(0.05) end
+  end)
+end
+
+-- /abort_kill?entity= : the light thread running with_lock is killed while its handler runs
+function H.abort_kill()
+  local a = ngx.req.get_uri_args()
+  local inside = false
+  local t = ngx.thread.spawn(function()
+    get_client():with_lock(a.entity, { timeout = 5 }, function()
+      inside = true
+      local deadline = ngx.now() + 30
+      while ngx.now() < deadline do ngx.sleep(0.05) end
+    end)
+  end)
+  local deadline = ngx.now() + 10
+  while not inside and ngx.now() < deadline do ngx.sleep(0.02) end
+  local killed, err = ngx.thread.kill(t)
+  reply({ inside = inside, killed = killed ~= nil, err = tostring(err) }) -- (1 on success)
+end
+
+-- /held : locks the worker's renewer keeps now
+function H.held()
+  local st = get_client():renewer_stats()
+  reply({ held = st and st.held or 0 })
 end
 
 function H.ping()

@@ -113,7 +113,11 @@ def main():
     ngx = None
     results = []
 
+    only = os.environ.get("PEEKLOCK_NGINX_ONLY")  # a part of the names of the checks to run
+
     def check(name, fn):
+        if only and only not in name:
+            return
         try:
             fn()
             results.append((name, True))
@@ -128,6 +132,7 @@ def main():
         emu.admin("PUT", "entities/slow", {"kind": "queue", "lock_duration": 5})
         emu.admin("PUT", "entities/quick", {"kind": "queue", "lock_duration": 5})
         emu.admin("PUT", "entities/counted", {"kind": "queue"})
+        emu.admin("PUT", "entities/perreq", {"kind": "queue"})
         ngx = Nginx(opts.root, opts.build, emu.connection_string)
 
         def ping_answers():
@@ -393,6 +398,71 @@ def main():
             log = ngx.log()
             assert "[warn]" in log and 'require "peeklock" is the blocking client' in log, log[-2000:]
 
+        def wait_for(fn, seconds=10.0):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                v = fn()
+                if v:
+                    return v
+                time.sleep(0.05)
+            return fn()
+
+        def one_message(q):
+            msgs = emu.entity_state(q)["messages"]
+            return msgs[0] if len(msgs) == 1 else None
+
+        def abort_path(q, trigger):
+            """A message locked by a with_lock whose light thread dies is available again within
+            seconds (the queue's lock lasts 60 s), not completed, and no longer renewed."""
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 60})
+            r, _ = ngx.get("/send", entity=q, body="abort", id=q + "-1")
+            assert r["ok"], r
+            trigger(q)
+            t0 = time.monotonic()
+            m = wait_for(lambda: (one_message(q) or {}).get("locked") is False and one_message(q), 5)
+            assert m and not m["locked"], emu.entity_state(q)
+            assert time.monotonic() - t0 < 5
+            assert m["delivery_count"] == 1, m
+            assert emu.entity_state(q)["completed"].get(q + "-1", 0) == 0
+            assert wait_for(lambda: ngx.get("/held")[0]["held"] == 0, 5), ngx.get("/held")[0]
+
+        def abort_by_ngx_exit():
+            def trigger(q):
+                body, _ = ngx.get("/abort_exit", entity=q)
+                assert body.strip() == "exiting", body
+            abort_path("ab-exit", trigger)
+
+        def abort_by_client():
+            def trigger(q):
+                s = socket.create_connection(("127.0.0.1", ngx.port))
+                s.sendall(f"GET /abort_client?entity={q} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                assert wait_for(lambda: (one_message(q) or {}).get("locked"), 10), emu.entity_state(q)
+                s.close()
+            abort_path("ab-client", trigger)
+
+        def abort_by_killed_thread():
+            def trigger(q):
+                r, _ = ngx.get("/abort_kill", entity=q)
+                assert r["inside"] and r["killed"], r
+            abort_path("ab-kill", trigger)
+
+        def worker_client_is_one_per_worker():
+            a, _ = ngx.get("/worker_client")
+            b, _ = ngx.get("/worker_client")
+            assert a["same"] and a["id"] == b["id"], (a, b)
+
+        def client_per_request_costs_no_thread():
+            r, _ = ngx.get("/per_request", entity="perreq")
+            assert r["ok"], r
+            base = r["threads"]
+            peak = base
+            for _ in range(600):
+                r, _ = ngx.get("/per_request", entity="perreq")
+                assert r["ok"], r
+                peak = max(peak, r["threads"])
+            assert peak == base, (base, peak)
+            assert len(emu.entity_state("perreq")["messages"]) == 0
+
         def long_poll_does_not_block_and_renewal_spans_lock_durations():
             box = {}
 
@@ -496,6 +566,13 @@ def main():
         check("client options are checked before a request; stats count cosocket requests",
               options_checked_and_requests_counted)
         check("the blocking require inside nginx warns", blocking_require_warns)
+        check("a handler that calls ngx.exit: its message is abandoned within seconds", abort_by_ngx_exit)
+        check("a client that goes away (lua_check_client_abort): its message is abandoned within seconds",
+              abort_by_client)
+        check("a killed light thread: its message is abandoned within seconds", abort_by_killed_thread)
+        check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
+        check("600 clients made per request keep the worker's thread count flat",
+              client_per_request_costs_no_thread)
         check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
         check("a 500 after a receive-and-delete is an unknown outcome, not retried into a lost message",
               receive_and_delete_500_after_delete_is_reported_not_retried)
