@@ -731,16 +731,20 @@ function Client:with_lock(entity, opts, fn)
   end
   local res = pack(xpcall(fn, keep_traceback, msg))
   self:_holding(key, nil)
+  -- (fn may have closed the client, and with it this renewer)
   if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key], self._held[key] = nil, nil, nil
   if not rawget(self, "_h") then -- the handler closed the client
+    local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
     msg:free()
     if not res[1] then return nil, handler_error(res[2]) end
     return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = "with_lock",
-      message = "the client was closed while the handler ran; the message was not completed "
-                .. "and will be delivered again" })
+      message = abandoned and "the message was abandoned when the client closed while the handler ran; "
+                              .. "it was not completed and will be delivered again"
+                or "the client was closed while the handler ran; the message was not completed "
+                   .. "(it is delivered again when its lock expires)" })
   end
   local state = core.pl_message_lock_state(mh)
   if not res[1] then
