@@ -630,6 +630,14 @@ static int pl_lua_message_ref(lua_State *L) {
   return 1;
 }
 
+/* mark_lost(msg, reason): a held lock the caller's renewals could not keep (its estimate
+ * ran out) is lost, as the C renewer marks it; true when it was held. */
+static int pl_lua_mark_lost(lua_State *L) {
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "mark_lost", "pl_message");
+  lua_pushboolean(L, pl_message_mark_lost(m, (int)luaL_checkinteger(L, 2), 0));
+  return 1;
+}
+
 /* stat_request(client, requests, reused, retries): counts HTTP requests made outside
  * the C drivers (peeklock.resty's cosockets) in the client's stats. */
 static int pl_lua_stat_request(lua_State *L) {
@@ -1351,6 +1359,7 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(set_drop_hook) int pl_lua_set_drop_hook(lua_State *L);
 %native(message_ref) int pl_lua_message_ref(lua_State *L);
 %native(stat_request) int pl_lua_stat_request(lua_State *L);
+%native(mark_lost) int pl_lua_mark_lost(lua_State *L);
 
 %include "peeklock.i"
 

@@ -619,6 +619,10 @@ end
 -- first. Nothing to do in a plain Lua process (the collector's drop hook is enough there).
 function Client._holding() end
 
+-- Renewal of a message while with_lock holds it (peeklock.resty renews over cosockets).
+function Client._renew_add(_, r, mh, max_renew_ms) return core.pl_renewer_add(r, mh, max_renew_ms) end
+function Client._renew_remove(_, r, mh) core.pl_renewer_remove(r, mh) end
+
 -- Drains the renewer's event queue (never blocks). Lost events are kept by
 -- message identity for with_lock to report; returns the number of events.
 function Client:poll_events()
@@ -720,7 +724,7 @@ function Client:with_lock(entity, opts, fn)
   local key = core.key(mh)
   self._active[key] = true
   self._held[key] = mh
-  local rc = core.pl_renewer_add(r, mh, floor(max_renew * 1000))
+  local rc = self:_renew_add(r, mh, floor(max_renew * 1000))
   if rc >= 0 then self:_holding(key, msg) end
   if rc < 0 then
     err = last_error(rc, "with_lock")
@@ -732,7 +736,7 @@ function Client:with_lock(entity, opts, fn)
   local res = pack(xpcall(fn, keep_traceback, msg))
   self:_holding(key, nil)
   -- (fn may have closed the client, and with it this renewer)
-  if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
+  if rawget(self, "_renewer") == r then self:_renew_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key], self._held[key] = nil, nil, nil
@@ -797,7 +801,7 @@ function Client:close(opts)
       core.release(r)
     else -- the shared renewer: stop renewing this client's locks (and hand them back)
       for _, mh in pairs(self._held) do
-        core.pl_renewer_remove(r, mh)
+        self:_renew_remove(r, mh)
         if unlock and h and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then core.pl_unlock(h, mh) end
       end
     end

@@ -277,6 +277,9 @@ M.Client = Client
 local RESTY_OPTIONS = { keepalive_ms = "number", ssl_verify = "boolean" }
 
 function M.client(opts)
+  if type(opts) == "table" and opts.renewer ~= nil then
+    error("bad option 'renewer' to 'client' (peeklock.resty renews over cosockets: no renewer options)", 2)
+  end
   local c, err = peeklock.client(opts, RESTY_OPTIONS)
   if not c then return nil, err end
   if type(opts) ~= "table" then opts = {} end
@@ -381,7 +384,7 @@ function Client:_settle(msg, op)
   end
   local settling = op ~= "renew"
   -- Renewal stops before settling starts, so a renew never races a complete/unlock.
-  if settling and self._renewer then core.pl_renewer_remove(self._renewer, mh) end
+  if settling and self._renewer then self:_renew_remove(self._renewer, mh) end
   local rc, req = core.pl_request_settle(h, mh, SETTLE_OPS[op])
   if rc < 0 then
     local err = last_error(rc, op)
@@ -400,7 +403,7 @@ end
 -- reference to it.
 function Client:_dropped(mh)
   local r = rawget(self, "_renewer")
-  if r then core.pl_renewer_remove(r, mh) end
+  if r then self:_renew_remove(r, mh) end
   if not rawget(self, "_h") then return end
   local h2 = core.message_ref(mh)
   local ok = ngx.timer.at(0, function()
@@ -409,6 +412,137 @@ function Client:_dropped(mh)
     msg:free()
   end)
   if not ok then core.release(h2) end
+end
+
+-- ------------------------------------------------------------------ renewals over cosockets
+
+-- Locks held by with_lock are renewed over cosockets, like every other request of the
+-- worker, so they obey the same resolver, lua_ssl_trusted_certificate / ssl_verify and
+-- keep-alive pool, and a failure says what failed (TLS included). One loop per worker (a
+-- zero-delay timer, started by the first lock and ending when none is left) renews each
+-- lock once half its duration has passed, each renewal in a light thread of its own
+-- (through _settle: the C core builds the request, reads the answer, extends or loses
+-- the lock, and its outcome module decides the retries). A lock whose estimate runs out
+-- before a renewal succeeds is marked lost, as the C renewer does. docs/lua.md.
+local RENEWER = setmetatable({}, { __name = "peeklock.resty.renewer", __tostring = function()
+  return "peeklock.resty.renewer(cosockets)" end })
+local RN = { entries = {}, handles = setmetatable({}, { __mode = "v" }), n = 0, running = false,
+             renewals = 0, failures = 0, lost = 0, cap_reached = 0, lateness_max_ms = 0 }
+M._renewals = RN
+local HELD = core.PL_LOCK_HELD
+
+local function rn_forget(key)
+  if RN.entries[key] then
+    RN.entries[key], RN.handles[key] = nil, nil
+    RN.n = RN.n - 1
+  end
+end
+
+-- What with_lock reports when the lock was lost (kept only for a with_lock holding it).
+local function rn_lost(e, key, err, why)
+  RN.lost = RN.lost + 1
+  local c = e.client
+  if c._active[key] then
+    c._lost[key] = { type = "lost", errno = err and err.errno or core.PL_ELOCKLOST,
+                     status = err and err.status or 0, reason = why }
+  end
+end
+
+local function rn_renew(e, key, mh)
+  local ok, err = e.client:_settle({ _h = mh }, "renew")
+  e.inflight = false
+  if ok then RN.renewals = RN.renewals + 1 return end
+  RN.failures = RN.failures + 1
+  if core.pl_message_lock_state(mh) == core.PL_LOCK_LOST then
+    rn_forget(key)
+    rn_lost(e, key, err, "lock lost: " .. tostring(err and err.message))
+  end
+  e.last_err = err
+end
+
+local function rn_loop(premature)
+  if premature then RN.running = false return end
+  while RN.n > 0 and not ngx.worker.exiting() do
+    local now = core.pl_now_mono_ms()
+    local wait_ms, due = 500, {}
+    for key, e in pairs(RN.entries) do
+      local mh = RN.handles[key]
+      if not mh then
+        rn_forget(key) -- its message was collected (its drop hook abandons it)
+      elseif not e.inflight then
+        local st = core.pl_message_lock_state(mh)
+        local left = core.pl_message_lock_remaining_ms(mh)
+        if st ~= HELD then
+          rn_forget(key)
+        elseif now >= e.cap then
+          rn_forget(key)
+          RN.cap_reached = RN.cap_reached + 1
+        elseif left <= 0 then
+          rn_forget(key)
+          core.mark_lost(mh, e.last_err and e.last_err.errno or core.PL_ELOCKLOST)
+          rn_lost(e, key, e.last_err, "the lock ran out before a renewal succeeded"
+                  .. (e.last_err and (" (" .. tostring(e.last_err.message) .. ")") or ""))
+        else
+          local margin = floor(core.pl_message_lock_duration_ms(mh) / 2)
+          if left <= margin then
+            local late = margin - left
+            if late > RN.lateness_max_ms then RN.lateness_max_ms = late end
+            due[#due + 1] = { e, key, mh }
+          elseif left - margin < wait_ms then
+            wait_ms = left - margin
+          end
+        end
+      end
+    end
+    for i = 1, #due do -- (spawned after the walk: a renewal yields, and others may add locks)
+      local e, key, mh = due[i][1], due[i][2], due[i][3]
+      e.inflight = true
+      local t, err = ngx.thread.spawn(rn_renew, e, key, mh)
+      if not t then e.inflight = false; ngx.log(ngx.ERR, "peeklock: cannot start a renewal: ", err) end
+    end
+    ngx.sleep(math.max(wait_ms, 10) / 1000)
+  end
+  RN.running = false
+end
+
+local function rn_start()
+  if RN.running then return true end
+  local ok, err = ngx.timer.at(0, rn_loop)
+  if not ok then return nil, err end
+  RN.running = true
+  return true
+end
+
+function Client:_get_renewer()
+  self._renewer = RENEWER
+  return RENEWER
+end
+
+function Client:_renew_add(_, mh, max_renew_ms)
+  if core.pl_message_lock_state(mh) ~= HELD then return core.PL_ESTATE end
+  local key = core.key(mh)
+  if not RN.entries[key] then RN.n = RN.n + 1 end
+  RN.entries[key] = { client = self, cap = core.pl_now_mono_ms() + max_renew_ms, inflight = false }
+  RN.handles[key] = mh
+  local ok, err = rn_start()
+  if not ok then
+    rn_forget(key)
+    ngx.log(ngx.ERR, "peeklock: cannot start the renewal timer: ", err)
+    return core.PL_EINTERNAL
+  end
+  return 0
+end
+
+function Client:_renew_remove(_, mh) rn_forget(core.key(mh)) end
+
+-- (no C renewer, no events: lost locks are recorded as they are found)
+function Client.poll_events() return 0 end
+
+--- The worker's renewals: held, renewals, failures, lost, cap_reached, lateness_max_ms
+-- (how far after its due time the latest-started renewal went out), threads (0).
+function Client:renewer_stats()
+  return { held = RN.n, renewals = RN.renewals, failures = RN.failures, lost = RN.lost,
+           cap_reached = RN.cap_reached, lateness_max_ms = RN.lateness_max_ms, threads = 0 }
 end
 
 -- ------------------------------------------------------------------ messages whose request ended
@@ -441,7 +575,7 @@ local function abandon_later(self, msg, key)
   local r = rawget(self, "_renewer")
   local mh = rawget(msg, "_h")
   if not mh then return end
-  if r then core.pl_renewer_remove(r, mh) end
+  if r then self:_renew_remove(r, mh) end
   if not rawget(self, "_h") or core.pl_message_lock_state(mh) ~= core.PL_LOCK_HELD then return end
   local ok, err = ngx.timer.at(0, function()
     self:_settle(msg, "abandon")
