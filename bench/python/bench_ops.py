@@ -101,6 +101,37 @@ class PeeklockRunner:
         self.client.close()
 
 
+class TracedRunner(PeeklockRunner):
+    """The package with peeklock.telemetry instrumented for its rounds only:
+    "API" with no SDK provider (the API's no-op tracer and meter), "SDK" with
+    the OpenTelemetry SDK, an in-memory span exporter and metric reader."""
+
+    def __init__(self, emu, sdk: bool) -> None:
+        super().__init__(emu)
+        self.tp = self.mp = None
+        if sdk:
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+                InMemorySpanExporter)
+            self.exporter = InMemorySpanExporter()
+            self.tp = TracerProvider()
+            self.tp.add_span_processor(SimpleSpanProcessor(self.exporter))
+            self.mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+    def round(self, queue: str, n: int, body: bytes) -> Result:
+        from peeklock import telemetry
+        if self.tp is not None:
+            self.exporter.clear()
+        telemetry.instrument(tracer_provider=self.tp, meter_provider=self.mp)
+        try:
+            return super().round(queue, n, body)
+        finally:
+            telemetry.uninstrument()
+
+
 # ------------------------------------------------------------------ C core
 
 def build_c_ops() -> Optional[str]:
@@ -275,6 +306,10 @@ def main() -> int:
     ap.add_argument("--peer-rounds", type=int, default=3,
                     help="rounds of each pure-Python peer (default 3; 0 skips them)")
     ap.add_argument("--body", type=int, default=256, help="body bytes (default 256)")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="also run the package with peeklock.telemetry instrumented: with the "
+                         "OpenTelemetry API alone (no SDK provider) and with the SDK and "
+                         "in-memory exporters, in the same interleaved rounds")
     ap.add_argument("--instructions", type=int, default=0, metavar="N",
                     help="also count instructions per operation under callgrind, one round of "
                          "N messages each (deterministic; needs valgrind)")
@@ -294,6 +329,9 @@ def main() -> int:
     runners: Dict[str, object] = {}
     try:
         runners["peeklock"] = PeeklockRunner(emu)
+        if args.telemetry:
+            runners["otel API"] = TracedRunner(emu, sdk=False)
+            runners["otel SDK"] = TracedRunner(emu, sdk=True)
         if exe:
             runners["C core"] = CRunner(exe, emu, body)
         queues = {}
@@ -368,6 +406,19 @@ def main() -> int:
                                               for k in OPS))
     elif args.instructions:
         print("\ninstruction counts skipped: valgrind or the C helper is missing")
+    if "C core" in samples and "otel API" in samples:
+        print("\nwith peeklock.telemetry instrumented, over the C core (per-round paired "
+              "differences, us per operation; not instrumented costs nothing: the rows "
+              "above):")
+        print(f"  {'':<12}" + "".join(f"{k:>12}" for k in OPS + ("per message",)))
+        for name in ("peeklock", "otel API", "otel SDK"):
+            row = []
+            for k in OPS + ("per message",):
+                ks = OPS if k == "per message" else (k,)
+                d = [sum(a[o] - b[o] for o in ks) * 1e6
+                     for a, b in zip(samples[name], samples["C core"])]
+                row.append(statistics.median(d))
+            print(f"  {name:<12}" + "".join(f"{v:>+12.1f}" for v in row))
     peers = [n for n in ("requests", "legacy SDK") if n in us]
     if "peeklock" in us and peers:
         bestpeer = min(peers, key=lambda n: us[n]["per message"])

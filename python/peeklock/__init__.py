@@ -2,8 +2,9 @@
 
     import peeklock
     client = peeklock.Client.from_connection_string(conn_str)
-    with client.peek_lock("orders", timeout=30) as msg:   # renewed while the block runs
-        handle(msg)                                        # clean exit -> complete
+    with client.lock("orders", timeout=30) as msg:        # renewed while the block runs
+        if msg is not None:                               # None: nothing arrived in time
+            handle(msg)                                   # clean exit -> complete
 
 The exceptions (``peeklock.Error`` and subclasses) import without the C
 extension, and so does the emulator subpackage (``peeklock.emulator``), which

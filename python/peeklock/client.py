@@ -8,6 +8,7 @@ renewer (one background thread per client, created on first use).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import logging
@@ -22,6 +23,11 @@ from . import _core
 from . import errors as _errors
 from .errors import (ClosedError, Error, InvalidArgument, LockLostError, OutcomeUnknownError,
                      StateError)
+
+if TYPE_CHECKING:
+    from .management import EntityList
+    from .processor import RetryDelay
+    from .tools import ResubmitReport
 
 __all__ = ["Client", "Message", "OutgoingMessage", "MessageList", "ConnectionString",
            "sas_token", "parse_connection_string", "version"]
@@ -41,6 +47,7 @@ PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
 
 _DEFAULT_MAX_RENEW = 300.0
+_DEFAULT_RETRY: Any = object()   # process(): the processor's default retry delay
 _MAX_TIMEOUT = 300
 
 
@@ -180,17 +187,32 @@ def parse_connection_string(s: str) -> ConnectionString:
     )
 
 
+# 2001-09-09: an "expiry" below this is a lifetime passed by mistake, not a date
+_MIN_EXPIRY = 1_000_000_000
+
+
 def sas_token(uri: str, key_name: str, key: str,
-              expiry: Union[int, float, _dt.datetime, None] = None) -> str:
-    """A Service Bus SAS token for ``uri`` (namespace or entity), valid until
-    ``expiry`` (Unix seconds or datetime; default one hour from now). The key
-    is used as text, never base64-decoded."""
+              expiry: Union[int, float, _dt.datetime, None] = None, *,
+              lifetime: Optional[float] = None) -> str:
+    """A Service Bus SAS token for ``uri`` (namespace or entity). Give either
+    ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
+    seconds or a datetime); neither means one hour from now. The key is used
+    as text, never base64-decoded."""
     _check_str("uri", uri)
     _check_str("key_name", key_name)
     _check_str("key", key)
+    if lifetime is not None:
+        if expiry is not None:
+            raise TypeError("pass lifetime or expiry, not both")
+        life = _check_seconds(lifetime, "lifetime")
+        if not life:
+            raise ValueError("lifetime must be positive")
+        return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
     se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
-    if se <= 0:
-        raise ValueError("expiry must be a positive Unix time")
+    if se < _MIN_EXPIRY:
+        raise ValueError(f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
+                         f"in 1970-2001; for a token valid {se} seconds from now pass "
+                         f"lifetime={se}")
     return str(_core.pl_sas_token(uri, key_name, key, se))
 
 
@@ -407,8 +429,33 @@ class Message:
         return self._broker("ReplyTo")
 
     @property
+    def reply_to_session_id(self) -> Optional[str]:
+        return self._broker("ReplyToSessionId")
+
+    @property
     def to(self) -> Optional[str]:
         return self._broker("To")
+
+    @property
+    def dead_letter_reason(self) -> Optional[str]:
+        """Why the service dead-lettered this message (``MaxDeliveryCountExceeded``,
+        ``TTLExpiredException``, …), or None."""
+        v = self.properties.get("DeadLetterReason")
+        return None if v is None else str(v)
+
+    @property
+    def dead_letter_description(self) -> Optional[str]:
+        """The service's description of why it dead-lettered this message, or None."""
+        v = self.properties.get("DeadLetterErrorDescription")
+        return None if v is None else str(v)
+
+    @property
+    def lock_token(self) -> Optional[str]:
+        """The lock token (None after receive-and-delete). It grants settling the
+        message to whoever holds it and a credential: it never appears in
+        ``repr``, logs or error messages; do not log it yourself."""
+        v = _core.pl_message_lock_token(self._h)
+        return None if v is None else str(v)
 
     @property
     def state(self) -> str:
@@ -593,12 +640,87 @@ class MessageList(List[Message]):
         return (f"<table class='peeklock-messages'>{Message._HTML_HEAD}{rows}</table>"
                 f"<p>{len(self)} message{'s' if len(self) != 1 else ''}</p>")
 
+    def to_dataframe(self) -> Any:
+        """The messages as a pandas DataFrame, one row per message (pandas must
+        be installed: ``pip install pandas``). Custom properties become columns
+        prefixed ``prop.``; the body is kept as bytes."""
+        try:
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from None
+        rows = []
+        for m in self:
+            row: Dict[str, Any] = {
+                "sequence_number": m.sequence_number, "message_id": m.message_id,
+                "delivery_count": m.delivery_count, "enqueued_time": m.enqueued_time,
+                "label": m.label, "content_type": m.content_type, "size": len(m.body),
+                "dead_letter_reason": m.dead_letter_reason, "state": m.state, "body": m.body}
+            row.update({f"prop.{k}": v for k, v in m.properties.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
 
 # --------------------------------------------------------------------------
 # client
 # --------------------------------------------------------------------------
 
 TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]
+
+
+def _management_authorization(connection_string: Optional[str], key_name: Optional[str],
+                              key: Optional[str], token: Optional[str],
+                              token_provider: Optional[TokenProvider]) -> Callable[[str], str]:
+    """The Authorization header for management requests, from the same
+    credentials the C client was given (kept in this closure, never shown)."""
+    if connection_string is not None:
+        cs = parse_connection_string(connection_string)
+        key_name, key, token = cs.key_name or key_name, cs.key or key, cs.sas_token or token
+    if token_provider is not None:
+        provider = token_provider
+
+        def bearer(audience: str) -> str:
+            got = provider(audience)
+            return "Bearer " + str(got[0] if isinstance(got, tuple) else got)
+        return bearer
+    if key is not None and key_name is not None:
+        kn, k = key_name, key
+        return lambda audience: sas_token(audience, kn, k, int(time.time()) + 300)
+    fixed = token or ""
+    return lambda audience: fixed
+
+
+_EVENT_WAIT_MS = 3_600_000     # the events thread's longest sleep (an idle client wakes it hourly)
+
+
+def _event_loop(ref: "weakref.ref[Client]", r: Any, closed: threading.Event) -> None:
+    """The events thread of one renewer: waits in C (GIL released) for the
+    next event and hands it to the client, until the renewer is closed (by
+    close(), or when the client is collected or the interpreter exits)."""
+    while True:
+        try:
+            ev = _core.pl_renewer_wait_event(r, _EVENT_WAIT_MS)
+        except Error:
+            return
+        if ev is None:
+            c = ref()
+            if c is None or closed.is_set() or c._renewer_handle is not r:
+                return                  # closed: its queue is drained
+            del c                       # no reference held while waiting
+            continue
+        client = ref()
+        if client is None:
+            return
+        with client._events_lock:
+            try:
+                client._on_event(ev)
+            except Exception:          # a logging handler's failure must not end the thread
+                log.exception("handling a renewer event")
+        del client
+
+
+def _close_renewer(r: Any, closed: threading.Event) -> None:
+    closed.set()
+    _core.pl_renewer_close(r, 0)
 
 
 class Client:
@@ -653,6 +775,9 @@ class Client:
                                        _ms(ct), _ms(rt), max_retries,
                                        0, 0, pool_size, ca_file, 0)
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
+        self._ca_file = ca_file
+        self._authorization = _management_authorization(
+            connection_string, key_name, key, sas_token, token_provider)
         self.entity_path: Optional[str] = _core.pl_client_entity_path(self._h)
         # the handle the C methods use, while open and with no token to refresh
         self._plain_h: Any = self._h if token_provider is None else None
@@ -666,6 +791,18 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<peeklock.Client endpoint={self.endpoint!r}{' closed' if self._closed else ''}>"
+
+    def _repr_html_(self) -> str:
+        """The endpoint and, when the management API answers, every entity with
+        its counts (Jupyter)."""
+        head = (f"<p class='peeklock-client'><b>peeklock.Client</b> "
+                f"{html.escape(self.endpoint)}{' (closed)' if self._closed else ''}</p>")
+        if self._closed:
+            return head
+        try:
+            return head + self.entities()._repr_html_()
+        except Error as e:
+            return head + f"<p>entities unavailable: {html.escape(type(e).__name__)}</p>"
 
     # ---- lifecycle ----
     def close(self, unlock_held: bool = True) -> None:
@@ -744,11 +881,22 @@ class Client:
         with self._renewer_lock:
             self._check_open()
             if self._renewer_handle is None:
-                self._renewer_handle = _core.pl_renewer_open(self._h, 0, 0, -1.0,
-                                                             _ms(self.max_renew), 0)
+                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _ms(self.max_renew), 0)
+                self._renewer_handle = r
+                # the renewer's events are logged (and counted) as they happen, by a
+                # thread that sleeps in C until one comes (the GIL released meanwhile)
+                closed = threading.Event()
+                t = threading.Thread(target=_event_loop, args=(weakref.ref(self), r, closed),
+                                     name="peeklock-events", daemon=True)
+                t.start()
+                # a client dropped unclosed: its renewer stops (without unlocking, as
+                # before), which also ends the events thread
+                weakref.finalize(self, _close_renewer, r, closed)
             return self._renewer_handle
 
     def _drain_events(self) -> None:
+        """Handles the events already queued (the event thread handles them as
+        they come; this makes sure none is pending, e.g. at a block's exit)."""
         r = self._renewer_handle
         if r is None:
             return
@@ -757,29 +905,46 @@ class Client:
                 ev = _core.pl_renewer_next_event(r)
                 if ev is None:
                     return
-                t = _core.pl_event_type(ev)
-                if t == _EVENT_RENEWED:
-                    self._event_counts["renewed"] += 1
-                    log.debug("lock renewed")
-                elif t == _EVENT_LOST:
-                    self._event_counts["lost"] += 1
-                    m = _core.pl_event_message(ev)
-                    log.warning("lock lost on message %s in %s: %s",
-                                _core.pl_message_sequence_number(m), _core.pl_message_entity(m),
-                                _core.pl_event_reason(ev))
-                elif t == _EVENT_CAP:
-                    self._event_counts["cap_reached"] += 1
-                    m = _core.pl_event_message(ev)
-                    log.info("max_renew reached for message %s in %s; renewal stopped",
-                             _core.pl_message_sequence_number(m), _core.pl_message_entity(m))
+                self._on_event(ev)
+
+    def _on_event(self, ev: Any) -> None:
+        """One renewer event: counted, and logged with the entity, the message
+        id and the sequence number (never the lock token)."""
+        t = _core.pl_event_type(ev)
+        m = _core.pl_event_message(ev)
+        where = (_core.pl_message_sequence_number(m), _core.pl_message_id(m),
+                 _core.pl_message_entity(m))
+        if t == _EVENT_RENEWED:
+            self._event_counts["renewed"] += 1
+            log.debug("lock renewed: message %s (id %s) in %s", *where)
+        elif t == _EVENT_LOST:
+            self._event_counts["lost"] += 1
+            log.warning("lock lost: message %s (id %s) in %s: %s", *where,
+                        _core.pl_event_reason(ev))
+        elif t == _EVENT_CAP:
+            self._event_counts["cap_reached"] += 1
+            log.warning("max_renew reached: message %s (id %s) in %s: renewal stopped, the "
+                        "lock runs out unless the message is settled first", *where)
 
     # ---- operations ----
     def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", *,
-             properties: Optional[Mapping[str, PropertyValue]] = None, **kwargs: Any) -> None:
+             properties: Optional[Mapping[str, PropertyValue]] = None,
+             message_id: Optional[str] = None, label: Optional[str] = None,
+             content_type: Optional[str] = None, time_to_live: Optional[float] = None,
+             correlation_id: Optional[str] = None, session_id: Optional[str] = None,
+             partition_key: Optional[str] = None, reply_to: Optional[str] = None,
+             reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
+             scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None) -> None:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
-        (sent as UTF-8) or an OutgoingMessage; keyword arguments are those of
-        OutgoingMessage (message_id, label, content_type, time_to_live, …)."""
+        (sent as UTF-8) or an OutgoingMessage; the keyword arguments are those of
+        OutgoingMessage."""
         entity = _check_entity(entity)
+        kwargs: Dict[str, Any] = {k: v for k, v in (
+            ("message_id", message_id), ("label", label), ("content_type", content_type),
+            ("time_to_live", time_to_live), ("correlation_id", correlation_id),
+            ("session_id", session_id), ("partition_key", partition_key),
+            ("reply_to", reply_to), ("reply_to_session_id", reply_to_session_id), ("to", to),
+            ("scheduled_enqueue_time", scheduled_enqueue_time)) if v is not None}
         if type(body) is bytes and not kwargs:
             # fast path: no broker properties to validate
             if properties is not None and not isinstance(properties, Mapping):
@@ -836,6 +1001,22 @@ class Client:
             return None
         return Message(h, self, mr)
 
+    @contextlib.contextmanager
+    def lock(self, entity: str, timeout: float = 30, *,
+             max_renew: Optional[float] = None) -> Iterator[Optional[Message]]:
+        """``with client.lock("orders", timeout=30) as msg:`` peek-locks the next
+        message and yields it, or yields None when nothing arrived in time (so
+        an empty queue is an ``if msg is None`` inside the block, not a
+        TypeError). The message is handled as ``with msg:`` handles it: renewed
+        while the block runs, completed on a clean exit, abandoned on an
+        exception, LockLostError when its lock was lost."""
+        msg = self.peek_lock(entity, timeout, max_renew=max_renew)
+        if msg is None:
+            yield None
+            return
+        with msg:
+            yield msg
+
     def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
         """Reads and deletes the next message (destructive; nothing to settle)."""
         entity = _check_entity(entity)
@@ -876,14 +1057,69 @@ class Client:
         table in Jupyter). Each must still be settled."""
         return MessageList(self.receive(entity, timeout=timeout, max_messages=max_messages))
 
-    def process(self, entity: str, handler: Callable[[Message], Any], *, concurrency: int = 4,
-                max_renew: Optional[float] = None, **kwargs: Any) -> "ProcessSummary":
+    def process(self, entity: str,
+                handler: Union[Callable[[Message], Any], Callable[[List[Message]], Any]], *,
+                concurrency: int = 4,
+                max_renew: Optional[float] = None, poll_timeout: float = 5,
+                drain_timeout: float = 30, max_messages: Optional[int] = None,
+                idle_timeout: Optional[float] = None,
+                stop_event: Optional[threading.Event] = None, handle_signals: bool = True,
+                on_progress: Optional[Callable[["ProcessSummary"], Any]] = None,
+                progress_interval: float = 0.5, on_drain_timeout: str = "expire",
+                retry_delay: "RetryDelay" = _DEFAULT_RETRY,
+                on_error: Optional[Callable[[Message, BaseException], Any]] = None,
+                batch: Optional[int] = None, max_wait: float = 1.0,
+                ) -> "ProcessSummary":
         """Runs ``handler`` on every message of ``entity`` with ``concurrency``
         worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
-        ``max_messages`` or ``idle_timeout``); see peeklock.processor."""
-        from .processor import Processor
-        p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew, **kwargs)
+        ``max_messages`` or ``idle_timeout``); see peeklock.processor. With ``batch=N``
+        the handler takes a list of up to N locked messages (fewer once ``max_wait``
+        seconds passed after the first)."""
+        from .processor import Processor, exponential_backoff
+        p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew,
+                      poll_timeout=poll_timeout, drain_timeout=drain_timeout,
+                      max_messages=max_messages, idle_timeout=idle_timeout,
+                      stop_event=stop_event, handle_signals=handle_signals,
+                      on_progress=on_progress, progress_interval=progress_interval,
+                      on_drain_timeout=on_drain_timeout,
+                      retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY
+                      else retry_delay, on_error=on_error, batch=batch, max_wait=max_wait)
         return p.run()
+
+    # ---- operator tools ----
+    def entities(self) -> "EntityList":
+        """Every queue, topic and subscription of the namespace with its message
+        counts and settings (Atom management API); a table in Jupyter."""
+        from .management import Management
+        self._check_open()
+        return Management(self.endpoint, self._authorization, ca_file=self._ca_file).entities()
+
+    def resubmit_dead_letters(self, entity: str, *, to: Optional[str] = None,
+                              filters: Optional[Mapping[str, str]] = None,
+                              max_messages: Optional[int] = None, rate: Optional[float] = None,
+                              keep_message_id: bool = True, dry_run: bool = False,
+                              timeout: float = 5) -> "ResubmitReport":
+        """Sends a copy of each dead-lettered message of ``entity`` (a queue or
+        subscription) back to it, or to ``to``, without its dead-letter
+        reason and description, then removes the dead letter (see
+        :func:`peeklock.tools.resubmit_dead_letters`). ``filters`` maps a field
+        (reason, description, label, message_id, or a custom property) to a
+        glob pattern that must match."""
+        from .tools import resubmit_dead_letters
+        entity = _check_entity(entity)
+        if to is not None:
+            to = _check_entity(to)
+        t = _check_timeout(timeout)
+        if max_messages is not None and (isinstance(max_messages, bool)
+                                         or not isinstance(max_messages, int) or max_messages < 1):
+            raise ValueError("max_messages must be a positive int or None")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not rate > 0):
+            raise ValueError("rate must be a positive number of messages per second")
+        return resubmit_dead_letters(
+            self, entity, to=to, filters=list((filters or {}).items()), max_messages=max_messages,
+            rate=rate, keep_message_id=keep_message_id, dry_run=dry_run, timeout=t,
+            warn=lambda text: log.warning("%s", text))
 
     def stats(self) -> Dict[str, Any]:
         """Counters: sent, received, completed, abandoned, renewed, lost, renew
@@ -895,6 +1131,10 @@ class Client:
             rs = dict(_core.pl_renewer_stats_get(r))
             rs["slack_buckets"] = list(rs["slack_buckets"])
             s["renewer"] = rs
+        else:                           # no lock held yet: the same keys, nothing counted
+            s["renewer"] = {"held": 0, "renewals": 0, "failures": 0, "lost": 0,
+                            "cap_reached": 0, "threads": 0, "lateness_p99_ms": 0.0,
+                            "rtt_p99_ms": 0.0, "slack_buckets": [0] * 6, "state_bytes": 0}
         s["events"] = dict(self._event_counts)
         return s
 
@@ -904,7 +1144,10 @@ class Client:
 # place, which do the common case in one call each and hand any other call on
 # to the Python method.
 _core.pl_py_bind(Message, _ENTITY_OK)
-for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, **kwargs)"),
+for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, message_id=None, "
+                                 "label=None, content_type=None, time_to_live=None, correlation_id=None, "
+                                 "session_id=None, partition_key=None, reply_to=None, "
+                                 "reply_to_session_id=None, to=None, scheduled_enqueue_time=None)"),
                                 (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
                                 (Message, "complete", "($self, /)")):
     _general = getattr(_cls, _name)

@@ -12,6 +12,13 @@ stops and the lock is left to run out: the message comes back within one lock
 duration, and never while this process still holds a valid lock on it.
 ``on_drain_timeout="abandon"`` gives it back at once instead, for handlers that
 check ``msg.settled`` and stop by themselves.
+
+A handler that fails does not give its message back at once: the message is
+held (and renewed) for ``retry_delay`` first, by default 1 s doubled with each
+delivery up to 60 s (:func:`exponential_backoff`), so that a short outage of
+something the handler needs does not use up the message's deliveries in
+milliseconds and dead-letter it. ``on_error(msg, exc)`` is called before the
+delay. A drain cuts the delay short and abandons at once.
 """
 from __future__ import annotations
 
@@ -20,16 +27,37 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+import math
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
 
 from .errors import Error, LockLostError
+from .telemetry import no_context
 
 if TYPE_CHECKING:
     from .client import Client, Message
 
-__all__ = ["Processor", "ProcessSummary"]
+__all__ = ["Processor", "ProcessSummary", "exponential_backoff"]
 
 log = logging.getLogger("peeklock")
+
+
+def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Message"], float]:
+    """A retry delay of ``base`` seconds on the first delivery, doubled with
+    each further delivery, at most ``cap``."""
+    if not base >= 0 or not cap >= 0:
+        raise ValueError("base and cap must be non-negative numbers of seconds")
+
+    def delay(msg: "Message") -> float:
+        return float(min(cap, base * 2.0 ** min(max(msg.delivery_count - 1, 0), 62)))
+    return delay
+
+
+RetryDelay = Union[float, Callable[["Message"], float], None]
+
+
+class _Drained(Exception):
+    """Passed to a message's exit when a drain gives back a batch unprocessed."""
 
 
 @dataclass
@@ -40,6 +68,7 @@ class ProcessSummary:
     received: int = 0          # messages locked
     processed: int = 0         # handler returned and the message was completed
     failed: int = 0            # handler raised: abandoned (will be redelivered)
+    settled_by_handler: int = 0  # the handler completed or abandoned the message itself
     lost: int = 0              # lock lost: nothing completed
     abandoned_on_drain: int = 0  # given back at once by the drain (see on_drain_timeout)
     left_to_expire: int = 0    # handler still running at the drain deadline: renewal
@@ -62,6 +91,8 @@ class ProcessSummary:
 
     def __str__(self) -> str:
         return (f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
+                + (f"settled by the handler {self.settled_by_handler}, "
+                   if self.settled_by_handler else "") +
                 f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
                 + (f"left to expire {self.left_to_expire}, " if self.left_to_expire else "") +
                 f"renewals {self.renewals}, redelivered {self.redelivered}, "
@@ -70,7 +101,7 @@ class ProcessSummary:
 
 
 class Processor:
-    def __init__(self, client: "Client", entity: str, handler: Callable[["Message"], Any], *,
+    def __init__(self, client: "Client", entity: str, handler: Callable[[Any], Any], *,
                  concurrency: int = 4, max_renew: Optional[float] = None,
                  poll_timeout: float = 5, drain_timeout: float = 30,
                  max_messages: Optional[int] = None, idle_timeout: Optional[float] = None,
@@ -78,7 +109,10 @@ class Processor:
                  handle_signals: bool = True,
                  on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
                  progress_interval: float = 0.5,
-                 on_drain_timeout: str = "expire") -> None:
+                 on_drain_timeout: str = "expire",
+                 retry_delay: RetryDelay = exponential_backoff(),
+                 on_error: Optional[Callable[["Message", BaseException], Any]] = None,
+                 batch: Optional[int] = None, max_wait: float = 1.0) -> None:
         from .client import _check_entity, _check_seconds, _check_timeout
         self.client = client
         self.entity = _check_entity(entity)
@@ -91,6 +125,24 @@ class Processor:
         if on_drain_timeout not in ("expire", "abandon"):
             raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
         self.on_drain_timeout = on_drain_timeout
+        if retry_delay is not None and not callable(retry_delay):
+            if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) \
+                    or not 0 <= retry_delay <= 86400:
+                raise ValueError("retry_delay must be 0 to 86400 seconds, a callable "
+                                 f"(msg) -> seconds, or None; got {retry_delay!r}")
+            retry_delay = float(retry_delay)
+        self.retry_delay = retry_delay
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+        self.on_error = on_error
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
+                                  or batch < 1):
+            raise ValueError("batch must be a positive int or None")
+        self.batch = batch
+        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) \
+                or not 0 <= max_wait <= 3600:
+            raise ValueError(f"max_wait must be 0 to 3600 seconds, got {max_wait!r}")
+        self.max_wait = float(max_wait)
         self.handler = handler
         self.concurrency = concurrency
         self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
@@ -133,6 +185,9 @@ class Processor:
             self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
 
     def _worker(self) -> None:
+        if self.batch is not None:
+            self._batch_worker(self.batch)
+            return
         s = self.summary
         while not self.stop_event.is_set():
             if not self._claim():
@@ -168,7 +223,13 @@ class Processor:
             outcome = "processed"
             try:
                 with msg:
-                    self.handler(msg)
+                    try:
+                        self.handler(msg)
+                    except Exception as e:
+                        self._handler_failed(msg, e)
+                        raise
+                    if msg.settled and not msg.lock_lost:
+                        outcome = "settled_by_handler"
             except LockLostError:
                 outcome = "lost"
             except Error as e:
@@ -178,10 +239,8 @@ class Processor:
                 else:
                     outcome = "failed"
                     log.warning("handler for message %s failed: %s", msg.sequence_number, e)
-            except Exception as e:  # the handler's own failure: abandoned
+            except Exception:  # the handler's own failure (logged): abandoned
                 outcome = "lost" if msg.lock_lost else "failed"
-                log.info("handler for message %s raised %s: abandoned", msg.sequence_number,
-                         type(e).__name__)
             except BaseException:
                 with self._lock:
                     self._held.discard(msg)
@@ -206,7 +265,201 @@ class Processor:
                     s.lost += 1
                 elif outcome == "failed":
                     s.failed += 1
+                elif outcome == "settled_by_handler":
+                    s.settled_by_handler += 1
             self._last_activity = time.monotonic()
+
+    # ---- batches ----
+    def _receive(self, timeout: int) -> Optional["Message"]:
+        """One claimed peek-lock, or None (nothing, a failure, or the cap)."""
+        if not self._claim():
+            return None
+        try:
+            msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
+        except Error as e:
+            self._unclaim()
+            self._note_error(f"receive: {e}")
+            log.warning("receive from %s failed: %s", self.entity, e)
+            self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
+            return None
+        if msg is None:
+            self._unclaim()
+            return None
+        self._last_activity = time.monotonic()
+        with self._lock:
+            self.summary.received += 1
+            if msg.delivery_count > 1:
+                self.summary.redelivered += 1
+        return msg
+
+    def _collect(self, size: int) -> List["Message"]:
+        """Up to ``size`` messages, each held by the renewer from its receipt:
+        the first waits up to poll_timeout, the rest until max_wait after it."""
+        msgs: List["Message"] = []
+        deadline = 0.0
+        while not self.stop_event.is_set() and len(msgs) < size:
+            if msgs:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                # the long poll takes whole seconds: wait up to max_wait, rounded up
+                msg = self._receive(math.ceil(left))
+            else:
+                msg = self._receive(self.poll_timeout)
+                deadline = time.monotonic() + self.max_wait
+            if msg is None:
+                if msgs:
+                    break
+                return msgs
+            with no_context():          # the batch's process spans do not nest
+                msg.__enter__()
+            with self._lock:
+                self._held.add(msg)
+                self.summary.in_flight += 1
+            msgs.append(msg)
+        if self.stop_event.is_set() and msgs:
+            # the drain began while collecting: nothing has run, give them back
+            for m in msgs:
+                m.__exit__(_Drained, _Drained(), None)
+            with self._lock:
+                for m in msgs:
+                    if m in self._held:
+                        self._held.discard(m)
+                        self.summary.in_flight -= 1
+                        self.summary.abandoned_on_drain += 1
+            return []
+        return msgs
+
+    def _batch_worker(self, size: int) -> None:
+        while not self.stop_event.is_set():
+            msgs = self._collect(size)
+            if not msgs:
+                if self._claimed_out():
+                    return
+                continue
+            error: Optional[BaseException] = None
+            applied: Dict["Message", str] = {}
+            try:
+                result = self.handler(msgs)
+                if isinstance(result, dict):
+                    applied = self._apply(msgs, result)
+            except Exception as e:
+                error = e
+                unsettled = [m for m in msgs if not m.settled]
+                if unsettled:
+                    self._handler_failed(max(unsettled, key=lambda m: m.delivery_count), e,
+                                         also=[m for m in unsettled])
+            except BaseException:
+                for m in msgs:
+                    m.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+                self.stop_event.set()
+                raise
+            for m in reversed(msgs):            # the reverse of entering (contexts nest)
+                self._finish(m, error, applied.get(m))
+
+    def _claimed_out(self) -> bool:
+        with self._lock:
+            return self.max_messages is not None and self._claimed >= self.max_messages
+
+    def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> Dict["Message", str]:
+        """A handler's returned mapping: message (or sequence number) ->
+        "complete" or "abandon". Checked whole first, then each applied on its
+        own (one failing settle does not stop the others). Returns each
+        message's outcome: processed, failed (abandoned) or lost."""
+        by_seq = {m.sequence_number: m for m in msgs}
+        plan = []
+        for key, action in actions.items():
+            m = by_seq.get(key) if isinstance(key, int) else key
+            if m is None or m not in msgs:
+                raise ValueError(f"the handler's result names {key!r}, not one of its messages")
+            if action not in ("complete", "abandon"):
+                raise ValueError(f"the handler's result says {action!r} for message "
+                                 f"{m.sequence_number}: 'complete' or 'abandon'")
+            plan.append((m, action))
+        out: Dict["Message", str] = {}
+        for m, action in plan:
+            if m.settled:
+                continue
+            try:
+                if action == "complete":
+                    m.complete()
+                    out[m] = "processed"
+                else:
+                    m.abandon()
+                    out[m] = "failed"
+            except LockLostError:
+                out[m] = "lost"
+            except Error as e:
+                out[m] = "failed"
+                self._note_error(f"{action}: {e}")
+        return out
+
+    def _finish(self, m: "Message", error: Optional[BaseException],
+                applied: Optional[str] = None) -> None:
+        """Settles what the handler left, as ``with msg:`` does, and counts it
+        (``applied``: the outcome of the handler's returned mapping)."""
+        s = self.summary
+        settled_before = m.settled and not m.lock_lost
+        outcome = applied or ("settled_by_handler" if settled_before else "processed")
+        try:
+            if error is None:
+                m.__exit__(None, None, None)
+            else:
+                m.__exit__(type(error), error, error.__traceback__)
+                outcome = "lost" if m.lock_lost else (
+                    applied or ("settled_by_handler" if settled_before else "failed"))
+        except LockLostError:
+            outcome = "lost"
+        except Error as e:
+            outcome = "failed"
+            self._note_error(f"settle: {e}")
+        with self._lock:
+            if m not in self._held:
+                # released by the drain, which counted it; one that still finished
+                # within its lock was completed after all
+                if outcome == "processed" and self.on_drain_timeout == "expire":
+                    s.left_to_expire -= 1
+                    s.processed += 1
+                return
+            self._held.discard(m)
+            s.in_flight -= 1
+            if outcome == "processed":
+                s.processed += 1
+            elif outcome == "lost":
+                s.lost += 1
+            elif outcome == "failed":
+                s.failed += 1
+            else:
+                s.settled_by_handler += 1
+        self._last_activity = time.monotonic()
+
+    def _handler_failed(self, msg: "Message", exc: BaseException,
+                        also: Optional[List["Message"]] = None) -> None:
+        """Logs the failure with its traceback, calls on_error, then holds the
+        message (renewed) for the retry delay unless a drain starts."""
+        delay = 0.0
+        if self.retry_delay is not None:
+            try:
+                delay = max(0.0, float(self.retry_delay(msg) if callable(self.retry_delay)
+                                       else self.retry_delay))
+            except Exception as e:  # a broken delay policy must not lose the message
+                log.warning("retry_delay raised %s: abandoning at once", type(e).__name__)
+        text = f"handler: {type(exc).__name__}: {exc}"
+        with self._lock:
+            self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
+        log.warning("handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
+                    msg.sequence_number, msg.message_id, self.entity, type(exc).__name__, exc,
+                    f" in {delay:g} s" if delay else "",
+                    exc_info=(type(exc), exc, exc.__traceback__))
+        if self.on_error is not None:
+            for m in also or [msg]:
+                try:
+                    self.on_error(m, exc)
+                except Exception as e:
+                    log.warning("on_error raised %s: %s\n%s", type(e).__name__, e,
+                                traceback.format_exc())
+        if delay and msg.state == "held":
+            self.stop_event.wait(delay)        # a drain cuts the delay short
 
     # ---- signals ----
     def _on_signal(self, signum: int, frame: Any) -> None:

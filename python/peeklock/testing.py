@@ -11,12 +11,18 @@ Fixtures
     The session emulator after :meth:`Emulator.reset` (entities kept, messages, faults and
     counters cleared).
 ``emulator_factory`` (function scope)
-    ``emulator_factory(*cli_args, auth=True, data_dir=None)`` starts extra emulators (for
-    restarts, other flags); all are stopped at the end of the test.
+    ``emulator_factory(*cli_args, auth=True, data_dir=None, tls=False)`` starts extra emulators
+    (for restarts, other flags); all are stopped at the end of the test.
+``tls_emulator`` (session scope)
+    A second session emulator serving HTTPS (``--tls``) with a self-signed certificate:
+    ``.cert_path`` is the file to trust (Python SDK ``connection_verify=``, Node
+    ``NODE_EXTRA_CA_CERTS``, peeklock ``ca_file=``), ``.connection_string`` has no
+    ``UseDevelopmentEmulator`` (clients speak https). Needs the ``cryptography`` package.
 
 The :class:`Emulator` handle
 ----------------------------
-``.connection_string``, ``.endpoint`` (``http://127.0.0.1:PORT``), ``.host``, ``.port``,
+``.connection_string``, ``.endpoint`` (``http://127.0.0.1:PORT``, ``https://`` with TLS), ``.host``, ``.port``,
+``.tls``, ``.cert_path`` (the certificate to trust, with TLS),
 ``.key_name``, ``.key``; ``.advance(seconds)``, ``.clock()``, ``.fault(**rule)`` -> id,
 ``.clear_faults()``, ``.state()``, ``.entity_state(path)``, ``.messages(path)``,
 ``.create_queue(name, **opts)``, ``.create_topic(name, **opts)``,
@@ -42,7 +48,9 @@ import http.client
 import json
 import os
 import select
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -51,6 +59,7 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 READY_PREFIX = "peeklock emulator ready: "
+CERT_PREFIX = "peeklock emulator certificate: "
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -79,7 +88,7 @@ class Emulator:
     """A running ``python -m peeklock.emulator`` process and its test controls."""
 
     def __init__(self, args: List[str], auth: bool = True, data_dir: Optional[str] = None,
-                 startup_timeout: float = 20.0):
+                 startup_timeout: float = 20.0, tls: bool = False):
         self.args = list(args)
         self.auth = auth
         self.data_dir = data_dir
@@ -90,6 +99,9 @@ class Emulator:
         self.port = 0
         self.key_name = ""
         self.key = ""
+        self.tls = tls
+        self.cert_path: Optional[str] = None
+        self._tls_dir: Optional[str] = None
         self._conn: Optional[http.client.HTTPConnection] = None
         self._stderr = tempfile.TemporaryFile()
 
@@ -97,8 +109,10 @@ class Emulator:
 
     @classmethod
     def start(cls, *args: str, auth: bool = True, data_dir: Optional[str] = None,
-              port: int = 0) -> "Emulator":
-        emu = cls(list(args), auth=auth, data_dir=data_dir)
+              port: int = 0, tls: bool = False) -> "Emulator":
+        """Start an emulator; ``tls=True`` serves HTTPS with a certificate made for it (kept
+        across restarts of this handle)."""
+        emu = cls(list(args), auth=auth, data_dir=data_dir, tls=tls)
         emu._launch(port)
         return emu
 
@@ -108,6 +122,10 @@ class Emulator:
             cmd.append("--no-auth")
         if self.data_dir:
             cmd += ["--data-dir", self.data_dir]
+        if self.tls:
+            if self._tls_dir is None:
+                self._tls_dir = tempfile.mkdtemp(prefix="peeklock-test-tls-")
+            cmd += ["--tls", "--tls-dir", self._tls_dir]
         return cmd
 
     def _launch(self, port: int = 0) -> None:
@@ -142,6 +160,11 @@ class Emulator:
         self.port = int(port_s)
         self.key_name = cs.get("SharedAccessKeyName", "")
         self.key = cs.get("SharedAccessKey", "")
+        self.cert_path = None
+        if cs.get("UseDevelopmentEmulator", "").lower() != "true":
+            for ln in self.stderr_text().splitlines():      # written before the ready line
+                if ln.startswith(CERT_PREFIX):
+                    self.cert_path = ln[len(CERT_PREFIX):].strip()
 
     def _fail_start(self, why: str) -> None:
         err = b""
@@ -155,8 +178,16 @@ class Emulator:
             raise EmulatorError("emulator did not start: %s\n%s" % (why, err.decode("utf-8", "replace")))
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.cert_path else "http"
+
+    @property
     def endpoint(self) -> str:
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % (self.scheme, self.host, self.port)
+
+    def ssl_context(self) -> "ssl.SSLContext":
+        """A client context that trusts this emulator's certificate (and only it)."""
+        return ssl.create_default_context(cafile=self.cert_path)
 
     @property
     def running(self) -> bool:
@@ -166,8 +197,9 @@ class Emulator:
         self._stderr.seek(0)
         return self._stderr.read().decode("utf-8", "replace")
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM and wait; returns the exit status."""
+    def stop(self, timeout: float = 10.0, keep_tls: bool = False) -> int:
+        """SIGTERM and wait; returns the exit status. The certificate made for a TLS emulator
+        is removed unless ``keep_tls`` (restart keeps it)."""
         self._close_conn()
         if self.proc is None:
             return 0
@@ -180,6 +212,9 @@ class Emulator:
                 self.proc.wait(5)
         if self.proc.stdout:
             self.proc.stdout.close()
+        if self._tls_dir is not None and not keep_tls:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -195,7 +230,7 @@ class Emulator:
         """Stop (if running) and start again with the same arguments (and data dir)."""
         port = self.port if same_port else 0
         if self.running:
-            self.stop()
+            self.stop(keep_tls=True)
         for attempt in range(50):
             try:
                 self._launch(port)
@@ -227,7 +262,7 @@ class Emulator:
             self._conn = None
 
     def sas_token(self, path: str = "", lifetime: int = 3600) -> str:
-        uri = "http://%s:%d/%s" % (self.host, self.port, path.lstrip("/"))
+        uri = "%s/%s" % (self.endpoint, path.lstrip("/"))
         return make_sas_token(uri, self.key_name, self.key, int(time.time()) + lifetime)
 
     def request(self, method: str, path: str, body: bytes = b"", headers: Optional[Dict[str, str]] = None,
@@ -239,7 +274,11 @@ class Emulator:
         for attempt in (0, 1):
             reused = self._conn is not None
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                if self.cert_path:
+                    self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                                             context=self.ssl_context())
+                else:
+                    self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             self._conn.timeout = timeout
             if self._conn.sock is not None:
                 self._conn.sock.settimeout(timeout)
@@ -332,6 +371,15 @@ if pytest is not None:
         finally:
             emu.stop()
 
+    @pytest.fixture(scope="session")
+    def tls_emulator():
+        """One emulator serving HTTPS with a self-signed certificate (``.cert_path``)."""
+        emu = Emulator.start(tls=True)
+        try:
+            yield emu
+        finally:
+            emu.stop()
+
     @pytest.fixture
     def fresh_emulator(emulator):
         """The session emulator, emptied (entities kept) and with no faults."""
@@ -343,8 +391,8 @@ if pytest is not None:
         """Start extra emulators: ``emulator_factory("--queue", "q", auth=False, data_dir=...)``."""
         started: List[Emulator] = []
 
-        def make(*args: str, auth: bool = True, data_dir: Optional[str] = None) -> Emulator:
-            emu = Emulator.start(*args, auth=auth, data_dir=data_dir)
+        def make(*args: str, auth: bool = True, data_dir: Optional[str] = None, tls: bool = False) -> Emulator:
+            emu = Emulator.start(*args, auth=auth, data_dir=data_dir, tls=tls)
             started.append(emu)
             return emu
 

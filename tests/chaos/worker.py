@@ -181,7 +181,8 @@ def main(argv: Optional[list] = None) -> int:
     out.write({"ev": "hello", "w": wid, "t": time.time(), "pid": os.getpid()})
     summary = client.process(a.entity, handler, concurrency=a.concurrency, max_renew=a.max_renew,
                              poll_timeout=a.poll_timeout, drain_timeout=a.drain_timeout,
-                             on_progress=progress, progress_interval=1.0)
+                             on_progress=progress, progress_interval=1.0,
+                             retry_delay=0)   # failures are abandoned at once, as they were
     progress(summary)
     client.close()
     out.write({"ev": "bye", "w": wid, "t": time.time(), "stopped_by": summary.stopped_by})

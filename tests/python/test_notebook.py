@@ -18,6 +18,14 @@ def test_explore_notebook_executes():
             for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
     assert any("peeklock-messages" in h and "4 messages" in h for h in html)
     assert any("peeklock-message'" in h for h in html)
+    # the client and client.entities() render entity tables with counts
+    assert any("peeklock-client" in h and "peeklock-entities" in h and "payments" in h
+               for h in html)
+    assert any("MaxDeliveryCountExceeded" in h for h in html)        # the dead-letter list
+    assert any("<table" in h and "dataframe" in h and "p-1" in h for h in html)   # pandas
+    texts = ["".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+             for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("'reason': 'MaxDeliveryCountExceeded'" in t and "p-1" in t for t in texts)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
 

@@ -208,3 +208,169 @@ def test_keyboard_interrupt_without_signal_handling_releases_messages(client, em
         never.set()
     wait_for(lambda: client.stats()["lost"] >= 3)   # the late completes found no lock
     assert completed(emu, queue) == {}
+
+
+def test_failed_handler_holds_its_message_for_the_retry_delay(client, emu, queue, caplog):
+    """A failure is not abandoned at once (a short outage would dead-letter every
+    message in flight): the message stays locked for retry_delay, on_error sees the
+    failure first, and a drain cuts the delay short and abandons at once."""
+    import logging
+    client.send(queue, b"x", message_id="m0")
+    failed = threading.Event()
+    seen = []
+    stop = threading.Event()
+
+    def handler(msg):
+        raise ValueError("database unavailable")
+
+    def on_error(msg, exc):
+        seen.append((msg.message_id, type(exc).__name__, str(exc)))
+        failed.set()
+
+    result = {}
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    t = threading.Thread(target=lambda: result.update(s=client.process(
+        queue, handler, concurrency=1, poll_timeout=1, retry_delay=3600, on_error=on_error,
+        stop_event=stop, drain_timeout=20, handle_signals=False)))
+    t.start()
+    assert failed.wait(30)
+    assert seen == [("m0", "ValueError", "database unavailable")]
+    renewed = client.stats()["renewer"]["renewals"]
+    wait_for(lambda: client.stats()["renewer"]["renewals"] > renewed)  # 5 s lock: renewed...
+    [m] = emu.messages(queue)
+    assert m["state"] == "locked" and m["delivery_count"] == 1        # ...held, not abandoned
+    stop.set()
+    t.join(30)
+    s = result["s"]
+    assert (s.failed, s.processed, s.left_to_expire) == (1, 0, 0)
+    [m] = emu.messages(queue)
+    assert m["state"] == "available"                                  # abandoned by the drain
+    assert s.last_errors == ["handler: ValueError: database unavailable"]
+    rec = [r for r in caplog.records if "failed" in r.getMessage()][0]
+    assert rec.levelname == "WARNING" and "database unavailable" in rec.getMessage()
+    assert rec.exc_info and rec.exc_info[0] is ValueError
+
+
+def test_exponential_backoff_by_delivery_count():
+    from types import SimpleNamespace
+
+    from peeklock.processor import exponential_backoff
+    d = exponential_backoff(base=1, cap=60)
+    assert [d(SimpleNamespace(delivery_count=n)) for n in (1, 2, 3, 4, 7, 8, 100)] == \
+        [1, 2, 4, 8, 60, 60, 60]
+    assert exponential_backoff(0.5, 3)(SimpleNamespace(delivery_count=2)) == 1.0
+
+
+def test_handler_that_settles_its_message_is_not_counted_as_processed(client, emu, queue):
+    for i in range(2):
+        client.send(queue, str(i).encode(), message_id=f"m{i}")
+
+    def handler(msg):
+        if msg.text == "0" and msg.delivery_count == 1:
+            msg.abandon()          # gives it back itself; it comes straight back
+
+    s = client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=3,
+                       handle_signals=False)
+    assert (s.processed, s.settled_by_handler, s.failed) == (2, 1, 0)
+    assert completed(emu, queue) == {"m0": 1, "m1": 1}
+    assert "settled by the handler 1" in str(s)
+
+
+def test_batch_handler_settles_by_result_and_the_rest_is_completed(client, emu, make_queue):
+    q = make_queue(lock_duration=5)
+    for i in range(5):
+        client.send(q, str(i).encode(), message_id=f"b{i}")
+    batches = []
+
+    def handler(msgs):
+        batches.append([m.message_id for m in msgs])
+        msgs[0].complete()                                   # settled by the handler itself
+        return {msgs[1].sequence_number: "abandon"}          # by its result
+                                                             # the other three: completed
+    s = client.process(q, handler, batch=5, max_wait=2, concurrency=1, poll_timeout=1,
+                       max_messages=5, handle_signals=False, retry_delay=0)
+    assert batches == [["b0", "b1", "b2", "b3", "b4"]]
+    # completed by the processor 3, by the handler 1; abandoned by its result 1
+    assert (s.processed, s.settled_by_handler, s.failed, s.lost) == (3, 1, 1, 0)
+    assert completed(emu, q) == {"b0": 1, "b2": 1, "b3": 1, "b4": 1}
+    [m] = emu.messages(q)
+    assert (m["message_id"], m["state"]) == ("b1", "available")       # abandoned
+
+
+def test_batch_handler_failure_abandons_what_it_left(client, emu, make_queue):
+    q = make_queue(lock_duration=5)
+    for i in range(3):
+        client.send(q, str(i).encode(), message_id=f"f{i}")
+    errors = []
+
+    def handler(msgs):
+        msgs[2].complete()
+        raise RuntimeError("partial failure")
+
+    s = client.process(q, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
+                       max_messages=3, handle_signals=False, retry_delay=0,
+                       on_error=lambda m, e: errors.append(m.message_id))
+    assert (s.processed, s.settled_by_handler, s.failed) == (0, 1, 2)
+    assert sorted(errors) == ["f0", "f1"]
+    assert completed(emu, q) == {"f2": 1}
+    assert sorted((m["message_id"], m["state"]) for m in emu.messages(q)) == \
+        [("f0", "available"), ("f1", "available")]
+
+
+def test_batch_is_renewed_while_the_handler_outlasts_the_lock(client, emu, make_queue, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG, logger="peeklock")
+    q = make_queue(lock_duration=5)
+    for i in range(4):
+        client.send(q, b"x", message_id=f"r{i}")
+
+    def renewed():
+        return {r.getMessage().split("(id ")[1].split(")")[0] for r in caplog.records
+                if r.getMessage().startswith("lock renewed")}
+
+    def handler(msgs):
+        # every lock of the batch is renewed at least once before the handler returns
+        wait_for(lambda: renewed() >= {m.message_id for m in msgs})
+        assert all(m.state == "held" for m in msgs)
+
+    s = client.process(q, handler, batch=4, max_wait=2, concurrency=1, poll_timeout=1,
+                       max_messages=4, handle_signals=False)
+    assert (s.processed, s.lost) == (4, 0)
+    assert completed(emu, q) == {f"r{i}": 1 for i in range(4)}
+
+
+def test_batch_waits_up_to_max_wait_for_more_messages(client, emu, make_queue):
+    q = make_queue()
+    client.send(q, b"x", message_id="first")
+    sizes = []
+    stop = threading.Event()
+
+    def handler(msgs):
+        sizes.append([m.message_id for m in msgs])
+        stop.set()
+
+    def second():      # sent once the first is locked, while the batch is still collecting
+        wait_for(lambda: [m["state"] for m in emu.messages(q)] == ["locked"])
+        client.send(q, b"y", message_id="second")
+
+    t = threading.Thread(target=second)
+    t.start()
+    client.process(q, handler, batch=10, max_wait=1, concurrency=1, poll_timeout=5,
+                   stop_event=stop, handle_signals=False)
+    t.join(30)
+    assert sizes == [["first", "second"]]
+
+
+def test_batch_max_wait_0_takes_what_is_there(client, emu, make_queue):
+    q = make_queue()
+    client.send(q, b"x", message_id="only")
+    sizes = []
+    stop = threading.Event()
+
+    def handler(msgs):
+        sizes.append(len(msgs))
+        stop.set()
+
+    client.process(q, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1,
+                   stop_event=stop, handle_signals=False)
+    assert sizes == [1] and completed(emu, q) == {"only": 1}

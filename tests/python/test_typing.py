@@ -21,8 +21,17 @@ def handle(client: peeklock.Client) -> int:
         body: bytes = msg.body
     return len(body)
 
+def readme(client: peeklock.Client) -> None:
+    with client.lock("orders", timeout=30) as m:
+        if m is not None:
+            print(m.body, m.dead_letter_reason)
+    client.send("orders", b"x", message_id="o-1", time_to_live=60)
+    client.process("orders", lambda m: None, concurrency=2, retry_delay=None)
+
 def bad(client: peeklock.Client) -> None:
     client.peek_lock(42)
+    client.send("orders", b"x", mesage_id="o-1")
+    client.process("orders", print, concurency=4)
 '''
 
 
@@ -30,7 +39,8 @@ def test_package_passes_mypy_strict():
     pkg = os.path.join(ROOT, "python")
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                         "-p", "peeklock.client", "-p", "peeklock.processor", "-p", "peeklock.errors",
-                        "-p", "peeklock.cli"],
+                        "-p", "peeklock.cli", "-p", "peeklock.management", "-p", "peeklock.tools",
+                        "-p", "peeklock.telemetry"],
                        cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -42,4 +52,6 @@ def test_user_code_is_checked_against_the_stubs(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True)
     # the installed package (py.typed) is used; only the deliberate mistake is reported
     assert 'Argument 1 to "peek_lock" of "Client" has incompatible type "int"' in r.stdout, r.stdout
-    assert r.stdout.count("error:") == 1, r.stdout
+    assert 'Unexpected keyword argument "mesage_id"' in r.stdout, r.stdout
+    assert 'Unexpected keyword argument "concurency"' in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 3, r.stdout

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import sys
-from typing import List, Optional
+import tempfile
+from typing import Any, Dict, List, Optional
 
 from . import DEFAULT_KEY, DEFAULT_KEY_NAME
 from .broker import DEFAULT_COMPLETIONS_KEPT, MAX_LOCK_DURATION, Broker, BrokerError, Settings
@@ -35,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--completions-kept", type=int, default=DEFAULT_COMPLETIONS_KEPT, metavar="N",
                    help="per entity, the completion counts of the N most recently completed message ids "
                         "shown in the state dump; older ones are only counted (default %(default)s, 0 = none)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve HTTPS with a self-signed certificate the emulator makes (in --tls-dir); "
+                        "its path is printed on stderr")
+    p.add_argument("--tls-dir", metavar="DIR",
+                   help="where --tls keeps its certificate and key (default: DATA_DIR/tls with --data-dir, "
+                        "else a new temporary directory)")
+    p.add_argument("--cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file; needs --cert-key")
+    p.add_argument("--cert-key", dest="tls_key", metavar="PEM", help="the private key of --cert")
     p.add_argument("--no-auth", action="store_true", help="accept requests without a SAS token")
     p.add_argument("--key-name", default=DEFAULT_KEY_NAME, help="SAS key name (default %(default)s)")
     p.add_argument("--key", default=DEFAULT_KEY, help="SAS key, used as UTF-8 text (default %(default)s)")
@@ -76,9 +87,10 @@ async def serve(args) -> int:
         store.load(broker)
     namespace = "peeklock"
     declared = []
+    config_rules: Dict[str, Any] = {}
     if args.config:
         try:
-            ns, ents = load_config(args.config, base)
+            ns, ents, config_rules = load_config(args.config, base)
         except ConfigError as e:
             print("error: %s" % e, file=sys.stderr)
             return 2
@@ -98,7 +110,12 @@ async def serve(args) -> int:
             ent = broker.get(path.lower())
             if ent is not None and ent.kind == kind:
                 continue       # already there (restart on a data dir, or topic named twice)
-            broker.create_entity(path, kind, settings)
+            ent, _ = broker.create_entity(path, kind, settings)
+            if path in config_rules:
+                for f in config_rules[path].values():
+                    f.created = ent.created
+                ent.rules = dict(config_rules[path])
+                broker.store.save_rules(ent)
     except BrokerError as e:
         print("error: %s" % e.detail, file=sys.stderr)
         return 2
@@ -112,13 +129,38 @@ async def serve(args) -> int:
             return 2
         if keys is not None:
             keys[name] = key
+    ssl_ctx = None
+    cert_path = None
+    temp_dir = None
+    if args.cert or args.tls_key:
+        if not (args.cert and args.tls_key):
+            print("error: --cert and --cert-key go together", file=sys.stderr)
+            return 2
+        cert_path = os.path.abspath(args.cert)
+        key_path = os.path.abspath(args.tls_key)
+    elif args.tls:
+        from .tls import make_self_signed
+        tls_dir = args.tls_dir or (os.path.join(args.data_dir, "tls") if args.data_dir else None)
+        if tls_dir is None:
+            tls_dir = temp_dir = tempfile.mkdtemp(prefix="peeklock-emulator-tls-")
+        hosts = [args.host] if args.host not in ("0.0.0.0", "::", "") else []
+        cert_path, key_path = make_self_signed(os.path.abspath(tls_dir), hosts)
+    if cert_path is not None:
+        from .tls import server_context
+        try:
+            ssl_ctx = server_context(cert_path, key_path)
+        except (OSError, ValueError) as e:   # ssl.SSLError is an OSError
+            print("error: cannot use the certificate %s: %s" % (cert_path, e), file=sys.stderr)
+            return 2
     emu = EmulatorApp(broker, keys, namespace)
     emu.default_settings = base
+    if ssl_ctx is not None:
+        emu.scheme = "https"
     server = emu.make_server(access_log=None, max_field_size=65536, max_line_size=65536,
                              max_headers=256, keepalive_timeout=300)
     runner = web.ServerRunner(server)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, backlog=1024, shutdown_timeout=5.0)
+    site = web.TCPSite(runner, args.host, args.port, backlog=1024, shutdown_timeout=5.0, ssl_context=ssl_ctx)
     try:
         await site.start()
     except OSError as e:
@@ -127,8 +169,12 @@ async def serve(args) -> int:
         return 2
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     host = args.host if args.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    conn = "Endpoint=sb://%s:%d;SharedAccessKeyName=%s;SharedAccessKey=%s;UseDevelopmentEmulator=true" % (
-        host, port, args.key_name, args.key)
+    conn = "Endpoint=sb://%s:%d;SharedAccessKeyName=%s;SharedAccessKey=%s" % (host, port, args.key_name, args.key)
+    if ssl_ctx is None:
+        conn += ";UseDevelopmentEmulator=true"     # plain http (over TLS the clients' https default holds)
+    else:
+        sys.stderr.write("peeklock emulator certificate: %s\n" % cert_path)
+        sys.stderr.flush()
     sys.stdout.write("peeklock emulator ready: %s\n" % conn)
     sys.stdout.flush()
 
@@ -146,6 +192,8 @@ async def serve(args) -> int:
         broker.wake_everything()
         await runner.cleanup()
         broker.store.close()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
     return 0
 
 

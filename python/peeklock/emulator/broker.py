@@ -15,7 +15,7 @@ from collections import Counter, OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .props import TTL_MAX, broker_properties_json, broker_property_entry, format_number, rfc1123
-from .rules import Context, Filter, default_rules
+from .rules import Context, Filter, default_rules, rule_to_json
 
 DEFAULT_LOCK_DURATION = 60.0
 DEFAULT_MAX_DELIVERY_COUNT = 10
@@ -31,11 +31,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 class BrokerError(Exception):
     """An operation failed the way the service fails it: HTTP status + Detail."""
 
-    def __init__(self, status: int, detail: str, headers: Optional[Dict[str, str]] = None):
+    def __init__(self, status: int, detail: str, headers: Optional[Dict[str, str]] = None, close: bool = False):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+        self.close = close          # close the connection after the answer (a request body left unread)
 
 
 class Clock:
@@ -48,53 +49,88 @@ class Clock:
         return time.time() + self.offset
 
 
+DEFAULT_DUP_WINDOW = 600.0
+# the emulator clock stays before 9000-01-01: dates up to 9999 (a lock, a TTL later) still print
+MAX_CLOCK = 221845392000.0
+MIN_AUTO_DELETE = 300.0
+
+
 class Settings:
+    """An entity's settings. Every one of them is either obeyed by the broker or, where the
+    emulator cannot honour a value, refused when it is set (atom.parse_description)."""
+
     __slots__ = ("lock_duration", "max_delivery_count", "default_ttl", "dl_on_expiration",
                  "max_message_size", "max_size_mb", "requires_session",
-                 "requires_duplicate_detection", "enable_batched_operations")
+                 "requires_duplicate_detection", "enable_batched_operations", "dup_window",
+                 "auto_delete_on_idle", "forward_to", "forward_dlq_to", "user_metadata",
+                 "dl_on_filter_exceptions", "enable_partitioning", "enable_express", "support_ordering",
+                 "status")
 
-    def __init__(self, lock_duration=DEFAULT_LOCK_DURATION,
-                 max_delivery_count=DEFAULT_MAX_DELIVERY_COUNT, default_ttl=TTL_MAX,
-                 dl_on_expiration=False, max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-                 max_size_mb=DEFAULT_MAX_SIZE_MB, requires_session=False,
-                 requires_duplicate_detection=False, enable_batched_operations=True):
-        self.lock_duration = float(lock_duration)
-        self.max_delivery_count = int(max_delivery_count)
-        self.default_ttl = float(default_ttl)
-        self.dl_on_expiration = bool(dl_on_expiration)
-        self.max_message_size = int(max_message_size)
-        self.max_size_mb = int(max_size_mb)
-        self.requires_session = bool(requires_session)
-        self.requires_duplicate_detection = bool(requires_duplicate_detection)
-        self.enable_batched_operations = bool(enable_batched_operations)
+    lock_duration: float
+    max_delivery_count: int
+    default_ttl: float
+    dl_on_expiration: bool
+    max_message_size: int
+    max_size_mb: int
+    requires_session: bool
+    requires_duplicate_detection: bool
+    enable_batched_operations: bool
+    dup_window: float
+    auto_delete_on_idle: float
+    forward_to: Optional[str]
+    forward_dlq_to: Optional[str]
+    user_metadata: Optional[str]
+    dl_on_filter_exceptions: bool
+    enable_partitioning: bool
+    enable_express: bool
+    support_ordering: bool
+    status: str
+
+    _DEFAULTS: Dict[str, Any] = {
+        "lock_duration": DEFAULT_LOCK_DURATION, "max_delivery_count": DEFAULT_MAX_DELIVERY_COUNT,
+        "default_ttl": TTL_MAX, "dl_on_expiration": False, "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
+        "max_size_mb": DEFAULT_MAX_SIZE_MB, "requires_session": False, "requires_duplicate_detection": False,
+        "enable_batched_operations": True, "dup_window": DEFAULT_DUP_WINDOW, "auto_delete_on_idle": TTL_MAX,
+        "forward_to": None, "forward_dlq_to": None, "user_metadata": None, "dl_on_filter_exceptions": True,
+        "enable_partitioning": False, "enable_express": False, "support_ordering": True, "status": "Active",
+    }
+    # JSON names (state dump, /$admin/ PUT, the store) of the settings that are not plain
+    _JSON_NAMES = {"default_ttl": "default_message_time_to_live", "dl_on_expiration": "dead_lettering_on_message_expiration",
+                   "max_size_mb": "max_size_in_megabytes", "dup_window": "duplicate_detection_history_time_window",
+                   "forward_dlq_to": "forward_dead_lettered_messages_to",
+                   "dl_on_filter_exceptions": "dead_lettering_on_filter_evaluation_exceptions"}
+
+    def __init__(self, **kw: Any):
+        for k, v in self._DEFAULTS.items():
+            setattr(self, k, kw.pop(k, v))
+        if kw:
+            raise TypeError("unknown settings: %s" % ", ".join(sorted(kw)))
+        self.lock_duration = float(self.lock_duration)
+        self.max_delivery_count = int(self.max_delivery_count)
+        self.default_ttl = float(self.default_ttl)
+        self.max_message_size = int(self.max_message_size)
+        self.max_size_mb = int(self.max_size_mb)
 
     def to_json(self) -> Dict[str, Any]:
-        return {
-            "lock_duration": self.lock_duration,
-            "max_delivery_count": self.max_delivery_count,
-            "default_message_time_to_live": None if self.default_ttl >= TTL_MAX else self.default_ttl,
-            "dead_lettering_on_message_expiration": self.dl_on_expiration,
-            "max_message_size": self.max_message_size,
-            "max_size_in_megabytes": self.max_size_mb,
-            "requires_session": self.requires_session,
-            "requires_duplicate_detection": self.requires_duplicate_detection,
-            "enable_batched_operations": self.enable_batched_operations,
-        }
+        d = {}
+        for k in self._DEFAULTS:
+            v = getattr(self, k)
+            if k in ("default_ttl", "auto_delete_on_idle") and v >= TTL_MAX:
+                v = None
+            d[self._JSON_NAMES.get(k, k)] = v
+        return d
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Settings":
-        ttl = d.get("default_message_time_to_live")
-        return cls(
-            lock_duration=d.get("lock_duration", DEFAULT_LOCK_DURATION),
-            max_delivery_count=d.get("max_delivery_count", DEFAULT_MAX_DELIVERY_COUNT),
-            default_ttl=TTL_MAX if ttl is None else ttl,
-            dl_on_expiration=d.get("dead_lettering_on_message_expiration", False),
-            max_message_size=d.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
-            max_size_mb=d.get("max_size_in_megabytes", DEFAULT_MAX_SIZE_MB),
-            requires_session=d.get("requires_session", False),
-            requires_duplicate_detection=d.get("requires_duplicate_detection", False),
-            enable_batched_operations=d.get("enable_batched_operations", True),
-        )
+        kw = {}
+        for k in cls._DEFAULTS:
+            name = cls._JSON_NAMES.get(k, k)
+            if name in d:
+                v = d[name]
+                if k in ("default_ttl", "auto_delete_on_idle") and v is None:
+                    v = TTL_MAX
+                kw[k] = v
+        return cls(**kw)
 
     def copy(self) -> "Settings":
         return Settings.from_json(self.to_json())
@@ -176,7 +212,20 @@ class Entity:
         self.parent: Optional[Entity] = None             # topic of a subscription; owner of a dlq
         self.subscriptions: Dict[str, Entity] = {}
         self.rules: Dict[str, Filter] = default_rules() if kind == "subscription" else {}
+        for f in self.rules.values():
+            f.created = created
         self.size_bytes = 0
+        self.accessed = created                          # last send, receive or update
+        # duplicate detection: message id -> time first seen, oldest first
+        self.seen_ids: "OrderedDict[str, float]" = OrderedDict()
+
+    @property
+    def display_path(self) -> str:
+        """The path as the service spells it in Atom ids: ``t/Subscriptions/s``."""
+        if self.kind == "subscription":
+            topic, _, sub = self.name.split("/", 2)
+            return "%s/Subscriptions/%s" % (topic, sub)
+        return self.name
 
     def has_messages(self) -> bool:
         return self.kind != "topic"
@@ -250,7 +299,7 @@ class Broker:
             if existing.kind != kind:
                 raise BrokerError(409, "SubCode=40900. Conflict. '%s' is a %s." % (name, existing.kind))
             existing.settings = settings
-            existing.updated = self.clock.now()
+            existing.updated = existing.accessed = self.clock.now()
             if existing.dlq is not None:
                 existing.dlq.settings = settings
             if persist:
@@ -348,24 +397,56 @@ class Broker:
 
     # ----- clock -----------------------------------------------------------------------------
 
+    def clock_offset_ok(self, offset: float) -> bool:
+        """Whether the clock with this offset stays a date every answer can print (and a lock,
+        a TTL or a year of idling later still is one)."""
+        return math.isfinite(offset) and time.time() + offset <= MAX_CLOCK
+
     def advance(self, seconds: float) -> float:
         if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)) \
                 or not math.isfinite(seconds) or seconds < 0:
             raise BrokerError(400, "'seconds' must be a finite number >= 0.")
+        if not self.clock_offset_ok(self.clock.offset + float(seconds)):
+            raise BrokerError(400, "'seconds' would move the clock past %s, the last date the emulator "
+                              "can represent; the clock is unchanged." % rfc1123(MAX_CLOCK))
         self.clock.offset += float(seconds)
         self.store.save_meta("clock_offset", self.clock.offset)
         now = self.clock.now()
+        self.reap_idle(now)
         for ent in list(self.entities.values()):
             self.sweep(ent, now)
         self.wake_everything()
         return now
 
+    def reap_idle(self, now: float) -> None:
+        """Delete the entities idle for their AutoDeleteOnIdle (no send, receive or update)."""
+        for ent in list(self.entities.values()):
+            if ent.kind in ("queue", "topic", "subscription") and ent.key in self.entities \
+                    and ent.settings.auto_delete_on_idle < TTL_MAX \
+                    and now - self.last_access(ent) >= ent.settings.auto_delete_on_idle:
+                self.delete_entity(ent.key)
+
+    @staticmethod
+    def last_access(ent: Entity) -> float:
+        """A topic is in use while any of its subscriptions is."""
+        t = ent.accessed
+        for sub in ent.subscriptions.values():
+            t = max(t, sub.accessed)
+        return t
+
     # ----- send ------------------------------------------------------------------------------
 
-    def check_size(self, ent: Entity, size: int) -> None:
+    @staticmethod
+    def too_large(ent: Entity, size: object, what: str = "message", close: bool = False) -> BrokerError:
+        """The 403 of a message (or batch) over the entity's limit; `size` in bytes, or a text
+        such as "more than N" when a streamed body was cut short."""
+        return BrokerError(403, "SubCode=40300. The size of the %s (%s bytes) exceeds the maximum message size "
+                           "limit of %d bytes for '%s'." % (what, size, ent.settings.max_message_size, ent.name),
+                           close=close)
+
+    def check_size(self, ent: Entity, size: int, what: str = "message") -> None:
         if size > ent.settings.max_message_size:
-            raise BrokerError(403, "SubCode=40300. The size of the message (%d bytes) exceeds the maximum "
-                              "message size limit of %d bytes for '%s'." % (size, ent.settings.max_message_size, ent.name))
+            raise self.too_large(ent, size, what)
         if ent.kind == "topic":
             targets = list(ent.subscriptions.values())
         else:
@@ -383,36 +464,97 @@ class Broker:
         if ent.settings.requires_session and "SessionId" not in props:
             raise BrokerError(400, "The SessionId was not set on a message, and it cannot be sent to the entity.")
         now = self.clock.now()
+        ent.accessed = now
         props = dict(props)
         message_id = props.pop("MessageId", None) or new_message_id()
         ttl = props.pop("TimeToLive", None)
         sched = props.pop("ScheduledEnqueueTimeUtc", None)
+        if ent.settings.requires_duplicate_detection and self._duplicate(ent, message_id, now):
+            self.counters["duplicates_dropped"] += 1
+            return
         size = len(body) + sum(len(k) + len(v) for k, v in custom) + sum(len(k) + len(str(v)) for k, v in props.items())
+        msg = Message(seq=0, message_id=message_id, body=body, content_type=content_type, props=props or None,
+                      custom=custom or None, ttl=ttl, enqueued_at=now, expires_at=0.0, scheduled_at=sched,
+                      enq_seq=0, size=size)
         if ent.kind == "topic":
-            enq_seq = ent.next_seq
-            ent.next_seq += 1
-            self.store.save_entity(ent)
-            ctx = Context(props, message_id, content_type, custom)
-            ctx.system.pop("TimeToLive", None)
-            targets = [sub for sub in ent.subscriptions.values()
-                       if any(f.matches(ctx) for f in sub.rules.values())]
+            if sched is not None and sched > now:
+                self._enqueue(ent, msg, now)     # held by the topic until due (sweep publishes it)
+            else:
+                self._publish(ent, msg, now)
         else:
-            enq_seq = 0
-            targets = [ent]
-        props = props or None
-        custom = custom or None
-        for t in targets:
-            self._enqueue(t, Message(
-                seq=0, message_id=message_id, body=body, content_type=content_type, props=props,
-                custom=custom, ttl=ttl, enqueued_at=now, expires_at=0.0, scheduled_at=sched,
-                enq_seq=enq_seq, size=size), now)
+            self._deliver(ent, msg, now)
+
+    def _duplicate(self, ent: Entity, message_id: str, now: float) -> bool:
+        seen = ent.seen_ids
+        window = ent.settings.dup_window
+        while seen:
+            first = next(iter(seen.values()))
+            if now - first < window:
+                break
+            mid, _ = seen.popitem(last=False)
+            self.store.forget_seen(ent, mid)
+        t = seen.get(message_id)
+        if t is not None and now - t < window:
+            return True
+        seen[message_id] = now
+        self.store.save_seen(ent, message_id, now)
+        return False
+
+    def _publish(self, topic: Entity, msg: Message, now: float, hops: int = 0) -> None:
+        """A topic's message to every subscription whose rules take it (one copy per matching rule
+        with an action, plus one for the matching rules without)."""
+        enq_seq = msg.seq
+        if not enq_seq:
+            enq_seq = topic.next_seq
+            topic.next_seq += 1
+            self.store.save_entity(topic)
+        enqueued = msg.enqueued_at if msg.scheduled_at is None else max(msg.enqueued_at, msg.scheduled_at)
+        ctx = Context(msg.props, msg.message_id, msg.content_type, msg.custom)
+        ctx.system.pop("TimeToLive", None)
+        for sub in list(topic.subscriptions.values()):
+            plain = False
+            variants = []
+            for f in sub.rules.values():
+                if f.matches(ctx):
+                    if f.action is None:
+                        plain = True
+                    else:
+                        variants.append(f.action.apply(msg.props, msg.custom, msg.message_id, msg.content_type))
+            if plain:
+                variants.insert(0, (msg.props, msg.custom))
+            for props, custom in variants:
+                self._deliver(sub, Message(
+                    seq=0, message_id=msg.message_id, body=msg.body, content_type=msg.content_type, props=props,
+                    custom=custom, ttl=msg.ttl, enqueued_at=enqueued, expires_at=0.0, scheduled_at=msg.scheduled_at,
+                    enq_seq=enq_seq, size=msg.size), now, hops)
+
+    def _deliver(self, ent: Entity, msg: Message, now: float, hops: int = 0) -> None:
+        """Into ent, or on to its ForwardTo entity (at most 4 hops, as the service allows)."""
+        target = self._forward_target(ent, ent.settings.forward_to, hops)
+        if target is None:
+            self._enqueue(ent, msg, now)
+        elif target.kind == "topic":
+            target.accessed = now
+            msg.seq = 0
+            self._publish(target, msg, now, hops + 1)
+        else:
+            target.accessed = now
+            self._deliver(target, msg, now, hops + 1)
+
+    def _forward_target(self, ent: Entity, path: Optional[str], hops: int) -> Optional[Entity]:
+        if not path or hops >= 4:
+            return None
+        target = self.entities.get(path.lower())
+        if target is None or target is ent or target.kind not in ("queue", "topic"):
+            return None
+        return target
 
     def _enqueue(self, ent: Entity, msg: Message, now: float, new_seq: bool = True) -> None:
         if new_seq:
             msg.seq = ent.next_seq
             ent.next_seq += 1
         ttl = msg.ttl if msg.ttl is not None else TTL_MAX
-        eff = min(ttl, ent.settings.default_ttl) if ent.kind != "deadletter" else TTL_MAX
+        eff = min(ttl, ent.settings.default_ttl) if ent.kind not in ("deadletter", "topic") else TTL_MAX
         msg.expires_at = math.inf if eff >= TTL_MAX else msg.enqueued_at + eff
         ent.messages[msg.seq] = msg
         ent.by_id[msg.message_id] = msg.seq
@@ -440,6 +582,12 @@ class Broker:
                 msg.state = "available"
             if msg.state == "scheduled":
                 msg.state = "available"   # _enqueue decides again from scheduled_at
+            if ent.kind == "topic":       # held until published: the next sweep publishes it if due
+                msg.state = "scheduled"
+                ent.messages[msg.seq] = msg
+                ent.size_bytes += msg.size
+                heapq.heappush(ent.sched_heap, (msg.scheduled_at or now, msg.seq))
+                return
             self._enqueue(ent, msg, now, new_seq=False)
         finally:
             self.store = store
@@ -457,6 +605,7 @@ class Broker:
         self._remove(ent, msg)
         if ent.dlq is None:
             return
+        now = self.clock.now()
         custom = [c for c in (msg.custom or []) if c[0] not in ("DeadLetterReason", "DeadLetterErrorDescription")]
         custom.append(("DeadLetterReason", '"%s"' % reason))
         custom.append(("DeadLetterErrorDescription", '"%s"' % description))
@@ -465,7 +614,18 @@ class Broker:
                         enqueued_at=msg.enqueued_at, expires_at=0.0, scheduled_at=None,
                         enq_seq=msg.enq_seq, dc=msg.dc, size=msg.size)
         self.counters["dead_lettered"] += 1
-        self._enqueue(ent.dlq, moved, self.clock.now(), new_seq=False)
+        target = self._forward_target(ent, ent.settings.forward_dlq_to, 0)
+        if target is not None:          # ForwardDeadLetteredMessagesTo: a new message there
+            moved.seq = 0
+            moved.enqueued_at = now
+            moved.dc = 0
+            target.accessed = now
+            if target.kind == "topic":
+                self._publish(target, moved, now, 1)
+            else:
+                self._deliver(target, moved, now, 1)
+            return
+        self._enqueue(ent.dlq, moved, now, new_seq=False)
 
     # ----- time-driven changes ---------------------------------------------------------------
 
@@ -482,7 +642,10 @@ class Broker:
         while sh and sh[0][0] <= now:
             _, seq = heapq.heappop(sh)
             msg = ent.messages.get(seq)
-            if msg is not None and msg.state == "scheduled":
+            if msg is not None and msg.state == "scheduled" and ent.kind == "topic":
+                self._remove(ent, msg)
+                self._publish(ent, msg, now)
+            elif msg is not None and msg.state == "scheduled":
                 msg.state = "available"
                 heapq.heappush(ent.avail, seq)
                 self.store.update_message(ent, msg)
@@ -526,13 +689,27 @@ class Broker:
             t = ent.lock_heap[0][0]
         if ent.sched_heap and ent.sched_heap[0][0] < t:
             t = ent.sched_heap[0][0]
+        if ent.kind == "subscription" and ent.parent is not None and ent.parent.sched_heap \
+                and ent.parent.sched_heap[0][0] < t:
+            t = ent.parent.sched_heap[0][0]
         return t
+
+    def counts(self, ent: Entity) -> Dict[str, int]:
+        """Active, dead-letter and scheduled message counts, as CountDetails reports them."""
+        if ent.kind == "topic":
+            return {"active": 0, "dead_letter": 0, "scheduled": len(ent.messages)}
+        scheduled = sum(1 for m in ent.messages.values() if m.state == "scheduled")
+        return {"active": len(ent.messages) - scheduled, "scheduled": scheduled,
+                "dead_letter": len(ent.dlq.messages) if ent.dlq is not None else 0}
 
     # ----- receive ---------------------------------------------------------------------------
 
     def try_receive(self, ent: Entity, peek_lock: bool) -> Optional[Message]:
         now = self.clock.now()
+        if ent.kind == "subscription" and ent.parent is not None and ent.parent.sched_heap:
+            self.sweep(ent.parent, now)
         self.sweep(ent, now)
+        ent.accessed = now
         av = ent.avail
         while av:
             seq = heapq.heappop(av)
@@ -662,12 +839,14 @@ class Broker:
             ent.by_id.clear()
             ent.completed.clear()
             ent.completed_forgotten = 0
+            ent.seen_ids.clear()
             ent.size_bytes = 0
             ent.next_seq = 1
             ent.updated = now
             self.store.save_entity(ent)
             self._wake_all(ent)
         self.store.clear_completed()
+        self.store.clear_seen()
         self.counters.clear()
 
     def entity_state(self, ent: Entity) -> Dict[str, Any]:
@@ -687,7 +866,7 @@ class Broker:
         if ent.kind == "topic":
             d["subscriptions"] = sorted(s.name for s in ent.subscriptions.values())
         if ent.kind == "subscription":
-            d["rules"] = {name: f.to_json() for name, f in ent.rules.items()}
+            d["rules"] = {name: rule_to_json(f) for name, f in ent.rules.items()}
         return d
 
     def state(self) -> Dict[str, Any]:

@@ -2,15 +2,18 @@
 
 Reads ``UserConfig.Namespaces[].Queues[] / Topics[].Subscriptions[]`` with their
 ``Properties`` (LockDuration, MaxDeliveryCount, DefaultMessageTimeToLive,
-DeadLetteringOnMessageExpiration, RequiresSession, ...). Unknown keys are ignored.
+DeadLetteringOnMessageExpiration, RequiresSession, ...) and subscriptions' ``Rules``. A property
+is obeyed as in an Atom description (atom.parse_description) or refused: an unknown key, or a
+value the emulator cannot honour, is an error naming it.
 """
 from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from .atom import parse_duration
-from .broker import MAX_LOCK_DURATION, Settings
+from .atom import _set, parse_duration
+from .broker import MAX_LOCK_DURATION, BrokerError, Settings
+from .rules import Filter, RuleError, filter_from_json
 from .props import TTL_MAX
 
 
@@ -18,7 +21,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _settings(props: Any, base: Settings, where: str) -> Settings:
+def _settings(props: Any, base: Settings, where: str, kind: str = "queue") -> Settings:
     s = base.copy()
     if props is None:
         return s
@@ -54,13 +57,47 @@ def _settings(props: Any, base: Settings, where: str) -> Settings:
                 s.max_size_mb = int(val)
             elif key == "MaxMessageSizeInKilobytes":
                 s.max_message_size = int(val) * 1024
+            else:
+                _set(s, kind, key, ("true" if val else "false") if isinstance(val, bool) else str(val))
         except (TypeError, ValueError):
             raise ConfigError("%s: invalid value %r for %s" % (where, val, key)) from None
+        except BrokerError as e:
+            raise ConfigError("%s: %s" % (where, e.detail)) from None
     return s
 
 
-def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[str, str, Settings]]]:
-    """Return (namespace name, [(path, kind, settings)]) in creation order."""
+def _rules(rules: Any, where: str) -> Dict[str, Filter]:
+    """The official emulator's subscription ``Rules``: ``[{"Name", "Properties": {"FilterType":
+    "Sql"|"Correlation", "SqlFilter": {"SqlExpression"}, "CorrelationFilter": {...,
+    "Properties": {...}}, "Action": {"SqlExpression"}}}]``."""
+    if not isinstance(rules, list):
+        raise ConfigError("%s: 'Rules' must be a list" % where)
+    out: Dict[str, Filter] = {}
+    for r in rules:
+        name = r.get("Name") if isinstance(r, dict) else None
+        props = r.get("Properties") if isinstance(r, dict) else None
+        if not isinstance(name, str) or not name or not isinstance(props, dict):
+            raise ConfigError("%s: a rule needs a Name and Properties" % where)
+        ftype = str(props.get("FilterType", "")).lower()
+        try:
+            if ftype == "sql":
+                spec: Dict[str, Any] = {"sql": (props.get("SqlFilter") or {}).get("SqlExpression")}
+            elif ftype == "correlation":
+                spec = {"correlation": dict(props.get("CorrelationFilter") or {})}
+            else:
+                raise RuleError("FilterType must be Sql or Correlation")
+            action = (props.get("Action") or {}).get("SqlExpression") if isinstance(props.get("Action"), dict) else None
+            if action:
+                spec["action"] = action
+            out[name] = filter_from_json(spec)
+        except (RuleError, AttributeError) as e:
+            raise ConfigError("%s: rule %s: %s" % (where, name, e)) from None
+    return out
+
+
+def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[str, str, Settings]],
+                                                   Dict[str, Dict[str, Filter]]]:
+    """Return (namespace name, [(path, kind, settings)] in creation order, {subscription path: rules})."""
     try:
         with open(path, "r", encoding="utf-8-sig") as f:
             doc = json.load(f)
@@ -72,6 +109,7 @@ def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[st
     if not isinstance(uc, dict) or not isinstance(uc.get("Namespaces", []), list):
         raise ConfigError("%s: expected {\"UserConfig\": {\"Namespaces\": [...]}}" % path)
     out: List[Tuple[str, str, Settings]] = []
+    rules: Dict[str, Dict[str, Filter]] = {}
     ns_name = None
     for ns in uc.get("Namespaces", []):
         if not isinstance(ns, dict):
@@ -86,12 +124,15 @@ def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[st
             name = t.get("Name") if isinstance(t, dict) else None
             if not isinstance(name, str) or not name:
                 raise ConfigError("%s: a topic has no Name" % path)
-            tset = _settings(t.get("Properties"), base, "topic " + name)
+            tset = _settings(t.get("Properties"), base, "topic " + name, "topic")
             out.append((name, "topic", tset))
             for sub in t.get("Subscriptions", []) or []:
                 sname = sub.get("Name") if isinstance(sub, dict) else None
                 if not isinstance(sname, str) or not sname:
                     raise ConfigError("%s: a subscription of %s has no Name" % (path, name))
-                out.append(("%s/subscriptions/%s" % (name, sname), "subscription",
-                            _settings(sub.get("Properties"), base, "subscription " + sname)))
-    return ns_name, out
+                spath = "%s/subscriptions/%s" % (name, sname)
+                out.append((spath, "subscription",
+                            _settings(sub.get("Properties"), base, "subscription " + sname, "subscription")))
+                if sub.get("Rules"):
+                    rules[spath] = _rules(sub["Rules"], "subscription " + sname)
+    return ns_name, out, rules

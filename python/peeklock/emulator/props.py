@@ -33,6 +33,7 @@ tracestate request-id x-http-method x-requested-with dnt
 RESERVED_PREFIXES = ("x-ms-", "x-forwarded-", "sec-", "x-real-ip")
 
 MAX_STRING_LEN = 128
+MAX_NUMBER_TEXT = 400       # characters of an unquoted (number) custom property: a Double is at most ~1e308
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -181,6 +182,9 @@ def classify_custom(name: str, value: str) -> str:
         return "DateTime" if parse_http_date(v[1:-1]) is not None else "String"
     if v in ("true", "false"):
         return "Boolean"
+    if len(v) > MAX_NUMBER_TEXT:
+        # thousands of digits: no Int64, and as a Double infinite (int() would refuse the text)
+        raise PropertyError(header_invalid(name, value))
     if _INT_RE.match(v):
         n = int(v)
         if -(2 ** 63) <= n < 2 ** 63:

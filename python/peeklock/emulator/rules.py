@@ -6,7 +6,9 @@ SQL-92 subset the service documents for everyday use: comparisons (= <> != < > <
 AND / OR / NOT, parentheses, IS [NOT] NULL, [NOT] IN (...), [NOT] LIKE with % and _,
 EXISTS(prop), string / number / TRUE / FALSE / NULL literals, ``sys.``/``user.`` prefixes
 and [bracketed names]. A property that is missing compares as NULL (never true).
-Rule actions are not emulated.
+``@name`` parameters are taken from the rule's Parameters. A rule may carry a
+:class:`SqlAction` (``SET prop = value`` / ``REMOVE prop``, separated by ``;``) applied to the copy
+of a message the subscription receives through that rule.
 """
 from __future__ import annotations
 
@@ -66,14 +68,15 @@ class Context:
 _TOKEN = re.compile(r"""\s*(?:
     (?P<num>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+(?:[eE][+-]?\d+)?)
   | (?P<str>'(?:[^']|'')*')
-  | (?P<op><>|!=|<=|>=|=|<|>|\(|\)|,)
+  | (?P<op><>|!=|<=|>=|=|<|>|\(|\)|,|;)
+  | (?P<param>@[A-Za-z_][A-Za-z0-9_]*)
   | (?P<name>\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_]*(?:\.(?:\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_]*))?)
 )""", re.X)
 
 KEYWORDS = {"and", "or", "not", "is", "null", "in", "like", "true", "false", "exists", "escape"}
 
 
-def _tokenize(text: str) -> List[Tuple[str, Any]]:
+def _tokenize(text: str, params: Optional[Dict[str, Any]] = None) -> List[Tuple[str, Any]]:
     out: List[Tuple[str, Any]] = []
     pos = 0
     text = text.rstrip()
@@ -89,6 +92,11 @@ def _tokenize(text: str) -> List[Tuple[str, Any]]:
             out.append(("lit", m.group("str")[1:-1].replace("''", "'")))
         elif m.group("op") is not None:
             out.append(("op", m.group("op")))
+        elif m.group("param") is not None:
+            name = m.group("param")
+            if not params or name not in params and name[1:] not in params:
+                raise RuleError("The SQL expression uses the parameter '%s', which is not given." % name[:50])
+            out.append(("lit", params[name] if name in params else params[name[1:]]))
         else:
             name = m.group("name")
             if name.lower() in KEYWORDS:
@@ -258,7 +266,11 @@ def _eval(node, ctx: Context) -> bool:
 
 
 class Filter:
+    """A rule: its filter (this class: TrueFilter) plus the rule's action and creation time."""
+
     kind = "TrueFilter"
+    action: Optional["SqlAction"] = None
+    created = 0.0
 
     def matches(self, ctx: Context) -> bool:
         return True
@@ -280,18 +292,21 @@ class FalseFilter(Filter):
 class SqlFilter(Filter):
     kind = "SqlFilter"
 
-    def __init__(self, expression: str):
+    def __init__(self, expression: str, parameters: Optional[Dict[str, Any]] = None):
         if not isinstance(expression, str) or not expression.strip():
             raise RuleError("The SQL filter expression is empty.")
         if len(expression) > 1024:
             raise RuleError("The SQL filter expression is longer than 1024 characters.")
         self.expression = expression
-        self.tree = _Parser(_tokenize(expression)).parse()
+        self.parameters = dict(parameters or {})
+        self.tree = _Parser(_tokenize(expression, self.parameters)).parse()
 
     def matches(self, ctx: Context) -> bool:
         return _eval(self.tree, ctx)
 
     def to_json(self) -> Dict[str, Any]:
+        if self.parameters:
+            return {"sql": self.expression, "parameters": dict(self.parameters)}
         return {"sql": self.expression}
 
 
@@ -309,6 +324,7 @@ class CorrelationFilter(Filter):
         props = properties if properties is not None else fields.get("Properties", {})
         if not isinstance(props, dict):
             raise RuleError("Correlation filter 'Properties' must be an object.")
+        self.original_properties = {str(k): v for k, v in props.items()}
         self.properties = {str(k).lower(): v for k, v in props.items()}
         if not self.fields and not self.properties:
             raise RuleError("A correlation filter needs at least one field or property.")
@@ -325,24 +341,133 @@ class CorrelationFilter(Filter):
     def to_json(self) -> Dict[str, Any]:
         d: Dict[str, Any] = dict(self.fields)
         if self.properties:
-            d["Properties"] = dict(self.properties)
+            d["Properties"] = dict(self.original_properties)
         return {"correlation": d}
 
 
 def filter_from_json(d: Any) -> Filter:
-    """{"sql": "..."} | {"correlation": {...}} | {"true": true} | {"false": true}"""
+    """{"sql": "...", "parameters": {...}} | {"correlation": {...}} | {"true": true} | {"false": true},
+    each with an optional "action": "SET ...; REMOVE ..." (and "action_parameters", "created_at")."""
+    if isinstance(d, dict):
+        d = dict(d)
+        action = d.pop("action", None)
+        action_params = d.pop("action_parameters", None)
+        created = d.pop("created_at", None)
+        params = d.pop("parameters", None) if "sql" in d else None
     if not isinstance(d, dict) or len(d) != 1:
         raise RuleError("A rule is one of {\"sql\": ...}, {\"correlation\": {...}}, {\"true\": true}, {\"false\": true}.")
     (k, v), = d.items()
+    f: Filter
     if k == "sql":
-        return SqlFilter(v)
-    if k == "correlation":
-        return CorrelationFilter(v)
-    if k == "true":
-        return Filter()
-    if k == "false":
-        return FalseFilter()
-    raise RuleError("Unknown filter kind '%s'." % k)
+        if params is not None and not isinstance(params, dict):
+            raise RuleError("'parameters' must be an object.")
+        f = SqlFilter(v, params)
+    elif k == "correlation":
+        f = CorrelationFilter(v)
+    elif k == "true":
+        f = Filter()
+    elif k == "false":
+        f = FalseFilter()
+    else:
+        raise RuleError("Unknown filter kind '%s'." % k)
+    if action is not None:
+        if action_params is not None and not isinstance(action_params, dict):
+            raise RuleError("'action_parameters' must be an object.")
+        f.action = SqlAction(action, action_params)
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        f.created = float(created)
+    return f
+
+
+def rule_to_json(f: Filter) -> Dict[str, Any]:
+    """filter_from_json's input for a rule: the filter, its action and creation time."""
+    d = f.to_json()
+    if f.action is not None:
+        d["action"] = f.action.expression
+        if f.action.parameters:
+            d["action_parameters"] = dict(f.action.parameters)
+    if f.created:
+        d["created_at"] = f.created
+    return d
+
+
+def header_text(v: Any) -> str:
+    """A typed value as the custom-property header text a receiver gets (props.classify_custom)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return '"' + str(v).replace('"', '\\"') + '"'
+
+
+_SETTABLE = {k: v for k, v in SYSTEM_PROPERTIES.items() if k not in ("messageid", "contenttype", "partitionkey")}
+
+
+class SqlAction:
+    """``SET prop = value`` / ``REMOVE prop`` statements, separated by ``;``; a value is a literal,
+    a property or an ``@parameter``."""
+
+    def __init__(self, expression: str, parameters: Optional[Dict[str, Any]] = None):
+        if not isinstance(expression, str) or not expression.strip():
+            raise RuleError("The SQL rule action is empty.")
+        if len(expression) > 1024:
+            raise RuleError("The SQL rule action is longer than 1024 characters.")
+        self.expression = expression
+        self.parameters = dict(parameters or {})
+        toks = _tokenize(expression, self.parameters)
+        self.steps: List[Tuple[str, Tuple[Optional[str], str], Any]] = []
+        i = 0
+        while i < len(toks):
+            if toks[i] == ("op", ";"):
+                i += 1
+                continue
+            kind, word = toks[i]
+            verb = str(word[1]).lower() if kind == "prop" and word[0] is None else None
+            if verb not in ("set", "remove") or i + 1 >= len(toks) or toks[i + 1][0] != "prop":
+                raise RuleError("The SQL rule action is invalid: expected SET or REMOVE and a property.")
+            prop = toks[i + 1][1]
+            if prop[0] == "sys" and prop[1].lower() not in _SETTABLE:
+                raise RuleError("The SQL rule action cannot change sys.%s." % prop[1][:50])
+            if verb == "remove":
+                self.steps.append(("remove", prop, None))
+                i += 2
+            else:
+                if i + 3 >= len(toks) or toks[i + 2] != ("op", "=") or toks[i + 3][0] not in ("lit", "prop", "kw"):
+                    raise RuleError("The SQL rule action is invalid: SET needs '= value'.")
+                val = toks[i + 3]
+                if val[0] == "kw":
+                    if val[1] not in ("true", "false", "null"):
+                        raise RuleError("The SQL rule action is invalid near '%s'." % val[1])
+                    val = ("lit", None if val[1] == "null" else val[1] == "true")
+                self.steps.append(("set", prop, val))
+                i += 4
+            if i < len(toks) and toks[i] != ("op", ";"):
+                raise RuleError("The SQL rule action is invalid near '%s'." % (toks[i][1],))
+
+    def apply(self, props: Optional[Dict[str, Any]], custom: Optional[List[Tuple[str, str]]],
+              message_id: str, content_type: Optional[str]):
+        """New (props, custom) for a copy of the message, the statements applied in order."""
+        ctx = Context(props, message_id, content_type, custom)
+        p = dict(props or {})
+        c = list(custom or [])
+        for verb, (scope, name), val in self.steps:
+            value = None if verb == "remove" else _val(val, ctx)
+            if scope == "sys":
+                key = _SETTABLE[name.lower()]
+                if value is None:
+                    p.pop(key, None)
+                    ctx.system.pop(key, None)
+                else:
+                    p[key] = ctx.system[key] = value if isinstance(value, str) else header_text(value).strip('"')
+            else:
+                c = [(n, v) for n, v in c if n.lower() != name.lower()]
+                ctx.user.pop(name.lower(), None)
+                if value is not None:
+                    c.append((name, header_text(value)))
+                    ctx.user[name.lower()] = value
+        return p or None, c or None
 
 
 def default_rules() -> Dict[str, Filter]:

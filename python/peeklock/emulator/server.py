@@ -9,12 +9,14 @@ import json
 import logging
 import math
 import random
+import re
 import time
 import urllib.parse
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestHandler
 
 from . import atom
 from .broker import Broker, BrokerError, Entity, Settings
@@ -33,6 +35,8 @@ BATCH_CT = "application/vnd.microsoft.servicebus.json"
 MAX_TIMEOUT = 300
 DEFAULT_TIMEOUT = 60
 MAX_REQUEST_BODY = 64 * 1024 * 1024
+MAX_ADMIN_BODY = 1024 * 1024
+DEFAULT_PAGE = 100          # entries in a feed page when the request gives no $top
 OPERATIONS = ("send", "peek_lock", "receive_and_delete", "renew", "unlock", "complete", "management", "any")
 _REQUEST_COUNTER = {op: "requests." + op for op in OPERATIONS}
 _TIMEOUTS: Dict[str, float] = {}    # query string -> its valid timeout (parse_timeout)
@@ -61,6 +65,31 @@ class SBBareResponse(SBResponse):
             self._headers.popall(hdrs.CONTENT_TYPE, None)
         if self.zero_length:
             self._headers[hdrs.CONTENT_LENGTH] = "0"
+
+
+class QuietRequestHandler(RequestHandler):
+    """aiohttp's connection handler, except that a request it cannot parse is answered and logged
+    without the offending text: aiohttp would echo the bad header line (an Authorization with
+    its signature, say) in the 400 body and log it with a traceback."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: Optional[BaseException] = None,
+                     message: Optional[str] = None) -> web.StreamResponse:
+        if status != 400:
+            return super().handle_error(request, status, exc, message)
+        log.info("refused a request that is not valid HTTP (%s)", type(exc).__name__ if exc else "400")
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already")
+        resp = web.Response(status=400, body=error_body(400, "The request is not valid HTTP: a request line, "
+                                                             "header name or header value has characters or a "
+                                                             "form HTTP does not allow"),
+                            content_type="application/xml", charset="utf-8", headers={hdrs.SERVER: SERVER})
+        resp.force_close()
+        return resp
+
+
+class QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return QuietRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class Dropped(Exception):
@@ -160,19 +189,21 @@ class EmulatorApp:
         self.faults: List[FaultRule] = []
         self.default_settings = Settings()
         self.closing = False      # set on SIGTERM/SIGINT: pending long polls answer at once
+        self.scheme = "http"      # "https" when served over TLS (Atom ids, Location)
+        self.created = broker.clock.now()
 
     def make_server(self, **kwargs) -> web.Server:
         """A low-level aiohttp server (no router or middleware on the hot path)."""
         loop = asyncio.get_running_loop()
 
         factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=MAX_REQUEST_BODY)
-        return web.Server(self.handle, request_factory=factory, **kwargs)
+        return QuietServer(self.handle, request_factory=factory, **kwargs)
 
     # ----- responses -------------------------------------------------------------------------
 
     async def respond(self, request: web.BaseRequest, status: int, body: bytes = b"",
                       content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
-                      chunked: bool = True) -> web.StreamResponse:
+                      chunked: bool = True, close: bool = False) -> web.StreamResponse:
         self.broker.store.commit()
         hl = headers if headers is not None else []     # callers hand over a list of their own
         if content_type is not None:
@@ -188,6 +219,8 @@ class EmulatorApp:
             resp.zero_length = zero
         else:
             resp = SBResponse(status=status, headers=hl)
+        if close:
+            resp.force_close()
         if not zero:
             if chunked and request.version >= (1, 1):
                 resp.enable_chunked_encoding()
@@ -197,8 +230,8 @@ class EmulatorApp:
         await resp.write_eof(body)      # headers, the one chunk and the terminator in one send
         return resp
 
-    async def error(self, request, status: int, detail: str, headers=None) -> web.StreamResponse:
-        return await self.respond(request, status, error_body(status, detail), XML_CT, headers)
+    async def error(self, request, status: int, detail: str, headers=None, close: bool = False) -> web.StreamResponse:
+        return await self.respond(request, status, error_body(status, detail), XML_CT, headers, close=close)
 
     async def json(self, request, status: int, obj: Any) -> web.StreamResponse:
         self.broker.store.commit()
@@ -215,7 +248,7 @@ class EmulatorApp:
                         raise BrokerError(417, "The Expect value '%s' is not supported." % _clean(expect)[:50])
                 return await self._dispatch(request)
             except BrokerError as e:
-                return await self.error(request, e.status, e.detail, list(e.headers.items()))
+                return await self.error(request, e.status, e.detail, list(e.headers.items()), close=e.close)
             except (PropertyError, RuleError) as e:
                 return await self.error(request, 400, str(e))
             except Dropped:
@@ -267,7 +300,7 @@ class EmulatorApp:
         self.broker.counters[_REQUEST_COUNTER[op]] += 1
         self.authorize(request)
         if hdrs.EXPECT in request.headers:
-            await self.continue_if_expected(request)
+            await self.continue_if_expected(request, *self.body_limit(request, op, ekey))
         rule = self.fault_for(op, ekey) if self.faults else None
         if rule is not None and not rule.after:
             resp = await self.apply_fault(request, rule, before=True)
@@ -310,15 +343,35 @@ class EmulatorApp:
                 host = "%s:%d" % (host, sock[1])
         return host
 
-    async def continue_if_expected(self, request: web.BaseRequest) -> None:
+    def body_limit(self, request: web.BaseRequest, op: str, ekey: str) -> Tuple[int, Optional[Callable[[str], BrokerError]]]:
+        """The most body bytes the request may bring, and the error past it (None: the generic one)."""
+        if op == "send":
+            ent = self.broker.get(ekey)
+            if ent is not None:
+                return self.send_limit(ent, _is_batch(request.headers.get(hdrs.CONTENT_TYPE)))
+        if op == "management":
+            return atom.MAX_DESCRIPTION, None
+        return MAX_REQUEST_BODY, None
+
+    def send_limit(self, ent: Entity, batch: bool) -> Tuple[int, Callable[[str], BrokerError]]:
+        if batch:
+            # the JSON of a batch may spell a byte in up to 6 (\u0000) or, base64, in 4/3
+            return (6 * ent.settings.max_message_size + 65536,
+                    lambda size: self.broker.too_large(ent, size, "batch", close=True))
+        return ent.settings.max_message_size, lambda size: self.broker.too_large(ent, size, close=True)
+
+    async def continue_if_expected(self, request: web.BaseRequest, limit: int = MAX_REQUEST_BODY,
+                                   refuse: Optional[Callable[[str], BrokerError]] = None) -> None:
         """Answer `Expect: 100-continue` once the request passed authorization and its declared
         size is acceptable; otherwise the final status goes out without the body being read."""
         expect = request.headers.get(hdrs.EXPECT)
         if expect is None or expect.lower() != "100-continue" or request.version < (1, 1):
             return
         length = request.content_length
-        if length is not None and length > MAX_REQUEST_BODY:
-            raise BrokerError(403, "SubCode=40300. The request body exceeds the maximum size.")
+        if length is not None and length > limit:
+            if refuse is not None:
+                raise refuse(str(length))
+            raise BrokerError(403, "SubCode=40300. The request body exceeds the maximum size.", close=True)
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
 
@@ -360,21 +413,53 @@ class EmulatorApp:
 
     # ----- message operations ----------------------------------------------------------------
 
+    async def read_body(self, request: web.BaseRequest, limit: int,
+                        refuse: Optional[Callable[[str], BrokerError]] = None) -> bytes:
+        """The request body, refused (and the connection closed) as soon as it passes `limit`
+        bytes: by its Content-Length before reading, or while it streams in."""
+        def too_big(size: str) -> BrokerError:
+            if refuse is not None:
+                return refuse(size)
+            return BrokerError(403, "SubCode=40300. The request body exceeds the maximum size of %d bytes." % limit,
+                               close=True)
+
+        length = request.content_length
+        if length is not None and length > limit:
+            raise too_big(str(length))
+        chunks = []
+        total = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise too_big("more than %d" % limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def send(self, request: web.Request, ent: Entity, rule) -> None:
         if ent.kind not in ("queue", "topic"):
             raise BrokerError(400, "Cannot send to '%s': send to a queue or a topic." % ent.name)
-        body = await request.read()
+        if ent.settings.status in ("Disabled", "SendDisabled"):
+            raise BrokerError(400, "SubCode=40000. The messaging entity '%s' is disabled for sending (Status %s)."
+                              % (ent.name, ent.settings.status))
         ct = request.headers.get(hdrs.CONTENT_TYPE)
-        if ct is not None and ct.split(";", 1)[0].strip().lower() == BATCH_CT:
-            items = self.parse_batch(body)
+        batch = _is_batch(ct)
+        limit, refuse = self.send_limit(ent, batch)
+        if batch:
+            items = self.parse_batch(await self.read_body(request, limit, refuse))
             total = 0
             for b, props, custom in items:
                 size = len(b) + sum(len(k) + len(v) for k, v in custom)
                 self.broker.check_size(ent, size)
                 total += size
+            # the service limits a batch as it limits one message
+            self.broker.check_size(ent, total, "batch")
             for b, props, custom in items:
                 self.broker.send(ent, b, XML_CT, props, custom)
             return None
+        body = await self.read_body(request, limit, refuse)
         props = parse_broker_properties(_clean(request.headers.get("BrokerProperties")))
         custom = custom_from_headers(request.raw_headers)
         size = len(body) + sum(len(k) + len(v) for k, v in custom)
@@ -415,6 +500,10 @@ class EmulatorApp:
     async def receive(self, request: web.Request, ent: Entity, peek_lock: bool, rule) -> web.StreamResponse:
         if ent.kind == "topic":
             raise BrokerError(400, "Cannot receive from a topic: receive from one of its subscriptions.")
+        owner = ent.parent if ent.kind == "deadletter" and ent.parent is not None else ent
+        if owner.settings.status in ("Disabled", "ReceiveDisabled"):
+            raise BrokerError(400, "SubCode=40000. The messaging entity '%s' is disabled for receiving (Status %s)."
+                              % (ent.name, owner.settings.status))
         timeout = self.parse_timeout(request)
         broker = self.broker
         deadline = broker.clock.now() + timeout
@@ -456,7 +545,8 @@ class EmulatorApp:
             return await self.respond(request, 204)
         headers = [("BrokerProperties", broker.broker_properties(ent, msg, peek_lock))]
         if peek_lock:
-            headers.append(("Location", "http://%s/%s/messages/%d/%s" % (_host_header(request), ent.name, msg.seq, msg.lock_token)))
+            headers.append(("Location", "%s://%s/%s/messages/%d/%s" % (self.scheme, _host_header(request), ent.name,
+                                                                      msg.seq, msg.lock_token)))
         if msg.custom:
             headers.extend(msg.custom)
         if rule is not None and rule.after:
@@ -500,24 +590,43 @@ class EmulatorApp:
     # ----- management ------------------------------------------------------------------------
 
     def base_url(self, request) -> str:
-        return "http://%s" % _host_header(request)
+        return "%s://%s" % (self.scheme, _host_header(request))
+
+    def counted(self, ent: Entity, now: float) -> Dict[str, int]:
+        """The entity's counts after applying what is due (a topic's due scheduled messages too)."""
+        if ent.kind == "subscription" and ent.parent is not None:
+            self.broker.sweep(ent.parent, now)
+        self.broker.sweep(ent, now)
+        if ent.dlq is not None:
+            self.broker.sweep(ent.dlq, now)
+        return self.broker.counts(ent)
+
+    def entry(self, ent: Entity, base: str, now: float) -> str:
+        return atom.entry_xml(ent, self.counted(ent, now), base, self.namespace)
 
     async def management(self, request: web.Request, segs: List[str], lsegs: List[str]):
         m = request.method
         base = self.base_url(request)
         now = self.broker.clock.now()
+        self.broker.reap_idle(now)
+        if lsegs == ["$namespaceinfo"] and m == "GET":
+            body = atom.namespace_entry_xml(base, self.namespace, self.created, now)
+            return await self.respond(request, 200, body.encode(), ENTRY_CT)
         if len(lsegs) == 2 and lsegs[0] == "$resources" and lsegs[1] in ("queues", "topics") and m == "GET":
             kind = lsegs[1][:-1]
+            title = kind.capitalize() + "s"
             ents = sorted(self.broker.iter_entities(kind), key=lambda e: e.key)
-            ents = self._page(request, ents)
-            body = atom.feed_xml(segs[1], base + request.path, ents, base, self.namespace, now)
+            url = "%s/$Resources/%s" % (base, title)
+            page, nxt = self._page(request, ents, url)
+            body = atom.feed_xml(title, url, [self.entry(e, base, now) for e in page], nxt, now)
             return await self.respond(request, 200, body.encode(), FEED_CT)
         if len(lsegs) == 2 and lsegs[1] == "subscriptions" and m == "GET":
             topic = self.broker.get(lsegs[0])
             if topic is None or topic.kind != "topic":
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % segs[0])
-            ents = self._page(request, sorted(topic.subscriptions.values(), key=lambda e: e.key))
-            body = atom.feed_xml("Subscriptions", base + request.path, ents, base, self.namespace, now)
+            url = "%s/%s/Subscriptions%s" % (base, topic.name, "/" if request.path.endswith("/") else "")
+            page, nxt = self._page(request, sorted(topic.subscriptions.values(), key=lambda e: e.key), url)
+            body = atom.feed_xml("Subscriptions", url, [self.entry(e, base, now) for e in page], nxt, now)
             return await self.respond(request, 200, body.encode(), FEED_CT)
         if not segs:
             raise BrokerError(404, "No service is hosted at the specified address.")
@@ -535,23 +644,34 @@ class EmulatorApp:
                 return await self.respond(request, 404, b"", None, chunked=False)
             if ent is None:
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
-            self.broker.sweep(ent, now)
-            return await self.respond(request, 200, atom.entry_xml(ent, base, self.namespace).encode(), ENTRY_CT)
+            return await self.respond(request, 200, self.entry(ent, base, now).encode(), ENTRY_CT)
         if m == "DELETE":
             self.broker.delete_entity(key)
             return await self.respond(request, 200, b"", XML_CT, chunked=False)
         if m == "PUT":
-            body = await request.read()
-            kind, settings = atom.parse_description(body, "subscription" if is_sub else "queue",
-                                                    self.default_settings)
+            raw = await self.read_body(request, atom.MAX_DESCRIPTION)
+            kind, settings, default_rule = atom.parse_description(
+                raw, "subscription" if is_sub else "queue", self.default_settings)
             if is_sub != (kind == "subscription"):
                 raise BrokerError(400, "A %s description cannot be put at '%s'." % (kind, name))
+            for what, path in (("ForwardTo", settings.forward_to),
+                               ("ForwardDeadLetteredMessagesTo", settings.forward_dlq_to)):
+                if path is not None:
+                    target = self.broker.get(path.lower())
+                    if target is None or target.kind not in ("queue", "topic") or target.key == key:
+                        raise BrokerError(400, "The %s entity '%s' is not a queue or topic of this namespace "
+                                          "(other than the entity itself)." % (what, path[:100]))
             replace = request.headers.get(hdrs.IF_MATCH, "").strip() == "*"
             if replace and self.broker.get(key) is None:
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
             ent, created = self.broker.create_entity(name, kind, settings, replace=replace)
+            if created and default_rule is not None:
+                rule_name, rule = default_rule
+                rule.created = ent.created
+                ent.rules = {rule_name: rule}
+                self.broker.store.save_rules(ent)
             return await self.respond(request, 201 if created else 200,
-                                      atom.entry_xml(ent, base, self.namespace).encode(), ENTRY_CT)
+                                      self.entry(ent, base, now).encode(), ENTRY_CT)
         raise BrokerError(405, "The method %s is not allowed here." % m)
 
     async def rules(self, request: web.BaseRequest, segs: List[str], lsegs: List[str]):
@@ -563,32 +683,45 @@ class EmulatorApp:
         if len(lsegs) == 4:
             if m != "GET":
                 raise BrokerError(405, "The method %s is not allowed here." % m)
-            body = atom.rules_feed_xml(sub, base, self.namespace, self.broker.clock.now())
+            now = self.broker.clock.now()
+            url = "%s/%s/Rules%s" % (base, sub.display_path, "/" if request.path.endswith("/") else "")
+            page, nxt = self._page(request, sorted(sub.rules), url)
+            body = atom.feed_xml("Rules", url, [atom.rule_entry_xml(sub, n, base) for n in page], nxt, now)
             return await self.respond(request, 200, body.encode(), FEED_CT)
         name = segs[4]
         if m == "GET":
             if name not in sub.rules:
                 raise BrokerError(404, "The rule '%s' could not be found." % name)
-            return await self.respond(request, 200, atom.rule_entry_xml(sub, name, base, self.namespace).encode(), ENTRY_CT)
+            return await self.respond(request, 200, atom.rule_entry_xml(sub, name, base).encode(), ENTRY_CT)
         if m == "DELETE":
             self.broker.delete_rule(sub, name)
             return await self.respond(request, 200, b"", XML_CT, chunked=False)
         if m == "PUT":
-            flt = atom.parse_rule(await request.read())
+            flt = atom.parse_rule(await self.read_body(request, atom.MAX_DESCRIPTION))
             replace = request.headers.get(hdrs.IF_MATCH, "").strip() == "*"
+            old = sub.rules.get(name)
+            flt.created = old.created if old is not None and replace else self.broker.clock.now()
             created = self.broker.set_rule(sub, name, flt, replace=replace)
             return await self.respond(request, 201 if created else 200,
-                                      atom.rule_entry_xml(sub, name, base, self.namespace).encode(), ENTRY_CT)
+                                      atom.rule_entry_xml(sub, name, base).encode(), ENTRY_CT)
         raise BrokerError(405, "The method %s is not allowed here." % m)
 
-    def _page(self, request, ents):
+    def _page(self, request, items: List[Any], url: str) -> Tuple[List[Any], Optional[str]]:
+        """The $skip/$top page of items and the rel="next" URL when more remain."""
         q = {k.lower(): v for k, v in request.query.items()}
         try:
-            skip = int(q.get("$skip", "0"))
-            top = int(q.get("$top", "100000"))
+            skip = max(int(q.get("$skip", "0")), 0)
+            top = max(int(q.get("$top", str(DEFAULT_PAGE))), 0)
         except ValueError:
             raise BrokerError(400, "$skip and $top must be whole numbers.") from None
-        return ents[max(skip, 0):max(skip, 0) + max(top, 0)]
+        page = items[skip:skip + top]
+        nxt = None
+        if skip + top < len(items) and top > 0:
+            extra = {"$skip": str(skip + top), "$top": str(top)}
+            if "api-version" in q:
+                extra["api-version"] = q["api-version"]
+            nxt = url + "?" + urllib.parse.urlencode(extra, safe="$")
+        return page, nxt
 
     # ----- /$admin/ --------------------------------------------------------------------------
 
@@ -671,11 +804,14 @@ class EmulatorApp:
             if lsegs == ["token"] and m == "GET":
                 return await self.json(request, 200, {"key_names": sorted(self.sas.keys) if self.sas else []})
         except BrokerError as e:
-            return await self.json(request, e.status, {"error": e.detail})
+            resp = await self.json(request, e.status, {"error": e.detail})
+            if e.close:
+                resp.force_close()
+            return resp
         return await self.json(request, 404, {"error": "unknown admin endpoint %s %s" % (m, request.path)})
 
     async def _json_body(self, request) -> Any:
-        raw = await request.read()
+        raw = await self.read_body(request, MAX_ADMIN_BODY)
         if not raw.strip():
             return {}
         try:
@@ -684,13 +820,28 @@ class EmulatorApp:
             raise BrokerError(400, "The body is not valid JSON.") from None
 
 
+_GOOD_HOSTS: set = set()
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
+
+
 def _host_header(request: web.BaseRequest) -> str:
-    """The Host header, or the local address when there is none (never a DNS lookup)."""
+    """The Host header, or the local address when there is none (never a DNS lookup). A Host
+    that is not a host[:port] (``127.0.0.1:80/q1`` would stretch a SAS scope) is a 400."""
     host = request.headers.get(hdrs.HOST)
     if host:
+        if host not in _GOOD_HOSTS:       # clients send the same Host again and again
+            if not _HOST_RE.match(host):
+                raise BrokerError(400, "The Host header is not a host name or address with an optional port.")
+            if len(_GOOD_HOSTS) >= 1000:
+                _GOOD_HOSTS.clear()
+            _GOOD_HOSTS.add(host)
         return host
     sock = request.transport.get_extra_info("sockname") if request.transport else None
     return "%s:%d" % (sock[0], sock[1]) if sock and len(sock) >= 2 else "127.0.0.1"
+
+
+def _is_batch(content_type: Optional[str]) -> bool:
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == BATCH_CT
 
 
 def _segments(path: str) -> List[str]:

@@ -29,6 +29,9 @@ class NullStore:
     def save_completed(self, ent: "Entity", message_id: str, n: int) -> None: pass
     def forget_completed(self, ent: "Entity", message_id: str, forgotten: int) -> None: pass
     def clear_completed(self) -> None: pass
+    def save_seen(self, ent: "Entity", message_id: str, t: float) -> None: pass
+    def forget_seen(self, ent: "Entity", message_id: str) -> None: pass
+    def clear_seen(self) -> None: pass
     def save_rules(self, ent: "Entity") -> None: pass
     def commit(self) -> None: pass
     def close(self) -> None: pass
@@ -49,6 +52,8 @@ CREATE TABLE IF NOT EXISTS completed (
 CREATE TABLE IF NOT EXISTS completed_forgotten (ekey TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rules (ekey TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen_ids (
+  ekey TEXT NOT NULL, message_id TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (ekey, message_id));
 """
 
 
@@ -97,6 +102,7 @@ class SqliteStore(NullStore):
             db.execute("DELETE FROM completed WHERE ekey=?", (k,))
             db.execute("DELETE FROM completed_forgotten WHERE ekey=?", (k,))
             db.execute("DELETE FROM rules WHERE ekey=?", (k,))
+            db.execute("DELETE FROM seen_ids WHERE ekey=?", (k,))
         db.execute("DELETE FROM entities WHERE key=?", (ent.key,))
 
     def insert_message(self, ent: "Entity", m: "Message") -> None:
@@ -130,9 +136,19 @@ class SqliteStore(NullStore):
         db.execute("DELETE FROM completed")
         db.execute("DELETE FROM completed_forgotten")
 
+    def clear_seen(self) -> None:
+        self._tx().execute("DELETE FROM seen_ids")
+
+    def save_seen(self, ent: "Entity", message_id: str, t: float) -> None:
+        self._tx().execute("INSERT OR REPLACE INTO seen_ids VALUES(?,?,?)", (ent.key, message_id, t))
+
+    def forget_seen(self, ent: "Entity", message_id: str) -> None:
+        self._tx().execute("DELETE FROM seen_ids WHERE ekey=? AND message_id=?", (ent.key, message_id))
+
     def save_rules(self, ent: "Entity") -> None:
+        from .rules import rule_to_json
         self._tx().execute("INSERT OR REPLACE INTO rules VALUES(?,?)",
-                           (ent.key, json.dumps({n: f.to_json() for n, f in ent.rules.items()})))
+                           (ent.key, json.dumps({n: rule_to_json(f) for n, f in ent.rules.items()})))
 
     def save_meta(self, key: str, value: Any) -> None:
         self._tx().execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (key, json.dumps(value)))
@@ -142,7 +158,11 @@ class SqliteStore(NullStore):
         from .broker import Message, Settings
         for k, v in self.db.execute("SELECT k, v FROM meta"):
             if k == "clock_offset":
-                broker.clock.offset = max(broker.clock.offset, float(json.loads(v)))
+                off = json.loads(v)
+                # an offset that leaves the range of dates (saved before advance() refused such
+                # offsets) is dropped rather than making every answer fail
+                if isinstance(off, (int, float)) and broker.clock_offset_ok(float(off)):
+                    broker.clock.offset = max(broker.clock.offset, float(off))
         order = {"queue": 0, "topic": 1, "subscription": 2}
         rows = sorted(self.db.execute("SELECT key,name,kind,settings,next_seq,created,updated FROM entities"),
                       key=lambda r: order.get(r[2], 3))
@@ -152,6 +172,7 @@ class SqliteStore(NullStore):
             ent.next_seq = next_seq
             ent.created = created
             ent.updated = updated
+            ent.accessed = max(ent.accessed, updated)
         from .rules import filter_from_json
         for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules"):
             ent = broker.entities.get(ekey)
@@ -175,6 +196,10 @@ class SqliteStore(NullStore):
             ent = broker.entities.get(ekey)
             if ent is not None:
                 ent.completed[mid] = n
+        for ekey, mid, t in self.db.execute("SELECT ekey, message_id, t FROM seen_ids ORDER BY t"):
+            ent = broker.entities.get(ekey)
+            if ent is not None:
+                ent.seen_ids[mid] = t
         for ekey, n in self.db.execute("SELECT ekey, n FROM completed_forgotten"):
             ent = broker.entities.get(ekey)
             if ent is not None:

@@ -66,6 +66,18 @@ var steps = [
       sb.deleteMessage(m, function (e2) { got.completed = !e2; cb(e2, got); });
     });
   }),
+  step('listSubscriptions', function (cb) {
+    sb.listSubscriptions(topic, function (e, subs) { cb(e, subs && subs.map(function (x) { return x.SubscriptionName; })); });
+  }),
+  step('createRule', function (cb) {
+    sb.createRule(topic, 'Sub1', 'red', { sqlExpressionFilter: "color = 'red'" }, function (e) { cb(e); });
+  }),
+  step('listRules', function (cb) {
+    sb.listRules(topic, 'Sub1', function (e, rules) { cb(e, rules && rules.map(function (x) { return x.RuleName; })); });
+  }),
+  step('getRule', function (cb) {
+    sb.getRule(topic, 'Sub1', 'red', function (e, r) { cb(e, r && { name: r.RuleName, sql: r.Filter && r.Filter.SqlExpression }); });
+  }),
   step('getQueue', function (cb) { sb.getQueue(queue, function (e, q) { cb(e, q && { LockDuration: q.LockDuration, MaxDeliveryCount: q.MaxDeliveryCount }); }); }),
   step('deleteQueue', function (cb) { sb.deleteQueue(queue, function (e) { cb(e); }); })
 ];

@@ -1,11 +1,14 @@
 """Fixtures for the emulator suites: the peeklock.testing plugin plus a small REST helper."""
 import json
+import os
+import shutil
+import subprocess
 import threading
 import uuid
 
 import pytest
 
-from peeklock.testing import Emulator, emulator, emulator_factory, fresh_emulator  # noqa: F401  (fixtures)
+from peeklock.testing import Emulator, emulator, emulator_factory, fresh_emulator, tls_emulator  # noqa: F401  (fixtures)
 
 
 class Received:
@@ -87,3 +90,20 @@ def in_thread(fn, *args):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, out
+
+
+COMPAT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "compat"))
+
+
+def npm_installed(subdir: str, module: str) -> str:
+    """tests/compat/<subdir> with its npm dependencies installed (npm install once, when
+    node_modules/<module> is missing); skips the test when node or npm is not there."""
+    where = os.path.join(COMPAT_DIR, subdir)
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not installed")
+    if not os.path.isdir(os.path.join(where, "node_modules", module)):
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=where,
+                           capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            pytest.skip("npm install in tests/compat/%s failed: %s" % (subdir, r.stderr[-500:]))
+    return where

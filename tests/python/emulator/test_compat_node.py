@@ -3,24 +3,17 @@ unchanged against the emulator: send with custom properties, peek-lock, renew, u
 redelivery, complete, receive-and-delete, topic/subscription, queue management."""
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
+from conftest import npm_installed
 
-NODE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "compat", "node"))
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "compat", "node")
 
 
 @pytest.fixture(scope="module")
 def node_ready():
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm not installed")
-    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "azure-sb")):
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                           capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            pytest.skip("npm install in tests/compat/node failed: %s" % r.stderr[-500:])
-    return True
+    return npm_installed("node", "azure-sb")
 
 
 def test_azure_sb_full_cycle(node_ready, fresh_emulator):
@@ -50,6 +43,10 @@ def test_azure_sb_full_cycle(node_ready, fresh_emulator):
     assert sub["body"] == "to topic" and sub["customProperties"] == {"n": 7} and sub["completed"] is True
     assert "/nodet/subscriptions/Sub1/messages/1/" in sub["location"]
     assert out["getQueue"] == {"LockDuration": "PT1M", "MaxDeliveryCount": "10"}
+    assert out["listSubscriptions"] == ["Sub1"]
+    assert out["createRule"] is True
+    assert out["listRules"] == ["$Default", "red"]
+    assert out["getRule"] == {"name": "red", "sql": "color = 'red'"}
     assert out["deleteQueue"] is True
     st = emu.state()["entities"]
     assert "nodeq" not in st
