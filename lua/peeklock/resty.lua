@@ -2,17 +2,15 @@
 -- without blocking the worker.
 --
 --   local peeklock = require "peeklock.resty"
---   local client = assert(peeklock.client(conn_str))        -- in a handler (or cached per worker)
+--   local client = assert(peeklock.worker_client(conn_str))  -- the worker's client
 --   local ok, err = client:with_lock("orders", { timeout = 20 }, function(msg) ... end)
 --
 -- Every HTTP exchange goes over ngx.socket.tcp (cosockets): the C core builds the
 -- request (URL, headers with the SAS Authorization, body) and interprets the
 -- response (status codes, BrokerProperties, lock bookkeeping); this file only moves
--- bytes. Lock renewal while a handler runs is done by the C renewer (one thread
--- per worker shared by all its clients, created on first use inside the worker, never
--- in the master): adding
--- and removing a lock are non-blocking calls, and its events are drained without
--- waiting. docs/lua.md explains the choice.
+-- bytes. Lock renewal while a handler runs goes over cosockets too, from one loop per
+-- worker (below, "renewals over cosockets"), so it obeys the same resolver and TLS
+-- settings. docs/lua.md explains the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
 -- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete.
@@ -161,11 +159,14 @@ local function http_exchange(self, req, op, read_timeout_ms)
 
   local sock = tcp()
   sock:settimeouts(self._connect_timeout_ms, self._send_timeout_ms, read_timeout_ms)
-  local pool = scheme .. ":" .. host .. ":" .. port
+  -- (a connection made without verifying the certificate is never handed to a client that verifies)
+  local pool = scheme .. ":" .. host .. ":" .. port .. (self._ssl_verify and "" or ":unverified")
   local ok, err = sock:connect(host, port, { pool = pool })
   if not ok then return nil, transport_error("connection", op, "connect failed", err), UNSENT end
   if scheme == "https" and sock:getreusedtimes() == 0 then
-    ok, err = sock:sslhandshake(nil, host, self._ssl_verify)
+    -- (false: no session object back; lua-resty-core 0.1.25 asserts fetching one after a
+    -- verified handshake that had to wait)
+    ok, err = sock:sslhandshake(false, host, self._ssl_verify)
     if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err), UNSENT end
   end
   core.stat_request(self._h, 1, sock:getreusedtimes() > 0 and 1 or 0, 0)

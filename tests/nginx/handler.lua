@@ -232,6 +232,35 @@ function H.held()
   reply({ held = st and st.held or 0 })
 end
 
+-- /tls_lock?verify=0|1&hold=S : over HTTPS (the TLS emulator), send one message and hold
+-- it in with_lock for S seconds; answers how many renewals went out meanwhile
+function H.tls_lock()
+  local a = ngx.req.get_uri_args()
+  local c = assert(peeklock.client({ connection_string = os.getenv("PEEKLOCK_TLS_CONNECTION_STRING"),
+                                     ssl_verify = a.verify == "1" }))
+  local sent, serr = c:send("tlsq", "over tls")
+  if not sent then return reply(err_fields({ ok = false, step = "send" }, serr)) end
+  local base = c:renewer_stats().renewals
+  local body, id
+  local ok, err = c:with_lock("tlsq", { timeout = 5 }, function(msg)
+    body, id = msg.body, msg.message_id
+    local deadline = ngx.now() + (tonumber(a.hold) or 0)
+    while ngx.now() < deadline do ngx.sleep(0.1) end
+    if msg.lock_state ~= "held" then error("lock not held: " .. tostring(msg.lock_state)) end
+  end)
+  local st = c:renewer_stats()
+  reply(err_fields({ ok = ok == true, body = body, id = id, renewals = st.renewals - base,
+                     lateness_max_ms = st.lateness_max_ms }, err))
+end
+
+-- /tls_fail : https to the plain-HTTP emulator: the handshake fails, and the error says TLS
+function H.tls_fail()
+  local conn = os.getenv("PEEKLOCK_CONNECTION_STRING"):gsub(";?UseDevelopmentEmulator=true", "")
+  local c = assert(peeklock.client({ connection_string = conn, max_retries = 0 }))
+  local ok, err = c:send("orders", "never")
+  reply(err_fields({ ok = ok == true }, err))
+end
+
 function H.ping()
   ngx.say("pong")
 end

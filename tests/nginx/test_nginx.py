@@ -31,7 +31,7 @@ def free_port():
 
 
 class Nginx:
-    def __init__(self, root, build, conn, template="tests/nginx/nginx.conf.in"):
+    def __init__(self, root, build, conn, template="tests/nginx/nginx.conf.in", extra_vars=None, extra_env=None):
         self.prefix = tempfile.mkdtemp(prefix="peeklock-nginx-")
         for d in ("logs", "tmp", "conf"):
             os.makedirs(os.path.join(self.prefix, d))
@@ -39,12 +39,12 @@ class Nginx:
         with open(os.path.join(root, template)) as f:
             conf = f.read()
         for k, v in {"@PREFIX@": self.prefix, "@ROOT@": root, "@BUILD@": build,
-                     "@PORT@": str(self.port)}.items():
+                     "@PORT@": str(self.port), **(extra_vars or {})}.items():
             conf = conf.replace(k, v)
         self.conf = os.path.join(self.prefix, "conf", "nginx.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
-        env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn)
+        env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn, **(extra_env or {}))
         self.proc = subprocess.Popen(["nginx", "-p", self.prefix, "-c", self.conf],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
@@ -102,6 +102,38 @@ def log_entries(log):
     return entries
 
 
+def ip_named_certificate(directory):
+    """A self-signed certificate (its own CA) for 127.0.0.1 named both as an IP address and as
+    a DNS name: nginx checks the certificate's host name with X509_check_host, which reads DNS
+    names only, and the test has no name server to give the emulator a real host name."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("127.0.0.1"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
@@ -110,6 +142,10 @@ def main():
     sys.path.insert(0, os.path.join(opts.root, "python"))   # the source tree's emulator launcher
     from peeklock.testing import Emulator
     emu = Emulator.start("--queue", "orders")
+    tls_dir = tempfile.mkdtemp(prefix="peeklock-nginx-tls-")
+    cert_path, key_path = ip_named_certificate(tls_dir)
+    # HTTPS with that self-signed certificate, trusted through lua_ssl_trusted_certificate
+    tls_emu = Emulator.start("--cert", cert_path, "--cert-key", key_path)
     ngx = None
     results = []
 
@@ -133,7 +169,10 @@ def main():
         emu.admin("PUT", "entities/quick", {"kind": "queue", "lock_duration": 5})
         emu.admin("PUT", "entities/counted", {"kind": "queue"})
         emu.admin("PUT", "entities/perreq", {"kind": "queue"})
-        ngx = Nginx(opts.root, opts.build, emu.connection_string)
+        tls_emu.admin("PUT", "entities/tlsq", {"kind": "queue", "lock_duration": 5})
+        ngx = Nginx(opts.root, opts.build, emu.connection_string,
+                    extra_vars={"@CA_FILE@": cert_path},
+                    extra_env={"PEEKLOCK_TLS_CONNECTION_STRING": tls_emu.connection_string})
 
         def ping_answers():
             body, _ = ngx.get("/ping")
@@ -471,6 +510,20 @@ def main():
                 assert r["inside"] and r["killed"], r
             abort_path("ab-kill", trigger)
 
+        def tls_locks_live_past_several_durations(verify):
+            def run():
+                r, _ = ngx.get("/tls_lock", verify=verify, hold=12, http_timeout=60)
+                assert r["ok"] and r["body"] == "over tls", r
+                assert r["renewals"] >= 3, r
+                print(f"     renewals {r['renewals']}, latest start {r['lateness_max_ms']} ms after due", flush=True)
+                ent = tls_emu.entity_state("tlsq")
+                assert ent["completed"].get(r["id"]) == 1 and not ent["messages"], ent
+            return run
+
+        def tls_failure_says_tls():
+            r, _ = ngx.get("/tls_fail")
+            assert r["ok"] is False and "TLS" in r["err"], r
+
         def worker_client_is_one_per_worker():
             a, _ = ngx.get("/worker_client")
             b, _ = ngx.get("/worker_client")
@@ -595,6 +648,11 @@ def main():
         check("a client that goes away (lua_check_client_abort): its message is abandoned within seconds",
               abort_by_client)
         check("a killed light thread: its message is abandoned within seconds", abort_by_killed_thread)
+        check("TLS through lua_ssl_trusted_certificate: a 5 s lock held for 12 s is renewed, completed once",
+              tls_locks_live_past_several_durations(1))
+        check("TLS with ssl_verify=false: a 5 s lock held for 12 s is renewed, completed once",
+              tls_locks_live_past_several_durations(0))
+        check("a TLS failure says TLS", tls_failure_says_tls)
         check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
         check("600 clients made per request keep the worker's thread count flat",
               client_per_request_costs_no_thread)
@@ -628,6 +686,8 @@ def main():
         if ngx:
             ngx.stop()
         emu.stop()
+        tls_emu.stop()
+        shutil.rmtree(tls_dir, ignore_errors=True)
     passed = sum(1 for _, ok in results if ok)
     failed = len(results) - passed
     print(f"nginx: {passed} passed, {failed} failed")
