@@ -786,6 +786,87 @@ function Client:with_lock(entity, opts, fn)
   return true, unpack(res, 2, res.n)
 end
 
+-- ------------------------------------------------------------------ processor
+
+local PROCESS_OPTIONS = { concurrency = "number", max_renew = "number", poll_timeout = "number",
+                          max_messages = "number", idle_timeout = "number", stop = "function" }
+
+-- process's checked options: concurrency (1..max_concurrency), max_renew, poll_timeout,
+-- max_messages, idle_timeout, stop.
+local function process_args(self, entity, handler, opts, max_concurrency)
+  local h, err = check_client(self, "process")
+  if not h then return nil, err end
+  check_string("process", 1, entity)
+  if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
+  opts = check_opts("process", 3, opts)
+  check_options("process", opts, PROCESS_OPTIONS)
+  return {
+    concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
+    max_renew = opt_number("process", opts, "max_renew", 300, 0, 1000000000),
+    poll_timeout = floor(opt_number("process", opts, "poll_timeout", 5, 0, 300)),
+    max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
+    idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),
+    stop = opts.stop,
+  }
+end
+M._process_args = process_args
+
+-- One consumer of process: with_lock after with_lock until stopping() says so, counting in
+-- s (processed, failed: the handler raised and the message was abandoned, lost, errors).
+-- A retryable error pauses (pause(seconds)) and goes on; any other ends the run (s.error).
+local function process_loop(self, entity, handler, o, s, stopping, pause)
+  local lock_opts = { timeout = o.poll_timeout, max_renew = o.max_renew }
+  while not stopping() do
+    if o.max_messages and s.started >= o.max_messages then break end
+    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
+    s.started = s.started + 1
+    local ok, err = self:with_lock(entity, lock_opts, handler)
+    if ok then
+      s.processed = s.processed + 1
+    elseif err == nil then
+      s.started = s.started - 1 -- nothing arrived within poll_timeout
+    else
+      if err.code == "handler" then s.failed = s.failed + 1
+      elseif err.code == "lock_lost" then s.lost = s.lost + 1
+      else
+        s.started = s.started - 1
+        s.errors = s.errors + 1
+        s.last_error = err
+        if not err.retryable then s.error = err; s.stopped = true; break end
+        pause(1)
+      end
+    end
+    if ok or (err and (err.code == "handler" or err.code == "lock_lost")) then
+      s.last_message_ms = core.pl_now_mono_ms()
+    end
+  end
+end
+M._process_loop = process_loop
+
+local function new_summary()
+  return { processed = 0, failed = 0, lost = 0, errors = 0, started = 0, stopped = false,
+           last_message_ms = core.pl_now_mono_ms() }
+end
+M._new_summary = new_summary
+
+--- client:process(entity, handler, opts) -> summary | nil, err
+-- Runs handler(msg) for message after message of entity, each inside with_lock (completed
+-- when it returns, abandoned when it raises, its lock renewed for up to max_renew seconds).
+-- The blocking client runs one handler at a time (concurrency = 1; peeklock.resty runs
+-- several). Options: poll_timeout (long poll per receive, 5 s), max_messages, idle_timeout
+-- (seconds without a message), stop (a function: true ends the run between messages).
+-- summary: processed, failed (raised: abandoned), lost, errors, error (the one that ended it).
+function Client:process(entity, handler, opts)
+  local o, err = process_args(self, entity, handler, opts, 1)
+  if not o then return nil, err end
+  local s = new_summary()
+  local stop = o.stop
+  local function stopping() return s.stopped or (stop ~= nil and stop() == true) end
+  process_loop(self, entity, handler, o, s, stopping, function() end)
+  s.last_message_ms, s.started = nil, nil
+  return s
+end
+
 --- Frees the client (and its renewer). Idempotent; also run by the collector.
 -- client:close({ unlock_held = true }) first unlocks every lock the renewer still
 -- holds, so those messages are redelivered at once (blocking: e.g. for

@@ -546,6 +546,45 @@ function Client:renewer_stats()
            cap_reached = RN.cap_reached, lateness_max_ms = RN.lateness_max_ms, threads = 0 }
 end
 
+-- ------------------------------------------------------------------ processor
+
+--- client:process(entity, handler, opts) -> summary | nil, err
+-- As peeklock's, with concurrency light threads (default 1, at most 256) each taking
+-- message after message; run it in a timer (init_worker_by_lua: ngx.timer.at) or a
+-- request. Drains when the worker exits or reloads (ngx.worker.exiting()): no new receive
+-- starts, running handlers finish, a long poll in flight ends within poll_timeout (default
+-- 5 s, so a reload waits that long at most for an idle consumer).
+function Client:process(entity, handler, opts)
+  local o, err = peeklock._process_args(self, entity, handler, opts, 256)
+  if not o then return nil, err end
+  local s = peeklock._new_summary()
+  local stop = o.stop
+  local function stopping()
+    return s.stopped or ngx.worker.exiting() or (stop ~= nil and stop() == true)
+  end
+  local threads = {}
+  for i = 1, o.concurrency do
+    local t, terr = ngx.thread.spawn(peeklock._process_loop, self, entity, handler, o, s, stopping, ngx.sleep)
+    if not t then
+      s.stopped = true
+      s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                            message = "cannot start consumer " .. i .. ": " .. tostring(terr) })
+      break
+    end
+    threads[#threads + 1] = t
+  end
+  for i = 1, #threads do
+    local ok, terr = ngx.thread.wait(threads[i])
+    if not ok and not s.error then
+      s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                            message = "a consumer failed: " .. tostring(terr) })
+    end
+  end
+  s.last_message_ms, s.started = nil, nil
+  s.drained = ngx.worker.exiting()
+  return s
+end
+
 -- ------------------------------------------------------------------ messages whose request ended
 
 -- A with_lock inside a request (rewrite, access, content) records its message in the

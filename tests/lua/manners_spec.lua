@@ -208,4 +208,46 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       c2:close()
     end)
   end)
+
+  describe("process", function()
+    it("runs the handler for message after message: completed, or abandoned when it raises", function()
+      local q = queue()
+      for i = 1, 5 do assert(client:send(q, "p" .. i, { message_id = "p" .. i })) end
+      local seen = {}
+      local s = assert(client:process(q, function(msg)
+        seen[#seen + 1] = msg.body
+        if msg.body == "p3" and msg.delivery_count == 1 then error("once") end
+      end, { max_messages = 6, poll_timeout = 1 }))
+      assert.equal(5, s.processed)
+      assert.equal(1, s.failed)
+      assert.equal(0, s.lost)
+      assert.equal(6, #seen)
+      for i = 1, 5 do assert.equal(1, emu:completed(q, "p" .. i)) end
+      assert.equal(0, #emu:messages(q))
+    end)
+
+    it("stops when stop() says so or nothing arrives for idle_timeout", function()
+      local q = queue()
+      for i = 1, 3 do assert(client:send(q, "s" .. i)) end
+      local n = 0
+      local s = assert(client:process(q, function() n = n + 1 end, { stop = function() return n >= 2 end,
+                                                                       poll_timeout = 1 }))
+      assert.equal(2, s.processed)
+      assert.equal(1, #emu:messages(q))
+      s = assert(client:process(q, function() end, { idle_timeout = 0.5, poll_timeout = 1 }))
+      assert.equal(1, s.processed)
+    end)
+
+    it("ends on an error that cannot pass, and checks its arguments", function()
+      local s = assert(client:process("no-such-queue-" .. H.unique():lower(), function() end, { poll_timeout = 1 }))
+      assert.equal(0, s.processed)
+      assert.equal("entity_not_found", s.error.code)
+      local ok, e = pcall(client.process, client, "q", function() end, { concurrency = 2 })
+      assert.is_false(ok)
+      assert.truthy(e:find("bad option 'concurrency' to 'process' (out of range 1..1)", 1, true), e)
+      ok, e = pcall(client.process, client, "q", function() end, { workers = 2 })
+      assert.is_false(ok)
+      assert.truthy(e:find("unknown option 'workers' to 'process'", 1, true), e)
+    end)
+  end)
 end)

@@ -261,6 +261,20 @@ function H.tls_fail()
   reply(err_fields({ ok = ok == true }, err))
 end
 
+-- /process?entity=&n= : client:process with 3 light threads over n messages; answers the
+-- summary and how many handlers ran at once at most
+function H.process()
+  local a = ngx.req.get_uri_args()
+  local running, most = 0, 0
+  local s = get_client():process(a.entity, function()
+    running = running + 1
+    if running > most then most = running end
+    ngx.sleep(0.2)
+    running = running - 1
+  end, { concurrency = 3, max_renew = 60, poll_timeout = 1, max_messages = tonumber(a.n) })
+  reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most })
+end
+
 function H.ping()
   ngx.say("pong")
 end

@@ -143,6 +143,7 @@ def main():
     from peeklock.testing import Emulator
     emu = Emulator.start("--queue", "orders")
     tls_dir = tempfile.mkdtemp(prefix="peeklock-nginx-tls-")
+    os.chmod(tls_dir, 0o755)  # nginx's workers (another user when started as root) read the certificate
     cert_path, key_path = ip_named_certificate(tls_dir)
     # HTTPS with that self-signed certificate, trusted through lua_ssl_trusted_certificate
     tls_emu = Emulator.start("--cert", cert_path, "--cert-key", key_path)
@@ -524,6 +525,49 @@ def main():
             r, _ = ngx.get("/tls_fail")
             assert r["ok"] is False and "TLS" in r["err"], r
 
+        def process_runs_light_threads():
+            q = "proc"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
+            for i in range(6):
+                r, _ = ngx.get("/send", entity=q, body=f"p{i}", id=f"p-{i}")
+                assert r["ok"], r
+            r, _ = ngx.get("/process", entity=q, n=6)
+            assert r["processed"] == 6 and r["failed"] == 0 and r["lost"] == 0, r
+            assert r["most"] == 3, r
+            ent = emu.entity_state(q)
+            assert not ent["messages"] and all(ent["completed"].get(f"p-{i}") == 1 for i in range(6)), ent
+
+        def example_worker_across_reload():
+            q = "example"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
+            ex = Nginx(opts.root, opts.build, emu.connection_string, template="examples/openresty/nginx.conf",
+                       extra_vars={"@CA_FILE@": cert_path},
+                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4"})
+            n = 300
+            try:
+                for i in range(n):
+                    if i == n // 2:  # a graceful reload while messages are being processed
+                        ex.proc.send_signal(signal.SIGHUP)
+                    r, _ = ngx.get("/send", entity=q, body=f"work {i}", id=f"ex-{i}")
+                    assert r["ok"], r
+
+                def all_done():
+                    ent = emu.entity_state(q)
+                    return not ent["messages"] and sum(ent["completed"].values()) >= n and ent
+                ent = wait_for(all_done, 60)
+                assert ent, (len(emu.entity_state(q)["messages"]), ex.log()[-3000:])
+                twice = {k: v for k, v in ent["completed"].items() if v != 1}
+                assert not twice and set(ent["completed"]) == {f"ex-{i}" for i in range(n)}, twice
+                st, _ = ex.get("/stats")
+                assert st["handled"] >= 1 and st["renewer_threads"] == 0, st
+                log = ex.log()
+                # the workers the reload replaced drained and said so
+                assert "peeklock example: drained: processed" in log, log[-3000:]
+                assert not any(bad in log for bad in ("lua entry thread aborted", "runtime error",
+                                                      "[alert]", "[crit]", "[emerg]")), log[-3000:]
+            finally:
+                ex.stop()
+
         def worker_client_is_one_per_worker():
             a, _ = ngx.get("/worker_client")
             b, _ = ngx.get("/worker_client")
@@ -653,6 +697,10 @@ def main():
         check("TLS with ssl_verify=false: a 5 s lock held for 12 s is renewed, completed once",
               tls_locks_live_past_several_durations(0))
         check("a TLS failure says TLS", tls_failure_says_tls)
+        check("client:process runs handlers in 3 light threads, each message completed once",
+              process_runs_light_threads)
+        check("examples/openresty: init_worker consumers process 300 messages across a reload, "
+              "none lost or completed twice", example_worker_across_reload)
         check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
         check("600 clients made per request keep the worker's thread count flat",
               client_per_request_costs_no_thread)
