@@ -450,8 +450,12 @@ local function rn_lost(e, key, err, why)
 end
 
 local function rn_renew(e, key, mh)
-  local ok, err = e.client:_settle({ _h = mh }, "renew")
+  local done, ok, err = pcall(e.client._settle, e.client, { _h = mh }, "renew")
   e.inflight = false
+  if not done then -- (a bug, not a failed renewal: logged, and the lock tried again)
+    ngx.log(ngx.ERR, "peeklock: renewal failed: ", tostring(ok))
+    ok, err = nil, nil
+  end
   if ok then RN.renewals = RN.renewals + 1 return end
   RN.failures = RN.failures + 1
   if core.pl_message_lock_state(mh) == core.PL_LOCK_LOST then
@@ -463,7 +467,8 @@ end
 
 local function rn_loop(premature)
   if premature then RN.running = false return end
-  while RN.n > 0 and not ngx.worker.exiting() do
+  -- (it goes on while the worker exits: handlers still running as it drains keep their locks)
+  while RN.n > 0 do
     local now = core.pl_now_mono_ms()
     local wait_ms, due = 500, {}
     for key, e in pairs(RN.entries) do
