@@ -22,6 +22,7 @@
 #include "error_int.h"
 #include "outcome_int.h"
 #include "wire_int.h"
+#include "message_int.h"
 %}
 
 %include <stdint.i>
@@ -139,9 +140,43 @@ static void pl_lua_push_native(lua_State *L, lua_CFunction f) {
   lua_pushcclosure(L, f, 2);
 }
 
+/* The collector's free (the live metatable's __gc): a message handle collected while
+ * its lock is still held is first handed to the drop hook (core.set_drop_hook) with the
+ * client its user value names, which stops its renewal and abandons it, as <close> does
+ * (the hook's errors are dropped: a finalizer cannot report them). Then the one free. */
+static char pl_lua_drop_key;
+static int pl_lua_gc(lua_State *L) {
+  swig_lua_userdata *u = pl_lua_handle(L, 1);
+  if (u && u->ptr && u->own && u->type == SWIGTYPE_p_pl_message &&
+      pl_message_lock_state((const pl_message *)u->ptr) == PL_LOCK_HELD) {
+    lua_pushlightuserdata(L, (void *)&pl_lua_drop_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isfunction(L, -1)) {
+      lua_pushvalue(L, 1);
+#if LUA_VERSION_NUM >= 502
+      lua_getuservalue(L, 1);
+#else
+      lua_getfenv(L, 1);
+#endif
+      if (lua_istable(L, -1)) (void)lua_pcall(L, 2, 0, 0);
+    }
+    lua_settop(L, 1);
+  }
+  return pl_lua_release(L);
+}
+
+/* set_drop_hook(fn): fn(handle, client) is called for a held message collected unsettled. */
+static int pl_lua_set_drop_hook(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushlightuserdata(L, (void *)&pl_lua_drop_key);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
 static void pl_lua_fill_mt(lua_State *L, int mt, int with_gc) {
   if (with_gc) {
-    pl_lua_push_native(L, pl_lua_release);
+    pl_lua_push_native(L, pl_lua_gc);
     lua_setfield(L, mt, "__gc");
   }
   pl_lua_push_native(L, pl_lua_release);
@@ -302,11 +337,13 @@ PL_LUA_LIVE_HANDLE(pl_response)
 }
 %typemap(argout) pl_client_stats *out {
   lua_createtable(L, 0, 12);
-#define PL_F(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
+#define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
+#define PL_D(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
   PL_F(requests) PL_F(reused_connections) PL_F(retries) PL_F(sent) PL_F(received)
-  PL_F(completed) PL_F(abandoned) PL_F(renewed) PL_F(lost) PL_F(renew_p50_ms) PL_F(renew_p99_ms)
+  PL_F(completed) PL_F(abandoned) PL_F(renewed) PL_F(lost) PL_D(renew_p50_ms) PL_D(renew_p99_ms)
   PL_F(orphaned_locks)
 #undef PL_F
+#undef PL_D
   SWIG_arg++;
 }
 %typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {
@@ -315,12 +352,14 @@ PL_LUA_LIVE_HANDLE(pl_response)
 %typemap(argout) pl_renewer_stats *out {
   int i;
   lua_createtable(L, 0, 10);
-#define PL_F(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
+#define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
+#define PL_D(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
   PL_F(held) PL_F(renewals) PL_F(failures) PL_F(lost) PL_F(cap_reached) PL_F(threads)
-  PL_F(lateness_p99_ms) PL_F(rtt_p99_ms) PL_F(state_bytes)
+  PL_D(lateness_p99_ms) PL_D(rtt_p99_ms) PL_F(state_bytes)
 #undef PL_F
+#undef PL_D
   lua_createtable(L, 6, 0);
-  for (i = 0; i < 6; i++) { lua_pushnumber(L, (lua_Number)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
+  for (i = 0; i < 6; i++) { pl_lua_pushint64(L, (int64_t)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
   lua_setfield(L, -2, "slack_buckets");
   SWIG_arg++;
 }
@@ -572,6 +611,41 @@ static void pl_lua_push_message(lua_State *L, int client, int handle, int method
   lua_rawset(L, t);
   lua_pushvalue(L, methods);
   lua_setmetatable(L, t);
+  /* the handle names its client for the collector's drop hook (pl_lua_gc) */
+  if (lua_type(L, handle) == LUA_TUSERDATA && lua_istable(L, client)) {
+    lua_pushvalue(L, client);
+#if LUA_VERSION_NUM >= 502
+    lua_setuservalue(L, handle);
+#else
+    lua_setfenv(L, handle);
+#endif
+  }
+}
+
+/* message_ref(h) -> a second owned handle of the same message (its own reference). */
+static int pl_lua_message_ref(lua_State *L) {
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "message_ref", "pl_message");
+  pl_message_ref(m);
+  pl_lua_push_handle(L, m, SWIGTYPE_p_pl_message, 1);
+  return 1;
+}
+
+/* mark_lost(msg, reason): a held lock the caller's renewals could not keep (its estimate
+ * ran out) is lost, as the C renewer marks it; true when it was held. */
+static int pl_lua_mark_lost(lua_State *L) {
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "mark_lost", "pl_message");
+  lua_pushboolean(L, pl_message_mark_lost(m, (int)luaL_checkinteger(L, 2), 0));
+  return 1;
+}
+
+/* stat_request(client, requests, reused, retries): counts HTTP requests made outside
+ * the C drivers (peeklock.resty's cosockets) in the client's stats. */
+static int pl_lua_stat_request(lua_State *L) {
+  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "stat_request", "pl_client");
+  pl_client_stat_add(c, PL_STAT_REQUESTS, (uint64_t)luaL_optinteger(L, 2, 0));
+  pl_client_stat_add(c, PL_STAT_REUSED, (uint64_t)luaL_optinteger(L, 3, 0));
+  pl_client_stat_add(c, PL_STAT_RETRIES, (uint64_t)luaL_optinteger(L, 4, 0));
+  return 0;
 }
 
 /* message_wrapper(methods) -> wrap(client, h): pl_lua_push_message as a function. */
@@ -1282,6 +1356,10 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(request_send_from) int pl_lua_request_send_from(lua_State *L);
 %native(key) int pl_lua_key(lua_State *L);
 %native(alive) int pl_lua_alive(lua_State *L);
+%native(set_drop_hook) int pl_lua_set_drop_hook(lua_State *L);
+%native(message_ref) int pl_lua_message_ref(lua_State *L);
+%native(stat_request) int pl_lua_stat_request(lua_State *L);
+%native(mark_lost) int pl_lua_mark_lost(lua_State *L);
 
 %include "peeklock.i"
 

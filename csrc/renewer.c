@@ -249,6 +249,14 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
         pthread_cond_broadcast(&r->ev_cond);
 }
 
+/* The client a message's renewals go through and are counted in: the one it was
+ * received through (whose endpoint, credentials and TLS settings it needs), so one
+ * renewer can serve the messages of any number of clients. */
+static pl_client *msg_client(const pl_renewer *r, const pl_message *m)
+{
+    return m && m->client ? m->client : r->client;
+}
+
 /* counted: 0 when whoever made the message lost already counted it in the
  * client's stats. */
 static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const char *why,
@@ -261,7 +269,7 @@ static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const c
         snprintf(reason, sizeof(reason), "lock lost: %s (%s)", why, pl_strerror(code));
     r->lost++;
     if (!counted)
-        pl_client_stat_add(r->client, PL_STAT_LOST, 1);
+        pl_client_stat_add(msg_client(r, m), PL_STAT_LOST, 1);
     push_event(r, PL_EVENT_LOST, m, code, http, reason);
 }
 
@@ -311,10 +319,10 @@ static int start_transfer(pl_renewer *r, rn_entry *e, pl_message *m, int op)
     s->op = op;
     if (op == PL_SETTLE_UNLOCK)
         pl_message_ref(m);
-    int rc = pl_client_settle_request(&s->req, r->client, m, op);
+    int rc = pl_client_settle_request(&s->req, msg_client(r, m), m, op);
     if (rc == PL_OK) {
         curl_easy_reset(s->easy);
-        rc = pl_client_setup_easy(r->client, s->easy, s->req, 0, &s->hdrs, &s->resp);
+        rc = pl_client_setup_easy(msg_client(r, m), s->easy, s->req, 0, &s->hdrs, &s->resp);
     }
     if (rc == PL_OK) {
         long timeout_ms = r->request_timeout_ms;
@@ -390,7 +398,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
             retry_after = 0; /* none: the schedule's backoff */
         pl_sched_observe_rtt(&r->sched, rtt);
         if (rc == PL_OK)
-            pl_client_record_renew_rtt(r->client, rtt);
+            pl_client_record_renew_rtt(msg_client(r, m), rtt);
     } else {
         rc = pl_client_curl_error_easy(res, s->resp, s->easy, NULL);
         if (rc == PL_OK) /* cannot happen; never take a failed transfer for success */
@@ -417,7 +425,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     }
     if (rc == PL_OK) {
         r->renewals++;
-        pl_client_stat_add(r->client, PL_STAT_RENEWED, 1);
+        pl_client_stat_add(msg_client(r, m), PL_STAT_RENEWED, 1);
         record_slack(r, e, now);
         push_event(r, PL_EVENT_RENEWED, m, 0, http, "renewed");
         if (pl_sched_renewed(&r->sched, &e->se, now, pl_message_lock_expiry_mono_ms(m)) != 0)
@@ -447,7 +455,7 @@ static void finish_unlock(pl_renewer *r, rn_slot *s, CURLcode res)
 {
     pl_message *m = s->m;
     int io = pl_client_transfer_io(res, s->resp);
-    int rc = io == PL_IO_ANSWERED ? pl_response_result(NULL, r->client, s->req, m, s->resp, s->sent_ms)
+    int rc = io == PL_IO_ANSWERED ? pl_response_result(NULL, msg_client(r, m), s->req, m, s->resp, s->sent_ms)
                                   : pl_client_curl_error(res, s->resp);
     if (io != PL_IO_ANSWERED && rc == PL_OK)
         rc = PL_ECONNECT;
@@ -474,7 +482,7 @@ static void drain_done(pl_renewer *r)
         curl_multi_remove_handle(r->multi, easy);
         if (!s)
             continue;
-        pl_client_stat_add(r->client, PL_STAT_REQUESTS, 1);
+        pl_client_stat_add(msg_client(r, s->m), PL_STAT_REQUESTS, 1);
         if (res == CURLE_OK) {
             long status = 0, connects = -1;
             curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
@@ -482,7 +490,7 @@ static void drain_done(pl_renewer *r)
             if (s->resp)
                 s->resp->status = (int)status;
             if (connects == 0)
-                pl_client_stat_add(r->client, PL_STAT_REUSED, 1);
+                pl_client_stat_add(msg_client(r, s->m), PL_STAT_REUSED, 1);
         }
         if (s->op == PL_SETTLE_RENEW)
             finish_renew(r, s, res);
@@ -782,8 +790,6 @@ int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
         return pl_error_inval("m", "is NULL");
     if (max_renew_ms < 0)
         return pl_error_inval("max_renew_ms", "must not be negative (0: the renewer's default)");
-    if (m->client && m->client != r->client)
-        return pl_error_inval("m", "was received through another client than the renewer's");
     int64_t now = pl_now_mono_ms();
     int64_t cap_ms = now + (max_renew_ms ? max_renew_ms : r->default_max_renew_ms);
     pthread_mutex_lock(&r->mu);

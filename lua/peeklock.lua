@@ -27,6 +27,7 @@ local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetat
 -- looking that field up on every call.
 local metatable_of = debug and debug.getmetatable or getmetatable
 local floor, huge = math.floor, math.huge
+local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 local find = string.find
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
 local traceback = debug.traceback
@@ -73,21 +74,73 @@ local LOCK_STATES = {
 
 -- ------------------------------------------------------------------ errors
 
+-- An error is a table whose only raw content is its message at [1], so that it works
+-- where lua-resty code expects a string: tostring, concatenation ("x" .. err), and
+-- ngx.say / ngx.print (which write a table's array part). Its fields (code, errno,
+-- status, retryable, message, op, cause, traceback) are read through __index from a
+-- side table keyed weakly by the error.
 local Error = {}
-Error.__index = Error
 Error.__name = "peeklock.Error"
-function Error.__tostring(e)
-  local s = "peeklock: " .. (e.op and (e.op .. ": ") or "") .. tostring(e.message)
-  s = s .. " (" .. tostring(e.code)
-  if e.status and e.status ~= 0 then s = s .. ", HTTP " .. tostring(e.status) end
+M.Error = Error
+local FIELDS = setmetatable({}, { __mode = "k" })
+local rawset = rawset
+function Error.__index(e, k)
+  local f = FIELDS[e]
+  local v = f and f[k]
+  if v ~= nil then return v end
+  return Error[k]
+end
+function Error.__newindex(e, k, v)
+  local f = FIELDS[e]
+  if f and type(k) == "string" then
+    f[k] = v
+    if k ~= "cause" and k ~= "traceback" then rawset(e, 1, Error.describe(f)) end
+  else
+    rawset(e, k, v)
+  end
+end
+function Error.__tostring(e) return rawget(e, 1) end
+function Error.__concat(a, b) return tostring(a) .. tostring(b) end
+if _VERSION ~= "Lua 5.1" then -- pairs(err) lists the fields (Lua 5.2+ honour __pairs)
+  function Error.__pairs(e) return next, FIELDS[e] or {}, nil end
+end
+
+-- The C core's operation names (pl_wire_op_name) and parameter names that open some of
+-- its messages: an operation the Lua error already names, a parameter that means nothing
+-- to a Lua caller. "opts.x: ..." is an option of the call.
+local C_OPS = { ["send"] = true, ["send batch"] = true, ["peek-lock"] = true, ["receive-and-delete"] = true,
+                ["renew-lock"] = true, ["unlock"] = true, ["complete"] = true, ["request"] = true }
+local C_PARAMS = { out = true, m = true, r = true, b = true, c = true, req = true, resp = true, client = true }
+local function plain_message(op, message)
+  message = tostring(message)
+  local head, rest = message:match("^([%w_%-%. ]-): (.*)$")
+  if head then
+    local opt = head:match("^opts%.([%w_]+)$")
+    if opt then return "option '" .. opt .. "' " .. rest end
+    if C_OPS[head] or C_PARAMS[head] or head == op then return plain_message(op, rest) end
+  end
+  return message
+end
+
+-- The message an error shows: "peeklock: <op>: <message> (<code>[, HTTP <status>])", the
+-- operation left out when the message already starts with it ("complete on 'q': ...").
+function Error.describe(f)
+  local msg = tostring(f.message)
+  local op = f.op
+  local s = "peeklock: "
+  if op and op ~= "" and not C_OPS[msg:match("^(.-) on '") or ""] then s = s .. op .. ": " end
+  s = s .. msg .. " (" .. tostring(f.code)
+  if f.status and f.status ~= 0 then s = s .. ", HTTP " .. tostring(f.status) end
   return s .. ")"
 end
-M.Error = Error
 
 local function new_error(fields)
   fields.status = fields.status or 0
   fields.retryable = fields.retryable or false
-  return setmetatable(fields, Error)
+  if fields.message ~= nil then fields.message = plain_message(fields.op, fields.message) end
+  local e = { Error.describe(fields) }
+  FIELDS[e] = fields
+  return setmetatable(e, Error)
 end
 M._new_error = new_error
 
@@ -278,7 +331,12 @@ local GETTERS = {
   delivery_count = function(h) return optional(core.pl_message_delivery_count(h)) end,
   enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
   locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
-  time_to_live = function(h) local v = core.pl_message_time_to_live(h); if v < 0 then return nil end return v end,
+  -- whole seconds as an integer (Lua 5.3+), as the other counts and times
+  time_to_live = function(h)
+    local v = core.pl_message_time_to_live(h)
+    if v < 0 then return nil end
+    return tointeger and tointeger(v) or v
+  end,
   properties = core.message_properties,
   state = function(h) return core.pl_message_broker(h, "State") end,
 }
@@ -384,6 +442,11 @@ M._wrap_message = core.message_wrapper(Message)
 
 local Client = {}
 Client.__index = Client
+-- with_lock's bookkeeping, by message key, for every client (the renewer is shared):
+-- the messages a with_lock holds now, and the lost events found for them.
+local ACTIVE, LOST = {}, {}
+-- (a client's held handles, weakly: a message whose coroutine was dropped stays collectable)
+local WEAK_VALUES = { __mode = "v" }
 Client.__name = "peeklock.Client"
 Client._peeklock_client = true
 M.Client = Client
@@ -406,17 +469,57 @@ local function check_client(self, fname)
   return h
 end
 
+-- Inside nginx the blocking client stops the whole worker for each call: say so once.
+local warned = false
+local function warn_in_nginx()
+  local ngx = rawget(G, "ngx")
+  if warned or type(ngx) ~= "table" or not ngx.socket or not ngx.log then return end
+  warned = true
+  ngx.log(ngx.WARN, "peeklock: require \"peeklock\" is the blocking client: inside nginx each of its calls ",
+          "blocks the whole worker; use require \"peeklock.resty\" (cosockets) instead")
+end
+
+-- The options peeklock.client takes, with their types (peeklock.resty adds its own).
+local CLIENT_OPTIONS = {
+  connection_string = "string", endpoint = "string", key_name = "string", key = "string",
+  sas_token = "string", ca_file = "string", connect_timeout_ms = "number", request_timeout_ms = "number",
+  max_retries = "number", retry_base_ms = "number", retry_max_ms = "number", pool_size = "number",
+  token_lifetime_s = "number", renewer = "table",
+}
+local RENEWER_OPTIONS = { max_connections = "number", margin_floor_ms = "number", default_max_renew_ms = "number",
+                          request_timeout_ms = "number", jitter = "number" }
+
+-- Refuses (raises at the user's line) an option fname does not know or of the wrong
+-- type, before anything is made or sent. known: name -> type; extra: a second such table.
+local function check_options(fname, opts, known, extra)
+  for k, v in pairs(opts) do
+    local want = known[k] or (extra and extra[k])
+    if not want then
+      error(("unknown option '%s' to '%s'"):format(tostring(k), fname), user_level())
+    end
+    if type(v) ~= want or (want == "number" and v ~= v) then
+      error(("bad option '%s' to '%s' (%s expected, got %s)"):format(k, fname, want, type(v)), user_level())
+    end
+  end
+  if type(opts.renewer) == "table" then check_options(fname, opts.renewer, RENEWER_OPTIONS) end
+end
+M._check_options = check_options
+
 --- peeklock.client(connection_string | options) -> client | nil, err
 -- options: connection_string | endpoint + key_name + key | sas_token, and
 -- connect_timeout_ms, request_timeout_ms, max_retries, retry_base_ms, retry_max_ms,
 -- pool_size, ca_file, token_lifetime_s; renewer = { margin_floor_ms=..., ... }.
-function M.client(opts)
+-- An unknown option or one of the wrong type raises an error.
+function M.client(opts, extra_options)
   if type(opts) == "string" then opts = { connection_string = opts }
-  elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts) end
+  elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts)
+  else check_options("client", opts, CLIENT_OPTIONS, extra_options) end
+  if not extra_options then warn_in_nginx() end
   local ok, rc, h = pcall(core.client_new, opts)
   if not ok then error("peeklock.client: " .. tostring(rc), 2) end
   if rc < 0 then return nil, last_error(rc, "client") end
-  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = {}, _active = {} }, Client)
+  return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = LOST, _active = ACTIVE,
+                         _held = setmetatable({}, WEAK_VALUES) }, Client)
 end
 
 function Client:endpoint()
@@ -483,15 +586,42 @@ function Client:_settle(msg, op)
   return true
 end
 
+-- One renewer (one thread) per process, shared by every client made without renewer
+-- options: inside nginx each worker has its own Lua state, so one per worker, made on
+-- its first with_lock (never in the master). Each message is renewed through the client
+-- it came through (csrc/renewer.c), so a client per request costs no thread. A client
+-- given renewer options has a renewer of its own, freed with it. Events are kept by
+-- message identity for whichever with_lock holds the message (ACTIVE, LOST).
+local shared_renewer
+
 function Client:_get_renewer()
   local r = self._renewer
   if r then return r end
   local rc
-  rc, r = core.renewer_new(self._h, self._renewer_opts)
-  if rc < 0 then return nil, last_error(rc, "renewer") end
+  if self._renewer_opts then
+    rc, r = core.renewer_new(self._h, self._renewer_opts)
+    if rc < 0 then return nil, last_error(rc, "renewer") end
+    self._own_renewer = true
+  else
+    r = shared_renewer
+    if not r then
+      rc, r = core.renewer_new(self._h, nil)
+      if rc < 0 then return nil, last_error(rc, "renewer") end
+      shared_renewer = r
+    end
+  end
   self._renewer = r
   return r
 end
+
+-- with_lock tells whoever runs it which message it holds (key, msg) and when it is done
+-- (key, nil): peeklock.resty ties it to the request, to hand it back if the request ends
+-- first. Nothing to do in a plain Lua process (the collector's drop hook is enough there).
+function Client._holding() end
+
+-- Renewal of a message while with_lock holds it (peeklock.resty renews over cosockets).
+function Client._renew_add(_, r, mh, max_renew_ms) return core.pl_renewer_add(r, mh, max_renew_ms) end
+function Client._renew_remove(_, r, mh) core.pl_renewer_remove(r, mh) end
 
 -- Drains the renewer's event queue (never blocks). Lost events are kept by
 -- message identity for with_lock to report; returns the number of events.
@@ -545,9 +675,18 @@ M._check_client = check_client
 M._check_string = check_string
 M._check_opts = check_opts
 
+-- xpcall's handler in with_lock: the error value and the handler's traceback.
+local HANDLER_FAILURE = {}
+local function keep_traceback(e)
+  return setmetatable({ cause = e, traceback = traceback(type(e) == "string" and e or tostring(e), 2) },
+                      HANDLER_FAILURE)
+end
+
 local function handler_error(cause)
+  local tb
+  if getmetatable(cause) == HANDLER_FAILURE then cause, tb = cause.cause, cause.traceback end
   return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
-                     cause = cause, op = "with_lock" })
+                     cause = cause, traceback = tb, op = "with_lock" })
 end
 M._handler_error = handler_error
 
@@ -584,20 +723,33 @@ function Client:with_lock(entity, opts, fn)
   local mh = msg._h
   local key = core.key(mh)
   self._active[key] = true
-  local rc = core.pl_renewer_add(r, mh, floor(max_renew * 1000))
+  self._held[key] = mh
+  local rc = self:_renew_add(r, mh, floor(max_renew * 1000))
+  if rc >= 0 then self:_holding(key, msg) end
   if rc < 0 then
     err = last_error(rc, "with_lock")
-    self._active[key] = nil
+    self._active[key], self._held[key] = nil, nil
     self:_settle(msg, "abandon")
     msg:free()
     return nil, err
   end
-  local res = pack(pcall(fn, msg))
+  local res = pack(xpcall(fn, keep_traceback, msg))
+  self:_holding(key, nil)
   -- (fn may have closed the client, and with it this renewer)
-  if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
+  if rawget(self, "_renewer") == r then self:_renew_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
-  self._lost[key], self._active[key] = nil, nil
+  self._lost[key], self._active[key], self._held[key] = nil, nil, nil
+  if not rawget(self, "_h") then -- the handler closed the client
+    local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
+    msg:free()
+    if not res[1] then return nil, handler_error(res[2]) end
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = "with_lock",
+      message = abandoned and "the message was abandoned when the client closed while the handler ran; "
+                              .. "it was not completed and will be delivered again"
+                or "the client was closed while the handler ran; the message was not completed "
+                   .. "(it is delivered again when its lock expires)" })
+  end
   local state = core.pl_message_lock_state(mh)
   if not res[1] then
     if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end
@@ -634,18 +786,107 @@ function Client:with_lock(entity, opts, fn)
   return true, unpack(res, 2, res.n)
 end
 
+-- ------------------------------------------------------------------ processor
+
+local PROCESS_OPTIONS = { concurrency = "number", max_renew = "number", poll_timeout = "number",
+                          max_messages = "number", idle_timeout = "number", stop = "function" }
+
+-- process's checked options: concurrency (1..max_concurrency), max_renew, poll_timeout,
+-- max_messages, idle_timeout, stop.
+local function process_args(self, entity, handler, opts, max_concurrency)
+  local h, err = check_client(self, "process")
+  if not h then return nil, err end
+  check_string("process", 1, entity)
+  if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
+  opts = check_opts("process", 3, opts)
+  check_options("process", opts, PROCESS_OPTIONS)
+  return {
+    concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
+    max_renew = opt_number("process", opts, "max_renew", 300, 0, 1000000000),
+    poll_timeout = floor(opt_number("process", opts, "poll_timeout", 5, 0, 300)),
+    max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
+    idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),
+    stop = opts.stop,
+  }
+end
+M._process_args = process_args
+
+-- One consumer of process: with_lock after with_lock until stopping() says so, counting in
+-- s (processed, failed: the handler raised and the message was abandoned, lost, errors).
+-- A retryable error pauses (pause(seconds)) and goes on; any other ends the run (s.error).
+local function process_loop(self, entity, handler, o, s, stopping, pause)
+  local lock_opts = { timeout = o.poll_timeout, max_renew = o.max_renew }
+  while not stopping() do
+    if o.max_messages and s.started >= o.max_messages then break end
+    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
+    s.started = s.started + 1
+    local ok, err = self:with_lock(entity, lock_opts, handler)
+    if ok then
+      s.processed = s.processed + 1
+    elseif err == nil then
+      s.started = s.started - 1 -- nothing arrived within poll_timeout
+    else
+      if err.code == "handler" then s.failed = s.failed + 1
+      elseif err.code == "lock_lost" then s.lost = s.lost + 1
+      else
+        s.started = s.started - 1
+        s.errors = s.errors + 1
+        s.last_error = err
+        if not err.retryable then s.error = err; s.stopped = true; break end
+        pause(1)
+      end
+    end
+    if ok or (err and (err.code == "handler" or err.code == "lock_lost")) then
+      s.last_message_ms = core.pl_now_mono_ms()
+    end
+  end
+end
+M._process_loop = process_loop
+
+local function new_summary()
+  return { processed = 0, failed = 0, lost = 0, errors = 0, started = 0, stopped = false,
+           last_message_ms = core.pl_now_mono_ms() }
+end
+M._new_summary = new_summary
+
+--- client:process(entity, handler, opts) -> summary | nil, err
+-- Runs handler(msg) for message after message of entity, each inside with_lock (completed
+-- when it returns, abandoned when it raises, its lock renewed for up to max_renew seconds).
+-- The blocking client runs one handler at a time (concurrency = 1; peeklock.resty runs
+-- several). Options: poll_timeout (long poll per receive, 5 s), max_messages, idle_timeout
+-- (seconds without a message), stop (a function: true ends the run between messages).
+-- summary: processed, failed (raised: abandoned), lost, errors, error (the one that ended it).
+function Client:process(entity, handler, opts)
+  local o, err = process_args(self, entity, handler, opts, 1)
+  if not o then return nil, err end
+  local s = new_summary()
+  local stop = o.stop
+  local function stopping() return s.stopped or (stop ~= nil and stop() == true) end
+  process_loop(self, entity, handler, o, s, stopping, function() end)
+  s.last_message_ms, s.started = nil, nil
+  return s
+end
+
 --- Frees the client (and its renewer). Idempotent; also run by the collector.
 -- client:close({ unlock_held = true }) first unlocks every lock the renewer still
 -- holds, so those messages are redelivered at once (blocking: e.g. for
 -- exit_worker_by_lua in OpenResty, or at the end of a script).
 function Client:close(opts)
   local r = rawget(self, "_renewer")
+  local h = rawget(self, "_h")
   if r then
     rawset(self, "_renewer", false)
-    if type(opts) == "table" and opts.unlock_held then core.pl_renewer_close(r, 1) end
-    core.release(r)
+    local unlock = type(opts) == "table" and opts.unlock_held
+    if rawget(self, "_own_renewer") then
+      if unlock then core.pl_renewer_close(r, 1) end
+      core.release(r)
+    else -- the shared renewer: stop renewing this client's locks (and hand them back)
+      for _, mh in pairs(self._held) do
+        self:_renew_remove(r, mh)
+        if unlock and h and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then core.pl_unlock(h, mh) end
+      end
+    end
   end
-  local h = rawget(self, "_h")
   if h then
     rawset(self, "_h", false)
     core.release(h)
@@ -691,6 +932,20 @@ function M.parse_connection_string(s)
   core.release(cs)
   return t
 end
+
+-- A held message the program dropped (never settled, never freed) stops being renewed
+-- and is abandoned when the collector takes it, as <close> does (bindings/lua.i's
+-- pl_lua_gc calls this with the handle and the message's client).
+function Client:_dropped(mh)
+  local r = rawget(self, "_renewer")
+  if r then core.pl_renewer_remove(r, mh) end
+  local h = rawget(self, "_h")
+  if h then core.pl_unlock(h, mh) end
+end
+core.set_drop_hook(function(mh, client)
+  local f = client._dropped
+  if f then f(client, mh) end
+end)
 
 M.lock_states = LOCK_STATES
 return M

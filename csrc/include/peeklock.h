@@ -403,11 +403,13 @@ typedef struct pl_renewer_options {
 #define PL_RENEWER_OPTIONS_VERSION 1
 #define PL_RENEWER_OPTIONS_INIT { PL_RENEWER_OPTIONS_VERSION, 0, 0, -1.0, 0, 0 }
 
-/* Starts the renewer thread. The renewer keeps a reference to client. */
+/* Starts the renewer thread. The renewer keeps a reference to client, whose
+ * settings are the defaults; each message is renewed through (and counted in) the
+ * client it was received through, so one renewer serves any number of clients. */
 PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts);
 /* Keeps m's lock alive until it is settled, removed, lost, or max_renew_ms
  * (counted from this call: the handler's start) has passed. Takes a reference
- * to m. PL_ESTATE if m is not held; PL_EINVAL if m came through another client.
+ * to m (and so to its client). PL_ESTATE if m is not held.
  * Adding m again sets a new cap (the handler restarted). See docs/renewer.md. */
 PL_EXTERN int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms);
 /* Stops renewing m (does not settle it). Idempotent. */

@@ -2,16 +2,15 @@
 -- without blocking the worker.
 --
 --   local peeklock = require "peeklock.resty"
---   local client = assert(peeklock.client(conn_str))        -- in a handler (or cached per worker)
+--   local client = assert(peeklock.worker_client(conn_str))  -- the worker's client
 --   local ok, err = client:with_lock("orders", { timeout = 20 }, function(msg) ... end)
 --
 -- Every HTTP exchange goes over ngx.socket.tcp (cosockets): the C core builds the
 -- request (URL, headers with the SAS Authorization, body) and interprets the
 -- response (status codes, BrokerProperties, lock bookkeeping); this file only moves
--- bytes. Lock renewal while a handler runs is done by the C renewer (one thread
--- per worker, created on first use inside the worker, never in the master): adding
--- and removing a lock are non-blocking calls, and its events are drained without
--- waiting. docs/lua.md explains the choice.
+-- bytes. Lock renewal while a handler runs goes over cosockets too, from one loop per
+-- worker (below, "renewals over cosockets"), so it obeys the same resolver and TLS
+-- settings. docs/lua.md explains the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
 -- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete.
@@ -160,13 +159,17 @@ local function http_exchange(self, req, op, read_timeout_ms)
 
   local sock = tcp()
   sock:settimeouts(self._connect_timeout_ms, self._send_timeout_ms, read_timeout_ms)
-  local pool = scheme .. ":" .. host .. ":" .. port
+  -- (a connection made without verifying the certificate is never handed to a client that verifies)
+  local pool = scheme .. ":" .. host .. ":" .. port .. (self._ssl_verify and "" or ":unverified")
   local ok, err = sock:connect(host, port, { pool = pool })
   if not ok then return nil, transport_error("connection", op, "connect failed", err), UNSENT end
   if scheme == "https" and sock:getreusedtimes() == 0 then
-    ok, err = sock:sslhandshake(nil, host, self._ssl_verify)
+    -- (false: no session object back; lua-resty-core 0.1.25 asserts fetching one after a
+    -- verified handshake that had to wait)
+    ok, err = sock:sslhandshake(false, host, self._ssl_verify)
     if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err), UNSENT end
   end
+  core.stat_request(self._h, 1, sock:getreusedtimes() > 0 and 1 or 0, 0)
   local sent_ms = core.pl_now_mono_ms()
   ok, err = sock:send(lines)
   if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err), UNANSWERED end
@@ -249,6 +252,7 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
               "locked until its lock expires, then comes back (stats().orphaned_locks)")
     end
     if again then
+      core.stat_request(self._h, 0, 0, 1)
       ngx.sleep(v / 1000)
     elseif v >= 0 then
       return v, out
@@ -271,18 +275,55 @@ M.Client = Client
 --- peeklock.resty.client(connection_string | options) -> client | nil, err
 -- Options as for peeklock.client, plus keepalive_ms (default 60000), pool_size
 -- (cosocket keep-alive pool per endpoint, default 32), ssl_verify (default true).
+local RESTY_OPTIONS = { keepalive_ms = "number", ssl_verify = "boolean" }
+
 function M.client(opts)
-  local c, err = peeklock.client(opts)
+  if type(opts) == "table" and opts.renewer ~= nil then
+    error("bad option 'renewer' to 'client' (peeklock.resty renews over cosockets: no renewer options)", 2)
+  end
+  local c, err = peeklock.client(opts, RESTY_OPTIONS)
   if not c then return nil, err end
   if type(opts) ~= "table" then opts = {} end
+  if opts.keepalive_ms and opts.keepalive_ms < 0 then
+    error("bad option 'keepalive_ms' to 'client' (out of range 0..)", 2)
+  end
   c._connect_timeout_ms = opts.connect_timeout_ms or 10000
   c._send_timeout_ms = opts.request_timeout_ms or 30000
   c._request_timeout_ms = opts.request_timeout_ms or 30000
   c._keepalive_ms = opts.keepalive_ms or 60000
-  c._pool_size = opts.pool_size or 32
+  c._pool_size = (opts.pool_size and opts.pool_size > 0) and opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
   -- (max_retries, retry_base_ms, retry_max_ms: the C client's, which the outcome module uses)
   return setmetatable(c, Client)
+end
+
+-- The worker's clients, by worker_client's key.
+local worker_clients = {}
+
+--- peeklock.resty.worker_client(connection_string | options [, name]) -> client | nil, err
+-- The worker's client for these options: made on the first call inside the worker
+-- (init_worker_by_lua, a timer or a handler; never in init_by_lua, the master) and the
+-- same one afterwards, for every request of the worker (made again if it was closed).
+-- Keyed by name, else by the connection string or endpoint. All clients share the
+-- worker's one renewer thread either way.
+function M.worker_client(opts, name)
+  if ngx.get_phase() == "init" then
+    error("peeklock.resty.worker_client: not in init_by_lua (the master): call it inside the worker", 2)
+  end
+  local key = name
+  if key == nil then
+    if type(opts) == "table" then key = opts.connection_string or opts.endpoint else key = opts end
+  end
+  if type(key) ~= "string" then
+    error("bad argument #2 to 'worker_client' (a name expected for these options)", 2)
+  end
+  local c = worker_clients[key]
+  if c and rawget(c, "_h") then return c end
+  local err
+  c, err = M.client(opts)
+  if not c then return nil, err end
+  worker_clients[key] = c
+  return c
 end
 
 -- The answer to a send or send_batch request (rc, req of the native that made it):
@@ -344,7 +385,7 @@ function Client:_settle(msg, op)
   end
   local settling = op ~= "renew"
   -- Renewal stops before settling starts, so a renew never races a complete/unlock.
-  if settling and self._renewer then core.pl_renewer_remove(self._renewer, mh) end
+  if settling and self._renewer then self:_renew_remove(self._renewer, mh) end
   local rc, req = core.pl_request_settle(h, mh, SETTLE_OPS[op])
   if rc < 0 then
     local err = last_error(rc, op)
@@ -356,6 +397,250 @@ function Client:_settle(msg, op)
   if settling then core.fence_leave(mh, ok and 0 or err.errno) end
   if not ok then return nil, err end
   return true
+end
+
+-- A held message dropped to the collector: its renewal stops now, and it is abandoned over
+-- a cosocket from a zero-delay timer (a finalizer cannot yield) through a second
+-- reference to it.
+function Client:_dropped(mh)
+  local r = rawget(self, "_renewer")
+  if r then self:_renew_remove(r, mh) end
+  if not rawget(self, "_h") then return end
+  local h2 = core.message_ref(mh)
+  local ok = ngx.timer.at(0, function()
+    local msg = peeklock._wrap_message(self, h2)
+    self:_settle(msg, "abandon")
+    msg:free()
+  end)
+  if not ok then core.release(h2) end
+end
+
+-- ------------------------------------------------------------------ renewals over cosockets
+
+-- Locks held by with_lock are renewed over cosockets, like every other request of the
+-- worker, so they obey the same resolver, lua_ssl_trusted_certificate / ssl_verify and
+-- keep-alive pool, and a failure says what failed (TLS included). One loop per worker (a
+-- zero-delay timer, started by the first lock and ending when none is left) renews each
+-- lock once half its duration has passed, each renewal in a light thread of its own
+-- (through _settle: the C core builds the request, reads the answer, extends or loses
+-- the lock, and its outcome module decides the retries). A lock whose estimate runs out
+-- before a renewal succeeds is marked lost, as the C renewer does. docs/lua.md.
+local RENEWER = setmetatable({}, { __name = "peeklock.resty.renewer", __tostring = function()
+  return "peeklock.resty.renewer(cosockets)" end })
+local RN = { entries = {}, handles = setmetatable({}, { __mode = "v" }), n = 0, running = false,
+             renewals = 0, failures = 0, lost = 0, cap_reached = 0, lateness_max_ms = 0 }
+M._renewals = RN
+local HELD = core.PL_LOCK_HELD
+
+local function rn_forget(key)
+  if RN.entries[key] then
+    RN.entries[key], RN.handles[key] = nil, nil
+    RN.n = RN.n - 1
+  end
+end
+
+-- What with_lock reports when the lock was lost (kept only for a with_lock holding it).
+local function rn_lost(e, key, err, why)
+  RN.lost = RN.lost + 1
+  local c = e.client
+  if c._active[key] then
+    c._lost[key] = { type = "lost", errno = err and err.errno or core.PL_ELOCKLOST,
+                     status = err and err.status or 0, reason = why }
+  end
+end
+
+local function rn_renew(e, key, mh)
+  local done, ok, err = pcall(e.client._settle, e.client, { _h = mh }, "renew")
+  e.inflight = false
+  if not done then -- (a bug, not a failed renewal: logged, and the lock tried again)
+    ngx.log(ngx.ERR, "peeklock: renewal failed: ", tostring(ok))
+    ok, err = nil, nil
+  end
+  if ok then RN.renewals = RN.renewals + 1 return end
+  RN.failures = RN.failures + 1
+  if core.pl_message_lock_state(mh) == core.PL_LOCK_LOST then
+    rn_forget(key)
+    rn_lost(e, key, err, "lock lost: " .. tostring(err and err.message))
+  end
+  e.last_err = err
+end
+
+local function rn_loop(premature)
+  if premature then RN.running = false return end
+  -- (it goes on while the worker exits: handlers still running as it drains keep their locks)
+  while RN.n > 0 do
+    local now = core.pl_now_mono_ms()
+    local wait_ms, due = 500, {}
+    for key, e in pairs(RN.entries) do
+      local mh = RN.handles[key]
+      if not mh then
+        rn_forget(key) -- its message was collected (its drop hook abandons it)
+      elseif not e.inflight then
+        local st = core.pl_message_lock_state(mh)
+        local left = core.pl_message_lock_remaining_ms(mh)
+        if st ~= HELD then
+          rn_forget(key)
+        elseif now >= e.cap then
+          rn_forget(key)
+          RN.cap_reached = RN.cap_reached + 1
+        elseif left <= 0 then
+          rn_forget(key)
+          core.mark_lost(mh, e.last_err and e.last_err.errno or core.PL_ELOCKLOST)
+          rn_lost(e, key, e.last_err, "the lock ran out before a renewal succeeded"
+                  .. (e.last_err and (" (" .. tostring(e.last_err.message) .. ")") or ""))
+        else
+          local margin = floor(core.pl_message_lock_duration_ms(mh) / 2)
+          if left <= margin then
+            local late = margin - left
+            if late > RN.lateness_max_ms then RN.lateness_max_ms = late end
+            due[#due + 1] = { e, key, mh }
+          elseif left - margin < wait_ms then
+            wait_ms = left - margin
+          end
+        end
+      end
+    end
+    for i = 1, #due do -- (spawned after the walk: a renewal yields, and others may add locks)
+      local e, key, mh = due[i][1], due[i][2], due[i][3]
+      e.inflight = true
+      local t, err = ngx.thread.spawn(rn_renew, e, key, mh)
+      if not t then e.inflight = false; ngx.log(ngx.ERR, "peeklock: cannot start a renewal: ", err) end
+    end
+    ngx.sleep(math.max(wait_ms, 10) / 1000)
+  end
+  RN.running = false
+end
+
+local function rn_start()
+  if RN.running then return true end
+  local ok, err = ngx.timer.at(0, rn_loop)
+  if not ok then return nil, err end
+  RN.running = true
+  return true
+end
+
+function Client:_get_renewer()
+  self._renewer = RENEWER
+  return RENEWER
+end
+
+function Client:_renew_add(_, mh, max_renew_ms)
+  if core.pl_message_lock_state(mh) ~= HELD then return core.PL_ESTATE end
+  local key = core.key(mh)
+  if not RN.entries[key] then RN.n = RN.n + 1 end
+  RN.entries[key] = { client = self, cap = core.pl_now_mono_ms() + max_renew_ms, inflight = false }
+  RN.handles[key] = mh
+  local ok, err = rn_start()
+  if not ok then
+    rn_forget(key)
+    ngx.log(ngx.ERR, "peeklock: cannot start the renewal timer: ", err)
+    return core.PL_EINTERNAL
+  end
+  return 0
+end
+
+function Client:_renew_remove(_, mh) rn_forget(core.key(mh)) end
+
+-- (no C renewer, no events: lost locks are recorded as they are found)
+function Client.poll_events() return 0 end
+
+--- The worker's renewals: held, renewals, failures, lost, cap_reached, lateness_max_ms
+-- (how far after its due time the latest-started renewal went out), threads (0).
+function Client:renewer_stats()
+  return { held = RN.n, renewals = RN.renewals, failures = RN.failures, lost = RN.lost,
+           cap_reached = RN.cap_reached, lateness_max_ms = RN.lateness_max_ms, threads = 0 }
+end
+
+-- ------------------------------------------------------------------ processor
+
+--- client:process(entity, handler, opts) -> summary | nil, err
+-- As peeklock's, with concurrency light threads (default 1, at most 256) each taking
+-- message after message; run it in a timer (init_worker_by_lua: ngx.timer.at) or a
+-- request. Drains when the worker exits or reloads (ngx.worker.exiting()): no new receive
+-- starts, running handlers finish, a long poll in flight ends within poll_timeout (default
+-- 5 s, so a reload waits that long at most for an idle consumer).
+function Client:process(entity, handler, opts)
+  local o, err = peeklock._process_args(self, entity, handler, opts, 256)
+  if not o then return nil, err end
+  local s = peeklock._new_summary()
+  local stop = o.stop
+  local function stopping()
+    return s.stopped or ngx.worker.exiting() or (stop ~= nil and stop() == true)
+  end
+  local threads = {}
+  for i = 1, o.concurrency do
+    local t, terr = ngx.thread.spawn(peeklock._process_loop, self, entity, handler, o, s, stopping, ngx.sleep)
+    if not t then
+      s.stopped = true
+      s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                            message = "cannot start consumer " .. i .. ": " .. tostring(terr) })
+      break
+    end
+    threads[#threads + 1] = t
+  end
+  for i = 1, #threads do
+    local ok, terr = ngx.thread.wait(threads[i])
+    if not ok and not s.error then
+      s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                            message = "a consumer failed: " .. tostring(terr) })
+    end
+  end
+  s.last_message_ms, s.started = nil, nil
+  s.drained = ngx.worker.exiting()
+  return s
+end
+
+-- ------------------------------------------------------------------ messages whose request ended
+
+-- A with_lock inside a request (rewrite, access, content) records its message in the
+-- request's ngx.ctx while the handler runs. If the request ends first -- the handler
+-- called ngx.exit, the client went away (lua_check_client_abort), the light thread was
+-- killed -- with_lock never gets to settle it: M.request_done, from log_by_lua (which
+-- runs for every request however it ended), takes those messages out of the renewer and
+-- abandons them from a zero-delay timer (no cosockets in the log phase).
+local REQUEST_PHASES = { rewrite = true, access = true, content = true }
+local CTX_KEY = "peeklock.held"
+
+function Client:_holding(key, msg)
+  local phase = ngx.get_phase()
+  if not REQUEST_PHASES[phase] then return end
+  local ctx = ngx.ctx
+  local held = ctx[CTX_KEY]
+  if msg then
+    if not held then held = {}; ctx[CTX_KEY] = held end
+    held[key] = { self, msg }
+  elseif held then
+    held[key] = nil
+  end
+end
+
+-- Abandons msg of client self from a zero-delay timer (its renewal stopped first).
+local function abandon_later(self, msg, key)
+  self._active[key], self._held[key], self._lost[key] = nil, nil, nil
+  local r = rawget(self, "_renewer")
+  local mh = rawget(msg, "_h")
+  if not mh then return end
+  if r then self:_renew_remove(r, mh) end
+  if not rawget(self, "_h") or core.pl_message_lock_state(mh) ~= core.PL_LOCK_HELD then return end
+  local ok, err = ngx.timer.at(0, function()
+    self:_settle(msg, "abandon")
+    msg:free()
+  end)
+  if not ok then ngx.log(ngx.ERR, "peeklock: cannot abandon a message whose request ended: ", err) end
+end
+
+--- peeklock.resty.request_done(): in log_by_lua (http level covers every location):
+-- hands back the messages of this request's with_lock calls that never returned.
+function M.request_done()
+  local held = ngx.ctx[CTX_KEY]
+  if not held then return 0 end
+  ngx.ctx[CTX_KEY] = nil
+  local n = 0
+  for key, e in pairs(held) do
+    n = n + 1
+    abandon_later(e[1], e[2], key)
+  end
+  return n
 end
 
 -- with_lock, poll_events, stats, renewer_stats, close: inherited from peeklock.Client;

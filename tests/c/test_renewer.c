@@ -19,6 +19,8 @@
  *     redelivered at once; no leak (ASan), no race (TSan).
  *  4. the automatic connection pool grows when renewals queue up.
  *  5. argument and state errors.
+ *  6. one renewer for the messages of another client: each message is renewed
+ *     through (and counted in) the client it came through, not the renewer's.
  */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -566,6 +568,47 @@ static void phase_errors(void)
     pl_message_free(m);
 }
 
+/* ---- phase 6 ---------------------------------------------------------------- */
+
+static void phase_shared(void)
+{
+    /* The renewer's own client points where nothing listens: renewals that went
+     * through it would fail and the lock would be lost. */
+    pl_client *dead = NULL;
+    REQUIRE(pl_client_new_from_connection_string(&dead,
+                "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=k;SharedAccessKey=v;"
+                "UseDevelopmentEmulator=true") == PL_OK);
+    pl_renewer *r = NULL;
+    REQUIRE(pl_renewer_new(&r, dead, NULL) == PL_OK);
+    make_queue("shared", 5);
+    pl_client_stats before;
+    REQUIRE(pl_client_stats_get(client, &before) == PL_OK);
+    pl_message *m = send_and_lock("shared", "s");
+    REQUIRE(pl_renewer_add(r, m, 60000) == PL_OK);
+    pl_renewer_stats st;
+    int64_t deadline = pl_now_mono_ms() + 15000;
+    do {
+        struct timespec ts = { 0, 50 * 1000 * 1000 };
+        nanosleep(&ts, NULL); /* polling for the renewer's progress, not standing in for it */
+        REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
+    } while (st.renewals < 2 && st.lost == 0 && pl_now_mono_ms() < deadline);
+    CHECK(st.renewals >= 2);
+    CHECK_EQ((long)st.lost, 0L);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
+    pl_client_stats after, dead_st;
+    REQUIRE(pl_client_stats_get(client, &after) == PL_OK);
+    REQUIRE(pl_client_stats_get(dead, &dead_st) == PL_OK);
+    CHECK(after.renewed - before.renewed >= 2);
+    CHECK_EQ((long)dead_st.renewed, 0L);
+    CHECK_EQ((long)dead_st.requests, 0L);
+    CHECK_EQ(pl_renewer_remove(r, m), PL_OK);
+    CHECK_EQ(pl_complete(client, m), PL_OK);
+    CHECK_EQ(completed_count("shared"), 1);
+    pl_renewer_free(r);
+    pl_client_free(dead);
+    pl_message_free(m);
+}
+
 int main(int argc, char **argv)
 {
     const char *cs = getenv("PEEKLOCK_TEST_CONNECTION_STRING");
@@ -594,6 +637,8 @@ int main(int argc, char **argv)
         phase_close();
     if (!only || strstr(only, "grow"))
         phase_grow();
+    if (!only || strstr(only, "shared"))
+        phase_shared();
 
     pl_client_free(client);
     curl_global_cleanup();

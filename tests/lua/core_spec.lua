@@ -15,7 +15,8 @@ local function functions()
                       renewer_new = true, message_properties = true, request_parts = true,
                       request_head = true, response_from = true, outgoing_from = true, last_error = true,
                       request_send_from = true, result_from = true,
-                      message_indexer = true, message_wrapper = true }
+                      message_indexer = true, message_wrapper = true, message_ref = true,
+                      stat_request = true, set_drop_hook = true, mark_lost = true }
     if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
     end

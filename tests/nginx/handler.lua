@@ -12,11 +12,9 @@ local encode = cjson_ok and cjson.encode or function(t)
 end
 
 local H = {}
-local client
 
 local function get_client()
-  if not client then client = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING"))) end
-  return client
+  return assert(peeklock.worker_client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
 end
 
 local function reply(t)
@@ -131,6 +129,150 @@ function H.race()
   out.state = msg.lock_state
   out.estate = peeklock.codes.state
   reply(out)
+end
+
+-- /say?entity= : an error written as lua-resty code writes strings
+function H.say()
+  local a = ngx.req.get_uri_args()
+  local ok, err = get_client():send(a.entity, "x")
+  if not ok then ngx.say("failed: ", err) ngx.say("concat: " .. err) return end
+  ngx.say("sent")
+end
+
+-- /readme_assert : the README's idiom with a connection string that cannot work
+function H.readme_assert()
+  local client, err = peeklock.client("Endpoint=sb://;SharedAccessKeyName=k")
+  assert(client, tostring(err))
+end
+
+-- /options?entity= : an option of the wrong type is refused before anything is sent;
+-- the client's stats count the cosocket requests of a send
+function H.options()
+  local a = ngx.req.get_uri_args()
+  local conn = os.getenv("PEEKLOCK_CONNECTION_STRING")
+  local ok, e = pcall(peeklock.client, { connection_string = conn, keepalive_ms = "60s" })
+  local ok2, e2 = pcall(peeklock.client, { connection_string = conn, bogus_opt = 1 })
+  local c = assert(peeklock.client({ connection_string = conn, keepalive_ms = 1000 }))
+  local before = c:stats().requests
+  assert(c:send(a.entity, "counted"))
+  assert(c:send(a.entity, "counted"))
+  local st = c:stats()
+  c:close()
+  reply({ refused = not ok, err = tostring(e), refused_unknown = not ok2, err_unknown = tostring(e2),
+          requests = st.requests - before, reused = st.reused_connections, sent = st.sent })
+end
+
+-- /blocking : the blocking client inside nginx (warns once in the error log)
+function H.blocking()
+  local blocking = require "peeklock"
+  local c = assert(blocking.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+  c:close()
+  ngx.say("made")
+end
+
+-- /per_request?entity= : a client made for this request alone (never closed), one send
+-- and one with_lock; answers the worker's thread count
+function H.per_request()
+  local a = ngx.req.get_uri_args()
+  local c = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+  assert(c:send(a.entity, "per request"))
+  local ok, err = c:with_lock(a.entity, { timeout = 5 }, function(msg) return msg.body end)
+  local f = assert(io.open("/proc/self/status"))
+  local threads = tonumber(f:read("*a"):match("Threads:%s*(%d+)"))
+  f:close()
+  reply(err_fields({ ok = ok == true, threads = threads }, err))
+end
+
+-- /worker_client : which client the worker's accessor gives (its handle's address)
+function H.worker_client()
+  local c = get_client()
+  reply({ id = tostring(peeklock.core.key(c._h)), same = c == get_client() })
+end
+
+-- The abort paths: a with_lock whose light thread dies before it returns.
+-- /abort_exit?entity= : the handler calls ngx.exit
+function H.abort_exit()
+  local a = ngx.req.get_uri_args()
+  get_client():with_lock(a.entity, { timeout = 5 }, function()
+    ngx.say("exiting")
+    ngx.exit(200)
+  end)
+  ngx.say("not reached")
+end
+
+-- /abort_client?entity= (lua_check_client_abort on): the handler runs until the client goes
+function H.abort_client()
+  local a = ngx.req.get_uri_args()
+  get_client():with_lock(a.entity, { timeout = 5 }, function()
+    local deadline = ngx.now() + 30
+    while ngx.now() < deadline do ngx.sleep(0.05) end
+  end)
+end
+
+-- /abort_kill?entity= : the light thread running with_lock is killed while its handler runs
+function H.abort_kill()
+  local a = ngx.req.get_uri_args()
+  local inside = false
+  local t = ngx.thread.spawn(function()
+    get_client():with_lock(a.entity, { timeout = 5 }, function()
+      inside = true
+      local deadline = ngx.now() + 30
+      while ngx.now() < deadline do ngx.sleep(0.05) end
+    end)
+  end)
+  local deadline = ngx.now() + 10
+  while not inside and ngx.now() < deadline do ngx.sleep(0.02) end
+  local killed, err = ngx.thread.kill(t)
+  reply({ inside = inside, killed = killed ~= nil, err = tostring(err) }) -- (1 on success)
+end
+
+-- /held : locks the worker's renewer keeps now
+function H.held()
+  local st = get_client():renewer_stats()
+  reply({ held = st and st.held or 0 })
+end
+
+-- /tls_lock?verify=0|1&hold=S : over HTTPS (the TLS emulator), send one message and hold
+-- it in with_lock for S seconds; answers how many renewals went out meanwhile
+function H.tls_lock()
+  local a = ngx.req.get_uri_args()
+  local c = assert(peeklock.client({ connection_string = os.getenv("PEEKLOCK_TLS_CONNECTION_STRING"),
+                                     ssl_verify = a.verify == "1" }))
+  local sent, serr = c:send("tlsq", "over tls")
+  if not sent then return reply(err_fields({ ok = false, step = "send" }, serr)) end
+  local base = c:renewer_stats().renewals
+  local body, id
+  local ok, err = c:with_lock("tlsq", { timeout = 5 }, function(msg)
+    body, id = msg.body, msg.message_id
+    local deadline = ngx.now() + (tonumber(a.hold) or 0)
+    while ngx.now() < deadline do ngx.sleep(0.1) end
+    if msg.lock_state ~= "held" then error("lock not held: " .. tostring(msg.lock_state)) end
+  end)
+  local st = c:renewer_stats()
+  reply(err_fields({ ok = ok == true, body = body, id = id, renewals = st.renewals - base,
+                     lateness_max_ms = st.lateness_max_ms }, err))
+end
+
+-- /tls_fail : https to the plain-HTTP emulator: the handshake fails, and the error says TLS
+function H.tls_fail()
+  local conn = os.getenv("PEEKLOCK_CONNECTION_STRING"):gsub(";?UseDevelopmentEmulator=true", "")
+  local c = assert(peeklock.client({ connection_string = conn, max_retries = 0 }))
+  local ok, err = c:send("orders", "never")
+  reply(err_fields({ ok = ok == true }, err))
+end
+
+-- /process?entity=&n= : client:process with 3 light threads over n messages; answers the
+-- summary and how many handlers ran at once at most
+function H.process()
+  local a = ngx.req.get_uri_args()
+  local running, most = 0, 0
+  local s = get_client():process(a.entity, function()
+    running = running + 1
+    if running > most then most = running end
+    ngx.sleep(0.2)
+    running = running - 1
+  end, { concurrency = 3, max_renew = 60, poll_timeout = 1, max_messages = tonumber(a.n) })
+  reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most })
 end
 
 function H.ping()

@@ -9,6 +9,7 @@ empty receives. Tears everything down. Prints 'N passed, N failed'.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -29,7 +31,7 @@ def free_port():
 
 
 class Nginx:
-    def __init__(self, root, build, conn, template="tests/nginx/nginx.conf.in"):
+    def __init__(self, root, build, conn, template="tests/nginx/nginx.conf.in", extra_vars=None, extra_env=None):
         self.prefix = tempfile.mkdtemp(prefix="peeklock-nginx-")
         for d in ("logs", "tmp", "conf"):
             os.makedirs(os.path.join(self.prefix, d))
@@ -37,12 +39,12 @@ class Nginx:
         with open(os.path.join(root, template)) as f:
             conf = f.read()
         for k, v in {"@PREFIX@": self.prefix, "@ROOT@": root, "@BUILD@": build,
-                     "@PORT@": str(self.port)}.items():
+                     "@PORT@": str(self.port), **(extra_vars or {})}.items():
             conf = conf.replace(k, v)
         self.conf = os.path.join(self.prefix, "conf", "nginx.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
-        env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn)
+        env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn, **(extra_env or {}))
         self.proc = subprocess.Popen(["nginx", "-p", self.prefix, "-c", self.conf],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
@@ -89,6 +91,49 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
+def log_entries(log):
+    """The error log's entries: one per line starting with a date (tracebacks span lines)."""
+    entries = []
+    for line in log.splitlines():
+        if re.match(r"\d{4}/\d\d/\d\d ", line) or not entries:
+            entries.append(line)
+        else:
+            entries[-1] += "\n" + line
+    return entries
+
+
+def ip_named_certificate(directory):
+    """A self-signed certificate (its own CA) for 127.0.0.1 named both as an IP address and as
+    a DNS name: nginx checks the certificate's host name with X509_check_host, which reads DNS
+    names only, and the test has no name server to give the emulator a real host name."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("127.0.0.1"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
@@ -97,10 +142,19 @@ def main():
     sys.path.insert(0, os.path.join(opts.root, "python"))   # the source tree's emulator launcher
     from peeklock.testing import Emulator
     emu = Emulator.start("--queue", "orders")
+    tls_dir = tempfile.mkdtemp(prefix="peeklock-nginx-tls-")
+    os.chmod(tls_dir, 0o755)  # nginx's workers (another user when started as root) read the certificate
+    cert_path, key_path = ip_named_certificate(tls_dir)
+    # HTTPS with that self-signed certificate, trusted through lua_ssl_trusted_certificate
+    tls_emu = Emulator.start("--cert", cert_path, "--cert-key", key_path)
     ngx = None
     results = []
 
+    only = os.environ.get("PEEKLOCK_NGINX_ONLY")  # a part of the names of the checks to run
+
     def check(name, fn):
+        if only and only not in name:
+            return
         try:
             fn()
             results.append((name, True))
@@ -114,7 +168,12 @@ def main():
     try:
         emu.admin("PUT", "entities/slow", {"kind": "queue", "lock_duration": 5})
         emu.admin("PUT", "entities/quick", {"kind": "queue", "lock_duration": 5})
-        ngx = Nginx(opts.root, opts.build, emu.connection_string)
+        emu.admin("PUT", "entities/counted", {"kind": "queue"})
+        emu.admin("PUT", "entities/perreq", {"kind": "queue"})
+        tls_emu.admin("PUT", "entities/tlsq", {"kind": "queue", "lock_duration": 5})
+        ngx = Nginx(opts.root, opts.build, emu.connection_string,
+                    extra_vars={"@CA_FILE@": cert_path},
+                    extra_env={"PEEKLOCK_TLS_CONNECTION_STRING": tls_emu.connection_string})
 
         def ping_answers():
             body, _ = ngx.get("/ping")
@@ -378,6 +437,154 @@ def main():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
 
+        def errors_print_as_strings():
+            body, status = ngx.get("/say", entity="no-such-queue")
+            want = "peeklock: send on 'no-such-queue': HTTP 410"
+            assert f"failed: {want}" in body and f"concat: {want}" in body, body
+            try:
+                ngx.get("/readme_assert")
+                raise AssertionError("the README's assert did not raise")
+            except urllib.error.HTTPError as e:
+                assert e.code == 500, e
+            aborted = [e for e in log_entries(ngx.log()) if "/readme_assert" in e]
+            assert aborted and "peeklock: client: " in aborted[-1] and "(invalid_argument)" in aborted[-1], aborted
+
+        def options_checked_and_requests_counted():
+            before = len(emu.entity_state("counted")["messages"])
+            r, _ = ngx.get("/options", entity="counted")
+            assert r["refused"] and "bad option 'keepalive_ms' to 'client' (number expected, got string)" in r["err"], r
+            assert r["refused_unknown"] and "unknown option 'bogus_opt'" in r["err_unknown"], r
+            assert r["requests"] == 2 and r["reused"] >= 1 and r["sent"] == 2, r
+            assert len(emu.entity_state("counted")["messages"]) == before + 2
+
+        def blocking_require_warns():
+            body, _ = ngx.get("/blocking")
+            assert body.strip() == "made", body
+            log = ngx.log()
+            assert "[warn]" in log and 'require "peeklock" is the blocking client' in log, log[-2000:]
+
+        def wait_for(fn, seconds=10.0):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                v = fn()
+                if v:
+                    return v
+                time.sleep(0.05)
+            return fn()
+
+        def one_message(q):
+            msgs = emu.entity_state(q)["messages"]
+            return msgs[0] if len(msgs) == 1 else None
+
+        def abort_path(q, trigger):
+            """A message locked by a with_lock whose light thread dies is available again within
+            seconds (the queue's lock lasts 60 s), not completed, and no longer renewed."""
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 60})
+            r, _ = ngx.get("/send", entity=q, body="abort", id=q + "-1")
+            assert r["ok"], r
+            trigger(q)
+            t0 = time.monotonic()
+            m = wait_for(lambda: (one_message(q) or {}).get("locked") is False and one_message(q), 5)
+            assert m and not m["locked"], emu.entity_state(q)
+            assert time.monotonic() - t0 < 5
+            assert m["delivery_count"] == 1, m
+            assert emu.entity_state(q)["completed"].get(q + "-1", 0) == 0
+            assert wait_for(lambda: ngx.get("/held")[0]["held"] == 0, 5), ngx.get("/held")[0]
+
+        def abort_by_ngx_exit():
+            def trigger(q):
+                body, _ = ngx.get("/abort_exit", entity=q)
+                assert body.strip() == "exiting", body
+            abort_path("ab-exit", trigger)
+
+        def abort_by_client():
+            def trigger(q):
+                s = socket.create_connection(("127.0.0.1", ngx.port))
+                s.sendall(f"GET /abort_client?entity={q} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                assert wait_for(lambda: (one_message(q) or {}).get("locked"), 10), emu.entity_state(q)
+                s.close()
+            abort_path("ab-client", trigger)
+
+        def abort_by_killed_thread():
+            def trigger(q):
+                r, _ = ngx.get("/abort_kill", entity=q)
+                assert r["inside"] and r["killed"], r
+            abort_path("ab-kill", trigger)
+
+        def tls_locks_live_past_several_durations(verify):
+            def run():
+                r, _ = ngx.get("/tls_lock", verify=verify, hold=12, http_timeout=60)
+                assert r["ok"] and r["body"] == "over tls", r
+                assert r["renewals"] >= 3, r
+                print(f"     renewals {r['renewals']}, latest start {r['lateness_max_ms']} ms after due", flush=True)
+                ent = tls_emu.entity_state("tlsq")
+                assert ent["completed"].get(r["id"]) == 1 and not ent["messages"], ent
+            return run
+
+        def tls_failure_says_tls():
+            r, _ = ngx.get("/tls_fail")
+            assert r["ok"] is False and "TLS" in r["err"], r
+
+        def process_runs_light_threads():
+            q = "proc"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
+            for i in range(6):
+                r, _ = ngx.get("/send", entity=q, body=f"p{i}", id=f"p-{i}")
+                assert r["ok"], r
+            r, _ = ngx.get("/process", entity=q, n=6)
+            assert r["processed"] == 6 and r["failed"] == 0 and r["lost"] == 0, r
+            assert r["most"] == 3, r
+            ent = emu.entity_state(q)
+            assert not ent["messages"] and all(ent["completed"].get(f"p-{i}") == 1 for i in range(6)), ent
+
+        def example_worker_across_reload():
+            q = "example"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
+            ex = Nginx(opts.root, opts.build, emu.connection_string, template="examples/openresty/nginx.conf",
+                       extra_vars={"@CA_FILE@": cert_path},
+                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4"})
+            n = 300
+            try:
+                for i in range(n):
+                    if i == n // 2:  # a graceful reload while messages are being processed
+                        ex.proc.send_signal(signal.SIGHUP)
+                    r, _ = ngx.get("/send", entity=q, body=f"work {i}", id=f"ex-{i}")
+                    assert r["ok"], r
+
+                def all_done():
+                    ent = emu.entity_state(q)
+                    return not ent["messages"] and sum(ent["completed"].values()) >= n and ent
+                ent = wait_for(all_done, 60)
+                assert ent, (len(emu.entity_state(q)["messages"]), ex.log()[-3000:])
+                twice = {k: v for k, v in ent["completed"].items() if v != 1}
+                assert not twice and set(ent["completed"]) == {f"ex-{i}" for i in range(n)}, twice
+                st, _ = ex.get("/stats")
+                assert st["handled"] >= 1 and st["renewer_threads"] == 0, st
+                log = ex.log()
+                # the workers the reload replaced drained and said so
+                assert "peeklock example: drained: processed" in log, log[-3000:]
+                assert not any(bad in log for bad in ("lua entry thread aborted", "runtime error",
+                                                      "[alert]", "[crit]", "[emerg]")), log[-3000:]
+            finally:
+                ex.stop()
+
+        def worker_client_is_one_per_worker():
+            a, _ = ngx.get("/worker_client")
+            b, _ = ngx.get("/worker_client")
+            assert a["same"] and a["id"] == b["id"], (a, b)
+
+        def client_per_request_costs_no_thread():
+            r, _ = ngx.get("/per_request", entity="perreq")
+            assert r["ok"], r
+            base = r["threads"]
+            peak = base
+            for _ in range(600):
+                r, _ = ngx.get("/per_request", entity="perreq")
+                assert r["ok"], r
+                peak = max(peak, r["threads"])
+            assert peak == base, (base, peak)
+            assert len(emu.entity_state("perreq")["messages"]) == 0
+
         def long_poll_does_not_block_and_renewal_spans_lock_durations():
             box = {}
 
@@ -477,6 +684,26 @@ def main():
         check("send, peek-lock, renew, abandon, complete over cosockets", send_and_peek)
         check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
         check("errors come back as tables", errors_come_back_as_tables)
+        check("errors print as strings (ngx.say, concatenation, the README's assert)", errors_print_as_strings)
+        check("client options are checked before a request; stats count cosocket requests",
+              options_checked_and_requests_counted)
+        check("the blocking require inside nginx warns", blocking_require_warns)
+        check("a handler that calls ngx.exit: its message is abandoned within seconds", abort_by_ngx_exit)
+        check("a client that goes away (lua_check_client_abort): its message is abandoned within seconds",
+              abort_by_client)
+        check("a killed light thread: its message is abandoned within seconds", abort_by_killed_thread)
+        check("TLS through lua_ssl_trusted_certificate: a 5 s lock held for 12 s is renewed, completed once",
+              tls_locks_live_past_several_durations(1))
+        check("TLS with ssl_verify=false: a 5 s lock held for 12 s is renewed, completed once",
+              tls_locks_live_past_several_durations(0))
+        check("a TLS failure says TLS", tls_failure_says_tls)
+        check("client:process runs handlers in 3 light threads, each message completed once",
+              process_runs_light_threads)
+        check("examples/openresty: init_worker consumers process 300 messages across a reload, "
+              "none lost or completed twice", example_worker_across_reload)
+        check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
+        check("600 clients made per request keep the worker's thread count flat",
+              client_per_request_costs_no_thread)
         check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
         check("a 500 after a receive-and-delete is an unknown outcome, not retried into a lost message",
               receive_and_delete_500_after_delete_is_reported_not_retried)
@@ -496,7 +723,8 @@ def main():
         check("handler failure abandons", handler_failure_abandons)
         # last: it advances the emulator clock
         check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
-        log = ngx.log()
+        # (the README's assert idiom aborts its request on purpose)
+        log = "\n".join(e for e in log_entries(ngx.log()) if "/readme_assert" not in e)
         check("no Lua errors in the nginx log",
               lambda: (_ for _ in ()).throw(AssertionError(log[-3000:]))
               if any(bad in log for bad in ("lua entry thread aborted", "runtime error",
@@ -506,6 +734,8 @@ def main():
         if ngx:
             ngx.stop()
         emu.stop()
+        tls_emu.stop()
+        shutil.rmtree(tls_dir, ignore_errors=True)
     passed = sum(1 for _, ok in results if ok)
     failed = len(results) - passed
     print(f"nginx: {passed} passed, {failed} failed")

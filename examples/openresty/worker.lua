@@ -1,0 +1,66 @@
+-- A complete OpenResty worker for peeklock (examples/openresty/nginx.conf loads it):
+-- consumers started in init_worker_by_lua, drained on reload and exit, the messages of
+-- requests that ended first handed back (log_by_lua), a stats endpoint.
+--
+-- Copy it and replace handle() with the work. The nginx test runs it (tests/nginx).
+local peeklock = require "peeklock.resty"
+
+local W = {}
+
+local ENTITY = os.getenv("PEEKLOCK_ENTITY") or "orders"
+local CONCURRENCY = tonumber(os.getenv("PEEKLOCK_CONCURRENCY")) or 4
+local summary -- this worker's process() summary, once it has drained
+
+-- The worker's client (made on first use inside the worker, never in the master).
+local function client()
+  return assert(peeklock.worker_client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+end
+
+-- The work for one message: return to complete it, error() to abandon it (redelivered).
+local function handle(msg)
+  ngx.sleep(0.01) -- stands for the real work (a cosocket call, say): it yields, the worker keeps serving
+  local shm = ngx.shared.peeklock_example
+  if shm then shm:incr("handled", 1, 0) end
+  return msg.message_id
+end
+
+-- init_worker_by_lua: the consumers run in a timer (cosockets are not allowed in
+-- init_worker itself); client:process drains when the worker exits or reloads.
+function W.init_worker()
+  local ok, err = ngx.timer.at(0, function(premature)
+    if premature then return end
+    summary = client():process(ENTITY, handle, { concurrency = CONCURRENCY, max_renew = 300,
+                                                 poll_timeout = 2 })
+    ngx.log(ngx.NOTICE, "peeklock example: drained: processed ", summary.processed,
+            ", failed ", summary.failed, ", lost ", summary.lost)
+  end)
+  if not ok then ngx.log(ngx.ERR, "peeklock example: cannot start the consumers: ", err) end
+end
+
+-- log_by_lua: hands back the messages of with_lock calls whose request ended first.
+function W.log()
+  peeklock.request_done()
+end
+
+-- exit_worker_by_lua: locks still held (a handler cut off at exit) go back at once.
+function W.exit_worker()
+  local c = peeklock.worker_client(os.getenv("PEEKLOCK_CONNECTION_STRING"))
+  if c then c:close({ unlock_held = true }) end
+end
+
+-- GET /stats: the client's counters and the worker's renewals, as JSON.
+function W.stats()
+  local c = client()
+  local st, rn = c:stats(), c:renewer_stats()
+  local shm = ngx.shared.peeklock_example
+  local parts = { ('"pid":%d'):format(ngx.worker.pid()),
+                  ('"handled":%d'):format(shm and shm:get("handled") or 0) }
+  for k, v in pairs(st) do parts[#parts + 1] = ('"%s":%s'):format(k, tostring(v)) end
+  for k, v in pairs(rn) do
+    if type(v) == "number" then parts[#parts + 1] = ('"renewer_%s":%s'):format(k, tostring(v)) end
+  end
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say("{", table.concat(parts, ","), "}")
+end
+
+return W
