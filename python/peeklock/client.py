@@ -17,11 +17,11 @@ import threading
 import time
 import weakref
 from typing import (TYPE_CHECKING, Any, Literal, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple, Union)
+                    Tuple, Union)
 
 from . import _core
 from . import errors as _errors
-from .errors import (Error, InvalidArgument, LockLostError, StateError)
+from .errors import (Error, LockLostError, StateError)
 
 if TYPE_CHECKING:
     from .management import EntityList
