@@ -357,7 +357,7 @@ def namespace_entry_xml(base_url: str, namespace: str, created: float, now: floa
         ATOM_NS, escape(url), escape(namespace), iso_seconds(now), escape(namespace), escape(url), info)
 
 
-def settings_from_admin(d: Dict, base: Settings) -> Settings:
+def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
     """Settings from the JSON of PUT /$admin/entities/{path}. Raises BrokerError(400)."""
     s = base.copy()
 

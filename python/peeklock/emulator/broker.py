@@ -278,7 +278,7 @@ class Broker:
         self.clock = clock or Clock()
         self.namespace = namespace
         self.entities: Dict[str, Entity] = {}   # key (lower case path) -> Entity, dlqs included
-        self.counters: Counter = Counter()
+        self.counters: Counter[str] = Counter()
         self.wakeup = None                       # callable(entity) set by the server
 
     # ----- entities --------------------------------------------------------------------------

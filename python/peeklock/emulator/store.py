@@ -167,12 +167,12 @@ class SqliteStore(NullStore):
         rows = sorted(self.db.execute("SELECT key,name,kind,settings,next_seq,created,updated FROM entities"),
                       key=lambda r: order.get(r[2], 3))
         for key, name, kind, settings, next_seq, created, updated in rows:
-            ent, _ = broker.create_entity(name, kind, Settings.from_json(json.loads(settings)),
+            made, _ = broker.create_entity(name, kind, Settings.from_json(json.loads(settings)),
                                           replace=True, persist=False)
-            ent.next_seq = next_seq
-            ent.created = created
-            ent.updated = updated
-            ent.accessed = max(ent.accessed, updated)
+            made.next_seq = next_seq
+            made.created = created
+            made.updated = updated
+            made.accessed = max(made.accessed, updated)
         from .rules import filter_from_json
         for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules"):
             ent = broker.entities.get(ekey)
