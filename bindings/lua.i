@@ -18,6 +18,10 @@
 #include <stdio.h>
 #include <string.h>
 #include "peeklock.h"
+#include "client_int.h"
+#include "error_int.h"
+#include "outcome_int.h"
+#include "wire_int.h"
 %}
 
 %include <stdint.i>
@@ -297,10 +301,11 @@ PL_LUA_LIVE_HANDLE(pl_response)
   memset(&tmp, 0, sizeof tmp); $1 = &tmp;
 }
 %typemap(argout) pl_client_stats *out {
-  lua_createtable(L, 0, 11);
+  lua_createtable(L, 0, 12);
 #define PL_F(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
   PL_F(requests) PL_F(reused_connections) PL_F(retries) PL_F(sent) PL_F(received)
   PL_F(completed) PL_F(abandoned) PL_F(renewed) PL_F(lost) PL_F(renew_p50_ms) PL_F(renew_p99_ms)
+  PL_F(orphaned_locks)
 #undef PL_F
   SWIG_arg++;
 }
@@ -760,6 +765,74 @@ static int pl_lua_result_from(lua_State *L) {
   return 3;
 }
 
+/* The outcome module (csrc/outcome.c) for drivers written in Lua (peeklock.resty): the
+ * driver moves bytes and reports each attempt; the C module decides.
+ * outcome_new(client, request, seed) -> call (under the client's own retry options)
+ * outcome_report(call, how, status, code, retry_after, message, msg) ->
+ *   true, delay_ms          send the request again after delay_ms
+ *   false, code, orphaned   done: code is the result (pl_error_last() describes it);
+ *                           orphaned: peek-lock attempts whose lock may be held by nobody
+ * how: "unsent", "unanswered", "malformed" or "answered"; status: the HTTP status (0 when
+ * none); code: the attempt's PL_* code (answered: result_from's); retry_after: the answer's
+ * Retry-After header value or nil; message: the attempt's own error text when it was not
+ * answered (nil otherwise); msg: the message handle of a renew/unlock/complete, or nil.
+ * fence_enter(msg, op) / fence_leave(msg, rc): the settle fence (op: PL_SETTLE_*). */
+typedef struct { pl_call call; pl_policy policy; pl_client *client; } pl_lua_call;
+
+static int pl_lua_outcome_new(lua_State *L) {
+  pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "outcome_new", "pl_client");
+  pl_request *req = (pl_request *)pl_lua_check(L, 2, SWIGTYPE_p_pl_request, "outcome_new", "pl_request");
+  pl_lua_call *lc = (pl_lua_call *)lua_newuserdata(L, sizeof *lc);
+  pl_call_init(&lc->call, req->op, req->entity, (uint64_t)luaL_optnumber(L, 3, 1));
+  lc->call.resend_ok = req->resend_ok;
+  lc->policy = *pl_client_policy(c);
+  lc->client = c;
+  return 1;
+}
+
+static int pl_lua_outcome_report(lua_State *L) {
+  pl_lua_call *lc = (pl_lua_call *)lua_touserdata(L, 1);
+  const char *how = luaL_checkstring(L, 2);
+  int status = (int)luaL_optinteger(L, 3, 0), code = (int)luaL_checkinteger(L, 4), io;
+  long ra = pl_retry_after_ms(luaL_optstring(L, 5, NULL));
+  const char *text = luaL_optstring(L, 6, NULL);
+  pl_message *m = NULL;
+  int64_t left = 0;
+  if (!lc) return luaL_error(L, "outcome_report: argument 1 must be a call");
+  if (pl_lua_arg(L, 7, SWIGTYPE_p_pl_message, (void **)&m, "outcome_report", 7, "pl_message") < 0) return lua_error(L);
+  if (!strcmp(how, "unsent")) io = PL_IO_NOT_SENT;
+  else if (!strcmp(how, "unanswered")) io = PL_IO_UNANSWERED;
+  else if (!strcmp(how, "malformed")) io = PL_IO_MALFORMED;
+  else io = PL_IO_ANSWERED;
+  if (text) pl_error_set(code, status, code != PL_EPROTOCOL, "%s", text);
+  if (m && lc->call.op != PL_OP_PEEKLOCK && lc->call.op != PL_OP_RECVDEL) left = pl_message_lock_remaining_ms(m);
+  if (pl_call_report(&lc->call, &lc->policy, io, status, code, ra, left) == PL_NEXT_RETRY) {
+    pl_client_stat_add(lc->client, PL_STAT_RETRIES, 1);
+    lua_pushboolean(L, 1);
+    lua_pushinteger(L, (lua_Integer)lc->call.delay_ms);
+    return 2;
+  }
+  if (lc->call.orphaned) pl_client_stat_add(lc->client, PL_STAT_ORPHANED, (uint64_t)lc->call.orphaned);
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, lc->call.code);
+  lua_pushinteger(L, lc->call.orphaned);
+  return 3;
+}
+
+static int pl_lua_fence_enter(lua_State *L) {
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "fence_enter", "pl_message");
+  int op = (int)luaL_checkinteger(L, 2);
+  lua_pushinteger(L, pl_fence_enter(m, op == PL_SETTLE_RENEW ? PL_OP_RENEW : op == PL_SETTLE_UNLOCK ? PL_OP_UNLOCK
+                                                                                                    : PL_OP_COMPLETE));
+  return 1;
+}
+
+static int pl_lua_fence_leave(lua_State *L) {
+  pl_message *m = (pl_message *)pl_lua_check(L, 1, SWIGTYPE_p_pl_message, "fence_leave", "pl_message");
+  pl_fence_leave(m, (int)luaL_checkinteger(L, 2));
+  return 0;
+}
+
 /* outgoing_from(body, opts, datetime_mt) -> the pl_outgoing of lua/peeklock.lua's
  * build_outgoing in one call (its checks and setters, in opts' own order):
  *   handle                            built
@@ -776,7 +849,8 @@ static int pl_lua_result_from(lua_State *L) {
  * the caller. No Lua error can be raised while a message is being built (the stack is
  * reserved first, and results are pushed once it is freed or owned by its handle), so
  * none leaks. */
-enum { PL_OPT_BODY, PL_OPT_CONTENT_TYPE, PL_OPT_TTL, PL_OPT_SCHEDULED, PL_OPT_PERSIST, PL_OPT_PROPS, PL_OPT_BROKER };
+enum { PL_OPT_BODY, PL_OPT_CONTENT_TYPE, PL_OPT_TTL, PL_OPT_SCHEDULED, PL_OPT_PERSIST, PL_OPT_RESEND, PL_OPT_PROPS,
+       PL_OPT_BROKER };
 #define PL_LUA_OPT(key, kind, field) { key, sizeof key - 1, kind, field }
 static const struct { const char *key; size_t len; int kind; const char *field; } pl_lua_options[] = {
   PL_LUA_OPT("body", PL_OPT_BODY, NULL),
@@ -784,6 +858,7 @@ static const struct { const char *key; size_t len; int kind; const char *field; 
   PL_LUA_OPT("time_to_live", PL_OPT_TTL, NULL),
   PL_LUA_OPT("scheduled_enqueue_time", PL_OPT_SCHEDULED, NULL),
   PL_LUA_OPT("force_persistence", PL_OPT_PERSIST, NULL),
+  PL_LUA_OPT("resend", PL_OPT_RESEND, NULL),
   PL_LUA_OPT("properties", PL_OPT_PROPS, NULL),
   PL_LUA_OPT("message_id", PL_OPT_BROKER, "MessageId"),
   PL_LUA_OPT("label", PL_OPT_BROKER, "Label"),
@@ -908,6 +983,9 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
   case PL_OPT_PERSIST:
     if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");
     return pl_outgoing_set_force_persistence(m, lua_toboolean(L, -1));
+  case PL_OPT_RESEND:
+    if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");
+    return pl_outgoing_set_resend(m, lua_toboolean(L, -1));
   case PL_OPT_PROPS:
     if (t != LUA_TTABLE) return pl_lua_set_bad(L, bad, "option", 1, "table");
     return pl_lua_add_properties(L, m, lua_gettop(L), mt, unix_key, bad);
@@ -1193,6 +1271,12 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
 %native(result_from) int pl_lua_result_from(lua_State *L);
+/* The largest answer body the core takes (a driver refuses a longer one as it streams in). */
+%constant long max_body_bytes = (long)PL_MAX_BODY_BYTES;
+%native(outcome_new) int pl_lua_outcome_new(lua_State *L);
+%native(outcome_report) int pl_lua_outcome_report(lua_State *L);
+%native(fence_enter) int pl_lua_fence_enter(lua_State *L);
+%native(fence_leave) int pl_lua_fence_leave(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(client_methods) int pl_lua_client_methods(lua_State *L);
 %native(request_send_from) int pl_lua_request_send_from(lua_State *L);

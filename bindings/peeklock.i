@@ -108,7 +108,7 @@ struct pl_response {};
   int pl_client_stats_get,
   int pl_outgoing_new, int pl_outgoing_set_content_type, int pl_outgoing_set_broker,
   int pl_outgoing_set_time_to_live, int pl_outgoing_set_scheduled_enqueue_time,
-  int pl_outgoing_set_force_persistence, int pl_outgoing_add_string, int pl_outgoing_add_int,
+  int pl_outgoing_set_force_persistence, int pl_outgoing_set_resend, int pl_outgoing_add_string, int pl_outgoing_add_int,
   int pl_outgoing_add_double, int pl_outgoing_add_bool, int pl_outgoing_add_datetime,
   int pl_batch_new, int pl_batch_add,
   int pl_send, int pl_send_batch, int pl_peek_lock, int pl_receive_and_delete,

@@ -305,6 +305,18 @@ static PyObject *pl_py_client_send(PyObject *self, PyObject *const *args, Py_ssi
     return pl_py_general(self, "_send", args, nargs, kwnames);
 }
 
+/* A peek-lock whose answer was lost may leave a message locked by nobody: said at WARNING
+ * through peeklock.client._warn_orphaned (rare: only then is Python called). */
+static void pl_py_warn_orphaned(PyObject *entity) {
+    PyObject *mod, *r;
+    if (!pl_client_last_orphaned()) return;
+    if (!(mod = PyImport_ImportModule("peeklock.client"))) { PyErr_Clear(); return; }
+    r = PyObject_CallMethod(mod, "_warn_orphaned", "O", entity);
+    Py_XDECREF(r);
+    if (!r) PyErr_Clear();
+    Py_DECREF(mod);
+}
+
 /* timeout: an int of 0..300 seconds; max_renew: None or a positive finite
  * float or int. */
 static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -346,6 +358,7 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
     rc = pl_peek_lock(&m, c, entity, (int)t);
     Py_END_ALLOW_THREADS
     Py_DECREF(h);
+    pl_py_warn_orphaned(a[0]);
     if (rc < 0 || !m) {
         Py_DECREF(mr);
         if (rc < 0) {
@@ -535,7 +548,7 @@ PL_PY_OUT_OBJECT(pl_response)
 %typemap(argout) pl_client_stats *out {
     Py_XDECREF($result);
     $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:K}",
         "requests", (unsigned long long)tmp$argnum.requests,
         "reused_connections", (unsigned long long)tmp$argnum.reused_connections,
         "retries", (unsigned long long)tmp$argnum.retries,
@@ -546,7 +559,8 @@ PL_PY_OUT_OBJECT(pl_response)
         "renewed", (unsigned long long)tmp$argnum.renewed,
         "lost", (unsigned long long)tmp$argnum.lost,
         "renew_p50_ms", tmp$argnum.renew_p50_ms,
-        "renew_p99_ms", tmp$argnum.renew_p99_ms));
+        "renew_p99_ms", tmp$argnum.renew_p99_ms,
+        "orphaned_locks", (unsigned long long)tmp$argnum.orphaned_locks));
 }
 
 %typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {

@@ -7,14 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "ca_int.h"
 #include "client_int.h"
 #include "connstr_int.h"
 #include "error_int.h"
 #include "message_int.h"
+#include "outcome_int.h"
 #include "wire_int.h"
 
 #define PL_RTT_SAMPLES 512
@@ -33,6 +37,7 @@ typedef struct pl_easy {
     const char *method;        /* CURLOPT_CUSTOMREQUEST as set (static) or NULL */
     const char *body;          /* CURLOPT_POSTFIELDS as set */
     curl_off_t body_len;
+    char errbuf[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: which TLS check failed */
 } pl_easy;
 
 typedef struct pl_token {
@@ -56,8 +61,9 @@ struct pl_client {
     int64_t bearer_expires;
 
     /* options */
-    long connect_timeout_ms, request_timeout_ms, retry_base_ms, retry_max_ms;
-    int max_retries, pool_size, token_lifetime_s;
+    long connect_timeout_ms, request_timeout_ms;
+    pl_policy policy;           /* retries (outcome.c decides with it) */
+    int pool_size, token_lifetime_s;
     char *ca_file;
 
     pthread_mutex_t lock;       /* pool, tokens, bearer, rtt */
@@ -158,6 +164,25 @@ static int dup_opt(char **slot, const char *v)
     return *slot ? PL_OK : pl_error_nomem();
 }
 
+/* An http:// endpoint (UseDevelopmentEmulator=true, or an http:// URL) sends the
+ * Authorization (a SAS token or bearer token) in clear: only to a loopback host,
+ * or to the one host the connection string names in AllowPlaintextHost=. */
+static int plaintext_check(const pl_client *c, const char *allowed)
+{
+    if (c->https || (!c->key && !c->sas_token && !c->token_cb)) return PL_OK;
+    const char *h = c->endpoint + 7; /* after "http://" */
+    size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+    if ((n == 9 && pl_strncaseeq(h, "localhost", 9)) || (n == 5 && strncmp(h, "[::1]", 5) == 0) ||
+        (n >= 7 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n)) /* 127/8, dotted */
+        return PL_OK;
+    if (allowed && strlen(allowed) == n && pl_strncaseeq(h, allowed, n)) return PL_OK;
+    return pl_error_set(PL_EINVAL, 0, 0,
+                        "endpoint: http:// to '%.*s', which is not a loopback host, would send the SAS or bearer "
+                        "token in clear; use https, or name the host in the connection string "
+                        "(AllowPlaintextHost=%.*s) to accept that", (int)(n > 200 ? 200 : n), h,
+                        (int)(n > 200 ? 200 : n), h);
+}
+
 int pl_client_new(pl_client **out, const pl_client_options *o)
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
@@ -197,15 +222,16 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     pthread_mutex_init(&c->cb_lock, NULL);
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 10000;
     c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
-    c->max_retries = o->max_retries < 0 ? 3 : o->max_retries;
-    c->retry_base_ms = o->retry_base_ms ? o->retry_base_ms : 100;
-    c->retry_max_ms = o->retry_max_ms ? o->retry_max_ms : 5000;
+    c->policy.max_retries = o->max_retries < 0 ? 3 : o->max_retries;
+    c->policy.retry_base_ms = o->retry_base_ms ? o->retry_base_ms : 100;
+    c->policy.retry_max_ms = o->retry_max_ms ? o->retry_max_ms : 5000;
     c->pool_size = o->pool_size ? o->pool_size : 8;
     c->token_lifetime_s = o->token_lifetime_s ? o->token_lifetime_s : 3600;
     c->token_cb = o->token_cb;
     c->token_userdata = o->token_userdata;
 
     int rc = PL_OK;
+    char *plaintext_host = NULL;
     if (o->connection_string) {
         pl_connstr *cs = NULL;
         if ((rc = pl_connstr_parse(&cs, o->connection_string)) != PL_OK) goto fail;
@@ -216,7 +242,8 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
             goto fail;
         }
         c->https = !cs->dev;
-        rc = dup_opt(&c->endpoint, cs->endpoint);
+        if (!rc && cs->plaintext_host) rc = dup_opt(&plaintext_host, cs->plaintext_host);
+        rc = rc ? rc : dup_opt(&c->endpoint, cs->endpoint);
         if (!rc) rc = dup_opt(&c->entity_path, cs->entity_path);
         if (!rc && nauth == 0) {
             rc = dup_opt(&c->key_name, cs->key_name);
@@ -235,6 +262,9 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     if (!rc) rc = dup_opt(&c->key, c->key ? NULL : o->key);
     if (!rc) rc = dup_opt(&c->sas_token, c->sas_token ? NULL : o->sas_token);
     if (!rc) rc = dup_opt(&c->ca_file, o->ca_file);
+    if (!rc) rc = plaintext_check(c, plaintext_host);
+    free(plaintext_host);
+    plaintext_host = NULL;
     if (rc) goto fail;
     c->pool = calloc((size_t)c->pool_size, sizeof *c->pool);
     if (!c->pool) { rc = pl_error_nomem(); goto fail; }
@@ -242,6 +272,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     pl_error_ok();
     return PL_OK;
 fail:
+    free(plaintext_host);
     client_destroy(c);
     return rc;
 }
@@ -260,6 +291,7 @@ int pl_client_new_from_connection_string(pl_client **out, const char *conn)
 const char *pl_client_endpoint(const pl_client *c) { return c ? c->endpoint : NULL; }
 const char *pl_client_entity_path(const pl_client *c) { return c ? c->entity_path : NULL; }
 long pl_client_request_timeout_ms(const pl_client *c) { return c->request_timeout_ms; }
+const pl_policy *pl_client_policy(const pl_client *c) { return &c->policy; }
 
 int pl_client_set_bearer_token(pl_client *c, const char *token, int64_t expires_unix)
 {
@@ -339,6 +371,7 @@ int pl_client_stats_get(const pl_client *cc, pl_client_stats *out)
     out->abandoned = atomic_load(&c->stats[PL_STAT_ABANDONED]);
     out->renewed = atomic_load(&c->stats[PL_STAT_RENEWED]);
     out->lost = atomic_load(&c->stats[PL_STAT_LOST]);
+    out->orphaned_locks = atomic_load(&c->stats[PL_STAT_ORPHANED]);
     rtt_pcts(c, &out->renew_p50_ms, &out->renew_p99_ms, NULL, 0);
     pl_error_ok();
     return PL_OK;
@@ -559,6 +592,11 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         r->nheaders = 0;
         r->strs_used = 0;
         r->nseen = 0;
+        r->headers_done = 0;
+        return len;
+    }
+    if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+        r->headers_done = 1;
         return len;
     }
     const char *colon = memchr(buf, ':', len);
@@ -620,10 +658,15 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* Called before each time libcurl puts the request on the wire. libcurl sends it
+ * again on its own when a reused connection dies before any answer byte: the first
+ * copy may have been carried out, so that second send is refused here and the
+ * attempt ends as "sent and unanswered" for outcome.c to decide about. */
 static int on_prereq(void *ud, char *ip, char *lip, int port, int lport)
 {
     (void)ip; (void)lip; (void)port; (void)lport;
-    ((pl_response *)ud)->sends++;
+    pl_response *r = ud;
+    if (++r->sends > 1) return CURL_PREREQFUNC_ABORT;
     return CURL_PREREQFUNC_OK;
 }
 
@@ -656,7 +699,8 @@ static void easy_static_opts(pl_client *c, CURL *e)
     if (c->https) {
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-        if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+        const char *ca = c->ca_file ? c->ca_file : pl_ca_default();
+        if (ca) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
     }
 }
 
@@ -808,8 +852,59 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
 
 int pl_client_curl_error(CURLcode rc, const pl_response *resp)
 {
+    return pl_client_curl_error_easy(rc, resp, NULL, NULL);
+}
+
+/* EMFILE or ENFILE when no socket can be opened now, else 0 (libcurl reports that
+ * as "Couldn't connect", not always with its errno). */
+static long fds_exhausted(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    return errno == EMFILE || errno == ENFILE ? errno : 0;
+}
+
+int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, const char *errbuf)
+{
+    long os_errno = 0;
+    if (e) curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
+    if (os_errno != EMFILE && os_errno != ENFILE &&
+        (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_OUT_OF_MEMORY))
+        os_errno = fds_exhausted();
+    const char *tls = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+    if (os_errno == EMFILE || os_errno == ENFILE)
+        return pl_error_set(PL_ECONNECT, 0, 1, "out of file descriptors (%s): could not open a connection; "
+                            "close some, or raise the limit (ulimit -n)", os_errno == EMFILE ? "EMFILE" : "ENFILE");
+    switch (rc) {
+    case CURLE_SSL_CACERT_BADFILE:
+        return pl_error_set(PL_EINVAL, 0, 0, "ca_file: cannot be used as a TLS CA bundle (%.200s)", tls);
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: the server's certificate failed verification: %.200s", tls);
+    case CURLE_SSL_CONNECT_ERROR:
+        return pl_error_set(PL_ECONNECT, 0, 1, "TLS handshake failed: %.200s", tls);
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: %.200s", tls);
+    default:
+        break;
+    }
     if (resp && resp->too_big)
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response exceeded a size limit or was malformed");
+    if (rc == CURLE_OK) /* libcurl's success, but the headers never ended */
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: cut short in its headers");
+    if (rc == CURLE_ABORTED_BY_CALLBACK && resp && resp->sends > 1)
+        return pl_error_set(PL_ECONNECT, 0, 1, "the connection closed before an answer came (not sent again "
+                                               "on a new connection: the first copy may have been carried out)");
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
         return pl_error_set(PL_ETIMEOUT, 0, 1, "request timed out: %s", curl_easy_strerror(rc));
@@ -819,11 +914,7 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp)
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-        return pl_error_set(PL_ECONNECT, 0, rc != CURLE_PEER_FAILED_VERIFICATION,
-                            "connection failed: %s", curl_easy_strerror(rc));
+        return pl_error_set(PL_ECONNECT, 0, 1, "connection failed: %s", curl_easy_strerror(rc));
     case CURLE_OUT_OF_MEMORY:
         return pl_error_nomem();
     case CURLE_WRITE_ERROR:
@@ -837,19 +928,21 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp)
     }
 }
 
-/* Transport failures after which the server may have acted on the request. */
-static int ambiguous_failure(CURLcode rc)
+int pl_client_transfer_io(CURLcode rc, const pl_response *resp)
 {
+    if (rc == CURLE_OK) return resp && (resp->too_big || !resp->headers_done) ? PL_IO_MALFORMED : PL_IO_ANSWERED;
+    /* Nothing went on the wire before the prerequest callback ran. */
+    if (!resp || resp->sends == 0) return PL_IO_NOT_SENT;
+    if (resp->too_big) return PL_IO_MALFORMED;
     switch (rc) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-        return 0;
+    case CURLE_WRITE_ERROR:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_BAD_CONTENT_ENCODING:
+        return PL_IO_MALFORMED;
     default:
-        return 1;
+        return PL_IO_UNANSWERED;
     }
 }
 
@@ -871,6 +964,7 @@ static pl_easy *pool_get(pl_client *c)
     curl_easy_setopt(s->e, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(s->e, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(s->e, CURLOPT_PREREQDATA, s);
+    curl_easy_setopt(s->e, CURLOPT_ERRORBUFFER, s->errbuf);
     return s;
 }
 
@@ -886,13 +980,13 @@ static void pool_put(pl_client *c, pl_easy *s)
     easy_free(s);
 }
 
-/* One HTTP exchange. On transport failure returns a negative code with *ambiguous
- * set when the server may have acted on it. */
+/* One HTTP exchange: *io says how far it got (PL_IO_*, outcome_int.h). On a
+ * transport failure returns its negative code; *resp_out is set when answered. */
 static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_out,
-                        int64_t *sent_mono, int *ambiguous)
+                        int64_t *sent_mono, int *io)
 {
     *resp_out = NULL;
-    *ambiguous = 0;
+    *io = PL_IO_NOT_SENT;
     pl_easy *s = pool_get(c);
     if (!s) return pl_error_nomem();
     int rc = setup_pooled(c, s, req, (long)req->timeout_s * 1000);
@@ -900,14 +994,15 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
     pl_response *resp = s->resp;
     CURL *e = s->e;
     *sent_mono = pl_now_mono_ms();
+    s->errbuf[0] = '\0';
     CURLcode cr = curl_easy_perform(e);
     pl_client_stat_add(c, PL_STAT_REQUESTS, 1);
     long connects = -1;
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
     if (connects == 0) pl_client_stat_add(c, PL_STAT_REUSED, 1);
+    *io = pl_client_transfer_io(cr, resp);
     if (cr != CURLE_OK) {
-        rc = pl_client_curl_error(cr, resp);
-        *ambiguous = ambiguous_failure(cr);
+        rc = pl_client_curl_error_easy(cr, resp, e, s->errbuf);
         pl_response_free(resp);
         /* A failed handle may hold a broken connection: drop it. */
         easy_free(s);
@@ -915,6 +1010,12 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
     }
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (*io == PL_IO_MALFORMED) { /* e.g. the status line and nothing more */
+        rc = pl_client_curl_error(cr, resp);
+        pl_response_free(resp);
+        easy_free(s);
+        return rc;
+    }
     resp->status = (int)status;
     pool_put(c, s);
     *resp_out = resp;
@@ -943,25 +1044,6 @@ static void sleep_ms(long ms)
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
 }
 
-/* Delay before retry number `attempt` (0-based): exponential with jitter in
- * [d/2, d], or Retry-After when the server gave one (capped at 60 s). */
-static long retry_delay(pl_client *c, int attempt, const pl_response *resp)
-{
-    if (resp) {
-        const char *ra = pl_response_header(resp, "Retry-After");
-        if (ra) {
-            char *end = NULL;
-            double s = strtod(ra, &end);
-            if (end && end != ra && s >= 0) return (long)(s > 60 ? 60000 : s * 1000);
-        }
-    }
-    double d = (double)c->retry_base_ms;
-    for (int i = 0; i < attempt && d < (double)c->retry_max_ms; i++) d *= 2;
-    if (d > (double)c->retry_max_ms) d = (double)c->retry_max_ms;
-    long half = (long)(d / 2);
-    return half + (long)(jitter_next() % (uint64_t)(half + 1));
-}
-
 static double now_ms_precise(void)
 {
     struct timespec ts;
@@ -969,83 +1051,42 @@ static double now_ms_precise(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Whether attempt number `attempt` (0-based) may be followed by another after
- * `delay` ms. Past max_retries, a complete or unlock keeps trying while the lock
- * it settles is still valid: giving up early during a short outage would leave
- * the message to come back only when its lock runs out. */
-static int may_retry(const pl_client *c, int attempt, int op, const pl_message *m, long delay)
-{
-    if (attempt < c->max_retries) return 1;
-    if (c->max_retries == 0 || !m || attempt >= 64) return 0;
-    if (op != PL_OP_COMPLETE && op != PL_OP_UNLOCK) return 0;
-    return pl_message_lock_remaining_ms(m) > delay;
-}
+static _Thread_local unsigned last_orphaned;
 
-static int is_settle(int op) { return op == PL_OP_COMPLETE || op == PL_OP_UNLOCK; }
+unsigned pl_client_last_orphaned(void) { return last_orphaned; }
 
-/* A complete or unlock that the server may or may not have carried out. */
-static int outcome_unknown(pl_message *m, const pl_request *req, int status, const char *why)
-{
-    int complete = req->op == PL_OP_COMPLETE;
-    atomic_store(&m->lost_reason, PL_EUNKNOWN);
-    return pl_error_set(PL_EUNKNOWN, status, 0, "%s on '%.200s': %s; the message may or may not have been %s",
-                        complete ? "complete" : "unlock", req->entity, why,
-                        complete ? "completed" : "unlocked");
-}
-
-/* Runs req with the retry policy; interprets the answer (pl_wire_result). */
+/* Runs req: an I/O loop that reports each attempt to outcome.c and does what it
+ * says (pl_call_report); the answer is read by pl_wire_result. */
 static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
 {
     int op = req->op;
-    int uncertain = 0; /* an earlier attempt may have been acted on */
-    int rc = PL_OK;
-    for (int attempt = 0;; attempt++) {
+    pl_call call;
+    pl_call_init(&call, op, req->entity, jitter_next());
+    call.resend_ok = req->resend_ok;
+    for (;;) {
         pl_response *resp = NULL;
         int64_t sent = 0;
-        int ambiguous = 0;
+        int io, status = 0;
+        long retry_after = -1;
         double t0 = now_ms_precise();
-        rc = perform_once(c, req, &resp, &sent, &ambiguous);
-        if (rc != PL_OK) {
-            if (rc == PL_ENOMEM) return rc;
-            if (rc == PL_EPROTOCOL) {
-                /* The server answered, but not readably: a settle may have been applied. */
-                return is_settle(op) && m ? outcome_unknown(m, req, 0, "its answer was malformed") : rc;
-            }
-            int safe = !ambiguous || op == PL_OP_PEEKLOCK || op == PL_OP_RENEW ||
-                       op == PL_OP_UNLOCK || op == PL_OP_COMPLETE;
-            long delay = retry_delay(c, attempt, NULL);
-            if (!safe || !may_retry(c, attempt, op, m, delay)) return rc;
-            if (ambiguous) uncertain = 1;
-            pl_client_stat_add(c, PL_STAT_RETRIES, 1);
-            sleep_ms(delay);
-            continue;
-        }
-        if (resp->sends > 1) uncertain = 1; /* libcurl re-sent it on a new connection */
-        rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent);
-        if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
-        int transient = rc == PL_ETHROTTLED ||
-                        (rc == PL_ESERVER && op != PL_OP_SEND && op != PL_OP_BATCH && op != PL_OP_RECVDEL);
-        /* A server error other than throttling (a 500, or a gateway's 502/504) may come
-         * after the settle was carried out: a retry that then finds no lock proves nothing. */
-        if (rc == PL_ESERVER && is_settle(op)) uncertain = 1;
-        long delay = transient ? retry_delay(c, attempt, resp) : 0;
-        if (transient && may_retry(c, attempt, op, m, delay)) {
-            /* (wire_result leaves a message's state alone on 5xx/429: nothing to undo) */
+        int rc = perform_once(c, req, &resp, &sent, &io);
+        if (resp) {
+            status = resp->status;
+            rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent);
+            if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
+            retry_after = pl_retry_after_ms(pl_response_header(resp, "Retry-After"));
             pl_response_free(resp);
+        }
+        int64_t left = m && op != PL_OP_PEEKLOCK && op != PL_OP_RECVDEL ? pl_message_lock_remaining_ms(m) : 0;
+        if (pl_call_report(&call, &c->policy, io, status, rc, retry_after, left) == PL_NEXT_RETRY) {
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
-            sleep_ms(delay);
+            sleep_ms(call.delay_ms);
             continue;
         }
-        pl_response_free(resp);
-        if (is_settle(op) && m) {
-            if (uncertain && rc == PL_ELOCKLOST)
-                rc = outcome_unknown(m, req, 404, "an earlier attempt may have been carried out (its answer "
-                                                  "was lost or a server error) and the retry found no lock");
-            else if (rc == PL_EPROTOCOL)
-                rc = outcome_unknown(m, req, 0, "its answer was malformed");
-        }
-        count_result(c, req, rc == PL_EUNKNOWN ? PL_ELOCKLOST : rc);
-        return rc;
+        if (op == PL_OP_PEEKLOCK) last_orphaned = (unsigned)call.orphaned;
+        if (call.orphaned) pl_client_stat_add(c, PL_STAT_ORPHANED, (uint64_t)call.orphaned);
+        count_result(c, req, call.code == PL_EUNKNOWN && m ? PL_ELOCKLOST : call.code);
+        return call.code;
     }
 }
 
@@ -1075,6 +1116,7 @@ static int receive(pl_message **out, pl_client *c, const char *entity, int timeo
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
+    if (peek) last_orphaned = 0;
     pl_request *req = NULL;
     int rc = pl_request_receive(&req, c, entity, timeout_s, peek);
     if (rc) return rc;
@@ -1101,25 +1143,11 @@ static int held_check(pl_client *c, pl_message *m)
     return PL_OK;
 }
 
-static int state_error(pl_message *m, const char *what)
-{
-    int s = pl_message_state(m);
-    if (s == PL_LOCK_LOST) {
-        int why = pl_message_lost_reason(m);
-        if (why == PL_EUNKNOWN)
-            return pl_error_set(PL_ESTATE, 0, 0, "%s: the message's earlier settle had an unknown outcome", what);
-        return pl_error_set(PL_ELOCKLOST, 0, 0, "%s: the message's lock was lost", what);
-    }
-    if (s == PL_LOCK_SETTLED) return pl_error_set(PL_ESTATE, 0, 0, "%s: the message was already settled", what);
-    if (s == PL_LOCK_SETTLING) return pl_error_set(PL_ESTATE, 0, 0, "%s: the message is being settled", what);
-    return pl_error_set(PL_ESTATE, 0, 0, "%s: the message holds no lock", what);
-}
-
 int pl_renew_lock(pl_client *c, pl_message *m)
 {
     int rc = held_check(c, m);
     if (rc) return rc;
-    if (pl_message_state(m) != PL_LOCK_HELD) return state_error(m, "renew-lock");
+    if ((rc = pl_fence_enter(m, PL_OP_RENEW)) != PL_OK) return rc;
     pl_request *req = NULL;
     if ((rc = pl_client_settle_request(&req, c, m, PL_SETTLE_RENEW)) != PL_OK) return rc;
     rc = run(c, req, NULL, m);
@@ -1127,26 +1155,22 @@ int pl_renew_lock(pl_client *c, pl_message *m)
     return rc;
 }
 
-static int settle(pl_client *c, pl_message *m, int op, const char *what)
+/* The settle fence (outcome.c): held -> settling before the request goes out,
+ * then settled, lost, unknown (remembered), or held again. */
+static int settle(pl_client *c, pl_message *m, int op)
 {
     int rc = held_check(c, m);
     if (rc) return rc;
-    if (!pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING)) return state_error(m, what);
+    int wop = op == PL_SETTLE_COMPLETE ? PL_OP_COMPLETE : PL_OP_UNLOCK;
+    if ((rc = pl_fence_enter(m, wop)) != PL_OK) return rc;
     pl_request *req = NULL;
-    if ((rc = pl_client_settle_request(&req, c, m, op)) != PL_OK) {
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
-        return rc;
+    if ((rc = pl_client_settle_request(&req, c, m, op)) == PL_OK) {
+        rc = run(c, req, NULL, m);
+        pl_request_free(req);
     }
-    rc = run(c, req, NULL, m);
-    pl_request_free(req);
-    if (rc != PL_OK && rc != PL_ELOCKLOST && rc != PL_ENOTFOUND && rc != PL_EUNKNOWN) {
-        /* Not settled and not lost (throttled, timed out, ...): still held. */
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
-    } else if (rc == PL_EUNKNOWN) {
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_LOST);
-    }
+    pl_fence_leave(m, rc);
     return rc;
 }
 
-int pl_unlock(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_UNLOCK, "unlock"); }
-int pl_complete(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_COMPLETE, "complete"); }
+int pl_unlock(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_UNLOCK); }
+int pl_complete(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_COMPLETE); }

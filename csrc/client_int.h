@@ -44,6 +44,21 @@ int pl_client_setup_easy(pl_client *c, CURL *easy, const pl_request *req, long e
 /* Maps a failed transfer (CURLcode != CURLE_OK) to a PL_E* code and sets the
  * thread's last error: PL_ETIMEOUT, PL_ECONNECT, PL_EPROTOCOL (limits exceeded). */
 int pl_client_curl_error(CURLcode rc, const pl_response *resp);
+/* Same, more precise with the handle (CURLINFO_OS_ERRNO: out of file descriptors)
+ * and its CURLOPT_ERRORBUFFER (which TLS check failed); either may be NULL. A CA
+ * file that cannot be used is PL_EINVAL (not retried); a certificate that fails
+ * verification is not retryable. */
+int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, const char *errbuf);
+
+/* How far a transfer that ended with rc got (PL_IO_*, outcome_int.h): not sent
+ * (nothing reached the wire), unanswered, malformed (cut short, over a limit),
+ * or answered. For outcome.c. */
+int pl_client_transfer_io(CURLcode rc, const pl_response *resp);
+
+/* The client's retry policy (max_retries, backoff), for drivers that run their
+ * own I/O and ask outcome.c (the cosocket driver). */
+struct pl_policy;
+const struct pl_policy *pl_client_policy(const pl_client *c);
 
 /* The request timeout the client uses (ms), for drivers that want the same. */
 long pl_client_request_timeout_ms(const pl_client *c);
@@ -51,7 +66,8 @@ long pl_client_request_timeout_ms(const pl_client *c);
 /* Statistics (atomic counters). */
 typedef enum pl_stat {
     PL_STAT_REQUESTS, PL_STAT_REUSED, PL_STAT_RETRIES, PL_STAT_SENT, PL_STAT_RECEIVED,
-    PL_STAT_COMPLETED, PL_STAT_ABANDONED, PL_STAT_RENEWED, PL_STAT_LOST, PL_STAT__COUNT
+    PL_STAT_COMPLETED, PL_STAT_ABANDONED, PL_STAT_RENEWED, PL_STAT_LOST, PL_STAT_ORPHANED,
+    PL_STAT__COUNT
 } pl_stat;
 void pl_client_stat_add(pl_client *c, pl_stat which, uint64_t n);
 /* Records one renew round trip (feeds renew_p50_ms / renew_p99_ms). */

@@ -243,6 +243,7 @@ static pl_message *message_init(pl_message *m)
     atomic_init(&m->refs, 1);
     atomic_init(&m->lock_state, PL_LOCK_NONE);
     atomic_init(&m->lost_reason, 0);
+    atomic_init(&m->settle_kind, 0);
     atomic_init(&m->lock_expiry_mono_ms, 0);
     m->seq = m->enqueued_seq = m->enqueued_time = m->locked_until = -1;
     m->delivery_count = -1;
@@ -495,6 +496,10 @@ int64_t pl_message_property_datetime(const pl_message *m, size_t i)
     return (m && i < m->nprops && m->props[i].type == PL_PROP_DATETIME) ? m->props[i].i : -1;
 }
 int pl_message_lock_state(const pl_message *m) { return m ? pl_message_state(m) : PL_LOCK_NONE; }
+int pl_message_settle_kind(const pl_message *m)
+{
+    return m ? atomic_load(&((pl_message *)m)->settle_kind) : 0;
+}
 int64_t pl_message_lock_duration_ms(const pl_message *m) { return m ? m->lock_duration_ms : 0; }
 int64_t pl_message_lock_expiry_mono_ms(const pl_message *m)
 {
@@ -602,6 +607,14 @@ int pl_outgoing_set_force_persistence(pl_outgoing *m, int on)
 {
     if (!m) return pl_error_inval("m", "must not be NULL");
     m->force_persistence = on ? 1 : 0;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_set_resend(pl_outgoing *m, int on)
+{
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    m->resend = on ? 1 : 0;
     pl_error_ok();
     return PL_OK;
 }
@@ -740,6 +753,7 @@ int pl_outgoing_clone(pl_outgoing **out, const pl_outgoing *m)
     c->ttl = m->ttl;
     c->scheduled = m->scheduled;
     c->force_persistence = m->force_persistence;
+    c->resend = m->resend;
     if (m->content_type && !(c->content_type = pl_strdup(m->content_type))) goto oom;
     for (int i = 0; i < PL_OUT_NFIELDS; i++)
         if (m->fields[i] && !(c->fields[i] = pl_strdup(m->fields[i]))) goto oom;

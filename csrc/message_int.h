@@ -33,6 +33,8 @@ struct pl_message {
     /* lock bookkeeping */
     atomic_int lock_state;            /* PL_LOCK_* */
     atomic_int lost_reason;           /* PL_E* code that made it lost, 0 otherwise */
+    atomic_int settle_kind;           /* PL_SETTLE_UNLOCK/COMPLETE: the settle that took the
+                                         fence last, 0 before any */
     atomic_int_least64_t lock_expiry_mono_ms; /* client estimate, pl_now_mono_ms() scale */
     int64_t lock_duration_ms;         /* learned at receive: LockedUntilUtc - Date */
 
@@ -137,6 +139,8 @@ struct pl_outgoing {
     double ttl;                    /* < 0: unset */
     int64_t scheduled;             /* < 0: unset */
     int force_persistence;         /* -1 unset, 0, 1 */
+    int resend;                    /* pl_outgoing_set_resend: may be sent again after a
+                                      lost answer (needs a MessageId) */
     pl_prop *props;
     size_t nprops;
 };

@@ -31,6 +31,7 @@
 #include "client_int.h"
 #include "error_int.h"
 #include "message_int.h"
+#include "outcome_int.h"
 #include "schedule_int.h"
 #include "wire_int.h"
 
@@ -364,19 +365,6 @@ static void renew_failed(pl_renewer *r, rn_entry *e, int code, int http, long re
     drop_entry(r, e);
 }
 
-static long parse_retry_after_ms(const pl_response *resp)
-{
-    const char *v = resp ? pl_response_header(resp, "Retry-After") : NULL;
-    if (!v)
-        return 0;
-    char *end;
-    errno = 0;
-    double s = strtod(v, &end);
-    if (end == v || errno || !(s > 0) || s > 3600)
-        return 0;
-    return (long)(s * 1000.0);
-}
-
 /* Processes a finished renew (under mu). */
 static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
 {
@@ -386,7 +374,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     double rtt = now_precise_ms() - s->sent_precise_ms;
     int rc, http = 0;
     long retry_after = 0;
-    if (res == CURLE_OK && s->resp) {
+    if (pl_client_transfer_io(res, s->resp) == PL_IO_ANSWERED) {
         http = s->resp->status;
         /* Interpreted here rather than by pl_response_result so that a 404 never
          * touches a message whose settle has started (HELD -> LOST only, below). */
@@ -397,12 +385,14 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         } else {
             rc = pl_wire_status_error(s->req, s->resp);
         }
-        retry_after = parse_retry_after_ms(s->resp);
+        retry_after = pl_retry_after_ms(pl_response_header(s->resp, "Retry-After"));
+        if (retry_after < 0)
+            retry_after = 0; /* none: the schedule's backoff */
         pl_sched_observe_rtt(&r->sched, rtt);
         if (rc == PL_OK)
             pl_client_record_renew_rtt(r->client, rtt);
     } else {
-        rc = pl_client_curl_error(res, s->resp);
+        rc = pl_client_curl_error_easy(res, s->resp, s->easy, NULL);
         if (rc == PL_OK) /* cannot happen; never take a failed transfer for success */
             rc = PL_ECONNECT;
         if (res == CURLE_OPERATION_TIMEDOUT) /* a slow server widens the margin too */
@@ -450,23 +440,22 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     renew_failed(r, e, rc, http, retry_after, now);
 }
 
-/* Processes a finished unlock during close (under mu). */
+/* Processes a finished unlock during close (under mu): one attempt, reported to
+ * outcome.c, whose verdict the fence records (settled, lost, unknown, or held
+ * again when the request never went out). */
 static void finish_unlock(pl_renewer *r, rn_slot *s, CURLcode res)
 {
     pl_message *m = s->m;
-    int rc = res == CURLE_OK ? pl_response_result(NULL, r->client, s->req, m, s->resp, s->sent_ms)
-                             : pl_client_curl_error(res, s->resp);
-    if (res != CURLE_OK && rc == PL_OK)
+    int io = pl_client_transfer_io(res, s->resp);
+    int rc = io == PL_IO_ANSWERED ? pl_response_result(NULL, r->client, s->req, m, s->resp, s->sent_ms)
+                                  : pl_client_curl_error(res, s->resp);
+    if (io != PL_IO_ANSWERED && rc == PL_OK)
         rc = PL_ECONNECT;
-    if (rc == PL_OK) {
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_SETTLED); /* counted by the client */
-    } else if (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND) {
-        pl_message_mark_lost(m, rc, 1);
-    } else {
-        /* Unknown whether it was unlocked: the lock is still ours until it
-         * expires; hand the message back as held. */
-        pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
-    }
+    static const pl_policy once = { 0, 0, 0 };
+    pl_call call;
+    pl_call_init(&call, PL_OP_UNLOCK, s->req->entity, 1);
+    pl_call_report(&call, &once, io, io == PL_IO_ANSWERED ? s->resp->status : 0, rc, -1, 0);
+    pl_fence_leave(m, call.code);
 }
 
 /* Takes finished transfers off the multi handle (under mu). */
@@ -573,8 +562,13 @@ static void abort_inflight(pl_renewer *r)
         if (!s->op)
             continue;
         curl_multi_remove_handle(r->multi, s->easy);
-        if (s->op == PL_SETTLE_UNLOCK) /* outcome unknown: the lock is still ours */
-            pl_message_cas_state(s->m, PL_LOCK_SETTLING, PL_LOCK_HELD);
+        if (s->op == PL_SETTLE_UNLOCK) {
+            /* Cut off: unknown once the request went out, else still ours. */
+            if (s->resp && s->resp->sends > 0)
+                pl_fence_unknown(s->m);
+            else
+                pl_message_cas_state(s->m, PL_LOCK_SETTLING, PL_LOCK_HELD);
+        }
         rn_entry *e = s->e;
         if (e) {
             e->inflight = NULL;
@@ -616,6 +610,9 @@ static void unlock_all(pl_renewer *r)
             pl_message *m = todo[next++];
             if (!pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING))
                 continue; /* being settled by its handler, or lost */
+            /* Settled behind its handler's back: the reason says so to a later
+             * settle, and to the bindings' with-blocks. */
+            atomic_store(&m->lost_reason, PL_ECLOSED);
             if (start_transfer(r, NULL, m, PL_SETTLE_UNLOCK) != PL_OK)
                 pl_message_cas_state(m, PL_LOCK_SETTLING, PL_LOCK_HELD);
         }

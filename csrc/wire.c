@@ -11,7 +11,7 @@
 #include "wire_int.h"
 
 
-static const char *op_name(int op)
+const char *pl_wire_op_name(int op)
 {
     switch (op) {
     case PL_OP_SEND: return "send";
@@ -227,10 +227,20 @@ static int req_base(pl_request **out, int op, const char *method, const char *en
     return PL_OK;
 }
 
+/* Whether m may be sent again after a lost answer: PL_EINVAL when it opted in
+ * without the MessageId that duplicate detection keys on. */
+static int resend_check(const pl_outgoing *m, const char *arg)
+{
+    if (m->resend && (!m->fields[0] || !m->fields[0][0]))
+        return pl_error_inval(arg, "resend needs a MessageId (the entity's duplicate detection keys on it)");
+    return PL_OK;
+}
+
 int pl_wire_send(pl_request **out, const char *endpoint, const char *entity, const pl_outgoing *m,
                  const char *auth)
 {
     if (!m) return pl_error_inval("m", "must not be NULL");
+    if (resend_check(m, "m")) return PL_EINVAL;
     pl_request *r;
     int rc = req_base(&r, PL_OP_SEND, "POST", endpoint, entity, "/messages", auth);
     if (rc) return rc;
@@ -248,6 +258,7 @@ int pl_wire_send(pl_request **out, const char *endpoint, const char *entity, con
     memcpy(r->body, m->body, m->body_len);
     r->body_len = m->body_len;
     r->msg_count = 1;
+    r->resend_ok = m->resend;
     *out = r;
     return PL_OK;
 fail:
@@ -260,6 +271,11 @@ int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, co
 {
     if (!b) return pl_error_inval("b", "must not be NULL");
     if (b->n == 0) return pl_error_inval("b", "the batch is empty");
+    int resend_all = 1;
+    for (size_t i = 0; i < b->n; i++) {
+        if (resend_check(b->items[i], "b")) return PL_EINVAL;
+        resend_all = resend_all && b->items[i]->resend;
+    }
     pl_request *r;
     int rc = req_base(&r, PL_OP_BATCH, "POST", endpoint, entity, "/messages", auth);
     if (rc) return rc;
@@ -267,6 +283,7 @@ int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, co
     if (!rc) rc = pl_batch_json((char **)&r->body, &r->body_len, b);
     if (rc) { pl_request_free(r); return rc; }
     r->msg_count = b->n;
+    r->resend_ok = resend_all;
     *out = r;
     return PL_OK;
 }
@@ -454,9 +471,78 @@ const char *pl_response_header(const pl_response *r, const char *name)
 
 /* ---- errors --------------------------------------------------------------- */
 
-/* Copies the <Detail> text (or the body) into out, dropping control characters
- * and anything that could be a secret (the lock token, a sig= value). */
-static void error_detail(char *out, size_t outlen, const pl_response *resp, const char *secret)
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* s[0..n) lower-cased with every %XX decoded, as often as it stays encoded (a
+ * crafted body may encode twice): a comparable form that literal patterns cannot
+ * dodge. NULL when out of memory. */
+static char *canonical(const char *s, size_t n)
+{
+    char *a = malloc(n + 1);
+    if (!a) return NULL;
+    for (size_t i = 0; i < n; i++) a[i] = (char)tolower((unsigned char)s[i]);
+    a[n] = '\0';
+    for (int round = 0; round < 4; round++) {
+        size_t o = 0, changed = 0;
+        for (size_t i = 0; a[i]; i++) {
+            int h, l;
+            if (a[i] == '%' && (h = hexval(a[i + 1])) >= 0 && (l = hexval(a[i + 2])) >= 0) {
+                a[o++] = (char)tolower(h * 16 + l);
+                i += 2;
+                changed = 1;
+            } else {
+                a[o++] = a[i];
+            }
+        }
+        a[o] = '\0';
+        if (!changed) break;
+    }
+    return a;
+}
+
+/* 1 when the canonical hay holds the canonical form of the secret s. */
+static int holds(const char *hay, const char *s, size_t n)
+{
+    if (!s || n < 4) return 0;
+    char *c = canonical(s, n);
+    int r = c ? strstr(hay, c) != NULL : 1;
+    free(c);
+    return r;
+}
+
+/* Whether [start, end) of an answer, decoded, holds anything that is or looks like
+ * a secret: the request's lock token or signature (by value, however encoded), the
+ * Authorization value, or the names that introduce one. */
+static int echoes_secret(const char *start, const char *end, const pl_request *req, const char *token)
+{
+    char *hay = canonical(start, (size_t)(end - start));
+    if (!hay) return 1;
+    int r = strstr(hay, "sig=") || strstr(hay, "sharedaccesssignature") || strstr(hay, "sharedaccesskey") ||
+            holds(hay, token, token ? strlen(token) : 0);
+    for (size_t i = 0; !r && req && i < req->nheaders; i++) {
+        if (!pl_strcaseeq(req->headers[i].name, "Authorization")) continue;
+        const char *v = req->headers[i].value, *sig = strstr(v, "sig=");
+        if (sig) {
+            sig += 4;
+            r = holds(hay, sig, strcspn(sig, "&"));
+        }
+        r = r || holds(hay, v, strlen(v));
+    }
+    if (!r && req && req->op >= PL_OP_RENEW) { /* a settle URL ends with the lock token */
+        const char *slash = strrchr(req->url, '/');
+        if (slash) r = holds(hay, slash + 1, strcspn(slash + 1, "?"));
+    }
+    free(hay);
+    return r;
+}
+
+/* Copies the <Detail> text (or the body) into out, dropping control characters. An
+ * answer that echoes anything like a secret (echoes_secret) is withheld whole. */
+static void error_detail(char *out, size_t outlen, const pl_response *resp, const pl_request *req,
+                         const char *secret)
 {
     out[0] = '\0';
     if (!resp->body || !resp->body_len) return;
@@ -466,6 +552,10 @@ static void error_detail(char *out, size_t outlen, const pl_response *resp, cons
         start = d + 8;
         const char *e = strstr(start, "</Detail>");
         if (e) end = e;
+    }
+    if (echoes_secret(start, end, req, secret)) {
+        snprintf(out, outlen, "(detail withheld: the answer echoed what may be a secret)");
+        return;
     }
     size_t o = 0;
     for (const char *p = start; p < end && o + 1 < outlen; p++) {
@@ -517,8 +607,8 @@ int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const
         else code = PL_EHTTP;
     }
     char detail[240];
-    error_detail(detail, sizeof detail, resp, m ? m->lock_token : NULL);
-    return pl_error_set(code, st, retry, "%s on '%.200s': HTTP %d%s%s", op_name(req->op),
+    error_detail(detail, sizeof detail, resp, req, m ? m->lock_token : NULL);
+    return pl_error_set(code, st, retry, "%s on '%.200s': HTTP %d%s%s", pl_wire_op_name(req->op),
                         req->entity ? req->entity : "", st, detail[0] ? ": " : "", detail);
 }
 
@@ -572,7 +662,9 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
     m->body_len = resp->body_len;
     if (ct && !(m->content_type = pl_message_strndup(m, ct, ctlen))) rc = pl_error_nomem();
     else if (bp) rc = pl_message_parse_broker(m, bp, bplen);
-    else if (peek) rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no BrokerProperties");
+    else /* a 200 without it is not a message: e.g. an answer cut short after the status line */
+        rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "%s response has no BrokerProperties",
+                          peek ? "peek-lock" : "receive-and-delete");
     for (size_t i = 0; !rc && i < resp->nheaders; i++) {
         const pl_header *h = &resp->headers[i];
         if ((h->kind >= 0 ? h->kind : pl_header_kind(h->name, strlen(h->name))) == PL_HDR_CUSTOM)
@@ -639,7 +731,7 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
     if (!resp) return pl_error_inval("resp", "must not be NULL");
     if (resp->too_big)
         return pl_error_set(PL_EPROTOCOL, resp->status, 0, "%s: response exceeded a size limit",
-                            op_name(req->op));
+                            pl_wire_op_name(req->op));
     int st = resp->status;
     switch (req->op) {
     case PL_OP_SEND:
@@ -652,7 +744,7 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
         if (st == 204) { pl_error_ok(); return PL_EMPTY; }
         if (st == 200 || st == 201) {
             int rc = build_message(out, client, endpoint, req, resp, sent_mono_ms);
-            if (rc) pl_error_prefix(op_name(req->op));
+            if (rc) pl_error_prefix(pl_wire_op_name(req->op));
             else pl_error_ok();
             return rc;
         }

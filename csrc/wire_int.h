@@ -43,6 +43,8 @@ struct pl_request {
     unsigned char *body;
     size_t body_len;
     size_t msg_count;       /* messages carried (send 1, batch n) */
+    int resend_ok;          /* send/batch: every message opted in to being sent again
+                               after a lost answer and carries a MessageId */
     char strs[];
 };
 
@@ -63,6 +65,9 @@ struct pl_response {
     size_t nseen;           /* collecting: headers seen (kept or dropped), for the limit */
     int only_retry_after;   /* collecting: keep only Retry-After (answers to sends and
                                settles need no other header) */
+    int headers_done;       /* collecting: the blank line that ends the headers came (a
+                               transfer that ends without it was cut short, even when
+                               libcurl reports success) */
     int sends;              /* times the driver put the request on the wire (libcurl
                                silently re-sends once on a dead reused connection:
                                more than 1 means an earlier copy may have been acted on) */
@@ -78,6 +83,9 @@ static inline int pl_response_inline_block(const pl_response *r, const char *p)
 {
     return (uintptr_t)p >= (uintptr_t)r->strs && (uintptr_t)p < (uintptr_t)(r->strs + sizeof r->strs);
 }
+
+/* Name of an operation for messages ("send", "peek-lock", ...). */
+const char *pl_wire_op_name(int op);
 
 /* Validates an entity path and returns its percent-encoded form (free()). */
 int pl_entity_encode(char **out, const char *entity);

@@ -68,6 +68,7 @@ local LOCK_STATES = {
   [core.PL_LOCK_SETTLING] = "settling",
   [core.PL_LOCK_SETTLED] = "settled",
   [core.PL_LOCK_LOST] = "lost",
+  [core.PL_LOCK_UNKNOWN] = "unknown",
 }
 
 -- ------------------------------------------------------------------ errors
@@ -212,7 +213,7 @@ end
 -- Builds a pl_outgoing handle for one item of build_batch (body a string, opts the item
 -- table or nil, as build_batch checked). Raises on wrong types and unknown options.
 -- The options (content_type, time_to_live, scheduled_enqueue_time, force_persistence,
--- properties, the BROKER_FIELDS, and body, ignored: send_batch items carry theirs) are
+-- resend, properties, the BROKER_FIELDS, and body, ignored: send_batch items carry theirs) are
 -- checked and set by core.outgoing_from in one call; argument errors come back from it
 -- as values and are worded here.
 local function build_outgoing(fname, body, opts)
@@ -592,7 +593,8 @@ function Client:with_lock(entity, opts, fn)
     return nil, err
   end
   local res = pack(pcall(fn, msg))
-  core.pl_renewer_remove(r, mh)
+  -- (fn may have closed the client, and with it this renewer)
+  if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key] = nil, nil
@@ -605,6 +607,19 @@ function Client:with_lock(entity, opts, fn)
   if state == core.PL_LOCK_LOST then
     msg:free()
     return nil, lost_error(info, "with_lock")
+  end
+  -- settled behind the handler's back: a settle with an unknown outcome, or an abandon when
+  -- the client closed while the handler ran (pl_message_lost_reason says which)
+  if state == core.PL_LOCK_UNKNOWN or (state == core.PL_LOCK_SETTLED
+      and core.pl_message_lost_reason(mh) == core.PL_ECLOSED) then
+    local unknown = state == core.PL_LOCK_UNKNOWN
+    msg:free()
+    return nil, new_error({ code = unknown and "unknown_outcome" or "closed",
+      errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = "with_lock",
+      message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
+                            .. "may or may not have been completed"
+                or "the message was abandoned when the client closed while the handler ran; it was not "
+                   .. "completed and will be delivered again" })
   end
   if state == core.PL_LOCK_HELD then
     local ok, cerr = self:_settle(msg, "complete")

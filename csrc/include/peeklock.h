@@ -61,9 +61,12 @@ PL_EXTERN const char *pl_version(void);
 #define PL_ETIMEOUT      (-9)  /* transport timeout */
 #define PL_ECONNECT     (-10)  /* could not connect, connection reset, TLS failure */
 #define PL_EPROTOCOL    (-11)  /* malformed or unexpected response */
-#define PL_EUNKNOWN     (-12)  /* outcome unknown: e.g. complete timed out and the
-                                  retry found nothing; the message may or may not
-                                  have been settled */
+#define PL_EUNKNOWN     (-12)  /* outcome unknown: the request may or may not have
+                                  been carried out (a send may have stored the
+                                  message, a receive-and-delete removed one, a
+                                  complete or unlock settled it). Remembered on a
+                                  message: a later settle says PL_EUNKNOWN again.
+                                  The table: docs/c-api.md, "Outcomes" */
 #define PL_EBADREQUEST  (-13)  /* 400 */
 #define PL_ECONFLICT    (-14)  /* 409 */
 #define PL_ESTATE       (-15)  /* the object is in the wrong state for the call
@@ -71,6 +74,9 @@ PL_EXTERN const char *pl_version(void);
 #define PL_ECLOSED      (-16)  /* the client or renewer was closed */
 #define PL_EHTTP        (-17)  /* any other unexpected HTTP status */
 #define PL_EINTERNAL    (-18)  /* a bug in peeklock */
+
+/* The same code under the name the bindings use (OutcomeUnknownError). */
+#define PL_EOUTCOME_UNKNOWN PL_EUNKNOWN
 
 /* Static, human-readable name of a code ("PL_ELOCKLOST: lock lost"). Never NULL. */
 PL_EXTERN const char *pl_strerror(int code);
@@ -131,13 +137,15 @@ PL_EXTERN int pl_connstr_development_emulator(const pl_connstr *cs); /* 0 or 1 *
 /* threads at once, except pl_client_free, which must not race with the      */
 /* caller's own calls on that client (messages and renewers keep their own    */
 /* references, so they may outlive the caller's).                             */
-/* Retries: failures where retrying is safe (connect errors; 503/429; other   */
-/* 5xx except on send and receive-and-delete; timeouts and dropped answers on */
-/* peek-lock, renew, unlock, complete) are retried max_retries times with     */
-/* exponential backoff and jitter, or after Retry-After when the server gives */
-/* one. Past max_retries (when it is not 0), unlock and complete keep trying  */
-/* (at most 64 tries) while the lock they settle is still valid, so a short   */
-/* outage does not send the message back after lock expiry. docs/c-api.md.    */
+/* Outcomes (csrc/outcome.c; the table: docs/c-api.md, "Outcomes"): failures */
+/* where retrying is safe (nothing sent; 503/429; other 5xx and lost answers  */
+/* on peek-lock, renew, unlock, complete) are retried max_retries times with  */
+/* exponential backoff and jitter, or after Retry-After. A send, batch or     */
+/* receive-and-delete whose answer was lost, cut short or a 5xx other than    */
+/* 503 returns PL_EUNKNOWN (never retried unless pl_outgoing_set_resend), as  */
+/* does a settle that fails after an attempt that may have been carried out. */
+/* Past max_retries (when it is not 0), unlock and complete keep trying (at   */
+/* most 64 tries) while the lock they settle is still valid.                  */
 /* ------------------------------------------------------------------------ */
 
 typedef struct pl_client pl_client;
@@ -198,9 +206,17 @@ typedef struct pl_client_stats {
     uint64_t lost;              /* locks found lost */
     double renew_p50_ms;        /* renew round-trip percentiles, 0 if none yet */
     double renew_p99_ms;
+    uint64_t orphaned_locks;    /* peek-locks whose answer was lost or unreadable: a
+                                   message may stay locked by nobody until its lock
+                                   expires (then it is delivered again) */
 } pl_client_stats;
 
 PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
+/* How many of the calling thread's last pl_peek_lock's attempts lost their answer (or got an
+ * unreadable one) after the server may have locked a message: that message stays locked by
+ * nobody until its lock expires, then comes back. 0 normally; for warnings (bindings log
+ * it). */
+PL_EXTERN unsigned pl_client_last_orphaned(void);
 
 /* ------------------------------------------------------------------------ */
 /* Outgoing messages                                                          */
@@ -219,6 +235,12 @@ PL_EXTERN int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const ch
 PL_EXTERN int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds);
 PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds);
 PL_EXTERN int pl_outgoing_set_force_persistence(pl_outgoing *m, int on);
+/* Opt-in: when a send's answer is lost after the request left, send it again
+ * instead of returning PL_EUNKNOWN. Only safe on an entity with duplicate
+ * detection, which drops the second copy by MessageId: a message with resend on
+ * and no MessageId is refused (PL_EINVAL) when sent. A batch is sent again only
+ * when every message in it opted in. Off by default. */
+PL_EXTERN int pl_outgoing_set_resend(pl_outgoing *m, int on);
 /* Custom properties, each sent as its own header and typed by the server from
  * its form: strings quoted (inner quotes escaped), numbers bare, booleans
  * true/false, dates as quoted RFC 1123 GMT. Names must be HTTP tokens and not
@@ -248,6 +270,9 @@ typedef struct pl_message pl_message;
 #define PL_LOCK_SETTLING  2   /* complete or unlock in progress: no renewal goes out */
 #define PL_LOCK_SETTLED   3
 #define PL_LOCK_LOST      4
+#define PL_LOCK_UNKNOWN   5   /* a complete or unlock whose outcome could not be known:
+                                 it may or may not have been settled; any later
+                                 settle returns PL_EUNKNOWN */
 
 /* Custom property types, as the server typed them from the header's form. */
 #define PL_PROP_STRING    1
@@ -298,8 +323,17 @@ PL_EXTERN int pl_message_lock_state(const pl_message *m);             /* PL_LOCK
 PL_EXTERN int64_t pl_message_lock_duration_ms(const pl_message *m);   /* learned from receive */
 PL_EXTERN int64_t pl_message_lock_expiry_mono_ms(const pl_message *m);/* pl_now_mono_ms() scale */
 PL_EXTERN int64_t pl_message_lock_remaining_ms(const pl_message *m);  /* <= 0 when expired */
-/* Code of the failure that made the lock lost (PL_ELOCKLOST, PL_ENOTFOUND, …), 0 if not lost. */
+/* Code of the failure that made the lock lost (PL_ELOCKLOST, PL_ENOTFOUND, …), 0 if not lost;
+ * PL_EUNKNOWN in state PL_LOCK_UNKNOWN; PL_ECLOSED when pl_renewer_close(r, 1) settled
+ * (unlocked) it behind its handler's back (a later settle then returns PL_ECLOSED). */
 PL_EXTERN int pl_message_lost_reason(const pl_message *m);
+
+/* Which settle moved the message out of PL_LOCK_HELD last: PL_SETTLE_COMPLETE or
+ * PL_SETTLE_UNLOCK (an unlock by pl_renewer_close included; see pl_request_settle),
+ * 0 when none has. With pl_message_lock_state it tells the outcome: SETTLED by a
+ * complete (completed) or an unlock (abandoned); UNKNOWN: that settle may or may
+ * not have been carried out. Atomic; any thread. */
+PL_EXTERN int pl_message_settle_kind(const pl_message *m);
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
 PL_EXTERN int64_t pl_now_mono_ms(void);

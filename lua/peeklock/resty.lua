@@ -85,18 +85,24 @@ local function split_header(line)
   return sub(line, 1, c - 1), sub(line, s, e)
 end
 
--- Reads the body: Content-Length, chunked, or until the server closes.
+local MAX_BODY = core.max_body_bytes -- the core's limit, enforced here as the body streams in
+local TOO_BIG = "body over the limit"
+
+-- Reads the body: Content-Length, chunked, or until the server closes; never more than
+-- MAX_BODY bytes (refused as it streams in, not buffered whole and checked after).
 local function read_body(sock, status, method, length, chunked)
   if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
     return "", true
   end
   if chunked then
-    local parts = {}
+    local parts, total = {}, 0
     while true do
       local line, err = sock:receive("*l")
       if not line then return nil, err end
       local size = tonumber(line:match("^%s*(%x+)"), 16)
       if not size then return nil, "bad chunk size" end
+      total = total + size
+      if total > MAX_BODY then return nil, TOO_BIG end
       if size == 0 then
         repeat -- trailers, up to the empty line
           line, err = sock:receive("*l")
@@ -114,13 +120,23 @@ local function read_body(sock, status, method, length, chunked)
   end
   if length then
     if length == 0 then return "", true end
+    if length > MAX_BODY then return nil, TOO_BIG end
     local data, err = sock:receive(length)
     if not data then return nil, err end
     return data, true
   end
-  local data, err, partial = sock:receive("*a")
-  if not data then return nil, err, partial end
-  return data, false
+  local parts, total = {}, 0
+  while true do
+    local data, err, partial = sock:receive(65536)
+    data = data or partial
+    if data and #data > 0 then
+      total = total + #data
+      if total > MAX_BODY then return nil, TOO_BIG end
+      parts[#parts + 1] = data
+    end
+    if err == "closed" then return concat(parts), false end
+    if err then return nil, err end
+  end
 end
 
 -- One request (a pl_request handle) -> status, headers { name, value, name, value, ... }, body | nil, err
@@ -166,7 +182,11 @@ local function http_exchange(self, req, op, read_timeout_ms)
   local headers, length, chunked, close = {}, nil, false, false
   while true do
     line, err = sock:receive("*l")
-    if not line then sock:close(); return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "headers cut short", err), UNANSWERED end
+    if not line then
+      sock:close()
+      if err == "timeout" then return nil, transport_error("timeout", op, "headers cut short", err), UNANSWERED end
+      return nil, transport_error("protocol", op, "headers cut short", err), MALFORMED -- the status line came
+    end
     if line == "" then break end
     local name, value = split_header(line)
     if name then
@@ -183,6 +203,10 @@ local function http_exchange(self, req, op, read_timeout_ms)
   if not data then
     sock:close()
     if err == "timeout" then return nil, transport_error("timeout", op, "body cut short", err), UNANSWERED end
+    if err == TOO_BIG then
+      return nil, transport_error("protocol", op, "response exceeded a size limit",
+                                  "its body is over " .. MAX_BODY .. " bytes"), MALFORMED
+    end
     return nil, transport_error("protocol", op, "body cut short", err), MALFORMED -- as libcurl's partial file
   end
   reusable = err -- second value of read_body: whether the connection can be reused
@@ -192,112 +216,44 @@ local function http_exchange(self, req, op, read_timeout_ms)
 end
 
 -- One attempt: send req, feed the answer to the C core.
--- rc, message-handle | nil, err, how far it got (UNSENT...ANSWERED), Retry-After in ms or nil
+-- how (UNSENT...ANSWERED), rc (its PL_* code), message handle | nil, err (a transport
+-- error) | nil, status, the Retry-After header value | nil
 local function attempt(self, req, op, msg_h, read_timeout_ms)
   local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
-  if not status then return nil, headers, body end
+  if not status then return body, headers.errno, nil, headers end
   local rc, out, answered = core.result_from(self._h, req, msg_h, status, headers, body, sent_ms)
-  if not answered then return nil, last_error(rc, op), MALFORMED end
+  if not answered then return MALFORMED, rc, nil, nil, status end
+  local retry_after
   if rc < 0 then
-    local err = last_error(rc, op)
-    local retry_after_ms
     for i = 1, #headers, 2 do
-      if lower(headers[i]) == "retry-after" then
-        local s = tonumber(headers[i + 1])
-        if s and s >= 0 then retry_after_ms = s > 60 and 60000 or floor(s * 1000) end
-      end
+      if lower(headers[i]) == "retry-after" then retry_after = headers[i + 1] end
     end
-    return nil, err, ANSWERED, retry_after_ms
   end
-  return rc, out
+  return ANSWERED, rc, out, nil, status, retry_after
 end
 
--- ------------------------------------------------------------------ retry policy
--- The blocking client's retry policy, written down once for cosockets. It follows
--- csrc/client.c: run() (what is retried), may_retry() (how often) and retry_delay()
--- (how long to wait); keep the two in step.
---
---   * The request never went out (connect or TLS handshake failed): tried again,
---     whatever the operation.
---   * It went out but no complete answer came back (timeout, connection closed, send
---     cut short): it may have been applied. Tried again only for peek_lock, renew,
---     abandon and complete (RESEND_SAFE), never for send/send_batch (a duplicate) nor
---     receive_and_delete (a lost message).
---   * A malformed answer (bad status line, body cut short): never tried again.
---   * An answer: 429/503 (throttled) is tried again for every operation; any other 5xx
---     (server) only for peek_lock, renew, abandon and complete: a send, send_batch or
---     receive_and_delete answered 500 may have been applied (a duplicate or a lost
---     message), so that error goes back to the caller. Other statuses: never.
---   * How often: up to max_retries retries; past that, a complete or abandon keeps
---     trying (at most 64 attempts) while its lock outlives the next delay, so a short
---     outage does not send the message back after its lock expires.
---   * Delay: the answer's Retry-After (capped at 60 s), else retry_base_ms * 2^n capped
---     at retry_max_ms, jittered into [d/2, d]; ngx.sleep, so the worker keeps serving.
---   * A complete or abandon retried after an attempt that may have been carried out (no
---     answer, or a 5xx other than throttling) whose retry finds no lock (404) may or may
---     not have happened: unknown_outcome. So may one answered with a malformed answer.
-local RESEND_SAFE = { peek_lock = true, renew = true, abandon = true, complete = true }
-local SETTLES = { abandon = "unlock", complete = "complete" }
-
-local function retry_after_answer(op, err)
-  if err.errno == core.PL_ETHROTTLED then return true end
-  return err.errno == core.PL_ESERVER and RESEND_SAFE[op] == true
-end
-
-local function may_retry(self, attempt_no, op, msg_h, delay_ms)
-  if attempt_no < self._max_retries then return true end
-  if self._max_retries == 0 or not msg_h or attempt_no >= 64 or not SETTLES[op] then return false end
-  return core.pl_message_lock_remaining_ms(msg_h) > delay_ms
-end
-
-local function retry_delay_ms(self, attempt_no, retry_after_ms)
-  if retry_after_ms then return retry_after_ms end
-  local d = self._retry_base_ms
-  for _ = 1, attempt_no do
-    if d >= self._retry_max_ms then break end
-    d = d * 2
-  end
-  if d > self._retry_max_ms then d = self._retry_max_ms end
-  local half = floor(d / 2)
-  return half + math.random(0, half)
-end
-
-local function unknown_outcome(op, msg_h, malformed)
-  local what = SETTLES[op]
-  local why = malformed and "its answer was malformed"
-    or "an earlier attempt may have been carried out (its answer was lost or a server error) "
-       .. "and the retry found no lock"
-  return new_error({ code = "unknown_outcome", errno = core.PL_EUNKNOWN, status = malformed and 0 or 404,
-    op = op, message = ("%s on '%s': %s; the message may or may not have been %s"):format(
-      what, tostring(core.pl_message_entity(msg_h)), why, what == "complete" and "completed" or "unlocked") })
-end
-
--- Runs req under the policy above: rc, out | nil, err.
-local function exchange(self, req, op, msg_h, read_timeout_ms)
-  local uncertain = false -- an earlier attempt may have been acted on
-  local attempt_no = 0
+-- ------------------------------------------------------------------ outcomes
+-- What a failed exchange means (retry after a delay, done, or outcome unknown) is decided
+-- by the C core's outcome module (csrc/outcome.c, the table in docs/lua.md): this loop
+-- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
+-- when it says so. Runs req: rc, out | nil, err.
+local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
+  local call = core.outcome_new(self._h, req, math.random(1, 2147483647))
   while true do
-    local rc, out, how, retry_after_ms = attempt(self, req, op, msg_h, read_timeout_ms)
-    if rc then return rc, out end
-    local err = out
-    local again
-    if how == UNSENT then again = true
-    elseif how == UNANSWERED then again = RESEND_SAFE[op] == true
-    elseif how == ANSWERED then again = retry_after_answer(op, err)
-    else again = false end
-    local delay_ms = again and retry_delay_ms(self, attempt_no, how == ANSWERED and retry_after_ms or nil) or 0
-    -- a settle answered 5xx (not throttling) may have been carried out before the error
-    if how == ANSWERED and SETTLES[op] and err.errno == core.PL_ESERVER then uncertain = true end
-    if again and may_retry(self, attempt_no, op, msg_h, delay_ms) then
-      if how == UNANSWERED then uncertain = true end
-      attempt_no = attempt_no + 1
-      ngx.sleep(delay_ms / 1000)
+    local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
+    if not how then return nil, err end -- the request could not even be written (bad URL)
+    local again, v, orphaned = core.outcome_report(call, how, status, rc, retry_after,
+                                                   err and err.message or nil, msg_h)
+    if not again and orphaned and orphaned > 0 then
+      ngx.log(ngx.WARN, "peeklock: peek_lock on ", tostring(entity), ": an answer was lost after the server may have locked a message; that message stays ",
+              "locked until its lock expires, then comes back (stats().orphaned_locks)")
+    end
+    if again then
+      ngx.sleep(v / 1000)
+    elseif v >= 0 then
+      return v, out
     else
-      if SETTLES[op] and how == MALFORMED then return nil, unknown_outcome(op, msg_h, true) end
-      if uncertain and SETTLES[op] and err.errno == core.PL_ELOCKLOST then
-        return nil, unknown_outcome(op, msg_h)
-      end
-      return nil, err
+      return nil, last_error(v, op)
     end
   end
 end
@@ -325,10 +281,7 @@ function M.client(opts)
   c._keepalive_ms = opts.keepalive_ms or 60000
   c._pool_size = opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
-  c._max_retries = (opts.max_retries and opts.max_retries >= 0) and opts.max_retries or 3
-  -- as client.c: 0 (or absent) means the default
-  c._retry_base_ms = (opts.retry_base_ms and opts.retry_base_ms > 0) and opts.retry_base_ms or 100
-  c._retry_max_ms = (opts.retry_max_ms and opts.retry_max_ms > 0) and opts.retry_max_ms or 5000
+  -- (max_retries, retry_base_ms, retry_max_ms: the C client's, which the outcome module uses)
   return setmetatable(c, Client)
 end
 
@@ -365,7 +318,7 @@ local function receive(self, op, entity, opts, peek)
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
   if rc < 0 then return nil, last_error(rc, op) end
   local out
-  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms)
+  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms, entity)
   core.release(req)
   if not rc then return nil, out end
   if rc == core.PL_EMPTY or not out then return nil, nil end
@@ -376,62 +329,31 @@ function Client:peek_lock(entity, opts) return receive(self, "peek_lock", entity
 function Client:receive_and_delete(entity, opts) return receive(self, "receive_and_delete", entity, opts, false) end
 
 local SETTLE_OPS = { renew = core.PL_SETTLE_RENEW, abandon = core.PL_SETTLE_UNLOCK, complete = core.PL_SETTLE_COMPLETE }
-local STATE_WHAT = { renew = "renew-lock", abandon = "unlock", complete = "complete" }
 
--- The exactly-once fence of the blocking settles (client.c settle(): held -> settling
--- before the request goes out), kept on the Lua side: the C state only moves when the
--- answer is interpreted, so msg._settling is set before the first yield (light threads
--- are cooperative within a worker) and a second settle, or a renew, sees it.
--- msg._settling: nil, "settling" (a complete/abandon is in flight) or "unknown" (its
--- outcome could not be known; the C state is then lost).
--- The errors are those of client.c state_error(), as require "peeklock" returns them.
-local function state_error(msg, mh, op)
-  local what, flag = STATE_WHAT[op], rawget(msg, "_settling")
-  local s = core.pl_message_lock_state(mh)
-  local text
-  if flag == "settling" then
-    text = "the message is being settled"
-  elseif flag == "unknown" then
-    text = "the message's earlier settle had an unknown outcome"
-  elseif s == core.PL_LOCK_LOST then
-    return nil, new_error({ code = "lock_lost", errno = core.PL_ELOCKLOST, op = op,
-                            message = what .. ": the message's lock was lost" })
-  elseif s == core.PL_LOCK_SETTLED then
-    text = "the message was already settled"
-  elseif s == core.PL_LOCK_SETTLING then
-    text = "the message is being settled"
-  else
-    text = "the message holds no lock"
-  end
-  return nil, new_error({ code = "state", errno = core.PL_ESTATE, op = op, message = what .. ": " .. text })
-end
-
+-- The settle fence is the C core's (held -> settling before the first yield, then settled,
+-- lost, unknown, or held again), as for the blocking settles: a second settle or a renew
+-- of a message being settled, or one whose earlier settle had an unknown outcome, gets
+-- the error the C core words.
 function Client:_settle(msg, op)
   local h, mh = peeklock._settle_handles(self, msg, op)
   if not h then return nil, mh end
-  local st = core.pl_message_lock_state(mh)
   -- (PL_LOCK_NONE, a receive-and-delete message: pl_request_settle says there is no lock)
-  if st ~= core.PL_LOCK_NONE and (st ~= core.PL_LOCK_HELD or rawget(msg, "_settling")) then
-    return state_error(msg, mh, op)
+  if core.pl_message_lock_state(mh) ~= core.PL_LOCK_NONE then
+    local frc = core.fence_enter(mh, SETTLE_OPS[op])
+    if frc < 0 then return nil, last_error(frc, op) end
   end
   local settling = op ~= "renew"
-  if settling then
-    rawset(msg, "_settling", "settling") -- before the first yield: the fence
-    -- Renewal stops before settling starts, so a renew never races a complete/unlock.
-    if self._renewer then core.pl_renewer_remove(self._renewer, mh) end
-  end
+  -- Renewal stops before settling starts, so a renew never races a complete/unlock.
+  if settling and self._renewer then core.pl_renewer_remove(self._renewer, mh) end
   local rc, req = core.pl_request_settle(h, mh, SETTLE_OPS[op])
   if rc < 0 then
-    if settling then rawset(msg, "_settling", nil) end
-    return nil, last_error(rc, op)
+    local err = last_error(rc, op)
+    if settling then core.fence_leave(mh, rc) end
+    return nil, err
   end
   local ok, err = exchange(self, req, op, mh, self._request_timeout_ms)
   core.release(req)
-  if settling then
-    -- Settled or lost: the C state says so now. Unknown: stays fenced (the C state is
-    -- lost). Anything else (throttled, timed out, ...): still held, may be settled again.
-    rawset(msg, "_settling", (not ok and err.code == "unknown_outcome") and "unknown" or nil)
-  end
+  if settling then core.fence_leave(mh, ok and 0 or err.errno) end
   if not ok then return nil, err end
   return true
 end

@@ -21,7 +21,7 @@ from typing import (TYPE_CHECKING, Any, Literal, Callable, Dict, Iterable, Itera
 
 from . import _core
 from . import errors as _errors
-from .errors import (Error, LockLostError, StateError)
+from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError, StateError
 
 if TYPE_CHECKING:
     from .management import EntityList
@@ -36,8 +36,10 @@ log = logging.getLogger("peeklock")
 _core.pl_py_set_error_factory(_errors.from_code)
 
 # Lock states (csrc/include/peeklock.h).
-LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST = 0, 1, 2, 3, 4
-_STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost"}
+LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 1, 2, 3, 4, 5
+_SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
+_STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
+_E_CLOSED = -16
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP = 1, 2, 3
 
@@ -230,7 +232,7 @@ class OutgoingMessage:
 
     __slots__ = ("body", "properties", "content_type", "time_to_live", "scheduled_enqueue_time",
                  "message_id", "label", "correlation_id", "session_id", "partition_key",
-                 "reply_to", "reply_to_session_id", "to")
+                 "reply_to", "reply_to_session_id", "to", "resend")
 
     def __init__(self, body: Body = b"", *, properties: Optional[Mapping[str, PropertyValue]] = None,
                  message_id: Optional[str] = None, label: Optional[str] = None,
@@ -238,8 +240,12 @@ class OutgoingMessage:
                  correlation_id: Optional[str] = None, session_id: Optional[str] = None,
                  partition_key: Optional[str] = None, reply_to: Optional[str] = None,
                  reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
-                 scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None) -> None:
+                 scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
+                 resend: bool = False) -> None:
         self.body = _body_bytes(body)
+        # Opt-in: a send whose answer is lost is sent again instead of raising
+        # OutcomeUnknownError. Needs message_id and an entity with duplicate detection.
+        self.resend = bool(resend)
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
         self.properties: Dict[str, PropertyValue] = dict(properties or {})
@@ -278,7 +284,17 @@ class OutgoingMessage:
         if self.scheduled_enqueue_time is not None:
             _core.pl_outgoing_set_scheduled_enqueue_time(h, self.scheduled_enqueue_time)
         _add_properties(h, self.properties)
+        if self.resend:
+            _core.pl_outgoing_set_resend(h, 1)
         return h
+
+
+def _warn_orphaned(entity: str) -> None:
+    """A peek-lock's answer was lost after the server may have locked a message (the
+    extension's fast path calls this too)."""
+    log.warning("peek_lock on %s: an answer was lost after the server may have locked a message; "
+                "that message stays locked until its lock expires, then comes back "
+                "(stats()['orphaned_locks'])", entity)
 
 
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
@@ -443,8 +459,25 @@ class Message:
 
     @property
     def state(self) -> str:
-        """"none" (receive-and-delete), "held", "settling", "settled" or "lost"."""
+        """"none" (receive-and-delete), "held", "settling", "settled", "lost" or
+        "unknown" (a complete or abandon whose outcome could not be known)."""
         return _STATE_NAMES.get(_core.pl_message_lock_state(self._h), "unknown")
+
+    @property
+    def outcome(self) -> Optional[str]:
+        """How this message ended: "completed", "abandoned" (an unlock, by you,
+        the context manager or a closing client), "lost" (its lock), "unknown"
+        (a settle whose outcome could not be known), or None while it is held
+        or being settled, and after receive-and-delete."""
+        st = _core.pl_message_lock_state(self._h)
+        if st == LOCK_SETTLED:
+            return ("completed" if _core.pl_message_settle_kind(self._h) == _SETTLE_COMPLETE
+                    else "abandoned")
+        if st == LOCK_LOST:
+            return "lost"
+        if st == LOCK_UNKNOWN:
+            return "unknown"
+        return None
 
     @property
     def lock_lost(self) -> bool:
@@ -541,8 +574,25 @@ class Message:
             self._stop_renewing()
             self._client._drain_events()
             st = _core.pl_message_lock_state(self._h)
+            if st == LOCK_SETTLED and _core.pl_message_lost_reason(self._h) == _E_CLOSED:
+                # abandoned behind the block's back: the client closed meanwhile
+                settled = True
+                if exc_type is None:
+                    raise ClosedError(
+                        f"message {self.sequence_number} in {self.entity} was abandoned when the "
+                        "client closed while the block ran; it was not completed and will be "
+                        "delivered again", code=_E_CLOSED)
+                return False
             if st == LOCK_SETTLED or st == LOCK_SETTLING:
                 settled = True              # the handler settled it itself
+                return False
+            if st == LOCK_UNKNOWN:
+                settled = True
+                if exc_type is None:
+                    raise OutcomeUnknownError(
+                        f"message {self.sequence_number} in {self.entity}: a settle made while the "
+                        "block ran had an unknown outcome; it may or may not have been completed",
+                        code=-12)
                 return False
             if st == LOCK_LOST:
                 settled = True
@@ -958,7 +1008,11 @@ class Client:
         mr = _check_seconds(max_renew, "max_renew", optional=True)
         self._check_open()
         self._refresh_token()
-        h = _core.pl_peek_lock(self._h, entity, t)
+        try:
+            h = _core.pl_peek_lock(self._h, entity, t)
+        finally:
+            if _core.pl_client_last_orphaned():
+                _warn_orphaned(entity)
         if h is None:
             return None
         return Message(h, self, mr)

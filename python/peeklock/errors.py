@@ -126,7 +126,10 @@ class ProtocolError(Error):
 
 
 class OutcomeUnknownError(Error):
-    """The outcome of a settle could not be known (e.g. complete timed out)."""
+    """The call may or may not have been carried out (C code ``PL_EUNKNOWN``): a send
+    whose answer was lost may have stored the message, a receive_and_delete may
+    have removed one, a complete or abandon may have settled it. Remembered on a
+    message: settling it again raises this again. See "Outcomes" in the docs."""
 
 
 class BadRequestError(Error):

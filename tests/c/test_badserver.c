@@ -135,14 +135,14 @@ int main(void)
     }
 
     /* A complete answered with garbage may have been carried out: PL_EUNKNOWN,
-     * the lock counted lost with that reason, and the complete is not retried. */
+     * the message's state unknown (remembered), and the complete is not retried. */
     REQUIRE(pl_peek_lock(&m, c, "garbled", 0) == PL_OK);
     int before = served;
     CHECK_EQ(pl_complete(c, m), PL_EUNKNOWN);
     CHECK_EQ(served - before, 1);
     CHECK(strstr(pl_error_last()->message, "malformed") != NULL);
     CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
-    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_LOST);
+    CHECK_EQ(pl_message_lock_state(m), PL_LOCK_UNKNOWN);
     CHECK_EQ(pl_message_lost_reason(m), PL_EUNKNOWN);
     pl_message_free(m);
     pl_client_free(c);

@@ -308,7 +308,7 @@ static void requests(void)
     CHECK(strstr(pl_error_last()->message, "0E80AA4D") == NULL);
     CHECK(strstr(pl_error_last()->message, "abc") == NULL);
     CHECK(strstr(pl_error_last()->message, "renew-lock") != NULL);
-    CHECK(strstr(pl_error_last()->message, "is not valid") != NULL);
+    CHECK(strstr(pl_error_last()->message, "detail withheld") != NULL); /* it echoed the token */
     CHECK_EQ(pl_error_last()->http_status, 404);
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_LOST);
     CHECK_EQ(pl_message_lost_reason(m), PL_ELOCKLOST);
@@ -430,9 +430,16 @@ static void malformed(void)
     pl_request_free(req);
     CHECK_EQ(pl_response_new(&r, 42), PL_EINVAL);
     CHECK_EQ(pl_response_add_header(NULL, "a", "b"), PL_EINVAL);
-    /* Receive-and-delete needs no BrokerProperties; a bare 200 is a message. */
+    /* A bare 200 to a receive-and-delete is not a message (an answer cut short after
+     * its status line looks like that): malformed, never an empty message. */
     REQUIRE(pl_wire_receive(&req, ep, "q", 0, 0, NULL) == PL_OK);
     r = resp_with(200, "");
+    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+    CHECK(m == NULL);
+    pl_response_free(r);
+    /* With its BrokerProperties (and no Location: no lock) it is a message, even empty. */
+    r = resp_with(200, "");
+    pl_response_add_header(r, "BrokerProperties", "{\"SequenceNumber\":7}");
     CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_OK);
     CHECK(m != NULL);
     size_t n = 99;
@@ -441,6 +448,61 @@ static void malformed(void)
     pl_message_free(m);
     pl_response_free(r);
     pl_request_free(req);
+}
+
+/* An error answer that echoes the request's signature, however it is encoded, or names
+ * a secret, is withheld whole: no literal pattern to dodge. */
+static void redaction_by_value(const pl_request *req)
+{
+    const char *auth = NULL;
+    for (size_t i = 0; i < pl_request_header_count(req); i++)
+        if (!strcmp(pl_request_header_name(req, i), "Authorization")) auth = pl_request_header_value(req, i);
+    REQUIRE(auth && strstr(auth, "sig="));
+    const char *sig = strstr(auth, "sig=") + 4;
+    char sigv[128], dec[128], twice[400], body[600];
+    snprintf(sigv, sizeof sigv, "%.*s", (int)strcspn(sig, "&"), sig);
+    /* the signature as the base64 text (decoded once), and encoded twice (%25XX) */
+    size_t o = 0;
+    for (const char *p = sigv; *p && o + 1 < sizeof dec; p++) {
+        if (p[0] == '%' && p[1] && p[2]) {
+            char hex[3] = { p[1], p[2], 0 };
+            dec[o++] = (char)strtol(hex, NULL, 16);
+            p += 2;
+        } else {
+            dec[o++] = *p;
+        }
+    }
+    dec[o] = '\0';
+    o = 0;
+    for (const char *p = sigv; *p && o + 4 < sizeof twice; p++) {
+        if (*p == '%') { memcpy(twice + o, "%25", 3); o += 3; } else twice[o++] = *p;
+    }
+    twice[o] = '\0';
+    const char *forms[] = { sigv, dec, twice };
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(body, sizeof body, "<Error><Code>401</Code><Detail>token rejected: %s end</Detail></Error>", forms[i]);
+        pl_response *r = resp_with(401, body);
+        CHECK_EQ(pl_wire_status_error(req, r), PL_EAUTH);
+        CHECK(strstr(pl_error_last()->message, "detail withheld") != NULL);
+        CHECK(strstr(pl_error_last()->message, sigv) == NULL);
+        CHECK(strstr(pl_error_last()->message, dec) == NULL);
+        pl_response_free(r);
+    }
+    /* names that introduce a secret, percent-encoded to dodge a literal "sig=" */
+    const char *named[] = { "x sig%3Dabcdef", "x SIG%253dabcdef", "x SharedAccessKey%3Dzzz", "x Shared%41ccessSignature sr" };
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(body, sizeof body, "<Error><Detail>%s</Detail></Error>", named[i]);
+        pl_response *r = resp_with(400, body);
+        pl_wire_status_error(req, r);
+        CHECK(strstr(pl_error_last()->message, "detail withheld") != NULL);
+        CHECK(strstr(pl_error_last()->message, "abcdef") == NULL && strstr(pl_error_last()->message, "zzz") == NULL);
+        pl_response_free(r);
+    }
+    /* an ordinary detail is kept */
+    pl_response *r = resp_with(400, "<Error><Detail>The request is invalid.</Detail></Error>");
+    pl_wire_status_error(req, r);
+    CHECK(strstr(pl_error_last()->message, "The request is invalid.") != NULL);
+    pl_response_free(r);
 }
 
 static int cb_calls;
@@ -503,6 +565,7 @@ static void public_requests(void)
     REQUIRE(pl_client_new(&c, &o) == PL_OK);
     pl_request *req = NULL;
     REQUIRE(pl_request_receive(&req, c, "Orders", 10, 1) == PL_OK);
+    redaction_by_value(req);
     CHECK_STR(pl_request_url(req), "https://ns.servicebus.windows.net/Orders/messages/head?timeout=10");
     CHECK_STR(pl_request_method(req), "POST");
     const char *auth = NULL;

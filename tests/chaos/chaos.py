@@ -358,6 +358,83 @@ def send_all(conn: str, msgs: List[Tuple[str, int, bool]]) -> None:
                                   for mid, work, poison in msgs[i:i + 100]])
 
 
+SEND_ENTITY, RD_ENTITY = "chaos-send", "chaos-rd"
+
+
+def outcome_proof(emu: "Emulator", seed: int, n: int) -> Tuple[List[Tuple[str, bool, str]], Dict[str, Any]]:
+    """Answers dropped after the server acted, on reused keep-alive connections: a send
+    (single and batch) or a receive-and-delete must never succeed silently twice or lose
+    a message silently. Counts the stored copies of every sent message id; each copy
+    beyond one, and each message removed but not delivered, must be explained by an
+    OutcomeUnknownError the caller saw."""
+    import peeklock
+    from peeklock import OutgoingMessage
+    for ent in (SEND_ENTITY, RD_ENTITY):
+        emu.admin("PUT", f"entities/{ent}", {"kind": "queue", "lock_duration": 5})
+    rules = [{"operation": "send", "entity": SEND_ENTITY, "drop": True, "after": True, "probability": 0.15},
+             {"operation": "send", "entity": SEND_ENTITY, "drop": True, "probability": 0.05},
+             {"operation": "receive_and_delete", "entity": RD_ENTITY, "drop": True, "after": True,
+              "probability": 0.15}]
+    for i, r in enumerate(rules):
+        r["seed"] = seed * 7919 + i
+    unknown_send: set = set()
+    ok_send: set = set()
+    delivered: Counter = Counter()
+    unknown_rd = 0
+    with peeklock.Client.from_connection_string(emu.conn) as c:
+        for i in range(n // 10):                       # the receive-and-delete stock, unfaulted
+            c.send_batch(RD_ENTITY, [OutgoingMessage(b"r", message_id=f"r{i:04d}-{j}") for j in range(10)])
+        emu.admin("POST", "faults", rules)
+        for i in range(n):
+            ids = [f"s{i:05d}"] if i % 4 else [f"s{i:05d}a", f"s{i:05d}b"]
+            try:
+                if len(ids) == 1:
+                    c.send(SEND_ENTITY, b"s", message_id=ids[0])
+                else:
+                    c.send_batch(SEND_ENTITY, [OutgoingMessage(b"s", message_id=x) for x in ids])
+                ok_send.update(ids)
+            except peeklock.OutcomeUnknownError:
+                unknown_send.update(ids)
+        for _ in range(4 * n):
+            try:
+                m = c.receive_and_delete(RD_ENTITY, timeout=0)
+            except peeklock.OutcomeUnknownError:
+                unknown_rd += 1
+                continue
+            if m is None:
+                break
+            delivered[m.message_id] += 1
+        stats = c.stats()
+    hits = sum(r.get("hits", 0) for r in emu.admin("GET", "faults").get("faults", []))
+    emu.admin("DELETE", "faults")
+    st = emu.state()["entities"]
+    copies = Counter(m["message_id"] for m in st[SEND_ENTITY]["messages"])
+    left_rd = st[RD_ENTITY]["message_count"]
+    sent = ok_send | unknown_send
+    dup = sorted(x for x, k in copies.items() if k > 1)
+    dup_unexplained = [x for x in dup if x not in unknown_send]
+    ok_not_once = sorted(x for x in ok_send if copies.get(x, 0) != 1)
+    rd_missing = n - left_rd - sum(delivered.values())
+    rd_twice = sorted(x for x, k in delivered.items() if k > 1)
+    figures = {"sends": len(sent), "send_unknown": len(unknown_send), "send_duplicates": len(dup),
+               "rd_delivered": sum(delivered.values()), "rd_unknown": unknown_rd,
+               "rd_removed_undelivered": rd_missing, "fault_hits": hits,
+               "reused_connections": stats["reused_connections"]}
+    checks = [
+        ("answers dropped after the server acted, on reused connections (sends and receives)",
+         hits > 0 and stats["reused_connections"] > 0 and bool(unknown_send) and unknown_rd > 0,
+         f"fault hits {hits}, reused {stats['reused_connections']}, unknown sends {len(unknown_send)}, "
+         f"unknown receives {unknown_rd}"),
+        ("every send reported OK stored exactly once", not ok_not_once, f"{ok_not_once[:5]}"),
+        ("every stored duplicate explained by an OutcomeUnknownError the sender saw",
+         not dup_unexplained and not (set(copies) - sent), f"{dup_unexplained[:5]}"),
+        ("every message removed by receive-and-delete delivered once, or an OutcomeUnknownError said so",
+         0 <= rd_missing <= unknown_rd and not rd_twice, f"undelivered {rd_missing}, unknown {unknown_rd}, "
+         f"twice {rd_twice[:5]}"),
+    ]
+    return checks, figures
+
+
 def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
     rng = random.Random(a.seed)
     logdir = os.path.join(workdir, "logs")
@@ -371,6 +448,8 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
     f: Dict[str, Any] = {"seed": a.seed, "workdir": workdir}
     try:
         emu.start()
+        f["outcome_checks"], f["outcome_figures"] = outcome_proof(emu, a.seed, 200)
+        say(f"chaos: outcome proof {f['outcome_figures']}")
         t_send = time.monotonic()
         send_all(emu.conn, msgs)
         f["send_seconds"] = time.monotonic() - t_send
@@ -630,6 +709,7 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
          f"kills {len(workers.killed)}, restarts {len(f.get('restarts', []))}, "
          f"faults {f.get('fault_hits', 0)}"),
     ]
+    checks += f.get("outcome_checks", [])
     f["checks"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]
     return f
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lua suites: builds peeklock/core.so for Lua 5.4 and LuaJIT, runs the busted specs
 # under both against the emulator (and under ASan+UBSan on 5.4), a short GC loop under
-# valgrind, luarocks make into a temporary tree, then the nginx test.
+# valgrind, the rock (luarocks make for both, pack and install of the release tarball),
+# then the nginx test.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -62,18 +63,71 @@ else
   run "GC loop (Lua 5.4)" lua_env 5.4 lua5.4 lua5.4 tests/lua/gc_loop.lua 25
 fi
 run "GC loop (LuaJIT)" lua_env jit luajit luajit tests/lua/gc_loop.lua 25
-rock_check() { # luarocks make into a temporary tree, then require the installed rock
-  local tree; tree=$(mktemp -d)
+# The rock: a bare `luarocks make` at the repository root into a fresh tree, for Lua 5.4 and
+# for LuaJIT (luarocks' Lua 5.1, LuaJIT's headers), then `require` from that tree.
+rock_check() { # flavour (5.4|jit)
+  local tree lv interp args=()
+  tree=$(mktemp -d)
+  case $1 in
+    5.4) lv=5.4 interp=lua5.4 ;;
+    jit) lv=5.1 interp=luajit args=(LUA_INCDIR=/usr/include/luajit-2.1) ;;
+  esac
   rm -rf "$ROOT/build.luarocks"
-  luarocks --lua-version 5.4 --tree "$tree" make lua/peeklock-0.1.0-1.rockspec >"$tree/log" 2>&1 &&
-    env TREE="$tree" LUA_PATH="$tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tree/lib/lua/5.4/?.so;;" \
-      lua5.4 -e 'local p = require "peeklock"; assert(p.version == "0.1.0")
-                 assert(package.searchpath("peeklock.core", package.cpath):find(os.getenv("TREE"), 1, true))' \
+  luarocks --lua-version "$lv" --tree "$tree" make "${args[@]}" >"$tree/log" 2>&1 &&
+    env TREE="$tree" LUA_PATH="$tree/share/lua/$lv/?.lua;;" LUA_CPATH="$tree/lib/lua/$lv/?.so;;" \
+      "$interp" -e 'local p = require "peeklock"; assert(p.version == "0.1.0")
+                    assert(package.searchpath("peeklock.core", package.cpath):find(os.getenv("TREE"), 1, true))' \
       || { tail -20 "$tree/log"; rm -rf "$tree" "$ROOT/build.luarocks"; return 1; }
   rm -rf "$tree" "$ROOT/build.luarocks"
 }
+# What a release does: the tarball (scripts/release-tarball.sh), `luarocks pack` of the
+# rockspec (its source.url pointed at that file here) into a source rock, and an install of
+# that rock into a fresh tree that runs no swig (the tarball carries the generated wrapper).
+rock_pack() {
+  local dir tarball
+  dir=$(mktemp -d)
+  tarball=$(bash scripts/release-tarball.sh "$dir") &&
+    sed "s|^  url = .*|  url = \"file://$tarball\",|" peeklock-0.1.0-1.rockspec >"$dir/peeklock-0.1.0-1.rockspec" &&
+    (cd "$dir" && luarocks --lua-version 5.4 pack peeklock-0.1.0-1.rockspec >"$dir/log" 2>&1) &&
+    [ -f "$dir/peeklock-0.1.0-1.src.rock" ] &&
+    (cd "$dir" && luarocks --lua-version 5.4 --tree "$dir/tree" install \
+      peeklock-0.1.0-1.src.rock >>"$dir/log" 2>&1) &&
+    ! grep -q "SWIG: Lua wrapper" "$dir/log" &&
+    env LUA_PATH="$dir/tree/share/lua/5.4/?.lua;;" LUA_CPATH="$dir/tree/lib/lua/5.4/?.so;;" \
+      lua5.4 -e 'assert(require("peeklock").version == "0.1.0")' &&
+    (cd "$dir" && luarocks --lua-version 5.4 --tree "$dir/tree" pack peeklock >>"$dir/log" 2>&1) &&
+    ls "$dir"/peeklock-0.1.0-1.*.rock ||
+    { tail -20 "$dir/log"; rm -rf "$dir"; return 1; }
+  rm -rf "$dir"
+}
+# external_dependencies: CURL_DIR= / CJSON_DIR= reach CMake (here copies of the system's
+# libcurl and cJSON in another prefix are what the build links), and a library missing where
+# it was pointed at stops luarocks with its name.
+rock_overrides() {
+  local t out libcurl
+  t=$(mktemp -d)
+  libcurl=$(pkg-config --variable=libdir libcurl)
+  mkdir -p "$t/curl/include" "$t/curl/lib" "$t/cjson/include" "$t/cjson/lib"
+  cp -r "$(pkg-config --variable=includedir libcurl)/curl" "$t/curl/include/" 2>/dev/null ||
+    cp -r /usr/include/*/curl "$t/curl/include/"
+  cp -a "$libcurl"/libcurl.so* "$t/curl/lib/"
+  cp -r "$(pkg-config --variable=includedir libcjson)/cjson" "$t/cjson/include/"
+  cp -a "$(pkg-config --variable=libdir libcjson)"/libcjson.so* "$t/cjson/lib/"
+  rm -rf "$ROOT/build.luarocks"
+  luarocks --lua-version 5.4 --tree "$t/tree" make CURL_DIR="$t/curl" CJSON_DIR="$t/cjson" >"$t/log" 2>&1 &&
+    grep -q "^CURL_LIBRARY_RELEASE:FILEPATH=$t/curl/lib/libcurl.so\$" "$ROOT/build.luarocks/CMakeCache.txt" &&
+    grep -q "^CJSON_LIBRARY:FILEPATH=$t/cjson/lib/libcjson.so\$" "$ROOT/build.luarocks/CMakeCache.txt" ||
+    { tail -20 "$t/log"; grep -E '^(CURL|CJSON)_' "$ROOT/build.luarocks/CMakeCache.txt"; rm -rf "$t" "$ROOT/build.luarocks"; return 1; }
+  rm -rf "$ROOT/build.luarocks"
+  out=$(luarocks --lua-version 5.4 --tree "$t/tree" make CJSON_DIR="$t/none" 2>&1) && { rm -rf "$t"; return 1; }
+  rm -rf "$t" "$ROOT/build.luarocks"
+  grep -q "Could not find header file for CJSON" <<<"$out" || { echo "$out" | tail -5; return 1; }
+}
 if command -v luarocks >/dev/null; then
-  run "luarocks make (Lua 5.4)" rock_check
+  run "luarocks make at the root (Lua 5.4)" rock_check 5.4
+  run "luarocks make at the root (LuaJIT)" rock_check jit
+  run "release tarball, luarocks pack, install with no swig run" rock_pack
+  run "luarocks CURL_DIR= / CJSON_DIR= reach the build" rock_overrides
 fi
 run "nginx + lua module" env PEEKLOCK_LUA_BUILD="$BUILD" bash tests/nginx/run.sh
 

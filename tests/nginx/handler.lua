@@ -137,4 +137,50 @@ function H.ping()
   ngx.say("pong")
 end
 
+-- /matrix?op=&entity=&port=&warm=&settle= : one case of the fault matrix
+-- (tests/faults/matrix.json) over cosockets, with a client of its own whose endpoint is
+-- 127.0.0.1:port (the fault proxy, or a port nothing listens on) and a 1 s request timeout.
+-- settle=1: peek-lock the message first (renew/unlock/complete); warm: an empty entity to
+-- make one request to first, so the faulted one goes on a reused connection.
+function H.matrix()
+  local a = ngx.req.get_uri_args()
+  local conn = os.getenv("PEEKLOCK_CONNECTION_STRING"):gsub("Endpoint=sb://[^;]+",
+    "Endpoint=sb://127.0.0.1:" .. a.port)
+  local c = assert(peeklock.client({ connection_string = conn, request_timeout_ms = 1000 }))
+  local op, q, out, msg = a.op, a.entity, {}, nil
+  if a.settle == "1" then
+    msg = c:peek_lock(q, { timeout = 5 })
+    if not msg then return reply({ setup_failed = true }) end
+  elseif a.warm and a.warm ~= "" then
+    -- (a peek-lock, unless that is the operation under test: the proxy cuts by operation)
+    if op == "peek_lock" then c:receive_and_delete(a.warm, { timeout = 0 })
+    else c:peek_lock(a.warm, { timeout = 0 }) end
+  end
+  local res, err
+  if op == "send" then res, err = c:send(q, "s", { message_id = "s1" })
+  elseif op == "send_batch" then
+    res, err = c:send_batch(q, { { body = "b", message_id = "b1" }, { body = "b", message_id = "b2" } })
+  elseif op == "receive_and_delete" then res, err = c:receive_and_delete(q, { timeout = 0 })
+  elseif op == "peek_lock" then res, err = c:peek_lock(q, { timeout = 0 })
+  elseif op == "renew" then res, err = msg:renew()
+  elseif op == "unlock" then res, err = msg:abandon()
+  else res, err = msg:complete() end
+  out.ok = res ~= nil and not err
+  err_fields(out, err)
+  if type(res) == "table" then
+    out.id = res.message_id
+    if op == "peek_lock" then res:complete() end
+  end
+  if msg then
+    out.state = msg.lock_state
+    if out.state == "unknown" then
+      local again, err2 = msg:complete() -- remembered: unknown again
+      out.again_code = not again and err2 and err2.code or "none"
+    end
+  end
+  out.orphaned = c:stats().orphaned_locks
+  c:close()
+  reply(out)
+end
+
 return H

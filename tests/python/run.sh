@@ -12,5 +12,5 @@ PYTHONPATH="$ROOT/python" "$PY" -m pytest -q -p no:cacheprovider tests/python/em
 #    scikit-build-core), then its suite against the emulator, mypy over the stubs,
 #    the notebook and the console script included. Run from tests/python so the
 #    installed package (not the source tree) is imported.
-"$PY" -m pip install -q ".[test]"
+SKBUILD_BUILD_DIR="$ROOT/build/py/{wheel_tag}" "$PY" -m pip install -q ".[test]"
 (cd "$ROOT/tests/python" && "$PY" -m pytest -q -p no:cacheprovider test_*.py)

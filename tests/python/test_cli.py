@@ -154,6 +154,17 @@ def test_peek_and_dlq_help_say_each_message_is_shown_once():
         assert r.returncode == 0 and "once" in r.stdout, r.stdout
 
 
+def test_emulator_without_aiohttp_names_the_extra():
+    # aiohttp is an optional extra: without it the command says what to install
+    # (not a raw ModuleNotFoundError traceback).
+    code = ("import sys; sys.modules['aiohttp'] = None; from peeklock.cli import main; "
+            "sys.exit(main(['emulator', '--queue', 'q']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "pip install 'peeklock[emulator]'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 # ---- operator tools: safe output, typed properties, exit codes, dead letters, purge, export ----
 
 def _sh(cmd, cs):

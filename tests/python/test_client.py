@@ -214,10 +214,22 @@ def test_connection_refused_is_connection_error(queue):
 
 
 def test_server_error_after_retries(client, emu, queue):
-    emu.fault(operation="send", status=500)
+    emu.fault(operation="peek_lock", status=500)
     with pytest.raises(peeklock.ServerError) as ei:
-        client.send(queue, b"x")
+        client.peek_lock(queue, timeout=0)
     assert ei.value.status == 500
+    assert client.stats()["retries"] == 3
+
+
+def test_send_answered_500_is_an_unknown_outcome(client, emu, queue):
+    # a 500 may come after the message was stored: never retried, never a plain error
+    emu.fault(operation="send", status=500, after=True, count=1)
+    with pytest.raises(peeklock.OutcomeUnknownError) as ei:
+        client.send(queue, b"x")
+    assert ei.value.status == 500 and ei.value.code == -12
+    assert "may have been stored" in str(ei.value)
+    assert isinstance(ei.value, peeklock.Error)
+    assert len(emu.messages(queue)) == 1
 
 
 def test_transient_faults_are_retried(client, emu, queue):

@@ -144,3 +144,33 @@ def test_lock_lost_and_handler_failed_keeps_the_handlers_error(client, emu, queu
             raise ValueError("the handler's own failure")
     assert msg.lock_lost
     assert completed(emu, queue) == {}
+
+
+def test_close_from_another_thread_abandons_and_the_block_says_so(client, emu, queue):
+    # the block's caller must not believe it completed a message that close() handed back
+    msg = _one(client, emu, queue)
+    with pytest.raises(peeklock.ClosedError) as ei:
+        with msg:
+            t = threading.Thread(target=client.close)
+            t.start()
+            t.join()
+    assert "abandoned" in str(ei.value) and "not completed" in str(ei.value)
+    assert completed(emu, queue) == {}
+    [stored] = emu.messages(queue)
+    assert stored["locked"] is False                    # back at once, not at lock expiry
+    with pytest.raises(peeklock.ClosedError):
+        msg.complete()                                  # and a later settle says why
+
+
+def test_unknown_complete_is_remembered_and_reported_by_the_block(client, emu, queue):
+    # the complete is carried out but its answer lost; the retry finds no lock
+    msg = _one(client, emu, queue)
+    emu.fault(operation="complete", drop=True, after=True, count=1)
+    with pytest.raises(peeklock.OutcomeUnknownError):
+        with msg:
+            with pytest.raises(peeklock.OutcomeUnknownError):
+                msg.complete()
+    assert msg.state == "unknown"
+    with pytest.raises(peeklock.OutcomeUnknownError):
+        msg.complete()                                  # unknown again, never "lock lost"
+    assert completed(emu, queue) == {"m": 1}

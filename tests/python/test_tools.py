@@ -1,4 +1,6 @@
 """The operator tools from Python: entities with settings, dead-letter resubmission."""
+import pytest
+
 import peeklock
 
 
@@ -96,3 +98,31 @@ def test_stats_has_the_renewer_keys_before_any_lock(emu):
         with c.peek_lock(q, timeout=1):
             pass
         assert set(c.stats()["renewer"]) == set(before)
+
+
+def test_outcome_tells_completed_abandoned_lost_and_unknown(emu, client, make_queue):
+    q = make_queue(lock_duration=5)
+    for i in range(4):
+        client.send(q, b"x", message_id=f"o{i}")
+    a = client.peek_lock(q, timeout=1)
+    assert a.outcome is None                           # held
+    a.complete()
+    assert a.outcome == "completed"
+    b = client.peek_lock(q, timeout=1)
+    b.abandon()
+    assert b.outcome == "abandoned"
+    c = client.peek_lock(q, timeout=1)                 # o1 again (abandoned)
+    emu.advance(30)                                    # its lock runs out on the server
+    with pytest.raises(peeklock.LockLostError):
+        c.complete()
+    assert c.outcome == "lost"
+    d = client.peek_lock(q, timeout=1)
+    emu.fault(operation="complete", drop=True, after=True)   # applied, answer lost
+    with pytest.raises(peeklock.OutcomeUnknownError):
+        d.complete()
+    assert d.outcome == "unknown"
+    with pytest.raises(peeklock.OutcomeUnknownError):
+        d.abandon()                                    # remembered
+    emu.clear_faults()
+    r = client.receive_and_delete(q, timeout=1)
+    assert r.message_id == "o2" and r.outcome is None  # nothing to settle

@@ -54,8 +54,8 @@ def test_cert_and_key_given(emulator_factory, tmp_path):
     emu = emulator_factory("--queue", "q", "--cert", cert, "--cert-key", key)
     assert emu.cert_path == os.path.abspath(cert) and emu.endpoint.startswith("https://")
     assert SB(emu).send_ok("q")
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(sys.modules["peeklock.testing"].__file__)))))
+    # the folder that holds the peeklock package under test (python/ in a source tree)
+    env = dict(os.environ, PYTHONPATH=sys.modules["peeklock.testing"]._PKG_PARENT)
     r = subprocess.run([sys.executable, "-m", "peeklock.emulator", "--cert", cert], capture_output=True, text=True,
                        timeout=60, env=env)
     assert r.returncode == 2 and "--cert and --cert-key go together" in r.stderr and r.stdout == ""
