@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterable, Optional, Tuple
 from xml.sax.saxutils import escape
 
-from .broker import MAX_LOCK_DURATION, MIN_AUTO_DELETE, BrokerError, Entity, Settings
+from .model import MAX_LOCK_DURATION, MIN_AUTO_DELETE, BrokerError, Entity, Settings
 from .props import TTL_MAX
 from .rules import CORRELATION_FIELDS, CorrelationFilter, FalseFilter, Filter, RuleError, SqlAction, SqlFilter
 

@@ -19,7 +19,8 @@ from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
 from . import atom
-from .broker import Broker, BrokerError, Entity, Settings
+from .broker import Broker
+from .model import BrokerError, Entity, Settings
 from .props import (PropertyError, custom_from_headers, rfc1123,
                     custom_from_user_properties, parse_broker_properties)
 from .rules import RuleError, filter_from_json
