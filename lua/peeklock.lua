@@ -20,13 +20,13 @@ for i = 1, #SWIG_GLOBALS do saved[i] = rawget(G, SWIG_GLOBALS[i]) end
 local core = require "peeklock.core"
 for i = 1, #SWIG_GLOBALS do rawset(G, SWIG_GLOBALS[i], saved[i]) end
 
-local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
+local type, tostring, error, select = type, tostring, error, select
 local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetatable, rawget, pcall, xpcall
 -- The self checks compare metatables by identity: debug.getmetatable gives the same
 -- answer as getmetatable for them (none of ours has a __metatable field) without
 -- looking that field up on every call.
 local metatable_of = debug and debug.getmetatable or getmetatable
-local floor, huge = math.floor, math.huge
+local floor = math.floor
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 local find = string.find
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated

@@ -248,8 +248,9 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
     local again, v, orphaned = core.outcome_report(call, how, status, rc, retry_after,
                                                    err and err.message or nil, msg_h)
     if not again and orphaned and orphaned > 0 then
-      ngx.log(ngx.WARN, "peeklock: peek_lock on ", tostring(entity), ": an answer was lost after the server may have locked a message; that message stays ",
-              "locked until its lock expires, then comes back (stats().orphaned_locks)")
+      ngx.log(ngx.WARN, "peeklock: peek_lock on ", tostring(entity), ": an answer was lost after the ",
+              "server may have locked a message; that message stays locked until its lock ",
+              "expires, then comes back (stats().orphaned_locks)")
     end
     if again then
       core.stat_request(self._h, 0, 0, 1)
