@@ -6,8 +6,8 @@ it, keeps it renewed while it works, and completes it (or abandons it when the
 work raises). Over REST a lock is a URL that any holder of a credential for the
 namespace may renew or settle, so the lock moves with the job.
 
-    PEEKLOCK_CONNECTION_STRING=... .venv/bin/python examples/openresty/finish.py \\
-        http://127.0.0.1:8080/handoff
+    PEEKLOCK_CONNECTION_STRING="$CONN" .venv/bin/python examples/openresty/finish.py \\
+        "http://127.0.0.1:$PORT/handoff"      # PORT: the example's @PORT@
 
 The handle is a secret (it carries the lock token): fetch it from your own
 worker only, never print or log it.
@@ -26,7 +26,10 @@ def work(msg: peeklock.Message) -> None:
 
 
 def main() -> int:
-    url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080/handoff"
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    url = sys.argv[1]
     with urllib.request.urlopen(url, timeout=30) as r:
         if r.status == 204:
             print("no job waiting")
