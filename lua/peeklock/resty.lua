@@ -13,7 +13,9 @@
 -- settings. docs/lua.md explains the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
--- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete.
+-- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete, and the lock
+-- hand-over (msg:lock_handle, msg:release, client:attach: an attached lock is renewed by
+-- the loop below and settled over cosockets).
 
 local peeklock = require "peeklock"
 local core = peeklock.core
