@@ -537,6 +537,10 @@ static void count_result(pl_client *c, const pl_request *req, int rc)
         pl_client_stat_add(c, PL_STAT_LOST, 1);
 }
 
+void pl_client_count_result(pl_client *c, const pl_request *req, int rc) { count_result(c, req, rc); }
+
+const pl_policy *pl_client_policy(const pl_client *c) { return &c->policy; }
+
 int pl_response_result(pl_message **out, pl_client *c, const pl_request *req, pl_message *m,
                        const pl_response *resp, int64_t sent_mono_ms)
 {

@@ -50,6 +50,14 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp);
  * or answered. For outcome.c. */
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp);
 
+/* The retry policy the client gives outcome.c (drivers other than client.c
+ * report their attempts with it too). */
+const struct pl_policy *pl_client_policy(const pl_client *c);
+
+/* Counts a finished call in the client's statistics as the blocking driver
+ * does (sent, received, completed, abandoned, renewed, lost). */
+void pl_client_count_result(pl_client *c, const pl_request *req, int rc);
+
 /* The request timeout the client uses (ms), for drivers that want the same. */
 long pl_client_request_timeout_ms(const pl_client *c);
 
