@@ -30,7 +30,7 @@ def test_package_passes_mypy_strict():
     pkg = os.path.join(ROOT, "python")
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                         "-p", "peeklock.client", "-p", "peeklock.processor", "-p", "peeklock.errors",
-                        "-p", "peeklock.cli"],
+                        "-p", "peeklock.cli", "-p", "peeklock.aio"],
                        cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
     assert r.returncode == 0, r.stdout + r.stderr
 
