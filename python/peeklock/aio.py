@@ -377,7 +377,7 @@ class Client:
 
     async def process(self, entity: str, handler: Callable[[Message], Awaitable[Any]], *,
                       concurrency: int = 4, max_renew: Optional[float] = None,
-                      receive_timeout: float = 5, stop_event: Optional[asyncio.Event] = None,
+                      poll_timeout: float = 5, stop_event: Optional[asyncio.Event] = None,
                       max_messages: Optional[int] = None, handle_signals: bool = True,
                       drain_timeout: Optional[float] = None) -> ProcessSummary:
         """Runs ``await handler(msg)`` on every message of ``entity`` with
@@ -390,7 +390,7 @@ class Client:
         entity = _client._check_entity(entity)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive int")
-        t = _client._check_timeout(receive_timeout, "receive_timeout")
+        t = _client._check_timeout(poll_timeout, "poll_timeout")
         mr = _client._check_seconds(max_renew, "max_renew", optional=True)
         loop = asyncio.get_running_loop()
         summary = ProcessSummary(entity=entity)

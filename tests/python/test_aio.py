@@ -230,7 +230,7 @@ async def test_process_runs_until_max_messages(aclient, emu, queue):
             raise RuntimeError("once")
         bodies.append(msg.message_id)
 
-    s = await aclient.process(queue, handler, concurrency=3, max_messages=7, receive_timeout=1,
+    s = await aclient.process(queue, handler, concurrency=3, max_messages=7, poll_timeout=1,
                               handle_signals=False)
     assert s.stopped_by == "max_messages"
     assert s.processed == 6 and s.failed == 1 and s.redelivered == 1
@@ -254,7 +254,7 @@ async def test_process_drains_on_sigterm(aclient, emu, queue):
         release.set()
 
     helper = asyncio.ensure_future(stop_soon())
-    s = await aclient.process(queue, handler, concurrency=2, receive_timeout=30)
+    s = await aclient.process(queue, handler, concurrency=2, poll_timeout=30)
     await helper
     assert s.stopped_by == "signal"
     assert s.processed == s.received >= 1 and s.in_flight == 0

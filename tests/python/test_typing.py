@@ -43,3 +43,34 @@ def test_user_code_is_checked_against_the_stubs(tmp_path):
     # the installed package (py.typed) is used; only the deliberate mistake is reported
     assert 'Argument 1 to "peek_lock" of "Client" has incompatible type "int"' in r.stdout, r.stdout
     assert r.stdout.count("error:") == 1, r.stdout
+
+
+ASYNC_USER_CODE = '''
+import peeklock.aio
+
+async def handle(client: peeklock.aio.Client) -> int:
+    await client.send("orders", b"x", message_id="a")
+    async with client.peek_lock("orders", timeout=1) as msg:
+        if msg is None:
+            return 0
+        body: bytes = msg.body
+    got = await client.peek_lock("orders")
+    if got is not None:
+        await got.complete()
+    async for m in client.messages("orders"):
+        async with m:
+            pass
+    return len(body)
+
+async def bad(client: peeklock.aio.Client) -> None:
+    await client.send(42)
+'''
+
+
+def test_async_user_code_is_checked(tmp_path):
+    f = tmp_path / "user_aio.py"
+    f.write_text(ASYNC_USER_CODE)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert 'Argument 1 to "send" of "Client" has incompatible type "int"' in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 1, r.stdout
