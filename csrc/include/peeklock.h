@@ -212,6 +212,12 @@ typedef struct pl_client_stats {
 } pl_client_stats;
 
 PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
+/* Ends the blocking receives (pl_peek_lock, pl_receive_and_delete) waiting on any
+ * thread, within about a second, with PL_ECLOSED, and refuses later ones the same
+ * way; other calls (settles, sends) are unaffected, so held messages can still be
+ * settled. For a binding's close(). A receive ended this way had no answer yet:
+ * the server takes no message for a connection that has gone. Thread-safe. */
+PL_EXTERN void pl_client_interrupt_receives(pl_client *client);
 /* How many of the calling thread's last pl_peek_lock's attempts lost their answer (or got an
  * unreadable one) after the server may have locked a message: that message stays locked by
  * nobody until its lock expires, then comes back. 0 normally; for warnings (bindings log

@@ -685,7 +685,9 @@ class Client:
     # ---- lifecycle ----
     def close(self, unlock_held: bool = True) -> None:
         """Stops the renewer (abandoning locks it still holds, so those
-        messages come back at once) and releases the client."""
+        messages come back at once) and releases the client. Receives waiting
+        on other threads end within about a second with ClosedError."""
+        _core.pl_client_interrupt_receives(self._h)
         with self._renewer_lock:
             r, self._renewer_handle = self._renewer_handle, None
         if r is not None:
