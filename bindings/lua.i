@@ -767,7 +767,7 @@ static int pl_lua_result_from(lua_State *L) {
 
 /* The outcome module (csrc/outcome.c) for drivers written in Lua (peeklock.resty): the
  * driver moves bytes and reports each attempt; the C module decides.
- * outcome_new(client, request, max_retries, retry_base_ms, retry_max_ms, seed) -> call
+ * outcome_new(client, request, seed) -> call (under the client's own retry options)
  * outcome_report(call, how, status, code, retry_after, message, msg) ->
  *   true, delay_ms          send the request again after delay_ms
  *   false, code, orphaned   done: code is the result (pl_error_last() describes it);
@@ -783,11 +783,9 @@ static int pl_lua_outcome_new(lua_State *L) {
   pl_client *c = (pl_client *)pl_lua_check(L, 1, SWIGTYPE_p_pl_client, "outcome_new", "pl_client");
   pl_request *req = (pl_request *)pl_lua_check(L, 2, SWIGTYPE_p_pl_request, "outcome_new", "pl_request");
   pl_lua_call *lc = (pl_lua_call *)lua_newuserdata(L, sizeof *lc);
-  pl_call_init(&lc->call, req->op, req->entity, (uint64_t)luaL_optnumber(L, 6, 1));
+  pl_call_init(&lc->call, req->op, req->entity, (uint64_t)luaL_optnumber(L, 3, 1));
   lc->call.resend_ok = req->resend_ok;
-  lc->policy.max_retries = (int)luaL_checkinteger(L, 3);
-  lc->policy.retry_base_ms = (long)luaL_checkinteger(L, 4);
-  lc->policy.retry_max_ms = (long)luaL_checkinteger(L, 5);
+  lc->policy = *pl_client_policy(c);
   lc->client = c;
   return 1;
 }
@@ -1273,6 +1271,8 @@ static void pl_lua_free_typed(swig_type_info *t, void *p) {
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);
 %native(result_from) int pl_lua_result_from(lua_State *L);
+/* The largest answer body the core takes (a driver refuses a longer one as it streams in). */
+%constant long max_body_bytes = (long)PL_MAX_BODY_BYTES;
 %native(outcome_new) int pl_lua_outcome_new(lua_State *L);
 %native(outcome_report) int pl_lua_outcome_report(lua_State *L);
 %native(fence_enter) int pl_lua_fence_enter(lua_State *L);

@@ -390,7 +390,7 @@ static void finish_attempt(pl_aio *a, pl_aio_done *op, CURLcode res)
     long retry_after = -1;
     pl_message *got = NULL;
     if (res != CURLE_OK || io == PL_IO_MALFORMED) {
-        rc = pl_client_curl_error(res, op->resp);
+        rc = pl_client_curl_error_easy(res, op->resp, op->easy, NULL);
         transfer_release(a, op, 0); /* may hold a broken connection: drop it */
     } else {
         long st = 0;

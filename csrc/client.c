@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -34,6 +36,7 @@ typedef struct pl_easy {
     const char *method;        /* CURLOPT_CUSTOMREQUEST as set (static) or NULL */
     const char *body;          /* CURLOPT_POSTFIELDS as set */
     curl_off_t body_len;
+    char errbuf[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: which TLS check failed */
 } pl_easy;
 
 typedef struct pl_token {
@@ -161,6 +164,25 @@ static int dup_opt(char **slot, const char *v)
     return *slot ? PL_OK : pl_error_nomem();
 }
 
+/* An http:// endpoint (UseDevelopmentEmulator=true, or an http:// URL) sends the
+ * Authorization (a SAS token or bearer token) in clear: only to a loopback host,
+ * or to the one host the connection string names in AllowPlaintextHost=. */
+static int plaintext_check(const pl_client *c, const char *allowed)
+{
+    if (c->https || (!c->key && !c->sas_token && !c->token_cb)) return PL_OK;
+    const char *h = c->endpoint + 7; /* after "http://" */
+    size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+    if ((n == 9 && pl_strncaseeq(h, "localhost", 9)) || (n == 5 && strncmp(h, "[::1]", 5) == 0) ||
+        (n >= 7 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n)) /* 127/8, dotted */
+        return PL_OK;
+    if (allowed && strlen(allowed) == n && pl_strncaseeq(h, allowed, n)) return PL_OK;
+    return pl_error_set(PL_EINVAL, 0, 0,
+                        "endpoint: http:// to '%.*s', which is not a loopback host, would send the SAS or bearer "
+                        "token in clear; use https, or name the host in the connection string "
+                        "(AllowPlaintextHost=%.*s) to accept that", (int)(n > 200 ? 200 : n), h,
+                        (int)(n > 200 ? 200 : n), h);
+}
+
 int pl_client_new(pl_client **out, const pl_client_options *o)
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
@@ -210,6 +232,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     c->token_userdata = o->token_userdata;
 
     int rc = PL_OK;
+    char *plaintext_host = NULL;
     if (o->connection_string) {
         pl_connstr *cs = NULL;
         if ((rc = pl_connstr_parse(&cs, o->connection_string)) != PL_OK) goto fail;
@@ -220,7 +243,8 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
             goto fail;
         }
         c->https = !cs->dev;
-        rc = dup_opt(&c->endpoint, cs->endpoint);
+        if (!rc && cs->plaintext_host) rc = dup_opt(&plaintext_host, cs->plaintext_host);
+        rc = rc ? rc : dup_opt(&c->endpoint, cs->endpoint);
         if (!rc) rc = dup_opt(&c->entity_path, cs->entity_path);
         if (!rc && nauth == 0) {
             rc = dup_opt(&c->key_name, cs->key_name);
@@ -239,6 +263,9 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     if (!rc) rc = dup_opt(&c->key, c->key ? NULL : o->key);
     if (!rc) rc = dup_opt(&c->sas_token, c->sas_token ? NULL : o->sas_token);
     if (!rc) rc = dup_opt(&c->ca_file, o->ca_file);
+    if (!rc) rc = plaintext_check(c, plaintext_host);
+    free(plaintext_host);
+    plaintext_host = NULL;
     if (rc) goto fail;
     c->pool = calloc((size_t)c->pool_size, sizeof *c->pool);
     if (!c->pool) { rc = pl_error_nomem(); goto fail; }
@@ -246,6 +273,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     pl_error_ok();
     return PL_OK;
 fail:
+    free(plaintext_host);
     client_destroy(c);
     return rc;
 }
@@ -264,6 +292,7 @@ int pl_client_new_from_connection_string(pl_client **out, const char *conn)
 const char *pl_client_endpoint(const pl_client *c) { return c ? c->endpoint : NULL; }
 const char *pl_client_entity_path(const pl_client *c) { return c ? c->entity_path : NULL; }
 long pl_client_request_timeout_ms(const pl_client *c) { return c->request_timeout_ms; }
+const pl_policy *pl_client_policy(const pl_client *c) { return &c->policy; }
 
 int pl_client_set_bearer_token(pl_client *c, const char *token, int64_t expires_unix)
 {
@@ -540,8 +569,6 @@ static void count_result(pl_client *c, const pl_request *req, int rc)
 }
 
 void pl_client_count_result(pl_client *c, const pl_request *req, int rc) { count_result(c, req, rc); }
-
-const pl_policy *pl_client_policy(const pl_client *c) { return &c->policy; }
 
 int pl_response_result(pl_message **out, pl_client *c, const pl_request *req, pl_message *m,
                        const pl_response *resp, int64_t sent_mono_ms)
@@ -827,6 +854,52 @@ int pl_client_setup_easy(pl_client *c, CURL *e, const pl_request *req, long extr
 
 int pl_client_curl_error(CURLcode rc, const pl_response *resp)
 {
+    return pl_client_curl_error_easy(rc, resp, NULL, NULL);
+}
+
+/* EMFILE or ENFILE when no socket can be opened now, else 0 (libcurl reports that
+ * as "Couldn't connect", not always with its errno). */
+static long fds_exhausted(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    return errno == EMFILE || errno == ENFILE ? errno : 0;
+}
+
+int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, const char *errbuf)
+{
+    long os_errno = 0;
+    if (e) curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
+    if (os_errno != EMFILE && os_errno != ENFILE &&
+        (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_OUT_OF_MEMORY))
+        os_errno = fds_exhausted();
+    const char *tls = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+    if (os_errno == EMFILE || os_errno == ENFILE)
+        return pl_error_set(PL_ECONNECT, 0, 1, "out of file descriptors (%s): could not open a connection; "
+                            "close some, or raise the limit (ulimit -n)", os_errno == EMFILE ? "EMFILE" : "ENFILE");
+    switch (rc) {
+    case CURLE_SSL_CACERT_BADFILE:
+        return pl_error_set(PL_EINVAL, 0, 0, "ca_file: cannot be used as a TLS CA bundle (%.200s)", tls);
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: the server's certificate failed verification: %.200s", tls);
+    case CURLE_SSL_CONNECT_ERROR:
+        return pl_error_set(PL_ECONNECT, 0, 1, "TLS handshake failed: %.200s", tls);
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: %.200s", tls);
+    default:
+        break;
+    }
     if (resp && resp->too_big)
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response exceeded a size limit or was malformed");
     if (rc == CURLE_OK) /* libcurl's success, but the headers never ended */
@@ -843,11 +916,7 @@ int pl_client_curl_error(CURLcode rc, const pl_response *resp)
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-        return pl_error_set(PL_ECONNECT, 0, rc != CURLE_PEER_FAILED_VERIFICATION,
-                            "connection failed: %s", curl_easy_strerror(rc));
+        return pl_error_set(PL_ECONNECT, 0, 1, "connection failed: %s", curl_easy_strerror(rc));
     case CURLE_OUT_OF_MEMORY:
         return pl_error_nomem();
     case CURLE_WRITE_ERROR:
@@ -914,6 +983,7 @@ static pl_easy *pool_get(pl_client *c)
     curl_easy_setopt(s->e, CURLOPT_PREREQDATA, s);
     curl_easy_setopt(s->e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
     curl_easy_setopt(s->e, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(s->e, CURLOPT_ERRORBUFFER, s->errbuf);
     return s;
 }
 
@@ -945,6 +1015,7 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
     int watch = is_receive(req) && req->timeout_s > 0;
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, watch ? 0L : 1L);
     *sent_mono = pl_now_mono_ms();
+    s->errbuf[0] = '\0';
     CURLcode cr = curl_easy_perform(e);
     pl_client_stat_add(c, PL_STAT_REQUESTS, 1);
     long connects = -1;
@@ -958,7 +1029,7 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
         return pl_error_set(PL_ECLOSED, 0, 0, "the client was closed while the receive waited");
     }
     if (cr != CURLE_OK) {
-        rc = pl_client_curl_error(cr, resp);
+        rc = pl_client_curl_error_easy(cr, resp, e, s->errbuf);
         pl_response_free(resp);
         /* A failed handle may hold a broken connection: drop it. */
         easy_free(s);

@@ -44,14 +44,20 @@ int pl_client_setup_easy(pl_client *c, CURL *easy, const pl_request *req, long e
 /* Maps a failed transfer (CURLcode != CURLE_OK) to a PL_E* code and sets the
  * thread's last error: PL_ETIMEOUT, PL_ECONNECT, PL_EPROTOCOL (limits exceeded). */
 int pl_client_curl_error(CURLcode rc, const pl_response *resp);
+/* Same, more precise with the handle (CURLINFO_OS_ERRNO: out of file descriptors)
+ * and its CURLOPT_ERRORBUFFER (which TLS check failed); either may be NULL. A CA
+ * file that cannot be used is PL_EINVAL (not retried); a certificate that fails
+ * verification is not retryable. */
+int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, const char *errbuf);
 
 /* How far a transfer that ended with rc got (PL_IO_*, outcome_int.h): not sent
  * (nothing reached the wire), unanswered, malformed (cut short, over a limit),
  * or answered. For outcome.c. */
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp);
 
-/* The retry policy the client gives outcome.c (drivers other than client.c
- * report their attempts with it too). */
+/* The client's retry policy (max_retries, backoff), for drivers that run their
+ * own I/O and ask outcome.c (the cosocket driver, the async engine). */
+struct pl_policy;
 const struct pl_policy *pl_client_policy(const pl_client *c);
 
 /* Counts a finished call in the client's statistics as the blocking driver

@@ -17,6 +17,7 @@ void pl_connstr_free(pl_connstr *cs)
     if (cs->sas_token) { memset(cs->sas_token, 0, strlen(cs->sas_token)); free(cs->sas_token); }
     free(cs->entity_path);
     free(cs->issuer);
+    free(cs->plaintext_host);
     if (cs->secret) { memset(cs->secret, 0, strlen(cs->secret)); free(cs->secret); }
     free(cs);
 }
@@ -133,6 +134,7 @@ int pl_connstr_parse(pl_connstr **out, const char *s)
             else if (pl_strcaseeq(k, "UseDevelopmentEmulator")) rc = set_field(&dev, "UseDevelopmentEmulator", v);
             else if (pl_strcaseeq(k, "SharedSecretIssuer")) rc = set_field(&cs->issuer, "SharedSecretIssuer", v);
             else if (pl_strcaseeq(k, "SharedSecretValue")) rc = set_field(&cs->secret, "SharedSecretValue", v);
+            else if (pl_strcaseeq(k, "AllowPlaintextHost")) rc = set_field(&cs->plaintext_host, "AllowPlaintextHost", v);
             else free(v); /* StsEndpoint, TransportType, ...: not used over REST */
             free(k);
         }

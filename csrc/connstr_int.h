@@ -8,6 +8,8 @@ struct pl_connstr {
     char *host;         /* host without port */
     char *key_name, *key, *sas_token, *entity_path;
     char *issuer, *secret; /* legacy ACS form (parsed; ACS itself is retired) */
+    char *plaintext_host;  /* AllowPlaintextHost=: the one non-loopback host an http://
+                              endpoint may send credentials to in clear */
     int dev;
 };
 

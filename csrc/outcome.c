@@ -111,10 +111,11 @@ int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int co
     call->delay_ms = 0;
     if (io == PL_IO_ANSWERED && code == PL_EPROTOCOL) io = PL_IO_MALFORMED; /* e.g. a 2xx lacking a header */
     if (io == PL_IO_ANSWERED && code >= 0) return done(call, code);
-    if (code == PL_ENOMEM || code == PL_EINVAL || code == PL_EINTERNAL) {
-        /* nothing went out that this call could not have sent */
-        if (io == PL_IO_NOT_SENT) return done(call, code);
-    }
+    /* Never sent, and sending again cannot help (a bad CA file, a certificate that fails
+     * verification, out of memory): the driver's error says so. */
+    if (io == PL_IO_NOT_SENT && (code == PL_ENOMEM || code == PL_EINVAL || code == PL_EINTERNAL ||
+                                 (pl_error_last()->code == code && !pl_error_last()->retryable)))
+        return done(call, code);
 
     /* What kind of failure this is for the operation. */
     int again = 0;          /* another attempt is safe */

@@ -392,7 +392,7 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         if (rc == PL_OK)
             pl_client_record_renew_rtt(r->client, rtt);
     } else {
-        rc = pl_client_curl_error(res, s->resp);
+        rc = pl_client_curl_error_easy(res, s->resp, s->easy, NULL);
         if (rc == PL_OK) /* cannot happen; never take a failed transfer for success */
             rc = PL_ECONNECT;
         if (res == CURLE_OPERATION_TIMEDOUT) /* a slow server widens the margin too */

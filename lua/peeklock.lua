@@ -593,7 +593,8 @@ function Client:with_lock(entity, opts, fn)
     return nil, err
   end
   local res = pack(pcall(fn, msg))
-  core.pl_renewer_remove(r, mh)
+  -- (fn may have closed the client, and with it this renewer)
+  if rawget(self, "_renewer") == r then core.pl_renewer_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key] = nil, nil

@@ -139,13 +139,15 @@ PL_EXTERN int pl_connstr_development_emulator(const pl_connstr *cs); /* 0 or 1 *
 /* threads at once, except pl_client_free, which must not race with the      */
 /* caller's own calls on that client (messages and renewers keep their own    */
 /* references, so they may outlive the caller's).                             */
-/* Retries: failures where retrying is safe (connect errors; 503/429; other   */
-/* 5xx except on send and receive-and-delete; timeouts and dropped answers on */
-/* peek-lock, renew, unlock, complete) are retried max_retries times with     */
-/* exponential backoff and jitter, or after Retry-After when the server gives */
-/* one. Past max_retries (when it is not 0), unlock and complete keep trying  */
-/* (at most 64 tries) while the lock they settle is still valid, so a short   */
-/* outage does not send the message back after lock expiry. docs/c-api.md.    */
+/* Outcomes (csrc/outcome.c; the table: docs/c-api.md, "Outcomes"): failures */
+/* where retrying is safe (nothing sent; 503/429; other 5xx and lost answers  */
+/* on peek-lock, renew, unlock, complete) are retried max_retries times with  */
+/* exponential backoff and jitter, or after Retry-After. A send, batch or     */
+/* receive-and-delete whose answer was lost, cut short or a 5xx other than    */
+/* 503 returns PL_EUNKNOWN (never retried unless pl_outgoing_set_resend), as  */
+/* does a settle that fails after an attempt that may have been carried out. */
+/* Past max_retries (when it is not 0), unlock and complete keep trying (at   */
+/* most 64 tries) while the lock they settle is still valid.                  */
 /* ------------------------------------------------------------------------ */
 
 typedef struct pl_client pl_client;

@@ -85,18 +85,24 @@ local function split_header(line)
   return sub(line, 1, c - 1), sub(line, s, e)
 end
 
--- Reads the body: Content-Length, chunked, or until the server closes.
+local MAX_BODY = core.max_body_bytes -- the core's limit, enforced here as the body streams in
+local TOO_BIG = "body over the limit"
+
+-- Reads the body: Content-Length, chunked, or until the server closes; never more than
+-- MAX_BODY bytes (refused as it streams in, not buffered whole and checked after).
 local function read_body(sock, status, method, length, chunked)
   if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
     return "", true
   end
   if chunked then
-    local parts = {}
+    local parts, total = {}, 0
     while true do
       local line, err = sock:receive("*l")
       if not line then return nil, err end
       local size = tonumber(line:match("^%s*(%x+)"), 16)
       if not size then return nil, "bad chunk size" end
+      total = total + size
+      if total > MAX_BODY then return nil, TOO_BIG end
       if size == 0 then
         repeat -- trailers, up to the empty line
           line, err = sock:receive("*l")
@@ -114,13 +120,23 @@ local function read_body(sock, status, method, length, chunked)
   end
   if length then
     if length == 0 then return "", true end
+    if length > MAX_BODY then return nil, TOO_BIG end
     local data, err = sock:receive(length)
     if not data then return nil, err end
     return data, true
   end
-  local data, err, partial = sock:receive("*a")
-  if not data then return nil, err, partial end
-  return data, false
+  local parts, total = {}, 0
+  while true do
+    local data, err, partial = sock:receive(65536)
+    data = data or partial
+    if data and #data > 0 then
+      total = total + #data
+      if total > MAX_BODY then return nil, TOO_BIG end
+      parts[#parts + 1] = data
+    end
+    if err == "closed" then return concat(parts), false end
+    if err then return nil, err end
+  end
 end
 
 -- One request (a pl_request handle) -> status, headers { name, value, name, value, ... }, body | nil, err
@@ -187,6 +203,10 @@ local function http_exchange(self, req, op, read_timeout_ms)
   if not data then
     sock:close()
     if err == "timeout" then return nil, transport_error("timeout", op, "body cut short", err), UNANSWERED end
+    if err == TOO_BIG then
+      return nil, transport_error("protocol", op, "response exceeded a size limit",
+                                  "its body is over " .. MAX_BODY .. " bytes"), MALFORMED
+    end
     return nil, transport_error("protocol", op, "body cut short", err), MALFORMED -- as libcurl's partial file
   end
   reusable = err -- second value of read_body: whether the connection can be reused
@@ -218,8 +238,7 @@ end
 -- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
 -- when it says so. Runs req: rc, out | nil, err.
 local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
-  local call = core.outcome_new(self._h, req, self._max_retries, self._retry_base_ms, self._retry_max_ms,
-                                math.random(1, 2147483647))
+  local call = core.outcome_new(self._h, req, math.random(1, 2147483647))
   while true do
     local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
     if not how then return nil, err end -- the request could not even be written (bad URL)
@@ -262,10 +281,7 @@ function M.client(opts)
   c._keepalive_ms = opts.keepalive_ms or 60000
   c._pool_size = opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
-  c._max_retries = (opts.max_retries and opts.max_retries >= 0) and opts.max_retries or 3
-  -- as client.c: 0 (or absent) means the default
-  c._retry_base_ms = (opts.retry_base_ms and opts.retry_base_ms > 0) and opts.retry_base_ms or 100
-  c._retry_max_ms = (opts.retry_max_ms and opts.retry_max_ms > 0) and opts.retry_max_ms or 5000
+  -- (max_retries, retry_base_ms, retry_max_ms: the C client's, which the outcome module uses)
   return setmetatable(c, Client)
 end
 

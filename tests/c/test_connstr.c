@@ -22,8 +22,50 @@ static void parse_fails(const char *s, const char *expect_in_message)
     CHECK(strstr(msg, "TopSecretKey") == NULL);
 }
 
+/* Credentials in clear: an http:// endpoint is refused unless its host is loopback or the
+ * connection string names it (AllowPlaintextHost=). */
+static void test_plaintext_refused(void)
+{
+    pl_client *c = NULL;
+    const char *refused[] = {
+        "Endpoint=sb://emu.example:5300;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
+        "Endpoint=sb://10.1.2.3;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
+        "Endpoint=sb://emu.example;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true;"
+        "AllowPlaintextHost=other.example",
+        "Endpoint=sb://127.0.0.1.evil.example;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        CHECK_EQ(pl_client_new_from_connection_string(&c, refused[i]), PL_EINVAL);
+        CHECK(c == NULL);
+        CHECK(strstr(pl_error_last()->message, "in clear") != NULL);
+        CHECK(strstr(pl_error_last()->message, "AllowPlaintextHost") != NULL);
+        CHECK(strstr(pl_error_last()->message, "=b") == NULL); /* never the key */
+    }
+    const char *allowed[] = {
+        "Endpoint=sb://127.0.0.1:5300;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
+        "Endpoint=sb://localhost;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
+        "Endpoint=sb://emu.example:5300;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true;"
+        "AllowPlaintextHost=EMU.example",
+        "Endpoint=sb://emu.example;SharedAccessKeyName=a;SharedAccessKey=b", /* https */
+    };
+    for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {
+        CHECK_EQ(pl_client_new_from_connection_string(&c, allowed[i]), PL_OK);
+        pl_client_free(c);
+        c = NULL;
+    }
+    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
+    o.endpoint = "http://emu.example:5300";
+    o.key_name = "a";
+    o.key = "b";
+    CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
+    o.endpoint = "http://127.0.0.1:5300";
+    CHECK_EQ(pl_client_new(&c, &o), PL_OK);
+    pl_client_free(c);
+}
+
 int main(void)
 {
+    test_plaintext_refused();
     pl_connstr *cs = parse_ok("Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=Root;"
                               "SharedAccessKey=abc+/=def=;EntityPath=orders");
     CHECK_STR(pl_connstr_endpoint(cs), "https://contoso.servicebus.windows.net");

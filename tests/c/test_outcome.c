@@ -24,7 +24,7 @@ static int first(pl_call *call, int op, int resend, const pl_policy *p, int io, 
 {
     pl_call_init(call, op, "q", 7);
     call->resend_ok = resend;
-    if (code < 0) pl_error_set(code, status, 0, "attempt failed");
+    if (code < 0) pl_error_set(code, status, 1, "attempt failed");
     return pl_call_report(call, p, io, status, code, ra, left);
 }
 
@@ -125,6 +125,15 @@ static void test_send_opt_in(void)
 static void test_budget(void)
 {
     pl_call c;
+    /* never sent, and the driver says sending again cannot help (a bad CA file, a
+     * certificate that fails verification): not retried */
+    pl_call_init(&c, PL_OP_SEND, "q", 1);
+    pl_error_set(PL_ECONNECT, 0, 0, "TLS: the server's certificate failed verification");
+    CHECK_EQ(pl_call_report(&c, &P3, PL_IO_NOT_SENT, 0, PL_ECONNECT, -1, 0), PL_NEXT_DONE);
+    CHECK_EQ(c.code, PL_ECONNECT);
+    pl_call_init(&c, PL_OP_SEND, "q", 1);
+    pl_error_set(PL_EINVAL, 0, 0, "ca_file: cannot be used");
+    CHECK_EQ(pl_call_report(&c, &P3, PL_IO_NOT_SENT, 0, PL_EINVAL, -1, 0), PL_NEXT_DONE);
     /* max_retries 0: nothing is retried; a connect failure is returned as is */
     CHECK_EQ(first(&c, PL_OP_PEEKLOCK, 0, &P0, PL_IO_NOT_SENT, 0, PL_ECONNECT, -1, 0), PL_NEXT_DONE);
     CHECK_EQ(c.code, PL_ECONNECT);

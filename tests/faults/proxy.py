@@ -17,7 +17,7 @@ import socket
 import threading
 import sys
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 _SETTLE = re.compile(rb"/messages/\d+/[^/?\s]+")
@@ -68,6 +68,25 @@ def _read_message(f, request: bool) -> Optional[Tuple[bytes, bytes, bytes]]:
                 return start, head, body
     body = f.read(length) if length else b""
     return start, head, body
+
+
+def loopback_server(handle: Callable[[socket.socket], None]) -> socket.socket:
+    """A listening socket on 127.0.0.1 whose every accepted connection goes to handle
+    (on a thread of its own); closing the socket stops it. For servers that answer
+    badly on purpose (the tests of limits)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+
+    def accept() -> None:
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    return lsock
 
 
 class FaultProxy:

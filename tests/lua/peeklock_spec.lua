@@ -310,6 +310,35 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal(2, m.delivery_count)
     end)
 
+    it("says closed when the client closed (abandoning the message) while fn ran", function()
+      local q = queue()
+      local c = assert(peeklock.client(emu.conn))
+      assert(c:send(q, "behind its back", { message_id = "bb" }))
+      local ok, err = c:with_lock(q, { timeout = 5 }, function() c:close({ unlock_held = true }) end)
+      assert.is_nil(ok)
+      assert.equal("closed", err.code)
+      assert.truthy(err.message:find("abandoned", 1, true))
+      assert.equal(0, emu:completed(q, "bb"))            -- not completed ...
+      local m = assert(client:receive_and_delete(q, { timeout = 5 })) -- ... and back at once
+      assert.equal("bb", m.message_id)
+    end)
+
+    it("says unknown_outcome when fn's own complete had an unknown outcome", function()
+      local q = queue()
+      assert(client:send(q, "lost answer", { message_id = "lu" }))
+      emu:fault({ operation = "complete", entity = q, drop = true, after = true, count = 1 })
+      local inner
+      local ok, err = client:with_lock(q, { timeout = 5 }, function(msg)
+        local r, e = msg:complete()
+        inner = e and e.code
+        assert.is_nil(r)
+      end)
+      assert.equal("unknown_outcome", inner)
+      assert.is_nil(ok)
+      assert.equal("unknown_outcome", err.code)
+      assert.equal(1, emu:completed(q, "lu"))
+    end)
+
     it("keeps a 5 s lock alive across several lock durations through the C renewer", function()
       -- its own emulator: the shared one's clock was advanced by other tests
       local emu2 = H.start_emulator({ "--queue", "orders" })

@@ -349,6 +349,31 @@ def main():
             assert n > 80 and not bad, bad
             assert "peek_lock on mx-" in ngx.log() and "stays locked until its lock expires" in ngx.log()
 
+        def huge_answer_is_refused_as_it_streams_in():
+            # an answer announcing 400 MiB (then stalling) is refused at once, not read whole
+            sys.path.insert(0, os.path.join(opts.root, "tests", "faults"))
+            from proxy import loopback_server
+            held = []
+
+            def announce_huge(c):
+                c.recv(65536)
+                c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 419430400\r\n"
+                          b"BrokerProperties: {}\r\n\r\n" + b"x" * 1024)
+                held.append(c)                          # and nothing more
+            lsock = loopback_server(announce_huge)
+            try:
+                emu.admin("PUT", "entities/huge", {"kind": "queue", "lock_duration": 5})
+                t0 = time.monotonic()
+                r, _ = ngx.get("/matrix", op="peek_lock", entity="huge", port=lsock.getsockname()[1], warm="")
+                took = time.monotonic() - t0
+                assert r["ok"] is False and r["err_code"] == "protocol", r
+                assert "size limit" in r["err"], r
+                assert took < 1.0, took                 # not after the 1 s read timeout
+            finally:
+                lsock.close()
+                for c in held:
+                    c.close()
+
         def errors_come_back_as_tables():
             r, _ = ngx.get("/send", entity="no-such-queue", body="x")
             assert r["ok"] is False and r["err_code"] == "entity_not_found" and r["err_status"] == 410, r
@@ -464,6 +489,7 @@ def main():
         check("a settle whose answer was lost and whose retry finds no lock: unknown_outcome",
               complete_with_lost_answer_is_unknown_outcome)
         check("the fault matrix (tests/faults/matrix.json) over cosockets", fault_matrix_over_cosockets)
+        check("an answer over the size limit is refused as it streams in", huge_answer_is_refused_as_it_streams_in)
         check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
         check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)

@@ -1,4 +1,6 @@
 """Bad input: clear errors naming the argument; no secret in any message or repr."""
+import os
+
 import pytest
 
 import peeklock
@@ -153,3 +155,86 @@ def test_a_sub_millisecond_request_timeout_is_short_not_the_default(emu, queue):
                                                 max_retries=0) as c:
         with pytest.raises(peeklock.Error):
             c.send(queue, b"x")
+
+
+# ---- limits: TLS, the CA file, file descriptors -------------------------------------
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """A TLS server on loopback with a self-signed certificate (made by the openssl
+    command): every handshake against it fails verification."""
+    import shutil
+    import ssl
+    import subprocess
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
+    from proxy import loopback_server
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    accepted = []
+
+    def handshake(c):
+        accepted.append(1)
+        try:
+            ctx.wrap_socket(c, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            c.close()
+    lsock = loopback_server(handshake)
+    yield f"https://127.0.0.1:{lsock.getsockname()[1]}", accepted
+    lsock.close()
+
+
+def test_tls_failure_says_it_is_tls_and_which_check_failed(tls_server):
+    endpoint, accepted = tls_server
+    c = peeklock.Client(endpoint, key_name="k", key="v", max_retries=3)
+    with pytest.raises(peeklock.ConnectionError) as ei:
+        c.send("q", b"x")
+    text = str(ei.value)
+    assert "TLS" in text and "certificate" in text, text      # not a bare "connection failed"
+    assert "self-signed" in text or "self signed" in text, text
+    assert ei.value.retryable is False
+    assert c.stats()["requests"] == 1 and len(accepted) == 1   # not retried: it cannot pass later
+    c.close()
+
+
+def test_missing_ca_file_is_an_argument_error_not_retried(tls_server):
+    endpoint, _ = tls_server
+    c = peeklock.Client(endpoint, key_name="k", key="v", ca_file="/nonexistent/ca.pem")
+    with pytest.raises(peeklock.InvalidArgument) as ei:
+        c.send("q", b"x")
+    assert "ca_file" in str(ei.value) and ei.value.retryable is False
+    assert c.stats()["retries"] == 0
+    c.close()
+
+
+def test_out_of_file_descriptors_says_so(emu, queue):
+    # in a child process: its descriptor limit is lowered until no connection can open
+    import subprocess
+    import sys
+    code = f"""
+import resource, peeklock
+warm = peeklock.Client.from_connection_string({emu.connection_string!r})
+warm.send({queue!r}, b"warm")       # the library is loaded (its pooled connection stays open)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+held = []
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+try:
+    while True:
+        held.append(open("/dev/null"))
+except OSError:
+    pass
+c = peeklock.Client({emu.endpoint!r}, key_name={emu.key_name!r}, key={emu.key!r}, max_retries=0)
+try:
+    c.send({queue!r}, b"x")
+    print("SENT")
+except peeklock.Error as e:
+    print(type(e).__name__, e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "file descriptors" in out.stdout, (out.stdout, out.stderr)

@@ -137,3 +137,24 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
     finally:
         c.close()
         setup.close()
+
+
+def test_resend_opt_in_sends_again_after_a_lost_answer(emu, queue):
+    # the caller says the entity drops duplicates by MessageId: a lost answer is sent again
+    # (the emulator does not drop duplicates, so the second copy shows the re-send happened)
+    c = peeklock.Client(f"http://127.0.0.1:{emu.port}", key_name=emu.key_name, key=emu.key)
+    try:
+        emu.fault(operation="send", entity=queue, drop=True, after=True, count=1)
+        c.send(queue, peeklock.OutgoingMessage(b"x", message_id="r1", resend=True))
+        assert c.stats()["retries"] == 1
+        assert [m["message_id"] for m in emu.messages(queue)] == ["r1", "r1"]
+        # without the opt-in the same fault is an unknown outcome
+        emu.fault(operation="send", entity=queue, drop=True, after=True, count=1)
+        with pytest.raises(peeklock.OutcomeUnknownError):
+            c.send(queue, peeklock.OutgoingMessage(b"x", message_id="r2"))
+        # and the opt-in needs a MessageId
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            c.send(queue, peeklock.OutgoingMessage(b"x", resend=True))
+        assert "MessageId" in str(ei.value)
+    finally:
+        c.close()
