@@ -494,7 +494,8 @@ PL_EXTERN int pl_aio_unlock(pl_aio *a, uint64_t *id, pl_message *m);
 PL_EXTERN int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m);
 /* Abandons m in the background: no completion; counted in
  * pl_aio_stats.cancel_abandoned. For a lock that reached a caller who no longer
- * wants it (a receive cancelled in the event loop after its answer came). */
+ * wants it (a receive cancelled in the event loop after its answer came, a
+ * handler cancelled while it held the lock). */
 PL_EXTERN int pl_aio_unlock_detached(pl_aio *a, pl_message *m);
 
 /* Cancels operation id. PL_OK: its completion will say PL_ECANCELED (or, for a
@@ -547,7 +548,9 @@ typedef struct pl_aio_stats {
     uint64_t inflight;         /* of which on the wire now */
     uint64_t max_pending;
     uint64_t cancelled;        /* completions that said PL_ECANCELED */
-    uint64_t cancel_abandoned; /* locks that reached a cancelled receive, unlocked at once */
+    uint64_t cancel_abandoned; /* locks unlocked in the background (pl_aio_unlock_detached):
+                                  a lock that reached a cancelled receive, or a block
+                                  cancelled while it held one */
     uint64_t op_bytes;         /* engine memory per pending operation (excluding libcurl's) */
 } pl_aio_stats;
 
