@@ -132,13 +132,22 @@ class Message(_client.Message):
     """A received message, settled with ``await msg.complete()`` or
     ``await msg.abandon()``, or by ``async with msg:`` (the C renewer keeps the
     lock while the block runs; completed on a clean exit, abandoned on an
-    exception or cancellation; LockLostError at the exit when it was lost)."""
+    exception or cancellation; LockLostError at the exit when it was lost).
 
-    __slots__ = ("_aio",)
+    With ``cancel_on_lost`` set (``client.peek_lock(..., cancel_on_lost=True)``
+    or the attribute), a lock lost while the block runs also cancels the task
+    running the block at its next await, and the block then raises
+    LockLostError: a handler stops working on a message it no longer owns."""
 
-    def __init__(self, handle: Any, aio: "Client", max_renew: Optional[float] = None) -> None:
+    __slots__ = ("_aio", "cancel_on_lost", "_watch", "_cancelled_lost")
+
+    def __init__(self, handle: Any, aio: "Client", max_renew: Optional[float] = None,
+                 cancel_on_lost: bool = False) -> None:
         super().__init__(handle, aio._sync, max_renew)
         self._aio = aio
+        self.cancel_on_lost = cancel_on_lost
+        self._watch: Optional[asyncio.TimerHandle] = None
+        self._cancelled_lost = False
 
     async def renew_lock(self) -> None:  # type: ignore[override]
         """Renews the lock once, now (``async with`` does this for you)."""
@@ -173,13 +182,43 @@ class Message(_client.Message):
 
     async def __aenter__(self) -> "Message":
         self.__enter__()
+        if self.cancel_on_lost:
+            task = asyncio.current_task()
+            if task is not None:
+                self._arm(asyncio.get_running_loop(), task)
         return self
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, task: "asyncio.Task[Any]") -> None:
+        """Looks at the lock once it is due to have been renewed (its current
+        expiry): the renewer has then either extended it (look again at the new
+        expiry) or marked it lost (cancel the block's task). One timer per held
+        lock and lock duration, only for blocks that opted in."""
+        def check() -> None:
+            self._watch = None
+            st = _core.pl_message_lock_state(self._h)
+            if st == _client.LOCK_LOST:
+                self._cancelled_lost = True
+                task.cancel()
+            elif st == _client.LOCK_HELD:
+                self._arm(loop, task)
+        self._watch = loop.call_later(max(0.05, self.lock_remaining + 0.05), check)
 
     async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                         tb: Optional[TracebackType]) -> bool:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self._stop_renewing()
         self._client._drain_events()
         st = _core.pl_message_lock_state(self._h)
+        if self._cancelled_lost and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            task = asyncio.current_task()
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()                  # this cancellation was ours, not the caller's
+            raise LockLostError(f"lock on message {self.sequence_number} in {self.entity} was lost "
+                                "while the block ran; the block was cancelled and nothing completed",
+                                code=-5) from exc
         if st == _client.LOCK_SETTLED and _core.pl_message_lost_reason(self._h) == _E_CLOSED:
             if exc_type is None:
                 raise ClosedError(f"message {self.sequence_number} in {self.entity} was abandoned when "
@@ -220,20 +259,24 @@ class _Receive:
     """What ``client.peek_lock()`` returns: await it for the message (or None),
     or use it with ``async with`` to hold the lock for the block."""
 
-    __slots__ = ("_client", "_entity", "_timeout", "_max_renew", "_msg")
+    __slots__ = ("_client", "_entity", "_timeout", "_max_renew", "_cancel_on_lost", "_msg")
 
-    def __init__(self, client: "Client", entity: str, timeout: int, max_renew: Optional[float]) -> None:
+    def __init__(self, client: "Client", entity: str, timeout: int, max_renew: Optional[float],
+                 cancel_on_lost: bool) -> None:
         self._client = client
         self._entity = entity
         self._timeout = timeout
         self._max_renew = max_renew
+        self._cancel_on_lost = cancel_on_lost
         self._msg: Optional[Message] = None
 
     def __await__(self) -> Generator[Any, None, Optional[Message]]:
-        return self._client._peek_lock(self._entity, self._timeout, self._max_renew).__await__()
+        return self._client._peek_lock(self._entity, self._timeout, self._max_renew,
+                                       self._cancel_on_lost).__await__()
 
     async def __aenter__(self) -> Optional[Message]:
-        self._msg = await self._client._peek_lock(self._entity, self._timeout, self._max_renew)
+        self._msg = await self._client._peek_lock(self._entity, self._timeout, self._max_renew,
+                                                  self._cancel_on_lost)
         if self._msg is not None:
             await self._msg.__aenter__()
         return self._msg
@@ -331,24 +374,26 @@ class Client:
         _raise_for(await self._engine.run(_core.pl_aio_send_batch, entity, b))
         return n
 
-    def peek_lock(self, entity: str, timeout: float = 30, *,
-                  max_renew: Optional[float] = None) -> _Receive:
+    def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None,
+                  cancel_on_lost: bool = False) -> _Receive:
         """Locks the next message, long-polling up to ``timeout`` seconds.
         ``await`` it for the Message (None when nothing came), or
-        ``async with client.peek_lock(q) as msg:`` to hold the lock for the block."""
+        ``async with client.peek_lock(q) as msg:`` to hold the lock for the block.
+        ``cancel_on_lost``: see :class:`Message`."""
         entity = _client._check_entity(entity)
         t = _client._check_timeout(timeout)
         mr = _client._check_seconds(max_renew, "max_renew", optional=True)
-        return _Receive(self, entity, t, mr)
+        return _Receive(self, entity, t, mr, bool(cancel_on_lost))
 
-    async def _peek_lock(self, entity: str, t: int, mr: Optional[float]) -> Optional[Message]:
+    async def _peek_lock(self, entity: str, t: int, mr: Optional[float],
+                         cancel_on_lost: bool = False) -> Optional[Message]:
         self._check_open()
         self._sync._refresh_token()
         res = await self._engine.run(_core.pl_aio_peek_lock, entity, t, peek=True)
         if res[5]:
             _client._warn_orphaned(entity)
         _raise_for(res)
-        return Message(res[4], self, mr) if res[4] is not None else None
+        return Message(res[4], self, mr, cancel_on_lost) if res[4] is not None else None
 
     async def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
         """Reads and deletes the next message (nothing to settle), or None."""
@@ -379,14 +424,16 @@ class Client:
                       concurrency: int = 4, max_renew: Optional[float] = None,
                       poll_timeout: float = 5, stop_event: Optional[asyncio.Event] = None,
                       max_messages: Optional[int] = None, handle_signals: bool = True,
-                      drain_timeout: Optional[float] = None) -> ProcessSummary:
+                      drain_timeout: Optional[float] = None,
+                      cancel_on_lost: bool = False) -> ProcessSummary:
         """Runs ``await handler(msg)`` on every message of ``entity`` with
         ``concurrency`` tasks, each message under ``async with`` (renewed by the C
         renewer, completed when the handler returns, abandoned when it raises).
         Stops on SIGINT/SIGTERM (unless ignored at start), ``stop_event`` or
         ``max_messages``: pending receives are cancelled at once, handlers under
         way finish (a second signal, or ``drain_timeout``, cancels them: their
-        messages are abandoned). Returns the run's summary."""
+        messages are abandoned). ``cancel_on_lost``: a handler whose lock is lost is
+        cancelled (see :class:`Message`). Returns the run's summary."""
         entity = _client._check_entity(entity)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive int")
@@ -425,7 +472,7 @@ class Client:
                     return
                 receiving.add(me)
                 try:
-                    msg = await self._peek_lock(entity, t, mr)
+                    msg = await self._peek_lock(entity, t, mr, cancel_on_lost)
                 except asyncio.CancelledError:
                     if stop.is_set():
                         return                  # the drain cancelled this receive

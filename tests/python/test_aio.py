@@ -124,6 +124,23 @@ async def test_lock_lost_by_the_clock_raises_at_exit(emulator_factory):
     await c.aclose()
 
 
+async def test_lock_lost_cancels_an_opted_in_block(emulator_factory):
+    emu = emulator_factory("--queue", "oq", "--lock-duration", "5")
+    c = peeklock.aio.Client.from_connection_string(emu.connection_string)
+    await c.send("oq", b"x", message_id="m")
+    reached_the_end = False
+    with pytest.raises(peeklock.LockLostError):
+        async with c.peek_lock("oq", timeout=5, cancel_on_lost=True) as msg:
+            emu.advance(30)                       # the server's lock runs out
+            await asyncio.Event().wait()          # would wait forever: the lost lock cancels it
+            reached_the_end = True
+    assert not reached_the_end and msg.lock_lost
+    assert completed(emu, "oq") == {}
+    cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
+    assert not cancelling()                       # the cancellation was the block's own
+    await c.aclose()
+
+
 async def test_a_handler_blocking_the_loop_keeps_its_lock(aclient, emu, make_queue):
     q = make_queue(lock_duration=2)
     await aclient.send(q, b"x", message_id="b")
