@@ -268,6 +268,12 @@ def main() -> int:
     ap.add_argument("--uvloop", action="store_true", help="run the async sides on uvloop")
     args = ap.parse_args()
     from peeklock.testing import Emulator   # the installed package (pip install .)
+    import resource                          # sockets for the polls, here and in the emulator
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * args.polls + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY
+                                                    else min(want, hard), hard))
     if args.uvloop:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
