@@ -10,9 +10,14 @@
  *
  * Locking: one mutex (mu) guards the operation list, the completion queue, the
  * counters and every op's cancel/state fields. The thread holds mu except while
- * it waits in curl_multi_poll and runs curl_multi_perform; the transfers' own
- * buffers (op->resp) are touched by the thread only. API threads take mu, change
- * the lists, and wake the thread with curl_multi_wakeup.
+ * it waits for its sockets and drives libcurl; the transfers' own buffers
+ * (op->resp) are touched by the thread only. API threads take mu, change the
+ * lists, and wake the thread (aio_wake).
+ *
+ * Driving libcurl: on Linux, libcurl's socket interface over one epoll set
+ * (curl_multi_socket_action), so a wake-up costs work for the sockets that are
+ * ready only, not for every transfer in flight; elsewhere curl_multi_poll and
+ * curl_multi_perform.
  *
  * The fd is readable exactly while completions are queued: it is signalled when
  * the queue goes from empty to not empty and cleared when pl_aio_next takes the
@@ -28,7 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#define AIO_EPOLL 1
 #endif
 
 #include "client_int.h"
@@ -47,7 +54,7 @@
 
 /* Free easy handles kept for reuse (the multi handle keeps the connections). */
 #define AIO_EASY_KEEP 64
-/* Longest wait in curl_multi_poll with nothing due (woken earlier by events). */
+/* Longest wait for the sockets with nothing due (woken earlier by events). */
 #define AIO_IDLE_WAIT_MS 3600000
 
 struct pl_aio_done {
@@ -90,7 +97,101 @@ struct pl_aio {
     CURL *easy_free[AIO_EASY_KEEP];
     int neasy;
     pl_aio_stats st;
+#ifdef AIO_EPOLL
+    int epfd;                 /* libcurl's sockets and wakefd */
+    int wakefd;               /* eventfd: API threads wake the I/O thread */
+    int64_t curl_timer_at;    /* libcurl's timer (pl_now_mono_ms), -1: none */
+#endif
 };
+
+#ifdef AIO_EPOLL
+/* libcurl's socket interface: which sockets to watch for what (I/O thread). */
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e; (void)socketp;
+    pl_aio *a = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = s;
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    pl_aio *a = userp;
+    a->curl_timer_at = timeout_ms < 0 ? -1 : pl_now_mono_ms() + timeout_ms;
+    return 0;
+}
+#endif
+
+/* Wakes the I/O thread (any thread). */
+static void aio_wake(pl_aio *a)
+{
+#ifdef AIO_EPOLL
+    uint64_t one = 1;
+    ssize_t n = write(a->wakefd, &one, sizeof one);
+    (void)n; /* a full counter is readable already */
+#else
+    curl_multi_wakeup(a->multi);
+#endif
+}
+
+/* Waits up to wait_ms for the sockets (or a wake-up) and lets libcurl move the
+ * transfers that are ready. I/O thread, without mu. */
+static void drive(pl_aio *a, long wait_ms)
+{
+    int running = 0;
+#ifdef AIO_EPOLL
+    if (a->curl_timer_at >= 0) {
+        int64_t t = a->curl_timer_at - pl_now_mono_ms();
+        if (t < wait_ms) wait_ms = t < 0 ? 0 : (long)t;
+    }
+    struct epoll_event evs[64];
+    int n = epoll_wait(a->epfd, evs, 64, (int)wait_ms);
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == a->wakefd) {
+            uint64_t v;
+            ssize_t r = read(a->wakefd, &v, sizeof v);
+            (void)r;
+            continue;
+        }
+        int mask = ((evs[i].events & (EPOLLIN | EPOLLHUP)) ? CURL_CSELECT_IN : 0) |
+                   ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                   ((evs[i].events & EPOLLERR) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(a->multi, fd, mask, &running);
+    }
+    if (a->curl_timer_at >= 0 && pl_now_mono_ms() >= a->curl_timer_at) {
+        a->curl_timer_at = -1;
+        curl_multi_socket_action(a->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+#else
+    curl_multi_poll(a->multi, NULL, 0, (int)wait_ms, NULL);
+    curl_multi_perform(a->multi, &running);
+#endif
+}
+
+/* Lets libcurl read what has come for one transfer (I/O thread). */
+static void drive_one(pl_aio *a, CURL *e)
+{
+    int running = 0;
+#ifdef AIO_EPOLL
+    curl_socket_t s = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(e, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s != CURL_SOCKET_BAD)
+        curl_multi_socket_action(a->multi, s, CURL_CSELECT_IN, &running);
+#else
+    (void)e;
+    curl_multi_perform(a->multi, &running);
+#endif
+}
 
 /* ---- the fd ---------------------------------------------------------------- */
 
@@ -255,7 +356,7 @@ static int submit(pl_aio *a, uint64_t *id, int kind, pl_request *req, pl_message
     ops_link(a, op);
     a->st.submitted++;
     pthread_mutex_unlock(&a->mu);
-    curl_multi_wakeup(a->multi);
+    aio_wake(a);
     pl_error_ok();
     return PL_OK;
 }
@@ -423,8 +524,7 @@ static void handle_cancel(pl_aio *a, pl_aio_done *op)
     /* a send or settle on the wire runs to its end (report() sees op->cancel) */
     if (op->kind != PL_OP_PEEKLOCK && op->kind != PL_OP_RECVDEL) return; /* runs to its end */
     /* take in whatever is already here before deciding */
-    int running = 0;
-    curl_multi_perform(a->multi, &running);
+    drive_one(a, op->easy);
     if (answer_started(op)) return; /* report() unlocks a peek-lock's message */
     transfer_release(a, op, 0);
     op->state = AIO_ST_NEW;
@@ -454,9 +554,7 @@ static void *aio_main(void *arg)
         if (a->kick) wait = 0; /* an op was added at the head meanwhile */
         if (a->closing && !a->ops) break;
         pthread_mutex_unlock(&a->mu);
-        curl_multi_poll(a->multi, NULL, 0, (int)wait, NULL);
-        int running = 0;
-        curl_multi_perform(a->multi, &running);
+        drive(a, wait);
         pthread_mutex_lock(&a->mu);
         CURLMsg *msg;
         int left = 0;
@@ -482,6 +580,10 @@ static void aio_destroy(pl_aio *a)
     }
     for (int i = 0; i < a->neasy; i++) curl_easy_cleanup(a->easy_free[i]);
     if (a->multi) curl_multi_cleanup(a->multi);
+#ifdef AIO_EPOLL
+    if (a->epfd >= 0) close(a->epfd);
+    if (a->wakefd >= 0) close(a->wakefd);
+#endif
     if (a->rfd >= 0) close(a->rfd);
     if (a->wfd >= 0 && a->wfd != a->rfd) close(a->wfd);
     pthread_mutex_destroy(&a->mu);
@@ -498,6 +600,10 @@ int pl_aio_new(pl_aio **out, pl_client *client)
     pl_aio *a = calloc(1, sizeof *a);
     if (!a) return pl_error_nomem();
     a->rfd = a->wfd = -1;
+#ifdef AIO_EPOLL
+    a->epfd = a->wakefd = -1;
+    a->curl_timer_at = -1;
+#endif
     pthread_mutex_init(&a->mu, NULL);
     pl_client_ref(client);
     a->client = client;
@@ -505,6 +611,24 @@ int pl_aio_new(pl_aio **out, pl_client *client)
     a->st.op_bytes = sizeof(pl_aio_done);
     int rc = fd_open(a);
     if (rc == PL_OK && !(a->multi = curl_multi_init())) rc = pl_error_nomem();
+#ifdef AIO_EPOLL
+    if (rc == PL_OK) {
+        a->epfd = epoll_create1(EPOLL_CLOEXEC);
+        a->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.fd = a->wakefd;
+        if (a->epfd < 0 || a->wakefd < 0 || epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->wakefd, &ev) != 0)
+            rc = pl_error_set(PL_EINTERNAL, 0, 0, "epoll/eventfd failed: %s", strerror(errno));
+    }
+    if (rc == PL_OK) {
+        curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
+        curl_multi_setopt(a->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(a->multi, CURLMOPT_TIMERDATA, a);
+    }
+#endif
     if (rc == PL_OK && pthread_create(&a->thread, NULL, aio_main, a) != 0)
         rc = pl_error_set(PL_EINTERNAL, 0, 0, "could not start the async engine's thread");
     if (rc != PL_OK) {
@@ -603,7 +727,7 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
         }
         if (!op->cancel) op->cancel = AIO_CANCEL;
         pthread_mutex_unlock(&a->mu);
-        curl_multi_wakeup(a->multi);
+        aio_wake(a);
         pl_error_ok();
         return PL_OK;
     }
@@ -677,7 +801,7 @@ int pl_aio_close(pl_aio *a)
     for (pl_aio_done *op = a->ops; op; op = op->next)
         if (!op->cancel && !op->detached) op->cancel = AIO_CLOSE;
     pthread_mutex_unlock(&a->mu);
-    curl_multi_wakeup(a->multi);
+    aio_wake(a);
     pl_error_ok();
     return PL_OK;
 }

@@ -287,3 +287,26 @@ async def test_process_drains_on_sigterm(aclient, emu, queue):
     assert len(completed(emu, queue)) == s.processed
     assert not [m for m in emu.messages(queue) if m["locked"]]
     assert aclient.stats()["aio"]["pending"] == 0
+
+
+def _switches(tid):
+    with open(f"/proc/self/task/{tid}/status") as f:
+        d = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    return int(d["voluntary_ctxt_switches"]) + int(d["nonvoluntary_ctxt_switches"])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+async def test_no_wake_ups_while_polls_wait(emu, queue):
+    before = set(os.listdir("/proc/self/task"))
+    c = peeklock.aio.Client.from_connection_string(emu.connection_string)
+    new = set(os.listdir("/proc/self/task")) - before
+    assert len(new) == 1                          # the engine's one I/O thread
+    tid = new.pop()
+    tasks = [asyncio.ensure_future(c.peek_lock(queue, timeout=60)) for _ in range(100)]
+    await until(lambda: c.stats()["aio"]["inflight"] == 100)
+    await asyncio.sleep(0.2)                      # the last answers to connects settle
+    start = _switches(tid)
+    await asyncio.sleep(2)                        # the window measured: nothing to do
+    assert _switches(tid) - start <= 1
+    await c.aclose()
+    await asyncio.gather(*tasks, return_exceptions=True)
