@@ -37,6 +37,31 @@ static int locked_count(const char *q)
     return n;
 }
 
+/* Peek-lock requests the emulator has taken in so far (its counters). A receive the
+ * server has begun to serve waits for a message and checks its connection when one
+ * comes; one it has not yet read could take a message before it sees the connection
+ * gone, so the cancel tests wait for this before cancelling. */
+static int peek_requests(void)
+{
+    char *body = NULL;
+    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200 || !body) { free(body); return -1; }
+    cJSON *j = cJSON_Parse(body);
+    free(body);
+    const cJSON *n = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "counters"), "requests.peek_lock");
+    int v = cJSON_IsNumber(n) ? n->valueint : 0;
+    cJSON_Delete(j);
+    return v;
+}
+
+static void wait_peek_requests(int want)
+{
+    for (int i = 0; i < 1000 && peek_requests() < want; i++) {
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
+    CHECK(peek_requests() >= want);
+}
+
 static void test_operations(void)
 {
     REQUIRE(pl_test_entity("aq", "queue", 30, 10) / 100 == 2);
@@ -99,7 +124,9 @@ static void test_cancel_waiting(void)
 {
     REQUIRE(pl_test_entity("cq", "queue", 30, 10) / 100 == 2);
     uint64_t ids[20];
+    int seen = peek_requests();
     for (int i = 0; i < 20; i++) REQUIRE(pl_aio_peek_lock(aio, &ids[i], "cq", 60) == PL_OK);
+    wait_peek_requests(seen + 20);
     /* let them reach the server */
     pl_aio_stats st;
     for (int i = 0; i < 200; i++) {
@@ -198,7 +225,9 @@ static void test_close(void)
     pl_aio *a = NULL;
     REQUIRE(pl_aio_new(&a, client) == PL_OK);
     uint64_t ids[10];
+    int seen = peek_requests();
     for (int i = 0; i < 10; i++) REQUIRE(pl_aio_peek_lock(a, &ids[i], "xq", 60) == PL_OK);
+    wait_peek_requests(seen + 10);
     int64_t t0 = pl_now_mono_ms();
     CHECK_EQ(pl_aio_close(a), PL_OK);
     CHECK_EQ(aio_collect(a, 10, PL_ECLOSED, 10000), 10);
