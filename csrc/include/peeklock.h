@@ -506,7 +506,10 @@ PL_EXTERN int pl_aio_unlock_detached(pl_aio *a, pl_message *m);
  * completes with it (PL_OK), since the message is already deleted.
  * A peek-lock completion still queued (not yet taken by pl_aio_next) is
  * withdrawn: its lock is unlocked at once and counted; no completion follows.
- * Waiting receives are aborted (the transfer is stopped at once); a send or
+ * Waiting receives are aborted (the transfer is stopped at once; a server that is
+ * serving the receive takes no message for a connection that has gone, but one
+ * cancelled before the server read it may still lock a message for nobody, which
+ * then comes back after its lock duration); a send or
  * settle already on the wire cannot be called back: PL_ESTATE, its completion
  * says what happened. PL_EINVAL for an id that is not pending (done and taken,
  * or never submitted). */
