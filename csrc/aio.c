@@ -44,13 +44,13 @@
 #include "outcome_int.h"
 #include "wire_int.h"
 
-#define AIO_ST_NEW      0   /* submitted, not yet started */
-#define AIO_ST_WAIT     1   /* waiting out a retry delay (due_ms) */
-#define AIO_ST_INFLIGHT 2   /* on the wire */
-#define AIO_ST_DONE     3   /* queued as a completion */
+#define AIO_ST_NEW      0 /* submitted, not yet started */
+#define AIO_ST_WAIT     1 /* waiting out a retry delay (due_ms) */
+#define AIO_ST_INFLIGHT 2 /* on the wire */
+#define AIO_ST_DONE     3 /* queued as a completion */
 
-#define AIO_CANCEL 1        /* pl_aio_cancel */
-#define AIO_CLOSE  2        /* pl_aio_close */
+#define AIO_CANCEL 1 /* pl_aio_cancel */
+#define AIO_CLOSE  2 /* pl_aio_close */
 
 /* Free easy handles kept for reuse (the multi handle keeps the connections). */
 #define AIO_EASY_KEEP 64
@@ -59,13 +59,13 @@
 
 struct pl_aio_done {
     uint64_t id;
-    int kind;                 /* PL_AIO_* (= PL_OP_*) */
-    int state;                /* AIO_ST_* */
-    int cancel;               /* 0, AIO_CANCEL or AIO_CLOSE */
-    int cancel_seen;          /* the thread has acted on it */
-    int detached;             /* no completion: an unlock for a cancelled receive */
+    int kind;        /* PL_AIO_* (= PL_OP_*) */
+    int state;       /* AIO_ST_* */
+    int cancel;      /* 0, AIO_CANCEL or AIO_CLOSE */
+    int cancel_seen; /* the thread has acted on it */
+    int detached;    /* no completion: an unlock for a cancelled receive */
     pl_request *req;
-    pl_message *m;            /* settles: the message (a reference) */
+    pl_message *m; /* settles: the message (a reference) */
     pl_call call;
     int64_t due_ms;
     /* the transfer under way (thread only) */
@@ -76,7 +76,7 @@ struct pl_aio_done {
     /* the result */
     int code, http_status, retryable;
     unsigned orphaned;
-    pl_message *msg;          /* received message, until taken */
+    pl_message *msg; /* received message, until taken */
     char text[256];
     pl_aio_done *prev, *next; /* pending list, or the completion queue (next only) */
 };
@@ -86,21 +86,21 @@ struct pl_aio {
     pthread_t thread;
     pthread_mutex_t mu;
     CURLM *multi;
-    int rfd, wfd;             /* eventfd: rfd == wfd */
+    int rfd, wfd; /* eventfd: rfd == wfd */
     int closing;
     int joined;
-    int kick;                 /* the thread added an op while walking the list */
+    int kick; /* the thread added an op while walking the list */
     uint64_t next_id;
     uint64_t rng;
-    pl_aio_done *ops;         /* pending operations (doubly linked) */
+    pl_aio_done *ops; /* pending operations (doubly linked) */
     pl_aio_done *done_head, *done_tail;
     CURL *easy_free[AIO_EASY_KEEP];
     int neasy;
     pl_aio_stats st;
 #ifdef AIO_EPOLL
-    int epfd;                 /* libcurl's sockets and wakefd */
-    int wakefd;               /* eventfd: API threads wake the I/O thread */
-    int64_t curl_timer_at;    /* libcurl's timer (pl_now_mono_ms), -1: none */
+    int epfd;              /* libcurl's sockets and wakefd */
+    int wakefd;            /* eventfd: API threads wake the I/O thread */
+    int64_t curl_timer_at; /* libcurl's timer (pl_now_mono_ms), -1: none */
 #endif
 };
 
@@ -108,7 +108,8 @@ struct pl_aio {
 /* libcurl's socket interface: which sockets to watch for what (I/O thread). */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    (void)e; (void)socketp;
+    (void)e;
+    (void)socketp;
     pl_aio *a = userp;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
@@ -246,8 +247,10 @@ static void ops_link(pl_aio *a, pl_aio_done *op)
 
 static void ops_unlink(pl_aio *a, pl_aio_done *op)
 {
-    if (op->prev) op->prev->next = op->next;
-    else a->ops = op->next;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        a->ops = op->next;
     if (op->next) op->next->prev = op->prev;
     op->prev = op->next = NULL;
     a->st.pending--;
@@ -294,7 +297,8 @@ static void complete_op(pl_aio *a, pl_aio_done *op, int code, pl_message *msg)
     if (code == PL_ECANCELED) a->st.cancelled++;
     a->st.completed++;
     op->next = NULL;
-    if (a->done_tail) a->done_tail->next = op;
+    if (a->done_tail)
+        a->done_tail->next = op;
     else {
         a->done_head = op;
         fd_signal(a);
@@ -375,8 +379,10 @@ static CURL *easy_get(pl_aio *a)
 
 static void easy_put(pl_aio *a, CURL *e, int keep)
 {
-    if (keep && a->neasy < AIO_EASY_KEEP) a->easy_free[a->neasy++] = e;
-    else curl_easy_cleanup(e);
+    if (keep && a->neasy < AIO_EASY_KEEP)
+        a->easy_free[a->neasy++] = e;
+    else
+        curl_easy_cleanup(e);
 }
 
 static void transfer_release(pl_aio *a, pl_aio_done *op, int keep)
@@ -397,8 +403,7 @@ static void transfer_release(pl_aio *a, pl_aio_done *op, int keep)
 }
 
 /* What an attempt's end says to outcome.c; the op completes or waits to retry. */
-static void report(pl_aio *a, pl_aio_done *op, int io, int status, int rc, long retry_after,
-                   pl_message *got)
+static void report(pl_aio *a, pl_aio_done *op, int io, int status, int rc, long retry_after, pl_message *got)
 {
     int kind = op->kind;
     int settle = kind == PL_OP_RENEW || kind == PL_OP_UNLOCK || kind == PL_OP_COMPLETE;
@@ -641,7 +646,10 @@ int pl_aio_new(pl_aio **out, pl_client *client)
     return PL_OK;
 }
 
-int pl_aio_fd(const pl_aio *a) { return a ? a->rfd : -1; }
+int pl_aio_fd(const pl_aio *a)
+{
+    return a ? a->rfd : -1;
+}
 
 static int check_aio(pl_aio *a, uint64_t *id)
 {
@@ -690,13 +698,16 @@ int pl_aio_receive_and_delete(pl_aio *a, uint64_t *id, const char *entity, int t
 
 static int aio_settle(pl_aio *a, uint64_t *id, pl_message *m, int settle, int detached)
 {
-    int op = settle == PL_SETTLE_RENEW ? PL_OP_RENEW : settle == PL_SETTLE_UNLOCK ? PL_OP_UNLOCK : PL_OP_COMPLETE;
+    int op = settle == PL_SETTLE_RENEW    ? PL_OP_RENEW
+             : settle == PL_SETTLE_UNLOCK ? PL_OP_UNLOCK
+                                          : PL_OP_COMPLETE;
     int rc = detached ? (a ? PL_OK : pl_error_inval("a", "must not be NULL")) : check_aio(a, id);
     if (rc) return rc;
     if (!m) return pl_error_inval("m", "must not be NULL");
     if (m->client != a->client) return pl_error_inval("m", "was received through another client");
     if (!m->location)
-        return pl_error_set(PL_ESTATE, 0, 0, "message was received with receive-and-delete: there is no lock");
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was received with receive-and-delete: there is no lock");
     if ((rc = pl_fence_enter(m, op)) != PL_OK) return rc;
     pl_request *req = NULL;
     if ((rc = pl_client_settle_request(&req, a->client, m, settle)) == PL_OK)
@@ -710,10 +721,22 @@ static int aio_settle(pl_aio *a, uint64_t *id, pl_message *m, int settle, int de
     return rc;
 }
 
-int pl_aio_renew_lock(pl_aio *a, uint64_t *id, pl_message *m) { return aio_settle(a, id, m, PL_SETTLE_RENEW, 0); }
-int pl_aio_unlock(pl_aio *a, uint64_t *id, pl_message *m) { return aio_settle(a, id, m, PL_SETTLE_UNLOCK, 0); }
-int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m) { return aio_settle(a, id, m, PL_SETTLE_COMPLETE, 0); }
-int pl_aio_unlock_detached(pl_aio *a, pl_message *m) { return aio_settle(a, NULL, m, PL_SETTLE_UNLOCK, 1); }
+int pl_aio_renew_lock(pl_aio *a, uint64_t *id, pl_message *m)
+{
+    return aio_settle(a, id, m, PL_SETTLE_RENEW, 0);
+}
+int pl_aio_unlock(pl_aio *a, uint64_t *id, pl_message *m)
+{
+    return aio_settle(a, id, m, PL_SETTLE_UNLOCK, 0);
+}
+int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m)
+{
+    return aio_settle(a, id, m, PL_SETTLE_COMPLETE, 0);
+}
+int pl_aio_unlock_detached(pl_aio *a, pl_message *m)
+{
+    return aio_settle(a, NULL, m, PL_SETTLE_UNLOCK, 1);
+}
 
 int pl_aio_cancel(pl_aio *a, uint64_t id)
 {
@@ -723,7 +746,8 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
         if (op->id != id || op->detached) continue;
         if (op->state == AIO_ST_INFLIGHT && op->kind != PL_OP_PEEKLOCK && op->kind != PL_OP_RECVDEL) {
             pthread_mutex_unlock(&a->mu);
-            return pl_error_set(PL_ESTATE, 0, 0, "the operation is on the wire: its completion will say what happened");
+            return pl_error_set(PL_ESTATE, 0, 0,
+                                "the operation is on the wire: its completion will say what happened");
         }
         if (!op->cancel) op->cancel = AIO_CANCEL;
         pthread_mutex_unlock(&a->mu);
@@ -736,8 +760,10 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
     for (pl_aio_done *d = a->done_head; d; prev = d, d = d->next) {
         if (d->id != id) continue;
         if (d->kind != PL_OP_PEEKLOCK) break;
-        if (prev) prev->next = d->next;
-        else a->done_head = d->next;
+        if (prev)
+            prev->next = d->next;
+        else
+            a->done_head = d->next;
         if (a->done_tail == d) a->done_tail = prev;
         if (!a->done_head) fd_clear(a);
         pl_message *got = d->msg;
@@ -745,7 +771,8 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
         op_free(d);
         pthread_mutex_unlock(&a->mu);
         if (got) {
-            if (pl_aio_unlock_detached(a, got) != PL_OK) { /* closed: the lock expires on its own */ }
+            if (pl_aio_unlock_detached(a, got) != PL_OK) { /* closed: the lock expires on its own */
+            }
             pl_message_free(got);
         }
         pl_error_ok();
@@ -775,13 +802,34 @@ int pl_aio_next(pl_aio_done **out, pl_aio *a)
     return d ? PL_OK : PL_EMPTY;
 }
 
-uint64_t pl_aio_done_id(const pl_aio_done *d) { return d ? d->id : 0; }
-int pl_aio_done_kind(const pl_aio_done *d) { return d ? d->kind : 0; }
-int pl_aio_done_code(const pl_aio_done *d) { return d ? d->code : PL_EINVAL; }
-int pl_aio_done_http_status(const pl_aio_done *d) { return d ? d->http_status : 0; }
-int pl_aio_done_retryable(const pl_aio_done *d) { return d ? d->retryable : 0; }
-const char *pl_aio_done_message(const pl_aio_done *d) { return d ? d->text : ""; }
-unsigned pl_aio_done_orphaned(const pl_aio_done *d) { return d ? d->orphaned : 0; }
+uint64_t pl_aio_done_id(const pl_aio_done *d)
+{
+    return d ? d->id : 0;
+}
+int pl_aio_done_kind(const pl_aio_done *d)
+{
+    return d ? d->kind : 0;
+}
+int pl_aio_done_code(const pl_aio_done *d)
+{
+    return d ? d->code : PL_EINVAL;
+}
+int pl_aio_done_http_status(const pl_aio_done *d)
+{
+    return d ? d->http_status : 0;
+}
+int pl_aio_done_retryable(const pl_aio_done *d)
+{
+    return d ? d->retryable : 0;
+}
+const char *pl_aio_done_message(const pl_aio_done *d)
+{
+    return d ? d->text : "";
+}
+unsigned pl_aio_done_orphaned(const pl_aio_done *d)
+{
+    return d ? d->orphaned : 0;
+}
 
 pl_message *pl_aio_done_take_message(pl_aio_done *d)
 {
@@ -791,7 +839,10 @@ pl_message *pl_aio_done_take_message(pl_aio_done *d)
     return m;
 }
 
-void pl_aio_done_free(pl_aio_done *d) { op_free(d); }
+void pl_aio_done_free(pl_aio_done *d)
+{
+    op_free(d);
+}
 
 int pl_aio_close(pl_aio *a)
 {

@@ -30,7 +30,7 @@ static inline pl_aio_done *aio_wait(pl_aio *a, uint64_t id, long timeout_ms)
         }
         int64_t left = end - pl_now_mono_ms();
         if (left <= 0) return NULL;
-        struct pollfd p = { pl_aio_fd(a), POLLIN, 0 };
+        struct pollfd p = {pl_aio_fd(a), POLLIN, 0};
         poll(&p, 1, (int)left);
     }
 }
@@ -68,7 +68,7 @@ static inline int aio_collect(pl_aio *a, int n, int want, long timeout_ms)
         }
         int64_t left = end - pl_now_mono_ms();
         if (left <= 0) break;
-        struct pollfd p = { pl_aio_fd(a), POLLIN, 0 };
+        struct pollfd p = {pl_aio_fd(a), POLLIN, 0};
         poll(&p, 1, (int)left);
     }
     return match;

@@ -27,7 +27,10 @@ static int locked_count(const char *q)
 {
     char path[128], *body = NULL;
     snprintf(path, sizeof path, "/$admin/entities/%s", q);
-    if (pl_test_admin("GET", path, NULL, &body) != 200 || !body) { free(body); return -1; }
+    if (pl_test_admin("GET", path, NULL, &body) != 200 || !body) {
+        free(body);
+        return -1;
+    }
     cJSON *j = cJSON_Parse(body);
     free(body);
     const cJSON *msgs = cJSON_GetObjectItem(j, "messages"), *m;
@@ -44,7 +47,10 @@ static int locked_count(const char *q)
 static int peek_requests(void)
 {
     char *body = NULL;
-    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200 || !body) { free(body); return -1; }
+    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200 || !body) {
+        free(body);
+        return -1;
+    }
     cJSON *j = cJSON_Parse(body);
     free(body);
     const cJSON *n = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "counters"), "requests.peek_lock");
@@ -56,7 +62,7 @@ static int peek_requests(void)
 static void wait_peek_requests(int want)
 {
     for (int i = 0; i < 1000 && peek_requests() < want; i++) {
-        struct timespec ts = { 0, 10000000 };
+        struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
     }
     CHECK(peek_requests() >= want);
@@ -132,7 +138,7 @@ static void test_cancel_waiting(void)
     for (int i = 0; i < 200; i++) {
         pl_aio_stats_get(aio, &st);
         if (st.inflight == 20) break;
-        struct timespec ts = { 0, 10000000 };
+        struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
     }
     CHECK_EQ(st.inflight, 20);
@@ -159,7 +165,7 @@ static void test_cancel_withdraws(void)
     send_one("wq", "w1");
     uint64_t id = 0;
     REQUIRE(pl_aio_peek_lock(aio, &id, "wq", 5) == PL_OK);
-    struct pollfd p = { pl_aio_fd(aio), POLLIN, 0 };
+    struct pollfd p = {pl_aio_fd(aio), POLLIN, 0};
     REQUIRE(poll(&p, 1, 10000) == 1);
     pl_aio_stats before, after;
     pl_aio_stats_get(aio, &before);
@@ -177,7 +183,7 @@ static void test_cancel_withdraws(void)
 
 /* Producers on several threads submit at once; one thread drains. */
 #define THREADS 4
-#define PER 50
+#define PER     50
 static void *producer(void *arg)
 {
     int t = (int)(long)arg;
@@ -200,7 +206,7 @@ static void test_threads(void)
     for (long t = 0; t < THREADS; t++) pthread_create(&th[t], NULL, producer, (void *)t);
     int ok = 0, seen = 0;
     while (seen < THREADS * PER) {
-        struct pollfd p = { pl_aio_fd(aio), POLLIN, 0 };
+        struct pollfd p = {pl_aio_fd(aio), POLLIN, 0};
         if (poll(&p, 1, 30000) != 1) break;
         pl_aio_done *d = NULL;
         while (pl_aio_next(&d, aio) == PL_OK) {

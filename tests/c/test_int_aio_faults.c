@@ -6,7 +6,10 @@
 #include "aio_support.h"
 
 #define AIO_MAX_CLIENTS 8
-static struct { pl_client *c; pl_aio *a; } engines[AIO_MAX_CLIENTS];
+static struct {
+    pl_client *c;
+    pl_aio *a;
+} engines[AIO_MAX_CLIENTS];
 
 static pl_aio *engine_of(pl_client *c)
 {
@@ -75,15 +78,15 @@ static int aio_complete_w(pl_client *c, pl_message *m)
     return aio_finish(a, pl_aio_complete(a, &id, m), &id, NULL);
 }
 
-#define pl_send aio_send_w
-#define pl_send_batch aio_batch_w
-#define pl_peek_lock aio_peek_w
+#define pl_send               aio_send_w
+#define pl_send_batch         aio_batch_w
+#define pl_peek_lock          aio_peek_w
 #define pl_receive_and_delete aio_rd_w
-#define pl_renew_lock aio_renew_w
-#define pl_unlock aio_unlock_w
-#define pl_complete aio_complete_w
-#define pl_client_free engine_drop
-#define main faults_main
+#define pl_renew_lock         aio_renew_w
+#define pl_unlock             aio_unlock_w
+#define pl_complete           aio_complete_w
+#define pl_client_free        engine_drop
+#define main                  faults_main
 #include "test_int_faults.c"
 #undef main
 #undef pl_client_free
