@@ -54,6 +54,8 @@
 %nodefaultctor pl_event;    %nodefaultdtor pl_event;
 %nodefaultctor pl_request;  %nodefaultdtor pl_request;
 %nodefaultctor pl_response; %nodefaultdtor pl_response;
+%nodefaultctor pl_aio;      %nodefaultdtor pl_aio;
+%nodefaultctor pl_aio_done; %nodefaultdtor pl_aio_done;
 
 struct pl_client {};
 struct pl_message {};
@@ -64,6 +66,8 @@ struct pl_connstr {};
 struct pl_event {};
 struct pl_request {};
 struct pl_response {};
+struct pl_aio {};
+struct pl_aio_done {};
 
 %extend pl_client   { ~pl_client()   { pl_client_free($self); } }
 %extend pl_message  { ~pl_message()  { pl_message_free($self); } }
@@ -74,6 +78,8 @@ struct pl_response {};
 %extend pl_event    { ~pl_event()    { pl_event_free($self); } }
 %extend pl_request  { ~pl_request()  { pl_request_free($self); } }
 %extend pl_response { ~pl_response() { pl_response_free($self); } }
+%extend pl_aio      { ~pl_aio()      { pl_aio_free($self); } }
+%extend pl_aio_done { ~pl_aio_done() { pl_aio_done_free($self); } }
 
 %ignore pl_client_free;
 %ignore pl_message_free;
@@ -84,6 +90,9 @@ struct pl_response {};
 %ignore pl_event_free;
 %ignore pl_request_free;
 %ignore pl_response_free;
+%ignore pl_aio_free;
+%ignore pl_aio_done_free;
+%ignore pl_aio_stats;
 %ignore pl_free;
 
 /* Callbacks and option structs carrying them cannot cross into a scripting
@@ -118,8 +127,21 @@ struct pl_response {};
   int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,
   int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
   int pl_response_new, int pl_response_add_header, int pl_response_set_body,
-  int pl_response_result
+  int pl_response_result,
+  int pl_aio_new, int pl_aio_send, int pl_aio_send_batch, int pl_aio_peek_lock,
+  int pl_aio_receive_and_delete, int pl_aio_renew_lock, int pl_aio_unlock, int pl_aio_complete,
+  int pl_aio_unlock_detached, int pl_aio_cancel, int pl_aio_close
 };
+
+/* The asynchronous engine (pl_aio_*) is bound by languages that define
+ * PL_BIND_AIO and provide its hooks (uint64_t *id out, pl_aio / pl_aio_done
+ * **out, a drain helper); others leave it out. Its destructor joins a thread:
+ * such a language releases its interpreter lock around it. */
+#ifndef PL_BIND_AIO
+%rename("$ignore", regextarget=1) "^pl_aio_";
+%ignore pl_aio;
+%ignore pl_aio_done;
+#endif
 
 /* ---- helpers every binding shares --------------------------------------- */
 

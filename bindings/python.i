@@ -586,4 +586,71 @@ PL_PY_OUT_OBJECT(pl_response)
         "state_bytes", (unsigned long long)tmp$argnum.state_bytes));
 }
 
+/* ---- the asynchronous engine (peeklock.aio) ------------------------------- */
+
+#define PL_BIND_AIO
+PL_PY_OUT_OBJECT(pl_aio)
+%thread pl_aio::~pl_aio;
+%ignore pl_aio_next;
+%ignore pl_aio_done_take_message;
+%ignore pl_aio_done;
+
+/* Submit calls return the operation's id. */
+%typemap(in, numinputs=0) uint64_t *id (uint64_t tmp = 0) { $1 = &tmp; }
+%typemap(argout) uint64_t *id {
+    Py_XDECREF($result);
+    $result = PyLong_FromUnsignedLongLong((unsigned long long)tmp$argnum);
+}
+
+%typemap(in, numinputs=0) pl_aio_stats *out (pl_aio_stats tmp) {
+    memset(&tmp, 0, sizeof tmp);
+    $1 = &tmp;
+}
+%typemap(argout) pl_aio_stats *out {
+    Py_XDECREF($result);
+    $result = (Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "submitted", (unsigned long long)tmp$argnum.submitted,
+        "completed", (unsigned long long)tmp$argnum.completed,
+        "pending", (unsigned long long)tmp$argnum.pending,
+        "inflight", (unsigned long long)tmp$argnum.inflight,
+        "max_pending", (unsigned long long)tmp$argnum.max_pending,
+        "cancelled", (unsigned long long)tmp$argnum.cancelled,
+        "cancel_abandoned", (unsigned long long)tmp$argnum.cancel_abandoned,
+        "op_bytes", (unsigned long long)tmp$argnum.op_bytes));
+}
+%apply int PL_STATUS { int pl_aio_stats_get };
+
+%inline %{
+/* Every queued completion of a, as a list of tuples (id, code, http_status,
+ * retryable, text, message handle or None, orphaned); the fd is quiet after.
+ * One call per readable event: the loop's reader calls nothing else. */
+static PyObject *pl_py_aio_drain(pl_aio *a) {
+    PyObject *list = PyList_New(0);
+    pl_aio_done *d = NULL;
+    if (!list) return NULL;
+    while (pl_aio_next(&d, a) == PL_OK) {
+        pl_message *m = pl_aio_done_take_message(d);
+        PyObject *h = m ? SWIG_Python_NewPointerObj(NULL, SWIG_as_voidptr(m), SWIGTYPE_p_pl_message, SWIG_POINTER_OWN)
+                        : SWIG_Py_Void();
+        const char *text = pl_aio_done_message(d);
+        PyObject *t = h ? Py_BuildValue("(KiiiNNI)", (unsigned long long)pl_aio_done_id(d),
+                                        pl_aio_done_code(d), pl_aio_done_http_status(d),
+                                        pl_aio_done_retryable(d),
+                                        PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace"),
+                                        h, pl_aio_done_orphaned(d))
+                        : NULL;
+        pl_aio_done_free(d);
+        if (!t || PyList_Append(list, t) < 0) {
+            /* out of memory: the rest stays queued (the fd stays readable) */
+            Py_XDECREF(t);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return list;
+}
+%}
+
 %include "peeklock.i"

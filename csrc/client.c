@@ -49,6 +49,7 @@ typedef struct pl_token {
 struct pl_client {
     atomic_int refs;
     atomic_int closed;
+    atomic_int receives_interrupted; /* pl_client_interrupt_receives */
     char *endpoint;
     char *entity_path;
     int https;
@@ -229,6 +230,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     if (!c) return pl_error_nomem();
     atomic_init(&c->refs, 1);
     atomic_init(&c->closed, 0);
+    atomic_init(&c->receives_interrupted, 0);
     for (int i = 0; i < PL_STAT__COUNT; i++) atomic_init(&c->stats[i], 0);
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->cb_lock, NULL);
@@ -605,6 +607,11 @@ static void count_result(pl_client *c, const pl_request *req, int rc)
     if ((req->op == PL_OP_RENEW || req->op == PL_OP_UNLOCK || req->op == PL_OP_COMPLETE) &&
         (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND))
         pl_client_stat_add(c, PL_STAT_LOST, 1);
+}
+
+void pl_client_count_result(pl_client *c, const pl_request *req, int rc)
+{
+    count_result(c, req, rc);
 }
 
 int pl_response_result(pl_message **out, pl_client *c, const pl_request *req, pl_message *m,
@@ -996,6 +1003,27 @@ int pl_client_transfer_io(CURLcode rc, const pl_response *resp)
     }
 }
 
+/* Long polls watch for pl_client_interrupt_receives (libcurl calls this about
+ * once a second while a transfer waits, and as data moves). */
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return atomic_load(&((pl_client *)ud)->receives_interrupted) ? 1 : 0;
+}
+
+void pl_client_interrupt_receives(pl_client *c)
+{
+    if (c) atomic_store(&c->receives_interrupted, 1);
+}
+
+static int is_receive(const pl_request *req)
+{
+    return req->op == PL_OP_PEEKLOCK || req->op == PL_OP_RECVDEL;
+}
+
 /* A handle of the pool, or a new one with the client's static options and
  * the slot callbacks (userdata: the slot, set once). */
 static pl_easy *pool_get(pl_client *c)
@@ -1017,6 +1045,8 @@ static pl_easy *pool_get(pl_client *c)
     curl_easy_setopt(s->e, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(s->e, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(s->e, CURLOPT_PREREQDATA, s);
+    curl_easy_setopt(s->e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    curl_easy_setopt(s->e, CURLOPT_XFERINFODATA, c);
     curl_easy_setopt(s->e, CURLOPT_ERRORBUFFER, s->errbuf);
     return s;
 }
@@ -1049,6 +1079,8 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
     }
     pl_response *resp = s->resp;
     CURL *e = s->e;
+    int watch = is_receive(req) && req->timeout_s > 0;
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, watch ? 0L : 1L);
     *sent_mono = pl_now_mono_ms();
     s->errbuf[0] = '\0';
     CURLcode cr = curl_easy_perform(e);
@@ -1057,6 +1089,12 @@ static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
     if (connects == 0) pl_client_stat_add(c, PL_STAT_REUSED, 1);
     *io = pl_client_transfer_io(cr, resp);
+    if (cr == CURLE_ABORTED_BY_CALLBACK && watch && atomic_load(&c->receives_interrupted)) {
+        /* ended by pl_client_interrupt_receives: no answer had come */
+        pl_response_free(resp);
+        easy_free(s);
+        return pl_error_set(PL_ECLOSED, 0, 0, "the client was closed while the receive waited");
+    }
     if (cr != CURLE_OK) {
         rc = pl_client_curl_error_easy(cr, resp, e, s->errbuf);
         pl_response_free(resp);
@@ -1136,6 +1174,10 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
             retry_after = pl_retry_after_ms(pl_response_header(resp, "Retry-After"));
             pl_response_free(resp);
         }
+        if (rc == PL_ECLOSED && is_receive(req)) {
+            if (op == PL_OP_PEEKLOCK) last_orphaned = (unsigned)call.orphaned;
+            return rc;
+        }
         int64_t left = m && op != PL_OP_PEEKLOCK && op != PL_OP_RECVDEL ? pl_message_lock_remaining_ms(m) : 0;
         if (pl_call_report(&call, &c->policy, io, status, rc, retry_after, left) == PL_NEXT_RETRY) {
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
@@ -1176,6 +1218,8 @@ static int receive(pl_message **out, pl_client *c, const char *entity, int timeo
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
     if (peek) last_orphaned = 0;
+    if (c && atomic_load(&c->receives_interrupted))
+        return pl_error_set(PL_ECLOSED, 0, 0, "the client is closed");
     pl_request *req = NULL;
     int rc = pl_request_receive(&req, c, entity, timeout_s, peek);
     if (rc) return rc;

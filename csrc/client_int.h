@@ -56,9 +56,13 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp);
 
 /* The client's retry policy (max_retries, backoff), for drivers that run their
- * own I/O and ask outcome.c (the cosocket driver). */
+ * own I/O and ask outcome.c (the cosocket driver, the async engine). */
 struct pl_policy;
 const struct pl_policy *pl_client_policy(const pl_client *c);
+
+/* Counts a finished call in the client's statistics as the blocking driver
+ * does (sent, received, completed, abandoned, renewed, lost). */
+void pl_client_count_result(pl_client *c, const pl_request *req, int rc);
 
 /* The request timeout the client uses (ms), for drivers that want the same. */
 long pl_client_request_timeout_ms(const pl_client *c);

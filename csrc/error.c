@@ -45,6 +45,7 @@ const char *pl_strerror(int code)
     case PL_ECLOSED: return "PL_ECLOSED: closed";
     case PL_EHTTP: return "PL_EHTTP: unexpected HTTP status";
     case PL_EINTERNAL: return "PL_EINTERNAL: internal error";
+    case PL_ECANCELED: return "PL_ECANCELED: cancelled";
     default: return "PL_E?: unknown code";
     }
 }

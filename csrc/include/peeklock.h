@@ -76,6 +76,8 @@ PL_EXTERN const char *pl_version(void);
 #define PL_ECLOSED   (-16) /* the client or renewer was closed */
 #define PL_EHTTP     (-17) /* any other unexpected HTTP status */
 #define PL_EINTERNAL (-18) /* a bug in peeklock */
+/* an asynchronous operation was cancelled before it took effect (pl_aio_cancel) */
+#define PL_ECANCELED (-19)
 
 /* The same code under the name the bindings use (OutcomeUnknownError). */
 #define PL_EOUTCOME_UNKNOWN PL_EUNKNOWN
@@ -216,6 +218,12 @@ typedef struct pl_client_stats {
 } pl_client_stats;
 
 PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
+/* Ends the blocking receives (pl_peek_lock, pl_receive_and_delete) waiting on any
+ * thread, within about a second, with PL_ECLOSED, and refuses later ones the same
+ * way; other calls (settles, sends) are unaffected, so held messages can still be
+ * settled. For a binding's close(). A receive ended this way had no answer yet:
+ * the server takes no message for a connection that has gone. Thread-safe. */
+PL_EXTERN void pl_client_interrupt_receives(pl_client *client);
 /* How many of the calling thread's last pl_peek_lock's attempts lost their answer (or got an
  * unreadable one) after the server may have locked a message: that message stays locked by
  * nobody until its lock expires, then comes back. 0 normally; for warnings (bindings log
@@ -464,6 +472,126 @@ typedef struct pl_renewer_stats {
 } pl_renewer_stats;
 
 PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* Asynchronous engine: operations for event loops, without a thread per call */
+/*                                                                            */
+/* One I/O thread per pl_aio drives one curl multi handle carrying every      */
+/* operation in flight. Operations are submitted from any thread and return   */
+/* at once with an id; when one finishes, its completion is queued and the    */
+/* file descriptor pl_aio_fd becomes readable. An event loop (asyncio, libuv, */
+/* cqueues, epoll) watches that fd and calls pl_aio_next until PL_EMPTY; the  */
+/* fd stays readable exactly while completions are queued (level-triggered,   */
+/* nothing to read from it by hand). Each attempt is reported to the same     */
+/* outcome rules as the blocking calls (retries, "outcome unknown", orphaned  */
+/* peek-locks, the settle fence; docs/c-api.md "Outcomes"). Lock renewal      */
+/* stays with pl_renewer (its own thread): a stalled event loop starves no    */
+/* renewal.                                                                   */
+/*                                                                            */
+/* Thread rules: every pl_aio_* call may be made from any thread, concurrently */
+/* with the others, except pl_aio_free (not concurrently with calls on the    */
+/* same pl_aio). A pl_aio_done belongs to whoever took it from pl_aio_next.   */
+/* Ownership: submit calls copy what they need (the outgoing message or batch */
+/* may be freed at once); a settle takes its own reference to the message.    */
+/* The pl_aio keeps a reference to its client.                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_aio pl_aio;
+typedef struct pl_aio_done pl_aio_done;
+
+/* Kinds of operation (pl_aio_done_kind). */
+#define PL_AIO_SEND               1
+#define PL_AIO_SEND_BATCH         2
+#define PL_AIO_PEEK_LOCK          3
+#define PL_AIO_RECEIVE_AND_DELETE 4
+#define PL_AIO_RENEW              5
+#define PL_AIO_UNLOCK             6
+#define PL_AIO_COMPLETE           7
+
+/* Starts the engine's I/O thread for client (which it keeps a reference to). */
+PL_EXTERN int pl_aio_new(pl_aio **out, pl_client *client);
+/* The fd to watch for readability (eventfd on Linux, the read end of a pipe
+ * elsewhere). Owned by the engine: never read, write or close it. */
+PL_EXTERN int pl_aio_fd(const pl_aio *a);
+
+/* Submit calls: PL_OK with *id set (never 0; ids are unique per engine), or a
+ * negative code for a call refused at once (invalid argument, PL_ECLOSED, or
+ * for a settle the fence's answer: PL_ESTATE, PL_ELOCKLOST, PL_EUNKNOWN), in
+ * which case no completion follows. Otherwise exactly one completion with that
+ * id follows, whatever happens (cancel and close included). */
+PL_EXTERN int pl_aio_send(pl_aio *a, uint64_t *id, const char *entity, const pl_outgoing *m);
+PL_EXTERN int pl_aio_send_batch(pl_aio *a, uint64_t *id, const char *entity, const pl_batch *b);
+PL_EXTERN int pl_aio_peek_lock(pl_aio *a, uint64_t *id, const char *entity, int timeout_s);
+PL_EXTERN int pl_aio_receive_and_delete(pl_aio *a, uint64_t *id, const char *entity, int timeout_s);
+PL_EXTERN int pl_aio_renew_lock(pl_aio *a, uint64_t *id, pl_message *m);
+PL_EXTERN int pl_aio_unlock(pl_aio *a, uint64_t *id, pl_message *m);
+PL_EXTERN int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m);
+/* Abandons m in the background: no completion; counted in
+ * pl_aio_stats.cancel_abandoned. For a lock that reached a caller who no longer
+ * wants it (a receive cancelled in the event loop after its answer came, a
+ * handler cancelled while it held the lock). */
+PL_EXTERN int pl_aio_unlock_detached(pl_aio *a, pl_message *m);
+
+/* Cancels operation id. PL_OK: its completion will say PL_ECANCELED (or, for a
+ * send or settle that may already have been carried out, PL_EUNKNOWN), except
+ * a receive whose answer had begun to arrive: then it runs to its end, a
+ * peek-locked message is unlocked at once (counted in cancel_abandoned) and the
+ * completion says PL_ECANCELED; a receive-and-delete that got a message
+ * completes with it (PL_OK), since the message is already deleted.
+ * A peek-lock completion still queued (not yet taken by pl_aio_next) is
+ * withdrawn: its lock is unlocked at once and counted; no completion follows.
+ * Waiting receives are aborted (the transfer is stopped at once; a server that is
+ * serving the receive takes no message for a connection that has gone, but one
+ * cancelled before the server read it may still lock a message for nobody, which
+ * then comes back after its lock duration); a send or
+ * settle already on the wire cannot be called back: PL_ESTATE, its completion
+ * says what happened. PL_EINVAL for an id that is not pending (done and taken,
+ * or never submitted). */
+PL_EXTERN int pl_aio_cancel(pl_aio *a, uint64_t id);
+
+/* Takes the next completion: PL_OK with *out set (free it with
+ * pl_aio_done_free), or PL_EMPTY (never blocks). */
+PL_EXTERN int pl_aio_next(pl_aio_done **out, pl_aio *a);
+PL_EXTERN uint64_t pl_aio_done_id(const pl_aio_done *d);
+PL_EXTERN int pl_aio_done_kind(const pl_aio_done *d); /* PL_AIO_* */
+/* The operation's result: PL_OK, PL_EMPTY (a receive found nothing), or a
+ * negative code, as the blocking call would have returned. */
+PL_EXTERN int pl_aio_done_code(const pl_aio_done *d);
+PL_EXTERN int pl_aio_done_http_status(const pl_aio_done *d);
+PL_EXTERN int pl_aio_done_retryable(const pl_aio_done *d);
+PL_EXTERN const char *pl_aio_done_message(const pl_aio_done *d); /* error text, "" on success; no secret */
+/* Peek-lock attempts whose answer was lost after the server may have locked a
+ * message (pl_client_last_orphaned's figure for this operation). */
+PL_EXTERN unsigned pl_aio_done_orphaned(const pl_aio_done *d);
+/* The received message (receives with PL_OK), handed over: the caller owns it
+ * (pl_message_free); later calls return NULL. A peek-locked message left in a
+ * completion that is freed is unlocked by nobody: take it. */
+PL_EXTERN pl_message *pl_aio_done_take_message(pl_aio_done *d);
+PL_EXTERN void pl_aio_done_free(pl_aio_done *d);
+
+/* Begins closing: no new submissions (PL_ECLOSED); queued operations and
+ * waiting receives complete with PL_ECLOSED at once; sends and settles on the
+ * wire run to their end. Does not block. Idempotent. */
+PL_EXTERN int pl_aio_close(pl_aio *a);
+/* Closes, waits for the I/O thread to finish, frees the completions nobody
+ * took, then the engine. Blocks (up to the request timeout of a settle on the
+ * wire). Accepts NULL. */
+PL_EXTERN void pl_aio_free(pl_aio *a);
+
+typedef struct pl_aio_stats {
+    uint64_t submitted;
+    uint64_t completed; /* completions queued */
+    uint64_t pending;   /* submitted, not yet completed */
+    uint64_t inflight;  /* of which on the wire now */
+    uint64_t max_pending;
+    uint64_t cancelled;        /* completions that said PL_ECANCELED */
+    uint64_t cancel_abandoned; /* locks unlocked in the background (pl_aio_unlock_detached):
+                                  a lock that reached a cancelled receive, or a block
+                                  cancelled while it held one */
+    uint64_t op_bytes;         /* engine memory per pending operation (excluding libcurl's) */
+} pl_aio_stats;
+
+PL_EXTERN int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* Sans-I/O: requests and response parsing for drivers that own their I/O     */

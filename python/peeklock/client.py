@@ -205,6 +205,21 @@ class OutgoingMessage:
         return h
 
 
+def _build_batch(messages: Iterable[Union["OutgoingMessage", Body]]) -> Tuple[Any, int]:
+    """The C batch of messages and how many it holds (the sync and async send_batch)."""
+    if isinstance(messages, (str, bytes, bytearray, OutgoingMessage)):
+        raise TypeError("messages must be an iterable of OutgoingMessage or bytes")
+    b = _core.pl_batch_new()
+    n = 0
+    for m in messages:
+        om = m if isinstance(m, OutgoingMessage) else OutgoingMessage(m)
+        _core.pl_batch_add(b, om._build())
+        n += 1
+    if n == 0:
+        raise ValueError("messages must not be empty")
+    return b, n
+
+
 def _warn_orphaned(entity: str) -> None:
     """A peek-lock's answer was lost after the server may have locked a message (the
     extension's fast path calls this too)."""
@@ -753,7 +768,9 @@ class Client:
     # ---- lifecycle ----
     def close(self, unlock_held: bool = True) -> None:
         """Stops the renewer (abandoning locks it still holds, so those
-        messages come back at once) and releases the client."""
+        messages come back at once) and releases the client. Receives waiting
+        on other threads end within about a second with ClosedError."""
+        _core.pl_client_interrupt_receives(self._h)
         with self._renewer_lock:
             r, self._renewer_handle = self._renewer_handle, None
         if r is not None:
@@ -913,16 +930,7 @@ class Client:
     def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _check_entity(entity)
-        if isinstance(messages, (str, bytes, bytearray, OutgoingMessage)):
-            raise TypeError("messages must be an iterable of OutgoingMessage or bytes")
-        b = _core.pl_batch_new()
-        n = 0
-        for m in messages:
-            om = m if isinstance(m, OutgoingMessage) else OutgoingMessage(m)
-            _core.pl_batch_add(b, om._build())
-            n += 1
-        if n == 0:
-            raise ValueError("messages must not be empty")
+        b, n = _build_batch(messages)
         self._check_open()
         self._refresh_token()
         _core.pl_send_batch(self._h, entity, b)

@@ -25,7 +25,7 @@ CODE_NAMES: Dict[int, str] = {
     -4: "PL_ENOTFOUND", -5: "PL_ELOCKLOST", -6: "PL_ETOOLARGE", -7: "PL_ETHROTTLED",
     -8: "PL_ESERVER", -9: "PL_ETIMEOUT", -10: "PL_ECONNECT", -11: "PL_EPROTOCOL",
     -12: "PL_EUNKNOWN", -13: "PL_EBADREQUEST", -14: "PL_ECONFLICT", -15: "PL_ESTATE",
-    -16: "PL_ECLOSED", -17: "PL_EHTTP", -18: "PL_EINTERNAL",
+    -16: "PL_ECLOSED", -17: "PL_EHTTP", -18: "PL_EINTERNAL", -19: "PL_ECANCELED",
 }
 
 # Defence in depth: the C core never puts secrets in messages; this scrubs

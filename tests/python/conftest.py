@@ -73,3 +73,15 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met within %.0f s" % timeout)
         time.sleep(interval)
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Every asyncio test runs on the default event loop and on uvloop."""
+    import asyncio
+    factories = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+        factories["uvloop"] = uvloop.new_event_loop
+    except ImportError:
+        pass
+    return factories

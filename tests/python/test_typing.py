@@ -40,7 +40,7 @@ def test_package_passes_mypy_strict():
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                         "-p", "peeklock.client", "-p", "peeklock.processor", "-p", "peeklock.errors",
                         "-p", "peeklock.cli", "-p", "peeklock.management", "-p", "peeklock.tools",
-                        "-p", "peeklock.telemetry"],
+                        "-p", "peeklock.telemetry", "-p", "peeklock.aio"],
                        cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -66,3 +66,34 @@ def test_emulator_passes_mypy():
                         "-p", "peeklock.emulator"],
                        cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+ASYNC_USER_CODE = '''
+import peeklock.aio
+
+async def handle(client: peeklock.aio.Client) -> int:
+    await client.send("orders", b"x", message_id="a")
+    async with client.peek_lock("orders", timeout=1) as msg:
+        if msg is None:
+            return 0
+        body: bytes = msg.body
+    got = await client.peek_lock("orders")
+    if got is not None:
+        await got.complete()
+    async for m in client.messages("orders"):
+        async with m:
+            pass
+    return len(body)
+
+async def bad(client: peeklock.aio.Client) -> None:
+    await client.send(42)
+'''
+
+
+def test_async_user_code_is_checked(tmp_path):
+    f = tmp_path / "user_aio.py"
+    f.write_text(ASYNC_USER_CODE)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert 'Argument 1 to "send" of "Client" has incompatible type "int"' in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 1, r.stdout

@@ -1,0 +1,880 @@
+/*
+ * aio.c — the asynchronous engine: one I/O thread per pl_aio drives one curl
+ * multi handle carrying every operation in flight; completions are queued and
+ * signalled on a file descriptor an event loop watches (peeklock.h, "Asynchronous
+ * engine").
+ *
+ * Each attempt is reported to outcome.c (pl_call_report) exactly as client.c
+ * does: the retry rules, "outcome unknown", orphaned peek-locks and the settle
+ * fence are the same for both drivers; nothing here decides them.
+ *
+ * Locking: one mutex (mu) guards the operation list, the completion queue, the
+ * counters and every op's cancel/state fields. The thread holds mu except while
+ * it waits for its sockets and drives libcurl; the transfers' own buffers
+ * (op->resp) are touched by the thread only. API threads take mu, change the
+ * lists, and wake the thread (aio_wake).
+ *
+ * Driving libcurl: on Linux, libcurl's socket interface over one epoll set
+ * (curl_multi_socket_action), so a wake-up costs work for the sockets that are
+ * ready only, not for every transfer in flight; elsewhere curl_multi_poll and
+ * curl_multi_perform.
+ *
+ * The fd is readable exactly while completions are queued: it is signalled when
+ * the queue goes from empty to not empty and cleared when pl_aio_next takes the
+ * last one (both under mu).
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#define AIO_EPOLL 1
+#endif
+
+#include "client_int.h"
+#include "error_int.h"
+#include "message_int.h"
+#include "outcome_int.h"
+#include "wire_int.h"
+
+#define AIO_ST_NEW      0 /* submitted, not yet started */
+#define AIO_ST_WAIT     1 /* waiting out a retry delay (due_ms) */
+#define AIO_ST_INFLIGHT 2 /* on the wire */
+#define AIO_ST_DONE     3 /* queued as a completion */
+
+#define AIO_CANCEL 1 /* pl_aio_cancel */
+#define AIO_CLOSE  2 /* pl_aio_close */
+
+/* Free easy handles kept for reuse (the multi handle keeps the connections). */
+#define AIO_EASY_KEEP 64
+/* Longest wait for the sockets with nothing due (woken earlier by events). */
+#define AIO_IDLE_WAIT_MS 3600000
+
+struct pl_aio_done {
+    uint64_t id;
+    int kind;        /* PL_AIO_* (= PL_OP_*) */
+    int state;       /* AIO_ST_* */
+    int cancel;      /* 0, AIO_CANCEL or AIO_CLOSE */
+    int cancel_seen; /* the thread has acted on it */
+    int detached;    /* no completion: an unlock for a cancelled receive */
+    pl_request *req;
+    pl_message *m; /* settles: the message (a reference) */
+    pl_call call;
+    int64_t due_ms;
+    /* the transfer under way (thread only) */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    pl_response *resp;
+    int64_t sent_ms;
+    /* the result */
+    int code, http_status, retryable;
+    unsigned orphaned;
+    pl_message *msg; /* received message, until taken */
+    char text[256];
+    pl_aio_done *prev, *next; /* pending list, or the completion queue (next only) */
+};
+
+struct pl_aio {
+    pl_client *client;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    CURLM *multi;
+    int rfd, wfd; /* eventfd: rfd == wfd */
+    int closing;
+    int joined;
+    int kick; /* the thread added an op while walking the list */
+    uint64_t next_id;
+    uint64_t rng;
+    pl_aio_done *ops; /* pending operations (doubly linked) */
+    pl_aio_done *done_head, *done_tail;
+    CURL *easy_free[AIO_EASY_KEEP];
+    int neasy;
+    pl_aio_stats st;
+#ifdef AIO_EPOLL
+    int epfd;              /* libcurl's sockets and wakefd */
+    int wakefd;            /* eventfd: API threads wake the I/O thread */
+    int64_t curl_timer_at; /* libcurl's timer (pl_now_mono_ms), -1: none */
+#endif
+};
+
+#ifdef AIO_EPOLL
+/* libcurl's socket interface: which sockets to watch for what (I/O thread). */
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e;
+    (void)socketp;
+    pl_aio *a = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = s;
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    pl_aio *a = userp;
+    a->curl_timer_at = timeout_ms < 0 ? -1 : pl_now_mono_ms() + timeout_ms;
+    return 0;
+}
+#endif
+
+/* Wakes the I/O thread (any thread). */
+static void aio_wake(pl_aio *a)
+{
+#ifdef AIO_EPOLL
+    uint64_t one = 1;
+    ssize_t n = write(a->wakefd, &one, sizeof one);
+    (void)n; /* a full counter is readable already */
+#else
+    curl_multi_wakeup(a->multi);
+#endif
+}
+
+/* Waits up to wait_ms for the sockets (or a wake-up) and lets libcurl move the
+ * transfers that are ready. I/O thread, without mu. */
+static void drive(pl_aio *a, long wait_ms)
+{
+    int running = 0;
+#ifdef AIO_EPOLL
+    if (a->curl_timer_at >= 0) {
+        int64_t t = a->curl_timer_at - pl_now_mono_ms();
+        if (t < wait_ms) wait_ms = t < 0 ? 0 : (long)t;
+    }
+    struct epoll_event evs[64];
+    int n = epoll_wait(a->epfd, evs, 64, (int)wait_ms);
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == a->wakefd) {
+            uint64_t v;
+            ssize_t r = read(a->wakefd, &v, sizeof v);
+            (void)r;
+            continue;
+        }
+        int mask = ((evs[i].events & (EPOLLIN | EPOLLHUP)) ? CURL_CSELECT_IN : 0) |
+                   ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                   ((evs[i].events & EPOLLERR) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(a->multi, fd, mask, &running);
+    }
+    if (a->curl_timer_at >= 0 && pl_now_mono_ms() >= a->curl_timer_at) {
+        a->curl_timer_at = -1;
+        curl_multi_socket_action(a->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+#else
+    curl_multi_poll(a->multi, NULL, 0, (int)wait_ms, NULL);
+    curl_multi_perform(a->multi, &running);
+#endif
+}
+
+/* Lets libcurl read what has come for one transfer (I/O thread). */
+static void drive_one(pl_aio *a, CURL *e)
+{
+    int running = 0;
+#ifdef AIO_EPOLL
+    curl_socket_t s = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(e, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s != CURL_SOCKET_BAD)
+        curl_multi_socket_action(a->multi, s, CURL_CSELECT_IN, &running);
+#else
+    (void)e;
+    curl_multi_perform(a->multi, &running);
+#endif
+}
+
+/* ---- the fd ---------------------------------------------------------------- */
+
+static int fd_open(pl_aio *a)
+{
+#ifdef __linux__
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) return pl_error_set(PL_EINTERNAL, 0, 0, "eventfd failed: %s", strerror(errno));
+    a->rfd = a->wfd = fd;
+#else
+    int p[2];
+    if (pipe(p) != 0) return pl_error_set(PL_EINTERNAL, 0, 0, "pipe failed: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
+        fcntl(p[i], F_SETFD, FD_CLOEXEC);
+    }
+    a->rfd = p[0];
+    a->wfd = p[1];
+#endif
+    return PL_OK;
+}
+
+static void fd_signal(pl_aio *a)
+{
+#ifdef __linux__
+    uint64_t one = 1;
+    ssize_t n = write(a->wfd, &one, sizeof one);
+#else
+    char one = 1;
+    ssize_t n = write(a->wfd, &one, 1);
+#endif
+    (void)n; /* a full counter/pipe is readable already */
+}
+
+static void fd_clear(pl_aio *a)
+{
+    char buf[64];
+    while (read(a->rfd, buf, sizeof buf) > 0) {}
+}
+
+/* ---- pending list and completions (under mu) ------------------------------ */
+
+static void ops_link(pl_aio *a, pl_aio_done *op)
+{
+    op->prev = NULL;
+    op->next = a->ops;
+    if (a->ops) a->ops->prev = op;
+    a->ops = op;
+    a->st.pending++;
+    if (a->st.pending > a->st.max_pending) a->st.max_pending = a->st.pending;
+}
+
+static void ops_unlink(pl_aio *a, pl_aio_done *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        a->ops = op->next;
+    if (op->next) op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+    a->st.pending--;
+}
+
+static void op_free(pl_aio_done *op)
+{
+    if (!op) return;
+    pl_request_free(op->req);
+    pl_message_free(op->m);
+    pl_message_free(op->msg);
+    free(op);
+}
+
+static void set_text(pl_aio_done *op, int code)
+{
+    const pl_error *e = pl_error_last();
+    if (code < 0 && e->code == code) {
+        op->http_status = e->http_status;
+        op->retryable = e->retryable;
+        snprintf(op->text, sizeof op->text, "%s", e->message);
+    } else {
+        op->text[0] = '\0';
+        if (code < 0) snprintf(op->text, sizeof op->text, "%s", pl_strerror(code));
+    }
+}
+
+/* The op is finished with code (and msg, a received message, or NULL). */
+static void complete_op(pl_aio *a, pl_aio_done *op, int code, pl_message *msg)
+{
+    ops_unlink(a, op);
+    pl_request_free(op->req);
+    op->req = NULL;
+    if (op->detached) {
+        pl_message_free(msg);
+        op_free(op);
+        return;
+    }
+    pl_message_free(op->m);
+    op->m = NULL;
+    op->code = code;
+    op->msg = msg;
+    op->state = AIO_ST_DONE;
+    if (code == PL_ECANCELED) a->st.cancelled++;
+    a->st.completed++;
+    op->next = NULL;
+    if (a->done_tail)
+        a->done_tail->next = op;
+    else {
+        a->done_head = op;
+        fd_signal(a);
+    }
+    a->done_tail = op;
+}
+
+/* Finishes an op that never (or no longer) runs, with the cancel's code. */
+static void complete_cancelled(pl_aio *a, pl_aio_done *op)
+{
+    int code = op->cancel == AIO_CLOSE ? PL_ECLOSED : PL_ECANCELED;
+    /* a send or settle an earlier attempt of which may have been carried out */
+    if (op->call.uncertain && op->kind != PL_OP_PEEKLOCK) code = PL_EUNKNOWN;
+    if (code == PL_EUNKNOWN)
+        pl_error_set(code, 0, 0, "cancelled after an attempt whose outcome is unknown");
+    else
+        pl_error_set(code, 0, 0, "%s", code == PL_ECLOSED ? "the engine was closed" : "cancelled");
+    op->http_status = op->retryable = 0;
+    set_text(op, code);
+    if (op->m && (op->kind == PL_OP_UNLOCK || op->kind == PL_OP_COMPLETE)) pl_fence_leave(op->m, code);
+    if (op->call.orphaned) pl_client_stat_add(a->client, PL_STAT_ORPHANED, (uint64_t)op->call.orphaned);
+    op->orphaned = (unsigned)op->call.orphaned;
+    complete_op(a, op, code, NULL);
+}
+
+/* A new op for a request (the engine owns req from here). */
+static pl_aio_done *op_new(pl_aio *a, int kind, pl_request *req, pl_message *m)
+{
+    pl_aio_done *op = calloc(1, sizeof *op);
+    if (!op) return NULL;
+    op->kind = kind;
+    op->req = req;
+    op->m = m;
+    if (m) pl_message_ref(m);
+    a->rng = a->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    pl_call_init(&op->call, kind, req->entity, a->rng ^ (uint64_t)(uintptr_t)op);
+    op->call.resend_ok = req->resend_ok;
+    return op;
+}
+
+/* Hands a built request to the thread. Takes req (freed on failure). */
+static int submit(pl_aio *a, uint64_t *id, int kind, pl_request *req, pl_message *m, int detached)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->closing) {
+        pthread_mutex_unlock(&a->mu);
+        pl_request_free(req);
+        return pl_error_set(PL_ECLOSED, 0, 0, "the async engine is closed");
+    }
+    pl_aio_done *op = op_new(a, kind, req, m);
+    if (!op) {
+        pthread_mutex_unlock(&a->mu);
+        pl_request_free(req);
+        return pl_error_nomem();
+    }
+    op->detached = detached;
+    op->id = ++a->next_id;
+    if (id) *id = op->id;
+    ops_link(a, op);
+    a->st.submitted++;
+    pthread_mutex_unlock(&a->mu);
+    aio_wake(a);
+    pl_error_ok();
+    return PL_OK;
+}
+
+/* ---- transfers (thread only, under mu) ------------------------------------ */
+
+static CURL *easy_get(pl_aio *a)
+{
+    if (a->neasy > 0) {
+        CURL *e = a->easy_free[--a->neasy];
+        curl_easy_reset(e);
+        return e;
+    }
+    return curl_easy_init();
+}
+
+static void easy_put(pl_aio *a, CURL *e, int keep)
+{
+    if (keep && a->neasy < AIO_EASY_KEEP)
+        a->easy_free[a->neasy++] = e;
+    else
+        curl_easy_cleanup(e);
+}
+
+static void transfer_release(pl_aio *a, pl_aio_done *op, int keep)
+{
+    if (op->easy) {
+        curl_multi_remove_handle(a->multi, op->easy);
+        easy_put(a, op->easy, keep);
+        op->easy = NULL;
+    }
+    if (op->hdrs) {
+        for (struct curl_slist *t = op->hdrs; t; t = t->next) memset(t->data, 0, strlen(t->data));
+        curl_slist_free_all(op->hdrs);
+        op->hdrs = NULL;
+    }
+    pl_response_free(op->resp);
+    op->resp = NULL;
+    if (op->state == AIO_ST_INFLIGHT) a->st.inflight--;
+}
+
+/* What an attempt's end says to outcome.c; the op completes or waits to retry. */
+static void report(pl_aio *a, pl_aio_done *op, int io, int status, int rc, long retry_after, pl_message *got)
+{
+    int kind = op->kind;
+    int settle = kind == PL_OP_RENEW || kind == PL_OP_UNLOCK || kind == PL_OP_COMPLETE;
+    int64_t left = settle && op->m ? pl_message_lock_remaining_ms(op->m) : 0;
+    int next = pl_call_report(&op->call, pl_client_policy(a->client), io, status, rc, retry_after, left);
+    if (next == PL_NEXT_RETRY && !op->cancel) {
+        pl_message_free(got);
+        pl_client_stat_add(a->client, PL_STAT_RETRIES, 1);
+        op->state = AIO_ST_WAIT;
+        op->due_ms = pl_now_mono_ms() + op->call.delay_ms;
+        return;
+    }
+    if (next == PL_NEXT_RETRY) { /* cancelled while a retry was being decided */
+        pl_message_free(got);
+        complete_cancelled(a, op);
+        return;
+    }
+    int code = op->call.code;
+    op->http_status = op->retryable = 0;
+    set_text(op, code);
+    pl_client_count_result(a->client, op->req, code == PL_EUNKNOWN && op->m ? PL_ELOCKLOST : code);
+    if (kind == PL_OP_UNLOCK || kind == PL_OP_COMPLETE) pl_fence_leave(op->m, code);
+    if (op->cancel && kind == PL_OP_PEEKLOCK) {
+        /* the lock came back to a receive nobody waits for: release it now */
+        if (got) {
+            pl_request *req = NULL;
+            a->st.cancel_abandoned++;
+            if (pl_fence_enter(got, PL_OP_UNLOCK) == PL_OK) {
+                if (pl_client_settle_request(&req, a->client, got, PL_SETTLE_UNLOCK) == PL_OK) {
+                    pl_aio_done *u = op_new(a, PL_OP_UNLOCK, req, got);
+                    if (u) {
+                        u->detached = 1;
+                        u->id = ++a->next_id;
+                        ops_link(a, u);
+                        a->kick = 1;
+                    } else {
+                        pl_request_free(req);
+                        pl_fence_leave(got, PL_ECANCELED);
+                    }
+                } else {
+                    pl_fence_leave(got, PL_ECANCELED);
+                }
+            }
+            pl_message_free(got);
+            got = NULL;
+        }
+        complete_cancelled(a, op);
+        return;
+    }
+    op->orphaned = (unsigned)op->call.orphaned;
+    if (op->call.orphaned) pl_client_stat_add(a->client, PL_STAT_ORPHANED, (uint64_t)op->call.orphaned);
+    complete_op(a, op, code, got);
+}
+
+static void start_attempt(pl_aio *a, pl_aio_done *op)
+{
+    CURL *e = easy_get(a);
+    int rc = e ? PL_OK : pl_error_nomem();
+    if (rc == PL_OK)
+        rc = pl_client_setup_easy(a->client, e, op->req, (long)op->req->timeout_s * 1000, &op->hdrs,
+                                  &op->resp);
+    if (rc == PL_OK) {
+        curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)op);
+        op->sent_ms = pl_now_mono_ms();
+        if (curl_multi_add_handle(a->multi, e) != CURLM_OK)
+            rc = pl_error_set(PL_EINTERNAL, 0, 0, "curl_multi_add_handle failed");
+    }
+    if (rc != PL_OK) {
+        if (e) easy_put(a, e, 1);
+        op->easy = NULL;
+        transfer_release(a, op, 1);
+        /* nothing left: reported as an attempt that was never sent */
+        report(a, op, PL_IO_NOT_SENT, 0, rc, -1, NULL);
+        return;
+    }
+    op->easy = e;
+    op->state = AIO_ST_INFLIGHT;
+    a->st.inflight++;
+}
+
+static void finish_attempt(pl_aio *a, pl_aio_done *op, CURLcode res)
+{
+    pl_client *c = a->client;
+    pl_client_stat_add(c, PL_STAT_REQUESTS, 1);
+    long connects = -1;
+    curl_easy_getinfo(op->easy, CURLINFO_NUM_CONNECTS, &connects);
+    if (connects == 0) pl_client_stat_add(c, PL_STAT_REUSED, 1);
+    int io = pl_client_transfer_io(res, op->resp);
+    int rc, status = 0;
+    long retry_after = -1;
+    pl_message *got = NULL;
+    if (res != CURLE_OK || io == PL_IO_MALFORMED) {
+        rc = pl_client_curl_error_easy(res, op->resp, op->easy, NULL);
+        transfer_release(a, op, 0); /* may hold a broken connection: drop it */
+    } else {
+        long st = 0;
+        curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &st);
+        status = (int)st;
+        op->resp->status = status;
+        rc = pl_wire_result(&got, c, pl_client_endpoint(c), op->req, op->m, op->resp, op->sent_ms);
+        retry_after = pl_retry_after_ms(pl_response_header(op->resp, "Retry-After"));
+        transfer_release(a, op, 1);
+    }
+    op->state = AIO_ST_NEW;
+    report(a, op, io, status, rc, retry_after, got);
+}
+
+/* A receive whose answer has not begun to arrive can be stopped: the server
+ * takes no message for a connection that has gone. */
+static int answer_started(pl_aio_done *op)
+{
+    long hsize = 0;
+    curl_easy_getinfo(op->easy, CURLINFO_HEADER_SIZE, &hsize);
+    return hsize > 0 || (op->resp && op->resp->nseen > 0);
+}
+
+static void handle_cancel(pl_aio *a, pl_aio_done *op)
+{
+    if (op->state != AIO_ST_INFLIGHT) {
+        complete_cancelled(a, op);
+        return;
+    }
+    /* a send or settle on the wire runs to its end (report() sees op->cancel) */
+    if (op->kind != PL_OP_PEEKLOCK && op->kind != PL_OP_RECVDEL) return; /* runs to its end */
+    /* take in whatever is already here before deciding */
+    drive_one(a, op->easy);
+    if (answer_started(op)) return; /* report() unlocks a peek-lock's message */
+    transfer_release(a, op, 0);
+    op->state = AIO_ST_NEW;
+    complete_cancelled(a, op);
+}
+
+static void *aio_main(void *arg)
+{
+    pl_aio *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        int64_t now = pl_now_mono_ms();
+        long wait = AIO_IDLE_WAIT_MS;
+        pl_aio_done *next;
+        a->kick = 0;
+        for (pl_aio_done *op = a->ops; op; op = next) {
+            next = op->next; /* handle_cancel and start_attempt unlink op only */
+            if (op->cancel && !op->cancel_seen) {
+                op->cancel_seen = 1;
+                handle_cancel(a, op);
+            } else if (op->state == AIO_ST_NEW || (op->state == AIO_ST_WAIT && op->due_ms <= now)) {
+                start_attempt(a, op);
+            } else if (op->state == AIO_ST_WAIT && op->due_ms - now < wait) {
+                wait = (long)(op->due_ms - now);
+            }
+        }
+        if (a->kick) wait = 0; /* an op was added at the head meanwhile */
+        if (a->closing && !a->ops) break;
+        pthread_mutex_unlock(&a->mu);
+        drive(a, wait);
+        pthread_mutex_lock(&a->mu);
+        CURLMsg *msg;
+        int left = 0;
+        while ((msg = curl_multi_info_read(a->multi, &left))) {
+            if (msg->msg != CURLMSG_DONE) continue;
+            pl_aio_done *op = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&op);
+            if (op && op->easy == msg->easy_handle) finish_attempt(a, op, msg->data.result);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* ---- public API --------------------------------------------------------------- */
+
+static void aio_destroy(pl_aio *a)
+{
+    while (a->done_head) {
+        pl_aio_done *d = a->done_head;
+        a->done_head = d->next;
+        op_free(d);
+    }
+    for (int i = 0; i < a->neasy; i++) curl_easy_cleanup(a->easy_free[i]);
+    if (a->multi) curl_multi_cleanup(a->multi);
+#ifdef AIO_EPOLL
+    if (a->epfd >= 0) close(a->epfd);
+    if (a->wakefd >= 0) close(a->wakefd);
+#endif
+    if (a->rfd >= 0) close(a->rfd);
+    if (a->wfd >= 0 && a->wfd != a->rfd) close(a->wfd);
+    pthread_mutex_destroy(&a->mu);
+    if (a->client) pl_client_unref(a->client);
+    free(a);
+}
+
+int pl_aio_new(pl_aio **out, pl_client *client)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (!client) return pl_error_inval("client", "must not be NULL");
+    if (pl_client_closed(client)) return pl_error_set(PL_ECLOSED, 0, 0, "the client is closed");
+    pl_aio *a = calloc(1, sizeof *a);
+    if (!a) return pl_error_nomem();
+    a->rfd = a->wfd = -1;
+#ifdef AIO_EPOLL
+    a->epfd = a->wakefd = -1;
+    a->curl_timer_at = -1;
+#endif
+    pthread_mutex_init(&a->mu, NULL);
+    pl_client_ref(client);
+    a->client = client;
+    a->rng = (uint64_t)(uintptr_t)a ^ (uint64_t)pl_now_mono_ms();
+    a->st.op_bytes = sizeof(pl_aio_done);
+    int rc = fd_open(a);
+    if (rc == PL_OK && !(a->multi = curl_multi_init())) rc = pl_error_nomem();
+#ifdef AIO_EPOLL
+    if (rc == PL_OK) {
+        a->epfd = epoll_create1(EPOLL_CLOEXEC);
+        a->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.fd = a->wakefd;
+        if (a->epfd < 0 || a->wakefd < 0 || epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->wakefd, &ev) != 0)
+            rc = pl_error_set(PL_EINTERNAL, 0, 0, "epoll/eventfd failed: %s", strerror(errno));
+    }
+    if (rc == PL_OK) {
+        curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
+        curl_multi_setopt(a->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(a->multi, CURLMOPT_TIMERDATA, a);
+    }
+#endif
+    if (rc == PL_OK && pthread_create(&a->thread, NULL, aio_main, a) != 0)
+        rc = pl_error_set(PL_EINTERNAL, 0, 0, "could not start the async engine's thread");
+    if (rc != PL_OK) {
+        a->joined = 1;
+        aio_destroy(a);
+        return rc;
+    }
+    *out = a;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_aio_fd(const pl_aio *a)
+{
+    return a ? a->rfd : -1;
+}
+
+static int check_aio(pl_aio *a, uint64_t *id)
+{
+    if (id) *id = 0;
+    if (!a) return pl_error_inval("a", "must not be NULL");
+    if (!id) return pl_error_inval("id", "must not be NULL");
+    return PL_OK;
+}
+
+int pl_aio_send(pl_aio *a, uint64_t *id, const char *entity, const pl_outgoing *m)
+{
+    int rc = check_aio(a, id);
+    pl_request *req = NULL;
+    if (rc == PL_OK && (rc = pl_request_send(&req, a->client, entity, m)) == PL_OK)
+        rc = submit(a, id, PL_OP_SEND, req, NULL, 0);
+    return rc;
+}
+
+int pl_aio_send_batch(pl_aio *a, uint64_t *id, const char *entity, const pl_batch *b)
+{
+    int rc = check_aio(a, id);
+    pl_request *req = NULL;
+    if (rc == PL_OK && (rc = pl_request_send_batch(&req, a->client, entity, b)) == PL_OK)
+        rc = submit(a, id, PL_OP_BATCH, req, NULL, 0);
+    return rc;
+}
+
+static int aio_receive(pl_aio *a, uint64_t *id, const char *entity, int timeout_s, int peek)
+{
+    int rc = check_aio(a, id);
+    pl_request *req = NULL;
+    if (rc == PL_OK && (rc = pl_request_receive(&req, a->client, entity, timeout_s, peek)) == PL_OK)
+        rc = submit(a, id, peek ? PL_OP_PEEKLOCK : PL_OP_RECVDEL, req, NULL, 0);
+    return rc;
+}
+
+int pl_aio_peek_lock(pl_aio *a, uint64_t *id, const char *entity, int timeout_s)
+{
+    return aio_receive(a, id, entity, timeout_s, 1);
+}
+
+int pl_aio_receive_and_delete(pl_aio *a, uint64_t *id, const char *entity, int timeout_s)
+{
+    return aio_receive(a, id, entity, timeout_s, 0);
+}
+
+static int aio_settle(pl_aio *a, uint64_t *id, pl_message *m, int settle, int detached)
+{
+    int op = settle == PL_SETTLE_RENEW    ? PL_OP_RENEW
+             : settle == PL_SETTLE_UNLOCK ? PL_OP_UNLOCK
+                                          : PL_OP_COMPLETE;
+    int rc = detached ? (a ? PL_OK : pl_error_inval("a", "must not be NULL")) : check_aio(a, id);
+    if (rc) return rc;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (m->client != a->client) return pl_error_inval("m", "was received through another client");
+    if (!m->location)
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was received with receive-and-delete: there is no lock");
+    if ((rc = pl_fence_enter(m, op)) != PL_OK) return rc;
+    pl_request *req = NULL;
+    if ((rc = pl_client_settle_request(&req, a->client, m, settle)) == PL_OK)
+        rc = submit(a, id, op, req, m, detached);
+    if (rc != PL_OK && op != PL_OP_RENEW) pl_fence_leave(m, PL_ECANCELED);
+    if (rc == PL_OK && detached) {
+        pthread_mutex_lock(&a->mu);
+        a->st.cancel_abandoned++;
+        pthread_mutex_unlock(&a->mu);
+    }
+    return rc;
+}
+
+int pl_aio_renew_lock(pl_aio *a, uint64_t *id, pl_message *m)
+{
+    return aio_settle(a, id, m, PL_SETTLE_RENEW, 0);
+}
+int pl_aio_unlock(pl_aio *a, uint64_t *id, pl_message *m)
+{
+    return aio_settle(a, id, m, PL_SETTLE_UNLOCK, 0);
+}
+int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m)
+{
+    return aio_settle(a, id, m, PL_SETTLE_COMPLETE, 0);
+}
+int pl_aio_unlock_detached(pl_aio *a, pl_message *m)
+{
+    return aio_settle(a, NULL, m, PL_SETTLE_UNLOCK, 1);
+}
+
+int pl_aio_cancel(pl_aio *a, uint64_t id)
+{
+    if (!a) return pl_error_inval("a", "must not be NULL");
+    pthread_mutex_lock(&a->mu);
+    for (pl_aio_done *op = a->ops; op; op = op->next) {
+        if (op->id != id || op->detached) continue;
+        if (op->state == AIO_ST_INFLIGHT && op->kind != PL_OP_PEEKLOCK && op->kind != PL_OP_RECVDEL) {
+            pthread_mutex_unlock(&a->mu);
+            return pl_error_set(PL_ESTATE, 0, 0,
+                                "the operation is on the wire: its completion will say what happened");
+        }
+        if (!op->cancel) op->cancel = AIO_CANCEL;
+        pthread_mutex_unlock(&a->mu);
+        aio_wake(a);
+        pl_error_ok();
+        return PL_OK;
+    }
+    /* A completion not yet taken: a peek-lock's is withdrawn and its lock released. */
+    pl_aio_done *prev = NULL;
+    for (pl_aio_done *d = a->done_head; d; prev = d, d = d->next) {
+        if (d->id != id) continue;
+        if (d->kind != PL_OP_PEEKLOCK) break;
+        if (prev)
+            prev->next = d->next;
+        else
+            a->done_head = d->next;
+        if (a->done_tail == d) a->done_tail = prev;
+        if (!a->done_head) fd_clear(a);
+        pl_message *got = d->msg;
+        d->msg = NULL;
+        op_free(d);
+        pthread_mutex_unlock(&a->mu);
+        if (got) {
+            if (pl_aio_unlock_detached(a, got) != PL_OK) { /* closed: the lock expires on its own */
+            }
+            pl_message_free(got);
+        }
+        pl_error_ok();
+        return PL_OK;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return pl_error_set(PL_EINVAL, 0, 0, "no pending operation has that id");
+}
+
+int pl_aio_next(pl_aio_done **out, pl_aio *a)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (!a) return pl_error_inval("a", "must not be NULL");
+    pthread_mutex_lock(&a->mu);
+    pl_aio_done *d = a->done_head;
+    if (d) {
+        a->done_head = d->next;
+        if (!a->done_head) {
+            a->done_tail = NULL;
+            fd_clear(a);
+        }
+        d->next = NULL;
+    }
+    pthread_mutex_unlock(&a->mu);
+    *out = d;
+    return d ? PL_OK : PL_EMPTY;
+}
+
+uint64_t pl_aio_done_id(const pl_aio_done *d)
+{
+    return d ? d->id : 0;
+}
+int pl_aio_done_kind(const pl_aio_done *d)
+{
+    return d ? d->kind : 0;
+}
+int pl_aio_done_code(const pl_aio_done *d)
+{
+    return d ? d->code : PL_EINVAL;
+}
+int pl_aio_done_http_status(const pl_aio_done *d)
+{
+    return d ? d->http_status : 0;
+}
+int pl_aio_done_retryable(const pl_aio_done *d)
+{
+    return d ? d->retryable : 0;
+}
+const char *pl_aio_done_message(const pl_aio_done *d)
+{
+    return d ? d->text : "";
+}
+unsigned pl_aio_done_orphaned(const pl_aio_done *d)
+{
+    return d ? d->orphaned : 0;
+}
+
+pl_message *pl_aio_done_take_message(pl_aio_done *d)
+{
+    if (!d) return NULL;
+    pl_message *m = d->msg;
+    d->msg = NULL;
+    return m;
+}
+
+void pl_aio_done_free(pl_aio_done *d)
+{
+    op_free(d);
+}
+
+int pl_aio_close(pl_aio *a)
+{
+    if (!a) return pl_error_inval("a", "must not be NULL");
+    pthread_mutex_lock(&a->mu);
+    a->closing = 1;
+    for (pl_aio_done *op = a->ops; op; op = op->next)
+        if (!op->cancel && !op->detached) op->cancel = AIO_CLOSE;
+    pthread_mutex_unlock(&a->mu);
+    aio_wake(a);
+    pl_error_ok();
+    return PL_OK;
+}
+
+void pl_aio_free(pl_aio *a)
+{
+    if (!a) return;
+    pl_aio_close(a);
+    if (!a->joined) {
+        pthread_join(a->thread, NULL);
+        a->joined = 1;
+    }
+    aio_destroy(a);
+}
+
+int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out)
+{
+    if (!a) return pl_error_inval("a", "must not be NULL");
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    pthread_mutex_lock(&a->mu);
+    *out = a->st;
+    pthread_mutex_unlock(&a->mu);
+    pl_error_ok();
+    return PL_OK;
+}
