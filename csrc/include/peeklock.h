@@ -61,18 +61,16 @@ PL_EXTERN const char *pl_version(void);
 #define PL_ETIMEOUT   (-9)  /* transport timeout */
 #define PL_ECONNECT   (-10) /* could not connect, connection reset, TLS failure */
 #define PL_EPROTOCOL  (-11) /* malformed or unexpected response */
-#define PL_EUNKNOWN                                                                                          \
-    (-12)                    /* outcome unknown: the request may or may not have
-                                  been carried out (a send may have stored the
-                                  message, a receive-and-delete removed one, a
-                                  complete or unlock settled it). Remembered on a
-                                  message: a later settle says PL_EUNKNOWN again.
-                                  The table: docs/c-api.md, "Outcomes" */
+/* outcome unknown: the request may or may not have been carried out (a send may
+ * have stored the message, a receive-and-delete removed one, a complete or unlock
+ * settled it). Remembered on a message: a later settle says PL_EUNKNOWN again.
+ * The table: docs/c-api.md, "Outcomes" */
+#define PL_EUNKNOWN    (-12)
 #define PL_EBADREQUEST (-13) /* 400 */
 #define PL_ECONFLICT   (-14) /* 409 */
-#define PL_ESTATE                                                                                            \
-    (-15)                  /* the object is in the wrong state for the call
-                                  (e.g. message already settled, or not peek-locked) */
+/* the object is in the wrong state for the call (e.g. message already settled,
+ * or not peek-locked) */
+#define PL_ESTATE    (-15)
 #define PL_ECLOSED   (-16) /* the client or renewer was closed */
 #define PL_EHTTP     (-17) /* any other unexpected HTTP status */
 #define PL_EINTERNAL (-18) /* a bug in peeklock */
@@ -282,10 +280,9 @@ typedef struct pl_message pl_message;
 #define PL_LOCK_SETTLING 2 /* complete or unlock in progress: no renewal goes out */
 #define PL_LOCK_SETTLED  3
 #define PL_LOCK_LOST     4
-#define PL_LOCK_UNKNOWN                                                                                      \
-    5 /* a complete or unlock whose outcome could not be known:
-                                 it may or may not have been settled; any later
-                                 settle returns PL_EUNKNOWN */
+/* a complete or unlock whose outcome could not be known: it may or may not have
+ * been settled; any later settle returns PL_EUNKNOWN */
+#define PL_LOCK_UNKNOWN 5
 
 /* Custom property types, as the server typed them from the header's form. */
 #define PL_PROP_STRING   1
@@ -437,10 +434,9 @@ PL_EXTERN void pl_renewer_free(pl_renewer *r);
 
 /* Events, drained by the host language; the renewer never calls into it. */
 #define PL_EVENT_RENEWED 1
-#define PL_EVENT_LOST                                                                                        \
-    2                          /* lock lost; pl_event_code says why: PL_ELOCKLOST
-                                     (404), PL_ENOTFOUND (410), or the last transient
-                                     error when renewals failed until time ran out */
+/* lock lost; pl_event_code says why: PL_ELOCKLOST (404), PL_ENOTFOUND (410), or
+ * the last transient error when renewals failed until time ran out */
+#define PL_EVENT_LOST        2
 #define PL_EVENT_CAP_REACHED 3 /* max_renew reached; renewal stopped */
 
 typedef struct pl_event pl_event;
