@@ -16,7 +16,6 @@ import peeklock
 import peeklock.aio
 from conftest import completed
 
-pytest.importorskip("uvloop")    # conftest.py runs every test here on both loops
 
 # 1,000 long polls need 1,000 sockets here and in the emulator, which is started after
 # collection and inherits this limit: raise the soft limit where the hard one allows.
