@@ -553,6 +553,6 @@ class Client:
 
     def stats(self) -> Dict[str, Any]:
         """The counters of :meth:`peeklock.Client.stats`, plus the async engine's under "aio"."""
-        s = self._sync.stats()
+        s: Dict[str, Any] = dict(self._sync.stats())
         s["aio"] = self._engine.stats()
         return s

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import (TYPE_CHECKING, Any, Literal, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+from typing import (TYPE_CHECKING, Any, TypedDict, Literal, cast, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Tuple, Union)
 
 from . import _core
@@ -625,6 +625,44 @@ class MessageList(List[Message]):
 # client
 # --------------------------------------------------------------------------
 
+class RenewerStats(TypedDict):
+    """``Client.stats()["renewer"]``: the client's C renewer (zeros before the first lock)."""
+    held: int
+    renewals: int
+    failures: int
+    lost: int
+    cap_reached: int
+    threads: int
+    lateness_p99_ms: float
+    rtt_p99_ms: float
+    slack_buckets: List[int]
+    state_bytes: int
+
+
+class EventCounts(TypedDict):
+    renewed: int
+    lost: int
+    cap_reached: int
+
+
+class ClientStats(TypedDict):
+    """``Client.stats()``: the same keys always."""
+    requests: int
+    reused_connections: int
+    retries: int
+    sent: int
+    received: int
+    completed: int
+    abandoned: int
+    renewed: int
+    lost: int
+    renew_p50_ms: float
+    renew_p99_ms: float
+    orphaned_locks: int
+    renewer: RenewerStats
+    events: EventCounts
+
+
 TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]
 
 
@@ -1090,7 +1128,7 @@ class Client:
             rate=rate, keep_message_id=keep_message_id, dry_run=dry_run, timeout=t,
             warn=lambda text: log.warning("%s", text))
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> "ClientStats":
         """Counters: sent, received, completed, abandoned, renewed, lost, renew
         latency percentiles, plus the renewer's figures under "renewer"."""
         self._drain_events()
@@ -1105,7 +1143,7 @@ class Client:
                             "cap_reached": 0, "threads": 0, "lateness_p99_ms": 0.0,
                             "rtt_p99_ms": 0.0, "slack_buckets": [0] * 6, "state_bytes": 0}
         s["events"] = dict(self._event_counts)
-        return s
+        return cast("ClientStats", s)
 
 
 # Client.send, Client.peek_lock and Message.complete as defined above become
