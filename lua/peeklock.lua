@@ -740,7 +740,10 @@ function Client:with_lock(entity, opts, fn)
     msg:free()
     return nil, err
   end
+  local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
+  local t0 = m and core.pl_now_mono_ms()
   local res = pack(xpcall(fn, keep_traceback, msg))
+  if m then m:process(entity, self._server, (core.pl_now_mono_ms() - t0) / 1000, not res[1] and "handler" or nil) end
   self:_holding(key, nil)
   -- (fn may have closed the client, and with it this renewer)
   if rawget(self, "_renewer") == r then self:_renew_remove(r, mh) end

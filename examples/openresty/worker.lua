@@ -58,7 +58,9 @@ function W.stats()
   local shm = ngx.shared.peeklock_example
   local parts = { ('"pid":%d'):format(ngx.worker.pid()),
                   ('"handled":%d'):format(shm and shm:get("handled") or 0) }
-  for k, v in pairs(st) do parts[#parts + 1] = ('"%s":%s'):format(k, tostring(v)) end
+  for k, v in pairs(st) do -- (st.renewer, a table, is the renewer_stats() below)
+    if type(v) == "number" then parts[#parts + 1] = ('"%s":%s'):format(k, tostring(v)) end
+  end
   for k, v in pairs(rn) do
     if type(v) == "number" then parts[#parts + 1] = ('"renewer_%s":%s'):format(k, tostring(v)) end
   end

@@ -10,7 +10,8 @@
 --
 -- Names follow the OpenTelemetry messaging conventions as the Python side's OpenTelemetry
 -- Prometheus export spells them: messaging_client_operation_duration_seconds,
--- messaging_client_sent_messages_total, messaging_client_consumed_messages_total, and the
+-- messaging_process_duration_seconds, messaging_client_sent_messages_total,
+-- messaging_client_consumed_messages_total, and the
 -- lock metrics peeklock_lock_renewals_total, peeklock_lock_renewal_failures_total,
 -- peeklock_lock_lost_total, peeklock_lock_cap_reached_total,
 -- peeklock_lock_renewal_slack_seconds, peeklock_locks_held. Each worker adds to a table of
@@ -37,6 +38,7 @@ local SLACK_BUCKETS = { 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300 }
 local FAMILIES = {
   { "messaging_client_operation_duration_seconds", "histogram",
     "Duration of messaging operation initiated by a producer or consumer client.", DURATION_BUCKETS },
+  { "messaging_process_duration_seconds", "histogram", "Duration of processing operation.", DURATION_BUCKETS },
   { "messaging_client_sent_messages_total", "counter",
     "Number of messages producer attempted to send to the broker." },
   { "messaging_client_consumed_messages_total", "counter",
@@ -158,6 +160,12 @@ end
 -- seconds, and the error code when it failed.
 function Metrics:operation(op, op_type, entity, server, seconds, err_type)
   self:_observe("messaging_client_operation_duration_seconds", labels(op, op_type, entity, server, err_type),
+                seconds)
+end
+
+--- A with_lock handler's run (error_type "handler" when it raised).
+function Metrics:process(entity, server, seconds, err_type)
+  self:_observe("messaging_process_duration_seconds", labels("process", "process", entity, server, err_type),
                 seconds)
 end
 

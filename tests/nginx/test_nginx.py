@@ -648,6 +648,10 @@ def main():
             assert 1.0 <= total(after, "peeklock_lock_renewal_slack_seconds_sum", messaging_destination_name=q) \
                 / total(after, "peeklock_lock_renewal_slack_seconds_count", messaging_destination_name=q) <= 2.6
             assert delta("peeklock_lock_renewal_failures_total") == 0
+            # the with_lock handler's run: one, held past the renewal at half its 5 s lock
+            assert delta("messaging_process_duration_seconds_count", messaging_operation_name="process",
+                         error_type=None) == 1
+            assert delta("messaging_process_duration_seconds_sum") >= 2.0
             assert delta("peeklock_lock_lost_total") == 0
             assert total(after, "peeklock_locks_held") == 0, after
             assert all(dict(lbl).get("server_address") == "127.0.0.1" and dict(lbl)["messaging_system"] == "servicebus"
