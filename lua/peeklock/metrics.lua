@@ -104,7 +104,7 @@ function M.new(dict_name, opts)
     error("bad option 'sync_interval' to 'new' (a number of seconds > 0 expected)", 2)
   end
   m = setmetatable({ dict = dict, name = dict_name, pending = {}, n_pending = 0, interval = interval,
-                     timer = false, held = nil, warned = false }, Metrics)
+                     timer = false, held = nil, warned = false, cache = {} }, Metrics)
   registries[dict_name] = m
   return m
 end
@@ -147,38 +147,62 @@ local function bucket_index(bounds, v)
   return #bounds + 1
 end
 
-function Metrics:_observe(family, lbl, v)
+-- The dict key of a series (a counter's), or for a histogram { [i] = bucket i's key, count =,
+-- sum = }: made once per family, server, entity, operation and error type, then looked up
+-- without building a string (a count costs table lookups, not concatenations).
+function Metrics:_series(family, op, op_type, entity, server, err_type)
+  local t = self.cache[family]
+  if not t then t = {}; self.cache[family] = t end
+  local sv = server or ""
+  local u = t[sv]
+  if not u then u = {}; t[sv] = u end
+  local w = u[entity]
+  if not w then w = {}; u[entity] = w end
+  local o = op or ""
+  local x = w[o]
+  if not x then x = {}; w[o] = x end
+  local e = err_type or ""
+  local s = x[e]
+  if s then return s end
+  local prefix = family .. SEP .. labels(op, op_type, entity, server, err_type) .. SEP
   local bounds = BY_NAME[family][4]
-  local prefix = family .. SEP .. lbl .. SEP
-  self:_add(prefix .. format("b%02d", bucket_index(bounds, v)), 1)
-  self:_add(prefix .. "count", 1)
-  self:_add(prefix .. "sum", v)
+  if bounds then
+    s = { count = prefix .. "count", sum = prefix .. "sum" }
+    for i = 1, #bounds + 1 do s[i] = prefix .. format("b%02d", i) end
+  else
+    s = prefix
+  end
+  x[e] = s
+  return s
+end
+
+function Metrics:_observe(family, op, op_type, entity, server, err_type, v)
+  local s = self:_series(family, op, op_type, entity, server, err_type)
+  self:_add(s[bucket_index(BY_NAME[family][4], v)], 1)
+  self:_add(s.count, 1)
+  self:_add(s.sum, v)
 end
 
 --- An operation's duration: op (send, peek_lock, receive_and_delete, complete, abandon,
 -- renew_message_lock), op_type (send, receive, settle, renew), entity, server address,
 -- seconds, and the error code when it failed.
 function Metrics:operation(op, op_type, entity, server, seconds, err_type)
-  self:_observe("messaging_client_operation_duration_seconds", labels(op, op_type, entity, server, err_type),
-                seconds)
+  self:_observe("messaging_client_operation_duration_seconds", op, op_type, entity, server, err_type, seconds)
 end
 
 --- A with_lock handler's run (error_type "handler" when it raised).
 function Metrics:process(entity, server, seconds, err_type)
-  self:_observe("messaging_process_duration_seconds", labels("process", "process", entity, server, err_type),
-                seconds)
+  self:_observe("messaging_process_duration_seconds", "process", "process", entity, server, err_type, seconds)
 end
 
 --- n messages a send or send_batch attempted (err_type when it failed).
 function Metrics:sent(entity, server, n, err_type)
-  self:_add("messaging_client_sent_messages_total" .. SEP
-            .. labels("send", "send", entity, server, err_type) .. SEP, n)
+  self:_add(self:_series("messaging_client_sent_messages_total", "send", "send", entity, server, err_type), n)
 end
 
 --- n messages a receive delivered (op: peek_lock or receive_and_delete).
 function Metrics:consumed(op, entity, server, n)
-  self:_add("messaging_client_consumed_messages_total" .. SEP
-            .. labels(op, "receive", entity, server) .. SEP, n)
+  self:_add(self:_series("messaging_client_consumed_messages_total", op, "receive", entity, server), n)
 end
 
 --- A renewal by the worker's loop (its duration is an operation, counted by the settle):
@@ -186,21 +210,19 @@ end
 -- it failed.
 function Metrics:renewal(entity, server, ok, slack, err_type)
   if ok then
-    local lbl = labels(nil, nil, entity, server)
-    self:_add("peeklock_lock_renewals_total" .. SEP .. lbl .. SEP, 1)
-    if slack then self:_observe("peeklock_lock_renewal_slack_seconds", lbl, slack) end
+    self:_add(self:_series("peeklock_lock_renewals_total", nil, nil, entity, server), 1)
+    if slack then self:_observe("peeklock_lock_renewal_slack_seconds", nil, nil, entity, server, nil, slack) end
   else
-    self:_add("peeklock_lock_renewal_failures_total" .. SEP .. labels(nil, nil, entity, server, err_type or "error")
-              .. SEP, 1)
+    self:_add(self:_series("peeklock_lock_renewal_failures_total", nil, nil, entity, server, err_type or "error"), 1)
   end
 end
 
 function Metrics:lost(entity, server)
-  self:_add("peeklock_lock_lost_total" .. SEP .. labels(nil, nil, entity, server) .. SEP, 1)
+  self:_add(self:_series("peeklock_lock_lost_total", nil, nil, entity, server), 1)
 end
 
 function Metrics:cap_reached(entity, server)
-  self:_add("peeklock_lock_cap_reached_total" .. SEP .. labels(nil, nil, entity, server) .. SEP, 1)
+  self:_add(self:_series("peeklock_lock_cap_reached_total", nil, nil, entity, server), 1)
 end
 
 --- The number of locks this worker renews now (a gauge per worker, set when synced).
