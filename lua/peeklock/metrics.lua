@@ -274,12 +274,9 @@ end
 
 local function fmt_number(v)
   if v == math.floor(v) and v > -1e15 and v < 1e15 then return format("%d", v) end
-  return format("%.17g", v)
+  return format("%.15g", v) -- (15 digits: 0.005, not 0.0050000000000000001)
 end
-
-local function fmt_bound(b)
-  return fmt_number(b)
-end
+local fmt_bound = fmt_number
 
 --- The metrics in the Prometheus text exposition format (version 0.0.4), as a string.
 function Metrics:collect()
