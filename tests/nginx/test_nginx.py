@@ -675,6 +675,17 @@ def main():
                 messaging_operation_name="receive_and_delete") == 2
             ent = emu.entity_state(q)
             assert ent["completed"] and len(ent["messages"]) == 1, ent  # the abandoned one
+            # max_renew 1 s on a 5 s lock: at the first renewal's due time (2.5 s) the cap has passed
+            r, _ = ngx.get("/rd", entity=q, timeout=5)  # (the abandoned message out of the way)
+            r, _ = ngx.get("/send", entity=q, body="capped", id="mt-cap")
+            assert r["ok"], r
+            c0, _ = scrape(ngx)
+            r, _ = ngx.get("/lock", 60, entity=q, hold=3.5, max_renew=1)
+            assert r["ok"] and r["renewals"] == 0, r
+            c1, _ = scrape(ngx)
+            for name, want in (("peeklock_lock_cap_reached_total", 1), ("peeklock_lock_renewals_total", 0)):
+                got = total(c1, name, messaging_destination_name=q) - total(c0, name, messaging_destination_name=q)
+                assert got == want, (name, got)
 
         def metrics_count_the_lost_lock():
             samples, _ = scrape(ngx)
