@@ -19,7 +19,10 @@ static const char *const pl_ca_layouts[] = {
 static pthread_once_t pl_ca_once = PTHREAD_ONCE_INIT;
 static const char *pl_ca_found;
 
-static int readable(const char *path) { return path && *path && access(path, R_OK) == 0; }
+static int readable(const char *path)
+{
+    return path && *path && access(path, R_OK) == 0;
+}
 
 static void pl_ca_find(void)
 {

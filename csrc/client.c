@@ -21,7 +21,7 @@
 #include "outcome_int.h"
 #include "wire_int.h"
 
-#define PL_RTT_SAMPLES 512
+#define PL_RTT_SAMPLES     512
 #define PL_TOKEN_CACHE_MAX 64
 
 /* A pooled easy handle and the per-request options last set on it, so that a
@@ -29,21 +29,21 @@
  * callbacks get the slot (userdata set once) and collect into slot->resp. */
 typedef struct pl_easy {
     CURL *e;
-    pl_response *resp;         /* collector of the transfer under way */
-    struct curl_slist *hdrs;   /* CURLOPT_HTTPHEADER as set (owned; may hold the
+    pl_response *resp;       /* collector of the transfer under way */
+    struct curl_slist *hdrs; /* CURLOPT_HTTPHEADER as set (owned; may hold the
                                   Authorization value: wiped when freed) */
-    int set;                   /* the fields below hold what is set */
+    int set;                 /* the fields below hold what is set */
     long timeout_ms;
-    const char *method;        /* CURLOPT_CUSTOMREQUEST as set (static) or NULL */
-    const char *body;          /* CURLOPT_POSTFIELDS as set */
+    const char *method; /* CURLOPT_CUSTOMREQUEST as set (static) or NULL */
+    const char *body;   /* CURLOPT_POSTFIELDS as set */
     curl_off_t body_len;
     char errbuf[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: which TLS check failed */
 } pl_easy;
 
 typedef struct pl_token {
     char *scope;
-    char *value;       /* full Authorization value */
-    int64_t renew_at;  /* wall-clock Unix seconds at which to re-sign */
+    char *value;      /* full Authorization value */
+    int64_t renew_at; /* wall-clock Unix seconds at which to re-sign */
 } pl_token;
 
 struct pl_client {
@@ -57,17 +57,17 @@ struct pl_client {
     char *key_name, *key, *sas_token;
     pl_token_cb token_cb;
     void *token_userdata;
-    char *bearer;               /* "Bearer ..." or NULL, under lock */
+    char *bearer; /* "Bearer ..." or NULL, under lock */
     int64_t bearer_expires;
 
     /* options */
     long connect_timeout_ms, request_timeout_ms;
-    pl_policy policy;           /* retries (outcome.c decides with it) */
+    pl_policy policy; /* retries (outcome.c decides with it) */
     int pool_size, token_lifetime_s;
     char *ca_file;
 
-    pthread_mutex_t lock;       /* pool, tokens, bearer, rtt */
-    pthread_mutex_t cb_lock;    /* serialises token_cb */
+    pthread_mutex_t lock;    /* pool, tokens, bearer, rtt */
+    pthread_mutex_t cb_lock; /* serialises token_cb */
     pl_easy **pool;
     int npool;
     pl_token tokens[PL_TOKEN_CACHE_MAX];
@@ -80,7 +80,10 @@ struct pl_client {
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_OK;
-static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void curl_init_once(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 int64_t pl_now_mono_ms(void)
 {
@@ -141,14 +144,20 @@ static void client_destroy(pl_client *c)
     free(c);
 }
 
-void pl_client_ref(pl_client *c) { atomic_fetch_add(&c->refs, 1); }
+void pl_client_ref(pl_client *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
 
 void pl_client_unref(pl_client *c)
 {
     if (c && atomic_fetch_sub(&c->refs, 1) == 1) client_destroy(c);
 }
 
-int pl_client_closed(const pl_client *c) { return atomic_load(&((pl_client *)c)->closed); }
+int pl_client_closed(const pl_client *c)
+{
+    return atomic_load(&((pl_client *)c)->closed);
+}
 
 void pl_client_free(pl_client *c)
 {
@@ -176,11 +185,12 @@ static int plaintext_check(const pl_client *c, const char *allowed)
         (n >= 7 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n)) /* 127/8, dotted */
         return PL_OK;
     if (allowed && strlen(allowed) == n && pl_strncaseeq(h, allowed, n)) return PL_OK;
-    return pl_error_set(PL_EINVAL, 0, 0,
-                        "endpoint: http:// to '%.*s', which is not a loopback host, would send the SAS or bearer "
-                        "token in clear; use https, or name the host in the connection string "
-                        "(AllowPlaintextHost=%.*s) to accept that", (int)(n > 200 ? 200 : n), h,
-                        (int)(n > 200 ? 200 : n), h);
+    return pl_error_set(
+        PL_EINVAL, 0, 0,
+        "endpoint: http:// to '%.*s', which is not a loopback host, would send the SAS or bearer "
+        "token in clear; use https, or name the host in the connection string "
+        "(AllowPlaintextHost=%.*s) to accept that",
+        (int)(n > 200 ? 200 : n), h, (int)(n > 200 ? 200 : n), h);
 }
 
 int pl_client_new(pl_client **out, const pl_client_options *o)
@@ -189,10 +199,12 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     *out = NULL;
     if (!o) return pl_error_inval("opts", "must not be NULL");
     if (o->version != PL_CLIENT_OPTIONS_VERSION)
-        return pl_error_inval("opts.version", "must be PL_CLIENT_OPTIONS_VERSION (use PL_CLIENT_OPTIONS_INIT)");
+        return pl_error_inval("opts.version",
+                              "must be PL_CLIENT_OPTIONS_VERSION (use PL_CLIENT_OPTIONS_INIT)");
     if (o->connect_timeout_ms < 0) return pl_error_inval("opts.connect_timeout_ms", "must not be negative");
     if (o->request_timeout_ms < 0) return pl_error_inval("opts.request_timeout_ms", "must not be negative");
-    if (o->max_retries < -1 || o->max_retries > 100) return pl_error_inval("opts.max_retries", "must be -1..100");
+    if (o->max_retries < -1 || o->max_retries > 100)
+        return pl_error_inval("opts.max_retries", "must be -1..100");
     if (o->retry_base_ms < 0) return pl_error_inval("opts.retry_base_ms", "must not be negative");
     if (o->retry_max_ms < 0) return pl_error_inval("opts.retry_max_ms", "must not be negative");
     if (o->pool_size < 0 || o->pool_size > 1024) return pl_error_inval("opts.pool_size", "must be 0..1024");
@@ -237,8 +249,9 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
         if ((rc = pl_connstr_parse(&cs, o->connection_string)) != PL_OK) goto fail;
         if (cs->issuer && !cs->key && !cs->sas_token && !o->key && !o->sas_token && !o->token_cb) {
             pl_connstr_free(cs);
-            rc = pl_error_inval("connection string",
-                                "SharedSecretIssuer/SharedSecretValue (ACS) authentication is retired; use a SAS key");
+            rc = pl_error_inval(
+                "connection string",
+                "SharedSecretIssuer/SharedSecretValue (ACS) authentication is retired; use a SAS key");
             goto fail;
         }
         c->https = !cs->dev;
@@ -267,7 +280,10 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     plaintext_host = NULL;
     if (rc) goto fail;
     c->pool = calloc((size_t)c->pool_size, sizeof *c->pool);
-    if (!c->pool) { rc = pl_error_nomem(); goto fail; }
+    if (!c->pool) {
+        rc = pl_error_nomem();
+        goto fail;
+    }
     *out = c;
     pl_error_ok();
     return PL_OK;
@@ -288,10 +304,22 @@ int pl_client_new_from_connection_string(pl_client **out, const char *conn)
     return pl_client_new(out, &o);
 }
 
-const char *pl_client_endpoint(const pl_client *c) { return c ? c->endpoint : NULL; }
-const char *pl_client_entity_path(const pl_client *c) { return c ? c->entity_path : NULL; }
-long pl_client_request_timeout_ms(const pl_client *c) { return c->request_timeout_ms; }
-const pl_policy *pl_client_policy(const pl_client *c) { return &c->policy; }
+const char *pl_client_endpoint(const pl_client *c)
+{
+    return c ? c->endpoint : NULL;
+}
+const char *pl_client_entity_path(const pl_client *c)
+{
+    return c ? c->entity_path : NULL;
+}
+long pl_client_request_timeout_ms(const pl_client *c)
+{
+    return c->request_timeout_ms;
+}
+const pl_policy *pl_client_policy(const pl_client *c)
+{
+    return &c->policy;
+}
 
 int pl_client_set_bearer_token(pl_client *c, const char *token, int64_t expires_unix)
 {
@@ -340,7 +368,12 @@ static void rtt_pcts(pl_client *c, double *p50, double *p99, double *custom, dou
     size_t n = c->nrtt < PL_RTT_SAMPLES ? (size_t)c->nrtt : PL_RTT_SAMPLES;
     memcpy(tmp, c->rtt, n * sizeof *tmp);
     pthread_mutex_unlock(&c->lock);
-    if (!n) { if (p50) *p50 = 0; if (p99) *p99 = 0; if (custom) *custom = 0; return; }
+    if (!n) {
+        if (p50) *p50 = 0;
+        if (p99) *p99 = 0;
+        if (custom) *custom = 0;
+        return;
+    }
     qsort(tmp, n, sizeof *tmp, cmp_double);
 #define PCT(q) tmp[(size_t)((q) / 100.0 * (double)(n - 1) + 0.5)]
     if (p50) *p50 = PCT(50);
@@ -410,8 +443,10 @@ int pl_client_auth(pl_client *c, const char *scope, char **out)
         if (slot < 0 && c->ntokens < PL_TOKEN_CACHE_MAX) {
             slot = c->ntokens;
             c->tokens[slot].scope = pl_strdup(scope);
-            if (c->tokens[slot].scope) c->ntokens++;
-            else slot = -1;
+            if (c->tokens[slot].scope)
+                c->ntokens++;
+            else
+                slot = -1;
         }
         if (slot < 0) slot = (int)(now % PL_TOKEN_CACHE_MAX) % (c->ntokens ? c->ntokens : 1);
         if (slot < c->ntokens) {
@@ -419,7 +454,10 @@ int pl_client_auth(pl_client *c, const char *scope, char **out)
             if (copy) {
                 if (strcmp(c->tokens[slot].scope, scope) != 0) {
                     char *sc = pl_strdup(scope);
-                    if (sc) { free(c->tokens[slot].scope); c->tokens[slot].scope = sc; }
+                    if (sc) {
+                        free(c->tokens[slot].scope);
+                        c->tokens[slot].scope = sc;
+                    }
                 }
                 free_secret(c->tokens[slot].value);
                 c->tokens[slot].value = copy;
@@ -443,8 +481,7 @@ int pl_client_auth(pl_client *c, const char *scope, char **out)
     char buf[8192];
     int64_t exp = 0;
     buf[0] = '\0';
-    int cbrc = c->token_cb(c->token_userdata, "https://servicebus.azure.net/.default", buf,
-                           sizeof buf, &exp);
+    int cbrc = c->token_cb(c->token_userdata, "https://servicebus.azure.net/.default", buf, sizeof buf, &exp);
     buf[sizeof buf - 1] = '\0';
     pthread_mutex_unlock(&c->cb_lock);
     if (cbrc != 0 || !buf[0]) {
@@ -530,7 +567,8 @@ int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m
 {
     *out = NULL;
     if (!m->entity || !m->location)
-        return pl_error_set(PL_ESTATE, 0, 0, "message was not received with peek-lock: there is no lock to settle");
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was not received with peek-lock: there is no lock to settle");
     return finish_build(c, out, pl_wire_settle(out, c->endpoint, m, op, NULL));
 }
 
@@ -546,10 +584,12 @@ int pl_request_settle(pl_request **out, pl_client *c, const pl_message *m, int o
 static void count_result(pl_client *c, const pl_request *req, int rc)
 {
     switch (req->op) {
-    case PL_OP_SEND: case PL_OP_BATCH:
+    case PL_OP_SEND:
+    case PL_OP_BATCH:
         if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_SENT, req->msg_count);
         break;
-    case PL_OP_PEEKLOCK: case PL_OP_RECVDEL:
+    case PL_OP_PEEKLOCK:
+    case PL_OP_RECVDEL:
         if (rc == PL_OK) pl_client_stat_add(c, PL_STAT_RECEIVED, 1);
         break;
     case PL_OP_RENEW:
@@ -612,7 +652,10 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     }
     size_t vlen = (size_t)(end - v);
     /* Embedded NULs would truncate silently: treat them as malformed. */
-    if (memchr(v, 0, vlen)) { r->too_big = 1; return 0; }
+    if (memchr(v, 0, vlen)) {
+        r->too_big = 1;
+        return 0;
+    }
     r->nseen++;
     /* A receive needs the custom properties and the headers it reads; the rest
      * (Server, Content-Length, ...) are counted against the limit and dropped. */
@@ -664,7 +707,10 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
  * attempt ends as "sent and unanswered" for outcome.c to decide about. */
 static int on_prereq(void *ud, char *ip, char *lip, int port, int lport)
 {
-    (void)ip; (void)lip; (void)port; (void)lport;
+    (void)ip;
+    (void)lip;
+    (void)port;
+    (void)lport;
     pl_response *r = ud;
     if (++r->sends > 1) return CURL_PREREQFUNC_ABORT;
     return CURL_PREREQFUNC_OK;
@@ -770,7 +816,10 @@ static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_t
     pl_response *resp = new_collector(req);
     if (!resp) return pl_error_nomem();
     struct curl_slist *h = build_headers(req);
-    if (!h) { free(resp); return pl_error_nomem(); }
+    if (!h) {
+        free(resp);
+        return pl_error_nomem();
+    }
     /* No curl_easy_reset: every per-request option is set below, the static ones
      * too, and a driver's own options (e.g. CURLOPT_PRIVATE) survive. */
     easy_static_opts(c, e);
@@ -814,7 +863,10 @@ static int setup_pooled(pl_client *c, pl_easy *s, const pl_request *req, long ex
     CURL *e = s->e;
     if (!s->hdrs || !headers_match(s->hdrs, req)) {
         struct curl_slist *h = build_headers(req);
-        if (!h) { free(resp); return pl_error_nomem(); }
+        if (!h) {
+            free(resp);
+            return pl_error_nomem();
+        }
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
         slist_free_wipe(s->hdrs);
         s->hdrs = h;
@@ -876,15 +928,17 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
         os_errno = fds_exhausted();
     const char *tls = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
     if (os_errno == EMFILE || os_errno == ENFILE)
-        return pl_error_set(PL_ECONNECT, 0, 1, "out of file descriptors (%s): could not open a connection; "
-                            "close some, or raise the limit (ulimit -n)", os_errno == EMFILE ? "EMFILE" : "ENFILE");
+        return pl_error_set(PL_ECONNECT, 0, 1,
+                            "out of file descriptors (%s): could not open a connection; "
+                            "close some, or raise the limit (ulimit -n)",
+                            os_errno == EMFILE ? "EMFILE" : "ENFILE");
     switch (rc) {
     case CURLE_SSL_CACERT_BADFILE:
         return pl_error_set(PL_EINVAL, 0, 0, "ca_file: cannot be used as a TLS CA bundle (%.200s)", tls);
     case CURLE_PEER_FAILED_VERIFICATION:
-        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: the server's certificate failed verification: %.200s", tls);
-    case CURLE_SSL_CONNECT_ERROR:
-        return pl_error_set(PL_ECONNECT, 0, 1, "TLS handshake failed: %.200s", tls);
+        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: the server's certificate failed verification: %.200s",
+                            tls);
+    case CURLE_SSL_CONNECT_ERROR: return pl_error_set(PL_ECONNECT, 0, 1, "TLS handshake failed: %.200s", tls);
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_ENGINE_NOTFOUND:
@@ -893,18 +947,17 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
     case CURLE_SSL_CRL_BADFILE:
     case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-        return pl_error_set(PL_ECONNECT, 0, 0, "TLS: %.200s", tls);
-    default:
-        break;
+    case CURLE_SSL_INVALIDCERTSTATUS: return pl_error_set(PL_ECONNECT, 0, 0, "TLS: %.200s", tls);
+    default: break;
     }
     if (resp && resp->too_big)
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response exceeded a size limit or was malformed");
     if (rc == CURLE_OK) /* libcurl's success, but the headers never ended */
         return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: cut short in its headers");
     if (rc == CURLE_ABORTED_BY_CALLBACK && resp && resp->sends > 1)
-        return pl_error_set(PL_ECONNECT, 0, 1, "the connection closed before an answer came (not sent again "
-                                               "on a new connection: the first copy may have been carried out)");
+        return pl_error_set(PL_ECONNECT, 0, 1,
+                            "the connection closed before an answer came (not sent again "
+                            "on a new connection: the first copy may have been carried out)");
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
         return pl_error_set(PL_ETIMEOUT, 0, 1, "request timed out: %s", curl_easy_strerror(rc));
@@ -915,22 +968,21 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
         return pl_error_set(PL_ECONNECT, 0, 1, "connection failed: %s", curl_easy_strerror(rc));
-    case CURLE_OUT_OF_MEMORY:
-        return pl_error_nomem();
+    case CURLE_OUT_OF_MEMORY: return pl_error_nomem();
     case CURLE_WRITE_ERROR:
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_UNSUPPORTED_PROTOCOL: /* e.g. an HTTP/0.9 answer */
     case CURLE_PARTIAL_FILE:
     case CURLE_BAD_CONTENT_ENCODING:
         return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: %s", curl_easy_strerror(rc));
-    default:
-        return pl_error_set(PL_ECONNECT, 0, 1, "transfer failed: %s", curl_easy_strerror(rc));
+    default: return pl_error_set(PL_ECONNECT, 0, 1, "transfer failed: %s", curl_easy_strerror(rc));
     }
 }
 
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp)
 {
-    if (rc == CURLE_OK) return resp && (resp->too_big || !resp->headers_done) ? PL_IO_MALFORMED : PL_IO_ANSWERED;
+    if (rc == CURLE_OK)
+        return resp && (resp->too_big || !resp->headers_done) ? PL_IO_MALFORMED : PL_IO_ANSWERED;
     /* Nothing went on the wire before the prerequest callback ran. */
     if (!resp || resp->sends == 0) return PL_IO_NOT_SENT;
     if (resp->too_big) return PL_IO_MALFORMED;
@@ -939,10 +991,8 @@ int pl_client_transfer_io(CURLcode rc, const pl_response *resp)
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_PARTIAL_FILE:
-    case CURLE_BAD_CONTENT_ENCODING:
-        return PL_IO_MALFORMED;
-    default:
-        return PL_IO_UNANSWERED;
+    case CURLE_BAD_CONTENT_ENCODING: return PL_IO_MALFORMED;
+    default: return PL_IO_UNANSWERED;
     }
 }
 
@@ -956,7 +1006,10 @@ static pl_easy *pool_get(pl_client *c)
     pthread_mutex_unlock(&c->lock);
     if (s) return s;
     if (!(s = calloc(1, sizeof *s))) return NULL;
-    if (!(s->e = curl_easy_init())) { free(s); return NULL; }
+    if (!(s->e = curl_easy_init())) {
+        free(s);
+        return NULL;
+    }
     easy_static_opts(c, s->e);
     curl_easy_setopt(s->e, CURLOPT_HEADERFUNCTION, slot_on_header);
     curl_easy_setopt(s->e, CURLOPT_WRITEFUNCTION, slot_on_body);
@@ -982,15 +1035,18 @@ static void pool_put(pl_client *c, pl_easy *s)
 
 /* One HTTP exchange: *io says how far it got (PL_IO_*, outcome_int.h). On a
  * transport failure returns its negative code; *resp_out is set when answered. */
-static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_out,
-                        int64_t *sent_mono, int *io)
+static int perform_once(pl_client *c, const pl_request *req, pl_response **resp_out, int64_t *sent_mono,
+                        int *io)
 {
     *resp_out = NULL;
     *io = PL_IO_NOT_SENT;
     pl_easy *s = pool_get(c);
     if (!s) return pl_error_nomem();
     int rc = setup_pooled(c, s, req, (long)req->timeout_s * 1000);
-    if (rc) { pool_put(c, s); return rc; }
+    if (rc) {
+        pool_put(c, s);
+        return rc;
+    }
     pl_response *resp = s->resp;
     CURL *e = s->e;
     *sent_mono = pl_now_mono_ms();
@@ -1040,7 +1096,7 @@ static uint64_t jitter_next(void)
 
 static void sleep_ms(long ms)
 {
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
 }
 
@@ -1053,7 +1109,10 @@ static double now_ms_precise(void)
 
 static _Thread_local unsigned last_orphaned;
 
-unsigned pl_client_last_orphaned(void) { return last_orphaned; }
+unsigned pl_client_last_orphaned(void)
+{
+    return last_orphaned;
+}
 
 /* Runs req: an I/O loop that reports each attempt to outcome.c and does what it
  * says (pl_call_report); the answer is read by pl_wire_result. */
@@ -1139,7 +1198,9 @@ static int held_check(pl_client *c, pl_message *m)
 {
     if (check_client(c)) return PL_EINVAL;
     if (!m) return pl_error_inval("m", "must not be NULL");
-    if (!m->location) return pl_error_set(PL_ESTATE, 0, 0, "message was received with receive-and-delete: there is no lock");
+    if (!m->location)
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was received with receive-and-delete: there is no lock");
     return PL_OK;
 }
 
@@ -1172,5 +1233,11 @@ static int settle(pl_client *c, pl_message *m, int op)
     return rc;
 }
 
-int pl_unlock(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_UNLOCK); }
-int pl_complete(pl_client *c, pl_message *m) { return settle(c, m, PL_SETTLE_COMPLETE); }
+int pl_unlock(pl_client *c, pl_message *m)
+{
+    return settle(c, m, PL_SETTLE_UNLOCK);
+}
+int pl_complete(pl_client *c, pl_message *m)
+{
+    return settle(c, m, PL_SETTLE_COMPLETE);
+}

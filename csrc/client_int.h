@@ -65,8 +65,16 @@ long pl_client_request_timeout_ms(const pl_client *c);
 
 /* Statistics (atomic counters). */
 typedef enum pl_stat {
-    PL_STAT_REQUESTS, PL_STAT_REUSED, PL_STAT_RETRIES, PL_STAT_SENT, PL_STAT_RECEIVED,
-    PL_STAT_COMPLETED, PL_STAT_ABANDONED, PL_STAT_RENEWED, PL_STAT_LOST, PL_STAT_ORPHANED,
+    PL_STAT_REQUESTS,
+    PL_STAT_REUSED,
+    PL_STAT_RETRIES,
+    PL_STAT_SENT,
+    PL_STAT_RECEIVED,
+    PL_STAT_COMPLETED,
+    PL_STAT_ABANDONED,
+    PL_STAT_RENEWED,
+    PL_STAT_LOST,
+    PL_STAT_ORPHANED,
     PL_STAT__COUNT
 } pl_stat;
 void pl_client_stat_add(pl_client *c, pl_stat which, uint64_t n);

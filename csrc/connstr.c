@@ -13,21 +13,48 @@ void pl_connstr_free(pl_connstr *cs)
     free(cs->endpoint);
     free(cs->host);
     free(cs->key_name);
-    if (cs->key) { memset(cs->key, 0, strlen(cs->key)); free(cs->key); }
-    if (cs->sas_token) { memset(cs->sas_token, 0, strlen(cs->sas_token)); free(cs->sas_token); }
+    if (cs->key) {
+        memset(cs->key, 0, strlen(cs->key));
+        free(cs->key);
+    }
+    if (cs->sas_token) {
+        memset(cs->sas_token, 0, strlen(cs->sas_token));
+        free(cs->sas_token);
+    }
     free(cs->entity_path);
     free(cs->issuer);
     free(cs->plaintext_host);
-    if (cs->secret) { memset(cs->secret, 0, strlen(cs->secret)); free(cs->secret); }
+    if (cs->secret) {
+        memset(cs->secret, 0, strlen(cs->secret));
+        free(cs->secret);
+    }
     free(cs);
 }
 
-const char *pl_connstr_endpoint(const pl_connstr *cs) { return cs ? cs->endpoint : NULL; }
-const char *pl_connstr_key_name(const pl_connstr *cs) { return cs ? cs->key_name : NULL; }
-const char *pl_connstr_key(const pl_connstr *cs) { return cs ? cs->key : NULL; }
-const char *pl_connstr_sas_token(const pl_connstr *cs) { return cs ? cs->sas_token : NULL; }
-const char *pl_connstr_entity_path(const pl_connstr *cs) { return cs ? cs->entity_path : NULL; }
-int pl_connstr_development_emulator(const pl_connstr *cs) { return cs ? cs->dev : 0; }
+const char *pl_connstr_endpoint(const pl_connstr *cs)
+{
+    return cs ? cs->endpoint : NULL;
+}
+const char *pl_connstr_key_name(const pl_connstr *cs)
+{
+    return cs ? cs->key_name : NULL;
+}
+const char *pl_connstr_key(const pl_connstr *cs)
+{
+    return cs ? cs->key : NULL;
+}
+const char *pl_connstr_sas_token(const pl_connstr *cs)
+{
+    return cs ? cs->sas_token : NULL;
+}
+const char *pl_connstr_entity_path(const pl_connstr *cs)
+{
+    return cs ? cs->entity_path : NULL;
+}
+int pl_connstr_development_emulator(const pl_connstr *cs)
+{
+    return cs ? cs->dev : 0;
+}
 
 static int is_host_char(unsigned char c)
 {
@@ -72,14 +99,21 @@ int pl_endpoint_normalize(char **out, char **host_out, const char *ep, int dev, 
     if (!*out) return pl_error_nomem();
     if (host_out) {
         *host_out = pl_strndup(h, (size_t)(hend - h));
-        if (!*host_out) { free(*out); *out = NULL; return pl_error_nomem(); }
+        if (!*host_out) {
+            free(*out);
+            *out = NULL;
+            return pl_error_nomem();
+        }
     }
     return PL_OK;
 }
 
 static char *trim_dup(const char *s, size_t n)
 {
-    while (n && isspace((unsigned char)*s)) { s++; n--; }
+    while (n && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
     while (n && isspace((unsigned char)s[n - 1])) n--;
     return pl_strndup(s, n);
 }
@@ -115,41 +149,57 @@ int pl_connstr_parse(pl_connstr **out, const char *s)
         if (blank) {
             /* empty segment (e.g. trailing ';') */
         } else if (!eq) {
-            rc = pl_error_set(PL_EINVAL, 0, 0,
-                              "connection string: part %d has no '=' (expected Name=Value)", index);
+            rc = pl_error_set(PL_EINVAL, 0, 0, "connection string: part %d has no '=' (expected Name=Value)",
+                              index);
         } else {
             char *k = trim_dup(p, (size_t)(eq - p));
             char *v = trim_dup(eq + 1, n - (size_t)(eq + 1 - p));
             if (!k || !v) {
-                free(k); free(v);
+                free(k);
+                free(v);
                 rc = pl_error_nomem();
                 break;
             }
-            if (!*k) { free(v); rc = pl_error_set(PL_EINVAL, 0, 0, "connection string: part %d has an empty name", index); }
-            else if (pl_strcaseeq(k, "Endpoint")) rc = set_field(&endpoint, "Endpoint", v);
-            else if (pl_strcaseeq(k, "SharedAccessKeyName")) rc = set_field(&cs->key_name, "SharedAccessKeyName", v);
-            else if (pl_strcaseeq(k, "SharedAccessKey")) rc = set_field(&cs->key, "SharedAccessKey", v);
-            else if (pl_strcaseeq(k, "SharedAccessSignature")) rc = set_field(&cs->sas_token, "SharedAccessSignature", v);
-            else if (pl_strcaseeq(k, "EntityPath")) rc = set_field(&cs->entity_path, "EntityPath", v);
-            else if (pl_strcaseeq(k, "UseDevelopmentEmulator")) rc = set_field(&dev, "UseDevelopmentEmulator", v);
-            else if (pl_strcaseeq(k, "SharedSecretIssuer")) rc = set_field(&cs->issuer, "SharedSecretIssuer", v);
-            else if (pl_strcaseeq(k, "SharedSecretValue")) rc = set_field(&cs->secret, "SharedSecretValue", v);
-            else if (pl_strcaseeq(k, "AllowPlaintextHost")) rc = set_field(&cs->plaintext_host, "AllowPlaintextHost", v);
-            else free(v); /* StsEndpoint, TransportType, ...: not used over REST */
+            if (!*k) {
+                free(v);
+                rc = pl_error_set(PL_EINVAL, 0, 0, "connection string: part %d has an empty name", index);
+            } else if (pl_strcaseeq(k, "Endpoint"))
+                rc = set_field(&endpoint, "Endpoint", v);
+            else if (pl_strcaseeq(k, "SharedAccessKeyName"))
+                rc = set_field(&cs->key_name, "SharedAccessKeyName", v);
+            else if (pl_strcaseeq(k, "SharedAccessKey"))
+                rc = set_field(&cs->key, "SharedAccessKey", v);
+            else if (pl_strcaseeq(k, "SharedAccessSignature"))
+                rc = set_field(&cs->sas_token, "SharedAccessSignature", v);
+            else if (pl_strcaseeq(k, "EntityPath"))
+                rc = set_field(&cs->entity_path, "EntityPath", v);
+            else if (pl_strcaseeq(k, "UseDevelopmentEmulator"))
+                rc = set_field(&dev, "UseDevelopmentEmulator", v);
+            else if (pl_strcaseeq(k, "SharedSecretIssuer"))
+                rc = set_field(&cs->issuer, "SharedSecretIssuer", v);
+            else if (pl_strcaseeq(k, "SharedSecretValue"))
+                rc = set_field(&cs->secret, "SharedSecretValue", v);
+            else if (pl_strcaseeq(k, "AllowPlaintextHost"))
+                rc = set_field(&cs->plaintext_host, "AllowPlaintextHost", v);
+            else
+                free(v); /* StsEndpoint, TransportType, ...: not used over REST */
             free(k);
         }
         p = end ? end + 1 : p + n;
     }
     if (rc == PL_OK && dev) {
-        if (pl_strcaseeq(dev, "true")) cs->dev = 1;
-        else if (pl_strcaseeq(dev, "false")) cs->dev = 0;
-        else rc = pl_error_inval("connection string", "UseDevelopmentEmulator must be true or false");
+        if (pl_strcaseeq(dev, "true"))
+            cs->dev = 1;
+        else if (pl_strcaseeq(dev, "false"))
+            cs->dev = 0;
+        else
+            rc = pl_error_inval("connection string", "UseDevelopmentEmulator must be true or false");
     }
     if (rc == PL_OK && (!endpoint || !*endpoint))
         rc = pl_error_inval("connection string", "Endpoint is missing");
     if (rc == PL_OK)
-        rc = pl_endpoint_normalize(&cs->endpoint, &cs->host, endpoint, cs->dev,
-                                   "connection string: Endpoint");
+        rc =
+            pl_endpoint_normalize(&cs->endpoint, &cs->host, endpoint, cs->dev, "connection string: Endpoint");
     if (rc == PL_OK) {
         if (cs->key_name && !*cs->key_name)
             rc = pl_error_inval("connection string", "SharedAccessKeyName is empty");
@@ -160,13 +210,17 @@ int pl_connstr_parse(pl_connstr **out, const char *s)
         else if (cs->key_name && !cs->key)
             rc = pl_error_inval("connection string", "SharedAccessKeyName is given without SharedAccessKey");
         else if (cs->sas_token && strncmp(cs->sas_token, "SharedAccessSignature ", 22) != 0)
-            rc = pl_error_inval("connection string", "SharedAccessSignature must start with 'SharedAccessSignature sr='");
+            rc = pl_error_inval("connection string",
+                                "SharedAccessSignature must start with 'SharedAccessSignature sr='");
         else if (cs->sas_token && cs->key)
-            rc = pl_error_inval("connection string", "give either SharedAccessKey or SharedAccessSignature, not both");
+            rc = pl_error_inval("connection string",
+                                "give either SharedAccessKey or SharedAccessSignature, not both");
         else if ((cs->issuer != NULL) != (cs->secret != NULL))
             rc = pl_error_inval("connection string", "SharedSecretIssuer and SharedSecretValue go together");
         else if (!cs->key && !cs->sas_token && !cs->issuer)
-            rc = pl_error_inval("connection string", "no credentials (SharedAccessKeyName/SharedAccessKey or SharedAccessSignature)");
+            rc = pl_error_inval(
+                "connection string",
+                "no credentials (SharedAccessKeyName/SharedAccessKey or SharedAccessSignature)");
         else if (cs->entity_path && !*cs->entity_path)
             rc = pl_error_inval("connection string", "EntityPath is empty");
     }

@@ -4,8 +4,8 @@
 #include "peeklock.h"
 
 struct pl_connstr {
-    char *endpoint;     /* "https://host[:port]" or "http://..." (dev emulator) */
-    char *host;         /* host without port */
+    char *endpoint; /* "https://host[:port]" or "http://..." (dev emulator) */
+    char *host;     /* host without port */
     char *key_name, *key, *sas_token, *entity_path;
     char *issuer, *secret; /* legacy ACS form (parsed; ACS itself is retired) */
     char *plaintext_host;  /* AllowPlaintextHost=: the one non-loopback host an http://

@@ -15,9 +15,12 @@ typedef struct pl_tls_error {
     char buf[PL_ERRMSG_MAX];
 } pl_tls_error;
 
-static _Thread_local pl_tls_error tls_err = { { PL_OK, 0, 0, "" }, "" };
+static _Thread_local pl_tls_error tls_err = {{PL_OK, 0, 0, ""}, ""};
 
-const char *pl_version(void) { return PEEKLOCK_VERSION; }
+const char *pl_version(void)
+{
+    return PEEKLOCK_VERSION;
+}
 
 const char *pl_strerror(int code)
 {
@@ -52,7 +55,10 @@ const pl_error *pl_error_last(void)
     return &tls_err.pub;
 }
 
-void pl_error_clear(void) { pl_error_ok(); }
+void pl_error_clear(void)
+{
+    pl_error_ok();
+}
 
 void pl_error_ok(void)
 {
@@ -85,14 +91,20 @@ void pl_error_prefix(const char *prefix)
     memcpy(tls_err.buf, tmp, sizeof tmp);
 }
 
-int pl_error_nomem(void) { return pl_error_set(PL_ENOMEM, 0, 0, "out of memory"); }
+int pl_error_nomem(void)
+{
+    return pl_error_set(PL_ENOMEM, 0, 0, "out of memory");
+}
 
 int pl_error_inval(const char *arg, const char *what)
 {
     return pl_error_set(PL_EINVAL, 0, 0, "%s: %s", arg, what);
 }
 
-void pl_free(void *p) { free(p); }
+void pl_free(void *p)
+{
+    free(p);
+}
 
 /* ---- buffers and strings ------------------------------------------------ */
 
@@ -102,11 +114,17 @@ int pl_buf_append(pl_buf *b, const void *p, size_t n)
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->len + n + 1) {
-            if (cap > ((size_t)-1) / 2) { b->oom = 1; return PL_ENOMEM; }
+            if (cap > ((size_t)-1) / 2) {
+                b->oom = 1;
+                return PL_ENOMEM;
+            }
             cap *= 2;
         }
         char *d = realloc(b->data, cap);
-        if (!d) { b->oom = 1; return PL_ENOMEM; }
+        if (!d) {
+            b->oom = 1;
+            return PL_ENOMEM;
+        }
         b->data = d;
         b->cap = cap;
     }
@@ -116,7 +134,10 @@ int pl_buf_append(pl_buf *b, const void *p, size_t n)
     return PL_OK;
 }
 
-int pl_buf_puts(pl_buf *b, const char *s) { return pl_buf_append(b, s, strlen(s)); }
+int pl_buf_puts(pl_buf *b, const char *s)
+{
+    return pl_buf_append(b, s, strlen(s));
+}
 
 int pl_buf_printf(pl_buf *b, const char *fmt, ...)
 {
@@ -128,7 +149,10 @@ int pl_buf_printf(pl_buf *b, const char *fmt, ...)
     if (n < 0) return PL_EINTERNAL;
     if ((size_t)n < sizeof tmp) return pl_buf_append(b, tmp, (size_t)n);
     char *big = malloc((size_t)n + 1);
-    if (!big) { b->oom = 1; return PL_ENOMEM; }
+    if (!big) {
+        b->oom = 1;
+        return PL_ENOMEM;
+    }
     va_start(ap, fmt);
     vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -139,8 +163,15 @@ int pl_buf_printf(pl_buf *b, const char *fmt, ...)
 
 char *pl_buf_detach(pl_buf *b)
 {
-    if (b->oom) { pl_buf_free(b); pl_error_nomem(); return NULL; }
-    if (!b->data && pl_buf_append(b, "", 0) != PL_OK) { pl_error_nomem(); return NULL; }
+    if (b->oom) {
+        pl_buf_free(b);
+        pl_error_nomem();
+        return NULL;
+    }
+    if (!b->data && pl_buf_append(b, "", 0) != PL_OK) {
+        pl_error_nomem();
+        return NULL;
+    }
     char *d = b->data;
     b->data = NULL;
     b->len = b->cap = 0;
@@ -208,8 +239,7 @@ char *pl_pct_encode(const char *src, size_t n, const char *keep, int upper)
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)src[i];
-        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
-            (keep && c && strchr(keep, c))) {
+        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep && c && strchr(keep, c))) {
             *o++ = (char)c;
         } else {
             *o++ = '%';
@@ -223,9 +253,9 @@ char *pl_pct_encode(const char *src, size_t n, const char *keep, int upper)
 
 /* ---- RFC 1123 dates ------------------------------------------------------ */
 
-static const char *const month_names[12] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-static const char *const day_names[7] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+static const char *const month_names[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+static const char *const day_names[7] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 
 /* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
 static int64_t days_from_civil(int64_t y, int m, int d)
@@ -258,7 +288,10 @@ int64_t pl_http_date_parse(const char *s)
     while (*p == ' ') p++;
     int known = 0;
     for (int i = 0; i < 7; i++)
-        if (pl_strncaseeq(p, day_names[i], 3)) { known = 1; break; }
+        if (pl_strncaseeq(p, day_names[i], 3)) {
+            known = 1;
+            break;
+        }
     if (!known || p[3] != ',' || p[4] != ' ') return -1;
     p += 5;
     int day, year, hh, mm, ss, mon = -1;
@@ -272,7 +305,10 @@ int64_t pl_http_date_parse(const char *s)
     }
     if (*p++ != ' ') return -1;
     for (int i = 0; i < 12; i++)
-        if (strncmp(p, month_names[i], 3) == 0) { mon = i + 1; break; }
+        if (strncmp(p, month_names[i], 3) == 0) {
+            mon = i + 1;
+            break;
+        }
     if (mon < 0 || p[3] != ' ') return -1;
     p += 4;
     if (parse_uint(&p, 4, &year) || *p++ != ' ') return -1;
@@ -300,7 +336,6 @@ void pl_http_date_format(char *buf, size_t buflen, int64_t t)
     int m = (int)(mp < 10 ? mp + 3 : mp - 9);
     y += m <= 2;
     int wd = (int)(((days % 7) + 11) % 7); /* 1970-01-01 was a Thursday */
-    snprintf(buf, buflen, "%s, %02d %s %04lld %02d:%02d:%02d GMT", day_names[wd], d,
-             month_names[m - 1], (long long)y, (int)(secs / 3600), (int)(secs / 60 % 60),
-             (int)(secs % 60));
+    snprintf(buf, buflen, "%s, %02d %s %04lld %02d:%02d:%02d GMT", day_names[wd], d, month_names[m - 1],
+             (long long)y, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
 }

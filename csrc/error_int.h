@@ -31,11 +31,14 @@ typedef struct pl_buf {
     char *data;
     size_t len;
     size_t cap;
-    int oom;           /* set once an allocation failed; later appends are no-ops */
+    int oom; /* set once an allocation failed; later appends are no-ops */
 } pl_buf;
 
-#define PL_BUF_INIT { NULL, 0, 0, 0 }
-int pl_buf_append(pl_buf *b, const void *p, size_t n);   /* 0 or PL_ENOMEM */
+#define PL_BUF_INIT                                                                                          \
+    {                                                                                                        \
+        NULL, 0, 0, 0                                                                                        \
+    }
+int pl_buf_append(pl_buf *b, const void *p, size_t n); /* 0 or PL_ENOMEM */
 int pl_buf_puts(pl_buf *b, const char *s);
 int pl_buf_printf(pl_buf *b, const char *fmt, ...) PL_PRINTF(2, 3);
 /* Detaches the data (caller frees with free()); returns NULL (and sets PL_ENOMEM)
@@ -43,7 +46,7 @@ int pl_buf_printf(pl_buf *b, const char *fmt, ...) PL_PRINTF(2, 3);
 char *pl_buf_detach(pl_buf *b);
 void pl_buf_free(pl_buf *b);
 
-char *pl_strdup(const char *s);                 /* NULL-safe, NULL on OOM */
+char *pl_strdup(const char *s); /* NULL-safe, NULL on OOM */
 char *pl_strndup(const char *s, size_t n);
 int pl_strcaseeq(const char *a, const char *b); /* ASCII case-insensitive equality */
 int pl_strncaseeq(const char *a, const char *b, size_t n);

@@ -46,8 +46,10 @@ static char *b64url(const char *prefix, const unsigned char *in, size_t n)
     int len = EVP_EncodeBlock((unsigned char *)out + plen, in, (int)n);
     char *p = out + plen;
     for (int i = 0; i < len; i++) {
-        if (p[i] == '+') p[i] = '-';
-        else if (p[i] == '/') p[i] = '_';
+        if (p[i] == '+')
+            p[i] = '-';
+        else if (p[i] == '/')
+            p[i] = '_';
     }
     while (len > 0 && p[len - 1] == '=') len--;
     p[len] = '\0';
@@ -69,8 +71,10 @@ static unsigned char *unb64url(const char *s, size_t *n)
     }
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
-        if (c == '-') c = '+';
-        else if (c == '_') c = '/';
+        if (c == '-')
+            c = '+';
+        else if (c == '_')
+            c = '/';
         else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) {
             free(tmp);
             free(out);
@@ -178,7 +182,8 @@ int pl_client_attach(pl_message **out, pl_client *client, const char *handle)
     const char *ep = pl_client_endpoint(client);
     size_t eplen = ep ? strlen(ep) : 0;
     if (!ep || strncasecmp(loc, ep, eplen) != 0 || loc[eplen] != '/') {
-        rc = pl_error_set(PL_EINVAL, 0, 0, "the lock handle is for another namespace than this client's endpoint");
+        rc = pl_error_set(PL_EINVAL, 0, 0,
+                          "the lock handle is for another namespace than this client's endpoint");
         goto done;
     }
     pl_message *m = pl_message_alloc();

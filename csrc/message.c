@@ -14,13 +14,13 @@
 #include "message_int.h"
 
 const char *const pl_outgoing_field_names[PL_OUT_NFIELDS] = {
-    "MessageId", "Label", "CorrelationId", "SessionId", "PartitionKey",
-    "ReplyTo", "ReplyToSessionId", "To", "ViaPartitionKey",
+    "MessageId",        "Label", "CorrelationId",   "SessionId", "PartitionKey", "ReplyTo",
+    "ReplyToSessionId", "To",    "ViaPartitionKey",
 };
 
 static const char *const received_string_fields[10] = {
-    "MessageId", "Label", "CorrelationId", "SessionId", "PartitionKey",
-    "ReplyTo", "ReplyToSessionId", "To", "State", "ViaPartitionKey",
+    "MessageId",        "Label", "CorrelationId", "SessionId",       "PartitionKey", "ReplyTo",
+    "ReplyToSessionId", "To",    "State",         "ViaPartitionKey",
 };
 
 /* Headers that are never custom properties, classified with one switch on the
@@ -34,12 +34,16 @@ int pl_header_kind(const char *name, size_t n)
     switch (c) {
     case 'a':
         return IS("authorization") || IS("accept") || IS("accept-encoding") || IS("alt-svc") ||
-               IS("accept-ranges") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+                       IS("accept-ranges")
+                   ? PL_HDR_RESERVED
+                   : PL_HDR_CUSTOM;
     case 'b': return IS("brokerproperties") ? PL_HDR_BROKER : PL_HDR_CUSTOM;
     case 'c':
         if (IS("content-type")) return PL_HDR_CONTENT_TYPE;
         return IS("content-length") || IS("content-encoding") || IS("connection") || IS("cookie") ||
-               IS("cache-control") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+                       IS("cache-control")
+                   ? PL_HDR_RESERVED
+                   : PL_HDR_CUSTOM;
     case 'd': return IS("date") ? PL_HDR_DATE : PL_HDR_CUSTOM;
     case 'e': return IS("expect") || IS("expires") || IS("etag") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
     case 'h': return IS("host") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
@@ -50,18 +54,19 @@ int pl_header_kind(const char *name, size_t n)
         return IS("last-modified") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
     case 'p':
         return IS("pragma") || IS("proxy-authorization") || IS("proxy-connection") ? PL_HDR_RESERVED
-                                                                                  : PL_HDR_CUSTOM;
+                                                                                   : PL_HDR_CUSTOM;
     case 'r': return IS("retry-after") ? PL_HDR_RETRY_AFTER : PL_HDR_CUSTOM;
     case 's':
         return IS("server") || IS("set-cookie") || IS("strict-transport-security") ? PL_HDR_RESERVED
-                                                                                  : PL_HDR_CUSTOM;
-    case 't':
-        return IS("transfer-encoding") || IS("te") || IS("trailer") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+                                                                                   : PL_HDR_CUSTOM;
+    case 't': return IS("transfer-encoding") || IS("te") || IS("trailer") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
     case 'u': return IS("upgrade") || IS("user-agent") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
     case 'v': return IS("vary") || IS("via") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
     case 'x':
         return IS("x-ms-retrypolicy") || IS("x-content-type-options") || IS("x-powered-by") ||
-               IS("x-ms-version") ? PL_HDR_RESERVED : PL_HDR_CUSTOM;
+                       IS("x-ms-version")
+                   ? PL_HDR_RESERVED
+                   : PL_HDR_CUSTOM;
     default: return PL_HDR_CUSTOM;
     }
 #undef IS
@@ -128,7 +133,10 @@ static void prop_parse_into(pl_prop *p, const char *v, size_t n, char *t)
     const char *q = v;
     if (*q == '-' || *q == '+') q++;
     int digits = 0;
-    while (isdigit((unsigned char)*q)) { q++; digits++; }
+    while (isdigit((unsigned char)*q)) {
+        q++;
+        digits++;
+    }
     if (digits && !*q && digits <= 19) {
         /* every 64-bit integer is an int; past its range the text is a double */
         errno = 0;
@@ -280,10 +288,16 @@ void pl_message_free(pl_message *m)
     msg_release(m, m->entity);
     msg_release(m, m->location);
     msg_release(m, m->scope);
-    if (m->lock_token) { memset(m->lock_token, 0, strlen(m->lock_token)); msg_release(m, m->lock_token); }
+    if (m->lock_token) {
+        memset(m->lock_token, 0, strlen(m->lock_token));
+        msg_release(m, m->lock_token);
+    }
     msg_release(m, m->body);
     msg_release(m, m->content_type);
-    if (m->broker_json) { memset(m->broker_json, 0, strlen(m->broker_json)); msg_release(m, m->broker_json); }
+    if (m->broker_json) {
+        memset(m->broker_json, 0, strlen(m->broker_json));
+        msg_release(m, m->broker_json);
+    }
     for (size_t i = 0; i < 10; i++) msg_release(m, m->broker_str[i]);
     for (size_t i = 0; i < m->nprops; i++) {
         msg_release(m, m->props[i].name);
@@ -306,7 +320,7 @@ int pl_message_mark_lost(pl_message *m, int reason, int from_settling)
 
 static int broker_index_n(const char *field, size_t n)
 {
-    static const size_t lens[10] = { 9, 5, 13, 9, 12, 7, 16, 2, 5, 15 };
+    static const size_t lens[10] = {9, 5, 13, 9, 12, 7, 16, 2, 5, 15};
     for (int i = 0; i < 10; i++)
         if (lens[i] == n && field[0] == received_string_fields[i][0] &&
             memcmp(field, received_string_fields[i], n) == 0)
@@ -316,7 +330,7 @@ static int broker_index_n(const char *field, size_t n)
 
 int pl_message_broker_index(const char *field)
 {
-    static const size_t lens[10] = { 9, 5, 13, 9, 12, 7, 16, 2, 5, 15 };
+    static const size_t lens[10] = {9, 5, 13, 9, 12, 7, 16, 2, 5, 15};
     if (!field) return -1;
     size_t n = strlen(field);
     for (int i = 0; i < 10; i++)
@@ -348,8 +362,7 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
 {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root)
-        return pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties header is not valid JSON");
+    if (!root) return pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties header is not valid JSON");
     int rc = PL_OK;
     if (!cJSON_IsObject(root)) {
         rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties header is not a JSON object");
@@ -375,7 +388,10 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             }
             msg_release(m, m->broker_str[si]);
             m->broker_str[si] = pl_message_strndup(m, it->valuestring, strlen(it->valuestring));
-            if (!m->broker_str[si]) { rc = pl_error_nomem(); goto done; }
+            if (!m->broker_str[si]) {
+                rc = pl_error_nomem();
+                goto done;
+            }
         } else if (KEY("LockToken")) {
             if (!cJSON_IsString(it) || !it->valuestring[0]) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: LockToken is not a string");
@@ -391,7 +407,10 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
             if (m->lock_token) memset(m->lock_token, 0, strlen(m->lock_token));
             msg_release(m, m->lock_token);
             m->lock_token = pl_message_strndup(m, it->valuestring, strlen(it->valuestring));
-            if (!m->lock_token) { rc = pl_error_nomem(); goto done; }
+            if (!m->lock_token) {
+                rc = pl_error_nomem();
+                goto done;
+            }
         } else if (KEY("SequenceNumber") || KEY("EnqueuedSequenceNumber")) {
             if (json_int64(it, k[0] == 'S' ? &m->seq : &m->enqueued_seq)) {
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an integer", k);
@@ -410,18 +429,22 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
                 rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: %s is not an RFC 1123 date", k);
                 goto done;
             }
-            if (k[0] == 'E') m->enqueued_time = t;
-            else m->locked_until = t;
+            if (k[0] == 'E')
+                m->enqueued_time = t;
+            else
+                m->locked_until = t;
         } else if (KEY("TimeToLive")) {
             double d = -1;
-            if (cJSON_IsNumber(it)) d = it->valuedouble;
+            if (cJSON_IsNumber(it))
+                d = it->valuedouble;
             else if (cJSON_IsString(it) && it->valuestring[0]) {
                 char *e = NULL;
                 d = strtod(it->valuestring, &e);
                 if (!e || *e) d = -1;
             }
             if (!isfinite(d) || d < 0) {
-                rc = pl_error_set(PL_EPROTOCOL, 0, 0, "BrokerProperties: TimeToLive is not a number of seconds");
+                rc = pl_error_set(PL_EPROTOCOL, 0, 0,
+                                  "BrokerProperties: TimeToLive is not a number of seconds");
                 goto done;
             }
             m->ttl = d;
@@ -442,27 +465,66 @@ done:
 
 const void *pl_message_body(const pl_message *m, size_t *len)
 {
-    if (!m) { if (len) *len = 0; return NULL; }
+    if (!m) {
+        if (len) *len = 0;
+        return NULL;
+    }
     if (len) *len = m->body_len;
     return m->body ? (const void *)m->body : (const void *)"";
 }
-const char *pl_message_content_type(const pl_message *m) { return m ? m->content_type : NULL; }
-const char *pl_message_entity(const pl_message *m) { return m ? m->entity : NULL; }
+const char *pl_message_content_type(const pl_message *m)
+{
+    return m ? m->content_type : NULL;
+}
+const char *pl_message_entity(const pl_message *m)
+{
+    return m ? m->entity : NULL;
+}
 const char *pl_message_broker(const pl_message *m, const char *field)
 {
     int i = pl_message_broker_index(field);
     return (m && i >= 0) ? m->broker_str[i] : NULL;
 }
-const char *pl_message_id(const pl_message *m) { return m ? m->broker_str[0] : NULL; }
-int64_t pl_message_sequence_number(const pl_message *m) { return m ? m->seq : -1; }
-int64_t pl_message_enqueued_sequence_number(const pl_message *m) { return m ? m->enqueued_seq : -1; }
-int pl_message_delivery_count(const pl_message *m) { return m ? m->delivery_count : -1; }
-int64_t pl_message_enqueued_time(const pl_message *m) { return m ? m->enqueued_time : -1; }
-int64_t pl_message_locked_until(const pl_message *m) { return m ? m->locked_until : -1; }
-double pl_message_time_to_live(const pl_message *m) { return m ? m->ttl : -1; }
-const char *pl_message_broker_properties_json(const pl_message *m) { return m ? m->broker_json : NULL; }
-const char *pl_message_lock_token(const pl_message *m) { return m ? m->lock_token : NULL; }
-size_t pl_message_property_count(const pl_message *m) { return m ? m->nprops : 0; }
+const char *pl_message_id(const pl_message *m)
+{
+    return m ? m->broker_str[0] : NULL;
+}
+int64_t pl_message_sequence_number(const pl_message *m)
+{
+    return m ? m->seq : -1;
+}
+int64_t pl_message_enqueued_sequence_number(const pl_message *m)
+{
+    return m ? m->enqueued_seq : -1;
+}
+int pl_message_delivery_count(const pl_message *m)
+{
+    return m ? m->delivery_count : -1;
+}
+int64_t pl_message_enqueued_time(const pl_message *m)
+{
+    return m ? m->enqueued_time : -1;
+}
+int64_t pl_message_locked_until(const pl_message *m)
+{
+    return m ? m->locked_until : -1;
+}
+double pl_message_time_to_live(const pl_message *m)
+{
+    return m ? m->ttl : -1;
+}
+const char *pl_message_broker_properties_json(const pl_message *m)
+{
+    return m ? m->broker_json : NULL;
+}
+const char *pl_message_lock_token(const pl_message *m)
+{
+    return m ? m->lock_token : NULL;
+}
+size_t pl_message_property_count(const pl_message *m)
+{
+    return m ? m->nprops : 0;
+}
 const char *pl_message_property_name(const pl_message *m, size_t i)
 {
     return (m && i < m->nprops) ? m->props[i].name : NULL;
@@ -495,12 +557,18 @@ int64_t pl_message_property_datetime(const pl_message *m, size_t i)
 {
     return (m && i < m->nprops && m->props[i].type == PL_PROP_DATETIME) ? m->props[i].i : -1;
 }
-int pl_message_lock_state(const pl_message *m) { return m ? pl_message_state(m) : PL_LOCK_NONE; }
+int pl_message_lock_state(const pl_message *m)
+{
+    return m ? pl_message_state(m) : PL_LOCK_NONE;
+}
 int pl_message_settle_kind(const pl_message *m)
 {
     return m ? atomic_load(&((pl_message *)m)->settle_kind) : 0;
 }
-int64_t pl_message_lock_duration_ms(const pl_message *m) { return m ? m->lock_duration_ms : 0; }
+int64_t pl_message_lock_duration_ms(const pl_message *m)
+{
+    return m ? m->lock_duration_ms : 0;
+}
 int64_t pl_message_lock_expiry_mono_ms(const pl_message *m)
 {
     return m ? atomic_load(&((pl_message *)m)->lock_expiry_mono_ms) : 0;
@@ -521,7 +589,10 @@ int pl_outgoing_new(pl_outgoing **out, const void *body, size_t len)
     pl_outgoing *m = calloc(1, sizeof *m);
     if (!m) return pl_error_nomem();
     m->body = malloc(len + 1);
-    if (!m->body) { free(m); return pl_error_nomem(); }
+    if (!m->body) {
+        free(m);
+        return pl_error_nomem();
+    }
     if (len) memcpy(m->body, body, len);
     m->body[len] = 0;
     m->body_len = len;
@@ -572,8 +643,8 @@ int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value)
     for (int i = 0; i < PL_OUT_NFIELDS; i++)
         if (strcmp(field, pl_outgoing_field_names[i]) == 0) idx = i;
     if (idx < 0)
-        return pl_error_set(PL_EINVAL, 0, 0,
-                            "field: '%.64s' is not a settable BrokerProperties string field", field);
+        return pl_error_set(PL_EINVAL, 0, 0, "field: '%.64s' is not a settable BrokerProperties string field",
+                            field);
     if (value && (idx == 0 || idx == 3) && strlen(value) > 128)
         return pl_error_set(PL_EINVAL, 0, 0, "value: %s is longer than 128 characters", field);
     char *d = NULL;
@@ -622,15 +693,24 @@ int pl_outgoing_set_resend(pl_outgoing *m, int on)
 /* Adds or replaces a custom property; takes ownership of raw. */
 static int add_prop(pl_outgoing *m, const char *name, int type, char *raw, int64_t i, double d)
 {
-    if (!m) { free(raw); return pl_error_inval("m", "must not be NULL"); }
-    if (!name || !*name) { free(raw); return pl_error_inval("name", "must be a non-empty string"); }
+    if (!m) {
+        free(raw);
+        return pl_error_inval("m", "must not be NULL");
+    }
+    if (!name || !*name) {
+        free(raw);
+        return pl_error_inval("name", "must be a non-empty string");
+    }
     if (!raw) return pl_error_nomem();
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         if (!is_token_char(*p)) {
             free(raw);
             return pl_error_inval("name", "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)");
         }
-    if (strlen(name) > 256) { free(raw); return pl_error_inval("name", "is longer than 256 characters"); }
+    if (strlen(name) > 256) {
+        free(raw);
+        return pl_error_inval("name", "is longer than 256 characters");
+    }
     if (pl_header_is_reserved(name)) {
         free(raw);
         return pl_error_set(PL_EINVAL, 0, 0, "name: '%s' is a reserved HTTP header", name);
@@ -647,12 +727,18 @@ static int add_prop(pl_outgoing *m, const char *name, int type, char *raw, int64
         }
     }
     pl_prop *np = realloc(m->props, (m->nprops + 1) * sizeof *np);
-    if (!np) { free(raw); return pl_error_nomem(); }
+    if (!np) {
+        free(raw);
+        return pl_error_nomem();
+    }
     m->props = np;
     pl_prop *p = &np[m->nprops];
     memset(p, 0, sizeof *p);
     p->name = pl_strdup(name);
-    if (!p->name) { free(raw); return pl_error_nomem(); }
+    if (!p->name) {
+        free(raw);
+        return pl_error_nomem();
+    }
     p->raw = raw;
     p->type = type;
     p->i = i;
@@ -696,8 +782,7 @@ int pl_outgoing_add_double(pl_outgoing *m, const char *name, double value)
 
 int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value)
 {
-    return add_prop(m, name, PL_PROP_BOOL, pl_strdup(value ? "true" : "false"), value ? 1 : 0,
-                    value ? 1 : 0);
+    return add_prop(m, name, PL_PROP_BOOL, pl_strdup(value ? "true" : "false"), value ? 1 : 0, value ? 1 : 0);
 }
 
 int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds)
@@ -715,8 +800,7 @@ static cJSON *broker_object(const pl_outgoing *m)
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     for (int i = 0; i < PL_OUT_NFIELDS; i++)
-        if (m->fields[i] && !cJSON_AddStringToObject(o, pl_outgoing_field_names[i], m->fields[i]))
-            goto fail;
+        if (m->fields[i] && !cJSON_AddStringToObject(o, pl_outgoing_field_names[i], m->fields[i])) goto fail;
     if (m->force_persistence >= 0 && !cJSON_AddBoolToObject(o, "ForcePersistence", m->force_persistence))
         goto fail;
     if (m->scheduled >= 0) {
@@ -736,7 +820,10 @@ int pl_outgoing_broker_json(char **out, const pl_outgoing *m)
     *out = NULL;
     cJSON *o = broker_object(m);
     if (!o) return pl_error_nomem();
-    if (!o->child) { cJSON_Delete(o); return PL_OK; }
+    if (!o->child) {
+        cJSON_Delete(o);
+        return PL_OK;
+    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s) return pl_error_nomem();
@@ -801,7 +888,8 @@ int pl_batch_add(pl_batch *b, const pl_outgoing *m)
     if (!b) return pl_error_inval("b", "must not be NULL");
     if (!m) return pl_error_inval("m", "must not be NULL");
     if (memchr(m->body, 0, m->body_len))
-        return pl_error_inval("m", "a batched message body is carried as JSON text and must not contain NUL bytes");
+        return pl_error_inval(
+            "m", "a batched message body is carried as JSON text and must not contain NUL bytes");
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8;
         pl_outgoing **ni = realloc(b->items, cap * sizeof *ni);
@@ -817,7 +905,10 @@ int pl_batch_add(pl_batch *b, const pl_outgoing *m)
     return PL_OK;
 }
 
-size_t pl_batch_count(const pl_batch *b) { return b ? b->n : 0; }
+size_t pl_batch_count(const pl_batch *b)
+{
+    return b ? b->n : 0;
+}
 
 int pl_batch_json(char **out, size_t *len, const pl_batch *b)
 {
@@ -827,13 +918,22 @@ int pl_batch_json(char **out, size_t *len, const pl_batch *b)
     for (size_t i = 0; i < b->n; i++) {
         const pl_outgoing *m = b->items[i];
         cJSON *e = cJSON_CreateObject();
-        if (!e || !cJSON_AddItemToArray(arr, e)) { cJSON_Delete(e); goto oom; }
+        if (!e || !cJSON_AddItemToArray(arr, e)) {
+            cJSON_Delete(e);
+            goto oom;
+        }
         if (!cJSON_AddStringToObject(e, "Body", (const char *)m->body)) goto oom;
         cJSON *bp = broker_object(m);
-        if (!bp || !cJSON_AddItemToObject(e, "BrokerProperties", bp)) { cJSON_Delete(bp); goto oom; }
+        if (!bp || !cJSON_AddItemToObject(e, "BrokerProperties", bp)) {
+            cJSON_Delete(bp);
+            goto oom;
+        }
         if (m->nprops) {
             cJSON *up = cJSON_CreateObject();
-            if (!up || !cJSON_AddItemToObject(e, "UserProperties", up)) { cJSON_Delete(up); goto oom; }
+            if (!up || !cJSON_AddItemToObject(e, "UserProperties", up)) {
+                cJSON_Delete(up);
+                goto oom;
+            }
             for (size_t k = 0; k < m->nprops; k++) {
                 const pl_prop *p = &m->props[k];
                 cJSON *v = NULL;
@@ -855,7 +955,10 @@ int pl_batch_json(char **out, size_t *len, const pl_batch *b)
                     free(t.text);
                 }
                 }
-                if (!v || !cJSON_AddItemToObject(up, p->name, v)) { cJSON_Delete(v); goto oom; }
+                if (!v || !cJSON_AddItemToObject(up, p->name, v)) {
+                    cJSON_Delete(v);
+                    goto oom;
+                }
             }
         }
     }

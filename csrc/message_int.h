@@ -19,46 +19,46 @@
 /* One custom property (outgoing or received). */
 typedef struct pl_prop {
     char *name;
-    int type;        /* PL_PROP_* */
-    char *raw;       /* header text as sent/received (strings quoted and escaped) */
-    char *text;      /* received: unquoted/unescaped text; outgoing: NULL */
-    int64_t i;       /* PL_PROP_INT, PL_PROP_BOOL (0/1), PL_PROP_DATETIME (Unix s or -1) */
-    double d;        /* PL_PROP_DOUBLE (also set for INT) */
+    int type;   /* PL_PROP_* */
+    char *raw;  /* header text as sent/received (strings quoted and escaped) */
+    char *text; /* received: unquoted/unescaped text; outgoing: NULL */
+    int64_t i;  /* PL_PROP_INT, PL_PROP_BOOL (0/1), PL_PROP_DATETIME (Unix s or -1) */
+    double d;   /* PL_PROP_DOUBLE (also set for INT) */
 } pl_prop;
 
 struct pl_message {
-    atomic_int refs;                  /* pl_message_free drops one; 0 frees */
-    pl_client *client;                /* holds a client reference (pl_client_ref), may be NULL */
+    atomic_int refs;   /* pl_message_free drops one; 0 frees */
+    pl_client *client; /* holds a client reference (pl_client_ref), may be NULL */
 
     /* lock bookkeeping */
-    atomic_int lock_state;            /* PL_LOCK_* */
-    atomic_int lost_reason;           /* PL_E* code that made it lost, 0 otherwise */
-    atomic_int settle_kind;           /* PL_SETTLE_UNLOCK/COMPLETE: the settle that took the
+    atomic_int lock_state;                    /* PL_LOCK_* */
+    atomic_int lost_reason;                   /* PL_E* code that made it lost, 0 otherwise */
+    atomic_int settle_kind;                   /* PL_SETTLE_UNLOCK/COMPLETE: the settle that took the
                                          fence last, 0 before any */
     atomic_int_least64_t lock_expiry_mono_ms; /* client estimate, pl_now_mono_ms() scale */
-    int64_t lock_duration_ms;         /* learned at receive: LockedUntilUtc - Date */
+    int64_t lock_duration_ms;                 /* learned at receive: LockedUntilUtc - Date */
 
     /* identity (immutable after receipt) */
-    char *entity;                     /* entity as given to the receive call */
-    char *location;                   /* settle URL, verbatim from Location; NULL for R&D */
-    char *scope;                      /* SAS scope of the receive (reused by settles), or NULL */
-    char *lock_token;                 /* secret; NULL for receive-and-delete */
-    int64_t seq;                      /* SequenceNumber, -1 if absent */
-    int64_t enqueued_seq;             /* EnqueuedSequenceNumber, -1 if absent */
-    int delivery_count;               /* -1 if absent */
-    int64_t enqueued_time;            /* Unix s, -1 */
-    int64_t locked_until;             /* Unix s (server clock), -1 */
-    double ttl;                       /* seconds, -1 */
+    char *entity;          /* entity as given to the receive call */
+    char *location;        /* settle URL, verbatim from Location; NULL for R&D */
+    char *scope;           /* SAS scope of the receive (reused by settles), or NULL */
+    char *lock_token;      /* secret; NULL for receive-and-delete */
+    int64_t seq;           /* SequenceNumber, -1 if absent */
+    int64_t enqueued_seq;  /* EnqueuedSequenceNumber, -1 if absent */
+    int delivery_count;    /* -1 if absent */
+    int64_t enqueued_time; /* Unix s, -1 */
+    int64_t locked_until;  /* Unix s (server clock), -1 */
+    double ttl;            /* seconds, -1 */
 
     /* content */
-    unsigned char *body;              /* NUL-terminated copy for convenience */
+    unsigned char *body; /* NUL-terminated copy for convenience */
     size_t body_len;
-    char *content_type;               /* or NULL */
-    char *broker_json;                /* raw BrokerProperties, or NULL */
-    char *broker_str[10];             /* see pl_message_broker_index */
+    char *content_type;   /* or NULL */
+    char *broker_json;    /* raw BrokerProperties, or NULL */
+    char *broker_str[10]; /* see pl_message_broker_index */
     pl_prop *props;
     size_t nprops;
-    size_t props_cap;                 /* slots of props (in the arena or malloc'd) */
+    size_t props_cap; /* slots of props (in the arena or malloc'd) */
 
     /* A received message is one allocation: the struct, then its property
      * table and strings (arena_pos..arena_end unused). A string or table that
@@ -72,7 +72,10 @@ struct pl_message {
  * State ViaPartitionKey. */
 int pl_message_broker_index(const char *field);
 
-static inline void pl_message_ref(pl_message *m) { atomic_fetch_add(&m->refs, 1); }
+static inline void pl_message_ref(pl_message *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+}
 
 /* Compare-and-swap of the lock state; 1 when it changed from `from` to `to`. */
 static inline int pl_message_cas_state(pl_message *m, int from, int to)
@@ -85,7 +88,10 @@ static inline int pl_message_state(const pl_message *m)
     return atomic_load(&((pl_message *)m)->lock_state);
 }
 /* Forces the state (use the CAS where a race matters). */
-static inline void pl_message_set_state(pl_message *m, int s) { atomic_store(&m->lock_state, s); }
+static inline void pl_message_set_state(pl_message *m, int s)
+{
+    atomic_store(&m->lock_state, s);
+}
 
 /* Sets expiry = sent_mono_ms + lock_duration_ms (call after a successful renew or
  * receive; sent_mono_ms is when the request went out). */
@@ -99,8 +105,8 @@ static inline void pl_message_extend(pl_message *m, int64_t sent_mono_ms)
 int pl_message_mark_lost(pl_message *m, int reason, int from_settling);
 
 /* What a response header is to a received message (pl_header_kind; n = strlen(name)). */
-#define PL_HDR_CUSTOM       0   /* a custom property */
-#define PL_HDR_RESERVED     1   /* never a property, not used otherwise */
+#define PL_HDR_CUSTOM       0 /* a custom property */
+#define PL_HDR_RESERVED     1 /* never a property, not used otherwise */
 #define PL_HDR_CONTENT_TYPE 2
 #define PL_HDR_BROKER       3
 #define PL_HDR_LOCATION     4
@@ -129,17 +135,17 @@ int pl_prop_parse_value(pl_prop *p, const char *value);
 
 /* ---- outgoing ---------------------------------------------------------- */
 
-#define PL_OUT_NFIELDS 9   /* settable string BrokerProperties fields */
+#define PL_OUT_NFIELDS 9 /* settable string BrokerProperties fields */
 
 struct pl_outgoing {
     unsigned char *body;
     size_t body_len;
-    char *content_type;            /* NULL: default for send */
-    char *fields[PL_OUT_NFIELDS];  /* order of pl_outgoing_field_names */
-    double ttl;                    /* < 0: unset */
-    int64_t scheduled;             /* < 0: unset */
-    int force_persistence;         /* -1 unset, 0, 1 */
-    int resend;                    /* pl_outgoing_set_resend: may be sent again after a
+    char *content_type;           /* NULL: default for send */
+    char *fields[PL_OUT_NFIELDS]; /* order of pl_outgoing_field_names */
+    double ttl;                   /* < 0: unset */
+    int64_t scheduled;            /* < 0: unset */
+    int force_persistence;        /* -1 unset, 0, 1 */
+    int resend;                   /* pl_outgoing_set_resend: may be sent again after a
                                       lost answer (needs a MessageId) */
     pl_prop *props;
     size_t nprops;

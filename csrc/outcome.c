@@ -59,8 +59,14 @@ static long backoff(pl_call *call, const pl_policy *p, int n, long retry_after_m
     return half + (long)(rng_next(&call->rng) % (uint64_t)(half + 1));
 }
 
-static int is_settle(int op) { return op == PL_OP_UNLOCK || op == PL_OP_COMPLETE; }
-static int is_send(int op) { return op == PL_OP_SEND || op == PL_OP_BATCH; }
+static int is_settle(int op)
+{
+    return op == PL_OP_UNLOCK || op == PL_OP_COMPLETE;
+}
+static int is_send(int op)
+{
+    return op == PL_OP_SEND || op == PL_OP_BATCH;
+}
 
 /* The call's result is unknown: says what may have happened, keeping the
  * attempt's own message (why). */
@@ -74,16 +80,24 @@ static int unknown(pl_call *call, int status)
     snprintf(why, sizeof why, "%s", w);
     const char *consequence;
     switch (call->op) {
-    case PL_OP_SEND: consequence = "the message may have been stored (sending it again may store it twice)"; break;
-    case PL_OP_BATCH: consequence = "the messages may have been stored (sending them again may store them twice)"; break;
-    case PL_OP_RECVDEL: consequence = "a message may have been removed from the entity without being delivered"; break;
+    case PL_OP_SEND:
+        consequence = "the message may have been stored (sending it again may store it twice)";
+        break;
+    case PL_OP_BATCH:
+        consequence = "the messages may have been stored (sending them again may store them twice)";
+        break;
+    case PL_OP_RECVDEL:
+        consequence = "a message may have been removed from the entity without being delivered";
+        break;
     case PL_OP_COMPLETE: consequence = "the message may or may not have been completed"; break;
     case PL_OP_UNLOCK: consequence = "the message may or may not have been unlocked"; break;
     default: consequence = "it may or may not have been carried out"; break;
     }
-    const char *earlier = call->uncertain && call->attempts > 1 ? " (an earlier attempt may have been carried out)" : "";
-    call->code = pl_error_set(PL_EUNKNOWN, status, 0, "%s on '%.200s': outcome unknown%s: %s; %s", pl_wire_op_name(call->op),
-                              call->entity, earlier, why[0] ? why : "no answer", consequence);
+    const char *earlier =
+        call->uncertain && call->attempts > 1 ? " (an earlier attempt may have been carried out)" : "";
+    call->code = pl_error_set(PL_EUNKNOWN, status, 0, "%s on '%.200s': outcome unknown%s: %s; %s",
+                              pl_wire_op_name(call->op), call->entity, earlier, why[0] ? why : "no answer",
+                              consequence);
     return PL_NEXT_DONE;
 }
 
@@ -103,8 +117,8 @@ int pl_renew_retryable(int io, int code)
     }
 }
 
-int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int code,
-                   long retry_after_ms, int64_t lock_remaining_ms)
+int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int code, long retry_after_ms,
+                   int64_t lock_remaining_ms)
 {
     int op = call->op;
     int n = call->attempts++; /* this attempt's number, 0-based */
@@ -118,18 +132,19 @@ int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int co
         return done(call, code);
 
     /* What kind of failure this is for the operation. */
-    int again = 0;          /* another attempt is safe */
-    int acted = 0;          /* this attempt may have been carried out */
+    int again = 0; /* another attempt is safe */
+    int acted = 0; /* this attempt may have been carried out */
     switch (io) {
-    case PL_IO_NOT_SENT:
-        again = 1;
-        break;
+    case PL_IO_NOT_SENT: again = 1; break;
     case PL_IO_UNANSWERED:
         acted = 1;
         if (op == PL_OP_PEEKLOCK) call->orphaned++;
-        if (is_send(op)) again = call->resend_ok;
-        else if (op == PL_OP_RECVDEL) again = 0;
-        else again = 1;
+        if (is_send(op))
+            again = call->resend_ok;
+        else if (op == PL_OP_RECVDEL)
+            again = 0;
+        else
+            again = 1;
         break;
     case PL_IO_MALFORMED:
         acted = 1;
@@ -182,13 +197,15 @@ static int state_error(const pl_message *m, int op)
     case PL_LOCK_UNKNOWN:
         return pl_error_set(PL_EUNKNOWN, 0, 0,
                             "%s: the message's earlier settle had an unknown outcome (it may or may not "
-                            "have been completed or unlocked)", what);
-    case PL_LOCK_LOST:
-        return pl_error_set(PL_ELOCKLOST, 0, 0, "%s: the message's lock was lost", what);
+                            "have been completed or unlocked)",
+                            what);
+    case PL_LOCK_LOST: return pl_error_set(PL_ELOCKLOST, 0, 0, "%s: the message's lock was lost", what);
     case PL_LOCK_SETTLED:
         if (pl_message_lost_reason(m) == PL_ECLOSED)
-            return pl_error_set(PL_ECLOSED, 0, 0, "%s: the message was abandoned (unlocked) when its renewer "
-                                "closed; it will be delivered again", what);
+            return pl_error_set(PL_ECLOSED, 0, 0,
+                                "%s: the message was abandoned (unlocked) when its renewer "
+                                "closed; it will be delivered again",
+                                what);
         return pl_error_set(PL_ESTATE, 0, 0, "%s: the message was already settled", what);
     case PL_LOCK_SETTLING: return pl_error_set(PL_ESTATE, 0, 0, "%s: the message is being settled", what);
     default: return pl_error_set(PL_ESTATE, 0, 0, "%s: the message holds no lock", what);
@@ -197,8 +214,7 @@ static int state_error(const pl_message *m, int op)
 
 int pl_fence_enter(pl_message *m, int op)
 {
-    if (op == PL_OP_RENEW)
-        return pl_message_state(m) == PL_LOCK_HELD ? PL_OK : state_error(m, op);
+    if (op == PL_OP_RENEW) return pl_message_state(m) == PL_LOCK_HELD ? PL_OK : state_error(m, op);
     if (pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING)) {
         atomic_store(&m->settle_kind, op == PL_OP_COMPLETE ? PL_SETTLE_COMPLETE : PL_SETTLE_UNLOCK);
         return PL_OK;

@@ -35,16 +35,18 @@
 #include "peeklock.h"
 
 /* How far one attempt got, in I/O terms. */
-#define PL_IO_NOT_SENT    1  /* the request never left (DNS, connect, TLS failed) */
-#define PL_IO_UNANSWERED  2  /* it left (maybe only partly); no answer came back: it may
+#define PL_IO_NOT_SENT 1 /* the request never left (DNS, connect, TLS failed) */
+#define PL_IO_UNANSWERED                                                                                     \
+    2 /* it left (maybe only partly); no answer came back: it may
                                 have been carried out */
-#define PL_IO_MALFORMED   3  /* an answer came that cannot be read: garbled, cut short,
+#define PL_IO_MALFORMED                                                                                      \
+    3                    /* an answer came that cannot be read: garbled, cut short,
                                 over a limit, or a 2xx lacking what the operation needs */
-#define PL_IO_ANSWERED    4  /* a readable answer; its code is the driver's reading of it */
+#define PL_IO_ANSWERED 4 /* a readable answer; its code is the driver's reading of it */
 
 /* What the driver does next (pl_call_report). */
-#define PL_NEXT_DONE   0     /* return call->code (pl_error_last() is set) */
-#define PL_NEXT_RETRY  1     /* wait call->delay_ms, then send the same request again */
+#define PL_NEXT_DONE  0 /* return call->code (pl_error_last() is set) */
+#define PL_NEXT_RETRY 1 /* wait call->delay_ms, then send the same request again */
 
 /* Retry-After values are capped here (a hint, never a reason to hang). */
 #define PL_RETRY_AFTER_MAX_MS 60000L
@@ -52,22 +54,22 @@
 #define PL_CALL_MAX_ATTEMPTS 64
 
 typedef struct pl_policy {
-    int max_retries;          /* retries of one call (0: none) */
-    long retry_base_ms;       /* first backoff delay */
-    long retry_max_ms;        /* longest backoff delay */
+    int max_retries;    /* retries of one call (0: none) */
+    long retry_base_ms; /* first backoff delay */
+    long retry_max_ms;  /* longest backoff delay */
 } pl_policy;
 
 typedef struct pl_call {
-    int op;                   /* PL_OP_* (wire_int.h) */
-    const char *entity;       /* for messages; borrowed */
-    int resend_ok;            /* send/batch: the caller opted in and every message
+    int op;             /* PL_OP_* (wire_int.h) */
+    const char *entity; /* for messages; borrowed */
+    int resend_ok;      /* send/batch: the caller opted in and every message
                                  carries a MessageId */
-    int attempts;             /* attempts reported so far */
-    int uncertain;            /* an earlier attempt may have been carried out */
-    int orphaned;             /* peek-lock attempts whose lock may be held by nobody */
-    uint64_t rng;             /* jitter state */
-    int code;                 /* PL_NEXT_DONE: the call's result */
-    long delay_ms;            /* PL_NEXT_RETRY: wait this long first */
+    int attempts;       /* attempts reported so far */
+    int uncertain;      /* an earlier attempt may have been carried out */
+    int orphaned;       /* peek-lock attempts whose lock may be held by nobody */
+    uint64_t rng;       /* jitter state */
+    int code;           /* PL_NEXT_DONE: the call's result */
+    long delay_ms;      /* PL_NEXT_RETRY: wait this long first */
 } pl_call;
 
 /* Parses a Retry-After header value (delta seconds, fractions allowed) into ms,
@@ -85,8 +87,8 @@ void pl_call_init(pl_call *call, int op, const char *entity, uint64_t seed);
  * lock_remaining_ms: renew/unlock/complete: the lock's remaining time; else ignored.
  * Returns PL_NEXT_DONE (call->code is the result and pl_error_last() describes it)
  * or PL_NEXT_RETRY (call->delay_ms). */
-int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int code,
-                   long retry_after_ms, int64_t lock_remaining_ms);
+int pl_call_report(pl_call *call, const pl_policy *p, int io, int status, int code, long retry_after_ms,
+                   int64_t lock_remaining_ms);
 
 /* The renewer's question, without a budget (its schedule times retries): after a
  * renew attempt that ended as io/code, is it worth another attempt while lock time

@@ -43,37 +43,37 @@ typedef struct rn_slot rn_slot;
  * Normally that fraction is small (RN_BASE_AHEAD: few extra renewals); for
  * RN_PRESSURE_MS after a renewal was due while every connection was busy (a
  * burst) it is RN_AHEAD. */
-#define RN_BASE_AHEAD 0.02
-#define RN_AHEAD 0.25
+#define RN_BASE_AHEAD   0.02
+#define RN_AHEAD        0.25
 #define RN_MAX_AHEAD_MS 15000
-#define RN_PRESSURE_MS 2000
+#define RN_PRESSURE_MS  2000
 /* max_connections 0: start with RN_CONNECTIONS_START connections and add one,
  * at most every RN_GROW_EVERY_MS, while renewals are due with every connection
  * busy, up to RN_CONNECTIONS_AUTO_MAX. */
-#define RN_CONNECTIONS_START 4
+#define RN_CONNECTIONS_START    4
 #define RN_CONNECTIONS_AUTO_MAX 32
-#define RN_GROW_EVERY_MS 50
+#define RN_GROW_EVERY_MS        50
 
 /* Per held lock. Kept small: the target is <= 512 bytes of state per lock. */
 typedef struct rn_entry {
-    pl_sched_entry se;   /* must stay first: the heap hands back &se */
-    pl_message *m;       /* holds a reference */
-    rn_slot *inflight;   /* the transfer renewing it now, or NULL */
-    int last_code;       /* last failed attempt (for the lost reason) */
+    pl_sched_entry se; /* must stay first: the heap hands back &se */
+    pl_message *m;     /* holds a reference */
+    rn_slot *inflight; /* the transfer renewing it now, or NULL */
+    int last_code;     /* last failed attempt (for the lost reason) */
     int16_t last_http;
-    uint8_t removed;     /* removed while in flight: free when the transfer ends */
+    uint8_t removed; /* removed while in flight: free when the transfer ends */
 } rn_entry;
 
 /* One easy handle of the pool and the transfer it carries. */
 struct rn_slot {
     CURL *easy;
-    rn_entry *e;          /* renew: the entry */
-    pl_message *m;        /* the message (renew: borrowed from e; unlock: owned ref) */
-    int op;               /* PL_SETTLE_RENEW or PL_SETTLE_UNLOCK */
+    rn_entry *e;   /* renew: the entry */
+    pl_message *m; /* the message (renew: borrowed from e; unlock: owned ref) */
+    int op;        /* PL_SETTLE_RENEW or PL_SETTLE_UNLOCK */
     pl_request *req;
     pl_response *resp;
     struct curl_slist *hdrs;
-    int64_t sent_ms;      /* pl_now_mono_ms() when handed to curl */
+    int64_t sent_ms; /* pl_now_mono_ms() when handed to curl */
     double sent_precise_ms;
     rn_slot *next_free;
 };
@@ -82,7 +82,7 @@ struct pl_event {
     int type;
     int code;
     int http_status;
-    pl_message *m;        /* holds a reference */
+    pl_message *m; /* holds a reference */
     pl_event *next;
     char reason[128];
 };
@@ -91,26 +91,26 @@ struct pl_renewer {
     pl_client *client;
     pthread_mutex_t mu;
     pthread_cond_t ev_cond;
-    pthread_mutex_t close_mu;  /* serialises pl_renewer_close */
+    pthread_mutex_t close_mu; /* serialises pl_renewer_close */
     pthread_t thread;
-    int closing;               /* close requested (under mu) */
+    int closing; /* close requested (under mu) */
     int unlock_on_close;
-    int closed;                /* thread joined (under close_mu, read under mu) */
+    int closed; /* thread joined (under close_mu, read under mu) */
 
     CURLM *multi;
     rn_slot *slots;
-    int nslots;                /* slots allocated (the most connections allowed) */
-    int nactive;               /* slots in use so far (easy handle created) */
-    int64_t grown_at_ms;       /* when the pool last grew */
+    int nslots;          /* slots allocated (the most connections allowed) */
+    int nactive;         /* slots in use so far (easy handle created) */
+    int64_t grown_at_ms; /* when the pool last grew */
     rn_slot *free_slots;
     int busy;
 
     long request_timeout_ms;
     long default_max_renew_ms;
-    int64_t pressure_until_ms;  /* work ahead until then (a burst is being worked off) */
+    int64_t pressure_until_ms; /* work ahead until then (a burst is being worked off) */
 
     pl_sched sched;
-    rn_entry **table;          /* open addressing keyed by message pointer */
+    rn_entry **table; /* open addressing keyed by message pointer */
     size_t tcap, tcount;
 
     pl_event *ev_head, *ev_tail;
@@ -149,22 +149,18 @@ static size_t tab_hash(const pl_message *m, size_t cap)
 
 static rn_entry *tab_find(const pl_renewer *r, const pl_message *m)
 {
-    if (!r->tcap)
-        return NULL;
+    if (!r->tcap) return NULL;
     for (size_t i = tab_hash(m, r->tcap);; i = (i + 1) & (r->tcap - 1)) {
         rn_entry *e = r->table[i];
-        if (!e)
-            return NULL;
-        if (e->m == m)
-            return e;
+        if (!e) return NULL;
+        if (e->m == m) return e;
     }
 }
 
 static void tab_put_nogrow(rn_entry **table, size_t cap, rn_entry *e)
 {
     size_t i = tab_hash(e->m, cap);
-    while (table[i])
-        i = (i + 1) & (cap - 1);
+    while (table[i]) i = (i + 1) & (cap - 1);
     table[i] = e;
 }
 
@@ -173,11 +169,9 @@ static int tab_insert(pl_renewer *r, rn_entry *e)
     if ((r->tcount + 1) * 2 > r->tcap) {
         size_t ncap = r->tcap ? r->tcap * 2 : 64;
         rn_entry **n = calloc(ncap, sizeof(*n));
-        if (!n)
-            return pl_error_nomem();
+        if (!n) return pl_error_nomem();
         for (size_t i = 0; i < r->tcap; i++)
-            if (r->table[i])
-                tab_put_nogrow(n, ncap, r->table[i]);
+            if (r->table[i]) tab_put_nogrow(n, ncap, r->table[i]);
         free(r->table);
         r->table = n;
         r->tcap = ncap;
@@ -189,13 +183,10 @@ static int tab_insert(pl_renewer *r, rn_entry *e)
 
 static void tab_delete(pl_renewer *r, rn_entry *e)
 {
-    if (!r->tcap)
-        return;
+    if (!r->tcap) return;
     size_t mask = r->tcap - 1, i = tab_hash(e->m, r->tcap);
-    while (r->table[i] && r->table[i] != e)
-        i = (i + 1) & mask;
-    if (!r->table[i])
-        return;
+    while (r->table[i] && r->table[i] != e) i = (i + 1) & mask;
+    if (!r->table[i]) return;
     r->table[i] = NULL;
     r->tcount--;
     /* shift back the entries of the cluster that follows */
@@ -217,8 +208,7 @@ static void tab_delete(pl_renewer *r, rn_entry *e)
 
 /* Under mu. Never fails loudly: on OOM the event is counted as dropped (the
  * message state itself always tells the truth). */
-static void push_event(pl_renewer *r, int type, pl_message *m, int code, int http,
-                       const char *reason)
+static void push_event(pl_renewer *r, int type, pl_message *m, int code, int http, const char *reason)
 {
     if (type == PL_EVENT_RENEWED && r->ev_queued_renewed >= PL_RENEWER_MAX_QUEUED_RENEWED) {
         r->ev_dropped++;
@@ -241,12 +231,10 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
     else
         r->ev_head = ev;
     r->ev_tail = ev;
-    if (type == PL_EVENT_RENEWED)
-        r->ev_queued_renewed++;
+    if (type == PL_EVENT_RENEWED) r->ev_queued_renewed++;
     /* Waiters only wait on an empty queue: wake them on the first event only
      * (a waiter that wakes drains the rest without waiting). */
-    if (was_empty)
-        pthread_cond_broadcast(&r->ev_cond);
+    if (was_empty) pthread_cond_broadcast(&r->ev_cond);
 }
 
 /* The client a message's renewals go through and are counted in: the one it was
@@ -259,8 +247,7 @@ static pl_client *msg_client(const pl_renewer *r, const pl_message *m)
 
 /* counted: 0 when whoever made the message lost already counted it in the
  * client's stats. */
-static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const char *why,
-                       int counted)
+static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const char *why, int counted)
 {
     char reason[128];
     if (http)
@@ -268,8 +255,7 @@ static void lost_event(pl_renewer *r, pl_message *m, int code, int http, const c
     else
         snprintf(reason, sizeof(reason), "lock lost: %s (%s)", why, pl_strerror(code));
     r->lost++;
-    if (!counted)
-        pl_client_stat_add(msg_client(r, m), PL_STAT_LOST, 1);
+    if (!counted) pl_client_stat_add(msg_client(r, m), PL_STAT_LOST, 1);
     push_event(r, PL_EVENT_LOST, m, code, http, reason);
 }
 
@@ -288,12 +274,10 @@ static void drop_entry(pl_renewer *r, rn_entry *e)
 
 static void slot_release(pl_renewer *r, rn_slot *s)
 {
-    if (s->hdrs)
-        curl_slist_free_all(s->hdrs);
+    if (s->hdrs) curl_slist_free_all(s->hdrs);
     pl_request_free(s->req);
     pl_response_free(s->resp);
-    if (s->op == PL_SETTLE_UNLOCK && s->m)
-        pl_message_free(s->m);
+    if (s->op == PL_SETTLE_UNLOCK && s->m) pl_message_free(s->m);
     s->hdrs = NULL;
     s->req = NULL;
     s->resp = NULL;
@@ -310,15 +294,13 @@ static void slot_release(pl_renewer *r, rn_slot *s)
 static int start_transfer(pl_renewer *r, rn_entry *e, pl_message *m, int op)
 {
     rn_slot *s = r->free_slots;
-    if (!s)
-        return pl_error_set(PL_EINTERNAL, 0, 1, "renewer: no free connection slot");
+    if (!s) return pl_error_set(PL_EINTERNAL, 0, 1, "renewer: no free connection slot");
     r->free_slots = s->next_free;
     r->busy++;
     s->e = e;
     s->m = m;
     s->op = op;
-    if (op == PL_SETTLE_UNLOCK)
-        pl_message_ref(m);
+    if (op == PL_SETTLE_UNLOCK) pl_message_ref(m);
     int rc = pl_client_settle_request(&s->req, msg_client(r, m), m, op);
     if (rc == PL_OK) {
         curl_easy_reset(s->easy);
@@ -331,8 +313,7 @@ static int start_transfer(pl_renewer *r, rn_entry *e, pl_message *m, int op)
              * stop waiting then, so the lock is reported lost on time rather than
              * when a slow reply arrives, while another receiver may hold it. */
             int64_t left = pl_message_lock_expiry_mono_ms(m) - pl_now_mono_ms();
-            if (left < timeout_ms)
-                timeout_ms = left > 1 ? (long)left : 1;
+            if (left < timeout_ms) timeout_ms = left > 1 ? (long)left : 1;
         }
         curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, (void *)s);
@@ -345,8 +326,7 @@ static int start_transfer(pl_renewer *r, rn_entry *e, pl_message *m, int op)
         slot_release(r, s);
         return rc;
     }
-    if (e)
-        e->inflight = s;
+    if (e) e->inflight = s;
     return PL_OK;
 }
 
@@ -359,14 +339,12 @@ static void record_slack(pl_renewer *r, const rn_entry *e, int64_t now)
 }
 
 /* A renew attempt failed with a transient error (or could not start). */
-static void renew_failed(pl_renewer *r, rn_entry *e, int code, int http, long retry_after_ms,
-                         int64_t now)
+static void renew_failed(pl_renewer *r, rn_entry *e, int code, int http, long retry_after_ms, int64_t now)
 {
     r->failures++;
     e->last_code = code;
     e->last_http = (int16_t)http;
-    if (pl_sched_failed(&r->sched, &e->se, now, retry_after_ms) == PL_SCHED_RETRY)
-        return;
+    if (pl_sched_failed(&r->sched, &e->se, now, retry_after_ms) == PL_SCHED_RETRY) return;
     /* No lock time left to try again in. */
     if (pl_message_mark_lost(e->m, code, 0))
         lost_event(r, e->m, code, http, "renewals kept failing until the lock expired", 0);
@@ -388,17 +366,14 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
          * touches a message whose settle has started (HELD -> LOST only, below). */
         if (http >= 200 && http <= 299) {
             rc = PL_OK;
-            if (pl_message_state(m) == PL_LOCK_HELD)
-                pl_message_extend(m, s->sent_ms);
+            if (pl_message_state(m) == PL_LOCK_HELD) pl_message_extend(m, s->sent_ms);
         } else {
             rc = pl_wire_status_error(s->req, s->resp);
         }
         retry_after = pl_retry_after_ms(pl_response_header(s->resp, "Retry-After"));
-        if (retry_after < 0)
-            retry_after = 0; /* none: the schedule's backoff */
+        if (retry_after < 0) retry_after = 0; /* none: the schedule's backoff */
         pl_sched_observe_rtt(&r->sched, rtt);
-        if (rc == PL_OK)
-            pl_client_record_renew_rtt(msg_client(r, m), rtt);
+        if (rc == PL_OK) pl_client_record_renew_rtt(msg_client(r, m), rtt);
     } else {
         rc = pl_client_curl_error_easy(res, s->resp, s->easy, NULL);
         if (rc == PL_OK) /* cannot happen; never take a failed transfer for success */
@@ -437,7 +412,8 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         if (pl_message_mark_lost(m, rc, 0))
             lost_event(r, m, rc, http,
                        rc == PL_ENOTFOUND ? "the entity no longer exists"
-                                          : "the service no longer has this lock", 0);
+                                          : "the service no longer has this lock",
+                       0);
         drop_entry(r, e);
         return;
     }
@@ -457,9 +433,8 @@ static void finish_unlock(pl_renewer *r, rn_slot *s, CURLcode res)
     int io = pl_client_transfer_io(res, s->resp);
     int rc = io == PL_IO_ANSWERED ? pl_response_result(NULL, msg_client(r, m), s->req, m, s->resp, s->sent_ms)
                                   : pl_client_curl_error(res, s->resp);
-    if (io != PL_IO_ANSWERED && rc == PL_OK)
-        rc = PL_ECONNECT;
-    static const pl_policy once = { 0, 0, 0 };
+    if (io != PL_IO_ANSWERED && rc == PL_OK) rc = PL_ECONNECT;
+    static const pl_policy once = {0, 0, 0};
     pl_call call;
     pl_call_init(&call, PL_OP_UNLOCK, s->req->entity, 1);
     pl_call_report(&call, &once, io, io == PL_IO_ANSWERED ? s->resp->status : 0, rc, -1, 0);
@@ -472,25 +447,21 @@ static void drain_done(pl_renewer *r)
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(r->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
+        if (msg->msg != CURLMSG_DONE) continue;
         CURL *easy = msg->easy_handle;
         CURLcode res = msg->data.result;
         char *priv = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
         rn_slot *s = (rn_slot *)(void *)priv;
         curl_multi_remove_handle(r->multi, easy);
-        if (!s)
-            continue;
+        if (!s) continue;
         pl_client_stat_add(msg_client(r, s->m), PL_STAT_REQUESTS, 1);
         if (res == CURLE_OK) {
             long status = 0, connects = -1;
             curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
             curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
-            if (s->resp)
-                s->resp->status = (int)status;
-            if (connects == 0)
-                pl_client_stat_add(msg_client(r, s->m), PL_STAT_REUSED, 1);
+            if (s->resp) s->resp->status = (int)status;
+            if (connects == 0) pl_client_stat_add(msg_client(r, s->m), PL_STAT_REUSED, 1);
         }
         if (s->op == PL_SETTLE_RENEW)
             finish_renew(r, s, res);
@@ -506,15 +477,13 @@ static void start_due(pl_renewer *r)
     int64_t now = pl_now_mono_ms();
     for (;;) {
         if (!r->free_slots) {
-            if (pl_sched_next_due(&r->sched) > now)
-                break;
+            if (pl_sched_next_due(&r->sched) > now) break;
             /* due, but no connection free */
             r->pressure_until_ms = now + RN_PRESSURE_MS;
             if (r->nactive < r->nslots && now - r->grown_at_ms >= RN_GROW_EVERY_MS) {
                 rn_slot *ns = &r->slots[r->nactive];
                 ns->easy = curl_easy_init();
-                if (!ns->easy)
-                    break;
+                if (!ns->easy) break;
                 r->nactive++;
                 r->grown_at_ms = now;
                 ns->next_free = r->free_slots;
@@ -526,8 +495,7 @@ static void start_due(pl_renewer *r)
         pl_sched_entry *se;
         double ahead = now < r->pressure_until_ms ? RN_AHEAD : RN_BASE_AHEAD;
         int act = pl_sched_pop_ahead(&r->sched, now, ahead, RN_MAX_AHEAD_MS, &se);
-        if (act == PL_SCHED_NONE)
-            break;
+        if (act == PL_SCHED_NONE) break;
         rn_entry *e = (rn_entry *)(void *)se;
         int st = pl_message_state(e->m);
         if (st != PL_LOCK_HELD) { /* settling, settled or lost: renewal is over */
@@ -548,8 +516,7 @@ static void start_due(pl_renewer *r)
         /* A foreground renew may have moved the expiry on: reschedule instead. */
         int64_t mexp = pl_message_lock_expiry_mono_ms(e->m);
         if (mexp > e->se.expiry_ms && e->se.failures == 0) {
-            if (pl_sched_renewed(&r->sched, &e->se, now, mexp) != 0)
-                renew_failed(r, e, PL_ENOMEM, 0, 0, now);
+            if (pl_sched_renewed(&r->sched, &e->se, now, mexp) != 0) renew_failed(r, e, PL_ENOMEM, 0, 0, now);
             continue;
         }
         double lateness = now_precise_ms() - (double)e->se.due_ms;
@@ -567,8 +534,7 @@ static void abort_inflight(pl_renewer *r)
 {
     for (int i = 0; i < r->nslots; i++) {
         rn_slot *s = &r->slots[i];
-        if (!s->op)
-            continue;
+        if (!s->op) continue;
         curl_multi_remove_handle(r->multi, s->easy);
         if (s->op == PL_SETTLE_UNLOCK) {
             /* Cut off: unknown once the request went out, else still ours. */
@@ -605,8 +571,7 @@ static void unlock_all(pl_renewer *r)
 {
     size_t n = 0, next = 0;
     pl_message **todo = malloc((r->tcount ? r->tcount : 1) * sizeof(*todo));
-    if (!todo)
-        return;
+    if (!todo) return;
     for (size_t i = 0; i < r->tcap; i++)
         if (r->table[i]) {
             todo[n] = r->table[i]->m;
@@ -627,8 +592,7 @@ static void unlock_all(pl_renewer *r)
         run_transfers_once(r, 100);
     }
     abort_inflight(r);
-    for (size_t i = 0; i < n; i++)
-        pl_message_free(todo[i]);
+    for (size_t i = 0; i < n; i++) pl_message_free(todo[i]);
     free(todo);
 }
 
@@ -651,8 +615,7 @@ static void *renewer_main(void *arg)
         run_transfers_once(r, timeout);
     }
     abort_inflight(r);
-    if (r->unlock_on_close)
-        unlock_all(r);
+    if (r->unlock_on_close) unlock_all(r);
     /* forget every entry */
     for (size_t i = 0; i < r->tcap; i++) {
         rn_entry *e = r->table[i];
@@ -679,12 +642,10 @@ static void renewer_destroy(pl_renewer *r)
 {
     if (r->slots) {
         for (int i = 0; i < r->nslots; i++)
-            if (r->slots[i].easy)
-                curl_easy_cleanup(r->slots[i].easy);
+            if (r->slots[i].easy) curl_easy_cleanup(r->slots[i].easy);
         free(r->slots);
     }
-    if (r->multi)
-        curl_multi_cleanup(r->multi);
+    if (r->multi) curl_multi_cleanup(r->multi);
     pl_event *ev = r->ev_head;
     while (ev) {
         pl_event *next = ev->next;
@@ -696,18 +657,15 @@ static void renewer_destroy(pl_renewer *r)
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->close_mu);
     pthread_cond_destroy(&r->ev_cond);
-    if (r->client)
-        pl_client_unref(r->client);
+    if (r->client) pl_client_unref(r->client);
     free(r);
 }
 
 int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts)
 {
-    if (!out)
-        return pl_error_inval("out", "is NULL");
+    if (!out) return pl_error_inval("out", "is NULL");
     *out = NULL;
-    if (!client)
-        return pl_error_inval("client", "is NULL");
+    if (!client) return pl_error_inval("client", "is NULL");
     pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
     if (opts) {
         if (opts->version != PL_RENEWER_OPTIONS_VERSION)
@@ -716,18 +674,14 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
     }
     if (o.max_connections < 0 || o.max_connections > 256)
         return pl_error_inval("opts.max_connections", "must be between 0 (automatic) and 256");
-    if (o.margin_floor_ms < 0)
-        return pl_error_inval("opts.margin_floor_ms", "must not be negative");
-    if (o.jitter > 1.0)
-        return pl_error_inval("opts.jitter", "must be at most 1.0 (a fraction)");
+    if (o.margin_floor_ms < 0) return pl_error_inval("opts.margin_floor_ms", "must not be negative");
+    if (o.jitter > 1.0) return pl_error_inval("opts.jitter", "must be at most 1.0 (a fraction)");
     if (o.default_max_renew_ms < 0)
         return pl_error_inval("opts.default_max_renew_ms", "must not be negative");
-    if (o.request_timeout_ms < 0)
-        return pl_error_inval("opts.request_timeout_ms", "must not be negative");
+    if (o.request_timeout_ms < 0) return pl_error_inval("opts.request_timeout_ms", "must not be negative");
 
     pl_renewer *r = calloc(1, sizeof(*r));
-    if (!r)
-        return pl_error_nomem();
+    if (!r) return pl_error_nomem();
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->close_mu, NULL);
     /* Timed waits on the monotonic clock: a wall-clock step (NTP, an operator
@@ -784,10 +738,8 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
 
 int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
 {
-    if (!r)
-        return pl_error_inval("r", "is NULL");
-    if (!m)
-        return pl_error_inval("m", "is NULL");
+    if (!r) return pl_error_inval("r", "is NULL");
+    if (!m) return pl_error_inval("m", "is NULL");
     if (max_renew_ms < 0)
         return pl_error_inval("max_renew_ms", "must not be negative (0: the renewer's default)");
     int64_t now = pl_now_mono_ms();
@@ -815,9 +767,8 @@ int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
             } else {
                 e->m = m;
                 rc = tab_insert(r, e);
-                if (rc == PL_OK &&
-                    pl_sched_add(&r->sched, &e->se, now, pl_message_lock_expiry_mono_ms(m),
-                                 pl_message_lock_duration_ms(m), cap_ms) != 0) {
+                if (rc == PL_OK && pl_sched_add(&r->sched, &e->se, now, pl_message_lock_expiry_mono_ms(m),
+                                                pl_message_lock_duration_ms(m), cap_ms) != 0) {
                     tab_delete(r, e);
                     rc = pl_error_nomem();
                 }
@@ -838,10 +789,8 @@ int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
 
 int pl_renewer_remove(pl_renewer *r, pl_message *m)
 {
-    if (!r)
-        return pl_error_inval("r", "is NULL");
-    if (!m)
-        return pl_error_inval("m", "is NULL");
+    if (!r) return pl_error_inval("r", "is NULL");
+    if (!m) return pl_error_inval("m", "is NULL");
     pthread_mutex_lock(&r->mu);
     rn_entry *e = tab_find(r, m);
     if (e) {
@@ -861,8 +810,7 @@ int pl_renewer_remove(pl_renewer *r, pl_message *m)
 
 int pl_renewer_close(pl_renewer *r, int unlock_held)
 {
-    if (!r)
-        return pl_error_inval("r", "is NULL");
+    if (!r) return pl_error_inval("r", "is NULL");
     pthread_mutex_lock(&r->close_mu);
     if (!r->closed) {
         pthread_mutex_lock(&r->mu);
@@ -883,8 +831,7 @@ int pl_renewer_close(pl_renewer *r, int unlock_held)
 
 void pl_renewer_free(pl_renewer *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     pl_renewer_close(r, 0);
     renewer_destroy(r);
 }
@@ -893,24 +840,19 @@ void pl_renewer_free(pl_renewer *r)
 static pl_event *pop_event(pl_renewer *r)
 {
     pl_event *ev = r->ev_head;
-    if (!ev)
-        return NULL;
+    if (!ev) return NULL;
     r->ev_head = ev->next;
-    if (!r->ev_head)
-        r->ev_tail = NULL;
+    if (!r->ev_head) r->ev_tail = NULL;
     ev->next = NULL;
-    if (ev->type == PL_EVENT_RENEWED)
-        r->ev_queued_renewed--;
+    if (ev->type == PL_EVENT_RENEWED) r->ev_queued_renewed--;
     return ev;
 }
 
 int pl_renewer_next_event(pl_event **out, pl_renewer *r)
 {
-    if (!out)
-        return pl_error_inval("out", "is NULL");
+    if (!out) return pl_error_inval("out", "is NULL");
     *out = NULL;
-    if (!r)
-        return pl_error_inval("r", "is NULL");
+    if (!r) return pl_error_inval("r", "is NULL");
     pthread_mutex_lock(&r->mu);
     *out = pop_event(r);
     pthread_mutex_unlock(&r->mu);
@@ -920,13 +862,10 @@ int pl_renewer_next_event(pl_event **out, pl_renewer *r)
 
 int pl_renewer_wait_event(pl_event **out, pl_renewer *r, long timeout_ms)
 {
-    if (!out)
-        return pl_error_inval("out", "is NULL");
+    if (!out) return pl_error_inval("out", "is NULL");
     *out = NULL;
-    if (!r)
-        return pl_error_inval("r", "is NULL");
-    if (timeout_ms < 0)
-        return pl_error_inval("timeout_ms", "must not be negative");
+    if (!r) return pl_error_inval("r", "is NULL");
+    if (timeout_ms < 0) return pl_error_inval("timeout_ms", "must not be negative");
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline); /* the clock ev_cond waits on */
     deadline.tv_sec += timeout_ms / 1000;
@@ -949,17 +888,31 @@ int pl_renewer_wait_event(pl_event **out, pl_renewer *r, long timeout_ms)
 
 void pl_event_free(pl_event *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     pl_message_free(e->m);
     free(e);
 }
 
-int pl_event_type(const pl_event *e) { return e ? e->type : 0; }
-pl_message *pl_event_message(const pl_event *e) { return e ? e->m : NULL; }
-int pl_event_code(const pl_event *e) { return e && e->type == PL_EVENT_LOST ? e->code : 0; }
-int pl_event_http_status(const pl_event *e) { return e ? e->http_status : 0; }
-const char *pl_event_reason(const pl_event *e) { return e ? e->reason : ""; }
+int pl_event_type(const pl_event *e)
+{
+    return e ? e->type : 0;
+}
+pl_message *pl_event_message(const pl_event *e)
+{
+    return e ? e->m : NULL;
+}
+int pl_event_code(const pl_event *e)
+{
+    return e && e->type == PL_EVENT_LOST ? e->code : 0;
+}
+int pl_event_http_status(const pl_event *e)
+{
+    return e ? e->http_status : 0;
+}
+const char *pl_event_reason(const pl_event *e)
+{
+    return e ? e->reason : "";
+}
 
 size_t pl_renewer_bytes_per_lock(void)
 {
@@ -985,11 +938,9 @@ uint64_t pl_renewer_dropped_events(pl_renewer *r)
 
 int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out)
 {
-    if (!out)
-        return pl_error_inval("out", "is NULL");
+    if (!out) return pl_error_inval("out", "is NULL");
     memset(out, 0, sizeof(*out));
-    if (!r)
-        return pl_error_inval("r", "is NULL");
+    if (!r) return pl_error_inval("r", "is NULL");
     pthread_mutex_lock(&r->mu);
     out->held = r->tcount;
     out->renewals = r->renewals;
@@ -1000,10 +951,9 @@ int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out)
     out->lateness_p99_ms = pl_hist_quantile(&r->lateness, 0.99);
     out->rtt_p99_ms = pl_sched_rtt_p99_ms(&r->sched);
     memcpy(out->slack_buckets, r->slack, sizeof(r->slack));
-    out->state_bytes = sizeof(*r) + (uint64_t)r->nslots * sizeof(rn_slot) +
-                       (uint64_t)r->tcap * sizeof(rn_entry *) +
-                       (uint64_t)r->sched.cap * sizeof(pl_sched_entry *) +
-                       (uint64_t)r->tcount * sizeof(rn_entry);
+    out->state_bytes =
+        sizeof(*r) + (uint64_t)r->nslots * sizeof(rn_slot) + (uint64_t)r->tcap * sizeof(rn_entry *) +
+        (uint64_t)r->sched.cap * sizeof(pl_sched_entry *) + (uint64_t)r->tcount * sizeof(rn_entry);
     pthread_mutex_unlock(&r->mu);
     pl_error_ok();
     return PL_OK;

@@ -59,8 +59,7 @@ int pl_sas_token(char **out, const char *resource_uri, const char *key_name, con
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
-    if (!resource_uri || !*resource_uri)
-        return pl_error_inval("resource_uri", "must be a non-empty string");
+    if (!resource_uri || !*resource_uri) return pl_error_inval("resource_uri", "must be a non-empty string");
     char *sr = pl_pct_encode(resource_uri, strlen(resource_uri), NULL, 0);
     if (!sr) return pl_error_nomem();
     int rc = pl_sas_token_raw(out, sr, key_name, key, expiry_unix);

@@ -31,8 +31,7 @@ static double rng_unit(uint64_t *state)
 
 static unsigned hist_index(uint64_t us)
 {
-    if (us < 256)
-        return (unsigned)us;
+    if (us < 256) return (unsigned)us;
     unsigned e = 63u - (unsigned)__builtin_clzll(us); /* >= 8 */
     unsigned sub = (unsigned)(us >> (e - 4)) & 15u;
     unsigned idx = 256u + (e - 8u) * 16u + sub;
@@ -42,8 +41,7 @@ static unsigned hist_index(uint64_t us)
 /* Upper bound (in us) of the values that land in bucket idx. */
 static double hist_upper_us(unsigned idx)
 {
-    if (idx < 256)
-        return (double)idx;
+    if (idx < 256) return (double)idx;
     unsigned e = 8u + (idx - 256u) / 16u;
     unsigned sub = (idx - 256u) % 16u;
     double width = ldexp(1.0, (int)e - 4);
@@ -63,21 +61,16 @@ void pl_hist_record(pl_hist *h, double ms)
     uint64_t v = us >= 1.8e19 ? UINT64_MAX : (uint64_t)us;
     h->buckets[hist_index(v)]++;
     h->count++;
-    if (ms > h->max_ms)
-        h->max_ms = ms;
+    if (ms > h->max_ms) h->max_ms = ms;
 }
 
 double pl_hist_quantile(const pl_hist *h, double q)
 {
-    if (h->count == 0)
-        return 0.0;
-    if (q < 0.0)
-        q = 0.0;
-    if (q > 1.0)
-        q = 1.0;
+    if (h->count == 0) return 0.0;
+    if (q < 0.0) q = 0.0;
+    if (q > 1.0) q = 1.0;
     uint64_t target = (uint64_t)ceil(q * (double)h->count);
-    if (target == 0)
-        target = 1;
+    if (target == 0) target = 1;
     uint64_t seen = 0;
     for (unsigned i = 0; i < PL_HIST_BUCKETS; i++) {
         seen += h->buckets[i];
@@ -106,8 +99,7 @@ static void sift_up(pl_sched *s, size_t i)
     pl_sched_entry *e = s->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (s->heap[parent]->due_ms <= e->due_ms)
-            break;
+        if (s->heap[parent]->due_ms <= e->due_ms) break;
         heap_set(s, i, s->heap[parent]);
         i = parent;
     }
@@ -124,10 +116,8 @@ static void sift_down(pl_sched *s, size_t i)
             m = l;
             best = s->heap[l]->due_ms;
         }
-        if (r < s->len && s->heap[r]->due_ms < best)
-            m = r;
-        if (m == i)
-            break;
+        if (r < s->len && s->heap[r]->due_ms < best) m = r;
+        if (m == i) break;
         heap_set(s, i, s->heap[m]);
         i = m;
     }
@@ -138,11 +128,9 @@ static int heap_push(pl_sched *s, pl_sched_entry *e)
 {
     if (s->len == s->cap) {
         size_t ncap = s->cap ? s->cap * 2 : 64;
-        if (ncap >= PL_SCHED_NOT_QUEUED)
-            return -1;
+        if (ncap >= PL_SCHED_NOT_QUEUED) return -1;
         pl_sched_entry **n = realloc(s->heap, ncap * sizeof(*n));
-        if (!n)
-            return -1;
+        if (!n) return -1;
         s->heap = n;
         s->cap = ncap;
     }
@@ -173,24 +161,15 @@ static void heap_remove_at(pl_sched *s, size_t i)
 
 void pl_sched_config_defaults(pl_sched_config *cfg)
 {
-    if (cfg->margin_floor_ms <= 0)
-        cfg->margin_floor_ms = 1000;
-    if (!(cfg->jitter >= 0.0))
-        cfg->jitter = 0.1;
-    if (cfg->jitter > 1.0)
-        cfg->jitter = 1.0;
-    if (!(cfg->first_jitter >= 0.0))
-        cfg->first_jitter = cfg->jitter * 5 < 0.5 ? cfg->jitter * 5 : 0.5;
-    if (cfg->first_jitter > 1.0)
-        cfg->first_jitter = 1.0;
-    if (cfg->retry_base_ms <= 0)
-        cfg->retry_base_ms = 100;
-    if (cfg->retry_max_ms <= 0)
-        cfg->retry_max_ms = 5000;
-    if (cfg->retry_max_ms < cfg->retry_base_ms)
-        cfg->retry_max_ms = cfg->retry_base_ms;
-    if (cfg->min_window_ms <= 0)
-        cfg->min_window_ms = 20;
+    if (cfg->margin_floor_ms <= 0) cfg->margin_floor_ms = 1000;
+    if (!(cfg->jitter >= 0.0)) cfg->jitter = 0.1;
+    if (cfg->jitter > 1.0) cfg->jitter = 1.0;
+    if (!(cfg->first_jitter >= 0.0)) cfg->first_jitter = cfg->jitter * 5 < 0.5 ? cfg->jitter * 5 : 0.5;
+    if (cfg->first_jitter > 1.0) cfg->first_jitter = 1.0;
+    if (cfg->retry_base_ms <= 0) cfg->retry_base_ms = 100;
+    if (cfg->retry_max_ms <= 0) cfg->retry_max_ms = 5000;
+    if (cfg->retry_max_ms < cfg->retry_base_ms) cfg->retry_max_ms = cfg->retry_base_ms;
+    if (cfg->min_window_ms <= 0) cfg->min_window_ms = 20;
 }
 
 int pl_sched_init(pl_sched *s, const pl_sched_config *cfg)
@@ -220,12 +199,10 @@ static int cmp_float(const void *a, const void *b)
 
 void pl_sched_observe_rtt(pl_sched *s, double rtt_ms)
 {
-    if (!(rtt_ms >= 0.0))
-        rtt_ms = 0.0;
+    if (!(rtt_ms >= 0.0)) rtt_ms = 0.0;
     s->rtt[s->rtt_pos] = (float)rtt_ms;
     s->rtt_pos = (s->rtt_pos + 1) % PL_SCHED_RTT_WINDOW;
-    if (s->rtt_n < PL_SCHED_RTT_WINDOW)
-        s->rtt_n++;
+    if (s->rtt_n < PL_SCHED_RTT_WINDOW) s->rtt_n++;
     s->rtt_since_sort++;
     /* Re-sort the window at first on every sample, then every 16 samples (or at
      * once when a sample exceeds the current p99, so a slowdown widens the margin
@@ -235,8 +212,7 @@ void pl_sched_observe_rtt(pl_sched *s, double rtt_ms)
         memcpy(tmp, s->rtt, s->rtt_n * sizeof(float));
         qsort(tmp, s->rtt_n, sizeof(float), cmp_float);
         size_t k = (size_t)ceil(0.99 * (double)s->rtt_n);
-        if (k == 0)
-            k = 1;
+        if (k == 0) k = 1;
         s->rtt_p99_ms = tmp[k - 1];
         s->rtt_since_sort = 0;
     }
@@ -252,8 +228,7 @@ double pl_sched_margin_ms(const pl_sched *s)
     return s->rtt_p99_ms + (double)s->cfg.margin_floor_ms;
 }
 
-static int64_t due_jittered(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t cap_ms,
-                            double jitter)
+static int64_t due_jittered(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int64_t cap_ms, double jitter)
 {
     int64_t remaining = expiry_ms - now_ms;
     int64_t due;
@@ -263,14 +238,12 @@ static int64_t due_jittered(pl_sched *s, int64_t now_ms, int64_t expiry_ms, int6
         int64_t by_margin = expiry_ms - (int64_t)ceil(pl_sched_margin_ms(s));
         int64_t by_half = now_ms + remaining / 2;
         due = by_margin < by_half ? by_margin : by_half;
-        if (due < now_ms)
-            due = now_ms;
+        if (due < now_ms) due = now_ms;
     }
     double wait = (double)(due - now_ms);
     double u = rng_unit(&s->rng);
     due -= (int64_t)(wait * jitter * u);
-    if (due > cap_ms)
-        due = cap_ms < now_ms ? now_ms : cap_ms;
+    if (due > cap_ms) due = cap_ms < now_ms ? now_ms : cap_ms;
     return due;
 }
 
@@ -289,8 +262,8 @@ int64_t pl_sched_next_due(const pl_sched *s)
     return s->len ? s->heap[0]->due_ms : INT64_MAX;
 }
 
-int pl_sched_add(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t expiry_ms,
-                 int64_t lock_duration_ms, int64_t cap_ms)
+int pl_sched_add(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t expiry_ms, int64_t lock_duration_ms,
+                 int64_t cap_ms)
 {
     e->expiry_ms = expiry_ms;
     e->lock_duration_ms = lock_duration_ms;
@@ -304,8 +277,7 @@ int pl_sched_add(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t expiry_
 
 void pl_sched_remove(pl_sched *s, pl_sched_entry *e)
 {
-    if (e->heap_index == PL_SCHED_NOT_QUEUED || e->heap_index >= s->len ||
-        s->heap[e->heap_index] != e)
+    if (e->heap_index == PL_SCHED_NOT_QUEUED || e->heap_index >= s->len || s->heap[e->heap_index] != e)
         return;
     heap_remove_at(s, e->heap_index);
 }
@@ -313,8 +285,7 @@ void pl_sched_remove(pl_sched *s, pl_sched_entry *e)
 int pl_sched_pop_due(pl_sched *s, int64_t now_ms, pl_sched_entry **out)
 {
     *out = NULL;
-    if (s->len == 0 || s->heap[0]->due_ms > now_ms)
-        return PL_SCHED_NONE;
+    if (s->len == 0 || s->heap[0]->due_ms > now_ms) return PL_SCHED_NONE;
     pl_sched_entry *e = s->heap[0];
     heap_remove_at(s, 0);
     *out = e;
@@ -331,23 +302,18 @@ static int64_t ahead_of(const pl_sched_entry *e, double ahead, int64_t max_ahead
 
 int64_t pl_sched_next_wake(const pl_sched *s, double ahead, int64_t max_ahead_ms)
 {
-    if (!s->len)
-        return INT64_MAX;
+    if (!s->len) return INT64_MAX;
     const pl_sched_entry *e = s->heap[0];
     return e->due_ms - ahead_of(e, ahead, max_ahead_ms);
 }
 
-int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms,
-                       pl_sched_entry **out)
+int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms, pl_sched_entry **out)
 {
     *out = NULL;
-    if (s->len == 0)
-        return PL_SCHED_NONE;
+    if (s->len == 0) return PL_SCHED_NONE;
     pl_sched_entry *e = s->heap[0];
-    if (e->due_ms <= now_ms)
-        return pl_sched_pop_due(s, now_ms, out);
-    if (e->due_ms - ahead_of(e, ahead, max_ahead_ms) > now_ms)
-        return PL_SCHED_NONE;
+    if (e->due_ms <= now_ms) return pl_sched_pop_due(s, now_ms, out);
+    if (e->due_ms - ahead_of(e, ahead, max_ahead_ms) > now_ms) return PL_SCHED_NONE;
     heap_remove_at(s, 0);
     *out = e;
     return now_ms >= e->cap_ms ? PL_SCHED_CAP : PL_SCHED_RENEW;
@@ -365,30 +331,24 @@ int pl_sched_renewed(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t new
 int pl_sched_failed(pl_sched *s, pl_sched_entry *e, int64_t now_ms, long retry_after_ms)
 {
     pl_sched_remove(s, e);
-    if (e->failures < UINT16_MAX)
-        e->failures++;
+    if (e->failures < UINT16_MAX) e->failures++;
     int64_t remaining = e->expiry_ms - now_ms;
-    if (remaining < s->cfg.min_window_ms)
-        return PL_SCHED_GIVE_UP;
+    if (remaining < s->cfg.min_window_ms) return PL_SCHED_GIVE_UP;
     double delay;
     if (retry_after_ms > 0) {
         delay = (double)retry_after_ms;
     } else {
         int shift = e->failures - 1 < 20 ? e->failures - 1 : 20;
         delay = (double)s->cfg.retry_base_ms * (double)(1L << shift);
-        if (delay > (double)s->cfg.retry_max_ms)
-            delay = (double)s->cfg.retry_max_ms;
+        if (delay > (double)s->cfg.retry_max_ms) delay = (double)s->cfg.retry_max_ms;
         delay *= 0.5 + 0.5 * rng_unit(&s->rng); /* "equal jitter" */
     }
     /* Never wait past half the remaining lock time: the lock matters more than
      * the server's hint, and another attempt must fit before expiry. */
-    if (delay > (double)(remaining / 2))
-        delay = (double)(remaining / 2);
+    if (delay > (double)(remaining / 2)) delay = (double)(remaining / 2);
     int64_t due = now_ms + (int64_t)delay;
-    if (due > e->cap_ms)
-        due = e->cap_ms < now_ms ? now_ms : e->cap_ms;
+    if (due > e->cap_ms) due = e->cap_ms < now_ms ? now_ms : e->cap_ms;
     e->due_ms = due;
-    if (heap_push(s, e) != 0)
-        return PL_SCHED_GIVE_UP;
+    if (heap_push(s, e) != 0) return PL_SCHED_GIVE_UP;
     return PL_SCHED_RETRY;
 }

@@ -25,35 +25,35 @@
 #define PL_SCHED_NOT_QUEUED UINT32_MAX
 
 /* What pl_sched_pop_due says to do with the entry it returns. */
-#define PL_SCHED_NONE   0   /* nothing is due */
-#define PL_SCHED_RENEW  1   /* send a renew now */
-#define PL_SCHED_CAP    2   /* the renewal cap was reached: stop renewing */
+#define PL_SCHED_NONE  0 /* nothing is due */
+#define PL_SCHED_RENEW 1 /* send a renew now */
+#define PL_SCHED_CAP   2 /* the renewal cap was reached: stop renewing */
 
 /* Outcome of pl_sched_failed. */
-#define PL_SCHED_RETRY   1  /* rescheduled for another attempt */
-#define PL_SCHED_GIVE_UP 2  /* no lock time left to retry in: the lock is lost */
+#define PL_SCHED_RETRY   1 /* rescheduled for another attempt */
+#define PL_SCHED_GIVE_UP 2 /* no lock time left to retry in: the lock is lost */
 
 typedef struct pl_sched_entry {
-    int64_t due_ms;           /* when the next action is due (heap key) */
-    int64_t expiry_ms;        /* client-side lock expiry estimate */
-    int64_t cap_ms;           /* renewal ends at this time (INT64_MAX: no cap) */
+    int64_t due_ms;    /* when the next action is due (heap key) */
+    int64_t expiry_ms; /* client-side lock expiry estimate */
+    int64_t cap_ms;    /* renewal ends at this time (INT64_MAX: no cap) */
     int64_t lock_duration_ms;
-    uint32_t heap_index;      /* position in the heap, or PL_SCHED_NOT_QUEUED */
-    uint16_t failures;        /* consecutive failed attempts since the last success */
+    uint32_t heap_index; /* position in the heap, or PL_SCHED_NOT_QUEUED */
+    uint16_t failures;   /* consecutive failed attempts since the last success */
     uint16_t spare;
 } pl_sched_entry;
 
 typedef struct pl_sched_config {
-    long margin_floor_ms;     /* minimum margin before expiry (default 1000) */
-    double jitter;            /* 0..1, fraction of the wait randomised (default 0.1) */
-    double first_jitter;      /* the same for a lock's first renewal after it is added
+    long margin_floor_ms; /* minimum margin before expiry (default 1000) */
+    double jitter;        /* 0..1, fraction of the wait randomised (default 0.1) */
+    double first_jitter;  /* the same for a lock's first renewal after it is added
                                  (<0: default min(0.5, 5 * jitter)): locks taken in a
                                  batch get their renewal phases spread once, and every
                                  later renewal keeps that spread */
-    long retry_base_ms;       /* first retry delay (default 100) */
-    long retry_max_ms;        /* longest retry delay (default 5000) */
-    long min_window_ms;       /* give up when less lock time than this remains (default 20) */
-    uint64_t seed;            /* jitter seed; equal seeds give equal schedules */
+    long retry_base_ms;   /* first retry delay (default 100) */
+    long retry_max_ms;    /* longest retry delay (default 5000) */
+    long min_window_ms;   /* give up when less lock time than this remains (default 20) */
+    uint64_t seed;        /* jitter seed; equal seeds give equal schedules */
 } pl_sched_config;
 
 #define PL_SCHED_RTT_WINDOW 256
@@ -95,8 +95,8 @@ void pl_sched_observe_rtt(pl_sched *s, double rtt_ms);
 
 /* Starts tracking a lock. cap_ms is absolute (INT64_MAX: none). Returns 0, or -1
  * when the heap cannot grow (out of memory). */
-int pl_sched_add(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t expiry_ms,
-                 int64_t lock_duration_ms, int64_t cap_ms);
+int pl_sched_add(pl_sched *s, pl_sched_entry *e, int64_t now_ms, int64_t expiry_ms, int64_t lock_duration_ms,
+                 int64_t cap_ms);
 /* Stops tracking (no-op when not queued). */
 void pl_sched_remove(pl_sched *s, pl_sched_entry *e);
 size_t pl_sched_count(const pl_sched *s);
@@ -112,8 +112,7 @@ int pl_sched_pop_due(pl_sched *s, int64_t now_ms, pl_sched_entry **out);
  * connection works ahead instead of letting a burst of due times pile up into
  * lateness. Never runs a cap early, never takes an entry whose wake-up is its
  * cap, and never shortens a retry's backoff. */
-int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms,
-                       pl_sched_entry **out);
+int pl_sched_pop_ahead(pl_sched *s, int64_t now_ms, double ahead, int64_t max_ahead_ms, pl_sched_entry **out);
 /* When pl_sched_pop_ahead with the same arguments would next return something
  * (INT64_MAX when nothing is queued). */
 int64_t pl_sched_next_wake(const pl_sched *s, double ahead, int64_t max_ahead_ms);

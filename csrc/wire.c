@@ -10,7 +10,6 @@
 #include "message_int.h"
 #include "wire_int.h"
 
-
 const char *pl_wire_op_name(int op)
 {
     switch (op) {
@@ -39,7 +38,10 @@ int pl_entity_encode(char **out, const char *entity)
     for (;;) {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
-        if (len == 0) { pl_buf_free(&b); return pl_error_inval("entity", "has an empty path segment"); }
+        if (len == 0) {
+            pl_buf_free(&b);
+            return pl_error_inval("entity", "has an empty path segment");
+        }
         if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) {
             pl_buf_free(&b);
             return pl_error_inval("entity", "must not contain '.' or '..' segments");
@@ -57,7 +59,10 @@ int pl_entity_encode(char **out, const char *entity)
         }
         /* '$' stays literal ($DeadLetterQueue), as the service's own clients send it. */
         char *enc = pl_pct_encode(p, len, "$", 1);
-        if (!enc) { pl_buf_free(&b); return pl_error_nomem(); }
+        if (!enc) {
+            pl_buf_free(&b);
+            return pl_error_nomem();
+        }
         if (b.len) pl_buf_puts(&b, "/");
         pl_buf_puts(&b, enc);
         free(enc);
@@ -191,8 +196,8 @@ int pl_request_set_header(pl_request *r, const char *name, const char *value)
     return PL_OK;
 }
 
-static int req_base(pl_request **out, int op, const char *method, const char *endpoint,
-                    const char *entity, const char *suffix, const char *auth)
+static int req_base(pl_request **out, int op, const char *method, const char *endpoint, const char *entity,
+                    const char *suffix, const char *auth)
 {
     *out = NULL;
     if (!endpoint) return pl_error_inval("endpoint", "must not be NULL");
@@ -254,7 +259,10 @@ int pl_wire_send(pl_request **out, const char *endpoint, const char *entity, con
         rc = pl_request_set_header(r, m->props[i].name, m->props[i].raw);
     if (rc) goto fail;
     r->body = malloc(m->body_len + 1);
-    if (!r->body) { rc = pl_error_nomem(); goto fail; }
+    if (!r->body) {
+        rc = pl_error_nomem();
+        goto fail;
+    }
     memcpy(r->body, m->body, m->body_len);
     r->body_len = m->body_len;
     r->msg_count = 1;
@@ -281,15 +289,18 @@ int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, co
     if (rc) return rc;
     rc = pl_request_set_header(r, "Content-Type", "application/vnd.microsoft.servicebus.json");
     if (!rc) rc = pl_batch_json((char **)&r->body, &r->body_len, b);
-    if (rc) { pl_request_free(r); return rc; }
+    if (rc) {
+        pl_request_free(r);
+        return rc;
+    }
     r->msg_count = b->n;
     r->resend_ok = resend_all;
     *out = r;
     return PL_OK;
 }
 
-int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, int timeout_s,
-                    int peek_lock, const char *auth)
+int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, int timeout_s, int peek_lock,
+                    const char *auth)
 {
     if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout_s", "must be 0..300 seconds");
     char suffix[48] = "/messages/head?timeout=";
@@ -312,8 +323,7 @@ static int same_origin(const char *endpoint, const char *url)
     return pl_strncaseeq(endpoint, url, n) && url[n] == '/';
 }
 
-int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, int op,
-                   const char *auth)
+int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, int op, const char *auth)
 {
     *out = NULL;
     if (!m) return pl_error_inval("m", "must not be NULL");
@@ -324,14 +334,17 @@ int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, 
                             "message was not received with peek-lock: there is no lock to settle");
     if (!same_origin(endpoint, m->location))
         return pl_error_set(PL_EPROTOCOL, 0, 0, "message lock location is not on the client's endpoint");
-    static const int ops[] = { 0, PL_OP_RENEW, PL_OP_UNLOCK, PL_OP_COMPLETE };
-    static const char *const methods[] = { "", "POST", "PUT", "DELETE" };
+    static const int ops[] = {0, PL_OP_RENEW, PL_OP_UNLOCK, PL_OP_COMPLETE};
+    static const char *const methods[] = {"", "POST", "PUT", "DELETE"};
     /* The receive's scope (kept by the message), else made from the entity. */
     char *scope = NULL;
     int rc = PL_OK;
     if (!m->scope && m->entity && (rc = pl_wire_scope(&scope, endpoint, m->entity)) != PL_OK) return rc;
     pl_request *r = req_new(ops[op], methods[op], m->location, "",
-                            m->scope ? m->scope : scope ? scope : "", 0, m->entity ? m->entity : "");
+                            m->scope ? m->scope
+                            : scope  ? scope
+                                     : "",
+                            0, m->entity ? m->entity : "");
     int had_scope = m->scope || scope;
     free(scope);
     if (!r) return pl_error_nomem();
@@ -344,9 +357,18 @@ int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, 
     return PL_OK;
 }
 
-const char *pl_request_method(const pl_request *r) { return r ? r->method : NULL; }
-const char *pl_request_url(const pl_request *r) { return r ? r->url : NULL; }
-size_t pl_request_header_count(const pl_request *r) { return r ? r->nheaders : 0; }
+const char *pl_request_method(const pl_request *r)
+{
+    return r ? r->method : NULL;
+}
+const char *pl_request_url(const pl_request *r)
+{
+    return r ? r->url : NULL;
+}
+size_t pl_request_header_count(const pl_request *r)
+{
+    return r ? r->nheaders : 0;
+}
 const char *pl_request_header_name(const pl_request *r, size_t i)
 {
     return (r && i < r->nheaders) ? r->headers[i].name : NULL;
@@ -437,8 +459,7 @@ int pl_response_append_body(pl_response *r, const void *p, size_t n)
 {
     if (n > PL_MAX_BODY_BYTES - r->body_len) {
         r->too_big = 1;
-        return pl_error_set(PL_EPROTOCOL, 0, 0, "response body is larger than %zu bytes",
-                            PL_MAX_BODY_BYTES);
+        return pl_error_set(PL_EPROTOCOL, 0, 0, "response body is larger than %zu bytes", PL_MAX_BODY_BYTES);
     }
     if (r->body_len + n + 1 > r->body_cap) {
         size_t cap = r->body_cap ? r->body_cap : 1024;
@@ -473,7 +494,10 @@ const char *pl_response_header(const pl_response *r, const char *name)
 
 static int hexval(int c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* s[0..n) lower-cased with every %XX decoded, as often as it stays encoded (a
@@ -596,15 +620,23 @@ int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const
     case 401: code = PL_EAUTH; break;
     case 403:
         code = (contains_ci(body, resp->body_len, "size") || contains_ci(body, resp->body_len, "too large"))
-                   ? PL_ETOOLARGE : PL_EAUTH;
+                   ? PL_ETOOLARGE
+                   : PL_EAUTH;
         break;
     case 404: code = settle ? PL_ELOCKLOST : PL_ENOTFOUND; break;
     case 410: code = PL_ENOTFOUND; break;
     case 409: code = PL_ECONFLICT; break;
-    case 429: case 503: code = PL_ETHROTTLED; retry = 1; break;
+    case 429:
+    case 503:
+        code = PL_ETHROTTLED;
+        retry = 1;
+        break;
     default:
-        if (st >= 500 && st <= 599) { code = PL_ESERVER; retry = 1; }
-        else code = PL_EHTTP;
+        if (st >= 500 && st <= 599) {
+            code = PL_ESERVER;
+            retry = 1;
+        } else
+            code = PL_EHTTP;
     }
     char detail[240];
     error_detail(detail, sizeof detail, resp, req, m ? m->lock_token : NULL);
@@ -619,8 +651,8 @@ int pl_wire_status_error(const pl_request *req, const pl_response *resp)
 
 /* ---- results ------------------------------------------------------------- */
 
-static int build_message(pl_message **out, pl_client *client, const char *endpoint,
-                         const pl_request *req, const pl_response *resp, int64_t sent_mono_ms)
+static int build_message(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
+                         const pl_response *resp, int64_t sent_mono_ms)
 {
     int peek = req->op == PL_OP_PEEKLOCK;
     /* One pass over the headers (each classified once, when collected): the
@@ -640,10 +672,27 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
             ncustom++;
             arena += strlen(h->name) + 1 + 2 * (vlen + 1);
             break;
-        case PL_HDR_CONTENT_TYPE: if (!ct) { ct = h->value; ctlen = vlen; } break;
-        case PL_HDR_BROKER: if (!bp) { bp = h->value; bplen = vlen; } break;
-        case PL_HDR_LOCATION: if (!loc) { loc = h->value; loclen = vlen; } break;
-        case PL_HDR_DATE: if (!date) date = h->value; break;
+        case PL_HDR_CONTENT_TYPE:
+            if (!ct) {
+                ct = h->value;
+                ctlen = vlen;
+            }
+            break;
+        case PL_HDR_BROKER:
+            if (!bp) {
+                bp = h->value;
+                bplen = vlen;
+            }
+            break;
+        case PL_HDR_LOCATION:
+            if (!loc) {
+                loc = h->value;
+                loclen = vlen;
+            }
+            break;
+        case PL_HDR_DATE:
+            if (!date) date = h->value;
+            break;
         default: break;
         }
     }
@@ -656,12 +705,17 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
     if (!m) return pl_error_nomem();
     int rc = PL_OK;
     m->entity = pl_message_strndup(m, req->entity, elen);
-    m->body = (unsigned char *)pl_message_strndup(m, (const char *)(resp->body ? resp->body : (const unsigned char *)""),
-                                                  resp->body_len);
-    if (!m->entity || !m->body) { rc = pl_error_nomem(); goto fail; }
+    m->body = (unsigned char *)pl_message_strndup(
+        m, (const char *)(resp->body ? resp->body : (const unsigned char *)""), resp->body_len);
+    if (!m->entity || !m->body) {
+        rc = pl_error_nomem();
+        goto fail;
+    }
     m->body_len = resp->body_len;
-    if (ct && !(m->content_type = pl_message_strndup(m, ct, ctlen))) rc = pl_error_nomem();
-    else if (bp) rc = pl_message_parse_broker(m, bp, bplen);
+    if (ct && !(m->content_type = pl_message_strndup(m, ct, ctlen)))
+        rc = pl_error_nomem();
+    else if (bp)
+        rc = pl_message_parse_broker(m, bp, bplen);
     else /* a 200 without it is not a message: e.g. an answer cut short after the status line */
         rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "%s response has no BrokerProperties",
                           peek ? "peek-lock" : "receive-and-delete");
@@ -690,7 +744,10 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
             rc = pl_error_set(PL_EPROTOCOL, resp->status, 0, "peek-lock response has no LockToken");
             goto fail;
         }
-        if (!(m->location = pl_message_strndup(m, loc, loclen))) { rc = pl_error_nomem(); goto fail; }
+        if (!(m->location = pl_message_strndup(m, loc, loclen))) {
+            rc = pl_error_nomem();
+            goto fail;
+        }
         if (req->scope && !(m->scope = pl_message_strndup(m, req->scope, slen))) {
             rc = pl_error_nomem();
             goto fail;
@@ -701,9 +758,10 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
         if (m->locked_until >= 0 && date_s >= 0) {
             int64_t d = m->locked_until - date_s;
             if (d < 1 || d > 3600) {
-                rc = pl_error_set(PL_EPROTOCOL, resp->status, 0,
-                                  "peek-lock response: LockedUntilUtc minus Date is %lld s, not a lock duration",
-                                  (long long)d);
+                rc = pl_error_set(
+                    PL_EPROTOCOL, resp->status, 0,
+                    "peek-lock response: LockedUntilUtc minus Date is %lld s, not a lock duration",
+                    (long long)d);
                 goto fail;
             }
             dur = d * 1000;
@@ -736,16 +794,24 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
     switch (req->op) {
     case PL_OP_SEND:
     case PL_OP_BATCH:
-        if (st == 200 || st == 201) { pl_error_ok(); return PL_OK; }
+        if (st == 200 || st == 201) {
+            pl_error_ok();
+            return PL_OK;
+        }
         return pl_wire_status_error(req, resp);
     case PL_OP_PEEKLOCK:
     case PL_OP_RECVDEL:
         if (!out) return pl_error_inval("out", "must not be NULL for a receive");
-        if (st == 204) { pl_error_ok(); return PL_EMPTY; }
+        if (st == 204) {
+            pl_error_ok();
+            return PL_EMPTY;
+        }
         if (st == 200 || st == 201) {
             int rc = build_message(out, client, endpoint, req, resp, sent_mono_ms);
-            if (rc) pl_error_prefix(pl_wire_op_name(req->op));
-            else pl_error_ok();
+            if (rc)
+                pl_error_prefix(pl_wire_op_name(req->op));
+            else
+                pl_error_ok();
             return rc;
         }
         return pl_wire_status_error(req, resp);
@@ -777,7 +843,6 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
             }
             return rc;
         }
-    default:
-        return pl_error_set(PL_EINTERNAL, 0, 0, "unknown request kind");
+    default: return pl_error_set(PL_EINTERNAL, 0, 0, "unknown request kind");
     }
 }

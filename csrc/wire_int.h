@@ -6,9 +6,9 @@
 #include <stdint.h>
 #include "peeklock.h"
 
-#define PL_MAX_HEADERS       256          /* more response headers: protocol error */
-#define PL_MAX_HEADER_BYTES  (64 * 1024)  /* longer header value: protocol error */
-#define PL_MAX_BODY_BYTES    ((size_t)128 * 1024 * 1024)
+#define PL_MAX_HEADERS      256         /* more response headers: protocol error */
+#define PL_MAX_HEADER_BYTES (64 * 1024) /* longer header value: protocol error */
+#define PL_MAX_BODY_BYTES   ((size_t)128 * 1024 * 1024)
 
 /* What a request is for. */
 #define PL_OP_SEND     1
@@ -22,7 +22,7 @@
 typedef struct pl_header {
     char *name;
     char *value;
-    int kind;               /* response headers: PL_HDR_* (message_int.h), classified
+    int kind; /* response headers: PL_HDR_* (message_int.h), classified
                                once when collected; -1 when not known */
 } pl_header;
 
@@ -31,19 +31,19 @@ typedef struct pl_header {
 /* One allocation holds the struct and its url, scope and entity strings (strs);
  * each header is one allocation "name\0value\0" (free name only). */
 struct pl_request {
-    int op;                 /* PL_OP_* */
-    const char *method;     /* "POST", "PUT", "DELETE" (static) */
-    char *url;              /* in strs */
-    char *scope;            /* in strs: SAS scope URL (endpoint + "/" + entity), lower-cased */
-    char *entity;           /* in strs: as given (receives, sends) or the message's entity */
-    int timeout_s;          /* receives: long-poll seconds */
-    pl_header *headers;     /* hdr_inline or malloc'd */
+    int op;             /* PL_OP_* */
+    const char *method; /* "POST", "PUT", "DELETE" (static) */
+    char *url;          /* in strs */
+    char *scope;        /* in strs: SAS scope URL (endpoint + "/" + entity), lower-cased */
+    char *entity;       /* in strs: as given (receives, sends) or the message's entity */
+    int timeout_s;      /* receives: long-poll seconds */
+    pl_header *headers; /* hdr_inline or malloc'd */
     size_t nheaders;
     pl_header hdr_inline[PL_REQ_INLINE_HEADERS];
     unsigned char *body;
     size_t body_len;
-    size_t msg_count;       /* messages carried (send 1, batch n) */
-    int resend_ok;          /* send/batch: every message opted in to being sent again
+    size_t msg_count; /* messages carried (send 1, batch n) */
+    int resend_ok;    /* send/batch: every message opted in to being sent again
                                after a lost answer and carries a MessageId */
     char strs[];
 };
@@ -55,20 +55,20 @@ struct pl_response {
     int status;
     pl_header *headers;
     size_t nheaders;
-    size_t headers_cap;     /* slots of headers (hdr_inline or malloc'd) */
+    size_t headers_cap; /* slots of headers (hdr_inline or malloc'd) */
     unsigned char *body;
     size_t body_len;
     size_t body_cap;
-    int too_big;            /* a limit was exceeded while collecting */
-    int packed;             /* headers collected by the libcurl driver: value shares
+    int too_big;          /* a limit was exceeded while collecting */
+    int packed;           /* headers collected by the libcurl driver: value shares
                                the name's allocation (free name only) */
-    size_t nseen;           /* collecting: headers seen (kept or dropped), for the limit */
-    int only_retry_after;   /* collecting: keep only Retry-After (answers to sends and
+    size_t nseen;         /* collecting: headers seen (kept or dropped), for the limit */
+    int only_retry_after; /* collecting: keep only Retry-After (answers to sends and
                                settles need no other header) */
-    int headers_done;       /* collecting: the blank line that ends the headers came (a
+    int headers_done;     /* collecting: the blank line that ends the headers came (a
                                transfer that ends without it was cut short, even when
                                libcurl reports success) */
-    int sends;              /* times the driver put the request on the wire (libcurl
+    int sends;            /* times the driver put the request on the wire (libcurl
                                silently re-sends once on a dead reused connection:
                                more than 1 means an earlier copy may have been acted on) */
     /* The libcurl collector keeps its first headers and their "name\0value\0"
@@ -92,15 +92,14 @@ int pl_entity_encode(char **out, const char *entity);
 
 /* Builders. endpoint: "scheme://host[:port]" without trailing slash. auth: the
  * full Authorization header value, or NULL for none. */
-int pl_wire_send(pl_request **out, const char *endpoint, const char *entity,
-                 const pl_outgoing *m, const char *auth);
-int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity,
-                  const pl_batch *b, const char *auth);
-int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, int timeout_s,
-                    int peek_lock, const char *auth);
+int pl_wire_send(pl_request **out, const char *endpoint, const char *entity, const pl_outgoing *m,
+                 const char *auth);
+int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, const pl_batch *b,
+                  const char *auth);
+int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, int timeout_s, int peek_lock,
+                    const char *auth);
 /* op: PL_SETTLE_*; uses m->location verbatim after checking it is on endpoint. */
-int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, int op,
-                   const char *auth);
+int pl_wire_settle(pl_request **out, const char *endpoint, const pl_message *m, int op, const char *auth);
 /* The SAS scope of a request, without building it (for the token lookup). */
 int pl_wire_scope(char **out, const char *endpoint, const char *entity);
 
@@ -119,8 +118,7 @@ int pl_wire_status_error(const pl_request *req, const pl_response *resp);
 /* Interprets resp (pure part of pl_response_result): receives produce *out;
  * settles update m (state, expiry from sent_mono_ms). client is stored in new
  * messages (with a reference) and may be NULL. */
-int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint,
-                   const pl_request *req, pl_message *m, const pl_response *resp,
-                   int64_t sent_mono_ms);
+int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
+                   pl_message *m, const pl_response *resp, int64_t sent_mono_ms);
 
 #endif

@@ -20,13 +20,13 @@ for i = 1, #SWIG_GLOBALS do saved[i] = rawget(G, SWIG_GLOBALS[i]) end
 local core = require "peeklock.core"
 for i = 1, #SWIG_GLOBALS do rawset(G, SWIG_GLOBALS[i], saved[i]) end
 
-local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
+local type, tostring, error, select = type, tostring, error, select
 local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetatable, rawget, pcall, xpcall
 -- The self checks compare metatables by identity: debug.getmetatable gives the same
 -- answer as getmetatable for them (none of ours has a __metatable field) without
 -- looking that field up on every call.
 local metatable_of = debug and debug.getmetatable or getmetatable
-local floor, huge = math.floor, math.huge
+local floor = math.floor
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 local find = string.find
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
@@ -433,6 +433,37 @@ function Message:complete()
   return self._client:_settle(self, "complete")
 end
 
+--- msg:lock_handle() -> string | nil, err
+-- The message's lock as a string that client:attach (in this or any other process, Lua,
+-- Python or C) turns back into a held message. SECRET: it carries the lock token, and
+-- whoever holds it and a credential for the namespace may settle the message.
+function Message:lock_handle()
+  local h, err = check_message(self, "lock_handle")
+  if not h then return nil, err end
+  local rc, s = core.pl_message_lock_handle(h)
+  if rc < 0 then return nil, last_error(rc, "lock_handle") end
+  return s
+end
+
+--- msg:release() -> true | nil, err
+-- Lets go of the lock without settling it (after handing it over with lock_handle): its
+-- renewal here stops and the message object is freed, so neither <close>, the collector
+-- nor with_lock abandons or completes it. The lock runs out unless a holder of the handle
+-- renews or settles it.
+function Message:release()
+  local h, err = check_message(self, "release")
+  if not h then return nil, err end
+  if core.pl_message_lock_state(h) == core.PL_LOCK_SETTLING then
+    return nil, new_error({ code = "state", errno = core.PL_ESTATE, op = "release",
+                            message = "the message is being settled" })
+  end
+  local c = self._client
+  local r = rawget(c, "_renewer")
+  if r then c:_renew_remove(r, h) end
+  Message.free(self)
+  return true
+end
+
 -- wrap_message(client, h): setmetatable({ _h = h, _client = client }, Message), made in C
 -- with room for the fields __index caches (and resty's _settling), so the table does not
 -- grow (rehash) on the first reads.
@@ -689,11 +720,11 @@ local function keep_traceback(e)
                       HANDLER_FAILURE)
 end
 
-local function handler_error(cause)
+local function handler_error(cause, op)
   local tb
   if getmetatable(cause) == HANDLER_FAILURE then cause, tb = cause.cause, cause.traceback end
   return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
-                     cause = cause, traceback = tb, op = "with_lock" })
+                     cause = cause, traceback = tb, op = op or "with_lock" })
 end
 M._handler_error = handler_error
 
@@ -709,6 +740,8 @@ local function with_lock_args(fname, entity, opts, fn)
   return opts, fn, max_renew
 end
 M._with_lock_args = with_lock_args
+
+local run_held
 
 --- client:with_lock(entity, opts, fn) -> true, ...fn results | nil, nil (no message) | nil, err
 -- Peek-locks one message and calls fn(msg) while the C renewer keeps the lock
@@ -727,6 +760,12 @@ function Client:with_lock(entity, opts, fn)
   local msg
   msg, err = self:peek_lock(entity, opts)
   if not msg then return nil, err end
+  return run_held(self, r, msg, max_renew, fn, "with_lock")
+end
+
+-- with_lock's part once it holds msg (also client:attach's with a function): fn(msg) while
+-- the renewer keeps the lock, then the settle its outcome calls for.
+function run_held(self, r, msg, max_renew, fn, op)
   local mh = msg._h
   local key = core.key(mh)
   self._active[key] = true
@@ -734,7 +773,7 @@ function Client:with_lock(entity, opts, fn)
   local rc = self:_renew_add(r, mh, floor(max_renew * 1000))
   if rc >= 0 then self:_holding(key, msg) end
   if rc < 0 then
-    err = last_error(rc, "with_lock")
+    local err = last_error(rc, op)
     self._active[key], self._held[key] = nil, nil
     self:_settle(msg, "abandon")
     msg:free()
@@ -745,6 +784,11 @@ function Client:with_lock(entity, opts, fn)
   local res = pack(xpcall(fn, keep_traceback, msg))
   if m then m:process(entity, self._server, (core.pl_now_mono_ms() - t0) / 1000, not res[1] and "handler" or nil) end
   self:_holding(key, nil)
+  if not rawget(msg, "_h") then -- fn released (handed over) or freed it: nothing to settle here
+    self._lost[key], self._active[key], self._held[key] = nil, nil, nil
+    if not res[1] then return nil, handler_error(res[2], op) end
+    return true, unpack(res, 2, res.n)
+  end
   -- (fn may have closed the client, and with it this renewer)
   if rawget(self, "_renewer") == r then self:_renew_remove(r, mh) end
   self:poll_events()
@@ -753,8 +797,8 @@ function Client:with_lock(entity, opts, fn)
   if not rawget(self, "_h") then -- the handler closed the client
     local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
     msg:free()
-    if not res[1] then return nil, handler_error(res[2]) end
-    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = "with_lock",
+    if not res[1] then return nil, handler_error(res[2], op) end
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = op,
       message = abandoned and "the message was abandoned when the client closed while the handler ran; "
                               .. "it was not completed and will be delivered again"
                 or "the client was closed while the handler ran; the message was not completed "
@@ -764,11 +808,11 @@ function Client:with_lock(entity, opts, fn)
   if not res[1] then
     if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end
     msg:free()
-    return nil, handler_error(res[2])
+    return nil, handler_error(res[2], op)
   end
   if state == core.PL_LOCK_LOST then
     msg:free()
-    return nil, lost_error(info, "with_lock")
+    return nil, lost_error(info, op)
   end
   -- settled behind the handler's back: a settle with an unknown outcome, or an abandon when
   -- the client closed while the handler ran (pl_message_lost_reason says which)
@@ -777,7 +821,7 @@ function Client:with_lock(entity, opts, fn)
     local unknown = state == core.PL_LOCK_UNKNOWN
     msg:free()
     return nil, new_error({ code = unknown and "unknown_outcome" or "closed",
-      errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = "with_lock",
+      errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = op,
       message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
                             .. "may or may not have been completed"
                 or "the message was abandoned when the client closed while the handler ran; it was not "
@@ -787,13 +831,56 @@ function Client:with_lock(entity, opts, fn)
     local ok, cerr = self:_settle(msg, "complete")
     msg:free()
     if not ok then
-      if cerr.code == "lock_lost" then return nil, lost_error(info, "with_lock") end
+      if cerr.code == "lock_lost" then return nil, lost_error(info, op) end
       return nil, cerr
     end
   else
     msg:free()
   end
   return true, unpack(res, 2, res.n)
+end
+
+local ATTACH_OPTIONS = { max_renew = "number", renew = "boolean" }
+
+--- client:attach(handle [, opts]) -> msg | nil, err
+--- client:attach(handle, opts, fn) -> true, ...fn results | nil, err (as with_lock)
+-- The message whose lock handle (msg:lock_handle(), from any process) describes, held by
+-- this client and renewed by its renewer for up to opts.max_renew seconds (default 300;
+-- renew = false: not renewed). It has its entity, sequence number and message id, not its
+-- body or properties. Settle it with complete / abandon (or <close>: abandoned unless
+-- settled) with the usual outcomes: a lock that expired is lost, and of two holders the
+-- first to settle wins, the other gets lock_lost. With fn, fn(msg) runs as with_lock's
+-- handler does: completed when it returns, abandoned when it raises, lock_lost when the
+-- lock was lost. A string that is not a handle for this client's namespace gives
+-- invalid_argument; no error quotes the handle.
+function Client:attach(handle, opts, fn)
+  local h, err = check_client(self, "attach")
+  if not h then return nil, err end
+  check_string("attach", 1, handle)
+  if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
+  opts = check_opts("attach", 2, opts)
+  check_options("attach", opts, ATTACH_OPTIONS)
+  if fn ~= nil and type(fn) ~= "function" then argerror("attach", 3, "function or nil", fn) end
+  local max_renew = opt_number("attach", opts, "max_renew", 300, 0, 1000000000)
+  local r
+  if fn or opts.renew ~= false then
+    r, err = self:_get_renewer()
+    if not r then return nil, err end
+  end
+  local rc, mh = core.pl_client_attach(h, handle)
+  if rc < 0 then return nil, last_error(rc, "attach") end
+  local msg = M._wrap_message(self, mh)
+  if fn then return run_held(self, r, msg, max_renew, fn, "attach") end
+  if r then
+    rc = self:_renew_add(r, mh, floor(max_renew * 1000))
+    if rc < 0 then
+      err = last_error(rc, "attach")
+      msg:free() -- not settled: the handle stays good
+      return nil, err
+    end
+    self._held[core.key(mh)] = mh
+  end
+  return msg
 end
 
 -- ------------------------------------------------------------------ processor
@@ -892,8 +979,10 @@ function Client:close(opts)
       core.release(r)
     else -- the shared renewer: stop renewing this client's locks (and hand them back)
       for _, mh in pairs(self._held) do
-        self:_renew_remove(r, mh)
-        if unlock and h and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then core.pl_unlock(h, mh) end
+        if core.alive(mh) then -- (an attached message may have been freed since)
+          self:_renew_remove(r, mh)
+          if unlock and h and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then core.pl_unlock(h, mh) end
+        end
       end
     end
   end

@@ -9,7 +9,7 @@ bash scripts/setup.sh
 
 passed=0
 failed=0
-for suite in tests/python/run.sh tests/c/run.sh tests/lua/run.sh tests/chaos/run.sh tests/install/run.sh; do
+for suite in tests/lint/run.sh tests/python/run.sh tests/c/run.sh tests/lua/run.sh tests/chaos/run.sh tests/install/run.sh; do
   echo "=== $suite"
   if bash "$suite"; then
     passed=$((passed + 1))

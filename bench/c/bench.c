@@ -24,13 +24,13 @@
 #include "peeklock.h"
 #include "wire_int.h"
 
-#define QUEUE "bq"
+#define QUEUE   "bq"
 #define PAYLOAD "{\"order\":12345,\"item\":\"benchmark payload\",\"qty\":3,\"note\":\"............\"}"
 
 typedef struct sample {
     double wall_s, cpu_s;
     long ops, reused, requests;
-    double instr;               /* user-space instructions (load-independent), -1 if unavailable */
+    double instr; /* user-space instructions (load-independent), -1 if unavailable */
 } sample;
 
 /* User-space instruction counter of this thread (perf_event_open), or -1. */
@@ -103,11 +103,11 @@ static void die(const char *what)
 
 typedef struct raw {
     CURL *e;
-    char *auth_hdr;             /* "Authorization: ..." (token made once, like a cache) */
+    char *auth_hdr; /* "Authorization: ..." (token made once, like a cache) */
     char base[256];
     char location[1024];
-    char broker[2048];          /* the BrokerProperties header of the last reply */
-    int json;                   /* parse it with cJSON (raw_json_peek_complete_loop) */
+    char broker[2048]; /* the BrokerProperties header of the last reply */
+    int json;          /* parse it with cJSON (raw_json_peek_complete_loop) */
     long reused, requests;
 } raw;
 
@@ -137,7 +137,8 @@ static size_t raw_header(char *b, size_t s, size_t n, void *ud)
 
 static size_t raw_body(char *b, size_t s, size_t n, void *ud)
 {
-    (void)b; (void)ud;
+    (void)b;
+    (void)ud;
     return s * n;
 }
 
@@ -194,7 +195,10 @@ static sample raw_send_loop(raw *r, long n)
     snprintf(url, sizeof url, "%s/messages", r->base);
     sample s = sample_start(r->requests, r->reused);
     for (long i = 0; i < n; i++)
-        if (raw_do(r, "POST", url, PAYLOAD, 1) != 201) { fprintf(stderr, "raw send failed\n"); exit(1); }
+        if (raw_do(r, "POST", url, PAYLOAD, 1) != 201) {
+            fprintf(stderr, "raw send failed\n");
+            exit(1);
+        }
     sample_stop(&s, n, r->requests, r->reused);
     return s;
 }
@@ -216,7 +220,8 @@ static sample raw_pair_loop(raw *r, long n, int json)
             const cJSON *seq = cJSON_GetObjectItemCaseSensitive(bp, "SequenceNumber");
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(bp, "MessageId");
             const cJSON *count = cJSON_GetObjectItemCaseSensitive(bp, "DeliveryCount");
-            if (!cJSON_IsString(tok) || !cJSON_IsNumber(seq) || !cJSON_IsString(id) || !cJSON_IsNumber(count)) {
+            if (!cJSON_IsString(tok) || !cJSON_IsNumber(seq) || !cJSON_IsString(id) ||
+                !cJSON_IsNumber(count)) {
                 fprintf(stderr, "raw peek-lock: BrokerProperties lacks a field\n");
                 exit(1);
             }
@@ -224,7 +229,10 @@ static sample raw_pair_loop(raw *r, long n, int json)
         }
         char loc[1024];
         snprintf(loc, sizeof loc, "%s", r->location);
-        if (raw_do(r, "DELETE", loc, NULL, 0) != 200) { fprintf(stderr, "raw complete failed\n"); exit(1); }
+        if (raw_do(r, "DELETE", loc, NULL, 0) != 200) {
+            fprintf(stderr, "raw complete failed\n");
+            exit(1);
+        }
     }
     r->json = 0;
     sample_stop(&s, n, r->requests, r->reused);
@@ -278,10 +286,12 @@ static sample pl_peek_complete_loop(pl_client *c, long n)
 
 /* ---- pure-core costs: signing, building, parsing -------------------------------- */
 
-#define BROKER_JSON                                                                                       \
-    "{\"DeliveryCount\":1,\"EnqueuedSequenceNumber\":0,\"EnqueuedTimeUtc\":\"Sat, 25 Oct 2014 00:56:48 GMT\","     \
-    "\"LockToken\":\"acccce0e-7596-4e0c-b216-2d18638ac0dd\",\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:48 GMT\"," \
-    "\"MessageId\":\"aa68f8aebd8448e194d85fec93e80d55\",\"SequenceNumber\":1,\"State\":\"Active\","               \
+#define BROKER_JSON                                                                                          \
+    "{\"DeliveryCount\":1,\"EnqueuedSequenceNumber\":0,\"EnqueuedTimeUtc\":\"Sat, 25 Oct 2014 00:56:48 "     \
+    "GMT\","                                                                                                 \
+    "\"LockToken\":\"acccce0e-7596-4e0c-b216-2d18638ac0dd\",\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:48 " \
+    "GMT\","                                                                                                 \
+    "\"MessageId\":\"aa68f8aebd8448e194d85fec93e80d55\",\"SequenceNumber\":1,\"State\":\"Active\","          \
     "\"TimeToLive\":922337203685.47754}"
 
 /* The pure core's costs; *json_us is the part of a peek-lock spent in cJSON
@@ -308,7 +318,9 @@ static void core_costs(double *sign_us, double *build_parse_us, double *json_us)
     pl_response_new(&resp, 201);
     pl_response_add_header(resp, "Transfer-Encoding", "chunked");
     pl_response_add_header(resp, "Content-Type", "application/json");
-    pl_response_add_header(resp, "Location", "https://ns.servicebus.windows.net/bq/messages/1/acccce0e-7596-4e0c-b216-2d18638ac0dd");
+    pl_response_add_header(
+        resp, "Location",
+        "https://ns.servicebus.windows.net/bq/messages/1/acccce0e-7596-4e0c-b216-2d18638ac0dd");
     pl_response_add_header(resp, "Server", "Microsoft-HTTPAPI/2.0");
     pl_response_add_header(resp, "BrokerProperties", BROKER_JSON);
     pl_response_add_header(resp, "Date", "Sat, 25 Oct 2014 00:56:48 GMT");
@@ -342,7 +354,10 @@ static void core_costs(double *sign_us, double *build_parse_us, double *json_us)
     pl_client_free(c);
 }
 
-static double per_op_us(double v, long ops) { return v / (double)ops * 1e6; }
+static double per_op_us(double v, long ops)
+{
+    return v / (double)ops * 1e6;
+}
 
 #define MAX_ROUNDS 101
 
@@ -407,13 +422,13 @@ static void report(const char *target, const char *what, int per_op_requests, co
            r->requests ? 100.0 * (double)r->reused / (double)r->requests : 0);
     if (p->instr[0] >= 0 && r->instr[0] >= 0) {
         double di = median_diff(p->instr, r->instr, p->n, &q1, &q3);
-        printf("%-9s %-21s user-space instructions per request %+.0f over %s (load-independent)\n",
-               target, what, di / k, base_name);
+        printf("%-9s %-21s user-space instructions per request %+.0f over %s (load-independent)\n", target,
+               what, di / k, base_name);
     }
 }
 
-static void run_target(const char *target, pl_client *c, const char *endpoint, const char *kn, const char *key,
-                       long n, int rounds)
+static void run_target(const char *target, pl_client *c, const char *endpoint, const char *kn,
+                       const char *key, long n, int rounds)
 {
     raw r;
     raw_init(&r, endpoint, kn, key);
@@ -430,15 +445,23 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
      * cycle through all six orders (so with a multiple of 6 rounds each loop runs in
      * each place, and after each other loop, equally often). */
     static series ps, rs, pp, rp, rj;
-    memset(&ps, 0, sizeof ps); memset(&rs, 0, sizeof rs);
-    memset(&pp, 0, sizeof pp); memset(&rp, 0, sizeof rp); memset(&rj, 0, sizeof rj);
+    memset(&ps, 0, sizeof ps);
+    memset(&rs, 0, sizeof rs);
+    memset(&pp, 0, sizeof pp);
+    memset(&rp, 0, sizeof rp);
+    memset(&rj, 0, sizeof rj);
     for (int i = 0; i < rounds; i++) {
-        if (i % 2) { add(&rs, raw_send_loop(&r, k)); add(&ps, pl_send_loop(c, k)); }
-        else { add(&ps, pl_send_loop(c, k)); add(&rs, raw_send_loop(&r, k)); }
+        if (i % 2) {
+            add(&rs, raw_send_loop(&r, k));
+            add(&ps, pl_send_loop(c, k));
+        } else {
+            add(&ps, pl_send_loop(c, k));
+            add(&rs, raw_send_loop(&r, k));
+        }
     }
     /* The pair three ways: peeklock (0), raw (1), and raw that also parses BrokerProperties
      * with cJSON (2): the floor the mandated JSON library sets. */
-    static const int orders[6][3] = { {0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2} };
+    static const int orders[6][3] = {{0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2}};
     for (int i = 0; i < rounds; i++) {
         for (int j = 0; j < 3; j++) {
             switch (orders[i % 6][j]) {
@@ -462,15 +485,28 @@ int main(int argc, char **argv)
     long n = 8400, m = 1260;
     int rounds = 24;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--null") && i + 1 < argc) null_url = argv[++i];
-        else if (!strcmp(argv[i], "--emulator")) emulator = 1;
-        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-        else if (!strcmp(argv[i], "-m") && i + 1 < argc) m = atol(argv[++i]);
-        else if (!strcmp(argv[i], "-r") && i + 1 < argc) rounds = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--null")) { fprintf(stderr, "bench: --null needs a URL\n"); return 2; }
-        else { fprintf(stderr, "usage: bench_c [--null URL] [-n N] [--emulator] [-m M] [-r ROUNDS]\n"); return 2; }
+        if (!strcmp(argv[i], "--null") && i + 1 < argc)
+            null_url = argv[++i];
+        else if (!strcmp(argv[i], "--emulator"))
+            emulator = 1;
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc)
+            n = atol(argv[++i]);
+        else if (!strcmp(argv[i], "-m") && i + 1 < argc)
+            m = atol(argv[++i]);
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--null")) {
+            fprintf(stderr, "bench: --null needs a URL\n");
+            return 2;
+        } else {
+            fprintf(stderr, "usage: bench_c [--null URL] [-n N] [--emulator] [-m M] [-r ROUNDS]\n");
+            return 2;
+        }
     }
-    if (rounds < 1 || rounds > MAX_ROUNDS) { fprintf(stderr, "bench: -r must be 1..%d\n", MAX_ROUNDS); return 2; }
+    if (rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "bench: -r must be 1..%d\n", MAX_ROUNDS);
+        return 2;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     double sign_us, bp_us, json_us;
     core_costs(&sign_us, &bp_us, &json_us);
@@ -481,12 +517,15 @@ int main(int argc, char **argv)
         if (b < bp_us) bp_us = b;
         if (j < json_us) json_us = j;
     }
-    printf("peeklock %s C benchmark (libcurl %s)\n", pl_version(), curl_version_info(CURLVERSION_NOW)->version);
+    printf("peeklock %s C benchmark (libcurl %s)\n", pl_version(),
+           curl_version_info(CURLVERSION_NOW)->version);
     printf("pure core (best of 5): SAS signing, uncached (once per scope per token lifetime) %.2f us; "
            "build request + parse reply with the cached token %.2f us per operation "
-           "(peek-lock + complete pair %.2f us)\n", sign_us, bp_us / 2, bp_us);
+           "(peek-lock + complete pair %.2f us)\n",
+           sign_us, bp_us / 2, bp_us);
     printf("  of which cJSON alone (parse + free of a peek-lock's BrokerProperties, once per pair): %.2f us, "
-           "%.2f us per request of the pair\n", json_us, json_us / 2);
+           "%.2f us per request of the pair\n",
+           json_us, json_us / 2);
     if (null_url) {
         pl_client_options o = PL_CLIENT_OPTIONS_INIT;
         o.endpoint = null_url;
@@ -500,7 +539,10 @@ int main(int argc, char **argv)
     }
     if (emulator) {
         const char *cs = getenv("PEEKLOCK_CONNECTION_STRING");
-        if (!cs) { fprintf(stderr, "bench: --emulator needs PEEKLOCK_CONNECTION_STRING\n"); return 2; }
+        if (!cs) {
+            fprintf(stderr, "bench: --emulator needs PEEKLOCK_CONNECTION_STRING\n");
+            return 2;
+        }
         pl_connstr *p = NULL;
         if (pl_connstr_parse(&p, cs)) die("connection string");
         pl_client *c = NULL;
@@ -508,7 +550,8 @@ int main(int argc, char **argv)
         o.connection_string = cs;
         o.pool_size = 1;
         if (pl_client_new(&c, &o)) die("client");
-        run_target("emulator", c, pl_client_endpoint(c), pl_connstr_key_name(p), pl_connstr_key(p), m, rounds);
+        run_target("emulator", c, pl_client_endpoint(c), pl_connstr_key_name(p), pl_connstr_key(p), m,
+                   rounds);
         pl_client_free(c);
         pl_connstr_free(p);
     }

@@ -45,13 +45,10 @@ static int cmp_double(const void *a, const void *b)
 
 static double pct(const struct lat *l, double p)
 {
-    if (!l->n)
-        return 0.0;
+    if (!l->n) return 0.0;
     long k = (long)(p / 100.0 * (double)l->n + 0.5) - 1;
-    if (k < 0)
-        k = 0;
-    if ((size_t)k >= l->n)
-        k = (long)l->n - 1;
+    if (k < 0) k = 0;
+    if ((size_t)k >= l->n) k = (long)l->n - 1;
     return l->v[k];
 }
 
@@ -66,8 +63,8 @@ static double cpu_s(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* The Location header of the last answer (the settle URL of a locked message). */
@@ -81,11 +78,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *user)
     size_t len = size * n;
     if (len > 9 && strncasecmp(buf, "location:", 9) == 0) {
         size_t i = 9;
-        while (i < len && (buf[i] == ' ' || buf[i] == '\t'))
-            i++;
+        while (i < len && (buf[i] == ' ' || buf[i] == '\t')) i++;
         size_t j = len;
-        while (j > i && (buf[j - 1] == '\r' || buf[j - 1] == '\n' || buf[j - 1] == ' '))
-            j--;
+        while (j > i && (buf[j - 1] == '\r' || buf[j - 1] == '\n' || buf[j - 1] == ' ')) j--;
         if (j - i < sizeof h->location) {
             memcpy(h->location, buf + i, j - i);
             h->location[j - i] = 0;
@@ -111,19 +106,16 @@ int main(int argc, char **argv)
     double seconds = atof(argv[4]);
     int baseline = argc > 5 && strcmp(argv[5], "baseline") == 0;
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return 2;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 2;
     CURL *c = curl_easy_init();
-    if (!c)
-        return 2;
+    if (!c) return 2;
 
     char peek_url[2048], fixed_url[2048];
     snprintf(peek_url, sizeof peek_url, "%s/%s/messages/head?timeout=5", base, queue);
-    snprintf(fixed_url, sizeof fixed_url, "%s/%s/messages/1/00000000-0000-0000-0000-000000000000",
-             base, queue);
+    snprintf(fixed_url, sizeof fixed_url, "%s/%s/messages/1/00000000-0000-0000-0000-000000000000", base,
+             queue);
     char *auth_line = malloc(strlen(auth) + 32);
-    if (!auth_line)
-        return 2;
+    if (!auth_line) return 2;
     sprintf(auth_line, "Authorization: %s", auth);
     struct curl_slist *hl = NULL;
     hl = curl_slist_append(hl, auth_line);
@@ -155,8 +147,7 @@ int main(int argc, char **argv)
         double b = now_s();
         ops++;
         lat_add(&lat, b - a);
-        if (rc == CURLE_OK)
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nc);
         conns += nc;
         if (!baseline && (rc != CURLE_OK || status != 201 || !h.location[0])) {
@@ -170,21 +161,18 @@ int main(int argc, char **argv)
         ops++;
         lat_add(&lat, e - b);
         status = 0;
-        if (rc == CURLE_OK)
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nc);
         conns += nc;
-        if (rc != CURLE_OK || status != 200)
-            errors++;
+        if (rc != CURLE_OK || status != 200) errors++;
     }
     double elapsed = now_s() - t0, cpu = cpu_s() - cpu0;
     qsort(lat.v, lat.n, sizeof(double), cmp_double);
     printf("{\"ops\": %ld, \"errors\": %ld, \"connections\": %ld, \"elapsed\": %.6f, "
            "\"p50_ms\": %.4f, \"p99_ms\": %.4f, \"p999_ms\": %.4f, \"max_ms\": %.4f, "
            "\"gen_cpu_us\": %.2f}\n",
-           ops, errors, conns, elapsed, pct(&lat, 50) * 1e3, pct(&lat, 99) * 1e3,
-           pct(&lat, 99.9) * 1e3, lat.n ? lat.v[lat.n - 1] * 1e3 : 0.0,
-           ops ? cpu / (double)ops * 1e6 : 0.0);
+           ops, errors, conns, elapsed, pct(&lat, 50) * 1e3, pct(&lat, 99) * 1e3, pct(&lat, 99.9) * 1e3,
+           lat.n ? lat.v[lat.n - 1] * 1e3 : 0.0, ops ? cpu / (double)ops * 1e6 : 0.0);
     curl_slist_free_all(hl);
     curl_easy_cleanup(c);
     curl_global_cleanup();

@@ -14,12 +14,14 @@
 #include <time.h>
 #include "peeklock.h"
 
-static int die(const char *what, int rc) {
+static int die(const char *what, int rc)
+{
     fprintf(stderr, "%s failed: %d %s\n", what, rc, pl_error_last()->message);
     return -1;
 }
 
-static int build_outgoing(pl_outgoing **out, int i) {
+static int build_outgoing(pl_outgoing **out, int i)
+{
     char body[64];
     int n = snprintf(body, sizeof body, "payload %d", i);
     int rc = pl_outgoing_new(out, body, (size_t)n);
@@ -29,7 +31,8 @@ static int build_outgoing(pl_outgoing **out, int i) {
     return rc;
 }
 
-static double cpu_s(void) {
+static double cpu_s(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
@@ -37,7 +40,8 @@ static double cpu_s(void) {
 
 /* What bench.lua reads of a received message (msg.body, msg.message_id, msg.properties):
  * the body, the id, every property's name and value. */
-static void read_message(const pl_message *msg) {
+static void read_message(const pl_message *msg)
+{
     size_t len;
     (void)pl_message_body(msg, &len);
     (void)pl_message_id(msg);
@@ -48,7 +52,8 @@ static void read_message(const pl_message *msg) {
 }
 
 /* send + peek_lock + complete, n times: 3n ops, or -1 */
-static long net_loop(pl_client *c, const char *entity, long n) {
+static long net_loop(pl_client *c, const char *entity, long n)
+{
     int rc;
     for (long i = 0; i < n; i++) {
         pl_outgoing *m = NULL;
@@ -65,7 +70,8 @@ static long net_loop(pl_client *c, const char *entity, long n) {
 }
 
 /* build a send request and parse a peek-lock response, n times: 2n ops, or -1 */
-static long wire_loop(pl_client *c, const char *entity, long n) {
+static long wire_loop(pl_client *c, const char *entity, long n)
+{
     char location[256], bp[512];
     int rc;
     snprintf(location, sizeof location, "%s/%s/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e",
@@ -78,18 +84,23 @@ static long wire_loop(pl_client *c, const char *entity, long n) {
         size_t len;
         if ((rc = build_outgoing(&m, (int)i))) return die("outgoing", rc);
         if ((rc = pl_request_send(&req, c, entity, m))) return die("request_send", rc);
-        (void)pl_request_method(req); (void)pl_request_url(req); (void)pl_request_body(req, &len);
+        (void)pl_request_method(req);
+        (void)pl_request_url(req);
+        (void)pl_request_body(req, &len);
         for (size_t h = 0; h < pl_request_header_count(req); h++) {
-            (void)pl_request_header_name(req, h); (void)pl_request_header_value(req, h);
+            (void)pl_request_header_name(req, h);
+            (void)pl_request_header_value(req, h);
         }
         pl_request_free(req);
         pl_outgoing_free(m);
         if ((rc = pl_request_receive(&rreq, c, entity, 0, 1))) return die("request_receive", rc);
-        snprintf(bp, sizeof bp, "{\"DeliveryCount\":1,\"EnqueuedSequenceNumber\":0,"
+        snprintf(bp, sizeof bp,
+                 "{\"DeliveryCount\":1,\"EnqueuedSequenceNumber\":0,"
                  "\"EnqueuedTimeUtc\":\"Sun, 22 Nov 2026 14:00:00 GMT\",\"Label\":\"bench\","
                  "\"LockToken\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
                  "\"LockedUntilUtc\":\"Sun, 22 Nov 2026 14:01:00 GMT\",\"MessageId\":\"m%ld\","
-                 "\"SequenceNumber\":7,\"State\":\"Active\",\"TimeToLive\":922337203685.47754}", i);
+                 "\"SequenceNumber\":7,\"State\":\"Active\",\"TimeToLive\":922337203685.47754}",
+                 i);
         if ((rc = pl_response_new(&resp, 201))) return die("response_new", rc);
         pl_response_add_header(resp, "Date", "Sun, 22 Nov 2026 14:00:00 GMT");
         pl_response_add_header(resp, "BrokerProperties", bp);
@@ -108,14 +119,16 @@ static long wire_loop(pl_client *c, const char *entity, long n) {
     return 2 * n;
 }
 
-static long run_mode(pl_client *c, const char *mode, const char *entity, long n) {
+static long run_mode(pl_client *c, const char *mode, const char *entity, long n)
+{
     if (strcmp(mode, "net") == 0) return net_loop(c, entity, n);
     if (strcmp(mode, "wire") == 0) return wire_loop(c, entity, n);
     fprintf(stderr, "c_baseline: mode must be net or wire, got %s\n", mode);
     return -1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int serve = argc == 4 && strcmp(argv[1], "serve") == 0;
     if (argc != 5 && !serve) {
         fprintf(stderr, "usage: c_baseline net|wire CONNSTR ENTITY N | c_baseline serve CONNSTR ENTITY\n");
@@ -124,12 +137,18 @@ int main(int argc, char **argv) {
     const char *entity = argv[3];
     pl_client *c = NULL;
     int rc = pl_client_new_from_connection_string(&c, argv[2]);
-    if (rc) { die("client", rc); return 1; }
+    if (rc) {
+        die("client", rc);
+        return 1;
+    }
     if (serve) {
         char line[64], mode[16];
         long k;
         while (fgets(line, sizeof line, stdin)) {
-            if (sscanf(line, "%15s %ld", mode, &k) != 2) { fprintf(stderr, "c_baseline: bad line\n"); return 2; }
+            if (sscanf(line, "%15s %ld", mode, &k) != 2) {
+                fprintf(stderr, "c_baseline: bad line\n");
+                return 2;
+            }
             double t0 = cpu_s();
             long ops = run_mode(c, mode, entity, k);
             if (ops < 0) return 1;

@@ -76,7 +76,10 @@ static int f_send(lua_State *L)
         while (lua_next(L, 5)) {
             rc = add_property(L, m);
             lua_pop(L, 1);
-            if (rc) { lua_pop(L, 1); break; } /* the key lua_next left */
+            if (rc) {
+                lua_pop(L, 1);
+                break;
+            } /* the key lua_next left */
         }
     }
     if (!rc) rc = pl_send(client, entity, m);

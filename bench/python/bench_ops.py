@@ -384,8 +384,8 @@ def main() -> int:
           f"the package's process had {py_threads} Python thread(s), {os_threads} OS thread(s))")
     if "peeklock" in samples and "C core" in samples:
         p, c = samples["peeklock"], samples["C core"]
-        print(f"\npeeklock over the C core, per-round paired differences (target: at most "
-              f"15 us per operation):")
+        print("\npeeklock over the C core, per-round paired differences (target: at most "
+              "15 us per operation):")
         print(f"  {'':<12}{'median':>7}{'IQR':>20}{'ratio':>8}")
         for k in OPS + ("per message",):
             if k == "per message":

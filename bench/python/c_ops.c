@@ -18,18 +18,21 @@
 #include <unistd.h>
 #include "peeklock.h"
 
-static double clock_us(clockid_t id) {
+static double clock_us(clockid_t id)
+{
     struct timespec ts;
     clock_gettime(id, &ts);
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
-static int fail(const char *what) {
+static int fail(const char *what)
+{
     fprintf(stderr, "c_ops: %s: %s\n", what, pl_error_last()->message);
     return 1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc != 3) {
         fprintf(stderr, "usage: c_ops CONNECTION_STRING BODY_BYTES  (rounds \"QUEUE N\" on stdin)\n");
         return 2;

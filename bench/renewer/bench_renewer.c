@@ -53,10 +53,8 @@ static long proc_status(const char *key)
     long v = -1;
     size_t kl = strlen(key);
     while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
-            v = atol(line + kl + 1);
-    if (f)
-        fclose(f);
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') v = atol(line + kl + 1);
+    if (f) fclose(f);
     return v;
 }
 
@@ -79,11 +77,9 @@ static long admin(const char *method, const char *path, const char *json)
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
     FILE *devnull = fopen("/dev/null", "w");
     curl_easy_setopt(h, CURLOPT_WRITEDATA, devnull);
-    if (json)
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
+    if (json) curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
     long st = 0;
-    if (curl_easy_perform(h) == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
     fclose(devnull);
     curl_slist_free_all(hd);
     curl_easy_cleanup(h);
@@ -99,11 +95,9 @@ static void *locker(void *arg)
     (void)arg;
     for (;;) {
         int i = atomic_fetch_add(&next_lock, 1);
-        if (i >= n_locks)
-            return NULL;
+        if (i >= n_locks) return NULL;
         pl_message *m = NULL;
-        if (pl_peek_lock(&m, client, queue, 10) != PL_OK || !m)
-            die("peek_lock");
+        if (pl_peek_lock(&m, client, queue, 10) != PL_OK || !m) die("peek_lock");
         msgs[i] = m;
     }
 }
@@ -114,8 +108,7 @@ static void setup(int lock_s)
     snprintf(path, sizeof(path), "/$admin/entities/%s", queue);
     snprintf(body, sizeof(body), "{\"kind\":\"queue\",\"lock_duration\":%d}", lock_s);
     long st = admin("PUT", path, body);
-    if (st != 201 && st != 200)
-        die("create queue");
+    if (st != 201 && st != 200) die("create queue");
     for (int i = 0; i < n_locks; i += 100) {
         pl_batch *b = NULL;
         pl_batch_new(&b);
@@ -127,16 +120,13 @@ static void setup(int lock_s)
             pl_batch_add(b, o);
             pl_outgoing_free(o);
         }
-        if (pl_send_batch(client, queue, b) != PL_OK)
-            die("send_batch");
+        if (pl_send_batch(client, queue, b) != PL_OK) die("send_batch");
         pl_batch_free(b);
     }
     msgs = calloc((size_t)n_locks, sizeof(*msgs));
     pthread_t t[4];
-    for (int i = 0; i < 4; i++)
-        pthread_create(&t[i], NULL, locker, NULL);
-    for (int i = 0; i < 4; i++)
-        pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, locker, NULL);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
 }
 
 /* ---- baseline: a thread per lock ---------------------------------------------- */
@@ -158,8 +148,7 @@ static void *per_lock(void *arg)
              * locks shorter than the period) as soon as the last renewal ended */
             int64_t due = expiry - renew_period;
             int64_t floor_due = expiry - pl_message_lock_duration_ms(m);
-            if (due < floor_due)
-                due = floor_due;
+            if (due < floor_due) due = floor_due;
             double late = (double)(now - due);
             int rc = pl_renew_lock(client, m);
             pthread_mutex_lock(&base_mu);
@@ -175,7 +164,7 @@ static void *per_lock(void *arg)
                 }
             }
         }
-        struct timespec ts = { 0, sleep_ms * 1000000L };
+        struct timespec ts = {0, sleep_ms * 1000000L};
         nanosleep(&ts, NULL);
     }
     return NULL;
@@ -202,8 +191,7 @@ int main(int argc, char **argv)
     co.connection_string = cs;
     co.pool_size = baseline ? 64 : 8;
     co.max_retries = baseline ? 3 : 0;
-    if (pl_client_new(&client, &co) != PL_OK)
-        die("client");
+    if (pl_client_new(&client, &co) != PL_OK) die("client");
     snprintf(queue, sizeof(queue), "bench-%s-%d-%d", mode, n_locks, lock_s);
 
     double t_setup = pl_now_mono_ms();
@@ -218,15 +206,11 @@ int main(int argc, char **argv)
     long threads_used = 0;
     if (!baseline) {
         pl_renewer_options ro = PL_RENEWER_OPTIONS_INIT;
-        if (getenv("BENCH_JITTER"))
-            ro.jitter = atof(getenv("BENCH_JITTER"));
-        if (getenv("BENCH_CONNECTIONS"))
-            ro.max_connections = atoi(getenv("BENCH_CONNECTIONS"));
-        if (pl_renewer_new(&r, client, &ro) != PL_OK)
-            die("renewer");
+        if (getenv("BENCH_JITTER")) ro.jitter = atof(getenv("BENCH_JITTER"));
+        if (getenv("BENCH_CONNECTIONS")) ro.max_connections = atoi(getenv("BENCH_CONNECTIONS"));
+        if (pl_renewer_new(&r, client, &ro) != PL_OK) die("renewer");
         for (int i = 0; i < n_locks; i++)
-            if (pl_renewer_add(r, msgs[i], (long)(run_s * 4000) + 600000) != PL_OK)
-                die("renewer_add");
+            if (pl_renewer_add(r, msgs[i], (long)(run_s * 4000) + 600000) != PL_OK) die("renewer_add");
     } else {
         pthread_attr_t at;
         pthread_attr_init(&at);
@@ -256,7 +240,7 @@ int main(int argc, char **argv)
                 pl_event_free(ev);
             }
         } else {
-            struct timespec ts = { 0, 100000000L };
+            struct timespec ts = {0, 100000000L};
             nanosleep(&ts, NULL);
         }
     }
@@ -281,12 +265,10 @@ int main(int argc, char **argv)
         pl_client_stats cst;
         pl_client_stats_get(client, &cst);
         fprintf(stderr, "peeklock: rtt p99 %.2f ms, requests %llu, on reused connections %llu\n",
-                st.rtt_p99_ms, (unsigned long long)cst.requests,
-                (unsigned long long)cst.reused_connections);
+                st.rtt_p99_ms, (unsigned long long)cst.requests, (unsigned long long)cst.reused_connections);
     } else {
         atomic_store(&stop_threads, 1);
-        for (int i = 0; i < n_locks; i++)
-            pthread_join(tids[i], NULL);
+        for (int i = 0; i < n_locks; i++) pthread_join(tids[i], NULL);
         renewals = atomic_load(&base_renewals);
         failures = atomic_load(&base_failures);
         late_p99 = pl_hist_quantile(&base_lateness, 0.99);
@@ -297,10 +279,8 @@ int main(int argc, char **argv)
     long min_remaining = -1;
     for (int i = 0; i < n_locks; i++) {
         int64_t rem = pl_message_lock_expiry_mono_ms(msgs[i]) - now;
-        if (pl_message_lock_state(msgs[i]) != PL_LOCK_HELD || rem <= 0)
-            lost++;
-        if (min_remaining < 0 || rem < min_remaining)
-            min_remaining = (long)rem;
+        if (pl_message_lock_state(msgs[i]) != PL_LOCK_HELD || rem <= 0) lost++;
+        if (min_remaining < 0 || rem < min_remaining) min_remaining = (long)rem;
     }
     int64_t tc = pl_now_mono_ms();
     if (r) {
@@ -320,12 +300,10 @@ int main(int argc, char **argv)
            "\"rss_kb_per_lock\":%.2f,\"state_bytes_per_lock\":%.1f,\"threads\":%ld,"
            "\"events\":%ld,\"min_remaining_ms\":%ld,\"connections\":%ld}\n",
            mode, n_locks, lock_s, elapsed, t_setup, lost, renewals, failures, late_p99, cpu,
-           renewals ? cpu * 1e6 / (double)renewals : 0.0,
-           (double)(heap_after - heap_before) / n_locks,
-           (double)(rss_after - rss_before) / n_locks,
-           (double)state_bytes / n_locks, threads_used, events, min_remaining, connections);
-    for (int i = 0; i < n_locks; i++)
-        pl_message_free(msgs[i]);
+           renewals ? cpu * 1e6 / (double)renewals : 0.0, (double)(heap_after - heap_before) / n_locks,
+           (double)(rss_after - rss_before) / n_locks, (double)state_bytes / n_locks, threads_used, events,
+           min_remaining, connections);
+    for (int i = 0; i < n_locks; i++) pl_message_free(msgs[i]);
     free(msgs);
     free(tids);
     pl_client_free(client);

@@ -38,7 +38,7 @@ extern "C" {
 #define PEEKLOCK_VERSION_MAJOR 0
 #define PEEKLOCK_VERSION_MINOR 1
 #define PEEKLOCK_VERSION_PATCH 0
-#define PEEKLOCK_VERSION "0.1.0"
+#define PEEKLOCK_VERSION       "0.1.0"
 
 /* Library version string (matches PEEKLOCK_VERSION of the header it was built with). */
 PL_EXTERN const char *pl_version(void);
@@ -47,33 +47,35 @@ PL_EXTERN const char *pl_version(void);
 /* Result codes. Never renumbered; new codes are appended.                    */
 /* ------------------------------------------------------------------------ */
 
-#define PL_OK              0
-#define PL_EMPTY           1   /* receive: no message arrived within the timeout */
+#define PL_OK    0
+#define PL_EMPTY 1 /* receive: no message arrived within the timeout */
 
-#define PL_EINVAL        (-1)  /* invalid argument (message names it) */
-#define PL_ENOMEM        (-2)  /* out of memory */
-#define PL_EAUTH         (-3)  /* 401, or 403 that is not a size limit */
-#define PL_ENOTFOUND     (-4)  /* entity does not exist (410; 404 on management) */
-#define PL_ELOCKLOST     (-5)  /* 404 on renew/unlock/complete: lock or message gone */
-#define PL_ETOOLARGE     (-6)  /* 403 whose detail says the size limit was exceeded */
-#define PL_ETHROTTLED    (-7)  /* 503 ServerBusy / 429, after the retry policy */
-#define PL_ESERVER       (-8)  /* other 5xx, after the retry policy */
-#define PL_ETIMEOUT      (-9)  /* transport timeout */
-#define PL_ECONNECT     (-10)  /* could not connect, connection reset, TLS failure */
-#define PL_EPROTOCOL    (-11)  /* malformed or unexpected response */
-#define PL_EUNKNOWN     (-12)  /* outcome unknown: the request may or may not have
+#define PL_EINVAL     (-1)  /* invalid argument (message names it) */
+#define PL_ENOMEM     (-2)  /* out of memory */
+#define PL_EAUTH      (-3)  /* 401, or 403 that is not a size limit */
+#define PL_ENOTFOUND  (-4)  /* entity does not exist (410; 404 on management) */
+#define PL_ELOCKLOST  (-5)  /* 404 on renew/unlock/complete: lock or message gone */
+#define PL_ETOOLARGE  (-6)  /* 403 whose detail says the size limit was exceeded */
+#define PL_ETHROTTLED (-7)  /* 503 ServerBusy / 429, after the retry policy */
+#define PL_ESERVER    (-8)  /* other 5xx, after the retry policy */
+#define PL_ETIMEOUT   (-9)  /* transport timeout */
+#define PL_ECONNECT   (-10) /* could not connect, connection reset, TLS failure */
+#define PL_EPROTOCOL  (-11) /* malformed or unexpected response */
+#define PL_EUNKNOWN                                                                                          \
+    (-12)                    /* outcome unknown: the request may or may not have
                                   been carried out (a send may have stored the
                                   message, a receive-and-delete removed one, a
                                   complete or unlock settled it). Remembered on a
                                   message: a later settle says PL_EUNKNOWN again.
                                   The table: docs/c-api.md, "Outcomes" */
-#define PL_EBADREQUEST  (-13)  /* 400 */
-#define PL_ECONFLICT    (-14)  /* 409 */
-#define PL_ESTATE       (-15)  /* the object is in the wrong state for the call
+#define PL_EBADREQUEST (-13) /* 400 */
+#define PL_ECONFLICT   (-14) /* 409 */
+#define PL_ESTATE                                                                                            \
+    (-15)                  /* the object is in the wrong state for the call
                                   (e.g. message already settled, or not peek-locked) */
-#define PL_ECLOSED      (-16)  /* the client or renewer was closed */
-#define PL_EHTTP        (-17)  /* any other unexpected HTTP status */
-#define PL_EINTERNAL    (-18)  /* a bug in peeklock */
+#define PL_ECLOSED   (-16) /* the client or renewer was closed */
+#define PL_EHTTP     (-17) /* any other unexpected HTTP status */
+#define PL_EINTERNAL (-18) /* a bug in peeklock */
 
 /* The same code under the name the bindings use (OutcomeUnknownError). */
 #define PL_EOUTCOME_UNKNOWN PL_EUNKNOWN
@@ -82,10 +84,10 @@ PL_EXTERN const char *pl_version(void);
 PL_EXTERN const char *pl_strerror(int code);
 
 typedef struct pl_error {
-    int code;           /* the PL_* code of the last failure on this thread */
-    int http_status;    /* HTTP status if a response was received, else 0 */
-    int retryable;      /* 1 when retrying the same call later may succeed */
-    const char *message;/* never NULL; contains no secret */
+    int code;            /* the PL_* code of the last failure on this thread */
+    int http_status;     /* HTTP status if a response was received, else 0 */
+    int retryable;       /* 1 when retrying the same call later may succeed */
+    const char *message; /* never NULL; contains no secret */
 } pl_error;
 
 /* The last error set on the calling thread. Valid until the next peeklock call on
@@ -107,12 +109,12 @@ PL_EXTERN void pl_free(void *p);
  * percent-encoding of resource_uri, sig = base64(HMAC-SHA256(UTF-8 key text,
  * sr "\n" expiry)). *out = "SharedAccessSignature sr=..&sig=..&se=..&skn=..",
  * freed with pl_free. The key is used as text, never base64-decoded. */
-PL_EXTERN int pl_sas_token(char **out, const char *resource_uri, const char *key_name,
-                           const char *key, int64_t expiry_unix);
+PL_EXTERN int pl_sas_token(char **out, const char *resource_uri, const char *key_name, const char *key,
+                           int64_t expiry_unix);
 
 /* Same, but signs sr exactly as given (already encoded). */
-PL_EXTERN int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name,
-                               const char *key, int64_t expiry_unix);
+PL_EXTERN int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, const char *key,
+                               int64_t expiry_unix);
 
 typedef struct pl_connstr pl_connstr;
 
@@ -159,27 +161,29 @@ typedef int (*pl_token_cb)(void *userdata, const char *audience, char *buf, size
                            int64_t *expires_unix);
 
 typedef struct pl_client_options {
-    unsigned int version;            /* PL_CLIENT_OPTIONS_VERSION */
-    const char *connection_string;   /* or endpoint + credentials below */
-    const char *endpoint;            /* "https://ns.servicebus.windows.net" or "http://127.0.0.1:PORT" */
-    const char *key_name;            /* SAS key name */
-    const char *key;                 /* SAS key (text) */
-    const char *sas_token;           /* ready-made "SharedAccessSignature ..." */
-    pl_token_cb token_cb;            /* bearer token provider */
+    unsigned int version;          /* PL_CLIENT_OPTIONS_VERSION */
+    const char *connection_string; /* or endpoint + credentials below */
+    const char *endpoint;          /* "https://ns.servicebus.windows.net" or "http://127.0.0.1:PORT" */
+    const char *key_name;          /* SAS key name */
+    const char *key;               /* SAS key (text) */
+    const char *sas_token;         /* ready-made "SharedAccessSignature ..." */
+    pl_token_cb token_cb;          /* bearer token provider */
     void *token_userdata;
-    long connect_timeout_ms;         /* 0: default 10000 */
-    long request_timeout_ms;         /* 0: default 30000; added to any long-poll timeout */
-    int max_retries;                 /* -1: default 3; 0 disables retries */
-    long retry_base_ms;              /* 0: default 100 */
-    long retry_max_ms;               /* 0: default 5000 */
-    int pool_size;                   /* easy handles kept for reuse; 0: default 8 */
-    const char *ca_file;             /* NULL: system store */
-    int token_lifetime_s;            /* SAS token lifetime; 0: default 3600 */
+    long connect_timeout_ms; /* 0: default 10000 */
+    long request_timeout_ms; /* 0: default 30000; added to any long-poll timeout */
+    int max_retries;         /* -1: default 3; 0 disables retries */
+    long retry_base_ms;      /* 0: default 100 */
+    long retry_max_ms;       /* 0: default 5000 */
+    int pool_size;           /* easy handles kept for reuse; 0: default 8 */
+    const char *ca_file;     /* NULL: system store */
+    int token_lifetime_s;    /* SAS token lifetime; 0: default 3600 */
 } pl_client_options;
 
 #define PL_CLIENT_OPTIONS_VERSION 1
-#define PL_CLIENT_OPTIONS_INIT { PL_CLIENT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                                 0, 0, -1, 0, 0, 0, NULL, 0 }
+#define PL_CLIENT_OPTIONS_INIT                                                                               \
+    {                                                                                                        \
+        PL_CLIENT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, -1, 0, 0, 0, NULL, 0      \
+    }
 
 PL_EXTERN int pl_client_new(pl_client **out, const pl_client_options *opts);
 PL_EXTERN int pl_client_new_from_connection_string(pl_client **out, const char *conn);
@@ -195,18 +199,18 @@ PL_EXTERN const char *pl_client_entity_path(const pl_client *client);
 PL_EXTERN int pl_client_set_bearer_token(pl_client *client, const char *token, int64_t expires_unix);
 
 typedef struct pl_client_stats {
-    uint64_t requests;          /* HTTP requests sent (including retries) */
-    uint64_t reused_connections;/* of which went on an already-open connection */
+    uint64_t requests;           /* HTTP requests sent (including retries) */
+    uint64_t reused_connections; /* of which went on an already-open connection */
     uint64_t retries;
-    uint64_t sent;              /* messages sent (a batch counts each message) */
-    uint64_t received;          /* messages received (peek-lock + receive-and-delete) */
+    uint64_t sent;     /* messages sent (a batch counts each message) */
+    uint64_t received; /* messages received (peek-lock + receive-and-delete) */
     uint64_t completed;
     uint64_t abandoned;
-    uint64_t renewed;           /* successful renewals, foreground and renewer */
-    uint64_t lost;              /* locks found lost */
-    double renew_p50_ms;        /* renew round-trip percentiles, 0 if none yet */
+    uint64_t renewed;    /* successful renewals, foreground and renewer */
+    uint64_t lost;       /* locks found lost */
+    double renew_p50_ms; /* renew round-trip percentiles, 0 if none yet */
     double renew_p99_ms;
-    uint64_t orphaned_locks;    /* peek-locks whose answer was lost or unreadable: a
+    uint64_t orphaned_locks; /* peek-locks whose answer was lost or unreadable: a
                                    message may stay locked by nobody until its lock
                                    expires (then it is delivered again) */
 } pl_client_stats;
@@ -265,21 +269,22 @@ PL_EXTERN size_t pl_batch_count(const pl_batch *b);
 typedef struct pl_message pl_message;
 
 /* Lock states (pl_message_lock_state). */
-#define PL_LOCK_NONE      0   /* received with receive-and-delete: nothing to settle */
-#define PL_LOCK_HELD      1
-#define PL_LOCK_SETTLING  2   /* complete or unlock in progress: no renewal goes out */
-#define PL_LOCK_SETTLED   3
-#define PL_LOCK_LOST      4
-#define PL_LOCK_UNKNOWN   5   /* a complete or unlock whose outcome could not be known:
+#define PL_LOCK_NONE     0 /* received with receive-and-delete: nothing to settle */
+#define PL_LOCK_HELD     1
+#define PL_LOCK_SETTLING 2 /* complete or unlock in progress: no renewal goes out */
+#define PL_LOCK_SETTLED  3
+#define PL_LOCK_LOST     4
+#define PL_LOCK_UNKNOWN                                                                                      \
+    5 /* a complete or unlock whose outcome could not be known:
                                  it may or may not have been settled; any later
                                  settle returns PL_EUNKNOWN */
 
 /* Custom property types, as the server typed them from the header's form. */
-#define PL_PROP_STRING    1
-#define PL_PROP_INT       2
-#define PL_PROP_DOUBLE    3
-#define PL_PROP_BOOL      4
-#define PL_PROP_DATETIME  5
+#define PL_PROP_STRING   1
+#define PL_PROP_INT      2
+#define PL_PROP_DOUBLE   3
+#define PL_PROP_BOOL     4
+#define PL_PROP_DATETIME 5
 
 /* Messages are reference-counted; pl_message_free drops the caller's reference.
  * Accepts NULL. Every accessor below may be called from any thread; the strings
@@ -288,19 +293,19 @@ typedef struct pl_message pl_message;
 PL_EXTERN void pl_message_free(pl_message *m);
 
 PL_EXTERN const void *pl_message_body(const pl_message *m, size_t *len);
-PL_EXTERN const char *pl_message_content_type(const pl_message *m);   /* or NULL */
-PL_EXTERN const char *pl_message_entity(const pl_message *m);         /* entity it came from */
+PL_EXTERN const char *pl_message_content_type(const pl_message *m); /* or NULL */
+PL_EXTERN const char *pl_message_entity(const pl_message *m);       /* entity it came from */
 /* BrokerProperties string field by name ("MessageId", "Label", "CorrelationId",
  * "SessionId", "PartitionKey", "ReplyTo", "ReplyToSessionId", "To", "State"),
  * or NULL when absent. "LockToken" is not served here (see pl_message_lock_token). */
 PL_EXTERN const char *pl_message_broker(const pl_message *m, const char *field);
 PL_EXTERN const char *pl_message_id(const pl_message *m);
-PL_EXTERN int64_t pl_message_sequence_number(const pl_message *m);   /* -1 if absent */
+PL_EXTERN int64_t pl_message_sequence_number(const pl_message *m); /* -1 if absent */
 PL_EXTERN int64_t pl_message_enqueued_sequence_number(const pl_message *m);
-PL_EXTERN int pl_message_delivery_count(const pl_message *m);         /* -1 if absent */
-PL_EXTERN int64_t pl_message_enqueued_time(const pl_message *m);      /* Unix s, -1 if absent */
-PL_EXTERN int64_t pl_message_locked_until(const pl_message *m);       /* Unix s (server's), -1 */
-PL_EXTERN double pl_message_time_to_live(const pl_message *m);        /* seconds, -1 if absent */
+PL_EXTERN int pl_message_delivery_count(const pl_message *m);    /* -1 if absent */
+PL_EXTERN int64_t pl_message_enqueued_time(const pl_message *m); /* Unix s, -1 if absent */
+PL_EXTERN int64_t pl_message_locked_until(const pl_message *m);  /* Unix s (server's), -1 */
+PL_EXTERN double pl_message_time_to_live(const pl_message *m);   /* seconds, -1 if absent */
 /* The raw BrokerProperties JSON as received. Contains the lock token: a secret. */
 PL_EXTERN const char *pl_message_broker_properties_json(const pl_message *m);
 /* The lock token (a secret: never log it), or NULL for receive-and-delete. */
@@ -308,7 +313,7 @@ PL_EXTERN const char *pl_message_lock_token(const pl_message *m);
 
 PL_EXTERN size_t pl_message_property_count(const pl_message *m);
 PL_EXTERN const char *pl_message_property_name(const pl_message *m, size_t i);
-PL_EXTERN int pl_message_property_type(const pl_message *m, size_t i);     /* PL_PROP_* */
+PL_EXTERN int pl_message_property_type(const pl_message *m, size_t i);        /* PL_PROP_* */
 PL_EXTERN const char *pl_message_property_raw(const pl_message *m, size_t i); /* header text */
 /* Value as text: strings unquoted and unescaped; dates as received, unquoted. */
 PL_EXTERN const char *pl_message_property_string(const pl_message *m, size_t i);
@@ -319,10 +324,10 @@ PL_EXTERN int64_t pl_message_property_datetime(const pl_message *m, size_t i); /
 
 /* Lock bookkeeping (client side, per the lock rules: monotonic clock, from the
  * time the locking or renewing request was sent). Atomic; any thread. */
-PL_EXTERN int pl_message_lock_state(const pl_message *m);             /* PL_LOCK_* */
-PL_EXTERN int64_t pl_message_lock_duration_ms(const pl_message *m);   /* learned from receive */
-PL_EXTERN int64_t pl_message_lock_expiry_mono_ms(const pl_message *m);/* pl_now_mono_ms() scale */
-PL_EXTERN int64_t pl_message_lock_remaining_ms(const pl_message *m);  /* <= 0 when expired */
+PL_EXTERN int pl_message_lock_state(const pl_message *m);              /* PL_LOCK_* */
+PL_EXTERN int64_t pl_message_lock_duration_ms(const pl_message *m);    /* learned from receive */
+PL_EXTERN int64_t pl_message_lock_expiry_mono_ms(const pl_message *m); /* pl_now_mono_ms() scale */
+PL_EXTERN int64_t pl_message_lock_remaining_ms(const pl_message *m);   /* <= 0 when expired */
 /* Code of the failure that made the lock lost (PL_ELOCKLOST, PL_ENOTFOUND, …), 0 if not lost;
  * PL_EUNKNOWN in state PL_LOCK_UNKNOWN; PL_ECLOSED when pl_renewer_close(r, 1) settled
  * (unlocked) it behind its handler's back (a later settle then returns PL_ECLOSED). */
@@ -369,8 +374,7 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * *out set (the caller owns it: pl_message_free), PL_EMPTY with *out NULL when
  * nothing arrived, or a negative code. */
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
-PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity,
-                                    int timeout_s);
+PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 
 /* Renew: extends the client's expiry estimate (send time + lock duration).
  * PL_ESTATE if the message is not held. A 404 marks the lock lost (PL_ELOCKLOST). */
@@ -401,7 +405,10 @@ typedef struct pl_renewer_options {
 } pl_renewer_options;
 
 #define PL_RENEWER_OPTIONS_VERSION 1
-#define PL_RENEWER_OPTIONS_INIT { PL_RENEWER_OPTIONS_VERSION, 0, 0, -1.0, 0, 0 }
+#define PL_RENEWER_OPTIONS_INIT                                                                              \
+    {                                                                                                        \
+        PL_RENEWER_OPTIONS_VERSION, 0, 0, -1.0, 0, 0                                                         \
+    }
 
 /* Starts the renewer thread. The renewer keeps a reference to client, whose
  * settings are the defaults; each message is renewed through (and counted in) the
@@ -421,11 +428,12 @@ PL_EXTERN int pl_renewer_close(pl_renewer *r, int unlock_held);
 PL_EXTERN void pl_renewer_free(pl_renewer *r);
 
 /* Events, drained by the host language; the renewer never calls into it. */
-#define PL_EVENT_RENEWED      1
-#define PL_EVENT_LOST         2   /* lock lost; pl_event_code says why: PL_ELOCKLOST
+#define PL_EVENT_RENEWED 1
+#define PL_EVENT_LOST                                                                                        \
+    2                          /* lock lost; pl_event_code says why: PL_ELOCKLOST
                                      (404), PL_ENOTFOUND (410), or the last transient
                                      error when renewals failed until time ran out */
-#define PL_EVENT_CAP_REACHED  3   /* max_renew reached; renewal stopped */
+#define PL_EVENT_CAP_REACHED 3 /* max_renew reached; renewal stopped */
 
 typedef struct pl_event pl_event;
 /* PL_OK with *out set, PL_EMPTY when no event is queued (never blocks). */
@@ -438,21 +446,21 @@ PL_EXTERN int pl_event_type(const pl_event *e);
 PL_EXTERN pl_message *pl_event_message(const pl_event *e); /* borrowed; lives as long as e */
 PL_EXTERN int pl_event_code(const pl_event *e);            /* PL_* code for LOST, else 0 */
 PL_EXTERN int pl_event_http_status(const pl_event *e);
-PL_EXTERN const char *pl_event_reason(const pl_event *e);  /* never NULL, no secret */
+PL_EXTERN const char *pl_event_reason(const pl_event *e); /* never NULL, no secret */
 
 typedef struct pl_renewer_stats {
-    uint64_t held;             /* locks being renewed now */
-    uint64_t renewals;         /* successful renewals */
-    uint64_t failures;         /* failed renew attempts (retried or final) */
+    uint64_t held;     /* locks being renewed now */
+    uint64_t renewals; /* successful renewals */
+    uint64_t failures; /* failed renew attempts (retried or final) */
     uint64_t lost;
     uint64_t cap_reached;
-    uint64_t threads;          /* threads the renewer uses (1) */
-    double lateness_p99_ms;    /* how far after its due time a renewal went out */
+    uint64_t threads;       /* threads the renewer uses (1) */
+    double lateness_p99_ms; /* how far after its due time a renewal went out */
     double rtt_p99_ms;
     /* Slack histogram: lock time left when a renewal completed, in buckets of
      * <1%, <5%, <10%, <25%, <50%, >=50% of the lock duration. */
     uint64_t slack_buckets[6];
-    uint64_t state_bytes;      /* library memory held for renewal state */
+    uint64_t state_bytes; /* library memory held for renewal state */
 } pl_renewer_stats;
 
 PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
@@ -468,16 +476,15 @@ PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
 typedef struct pl_request pl_request;
 typedef struct pl_response pl_response;
 
-PL_EXTERN int pl_request_send(pl_request **out, pl_client *client, const char *entity,
-                              const pl_outgoing *m);
+PL_EXTERN int pl_request_send(pl_request **out, pl_client *client, const char *entity, const pl_outgoing *m);
 PL_EXTERN int pl_request_send_batch(pl_request **out, pl_client *client, const char *entity,
                                     const pl_batch *b);
 /* peek_lock nonzero: POST …/messages/head; zero: DELETE (receive-and-delete). */
-PL_EXTERN int pl_request_receive(pl_request **out, pl_client *client, const char *entity,
-                                 int timeout_s, int peek_lock);
-#define PL_SETTLE_RENEW     1
-#define PL_SETTLE_UNLOCK    2
-#define PL_SETTLE_COMPLETE  3
+PL_EXTERN int pl_request_receive(pl_request **out, pl_client *client, const char *entity, int timeout_s,
+                                 int peek_lock);
+#define PL_SETTLE_RENEW    1
+#define PL_SETTLE_UNLOCK   2
+#define PL_SETTLE_COMPLETE 3
 PL_EXTERN int pl_request_settle(pl_request **out, pl_client *client, const pl_message *m, int op);
 PL_EXTERN void pl_request_free(pl_request *req);
 PL_EXTERN const char *pl_request_method(const pl_request *req);
@@ -497,8 +504,8 @@ PL_EXTERN int pl_response_set_body(pl_response *resp, const void *body, size_t l
  * PL_EMPTY. For settles: updates m's lock state and expiry as the blocking calls
  * do (sent_mono_ms is when the request went out). For sends: PL_OK. Otherwise a
  * negative code with pl_error_last() filled in. out may be NULL for non-receives. */
-PL_EXTERN int pl_response_result(pl_message **out, pl_client *client, const pl_request *req,
-                                 pl_message *m, const pl_response *resp, int64_t sent_mono_ms);
+PL_EXTERN int pl_response_result(pl_message **out, pl_client *client, const pl_request *req, pl_message *m,
+                                 const pl_response *resp, int64_t sent_mono_ms);
 
 #ifdef __cplusplus
 }

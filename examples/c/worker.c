@@ -16,7 +16,11 @@
 #include <peeklock.h>
 
 static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
 
 /* The application's work. Return 0 on success. */
 static int handle(const pl_message *m)
@@ -39,7 +43,8 @@ int main(int argc, char **argv)
 {
     const char *conn = getenv("PEEKLOCK_CONNECTION_STRING");
     if (argc < 2 || !conn) {
-        fprintf(stderr, "usage: PEEKLOCK_CONNECTION_STRING=... %s QUEUE [MAX_MESSAGES] [SEND_FIRST]\n", argv[0]);
+        fprintf(stderr, "usage: PEEKLOCK_CONNECTION_STRING=... %s QUEUE [MAX_MESSAGES] [SEND_FIRST]\n",
+                argv[0]);
         return 2;
     }
     const char *queue = argv[1];

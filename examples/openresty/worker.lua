@@ -10,6 +10,7 @@ local W = {}
 
 local ENTITY = os.getenv("PEEKLOCK_ENTITY") or "orders"
 local CONCURRENCY = tonumber(os.getenv("PEEKLOCK_CONCURRENCY")) or 4
+local HANDOFF_ENTITY = os.getenv("PEEKLOCK_HANDOFF_ENTITY") or "long-jobs"
 local summary -- this worker's process() summary, once it has drained
 
 -- The worker's client (made on first use inside the worker, never in the master).
@@ -66,6 +67,31 @@ function W.stats()
   end
   ngx.header["Content-Type"] = "application/json"
   ngx.say("{", table.concat(parts, ","), "}")
+end
+
+-- GET /handoff: peek-locks a message of HANDOFF_ENTITY and answers its lock handle, for a
+-- process outside nginx to renew and complete (examples/openresty/finish.py, in Python):
+-- a long job leaves the worker and its lock goes with it. The handle is a secret (it
+-- carries the lock token): serve it to your own workers only (this server listens on
+-- 127.0.0.1), never log it. 204 when no message came within 5 s.
+function W.handoff()
+  local msg, err = client():peek_lock(HANDOFF_ENTITY, { timeout = 5 })
+  if not msg then
+    ngx.status = err and 502 or 204
+    if err then ngx.say(tostring(err)) end
+    return
+  end
+  local lock_handle
+  lock_handle, err = msg:lock_handle()
+  msg:release() -- not renewed, not abandoned here: the taker owns the lock now
+  if not lock_handle then
+    ngx.status = 502
+    ngx.say(tostring(err))
+    return
+  end
+  ngx.header["Content-Type"] = "text/plain"
+  ngx.header["Cache-Control"] = "no-store"
+  ngx.say(lock_handle)
 end
 
 return W

@@ -13,7 +13,9 @@
 -- settings. docs/lua.md explains the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
--- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete.
+-- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete, and the lock
+-- hand-over (msg:lock_handle, msg:release, client:attach: an attached lock is renewed by
+-- the loop below and settled over cosockets).
 
 local peeklock = require "peeklock"
 local core = peeklock.core
@@ -248,8 +250,9 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
     local again, v, orphaned = core.outcome_report(call, how, status, rc, retry_after,
                                                    err and err.message or nil, msg_h)
     if not again and orphaned and orphaned > 0 then
-      ngx.log(ngx.WARN, "peeklock: peek_lock on ", tostring(entity), ": an answer was lost after the server may have locked a message; that message stays ",
-              "locked until its lock expires, then comes back (stats().orphaned_locks)")
+      ngx.log(ngx.WARN, "peeklock: peek_lock on ", tostring(entity), ": an answer was lost after the ",
+              "server may have locked a message; that message stays locked until its lock ",
+              "expires, then comes back (stats().orphaned_locks)")
     end
     if again then
       core.stat_request(self._h, 0, 0, 1)

@@ -1,7 +1,9 @@
-"""The peeklock exception hierarchy: every error the package raises derives from
-:class:`peeklock.Error` and carries ``.status`` (the HTTP status, 0 when no
-response was received), ``.code`` (the C core's ``PL_E*`` code, negative) and
-``.retryable``. Messages never contain a key, signature or lock token.
+"""The peeklock exception hierarchy: every service and client failure derives
+from :class:`peeklock.Error` and carries ``.status`` (the HTTP status, 0 when
+no response was received), ``.code`` (the C core's ``PL_E*`` code, negative)
+and ``.retryable``. A wrong argument raises ``TypeError`` or ``ValueError``
+(``InvalidArgument`` is both a ``peeklock.Error`` and a ``ValueError``).
+Messages never contain a key, signature or lock token.
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import math
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
 
+from ._validate import _check_entity, _check_seconds, _check_timeout
 from .errors import Error, LockLostError
 from .telemetry import no_context
 
@@ -113,7 +114,6 @@ class Processor:
                  retry_delay: RetryDelay = exponential_backoff(),
                  on_error: Optional[Callable[["Message", BaseException], Any]] = None,
                  batch: Optional[int] = None, max_wait: float = 1.0) -> None:
-        from .client import _check_entity, _check_seconds, _check_timeout
         self.client = client
         self.entity = _check_entity(entity)
         if not callable(handler):

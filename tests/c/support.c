@@ -75,9 +75,7 @@ int pl_test_admin(const char *method, const char *path, const char *json, char *
     curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    if (json) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, json);
-    }
+    if (json) { curl_easy_setopt(e, CURLOPT_POSTFIELDS, json); }
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     long status = -1;
@@ -85,8 +83,10 @@ int pl_test_admin(const char *method, const char *path, const char *json, char *
     curl_slist_free_all(h);
     curl_easy_cleanup(e);
     char *body = pl_buf_detach(&b);
-    if (body_out) *body_out = body;
-    else free(body);
+    if (body_out)
+        *body_out = body;
+    else
+        free(body);
     return (int)status;
 }
 
@@ -106,8 +106,14 @@ int pl_test_advance(double seconds)
     return pl_test_admin("POST", "/$admin/clock/advance", j, NULL);
 }
 
-int pl_test_fault(const char *json) { return pl_test_admin("POST", "/$admin/faults", json, NULL); }
-int pl_test_clear_faults(void) { return pl_test_admin("DELETE", "/$admin/faults", NULL, NULL); }
+int pl_test_fault(const char *json)
+{
+    return pl_test_admin("POST", "/$admin/faults", json, NULL);
+}
+int pl_test_clear_faults(void)
+{
+    return pl_test_admin("DELETE", "/$admin/faults", NULL, NULL);
+}
 
 static cJSON *state_entity(cJSON *root, const char *entity)
 {
@@ -118,7 +124,8 @@ static cJSON *state_entity(cJSON *root, const char *entity)
         if (e) return e;
     }
     cJSON *it;
-    cJSON_ArrayForEach(it, ents) {
+    cJSON_ArrayForEach(it, ents)
+    {
         cJSON *p = cJSON_GetObjectItem(it, "path");
         if (!p) p = cJSON_GetObjectItem(it, "name");
         if ((it->string && pl_strcaseeq(it->string, entity)) ||
@@ -134,7 +141,10 @@ static cJSON *fetch_entity_state(const char *entity, cJSON **root)
 {
     char *body = NULL;
     *root = NULL;
-    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200) { free(body); return NULL; }
+    if (pl_test_admin("GET", "/$admin/state", NULL, &body) != 200) {
+        free(body);
+        return NULL;
+    }
     *root = cJSON_Parse(body);
     free(body);
     return *root ? state_entity(*root, entity) : NULL;

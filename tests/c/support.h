@@ -11,39 +11,39 @@
 
 extern int pl_test_failures;
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s [last error: %s]\n", __FILE__,     \
-                    __LINE__, #cond, pl_error_last()->message);                          \
-            pl_test_failures++;                                                          \
-        }                                                                                \
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s [last error: %s]\n", __FILE__, __LINE__, #cond,         \
+                    pl_error_last()->message);                                                               \
+            pl_test_failures++;                                                                              \
+        }                                                                                                    \
     } while (0)
-#define CHECK_EQ(a, b)                                                                   \
-    do {                                                                                 \
-        long long a_ = (long long)(a), b_ = (long long)(b);                              \
-        if (a_ != b_) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s = %lld, %s = %lld [last error: %s]\n", \
-                    __FILE__, __LINE__, #a, a_, #b, b_, pl_error_last()->message);       \
-            pl_test_failures++;                                                          \
-        }                                                                                \
+#define CHECK_EQ(a, b)                                                                                       \
+    do {                                                                                                     \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                                  \
+        if (a_ != b_) {                                                                                      \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s = %lld, %s = %lld [last error: %s]\n", __FILE__,     \
+                    __LINE__, #a, a_, #b, b_, pl_error_last()->message);                                     \
+            pl_test_failures++;                                                                              \
+        }                                                                                                    \
     } while (0)
-#define CHECK_STR(a, b)                                                                  \
-    do {                                                                                 \
-        const char *a_ = (a), *b_ = (b);                                                 \
-        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                         \
-            fprintf(stderr, "%s:%d: CHECK_STR failed: %s = \"%s\", expected \"%s\"\n",   \
-                    __FILE__, __LINE__, #a, a_ ? a_ : "(null)", b_ ? b_ : "(null)");     \
-            pl_test_failures++;                                                          \
-        }                                                                                \
+#define CHECK_STR(a, b)                                                                                      \
+    do {                                                                                                     \
+        const char *a_ = (a), *b_ = (b);                                                                     \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                             \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: %s = \"%s\", expected \"%s\"\n", __FILE__, __LINE__,   \
+                    #a, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                             \
+            pl_test_failures++;                                                                              \
+        }                                                                                                    \
     } while (0)
-#define REQUIRE(cond)                                                                    \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s [last error: %s]\n", __FILE__,   \
-                    __LINE__, #cond, pl_error_last()->message);                          \
-            exit(1);                                                                     \
-        }                                                                                \
+#define REQUIRE(cond)                                                                                        \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s [last error: %s]\n", __FILE__, __LINE__, #cond,       \
+                    pl_error_last()->message);                                                               \
+            exit(1);                                                                                         \
+        }                                                                                                    \
     } while (0)
 
 /* Prints a summary and returns the process exit status. */

@@ -25,21 +25,26 @@ static void send_all(int fd, const char *p, size_t n)
     }
 }
 
-static const char *LOCKED_BP =
-    "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":1,"
-    "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:48 GMT\"}";
+static const char *LOCKED_BP = "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":1,"
+                               "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:48 GMT\"}";
 
 static void answer(int fd, const char *entity)
 {
     pl_buf b = PL_BUF_INIT;
     char loc[256];
-    snprintf(loc, sizeof loc, "http://127.0.0.1:%d/%s/messages/1/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c", port, entity);
-    if (!strcmp(entity, "ok") || !strcmp(entity, "garbled") || !strcmp(entity, "badjson") || !strcmp(entity, "foreign") ||
-        !strcmp(entity, "hugeheader") || !strcmp(entity, "manyheaders") || !strcmp(entity, "truncated")) {
-        pl_buf_puts(&b, "HTTP/1.1 201 Created\r\nConnection: close\r\nDate: Sat, 25 Oct 2014 00:56:48 GMT\r\n");
-        pl_buf_printf(&b, "BrokerProperties: %s\r\n", !strcmp(entity, "badjson") ? "{\"LockToken\":" : LOCKED_BP);
+    snprintf(loc, sizeof loc, "http://127.0.0.1:%d/%s/messages/1/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c", port,
+             entity);
+    if (!strcmp(entity, "ok") || !strcmp(entity, "garbled") || !strcmp(entity, "badjson") ||
+        !strcmp(entity, "foreign") || !strcmp(entity, "hugeheader") || !strcmp(entity, "manyheaders") ||
+        !strcmp(entity, "truncated")) {
+        pl_buf_puts(&b,
+                    "HTTP/1.1 201 Created\r\nConnection: close\r\nDate: Sat, 25 Oct 2014 00:56:48 GMT\r\n");
+        pl_buf_printf(&b, "BrokerProperties: %s\r\n",
+                      !strcmp(entity, "badjson") ? "{\"LockToken\":" : LOCKED_BP);
         pl_buf_printf(&b, "Location: %s\r\n",
-                      !strcmp(entity, "foreign") ? "http://evil.example/q/messages/1/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c" : loc);
+                      !strcmp(entity, "foreign")
+                          ? "http://evil.example/q/messages/1/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c"
+                          : loc);
         if (!strcmp(entity, "hugeheader")) {
             pl_buf_puts(&b, "X-Big: ");
             for (int i = 0; i < 70000; i++) pl_buf_append(&b, "a", 1);
@@ -47,8 +52,10 @@ static void answer(int fd, const char *entity)
         }
         if (!strcmp(entity, "manyheaders"))
             for (int i = 0; i < 400; i++) pl_buf_printf(&b, "X-H%d: %d\r\n", i, i);
-        if (!strcmp(entity, "truncated")) pl_buf_puts(&b, "Content-Length: 100\r\n\r\n0123456789");
-        else pl_buf_puts(&b, "Content-Length: 5\r\n\r\nhello");
+        if (!strcmp(entity, "truncated"))
+            pl_buf_puts(&b, "Content-Length: 100\r\n\r\n0123456789");
+        else
+            pl_buf_puts(&b, "Content-Length: 5\r\n\r\nhello");
     } else if (!strcmp(entity, "garbage")) {
         pl_buf_puts(&b, "HELLO THERE\r\n\r\n");
     } else if (!strcmp(entity, "badstatus")) {
@@ -76,7 +83,10 @@ static void *server(void *arg)
             if (strstr(req, "\r\n\r\n")) break;
         }
         req[n] = 0;
-        if (!strncmp(req, "QUIT", 4)) { close(fd); return NULL; }
+        if (!strncmp(req, "QUIT", 4)) {
+            close(fd);
+            return NULL;
+        }
         /* "POST /<entity>/messages/head?timeout=0 HTTP/1.1" */
         char entity[64] = "";
         const char *p = strchr(req, '/');
@@ -93,7 +103,7 @@ static void *server(void *arg)
 int main(void)
 {
     listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { 0 };
+    struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(bind(listen_fd, (struct sockaddr *)&a, sizeof a) == 0);
@@ -120,7 +130,8 @@ int main(void)
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
     pl_message_free(m);
 
-    const char *cases[] = { "badjson", "foreign", "hugeheader", "manyheaders", "truncated", "garbage", "badstatus" };
+    const char *cases[] = {"badjson",   "foreign", "hugeheader", "manyheaders",
+                           "truncated", "garbage", "badstatus"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int before = served;
         m = (pl_message *)1;

@@ -32,7 +32,8 @@ static void test_plaintext_refused(void)
         "Endpoint=sb://10.1.2.3;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
         "Endpoint=sb://emu.example;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true;"
         "AllowPlaintextHost=other.example",
-        "Endpoint=sb://127.0.0.1.evil.example;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
+        "Endpoint=sb://"
+        "127.0.0.1.evil.example;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true",
     };
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
         CHECK_EQ(pl_client_new_from_connection_string(&c, refused[i]), PL_EINVAL);
@@ -103,8 +104,9 @@ int main(void)
     CHECK(cs != NULL);
     pl_connstr_free(cs);
     pl_client *c = (pl_client *)1;
-    CHECK_EQ(pl_client_new_from_connection_string(&c, "Endpoint=https://ns.servicebus.windows.net/;"
-                                                      "SharedSecretIssuer=owner;SharedSecretValue=TopSecretKey"),
+    CHECK_EQ(pl_client_new_from_connection_string(&c,
+                                                  "Endpoint=https://ns.servicebus.windows.net/;"
+                                                  "SharedSecretIssuer=owner;SharedSecretValue=TopSecretKey"),
              PL_EINVAL);
     CHECK(c == NULL);
     CHECK(strstr(pl_error_last()->message, "ACS") != NULL);
@@ -115,18 +117,22 @@ int main(void)
     parse_fails("SharedAccessKeyName=K;SharedAccessKey=TopSecretKey", "Endpoint is missing");
     parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;garbage", "part 4");
     parse_fails("Endpoint=ftp://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey", "scheme");
-    parse_fails("Endpoint=ns.servicebus.windows.net;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey", "Endpoint");
+    parse_fails("Endpoint=ns.servicebus.windows.net;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey",
+                "Endpoint");
     parse_fails("Endpoint=sb://ns:99999/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey", "port");
     parse_fails("Endpoint=sb://ns/path;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey", "path");
     parse_fails("Endpoint=sb://ns/;SharedAccessKey=TopSecretKey", "without SharedAccessKeyName");
     parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K", "without SharedAccessKey");
     parse_fails("Endpoint=sb://ns/", "no credentials");
-    parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;SharedAccessKey=TopSecretKey",
-                "given twice");
-    parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;UseDevelopmentEmulator=yes",
-                "UseDevelopmentEmulator");
+    parse_fails(
+        "Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;SharedAccessKey=TopSecretKey",
+        "given twice");
+    parse_fails(
+        "Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;UseDevelopmentEmulator=yes",
+        "UseDevelopmentEmulator");
     parse_fails("Endpoint=sb://ns/;SharedAccessSignature=TopSecretKey", "SharedAccessSignature must start");
-    parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;EntityPath=", "EntityPath");
+    parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=TopSecretKey;EntityPath=",
+                "EntityPath");
     parse_fails("Endpoint=sb://ns/;SharedAccessKeyName=K;SharedAccessKey=", "SharedAccessKey is empty");
     CHECK_EQ(pl_connstr_parse(NULL, "x"), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "out") != NULL);
@@ -151,8 +157,10 @@ int main(void)
     CHECK_STR(pl_client_endpoint(c), "http://127.0.0.1:1");
     CHECK(pl_client_entity_path(c) == NULL);
     pl_client_free(c);
-    CHECK_EQ(pl_client_new_from_connection_string(&c, "Endpoint=sb://ns.servicebus.windows.net/;"
-                                                      "SharedAccessKeyName=K;SharedAccessKey=V;EntityPath=q1"), PL_OK);
+    CHECK_EQ(pl_client_new_from_connection_string(&c,
+                                                  "Endpoint=sb://ns.servicebus.windows.net/;"
+                                                  "SharedAccessKeyName=K;SharedAccessKey=V;EntityPath=q1"),
+             PL_OK);
     CHECK_STR(pl_client_endpoint(c), "https://ns.servicebus.windows.net");
     CHECK_STR(pl_client_entity_path(c), "q1");
     pl_client_free(c);

@@ -51,8 +51,10 @@ static void arm(const cJSON *rule, const char *op, const char *entity)
 static pl_client *new_client(int refused)
 {
     pl_client_options o = PL_CLIENT_OPTIONS_INIT;
-    if (refused) o.endpoint = "http://127.0.0.1:1"; /* nothing listens there */
-    else o.connection_string = pl_test_connection_string();
+    if (refused)
+        o.endpoint = "http://127.0.0.1:1"; /* nothing listens there */
+    else
+        o.connection_string = pl_test_connection_string();
     o.request_timeout_ms = 1000;
     pl_client *c = NULL;
     REQUIRE(pl_client_new(&c, &o) == PL_OK);
@@ -128,8 +130,10 @@ static int run_case(int n, const char *op, const char *fault, const cJSON *spec,
     int stored = pl_test_message_count(q);
     if (!strcmp(op, "send") || !strcmp(op, "send_batch")) {
         int n_sent = !strcmp(op, "send") ? 1 : 2;
-        if (want_rc == PL_OK) CHECK_EQ(stored, n_sent);
-        else if (strcmp(fault, "stall") != 0) CHECK(stored <= n_sent); /* never a second copy */
+        if (want_rc == PL_OK)
+            CHECK_EQ(stored, n_sent);
+        else if (strcmp(fault, "stall") != 0)
+            CHECK(stored <= n_sent); /* never a second copy */
     } else if (!strcmp(op, "receive_and_delete")) {
         if (want_rc == PL_OK) {
             CHECK(got && pl_message_id(got) && !strcmp(pl_message_id(got), "m1"));
@@ -140,7 +144,8 @@ static int run_case(int n, const char *op, const char *fault, const cJSON *spec,
         const char *id = got ? pl_message_id(got) : NULL;
         const cJSON *after = rule ? cJSON_GetObjectItem(rule, "after") : NULL;
         int acted = cJSON_IsTrue(after); /* the server locked m1 before the answer was lost */
-        CHECK(id && (!strcmp(fault, "stall") || !strcmp(id, !strcmp(extra, "orphaned") && acted ? "m2" : "m1")));
+        CHECK(id &&
+              (!strcmp(fault, "stall") || !strcmp(id, !strcmp(extra, "orphaned") && acted ? "m2" : "m1")));
         if (got) CHECK_EQ(pl_complete(c, got), PL_OK);
     } else if (!strcmp(op, "renew")) {
         CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
@@ -148,8 +153,10 @@ static int run_case(int n, const char *op, const char *fault, const cJSON *spec,
         CHECK_EQ(pl_message_lock_state(m), want_rc == PL_OK ? PL_LOCK_SETTLED : PL_LOCK_UNKNOWN);
         int done = pl_test_completed_count(q, "m1");
         if (!strcmp(op, "complete")) {
-            if (want_rc == PL_OK) CHECK_EQ(done, 1);
-            else CHECK(done <= 1);
+            if (want_rc == PL_OK)
+                CHECK_EQ(done, 1);
+            else
+                CHECK(done <= 1);
         }
         if (want_rc == PL_EUNKNOWN) CHECK_EQ(pl_complete(c, m), PL_EUNKNOWN); /* remembered */
     }
@@ -215,13 +222,16 @@ int main(void)
     const cJSON *expect = cJSON_GetObjectItem(matrix, "expect");
     const cJSON *row, *cell;
     int n = 0, ran = 0;
-    cJSON_ArrayForEach(row, expect) {
-        cJSON_ArrayForEach(cell, row) {
+    cJSON_ArrayForEach(row, expect)
+    {
+        cJSON_ArrayForEach(cell, row)
+        {
             if (!strcmp(cell->valuestring, "n/a")) continue;
             n++;
             int failures = pl_test_failures;
             ran += run_case(n, row->string, cell->string, cJSON_GetObjectItem(faults, cell->string),
-                            cell->valuestring) || pl_test_failures != failures;
+                            cell->valuestring) ||
+                   pl_test_failures != failures;
         }
     }
     CHECK(ran >= 60);
@@ -229,8 +239,10 @@ int main(void)
     /* the renewer, over the renew row */
     const cJSON *renew = cJSON_GetObjectItem(expect, "renew");
     n = 0;
-    cJSON_ArrayForEach(cell, renew) {
-        if (!strcmp(cell->valuestring, "ok")) renewer_case(++n, cell->string, cJSON_GetObjectItem(faults, cell->string));
+    cJSON_ArrayForEach(cell, renew)
+    {
+        if (!strcmp(cell->valuestring, "ok"))
+            renewer_case(++n, cell->string, cJSON_GetObjectItem(faults, cell->string));
     }
     pl_client_free(setup_client);
     cJSON_Delete(matrix);

@@ -33,12 +33,13 @@ static int find_prop(const pl_message *m, const char *name)
 
 static void test_send_peek_complete(void)
 {
-    const unsigned char body[] = { 'b', 0, 'i', 'n', 0xff, '\n' };
+    const unsigned char body[] = {'b', 0, 'i', 'n', 0xff, '\n'};
     pl_outgoing *o = NULL;
     REQUIRE(pl_outgoing_new(&o, body, sizeof body) == PL_OK);
     CHECK_EQ(pl_outgoing_set_content_type(o, "application/x-test"), PL_OK);
-    const char *fields[] = { "MessageId", "Label", "CorrelationId", "ReplyTo", "ReplyToSessionId", "To" };
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) CHECK_EQ(pl_outgoing_set_broker(o, fields[i], fields[i]), PL_OK);
+    const char *fields[] = {"MessageId", "Label", "CorrelationId", "ReplyTo", "ReplyToSessionId", "To"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        CHECK_EQ(pl_outgoing_set_broker(o, fields[i], fields[i]), PL_OK);
     CHECK_EQ(pl_outgoing_set_broker(o, "SessionId", "sess"), PL_OK);
     CHECK_EQ(pl_outgoing_set_broker(o, "PartitionKey", "sess"), PL_OK);
     CHECK_EQ(pl_outgoing_set_time_to_live(o, 3600), PL_OK);
@@ -60,7 +61,8 @@ static void test_send_peek_complete(void)
     CHECK(memcmp(b, body, sizeof body) == 0);
     CHECK_STR(pl_message_content_type(m), "application/x-test");
     CHECK_STR(pl_message_entity(m), "q1");
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) CHECK_STR(pl_message_broker(m, fields[i]), fields[i]);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        CHECK_STR(pl_message_broker(m, fields[i]), fields[i]);
     CHECK_STR(pl_message_id(m), "MessageId");
     CHECK_STR(pl_message_broker(m, "SessionId"), "sess");
     CHECK_EQ(pl_message_delivery_count(m), 1);
@@ -70,15 +72,30 @@ static void test_send_peek_complete(void)
     CHECK(pl_message_lock_token(m) != NULL);
     int k;
     CHECK((k = find_prop(m, "s")) >= 0);
-    if (k >= 0) { CHECK_EQ(pl_message_property_type(m, k), PL_PROP_STRING); CHECK_STR(pl_message_property_string(m, k), "say \"hi\""); }
+    if (k >= 0) {
+        CHECK_EQ(pl_message_property_type(m, k), PL_PROP_STRING);
+        CHECK_STR(pl_message_property_string(m, k), "say \"hi\"");
+    }
     CHECK((k = find_prop(m, "i")) >= 0);
-    if (k >= 0) { CHECK_EQ(pl_message_property_type(m, k), PL_PROP_INT); CHECK_EQ(pl_message_property_int(m, k), -12345678901LL); }
+    if (k >= 0) {
+        CHECK_EQ(pl_message_property_type(m, k), PL_PROP_INT);
+        CHECK_EQ(pl_message_property_int(m, k), -12345678901LL);
+    }
     CHECK((k = find_prop(m, "d")) >= 0);
-    if (k >= 0) { CHECK_EQ(pl_message_property_type(m, k), PL_PROP_DOUBLE); CHECK(pl_message_property_double(m, k) == 2.5); }
+    if (k >= 0) {
+        CHECK_EQ(pl_message_property_type(m, k), PL_PROP_DOUBLE);
+        CHECK(pl_message_property_double(m, k) == 2.5);
+    }
     CHECK((k = find_prop(m, "b")) >= 0);
-    if (k >= 0) { CHECK_EQ(pl_message_property_type(m, k), PL_PROP_BOOL); CHECK_EQ(pl_message_property_bool(m, k), 1); }
+    if (k >= 0) {
+        CHECK_EQ(pl_message_property_type(m, k), PL_PROP_BOOL);
+        CHECK_EQ(pl_message_property_bool(m, k), 1);
+    }
     CHECK((k = find_prop(m, "t")) >= 0);
-    if (k >= 0) { CHECK_EQ(pl_message_property_type(m, k), PL_PROP_DATETIME); CHECK_EQ(pl_message_property_datetime(m, k), 1414198608); }
+    if (k >= 0) {
+        CHECK_EQ(pl_message_property_type(m, k), PL_PROP_DATETIME);
+        CHECK_EQ(pl_message_property_datetime(m, k), 1414198608);
+    }
     /* Lock bookkeeping: duration learned from LockedUntilUtc - Date (entity: 30 s). */
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
     CHECK_EQ(pl_message_lock_duration_ms(m), 30000);
@@ -287,14 +304,17 @@ static void test_errors(void)
     REQUIRE(host != NULL);
     size_t hostlen = strcspn(host, ";");
     char bad2[1024];
-    snprintf(bad2, sizeof bad2, "Endpoint=%.*s;SharedAccessKeyName=RootManageSharedAccessKey;"
-             "SharedAccessKey=wrong-key;UseDevelopmentEmulator=true", (int)hostlen, host);
+    snprintf(bad2, sizeof bad2,
+             "Endpoint=%.*s;SharedAccessKeyName=RootManageSharedAccessKey;"
+             "SharedAccessKey=wrong-key;UseDevelopmentEmulator=true",
+             (int)hostlen, host);
     pl_client *wrong = NULL;
     REQUIRE(pl_client_new_from_connection_string(&wrong, bad2) == PL_OK);
     CHECK_EQ(pl_send(wrong, "q1", o), PL_EAUTH);
     CHECK_EQ(pl_error_last()->http_status, 401);
     CHECK(strstr(pl_error_last()->message, "wrong-key") == NULL);
-    CHECK(strstr(pl_error_last()->message, "sig=") == NULL || strstr(pl_error_last()->message, "sig=<redacted>"));
+    CHECK(strstr(pl_error_last()->message, "sig=") == NULL ||
+          strstr(pl_error_last()->message, "sig=<redacted>"));
     pl_client_free(wrong);
     pl_client_options bo = PL_CLIENT_OPTIONS_INIT;
     bo.endpoint = pl_test_base_url();
@@ -308,7 +328,9 @@ static void test_errors(void)
     pl_client_free(bearer);
 
     /* PL_ETOOLARGE: 403 with a size detail. */
-    CHECK_EQ(pl_test_admin("PUT", "/$admin/entities/small", "{\"kind\":\"queue\",\"max_message_size\":1024}", NULL), 201);
+    CHECK_EQ(pl_test_admin("PUT", "/$admin/entities/small", "{\"kind\":\"queue\",\"max_message_size\":1024}",
+                           NULL),
+             201);
     char big[4096];
     memset(big, 'x', sizeof big);
     pl_outgoing *ob = NULL;
@@ -320,13 +342,17 @@ static void test_errors(void)
     /* Injected statuses map to distinct codes (no retries on this client). A 500 to a
      * send is an unknown outcome: the message may have been stored before it. */
     pl_client *noretry = client_with(cs, 0, 0, 10);
-    struct { int status; int code; } inj[] = {
-        { 400, PL_EBADREQUEST }, { 409, PL_ECONFLICT }, { 500, PL_EUNKNOWN }, { 503, PL_ETHROTTLED },
-        { 429, PL_ETHROTTLED }, { 418, PL_EHTTP },
+    struct {
+        int status;
+        int code;
+    } inj[] = {
+        {400, PL_EBADREQUEST}, {409, PL_ECONFLICT},  {500, PL_EUNKNOWN},
+        {503, PL_ETHROTTLED},  {429, PL_ETHROTTLED}, {418, PL_EHTTP},
     };
     for (size_t i = 0; i < sizeof inj / sizeof inj[0]; i++) {
         char f[128];
-        snprintf(f, sizeof f, "{\"operation\":\"send\",\"entity\":\"q1\",\"status\":%d,\"count\":1}", inj[i].status);
+        snprintf(f, sizeof f, "{\"operation\":\"send\",\"entity\":\"q1\",\"status\":%d,\"count\":1}",
+                 inj[i].status);
         REQUIRE(pl_test_fault(f) == 201);
         CHECK_EQ(pl_send(noretry, "q1", o), inj[i].code);
         CHECK_EQ(pl_error_last()->http_status, inj[i].status);
@@ -336,7 +362,8 @@ static void test_errors(void)
 
     /* PL_ETIMEOUT: the server takes longer than the request timeout. */
     pl_client *quick = client_with(cs, 300, 0, 10);
-    REQUIRE(pl_test_fault("{\"operation\":\"peek_lock\",\"entity\":\"q1\",\"delay_ms\":2000,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault("{\"operation\":\"peek_lock\",\"entity\":\"q1\",\"delay_ms\":2000,\"count\":1}") ==
+            201);
     CHECK_EQ(pl_peek_lock(&m, quick, "q1", 0), PL_ETIMEOUT);
     CHECK_EQ(pl_error_last()->retryable, 1);
     pl_client_free(quick);
@@ -377,13 +404,16 @@ static void test_errors(void)
     pl_client_stats_get(r3, &st);
     CHECK_EQ(st.retries, 5);
     /* Retry-After is honoured: the retry waits at least that long. */
-    REQUIRE(pl_test_fault("{\"operation\":\"send\",\"entity\":\"q1\",\"status\":503,\"retry_after\":1,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault(
+                "{\"operation\":\"send\",\"entity\":\"q1\",\"status\":503,\"retry_after\":1,\"count\":1}") ==
+            201);
     int64_t t0 = pl_now_mono_ms();
     CHECK_EQ(pl_send(r3, "q1", o), PL_OK);
     CHECK(pl_now_mono_ms() - t0 >= 950);
 
     /* A dropped peek-lock is retried transparently. */
-    REQUIRE(pl_test_fault("{\"operation\":\"peek_lock\",\"entity\":\"q1\",\"drop\":true,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault("{\"operation\":\"peek_lock\",\"entity\":\"q1\",\"drop\":true,\"count\":1}") ==
+            201);
     REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
     CHECK_EQ(pl_complete(r3, m), PL_OK);
     pl_message_free(m);
@@ -395,7 +425,8 @@ static void test_errors(void)
     /* A complete throttled beyond the retries leaves the message held. */
     send_text("q1", "held", "h-1");
     REQUIRE(pl_peek_lock(&m, noretry, "q1", 5) == PL_OK);
-    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":503,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":503,\"count\":1}") ==
+            201);
     CHECK_EQ(pl_complete(noretry, m), PL_ETHROTTLED);
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
     CHECK_EQ(pl_complete(noretry, m), PL_OK);
@@ -407,7 +438,8 @@ static void test_errors(void)
     REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
     pl_client_stats_get(r3, &st);
     uint64_t retries_before = st.retries;
-    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":503,\"count\":6}") == 201);
+    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":503,\"count\":6}") ==
+            201);
     CHECK_EQ(pl_complete(r3, m), PL_OK);
     pl_client_stats_get(r3, &st);
     CHECK_EQ(st.retries - retries_before, 6);
@@ -429,7 +461,9 @@ static void test_errors(void)
      * then finds no lock. The message was completed exactly once. */
     send_text("q1", "unknown", "x-1");
     REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
-    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"drop\":true,\"after\":true,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault(
+                "{\"operation\":\"complete\",\"entity\":\"q1\",\"drop\":true,\"after\":true,\"count\":1}") ==
+            201);
     CHECK_EQ(pl_complete(r3, m), PL_EUNKNOWN);
     CHECK(strstr(pl_error_last()->message, "may or may not") != NULL);
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_UNKNOWN);
@@ -440,7 +474,9 @@ static void test_errors(void)
      * that proves nothing, so the outcome is unknown, not "lost, not completed". */
     send_text("q1", "applied-500", "x-2");
     REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
-    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":500,\"after\":true,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault(
+                "{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":500,\"after\":true,\"count\":1}") ==
+            201);
     CHECK_EQ(pl_complete(r3, m), PL_EUNKNOWN);
     CHECK_EQ(pl_error_last()->http_status, 404);
     CHECK_EQ(pl_message_lost_reason(m), PL_EUNKNOWN);
@@ -449,7 +485,8 @@ static void test_errors(void)
     /* A 500 before anything was done: retried, completed once. */
     send_text("q1", "plain-500", "x-3");
     REQUIRE(pl_peek_lock(&m, r3, "q1", 5) == PL_OK);
-    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":500,\"count\":1}") == 201);
+    REQUIRE(pl_test_fault("{\"operation\":\"complete\",\"entity\":\"q1\",\"status\":500,\"count\":1}") ==
+            201);
     CHECK_EQ(pl_complete(r3, m), PL_OK);
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLED);
     CHECK_EQ(pl_test_completed_count("q1", "x-3"), 1);
@@ -504,7 +541,8 @@ static void test_credentials(void)
     key += strlen("SharedAccessKey=");
     char keybuf[256];
     snprintf(keybuf, sizeof keybuf, "%.*s", (int)strcspn(key, ";"), key);
-    REQUIRE(pl_sas_token(&tok, scope, "RootManageSharedAccessKey", keybuf, (int64_t)time(NULL) + 7200) == PL_OK);
+    REQUIRE(pl_sas_token(&tok, scope, "RootManageSharedAccessKey", keybuf, (int64_t)time(NULL) + 7200) ==
+            PL_OK);
     snprintf(conn, sizeof conn, "Endpoint=sb://%s;SharedAccessSignature=%s;UseDevelopmentEmulator=true",
              base + strlen("http://"), tok);
     pl_free(tok);
@@ -521,7 +559,8 @@ static void test_credentials(void)
 
     /* Without UseDevelopmentEmulator the client speaks TLS and verifies: the
      * emulator's plain-HTTP port fails the handshake instead of leaking a request. */
-    snprintf(conn, sizeof conn, "Endpoint=sb://%s;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=%s",
+    snprintf(conn, sizeof conn,
+             "Endpoint=sb://%s;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=%s",
              base + strlen("http://"), keybuf);
     pl_client_options opt = PL_CLIENT_OPTIONS_INIT;
     opt.connection_string = conn;

@@ -7,9 +7,9 @@
 #include "error_int.h"
 #include "support.h"
 
-#define THREADS 8
+#define THREADS    8
 #define PER_THREAD 40
-#define TOTAL (THREADS * PER_THREAD)
+#define TOTAL      (THREADS * PER_THREAD)
 
 static pl_client *client;
 static int seen[TOTAL];
@@ -109,9 +109,13 @@ static void settle_race(void)
     pthread_barrier_destroy(&race_barrier);
     int ok = 0, state = 0, winner = -1;
     for (int i = 0; i < RACERS; i++) {
-        if (race_rc[i] == PL_OK) { ok++; winner = i; }
-        else if (race_rc[i] == PL_ESTATE) state++;
-        else fprintf(stderr, "racer %d: settle rc %d\n", i, race_rc[i]);
+        if (race_rc[i] == PL_OK) {
+            ok++;
+            winner = i;
+        } else if (race_rc[i] == PL_ESTATE)
+            state++;
+        else
+            fprintf(stderr, "racer %d: settle rc %d\n", i, race_rc[i]);
         CHECK(renew_rc[i] == PL_OK || renew_rc[i] == PL_ESTATE);
     }
     CHECK_EQ(ok, 1);
@@ -140,13 +144,16 @@ int main(void)
     REQUIRE(pl_client_new(&client, &o) == PL_OK);
     pthread_barrier_init(&barrier, NULL, THREADS);
     pthread_t th[THREADS];
-    for (long i = 0; i < THREADS; i++) REQUIRE(pthread_create(&th[i], NULL, producer_consumer, (void *)i) == 0);
+    for (long i = 0; i < THREADS; i++)
+        REQUIRE(pthread_create(&th[i], NULL, producer_consumer, (void *)i) == 0);
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
     for (int i = 0; i < THREADS; i++) CHECK_EQ(thread_failures[i], 0);
     int once = 0;
     for (int i = 0; i < TOTAL; i++) {
-        if (seen[i] == 1) once++;
-        else fprintf(stderr, "message %d seen %d times\n", i, seen[i]);
+        if (seen[i] == 1)
+            once++;
+        else
+            fprintf(stderr, "message %d seen %d times\n", i, seen[i]);
     }
     CHECK_EQ(once, TOTAL);
     CHECK_EQ(pl_test_message_count("tq"), 0);

@@ -29,7 +29,7 @@ int main(void)
     }
 
     /* Outgoing: body copied (binary), fields and custom properties. */
-    const unsigned char bin[] = { 'a', 0, 'b', 0xff };
+    const unsigned char bin[] = {'a', 0, 'b', 0xff};
     pl_outgoing *m = NULL;
     CHECK_EQ(pl_outgoing_new(&m, bin, sizeof bin), PL_OK);
     CHECK_EQ(m->body_len, 4);
@@ -59,7 +59,8 @@ int main(void)
     CHECK_STR(cJSON_GetObjectItem(j, "Label")->valuestring, "lbl \"q\"");
     CHECK_STR(cJSON_GetObjectItem(j, "SessionId")->valuestring, "s");
     CHECK_EQ(cJSON_GetObjectItem(j, "TimeToLive")->valuedouble, 40);
-    CHECK_STR(cJSON_GetObjectItem(j, "ScheduledEnqueueTimeUtc")->valuestring, "Sat, 25 Oct 2014 00:56:48 GMT");
+    CHECK_STR(cJSON_GetObjectItem(j, "ScheduledEnqueueTimeUtc")->valuestring,
+              "Sat, 25 Oct 2014 00:56:48 GMT");
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "ForcePersistence")));
     cJSON_Delete(j);
     free(bp);
@@ -99,24 +100,31 @@ int main(void)
     CHECK(bad == NULL);
 
     /* Received property typing, as the service types header forms. */
-    struct { const char *raw; int type; const char *text; long long i; double d; } cases[] = {
-        { "\"hi there\"", PL_PROP_STRING, "hi there", -1, 0 },
-        { "\"This \\\"should\\\" work fine\"", PL_PROP_STRING, "This \"should\" work fine", -1, 0 },
-        { "42", PL_PROP_INT, "42", 42, 42 },
-        { "-7", PL_PROP_INT, "-7", -7, -7 },
-        { "3.14", PL_PROP_DOUBLE, "3.14", 3, 3.14 },
-        { "1e3", PL_PROP_DOUBLE, "1e3", 1000, 1000 },
-        { "true", PL_PROP_BOOL, "true", 1, 1 },
-        { "False", PL_PROP_BOOL, "False", 0, 0 },
-        { "\"Wed, 07 Mar 2012 22:27:00 GMT\"", PL_PROP_DATETIME, "Wed, 07 Mar 2012 22:27:00 GMT", 1331159220, 0 },
-        { "\"Wed, 07 Mar 2012 14:27:00 PST\"", PL_PROP_STRING, "Wed, 07 Mar 2012 14:27:00 PST", -1, 0 },
-        { "bare words", PL_PROP_STRING, "bare words", -1, 0 },
-        { "\"", PL_PROP_STRING, "\"", -1, 0 },
-        { "", PL_PROP_STRING, "", -1, 0 },
-        { "99999999999999999999", PL_PROP_DOUBLE, "99999999999999999999", 0, 1e20 },
-        { "9223372036854775807", PL_PROP_INT, "9223372036854775807", INT64_MAX, 9223372036854775807.0 },
-        { "-9223372036854775808", PL_PROP_INT, "-9223372036854775808", INT64_MIN, -9223372036854775808.0 },
-        { "9223372036854775808", PL_PROP_DOUBLE, "9223372036854775808", 0, 9223372036854775808.0 },
+    struct {
+        const char *raw;
+        int type;
+        const char *text;
+        long long i;
+        double d;
+    } cases[] = {
+        {"\"hi there\"", PL_PROP_STRING, "hi there", -1, 0},
+        {"\"This \\\"should\\\" work fine\"", PL_PROP_STRING, "This \"should\" work fine", -1, 0},
+        {"42", PL_PROP_INT, "42", 42, 42},
+        {"-7", PL_PROP_INT, "-7", -7, -7},
+        {"3.14", PL_PROP_DOUBLE, "3.14", 3, 3.14},
+        {"1e3", PL_PROP_DOUBLE, "1e3", 1000, 1000},
+        {"true", PL_PROP_BOOL, "true", 1, 1},
+        {"False", PL_PROP_BOOL, "False", 0, 0},
+        {"\"Wed, 07 Mar 2012 22:27:00 GMT\"", PL_PROP_DATETIME, "Wed, 07 Mar 2012 22:27:00 GMT", 1331159220,
+         0},
+        {"\"Wed, 07 Mar 2012 14:27:00 PST\"", PL_PROP_STRING, "Wed, 07 Mar 2012 14:27:00 PST", -1, 0},
+        {"bare words", PL_PROP_STRING, "bare words", -1, 0},
+        {"\"", PL_PROP_STRING, "\"", -1, 0},
+        {"", PL_PROP_STRING, "", -1, 0},
+        {"99999999999999999999", PL_PROP_DOUBLE, "99999999999999999999", 0, 1e20},
+        {"9223372036854775807", PL_PROP_INT, "9223372036854775807", INT64_MAX, 9223372036854775807.0},
+        {"-9223372036854775808", PL_PROP_INT, "-9223372036854775808", INT64_MIN, -9223372036854775808.0},
+        {"9223372036854775808", PL_PROP_DOUBLE, "9223372036854775808", 0, 9223372036854775808.0},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         pl_prop p = {0};
@@ -166,10 +174,11 @@ int main(void)
 
     /* BrokerProperties parsing of received messages. */
     pl_message *r = pl_message_alloc();
-    const char *bpj = "{\"DeliveryCount\":2,\"EnqueuedSequenceNumber\":0,\"EnqueuedTimeUtc\":\"Sat, 25 Oct 2014 "
-                      "00:56:48 GMT\",\"LockToken\":\"acccce0e-7596-4e0c-b216-2d18638ac0dd\",\"LockedUntilUtc\":"
-                      "\"Sat, 25 Oct 2014 00:57:48 GMT\",\"MessageId\":\"aa68\",\"SequenceNumber\":7,"
-                      "\"State\":\"Active\",\"TimeToLive\":922337203685.47754,\"Unknown\":[1,2]}";
+    const char *bpj =
+        "{\"DeliveryCount\":2,\"EnqueuedSequenceNumber\":0,\"EnqueuedTimeUtc\":\"Sat, 25 Oct 2014 "
+        "00:56:48 GMT\",\"LockToken\":\"acccce0e-7596-4e0c-b216-2d18638ac0dd\",\"LockedUntilUtc\":"
+        "\"Sat, 25 Oct 2014 00:57:48 GMT\",\"MessageId\":\"aa68\",\"SequenceNumber\":7,"
+        "\"State\":\"Active\",\"TimeToLive\":922337203685.47754,\"Unknown\":[1,2]}";
     CHECK_EQ(pl_message_parse_broker(r, bpj, strlen(bpj)), PL_OK);
     CHECK_EQ(pl_message_delivery_count(r), 2);
     CHECK_EQ(pl_message_sequence_number(r), 7);
@@ -181,10 +190,18 @@ int main(void)
     CHECK(pl_message_broker(r, "LockToken") == NULL);
     CHECK_STR(pl_message_lock_token(r), "acccce0e-7596-4e0c-b216-2d18638ac0dd");
     CHECK(fabs(pl_message_time_to_live(r) - 922337203685.47754) < 1);
-    const char *bads[] = { "{", "[]", "{\"SequenceNumber\":\"x\"}", "{\"SequenceNumber\":1.5}",
-                           "{\"DeliveryCount\":-1}", "{\"LockToken\":5}", "{\"LockToken\":\"a b\"}",
-                           "{\"LockedUntilUtc\":\"tomorrow\"}", "{\"TimeToLive\":\"x\"}",
-                           "{\"MessageId\":3}", "{} trailing", "" };
+    const char *bads[] = {"{",
+                          "[]",
+                          "{\"SequenceNumber\":\"x\"}",
+                          "{\"SequenceNumber\":1.5}",
+                          "{\"DeliveryCount\":-1}",
+                          "{\"LockToken\":5}",
+                          "{\"LockToken\":\"a b\"}",
+                          "{\"LockedUntilUtc\":\"tomorrow\"}",
+                          "{\"TimeToLive\":\"x\"}",
+                          "{\"MessageId\":3}",
+                          "{} trailing",
+                          ""};
     for (size_t k = 0; k < sizeof bads / sizeof bads[0]; k++) {
         pl_message *x = pl_message_alloc();
         CHECK_EQ(pl_message_parse_broker(x, bads[k], strlen(bads[k])), PL_EPROTOCOL);
@@ -192,7 +209,7 @@ int main(void)
         pl_message_free(x);
     }
     /* Not NUL-terminated input is read only within its length. */
-    char nonterm[2] = { '{', '}' };
+    char nonterm[2] = {'{', '}'};
     pl_message *x = pl_message_alloc();
     CHECK_EQ(pl_message_parse_broker(x, nonterm, 2), PL_OK);
     pl_message_free(x);

@@ -13,14 +13,14 @@
 #include "support.h"
 #include "wire_int.h"
 
-static const pl_policy P3 = { 3, 100, 5000 };
-static const pl_policy P0 = { 0, 100, 5000 };
+static const pl_policy P3 = {3, 100, 5000};
+static const pl_policy P0 = {0, 100, 5000};
 
 #define DONE(c) ((c).code)
 
 /* One attempt reported as the first of a call; returns PL_NEXT_* and leaves call. */
-static int first(pl_call *call, int op, int resend, const pl_policy *p, int io, int status, int code,
-                 long ra, int64_t left)
+static int first(pl_call *call, int op, int resend, const pl_policy *p, int io, int status, int code, long ra,
+                 int64_t left)
 {
     pl_call_init(call, op, "q", 7);
     call->resend_ok = resend;
@@ -46,8 +46,8 @@ static void test_retry_after(void)
 static void test_table(void)
 {
     pl_call c;
-    static const int ops[] = { PL_OP_SEND, PL_OP_BATCH, PL_OP_RECVDEL, PL_OP_PEEKLOCK, PL_OP_RENEW,
-                               PL_OP_UNLOCK, PL_OP_COMPLETE };
+    static const int ops[] = {PL_OP_SEND,  PL_OP_BATCH,  PL_OP_RECVDEL, PL_OP_PEEKLOCK,
+                              PL_OP_RENEW, PL_OP_UNLOCK, PL_OP_COMPLETE};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
         int op = ops[i];
         int sendish = op == PL_OP_SEND || op == PL_OP_BATCH || op == PL_OP_RECVDEL;
@@ -150,8 +150,8 @@ static void test_budget(void)
     CHECK_EQ(c.orphaned, 4);
     /* backoff doubles, jittered into [d/2, d], capped */
     pl_call_init(&c, PL_OP_PEEKLOCK, "q", 3);
-    pl_policy p = { 10, 100, 400 };
-    long lo[] = { 50, 100, 200, 200, 200 }, hi[] = { 100, 200, 400, 400, 400 };
+    pl_policy p = {10, 100, 400};
+    long lo[] = {50, 100, 200, 200, 200}, hi[] = {100, 200, 400, 400, 400};
     for (int i = 0; i < 5; i++) {
         CHECK_EQ(pl_call_report(&c, &p, PL_IO_NOT_SENT, 0, PL_ECONNECT, -1, 0), PL_NEXT_RETRY);
         CHECK(c.delay_ms >= lo[i] && c.delay_ms <= hi[i]);
@@ -191,7 +191,7 @@ static void test_budget(void)
 static void test_settle_uncertain(void)
 {
     pl_call c;
-    static const int ops[] = { PL_OP_COMPLETE, PL_OP_UNLOCK };
+    static const int ops[] = {PL_OP_COMPLETE, PL_OP_UNLOCK};
     for (int i = 0; i < 2; i++) {
         /* lost answer, then the retry finds no lock: it was probably the first attempt */
         pl_call_init(&c, ops[i], "q", 1);

@@ -48,8 +48,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     rbuf *b = ud;
     char *np = realloc(b->p, b->n + size * n + 1);
-    if (!np)
-        return 0;
+    if (!np) return 0;
     memcpy(np + b->n, p, size * n);
     b->n += size * n;
     np[b->n] = 0;
@@ -63,20 +62,18 @@ static long admin(const char *method, const char *path, const char *json, char *
     CURL *h = curl_easy_init();
     char url[512];
     snprintf(url, sizeof(url), "%s%s", base, path);
-    rbuf b = { NULL, 0 };
+    rbuf b = {NULL, 0};
     struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
-    if (json)
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
+    if (json) curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(hd);
     curl_easy_cleanup(h);
     if (out)
@@ -119,7 +116,8 @@ static void msg_state(const char *q, int64_t seq, int *locked, int *delivery, in
     *delivery = -1;
     *present = 0;
     cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(ent, "messages")) {
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(ent, "messages"))
+    {
         cJSON *s = cJSON_GetObjectItemCaseSensitive(m, "sequence_number");
         if (cJSON_IsNumber(s) && (int64_t)s->valuedouble == seq) {
             *present = 1;
@@ -210,8 +208,7 @@ static void phase_many(void)
     while (pl_now_mono_ms() < end) {
         pl_event *ev = NULL;
         int rc = pl_renewer_wait_event(&ev, r, (long)(end - pl_now_mono_ms()));
-        if (rc == PL_EMPTY)
-            continue;
+        if (rc == PL_EMPTY) continue;
         REQUIRE(rc == PL_OK);
         pl_message *m = pl_event_message(ev);
         int type = pl_event_type(ev);
@@ -236,9 +233,10 @@ static void phase_many(void)
             other++;
         pl_event_free(ev);
     }
-    fprintf(stderr, "phase 1: keep renewed %d times; 404 lost at %lld ms; 503 lost at %lld ms; "
-            "cap at %lld ms\n", keep_renewed, (long long)gone_at, (long long)busy_at,
-            (long long)cap_at);
+    fprintf(stderr,
+            "phase 1: keep renewed %d times; 404 lost at %lld ms; 503 lost at %lld ms; "
+            "cap at %lld ms\n",
+            keep_renewed, (long long)gone_at, (long long)busy_at, (long long)cap_at);
 
     /* kept alive: renewed at about half-life, still locked, delivered once */
     CHECK(keep_renewed >= 3);
@@ -290,14 +288,13 @@ static void phase_many(void)
     CHECK(st.failures >= 4 && st.failures <= 30);
     CHECK(st.rtt_p99_ms > 0);
     uint64_t slack_total = 0;
-    for (int i = 0; i < 6; i++)
-        slack_total += st.slack_buckets[i];
+    for (int i = 0; i < 6; i++) slack_total += st.slack_buckets[i];
     CHECK_EQ(slack_total, st.renewals);
     /* renewed early: no renewal completed with less than 5% of the lock left */
     CHECK_EQ(st.slack_buckets[0] + st.slack_buckets[1], 0);
     fprintf(stderr, "phase 1: renewals %llu, failures %llu, lateness p99 %.2f ms, rtt p99 %.2f ms\n",
-            (unsigned long long)st.renewals, (unsigned long long)st.failures,
-            st.lateness_p99_ms, st.rtt_p99_ms);
+            (unsigned long long)st.renewals, (unsigned long long)st.failures, st.lateness_p99_ms,
+            st.rtt_p99_ms);
 
     /* the handler finishes: remove, then complete exactly once */
     CHECK_EQ(pl_renewer_remove(r, keep), PL_OK);
@@ -397,8 +394,7 @@ static void phase_slow(void)
         CHECK_EQ(pl_event_type(ev), PL_EVENT_LOST);
         pl_event_free(ev);
     }
-    fprintf(stderr, "phase 2b: lost reported %lld ms after the estimated expiry\n",
-            (long long)(at - expiry));
+    fprintf(stderr, "phase 2b: lost reported %lld ms after the estimated expiry\n", (long long)(at - expiry));
     CHECK(at <= expiry + 1000); /* at the estimate, not ~6 s later with the reply */
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_LOST);
     REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
@@ -428,8 +424,7 @@ static void phase_close(void)
     int64_t deadline = pl_now_mono_ms() + 5000;
     while (counter("requests.renew") < before + 3 && pl_now_mono_ms() < deadline) {
         pl_event *ev = NULL;
-        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK)
-            pl_event_free(ev);
+        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK) pl_event_free(ev);
     }
     CHECK(counter("requests.renew") >= before + 3); /* all three connections busy */
     /* the fault now only delays renewals; unlocks go through at once */
@@ -437,7 +432,7 @@ static void phase_close(void)
     CHECK_EQ(pl_renewer_close(r, 1), PL_OK);
     int64_t took = pl_now_mono_ms() - t;
     fprintf(stderr, "phase 3: close with unlock took %lld ms\n", (long long)took);
-    CHECK(took < 3000); /* did not wait for the delayed renewals */
+    CHECK(took < 3000);                      /* did not wait for the delayed renewals */
     CHECK_EQ(pl_renewer_close(r, 1), PL_OK); /* idempotent */
     CHECK_EQ(pl_renewer_add(r, m[0], 0), PL_ECLOSED);
     pl_event *ev = NULL;
@@ -461,8 +456,7 @@ static void phase_close(void)
     }
     REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
     pl_renewer_free(r);
-    for (int i = 0; i < N; i++)
-        pl_message_free(m[i]);
+    for (int i = 0; i < N; i++) pl_message_free(m[i]);
 
     /* close without unlock while a renew is in flight, then free at once */
     make_queue("closing2", 5);
@@ -473,8 +467,7 @@ static void phase_close(void)
     REQUIRE(pl_renewer_add(r, x, 0) == PL_OK);
     deadline = pl_now_mono_ms() + 5000;
     while (counter("requests.renew") == before && pl_now_mono_ms() < deadline) {
-        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK)
-            pl_event_free(ev);
+        if (pl_renewer_wait_event(&ev, r, 20) == PL_OK) pl_event_free(ev);
     }
     pl_renewer_free(r);
     CHECK_EQ(pl_message_lock_state(x), PL_LOCK_HELD); /* still the handler's to settle */
@@ -515,8 +508,7 @@ static void phase_grow(void)
     CHECK(conns > 4 && conns <= 32);
     CHECK(renewed >= N);
     CHECK_EQ(lost, 0);
-    for (int i = 0; i < N; i++)
-        CHECK_EQ(pl_message_lock_state(m[i]), PL_LOCK_HELD);
+    for (int i = 0; i < N; i++) CHECK_EQ(pl_message_lock_state(m[i]), PL_LOCK_HELD);
     REQUIRE(admin("DELETE", "/$admin/faults", NULL, NULL) == 200);
     CHECK_EQ(pl_renewer_close(r, 1), PL_OK);
     for (int i = 0; i < N; i++) {
@@ -575,9 +567,9 @@ static void phase_shared(void)
     /* The renewer's own client points where nothing listens: renewals that went
      * through it would fail and the lock would be lost. */
     pl_client *dead = NULL;
-    REQUIRE(pl_client_new_from_connection_string(&dead,
-                "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=k;SharedAccessKey=v;"
-                "UseDevelopmentEmulator=true") == PL_OK);
+    REQUIRE(pl_client_new_from_connection_string(
+                &dead, "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=k;SharedAccessKey=v;"
+                       "UseDevelopmentEmulator=true") == PL_OK);
     pl_renewer *r = NULL;
     REQUIRE(pl_renewer_new(&r, dead, NULL) == PL_OK);
     make_queue("shared", 5);
@@ -588,7 +580,7 @@ static void phase_shared(void)
     pl_renewer_stats st;
     int64_t deadline = pl_now_mono_ms() + 15000;
     do {
-        struct timespec ts = { 0, 50 * 1000 * 1000 };
+        struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL); /* polling for the renewer's progress, not standing in for it */
         REQUIRE(pl_renewer_stats_get(r, &st) == PL_OK);
     } while (st.renewals < 2 && st.lost == 0 && pl_now_mono_ms() < deadline);
@@ -612,10 +604,8 @@ static void phase_shared(void)
 int main(int argc, char **argv)
 {
     const char *cs = getenv("PEEKLOCK_TEST_CONNECTION_STRING");
-    if (!cs)
-        cs = getenv("PEEKLOCK_CONNECTION_STRING");
-    if (!cs && argc > 1)
-        cs = argv[1];
+    if (!cs) cs = getenv("PEEKLOCK_CONNECTION_STRING");
+    if (!cs && argc > 1) cs = argv[1];
     if (!cs) {
         fprintf(stderr, "test_renewer: no emulator connection string (run under with_emulator.py)\n");
         return 1;
@@ -625,20 +615,13 @@ int main(int argc, char **argv)
     snprintf(base, sizeof(base), "%s", pl_client_endpoint(client));
 
     const char *only = getenv("TEST_RENEWER_ONLY");
-    if (!only || strstr(only, "errors"))
-        phase_errors();
-    if (!only || strstr(only, "many"))
-        phase_many();
-    if (!only || strstr(only, "race"))
-        phase_race();
-    if (!only || strstr(only, "slow"))
-        phase_slow();
-    if (!only || strstr(only, "close"))
-        phase_close();
-    if (!only || strstr(only, "grow"))
-        phase_grow();
-    if (!only || strstr(only, "shared"))
-        phase_shared();
+    if (!only || strstr(only, "errors")) phase_errors();
+    if (!only || strstr(only, "many")) phase_many();
+    if (!only || strstr(only, "race")) phase_race();
+    if (!only || strstr(only, "slow")) phase_slow();
+    if (!only || strstr(only, "close")) phase_close();
+    if (!only || strstr(only, "grow")) phase_grow();
+    if (!only || strstr(only, "shared")) phase_shared();
 
     pl_client_free(client);
     curl_global_cleanup();

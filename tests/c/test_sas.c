@@ -19,12 +19,14 @@ int main(void)
 
     const char *key = "SGVsbG9Xb3JsZEtleVZhbHVlMTIzNDU2Nzg5MGFiY2Q=";
     /* Computed vectors (protocol.md §4): the key is used as text. */
-    vector("https%3A%2F%2Fcontoso.servicebus.windows.net%2F", "RootManageSharedAccessKey", key, 1700000000,
-           "SharedAccessSignature sr=https%3A%2F%2Fcontoso.servicebus.windows.net%2F"
-           "&sig=e7iRjghEhQr1bicFUtjwOr%2BfYU7BMGFyx04SJuOraGA%3D&se=1700000000&skn=RootManageSharedAccessKey");
+    vector(
+        "https%3A%2F%2Fcontoso.servicebus.windows.net%2F", "RootManageSharedAccessKey", key, 1700000000,
+        "SharedAccessSignature sr=https%3A%2F%2Fcontoso.servicebus.windows.net%2F"
+        "&sig=e7iRjghEhQr1bicFUtjwOr%2BfYU7BMGFyx04SJuOraGA%3D&se=1700000000&skn=RootManageSharedAccessKey");
     vector("https%3a%2f%2fcontoso.servicebus.windows.net%2f", "RootManageSharedAccessKey", key, 1700000000,
            "SharedAccessSignature sr=https%3a%2f%2fcontoso.servicebus.windows.net%2f"
-           "&sig=cFbJuErGZiTbiVnfEe39QbiTLW0xxAsmAim%2BICuH8%2FU%3D&se=1700000000&skn=RootManageSharedAccessKey");
+           "&sig=cFbJuErGZiTbiVnfEe39QbiTLW0xxAsmAim%2BICuH8%2FU%3D&se=1700000000&skn="
+           "RootManageSharedAccessKey");
     vector("https%3a%2f%2fcontoso.servicebus.windows.net%3a443%2fmyqueue%2fmessages%2fhead%3ftimeout%3d60",
            "RootManageSharedAccessKey", key, 1700000000,
            "SharedAccessSignature sr=https%3a%2f%2fcontoso.servicebus.windows.net%3a443%2fmyqueue%2fmessages"
@@ -34,15 +36,17 @@ int main(void)
     /* pl_sas_token encodes the URI itself (lowercase escapes) and signs that text. */
     char *tok = NULL;
     CHECK_EQ(pl_sas_token(&tok, "https://contoso.servicebus.windows.net/", "RootManageSharedAccessKey", key,
-                          1700000000), PL_OK);
+                          1700000000),
+             PL_OK);
     CHECK_STR(tok, "SharedAccessSignature sr=https%3a%2f%2fcontoso.servicebus.windows.net%2f"
                    "&sig=cFbJuErGZiTbiVnfEe39QbiTLW0xxAsmAim%2BICuH8%2FU%3D&se=1700000000"
                    "&skn=RootManageSharedAccessKey");
     pl_free(tok);
 
     /* The wrong way (base64-decoded key) must not be what we produce. */
-    CHECK_EQ(pl_sas_token_raw(&tok, "HTTPS%3A%2F%2FCONTOSO.SERVICEBUS.WINDOWS.NET%2F", "RootManageSharedAccessKey",
-                              key, 1700000000), PL_OK);
+    CHECK_EQ(pl_sas_token_raw(&tok, "HTTPS%3A%2F%2FCONTOSO.SERVICEBUS.WINDOWS.NET%2F",
+                              "RootManageSharedAccessKey", key, 1700000000),
+             PL_OK);
     CHECK(tok && !strstr(tok, "DQiqahJi6s"));
     pl_free(tok);
 

@@ -25,10 +25,8 @@ static pl_sched_config cfg_nojitter(void)
 static int heap_ok(const pl_sched *s)
 {
     for (size_t i = 0; i < s->len; i++) {
-        if (s->heap[i]->heap_index != i)
-            return 0;
-        if (i > 0 && s->heap[(i - 1) / 2]->due_ms > s->heap[i]->due_ms)
-            return 0;
+        if (s->heap[i]->heap_index != i) return 0;
+        if (i > 0 && s->heap[(i - 1) / 2]->due_ms > s->heap[i]->due_ms) return 0;
     }
     return 1;
 }
@@ -86,12 +84,10 @@ static void test_margin_follows_rtt(void)
     CHECK_EQ(pl_sched_due_for(&s, now, 3000, INT64_MAX), 1100);
     /* Slow samples above the p99 widen the margin at once (no waiting for the
      * periodic re-sort): 203 samples, the 201st smallest is 2500. */
-    for (int i = 0; i < 3; i++)
-        pl_sched_observe_rtt(&s, 2500.0);
+    for (int i = 0; i < 3; i++) pl_sched_observe_rtt(&s, 2500.0);
     CHECK(fabs(pl_sched_rtt_p99_ms(&s) - 2500.0) < 1e-3);
     /* Old samples leave the window: after 256 fast ones the margin shrinks back. */
-    for (int i = 0; i < 256 + 16; i++)
-        pl_sched_observe_rtt(&s, 5.0);
+    for (int i = 0; i < 256 + 16; i++) pl_sched_observe_rtt(&s, 5.0);
     CHECK(fabs(pl_sched_rtt_p99_ms(&s) - 5.0) < 1e-3);
     /* Garbage in: negative and NaN count as 0. */
     pl_sched_observe_rtt(&s, -3.0);
@@ -164,13 +160,10 @@ static void test_jitter_spreads_and_is_deterministic(void)
         CHECK_EQ(da, db); /* same seed, same schedule */
         CHECK(da <= now + 15000);
         CHECK(da >= now + 15000 - 1500);
-        if (da < lo)
-            lo = da;
-        if (da > hi)
-            hi = da;
+        if (da < lo) lo = da;
+        if (da > hi) hi = da;
         int64_t k = now + 15000 - da;
-        if (k >= 0 && k <= 1500 && !seen[k]++)
-            distinct++;
+        if (k >= 0 && k <= 1500 && !seen[k]++) distinct++;
     }
     /* Locks taken together spread over (almost) the whole jitter window. */
     CHECK(hi - lo > 1300);
@@ -182,8 +175,8 @@ static void test_jitter_spreads_and_is_deterministic(void)
     pl_sched_init(&a, &(pl_sched_config){.margin_floor_ms = 1000, .jitter = 0.1, .seed = 42});
     int differ = 0;
     for (int i = 0; i < 20; i++)
-        differ += pl_sched_due_for(&a, now, expiry, INT64_MAX) !=
-                  pl_sched_due_for(&d, now, expiry, INT64_MAX);
+        differ +=
+            pl_sched_due_for(&a, now, expiry, INT64_MAX) != pl_sched_due_for(&d, now, expiry, INT64_MAX);
     CHECK(differ > 10);
     pl_sched_destroy(&a);
     pl_sched_destroy(&b);
@@ -204,10 +197,8 @@ static void test_jitter_spreads_and_is_deterministic(void)
     for (int i = 0; i < N; i++) {
         CHECK_EQ(pl_sched_add(&fs, &es[i], now, expiry, 30000, INT64_MAX), 0);
         CHECK(es[i].due_ms <= now + 15000 && es[i].due_ms >= now + 7500);
-        if (es[i].due_ms < lo)
-            lo = es[i].due_ms;
-        if (es[i].due_ms > hi)
-            hi = es[i].due_ms;
+        if (es[i].due_ms < lo) lo = es[i].due_ms;
+        if (es[i].due_ms > hi) hi = es[i].due_ms;
     }
     CHECK(hi - lo > 7000);
     /* later renewals use the ordinary jitter */
@@ -227,8 +218,8 @@ static void test_jitter_spreads_and_is_deterministic(void)
 /* Simulated renewer: each due renewal takes rtt_ms and succeeds; the new expiry is
  * the send time + lock duration (the client rule). Returns the number of renewals
  * and the number of times a lock expired before its renewal was sent. */
-static void simulate(int n, int64_t lock_ms, int64_t rtt_ms, int64_t run_ms, double jitter,
-                     long *renewals, long *expired, int64_t *min_slack)
+static void simulate(int n, int64_t lock_ms, int64_t rtt_ms, int64_t run_ms, double jitter, long *renewals,
+                     long *expired, int64_t *min_slack)
 {
     pl_sched s;
     pl_sched_config c = cfg_nojitter();
@@ -248,13 +239,10 @@ static void simulate(int n, int64_t lock_ms, int64_t rtt_ms, int64_t run_ms, dou
         pl_sched_entry *out;
         int act = pl_sched_pop_due(&s, now, &out);
         CHECK_EQ(act, PL_SCHED_RENEW);
-        if (act != PL_SCHED_RENEW)
-            break;
+        if (act != PL_SCHED_RENEW) break;
         int64_t slack = out->expiry_ms - (now + rtt_ms);
-        if (slack < *min_slack)
-            *min_slack = slack;
-        if (now >= out->expiry_ms)
-            (*expired)++;
+        if (slack < *min_slack) *min_slack = slack;
+        if (now >= out->expiry_ms) (*expired)++;
         pl_sched_observe_rtt(&s, (double)rtt_ms);
         CHECK_EQ(pl_sched_renewed(&s, out, now + rtt_ms, now + lock_ms), 0);
         (*renewals)++;
@@ -337,22 +325,21 @@ static void test_retry_until_time_runs_out(void)
         int64_t delay = due - now;
         int64_t remaining = e.expiry_ms - now;
         CHECK(delay >= 0);
-        CHECK(delay <= remaining / 2);   /* never later than half the remaining time */
-        CHECK(due < e.expiry_ms);        /* each retry goes out while the lock holds */
-        if (attempts <= 3)               /* exponential backoff at first, with jitter */
+        CHECK(delay <= remaining / 2); /* never later than half the remaining time */
+        CHECK(due < e.expiry_ms);      /* each retry goes out while the lock holds */
+        if (attempts <= 3)             /* exponential backoff at first, with jitter */
             CHECK(delay >= 50L << (attempts - 1) && delay <= 100L << (attempts - 1));
         prev_delay = delay;
         now = due;
         CHECK_EQ(pl_sched_pop_due(&s, now, &out), PL_SCHED_RENEW);
         attempts++;
         CHECK(attempts < 100);
-        if (attempts >= 100)
-            break;
+        if (attempts >= 100) break;
     }
     (void)prev_delay;
     CHECK_EQ(outcome, PL_SCHED_GIVE_UP);
-    CHECK(now < lock);                   /* gave up before the lock expired ... */
-    CHECK(lock - now < 20);              /* ... when less than the minimum window remained */
+    CHECK(now < lock);      /* gave up before the lock expired ... */
+    CHECK(lock - now < 20); /* ... when less than the minimum window remained */
     CHECK(attempts > 5);
     CHECK_EQ(e.failures, attempts);
     CHECK_EQ(e.heap_index, PL_SCHED_NOT_QUEUED);
@@ -436,8 +423,7 @@ static void test_histogram(void)
     pl_hist h;
     pl_hist_reset(&h);
     CHECK(pl_hist_quantile(&h, 0.99) == 0.0);
-    for (int i = 1; i <= 1000; i++)
-        pl_hist_record(&h, (double)i);
+    for (int i = 1; i <= 1000; i++) pl_hist_record(&h, (double)i);
     CHECK_EQ(h.count, 1000);
     double p99 = pl_hist_quantile(&h, 0.99), p50 = pl_hist_quantile(&h, 0.5);
     CHECK(p99 >= 990.0 && p99 <= 990.0 * 1.07);

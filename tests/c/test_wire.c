@@ -15,9 +15,9 @@
 #include "support.h"
 #include "wire_int.h"
 
-static const char *known_headers[] = { "transfer-encoding", "content-type", "location", "server",
-                                       "brokerproperties", "date", "strict-transport-security",
-                                       "content-length", NULL };
+static const char *known_headers[] = {
+    "transfer-encoding",         "content-type",   "location", "server", "brokerproperties", "date",
+    "strict-transport-security", "content-length", NULL};
 
 static int is_known(const char *h)
 {
@@ -31,7 +31,10 @@ static void entity_of(const char *path, char *out, size_t n)
 {
     const char *p = path + 1, *best = NULL;
     for (const char *q = p; *q; q++)
-        if (q[0] == '/' && pl_strncaseeq(q, "/messages", 9) && (q[9] == '/' || q[9] == 0)) { best = q; break; }
+        if (q[0] == '/' && pl_strncaseeq(q, "/messages", 9) && (q[9] == '/' || q[9] == 0)) {
+            best = q;
+            break;
+        }
     size_t len = best ? (size_t)(best - p) : strlen(p);
     snprintf(out, n, "%.*s", (int)len, p);
 }
@@ -41,7 +44,8 @@ static pl_response *fixture_response(cJSON *resp)
     pl_response *r = NULL;
     REQUIRE(pl_response_new(&r, cJSON_GetObjectItem(resp, "status")->valueint) == PL_OK);
     cJSON *h;
-    cJSON_ArrayForEach(h, cJSON_GetObjectItem(resp, "headers")) {
+    cJSON_ArrayForEach(h, cJSON_GetObjectItem(resp, "headers"))
+    {
         REQUIRE(pl_response_add_header(r, h->string, h->valuestring) == PL_OK);
     }
     cJSON *b64 = cJSON_GetObjectItem(resp, "body_base64");
@@ -65,22 +69,27 @@ static void check_broker_fields(const pl_message *m, const char *bp_text)
     cJSON *bp = cJSON_Parse(bp_text);
     REQUIRE(bp != NULL);
     cJSON *f;
-    cJSON_ArrayForEach(f, bp) {
+    cJSON_ArrayForEach(f, bp)
+    {
         const char *k = f->string;
-        if (!strcmp(k, "LockToken")) CHECK_STR(pl_message_lock_token(m), f->valuestring);
-        else if (!strcmp(k, "SequenceNumber")) CHECK_EQ(pl_message_sequence_number(m), (long long)f->valuedouble);
+        if (!strcmp(k, "LockToken"))
+            CHECK_STR(pl_message_lock_token(m), f->valuestring);
+        else if (!strcmp(k, "SequenceNumber"))
+            CHECK_EQ(pl_message_sequence_number(m), (long long)f->valuedouble);
         else if (!strcmp(k, "EnqueuedSequenceNumber"))
             CHECK_EQ(pl_message_enqueued_sequence_number(m), (long long)f->valuedouble);
-        else if (!strcmp(k, "DeliveryCount")) CHECK_EQ(pl_message_delivery_count(m), f->valueint);
+        else if (!strcmp(k, "DeliveryCount"))
+            CHECK_EQ(pl_message_delivery_count(m), f->valueint);
         else if (!strcmp(k, "EnqueuedTimeUtc"))
             CHECK_EQ(pl_message_enqueued_time(m), pl_http_date_parse(f->valuestring));
         else if (!strcmp(k, "LockedUntilUtc"))
             CHECK_EQ(pl_message_locked_until(m), pl_http_date_parse(f->valuestring));
-        else if (!strcmp(k, "TimeToLive")) CHECK(fabs(pl_message_time_to_live(m) - f->valuedouble) < 1e-3);
+        else if (!strcmp(k, "TimeToLive"))
+            CHECK(fabs(pl_message_time_to_live(m) - f->valuedouble) < 1e-3);
         else if (cJSON_IsString(f) && pl_message_broker_index(k) >= 0)
             CHECK_STR(pl_message_broker(m, k), f->valuestring);
-        else if (!strcmp(k, "ForcePersistence")) { /* echoed flag, not served */ }
-        else {
+        else if (!strcmp(k, "ForcePersistence")) { /* echoed flag, not served */
+        } else {
             fprintf(stderr, "unexpected BrokerProperties field %s\n", k);
             pl_test_failures++;
         }
@@ -99,7 +108,8 @@ static void replay_fixtures(void)
     int receives = 0, settles = 0, sends = 0, empties = 0, props = 0;
     pl_message *last_locked = NULL;
     cJSON *ex;
-    cJSON_ArrayForEach(ex, cJSON_GetObjectItem(root, "exchanges")) {
+    cJSON_ArrayForEach(ex, cJSON_GetObjectItem(root, "exchanges"))
+    {
         const char *op = cJSON_GetObjectItem(ex, "operation")->valuestring;
         const char *id = cJSON_GetObjectItem(ex, "id")->valuestring;
         cJSON *rq = cJSON_GetObjectItem(ex, "request"), *rs = cJSON_GetObjectItem(ex, "response");
@@ -128,8 +138,10 @@ static void replay_fixtures(void)
                 CHECK_EQ(blen, resp->body_len);
                 CHECK(blen == 0 || memcmp(body, resp->body, blen) == 0);
                 const char *ct = pl_response_header(resp, "content-type");
-                if (ct) CHECK_STR(pl_message_content_type(m), ct);
-                else CHECK(pl_message_content_type(m) == NULL);
+                if (ct)
+                    CHECK_STR(pl_message_content_type(m), ct);
+                else
+                    CHECK(pl_message_content_type(m) == NULL);
                 const char *bp = pl_response_header(resp, "BrokerProperties");
                 if (bp) check_broker_fields(m, bp);
                 CHECK_STR(pl_message_entity(m), entity);
@@ -145,8 +157,9 @@ static void replay_fixtures(void)
                 if (peek) {
                     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_HELD);
                     CHECK_STR(m->location, pl_response_header(resp, "Location"));
-                    int64_t dur = (pl_message_locked_until(m) -
-                                   pl_http_date_parse(pl_response_header(resp, "Date"))) * 1000;
+                    int64_t dur =
+                        (pl_message_locked_until(m) - pl_http_date_parse(pl_response_header(resp, "Date"))) *
+                        1000;
                     CHECK_EQ(pl_message_lock_duration_ms(m), dur);
                     CHECK(dur >= 59000 && dur <= 62000); /* the service's Date lags by 0-2 s */
                     CHECK_EQ(pl_message_lock_expiry_mono_ms(m), 1000 + dur);
@@ -162,8 +175,9 @@ static void replay_fixtures(void)
             pl_response_free(resp);
         } else if (!strcmp(op, "unlock") || !strcmp(op, "complete") || !strcmp(op, "renew-lock")) {
             REQUIRE(last_locked != NULL);
-            int sop = !strcmp(op, "unlock") ? PL_SETTLE_UNLOCK
-                      : !strcmp(op, "complete") ? PL_SETTLE_COMPLETE : PL_SETTLE_RENEW;
+            int sop = !strcmp(op, "unlock")     ? PL_SETTLE_UNLOCK
+                      : !strcmp(op, "complete") ? PL_SETTLE_COMPLETE
+                                                : PL_SETTLE_RENEW;
             /* the recorded settle went to the Location of the preceding peek-lock */
             char url[512];
             snprintf(url, sizeof url, "%s%s", endpoint, cJSON_GetObjectItem(rq, "path")->valuestring);
@@ -196,8 +210,8 @@ static void replay_fixtures(void)
     }
     pl_message_free(last_locked);
     cJSON_Delete(root);
-    printf("fixtures: %d receives, %d empty, %d settles, %d sends, %d custom properties\n", receives,
-           empties, settles, sends, props);
+    printf("fixtures: %d receives, %d empty, %d settles, %d sends, %d custom properties\n", receives, empties,
+           settles, sends, props);
     CHECK(receives >= 40);
     CHECK(settles >= 13);
     CHECK(sends >= 29);
@@ -219,7 +233,8 @@ static pl_message *locked_message(const char *endpoint)
     REQUIRE(pl_wire_receive(&req, endpoint, "q", 0, 1, NULL) == PL_OK);
     pl_response *r = resp_with(201, "payload");
     pl_response_add_header(r, "Date", "Sat, 25 Oct 2014 00:56:48 GMT");
-    pl_response_add_header(r, "Location", "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c");
+    pl_response_add_header(
+        r, "Location", "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c");
     pl_response_add_header(r, "BrokerProperties",
                            "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":3,"
                            "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:18 GMT\",\"DeliveryCount\":1}");
@@ -247,10 +262,22 @@ static void requests(void)
     int seen = 0;
     for (size_t i = 0; i < pl_request_header_count(req); i++) {
         const char *n = pl_request_header_name(req, i), *v = pl_request_header_value(req, i);
-        if (!strcmp(n, "BrokerProperties")) { CHECK_STR(v, "{\"MessageId\":\"id1\"}"); seen |= 1; }
-        if (!strcmp(n, "Content-Type")) { CHECK_STR(v, "application/octet-stream"); seen |= 2; }
-        if (!strcmp(n, "n")) { CHECK_STR(v, "3"); seen |= 4; }
-        if (!strcmp(n, "Authorization")) { CHECK_STR(v, "SharedAccessSignature x"); seen |= 8; }
+        if (!strcmp(n, "BrokerProperties")) {
+            CHECK_STR(v, "{\"MessageId\":\"id1\"}");
+            seen |= 1;
+        }
+        if (!strcmp(n, "Content-Type")) {
+            CHECK_STR(v, "application/octet-stream");
+            seen |= 2;
+        }
+        if (!strcmp(n, "n")) {
+            CHECK_STR(v, "3");
+            seen |= 4;
+        }
+        if (!strcmp(n, "Authorization")) {
+            CHECK_STR(v, "SharedAccessSignature x");
+            seen |= 8;
+        }
     }
     CHECK_EQ(seen, 15);
     CHECK_STR(req->scope, "https://ns.servicebus.windows.net/my%20queue/$deadletterqueue");
@@ -267,7 +294,7 @@ static void requests(void)
     pl_request_free(req);
 
     /* Entity validation: no path tricks. */
-    const char *bad[] = { "", "../x", "a/../b", "a//b", "/a", "a/", ".", "q/messages/head", "a\nb", "a\x7f" };
+    const char *bad[] = {"", "../x", "a/../b", "a//b", "/a", "a/", ".", "q/messages/head", "a\nb", "a\x7f"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         req = (pl_request *)1;
         CHECK_EQ(pl_wire_receive(&req, ep, bad[i], 0, 1, NULL), PL_EINVAL);
@@ -286,7 +313,8 @@ static void requests(void)
     /* Settles use Location verbatim; receive-and-delete messages have no lock. */
     pl_message *m = locked_message(ep);
     REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL) == PL_OK);
-    CHECK_STR(req->url, "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c");
+    CHECK_STR(req->url,
+              "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c");
     CHECK_STR(req->method, "DELETE");
     pl_request_free(req);
     REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_UNLOCK, NULL) == PL_OK);
@@ -301,8 +329,9 @@ static void requests(void)
     /* A 404 on renew: lost, with the reason; the detail never shows the lock token. */
     pl_request *rr = NULL;
     REQUIRE(pl_wire_settle(&rr, ep, m, PL_SETTLE_RENEW, NULL) == PL_OK);
-    pl_response *r = resp_with(404, "<Error><Code>404</Code><Detail>The lock token "
-                                    "0E80AA4D-a5d1-4a99-b09e-d118f8c5972c is not valid sig=abc. TrackingId:x</Detail></Error>");
+    pl_response *r = resp_with(
+        404, "<Error><Code>404</Code><Detail>The lock token "
+             "0E80AA4D-a5d1-4a99-b09e-d118f8c5972c is not valid sig=abc. TrackingId:x</Detail></Error>");
     CHECK_EQ(pl_wire_result(NULL, NULL, ep, rr, m, r, 200), PL_ELOCKLOST);
     CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
     CHECK(strstr(pl_error_last()->message, "0E80AA4D") == NULL);
@@ -337,21 +366,27 @@ static void requests(void)
 static void status_mapping(void)
 {
     const char *ep = "https://ns.servicebus.windows.net";
-    struct { int status; const char *body; int send_code; int settle_code; int retryable; } t[] = {
-        { 400, "<Error><Code>400</Code><Detail>bad</Detail></Error>", PL_EBADREQUEST, PL_EBADREQUEST, 0 },
-        { 401, "<Error><Code>401</Code><Detail>40103: Invalid authorization token signature</Detail></Error>",
-          PL_EAUTH, PL_EAUTH, 0 },
-        { 403, "<Error><Code>403</Code><Detail>The maximum message size has been exceeded.</Detail></Error>",
-          PL_ETOOLARGE, PL_ETOOLARGE, 0 },
-        { 403, "<Error><Code>403</Code><Detail>Quota exceeded.</Detail></Error>", PL_EAUTH, PL_EAUTH, 0 },
-        { 404, "", PL_ENOTFOUND, PL_ELOCKLOST, 0 },
-        { 409, "<Error><Code>409</Code><Detail>Conflict.</Detail></Error>", PL_ECONFLICT, PL_ECONFLICT, 0 },
-        { 410, "<Error><Code>410</Code><Detail>gone</Detail></Error>", PL_ENOTFOUND, PL_ENOTFOUND, 0 },
-        { 429, "", PL_ETHROTTLED, PL_ETHROTTLED, 1 },
-        { 500, "", PL_ESERVER, PL_ESERVER, 1 },
-        { 503, "<Error><Code>503</Code><Detail>ServerBusy</Detail></Error>", PL_ETHROTTLED, PL_ETHROTTLED, 1 },
-        { 418, "", PL_EHTTP, PL_EHTTP, 0 },
-        { 302, "", PL_EHTTP, PL_EHTTP, 0 },
+    struct {
+        int status;
+        const char *body;
+        int send_code;
+        int settle_code;
+        int retryable;
+    } t[] = {
+        {400, "<Error><Code>400</Code><Detail>bad</Detail></Error>", PL_EBADREQUEST, PL_EBADREQUEST, 0},
+        {401, "<Error><Code>401</Code><Detail>40103: Invalid authorization token signature</Detail></Error>",
+         PL_EAUTH, PL_EAUTH, 0},
+        {403, "<Error><Code>403</Code><Detail>The maximum message size has been exceeded.</Detail></Error>",
+         PL_ETOOLARGE, PL_ETOOLARGE, 0},
+        {403, "<Error><Code>403</Code><Detail>Quota exceeded.</Detail></Error>", PL_EAUTH, PL_EAUTH, 0},
+        {404, "", PL_ENOTFOUND, PL_ELOCKLOST, 0},
+        {409, "<Error><Code>409</Code><Detail>Conflict.</Detail></Error>", PL_ECONFLICT, PL_ECONFLICT, 0},
+        {410, "<Error><Code>410</Code><Detail>gone</Detail></Error>", PL_ENOTFOUND, PL_ENOTFOUND, 0},
+        {429, "", PL_ETHROTTLED, PL_ETHROTTLED, 1},
+        {500, "", PL_ESERVER, PL_ESERVER, 1},
+        {503, "<Error><Code>503</Code><Detail>ServerBusy</Detail></Error>", PL_ETHROTTLED, PL_ETHROTTLED, 1},
+        {418, "", PL_EHTTP, PL_EHTTP, 0},
+        {302, "", PL_EHTTP, PL_EHTTP, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         pl_request *req = NULL;
@@ -382,15 +417,21 @@ static void malformed(void)
     const char *bp = "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":3,"
                      "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:18 GMT\"}";
     const char *loc = "https://ns.servicebus.windows.net/q/messages/3/0e80aa4d-a5d1-4a99-b09e-d118f8c5972c";
-    struct { const char *bp; const char *loc; const char *date; const char *want; } t[] = {
-        { NULL, loc, "Sat, 25 Oct 2014 00:56:48 GMT", "no BrokerProperties" },
-        { "{\"LockToken\":", loc, "Sat, 25 Oct 2014 00:56:48 GMT", "not valid JSON" },
-        { bp, NULL, "Sat, 25 Oct 2014 00:56:48 GMT", "no Location" },
-        { bp, "https://evil.example/q/messages/3/x", "Sat, 25 Oct 2014 00:56:48 GMT", "endpoint" },
-        { bp, "https://ns.servicebus.windows.net.evil.example/q", "Sat, 25 Oct 2014 00:56:48 GMT", "endpoint" },
-        { bp, "https://ns.servicebus.windows.net/q/messages/3/x y", "Sat, 25 Oct 2014 00:56:48 GMT", "valid URL" },
-        { "{\"SequenceNumber\":3}", loc, "Sat, 25 Oct 2014 00:56:48 GMT", "no LockToken" },
-        { bp, loc, "Sat, 25 Oct 2014 01:56:48 GMT", "not a lock duration" },
+    struct {
+        const char *bp;
+        const char *loc;
+        const char *date;
+        const char *want;
+    } t[] = {
+        {NULL, loc, "Sat, 25 Oct 2014 00:56:48 GMT", "no BrokerProperties"},
+        {"{\"LockToken\":", loc, "Sat, 25 Oct 2014 00:56:48 GMT", "not valid JSON"},
+        {bp, NULL, "Sat, 25 Oct 2014 00:56:48 GMT", "no Location"},
+        {bp, "https://evil.example/q/messages/3/x", "Sat, 25 Oct 2014 00:56:48 GMT", "endpoint"},
+        {bp, "https://ns.servicebus.windows.net.evil.example/q", "Sat, 25 Oct 2014 00:56:48 GMT", "endpoint"},
+        {bp, "https://ns.servicebus.windows.net/q/messages/3/x y", "Sat, 25 Oct 2014 00:56:48 GMT",
+         "valid URL"},
+        {"{\"SequenceNumber\":3}", loc, "Sat, 25 Oct 2014 00:56:48 GMT", "no LockToken"},
+        {bp, loc, "Sat, 25 Oct 2014 01:56:48 GMT", "not a lock duration"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         pl_request *req = NULL;
@@ -403,7 +444,8 @@ static void malformed(void)
         CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
         CHECK(m == NULL);
         if (!strstr(pl_error_last()->message, t[i].want)) {
-            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, pl_error_last()->message, t[i].want);
+            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, pl_error_last()->message,
+                    t[i].want);
             pl_test_failures++;
         }
         CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
@@ -465,7 +507,7 @@ static void redaction_by_value(const pl_request *req)
     size_t o = 0;
     for (const char *p = sigv; *p && o + 1 < sizeof dec; p++) {
         if (p[0] == '%' && p[1] && p[2]) {
-            char hex[3] = { p[1], p[2], 0 };
+            char hex[3] = {p[1], p[2], 0};
             dec[o++] = (char)strtol(hex, NULL, 16);
             p += 2;
         } else {
@@ -475,12 +517,17 @@ static void redaction_by_value(const pl_request *req)
     dec[o] = '\0';
     o = 0;
     for (const char *p = sigv; *p && o + 4 < sizeof twice; p++) {
-        if (*p == '%') { memcpy(twice + o, "%25", 3); o += 3; } else twice[o++] = *p;
+        if (*p == '%') {
+            memcpy(twice + o, "%25", 3);
+            o += 3;
+        } else
+            twice[o++] = *p;
     }
     twice[o] = '\0';
-    const char *forms[] = { sigv, dec, twice };
+    const char *forms[] = {sigv, dec, twice};
     for (size_t i = 0; i < 3; i++) {
-        snprintf(body, sizeof body, "<Error><Code>401</Code><Detail>token rejected: %s end</Detail></Error>", forms[i]);
+        snprintf(body, sizeof body, "<Error><Code>401</Code><Detail>token rejected: %s end</Detail></Error>",
+                 forms[i]);
         pl_response *r = resp_with(401, body);
         CHECK_EQ(pl_wire_status_error(req, r), PL_EAUTH);
         CHECK(strstr(pl_error_last()->message, "detail withheld") != NULL);
@@ -489,13 +536,15 @@ static void redaction_by_value(const pl_request *req)
         pl_response_free(r);
     }
     /* names that introduce a secret, percent-encoded to dodge a literal "sig=" */
-    const char *named[] = { "x sig%3Dabcdef", "x SIG%253dabcdef", "x SharedAccessKey%3Dzzz", "x Shared%41ccessSignature sr" };
+    const char *named[] = {"x sig%3Dabcdef", "x SIG%253dabcdef", "x SharedAccessKey%3Dzzz",
+                           "x Shared%41ccessSignature sr"};
     for (size_t i = 0; i < 4; i++) {
         snprintf(body, sizeof body, "<Error><Detail>%s</Detail></Error>", named[i]);
         pl_response *r = resp_with(400, body);
         pl_wire_status_error(req, r);
         CHECK(strstr(pl_error_last()->message, "detail withheld") != NULL);
-        CHECK(strstr(pl_error_last()->message, "abcdef") == NULL && strstr(pl_error_last()->message, "zzz") == NULL);
+        CHECK(strstr(pl_error_last()->message, "abcdef") == NULL &&
+              strstr(pl_error_last()->message, "zzz") == NULL);
         pl_response_free(r);
     }
     /* an ordinary detail is kept */
@@ -588,7 +637,8 @@ static void public_requests(void)
     /* Cached per scope: the same token again. */
     REQUIRE(pl_request_receive(&req, c, "Orders", 10, 1) == PL_OK);
     for (size_t i = 0; i < pl_request_header_count(req); i++)
-        if (!strcmp(pl_request_header_name(req, i), "Authorization")) CHECK_STR(pl_request_header_value(req, i), first);
+        if (!strcmp(pl_request_header_name(req, i), "Authorization"))
+            CHECK_STR(pl_request_header_value(req, i), first);
     free(first);
     /* Feed a response through the public result function. */
     pl_response *r = NULL;

@@ -37,7 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) nl = end;
-        if (nl == p) { p++; break; }
+        if (nl == p) {
+            p++;
+            break;
+        }
         const char *colon = memchr(p, ':', (size_t)(nl - p));
         if (colon) {
             char *name = pl_strndup(p, (size_t)(colon - p));
@@ -56,8 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pl_message *m = NULL, *out = NULL;
     int rc;
     switch (kind) {
-    case 0: case 1: rc = pl_wire_receive(&req, EP, "q", 5, kind == 0, NULL); break;
-    case 2: case 3: case 4:
+    case 0:
+    case 1: rc = pl_wire_receive(&req, EP, "q", 5, kind == 0, NULL); break;
+    case 2:
+    case 3:
+    case 4:
         m = held();
         rc = pl_wire_settle(&req, EP, m, kind - 1, NULL);
         break;

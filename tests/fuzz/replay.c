@@ -12,7 +12,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static int run_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); return 1; }
+    if (!f) {
+        perror(path);
+        return 1;
+    }
     size_t cap = 4096, len = 0;
     unsigned char *buf = malloc(cap);
     size_t n;
@@ -20,15 +23,21 @@ static int run_file(const char *path)
         len += n;
         if (len == cap) {
             unsigned char *nb = realloc(buf, cap *= 2);
-            if (!nb) { free(buf); buf = NULL; }
-            else buf = nb;
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+            } else
+                buf = nb;
         }
     }
     fclose(f);
     if (!buf) return 1;
     /* An exact-size copy so out-of-bounds reads are caught by ASan. */
     unsigned char *exact = malloc(len ? len : 1);
-    if (!exact) { free(buf); return 1; }
+    if (!exact) {
+        free(buf);
+        return 1;
+    }
     memcpy(exact, buf, len);
     free(buf);
     LLVMFuzzerTestOneInput(exact, len);
@@ -41,7 +50,11 @@ int main(int argc, char **argv)
     int files = 0, errors = 0;
     for (int i = 1; i < argc; i++) {
         struct stat st;
-        if (stat(argv[i], &st) != 0) { perror(argv[i]); errors++; continue; }
+        if (stat(argv[i], &st) != 0) {
+            perror(argv[i]);
+            errors++;
+            continue;
+        }
         if (S_ISDIR(st.st_mode)) {
             DIR *d = opendir(argv[i]);
             struct dirent *e;

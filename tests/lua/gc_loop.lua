@@ -1,5 +1,6 @@
 -- Short GC loop run under valgrind by tests/lua/run.sh: clients, messages,
--- batches and with_lock (renewer thread) created and dropped to the collector.
+-- batches, with_lock (renewer thread) and attached locks created and dropped to the
+-- collector.
 -- Exits non-zero on any failure; valgrind reports leaks and memory errors.
 local H = require "helpers"
 local peeklock = require "peeklock"
@@ -16,10 +17,17 @@ local ok, err = pcall(function()
     if i % 2 == 0 then assert(m:complete()) end -- odd ones are dropped while held
     local w = assert(c:with_lock("gc", { timeout = 5 }, function(msg) return msg.body end))
     assert(w == true)
+    -- a lock handed over: the handle, the released original, the attached message
+    local held = assert(c:peek_lock("gc", { timeout = 5 }))
+    local handle = assert(held:lock_handle())
+    assert(held:release())
+    local a = assert(c:attach(handle))
+    if i % 2 == 0 then assert(a:complete()) end -- odd ones are dropped while held (and renewed)
+    assert(not c:attach("plh1.e30"))
     local r = c:receive_and_delete("gc", { timeout = 0 })
     local e = select(2, c:send("missing-queue", "x"))
     assert(e and e.code == "entity_not_found")
-    c, m, r = nil, nil, nil
+    c, m, r, a = nil, nil, nil, nil
     if i % 5 == 0 then collectgarbage("collect") end
   end
   collectgarbage("collect")

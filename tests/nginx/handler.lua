@@ -325,4 +325,37 @@ function H.matrix()
   reply(out)
 end
 
+-- /handoff?entity= : peek-locks a message and answers its lock handle, released here (not
+-- renewed, not abandoned): whoever attaches the handle renews and settles it.
+function H.handoff()
+  local a = ngx.req.get_uri_args()
+  local msg, err = get_client():peek_lock(a.entity, { timeout = tonumber(a.timeout) or 5 })
+  if not msg then return reply(err_fields({ ok = false, empty = err == nil }, err)) end
+  local id = msg.message_id
+  local handle, herr = msg:lock_handle()
+  assert(msg:release())
+  reply(err_fields({ ok = handle ~= nil, handle = handle, id = id }, herr))
+end
+
+-- POST /attach?renewals=N, the body a lock handle: attaches it, holds it until the worker's
+-- renewals over cosockets renewed it N times, then completes it (attach with a function).
+function H.attach()
+  ngx.req.read_body()
+  local handle = ngx.req.get_body_data() or ""
+  local want = tonumber(ngx.req.get_uri_args().renewals) or 0
+  local c = get_client()
+  local got = 0
+  local ok, res = c:attach(handle, { max_renew = 120 }, function(msg)
+    local base = c:renewer_stats().renewals
+    local deadline = ngx.now() + 60
+    while got < want and ngx.now() < deadline do
+      ngx.sleep(0.05)
+      got = c:renewer_stats().renewals - base
+    end
+    return msg.message_id
+  end)
+  if ok then return reply({ ok = true, id = res, renewals = got }) end
+  reply(err_fields({ ok = false }, res))
+end
+
 return H

@@ -161,6 +161,24 @@ def ip_named_certificate(directory):
     return cert_path, key_path
 
 
+# A Python process that finishes a job whose lock handle it reads on stdin: attaches it with
+# the installed peeklock package, renews it once, completes it, prints the MessageId.
+FINISH_IN_PYTHON = """
+import sys, peeklock
+client = peeklock.Client.from_connection_string(sys.argv[1])
+msg = client.attach(sys.stdin.readline().strip())
+msg.renew_lock()
+msg.complete()
+print(msg.message_id, flush=True)
+client.close()
+"""
+
+
+def python_env():
+    """The environment for a Python child that imports the installed package (not the source tree)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
@@ -569,7 +587,8 @@ def main():
             emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
             ex = Nginx(opts.root, opts.build, emu.connection_string, template="examples/openresty/nginx.conf",
                        extra_vars={"@CA_FILE@": cert_path},
-                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4"})
+                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4",
+                                  "PEEKLOCK_HANDOFF_ENTITY": "example-jobs"})
             n = 300
             try:
                 for i in range(n):
@@ -607,6 +626,17 @@ def main():
                 assert "peeklock example: drained: processed" in log, log[-3000:]
                 assert not any(bad in log for bad in ("lua entry thread aborted", "runtime error",
                                                       "[alert]", "[crit]", "[emerg]")), log[-3000:]
+                # the hand-over: /handoff takes the lock, examples/openresty/finish.py completes it
+                emu.admin("PUT", "entities/example-jobs", {"kind": "queue", "lock_duration": 5})
+                r, _ = ngx.get("/send", entity="example-jobs", body="long job", id="job-1")
+                assert r["ok"], r
+                p = subprocess.run([sys.executable, os.path.join(opts.root, "examples/openresty/finish.py"),
+                                    f"http://127.0.0.1:{ex.port}/handoff"], capture_output=True, text=True,
+                                   timeout=60, cwd=tempfile.gettempdir(),
+                                   env=dict(python_env(), PEEKLOCK_CONNECTION_STRING=emu.connection_string))
+                assert p.returncode == 0 and "finishing job job-1" in p.stdout, (p.stdout, p.stderr[-2000:])
+                ent = emu.entity_state("example-jobs")
+                assert ent["completed"] == {"job-1": 1} and not ent["messages"], ent
             finally:
                 ex.stop()
 
@@ -808,6 +838,57 @@ def main():
             assert ent["completed"].get("l-1", 0) == 0, ent
             assert len(ent["messages"]) == 1, ent
 
+        def openresty_takes_the_lock_python_finishes():
+            emu.admin("PUT", "entities/handq", {"kind": "queue", "lock_duration": 5})
+            r, _ = ngx.get("/send", entity="handq", body="long job", id="h-1")
+            assert r["ok"], r
+            r, _ = ngx.get("/handoff", entity="handq")
+            assert r["ok"] and r["id"] == "h-1" and r["handle"].startswith("plh1."), r
+            handle = r["handle"]
+            msgs = emu.entity_state("handq")["messages"]
+            assert len(msgs) == 1 and msgs[0]["locked"], msgs      # released by nginx, still locked
+            p = subprocess.run([sys.executable, "-c", FINISH_IN_PYTHON, emu.connection_string],
+                               input=handle + "\n", capture_output=True, text=True, timeout=60,
+                               cwd=tempfile.gettempdir(), env=python_env())
+            assert p.returncode == 0 and p.stdout.strip() == "h-1", (p.returncode, p.stdout, p.stderr[-2000:])
+            ent = emu.entity_state("handq")
+            assert ent["completed"] == {"h-1": 1} and not ent["messages"], ent
+            assert handle not in ngx.log() and handle not in p.stderr
+
+        def python_takes_the_lock_openresty_renews_and_completes():
+            emu.admin("PUT", "entities/handq2", {"kind": "queue", "lock_duration": 5})
+            r, _ = ngx.get("/send", entity="handq2", body="long job", id="h-2")
+            assert r["ok"], r
+            take = ("import sys, peeklock\n"
+                    "c = peeklock.Client.from_connection_string(sys.argv[1])\n"
+                    "m = c.peek_lock('handq2', timeout=5)\n"
+                    "print(m.lock_handle(), flush=True)\n"
+                    "m.release()\n"
+                    "c.close()\n")
+            p = subprocess.run([sys.executable, "-c", take, emu.connection_string], capture_output=True,
+                               text=True, timeout=60, cwd=tempfile.gettempdir(), env=python_env())
+            assert p.returncode == 0, p.stderr[-2000:]
+            handle = p.stdout.strip()
+            req = urllib.request.Request(f"http://127.0.0.1:{ngx.port}/attach?renewals=2",
+                                         data=handle.encode(), method="POST")
+            t0 = time.monotonic()
+            with urllib.request.urlopen(req, timeout=90) as resp:
+                r = json.loads(resp.read())
+            held = time.monotonic() - t0
+            # held past the 5 s lock by two renewals over cosockets, then completed once
+            assert r["ok"] and r["id"] == "h-2" and r["renewals"] >= 2, r
+            assert held > 5, held
+            ent = emu.entity_state("handq2")
+            assert ent["completed"] == {"h-2": 1} and not ent["messages"], ent
+            # a bad handle is refused without being quoted
+            bad = "plh1.not-a-secret-handle-" + "Q" * 40
+            req = urllib.request.Request(f"http://127.0.0.1:{ngx.port}/attach", data=bad.encode(), method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                r = json.loads(resp.read())
+            assert r["ok"] is False and r["err_code"] == "invalid_argument", r
+            assert "not-a-secret" not in json.dumps(r) and "not-a-secret" not in ngx.log(), r
+            assert handle not in ngx.log()
+
         check("a second location answers", ping_answers)
         check("send, peek-lock, renew, abandon, complete over cosockets", send_and_peek)
         check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
@@ -828,7 +909,8 @@ def main():
         check("client:process runs handlers in 3 light threads, each message completed once",
               process_runs_light_threads)
         check("examples/openresty: init_worker consumers process 300 messages across a reload, "
-              "none lost or completed twice", example_worker_across_reload)
+              "none lost or completed twice; its /handoff lock is completed by finish.py in Python",
+              example_worker_across_reload)
         check("/metrics (peeklock.metrics): sends, receives, settles and the loop's renewals as they happened",
               metrics_count_what_happened)
         check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
@@ -851,6 +933,10 @@ def main():
               "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
         check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)
         check("handler failure abandons", handler_failure_abandons)
+        check("lock hand-over: an OpenResty location takes the lock, a Python process completes it",
+              openresty_takes_the_lock_python_finishes)
+        check("lock hand-over: Python takes the lock, peeklock.resty attaches, renews it over cosockets "
+              "and completes it", python_takes_the_lock_openresty_renews_and_completes)
         # last: it advances the emulator clock
         check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
         check("/metrics counts the lost lock", metrics_count_the_lost_lock)

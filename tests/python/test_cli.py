@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conftest import completed
 
 BIN = os.path.join(os.path.dirname(sys.executable), "peeklock")

@@ -3,7 +3,6 @@ import os
 import signal
 import threading
 
-import peeklock
 from conftest import completed, wait_for
 
 

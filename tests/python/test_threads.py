@@ -2,7 +2,6 @@
 import threading
 import time
 
-import peeklock
 from conftest import completed
 
 

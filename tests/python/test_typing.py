@@ -55,3 +55,14 @@ def test_user_code_is_checked_against_the_stubs(tmp_path):
     assert 'Unexpected keyword argument "mesage_id"' in r.stdout, r.stdout
     assert 'Unexpected keyword argument "concurency"' in r.stdout, r.stdout
     assert r.stdout.count("error:") == 3, r.stdout
+
+
+def test_emulator_passes_mypy():
+    """The emulator is type-checked with the project's configuration (strict, except
+    that every function need not be annotated: pyproject.toml)."""
+    pkg = os.path.join(ROOT, "python")
+    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file",
+                        os.path.join(ROOT, "pyproject.toml"), "--no-incremental",
+                        "-p", "peeklock.emulator"],
+                       cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
+    assert r.returncode == 0, r.stdout + r.stderr

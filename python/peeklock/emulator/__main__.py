@@ -12,7 +12,8 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from . import DEFAULT_KEY, DEFAULT_KEY_NAME
-from .broker import DEFAULT_COMPLETIONS_KEPT, MAX_LOCK_DURATION, Broker, BrokerError, Settings
+from .broker import Broker
+from .model import DEFAULT_COMPLETIONS_KEPT, MAX_LOCK_DURATION, BrokerError, Settings
 from .config import ConfigError, load_config
 
 
@@ -84,7 +85,7 @@ async def serve(args) -> int:
     store = SqliteStore(args.data_dir) if args.data_dir else None
     broker = Broker(store=store, completions_kept=args.completions_kept)
     if store is not None:
-        store.load(broker)
+        broker.restore(store.load())
     namespace = "peeklock"
     declared = []
     config_rules: Dict[str, Any] = {}

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterable, Optional, Tuple
 from xml.sax.saxutils import escape
 
-from .broker import MAX_LOCK_DURATION, MIN_AUTO_DELETE, BrokerError, Entity, Settings
+from .model import MAX_LOCK_DURATION, MIN_AUTO_DELETE, BrokerError, Entity, Settings
 from .props import TTL_MAX
 from .rules import CORRELATION_FIELDS, CorrelationFilter, FalseFilter, Filter, RuleError, SqlAction, SqlFilter
 
@@ -357,7 +357,7 @@ def namespace_entry_xml(base_url: str, namespace: str, created: float, now: floa
         ATOM_NS, escape(url), escape(namespace), iso_seconds(now), escape(namespace), escape(url), info)
 
 
-def settings_from_admin(d: Dict, base: Settings) -> Settings:
+def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
     """Settings from the JSON of PUT /$admin/entities/{path}. Raises BrokerError(400)."""
     s = base.copy()
 

@@ -12,7 +12,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from .atom import _set, parse_duration
-from .broker import MAX_LOCK_DURATION, BrokerError, Settings
+from .model import MAX_LOCK_DURATION, BrokerError, Settings
 from .rules import Filter, RuleError, filter_from_json
 from .props import TTL_MAX
 

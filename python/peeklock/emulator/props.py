@@ -106,7 +106,7 @@ def parse_timespan(text: str) -> Optional[float]:
     if not m:
         return None
     neg, d, h, mi, s, frac = m.groups()
-    secs = int(d or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + int(s)
+    secs: float = int(d or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + int(s)
     if frac:
         secs += int(frac.ljust(7, "0")) / 1e7
     return -secs if neg else float(secs)

@@ -247,12 +247,12 @@ def _eval(node, ctx: Context) -> bool:
             return False
         op = node[1]
         if op == "=":
-            return a == b
+            return bool(a == b)
         if op in ("<>", "!="):
-            return a != b
+            return bool(a != b)
         if isinstance(a, bool):
             return False
-        return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
+        return bool({"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op])
     if kind == "in":
         a = _val(node[1], ctx)
         return a is not None and any(_comparable(a, _val(i, ctx)) and a == _val(i, ctx) for i in node[2])

@@ -13,13 +13,14 @@ import re
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
 from . import atom
-from .broker import Broker, BrokerError, Entity, Settings
+from .broker import Broker
+from .model import BrokerError, Entity, Settings
 from .props import (PropertyError, custom_from_headers, rfc1123,
                     custom_from_user_properties, parse_broker_properties)
 from .rules import RuleError, filter_from_json
@@ -59,7 +60,7 @@ class SBBareResponse(SBResponse):
     omit_content_type = False
     zero_length = False
 
-    async def _prepare_headers(self) -> None:  # type: ignore[override]
+    async def _prepare_headers(self) -> None:
         await super()._prepare_headers()
         if self.omit_content_type:
             self._headers.popall(hdrs.CONTENT_TYPE, None)
@@ -213,6 +214,7 @@ class EmulatorApp:
         # lock duration as LockedUntilUtc - Date gets the entity's duration after a clock advance.
         hl.append((hdrs.DATE, rfc1123(self.broker.clock.now())))
         zero = status == 204 or status == 304
+        resp: web.StreamResponse
         if content_type is None or zero:
             resp = SBBareResponse(status=status, headers=hl)   # one multidict built from the list
             resp.omit_content_type = content_type is None
@@ -242,10 +244,10 @@ class EmulatorApp:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             try:
-                if hdrs.EXPECT in request.headers:
-                    expect = request.headers[hdrs.EXPECT]
+                expect = request.headers.get(hdrs.EXPECT)
+                if expect is not None:
                     if expect.strip() and expect.lower() != "100-continue":
-                        raise BrokerError(417, "The Expect value '%s' is not supported." % _clean(expect)[:50])
+                        raise BrokerError(417, "The Expect value '%s' is not supported." % (_clean(expect) or "")[:50])
                 return await self._dispatch(request)
             except BrokerError as e:
                 return await self.error(request, e.status, e.detail, list(e.headers.items()), close=e.close)
@@ -270,7 +272,7 @@ class EmulatorApp:
                       loggable_path(request.raw_path))
             raise asyncio.CancelledError() from None
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path
         path = raw.partition("?")[0]
         if "%" in path:
@@ -306,6 +308,7 @@ class EmulatorApp:
             resp = await self.apply_fault(request, rule, before=True)
             if resp is not None:
                 return resp
+        result: Optional[web.StreamResponse] = None
         if op == "management":
             result = await self.management(request, segs, lsegs)
         else:
@@ -313,7 +316,7 @@ class EmulatorApp:
             if ent is None:
                 raise BrokerError(410, "The messaging entity '%s' could not be found." % "/".join(segs[:lsegs.index("messages")]))
             if op == "send":
-                result = await self.send(request, ent, rule)
+                await self.send(request, ent, rule)
             elif op in ("peek_lock", "receive_and_delete"):
                 return await self.receive(request, ent, op == "peek_lock", rule)
             else:
@@ -322,7 +325,6 @@ class EmulatorApp:
                 if ent.kind == "topic":
                     raise BrokerError(400, "Messages are settled on a queue or a subscription, not on a topic.")
                 getattr(self.broker, op)(ent, ident, token)
-                result = None
         if rule is not None and rule.after:
             resp = await self.apply_fault(request, rule, before=False)
             if resp is not None:
@@ -375,7 +377,7 @@ class EmulatorApp:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
 
-    def authorize(self, request: web.Request) -> None:
+    def authorize(self, request: web.BaseRequest) -> None:
         if self.sas is None:
             return
         try:
@@ -438,7 +440,7 @@ class EmulatorApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def send(self, request: web.Request, ent: Entity, rule) -> None:
+    async def send(self, request: web.BaseRequest, ent: Entity, rule) -> None:
         if ent.kind not in ("queue", "topic"):
             raise BrokerError(400, "Cannot send to '%s': send to a queue or a topic." % ent.name)
         if ent.settings.status in ("Disabled", "SendDisabled"):
@@ -497,7 +499,7 @@ class EmulatorApp:
             out.append((data, props, custom))
         return out
 
-    async def receive(self, request: web.Request, ent: Entity, peek_lock: bool, rule) -> web.StreamResponse:
+    async def receive(self, request: web.BaseRequest, ent: Entity, peek_lock: bool, rule) -> web.StreamResponse:
         if ent.kind == "topic":
             raise BrokerError(400, "Cannot receive from a topic: receive from one of its subscriptions.")
         owner = ent.parent if ent.kind == "deadletter" and ent.parent is not None else ent
@@ -555,7 +557,7 @@ class EmulatorApp:
                 return resp
         return await self.respond(request, 201 if peek_lock else 200, msg.body, msg.content_type, headers)
 
-    def parse_timeout(self, request: web.Request) -> float:
+    def parse_timeout(self, request: web.BaseRequest) -> float:
         qs = request.raw_path.partition("?")[2]
         t = _TIMEOUTS.get(qs)      # a client asks with the same query string again and again
         if t is None:
@@ -604,7 +606,7 @@ class EmulatorApp:
     def entry(self, ent: Entity, base: str, now: float) -> str:
         return atom.entry_xml(ent, self.counted(ent, now), base, self.namespace)
 
-    async def management(self, request: web.Request, segs: List[str], lsegs: List[str]):
+    async def management(self, request: web.BaseRequest, segs: List[str], lsegs: List[str]):
         m = request.method
         base = self.base_url(request)
         now = self.broker.clock.now()
@@ -725,7 +727,7 @@ class EmulatorApp:
 
     # ----- /$admin/ --------------------------------------------------------------------------
 
-    async def admin(self, request: web.Request, segs: List[str], lsegs: List[str]) -> web.StreamResponse:
+    async def admin(self, request: web.BaseRequest, segs: List[str], lsegs: List[str]) -> web.StreamResponse:
         await self.continue_if_expected(request)
         m = request.method
         b = self.broker
@@ -735,7 +737,7 @@ class EmulatorApp:
             if lsegs == ["clock", "advance"] and m == "POST":
                 body = await self._json_body(request)
                 secs = body.get("seconds") if isinstance(body, dict) else None
-                now = b.advance(secs)
+                now = b.advance(secs)  # type: ignore[arg-type]  # advance() checks the type
                 return await self.json(request, 200, {"now": now, "offset": b.clock.offset})
             if lsegs and lsegs[0] == "entities" and len(segs) >= 2 and m in ("PUT", "DELETE", "GET"):
                 path = "/".join(segs[1:])
@@ -776,8 +778,8 @@ class EmulatorApp:
             if lsegs == ["faults"]:
                 if m == "POST":
                     body = await self._json_body(request)
-                    rules = body if isinstance(body, list) else [body]
-                    made = [FaultRule(r) for r in rules]
+                    specs = body if isinstance(body, list) else [body]
+                    made = [FaultRule(r) for r in specs]
                     self.faults.extend(made)
                     if isinstance(body, list):
                         return await self.json(request, 201, {"ids": [r.id for r in made]})
@@ -820,7 +822,7 @@ class EmulatorApp:
             raise BrokerError(400, "The body is not valid JSON.") from None
 
 
-_GOOD_HOSTS: set = set()
+_GOOD_HOSTS: Set[str] = set()
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 
 

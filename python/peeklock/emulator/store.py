@@ -11,10 +11,33 @@ import json
 import math
 import os
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .broker import Broker, Entity, Message
+from .model import Entity, Message, Settings
+from .rules import Filter, filter_from_json, rule_to_json
+
+
+@dataclass
+class EntityRecord:
+    name: str
+    kind: str
+    settings: Settings
+    next_seq: int
+    created: float
+    updated: float
+
+
+@dataclass
+class Snapshot:
+    """What a store saved, as plain records: Broker.restore rebuilds the broker from it."""
+    clock_offset: Optional[float] = None
+    entities: List[EntityRecord] = field(default_factory=list)   # queues, topics, subscriptions
+    rules: Dict[str, Dict[str, Filter]] = field(default_factory=dict)
+    messages: List[Tuple[str, Message]] = field(default_factory=list)
+    completed: List[Tuple[str, str, int]] = field(default_factory=list)
+    seen: List[Tuple[str, str, float]] = field(default_factory=list)
+    forgotten: List[Tuple[str, int]] = field(default_factory=list)
 
 
 class NullStore:
@@ -146,66 +169,43 @@ class SqliteStore(NullStore):
         self._tx().execute("DELETE FROM seen_ids WHERE ekey=? AND message_id=?", (ent.key, message_id))
 
     def save_rules(self, ent: "Entity") -> None:
-        from .rules import rule_to_json
         self._tx().execute("INSERT OR REPLACE INTO rules VALUES(?,?)",
                            (ent.key, json.dumps({n: rule_to_json(f) for n, f in ent.rules.items()})))
 
     def save_meta(self, key: str, value: Any) -> None:
         self._tx().execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (key, json.dumps(value)))
 
-    def load(self, broker: "Broker") -> None:
-        """Rebuild the broker's in-memory state from the database."""
-        from .broker import Message, Settings
+    def load(self) -> Snapshot:
+        """Everything saved, as records for Broker.restore."""
+        snap = Snapshot()
         for k, v in self.db.execute("SELECT k, v FROM meta"):
             if k == "clock_offset":
                 off = json.loads(v)
-                # an offset that leaves the range of dates (saved before advance() refused such
-                # offsets) is dropped rather than making every answer fail
-                if isinstance(off, (int, float)) and broker.clock_offset_ok(float(off)):
-                    broker.clock.offset = max(broker.clock.offset, float(off))
+                if isinstance(off, (int, float)):
+                    snap.clock_offset = float(off)
         order = {"queue": 0, "topic": 1, "subscription": 2}
         rows = sorted(self.db.execute("SELECT key,name,kind,settings,next_seq,created,updated FROM entities"),
                       key=lambda r: order.get(r[2], 3))
-        for key, name, kind, settings, next_seq, created, updated in rows:
-            ent, _ = broker.create_entity(name, kind, Settings.from_json(json.loads(settings)),
-                                          replace=True, persist=False)
-            ent.next_seq = next_seq
-            ent.created = created
-            ent.updated = updated
-            ent.accessed = max(ent.accessed, updated)
-        from .rules import filter_from_json
-        for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules"):
-            ent = broker.entities.get(ekey)
-            if ent is not None:
-                ent.rules = {n: filter_from_json(f) for n, f in json.loads(spec).items()}
-        now = broker.clock.now()
+        snap.entities = [EntityRecord(name, kind, Settings.from_json(json.loads(settings)), next_seq,
+                                      created, updated)
+                         for _key, name, kind, settings, next_seq, created, updated in rows]
+        snap.rules = {ekey: {n: filter_from_json(f) for n, f in json.loads(spec).items()}
+                      for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules")}
         for row in self.db.execute(
                 "SELECT ekey,seq,message_id,body,content_type,props,custom,ttl,enqueued_at,scheduled_at,"
                 "enq_seq,dc,lock_token,locked_until,state,size FROM messages ORDER BY ekey, seq"):
-            ent = broker.entities.get(row[0])
-            if ent is None:
-                continue
             custom = json.loads(row[6]) if row[6] else None
-            m = Message(seq=row[1], message_id=row[2], body=bytes(row[3]), content_type=row[4],
-                        props=json.loads(row[5]) if row[5] else None,
-                        custom=[tuple(c) for c in custom] if custom else None, ttl=row[7],
-                        enqueued_at=row[8], expires_at=0.0, scheduled_at=row[9], enq_seq=row[10],
-                        dc=row[11], lock_token=row[12], locked_until=row[13], state=row[14], size=row[15])
-            broker.restore_message(ent, m, now)
-        for ekey, mid, n in self.db.execute("SELECT ekey, message_id, n FROM completed ORDER BY rowid"):
-            ent = broker.entities.get(ekey)
-            if ent is not None:
-                ent.completed[mid] = n
-        for ekey, mid, t in self.db.execute("SELECT ekey, message_id, t FROM seen_ids ORDER BY t"):
-            ent = broker.entities.get(ekey)
-            if ent is not None:
-                ent.seen_ids[mid] = t
-        for ekey, n in self.db.execute("SELECT ekey, n FROM completed_forgotten"):
-            ent = broker.entities.get(ekey)
-            if ent is not None:
-                ent.completed_forgotten = n
-        for ent in broker.entities.values():
-            broker.forget_completions(ent)      # a smaller --completions-kept than last time
+            snap.messages.append((row[0], Message(
+                seq=row[1], message_id=row[2], body=bytes(row[3]), content_type=row[4],
+                props=json.loads(row[5]) if row[5] else None,
+                custom=[tuple(c) for c in custom] if custom else None, ttl=row[7],
+                enqueued_at=row[8], expires_at=0.0, scheduled_at=row[9], enq_seq=row[10],
+                dc=row[11], lock_token=row[12], locked_until=row[13], state=row[14], size=row[15])))
+        snap.completed = list(self.db.execute(
+            "SELECT ekey, message_id, n FROM completed ORDER BY rowid"))
+        snap.seen = list(self.db.execute("SELECT ekey, message_id, t FROM seen_ids ORDER BY t"))
+        snap.forgotten = list(self.db.execute("SELECT ekey, n FROM completed_forgotten"))
+        return snap
 
 
 def _finite(x: float) -> Any:
