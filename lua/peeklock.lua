@@ -782,7 +782,10 @@ function run_held(self, r, msg, max_renew, fn, op)
   local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
   local t0 = m and core.pl_now_mono_ms()
   local res = pack(xpcall(fn, keep_traceback, msg))
-  if m then m:process(entity, self._server, (core.pl_now_mono_ms() - t0) / 1000, not res[1] and "handler" or nil) end
+  if m then
+    m:process(core.pl_message_entity(mh), self._server, (core.pl_now_mono_ms() - t0) / 1000,
+              not res[1] and "handler" or nil)
+  end
   self:_holding(key, nil)
   if not rawget(msg, "_h") then -- fn released (handed over) or freed it: nothing to settle here
     self._lost[key], self._active[key], self._held[key] = nil, nil, nil
