@@ -1,8 +1,8 @@
 -- luarocks make                      (from the repository root; Lua 5.4)
 -- luarocks --lua-version 5.1 make LUA_INCDIR=/usr/include/luajit-2.1      (LuaJIT)
 -- Builds peeklock.core (the C core linked statically, plus its SWIG wrapper) with CMake
--- against the system's libcurl, OpenSSL and cJSON, and installs peeklock.lua and
--- peeklock/resty.lua. Needs cmake and a C compiler; swig too, except from the release
+-- against the system's libcurl, OpenSSL and cJSON, and installs peeklock.lua,
+-- peeklock/resty.lua and peeklock/metrics.lua. Needs cmake and a C compiler; swig too, except from the release
 -- tarball (scripts/release-tarball.sh), which carries the generated wrapper.
 -- CURL_DIR=, OPENSSL_DIR=, CJSON_DIR= (or *_INCDIR= / *_LIBDIR=) point at other copies.
 rockspec_format = "3.0"
@@ -52,6 +52,7 @@ build = {
   install_pass = false,
   install = {
     lib = { ["peeklock.core"] = "build.luarocks/lua/rock/peeklock/core.so" },
-    lua = { ["peeklock"] = "lua/peeklock.lua", ["peeklock.resty"] = "lua/peeklock/resty.lua" },
+    lua = { ["peeklock"] = "lua/peeklock.lua", ["peeklock.resty"] = "lua/peeklock/resty.lua",
+            ["peeklock.metrics"] = "lua/peeklock/metrics.lua" },
   },
 }

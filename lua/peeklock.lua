@@ -686,12 +686,19 @@ function Client:renewer_stats()
   return st
 end
 
---- Client counters: requests, sent, received, completed, abandoned, renewed, lost, ...
+--- Client counters: requests, sent, received, completed, abandoned, renewed, lost, ...,
+-- and the renewer's figures under "renewer" (held, renewals, failures, lost, cap_reached,
+-- slack_buckets, ...: the renewer's, shared by the process's clients; zeros before this
+-- client's first with_lock), all counts integers on Lua 5.3+.
 function Client:stats()
   local h, err = check_client(self, "stats")
   if not h then return nil, err end
   local rc, st = core.pl_client_stats_get(h)
   if rc < 0 then return nil, last_error(rc, "stats") end
+  local rs = rawget(self, "_renewer") and self:renewer_stats()
+  st.renewer = rs or { held = 0, renewals = 0, failures = 0, lost = 0, cap_reached = 0, threads = 0,
+                       lateness_p99_ms = 0.0, rtt_p99_ms = 0.0, slack_buckets = { 0, 0, 0, 0, 0, 0 },
+                       state_bytes = 0 }
   return st
 end
 
@@ -772,7 +779,13 @@ function run_held(self, r, msg, max_renew, fn, op)
     msg:free()
     return nil, err
   end
+  local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
+  local t0 = m and core.pl_now_mono_ms()
   local res = pack(xpcall(fn, keep_traceback, msg))
+  if m then
+    m:process(core.pl_message_entity(mh), self._server, (core.pl_now_mono_ms() - t0) / 1000,
+              not res[1] and "handler" or nil)
+  end
   self:_holding(key, nil)
   if not rawget(msg, "_h") then -- fn released (handed over) or freed it: nothing to settle here
     self._lost[key], self._active[key], self._held[key] = nil, nil, nil

@@ -1,6 +1,7 @@
 -- A complete OpenResty worker for peeklock (examples/openresty/nginx.conf loads it):
 -- consumers started in init_worker_by_lua, drained on reload and exit, the messages of
--- requests that ended first handed back (log_by_lua), a stats endpoint.
+-- requests that ended first handed back (log_by_lua), a stats endpoint, and metrics
+-- (peeklock.metrics: served on /metrics by nginx.conf).
 --
 -- Copy it and replace handle() with the work. The nginx test runs it (tests/nginx).
 local peeklock = require "peeklock.resty"
@@ -28,6 +29,8 @@ end
 -- init_worker_by_lua: the consumers run in a timer (cosockets are not allowed in
 -- init_worker itself); client:process drains when the worker exits or reloads.
 function W.init_worker()
+  -- every client made in this worker from now on counts into the shared dict
+  require("peeklock.metrics").init("peeklock_metrics")
   local ok, err = ngx.timer.at(0, function(premature)
     if premature then return end
     summary = client():process(ENTITY, handle, { concurrency = CONCURRENCY, max_renew = 300,
@@ -56,7 +59,9 @@ function W.stats()
   local shm = ngx.shared.peeklock_example
   local parts = { ('"pid":%d'):format(ngx.worker.pid()),
                   ('"handled":%d'):format(shm and shm:get("handled") or 0) }
-  for k, v in pairs(st) do parts[#parts + 1] = ('"%s":%s'):format(k, tostring(v)) end
+  for k, v in pairs(st) do -- (st.renewer, a table, is the renewer_stats() below)
+    if type(v) == "number" then parts[#parts + 1] = ('"%s":%s'):format(k, tostring(v)) end
+  end
   for k, v in pairs(rn) do
     if type(v) == "number" then parts[#parts + 1] = ('"renewer_%s":%s'):format(k, tostring(v)) end
   end

@@ -278,7 +278,25 @@ M.Client = Client
 --- peeklock.resty.client(connection_string | options) -> client | nil, err
 -- Options as for peeklock.client, plus keepalive_ms (default 60000), pool_size
 -- (cosocket keep-alive pool per endpoint, default 32), ssl_verify (default true).
-local RESTY_OPTIONS = { keepalive_ms = "number", ssl_verify = "boolean" }
+-- metrics = { dict = name of a lua_shared_dict [, sync_interval = s] }: this client counts into
+-- peeklock.metrics (else into peeklock.metrics.init's, when it was called before).
+local RESTY_OPTIONS = { keepalive_ms = "number", ssl_verify = "boolean", metrics = "table" }
+local metrics_module -- peeklock.metrics, loaded when metrics are first asked for
+local now_ms = core.pl_now_mono_ms
+
+-- The peeklock.metrics this client counts into, or false (nothing counted, at no cost).
+local function client_metrics(opts)
+  local m = opts.metrics
+  if m == nil then
+    local mm = package.loaded["peeklock.metrics"]
+    return mm and mm.default() or false
+  end
+  if type(m.dict) ~= "string" then
+    error("bad option 'metrics' to 'client' ({ dict = name of a lua_shared_dict } expected)", 3)
+  end
+  metrics_module = metrics_module or require "peeklock.metrics"
+  return metrics_module.new(m.dict, m)
+end
 
 function M.client(opts)
   if type(opts) == "table" and opts.renewer ~= nil then
@@ -296,6 +314,10 @@ function M.client(opts)
   c._keepalive_ms = opts.keepalive_ms or 60000
   c._pool_size = (opts.pool_size and opts.pool_size > 0) and opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
+  c._metrics = client_metrics(opts)
+  if c._metrics then -- (server.address: the endpoint's host)
+    c._server = tostring(core.pl_client_endpoint(c._h)):match("^%a+://([^/:]+)") or ""
+  end
   -- (max_retries, retry_base_ms, retry_max_ms: the C client's, which the outcome module uses)
   return setmetatable(c, Client)
 end
@@ -331,10 +353,18 @@ end
 
 -- The answer to a send or send_batch request (rc, req of the native that made it):
 -- true, or nil, err.
-local function exchange_sent(self, op, rc, req)
+-- (entity and n, the number of messages, for the metrics)
+local function exchange_sent(self, op, rc, req, entity, n)
   if rc < 0 then return nil, last_error(rc, op) end
+  local m = self._metrics
+  local t0 = m and now_ms()
   local ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
   core.release(req)
+  if m then
+    local et = not ok and err.code or nil
+    m:operation("send", "send", entity, self._server, (now_ms() - t0) / 1000, et)
+    m:sent(entity, self._server, n, et)
+  end
   if not ok then return nil, err end
   return true
 end
@@ -344,13 +374,13 @@ function Client:send(entity, body, opts)
   if not h then return nil, err end
   local rc, req = request_send_from("send", h, entity, body, opts)
   if not rc then return nil, req end
-  return exchange_sent(self, "send", rc, req)
+  return exchange_sent(self, "send", rc, req, entity, 1)
 end
 
 function Client:send_batch(entity, list)
   local rc, req = batch_from(core.pl_request_send_batch, self, entity, list)
   if not rc then return nil, req end
-  return exchange_sent(self, "send_batch", rc, req)
+  return exchange_sent(self, "send_batch", rc, req, entity, #list)
 end
 
 local function receive(self, op, entity, opts, peek)
@@ -361,9 +391,15 @@ local function receive(self, op, entity, opts, peek)
   local timeout = floor(opt_number(op, opts, "timeout", 30, 0, 300))
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
   if rc < 0 then return nil, last_error(rc, op) end
+  local m = self._metrics
+  local t0 = m and now_ms()
   local out
   rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms, entity)
   core.release(req)
+  if m then
+    m:operation(op, "receive", entity, self._server, (now_ms() - t0) / 1000, not rc and out.code or nil)
+    if rc and rc ~= core.PL_EMPTY and out then m:consumed(op, entity, self._server, 1) end
+  end
   if not rc then return nil, out end
   if rc == core.PL_EMPTY or not out then return nil, nil end
   return peeklock._wrap_message(self, out)
@@ -373,6 +409,9 @@ function Client:peek_lock(entity, opts) return receive(self, "peek_lock", entity
 function Client:receive_and_delete(entity, opts) return receive(self, "receive_and_delete", entity, opts, false) end
 
 local SETTLE_OPS = { renew = core.PL_SETTLE_RENEW, abandon = core.PL_SETTLE_UNLOCK, complete = core.PL_SETTLE_COMPLETE }
+-- the conventions' operation name and type of each (for the metrics)
+local SETTLE_METRIC = { renew = { "renew_message_lock", "renew" }, abandon = { "abandon", "settle" },
+                        complete = { "complete", "settle" } }
 
 -- The settle fence is the C core's (held -> settling before the first yield, then settled,
 -- lost, unknown, or held again), as for the blocking settles: a second settle or a renew
@@ -395,9 +434,16 @@ function Client:_settle(msg, op)
     if settling then core.fence_leave(mh, rc) end
     return nil, err
   end
+  local m = self._metrics
+  local t0 = m and now_ms()
   local ok, err = exchange(self, req, op, mh, self._request_timeout_ms)
   core.release(req)
   if settling then core.fence_leave(mh, ok and 0 or err.errno) end
+  if m then
+    local name = SETTLE_METRIC[op]
+    m:operation(name[1], name[2], core.pl_message_entity(mh), self._server, (now_ms() - t0) / 1000,
+                not ok and err.code or nil)
+  end
   if not ok then return nil, err end
   return true
 end
@@ -436,16 +482,21 @@ M._renewals = RN
 local HELD = core.PL_LOCK_HELD
 
 local function rn_forget(key)
-  if RN.entries[key] then
+  local e = RN.entries[key]
+  if e then
     RN.entries[key], RN.handles[key] = nil, nil
     RN.n = RN.n - 1
+    local m = e.client._metrics
+    if m then m:locks_held(RN.n) end
   end
 end
 
 -- What with_lock reports when the lock was lost (kept only for a with_lock holding it).
-local function rn_lost(e, key, err, why)
+local function rn_lost(e, key, err, why, mh)
   RN.lost = RN.lost + 1
   local c = e.client
+  local m = c._metrics
+  if m then m:lost(core.pl_message_entity(mh), c._server) end
   if c._active[key] then
     c._lost[key] = { type = "lost", errno = err and err.errno or core.PL_ELOCKLOST,
                      status = err and err.status or 0, reason = why }
@@ -453,17 +504,25 @@ local function rn_lost(e, key, err, why)
 end
 
 local function rn_renew(e, key, mh)
+  local m = e.client._metrics
+  -- (the slack: the lock time left when the renewal lands, from what was left when it went out)
+  local t0, left0 = m and now_ms(), m and core.pl_message_lock_remaining_ms(mh)
   local done, ok, err = pcall(e.client._settle, e.client, { _h = mh }, "renew")
   e.inflight = false
   if not done then -- (a bug, not a failed renewal: logged, and the lock tried again)
     ngx.log(ngx.ERR, "peeklock: renewal failed: ", tostring(ok))
     ok, err = nil, nil
   end
+  if m then
+    local slack = ok and (left0 - (now_ms() - t0)) / 1000 or nil
+    m:renewal(core.pl_message_entity(mh), e.client._server, ok, slack and (slack > 0 and slack or 0),
+              err and err.code)
+  end
   if ok then RN.renewals = RN.renewals + 1 return end
   RN.failures = RN.failures + 1
   if core.pl_message_lock_state(mh) == core.PL_LOCK_LOST then
     rn_forget(key)
-    rn_lost(e, key, err, "lock lost: " .. tostring(err and err.message))
+    rn_lost(e, key, err, "lock lost: " .. tostring(err and err.message), mh)
   end
   e.last_err = err
 end
@@ -486,11 +545,13 @@ local function rn_loop(premature)
         elseif now >= e.cap then
           rn_forget(key)
           RN.cap_reached = RN.cap_reached + 1
+          local m = e.client._metrics
+          if m then m:cap_reached(core.pl_message_entity(mh), e.client._server) end
         elseif left <= 0 then
           rn_forget(key)
           core.mark_lost(mh, e.last_err and e.last_err.errno or core.PL_ELOCKLOST)
           rn_lost(e, key, e.last_err, "the lock ran out before a renewal succeeded"
-                  .. (e.last_err and (" (" .. tostring(e.last_err.message) .. ")") or ""))
+                  .. (e.last_err and (" (" .. tostring(e.last_err.message) .. ")") or ""), mh)
         else
           local margin = floor(core.pl_message_lock_duration_ms(mh) / 2)
           if left <= margin then
@@ -532,6 +593,7 @@ function Client:_renew_add(_, mh, max_renew_ms)
   local key = core.key(mh)
   if not RN.entries[key] then RN.n = RN.n + 1 end
   RN.entries[key] = { client = self, cap = core.pl_now_mono_ms() + max_renew_ms, inflight = false }
+  if self._metrics then self._metrics:locks_held(RN.n) end
   RN.handles[key] = mh
   local ok, err = rn_start()
   if not ok then

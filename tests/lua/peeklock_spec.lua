@@ -237,6 +237,14 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal(1, st.sent)
       assert.equal(1, st.received)
       assert.equal(1, st.completed)
+      -- the renewer's figures, zeros before the client's first with_lock
+      assert.same({ held = 0, renewals = 0, failures = 0, lost = 0, cap_reached = 0 },
+                  { held = st.renewer.held, renewals = st.renewer.renewals, failures = st.renewer.failures,
+                    lost = st.renewer.lost, cap_reached = st.renewer.cap_reached })
+      if math.type then -- Lua 5.3+: counts are integers
+        assert.equal("integer", math.type(st.sent))
+        assert.equal("integer", math.type(st.renewer.renewals))
+      end
       c:close()
     end)
   end)
@@ -365,6 +373,14 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         assert.is_true(ok)
         assert.is_number(renewals, "the renewer did not renew 3 times within 30 s")
         assert.is_true(renewals >= 3)
+        -- client:stats() counts the same renewals (its renewer's), each landing with time left
+        local rs = c:stats().renewer
+        assert.is_true(rs.renewals >= 3 and rs.failures == 0 and rs.held == 0, rs)
+        local landed = 0
+        for i = 1, 6 do landed = landed + rs.slack_buckets[i] end
+        assert.equal(rs.renewals, landed)
+        if math.type then assert.equal("integer", math.type(rs.renewals)) end
+        local lost_before = rs.lost
         assert.equal(1, emu2:completed("slow", id))
         assert.equal(0, #emu2:messages("slow"))
 
@@ -381,6 +397,7 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         assert.equal("lock_lost", err.code)
         assert.matches("nothing was completed %(.+%)", err.message) -- the renewer's reason
         assert.equal(0, emu2:completed("slow", id2))
+        assert.equal(lost_before + 1, c:stats().renewer.lost)
       end)
       c:close()
       emu2:stop()

@@ -76,7 +76,8 @@ rock_check() { # flavour (5.4|jit)
   luarocks --lua-version "$lv" --tree "$tree" make "${args[@]}" >"$tree/log" 2>&1 &&
     env TREE="$tree" LUA_PATH="$tree/share/lua/$lv/?.lua;;" LUA_CPATH="$tree/lib/lua/$lv/?.so;;" \
       "$interp" -e 'local p = require "peeklock"; assert(p.version == "0.1.0")
-                    assert(package.searchpath("peeklock.core", package.cpath):find(os.getenv("TREE"), 1, true))' \
+                    assert(package.searchpath("peeklock.core", package.cpath):find(os.getenv("TREE"), 1, true))
+                    assert(package.searchpath("peeklock.metrics", package.path):find(os.getenv("TREE"), 1, true))' \
       || { tail -20 "$tree/log"; rm -rf "$tree" "$ROOT/build.luarocks"; return 1; }
   rm -rf "$tree" "$ROOT/build.luarocks"
 }

@@ -36,7 +36,7 @@ function H.send()
   reply(err_fields({ ok = ok == true }, err))
 end
 
--- /lock?entity=&timeout=&renewals=N&hold=S&fail=1&until_lost=1 : with_lock, holding the
+-- /lock?entity=&timeout=&renewals=N&hold=S&fail=1&until_lost=1&max_renew=S : with_lock, holding the
 -- lock for S seconds and until the C renewer has renewed it N times (ngx.sleep yields:
 -- the worker keeps serving).
 function H.lock()
@@ -44,7 +44,7 @@ function H.lock()
   local c = get_client()
   local want = tonumber(a.renewals) or 0
   local got, body, id = 0, nil, nil
-  local ok, err = c:with_lock(a.entity, { timeout = tonumber(a.timeout) or 10, max_renew = 120 },
+  local ok, err = c:with_lock(a.entity, { timeout = tonumber(a.timeout) or 10, max_renew = tonumber(a.max_renew) or 120 },
     function(msg)
       body, id = msg.body, msg.message_id
       local st = c:renewer_stats()

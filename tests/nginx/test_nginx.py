@@ -91,6 +91,33 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
+def scrape(ngx):
+    """The samples of ngx's /metrics, read by prometheus_client's parser (which checks the
+    text format): {(sample name, frozenset of (label, value))): value}, and the families'
+    types by name."""
+    from prometheus_client.parser import text_string_to_metric_families
+    url = f"http://127.0.0.1:{ngx.port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
+        text = r.read().decode()
+    samples, types = {}, {}
+    for fam in text_string_to_metric_families(text):
+        types[fam.name] = fam.type
+        for smp in fam.samples:
+            samples[(smp.name, frozenset(smp.labels.items()))] = smp.value
+    return samples, types
+
+
+def total(samples, name, **labels):
+    """The sum of name's samples whose labels include labels (a label given as None: absent)."""
+    out = 0.0
+    for (n, lbl), v in samples.items():
+        d = dict(lbl)
+        if n == name and all(d.get(k) == v2 for k, v2 in labels.items()):
+            out += v
+    return out
+
+
 def log_entries(log):
     """The error log's entries: one per line starting with a date (tracebacks span lines)."""
     entries = []
@@ -579,6 +606,21 @@ def main():
                 assert not twice and set(ent["completed"]) == {f"ex-{i}" for i in range(n)}, twice
                 st, _ = ex.get("/stats")
                 assert st["handled"] >= 1 and st["renewer_threads"] == 0, st
+                # /metrics: every worker's counts (the replaced ones' too, synced as they drained)
+                # in the shared dict, each synced within a second
+                def completed():
+                    samples, _ = scrape(ex)
+                    done = total(samples, "messaging_client_operation_duration_seconds_count",
+                                 messaging_destination_name=q, messaging_operation_name="complete", error_type=None)
+                    return done >= n and samples
+                samples = wait_for(completed, 10)
+                assert samples, scrape(ex)[0]
+                assert total(samples, "messaging_client_operation_duration_seconds_count",
+                             messaging_destination_name=q, messaging_operation_name="complete") == n
+                assert total(samples, "messaging_client_consumed_messages_total", messaging_destination_name=q) == n \
+                    + total(samples, "messaging_client_operation_duration_seconds_count",
+                            messaging_destination_name=q, messaging_operation_name="abandon", error_type=None)
+                assert total(samples, "messaging_client_sent_messages_total") == 0
                 log = ex.log()
                 # the workers the reload replaced drained and said so
                 assert "peeklock example: drained: processed" in log, log[-3000:]
@@ -597,6 +639,92 @@ def main():
                 assert ent["completed"] == {"job-1": 1} and not ent["messages"], ent
             finally:
                 ex.stop()
+
+        def metrics_count_what_happened():
+            q = "metered"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 5})
+            before, _ = scrape(ngx)
+            for i in range(4):
+                r, _ = ngx.get("/send", entity=q, body=f"metered {i}", id=f"mt-{i}")
+                assert r["ok"], r
+            # one handler outlives half its 5 s lock: the worker's loop renews it (real time: the
+            # client schedules renewals by its own clock), then it is completed
+            r, _ = ngx.get("/lock", 60, entity=q, renewals=1, hold=0)
+            assert r["ok"] and r["renewals"] >= 1, r
+            for complete in (1, 1, 0):  # peek-lock, renew, complete twice and abandon once
+                r, _ = ngx.get("/peek", entity=q, timeout=5, **({"complete": 1} if complete else {}))
+                assert r["ok"], r
+            after, types = scrape(ngx)
+            assert types["messaging_client_operation_duration_seconds"] == "histogram", types
+            assert types["messaging_client_sent_messages"] == "counter", types
+
+            def delta(name, **labels):
+                return total(after, name, messaging_destination_name=q, **labels) - total(
+                    before, name, messaging_destination_name=q, **labels)
+            dur = "messaging_client_operation_duration_seconds_count"
+            assert delta("messaging_client_sent_messages_total", error_type=None) == 4
+            assert delta(dur, messaging_operation_name="send", messaging_operation_type="send") == 4
+            assert delta("messaging_client_consumed_messages_total", messaging_operation_name="peek_lock") == 4
+            assert delta(dur, messaging_operation_name="peek_lock", error_type=None) == 4
+            assert delta(dur, messaging_operation_name="complete", messaging_operation_type="settle",
+                         error_type=None) == 2 + 1
+            assert delta(dur, messaging_operation_name="abandon", error_type=None) == 1
+            renewals = delta("peeklock_lock_renewals_total")
+            assert renewals >= 1, renewals
+            # every renewal is an operation too: the loop's and the three msg:renew() calls
+            assert delta(dur, messaging_operation_name="renew_message_lock", error_type=None) == renewals + 3
+            assert delta("peeklock_lock_renewal_slack_seconds_count") == renewals
+            # the slack of a renewal due at half of a 5 s lock: about 2.5 s left when it lands
+            assert 1.0 <= total(after, "peeklock_lock_renewal_slack_seconds_sum", messaging_destination_name=q) \
+                / total(after, "peeklock_lock_renewal_slack_seconds_count", messaging_destination_name=q) <= 2.6
+            assert delta("peeklock_lock_renewal_failures_total") == 0
+            # the with_lock handler's run: one, held past the renewal at half its 5 s lock
+            assert delta("messaging_process_duration_seconds_count", messaging_operation_name="process",
+                         error_type=None) == 1
+            assert delta("messaging_process_duration_seconds_sum") >= 2.0
+            assert delta("peeklock_lock_lost_total") == 0
+            assert total(after, "peeklock_locks_held") == 0, after
+            # bucket bounds as written (0.005, not 0.0050000000000000001), in increasing order
+            les = [dict(lbl)["le"] for (n, lbl) in after if n == "messaging_client_operation_duration_seconds_bucket"
+                   and dict(lbl)["messaging_operation_name"] == "send" and dict(lbl).get("error_type") is None
+                   and dict(lbl)["messaging_destination_name"] == q]
+            assert sorted(les, key=float) == ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75",
+                                              "1", "2.5", "5", "7.5", "10", "+Inf"], les
+            assert all(dict(lbl).get("server_address") == "127.0.0.1" and dict(lbl)["messaging_system"] == "servicebus"
+                       for (n, lbl) in after if n.startswith("messaging_client"))
+            # a batch of two counts two messages sent; receive-and-delete counts what it consumed
+            b0, _ = scrape(ngx)
+            r, _ = ngx.get("/batch", entity=q)
+            assert r["ok"], r
+            b1, _ = scrape(ngx)
+            assert total(b1, "messaging_client_sent_messages_total", messaging_destination_name=q) - total(
+                b0, "messaging_client_sent_messages_total", messaging_destination_name=q) == 2
+            assert total(b1, "messaging_client_consumed_messages_total", messaging_destination_name=q,
+                         messaging_operation_name="receive_and_delete") - total(
+                b0, "messaging_client_consumed_messages_total", messaging_destination_name=q,
+                messaging_operation_name="receive_and_delete") == 2
+            ent = emu.entity_state(q)
+            assert ent["completed"] and len(ent["messages"]) == 1, ent  # the abandoned one
+            # max_renew 1 s on a 5 s lock: at the first renewal's due time (2.5 s) the cap has passed
+            r, _ = ngx.get("/rd", entity=q, timeout=5)  # (the abandoned message out of the way)
+            r, _ = ngx.get("/send", entity=q, body="capped", id="mt-cap")
+            assert r["ok"], r
+            c0, _ = scrape(ngx)
+            r, _ = ngx.get("/lock", 60, entity=q, hold=3.5, max_renew=1)
+            assert r["ok"] and r["renewals"] == 0, r
+            c1, _ = scrape(ngx)
+            for name, want in (("peeklock_lock_cap_reached_total", 1), ("peeklock_lock_renewals_total", 0)):
+                got = total(c1, name, messaging_destination_name=q) - total(c0, name, messaging_destination_name=q)
+                assert got == want, (name, got)
+
+        def metrics_count_the_lost_lock():
+            samples, _ = scrape(ngx)
+            lossy = {k[0]: v for k, v in samples.items() if ("messaging_destination_name", "lossy") in k[1]}
+            assert total(samples, "peeklock_lock_lost_total", messaging_destination_name="lossy") == 1, lossy
+            # the renewal that found the lock gone failed, with the reason as error.type
+            assert total(samples, "peeklock_lock_renewal_failures_total", messaging_destination_name="lossy",
+                         error_type="lock_lost") >= 1, lossy
+            assert total(samples, "peeklock_locks_held") == 0
 
         def worker_client_is_one_per_worker():
             a, _ = ngx.get("/worker_client")
@@ -783,6 +911,8 @@ def main():
         check("examples/openresty: init_worker consumers process 300 messages across a reload, "
               "none lost or completed twice; its /handoff lock is completed by finish.py in Python",
               example_worker_across_reload)
+        check("/metrics (peeklock.metrics): sends, receives, settles and the loop's renewals as they happened",
+              metrics_count_what_happened)
         check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
         check("600 clients made per request keep the worker's thread count flat",
               client_per_request_costs_no_thread)
@@ -809,6 +939,7 @@ def main():
               "and completes it", python_takes_the_lock_openresty_renews_and_completes)
         # last: it advances the emulator clock
         check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
+        check("/metrics counts the lost lock", metrics_count_the_lost_lock)
         # (the README's assert idiom aborts its request on purpose)
         log = "\n".join(e for e in log_entries(ngx.log()) if "/readme_assert" not in e)
         check("no Lua errors in the nginx log",
