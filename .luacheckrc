@@ -4,6 +4,7 @@ max_line_length = 120
 ignore = { "212/self" }       -- methods that do not use self
 -- OpenResty code writes ngx.ctx and ngx.header fields
 files["lua/peeklock/resty.lua"] = { globals = { "ngx" } }
+files["lua/peeklock/metrics.lua"] = { globals = { "ngx" } }
 files["tests/nginx"] = { globals = { "ngx" } }
 files["bench/lua"] = { globals = { "ngx" }, ignore = { "531" } }
 files["examples/openresty"] = { globals = { "ngx" } }

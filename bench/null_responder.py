@@ -5,7 +5,7 @@ port. It is the cheapest server that gives the replies, so a client's own CPU pe
 is measured with the least interference from a server sharing the machine's cores.
 
 As a module:   with NullResponder() as null: ... null.url, null.connection_string
-As a command:  python3 bench/null_responder.py [--dir DIR] -- CMD ARGS...
+As a command:  .venv/bin/python bench/null_responder.py [--dir DIR] -- CMD ARGS...
                runs CMD with "{url}" and "{connection_string}" in ARGS replaced, and the same
                values in the environment as PEEKLOCK_NULL_URL / PEEKLOCK_NULL_CONNECTION_STRING.
 

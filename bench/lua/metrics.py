@@ -57,9 +57,11 @@ def main():
         offs, ons = [], []
         for i in range(a.rounds):  # alternating which goes first
             if i % 2:
-                offs.append(rnd(off)); ons.append(rnd(on))
+                offs.append(rnd(off))
+                ons.append(rnd(on))
             else:
-                ons.append(rnd(on)); offs.append(rnd(off))
+                ons.append(rnd(on))
+                offs.append(rnd(off))
         d = [y - x for x, y in zip(offs, ons)]
         q1, _, q3 = statistics.quantiles(d, n=4)
         print(f"OpenResty send+peek_lock+complete, client CPU per op, {a.rounds} rounds: metrics off "

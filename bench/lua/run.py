@@ -1,6 +1,6 @@
 """Client CPU per operation: C core, Lua 5.4, LuaJIT and OpenResty, in one run.
 
-    python3 bench/lua/run.py [--rounds 121] [--net-k 20] [--wire-k 250] [--callgrind]
+    .venv/bin/python bench/lua/run.py [--rounds 121] [--net-k 20] [--wire-k 250] [--callgrind]
 
 Builds the Lua modules and the C baseline (bench/lua/c_baseline.c), starts the
 emulator and nginx (own prefix, free port), then measures the client's process CPU

@@ -6,9 +6,9 @@ Builds bench_renewer.c together with csrc/*.c (-O2), starts the emulator
 renewers one after the other on a fresh queue, then prints the figures side by
 side. Nothing is asserted: these are figures, not tests.
 
-    python3 bench/renewer/run.py                 # N = 100, 1000, 10000 at 30 s; 1000 at 5 s
-    python3 bench/renewer/run.py --quick         # N = 100 and 1000 at 5 s, short runs
-    python3 bench/renewer/run.py --workloads 1000:5 --lock-durations 2
+    .venv/bin/python bench/renewer/run.py                 # N = 100, 1000, 10000 at 30 s; 1000 at 5 s
+    .venv/bin/python bench/renewer/run.py --quick         # N = 100 and 1000 at 5 s, short runs
+    .venv/bin/python bench/renewer/run.py --workloads 1000:5 --lock-durations 2
 
 Run length per workload: --lock-durations (default 2) times the lock duration.
 """

@@ -44,7 +44,8 @@ function H.lock()
   local c = get_client()
   local want = tonumber(a.renewals) or 0
   local got, body, id = 0, nil, nil
-  local ok, err = c:with_lock(a.entity, { timeout = tonumber(a.timeout) or 10, max_renew = tonumber(a.max_renew) or 120 },
+  local ok, err = c:with_lock(a.entity,
+                             { timeout = tonumber(a.timeout) or 10, max_renew = tonumber(a.max_renew) or 120 },
     function(msg)
       body, id = msg.body, msg.message_id
       local st = c:renewer_stats()
