@@ -248,26 +248,24 @@ class Processor:
                     s.failed += 1
                 self.stop_event.set()
                 raise
-            with self._lock:
-                if msg in self._held:
-                    self._held.discard(msg)
-                    s.in_flight -= 1
-                else:
-                    # released by the drain, which counted it; a handler that still
-                    # finished within the lock completed it after all
-                    if outcome == "processed" and self.on_drain_timeout == "expire":
-                        s.left_to_expire -= 1
-                        s.processed += 1
-                    outcome = "drained-already-counted"
-                if outcome == "processed":
-                    s.processed += 1
-                elif outcome == "lost":
-                    s.lost += 1
-                elif outcome == "failed":
-                    s.failed += 1
-                elif outcome == "settled_by_handler":
-                    s.settled_by_handler += 1
-            self._last_activity = time.monotonic()
+            self._count(msg, outcome)
+
+    def _count(self, msg: "Message", outcome: str) -> None:
+        """Counts a message whose handler finished: processed, lost, failed or
+        settled_by_handler ("drained": already counted by the drain)."""
+        s = self.summary
+        with self._lock:
+            if msg in self._held:
+                self._held.discard(msg)
+                s.in_flight -= 1
+                if outcome in ("processed", "lost", "failed", "settled_by_handler"):
+                    setattr(s, outcome, getattr(s, outcome) + 1)
+            elif outcome == "processed" and self.on_drain_timeout == "expire":
+                # released by the drain, which counted it as left to expire; the
+                # handler still finished within the lock and completed it after all
+                s.left_to_expire -= 1
+                s.processed += 1
+        self._last_activity = time.monotonic()
 
     # ---- batches ----
     def _receive(self, timeout: int) -> Optional["Message"]:
@@ -398,7 +396,6 @@ class Processor:
                 applied: Optional[str] = None) -> None:
         """Settles what the handler left, as ``with msg:`` does, and counts it
         (``applied``: the outcome of the handler's returned mapping)."""
-        s = self.summary
         settled_before = m.settled and not m.lock_lost
         outcome = applied or ("settled_by_handler" if settled_before else "processed")
         try:
@@ -413,25 +410,7 @@ class Processor:
         except Error as e:
             outcome = "failed"
             self._note_error(f"settle: {e}")
-        with self._lock:
-            if m not in self._held:
-                # released by the drain, which counted it; one that still finished
-                # within its lock was completed after all
-                if outcome == "processed" and self.on_drain_timeout == "expire":
-                    s.left_to_expire -= 1
-                    s.processed += 1
-                return
-            self._held.discard(m)
-            s.in_flight -= 1
-            if outcome == "processed":
-                s.processed += 1
-            elif outcome == "lost":
-                s.lost += 1
-            elif outcome == "failed":
-                s.failed += 1
-            else:
-                s.settled_by_handler += 1
-        self._last_activity = time.monotonic()
+        self._count(m, outcome)
 
     def _handler_failed(self, msg: "Message", exc: BaseException,
                         also: Optional[List["Message"]] = None) -> None:
