@@ -37,7 +37,9 @@ from . import client as _client
 from . import errors as _errors
 from .client import Body, OutgoingMessage, PropertyValue, TokenProvider
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
-from .processor import ProcessSummary
+from . import processor as _processor
+from .processor import ProcessSummary, RetryDelay, exponential_backoff
+from .telemetry import no_context
 
 __all__ = ["Client", "Message", "ProcessSummary"]
 
@@ -421,122 +423,129 @@ class Client:
             if msg is not None:
                 yield msg
 
-    async def process(self, entity: str, handler: Callable[[Message], Awaitable[Any]], *,
+    async def process(self, entity: str,
+                      handler: Union[Callable[[Message], Awaitable[Any]],
+                                     Callable[[List[Message]], Awaitable[Any]]], *,
                       concurrency: int = 4, max_renew: Optional[float] = None,
                       poll_timeout: float = 5, stop_event: Optional[asyncio.Event] = None,
                       max_messages: Optional[int] = None, handle_signals: bool = True,
                       drain_timeout: Optional[float] = None,
-                      cancel_on_lost: bool = False) -> ProcessSummary:
+                      cancel_on_lost: bool = False,
+                      retry_delay: RetryDelay = exponential_backoff(),
+                      on_error: Optional[Callable[[Message, BaseException], Any]] = None,
+                      batch: Optional[int] = None, max_wait: float = 1.0) -> ProcessSummary:
         """Runs ``await handler(msg)`` on every message of ``entity`` with
         ``concurrency`` tasks, each message under ``async with`` (renewed by the C
-        renewer, completed when the handler returns, abandoned when it raises).
+        renewer, completed when the handler returns, abandoned when it raises,
+        after ``retry_delay`` as in :class:`peeklock.Client.process`; ``on_error(msg, exc)``
+        first). With ``batch=N`` the handler takes a list of up to N locked
+        messages (fewer once ``max_wait`` seconds passed after the first), settles
+        some itself or returns a mapping message (or sequence number) ->
+        "complete" | "abandon"; the rest are completed when it returns and abandoned
+        when it raises or is cancelled.
         Stops on SIGINT/SIGTERM (unless ignored at start), ``stop_event`` or
-        ``max_messages``: pending receives are cancelled at once, handlers under
-        way finish (a second signal, or ``drain_timeout``, cancels them: their
-        messages are abandoned). ``cancel_on_lost``: a handler whose lock is lost is
-        cancelled (see :class:`Message`). Returns the run's summary."""
+        ``max_messages``: pending receives are cancelled at once (a batch being
+        collected is given back), handlers under way finish (a second signal, or
+        ``drain_timeout``, cancels them: their messages are abandoned).
+        ``cancel_on_lost``: a handler whose lock is lost is cancelled (see
+        :class:`Message`; single messages only). Returns the run's summary."""
         entity = _validate._check_entity(entity)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive int")
-        t = _validate._check_timeout(poll_timeout, "poll_timeout")
-        mr = _validate._check_seconds(max_renew, "max_renew", optional=True)
-        loop = asyncio.get_running_loop()
-        summary = ProcessSummary(entity=entity)
-        stop = stop_event if stop_event is not None else asyncio.Event()
-        signals = 0
-        handling: Set["asyncio.Task[None]"] = set()
-        receiving: Set["asyncio.Task[None]"] = set()
-        started = time.monotonic()
-        renewed0 = self._sync.stats()["events"]["renewed"]
+        if max_messages is not None and (isinstance(max_messages, bool) or
+                                         not isinstance(max_messages, int) or max_messages < 1):
+            raise ValueError("max_messages must be a positive int or None")
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+        if batch is not None and cancel_on_lost:
+            raise ValueError("cancel_on_lost applies to single-message handlers, not batches")
+        run = _Processor(self, entity, handler, concurrency=concurrency,
+                         poll_timeout=_validate._check_timeout(poll_timeout, "poll_timeout"),
+                         max_renew=_validate._check_seconds(max_renew, "max_renew", optional=True),
+                         stop=stop_event if stop_event is not None else asyncio.Event(),
+                         max_messages=max_messages, drain_timeout=drain_timeout,
+                         cancel_on_lost=cancel_on_lost,
+                         retry_delay=_processor._check_retry_delay(retry_delay), on_error=on_error,
+                         batch=batch, max_wait=_processor._check_batch(batch, max_wait))
+        return await run.run(handle_signals)
 
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if not summary.stopped_by:
-                summary.stopped_by = "signal"
-            log.info("signal: draining (%d in flight)", summary.in_flight)
-            stop.set()
-            for task in list(receiving):
+    def stats(self) -> Dict[str, Any]:
+        """The counters of :meth:`peeklock.Client.stats`, plus the async engine's under "aio"."""
+        s: Dict[str, Any] = dict(self._sync.stats())
+        s["aio"] = self._engine.stats()
+        return s
+
+
+class _Processor:
+    """One run of :meth:`Client.process` on the event loop: worker tasks that
+    receive, hold and settle, as peeklock.processor does with threads (the pure
+    parts — a batch's receive timeouts, the handler's returned mapping, the
+    outcomes and their counts, the retry delay — are that module's)."""
+
+    def __init__(self, client: "Client", entity: str, handler: Callable[[Any], Any], *,
+                 concurrency: int, poll_timeout: int, max_renew: Optional[float],
+                 stop: asyncio.Event, max_messages: Optional[int],
+                 drain_timeout: Optional[float], cancel_on_lost: bool, retry_delay: RetryDelay,
+                 on_error: Optional[Callable[[Message, BaseException], Any]],
+                 batch: Optional[int], max_wait: float) -> None:
+        self.client = client
+        self.entity = entity
+        self.handler = handler
+        self.concurrency = concurrency
+        self.poll_timeout = poll_timeout
+        self.max_renew = max_renew
+        self.stop = stop
+        self.max_messages = max_messages
+        self.drain_timeout = drain_timeout
+        self.cancel_on_lost = cancel_on_lost
+        self.retry_delay = retry_delay
+        self.on_error = on_error
+        self.batch = batch
+        self.max_wait = max_wait
+        self.summary = ProcessSummary(entity=entity)
+        self.signals = 0
+        self.claimed = 0        # batches: messages received or being received (max_messages)
+        self.handling: Set["asyncio.Task[None]"] = set()
+        self.receiving: Set["asyncio.Task[None]"] = set()
+
+    # ---- stopping ----
+    def on_signal(self) -> None:
+        s = self.summary
+        self.signals += 1
+        if not s.stopped_by:
+            s.stopped_by = "signal"
+        log.info("signal: draining (%d in flight)", s.in_flight)
+        self.stop.set()
+        for task in list(self.receiving):
+            task.cancel()
+        if self.signals > 1:
+            for task in list(self.handling):
                 task.cancel()
-            if signals > 1:
-                for task in list(handling):
-                    task.cancel()
 
-        async def worker() -> None:
-            me = asyncio.current_task()
-            assert me is not None
-            while not stop.is_set():
-                if max_messages is not None and summary.received >= max_messages:
-                    if not summary.stopped_by:
-                        summary.stopped_by = "max_messages"
-                    stop.set()
-                    return
-                receiving.add(me)
-                try:
-                    msg = await self._peek_lock(entity, t, mr, cancel_on_lost)
-                except asyncio.CancelledError:
-                    if stop.is_set():
-                        return                  # the drain cancelled this receive
-                    raise
-                except ClosedError:
-                    return
-                except Error as e:
-                    summary.errors += 1
-                    summary.last_errors = (summary.last_errors + [str(e)])[-5:]
-                    await asyncio.sleep(min(1.0, 0.05 * summary.errors))
-                    continue
-                finally:
-                    receiving.discard(me)
-                if msg is None:
-                    continue
-                summary.received += 1
-                summary.in_flight += 1
-                if msg.delivery_count > 1:
-                    summary.redelivered += 1
-                handling.add(me)
-                try:
-                    async with msg:
-                        r = handler(msg)
-                        if inspect.isawaitable(r):
-                            await r
-                    summary.processed += 1
-                except LockLostError:
-                    summary.lost += 1
-                except asyncio.CancelledError:
-                    summary.abandoned_on_drain += 1
-                    if not stop.is_set():
-                        raise
-                    return
-                except Exception as e:
-                    if msg.lock_lost:
-                        summary.lost += 1
-                    else:
-                        summary.failed += 1
-                    summary.last_errors = (summary.last_errors + [f"{type(e).__name__}: {e}"])[-5:]
-                finally:
-                    handling.discard(me)
-                    summary.in_flight -= 1
+    async def watch_stop(self) -> None:
+        await self.stop.wait()
+        if not self.summary.stopped_by:
+            self.summary.stopped_by = "stop_event"
+        for task in list(self.receiving):
+            task.cancel()
+        if self.drain_timeout is not None:
+            await asyncio.sleep(self.drain_timeout)
+            for task in list(self.handling):
+                task.cancel()
 
+    async def run(self, handle_signals: bool) -> ProcessSummary:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        renewed0 = self.client._sync.stats()["events"]["renewed"]
         old: Dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 if signal.getsignal(sig) is not signal.SIG_IGN:   # ignored at start: stays so
                     old[sig] = signal.getsignal(sig)
-                    loop.add_signal_handler(sig, on_signal)
-
-        async def watch_stop() -> None:
-            await stop.wait()
-            if not summary.stopped_by:
-                summary.stopped_by = "stop_event"
-            for task in list(receiving):
-                task.cancel()
-            if drain_timeout is not None:
-                await asyncio.sleep(drain_timeout)
-                for task in list(handling):
-                    task.cancel()
-
-        workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-        watcher = asyncio.ensure_future(watch_stop())
+                    loop.add_signal_handler(sig, self.on_signal)
+        work = self.batch_worker if self.batch is not None else self.worker
+        workers = [asyncio.ensure_future(work()) for _ in range(self.concurrency)]
+        watcher = asyncio.ensure_future(self.watch_stop())
         try:
             await asyncio.gather(*workers)
         finally:
@@ -547,12 +556,240 @@ class Client:
             for sig, h in old.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, h)
-        summary.elapsed = time.monotonic() - started
-        summary.renewals = self._sync.stats()["events"]["renewed"] - renewed0
-        return summary
-
-    def stats(self) -> Dict[str, Any]:
-        """The counters of :meth:`peeklock.Client.stats`, plus the async engine's under "aio"."""
-        s: Dict[str, Any] = dict(self._sync.stats())
-        s["aio"] = self._engine.stats()
+        s = self.summary
+        if not s.stopped_by:
+            s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+        s.elapsed = time.monotonic() - started
+        s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
         return s
+
+    # ---- one message at a time ----
+    async def worker(self) -> None:
+        s = self.summary
+        me = asyncio.current_task()
+        assert me is not None
+        while not self.stop.is_set():
+            if self.max_messages is not None and s.received >= self.max_messages:
+                if not s.stopped_by:
+                    s.stopped_by = "max_messages"
+                self.stop.set()
+                return
+            msg = await self.receive(me, self.poll_timeout)
+            if msg is None:
+                if self.client._closed:
+                    return
+                continue
+            s.in_flight += 1
+            self.handling.add(me)
+            try:
+                async with msg:
+                    try:
+                        r = self.handler(msg)
+                        if inspect.isawaitable(r):
+                            await r
+                    except Exception as e:
+                        await self.failed(msg, e, [msg])
+                        raise
+                    by_handler = msg.settled and not msg.lock_lost
+                _processor._tally(s, "settled_by_handler" if by_handler else "processed")
+            except LockLostError:
+                s.lost += 1
+            except asyncio.CancelledError:
+                s.abandoned_on_drain += 1
+                if not self.stop.is_set():
+                    raise
+                return
+            except Exception:
+                _processor._tally(s, "lost" if msg.lock_lost else "failed")
+            finally:
+                self.handling.discard(me)
+                s.in_flight -= 1
+
+    async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
+        """One peek-lock, counted; None when nothing came, it failed (after a
+        pause), the client closed or the drain cancelled it."""
+        s = self.summary
+        self.receiving.add(me)
+        try:
+            msg = await self.client._peek_lock(self.entity, timeout, self.max_renew,
+                                               self.cancel_on_lost)
+        except asyncio.CancelledError:
+            if self.stop.is_set():
+                return None                 # the drain cancelled this receive
+            raise
+        except ClosedError:
+            return None
+        except Error as e:
+            s.errors += 1
+            _processor._remember(s, f"receive: {e}")
+            log.warning("receive from %s failed: %s", self.entity, e)
+            await asyncio.sleep(min(1.0, 0.05 * s.errors))
+            return None
+        finally:
+            self.receiving.discard(me)
+        if msg is not None:
+            s.received += 1
+            if msg.delivery_count > 1:
+                s.redelivered += 1
+        return msg
+
+    async def failed(self, msg: Message, exc: BaseException, msgs: List[Message]) -> None:
+        """A handler raised: logged, on_error for each of ``msgs`` (awaited when
+        it returns an awaitable), then ``msg``'s retry delay, the lock renewed,
+        unless a drain starts."""
+        delay = _processor._retry_seconds(self.retry_delay, msg)
+        _processor._remember(self.summary, f"handler: {type(exc).__name__}: {exc}")
+        _processor._log_failure(self.entity, msg, exc, delay)
+        if self.on_error is not None:
+            for m in msgs:
+                try:
+                    r = self.on_error(m, exc)
+                    if inspect.isawaitable(r):
+                        await r
+                except Exception as e:
+                    log.warning("on_error raised %s: %s", type(e).__name__, e, exc_info=True)
+        if delay and msg.state == "held" and not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), delay)   # a drain cuts it short
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- batches ----
+    async def batch_worker(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self.stop.is_set() and not self.client._closed:
+            msgs = await self.collect(me)
+            if msgs:
+                await self.run_batch(me, msgs)
+            elif self.max_messages is not None and self.claimed >= self.max_messages:
+                return          # the others receive (or hold) the last claimed messages
+
+    async def collect(self, me: "asyncio.Task[None]") -> List[Message]:
+        """Up to ``batch`` messages, each held by the C renewer from its receipt:
+        the first waits up to poll_timeout, the rest until max_wait after it.
+        A drain (or a close) that begins meanwhile gives them back."""
+        assert self.batch is not None
+        msgs: List[Message] = []
+        deadline = 0.0
+        try:
+            while not self.stop.is_set() and len(msgs) < self.batch:
+                timeout = _processor._next_timeout(len(msgs), deadline, self.poll_timeout)
+                if timeout is None or (self.max_messages is not None
+                                       and self.claimed >= self.max_messages):
+                    break
+                self.claimed += 1
+                msg = await self.receive(me, timeout)
+                if msg is None:
+                    self.claimed -= 1
+                    if msgs or self.client._closed:
+                        break
+                    continue
+                if not msgs:
+                    deadline = time.monotonic() + self.max_wait
+                with no_context():          # the batch's process spans do not nest
+                    msg.__enter__()
+                self.summary.in_flight += 1
+                msgs.append(msg)
+        except asyncio.CancelledError:
+            self._give_back_now(msgs)       # cancelled from outside: no await
+            raise
+        if msgs and (self.stop.is_set() or self.client._closed):
+            # nothing has run on them: given back at once
+            await asyncio.gather(*(self._give_back(m) for m in msgs))
+            return []
+        return msgs
+
+    async def _give_back(self, m: Message) -> None:
+        try:
+            await m.abandon()
+        except Error as e:
+            log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
+        self.summary.abandoned_on_drain += 1
+        self.summary.in_flight -= 1
+
+    def _give_back_now(self, msgs: List[Message]) -> None:
+        for m in msgs:
+            if m.state == "held":
+                m._abandon_now()
+                self.summary.abandoned_on_drain += 1
+            self.summary.in_flight -= 1
+
+    async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
+        s = self.summary
+        error: Optional[Exception] = None
+        applied: Dict[Message, str] = {}
+        done: Set[Message] = set()
+        self.handling.add(me)
+        try:
+            try:
+                r = self.handler(msgs)
+                if inspect.isawaitable(r):
+                    r = await r
+                if isinstance(r, Mapping):
+                    applied = await self.apply(msgs, r)
+            except Exception as e:
+                error = e
+                unsettled = [m for m in msgs if not m.settled]
+                if unsettled:
+                    await self.failed(_processor._most_delivered(unsettled), e, unsettled)
+            await asyncio.gather(*(self.finish(m, error, applied.get(m), done) for m in msgs))
+        except asyncio.CancelledError:
+            # a second signal, drain_timeout or the caller: what is still held is
+            # given back at once, without waiting
+            for m in msgs:
+                if m in done:
+                    continue
+                if m.state == "held":
+                    m._abandon_now()
+                    s.abandoned_on_drain += 1
+                else:
+                    _processor._tally(s, applied.get(m) or "settled_by_handler")
+                s.in_flight -= 1
+            if not self.stop.is_set():
+                raise
+        finally:
+            self.handling.discard(me)
+
+    async def apply(self, msgs: List[Message], actions: Mapping[Any, str]) -> Dict[Message, str]:
+        """The handler's returned mapping (checked whole first), each action
+        applied on its own. Returns each message's outcome."""
+        plan = _processor._plan(msgs, actions)
+        out: Dict[Message, str] = {}
+
+        async def one(m: Message, action: str) -> None:
+            if m.settled:
+                return
+            try:
+                await (m.complete() if action == "complete" else m.abandon())
+                out[m] = _processor._ACTIONS[action]
+            except LockLostError:
+                out[m] = "lost"
+            except Error as e:
+                out[m] = "failed"
+                self.summary.errors += 1
+                _processor._remember(self.summary, f"{action}: {e}")
+        await asyncio.gather(*(one(m, a) for m, a in plan))
+        return out
+
+    async def finish(self, m: Message, error: Optional[Exception], applied: Optional[str],
+                     done: Set[Message]) -> None:
+        """Settles what the handler left, as ``async with msg:`` does, and counts it."""
+        s = self.summary
+        settled_before = m.settled and not m.lock_lost
+        outcome = _processor._exit_outcome(settled_before, applied, False, False)
+        try:
+            if error is None:
+                await m.__aexit__(None, None, None)
+            else:
+                await m.__aexit__(type(error), error, error.__traceback__)
+                outcome = _processor._exit_outcome(settled_before, applied, True, m.lock_lost)
+        except LockLostError:
+            outcome = "lost"
+        except Error as e:
+            outcome = "failed"
+            s.errors += 1
+            _processor._remember(s, f"settle: {e}")
+        done.add(m)
+        s.in_flight -= 1
+        _processor._tally(s, outcome)

@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 import math
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set,
+                    Tuple, TypeVar, Union)
 
 from ._validate import _check_entity, _check_seconds, _check_timeout
 from .errors import Error, LockLostError
@@ -55,6 +56,106 @@ def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Mess
 
 
 RetryDelay = Union[float, Callable[["Message"], float], None]
+_Outcome = str   # "processed", "failed", "lost", "settled_by_handler" or "drained"
+_M = TypeVar("_M", bound="Message")   # a message of this client or of peeklock.aio's
+_ACTIONS = {"complete": "processed", "abandon": "failed"}   # a returned action -> its outcome
+
+
+# ---- pure helpers shared by this processor and peeklock.aio's ----
+def _check_retry_delay(retry_delay: RetryDelay) -> RetryDelay:
+    if retry_delay is not None and not callable(retry_delay):
+        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) \
+                or not 0 <= retry_delay <= 86400:
+            raise ValueError("retry_delay must be 0 to 86400 seconds, a callable "
+                             f"(msg) -> seconds, or None; got {retry_delay!r}")
+        retry_delay = float(retry_delay)
+    return retry_delay
+
+
+def _check_batch(batch: Optional[int], max_wait: float) -> float:
+    """Checks the batch options; returns max_wait as a float."""
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
+                              or batch < 1):
+        raise ValueError("batch must be a positive int or None")
+    if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) \
+            or not 0 <= max_wait <= 3600:
+        raise ValueError(f"max_wait must be 0 to 3600 seconds, got {max_wait!r}")
+    return float(max_wait)
+
+
+def _retry_seconds(retry_delay: RetryDelay, msg: "Message") -> float:
+    """How long a failed message is held before it is abandoned (0: at once)."""
+    if retry_delay is None:
+        return 0.0
+    try:
+        return max(0.0, float(retry_delay(msg) if callable(retry_delay) else retry_delay))
+    except Exception as e:  # a broken delay policy must not lose the message
+        log.warning("retry_delay raised %s: abandoning at once", type(e).__name__)
+        return 0.0
+
+
+def _most_delivered(msgs: Sequence[_M]) -> _M:
+    """The message of a failed batch whose delivery count sets the retry delay."""
+    return max(msgs, key=lambda m: m.delivery_count)
+
+
+def _next_timeout(have: int, deadline: float, poll_timeout: int) -> Optional[int]:
+    """The long poll of a batch's next receive: poll_timeout for the first
+    message, then what is left until ``deadline`` (max_wait after the first),
+    rounded up to whole seconds; None when the batch is complete."""
+    if not have:
+        return poll_timeout
+    left = deadline - time.monotonic()
+    return math.ceil(left) if left > 0 else None
+
+
+def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]]:
+    """A batch handler's returned mapping: message (or sequence number) ->
+    "complete" or "abandon", checked whole before any of it is applied."""
+    by_seq = {m.sequence_number: m for m in msgs}
+    plan = []
+    for key, action in actions.items():
+        m = by_seq.get(key) if isinstance(key, int) else key
+        if m is None or m not in msgs:
+            raise ValueError(f"the handler's result names {key!r}, not one of its messages")
+        if action not in _ACTIONS:
+            raise ValueError(f"the handler's result says {action!r} for message "
+                             f"{m.sequence_number}: 'complete' or 'abandon'")
+        plan.append((m, action))
+    return plan
+
+
+def _exit_outcome(settled_before: bool, applied: Optional[_Outcome], failed: bool,
+                  lost: bool) -> _Outcome:
+    """A batch message's outcome once its exit ran: ``applied`` (the handler's
+    returned mapping) or settled by the handler itself; else completed, or
+    abandoned (lost when its lock was) when the handler failed."""
+    if failed and lost:
+        return "lost"
+    if applied:
+        return applied
+    if settled_before:
+        return "settled_by_handler"
+    return "failed" if failed else "processed"
+
+
+def _tally(s: "ProcessSummary", outcome: _Outcome) -> None:
+    """Counts one finished message in its summary field."""
+    if outcome in ("processed", "lost", "failed", "settled_by_handler"):
+        setattr(s, outcome, getattr(s, outcome) + 1)
+
+
+def _remember(s: "ProcessSummary", text: str) -> None:
+    s.last_errors = (s.last_errors + [text])[-5:]
+
+
+def _log_failure(entity: str, msg: "Message", exc: BaseException, delay: float) -> None:
+    """Logs a handler's failure with its traceback (the message it is about
+    and when it is abandoned)."""
+    log.warning("handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
+                msg.sequence_number, msg.message_id, entity, type(exc).__name__, exc,
+                f" in {delay:g} s" if delay else "",
+                exc_info=(type(exc), exc, exc.__traceback__))
 
 
 class _Drained(Exception):
@@ -125,24 +226,12 @@ class Processor:
         if on_drain_timeout not in ("expire", "abandon"):
             raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
         self.on_drain_timeout = on_drain_timeout
-        if retry_delay is not None and not callable(retry_delay):
-            if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) \
-                    or not 0 <= retry_delay <= 86400:
-                raise ValueError("retry_delay must be 0 to 86400 seconds, a callable "
-                                 f"(msg) -> seconds, or None; got {retry_delay!r}")
-            retry_delay = float(retry_delay)
-        self.retry_delay = retry_delay
+        self.retry_delay = _check_retry_delay(retry_delay)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
         self.on_error = on_error
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
-                                  or batch < 1):
-            raise ValueError("batch must be a positive int or None")
+        self.max_wait = _check_batch(batch, max_wait)
         self.batch = batch
-        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) \
-                or not 0 <= max_wait <= 3600:
-            raise ValueError(f"max_wait must be 0 to 3600 seconds, got {max_wait!r}")
-        self.max_wait = float(max_wait)
         self.handler = handler
         self.concurrency = concurrency
         self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
@@ -182,7 +271,7 @@ class Processor:
     def _note_error(self, text: str) -> None:
         with self._lock:
             self.summary.errors += 1
-            self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
+            _remember(self.summary, text)
 
     def _worker(self) -> None:
         if self.batch is not None:
@@ -258,8 +347,7 @@ class Processor:
             if msg in self._held:
                 self._held.discard(msg)
                 s.in_flight -= 1
-                if outcome in ("processed", "lost", "failed", "settled_by_handler"):
-                    setattr(s, outcome, getattr(s, outcome) + 1)
+                _tally(s, outcome)
             elif outcome == "processed" and self.on_drain_timeout == "expire":
                 # released by the drain, which counted it as left to expire; the
                 # handler still finished within the lock and completed it after all
@@ -296,14 +384,11 @@ class Processor:
         msgs: List["Message"] = []
         deadline = 0.0
         while not self.stop_event.is_set() and len(msgs) < size:
-            if msgs:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                # the long poll takes whole seconds: wait up to max_wait, rounded up
-                msg = self._receive(math.ceil(left))
-            else:
-                msg = self._receive(self.poll_timeout)
+            timeout = _next_timeout(len(msgs), deadline, self.poll_timeout)
+            if timeout is None:
+                break
+            msg = self._receive(timeout)
+            if not msgs:
                 deadline = time.monotonic() + self.max_wait
             if msg is None:
                 if msgs:
@@ -345,8 +430,7 @@ class Processor:
                 error = e
                 unsettled = [m for m in msgs if not m.settled]
                 if unsettled:
-                    self._handler_failed(max(unsettled, key=lambda m: m.delivery_count), e,
-                                         also=[m for m in unsettled])
+                    self._handler_failed(_most_delivered(unsettled), e, also=unsettled)
             except BaseException:
                 for m in msgs:
                     m.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
@@ -360,20 +444,10 @@ class Processor:
             return self.max_messages is not None and self._claimed >= self.max_messages
 
     def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> Dict["Message", str]:
-        """A handler's returned mapping: message (or sequence number) ->
-        "complete" or "abandon". Checked whole first, then each applied on its
+        """A handler's returned mapping (see _plan), each action applied on its
         own (one failing settle does not stop the others). Returns each
         message's outcome: processed, failed (abandoned) or lost."""
-        by_seq = {m.sequence_number: m for m in msgs}
-        plan = []
-        for key, action in actions.items():
-            m = by_seq.get(key) if isinstance(key, int) else key
-            if m is None or m not in msgs:
-                raise ValueError(f"the handler's result names {key!r}, not one of its messages")
-            if action not in ("complete", "abandon"):
-                raise ValueError(f"the handler's result says {action!r} for message "
-                                 f"{m.sequence_number}: 'complete' or 'abandon'")
-            plan.append((m, action))
+        plan = _plan(msgs, actions)
         out: Dict["Message", str] = {}
         for m, action in plan:
             if m.settled:
@@ -381,10 +455,9 @@ class Processor:
             try:
                 if action == "complete":
                     m.complete()
-                    out[m] = "processed"
                 else:
                     m.abandon()
-                    out[m] = "failed"
+                out[m] = _ACTIONS[action]
             except LockLostError:
                 out[m] = "lost"
             except Error as e:
@@ -397,14 +470,13 @@ class Processor:
         """Settles what the handler left, as ``with msg:`` does, and counts it
         (``applied``: the outcome of the handler's returned mapping)."""
         settled_before = m.settled and not m.lock_lost
-        outcome = applied or ("settled_by_handler" if settled_before else "processed")
+        outcome = _exit_outcome(settled_before, applied, False, False)
         try:
             if error is None:
                 m.__exit__(None, None, None)
             else:
                 m.__exit__(type(error), error, error.__traceback__)
-                outcome = "lost" if m.lock_lost else (
-                    applied or ("settled_by_handler" if settled_before else "failed"))
+                outcome = _exit_outcome(settled_before, applied, True, m.lock_lost)
         except LockLostError:
             outcome = "lost"
         except Error as e:
@@ -416,20 +488,10 @@ class Processor:
                         also: Optional[List["Message"]] = None) -> None:
         """Logs the failure with its traceback, calls on_error, then holds the
         message (renewed) for the retry delay unless a drain starts."""
-        delay = 0.0
-        if self.retry_delay is not None:
-            try:
-                delay = max(0.0, float(self.retry_delay(msg) if callable(self.retry_delay)
-                                       else self.retry_delay))
-            except Exception as e:  # a broken delay policy must not lose the message
-                log.warning("retry_delay raised %s: abandoning at once", type(e).__name__)
-        text = f"handler: {type(exc).__name__}: {exc}"
+        delay = _retry_seconds(self.retry_delay, msg)
         with self._lock:
-            self.summary.last_errors = (self.summary.last_errors + [text])[-5:]
-        log.warning("handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
-                    msg.sequence_number, msg.message_id, self.entity, type(exc).__name__, exc,
-                    f" in {delay:g} s" if delay else "",
-                    exc_info=(type(exc), exc, exc.__traceback__))
+            _remember(self.summary, f"handler: {type(exc).__name__}: {exc}")
+        _log_failure(self.entity, msg, exc, delay)
         if self.on_error is not None:
             for m in also or [msg]:
                 try:

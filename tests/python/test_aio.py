@@ -2,7 +2,7 @@
 operation, every outcome of ``async with``, a handler that blocks the loop for three
 lock durations, exact cancellation (checked in the emulator's state), many long polls
 outstanding with the loop responsive, aclose() ending polls, messages(), and
-process() with its drain on SIGTERM."""
+process() with its drain on SIGTERM, and its batch handlers."""
 import asyncio
 import os
 import resource
@@ -314,3 +314,162 @@ async def test_no_wake_ups_while_polls_wait(emu, queue):
     assert _switches(tid) - start <= 1
     await c.aclose()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---- batch handlers: process(..., batch=N, max_wait=S) ----
+
+async def send_ids(client, queue, prefix, n):
+    await client.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=f"{prefix}{i}")
+                                    for i in range(n)])
+
+
+async def test_batch_settled_by_its_result_and_the_rest_completed(aclient, emu, queue):
+    await send_ids(aclient, queue, "b", 5)
+    batches = []
+
+    async def handler(msgs):
+        batches.append([m.message_id for m in msgs])
+        await msgs[0].complete()                              # settled by the handler itself
+        return {msgs[1].sequence_number: "abandon", msgs[2]: "complete"}   # by its result
+        #                                                       the other two: completed
+    s = await aclient.process(queue, handler, batch=5, max_wait=2, concurrency=1, poll_timeout=1,
+                              max_messages=5, handle_signals=False, retry_delay=0)
+    assert batches == [["b0", "b1", "b2", "b3", "b4"]]
+    assert (s.received, s.processed, s.settled_by_handler, s.failed, s.lost) == (5, 3, 1, 1, 0)
+    assert s.in_flight == 0 and s.stopped_by == "max_messages"
+    assert completed(emu, queue) == {"b0": 1, "b2": 1, "b3": 1, "b4": 1}
+    [m] = emu.messages(queue)
+    assert (m["message_id"], m["state"]) == ("b1", "available")      # abandoned
+
+
+async def test_batch_partial_failure_abandons_what_the_handler_left(aclient, emu, queue):
+    await send_ids(aclient, queue, "f", 3)
+    errors, delays = [], []
+
+    async def handler(msgs):
+        await msgs[2].complete()
+        raise RuntimeError("partial failure")
+
+    def retry_delay(msg):
+        delays.append(msg.message_id)        # taken once for the batch
+        return 0
+
+    s = await aclient.process(queue, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
+                              max_messages=3, handle_signals=False, retry_delay=retry_delay,
+                              on_error=lambda m, e: errors.append(m.message_id))
+    assert (s.processed, s.settled_by_handler, s.failed) == (0, 1, 2)
+    assert sorted(errors) == ["f0", "f1"] and len(delays) == 1
+    assert "partial failure" in s.last_errors[-1]
+    assert completed(emu, queue) == {"f2": 1}
+    assert sorted((m["message_id"], m["state"], m["delivery_count"]) for m in emu.messages(queue)) \
+        == [("f0", "available", 1), ("f1", "available", 1)]
+
+
+async def test_batch_a_bad_result_fails_the_batch(aclient, emu, queue):
+    await send_ids(aclient, queue, "x", 2)
+
+    async def handler(msgs):
+        return {msgs[0]: "keep"}
+
+    s = await aclient.process(queue, handler, batch=2, max_wait=2, concurrency=1, poll_timeout=1,
+                              max_messages=2, handle_signals=False, retry_delay=None)
+    assert (s.processed, s.failed) == (0, 2) and "'keep'" in s.last_errors[-1]
+    assert completed(emu, queue) == {}
+    assert [m["state"] for m in emu.messages(queue)] == ["available", "available"]
+
+
+async def test_batch_locks_are_each_renewed_from_receipt(aclient, emu, make_queue):
+    q = make_queue(lock_duration=5)
+    await send_ids(aclient, q, "r", 3)
+
+    async def handler(msgs):
+        taken = {m["message_id"]: m["locked_until"] for m in emu.messages(q)}
+        assert sorted(taken) == ["r0", "r1", "r2"]
+        # the server sees every lock of the batch renewed by the C renewer ...
+        await until(lambda: all(m["locked_until"] > taken[m["message_id"]] + 1
+                                for m in emu.messages(q)), timeout=30)
+        # ... so that once the server's clock has passed every lock as first taken,
+        # the batch still holds them all
+        emu.advance(max(taken.values()) - emu.admin("GET", "clock")["now"] + 0.5)
+        assert all(m["state"] == "locked" for m in emu.messages(q))
+        assert all(m.state == "held" for m in msgs)
+
+    s = await aclient.process(q, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
+                              max_messages=3, handle_signals=False)
+    assert (s.processed, s.lost, s.redelivered) == (3, 0, 0) and s.renewals >= 3
+    assert completed(emu, q) == {"r0": 1, "r1": 1, "r2": 1}
+
+
+async def test_batch_waits_up_to_max_wait_for_more(aclient, emu, queue):
+    await aclient.send(queue, b"x", message_id="first")
+    sizes = []
+    stop = asyncio.Event()
+
+    async def handler(msgs):
+        sizes.append([m.message_id for m in msgs])
+        stop.set()
+
+    async def second():       # sent once the first is locked, while the batch is collecting
+        await until(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
+        await aclient.send(queue, b"y", message_id="second")
+
+    helper = asyncio.ensure_future(second())
+    s = await aclient.process(queue, handler, batch=10, max_wait=3, concurrency=1, poll_timeout=5,
+                              stop_event=stop, handle_signals=False)
+    await helper
+    assert sizes == [["first", "second"]] and s.processed == 2
+    assert completed(emu, queue) == {"first": 1, "second": 1}
+
+
+async def test_batch_max_wait_0_takes_what_is_there(aclient, emu, queue):
+    await aclient.send(queue, b"x", message_id="only")
+    sizes = []
+    stop = asyncio.Event()
+
+    async def handler(msgs):
+        sizes.append(len(msgs))
+        stop.set()
+
+    await aclient.process(queue, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1,
+                          stop_event=stop, handle_signals=False)
+    assert sizes == [1] and completed(emu, queue) == {"only": 1}
+
+
+async def test_batch_being_collected_is_given_back_on_sigterm(aclient, emu, queue):
+    await send_ids(aclient, queue, "d", 2)
+    called = []
+
+    async def handler(msgs):
+        called.append(msgs)
+
+    async def stop_while_collecting():
+        # both locked, and the collector waits (max_wait) for more
+        await until(lambda: [m["state"] for m in emu.messages(queue)] == ["locked", "locked"])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = asyncio.ensure_future(stop_while_collecting())
+    t0 = time.monotonic()
+    s = await aclient.process(queue, handler, batch=5, max_wait=60, concurrency=1, poll_timeout=30)
+    await helper
+    assert time.monotonic() - t0 < 30                 # not after max_wait: at once
+    assert called == [] and s.stopped_by == "signal"
+    assert (s.received, s.abandoned_on_drain, s.in_flight) == (2, 2, 0)
+    assert [(m["state"], m["delivery_count"]) for m in emu.messages(queue)] == \
+        [("available", 1), ("available", 1)]
+    assert aclient.stats()["aio"]["pending"] == 0
+
+
+async def test_batch_cancelled_at_the_drain_deadline_is_abandoned(aclient, emu, queue):
+    await send_ids(aclient, queue, "c", 3)
+    stop = asyncio.Event()
+
+    async def handler(msgs):
+        await msgs[0].complete()
+        stop.set()                                    # drain; the handler does not finish
+        await asyncio.Event().wait()
+
+    s = await aclient.process(queue, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
+                              stop_event=stop, drain_timeout=0.2, handle_signals=False)
+    assert (s.settled_by_handler, s.abandoned_on_drain, s.processed, s.in_flight) == (1, 2, 0, 0)
+    await until(lambda: [m["state"] for m in emu.messages(queue)] == ["available", "available"])
+    assert completed(emu, queue) == {"c0": 1}

@@ -69,6 +69,7 @@ def test_emulator_passes_mypy():
 
 
 ASYNC_USER_CODE = '''
+from typing import Dict, List
 import peeklock.aio
 
 async def handle(client: peeklock.aio.Client) -> int:
@@ -84,6 +85,12 @@ async def handle(client: peeklock.aio.Client) -> int:
         async with m:
             pass
     return len(body)
+
+async def batches(client: peeklock.aio.Client) -> int:
+    async def handler(msgs: List[peeklock.aio.Message]) -> Dict[int, str]:
+        return {m.sequence_number: "complete" for m in msgs}
+    s = await client.process("orders", handler, batch=10, max_wait=2, retry_delay=None)
+    return s.processed
 
 async def bad(client: peeklock.aio.Client) -> None:
     await client.send(42)
