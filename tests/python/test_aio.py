@@ -200,21 +200,62 @@ async def test_a_lock_that_reached_a_cancelled_receive_is_abandoned(aclient, emu
     await msg.complete()
 
 
+def _cpu_ticks(stat_path):
+    """User + system CPU clock ticks of a process or thread (/proc/.../stat)."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def until_idle(stat_paths, window=0.3, timeout=30.0):
+    """Waits until none of these processes or threads uses any CPU over ``window``."""
+    deadline = time.monotonic() + timeout
+    before = [_cpu_ticks(p) for p in stat_paths]
+    while True:
+        await asyncio.sleep(window)
+        now = [_cpu_ticks(p) for p in stat_paths]
+        if now == before:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("still busy")
+        before = now
+
+
+async def loop_lag_p99(samples=1000, interval=0.001):
+    """p99 of how late the loop runs a timer (s)."""
+    lags = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        await asyncio.sleep(interval)
+        lags.append(time.perf_counter() - t - interval)
+    lags.sort()
+    return lags[int(len(lags) * 0.99)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 async def test_many_long_polls_keep_the_loop_responsive(emu, queue):
+    before = set(os.listdir("/proc/self/task"))
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
+    [engine] = set(os.listdir("/proc/self/task")) - before       # the engine's I/O thread
+    idle = await loop_lag_p99()                                   # printed beside, for context
     n = POLLS
     seen = emu.state()["counters"].get("requests.peek_lock", 0)
     tasks = [asyncio.ensure_future(c.peek_lock(queue, timeout=60)) for _ in range(n)]
     await until(lambda: emu.state()["counters"].get("requests.peek_lock", 0) >= seen + n, timeout=60)
-    lags = []
-    for _ in range(200):
-        t = time.perf_counter()
-        await asyncio.sleep(0.005)
-        lags.append(time.perf_counter() - t - 0.005)
-    lags.sort()
-    p99 = lags[int(len(lags) * 0.99)]
-    print(f"loop lag p99 with {n} long polls outstanding: {p99 * 1000:.2f} ms")
-    assert p99 < 0.05
+    # Measured once every poll is outstanding and the submission is over: the engine's
+    # thread and the emulator (a separate process) have gone idle. The lag of the burst
+    # of submitting them is the test's own, not the cost of polls outstanding.
+    await until_idle([f"/proc/self/task/{engine}/stat", f"/proc/{emu.proc.pid}/stat"])
+    assert c.stats()["aio"]["inflight"] == n
+    # Other processes on a shared machine can only add lag, never take it away: the best
+    # of up to three windows bounds what the outstanding polls cost the loop.
+    windows = []
+    while len(windows) < 3 and (not windows or windows[-1] >= 0.005):
+        windows.append(await loop_lag_p99())
+    print(f"loop lag p99 with {n} long polls outstanding: "
+          + ", ".join(f"{w * 1000:.2f}" for w in windows) + f" ms (idle loop {idle * 1000:.2f} ms)")
+    assert min(windows) < 0.005
+    assert c.stats()["aio"]["inflight"] == n                      # outstanding throughout
     t0 = time.monotonic()
     await c.aclose()                              # ends every poll at once
     results = await asyncio.gather(*tasks, return_exceptions=True)
