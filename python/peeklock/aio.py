@@ -149,7 +149,7 @@ class Message(_client.Message):
         super().__init__(handle, aio._sync, max_renew)
         self._aio = aio
         self.cancel_on_lost = cancel_on_lost
-        self._watch: Optional[asyncio.TimerHandle] = None
+        self._watch: Optional[Callable[[], None]] = None
         self._cancelled_lost = False
 
     async def renew_lock(self) -> None:  # type: ignore[override]
@@ -192,25 +192,43 @@ class Message(_client.Message):
         return self
 
     def _arm(self, loop: asyncio.AbstractEventLoop, task: "asyncio.Task[Any]") -> None:
-        """Looks at the lock once it is due to have been renewed (its current
-        expiry): the renewer has then either extended it (look again at the new
-        expiry) or marked it lost (cancel the block's task). One timer per held
-        lock and lock duration, only for blocks that opted in."""
-        def check() -> None:
-            self._watch = None
+        """Cancels the block's task as soon as the renewer reports the lock lost:
+        the client's events thread calls back, which wakes the loop (no timer,
+        nothing at all while the lock is held)."""
+        key = (self.entity, self.sequence_number)
+        watches = self._client._lost_watch
+
+        def lost() -> None:             # on the client's events thread
+            try:
+                loop.call_soon_threadsafe(check)
+            except RuntimeError:        # the loop has closed
+                pass
+
+        def check() -> None:            # on the loop
+            if self._watch is not lost:
+                return                  # the block has ended
             st = _core.pl_message_lock_state(self._h)
             if st == _client.LOCK_LOST:
+                self._disarm()
                 self._cancelled_lost = True
                 task.cancel()
             elif st == _client.LOCK_HELD:
-                self._arm(loop, task)
-        self._watch = loop.call_later(max(0.05, self.lock_remaining + 0.05), check)
+                watches[key] = lost     # still held: it was another holder's lock
+
+        self._watch = lost
+        watches[key] = lost
+        check()                         # lost before it was watched
+
+    def _disarm(self) -> None:
+        if self._watch is not None:
+            key = (self.entity, self.sequence_number)
+            if self._client._lost_watch.get(key) is self._watch:
+                del self._client._lost_watch[key]
+            self._watch = None
 
     async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                         tb: Optional[TracebackType]) -> bool:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._disarm()
         self._stop_renewing()
         self._client._drain_events()
         st = _core.pl_message_lock_state(self._h)

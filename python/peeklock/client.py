@@ -769,6 +769,8 @@ class Client:
         self._renewer_handle: Any = None
         self._events_lock = threading.Lock()
         self._event_counts = {"renewed": 0, "lost": 0, "cap_reached": 0}
+        # (entity, sequence number) -> called by the events thread when that lock is lost
+        self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
         self._h = _core.pl_client_open(connection_string, endpoint, key_name, key, sas_token,
                                        _ms(ct), _ms(rt), max_retries,
@@ -922,6 +924,9 @@ class Client:
             self._event_counts["lost"] += 1
             log.warning("lock lost: message %s (id %s) in %s: %s", *where,
                         _core.pl_event_reason(ev))
+            watch = self._lost_watch.pop((where[2], where[0]), None)
+            if watch is not None:
+                watch()
         elif t == _EVENT_CAP:
             self._event_counts["cap_reached"] += 1
             log.warning("max_renew reached: message %s (id %s) in %s: renewal stopped, the "

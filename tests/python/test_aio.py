@@ -139,10 +139,15 @@ async def test_lock_lost_cancels_an_opted_in_block(emulator_factory):
     reached_the_end = False
     with pytest.raises(peeklock.LockLostError):
         async with c.peek_lock("oq", timeout=5, cancel_on_lost=True) as msg:
+            entered, expires_in = time.monotonic(), msg.lock_remaining
             emu.advance(30)                       # the server's lock runs out
             await asyncio.Event().wait()          # would wait forever: the lost lock cancels it
             reached_the_end = True
     assert not reached_the_end and msg.lock_lost
+    # cancelled when the renewer found the lock lost (its renewal is due before the lock
+    # runs out), not by a look at the lock once it had run out
+    assert time.monotonic() - entered < expires_in
+    assert not c._sync._lost_watch                # nothing left watched
     assert completed(emu, "oq") == {}
     cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
     assert not cancelling()                       # the cancellation was the block's own
