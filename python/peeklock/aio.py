@@ -599,6 +599,7 @@ class _Processor:
                 continue
             s.in_flight += 1
             self.handling.add(me)
+            handler_failed = False
             try:
                 async with msg:
                     try:
@@ -606,6 +607,7 @@ class _Processor:
                         if inspect.isawaitable(r):
                             await r
                     except Exception as e:
+                        handler_failed = True
                         await self.failed(msg, e, [msg])
                         raise
                     by_handler = msg.settled and not msg.lock_lost
@@ -617,7 +619,9 @@ class _Processor:
                 if not self.stop.is_set():
                     raise
                 return
-            except Exception:
+            except Exception as e:
+                if not handler_failed:          # the settle at the block's exit
+                    _processor._remember(s, f"settle: {type(e).__name__}: {e}")
                 _processor._tally(s, "lost" if msg.lock_lost else "failed")
             finally:
                 self.handling.discard(me)
