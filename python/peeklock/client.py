@@ -40,7 +40,7 @@ _core.pl_py_set_error_factory(_errors.from_code)
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 1, 2, 3, 4, 5
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
-_E_CLOSED = -16
+_E_CLOSED = _errors.PL_ECLOSED
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP = 1, 2, 3
 
@@ -500,9 +500,9 @@ class Message:
         st = _core.pl_message_lock_state(self._h)
         if st == LOCK_NONE:
             raise StateError("message was received with receive_and_delete: nothing to lock",
-                             code=-15)
+                             code=_errors.PL_ESTATE)
         if st != LOCK_HELD:
-            raise StateError(f"message lock is {_STATE_NAMES.get(st, st)}, not held", code=-15)
+            raise StateError(f"message lock is {_STATE_NAMES.get(st, st)}, not held", code=_errors.PL_ESTATE)
         self._start_renewing()
         return self
 
@@ -537,14 +537,14 @@ class Message:
                     raise OutcomeUnknownError(
                         f"message {self.sequence_number} in {self.entity}: a settle made while the "
                         "block ran had an unknown outcome; it may or may not have been completed",
-                        code=-12)
+                        code=_errors.PL_EUNKNOWN)
                 return False
             if st == LOCK_LOST:
                 settled = True
                 if exc_type is None:
                     raise LockLostError(
                         f"lock on message {self.sequence_number} in {self.entity} was lost "
-                        "while the handler ran; it was not completed", code=-5)
+                        "while the handler ran; it was not completed", code=_errors.PL_ELOCKLOST)
                 log.warning("lock on message %s in %s was lost while the handler failed",
                             self.sequence_number, self.entity)
                 return False
@@ -829,7 +829,7 @@ class Client:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise _errors.ClosedError("the client is closed", code=-16)
+            raise _errors.ClosedError("the client is closed", code=_E_CLOSED)
 
     # ---- credentials ----
     def _refresh_token(self, force: bool = False) -> None:
