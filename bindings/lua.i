@@ -1014,9 +1014,10 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt, 
       lua_pushvalue(L, unix_key);
       lua_rawget(L, -2);
       /* peeklock.datetime checked it, but a table's field can be changed afterwards:
-       * a non-number, NaN or out-of-range value would make the cast below undefined */
+       * a non-number, NaN or out-of-range value would make the cast below undefined,
+       * and a fraction of a second would be lost (the service keeps whole seconds) */
       u = lua_tonumber(L, -1);
-      finite = lua_type(L, -1) == LUA_TNUMBER && u > -9.2e18 && u < 9.2e18;
+      finite = lua_type(L, -1) == LUA_TNUMBER && u > -9.2e18 && u < 9.2e18 && u == floor(u);
       lua_pop(L, 1);
       if (!finite) return pl_lua_set_bad(L, bad, "datetime", 0, NULL);
       rc = pl_outgoing_add_datetime(m, name, (int64_t)floor(u));

@@ -232,6 +232,11 @@ function M.datetime(unix)
   if type(unix) ~= "number" or not (unix > -9.2e18 and unix < 9.2e18) then
     argerror("datetime", 1, "finite number", unix)
   end
+  -- the service types a DateTime only in whole seconds: a fraction would be lost
+  if unix ~= floor(unix) then
+    error(("bad argument #1 to 'datetime' (whole seconds expected, got %s: math.floor it, or send "
+      .. "the time as a string)"):format(tostring(unix)), user_level())
+  end
   return setmetatable({ unix = unix }, DateTime)
 end
 
@@ -251,7 +256,7 @@ local function outgoing_error(fname, h, what, key, a, b)
   elseif what == "unknown" then
     msg = ("unknown option '%s' to '%s'"):format(tostring(key), fname)
   elseif what == "datetime" then
-    msg = ("bad property '%s' in '%s' (peeklock.datetime with a finite unix time expected)"):format(key, fname)
+    msg = ("bad property '%s' in '%s' (peeklock.datetime with a finite, whole unix time expected)"):format(key, fname)
   elseif what == "name" then
     msg = ("bad property name in '%s' (string expected, got %s)"):format(fname, type(key))
   elseif what == "nul" then
@@ -307,6 +312,11 @@ local function build_batch(fname, list)
     if not h then core.release(b); return nil, err end
     rc = core.pl_batch_add(b, h)
     core.release(h)
+    if rc == core.PL_EINVAL then -- the core's rule (a content type, a NUL byte in the body)
+      local message = select(4, core.last_error())
+      core.release(b)
+      error(("bad message #%d to '%s' (%s)"):format(i, fname, (message:gsub("^m: ", ""))), user_level())
+    end
     if rc < 0 then return fail_build(b, rc, fname) end
   end
   return b

@@ -264,7 +264,10 @@ PL_EXTERN int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t
 typedef struct pl_batch pl_batch;
 PL_EXTERN int pl_batch_new(pl_batch **out);
 PL_EXTERN void pl_batch_free(pl_batch *b);
-/* Copies m into the batch. */
+/* Copies m into the batch. A message with a content type is refused (PL_EINVAL):
+ * the service marks every message of a batch "application/xml; charset=utf-8"
+ * and ignores the sender's, so send such a message alone with pl_send. A body
+ * with a NUL byte is refused too (a batch carries bodies as JSON text). */
 PL_EXTERN int pl_batch_add(pl_batch *b, const pl_outgoing *m);
 PL_EXTERN size_t pl_batch_count(const pl_batch *b);
 

@@ -84,6 +84,16 @@ def _unix(value: Any, name: str) -> int:
     return int(value)
 
 
+def _check_datetime_property(name: str, value: _dt.datetime) -> None:
+    """The service types a custom property DateTime only in RFC 1123 form, in whole
+    seconds: a fraction of a second would be lost on the way, so it is refused."""
+    if value.microsecond:
+        raise ValueError(
+            f"property {name!r}: {value.isoformat()} has a fraction of a second, which a "
+            "DateTime property cannot carry (the service keeps whole seconds): round it "
+            "(.replace(microsecond=0)) or send it as a string (.isoformat())")
+
+
 def _from_unix(value: int) -> Optional[_dt.datetime]:
     if value is None or value < 0:
         return None

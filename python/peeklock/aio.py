@@ -45,7 +45,7 @@ __all__ = ["Client", "Message", "ProcessSummary"]
 
 log = logging.getLogger("peeklock.aio")
 
-_E_CLOSED = -16
+_E_CLOSED = _errors.PL_ECLOSED
 _E_CANCELED = -19
 # what a completion carries: (code, http_status, retryable, text, message handle, orphaned)
 _Result = Tuple[int, int, int, str, Any, int]
@@ -239,7 +239,7 @@ class Message(_client.Message):
                 uncancel()                  # this cancellation was ours, not the caller's
             raise LockLostError(f"lock on message {self.sequence_number} in {self.entity} was lost "
                                 "while the block ran; the block was cancelled and nothing completed",
-                                code=-5) from exc
+                                code=_errors.PL_ELOCKLOST) from exc
         if st == _client.LOCK_SETTLED and _core.pl_message_lost_reason(self._h) == _E_CLOSED:
             if exc_type is None:
                 raise ClosedError(f"message {self.sequence_number} in {self.entity} was abandoned when "
@@ -251,12 +251,12 @@ class Message(_client.Message):
         if st == _client.LOCK_UNKNOWN:
             if exc_type is None:
                 raise OutcomeUnknownError(f"message {self.sequence_number} in {self.entity}: a settle "
-                                          "made in the block had an unknown outcome", code=-12)
+                                          "made in the block had an unknown outcome", code=_errors.PL_EUNKNOWN)
             return False
         if st == _client.LOCK_LOST:
             if exc_type is None:
                 raise LockLostError(f"lock on message {self.sequence_number} in {self.entity} was lost "
-                                    "while the block ran; it was not completed", code=-5)
+                                    "while the block ran; it was not completed", code=_errors.PL_ELOCKLOST)
             log.warning("lock on message %s in %s was lost while the handler failed",
                         self.sequence_number, self.entity)
             return False

@@ -190,6 +190,7 @@ def _silence_stdout() -> None:
 def _properties(items: Optional[List[str]]) -> Dict[str, Any]:
     """``NAME=VALUE`` is a string property; ``NAME:TYPE=VALUE`` types it
     (str, int, float, bool, datetime)."""
+    from ._validate import _check_datetime_property
     from .tools import parse_typed
     out: Dict[str, Any] = {}
     for item in items or []:
@@ -203,6 +204,8 @@ def _properties(items: Optional[List[str]]) -> Dict[str, Any]:
                 raise UsageError(f"--property {item!r} has no name")
         try:
             out[name] = parse_typed(name, kind, value)
+            if isinstance(out[name], _dt.datetime):
+                _check_datetime_property(name, out[name])
         except ValueError as e:
             raise UsageError(str(e)) from None
     return out

@@ -20,8 +20,8 @@ from typing import (TYPE_CHECKING, Any, TypedDict, Literal, cast, Callable, Dict
 
 from . import _core
 from . import errors as _errors
-from ._validate import (_ENTITY_OK, _body_bytes, _check_entity, _check_seconds, _check_str,
-                        _check_timeout, _from_unix, _ms, _unix)
+from ._validate import (_ENTITY_OK, _body_bytes, _check_datetime_property, _check_entity,
+                        _check_seconds, _check_str, _check_timeout, _from_unix, _ms, _unix)
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError, StateError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ _core.pl_py_set_error_factory(_errors.from_code)
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 1, 2, 3, 4, 5
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
-_E_CLOSED = -16
+_E_CLOSED = _errors.PL_ECLOSED
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP = 1, 2, 3
 
@@ -139,7 +139,7 @@ def sas_token(uri: str, key_name: str, key: str,
 _BROKER_FIELDS = {
     "message_id": "MessageId", "label": "Label", "correlation_id": "CorrelationId",
     "session_id": "SessionId", "partition_key": "PartitionKey", "reply_to": "ReplyTo",
-    "reply_to_session_id": "ReplyToSessionId", "to": "To",
+    "reply_to_session_id": "ReplyToSessionId", "to": "To", "via_partition_key": "ViaPartitionKey",
 }
 
 
@@ -148,7 +148,7 @@ class OutgoingMessage:
 
     __slots__ = ("body", "properties", "content_type", "time_to_live", "scheduled_enqueue_time",
                  "message_id", "label", "correlation_id", "session_id", "partition_key",
-                 "reply_to", "reply_to_session_id", "to", "resend")
+                 "reply_to", "reply_to_session_id", "to", "via_partition_key", "resend")
 
     def __init__(self, body: Body = b"", *, properties: Optional[Mapping[str, PropertyValue]] = None,
                  message_id: Optional[str] = None, label: Optional[str] = None,
@@ -157,7 +157,7 @@ class OutgoingMessage:
                  partition_key: Optional[str] = None, reply_to: Optional[str] = None,
                  reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
                  scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-                 resend: bool = False) -> None:
+                 resend: bool = False, via_partition_key: Optional[str] = None) -> None:
         self.body = _body_bytes(body)
         # Opt-in: a send whose answer is lost is sent again instead of raising
         # OutcomeUnknownError. Needs message_id and an entity with duplicate detection.
@@ -170,6 +170,8 @@ class OutgoingMessage:
             if not isinstance(v, (str, int, float, bool, _dt.datetime)):
                 raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, "
                                 f"not {type(v).__name__}")
+            if isinstance(v, _dt.datetime):
+                _check_datetime_property(k, v)
         self.content_type = _check_str("content_type", content_type, optional=True)
         self.time_to_live = _check_seconds(time_to_live, "time_to_live", optional=True)
         self.scheduled_enqueue_time = (None if scheduled_enqueue_time is None
@@ -182,6 +184,7 @@ class OutgoingMessage:
         self.reply_to = _check_str("reply_to", reply_to, optional=True)
         self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True)
         self.to = _check_str("to", to, optional=True)
+        self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True)
 
     def __repr__(self) -> str:
         return (f"OutgoingMessage({len(self.body)} bytes, message_id={self.message_id!r}, "
@@ -247,6 +250,7 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
         elif t is float:
             _core.pl_outgoing_add_double(h, k, v)
         elif isinstance(v, _dt.datetime):
+            _check_datetime_property(k, v)
             _core.pl_outgoing_add_datetime(h, k, _unix(v, f"property {k!r}"))
         elif isinstance(v, bool):
             _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
@@ -366,6 +370,10 @@ class Message:
     @property
     def to(self) -> Optional[str]:
         return self._broker("To")
+
+    @property
+    def via_partition_key(self) -> Optional[str]:
+        return self._broker("ViaPartitionKey")
 
     @property
     def dead_letter_reason(self) -> Optional[str]:
@@ -500,9 +508,9 @@ class Message:
         st = _core.pl_message_lock_state(self._h)
         if st == LOCK_NONE:
             raise StateError("message was received with receive_and_delete: nothing to lock",
-                             code=-15)
+                             code=_errors.PL_ESTATE)
         if st != LOCK_HELD:
-            raise StateError(f"message lock is {_STATE_NAMES.get(st, st)}, not held", code=-15)
+            raise StateError(f"message lock is {_STATE_NAMES.get(st, st)}, not held", code=_errors.PL_ESTATE)
         self._start_renewing()
         return self
 
@@ -537,14 +545,14 @@ class Message:
                     raise OutcomeUnknownError(
                         f"message {self.sequence_number} in {self.entity}: a settle made while the "
                         "block ran had an unknown outcome; it may or may not have been completed",
-                        code=-12)
+                        code=_errors.PL_EUNKNOWN)
                 return False
             if st == LOCK_LOST:
                 settled = True
                 if exc_type is None:
                     raise LockLostError(
                         f"lock on message {self.sequence_number} in {self.entity} was lost "
-                        "while the handler ran; it was not completed", code=-5)
+                        "while the handler ran; it was not completed", code=_errors.PL_ELOCKLOST)
                 log.warning("lock on message %s in %s was lost while the handler failed",
                             self.sequence_number, self.entity)
                 return False
@@ -831,7 +839,7 @@ class Client:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise _errors.ClosedError("the client is closed", code=-16)
+            raise _errors.ClosedError("the client is closed", code=_E_CLOSED)
 
     # ---- credentials ----
     def _refresh_token(self, force: bool = False) -> None:
@@ -940,7 +948,8 @@ class Client:
              correlation_id: Optional[str] = None, session_id: Optional[str] = None,
              partition_key: Optional[str] = None, reply_to: Optional[str] = None,
              reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
-             scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None) -> None:
+             scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
+             via_partition_key: Optional[str] = None) -> None:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
         (sent as UTF-8) or an OutgoingMessage; the keyword arguments are those of
         OutgoingMessage."""
@@ -950,7 +959,8 @@ class Client:
             ("time_to_live", time_to_live), ("correlation_id", correlation_id),
             ("session_id", session_id), ("partition_key", partition_key),
             ("reply_to", reply_to), ("reply_to_session_id", reply_to_session_id), ("to", to),
-            ("scheduled_enqueue_time", scheduled_enqueue_time)) if v is not None}
+            ("scheduled_enqueue_time", scheduled_enqueue_time),
+            ("via_partition_key", via_partition_key)) if v is not None}
         if type(body) is bytes and not kwargs:
             # fast path: no broker properties to validate
             if properties is not None and not isinstance(properties, Mapping):
@@ -1159,7 +1169,8 @@ _core.pl_py_bind(Message, _ENTITY_OK)
 for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, message_id=None, "
                                  "label=None, content_type=None, time_to_live=None, correlation_id=None, "
                                  "session_id=None, partition_key=None, reply_to=None, "
-                                 "reply_to_session_id=None, to=None, scheduled_enqueue_time=None)"),
+                                 "reply_to_session_id=None, to=None, scheduled_enqueue_time=None, "
+                                 "via_partition_key=None)"),
                                 (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
                                 (Message, "complete", "($self, /)")):
     _general = getattr(_cls, _name)

@@ -1,9 +1,12 @@
-"""The peeklock exception hierarchy: every service and client failure derives
-from :class:`peeklock.Error` and carries ``.status`` (the HTTP status, 0 when
-no response was received), ``.code`` (the C core's ``PL_E*`` code, negative)
-and ``.retryable``. A wrong argument raises ``TypeError`` or ``ValueError``
-(``InvalidArgument`` is both a ``peeklock.Error`` and a ``ValueError``).
-Messages never contain a key, signature or lock token.
+"""The peeklock exception hierarchy. Failures of the service, the transport and
+the client (a lost lock, a closed client, an unknown outcome, …) derive from
+:class:`peeklock.Error` and carry ``.status`` (the HTTP status, 0 when no
+response was received), ``.code`` (the C core's ``PL_E*`` code, negative; the
+``PL_*`` names below) and ``.retryable``. A wrong argument does not: it raises
+plain ``TypeError`` or ``ValueError`` naming the argument, except a value only the
+C core refuses, which raises ``InvalidArgument`` (both a ``peeklock.Error`` and a
+``ValueError``), so ``except ValueError`` catches every bad value. Messages never
+contain a key, signature or lock token.
 """
 from __future__ import annotations
 
@@ -16,17 +19,40 @@ __all__ = [
     "MessageTooLargeError", "ThrottledError", "ServerError", "TimeoutError",
     "ConnectionError", "ProtocolError", "OutcomeUnknownError", "BadRequestError",
     "ConflictError", "StateError", "ClosedError", "HTTPError", "InternalError",
-    "CODE_NAMES",
+    "CODE_NAMES", "PL_OK", "PL_EMPTY", "PL_EINVAL", "PL_ENOMEM", "PL_EAUTH", "PL_ENOTFOUND",
+    "PL_ELOCKLOST", "PL_ETOOLARGE", "PL_ETHROTTLED", "PL_ESERVER", "PL_ETIMEOUT", "PL_ECONNECT",
+    "PL_EPROTOCOL", "PL_EUNKNOWN", "PL_EBADREQUEST", "PL_ECONFLICT", "PL_ESTATE", "PL_ECLOSED",
+    "PL_EHTTP", "PL_EINTERNAL", "PL_ECANCELED",
 ]
 
-# Result codes of csrc/include/peeklock.h (never renumbered).
-CODE_NAMES: Dict[int, str] = {
-    0: "PL_OK", 1: "PL_EMPTY", -1: "PL_EINVAL", -2: "PL_ENOMEM", -3: "PL_EAUTH",
-    -4: "PL_ENOTFOUND", -5: "PL_ELOCKLOST", -6: "PL_ETOOLARGE", -7: "PL_ETHROTTLED",
-    -8: "PL_ESERVER", -9: "PL_ETIMEOUT", -10: "PL_ECONNECT", -11: "PL_EPROTOCOL",
-    -12: "PL_EUNKNOWN", -13: "PL_EBADREQUEST", -14: "PL_ECONFLICT", -15: "PL_ESTATE",
-    -16: "PL_ECLOSED", -17: "PL_EHTTP", -18: "PL_EINTERNAL", -19: "PL_ECANCELED",
-}
+# Result codes of csrc/include/peeklock.h (never renumbered): the one table the
+# Python modules use (by name, never by number). tests/python/test_binding.py checks
+# it against the extension's constants; it is written out here because this module
+# imports without the extension.
+PL_OK = 0
+PL_EMPTY = 1
+PL_EINVAL = -1
+PL_ENOMEM = -2
+PL_EAUTH = -3
+PL_ENOTFOUND = -4
+PL_ELOCKLOST = -5
+PL_ETOOLARGE = -6
+PL_ETHROTTLED = -7
+PL_ESERVER = -8
+PL_ETIMEOUT = -9
+PL_ECONNECT = -10
+PL_EPROTOCOL = -11
+PL_EUNKNOWN = -12
+PL_EBADREQUEST = -13
+PL_ECONFLICT = -14
+PL_ESTATE = -15
+PL_ECLOSED = -16
+PL_EHTTP = -17
+PL_EINTERNAL = -18
+PL_ECANCELED = -19
+
+CODE_NAMES: Dict[int, str] = {code: name for name, code in list(globals().items())
+                              if name.startswith("PL_") and isinstance(code, int)}
 
 # Defence in depth: the C core never puts secrets in messages; this scrubs
 # anything that looks like one should a message ever carry it.
@@ -55,7 +81,7 @@ class Error(Exception):
     code: int
     retryable: bool
 
-    def __init__(self, message: str = "", *, status: int = 0, code: int = -12,
+    def __init__(self, message: str = "", *, status: int = 0, code: int = PL_EUNKNOWN,
                  retryable: bool = False) -> None:
         message = scrub(str(message))
         super().__init__(message)
@@ -157,10 +183,12 @@ class InternalError(Error):
 
 
 _BY_CODE: Dict[int, Type[Error]] = {
-    -1: InvalidArgument, -2: Error, -3: AuthError, -4: EntityNotFoundError, -5: LockLostError,
-    -6: MessageTooLargeError, -7: ThrottledError, -8: ServerError, -9: TimeoutError,
-    -10: ConnectionError, -11: ProtocolError, -12: OutcomeUnknownError, -13: BadRequestError,
-    -14: ConflictError, -15: StateError, -16: ClosedError, -17: HTTPError, -18: InternalError,
+    PL_EINVAL: InvalidArgument, PL_ENOMEM: Error, PL_EAUTH: AuthError,
+    PL_ENOTFOUND: EntityNotFoundError, PL_ELOCKLOST: LockLostError,
+    PL_ETOOLARGE: MessageTooLargeError, PL_ETHROTTLED: ThrottledError, PL_ESERVER: ServerError,
+    PL_ETIMEOUT: TimeoutError, PL_ECONNECT: ConnectionError, PL_EPROTOCOL: ProtocolError,
+    PL_EUNKNOWN: OutcomeUnknownError, PL_EBADREQUEST: BadRequestError, PL_ECONFLICT: ConflictError,
+    PL_ESTATE: StateError, PL_ECLOSED: ClosedError, PL_EHTTP: HTTPError, PL_EINTERNAL: InternalError,
 }
 
 
@@ -168,7 +196,7 @@ def from_code(code: int, status: int = 0, retryable: int = 0,
               message: Optional[str] = None) -> Error:
     """The exception for a C result code (used by the extension module)."""
     cls = _BY_CODE.get(code, Error)
-    if code == -2:
+    if code == PL_ENOMEM:
         # Out of memory keeps the Python spelling too.
         return cls(message or "out of memory", status=status, code=code, retryable=bool(retryable))
     return cls(message or CODE_NAMES.get(code, "error"), status=status, code=code,

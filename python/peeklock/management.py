@@ -191,26 +191,27 @@ class Management:
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return None
-            cls = _errors.AuthError if e.code in (401, 403) else (
-                _errors.ServerError if e.code >= 500 else _errors.HTTPError)
+            cls, code = ((_errors.AuthError, _errors.PL_EAUTH) if e.code in (401, 403) else
+                         (_errors.ServerError, _errors.PL_ESERVER) if e.code >= 500 else
+                         (_errors.HTTPError, _errors.PL_EHTTP))
             raise cls(f"management GET {path}: the service answered {e.code}",
-                      status=e.code, code=-3 if e.code in (401, 403) else -17) from None
+                      status=e.code, code=code) from None
         except urllib.error.URLError as e:
             raise _errors.ConnectionError(f"management GET {path}: {e.reason}",
-                                          code=-10, retryable=True) from None
+                                          code=_errors.PL_ECONNECT, retryable=True) from None
         except TimeoutError:
             raise _errors.TimeoutError(f"management GET {path}: no answer within "
-                                       f"{self._timeout:g} s", code=-9, retryable=True) from None
+                                       f"{self._timeout:g} s", code=_errors.PL_ETIMEOUT, retryable=True) from None
         except (http.client.HTTPException, OSError) as e:      # cut short while reading
             raise _errors.ConnectionError(f"management GET {path}: {type(e).__name__}",
-                                          code=-10, retryable=True) from None
+                                          code=_errors.PL_ECONNECT, retryable=True) from None
         if not body.strip():
             return None
         try:
             return ET.fromstring(body)
         except ET.ParseError as e:
             raise _errors.ProtocolError(f"management GET {path}: not Atom XML ({e})",
-                                        code=-11) from None
+                                        code=_errors.PL_EPROTOCOL) from None
 
     def get(self, path: str) -> Optional[EntityInfo]:
         """The entity at ``path`` (``orders``, ``t/subscriptions/s``), or None."""

@@ -33,7 +33,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional,
                     Tuple, TypeVar, Union)
 
 from ._validate import _check_entity, _check_seconds, _check_timeout
-from .errors import Error, LockLostError
+from .errors import PL_ESTATE, Error, LockLostError
 from .telemetry import no_context
 
 if TYPE_CHECKING:
@@ -324,7 +324,7 @@ class Processor:
             except Error as e:
                 if msg.settled and not msg.lock_lost:
                     # settled by the drain (abandoned) or by the handler
-                    outcome = "drained" if e.code == -15 else "failed"
+                    outcome = "drained" if e.code == PL_ESTATE else "failed"
                 else:
                     outcome = "failed"
                     log.warning("handler for message %s failed: %s", msg.sequence_number, e)

@@ -41,9 +41,6 @@ The handle needs only the standard library, so it also works outside pytest::
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import http.client
 import json
 import os
@@ -55,8 +52,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
+
+from .emulator.sas import make_token as make_sas_token   # the one SAS signer of the test tools
 
 READY_PREFIX = "peeklock emulator ready: "
 CERT_PREFIX = "peeklock emulator certificate: "
@@ -65,14 +63,6 @@ _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class EmulatorError(RuntimeError):
     pass
-
-
-def make_sas_token(uri: str, key_name: str, key: str, expiry: int) -> str:
-    """A SAS token as documented: HMAC-SHA256 of quote(uri) + "\\n" + expiry, key as UTF-8 text."""
-    sr = urllib.parse.quote(uri, safe="")
-    mac = hmac.new(key.encode("utf-8"), ("%s\n%d" % (sr, expiry)).encode("utf-8"), hashlib.sha256)
-    sig = urllib.parse.quote(base64.b64encode(mac.digest()).decode("ascii"), safe="")
-    return "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s" % (sr, sig, expiry, key_name)
 
 
 def parse_connection_string(conn: str) -> Dict[str, str]:

@@ -50,7 +50,7 @@ def parent_of(dlq_path: str) -> str:
 # --------------------------------------------------------------------------
 
 _COPIED = ("message_id", "label", "correlation_id", "session_id", "partition_key", "reply_to",
-           "reply_to_session_id", "to", "content_type")
+           "reply_to_session_id", "to", "via_partition_key", "content_type")
 
 
 def to_outgoing(msg: "Message", *, keep_message_id: bool = True,

@@ -164,6 +164,8 @@ static void test_batch(void)
         CHECK(len == strlen(body) && memcmp(got, body, len) == 0);
         CHECK_STR(pl_message_id(m), id);
         CHECK_STR(pl_message_entity(m), "t1/subscriptions/s1");
+        /* the service marks every message of a batch so */
+        CHECK_STR(pl_message_content_type(m), "application/xml; charset=utf-8");
         int k = find_prop(m, "Priority");
         CHECK(k >= 0 && !strcmp(pl_message_property_string(m, k), "Low"));
         k = find_prop(m, "n");

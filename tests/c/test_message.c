@@ -141,6 +141,20 @@ int main(void)
     CHECK_EQ(pl_batch_new(&b), PL_OK);
     CHECK_EQ(pl_batch_add(b, m), PL_EINVAL); /* m's body has a NUL */
     CHECK(strstr(pl_error_last()->message, "NUL") != NULL);
+    /* a content type would be dropped by the service: refused, nothing added */
+    pl_outgoing *ct = NULL;
+    CHECK_EQ(pl_outgoing_new(&ct, "{}", 2), PL_OK);
+    CHECK_EQ(pl_outgoing_set_content_type(ct, "application/json"), PL_OK);
+    CHECK_EQ(pl_batch_add(b, ct), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "content type") != NULL);
+    CHECK(strstr(pl_error_last()->message, "one by one") != NULL);
+    CHECK_EQ(pl_batch_count(b), 0);
+    CHECK_EQ(pl_outgoing_set_content_type(ct, NULL), PL_OK);
+    CHECK_EQ(pl_batch_add(b, ct), PL_OK);
+    pl_outgoing_free(ct);
+    pl_batch_free(b);
+    b = NULL;
+    CHECK_EQ(pl_batch_new(&b), PL_OK);
     pl_outgoing *t = NULL;
     CHECK_EQ(pl_outgoing_new(&t, "hello", 5), PL_OK);
     CHECK_EQ(pl_outgoing_set_broker(t, "Label", "L"), PL_OK);

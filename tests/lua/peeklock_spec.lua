@@ -113,10 +113,38 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal("second", m2.label)
       assert.equal(2, m2.properties.N)
       assert.equal("none", m1.lock_state)
+      -- the service marks every message of a batch so
+      assert.equal("application/xml; charset=utf-8", m1.content_type)
       local ok, err = m1:complete()
       assert.is_nil(ok)
       assert.equal("state", err.code)
       assert.equal(0, #emu:messages(q))
+    end)
+
+    it("refuses a batched message with a content type, which the service would drop", function()
+      local q = queue()
+      local ok, err = pcall(function()
+        client:send_batch(q, { "a", { body = "{}", content_type = "application/json" } })
+      end)
+      assert.is_false(ok)
+      assert.matches("peeklock_spec%.lua:%d+: bad message #2 to 'send_batch' %(a batched message cannot "
+        .. "carry a content type .*one by one%)", tostring(err))
+      assert.equal(0, #emu:messages(q))
+      -- sent on its own, the content type arrives
+      assert(client:send(q, "{}", { content_type = "application/json" }))
+      local m = assert(client:receive_and_delete(q, { timeout = 5 }))
+      assert.equal("application/json", m.content_type)
+    end)
+
+    it("refuses a datetime with a fraction of a second and keeps whole seconds", function()
+      local q = queue()
+      local ok, err = pcall(function() return peeklock.datetime(1700000000.25) end)
+      assert.is_false(ok)
+      assert.matches("peeklock_spec%.lua:%d+: bad argument #1 to 'datetime' %(whole seconds expected",
+        tostring(err))
+      assert(client:send(q, "d", { properties = { At = peeklock.datetime(1700000001) } }))
+      local m = assert(client:receive_and_delete(q, { timeout = 5 }))
+      assert.equal("Tue, 14 Nov 2023 22:13:21 GMT", m.properties.At)
     end)
 
     it("abandon makes the message come back with a higher delivery count", function()
@@ -486,10 +514,11 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       local q = queue()
       -- a datetime changed after peeklock.datetime checked it
       local function changed(v) local d = peeklock.datetime(0); d.unix = v; return d end
-      local dt_err = "bad property 'D' in 'send' (peeklock.datetime with a finite unix time expected)"
+      local dt_err = "bad property 'D' in 'send' (peeklock.datetime with a finite, whole unix time expected)"
       local cases = {
         { { content_type = 5 }, "bad option 'content_type' to 'send' (string expected, got number)" },
         { { properties = { D = changed(math.huge) } }, dt_err },
+        { { properties = { D = changed(1700000000.5) } }, dt_err },
         { { properties = { D = changed(0 / 0) } }, dt_err },
         { { properties = { D = changed("soon") } }, dt_err },
         { { time_to_live = -1 }, "bad option 'time_to_live' to 'send' (non-negative number expected, got number)" },

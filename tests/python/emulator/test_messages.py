@@ -219,6 +219,20 @@ def test_batch_send(sb, queue):
     assert [m.bp["SequenceNumber"] for m in (a, b, c)] == [1, 2, 3]
 
 
+def test_batch_marks_every_message_xml_whatever_the_sender_says(sb, queue):
+    # as the service: a batch element's ContentType (BrokerProperties) and the request's
+    # own headers are not applied to the messages
+    batch = [{"Body": "{}", "BrokerProperties": {"ContentType": "application/json", "Label": "J"}},
+             {"Body": "plain"}]
+    status, _, _ = sb.emu.request("POST", "/%s/messages" % queue, json.dumps(batch).encode(),
+                                  {"Content-Type": "application/vnd.microsoft.servicebus.json",
+                                   "BrokerProperties": '{"ContentType": "text/plain"}'})
+    assert status == 201
+    a, b = (sb.receive_and_delete(queue) for _ in range(2))
+    assert a.bp["Label"] == "J" and "ContentType" not in a.bp
+    assert [m.headers["Content-Type"] for m in (a, b)] == ["application/xml; charset=utf-8"] * 2
+
+
 def test_bad_batch_is_400_and_nothing_enqueued(sb, queue, fresh_emulator):
     for body in (b"{not json", b'{"Body": "x"}', b'[{"Body": 5}]', b'[{"Body": "x"}, 7]',
                  b'[{"Body": "x", "BrokerProperties": {"TimeToLive": "abc"}}]'):
