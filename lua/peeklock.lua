@@ -773,15 +773,14 @@ function Client:with_lock(entity, opts, fn)
   return run_held(self, r, msg, max_renew, fn, "with_lock")
 end
 
--- with_lock's part once it holds msg (also client:attach's with a function): fn(msg) while
--- the renewer keeps the lock, then the settle its outcome calls for.
-function run_held(self, r, msg, max_renew, fn, op)
+-- Puts msg (just received) in the renewer's hands for up to max_renew seconds, recorded as
+-- held by a with_lock-like caller: its key, or nil, err (msg then abandoned and freed).
+local function hold(self, r, msg, max_renew, op)
   local mh = msg._h
   local key = core.key(mh)
   self._active[key] = true
   self._held[key] = mh
   local rc = self:_renew_add(r, mh, floor(max_renew * 1000))
-  if rc >= 0 then self:_holding(key, msg) end
   if rc < 0 then
     local err = last_error(rc, op)
     self._active[key], self._held[key] = nil, nil
@@ -789,20 +788,23 @@ function run_held(self, r, msg, max_renew, fn, op)
     msg:free()
     return nil, err
   end
-  local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
-  local t0 = m and core.pl_now_mono_ms()
-  local res = pack(xpcall(fn, keep_traceback, msg))
-  if m then
-    m:process(core.pl_message_entity(mh), self._server, (core.pl_now_mono_ms() - t0) / 1000,
-              not res[1] and "handler" or nil)
-  end
+  self:_holding(key, msg)
+  return key
+end
+
+-- What follows a handler's run on a held msg (key from hold): completed when ok, abandoned
+-- when not (cause: the handler's error), unless it was settled, lost or handed over
+-- meanwhile; msg is freed. true, or nil, err (code handler, lock_lost, closed,
+-- unknown_outcome, or the settle's).
+local function finish(self, r, msg, key, ok, cause, op)
   self:_holding(key, nil)
-  if not rawget(msg, "_h") then -- fn released (handed over) or freed it: nothing to settle here
+  local mh = rawget(msg, "_h")
+  if not mh then -- the handler released (handed over) or freed it: nothing to settle here
     self._lost[key], self._active[key], self._held[key] = nil, nil, nil
-    if not res[1] then return nil, handler_error(res[2], op) end
-    return true, unpack(res, 2, res.n)
+    if not ok then return nil, handler_error(cause, op) end
+    return true
   end
-  -- (fn may have closed the client, and with it this renewer)
+  -- (the handler may have closed the client, and with it this renewer)
   if rawget(self, "_renewer") == r then self:_renew_remove(r, mh) end
   self:poll_events()
   local info = self._lost[key]
@@ -810,7 +812,7 @@ function run_held(self, r, msg, max_renew, fn, op)
   if not rawget(self, "_h") then -- the handler closed the client
     local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
     msg:free()
-    if not res[1] then return nil, handler_error(res[2], op) end
+    if not ok then return nil, handler_error(cause, op) end
     return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = op,
       message = abandoned and "the message was abandoned when the client closed while the handler ran; "
                               .. "it was not completed and will be delivered again"
@@ -818,10 +820,10 @@ function run_held(self, r, msg, max_renew, fn, op)
                    .. "(it is delivered again when its lock expires)" })
   end
   local state = core.pl_message_lock_state(mh)
-  if not res[1] then
+  if not ok then
     if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end
     msg:free()
-    return nil, handler_error(res[2], op)
+    return nil, handler_error(cause, op)
   end
   if state == core.PL_LOCK_LOST then
     msg:free()
@@ -841,15 +843,34 @@ function run_held(self, r, msg, max_renew, fn, op)
                    .. "completed and will be delivered again" })
   end
   if state == core.PL_LOCK_HELD then
-    local ok, cerr = self:_settle(msg, "complete")
+    local sok, serr = self:_settle(msg, "complete")
     msg:free()
-    if not ok then
-      if cerr.code == "lock_lost" then return nil, lost_error(info, op) end
-      return nil, cerr
+    if not sok then
+      if serr.code == "lock_lost" then return nil, lost_error(info, op) end
+      return nil, serr
     end
   else
     msg:free()
   end
+  return true
+end
+
+-- with_lock's part once it holds msg (also client:attach's with a function): fn(msg) while
+-- the renewer keeps the lock, then the settle its outcome calls for.
+function run_held(self, r, msg, max_renew, fn, op)
+  local key, err = hold(self, r, msg, max_renew, op)
+  if not key then return nil, err end
+  local mh = msg._h
+  local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
+  local t0 = m and core.pl_now_mono_ms()
+  local res = pack(xpcall(fn, keep_traceback, msg))
+  if m then
+    m:process(core.pl_message_entity(mh), self._server, (core.pl_now_mono_ms() - t0) / 1000,
+              not res[1] and "handler" or nil)
+  end
+  local ok
+  ok, err = finish(self, r, msg, key, res[1], res[2], op)
+  if not ok then return nil, err end
   return true, unpack(res, 2, res.n)
 end
 
@@ -899,17 +920,18 @@ end
 -- ------------------------------------------------------------------ processor
 
 local PROCESS_OPTIONS = { concurrency = "number", max_renew = "number", poll_timeout = "number",
-                          max_messages = "number", idle_timeout = "number", stop = "function" }
+                          max_messages = "number", idle_timeout = "number", stop = "function",
+                          batch = "number", max_wait = "number" }
 
 -- process's checked options: concurrency (1..max_concurrency), max_renew, poll_timeout,
--- max_messages, idle_timeout, stop.
-local function process_args(self, entity, handler, opts, max_concurrency)
+-- max_messages, idle_timeout, stop, batch, max_wait (extra: a driver's own, name -> type).
+local function process_args(self, entity, handler, opts, max_concurrency, extra)
   local h, err = check_client(self, "process")
   if not h then return nil, err end
   check_string("process", 1, entity)
   if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
   opts = check_opts("process", 3, opts)
-  check_options("process", opts, PROCESS_OPTIONS)
+  check_options("process", opts, PROCESS_OPTIONS, extra)
   return {
     concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
     max_renew = opt_number("process", opts, "max_renew", 300, 0, 1000000000),
@@ -917,6 +939,8 @@ local function process_args(self, entity, handler, opts, max_concurrency)
     max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
     idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),
     stop = opts.stop,
+    batch = opts.batch and floor(opt_number("process", opts, "batch", nil, 1, 100000)),
+    max_wait = opt_number("process", opts, "max_wait", 1, 0, 3600),
   }
 end
 M._process_args = process_args
@@ -925,7 +949,7 @@ M._process_args = process_args
 -- s (processed, failed: the handler raised and the message was abandoned, lost, errors).
 -- A retryable error pauses (pause(seconds)) and goes on; any other ends the run (s.error).
 local function process_loop(self, entity, handler, o, s, stopping, pause)
-  local lock_opts = { timeout = o.poll_timeout, max_renew = o.max_renew }
+  local lock_opts = { timeout = o.poll_timeout, max_renew = o.max_renew, _cut_on_exit = o.cut_on_exit }
   while not stopping() do
     if o.max_messages and s.started >= o.max_messages then break end
     if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
@@ -953,9 +977,147 @@ local function process_loop(self, entity, handler, o, s, stopping, pause)
 end
 M._process_loop = process_loop
 
-local function new_summary()
-  return { processed = 0, failed = 0, lost = 0, errors = 0, started = 0, stopped = false,
-           last_message_ms = core.pl_now_mono_ms() }
+-- ------------------------------------------------------------------ batch handlers
+
+-- A batch handler's returned table: message (or sequence number) -> "complete" or "abandon",
+-- checked whole first (nil, what is wrong), then each settle made on its own. Returns the
+-- outcome by index in msgs (processed, failed: abandoned, lost, errors) and the last settle
+-- error.
+local function apply_result(self, msgs, result)
+  local index, by_seq = {}, {}
+  for i = 1, #msgs do
+    local msg = msgs[i]
+    index[msg] = i
+    if rawget(msg, "_h") then by_seq[msg.sequence_number] = i end
+  end
+  local plan = {}
+  for k, action in pairs(result) do
+    local i = index[k] or (type(k) == "number" and by_seq[k])
+    if not i then
+      return nil, "the handler's result names " .. tostring(k) .. ", not one of its messages"
+    end
+    if action ~= "complete" and action ~= "abandon" then
+      return nil, "the handler's result says " .. tostring(action) .. " for message "
+                  .. tostring(msgs[i].sequence_number) .. ": 'complete' or 'abandon' expected"
+    end
+    plan[i] = action
+  end
+  local out, last_err = {}, nil
+  for i, action in pairs(plan) do
+    local msg = msgs[i]
+    local mh = rawget(msg, "_h")
+    if mh and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then
+      local ok, err = self:_settle(msg, action)
+      if ok then out[i] = action == "complete" and "processed" or "failed"
+      elseif err.code == "lock_lost" then out[i] = "lost"
+      else out[i] = "errors"; last_err = err end
+    end
+  end
+  return out, last_err
+end
+
+local function count(s, outcome, err)
+  s[outcome] = s[outcome] + 1
+  if err and outcome == "errors" then s.last_error = err end
+end
+
+-- handler(msgs) on a collected batch (keys: their hold keys), then each message settled as
+-- finish does, or as the handler's returned table says, and counted in s.
+local function run_batch(self, r, msgs, keys, handler, s)
+  local m = self._metrics
+  local t0 = m and core.pl_now_mono_ms()
+  local ok, res = xpcall(handler, keep_traceback, msgs)
+  local applied, serr = {}, nil
+  if ok and type(res) == "table" then
+    local out, why = apply_result(self, msgs, res)
+    if out then applied, serr = out, why
+    else ok, res = false, why end
+  end
+  local secs = m and (core.pl_now_mono_ms() - t0) / 1000
+  for i = 1, #msgs do
+    local msg = msgs[i]
+    local mh = rawget(msg, "_h")
+    local before = mh and core.pl_message_lock_state(mh)
+    if m and mh then m:process(core.pl_message_entity(mh), self._server, secs, not ok and "handler" or nil) end
+    local done, err = finish(self, r, msg, keys[i], ok, res, "process")
+    if applied[i] then count(s, applied[i], serr)
+    elseif not before or before == core.PL_LOCK_SETTLED then count(s, "settled_by_handler")
+    elseif before == core.PL_LOCK_LOST then count(s, "lost")
+    elseif before == core.PL_LOCK_UNKNOWN then count(s, "errors", err)
+    elseif done then count(s, "processed")
+    elseif err.code == "handler" then count(s, "failed")
+    elseif err.code == "lock_lost" then count(s, "lost")
+    else count(s, "errors", err) end
+  end
+  s.last_message_ms = core.pl_now_mono_ms()
+end
+
+-- A consumer of process with batch = N: collects up to N messages, each held by the renewer
+-- from its receipt (the first receive waits up to poll_timeout, the rest until max_wait
+-- seconds after the first arrived, rounded up to whole seconds; max_wait = 0: only what is
+-- there at once), and runs handler(msgs) on them. A stop while collecting gives the batch
+-- back (abandoned, counted in abandoned_on_drain); nothing has run on it.
+local function batch_loop(self, entity, handler, o, s, stopping, pause)
+  local r, rerr = self:_get_renewer()
+  if not r then s.error, s.stopped = rerr, true; return end
+  local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
+  while not stopping() do
+    if o.max_messages and s.started >= o.max_messages then break end
+    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
+    local msgs, keys, deadline = {}, {}, nil
+    while #msgs < o.batch and not stopping() do
+      if o.max_messages and s.started >= o.max_messages then break end
+      if deadline then
+        local left = deadline - core.pl_now_mono_ms()
+        if left <= 0 and o.max_wait > 0 then break end
+        ropts.timeout = left > 0 and math.ceil(left / 1000) or 0
+      else
+        ropts.timeout = o.poll_timeout
+      end
+      s.started = s.started + 1
+      local msg, err = self:peek_lock(entity, ropts)
+      if not msg then
+        s.started = s.started - 1
+        if err then
+          s.errors = s.errors + 1
+          s.last_error = err
+          if not err.retryable then s.error = err; s.stopped = true
+          elseif #msgs == 0 then pause(1) end
+        end
+        break
+      end
+      deadline = deadline or core.pl_now_mono_ms() + o.max_wait * 1000
+      local key
+      key, err = hold(self, r, msg, o.max_renew, "process")
+      if key then
+        keys[#msgs + 1] = key
+        msgs[#msgs + 1] = msg
+      else
+        s.started = s.started - 1
+        s.errors = s.errors + 1
+        s.last_error = err
+      end
+    end
+    if #msgs > 0 then
+      if stopping() then -- the run ends while collecting: nothing ran on them, give them back
+        for i = 1, #msgs do
+          finish(self, r, msgs[i], keys[i], false, "drained", "process")
+          s.abandoned_on_drain = s.abandoned_on_drain + 1
+        end
+        s.last_message_ms = core.pl_now_mono_ms()
+      else
+        run_batch(self, r, msgs, keys, handler, s)
+      end
+    end
+  end
+end
+M._batch_loop = batch_loop
+
+local function new_summary(o)
+  local s = { processed = 0, failed = 0, lost = 0, errors = 0, started = 0, stopped = false,
+              last_message_ms = core.pl_now_mono_ms() }
+  if o.batch then s.settled_by_handler, s.abandoned_on_drain = 0, 0 end
+  return s
 end
 M._new_summary = new_summary
 
@@ -969,10 +1131,11 @@ M._new_summary = new_summary
 function Client:process(entity, handler, opts)
   local o, err = process_args(self, entity, handler, opts, 1)
   if not o then return nil, err end
-  local s = new_summary()
+  local s = new_summary(o)
   local stop = o.stop
   local function stopping() return s.stopped or (stop ~= nil and stop() == true) end
-  process_loop(self, entity, handler, o, s, stopping, function() end)
+  local loop = o.batch and batch_loop or process_loop
+  loop(self, entity, handler, o, s, stopping, function() end)
   s.last_message_ms, s.started = nil, nil
   return s
 end

@@ -11,6 +11,10 @@ local W = {}
 local ENTITY = os.getenv("PEEKLOCK_ENTITY") or "orders"
 local CONCURRENCY = tonumber(os.getenv("PEEKLOCK_CONCURRENCY")) or 4
 local HANDOFF_ENTITY = os.getenv("PEEKLOCK_HANDOFF_ENTITY") or "long-jobs"
+-- Long polls: fewer requests while idle. A reload or exit cuts them short (cut_on_exit), so
+-- a long one does not hold the old workers back; PEEKLOCK_CUT_ON_EXIT=0 lets them run out.
+local POLL_TIMEOUT = tonumber(os.getenv("PEEKLOCK_POLL_TIMEOUT")) or 20
+local CUT_ON_EXIT = os.getenv("PEEKLOCK_CUT_ON_EXIT") ~= "0"
 local summary -- this worker's process() summary, once it has drained
 
 -- The worker's client (made on first use inside the worker, never in the master).
@@ -34,7 +38,7 @@ function W.init_worker()
   local ok, err = ngx.timer.at(0, function(premature)
     if premature then return end
     summary = client():process(ENTITY, handle, { concurrency = CONCURRENCY, max_renew = 300,
-                                                 poll_timeout = 2 })
+                                                 poll_timeout = POLL_TIMEOUT, cut_on_exit = CUT_ON_EXIT })
     ngx.log(ngx.NOTICE, "peeklock example: drained: processed ", summary.processed,
             ", failed ", summary.failed, ", lost ", summary.lost)
   end)

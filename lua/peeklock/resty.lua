@@ -54,6 +54,7 @@ local UNSENT = "unsent"          -- the request never went out (connect or TLS f
 local UNANSWERED = "unanswered"  -- it went out (or partly), no complete answer: maybe applied
 local MALFORMED = "malformed"    -- an answer came that cannot be read (never retried)
 local ANSWERED = "answered"      -- the C core interpreted an answer (status error)
+local CUT = "cut"                -- a long poll cut at worker exit before any answer came
 
 local TRANSPORT_ERRNO = { timeout = core.PL_ETIMEOUT, connection = core.PL_ECONNECT, protocol = core.PL_EPROTOCOL }
 
@@ -140,8 +141,38 @@ local function read_body(sock, status, method, length, chunked)
   end
 end
 
+-- A long poll cut at worker exit (cut_on_exit) waits in slices this long: a worker that starts
+-- exiting stops waiting within one.
+local CUT_SLICE_MS = 500
+local exiting = ngx.worker.exiting
+
+-- Reads the status line of a long poll's answer in slices of CUT_SLICE_MS, up to
+-- read_timeout_ms in all: line, or nil, err, or nil, CUT when the worker began to exit
+-- before any byte of the answer came (sock is then closed: whatever the server answers
+-- is never read, see docs/lua.md).
+local function receive_status_cut(self, sock, read_timeout_ms)
+  local deadline = core.pl_now_mono_ms() + read_timeout_ms
+  local got = ""
+  while true do
+    local left = deadline - core.pl_now_mono_ms()
+    if got == "" and exiting() then sock:close(); return nil, CUT end
+    if left <= 0 then return nil, "timeout" end
+    sock:settimeouts(self._connect_timeout_ms, self._send_timeout_ms, left < CUT_SLICE_MS and left or CUT_SLICE_MS)
+    local line, err, partial = sock:receive("*l")
+    if line then
+      sock:settimeouts(self._connect_timeout_ms, self._send_timeout_ms,
+                       math.max(deadline - core.pl_now_mono_ms(), 1))
+      return got .. line
+    end
+    if err ~= "timeout" then return nil, err end -- (the cosocket closed itself)
+    got = got .. (partial or "")
+  end
+end
+
 -- One request (a pl_request handle) -> status, headers { name, value, name, value, ... }, body | nil, err
-local function http_exchange(self, req, op, read_timeout_ms)
+-- cut: a long poll that a worker exit may cut (nil, nil, CUT).
+local function http_exchange(self, req, op, read_timeout_ms, cut)
+  if cut and exiting() then return nil, nil, CUT end -- not even sent
   -- the header lines come joined (an empty Expect left out), with whether Host and
   -- Content-Length are among them
   local method, url, body, head, has_host, has_len = core.request_head(req)
@@ -177,7 +208,12 @@ local function http_exchange(self, req, op, read_timeout_ms)
   if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err), UNANSWERED end
 
   local line
-  line, err = sock:receive("*l")
+  if cut then
+    line, err = receive_status_cut(self, sock, read_timeout_ms)
+    if err == CUT then return nil, nil, CUT end
+  else
+    line, err = sock:receive("*l")
+  end
   if not line then
     sock:close()
     return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err), UNANSWERED
@@ -223,8 +259,9 @@ end
 -- One attempt: send req, feed the answer to the C core.
 -- how (UNSENT...ANSWERED), rc (its PL_* code), message handle | nil, err (a transport
 -- error) | nil, status, the Retry-After header value | nil
-local function attempt(self, req, op, msg_h, read_timeout_ms)
-  local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms)
+local function attempt(self, req, op, msg_h, read_timeout_ms, cut)
+  local status, headers, body, sent_ms = http_exchange(self, req, op, read_timeout_ms, cut)
+  if body == CUT then return CUT end
   if not status then return body, headers.errno, nil, headers end
   local rc, out, answered = core.result_from(self._h, req, msg_h, status, headers, body, sent_ms)
   if not answered then return MALFORMED, rc, nil, nil, status end
@@ -241,12 +278,17 @@ end
 -- What a failed exchange means (retry after a delay, done, or outcome unknown) is decided
 -- by the C core's outcome module (csrc/outcome.c, the table in docs/lua.md): this loop
 -- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
--- when it says so. Runs req: rc, out | nil, err.
-local function exchange(self, req, op, msg_h, read_timeout_ms, entity)
+-- when it says so. Runs req: rc, out | nil, err. cut: a peek-lock's long poll that a worker
+-- exit cuts short (PL_EMPTY: nothing received).
+local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut)
   local call = core.outcome_new(self._h, req, math.random(1, 2147483647))
   while true do
-    local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms)
+    local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms, cut)
     if not how then return nil, err end -- the request could not even be written (bad URL)
+    if how == CUT then
+      ngx.log(ngx.NOTICE, "peeklock: peek_lock on ", tostring(entity), ": long poll cut at worker exit")
+      return core.PL_EMPTY
+    end
     local again, v, orphaned = core.outcome_report(call, how, status, rc, retry_after,
                                                    err and err.message or nil, msg_h)
     if not again and orphaned and orphaned > 0 then
@@ -394,7 +436,10 @@ local function receive(self, op, entity, opts, peek)
   local m = self._metrics
   local t0 = m and now_ms()
   local out
-  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms, entity)
+  -- (only a peek-lock's poll is ever cut: a receive-and-delete answered as it was cut would lose
+  -- its message)
+  rc, out = exchange(self, req, op, nil, timeout * 1000 + self._request_timeout_ms, entity,
+                     peek and timeout > 0 and opts._cut_on_exit == true)
   core.release(req)
   if m then
     m:operation(op, "receive", entity, self._server, (now_ms() - t0) / 1000, not rc and out.code or nil)
@@ -620,21 +665,25 @@ end
 
 --- client:process(entity, handler, opts) -> summary | nil, err
 -- As peeklock's, with concurrency light threads (default 1, at most 256) each taking
--- message after message; run it in a timer (init_worker_by_lua: ngx.timer.at) or a
--- request. Drains when the worker exits or reloads (ngx.worker.exiting()): no new receive
--- starts, running handlers finish, a long poll in flight ends within poll_timeout (default
--- 5 s, so a reload waits that long at most for an idle consumer).
+-- message after message (or batch after batch: opts.batch); run it in a timer
+-- (init_worker_by_lua: ngx.timer.at) or a request. Drains when the worker exits or reloads
+-- (ngx.worker.exiting()): no new receive starts, running handlers finish, a batch being
+-- collected is given back, and a long poll in flight is cut within half a second
+-- (cut_on_exit, default true; false: it runs out, up to poll_timeout). docs/lua.md.
+local PROCESS_RESTY_OPTIONS = { cut_on_exit = "boolean" }
 function Client:process(entity, handler, opts)
-  local o, err = peeklock._process_args(self, entity, handler, opts, 256)
+  local o, err = peeklock._process_args(self, entity, handler, opts, 256, PROCESS_RESTY_OPTIONS)
   if not o then return nil, err end
-  local s = peeklock._new_summary()
+  o.cut_on_exit = not (type(opts) == "table" and opts.cut_on_exit == false)
+  local s = peeklock._new_summary(o)
   local stop = o.stop
   local function stopping()
     return s.stopped or ngx.worker.exiting() or (stop ~= nil and stop() == true)
   end
+  local loop = o.batch and peeklock._batch_loop or peeklock._process_loop
   local threads = {}
   for i = 1, o.concurrency do
-    local t, terr = ngx.thread.spawn(peeklock._process_loop, self, entity, handler, o, s, stopping, ngx.sleep)
+    local t, terr = ngx.thread.spawn(loop, self, entity, handler, o, s, stopping, ngx.sleep)
     if not t then
       s.stopped = true
       s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",

@@ -85,6 +85,13 @@ function H.Emulator:create(path, settings)
   assert(status == 200 or status == 201, "create entity answered " .. tostring(status))
 end
 
+-- A new queue with a unique lower-case name (prefix, then a counter): its name.
+function H.Emulator:queue(prefix, settings)
+  local name = H.unique(prefix):lower()
+  self:create(name, settings)
+  return name
+end
+
 function H.Emulator:fault(rule)
   local status = self:admin("POST", "faults", rule)
   assert(status == 201 or status == 200, "fault answered " .. tostring(status))

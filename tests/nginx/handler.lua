@@ -262,18 +262,44 @@ function H.tls_fail()
   reply(err_fields({ ok = ok == true }, err))
 end
 
--- /process?entity=&n= : client:process with 3 light threads over n messages; answers the
--- summary and how many handlers ran at once at most
+-- /process?entity=&n=[&batch=N] : client:process with 3 light threads over n messages; answers
+-- the summary and how many handlers ran at once at most. batch: batch handlers of up to N
+-- (max_wait 1 s), each message held while its handler runs; the message whose body is p0 is
+-- abandoned through the returned table on its first delivery.
 function H.process()
   local a = ngx.req.get_uri_args()
-  local running, most = 0, 0
-  local s = get_client():process(a.entity, function()
+  local running, most, largest, batches = 0, 0, 0, 0
+  local function enter()
     running = running + 1
     if running > most then most = running end
+  end
+  local handler = function()
+    enter()
     ngx.sleep(0.2)
     running = running - 1
-  end, { concurrency = 3, max_renew = 60, poll_timeout = 1, max_messages = tonumber(a.n) })
-  reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most })
+  end
+  if a.batch then
+    handler = function(msgs)
+      enter()
+      batches = batches + 1
+      if #msgs > largest then largest = #msgs end
+      for _, m in ipairs(msgs) do
+        if m.lock_state ~= "held" then error("message not held: " .. tostring(m.lock_state)) end
+      end
+      ngx.sleep(0.2)
+      local out = {}
+      for _, m in ipairs(msgs) do
+        if m.body == "p0" and m.delivery_count == 1 then out[m] = "abandon" end
+      end
+      running = running - 1
+      return out
+    end
+  end
+  local s = get_client():process(a.entity, handler, { concurrency = 3, max_renew = 60, poll_timeout = 1,
+                                                      max_messages = tonumber(a.n), batch = tonumber(a.batch),
+                                                      max_wait = 1 })
+  reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most,
+          largest = largest, batches = batches, settled_by_handler = s.settled_by_handler })
 end
 
 function H.ping()

@@ -582,6 +582,77 @@ def main():
             ent = emu.entity_state(q)
             assert not ent["messages"] and all(ent["completed"].get(f"p-{i}") == 1 for i in range(6)), ent
 
+        def process_runs_batches():
+            q = "procb"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
+            for i in range(6):
+                r, _ = ngx.get("/send", entity=q, body=f"p{i}", id=f"pb-{i}")
+                assert r["ok"], r
+            # 7 messages in all: p0 is abandoned once (by the handler's returned table), then completed
+            r, _ = ngx.get("/process", entity=q, n=7, batch=3)
+            assert r["processed"] == 6 and r["failed"] == 1 and r["lost"] == 0 and r["errors"] == 0, r
+            assert r["settled_by_handler"] == 0 and 2 <= r["largest"] <= 3 and r["batches"] >= 3, r
+            ent = emu.entity_state(q)
+            assert not ent["messages"] and all(ent["completed"].get(f"pb-{i}") == 1 for i in range(6)), ent
+
+        def exit_with_polls_in_flight(cut):
+            """The example worker (2 workers x 4 consumers, 10 s long polls) exits (SIGQUIT) while
+            its 8 polls wait and 2 messages arrive: how long the exit takes, and in the emulator's
+            state every message completed once or still in the queue, none twice."""
+            q = "exit-cut" if cut else "exit-wait"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
+
+            def polls():
+                return emu.state()["counters"].get("requests.peek_lock", 0)
+            base = polls()
+            ex = Nginx(opts.root, opts.build, emu.connection_string, template="examples/openresty/nginx.conf",
+                       extra_vars={"@CA_FILE@": cert_path},
+                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4",
+                                  "PEEKLOCK_POLL_TIMEOUT": "10", "PEEKLOCK_CUT_ON_EXIT": "1" if cut else "0"})
+            sent = []
+            try:
+                assert wait_for(lambda: polls() >= base + 8, 15), (polls() - base, ex.log()[-2000:])
+
+                def send(i):
+                    r, _ = ngx.get("/send", entity=q, body=f"exit {i}", id=f"{q}-{i}")
+                    assert r["ok"], r
+                    sent.append(f"{q}-{i}")
+                # 3 messages handled, their consumers back in a long poll: 8 polls wait
+                for i in range(3):
+                    send(i)
+                assert wait_for(lambda: len(emu.entity_state(q)["completed"]) == 3 and polls() >= base + 11, 15)
+                t0 = time.monotonic()
+                ex.proc.send_signal(signal.SIGQUIT)
+                for i in range(3, 5):  # and 2 more arrive while the workers exit
+                    send(i)
+                ex.proc.wait(60)
+                took = time.monotonic() - t0
+                log = ex.log()
+            finally:
+                ex.stop()
+            ent = emu.entity_state(q)
+            done = set(ent["completed"])
+            left = {m["message_id"]: m for m in ent["messages"]}
+            assert all(v == 1 for v in ent["completed"].values()), ent["completed"]
+            assert done | set(left) == set(sent) and not done & set(left), (done, left)
+            assert ("long poll cut at worker exit" in log) == cut, log[-3000:]
+            assert not any(bad in log for bad in ("lua entry thread aborted", "runtime error",
+                                                  "[alert]", "[crit]", "[emerg]")), log[-3000:]
+            orphans = [k for k, m in left.items() if m["locked"]]
+            print(f"     exit took {took:.2f} s with cut_on_exit={'true' if cut else 'false'}; "
+                  f"completed {len(done)}, left {len(left)} (locked by a cut poll: {len(orphans)})", flush=True)
+            return took
+
+        exit_times = {}
+
+        def exit_cuts_long_polls():
+            exit_times[True] = exit_with_polls_in_flight(True)
+            assert exit_times[True] < 3, exit_times
+
+        def exit_waits_for_long_polls_without_cut():
+            exit_times[False] = exit_with_polls_in_flight(False)
+            assert exit_times[False] >= 5, exit_times
+
         def example_worker_across_reload():
             q = "example"
             emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
@@ -869,15 +940,14 @@ def main():
                                text=True, timeout=60, cwd=tempfile.gettempdir(), env=python_env())
             assert p.returncode == 0, p.stderr[-2000:]
             handle = p.stdout.strip()
+            # (three renewals: the lock was taken before the attach, so two can land within 5 s of it)
             req = urllib.request.Request(f"http://127.0.0.1:{ngx.port}/attach?renewals=3",
                                          data=handle.encode(), method="POST")
             t0 = time.monotonic()
             with urllib.request.urlopen(req, timeout=90) as resp:
                 r = json.loads(resp.read())
             held = time.monotonic() - t0
-            # held past the 5 s lock by renewals over cosockets, then completed once; the lock
-            # was taken before the attach began, so three renewals (about 7.5 s of a 5 s lock
-            # renewed at its half) put the hold measured from the attach safely past 5 s
+            # held past the 5 s lock by renewals over cosockets, then completed once
             assert r["ok"] and r["id"] == "h-2" and r["renewals"] >= 3, r
             assert held > 5, held
             ent = emu.entity_state("handq2")
@@ -910,6 +980,12 @@ def main():
         check("a TLS failure says TLS", tls_failure_says_tls)
         check("client:process runs handlers in 3 light threads, each message completed once",
               process_runs_light_threads)
+        check("client:process with batch=3: batch handlers in light threads, a returned table abandons, "
+              "each message completed once", process_runs_batches)
+        check("a worker exit cuts long polls in flight (cut_on_exit): prompt, none lost or completed twice",
+              exit_cuts_long_polls)
+        check("without cut_on_exit the exit waits for the long polls (none lost or completed twice)",
+              exit_waits_for_long_polls_without_cut)
         check("examples/openresty: init_worker consumers process 300 messages across a reload, "
               "none lost or completed twice; its /handoff lock is completed by finish.py in Python",
               example_worker_across_reload)
