@@ -780,10 +780,10 @@ function run_held(self, r, msg, max_renew, fn, op)
     return nil, err
   end
   local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
-  local t0 = m and core.pl_now_mono_ms()
+  local t0 = m and m.now_ms()
   local res = pack(xpcall(fn, keep_traceback, msg))
   if m then
-    m:process(core.pl_message_entity(mh), self._server, (core.pl_now_mono_ms() - t0) / 1000,
+    m:process(core.pl_message_entity(mh), self._server, (m.now_ms() - t0) / 1000,
               not res[1] and "handler" or nil)
   end
   self:_holding(key, nil)
