@@ -194,8 +194,7 @@ typedef struct worker {
 
 static void *worker_main(void *arg)
 {
-    worker *w = arg;
-    w->self = pthread_self();
+    worker *w = arg; /* (w->self: set by pthread_create) */
     pl_outgoing *o = NULL;
     w->rc = pl_outgoing_new(&o, "t", 1);
     if (w->rc == PL_OK) w->rc = pl_outgoing_set_broker(o, "MessageId", w->id);
