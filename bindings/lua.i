@@ -336,12 +336,12 @@ PL_LUA_LIVE_HANDLE(pl_response)
   memset(&tmp, 0, sizeof tmp); $1 = &tmp;
 }
 %typemap(argout) pl_client_stats *out {
-  lua_createtable(L, 0, 12);
+  lua_createtable(L, 0, 14);
 #define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
 #define PL_D(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
   PL_F(requests) PL_F(reused_connections) PL_F(retries) PL_F(sent) PL_F(received)
   PL_F(completed) PL_F(abandoned) PL_F(renewed) PL_F(lost) PL_D(renew_p50_ms) PL_D(renew_p99_ms)
-  PL_F(orphaned_locks)
+  PL_F(orphaned_locks) PL_F(failed) PL_F(renew_failures)
 #undef PL_F
 #undef PL_D
   SWIG_arg++;
@@ -880,7 +880,9 @@ static int pl_lua_outcome_report(lua_State *L) {
   else io = PL_IO_ANSWERED;
   if (text) pl_error_set(code, status, code != PL_EPROTOCOL, "%s", text);
   if (m && lc->call.op != PL_OP_PEEKLOCK && lc->call.op != PL_OP_RECVDEL) left = pl_message_lock_remaining_ms(m);
-  if (pl_call_report(&lc->call, &lc->policy, io, status, code, ra, left) == PL_NEXT_RETRY) {
+  int next = pl_call_report(&lc->call, &lc->policy, io, status, code, ra, left);
+  pl_client_call_reported(lc->client, &lc->call, next, status, 1);
+  if (next == PL_NEXT_RETRY) {
     pl_client_stat_add(lc->client, PL_STAT_RETRIES, 1);
     lua_pushboolean(L, 1);
     lua_pushinteger(L, (lua_Integer)lc->call.delay_ms);

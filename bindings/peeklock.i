@@ -99,6 +99,8 @@ struct pl_aio_done {};
  * language safely (the renewer thread may call them). Bindings use
  * pl_client_open / pl_renewer_open below and pl_client_set_bearer_token. */
 %ignore pl_token_cb;
+%ignore pl_log_fn;
+%ignore pl_log_record;
 %ignore pl_client_options;
 %ignore pl_client_new;
 %ignore pl_renewer_options;
@@ -147,7 +149,9 @@ struct pl_aio_done {};
 
 %inline %{
 /* pl_client_new without the callback-bearing options struct. NULL / 0 / -1
- * arguments take the library defaults, as in PL_CLIENT_OPTIONS_INIT. */
+ * arguments take the library defaults, as in PL_CLIENT_OPTIONS_INIT. A language
+ * file that defines PL_BIND_LOG_FN (a pl_log_fn of its own, in a code block before
+ * it includes this file) gets it as every client's log hook. */
 static int pl_client_open(pl_client **out, const char *connection_string, const char *endpoint,
                           const char *key_name, const char *key, const char *sas_token,
                           long connect_timeout_ms, long request_timeout_ms, int max_retries,
@@ -167,6 +171,9 @@ static int pl_client_open(pl_client **out, const char *connection_string, const 
     o.pool_size = pool_size;
     o.ca_file = ca_file;
     o.token_lifetime_s = token_lifetime_s;
+#ifdef PL_BIND_LOG_FN
+    o.log_fn = PL_BIND_LOG_FN;
+#endif
     return pl_client_new(out, &o);
 }
 

@@ -19,6 +19,40 @@
  * instance, registered by peeklock.errors at import. */
 static PyObject *pl_py_error_factory = NULL;
 
+/* Python callable (kind, operation, entity, code, http_status, attempt, delay_ms,
+ * message), registered by peeklock.client at import: the log hook of every client
+ * (PL_BIND_LOG_FN, peeklock.i), told each retry and each failed call. The hook runs
+ * on the thread that made the call, which released the GIL around the request: it
+ * takes the GIL back for the handler, then releases it again. Only failures call it:
+ * a call that succeeds at once costs nothing more. Never called while the
+ * interpreter finalizes. */
+static PyObject *pl_py_log_handler = NULL;
+
+static void pl_py_log(void *userdata, const pl_log_record *r) {
+    PyGILState_STATE g;
+    PyObject *res = NULL;
+    (void)userdata;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!Py_IsInitialized() || Py_IsFinalizing()) return;
+#else
+    if (!Py_IsInitialized() || _Py_IsFinalizing()) return;
+#endif
+    g = PyGILState_Ensure();
+    if (pl_py_log_handler) {
+        PyObject *handler = pl_py_log_handler;
+        Py_INCREF(handler);
+        res = PyObject_CallFunction(handler, "isNiiilN", r->kind, r->operation,
+                                    PyUnicode_DecodeUTF8(r->entity, (Py_ssize_t)strlen(r->entity), "replace"),
+                                    r->code, r->http_status, r->attempt, r->delay_ms,
+                                    PyUnicode_DecodeUTF8(r->message, (Py_ssize_t)strlen(r->message), "replace"));
+        if (!res) PyErr_WriteUnraisable(handler);     /* a handler's failure stays out of the call */
+        Py_XDECREF(res);
+        Py_DECREF(handler);
+    }
+    PyGILState_Release(g);
+}
+#define PL_BIND_LOG_FN pl_py_log
+
 /* The UTF-8 of an exact str, or NULL when the C layer could not take it whole
  * (a subclass, an embedded NUL, a lone surrogate); no Python error is left. */
 static const char *pl_py_whole_utf8(PyObject *s) {
@@ -180,6 +214,17 @@ static PyObject *pl_py_set_error_factory(PyObject *factory) {
     }
     Py_XINCREF(factory);
     Py_XSETREF(pl_py_error_factory, factory);
+    Py_RETURN_NONE;
+}
+
+/* Registers the log hook's handler (peeklock.client does this at import). */
+static PyObject *pl_py_set_log_handler(PyObject *handler) {
+    if (!PyCallable_Check(handler)) {
+        PyErr_SetString(PyExc_TypeError, "handler must be callable");
+        return NULL;
+    }
+    Py_INCREF(handler);
+    Py_XSETREF(pl_py_log_handler, handler);
     Py_RETURN_NONE;
 }
 
@@ -548,7 +593,7 @@ PL_PY_OUT_OBJECT(pl_response)
 %typemap(argout) pl_client_stats *out {
     Py_XDECREF($result);
     $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:K}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:K,s:K,s:K}",
         "requests", (unsigned long long)tmp$argnum.requests,
         "reused_connections", (unsigned long long)tmp$argnum.reused_connections,
         "retries", (unsigned long long)tmp$argnum.retries,
@@ -560,7 +605,9 @@ PL_PY_OUT_OBJECT(pl_response)
         "lost", (unsigned long long)tmp$argnum.lost,
         "renew_p50_ms", tmp$argnum.renew_p50_ms,
         "renew_p99_ms", tmp$argnum.renew_p99_ms,
-        "orphaned_locks", (unsigned long long)tmp$argnum.orphaned_locks));
+        "orphaned_locks", (unsigned long long)tmp$argnum.orphaned_locks,
+        "failed", (unsigned long long)tmp$argnum.failed,
+        "renew_failures", (unsigned long long)tmp$argnum.renew_failures));
 }
 
 %typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {

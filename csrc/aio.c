@@ -409,6 +409,7 @@ static void report(pl_aio *a, pl_aio_done *op, int io, int status, int rc, long 
     int settle = kind == PL_OP_RENEW || kind == PL_OP_UNLOCK || kind == PL_OP_COMPLETE;
     int64_t left = settle && op->m ? pl_message_lock_remaining_ms(op->m) : 0;
     int next = pl_call_report(&op->call, pl_client_policy(a->client), io, status, rc, retry_after, left);
+    pl_client_call_reported(a->client, &op->call, next, status, 0); /* counted; no hook under mu */
     if (next == PL_NEXT_RETRY && !op->cancel) {
         pl_message_free(got);
         pl_client_stat_add(a->client, PL_STAT_RETRIES, 1);

@@ -58,6 +58,8 @@ struct pl_client {
     char *key_name, *key, *sas_token;
     pl_token_cb token_cb;
     void *token_userdata;
+    pl_log_fn log_fn; /* retries and failed calls (pl_client_call_reported) */
+    void *log_userdata;
     char *bearer; /* "Bearer ..." or NULL, under lock */
     int64_t bearer_expires;
 
@@ -199,7 +201,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
     if (!o) return pl_error_inval("opts", "must not be NULL");
-    if (o->version != PL_CLIENT_OPTIONS_VERSION)
+    if (o->version != PL_CLIENT_OPTIONS_VERSION && o->version != 1) /* 1: no log hook */
         return pl_error_inval("opts.version",
                               "must be PL_CLIENT_OPTIONS_VERSION (use PL_CLIENT_OPTIONS_INIT)");
     if (o->connect_timeout_ms < 0) return pl_error_inval("opts.connect_timeout_ms", "must not be negative");
@@ -243,6 +245,10 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     c->token_lifetime_s = o->token_lifetime_s ? o->token_lifetime_s : 3600;
     c->token_cb = o->token_cb;
     c->token_userdata = o->token_userdata;
+    if (o->version >= 2) {
+        c->log_fn = o->log_fn;
+        c->log_userdata = o->log_userdata;
+    }
 
     int rc = PL_OK;
     char *plaintext_host = NULL;
@@ -407,9 +413,49 @@ int pl_client_stats_get(const pl_client *cc, pl_client_stats *out)
     out->renewed = atomic_load(&c->stats[PL_STAT_RENEWED]);
     out->lost = atomic_load(&c->stats[PL_STAT_LOST]);
     out->orphaned_locks = atomic_load(&c->stats[PL_STAT_ORPHANED]);
+    out->failed = atomic_load(&c->stats[PL_STAT_FAILED]);
+    out->renew_failures = atomic_load(&c->stats[PL_STAT_RENEW_FAILURES]);
     rtt_pcts(c, &out->renew_p50_ms, &out->renew_p99_ms, NULL, 0);
     pl_error_ok();
     return PL_OK;
+}
+
+/* ---- the log hook ------------------------------------------------------------ */
+
+static const char *log_op_name(int op)
+{
+    switch (op) {
+    case PL_OP_SEND: return "send";
+    case PL_OP_BATCH: return "send_batch";
+    case PL_OP_PEEKLOCK: return "peek_lock";
+    case PL_OP_RECVDEL: return "receive_and_delete";
+    case PL_OP_RENEW: return "renew_lock";
+    case PL_OP_UNLOCK: return "unlock";
+    default: return "complete";
+    }
+}
+
+void pl_client_call_reported(pl_client *c, const pl_call *call, int next, int status, int log)
+{
+    int retry = next == PL_NEXT_RETRY;
+    if (!retry && call->code >= 0) return;
+    if (call->op == PL_OP_RENEW) pl_client_stat_add(c, PL_STAT_RENEW_FAILURES, 1);
+    if (!retry) pl_client_stat_add(c, PL_STAT_FAILED, 1);
+    if (!log || !c->log_fn) return;
+    /* The hook gets a copy of the thread's last error, which is put back after it. */
+    pl_error saved = *pl_error_last();
+    char text[512];
+    snprintf(text, sizeof text, "%s", saved.message);
+    pl_log_record rec = {retry ? PL_LOG_RETRY : PL_LOG_FAILED,
+                         log_op_name(call->op),
+                         call->entity ? call->entity : "",
+                         retry ? saved.code : call->code,
+                         status,
+                         call->attempts,
+                         retry ? call->delay_ms : 0,
+                         text};
+    c->log_fn(c->log_userdata, &rec);
+    pl_error_set(saved.code, saved.http_status, saved.retryable, "%s", text);
 }
 
 /* ---- authorization ---------------------------------------------------------- */
@@ -1179,7 +1225,9 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
             return rc;
         }
         int64_t left = m && op != PL_OP_PEEKLOCK && op != PL_OP_RECVDEL ? pl_message_lock_remaining_ms(m) : 0;
-        if (pl_call_report(&call, &c->policy, io, status, rc, retry_after, left) == PL_NEXT_RETRY) {
+        int next = pl_call_report(&call, &c->policy, io, status, rc, retry_after, left);
+        pl_client_call_reported(c, &call, next, status, 1);
+        if (next == PL_NEXT_RETRY) {
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
             sleep_ms(call.delay_ms);
             continue;

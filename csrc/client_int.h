@@ -79,9 +79,19 @@ typedef enum pl_stat {
     PL_STAT_RENEWED,
     PL_STAT_LOST,
     PL_STAT_ORPHANED,
+    PL_STAT_FAILED,
+    PL_STAT_RENEW_FAILURES,
     PL_STAT__COUNT
 } pl_stat;
 void pl_client_stat_add(pl_client *c, pl_stat which, uint64_t n);
+/* After pl_call_report said next (PL_NEXT_*) about an attempt of call (whose answer,
+ * if any, had HTTP status): a retry, or a call that ends in an error, is counted
+ * (failed, renew_failures) and, when log is nonzero, told to the client's log hook
+ * (pl_client_options.log_fn) on this thread; pl_error_last() is left as it was.
+ * Drivers whose thread must not wait on the host language (the async engine's, with
+ * its lock held) pass log 0. */
+struct pl_call;
+void pl_client_call_reported(pl_client *c, const struct pl_call *call, int next, int status, int log);
 /* Records one renew round trip (feeds renew_p50_ms / renew_p99_ms). */
 void pl_client_record_renew_rtt(pl_client *c, double ms);
 /* Current renew RTT percentile estimate (0 when none yet), pct in 0..100. */

@@ -82,7 +82,9 @@ struct pl_event {
     int type;
     int code;
     int http_status;
-    pl_message *m; /* holds a reference */
+    int will_retry;   /* RENEW_FAILED */
+    int64_t slack_ms; /* RENEWED */
+    pl_message *m;    /* holds a reference */
     pl_event *next;
     char reason[128];
 };
@@ -206,18 +208,25 @@ static void tab_delete(pl_renewer *r, rn_entry *e)
 /* Events                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Under mu. Never fails loudly: on OOM the event is counted as dropped (the
- * message state itself always tells the truth). */
-static void push_event(pl_renewer *r, int type, pl_message *m, int code, int http, const char *reason)
+/* RENEWED and RENEW_FAILED: dropped beyond PL_RENEWER_MAX_QUEUED_RENEWED queued. */
+static int routine_event(int type)
 {
-    if (type == PL_EVENT_RENEWED && r->ev_queued_renewed >= PL_RENEWER_MAX_QUEUED_RENEWED) {
+    return type == PL_EVENT_RENEWED || type == PL_EVENT_RENEW_FAILED;
+}
+
+/* Under mu. Never fails loudly: on OOM the event is counted as dropped (the
+ * message state itself always tells the truth). Returns the event queued (its
+ * other fields may be set under mu), or NULL. */
+static pl_event *push_event(pl_renewer *r, int type, pl_message *m, int code, int http, const char *reason)
+{
+    if (routine_event(type) && r->ev_queued_renewed >= PL_RENEWER_MAX_QUEUED_RENEWED) {
         r->ev_dropped++;
-        return;
+        return NULL;
     }
     pl_event *ev = calloc(1, sizeof(*ev));
     if (!ev) {
         r->ev_dropped++;
-        return;
+        return NULL;
     }
     ev->type = type;
     ev->code = code;
@@ -231,10 +240,11 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
     else
         r->ev_head = ev;
     r->ev_tail = ev;
-    if (type == PL_EVENT_RENEWED) r->ev_queued_renewed++;
+    if (routine_event(type)) r->ev_queued_renewed++;
     /* Waiters only wait on an empty queue: wake them on the first event only
      * (a waiter that wakes drains the rest without waiting). */
     if (was_empty) pthread_cond_broadcast(&r->ev_cond);
+    return ev;
 }
 
 /* The client a message's renewals go through and are counted in: the one it was
@@ -243,6 +253,23 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
 static pl_client *msg_client(const pl_renewer *r, const pl_message *m)
 {
     return m && m->client ? m->client : r->client;
+}
+
+/* A failed renew attempt: counted (the renewer's and the client's stats) and told
+ * as a RENEW_FAILED event, saying whether another attempt follows. */
+static void failure_event(pl_renewer *r, pl_message *m, int code, int http, int will_retry)
+{
+    char reason[128];
+    if (http)
+        snprintf(reason, sizeof(reason), "renewal failed: HTTP %d (%s)%s", http, pl_strerror(code),
+                 will_retry ? "; retrying" : "");
+    else
+        snprintf(reason, sizeof(reason), "renewal failed: %s%s", pl_strerror(code),
+                 will_retry ? "; retrying" : "");
+    r->failures++;
+    pl_client_stat_add(msg_client(r, m), PL_STAT_RENEW_FAILURES, 1);
+    pl_event *ev = push_event(r, PL_EVENT_RENEW_FAILED, m, code, http, reason);
+    if (ev) ev->will_retry = will_retry;
 }
 
 /* counted: 0 when whoever made the message lost already counted it in the
@@ -341,10 +368,11 @@ static void record_slack(pl_renewer *r, const rn_entry *e, int64_t now)
 /* A renew attempt failed with a transient error (or could not start). */
 static void renew_failed(pl_renewer *r, rn_entry *e, int code, int http, long retry_after_ms, int64_t now)
 {
-    r->failures++;
     e->last_code = code;
     e->last_http = (int16_t)http;
-    if (pl_sched_failed(&r->sched, &e->se, now, retry_after_ms) == PL_SCHED_RETRY) return;
+    int retry = pl_sched_failed(&r->sched, &e->se, now, retry_after_ms) == PL_SCHED_RETRY;
+    failure_event(r, e->m, code, http, retry);
+    if (retry) return;
     /* No lock time left to try again in. */
     if (pl_message_mark_lost(e->m, code, 0))
         lost_event(r, e->m, code, http, "renewals kept failing until the lock expired", 0);
@@ -402,13 +430,14 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         r->renewals++;
         pl_client_stat_add(msg_client(r, m), PL_STAT_RENEWED, 1);
         record_slack(r, e, now);
-        push_event(r, PL_EVENT_RENEWED, m, 0, http, "renewed");
+        pl_event *ev = push_event(r, PL_EVENT_RENEWED, m, 0, http, "renewed");
+        if (ev) ev->slack_ms = e->se.expiry_ms - now; /* the estimate before this renewal */
         if (pl_sched_renewed(&r->sched, &e->se, now, pl_message_lock_expiry_mono_ms(m)) != 0)
             renew_failed(r, e, PL_ENOMEM, 0, 0, now);
         return;
     }
     if (rc == PL_ELOCKLOST || rc == PL_ENOTFOUND) {
-        r->failures++;
+        failure_event(r, m, rc, http, 0);
         if (pl_message_mark_lost(m, rc, 0))
             lost_event(r, m, rc, http,
                        rc == PL_ENOTFOUND ? "the entity no longer exists"
@@ -903,7 +932,15 @@ pl_message *pl_event_message(const pl_event *e)
 }
 int pl_event_code(const pl_event *e)
 {
-    return e && e->type == PL_EVENT_LOST ? e->code : 0;
+    return e && (e->type == PL_EVENT_LOST || e->type == PL_EVENT_RENEW_FAILED) ? e->code : 0;
+}
+int pl_event_will_retry(const pl_event *e)
+{
+    return e ? e->will_retry : 0;
+}
+int64_t pl_event_slack_ms(const pl_event *e)
+{
+    return e ? e->slack_ms : 0;
 }
 int pl_event_http_status(const pl_event *e)
 {

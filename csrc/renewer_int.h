@@ -10,7 +10,7 @@
  * hash slot at their maximum load), excluding malloc's own overhead. */
 size_t pl_renewer_bytes_per_lock(void);
 
-/* Largest number of RENEWED events kept queued; beyond it RENEWED events are
+/* Largest number of RENEWED and RENEW_FAILED events kept queued; beyond it they are
  * dropped (and counted) while LOST and CAP_REACHED events are always kept. */
 #define PL_RENEWER_MAX_QUEUED_RENEWED 4096
 
@@ -18,7 +18,7 @@ size_t pl_renewer_bytes_per_lock(void);
  * starts at 4 and grows under load up to 32. */
 int pl_renewer_connections(pl_renewer *r);
 
-/* Count of RENEWED events dropped because nobody drained the queue. */
+/* Count of RENEWED and RENEW_FAILED events dropped because nobody drained the queue. */
 uint64_t pl_renewer_dropped_events(pl_renewer *r);
 
 #endif

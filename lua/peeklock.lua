@@ -862,10 +862,10 @@ function run_held(self, r, msg, max_renew, fn, op)
   if not key then return nil, err end
   local mh = msg._h
   local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
-  local t0 = m and core.pl_now_mono_ms()
+  local t0 = m and m.now_ms()
   local res = pack(xpcall(fn, keep_traceback, msg))
   if m then
-    m:process(core.pl_message_entity(mh), self._server, (core.pl_now_mono_ms() - t0) / 1000,
+    m:process(core.pl_message_entity(mh), self._server, (m.now_ms() - t0) / 1000,
               not res[1] and "handler" or nil)
   end
   local ok
@@ -1025,7 +1025,7 @@ end
 -- finish does, or as the handler's returned table says, and counted in s.
 local function run_batch(self, r, msgs, keys, handler, s)
   local m = self._metrics
-  local t0 = m and core.pl_now_mono_ms()
+  local t0 = m and m.now_ms()
   local ok, res = xpcall(handler, keep_traceback, msgs)
   local applied, serr = {}, nil
   if ok and type(res) == "table" then
@@ -1033,7 +1033,7 @@ local function run_batch(self, r, msgs, keys, handler, s)
     if out then applied, serr = out, why
     else ok, res = false, why end
   end
-  local secs = m and (core.pl_now_mono_ms() - t0) / 1000
+  local secs = m and (m.now_ms() - t0) / 1000
   for i = 1, #msgs do
     local msg = msgs[i]
     local mh = rawget(msg, "_h")

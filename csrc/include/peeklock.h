@@ -160,8 +160,38 @@ typedef struct pl_client pl_client;
 typedef int (*pl_token_cb)(void *userdata, const char *audience, char *buf, size_t buflen,
                            int64_t *expires_unix);
 
+/* Log hook: what a blocking call meets, told as it happens (see pl_log_fn). */
+#define PL_LOG_RETRY  1 /* an attempt failed; the call tries again after delay_ms */
+#define PL_LOG_FAILED 2 /* the call ends in an error (after its retries), about to return code */
+
+typedef struct pl_log_record {
+    int kind;              /* PL_LOG_RETRY or PL_LOG_FAILED */
+    const char *operation; /* "send", "send_batch", "peek_lock", "receive_and_delete",
+                              "renew_lock", "unlock", "complete" */
+    const char *entity;    /* the queue, topic or subscription path */
+    int code;              /* RETRY: the failed attempt's PL_E* code; FAILED: the call's result */
+    int http_status;       /* the attempt's HTTP status; 0 when no answer came */
+    int attempt;           /* the attempt that failed, counted from 1 */
+    long delay_ms;         /* RETRY: the wait before the next attempt; FAILED: 0 */
+    const char *message;   /* what went wrong (as pl_error_last()'s message); no secret */
+} pl_log_record;
+
+/* Called for each retry and each failed call of the blocking operations (pl_send,
+ * pl_send_batch, pl_peek_lock, pl_receive_and_delete, pl_renew_lock, pl_unlock,
+ * pl_complete), synchronously, on the thread that made the call, before it waits
+ * (RETRY) or returns (FAILED); with no peeklock lock held. Calls on several threads
+ * call it concurrently: it must be thread-safe, and quick (the call waits for it).
+ * rec and its strings are borrowed for the duration of the call: copy what you keep.
+ * No field ever holds a lock token, SAS key or signature. It may call peeklock
+ * functions (the thread's pl_error_last() is put back as the call returns it after
+ * the hook). A receive that finds nothing or is ended by pl_client_interrupt_receives
+ * is no failure. The renewer and pl_aio never call it (their threads must not wait
+ * on the host): renewer events (PL_EVENT_RENEW_FAILED) and pl_aio completions tell
+ * the same. Retries and failed calls are counted in pl_client_stats either way. */
+typedef void (*pl_log_fn)(void *userdata, const pl_log_record *rec);
+
 typedef struct pl_client_options {
-    unsigned int version;          /* PL_CLIENT_OPTIONS_VERSION */
+    unsigned int version;          /* PL_CLIENT_OPTIONS_VERSION (1: without the log hook) */
     const char *connection_string; /* or endpoint + credentials below */
     const char *endpoint;          /* "https://ns.servicebus.windows.net" or "http://127.0.0.1:PORT" */
     const char *key_name;          /* SAS key name */
@@ -177,12 +207,15 @@ typedef struct pl_client_options {
     int pool_size;           /* easy handles kept for reuse; 0: default 8 */
     const char *ca_file;     /* NULL: system store */
     int token_lifetime_s;    /* SAS token lifetime; 0: default 3600 */
+    pl_log_fn log_fn;        /* (version 2) retries and failed calls, or NULL */
+    void *log_userdata;      /* (version 2) passed to log_fn */
 } pl_client_options;
 
-#define PL_CLIENT_OPTIONS_VERSION 1
+#define PL_CLIENT_OPTIONS_VERSION 2
 #define PL_CLIENT_OPTIONS_INIT                                                                               \
     {                                                                                                        \
-        PL_CLIENT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, -1, 0, 0, 0, NULL, 0      \
+        PL_CLIENT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, -1, 0, 0, 0, NULL, 0,     \
+            NULL, NULL                                                                                       \
     }
 
 PL_EXTERN int pl_client_new(pl_client **out, const pl_client_options *opts);
@@ -213,6 +246,10 @@ typedef struct pl_client_stats {
     uint64_t orphaned_locks; /* peek-locks whose answer was lost or unreadable: a
                                    message may stay locked by nobody until its lock
                                    expires (then it is delivered again) */
+    uint64_t failed;         /* calls that ended in an error after their retries (a receive
+                                that finds nothing or is interrupted is not one) */
+    uint64_t renew_failures; /* failed renew attempts, retried or final, foreground and
+                                renewer (the renewer's count is also in its stats) */
 } pl_client_stats;
 
 PL_EXTERN int pl_client_stats_get(const pl_client *client, pl_client_stats *out);
@@ -435,12 +472,18 @@ PL_EXTERN int pl_renewer_close(pl_renewer *r, int unlock_held);
 /* Closes (without unlocking) if needed, then frees. Accepts NULL. */
 PL_EXTERN void pl_renewer_free(pl_renewer *r);
 
-/* Events, drained by the host language; the renewer never calls into it. */
+/* Events, drained by the host language; the renewer never calls into it. Events are
+ * queued in order, per renewer; RENEWED and RENEW_FAILED are dropped (and counted)
+ * beyond 4096 queued, LOST and CAP_REACHED always kept. */
 #define PL_EVENT_RENEWED 1
 /* lock lost; pl_event_code says why: PL_ELOCKLOST (404), PL_ENOTFOUND (410), or
  * the last transient error when renewals failed until time ran out */
 #define PL_EVENT_LOST        2
 #define PL_EVENT_CAP_REACHED 3 /* max_renew reached; renewal stopped */
+/* a renew attempt failed; pl_event_code and pl_event_http_status say how, the reason
+ * in words, pl_event_will_retry whether another attempt follows (if not, the lock is
+ * lost: a PL_EVENT_LOST follows unless the message was settled meanwhile) */
+#define PL_EVENT_RENEW_FAILED 4
 
 typedef struct pl_event pl_event;
 /* PL_OK with *out set, PL_EMPTY when no event is queued (never blocks). */
@@ -451,9 +494,15 @@ PL_EXTERN int pl_renewer_wait_event(pl_event **out, pl_renewer *r, long timeout_
 PL_EXTERN void pl_event_free(pl_event *e);
 PL_EXTERN int pl_event_type(const pl_event *e);
 PL_EXTERN pl_message *pl_event_message(const pl_event *e); /* borrowed; lives as long as e */
-PL_EXTERN int pl_event_code(const pl_event *e);            /* PL_* code for LOST, else 0 */
+PL_EXTERN int pl_event_code(const pl_event *e);            /* PL_* code for LOST and RENEW_FAILED, else 0 */
 PL_EXTERN int pl_event_http_status(const pl_event *e);
 PL_EXTERN const char *pl_event_reason(const pl_event *e); /* never NULL, no secret */
+/* RENEW_FAILED: 1 when the renewer tries again while lock time remains, else 0. */
+PL_EXTERN int pl_event_will_retry(const pl_event *e);
+/* RENEWED: the renewal's slack, the lock time (ms) that was left, by the renewer's
+ * estimate, when the renewal landed (negative: it landed after the estimate ran out);
+ * 0 for other events. */
+PL_EXTERN int64_t pl_event_slack_ms(const pl_event *e);
 
 typedef struct pl_renewer_stats {
     uint64_t held;     /* locks being renewed now */

@@ -324,13 +324,15 @@ M.Client = Client
 -- peeklock.metrics (else into peeklock.metrics.init's, when it was called before).
 local RESTY_OPTIONS = { keepalive_ms = "number", ssl_verify = "boolean", metrics = "table" }
 local metrics_module -- peeklock.metrics, loaded when metrics are first asked for
-local now_ms = core.pl_now_mono_ms
+-- (durations, timed only when metrics are on: peeklock.metrics' sub-millisecond clock)
+local function now_ms() return metrics_module.now_ms() end
 
 -- The peeklock.metrics this client counts into, or false (nothing counted, at no cost).
 local function client_metrics(opts)
   local m = opts.metrics
   if m == nil then
     local mm = package.loaded["peeklock.metrics"]
+    metrics_module = metrics_module or mm
     return mm and mm.default() or false
   end
   if type(m.dict) ~= "string" then

@@ -42,7 +42,7 @@ _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
 _E_CLOSED = _errors.PL_ECLOSED
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
-_EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP = 1, 2, 3
+_EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = 1, 2, 3, 4
 
 PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
@@ -229,6 +229,32 @@ def _warn_orphaned(entity: str) -> None:
     log.warning("peek_lock on %s: an answer was lost after the server may have locked a message; "
                 "that message stays locked until its lock expires, then comes back "
                 "(stats()['orphaned_locks'])", entity)
+
+
+_LOG_RETRY = 1
+
+
+def _log_call(kind: int, operation: str, entity: str, code: int, status: int, attempt: int,
+              delay_ms: int, message: str) -> None:
+    """The C client's log hook (bindings/python.i), on the thread of the call, as it
+    happens: a retry at DEBUG, a call that ends in an error at WARNING, with the
+    operation, entity, HTTP status (or error code) and attempt. The C text names no
+    lock token, key or signature. The fields are on the record too (``peeklock_*``)."""
+    level = logging.DEBUG if kind == _LOG_RETRY else logging.WARNING
+    if not log.isEnabledFor(level):
+        return
+    how = f"HTTP {status}" if status else str(_core.pl_strerror(code)).split(":", 1)[0]
+    extra = {"peeklock_operation": operation, "peeklock_entity": entity, "peeklock_status": status,
+             "peeklock_code": code, "peeklock_attempt": attempt}
+    if kind == _LOG_RETRY:
+        log.debug("%s on %s: attempt %d failed (%s), retrying in %d ms: %s", operation, entity,
+                  attempt, how, delay_ms, message, extra=dict(extra, peeklock_delay_ms=delay_ms))
+    else:
+        log.warning("%s on %s failed after %d attempt%s (%s): %s", operation, entity, attempt,
+                    "" if attempt == 1 else "s", how, message, extra=extra)
+
+
+_core.pl_py_set_log_handler(_log_call)
 
 
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
@@ -649,6 +675,7 @@ class RenewerStats(TypedDict):
 
 class EventCounts(TypedDict):
     renewed: int
+    renewal_failures: int
     lost: int
     cap_reached: int
 
@@ -667,6 +694,8 @@ class ClientStats(TypedDict):
     renew_p50_ms: float
     renew_p99_ms: float
     orphaned_locks: int
+    failed: int
+    renew_failures: int
     renewer: RenewerStats
     events: EventCounts
 
@@ -776,7 +805,7 @@ class Client:
         self._renewer_lock = threading.Lock()
         self._renewer_handle: Any = None
         self._events_lock = threading.Lock()
-        self._event_counts = {"renewed": 0, "lost": 0, "cap_reached": 0}
+        self._event_counts = {"renewed": 0, "renewal_failures": 0, "lost": 0, "cap_reached": 0}
         # (entity, sequence number) -> called by the events thread when that lock is lost
         self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
@@ -927,7 +956,14 @@ class Client:
                  _core.pl_message_entity(m))
         if t == _EVENT_RENEWED:
             self._event_counts["renewed"] += 1
-            log.debug("lock renewed: message %s (id %s) in %s", *where)
+            log.debug("lock renewed: message %s (id %s) in %s, %.3f s of the lock left when "
+                      "it landed", *where, _core.pl_event_slack_ms(ev) / 1000)
+        elif t == _EVENT_RENEW_FAILED:
+            self._event_counts["renewal_failures"] += 1
+            # (the reason ends "; retrying" when another attempt follows; if none does,
+            # a "lock lost" line follows)
+            log.warning("lock renewal failed: message %s (id %s) in %s: %s", *where,
+                        str(_core.pl_event_reason(ev)).replace("renewal failed: ", "", 1))
         elif t == _EVENT_LOST:
             self._event_counts["lost"] += 1
             log.warning("lock lost: message %s (id %s) in %s: %s", *where,

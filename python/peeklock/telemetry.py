@@ -24,6 +24,8 @@ link to the context found in either, so traces join across services.
 Metrics: ``messaging.client.operation.duration``,
 ``messaging.client.sent.messages``, ``messaging.client.consumed.messages``,
 ``messaging.process.duration``, and the lock metrics ``peeklock.lock.renewals``,
+``peeklock.lock.renewal_failures`` (``error.type``: the failure's code),
+``peeklock.lock.renewal_slack`` (seconds of lock left when a renewal landed),
 ``peeklock.lock.lost``, ``peeklock.lock.cap_reached`` and ``peeklock.locks.held``.
 No attribute ever carries a lock token, key or signature.
 """
@@ -113,6 +115,13 @@ class _Instrumentation:
         self.renewals = meter.create_counter(
             "peeklock.lock.renewals", unit="{renewal}",
             description="Lock renewals by the background renewer.")
+        self.renewal_failures = meter.create_counter(
+            "peeklock.lock.renewal_failures", unit="{renewal}",
+            description="Failed lock renewals by the background renewer (retried while lock "
+                        "time remains).")
+        self.slack = meter.create_histogram(
+            "peeklock.lock.renewal_slack", unit="s",
+            description="Lock time left when a renewal by the background renewer landed.")
         self.lost = meter.create_counter(
             "peeklock.lock.lost", unit="{lock}", description="Locks lost while held.")
         self.cap = meter.create_counter(
@@ -198,10 +207,15 @@ class _Instrumentation:
 
     # ---- the renewer's events ----
     def on_event(self, client: "Client", kind: str, entity: str, seq: int,
-                 message_id: Optional[str]) -> None:
+                 message_id: Optional[str], ev: Any) -> None:
+        from . import _core
         attrs = self.attrs(client, "renew_message_lock", "renew", entity)
-        if kind == "renewed":
+        if kind == "renew_failed":
+            code = str(_core.pl_strerror(_core.pl_event_code(ev))).split(":", 1)[0]
+            self.renewal_failures.add(1, dict(attrs, **{"error.type": code}))
+        elif kind == "renewed":
             self.renewals.add(1, attrs)
+            self.slack.record(max(0.0, _core.pl_event_slack_ms(ev) / 1000), attrs)
             parent = self.by_seq.get((id(client), entity, seq))
             ctx = self.trace.set_span_in_context(parent) if parent is not None else None
             span = self.tracer.start_span("renew_message_lock " + _destination(entity)[0],
@@ -408,11 +422,12 @@ def _wrap_on_event(orig: Callable[..., Any]) -> Callable[..., Any]:
         st = _state
         if st is not None and not st.off():
             from . import _core
-            kind = {1: "renewed", 2: "lost", 3: "cap_reached"}.get(_core.pl_event_type(ev))
+            kind = {1: "renewed", 2: "lost", 3: "cap_reached", 4: "renew_failed"}.get(
+                _core.pl_event_type(ev))
             m = _core.pl_event_message(ev)
             if kind:
                 st.on_event(self, kind, _core.pl_message_entity(m),
-                            _core.pl_message_sequence_number(m), _core.pl_message_id(m))
+                            _core.pl_message_sequence_number(m), _core.pl_message_id(m), ev)
         return r
     return on_event
 

@@ -174,3 +174,12 @@ int pl_test_message_count(const char *entity)
     cJSON_Delete(root);
     return n;
 }
+
+void pl_test_send_id(pl_client *c, const char *entity, const char *id)
+{
+    pl_outgoing *o = NULL;
+    REQUIRE(pl_outgoing_new(&o, "m", 1) == PL_OK);
+    REQUIRE(pl_outgoing_set_broker(o, "MessageId", id) == PL_OK);
+    REQUIRE(pl_send(c, entity, o) == PL_OK);
+    pl_outgoing_free(o);
+}

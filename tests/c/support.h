@@ -70,5 +70,7 @@ int pl_test_clear_faults(void);
 int pl_test_completed_count(const char *entity, const char *message_id);
 /* Number of messages currently stored in entity per /$admin/state, or -1. */
 int pl_test_message_count(const char *entity);
+/* Sends a one-byte message with that MessageId through c (exits on failure). */
+void pl_test_send_id(pl_client *c, const char *entity, const char *id);
 
 #endif

@@ -25,15 +25,6 @@ static int expect_code(const char *outcome)
     exit(1);
 }
 
-static void send_id(pl_client *c, const char *entity, const char *id)
-{
-    pl_outgoing *o = NULL;
-    REQUIRE(pl_outgoing_new(&o, "m", 1) == PL_OK);
-    REQUIRE(pl_outgoing_set_broker(o, "MessageId", id) == PL_OK);
-    REQUIRE(pl_send(c, entity, o) == PL_OK);
-    pl_outgoing_free(o);
-}
-
 /* Adds spec's fault rule for op on entity, once. */
 static void arm(const cJSON *rule, const char *op, const char *entity)
 {
@@ -76,8 +67,8 @@ static int run_case(int n, const char *op, const char *fault, const cJSON *spec,
     pl_client *c = new_client(refused);
     int settle = !strcmp(op, "renew") || !strcmp(op, "unlock") || !strcmp(op, "complete");
     pl_message *m = NULL, *got = NULL;
-    if (strcmp(op, "send") && strcmp(op, "send_batch")) send_id(setup_client, q, "m1");
-    if (!strcmp(op, "peek_lock")) send_id(setup_client, q, "m2");
+    if (strcmp(op, "send") && strcmp(op, "send_batch")) pl_test_send_id(setup_client, q, "m1");
+    if (!strcmp(op, "peek_lock")) pl_test_send_id(setup_client, q, "m2");
     if (settle) {
         REQUIRE(pl_peek_lock(&m, c, q, 5) == PL_OK); /* the connection the settle reuses */
     } else if (cJSON_IsString(conn) && !strcmp(conn->valuestring, "reused")) {
@@ -176,7 +167,7 @@ static void renewer_case(int n, const char *fault, const cJSON *spec)
     char q[64];
     snprintf(q, sizeof q, "rf-%d", n);
     REQUIRE(pl_test_entity(q, "queue", 3, 10) / 100 == 2);
-    send_id(setup_client, q, "r1");
+    pl_test_send_id(setup_client, q, "r1");
     pl_message *m = NULL;
     REQUIRE(pl_peek_lock(&m, setup_client, q, 5) == PL_OK);
     pl_renewer_options ro = PL_RENEWER_OPTIONS_INIT;

@@ -203,7 +203,7 @@ static void phase_many(void)
 
     /* Keep the "keep" lock for 2.2 lock durations, watching events as they come. */
     int64_t gone_at = -1, busy_at = -1, cap_at = -1;
-    int keep_renewed = 0, flaky_renewed = 0, gone_code = 0, busy_code = 0, other = 0;
+    int keep_renewed = 0, flaky_renewed = 0, gone_code = 0, busy_code = 0, other = 0, failed_events = 0;
     int64_t end = t0 + 11000;
     while (pl_now_mono_ms() < end) {
         pl_event *ev = NULL;
@@ -214,7 +214,13 @@ static void phase_many(void)
         int type = pl_event_type(ev);
         CHECK(pl_event_reason(ev) != NULL);
         CHECK(strstr(pl_event_reason(ev), pl_message_lock_token(m)) == NULL); /* no secret */
-        if (m == keep && type == PL_EVENT_RENEWED)
+        if (type == PL_EVENT_RENEW_FAILED) { /* one per failed attempt, with its code */
+            failed_events++;
+            CHECK(pl_event_code(ev) < 0);
+            CHECK(m == gone || m == busy || m == flaky);
+            /* only the 404 and the 503s once the lock had no time left are not retried */
+            if (!pl_event_will_retry(ev)) CHECK(m == gone || m == busy);
+        } else if (m == keep && type == PL_EVENT_RENEWED)
             keep_renewed++;
         else if (m == gone && type == PL_EVENT_LOST && gone_at < 0) {
             gone_at = pl_now_mono_ms() - t0;
@@ -286,6 +292,7 @@ static void phase_many(void)
     /* one 404, the 503s (Retry-After 1 s, then half the remaining time each:
      * about 8 attempts), two drops and a 500; backoff is respected */
     CHECK(st.failures >= 4 && st.failures <= 30);
+    CHECK_EQ(failed_events, st.failures); /* each failed attempt was told */
     CHECK(st.rtt_p99_ms > 0);
     uint64_t slack_total = 0;
     for (int i = 0; i < 6; i++) slack_total += st.slack_buckets[i];
@@ -390,6 +397,14 @@ static void phase_slow(void)
     int rc = pl_renewer_wait_event(&ev, r, 9000);
     int64_t at = pl_now_mono_ms();
     CHECK_EQ(rc, PL_OK);
+    if (rc == PL_OK) { /* the renew timed out at the estimate: not retried */
+        CHECK_EQ(pl_event_type(ev), PL_EVENT_RENEW_FAILED);
+        CHECK_EQ(pl_event_code(ev), PL_ETIMEOUT);
+        CHECK_EQ(pl_event_will_retry(ev), 0);
+        pl_event_free(ev);
+        rc = pl_renewer_wait_event(&ev, r, 1000);
+        CHECK_EQ(rc, PL_OK);
+    }
     if (rc == PL_OK) {
         CHECK_EQ(pl_event_type(ev), PL_EVENT_LOST);
         pl_event_free(ev);

@@ -275,6 +275,26 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       end
       c:close()
     end)
+
+    it("counts failed calls and failed renewals in client:stats()", function()
+      local c = assert(peeklock.client({ connection_string = emu.conn, max_retries = 1, retry_base_ms = 5 }))
+      local q = queue()
+      emu:fault({ operation = "send", entity = q, status = 503, count = 2 })
+      local ok, err = c:send(q, "s")
+      assert.is_nil(ok)
+      assert.equal("throttled", err.code)
+      assert(c:send(q, "s"))
+      local m = assert(c:peek_lock(q, { timeout = 5 }))
+      emu:fault({ operation = "renew", entity = q, status = 503, count = 1 })
+      assert(m:renew()) -- one failed attempt, then renewed
+      assert(m:complete())
+      local st = assert(c:stats())
+      assert.equal(1, st.failed)
+      assert.equal(1, st.renew_failures)
+      assert.equal(2, st.retries)
+      if math.type then assert.equal("integer", math.type(st.failed)) end
+      c:close()
+    end)
   end)
 
   describe("with_lock", function()

@@ -740,6 +740,12 @@ def main():
             assert delta(dur, messaging_operation_name="complete", messaging_operation_type="settle",
                          error_type=None) == 2 + 1
             assert delta(dur, messaging_operation_name="abandon", error_type=None) == 1
+            # timed below the millisecond: sums with fractions of one (a whole-millisecond
+            # clock counts an operation under 1 ms as 0)
+            for op in ("send", "peek_lock", "complete"):
+                ms = delta("messaging_client_operation_duration_seconds_sum", messaging_operation_name=op,
+                           error_type=None) * 1000
+                assert ms > 0 and abs(ms - round(ms)) > 1e-6, (op, ms)
             renewals = delta("peeklock_lock_renewals_total")
             assert renewals >= 1, renewals
             # every renewal is an operation too: the loop's and the three msg:renew() calls

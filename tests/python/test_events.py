@@ -70,3 +70,118 @@ def test_an_idle_dropped_client_is_collected_too(emu, queue, monkeypatch):
     gc.collect()
     thread.join(10)
     assert not thread.is_alive()
+
+
+class _During(logging.Handler):
+    """Keeps each peeklock record with whether the call under test was still running
+    when it was emitted (and on which thread)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.in_call = False
+        self.seen = []
+
+    def emit(self, record):
+        self.seen.append((record, self.in_call))
+
+    def call(self, fn, *args, **kwargs):
+        self.in_call = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.in_call = False
+
+
+@pytest.fixture
+def during():
+    h = _During()
+    lg = logging.getLogger("peeklock")
+    old = lg.level
+    lg.addHandler(h)
+    lg.setLevel(logging.DEBUG)
+    yield h
+    lg.removeHandler(h)
+    lg.setLevel(old)
+
+
+def _no_secret(text, *tokens):
+    assert "SAS_KEY_VALUE" not in text and "sig=" not in text
+    assert "SharedAccessSignature" not in text
+    for t in tokens:
+        assert t not in text
+
+
+def test_retries_and_failed_calls_are_logged_while_the_call_runs(emu, queue, during):
+    import threading
+    c = peeklock.Client.from_connection_string(emu.connection_string, max_retries=2)
+    try:
+        emu.fault(operation="send", entity=queue, status=503, count=2)
+        during.call(c.send, queue, b"x", message_id="r-1")           # the C fast path
+        retries = [(r, live) for r, live in during.seen if "retrying" in r.getMessage()]
+        assert [r.peeklock_attempt for r, _ in retries] == [1, 2]
+        for r, live in retries:
+            assert live and r.levelname == "DEBUG"
+            assert r.threadName == threading.current_thread().name
+            assert r.peeklock_operation == "send" and r.peeklock_entity == queue
+            assert r.peeklock_status == 503 and r.peeklock_delay_ms > 0
+            assert r.getMessage().startswith(f"send on {queue}: attempt {r.peeklock_attempt} "
+                                             "failed (HTTP 503), retrying in ")
+        assert c.stats()["retries"] == 2 and c.stats()["failed"] == 0
+
+        during.seen.clear()
+        emu.fault(operation="peek_lock", entity=queue, status=503)    # every attempt
+        with pytest.raises(peeklock.ThrottledError):
+            during.call(c.peek_lock, queue, timeout=1)
+        [(failed, live)] = [(r, live) for r, live in during.seen if r.levelno == logging.WARNING]
+        assert live and failed.peeklock_attempt == 3 and failed.peeklock_operation == "peek_lock"
+        assert failed.getMessage().startswith(
+            f"peek_lock on {queue} failed after 3 attempts (HTTP 503): ")
+        assert len([r for r, _ in during.seen if r.levelno == logging.DEBUG]) == 2
+        emu.clear_faults()
+
+        msg = c.peek_lock(queue, timeout=1)
+        token = msg.lock_token
+        during.seen.clear()
+        emu.advance(60)                                   # the server's lock runs out
+        with pytest.raises(peeklock.LockLostError):
+            during.call(msg.complete)
+        [(lost, live)] = during.seen
+        assert live and lost.levelname == "WARNING" and lost.peeklock_status == 404
+        assert lost.getMessage().startswith(f"complete on {queue} failed after 1 attempt ")
+        assert c.stats()["failed"] == 2
+        _no_secret("\n".join(r.getMessage() for r, _ in during.seen), token)
+    finally:
+        c.close()
+
+
+def test_a_call_that_succeeds_at_once_logs_nothing(client, queue, during):
+    client.send(queue, b"x")
+    assert client.peek_lock(queue, timeout=0) is not None
+    assert client.peek_lock(queue, timeout=0) is None          # nothing there: no failure
+    assert during.seen == []
+    assert client.stats()["failed"] == 0
+
+
+def test_a_renewal_failure_is_a_warning_at_the_moment(client, emu, queue, caplog):
+    caplog.set_level(logging.DEBUG, logger="peeklock")
+    client.send(queue, b"x", message_id="rf-1")
+    emu.fault(operation="renew", entity=queue, status=503, count=1)
+    with pytest.raises(peeklock.LockLostError):
+        with client.peek_lock(queue, timeout=1) as msg:
+            token = msg.lock_token
+            failed = wait_for(lambda: _records(caplog, "lock renewal failed"))   # 5 s lock
+            assert failed[0].levelname == "WARNING" and failed[0].threadName == "peeklock-events"
+            assert failed[0].getMessage() == (
+                f"lock renewal failed: message {msg.sequence_number} (id rf-1) in {queue}: "
+                "HTTP 503 (PL_ETHROTTLED: throttled by the server); retrying")
+            renewed = wait_for(lambda: _records(caplog, "lock renewed"))
+            slack = float(renewed[0].getMessage().split(", ")[1].split(" s ")[0])
+            assert 0 < slack < 5                          # seconds of the lock left
+            emu.advance(30)                               # the server's lock runs out
+            wait_for(lambda: _records(caplog, "lock lost"))
+            last = _records(caplog, "lock renewal failed")[-1].getMessage()
+            assert "HTTP 404" in last and "retrying" not in last
+    _no_secret(caplog.text, token)
+    s = client.stats()
+    assert s["events"]["renewal_failures"] == 2 == s["renewer"]["failures"]
+    assert s["renew_failures"] == 2

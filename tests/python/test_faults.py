@@ -83,13 +83,17 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
                 call()
             assert isinstance(ei.value, peeklock.Error)
             got = None
+            # the failed call was said at WARNING, with its operation and entity
+            assert [r for r in caplog.records if r.levelname == "WARNING"
+                    and getattr(r, "peeklock_entity", None) == queue and " failed after " in r.getMessage()]
         if extra == "orphaned":
             assert c.stats()["orphaned_locks"] >= 1
             if op == "peek_lock":                       # and said at WARNING, with the entity
                 assert any(r.levelname == "WARNING" and queue in r.getMessage()
                            and "locked" in r.getMessage() for r in caplog.records)
-        elif op == "peek_lock":
-            assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        elif op == "peek_lock":                         # no orphaned lock said
+            assert not [r for r in caplog.records if r.levelname == "WARNING"
+                        and "locked" in r.getMessage()]
         if fault == "stall":
             emu.clear_faults()
 

@@ -211,3 +211,23 @@ def test_batch_process_spans_do_not_nest(emu, otel, make_queue):
     assert len(procs) == 3
     for s in _by_name(spans, "receive ") + _by_name(spans, "process "):
         assert s.parent is None or s.parent.span_id not in procs
+
+
+def test_renewal_failures_and_slack_are_metrics(emu, otel, make_queue):
+    spans, reader = otel
+    q = make_queue(lock_duration=5)
+    emu.fault(operation="renew", entity=q, status=503, count=1)
+    with peeklock.Client.from_connection_string(emu.connection_string) as c:
+        c.send(q, b"x")
+        with c.lock(q, timeout=1):
+            wait_for(lambda: _by_name(spans, "renew_message_lock"))     # after the failure
+        s = c.stats()
+    pts = _metrics(reader)
+    [fail] = pts["peeklock.lock.renewal_failures"]
+    assert fail.value == 1 == s["renewer"]["failures"]
+    assert fail.attributes["error.type"] == "PL_ETHROTTLED"
+    assert fail.attributes["messaging.destination.name"] == q
+    [slack] = pts["peeklock.lock.renewal_slack"]
+    assert slack.count == s["renewer"]["renewals"] >= 1
+    assert 0 < slack.sum / slack.count < 5                # seconds left of a 5 s lock
+    assert slack.max < 5
