@@ -155,6 +155,24 @@ void pl_client_unref(pl_client *c)
     if (c && atomic_fetch_sub(&c->refs, 1) == 1) client_destroy(c);
 }
 
+/* A message's owner hook: drops the reference pl_client_adopt took. */
+static void release_owner(void *c)
+{
+    pl_client_unref(c);
+}
+
+void pl_client_adopt(pl_client *c, pl_message *m)
+{
+    pl_client_ref(c);
+    m->owner = c;
+    m->owner_release = release_owner;
+}
+
+pl_client *pl_message_client(const pl_message *m)
+{
+    return m->owner_release == release_owner ? m->owner : NULL;
+}
+
 int pl_client_closed(const pl_client *c)
 {
     return atomic_load(&((pl_client *)c)->closed);
@@ -621,7 +639,8 @@ int pl_response_result(pl_message **out, pl_client *c, const pl_request *req, pl
     if (check_client(c)) return PL_EINVAL;
     if (!req) return pl_error_inval("req", "must not be NULL");
     if (!resp) return pl_error_inval("resp", "must not be NULL");
-    int rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent_mono_ms);
+    int rc = pl_wire_result(out, c->endpoint, req, m, resp, sent_mono_ms);
+    if (out && *out) pl_client_adopt(c, *out);
     count_result(c, req, rc);
     return rc;
 }
@@ -1169,7 +1188,8 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         int rc = perform_once(c, req, &resp, &sent, &io);
         if (resp) {
             status = resp->status;
-            rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent);
+            rc = pl_wire_result(out, c->endpoint, req, m, resp, sent);
+            if (out && *out) pl_client_adopt(c, *out);
             if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
             retry_after = pl_retry_after_ms(pl_response_header(resp, "Retry-After"));
             pl_response_free(resp);

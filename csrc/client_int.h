@@ -17,6 +17,12 @@ void pl_client_unref(pl_client *c);
  * made by holders of references, e.g. the renewer unlocking on close). */
 int pl_client_closed(const pl_client *c);
 
+/* Makes c the owner of m, a message the pure core just made: takes a client
+ * reference that m releases through its owner hook when it is freed. */
+void pl_client_adopt(pl_client *c, pl_message *m);
+/* The client that owns m (pl_client_adopt), or NULL. */
+pl_client *pl_message_client(const pl_message *m);
+
 /* The Authorization header value for requests under `scope` (see
  * pl_wire_scope), from the token cache: SAS tokens are cached per scope and
  * re-signed well before expiry; a ready-made SAS token or bearer token is used

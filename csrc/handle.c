@@ -207,8 +207,7 @@ int pl_client_attach(pl_message **out, pl_client *client, const char *handle)
     /* wall-clock expiry back onto this process's monotonic clock */
     atomic_store(&m->lock_expiry_mono_ms, pl_now_mono_ms() + ((int64_t)exp - now_wall_ms()));
     pl_message_set_state(m, PL_LOCK_HELD);
-    pl_client_ref(client);
-    m->client = client;
+    pl_client_adopt(client, m);
     *out = m;
 done:
     cJSON_Delete(o);

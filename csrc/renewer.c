@@ -242,7 +242,8 @@ static void push_event(pl_renewer *r, int type, pl_message *m, int code, int htt
  * renewer can serve the messages of any number of clients. */
 static pl_client *msg_client(const pl_renewer *r, const pl_message *m)
 {
-    return m && m->client ? m->client : r->client;
+    pl_client *owner = m ? pl_message_client(m) : NULL;
+    return owner ? owner : r->client;
 }
 
 /* counted: 0 when whoever made the message lost already counted it in the

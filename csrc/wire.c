@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_int.h"
 #include "error_int.h"
 #include "message_int.h"
 #include "wire_int.h"
@@ -651,7 +650,7 @@ int pl_wire_status_error(const pl_request *req, const pl_response *resp)
 
 /* ---- results ------------------------------------------------------------- */
 
-static int build_message(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
+static int build_message(pl_message **out, const char *endpoint, const pl_request *req,
                          const pl_response *resp, int64_t sent_mono_ms)
 {
     int peek = req->op == PL_OP_PEEKLOCK;
@@ -770,10 +769,6 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
         pl_message_set_state(m, PL_LOCK_HELD);
         pl_message_extend(m, sent_mono_ms);
     }
-    if (client) {
-        pl_client_ref(client);
-        m->client = client;
-    }
     *out = m;
     return PL_OK;
 fail:
@@ -781,8 +776,8 @@ fail:
     return rc;
 }
 
-int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
-                   pl_message *m, const pl_response *resp, int64_t sent_mono_ms)
+int pl_wire_result(pl_message **out, const char *endpoint, const pl_request *req, pl_message *m,
+                   const pl_response *resp, int64_t sent_mono_ms)
 {
     if (out) *out = NULL;
     if (!req) return pl_error_inval("req", "must not be NULL");
@@ -807,7 +802,7 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
             return PL_EMPTY;
         }
         if (st == 200 || st == 201) {
-            int rc = build_message(out, client, endpoint, req, resp, sent_mono_ms);
+            int rc = build_message(out, endpoint, req, resp, sent_mono_ms);
             if (rc)
                 pl_error_prefix(pl_wire_op_name(req->op));
             else

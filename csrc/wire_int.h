@@ -116,9 +116,9 @@ int pl_response_append_body(pl_response *resp, const void *p, size_t n);
 int pl_wire_status_error(const pl_request *req, const pl_response *resp);
 
 /* Interprets resp (pure part of pl_response_result): receives produce *out;
- * settles update m (state, expiry from sent_mono_ms). client is stored in new
- * messages (with a reference) and may be NULL. */
-int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
-                   pl_message *m, const pl_response *resp, int64_t sent_mono_ms);
+ * settles update m (state, expiry from sent_mono_ms). A new message has no
+ * owner: the driver that hands it out sets one (pl_client_adopt). */
+int pl_wire_result(pl_message **out, const char *endpoint, const pl_request *req, pl_message *m,
+                   const pl_response *resp, int64_t sent_mono_ms);
 
 #endif
