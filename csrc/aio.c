@@ -518,7 +518,7 @@ static int answer_started(pl_aio_done *op)
 {
     long hsize = 0;
     curl_easy_getinfo(op->easy, CURLINFO_HEADER_SIZE, &hsize);
-    return hsize > 0 || (op->resp && op->resp->nseen > 0);
+    return hsize > 0 || (op->resp && pl_collector_of(op->resp)->nseen > 0);
 }
 
 static void handle_cancel(pl_aio *a, pl_aio_done *op)

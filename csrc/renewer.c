@@ -539,7 +539,7 @@ static void abort_inflight(pl_renewer *r)
         curl_multi_remove_handle(r->multi, s->easy);
         if (s->op == PL_SETTLE_UNLOCK) {
             /* Cut off: unknown once the request went out, else still ours. */
-            if (s->resp && s->resp->sends > 0)
+            if (s->resp && pl_collector_of(s->resp)->sends > 0)
                 pl_fence_unknown(s->m);
             else
                 pl_message_cas_state(s->m, PL_LOCK_SETTLING, PL_LOCK_HELD);
