@@ -504,7 +504,8 @@ static void finish_attempt(pl_aio *a, pl_aio_done *op, CURLcode res)
         curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &st);
         status = (int)st;
         op->resp->status = status;
-        rc = pl_wire_result(&got, c, pl_client_endpoint(c), op->req, op->m, op->resp, op->sent_ms);
+        rc = pl_wire_result(&got, pl_client_endpoint(c), op->req, op->m, op->resp, op->sent_ms);
+        if (got) pl_client_adopt(c, got);
         retry_after = pl_retry_after_ms(pl_response_header(op->resp, "Retry-After"));
         transfer_release(a, op, 1);
     }
@@ -518,7 +519,7 @@ static int answer_started(pl_aio_done *op)
 {
     long hsize = 0;
     curl_easy_getinfo(op->easy, CURLINFO_HEADER_SIZE, &hsize);
-    return hsize > 0 || (op->resp && op->resp->nseen > 0);
+    return hsize > 0 || (op->resp && pl_collector_of(op->resp)->nseen > 0);
 }
 
 static void handle_cancel(pl_aio *a, pl_aio_done *op)
@@ -705,7 +706,7 @@ static int aio_settle(pl_aio *a, uint64_t *id, pl_message *m, int settle, int de
     int rc = detached ? (a ? PL_OK : pl_error_inval("a", "must not be NULL")) : check_aio(a, id);
     if (rc) return rc;
     if (!m) return pl_error_inval("m", "must not be NULL");
-    if (m->client != a->client) return pl_error_inval("m", "was received through another client");
+    if (pl_message_client(m) != a->client) return pl_error_inval("m", "was received through another client");
     if (!m->location)
         return pl_error_set(PL_ESTATE, 0, 0,
                             "message was received with receive-and-delete: there is no lock");

@@ -157,6 +157,24 @@ void pl_client_unref(pl_client *c)
     if (c && atomic_fetch_sub(&c->refs, 1) == 1) client_destroy(c);
 }
 
+/* A message's owner hook: drops the reference pl_client_adopt took. */
+static void release_owner(void *c)
+{
+    pl_client_unref(c);
+}
+
+void pl_client_adopt(pl_client *c, pl_message *m)
+{
+    pl_client_ref(c);
+    m->owner = c;
+    m->owner_release = release_owner;
+}
+
+pl_client *pl_message_client(const pl_message *m)
+{
+    return m->owner_release == release_owner ? m->owner : NULL;
+}
+
 int pl_client_closed(const pl_client *c)
 {
     return atomic_load(&((pl_client *)c)->closed);
@@ -667,39 +685,47 @@ int pl_response_result(pl_message **out, pl_client *c, const pl_request *req, pl
     if (check_client(c)) return PL_EINVAL;
     if (!req) return pl_error_inval("req", "must not be NULL");
     if (!resp) return pl_error_inval("resp", "must not be NULL");
-    int rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent_mono_ms);
+    int rc = pl_wire_result(out, c->endpoint, req, m, resp, sent_mono_ms);
+    if (out && *out) pl_client_adopt(c, *out);
     count_result(c, req, rc);
     return rc;
 }
 
 /* ---- libcurl --------------------------------------------------------------- */
 
+/* 1 when a header block lies in k->strs (freed with k). */
+static int inline_block(const pl_collector *k, const char *p)
+{
+    return (uintptr_t)p >= (uintptr_t)k->strs && (uintptr_t)p < (uintptr_t)(k->strs + sizeof k->strs);
+}
+
 static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 {
-    pl_response *r = ud;
+    pl_collector *k = pl_collector_of(ud);
+    pl_response *r = &k->resp;
     size_t len = size * n;
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         /* A new status line (e.g. after 100 Continue): start over. */
-        for (size_t i = 0; i < r->nheaders; i++) /* packed */
-            if (!pl_response_inline_block(r, r->headers[i].name)) free(r->headers[i].name);
+        for (size_t i = 0; i < r->nheaders; i++)
+            if (!inline_block(k, r->headers[i].name)) free(r->headers[i].name);
         r->nheaders = 0;
-        r->strs_used = 0;
-        r->nseen = 0;
-        r->headers_done = 0;
+        k->strs_used = 0;
+        k->nseen = 0;
+        k->headers_done = 0;
         return len;
     }
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
-        r->headers_done = 1;
+        k->headers_done = 1;
         return len;
     }
     const char *colon = memchr(buf, ':', len);
     if (!colon || colon == buf || buf[0] == ' ' || buf[0] == '\t') return len;
     size_t nlen = (size_t)(colon - buf);
-    if (r->only_retry_after && !(nlen == 11 && pl_strncaseeq(buf, "Retry-After", 11))) return len;
+    if (k->only_retry_after && !(nlen == 11 && pl_strncaseeq(buf, "Retry-After", 11))) return len;
     const char *v = colon + 1, *end = buf + len;
     while (v < end && (*v == ' ' || *v == '\t')) v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) end--;
-    if (nlen > 1024 || (size_t)(end - v) > PL_MAX_HEADER_BYTES || r->nseen >= PL_MAX_HEADERS) {
+    if (nlen > 1024 || (size_t)(end - v) > PL_MAX_HEADER_BYTES || k->nseen >= PL_MAX_HEADERS) {
         r->too_big = 1;
         return 0;
     }
@@ -709,15 +735,15 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         r->too_big = 1;
         return 0;
     }
-    r->nseen++;
+    k->nseen++;
     /* A receive needs the custom properties and the headers it reads; the rest
      * (Server, Content-Length, ...) are counted against the limit and dropped. */
-    int kind = r->only_retry_after ? PL_HDR_RETRY_AFTER : pl_header_kind(buf, nlen);
+    int kind = k->only_retry_after ? PL_HDR_RETRY_AFTER : pl_header_kind(buf, nlen);
     if (kind == PL_HDR_RESERVED) return len;
     if (r->nheaders == r->headers_cap) {
         size_t cap = r->headers_cap ? r->headers_cap * 2 : 16;
         pl_header *nh;
-        if (r->headers == r->hdr_inline) {
+        if (r->headers == k->hdr_inline) {
             if ((nh = malloc(cap * sizeof *nh)) != NULL) memcpy(nh, r->headers, r->nheaders * sizeof *nh);
         } else {
             nh = realloc(r->headers, cap * sizeof *nh);
@@ -729,9 +755,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     /* One block per header, "name\0value\0": in the response while it has room. */
     size_t need = nlen + vlen + 2;
     char *block;
-    if (need <= sizeof r->strs - r->strs_used) {
-        block = r->strs + r->strs_used;
-        r->strs_used += need;
+    if (need <= sizeof k->strs - k->strs_used) {
+        block = k->strs + k->strs_used;
+        k->strs_used += need;
     } else if (!(block = malloc(need))) {
         return 0;
     }
@@ -764,8 +790,7 @@ static int on_prereq(void *ud, char *ip, char *lip, int port, int lport)
     (void)lip;
     (void)port;
     (void)lport;
-    pl_response *r = ud;
-    if (++r->sends > 1) return CURL_PREREQFUNC_ABORT;
+    if (++pl_collector_of(ud)->sends > 1) return CURL_PREREQFUNC_ABORT;
     return CURL_PREREQFUNC_OK;
 }
 
@@ -848,17 +873,28 @@ static int headers_match(const struct curl_slist *h, const pl_request *req)
     return h == NULL;
 }
 
+/* pl_response_free's release hook for a collector: its headers are blocks
+ * "name\0value\0" (free name only), in k->strs while there was room. */
+static void collector_release(pl_response *r)
+{
+    pl_collector *k = pl_collector_of(r);
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (!inline_block(k, r->headers[i].name)) free(r->headers[i].name);
+    if (r->headers != k->hdr_inline) free(r->headers);
+    free(k);
+}
+
 static pl_response *new_collector(const pl_request *req)
 {
     /* Everything but the inline header blocks zeroed. */
-    pl_response *resp = malloc(sizeof *resp);
-    if (!resp) return NULL;
-    memset(resp, 0, offsetof(pl_response, strs));
-    resp->headers = resp->hdr_inline;
-    resp->headers_cap = PL_RESP_INLINE_HEADERS;
-    resp->only_retry_after = req->op != PL_OP_PEEKLOCK && req->op != PL_OP_RECVDEL;
-    resp->packed = 1;
-    return resp;
+    pl_collector *k = malloc(sizeof *k);
+    if (!k) return NULL;
+    memset(k, 0, offsetof(pl_collector, strs));
+    k->resp.headers = k->hdr_inline;
+    k->resp.headers_cap = PL_RESP_INLINE_HEADERS;
+    k->resp.release = collector_release;
+    k->only_retry_after = req->op != PL_OP_PEEKLOCK && req->op != PL_OP_RECVDEL;
+    return &k->resp;
 }
 
 static int setup_easy(pl_client *c, CURL *e, const pl_request *req, long extra_timeout_ms,
@@ -1007,7 +1043,7 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response exceeded a size limit or was malformed");
     if (rc == CURLE_OK) /* libcurl's success, but the headers never ended */
         return pl_error_set(PL_EPROTOCOL, 0, 0, "malformed response: cut short in its headers");
-    if (rc == CURLE_ABORTED_BY_CALLBACK && resp && resp->sends > 1)
+    if (rc == CURLE_ABORTED_BY_CALLBACK && resp && pl_collector_of(resp)->sends > 1)
         return pl_error_set(PL_ECONNECT, 0, 1,
                             "the connection closed before an answer came (not sent again "
                             "on a new connection: the first copy may have been carried out)");
@@ -1035,9 +1071,10 @@ int pl_client_curl_error_easy(CURLcode rc, const pl_response *resp, CURL *e, con
 int pl_client_transfer_io(CURLcode rc, const pl_response *resp)
 {
     if (rc == CURLE_OK)
-        return resp && (resp->too_big || !resp->headers_done) ? PL_IO_MALFORMED : PL_IO_ANSWERED;
+        return resp && (resp->too_big || !pl_collector_of(resp)->headers_done) ? PL_IO_MALFORMED
+                                                                               : PL_IO_ANSWERED;
     /* Nothing went on the wire before the prerequest callback ran. */
-    if (!resp || resp->sends == 0) return PL_IO_NOT_SENT;
+    if (!resp || pl_collector_of(resp)->sends == 0) return PL_IO_NOT_SENT;
     if (resp->too_big) return PL_IO_MALFORMED;
     switch (rc) {
     case CURLE_WRITE_ERROR:
@@ -1215,7 +1252,8 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         int rc = perform_once(c, req, &resp, &sent, &io);
         if (resp) {
             status = resp->status;
-            rc = pl_wire_result(out, c, c->endpoint, req, m, resp, sent);
+            rc = pl_wire_result(out, c->endpoint, req, m, resp, sent);
+            if (out && *out) pl_client_adopt(c, *out);
             if (op == PL_OP_RENEW && rc == PL_OK) pl_client_record_renew_rtt(c, now_ms_precise() - t0);
             retry_after = pl_retry_after_ms(pl_response_header(resp, "Retry-After"));
             pl_response_free(resp);

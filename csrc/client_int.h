@@ -17,6 +17,12 @@ void pl_client_unref(pl_client *c);
  * made by holders of references, e.g. the renewer unlocking on close). */
 int pl_client_closed(const pl_client *c);
 
+/* Makes c the owner of m, a message the pure core just made: takes a client
+ * reference that m releases through its owner hook when it is freed. */
+void pl_client_adopt(pl_client *c, pl_message *m);
+/* The client that owns m (pl_client_adopt), or NULL. */
+pl_client *pl_message_client(const pl_message *m);
+
 /* The Authorization header value for requests under `scope` (see
  * pl_wire_scope), from the token cache: SAS tokens are cached per scope and
  * re-signed well before expiry; a ready-made SAS token or bearer token is used
@@ -28,14 +34,43 @@ int pl_client_auth(pl_client *c, const char *scope, char **out);
  * Authorization header filled in; same as the public pl_request_settle. */
 int pl_client_settle_request(pl_request **out, pl_client *c, const pl_message *m, int op);
 
+/* The libcurl driver's response: the pure core's pl_response (first, so the
+ * pl_response * of pl_client_setup_easy converts back with pl_collector_of) and
+ * the state of collecting it from libcurl's callbacks. */
+#define PL_RESP_INLINE_HEADERS 8
+#define PL_RESP_INLINE_BYTES   640
+typedef struct pl_collector {
+    pl_response resp;
+    size_t nseen;         /* headers seen (kept or dropped), for the limit */
+    int only_retry_after; /* keep only Retry-After (answers to sends and settles
+                             need no other header) */
+    int headers_done;     /* the blank line that ends the headers came (a transfer
+                             that ends without it was cut short, even when libcurl
+                             reports success) */
+    int sends;            /* times libcurl put the request on the wire (it silently
+                             re-sends once on a dead reused connection: more than 1
+                             means an earlier copy may have been acted on) */
+    /* The first headers and their "name\0value\0" blocks live here (not freed
+     * on their own); the rest is malloc'd, one block per header. Not zeroed. */
+    pl_header hdr_inline[PL_RESP_INLINE_HEADERS];
+    size_t strs_used;
+    char strs[PL_RESP_INLINE_BYTES];
+} pl_collector;
+
+static inline pl_collector *pl_collector_of(const pl_response *r)
+{
+    return (pl_collector *)r;
+}
+
 /* Configures an easy handle the way the client does: timeouts (connect, and
  * request timeout + extra_timeout_ms), CA file / verification (https unless the
  * development emulator), CURLOPT_NOSIGNAL, TCP keep-alive. Then sets method,
  * URL, headers (plus an empty "Expect:"), body of req, and installs callbacks
- * that collect the answer into *resp_out (a new pl_response; the caller frees it
- * with pl_response_free after the transfer; for anything but a receive it keeps
- * only the Retry-After header; its `sends` counts how often libcurl
- * put the request on the wire: above 1, an earlier copy may have been acted on). *hdrs_out must be freed with
+ * that collect the answer into *resp_out (a new pl_response of a pl_collector;
+ * the caller frees it with pl_response_free after the transfer; for anything
+ * but a receive it keeps only the Retry-After header; the collector's `sends`
+ * counts how often libcurl put the request on the wire: above 1, an earlier
+ * copy may have been acted on). *hdrs_out must be freed with
  * curl_slist_free_all after the transfer. req and the easy handle must outlive
  * the transfer. Never shares a connection cache. */
 int pl_client_setup_easy(pl_client *c, CURL *easy, const pl_request *req, long extra_timeout_ms,

@@ -22,32 +22,66 @@ const char *pl_version(void)
     return PEEKLOCK_VERSION;
 }
 
+/* Every result code of peeklock.h, once: pl_strerror, pl_code_name and the
+ * bindings' tables (pl_code_count, pl_code_at) read this list. */
+#define PL_CODE(c, text) c, #c, #c ": " text /* code, name, name: text */
+static const struct pl_code_entry {
+    int code;
+    const char *name;
+    const char *text;
+} pl_codes[] = {
+    {PL_CODE(PL_OK, "success")},
+    {PL_CODE(PL_EMPTY, "no message arrived within the timeout")},
+    {PL_CODE(PL_EINVAL, "invalid argument")},
+    {PL_CODE(PL_ENOMEM, "out of memory")},
+    {PL_CODE(PL_EAUTH, "not authorized")},
+    {PL_CODE(PL_ENOTFOUND, "entity not found")},
+    {PL_CODE(PL_ELOCKLOST, "lock lost")},
+    {PL_CODE(PL_ETOOLARGE, "message too large")},
+    {PL_CODE(PL_ETHROTTLED, "throttled by the server")},
+    {PL_CODE(PL_ESERVER, "server error")},
+    {PL_CODE(PL_ETIMEOUT, "timed out")},
+    {PL_CODE(PL_ECONNECT, "connection failed")},
+    {PL_CODE(PL_EPROTOCOL, "malformed or unexpected response")},
+    {PL_CODE(PL_EUNKNOWN, "outcome unknown")},
+    {PL_CODE(PL_EBADREQUEST, "bad request")},
+    {PL_CODE(PL_ECONFLICT, "conflict")},
+    {PL_CODE(PL_ESTATE, "wrong state for this call")},
+    {PL_CODE(PL_ECLOSED, "closed")},
+    {PL_CODE(PL_EHTTP, "unexpected HTTP status")},
+    {PL_CODE(PL_EINTERNAL, "internal error")},
+    {PL_CODE(PL_ECANCELED, "cancelled")},
+};
+#undef PL_CODE
+#define PL_NCODES ((int)(sizeof pl_codes / sizeof pl_codes[0]))
+
+static const struct pl_code_entry *code_entry(int code)
+{
+    for (int i = 0; i < PL_NCODES; i++)
+        if (pl_codes[i].code == code) return &pl_codes[i];
+    return NULL;
+}
+
 const char *pl_strerror(int code)
 {
-    switch (code) {
-    case PL_OK: return "PL_OK: success";
-    case PL_EMPTY: return "PL_EMPTY: no message arrived within the timeout";
-    case PL_EINVAL: return "PL_EINVAL: invalid argument";
-    case PL_ENOMEM: return "PL_ENOMEM: out of memory";
-    case PL_EAUTH: return "PL_EAUTH: not authorized";
-    case PL_ENOTFOUND: return "PL_ENOTFOUND: entity not found";
-    case PL_ELOCKLOST: return "PL_ELOCKLOST: lock lost";
-    case PL_ETOOLARGE: return "PL_ETOOLARGE: message too large";
-    case PL_ETHROTTLED: return "PL_ETHROTTLED: throttled by the server";
-    case PL_ESERVER: return "PL_ESERVER: server error";
-    case PL_ETIMEOUT: return "PL_ETIMEOUT: timed out";
-    case PL_ECONNECT: return "PL_ECONNECT: connection failed";
-    case PL_EPROTOCOL: return "PL_EPROTOCOL: malformed or unexpected response";
-    case PL_EUNKNOWN: return "PL_EUNKNOWN: outcome unknown";
-    case PL_EBADREQUEST: return "PL_EBADREQUEST: bad request";
-    case PL_ECONFLICT: return "PL_ECONFLICT: conflict";
-    case PL_ESTATE: return "PL_ESTATE: wrong state for this call";
-    case PL_ECLOSED: return "PL_ECLOSED: closed";
-    case PL_EHTTP: return "PL_EHTTP: unexpected HTTP status";
-    case PL_EINTERNAL: return "PL_EINTERNAL: internal error";
-    case PL_ECANCELED: return "PL_ECANCELED: cancelled";
-    default: return "PL_E?: unknown code";
-    }
+    const struct pl_code_entry *e = code_entry(code);
+    return e ? e->text : "PL_E?: unknown code";
+}
+
+const char *pl_code_name(int code)
+{
+    const struct pl_code_entry *e = code_entry(code);
+    return e ? e->name : NULL;
+}
+
+int pl_code_count(void)
+{
+    return PL_NCODES;
+}
+
+int pl_code_at(int i)
+{
+    return i >= 0 && i < PL_NCODES ? pl_codes[i].code : PL_EINTERNAL;
 }
 
 const pl_error *pl_error_last(void)

@@ -9,7 +9,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "client_int.h"
 #include "error_int.h"
 #include "message_int.h"
 
@@ -305,9 +304,10 @@ void pl_message_free(pl_message *m)
         msg_release(m, m->props[i].text);
     }
     msg_release(m, m->props);
-    pl_client *c = m->client;
+    void (*release)(void *) = m->owner_release;
+    void *owner = m->owner;
     free(m);
-    if (c) pl_client_unref(c);
+    if (release) release(owner);
 }
 
 int pl_message_mark_lost(pl_message *m, int reason, int from_settling)

@@ -27,8 +27,13 @@ typedef struct pl_prop {
 } pl_prop;
 
 struct pl_message {
-    atomic_int refs;   /* pl_message_free drops one; 0 frees */
-    pl_client *client; /* holds a client reference (pl_client_ref), may be NULL */
+    atomic_int refs; /* pl_message_free drops one; 0 frees */
+    /* The message's owner (the client it came through, which the driver keeps
+     * alive for the message's life): owner_release(owner) runs once the last
+     * reference is gone. Set by the driver that hands the message out; NULL for
+     * a message nobody owns. The pure core never looks at the owner. */
+    void (*owner_release)(void *owner);
+    void *owner;
 
     /* lock bookkeeping */
     atomic_int lock_state;                    /* PL_LOCK_* */

@@ -252,7 +252,8 @@ static pl_event *push_event(pl_renewer *r, int type, pl_message *m, int code, in
  * renewer can serve the messages of any number of clients. */
 static pl_client *msg_client(const pl_renewer *r, const pl_message *m)
 {
-    return m && m->client ? m->client : r->client;
+    pl_client *owner = m ? pl_message_client(m) : NULL;
+    return owner ? owner : r->client;
 }
 
 /* A failed renew attempt: counted (the renewer's and the client's stats) and told
@@ -567,7 +568,7 @@ static void abort_inflight(pl_renewer *r)
         curl_multi_remove_handle(r->multi, s->easy);
         if (s->op == PL_SETTLE_UNLOCK) {
             /* Cut off: unknown once the request went out, else still ours. */
-            if (s->resp && s->resp->sends > 0)
+            if (s->resp && pl_collector_of(s->resp)->sends > 0)
                 pl_fence_unknown(s->m);
             else
                 pl_message_cas_state(s->m, PL_LOCK_SETTLING, PL_LOCK_HELD);

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_int.h"
 #include "error_int.h"
 #include "message_int.h"
 #include "wire_int.h"
@@ -400,12 +399,16 @@ int pl_response_new(pl_response **out, int status)
 void pl_response_free(pl_response *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        if (!r->packed) free(r->headers[i].value);
-        if (!r->packed || !pl_response_inline_block(r, r->headers[i].name)) free(r->headers[i].name);
-    }
-    if (r->headers != r->hdr_inline) free(r->headers);
     free(r->body);
+    if (r->release) {
+        r->release(r);
+        return;
+    }
+    for (size_t i = 0; i < r->nheaders; i++) {
+        free(r->headers[i].value);
+        free(r->headers[i].name);
+    }
+    free(r->headers);
     free(r);
 }
 
@@ -414,6 +417,7 @@ int pl_response_add_header(pl_response *r, const char *name, const char *value)
     if (!r) return pl_error_inval("resp", "must not be NULL");
     if (!name || !*name) return pl_error_inval("name", "must be a non-empty string");
     if (!value) return pl_error_inval("value", "must not be NULL");
+    if (r->release) return pl_error_inval("resp", "was collected by a driver (read-only)");
     if (r->nheaders >= PL_MAX_HEADERS) {
         r->too_big = 1;
         return pl_error_set(PL_EPROTOCOL, 0, 0, "response has more than %d headers", PL_MAX_HEADERS);
@@ -424,31 +428,16 @@ int pl_response_add_header(pl_response *r, const char *name, const char *value)
                             PL_MAX_HEADER_BYTES);
     }
     size_t cap = r->nheaders + 1 > r->headers_cap ? r->nheaders + 1 : r->headers_cap;
-    pl_header *nh;
-    if (r->headers == r->hdr_inline) {
-        if ((nh = malloc(cap * sizeof *nh)) != NULL) memcpy(nh, r->headers, r->nheaders * sizeof *nh);
-    } else {
-        nh = realloc(r->headers, cap * sizeof *nh);
-    }
+    pl_header *nh = realloc(r->headers, cap * sizeof *nh);
     if (!nh) return pl_error_nomem();
     r->headers = nh;
     r->headers_cap = cap;
-    if (r->packed) { /* same layout as the libcurl collector: one block */
-        size_t nl = strlen(name), vl = strlen(value);
-        char *block = malloc(nl + vl + 2);
-        if (!block) return pl_error_nomem();
-        memcpy(block, name, nl + 1);
-        memcpy(block + nl + 1, value, vl + 1);
-        nh[r->nheaders].name = block;
-        nh[r->nheaders].value = block + nl + 1;
-    } else {
-        nh[r->nheaders].name = pl_strdup(name);
-        nh[r->nheaders].value = pl_strdup(value);
-        if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
-            free(nh[r->nheaders].name);
-            free(nh[r->nheaders].value);
-            return pl_error_nomem();
-        }
+    nh[r->nheaders].name = pl_strdup(name);
+    nh[r->nheaders].value = pl_strdup(value);
+    if (!nh[r->nheaders].name || !nh[r->nheaders].value) {
+        free(nh[r->nheaders].name);
+        free(nh[r->nheaders].value);
+        return pl_error_nomem();
     }
     nh[r->nheaders].kind = pl_header_kind(name, strlen(name));
     r->nheaders++;
@@ -651,7 +640,7 @@ int pl_wire_status_error(const pl_request *req, const pl_response *resp)
 
 /* ---- results ------------------------------------------------------------- */
 
-static int build_message(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
+static int build_message(pl_message **out, const char *endpoint, const pl_request *req,
                          const pl_response *resp, int64_t sent_mono_ms)
 {
     int peek = req->op == PL_OP_PEEKLOCK;
@@ -770,10 +759,6 @@ static int build_message(pl_message **out, pl_client *client, const char *endpoi
         pl_message_set_state(m, PL_LOCK_HELD);
         pl_message_extend(m, sent_mono_ms);
     }
-    if (client) {
-        pl_client_ref(client);
-        m->client = client;
-    }
     *out = m;
     return PL_OK;
 fail:
@@ -781,8 +766,8 @@ fail:
     return rc;
 }
 
-int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
-                   pl_message *m, const pl_response *resp, int64_t sent_mono_ms)
+int pl_wire_result(pl_message **out, const char *endpoint, const pl_request *req, pl_message *m,
+                   const pl_response *resp, int64_t sent_mono_ms)
 {
     if (out) *out = NULL;
     if (!req) return pl_error_inval("req", "must not be NULL");
@@ -807,7 +792,7 @@ int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, co
             return PL_EMPTY;
         }
         if (st == 200 || st == 201) {
-            int rc = build_message(out, client, endpoint, req, resp, sent_mono_ms);
+            int rc = build_message(out, endpoint, req, resp, sent_mono_ms);
             if (rc)
                 pl_error_prefix(pl_wire_op_name(req->op));
             else

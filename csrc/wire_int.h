@@ -48,41 +48,21 @@ struct pl_request {
     char strs[];
 };
 
-#define PL_RESP_INLINE_HEADERS 8
-#define PL_RESP_INLINE_BYTES   640
-
 struct pl_response {
     int status;
     pl_header *headers;
     size_t nheaders;
-    size_t headers_cap; /* slots of headers (hdr_inline or malloc'd) */
+    size_t headers_cap; /* slots of headers */
     unsigned char *body;
     size_t body_len;
     size_t body_cap;
-    int too_big;          /* a limit was exceeded while collecting */
-    int packed;           /* headers collected by the libcurl driver: value shares
-                               the name's allocation (free name only) */
-    size_t nseen;         /* collecting: headers seen (kept or dropped), for the limit */
-    int only_retry_after; /* collecting: keep only Retry-After (answers to sends and
-                               settles need no other header) */
-    int headers_done;     /* collecting: the blank line that ends the headers came (a
-                               transfer that ends without it was cut short, even when
-                               libcurl reports success) */
-    int sends;            /* times the driver put the request on the wire (libcurl
-                               silently re-sends once on a dead reused connection:
-                               more than 1 means an earlier copy may have been acted on) */
-    /* The libcurl collector keeps its first headers and their "name\0value\0"
-     * blocks here (not freed on their own); the rest is malloc'd. Not zeroed. */
-    pl_header hdr_inline[PL_RESP_INLINE_HEADERS];
-    size_t strs_used;
-    char strs[PL_RESP_INLINE_BYTES];
+    int too_big; /* a limit was exceeded while collecting */
+    /* Set by a driver that collected the response into storage of its own (the
+     * libcurl collector, client_int.h): pl_response_free frees the body, then
+     * calls it for the headers and the struct. NULL: each header name and value
+     * and the header table are malloc'd (pl_response_new, _add_header). */
+    void (*release)(pl_response *r);
 };
-
-/* 1 when a packed header block lies in r->strs (freed with r). */
-static inline int pl_response_inline_block(const pl_response *r, const char *p)
-{
-    return (uintptr_t)p >= (uintptr_t)r->strs && (uintptr_t)p < (uintptr_t)(r->strs + sizeof r->strs);
-}
 
 /* Name of an operation for messages ("send", "peek-lock", ...). */
 const char *pl_wire_op_name(int op);
@@ -116,9 +96,9 @@ int pl_response_append_body(pl_response *resp, const void *p, size_t n);
 int pl_wire_status_error(const pl_request *req, const pl_response *resp);
 
 /* Interprets resp (pure part of pl_response_result): receives produce *out;
- * settles update m (state, expiry from sent_mono_ms). client is stored in new
- * messages (with a reference) and may be NULL. */
-int pl_wire_result(pl_message **out, pl_client *client, const char *endpoint, const pl_request *req,
-                   pl_message *m, const pl_response *resp, int64_t sent_mono_ms);
+ * settles update m (state, expiry from sent_mono_ms). A new message has no
+ * owner: the driver that hands it out sets one (pl_client_adopt). */
+int pl_wire_result(pl_message **out, const char *endpoint, const pl_request *req, pl_message *m,
+                   const pl_response *resp, int64_t sent_mono_ms);
 
 #endif

@@ -82,6 +82,13 @@ PL_EXTERN const char *pl_version(void);
 
 /* Static, human-readable name of a code ("PL_ELOCKLOST: lock lost"). Never NULL. */
 PL_EXTERN const char *pl_strerror(int code);
+/* Static name of a code ("PL_ELOCKLOST"); NULL for a number that is no code. */
+PL_EXTERN const char *pl_code_name(int code);
+/* Every code, for bindings that build their tables from the core: how many there
+ * are, and the i-th of them (0 <= i < pl_code_count(), PL_OK first; any other i
+ * gives PL_EINTERNAL). */
+PL_EXTERN int pl_code_count(void);
+PL_EXTERN int pl_code_at(int i);
 
 typedef struct pl_error {
     int code;            /* the PL_* code of the last failure on this thread */

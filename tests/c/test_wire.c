@@ -123,7 +123,7 @@ static void replay_fixtures(void)
             CHECK_STR(req->method, peek ? "POST" : "DELETE");
             pl_response *resp = fixture_response(rs);
             pl_message *m = NULL;
-            int rc = pl_wire_result(&m, NULL, endpoint, req, NULL, resp, 1000);
+            int rc = pl_wire_result(&m, endpoint, req, NULL, resp, 1000);
             if (resp->status == 204) {
                 CHECK_EQ(rc, PL_EMPTY);
                 CHECK(m == NULL);
@@ -187,7 +187,7 @@ static void replay_fixtures(void)
             CHECK_STR(req->method, cJSON_GetObjectItem(rq, "method")->valuestring);
             pl_response *resp = fixture_response(rs);
             if (sop != PL_SETTLE_RENEW) pl_message_cas_state(last_locked, PL_LOCK_HELD, PL_LOCK_SETTLING);
-            CHECK_EQ(pl_wire_result(NULL, NULL, endpoint, req, last_locked, resp, 5000), PL_OK);
+            CHECK_EQ(pl_wire_result(NULL, endpoint, req, last_locked, resp, 5000), PL_OK);
             if (sop == PL_SETTLE_RENEW) {
                 CHECK_EQ(pl_message_lock_state(last_locked), PL_LOCK_HELD);
                 CHECK_EQ(pl_message_lock_expiry_mono_ms(last_locked), 5000 + last_locked->lock_duration_ms);
@@ -202,7 +202,7 @@ static void replay_fixtures(void)
             REQUIRE(pl_wire_send(&req, endpoint, entity, o, NULL) == PL_OK);
             pl_outgoing_free(o);
             pl_response *resp = fixture_response(rs);
-            CHECK_EQ(pl_wire_result(NULL, NULL, endpoint, req, NULL, resp, 0), PL_OK);
+            CHECK_EQ(pl_wire_result(NULL, endpoint, req, NULL, resp, 0), PL_OK);
             pl_response_free(resp);
             sends++;
         }
@@ -239,7 +239,7 @@ static pl_message *locked_message(const char *endpoint)
                            "{\"LockToken\":\"0e80aa4d-a5d1-4a99-b09e-d118f8c5972c\",\"SequenceNumber\":3,"
                            "\"LockedUntilUtc\":\"Sat, 25 Oct 2014 00:57:18 GMT\",\"DeliveryCount\":1}");
     pl_message *m = NULL;
-    REQUIRE(pl_wire_result(&m, NULL, endpoint, req, NULL, r, 100) == PL_OK);
+    REQUIRE(pl_wire_result(&m, endpoint, req, NULL, r, 100) == PL_OK);
     CHECK_EQ(pl_message_lock_duration_ms(m), 30000);
     pl_response_free(r);
     pl_request_free(req);
@@ -332,7 +332,7 @@ static void requests(void)
     pl_response *r = resp_with(
         404, "<Error><Code>404</Code><Detail>The lock token "
              "0E80AA4D-a5d1-4a99-b09e-d118f8c5972c is not valid sig=abc. TrackingId:x</Detail></Error>");
-    CHECK_EQ(pl_wire_result(NULL, NULL, ep, rr, m, r, 200), PL_ELOCKLOST);
+    CHECK_EQ(pl_wire_result(NULL, ep, rr, m, r, 200), PL_ELOCKLOST);
     CHECK(strstr(pl_error_last()->message, "0e80aa4d") == NULL);
     CHECK(strstr(pl_error_last()->message, "0E80AA4D") == NULL);
     CHECK(strstr(pl_error_last()->message, "abc") == NULL);
@@ -351,7 +351,7 @@ static void requests(void)
     REQUIRE(pl_wire_settle(&rr, ep, m, PL_SETTLE_RENEW, NULL) == PL_OK);
     pl_message_cas_state(m, PL_LOCK_HELD, PL_LOCK_SETTLING);
     r = resp_with(404, "");
-    CHECK_EQ(pl_wire_result(NULL, NULL, ep, rr, m, r, 200), PL_ESTATE);
+    CHECK_EQ(pl_wire_result(NULL, ep, rr, m, r, 200), PL_ESTATE);
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLING);
     CHECK_EQ(pl_message_lost_reason(m), 0);
     pl_response_free(r);
@@ -394,13 +394,13 @@ static void status_mapping(void)
         pl_outgoing_new(&o, "", 0);
         REQUIRE(pl_wire_send(&req, ep, "q", o, NULL) == PL_OK);
         pl_response *r = resp_with(t[i].status, t[i].body);
-        CHECK_EQ(pl_wire_result(NULL, NULL, ep, req, NULL, r, 0), t[i].send_code);
+        CHECK_EQ(pl_wire_result(NULL, ep, req, NULL, r, 0), t[i].send_code);
         CHECK_EQ(pl_error_last()->http_status, t[i].status);
         CHECK_EQ(pl_error_last()->retryable, t[i].retryable);
         pl_request_free(req);
         pl_message *m = locked_message(ep);
         REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL) == PL_OK);
-        CHECK_EQ(pl_wire_result(NULL, NULL, ep, req, m, r, 0), t[i].settle_code);
+        CHECK_EQ(pl_wire_result(NULL, ep, req, m, r, 0), t[i].settle_code);
         int lost = t[i].settle_code == PL_ELOCKLOST || t[i].settle_code == PL_ENOTFOUND;
         CHECK_EQ(pl_message_lock_state(m), lost ? PL_LOCK_LOST : PL_LOCK_HELD);
         pl_message_free(m);
@@ -441,7 +441,7 @@ static void malformed(void)
         if (t[i].loc) pl_response_add_header(r, "Location", t[i].loc);
         pl_response_add_header(r, "Date", t[i].date);
         pl_message *m = (pl_message *)1;
-        CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+        CHECK_EQ(pl_wire_result(&m, ep, req, NULL, r, 0), PL_EPROTOCOL);
         CHECK(m == NULL);
         if (!strstr(pl_error_last()->message, t[i].want)) {
             fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, pl_error_last()->message,
@@ -462,7 +462,7 @@ static void malformed(void)
     pl_request *req = NULL;
     REQUIRE(pl_wire_receive(&req, ep, "q", 0, 1, NULL) == PL_OK);
     pl_message *m = NULL;
-    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+    CHECK_EQ(pl_wire_result(&m, ep, req, NULL, r, 0), PL_EPROTOCOL);
     pl_response_free(r);
     r = resp_with(200, NULL);
     int rc = PL_OK;
@@ -476,13 +476,13 @@ static void malformed(void)
      * its status line looks like that): malformed, never an empty message. */
     REQUIRE(pl_wire_receive(&req, ep, "q", 0, 0, NULL) == PL_OK);
     r = resp_with(200, "");
-    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_EPROTOCOL);
+    CHECK_EQ(pl_wire_result(&m, ep, req, NULL, r, 0), PL_EPROTOCOL);
     CHECK(m == NULL);
     pl_response_free(r);
     /* With its BrokerProperties (and no Location: no lock) it is a message, even empty. */
     r = resp_with(200, "");
     pl_response_add_header(r, "BrokerProperties", "{\"SequenceNumber\":7}");
-    CHECK_EQ(pl_wire_result(&m, NULL, ep, req, NULL, r, 0), PL_OK);
+    CHECK_EQ(pl_wire_result(&m, ep, req, NULL, r, 0), PL_OK);
     CHECK(m != NULL);
     size_t n = 99;
     CHECK(pl_message_body(m, &n) != NULL);

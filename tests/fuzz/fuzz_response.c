@@ -75,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     }
     if (rc == PL_OK) {
-        rc = pl_wire_result(kind <= 1 ? &out : NULL, NULL, EP, req, m, resp, 0);
+        rc = pl_wire_result(kind <= 1 ? &out : NULL, EP, req, m, resp, 0);
         if (rc == PL_OK && kind <= 1 && !out) abort();
         if (out) {
             size_t len;

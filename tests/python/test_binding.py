@@ -132,3 +132,11 @@ def test_c_peek_lock_of_a_non_ascii_entity_under_the_debug_allocator(emu):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["raised"] * 3
+
+
+def test_code_names_are_the_cores_list():
+    # The core's one code list (pl_code_count/pl_code_at/pl_code_name) is what
+    # peeklock.errors.CODE_NAMES must say: a code added in C shows up here.
+    codes = [_core.pl_code_at(i) for i in range(_core.pl_code_count())]
+    assert peeklock.errors.CODE_NAMES == {c: _core.pl_code_name(c) for c in codes}
+    assert _core.pl_code_name(2) is None
