@@ -111,17 +111,25 @@ int pl_handle_encode(char **out, const pl_message *m, int64_t expiry_wall_ms)
     return *out ? PL_OK : pl_error_nomem();
 }
 
+/* 2^53: the largest range in which every whole double is exact; sequence numbers
+ * and Unix times in ms are far below it. */
+#define NUM_MAX 9007199254740992.0
+
 static const char *str_field(const cJSON *o, const char *name)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
     return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
-static int num_field(const cJSON *o, const char *name, double *v)
+/* A whole number in [lo, hi] (so that it converts to int64_t exactly: a handle is
+ * untrusted input, and 1e300 or a fraction must be refused, not cast). */
+static int num_field(const cJSON *o, const char *name, double lo, double hi, double *v)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!cJSON_IsNumber(it)) return 0;
-    *v = it->valuedouble;
+    double d = it->valuedouble;
+    if (!(d >= lo && d <= hi) || d != (double)(int64_t)d) return 0;
+    *v = d;
     return 1;
 }
 
@@ -160,8 +168,8 @@ int pl_handle_decode(pl_message **out, const char *endpoint, const char *handle,
     const char *scope = o ? str_field(o, "s") : NULL, *mid = o ? str_field(o, "i") : NULL;
     double seq = 0, dur = 0, exp = 0;
     int rc = PL_OK;
-    if (!cJSON_IsObject(o) || !entity || !loc || !num_field(o, "q", &seq) || !num_field(o, "d", &dur) ||
-        !num_field(o, "x", &exp) || dur < 1 || dur > 3600000.0 || !token_of(loc)) {
+    if (!cJSON_IsObject(o) || !entity || !loc || !num_field(o, "q", 0, NUM_MAX, &seq) ||
+        !num_field(o, "d", 1, 3600000.0, &dur) || !num_field(o, "x", 0, NUM_MAX, &exp) || !token_of(loc)) {
         rc = pl_error_inval("handle", "is not a peeklock lock handle (missing or bad fields)");
         goto done;
     }
