@@ -54,6 +54,11 @@
 
 /* Free easy handles kept for reuse (the multi handle keeps the connections). */
 #define AIO_EASY_KEEP 64
+/* Connections kept open at least (libcurl's default keeps four per transfer in
+ * flight at the moment one ends, and so closes connections that are idle only
+ * between two requests of a consumer); raised to the most transfers ever in
+ * flight at once. */
+#define AIO_MIN_CONNS 8
 /* Longest wait for the sockets with nothing due (woken earlier by events). */
 #define AIO_IDLE_WAIT_MS 3600000
 
@@ -96,6 +101,7 @@ struct pl_aio {
     pl_aio_done *done_head, *done_tail;
     CURL *easy_free[AIO_EASY_KEEP];
     int neasy;
+    long maxconns; /* CURLMOPT_MAXCONNECTS as set: the most transfers in flight at once */
     pl_aio_stats st;
 #ifdef AIO_EPOLL
     int epfd;              /* libcurl's sockets and wakefd */
@@ -482,6 +488,10 @@ static void start_attempt(pl_aio *a, pl_aio_done *op)
     op->easy = e;
     op->state = AIO_ST_INFLIGHT;
     a->st.inflight++;
+    if (a->st.inflight > (uint64_t)a->maxconns) {
+        a->maxconns = (long)a->st.inflight;
+        curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, a->maxconns);
+    }
 }
 
 static void finish_attempt(pl_aio *a, pl_aio_done *op, CURLcode res)
@@ -616,6 +626,10 @@ int pl_aio_new(pl_aio **out, pl_client *client)
     a->st.op_bytes = sizeof(pl_aio_done);
     int rc = fd_open(a);
     if (rc == PL_OK && !(a->multi = curl_multi_init())) rc = pl_error_nomem();
+    if (rc == PL_OK) {
+        a->maxconns = AIO_MIN_CONNS;
+        curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, a->maxconns);
+    }
 #ifdef AIO_EPOLL
     if (rc == PL_OK) {
         a->epfd = epoll_create1(EPOLL_CLOEXEC);
