@@ -101,7 +101,8 @@ struct pl_aio {
     pl_aio_done *done_head, *done_tail;
     CURL *easy_free[AIO_EASY_KEEP];
     int neasy;
-    long maxconns; /* CURLMOPT_MAXCONNECTS as set: the most transfers in flight at once */
+    long maxconns;    /* CURLMOPT_MAXCONNECTS as set: the most transfers in flight at once */
+    int wake_pending; /* wakefd written since the thread last looked at the list */
     pl_aio_stats st;
 #ifdef AIO_EPOLL
     int epfd;              /* libcurl's sockets and wakefd */
@@ -115,9 +116,8 @@ struct pl_aio {
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)e;
-    (void)socketp;
     pl_aio *a = userp;
-    if (what == CURL_POLL_REMOVE) {
+    if (what == CURL_POLL_REMOVE) { /* libcurl forgets socketp with the socket */
         epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
@@ -125,8 +125,12 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
     memset(&ev, 0, sizeof ev);
     ev.data.fd = s;
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    if (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-        epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev);
+    /* socketp is set once the socket is in the epoll set: one call, not a MOD that
+     * fails and then an ADD for every new transfer */
+    if (socketp && (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) == 0 || errno != ENOENT)) return 0;
+    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ||
+        (errno == EEXIST && epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) == 0))
+        curl_multi_assign(a->multi, s, a);
     return 0;
 }
 
@@ -365,8 +369,11 @@ static int submit(pl_aio *a, uint64_t *id, int kind, pl_request *req, pl_message
     if (id) *id = op->id;
     ops_link(a, op);
     a->st.submitted++;
+    /* one wake-up for all that is submitted before the thread looks at the list again */
+    int wake = !a->wake_pending;
+    a->wake_pending = 1;
     pthread_mutex_unlock(&a->mu);
-    aio_wake(a);
+    if (wake) aio_wake(a);
     pl_error_ok();
     return PL_OK;
 }
@@ -555,6 +562,7 @@ static void *aio_main(void *arg)
         long wait = AIO_IDLE_WAIT_MS;
         pl_aio_done *next;
         a->kick = 0;
+        a->wake_pending = 0; /* a submit from here on wakes the thread again */
         for (pl_aio_done *op = a->ops; op; op = next) {
             next = op->next; /* handle_cancel and start_attempt unlink op only */
             if (op->cancel && !op->cancel_seen) {
