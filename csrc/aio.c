@@ -74,8 +74,8 @@ struct pl_aio_done {
     pl_call call;
     int64_t due_ms;
     /* the transfer under way (thread only) */
-    CURL *easy;
-    struct curl_slist *hdrs;
+    pl_easy *slot;
+    CURL *easy; /* slot's handle */
     pl_response *resp;
     int64_t sent_ms;
     /* the result */
@@ -99,7 +99,7 @@ struct pl_aio {
     uint64_t rng;
     pl_aio_done *ops; /* pending operations (doubly linked) */
     pl_aio_done *done_head, *done_tail;
-    CURL *easy_free[AIO_EASY_KEEP];
+    pl_easy *easy_free[AIO_EASY_KEEP];
     int neasy;
     long maxconns;    /* CURLMOPT_MAXCONNECTS as set: the most transfers in flight at once */
     int wake_pending; /* wakefd written since the thread last looked at the list */
@@ -380,35 +380,30 @@ static int submit(pl_aio *a, uint64_t *id, int kind, pl_request *req, pl_message
 
 /* ---- transfers (thread only, under mu) ------------------------------------ */
 
-static CURL *easy_get(pl_aio *a)
+/* A handle set up by the client once (static options, callbacks), then reused:
+ * each request sets only what differs from the handle's last one. */
+static pl_easy *easy_get(pl_aio *a)
 {
-    if (a->neasy > 0) {
-        CURL *e = a->easy_free[--a->neasy];
-        curl_easy_reset(e);
-        return e;
-    }
-    return curl_easy_init();
+    if (a->neasy > 0) return a->easy_free[--a->neasy];
+    return pl_client_easy_new(a->client);
 }
 
-static void easy_put(pl_aio *a, CURL *e, int keep)
+static void easy_put(pl_aio *a, pl_easy *s, int keep)
 {
+    pl_easy_done(s);
     if (keep && a->neasy < AIO_EASY_KEEP)
-        a->easy_free[a->neasy++] = e;
+        a->easy_free[a->neasy++] = s;
     else
-        curl_easy_cleanup(e);
+        pl_client_easy_free(s);
 }
 
 static void transfer_release(pl_aio *a, pl_aio_done *op, int keep)
 {
-    if (op->easy) {
-        curl_multi_remove_handle(a->multi, op->easy);
-        easy_put(a, op->easy, keep);
+    if (op->slot) {
+        if (op->easy) curl_multi_remove_handle(a->multi, op->easy);
+        easy_put(a, op->slot, keep);
+        op->slot = NULL;
         op->easy = NULL;
-    }
-    if (op->hdrs) {
-        for (struct curl_slist *t = op->hdrs; t; t = t->next) memset(t->data, 0, strlen(t->data));
-        curl_slist_free_all(op->hdrs);
-        op->hdrs = NULL;
     }
     pl_response_free(op->resp);
     op->resp = NULL;
@@ -473,11 +468,11 @@ static void report(pl_aio *a, pl_aio_done *op, int io, int status, int rc, long 
 
 static void start_attempt(pl_aio *a, pl_aio_done *op)
 {
-    CURL *e = easy_get(a);
-    int rc = e ? PL_OK : pl_error_nomem();
+    pl_easy *s = easy_get(a);
+    CURL *e = s ? pl_easy_curl(s) : NULL;
+    int rc = s ? PL_OK : pl_error_nomem();
     if (rc == PL_OK)
-        rc = pl_client_setup_easy(a->client, e, op->req, (long)op->req->timeout_s * 1000, &op->hdrs,
-                                  &op->resp);
+        rc = pl_client_easy_prepare(a->client, s, op->req, (long)op->req->timeout_s * 1000, &op->resp);
     if (rc == PL_OK) {
         curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)op);
         op->sent_ms = pl_now_mono_ms();
@@ -485,13 +480,14 @@ static void start_attempt(pl_aio *a, pl_aio_done *op)
             rc = pl_error_set(PL_EINTERNAL, 0, 0, "curl_multi_add_handle failed");
     }
     if (rc != PL_OK) {
-        if (e) easy_put(a, e, 1);
+        op->slot = s; /* not added: transfer_release only puts it back */
         op->easy = NULL;
         transfer_release(a, op, 1);
         /* nothing left: reported as an attempt that was never sent */
         report(a, op, PL_IO_NOT_SENT, 0, rc, -1, NULL);
         return;
     }
+    op->slot = s;
     op->easy = e;
     op->state = AIO_ST_INFLIGHT;
     a->st.inflight++;
@@ -601,7 +597,7 @@ static void aio_destroy(pl_aio *a)
         a->done_head = d->next;
         op_free(d);
     }
-    for (int i = 0; i < a->neasy; i++) curl_easy_cleanup(a->easy_free[i]);
+    for (int i = 0; i < a->neasy; i++) pl_client_easy_free(a->easy_free[i]);
     if (a->multi) curl_multi_cleanup(a->multi);
 #ifdef AIO_EPOLL
     if (a->epfd >= 0) close(a->epfd);
