@@ -54,6 +54,11 @@
 
 /* Free easy handles kept for reuse (the multi handle keeps the connections). */
 #define AIO_EASY_KEEP 64
+/* Connections kept open at least (libcurl's default keeps four per transfer in
+ * flight at the moment one ends, and so closes connections that are idle only
+ * between two requests of a consumer); raised to the most transfers ever in
+ * flight at once. */
+#define AIO_MIN_CONNS 8
 /* Longest wait for the sockets with nothing due (woken earlier by events). */
 #define AIO_IDLE_WAIT_MS 3600000
 
@@ -69,8 +74,8 @@ struct pl_aio_done {
     pl_call call;
     int64_t due_ms;
     /* the transfer under way (thread only) */
-    CURL *easy;
-    struct curl_slist *hdrs;
+    pl_easy *slot;
+    CURL *easy; /* slot's handle */
     pl_response *resp;
     int64_t sent_ms;
     /* the result */
@@ -94,8 +99,10 @@ struct pl_aio {
     uint64_t rng;
     pl_aio_done *ops; /* pending operations (doubly linked) */
     pl_aio_done *done_head, *done_tail;
-    CURL *easy_free[AIO_EASY_KEEP];
+    pl_easy *easy_free[AIO_EASY_KEEP];
     int neasy;
+    long maxconns;    /* CURLMOPT_MAXCONNECTS as set: the most transfers in flight at once */
+    int wake_pending; /* wakefd written since the thread last looked at the list */
     pl_aio_stats st;
 #ifdef AIO_EPOLL
     int epfd;              /* libcurl's sockets and wakefd */
@@ -109,9 +116,8 @@ struct pl_aio {
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)e;
-    (void)socketp;
     pl_aio *a = userp;
-    if (what == CURL_POLL_REMOVE) {
+    if (what == CURL_POLL_REMOVE) { /* libcurl forgets socketp with the socket */
         epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
@@ -119,8 +125,12 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
     memset(&ev, 0, sizeof ev);
     ev.data.fd = s;
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    if (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-        epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev);
+    /* socketp is set once the socket is in the epoll set: one call, not a MOD that
+     * fails and then an ADD for every new transfer */
+    if (socketp && (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) == 0 || errno != ENOENT)) return 0;
+    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ||
+        (errno == EEXIST && epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) == 0))
+        curl_multi_assign(a->multi, s, a);
     return 0;
 }
 
@@ -359,43 +369,41 @@ static int submit(pl_aio *a, uint64_t *id, int kind, pl_request *req, pl_message
     if (id) *id = op->id;
     ops_link(a, op);
     a->st.submitted++;
+    /* one wake-up for all that is submitted before the thread looks at the list again */
+    int wake = !a->wake_pending;
+    a->wake_pending = 1;
     pthread_mutex_unlock(&a->mu);
-    aio_wake(a);
+    if (wake) aio_wake(a);
     pl_error_ok();
     return PL_OK;
 }
 
 /* ---- transfers (thread only, under mu) ------------------------------------ */
 
-static CURL *easy_get(pl_aio *a)
+/* A handle set up by the client once (static options, callbacks), then reused:
+ * each request sets only what differs from the handle's last one. */
+static pl_easy *easy_get(pl_aio *a)
 {
-    if (a->neasy > 0) {
-        CURL *e = a->easy_free[--a->neasy];
-        curl_easy_reset(e);
-        return e;
-    }
-    return curl_easy_init();
+    if (a->neasy > 0) return a->easy_free[--a->neasy];
+    return pl_client_easy_new(a->client);
 }
 
-static void easy_put(pl_aio *a, CURL *e, int keep)
+static void easy_put(pl_aio *a, pl_easy *s, int keep)
 {
+    pl_easy_done(s);
     if (keep && a->neasy < AIO_EASY_KEEP)
-        a->easy_free[a->neasy++] = e;
+        a->easy_free[a->neasy++] = s;
     else
-        curl_easy_cleanup(e);
+        pl_client_easy_free(s);
 }
 
 static void transfer_release(pl_aio *a, pl_aio_done *op, int keep)
 {
-    if (op->easy) {
-        curl_multi_remove_handle(a->multi, op->easy);
-        easy_put(a, op->easy, keep);
+    if (op->slot) {
+        if (op->easy) curl_multi_remove_handle(a->multi, op->easy);
+        easy_put(a, op->slot, keep);
+        op->slot = NULL;
         op->easy = NULL;
-    }
-    if (op->hdrs) {
-        for (struct curl_slist *t = op->hdrs; t; t = t->next) memset(t->data, 0, strlen(t->data));
-        curl_slist_free_all(op->hdrs);
-        op->hdrs = NULL;
     }
     pl_response_free(op->resp);
     op->resp = NULL;
@@ -461,11 +469,11 @@ static void report(pl_aio *a, pl_aio_done *op, int io, int status, int rc, long 
 
 static void start_attempt(pl_aio *a, pl_aio_done *op)
 {
-    CURL *e = easy_get(a);
-    int rc = e ? PL_OK : pl_error_nomem();
+    pl_easy *s = easy_get(a);
+    CURL *e = s ? pl_easy_curl(s) : NULL;
+    int rc = s ? PL_OK : pl_error_nomem();
     if (rc == PL_OK)
-        rc = pl_client_setup_easy(a->client, e, op->req, (long)op->req->timeout_s * 1000, &op->hdrs,
-                                  &op->resp);
+        rc = pl_client_easy_prepare(a->client, s, op->req, (long)op->req->timeout_s * 1000, &op->resp);
     if (rc == PL_OK) {
         curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)op);
         op->sent_ms = pl_now_mono_ms();
@@ -473,16 +481,21 @@ static void start_attempt(pl_aio *a, pl_aio_done *op)
             rc = pl_error_set(PL_EINTERNAL, 0, 0, "curl_multi_add_handle failed");
     }
     if (rc != PL_OK) {
-        if (e) easy_put(a, e, 1);
+        op->slot = s; /* not added: transfer_release only puts it back */
         op->easy = NULL;
         transfer_release(a, op, 1);
         /* nothing left: reported as an attempt that was never sent */
         report(a, op, PL_IO_NOT_SENT, 0, rc, -1, NULL);
         return;
     }
+    op->slot = s;
     op->easy = e;
     op->state = AIO_ST_INFLIGHT;
     a->st.inflight++;
+    if (a->st.inflight > (uint64_t)a->maxconns) {
+        a->maxconns = (long)a->st.inflight;
+        curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, a->maxconns);
+    }
 }
 
 static void finish_attempt(pl_aio *a, pl_aio_done *op, CURLcode res)
@@ -547,6 +560,7 @@ static void *aio_main(void *arg)
         long wait = AIO_IDLE_WAIT_MS;
         pl_aio_done *next;
         a->kick = 0;
+        a->wake_pending = 0; /* a submit from here on wakes the thread again */
         for (pl_aio_done *op = a->ops; op; op = next) {
             next = op->next; /* handle_cancel and start_attempt unlink op only */
             if (op->cancel && !op->cancel_seen) {
@@ -585,7 +599,7 @@ static void aio_destroy(pl_aio *a)
         a->done_head = d->next;
         op_free(d);
     }
-    for (int i = 0; i < a->neasy; i++) curl_easy_cleanup(a->easy_free[i]);
+    for (int i = 0; i < a->neasy; i++) pl_client_easy_free(a->easy_free[i]);
     if (a->multi) curl_multi_cleanup(a->multi);
 #ifdef AIO_EPOLL
     if (a->epfd >= 0) close(a->epfd);
@@ -618,6 +632,10 @@ int pl_aio_new(pl_aio **out, pl_client *client)
     a->st.op_bytes = sizeof(pl_aio_done);
     int rc = fd_open(a);
     if (rc == PL_OK && !(a->multi = curl_multi_init())) rc = pl_error_nomem();
+    if (rc == PL_OK) {
+        a->maxconns = AIO_MIN_CONNS;
+        curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, a->maxconns);
+    }
 #ifdef AIO_EPOLL
     if (rc == PL_OK) {
         a->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -27,7 +27,7 @@
 /* A pooled easy handle and the per-request options last set on it, so that a
  * request only sets what differs from the previous one on this handle. Its
  * callbacks get the slot (userdata set once) and collect into slot->resp. */
-typedef struct pl_easy {
+struct pl_easy {
     CURL *e;
     pl_response *resp;       /* collector of the transfer under way */
     struct curl_slist *hdrs; /* CURLOPT_HTTPHEADER as set (owned; may hold the
@@ -38,7 +38,7 @@ typedef struct pl_easy {
     const char *body;   /* CURLOPT_POSTFIELDS as set */
     curl_off_t body_len;
     char errbuf[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: which TLS check failed */
-} pl_easy;
+};
 
 typedef struct pl_token {
     char *scope;
@@ -1109,14 +1109,10 @@ static int is_receive(const pl_request *req)
 
 /* A handle of the pool, or a new one with the client's static options and
  * the slot callbacks (userdata: the slot, set once). */
-static pl_easy *pool_get(pl_client *c)
+static pl_easy *easy_new(pl_client *c)
 {
-    pl_easy *s = NULL;
-    pthread_mutex_lock(&c->lock);
-    if (c->npool > 0) s = c->pool[--c->npool];
-    pthread_mutex_unlock(&c->lock);
-    if (s) return s;
-    if (!(s = calloc(1, sizeof *s))) return NULL;
+    pl_easy *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
     if (!(s->e = curl_easy_init())) {
         free(s);
         return NULL;
@@ -1134,6 +1130,15 @@ static pl_easy *pool_get(pl_client *c)
     return s;
 }
 
+static pl_easy *pool_get(pl_client *c)
+{
+    pl_easy *s = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->npool > 0) s = c->pool[--c->npool];
+    pthread_mutex_unlock(&c->lock);
+    return s ? s : easy_new(c);
+}
+
 static void pool_put(pl_client *c, pl_easy *s)
 {
     s->resp = NULL;
@@ -1143,6 +1148,34 @@ static void pool_put(pl_client *c, pl_easy *s)
         s = NULL;
     }
     pthread_mutex_unlock(&c->lock);
+    easy_free(s);
+}
+
+pl_easy *pl_client_easy_new(pl_client *c)
+{
+    return easy_new(c);
+}
+
+int pl_client_easy_prepare(pl_client *c, pl_easy *s, const pl_request *req, long extra_timeout_ms,
+                           pl_response **resp_out)
+{
+    int rc = setup_pooled(c, s, req, extra_timeout_ms);
+    *resp_out = rc == PL_OK ? s->resp : NULL;
+    return rc;
+}
+
+CURL *pl_easy_curl(const pl_easy *s)
+{
+    return s->e;
+}
+
+void pl_easy_done(pl_easy *s)
+{
+    s->resp = NULL;
+}
+
+void pl_client_easy_free(pl_easy *s)
+{
     easy_free(s);
 }
 

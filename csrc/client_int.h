@@ -76,6 +76,23 @@ static inline pl_collector *pl_collector_of(const pl_response *r)
 int pl_client_setup_easy(pl_client *c, CURL *easy, const pl_request *req, long extra_timeout_ms,
                          struct curl_slist **hdrs_out, pl_response **resp_out);
 
+/* A reusable easy handle of this client, as the blocking client pools them: its
+ * static options and collecting callbacks are set once, and each request sets
+ * only what differs from the handle's previous one (the header list is kept
+ * while it matches, so a cached token's header is not built again). For a driver
+ * that keeps its own handles (the async engine): one transfer at a time each.
+ * pl_client_easy_prepare makes a new collector (*resp_out, freed by the caller
+ * with pl_response_free after the transfer, as pl_client_setup_easy's);
+ * pl_easy_done forgets it once the transfer has ended. The handle holds the
+ * Authorization header until pl_client_easy_free, which wipes it. */
+typedef struct pl_easy pl_easy;
+pl_easy *pl_client_easy_new(pl_client *c);
+int pl_client_easy_prepare(pl_client *c, pl_easy *s, const pl_request *req, long extra_timeout_ms,
+                           pl_response **resp_out);
+CURL *pl_easy_curl(const pl_easy *s);
+void pl_easy_done(pl_easy *s);
+void pl_client_easy_free(pl_easy *s);
+
 /* Maps a failed transfer (CURLcode != CURLE_OK) to a PL_E* code and sets the
  * thread's last error: PL_ETIMEOUT, PL_ECONNECT, PL_EPROTOCOL (limits exceeded). */
 int pl_client_curl_error(CURLcode rc, const pl_response *resp);

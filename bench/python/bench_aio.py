@@ -12,11 +12,16 @@ asserted):
      (the C renewer, off the loop) against a renewer written as the official SDK's
      asyncio AutoLockRenewer (one task per message on the loop). Target: 0 lost.
 
-All against one local emulator (a separate process, not counted). CPU is this process's
-CPU time (all threads) over the phase, divided by the messages.
+All against one local emulator (a separate process, pinned to its own CPU, not counted). CPU
+is this process's CPU time (all its threads) over the phase, divided by the messages; each
+client first runs one message per consumer untimed, so every side has its connections open
+and its token made before the clock starts. With --rounds N the three clients run N times in
+turn (the order rotating from round to round) and the medians are printed, with the median
+of the per-round ratios.
 
-    .venv/bin/python bench/python/bench_aio.py [--messages 2000] [--consumers 64]
+    .venv/bin/python bench/python/bench_aio.py [--messages 2000] [--consumers 64] [--rounds 1]
                                                [--polls 1000] [--locks 20] [--lock 2]
+                                               [--only cpu|lag|blocked]
 """
 from __future__ import annotations
 
@@ -26,11 +31,12 @@ import base64
 import hashlib
 import hmac
 import os
+import statistics
 import sys
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -57,55 +63,72 @@ async def loop_lag(samples: int = 300, interval: float = 0.005) -> float:
 
 # ------------------------------------------------------------ 1. CPU per message
 
-async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> float:
+# Each returns (process CPU, CPU of the thread that ran the loop or started the
+# workers) per message, in seconds.
+Cpu = Tuple[float, float]
+
+
+def clocks() -> Tuple[float, float]:
+    return time.process_time(), time.thread_time()
+
+
+def per_message(t0: Tuple[float, float], t1: Tuple[float, float], msgs: int) -> Cpu:
+    return (t1[0] - t0[0]) / msgs, (t1[1] - t0[1]) / msgs
+
+
+async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
     import peeklock.aio
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
-    await c.send(queue, b"warm")
-    m = await c.peek_lock(queue, timeout=5)
-    assert m is not None
-    await m.complete()
     per = n // consumers
 
-    async def worker() -> None:
-        for i in range(per):
+    async def worker(count: int) -> None:
+        for i in range(count):
             await c.send(queue, b"x" * 256, properties={"Index": i})
             msg = await c.peek_lock(queue, timeout=5)
             assert msg is not None
             msg.body
             await msg.complete()
 
-    t0 = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(consumers)))
-    t1 = time.process_time()
+    await asyncio.gather(*(worker(1) for _ in range(consumers)))     # warm-up
+    t0 = clocks()
+    await asyncio.gather(*(worker(per) for _ in range(consumers)))
+    t1 = clocks()
     await c.aclose()
-    return (t1 - t0) / (per * consumers)
+    return per_message(t0, t1, per * consumers)
 
 
-def cpu_sync(emu: Any, queue: str, n: int, consumers: int) -> float:
+def cpu_sync(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
     import peeklock
     c = peeklock.Client.from_connection_string(emu.connection_string, pool_size=consumers)
     per = n // consumers
+    warm = threading.Barrier(consumers + 1)
     start = threading.Barrier(consumers + 1)
 
+    def one(i: int) -> None:
+        c.send(queue, b"x" * 256, properties={"Index": i})
+        msg = c.peek_lock(queue, timeout=5)
+        assert msg is not None
+        msg.body
+        msg.complete()
+
     def worker() -> None:
+        one(0)                          # warm-up
+        warm.wait()
         start.wait()
         for i in range(per):
-            c.send(queue, b"x" * 256, properties={"Index": i})
-            msg = c.peek_lock(queue, timeout=5)
-            assert msg is not None
-            msg.body
-            msg.complete()
+            one(i)
 
     threads = [threading.Thread(target=worker) for _ in range(consumers)]
     for t in threads:
         t.start()
-    t0 = time.process_time()
+    warm.wait()
+    t0 = clocks()
     start.wait()
     for t in threads:
         t.join()
-    t1 = time.process_time()
+    t1 = clocks()
     c.close()
-    return (t1 - t0) / (per * consumers)
+    return per_message(t0, t1, per * consumers)
 
 
 def sas(emu: Any) -> str:
@@ -117,7 +140,7 @@ def sas(emu: Any) -> str:
             f"&se={se}&skn={emu.key_name}")
 
 
-async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> float:
+async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
     import json
 
     import aiohttp
@@ -126,8 +149,8 @@ async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> float:
     s = aiohttp.ClientSession(connector=conn, headers={"Authorization": sas(emu)})
     per = n // consumers
 
-    async def worker() -> None:
-        for i in range(per):
+    async def worker(count: int) -> None:
+        for i in range(count):
             async with s.post(f"{base}/{queue}/messages", data=b"x" * 256,
                               headers={"Content-Type": "application/octet-stream",
                                        "Index": str(i), "BrokerProperties": "{}"}) as r:
@@ -141,11 +164,12 @@ async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> float:
             async with s.delete(base + urllib.parse.urlsplit(loc).path) as r:
                 r.raise_for_status()
 
-    t0 = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(consumers)))
-    t1 = time.process_time()
+    await asyncio.gather(*(worker(1) for _ in range(consumers)))     # warm-up
+    t0 = clocks()
+    await asyncio.gather(*(worker(per) for _ in range(consumers)))
+    t1 = clocks()
     await s.close()
-    return (t1 - t0) / (per * consumers)
+    return per_message(t0, t1, per * consumers)
 
 
 # ------------------------------------------------------------ 2. loop lag, memory
@@ -258,6 +282,35 @@ def run(coro_fn: Callable[..., Any], *args: Any) -> Any:
     return asyncio.run(coro_fn(*args))
 
 
+AIO, SYNC, AIOHTTP = "peeklock.aio (tasks)", "peeklock (threads)", "aiohttp (tasks)"
+
+
+def cpu_figures(emu: Any, n: int, k: int, rounds: int) -> None:
+    print(f"\n1. client CPU per message (send + peek-lock + complete), {k} concurrent consumers, "
+          f"{n} messages" + (f", {rounds} interleaved rounds (medians)" if rounds > 1 else ""))
+    sides: List[Tuple[str, Callable[[], Cpu]]] = [
+        (AIO, lambda: run(cpu_aio, emu, "cpu-aio", n, k)),
+        (SYNC, lambda: cpu_sync(emu, "cpu-sync", n, k)),
+        (AIOHTTP, lambda: run(cpu_aiohttp, emu, "cpu-aiohttp", n, k)),
+    ]
+    got: Dict[str, List[Cpu]] = {name: [] for name, _ in sides}
+    for r in range(rounds):
+        for name, fn in sides[r % 3:] + sides[:r % 3]:
+            got[name].append(fn())
+    med = {name: statistics.median(v[0] for v in got[name]) * 1e6 for name in got}
+    for name in got:
+        loop = statistics.median(v[1] for v in got[name]) * 1e6
+        split = (f"  (loop thread {loop:.1f}, other threads {med[name] - loop:.1f})"
+                 if name == AIO else "")
+        spread = (f"  [{min(v[0] for v in got[name]) * 1e6:.0f}..{max(v[0] for v in got[name]) * 1e6:.0f}]"
+                  if rounds > 1 else "")
+        print(f"   {name:24s} {med[name]:8.1f} us/message{spread}{split}")
+    ratio_sync = statistics.median(a[0] / s[0] for a, s in zip(got[AIO], got[SYNC]))
+    ratio_http = statistics.median(h[0] / a[0] for a, h in zip(got[AIO], got[AIOHTTP]))
+    print(f"   peeklock.aio / blocking client = {ratio_sync:.2f}x (target <= 1.2x); "
+          f"aiohttp / peeklock.aio = {ratio_http:.1f}x (target >= 5x)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="peeklock.aio: CPU, loop lag, locks on a blocked loop")
     ap.add_argument("--messages", type=int, default=2000, help="messages per CPU run (default 2000)")
@@ -266,6 +319,9 @@ def main() -> int:
     ap.add_argument("--locks", type=int, default=20, help="locks held on the blocked loop (default 20)")
     ap.add_argument("--lock", type=float, default=2, help="lock duration, s (default 2)")
     ap.add_argument("--uvloop", action="store_true", help="run the async sides on uvloop")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved rounds of the CPU figures; medians printed (default 1)")
+    ap.add_argument("--only", choices=("cpu", "lag", "blocked"), help="run one part only")
     args = ap.parse_args()
     from peeklock.testing import Emulator   # the installed package (pip install .)
     import resource                          # sockets for the polls, here and in the emulator
@@ -289,40 +345,38 @@ def main() -> int:
         n, k = args.messages, args.consumers
         for q in ("cpu-aio", "cpu-sync", "cpu-aiohttp", "polls", "polls-aiohttp"):
             emu.create_queue(q, lock_duration=60)
-        print(f"\n1. client CPU per message (send + peek-lock + complete), {k} concurrent consumers, "
-              f"{n} messages")
-        us = {
-            "peeklock.aio (tasks)": run(cpu_aio, emu, "cpu-aio", n, k) * 1e6,
-            "peeklock (threads)": cpu_sync(emu, "cpu-sync", n, k) * 1e6,
-            "aiohttp (tasks)": run(cpu_aiohttp, emu, "cpu-aiohttp", n, k) * 1e6,
-        }
-        for name, v in us.items():
-            print(f"   {name:24s} {v:8.1f} us/message")
-        a, s_, h = us["peeklock.aio (tasks)"], us["peeklock (threads)"], us["aiohttp (tasks)"]
-        print(f"   peeklock.aio / blocking client = {a / s_:.2f}x (target <= 1.2x); "
-              f"aiohttp / peeklock.aio = {h / a:.1f}x (target >= 5x)")
-
-        print(f"\n2. event-loop lag p99 with {args.polls} outstanding long polls")
-        idle = run(loop_lag)
-        la = run(lag_aio, emu, "polls", args.polls)
-        lh = run(lag_aiohttp, emu, "polls-aiohttp", args.polls)
-        print(f"   idle loop                {idle:8.2f} ms")
-        print(f"   peeklock.aio             {la['lag']:8.2f} ms (target < 5 ms); memory per outstanding "
-              f"poll {la['rss_per_op'] / 1024:.1f} KiB RSS (engine state {la['engine_bytes']:.0f} B)")
-        print(f"   aiohttp                  {lh['lag']:8.2f} ms; memory per outstanding poll "
-              f"{lh['rss_per_op'] / 1024:.1f} KiB RSS")
-
-        print(f"\n3. locks lost while the loop is blocked for 3 lock durations ({args.locks} locks, "
-              f"{args.lock:g} s lock)")
-        emu.create_queue("blocked-aio", lock_duration=args.lock)
-        emu.create_queue("blocked-task", lock_duration=args.lock)
-        lost_aio = run(blocked_aio, emu, "blocked-aio", args.locks, args.lock)
-        lost_task = run(blocked_task_renewer, emu, "blocked-task", args.locks, args.lock)
-        print(f"   peeklock.aio (C renewer)          {lost_aio:3d} lost of {args.locks} (target 0)")
-        print(f"   asyncio task per message (SDK)    {lost_task:3d} lost of {args.locks}")
+        if args.only in (None, "cpu"):
+            cpu_figures(emu, n, k, args.rounds)
+        if args.only in (None, "lag"):
+            lag_figures(emu, args.polls)
+        if args.only in (None, "blocked"):
+            blocked_figures(emu, args.locks, args.lock)
     finally:
         emu.stop()
     return 0
+
+
+def lag_figures(emu: Any, polls: int) -> None:
+    print(f"\n2. event-loop lag p99 with {polls} outstanding long polls")
+    idle = run(loop_lag)
+    la = run(lag_aio, emu, "polls", polls)
+    lh = run(lag_aiohttp, emu, "polls-aiohttp", polls)
+    print(f"   idle loop                {idle:8.2f} ms")
+    print(f"   peeklock.aio             {la['lag']:8.2f} ms (target < 5 ms); memory per outstanding "
+          f"poll {la['rss_per_op'] / 1024:.1f} KiB RSS (engine state {la['engine_bytes']:.0f} B)")
+    print(f"   aiohttp                  {lh['lag']:8.2f} ms; memory per outstanding poll "
+          f"{lh['rss_per_op'] / 1024:.1f} KiB RSS")
+
+
+def blocked_figures(emu: Any, locks: int, lock: float) -> None:
+    print(f"\n3. locks lost while the loop is blocked for 3 lock durations ({locks} locks, "
+          f"{lock:g} s lock)")
+    emu.create_queue("blocked-aio", lock_duration=lock)
+    emu.create_queue("blocked-task", lock_duration=lock)
+    lost_aio = run(blocked_aio, emu, "blocked-aio", locks, lock)
+    lost_task = run(blocked_task_renewer, emu, "blocked-task", locks, lock)
+    print(f"   peeklock.aio (C renewer)          {lost_aio:3d} lost of {locks} (target 0)")
+    print(f"   asyncio task per message (SDK)    {lost_task:3d} lost of {locks}")
 
 
 if __name__ == "__main__":
