@@ -22,6 +22,7 @@ so a cancelled receive hides no message.
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import inspect
 import logging
 import signal
@@ -309,13 +310,11 @@ class _Receive:
         return await self._msg.__aexit__(exc_type, exc, tb)
 
 
-def _outgoing(body: Union[Body, OutgoingMessage], properties: Optional[Mapping[str, PropertyValue]],
-              kwargs: Dict[str, Any]) -> Any:
-    if isinstance(body, OutgoingMessage):
-        if properties is not None or kwargs:
-            raise TypeError("pass either an OutgoingMessage or keyword properties, not both")
-        return body._build()
-    return OutgoingMessage(body, properties=properties, **kwargs)._build()
+# the keywords of send() that are broker properties of the message
+_BROKER_KEYWORDS = frozenset((
+    "message_id", "label", "content_type", "time_to_live", "correlation_id", "session_id",
+    "partition_key", "reply_to", "reply_to_session_id", "to", "scheduled_enqueue_time",
+    "via_partition_key"))
 
 
 class Client:
@@ -340,9 +339,14 @@ class Client:
         self._closed = False
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "Client":
+    def from_connection_string(cls, connection_string: str, *, token_provider: Optional[TokenProvider] = None,
+                               connect_timeout: float = 10.0, request_timeout: float = 30.0,
+                               max_retries: int = 3, max_renew: float = _client._DEFAULT_MAX_RENEW,
+                               pool_size: int = 0, ca_file: Optional[str] = None) -> "Client":
         _validate._check_str("connection_string", connection_string)
-        return cls(connection_string=connection_string, **kwargs)
+        return cls(connection_string=connection_string, token_provider=token_provider,
+                   connect_timeout=connect_timeout, request_timeout=request_timeout,
+                   max_retries=max_retries, max_renew=max_renew, pool_size=pool_size, ca_file=ca_file)
 
     @property
     def max_renew(self) -> float:
@@ -378,10 +382,18 @@ class Client:
 
     # ---- operations ----
     async def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", *,
-                   properties: Optional[Mapping[str, PropertyValue]] = None, **kwargs: Any) -> None:
+                   properties: Optional[Mapping[str, PropertyValue]] = None,
+                   message_id: Optional[str] = None, label: Optional[str] = None,
+                   content_type: Optional[str] = None, time_to_live: Optional[float] = None,
+                   correlation_id: Optional[str] = None, session_id: Optional[str] = None,
+                   partition_key: Optional[str] = None, reply_to: Optional[str] = None,
+                   reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
+                   scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
+                   via_partition_key: Optional[str] = None) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
-        h = _outgoing(body, properties, kwargs)
+        kwargs = {k: v for k, v in locals().items() if k in _BROKER_KEYWORDS and v is not None}
+        h = _client._outgoing_handle(body, properties, kwargs)
         self._check_open()
         self._sync._refresh_token()
         _raise_for(await self._engine.run(_core.pl_aio_send, entity, h))

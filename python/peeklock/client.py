@@ -759,6 +759,25 @@ def _close_renewer(r: Any, closed: threading.Event) -> None:
     _core.pl_renewer_close(r, 0)
 
 
+def _outgoing_handle(body: Union[Body, OutgoingMessage], properties: Optional[Mapping[str, PropertyValue]],
+                     kwargs: Dict[str, Any]) -> Any:
+    """The core's outgoing message for a send: body and properties, or an
+    OutgoingMessage alone; kwargs are the broker keywords that were given."""
+    if type(body) is bytes and not kwargs:
+        # fast path: no broker properties to validate
+        if properties is not None and not isinstance(properties, Mapping):
+            raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
+        h = _core.pl_outgoing_new(body)
+        if properties:
+            _add_properties(h, properties)
+        return h
+    if isinstance(body, OutgoingMessage):
+        if properties is not None or kwargs:
+            raise TypeError("pass either an OutgoingMessage or keyword properties, not both")
+        return body._build()
+    return OutgoingMessage(body, properties=properties, **kwargs)._build()
+
+
 class Client:
     """A Service Bus REST client. Thread-safe: share one between threads.
 
@@ -823,9 +842,14 @@ class Client:
             self._refresh_token(force=True)
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "Client":
+    def from_connection_string(cls, connection_string: str, *, token_provider: Optional[TokenProvider] = None,
+                               connect_timeout: float = 10.0, request_timeout: float = 30.0,
+                               max_retries: int = 3, max_renew: float = _DEFAULT_MAX_RENEW,
+                               pool_size: int = 0, ca_file: Optional[str] = None) -> "Client":
         _check_str("connection_string", connection_string)
-        return cls(connection_string=connection_string, **kwargs)
+        return cls(connection_string=connection_string, token_provider=token_provider,
+                   connect_timeout=connect_timeout, request_timeout=request_timeout,
+                   max_retries=max_retries, max_renew=max_renew, pool_size=pool_size, ca_file=ca_file)
 
     def __repr__(self) -> str:
         return f"<peeklock.Client endpoint={self.endpoint!r}{' closed' if self._closed else ''}>"
@@ -997,19 +1021,7 @@ class Client:
             ("reply_to", reply_to), ("reply_to_session_id", reply_to_session_id), ("to", to),
             ("scheduled_enqueue_time", scheduled_enqueue_time),
             ("via_partition_key", via_partition_key)) if v is not None}
-        if type(body) is bytes and not kwargs:
-            # fast path: no broker properties to validate
-            if properties is not None and not isinstance(properties, Mapping):
-                raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
-            h = _core.pl_outgoing_new(body)
-            if properties:
-                _add_properties(h, properties)
-        elif isinstance(body, OutgoingMessage):
-            if properties is not None or kwargs:
-                raise TypeError("pass either an OutgoingMessage or keyword properties, not both")
-            h = body._build()
-        else:
-            h = OutgoingMessage(body, properties=properties, **kwargs)._build()
+        h = _outgoing_handle(body, properties, kwargs)
         if self._closed:
             self._check_open()
         if self._token_provider is not None:

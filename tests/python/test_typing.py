@@ -11,6 +11,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 USER_CODE = '''
 import peeklock
+import peeklock.aio
 from typing import Optional
 
 def handle(client: peeklock.Client) -> int:
@@ -32,6 +33,12 @@ def bad(client: peeklock.Client) -> None:
     client.peek_lock(42)
     client.send("orders", b"x", mesage_id="o-1")
     client.process("orders", print, concurency=4)
+    peeklock.Client.from_connection_string("Endpoint=sb://x/", max_retrie=3)
+
+
+async def bad_async(aclient: peeklock.aio.Client) -> None:
+    await aclient.send("orders", b"x", lable="l")
+    peeklock.aio.Client.from_connection_string("Endpoint=sb://x/", pool_sise=2)
 '''
 
 
@@ -54,7 +61,9 @@ def test_user_code_is_checked_against_the_stubs(tmp_path):
     assert 'Argument 1 to "peek_lock" of "Client" has incompatible type "int"' in r.stdout, r.stdout
     assert 'Unexpected keyword argument "mesage_id"' in r.stdout, r.stdout
     assert 'Unexpected keyword argument "concurency"' in r.stdout, r.stdout
-    assert r.stdout.count("error:") == 3, r.stdout
+    for typo in ("max_retrie", "lable", "pool_sise"):   # no **kwargs: Any on public calls
+        assert f'Unexpected keyword argument "{typo}"' in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 6, r.stdout
 
 
 def test_emulator_passes_mypy():
