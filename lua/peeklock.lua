@@ -923,6 +923,7 @@ function Client:attach(handle, opts, fn)
     end
     self._held[core.key(mh)] = mh
   end
+  self:_holding(core.key(mh), msg) -- (peeklock.resty: handed back if its request ends first)
   return msg
 end
 

@@ -713,7 +713,9 @@ end
 -- called ngx.exit, the client went away (lua_check_client_abort), the light thread was
 -- killed -- with_lock never gets to settle it: M.request_done, from log_by_lua (which
 -- runs for every request however it ended), takes those messages out of the renewer and
--- abandons them from a zero-delay timer (no cosockets in the log phase).
+-- abandons them from a zero-delay timer (no cosockets in the log phase). A message that
+-- client:attach(handle) gave a request is recorded the same way: still held (neither
+-- settled nor released) when its request ends, it is abandoned too.
 local REQUEST_PHASES = { rewrite = true, access = true, content = true }
 local CTX_KEY = "peeklock.held"
 
@@ -746,7 +748,8 @@ local function abandon_later(self, msg, key)
 end
 
 --- peeklock.resty.request_done(): in log_by_lua (http level covers every location):
--- hands back the messages of this request's with_lock calls that never returned.
+-- hands back the messages of this request's with_lock calls that never returned, and
+-- those it attached and left held.
 function M.request_done()
   local held = ngx.ctx[CTX_KEY]
   if not held then return 0 end
