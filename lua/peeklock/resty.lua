@@ -296,8 +296,7 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut)
               "server may have locked a message; that message stays locked until its lock ",
               "expires, then comes back (stats().orphaned_locks)")
     end
-    if again then
-      core.stat_request(self._h, 0, 0, 1)
+    if again then -- (counted as a retry by outcome_report)
       ngx.sleep(v / 1000)
     elseif v >= 0 then
       return v, out

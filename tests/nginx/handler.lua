@@ -242,6 +242,16 @@ function H.attach_left()
   reply({ ok = true, state = m2.lock_state, held = c:renewer_stats().held })
 end
 
+-- /retries?entity= : one send by a client made for this request; its stats' retries
+function H.retries()
+  local a = ngx.req.get_uri_args()
+  local c = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+  local ok, err = c:send(a.entity, "retried")
+  local st = c:stats()
+  c:close()
+  reply(err_fields({ ok = ok == true, retries = st.retries, requests = st.requests, failed = st.failed }, err))
+end
+
 function H.held()
   local st = get_client():renewer_stats()
   reply({ held = st and st.held or 0 })
