@@ -134,9 +134,9 @@ class _Engine:
             raise
         if res[0] < 0 or res[6] > 1:
             # retries and failures, logged as a blocking call's are (the engine calls no hook)
-            _client._log_completion(_OPERATIONS[submit], args[0] if isinstance(args[0], str)
-                                    else str(_core.pl_message_entity(args[0])),
-                                    res[0], res[1], res[6], res[3])
+            entity = args[0] if isinstance(args[0], str) else str(_core.pl_message_entity(args[0]))
+            _client._log_completion(_OPERATIONS.get(submit, "request"), entity, res[0], res[1],
+                                    res[6], res[3])
         return res
 
     def pending(self) -> List["asyncio.Future[_Result]"]:
