@@ -681,11 +681,11 @@ static PyObject *pl_py_aio_drain(pl_aio *a) {
         PyObject *h = m ? SWIG_Python_NewPointerObj(NULL, SWIG_as_voidptr(m), SWIGTYPE_p_pl_message, SWIG_POINTER_OWN)
                         : SWIG_Py_Void();
         const char *text = pl_aio_done_message(d);
-        PyObject *t = h ? Py_BuildValue("(KiiiNNI)", (unsigned long long)pl_aio_done_id(d),
+        PyObject *t = h ? Py_BuildValue("(KiiiNNIi)", (unsigned long long)pl_aio_done_id(d),
                                         pl_aio_done_code(d), pl_aio_done_http_status(d),
                                         pl_aio_done_retryable(d),
                                         PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace"),
-                                        h, pl_aio_done_orphaned(d))
+                                        h, pl_aio_done_orphaned(d), pl_aio_done_attempts(d))
                         : NULL;
         pl_aio_done_free(d);
         if (!t || PyList_Append(list, t) < 0) {

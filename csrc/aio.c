@@ -850,6 +850,10 @@ unsigned pl_aio_done_orphaned(const pl_aio_done *d)
 {
     return d ? d->orphaned : 0;
 }
+int pl_aio_done_attempts(const pl_aio_done *d)
+{
+    return d ? d->call.attempts : 0;
+}
 
 pl_message *pl_aio_done_take_message(pl_aio_done *d)
 {

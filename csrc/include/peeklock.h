@@ -618,6 +618,9 @@ PL_EXTERN const char *pl_aio_done_message(const pl_aio_done *d); /* error text, 
 /* Peek-lock attempts whose answer was lost after the server may have locked a
  * message (pl_client_last_orphaned's figure for this operation). */
 PL_EXTERN unsigned pl_aio_done_orphaned(const pl_aio_done *d);
+/* Attempts the operation made (1 + its retries; 0 when it never went out): what
+ * a host logs for it, since the engine calls no log hook (see pl_log_fn). */
+PL_EXTERN int pl_aio_done_attempts(const pl_aio_done *d);
 /* The received message (receives with PL_OK), handed over: the caller owns it
  * (pl_message_free); later calls return NULL. A peek-locked message left in a
  * completion that is freed is unlocked by nobody: take it. */

@@ -296,8 +296,7 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut)
               "server may have locked a message; that message stays locked until its lock ",
               "expires, then comes back (stats().orphaned_locks)")
     end
-    if again then
-      core.stat_request(self._h, 0, 0, 1)
+    if again then -- (counted as a retry by outcome_report)
       ngx.sleep(v / 1000)
     elseif v >= 0 then
       return v, out
@@ -713,7 +712,9 @@ end
 -- called ngx.exit, the client went away (lua_check_client_abort), the light thread was
 -- killed -- with_lock never gets to settle it: M.request_done, from log_by_lua (which
 -- runs for every request however it ended), takes those messages out of the renewer and
--- abandons them from a zero-delay timer (no cosockets in the log phase).
+-- abandons them from a zero-delay timer (no cosockets in the log phase). A message that
+-- client:attach(handle) gave a request is recorded the same way: still held (neither
+-- settled nor released) when its request ends, it is abandoned too.
 local REQUEST_PHASES = { rewrite = true, access = true, content = true }
 local CTX_KEY = "peeklock.held"
 
@@ -746,7 +747,8 @@ local function abandon_later(self, msg, key)
 end
 
 --- peeklock.resty.request_done(): in log_by_lua (http level covers every location):
--- hands back the messages of this request's with_lock calls that never returned.
+-- hands back the messages of this request's with_lock calls that never returned, and
+-- those it attached and left held.
 function M.request_done()
   local held = ngx.ctx[CTX_KEY]
   if not held then return 0 end

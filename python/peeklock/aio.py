@@ -34,6 +34,7 @@ from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Generator, It
 
 from . import _core
 from . import _validate
+from ._held import hold_failures
 from . import client as _client
 from . import errors as _errors
 from .client import Body, OutgoingMessage, PropertyValue, TokenProvider
@@ -48,8 +49,16 @@ log = logging.getLogger("peeklock.aio")
 
 _E_CLOSED = _errors.PL_ECLOSED
 _E_CANCELED = -19
-# what a completion carries: (code, http_status, retryable, text, message handle, orphaned)
-_Result = Tuple[int, int, int, str, Any, int]
+# what a completion carries: (code, http_status, retryable, text, message handle, orphaned,
+# attempts)
+_Result = Tuple[int, int, int, str, Any, int, int]
+# the operation each submit function starts, as the log records name it
+_OPERATIONS: Dict[Any, str] = {
+    _core.pl_aio_send: "send", _core.pl_aio_send_batch: "send_batch",
+    _core.pl_aio_peek_lock: "peek_lock", _core.pl_aio_receive_and_delete: "receive_and_delete",
+    _core.pl_aio_renew_lock: "renew_lock", _core.pl_aio_unlock: "unlock",
+    _core.pl_aio_complete: "complete",
+}
 
 
 def _raise_for(res: _Result) -> None:
@@ -84,11 +93,11 @@ class _Engine:
         self._loop = None
 
     def _on_readable(self) -> None:
-        for id_, code, status, retryable, text, h, orphaned in _core.pl_py_aio_drain(self._a):
+        for id_, code, status, retryable, text, h, orphaned, attempts in _core.pl_py_aio_drain(self._a):
             fut = self._futs.pop(id_, None)
             peek = self._peek.pop(id_, False)
             if fut is not None and not fut.done():
-                fut.set_result((code, status, retryable, text, h, orphaned))
+                fut.set_result((code, status, retryable, text, h, orphaned, attempts))
             elif h is not None:
                 self._orphan(h, peek)
 
@@ -111,7 +120,7 @@ class _Engine:
         if peek:
             self._peek[id_] = True
         try:
-            return await fut
+            res = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # the answer came, then this task was cancelled before it resumed
@@ -124,6 +133,12 @@ class _Engine:
                 except Error:
                     pass    # on the wire: its completion says what happened; _on_readable drops it
             raise
+        if res[0] < 0 or res[6] > 1:
+            # retries and failures, logged as a blocking call's are (the engine calls no hook)
+            entity = args[0] if isinstance(args[0], str) else str(_core.pl_message_entity(args[0]))
+            _client._log_completion(_OPERATIONS.get(submit, "request"), entity, res[0], res[1],
+                                    res[6], res[3])
+        return res
 
     def pending(self) -> List["asyncio.Future[_Result]"]:
         return list(self._futs.values())
@@ -644,9 +659,11 @@ class _Processor:
         pause), the client closed or the drain cancelled it."""
         s = self.summary
         self.receiving.add(me)
+        held = hold_failures()
         try:
-            msg = await self.client._peek_lock(self.entity, timeout, self.max_renew,
-                                               self.cancel_on_lost)
+            with held:
+                msg = await self.client._peek_lock(self.entity, timeout, self.max_renew,
+                                                   self.cancel_on_lost)
         except asyncio.CancelledError:
             if self.stop.is_set():
                 return None                 # the drain cancelled this receive
@@ -656,7 +673,7 @@ class _Processor:
         except Error as e:
             s.errors += 1
             _processor._remember(s, f"receive: {e}")
-            log.warning("receive from %s failed: %s", self.entity, e)
+            _processor._log_receive_failure(self.entity, e, held.records)
             await asyncio.sleep(min(1.0, 0.05 * s.errors))
             return None
         finally:

@@ -19,6 +19,7 @@ from typing import (TYPE_CHECKING, Any, TypedDict, Literal, cast, Callable, Dict
                     Tuple, Union)
 
 from . import _core
+from . import _held
 from . import errors as _errors
 from ._validate import (_ENTITY_OK, _body_bytes, _check_datetime_property, _check_entity,
                         _check_seconds, _check_str, _check_timeout, _from_unix, _ms, _unix)
@@ -232,6 +233,7 @@ def _warn_orphaned(entity: str) -> None:
 
 
 _LOG_RETRY = 1
+_LOG_FAILED = 2
 
 
 def _log_call(kind: int, operation: str, entity: str, code: int, status: int, attempt: int,
@@ -241,11 +243,15 @@ def _log_call(kind: int, operation: str, entity: str, code: int, status: int, at
     operation, entity, HTTP status (or error code) and attempt. The C text names no
     lock token, key or signature. The fields are on the record too (``peeklock_*``)."""
     level = logging.DEBUG if kind == _LOG_RETRY else logging.WARNING
+    extra = {"peeklock_operation": operation, "peeklock_entity": entity, "peeklock_status": status,
+             "peeklock_code": code, "peeklock_attempt": attempt}
+    keep = _held.held.get() if kind != _LOG_RETRY else None
+    if keep is not None:
+        keep.append(extra)              # the caller logs this failure itself (peeklock._held)
+        return
     if not log.isEnabledFor(level):
         return
     how = f"HTTP {status}" if status else str(_core.pl_strerror(code)).split(":", 1)[0]
-    extra = {"peeklock_operation": operation, "peeklock_entity": entity, "peeklock_status": status,
-             "peeklock_code": code, "peeklock_attempt": attempt}
     if kind == _LOG_RETRY:
         log.debug("%s on %s: attempt %d failed (%s), retrying in %d ms: %s", operation, entity,
                   attempt, how, delay_ms, message, extra=dict(extra, peeklock_delay_ms=delay_ms))
@@ -255,6 +261,23 @@ def _log_call(kind: int, operation: str, entity: str, code: int, status: int, at
 
 
 _core.pl_py_set_log_handler(_log_call)
+
+
+def _log_completion(operation: str, entity: str, code: int, status: int, attempts: int,
+                    message: str) -> None:
+    """What _log_call tells of a blocking call, told of an asynchronous one as its
+    completion reaches the event loop (the engine's thread calls no hook): the
+    retries at DEBUG as one record (the engine keeps the count, not each attempt's
+    answer), a failure at WARNING with the same record as a blocking call's. A
+    cancelled or closed operation is no failure."""
+    if code < 0 and code not in (_errors.PL_ECLOSED, _errors.PL_ECANCELED):
+        _log_call(_LOG_FAILED, operation, entity, code, status, attempts, 0, message)
+    elif attempts > 1 and log.isEnabledFor(logging.DEBUG):
+        log.debug("%s on %s: succeeded at attempt %d after %d retr%s", operation, entity, attempts,
+                  attempts - 1, "y" if attempts == 2 else "ies",
+                  extra={"peeklock_operation": operation, "peeklock_entity": entity,
+                         "peeklock_status": status, "peeklock_code": code,
+                         "peeklock_attempt": attempts})
 
 
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ import traceback
 from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set,
                     Tuple, TypeVar, Union)
 
+from ._held import hold_failures
 from ._validate import _check_entity, _check_seconds, _check_timeout
 from .errors import PL_ESTATE, Error, LockLostError
 from .telemetry import no_context
@@ -158,6 +159,20 @@ def _log_failure(entity: str, msg: "Message", exc: BaseException, delay: float) 
                 exc_info=(type(exc), exc, exc.__traceback__))
 
 
+def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]]) -> None:
+    """Logs a failed receive once: the processor's words with the failed call's
+    ``peeklock_*`` fields (its record was held back, peeklock._held)."""
+    if held:
+        extra = held[-1]
+        log.warning("receive from %s failed after %d attempt%s: %s; trying again", entity,
+                    extra["peeklock_attempt"], "" if extra["peeklock_attempt"] == 1 else "s", exc,
+                    extra=extra)
+    else:           # raised before any request (a token provider, a closed client)
+        log.warning("receive from %s failed: %s; trying again", entity, exc,
+                    extra={"peeklock_operation": "peek_lock", "peeklock_entity": entity,
+                           "peeklock_status": exc.status, "peeklock_code": exc.code})
+
+
 class _Drained(Exception):
     """Passed to a message's exit when a drain gives back a batch unprocessed."""
 
@@ -281,12 +296,14 @@ class Processor:
         while not self.stop_event.is_set():
             if not self._claim():
                 break
+            held = hold_failures()
             try:
-                msg = self.client.peek_lock(self.entity, self.poll_timeout, max_renew=self.max_renew)
+                with held:
+                    msg = self.client.peek_lock(self.entity, self.poll_timeout, max_renew=self.max_renew)
             except Error as e:
                 self._unclaim()
                 self._note_error(f"receive: {e}")
-                log.warning("receive from %s failed: %s", self.entity, e)
+                _log_receive_failure(self.entity, e, held.records)
                 self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
                 continue
             if msg is None:
@@ -360,12 +377,14 @@ class Processor:
         """One claimed peek-lock, or None (nothing, a failure, or the cap)."""
         if not self._claim():
             return None
+        held = hold_failures()
         try:
-            msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
+            with held:
+                msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
         except Error as e:
             self._unclaim()
             self._note_error(f"receive: {e}")
-            log.warning("receive from %s failed: %s", self.entity, e)
+            _log_receive_failure(self.entity, e, held.records)
             self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
             return None
         if msg is None:

@@ -44,6 +44,26 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal(-5, peeklock.codes.lock_lost)
       assert.equal("held", peeklock.lock_states[1])
     end)
+
+    it("has a word for every error code of the core's list", function()
+      local core, n = peeklock.core, 0
+      for i = 0, core.pl_code_count() - 1 do
+        local num = core.pl_code_at(i)
+        if num < 0 then
+          n = n + 1
+          local found
+          for w, v in pairs(peeklock.codes) do
+            if v == num then found = w end
+          end
+          assert(found, "no Lua word for " .. tostring(core.pl_code_name(num)))
+        end
+      end
+      local count = 0
+      for _ in pairs(peeklock.codes) do count = count + 1 end
+      assert.equal(n, count)
+      assert.equal(core.PL_ECANCELED, peeklock.codes.cancelled)
+      assert.equal(core.PL_ELOCKLOST, peeklock.codes.lock_lost)
+    end)
   end)
 
   describe("send and receive", function()

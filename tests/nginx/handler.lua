@@ -228,6 +228,30 @@ function H.abort_kill()
 end
 
 -- /held : locks the worker's renewer keeps now
+-- /attach_left?entity= : peek-locks a message, hands its lock over to itself (lock_handle,
+-- release, attach) and ends the request with the attached message still held
+function H.attach_left()
+  local a = ngx.req.get_uri_args()
+  local c = get_client()
+  local msg, err = c:peek_lock(a.entity, { timeout = 5 })
+  if not msg then return reply(err_fields({ ok = false }, err)) end
+  local handle = assert(msg:lock_handle())
+  assert(msg:release())
+  local m2, aerr = c:attach(handle, { max_renew = 120 })
+  if not m2 then return reply(err_fields({ ok = false }, aerr)) end
+  reply({ ok = true, state = m2.lock_state, held = c:renewer_stats().held })
+end
+
+-- /retries?entity= : one send by a client made for this request; its stats' retries
+function H.retries()
+  local a = ngx.req.get_uri_args()
+  local c = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+  local ok, err = c:send(a.entity, "retried")
+  local st = c:stats()
+  c:close()
+  reply(err_fields({ ok = ok == true, retries = st.retries, requests = st.requests, failed = st.failed }, err))
+end
+
 function H.held()
   local st = get_client():renewer_stats()
   reply({ held = st and st.held or 0 })

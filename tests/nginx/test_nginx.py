@@ -556,6 +556,21 @@ def main():
                 assert r["inside"] and r["killed"], r
             abort_path("ab-kill", trigger)
 
+        def abort_attached_left_held():
+            def trigger(q):
+                r, _ = ngx.get("/attach_left", entity=q)
+                assert r["ok"] and r["state"] == "held" and r["held"] >= 1, r
+            abort_path("ab-attach", trigger)
+
+        def one_retry_counts_once():
+            emu.admin("PUT", "entities/retried", {"kind": "queue"})
+            emu.admin("POST", "faults", {"operation": "send", "entity": "retried", "status": 503,
+                                         "retry_after": 0, "count": 1})
+            r, _ = ngx.get("/retries", entity="retried")
+            emu.admin("DELETE", "faults")
+            assert r["ok"] and r["retries"] == 1 and r["requests"] == 2 and r["failed"] == 0, r
+            assert len(emu.entity_state("retried")["messages"]) == 1
+
         def tls_locks_live_past_several_durations(verify):
             def run():
                 r, _ = ngx.get("/tls_lock", verify=verify, hold=12, http_timeout=60)
@@ -979,6 +994,9 @@ def main():
         check("a client that goes away (lua_check_client_abort): its message is abandoned within seconds",
               abort_by_client)
         check("a killed light thread: its message is abandoned within seconds", abort_by_killed_thread)
+        check("an attached message its request left held is abandoned within seconds",
+              abort_attached_left_held)
+        check("one injected 503 on a send counts one retry in stats()", one_retry_counts_once)
         check("TLS through lua_ssl_trusted_certificate: a 5 s lock held for 12 s is renewed, completed once",
               tls_locks_live_past_several_durations(1))
         check("TLS with ssl_verify=false: a 5 s lock held for 12 s is renewed, completed once",

@@ -185,3 +185,99 @@ def test_a_renewal_failure_is_a_warning_at_the_moment(client, emu, queue, caplog
     s = client.stats()
     assert s["events"]["renewal_failures"] == 2 == s["renewer"]["failures"]
     assert s["renew_failures"] == 2
+
+
+def test_async_retries_and_failed_requests_are_logged_as_the_sync_ones(emu, queue, caplog):
+    """peeklock.aio's engine calls no log hook: its completions are logged as they
+    reach the loop, with the records of test_retries_and_failed_calls_are_logged…"""
+    import asyncio
+
+    import peeklock.aio
+    caplog.set_level(logging.DEBUG, logger="peeklock")
+
+    async def main():
+        async with peeklock.aio.Client.from_connection_string(emu.connection_string,
+                                                               max_retries=2) as c:
+            await c.send(queue, b"x", message_id="a-1")                 # at once: nothing
+            assert await c.peek_lock(queue, timeout=0) is not None       # its lock expires below
+            assert await c.peek_lock(queue, timeout=0) is None           # nothing there: no failure
+            assert [r for r in caplog.records if hasattr(r, "peeklock_operation")] == []
+
+            emu.fault(operation="send", entity=queue, status=503, count=2)
+            await c.send(queue, b"y", message_id="a-2")
+            [retried] = [r for r in caplog.records if hasattr(r, "peeklock_operation")]
+            assert retried.levelname == "DEBUG" and retried.peeklock_operation == "send"
+            assert retried.peeklock_entity == queue and retried.peeklock_attempt == 3
+            assert retried.getMessage() == f"send on {queue}: succeeded at attempt 3 after 2 retries"
+            caplog.clear()
+
+            emu.fault(operation="peek_lock", entity=queue, status=503)     # every attempt
+            with pytest.raises(peeklock.ThrottledError):
+                await c.peek_lock(queue, timeout=1)
+            [failed] = [r for r in caplog.records if hasattr(r, "peeklock_operation")]
+            assert failed.levelname == "WARNING" and failed.peeklock_operation == "peek_lock"
+            assert failed.peeklock_attempt == 3 and failed.peeklock_status == 503
+            assert failed.peeklock_entity == queue and failed.peeklock_code == peeklock.errors.PL_ETHROTTLED
+            assert failed.getMessage().startswith(
+                f"peek_lock on {queue} failed after 3 attempts (HTTP 503): ")
+            emu.clear_faults()
+            caplog.clear()
+
+            msg = await c.peek_lock(queue, timeout=1)
+            token = msg.lock_token
+            emu.advance(60)                                   # the server's lock runs out
+            with pytest.raises(peeklock.LockLostError):
+                await msg.complete()
+            [lost] = [r for r in caplog.records if hasattr(r, "peeklock_operation")]
+            assert lost.levelname == "WARNING" and lost.peeklock_status == 404
+            assert lost.peeklock_operation == "complete" and lost.peeklock_attempt == 1
+            assert lost.getMessage().startswith(f"complete on {queue} failed after 1 attempt ")
+            return token
+
+    token = asyncio.run(main())
+    _no_secret(caplog.text, token)
+
+
+def _one_receive_failure_line(caplog, queue):
+    """The failed receive (two 503s, max_retries=1) is told in one WARNING with the
+    call's fields, not also as the core's own failure line."""
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING
+              and ("peek_lock" in r.getMessage() or "receive" in r.getMessage())]
+    assert line.levelname == "WARNING" and line.peeklock_operation == "peek_lock"
+    assert line.peeklock_entity == queue and line.peeklock_status == 503
+    assert line.peeklock_attempt == 2
+    assert line.getMessage().startswith(f"receive from {queue} failed after 2 attempts: ")
+    assert "(HTTP 503)" in line.getMessage()
+
+
+def test_a_failed_receive_in_the_processor_is_one_line(emu, queue, caplog):
+    caplog.set_level(logging.DEBUG, logger="peeklock")
+    c = peeklock.Client.from_connection_string(emu.connection_string, max_retries=1)
+    try:
+        c.send(queue, b"x")
+        emu.fault(operation="peek_lock", entity=queue, status=503, count=2)
+        s = c.process(queue, lambda m: None, concurrency=1, poll_timeout=1, max_messages=1,
+                      handle_signals=False)
+    finally:
+        c.close()
+    assert s.processed == 1 and s.errors == 1
+    _one_receive_failure_line(caplog, queue)
+
+
+def test_a_failed_receive_in_the_async_processor_is_one_line(emu, queue, caplog):
+    import asyncio
+
+    import peeklock.aio
+    caplog.set_level(logging.DEBUG, logger="peeklock")
+
+    async def main():
+        async with peeklock.aio.Client.from_connection_string(emu.connection_string,
+                                                               max_retries=1) as c:
+            await c.send(queue, b"x")
+            emu.fault(operation="peek_lock", entity=queue, status=503, count=2)
+            return await c.process(queue, lambda m: asyncio.sleep(0), concurrency=1, poll_timeout=1,
+                                   max_messages=1, handle_signals=False)
+
+    s = asyncio.run(main())
+    assert s.processed == 1 and s.errors == 1
+    _one_receive_failure_line(caplog, queue)
