@@ -658,7 +658,8 @@ int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value)
 int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds)
 {
     if (!m) return pl_error_inval("m", "must not be NULL");
-    if (!isfinite(seconds) || seconds <= 0) return pl_error_inval("seconds", "must be a positive number");
+    if (!isfinite(seconds) || seconds <= 0)
+        return pl_error_inval("time_to_live", "must be a positive number of seconds");
     m->ttl = seconds;
     pl_error_ok();
     return PL_OK;
