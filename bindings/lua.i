@@ -13,6 +13,7 @@
  */
 
 %{
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -961,6 +962,22 @@ static int pl_lua_set_bad(lua_State *L, pl_lua_bad *bad, const char *kind, int w
   return 1;
 }
 
+/* The core's last refusal (PL_EINVAL) without the argument name that opens it:
+ * "timeout: must be 0..300 seconds" -> "must be 0..300 seconds". */
+static const char *pl_lua_reason(void) {
+  const char *msg = pl_error_last()->message, *p;
+  if (!msg) return "invalid argument";
+  for (p = msg; (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'; p++) {}
+  return p > msg && p[0] == ':' && p[1] == ' ' ? p + 2 : msg;
+}
+
+/* rc of a setter: the core's refusal of the option's value (PL_EINVAL) as an argument
+ * error with the core's words ("value", what: its message), any other rc as it is. */
+static int pl_lua_set_value(lua_State *L, pl_lua_bad *bad, int rc) {
+  if (rc != PL_EINVAL) return rc;
+  return pl_lua_set_bad(L, bad, "value", 0, pl_lua_reason());
+}
+
 /* Pushes the results of an argument error: false, kind, key[, what][, value]. */
 static int pl_lua_push_bad(lua_State *L, const pl_lua_bad *bad) {
   luaL_checkstack(L, 5, NULL);
@@ -1047,16 +1064,16 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
   case PL_OPT_CONTENT_TYPE:
     if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
     if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "option", 1, "string without NUL bytes");
-    return pl_outgoing_set_content_type(m, lua_tostring(L, -1));
+    return pl_lua_set_value(L, bad, pl_outgoing_set_content_type(m, lua_tostring(L, -1)));
   case PL_OPT_TTL:
-    v = lua_tonumber(L, -1);
-    if (t != LUA_TNUMBER || v != v || v < 0) return pl_lua_set_bad(L, bad, "option", 1, "non-negative number");
-    return pl_outgoing_set_time_to_live(m, (double)v);
+    if (t != LUA_TNUMBER) return pl_lua_set_bad(L, bad, "option", 1, "number");
+    return pl_lua_set_value(L, bad, pl_outgoing_set_time_to_live(m, (double)lua_tonumber(L, -1)));
   case PL_OPT_SCHEDULED:
     v = lua_tonumber(L, -1);
     /* NaN, infinity and anything an int64_t cannot hold are refused before the cast */
-    if (t != LUA_TNUMBER || !(v >= 0 && v < 9.2e18)) return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
-    return pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v));
+    if (t != LUA_TNUMBER || !(v > -9.2e18 && v < 9.2e18))
+      return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
+    return pl_lua_set_value(L, bad, pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v)));
   case PL_OPT_PERSIST:
     if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");
     return pl_outgoing_set_force_persistence(m, lua_toboolean(L, -1));
@@ -1069,7 +1086,7 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
   default:
     if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
     if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "option", 1, "string without NUL bytes");
-    return pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1));
+    return pl_lua_set_value(L, bad, pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1)));
   }
 }
 
@@ -1271,8 +1288,8 @@ static int pl_lua_client_send(lua_State *L) {
 static int pl_lua_client_receive(lua_State *L, const char *fname, int peek) {
   pl_message *m = NULL;
   swig_lua_userdata *u, *mu;
-  lua_Number timeout = 30;
-  int rc;
+  lua_Number timeout;
+  int rc, t = 30;
   lua_settop(L, 3);
   if (!(u = pl_lua_self_client(L, fname))) return 2; /* 4: the client's handle */
   if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, fname, 1, "string", 2);
@@ -1285,15 +1302,17 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek) {
       if (lua_type(L, -1) != LUA_TNUMBER || timeout != timeout)
         return pl_lua_raise(L, "bad option 'timeout' to '%s' (number expected, got %s)", fname,
                             luaL_typename(L, -1));
-      if (timeout < 0 || timeout > 300)
-        return pl_lua_raise(L, "bad option 'timeout' to '%s' (out of range 0..300)", fname);
+      /* whole seconds, rounded down; clamped where a cast to int would be undefined */
+      t = timeout >= INT_MAX ? INT_MAX : timeout <= -1 ? -1 : (int)floor(timeout);
+      if (pl_check_timeout(t) < 0)
+        return pl_lua_raise(L, "bad option 'timeout' to '%s' (%s)", fname, pl_lua_reason());
     }
     lua_settop(L, 4);
   }
   mu = pl_lua_new_handle(L); /* 5: made before the message, so handing it out cannot fail */
   if (!u->ptr) return pl_lua_closed(L, fname); /* closed by opts' __index or a finalizer */
-  rc = peek ? pl_peek_lock(&m, (pl_client *)u->ptr, lua_tostring(L, 2), (int)floor(timeout))
-            : pl_receive_and_delete(&m, (pl_client *)u->ptr, lua_tostring(L, 2), (int)floor(timeout));
+  rc = peek ? pl_peek_lock(&m, (pl_client *)u->ptr, lua_tostring(L, 2), t)
+            : pl_receive_and_delete(&m, (pl_client *)u->ptr, lua_tostring(L, 2), t);
   pl_lua_fill_handle(L, 5, mu, m, SWIGTYPE_p_pl_message);
   if (rc < 0) return pl_lua_fail(L, rc, fname);
   if (rc == PL_EMPTY || !m) {

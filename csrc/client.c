@@ -338,9 +338,13 @@ const char *pl_client_entity_path(const pl_client *c)
 {
     return c ? c->entity_path : NULL;
 }
+long pl_client_connect_timeout_ms(const pl_client *c)
+{
+    return c ? c->connect_timeout_ms : 0;
+}
 long pl_client_request_timeout_ms(const pl_client *c)
 {
-    return c->request_timeout_ms;
+    return c ? c->request_timeout_ms : 0;
 }
 const pl_policy *pl_client_policy(const pl_client *c)
 {

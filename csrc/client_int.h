@@ -116,9 +116,6 @@ const struct pl_policy *pl_client_policy(const pl_client *c);
  * does (sent, received, completed, abandoned, renewed, lost). */
 void pl_client_count_result(pl_client *c, const pl_request *req, int rc);
 
-/* The request timeout the client uses (ms), for drivers that want the same. */
-long pl_client_request_timeout_ms(const pl_client *c);
-
 /* Statistics (atomic counters). */
 typedef enum pl_stat {
     PL_STAT_REQUESTS,

@@ -658,7 +658,8 @@ int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value)
 int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds)
 {
     if (!m) return pl_error_inval("m", "must not be NULL");
-    if (!isfinite(seconds) || seconds <= 0) return pl_error_inval("seconds", "must be a positive number");
+    if (!isfinite(seconds) || seconds <= 0)
+        return pl_error_inval("time_to_live", "must be a positive number of seconds");
     m->ttl = seconds;
     pl_error_ok();
     return PL_OK;
@@ -668,7 +669,7 @@ int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds)
 {
     if (!m) return pl_error_inval("m", "must not be NULL");
     if (unix_seconds < 0 || unix_seconds > 253402300799LL)
-        return pl_error_inval("unix_seconds", "must be between 1970 and 9999");
+        return pl_error_inval("scheduled_enqueue_time", "must be between 1970 and 9999");
     m->scheduled = unix_seconds;
     pl_error_ok();
     return PL_OK;
@@ -788,7 +789,7 @@ int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value)
 int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds)
 {
     if (unix_seconds < 0 || unix_seconds > 253402300799LL)
-        return pl_error_inval("unix_seconds", "must be between 1970 and 9999");
+        return pl_error_inval("value", "must be between 1970 and 9999");
     char d[40], q[48];
     pl_http_date_format(d, sizeof d, unix_seconds);
     snprintf(q, sizeof q, "\"%s\"", d);

@@ -97,6 +97,27 @@ static int entity_plain(const char *entity, size_t *len)
     return *len <= 1024;
 }
 
+int pl_check_entity(const char *entity)
+{
+    size_t len;
+    if (entity_plain(entity, &len)) {
+        pl_error_ok();
+        return PL_OK;
+    }
+    char *enc = NULL;
+    int rc = pl_entity_encode(&enc, entity);
+    free(enc);
+    if (rc == PL_OK) pl_error_ok();
+    return rc;
+}
+
+int pl_check_timeout(int timeout_s)
+{
+    if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout", "must be 0..300 seconds");
+    pl_error_ok();
+    return PL_OK;
+}
+
 int pl_wire_scope(char **out, const char *endpoint, const char *entity)
 {
     char *enc = NULL;
@@ -301,7 +322,7 @@ int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, co
 int pl_wire_receive(pl_request **out, const char *endpoint, const char *entity, int timeout_s, int peek_lock,
                     const char *auth)
 {
-    if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout_s", "must be 0..300 seconds");
+    if (pl_check_timeout(timeout_s)) return PL_EINVAL;
     char suffix[48] = "/messages/head?timeout=";
     char *d = suffix + sizeof "/messages/head?timeout=" - 1;
     if (timeout_s >= 100) *d++ = (char)('0' + timeout_s / 100);

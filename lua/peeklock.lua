@@ -224,6 +224,19 @@ local function opt_number(fname, opts, key, dflt, min, max)
 end
 M._opt_number = opt_number
 
+-- A receive timeout option in whole seconds (rounded down): a number here, its range the
+-- core's (pl_check_timeout), refused as an option of this call with the core's words.
+local function opt_timeout(fname, opts, key, dflt)
+  local v = opt_number(fname, opts, key, dflt)
+  local t = v >= 0x7fffffff and 0x7fffffff or v <= -1 and -1 or floor(v) -- a C int
+  if core.pl_check_timeout(t) < 0 then
+    local message = select(4, core.last_error())
+    error(("bad option '%s' to '%s' (%s)"):format(key, fname, (message:gsub("^[%w_]+: ", ""))), user_level())
+  end
+  return t
+end
+M._opt_timeout = opt_timeout
+
 -- ------------------------------------------------------------------ outgoing messages
 
 local BROKER_FIELDS = {
@@ -262,6 +275,8 @@ local function outgoing_error(fname, h, what, key, a, b)
   local msg
   if what == "option" then
     msg = ("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b))
+  elseif what == "value" then -- the core refused the value: its words
+    msg = ("bad option '%s' to '%s' (%s)"):format(tostring(key), fname, a)
   elseif what == "unknown" then
     msg = ("unknown option '%s' to '%s'"):format(tostring(key), fname)
   elseif what == "datetime" then
@@ -755,7 +770,7 @@ local function with_lock_args(fname, entity, opts, fn)
   opts = check_opts(fname, 2, opts)
   if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
   local max_renew = opt_number(fname, opts, "max_renew", 300, 0, 1000000000) -- ms fit a C long
-  opt_number(fname, opts, "timeout", 30, 0, 300) -- checked here to be worded as this call's
+  opt_timeout(fname, opts, "timeout", 30) -- checked here to be worded as this call's
   return opts, fn, max_renew
 end
 M._with_lock_args = with_lock_args
@@ -945,7 +960,7 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   return {
     concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
     max_renew = opt_number("process", opts, "max_renew", 300, 0, 1000000000),
-    poll_timeout = floor(opt_number("process", opts, "poll_timeout", 5, 0, 300)),
+    poll_timeout = opt_timeout("process", opts, "poll_timeout", 5),
     max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
     idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),
     stop = opts.stop,

@@ -234,6 +234,10 @@ PL_EXTERN void pl_client_free(pl_client *client);
 PL_EXTERN const char *pl_client_endpoint(const pl_client *client);
 /* Entity from the connection string's EntityPath, or NULL. Borrowed. */
 PL_EXTERN const char *pl_client_entity_path(const pl_client *client);
+/* The connect and request timeouts the client uses, in milliseconds: its options'
+ * or, where they gave 0, the defaults (10000, 30000). */
+PL_EXTERN long pl_client_connect_timeout_ms(const pl_client *client);
+PL_EXTERN long pl_client_request_timeout_ms(const pl_client *client);
 /* Replaces the bearer token used when no SAS key is configured (for bindings whose
  * token provider lives in the host language). Thread-safe. */
 PL_EXTERN int pl_client_set_bearer_token(pl_client *client, const char *token, int64_t expires_unix);
@@ -425,6 +429,14 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
 /* Long-poll up to timeout_s seconds (0: answer at once; max 300). Returns PL_OK with
  * *out set (the caller owns it: pl_message_free), PL_EMPTY with *out NULL when
  * nothing arrived, or a negative code. */
+/* The argument checks of the calls that take these values, on their own: PL_OK, or
+ * PL_EINVAL with pl_error_last() naming the argument ("entity: ...", "timeout: ...").
+ * For a binding that takes a value now and uses it in a later call (a processor's
+ * entity and poll timeout); every call checks its arguments anyway. An entity is
+ * refused when empty, longer than 1024 bytes, with an empty, '.', '..' or 'messages'
+ * path segment or a control character; a receive timeout outside 0..300 seconds. */
+PL_EXTERN int pl_check_entity(const char *entity);
+PL_EXTERN int pl_check_timeout(int timeout_s);
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 

@@ -29,7 +29,7 @@ local type, tonumber, tostring, setmetatable, rawget, floor = type, tonumber, to
 local concat, lower, find, sub, byte = table.concat, string.lower, string.find, string.sub, string.byte
 local new_error, last_error = peeklock._new_error, peeklock._last_error
 local check_client, check_string, check_opts = peeklock._check_client, peeklock._check_string, peeklock._check_opts
-local opt_number = peeklock._opt_number
+local opt_timeout = peeklock._opt_timeout
 local request_send_from, batch_from = peeklock._request_send_from, peeklock._batch_from
 -- argument errors raised through peeklock's checks point past this file too, at the caller
 if debug and debug.getinfo then peeklock._own_sources[debug.getinfo(1, "S").source] = true end
@@ -351,9 +351,10 @@ function M.client(opts)
   if opts.keepalive_ms and opts.keepalive_ms < 0 then
     error("bad option 'keepalive_ms' to 'client' (out of range 0..)", 2)
   end
-  c._connect_timeout_ms = opts.connect_timeout_ms or 10000
-  c._send_timeout_ms = opts.request_timeout_ms or 30000
-  c._request_timeout_ms = opts.request_timeout_ms or 30000
+  -- the C client's timeouts: its options' or its defaults
+  c._connect_timeout_ms = core.pl_client_connect_timeout_ms(c._h)
+  c._send_timeout_ms = core.pl_client_request_timeout_ms(c._h)
+  c._request_timeout_ms = c._send_timeout_ms
   c._keepalive_ms = opts.keepalive_ms or 60000
   c._pool_size = (opts.pool_size and opts.pool_size > 0) and opts.pool_size or 32
   c._ssl_verify = opts.ssl_verify ~= false
@@ -431,7 +432,7 @@ local function receive(self, op, entity, opts, peek)
   if not h then return nil, err end
   check_string(op, 1, entity)
   opts = check_opts(op, 2, opts)
-  local timeout = floor(opt_number(op, opts, "timeout", 30, 0, 300))
+  local timeout = opt_timeout(op, opts, "timeout", 30)
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
   if rc < 0 then return nil, last_error(rc, op) end
   local m = self._metrics

@@ -1,13 +1,19 @@
 """Argument checks shared by the Python modules (client, processor, tools):
-host types and the few values the C core does not see in this form. Each
-error names the argument."""
+host types, and the few values the C core does not see in this form (a NUL
+that would cut a string short, seconds that become milliseconds). Each error
+names the argument. The rules on values the core takes are the core's
+(docs/c-api.md, "Argument values"): it refuses them with PL_EINVAL, raised as
+InvalidArgument (a ValueError) with the core's message."""
 from __future__ import annotations
 
 import datetime as _dt
 import math
 from typing import Any, Dict, Optional
 
-_MAX_TIMEOUT = 300
+from . import _core
+from .errors import PL_EINVAL, InvalidArgument
+
+_INT_MAX = 2**31 - 1
 
 
 def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = False) -> Optional[str]:
@@ -22,39 +28,64 @@ def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = F
     return value
 
 
+def _check_int(name: str, value: Any) -> int:
+    """An int option the core takes as a C int: its type, and a size that fits
+    (its range is the core's)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not -_INT_MAX - 1 <= value <= _INT_MAX:
+        raise InvalidArgument(f"{name}: {value} does not fit a C int", code=PL_EINVAL)
+    return value
+
+
 _ENTITY_OK: Dict[str, bool] = {}
 
 
 def _check_entity(entity: Any) -> str:
     if entity in _ENTITY_OK and type(entity) is str:   # fast path: seen before
         return entity
-    e = _check_str("entity", entity)
+    e = _check_str("entity", entity, empty=True)
     assert e is not None
-    if not e.isprintable():
-        raise ValueError("entity must not contain control characters")
-    parts = e.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"entity has an empty, '.' or '..' path segment: {e!r}")
+    _core.pl_check_entity(e)                            # the core's rules
     if len(_ENTITY_OK) < 1024:
         _ENTITY_OK[e] = True
     return e
 
 
 def _check_timeout(timeout: Any, name: str = "timeout") -> int:
-    if type(timeout) is int and 0 <= timeout <= _MAX_TIMEOUT:
-        return timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    """Whole seconds (rounded up) for a receive timeout; its range is the
+    core's (pl_check_timeout), refused here under the caller's name for it."""
+    if type(timeout) is int:
+        t = timeout
+    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(timeout).__name__}")
-    if math.isnan(timeout) or timeout < 0 or timeout > _MAX_TIMEOUT:
-        raise ValueError(f"{name} must be between 0 and {_MAX_TIMEOUT} seconds, got {timeout!r}")
-    return int(math.ceil(timeout))
+    elif math.isfinite(timeout):
+        t = math.ceil(timeout) if timeout >= 0 else math.floor(timeout)
+    else:
+        t = -1                                          # NaN, infinities: out of range
+    try:
+        _core.pl_check_timeout(max(-1, min(t, _INT_MAX)))
+    except InvalidArgument as e:
+        if name == "timeout":
+            raise
+        raise InvalidArgument(str(e).replace("timeout", name, 1), code=e.code) from None
+    return int(t)
 
 
-def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
+def _number(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
+    """A number of seconds the core checks (as a double): its type only."""
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    return value
+
+
+def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
+    """A positive duration the core takes in whole milliseconds (_ms), where 0
+    would mean its default: checked here, as the core never sees it in seconds."""
+    if _number(value, name, optional=optional) is None:
+        return None
     if math.isnan(value) or value <= 0 or math.isinf(value):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)

@@ -21,8 +21,8 @@ from typing import (TYPE_CHECKING, Any, TypedDict, Literal, cast, Callable, Dict
 from . import _core
 from . import _held
 from . import errors as _errors
-from ._validate import (_ENTITY_OK, _body_bytes, _check_datetime_property, _check_entity,
-                        _check_seconds, _check_str, _check_timeout, _from_unix, _ms, _unix)
+from ._validate import (_ENTITY_OK, _body_bytes, _check_datetime_property, _check_entity, _check_int,
+                        _check_seconds, _check_str, _check_timeout, _from_unix, _ms, _number, _unix)
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError, StateError
 
 if TYPE_CHECKING:
@@ -173,8 +173,9 @@ class OutgoingMessage:
                                 f"not {type(v).__name__}")
             if isinstance(v, _dt.datetime):
                 _check_datetime_property(k, v)
-        self.content_type = _check_str("content_type", content_type, optional=True)
-        self.time_to_live = _check_seconds(time_to_live, "time_to_live", optional=True)
+        self.content_type = _check_str("content_type", content_type, optional=True, empty=True)
+        ttl = _number(time_to_live, "time_to_live", optional=True)
+        self.time_to_live = None if ttl is None else float(ttl)
         self.scheduled_enqueue_time = (None if scheduled_enqueue_time is None
                                        else _unix(scheduled_enqueue_time, "scheduled_enqueue_time"))
         self.message_id = _check_str("message_id", message_id, optional=True)
@@ -833,11 +834,9 @@ class Client:
             raise ValueError("key_name is required with key")
         ct = _check_seconds(connect_timeout, "connect_timeout")
         rt = _check_seconds(request_timeout, "request_timeout")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError("max_retries must be a non-negative int")
+        _check_int("max_retries", max_retries)
         mr = _check_seconds(max_renew, "max_renew")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
-            raise ValueError("pool_size must be a non-negative int")
+        _check_int("pool_size", pool_size)
         assert ct is not None and rt is not None and mr is not None
         self.max_renew: float = mr
         self._token_provider = token_provider

@@ -291,7 +291,7 @@ static void test_errors(void)
     CHECK_EQ(pl_peek_lock(NULL, client, "q1", 0), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "out") != NULL);
     CHECK_EQ(pl_peek_lock(&m, client, "q1", 301), PL_EINVAL);
-    CHECK(strstr(pl_error_last()->message, "timeout_s") != NULL);
+    CHECK(strstr(pl_error_last()->message, "timeout: ") != NULL);
     CHECK_EQ(pl_complete(client, NULL), PL_EINVAL);
     CHECK_EQ(pl_renew_lock(NULL, NULL), PL_EINVAL);
 

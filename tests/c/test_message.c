@@ -50,6 +50,8 @@ int main(void)
     CHECK_EQ(pl_outgoing_set_time_to_live(m, 40), PL_OK);
     CHECK_EQ(pl_outgoing_set_time_to_live(m, -1), PL_EINVAL);
     CHECK_EQ(pl_outgoing_set_time_to_live(m, NAN), PL_EINVAL);
+    CHECK_EQ(pl_outgoing_set_time_to_live(m, 0), PL_EINVAL);
+    CHECK(strncmp(pl_error_last()->message, "time_to_live: ", 14) == 0);
     CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(m, 1414198608), PL_OK);
     CHECK_EQ(pl_outgoing_set_force_persistence(m, 1), PL_OK);
     CHECK_EQ(pl_outgoing_broker_json(&bp, m), PL_OK);

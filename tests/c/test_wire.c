@@ -303,8 +303,31 @@ static void requests(void)
     }
     CHECK_EQ(pl_wire_receive(&req, ep, NULL, 0, 1, NULL), PL_EINVAL);
     CHECK_EQ(pl_wire_receive(&req, ep, "q", 301, 1, NULL), PL_EINVAL);
-    CHECK(strstr(pl_error_last()->message, "timeout_s") != NULL);
+    CHECK(strstr(pl_error_last()->message, "timeout: ") != NULL);
     CHECK_EQ(pl_wire_receive(&req, ep, "q", -1, 1, NULL), PL_EINVAL);
+    /* The same checks on their own, for bindings: the same verdicts and messages. */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ(pl_check_entity(bad[i]), PL_EINVAL);
+        CHECK(strncmp(pl_error_last()->message, "entity: ", 8) == 0);
+    }
+    CHECK_EQ(pl_check_entity(NULL), PL_EINVAL);
+    CHECK_EQ(pl_check_entity("Q/Messages"), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "'messages'") != NULL);
+    char longname[1026];
+    memset(longname, 'a', 1025);
+    longname[1025] = '\0';
+    CHECK_EQ(pl_check_entity(longname), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "1024") != NULL);
+    longname[1024] = '\0';
+    CHECK_EQ(pl_check_entity(longname), PL_OK);
+    CHECK_EQ(pl_check_entity("t/subscriptions/s/$DeadLetterQueue"), PL_OK);
+    CHECK_EQ(pl_check_entity("caf\xc3\xa9 queue"), PL_OK); /* not plain: encoded, accepted */
+    CHECK_EQ(pl_error_last()->code, PL_OK);
+    CHECK_EQ(pl_check_timeout(0), PL_OK);
+    CHECK_EQ(pl_check_timeout(300), PL_OK);
+    CHECK_EQ(pl_check_timeout(301), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "timeout: must be 0..300 seconds");
+    CHECK_EQ(pl_check_timeout(-1), PL_EINVAL);
     char *enc = NULL;
     CHECK_EQ(pl_entity_encode(&enc, "a?b#c%d"), PL_OK);
     CHECK_STR(enc, "a%3Fb%23c%25d");

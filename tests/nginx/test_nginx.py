@@ -500,6 +500,7 @@ def main():
             assert r["refused"] and "bad option 'keepalive_ms' to 'client' (number expected, got string)" in r["err"], r
             assert r["refused_unknown"] and "unknown option 'bogus_opt'" in r["err_unknown"], r
             assert r["requests"] == 2 and r["reused"] >= 1 and r["sent"] == 2, r
+            assert r["timeouts"] == "10000/30000/30000 10000/7000/7000", r
             assert len(emu.entity_state("counted")["messages"]) == before + 2
 
         def blocking_require_warns():

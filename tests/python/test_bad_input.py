@@ -32,6 +32,7 @@ import peeklock
     (lambda c: c.receive("q", max_messages="3"), TypeError, "max_messages"),
     (lambda c: c.process("q", None), TypeError, "handler"),
     (lambda c: c.process("q", print, concurrency=0), ValueError, "concurrency"),
+    (lambda c: c.process("q", print, poll_timeout=301), ValueError, "poll_timeout"),
 ])
 def test_bad_arguments_name_the_argument(client, call, exc, word):
     with pytest.raises(exc) as ei:
@@ -45,6 +46,49 @@ def test_c_core_rejects_with_invalid_argument(client, queue):
         client.send(queue, b"x", properties={"bad name": 1})
     assert isinstance(ei.value, ValueError)
     assert ei.value.code == -1
+
+
+# The rules on values are the C core's (docs/c-api.md, "Argument values"): the package
+# checks types, and the core's refusal comes back as InvalidArgument with its message.
+@pytest.mark.parametrize("call, word", [
+    (lambda c: c.send("q/messages", b"x"), "'messages'"),
+    (lambda c: c.peek_lock("t/subscriptions/s/Messages", timeout=0), "'messages'"),
+    (lambda c: c.send("q" * 1025, b"x"), "1024"),
+    (lambda c: c.receive_and_delete("a/../b", timeout=0), "'..'"),
+    (lambda c: c.send("q", b"x", time_to_live=0), "time_to_live"),
+    (lambda c: c.send("q", b"x", time_to_live=float("nan")), "time_to_live"),
+    (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", time_to_live=0)), "time_to_live"),
+    (lambda c: c.peek_lock("q", timeout=300.5), "timeout"),
+    (lambda c: c.peek_lock("q", timeout=-0.5), "timeout"),
+    (lambda c: c.peek_lock("q", timeout=float("inf")), "timeout"),
+    (lambda c: c.peek_lock("q", timeout=2**80), "timeout"),
+])
+def test_the_core_refuses_values_with_its_message(client, call, word):
+    with pytest.raises(peeklock.InvalidArgument) as ei:
+        call(client)
+    assert ei.value.code == peeklock.errors.PL_EINVAL and word in str(ei.value)
+
+
+def test_a_processor_refuses_an_entity_the_core_refuses_before_it_runs(client):
+    # checked when the processor is made, not by its first receive in the loop
+    for entity in ("q/messages", "q" * 1025):
+        with pytest.raises(peeklock.InvalidArgument, match="entity"):
+            peeklock.Processor(client, entity, print)
+
+
+def test_a_long_entity_name_within_the_core_limit_is_taken(client):
+    # 1024 characters pass the checks (the emulator then answers it does not exist)
+    with pytest.raises(peeklock.EntityNotFoundError):
+        client.send("q" * 1024, b"x")
+
+
+def test_client_option_ranges_are_the_core_s(emu):
+    with pytest.raises(peeklock.InvalidArgument, match="max_retries"):
+        peeklock.Client(emu.endpoint, max_retries=101)
+    with pytest.raises(peeklock.InvalidArgument, match="pool_size"):
+        peeklock.Client(emu.endpoint, pool_size=1025)
+    with pytest.raises(TypeError, match="max_retries"):
+        peeklock.Client(emu.endpoint, max_retries="3")
 
 
 def test_bad_client_arguments(emu):
