@@ -363,6 +363,9 @@ PL_LUA_LIVE_HANDLE(pl_response)
   lua_setfield(L, -2, "slack_buckets");
   SWIG_arg++;
 }
+/* pl_renewer_finish's outcome, after the status. */
+%typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
+%typemap(argout) int *outcome { lua_pushinteger(L, (lua_Integer)tmp$argnum); SWIG_arg++; }
 
 /* Fallible calls (peeklock.i applies PL_STATUS): the code is returned as a number
  * and lua/peeklock.lua turns negatives into nil, err with pl_error_last(). */
