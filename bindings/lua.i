@@ -276,7 +276,8 @@ PL_LUA_OUT_HANDLE(pl_request)
 PL_LUA_OUT_HANDLE(pl_response)
 
 /* Handle arguments must be live: nil or a freed handle is an error, never a NULL
- * reaching C (pl_response_result's message is the one optional handle). */
+ * reaching C (pl_response_result's message and pl_renewer_finish's renewer are the
+ * optional handles). */
 %define PL_LUA_LIVE_HANDLE(TYPE)
 /* Only our own handles convert: a foreign userdata or a lightuserdata would otherwise
  * be taken for a SWIG object and dereferenced. */
@@ -284,7 +285,8 @@ PL_LUA_OUT_HANDLE(pl_response)
   if (pl_lua_arg(L, $input, $descriptor, (void **)&$1, "$symname", $argnum, #TYPE) < 0) SWIG_fail;
 }
 %typemap(check) TYPE *, const TYPE * {
-  if (!$1 && strcmp("$symname", "pl_response_result") != 0) {
+  if (!$1 && strcmp("$symname", "pl_response_result") != 0 &&
+      !(strcmp("$symname", "pl_renewer_finish") == 0 && $argnum == 1)) {
     SWIG_Lua_pushferrstring(L, "%s: argument %d must be a live " #TYPE " (got nil or a freed handle)",
                             "$symname", $argnum);
     SWIG_fail;
@@ -364,6 +366,9 @@ PL_LUA_LIVE_HANDLE(pl_response)
   lua_setfield(L, -2, "slack_buckets");
   SWIG_arg++;
 }
+/* pl_renewer_finish's outcome, after the status. */
+%typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
+%typemap(argout) int *outcome { lua_pushinteger(L, (lua_Integer)tmp$argnum); SWIG_arg++; }
 
 /* Fallible calls (peeklock.i applies PL_STATUS): the code is returned as a number
  * and lua/peeklock.lua turns negatives into nil, err with pl_error_last(). */

@@ -23,6 +23,7 @@
  *   (const void *body, size_t len)   a byte string in.
  *   size_t *len (with a const void * return)   the return becomes a byte string.
  *   pl_client_stats *out, pl_renewer_stats *out   a table/dict out.
+ *   int *outcome             pl_renewer_finish's PL_FINISH_*, returned.
  *
  * Ownership: every opaque type gets a destructor that calls its pl_*_free; the
  * explicit pl_*_free functions are therefore not wrapped (no double free).
@@ -32,8 +33,8 @@
  *
  * Blocking: only these calls can block (network, long polls, thread joins):
  * pl_send, pl_send_batch, pl_peek_lock, pl_receive_and_delete, pl_renew_lock,
- * pl_unlock, pl_complete, pl_renewer_close, pl_renewer_wait_event and the
- * pl_renewer destructor. Language files release their interpreter lock around
+ * pl_unlock, pl_complete, pl_renewer_finish, pl_renewer_close,
+ * pl_renewer_wait_event and the pl_renewer destructor. Language files release their interpreter lock around
  * exactly those (Python: %thread in python.i); nothing else releases it.
  */
 
@@ -126,6 +127,7 @@ struct pl_aio_done {};
   int pl_renew_lock, int pl_unlock, int pl_complete,
   int pl_message_lock_handle, int pl_client_attach, int pl_check_entity, int pl_check_timeout,
   int pl_renewer_open, int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
+  int pl_renewer_hold, int pl_renewer_finish,
   int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,
   int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
   int pl_response_new, int pl_response_add_header, int pl_response_set_body,

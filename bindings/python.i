@@ -521,6 +521,7 @@ static PyObject *pl_py_method(PyObject *cls, const char *name, PyObject *doc) {
 %thread pl_renew_lock;
 %thread pl_unlock;
 %thread pl_complete;
+%thread pl_renewer_finish;
 %thread pl_renewer_close;
 %thread pl_renewer_wait_event;
 %thread pl_renewer::~pl_renewer;
@@ -631,6 +632,13 @@ PL_PY_OUT_OBJECT(pl_response)
         (unsigned long long)tmp$argnum.slack_buckets[2], (unsigned long long)tmp$argnum.slack_buckets[3],
         (unsigned long long)tmp$argnum.slack_buckets[4], (unsigned long long)tmp$argnum.slack_buckets[5],
         "state_bytes", (unsigned long long)tmp$argnum.state_bytes));
+}
+
+/* pl_renewer_finish's outcome: the return value (the status typemap left None). */
+%typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
+%typemap(argout) int *outcome {
+    Py_XDECREF($result);
+    $result = PyLong_FromLong(tmp$argnum);
 }
 
 /* ---- the asynchronous engine (peeklock.aio) ------------------------------- */

@@ -685,8 +685,18 @@ end
 function Client._holding() end
 
 -- Renewal of a message while with_lock holds it (peeklock.resty renews over cosockets).
-function Client._renew_add(_, r, mh, max_renew_ms) return core.pl_renewer_add(r, mh, max_renew_ms) end
+function Client._renew_add(_, r, mh, max_renew_ms) return core.pl_renewer_hold(r, mh, max_renew_ms) end
 function Client._renew_remove(_, r, mh) core.pl_renewer_remove(r, mh) end
+
+-- The end of a held message's handler (r: its renewer, or nil when gone): renewal stops
+-- and, if still held, the message is completed (ok) or abandoned (pl_renewer_finish).
+-- Returns what became of it (core.PL_FINISH_*), and the error of the settle this call
+-- made, if it failed. (peeklock.resty settles over cosockets instead.)
+function Client._finish_held(_, r, _msg, mh, ok)
+  local rc, outcome = core.pl_renewer_finish(r, mh, ok and 1 or 0)
+  if rc < 0 then return outcome, last_error(rc, ok and "complete" or "abandon") end
+  return outcome
+end
 
 -- Drains the renewer's event queue (never blocks). Lost events are kept by
 -- message identity for with_lock to report; returns the number of events.
@@ -829,11 +839,18 @@ local function finish(self, r, msg, key, ok, cause, op)
     return true
   end
   -- (the handler may have closed the client, and with it this renewer)
-  if rawget(self, "_renewer") == r then self:_renew_remove(r, mh) end
+  local live = rawget(self, "_renewer") == r and r or nil
+  local closed = not rawget(self, "_h")
+  local outcome, serr
+  if closed then
+    if live then self:_renew_remove(r, mh) end
+  else
+    outcome, serr = self:_finish_held(live, msg, mh, ok)
+  end
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key], self._held[key] = nil, nil, nil
-  if not rawget(self, "_h") then -- the handler closed the client
+  if closed then -- the handler closed the client
     local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
     msg:free()
     if not ok then return nil, handler_error(cause, op) end
@@ -843,38 +860,23 @@ local function finish(self, r, msg, key, ok, cause, op)
                 or "the client was closed while the handler ran; the message was not completed "
                    .. "(it is delivered again when its lock expires)" })
   end
-  local state = core.pl_message_lock_state(mh)
-  if not ok then
-    if state == core.PL_LOCK_HELD then self:_settle(msg, "abandon") end
-    msg:free()
-    return nil, handler_error(cause, op)
+  msg:free()
+  if not ok then return nil, handler_error(cause, op) end
+  if serr then
+    if serr.code == "lock_lost" then return nil, lost_error(info, op) end
+    return nil, serr
   end
-  if state == core.PL_LOCK_LOST then
-    msg:free()
-    return nil, lost_error(info, op)
-  end
+  if outcome == core.PL_FINISH_LOST then return nil, lost_error(info, op) end
   -- settled behind the handler's back: a settle with an unknown outcome, or an abandon when
-  -- the client closed while the handler ran (pl_message_lost_reason says which)
-  if state == core.PL_LOCK_UNKNOWN or (state == core.PL_LOCK_SETTLED
-      and core.pl_message_lost_reason(mh) == core.PL_ECLOSED) then
-    local unknown = state == core.PL_LOCK_UNKNOWN
-    msg:free()
+  -- the client closed while the handler ran
+  if outcome == core.PL_FINISH_UNKNOWN or outcome == core.PL_FINISH_CLOSED then
+    local unknown = outcome == core.PL_FINISH_UNKNOWN
     return nil, new_error({ code = unknown and "unknown_outcome" or "closed",
       errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = op,
       message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
                             .. "may or may not have been completed"
                 or "the message was abandoned when the client closed while the handler ran; it was not "
                    .. "completed and will be delivered again" })
-  end
-  if state == core.PL_LOCK_HELD then
-    local sok, serr = self:_settle(msg, "complete")
-    msg:free()
-    if not sok then
-      if serr.code == "lock_lost" then return nil, lost_error(info, op) end
-      return nil, serr
-    end
-  else
-    msg:free()
   end
   return true
 end

@@ -491,6 +491,40 @@ PL_EXTERN int pl_renewer_close(pl_renewer *r, int unlock_held);
 /* Closes (without unlocking) if needed, then frees. Accepts NULL. */
 PL_EXTERN void pl_renewer_free(pl_renewer *r);
 
+/* The workflow every binding runs around a handler, written once: hold the message
+ * (renewed while the handler runs), then settle it by the handler's result.
+ *
+ *   pl_renewer_hold(r, m, max_ms);
+ *   int ok = handle(m) == 0;          // the handler may settle m itself
+ *   rc = pl_renewer_finish(r, m, ok, &outcome);
+ *
+ * pl_renewer_hold: pl_renewer_add for a handler about to start (max_ms from now;
+ * 0: the renewer's default), worded for it: PL_ESTATE when m was received with
+ * receive-and-delete ("nothing to lock") or its lock is not held.
+ * pl_renewer_finish: stops renewing m, then, if its lock is still held, completes
+ * it (handler_ok nonzero) or abandons it (handler_ok 0) through the client m came
+ * through. A message the handler settled, that was lost, or that a close unlocked
+ * meanwhile is left as it is: nothing is sent. *outcome (may be NULL) says what
+ * became of m, read from its own state (pl_message_lock_state, settle kind):
+ * PL_FINISH_*. Returns the error of the settle this call made (PL_ELOCKLOST,
+ * PL_EUNKNOWN, ...), PL_ESTATE for a receive-and-delete message, else PL_OK,
+ * also when *outcome is LOST, UNKNOWN or CLOSED from before this call.
+ * r may be NULL (the renewer is gone): m is then settled as above, not removed.
+ * A message handed over (pl_message_lock_handle) is not finished: call
+ * pl_renewer_remove instead. Both take the caller's thread (finish blocks for the
+ * settle; release the GIL), any thread, on a message held by one handler. */
+#define PL_FINISH_COMPLETED 1 /* completed by this call (the handler succeeded) */
+#define PL_FINISH_ABANDONED 2 /* abandoned by this call (the handler failed) */
+#define PL_FINISH_BY_HANDLER                                                                                 \
+    3                       /* settled, or being settled, by the handler itself: nothing sent
+                                  (pl_message_settle_kind says how) */
+#define PL_FINISH_LOST    4 /* lock lost while the handler ran, or by this call's settle */
+#define PL_FINISH_UNKNOWN 5 /* a settle whose outcome is unknown: the handler's, or this call's */
+#define PL_FINISH_CLOSED  6 /* abandoned by pl_renewer_close(r, 1) while the handler ran */
+#define PL_FINISH_HELD    7 /* still held: this call's settle failed and did not happen */
+PL_EXTERN int pl_renewer_hold(pl_renewer *r, pl_message *m, int64_t max_ms);
+PL_EXTERN int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, int *outcome);
+
 /* Events, drained by the host language; the renewer never calls into it. Events are
  * queued in order, per renewer; RENEWED and RENEW_FAILED are dropped (and counted)
  * beyond 4096 queued, LOST and CAP_REACHED always kept. */

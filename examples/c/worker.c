@@ -88,12 +88,20 @@ int main(int argc, char **argv)
             status = fail("peek-lock");
             break;
         }
-        pl_renewer_add(renewer, m, 5 * 60 * 1000); /* renew for up to 5 minutes */
-        int ok = handle(m) == 0;
-        pl_renewer_remove(renewer, m);
-        rc = ok ? pl_complete(client, m) : pl_unlock(client, m);
-        if (rc == PL_ELOCKLOST || rc == PL_EUNKNOWN)
-            fprintf(stderr, "settle: %s (the message may be delivered again)\n", pl_error_last()->message);
+        /* Renewed for up to 5 minutes while the handler runs, then completed on
+         * success or abandoned on failure, unless the handler settled it itself. */
+        if (pl_renewer_hold(renewer, m, 5 * 60 * 1000) != PL_OK) {
+            status = fail("hold");
+            pl_message_free(m);
+            break;
+        }
+        int ok = handle(m) == 0, outcome = 0;
+        rc = pl_renewer_finish(renewer, m, ok, &outcome);
+        if (outcome == PL_FINISH_LOST || outcome == PL_FINISH_UNKNOWN)
+            fprintf(stderr, "settle: %s (the message may be delivered again)\n",
+                    rc != PL_OK                 ? pl_error_last()->message
+                    : outcome == PL_FINISH_LOST ? "lock lost while the handler ran"
+                                                : "a settle had an unknown outcome");
         else if (rc != PL_OK)
             fail(ok ? "complete" : "unlock");
         /* Drain renewer events (a lost lock means another worker may get it). */

@@ -653,6 +653,20 @@ end
 
 function Client:_renew_remove(_, mh) rn_forget(core.key(mh)) end
 
+-- The end of a held message's handler (peeklock.lua's finish), over cosockets: the
+-- blocking pl_renewer_finish would stall the worker, so the settle is made here, and
+-- pl_renewer_finish (given no renewer, on a message no longer held: it sends nothing)
+-- only reads what became of the message from its own state.
+function Client:_finish_held(r, msg, mh, ok)
+  if r then self:_renew_remove(r, mh) end
+  if core.pl_message_lock_state(mh) == HELD then
+    local sok, serr = self:_settle(msg, ok and "complete" or "abandon")
+    if not sok then return core.PL_FINISH_HELD, serr end
+  end
+  local _, outcome = core.pl_renewer_finish(nil, mh, ok and 1 or 0)
+  return outcome
+end
+
 -- (no C renewer, no events: lost locks are recorded as they are found)
 function Client.poll_events() return 0 end
 

@@ -23,7 +23,7 @@ from . import _held
 from . import errors as _errors
 from ._validate import (_ENTITY_OK, _body_bytes, _check_datetime_property, _check_entity, _check_int,
                         _check_seconds, _check_str, _check_timeout, _from_unix, _ms, _number, _unix)
-from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError, StateError
+from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
     from .management import EntityList
@@ -42,6 +42,8 @@ LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
 _E_CLOSED = _errors.PL_ECLOSED
+_FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_FINISH_UNKNOWN,
+                                                 _core.PL_FINISH_CLOSED)
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = 1, 2, 3, 4
 
@@ -555,70 +557,58 @@ class Message:
 
     # ---- context manager: renew while the block runs, settle once ----
     def __enter__(self) -> "Message":
-        st = _core.pl_message_lock_state(self._h)
-        if st == LOCK_NONE:
-            raise StateError("message was received with receive_and_delete: nothing to lock",
-                             code=_errors.PL_ESTATE)
-        if st != LOCK_HELD:
-            raise StateError(f"message lock is {_STATE_NAMES.get(st, st)}, not held", code=_errors.PL_ESTATE)
         self._start_renewing()
         return self
 
     def _start_renewing(self) -> None:
-        """Hands the lock to the client's renewer (until settled or max_renew)."""
+        """Hands the lock to the client's renewer (until settled or max_renew);
+        StateError when it is not held (pl_renewer_hold)."""
         max_renew = self.max_renew if self.max_renew is not None else self._client.max_renew
         renewer = self._client._renewer()
-        _core.pl_renewer_add(renewer, self._h, _ms(max_renew))
+        _core.pl_renewer_hold(renewer, self._h, _ms(max_renew))
         self._in_renewer = True
 
+    def _finish(self, ok: bool) -> int:
+        """Stops renewing and, if the lock is still held, completes (ok) or
+        abandons the message; returns what became of it (PL_FINISH_*)."""
+        self._in_renewer = False
+        self._client._refresh_token()
+        return _core.pl_renewer_finish(self._client._renewer_handle, self._h, ok)
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> "Literal[False]":
+        # pl_renewer_finish settles by the block's result unless the lock was
+        # settled, lost or abandoned by a close meanwhile, and says which
         settled = False
         try:
-            self._stop_renewing()
             self._client._drain_events()
-            st = _core.pl_message_lock_state(self._h)
-            if st == LOCK_SETTLED and _core.pl_message_lost_reason(self._h) == _E_CLOSED:
-                # abandoned behind the block's back: the client closed meanwhile
+            try:
+                outcome = self._finish(exc_type is None)
+            except Error as e:
                 settled = True
                 if exc_type is None:
+                    raise
+                log.warning("abandon of message %s after a handler error failed: %s",
+                            self.sequence_number, e)
+                return False
+            settled = True
+            if exc_type is None:
+                if outcome == _FINISH_CLOSED:
                     raise ClosedError(
                         f"message {self.sequence_number} in {self.entity} was abandoned when the "
                         "client closed while the block ran; it was not completed and will be "
                         "delivered again", code=_E_CLOSED)
-                return False
-            if st == LOCK_SETTLED or st == LOCK_SETTLING:
-                settled = True              # the handler settled it itself
-                return False
-            if st == LOCK_UNKNOWN:
-                settled = True
-                if exc_type is None:
+                if outcome == _FINISH_UNKNOWN:
                     raise OutcomeUnknownError(
                         f"message {self.sequence_number} in {self.entity}: a settle made while the "
                         "block ran had an unknown outcome; it may or may not have been completed",
                         code=_errors.PL_EUNKNOWN)
-                return False
-            if st == LOCK_LOST:
-                settled = True
-                if exc_type is None:
+                if outcome == _FINISH_LOST:
                     raise LockLostError(
                         f"lock on message {self.sequence_number} in {self.entity} was lost "
                         "while the handler ran; it was not completed", code=_errors.PL_ELOCKLOST)
+            elif outcome == _FINISH_LOST:
                 log.warning("lock on message %s in %s was lost while the handler failed",
                             self.sequence_number, self.entity)
-                return False
-            if exc_type is None:
-                try:
-                    self.complete()
-                finally:
-                    settled = True
-                return False
-            # handler raised (KeyboardInterrupt included): abandon, re-raise
-            try:
-                self.abandon()
-            except Error as e:
-                log.warning("abandon of message %s after a handler error failed: %s",
-                            self.sequence_number, e)
-            settled = True
             return False
         finally:
             if not settled and _core.pl_message_lock_state(self._h) == LOCK_HELD:

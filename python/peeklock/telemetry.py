@@ -364,6 +364,19 @@ def _wrap_settle(orig: Callable[..., Any], op: str) -> Callable[..., Any]:
     return settle
 
 
+def _wrap_finish(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """A block's exit settles through Message._finish: a complete or abandon
+    span (and metric) when the lock is still held, so a settle goes out."""
+    complete, abandon = _wrap_settle(orig, "complete"), _wrap_settle(orig, "abandon")
+
+    @functools.wraps(orig)
+    def finish(self: "Message", ok: bool) -> Any:
+        if self.state != "held":
+            return orig(self, ok)
+        return (complete if ok else abandon)(self, ok)
+    return finish
+
+
 def _wrap_enter(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def enter(self: "Message") -> Any:
@@ -460,6 +473,7 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
                 (Client, "receive_and_delete", lambda f: _wrap_receive(f, "receive_and_delete")),
                 (Message, "complete", lambda f: _wrap_settle(f, "complete")),
                 (Message, "abandon", lambda f: _wrap_settle(f, "abandon")),
+                (Message, "_finish", _wrap_finish),
                 (Message, "__enter__", _wrap_enter), (Message, "__exit__", _wrap_exit),
                 (Client, "_on_event", _wrap_on_event), (Client, "__init__", _wrap_init)]
         for cls, name, wrap in plan:

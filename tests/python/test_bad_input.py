@@ -166,7 +166,7 @@ def test_durations_under_a_millisecond_round_up_not_to_the_default(emu, queue, m
             return real(*args)
         monkeypatch.setattr(core, name, wrapper)
 
-    for name in ("pl_client_open", "pl_renewer_open", "pl_renewer_add"):
+    for name in ("pl_client_open", "pl_renewer_open", "pl_renewer_hold"):
         spy(name)
     c = peeklock.Client.from_connection_string(emu.connection_string, connect_timeout=0.0004,
                                                request_timeout=0.0002, max_renew=0.0009)
@@ -178,13 +178,13 @@ def test_durations_under_a_millisecond_round_up_not_to_the_default(emu, queue, m
         msg = c.peek_lock(queue, timeout=1, max_renew=0.0001)
         with msg:
             assert seen["pl_renewer_open"][4] == 300000       # the client's default cap
-            assert seen["pl_renewer_add"][2] == 1             # this message's cap: 1 ms, not 300 s
+            assert seen["pl_renewer_hold"][2] == 1             # this message's cap: 1 ms, not 300 s
         c.close()
         c = peeklock.Client.from_connection_string(emu.connection_string, max_renew=0.0009)
         c.send(queue, b"y")
         with c.peek_lock(queue, timeout=1):
             assert seen["pl_renewer_open"][4] == 1
-            assert seen["pl_renewer_add"][2] == 1
+            assert seen["pl_renewer_hold"][2] == 1
         for value, ms in ((0.0015, 2), (0.3, 300), (2.5, 2500)):   # and exact values stay exact
             assert client_mod._ms(value) == ms
     finally:
