@@ -15,6 +15,7 @@ measured the same way, and the figures are steadier.
 
 Off when the machine has one CPU, or with PEEKLOCK_BENCH_PIN=0 in the environment.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ def _split() -> Optional[Tuple[Set[int], Set[int]]]:
     return set(cpus[:-1]), {cpus[-1]}
 
 
-_PLACEMENT = _split()       # from the CPUs this process may use at import, before any pinning
+_PLACEMENT = _split()  # from the CPUs this process may use at import, before any pinning
 
 
 def placement() -> Optional[Tuple[Set[int], Set[int]]]:
@@ -56,7 +57,7 @@ def pin_server(pid: int) -> None:
         try:
             os.sched_setaffinity(tid, p[1])
         except OSError:
-            pass        # a thread that ended meanwhile
+            pass  # a thread that ended meanwhile
 
 
 def describe() -> str:
@@ -64,13 +65,16 @@ def describe() -> str:
     if p is None:
         return "not pinned (one CPU, or PEEKLOCK_BENCH_PIN=0)"
     return "clients on CPU %s, server under test on CPU %s (PEEKLOCK_BENCH_PIN=0 turns this off)" % (
-        ",".join(map(str, sorted(p[0]))), ",".join(map(str, sorted(p[1]))))
+        ",".join(map(str, sorted(p[0]))),
+        ",".join(map(str, sorted(p[1]))),
+    )
 
 
 if __name__ == "__main__":
     # For shell scripts (bench/c/run.sh): "CLIENT_CPUS SERVER_CPUS" as taskset lists, or nothing
     # when pinning is off; with --describe, the line describe() gives.
     import sys
+
     if sys.argv[1:] == ["--describe"]:
         print(describe())
     elif _PLACEMENT is not None:

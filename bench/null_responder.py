@@ -12,6 +12,7 @@ As a command:  .venv/bin/python bench/null_responder.py [--dir DIR] -- CMD ARGS.
 The canned peek-lock answer has no LockedUntilUtc (nginx's own Date header moves, so the
 clients fall back to their default lock duration) and always the same lock token.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,8 @@ TOKEN = "acccce0e-7596-4e0c-b216-2d18638ac0dd"
 BROKER_PROPERTIES = (
     '{"DeliveryCount":1,"EnqueuedSequenceNumber":0,"EnqueuedTimeUtc":"Sat, 25 Oct 2014 00:56:48 GMT",'
     f'"LockToken":"{TOKEN}","MessageId":"aa68f8aebd8448e194d85fec93e80d55","SequenceNumber":1,'
-    '"State":"Active","TimeToLive":922337203685.47754}')
+    '"State":"Active","TimeToLive":922337203685.47754}'
+)
 BODY = '{"order":12345,"item":"benchmark payload","qty":3,"note":"............"}'
 
 CONF = """worker_processes 1;
@@ -73,8 +75,10 @@ class NullResponder:
         self.dir = os.path.abspath(directory) if directory else tempfile.mkdtemp(prefix="peeklock-null-")
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.connection_string = (f"Endpoint=sb://127.0.0.1:{self.port};SharedAccessKeyName=RootManageSharedAccessKey;"
-                                  "SharedAccessKey=null-responder-key;UseDevelopmentEmulator=true")
+        self.connection_string = (
+            f"Endpoint=sb://127.0.0.1:{self.port};SharedAccessKeyName=RootManageSharedAccessKey;"
+            "SharedAccessKey=null-responder-key;UseDevelopmentEmulator=true"
+        )
 
     def start(self) -> "NullResponder":
         for sub in ("logs", "tmp"):
@@ -118,10 +122,8 @@ def main(argv: List[str]) -> int:
         print("usage: null_responder.py [--dir DIR] -- CMD ARGS...", file=sys.stderr)
         return 2
     with NullResponder(directory) as null:
-        args = [a.replace("{url}", null.url).replace("{connection_string}", null.connection_string)
-                for a in argv[1:]]
-        env = dict(os.environ, PEEKLOCK_NULL_URL=null.url,
-                   PEEKLOCK_NULL_CONNECTION_STRING=null.connection_string)
+        args = [a.replace("{url}", null.url).replace("{connection_string}", null.connection_string) for a in argv[1:]]
+        env = dict(os.environ, PEEKLOCK_NULL_URL=null.url, PEEKLOCK_NULL_CONNECTION_STRING=null.connection_string)
         return subprocess.run(args, env=env).returncode
 
 

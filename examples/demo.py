@@ -10,6 +10,7 @@ lock lost.
 
     bash scripts/demo.sh            # or: .venv/bin/python examples/demo.py [--messages N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,12 +44,21 @@ def main() -> int:
         slow = set(rnd.sample(ids, args.slow))
         fail = set(rnd.sample([i for i in ids if i not in slow], args.fail))
         for start in range(0, args.messages, 50):
-            client.send_batch("orders", [
-                peeklock.OutgoingMessage(f"order {i}".encode(), message_id=f"order-{i}",
-                                         properties={"kind": "slow" if i in slow else "quick"})
-                for i in ids[start:start + 50]])
-        print(f"sent {args.messages} messages: {len(slow)} slow handlers "
-              f"({3 * LOCK}-{3 * LOCK + 3} s, several lock durations), {len(fail)} fail once\n")
+            client.send_batch(
+                "orders",
+                [
+                    peeklock.OutgoingMessage(
+                        f"order {i}".encode(),
+                        message_id=f"order-{i}",
+                        properties={"kind": "slow" if i in slow else "quick"},
+                    )
+                    for i in ids[start : start + 50]
+                ],
+            )
+        print(
+            f"sent {args.messages} messages: {len(slow)} slow handlers "
+            f"({3 * LOCK}-{3 * LOCK + 3} s, several lock durations), {len(fail)} fail once\n"
+        )
 
         failed_once: set = set()
         lock = threading.Lock()
@@ -58,7 +68,7 @@ def main() -> int:
         def handler(msg: peeklock.Message) -> None:
             i = int(msg.message_id.split("-")[1])
             if i in slow:
-                time.sleep(rnd.uniform(3 * LOCK, 3 * LOCK + 3))    # outlasts the lock ~3x
+                time.sleep(rnd.uniform(3 * LOCK, 3 * LOCK + 3))  # outlasts the lock ~3x
             else:
                 time.sleep(rnd.uniform(0.05, 0.6))
             if i in fail:
@@ -76,21 +86,29 @@ def main() -> int:
             if done >= total:
                 stop.set()
             # On a terminal the line is redrawn in place; in a log, one line every 5 s.
-            if not tty and (last_line[0] == float("inf")
-                            or (s.elapsed - last_line[0] < 5 and done < total)):
+            if not tty and (last_line[0] == float("inf") or (s.elapsed - last_line[0] < 5 and done < total)):
                 return
             last_line[0] = float("inf") if done >= total else s.elapsed
             bar = "#" * int(30 * done / total)
             start, end = ("\r", " ") if tty else ("", "\n")
-            sys.stdout.write(f"{start}[{bar:<30}] {done:4d}/{total} processed  "
-                             f"failed {s.failed:3d}  renewals {s.renewals:3d}  "
-                             f"in flight {s.in_flight:2d}  lost {s.lost}  {s.elapsed:5.1f} s"
-                             f"{end}")
+            sys.stdout.write(
+                f"{start}[{bar:<30}] {done:4d}/{total} processed  "
+                f"failed {s.failed:3d}  renewals {s.renewals:3d}  "
+                f"in flight {s.in_flight:2d}  lost {s.lost}  {s.elapsed:5.1f} s"
+                f"{end}"
+            )
             sys.stdout.flush()
 
-        summary = client.process("orders", handler, concurrency=args.concurrency,
-                                 max_renew=120, poll_timeout=1, stop_event=stop,
-                                 on_progress=progress, progress_interval=0.25)
+        summary = client.process(
+            "orders",
+            handler,
+            concurrency=args.concurrency,
+            max_renew=120,
+            poll_timeout=1,
+            stop_event=stop,
+            on_progress=progress,
+            progress_interval=0.25,
+        )
         print("\n")
         state = emu.entity_state("orders")
         completions = state["completed"]
@@ -112,8 +130,14 @@ def main() -> int:
         print("summary")
         for k, v in rows:
             print(f"  {k:<{width}}  {v}")
-        ok = (summary.processed == total and len(completions) == total and duplicates == 0
-              and summary.lost == 0 and stats["lost"] == 0 and state["message_count"] == 0)
+        ok = (
+            summary.processed == total
+            and len(completions) == total
+            and duplicates == 0
+            and summary.lost == 0
+            and stats["lost"] == 0
+            and state["message_count"] == 0
+        )
         print("\nOK: every message completed exactly once, no lock lost" if ok else "\nFAILED")
         client.close()
         return 0 if ok else 1

@@ -8,6 +8,7 @@ job pool while the lock stays safe.
 The handle is a secret (it carries the lock token): pass it over a pipe, never a
 log or a command line.
 """
+
 import subprocess
 import sys
 import time
@@ -26,18 +27,21 @@ client.close()                                               # completed on leav
 
 
 def main() -> int:
-    work_seconds = 7.0      # longer than the 5 s lock: the worker's renewer keeps it
+    work_seconds = 7.0  # longer than the 5 s lock: the worker's renewer keeps it
     with Emulator.start("--queue", "jobs", "--lock-duration", "5") as emu:
         with peeklock.Client.from_connection_string(emu.connection_string) as receiver:
             receiver.send("jobs", b"resize image 17", message_id="job-17")
             msg = receiver.peek_lock("jobs", timeout=5)
             assert msg is not None
-            worker = subprocess.Popen([sys.executable, "-c", WORKER, emu.connection_string,
-                                       str(work_seconds)], stdin=subprocess.PIPE, text=True)
+            worker = subprocess.Popen(
+                [sys.executable, "-c", WORKER, emu.connection_string, str(work_seconds)],
+                stdin=subprocess.PIPE,
+                text=True,
+            )
             assert worker.stdin is not None
             worker.stdin.write(msg.lock_handle() + "\n")
             worker.stdin.close()
-            msg.release()               # the receiver lets go: no renewing from here
+            msg.release()  # the receiver lets go: no renewing from here
             t0 = time.monotonic()
             rc = worker.wait(60)
             print(f"receiver: worker exited {rc} after {time.monotonic() - t0:.1f} s")

@@ -9,6 +9,7 @@ peeklock, runs a processor over a few messages whose handlers outlast the
 lock, and serves the metrics (messaging.client.*, messaging.process.duration,
 peeklock.lock.*) on /metrics in Prometheus text format.
 """
+
 import argparse
 import time
 import urllib.request
@@ -37,8 +38,13 @@ def main() -> int:
         with peeklock.Client.from_connection_string(emu.connection_string) as client:
             for i in range(6):
                 client.send("orders", f"order {i}".encode(), message_id=f"o-{i}")
-            summary = client.process("orders", lambda msg: time.sleep(3 if msg.text.endswith(
-                "0") else 0), concurrency=3, max_messages=6, handle_signals=False)
+            summary = client.process(
+                "orders",
+                lambda msg: time.sleep(3 if msg.text.endswith("0") else 0),
+                concurrency=3,
+                max_messages=6,
+                handle_signals=False,
+            )
             print(summary)
     url = f"http://127.0.0.1:{port}/metrics"
     if args.once:

@@ -17,6 +17,7 @@ Two load generators, each figure labelled with the one that produced it:
   server, so its figure is the closer one to what the server itself can do for a serial client.
 Both sign with one SAS token computed before the run and valid for all of it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -109,8 +110,10 @@ class Conn:
 
 
 def request(method, path, host, auth, body=b""):
-    return ("%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n"
-            % (method, path, host, auth, len(body))).encode() + body
+    return (
+        "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n"
+        % (method, path, host, auth, len(body))
+    ).encode() + body
 
 
 async def loop_worker(host, port, hostport, auth, queue, deadline, lat, counts, baseline):
@@ -149,6 +152,7 @@ def pct(sorted_vals, p):
 
 def own_cpu():
     import resource
+
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
@@ -159,14 +163,22 @@ async def run_loop(host, port, auth, queue, seconds, inflight, baseline=False):
     hostport = "%s:%d" % (host, port)
     deadline = time.perf_counter() + seconds
     t0 = time.perf_counter()
-    await asyncio.gather(*(loop_worker(host, port, hostport, auth, queue, deadline, lat, counts, baseline)
-                           for _ in range(inflight)))
+    await asyncio.gather(
+        *(loop_worker(host, port, hostport, auth, queue, deadline, lat, counts, baseline) for _ in range(inflight))
+    )
     elapsed = time.perf_counter() - t0
     lat.sort()
-    return {"gen_cpu_us": (own_cpu() - cpu0) / max(counts[0], 1) * 1e6,
-            "ops": counts[0], "errors": counts[1], "ops_per_s": counts[0] / elapsed,
-            "cycles_per_s": counts[0] / 2 / elapsed, "p50_ms": pct(lat, 50) * 1e3,
-            "p99_ms": pct(lat, 99) * 1e3, "p999_ms": pct(lat, 99.9) * 1e3, "max_ms": lat[-1] * 1e3 if lat else 0}
+    return {
+        "gen_cpu_us": (own_cpu() - cpu0) / max(counts[0], 1) * 1e6,
+        "ops": counts[0],
+        "errors": counts[1],
+        "ops_per_s": counts[0] / elapsed,
+        "cycles_per_s": counts[0] / 2 / elapsed,
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "p999_ms": pct(lat, 99.9) * 1e3,
+        "max_ms": lat[-1] * 1e3 if lat else 0,
+    }
 
 
 async def fill(emu, queue, count, size, batch=100):
@@ -179,9 +191,11 @@ async def fill(emu, queue, count, size, batch=100):
         while sent < count:
             n = min(batch, count - sent)
             body = json.dumps([{"Body": body_text} for _ in range(n)]).encode()
-            req = ("POST /%s/messages HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n"
-                   "Content-Type: application/vnd.microsoft.servicebus.json\r\nContent-Length: %d\r\n\r\n"
-                   % (queue, hostport, auth, len(body))).encode() + body
+            req = (
+                "POST /%s/messages HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n"
+                "Content-Type: application/vnd.microsoft.servicebus.json\r\nContent-Length: %d\r\n\r\n"
+                % (queue, hostport, auth, len(body))
+            ).encode() + body
             status, _, data = await c.call(req)
             if status != 201:
                 raise RuntimeError("fill failed: %d %s" % (status, data[:200]))
@@ -237,15 +251,29 @@ def rss_mb(pid):
 
 
 def fmt(name, r):
-    return ("%-36s %6.0f ops/s (%5.0f cycles/s) p50 %5.2f ms p99 %5.2f ms p99.9 %5.2f ms max %5.2f ms "
-            "server CPU %4.0f us/op (=> %5.0f ops/s per core) load generator CPU %4.0f us/op errors %d"
-            % (name, r["ops_per_s"], r["cycles_per_s"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["max_ms"],
-               r.get("cpu_us", 0), 1e6 / r["cpu_us"] if r.get("cpu_us") else 0, r["gen_cpu_us"], r["errors"]))
+    return (
+        "%-36s %6.0f ops/s (%5.0f cycles/s) p50 %5.2f ms p99 %5.2f ms p99.9 %5.2f ms max %5.2f ms "
+        "server CPU %4.0f us/op (=> %5.0f ops/s per core) load generator CPU %4.0f us/op errors %d"
+        % (
+            name,
+            r["ops_per_s"],
+            r["cycles_per_s"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["p999_ms"],
+            r["max_ms"],
+            r.get("cpu_us", 0),
+            1e6 / r["cpu_us"] if r.get("cpu_us") else 0,
+            r["gen_cpu_us"],
+            r["errors"],
+        )
+    )
 
 
 def main():
     try:
         import uvloop  # the load generator too, when installed
+
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         loop_name = "uvloop %s" % uvloop.__version__
     except ImportError:
@@ -256,11 +284,16 @@ def main():
     ap.add_argument("--size", type=int, default=1024, help="message size for the memory figure (bytes)")
     ap.add_argument("--data-dir", action="store_true", help="also measure with --data-dir (SQLite)")
     args = ap.parse_args()
-    print("command: PYTHONPATH=python %s %s" % (sys.executable, " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])))
-    print("machine: %d CPUs, load average %s, Python %s, event loop %s (server and load generator)"
-          % (os.cpu_count(), " ".join("%.2f" % x for x in os.getloadavg()), sys.version.split()[0], loop_name))
+    print(
+        "command: PYTHONPATH=python %s %s"
+        % (sys.executable, " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]))
+    )
+    print(
+        "machine: %d CPUs, load average %s, Python %s, event loop %s (server and load generator)"
+        % (os.cpu_count(), " ".join("%.2f" % x for x in os.getloadavg()), sys.version.split()[0], loop_name)
+    )
 
-    pin_client()                # the load generators; each server goes to its own CPU below
+    pin_client()  # the load generators; each server goes to its own CPU below
     print("cpus:", describe())
     tmpbin = tempfile.mkdtemp(prefix="plbench-bin-")
     loadgen, why = build_loadgen(tmpbin)
@@ -317,15 +350,25 @@ def main():
             print(fmt("emulator (%s), 16 in flight" % label, r16))
             if rc is not None:
                 print(fmt("emulator (%s), 1 client (C)" % label, rc))
-            print("  ratio to baseline: 1 client %.2f, 16 in flight %.2f%s" % (
-                r1["ops_per_s"] / b1["ops_per_s"], r16["ops_per_s"] / b16["ops_per_s"],
-                ", 1 client (C) %.2f" % (rc["ops_per_s"] / bc["ops_per_s"]) if rc is not None else ""))
+            print(
+                "  ratio to baseline: 1 client %.2f, 16 in flight %.2f%s"
+                % (
+                    r1["ops_per_s"] / b1["ops_per_s"],
+                    r16["ops_per_s"] / b16["ops_per_s"],
+                    ", 1 client (C) %.2f" % (rc["ops_per_s"] / bc["ops_per_s"]) if rc is not None else "",
+                )
+            )
 
             def verdict(r):
-                return "%s / %s" % ("met" if r["ops_per_s"] >= 5000 else "NOT met",
-                                    "met" if r["p999_ms"] < 40 else "NOT met")
-            print("  targets (>= 5000 ops/s / p99.9 < 40 ms): 1 client (Python generator) %s; 16 in flight %s%s"
-                  % (verdict(r1), verdict(r16), "; 1 client (C generator) %s" % verdict(rc) if rc is not None else ""))
+                return "%s / %s" % (
+                    "met" if r["ops_per_s"] >= 5000 else "NOT met",
+                    "met" if r["p999_ms"] < 40 else "NOT met",
+                )
+
+            print(
+                "  targets (>= 5000 ops/s / p99.9 < 40 ms): 1 client (Python generator) %s; 16 in flight %s%s"
+                % (verdict(r1), verdict(r16), "; 1 client (C generator) %s" % verdict(rc) if rc is not None else "")
+            )
             if label == "memory":
                 emu.reset()
                 idle = rss_mb(emu.proc.pid)
@@ -334,10 +377,20 @@ def main():
                 took = time.perf_counter() - t0
                 full = rss_mb(emu.proc.pid)
                 count = emu.entity_state("mem")["message_count"]
-                print("memory: %d queued %d-byte messages (filled in %.1f s): RSS %.1f MB (idle %.1f MB, +%.1f MB, "
-                      "%.0f bytes/message); target <= 300 MB -> %s"
-                      % (count, args.size, took, full, idle, full - idle, (full - idle) * 1048576 / max(count, 1),
-                         "met" if full <= 300 else "NOT met"))
+                print(
+                    "memory: %d queued %d-byte messages (filled in %.1f s): RSS %.1f MB (idle %.1f MB, +%.1f MB, "
+                    "%.0f bytes/message); target <= 300 MB -> %s"
+                    % (
+                        count,
+                        args.size,
+                        took,
+                        full,
+                        idle,
+                        full - idle,
+                        (full - idle) * 1048576 / max(count, 1),
+                        "met" if full <= 300 else "NOT met",
+                    )
+                )
         finally:
             emu.stop()
     shutil.rmtree(tmpbin, ignore_errors=True)

@@ -12,6 +12,7 @@ start-up, imports and the queue fill are not counted. The baseline is the same b
 server as bench_emulator.py's (an empty chunked 200 for every request). Prints figures, never
 asserts. Needs valgrind; under it a run takes a minute or two.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,13 @@ class Client:
         return head
 
     def call(self, method: str, path: str, body: bytes = b"", ctype: str = ""):
-        self.sock.sendall(("%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n%sContent-Length: %d\r\n\r\n"
-                           % (method, path, self.host, self.auth,
-                              "Content-Type: %s\r\n" % ctype if ctype else "", len(body))).encode() + body)
+        self.sock.sendall(
+            (
+                "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n%sContent-Length: %d\r\n\r\n"
+                % (method, path, self.host, self.auth, "Content-Type: %s\r\n" % ctype if ctype else "", len(body))
+            ).encode()
+            + body
+        )
         head = self._until(b"\r\n\r\n")
         headers = {}
         for line in head.split(b"\r\n")[1:]:
@@ -71,7 +76,7 @@ class Client:
             while True:
                 size = int(self._until(b"\r\n"), 16)
                 self._need(size + 2)
-                self.buf = self.buf[size + 2:]
+                self.buf = self.buf[size + 2 :]
                 if size == 0:
                     break
         else:
@@ -89,8 +94,12 @@ def measure(server: str, cycles: int, warmup: int, outdir: str, pythonpath: str)
     else:
         argv = [py, "-c", BASELINE_SERVER]
     env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONHASHSEED="0")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         line = proc.stdout.readline().decode()
         m = re.search(r"127\.0\.0\.1:(\d+)", line) or re.search(r"port (\d+)", line)
@@ -103,8 +112,12 @@ def measure(server: str, cycles: int, warmup: int, outdir: str, pythonpath: str)
             sent, total = 0, warmup + cycles + 1
             while sent < total:
                 n = min(500, total - sent)
-                status, _ = c.call("POST", "/bench/messages", json.dumps([{"Body": "x" * 16}] * n).encode(),
-                                   "application/vnd.microsoft.servicebus.json")
+                status, _ = c.call(
+                    "POST",
+                    "/bench/messages",
+                    json.dumps([{"Body": "x" * 16}] * n).encode(),
+                    "application/vnd.microsoft.servicebus.json",
+                )
                 if status != 201:
                     raise RuntimeError("fill answered %d" % status)
                 sent += n
@@ -121,12 +134,20 @@ def measure(server: str, cycles: int, warmup: int, outdir: str, pythonpath: str)
 
         for _ in range(warmup):
             cycle()
-        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["callgrind_control", "--zero", str(proc.pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(cycles):
             cycle()
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["callgrind_control", "--dump", str(proc.pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     finally:
         proc.terminate()
         proc.wait()
@@ -145,8 +166,12 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=300, help="measured peek-lock + complete cycles")
     ap.add_argument("--warmup", type=int, default=200, help="cycles before the counters are zeroed")
     ap.add_argument("--server", choices=("emulator", "baseline", "both"), default="both")
-    ap.add_argument("--pythonpath", default=os.path.join(ROOT, "python"), metavar="DIR",
-                    help="where the emulator's peeklock package is taken from (A/B against another checkout)")
+    ap.add_argument(
+        "--pythonpath",
+        default=os.path.join(ROOT, "python"),
+        metavar="DIR",
+        help="where the emulator's peeklock package is taken from (A/B against another checkout)",
+    )
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("skipped: valgrind (callgrind) not found")
@@ -157,8 +182,10 @@ def main() -> None:
         res = {}
         for server in ("baseline", "emulator") if args.server == "both" else (args.server,):
             res[server] = measure(server, args.cycles, args.warmup, outdir, args.pythonpath)
-            print("%-8s server: %8.0f instructions per request (%d requests, after %d warm-up cycles)"
-                  % (server, res[server], 2 * args.cycles, args.warmup))
+            print(
+                "%-8s server: %8.0f instructions per request (%d requests, after %d warm-up cycles)"
+                % (server, res[server], 2 * args.cycles, args.warmup)
+            )
         if len(res) == 2:
             print("emulator / baseline: %.2f" % (res["emulator"] / res["baseline"]))
     finally:

@@ -7,6 +7,7 @@ the second with a lua_shared_dict and peeklock.metrics.init in init_worker), and
 send+peek_lock+complete (bench.lua's net mode, 20 x 3 ops) on each in turn; prints the medians
 and the median of the per-round differences with its interquartile range.
 """
+
 import argparse
 import os
 import statistics
@@ -29,18 +30,28 @@ def main():
     ap.add_argument("--rounds", type=int, default=400)
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "lua"))
     a = ap.parse_args()
-    subprocess.run(["cmake", "-S", ROOT, "-B", a.build, "-DCMAKE_BUILD_TYPE=Release", "-DPEEKLOCK_LUA=ON",
-                    "-DPEEKLOCK_TESTS=OFF"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", a.build, "--target", "peeklock_lua", "-j2"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["cmake", "-S", ROOT, "-B", a.build, "-DCMAKE_BUILD_TYPE=Release", "-DPEEKLOCK_LUA=ON", "-DPEEKLOCK_TESTS=OFF"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["cmake", "--build", a.build, "--target", "peeklock_lua", "-j2"], check=True, stdout=subprocess.DEVNULL
+    )
     with open(os.path.join(ROOT, "bench/lua/nginx.conf.in")) as f:
         conf = f.read()
     tmp = tempfile.mkdtemp(prefix="peeklock-metrics-bench-")
     on_conf = os.path.join(tmp, "on.conf.in")
     with open(on_conf, "w") as f:
-        f.write(conf.replace("  server {", '  lua_shared_dict peeklock_metrics 1m;\n'
-                             '  init_worker_by_lua_block { require("peeklock.metrics").init("peeklock_metrics") }\n'
-                             "  server {", 1))
+        f.write(
+            conf.replace(
+                "  server {",
+                "  lua_shared_dict peeklock_metrics 1m;\n"
+                '  init_worker_by_lua_block { require("peeklock.metrics").init("peeklock_metrics") }\n'
+                "  server {",
+                1,
+            )
+        )
     emu = Emulator.start("--queue", ENTITY)
     off = on = None
     try:
@@ -64,9 +75,11 @@ def main():
                 offs.append(rnd(off))
         d = [y - x for x, y in zip(offs, ons)]
         q1, _, q3 = statistics.quantiles(d, n=4)
-        print(f"OpenResty send+peek_lock+complete, client CPU per op, {a.rounds} rounds: metrics off "
-              f"{statistics.median(offs):.2f} us, on {statistics.median(ons):.2f} us; on - off median "
-              f"{statistics.median(d):+.2f} us ({q1:+.2f}..{q3:+.2f})")
+        print(
+            f"OpenResty send+peek_lock+complete, client CPU per op, {a.rounds} rounds: metrics off "
+            f"{statistics.median(offs):.2f} us, on {statistics.median(ons):.2f} us; on - off median "
+            f"{statistics.median(d):+.2f} us ({q1:+.2f}..{q3:+.2f})"
+        )
     finally:
         for n in (off, on):
             if n:

@@ -20,6 +20,7 @@ of the per-round differences to C, with their interquartile range.
 difference of two run lengths, so start-up cancels): deterministic, load-independent.
 Prints figures; asserts nothing (target: at most 10 us/op above C).
 """
+
 import argparse
 import os
 import random
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "nginx"))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 from peeklock.testing import Emulator  # noqa: E402
 from test_nginx import Nginx  # noqa: E402
+
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from cpus import describe, pin_client, pin_server  # noqa: E402
 
@@ -46,16 +48,16 @@ def sh(*cmd, env=None):
 
 
 def lua_env(build, flavour):
-    return dict(os.environ, LUA_PATH=f"{ROOT}/lua/?.lua;{ROOT}/bench/lua/?.lua;;",
-                LUA_CPATH=f"{build}/lua/{flavour}/?.so;;")
+    return dict(
+        os.environ, LUA_PATH=f"{ROOT}/lua/?.lua;{ROOT}/bench/lua/?.lua;;", LUA_CPATH=f"{build}/lua/{flavour}/?.so;;"
+    )
 
 
 class Served:
     """A long-lived bench process (c_baseline or bench.lua in serve mode)."""
 
     def __init__(self, cmd, env=None):
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def __call__(self, mode, k):
         self.proc.stdin.write(f"{mode} {k}\n")
@@ -91,8 +93,13 @@ def callgrind_per_op(cmd_for, mode, n, env=None):
     """Instructions per op: (count(2n) - count(n)) / ops(n)."""
     counts, ops = [], []
     for k in (n, 2 * n):
-        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd_for(mode, k),
-                           env=env, capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd_for(mode, k),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         counts.append(int(re.search(r"Collected : (\d+)", r.stderr).group(1)))
         ops.append(int(r.stdout.split()[1]))
     return (counts[1] - counts[0]) / (ops[1] - ops[0])
@@ -107,14 +114,29 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "lua"))
     a = ap.parse_args()
     build = a.build
-    sh("cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DPEEKLOCK_LUA=ON",
-       "-DPEEKLOCK_TESTS=OFF")
+    sh("cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DPEEKLOCK_LUA=ON", "-DPEEKLOCK_TESTS=OFF")
     sh("cmake", "--build", build, "--target", "peeklock_lua", "peeklock_static", "-j2")
+
     def cc(src, out, *flags):
         """Compiles src against the static core (as a program, or a module with -shared)."""
-        sh("cc", "-std=c11", "-O2", "-Wall", "-Wextra", *flags, "-I" + os.path.join(ROOT, "csrc/include"),
-           os.path.join(ROOT, src), os.path.join(build, "csrc/libpeeklock.a"),
-           "-lcurl", "-lssl", "-lcrypto", "-lcjson", "-lpthread", "-o", out)
+        sh(
+            "cc",
+            "-std=c11",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            *flags,
+            "-I" + os.path.join(ROOT, "csrc/include"),
+            os.path.join(ROOT, src),
+            os.path.join(build, "csrc/libpeeklock.a"),
+            "-lcurl",
+            "-lssl",
+            "-lcrypto",
+            "-lcjson",
+            "-lpthread",
+            "-o",
+            out,
+        )
 
     cbin = os.path.join(build, "c_baseline")
     cc("bench/lua/c_baseline.c", cbin)
@@ -127,7 +149,7 @@ def main():
 
     emu = Emulator.start("--queue", ENTITY)
     pin_server(emu.proc.pid)
-    pin_client()                # before nginx and the served runtimes start: they inherit this
+    pin_client()  # before nginx and the served runtimes start: they inherit this
     print("cpus:", describe())
     conn = emu.connection_string
     ngx = None
@@ -145,14 +167,21 @@ def main():
         l54 = Served(["lua5.4", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "5.4"))
         jit = Served(["luajit", BENCH_LUA, "serve", conn, ENTITY], env=lua_env(build, "jit"))
         # the floors (bench/lua/floor.c): net only, the same Lua arguments and calls, no message object
-        f54 = Served(["lua5.4", BENCH_LUA, "serve-floor", conn, ENTITY],
-                     env=dict(lua_env(build, "5.4"), LUA_CPATH=floor_cpath["5.4"]))
-        fjit = Served(["luajit", BENCH_LUA, "serve-floor", conn, ENTITY],
-                      env=dict(lua_env(build, "jit"), LUA_CPATH=floor_cpath["jit"]))
+        f54 = Served(
+            ["lua5.4", BENCH_LUA, "serve-floor", conn, ENTITY],
+            env=dict(lua_env(build, "5.4"), LUA_CPATH=floor_cpath["5.4"]),
+        )
+        fjit = Served(
+            ["luajit", BENCH_LUA, "serve-floor", conn, ENTITY],
+            env=dict(lua_env(build, "jit"), LUA_CPATH=floor_cpath["jit"]),
+        )
         served = [("C core", c), ("Lua 5.4", l54), ("LuaJIT", jit), ("5.4 floor", f54), ("JIT floor", fjit)]
         floors = {"Lua 5.4": "5.4 floor", "LuaJIT": "JIT floor"}
-        runners = [r for r in served if r[0] not in floors.values()] + [("OpenResty", openresty)] + \
-            [r for r in served if r[0] in floors.values()]
+        runners = (
+            [r for r in served if r[0] not in floors.values()]
+            + [("OpenResty", openresty)]
+            + [r for r in served if r[0] in floors.values()]
+        )
         names = [n for n, _ in runners]
         # per (mode, runtime): us/op of each round
         per = {(m, n): [] for m in ("net", "wire") for n in names}
@@ -167,9 +196,11 @@ def main():
                     ops, cpu = fn(mode, k)
                     per[(mode, name)].append(cpu / ops * 1e6)
 
-        print(f"client CPU per operation: {a.rounds} interleaved rounds, medians; net: {a.net_k} x "
-              f"send+peek_lock+complete against the emulator per round; wire: {a.wire_k} x build send "
-              f"request + parse peek-lock response per round")
+        print(
+            f"client CPU per operation: {a.rounds} interleaved rounds, medians; net: {a.net_k} x "
+            f"send+peek_lock+complete against the emulator per round; wire: {a.wire_k} x build send "
+            f"request + parse peek-lock response per round"
+        )
         print(f"{'runtime':<11}{'net us/op':>10}{'vs C (IQR)':>24}{'wire us/op':>12}{'vs C (IQR)':>24}")
         for name in names:
             cols = []
@@ -185,28 +216,38 @@ def main():
             q1, med, q3 = quartiles([x - y for x, y in zip(per[("net", name)], per[("net", fl)])])
             print(f"net, {name} over its floor (peeklock's Lua layer): {med:+.2f} us/op ({q1:+.2f}..{q3:+.2f})")
         spread = {n: quartiles(per[("net", n)]) for n in names}
-        print("net us/op IQR per runtime (the machine's noise): " +
-              ", ".join(f"{n} {q1:.1f}..{q3:.1f}" for n, (q1, _, q3) in spread.items()))
+        print(
+            "net us/op IQR per runtime (the machine's noise): "
+            + ", ".join(f"{n} {q1:.1f}..{q3:.1f}" for n, (q1, _, q3) in spread.items())
+        )
         # the same work in each (warm-up and every round): anything else burning CPU shows here
         for name, proc in served:
             t = proc.threads()
-            print(f"{name}: {len(t)} thread(s), CPU s user+system per thread (whole run): "
-                  + ", ".join(f"{u:.2f}+{s:.2f}" for u, s in t))
+            print(
+                f"{name}: {len(t)} thread(s), CPU s user+system per thread (whole run): "
+                + ", ".join(f"{u:.2f}+{s:.2f}" for u, s in t)
+            )
         print("target: at most +10 us/op above C (printed, not asserted)")
 
         if a.callgrind:
             print("user-space instructions per op under callgrind (deterministic):")
-            cmds = [("C core", lambda m, k: [cbin, m, conn, ENTITY, str(k)], None),
-                    ("Lua 5.4", lambda m, k: ["lua5.4", BENCH_LUA, m, conn, ENTITY, str(k)], lua_env(build, "5.4")),
-                    ("LuaJIT", lambda m, k: ["luajit", BENCH_LUA, m, conn, ENTITY, str(k)], lua_env(build, "jit"))]
+            cmds = [
+                ("C core", lambda m, k: [cbin, m, conn, ENTITY, str(k)], None),
+                ("Lua 5.4", lambda m, k: ["lua5.4", BENCH_LUA, m, conn, ENTITY, str(k)], lua_env(build, "5.4")),
+                ("LuaJIT", lambda m, k: ["luajit", BENCH_LUA, m, conn, ENTITY, str(k)], lua_env(build, "jit")),
+            ]
             res = {}
             for mode, n in (("net", 100), ("wire", 500)):
                 for name, cmd_for, env in cmds:
                     res[(mode, name)] = callgrind_per_op(cmd_for, mode, n, env)
             for name, _, _ in cmds:
-                print(f"{name:<11}" + "  ".join(
-                    f"{mode} {res[(mode, name)]:>8.0f} ({res[(mode, name)] - res[(mode, 'C core')]:+.0f})"
-                    for mode in ("net", "wire")))
+                print(
+                    f"{name:<11}"
+                    + "  ".join(
+                        f"{mode} {res[(mode, name)]:>8.0f} ({res[(mode, name)] - res[(mode, 'C core')]:+.0f})"
+                        for mode in ("net", "wire")
+                    )
+                )
     finally:
         for _, proc in served:
             proc.close()

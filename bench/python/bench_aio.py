@@ -23,6 +23,7 @@ of the per-round ratios.
                                                [--polls 1000] [--locks 20] [--lock 2]
                                                [--only cpu|lag|blocked]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,6 +79,7 @@ def per_message(t0: Tuple[float, float], t1: Tuple[float, float], msgs: int) -> 
 
 async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
     import peeklock.aio
+
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
     per = n // consumers
 
@@ -89,7 +91,7 @@ async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
             msg.body
             await msg.complete()
 
-    await asyncio.gather(*(worker(1) for _ in range(consumers)))     # warm-up
+    await asyncio.gather(*(worker(1) for _ in range(consumers)))  # warm-up
     t0 = clocks()
     await asyncio.gather(*(worker(per) for _ in range(consumers)))
     t1 = clocks()
@@ -99,6 +101,7 @@ async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
 
 def cpu_sync(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
     import peeklock
+
     c = peeklock.Client.from_connection_string(emu.connection_string, pool_size=consumers)
     per = n // consumers
     warm = threading.Barrier(consumers + 1)
@@ -112,7 +115,7 @@ def cpu_sync(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
         msg.complete()
 
     def worker() -> None:
-        one(0)                          # warm-up
+        one(0)  # warm-up
         warm.wait()
         start.wait()
         for i in range(per):
@@ -134,16 +137,15 @@ def cpu_sync(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
 def sas(emu: Any) -> str:
     uri = urllib.parse.quote(emu.endpoint + "/", safe="").lower()
     se = int(time.time()) + 3600
-    sig = base64.b64encode(hmac.new(emu.key.encode(), f"{uri}\n{se}".encode(),
-                                    hashlib.sha256).digest()).decode()
-    return (f"SharedAccessSignature sr={uri}&sig={urllib.parse.quote(sig, safe='')}"
-            f"&se={se}&skn={emu.key_name}")
+    sig = base64.b64encode(hmac.new(emu.key.encode(), f"{uri}\n{se}".encode(), hashlib.sha256).digest()).decode()
+    return f"SharedAccessSignature sr={uri}&sig={urllib.parse.quote(sig, safe='')}&se={se}&skn={emu.key_name}"
 
 
 async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
     import json
 
     import aiohttp
+
     base = emu.endpoint
     conn = aiohttp.TCPConnector(limit=consumers * 2)
     s = aiohttp.ClientSession(connector=conn, headers={"Authorization": sas(emu)})
@@ -151,9 +153,11 @@ async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
 
     async def worker(count: int) -> None:
         for i in range(count):
-            async with s.post(f"{base}/{queue}/messages", data=b"x" * 256,
-                              headers={"Content-Type": "application/octet-stream",
-                                       "Index": str(i), "BrokerProperties": "{}"}) as r:
+            async with s.post(
+                f"{base}/{queue}/messages",
+                data=b"x" * 256,
+                headers={"Content-Type": "application/octet-stream", "Index": str(i), "BrokerProperties": "{}"},
+            ) as r:
                 r.raise_for_status()
             async with s.post(f"{base}/{queue}/messages/head", params={"timeout": "5"}) as r:
                 r.raise_for_status()
@@ -164,7 +168,7 @@ async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
             async with s.delete(base + urllib.parse.urlsplit(loc).path) as r:
                 r.raise_for_status()
 
-    await asyncio.gather(*(worker(1) for _ in range(consumers)))     # warm-up
+    await asyncio.gather(*(worker(1) for _ in range(consumers)))  # warm-up
     t0 = clocks()
     await asyncio.gather(*(worker(per) for _ in range(consumers)))
     t1 = clocks()
@@ -174,8 +178,10 @@ async def cpu_aiohttp(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
 
 # ------------------------------------------------------------ 2. loop lag, memory
 
+
 async def lag_aio(emu: Any, queue: str, polls: int) -> Dict[str, float]:
     import peeklock.aio
+
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
     await c.peek_lock(queue, timeout=0)
     rss0 = rss_bytes()
@@ -183,7 +189,7 @@ async def lag_aio(emu: Any, queue: str, polls: int) -> Dict[str, float]:
     deadline = time.monotonic() + 60
     while c.stats()["aio"]["inflight"] < polls and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    await asyncio.sleep(2)              # as long as aiohttp's polls are given to settle
+    await asyncio.sleep(2)  # as long as aiohttp's polls are given to settle
     rss1 = rss_bytes()
     lag = await loop_lag()
     op_bytes = c.stats()["aio"]["op_bytes"]
@@ -194,8 +200,8 @@ async def lag_aio(emu: Any, queue: str, polls: int) -> Dict[str, float]:
 
 async def lag_aiohttp(emu: Any, queue: str, polls: int) -> Dict[str, float]:
     import aiohttp
-    s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=polls + 10),
-                              headers={"Authorization": sas(emu)})
+
+    s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=polls + 10), headers={"Authorization": sas(emu)})
 
     async def poll() -> None:
         async with s.post(f"{emu.endpoint}/{queue}/messages/head", params={"timeout": "60"}) as r:
@@ -203,7 +209,7 @@ async def lag_aiohttp(emu: Any, queue: str, polls: int) -> Dict[str, float]:
 
     rss0 = rss_bytes()
     tasks = [asyncio.ensure_future(poll()) for _ in range(polls)]
-    await asyncio.sleep(2)              # let them connect (aiohttp has no in-flight counter)
+    await asyncio.sleep(2)  # let them connect (aiohttp has no in-flight counter)
     rss1 = rss_bytes()
     lag = await loop_lag()
     for t in tasks:
@@ -215,9 +221,11 @@ async def lag_aiohttp(emu: Any, queue: str, polls: int) -> Dict[str, float]:
 
 # ------------------------------------------------------------ 3. a blocked loop
 
+
 async def blocked_aio(emu: Any, queue: str, locks: int, lock_s: float) -> int:
     import peeklock
     import peeklock.aio
+
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
     await c.send_batch(queue, [b"x"] * locks)
     msgs = [await c.peek_lock(queue, timeout=5) for _ in range(locks)]
@@ -234,7 +242,7 @@ async def blocked_aio(emu: Any, queue: str, locks: int, lock_s: float) -> int:
     gate = asyncio.Event()
     tasks = [asyncio.ensure_future(hold(m)) for m in msgs]
     await asyncio.sleep(0)
-    time.sleep(3 * lock_s)              # the handler blocks the loop
+    time.sleep(3 * lock_s)  # the handler blocks the loop
     gate.set()
     await asyncio.gather(*tasks)
     await c.aclose()
@@ -246,6 +254,7 @@ async def blocked_task_renewer(emu: Any, queue: str, locks: int, lock_s: float) 
     loop sleeps until shortly before expiry, then renews."""
     import peeklock
     import peeklock.aio
+
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
     await c.send_batch(queue, [b"x"] * locks)
     msgs = [await c.peek_lock(queue, timeout=5) for _ in range(locks)]
@@ -253,7 +262,7 @@ async def blocked_task_renewer(emu: Any, queue: str, locks: int, lock_s: float) 
 
     async def renew(msg: Any) -> None:
         while not stop.is_set():
-            await asyncio.sleep(max(0.0, msg.lock_remaining - 1.0))   # renew 1 s before expiry
+            await asyncio.sleep(max(0.0, msg.lock_remaining - 1.0))  # renew 1 s before expiry
             if stop.is_set():
                 return
             try:
@@ -263,7 +272,7 @@ async def blocked_task_renewer(emu: Any, queue: str, locks: int, lock_s: float) 
 
     renewers = [asyncio.ensure_future(renew(m)) for m in msgs]
     await asyncio.sleep(0)
-    time.sleep(3 * lock_s)              # the handler blocks the loop
+    time.sleep(3 * lock_s)  # the handler blocks the loop
     stop.set()
     lost = 0
     for m in msgs:
@@ -286,8 +295,10 @@ AIO, SYNC, AIOHTTP = "peeklock.aio (tasks)", "peeklock (threads)", "aiohttp (tas
 
 
 def cpu_figures(emu: Any, n: int, k: int, rounds: int) -> None:
-    print(f"\n1. client CPU per message (send + peek-lock + complete), {k} concurrent consumers, "
-          f"{n} messages" + (f", {rounds} interleaved rounds (medians)" if rounds > 1 else ""))
+    print(
+        f"\n1. client CPU per message (send + peek-lock + complete), {k} concurrent consumers, "
+        f"{n} messages" + (f", {rounds} interleaved rounds (medians)" if rounds > 1 else "")
+    )
     sides: List[Tuple[str, Callable[[], Cpu]]] = [
         (AIO, lambda: run(cpu_aio, emu, "cpu-aio", n, k)),
         (SYNC, lambda: cpu_sync(emu, "cpu-sync", n, k)),
@@ -295,20 +306,24 @@ def cpu_figures(emu: Any, n: int, k: int, rounds: int) -> None:
     ]
     got: Dict[str, List[Cpu]] = {name: [] for name, _ in sides}
     for r in range(rounds):
-        for name, fn in sides[r % 3:] + sides[:r % 3]:
+        for name, fn in sides[r % 3 :] + sides[: r % 3]:
             got[name].append(fn())
     med = {name: statistics.median(v[0] for v in got[name]) * 1e6 for name in got}
     for name in got:
         loop = statistics.median(v[1] for v in got[name]) * 1e6
-        split = (f"  (loop thread {loop:.1f}, other threads {med[name] - loop:.1f})"
-                 if name == AIO else "")
-        spread = (f"  [{min(v[0] for v in got[name]) * 1e6:.0f}..{max(v[0] for v in got[name]) * 1e6:.0f}]"
-                  if rounds > 1 else "")
+        split = f"  (loop thread {loop:.1f}, other threads {med[name] - loop:.1f})" if name == AIO else ""
+        spread = (
+            f"  [{min(v[0] for v in got[name]) * 1e6:.0f}..{max(v[0] for v in got[name]) * 1e6:.0f}]"
+            if rounds > 1
+            else ""
+        )
         print(f"   {name:24s} {med[name]:8.1f} us/message{spread}{split}")
     ratio_sync = statistics.median(a[0] / s[0] for a, s in zip(got[AIO], got[SYNC]))
     ratio_http = statistics.median(h[0] / a[0] for a, h in zip(got[AIO], got[AIOHTTP]))
-    print(f"   peeklock.aio / blocking client = {ratio_sync:.2f}x (target <= 1.2x); "
-          f"aiohttp / peeklock.aio = {ratio_http:.1f}x (target >= 5x)")
+    print(
+        f"   peeklock.aio / blocking client = {ratio_sync:.2f}x (target <= 1.2x); "
+        f"aiohttp / peeklock.aio = {ratio_http:.1f}x (target >= 5x)"
+    )
 
 
 def main() -> int:
@@ -319,24 +334,27 @@ def main() -> int:
     ap.add_argument("--locks", type=int, default=20, help="locks held on the blocked loop (default 20)")
     ap.add_argument("--lock", type=float, default=2, help="lock duration, s (default 2)")
     ap.add_argument("--uvloop", action="store_true", help="run the async sides on uvloop")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="interleaved rounds of the CPU figures; medians printed (default 1)")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds of the CPU figures; medians printed (default 1)"
+    )
     ap.add_argument("--only", choices=("cpu", "lag", "blocked"), help="run one part only")
     args = ap.parse_args()
-    from peeklock.testing import Emulator   # the installed package (pip install .)
-    import resource                          # sockets for the polls, here and in the emulator
+    from peeklock.testing import Emulator  # the installed package (pip install .)
+    import resource  # sockets for the polls, here and in the emulator
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * args.polls + 256
     if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY
-                                                    else min(want, hard), hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
     if args.uvloop:
         import uvloop
+
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     emu = Emulator.start()
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     try:
         from cpus import describe, pin_server
+
         pin_server(emu.proc.pid)
         print("cpus:", describe())
     except ImportError:
@@ -362,15 +380,18 @@ def lag_figures(emu: Any, polls: int) -> None:
     la = run(lag_aio, emu, "polls", polls)
     lh = run(lag_aiohttp, emu, "polls-aiohttp", polls)
     print(f"   idle loop                {idle:8.2f} ms")
-    print(f"   peeklock.aio             {la['lag']:8.2f} ms (target < 5 ms); memory per outstanding "
-          f"poll {la['rss_per_op'] / 1024:.1f} KiB RSS (engine state {la['engine_bytes']:.0f} B)")
-    print(f"   aiohttp                  {lh['lag']:8.2f} ms; memory per outstanding poll "
-          f"{lh['rss_per_op'] / 1024:.1f} KiB RSS")
+    print(
+        f"   peeklock.aio             {la['lag']:8.2f} ms (target < 5 ms); memory per outstanding "
+        f"poll {la['rss_per_op'] / 1024:.1f} KiB RSS (engine state {la['engine_bytes']:.0f} B)"
+    )
+    print(
+        f"   aiohttp                  {lh['lag']:8.2f} ms; memory per outstanding poll "
+        f"{lh['rss_per_op'] / 1024:.1f} KiB RSS"
+    )
 
 
 def blocked_figures(emu: Any, locks: int, lock: float) -> None:
-    print(f"\n3. locks lost while the loop is blocked for 3 lock durations ({locks} locks, "
-          f"{lock:g} s lock)")
+    print(f"\n3. locks lost while the loop is blocked for 3 lock durations ({locks} locks, {lock:g} s lock)")
     emu.create_queue("blocked-aio", lock_duration=lock)
     emu.create_queue("blocked-task", lock_duration=lock)
     lost_aio = run(blocked_aio, emu, "blocked-aio", locks, lock)

@@ -12,6 +12,7 @@ side. Nothing is asserted: these are figures, not tests.
 
 Run length per workload: --lock-durations (default 2) times the lock duration.
 """
+
 import argparse
 import glob
 import json
@@ -28,18 +29,39 @@ from peeklock.testing import Emulator  # noqa: E402  (the source tree's emulator
 def build(out_dir):
     exe = os.path.join(out_dir, "bench_renewer")
     srcs = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c")))
-    cmd = ["cc", "-std=c11", "-O2", "-g", "-D_POSIX_C_SOURCE=200809L", "-D_DEFAULT_SOURCE",
-           "-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "csrc", "include"),
-           "-I/usr/include/cjson"] + srcs + [os.path.join(ROOT, "bench", "renewer", "bench_renewer.c"),
-           "-lcurl", "-lcrypto", "-lcjson", "-lpthread", "-lm", "-o", exe]
+    cmd = (
+        [
+            "cc",
+            "-std=c11",
+            "-O2",
+            "-g",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-D_DEFAULT_SOURCE",
+            "-I" + os.path.join(ROOT, "csrc"),
+            "-I" + os.path.join(ROOT, "csrc", "include"),
+            "-I/usr/include/cjson",
+        ]
+        + srcs
+        + [
+            os.path.join(ROOT, "bench", "renewer", "bench_renewer.c"),
+            "-lcurl",
+            "-lcrypto",
+            "-lcjson",
+            "-lpthread",
+            "-lm",
+            "-o",
+            exe,
+        ]
+    )
     subprocess.run(cmd, check=True)
     return exe
 
 
 def run_one(exe, conn, mode, n, lock_s, run_s):
     env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn)
-    p = subprocess.run([exe, mode, str(n), str(lock_s), str(run_s)], env=env,
-                       capture_output=True, text=True, timeout=run_s + 600)
+    p = subprocess.run(
+        [exe, mode, str(n), str(lock_s), str(run_s)], env=env, capture_output=True, text=True, timeout=run_s + 600
+    )
     if p.returncode != 0:
         return {"mode": mode, "error": (p.stderr or p.stdout).strip()[-200:]}
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -85,9 +107,21 @@ def table(n, lock_s, a, b):
             continue
         va, vb = a.get(key), b.get(key)
         ratio = ""
-        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va > 0 and key in (
-                "cpu_us_per_renewal", "cpu_s", "heap_bytes_per_lock", "rss_kb_per_lock",
-                "threads", "lateness_p99_ms", "renewals"):
+        if (
+            isinstance(va, (int, float))
+            and isinstance(vb, (int, float))
+            and va > 0
+            and key
+            in (
+                "cpu_us_per_renewal",
+                "cpu_s",
+                "heap_bytes_per_lock",
+                "rss_kb_per_lock",
+                "threads",
+                "lateness_p99_ms",
+                "renewals",
+            )
+        ):
             ratio = "%.1fx" % (vb / va)
         print("  %-32s %14s %16s %10s" % (label, fmt(va, f), fmt(vb, f), ratio))
     sys.stdout.flush()
@@ -95,10 +129,8 @@ def table(n, lock_s, a, b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", default="100:30,1000:30,10000:30,1000:5",
-                    help="comma-separated N:LOCK_SECONDS")
-    ap.add_argument("--lock-durations", type=float, default=2.0,
-                    help="run length in lock durations (default 2)")
+    ap.add_argument("--workloads", default="100:30,1000:30,10000:30,1000:5", help="comma-separated N:LOCK_SECONDS")
+    ap.add_argument("--lock-durations", type=float, default=2.0, help="run length in lock durations (default 2)")
     ap.add_argument("--quick", action="store_true", help="100:5,1000:5 for 1.5 lock durations")
     ap.add_argument("--only", choices=["peeklock", "thread"], help="run one renewer only")
     args = ap.parse_args()

@@ -12,6 +12,7 @@ namespace may renew or settle, so the lock moves with the job.
 The handle is a secret (it carries the lock token): fetch it from your own
 worker only, never print or log it.
 """
+
 import os
 import sys
 import urllib.request
@@ -36,7 +37,7 @@ def main() -> int:
             return 0
         handle = r.read().decode().strip()
     with peeklock.Client.from_connection_string(os.environ["PEEKLOCK_CONNECTION_STRING"]) as client:
-        with client.attach(handle) as msg:   # renewed while the block runs, completed when it ends
+        with client.attach(handle) as msg:  # renewed while the block runs, completed when it ends
             work(msg)
     return 0
 

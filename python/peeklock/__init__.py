@@ -11,34 +11,79 @@ extension, and so does the emulator subpackage (``peeklock.emulator``), which
 runs from a source tree with no build. Everything else is loaded from the
 compiled core (``peeklock._core``) on first use.
 """
+
 from __future__ import annotations
 
 import logging as _logging
 from typing import Any
 
-from .errors import (AuthError, BadRequestError, ClosedError, ConflictError, ConnectionError,
-                     EntityNotFoundError, Error, HTTPError, InternalError, InvalidArgument,
-                     LockLostError, MessageTooLargeError, OutcomeUnknownError, ProtocolError,
-                     ServerError, StateError, ThrottledError, TimeoutError)
+from .errors import (
+    AuthError,
+    BadRequestError,
+    ClosedError,
+    ConflictError,
+    ConnectionError,
+    EntityNotFoundError,
+    Error,
+    HTTPError,
+    InternalError,
+    InvalidArgument,
+    LockLostError,
+    MessageTooLargeError,
+    OutcomeUnknownError,
+    ProtocolError,
+    ServerError,
+    StateError,
+    ThrottledError,
+    TimeoutError,
+)
 
 __version__ = "0.1.0"
 
 _logging.getLogger("peeklock").addHandler(_logging.NullHandler())
 
 _LAZY = {
-    "Client": "client", "Message": "client", "OutgoingMessage": "client",
-    "MessageList": "client", "ConnectionString": "client", "sas_token": "client",
-    "parse_connection_string": "client", "version": "client",
-    "ProcessSummary": "processor", "Processor": "processor",
+    "Client": "client",
+    "Message": "client",
+    "OutgoingMessage": "client",
+    "MessageList": "client",
+    "ConnectionString": "client",
+    "sas_token": "client",
+    "parse_connection_string": "client",
+    "version": "client",
+    "ProcessSummary": "processor",
+    "Processor": "processor",
 }
 
 __all__ = [
-    "Client", "Message", "OutgoingMessage", "MessageList", "ConnectionString", "sas_token",
-    "parse_connection_string", "version", "ProcessSummary", "Processor",
-    "Error", "InvalidArgument", "AuthError", "EntityNotFoundError", "LockLostError",
-    "MessageTooLargeError", "ThrottledError", "ServerError", "TimeoutError", "ConnectionError",
-    "ProtocolError", "OutcomeUnknownError", "BadRequestError", "ConflictError", "StateError",
-    "ClosedError", "HTTPError", "InternalError",
+    "Client",
+    "Message",
+    "OutgoingMessage",
+    "MessageList",
+    "ConnectionString",
+    "sas_token",
+    "parse_connection_string",
+    "version",
+    "ProcessSummary",
+    "Processor",
+    "Error",
+    "InvalidArgument",
+    "AuthError",
+    "EntityNotFoundError",
+    "LockLostError",
+    "MessageTooLargeError",
+    "ThrottledError",
+    "ServerError",
+    "TimeoutError",
+    "ConnectionError",
+    "ProtocolError",
+    "OutcomeUnknownError",
+    "BadRequestError",
+    "ConflictError",
+    "StateError",
+    "ClosedError",
+    "HTTPError",
+    "InternalError",
 ]
 
 
@@ -47,6 +92,7 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'peeklock' has no attribute {name!r}")
     import importlib
+
     try:
         m = importlib.import_module(f".{mod}", __name__)
     except ImportError as e:
@@ -54,7 +100,8 @@ def __getattr__(name: str) -> Any:
             raise ImportError(
                 f"peeklock.{name} needs the compiled extension peeklock._core, which is not "
                 "built here: install the package with `pip install .` (the emulator, "
-                "peeklock.emulator, works without it)") from e
+                "peeklock.emulator, works without it)"
+            ) from e
         raise
     value = getattr(m, name)
     globals()[name] = value

@@ -6,6 +6,7 @@ failure in its own words (the processors' "receive from … failed") holds the
 record back while it calls, then logs one line with its fields: one failure,
 one line. The hold is a context variable, so it covers the calls of the thread
 or asyncio task that holds it and no other."""
+
 from __future__ import annotations
 
 import contextvars
@@ -14,7 +15,8 @@ from typing import Any, Dict, List, Optional, Type
 
 # the records held back by the innermost hold_failures, or None
 held: "contextvars.ContextVar[Optional[List[Dict[str, Any]]]]" = contextvars.ContextVar(
-    "peeklock_held_failures", default=None)
+    "peeklock_held_failures", default=None
+)
 
 
 class hold_failures:
@@ -30,6 +32,7 @@ class hold_failures:
         self._token = held.set(self.records)
         return self
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
         held.reset(self._token)

@@ -4,6 +4,7 @@ that would cut a string short, seconds that become milliseconds). Each error
 names the argument. The rules on values the core takes are the core's
 (docs/c-api.md, "Argument values"): it refuses them with PL_EINVAL, raised as
 InvalidArgument (a ValueError) with the core's message."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -42,11 +43,11 @@ _ENTITY_OK: Dict[str, bool] = {}
 
 
 def _check_entity(entity: Any) -> str:
-    if entity in _ENTITY_OK and type(entity) is str:   # fast path: seen before
+    if entity in _ENTITY_OK and type(entity) is str:  # fast path: seen before
         return entity
     e = _check_str("entity", entity, empty=True)
     assert e is not None
-    _core.pl_check_entity(e)                            # the core's rules
+    _core.pl_check_entity(e)  # the core's rules
     if len(_ENTITY_OK) < 1024:
         _ENTITY_OK[e] = True
     return e
@@ -62,7 +63,7 @@ def _check_timeout(timeout: Any, name: str = "timeout") -> int:
     elif math.isfinite(timeout):
         t = math.ceil(timeout) if timeout >= 0 else math.floor(timeout)
     else:
-        t = -1                                          # NaN, infinities: out of range
+        t = -1  # NaN, infinities: out of range
     try:
         _core.pl_check_timeout(max(-1, min(t, _INT_MAX)))
     except InvalidArgument as e:
@@ -122,7 +123,8 @@ def _check_datetime_property(name: str, value: _dt.datetime) -> None:
         raise ValueError(
             f"property {name!r}: {value.isoformat()} has a fraction of a second, which a "
             "DateTime property cannot carry (the service keeps whole seconds): round it "
-            "(.replace(microsecond=0)) or send it as a string (.isoformat())")
+            "(.replace(microsecond=0)) or send it as a string (.isoformat())"
+        )
 
 
 def _from_unix(value: int) -> Optional[_dt.datetime]:

@@ -19,6 +19,7 @@ Cancellation is exact: cancelling a pending receive stops its transfer, and a
 lock that arrived anyway is abandoned at once (``stats()["aio"]["cancel_abandoned"]``),
 so a cancelled receive hides no message.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,22 @@ import signal
 import threading
 import time
 from types import TracebackType
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Generator, Iterable, List,
-                    Mapping, Optional, Set, Tuple, Type, Union)
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+    Type,
+    Union,
+)
 
 from . import _core
 from . import _validate
@@ -54,9 +69,12 @@ _E_CANCELED = -19
 _Result = Tuple[int, int, int, str, Any, int, int]
 # the operation each submit function starts, as the log records name it
 _OPERATIONS: Dict[Any, str] = {
-    _core.pl_aio_send: "send", _core.pl_aio_send_batch: "send_batch",
-    _core.pl_aio_peek_lock: "peek_lock", _core.pl_aio_receive_and_delete: "receive_and_delete",
-    _core.pl_aio_renew_lock: "renew_lock", _core.pl_aio_unlock: "unlock",
+    _core.pl_aio_send: "send",
+    _core.pl_aio_send_batch: "send_batch",
+    _core.pl_aio_peek_lock: "peek_lock",
+    _core.pl_aio_receive_and_delete: "receive_and_delete",
+    _core.pl_aio_renew_lock: "renew_lock",
+    _core.pl_aio_unlock: "unlock",
     _core.pl_aio_complete: "complete",
 }
 
@@ -109,8 +127,10 @@ class _Engine:
             except Error as e:
                 log.warning("could not abandon a lock that reached a cancelled receive: %s", e)
         else:
-            log.error("receive_and_delete was cancelled after message %s was deleted; it is lost "
-                      "to the caller", _core.pl_message_sequence_number(h))
+            log.error(
+                "receive_and_delete was cancelled after message %s was deleted; it is lost to the caller",
+                _core.pl_message_sequence_number(h),
+            )
 
     async def run(self, submit: Callable[..., int], *args: Any, peek: bool = False) -> _Result:
         loop = self._attach()
@@ -131,13 +151,12 @@ class _Engine:
                 try:
                     _core.pl_aio_cancel(self._a, id_)
                 except Error:
-                    pass    # on the wire: its completion says what happened; _on_readable drops it
+                    pass  # on the wire: its completion says what happened; _on_readable drops it
             raise
         if res[0] < 0 or res[6] > 1:
             # retries and failures, logged as a blocking call's are (the engine calls no hook)
             entity = args[0] if isinstance(args[0], str) else str(_core.pl_message_entity(args[0]))
-            _client._log_completion(_OPERATIONS.get(submit, "request"), entity, res[0], res[1],
-                                    res[6], res[3])
+            _client._log_completion(_OPERATIONS.get(submit, "request"), entity, res[0], res[1], res[6], res[3])
         return res
 
     def pending(self) -> List["asyncio.Future[_Result]"]:
@@ -160,8 +179,9 @@ class Message(_client.Message):
 
     __slots__ = ("_aio", "cancel_on_lost", "_watch", "_cancelled_lost")
 
-    def __init__(self, handle: Any, aio: "Client", max_renew: Optional[float] = None,
-                 cancel_on_lost: bool = False) -> None:
+    def __init__(
+        self, handle: Any, aio: "Client", max_renew: Optional[float] = None, cancel_on_lost: bool = False
+    ) -> None:
         super().__init__(handle, aio._sync, max_renew)
         self._aio = aio
         self.cancel_on_lost = cancel_on_lost
@@ -214,26 +234,26 @@ class Message(_client.Message):
         key = (self.entity, self.sequence_number)
         watches = self._client._lost_watch
 
-        def lost() -> None:             # on the client's events thread
+        def lost() -> None:  # on the client's events thread
             try:
                 loop.call_soon_threadsafe(check)
-            except RuntimeError:        # the loop has closed
+            except RuntimeError:  # the loop has closed
                 pass
 
-        def check() -> None:            # on the loop
+        def check() -> None:  # on the loop
             if self._watch is not lost:
-                return                  # the block has ended
+                return  # the block has ended
             st = _core.pl_message_lock_state(self._h)
             if st == _client.LOCK_LOST:
                 self._disarm()
                 self._cancelled_lost = True
                 task.cancel()
             elif st == _client.LOCK_HELD:
-                watches[key] = lost     # still held: it was another holder's lock
+                watches[key] = lost  # still held: it was another holder's lock
 
         self._watch = lost
         watches[key] = lost
-        check()                         # lost before it was watched
+        check()  # lost before it was watched
 
     def _disarm(self) -> None:
         if self._watch is not None:
@@ -242,8 +262,9 @@ class Message(_client.Message):
                 del self._client._lost_watch[key]
             self._watch = None
 
-    async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                        tb: Optional[TracebackType]) -> bool:
+    async def __aexit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool:
         self._disarm()
         self._stop_renewing()
         self._client._drain_events()
@@ -252,35 +273,44 @@ class Message(_client.Message):
             task = asyncio.current_task()
             uncancel = getattr(task, "uncancel", None)
             if uncancel is not None:
-                uncancel()                  # this cancellation was ours, not the caller's
-            raise LockLostError(f"lock on message {self.sequence_number} in {self.entity} was lost "
-                                "while the block ran; the block was cancelled and nothing completed",
-                                code=_errors.PL_ELOCKLOST) from exc
+                uncancel()  # this cancellation was ours, not the caller's
+            raise LockLostError(
+                f"lock on message {self.sequence_number} in {self.entity} was lost "
+                "while the block ran; the block was cancelled and nothing completed",
+                code=_errors.PL_ELOCKLOST,
+            ) from exc
         if st == _client.LOCK_SETTLED and _core.pl_message_lost_reason(self._h) == _E_CLOSED:
             if exc_type is None:
-                raise ClosedError(f"message {self.sequence_number} in {self.entity} was abandoned when "
-                                  "the client closed while the block ran; it was not completed",
-                                  code=_E_CLOSED)
+                raise ClosedError(
+                    f"message {self.sequence_number} in {self.entity} was abandoned when "
+                    "the client closed while the block ran; it was not completed",
+                    code=_E_CLOSED,
+                )
             return False
         if st in (_client.LOCK_SETTLED, _client.LOCK_SETTLING):
-            return False                    # the block settled it itself
+            return False  # the block settled it itself
         if st == _client.LOCK_UNKNOWN:
             if exc_type is None:
-                raise OutcomeUnknownError(f"message {self.sequence_number} in {self.entity}: a settle "
-                                          "made in the block had an unknown outcome", code=_errors.PL_EUNKNOWN)
+                raise OutcomeUnknownError(
+                    f"message {self.sequence_number} in {self.entity}: a settle "
+                    "made in the block had an unknown outcome",
+                    code=_errors.PL_EUNKNOWN,
+                )
             return False
         if st == _client.LOCK_LOST:
             if exc_type is None:
-                raise LockLostError(f"lock on message {self.sequence_number} in {self.entity} was lost "
-                                    "while the block ran; it was not completed", code=_errors.PL_ELOCKLOST)
-            log.warning("lock on message %s in %s was lost while the handler failed",
-                        self.sequence_number, self.entity)
+                raise LockLostError(
+                    f"lock on message {self.sequence_number} in {self.entity} was lost "
+                    "while the block ran; it was not completed",
+                    code=_errors.PL_ELOCKLOST,
+                )
+            log.warning("lock on message %s in %s was lost while the handler failed", self.sequence_number, self.entity)
             return False
         if exc_type is None:
             await self.complete()
             return False
         if issubclass(exc_type, asyncio.CancelledError) or not issubclass(exc_type, Exception):
-            self._abandon_now()             # cancelled (or interrupted): no await here
+            self._abandon_now()  # cancelled (or interrupted): no await here
             return False
         try:
             await self.abandon()
@@ -289,7 +319,7 @@ class Message(_client.Message):
         return False
 
     def __repr__(self) -> str:
-        return "<peeklock.aio" + super().__repr__()[len("<peeklock"):]
+        return "<peeklock.aio" + super().__repr__()[len("<peeklock") :]
 
 
 class _Receive:
@@ -298,8 +328,9 @@ class _Receive:
 
     __slots__ = ("_client", "_entity", "_timeout", "_max_renew", "_cancel_on_lost", "_msg")
 
-    def __init__(self, client: "Client", entity: str, timeout: int, max_renew: Optional[float],
-                 cancel_on_lost: bool) -> None:
+    def __init__(
+        self, client: "Client", entity: str, timeout: int, max_renew: Optional[float], cancel_on_lost: bool
+    ) -> None:
         self._client = client
         self._entity = entity
         self._timeout = timeout
@@ -308,60 +339,104 @@ class _Receive:
         self._msg: Optional[Message] = None
 
     def __await__(self) -> Generator[Any, None, Optional[Message]]:
-        return self._client._peek_lock(self._entity, self._timeout, self._max_renew,
-                                       self._cancel_on_lost).__await__()
+        return self._client._peek_lock(self._entity, self._timeout, self._max_renew, self._cancel_on_lost).__await__()
 
     async def __aenter__(self) -> Optional[Message]:
-        self._msg = await self._client._peek_lock(self._entity, self._timeout, self._max_renew,
-                                                  self._cancel_on_lost)
+        self._msg = await self._client._peek_lock(self._entity, self._timeout, self._max_renew, self._cancel_on_lost)
         if self._msg is not None:
             await self._msg.__aenter__()
         return self._msg
 
-    async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                        tb: Optional[TracebackType]) -> bool:
+    async def __aexit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool:
         if self._msg is None:
             return False
         return await self._msg.__aexit__(exc_type, exc, tb)
 
 
 # the keywords of send() that are broker properties of the message
-_BROKER_KEYWORDS = frozenset((
-    "message_id", "label", "content_type", "time_to_live", "correlation_id", "session_id",
-    "partition_key", "reply_to", "reply_to_session_id", "to", "scheduled_enqueue_time",
-    "via_partition_key"))
+_BROKER_KEYWORDS = frozenset(
+    (
+        "message_id",
+        "label",
+        "content_type",
+        "time_to_live",
+        "correlation_id",
+        "session_id",
+        "partition_key",
+        "reply_to",
+        "reply_to_session_id",
+        "to",
+        "scheduled_enqueue_time",
+        "via_partition_key",
+    )
+)
 
 
 class Client:
     """An asyncio Service Bus REST client: the constructor and options of
     :class:`peeklock.Client`. Use it from one event loop (the first it is used on)."""
 
-    def __init__(self, endpoint: Optional[str] = None, *, key_name: Optional[str] = None,
-                 key: Optional[str] = None, sas_token: Optional[str] = None,
-                 token_provider: Optional[TokenProvider] = None,
-                 connection_string: Optional[str] = None,
-                 connect_timeout: float = 10.0, request_timeout: float = 30.0,
-                 max_retries: int = 3, max_renew: float = _client._DEFAULT_MAX_RENEW,
-                 pool_size: int = 0, ca_file: Optional[str] = None) -> None:
-        self._sync = _client.Client(endpoint, key_name=key_name, key=key, sas_token=sas_token,
-                                    token_provider=token_provider, connection_string=connection_string,
-                                    connect_timeout=connect_timeout, request_timeout=request_timeout,
-                                    max_retries=max_retries, max_renew=max_renew, pool_size=pool_size,
-                                    ca_file=ca_file)
+    def __init__(
+        self,
+        endpoint: Optional[str] = None,
+        *,
+        key_name: Optional[str] = None,
+        key: Optional[str] = None,
+        sas_token: Optional[str] = None,
+        token_provider: Optional[TokenProvider] = None,
+        connection_string: Optional[str] = None,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+        max_retries: int = 3,
+        max_renew: float = _client._DEFAULT_MAX_RENEW,
+        pool_size: int = 0,
+        ca_file: Optional[str] = None,
+    ) -> None:
+        self._sync = _client.Client(
+            endpoint,
+            key_name=key_name,
+            key=key,
+            sas_token=sas_token,
+            token_provider=token_provider,
+            connection_string=connection_string,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            max_retries=max_retries,
+            max_renew=max_renew,
+            pool_size=pool_size,
+            ca_file=ca_file,
+        )
         self._engine = _Engine(self._sync._h)
         self.endpoint: str = self._sync.endpoint
         self.entity_path: Optional[str] = self._sync.entity_path
         self._closed = False
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, *, token_provider: Optional[TokenProvider] = None,
-                               connect_timeout: float = 10.0, request_timeout: float = 30.0,
-                               max_retries: int = 3, max_renew: float = _client._DEFAULT_MAX_RENEW,
-                               pool_size: int = 0, ca_file: Optional[str] = None) -> "Client":
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        token_provider: Optional[TokenProvider] = None,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+        max_retries: int = 3,
+        max_renew: float = _client._DEFAULT_MAX_RENEW,
+        pool_size: int = 0,
+        ca_file: Optional[str] = None,
+    ) -> "Client":
         _validate._check_str("connection_string", connection_string)
-        return cls(connection_string=connection_string, token_provider=token_provider,
-                   connect_timeout=connect_timeout, request_timeout=request_timeout,
-                   max_retries=max_retries, max_renew=max_renew, pool_size=pool_size, ca_file=ca_file)
+        return cls(
+            connection_string=connection_string,
+            token_provider=token_provider,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            max_retries=max_retries,
+            max_renew=max_renew,
+            pool_size=pool_size,
+            ca_file=ca_file,
+        )
 
     @property
     def max_renew(self) -> float:
@@ -396,15 +471,25 @@ class Client:
         await self.aclose()
 
     # ---- operations ----
-    async def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", *,
-                   properties: Optional[Mapping[str, PropertyValue]] = None,
-                   message_id: Optional[str] = None, label: Optional[str] = None,
-                   content_type: Optional[str] = None, time_to_live: Optional[float] = None,
-                   correlation_id: Optional[str] = None, session_id: Optional[str] = None,
-                   partition_key: Optional[str] = None, reply_to: Optional[str] = None,
-                   reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
-                   scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-                   via_partition_key: Optional[str] = None) -> None:
+    async def send(
+        self,
+        entity: str,
+        body: Union[Body, OutgoingMessage] = b"",
+        *,
+        properties: Optional[Mapping[str, PropertyValue]] = None,
+        message_id: Optional[str] = None,
+        label: Optional[str] = None,
+        content_type: Optional[str] = None,
+        time_to_live: Optional[float] = None,
+        correlation_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        partition_key: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        reply_to_session_id: Optional[str] = None,
+        to: Optional[str] = None,
+        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
+        via_partition_key: Optional[str] = None,
+    ) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
         kwargs = {k: v for k, v in locals().items() if k in _BROKER_KEYWORDS and v is not None}
@@ -422,8 +507,9 @@ class Client:
         _raise_for(await self._engine.run(_core.pl_aio_send_batch, entity, b))
         return n
 
-    def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None,
-                  cancel_on_lost: bool = False) -> _Receive:
+    def peek_lock(
+        self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None, cancel_on_lost: bool = False
+    ) -> _Receive:
         """Locks the next message, long-polling up to ``timeout`` seconds.
         ``await`` it for the Message (None when nothing came), or
         ``async with client.peek_lock(q) as msg:`` to hold the lock for the block.
@@ -433,8 +519,9 @@ class Client:
         mr = _validate._check_seconds(max_renew, "max_renew", optional=True)
         return _Receive(self, entity, t, mr, bool(cancel_on_lost))
 
-    async def _peek_lock(self, entity: str, t: int, mr: Optional[float],
-                         cancel_on_lost: bool = False) -> Optional[Message]:
+    async def _peek_lock(
+        self, entity: str, t: int, mr: Optional[float], cancel_on_lost: bool = False
+    ) -> Optional[Message]:
         self._check_open()
         self._sync._refresh_token()
         res = await self._engine.run(_core.pl_aio_peek_lock, entity, t, peek=True)
@@ -453,8 +540,9 @@ class Client:
         _raise_for(res)
         return Message(res[4], self) if res[4] is not None else None
 
-    async def messages(self, entity: str, *, timeout: float = 30,
-                       max_renew: Optional[float] = None) -> AsyncIterator[Message]:
+    async def messages(
+        self, entity: str, *, timeout: float = 30, max_renew: Optional[float] = None
+    ) -> AsyncIterator[Message]:
         """Yields peek-locked messages as they come, until the client closes
         (settle each, e.g. with ``async with msg:``)."""
         entity = _validate._check_entity(entity)
@@ -468,17 +556,24 @@ class Client:
             if msg is not None:
                 yield msg
 
-    async def process(self, entity: str,
-                      handler: Union[Callable[[Message], Awaitable[Any]],
-                                     Callable[[List[Message]], Awaitable[Any]]], *,
-                      concurrency: int = 4, max_renew: Optional[float] = None,
-                      poll_timeout: float = 5, stop_event: Optional[asyncio.Event] = None,
-                      max_messages: Optional[int] = None, handle_signals: bool = True,
-                      drain_timeout: Optional[float] = None,
-                      cancel_on_lost: bool = False,
-                      retry_delay: RetryDelay = exponential_backoff(),
-                      on_error: Optional[Callable[[Message, BaseException], Any]] = None,
-                      batch: Optional[int] = None, max_wait: float = 1.0) -> ProcessSummary:
+    async def process(
+        self,
+        entity: str,
+        handler: Union[Callable[[Message], Awaitable[Any]], Callable[[List[Message]], Awaitable[Any]]],
+        *,
+        concurrency: int = 4,
+        max_renew: Optional[float] = None,
+        poll_timeout: float = 5,
+        stop_event: Optional[asyncio.Event] = None,
+        max_messages: Optional[int] = None,
+        handle_signals: bool = True,
+        drain_timeout: Optional[float] = None,
+        cancel_on_lost: bool = False,
+        retry_delay: RetryDelay = exponential_backoff(),
+        on_error: Optional[Callable[[Message, BaseException], Any]] = None,
+        batch: Optional[int] = None,
+        max_wait: float = 1.0,
+    ) -> ProcessSummary:
         """Runs ``await handler(msg)`` on every message of ``entity`` with
         ``concurrency`` tasks, each message under ``async with`` (renewed by the C
         renewer, completed when the handler returns, abandoned when it raises,
@@ -497,21 +592,30 @@ class Client:
         entity = _validate._check_entity(entity)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive int")
-        if max_messages is not None and (isinstance(max_messages, bool) or
-                                         not isinstance(max_messages, int) or max_messages < 1):
+        if max_messages is not None and (
+            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
+        ):
             raise ValueError("max_messages must be a positive int or None")
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
         if batch is not None and cancel_on_lost:
             raise ValueError("cancel_on_lost applies to single-message handlers, not batches")
-        run = _Processor(self, entity, handler, concurrency=concurrency,
-                         poll_timeout=_validate._check_timeout(poll_timeout, "poll_timeout"),
-                         max_renew=_validate._check_seconds(max_renew, "max_renew", optional=True),
-                         stop=stop_event if stop_event is not None else asyncio.Event(),
-                         max_messages=max_messages, drain_timeout=drain_timeout,
-                         cancel_on_lost=cancel_on_lost,
-                         retry_delay=_processor._check_retry_delay(retry_delay), on_error=on_error,
-                         batch=batch, max_wait=_processor._check_batch(batch, max_wait))
+        run = _Processor(
+            self,
+            entity,
+            handler,
+            concurrency=concurrency,
+            poll_timeout=_validate._check_timeout(poll_timeout, "poll_timeout"),
+            max_renew=_validate._check_seconds(max_renew, "max_renew", optional=True),
+            stop=stop_event if stop_event is not None else asyncio.Event(),
+            max_messages=max_messages,
+            drain_timeout=drain_timeout,
+            cancel_on_lost=cancel_on_lost,
+            retry_delay=_processor._check_retry_delay(retry_delay),
+            on_error=on_error,
+            batch=batch,
+            max_wait=_processor._check_batch(batch, max_wait),
+        )
         return await run.run(handle_signals)
 
     def stats(self) -> Dict[str, Any]:
@@ -527,12 +631,24 @@ class _Processor:
     parts — a batch's receive timeouts, the handler's returned mapping, the
     outcomes and their counts, the retry delay — are that module's)."""
 
-    def __init__(self, client: "Client", entity: str, handler: Callable[[Any], Any], *,
-                 concurrency: int, poll_timeout: int, max_renew: Optional[float],
-                 stop: asyncio.Event, max_messages: Optional[int],
-                 drain_timeout: Optional[float], cancel_on_lost: bool, retry_delay: RetryDelay,
-                 on_error: Optional[Callable[[Message, BaseException], Any]],
-                 batch: Optional[int], max_wait: float) -> None:
+    def __init__(
+        self,
+        client: "Client",
+        entity: str,
+        handler: Callable[[Any], Any],
+        *,
+        concurrency: int,
+        poll_timeout: int,
+        max_renew: Optional[float],
+        stop: asyncio.Event,
+        max_messages: Optional[int],
+        drain_timeout: Optional[float],
+        cancel_on_lost: bool,
+        retry_delay: RetryDelay,
+        on_error: Optional[Callable[[Message, BaseException], Any]],
+        batch: Optional[int],
+        max_wait: float,
+    ) -> None:
         self.client = client
         self.entity = entity
         self.handler = handler
@@ -549,7 +665,7 @@ class _Processor:
         self.max_wait = max_wait
         self.summary = ProcessSummary(entity=entity)
         self.signals = 0
-        self.claimed = 0        # batches: messages received or being received (max_messages)
+        self.claimed = 0  # batches: messages received or being received (max_messages)
         self.handling: Set["asyncio.Task[None]"] = set()
         self.receiving: Set["asyncio.Task[None]"] = set()
 
@@ -585,7 +701,7 @@ class _Processor:
         old: Dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) is not signal.SIG_IGN:   # ignored at start: stays so
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored at start: stays so
                     old[sig] = signal.getsignal(sig)
                     loop.add_signal_handler(sig, self.on_signal)
         work = self.batch_worker if self.batch is not None else self.worker
@@ -647,7 +763,7 @@ class _Processor:
                     raise
                 return
             except Exception as e:
-                if not handler_failed:          # the settle at the block's exit
+                if not handler_failed:  # the settle at the block's exit
                     _processor._remember(s, f"settle: {type(e).__name__}: {e}")
                 _processor._tally(s, "lost" if msg.lock_lost else "failed")
             finally:
@@ -662,11 +778,10 @@ class _Processor:
         held = hold_failures()
         try:
             with held:
-                msg = await self.client._peek_lock(self.entity, timeout, self.max_renew,
-                                                   self.cancel_on_lost)
+                msg = await self.client._peek_lock(self.entity, timeout, self.max_renew, self.cancel_on_lost)
         except asyncio.CancelledError:
             if self.stop.is_set():
-                return None                 # the drain cancelled this receive
+                return None  # the drain cancelled this receive
             raise
         except ClosedError:
             return None
@@ -701,7 +816,7 @@ class _Processor:
                     log.warning("on_error raised %s: %s", type(e).__name__, e, exc_info=True)
         if delay and msg.state == "held" and not self.stop.is_set():
             try:
-                await asyncio.wait_for(self.stop.wait(), delay)   # a drain cuts it short
+                await asyncio.wait_for(self.stop.wait(), delay)  # a drain cuts it short
             except asyncio.TimeoutError:
                 pass
 
@@ -714,7 +829,7 @@ class _Processor:
             if msgs:
                 await self.run_batch(me, msgs)
             elif self.max_messages is not None and self.claimed >= self.max_messages:
-                return          # the others receive (or hold) the last claimed messages
+                return  # the others receive (or hold) the last claimed messages
 
     async def collect(self, me: "asyncio.Task[None]") -> List[Message]:
         """Up to ``batch`` messages, each held by the C renewer from its receipt:
@@ -726,8 +841,7 @@ class _Processor:
         try:
             while not self.stop.is_set() and len(msgs) < self.batch:
                 timeout = _processor._next_timeout(len(msgs), deadline, self.poll_timeout)
-                if timeout is None or (self.max_messages is not None
-                                       and self.claimed >= self.max_messages):
+                if timeout is None or (self.max_messages is not None and self.claimed >= self.max_messages):
                     break
                 self.claimed += 1
                 msg = await self.receive(me, timeout)
@@ -738,12 +852,12 @@ class _Processor:
                     continue
                 if not msgs:
                     deadline = time.monotonic() + self.max_wait
-                with no_context():          # the batch's process spans do not nest
+                with no_context():  # the batch's process spans do not nest
                     msg.__enter__()
                 self.summary.in_flight += 1
                 msgs.append(msg)
         except asyncio.CancelledError:
-            self._give_back_now(msgs)       # cancelled from outside: no await
+            self._give_back_now(msgs)  # cancelled from outside: no await
             raise
         if msgs and (self.stop.is_set() or self.client._closed):
             # nothing has run on them: given back at once
@@ -820,11 +934,11 @@ class _Processor:
                 out[m] = "failed"
                 self.summary.errors += 1
                 _processor._remember(self.summary, f"{action}: {e}")
+
         await asyncio.gather(*(one(m, a) for m, a in plan))
         return out
 
-    async def finish(self, m: Message, error: Optional[Exception], applied: Optional[str],
-                     done: Set[Message]) -> None:
+    async def finish(self, m: Message, error: Optional[Exception], applied: Optional[str], done: Set[Message]) -> None:
         """Settles what the handler left, as ``async with msg:`` does, and counts it."""
         s = self.summary
         settled_before = m.settled and not m.lock_lost

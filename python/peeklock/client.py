@@ -6,6 +6,7 @@
 extension. Locks of messages used as context managers are renewed by the C
 renewer (one background thread per client, created on first use).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,14 +16,40 @@ import logging
 import threading
 import time
 import weakref
-from typing import (TYPE_CHECKING, Any, TypedDict, Literal, cast, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
-                    Tuple, Union)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    TypedDict,
+    Literal,
+    cast,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from . import _core
 from . import _held
 from . import errors as _errors
-from ._validate import (_ENTITY_OK, _body_bytes, _check_datetime_property, _check_entity, _check_int,
-                        _check_seconds, _check_str, _check_timeout, _from_unix, _ms, _number, _unix)
+from ._validate import (
+    _ENTITY_OK,
+    _body_bytes,
+    _check_datetime_property,
+    _check_entity,
+    _check_int,
+    _check_seconds,
+    _check_str,
+    _check_timeout,
+    _from_unix,
+    _ms,
+    _number,
+    _unix,
+)
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
@@ -30,8 +57,16 @@ if TYPE_CHECKING:
     from .processor import ProcessSummary, RetryDelay
     from .tools import ResubmitReport
 
-__all__ = ["Client", "Message", "OutgoingMessage", "MessageList", "ConnectionString",
-           "sas_token", "parse_connection_string", "version"]
+__all__ = [
+    "Client",
+    "Message",
+    "OutgoingMessage",
+    "MessageList",
+    "ConnectionString",
+    "sas_token",
+    "parse_connection_string",
+    "version",
+]
 
 log = logging.getLogger("peeklock")
 
@@ -42,8 +77,7 @@ LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
 _E_CLOSED = _errors.PL_ECLOSED
-_FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_FINISH_UNKNOWN,
-                                                 _core.PL_FINISH_CLOSED)
+_FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_FINISH_UNKNOWN, _core.PL_FINISH_CLOSED)
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = 1, 2, 3, 4
 
@@ -51,7 +85,7 @@ PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
 
 _DEFAULT_MAX_RENEW = 300.0
-_DEFAULT_RETRY: Any = object()   # process(): the processor's default retry delay
+_DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 
 
 def version() -> str:
@@ -63,14 +97,21 @@ def version() -> str:
 # connection strings and SAS tokens
 # --------------------------------------------------------------------------
 
+
 class ConnectionString:
     """A parsed connection string. ``repr`` never shows the key or token."""
 
     __slots__ = ("endpoint", "key_name", "key", "sas_token", "entity_path", "development_emulator")
 
-    def __init__(self, endpoint: str, key_name: Optional[str], key: Optional[str],
-                 sas_token: Optional[str], entity_path: Optional[str],
-                 development_emulator: bool) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        key_name: Optional[str],
+        key: Optional[str],
+        sas_token: Optional[str],
+        entity_path: Optional[str],
+        development_emulator: bool,
+    ) -> None:
         self.endpoint = endpoint
         self.key_name = key_name
         self.key = key
@@ -79,11 +120,13 @@ class ConnectionString:
         self.development_emulator = development_emulator
 
     def __repr__(self) -> str:
-        return (f"ConnectionString(endpoint={self.endpoint!r}, key_name={self.key_name!r}, "
-                f"key={'<hidden>' if self.key else None}, "
-                f"sas_token={'<hidden>' if self.sas_token else None}, "
-                f"entity_path={self.entity_path!r}, "
-                f"development_emulator={self.development_emulator})")
+        return (
+            f"ConnectionString(endpoint={self.endpoint!r}, key_name={self.key_name!r}, "
+            f"key={'<hidden>' if self.key else None}, "
+            f"sas_token={'<hidden>' if self.sas_token else None}, "
+            f"entity_path={self.entity_path!r}, "
+            f"development_emulator={self.development_emulator})"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConnectionString):
@@ -110,9 +153,14 @@ def parse_connection_string(s: str) -> ConnectionString:
 _MIN_EXPIRY = 1_000_000_000
 
 
-def sas_token(uri: str, key_name: str, key: str,
-              expiry: Union[int, float, _dt.datetime, None] = None, *,
-              lifetime: Optional[float] = None) -> str:
+def sas_token(
+    uri: str,
+    key_name: str,
+    key: str,
+    expiry: Union[int, float, _dt.datetime, None] = None,
+    *,
+    lifetime: Optional[float] = None,
+) -> str:
     """A Service Bus SAS token for ``uri`` (namespace or entity). Give either
     ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
     seconds or a datetime); neither means one hour from now. The key is used
@@ -129,9 +177,11 @@ def sas_token(uri: str, key_name: str, key: str,
         return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
     se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
     if se < _MIN_EXPIRY:
-        raise ValueError(f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
-                         f"in 1970-2001; for a token valid {se} seconds from now pass "
-                         f"lifetime={se}")
+        raise ValueError(
+            f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
+            f"in 1970-2001; for a token valid {se} seconds from now pass "
+            f"lifetime={se}"
+        )
     return str(_core.pl_sas_token(uri, key_name, key, se))
 
 
@@ -140,27 +190,58 @@ def sas_token(uri: str, key_name: str, key: str,
 # --------------------------------------------------------------------------
 
 _BROKER_FIELDS = {
-    "message_id": "MessageId", "label": "Label", "correlation_id": "CorrelationId",
-    "session_id": "SessionId", "partition_key": "PartitionKey", "reply_to": "ReplyTo",
-    "reply_to_session_id": "ReplyToSessionId", "to": "To", "via_partition_key": "ViaPartitionKey",
+    "message_id": "MessageId",
+    "label": "Label",
+    "correlation_id": "CorrelationId",
+    "session_id": "SessionId",
+    "partition_key": "PartitionKey",
+    "reply_to": "ReplyTo",
+    "reply_to_session_id": "ReplyToSessionId",
+    "to": "To",
+    "via_partition_key": "ViaPartitionKey",
 }
 
 
 class OutgoingMessage:
     """A message to send: body plus optional broker and custom properties."""
 
-    __slots__ = ("body", "properties", "content_type", "time_to_live", "scheduled_enqueue_time",
-                 "message_id", "label", "correlation_id", "session_id", "partition_key",
-                 "reply_to", "reply_to_session_id", "to", "via_partition_key", "resend")
+    __slots__ = (
+        "body",
+        "properties",
+        "content_type",
+        "time_to_live",
+        "scheduled_enqueue_time",
+        "message_id",
+        "label",
+        "correlation_id",
+        "session_id",
+        "partition_key",
+        "reply_to",
+        "reply_to_session_id",
+        "to",
+        "via_partition_key",
+        "resend",
+    )
 
-    def __init__(self, body: Body = b"", *, properties: Optional[Mapping[str, PropertyValue]] = None,
-                 message_id: Optional[str] = None, label: Optional[str] = None,
-                 content_type: Optional[str] = None, time_to_live: Optional[float] = None,
-                 correlation_id: Optional[str] = None, session_id: Optional[str] = None,
-                 partition_key: Optional[str] = None, reply_to: Optional[str] = None,
-                 reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
-                 scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-                 resend: bool = False, via_partition_key: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        body: Body = b"",
+        *,
+        properties: Optional[Mapping[str, PropertyValue]] = None,
+        message_id: Optional[str] = None,
+        label: Optional[str] = None,
+        content_type: Optional[str] = None,
+        time_to_live: Optional[float] = None,
+        correlation_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        partition_key: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        reply_to_session_id: Optional[str] = None,
+        to: Optional[str] = None,
+        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
+        resend: bool = False,
+        via_partition_key: Optional[str] = None,
+    ) -> None:
         self.body = _body_bytes(body)
         # Opt-in: a send whose answer is lost is sent again instead of raising
         # OutcomeUnknownError. Needs message_id and an entity with duplicate detection.
@@ -171,15 +252,15 @@ class OutgoingMessage:
         for k, v in self.properties.items():
             _check_str("property name", k)
             if not isinstance(v, (str, int, float, bool, _dt.datetime)):
-                raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, "
-                                f"not {type(v).__name__}")
+                raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
             if isinstance(v, _dt.datetime):
                 _check_datetime_property(k, v)
         self.content_type = _check_str("content_type", content_type, optional=True, empty=True)
         ttl = _number(time_to_live, "time_to_live", optional=True)
         self.time_to_live = None if ttl is None else float(ttl)
-        self.scheduled_enqueue_time = (None if scheduled_enqueue_time is None
-                                       else _unix(scheduled_enqueue_time, "scheduled_enqueue_time"))
+        self.scheduled_enqueue_time = (
+            None if scheduled_enqueue_time is None else _unix(scheduled_enqueue_time, "scheduled_enqueue_time")
+        )
         self.message_id = _check_str("message_id", message_id, optional=True)
         self.label = _check_str("label", label, optional=True)
         self.correlation_id = _check_str("correlation_id", correlation_id, optional=True)
@@ -191,8 +272,10 @@ class OutgoingMessage:
         self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True)
 
     def __repr__(self) -> str:
-        return (f"OutgoingMessage({len(self.body)} bytes, message_id={self.message_id!r}, "
-                f"label={self.label!r}, properties={sorted(self.properties)!r})")
+        return (
+            f"OutgoingMessage({len(self.body)} bytes, message_id={self.message_id!r}, "
+            f"label={self.label!r}, properties={sorted(self.properties)!r})"
+        )
 
     def _build(self) -> Any:
         h = _core.pl_outgoing_new(self.body)
@@ -230,44 +313,68 @@ def _build_batch(messages: Iterable[Union["OutgoingMessage", Body]]) -> Tuple[An
 def _warn_orphaned(entity: str) -> None:
     """A peek-lock's answer was lost after the server may have locked a message (the
     extension's fast path calls this too)."""
-    log.warning("peek_lock on %s: an answer was lost after the server may have locked a message; "
-                "that message stays locked until its lock expires, then comes back "
-                "(stats()['orphaned_locks'])", entity)
+    log.warning(
+        "peek_lock on %s: an answer was lost after the server may have locked a message; "
+        "that message stays locked until its lock expires, then comes back "
+        "(stats()['orphaned_locks'])",
+        entity,
+    )
 
 
 _LOG_RETRY = 1
 _LOG_FAILED = 2
 
 
-def _log_call(kind: int, operation: str, entity: str, code: int, status: int, attempt: int,
-              delay_ms: int, message: str) -> None:
+def _log_call(
+    kind: int, operation: str, entity: str, code: int, status: int, attempt: int, delay_ms: int, message: str
+) -> None:
     """The C client's log hook (bindings/python.i), on the thread of the call, as it
     happens: a retry at DEBUG, a call that ends in an error at WARNING, with the
     operation, entity, HTTP status (or error code) and attempt. The C text names no
     lock token, key or signature. The fields are on the record too (``peeklock_*``)."""
     level = logging.DEBUG if kind == _LOG_RETRY else logging.WARNING
-    extra = {"peeklock_operation": operation, "peeklock_entity": entity, "peeklock_status": status,
-             "peeklock_code": code, "peeklock_attempt": attempt}
+    extra = {
+        "peeklock_operation": operation,
+        "peeklock_entity": entity,
+        "peeklock_status": status,
+        "peeklock_code": code,
+        "peeklock_attempt": attempt,
+    }
     keep = _held.held.get() if kind != _LOG_RETRY else None
     if keep is not None:
-        keep.append(extra)              # the caller logs this failure itself (peeklock._held)
+        keep.append(extra)  # the caller logs this failure itself (peeklock._held)
         return
     if not log.isEnabledFor(level):
         return
     how = f"HTTP {status}" if status else str(_core.pl_strerror(code)).split(":", 1)[0]
     if kind == _LOG_RETRY:
-        log.debug("%s on %s: attempt %d failed (%s), retrying in %d ms: %s", operation, entity,
-                  attempt, how, delay_ms, message, extra=dict(extra, peeklock_delay_ms=delay_ms))
+        log.debug(
+            "%s on %s: attempt %d failed (%s), retrying in %d ms: %s",
+            operation,
+            entity,
+            attempt,
+            how,
+            delay_ms,
+            message,
+            extra=dict(extra, peeklock_delay_ms=delay_ms),
+        )
     else:
-        log.warning("%s on %s failed after %d attempt%s (%s): %s", operation, entity, attempt,
-                    "" if attempt == 1 else "s", how, message, extra=extra)
+        log.warning(
+            "%s on %s failed after %d attempt%s (%s): %s",
+            operation,
+            entity,
+            attempt,
+            "" if attempt == 1 else "s",
+            how,
+            message,
+            extra=extra,
+        )
 
 
 _core.pl_py_set_log_handler(_log_call)
 
 
-def _log_completion(operation: str, entity: str, code: int, status: int, attempts: int,
-                    message: str) -> None:
+def _log_completion(operation: str, entity: str, code: int, status: int, attempts: int, message: str) -> None:
     """What _log_call tells of a blocking call, told of an asynchronous one as its
     completion reaches the event loop (the engine's thread calls no hook): the
     retries at DEBUG as one record (the engine keeps the count, not each attempt's
@@ -276,11 +383,21 @@ def _log_completion(operation: str, entity: str, code: int, status: int, attempt
     if code < 0 and code not in (_errors.PL_ECLOSED, _errors.PL_ECANCELED):
         _log_call(_LOG_FAILED, operation, entity, code, status, attempts, 0, message)
     elif attempts > 1 and log.isEnabledFor(logging.DEBUG):
-        log.debug("%s on %s: succeeded at attempt %d after %d retr%s", operation, entity, attempts,
-                  attempts - 1, "y" if attempts == 2 else "ies",
-                  extra={"peeklock_operation": operation, "peeklock_entity": entity,
-                         "peeklock_status": status, "peeklock_code": code,
-                         "peeklock_attempt": attempts})
+        log.debug(
+            "%s on %s: succeeded at attempt %d after %d retr%s",
+            operation,
+            entity,
+            attempts,
+            attempts - 1,
+            "y" if attempts == 2 else "ies",
+            extra={
+                "peeklock_operation": operation,
+                "peeklock_entity": entity,
+                "peeklock_status": status,
+                "peeklock_code": code,
+                "peeklock_attempt": attempts,
+            },
+        )
 
 
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
@@ -315,13 +432,13 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
                 raise ValueError(f"property {k!r} must not contain NUL characters")
             _core.pl_outgoing_add_string(h, k, str(v))
         else:
-            raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, "
-                            f"not {type(v).__name__}")
+            raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
 
 
 # --------------------------------------------------------------------------
 # received messages
 # --------------------------------------------------------------------------
+
 
 class Message:
     """A received message. Peek-locked messages are settled with
@@ -334,7 +451,7 @@ class Message:
     def __init__(self, handle: Any, client: "Client", max_renew: Optional[float] = None) -> None:
         # Client.peek_lock's C path sets these same slots (bindings/python.i)
         self._h = handle
-        self._client = client           # keeps the parent client alive
+        self._client = client  # keeps the parent client alive
         self._body: Optional[bytes] = None
         self._props: Optional[Dict[str, PropertyValue]] = None
         self.max_renew = max_renew
@@ -342,6 +459,7 @@ class Message:
 
     # ---- properties ----
     if TYPE_CHECKING:
+
         @property
         def body(self) -> bytes: ...
 
@@ -354,8 +472,7 @@ class Message:
         # read about once per message: C getters taking the Message (bindings/python.i)
         body = property(_core.pl_py_message_body_of, doc="The body (bytes).")
         message_id = property(_core.pl_py_message_id_of, doc="The MessageId, or None.")
-        sequence_number = property(_core.pl_py_message_sequence_number_of,
-                                   doc="The SequenceNumber (-1 if absent).")
+        sequence_number = property(_core.pl_py_message_sequence_number_of, doc="The SequenceNumber (-1 if absent).")
 
     @property
     def text(self) -> str:
@@ -450,7 +567,7 @@ class Message:
 
     @property
     def state(self) -> str:
-        """"none" (receive-and-delete), "held", "settling", "settled", "lost" or
+        """ "none" (receive-and-delete), "held", "settling", "settled", "lost" or
         "unknown" (a complete or abandon whose outcome could not be known)."""
         return _STATE_NAMES.get(_core.pl_message_lock_state(self._h), "unknown")
 
@@ -462,8 +579,7 @@ class Message:
         or being settled, and after receive-and-delete."""
         st = _core.pl_message_lock_state(self._h)
         if st == LOCK_SETTLED:
-            return ("completed" if _core.pl_message_settle_kind(self._h) == _SETTLE_COMPLETE
-                    else "abandoned")
+            return "completed" if _core.pl_message_settle_kind(self._h) == _SETTLE_COMPLETE else "abandoned"
         if st == LOCK_LOST:
             return "lost"
         if st == LOCK_UNKNOWN:
@@ -587,8 +703,7 @@ class Message:
                 settled = True
                 if exc_type is None:
                     raise
-                log.warning("abandon of message %s after a handler error failed: %s",
-                            self.sequence_number, e)
+                log.warning("abandon of message %s after a handler error failed: %s", self.sequence_number, e)
                 return False
             settled = True
             if exc_type is None:
@@ -596,19 +711,25 @@ class Message:
                     raise ClosedError(
                         f"message {self.sequence_number} in {self.entity} was abandoned when the "
                         "client closed while the block ran; it was not completed and will be "
-                        "delivered again", code=_E_CLOSED)
+                        "delivered again",
+                        code=_E_CLOSED,
+                    )
                 if outcome == _FINISH_UNKNOWN:
                     raise OutcomeUnknownError(
                         f"message {self.sequence_number} in {self.entity}: a settle made while the "
                         "block ran had an unknown outcome; it may or may not have been completed",
-                        code=_errors.PL_EUNKNOWN)
+                        code=_errors.PL_EUNKNOWN,
+                    )
                 if outcome == _FINISH_LOST:
                     raise LockLostError(
                         f"lock on message {self.sequence_number} in {self.entity} was lost "
-                        "while the handler ran; it was not completed", code=_errors.PL_ELOCKLOST)
+                        "while the handler ran; it was not completed",
+                        code=_errors.PL_ELOCKLOST,
+                    )
             elif outcome == _FINISH_LOST:
-                log.warning("lock on message %s in %s was lost while the handler failed",
-                            self.sequence_number, self.entity)
+                log.warning(
+                    "lock on message %s in %s was lost while the handler failed", self.sequence_number, self.entity
+                )
             return False
         finally:
             if not settled and _core.pl_message_lock_state(self._h) == LOCK_HELD:
@@ -621,24 +742,35 @@ class Message:
 
     # ---- display ----
     def __repr__(self) -> str:
-        return (f"<peeklock.Message seq={self.sequence_number} id={self.message_id!r} "
-                f"entity={self.entity!r} delivery={self.delivery_count} "
-                f"{len(self.body)} bytes state={self.state}>")
+        return (
+            f"<peeklock.Message seq={self.sequence_number} id={self.message_id!r} "
+            f"entity={self.entity!r} delivery={self.delivery_count} "
+            f"{len(self.body)} bytes state={self.state}>"
+        )
 
     def _html_row(self) -> str:
         body = self.body
         preview = body[:120].decode("utf-8", "replace") + ("…" if len(body) > 120 else "")
         props = ", ".join(f"{k}={v!r}" for k, v in self.properties.items())
-        cells = [self.sequence_number, self.message_id or "", self.label or "",
-                 self.delivery_count, self.enqueued_time.isoformat() if self.enqueued_time else "",
-                 self.state, props, preview]
+        cells = [
+            self.sequence_number,
+            self.message_id or "",
+            self.label or "",
+            self.delivery_count,
+            self.enqueued_time.isoformat() if self.enqueued_time else "",
+            self.state,
+            props,
+            preview,
+        ]
         return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
-    _HTML_HEAD = ("<tr><th>seq</th><th>message_id</th><th>label</th><th>deliveries</th>"
-                  "<th>enqueued</th><th>state</th><th>properties</th><th>body</th></tr>")
+    _HTML_HEAD = (
+        "<tr><th>seq</th><th>message_id</th><th>label</th><th>deliveries</th>"
+        "<th>enqueued</th><th>state</th><th>properties</th><th>body</th></tr>"
+    )
 
     def _repr_html_(self) -> str:
-        return (f"<table class='peeklock-message'>{self._HTML_HEAD}{self._html_row()}</table>")
+        return f"<table class='peeklock-message'>{self._HTML_HEAD}{self._html_row()}</table>"
 
 
 class MessageList(List[Message]):
@@ -646,8 +778,10 @@ class MessageList(List[Message]):
 
     def _repr_html_(self) -> str:
         rows = "".join(m._html_row() for m in self)
-        return (f"<table class='peeklock-messages'>{Message._HTML_HEAD}{rows}</table>"
-                f"<p>{len(self)} message{'s' if len(self) != 1 else ''}</p>")
+        return (
+            f"<table class='peeklock-messages'>{Message._HTML_HEAD}{rows}</table>"
+            f"<p>{len(self)} message{'s' if len(self) != 1 else ''}</p>"
+        )
 
     def to_dataframe(self) -> Any:
         """The messages as a pandas DataFrame, one row per message (pandas must
@@ -660,10 +794,17 @@ class MessageList(List[Message]):
         rows = []
         for m in self:
             row: Dict[str, Any] = {
-                "sequence_number": m.sequence_number, "message_id": m.message_id,
-                "delivery_count": m.delivery_count, "enqueued_time": m.enqueued_time,
-                "label": m.label, "content_type": m.content_type, "size": len(m.body),
-                "dead_letter_reason": m.dead_letter_reason, "state": m.state, "body": m.body}
+                "sequence_number": m.sequence_number,
+                "message_id": m.message_id,
+                "delivery_count": m.delivery_count,
+                "enqueued_time": m.enqueued_time,
+                "label": m.label,
+                "content_type": m.content_type,
+                "size": len(m.body),
+                "dead_letter_reason": m.dead_letter_reason,
+                "state": m.state,
+                "body": m.body,
+            }
             row.update({f"prop.{k}": v for k, v in m.properties.items()})
             rows.append(row)
         return pd.DataFrame(rows)
@@ -673,8 +814,10 @@ class MessageList(List[Message]):
 # client
 # --------------------------------------------------------------------------
 
+
 class RenewerStats(TypedDict):
     """``Client.stats()["renewer"]``: the client's C renewer (zeros before the first lock)."""
+
     held: int
     renewals: int
     failures: int
@@ -696,6 +839,7 @@ class EventCounts(TypedDict):
 
 class ClientStats(TypedDict):
     """``Client.stats()``: the same keys always."""
+
     requests: int
     reused_connections: int
     retries: int
@@ -717,9 +861,13 @@ class ClientStats(TypedDict):
 TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]
 
 
-def _management_authorization(connection_string: Optional[str], key_name: Optional[str],
-                              key: Optional[str], token: Optional[str],
-                              token_provider: Optional[TokenProvider]) -> Callable[[str], str]:
+def _management_authorization(
+    connection_string: Optional[str],
+    key_name: Optional[str],
+    key: Optional[str],
+    token: Optional[str],
+    token_provider: Optional[TokenProvider],
+) -> Callable[[str], str]:
     """The Authorization header for management requests, from the same
     credentials the C client was given (kept in this closure, never shown)."""
     if connection_string is not None:
@@ -731,6 +879,7 @@ def _management_authorization(connection_string: Optional[str], key_name: Option
         def bearer(audience: str) -> str:
             got = provider(audience)
             return "Bearer " + str(got[0] if isinstance(got, tuple) else got)
+
         return bearer
     if key is not None and key_name is not None:
         kn, k = key_name, key
@@ -739,7 +888,7 @@ def _management_authorization(connection_string: Optional[str], key_name: Option
     return lambda audience: fixed
 
 
-_EVENT_WAIT_MS = 3_600_000     # the events thread's longest sleep (an idle client wakes it hourly)
+_EVENT_WAIT_MS = 3_600_000  # the events thread's longest sleep (an idle client wakes it hourly)
 
 
 def _event_loop(ref: "weakref.ref[Client]", r: Any, closed: threading.Event) -> None:
@@ -754,8 +903,8 @@ def _event_loop(ref: "weakref.ref[Client]", r: Any, closed: threading.Event) -> 
         if ev is None:
             c = ref()
             if c is None or closed.is_set() or c._renewer_handle is not r:
-                return                  # closed: its queue is drained
-            del c                       # no reference held while waiting
+                return  # closed: its queue is drained
+            del c  # no reference held while waiting
             continue
         client = ref()
         if client is None:
@@ -763,7 +912,7 @@ def _event_loop(ref: "weakref.ref[Client]", r: Any, closed: threading.Event) -> 
         with client._events_lock:
             try:
                 client._on_event(ev)
-            except Exception:          # a logging handler's failure must not end the thread
+            except Exception:  # a logging handler's failure must not end the thread
                 log.exception("handling a renewer event")
         del client
 
@@ -773,8 +922,9 @@ def _close_renewer(r: Any, closed: threading.Event) -> None:
     _core.pl_renewer_close(r, 0)
 
 
-def _outgoing_handle(body: Union[Body, OutgoingMessage], properties: Optional[Mapping[str, PropertyValue]],
-                     kwargs: Dict[str, Any]) -> Any:
+def _outgoing_handle(
+    body: Union[Body, OutgoingMessage], properties: Optional[Mapping[str, PropertyValue]], kwargs: Dict[str, Any]
+) -> Any:
     """The core's outgoing message for a send: body and properties, or an
     OutgoingMessage alone; kwargs are the broker keywords that were given."""
     if type(body) is bytes and not kwargs:
@@ -803,13 +953,22 @@ class Client:
     ``https://myns.servicebus.windows.net/``), the same for every entity.
     """
 
-    def __init__(self, endpoint: Optional[str] = None, *, key_name: Optional[str] = None,
-                 key: Optional[str] = None, sas_token: Optional[str] = None,
-                 token_provider: Optional[TokenProvider] = None,
-                 connection_string: Optional[str] = None,
-                 connect_timeout: float = 10.0, request_timeout: float = 30.0,
-                 max_retries: int = 3, max_renew: float = _DEFAULT_MAX_RENEW,
-                 pool_size: int = 0, ca_file: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        endpoint: Optional[str] = None,
+        *,
+        key_name: Optional[str] = None,
+        key: Optional[str] = None,
+        sas_token: Optional[str] = None,
+        token_provider: Optional[TokenProvider] = None,
+        connection_string: Optional[str] = None,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+        max_retries: int = 3,
+        max_renew: float = _DEFAULT_MAX_RENEW,
+        pool_size: int = 0,
+        ca_file: Optional[str] = None,
+    ) -> None:
         _check_str("endpoint", endpoint, optional=True)
         _check_str("key_name", key_name, optional=True)
         _check_str("key", key, optional=True)
@@ -840,13 +999,24 @@ class Client:
         # (entity, sequence number) -> called by the events thread when that lock is lost
         self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
-        self._h = _core.pl_client_open(connection_string, endpoint, key_name, key, sas_token,
-                                       _ms(ct), _ms(rt), max_retries,
-                                       0, 0, pool_size, ca_file, 0)
+        self._h = _core.pl_client_open(
+            connection_string,
+            endpoint,
+            key_name,
+            key,
+            sas_token,
+            _ms(ct),
+            _ms(rt),
+            max_retries,
+            0,
+            0,
+            pool_size,
+            ca_file,
+            0,
+        )
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self._ca_file = ca_file
-        self._authorization = _management_authorization(
-            connection_string, key_name, key, sas_token, token_provider)
+        self._authorization = _management_authorization(connection_string, key_name, key, sas_token, token_provider)
         self.entity_path: Optional[str] = _core.pl_client_entity_path(self._h)
         # the handle the C methods use, while open and with no token to refresh
         self._plain_h: Any = self._h if token_provider is None else None
@@ -854,14 +1024,29 @@ class Client:
             self._refresh_token(force=True)
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, *, token_provider: Optional[TokenProvider] = None,
-                               connect_timeout: float = 10.0, request_timeout: float = 30.0,
-                               max_retries: int = 3, max_renew: float = _DEFAULT_MAX_RENEW,
-                               pool_size: int = 0, ca_file: Optional[str] = None) -> "Client":
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        token_provider: Optional[TokenProvider] = None,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+        max_retries: int = 3,
+        max_renew: float = _DEFAULT_MAX_RENEW,
+        pool_size: int = 0,
+        ca_file: Optional[str] = None,
+    ) -> "Client":
         _check_str("connection_string", connection_string)
-        return cls(connection_string=connection_string, token_provider=token_provider,
-                   connect_timeout=connect_timeout, request_timeout=request_timeout,
-                   max_retries=max_retries, max_renew=max_renew, pool_size=pool_size, ca_file=ca_file)
+        return cls(
+            connection_string=connection_string,
+            token_provider=token_provider,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            max_retries=max_retries,
+            max_renew=max_renew,
+            pool_size=pool_size,
+            ca_file=ca_file,
+        )
 
     def __repr__(self) -> str:
         return f"<peeklock.Client endpoint={self.endpoint!r}{' closed' if self._closed else ''}>"
@@ -869,8 +1054,10 @@ class Client:
     def _repr_html_(self) -> str:
         """The endpoint and, when the management API answers, every entity with
         its counts (Jupyter)."""
-        head = (f"<p class='peeklock-client'><b>peeklock.Client</b> "
-                f"{html.escape(self.endpoint)}{' (closed)' if self._closed else ''}</p>")
+        head = (
+            f"<p class='peeklock-client'><b>peeklock.Client</b> "
+            f"{html.escape(self.endpoint)}{' (closed)' if self._closed else ''}</p>"
+        )
         if self._closed:
             return head
         try:
@@ -962,8 +1149,9 @@ class Client:
                 # the renewer's events are logged (and counted) as they happen, by a
                 # thread that sleeps in C until one comes (the GIL released meanwhile)
                 closed = threading.Event()
-                t = threading.Thread(target=_event_loop, args=(weakref.ref(self), r, closed),
-                                     name="peeklock-events", daemon=True)
+                t = threading.Thread(
+                    target=_event_loop, args=(weakref.ref(self), r, closed), name="peeklock-events", daemon=True
+                )
                 t.start()
                 # a client dropped unclosed: its renewer stops (without unlocking, as
                 # before), which also ends the events thread
@@ -988,51 +1176,79 @@ class Client:
         id and the sequence number (never the lock token)."""
         t = _core.pl_event_type(ev)
         m = _core.pl_event_message(ev)
-        where = (_core.pl_message_sequence_number(m), _core.pl_message_id(m),
-                 _core.pl_message_entity(m))
+        where = (_core.pl_message_sequence_number(m), _core.pl_message_id(m), _core.pl_message_entity(m))
         if t == _EVENT_RENEWED:
             self._event_counts["renewed"] += 1
-            log.debug("lock renewed: message %s (id %s) in %s, %.3f s of the lock left when "
-                      "it landed", *where, _core.pl_event_slack_ms(ev) / 1000)
+            log.debug(
+                "lock renewed: message %s (id %s) in %s, %.3f s of the lock left when it landed",
+                *where,
+                _core.pl_event_slack_ms(ev) / 1000,
+            )
         elif t == _EVENT_RENEW_FAILED:
             self._event_counts["renewal_failures"] += 1
             # (the reason ends "; retrying" when another attempt follows; if none does,
             # a "lock lost" line follows)
-            log.warning("lock renewal failed: message %s (id %s) in %s: %s", *where,
-                        str(_core.pl_event_reason(ev)).replace("renewal failed: ", "", 1))
+            log.warning(
+                "lock renewal failed: message %s (id %s) in %s: %s",
+                *where,
+                str(_core.pl_event_reason(ev)).replace("renewal failed: ", "", 1),
+            )
         elif t == _EVENT_LOST:
             self._event_counts["lost"] += 1
-            log.warning("lock lost: message %s (id %s) in %s: %s", *where,
-                        _core.pl_event_reason(ev))
+            log.warning("lock lost: message %s (id %s) in %s: %s", *where, _core.pl_event_reason(ev))
             watch = self._lost_watch.pop((where[2], where[0]), None)
             if watch is not None:
                 watch()
         elif t == _EVENT_CAP:
             self._event_counts["cap_reached"] += 1
-            log.warning("max_renew reached: message %s (id %s) in %s: renewal stopped, the "
-                        "lock runs out unless the message is settled first", *where)
+            log.warning(
+                "max_renew reached: message %s (id %s) in %s: renewal stopped, the "
+                "lock runs out unless the message is settled first",
+                *where,
+            )
 
     # ---- operations ----
-    def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", *,
-             properties: Optional[Mapping[str, PropertyValue]] = None,
-             message_id: Optional[str] = None, label: Optional[str] = None,
-             content_type: Optional[str] = None, time_to_live: Optional[float] = None,
-             correlation_id: Optional[str] = None, session_id: Optional[str] = None,
-             partition_key: Optional[str] = None, reply_to: Optional[str] = None,
-             reply_to_session_id: Optional[str] = None, to: Optional[str] = None,
-             scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-             via_partition_key: Optional[str] = None) -> None:
+    def send(
+        self,
+        entity: str,
+        body: Union[Body, OutgoingMessage] = b"",
+        *,
+        properties: Optional[Mapping[str, PropertyValue]] = None,
+        message_id: Optional[str] = None,
+        label: Optional[str] = None,
+        content_type: Optional[str] = None,
+        time_to_live: Optional[float] = None,
+        correlation_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        partition_key: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        reply_to_session_id: Optional[str] = None,
+        to: Optional[str] = None,
+        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
+        via_partition_key: Optional[str] = None,
+    ) -> None:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
         (sent as UTF-8) or an OutgoingMessage; the keyword arguments are those of
         OutgoingMessage."""
         entity = _check_entity(entity)
-        kwargs: Dict[str, Any] = {k: v for k, v in (
-            ("message_id", message_id), ("label", label), ("content_type", content_type),
-            ("time_to_live", time_to_live), ("correlation_id", correlation_id),
-            ("session_id", session_id), ("partition_key", partition_key),
-            ("reply_to", reply_to), ("reply_to_session_id", reply_to_session_id), ("to", to),
-            ("scheduled_enqueue_time", scheduled_enqueue_time),
-            ("via_partition_key", via_partition_key)) if v is not None}
+        kwargs: Dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("message_id", message_id),
+                ("label", label),
+                ("content_type", content_type),
+                ("time_to_live", time_to_live),
+                ("correlation_id", correlation_id),
+                ("session_id", session_id),
+                ("partition_key", partition_key),
+                ("reply_to", reply_to),
+                ("reply_to_session_id", reply_to_session_id),
+                ("to", to),
+                ("scheduled_enqueue_time", scheduled_enqueue_time),
+                ("via_partition_key", via_partition_key),
+            )
+            if v is not None
+        }
         h = _outgoing_handle(body, properties, kwargs)
         if self._closed:
             self._check_open()
@@ -1049,8 +1265,7 @@ class Client:
         _core.pl_send_batch(self._h, entity, b)
         return n
 
-    def peek_lock(self, entity: str, timeout: float = 30, *,
-                  max_renew: Optional[float] = None) -> Optional[Message]:
+    def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
@@ -1069,8 +1284,9 @@ class Client:
         return Message(h, self, mr)
 
     @contextlib.contextmanager
-    def lock(self, entity: str, timeout: float = 30, *,
-             max_renew: Optional[float] = None) -> Iterator[Optional[Message]]:
+    def lock(
+        self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None
+    ) -> Iterator[Optional[Message]]:
         """``with client.lock("orders", timeout=30) as msg:`` peek-locks the next
         message and yields it, or yields None when nothing arrived in time (so
         an empty queue is an ``if msg is None`` inside the block, not a
@@ -1110,22 +1326,21 @@ class Client:
             return None
         return Message(h, self)
 
-    def receive(self, entity: str, timeout: float = 30, max_messages: Optional[int] = None, *,
-                max_renew: Optional[float] = None) -> Iterator[Message]:
+    def receive(
+        self, entity: str, timeout: float = 30, max_messages: Optional[int] = None, *, max_renew: Optional[float] = None
+    ) -> Iterator[Message]:
         """Yields peek-locked messages until a receive times out (``timeout``
         seconds with nothing arriving) or ``max_messages`` were received."""
         entity = _check_entity(entity)
         t = _check_timeout(timeout)
-        if max_messages is not None and (isinstance(max_messages, bool)
-                                         or not isinstance(max_messages, int)):
+        if max_messages is not None and (isinstance(max_messages, bool) or not isinstance(max_messages, int)):
             raise TypeError(f"max_messages must be an int or None, not {type(max_messages).__name__}")
         if max_messages is not None and max_messages < 0:
             raise ValueError("max_messages must not be negative")
         mr = _check_seconds(max_renew, "max_renew", optional=True)
         return self._receive_iter(entity, t, max_messages, mr)
 
-    def _receive_iter(self, entity: str, t: int, max_messages: Optional[int],
-                      mr: Optional[float]) -> Iterator[Message]:
+    def _receive_iter(self, entity: str, t: int, max_messages: Optional[int], mr: Optional[float]) -> Iterator[Message]:
         n = 0
         while max_messages is None or n < max_messages:
             msg = self.peek_lock(entity, t, max_renew=mr)
@@ -1139,33 +1354,54 @@ class Client:
         table in Jupyter). Each must still be settled."""
         return MessageList(self.receive(entity, timeout=timeout, max_messages=max_messages))
 
-    def process(self, entity: str,
-                handler: Union[Callable[[Message], Any], Callable[[List[Message]], Any]], *,
-                concurrency: int = 4,
-                max_renew: Optional[float] = None, poll_timeout: float = 5,
-                drain_timeout: float = 30, max_messages: Optional[int] = None,
-                idle_timeout: Optional[float] = None,
-                stop_event: Optional[threading.Event] = None, handle_signals: bool = True,
-                on_progress: Optional[Callable[["ProcessSummary"], Any]] = None,
-                progress_interval: float = 0.5, on_drain_timeout: str = "expire",
-                retry_delay: "RetryDelay" = _DEFAULT_RETRY,
-                on_error: Optional[Callable[[Message, BaseException], Any]] = None,
-                batch: Optional[int] = None, max_wait: float = 1.0,
-                ) -> "ProcessSummary":
+    def process(
+        self,
+        entity: str,
+        handler: Union[Callable[[Message], Any], Callable[[List[Message]], Any]],
+        *,
+        concurrency: int = 4,
+        max_renew: Optional[float] = None,
+        poll_timeout: float = 5,
+        drain_timeout: float = 30,
+        max_messages: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
+        stop_event: Optional[threading.Event] = None,
+        handle_signals: bool = True,
+        on_progress: Optional[Callable[["ProcessSummary"], Any]] = None,
+        progress_interval: float = 0.5,
+        on_drain_timeout: str = "expire",
+        retry_delay: "RetryDelay" = _DEFAULT_RETRY,
+        on_error: Optional[Callable[[Message, BaseException], Any]] = None,
+        batch: Optional[int] = None,
+        max_wait: float = 1.0,
+    ) -> "ProcessSummary":
         """Runs ``handler`` on every message of ``entity`` with ``concurrency``
         worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
         ``max_messages`` or ``idle_timeout``); see peeklock.processor. With ``batch=N``
         the handler takes a list of up to N locked messages (fewer once ``max_wait``
         seconds passed after the first)."""
         from .processor import Processor, exponential_backoff
-        p = Processor(self, entity, handler, concurrency=concurrency, max_renew=max_renew,
-                      poll_timeout=poll_timeout, drain_timeout=drain_timeout,
-                      max_messages=max_messages, idle_timeout=idle_timeout,
-                      stop_event=stop_event, handle_signals=handle_signals,
-                      on_progress=on_progress, progress_interval=progress_interval,
-                      on_drain_timeout=on_drain_timeout,
-                      retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY
-                      else retry_delay, on_error=on_error, batch=batch, max_wait=max_wait)
+
+        p = Processor(
+            self,
+            entity,
+            handler,
+            concurrency=concurrency,
+            max_renew=max_renew,
+            poll_timeout=poll_timeout,
+            drain_timeout=drain_timeout,
+            max_messages=max_messages,
+            idle_timeout=idle_timeout,
+            stop_event=stop_event,
+            handle_signals=handle_signals,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+            on_drain_timeout=on_drain_timeout,
+            retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY else retry_delay,
+            on_error=on_error,
+            batch=batch,
+            max_wait=max_wait,
+        )
         return p.run()
 
     # ---- operator tools ----
@@ -1173,14 +1409,22 @@ class Client:
         """Every queue, topic and subscription of the namespace with its message
         counts and settings (Atom management API); a table in Jupyter."""
         from .management import Management
+
         self._check_open()
         return Management(self.endpoint, self._authorization, ca_file=self._ca_file).entities()
 
-    def resubmit_dead_letters(self, entity: str, *, to: Optional[str] = None,
-                              filters: Optional[Mapping[str, str]] = None,
-                              max_messages: Optional[int] = None, rate: Optional[float] = None,
-                              keep_message_id: bool = True, dry_run: bool = False,
-                              timeout: float = 5) -> "ResubmitReport":
+    def resubmit_dead_letters(
+        self,
+        entity: str,
+        *,
+        to: Optional[str] = None,
+        filters: Optional[Mapping[str, str]] = None,
+        max_messages: Optional[int] = None,
+        rate: Optional[float] = None,
+        keep_message_id: bool = True,
+        dry_run: bool = False,
+        timeout: float = 5,
+    ) -> "ResubmitReport":
         """Sends a copy of each dead-lettered message of ``entity`` (a queue or
         subscription) back to it, or to ``to``, without its dead-letter
         reason and description, then removes the dead letter (see
@@ -1188,20 +1432,29 @@ class Client:
         (reason, description, label, message_id, or a custom property) to a
         glob pattern that must match."""
         from .tools import resubmit_dead_letters
+
         entity = _check_entity(entity)
         if to is not None:
             to = _check_entity(to)
         t = _check_timeout(timeout)
-        if max_messages is not None and (isinstance(max_messages, bool)
-                                         or not isinstance(max_messages, int) or max_messages < 1):
+        if max_messages is not None and (
+            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
+        ):
             raise ValueError("max_messages must be a positive int or None")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                                 or not rate > 0):
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
             raise ValueError("rate must be a positive number of messages per second")
         return resubmit_dead_letters(
-            self, entity, to=to, filters=list((filters or {}).items()), max_messages=max_messages,
-            rate=rate, keep_message_id=keep_message_id, dry_run=dry_run, timeout=t,
-            warn=lambda text: log.warning("%s", text))
+            self,
+            entity,
+            to=to,
+            filters=list((filters or {}).items()),
+            max_messages=max_messages,
+            rate=rate,
+            keep_message_id=keep_message_id,
+            dry_run=dry_run,
+            timeout=t,
+            warn=lambda text: log.warning("%s", text),
+        )
 
     def stats(self) -> "ClientStats":
         """Counters: sent, received, completed, abandoned, renewed, lost, renew
@@ -1213,10 +1466,19 @@ class Client:
             rs = dict(_core.pl_renewer_stats_get(r))
             rs["slack_buckets"] = list(rs["slack_buckets"])
             s["renewer"] = rs
-        else:                           # no lock held yet: the same keys, nothing counted
-            s["renewer"] = {"held": 0, "renewals": 0, "failures": 0, "lost": 0,
-                            "cap_reached": 0, "threads": 0, "lateness_p99_ms": 0.0,
-                            "rtt_p99_ms": 0.0, "slack_buckets": [0] * 6, "state_bytes": 0}
+        else:  # no lock held yet: the same keys, nothing counted
+            s["renewer"] = {
+                "held": 0,
+                "renewals": 0,
+                "failures": 0,
+                "lost": 0,
+                "cap_reached": 0,
+                "threads": 0,
+                "lateness_p99_ms": 0.0,
+                "rtt_p99_ms": 0.0,
+                "slack_buckets": [0] * 6,
+                "state_bytes": 0,
+            }
         s["events"] = dict(self._event_counts)
         return cast("ClientStats", s)
 
@@ -1226,15 +1488,20 @@ class Client:
 # place, which do the common case in one call each and hand any other call on
 # to the Python method.
 _core.pl_py_bind(Message, _ENTITY_OK)
-for _cls, _name, _signature in ((Client, "send", "($self, entity, body=b'', *, properties=None, message_id=None, "
-                                 "label=None, content_type=None, time_to_live=None, correlation_id=None, "
-                                 "session_id=None, partition_key=None, reply_to=None, "
-                                 "reply_to_session_id=None, to=None, scheduled_enqueue_time=None, "
-                                 "via_partition_key=None)"),
-                                (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
-                                (Message, "complete", "($self, /)")):
+for _cls, _name, _signature in (
+    (
+        Client,
+        "send",
+        "($self, entity, body=b'', *, properties=None, message_id=None, "
+        "label=None, content_type=None, time_to_live=None, correlation_id=None, "
+        "session_id=None, partition_key=None, reply_to=None, "
+        "reply_to_session_id=None, to=None, scheduled_enqueue_time=None, "
+        "via_partition_key=None)",
+    ),
+    (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
+    (Message, "complete", "($self, /)"),
+):
     _general = getattr(_cls, _name)
     setattr(_cls, "_" + _name, _general)
     setattr(_cls, _name, _core.pl_py_method(_cls, _name, f"{_name}{_signature}\n--\n\n{_general.__doc__}"))
 del _cls, _name, _signature, _general
-

@@ -8,6 +8,7 @@ C core refuses, which raises ``InvalidArgument`` (both a ``peeklock.Error`` and 
 ``ValueError``), so ``except ValueError`` catches every bad value. Messages never
 contain a key, signature or lock token.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -15,14 +16,46 @@ import re
 from typing import Any, Dict, Optional, Type
 
 __all__ = [
-    "Error", "InvalidArgument", "AuthError", "EntityNotFoundError", "LockLostError",
-    "MessageTooLargeError", "ThrottledError", "ServerError", "TimeoutError",
-    "ConnectionError", "ProtocolError", "OutcomeUnknownError", "BadRequestError",
-    "ConflictError", "StateError", "ClosedError", "HTTPError", "InternalError",
-    "CODE_NAMES", "PL_OK", "PL_EMPTY", "PL_EINVAL", "PL_ENOMEM", "PL_EAUTH", "PL_ENOTFOUND",
-    "PL_ELOCKLOST", "PL_ETOOLARGE", "PL_ETHROTTLED", "PL_ESERVER", "PL_ETIMEOUT", "PL_ECONNECT",
-    "PL_EPROTOCOL", "PL_EUNKNOWN", "PL_EBADREQUEST", "PL_ECONFLICT", "PL_ESTATE", "PL_ECLOSED",
-    "PL_EHTTP", "PL_EINTERNAL", "PL_ECANCELED",
+    "Error",
+    "InvalidArgument",
+    "AuthError",
+    "EntityNotFoundError",
+    "LockLostError",
+    "MessageTooLargeError",
+    "ThrottledError",
+    "ServerError",
+    "TimeoutError",
+    "ConnectionError",
+    "ProtocolError",
+    "OutcomeUnknownError",
+    "BadRequestError",
+    "ConflictError",
+    "StateError",
+    "ClosedError",
+    "HTTPError",
+    "InternalError",
+    "CODE_NAMES",
+    "PL_OK",
+    "PL_EMPTY",
+    "PL_EINVAL",
+    "PL_ENOMEM",
+    "PL_EAUTH",
+    "PL_ENOTFOUND",
+    "PL_ELOCKLOST",
+    "PL_ETOOLARGE",
+    "PL_ETHROTTLED",
+    "PL_ESERVER",
+    "PL_ETIMEOUT",
+    "PL_ECONNECT",
+    "PL_EPROTOCOL",
+    "PL_EUNKNOWN",
+    "PL_EBADREQUEST",
+    "PL_ECONFLICT",
+    "PL_ESTATE",
+    "PL_ECLOSED",
+    "PL_EHTTP",
+    "PL_EINTERNAL",
+    "PL_ECANCELED",
 ]
 
 # Result codes of csrc/include/peeklock.h (never renumbered): the one table the
@@ -51,8 +84,9 @@ PL_EHTTP = -17
 PL_EINTERNAL = -18
 PL_ECANCELED = -19
 
-CODE_NAMES: Dict[int, str] = {code: name for name, code in list(globals().items())
-                              if name.startswith("PL_") and isinstance(code, int)}
+CODE_NAMES: Dict[int, str] = {
+    code: name for name, code in list(globals().items()) if name.startswith("PL_") and isinstance(code, int)
+}
 
 # Defence in depth: the C core never puts secrets in messages; this scrubs
 # anything that looks like one should a message ever carry it.
@@ -62,8 +96,7 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(SharedAccessSignature=?\s*)sr=[^;\s\"']+"), r"\1<redacted>"),
     (re.compile(r"(?i)(SharedSecretValue=)[^;\s\"']+"), r"\1<redacted>"),
     (re.compile(r"(?i)(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1<redacted>"),
-    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
-     "<guid>"),
+    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<guid>"),
 ]
 
 
@@ -81,8 +114,7 @@ class Error(Exception):
     code: int
     retryable: bool
 
-    def __init__(self, message: str = "", *, status: int = 0, code: int = PL_EUNKNOWN,
-                 retryable: bool = False) -> None:
+    def __init__(self, message: str = "", *, status: int = 0, code: int = PL_EUNKNOWN, retryable: bool = False) -> None:
         message = scrub(str(message))
         super().__init__(message)
         self.message = message
@@ -100,8 +132,7 @@ class Error(Exception):
         return self.message
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.message!r}, status={self.status}, "
-                f"code={self.code_name})")
+        return f"{type(self).__name__}({self.message!r}, status={self.status}, code={self.code_name})"
 
     def __reduce__(self) -> Any:  # picklable across processes
         return (_rebuild, (type(self), self.message, self.status, self.code, self.retryable))
@@ -183,21 +214,31 @@ class InternalError(Error):
 
 
 _BY_CODE: Dict[int, Type[Error]] = {
-    PL_EINVAL: InvalidArgument, PL_ENOMEM: Error, PL_EAUTH: AuthError,
-    PL_ENOTFOUND: EntityNotFoundError, PL_ELOCKLOST: LockLostError,
-    PL_ETOOLARGE: MessageTooLargeError, PL_ETHROTTLED: ThrottledError, PL_ESERVER: ServerError,
-    PL_ETIMEOUT: TimeoutError, PL_ECONNECT: ConnectionError, PL_EPROTOCOL: ProtocolError,
-    PL_EUNKNOWN: OutcomeUnknownError, PL_EBADREQUEST: BadRequestError, PL_ECONFLICT: ConflictError,
-    PL_ESTATE: StateError, PL_ECLOSED: ClosedError, PL_EHTTP: HTTPError, PL_EINTERNAL: InternalError,
+    PL_EINVAL: InvalidArgument,
+    PL_ENOMEM: Error,
+    PL_EAUTH: AuthError,
+    PL_ENOTFOUND: EntityNotFoundError,
+    PL_ELOCKLOST: LockLostError,
+    PL_ETOOLARGE: MessageTooLargeError,
+    PL_ETHROTTLED: ThrottledError,
+    PL_ESERVER: ServerError,
+    PL_ETIMEOUT: TimeoutError,
+    PL_ECONNECT: ConnectionError,
+    PL_EPROTOCOL: ProtocolError,
+    PL_EUNKNOWN: OutcomeUnknownError,
+    PL_EBADREQUEST: BadRequestError,
+    PL_ECONFLICT: ConflictError,
+    PL_ESTATE: StateError,
+    PL_ECLOSED: ClosedError,
+    PL_EHTTP: HTTPError,
+    PL_EINTERNAL: InternalError,
 }
 
 
-def from_code(code: int, status: int = 0, retryable: int = 0,
-              message: Optional[str] = None) -> Error:
+def from_code(code: int, status: int = 0, retryable: int = 0, message: Optional[str] = None) -> Error:
     """The exception for a C result code (used by the extension module)."""
     cls = _BY_CODE.get(code, Error)
     if code == PL_ENOMEM:
         # Out of memory keeps the Python spelling too.
         return cls(message or "out of memory", status=status, code=code, retryable=bool(retryable))
-    return cls(message or CODE_NAMES.get(code, "error"), status=status, code=code,
-               retryable=bool(retryable))
+    return cls(message or CODE_NAMES.get(code, "error"), status=status, code=code, retryable=bool(retryable))

@@ -4,6 +4,7 @@ consumer (lock duration, maximum delivery count).
 
 The message operations run in the C core; these few GETs of Atom XML do not
 need it and use the standard library (``urllib``, ``xml.etree``)."""
+
 from __future__ import annotations
 
 import http.client
@@ -20,7 +21,7 @@ from . import errors as _errors
 __all__ = ["EntityInfo", "Management"]
 
 _ATOM = "{http://www.w3.org/2005/Atom}"
-_PAGE = 100                     # the service pages feeds by 100
+_PAGE = 100  # the service pages feeds by 100
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,17 @@ class EntityInfo:
     Counts are ``None`` when the service did not report them (a topic has no
     active messages of its own, only its subscriptions do)."""
 
-    path: str                               # "orders", "events/subscriptions/audit"
-    kind: str                               # "queue", "topic" or "subscription"
-    message_count: Optional[int]            # active + dead-lettered + scheduled
+    path: str  # "orders", "events/subscriptions/audit"
+    kind: str  # "queue", "topic" or "subscription"
+    message_count: Optional[int]  # active + dead-lettered + scheduled
     active: Optional[int]
     dead_letter: Optional[int]
     scheduled: Optional[int]
     transfer: Optional[int]
-    lock_duration: Optional[float]          # seconds; None on topics
-    max_delivery_count: Optional[int]       # None on topics
+    lock_duration: Optional[float]  # seconds; None on topics
+    max_delivery_count: Optional[int]  # None on topics
     status: Optional[str]
-    requires_duplicate_detection: bool = False          # queues and topics
+    requires_duplicate_detection: bool = False  # queues and topics
     duplicate_detection_window: Optional[float] = None  # seconds
 
     def _repr_html_(self) -> str:
@@ -88,8 +89,9 @@ def _info(entry: ET.Element) -> Optional[EntityInfo]:
     desc = next(iter(content), None) if content is not None else None
     if desc is None:
         return None
-    kind = {"QueueDescription": "queue", "TopicDescription": "topic",
-            "SubscriptionDescription": "subscription"}.get(_local(desc.tag))
+    kind = {"QueueDescription": "queue", "TopicDescription": "topic", "SubscriptionDescription": "subscription"}.get(
+        _local(desc.tag)
+    )
     if kind is None:
         return None
     fields = {}
@@ -106,7 +108,9 @@ def _info(entry: ET.Element) -> Optional[EntityInfo]:
     if not path:
         path = (entry.findtext(_ATOM + "title") or "").strip()
     return EntityInfo(
-        path=path, kind=kind, message_count=_int(fields.get("MessageCount")),
+        path=path,
+        kind=kind,
+        message_count=_int(fields.get("MessageCount")),
         active=_int(counts.get("ActiveMessageCount")),
         dead_letter=_int(counts.get("DeadLetterMessageCount")),
         scheduled=_int(counts.get("ScheduledMessageCount")),
@@ -115,7 +119,8 @@ def _info(entry: ET.Element) -> Optional[EntityInfo]:
         max_delivery_count=_int(fields.get("MaxDeliveryCount")),
         status=fields.get("Status") or None,
         requires_duplicate_detection=fields.get("RequiresDuplicateDetection") == "true",
-        duplicate_detection_window=_duration(fields.get("DuplicateDetectionHistoryTimeWindow")))
+        duplicate_detection_window=_duration(fields.get("DuplicateDetectionHistoryTimeWindow")),
+    )
 
 
 def _html_table(rows: List[EntityInfo]) -> str:
@@ -123,13 +128,17 @@ def _html_table(rows: List[EntityInfo]) -> str:
 
     def cell(v: object) -> str:
         return "" if v is None else escape(str(v))
-    head = ("<tr><th>entity</th><th>kind</th><th>active</th><th>dead-letter</th>"
-            "<th>scheduled</th><th>lock (s)</th><th>max deliveries</th></tr>")
+
+    head = (
+        "<tr><th>entity</th><th>kind</th><th>active</th><th>dead-letter</th>"
+        "<th>scheduled</th><th>lock (s)</th><th>max deliveries</th></tr>"
+    )
     body = "".join(
         f"<tr><td>{cell(r.path)}</td><td>{cell(r.kind)}</td><td>{cell(r.active)}</td>"
         f"<td>{cell(r.dead_letter)}</td><td>{cell(r.scheduled)}</td>"
         f"<td>{cell(r.lock_duration)}</td><td>{cell(r.max_delivery_count)}</td></tr>"
-        for r in rows)
+        for r in rows
+    )
     return f"<table class='peeklock-entities'>{head}{body}</table>"
 
 
@@ -137,8 +146,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is an error: urllib would send the Authorization header on to
     wherever the redirect points, another host or plain http included."""
 
-    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
-                         headers: object, newurl: str) -> None:
+    def redirect_request(
+        self, req: urllib.request.Request, fp: object, code: int, msg: str, headers: object, newurl: str
+    ) -> None:
         return None
 
 
@@ -160,64 +170,82 @@ class Management:
     """Atom GETs against one namespace. ``authorization(uri)`` returns the
     Authorization header value for a request to ``uri``."""
 
-    def __init__(self, endpoint: str, authorization: Callable[[str], str], *,
-                 timeout: float = 30.0, ca_file: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        authorization: Callable[[str], str],
+        *,
+        timeout: float = 30.0,
+        ca_file: Optional[str] = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._authorization = authorization
         self._timeout = timeout
         self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, *, timeout: float = 30.0,
-                               ca_file: Optional[str] = None) -> "Management":
+    def from_connection_string(
+        cls, connection_string: str, *, timeout: float = 30.0, ca_file: Optional[str] = None
+    ) -> "Management":
         from .client import _management_authorization, parse_connection_string
+
         cs = parse_connection_string(connection_string)
         if not cs.sas_token and not (cs.key and cs.key_name):
             raise ValueError("the connection string has no SharedAccessKey or SharedAccessSignature")
-        return cls(cs.endpoint,
-                   _management_authorization(connection_string, None, None, None, None),
-                   timeout=timeout, ca_file=ca_file)
+        return cls(
+            cs.endpoint,
+            _management_authorization(connection_string, None, None, None, None),
+            timeout=timeout,
+            ca_file=ca_file,
+        )
 
     def _get(self, path: str, query: str = "") -> Optional[ET.Element]:
         url = f"{self.endpoint}/{urllib.parse.quote(path, safe='/$')}"
         if query:
             url += "?" + query
-        req = urllib.request.Request(url, headers={
-            "Authorization": self._authorization(self.endpoint + "/"),
-            "Accept": "application/atom+xml"})
+        req = urllib.request.Request(
+            url, headers={"Authorization": self._authorization(self.endpoint + "/"), "Accept": "application/atom+xml"}
+        )
         try:
             with _opener(self._context).open(req, timeout=self._timeout) as r:
                 body = r.read()
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return None
-            cls, code = ((_errors.AuthError, _errors.PL_EAUTH) if e.code in (401, 403) else
-                         (_errors.ServerError, _errors.PL_ESERVER) if e.code >= 500 else
-                         (_errors.HTTPError, _errors.PL_EHTTP))
-            raise cls(f"management GET {path}: the service answered {e.code}",
-                      status=e.code, code=code) from None
+            cls, code = (
+                (_errors.AuthError, _errors.PL_EAUTH)
+                if e.code in (401, 403)
+                else (_errors.ServerError, _errors.PL_ESERVER)
+                if e.code >= 500
+                else (_errors.HTTPError, _errors.PL_EHTTP)
+            )
+            raise cls(f"management GET {path}: the service answered {e.code}", status=e.code, code=code) from None
         except urllib.error.URLError as e:
-            raise _errors.ConnectionError(f"management GET {path}: {e.reason}",
-                                          code=_errors.PL_ECONNECT, retryable=True) from None
+            raise _errors.ConnectionError(
+                f"management GET {path}: {e.reason}", code=_errors.PL_ECONNECT, retryable=True
+            ) from None
         except TimeoutError:
-            raise _errors.TimeoutError(f"management GET {path}: no answer within "
-                                       f"{self._timeout:g} s", code=_errors.PL_ETIMEOUT, retryable=True) from None
-        except (http.client.HTTPException, OSError) as e:      # cut short while reading
-            raise _errors.ConnectionError(f"management GET {path}: {type(e).__name__}",
-                                          code=_errors.PL_ECONNECT, retryable=True) from None
+            raise _errors.TimeoutError(
+                f"management GET {path}: no answer within {self._timeout:g} s", code=_errors.PL_ETIMEOUT, retryable=True
+            ) from None
+        except (http.client.HTTPException, OSError) as e:  # cut short while reading
+            raise _errors.ConnectionError(
+                f"management GET {path}: {type(e).__name__}", code=_errors.PL_ECONNECT, retryable=True
+            ) from None
         if not body.strip():
             return None
         try:
             return ET.fromstring(body)
         except ET.ParseError as e:
-            raise _errors.ProtocolError(f"management GET {path}: not Atom XML ({e})",
-                                        code=_errors.PL_EPROTOCOL) from None
+            raise _errors.ProtocolError(
+                f"management GET {path}: not Atom XML ({e})", code=_errors.PL_EPROTOCOL
+            ) from None
 
     def get(self, path: str) -> Optional[EntityInfo]:
         """The entity at ``path`` (``orders``, ``t/subscriptions/s``), or None."""
         root = self._get(path.strip("/"))
         if root is None or _local(root.tag) != "entry":
-            return None          # the old service answers a missing queue with a feed
+            return None  # the old service answers a missing queue with a feed
         return _info(root)
 
     def _feed(self, path: str) -> Iterator[EntityInfo]:
@@ -240,7 +268,7 @@ class Management:
         for topic in list(self._feed("$Resources/Topics")):
             out.append(topic)
             for sub in self._feed(f"{topic.path}/Subscriptions"):
-                if "/" not in sub.path:     # an entry whose self link is only its name
+                if "/" not in sub.path:  # an entry whose self link is only its name
                     sub = _replace_path(sub, f"{topic.path}/subscriptions/{sub.path}")
                 out.append(sub)
         return out
@@ -248,4 +276,5 @@ class Management:
 
 def _replace_path(info: EntityInfo, path: str) -> EntityInfo:
     from dataclasses import replace
+
     return replace(info, path=path)

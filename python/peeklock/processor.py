@@ -20,6 +20,7 @@ something the handler needs does not use up the message's deliveries in
 milliseconds and dead-letter it. ``on_error(msg, exc)`` is called before the
 delay. A drain cuts the delay short and abandons at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,7 @@ import time
 from dataclasses import dataclass, field
 import math
 import traceback
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set,
-                    Tuple, TypeVar, Union)
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from ._held import hold_failures
 from ._validate import _check_entity, _check_seconds, _check_timeout
@@ -53,33 +53,32 @@ def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Mess
 
     def delay(msg: "Message") -> float:
         return float(min(cap, base * 2.0 ** min(max(msg.delivery_count - 1, 0), 62)))
+
     return delay
 
 
 RetryDelay = Union[float, Callable[["Message"], float], None]
-_Outcome = str   # "processed", "failed", "lost", "settled_by_handler" or "drained"
-_M = TypeVar("_M", bound="Message")   # a message of this client or of peeklock.aio's
-_ACTIONS = {"complete": "processed", "abandon": "failed"}   # a returned action -> its outcome
+_Outcome = str  # "processed", "failed", "lost", "settled_by_handler" or "drained"
+_M = TypeVar("_M", bound="Message")  # a message of this client or of peeklock.aio's
+_ACTIONS = {"complete": "processed", "abandon": "failed"}  # a returned action -> its outcome
 
 
 # ---- pure helpers shared by this processor and peeklock.aio's ----
 def _check_retry_delay(retry_delay: RetryDelay) -> RetryDelay:
     if retry_delay is not None and not callable(retry_delay):
-        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) \
-                or not 0 <= retry_delay <= 86400:
-            raise ValueError("retry_delay must be 0 to 86400 seconds, a callable "
-                             f"(msg) -> seconds, or None; got {retry_delay!r}")
+        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or not 0 <= retry_delay <= 86400:
+            raise ValueError(
+                f"retry_delay must be 0 to 86400 seconds, a callable (msg) -> seconds, or None; got {retry_delay!r}"
+            )
         retry_delay = float(retry_delay)
     return retry_delay
 
 
 def _check_batch(batch: Optional[int], max_wait: float) -> float:
     """Checks the batch options; returns max_wait as a float."""
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
-                              or batch < 1):
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ValueError("batch must be a positive int or None")
-    if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) \
-            or not 0 <= max_wait <= 3600:
+    if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not 0 <= max_wait <= 3600:
         raise ValueError(f"max_wait must be 0 to 3600 seconds, got {max_wait!r}")
     return float(max_wait)
 
@@ -120,14 +119,14 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]
         if m is None or m not in msgs:
             raise ValueError(f"the handler's result names {key!r}, not one of its messages")
         if action not in _ACTIONS:
-            raise ValueError(f"the handler's result says {action!r} for message "
-                             f"{m.sequence_number}: 'complete' or 'abandon'")
+            raise ValueError(
+                f"the handler's result says {action!r} for message {m.sequence_number}: 'complete' or 'abandon'"
+            )
         plan.append((m, action))
     return plan
 
 
-def _exit_outcome(settled_before: bool, applied: Optional[_Outcome], failed: bool,
-                  lost: bool) -> _Outcome:
+def _exit_outcome(settled_before: bool, applied: Optional[_Outcome], failed: bool, lost: bool) -> _Outcome:
     """A batch message's outcome once its exit ran: ``applied`` (the handler's
     returned mapping) or settled by the handler itself; else completed, or
     abandoned (lost when its lock was) when the handler failed."""
@@ -153,10 +152,16 @@ def _remember(s: "ProcessSummary", text: str) -> None:
 def _log_failure(entity: str, msg: "Message", exc: BaseException, delay: float) -> None:
     """Logs a handler's failure with its traceback (the message it is about
     and when it is abandoned)."""
-    log.warning("handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
-                msg.sequence_number, msg.message_id, entity, type(exc).__name__, exc,
-                f" in {delay:g} s" if delay else "",
-                exc_info=(type(exc), exc, exc.__traceback__))
+    log.warning(
+        "handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
+        msg.sequence_number,
+        msg.message_id,
+        entity,
+        type(exc).__name__,
+        exc,
+        f" in {delay:g} s" if delay else "",
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
 
 
 def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]]) -> None:
@@ -164,13 +169,26 @@ def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]]) ->
     ``peeklock_*`` fields (its record was held back, peeklock._held)."""
     if held:
         extra = held[-1]
-        log.warning("receive from %s failed after %d attempt%s: %s; trying again", entity,
-                    extra["peeklock_attempt"], "" if extra["peeklock_attempt"] == 1 else "s", exc,
-                    extra=extra)
-    else:           # raised before any request (a token provider, a closed client)
-        log.warning("receive from %s failed: %s; trying again", entity, exc,
-                    extra={"peeklock_operation": "peek_lock", "peeklock_entity": entity,
-                           "peeklock_status": exc.status, "peeklock_code": exc.code})
+        log.warning(
+            "receive from %s failed after %d attempt%s: %s; trying again",
+            entity,
+            extra["peeklock_attempt"],
+            "" if extra["peeklock_attempt"] == 1 else "s",
+            exc,
+            extra=extra,
+        )
+    else:  # raised before any request (a token provider, a closed client)
+        log.warning(
+            "receive from %s failed: %s; trying again",
+            entity,
+            exc,
+            extra={
+                "peeklock_operation": "peek_lock",
+                "peeklock_entity": entity,
+                "peeklock_status": exc.status,
+                "peeklock_code": exc.code,
+            },
+        )
 
 
 class _Drained(Exception):
@@ -182,20 +200,20 @@ class ProcessSummary:
     """What a processor run did."""
 
     entity: str = ""
-    received: int = 0          # messages locked
-    processed: int = 0         # handler returned and the message was completed
-    failed: int = 0            # handler raised: abandoned (will be redelivered)
+    received: int = 0  # messages locked
+    processed: int = 0  # handler returned and the message was completed
+    failed: int = 0  # handler raised: abandoned (will be redelivered)
     settled_by_handler: int = 0  # the handler completed or abandoned the message itself
-    lost: int = 0              # lock lost: nothing completed
+    lost: int = 0  # lock lost: nothing completed
     abandoned_on_drain: int = 0  # given back at once by the drain (see on_drain_timeout)
-    left_to_expire: int = 0    # handler still running at the drain deadline: renewal
-                               # stopped, lock left to run out (on_drain_timeout="expire")
-    errors: int = 0            # receive or settle errors (after retries)
-    renewals: int = 0          # lock renewals by the C renewer during the run
-    redelivered: int = 0       # received with delivery_count > 1
+    left_to_expire: int = 0  # handler still running at the drain deadline: renewal
+    # stopped, lock left to run out (on_drain_timeout="expire")
+    errors: int = 0  # receive or settle errors (after retries)
+    renewals: int = 0  # lock renewals by the C renewer during the run
+    redelivered: int = 0  # received with delivery_count > 1
     in_flight: int = 0
     elapsed: float = 0.0
-    stopped_by: str = ""       # "signal", "stop_event", "max_messages", "idle", "error"
+    stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error"
     last_errors: List[str] = field(default_factory=list)
 
     @property
@@ -207,29 +225,40 @@ class ProcessSummary:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
     def __str__(self) -> str:
-        return (f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
-                + (f"settled by the handler {self.settled_by_handler}, "
-                   if self.settled_by_handler else "") +
-                f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
-                + (f"left to expire {self.left_to_expire}, " if self.left_to_expire else "") +
-                f"renewals {self.renewals}, redelivered {self.redelivered}, "
-                f"errors {self.errors} in {self.elapsed:.1f} s ({self.rate:.1f}/s)"
-                + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""))
+        return (
+            f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
+            + (f"settled by the handler {self.settled_by_handler}, " if self.settled_by_handler else "")
+            + f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
+            + (f"left to expire {self.left_to_expire}, " if self.left_to_expire else "")
+            + f"renewals {self.renewals}, redelivered {self.redelivered}, "
+            f"errors {self.errors} in {self.elapsed:.1f} s ({self.rate:.1f}/s)"
+            + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")
+        )
 
 
 class Processor:
-    def __init__(self, client: "Client", entity: str, handler: Callable[[Any], Any], *,
-                 concurrency: int = 4, max_renew: Optional[float] = None,
-                 poll_timeout: float = 5, drain_timeout: float = 30,
-                 max_messages: Optional[int] = None, idle_timeout: Optional[float] = None,
-                 stop_event: Optional[threading.Event] = None,
-                 handle_signals: bool = True,
-                 on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
-                 progress_interval: float = 0.5,
-                 on_drain_timeout: str = "expire",
-                 retry_delay: RetryDelay = exponential_backoff(),
-                 on_error: Optional[Callable[["Message", BaseException], Any]] = None,
-                 batch: Optional[int] = None, max_wait: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: "Client",
+        entity: str,
+        handler: Callable[[Any], Any],
+        *,
+        concurrency: int = 4,
+        max_renew: Optional[float] = None,
+        poll_timeout: float = 5,
+        drain_timeout: float = 30,
+        max_messages: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
+        stop_event: Optional[threading.Event] = None,
+        handle_signals: bool = True,
+        on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
+        progress_interval: float = 0.5,
+        on_drain_timeout: str = "expire",
+        retry_delay: RetryDelay = exponential_backoff(),
+        on_error: Optional[Callable[["Message", BaseException], Any]] = None,
+        batch: Optional[int] = None,
+        max_wait: float = 1.0,
+    ) -> None:
         self.client = client
         self.entity = _check_entity(entity)
         if not callable(handler):
@@ -252,8 +281,9 @@ class Processor:
         self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
         self.poll_timeout = _check_timeout(poll_timeout, "poll_timeout")
         self.drain_timeout = float(_check_seconds(drain_timeout, "drain_timeout") or 30)
-        if max_messages is not None and (isinstance(max_messages, bool) or
-                                         not isinstance(max_messages, int) or max_messages < 1):
+        if max_messages is not None and (
+            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
+        ):
             raise ValueError("max_messages must be a positive int or None")
         self.max_messages = max_messages
         self.idle_timeout = _check_seconds(idle_timeout, "idle_timeout", optional=True)
@@ -413,7 +443,7 @@ class Processor:
                 if msgs:
                     break
                 return msgs
-            with no_context():          # the batch's process spans do not nest
+            with no_context():  # the batch's process spans do not nest
                 msg.__enter__()
             with self._lock:
                 self._held.add(msg)
@@ -455,7 +485,7 @@ class Processor:
                     m.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
                 self.stop_event.set()
                 raise
-            for m in reversed(msgs):            # the reverse of entering (contexts nest)
+            for m in reversed(msgs):  # the reverse of entering (contexts nest)
                 self._finish(m, error, applied.get(m))
 
     def _claimed_out(self) -> bool:
@@ -484,8 +514,7 @@ class Processor:
                 self._note_error(f"{action}: {e}")
         return out
 
-    def _finish(self, m: "Message", error: Optional[BaseException],
-                applied: Optional[str] = None) -> None:
+    def _finish(self, m: "Message", error: Optional[BaseException], applied: Optional[str] = None) -> None:
         """Settles what the handler left, as ``with msg:`` does, and counts it
         (``applied``: the outcome of the handler's returned mapping)."""
         settled_before = m.settled and not m.lock_lost
@@ -503,8 +532,7 @@ class Processor:
             self._note_error(f"settle: {e}")
         self._count(m, outcome)
 
-    def _handler_failed(self, msg: "Message", exc: BaseException,
-                        also: Optional[List["Message"]] = None) -> None:
+    def _handler_failed(self, msg: "Message", exc: BaseException, also: Optional[List["Message"]] = None) -> None:
         """Logs the failure with its traceback, calls on_error, then holds the
         message (renewed) for the retry delay unless a drain starts."""
         delay = _retry_seconds(self.retry_delay, msg)
@@ -516,10 +544,9 @@ class Processor:
                 try:
                     self.on_error(m, exc)
                 except Exception as e:
-                    log.warning("on_error raised %s: %s\n%s", type(e).__name__, e,
-                                traceback.format_exc())
+                    log.warning("on_error raised %s: %s\n%s", type(e).__name__, e, traceback.format_exc())
         if delay and msg.state == "held":
-            self.stop_event.wait(delay)        # a drain cuts the delay short
+            self.stop_event.wait(delay)  # a drain cuts the delay short
 
     # ---- signals ----
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -541,8 +568,10 @@ class Processor:
                 # shell's `worker &` ignores SIGINT), as Python itself does at start
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     old[sig] = signal.signal(sig, self._on_signal)
-        threads = [threading.Thread(target=self._worker, name=f"peeklock-worker-{i}", daemon=True)
-                   for i in range(self.concurrency)]
+        threads = [
+            threading.Thread(target=self._worker, name=f"peeklock-worker-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
         try:
             for t in threads:
                 t.start()
@@ -578,8 +607,11 @@ class Processor:
                 if not s.stopped_by:
                     s.stopped_by = "stop_event"
                 break
-            if (self.idle_timeout is not None and s.in_flight == 0
-                    and time.monotonic() - self._last_activity > self.idle_timeout):
+            if (
+                self.idle_timeout is not None
+                and s.in_flight == 0
+                and time.monotonic() - self._last_activity > self.idle_timeout
+            ):
                 s.stopped_by = "idle"
                 break
             self._progress()
@@ -598,7 +630,7 @@ class Processor:
         for t in threads:
             while t.is_alive() and time.monotonic() < deadline:
                 if self._signals > signals_at_drain:
-                    deadline = time.monotonic()   # asked again: stop now
+                    deadline = time.monotonic()  # asked again: stop now
                 t.join(0.1)
                 self._progress()
         self._release_held()
@@ -617,8 +649,10 @@ class Processor:
                     log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
             else:
                 msg._stop_renewing()
-                log.warning("handler for message %s still running at the drain deadline: "
-                            "renewal stopped, lock left to expire", msg.sequence_number)
+                log.warning(
+                    "handler for message %s still running at the drain deadline: renewal stopped, lock left to expire",
+                    msg.sequence_number,
+                )
             with self._lock:
                 if self.on_drain_timeout == "abandon":
                     s.abandoned_on_drain += 1

@@ -29,6 +29,7 @@ Metrics: ``messaging.client.operation.duration``,
 ``peeklock.lock.lost``, ``peeklock.lock.cap_reached`` and ``peeklock.locks.held``.
 No attribute ever carries a lock token, key or signature.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,7 @@ _state: Optional["_Instrumentation"] = None
 # open process spans, by message: (instrumentation, span, context token or None,
 # start, metric attributes). Module-level so that a block open across
 # uninstrument() still ends its span: the __exit__ wrapper stays installed.
-_open: "weakref.WeakKeyDictionary[Message, Tuple[Any, Any, Any, float, Dict[str, Any]]]" = \
-    weakref.WeakKeyDictionary()
+_open: "weakref.WeakKeyDictionary[Message, Tuple[Any, Any, Any, float, Dict[str, Any]]]" = weakref.WeakKeyDictionary()
 _local = threading.local()
 
 
@@ -91,6 +91,7 @@ class _Instrumentation:
         from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
         from . import __version__
+
         self.trace = trace
         self.propagate = propagate
         self.Link, self.SpanKind, self.Status, self.StatusCode = Link, SpanKind, Status, StatusCode
@@ -100,38 +101,45 @@ class _Instrumentation:
         self.tracer = trace.get_tracer("peeklock", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("peeklock", __version__, meter_provider=meter_provider)
         self.op_duration = meter.create_histogram(
-            "messaging.client.operation.duration", unit="s",
-            description="Duration of messaging operation initiated by a producer or consumer "
-                        "client.")
+            "messaging.client.operation.duration",
+            unit="s",
+            description="Duration of messaging operation initiated by a producer or consumer client.",
+        )
         self.sent = meter.create_counter(
-            "messaging.client.sent.messages", unit="{message}",
-            description="Number of messages producer attempted to send to the broker.")
+            "messaging.client.sent.messages",
+            unit="{message}",
+            description="Number of messages producer attempted to send to the broker.",
+        )
         self.consumed = meter.create_counter(
-            "messaging.client.consumed.messages", unit="{message}",
-            description="Number of messages that were delivered to the application.")
+            "messaging.client.consumed.messages",
+            unit="{message}",
+            description="Number of messages that were delivered to the application.",
+        )
         self.process_duration = meter.create_histogram(
-            "messaging.process.duration", unit="s",
-            description="Duration of processing operation.")
+            "messaging.process.duration", unit="s", description="Duration of processing operation."
+        )
         self.renewals = meter.create_counter(
-            "peeklock.lock.renewals", unit="{renewal}",
-            description="Lock renewals by the background renewer.")
+            "peeklock.lock.renewals", unit="{renewal}", description="Lock renewals by the background renewer."
+        )
         self.renewal_failures = meter.create_counter(
-            "peeklock.lock.renewal_failures", unit="{renewal}",
-            description="Failed lock renewals by the background renewer (retried while lock "
-                        "time remains).")
+            "peeklock.lock.renewal_failures",
+            unit="{renewal}",
+            description="Failed lock renewals by the background renewer (retried while lock time remains).",
+        )
         self.slack = meter.create_histogram(
-            "peeklock.lock.renewal_slack", unit="s",
-            description="Lock time left when a renewal by the background renewer landed.")
-        self.lost = meter.create_counter(
-            "peeklock.lock.lost", unit="{lock}", description="Locks lost while held.")
+            "peeklock.lock.renewal_slack",
+            unit="s",
+            description="Lock time left when a renewal by the background renewer landed.",
+        )
+        self.lost = meter.create_counter("peeklock.lock.lost", unit="{lock}", description="Locks lost while held.")
         self.cap = meter.create_counter(
-            "peeklock.lock.cap_reached", unit="{lock}",
-            description="Locks whose renewal stopped at max_renew.")
+            "peeklock.lock.cap_reached", unit="{lock}", description="Locks whose renewal stopped at max_renew."
+        )
         self.clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
         meter.create_observable_gauge(
-            "peeklock.locks.held", callbacks=[self._held], unit="{lock}",
-            description="Locks the renewers hold now.")
-        self.by_seq: Dict[Tuple[int, str, int], Any] = {}     # (client, entity, seq) -> span
+            "peeklock.locks.held", callbacks=[self._held], unit="{lock}", description="Locks the renewers hold now."
+        )
+        self.by_seq: Dict[Tuple[int, str, int], Any] = {}  # (client, entity, seq) -> span
         self.saved: List[Tuple[Any, str, Any]] = []
 
     def off(self) -> bool:
@@ -140,26 +148,33 @@ class _Instrumentation:
         this check."""
         if self.explicit:
             return False
-        return (isinstance(self.trace.get_tracer_provider(), self.ProxyTracerProvider)
-                and type(self.metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider")
+        return (
+            isinstance(self.trace.get_tracer_provider(), self.ProxyTracerProvider)
+            and type(self.metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
+        )
 
     # ---- helpers ----
     def _held(self, options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation
+
         total = 0
         for c in list(self.clients):
             r = c._renewer_handle
             if r is not None and not c._closed:
                 from . import _core
+
                 total += int(_core.pl_renewer_stats_get(r)["held"])
         return [Observation(total, {"messaging.system": SYSTEM})]
 
     def attrs(self, client: "Client", op: str, op_type: str, entity: str) -> Dict[str, Any]:
         name, sub = _destination(entity)
-        a: Dict[str, Any] = {"messaging.system": SYSTEM, "messaging.operation.name": op,
-                             "messaging.operation.type": op_type,
-                             "messaging.destination.name": name,
-                             "server.address": _server(client)}
+        a: Dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.name": op,
+            "messaging.operation.type": op_type,
+            "messaging.destination.name": name,
+            "server.address": _server(client),
+        }
         if sub is not None:
             a["messaging.destination.subscription.name"] = sub
         return a
@@ -206,9 +221,9 @@ class _Instrumentation:
         self.op_duration.record(time.monotonic() - t0, a)
 
     # ---- the renewer's events ----
-    def on_event(self, client: "Client", kind: str, entity: str, seq: int,
-                 message_id: Optional[str], ev: Any) -> None:
+    def on_event(self, client: "Client", kind: str, entity: str, seq: int, message_id: Optional[str], ev: Any) -> None:
         from . import _core
+
         attrs = self.attrs(client, "renew_message_lock", "renew", entity)
         if kind == "renew_failed":
             code = str(_core.pl_strerror(_core.pl_event_code(ev))).split(":", 1)[0]
@@ -218,11 +233,12 @@ class _Instrumentation:
             self.slack.record(max(0.0, _core.pl_event_slack_ms(ev) / 1000), attrs)
             parent = self.by_seq.get((id(client), entity, seq))
             ctx = self.trace.set_span_in_context(parent) if parent is not None else None
-            span = self.tracer.start_span("renew_message_lock " + _destination(entity)[0],
-                                          context=ctx, kind=self.SpanKind.CLIENT,
-                                          attributes=dict(attrs, **(
-                                              {"messaging.message.id": message_id}
-                                              if message_id else {})))
+            span = self.tracer.start_span(
+                "renew_message_lock " + _destination(entity)[0],
+                context=ctx,
+                kind=self.SpanKind.CLIENT,
+                attributes=dict(attrs, **({"messaging.message.id": message_id} if message_id else {})),
+            )
             span.end()
         elif kind == "lost":
             self.lost.add(1, attrs)
@@ -237,9 +253,11 @@ class _Instrumentation:
 # wrappers
 # --------------------------------------------------------------------------
 
+
 def _traced_copy(st: _Instrumentation, om: "OutgoingMessage") -> "OutgoingMessage":
     """A copy of ``om`` whose properties carry the current trace context."""
     from .client import OutgoingMessage
+
     copy = OutgoingMessage.__new__(OutgoingMessage)
     for slot in OutgoingMessage.__slots__:
         setattr(copy, slot, getattr(om, slot))
@@ -249,21 +267,24 @@ def _traced_copy(st: _Instrumentation, om: "OutgoingMessage") -> "OutgoingMessag
 
 def _wrap_send(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
-    def send(self: "Client", entity: str, body: Any = b"", *, properties: Any = None,
-             **kwargs: Any) -> Any:
+    def send(self: "Client", entity: str, body: Any = b"", *, properties: Any = None, **kwargs: Any) -> Any:
         st = _state
         if st is None or st.off():
             return orig(self, entity, body, properties=properties, **kwargs)
         from .client import OutgoingMessage
+
         attrs = st.attrs(self, "send", "send", entity)
         mid = body.message_id if isinstance(body, OutgoingMessage) else kwargs.get("message_id")
         if mid:
             attrs["messaging.message.id"] = mid
         t0 = time.monotonic()
-        with st.tracer.start_as_current_span("send " + attrs["messaging.destination.name"],
-                                             kind=st.SpanKind.PRODUCER, attributes=attrs,
-                                             record_exception=False,
-                                             set_status_on_exception=False) as span:
+        with st.tracer.start_as_current_span(
+            "send " + attrs["messaging.destination.name"],
+            kind=st.SpanKind.PRODUCER,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 if isinstance(body, OutgoingMessage):
                     r = orig(self, entity, _traced_copy(st, body), **kwargs)
@@ -276,6 +297,7 @@ def _wrap_send(orig: Callable[..., Any]) -> Callable[..., Any]:
             st.timed("send", attrs, t0, None)
             st.sent.add(1, {k: v for k, v in attrs.items() if k != "messaging.message.id"})
             return r
+
     return send
 
 
@@ -286,12 +308,16 @@ def _wrap_send_batch(orig: Callable[..., Any]) -> Callable[..., Any]:
         if st is None or st.off():
             return orig(self, entity, messages)
         from .client import OutgoingMessage
+
         attrs = st.attrs(self, "send", "send", entity)
         t0 = time.monotonic()
-        with st.tracer.start_as_current_span("send " + attrs["messaging.destination.name"],
-                                             kind=st.SpanKind.PRODUCER, attributes=attrs,
-                                             record_exception=False,
-                                             set_status_on_exception=False) as span:
+        with st.tracer.start_as_current_span(
+            "send " + attrs["messaging.destination.name"],
+            kind=st.SpanKind.PRODUCER,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             out = []
             if not isinstance(messages, (str, bytes, bytearray, OutgoingMessage)):
                 for m in messages:
@@ -299,7 +325,7 @@ def _wrap_send_batch(orig: Callable[..., Any]) -> Callable[..., Any]:
                     out.append(_traced_copy(st, om))
                 span.set_attribute("messaging.batch.message_count", len(out))
             try:
-                n = orig(self, entity, out or messages)   # nothing to copy: the plain error
+                n = orig(self, entity, out or messages)  # nothing to copy: the plain error
             except BaseException as e:
                 st.fail(span, e)
                 st.timed("send", attrs, t0, type(e).__name__)
@@ -307,6 +333,7 @@ def _wrap_send_batch(orig: Callable[..., Any]) -> Callable[..., Any]:
             st.timed("send", attrs, t0, None)
             st.sent.add(n, attrs)
             return n
+
     return send_batch
 
 
@@ -318,8 +345,9 @@ def _wrap_receive(orig: Callable[..., Any], op: str) -> Callable[..., Any]:
             return orig(self, entity, *args, **kwargs)
         attrs = st.attrs(self, op, "receive", entity)
         t0 = time.monotonic()
-        span = st.tracer.start_span("receive " + attrs["messaging.destination.name"],
-                                    kind=st.SpanKind.CLIENT, attributes=attrs)
+        span = st.tracer.start_span(
+            "receive " + attrs["messaging.destination.name"], kind=st.SpanKind.CLIENT, attributes=attrs
+        )
         try:
             msg = orig(self, entity, *args, **kwargs)
         except BaseException as e:
@@ -338,6 +366,7 @@ def _wrap_receive(orig: Callable[..., Any], op: str) -> Callable[..., Any]:
         span.end()
         st.timed(op, attrs, t0, None)
         return msg
+
     return receive
 
 
@@ -350,9 +379,12 @@ def _wrap_settle(orig: Callable[..., Any], op: str) -> Callable[..., Any]:
         attrs = st.attrs(self._client, op, "settle", self.entity)
         t0 = time.monotonic()
         with st.tracer.start_as_current_span(
-                f"{op} " + attrs["messaging.destination.name"], kind=st.SpanKind.CLIENT,
-                attributes=dict(attrs, **st.message_attrs(self)), record_exception=False,
-                set_status_on_exception=False) as span:
+            f"{op} " + attrs["messaging.destination.name"],
+            kind=st.SpanKind.CLIENT,
+            attributes=dict(attrs, **st.message_attrs(self)),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 r = orig(self, *args, **kwargs)
             except BaseException as e:
@@ -361,6 +393,7 @@ def _wrap_settle(orig: Callable[..., Any], op: str) -> Callable[..., Any]:
                 raise
             st.timed(op, attrs, t0, None)
             return r
+
     return settle
 
 
@@ -374,6 +407,7 @@ def _wrap_finish(orig: Callable[..., Any]) -> Callable[..., Any]:
         if self.state != "held":
             return orig(self, ok)
         return (complete if ok else abandon)(self, ok)
+
     return finish
 
 
@@ -385,19 +419,29 @@ def _wrap_enter(orig: Callable[..., Any]) -> Callable[..., Any]:
         if st is None or st.off():
             return r
         from opentelemetry import context
-        attrs = dict(st.attrs(self._client, "process", "process", self.entity),
-                     **st.message_attrs(self))
-        span = st.tracer.start_span("process " + attrs["messaging.destination.name"],
-                                    kind=st.SpanKind.CONSUMER, attributes=attrs,
-                                    links=st.links(self))
-        token = None if getattr(_local, "detached", 0) else \
-            context.attach(st.trace.set_span_in_context(span))
-        _open[self] = (st, span, token, time.monotonic(),
-                       {k: v for k, v in attrs.items() if k.startswith(
-                           ("messaging.system", "messaging.destination",
-                            "messaging.operation", "server."))})
+
+        attrs = dict(st.attrs(self._client, "process", "process", self.entity), **st.message_attrs(self))
+        span = st.tracer.start_span(
+            "process " + attrs["messaging.destination.name"],
+            kind=st.SpanKind.CONSUMER,
+            attributes=attrs,
+            links=st.links(self),
+        )
+        token = None if getattr(_local, "detached", 0) else context.attach(st.trace.set_span_in_context(span))
+        _open[self] = (
+            st,
+            span,
+            token,
+            time.monotonic(),
+            {
+                k: v
+                for k, v in attrs.items()
+                if k.startswith(("messaging.system", "messaging.destination", "messaging.operation", "server."))
+            },
+        )
         st.by_seq[(id(self._client), self.entity, self.sequence_number)] = span
         return r
+
     return enter
 
 
@@ -408,6 +452,7 @@ def _wrap_exit(orig: Callable[..., Any]) -> Callable[..., Any]:
         if got is None:
             return orig(self, exc_type, exc, tb)
         from opentelemetry import context
+
         st, span, token, t0, attrs = got
         error: Optional[BaseException] = exc
         try:
@@ -425,6 +470,7 @@ def _wrap_exit(orig: Callable[..., Any]) -> Callable[..., Any]:
             if token is not None:
                 context.detach(token)
             span.end()
+
     return exit_
 
 
@@ -435,13 +481,20 @@ def _wrap_on_event(orig: Callable[..., Any]) -> Callable[..., Any]:
         st = _state
         if st is not None and not st.off():
             from . import _core
-            kind = {1: "renewed", 2: "lost", 3: "cap_reached", 4: "renew_failed"}.get(
-                _core.pl_event_type(ev))
+
+            kind = {1: "renewed", 2: "lost", 3: "cap_reached", 4: "renew_failed"}.get(_core.pl_event_type(ev))
             m = _core.pl_event_message(ev)
             if kind:
-                st.on_event(self, kind, _core.pl_message_entity(m),
-                            _core.pl_message_sequence_number(m), _core.pl_message_id(m), ev)
+                st.on_event(
+                    self,
+                    kind,
+                    _core.pl_message_entity(m),
+                    _core.pl_message_sequence_number(m),
+                    _core.pl_message_id(m),
+                    ev,
+                )
         return r
+
     return on_event
 
 
@@ -451,6 +504,7 @@ def _wrap_init(orig: Callable[..., Any]) -> Callable[..., Any]:
         orig(self, *args, **kwargs)
         if _state is not None:
             _state.clients.add(self)
+
     return init
 
 
@@ -461,28 +515,33 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     try:
         import opentelemetry.trace  # noqa: F401
     except ImportError:
-        raise ImportError("peeklock.telemetry needs opentelemetry-api: "
-                          "pip install 'peeklock[telemetry]'") from None
+        raise ImportError("peeklock.telemetry needs opentelemetry-api: pip install 'peeklock[telemetry]'") from None
     from .client import Client, Message
+
     with _lock:
         if _state is not None:
             return
         st = _Instrumentation(tracer_provider, meter_provider)
-        plan = [(Client, "send", _wrap_send), (Client, "send_batch", _wrap_send_batch),
-                (Client, "peek_lock", lambda f: _wrap_receive(f, "peek_lock")),
-                (Client, "receive_and_delete", lambda f: _wrap_receive(f, "receive_and_delete")),
-                (Message, "complete", lambda f: _wrap_settle(f, "complete")),
-                (Message, "abandon", lambda f: _wrap_settle(f, "abandon")),
-                (Message, "_finish", _wrap_finish),
-                (Message, "__enter__", _wrap_enter), (Message, "__exit__", _wrap_exit),
-                (Client, "_on_event", _wrap_on_event), (Client, "__init__", _wrap_init)]
+        plan = [
+            (Client, "send", _wrap_send),
+            (Client, "send_batch", _wrap_send_batch),
+            (Client, "peek_lock", lambda f: _wrap_receive(f, "peek_lock")),
+            (Client, "receive_and_delete", lambda f: _wrap_receive(f, "receive_and_delete")),
+            (Message, "complete", lambda f: _wrap_settle(f, "complete")),
+            (Message, "abandon", lambda f: _wrap_settle(f, "abandon")),
+            (Message, "_finish", _wrap_finish),
+            (Message, "__enter__", _wrap_enter),
+            (Message, "__exit__", _wrap_exit),
+            (Client, "_on_event", _wrap_on_event),
+            (Client, "__init__", _wrap_init),
+        ]
         for cls, name, wrap in plan:
             orig = cls.__dict__[name]
             if getattr(orig, "_peeklock_permanent", False):
-                continue                     # Message.__exit__ from an earlier instrument()
+                continue  # Message.__exit__ from an earlier instrument()
             wrapped = wrap(orig)
             if name == "__exit__":
-                wrapped._peeklock_permanent = True   # type: ignore[attr-defined]
+                wrapped._peeklock_permanent = True  # type: ignore[attr-defined]
             else:
                 st.saved.append((cls, name, orig))
             setattr(cls, name, wrapped)
@@ -496,6 +555,7 @@ def uninstrument() -> None:
     that (and nothing when no span is open)."""
     global _state
     from .client import Message
+
     with _lock:
         st, _state = _state, None
         if st is None:

@@ -39,6 +39,7 @@ The handle needs only the standard library, so it also works outside pytest::
     with Emulator.start("--queue", "orders") as emu:
         print(emu.connection_string)
 """
+
 from __future__ import annotations
 
 import http.client
@@ -54,7 +55,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .emulator.sas import make_token as make_sas_token   # the one SAS signer of the test tools
+from .emulator.sas import make_token as make_sas_token  # the one SAS signer of the test tools
 
 READY_PREFIX = "peeklock emulator ready: "
 CERT_PREFIX = "peeklock emulator certificate: "
@@ -77,8 +78,14 @@ def parse_connection_string(conn: str) -> Dict[str, str]:
 class Emulator:
     """A running ``python -m peeklock.emulator`` process and its test controls."""
 
-    def __init__(self, args: List[str], auth: bool = True, data_dir: Optional[str] = None,
-                 startup_timeout: float = 20.0, tls: bool = False):
+    def __init__(
+        self,
+        args: List[str],
+        auth: bool = True,
+        data_dir: Optional[str] = None,
+        startup_timeout: float = 20.0,
+        tls: bool = False,
+    ):
         self.args = list(args)
         self.auth = auth
         self.data_dir = data_dir
@@ -98,8 +105,9 @@ class Emulator:
     # ----- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, *args: str, auth: bool = True, data_dir: Optional[str] = None,
-              port: int = 0, tls: bool = False) -> "Emulator":
+    def start(
+        cls, *args: str, auth: bool = True, data_dir: Optional[str] = None, port: int = 0, tls: bool = False
+    ) -> "Emulator":
         """Start an emulator; ``tls=True`` serves HTTPS with a certificate made for it (kept
         across restarts of this handle)."""
         emu = cls(list(args), auth=auth, data_dir=data_dir, tls=tls)
@@ -123,16 +131,20 @@ class Emulator:
         env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._stderr.seek(0)
         self._stderr.truncate()
-        self.proc = subprocess.Popen(self.command(port), stdout=subprocess.PIPE, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            self.command(port), stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, env=env
+        )
         deadline = time.monotonic() + self.startup_timeout
         line = b""
         assert self.proc.stdout is not None
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
-                self._fail_start("no ready line within %.0f s" % self.startup_timeout if left <= 0
-                                 else "exited with status %s" % self.proc.returncode)
+                self._fail_start(
+                    "no ready line within %.0f s" % self.startup_timeout
+                    if left <= 0
+                    else "exited with status %s" % self.proc.returncode
+                )
             r, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.5))
             if r:
                 ch = os.read(self.proc.stdout.fileno(), 4096)
@@ -152,9 +164,9 @@ class Emulator:
         self.key = cs.get("SharedAccessKey", "")
         self.cert_path = None
         if cs.get("UseDevelopmentEmulator", "").lower() != "true":
-            for ln in self.stderr_text().splitlines():      # written before the ready line
+            for ln in self.stderr_text().splitlines():  # written before the ready line
                 if ln.startswith(CERT_PREFIX):
-                    self.cert_path = ln[len(CERT_PREFIX):].strip()
+                    self.cert_path = ln[len(CERT_PREFIX) :].strip()
 
     def _fail_start(self, why: str) -> None:
         err = b""
@@ -228,7 +240,7 @@ class Emulator:
             except EmulatorError:
                 if attempt == 49 or not same_port:
                     raise
-                time.sleep(0.1)   # the port may linger briefly
+                time.sleep(0.1)  # the port may linger briefly
 
     def client(self) -> "Emulator":
         """A handle on the same process with its own HTTP connection (for another thread).
@@ -255,8 +267,15 @@ class Emulator:
         uri = "%s/%s" % (self.endpoint, path.lstrip("/"))
         return make_sas_token(uri, self.key_name, self.key, int(time.time()) + lifetime)
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: Optional[Dict[str, str]] = None,
-                auth: bool = True, timeout: float = 30.0) -> Tuple[int, "http.client.HTTPMessage", bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Optional[Dict[str, str]] = None,
+        auth: bool = True,
+        timeout: float = 30.0,
+    ) -> Tuple[int, "http.client.HTTPMessage", bytes]:
         """One HTTP request to the emulator; returns (status, headers, body)."""
         h = dict(headers or {})
         if auth and self.auth and not any(k.lower() == "authorization" for k in h):
@@ -265,8 +284,9 @@ class Emulator:
             reused = self._conn is not None
             if self._conn is None:
                 if self.cert_path:
-                    self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
-                                                             context=self.ssl_context())
+                    self._conn = http.client.HTTPSConnection(
+                        self.host, self.port, timeout=timeout, context=self.ssl_context()
+                    )
                 else:
                     self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             self._conn.timeout = timeout
@@ -288,8 +308,9 @@ class Emulator:
 
     def admin(self, method: str, path: str, obj: Any = None) -> Any:
         body = json.dumps(obj).encode() if obj is not None else b""
-        status, _, data = self.request(method, "/$admin/" + path.lstrip("/"), body,
-                                       {"Content-Type": "application/json"}, auth=False)
+        status, _, data = self.request(
+            method, "/$admin/" + path.lstrip("/"), body, {"Content-Type": "application/json"}, auth=False
+        )
         result = json.loads(data) if data else None
         if status >= 400 and not (method == "DELETE" and status == 404):
             raise EmulatorError("admin %s %s: %d %s" % (method, path, status, result))
@@ -352,6 +373,7 @@ except ImportError:  # pragma: no cover - the handle works without pytest
     pytest = None
 
 if pytest is not None:
+
     @pytest.fixture(scope="session")
     def emulator():
         """One emulator (SAS on, no entities) for the whole session."""

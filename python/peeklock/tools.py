@@ -6,6 +6,7 @@ Every tool keeps the client's promise: a message is completed (removed) only
 after what replaces it (a resubmitted copy) was sent, or after it was written
 out; when a send's outcome is unknown, the report says so, so that each
 possible duplicate is explained."""
+
 from __future__ import annotations
 
 import base64
@@ -16,8 +17,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping,
-                    Optional, Tuple)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from .errors import Error, LockLostError, OutcomeUnknownError
 
@@ -25,13 +25,21 @@ if TYPE_CHECKING:
     from .client import Client, Message, OutgoingMessage
     from .management import EntityInfo
 
-__all__ = ["DEAD_LETTER_PROPERTIES", "ResubmitReport", "PurgeReport", "to_outgoing",
-           "message_to_record", "record_to_outgoing", "matches", "parse_filters",
-           "resubmit_dead_letters", "purge"]
+__all__ = [
+    "DEAD_LETTER_PROPERTIES",
+    "ResubmitReport",
+    "PurgeReport",
+    "to_outgoing",
+    "message_to_record",
+    "record_to_outgoing",
+    "matches",
+    "parse_filters",
+    "resubmit_dead_letters",
+    "purge",
+]
 
 #: Properties the service adds when it dead-letters a message; a resubmitted copy drops them.
-DEAD_LETTER_PROPERTIES = ("DeadLetterReason", "DeadLetterErrorDescription",
-                          "DeadLetterDescription")
+DEAD_LETTER_PROPERTIES = ("DeadLetterReason", "DeadLetterErrorDescription", "DeadLetterDescription")
 
 _DLQ = "/$deadletterqueue"
 
@@ -49,15 +57,27 @@ def parent_of(dlq_path: str) -> str:
 # message copies and records
 # --------------------------------------------------------------------------
 
-_COPIED = ("message_id", "label", "correlation_id", "session_id", "partition_key", "reply_to",
-           "reply_to_session_id", "to", "via_partition_key", "content_type")
+_COPIED = (
+    "message_id",
+    "label",
+    "correlation_id",
+    "session_id",
+    "partition_key",
+    "reply_to",
+    "reply_to_session_id",
+    "to",
+    "via_partition_key",
+    "content_type",
+)
 
 
-def to_outgoing(msg: "Message", *, keep_message_id: bool = True,
-                drop: Iterable[str] = DEAD_LETTER_PROPERTIES) -> "OutgoingMessage":
+def to_outgoing(
+    msg: "Message", *, keep_message_id: bool = True, drop: Iterable[str] = DEAD_LETTER_PROPERTIES
+) -> "OutgoingMessage":
     """An OutgoingMessage carrying ``msg``'s body, content type, settable broker
     properties and custom properties (less ``drop``), ready to send again."""
     from .client import OutgoingMessage
+
     dropped = set(drop)
     kw: Dict[str, Any] = {k: getattr(msg, k) for k in _COPIED if getattr(msg, k) is not None}
     if not keep_message_id:
@@ -87,7 +107,7 @@ def parse_typed(name: str, kind: str, value: Any) -> Any:
             if isinstance(value, bool) or (isinstance(value, float)):
                 raise ValueError
             v = int(value)
-            if not -(2 ** 63) <= v < 2 ** 63:
+            if not -(2**63) <= v < 2**63:
                 raise ValueError(f"property {name!r}: {value} does not fit a 64-bit integer")
             return v
         if kind == "float":
@@ -109,8 +129,7 @@ def parse_typed(name: str, kind: str, value: Any) -> Any:
         if str(e).startswith("property"):
             raise
         raise ValueError(f"property {name!r}: {value!r} is not a valid {kind}") from None
-    raise ValueError(f"property {name!r}: unknown type {kind!r} "
-                     "(str, int, float, bool or datetime)")
+    raise ValueError(f"property {name!r}: unknown type {kind!r} (str, int, float, bool or datetime)")
 
 
 def message_to_record(msg: "Message") -> Dict[str, Any]:
@@ -135,6 +154,7 @@ def message_to_record(msg: "Message") -> Dict[str, Any]:
 def record_to_outgoing(rec: Mapping[str, Any]) -> "OutgoingMessage":
     """The OutgoingMessage an NDJSON record describes. Raises ValueError."""
     from .client import OutgoingMessage
+
     if not isinstance(rec, Mapping):
         raise ValueError("each line must be a JSON object")
     if "body_base64" in rec:
@@ -210,6 +230,7 @@ def matches(msg: "Message", filters: List[Tuple[str, str]]) -> bool:
 # dead-letter resubmission
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class ResubmitReport:
     """What a resubmission did. ``unknown`` lists sends whose outcome could not
@@ -226,16 +247,25 @@ class ResubmitReport:
     dry_run: bool = False
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"moved": len(self.moved), "skipped": self.skipped, "failed": self.failed,
-                "unknown": self.unknown, "duplicates_possible": self.duplicates_possible,
-                "dry_run": self.dry_run, "messages": self.moved}
+        return {
+            "moved": len(self.moved),
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "unknown": self.unknown,
+            "duplicates_possible": self.duplicates_possible,
+            "dry_run": self.dry_run,
+            "messages": self.moved,
+        }
 
 
 def _summary(msg: "Message") -> Dict[str, Any]:
     props = msg.properties
-    return {"sequence_number": msg.sequence_number, "message_id": msg.message_id,
-            "reason": props.get("DeadLetterReason"),
-            "description": props.get("DeadLetterErrorDescription")}
+    return {
+        "sequence_number": msg.sequence_number,
+        "message_id": msg.message_id,
+        "reason": props.get("DeadLetterReason"),
+        "description": props.get("DeadLetterErrorDescription"),
+    }
 
 
 def release_held(held: List["Message"], warn: Callable[[str], None]) -> int:
@@ -248,22 +278,31 @@ def release_held(held: List["Message"], warn: Callable[[str], None]) -> int:
         try:
             m.abandon()
         except LockLostError:
-            pass                          # expired on the server: available again already
+            pass  # expired on the server: available again already
         except Error as e:
             failed += 1
-            warn(f"could not release message #{m.sequence_number}: {type(e).__name__}: {e}; "
-                 "its lock expires on its own")
+            warn(
+                f"could not release message #{m.sequence_number}: {type(e).__name__}: {e}; its lock expires on its own"
+            )
     return failed
 
 
-def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = None,
-                          filters: Optional[List[Tuple[str, str]]] = None,
-                          max_messages: Optional[int] = None, rate: Optional[float] = None,
-                          keep_message_id: bool = True, dry_run: bool = False,
-                          timeout: int = 5, stop: Optional[threading.Event] = None,
-                          on_message: Optional[Callable[[str, Dict[str, Any]], None]] = None,
-                          warn: Callable[[str], None] = lambda s: None,
-                          target_info: Optional["EntityInfo"] = None) -> ResubmitReport:
+def resubmit_dead_letters(
+    client: "Client",
+    entity: str,
+    *,
+    to: Optional[str] = None,
+    filters: Optional[List[Tuple[str, str]]] = None,
+    max_messages: Optional[int] = None,
+    rate: Optional[float] = None,
+    keep_message_id: bool = True,
+    dry_run: bool = False,
+    timeout: int = 5,
+    stop: Optional[threading.Event] = None,
+    on_message: Optional[Callable[[str, Dict[str, Any]], None]] = None,
+    warn: Callable[[str], None] = lambda s: None,
+    target_info: Optional["EntityInfo"] = None,
+) -> ResubmitReport:
     """Moves dead-lettered messages of ``entity`` back to it (or to ``to``).
 
     For each dead letter that matches ``filters``: send a copy without the
@@ -278,17 +317,19 @@ def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = 
     dlq = dead_letter_path(entity)
     source = parent_of(dlq)
     if to is None and source.lower().split("/")[1:2] == ["subscriptions"]:
-        raise ValueError(f"{source} is a subscription, which cannot be sent to: name the "
-                         "target (to=, or --to on the command line; its topic would send a "
-                         "copy to every subscription)")
+        raise ValueError(
+            f"{source} is a subscription, which cannot be sent to: name the "
+            "target (to=, or --to on the command line; its topic would send a "
+            "copy to every subscription)"
+        )
     target = to or source
-    if keep_message_id and not dry_run and target_info is not None \
-            and target_info.requires_duplicate_detection:
+    if keep_message_id and not dry_run and target_info is not None and target_info.requires_duplicate_detection:
         raise ValueError(
             f"{target} has duplicate detection: the service would drop a copy whose MessageId "
             "it saw within the last "
             f"{target_info.duplicate_detection_window or 600:g} s, the original's included; "
-            "give the copies new MessageIds")
+            "give the copies new MessageIds"
+        )
     report = ResubmitReport(dry_run=dry_run)
     held: List["Message"] = []
     seen = set()
@@ -302,7 +343,7 @@ def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = 
             if msg is None:
                 break
             msg._start_renewing()
-            if msg.sequence_number in seen:            # its earlier lock expired meanwhile
+            if msg.sequence_number in seen:  # its earlier lock expired meanwhile
                 held.append(msg)
                 continue
             seen.add(msg.sequence_number)
@@ -347,7 +388,7 @@ def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = 
             except BaseException as e:
                 info["error"] = f"{type(e).__name__}: {e}"
                 report.duplicates_possible.append(info)
-                held.append(msg)                       # released at the end, if still held
+                held.append(msg)  # released at the end, if still held
                 if on_message:
                     on_message("sent, dead letter kept", info)
                 if isinstance(e, Error):
@@ -365,21 +406,28 @@ def resubmit_dead_letters(client: "Client", entity: str, *, to: Optional[str] = 
 # purge
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class PurgeReport:
     deleted: int = 0
     kept: int = 0
-    unknown: int = 0          # receive-and-delete whose answer was lost: one may be gone
+    unknown: int = 0  # receive-and-delete whose answer was lost: one may be gone
     # kept messages that were on their last delivery: releasing them dead-lettered them
     dead_lettered: List[int] = field(default_factory=list)
 
 
-def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.datetime] = None,
-          concurrency: int = 4, timeout: int = 1,
-          stop: Optional[threading.Event] = None,
-          warn: Callable[[str], None] = lambda s: None,
-          max_deliveries: Optional[int] = None,
-          report: Optional[PurgeReport] = None) -> PurgeReport:
+def purge(
+    client: "Client",
+    entity: str,
+    *,
+    enqueued_before: Optional[_dt.datetime] = None,
+    concurrency: int = 4,
+    timeout: int = 1,
+    stop: Optional[threading.Event] = None,
+    warn: Callable[[str], None] = lambda s: None,
+    max_deliveries: Optional[int] = None,
+    report: Optional[PurgeReport] = None,
+) -> PurgeReport:
     """Deletes every message of ``entity`` (receive-and-delete from
     ``concurrency`` threads), or, with ``enqueued_before``, only those enqueued
     before that time (peek-lock, complete the old ones, release the rest at the
@@ -406,12 +454,17 @@ def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.dateti
                     held.append(msg)
                     if msg.sequence_number not in seen:
                         report.kept += 1
-                    if max_deliveries is not None and msg.delivery_count >= max_deliveries \
-                            and msg.sequence_number not in report.dead_lettered:
+                    if (
+                        max_deliveries is not None
+                        and msg.delivery_count >= max_deliveries
+                        and msg.sequence_number not in report.dead_lettered
+                    ):
                         report.dead_lettered.append(msg.sequence_number)
-                        warn(f"message #{msg.sequence_number} is on its last delivery "
-                             f"({msg.delivery_count} of {max_deliveries}): releasing it moves "
-                             "it to the dead-letter queue")
+                        warn(
+                            f"message #{msg.sequence_number} is on its last delivery "
+                            f"({msg.delivery_count} of {max_deliveries}): releasing it moves "
+                            "it to the dead-letter queue"
+                        )
                     seen.add(msg.sequence_number)
                     continue
                 try:
@@ -433,7 +486,7 @@ def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.dateti
                 with lock:
                     report.unknown += 1
                 continue
-            except BaseException as e:       # noqa: BLE001 - handed to the caller
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
                 with lock:
                     errors.append(e)
                 stop.set()
@@ -443,8 +496,9 @@ def purge(client: "Client", entity: str, *, enqueued_before: Optional[_dt.dateti
             with lock:
                 report.deleted += 1
 
-    threads = [threading.Thread(target=worker, name=f"peeklock-purge-{i}", daemon=True)
-               for i in range(max(1, concurrency))]
+    threads = [
+        threading.Thread(target=worker, name=f"peeklock-purge-{i}", daemon=True) for i in range(max(1, concurrency))
+    ]
     for th in threads:
         th.start()
     for th in threads:

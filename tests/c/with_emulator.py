@@ -7,6 +7,7 @@ the program given on the command line, then stops the emulator (SIGTERM, then
 SIGKILL) whatever happened. Extra emulator flags may be given in
 PEEKLOCK_EMULATOR_ARGS. Exit status: the program's.
 """
+
 import os
 import shlex
 import signal
@@ -23,22 +24,21 @@ def main() -> int:
         print("usage: with_emulator.py PROGRAM [ARGS...]", file=sys.stderr)
         return 2
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(ROOT, "python") + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = os.path.join(ROOT, "python") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # The emulator runs in a clean environment: no sanitizer runtime preloads.
     emu_env = {k: v for k, v in env.items() if not k.startswith(("ASAN_", "UBSAN_", "TSAN_", "LD_PRELOAD"))}
-    args = [sys.executable, "-m", "peeklock.emulator", "--host", "127.0.0.1", "--port", "0",
-            "--log-level", "WARNING"]
+    args = [sys.executable, "-m", "peeklock.emulator", "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
     args += shlex.split(env.get("PEEKLOCK_EMULATOR_ARGS", ""))
-    emu = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, text=True, env=emu_env,
-                           cwd=ROOT, start_new_session=True)
+    emu = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=None, text=True, env=emu_env, cwd=ROOT, start_new_session=True
+    )
     conn = None
     timer = threading.Timer(30, emu.kill)  # never wait forever for the ready line
     timer.start()
     try:
         for line in emu.stdout:
             if line.startswith(READY):
-                conn = line[len(READY):].strip()
+                conn = line[len(READY) :].strip()
                 break
     finally:
         timer.cancel()

@@ -19,6 +19,7 @@ emulator is killed and restarted on the same data folder.
 
 Every random choice comes from ``--seed``. See docs/chaos.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ def positive(kind):
         if v <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {s!r}")
         return v
+
     return conv
 
 
@@ -61,6 +63,7 @@ def non_negative(kind):
         if v < 0:
             raise argparse.ArgumentTypeError(f"must be >= 0, got {s!r}")
         return v
+
     return conv
 
 
@@ -83,57 +86,107 @@ def downtimes(s: str) -> List[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="chaos.py", description="peeklock at-least-once chaos run (see docs/chaos.md)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="chaos.py",
+        description="peeklock at-least-once chaos run (see docs/chaos.md)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     g = p.add_argument_group("load")
     g.add_argument("--messages", type=positive(int), default=10000, help="messages sent (M)")
     g.add_argument("--workers", type=positive(int), default=4, help="worker processes alive at a time (K)")
     g.add_argument("--concurrency", type=positive(int), default=8, help="handler threads per worker")
     g.add_argument("--lock-duration", type=positive(float), default=5.0, help="queue lock duration, seconds")
-    g.add_argument("--max-delivery-count", type=positive(int), default=50,
-                   help="queue MaxDeliveryCount (high: chaos redeliveries must not dead-letter)")
+    g.add_argument(
+        "--max-delivery-count",
+        type=positive(int),
+        default=50,
+        help="queue MaxDeliveryCount (high: chaos redeliveries must not dead-letter)",
+    )
     g.add_argument("--short-ms", type=non_negative(int), default=100, help="short handlers: 0..N ms")
-    g.add_argument("--medium-fraction", type=probability, default=0.25,
-                   help="fraction of handlers working 0.5..3 s")
-    g.add_argument("--long-fraction", type=probability, default=0.04,
-                   help="fraction of handlers working 1.5..3 lock durations")
-    g.add_argument("--poison", type=non_negative(int), default=0,
-                   help="messages whose handler always fails (must end in the dead-letter queue)")
+    g.add_argument("--medium-fraction", type=probability, default=0.25, help="fraction of handlers working 0.5..3 s")
+    g.add_argument(
+        "--long-fraction", type=probability, default=0.04, help="fraction of handlers working 1.5..3 lock durations"
+    )
+    g.add_argument(
+        "--poison",
+        type=non_negative(int),
+        default=0,
+        help="messages whose handler always fails (must end in the dead-letter queue)",
+    )
     g = p.add_argument_group("chaos")
     g.add_argument("--seed", type=int, default=7, help="seed of every random choice")
-    g.add_argument("--kill-interval", type=non_negative(float), default=3.0,
-                   help="mean seconds between worker SIGKILLs (exponential; 0: no kills)")
-    g.add_argument("--term-fraction", type=probability, default=0.25,
-                   help="fraction of the worker stops that are a graceful SIGTERM (drain) "
-                        "instead of a SIGKILL")
-    g.add_argument("--drain-timeout", type=non_negative(float), default=3.0,
-                   help="workers' drain timeout on SIGTERM; handlers still running then are "
-                        "abandoned")
-    g.add_argument("--calm-at", type=probability, default=0.9,
-                   help="stop killing workers once this fraction is completed, so long handlers "
-                        "can finish (faults go on)")
-    g.add_argument("--emulator-restarts", type=non_negative(int), default=2,
-                   help="emulator SIGKILL + restart cycles, spread over the run")
-    g.add_argument("--restart-downtime", type=downtimes, default=[1.0, 7.0],
-                   help="seconds the emulator stays down, per restart (cycled); more than the "
-                        "lock duration makes every held lock expire")
+    g.add_argument(
+        "--kill-interval",
+        type=non_negative(float),
+        default=3.0,
+        help="mean seconds between worker SIGKILLs (exponential; 0: no kills)",
+    )
+    g.add_argument(
+        "--term-fraction",
+        type=probability,
+        default=0.25,
+        help="fraction of the worker stops that are a graceful SIGTERM (drain) instead of a SIGKILL",
+    )
+    g.add_argument(
+        "--drain-timeout",
+        type=non_negative(float),
+        default=3.0,
+        help="workers' drain timeout on SIGTERM; handlers still running then are abandoned",
+    )
+    g.add_argument(
+        "--calm-at",
+        type=probability,
+        default=0.9,
+        help="stop killing workers once this fraction is completed, so long handlers can finish (faults go on)",
+    )
+    g.add_argument(
+        "--emulator-restarts",
+        type=non_negative(int),
+        default=2,
+        help="emulator SIGKILL + restart cycles, spread over the run",
+    )
+    g.add_argument(
+        "--restart-downtime",
+        type=downtimes,
+        default=[1.0, 7.0],
+        help="seconds the emulator stays down, per restart (cycled); more than the "
+        "lock duration makes every held lock expire",
+    )
     g.add_argument("--fault-503", type=probability, default=0.05, help="503 ServerBusy with Retry-After")
     g.add_argument("--retry-after", type=non_negative(float), default=1, help="Retry-After of the 503s")
     g.add_argument("--fault-500", type=probability, default=0.02, help="500 internal error")
-    g.add_argument("--fault-delay", type=probability, default=0.08,
-                   help="added delay (long enough to hold a renew past the lock's expiry)")
+    g.add_argument(
+        "--fault-delay",
+        type=probability,
+        default=0.08,
+        help="added delay (long enough to hold a renew past the lock's expiry)",
+    )
     g.add_argument("--delay-ms", type=non_negative(int), default=2500, help="size of the added delay")
-    g.add_argument("--fault-drop", type=probability, default=0.01,
-                   help="connection dropped before the operation")
-    g.add_argument("--fault-drop-after", type=probability, default=0.005,
-                   help="connection dropped after the operation took effect (answer lost)")
+    g.add_argument("--fault-drop", type=probability, default=0.01, help="connection dropped before the operation")
+    g.add_argument(
+        "--fault-drop-after",
+        type=probability,
+        default=0.005,
+        help="connection dropped after the operation took effect (answer lost)",
+    )
     g = p.add_argument_group("run")
-    g.add_argument("--duration", type=positive(float), default=900.0,
-                   help="give up (and fail) when not everything is completed after this many seconds")
-    g.add_argument("--poll-interval", type=positive(float), default=1.0,
-                   help="seconds between progress polls of the emulator state")
-    g.add_argument("--overlap-tolerance", type=non_negative(float), default=0.25,
-                   help="seconds two executions may seem to overlap (handler polling, clock reads)")
+    g.add_argument(
+        "--duration",
+        type=positive(float),
+        default=900.0,
+        help="give up (and fail) when not everything is completed after this many seconds",
+    )
+    g.add_argument(
+        "--poll-interval",
+        type=positive(float),
+        default=1.0,
+        help="seconds between progress polls of the emulator state",
+    )
+    g.add_argument(
+        "--overlap-tolerance",
+        type=non_negative(float),
+        default=0.25,
+        help="seconds two executions may seem to overlap (handler polling, clock reads)",
+    )
     g.add_argument("--workdir", help="keep the data folder and logs here (default: a temp dir, removed)")
     g.add_argument("--keep", action="store_true", help="keep the temp dir")
     g.add_argument("--json", metavar="FILE", help="also write the figures and checks as JSON")
@@ -145,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 # emulator
 # ---------------------------------------------------------------------------------------------
 
+
 class Emulator:
     def __init__(self, a: argparse.Namespace, data_dir: str, log_path: str) -> None:
         self.a = a
@@ -154,18 +208,30 @@ class Emulator:
         self.proc: Optional[subprocess.Popen] = None
         self.conn = ""
         self.lifetimes = 0
-        self.fault_hits_done = 0      # hits of earlier lifetimes
-        self.fault_hits_now = 0       # last reading of this lifetime
+        self.fault_hits_done = 0  # hits of earlier lifetimes
+        self.fault_hits_now = 0  # last reading of this lifetime
         self.renews_done = 0
         self.renews_now = 0
 
     def start(self, timeout: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "peeklock.emulator", "--port", str(self.port),
-               "--queue", ENTITY, "--lock-duration", str(self.a.lock_duration),
-               "--max-delivery-count", str(self.a.max_delivery_count),
-               # the exactly-once checks read every message's completion count
-               "--completions-kept", str(max(100000, 2 * self.a.messages)),
-               "--data-dir", self.data_dir]
+        cmd = [
+            sys.executable,
+            "-m",
+            "peeklock.emulator",
+            "--port",
+            str(self.port),
+            "--queue",
+            ENTITY,
+            "--lock-duration",
+            str(self.a.lock_duration),
+            "--max-delivery-count",
+            str(self.a.max_delivery_count),
+            # the exactly-once checks read every message's completion count
+            "--completions-kept",
+            str(max(100000, 2 * self.a.messages)),
+            "--data-dir",
+            self.data_dir,
+        ]
         err = open(self.log_path, "ab")
         deadline = time.monotonic() + timeout
         while True:
@@ -177,7 +243,7 @@ class Emulator:
             self.proc.wait()
             if time.monotonic() > deadline or self.port == 0:
                 raise SystemExit(f"chaos: the emulator did not start (see {self.log_path})")
-            time.sleep(0.2)      # the port may still be held for a moment after a SIGKILL
+            time.sleep(0.2)  # the port may still be held for a moment after a SIGKILL
         err.close()
         self.conn = line.split("ready: ", 1)[1].strip()
         if self.port == 0:
@@ -206,8 +272,12 @@ class Emulator:
 
     def admin(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/$admin/{path}", data=data,
-                                     method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/$admin/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read() or b"null")
 
@@ -231,11 +301,9 @@ class Emulator:
         if a.fault_drop:
             rules.append({"operation": "any", "drop": True, "probability": a.fault_drop})
         if a.fault_drop_after:
-            rules.append({"operation": "any", "drop": True, "after": True,
-                          "probability": a.fault_drop_after})
+            rules.append({"operation": "any", "drop": True, "after": True, "probability": a.fault_drop_after})
         if a.fault_503:
-            rules.append({"operation": "any", "status": 503, "retry_after": a.retry_after,
-                          "probability": a.fault_503})
+            rules.append({"operation": "any", "status": 503, "retry_after": a.retry_after, "probability": a.fault_503})
         if a.fault_500:
             rules.append({"operation": "any", "status": 500, "probability": a.fault_500})
         if a.fault_delay and a.delay_ms:
@@ -250,29 +318,42 @@ class Emulator:
 # workers
 # ---------------------------------------------------------------------------------------------
 
+
 class Workers:
     def __init__(self, a: argparse.Namespace, logdir: str) -> None:
         self.a = a
         self.logdir = logdir
         self.n = 0
         self.alive: Dict[str, subprocess.Popen] = {}
-        self.killed: Dict[str, float] = {}     # worker -> time of its SIGKILL
-        self.termed: Dict[str, float] = {}     # worker -> time of its SIGTERM (graceful stop)
-        self.exited: Dict[str, float] = {}     # worker -> when its exit was seen
+        self.killed: Dict[str, float] = {}  # worker -> time of its SIGKILL
+        self.termed: Dict[str, float] = {}  # worker -> time of its SIGTERM (graceful stop)
+        self.exited: Dict[str, float] = {}  # worker -> when its exit was seen
         self.stopping: Dict[str, Tuple[subprocess.Popen, float]] = {}
-        self.crashed: Dict[str, int] = {}      # worker -> exit status, exits nobody asked for
+        self.crashed: Dict[str, int] = {}  # worker -> exit status, exits nobody asked for
 
     def spawn(self, conn: str) -> str:
         self.n += 1
         wid = f"w{self.n}"
         err = open(os.path.join(self.logdir, f"{wid}.stderr"), "wb")
-        cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--conn", conn, "--entity", ENTITY,
-               "--log", os.path.join(self.logdir, f"{wid}.jsonl"), "--worker", wid,
-               "--concurrency", str(self.a.concurrency),
-               "--max-renew", str(max(600.0, self.a.lock_duration * 20)),
-               "--drain-timeout", str(self.a.drain_timeout)]
-        self.alive[wid] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
-                                           stdin=subprocess.DEVNULL)
+        cmd = [
+            sys.executable,
+            os.path.join(HERE, "worker.py"),
+            "--conn",
+            conn,
+            "--entity",
+            ENTITY,
+            "--log",
+            os.path.join(self.logdir, f"{wid}.jsonl"),
+            "--worker",
+            wid,
+            "--concurrency",
+            str(self.a.concurrency),
+            "--max-renew",
+            str(max(600.0, self.a.lock_duration * 20)),
+            "--drain-timeout",
+            str(self.a.drain_timeout),
+        ]
+        self.alive[wid] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
         err.close()
         return wid
 
@@ -294,7 +375,7 @@ class Workers:
             if rc is None and time.monotonic() > deadline:
                 p.kill()
                 rc = p.wait()
-                self.crashed[wid] = rc      # did not stop on SIGTERM
+                self.crashed[wid] = rc  # did not stop on SIGTERM
             if rc is not None:
                 del self.stopping[wid]
                 self.exited[wid] = time.time()
@@ -332,6 +413,7 @@ class Workers:
 # the run
 # ---------------------------------------------------------------------------------------------
 
+
 def make_messages(a: argparse.Namespace, rng: random.Random) -> List[Tuple[str, int, bool]]:
     out = []
     poison = set(rng.sample(range(a.messages), min(a.poison, a.messages)))
@@ -351,11 +433,16 @@ def make_messages(a: argparse.Namespace, rng: random.Random) -> List[Tuple[str, 
 def send_all(conn: str, msgs: List[Tuple[str, int, bool]]) -> None:
     import peeklock
     from peeklock import OutgoingMessage
+
     with peeklock.Client.from_connection_string(conn) as c:
         for i in range(0, len(msgs), 100):
-            c.send_batch(ENTITY, [OutgoingMessage(f"chaos {mid}", message_id=mid,
-                                                  properties={"work_ms": work, "poison": poison})
-                                  for mid, work, poison in msgs[i:i + 100]])
+            c.send_batch(
+                ENTITY,
+                [
+                    OutgoingMessage(f"chaos {mid}", message_id=mid, properties={"work_ms": work, "poison": poison})
+                    for mid, work, poison in msgs[i : i + 100]
+                ],
+            )
 
 
 SEND_ENTITY, RD_ENTITY = "chaos-send", "chaos-rd"
@@ -369,12 +456,14 @@ def outcome_proof(emu: "Emulator", seed: int, n: int) -> Tuple[List[Tuple[str, b
     OutcomeUnknownError the caller saw."""
     import peeklock
     from peeklock import OutgoingMessage
+
     for ent in (SEND_ENTITY, RD_ENTITY):
         emu.admin("PUT", f"entities/{ent}", {"kind": "queue", "lock_duration": 5})
-    rules = [{"operation": "send", "entity": SEND_ENTITY, "drop": True, "after": True, "probability": 0.15},
-             {"operation": "send", "entity": SEND_ENTITY, "drop": True, "probability": 0.05},
-             {"operation": "receive_and_delete", "entity": RD_ENTITY, "drop": True, "after": True,
-              "probability": 0.15}]
+    rules = [
+        {"operation": "send", "entity": SEND_ENTITY, "drop": True, "after": True, "probability": 0.15},
+        {"operation": "send", "entity": SEND_ENTITY, "drop": True, "probability": 0.05},
+        {"operation": "receive_and_delete", "entity": RD_ENTITY, "drop": True, "after": True, "probability": 0.15},
+    ]
     for i, r in enumerate(rules):
         r["seed"] = seed * 7919 + i
     unknown_send: set = set()
@@ -382,7 +471,7 @@ def outcome_proof(emu: "Emulator", seed: int, n: int) -> Tuple[List[Tuple[str, b
     delivered: Counter = Counter()
     unknown_rd = 0
     with peeklock.Client.from_connection_string(emu.conn) as c:
-        for i in range(n // 10):                       # the receive-and-delete stock, unfaulted
+        for i in range(n // 10):  # the receive-and-delete stock, unfaulted
             c.send_batch(RD_ENTITY, [OutgoingMessage(b"r", message_id=f"r{i:04d}-{j}") for j in range(10)])
         emu.admin("POST", "faults", rules)
         for i in range(n):
@@ -416,21 +505,34 @@ def outcome_proof(emu: "Emulator", seed: int, n: int) -> Tuple[List[Tuple[str, b
     ok_not_once = sorted(x for x in ok_send if copies.get(x, 0) != 1)
     rd_missing = n - left_rd - sum(delivered.values())
     rd_twice = sorted(x for x, k in delivered.items() if k > 1)
-    figures = {"sends": len(sent), "send_unknown": len(unknown_send), "send_duplicates": len(dup),
-               "rd_delivered": sum(delivered.values()), "rd_unknown": unknown_rd,
-               "rd_removed_undelivered": rd_missing, "fault_hits": hits,
-               "reused_connections": stats["reused_connections"]}
+    figures = {
+        "sends": len(sent),
+        "send_unknown": len(unknown_send),
+        "send_duplicates": len(dup),
+        "rd_delivered": sum(delivered.values()),
+        "rd_unknown": unknown_rd,
+        "rd_removed_undelivered": rd_missing,
+        "fault_hits": hits,
+        "reused_connections": stats["reused_connections"],
+    }
     checks = [
-        ("answers dropped after the server acted, on reused connections (sends and receives)",
-         hits > 0 and stats["reused_connections"] > 0 and bool(unknown_send) and unknown_rd > 0,
-         f"fault hits {hits}, reused {stats['reused_connections']}, unknown sends {len(unknown_send)}, "
-         f"unknown receives {unknown_rd}"),
+        (
+            "answers dropped after the server acted, on reused connections (sends and receives)",
+            hits > 0 and stats["reused_connections"] > 0 and bool(unknown_send) and unknown_rd > 0,
+            f"fault hits {hits}, reused {stats['reused_connections']}, unknown sends {len(unknown_send)}, "
+            f"unknown receives {unknown_rd}",
+        ),
         ("every send reported OK stored exactly once", not ok_not_once, f"{ok_not_once[:5]}"),
-        ("every stored duplicate explained by an OutcomeUnknownError the sender saw",
-         not dup_unexplained and not (set(copies) - sent), f"{dup_unexplained[:5]}"),
-        ("every message removed by receive-and-delete delivered once, or an OutcomeUnknownError said so",
-         0 <= rd_missing <= unknown_rd and not rd_twice, f"undelivered {rd_missing}, unknown {unknown_rd}, "
-         f"twice {rd_twice[:5]}"),
+        (
+            "every stored duplicate explained by an OutcomeUnknownError the sender saw",
+            not dup_unexplained and not (set(copies) - sent),
+            f"{dup_unexplained[:5]}",
+        ),
+        (
+            "every message removed by receive-and-delete delivered once, or an OutcomeUnknownError said so",
+            0 <= rd_missing <= unknown_rd and not rd_twice,
+            f"undelivered {rd_missing}, unknown {unknown_rd}, twice {rd_twice[:5]}",
+        ),
     ]
     return checks, figures
 
@@ -455,15 +557,18 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
         f["send_seconds"] = time.monotonic() - t_send
         st = emu.state()
         f["accepted"] = st["entities"][ENTITY]["message_count"]
-        say(f"chaos: sent {a.messages} messages in {f['send_seconds']:.1f} s "
-            f"(emulator holds {f['accepted']}); port {emu.port}, workdir {workdir}")
+        say(
+            f"chaos: sent {a.messages} messages in {f['send_seconds']:.1f} s "
+            f"(emulator holds {f['accepted']}); port {emu.port}, workdir {workdir}"
+        )
 
         emu.arm_faults(a.seed)
         t0 = time.monotonic()
         for _ in range(a.workers):
             workers.spawn(emu.conn)
-        restart_at = sorted((i + 1) / (a.emulator_restarts + 1) + rng.uniform(-0.08, 0.08)
-                            for i in range(a.emulator_restarts))
+        restart_at = sorted(
+            (i + 1) / (a.emulator_restarts + 1) + rng.uniform(-0.08, 0.08) for i in range(a.emulator_restarts)
+        )
         restarts: List[Dict[str, float]] = []
         next_kill = t0 + (rng.expovariate(1 / a.kill_interval) if a.kill_interval else float("inf"))
         next_poll = t0
@@ -492,22 +597,29 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
                     if restart_at and frac >= restart_at[0]:
                         restart_at.pop(0)
                         down = a.restart_downtime[len(restarts) % len(a.restart_downtime)]
-                        say(f"chaos: SIGKILL emulator at {completed}/{expected} completed, "
-                            f"down {down:.1f} s")
+                        say(f"chaos: SIGKILL emulator at {completed}/{expected} completed, down {down:.1f} s")
                         t_k = time.time()
                         emu.kill()
-                        time.sleep(down)    # the outage itself, not a wait for an event
+                        time.sleep(down)  # the outage itself, not a wait for an event
                         emu.start()
                         emu.arm_faults(a.seed + len(restarts) + 1)
-                        restarts.append({"at_completed": completed, "down_s": down,
-                                         "killed_at": t_k, "back_at": time.time()})
+                        restarts.append(
+                            {"at_completed": completed, "down_s": down, "killed_at": t_k, "back_at": time.time()}
+                        )
                         continue
                     if not a.quiet:
-                        print(f"chaos: t={now - t0:5.1f}s completed {completed}/{expected} "
-                              f"dlq {dlq} left {ent['message_count']} kills {len(workers.killed)} "
-                              f"restarts {len(restarts)}", flush=True)
-                    if (completed >= expected and ent["message_count"] == 0 and not restart_at
-                            and dlq == len(poison_ids)):
+                        print(
+                            f"chaos: t={now - t0:5.1f}s completed {completed}/{expected} "
+                            f"dlq {dlq} left {ent['message_count']} kills {len(workers.killed)} "
+                            f"restarts {len(restarts)}",
+                            flush=True,
+                        )
+                    if (
+                        completed >= expected
+                        and ent["message_count"] == 0
+                        and not restart_at
+                        and dlq == len(poison_ids)
+                    ):
                         done = 1
                         break
             if now >= next_kill and workers.alive and completed < a.calm_at * expected:
@@ -548,12 +660,25 @@ def run(a: argparse.Namespace, workdir: str) -> Dict[str, Any]:
 # the proof
 # ---------------------------------------------------------------------------------------------
 
-EXPLAINED = {"worker killed", "lock reported lost", "lock expired while settling",
-             "settle failed (reported error)", "handler failed", "abandoned by a graceful stop"}
+EXPLAINED = {
+    "worker killed",
+    "lock reported lost",
+    "lock expired while settling",
+    "settle failed (reported error)",
+    "handler failed",
+    "abandoned by a graceful stop",
+}
 
 
-def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir: str,
-            workers: Workers, sent: set, poison_ids: set) -> Dict[str, Any]:
+def analyse(
+    a: argparse.Namespace,
+    f: Dict[str, Any],
+    st: Dict[str, Any],
+    logdir: str,
+    workers: Workers,
+    sent: set,
+    poison_ids: set,
+) -> Dict[str, Any]:
     execs: Dict[str, Dict[str, Any]] = {}
     stats_last: Dict[str, Dict[str, Any]] = {}
     bye: Dict[str, float] = {}
@@ -565,7 +690,7 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
                 try:
                     r = json.loads(raw)
                 except ValueError:
-                    continue        # a SIGKILL can only cut the very last line
+                    continue  # a SIGKILL can only cut the very last line
                 ev = r.get("ev")
                 if ev == "stats":
                     stats_last[r["w"]] = r
@@ -617,14 +742,14 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
     twice = [m for m in sent if completed.get(m, 0) > 1]
     foreign = [m for m in completed if m not in sent]
     poison_completed = [m for m in poison_ids if completed.get(m, 0)]
-    no_handler = []          # completed without a handler run that finished normally
+    no_handler = []  # completed without a handler run that finished normally
     why: Counter = Counter()
     unexplained: List[str] = []
     silent: List[str] = []
     overlaps: List[str] = []
     client_double: List[str] = []
     dc_bad: List[str] = []
-    handovers: List[float] = []      # next execution's start - previous one's end of work
+    handovers: List[float] = []  # next execution's start - previous one's end of work
     multi = 0
     executions = 0
     for mid in sorted(sent):
@@ -640,14 +765,15 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
             client_double.append(mid)
         # overlap: an execution may start only after the previous one stopped working
         for i, e1 in enumerate(lst):
-            end = (e1["end"]["t1"] if "end" in e1 else
-                   workers.killed.get(e1["w"], bye.get(e1["w"], float("inf"))))
+            end = e1["end"]["t1"] if "end" in e1 else workers.killed.get(e1["w"], bye.get(e1["w"], float("inf")))
             if i + 1 < len(lst) and end != float("inf"):
                 handovers.append(lst[i + 1]["start"]["t"] - end)
-            for e2 in lst[i + 1:]:
+            for e2 in lst[i + 1 :]:
                 if e2["start"]["t"] < end - a.overlap_tolerance:
-                    overlaps.append(f"{mid}: {e1['start']['x']} worked until {end:.3f}, "
-                                    f"{e2['start']['x']} started at {e2['start']['t']:.3f}")
+                    overlaps.append(
+                        f"{mid}: {e1['start']['x']} worked until {end:.3f}, "
+                        f"{e2['start']['x']} started at {e2['start']['t']:.3f}"
+                    )
         if mid in poison_ids or len(lst) <= 1:
             continue
         multi += 1
@@ -665,49 +791,69 @@ def analyse(a: argparse.Namespace, f: Dict[str, Any], st: Dict[str, Any], logdir
     renewals = sum(int(s.get("renewals", 0)) for s in stats_last.values())
     lost_events = sum(int(s.get("events", {}).get("lost", 0)) for s in stats_last.values())
     outcomes = Counter(x["outcome"]["outcome"] for x in execs.values() if "outcome" in x)
-    f.update({
-        "messages_sent": len(sent), "poison": len(poison_ids),
-        "completed": sum(1 for m in sent if completed.get(m, 0) > 0),
-        "lost": len(lost), "completed_twice": len(twice),
-        "executions": executions, "executed_more_than_once": multi,
-        "extra_executions": sum(why.values()), "extra_execution_reasons": dict(why),
-        "renewals": renewals, "locks_reported_lost": lost_events,
-        "outcomes": dict(outcomes), "worker_kills": len(workers.killed),
-        "worker_graceful_stops": len(workers.termed),
-        "worker_crashes": dict(workers.crashed), "emulator_restarts": len(f.get("restarts", [])),
-        "dead_letter": len(dlq_ids), "left_in_queue": ent["message_count"],
-        "min_handover_s": min(handovers) if handovers else None,
-        "throughput": (sum(1 for m in sent if completed.get(m, 0) > 0) / f["processing_seconds"]
-                       if f.get("processing_seconds") else 0.0),
-    })
+    f.update(
+        {
+            "messages_sent": len(sent),
+            "poison": len(poison_ids),
+            "completed": sum(1 for m in sent if completed.get(m, 0) > 0),
+            "lost": len(lost),
+            "completed_twice": len(twice),
+            "executions": executions,
+            "executed_more_than_once": multi,
+            "extra_executions": sum(why.values()),
+            "extra_execution_reasons": dict(why),
+            "renewals": renewals,
+            "locks_reported_lost": lost_events,
+            "outcomes": dict(outcomes),
+            "worker_kills": len(workers.killed),
+            "worker_graceful_stops": len(workers.termed),
+            "worker_crashes": dict(workers.crashed),
+            "emulator_restarts": len(f.get("restarts", [])),
+            "dead_letter": len(dlq_ids),
+            "left_in_queue": ent["message_count"],
+            "min_handover_s": min(handovers) if handovers else None,
+            "throughput": (
+                sum(1 for m in sent if completed.get(m, 0) > 0) / f["processing_seconds"]
+                if f.get("processing_seconds")
+                else 0.0
+            ),
+        }
+    )
     checks: List[Tuple[str, bool, str]] = [
-        ("every sent message accepted by the emulator", f["accepted"] == len(sent),
-         f"{f['accepted']} of {len(sent)}"),
+        ("every sent message accepted by the emulator", f["accepted"] == len(sent), f"{f['accepted']} of {len(sent)}"),
         ("lost = 0 (every message completed)", not lost, f"lost {len(lost)}: {lost[:5]}"),
-        ("no message completed twice", not twice and not foreign,
-         f"twice {twice[:5]}, unknown ids {foreign[:5]}"),
+        ("no message completed twice", not twice and not foreign, f"twice {twice[:5]}, unknown ids {foreign[:5]}"),
         ("no completion without a finished handler run", not no_handler, f"{no_handler[:5]}"),
-        ("the client never reported two completions of one message", not client_double,
-         f"{client_double[:5]}"),
-        ("every duplicate execution explained (worker died / lock reported lost)", not unexplained,
-         f"{unexplained[:5]}"),
-        ("no silent lock loss (complete found the lock gone while the client thought it held)",
-         not silent, f"{silent[:5]}"),
+        ("the client never reported two completions of one message", not client_double, f"{client_double[:5]}"),
+        (
+            "every duplicate execution explained (worker died / lock reported lost)",
+            not unexplained,
+            f"{unexplained[:5]}",
+        ),
+        (
+            "no silent lock loss (complete found the lock gone while the client thought it held)",
+            not silent,
+            f"{silent[:5]}",
+        ),
         ("no two executions of a message overlapped", not overlaps, f"{overlaps[:5]}"),
-        ("each execution of a message had a higher delivery count than the one before",
-         not dc_bad, f"{dc_bad[:5]}"),
-        ("dead-letter queue holds exactly the poison messages",
-         sorted(dlq_ids) == sorted(poison_ids) and not poison_completed,
-         f"dead-lettered {len(dlq_ids)}, poison {len(poison_ids)}"),
+        ("each execution of a message had a higher delivery count than the one before", not dc_bad, f"{dc_bad[:5]}"),
+        (
+            "dead-letter queue holds exactly the poison messages",
+            sorted(dlq_ids) == sorted(poison_ids) and not poison_completed,
+            f"dead-lettered {len(dlq_ids)}, poison {len(poison_ids)}",
+        ),
         ("queue empty at the end", ent["message_count"] == 0, f"{ent['message_count']} left"),
         ("no worker exited on its own", not workers.crashed, f"{workers.crashed}"),
-        ("the chaos happened (kills, restarts, faults as asked)",
-         (len(workers.killed) > 0 or not a.kill_interval)
-         and len(f.get("restarts", [])) == a.emulator_restarts
-         and (f.get("fault_hits", 0) > 0 or not (a.fault_503 or a.fault_500 or a.fault_drop
-                                                  or a.fault_delay or a.fault_drop_after)),
-         f"kills {len(workers.killed)}, restarts {len(f.get('restarts', []))}, "
-         f"faults {f.get('fault_hits', 0)}"),
+        (
+            "the chaos happened (kills, restarts, faults as asked)",
+            (len(workers.killed) > 0 or not a.kill_interval)
+            and len(f.get("restarts", [])) == a.emulator_restarts
+            and (
+                f.get("fault_hits", 0) > 0
+                or not (a.fault_503 or a.fault_500 or a.fault_drop or a.fault_delay or a.fault_drop_after)
+            ),
+            f"kills {len(workers.killed)}, restarts {len(f.get('restarts', []))}, faults {f.get('fault_hits', 0)}",
+        ),
     ]
     checks += f.get("outcome_checks", [])
     f["checks"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]
@@ -740,8 +886,10 @@ def report(f: Dict[str, Any]) -> Tuple[int, int]:
         ("emulator restarts (SIGKILL)", f["emulator_restarts"]),
         ("injected faults", f["fault_hits"]),
         ("dead-lettered", f["dead_letter"]),
-        ("closest hand-over between two executions, s",
-         "-" if f["min_handover_s"] is None else f"{f['min_handover_s']:.3f}"),
+        (
+            "closest hand-over between two executions, s",
+            "-" if f["min_handover_s"] is None else f"{f['min_handover_s']:.3f}",
+        ),
         ("processing time, s", f"{f['processing_seconds']:.1f}"),
         ("throughput, messages/s", f"{f['throughput']:.1f}"),
     ]:
@@ -763,8 +911,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("chaos.py: error: --poison must not exceed --messages", file=sys.stderr)
         return 2
     if a.poison and a.max_delivery_count > 20:
-        print("chaos.py: note: poison messages need max-delivery-count deliveries each "
-              f"({a.max_delivery_count}); consider --max-delivery-count 10", file=sys.stderr)
+        print(
+            "chaos.py: note: poison messages need max-delivery-count deliveries each "
+            f"({a.max_delivery_count}); consider --max-delivery-count 10",
+            file=sys.stderr,
+        )
     tmp = None
     if a.workdir:
         workdir = a.workdir

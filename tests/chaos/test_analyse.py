@@ -4,6 +4,7 @@ Synthetic worker logs and emulator states are fed to ``chaos.analyse``; each
 test breaks one promise and asserts that exactly the matching check fails (and
 that a clean history passes every check).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ import chaos  # noqa: E402
 
 
 class FakeWorkers:
-    def __init__(self, killed: Optional[Dict[str, float]] = None,
-                 crashed: Optional[Dict[str, int]] = None) -> None:
+    def __init__(self, killed: Optional[Dict[str, float]] = None, crashed: Optional[Dict[str, int]] = None) -> None:
         self.killed = dict(killed or {})
         self.crashed = dict(crashed or {})
         self.termed: Dict[str, float] = {}
@@ -27,35 +27,80 @@ class FakeWorkers:
 
 def args(*extra: str):
     return chaos.build_parser().parse_args(
-        ["--kill-interval", "0", "--emulator-restarts", "0", "--fault-503", "0", "--fault-500", "0",
-         "--fault-delay", "0", "--fault-drop", "0", "--fault-drop-after", "0", *extra])
+        [
+            "--kill-interval",
+            "0",
+            "--emulator-restarts",
+            "0",
+            "--fault-503",
+            "0",
+            "--fault-500",
+            "0",
+            "--fault-delay",
+            "0",
+            "--fault-drop",
+            "0",
+            "--fault-drop-after",
+            "0",
+            *extra,
+        ]
+    )
 
 
 def state(completed: Dict[str, int], left: int = 0, dlq: List[str] = ()) -> Dict[str, Any]:
-    return {"entities": {chaos.ENTITY: {
-        "message_count": left, "completed": completed,
-        "dead_letter": [{"message_id": m} for m in dlq]}}}
+    return {
+        "entities": {
+            chaos.ENTITY: {
+                "message_count": left,
+                "completed": completed,
+                "dead_letter": [{"message_id": m} for m in dlq],
+            }
+        }
+    }
 
 
-def execution(w: str, n: int, mid: str, t0: float, t1: Optional[float], outcome: Optional[str],
-              lost_at: Optional[float] = None, dc: Optional[int] = None,
-              **extra: Any) -> List[Dict[str, Any]]:
+def execution(
+    w: str,
+    n: int,
+    mid: str,
+    t0: float,
+    t1: Optional[float],
+    outcome: Optional[str],
+    lost_at: Optional[float] = None,
+    dc: Optional[int] = None,
+    **extra: Any,
+) -> List[Dict[str, Any]]:
     x = f"{w}:{n}"
     # by default the delivery count grows with the start time, as the broker's does
-    recs = [{"ev": "start", "x": x, "mid": mid, "seq": 1, "dc": int(t0) if dc is None else dc,
-             "w": w, "t": t0}]
+    recs = [{"ev": "start", "x": x, "mid": mid, "seq": 1, "dc": int(t0) if dc is None else dc, "w": w, "t": t0}]
     if t1 is not None:
         recs.append({"ev": "end", "x": x, "mid": mid, "w": w, "t0": t0, "t1": t1, "lost_at": lost_at})
     if outcome is not None:
-        o = {"ev": "outcome", "x": x, "mid": mid, "w": w, "outcome": outcome,
-             "t": (t1 or t0) + 0.01, "remaining": 3.0, "settle_s": 0.01}
+        o = {
+            "ev": "outcome",
+            "x": x,
+            "mid": mid,
+            "w": w,
+            "outcome": outcome,
+            "t": (t1 or t0) + 0.01,
+            "remaining": 3.0,
+            "settle_s": 0.01,
+        }
         o.update(extra)
         recs.append(o)
     return recs
 
 
-def analyse(tmp_path, records: List[Dict[str, Any]], st: Dict[str, Any], workers=None,
-            sent=("m1", "m2", "m3"), poison=(), a=None, torn: str = "") -> Dict[str, bool]:
+def analyse(
+    tmp_path,
+    records: List[Dict[str, Any]],
+    st: Dict[str, Any],
+    workers=None,
+    sent=("m1", "m2", "m3"),
+    poison=(),
+    a=None,
+    torn: str = "",
+) -> Dict[str, bool]:
     logdir = tmp_path / "logs"
     logdir.mkdir(exist_ok=True)
     by_w: Dict[str, List[str]] = {}
@@ -63,10 +108,8 @@ def analyse(tmp_path, records: List[Dict[str, Any]], st: Dict[str, Any], workers
         by_w.setdefault(r["w"], []).append(json.dumps(r))
     for w, lines in by_w.items():
         (logdir / f"{w}.jsonl").write_text("\n".join(lines) + "\n" + torn)
-    f = {"accepted": len(sent), "processing_seconds": 1.0, "restarts": [], "fault_hits": 0,
-         "server_renews": 0}
-    out = chaos.analyse(a or args(), f, st, str(logdir), workers or FakeWorkers(), set(sent),
-                        set(poison))
+    f = {"accepted": len(sent), "processing_seconds": 1.0, "restarts": [], "fault_hits": 0, "server_renews": 0}
+    out = chaos.analyse(a or args(), f, st, str(logdir), workers or FakeWorkers(), set(sent), set(poison))
     return {c["check"].split(" ")[0] + " " + c["check"].split(" ")[1]: c["ok"] for c in out["checks"]}
 
 
@@ -75,9 +118,11 @@ def failing(res: Dict[str, bool]) -> List[str]:
 
 
 def clean() -> List[Dict[str, Any]]:
-    return (execution("w1", 1, "m1", 10.0, 11.0, "completed")
-            + execution("w1", 2, "m2", 10.0, 12.0, "completed")
-            + execution("w2", 1, "m3", 10.5, 10.6, "completed"))
+    return (
+        execution("w1", 1, "m1", 10.0, 11.0, "completed")
+        + execution("w1", 2, "m2", 10.0, 12.0, "completed")
+        + execution("w2", 1, "m3", 10.5, 10.6, "completed")
+    )
 
 
 def test_clean_history_passes_every_check(tmp_path):
@@ -102,8 +147,11 @@ def test_completed_twice_fails(tmp_path):
 
 
 def test_completion_without_finished_handler_fails(tmp_path):
-    recs = (execution("w1", 1, "m1", 10.0, None, None) + execution("w1", 2, "m2", 10.0, 12.0, "completed")
-            + execution("w2", 1, "m3", 10.5, 10.6, "completed"))
+    recs = (
+        execution("w1", 1, "m1", 10.0, None, None)
+        + execution("w1", 2, "m2", 10.0, 12.0, "completed")
+        + execution("w2", 1, "m3", 10.5, 10.6, "completed")
+    )
     res = analyse(tmp_path, recs, state({"m1": 1, "m2": 1, "m3": 1}))
     assert "no completion" in failing(res)
 
@@ -168,8 +216,11 @@ def test_client_reporting_two_completions_fails(tmp_path):
 def test_unexpected_dead_letter_fails_and_poison_is_expected(tmp_path):
     res = analyse(tmp_path, clean(), state({"m1": 1, "m2": 1, "m3": 1}, dlq=["m3"]))
     assert failing(res) == ["dead-letter queue"]
-    recs = clean()[:-3] + execution("w2", 1, "m3", 10.5, 10.6, "abandoned") \
+    recs = (
+        clean()[:-3]
+        + execution("w2", 1, "m3", 10.5, 10.6, "abandoned")
         + execution("w2", 2, "m3", 11.0, 11.1, "abandoned")
+    )
     res = analyse(tmp_path, recs, state({"m1": 1, "m2": 1}, dlq=["m3"]), poison=("m3",))
     assert failing(res) == []
 
@@ -190,19 +241,23 @@ def test_graceful_stop_abandon_is_explained_but_work_after_it_is_an_overlap(tmp_
 
 
 def test_worker_crash_fails(tmp_path):
-    res = analyse(tmp_path, clean(), state({"m1": 1, "m2": 1, "m3": 1}),
-                  FakeWorkers(crashed={"w2": 1}))
+    res = analyse(tmp_path, clean(), state({"m1": 1, "m2": 1, "m3": 1}), FakeWorkers(crashed={"w2": 1}))
     assert failing(res) == ["no worker"]
 
 
 def test_chaos_that_did_not_happen_fails(tmp_path):
-    res = analyse(tmp_path, clean(), state({"m1": 1, "m2": 1, "m3": 1}),
-                  a=args("--kill-interval", "3", "--emulator-restarts", "1"))
+    res = analyse(
+        tmp_path,
+        clean(),
+        state({"m1": 1, "m2": 1, "m3": 1}),
+        a=args("--kill-interval", "3", "--emulator-restarts", "1"),
+    )
     assert failing(res) == ["the chaos"]
 
 
-@pytest.mark.parametrize("bad", [["--messages", "0"], ["--fault-503", "1.5"], ["--restart-downtime", "x"],
-                                 ["--workers", "-1"]])
+@pytest.mark.parametrize(
+    "bad", [["--messages", "0"], ["--fault-503", "1.5"], ["--restart-downtime", "x"], ["--workers", "-1"]]
+)
 def test_bad_flags_are_rejected_naming_the_flag(bad, capsys):
     with pytest.raises(SystemExit):
         chaos.build_parser().parse_args(bad)

@@ -23,6 +23,7 @@ honours lock loss would. Messages with ``poison=true`` always raise.
 
 Run by tests/chaos/chaos.py; not meant to be started by hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,9 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--poll-ms", type=float, default=20.0, help="lock-state polling of the handler")
     a = p.parse_args(argv)
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"%(asctime)s worker {a.worker} %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format=f"%(asctime)s worker {a.worker} %(levelname)s %(message)s"
+    )
     out = DurableLog(a.log)
     wid = a.worker
     local = threading.local()
@@ -93,8 +95,17 @@ def main(argv: Optional[list] = None) -> int:
         props = msg.properties
         work = float(props.get("work_ms", 0)) / 1000.0
         t0 = time.time()
-        out.write({"ev": "start", "x": xid, "mid": mid, "seq": msg.sequence_number,
-                   "dc": msg.delivery_count, "w": wid, "t": t0})
+        out.write(
+            {
+                "ev": "start",
+                "x": xid,
+                "mid": mid,
+                "seq": msg.sequence_number,
+                "dc": msg.delivery_count,
+                "w": wid,
+                "t": t0,
+            }
+        )
         deadline = t0 + work
         lost_at = None
         released = None
@@ -111,8 +122,9 @@ def main(argv: Optional[list] = None) -> int:
                 break
             time.sleep(min(poll, deadline - now))
         t1 = time.time()
-        out.write({"ev": "end", "x": xid, "mid": mid, "w": wid, "t0": t0, "t1": t1,
-                   "lost_at": lost_at, "released": released})
+        out.write(
+            {"ev": "end", "x": xid, "mid": mid, "w": wid, "t0": t0, "t1": t1, "lost_at": lost_at, "released": released}
+        )
         if lost_at is not None:
             raise LockNoticedLost(f"{mid}: lock {released}")
         if props.get("poison") is True:
@@ -128,8 +140,14 @@ def main(argv: Optional[list] = None) -> int:
         state_before = self.state
         remaining = self.lock_remaining
         t_s = time.time()
-        rec: Dict[str, Any] = {"ev": "outcome", "x": xid, "mid": self.message_id, "w": wid,
-                               "state_before": state_before, "remaining": remaining}
+        rec: Dict[str, Any] = {
+            "ev": "outcome",
+            "x": xid,
+            "mid": self.message_id,
+            "w": wid,
+            "state_before": state_before,
+            "remaining": remaining,
+        }
         try:
             r = orig_exit(self, et, ev, tb)
         except LockLostError as e:
@@ -165,24 +183,43 @@ def main(argv: Optional[list] = None) -> int:
 
     Message.__exit__ = recording_exit  # type: ignore[assignment]
 
-    client = peeklock.Client.from_connection_string(a.conn, request_timeout=a.request_timeout,
-                                                    max_renew=a.max_renew)
+    client = peeklock.Client.from_connection_string(a.conn, request_timeout=a.request_timeout, max_renew=a.max_renew)
 
     def progress(s: Any) -> None:
         st = client.stats()
         ren = {k: v for k, v in st.get("renewer", {}).items() if k != "slack_buckets"}
-        out.write({"ev": "stats", "w": wid, "t": time.time(), "renewals": s.renewals,
-                   "events": st.get("events", {}), "renewer": ren,
-                   "summary": {"received": s.received, "processed": s.processed,
-                               "failed": s.failed, "lost": s.lost, "errors": s.errors,
-                               "redelivered": s.redelivered,
-                               "abandoned_on_drain": s.abandoned_on_drain}})
+        out.write(
+            {
+                "ev": "stats",
+                "w": wid,
+                "t": time.time(),
+                "renewals": s.renewals,
+                "events": st.get("events", {}),
+                "renewer": ren,
+                "summary": {
+                    "received": s.received,
+                    "processed": s.processed,
+                    "failed": s.failed,
+                    "lost": s.lost,
+                    "errors": s.errors,
+                    "redelivered": s.redelivered,
+                    "abandoned_on_drain": s.abandoned_on_drain,
+                },
+            }
+        )
 
     out.write({"ev": "hello", "w": wid, "t": time.time(), "pid": os.getpid()})
-    summary = client.process(a.entity, handler, concurrency=a.concurrency, max_renew=a.max_renew,
-                             poll_timeout=a.poll_timeout, drain_timeout=a.drain_timeout,
-                             on_progress=progress, progress_interval=1.0,
-                             retry_delay=0)   # failures are abandoned at once, as they were
+    summary = client.process(
+        a.entity,
+        handler,
+        concurrency=a.concurrency,
+        max_renew=a.max_renew,
+        poll_timeout=a.poll_timeout,
+        drain_timeout=a.drain_timeout,
+        on_progress=progress,
+        progress_interval=1.0,
+        retry_delay=0,
+    )  # failures are abandoned at once, as they were
     progress(summary)
     client.close()
     out.write({"ev": "bye", "w": wid, "t": time.time(), "stopped_by": summary.stopped_by})

@@ -10,6 +10,7 @@ Armed in-process (FaultProxy.arm) or, for tests in other languages, by a request
 proxy itself: `POST /$proxy/arm?op=OP&mode=MODE`. Run standalone with
 `python3 tests/faults/proxy.py UPSTREAM_PORT`: it prints `proxy: PORT` and serves until
 killed."""
+
 from __future__ import annotations
 
 import re
@@ -57,7 +58,7 @@ def _read_message(f, request: bool) -> Optional[Tuple[bytes, bytes, bytes]]:
             chunked = True
     if not request and (start.split(b" ")[1:2] in ([b"204"], [b"304"])):
         return start, head, b""
-    if chunked:                                  # relayed as received, chunk framing included
+    if chunked:  # relayed as received, chunk framing included
         body = b""
         while True:
             size_line = f.readline()
@@ -85,6 +86,7 @@ def loopback_server(handle: Callable[[socket.socket], None]) -> socket.socket:
             except OSError:
                 return
             threading.Thread(target=handle, args=(c,), daemon=True).start()
+
     threading.Thread(target=accept, daemon=True).start()
     return lsock
 
@@ -97,7 +99,7 @@ class FaultProxy:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
-        self.pending: Dict[str, str] = {}     # operation -> mode, for its next request
+        self.pending: Dict[str, str] = {}  # operation -> mode, for its next request
         self.hits = 0
         threading.Thread(target=self._accept, daemon=True).start()
 

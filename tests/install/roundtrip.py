@@ -8,6 +8,7 @@
 
 Prints one line and exits 0 when the expectation holds.
 """
+
 import asyncio
 import os
 import ssl
@@ -21,8 +22,7 @@ BIN = os.path.join(os.path.dirname(sys.executable), "peeklock")
 
 
 def start_emulator():
-    p = subprocess.Popen([BIN, "emulator", "--port", "0", "--queue", "orders"],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([BIN, "emulator", "--port", "0", "--queue", "orders"], stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if "ready:" not in line:
         p.kill()
@@ -90,15 +90,17 @@ def main():
         if mode == "plain":
             with peeklock.Client.from_connection_string(conn) as c:
                 round_trip(c)
-            print("plain round trip: send, peek-lock, renew, complete ok (peeklock %s)"
-                  % peeklock.__version__)
+            print("plain round trip: send, peek-lock, renew, complete ok (peeklock %s)" % peeklock.__version__)
             return 0
         cert, key = sys.argv[2], sys.argv[3]
         ca = sys.argv[4] if len(sys.argv) > 4 else None
         f = parse(conn)
         port = tls_proxy(cert, key, int(f["Endpoint"].rsplit(":", 1)[1].strip("/")))
         tls_conn = "Endpoint=sb://127.0.0.1:%d/;SharedAccessKeyName=%s;SharedAccessKey=%s" % (
-            port, f["SharedAccessKeyName"], f["SharedAccessKey"])
+            port,
+            f["SharedAccessKeyName"],
+            f["SharedAccessKey"],
+        )
         opts = {"ca_file": ca} if ca else {}
         with peeklock.Client.from_connection_string(tls_conn, max_retries=0, **opts) as c:
             if mode == "tls-fails":

@@ -6,6 +6,7 @@ through renewal and completes exactly once; that a second location answers promp
 while a request long-polls (the worker is not blocked); abandon, handler failure and
 empty receives. Tears everything down. Prints 'N passed, N failed'.
 """
+
 import argparse
 import json
 import os
@@ -38,15 +39,21 @@ class Nginx:
         self.port = free_port()
         with open(os.path.join(root, template)) as f:
             conf = f.read()
-        for k, v in {"@PREFIX@": self.prefix, "@ROOT@": root, "@BUILD@": build,
-                     "@PORT@": str(self.port), **(extra_vars or {})}.items():
+        for k, v in {
+            "@PREFIX@": self.prefix,
+            "@ROOT@": root,
+            "@BUILD@": build,
+            "@PORT@": str(self.port),
+            **(extra_vars or {}),
+        }.items():
             conf = conf.replace(k, v)
         self.conf = os.path.join(self.prefix, "conf", "nginx.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
         env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=conn, **(extra_env or {}))
-        self.proc = subprocess.Popen(["nginx", "-p", self.prefix, "-c", self.conf],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", self.prefix, "-c", self.conf], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,6 +103,7 @@ def scrape(ngx):
     text format): {(sample name, frozenset of (label, value))): value}, and the families'
     types by name."""
     from prometheus_client.parser import text_string_to_metric_families
+
     url = f"http://127.0.0.1:{ngx.port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
@@ -140,22 +148,32 @@ def ip_named_certificate(directory):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("127.0.0.1"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("127.0.0.1"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
     with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
@@ -184,8 +202,9 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--build", required=True)
     opts = ap.parse_args()
-    sys.path.insert(0, os.path.join(opts.root, "python"))   # the source tree's emulator launcher
+    sys.path.insert(0, os.path.join(opts.root, "python"))  # the source tree's emulator launcher
     from peeklock.testing import Emulator
+
     emu = Emulator.start("--queue", "orders")
     tls_dir = tempfile.mkdtemp(prefix="peeklock-nginx-tls-")
     os.chmod(tls_dir, 0o755)  # nginx's workers (another user when started as root) read the certificate
@@ -216,9 +235,13 @@ def main():
         emu.admin("PUT", "entities/counted", {"kind": "queue"})
         emu.admin("PUT", "entities/perreq", {"kind": "queue"})
         tls_emu.admin("PUT", "entities/tlsq", {"kind": "queue", "lock_duration": 5})
-        ngx = Nginx(opts.root, opts.build, emu.connection_string,
-                    extra_vars={"@CA_FILE@": cert_path},
-                    extra_env={"PEEKLOCK_TLS_CONNECTION_STRING": tls_emu.connection_string})
+        ngx = Nginx(
+            opts.root,
+            opts.build,
+            emu.connection_string,
+            extra_vars={"@CA_FILE@": cert_path},
+            extra_env={"PEEKLOCK_TLS_CONNECTION_STRING": tls_emu.connection_string},
+        )
 
         def ping_answers():
             body, _ = ngx.get("/ping")
@@ -244,19 +267,22 @@ def main():
 
         def retries_over_cosockets():
             emu.admin("PUT", "entities/flaky", {"kind": "queue", "lock_duration": 30})
-            emu.admin("POST", "faults", {"operation": "send", "entity": "flaky", "status": 503,
-                                         "retry_after": 0, "count": 2})
+            emu.admin(
+                "POST", "faults", {"operation": "send", "entity": "flaky", "status": 503, "retry_after": 0, "count": 2}
+            )
             r, _ = ngx.get("/send", entity="flaky", body="after two 503s", id="f-1")
             assert r["ok"], r
             assert len(emu.entity_state("flaky")["messages"]) == 1
-            emu.admin("POST", "faults", {"operation": "complete", "entity": "flaky", "drop": True,
-                                         "count": 1})
+            emu.admin("POST", "faults", {"operation": "complete", "entity": "flaky", "drop": True, "count": 1})
             r, _ = ngx.get("/peek", entity="flaky", timeout=5, complete=1)
             # the dropped answer is retried: completed, or honestly reported as unknown
             assert r["ok"] or r.get("err_code") == "unknown_outcome", r
             assert emu.entity_state("flaky")["completed"].get("f-1") == 1
-            emu.admin("POST", "faults", {"operation": "peek_lock", "entity": "flaky", "status": 503,
-                                         "retry_after": 0, "count": 10})
+            emu.admin(
+                "POST",
+                "faults",
+                {"operation": "peek_lock", "entity": "flaky", "status": 503, "retry_after": 0, "count": 10},
+            )
             r, _ = ngx.get("/peek", entity="flaky", timeout=0)
             assert r["ok"] is False and r["err_code"] == "throttled" and r["err_status"] == 503, r
             emu.admin("DELETE", "faults")
@@ -270,8 +296,11 @@ def main():
             assert r["ok"], r
             before = requests("receive_and_delete")
             # the server deletes the message, then answers 500
-            emu.admin("POST", "faults", {"operation": "receive_and_delete", "entity": "rd",
-                                         "status": 500, "after": True, "count": 1})
+            emu.admin(
+                "POST",
+                "faults",
+                {"operation": "receive_and_delete", "entity": "rd", "status": 500, "after": True, "count": 1},
+            )
             r, _ = ngx.get("/rd", entity="rd", timeout=0)
             emu.admin("DELETE", "faults")
             # the caller is told the outcome is unknown (not a silent "nothing there" from a
@@ -285,8 +314,7 @@ def main():
         def send_500_is_not_retried_503_is():
             emu.admin("PUT", "entities/sq", {"kind": "queue", "lock_duration": 30})
             before = requests("send")
-            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500,
-                                         "after": True, "count": 1})
+            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500, "after": True, "count": 1})
             r, _ = ngx.get("/send", entity="sq", body="enqueued, then 500", id="sq-1")
             emu.admin("DELETE", "faults")
             assert r["ok"] is False and r["err_code"] == "unknown_outcome" and r["err_status"] == 500, r
@@ -294,8 +322,7 @@ def main():
             assert len(emu.entity_state("sq")["messages"]) == 1, emu.entity_state("sq")  # no duplicate
             # send_batch: the same
             before = requests("send")
-            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500,
-                                         "after": True, "count": 1})
+            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500, "after": True, "count": 1})
             r, _ = ngx.get("/batch", entity="sq")
             emu.admin("DELETE", "faults")
             assert r["ok"] is False and r["step"] == "send_batch" and r["err_status"] == 500, r
@@ -304,8 +331,9 @@ def main():
             assert len(emu.entity_state("sq")["messages"]) == 3, emu.entity_state("sq")
             # a 503 (throttled, not applied) is retried
             before = requests("send")
-            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 503,
-                                         "retry_after": 0, "count": 1})
+            emu.admin(
+                "POST", "faults", {"operation": "send", "entity": "sq", "status": 503, "retry_after": 0, "count": 1}
+            )
             r, _ = ngx.get("/send", entity="sq", body="after a 503", id="sq-2")
             emu.admin("DELETE", "faults")
             assert r["ok"], r
@@ -316,8 +344,7 @@ def main():
             emu.admin("PUT", "entities/sqc", {"kind": "queue", "lock_duration": 30})
             r, _ = ngx.get("/send", entity="sqc", body="complete after a 500", id="sq-3")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "complete", "entity": "sqc", "status": 500,
-                                         "count": 1})
+            emu.admin("POST", "faults", {"operation": "complete", "entity": "sqc", "status": 500, "count": 1})
             r, _ = ngx.get("/race", entity="sqc", ops="complete")
             emu.admin("DELETE", "faults")
             assert r["r1_ok"], r
@@ -325,8 +352,11 @@ def main():
             # past max_retries (3), a complete keeps trying while its lock is valid
             r, _ = ngx.get("/send", entity="sqc", body="complete after five 503s", id="sq-4")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "complete", "entity": "sqc", "status": 503,
-                                         "retry_after": 0, "count": 5})
+            emu.admin(
+                "POST",
+                "faults",
+                {"operation": "complete", "entity": "sqc", "status": 503, "retry_after": 0, "count": 5},
+            )
             r, _ = ngx.get("/race", entity="sqc", ops="complete")
             emu.admin("DELETE", "faults")
             assert r["r1_ok"], r
@@ -361,13 +391,22 @@ def main():
                 r, _ = ngx.get("/send", entity="unk", body="answer lost", id=mid)
                 assert r["ok"], r
                 # carried out, then the connection drops: the retry finds no lock
-                emu.admin("POST", "faults", {"operation": "complete" if op == "complete" else "unlock",
-                                             "entity": "unk", "drop": True, "after": True, "count": 1})
+                emu.admin(
+                    "POST",
+                    "faults",
+                    {
+                        "operation": "complete" if op == "complete" else "unlock",
+                        "entity": "unk",
+                        "drop": True,
+                        "after": True,
+                        "count": 1,
+                    },
+                )
                 r, _ = ngx.get("/race", entity="unk", ops=op, again=1)
                 emu.admin("DELETE", "faults")
                 assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
                 assert "may or may not" in r["r1_err"], r
-                assert r["state"] == "unknown", r            # remembered on the message
+                assert r["state"] == "unknown", r  # remembered on the message
                 assert r["again_ok"] is False and r["again_code"] == "unknown_outcome", r
                 assert "unknown outcome" in r["again_err"], r
                 if op == "complete":
@@ -378,8 +417,9 @@ def main():
             # carried out, then answered 500: the retry's 404 proves nothing either
             r, _ = ngx.get("/send", entity="unk", body="answered 500", id="u-3")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "complete", "entity": "unk", "status": 500,
-                                         "after": True, "count": 1})
+            emu.admin(
+                "POST", "faults", {"operation": "complete", "entity": "unk", "status": 500, "after": True, "count": 1}
+            )
             r, _ = ngx.get("/race", entity="unk", ops="complete", again=1)
             emu.admin("DELETE", "faults")
             assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
@@ -392,6 +432,7 @@ def main():
             # run on a pooled connection too (their expected outcomes are the same)
             sys.path.insert(0, os.path.join(opts.root, "tests", "faults"))
             from proxy import FaultProxy
+
             with open(os.path.join(opts.root, "tests", "faults", "matrix.json")) as f:
                 matrix = json.load(f)
             proxy = FaultProxy(emu.port)
@@ -412,8 +453,7 @@ def main():
                         if op == "peek_lock":
                             ngx.get("/send", entity=q, body="m", id="m2")
                         if "rule" in spec:
-                            rule = dict(spec["rule"], operation="send" if op == "send_batch" else op,
-                                        entity=q, count=1)
+                            rule = dict(spec["rule"], operation="send" if op == "send_batch" else op, entity=q, count=1)
                             emu.admin("POST", "faults", rule)
                         elif "proxy" in spec:
                             proxy.arm(op, spec["proxy"])
@@ -424,20 +464,29 @@ def main():
                             s.close()
                         else:
                             port = proxy.port
-                        r, _ = ngx.get("/matrix", op=op, entity=q, port=port, warm=f"{q}-warm",
-                                       settle=1 if op in ("renew", "unlock", "complete") else 0)
+                        r, _ = ngx.get(
+                            "/matrix",
+                            op=op,
+                            entity=q,
+                            port=port,
+                            warm=f"{q}-warm",
+                            settle=1 if op in ("renew", "unlock", "complete") else 0,
+                        )
                         emu.admin("DELETE", "faults")
                         outcome, _, extra = want.partition(" ")
-                        code = {"unknown": "unknown_outcome", "protocol": "protocol",
-                                "connection": "connection"}.get(outcome)
+                        code = {"unknown": "unknown_outcome", "protocol": "protocol", "connection": "connection"}.get(
+                            outcome
+                        )
                         good = r.get("ok") if outcome == "ok" else r.get("err_code") == code
                         if extra == "orphaned":
                             good = good and r.get("orphaned", 0) >= 1
                         copies = [m["message_id"] for m in emu.entity_state(q)["messages"]]
                         if op in ("send", "send_batch") and fault != "stall":
                             ids = ["s1"] if op == "send" else ["b1", "b2"]
-                            good = good and all(copies.count(i) == (1 if outcome == "ok" else copies.count(i))
-                                                and copies.count(i) <= 1 for i in ids)
+                            good = good and all(
+                                copies.count(i) == (1 if outcome == "ok" else copies.count(i)) and copies.count(i) <= 1
+                                for i in ids
+                            )
                         if op == "receive_and_delete" and outcome == "ok":
                             good = good and r.get("id") == "m1" and "m1" not in copies
                         if op in ("unlock", "complete"):
@@ -457,13 +506,16 @@ def main():
             # an answer announcing 400 MiB (then stalling) is refused at once, not read whole
             sys.path.insert(0, os.path.join(opts.root, "tests", "faults"))
             from proxy import loopback_server
+
             held = []
 
             def announce_huge(c):
                 c.recv(65536)
-                c.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 419430400\r\n"
-                          b"BrokerProperties: {}\r\n\r\n" + b"x" * 1024)
-                held.append(c)                          # and nothing more
+                c.sendall(
+                    b"HTTP/1.1 201 Created\r\nContent-Length: 419430400\r\nBrokerProperties: {}\r\n\r\n" + b"x" * 1024
+                )
+                held.append(c)  # and nothing more
+
             lsock = loopback_server(announce_huge)
             try:
                 emu.admin("PUT", "entities/huge", {"kind": "queue", "lock_duration": 5})
@@ -472,7 +524,7 @@ def main():
                 took = time.monotonic() - t0
                 assert r["ok"] is False and r["err_code"] == "protocol", r
                 assert "size limit" in r["err"], r
-                assert took < 1.0, took                 # not after the 1 s read timeout
+                assert took < 1.0, took  # not after the 1 s read timeout
             finally:
                 lsock.close()
                 for c in held:
@@ -541,6 +593,7 @@ def main():
             def trigger(q):
                 body, _ = ngx.get("/abort_exit", entity=q)
                 assert body.strip() == "exiting", body
+
             abort_path("ab-exit", trigger)
 
         def abort_by_client():
@@ -549,24 +602,30 @@ def main():
                 s.sendall(f"GET /abort_client?entity={q} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
                 assert wait_for(lambda: (one_message(q) or {}).get("locked"), 10), emu.entity_state(q)
                 s.close()
+
             abort_path("ab-client", trigger)
 
         def abort_by_killed_thread():
             def trigger(q):
                 r, _ = ngx.get("/abort_kill", entity=q)
                 assert r["inside"] and r["killed"], r
+
             abort_path("ab-kill", trigger)
 
         def abort_attached_left_held():
             def trigger(q):
                 r, _ = ngx.get("/attach_left", entity=q)
                 assert r["ok"] and r["state"] == "held" and r["held"] >= 1, r
+
             abort_path("ab-attach", trigger)
 
         def one_retry_counts_once():
             emu.admin("PUT", "entities/retried", {"kind": "queue"})
-            emu.admin("POST", "faults", {"operation": "send", "entity": "retried", "status": 503,
-                                         "retry_after": 0, "count": 1})
+            emu.admin(
+                "POST",
+                "faults",
+                {"operation": "send", "entity": "retried", "status": 503, "retry_after": 0, "count": 1},
+            )
             r, _ = ngx.get("/retries", entity="retried")
             emu.admin("DELETE", "faults")
             assert r["ok"] and r["retries"] == 1 and r["requests"] == 2 and r["failed"] == 0, r
@@ -580,6 +639,7 @@ def main():
                 print(f"     renewals {r['renewals']}, latest start {r['lateness_max_ms']} ms after due", flush=True)
                 ent = tls_emu.entity_state("tlsq")
                 assert ent["completed"].get(r["id"]) == 1 and not ent["messages"], ent
+
             return run
 
         def tls_failure_says_tls():
@@ -620,11 +680,21 @@ def main():
 
             def polls():
                 return emu.state()["counters"].get("requests.peek_lock", 0)
+
             base = polls()
-            ex = Nginx(opts.root, opts.build, emu.connection_string, template="examples/openresty/nginx.conf",
-                       extra_vars={"@CA_FILE@": cert_path},
-                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4",
-                                  "PEEKLOCK_POLL_TIMEOUT": "10", "PEEKLOCK_CUT_ON_EXIT": "1" if cut else "0"})
+            ex = Nginx(
+                opts.root,
+                opts.build,
+                emu.connection_string,
+                template="examples/openresty/nginx.conf",
+                extra_vars={"@CA_FILE@": cert_path},
+                extra_env={
+                    "PEEKLOCK_ENTITY": q,
+                    "PEEKLOCK_CONCURRENCY": "4",
+                    "PEEKLOCK_POLL_TIMEOUT": "10",
+                    "PEEKLOCK_CUT_ON_EXIT": "1" if cut else "0",
+                },
+            )
             sent = []
             try:
                 assert wait_for(lambda: polls() >= base + 8, 15), (polls() - base, ex.log()[-2000:])
@@ -633,6 +703,7 @@ def main():
                     r, _ = ngx.get("/send", entity=q, body=f"exit {i}", id=f"{q}-{i}")
                     assert r["ok"], r
                     sent.append(f"{q}-{i}")
+
                 # 3 messages handled, their consumers back in a long poll: 8 polls wait
                 for i in range(3):
                     send(i)
@@ -652,11 +723,15 @@ def main():
             assert all(v == 1 for v in ent["completed"].values()), ent["completed"]
             assert done | set(left) == set(sent) and not done & set(left), (done, left)
             assert ("long poll cut at worker exit" in log) == cut, log[-3000:]
-            assert not any(bad in log for bad in ("lua entry thread aborted", "runtime error",
-                                                  "[alert]", "[crit]", "[emerg]")), log[-3000:]
+            assert not any(
+                bad in log for bad in ("lua entry thread aborted", "runtime error", "[alert]", "[crit]", "[emerg]")
+            ), log[-3000:]
             orphans = [k for k, m in left.items() if m["locked"]]
-            print(f"     exit took {took:.2f} s with cut_on_exit={'true' if cut else 'false'}; "
-                  f"completed {len(done)}, left {len(left)} (locked by a cut poll: {len(orphans)})", flush=True)
+            print(
+                f"     exit took {took:.2f} s with cut_on_exit={'true' if cut else 'false'}; "
+                f"completed {len(done)}, left {len(left)} (locked by a cut poll: {len(orphans)})",
+                flush=True,
+            )
             return took
 
         exit_times = {}
@@ -672,10 +747,18 @@ def main():
         def example_worker_across_reload():
             q = "example"
             emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
-            ex = Nginx(opts.root, opts.build, emu.connection_string, template="examples/openresty/nginx.conf",
-                       extra_vars={"@CA_FILE@": cert_path},
-                       extra_env={"PEEKLOCK_ENTITY": q, "PEEKLOCK_CONCURRENCY": "4",
-                                  "PEEKLOCK_HANDOFF_ENTITY": "example-jobs"})
+            ex = Nginx(
+                opts.root,
+                opts.build,
+                emu.connection_string,
+                template="examples/openresty/nginx.conf",
+                extra_vars={"@CA_FILE@": cert_path},
+                extra_env={
+                    "PEEKLOCK_ENTITY": q,
+                    "PEEKLOCK_CONCURRENCY": "4",
+                    "PEEKLOCK_HANDOFF_ENTITY": "example-jobs",
+                },
+            )
             n = 300
             try:
                 for i in range(n):
@@ -687,40 +770,70 @@ def main():
                 def all_done():
                     ent = emu.entity_state(q)
                     return not ent["messages"] and sum(ent["completed"].values()) >= n and ent
+
                 ent = wait_for(all_done, 60)
                 assert ent, (len(emu.entity_state(q)["messages"]), ex.log()[-3000:])
                 twice = {k: v for k, v in ent["completed"].items() if v != 1}
                 assert not twice and set(ent["completed"]) == {f"ex-{i}" for i in range(n)}, twice
                 st, _ = ex.get("/stats")
                 assert st["handled"] >= 1 and st["renewer_threads"] == 0, st
+
                 # /metrics: every worker's counts (the replaced ones' too, synced as they drained)
                 # in the shared dict, each synced within a second
                 def completed():
                     samples, _ = scrape(ex)
-                    done = total(samples, "messaging_client_operation_duration_seconds_count",
-                                 messaging_destination_name=q, messaging_operation_name="complete", error_type=None)
+                    done = total(
+                        samples,
+                        "messaging_client_operation_duration_seconds_count",
+                        messaging_destination_name=q,
+                        messaging_operation_name="complete",
+                        error_type=None,
+                    )
                     return done >= n and samples
+
                 samples = wait_for(completed, 10)
                 assert samples, scrape(ex)[0]
-                assert total(samples, "messaging_client_operation_duration_seconds_count",
-                             messaging_destination_name=q, messaging_operation_name="complete") == n
-                assert total(samples, "messaging_client_consumed_messages_total", messaging_destination_name=q) == n \
-                    + total(samples, "messaging_client_operation_duration_seconds_count",
-                            messaging_destination_name=q, messaging_operation_name="abandon", error_type=None)
+                assert (
+                    total(
+                        samples,
+                        "messaging_client_operation_duration_seconds_count",
+                        messaging_destination_name=q,
+                        messaging_operation_name="complete",
+                    )
+                    == n
+                )
+                assert total(
+                    samples, "messaging_client_consumed_messages_total", messaging_destination_name=q
+                ) == n + total(
+                    samples,
+                    "messaging_client_operation_duration_seconds_count",
+                    messaging_destination_name=q,
+                    messaging_operation_name="abandon",
+                    error_type=None,
+                )
                 assert total(samples, "messaging_client_sent_messages_total") == 0
                 log = ex.log()
                 # the workers the reload replaced drained and said so
                 assert "peeklock example: drained: processed" in log, log[-3000:]
-                assert not any(bad in log for bad in ("lua entry thread aborted", "runtime error",
-                                                      "[alert]", "[crit]", "[emerg]")), log[-3000:]
+                assert not any(
+                    bad in log for bad in ("lua entry thread aborted", "runtime error", "[alert]", "[crit]", "[emerg]")
+                ), log[-3000:]
                 # the hand-over: /handoff takes the lock, examples/openresty/finish.py completes it
                 emu.admin("PUT", "entities/example-jobs", {"kind": "queue", "lock_duration": 5})
                 r, _ = ngx.get("/send", entity="example-jobs", body="long job", id="job-1")
                 assert r["ok"], r
-                p = subprocess.run([sys.executable, os.path.join(opts.root, "examples/openresty/finish.py"),
-                                    f"http://127.0.0.1:{ex.port}/handoff"], capture_output=True, text=True,
-                                   timeout=60, cwd=tempfile.gettempdir(),
-                                   env=dict(python_env(), PEEKLOCK_CONNECTION_STRING=emu.connection_string))
+                p = subprocess.run(
+                    [
+                        sys.executable,
+                        os.path.join(opts.root, "examples/openresty/finish.py"),
+                        f"http://127.0.0.1:{ex.port}/handoff",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    cwd=tempfile.gettempdir(),
+                    env=dict(python_env(), PEEKLOCK_CONNECTION_STRING=emu.connection_string),
+                )
                 assert p.returncode == 0 and "finishing job job-1" in p.stdout, (p.stdout, p.stderr[-2000:])
                 ent = emu.entity_state("example-jobs")
                 assert ent["completed"] == {"job-1": 1} and not ent["messages"], ent
@@ -747,20 +860,28 @@ def main():
 
             def delta(name, **labels):
                 return total(after, name, messaging_destination_name=q, **labels) - total(
-                    before, name, messaging_destination_name=q, **labels)
+                    before, name, messaging_destination_name=q, **labels
+                )
+
             dur = "messaging_client_operation_duration_seconds_count"
             assert delta("messaging_client_sent_messages_total", error_type=None) == 4
             assert delta(dur, messaging_operation_name="send", messaging_operation_type="send") == 4
             assert delta("messaging_client_consumed_messages_total", messaging_operation_name="peek_lock") == 4
             assert delta(dur, messaging_operation_name="peek_lock", error_type=None) == 4
-            assert delta(dur, messaging_operation_name="complete", messaging_operation_type="settle",
-                         error_type=None) == 2 + 1
+            assert (
+                delta(dur, messaging_operation_name="complete", messaging_operation_type="settle", error_type=None)
+                == 2 + 1
+            )
             assert delta(dur, messaging_operation_name="abandon", error_type=None) == 1
             # timed below the millisecond: sums with fractions of one (a whole-millisecond
             # clock counts an operation under 1 ms as 0)
             for op in ("send", "peek_lock", "complete"):
-                ms = delta("messaging_client_operation_duration_seconds_sum", messaging_operation_name=op,
-                           error_type=None) * 1000
+                ms = (
+                    delta(
+                        "messaging_client_operation_duration_seconds_sum", messaging_operation_name=op, error_type=None
+                    )
+                    * 1000
+                )
                 assert ms > 0 and abs(ms - round(ms)) > 1e-6, (op, ms)
             renewals = delta("peeklock_lock_renewals_total")
             assert renewals >= 1, renewals
@@ -768,34 +889,77 @@ def main():
             assert delta(dur, messaging_operation_name="renew_message_lock", error_type=None) == renewals + 3
             assert delta("peeklock_lock_renewal_slack_seconds_count") == renewals
             # the slack of a renewal due at half of a 5 s lock: about 2.5 s left when it lands
-            assert 1.0 <= total(after, "peeklock_lock_renewal_slack_seconds_sum", messaging_destination_name=q) \
-                / total(after, "peeklock_lock_renewal_slack_seconds_count", messaging_destination_name=q) <= 2.6
+            assert (
+                1.0
+                <= total(after, "peeklock_lock_renewal_slack_seconds_sum", messaging_destination_name=q)
+                / total(after, "peeklock_lock_renewal_slack_seconds_count", messaging_destination_name=q)
+                <= 2.6
+            )
             assert delta("peeklock_lock_renewal_failures_total") == 0
             # the with_lock handler's run: one, held past the renewal at half its 5 s lock
-            assert delta("messaging_process_duration_seconds_count", messaging_operation_name="process",
-                         error_type=None) == 1
+            assert (
+                delta("messaging_process_duration_seconds_count", messaging_operation_name="process", error_type=None)
+                == 1
+            )
             assert delta("messaging_process_duration_seconds_sum") >= 2.0
             assert delta("peeklock_lock_lost_total") == 0
             assert total(after, "peeklock_locks_held") == 0, after
             # bucket bounds as written (0.005, not 0.0050000000000000001), in increasing order
-            les = [dict(lbl)["le"] for (n, lbl) in after if n == "messaging_client_operation_duration_seconds_bucket"
-                   and dict(lbl)["messaging_operation_name"] == "send" and dict(lbl).get("error_type") is None
-                   and dict(lbl)["messaging_destination_name"] == q]
-            assert sorted(les, key=float) == ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75",
-                                              "1", "2.5", "5", "7.5", "10", "+Inf"], les
-            assert all(dict(lbl).get("server_address") == "127.0.0.1" and dict(lbl)["messaging_system"] == "servicebus"
-                       for (n, lbl) in after if n.startswith("messaging_client"))
+            les = [
+                dict(lbl)["le"]
+                for (n, lbl) in after
+                if n == "messaging_client_operation_duration_seconds_bucket"
+                and dict(lbl)["messaging_operation_name"] == "send"
+                and dict(lbl).get("error_type") is None
+                and dict(lbl)["messaging_destination_name"] == q
+            ]
+            assert sorted(les, key=float) == [
+                "0.005",
+                "0.01",
+                "0.025",
+                "0.05",
+                "0.075",
+                "0.1",
+                "0.25",
+                "0.5",
+                "0.75",
+                "1",
+                "2.5",
+                "5",
+                "7.5",
+                "10",
+                "+Inf",
+            ], les
+            assert all(
+                dict(lbl).get("server_address") == "127.0.0.1" and dict(lbl)["messaging_system"] == "servicebus"
+                for (n, lbl) in after
+                if n.startswith("messaging_client")
+            )
             # a batch of two counts two messages sent; receive-and-delete counts what it consumed
             b0, _ = scrape(ngx)
             r, _ = ngx.get("/batch", entity=q)
             assert r["ok"], r
             b1, _ = scrape(ngx)
-            assert total(b1, "messaging_client_sent_messages_total", messaging_destination_name=q) - total(
-                b0, "messaging_client_sent_messages_total", messaging_destination_name=q) == 2
-            assert total(b1, "messaging_client_consumed_messages_total", messaging_destination_name=q,
-                         messaging_operation_name="receive_and_delete") - total(
-                b0, "messaging_client_consumed_messages_total", messaging_destination_name=q,
-                messaging_operation_name="receive_and_delete") == 2
+            assert (
+                total(b1, "messaging_client_sent_messages_total", messaging_destination_name=q)
+                - total(b0, "messaging_client_sent_messages_total", messaging_destination_name=q)
+                == 2
+            )
+            assert (
+                total(
+                    b1,
+                    "messaging_client_consumed_messages_total",
+                    messaging_destination_name=q,
+                    messaging_operation_name="receive_and_delete",
+                )
+                - total(
+                    b0,
+                    "messaging_client_consumed_messages_total",
+                    messaging_destination_name=q,
+                    messaging_operation_name="receive_and_delete",
+                )
+                == 2
+            )
             ent = emu.entity_state(q)
             assert ent["completed"] and len(ent["messages"]) == 1, ent  # the abandoned one
             # max_renew 1 s on a 5 s lock: at the first renewal's due time (2.5 s) the cap has passed
@@ -815,8 +979,15 @@ def main():
             lossy = {k[0]: v for k, v in samples.items() if ("messaging_destination_name", "lossy") in k[1]}
             assert total(samples, "peeklock_lock_lost_total", messaging_destination_name="lossy") == 1, lossy
             # the renewal that found the lock gone failed, with the reason as error.type
-            assert total(samples, "peeklock_lock_renewal_failures_total", messaging_destination_name="lossy",
-                         error_type="lock_lost") >= 1, lossy
+            assert (
+                total(
+                    samples,
+                    "peeklock_lock_renewal_failures_total",
+                    messaging_destination_name="lossy",
+                    error_type="lock_lost",
+                )
+                >= 1
+            ), lossy
             assert total(samples, "peeklock_locks_held") == 0
 
         def worker_client_is_one_per_worker():
@@ -913,8 +1084,7 @@ def main():
             r, _ = ngx.get("/send", entity="lossy", body="will expire", id="l-1")
             assert r["ok"], r
             box = {}
-            t = threading.Thread(target=lambda: box.update(r=ngx.get("/lock", 90, entity="lossy",
-                                                                        until_lost=1)[0]))
+            t = threading.Thread(target=lambda: box.update(r=ngx.get("/lock", 90, entity="lossy", until_lost=1)[0]))
             t.start()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -939,10 +1109,16 @@ def main():
             assert r["ok"] and r["id"] == "h-1" and r["handle"].startswith("plh1."), r
             handle = r["handle"]
             msgs = emu.entity_state("handq")["messages"]
-            assert len(msgs) == 1 and msgs[0]["locked"], msgs      # released by nginx, still locked
-            p = subprocess.run([sys.executable, "-c", FINISH_IN_PYTHON, emu.connection_string],
-                               input=handle + "\n", capture_output=True, text=True, timeout=60,
-                               cwd=tempfile.gettempdir(), env=python_env())
+            assert len(msgs) == 1 and msgs[0]["locked"], msgs  # released by nginx, still locked
+            p = subprocess.run(
+                [sys.executable, "-c", FINISH_IN_PYTHON, emu.connection_string],
+                input=handle + "\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tempfile.gettempdir(),
+                env=python_env(),
+            )
             assert p.returncode == 0 and p.stdout.strip() == "h-1", (p.returncode, p.stdout, p.stderr[-2000:])
             ent = emu.entity_state("handq")
             assert ent["completed"] == {"h-1": 1} and not ent["messages"], ent
@@ -952,19 +1128,28 @@ def main():
             emu.admin("PUT", "entities/handq2", {"kind": "queue", "lock_duration": 5})
             r, _ = ngx.get("/send", entity="handq2", body="long job", id="h-2")
             assert r["ok"], r
-            take = ("import sys, peeklock\n"
-                    "c = peeklock.Client.from_connection_string(sys.argv[1])\n"
-                    "m = c.peek_lock('handq2', timeout=5)\n"
-                    "print(m.lock_handle(), flush=True)\n"
-                    "m.release()\n"
-                    "c.close()\n")
-            p = subprocess.run([sys.executable, "-c", take, emu.connection_string], capture_output=True,
-                               text=True, timeout=60, cwd=tempfile.gettempdir(), env=python_env())
+            take = (
+                "import sys, peeklock\n"
+                "c = peeklock.Client.from_connection_string(sys.argv[1])\n"
+                "m = c.peek_lock('handq2', timeout=5)\n"
+                "print(m.lock_handle(), flush=True)\n"
+                "m.release()\n"
+                "c.close()\n"
+            )
+            p = subprocess.run(
+                [sys.executable, "-c", take, emu.connection_string],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tempfile.gettempdir(),
+                env=python_env(),
+            )
             assert p.returncode == 0, p.stderr[-2000:]
             handle = p.stdout.strip()
             # (three renewals: the lock was taken before the attach, so two can land within 5 s of it)
-            req = urllib.request.Request(f"http://127.0.0.1:{ngx.port}/attach?renewals=3",
-                                         data=handle.encode(), method="POST")
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{ngx.port}/attach?renewals=3", data=handle.encode(), method="POST"
+            )
             t0 = time.monotonic()
             with urllib.request.urlopen(req, timeout=90) as resp:
                 r = json.loads(resp.read())
@@ -988,68 +1173,112 @@ def main():
         check("send_batch and receive_and_delete over cosockets", batch_and_receive_and_delete)
         check("errors come back as tables", errors_come_back_as_tables)
         check("errors print as strings (ngx.say, concatenation, the README's assert)", errors_print_as_strings)
-        check("client options are checked before a request; stats count cosocket requests",
-              options_checked_and_requests_counted)
+        check(
+            "client options are checked before a request; stats count cosocket requests",
+            options_checked_and_requests_counted,
+        )
         check("the blocking require inside nginx warns", blocking_require_warns)
         check("a handler that calls ngx.exit: its message is abandoned within seconds", abort_by_ngx_exit)
-        check("a client that goes away (lua_check_client_abort): its message is abandoned within seconds",
-              abort_by_client)
+        check(
+            "a client that goes away (lua_check_client_abort): its message is abandoned within seconds", abort_by_client
+        )
         check("a killed light thread: its message is abandoned within seconds", abort_by_killed_thread)
-        check("an attached message its request left held is abandoned within seconds",
-              abort_attached_left_held)
+        check("an attached message its request left held is abandoned within seconds", abort_attached_left_held)
         check("one injected 503 on a send counts one retry in stats()", one_retry_counts_once)
-        check("TLS through lua_ssl_trusted_certificate: a 5 s lock held for 12 s is renewed, completed once",
-              tls_locks_live_past_several_durations(1))
-        check("TLS with ssl_verify=false: a 5 s lock held for 12 s is renewed, completed once",
-              tls_locks_live_past_several_durations(0))
+        check(
+            "TLS through lua_ssl_trusted_certificate: a 5 s lock held for 12 s is renewed, completed once",
+            tls_locks_live_past_several_durations(1),
+        )
+        check(
+            "TLS with ssl_verify=false: a 5 s lock held for 12 s is renewed, completed once",
+            tls_locks_live_past_several_durations(0),
+        )
         check("a TLS failure says TLS", tls_failure_says_tls)
-        check("client:process runs handlers in 3 light threads, each message completed once",
-              process_runs_light_threads)
-        check("client:process with batch=3: batch handlers in light threads, a returned table abandons, "
-              "each message completed once", process_runs_batches)
-        check("a worker exit cuts long polls in flight (cut_on_exit): prompt, none lost or completed twice",
-              exit_cuts_long_polls)
-        check("without cut_on_exit the exit waits for the long polls (none lost or completed twice)",
-              exit_waits_for_long_polls_without_cut)
-        check("examples/openresty: init_worker consumers process 300 messages across a reload, "
-              "none lost or completed twice; its /handoff lock is completed by finish.py in Python",
-              example_worker_across_reload)
-        check("/metrics (peeklock.metrics): sends, receives, settles and the loop's renewals as they happened",
-              metrics_count_what_happened)
+        check(
+            "client:process runs handlers in 3 light threads, each message completed once", process_runs_light_threads
+        )
+        check(
+            "client:process with batch=3: batch handlers in light threads, a returned table abandons, "
+            "each message completed once",
+            process_runs_batches,
+        )
+        check(
+            "a worker exit cuts long polls in flight (cut_on_exit): prompt, none lost or completed twice",
+            exit_cuts_long_polls,
+        )
+        check(
+            "without cut_on_exit the exit waits for the long polls (none lost or completed twice)",
+            exit_waits_for_long_polls_without_cut,
+        )
+        check(
+            "examples/openresty: init_worker consumers process 300 messages across a reload, "
+            "none lost or completed twice; its /handoff lock is completed by finish.py in Python",
+            example_worker_across_reload,
+        )
+        check(
+            "/metrics (peeklock.metrics): sends, receives, settles and the loop's renewals as they happened",
+            metrics_count_what_happened,
+        )
         check("peeklock.resty.worker_client gives the worker's one client", worker_client_is_one_per_worker)
-        check("600 clients made per request keep the worker's thread count flat",
-              client_per_request_costs_no_thread)
+        check("600 clients made per request keep the worker's thread count flat", client_per_request_costs_no_thread)
         check("503s and a dropped answer are retried over cosockets", retries_over_cosockets)
-        check("a 500 after a receive-and-delete is an unknown outcome, not retried into a lost message",
-              receive_and_delete_500_after_delete_is_reported_not_retried)
-        check("a 500 on send/send_batch is an unknown outcome, not retried (no duplicate); a 503 is; "
-              "a complete retries 500s "
-              "and 503s past max_retries",
-              send_500_is_not_retried_503_is)
-        check("two light threads settling one message: one request, the other 'being settled'",
-              two_light_threads_settle_once)
-        check("a settle whose answer was lost and whose retry finds no lock: unknown_outcome",
-              complete_with_lost_answer_is_unknown_outcome)
+        check(
+            "a 500 after a receive-and-delete is an unknown outcome, not retried into a lost message",
+            receive_and_delete_500_after_delete_is_reported_not_retried,
+        )
+        check(
+            "a 500 on send/send_batch is an unknown outcome, not retried (no duplicate); a 503 is; "
+            "a complete retries 500s "
+            "and 503s past max_retries",
+            send_500_is_not_retried_503_is,
+        )
+        check(
+            "two light threads settling one message: one request, the other 'being settled'",
+            two_light_threads_settle_once,
+        )
+        check(
+            "a settle whose answer was lost and whose retry finds no lock: unknown_outcome",
+            complete_with_lost_answer_is_unknown_outcome,
+        )
         check("the fault matrix (tests/faults/matrix.json) over cosockets", fault_matrix_over_cosockets)
         check("an answer over the size limit is refused as it streams in", huge_answer_is_refused_as_it_streams_in)
-        check("long poll does not block the worker; a 5 s lock is renewed across lock durations "
-              "and completed once", long_poll_does_not_block_and_renewal_spans_lock_durations)
+        check(
+            "long poll does not block the worker; a 5 s lock is renewed across lock durations and completed once",
+            long_poll_does_not_block_and_renewal_spans_lock_durations,
+        )
         check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)
         check("handler failure abandons", handler_failure_abandons)
-        check("lock hand-over: an OpenResty location takes the lock, a Python process completes it",
-              openresty_takes_the_lock_python_finishes)
-        check("lock hand-over: Python takes the lock, peeklock.resty attaches, renews it over cosockets "
-              "and completes it", python_takes_the_lock_openresty_renews_and_completes)
+        check(
+            "lock hand-over: an OpenResty location takes the lock, a Python process completes it",
+            openresty_takes_the_lock_python_finishes,
+        )
+        check(
+            "lock hand-over: Python takes the lock, peeklock.resty attaches, renews it over cosockets and completes it",
+            python_takes_the_lock_openresty_renews_and_completes,
+        )
         # last: it advances the emulator clock
         check("a lock lost while the handler runs completes nothing", lost_lock_completes_nothing)
         check("/metrics counts the lost lock", metrics_count_the_lost_lock)
         # (the README's assert idiom aborts its request on purpose)
         log = "\n".join(e for e in log_entries(ngx.log()) if "/readme_assert" not in e)
-        check("no Lua errors in the nginx log",
-              lambda: (_ for _ in ()).throw(AssertionError(log[-3000:]))
-              if any(bad in log for bad in ("lua entry thread aborted", "runtime error",
-                                            "writing a global Lua variable", "[alert]", "[crit]",
-                                            "[emerg]")) else None)
+        check(
+            "no Lua errors in the nginx log",
+            lambda: (
+                (_ for _ in ()).throw(AssertionError(log[-3000:]))
+                if any(
+                    bad in log
+                    for bad in (
+                        "lua entry thread aborted",
+                        "runtime error",
+                        "writing a global Lua variable",
+                        "[alert]",
+                        "[crit]",
+                        "[emerg]",
+                    )
+                )
+                else None
+            ),
+        )
     finally:
         if ngx:
             ngx.stop()

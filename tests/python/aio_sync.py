@@ -1,6 +1,7 @@
 """A blocking facade over peeklock.aio, so that suites written against the blocking
 client (the fault matrix) run unchanged through the asynchronous engine: every call
 is a coroutine run on one event loop in a background thread."""
+
 import asyncio
 import threading
 

@@ -2,6 +2,7 @@
 peeklock.testing, a fresh queue per test and a client. Nothing here imports the
 compiled extension at import time, so the emulator suites below this directory
 run from a source tree without a build."""
+
 import signal
 import uuid
 
@@ -43,6 +44,7 @@ def queue(emu):
 @pytest.fixture
 def client(emu):
     import peeklock
+
     c = peeklock.Client.from_connection_string(emu.connection_string)
     yield c
     c.close()
@@ -54,6 +56,7 @@ def make_queue(emu):
         name = _name("q")
         emu.create_queue(name, **opts)
         return name
+
     return make
 
 
@@ -65,6 +68,7 @@ def completed(emu: Emulator, entity: str) -> dict:
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
     """Waits for an event (a condition becoming true), failing after timeout."""
     import time
+
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -78,9 +82,11 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
 def pytest_asyncio_loop_factories(config, item):
     """Every asyncio test runs on the default event loop and on uvloop."""
     import asyncio
+
     factories = {"asyncio": asyncio.new_event_loop}
     try:
         import uvloop
+
         factories["uvloop"] = uvloop.new_event_loop
     except ImportError:
         pass

@@ -3,6 +3,7 @@ operation, every outcome of ``async with``, a handler that blocks the loop for t
 lock durations, exact cancellation (checked in the emulator's state), many long polls
 outstanding with the loop responsive, aclose() ending polls, messages(), and
 process() with its drain on SIGTERM, and its batch handlers."""
+
 import asyncio
 import os
 import resource
@@ -22,8 +23,7 @@ from conftest import completed
 # collection and inherits this limit: raise the soft limit where the hard one allows.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if _soft != resource.RLIM_INFINITY and _soft < 4096:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, _hard) if _hard != resource.RLIM_INFINITY
-                                                else 4096, _hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, _hard) if _hard != resource.RLIM_INFINITY else 4096, _hard))
 POLLS = min(1000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200) // 2)
 
 pytestmark = pytest.mark.asyncio
@@ -105,7 +105,7 @@ async def test_async_with_abandons_on_cancellation(aclient, emu, queue):
     async def handler():
         async with aclient.peek_lock(queue, timeout=5) as msg:
             entered.set()
-            await asyncio.Event().wait()          # until cancelled
+            await asyncio.Event().wait()  # until cancelled
         return msg
 
     task = asyncio.ensure_future(handler())
@@ -124,8 +124,8 @@ async def test_lock_lost_by_the_clock_raises_at_exit(emulator_factory):
     await c.send("lq", b"x", message_id="m")
     with pytest.raises(peeklock.LockLostError):
         async with c.peek_lock("lq", timeout=5) as msg:
-            emu.advance(30)                       # the server's lock runs out
-            await until(lambda: msg.lock_lost)    # the C renewer's renew finds it gone
+            emu.advance(30)  # the server's lock runs out
+            await until(lambda: msg.lock_lost)  # the C renewer's renew finds it gone
     assert completed(emu, "lq") == {}
     again = await c.peek_lock("lq", timeout=5)
     assert again.delivery_count == 2
@@ -141,17 +141,17 @@ async def test_lock_lost_cancels_an_opted_in_block(emulator_factory):
     with pytest.raises(peeklock.LockLostError):
         async with c.peek_lock("oq", timeout=5, cancel_on_lost=True) as msg:
             entered, expires_in = time.monotonic(), msg.lock_remaining
-            emu.advance(30)                       # the server's lock runs out
-            await asyncio.Event().wait()          # would wait forever: the lost lock cancels it
+            emu.advance(30)  # the server's lock runs out
+            await asyncio.Event().wait()  # would wait forever: the lost lock cancels it
             reached_the_end = True
     assert not reached_the_end and msg.lock_lost
     # cancelled when the renewer found the lock lost (its renewal is due before the lock
     # runs out), not by a look at the lock once it had run out
     assert time.monotonic() - entered < expires_in
-    assert not c._sync._lost_watch                # nothing left watched
+    assert not c._sync._lost_watch  # nothing left watched
     assert completed(emu, "oq") == {}
     cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
-    assert not cancelling()                       # the cancellation was the block's own
+    assert not cancelling()  # the cancellation was the block's own
     await c.aclose()
 
 
@@ -159,7 +159,7 @@ async def test_a_handler_blocking_the_loop_keeps_its_lock(aclient, emu, make_que
     q = make_queue(lock_duration=2)
     await aclient.send(q, b"x", message_id="b")
     async with aclient.peek_lock(q, timeout=5) as msg:
-        time.sleep(3 * 2)                         # the loop is blocked for 3 lock durations
+        time.sleep(3 * 2)  # the loop is blocked for 3 lock durations
         assert not msg.lock_lost
     assert msg.state == "settled"
     assert completed(emu, q) == {"b": 1}
@@ -192,10 +192,10 @@ async def test_a_lock_that_reached_a_cancelled_receive_is_abandoned(aclient, emu
     # reads it: the engine withdraws the completion and releases the lock at once
     await aclient.send(queue, b"x", message_id="d")
     task = asyncio.ensure_future(aclient.peek_lock(queue, timeout=5))
-    await asyncio.sleep(0)                        # the receive is submitted
+    await asyncio.sleep(0)  # the receive is submitted
     deadline = time.monotonic() + 20
     while aclient.stats()["aio"]["completed"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)                         # blocking: the loop must not read it yet
+        time.sleep(0.005)  # blocking: the loop must not read it yet
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -259,8 +259,8 @@ async def loop_lag_p99(samples=1000, interval=0.001):
 async def test_many_long_polls_keep_the_loop_responsive(emu, queue):
     before = set(os.listdir("/proc/self/task"))
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
-    [engine] = set(os.listdir("/proc/self/task")) - before       # the engine's I/O thread
-    idle = await loop_lag_p99()               # the same probe on the idle loop, for comparison
+    [engine] = set(os.listdir("/proc/self/task")) - before  # the engine's I/O thread
+    idle = await loop_lag_p99()  # the same probe on the idle loop, for comparison
     n = POLLS
     seen = emu.state()["counters"].get("requests.peek_lock", 0)
     tasks = [asyncio.ensure_future(c.peek_lock(queue, timeout=60)) for _ in range(n)]
@@ -280,17 +280,18 @@ async def test_many_long_polls_keep_the_loop_responsive(emu, queue):
     windows = []
     while len(windows) < 3 and (not windows or windows[-1][1] >= 0.005):
         windows.append(await loop_lag_p99())
-    print(f"loop lag p99 with {n} long polls outstanding: "
-          + ", ".join(f"{w[0] * 1000:.2f} ms ({w[1] * 1000:.2f} ms net, loop CPU {w[2] * 1000:.0f} ms)"
-                      for w in windows)
-          + f"; idle loop {idle[0] * 1000:.2f} ms ({idle[1] * 1000:.2f} ms net, "
-            f"loop CPU {idle[2] * 1000:.0f} ms)")
+    print(
+        f"loop lag p99 with {n} long polls outstanding: "
+        + ", ".join(f"{w[0] * 1000:.2f} ms ({w[1] * 1000:.2f} ms net, loop CPU {w[2] * 1000:.0f} ms)" for w in windows)
+        + f"; idle loop {idle[0] * 1000:.2f} ms ({idle[1] * 1000:.2f} ms net, "
+        f"loop CPU {idle[2] * 1000:.0f} ms)"
+    )
     assert min(w[1] for w in windows) < 0.005
-    assert min(w[2] for w in windows) < idle[2] * 1.5 + 0.02     # no work per poll on the loop
-    assert _cpu_ticks(engine_stat) - engine_cpu <= 1              # the engine slept throughout
-    assert c.stats()["aio"]["inflight"] == n                      # outstanding throughout
+    assert min(w[2] for w in windows) < idle[2] * 1.5 + 0.02  # no work per poll on the loop
+    assert _cpu_ticks(engine_stat) - engine_cpu <= 1  # the engine slept throughout
+    assert c.stats()["aio"]["inflight"] == n  # outstanding throughout
     t0 = time.monotonic()
-    await c.aclose()                              # ends every poll at once
+    await c.aclose()  # ends every poll at once
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert time.monotonic() - t0 < 10
     assert all(isinstance(r, peeklock.ClosedError) for r in results)
@@ -332,8 +333,7 @@ async def test_process_runs_until_max_messages(aclient, emu, queue):
             raise RuntimeError("once")
         bodies.append(msg.message_id)
 
-    s = await aclient.process(queue, handler, concurrency=3, max_messages=7, poll_timeout=1,
-                              handle_signals=False)
+    s = await aclient.process(queue, handler, concurrency=3, max_messages=7, poll_timeout=1, handle_signals=False)
     assert s.stopped_by == "max_messages"
     assert s.processed == 6 and s.failed == 1 and s.redelivered == 1
     assert sorted(bodies) == [str(i) for i in range(6)]
@@ -351,7 +351,7 @@ async def test_process_drains_on_sigterm(aclient, emu, queue):
 
     async def stop_soon():
         await started.wait()
-        os.kill(os.getpid(), signal.SIGTERM)      # drain: receives stop, handlers finish
+        os.kill(os.getpid(), signal.SIGTERM)  # drain: receives stop, handlers finish
         await asyncio.sleep(0)
         release.set()
 
@@ -376,15 +376,15 @@ async def test_no_wake_ups_while_polls_wait(emu, queue):
     before = set(os.listdir("/proc/self/task"))
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
     new = set(os.listdir("/proc/self/task")) - before
-    assert len(new) == 1                          # the engine's one I/O thread
+    assert len(new) == 1  # the engine's one I/O thread
     tid = new.pop()
     seen = emu.state()["counters"].get("requests.peek_lock", 0)
     tasks = [asyncio.ensure_future(c.peek_lock(queue, timeout=60)) for _ in range(100)]
     # every request has reached the server: the engine has nothing left to send
     await until(lambda: emu.state()["counters"].get("requests.peek_lock", 0) >= seen + 100)
-    await asyncio.sleep(1)    # libcurl's one-shot timers of new connections (200 ms) run out
+    await asyncio.sleep(1)  # libcurl's one-shot timers of new connections (200 ms) run out
     start = _switches(tid)
-    await asyncio.sleep(2)                        # the window measured: nothing to do
+    await asyncio.sleep(2)  # the window measured: nothing to do
     assert _switches(tid) - start <= 1
     await c.aclose()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -392,9 +392,9 @@ async def test_no_wake_ups_while_polls_wait(emu, queue):
 
 # ---- batch handlers: process(..., batch=N, max_wait=S) ----
 
+
 async def send_ids(client, queue, prefix, n):
-    await client.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=f"{prefix}{i}")
-                                    for i in range(n)])
+    await client.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=f"{prefix}{i}") for i in range(n)])
 
 
 async def test_batch_settled_by_its_result_and_the_rest_completed(aclient, emu, queue):
@@ -403,17 +403,27 @@ async def test_batch_settled_by_its_result_and_the_rest_completed(aclient, emu, 
 
     async def handler(msgs):
         batches.append([m.message_id for m in msgs])
-        await msgs[0].complete()                              # settled by the handler itself
-        return {msgs[1].sequence_number: "abandon", msgs[2]: "complete"}   # by its result
+        await msgs[0].complete()  # settled by the handler itself
+        return {msgs[1].sequence_number: "abandon", msgs[2]: "complete"}  # by its result
         #                                                       the other two: completed
-    s = await aclient.process(queue, handler, batch=5, max_wait=2, concurrency=1, poll_timeout=1,
-                              max_messages=5, handle_signals=False, retry_delay=0)
+
+    s = await aclient.process(
+        queue,
+        handler,
+        batch=5,
+        max_wait=2,
+        concurrency=1,
+        poll_timeout=1,
+        max_messages=5,
+        handle_signals=False,
+        retry_delay=0,
+    )
     assert batches == [["b0", "b1", "b2", "b3", "b4"]]
     assert (s.received, s.processed, s.settled_by_handler, s.failed, s.lost) == (5, 3, 1, 1, 0)
     assert s.in_flight == 0 and s.stopped_by == "max_messages"
     assert completed(emu, queue) == {"b0": 1, "b2": 1, "b3": 1, "b4": 1}
     [m] = emu.messages(queue)
-    assert (m["message_id"], m["state"]) == ("b1", "available")      # abandoned
+    assert (m["message_id"], m["state"]) == ("b1", "available")  # abandoned
 
 
 async def test_batch_partial_failure_abandons_what_the_handler_left(aclient, emu, queue):
@@ -425,18 +435,29 @@ async def test_batch_partial_failure_abandons_what_the_handler_left(aclient, emu
         raise RuntimeError("partial failure")
 
     def retry_delay(msg):
-        delays.append(msg.message_id)        # taken once for the batch
+        delays.append(msg.message_id)  # taken once for the batch
         return 0
 
-    s = await aclient.process(queue, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
-                              max_messages=3, handle_signals=False, retry_delay=retry_delay,
-                              on_error=lambda m, e: errors.append(m.message_id))
+    s = await aclient.process(
+        queue,
+        handler,
+        batch=3,
+        max_wait=2,
+        concurrency=1,
+        poll_timeout=1,
+        max_messages=3,
+        handle_signals=False,
+        retry_delay=retry_delay,
+        on_error=lambda m, e: errors.append(m.message_id),
+    )
     assert (s.processed, s.settled_by_handler, s.failed) == (0, 1, 2)
     assert sorted(errors) == ["f0", "f1"] and len(delays) == 1
     assert "partial failure" in s.last_errors[-1]
     assert completed(emu, queue) == {"f2": 1}
-    assert sorted((m["message_id"], m["state"], m["delivery_count"]) for m in emu.messages(queue)) \
-        == [("f0", "available", 1), ("f1", "available", 1)]
+    assert sorted((m["message_id"], m["state"], m["delivery_count"]) for m in emu.messages(queue)) == [
+        ("f0", "available", 1),
+        ("f1", "available", 1),
+    ]
 
 
 async def test_batch_a_bad_result_fails_the_batch(aclient, emu, queue):
@@ -445,8 +466,17 @@ async def test_batch_a_bad_result_fails_the_batch(aclient, emu, queue):
     async def handler(msgs):
         return {msgs[0]: "keep"}
 
-    s = await aclient.process(queue, handler, batch=2, max_wait=2, concurrency=1, poll_timeout=1,
-                              max_messages=2, handle_signals=False, retry_delay=None)
+    s = await aclient.process(
+        queue,
+        handler,
+        batch=2,
+        max_wait=2,
+        concurrency=1,
+        poll_timeout=1,
+        max_messages=2,
+        handle_signals=False,
+        retry_delay=None,
+    )
     assert (s.processed, s.failed) == (0, 2) and "'keep'" in s.last_errors[-1]
     assert completed(emu, queue) == {}
     assert [m["state"] for m in emu.messages(queue)] == ["available", "available"]
@@ -460,16 +490,16 @@ async def test_batch_locks_are_each_renewed_from_receipt(aclient, emu, make_queu
         taken = {m["message_id"]: m["locked_until"] for m in emu.messages(q)}
         assert sorted(taken) == ["r0", "r1", "r2"]
         # the server sees every lock of the batch renewed by the C renewer ...
-        await until(lambda: all(m["locked_until"] > taken[m["message_id"]] + 1
-                                for m in emu.messages(q)), timeout=30)
+        await until(lambda: all(m["locked_until"] > taken[m["message_id"]] + 1 for m in emu.messages(q)), timeout=30)
         # ... so that once the server's clock has passed every lock as first taken,
         # the batch still holds them all
         emu.advance(max(taken.values()) - emu.admin("GET", "clock")["now"] + 0.5)
         assert all(m["state"] == "locked" for m in emu.messages(q))
         assert all(m.state == "held" for m in msgs)
 
-    s = await aclient.process(q, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
-                              max_messages=3, handle_signals=False)
+    s = await aclient.process(
+        q, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1, max_messages=3, handle_signals=False
+    )
     assert (s.processed, s.lost, s.redelivered) == (3, 0, 0) and s.renewals >= 3
     assert completed(emu, q) == {"r0": 1, "r1": 1, "r2": 1}
 
@@ -483,13 +513,14 @@ async def test_batch_waits_up_to_max_wait_for_more(aclient, emu, queue):
         sizes.append([m.message_id for m in msgs])
         stop.set()
 
-    async def second():       # sent once the first is locked, while the batch is collecting
+    async def second():  # sent once the first is locked, while the batch is collecting
         await until(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
         await aclient.send(queue, b"y", message_id="second")
 
     helper = asyncio.ensure_future(second())
-    s = await aclient.process(queue, handler, batch=10, max_wait=3, concurrency=1, poll_timeout=5,
-                              stop_event=stop, handle_signals=False)
+    s = await aclient.process(
+        queue, handler, batch=10, max_wait=3, concurrency=1, poll_timeout=5, stop_event=stop, handle_signals=False
+    )
     await helper
     assert sizes == [["first", "second"]] and s.processed == 2
     assert completed(emu, queue) == {"first": 1, "second": 1}
@@ -504,8 +535,9 @@ async def test_batch_max_wait_0_takes_what_is_there(aclient, emu, queue):
         sizes.append(len(msgs))
         stop.set()
 
-    await aclient.process(queue, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1,
-                          stop_event=stop, handle_signals=False)
+    await aclient.process(
+        queue, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1, stop_event=stop, handle_signals=False
+    )
     assert sizes == [1] and completed(emu, queue) == {"only": 1}
 
 
@@ -525,11 +557,10 @@ async def test_batch_being_collected_is_given_back_on_sigterm(aclient, emu, queu
     t0 = time.monotonic()
     s = await aclient.process(queue, handler, batch=5, max_wait=60, concurrency=1, poll_timeout=30)
     await helper
-    assert time.monotonic() - t0 < 30                 # not after max_wait: at once
+    assert time.monotonic() - t0 < 30  # not after max_wait: at once
     assert called == [] and s.stopped_by == "signal"
     assert (s.received, s.abandoned_on_drain, s.in_flight) == (2, 2, 0)
-    assert [(m["state"], m["delivery_count"]) for m in emu.messages(queue)] == \
-        [("available", 1), ("available", 1)]
+    assert [(m["state"], m["delivery_count"]) for m in emu.messages(queue)] == [("available", 1), ("available", 1)]
     assert aclient.stats()["aio"]["pending"] == 0
 
 
@@ -539,11 +570,20 @@ async def test_batch_cancelled_at_the_drain_deadline_is_abandoned(aclient, emu, 
 
     async def handler(msgs):
         await msgs[0].complete()
-        stop.set()                                    # drain; the handler does not finish
+        stop.set()  # drain; the handler does not finish
         await asyncio.Event().wait()
 
-    s = await aclient.process(queue, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
-                              stop_event=stop, drain_timeout=0.2, handle_signals=False)
+    s = await aclient.process(
+        queue,
+        handler,
+        batch=3,
+        max_wait=2,
+        concurrency=1,
+        poll_timeout=1,
+        stop_event=stop,
+        drain_timeout=0.2,
+        handle_signals=False,
+    )
     assert (s.settled_by_handler, s.abandoned_on_drain, s.processed, s.in_flight) == (1, 2, 0, 0)
     await until(lambda: [m["state"] for m in emu.messages(queue)] == ["available", "available"])
     assert completed(emu, queue) == {"c0": 1}

@@ -3,6 +3,7 @@ cases run unchanged with peeklock.Client replaced by a blocking facade over the
 asyncio client (aio_sync.py), so every operation meets every fault — emulator rules
 and the cutting proxy — through the asynchronous engine, and must report what the
 table says."""
+
 import pytest
 
 import peeklock

@@ -1,4 +1,5 @@
 """Bad input: clear errors naming the argument; no secret in any message or repr."""
+
 import os
 
 import pytest
@@ -6,34 +7,36 @@ import pytest
 import peeklock
 
 
-@pytest.mark.parametrize("call, exc, word", [
-    (lambda c: c.send(42, b"x"), TypeError, "entity"),
-    (lambda c: c.send("", b"x"), ValueError, "entity"),
-    (lambda c: c.send("a//b", b"x"), ValueError, "entity"),
-    (lambda c: c.send("q\n", b"x"), ValueError, "entity"),
-    (lambda c: c.send("q", 42), TypeError, "body"),
-    (lambda c: c.send("q", b"x", properties=[1]), TypeError, "properties"),
-    (lambda c: c.send("q", b"x", properties={"a": [1]}), TypeError, "property 'a'"),
-    # a NUL would cut a name or value short in C: refused, never sent shortened
-    (lambda c: c.send("q", b"x", properties={"P": "a\x00b"}), ValueError, "property 'P'"),
-    (lambda c: c.send("q", b"x", properties={"Q\x00R": "v"}), ValueError, "property name"),
-    (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", properties={"P": "a\x00b"})), ValueError,
-     "property 'P'"),
-    (lambda c: c.send("q", b"x", label="a\x00b"), ValueError, "label"),
-    (lambda c: c.send("q", b"x", message_id=5), TypeError, "message_id"),
-    (lambda c: c.send("q", b"x", time_to_live=-1), ValueError, "time_to_live"),
-    (lambda c: c.send("q", b"x", bogus=1), TypeError, "bogus"),
-    (lambda c: c.send_batch("q", b"abc"), TypeError, "messages"),
-    (lambda c: c.send_batch("q", []), ValueError, "messages"),
-    (lambda c: c.peek_lock("q", timeout="5"), TypeError, "timeout"),
-    (lambda c: c.peek_lock("q", timeout=301), ValueError, "timeout"),
-    (lambda c: c.peek_lock("q", timeout=-1), ValueError, "timeout"),
-    (lambda c: c.peek_lock("q", max_renew=0), ValueError, "max_renew"),
-    (lambda c: c.receive("q", max_messages="3"), TypeError, "max_messages"),
-    (lambda c: c.process("q", None), TypeError, "handler"),
-    (lambda c: c.process("q", print, concurrency=0), ValueError, "concurrency"),
-    (lambda c: c.process("q", print, poll_timeout=301), ValueError, "poll_timeout"),
-])
+@pytest.mark.parametrize(
+    "call, exc, word",
+    [
+        (lambda c: c.send(42, b"x"), TypeError, "entity"),
+        (lambda c: c.send("", b"x"), ValueError, "entity"),
+        (lambda c: c.send("a//b", b"x"), ValueError, "entity"),
+        (lambda c: c.send("q\n", b"x"), ValueError, "entity"),
+        (lambda c: c.send("q", 42), TypeError, "body"),
+        (lambda c: c.send("q", b"x", properties=[1]), TypeError, "properties"),
+        (lambda c: c.send("q", b"x", properties={"a": [1]}), TypeError, "property 'a'"),
+        # a NUL would cut a name or value short in C: refused, never sent shortened
+        (lambda c: c.send("q", b"x", properties={"P": "a\x00b"}), ValueError, "property 'P'"),
+        (lambda c: c.send("q", b"x", properties={"Q\x00R": "v"}), ValueError, "property name"),
+        (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", properties={"P": "a\x00b"})), ValueError, "property 'P'"),
+        (lambda c: c.send("q", b"x", label="a\x00b"), ValueError, "label"),
+        (lambda c: c.send("q", b"x", message_id=5), TypeError, "message_id"),
+        (lambda c: c.send("q", b"x", time_to_live=-1), ValueError, "time_to_live"),
+        (lambda c: c.send("q", b"x", bogus=1), TypeError, "bogus"),
+        (lambda c: c.send_batch("q", b"abc"), TypeError, "messages"),
+        (lambda c: c.send_batch("q", []), ValueError, "messages"),
+        (lambda c: c.peek_lock("q", timeout="5"), TypeError, "timeout"),
+        (lambda c: c.peek_lock("q", timeout=301), ValueError, "timeout"),
+        (lambda c: c.peek_lock("q", timeout=-1), ValueError, "timeout"),
+        (lambda c: c.peek_lock("q", max_renew=0), ValueError, "max_renew"),
+        (lambda c: c.receive("q", max_messages="3"), TypeError, "max_messages"),
+        (lambda c: c.process("q", None), TypeError, "handler"),
+        (lambda c: c.process("q", print, concurrency=0), ValueError, "concurrency"),
+        (lambda c: c.process("q", print, poll_timeout=301), ValueError, "poll_timeout"),
+    ],
+)
 def test_bad_arguments_name_the_argument(client, call, exc, word):
     with pytest.raises(exc) as ei:
         call(client)
@@ -50,19 +53,22 @@ def test_c_core_rejects_with_invalid_argument(client, queue):
 
 # The rules on values are the C core's (docs/c-api.md, "Argument values"): the package
 # checks types, and the core's refusal comes back as InvalidArgument with its message.
-@pytest.mark.parametrize("call, word", [
-    (lambda c: c.send("q/messages", b"x"), "'messages'"),
-    (lambda c: c.peek_lock("t/subscriptions/s/Messages", timeout=0), "'messages'"),
-    (lambda c: c.send("q" * 1025, b"x"), "1024"),
-    (lambda c: c.receive_and_delete("a/../b", timeout=0), "'..'"),
-    (lambda c: c.send("q", b"x", time_to_live=0), "time_to_live"),
-    (lambda c: c.send("q", b"x", time_to_live=float("nan")), "time_to_live"),
-    (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", time_to_live=0)), "time_to_live"),
-    (lambda c: c.peek_lock("q", timeout=300.5), "timeout"),
-    (lambda c: c.peek_lock("q", timeout=-0.5), "timeout"),
-    (lambda c: c.peek_lock("q", timeout=float("inf")), "timeout"),
-    (lambda c: c.peek_lock("q", timeout=2**80), "timeout"),
-])
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (lambda c: c.send("q/messages", b"x"), "'messages'"),
+        (lambda c: c.peek_lock("t/subscriptions/s/Messages", timeout=0), "'messages'"),
+        (lambda c: c.send("q" * 1025, b"x"), "1024"),
+        (lambda c: c.receive_and_delete("a/../b", timeout=0), "'..'"),
+        (lambda c: c.send("q", b"x", time_to_live=0), "time_to_live"),
+        (lambda c: c.send("q", b"x", time_to_live=float("nan")), "time_to_live"),
+        (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", time_to_live=0)), "time_to_live"),
+        (lambda c: c.peek_lock("q", timeout=300.5), "timeout"),
+        (lambda c: c.peek_lock("q", timeout=-0.5), "timeout"),
+        (lambda c: c.peek_lock("q", timeout=float("inf")), "timeout"),
+        (lambda c: c.peek_lock("q", timeout=2**80), "timeout"),
+    ],
+)
 def test_the_core_refuses_values_with_its_message(client, call, word):
     with pytest.raises(peeklock.InvalidArgument) as ei:
         call(client)
@@ -106,9 +112,11 @@ def test_bad_client_arguments(emu):
 
 def test_bad_connection_string_never_echoes_the_key():
     secret = "s3cr3t-KEY-value"
-    for cs in [f"Endpoint=;SharedAccessKeyName=n;SharedAccessKey={secret}",
-               f"SharedAccessKeyName=n;SharedAccessKey={secret}",
-               f"Endpoint=sb://x/;SharedAccessKeyName=n;SharedAccessKey={secret};Bogus"]:
+    for cs in [
+        f"Endpoint=;SharedAccessKeyName=n;SharedAccessKey={secret}",
+        f"SharedAccessKeyName=n;SharedAccessKey={secret}",
+        f"Endpoint=sb://x/;SharedAccessKeyName=n;SharedAccessKey={secret};Bogus",
+    ]:
         with pytest.raises(peeklock.Error) as ei:
             peeklock.Client.from_connection_string(cs)
         assert secret not in str(ei.value) and secret not in repr(ei.value)
@@ -133,16 +141,23 @@ def test_no_secret_in_reprs_and_errors(emu, client, queue):
 
 
 def test_errors_scrub_anything_secret_looking():
-    e = peeklock.Error("x sig=abcdEF%2B SharedAccessKey=zzz 01234567-89ab-cdef-0123-456789abcdef",
-                       status=401, code=-3)
+    e = peeklock.Error("x sig=abcdEF%2B SharedAccessKey=zzz 01234567-89ab-cdef-0123-456789abcdef", status=401, code=-3)
     assert "abcdEF" not in str(e) and "zzz" not in str(e) and "0123-456789abcdef" not in str(e)
     assert e.status == 401 and e.code == -3 and e.code_name == "PL_EAUTH"
 
 
 def test_exception_hierarchy():
-    for name in ["AuthError", "LockLostError", "EntityNotFoundError", "MessageTooLargeError",
-                 "ThrottledError", "ServerError", "TimeoutError", "ConnectionError",
-                 "InvalidArgument"]:
+    for name in [
+        "AuthError",
+        "LockLostError",
+        "EntityNotFoundError",
+        "MessageTooLargeError",
+        "ThrottledError",
+        "ServerError",
+        "TimeoutError",
+        "ConnectionError",
+        "InvalidArgument",
+    ]:
         cls = getattr(peeklock, name)
         assert issubclass(cls, peeklock.Error)
         e = cls("m", status=500, code=-8)
@@ -155,6 +170,7 @@ def test_durations_under_a_millisecond_round_up_not_to_the_default(emu, queue, m
     """0 ms means "the default" to the C core, so a positive duration under 1 ms
     is passed as 1 ms (rounded up), never truncated to 0."""
     from peeklock import client as client_mod
+
     core = client_mod._core
     seen = {}
 
@@ -164,28 +180,30 @@ def test_durations_under_a_millisecond_round_up_not_to_the_default(emu, queue, m
         def wrapper(*args):
             seen[name] = args
             return real(*args)
+
         monkeypatch.setattr(core, name, wrapper)
 
     for name in ("pl_client_open", "pl_renewer_open", "pl_renewer_hold"):
         spy(name)
-    c = peeklock.Client.from_connection_string(emu.connection_string, connect_timeout=0.0004,
-                                               request_timeout=0.0002, max_renew=0.0009)
+    c = peeklock.Client.from_connection_string(
+        emu.connection_string, connect_timeout=0.0004, request_timeout=0.0002, max_renew=0.0009
+    )
     try:
-        assert seen["pl_client_open"][5:7] == (1, 1)        # connect_timeout, request_timeout ms
+        assert seen["pl_client_open"][5:7] == (1, 1)  # connect_timeout, request_timeout ms
         c.close()
         c = peeklock.Client.from_connection_string(emu.connection_string)
         c.send(queue, b"x")
         msg = c.peek_lock(queue, timeout=1, max_renew=0.0001)
         with msg:
-            assert seen["pl_renewer_open"][4] == 300000       # the client's default cap
-            assert seen["pl_renewer_hold"][2] == 1             # this message's cap: 1 ms, not 300 s
+            assert seen["pl_renewer_open"][4] == 300000  # the client's default cap
+            assert seen["pl_renewer_hold"][2] == 1  # this message's cap: 1 ms, not 300 s
         c.close()
         c = peeklock.Client.from_connection_string(emu.connection_string, max_renew=0.0009)
         c.send(queue, b"y")
         with c.peek_lock(queue, timeout=1):
             assert seen["pl_renewer_open"][4] == 1
             assert seen["pl_renewer_hold"][2] == 1
-        for value, ms in ((0.0015, 2), (0.3, 300), (2.5, 2500)):   # and exact values stay exact
+        for value, ms in ((0.0015, 2), (0.3, 300), (2.5, 2500)):  # and exact values stay exact
             assert client_mod._ms(value) == ms
     finally:
         c.close()
@@ -195,13 +213,13 @@ def test_a_sub_millisecond_request_timeout_is_short_not_the_default(emu, queue):
     """request_timeout=0.0005 times a delayed request out; read as 0 (the 30 s
     default) it would wait for the 2 s delay and succeed."""
     emu.fault(operation="send", delay_ms=2000, count=1)
-    with peeklock.Client.from_connection_string(emu.connection_string, request_timeout=0.0005,
-                                                max_retries=0) as c:
+    with peeklock.Client.from_connection_string(emu.connection_string, request_timeout=0.0005, max_retries=0) as c:
         with pytest.raises(peeklock.Error):
             c.send(queue, b"x")
 
 
 # ---- limits: TLS, the CA file, file descriptors -------------------------------------
+
 
 @pytest.fixture
 def tls_server(tmp_path):
@@ -211,14 +229,33 @@ def tls_server(tmp_path):
     import ssl
     import subprocess
     import sys
+
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
     from proxy import loopback_server
+
     if not shutil.which("openssl"):
         pytest.skip("openssl command not installed")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
     accepted = []
@@ -229,6 +266,7 @@ def tls_server(tmp_path):
             ctx.wrap_socket(c, server_side=True).close()
         except (OSError, ssl.SSLError):
             c.close()
+
     lsock = loopback_server(handshake)
     yield f"https://127.0.0.1:{lsock.getsockname()[1]}", accepted
     lsock.close()
@@ -240,10 +278,10 @@ def test_tls_failure_says_it_is_tls_and_which_check_failed(tls_server):
     with pytest.raises(peeklock.ConnectionError) as ei:
         c.send("q", b"x")
     text = str(ei.value)
-    assert "TLS" in text and "certificate" in text, text      # not a bare "connection failed"
+    assert "TLS" in text and "certificate" in text, text  # not a bare "connection failed"
     assert "self-signed" in text or "self signed" in text, text
     assert ei.value.retryable is False
-    assert c.stats()["requests"] == 1 and len(accepted) == 1   # not retried: it cannot pass later
+    assert c.stats()["requests"] == 1 and len(accepted) == 1  # not retried: it cannot pass later
     c.close()
 
 
@@ -261,6 +299,7 @@ def test_out_of_file_descriptors_says_so(emu, queue):
     # in a child process: its descriptor limit is lowered until no connection can open
     import subprocess
     import sys
+
     code = f"""
 import resource, peeklock
 warm = peeklock.Client.from_connection_string({emu.connection_string!r})

@@ -1,6 +1,7 @@
 """The SWIG layer itself (peeklock._core): ownership, parents kept alive,
 output pointers as return values, the error bridge, and a renewer that a
 GIL-holding handler cannot starve."""
+
 import gc
 import time
 
@@ -13,8 +14,7 @@ from conftest import completed
 
 def _client(emu):
     peeklock.Client  # registers the exception factory
-    return _core.pl_client_open(emu.connection_string, None, None, None, None, 0, 0, -1,
-                                0, 0, 0, None, 0)
+    return _core.pl_client_open(emu.connection_string, None, None, None, None, 0, 0, -1, 0, 0, 0, None, 0)
 
 
 def test_message_outlives_its_client_object(emu, queue):
@@ -32,7 +32,7 @@ def test_message_outlives_its_client_object(emu, queue):
     assert _core.pl_message_property_int(m, 0) == 7
     _core.pl_renewer_add(r, m, 60000)
     assert _core.pl_renewer_stats_get(r)["held"] == 1
-    _core.pl_renewer_close(r, 1)            # unlocks what it held, through the freed-by-Python client
+    _core.pl_renewer_close(r, 1)  # unlocks what it held, through the freed-by-Python client
     assert _core.pl_message_lock_state(m) == 3
     del m, r
     gc.collect()
@@ -56,7 +56,7 @@ def test_owned_string_and_bytes_typemaps():
         _core.pl_outgoing_new("text is not bytes")
     assert _core.pl_batch_count(_core.pl_batch_new()) == 0
     req_body = memoryview(b"xyz")
-    out = _core.pl_outgoing_new(req_body)   # any buffer
+    out = _core.pl_outgoing_new(req_body)  # any buffer
     assert out is not None
 
 
@@ -73,16 +73,16 @@ def test_a_30s_handler_keeps_its_5s_lock_through_20s_of_gil_holding_busy_loop(cl
         start = time.monotonic()
         with msg:
             n = 0
-            while time.monotonic() - start < 20.0:       # 4 lock durations of pure-Python work
+            while time.monotonic() - start < 20.0:  # 4 lock durations of pure-Python work
                 n += 1
             renewed_in_busy_loop = client.stats()["renewer"]["renewals"]
-            while time.monotonic() - start < 30.0:       # 2 more lock durations, checking
-                assert other.peek_lock(queue, timeout=0) is None    # nobody else can have it
+            while time.monotonic() - start < 30.0:  # 2 more lock durations, checking
+                assert other.peek_lock(queue, timeout=0) is None  # nobody else can have it
                 [m] = emu.messages(queue)
                 assert m["locked"] and m["delivery_count"] == 1
                 time.sleep(1.0)
             assert msg.state == "held" and not msg.lock_lost
-        assert renewed_in_busy_loop >= 4      # at least one renewal per 5 s lock duration
+        assert renewed_in_busy_loop >= 4  # at least one renewal per 5 s lock duration
         assert client.stats()["renewer"]["renewals"] >= 6
         assert completed(emu, queue) == {"busy": 1}
         assert emu.messages(queue) == []
@@ -96,6 +96,7 @@ def test_c_complete_holds_the_message_handle_while_the_request_runs(client, emu,
     import threading
     import weakref
     from conftest import wait_for
+
     client.send(queue, b"x")
     msg = client.peek_lock(queue, timeout=5)
     handle = weakref.ref(msg._h)
@@ -103,7 +104,7 @@ def test_c_complete_holds_the_message_handle_while_the_request_runs(client, emu,
     done = []
     t = threading.Thread(target=lambda: done.append(msg.complete()))
     t.start()
-    wait_for(lambda: msg.state == "settling")               # the request is in flight
+    wait_for(lambda: msg.state == "settling")  # the request is in flight
     del msg._h
     gc.collect()
     assert handle() is not None, "the pl_message was freed under a running complete"
@@ -119,17 +120,21 @@ def test_c_peek_lock_of_a_non_ascii_entity_under_the_debug_allocator(emu):
     import os
     import subprocess
     import sys
-    code = ("import sys, peeklock\n"
-            "c = peeklock.Client.from_connection_string(sys.argv[1])\n"
-            "for i in range(3):\n"
-            "    fresh = ''.join(['missing-', 'é'])   # equal each time, its UTF-8 not made yet\n"
-            "    try:\n"
-            "        c.peek_lock(fresh, 0)\n"
-            "    except peeklock.Error:\n"
-            "        print('raised')\n")
+
+    code = (
+        "import sys, peeklock\n"
+        "c = peeklock.Client.from_connection_string(sys.argv[1])\n"
+        "for i in range(3):\n"
+        "    fresh = ''.join(['missing-', 'é'])   # equal each time, its UTF-8 not made yet\n"
+        "    try:\n"
+        "        c.peek_lock(fresh, 0)\n"
+        "    except peeklock.Error:\n"
+        "        print('raised')\n"
+    )
     env = dict(os.environ, PYTHONMALLOC="debug")
-    r = subprocess.run([sys.executable, "-c", code, emu.connection_string],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code, emu.connection_string], capture_output=True, text=True, env=env, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["raised"] * 3
 

@@ -1,4 +1,5 @@
 """The peeklock console script, run as a real subprocess."""
+
 import json
 import os
 import subprocess
@@ -14,15 +15,13 @@ def run(*args, env_cs=None, input=None):
     env.pop("PEEKLOCK_CONNECTION_STRING", None)
     if env_cs:
         env["PEEKLOCK_CONNECTION_STRING"] = env_cs
-    return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, input=input,
-                          timeout=60)
+    return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, input=input, timeout=60)
 
 
 def test_help_for_newcomers():
     r = run("--help")
     assert r.returncode == 0
-    for word in ("send", "peek", "receive", "dlq", "token", "emulator",
-                 "PEEKLOCK_CONNECTION_STRING", "Examples"):
+    for word in ("send", "peek", "receive", "dlq", "token", "emulator", "PEEKLOCK_CONNECTION_STRING", "Examples"):
         assert word in r.stdout
     for cmd in ("send", "peek", "receive", "dlq", "token"):
         r = run(cmd, "--help")
@@ -37,18 +36,17 @@ def test_no_connection_string_is_explained():
 def test_send_peek_receive_dlq(emu, make_queue):
     q = make_queue(lock_duration=5, max_delivery_count=2)
     cs = emu.connection_string
-    r = run("send", q, "hello", "-p", "Priority=High", "-p", "Attempt:int=3", "--message-id", "c1",
-            env_cs=cs)
+    r = run("send", q, "hello", "-p", "Priority=High", "-p", "Attempt:int=3", "--message-id", "c1", env_cs=cs)
     assert r.returncode == 0, r.stderr
     r = run("send", q, "--connection-string", cs, "--message-id", "c2", input="from stdin")
     assert r.returncode == 0, r.stderr
-    r = run("peek", q, "--json", env_cs=cs)                     # lock, show, abandon
+    r = run("peek", q, "--json", env_cs=cs)  # lock, show, abandon
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["body"] == "hello" and d["properties"] == {"Priority": "High", "Attempt": 3}
-    r = run("peek", q, "--json", env_cs=cs)                     # abandoned again -> DLQ
+    r = run("peek", q, "--json", env_cs=cs)  # abandoned again -> DLQ
     assert json.loads(r.stdout)["delivery_count"] == 2
-    r = run("receive", q, "--json", "-t", "1", env_cs=cs)       # complete what is left
+    r = run("receive", q, "--json", "-t", "1", env_cs=cs)  # complete what is left
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["body"] for x in lines] == ["from stdin"]
     r = run("dlq", q, "--json", "-t", "1", env_cs=cs)
@@ -65,13 +63,12 @@ def test_token(emu):
 
 def test_errors_are_reported_not_traced(emu):
     r = run("send", "no-such-queue", "x", env_cs=emu.connection_string)
-    assert r.returncode == 4                                   # entity not found
+    assert r.returncode == 4  # entity not found
     assert "EntityNotFoundError" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_emulator_subcommand_prints_ready_line():
-    p = subprocess.Popen([BIN, "emulator", "--port", "0", "--queue", "x"], stdout=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen([BIN, "emulator", "--port", "0", "--queue", "x"], stdout=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
         assert line.startswith("peeklock emulator ready: Endpoint=sb://127.0.0.1:")
@@ -80,7 +77,7 @@ def test_emulator_subcommand_prints_ready_line():
         p.wait(10)
 
 
-BIG = 200_000   # bytes per body: one --json line is far larger than a pipe's buffer (64 KiB)
+BIG = 200_000  # bytes per body: one --json line is far larger than a pipe's buffer (64 KiB)
 
 
 def _run_across_lock_expiry(emu, *args):
@@ -89,16 +86,16 @@ def _run_across_lock_expiry(emu, *args):
     three locks; then the emulator clock moves past the lock duration (5 s), so those
     locks expire and their messages come back while the CLI is still reading."""
     env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=emu.connection_string)
-    p = subprocess.Popen([BIN, *args, "--json", "-t", "1"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen([BIN, *args, "--json", "-t", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     import threading
+
     guard = threading.Timer(60, p.kill)
     guard.start()
     try:
         head = p.stdout.readline() + p.stdout.readline()
-        head += p.stdout.read(1)              # the CLI has the third message and is writing it
+        head += p.stdout.read(1)  # the CLI has the third message and is writing it
         emu.advance(6)
-        out = p.stdout.read()                 # to the end (communicate() would skip buffered bytes)
+        out = p.stdout.read()  # to the end (communicate() would skip buffered bytes)
         err = p.stderr.read()
         p.wait(30)
     finally:
@@ -109,6 +106,7 @@ def _run_across_lock_expiry(emu, *args):
 
 def _send_big(emu, q, n):
     import peeklock
+
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for i in range(n):
             c.send(q, f"m{i}:".encode() + b"x" * BIG, message_id=f"m{i}")
@@ -125,17 +123,17 @@ def test_peek_across_lock_expiry_shows_each_once_and_leaves_none_locked(emu, mak
     msgs = {m["message_id"]: m for m in emu.messages(q)}
     assert all(m["state"] == "available" for m in msgs.values()), msgs
     # m0..m2 were locked again after their first locks expired; m3..m5 once
-    assert {k: m["delivery_count"] for k, m in msgs.items()} == \
-        {"m0": 2, "m1": 2, "m2": 2, "m3": 1, "m4": 1, "m5": 1}
+    assert {k: m["delivery_count"] for k, m in msgs.items()} == {"m0": 2, "m1": 2, "m2": 2, "m3": 1, "m4": 1, "m5": 1}
 
 
 def test_dlq_across_lock_expiry_ends_shows_each_once_and_leaves_none_locked(emu, make_queue):
     import peeklock
+
     q = make_queue(lock_duration=5, max_delivery_count=1)
     _send_big(emu, q, 6)
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for _ in range(6):
-            c.peek_lock(q, timeout=1).abandon()             # delivery count 1 -> dead-lettered
+            c.peek_lock(q, timeout=1).abandon()  # delivery count 1 -> dead-lettered
     before = {m["message_id"]: m["delivery_count"] for m in emu.entity_state(q)["dead_letter"]}
     assert sorted(before) == [f"m{i}" for i in range(6)]
     rc, lines, err = _run_across_lock_expiry(emu, "dlq", q)  # no --count: until empty
@@ -143,8 +141,14 @@ def test_dlq_across_lock_expiry_ends_shows_each_once_and_leaves_none_locked(emu,
     assert [x["message_id"] for x in lines] == [f"m{i}" for i in range(6)]
     dead = {m["message_id"]: m for m in emu.entity_state(q)["dead_letter"]}
     assert all(m["state"] == "available" for m in dead.values()), dead
-    assert {k: m["delivery_count"] - before[k] for k, m in dead.items()} == \
-        {"m0": 2, "m1": 2, "m2": 2, "m3": 1, "m4": 1, "m5": 1}
+    assert {k: m["delivery_count"] - before[k] for k, m in dead.items()} == {
+        "m0": 2,
+        "m1": 2,
+        "m2": 2,
+        "m3": 1,
+        "m4": 1,
+        "m5": 1,
+    }
     assert emu.messages(q) == []
 
 
@@ -157,8 +161,10 @@ def test_peek_and_dlq_help_say_each_message_is_shown_once():
 def test_emulator_without_aiohttp_names_the_extra():
     # aiohttp is an optional extra: without it the command says what to install
     # (not a raw ModuleNotFoundError traceback).
-    code = ("import sys; sys.modules['aiohttp'] = None; from peeklock.cli import main; "
-            "sys.exit(main(['emulator', '--queue', 'q']))")
+    code = (
+        "import sys; sys.modules['aiohttp'] = None; from peeklock.cli import main; "
+        "sys.exit(main(['emulator', '--queue', 'q']))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "pip install 'peeklock[emulator]'" in r.stderr
@@ -167,15 +173,18 @@ def test_emulator_without_aiohttp_names_the_extra():
 
 # ---- operator tools: safe output, typed properties, exit codes, dead letters, purge, export ----
 
+
 def _sh(cmd, cs):
     """A shell pipeline, as an operator types it; the exit code is peeklock's own."""
     env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=cs, PEEKLOCK=BIN)
-    return subprocess.run(["bash", "-c", cmd + '; exit "${PIPESTATUS[0]}"'], capture_output=True,
-                          text=True, env=env, timeout=60)
+    return subprocess.run(
+        ["bash", "-c", cmd + '; exit "${PIPESTATUS[0]}"'], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def _send(emu, q, *bodies, **kw):
     import peeklock
+
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for i, b in enumerate(bodies):
             c.send(q, b, message_id=f"m{i}", **kw)
@@ -203,6 +212,7 @@ def test_receive_delete_into_closed_pipe_writes_the_message_to_stderr(emu, make_
     assert r.returncode == 1
     rec = json.loads(r.stderr.strip().splitlines()[-1])
     import base64
+
     assert base64.b64decode(rec["body_base64"]) == b"\x00\x01 gone from the queue"
     assert rec["message_id"] == "m0"
 
@@ -210,16 +220,40 @@ def test_receive_delete_into_closed_pipe_writes_the_message_to_stderr(emu, make_
 def test_properties_are_strings_unless_typed(emu, make_queue):
     import datetime as dt
     import peeklock
+
     q = make_queue()
-    r = run("send", q, "x", "-p", "Zip=01234", "-p", "Version=1.10", "-p", "Flag=true",
-            "-p", "N:int=5", "-p", "F:float=1.5", "-p", "B:bool=true",
-            "-p", "T:datetime=2026-01-02T03:04:05Z", env_cs=emu.connection_string)
+    r = run(
+        "send",
+        q,
+        "x",
+        "-p",
+        "Zip=01234",
+        "-p",
+        "Version=1.10",
+        "-p",
+        "Flag=true",
+        "-p",
+        "N:int=5",
+        "-p",
+        "F:float=1.5",
+        "-p",
+        "B:bool=true",
+        "-p",
+        "T:datetime=2026-01-02T03:04:05Z",
+        env_cs=emu.connection_string,
+    )
     assert r.returncode == 0, r.stderr
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         m = c.receive_and_delete(q, timeout=1)
-    assert m.properties == {"Zip": "01234", "Version": "1.10", "Flag": "true", "N": 5,
-                            "F": 1.5, "B": True,
-                            "T": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)}
+    assert m.properties == {
+        "Zip": "01234",
+        "Version": "1.10",
+        "Flag": "true",
+        "N": 5,
+        "F": 1.5,
+        "B": True,
+        "T": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+    }
     for bad in ("Big:int=123456789012345678901", "N:int=x", "B:bool=yes", "X:blob=1", "=1", "N"):
         r = run("send", q, "x", "-p", bad, env_cs=emu.connection_string)
         assert r.returncode == 2 and "Traceback" not in r.stderr, (bad, r.stderr)
@@ -228,6 +262,7 @@ def test_properties_are_strings_unless_typed(emu, make_queue):
 
 def test_binary_body_in_json_is_base64(emu, make_queue):
     import base64
+
     q = make_queue()
     _send(emu, q, b"\xff\xfe\x00bin", b"caf\xc3\xa9")
     r = run("receive", q, "--json", "-t", "1", env_cs=emu.connection_string)
@@ -239,19 +274,19 @@ def test_binary_body_in_json_is_base64(emu, make_queue):
 def test_exit_codes_tell_failures_apart(emu, make_queue):
     q = make_queue()
     cs = emu.connection_string
-    assert run("receive", q, "-t", "0", env_cs=cs).returncode == 7          # nothing received
-    assert run("send", "nope", "x", env_cs=cs).returncode == 4              # not found
+    assert run("receive", q, "-t", "0", env_cs=cs).returncode == 7  # nothing received
+    assert run("send", "nope", "x", env_cs=cs).returncode == 4  # not found
     bad = cs.replace("SharedAccessKey=", "SharedAccessKey=wrong")
-    assert run("send", q, "x", env_cs=bad).returncode == 3                  # auth
+    assert run("send", q, "x", env_cs=bad).returncode == 3  # auth
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]                                           # nobody listens
-    dead = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=v;" \
-           "UseDevelopmentEmulator=true"
+        port = s.getsockname()[1]  # nobody listens
+    dead = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
     r = run("send", q, "x", env_cs=dead)
-    assert r.returncode == 5 and "Traceback" not in r.stderr                # connection
-    assert run("send", q, "x", "--count", "0", env_cs=cs).returncode == 2   # usage
+    assert r.returncode == 5 and "Traceback" not in r.stderr  # connection
+    assert run("send", q, "x", "--count", "0", env_cs=cs).returncode == 2  # usage
     assert run("token", "u", "--key-name", "k", "--key", "v", "--expiry", "0").returncode == 2
 
 
@@ -268,12 +303,17 @@ def test_peek_names_a_message_it_moves_to_the_dead_letter_queue(emu, make_queue)
 
 def _dead_letter(emu, q, n, **props):
     import peeklock
+
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for i in range(n):
-            c.send(q, f"body {i}".encode(), message_id=f"d{i}",
-                   properties={"Kind": "even" if i % 2 == 0 else "odd", **props})
+            c.send(
+                q,
+                f"body {i}".encode(),
+                message_id=f"d{i}",
+                properties={"Kind": "even" if i % 2 == 0 else "odd", **props},
+            )
         for _ in range(n):
-            c.peek_lock(q, timeout=1).abandon()          # MaxDeliveryCount 1: dead-lettered
+            c.peek_lock(q, timeout=1).abandon()  # MaxDeliveryCount 1: dead-lettered
 
 
 def test_dlq_lists_reasons(emu, make_queue):
@@ -289,6 +329,7 @@ def test_dlq_lists_reasons(emu, make_queue):
 
 def test_resubmit_with_filter_dry_run_and_resume(emu, make_queue):
     import peeklock
+
     q = make_queue(max_delivery_count=1)
     other = make_queue()
     cs = emu.connection_string
@@ -298,8 +339,7 @@ def test_resubmit_with_filter_dry_run_and_resume(emu, make_queue):
     assert len(emu.entity_state(q)["dead_letter"]) == 6 and emu.messages(q) == []
     # stopped after two, then resumed: nothing lost, nothing sent twice
     r = run("dlq", "resubmit", q, "--max", "2", "--json", env_cs=cs)
-    assert r.returncode == 0 and [json.loads(x)["action"] for x in r.stdout.splitlines()] == \
-        ["moved", "moved"]
+    assert r.returncode == 0 and [json.loads(x)["action"] for x in r.stdout.splitlines()] == ["moved", "moved"]
     r = run("dlq", "resubmit", q, "--to", other, "--filter", "Kind=odd", env_cs=cs)
     assert r.returncode == 0, r.stderr
     r = run("dlq", "resubmit", q, env_cs=cs)
@@ -330,7 +370,7 @@ def test_resubmit_explains_each_possible_duplicate(emu, make_queue):
     r = run("dlq", "resubmit", q, "-t", "1", env_cs=cs)
     assert r.returncode == 0
     ids = sorted(m["message_id"] for m in emu.messages(q))
-    assert ids == ["d0", "d0", "d1", "d1"]            # each duplicate listed by the first run
+    assert ids == ["d0", "d0", "d1", "d1"]  # each duplicate listed by the first run
     assert {x["message_id"] for x in rows} == {"d0", "d1"}
 
 
@@ -338,7 +378,7 @@ def test_purge_asks_then_deletes(emu, make_queue):
     q = make_queue()
     cs = emu.connection_string
     _send(emu, q, *[b"x"] * 25)
-    r = run("purge", q, env_cs=cs)                          # no terminal to ask on
+    r = run("purge", q, env_cs=cs)  # no terminal to ask on
     assert r.returncode == 2 and "--yes" in r.stderr and len(emu.messages(q)) == 25
     r = run("purge", q, "--yes", "--concurrency", "3", env_cs=cs)
     assert r.returncode == 0 and "deleted 25 messages" in r.stdout, r.stderr
@@ -347,12 +387,14 @@ def test_purge_asks_then_deletes(emu, make_queue):
 
 def test_purge_enqueued_before_keeps_newer_messages(emu, make_queue):
     import datetime as dt
+
     q = make_queue()
     cs = emu.connection_string
     _send(emu, q, b"old-1", b"old-2")
     emu.advance(3600)
     cut = dt.datetime.fromtimestamp(emu.clock()["now"] - 1800, dt.timezone.utc)
     import peeklock
+
     with peeklock.Client.from_connection_string(cs) as c:
         c.send(q, b"new", message_id="new")
     r = run("purge", q, "--enqueued-before", cut.isoformat(), "--yes", env_cs=cs)
@@ -363,15 +405,23 @@ def test_purge_enqueued_before_keeps_newer_messages(emu, make_queue):
 def test_export_then_send_from_round_trips_byte_for_byte(emu, make_queue, tmp_path):
     import datetime as dt
     import peeklock
+
     src, dst = make_queue(), make_queue()
     cs = emu.connection_string
-    props = {"S": "01234", "I": -7, "F": 2.5, "B": False,
-             "T": dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)}
+    props = {"S": "01234", "I": -7, "F": 2.5, "B": False, "T": dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)}
     bodies = [bytes(range(256)), "naïve ☃".encode(), b""]
     with peeklock.Client.from_connection_string(cs) as c:
         for i, b in enumerate(bodies):
-            c.send(src, b, message_id=f"e{i}", properties=props, label="L", correlation_id="C",
-                   content_type="application/x-test", time_to_live=600)
+            c.send(
+                src,
+                b,
+                message_id=f"e{i}",
+                properties=props,
+                label="L",
+                correlation_id="C",
+                content_type="application/x-test",
+                time_to_live=600,
+            )
     out = tmp_path / "x.ndjson"
     r = run("export", src, "-o", str(out), "-t", "1", env_cs=cs)
     assert r.returncode == 0, r.stderr
@@ -381,24 +431,31 @@ def test_export_then_send_from_round_trips_byte_for_byte(emu, make_queue, tmp_pa
     with peeklock.Client.from_connection_string(cs) as c:
         got = [c.receive_and_delete(dst, timeout=0) for _ in bodies]
     for i, m in enumerate(got):
-        assert (m.message_id, m.body, m.properties, m.label, m.correlation_id, m.content_type) \
-            == (f"e{i}", bodies[i], props, "L", "C", "application/x-test")
+        assert (m.message_id, m.body, m.properties, m.label, m.correlation_id, m.content_type) == (
+            f"e{i}",
+            bodies[i],
+            props,
+            "L",
+            "C",
+            "application/x-test",
+        )
         assert m.time_to_live == 600
     (tmp_path / "bad.ndjson").write_text('{"body_base64": "AA=="}\n{"body_base64": "!!"}\n')
     r = run("send", dst, "--from", str(tmp_path / "bad.ndjson"), env_cs=cs)
     assert r.returncode == 2 and "line 2" in r.stderr
-    assert emu.messages(dst) == []                      # checked before the first send
+    assert emu.messages(dst) == []  # checked before the first send
 
 
 def test_ls_lists_entities_with_counts_and_settings(emu, make_queue):
     import peeklock
+
     q = make_queue(lock_duration=7, max_delivery_count=1)
     emu.create_topic("t-ls")
     emu.create_subscription("t-ls", "s1", lock_duration=9)
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for i in range(3):
             c.send(q, b"x")
-        c.peek_lock(q, timeout=1).abandon()                  # one dead-lettered
+        c.peek_lock(q, timeout=1).abandon()  # one dead-lettered
         c.send(q, b"later", scheduled_enqueue_time=2_000_000_000)
     r = run("ls", "--json", env_cs=emu.connection_string)
     assert r.returncode == 0, r.stderr
@@ -416,23 +473,20 @@ def test_ls_lists_entities_with_counts_and_settings(emu, make_queue):
 def test_output_is_utf8_whatever_the_locale(emu, make_queue):
     q = make_queue()
     _send(emu, q, "café".encode())
-    env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=emu.connection_string,
-               PYTHONIOENCODING="ascii")
-    r = subprocess.run([BIN, "receive", q, "--json", "-t", "1"], capture_output=True, env=env,
-                       timeout=60)
+    env = dict(os.environ, PEEKLOCK_CONNECTION_STRING=emu.connection_string, PYTHONIOENCODING="ascii")
+    r = subprocess.run([BIN, "receive", q, "--json", "-t", "1"], capture_output=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.decode("utf-8"))["body"] == "café"
     assert completed(emu, q) == {"m0": 1}
 
 
 def test_resubmit_refuses_to_keep_ids_on_a_target_with_duplicate_detection(emu, make_queue):
-    q = make_queue(max_delivery_count=1, requires_duplicate_detection=True,
-                   duplicate_detection_history_time_window=600)
+    q = make_queue(max_delivery_count=1, requires_duplicate_detection=True, duplicate_detection_history_time_window=600)
     cs = emu.connection_string
     _dead_letter(emu, q, 1)
     r = run("dlq", "resubmit", q, "-t", "1", env_cs=cs)
     assert r.returncode == 2 and "duplicate detection" in r.stderr
-    assert len(emu.entity_state(q)["dead_letter"]) == 1              # nothing moved
+    assert len(emu.entity_state(q)["dead_letter"]) == 1  # nothing moved
     r = run("dlq", "resubmit", q, "--new-message-id", "-t", "1", env_cs=cs)
     assert r.returncode == 0, r.stderr
     [m] = emu.messages(q)
@@ -448,11 +502,12 @@ def test_resubmit_from_a_subscription_needs_a_target(emu):
 
 def test_purge_enqueued_before_names_what_its_release_dead_letters(emu, make_queue):
     import peeklock
+
     q = make_queue(max_delivery_count=2)
     cs = emu.connection_string
     _send(emu, q, b"new")
     with peeklock.Client.from_connection_string(cs) as c:
-        c.peek_lock(q, timeout=1).abandon()                  # one delivery used already
+        c.peek_lock(q, timeout=1).abandon()  # one delivery used already
     r = run("purge", q, "--enqueued-before", "2000-01-01T00:00:00Z", "--yes", env_cs=cs)
     assert r.returncode == 1 and "kept 1" in r.stdout
     assert "message #1 is on its last delivery (2 of 2)" in r.stderr

@@ -1,4 +1,5 @@
 """Every client operation against the emulator over real sockets."""
+
 import datetime as dt
 
 import pytest
@@ -8,9 +9,15 @@ from conftest import completed, wait_for
 
 
 def test_send_peek_lock_complete(client, emu, queue):
-    client.send(queue, b"payload", properties={"Priority": "High", "Attempt": 3, "Ratio": 0.5,
-                                               "Urgent": True, "Quote": 'say "hi"'},
-                message_id="o-17", label="M1", content_type="application/json", time_to_live=600)
+    client.send(
+        queue,
+        b"payload",
+        properties={"Priority": "High", "Attempt": 3, "Ratio": 0.5, "Urgent": True, "Quote": 'say "hi"'},
+        message_id="o-17",
+        label="M1",
+        content_type="application/json",
+        time_to_live=600,
+    )
     msg = client.peek_lock(queue, timeout=5)
     assert msg is not None
     assert msg.body == b"payload"
@@ -21,8 +28,7 @@ def test_send_peek_lock_complete(client, emu, queue):
     assert msg.delivery_count == 1
     assert msg.entity == queue
     assert msg.time_to_live == 600
-    assert msg.properties == {"Priority": "High", "Attempt": 3, "Ratio": 0.5, "Urgent": True,
-                              "Quote": 'say "hi"'}
+    assert msg.properties == {"Priority": "High", "Attempt": 3, "Ratio": 0.5, "Urgent": True, "Quote": 'say "hi"'}
     assert isinstance(msg.enqueued_time, dt.datetime)
     assert msg.locked_until > msg.enqueued_time
     assert msg.lock_duration == pytest.approx(5, abs=1)
@@ -56,9 +62,14 @@ def test_datetime_property_and_str_body(client, queue):
 
 
 def test_send_outgoing_and_batch(client, emu, queue):
-    n = client.send_batch(queue, [peeklock.OutgoingMessage(b"a", message_id="a"),
-                                  peeklock.OutgoingMessage(b"b", message_id="b",
-                                                           properties={"k": 1}), b"c"])
+    n = client.send_batch(
+        queue,
+        [
+            peeklock.OutgoingMessage(b"a", message_id="a"),
+            peeklock.OutgoingMessage(b"b", message_id="b", properties={"k": 1}),
+            b"c",
+        ],
+    )
     assert n == 3
     client.send(queue, peeklock.OutgoingMessage(b"d", message_id="d"))
     got = [client.receive_and_delete(queue, timeout=5) for _ in range(4)]
@@ -75,7 +86,7 @@ def test_abandon_redelivers_and_renew(client, emu, queue):
     assert client.stats()["renewed"] == 1
     msg.abandon()
     with pytest.raises(peeklock.StateError):
-        msg.complete()                      # settled exactly once
+        msg.complete()  # settled exactly once
     again = client.peek_lock(queue, timeout=5)
     assert again.sequence_number == msg.sequence_number
     assert again.delivery_count == 2
@@ -134,8 +145,8 @@ def test_stats(client, queue):
 
 def test_sas_token_published_vector():
     assert peeklock.sas_token("audience", "keyName", "key", 1578099723) == (
-        "SharedAccessSignature sr=audience&sig=8UM0iIfFCfeBSqxSdBMW8pUbhAm7mnjSUaIZTZx8V0g%3D"
-        "&se=1578099723&skn=keyName")
+        "SharedAccessSignature sr=audience&sig=8UM0iIfFCfeBSqxSdBMW8pUbhAm7mnjSUaIZTZx8V0g%3D&se=1578099723&skn=keyName"
+    )
 
 
 def test_parse_connection_string_hides_key(emu):
@@ -159,10 +170,10 @@ def test_token_provider_is_called(emu, queue):
 
     def provider(audience):
         calls.append(audience)
-        return "header.payload.signature", 4102444800   # far expiry: fetched once
+        return "header.payload.signature", 4102444800  # far expiry: fetched once
 
     c = peeklock.Client(emu.endpoint, token_provider=provider)
-    assert calls == [c.endpoint + "/"]           # the namespace, as docs/python.md says
+    assert calls == [c.endpoint + "/"]  # the namespace, as docs/python.md says
     assert c.endpoint.startswith("http") and not c.endpoint.endswith("/")
     # the emulator checks SAS only, so the bearer token is refused (401) after being sent
     with pytest.raises(peeklock.AuthError):
@@ -203,10 +214,11 @@ def test_closed_client(emu, queue):
 
 def test_connection_refused_is_connection_error(queue):
     import socket
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-    s.close()                                   # nothing listens there now
+    s.close()  # nothing listens there now
     c = peeklock.Client(f"http://127.0.0.1:{port}", key_name="k", key="v", max_retries=0)
     with pytest.raises(peeklock.ConnectionError) as ei:
         c.send(queue, b"x")
@@ -245,14 +257,15 @@ def test_transient_faults_are_retried(client, emu, queue):
 
 def test_token_provider_refreshes_in_the_background(emu):
     import time
+
     calls = []
 
     def provider(audience):
         calls.append(time.monotonic())
-        return "header.payload.signature", time.time() + 301   # due again in ~1 s
+        return "header.payload.signature", time.time() + 301  # due again in ~1 s
 
     c = peeklock.Client(emu.endpoint, token_provider=provider)
-    wait_for(lambda: len(calls) >= 2, timeout=15)     # no client call made meanwhile
+    wait_for(lambda: len(calls) >= 2, timeout=15)  # no client call made meanwhile
     c.close()
 
 
@@ -265,11 +278,11 @@ def test_send_properties_same_through_both_paths(client, queue):
     one C call; anything else (a datetime, a str subclass, another mapping, a
     str body) takes the general path. Both send the same properties."""
     import types
-    assert client.peek_lock(queue, timeout=0) is None      # the entity known: the C path
+
+    assert client.peek_lock(queue, timeout=0) is None  # the entity known: the C path
     when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-    plain = {"S": "text é", "I": -(2 ** 63), "J": 2 ** 53, "F": 1.5, "T": True, "N": False}
-    for props in (plain, types.MappingProxyType(plain), {**plain, "D": when},
-                  {**plain, "Sub": _Text("sub")}, None, {}):
+    plain = {"S": "text é", "I": -(2**63), "J": 2**53, "F": 1.5, "T": True, "N": False}
+    for props in (plain, types.MappingProxyType(plain), {**plain, "D": when}, {**plain, "Sub": _Text("sub")}, None, {}):
         client.send(queue, b"body", properties=props)
         client.send(queue, peeklock.OutgoingMessage(b"body", properties=props))
         a = client.receive_and_delete(queue, timeout=5)
@@ -280,16 +293,16 @@ def test_send_properties_same_through_both_paths(client, queue):
 
 
 def test_send_property_errors_same_through_both_paths(client, queue):
-    assert client.peek_lock(queue, timeout=0) is None      # the entity known: the C path
+    assert client.peek_lock(queue, timeout=0) is None  # the entity known: the C path
     with pytest.raises(OverflowError):
-        client.send(queue, b"x", properties={"Big": 2 ** 64})
+        client.send(queue, b"x", properties={"Big": 2**64})
     with pytest.raises(peeklock.InvalidArgument):
         client.send(queue, b"x", properties={"ok": 1, "bad name": 1})
     with pytest.raises(TypeError, match="property 'a'"):
         client.send(queue, b"x", properties={"ok": 1, "a": [1]})
     with pytest.raises(TypeError, match="property names"):
         client.send(queue, b"x", properties={1: "x"})
-    assert client.peek_lock(queue, timeout=0) is None      # nothing half-sent
+    assert client.peek_lock(queue, timeout=0) is None  # nothing half-sent
 
 
 def test_message_getters(client, queue):
@@ -304,9 +317,8 @@ def test_message_getters(client, queue):
     assert b.body == "é".encode() and b.text == "é" and b.body is b.body
     assert isinstance(b.message_id, str) and b.sequence_number == a.sequence_number + 1
     a.complete()
-    assert a.body == b"" and a.message_id == "empty"          # still readable once settled
-    for getter in (peeklock.Message.body, peeklock.Message.message_id,
-                   peeklock.Message.sequence_number):
+    assert a.body == b"" and a.message_id == "empty"  # still readable once settled
+    for getter in (peeklock.Message.body, peeklock.Message.message_id, peeklock.Message.sequence_number):
         with pytest.raises(TypeError, match="peeklock.Message"):
             getter.fget(object())
 
@@ -316,18 +328,18 @@ def test_c_methods_take_the_common_case_and_hand_on_the_rest(client, emu, queue)
     other call goes to the Python methods _send, _peek_lock and _complete, which
     check, refresh and raise as before. Both make the same Message."""
     import inspect
-    for cls, name in ((peeklock.Client, "send"), (peeklock.Client, "peek_lock"),
-                      (peeklock.Message, "complete")):
+
+    for cls, name in ((peeklock.Client, "send"), (peeklock.Client, "peek_lock"), (peeklock.Message, "complete")):
         c_sig = inspect.signature(getattr(cls, name))
         py_sig = inspect.signature(getattr(cls, "_" + name))
         assert list(c_sig.parameters) == list(py_sig.parameters)
         assert getattr(cls, name).__doc__ == getattr(cls, "_" + name).__doc__
     for i in range(4):
         client.send(queue, b"m", properties={"I": i})
-    a = client.peek_lock(queue, 5, max_renew=7)              # C: an int max_renew
-    b = client._peek_lock(queue, 5, max_renew=7)              # Python
+    a = client.peek_lock(queue, 5, max_renew=7)  # C: an int max_renew
+    b = client._peek_lock(queue, 5, max_renew=7)  # Python
     c = client.peek_lock(entity=queue, timeout=5, max_renew=2.5)
-    d = client.peek_lock(queue, timeout=4.5)                  # a float: handed on, rounded up
+    d = client.peek_lock(queue, timeout=4.5)  # a float: handed on, rounded up
     for m, mr in ((a, 7.0), (b, 7.0), (c, 2.5), (d, None)):
         assert type(m) is peeklock.Message and m.state == "held" and m.body == b"m"
         assert m.max_renew == mr and type(m.max_renew) is type(mr)
@@ -345,12 +357,12 @@ def test_c_methods_take_the_common_case_and_hand_on_the_rest(client, emu, queue)
     a.complete()
     b._complete()
     with pytest.raises(peeklock.StateError):
-        a.complete()                                          # settled once
-    with c:                                                   # in the renewer: handed on
+        a.complete()  # settled once
+    with c:  # in the renewer: handed on
         c.complete()
     d.complete()
     with pytest.raises(TypeError):
-        client.send(queue, b"x", {"I": 1})                    # properties is keyword-only
+        client.send(queue, b"x", {"I": 1})  # properties is keyword-only
     client.close()
     with pytest.raises(peeklock.ClosedError):
         client.peek_lock(queue, 0)

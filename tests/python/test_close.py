@@ -1,6 +1,7 @@
 """The blocking client's close() ends long polls waiting on other threads (within about
 a second, with ClosedError) instead of letting them run to their timeout, and the
 ended polls lock nothing (checked in the emulator's state)."""
+
 import threading
 import time
 
@@ -46,5 +47,5 @@ def test_close_leaves_held_messages_settleable(emu, queue):
     c.send(queue, b"x", message_id="h")
     msg = c.peek_lock(queue, timeout=5)
     c.close()
-    msg.complete()                                  # settles still work after close
+    msg.complete()  # settles still work after close
     assert emu.entity_state(queue)["completed"] == {"h": 1}

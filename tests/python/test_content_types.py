@@ -2,6 +2,7 @@
 properties"): content types by path, a batched content type refused instead of dropped,
 DateTime properties in whole seconds, ViaPartitionKey. Against the emulator, which marks
 batched messages as the service does."""
+
 import asyncio
 import datetime as dt
 import json
@@ -32,17 +33,19 @@ def test_each_path_gives_the_documented_content_type(client, emu, queue):
     client.send_batch(queue, [b"b1", peeklock.OutgoingMessage(b"b2", label="L")])
     got = [client.receive_and_delete(queue, timeout=5) for _ in range(4)]
     assert [(m.body, m.content_type) for m in got] == [
-        (b"{}", "application/json"), (b"raw", "application/octet-stream"),
-        (b"b1", "application/xml; charset=utf-8"), (b"b2", "application/xml; charset=utf-8")]
+        (b"{}", "application/json"),
+        (b"raw", "application/octet-stream"),
+        (b"b1", "application/xml; charset=utf-8"),
+        (b"b2", "application/xml; charset=utf-8"),
+    ]
 
 
 def test_send_batch_refuses_a_content_type_it_would_lose(client, emu, queue):
-    batch = [peeklock.OutgoingMessage(b"a"),
-             peeklock.OutgoingMessage(b"{}", content_type="application/json")]
+    batch = [peeklock.OutgoingMessage(b"a"), peeklock.OutgoingMessage(b"{}", content_type="application/json")]
     with pytest.raises(ValueError, match="content type.*one by one") as ei:
         client.send_batch(queue, batch)
     assert isinstance(ei.value, errors.InvalidArgument) and ei.value.code == errors.PL_EINVAL
-    assert emu.messages(queue) == []                    # nothing of the batch was sent
+    assert emu.messages(queue) == []  # nothing of the batch was sent
     # one by one, the content type arrives
     for m in batch:
         client.send(queue, m)
@@ -59,6 +62,7 @@ def test_aio_send_batch_refuses_a_content_type_too(emu, queue):
                 await c.send(queue, b"x", properties={"T": FRACTION})
             with pytest.raises(ValueError, match="property 'T'"):
                 await c.send_batch(queue, [peeklock.OutgoingMessage(b"x", properties={"T": FRACTION})])
+
     asyncio.run(main())
     assert emu.messages(queue) == []
 
@@ -94,6 +98,7 @@ def test_via_partition_key_is_sent_and_read_back(client, emu, queue):
     a, b = (client.receive_and_delete(queue, timeout=5) for _ in range(2))
     assert (a.via_partition_key, a.partition_key, b.via_partition_key) == ("vpk-1", "pk-1", "vpk-2")
     from peeklock.tools import message_to_record, record_to_outgoing, to_outgoing
+
     assert to_outgoing(b).via_partition_key == "vpk-2"
     assert record_to_outgoing(message_to_record(b)).via_partition_key == "vpk-2"
     with pytest.raises(TypeError):
@@ -102,6 +107,7 @@ def test_via_partition_key_is_sent_and_read_back(client, emu, queue):
 
 def test_error_code_names_match_the_c_core():
     from peeklock import _core
+
     names = [n for n in vars(errors) if n.startswith("PL_")]
     assert len(names) == 21
     for n in names:
@@ -114,9 +120,15 @@ def test_cli_keeps_content_types_and_refuses_fractions(emu, make_queue, tmp_path
     cs = emu.connection_string
     r = cli(cs, "send", q, "x", "-p", "T:datetime=2026-01-02T03:04:05.25Z")
     assert r.returncode == 2 and "fraction of a second" in r.stderr and "Traceback" not in r.stderr
-    recs = [{"body": "a", "content_type": "application/json"}, {"body": "b"},
-            {"body": "c", "content_type": "text/csv", "properties": {"T": {"type": "datetime",
-                                                                          "value": "2026-01-02T03:04:05Z"}}}]
+    recs = [
+        {"body": "a", "content_type": "application/json"},
+        {"body": "b"},
+        {
+            "body": "c",
+            "content_type": "text/csv",
+            "properties": {"T": {"type": "datetime", "value": "2026-01-02T03:04:05Z"}},
+        },
+    ]
     f = tmp_path / "in.ndjson"
     f.write_text("".join(json.dumps(x) + "\n" for x in recs))
     r = cli(cs, "send", q, "--from", str(f))
@@ -124,10 +136,13 @@ def test_cli_keeps_content_types_and_refuses_fractions(emu, make_queue, tmp_path
     with peeklock.Client.from_connection_string(cs) as c:
         got = [c.receive_and_delete(q, timeout=5) for _ in recs]
     assert [(m.body, m.content_type) for m in got] == [
-        (b"a", "application/json"), (b"b", "application/octet-stream"), (b"c", "text/csv")]
+        (b"a", "application/json"),
+        (b"b", "application/octet-stream"),
+        (b"c", "text/csv"),
+    ]
     assert got[2].properties == {"T": WHOLE}
     recs[2]["properties"]["T"]["value"] = "2026-01-02T03:04:05.25Z"
     f.write_text("".join(json.dumps(x) + "\n" for x in recs))
     r = cli(cs, "send", q, "--from", str(f))
     assert r.returncode == 2 and "line 3" in r.stderr and "fraction of a second" in r.stderr
-    assert emu.messages(q) == []                        # checked before the first send
+    assert emu.messages(q) == []  # checked before the first send

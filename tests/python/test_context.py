@@ -1,5 +1,6 @@
 """Every outcome of the context manager: success, exception, lost lock (clock
 and fault injection), KeyboardInterrupt; settled exactly once each time."""
+
 import signal
 import threading
 
@@ -17,7 +18,7 @@ def _one(client, emu, queue, mid="m"):
 def test_clean_exit_completes_once(client, emu, queue):
     with _one(client, emu, queue) as msg:
         assert msg.state == "held"
-        assert client.stats()["renewer"]["held"] == 1     # the C renewer holds it
+        assert client.stats()["renewer"]["held"] == 1  # the C renewer holds it
     assert msg.state == "settled"
     assert client.stats()["renewer"]["held"] == 0
     assert completed(emu, queue) == {"m": 1}
@@ -39,7 +40,7 @@ def test_exception_abandons_and_reraises(client, emu, queue):
     assert msg.state == "settled"
     assert completed(emu, queue) == {}
     [m] = emu.messages(queue)
-    assert m["locked"] is False                      # back at once, not after the lock ran out
+    assert m["locked"] is False  # back at once, not after the lock ran out
     again = client.peek_lock(queue, timeout=5)
     assert again.delivery_count == 2
     again.complete()
@@ -76,7 +77,7 @@ def test_lock_lost_by_the_clock_completes_nothing(emulator_factory):
     msg = _one(client, emu, "cq")
     with pytest.raises(peeklock.LockLostError) as ei:
         with msg:
-            emu.advance(30)              # the server's lock (5 s) runs out
+            emu.advance(30)  # the server's lock (5 s) runs out
     assert ei.value.code == -5
     assert msg.lock_lost
     assert completed(emu, "cq") == {}
@@ -92,10 +93,10 @@ def test_lock_lost_seen_by_the_renewer(client, emu, queue):
     emu.fault(operation="renew", status=404)
     with pytest.raises(peeklock.LockLostError):
         with msg:
-            wait_for(lambda: msg.lock_lost, timeout=15)   # the renewer's renew got 404
+            wait_for(lambda: msg.lock_lost, timeout=15)  # the renewer's renew got 404
     assert client.stats()["lost"] >= 1
     assert completed(emu, queue) == {}
-    assert emu.state()["counters"].get("complete", 0) == 0   # no complete was even tried
+    assert emu.state()["counters"].get("complete", 0) == 0  # no complete was even tried
 
 
 def test_renewer_keeps_the_lock_past_its_duration(client, emu, queue):
@@ -157,9 +158,9 @@ def test_close_from_another_thread_abandons_and_the_block_says_so(client, emu, q
     assert "abandoned" in str(ei.value) and "not completed" in str(ei.value)
     assert completed(emu, queue) == {}
     [stored] = emu.messages(queue)
-    assert stored["locked"] is False                    # back at once, not at lock expiry
+    assert stored["locked"] is False  # back at once, not at lock expiry
     with pytest.raises(peeklock.ClosedError):
-        msg.complete()                                  # and a later settle says why
+        msg.complete()  # and a later settle says why
 
 
 def test_unknown_complete_is_remembered_and_reported_by_the_block(client, emu, queue):
@@ -172,5 +173,5 @@ def test_unknown_complete_is_remembered_and_reported_by_the_block(client, emu, q
                 msg.complete()
     assert msg.state == "unknown"
     with pytest.raises(peeklock.OutcomeUnknownError):
-        msg.complete()                                  # unknown again, never "lock lost"
+        msg.complete()  # unknown again, never "lock lost"
     assert completed(emu, queue) == {"m": 1}

@@ -2,6 +2,7 @@
 the Python package: every operation meets every fault once, and the call reports what
 the table says — ok (and the operation happened exactly once), unknown
 (OutcomeUnknownError, and it happened at most once), or the named error."""
+
 import json
 import os
 import socket
@@ -18,8 +19,7 @@ from proxy import FaultProxy  # noqa: E402
 
 with open(os.path.join(FAULTS_DIR, "matrix.json")) as _f:
     MATRIX = json.load(_f)
-CASES = [(op, fault, want) for op, row in MATRIX["expect"].items() for fault, want in row.items()
-         if want != "n/a"]
+CASES = [(op, fault, want) for op, row in MATRIX["expect"].items() for fault, want in row.items() if want != "n/a"]
 EMU_OP = {"send_batch": "send"}
 
 
@@ -27,7 +27,7 @@ def _refused_endpoint() -> str:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-    s.close()                                   # nothing listens there now
+    s.close()  # nothing listens there now
     return f"http://127.0.0.1:{port}"
 
 
@@ -41,8 +41,7 @@ def proxy(emu):
 @pytest.mark.parametrize("op,fault,want", CASES, ids=[f"{o}-{f}" for o, f, _ in CASES])
 def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
     spec = MATRIX["faults"][fault]
-    endpoint = (_refused_endpoint() if spec.get("endpoint") == "refused"
-                else f"http://127.0.0.1:{proxy.port}")
+    endpoint = _refused_endpoint() if spec.get("endpoint") == "refused" else f"http://127.0.0.1:{proxy.port}"
     setup = peeklock.Client(f"http://127.0.0.1:{emu.port}", key_name=emu.key_name, key=emu.key)
     c = peeklock.Client(endpoint, key_name=emu.key_name, key=emu.key, request_timeout=1.0)
     msg = None
@@ -50,13 +49,13 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
         if op in ("receive_and_delete", "peek_lock", "renew", "unlock", "complete"):
             setup.send(queue, b"m", message_id="m1")
         if op == "peek_lock":
-            setup.send(queue, b"m", message_id="m2")   # what a retry locks when m1's lock is orphaned
+            setup.send(queue, b"m", message_id="m2")  # what a retry locks when m1's lock is orphaned
         if op in ("renew", "unlock", "complete"):
-            msg = c.peek_lock(queue, timeout=5)        # also opens the connection the settle reuses
+            msg = c.peek_lock(queue, timeout=5)  # also opens the connection the settle reuses
             assert msg is not None
         elif spec["connection"] == "reused":
             emu.create_queue(queue + "-warm")
-            assert c.peek_lock(queue + "-warm", timeout=0) is None   # a 204 on the connection
+            assert c.peek_lock(queue + "-warm", timeout=0) is None  # a 204 on the connection
         if "rule" in spec:
             emu.fault(operation=EMU_OP.get(op, op), entity=queue, count=1, **spec["rule"])
         elif "proxy" in spec:
@@ -77,23 +76,32 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
         if outcome == "ok":
             got = call()
         else:
-            exc = {"unknown": peeklock.OutcomeUnknownError, "protocol": peeklock.ProtocolError,
-                   "connection": peeklock.ConnectionError}[outcome]
+            exc = {
+                "unknown": peeklock.OutcomeUnknownError,
+                "protocol": peeklock.ProtocolError,
+                "connection": peeklock.ConnectionError,
+            }[outcome]
             with pytest.raises(exc) as ei:
                 call()
             assert isinstance(ei.value, peeklock.Error)
             got = None
             # the failed call was said at WARNING, with its operation and entity
-            assert [r for r in caplog.records if r.levelname == "WARNING"
-                    and getattr(r, "peeklock_entity", None) == queue and " failed after " in r.getMessage()]
+            assert [
+                r
+                for r in caplog.records
+                if r.levelname == "WARNING"
+                and getattr(r, "peeklock_entity", None) == queue
+                and " failed after " in r.getMessage()
+            ]
         if extra == "orphaned":
             assert c.stats()["orphaned_locks"] >= 1
-            if op == "peek_lock":                       # and said at WARNING, with the entity
-                assert any(r.levelname == "WARNING" and queue in r.getMessage()
-                           and "locked" in r.getMessage() for r in caplog.records)
-        elif op == "peek_lock":                         # no orphaned lock said
-            assert not [r for r in caplog.records if r.levelname == "WARNING"
-                        and "locked" in r.getMessage()]
+            if op == "peek_lock":  # and said at WARNING, with the entity
+                assert any(
+                    r.levelname == "WARNING" and queue in r.getMessage() and "locked" in r.getMessage()
+                    for r in caplog.records
+                )
+        elif op == "peek_lock":  # no orphaned lock said
+            assert not [r for r in caplog.records if r.levelname == "WARNING" and "locked" in r.getMessage()]
         if fault == "stall":
             emu.clear_faults()
 
@@ -103,8 +111,8 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
             copies = {i: stored.count(i) for i in ids}
             if outcome == "ok":
                 assert copies == {i: 1 for i in ids}
-            elif fault != "stall":                      # (a stalled send may still land later)
-                assert all(n <= 1 for n in copies.values()), copies   # never a silent second copy
+            elif fault != "stall":  # (a stalled send may still land later)
+                assert all(n <= 1 for n in copies.values()), copies  # never a silent second copy
         elif op == "receive_and_delete":
             if outcome == "ok":
                 assert got is not None and got.message_id == "m1" and stored == []
@@ -113,9 +121,9 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
         elif op == "peek_lock" and outcome == "ok":
             # after a lost answer the retry locks the next message; the orphaned lock on m1
             # expires and m1 comes back (at least once), as stats()["orphaned_locks"] says
-            acted = spec.get("rule", {}).get("after") or "proxy" in spec   # the server locked m1 first
+            acted = spec.get("rule", {}).get("after") or "proxy" in spec  # the server locked m1 first
             want_id = "m2" if extra == "orphaned" and acted else "m1"
-            if fault == "stall":                        # the stalled request locks m2 later instead
+            if fault == "stall":  # the stalled request locks m2 later instead
                 want_id = got.message_id if got is not None else want_id
             assert got is not None and got.message_id == want_id
             got.complete()
@@ -137,7 +145,7 @@ def test_fault_matrix(emu, queue, proxy, op, fault, want, caplog):
             else:
                 assert msg.state == "unknown" and done <= 1
                 with pytest.raises(peeklock.OutcomeUnknownError):
-                    msg.complete()                      # remembered: unknown again
+                    msg.complete()  # remembered: unknown again
     finally:
         c.close()
         setup.close()

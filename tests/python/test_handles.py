@@ -1,4 +1,5 @@
 """Lock handles: a lock that leaves the process, is renewed and settled elsewhere."""
+
 import json
 import logging
 import subprocess
@@ -29,8 +30,12 @@ CHILD = textwrap.dedent("""
 
 class Child:
     def __init__(self, emu):
-        self.p = subprocess.Popen([sys.executable, "-c", CHILD, emu.connection_string],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", CHILD, emu.connection_string],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def say(self, line):
         self.p.stdin.write(line + "\n")
@@ -44,24 +49,23 @@ class Child:
         assert self.p.wait(30) == 0
 
 
-def test_a_handle_moved_to_another_process_is_renewed_past_the_lock_and_completed(
-        emu, client, make_queue):
+def test_a_handle_moved_to_another_process_is_renewed_past_the_lock_and_completed(emu, client, make_queue):
     q = make_queue(lock_duration=5)
     client.send(q, b"long job", message_id="h-1")
     msg = client.peek_lock(q, timeout=1)
     handle = msg.lock_handle()
-    msg.release()                                   # handed over: not renewed here
+    msg.release()  # handed over: not renewed here
     child = Child(emu)
     try:
         assert child.say(handle) == {"seq": msg.sequence_number, "id": "h-1"}
-        for _ in range(4):                          # 4 x 4 s: past three lock durations
+        for _ in range(4):  # 4 x 4 s: past three lock durations
             assert child.say("renew") == {"ok": True, "outcome": None}
             emu.advance(4)
         assert child.say("complete") == {"ok": True, "outcome": "completed"}
     finally:
         child.close()
     assert completed(emu, q) == {"h-1": 1}
-    assert emu.messages(q) == []                    # never redelivered
+    assert emu.messages(q) == []  # never redelivered
 
 
 def test_attach_after_the_lock_expired_is_lock_lost(emu, client, make_queue):
@@ -84,11 +88,11 @@ def test_two_holders_the_first_settle_wins(emu, client, make_queue):
     child = Child(emu)
     try:
         child.say(mine.lock_handle())
-        assert child.say("renew")["ok"]             # both may renew
+        assert child.say("renew")["ok"]  # both may renew
         mine.renew_lock()
         assert child.say("complete") == {"ok": True, "outcome": "completed"}
         with pytest.raises(peeklock.LockLostError):
-            mine.complete()                         # never a false success
+            mine.complete()  # never a false success
     finally:
         child.close()
     assert completed(emu, q) == {"twice": 1}
@@ -100,9 +104,9 @@ def test_a_handle_is_a_secret_and_is_checked(emu, client, make_queue, caplog):
     client.send(q, b"x", message_id="s")
     msg = client.peek_lock(q, timeout=1)
     handle = msg.lock_handle()
-    assert handle.startswith("plh1.") and msg.lock_token not in handle   # encoded, not plain
+    assert handle.startswith("plh1.") and msg.lock_token not in handle  # encoded, not plain
     assert handle not in repr(msg) and handle not in msg._repr_html_()
-    with client.attach(handle) as again:            # the context manager works on it too
+    with client.attach(handle) as again:  # the context manager works on it too
         assert again.sequence_number == msg.sequence_number
         assert handle not in repr(again) and msg.lock_token not in repr(again)
     for bad in ("", "plh1.", "plh1.!!!", handle[:-8], "x" + handle, handle + "A"):
@@ -114,7 +118,7 @@ def test_a_handle_is_a_secret_and_is_checked(emu, client, make_queue, caplog):
         with pytest.raises(ValueError, match="another namespace"):
             c.attach(handle)
     with pytest.raises(peeklock.StateError):
-        again.lock_handle()                         # completed: nothing held to hand over
+        again.lock_handle()  # completed: nothing held to hand over
     msg.release()
     assert handle not in caplog.text and msg.lock_token not in caplog.text
 
@@ -123,6 +127,7 @@ def test_handoff_example_runs():
     """examples/handoff.py: a worker process renews a handed-over lock past its
     duration (real time: the worker's own renewer) and completes it."""
     import os
+
     ex = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "handoff.py")
     r = subprocess.run([sys.executable, ex], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -1,12 +1,13 @@
 """`import peeklock` works from a source tree with no extension built: the
 exceptions and the emulator load; the rest explains how to build."""
+
 import os
 import subprocess
 import sys
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "python"))
 
-CODE = r'''
+CODE = r"""
 import peeklock, peeklock.emulator, peeklock.testing
 assert issubclass(peeklock.LockLostError, peeklock.Error)
 try:
@@ -14,13 +15,15 @@ try:
 except ImportError as e:
     assert "pip install ." in str(e), e
     print("lazy-ok")
-'''
+"""
 
 
 def test_source_tree_without_extension():
-    assert not any(f.startswith("_core") and f.endswith(".so") for f in os.listdir(
-        os.path.join(SRC, "peeklock"))), "a built extension sits in the source tree"
-    r = subprocess.run([sys.executable, "-c", CODE], cwd="/", capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": SRC})
+    assert not any(f.startswith("_core") and f.endswith(".so") for f in os.listdir(os.path.join(SRC, "peeklock"))), (
+        "a built extension sits in the source tree"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", CODE], cwd="/", capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "lazy-ok"

@@ -1,4 +1,5 @@
 """client.process: worker threads, outcomes, summary, and the graceful drain."""
+
 import os
 import signal
 import threading
@@ -20,8 +21,9 @@ def test_process_outcomes_and_summary(client, emu, queue):
                     failed_once.add(i)
                     raise RuntimeError("transient")
 
-    s = client.process(queue, handler, concurrency=4, max_renew=60, poll_timeout=1,
-                       idle_timeout=2, handle_signals=False)
+    s = client.process(
+        queue, handler, concurrency=4, max_renew=60, poll_timeout=1, idle_timeout=2, handle_signals=False
+    )
     assert s.processed == 30
     assert s.failed == 6
     assert s.redelivered == 6
@@ -36,8 +38,7 @@ def test_process_outcomes_and_summary(client, emu, queue):
 def test_process_max_messages(client, queue):
     for i in range(10):
         client.send(queue, b"x")
-    s = client.process(queue, lambda m: None, concurrency=3, max_messages=4, poll_timeout=1,
-                       handle_signals=False)
+    s = client.process(queue, lambda m: None, concurrency=3, max_messages=4, poll_timeout=1, handle_signals=False)
     assert s.processed == 4
     assert s.stopped_by == "max_messages"
 
@@ -55,23 +56,22 @@ def _drain_scenario(client, queue, **kwargs):
     def handler(msg):
         started.release()
         if int(msg.text) % 2 == 0:
-            release_fast.wait(30)      # finishes during the drain
+            release_fast.wait(30)  # finishes during the drain
         else:
-            never.wait(60)             # outlasts the drain deadline
+            never.wait(60)  # outlasts the drain deadline
 
     def interrupt():
         for _ in range(4):
-            started.acquire(timeout=30)          # 4 handlers are running
+            started.acquire(timeout=30)  # 4 handlers are running
         os.kill(os.getpid(), signal.SIGINT)
-        stop.wait(30)                            # the processor saw the signal
+        stop.wait(30)  # the processor saw the signal
         release_fast.set()
 
     threading.Thread(target=interrupt, daemon=True).start()
-    s = client.process(queue, handler, concurrency=4, poll_timeout=1, drain_timeout=3,
-                       stop_event=stop, **kwargs)
+    s = client.process(queue, handler, concurrency=4, poll_timeout=1, drain_timeout=3, stop_event=stop, **kwargs)
     assert s.stopped_by == "signal"
-    assert s.processed == 2                      # the two even handlers completed
-    assert s.received == 4                       # nothing received after the signal
+    assert s.processed == 2  # the two even handlers completed
+    assert s.received == 4  # nothing received after the signal
     assert s.in_flight == 0
     return s, never
 
@@ -87,9 +87,9 @@ def test_sigint_drain_leaves_running_handlers_locks_to_expire(client, emu, queue
         assert set(done.values()) == {1} and len(done) == 2
         msgs = emu.messages(queue)
         locked = [m for m in msgs if m["locked"]]
-        assert len(msgs) == 4 and len(locked) == 2      # not handed to anyone else yet
+        assert len(msgs) == 4 and len(locked) == 2  # not handed to anyone else yet
         renewed_before = client.stats()["renewer"]["renewals"]
-        emu.advance(6)                                   # past the 5 s lock: back in the queue
+        emu.advance(6)  # past the 5 s lock: back in the queue
         msgs = emu.messages(queue)
         assert len(msgs) == 4 and not any(m["locked"] for m in msgs)
         assert client.stats()["renewer"]["renewals"] == renewed_before
@@ -105,7 +105,7 @@ def test_sigint_drain_abandon_gives_running_handlers_messages_back(client, emu, 
         done = completed(emu, queue)
         assert set(done.values()) == {1} and len(done) == 2
         msgs = emu.messages(queue)
-        assert len(msgs) == 4 and not any(m["locked"] for m in msgs)   # back at once
+        assert len(msgs) == 4 and not any(m["locked"] for m in msgs)  # back at once
         wait_for(lambda: client.stats()["abandoned"] >= 2)
     finally:
         never.set()
@@ -131,17 +131,16 @@ def test_signal_ignored_at_start_stays_ignored(client, emu, queue):
 
         def handler(msg):
             seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
-            os.kill(os.getpid(), signal.SIGINT)      # ignored: nothing happens
-            os.kill(os.getpid(), signal.SIGTERM)     # drains
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing happens
+            os.kill(os.getpid(), signal.SIGTERM)  # drains
 
-        s = client.process(queue, handler, concurrency=1, poll_timeout=1, stop_event=stop,
-                           idle_timeout=10)
+        s = client.process(queue, handler, concurrency=1, poll_timeout=1, stop_event=stop, idle_timeout=10)
         [(during_int, during_term)] = seen
         assert during_int is signal.SIG_IGN
-        assert callable(during_term) and during_term is not fallback      # the processor's
+        assert callable(during_term) and during_term is not fallback  # the processor's
         assert not fallback_hit.is_set()
         assert s.stopped_by == "signal" and s.processed == 1
-        assert list(completed(emu, queue).values()) == [1]         # completed once
+        assert list(completed(emu, queue).values()) == [1]  # completed once
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is fallback
     finally:
@@ -151,6 +150,7 @@ def test_signal_ignored_at_start_stays_ignored(client, emu, queue):
 
 def test_on_drain_timeout_is_checked(client, queue):
     import pytest
+
     with pytest.raises(ValueError, match="on_drain_timeout"):
         client.process(queue, lambda m: None, on_drain_timeout="later", handle_signals=False)
 
@@ -164,8 +164,7 @@ def test_stop_event(client, queue):
         stop.set()
 
     client.send(queue, b"only")
-    s = client.process(queue, handler, concurrency=2, poll_timeout=1, stop_event=stop,
-                       handle_signals=False)
+    s = client.process(queue, handler, concurrency=2, poll_timeout=1, stop_event=stop, handle_signals=False)
     assert seen == ["only"] and s.processed == 1 and s.stopped_by == "stop_event"
 
 
@@ -198,14 +197,14 @@ def test_keyboard_interrupt_without_signal_handling_releases_messages(client, em
     try:
         renewed = client.stats()["renewer"]["renewals"]
         msgs = emu.messages(queue)
-        assert len(msgs) == 3 and all(m["locked"] for m in msgs)   # nobody else has them
-        emu.advance(6)                                              # the 5 s locks run out
+        assert len(msgs) == 3 and all(m["locked"] for m in msgs)  # nobody else has them
+        emu.advance(6)  # the 5 s locks run out
         msgs = emu.messages(queue)
         assert len(msgs) == 3 and not any(m["locked"] for m in msgs)
         assert client.stats()["renewer"]["renewals"] == renewed
     finally:
         never.set()
-    wait_for(lambda: client.stats()["lost"] >= 3)   # the late completes found no lock
+    wait_for(lambda: client.stats()["lost"] >= 3)  # the late completes found no lock
     assert completed(emu, queue) == {}
 
 
@@ -214,6 +213,7 @@ def test_failed_handler_holds_its_message_for_the_retry_delay(client, emu, queue
     message in flight): the message stays locked for retry_delay, on_error sees the
     failure first, and a drain cuts the delay short and abandons at once."""
     import logging
+
     client.send(queue, b"x", message_id="m0")
     failed = threading.Event()
     seen = []
@@ -228,22 +228,34 @@ def test_failed_handler_holds_its_message_for_the_retry_delay(client, emu, queue
 
     result = {}
     caplog.set_level(logging.WARNING, logger="peeklock")
-    t = threading.Thread(target=lambda: result.update(s=client.process(
-        queue, handler, concurrency=1, poll_timeout=1, retry_delay=3600, on_error=on_error,
-        stop_event=stop, drain_timeout=20, handle_signals=False)))
+    t = threading.Thread(
+        target=lambda: result.update(
+            s=client.process(
+                queue,
+                handler,
+                concurrency=1,
+                poll_timeout=1,
+                retry_delay=3600,
+                on_error=on_error,
+                stop_event=stop,
+                drain_timeout=20,
+                handle_signals=False,
+            )
+        )
+    )
     t.start()
     assert failed.wait(30)
     assert seen == [("m0", "ValueError", "database unavailable")]
     renewed = client.stats()["renewer"]["renewals"]
     wait_for(lambda: client.stats()["renewer"]["renewals"] > renewed)  # 5 s lock: renewed...
     [m] = emu.messages(queue)
-    assert m["state"] == "locked" and m["delivery_count"] == 1        # ...held, not abandoned
+    assert m["state"] == "locked" and m["delivery_count"] == 1  # ...held, not abandoned
     stop.set()
     t.join(30)
     s = result["s"]
     assert (s.failed, s.processed, s.left_to_expire) == (1, 0, 0)
     [m] = emu.messages(queue)
-    assert m["state"] == "available"                                  # abandoned by the drain
+    assert m["state"] == "available"  # abandoned by the drain
     assert s.last_errors == ["handler: ValueError: database unavailable"]
     rec = [r for r in caplog.records if "failed" in r.getMessage()][0]
     assert rec.levelname == "WARNING" and "database unavailable" in rec.getMessage()
@@ -254,9 +266,9 @@ def test_exponential_backoff_by_delivery_count():
     from types import SimpleNamespace
 
     from peeklock.processor import exponential_backoff
+
     d = exponential_backoff(base=1, cap=60)
-    assert [d(SimpleNamespace(delivery_count=n)) for n in (1, 2, 3, 4, 7, 8, 100)] == \
-        [1, 2, 4, 8, 60, 60, 60]
+    assert [d(SimpleNamespace(delivery_count=n)) for n in (1, 2, 3, 4, 7, 8, 100)] == [1, 2, 4, 8, 60, 60, 60]
     assert exponential_backoff(0.5, 3)(SimpleNamespace(delivery_count=2)) == 1.0
 
 
@@ -266,10 +278,9 @@ def test_handler_that_settles_its_message_is_not_counted_as_processed(client, em
 
     def handler(msg):
         if msg.text == "0" and msg.delivery_count == 1:
-            msg.abandon()          # gives it back itself; it comes straight back
+            msg.abandon()  # gives it back itself; it comes straight back
 
-    s = client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=3,
-                       handle_signals=False)
+    s = client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=3, handle_signals=False)
     assert (s.processed, s.settled_by_handler, s.failed) == (2, 1, 0)
     assert completed(emu, queue) == {"m0": 1, "m1": 1}
     assert "settled by the handler 1" in str(s)
@@ -283,17 +294,27 @@ def test_batch_handler_settles_by_result_and_the_rest_is_completed(client, emu, 
 
     def handler(msgs):
         batches.append([m.message_id for m in msgs])
-        msgs[0].complete()                                   # settled by the handler itself
-        return {msgs[1].sequence_number: "abandon"}          # by its result
-                                                             # the other three: completed
-    s = client.process(q, handler, batch=5, max_wait=2, concurrency=1, poll_timeout=1,
-                       max_messages=5, handle_signals=False, retry_delay=0)
+        msgs[0].complete()  # settled by the handler itself
+        return {msgs[1].sequence_number: "abandon"}  # by its result
+        # the other three: completed
+
+    s = client.process(
+        q,
+        handler,
+        batch=5,
+        max_wait=2,
+        concurrency=1,
+        poll_timeout=1,
+        max_messages=5,
+        handle_signals=False,
+        retry_delay=0,
+    )
     assert batches == [["b0", "b1", "b2", "b3", "b4"]]
     # completed by the processor 3, by the handler 1; abandoned by its result 1
     assert (s.processed, s.settled_by_handler, s.failed, s.lost) == (3, 1, 1, 0)
     assert completed(emu, q) == {"b0": 1, "b2": 1, "b3": 1, "b4": 1}
     [m] = emu.messages(q)
-    assert (m["message_id"], m["state"]) == ("b1", "available")       # abandoned
+    assert (m["message_id"], m["state"]) == ("b1", "available")  # abandoned
 
 
 def test_batch_handler_failure_abandons_what_it_left(client, emu, make_queue):
@@ -306,34 +327,47 @@ def test_batch_handler_failure_abandons_what_it_left(client, emu, make_queue):
         msgs[2].complete()
         raise RuntimeError("partial failure")
 
-    s = client.process(q, handler, batch=3, max_wait=2, concurrency=1, poll_timeout=1,
-                       max_messages=3, handle_signals=False, retry_delay=0,
-                       on_error=lambda m, e: errors.append(m.message_id))
+    s = client.process(
+        q,
+        handler,
+        batch=3,
+        max_wait=2,
+        concurrency=1,
+        poll_timeout=1,
+        max_messages=3,
+        handle_signals=False,
+        retry_delay=0,
+        on_error=lambda m, e: errors.append(m.message_id),
+    )
     assert (s.processed, s.settled_by_handler, s.failed) == (0, 1, 2)
     assert sorted(errors) == ["f0", "f1"]
     assert completed(emu, q) == {"f2": 1}
-    assert sorted((m["message_id"], m["state"]) for m in emu.messages(q)) == \
-        [("f0", "available"), ("f1", "available")]
+    assert sorted((m["message_id"], m["state"]) for m in emu.messages(q)) == [("f0", "available"), ("f1", "available")]
 
 
 def test_batch_is_renewed_while_the_handler_outlasts_the_lock(client, emu, make_queue, caplog):
     import logging
+
     caplog.set_level(logging.DEBUG, logger="peeklock")
     q = make_queue(lock_duration=5)
     for i in range(4):
         client.send(q, b"x", message_id=f"r{i}")
 
     def renewed():
-        return {r.getMessage().split("(id ")[1].split(")")[0] for r in caplog.records
-                if r.getMessage().startswith("lock renewed")}
+        return {
+            r.getMessage().split("(id ")[1].split(")")[0]
+            for r in caplog.records
+            if r.getMessage().startswith("lock renewed")
+        }
 
     def handler(msgs):
         # every lock of the batch is renewed at least once before the handler returns
         wait_for(lambda: renewed() >= {m.message_id for m in msgs})
         assert all(m.state == "held" for m in msgs)
 
-    s = client.process(q, handler, batch=4, max_wait=2, concurrency=1, poll_timeout=1,
-                       max_messages=4, handle_signals=False)
+    s = client.process(
+        q, handler, batch=4, max_wait=2, concurrency=1, poll_timeout=1, max_messages=4, handle_signals=False
+    )
     assert (s.processed, s.lost) == (4, 0)
     assert completed(emu, q) == {f"r{i}": 1 for i in range(4)}
 
@@ -348,14 +382,15 @@ def test_batch_waits_up_to_max_wait_for_more_messages(client, emu, make_queue):
         sizes.append([m.message_id for m in msgs])
         stop.set()
 
-    def second():      # sent once the first is locked, while the batch is still collecting
+    def second():  # sent once the first is locked, while the batch is still collecting
         wait_for(lambda: [m["state"] for m in emu.messages(q)] == ["locked"])
         client.send(q, b"y", message_id="second")
 
     t = threading.Thread(target=second)
     t.start()
-    client.process(q, handler, batch=10, max_wait=1, concurrency=1, poll_timeout=5,
-                   stop_event=stop, handle_signals=False)
+    client.process(
+        q, handler, batch=10, max_wait=1, concurrency=1, poll_timeout=5, stop_event=stop, handle_signals=False
+    )
     t.join(30)
     assert sizes == [["first", "second"]]
 
@@ -370,6 +405,7 @@ def test_batch_max_wait_0_takes_what_is_there(client, emu, make_queue):
         sizes.append(len(msgs))
         stop.set()
 
-    client.process(q, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1,
-                   stop_event=stop, handle_signals=False)
+    client.process(
+        q, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1, stop_event=stop, handle_signals=False
+    )
     assert sizes == [1] and completed(emu, q) == {"only": 1}

@@ -1,4 +1,5 @@
 """OpenTelemetry spans and metrics, checked with the SDK's in-memory exporters."""
+
 import threading
 
 import pytest
@@ -12,7 +13,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter)
+    InMemorySpanExporter,
+)
 from opentelemetry.trace import SpanKind  # noqa: E402
 
 from peeklock import telemetry  # noqa: E402
@@ -67,8 +69,7 @@ def test_send_receive_process_settle_spans_and_propagation(emu, otel, make_queue
             tokens.append(msg.lock_token)
             # Diagnostic-Id carries the W3C traceparent as an application property (the
             # HTTP traceparent header is the request's own trace context, not a property)
-            assert msg.properties["Diagnostic-Id"].split("-")[2] == format(
-                send1.context.span_id, "016x")
+            assert msg.properties["Diagnostic-Id"].split("-")[2] == format(send1.context.span_id, "016x")
         [recv] = _by_name(spans, "receive ")
         [proc] = _by_name(spans, "process ")
         [comp] = _by_name(spans, "complete ")
@@ -76,10 +77,10 @@ def test_send_receive_process_settle_spans_and_propagation(emu, otel, make_queue
         assert recv.attributes["messaging.message.id"] == "t-1"
         assert recv.attributes["messaging.servicebus.message.delivery_count"] == 1
         assert "messaging.servicebus.message.enqueued_time" in recv.attributes
-        for s in (recv, proc):                       # linked to the producer's span
+        for s in (recv, proc):  # linked to the producer's span
             assert [lk.context.span_id for lk in s.links] == [send1.context.span_id]
             assert s.links[0].context.trace_id == send1.context.trace_id
-        assert comp.parent.span_id == proc.context.span_id      # settled inside process
+        assert comp.parent.span_id == proc.context.span_id  # settled inside process
         assert comp.attributes["messaging.operation.type"] == "settle"
 
         with pytest.raises(RuntimeError):
@@ -99,25 +100,22 @@ def test_send_receive_process_settle_spans_and_propagation(emu, otel, make_queue
         assert m.properties["Diagnostic-Id"] == caller_tp
 
         pts = _metrics(reader)
-        sent = {p.attributes["messaging.destination.name"]: p.value
-                for p in pts["messaging.client.sent.messages"]}
+        sent = {p.attributes["messaging.destination.name"]: p.value for p in pts["messaging.client.sent.messages"]}
         assert sent[q] == 3
         consumed = sum(p.value for p in pts["messaging.client.consumed.messages"])
         assert consumed == 4
-        ops = {p.attributes["messaging.operation.name"] for p in
-               pts["messaging.client.operation.duration"]}
+        ops = {p.attributes["messaging.operation.name"] for p in pts["messaging.client.operation.duration"]}
         assert ops >= {"send", "peek_lock", "receive_and_delete", "complete", "abandon"}
         assert sum(p.count for p in pts["messaging.process.duration"]) == 2
     finally:
         producer.close()
         consumer.close()
-    for s in spans.get_finished_spans():          # no lock token anywhere
+    for s in spans.get_finished_spans():  # no lock token anywhere
         values = " ".join(str(v) for v in s.attributes.values())
         assert not any(t in values for t in tokens)
 
 
-def test_renewals_are_spans_in_the_process_trace_and_a_lost_lock_is_an_error(emu, otel,
-                                                                             make_queue):
+def test_renewals_are_spans_in_the_process_trace_and_a_lost_lock_is_an_error(emu, otel, make_queue):
     spans, reader = otel
     q = make_queue(lock_duration=5)
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
@@ -125,7 +123,7 @@ def test_renewals_are_spans_in_the_process_trace_and_a_lost_lock_is_an_error(emu
         with pytest.raises(peeklock.LockLostError):
             with c.lock(q, timeout=1) as msg:
                 wait_for(lambda: _by_name(spans, "renew_message_lock"))
-                emu.advance(30)                             # the server's lock runs out
+                emu.advance(30)  # the server's lock runs out
                 wait_for(lambda: msg.lock_lost)
         assert completed(emu, q) == {}
     [proc] = _by_name(spans, "process ")
@@ -139,9 +137,9 @@ def test_renewals_are_spans_in_the_process_trace_and_a_lost_lock_is_an_error(emu
 
 
 def test_uninstrument_restores_the_methods_and_ends_open_spans(emu, make_queue):
-    names = [(peeklock.Client, n) for n in ("send", "send_batch", "peek_lock",
-                                           "receive_and_delete", "_on_event", "__init__")] + \
-        [(peeklock.Message, n) for n in ("complete", "abandon", "unlock", "__enter__")]
+    names = [
+        (peeklock.Client, n) for n in ("send", "send_batch", "peek_lock", "receive_and_delete", "_on_event", "__init__")
+    ] + [(peeklock.Message, n) for n in ("complete", "abandon", "unlock", "__enter__")]
     before = {(c, n): c.__dict__[n] for c, n in names}
     spans = InMemorySpanExporter()
     tp = TracerProvider()
@@ -150,13 +148,13 @@ def test_uninstrument_restores_the_methods_and_ends_open_spans(emu, make_queue):
     assert all(c.__dict__[n] is not before[(c, n)] for c, n in names if n != "unlock")
     q = make_queue()
     from opentelemetry import trace
+
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         c.send(q, b"x")
         with c.lock(q, timeout=1):
-            telemetry.uninstrument()              # while a block is open
+            telemetry.uninstrument()  # while a block is open
         assert not trace.get_current_span().get_span_context().is_valid
-    assert [s.name for s in spans.get_finished_spans() if s.name.startswith("process")] == \
-        [f"process {q}"]
+    assert [s.name for s in spans.get_finished_spans() if s.name.startswith("process")] == [f"process {q}"]
     assert {(c, n): c.__dict__[n] for c, n in names} == before
 
 
@@ -174,8 +172,7 @@ def test_processor_handlers_run_inside_process_spans(emu, otel, make_queue):
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for i in range(3):
             c.send(q, b"x", message_id=f"p{i}")
-        s = c.process(q, handler, concurrency=2, max_messages=3, poll_timeout=1,
-                      handle_signals=False)
+        s = c.process(q, handler, concurrency=2, max_messages=3, poll_timeout=1, handle_signals=False)
     assert s.processed == 3
     procs = _by_name(spans, "process ")
     assert sorted(p.context.span_id for p in procs) == sorted(seen)
@@ -185,13 +182,12 @@ def test_prometheus_example_serves_peeklock_metrics():
     import os
     import subprocess
     import sys
+
     ex = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "telemetry_prometheus.py")
-    r = subprocess.run([sys.executable, ex, "--once", "--port", "0"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run([sys.executable, ex, "--once", "--port", "0"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert any(x.startswith("messaging_client_sent_messages_total{") and x.endswith(" 6.0")
-               for x in lines)
+    assert any(x.startswith("messaging_client_sent_messages_total{") and x.endswith(" 6.0") for x in lines)
     assert any(x.startswith("messaging_process_duration_seconds_count{") for x in lines)
     # one handler sleeps 3 s on a 5 s lock: the renewer renews it before half the lock is left
     assert any(x.startswith("peeklock_lock_renewals_total{") for x in lines)
@@ -201,11 +197,20 @@ def test_batch_process_spans_do_not_nest(emu, otel, make_queue):
     spans, _ = otel
     q = make_queue()
     from opentelemetry import trace
+
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         for i in range(3):
             c.send(q, b"x", message_id=f"n{i}")
-        c.process(q, lambda msgs: None, batch=3, max_wait=1, concurrency=1, poll_timeout=1,
-                  max_messages=3, handle_signals=False)
+        c.process(
+            q,
+            lambda msgs: None,
+            batch=3,
+            max_wait=1,
+            concurrency=1,
+            poll_timeout=1,
+            max_messages=3,
+            handle_signals=False,
+        )
         assert not trace.get_current_span().get_span_context().is_valid
     procs = {s.context.span_id for s in _by_name(spans, "process ")}
     assert len(procs) == 3
@@ -220,7 +225,7 @@ def test_renewal_failures_and_slack_are_metrics(emu, otel, make_queue):
     with peeklock.Client.from_connection_string(emu.connection_string) as c:
         c.send(q, b"x")
         with c.lock(q, timeout=1):
-            wait_for(lambda: _by_name(spans, "renew_message_lock"))     # after the failure
+            wait_for(lambda: _by_name(spans, "renew_message_lock"))  # after the failure
         s = c.stats()
     pts = _metrics(reader)
     [fail] = pts["peeklock.lock.renewal_failures"]
@@ -229,5 +234,5 @@ def test_renewal_failures_and_slack_are_metrics(emu, otel, make_queue):
     assert fail.attributes["messaging.destination.name"] == q
     [slack] = pts["peeklock.lock.renewal_slack"]
     assert slack.count == s["renewer"]["renewals"] >= 1
-    assert 0 < slack.sum / slack.count < 5                # seconds left of a 5 s lock
+    assert 0 < slack.sum / slack.count < 5  # seconds left of a 5 s lock
     assert slack.max < 5

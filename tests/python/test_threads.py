@@ -1,4 +1,5 @@
 """One Client shared by many threads; blocking calls release the GIL."""
+
 import threading
 import time
 
@@ -47,7 +48,7 @@ def _spin_rate_during(call):
     try:
         started.wait(10)
         c0, t0 = counter[0], time.monotonic()
-        stop.wait(1.0)                    # baseline: main thread blocked, GIL released
+        stop.wait(1.0)  # baseline: main thread blocked, GIL released
         c1, t1 = counter[0], time.monotonic()
         result = call()
         c2, t2 = counter[0], time.monotonic()
@@ -59,11 +60,12 @@ def _spin_rate_during(call):
 
 def test_python_runs_while_a_call_blocks(client, queue):
     """A counting thread keeps its pace while another waits 3 s in a long poll."""
-    assert client.peek_lock(queue, timeout=0) is None   # the entity known: the C path
+    assert client.peek_lock(queue, timeout=0) is None  # the entity known: the C path
     baseline, during, elapsed, got = _spin_rate_during(lambda: client.peek_lock(queue, timeout=3))
     assert got is None and elapsed >= 2.5, f"the long poll returned after {elapsed:.1f} s"
-    assert during >= 0.3 * baseline, \
+    assert during >= 0.3 * baseline, (
         f"spinner ran at {during:.0f}/s during the call, {baseline:.0f}/s before: GIL held?"
+    )
 
 
 def test_the_gil_check_catches_a_call_that_holds_the_gil():
@@ -71,6 +73,7 @@ def test_the_gil_check_catches_a_call_that_holds_the_gil():
     sleep through ctypes.PyDLL (which, unlike CDLL, does not release it)."""
     import ctypes
     import ctypes.util
+
     libc = ctypes.PyDLL(ctypes.util.find_library("c"))
     baseline, during, elapsed, _ = _spin_rate_during(lambda: libc.sleep(1))
     assert elapsed >= 0.9
@@ -110,13 +113,15 @@ def test_threads_share_one_client(client, emu, queue):
 def test_python_runs_while_a_send_blocks(client, emu, queue):
     """The same for a send (one C call builds, sends and frees the message): the
     emulator holds the answer 3 s."""
-    assert client.peek_lock(queue, timeout=0) is None   # the entity known: the C path
+    assert client.peek_lock(queue, timeout=0) is None  # the entity known: the C path
     emu.fault(operation="send", delay_ms=3000, count=1)
     baseline, during, elapsed, got = _spin_rate_during(
-        lambda: client.send(queue, b"x", properties={"Kind": "gil", "N": 1}))
+        lambda: client.send(queue, b"x", properties={"Kind": "gil", "N": 1})
+    )
     assert got is None and elapsed >= 2.5, f"the send returned after {elapsed:.1f} s"
-    assert during >= 0.3 * baseline, \
+    assert during >= 0.3 * baseline, (
         f"spinner ran at {during:.0f}/s during the send, {baseline:.0f}/s before: GIL held?"
+    )
 
 
 def test_python_runs_while_a_complete_blocks(client, emu, queue):
@@ -126,6 +131,7 @@ def test_python_runs_while_a_complete_blocks(client, emu, queue):
     emu.fault(operation="complete", delay_ms=3000, count=1)
     baseline, during, elapsed, got = _spin_rate_during(msg.complete)
     assert got is None and elapsed >= 2.5, f"the complete returned after {elapsed:.1f} s"
-    assert during >= 0.3 * baseline, \
+    assert during >= 0.3 * baseline, (
         f"spinner ran at {during:.0f}/s during the complete, {baseline:.0f}/s before: GIL held?"
+    )
     assert msg.settled

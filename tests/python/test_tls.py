@@ -1,6 +1,7 @@
 """peeklock's own client against the emulator over HTTPS (--tls): it trusts the emulator's
 self-signed certificate through its ca_file option, verifies the host, settles through the
 https Location, and refuses the connection without that CA file."""
+
 import pytest
 
 pytest.importorskip("cryptography", reason="the emulator's --tls needs the cryptography package")
@@ -8,6 +9,7 @@ pytest.importorskip("cryptography", reason="the emulator's --tls needs the crypt
 
 def test_client_over_https_with_ca_file(emulator_factory):
     import peeklock
+
     emu = emulator_factory("--queue", "tq", tls=True)
     assert emu.cert_path and "UseDevelopmentEmulator" not in emu.connection_string
     c = peeklock.Client.from_connection_string(emu.connection_string, ca_file=emu.cert_path)
@@ -26,6 +28,7 @@ def test_client_over_https_with_ca_file(emulator_factory):
 
 def test_client_refuses_the_emulator_without_its_ca(emulator_factory):
     import peeklock
+
     emu = emulator_factory("--queue", "tq", tls=True)
     c = peeklock.Client.from_connection_string(emu.connection_string, max_retries=0)
     try:

@@ -1,4 +1,5 @@
 """The operator tools from Python: entities with settings, dead-letter resubmission."""
+
 import pytest
 
 import peeklock
@@ -31,7 +32,7 @@ def test_resubmit_dead_letters_from_python(emu, client, make_queue):
     q = make_queue(max_delivery_count=1)
     for i in range(3):
         client.send(q, b"x%d" % i, message_id=f"r{i}", properties={"Tenant": f"t{i}"})
-        client.peek_lock(q, timeout=1).abandon()               # dead-lettered
+        client.peek_lock(q, timeout=1).abandon()  # dead-lettered
     dry = client.resubmit_dead_letters(q, dry_run=True, timeout=1)
     assert [m["message_id"] for m in dry.moved] == ["r0", "r1", "r2"]
     assert len(emu.entity_state(q)["dead_letter"]) == 3
@@ -46,7 +47,7 @@ def test_resubmit_dead_letters_from_python(emu, client, make_queue):
 def test_lock_yields_none_on_an_empty_queue_and_settles_like_with_msg(emu, client, make_queue):
     q = make_queue()
     with client.lock(q, timeout=0) as msg:
-        assert msg is None                       # no TypeError on an empty queue
+        assert msg is None  # no TypeError on an empty queue
     client.send(q, b"a", message_id="a")
     client.send(q, b"b", message_id="b")
     with client.lock(q, timeout=1) as msg:
@@ -58,17 +59,18 @@ def test_lock_yields_none_on_an_empty_queue_and_settles_like_with_msg(emu, clien
         pass
     assert emu.entity_state(q)["completed"] == {"a": 1}
     [m] = emu.messages(q)
-    assert (m["message_id"], m["state"]) == ("b", "available")        # abandoned
+    assert (m["message_id"], m["state"]) == ("b", "available")  # abandoned
 
 
 def test_sas_token_lifetime_and_expiry_are_told_apart():
     import time
     import pytest
+
     tok = peeklock.sas_token("https://ns/q", "k", "v", lifetime=3600)
     se = int(tok.split("se=")[1].split("&")[0])
     assert abs(se - (time.time() + 3600)) < 60
     with pytest.raises(ValueError, match="lifetime=3600"):
-        peeklock.sas_token("https://ns/q", "k", "v", 3600)          # 1970: refused
+        peeklock.sas_token("https://ns/q", "k", "v", 3600)  # 1970: refused
     with pytest.raises(TypeError):
         peeklock.sas_token("https://ns/q", "k", "v", time.time() + 60, lifetime=60)
     assert "se=2000000000" in peeklock.sas_token("https://ns/q", "k", "v", 2_000_000_000)
@@ -105,24 +107,24 @@ def test_outcome_tells_completed_abandoned_lost_and_unknown(emu, client, make_qu
     for i in range(4):
         client.send(q, b"x", message_id=f"o{i}")
     a = client.peek_lock(q, timeout=1)
-    assert a.outcome is None                           # held
+    assert a.outcome is None  # held
     a.complete()
     assert a.outcome == "completed"
     b = client.peek_lock(q, timeout=1)
     b.abandon()
     assert b.outcome == "abandoned"
-    c = client.peek_lock(q, timeout=1)                 # o1 again (abandoned)
-    emu.advance(30)                                    # its lock runs out on the server
+    c = client.peek_lock(q, timeout=1)  # o1 again (abandoned)
+    emu.advance(30)  # its lock runs out on the server
     with pytest.raises(peeklock.LockLostError):
         c.complete()
     assert c.outcome == "lost"
     d = client.peek_lock(q, timeout=1)
-    emu.fault(operation="complete", drop=True, after=True)   # applied, answer lost
+    emu.fault(operation="complete", drop=True, after=True)  # applied, answer lost
     with pytest.raises(peeklock.OutcomeUnknownError):
         d.complete()
     assert d.outcome == "unknown"
     with pytest.raises(peeklock.OutcomeUnknownError):
-        d.abandon()                                    # remembered
+        d.abandon()  # remembered
     emu.clear_faults()
     r = client.receive_and_delete(q, timeout=1)
     assert r.message_id == "o2" and r.outcome is None  # nothing to settle

@@ -1,5 +1,6 @@
 """The stubs and inline types check with mypy (--strict), and a user's code
 typed against the public surface checks too."""
+
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 pytest.importorskip("mypy")
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
-USER_CODE = '''
+USER_CODE = """
 import peeklock
 import peeklock.aio
 from typing import Optional
@@ -39,29 +40,57 @@ def bad(client: peeklock.Client) -> None:
 async def bad_async(aclient: peeklock.aio.Client) -> None:
     await aclient.send("orders", b"x", lable="l")
     peeklock.aio.Client.from_connection_string("Endpoint=sb://x/", pool_sise=2)
-'''
+"""
 
 
 def test_package_passes_mypy_strict():
     pkg = os.path.join(ROOT, "python")
-    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-                        "-p", "peeklock.client", "-p", "peeklock.processor", "-p", "peeklock.errors",
-                        "-p", "peeklock.cli", "-p", "peeklock.management", "-p", "peeklock.tools",
-                        "-p", "peeklock.telemetry", "-p", "peeklock.aio"],
-                       cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "-p",
+            "peeklock.client",
+            "-p",
+            "peeklock.processor",
+            "-p",
+            "peeklock.errors",
+            "-p",
+            "peeklock.cli",
+            "-p",
+            "peeklock.management",
+            "-p",
+            "peeklock.tools",
+            "-p",
+            "peeklock.telemetry",
+            "-p",
+            "peeklock.aio",
+        ],
+        cwd=pkg,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": pkg},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_user_code_is_checked_against_the_stubs(tmp_path):
     f = tmp_path / "user.py"
     f.write_text(USER_CODE)
-    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
-                       cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     # the installed package (py.typed) is used; only the deliberate mistake is reported
     assert 'Argument 1 to "peek_lock" of "Client" has incompatible type "int"' in r.stdout, r.stdout
     assert 'Unexpected keyword argument "mesage_id"' in r.stdout, r.stdout
     assert 'Unexpected keyword argument "concurency"' in r.stdout, r.stdout
-    for typo in ("max_retrie", "lable", "pool_sise"):   # no **kwargs: Any on public calls
+    for typo in ("max_retrie", "lable", "pool_sise"):  # no **kwargs: Any on public calls
         assert f'Unexpected keyword argument "{typo}"' in r.stdout, r.stdout
     assert r.stdout.count("error:") == 6, r.stdout
 
@@ -70,14 +99,26 @@ def test_emulator_passes_mypy():
     """The emulator is type-checked with the project's configuration (strict, except
     that every function need not be annotated: pyproject.toml)."""
     pkg = os.path.join(ROOT, "python")
-    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file",
-                        os.path.join(ROOT, "pyproject.toml"), "--no-incremental",
-                        "-p", "peeklock.emulator"],
-                       cwd=pkg, capture_output=True, text=True, env={**os.environ, "MYPYPATH": pkg})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            os.path.join(ROOT, "pyproject.toml"),
+            "--no-incremental",
+            "-p",
+            "peeklock.emulator",
+        ],
+        cwd=pkg,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": pkg},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-ASYNC_USER_CODE = '''
+ASYNC_USER_CODE = """
 from typing import Dict, List
 import peeklock.aio
 
@@ -103,13 +144,17 @@ async def batches(client: peeklock.aio.Client) -> int:
 
 async def bad(client: peeklock.aio.Client) -> None:
     await client.send(42)
-'''
+"""
 
 
 def test_async_user_code_is_checked(tmp_path):
     f = tmp_path / "user_aio.py"
     f.write_text(ASYNC_USER_CODE)
-    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
-                       cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert 'Argument 1 to "send" of "Client" has incompatible type "int"' in r.stdout, r.stdout
     assert r.stdout.count("error:") == 1, r.stdout

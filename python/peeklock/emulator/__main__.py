@@ -1,4 +1,5 @@
 """``python -m peeklock.emulator``: run the Service Bus REST emulator. See docs/emulator.md."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,41 +19,74 @@ from .config import ConfigError, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m peeklock.emulator",
-                                description="Local emulator of the Azure Service Bus REST API.")
+    p = argparse.ArgumentParser(
+        prog="python -m peeklock.emulator", description="Local emulator of the Azure Service Bus REST API."
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
     p.add_argument("--queue", action="append", default=[], metavar="NAME", help="declare a queue (repeatable)")
     p.add_argument("--topic", action="append", default=[], metavar="NAME", help="declare a topic (repeatable)")
-    p.add_argument("--subscription", action="append", default=[], metavar="TOPIC/SUB",
-                   help="declare a subscription (repeatable); the topic is created if missing")
-    p.add_argument("--lock-duration", type=float, default=60.0, metavar="SECONDS",
-                   help="lock duration of declared entities (default 60, 1..300)")
+    p.add_argument(
+        "--subscription",
+        action="append",
+        default=[],
+        metavar="TOPIC/SUB",
+        help="declare a subscription (repeatable); the topic is created if missing",
+    )
+    p.add_argument(
+        "--lock-duration",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="lock duration of declared entities (default 60, 1..300)",
+    )
     p.add_argument("--max-delivery-count", type=int, default=10, metavar="N", help="default 10")
     p.add_argument("--max-message-size", type=int, default=262144, metavar="BYTES", help="default 262144")
-    p.add_argument("--default-ttl", type=float, default=None, metavar="SECONDS",
-                   help="default message time to live of declared entities (default: unlimited)")
-    p.add_argument("--dead-letter-on-expiration", action="store_true",
-                   help="declared entities dead-letter expired messages")
+    p.add_argument(
+        "--default-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="default message time to live of declared entities (default: unlimited)",
+    )
+    p.add_argument(
+        "--dead-letter-on-expiration", action="store_true", help="declared entities dead-letter expired messages"
+    )
     p.add_argument("--config", metavar="Config.json", help="entities in the official emulator's Config.json format")
     p.add_argument("--data-dir", metavar="DIR", help="keep all state in SQLite under DIR (default: memory)")
-    p.add_argument("--completions-kept", type=int, default=DEFAULT_COMPLETIONS_KEPT, metavar="N",
-                   help="per entity, the completion counts of the N most recently completed message ids "
-                        "shown in the state dump; older ones are only counted (default %(default)s, 0 = none)")
-    p.add_argument("--tls", action="store_true",
-                   help="serve HTTPS with a self-signed certificate the emulator makes (in --tls-dir); "
-                        "its path is printed on stderr")
-    p.add_argument("--tls-dir", metavar="DIR",
-                   help="where --tls keeps its certificate and key (default: DATA_DIR/tls with --data-dir, "
-                        "else a new temporary directory)")
+    p.add_argument(
+        "--completions-kept",
+        type=int,
+        default=DEFAULT_COMPLETIONS_KEPT,
+        metavar="N",
+        help="per entity, the completion counts of the N most recently completed message ids "
+        "shown in the state dump; older ones are only counted (default %(default)s, 0 = none)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a self-signed certificate the emulator makes (in --tls-dir); "
+        "its path is printed on stderr",
+    )
+    p.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="where --tls keeps its certificate and key (default: DATA_DIR/tls with --data-dir, "
+        "else a new temporary directory)",
+    )
     p.add_argument("--cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file; needs --cert-key")
     p.add_argument("--cert-key", dest="tls_key", metavar="PEM", help="the private key of --cert")
     p.add_argument("--no-auth", action="store_true", help="accept requests without a SAS token")
     p.add_argument("--key-name", default=DEFAULT_KEY_NAME, help="SAS key name (default %(default)s)")
     p.add_argument("--key", default=DEFAULT_KEY, help="SAS key, used as UTF-8 text (default %(default)s)")
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop even if uvloop is installed")
-    p.add_argument("--extra-key", action="append", default=[], metavar="NAME=KEY",
-                   help="accept tokens signed with another key name and key too (repeatable)")
+    p.add_argument(
+        "--extra-key",
+        action="append",
+        default=[],
+        metavar="NAME=KEY",
+        help="accept tokens signed with another key name and key too (repeatable)",
+    )
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
@@ -64,8 +98,12 @@ def settings_from_args(args) -> Settings:
         raise SystemExit("error: --max-delivery-count must be >= 1")
     if args.max_message_size < 1:
         raise SystemExit("error: --max-message-size must be >= 1")
-    s = Settings(lock_duration=args.lock_duration, max_delivery_count=args.max_delivery_count,
-                 max_message_size=args.max_message_size, dl_on_expiration=args.dead_letter_on_expiration)
+    s = Settings(
+        lock_duration=args.lock_duration,
+        max_delivery_count=args.max_delivery_count,
+        max_message_size=args.max_message_size,
+        dl_on_expiration=args.dead_letter_on_expiration,
+    )
     if args.default_ttl is not None:
         if args.default_ttl <= 0:
             raise SystemExit("error: --default-ttl must be > 0")
@@ -110,7 +148,7 @@ async def serve(args) -> int:
         for path, kind, settings in declared:
             ent = broker.get(path.lower())
             if ent is not None and ent.kind == kind:
-                continue       # already there (restart on a data dir, or topic named twice)
+                continue  # already there (restart on a data dir, or topic named twice)
             ent, _ = broker.create_entity(path, kind, settings)
             if path in config_rules:
                 for f in config_rules[path].values():
@@ -141,6 +179,7 @@ async def serve(args) -> int:
         key_path = os.path.abspath(args.tls_key)
     elif args.tls:
         from .tls import make_self_signed
+
         tls_dir = args.tls_dir or (os.path.join(args.data_dir, "tls") if args.data_dir else None)
         if tls_dir is None:
             tls_dir = temp_dir = tempfile.mkdtemp(prefix="peeklock-emulator-tls-")
@@ -148,17 +187,19 @@ async def serve(args) -> int:
         cert_path, key_path = make_self_signed(os.path.abspath(tls_dir), hosts)
     if cert_path is not None:
         from .tls import server_context
+
         try:
             ssl_ctx = server_context(cert_path, key_path)
-        except (OSError, ValueError) as e:   # ssl.SSLError is an OSError
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             print("error: cannot use the certificate %s: %s" % (cert_path, e), file=sys.stderr)
             return 2
     emu = EmulatorApp(broker, keys, namespace)
     emu.default_settings = base
     if ssl_ctx is not None:
         emu.scheme = "https"
-    server = emu.make_server(access_log=None, max_field_size=65536, max_line_size=65536,
-                             max_headers=256, keepalive_timeout=300)
+    server = emu.make_server(
+        access_log=None, max_field_size=65536, max_line_size=65536, max_headers=256, keepalive_timeout=300
+    )
     runner = web.ServerRunner(server)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, backlog=1024, shutdown_timeout=5.0, ssl_context=ssl_ctx)
@@ -172,7 +213,7 @@ async def serve(args) -> int:
     host = args.host if args.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     conn = "Endpoint=sb://%s:%d;SharedAccessKeyName=%s;SharedAccessKey=%s" % (host, port, args.key_name, args.key)
     if ssl_ctx is None:
-        conn += ";UseDevelopmentEmulator=true"     # plain http (over TLS the clients' https default holds)
+        conn += ";UseDevelopmentEmulator=true"  # plain http (over TLS the clients' https default holds)
     else:
         sys.stderr.write("peeklock emulator certificate: %s\n" % cert_path)
         sys.stderr.flush()
@@ -200,11 +241,15 @@ async def serve(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     if not args.no_uvloop:
         try:
             import uvloop  # optional: a faster event loop when installed
+
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
             pass

@@ -1,4 +1,5 @@
 """Atom management bodies: parse Queue/Topic/SubscriptionDescription, write entries and feeds."""
+
 from __future__ import annotations
 
 import datetime
@@ -57,11 +58,13 @@ def _local(tag: str) -> str:
 
 # Elements of a description that the service computes: a client sends them back on update
 # (the SDKs send the whole description they got) and they are ignored.
-_READ_ONLY = frozenset("""SizeInBytes MessageCount CreatedAt UpdatedAt AccessedAt CountDetails IsAnonymousAccessible
+_READ_ONLY = frozenset(
+    """SizeInBytes MessageCount CreatedAt UpdatedAt AccessedAt CountDetails IsAnonymousAccessible
 EntityAvailabilityStatus SubscriptionCount SqlFilterCount CorrelationFilterCount AuthorizationRules
-FilteringMessagesBeforePublishing EnableSubscriptionPartitioning""".split())
+FilteringMessagesBeforePublishing EnableSubscriptionPartitioning""".split()
+)
 
-MAX_DESCRIPTION = 1024 * 1024   # bytes of an entity or rule description
+MAX_DESCRIPTION = 1024 * 1024  # bytes of an entity or rule description
 MIN_DUP_WINDOW = 20.0
 MAX_DUP_WINDOW = 7 * 86400.0
 MAX_USER_METADATA = 1024
@@ -77,8 +80,9 @@ def entity_path_of(text: str) -> str:
     return t.partition("?")[0].strip("/")
 
 
-def parse_description(body: bytes, default_kind: str,
-                      base: Settings) -> Tuple[str, Settings, Optional[Tuple[str, Filter]]]:
+def parse_description(
+    body: bytes, default_kind: str, base: Settings
+) -> Tuple[str, Settings, Optional[Tuple[str, Filter]]]:
     """Kind, settings and (subscriptions) the DefaultRuleDescription's name and rule of an Atom entry (empty body:
     defaults). Every setting is taken and obeyed, or refused: raises BrokerError(400)."""
     kind = default_kind
@@ -95,17 +99,21 @@ def parse_description(body: bytes, default_kind: str,
         if _local(root.tag) != "entry":
             raise BrokerError(400, "The request body is not an Atom entry.")
         return kind, s, None
-    kind = {"QueueDescription": "queue", "TopicDescription": "topic",
-            "SubscriptionDescription": "subscription"}[_local(desc.tag)]
+    kind = {"QueueDescription": "queue", "TopicDescription": "topic", "SubscriptionDescription": "subscription"}[
+        _local(desc.tag)
+    ]
     default_rule = None
     for child in desc:
         if not child.tag.startswith("{" + SB_NS + "}"):
-            continue            # CountDetails' members and other namespaces: computed values
+            continue  # CountDetails' members and other namespaces: computed values
         name, text = _local(child.tag), (child.text or "").strip()
         if name == "AuthorizationRules":
             if len(child):
-                raise BrokerError(400, "Entity-level authorization rules are not supported by the emulator; "
-                                  "use the namespace keys (--key-name/--key, --extra-key).")
+                raise BrokerError(
+                    400,
+                    "Entity-level authorization rules are not supported by the emulator; "
+                    "use the namespace keys (--key-name/--key, --extra-key).",
+                )
             continue
         if name == "DefaultRuleDescription" and kind == "subscription":
             name_el = _child(child, "Name")
@@ -231,12 +239,13 @@ def _el(name: str, value: str) -> str:
 
 
 def _count_details(c: Dict[str, int]) -> str:
-    return ('<CountDetails xmlns:d2p1="%s"><d2p1:ActiveMessageCount>%d</d2p1:ActiveMessageCount>'
-            '<d2p1:DeadLetterMessageCount>%d</d2p1:DeadLetterMessageCount>'
-            '<d2p1:ScheduledMessageCount>%d</d2p1:ScheduledMessageCount>'
-            '<d2p1:TransferMessageCount>0</d2p1:TransferMessageCount>'
-            '<d2p1:TransferDeadLetterMessageCount>0</d2p1:TransferDeadLetterMessageCount></CountDetails>') % (
-        COUNT_NS, c["active"], c["dead_letter"], c["scheduled"])
+    return (
+        '<CountDetails xmlns:d2p1="%s"><d2p1:ActiveMessageCount>%d</d2p1:ActiveMessageCount>'
+        "<d2p1:DeadLetterMessageCount>%d</d2p1:DeadLetterMessageCount>"
+        "<d2p1:ScheduledMessageCount>%d</d2p1:ScheduledMessageCount>"
+        "<d2p1:TransferMessageCount>0</d2p1:TransferMessageCount>"
+        "<d2p1:TransferDeadLetterMessageCount>0</d2p1:TransferDeadLetterMessageCount></CountDetails>"
+    ) % (COUNT_NS, c["active"], c["dead_letter"], c["scheduled"])
 
 
 def _forward_url(base_url: str, path: Optional[str]) -> str:
@@ -247,34 +256,46 @@ def description_xml(ent: Entity, counts: Dict[str, int], base_url: str) -> str:
     """The Queue/Topic/SubscriptionDescription of an entity, every field the service sends."""
     s = ent.settings
     total = counts["active"] + counts["dead_letter"] + counts["scheduled"]
-    common_times = _el("CreatedAt", iso(ent.created)) + _el("UpdatedAt", iso(ent.updated)) + \
-        _el("AccessedAt", iso(ent.accessed))
+    common_times = (
+        _el("CreatedAt", iso(ent.created)) + _el("UpdatedAt", iso(ent.updated)) + _el("AccessedAt", iso(ent.accessed))
+    )
     meta = _el("UserMetadata", escape(s.user_metadata)) if s.user_metadata else ""
-    fwd = (_el("ForwardTo", _forward_url(base_url, s.forward_to)) if s.forward_to else "")
-    fwd_dl = (_el("ForwardDeadLetteredMessagesTo", _forward_url(base_url, s.forward_dlq_to))
-              if s.forward_dlq_to else "")
+    fwd = _el("ForwardTo", _forward_url(base_url, s.forward_to)) if s.forward_to else ""
+    fwd_dl = _el("ForwardDeadLetteredMessagesTo", _forward_url(base_url, s.forward_dlq_to)) if s.forward_dlq_to else ""
     head = '<%s xmlns="%s" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
     if ent.kind == "queue":
         size = ent.size_bytes + (ent.dlq.size_bytes if ent.dlq is not None else 0)
-        return "".join([
-            head % ("QueueDescription", SB_NS),
-            _el("LockDuration", format_duration(s.lock_duration)), _el("MaxSizeInMegabytes", str(s.max_size_mb)),
-            _el("RequiresDuplicateDetection", _b(s.requires_duplicate_detection)),
-            _el("RequiresSession", _b(s.requires_session)),
-            _el("DefaultMessageTimeToLive", format_duration(s.default_ttl)),
-            _el("DeadLetteringOnMessageExpiration", _b(s.dl_on_expiration)),
-            _el("DuplicateDetectionHistoryTimeWindow", format_duration(s.dup_window)),
-            _el("MaxDeliveryCount", str(s.max_delivery_count)),
-            _el("EnableBatchedOperations", _b(s.enable_batched_operations)),
-            _el("SizeInBytes", str(size)), _el("MessageCount", str(total)),
-            _el("IsAnonymousAccessible", "false"), "<AuthorizationRules></AuthorizationRules>", _el("Status", s.status), fwd,
-            meta, common_times, _el("SupportOrdering", _b(s.support_ordering)), _count_details(counts),
-            _el("AutoDeleteOnIdle", format_duration(s.auto_delete_on_idle)),
-            _el("EnablePartitioning", _b(s.enable_partitioning)),
-            _el("EntityAvailabilityStatus", "Available"), fwd_dl,
-            _el("EnableExpress", _b(s.enable_express)),
-            _el("MaxMessageSizeInKilobytes", str(s.max_message_size // 1024)),
-            "</QueueDescription>"])
+        return "".join(
+            [
+                head % ("QueueDescription", SB_NS),
+                _el("LockDuration", format_duration(s.lock_duration)),
+                _el("MaxSizeInMegabytes", str(s.max_size_mb)),
+                _el("RequiresDuplicateDetection", _b(s.requires_duplicate_detection)),
+                _el("RequiresSession", _b(s.requires_session)),
+                _el("DefaultMessageTimeToLive", format_duration(s.default_ttl)),
+                _el("DeadLetteringOnMessageExpiration", _b(s.dl_on_expiration)),
+                _el("DuplicateDetectionHistoryTimeWindow", format_duration(s.dup_window)),
+                _el("MaxDeliveryCount", str(s.max_delivery_count)),
+                _el("EnableBatchedOperations", _b(s.enable_batched_operations)),
+                _el("SizeInBytes", str(size)),
+                _el("MessageCount", str(total)),
+                _el("IsAnonymousAccessible", "false"),
+                "<AuthorizationRules></AuthorizationRules>",
+                _el("Status", s.status),
+                fwd,
+                meta,
+                common_times,
+                _el("SupportOrdering", _b(s.support_ordering)),
+                _count_details(counts),
+                _el("AutoDeleteOnIdle", format_duration(s.auto_delete_on_idle)),
+                _el("EnablePartitioning", _b(s.enable_partitioning)),
+                _el("EntityAvailabilityStatus", "Available"),
+                fwd_dl,
+                _el("EnableExpress", _b(s.enable_express)),
+                _el("MaxMessageSizeInKilobytes", str(s.max_message_size // 1024)),
+                "</QueueDescription>",
+            ]
+        )
     if ent.kind == "topic":
         sql = corr = 0
         for sub in ent.subscriptions.values():
@@ -284,51 +305,89 @@ def description_xml(ent: Entity, counts: Dict[str, int], base_url: str) -> str:
                 elif isinstance(f, SqlFilter):
                     sql += 1
         size = ent.size_bytes
-        return "".join([
-            head % ("TopicDescription", SB_NS),
+        return "".join(
+            [
+                head % ("TopicDescription", SB_NS),
+                _el("DefaultMessageTimeToLive", format_duration(s.default_ttl)),
+                _el("MaxSizeInMegabytes", str(s.max_size_mb)),
+                _el("RequiresDuplicateDetection", _b(s.requires_duplicate_detection)),
+                _el("DuplicateDetectionHistoryTimeWindow", format_duration(s.dup_window)),
+                _el("EnableBatchedOperations", _b(s.enable_batched_operations)),
+                _el("SizeInBytes", str(size)),
+                _el("FilteringMessagesBeforePublishing", "false"),
+                _el("IsAnonymousAccessible", "false"),
+                "<AuthorizationRules></AuthorizationRules>",
+                _el("Status", s.status),
+                common_times,
+                _el("SupportOrdering", _b(s.support_ordering)),
+                _count_details(counts),
+                _el("SubscriptionCount", str(len(ent.subscriptions))),
+                _el("SqlFilterCount", str(sql)),
+                _el("CorrelationFilterCount", str(corr)),
+                _el("AutoDeleteOnIdle", format_duration(s.auto_delete_on_idle)),
+                _el("EnablePartitioning", _b(s.enable_partitioning)),
+                _el("EntityAvailabilityStatus", "Available"),
+                _el("EnableSubscriptionPartitioning", "false"),
+                _el("EnableExpress", _b(s.enable_express)),
+                meta,
+                _el("MaxMessageSizeInKilobytes", str(s.max_message_size // 1024)),
+                "</TopicDescription>",
+            ]
+        )
+    return "".join(
+        [
+            head % ("SubscriptionDescription", SB_NS),
+            _el("LockDuration", format_duration(s.lock_duration)),
+            _el("RequiresSession", _b(s.requires_session)),
             _el("DefaultMessageTimeToLive", format_duration(s.default_ttl)),
-            _el("MaxSizeInMegabytes", str(s.max_size_mb)),
-            _el("RequiresDuplicateDetection", _b(s.requires_duplicate_detection)),
-            _el("DuplicateDetectionHistoryTimeWindow", format_duration(s.dup_window)),
+            _el("DeadLetteringOnMessageExpiration", _b(s.dl_on_expiration)),
+            _el("DeadLetteringOnFilterEvaluationExceptions", _b(s.dl_on_filter_exceptions)),
+            _el("MessageCount", str(total)),
+            _el("MaxDeliveryCount", str(s.max_delivery_count)),
             _el("EnableBatchedOperations", _b(s.enable_batched_operations)),
-            _el("SizeInBytes", str(size)), _el("FilteringMessagesBeforePublishing", "false"),
-            _el("IsAnonymousAccessible", "false"), "<AuthorizationRules></AuthorizationRules>", _el("Status", s.status),
-            common_times, _el("SupportOrdering", _b(s.support_ordering)), _count_details(counts),
-            _el("SubscriptionCount", str(len(ent.subscriptions))), _el("SqlFilterCount", str(sql)),
-            _el("CorrelationFilterCount", str(corr)),
+            _el("Status", s.status),
+            fwd,
+            common_times,
+            _count_details(counts),
+            meta,
+            fwd_dl,
             _el("AutoDeleteOnIdle", format_duration(s.auto_delete_on_idle)),
-            _el("EnablePartitioning", _b(s.enable_partitioning)),
-            _el("EntityAvailabilityStatus", "Available"), _el("EnableSubscriptionPartitioning", "false"),
-            _el("EnableExpress", _b(s.enable_express)), meta,
-            _el("MaxMessageSizeInKilobytes", str(s.max_message_size // 1024)),
-            "</TopicDescription>"])
-    return "".join([
-        head % ("SubscriptionDescription", SB_NS),
-        _el("LockDuration", format_duration(s.lock_duration)), _el("RequiresSession", _b(s.requires_session)),
-        _el("DefaultMessageTimeToLive", format_duration(s.default_ttl)),
-        _el("DeadLetteringOnMessageExpiration", _b(s.dl_on_expiration)),
-        _el("DeadLetteringOnFilterEvaluationExceptions", _b(s.dl_on_filter_exceptions)),
-        _el("MessageCount", str(total)), _el("MaxDeliveryCount", str(s.max_delivery_count)),
-        _el("EnableBatchedOperations", _b(s.enable_batched_operations)), _el("Status", s.status), fwd,
-        common_times, _count_details(counts), meta, fwd_dl,
-        _el("AutoDeleteOnIdle", format_duration(s.auto_delete_on_idle)),
-        _el("EntityAvailabilityStatus", "Available"),
-        "</SubscriptionDescription>"])
+            _el("EntityAvailabilityStatus", "Available"),
+            "</SubscriptionDescription>",
+        ]
+    )
 
 
 def _query_suffix(query: str) -> str:
     return ("?" + query) if query else ""
 
 
-def _entry(url: str, title: str, published: float, updated: float, namespace: Optional[str], content: str,
-           base: Optional[str] = None) -> str:
+def _entry(
+    url: str,
+    title: str,
+    published: float,
+    updated: float,
+    namespace: Optional[str],
+    content: str,
+    base: Optional[str] = None,
+) -> str:
     author = "<author><name>%s</name></author>" % escape(namespace) if namespace is not None else ""
     xml_base = ' xml:base="%s"' % escape(base) if base else ""
-    return ('<entry xmlns="%s"%s><id>%s</id><title type="text">%s</title><published>%s</published>'
-            '<updated>%s</updated>%s<link rel="self" href="%s"/>'
-            '<content type="application/xml">%s</content></entry>') % (
-        ATOM_NS, xml_base, escape(url), escape(title), iso_seconds(published), iso_seconds(updated), author,
-        escape(url), content)
+    return (
+        '<entry xmlns="%s"%s><id>%s</id><title type="text">%s</title><published>%s</published>'
+        '<updated>%s</updated>%s<link rel="self" href="%s"/>'
+        '<content type="application/xml">%s</content></entry>'
+    ) % (
+        ATOM_NS,
+        xml_base,
+        escape(url),
+        escape(title),
+        iso_seconds(published),
+        iso_seconds(updated),
+        author,
+        escape(url),
+        content,
+    )
 
 
 def entry_xml(ent: Entity, counts: Dict[str, int], base_url: str, namespace: str) -> str:
@@ -340,21 +399,24 @@ def entry_xml(ent: Entity, counts: Dict[str, int], base_url: str, namespace: str
 def feed_xml(title: str, url: str, entries: Iterable[str], next_url: Optional[str], now: float) -> str:
     """A feed of entries already written; a rel="next" link (after self) when more remain."""
     nxt = '<link rel="next" href="%s"/>' % escape(next_url) if next_url else ""
-    return ('<feed xmlns="%s"><title type="text">%s</title><id>%s</id><updated>%s</updated>'
-            '<link rel="self" href="%s"/>%s%s</feed>') % (
-        ATOM_NS, escape(title), escape(url), iso_seconds(now), escape(url), nxt, "".join(entries))
+    return (
+        '<feed xmlns="%s"><title type="text">%s</title><id>%s</id><updated>%s</updated>'
+        '<link rel="self" href="%s"/>%s%s</feed>'
+    ) % (ATOM_NS, escape(title), escape(url), iso_seconds(now), escape(url), nxt, "".join(entries))
 
 
 def namespace_entry_xml(base_url: str, namespace: str, created: float, now: float) -> str:
-    info = ('<NamespaceInfo xmlns="%s" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
-            '<CreatedTime>%s</CreatedTime><MessagingSKU>Standard</MessagingSKU><ModifiedTime>%s</ModifiedTime>'
-            '<Name>%s</Name><NamespaceType>Messaging</NamespaceType></NamespaceInfo>') % (
-        SB_NS, iso(created), iso(created), escape(namespace))
+    info = (
+        '<NamespaceInfo xmlns="%s" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+        "<CreatedTime>%s</CreatedTime><MessagingSKU>Standard</MessagingSKU><ModifiedTime>%s</ModifiedTime>"
+        "<Name>%s</Name><NamespaceType>Messaging</NamespaceType></NamespaceInfo>"
+    ) % (SB_NS, iso(created), iso(created), escape(namespace))
     url = "%s/$namespaceinfo" % base_url
-    return ('<entry xmlns="%s"><id>%s</id><title type="text">%s</title><updated>%s</updated>'
-            '<author><name>%s</name></author><link rel="self" href="%s"/>'
-            '<content type="application/xml">%s</content></entry>') % (
-        ATOM_NS, escape(url), escape(namespace), iso_seconds(now), escape(namespace), escape(url), info)
+    return (
+        '<entry xmlns="%s"><id>%s</id><title type="text">%s</title><updated>%s</updated>'
+        '<author><name>%s</name></author><link rel="self" href="%s"/>'
+        '<content type="application/xml">%s</content></entry>'
+    ) % (ATOM_NS, escape(url), escape(namespace), iso_seconds(now), escape(namespace), escape(url), info)
 
 
 def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
@@ -363,15 +425,19 @@ def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
 
     def num(key, lo, hi, integer=False):
         v = d[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()) \
-                or not (lo <= v <= hi):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or (integer and not float(v).is_integer())
+            or not (lo <= v <= hi)
+        ):
             raise BrokerError(400, "'%s' must be a number between %s and %s." % (key, lo, hi))
         return v
 
     if d.get("lock_duration") is not None:
         s.lock_duration = float(num("lock_duration", 1, MAX_LOCK_DURATION))
     if d.get("max_delivery_count") is not None:
-        s.max_delivery_count = int(num("max_delivery_count", 1, 2 ** 31 - 1, True))
+        s.max_delivery_count = int(num("max_delivery_count", 1, 2**31 - 1, True))
     if d.get("default_message_time_to_live") is not None:
         s.default_ttl = float(num("default_message_time_to_live", 0.001, TTL_MAX))
     if d.get("dead_lettering_on_message_expiration") is not None:
@@ -385,11 +451,14 @@ def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
         s.max_size_mb = int(num("max_size_in_megabytes", 1, 81920, True))
     if d.get("requires_session") is not None:
         s.requires_session = bool(d["requires_session"])
-    for key, attr in (("requires_duplicate_detection", "requires_duplicate_detection"),
-                      ("enable_batched_operations", "enable_batched_operations"),
-                      ("dead_lettering_on_filter_evaluation_exceptions", "dl_on_filter_exceptions"),
-                      ("enable_partitioning", "enable_partitioning"), ("enable_express", "enable_express"),
-                      ("support_ordering", "support_ordering")):
+    for key, attr in (
+        ("requires_duplicate_detection", "requires_duplicate_detection"),
+        ("enable_batched_operations", "enable_batched_operations"),
+        ("dead_lettering_on_filter_evaluation_exceptions", "dl_on_filter_exceptions"),
+        ("enable_partitioning", "enable_partitioning"),
+        ("enable_express", "enable_express"),
+        ("support_ordering", "support_ordering"),
+    ):
         if d.get(key) is not None:
             if not isinstance(d[key], bool):
                 raise BrokerError(400, "'%s' must be true or false." % key)
@@ -397,10 +466,14 @@ def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
     if d.get("duplicate_detection_history_time_window") is not None:
         s.dup_window = float(num("duplicate_detection_history_time_window", MIN_DUP_WINDOW, MAX_DUP_WINDOW))
     if "auto_delete_on_idle" in d:
-        s.auto_delete_on_idle = TTL_MAX if d["auto_delete_on_idle"] is None else \
-            float(num("auto_delete_on_idle", MIN_AUTO_DELETE, TTL_MAX))
-    for key, attr, limit in (("forward_to", "forward_to", 260), ("forward_dead_lettered_messages_to", "forward_dlq_to", 260),
-                             ("user_metadata", "user_metadata", MAX_USER_METADATA)):
+        s.auto_delete_on_idle = (
+            TTL_MAX if d["auto_delete_on_idle"] is None else float(num("auto_delete_on_idle", MIN_AUTO_DELETE, TTL_MAX))
+        )
+    for key, attr, limit in (
+        ("forward_to", "forward_to", 260),
+        ("forward_dead_lettered_messages_to", "forward_dlq_to", 260),
+        ("user_metadata", "user_metadata", MAX_USER_METADATA),
+    ):
         if key in d:
             v = d[key]
             if v is not None and (not isinstance(v, str) or len(v) > limit):
@@ -414,7 +487,7 @@ def settings_from_admin(d: Dict[str, Any], base: Settings) -> Settings:
 
 
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
-INT32_MAX = 2 ** 31 - 1
+INT32_MAX = 2**31 - 1
 
 
 def _key_values(el: Optional[ET.Element], what: str) -> Dict[str, Any]:
@@ -441,8 +514,11 @@ def _key_values(el: Optional[ET.Element], what: str) -> Dict[str, Any]:
             elif typ == "boolean":
                 out[key] = _bool(text)
             else:
-                raise BrokerError(400, "The value type '%s' of '%s' in %s is not supported by the emulator "
-                                  "(string, int, long, double and boolean are)." % (typ[:30], key[:60], what))
+                raise BrokerError(
+                    400,
+                    "The value type '%s' of '%s' in %s is not supported by the emulator "
+                    "(string, int, long, double and boolean are)." % (typ[:30], key[:60], what),
+                )
         except ValueError:
             raise BrokerError(400, "The value of '%s' in %s is not a valid %s." % (key[:60], what, typ)) from None
     return out
@@ -459,8 +535,10 @@ def _key_values_xml(values: Dict[str, Any]) -> str:
             typ, text = "double", repr(v)
         else:
             typ, text = "string", escape(str(v))
-        items.append('<KeyValueOfstringanyType><Key>%s</Key><Value xmlns:d6p1="http://www.w3.org/2001/XMLSchema" '
-                     'i:type="d6p1:%s">%s</Value></KeyValueOfstringanyType>' % (escape(k), typ, text))
+        items.append(
+            '<KeyValueOfstringanyType><Key>%s</Key><Value xmlns:d6p1="http://www.w3.org/2001/XMLSchema" '
+            'i:type="d6p1:%s">%s</Value></KeyValueOfstringanyType>' % (escape(k), typ, text)
+        )
     return "".join(items)
 
 
@@ -483,8 +561,11 @@ def rule_from_element(rd: ET.Element) -> Filter:
             if kind == "SqlFilter":
                 rule = SqlFilter(expr, _key_values(_child(flt, "Parameters"), "the filter's Parameters"))
             elif kind == "CorrelationFilter":
-                fields = {_local(el.tag): (el.text or "") for el in flt if _local(el.tag) in CORRELATION_FIELDS
-                          and el.text is not None}
+                fields = {
+                    _local(el.tag): (el.text or "")
+                    for el in flt
+                    if _local(el.tag) in CORRELATION_FIELDS and el.text is not None
+                }
                 props = _key_values(_child(flt, "Properties"), "the correlation filter's Properties")
                 rule = CorrelationFilter(fields, props)
             elif kind in ("TrueFilter", ""):
@@ -497,8 +578,10 @@ def rule_from_element(rd: ET.Element) -> Filter:
             akind = (act.get(XSI_TYPE) or "EmptyRuleAction").split(":")[-1]
             if akind == "SqlRuleAction":
                 expr_el = _child(act, "SqlExpression")
-                rule.action = SqlAction((expr_el.text or "") if expr_el is not None else "",
-                                        _key_values(_child(act, "Parameters"), "the action's Parameters"))
+                rule.action = SqlAction(
+                    (expr_el.text or "") if expr_el is not None else "",
+                    _key_values(_child(act, "Parameters"), "the action's Parameters"),
+                )
             elif akind != "EmptyRuleAction":
                 raise BrokerError(400, "The rule action type '%s' is not supported." % akind[:50])
     except RuleError as e:
@@ -520,17 +603,23 @@ def parse_rule(body: bytes) -> Filter:
 def _filter_xml(f: Filter) -> str:
     if isinstance(f, SqlFilter):
         params = "<Parameters>%s</Parameters>" % _key_values_xml(f.parameters) if f.parameters else ""
-        return ('<Filter i:type="SqlFilter"><SqlExpression>%s</SqlExpression>%s<CompatibilityLevel>20'
-                '</CompatibilityLevel></Filter>') % (escape(f.expression), params)
+        return (
+            '<Filter i:type="SqlFilter"><SqlExpression>%s</SqlExpression>%s<CompatibilityLevel>20'
+            "</CompatibilityLevel></Filter>"
+        ) % (escape(f.expression), params)
     if isinstance(f, CorrelationFilter):
         inner = "".join("<%s>%s</%s>" % (k, escape(str(v)), k) for k, v in f.fields.items())
         props = "<Properties>%s</Properties>" % _key_values_xml(f.original_properties) if f.properties else ""
         return '<Filter i:type="CorrelationFilter">%s%s</Filter>' % (inner, props)
     if isinstance(f, FalseFilter):
-        return ('<Filter i:type="FalseFilter"><SqlExpression>1=0</SqlExpression><CompatibilityLevel>20'
-                '</CompatibilityLevel></Filter>')
-    return ('<Filter i:type="TrueFilter"><SqlExpression>1=1</SqlExpression><CompatibilityLevel>20'
-            '</CompatibilityLevel></Filter>')
+        return (
+            '<Filter i:type="FalseFilter"><SqlExpression>1=0</SqlExpression><CompatibilityLevel>20'
+            "</CompatibilityLevel></Filter>"
+        )
+    return (
+        '<Filter i:type="TrueFilter"><SqlExpression>1=1</SqlExpression><CompatibilityLevel>20'
+        "</CompatibilityLevel></Filter>"
+    )
 
 
 def _action_xml(f: Filter) -> str:
@@ -538,14 +627,17 @@ def _action_xml(f: Filter) -> str:
     if a is None:
         return '<Action i:type="EmptyRuleAction"/>'
     params = "<Parameters>%s</Parameters>" % _key_values_xml(a.parameters) if a.parameters else ""
-    return ('<Action i:type="SqlRuleAction"><SqlExpression>%s</SqlExpression>%s<CompatibilityLevel>20'
-            '</CompatibilityLevel></Action>') % (escape(a.expression), params)
+    return (
+        '<Action i:type="SqlRuleAction"><SqlExpression>%s</SqlExpression>%s<CompatibilityLevel>20'
+        "</CompatibilityLevel></Action>"
+    ) % (escape(a.expression), params)
 
 
 def rule_entry_xml(sub: Entity, name: str, base_url: str) -> str:
     f = sub.rules[name]
     url = "%s/%s/Rules/%s" % (base_url, sub.display_path, name)
-    content = ('<RuleDescription xmlns="%s" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">%s%s'
-               '<CreatedAt>%s</CreatedAt><Name>%s</Name></RuleDescription>') % (
-        SB_NS, _filter_xml(f), _action_xml(f), iso(f.created or sub.created), escape(name))
+    content = (
+        '<RuleDescription xmlns="%s" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">%s%s'
+        "<CreatedAt>%s</CreatedAt><Name>%s</Name></RuleDescription>"
+    ) % (SB_NS, _filter_xml(f), _action_xml(f), iso(f.created or sub.created), escape(name))
     return _entry(url, name, f.created or sub.created, f.created or sub.created, None, content)

@@ -4,6 +4,7 @@ Synchronous and single-threaded: the aiohttp server calls it from the event loop
 Time comes from :class:`Clock`, which tests can move forward. Every change is
 reported to a store (``store.py``) so that ``--data-dir`` survives a restart.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -13,40 +14,59 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .model import (
-    _NAME_RE, DEFAULT_COMPLETIONS_KEPT, DLQ, MAX_CLOCK,
-    BrokerError, Clock, Entity, Message, Settings,
-    new_lock_token, new_message_id)
+    _NAME_RE,
+    DEFAULT_COMPLETIONS_KEPT,
+    DLQ,
+    MAX_CLOCK,
+    BrokerError,
+    Clock,
+    Entity,
+    Message,
+    Settings,
+    new_lock_token,
+    new_message_id,
+)
 from .props import TTL_MAX, broker_properties_json, broker_property_entry, format_number, rfc1123
 from .rules import Context, Filter, rule_to_json
 from .store import NullStore as _NullStore
 from .store import Snapshot
 
 # BrokerProperties members built for each lock of a message (the rest are serialized once)
-_BP_LOCK_SLOTS = {"DeliveryCount": '"DeliveryCount":%d', "LockToken": '"LockToken":"%s"',
-                  "LockedUntilUtc": '"LockedUntilUtc":"%s"', "TimeToLive": '"TimeToLive":%s'}
+_BP_LOCK_SLOTS = {
+    "DeliveryCount": '"DeliveryCount":%d',
+    "LockToken": '"LockToken":"%s"',
+    "LockedUntilUtc": '"LockedUntilUtc":"%s"',
+    "TimeToLive": '"TimeToLive":%s',
+}
 
 
 _NULL = _NullStore()
 
 
 class Broker:
-    def __init__(self, store=None, clock: Optional[Clock] = None, namespace: str = "peeklock",
-                 completions_kept: int = DEFAULT_COMPLETIONS_KEPT):
+    def __init__(
+        self,
+        store=None,
+        clock: Optional[Clock] = None,
+        namespace: str = "peeklock",
+        completions_kept: int = DEFAULT_COMPLETIONS_KEPT,
+    ):
         self.store = store or _NullStore()
-        self.completions_kept = completions_kept   # per entity, see Entity.completed
+        self.completions_kept = completions_kept  # per entity, see Entity.completed
         self.clock = clock or Clock()
         self.namespace = namespace
-        self.entities: Dict[str, Entity] = {}   # key (lower case path) -> Entity, dlqs included
+        self.entities: Dict[str, Entity] = {}  # key (lower case path) -> Entity, dlqs included
         self.counters: Counter[str] = Counter()
-        self.wakeup = None                       # callable(entity) set by the server
+        self.wakeup = None  # callable(entity) set by the server
 
     # ----- entities --------------------------------------------------------------------------
 
     def get(self, key: str) -> Optional[Entity]:
         return self.entities.get(key)
 
-    def create_entity(self, name: str, kind: str, settings: Optional[Settings] = None,
-                      replace: bool = False, persist: bool = True) -> Tuple[Entity, bool]:
+    def create_entity(
+        self, name: str, kind: str, settings: Optional[Settings] = None, replace: bool = False, persist: bool = True
+    ) -> Tuple[Entity, bool]:
         """Create (returns (entity, True)) or, with replace, update settings ((entity, False))."""
         name = name.strip("/")
         key = name.lower()
@@ -74,16 +94,25 @@ class Broker:
             name = "%s/subscriptions/%s" % (topic.name, parts[2])
             key = name.lower()
             if not _NAME_RE.match(parts[2]) or len(parts[2]) > 50:
-                raise BrokerError(400, "The subscription name '%s' is invalid: use letters, digits, '.', '-' "
-                                  "and '_' (at most 50)." % parts[2][:60])
+                raise BrokerError(
+                    400,
+                    "The subscription name '%s' is invalid: use letters, digits, '.', '-' "
+                    "and '_' (at most 50)." % parts[2][:60],
+                )
         else:
             if not name or "/" in name and kind == "topic" or len(name) > 260:
                 raise BrokerError(400, "The entity path '%s' is invalid." % name[:100])
             for seg in key.split("/"):
-                if seg in ("messages", "subscriptions", "rules", DLQ, "$admin", "$resources") or not seg \
-                        or not _NAME_RE.match(seg):
-                    raise BrokerError(400, "The entity path '%s' is invalid: use letters, digits, '.', '-', '_' "
-                                      "and '/' between segments." % name[:100])
+                if (
+                    seg in ("messages", "subscriptions", "rules", DLQ, "$admin", "$resources")
+                    or not seg
+                    or not _NAME_RE.match(seg)
+                ):
+                    raise BrokerError(
+                        400,
+                        "The entity path '%s' is invalid: use letters, digits, '.', '-', '_' "
+                        "and '/' between segments." % name[:100],
+                    )
         now = self.clock.now()
         ent = Entity(name, kind, settings, now)
         if kind in ("queue", "subscription"):
@@ -162,12 +191,18 @@ class Broker:
         return math.isfinite(offset) and time.time() + offset <= MAX_CLOCK
 
     def advance(self, seconds: float) -> float:
-        if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)) \
-                or not math.isfinite(seconds) or seconds < 0:
+        if (
+            not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
             raise BrokerError(400, "'seconds' must be a finite number >= 0.")
         if not self.clock_offset_ok(self.clock.offset + float(seconds)):
-            raise BrokerError(400, "'seconds' would move the clock past %s, the last date the emulator "
-                              "can represent; the clock is unchanged." % rfc1123(MAX_CLOCK))
+            raise BrokerError(
+                400,
+                "'seconds' would move the clock past %s, the last date the emulator "
+                "can represent; the clock is unchanged." % rfc1123(MAX_CLOCK),
+            )
         self.clock.offset += float(seconds)
         self.store.save_meta("clock_offset", self.clock.offset)
         now = self.clock.now()
@@ -180,9 +215,12 @@ class Broker:
     def reap_idle(self, now: float) -> None:
         """Delete the entities idle for their AutoDeleteOnIdle (no send, receive or update)."""
         for ent in list(self.entities.values()):
-            if ent.kind in ("queue", "topic", "subscription") and ent.key in self.entities \
-                    and ent.settings.auto_delete_on_idle < TTL_MAX \
-                    and now - self.last_access(ent) >= ent.settings.auto_delete_on_idle:
+            if (
+                ent.kind in ("queue", "topic", "subscription")
+                and ent.key in self.entities
+                and ent.settings.auto_delete_on_idle < TTL_MAX
+                and now - self.last_access(ent) >= ent.settings.auto_delete_on_idle
+            ):
                 self.delete_entity(ent.key)
 
     @staticmethod
@@ -199,9 +237,12 @@ class Broker:
     def too_large(ent: Entity, size: object, what: str = "message", close: bool = False) -> BrokerError:
         """The 403 of a message (or batch) over the entity's limit; `size` in bytes, or a text
         such as "more than N" when a streamed body was cut short."""
-        return BrokerError(403, "SubCode=40300. The size of the %s (%s bytes) exceeds the maximum message size "
-                           "limit of %d bytes for '%s'." % (what, size, ent.settings.max_message_size, ent.name),
-                           close=close)
+        return BrokerError(
+            403,
+            "SubCode=40300. The size of the %s (%s bytes) exceeds the maximum message size "
+            "limit of %d bytes for '%s'." % (what, size, ent.settings.max_message_size, ent.name),
+            close=close,
+        )
 
     def check_size(self, ent: Entity, size: int, what: str = "message") -> None:
         if size > ent.settings.max_message_size:
@@ -212,11 +253,20 @@ class Broker:
             targets = [ent]
         for t in targets:
             if t.size_bytes + size > t.settings.max_size_mb * 1024 * 1024:
-                raise BrokerError(403, "SubCode=40301. Quota exceeded: the entity '%s' has reached its maximum "
-                                  "size of %d MB." % (t.name, t.settings.max_size_mb))
+                raise BrokerError(
+                    403,
+                    "SubCode=40301. Quota exceeded: the entity '%s' has reached its maximum "
+                    "size of %d MB." % (t.name, t.settings.max_size_mb),
+                )
 
-    def send(self, ent: Entity, body: bytes, content_type: Optional[str], props: Dict[str, Any],
-             custom: List[Tuple[str, str]]) -> None:
+    def send(
+        self,
+        ent: Entity,
+        body: bytes,
+        content_type: Optional[str],
+        props: Dict[str, Any],
+        custom: List[Tuple[str, str]],
+    ) -> None:
         """Enqueue one message (already validated) into a queue or a topic's subscriptions."""
         if ent.kind not in ("queue", "topic"):
             raise BrokerError(400, "Cannot send to '%s': send to a queue or a topic." % ent.name)
@@ -232,12 +282,23 @@ class Broker:
             self.counters["duplicates_dropped"] += 1
             return
         size = len(body) + sum(len(k) + len(v) for k, v in custom) + sum(len(k) + len(str(v)) for k, v in props.items())
-        msg = Message(seq=0, message_id=message_id, body=body, content_type=content_type, props=props or None,
-                      custom=custom or None, ttl=ttl, enqueued_at=now, expires_at=0.0, scheduled_at=sched,
-                      enq_seq=0, size=size)
+        msg = Message(
+            seq=0,
+            message_id=message_id,
+            body=body,
+            content_type=content_type,
+            props=props or None,
+            custom=custom or None,
+            ttl=ttl,
+            enqueued_at=now,
+            expires_at=0.0,
+            scheduled_at=sched,
+            enq_seq=0,
+            size=size,
+        )
         if ent.kind == "topic":
             if sched is not None and sched > now:
-                self._enqueue(ent, msg, now)     # held by the topic until due (sweep publishes it)
+                self._enqueue(ent, msg, now)  # held by the topic until due (sweep publishes it)
             else:
                 self._publish(ent, msg, now)
         else:
@@ -282,10 +343,25 @@ class Broker:
             if plain:
                 variants.insert(0, (msg.props, msg.custom))
             for props, custom in variants:
-                self._deliver(sub, Message(
-                    seq=0, message_id=msg.message_id, body=msg.body, content_type=msg.content_type, props=props,
-                    custom=custom, ttl=msg.ttl, enqueued_at=enqueued, expires_at=0.0, scheduled_at=msg.scheduled_at,
-                    enq_seq=enq_seq, size=msg.size), now, hops)
+                self._deliver(
+                    sub,
+                    Message(
+                        seq=0,
+                        message_id=msg.message_id,
+                        body=msg.body,
+                        content_type=msg.content_type,
+                        props=props,
+                        custom=custom,
+                        ttl=msg.ttl,
+                        enqueued_at=enqueued,
+                        expires_at=0.0,
+                        scheduled_at=msg.scheduled_at,
+                        enq_seq=enq_seq,
+                        size=msg.size,
+                    ),
+                    now,
+                    hops,
+                )
 
     def _deliver(self, ent: Entity, msg: Message, now: float, hops: int = 0) -> None:
         """Into ent, or on to its ForwardTo entity (at most 4 hops, as the service allows)."""
@@ -340,7 +416,7 @@ class Broker:
         # offsets) is dropped rather than making every answer fail
         if off is not None and self.clock_offset_ok(off):
             self.clock.offset = max(self.clock.offset, off)
-        for r in snap.entities:                       # queues, topics, then subscriptions
+        for r in snap.entities:  # queues, topics, then subscriptions
             made, _ = self.create_entity(r.name, r.kind, r.settings, replace=True, persist=False)
             made.next_seq = r.next_seq
             made.created = r.created
@@ -368,7 +444,7 @@ class Broker:
             if ent is not None:
                 ent.completed_forgotten = n
         for ent in self.entities.values():
-            self.forget_completions(ent)      # a smaller --completions-kept than last time
+            self.forget_completions(ent)  # a smaller --completions-kept than last time
 
     def restore_message(self, ent: Entity, msg: Message, now: float) -> None:
         """Put back a message loaded from the store (no store writes)."""
@@ -377,8 +453,8 @@ class Broker:
             if msg.state == "locked" and msg.lock_token is None:
                 msg.state = "available"
             if msg.state == "scheduled":
-                msg.state = "available"   # _enqueue decides again from scheduled_at
-            if ent.kind == "topic":       # held until published: the next sweep publishes it if due
+                msg.state = "available"  # _enqueue decides again from scheduled_at
+            if ent.kind == "topic":  # held until published: the next sweep publishes it if due
                 msg.state = "scheduled"
                 ent.messages[msg.seq] = msg
                 ent.size_bytes += msg.size
@@ -405,13 +481,24 @@ class Broker:
         custom = [c for c in (msg.custom or []) if c[0] not in ("DeadLetterReason", "DeadLetterErrorDescription")]
         custom.append(("DeadLetterReason", '"%s"' % reason))
         custom.append(("DeadLetterErrorDescription", '"%s"' % description))
-        moved = Message(seq=msg.seq, message_id=msg.message_id, body=msg.body,
-                        content_type=msg.content_type, props=msg.props, custom=custom, ttl=msg.ttl,
-                        enqueued_at=msg.enqueued_at, expires_at=0.0, scheduled_at=None,
-                        enq_seq=msg.enq_seq, dc=msg.dc, size=msg.size)
+        moved = Message(
+            seq=msg.seq,
+            message_id=msg.message_id,
+            body=msg.body,
+            content_type=msg.content_type,
+            props=msg.props,
+            custom=custom,
+            ttl=msg.ttl,
+            enqueued_at=msg.enqueued_at,
+            expires_at=0.0,
+            scheduled_at=None,
+            enq_seq=msg.enq_seq,
+            dc=msg.dc,
+            size=msg.size,
+        )
         self.counters["dead_lettered"] += 1
         target = self._forward_target(ent, ent.settings.forward_dlq_to, 0)
-        if target is not None:          # ForwardDeadLetteredMessagesTo: a new message there
+        if target is not None:  # ForwardDeadLetteredMessagesTo: a new message there
             moved.seq = 0
             moved.enqueued_at = now
             moved.dc = 0
@@ -468,8 +555,12 @@ class Broker:
         msg.locked_until = 0.0
         msg.state = "available"
         if ent.kind != "deadletter" and msg.dc >= ent.settings.max_delivery_count:
-            self.dead_letter(ent, msg, "MaxDeliveryCountExceeded",
-                             "Message could not be consumed after %d delivery attempts." % ent.settings.max_delivery_count)
+            self.dead_letter(
+                ent,
+                msg,
+                "MaxDeliveryCountExceeded",
+                "Message could not be consumed after %d delivery attempts." % ent.settings.max_delivery_count,
+            )
             return
         if msg.expires_at <= now:
             self._expire(ent, msg)
@@ -485,8 +576,12 @@ class Broker:
             t = ent.lock_heap[0][0]
         if ent.sched_heap and ent.sched_heap[0][0] < t:
             t = ent.sched_heap[0][0]
-        if ent.kind == "subscription" and ent.parent is not None and ent.parent.sched_heap \
-                and ent.parent.sched_heap[0][0] < t:
+        if (
+            ent.kind == "subscription"
+            and ent.parent is not None
+            and ent.parent.sched_heap
+            and ent.parent.sched_heap[0][0] < t
+        ):
             t = ent.parent.sched_heap[0][0]
         return t
 
@@ -495,8 +590,11 @@ class Broker:
         if ent.kind == "topic":
             return {"active": 0, "dead_letter": 0, "scheduled": len(ent.messages)}
         scheduled = sum(1 for m in ent.messages.values() if m.state == "scheduled")
-        return {"active": len(ent.messages) - scheduled, "scheduled": scheduled,
-                "dead_letter": len(ent.dlq.messages) if ent.dlq is not None else 0}
+        return {
+            "active": len(ent.messages) - scheduled,
+            "scheduled": scheduled,
+            "dead_letter": len(ent.dlq.messages) if ent.dlq is not None else 0,
+        }
 
     # ----- receive ---------------------------------------------------------------------------
 
@@ -533,22 +631,29 @@ class Broker:
         self.sweep(ent, now)
         seq = ent.locks.get(token.lower())
         msg = ent.messages.get(seq) if seq is not None else None
-        if msg is None or msg.state != "locked" or msg.locked_until <= now or \
-                (ident != str(msg.seq) and ident != msg.message_id):
-            raise BrokerError(404, "The lock supplied is invalid. Either the lock expired, or the message "
-                              "has already been removed from the queue, or was received by a different receiver instance.")
+        if (
+            msg is None
+            or msg.state != "locked"
+            or msg.locked_until <= now
+            or (ident != str(msg.seq) and ident != msg.message_id)
+        ):
+            raise BrokerError(
+                404,
+                "The lock supplied is invalid. Either the lock expired, or the message "
+                "has already been removed from the queue, or was received by a different receiver instance.",
+            )
         return msg
 
     def complete(self, ent: Entity, ident: str, token: str) -> Message:
         msg = self._locked(ent, ident, token)
         self._remove(ent, msg)
         mid = msg.message_id
-        if self.completions_kept == 0:      # nothing is kept: forgotten at once, only counted
+        if self.completions_kept == 0:  # nothing is kept: forgotten at once, only counted
             ent.completed_forgotten += 1
             self.store.forget_completed(ent, mid, ent.completed_forgotten)
         else:
             n = ent.completed.pop(mid, 0) + 1
-            ent.completed[mid] = n          # the newest end; older ids beyond the bound go
+            ent.completed[mid] = n  # the newest end; older ids beyond the bound go
             self.forget_completions(ent)
             self.store.save_completed(ent, mid, n)
         self.counters["completed"] += 1
@@ -592,8 +697,12 @@ class Broker:
                 slot = _BP_LOCK_SLOTS.get(k)
                 members.append(slot or broker_property_entry(k, f[k]).replace("%", "%%"))
             template = msg.bp_static = "{" + ",".join(members) + "}"
-        return template % (msg.dc, msg.lock_token, rfc1123(msg.locked_until),
-                           format_number(self.time_to_live(ent, msg)))
+        return template % (
+            msg.dc,
+            msg.lock_token,
+            rfc1123(msg.locked_until),
+            format_number(self.time_to_live(ent, msg)),
+        )
 
     @staticmethod
     def time_to_live(ent: Entity, msg: Message) -> float:

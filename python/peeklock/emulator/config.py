@@ -6,6 +6,7 @@ DeadLetteringOnMessageExpiration, RequiresSession, ...) and subscriptions' ``Rul
 is obeyed as in an Atom description (atom.parse_description) or refused: an unknown key, or a
 value the emulator cannot honour, is an error naming it.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,9 @@ def _rules(rules: Any, where: str) -> Dict[str, Filter]:
     return out
 
 
-def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[str, str, Settings]],
-                                                   Dict[str, Dict[str, Filter]]]:
+def load_config(
+    path: str, base: Settings
+) -> Tuple[Optional[str], List[Tuple[str, str, Settings]], Dict[str, Dict[str, Filter]]]:
     """Return (namespace name, [(path, kind, settings)] in creation order, {subscription path: rules})."""
     try:
         with open(path, "r", encoding="utf-8-sig") as f:
@@ -107,7 +109,7 @@ def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[st
         raise ConfigError("%s is not valid JSON: %s" % (path, e)) from None
     uc = doc.get("UserConfig", doc) if isinstance(doc, dict) else None
     if not isinstance(uc, dict) or not isinstance(uc.get("Namespaces", []), list):
-        raise ConfigError("%s: expected {\"UserConfig\": {\"Namespaces\": [...]}}" % path)
+        raise ConfigError('%s: expected {"UserConfig": {"Namespaces": [...]}}' % path)
     out: List[Tuple[str, str, Settings]] = []
     rules: Dict[str, Dict[str, Filter]] = {}
     ns_name = None
@@ -131,8 +133,13 @@ def load_config(path: str, base: Settings) -> Tuple[Optional[str], List[Tuple[st
                 if not isinstance(sname, str) or not sname:
                     raise ConfigError("%s: a subscription of %s has no Name" % (path, name))
                 spath = "%s/subscriptions/%s" % (name, sname)
-                out.append((spath, "subscription",
-                            _settings(sub.get("Properties"), base, "subscription " + sname, "subscription")))
+                out.append(
+                    (
+                        spath,
+                        "subscription",
+                        _settings(sub.get("Properties"), base, "subscription " + sname, "subscription"),
+                    )
+                )
                 if sub.get("Rules"):
                     rules[spath] = _rules(sub["Rules"], "subscription " + sname)
     return ns_name, out, rules

@@ -2,6 +2,7 @@
 service answers with, and the clock tests can move. The broker (broker.py)
 changes them; the store (store.py) saves them and loads them back as records.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ class BrokerError(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers or {}
-        self.close = close          # close the connection after the answer (a request body left unread)
+        self.close = close  # close the connection after the answer (a request body left unread)
 
 
 class Clock:
@@ -56,12 +57,27 @@ class Settings:
     """An entity's settings. Every one of them is either obeyed by the broker or, where the
     emulator cannot honour a value, refused when it is set (atom.parse_description)."""
 
-    __slots__ = ("lock_duration", "max_delivery_count", "default_ttl", "dl_on_expiration",
-                 "max_message_size", "max_size_mb", "requires_session",
-                 "requires_duplicate_detection", "enable_batched_operations", "dup_window",
-                 "auto_delete_on_idle", "forward_to", "forward_dlq_to", "user_metadata",
-                 "dl_on_filter_exceptions", "enable_partitioning", "enable_express", "support_ordering",
-                 "status")
+    __slots__ = (
+        "lock_duration",
+        "max_delivery_count",
+        "default_ttl",
+        "dl_on_expiration",
+        "max_message_size",
+        "max_size_mb",
+        "requires_session",
+        "requires_duplicate_detection",
+        "enable_batched_operations",
+        "dup_window",
+        "auto_delete_on_idle",
+        "forward_to",
+        "forward_dlq_to",
+        "user_metadata",
+        "dl_on_filter_exceptions",
+        "enable_partitioning",
+        "enable_express",
+        "support_ordering",
+        "status",
+    )
 
     lock_duration: float
     max_delivery_count: int
@@ -84,18 +100,35 @@ class Settings:
     status: str
 
     _DEFAULTS: Dict[str, Any] = {
-        "lock_duration": DEFAULT_LOCK_DURATION, "max_delivery_count": DEFAULT_MAX_DELIVERY_COUNT,
-        "default_ttl": TTL_MAX, "dl_on_expiration": False, "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
-        "max_size_mb": DEFAULT_MAX_SIZE_MB, "requires_session": False, "requires_duplicate_detection": False,
-        "enable_batched_operations": True, "dup_window": DEFAULT_DUP_WINDOW, "auto_delete_on_idle": TTL_MAX,
-        "forward_to": None, "forward_dlq_to": None, "user_metadata": None, "dl_on_filter_exceptions": True,
-        "enable_partitioning": False, "enable_express": False, "support_ordering": True, "status": "Active",
+        "lock_duration": DEFAULT_LOCK_DURATION,
+        "max_delivery_count": DEFAULT_MAX_DELIVERY_COUNT,
+        "default_ttl": TTL_MAX,
+        "dl_on_expiration": False,
+        "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
+        "max_size_mb": DEFAULT_MAX_SIZE_MB,
+        "requires_session": False,
+        "requires_duplicate_detection": False,
+        "enable_batched_operations": True,
+        "dup_window": DEFAULT_DUP_WINDOW,
+        "auto_delete_on_idle": TTL_MAX,
+        "forward_to": None,
+        "forward_dlq_to": None,
+        "user_metadata": None,
+        "dl_on_filter_exceptions": True,
+        "enable_partitioning": False,
+        "enable_express": False,
+        "support_ordering": True,
+        "status": "Active",
     }
     # JSON names (state dump, /$admin/ PUT, the store) of the settings that are not plain
-    _JSON_NAMES = {"default_ttl": "default_message_time_to_live", "dl_on_expiration": "dead_lettering_on_message_expiration",
-                   "max_size_mb": "max_size_in_megabytes", "dup_window": "duplicate_detection_history_time_window",
-                   "forward_dlq_to": "forward_dead_lettered_messages_to",
-                   "dl_on_filter_exceptions": "dead_lettering_on_filter_evaluation_exceptions"}
+    _JSON_NAMES = {
+        "default_ttl": "default_message_time_to_live",
+        "dl_on_expiration": "dead_lettering_on_message_expiration",
+        "max_size_mb": "max_size_in_megabytes",
+        "dup_window": "duplicate_detection_history_time_window",
+        "forward_dlq_to": "forward_dead_lettered_messages_to",
+        "dl_on_filter_exceptions": "dead_lettering_on_filter_evaluation_exceptions",
+    }
 
     def __init__(self, **kw: Any):
         for k, v in self._DEFAULTS.items():
@@ -136,28 +169,60 @@ class Settings:
 class Message:
     """One message in one entity. Bodies are shared between subscription copies."""
 
-    __slots__ = ("seq", "message_id", "body", "content_type", "props", "custom", "ttl",
-                 "enqueued_at", "expires_at", "scheduled_at", "enq_seq", "dc",
-                 "lock_token", "locked_until", "state", "size", "bp_static")
+    __slots__ = (
+        "seq",
+        "message_id",
+        "body",
+        "content_type",
+        "props",
+        "custom",
+        "ttl",
+        "enqueued_at",
+        "expires_at",
+        "scheduled_at",
+        "enq_seq",
+        "dc",
+        "lock_token",
+        "locked_until",
+        "state",
+        "size",
+        "bp_static",
+    )
 
-    def __init__(self, seq, message_id, body, content_type, props, custom, ttl,
-                 enqueued_at, expires_at, scheduled_at, enq_seq, dc=0,
-                 lock_token=None, locked_until=0.0, state="available", size=0):
+    def __init__(
+        self,
+        seq,
+        message_id,
+        body,
+        content_type,
+        props,
+        custom,
+        ttl,
+        enqueued_at,
+        expires_at,
+        scheduled_at,
+        enq_seq,
+        dc=0,
+        lock_token=None,
+        locked_until=0.0,
+        state="available",
+        size=0,
+    ):
         self.seq = seq
         self.message_id = message_id
         self.body = body
         self.content_type = content_type
-        self.props = props            # dict of sender-set BrokerProperties, or None
-        self.custom = custom          # list of (name, raw header value), or None
-        self.ttl = ttl                # sender TimeToLive (seconds) or None
+        self.props = props  # dict of sender-set BrokerProperties, or None
+        self.custom = custom  # list of (name, raw header value), or None
+        self.ttl = ttl  # sender TimeToLive (seconds) or None
         self.enqueued_at = enqueued_at
         self.expires_at = expires_at
         self.scheduled_at = scheduled_at
         self.enq_seq = enq_seq
-        self.dc = dc                  # deliveries so far
+        self.dc = dc  # deliveries so far
         self.lock_token = lock_token
         self.locked_until = locked_until
-        self.state = state            # available | locked | scheduled
+        self.state = state  # available | locked | scheduled
         self.size = size
         # the BrokerProperties JSON of a lock of this message object, with %-slots for the
         # members that change per lock; built by Broker.broker_properties on first lock
@@ -186,33 +251,33 @@ class Entity:
     """A queue, topic, subscription or dead-letter sub-queue."""
 
     def __init__(self, name: str, kind: str, settings: Settings, created: float):
-        self.name = name            # display path as created, e.g. "t/subscriptions/Sub"
+        self.name = name  # display path as created, e.g. "t/subscriptions/Sub"
         self.key = name.lower()
-        self.kind = kind            # queue | topic | subscription | deadletter
+        self.kind = kind  # queue | topic | subscription | deadletter
         self.settings = settings
         self.created = created
         self.updated = created
         self.next_seq = 1
         self.messages: Dict[int, Message] = {}
-        self.avail: List[int] = []                       # heap of sequence numbers
+        self.avail: List[int] = []  # heap of sequence numbers
         self.lock_heap: List[Tuple[float, int, str]] = []
         self.exp_heap: List[Tuple[float, int]] = []
         self.sched_heap: List[Tuple[float, int]] = []
         self.locks: Dict[str, int] = {}
-        self.by_id: Dict[str, int] = {}                  # message id -> seq (last wins)
-        self.waiters: List[Any] = []                     # futures of long polls
+        self.by_id: Dict[str, int] = {}  # message id -> seq (last wins)
+        self.waiters: List[Any] = []  # futures of long polls
         # message id -> times completed, the least recently completed first; bounded by
         # Broker.completions_kept, the ids dropped from the front counted in completed_forgotten
         self.completed: "OrderedDict[str, int]" = OrderedDict()
         self.completed_forgotten = 0
         self.dlq: Optional[Entity] = None
-        self.parent: Optional[Entity] = None             # topic of a subscription; owner of a dlq
+        self.parent: Optional[Entity] = None  # topic of a subscription; owner of a dlq
         self.subscriptions: Dict[str, Entity] = {}
         self.rules: Dict[str, Filter] = default_rules() if kind == "subscription" else {}
         for f in self.rules.values():
             f.created = created
         self.size_bytes = 0
-        self.accessed = created                          # last send, receive or update
+        self.accessed = created  # last send, receive or update
         # duplicate detection: message id -> time first seen, oldest first
         self.seen_ids: "OrderedDict[str, float]" = OrderedDict()
 

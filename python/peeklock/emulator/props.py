@@ -3,6 +3,7 @@
 Pure functions, no I/O: parse what a sender gives, format what a receiver gets.
 See docs/emulator.md and shared protocol.md section 2.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -16,12 +17,22 @@ from typing import Any, Dict, List, Optional, Tuple
 TTL_MAX_TEXT = "922337203685.47754"
 TTL_MAX = 922337203685.47754
 
-STRING_FIELDS = ("CorrelationId", "Label", "MessageId", "PartitionKey", "ReplyTo",
-                 "ReplyToSessionId", "SessionId", "To", "ViaPartitionKey")
+STRING_FIELDS = (
+    "CorrelationId",
+    "Label",
+    "MessageId",
+    "PartitionKey",
+    "ReplyTo",
+    "ReplyToSessionId",
+    "SessionId",
+    "To",
+    "ViaPartitionKey",
+)
 
 # Request headers that are never custom properties (lower case). Everything
 # else a sender puts on a send request is an application property.
-RESERVED_HEADERS = frozenset("""
+RESERVED_HEADERS = frozenset(
+    """
 accept accept-charset accept-encoding accept-language authorization brokerproperties
 cache-control connection content-length content-type content-encoding content-md5
 content-language content-range cookie date expect host if-match if-none-match
@@ -29,11 +40,12 @@ if-modified-since if-unmodified-since if-range keep-alive max-forwards pragma
 proxy-authorization proxy-connection range referer te trailer transfer-encoding upgrade
 user-agent via warning dataserviceversion maxdataserviceversion origin traceparent
 tracestate request-id x-http-method x-requested-with dnt
-""".split())
+""".split()
+)
 RESERVED_PREFIXES = ("x-ms-", "x-forwarded-", "sec-", "x-real-ip")
 
 MAX_STRING_LEN = 128
-MAX_NUMBER_TEXT = 400       # characters of an unquoted (number) custom property: a Double is at most ~1e308
+MAX_NUMBER_TEXT = 400  # characters of an unquoted (number) custom property: a Double is at most ~1e308
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -187,7 +199,7 @@ def classify_custom(name: str, value: str) -> str:
         raise PropertyError(header_invalid(name, value))
     if _INT_RE.match(v):
         n = int(v)
-        if -(2 ** 63) <= n < 2 ** 63:
+        if -(2**63) <= n < 2**63:
             return "Int64"
         return "Double"
     if _FLOAT_RE.match(v):

@@ -10,6 +10,7 @@ and [bracketed names]. A property that is missing compares as NULL (never true).
 :class:`SqlAction` (``SET prop = value`` / ``REMOVE prop``, separated by ``;``) applied to the copy
 of a message the subscription receives through that rule.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,10 +18,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .props import classify_custom
 
-SYSTEM_PROPERTIES = {"label": "Label", "correlationid": "CorrelationId", "messageid": "MessageId",
-                     "to": "To", "replyto": "ReplyTo", "sessionid": "SessionId",
-                     "replytosessionid": "ReplyToSessionId", "contenttype": "ContentType",
-                     "partitionkey": "PartitionKey"}
+SYSTEM_PROPERTIES = {
+    "label": "Label",
+    "correlationid": "CorrelationId",
+    "messageid": "MessageId",
+    "to": "To",
+    "replyto": "ReplyTo",
+    "sessionid": "SessionId",
+    "replytosessionid": "ReplyToSessionId",
+    "contenttype": "ContentType",
+    "partitionkey": "PartitionKey",
+}
 
 
 class RuleError(ValueError):
@@ -43,8 +51,13 @@ def user_value(raw: str) -> Any:
 class Context:
     """What a filter sees of one message."""
 
-    def __init__(self, props: Optional[Dict[str, Any]], message_id: str, content_type: Optional[str],
-                 custom: Optional[List[Tuple[str, str]]]):
+    def __init__(
+        self,
+        props: Optional[Dict[str, Any]],
+        message_id: str,
+        content_type: Optional[str],
+        custom: Optional[List[Tuple[str, str]]],
+    ):
         self.system: Dict[str, Any] = dict(props or {})
         self.system["MessageId"] = message_id
         if content_type is not None:
@@ -65,13 +78,16 @@ class Context:
 
 # ----- SQL filter -----------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""\s*(?:
+_TOKEN = re.compile(
+    r"""\s*(?:
     (?P<num>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+(?:[eE][+-]?\d+)?)
   | (?P<str>'(?:[^']|'')*')
   | (?P<op><>|!=|<=|>=|=|<|>|\(|\)|,|;)
   | (?P<param>@[A-Za-z_][A-Za-z0-9_]*)
   | (?P<name>\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_]*(?:\.(?:\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_]*))?)
-)""", re.X)
+)""",
+    re.X,
+)
 
 KEYWORDS = {"and", "or", "not", "is", "null", "in", "like", "true", "false", "exists", "escape"}
 
@@ -83,7 +99,7 @@ def _tokenize(text: str, params: Optional[Dict[str, Any]] = None) -> List[Tuple[
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise RuleError("The SQL filter is invalid near '%s'." % text[pos:pos + 20])
+            raise RuleError("The SQL filter is invalid near '%s'." % text[pos : pos + 20])
         pos = m.end()
         if m.group("num") is not None:
             s = m.group("num")
@@ -310,8 +326,16 @@ class SqlFilter(Filter):
         return {"sql": self.expression}
 
 
-CORRELATION_FIELDS = ("CorrelationId", "MessageId", "To", "ReplyTo", "Label", "SessionId",
-                      "ReplyToSessionId", "ContentType")
+CORRELATION_FIELDS = (
+    "CorrelationId",
+    "MessageId",
+    "To",
+    "ReplyTo",
+    "Label",
+    "SessionId",
+    "ReplyToSessionId",
+    "ContentType",
+)
 
 
 class CorrelationFilter(Filter):
@@ -355,8 +379,8 @@ def filter_from_json(d: Any) -> Filter:
         created = d.pop("created_at", None)
         params = d.pop("parameters", None) if "sql" in d else None
     if not isinstance(d, dict) or len(d) != 1:
-        raise RuleError("A rule is one of {\"sql\": ...}, {\"correlation\": {...}}, {\"true\": true}, {\"false\": true}.")
-    (k, v), = d.items()
+        raise RuleError('A rule is one of {"sql": ...}, {"correlation": {...}}, {"true": true}, {"false": true}.')
+    ((k, v),) = d.items()
     f: Filter
     if k == "sql":
         if params is not None and not isinstance(params, dict):
@@ -446,8 +470,13 @@ class SqlAction:
             if i < len(toks) and toks[i] != ("op", ";"):
                 raise RuleError("The SQL rule action is invalid near '%s'." % (toks[i][1],))
 
-    def apply(self, props: Optional[Dict[str, Any]], custom: Optional[List[Tuple[str, str]]],
-              message_id: str, content_type: Optional[str]):
+    def apply(
+        self,
+        props: Optional[Dict[str, Any]],
+        custom: Optional[List[Tuple[str, str]]],
+        message_id: str,
+        content_type: Optional[str],
+    ):
         """New (props, custom) for a copy of the message, the statements applied in order."""
         ctx = Context(props, message_id, content_type, custom)
         p = dict(props or {})

@@ -10,6 +10,7 @@
 
 Failures never echo the signature or the key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,7 +34,7 @@ def loggable_path(path_qs: str) -> str:
     if "messages" in lower:
         i = len(lower) - 1 - lower[::-1].index("messages")
         if len(segs) > i + 2:
-            segs[i + 2:] = ["<lock-token>"]
+            segs[i + 2 :] = ["<lock-token>"]
     return "/".join(segs)
 
 
@@ -63,7 +64,7 @@ def _scope(sr_raw: str) -> str:
     s = s.lower().strip()
     for scheme in ("https://", "http://", "sb://"):
         if s.startswith(scheme):
-            s = s[len(scheme):]
+            s = s[len(scheme) :]
             break
     host, sep, rest = s.partition("/")
     for port in (":443", ":80"):
@@ -74,7 +75,7 @@ def _scope(sr_raw: str) -> str:
 
 def _target(host: str, path_qs: str) -> str:
     h = host.lower()
-    if h.endswith((":443", ":80")):      # rare: most hosts carry another port or none
+    if h.endswith((":443", ":80")):  # rare: most hosts carry another port or none
         for port in (":443", ":80"):
             if h.endswith(port):
                 h = h[: -len(port)]
@@ -97,7 +98,7 @@ class SasValidator:
                 raise AuthError("InvalidSignature: only SharedAccessSignature tokens are accepted by the emulator.")
             raise AuthError("MalformedToken: the Authorization header is not a SharedAccessSignature token.")
         fields: Dict[str, str] = {}
-        for part in h[len("SharedAccessSignature "):].strip().split("&"):
+        for part in h[len("SharedAccessSignature ") :].strip().split("&"):
             k, sep, v = part.partition("=")
             if not sep:
                 raise AuthError("MalformedToken: the token has a field without a value.")
@@ -130,8 +131,11 @@ class SasValidator:
         if se <= (now if now is not None else time.time()):
             raise AuthError("ExpiredToken: The token is expired.")
         target = _target(host, path_qs)
-        if not (target == scope or target.startswith(scope + "/") or target.startswith(scope + "?")
-                or scope == target.rstrip("/")):
-            log.debug("token scope %r does not cover %r", loggable_path(scope),
-                      loggable_path(target))
+        if not (
+            target == scope
+            or target.startswith(scope + "/")
+            or target.startswith(scope + "?")
+            or scope == target.rstrip("/")
+        ):
+            log.debug("token scope %r does not cover %r", loggable_path(scope), loggable_path(target))
             raise AuthError("InvalidAudience: The token's resource (sr) does not cover this request.")

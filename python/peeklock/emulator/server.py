@@ -1,4 +1,5 @@
 """HTTP front of the emulator: the Service Bus REST surface plus ``/$admin/`` test controls."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,7 @@ from aiohttp.web_protocol import RequestHandler
 from . import atom
 from .broker import Broker
 from .model import BrokerError, Entity, Settings
-from .props import (PropertyError, custom_from_headers, rfc1123,
-                    custom_from_user_properties, parse_broker_properties)
+from .props import PropertyError, custom_from_headers, rfc1123, custom_from_user_properties, parse_broker_properties
 from .rules import RuleError, filter_from_json
 from .sas import AuthError, SasValidator, loggable_path
 
@@ -37,10 +37,10 @@ MAX_TIMEOUT = 300
 DEFAULT_TIMEOUT = 60
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 MAX_ADMIN_BODY = 1024 * 1024
-DEFAULT_PAGE = 100          # entries in a feed page when the request gives no $top
+DEFAULT_PAGE = 100  # entries in a feed page when the request gives no $top
 OPERATIONS = ("send", "peek_lock", "receive_and_delete", "renew", "unlock", "complete", "management", "any")
 _REQUEST_COUNTER = {op: "requests." + op for op in OPERATIONS}
-_TIMEOUTS: Dict[str, float] = {}    # query string -> its valid timeout (parse_timeout)
+_TIMEOUTS: Dict[str, float] = {}  # query string -> its valid timeout (parse_timeout)
 _SETTLE_OPS = {"PUT": "unlock", "DELETE": "complete", "POST": "renew"}
 
 
@@ -73,17 +73,30 @@ class QuietRequestHandler(RequestHandler):
     without the offending text: aiohttp would echo the bad header line (an Authorization with
     its signature, say) in the 400 body and log it with a traceback."""
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: Optional[BaseException] = None,
-                     message: Optional[str] = None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: Optional[BaseException] = None,
+        message: Optional[str] = None,
+    ) -> web.StreamResponse:
         if status != 400:
             return super().handle_error(request, status, exc, message)
         log.info("refused a request that is not valid HTTP (%s)", type(exc).__name__ if exc else "400")
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already")
-        resp = web.Response(status=400, body=error_body(400, "The request is not valid HTTP: a request line, "
-                                                             "header name or header value has characters or a "
-                                                             "form HTTP does not allow"),
-                            content_type="application/xml", charset="utf-8", headers={hdrs.SERVER: SERVER})
+        resp = web.Response(
+            status=400,
+            body=error_body(
+                400,
+                "The request is not valid HTTP: a request line, "
+                "header name or header value has characters or a "
+                "form HTTP does not allow",
+            ),
+            content_type="application/xml",
+            charset="utf-8",
+            headers={hdrs.SERVER: SERVER},
+        )
         resp.force_close()
         return resp
 
@@ -110,16 +123,21 @@ class FaultRule:
             raise BrokerError(400, "'entity' must be an entity path.")
         self.entity = ent.strip("/").lower() if ent else None
         self.status = spec.get("status")
-        if self.status is not None and (isinstance(self.status, bool) or not isinstance(self.status, int)
-                                        or not 400 <= self.status <= 599):
+        if self.status is not None and (
+            isinstance(self.status, bool) or not isinstance(self.status, int) or not 400 <= self.status <= 599
+        ):
             raise BrokerError(400, "'status' must be an HTTP error status (400-599).")
         self.retry_after = spec.get("retry_after")
-        if self.retry_after is not None and (isinstance(self.retry_after, bool) or
-                                             not isinstance(self.retry_after, (int, float)) or self.retry_after < 0):
+        if self.retry_after is not None and (
+            isinstance(self.retry_after, bool) or not isinstance(self.retry_after, (int, float)) or self.retry_after < 0
+        ):
             raise BrokerError(400, "'retry_after' must be a number of seconds >= 0.")
         self.delay_ms = spec.get("delay_ms", 0) or 0
-        if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, (int, float)) or \
-                not 0 <= self.delay_ms <= 600000:
+        if (
+            isinstance(self.delay_ms, bool)
+            or not isinstance(self.delay_ms, (int, float))
+            or not 0 <= self.delay_ms <= 600000
+        ):
             raise BrokerError(400, "'delay_ms' must be a number of milliseconds between 0 and 600000.")
         self.drop = spec.get("drop", False)
         if not isinstance(self.drop, bool):
@@ -128,12 +146,16 @@ class FaultRule:
         if not isinstance(self.after, bool):
             raise BrokerError(400, "'after' must be true or false.")
         self.probability = spec.get("probability", 1.0)
-        if isinstance(self.probability, bool) or not isinstance(self.probability, (int, float)) or \
-                not 0 <= self.probability <= 1:
+        if (
+            isinstance(self.probability, bool)
+            or not isinstance(self.probability, (int, float))
+            or not 0 <= self.probability <= 1
+        ):
             raise BrokerError(400, "'probability' must be a number between 0 and 1.")
         self.count = spec.get("count")
-        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)
-                                       or self.count < 0):
+        if self.count is not None and (
+            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0
+        ):
             raise BrokerError(400, "'count' must be a whole number >= 0 or null.")
         seed = spec.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -159,24 +181,46 @@ class FaultRule:
         return True
 
     def to_json(self) -> Dict[str, Any]:
-        return {"id": self.id, "operation": self.operation, "entity": self.entity, "status": self.status,
-                "retry_after": self.retry_after, "delay_ms": self.delay_ms, "drop": self.drop,
-                "after": self.after, "probability": self.probability, "count": self.count,
-                "hits": self.hits, "seen": self.seen}
+        return {
+            "id": self.id,
+            "operation": self.operation,
+            "entity": self.entity,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "delay_ms": self.delay_ms,
+            "drop": self.drop,
+            "after": self.after,
+            "probability": self.probability,
+            "count": self.count,
+            "hits": self.hits,
+            "seen": self.seen,
+        }
 
 
 def _error_timestamp(ts: float) -> str:
     t = time.gmtime(ts)
     hour = t.tm_hour % 12 or 12
-    return "%d/%d/%d %d:%02d:%02d %s" % (t.tm_mon, t.tm_mday, t.tm_year, hour, t.tm_min, t.tm_sec,
-                                         "AM" if t.tm_hour < 12 else "PM")
+    return "%d/%d/%d %d:%02d:%02d %s" % (
+        t.tm_mon,
+        t.tm_mday,
+        t.tm_year,
+        hour,
+        t.tm_min,
+        t.tm_sec,
+        "AM" if t.tm_hour < 12 else "PM",
+    )
 
 
 def error_body(status: int, detail: str) -> bytes:
     from xml.sax.saxutils import escape
+
     text = "<Error><Code>%d</Code><Detail>%s.TrackingId:%s_G%d,TimeStamp:%s</Detail></Error>" % (
-        status, escape(detail),
-        uuid.uuid4(), random.randint(0, 30), _error_timestamp(time.time()))
+        status,
+        escape(detail),
+        uuid.uuid4(),
+        random.randint(0, 30),
+        _error_timestamp(time.time()),
+    )
     return text.encode("utf-8", "replace")
 
 
@@ -189,8 +233,8 @@ class EmulatorApp:
         self.namespace = namespace
         self.faults: List[FaultRule] = []
         self.default_settings = Settings()
-        self.closing = False      # set on SIGTERM/SIGINT: pending long polls answer at once
-        self.scheme = "http"      # "https" when served over TLS (Atom ids, Location)
+        self.closing = False  # set on SIGTERM/SIGINT: pending long polls answer at once
+        self.scheme = "http"  # "https" when served over TLS (Atom ids, Location)
         self.created = broker.clock.now()
 
     def make_server(self, **kwargs) -> web.Server:
@@ -202,11 +246,18 @@ class EmulatorApp:
 
     # ----- responses -------------------------------------------------------------------------
 
-    async def respond(self, request: web.BaseRequest, status: int, body: bytes = b"",
-                      content_type: Optional[str] = XML_CT, headers: Optional[List[Tuple[str, str]]] = None,
-                      chunked: bool = True, close: bool = False) -> web.StreamResponse:
+    async def respond(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        body: bytes = b"",
+        content_type: Optional[str] = XML_CT,
+        headers: Optional[List[Tuple[str, str]]] = None,
+        chunked: bool = True,
+        close: bool = False,
+    ) -> web.StreamResponse:
         self.broker.store.commit()
-        hl = headers if headers is not None else []     # callers hand over a list of their own
+        hl = headers if headers is not None else []  # callers hand over a list of their own
         if content_type is not None:
             hl.append((hdrs.CONTENT_TYPE, content_type))
         hl.append((hdrs.SERVER, SERVER))
@@ -216,7 +267,7 @@ class EmulatorApp:
         zero = status == 204 or status == 304
         resp: web.StreamResponse
         if content_type is None or zero:
-            resp = SBBareResponse(status=status, headers=hl)   # one multidict built from the list
+            resp = SBBareResponse(status=status, headers=hl)  # one multidict built from the list
             resp.omit_content_type = content_type is None
             resp.zero_length = zero
         else:
@@ -229,7 +280,7 @@ class EmulatorApp:
             else:
                 resp.content_length = len(body)
         await resp.prepare(request)
-        await resp.write_eof(body)      # headers, the one chunk and the terminator in one send
+        await resp.write_eof(body)  # headers, the one chunk and the terminator in one send
         return resp
 
     async def error(self, request, status: int, detail: str, headers=None, close: bool = False) -> web.StreamResponse:
@@ -268,8 +319,7 @@ class EmulatorApp:
         except ConnectionError:
             # The client went away before its answer was written (it timed out during an
             # injected delay, or vanished): there is no one to answer, and nothing to log loudly.
-            log.debug("client gone before the answer to %s %s", request.method,
-                      loggable_path(request.raw_path))
+            log.debug("client gone before the answer to %s %s", request.method, loggable_path(request.raw_path))
             raise asyncio.CancelledError() from None
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -278,14 +328,14 @@ class EmulatorApp:
         if "%" in path:
             path = urllib.parse.unquote(path)
         segs = _segments(path)
-        lpath = path.lower()                # str.lower never makes or removes a "/"
+        lpath = path.lower()  # str.lower never makes or removes a "/"
         lsegs = segs if lpath == path else _segments(lpath)
         if lsegs and lsegs[0] == "$admin":
             return await self.admin(request, segs[1:], lsegs[1:])
         if "messages" in lsegs:
             i = lsegs.index("messages")
             ekey = "/".join(lsegs[:i])
-            rest = lsegs[i + 1:]
+            rest = lsegs[i + 1 :]
             m = request.method
             if not rest and m == "POST":
                 op = "send"
@@ -294,8 +344,10 @@ class EmulatorApp:
             elif len(rest) == 2 and m in ("PUT", "DELETE", "POST"):
                 op = _SETTLE_OPS[m]
             else:
-                raise BrokerError(405 if not rest or rest == ["head"] or len(rest) == 2 else 400,
-                                  "The request method or path is not supported for messages.")
+                raise BrokerError(
+                    405 if not rest or rest == ["head"] or len(rest) == 2 else 400,
+                    "The request method or path is not supported for messages.",
+                )
         else:
             op = "management"
             ekey = "/".join(lsegs)
@@ -314,7 +366,9 @@ class EmulatorApp:
         else:
             ent = self.broker.get(ekey)
             if ent is None:
-                raise BrokerError(410, "The messaging entity '%s' could not be found." % "/".join(segs[:lsegs.index("messages")]))
+                raise BrokerError(
+                    410, "The messaging entity '%s' could not be found." % "/".join(segs[: lsegs.index("messages")])
+                )
             if op == "send":
                 await self.send(request, ent, rule)
             elif op in ("peek_lock", "receive_and_delete"):
@@ -329,7 +383,7 @@ class EmulatorApp:
             resp = await self.apply_fault(request, rule, before=False)
             if resp is not None:
                 return resp
-        if result is not None:      # a management answer (send and settle give None)
+        if result is not None:  # a management answer (send and settle give None)
             return result
         return await self.respond(request, 201 if op == "send" else 200)
 
@@ -345,7 +399,9 @@ class EmulatorApp:
                 host = "%s:%d" % (host, sock[1])
         return host
 
-    def body_limit(self, request: web.BaseRequest, op: str, ekey: str) -> Tuple[int, Optional[Callable[[str], BrokerError]]]:
+    def body_limit(
+        self, request: web.BaseRequest, op: str, ekey: str
+    ) -> Tuple[int, Optional[Callable[[str], BrokerError]]]:
         """The most body bytes the request may bring, and the error past it (None: the generic one)."""
         if op == "send":
             ent = self.broker.get(ekey)
@@ -358,12 +414,18 @@ class EmulatorApp:
     def send_limit(self, ent: Entity, batch: bool) -> Tuple[int, Callable[[str], BrokerError]]:
         if batch:
             # the JSON of a batch may spell a byte in up to 6 (\u0000) or, base64, in 4/3
-            return (6 * ent.settings.max_message_size + 65536,
-                    lambda size: self.broker.too_large(ent, size, "batch", close=True))
+            return (
+                6 * ent.settings.max_message_size + 65536,
+                lambda size: self.broker.too_large(ent, size, "batch", close=True),
+            )
         return ent.settings.max_message_size, lambda size: self.broker.too_large(ent, size, close=True)
 
-    async def continue_if_expected(self, request: web.BaseRequest, limit: int = MAX_REQUEST_BODY,
-                                   refuse: Optional[Callable[[str], BrokerError]] = None) -> None:
+    async def continue_if_expected(
+        self,
+        request: web.BaseRequest,
+        limit: int = MAX_REQUEST_BODY,
+        refuse: Optional[Callable[[str], BrokerError]] = None,
+    ) -> None:
         """Answer `Expect: 100-continue` once the request passed authorization and its declared
         size is acceptable; otherwise the final status goes out without the body being read."""
         expect = request.headers.get(hdrs.EXPECT)
@@ -382,8 +444,11 @@ class EmulatorApp:
             return
         try:
             raw = request.raw_path
-            self.sas.check(request.headers.get(hdrs.AUTHORIZATION), self.host_of(request),
-                           urllib.parse.unquote(raw) if "%" in raw else raw)
+            self.sas.check(
+                request.headers.get(hdrs.AUTHORIZATION),
+                self.host_of(request),
+                urllib.parse.unquote(raw) if "%" in raw else raw,
+            )
         except AuthError as e:
             raise BrokerError(401, str(e)) from None
 
@@ -407,23 +472,28 @@ class EmulatorApp:
             if rule.retry_after is not None:
                 ra = rule.retry_after
                 headers.append(("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)))
-            detail = {503: "SubCode=50002. ServerBusy: the server is busy. Please retry the operation",
-                      500: "Internal server error (injected)",
-                      429: "SubCode=50004. Throttled (injected)"}.get(rule.status, "Injected fault")
+            detail = {
+                503: "SubCode=50002. ServerBusy: the server is busy. Please retry the operation",
+                500: "Internal server error (injected)",
+                429: "SubCode=50004. Throttled (injected)",
+            }.get(rule.status, "Injected fault")
             return await self.error(request, rule.status, detail, headers)
         return None
 
     # ----- message operations ----------------------------------------------------------------
 
-    async def read_body(self, request: web.BaseRequest, limit: int,
-                        refuse: Optional[Callable[[str], BrokerError]] = None) -> bytes:
+    async def read_body(
+        self, request: web.BaseRequest, limit: int, refuse: Optional[Callable[[str], BrokerError]] = None
+    ) -> bytes:
         """The request body, refused (and the connection closed) as soon as it passes `limit`
         bytes: by its Content-Length before reading, or while it streams in."""
+
         def too_big(size: str) -> BrokerError:
             if refuse is not None:
                 return refuse(size)
-            return BrokerError(403, "SubCode=40300. The request body exceeds the maximum size of %d bytes." % limit,
-                               close=True)
+            return BrokerError(
+                403, "SubCode=40300. The request body exceeds the maximum size of %d bytes." % limit, close=True
+            )
 
         length = request.content_length
         if length is not None and length > limit:
@@ -444,8 +514,11 @@ class EmulatorApp:
         if ent.kind not in ("queue", "topic"):
             raise BrokerError(400, "Cannot send to '%s': send to a queue or a topic." % ent.name)
         if ent.settings.status in ("Disabled", "SendDisabled"):
-            raise BrokerError(400, "SubCode=40000. The messaging entity '%s' is disabled for sending (Status %s)."
-                              % (ent.name, ent.settings.status))
+            raise BrokerError(
+                400,
+                "SubCode=40000. The messaging entity '%s' is disabled for sending (Status %s)."
+                % (ent.name, ent.settings.status),
+            )
         ct = request.headers.get(hdrs.CONTENT_TYPE)
         batch = _is_batch(ct)
         limit, refuse = self.send_limit(ent, batch)
@@ -504,8 +577,11 @@ class EmulatorApp:
             raise BrokerError(400, "Cannot receive from a topic: receive from one of its subscriptions.")
         owner = ent.parent if ent.kind == "deadletter" and ent.parent is not None else ent
         if owner.settings.status in ("Disabled", "ReceiveDisabled"):
-            raise BrokerError(400, "SubCode=40000. The messaging entity '%s' is disabled for receiving (Status %s)."
-                              % (ent.name, owner.settings.status))
+            raise BrokerError(
+                400,
+                "SubCode=40000. The messaging entity '%s' is disabled for receiving (Status %s)."
+                % (ent.name, owner.settings.status),
+            )
         timeout = self.parse_timeout(request)
         broker = self.broker
         deadline = broker.clock.now() + timeout
@@ -538,7 +614,7 @@ class EmulatorApp:
                 except ValueError:
                     pass
                 if not woke and fut.done() and not fut.cancelled():
-                    broker._wake_one(ent)   # pass a wake-up on to another waiter
+                    broker._wake_one(ent)  # pass a wake-up on to another waiter
             tr = request.transport
             if tr is None or tr.is_closing():
                 broker._wake_one(ent)
@@ -547,8 +623,13 @@ class EmulatorApp:
             return await self.respond(request, 204)
         headers = [("BrokerProperties", broker.broker_properties(ent, msg, peek_lock))]
         if peek_lock:
-            headers.append(("Location", "%s://%s/%s/messages/%d/%s" % (self.scheme, _host_header(request), ent.name,
-                                                                      msg.seq, msg.lock_token)))
+            headers.append(
+                (
+                    "Location",
+                    "%s://%s/%s/messages/%d/%s"
+                    % (self.scheme, _host_header(request), ent.name, msg.seq, msg.lock_token),
+                )
+            )
         if msg.custom:
             headers.extend(msg.custom)
         if rule is not None and rule.after:
@@ -559,7 +640,7 @@ class EmulatorApp:
 
     def parse_timeout(self, request: web.BaseRequest) -> float:
         qs = request.raw_path.partition("?")[2]
-        t = _TIMEOUTS.get(qs)      # a client asks with the same query string again and again
+        t = _TIMEOUTS.get(qs)  # a client asks with the same query string again and again
         if t is None:
             t = self._parse_timeout(qs)
             if len(_TIMEOUTS) >= 1000:
@@ -573,7 +654,7 @@ class EmulatorApp:
         if qs:
             if "%" in qs or "+" in qs:
                 pairs = urllib.parse.parse_qsl(qs, keep_blank_values=True)
-            else:   # nothing to unquote: the same pairs parse_qsl gives, without its cost
+            else:  # nothing to unquote: the same pairs parse_qsl gives, without its cost
                 pairs = [p.partition("=")[::2] for p in qs.split("&") if p]
             for k, v in pairs:
                 if k.lower() == "timeout":
@@ -653,16 +734,22 @@ class EmulatorApp:
         if m == "PUT":
             raw = await self.read_body(request, atom.MAX_DESCRIPTION)
             kind, settings, default_rule = atom.parse_description(
-                raw, "subscription" if is_sub else "queue", self.default_settings)
+                raw, "subscription" if is_sub else "queue", self.default_settings
+            )
             if is_sub != (kind == "subscription"):
                 raise BrokerError(400, "A %s description cannot be put at '%s'." % (kind, name))
-            for what, path in (("ForwardTo", settings.forward_to),
-                               ("ForwardDeadLetteredMessagesTo", settings.forward_dlq_to)):
+            for what, path in (
+                ("ForwardTo", settings.forward_to),
+                ("ForwardDeadLetteredMessagesTo", settings.forward_dlq_to),
+            ):
                 if path is not None:
                     target = self.broker.get(path.lower())
                     if target is None or target.kind not in ("queue", "topic") or target.key == key:
-                        raise BrokerError(400, "The %s entity '%s' is not a queue or topic of this namespace "
-                                          "(other than the entity itself)." % (what, path[:100]))
+                        raise BrokerError(
+                            400,
+                            "The %s entity '%s' is not a queue or topic of this namespace "
+                            "(other than the entity itself)." % (what, path[:100]),
+                        )
             replace = request.headers.get(hdrs.IF_MATCH, "").strip() == "*"
             if replace and self.broker.get(key) is None:
                 raise BrokerError(404, "The messaging entity '%s' could not be found." % name)
@@ -672,8 +759,7 @@ class EmulatorApp:
                 rule.created = ent.created
                 ent.rules = {rule_name: rule}
                 self.broker.store.save_rules(ent)
-            return await self.respond(request, 201 if created else 200,
-                                      self.entry(ent, base, now).encode(), ENTRY_CT)
+            return await self.respond(request, 201 if created else 200, self.entry(ent, base, now).encode(), ENTRY_CT)
         raise BrokerError(405, "The method %s is not allowed here." % m)
 
     async def rules(self, request: web.BaseRequest, segs: List[str], lsegs: List[str]):
@@ -704,8 +790,9 @@ class EmulatorApp:
             old = sub.rules.get(name)
             flt.created = old.created if old is not None and replace else self.broker.clock.now()
             created = self.broker.set_rule(sub, name, flt, replace=replace)
-            return await self.respond(request, 201 if created else 200,
-                                      atom.rule_entry_xml(sub, name, base).encode(), ENTRY_CT)
+            return await self.respond(
+                request, 201 if created else 200, atom.rule_entry_xml(sub, name, base).encode(), ENTRY_CT
+            )
         raise BrokerError(405, "The method %s is not allowed here." % m)
 
     def _page(self, request, items: List[Any], url: str) -> Tuple[List[Any], Optional[str]]:
@@ -716,7 +803,7 @@ class EmulatorApp:
             top = max(int(q.get("$top", str(DEFAULT_PAGE))), 0)
         except ValueError:
             raise BrokerError(400, "$skip and $top must be whole numbers.") from None
-        page = items[skip:skip + top]
+        page = items[skip : skip + top]
         nxt = None
         if skip + top < len(items) and top > 0:
             extra = {"$skip": str(skip + top), "$top": str(top)}
@@ -793,8 +880,9 @@ class EmulatorApp:
             if len(lsegs) == 2 and lsegs[0] == "faults" and m == "DELETE":
                 before = len(self.faults)
                 self.faults = [r for r in self.faults if r.id != segs[1]]
-                return await self.json(request, 200 if len(self.faults) < before else 404,
-                                       {"removed": before - len(self.faults)})
+                return await self.json(
+                    request, 200 if len(self.faults) < before else 404, {"removed": before - len(self.faults)}
+                )
             if lsegs == ["state"] and m == "GET":
                 st = b.state()
                 st["faults"] = [r.to_json() for r in self.faults]
@@ -831,7 +919,7 @@ def _host_header(request: web.BaseRequest) -> str:
     that is not a host[:port] (``127.0.0.1:80/q1`` would stretch a SAS scope) is a 400."""
     host = request.headers.get(hdrs.HOST)
     if host:
-        if host not in _GOOD_HOSTS:       # clients send the same Host again and again
+        if host not in _GOOD_HOSTS:  # clients send the same Host again and again
             if not _HOST_RE.match(host):
                 raise BrokerError(400, "The Host header is not a host name or address with an optional port.")
             if len(_GOOD_HOSTS) >= 1000:

@@ -5,6 +5,7 @@ the server commits once per request, before the response is written, so a
 process stopped at any moment restarts with every acknowledged message, lock,
 delivery count and sequence number.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ class EntityRecord:
 @dataclass
 class Snapshot:
     """What a store saved, as plain records: Broker.restore rebuilds the broker from it."""
+
     clock_offset: Optional[float] = None
-    entities: List[EntityRecord] = field(default_factory=list)   # queues, topics, subscriptions
+    entities: List[EntityRecord] = field(default_factory=list)  # queues, topics, subscriptions
     rules: Dict[str, Dict[str, Filter]] = field(default_factory=dict)
     messages: List[Tuple[str, Message]] = field(default_factory=list)
     completed: List[Tuple[str, str, int]] = field(default_factory=list)
@@ -43,21 +45,50 @@ class Snapshot:
 class NullStore:
     """In-memory mode: nothing is written."""
 
-    def save_entity(self, ent: "Entity") -> None: pass
-    def delete_entity(self, ent: "Entity") -> None: pass
-    def insert_message(self, ent: "Entity", msg: "Message") -> None: pass
-    def update_message(self, ent: "Entity", msg: "Message") -> None: pass
-    def delete_message(self, ent: "Entity", seq: int) -> None: pass
-    def save_meta(self, key: str, value: Any) -> None: pass
-    def save_completed(self, ent: "Entity", message_id: str, n: int) -> None: pass
-    def forget_completed(self, ent: "Entity", message_id: str, forgotten: int) -> None: pass
-    def clear_completed(self) -> None: pass
-    def save_seen(self, ent: "Entity", message_id: str, t: float) -> None: pass
-    def forget_seen(self, ent: "Entity", message_id: str) -> None: pass
-    def clear_seen(self) -> None: pass
-    def save_rules(self, ent: "Entity") -> None: pass
-    def commit(self) -> None: pass
-    def close(self) -> None: pass
+    def save_entity(self, ent: "Entity") -> None:
+        pass
+
+    def delete_entity(self, ent: "Entity") -> None:
+        pass
+
+    def insert_message(self, ent: "Entity", msg: "Message") -> None:
+        pass
+
+    def update_message(self, ent: "Entity", msg: "Message") -> None:
+        pass
+
+    def delete_message(self, ent: "Entity", seq: int) -> None:
+        pass
+
+    def save_meta(self, key: str, value: Any) -> None:
+        pass
+
+    def save_completed(self, ent: "Entity", message_id: str, n: int) -> None:
+        pass
+
+    def forget_completed(self, ent: "Entity", message_id: str, forgotten: int) -> None:
+        pass
+
+    def clear_completed(self) -> None:
+        pass
+
+    def save_seen(self, ent: "Entity", message_id: str, t: float) -> None:
+        pass
+
+    def forget_seen(self, ent: "Entity", message_id: str) -> None:
+        pass
+
+    def clear_seen(self) -> None:
+        pass
+
+    def save_rules(self, ent: "Entity") -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 SCHEMA = """
@@ -114,8 +145,8 @@ class SqliteStore(NullStore):
             "INSERT INTO entities(key,name,kind,settings,next_seq,created,updated) VALUES(?,?,?,?,?,?,?) "
             "ON CONFLICT(key) DO UPDATE SET name=excluded.name, kind=excluded.kind, settings=excluded.settings,"
             " next_seq=excluded.next_seq, updated=excluded.updated",
-            (ent.key, ent.name, ent.kind, json.dumps(ent.settings.to_json()), ent.next_seq,
-             ent.created, ent.updated))
+            (ent.key, ent.name, ent.kind, json.dumps(ent.settings.to_json()), ent.next_seq, ent.created, ent.updated),
+        )
 
     def delete_entity(self, ent: "Entity") -> None:
         db = self._tx()
@@ -131,15 +162,31 @@ class SqliteStore(NullStore):
     def insert_message(self, ent: "Entity", m: "Message") -> None:
         self._tx().execute(
             "INSERT OR REPLACE INTO messages VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (ent.key, m.seq, m.message_id, m.body, m.content_type,
-             json.dumps(m.props) if m.props else None,
-             json.dumps(m.custom) if m.custom else None, m.ttl, m.enqueued_at,
-             m.scheduled_at, m.enq_seq, m.dc, m.lock_token, m.locked_until, m.state, m.size))
+            (
+                ent.key,
+                m.seq,
+                m.message_id,
+                m.body,
+                m.content_type,
+                json.dumps(m.props) if m.props else None,
+                json.dumps(m.custom) if m.custom else None,
+                m.ttl,
+                m.enqueued_at,
+                m.scheduled_at,
+                m.enq_seq,
+                m.dc,
+                m.lock_token,
+                m.locked_until,
+                m.state,
+                m.size,
+            ),
+        )
 
     def update_message(self, ent: "Entity", m: "Message") -> None:
         self._tx().execute(
             "UPDATE messages SET dc=?, lock_token=?, locked_until=?, state=? WHERE ekey=? AND seq=?",
-            (m.dc, m.lock_token, m.locked_until, m.state, ent.key, m.seq))
+            (m.dc, m.lock_token, m.locked_until, m.state, ent.key, m.seq),
+        )
 
     def delete_message(self, ent: "Entity", seq: int) -> None:
         self._tx().execute("DELETE FROM messages WHERE ekey=? AND seq=?", (ent.key, seq))
@@ -169,8 +216,10 @@ class SqliteStore(NullStore):
         self._tx().execute("DELETE FROM seen_ids WHERE ekey=? AND message_id=?", (ent.key, message_id))
 
     def save_rules(self, ent: "Entity") -> None:
-        self._tx().execute("INSERT OR REPLACE INTO rules VALUES(?,?)",
-                           (ent.key, json.dumps({n: rule_to_json(f) for n, f in ent.rules.items()})))
+        self._tx().execute(
+            "INSERT OR REPLACE INTO rules VALUES(?,?)",
+            (ent.key, json.dumps({n: rule_to_json(f) for n, f in ent.rules.items()})),
+        )
 
     def save_meta(self, key: str, value: Any) -> None:
         self._tx().execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (key, json.dumps(value)))
@@ -184,25 +233,47 @@ class SqliteStore(NullStore):
                 if isinstance(off, (int, float)):
                     snap.clock_offset = float(off)
         order = {"queue": 0, "topic": 1, "subscription": 2}
-        rows = sorted(self.db.execute("SELECT key,name,kind,settings,next_seq,created,updated FROM entities"),
-                      key=lambda r: order.get(r[2], 3))
-        snap.entities = [EntityRecord(name, kind, Settings.from_json(json.loads(settings)), next_seq,
-                                      created, updated)
-                         for _key, name, kind, settings, next_seq, created, updated in rows]
-        snap.rules = {ekey: {n: filter_from_json(f) for n, f in json.loads(spec).items()}
-                      for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules")}
+        rows = sorted(
+            self.db.execute("SELECT key,name,kind,settings,next_seq,created,updated FROM entities"),
+            key=lambda r: order.get(r[2], 3),
+        )
+        snap.entities = [
+            EntityRecord(name, kind, Settings.from_json(json.loads(settings)), next_seq, created, updated)
+            for _key, name, kind, settings, next_seq, created, updated in rows
+        ]
+        snap.rules = {
+            ekey: {n: filter_from_json(f) for n, f in json.loads(spec).items()}
+            for ekey, spec in self.db.execute("SELECT ekey, spec FROM rules")
+        }
         for row in self.db.execute(
-                "SELECT ekey,seq,message_id,body,content_type,props,custom,ttl,enqueued_at,scheduled_at,"
-                "enq_seq,dc,lock_token,locked_until,state,size FROM messages ORDER BY ekey, seq"):
+            "SELECT ekey,seq,message_id,body,content_type,props,custom,ttl,enqueued_at,scheduled_at,"
+            "enq_seq,dc,lock_token,locked_until,state,size FROM messages ORDER BY ekey, seq"
+        ):
             custom = json.loads(row[6]) if row[6] else None
-            snap.messages.append((row[0], Message(
-                seq=row[1], message_id=row[2], body=bytes(row[3]), content_type=row[4],
-                props=json.loads(row[5]) if row[5] else None,
-                custom=[tuple(c) for c in custom] if custom else None, ttl=row[7],
-                enqueued_at=row[8], expires_at=0.0, scheduled_at=row[9], enq_seq=row[10],
-                dc=row[11], lock_token=row[12], locked_until=row[13], state=row[14], size=row[15])))
-        snap.completed = list(self.db.execute(
-            "SELECT ekey, message_id, n FROM completed ORDER BY rowid"))
+            snap.messages.append(
+                (
+                    row[0],
+                    Message(
+                        seq=row[1],
+                        message_id=row[2],
+                        body=bytes(row[3]),
+                        content_type=row[4],
+                        props=json.loads(row[5]) if row[5] else None,
+                        custom=[tuple(c) for c in custom] if custom else None,
+                        ttl=row[7],
+                        enqueued_at=row[8],
+                        expires_at=0.0,
+                        scheduled_at=row[9],
+                        enq_seq=row[10],
+                        dc=row[11],
+                        lock_token=row[12],
+                        locked_until=row[13],
+                        state=row[14],
+                        size=row[15],
+                    ),
+                )
+            )
+        snap.completed = list(self.db.execute("SELECT ekey, message_id, n FROM completed ORDER BY rowid"))
         snap.seen = list(self.db.execute("SELECT ekey, message_id, t FROM seen_ids ORDER BY t"))
         snap.forgotten = list(self.db.execute("SELECT ekey, n FROM completed_forgotten"))
         return snap

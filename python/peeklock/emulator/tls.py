@@ -5,6 +5,7 @@ valid for a year and is its own issuer: a client trusts it by taking the certifi
 CA bundle (Python ``connection_verify=``, Node ``NODE_EXTRA_CA_CERTS``, curl/peeklock ``ca_file``).
 It is made with the ``cryptography`` package, needed only for ``--tls``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -30,8 +31,10 @@ def make_self_signed(directory: str, hosts: List[str]) -> Tuple[str, str]:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     except ImportError:
-        raise SystemExit("error: --tls needs the 'cryptography' package (pip install cryptography), "
-                         "or give a certificate with --cert and --key") from None
+        raise SystemExit(
+            "error: --tls needs the 'cryptography' package (pip install cryptography), "
+            "or give a certificate with --cert and --key"
+        ) from None
     os.makedirs(directory, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     names: List[x509.GeneralName] = []
@@ -40,28 +43,50 @@ def make_self_signed(directory: str, hosts: List[str]) -> Tuple[str, str]:
             names.append(x509.IPAddress(ipaddress.ip_address(h.strip("[]"))))
         except ValueError:
             names.append(x509.DNSName(h))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "peeklock emulator"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "peeklock (local testing only)")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "peeklock emulator"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "peeklock (local testing only)"),
+        ]
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(ski, critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -8,6 +8,7 @@ apart from .venv, where the legacy azure-servicebus 0.21.1 lives). Messages are 
 with plain REST calls (the SDK's data plane speaks AMQP), the clock moved with /$admin/.
 Prints a JSON summary; any mismatch raises (exit status 1).
 """
+
 import asyncio
 import base64
 import datetime
@@ -22,22 +23,32 @@ import warnings
 
 import requests
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.servicebus.management import (CorrelationRuleFilter, FalseRuleFilter, SqlRuleAction, SqlRuleFilter,
-                                         TrueRuleFilter)
+from azure.servicebus.management import (
+    CorrelationRuleFilter,
+    FalseRuleFilter,
+    SqlRuleAction,
+    SqlRuleFilter,
+    TrueRuleFilter,
+)
 
 MODE, CONN, CERT = sys.argv[1], sys.argv[2], sys.argv[3]
 FIELDS = dict(p.split("=", 1) for p in CONN.split(";") if "=" in p)
 BASE = "https://" + FIELDS["Endpoint"].split("://", 1)[1].rstrip("/")
-P = "a" if MODE == "aio" else "s"          # entity name prefix: both modes may share an emulator
+P = "a" if MODE == "aio" else "s"  # entity name prefix: both modes may share an emulator
 
 
 def sas(uri):
     se = int(time.time()) + 600
     sr = urllib.parse.quote(uri, safe="")
-    sig = base64.b64encode(hmac.new(FIELDS["SharedAccessKey"].encode(), ("%s\n%d" % (sr, se)).encode(),
-                                    hashlib.sha256).digest()).decode()
+    sig = base64.b64encode(
+        hmac.new(FIELDS["SharedAccessKey"].encode(), ("%s\n%d" % (sr, se)).encode(), hashlib.sha256).digest()
+    ).decode()
     return "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s" % (
-        sr, urllib.parse.quote(sig, safe=""), se, FIELDS["SharedAccessKeyName"])
+        sr,
+        urllib.parse.quote(sig, safe=""),
+        se,
+        FIELDS["SharedAccessKeyName"],
+    )
 
 
 def rest(method, path, body=b"", headers=None, expect=None):
@@ -68,8 +79,9 @@ def http_date(dt):
 
 
 def admin(method, path, obj=None):
-    r = requests.request(method, BASE + "/$admin/" + path, data=json.dumps(obj) if obj is not None else b"",
-                         verify=CERT, timeout=30)
+    r = requests.request(
+        method, BASE + "/$admin/" + path, data=json.dumps(obj) if obj is not None else b"", verify=CERT, timeout=30
+    )
     assert r.status_code < 300, r.text
     return r.json()
 
@@ -97,13 +109,22 @@ async def scenario(c, out):
 
     # ----- queue: create with every kind of setting, get, update, runtime
     qn = P + "-adm-q"
-    q = await aw(c.create_queue(qn, lock_duration=datetime.timedelta(seconds=30), max_delivery_count=1,
-                                default_message_time_to_live=datetime.timedelta(hours=1),
-                                dead_lettering_on_message_expiration=True, max_size_in_megabytes=2048,
-                                requires_duplicate_detection=True,
-                                duplicate_detection_history_time_window=datetime.timedelta(minutes=2),
-                                auto_delete_on_idle=datetime.timedelta(days=2), user_metadata="first",
-                                enable_batched_operations=True, max_message_size_in_kilobytes=512))
+    q = await aw(
+        c.create_queue(
+            qn,
+            lock_duration=datetime.timedelta(seconds=30),
+            max_delivery_count=1,
+            default_message_time_to_live=datetime.timedelta(hours=1),
+            dead_lettering_on_message_expiration=True,
+            max_size_in_megabytes=2048,
+            requires_duplicate_detection=True,
+            duplicate_detection_history_time_window=datetime.timedelta(minutes=2),
+            auto_delete_on_idle=datetime.timedelta(days=2),
+            user_metadata="first",
+            enable_batched_operations=True,
+            max_message_size_in_kilobytes=512,
+        )
+    )
     assert q.name == qn and q.lock_duration == datetime.timedelta(seconds=30) and q.max_delivery_count == 1
     assert q.requires_duplicate_detection and q.duplicate_detection_history_time_window == datetime.timedelta(minutes=2)
     assert q.user_metadata == "first" and q.auto_delete_on_idle == datetime.timedelta(days=2)
@@ -131,12 +152,21 @@ async def scenario(c, out):
     r = rest("POST", "/%s/messages/head?timeout=5" % qn, expect=201)
     rest("PUT", urllib.parse.urlparse(r.headers["Location"]).path, expect=200)
     send(qn, b"active", {"MessageId": "m-active"})
-    send(qn, b"active again", {"MessageId": "m-active"})             # duplicate: dropped
-    send(qn, b"later", {"MessageId": "m-sched",
-                        "ScheduledEnqueueTimeUtc": http_date(emulator_now() + datetime.timedelta(minutes=30))})
+    send(qn, b"active again", {"MessageId": "m-active"})  # duplicate: dropped
+    send(
+        qn,
+        b"later",
+        {"MessageId": "m-sched", "ScheduledEnqueueTimeUtc": http_date(emulator_now() + datetime.timedelta(minutes=30))},
+    )
     rt = await aw(c.get_queue_runtime_properties(qn))
-    counts = (rt.active_message_count, rt.dead_letter_message_count, rt.scheduled_message_count,
-              rt.total_message_count, rt.transfer_message_count, rt.transfer_dead_letter_message_count)
+    counts = (
+        rt.active_message_count,
+        rt.dead_letter_message_count,
+        rt.scheduled_message_count,
+        rt.total_message_count,
+        rt.transfer_message_count,
+        rt.transfer_dead_letter_message_count,
+    )
     assert counts == (1, 1, 1, 3, 0, 0), counts
     for what in ("created_at_utc", "updated_at_utc", "accessed_at_utc"):
         aware_utc(getattr(rt, what), what)
@@ -151,7 +181,10 @@ async def scenario(c, out):
     assert s.forward_dead_lettered_messages_to.endswith("/" + dest)
     send(src, b"forwarded")
     rs, rd = await aw(c.get_queue_runtime_properties(src)), await aw(c.get_queue_runtime_properties(dest))
-    assert (rs.total_message_count, rd.active_message_count) == (0, 1), (rs.total_message_count, rd.active_message_count)
+    assert (rs.total_message_count, rd.active_message_count) == (0, 1), (
+        rs.total_message_count,
+        rd.active_message_count,
+    )
 
     # ----- list past 100, paged
     bulk = ["%s-bulk-%03d" % (P, i) for i in range(101)]
@@ -168,16 +201,31 @@ async def scenario(c, out):
 
     # ----- topic, subscriptions, rules
     tn = P + "-adm-t"
-    t = await aw(c.create_topic(tn, default_message_time_to_live=datetime.timedelta(hours=2),
-                                max_size_in_megabytes=2048, requires_duplicate_detection=False,
-                                user_metadata="topic meta", enable_batched_operations=True))
+    t = await aw(
+        c.create_topic(
+            tn,
+            default_message_time_to_live=datetime.timedelta(hours=2),
+            max_size_in_megabytes=2048,
+            requires_duplicate_detection=False,
+            user_metadata="topic meta",
+            enable_batched_operations=True,
+        )
+    )
     assert t.name == tn and t.user_metadata == "topic meta" and t.enable_partitioning is False
     t = await aw(c.get_topic(tn))
     t.default_message_time_to_live = datetime.timedelta(hours=3)
     await aw(c.update_topic(t))
     assert (await aw(c.get_topic(tn))).default_message_time_to_live == datetime.timedelta(hours=3)
-    sub = await aw(c.create_subscription(tn, "Sub1", max_delivery_count=5, lock_duration=datetime.timedelta(seconds=20),
-                                         user_metadata="sub meta", dead_lettering_on_filter_evaluation_exceptions=False))
+    sub = await aw(
+        c.create_subscription(
+            tn,
+            "Sub1",
+            max_delivery_count=5,
+            lock_duration=datetime.timedelta(seconds=20),
+            user_metadata="sub meta",
+            dead_lettering_on_filter_evaluation_exceptions=False,
+        )
+    )
     assert sub.name == "Sub1" and sub.max_delivery_count == 5 and sub.user_metadata == "sub meta"
     assert sub.dead_lettering_on_filter_evaluation_exceptions is False
     await aw(c.create_subscription(tn, "Sub2"))
@@ -188,10 +236,25 @@ async def scenario(c, out):
     subs = [x.name for x in await collect(c.list_subscriptions(tn))]
     assert subs == ["Sub1", "Sub2"], subs
 
-    await aw(c.create_rule(tn, "Sub2", "sql", filter=SqlRuleFilter("color = @c AND size > @n", {"@c": "red", "@n": 2}),
-                           action=SqlRuleAction("SET sys.Label = 'big-red'; SET user.seen = true; REMOVE user.size")))
-    await aw(c.create_rule(tn, "Sub2", "corr", filter=CorrelationRuleFilter(
-        correlation_id="cid", label="L", properties={"kind": "blue", "n": 7, "ok": True, "f": 1.5})))
+    await aw(
+        c.create_rule(
+            tn,
+            "Sub2",
+            "sql",
+            filter=SqlRuleFilter("color = @c AND size > @n", {"@c": "red", "@n": 2}),
+            action=SqlRuleAction("SET sys.Label = 'big-red'; SET user.seen = true; REMOVE user.size"),
+        )
+    )
+    await aw(
+        c.create_rule(
+            tn,
+            "Sub2",
+            "corr",
+            filter=CorrelationRuleFilter(
+                correlation_id="cid", label="L", properties={"kind": "blue", "n": 7, "ok": True, "f": 1.5}
+            ),
+        )
+    )
     await aw(c.create_rule(tn, "Sub2", "all", filter=TrueRuleFilter()))
     await aw(c.create_rule(tn, "Sub2", "none", filter=FalseRuleFilter()))
     await aw(c.delete_rule(tn, "Sub2", "$Default"))
@@ -216,8 +279,12 @@ async def scenario(c, out):
 
     # messages through the rules: the SQL rule's action changes the copy Sub2 gets
     send(tn, b"red one", {"Label": "orig"}, {"color": '"red"', "size": "5"})
-    send(tn, b"green corr", {"CorrelationId": "cid", "Label": "L"}, {"kind": '"green"', "n": "7", "ok": "true",
-                                                                   "f": "1.5"})
+    send(
+        tn,
+        b"green corr",
+        {"CorrelationId": "cid", "Label": "L"},
+        {"kind": '"green"', "n": "7", "ok": "true", "f": "1.5"},
+    )
     send(tn, b"nobody", {}, {"color": '"blue"'})
     got = rest("DELETE", "/%s/subscriptions/Sub2/messages/head?timeout=5" % tn, expect=200)
     bp = json.loads(got.headers["BrokerProperties"])
@@ -263,10 +330,12 @@ async def main():
     out = {"mode": MODE}
     if MODE == "aio":
         from azure.servicebus.aio.management import ServiceBusAdministrationClient as Aio
+
         async with Aio.from_connection_string(CONN, connection_verify=CERT) as c:
             await scenario(c, out)
     else:
         from azure.servicebus.management import ServiceBusAdministrationClient
+
         with ServiceBusAdministrationClient.from_connection_string(CONN, connection_verify=CERT) as c:
             await scenario(c, out)
     print(json.dumps(out))

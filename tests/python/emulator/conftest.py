@@ -1,4 +1,5 @@
 """Fixtures for the emulator suites: the peeklock.testing plugin plus a small REST helper."""
+
 import json
 import os
 import shutil
@@ -47,12 +48,14 @@ class SB:
         return status
 
     def peek_lock(self, entity, timeout=0):
-        return Received(*self.emu.request("POST", "/%s/messages/head?timeout=%s" % (entity, timeout),
-                                           timeout=timeout + 30))
+        return Received(
+            *self.emu.request("POST", "/%s/messages/head?timeout=%s" % (entity, timeout), timeout=timeout + 30)
+        )
 
     def receive_and_delete(self, entity, timeout=0):
-        return Received(*self.emu.request("DELETE", "/%s/messages/head?timeout=%s" % (entity, timeout),
-                                           timeout=timeout + 30))
+        return Received(
+            *self.emu.request("DELETE", "/%s/messages/head?timeout=%s" % (entity, timeout), timeout=timeout + 30)
+        )
 
     def unlock(self, msg):
         return self.emu.request("PUT", msg.lock_path)[0]
@@ -102,8 +105,9 @@ def npm_installed(subdir: str, module: str) -> str:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node/npm not installed")
     if not os.path.isdir(os.path.join(where, "node_modules", module)):
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=where,
-                           capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"], cwd=where, capture_output=True, text=True, timeout=900
+        )
         if r.returncode != 0:
             pytest.skip("npm install in tests/compat/%s failed: %s" % (subdir, r.stderr[-500:]))
     return where

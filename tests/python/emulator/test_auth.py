@@ -1,5 +1,6 @@
 """SAS checking (protocol.md section 4): the signing conventions of the real clients pass,
 everything else is 401 with an <Error> body that shows no secret."""
+
 import base64
 import hashlib
 import hmac
@@ -16,16 +17,23 @@ def _sig(sr, se, key):
 
 
 def test_published_vector():
-    assert urllib.parse.quote(sign("audience", 1578099723, "key"), safe="") == \
-        "8UM0iIfFCfeBSqxSdBMW8pUbhAm7mnjSUaIZTZx8V0g%3D"
+    assert (
+        urllib.parse.quote(sign("audience", 1578099723, "key"), safe="")
+        == "8UM0iIfFCfeBSqxSdBMW8pUbhAm7mnjSUaIZTZx8V0g%3D"
+    )
 
 
-@pytest.mark.parametrize("sr,expected", [
-    ("https%3A%2F%2Fcontoso.servicebus.windows.net%2F", "e7iRjghEhQr1bicFUtjwOr%2BfYU7BMGFyx04SJuOraGA%3D"),
-    ("https%3a%2f%2fcontoso.servicebus.windows.net%2f", "cFbJuErGZiTbiVnfEe39QbiTLW0xxAsmAim%2BICuH8%2FU%3D"),
-    ("https%3a%2f%2fcontoso.servicebus.windows.net%3a443%2fmyqueue%2fmessages%2fhead%3ftimeout%3d60",
-     "vPrpgw1sT%2FpFQ9JbQSOSwgxH9oaDR%2Bk9Z8Z7%2BjEImFo%3D"),
-])
+@pytest.mark.parametrize(
+    "sr,expected",
+    [
+        ("https%3A%2F%2Fcontoso.servicebus.windows.net%2F", "e7iRjghEhQr1bicFUtjwOr%2BfYU7BMGFyx04SJuOraGA%3D"),
+        ("https%3a%2f%2fcontoso.servicebus.windows.net%2f", "cFbJuErGZiTbiVnfEe39QbiTLW0xxAsmAim%2BICuH8%2FU%3D"),
+        (
+            "https%3a%2f%2fcontoso.servicebus.windows.net%3a443%2fmyqueue%2fmessages%2fhead%3ftimeout%3d60",
+            "vPrpgw1sT%2FpFQ9JbQSOSwgxH9oaDR%2Bk9Z8Z7%2BjEImFo%3D",
+        ),
+    ],
+)
 def test_protocol_vectors_key_used_as_text(sr, expected):
     key = "SGVsbG9Xb3JsZEtleVZhbHVlMTIzNDU2Nzg5MGFiY2Q="
     assert urllib.parse.quote(sign(sr, 1700000000, key), safe="") == expected
@@ -38,7 +46,7 @@ def test_validator_scope_rules():
     v.check(tok, "ns.example", "/orders/messages/head?timeout=5")
     v.check(tok, "NS.example:443", "/Orders/Messages")
     with pytest.raises(AuthError):
-        v.check(tok, "ns.example", "/orders2/messages")     # prefix only on a path boundary
+        v.check(tok, "ns.example", "/orders2/messages")  # prefix only on a path boundary
     with pytest.raises(AuthError):
         v.check(tok, "other.example", "/orders/messages")
     ns_tok = make_token("sb://ns.example/", "k", "secret", far)
@@ -71,7 +79,12 @@ def test_python_legacy_style_token(authq):
     se = int(time.time()) + 300
     uri = "http://%s:%d/authq/messages" % (emu.host, emu.port)
     sr = urllib.parse.quote(uri, safe="").lower()
-    tok = "SharedAccessSignature sig=%s&se=%d&skn=%s&sr=%s" % (urllib.parse.quote(_sig(sr, se, emu.key)), se, emu.key_name, sr)
+    tok = "SharedAccessSignature sig=%s&se=%d&skn=%s&sr=%s" % (
+        urllib.parse.quote(_sig(sr, se, emu.key)),
+        se,
+        emu.key_name,
+        sr,
+    )
     assert _send(emu, tok)[0] == 201
 
 
@@ -80,9 +93,15 @@ def test_node_style_token_signs_query(authq):
     se = int(time.time()) + 300
     url = ("http://%s:%d/authq/messages/head?timeout=0&api-version=2013-07" % (emu.host, emu.port)).lower()
     sr = urllib.parse.quote(url, safe="-_.!~*'()").lower()
-    tok = "SharedAccessSignature sig=%s&se=%d&skn=%s&sr=%s" % (urllib.parse.quote(_sig(sr, se, emu.key), safe=""), se, emu.key_name, sr)
-    status, _, _ = emu.request("POST", "/authq/messages/head?timeout=0&api-version=2013-07", b"",
-                               {"Authorization": tok}, auth=False)
+    tok = "SharedAccessSignature sig=%s&se=%d&skn=%s&sr=%s" % (
+        urllib.parse.quote(_sig(sr, se, emu.key), safe=""),
+        se,
+        emu.key_name,
+        sr,
+    )
+    status, _, _ = emu.request(
+        "POST", "/authq/messages/head?timeout=0&api-version=2013-07", b"", {"Authorization": tok}, auth=False
+    )
     assert status == 204
 
 
@@ -91,12 +110,19 @@ def test_dotnet_style_namespace_token_uppercase_escapes(authq):
     se = int(time.time()) + 1800
     sr = urllib.parse.quote("http://%s:%d/" % (emu.host, emu.port), safe="")
     assert "%3A" in sr
-    tok = "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s" % (sr, urllib.parse.quote(_sig(sr, se, emu.key), safe=""), se, emu.key_name)
+    tok = "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s" % (
+        sr,
+        urllib.parse.quote(_sig(sr, se, emu.key), safe=""),
+        se,
+        emu.key_name,
+    )
     assert _send(emu, tok)[0] == 201
 
 
-@pytest.mark.parametrize("case", ["missing", "expired", "wrong-key", "unknown-name", "other-entity",
-                                  "tampered-sr", "wrap", "garbage", "no-sig"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "expired", "wrong-key", "unknown-name", "other-entity", "tampered-sr", "wrap", "garbage", "no-sig"],
+)
 def test_bad_tokens_are_401_without_secrets(authq, case):
     emu = authq
     far = int(time.time()) + 600
@@ -126,8 +152,13 @@ def test_bad_tokens_are_401_without_secrets(authq, case):
 
 def test_clock_advance_does_not_expire_client_tokens(authq):
     authq.advance(3600)
-    assert _send(authq, make_token("http://%s:%d/" % (authq.host, authq.port), authq.key_name, authq.key,
-                                   int(time.time()) + 300))[0] == 201
+    assert (
+        _send(
+            authq,
+            make_token("http://%s:%d/" % (authq.host, authq.port), authq.key_name, authq.key, int(time.time()) + 300),
+        )[0]
+        == 201
+    )
 
 
 def test_custom_key_and_no_auth(emulator_factory):
@@ -156,6 +187,7 @@ def test_lock_tokens_never_reach_the_log(emulator_factory):
     """A settle URL carries the lock token; with debug logging on, a token whose scope does not
     cover it is refused and logged without the lock token."""
     from conftest import SB
+
     emu = emulator_factory("--queue", "q", "--queue", "other", "--log-level", "DEBUG")
     sb = SB(emu)
     sb.send_ok("q", b"x")
@@ -166,13 +198,14 @@ def test_lock_tokens_never_reach_the_log(emulator_factory):
     assert sb.complete(m) == 200
     assert emu.stop(timeout=20) == 0
     log = emu.stderr_text()
-    assert "does not cover" in log          # the refusal was logged...
-    assert token not in log                 # ...without the lock token
+    assert "does not cover" in log  # the refusal was logged...
+    assert token not in log  # ...without the lock token
     assert "<lock-token>" in log
 
 
 def test_loggable_path():
     from peeklock.emulator.sas import loggable_path
+
     tok = "0f8fad5b-d9cb-469f-a165-70867728950e"
     assert loggable_path("/q/messages/3/%s?api-version=2013-07" % tok) == "/q/messages/3/<lock-token>"
     assert loggable_path("/t/Subscriptions/s/Messages/12/%s" % tok) == "/t/Subscriptions/s/Messages/12/<lock-token>"

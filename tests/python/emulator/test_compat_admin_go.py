@@ -3,6 +3,7 @@ built from tests/compat/go-admin with modules from the Go module proxy) passes a
 against the emulator over its own HTTPS, trusting the emulator's certificate through
 SSL_CERT_FILE: namespace info, create/get/update/delete, 101 queues in pages of 30, runtime counts
 (CountDetails), rules of every kind with a pager that ends, a scheduled topic message."""
+
 import json
 import os
 import shutil
@@ -31,15 +32,34 @@ def go_driver(tmp_path_factory):
 
 def test_go_admin_client_full_scenario(go_driver, emulator_factory):
     emu = emulator_factory(tls=True)
-    r = subprocess.run([go_driver, emu.connection_string], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, SSL_CERT_FILE=emu.cert_path))
+    r = subprocess.run(
+        [go_driver, emu.connection_string],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, SSL_CERT_FILE=emu.cert_path),
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert json.loads(r.stdout) == {
-        "namespace": "peeklock", "queueCounts": [1, 1, 1, 3, 0], "queuePages": [30, 30, 30, 12],
-        "listedQueues": 102, "listedRuntime": 102, "subscriptions": ["Sub1", "Sub2"],
-        "rulePages": [["all", "corr", "none"], ["sql"]], "allRules": 4, "actionLabel": "was-blue",
-        "topic": {"scheduled": 1, "subscriptionCount": 2, "sqlFilters": 1, "correlationFilters": 1,
-                  "sub1Before": 1, "scheduledAfter": 0, "sub1After": 2},
-        "done": True}
+        "namespace": "peeklock",
+        "queueCounts": [1, 1, 1, 3, 0],
+        "queuePages": [30, 30, 30, 12],
+        "listedQueues": 102,
+        "listedRuntime": 102,
+        "subscriptions": ["Sub1", "Sub2"],
+        "rulePages": [["all", "corr", "none"], ["sql"]],
+        "allRules": 4,
+        "actionLabel": "was-blue",
+        "topic": {
+            "scheduled": 1,
+            "subscriptionCount": 2,
+            "sqlFilters": 1,
+            "correlationFilters": 1,
+            "sub1Before": 1,
+            "scheduledAfter": 0,
+            "sub1After": 2,
+        },
+        "done": True,
+    }
     st = emu.state()
     assert not [p for p in st["entities"] if not p.endswith("$DeadLetterQueue")], sorted(st["entities"])

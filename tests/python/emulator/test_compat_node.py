@@ -1,6 +1,7 @@
 """The legacy Node REST client (npm azure-sb, a test dependency in tests/compat/node) works
 unchanged against the emulator: send with custom properties, peek-lock, renew, unlock,
 redelivery, complete, receive-and-delete, topic/subscription, queue management."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,12 @@ def node_ready():
 
 def test_azure_sb_full_cycle(node_ready, fresh_emulator):
     emu = fresh_emulator
-    r = subprocess.run(["node", os.path.join(NODE_DIR, "drive.js"), emu.endpoint, emu.key_name, emu.key,
-                        "nodeq", "nodet"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["node", os.path.join(NODE_DIR, "drive.js"), emu.endpoint, emu.key_name, emu.key, "nodeq", "nodet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["createQueue"] is True and out["send"] is True
@@ -27,8 +32,13 @@ def test_azure_sb_full_cycle(node_ready, fresh_emulator):
     assert pl["body"] == "hi there" and pl["contentType"] == "text/plain"
     assert pl["brokerProperties"]["DeliveryCount"] == 1
     assert pl["brokerProperties"]["Label"] == "L1" and pl["brokerProperties"]["CorrelationId"] == "c-1"
-    assert pl["customProperties"] == {"propint": 1, "propfloat": 2.22, "propstring": "hi there", "propbool": True,
-                                      "propdate": "2012-03-07T22:27:00.000Z"}
+    assert pl["customProperties"] == {
+        "propint": 1,
+        "propfloat": 2.22,
+        "propstring": "hi there",
+        "propbool": True,
+        "propdate": "2012-03-07T22:27:00.000Z",
+    }
     assert pl["location"].endswith("/nodeq/messages/1/" + pl["brokerProperties"]["LockToken"])
     assert out["renew"] is True and out["unlock"] is True
     again = out["redelivered"]
@@ -51,4 +61,6 @@ def test_azure_sb_full_cycle(node_ready, fresh_emulator):
     st = emu.state()["entities"]
     assert "nodeq" not in st
     assert st["nodet/subscriptions/Sub1"]["messages"] == []
-    assert st["nodet/subscriptions/Sub1"]["completed"] and list(st["nodet/subscriptions/Sub1"]["completed"].values()) == [1]
+    assert st["nodet/subscriptions/Sub1"]["completed"] and list(
+        st["nodet/subscriptions/Sub1"]["completed"].values()
+    ) == [1]

@@ -2,12 +2,15 @@
 dependency only) works unchanged against the emulator: it signs SAS its own way
 (`http://host:port:80/path`, lower-cased escapes), sends custom properties in its own
 forms, and parses BrokerProperties, Location and custom-property headers."""
+
 import datetime
 import time
 
 import pytest
 
-sbmod = pytest.importorskip("azure.servicebus", reason="azure-servicebus==0.21.1 (scripts/deps/emulator.pip) not installed")
+sbmod = pytest.importorskip(
+    "azure.servicebus", reason="azure-servicebus==0.21.1 (scripts/deps/emulator.pip) not installed"
+)
 if not hasattr(sbmod, "ServiceBusService"):
     pytest.skip("azure.servicebus is not the legacy REST package", allow_module_level=True)
 from azure.servicebus import Message, ServiceBusService  # noqa: E402
@@ -16,15 +19,19 @@ from azure.servicebus import Message, ServiceBusService  # noqa: E402
 @pytest.fixture
 def svc(fresh_emulator):
     emu = fresh_emulator
-    s = ServiceBusService(service_namespace=emu.host, host_base=":%d" % emu.port,
-                          shared_access_key_name=emu.key_name, shared_access_key_value=emu.key)
-    s._httpclient.protocol = "http"        # the development endpoint speaks plain http
+    s = ServiceBusService(
+        service_namespace=emu.host,
+        host_base=":%d" % emu.port,
+        shared_access_key_name=emu.key_name,
+        shared_access_key_value=emu.key,
+    )
+    s._httpclient.protocol = "http"  # the development endpoint speaks plain http
     return s
 
 
 def test_queue_management(svc, fresh_emulator):
     assert svc.create_queue("legacyq") is True
-    assert svc.create_queue("legacyq") is False          # 409 -> False
+    assert svc.create_queue("legacyq") is False  # 409 -> False
     q = svc.get_queue("legacyq")
     assert q.lock_duration == "PT1M" and int(q.max_delivery_count) == 10
     assert "legacyq" in [x.name for x in svc.list_queues()]
@@ -34,10 +41,21 @@ def test_queue_management(svc, fresh_emulator):
 
 def test_send_custom_properties_peek_lock_renew_unlock_redeliver_complete(svc, fresh_emulator):
     svc.create_queue("legacy")
-    props = {"hello": "world", "number": 42, "large": 8555111000, "floating": 3.14, "active": True,
-             "dob": datetime.datetime(2011, 12, 14), "quote_message": 'This "should" work fine'}
-    svc.send_queue_message("legacy", Message(b"message with properties", custom_properties=props,
-                                             broker_properties={"Label": "L1", "TimeToLive": 600}))
+    props = {
+        "hello": "world",
+        "number": 42,
+        "large": 8555111000,
+        "floating": 3.14,
+        "active": True,
+        "dob": datetime.datetime(2011, 12, 14),
+        "quote_message": 'This "should" work fine',
+    }
+    svc.send_queue_message(
+        "legacy",
+        Message(
+            b"message with properties", custom_properties=props, broker_properties={"Label": "L1", "TimeToLive": 600}
+        ),
+    )
     msg = svc.receive_queue_message("legacy", peek_lock=True, timeout=5)
     assert msg.body == b"message with properties"
     assert msg.custom_properties["hello"] == "world"
@@ -58,7 +76,7 @@ def test_send_custom_properties_peek_lock_renew_unlock_redeliver_complete(svc, f
     assert again.body == b"message with properties"
     assert again.broker_properties["DeliveryCount"] == 2
     assert again.broker_properties["LockToken"] != first_token
-    again.delete()                                        # complete
+    again.delete()  # complete
     st = fresh_emulator.entity_state("legacy")
     assert st["messages"] == [] and sum(st["completed"].values()) == 1
 
@@ -77,8 +95,13 @@ def test_receive_and_delete_and_empty(svc, fresh_emulator):
 def test_topic_subscription_and_batch(svc, fresh_emulator):
     svc.create_topic("legacyt")
     svc.create_subscription("legacyt", "MySubscription")
-    svc.send_topic_message_batch("legacyt", [Message(b"first", broker_properties={"Label": "M1", "TimeToLive": 40}),
-                                             Message(b"second", custom_properties={"Priority": "Low"})])
+    svc.send_topic_message_batch(
+        "legacyt",
+        [
+            Message(b"first", broker_properties={"Label": "M1", "TimeToLive": 40}),
+            Message(b"second", custom_properties={"Priority": "Low"}),
+        ],
+    )
     a = svc.receive_subscription_message("legacyt", "MySubscription", peek_lock=False, timeout=5)
     b = svc.receive_subscription_message("legacyt", "MySubscription", peek_lock=True, timeout=5)
     assert a.body == b"first" and a.broker_properties["Label"] == "M1"
@@ -91,6 +114,7 @@ def test_topic_subscription_and_batch(svc, fresh_emulator):
 
 def test_lock_lost_is_an_error_for_the_client(svc, fresh_emulator):
     from azure.common import AzureMissingResourceHttpError
+
     fresh_emulator.create_queue("legacylost", lock_duration=30)
     svc.send_queue_message("legacylost", Message(b"x"))
     msg = svc.receive_queue_message("legacylost", peek_lock=True, timeout=5)

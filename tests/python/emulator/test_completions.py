@@ -1,5 +1,6 @@
 """--completions-kept: the state dump's per-entity record of completions is bounded; the ids
 dropped from it are counted in "completed_forgotten", in memory and on a --data-dir."""
+
 import os
 import sqlite3
 
@@ -43,7 +44,7 @@ def test_repeated_completion_counts_two_and_moves_to_the_newest_end(emulator_fac
     emu = emulator_factory("--queue", "rq", "--completions-kept", "3")
     complete_ids(emu, "rq", "a", "b", "a")
     assert record(emu, "rq") == ([("b", 1), ("a", 2)], 0)
-    complete_ids(emu, "rq", "c", "d")               # b is now the least recent: it goes
+    complete_ids(emu, "rq", "c", "d")  # b is now the least recent: it goes
     assert record(emu, "rq") == ([("a", 2), ("c", 1), ("d", 1)], 1)
 
 
@@ -95,7 +96,7 @@ def test_record_and_forgotten_count_survive_a_restart_and_the_table_stays_bounde
 
     emu.restart()
     assert record(emu, "pq") == before
-    complete_ids(emu, "pq", "m5")                   # the order came back too: m3 goes, not m2
+    complete_ids(emu, "pq", "m5")  # the order came back too: m3 goes, not m2
     assert record(emu, "pq") == ([("m2", 2), ("m4", 1), ("m5", 1)], 3)
     emu.stop()
     assert completed_rows(data, "pq") == ["m2", "m4", "m5"]
@@ -112,7 +113,7 @@ def test_data_dir_without_the_forgotten_table_loads(emulator_factory, tmp_path):
     complete_ids(emu, "oq", "old1", "old2")
     emu.stop()
     db = sqlite3.connect(os.path.join(data, "peeklock-emulator.sqlite3"))
-    db.execute("DROP TABLE completed_forgotten")    # as an older emulator left the folder
+    db.execute("DROP TABLE completed_forgotten")  # as an older emulator left the folder
     db.commit()
     db.close()
     emu.restart()

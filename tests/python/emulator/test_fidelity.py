@@ -13,6 +13,7 @@ Substitutions a replay needs (the recordings cannot give them):
 Intentional deviation (protocol.md Decisions): management GET of a missing entity answers 404,
 where the 2014/2015 service answered 200 with a "Publicly Listed Services" feed.
 """
+
 import base64
 import json
 import os
@@ -28,14 +29,35 @@ with open(FIXTURE, encoding="utf-8") as f:
     DATA = json.load(f)
 
 MESSAGE_OPS = {"send", "send-batch", "peek-lock", "receive-and-delete", "unlock", "complete", "renew-lock"}
-STANDARD = {"transfer-encoding", "content-type", "server", "date", "brokerproperties", "location",
-            "strict-transport-security", "content-length"}
-RFC1123 = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$")
+STANDARD = {
+    "transfer-encoding",
+    "content-type",
+    "server",
+    "date",
+    "brokerproperties",
+    "location",
+    "strict-transport-security",
+    "content-length",
+}
+RFC1123 = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$"
+)
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 DATE_KEYS = {"EnqueuedTimeUtc", "LockedUntilUtc", "ScheduledEnqueueTimeUtc"}
-EXACT_KEYS = {"DeliveryCount", "EnqueuedSequenceNumber", "SequenceNumber", "State", "Label", "CorrelationId",
-              "SessionId", "PartitionKey", "ReplyTo", "To", "ReplyToSessionId"}
+EXACT_KEYS = {
+    "DeliveryCount",
+    "EnqueuedSequenceNumber",
+    "SequenceNumber",
+    "State",
+    "Label",
+    "CorrelationId",
+    "SessionId",
+    "PartitionKey",
+    "ReplyTo",
+    "To",
+    "ReplyToSessionId",
+}
 
 
 def groups():
@@ -100,10 +122,13 @@ def send_request(e, exchanges, idx):
     # node: rebuild the send from the recorded receive of the same message: the n-th send to an
     # entity is the message with SequenceNumber n (queue) or EnqueuedSequenceNumber n (topic)
     target = "/".join(entity_of(req["path"])).lower()
-    n = sum(1 for x in exchanges[:idx + 1] if x["operation"] in ("send", "send-batch")
-            and "/".join(entity_of(x["request"]["path"])).lower() == target)
+    n = sum(
+        1
+        for x in exchanges[: idx + 1]
+        if x["operation"] in ("send", "send-batch") and "/".join(entity_of(x["request"]["path"])).lower() == target
+    )
     candidates = []
-    for later in exchanges[idx + 1:]:
+    for later in exchanges[idx + 1 :]:
         if later["operation"] in ("peek-lock", "receive-and-delete") and later["response"]["status"] in (200, 201):
             src = "/".join(entity_of(later["request"]["path"])).lower()
             bp = json.loads(lower_keys(later["response"]["headers"]).get("brokerproperties", "{}"))
@@ -146,14 +171,18 @@ def check_broker_properties(rec_raw, got_raw, eid):
         elif k == "MessageId":
             assert bool(HEX32.match(gv)) == bool(HEX32.match(rv)), (eid, gv)
         elif k == "TimeToLive":
-            assert re.search(r'"TimeToLive":([0-9.]+)', got_raw).group(1) == \
-                re.search(r'"TimeToLive":([0-9.]+)', rec_raw).group(1), eid
+            assert re.search(r'"TimeToLive":([0-9.]+)', got_raw).group(1) == re.search(
+                r'"TimeToLive":([0-9.]+)', rec_raw
+            ).group(1), eid
         elif k in EXACT_KEYS:
             assert gv == rv, (eid, k, gv, rv)
 
 
 # The recorded filter tests replaced the $Default rule of one subscription before sending.
-RULES = {"#SqlExpressionFilter": {"sql": "property=1"}, "#CorrelationIdFilter": {"correlation": {"CorrelationId": "myid"}}}
+RULES = {
+    "#SqlExpressionFilter": {"sql": "property=1"},
+    "#CorrelationIdFilter": {"correlation": {"CorrelationId": "myid"}},
+}
 
 
 @pytest.mark.parametrize("source", list(GROUPS), ids=[s.split("#")[1] for s in GROUPS])
@@ -233,8 +262,9 @@ def test_create_queue_shape(fresh_emulator, eid):
     name = e["request"]["path"].strip("/")
     fresh_emulator.delete_entity(name)
     body = (e["request"]["body"] or "").encode()
-    status, headers, got = fresh_emulator.request("PUT", e["request"]["path"], body,
-                                                  {"Content-Type": "application/atom+xml;type=entry;charset=utf-8"})
+    status, headers, got = fresh_emulator.request(
+        "PUT", e["request"]["path"], body, {"Content-Type": "application/atom+xml;type=entry;charset=utf-8"}
+    )
     rec = e["response"]
     assert status == rec["status"] == 201
     rh = lower_keys(rec["headers"])
@@ -244,40 +274,52 @@ def test_create_queue_shape(fresh_emulator, eid):
     tags = lambda text: re.findall(r"<(\w+)>", text.split("<QueueDescription", 1)[1])  # noqa: E731
     rec_tags = tags(rec["body"])
     got_tags = tags(got.decode())
-    assert [t for t in got_tags if t in rec_tags] == rec_tags     # same elements, same order (we may add)
-    assert re.search(r"<entry xmlns=\"http://www.w3.org/2005/Atom\"><id>[^<]+</id><title type=\"text\">%s</title>"
-                     r"<published>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ</published>" % name, got.decode())
+    assert [t for t in got_tags if t in rec_tags] == rec_tags  # same elements, same order (we may add)
+    assert re.search(
+        r"<entry xmlns=\"http://www.w3.org/2005/Atom\"><id>[^<]+</id><title type=\"text\">%s</title>"
+        r"<published>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ</published>" % name,
+        got.decode(),
+    )
 
 
 @pytest.mark.parametrize("eid", ["x051", "x087"])
 def test_create_conflict_shape(fresh_emulator, eid):
     e = _by_id(eid)
     fresh_emulator.create_queue(e["request"]["path"].strip("/"))
-    status, headers, got = fresh_emulator.request("PUT", e["request"]["path"], (e["request"]["body"] or "").encode(),
-                                                  {"Content-Type": "application/atom+xml;type=entry;charset=utf-8"})
+    status, headers, got = fresh_emulator.request(
+        "PUT",
+        e["request"]["path"],
+        (e["request"]["body"] or "").encode(),
+        {"Content-Type": "application/atom+xml;type=entry;charset=utf-8"},
+    )
     rec = e["response"]
     assert status == rec["status"] == 409
     assert lower_keys(dict(headers.items()))["content-type"] == lower_keys(rec["headers"])["content-type"]
-    assert re.fullmatch(r"<Error><Code>409</Code><Detail>SubCode=40900\. Conflict.*TrackingId:[0-9a-f-]{36}_G\d+,"
-                        r"TimeStamp:\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d\d:\d\d [AP]M</Detail></Error>", got.decode())
+    assert re.fullmatch(
+        r"<Error><Code>409</Code><Detail>SubCode=40900\. Conflict.*TrackingId:[0-9a-f-]{36}_G\d+,"
+        r"TimeStamp:\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d\d:\d\d [AP]M</Detail></Error>",
+        got.decode(),
+    )
 
 
 def test_delete_missing_queue_shape(fresh_emulator):
     e = _by_id("x054")
     status, headers, got = fresh_emulator.request("DELETE", e["request"]["path"])
     assert status == 404
-    assert re.fullmatch(r"<Error><Code>404</Code><Detail>No service is hosted at the specified address\.\.TrackingId:"
-                        r"[0-9a-f-]{36}_G\d+,TimeStamp:\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d\d:\d\d [AP]M</Detail></Error>",
-                        got.decode())
+    assert re.fullmatch(
+        r"<Error><Code>404</Code><Detail>No service is hosted at the specified address\.\.TrackingId:"
+        r"[0-9a-f-]{36}_G\d+,TimeStamp:\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d\d:\d\d [AP]M</Detail></Error>",
+        got.decode(),
+    )
     assert headers["Content-Type"] == "application/xml; charset=utf-8"
 
 
 @pytest.mark.parametrize("eid", ["x052", "x097"])
 def test_get_missing_queue_is_404_by_decision(fresh_emulator, eid):
     e = _by_id(eid)
-    assert e["response"]["status"] == 200           # what the old service did ...
+    assert e["response"]["status"] == 200  # what the old service did ...
     status, _, _ = fresh_emulator.request("GET", e["request"]["path"])
-    assert status == 404                            # ... and what protocol.md Decisions settle on
+    assert status == 404  # ... and what protocol.md Decisions settle on
 
 
 def test_get_missing_subscription_shape(fresh_emulator):

@@ -2,6 +2,7 @@
 past representable dates (and a saved bad offset is dropped), request bodies are refused as soon
 as they pass their limit, malformed Authorization headers are neither echoed nor logged, a
 custom property with thousands of digits is a 400."""
+
 import json
 import os
 import socket
@@ -27,8 +28,9 @@ def raw_request(emu, head: bytes, body: bytes = b"", timeout=10.0) -> bytes:
             if not chunk:
                 break
             out += chunk
-            if b"\r\n0\r\n\r\n" in out or (b"Content-Length:" in out and out.count(b"\r\n\r\n") and
-                                            out.endswith(b"</Error>")):
+            if b"\r\n0\r\n\r\n" in out or (
+                b"Content-Length:" in out and out.count(b"\r\n\r\n") and out.endswith(b"</Error>")
+            ):
                 break
         return out
     finally:
@@ -38,13 +40,22 @@ def raw_request(emu, head: bytes, body: bytes = b"", timeout=10.0) -> bytes:
 def test_host_header_cannot_stretch_a_token_scope(emulator_factory):
     emu = emulator_factory("--queue", "q1", "--queue", "q2")
     q1_token = make_token("http://%s:%d/q1" % (emu.host, emu.port), emu.key_name, emu.key, int(time.time()) + 600)
-    ok = raw_request(emu, b"POST /q1/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
-                     b"Content-Length: 1\r\nConnection: close\r\n\r\nx" % (emu.host.encode(), emu.port, q1_token.encode()))
+    ok = raw_request(
+        emu,
+        b"POST /q1/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
+        b"Content-Length: 1\r\nConnection: close\r\n\r\nx" % (emu.host.encode(), emu.port, q1_token.encode()),
+    )
     assert ok.startswith(b"HTTP/1.1 201"), ok[:200]
-    for host in (b"%s:%d/q1" % (emu.host.encode(), emu.port), b"%s:%d/q1?" % (emu.host.encode(), emu.port),
-                 b"%s:%d/q1/../q2" % (emu.host.encode(), emu.port)):
-        got = raw_request(emu, b"POST /q2/messages HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n"
-                          b"Content-Length: 1\r\nConnection: close\r\n\r\nx" % (host, q1_token.encode()))
+    for host in (
+        b"%s:%d/q1" % (emu.host.encode(), emu.port),
+        b"%s:%d/q1?" % (emu.host.encode(), emu.port),
+        b"%s:%d/q1/../q2" % (emu.host.encode(), emu.port),
+    ):
+        got = raw_request(
+            emu,
+            b"POST /q2/messages HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n"
+            b"Content-Length: 1\r\nConnection: close\r\n\r\nx" % (host, q1_token.encode()),
+        )
         assert got.startswith(b"HTTP/1.1 400"), got[:200]
     assert emu.messages("q2") == [] and len(emu.messages("q1")) == 1
 
@@ -54,11 +65,16 @@ def test_clock_refuses_unrepresentable_offsets(emulator_factory, tmp_path):
     sb = SB(emu)
     before = emu.clock()
     for seconds in (1e308, 1e13, 9e12):
-        status, _, data = emu.request("POST", "/$admin/clock/advance", json.dumps({"seconds": seconds}).encode(),
-                                      {"Content-Type": "application/json"}, auth=False)
+        status, _, data = emu.request(
+            "POST",
+            "/$admin/clock/advance",
+            json.dumps({"seconds": seconds}).encode(),
+            {"Content-Type": "application/json"},
+            auth=False,
+        )
         assert status == 400 and b"can represent" in data, data
     assert emu.clock()["offset"] == before["offset"]
-    emu.advance(86400 * 365 * 100)           # a century is fine
+    emu.advance(86400 * 365 * 100)  # a century is fine
     sb.send_ok("q", b"still works")
     assert sb.peek_lock("q").status == 201
     assert emu.request("GET", "/$Resources/Queues")[0] == 200
@@ -80,9 +96,13 @@ def test_declared_body_over_the_limit_is_refused_before_it_is_sent(fresh_emulato
     emu = fresh_emulator
     token = emu.sas_token("").encode()
     # 60 MB announced, 10 bytes sent: the answer comes at once and the connection is closed
-    got = raw_request(emu, b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
-                      b"Content-Length: 62914560\r\n\r\n" % (queue.encode(), emu.host.encode(), emu.port, token),
-                      b"0123456789", timeout=10)
+    got = raw_request(
+        emu,
+        b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
+        b"Content-Length: 62914560\r\n\r\n" % (queue.encode(), emu.host.encode(), emu.port, token),
+        b"0123456789",
+        timeout=10,
+    )
     assert got.startswith(b"HTTP/1.1 403"), got[:200]
     assert b"exceeds the maximum message size" in got
 
@@ -93,11 +113,13 @@ def test_streamed_body_is_refused_as_soon_as_it_passes_the_limit(fresh_emulator,
     emu = fresh_emulator
     s = socket.create_connection((emu.host, emu.port), timeout=10)
     try:
-        s.sendall(b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n" % (queue.encode(), emu.host.encode(), emu.port,
-                                                           emu.sas_token("").encode()))
+        s.sendall(
+            b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            % (queue.encode(), emu.host.encode(), emu.port, emu.sas_token("").encode())
+        )
         piece = b"%x\r\n%s\r\n" % (64 * 1024, b"a" * 64 * 1024)
-        for _ in range(5):                     # 320 KB, then wait for the answer
+        for _ in range(5):  # 320 KB, then wait for the answer
             s.sendall(piece)
         answer = b""
         while b"</Error>" not in answer:
@@ -130,9 +152,11 @@ def test_malformed_authorization_is_neither_echoed_nor_logged(emulator_factory):
     for n, junk in enumerate([b"\x01", b"\x7f", b"\x00", b" \r\n bad", b"\xff\xfe"]):
         secret = b"SECRETSIG%d" % n
         secrets.append(secret)
-        got = raw_request(emu, b"POST /q/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: SharedAccessSignature "
-                          b"sr=x&sig=%s%s&se=1&skn=k\r\nContent-Length: 1\r\n\r\nx" % (
-                              emu.host.encode(), emu.port, secret, junk))
+        got = raw_request(
+            emu,
+            b"POST /q/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: SharedAccessSignature "
+            b"sr=x&sig=%s%s&se=1&skn=k\r\nContent-Length: 1\r\n\r\nx" % (emu.host.encode(), emu.port, secret, junk),
+        )
         assert got.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400", b"HTTP/1.1 401")), got[:200]
         assert secret not in got, got
     assert SB(emu).send_ok("q")
@@ -152,8 +176,11 @@ def test_custom_property_with_thousands_of_digits_is_a_400(sb, queue):
 def test_expect_continue_refused_at_the_entity_limit(fresh_emulator, queue):
     """A send announcing more than the entity takes gets its 403 instead of 100 Continue."""
     emu = fresh_emulator
-    got = raw_request(emu, b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
-                      b"Expect: 100-continue\r\nContent-Length: 300000\r\n\r\n" % (
-                          queue.encode(), emu.host.encode(), emu.port, emu.sas_token("").encode()))
+    got = raw_request(
+        emu,
+        b"POST /%s/messages HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 300000\r\n\r\n"
+        % (queue.encode(), emu.host.encode(), emu.port, emu.sas_token("").encode()),
+    )
     assert got.startswith(b"HTTP/1.1 403") and b"100 Continue" not in got, got[:200]
     assert b"exceeds the maximum message size" in got

@@ -1,4 +1,5 @@
 """Atom management (create/get/delete/list of queues, topics, subscriptions), Config.json and flags."""
+
 import json
 import xml.etree.ElementTree as ET
 
@@ -11,9 +12,12 @@ ATOM_CT = {"Content-Type": "application/atom+xml;type=entry;charset=utf-8"}
 
 
 def entry(kind, inner=""):
-    return ('<?xml version="1.0" encoding="utf-8"?><entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml">'
-            '<%s xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" '
-            'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">%s</%s></content></entry>' % (kind, inner, kind)).encode()
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml">'
+        '<%s xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" '
+        'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">%s</%s></content></entry>' % (kind, inner, kind)
+    ).encode()
 
 
 def desc(body):
@@ -23,10 +27,13 @@ def desc(body):
 
 def test_create_get_conflict_delete_queue(fresh_emulator):
     emu = fresh_emulator
-    body = entry("QueueDescription", "<LockDuration>PT45S</LockDuration><MaxDeliveryCount>3</MaxDeliveryCount>"
-                 "<DefaultMessageTimeToLive>PT5M</DefaultMessageTimeToLive>"
-                 "<DeadLetteringOnMessageExpiration>true</DeadLetteringOnMessageExpiration>"
-                 "<MaxSizeInMegabytes>2048</MaxSizeInMegabytes>")
+    body = entry(
+        "QueueDescription",
+        "<LockDuration>PT45S</LockDuration><MaxDeliveryCount>3</MaxDeliveryCount>"
+        "<DefaultMessageTimeToLive>PT5M</DefaultMessageTimeToLive>"
+        "<DeadLetteringOnMessageExpiration>true</DeadLetteringOnMessageExpiration>"
+        "<MaxSizeInMegabytes>2048</MaxSizeInMegabytes>",
+    )
     status, headers, data = emu.request("PUT", "/mgmtq?api-version=2017-04", body, ATOM_CT)
     assert status == 201, data
     assert headers["Content-Type"] == "application/atom+xml;type=entry;charset=utf-8"
@@ -62,7 +69,9 @@ def test_empty_description_gives_defaults(fresh_emulator):
 def test_update_with_if_match(fresh_emulator):
     fresh_emulator.request("PUT", "/upq", entry("QueueDescription"), ATOM_CT)
     h = dict(ATOM_CT, **{"If-Match": "*"})
-    status, _, data = fresh_emulator.request("PUT", "/upq", entry("QueueDescription", "<LockDuration>PT2M</LockDuration>"), h)
+    status, _, data = fresh_emulator.request(
+        "PUT", "/upq", entry("QueueDescription", "<LockDuration>PT2M</LockDuration>"), h
+    )
     assert status == 200 and desc(data)["LockDuration"] == "PT2M"
     assert fresh_emulator.request("PUT", "/nothere", entry("QueueDescription"), h)[0] == 404
 
@@ -70,12 +79,14 @@ def test_update_with_if_match(fresh_emulator):
 def test_topic_and_subscription_lifecycle(fresh_emulator):
     emu = fresh_emulator
     assert emu.request("PUT", "/mt", entry("TopicDescription"), ATOM_CT)[0] == 201
-    status, _, data = emu.request("PUT", "/mt/subscriptions/s1", entry("SubscriptionDescription", "<LockDuration>PT30S</LockDuration>"), ATOM_CT)
+    status, _, data = emu.request(
+        "PUT", "/mt/subscriptions/s1", entry("SubscriptionDescription", "<LockDuration>PT30S</LockDuration>"), ATOM_CT
+    )
     assert status == 201 and desc(data)["LockDuration"] == "PT30S"
     assert emu.request("PUT", "/nosuchtopic/subscriptions/s1", entry("SubscriptionDescription"), ATOM_CT)[0] == 404
     status, headers, data = emu.request("GET", "/mt/Subscriptions/")
     assert status == 200 and headers["Content-Type"].startswith("application/atom+xml;type=feed")
-    assert b"<title type=\"text\">s1</title>" in data
+    assert b'<title type="text">s1</title>' in data
     status, _, data = emu.request("GET", "/$Resources/Topics")
     assert status == 200 and b">mt<" in data
     status, _, data = emu.request("GET", "/$Resources/Queues?$skip=0&$top=1")
@@ -87,11 +98,17 @@ def test_topic_and_subscription_lifecycle(fresh_emulator):
     assert SB(emu).peek_lock("mt/subscriptions/s1").status == 410
 
 
-@pytest.mark.parametrize("body", [b"<entry", b"<notatom/>",
-                                  entry("QueueDescription", "<LockDuration>forever</LockDuration>"),
-                                  entry("QueueDescription", "<LockDuration>PT10M</LockDuration>"),
-                                  entry("QueueDescription", "<MaxDeliveryCount>zero</MaxDeliveryCount>"),
-                                  b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><entry>&a;</entry>'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<entry",
+        b"<notatom/>",
+        entry("QueueDescription", "<LockDuration>forever</LockDuration>"),
+        entry("QueueDescription", "<LockDuration>PT10M</LockDuration>"),
+        entry("QueueDescription", "<MaxDeliveryCount>zero</MaxDeliveryCount>"),
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><entry>&a;</entry>',
+    ],
+)
 def test_bad_descriptions_are_400(fresh_emulator, body):
     status, _, data = fresh_emulator.request("PUT", "/badq", body, ATOM_CT)
     assert status == 400 and data.startswith(b"<Error><Code>400</Code>")
@@ -99,19 +116,55 @@ def test_bad_descriptions_are_400(fresh_emulator, body):
 
 
 def test_config_json_and_flags(emulator_factory, tmp_path):
-    cfg = {"UserConfig": {"Namespaces": [{"Name": "sbemulatorns",
-           "Queues": [{"Name": "queue.1", "Properties": {"LockDuration": "PT30S", "MaxDeliveryCount": 3,
-                                                         "DeadLetteringOnMessageExpiration": True,
-                                                         "DefaultMessageTimeToLive": "PT1H", "RequiresSession": False}}],
-           "Topics": [{"Name": "topic.1", "Properties": {"DefaultMessageTimeToLive": "PT1H"},
-                       "Subscriptions": [{"Name": "subscription.1", "Properties": {"MaxDeliveryCount": 4,
-                                                                                     "LockDuration": "PT1M"},
-                                          "Rules": []}]}]}],
-           "Logging": {"Type": "File"}}}
+    cfg = {
+        "UserConfig": {
+            "Namespaces": [
+                {
+                    "Name": "sbemulatorns",
+                    "Queues": [
+                        {
+                            "Name": "queue.1",
+                            "Properties": {
+                                "LockDuration": "PT30S",
+                                "MaxDeliveryCount": 3,
+                                "DeadLetteringOnMessageExpiration": True,
+                                "DefaultMessageTimeToLive": "PT1H",
+                                "RequiresSession": False,
+                            },
+                        }
+                    ],
+                    "Topics": [
+                        {
+                            "Name": "topic.1",
+                            "Properties": {"DefaultMessageTimeToLive": "PT1H"},
+                            "Subscriptions": [
+                                {
+                                    "Name": "subscription.1",
+                                    "Properties": {"MaxDeliveryCount": 4, "LockDuration": "PT1M"},
+                                    "Rules": [],
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ],
+            "Logging": {"Type": "File"},
+        }
+    }
     path = tmp_path / "Config.json"
     path.write_text(json.dumps(cfg))
-    emu = emulator_factory("--config", str(path), "--queue", "extra", "--subscription", "t2/s",
-                           "--lock-duration", "20", "--max-delivery-count", "5")
+    emu = emulator_factory(
+        "--config",
+        str(path),
+        "--queue",
+        "extra",
+        "--subscription",
+        "t2/s",
+        "--lock-duration",
+        "20",
+        "--max-delivery-count",
+        "5",
+    )
     st = emu.state()["entities"]
     assert st["queue.1"]["lock_duration"] == 30 and st["queue.1"]["max_delivery_count"] == 3
     assert st["queue.1"]["dead_lettering_on_message_expiration"] is True
@@ -126,6 +179,7 @@ def test_config_json_and_flags(emulator_factory, tmp_path):
 
 def test_bad_config_and_flags_fail_clearly(emulator_factory, tmp_path):
     from peeklock.testing import EmulatorError
+
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
     with pytest.raises(EmulatorError, match="not valid JSON"):

@@ -1,5 +1,6 @@
 """Message operations over real sockets: send, peek-lock, renew, unlock, complete,
 receive-and-delete, long polls, status codes."""
+
 import json
 import re
 import time
@@ -7,7 +8,9 @@ import uuid
 
 from conftest import SB, Received, in_thread
 
-RFC1123 = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$")
+RFC1123 = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$"
+)
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -38,6 +41,7 @@ def test_lock_duration_in_locked_until(sb, fresh_emulator):
     sb.send_ok("ld30")
     m = sb.peek_lock("ld30")
     from email.utils import parsedate_to_datetime
+
     until = parsedate_to_datetime(m.bp["LockedUntilUtc"]).timestamp()
     enq = parsedate_to_datetime(m.bp["EnqueuedTimeUtc"]).timestamp()
     assert 28 <= until - enq <= 32
@@ -76,7 +80,7 @@ def test_renew_extends_lock_past_original_expiry(sb, fresh_emulator):
     assert status == 200 and body == b""
     assert "BrokerProperties" not in headers and "Location" not in headers
     assert headers["Content-Type"] == "application/xml; charset=utf-8"
-    fresh_emulator.advance(20)          # 40 s after receive, 20 s after renew: still held
+    fresh_emulator.advance(20)  # 40 s after receive, 20 s after renew: still held
     assert fresh_emulator.messages("rn")[0]["locked"] is True
     assert sb.complete(m) == 200
 
@@ -140,9 +144,14 @@ def test_wrong_sequence_number_with_valid_token_is_404(sb, queue):
 
 
 def test_unknown_entity_is_410(sb):
-    for method, path in [("POST", "/nope/messages"), ("POST", "/nope/messages/head?timeout=0"),
-                         ("DELETE", "/nope/messages/head?timeout=0"), ("PUT", "/nope/messages/1/%s" % uuid.uuid4()),
-                         ("DELETE", "/nope/messages/1/%s" % uuid.uuid4()), ("POST", "/nope/messages/1/%s" % uuid.uuid4())]:
+    for method, path in [
+        ("POST", "/nope/messages"),
+        ("POST", "/nope/messages/head?timeout=0"),
+        ("DELETE", "/nope/messages/head?timeout=0"),
+        ("PUT", "/nope/messages/1/%s" % uuid.uuid4()),
+        ("DELETE", "/nope/messages/1/%s" % uuid.uuid4()),
+        ("POST", "/nope/messages/1/%s" % uuid.uuid4()),
+    ]:
         status, headers, body = sb.emu.request(method, path, b"")
         assert status == 410, (method, path)
         assert body.startswith(b"<Error><Code>410</Code><Detail>")
@@ -153,13 +162,13 @@ def test_long_poll_woken_by_send(fresh_emulator, queue):
     other = fresh_emulator.client()
     started = time.monotonic()
     t, out = in_thread(lambda: SB(other).peek_lock(queue, timeout=60))
-    time.sleep(0.2)   # let the poll reach the server (a send before it would also be found)
+    time.sleep(0.2)  # let the poll reach the server (a send before it would also be found)
     SB(fresh_emulator).send_ok(queue, b"wake")
     t.join(30)
     assert not t.is_alive()
     m = out["value"]
     assert m.status == 201 and m.body == b"wake"
-    assert time.monotonic() - started < 30     # well before the 60 s timeout
+    assert time.monotonic() - started < 30  # well before the 60 s timeout
 
 
 def test_long_poll_follows_moved_clock(fresh_emulator, queue):
@@ -205,11 +214,17 @@ def test_send_to_subscription_or_receive_from_topic_is_400(sb, fresh_emulator):
 
 
 def test_batch_send(sb, queue):
-    batch = [{"Body": "first", "BrokerProperties": {"Label": "M1", "TimeToLiveTimeSpan": "0.00:00:40"}},
-             {"Body": "second", "UserProperties": {"Priority": "Low", "n": 3, "ok": True}},
-             {"Body": "dGhpcmQ=", "IsBodyBase64": True}]
-    status, headers, body = sb.emu.request("POST", "/%s/messages" % queue, json.dumps(batch).encode(),
-                                           {"Content-Type": "application/vnd.microsoft.servicebus.json"})
+    batch = [
+        {"Body": "first", "BrokerProperties": {"Label": "M1", "TimeToLiveTimeSpan": "0.00:00:40"}},
+        {"Body": "second", "UserProperties": {"Priority": "Low", "n": 3, "ok": True}},
+        {"Body": "dGhpcmQ=", "IsBodyBase64": True},
+    ]
+    status, headers, body = sb.emu.request(
+        "POST",
+        "/%s/messages" % queue,
+        json.dumps(batch).encode(),
+        {"Content-Type": "application/vnd.microsoft.servicebus.json"},
+    )
     assert status == 201 and body == b""
     a, b, c = (sb.receive_and_delete(queue) for _ in range(3))
     assert (a.body, b.body, c.body) == (b"first", b"second", b"third")
@@ -222,11 +237,16 @@ def test_batch_send(sb, queue):
 def test_batch_marks_every_message_xml_whatever_the_sender_says(sb, queue):
     # as the service: a batch element's ContentType (BrokerProperties) and the request's
     # own headers are not applied to the messages
-    batch = [{"Body": "{}", "BrokerProperties": {"ContentType": "application/json", "Label": "J"}},
-             {"Body": "plain"}]
-    status, _, _ = sb.emu.request("POST", "/%s/messages" % queue, json.dumps(batch).encode(),
-                                  {"Content-Type": "application/vnd.microsoft.servicebus.json",
-                                   "BrokerProperties": '{"ContentType": "text/plain"}'})
+    batch = [{"Body": "{}", "BrokerProperties": {"ContentType": "application/json", "Label": "J"}}, {"Body": "plain"}]
+    status, _, _ = sb.emu.request(
+        "POST",
+        "/%s/messages" % queue,
+        json.dumps(batch).encode(),
+        {
+            "Content-Type": "application/vnd.microsoft.servicebus.json",
+            "BrokerProperties": '{"ContentType": "text/plain"}',
+        },
+    )
     assert status == 201
     a, b = (sb.receive_and_delete(queue) for _ in range(2))
     assert a.bp["Label"] == "J" and "ContentType" not in a.bp
@@ -234,10 +254,19 @@ def test_batch_marks_every_message_xml_whatever_the_sender_says(sb, queue):
 
 
 def test_bad_batch_is_400_and_nothing_enqueued(sb, queue, fresh_emulator):
-    for body in (b"{not json", b'{"Body": "x"}', b'[{"Body": 5}]', b'[{"Body": "x"}, 7]',
-                 b'[{"Body": "x", "BrokerProperties": {"TimeToLive": "abc"}}]'):
-        status, _, _ = sb.emu.request("POST", "/%s/messages" % queue, body,
-                                      {"Content-Type": "application/vnd.microsoft.servicebus.json; charset=utf-8"})
+    for body in (
+        b"{not json",
+        b'{"Body": "x"}',
+        b'[{"Body": 5}]',
+        b'[{"Body": "x"}, 7]',
+        b'[{"Body": "x", "BrokerProperties": {"TimeToLive": "abc"}}]',
+    ):
+        status, _, _ = sb.emu.request(
+            "POST",
+            "/%s/messages" % queue,
+            body,
+            {"Content-Type": "application/vnd.microsoft.servicebus.json; charset=utf-8"},
+        )
         assert status == 400, body
     assert fresh_emulator.messages(queue) == []
 
@@ -250,7 +279,7 @@ def test_timeout_is_capped_at_300_seconds(fresh_emulator, queue):
         time.sleep(0.02)
     fresh_emulator.advance(299)
     t.join(0.5)
-    assert t.is_alive()                     # still waiting before 300 s
+    assert t.is_alive()  # still waiting before 300 s
     fresh_emulator.advance(2)
     t.join(30)
     assert not t.is_alive() and out["value"].status == 204
@@ -259,8 +288,12 @@ def test_timeout_is_capped_at_300_seconds(fresh_emulator, queue):
 def test_batch_too_large_is_403_and_nothing_enqueued(sb, fresh_emulator):
     fresh_emulator.create_queue("bsmall", max_message_size=100)
     batch = [{"Body": "ok"}, {"Body": "x" * 200}]
-    status, _, body = sb.emu.request("POST", "/bsmall/messages", json.dumps(batch).encode(),
-                                     {"Content-Type": "application/vnd.microsoft.servicebus.json"})
+    status, _, body = sb.emu.request(
+        "POST",
+        "/bsmall/messages",
+        json.dumps(batch).encode(),
+        {"Content-Type": "application/vnd.microsoft.servicebus.json"},
+    )
     assert status == 403 and b"exceeds" in body
     assert fresh_emulator.messages("bsmall") == []
 

@@ -1,5 +1,6 @@
 """--data-dir: SQLite (WAL) keeps every message, lock, delivery count, sequence number and
 clock offset across a clean stop and across SIGKILL in the middle of a load."""
+
 import threading
 import time
 
@@ -10,11 +11,16 @@ def test_restart_keeps_messages_locks_counts_and_sequences(emulator_factory, tmp
     emu = emulator_factory("--queue", "pq", "--topic", "pt", "--subscription", "pt/s", data_dir=str(tmp_path))
     sb = SB(emu)
     for i in range(3):
-        sb.send_ok("pq", b"m%d" % i, props={"MessageId": "id%d" % i, "Label": "L%d" % i},
-                   headers={"n": str(i)}, content_type="application/json")
+        sb.send_ok(
+            "pq",
+            b"m%d" % i,
+            props={"MessageId": "id%d" % i, "Label": "L%d" % i},
+            headers={"n": str(i)},
+            content_type="application/json",
+        )
     first = sb.peek_lock("pq")
     assert sb.unlock(first) == 200
-    held = sb.peek_lock("pq")                       # DeliveryCount 2, new token
+    held = sb.peek_lock("pq")  # DeliveryCount 2, new token
     gone = sb.peek_lock("pq")
     assert sb.complete(gone) == 200
     sb.send_ok("pt", b"topic msg")
@@ -28,7 +34,7 @@ def test_restart_keeps_messages_locks_counts_and_sequences(emulator_factory, tmp
     assert after["entities"]["pq"]["completed"] == {"id1": 1}
     assert after["entities"]["pq"]["next_sequence_number"] == 4
     sb = SB(emu)
-    assert sb.renew(held) == 200                   # the lock token survived
+    assert sb.renew(held) == 200  # the lock token survived
     assert sb.complete(held) == 200
     m = sb.peek_lock("pq")
     assert m.body == b"m2" and m.bp["MessageId"] == "id2" and m.bp["Label"] == "L2"
@@ -39,19 +45,23 @@ def test_restart_keeps_messages_locks_counts_and_sequences(emulator_factory, tmp
 
 
 def test_lock_expires_across_restart_and_dead_letters_persist(emulator_factory, tmp_path):
-    emu = emulator_factory("--queue", "dq", "--lock-duration", "30", "--max-delivery-count", "1", data_dir=str(tmp_path))
+    emu = emulator_factory(
+        "--queue", "dq", "--lock-duration", "30", "--max-delivery-count", "1", data_dir=str(tmp_path)
+    )
     sb = SB(emu)
     sb.send_ok("dq", b"a")
     sb.send_ok("dq", b"b")
     a = sb.peek_lock("dq")
-    assert sb.unlock(a) == 200                     # -> dead letter
-    sb.peek_lock("dq")                             # b locked for 30 s
+    assert sb.unlock(a) == 200  # -> dead letter
+    sb.peek_lock("dq")  # b locked for 30 s
     emu.kill()
     emu.restart()
     emu.advance(31)
     sb = SB(emu)
     st = emu.entity_state("dq")
-    assert [m["message_id"] for m in st["dead_letter"]] and st["dead_letter"][0]["dead_letter_reason"] == "MaxDeliveryCountExceeded"
+    assert [m["message_id"] for m in st["dead_letter"]] and st["dead_letter"][0][
+        "dead_letter_reason"
+    ] == "MaxDeliveryCountExceeded"
     assert sb.receive_and_delete("dq/$DeadLetterQueue").body == b"a"
     # b's lock expired after the restart: with MaxDeliveryCount 1 it is dead-lettered too
     assert sb.receive_and_delete("dq/$DeadLetterQueue").body == b"b"
@@ -69,7 +79,7 @@ def test_sigkill_during_load_loses_nothing_acknowledged(emulator_factory, tmp_pa
             try:
                 status, _, _ = c.send("load", b"payload-%d" % i, props={"MessageId": "m%d" % i})
             except Exception:
-                return                                # the server went away mid-request
+                return  # the server went away mid-request
             if status == 201:
                 acked.append("m%d" % i)
             i += 1
@@ -90,7 +100,7 @@ def test_sigkill_during_load_loses_nothing_acknowledged(emulator_factory, tmp_pa
     deadline = time.monotonic() + 20
     while len(acked) < 300 and time.monotonic() < deadline:
         time.sleep(0.01)
-    emu.kill()                                        # mid-load, no clean shutdown
+    emu.kill()  # mid-load, no clean shutdown
     stop.set()
     for t in threads:
         t.join(10)

@@ -1,5 +1,6 @@
 """Bad input and abrupt clients never crash the emulator or corrupt state; HTTP details
 (Expect: 100-continue, keep-alive, HTTP/1.0, TCP_NODELAY behaviour) are right."""
+
 import socket
 import time
 
@@ -54,17 +55,28 @@ def still_serving(emu, queue):
     return m.status == 200 and m.body == b"ok"
 
 
-@pytest.mark.parametrize("junk", [b"\x00\xff\xfe garbage\r\n\r\n", b"GET\r\n\r\n", b"POST /x HTTP/9.9\r\n\r\n",
-                                  b"POST /q/messages HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-                                  b"POST /q/messages HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                                  b"\r\n" * 1000])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"\x00\xff\xfe garbage\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"POST /x HTTP/9.9\r\n\r\n",
+        b"POST /q/messages HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST /q/messages HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"\r\n" * 1000,
+    ],
+)
 def test_garbage_requests(fresh_emulator, queue, junk):
     raw(fresh_emulator, junk, timeout=2)
     assert still_serving(fresh_emulator, queue)
 
 
 def test_oversized_header_is_rejected_and_server_survives(fresh_emulator, queue):
-    req = (b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nbig: \"" % queue.encode()) + b"a" * 200000 + b"\"\r\nContent-Length: 1\r\n\r\nx"
+    req = (
+        (b'POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nbig: "' % queue.encode())
+        + b"a" * 200000
+        + b'"\r\nContent-Length: 1\r\n\r\nx'
+    )
     out = raw(fresh_emulator, req, timeout=3)
     assert out == b"" or out.split(b" ")[1][:1] == b"4"
     assert fresh_emulator.messages(queue) == []
@@ -79,8 +91,12 @@ def test_large_but_allowed_custom_property(sb, queue):
 
 def test_disconnect_mid_body_stores_nothing(fresh_emulator, queue):
     tok = fresh_emulator.sas_token().encode()
-    raw(fresh_emulator, b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 1000\r\n\r\npartial"
-        % (queue.encode(), tok), read=False)
+    raw(
+        fresh_emulator,
+        b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 1000\r\n\r\npartial"
+        % (queue.encode(), tok),
+        read=False,
+    )
     time.sleep(0.2)
     assert fresh_emulator.messages(queue) == []
     assert still_serving(fresh_emulator, queue)
@@ -89,12 +105,17 @@ def test_disconnect_mid_body_stores_nothing(fresh_emulator, queue):
 def test_abandoned_long_poll_does_not_swallow_messages(fresh_emulator, queue):
     tok = fresh_emulator.sas_token().encode()
     s = socket.create_connection((fresh_emulator.host, fresh_emulator.port))
-    s.sendall(fix(fresh_emulator, b"POST /%s/messages/head?timeout=60 HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 0\r\n\r\n"
-              % (queue.encode(), tok)))
+    s.sendall(
+        fix(
+            fresh_emulator,
+            b"POST /%s/messages/head?timeout=60 HTTP/1.1\r\nHost: HOSTPORT\r\n"
+            b"Authorization: %s\r\nContent-Length: 0\r\n\r\n" % (queue.encode(), tok),
+        )
+    )
     deadline = time.monotonic() + 5
     while fresh_emulator.state()["counters"].get("requests.peek_lock", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
-    s.close()                                    # the client goes away while waiting
+    s.close()  # the client goes away while waiting
     other = fresh_emulator.client()
     t, out = in_thread(lambda: SB(other).peek_lock(queue, timeout=60))
     deadline = time.monotonic() + 5
@@ -109,8 +130,13 @@ def test_abandoned_long_poll_does_not_swallow_messages(fresh_emulator, queue):
 def test_expect_100_continue(fresh_emulator, queue):
     tok = fresh_emulator.sas_token().encode()
     s = socket.create_connection((fresh_emulator.host, fresh_emulator.port), timeout=5)
-    s.sendall(fix(fresh_emulator, b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 5\r\n"
-              b"Expect: 100-continue\r\n\r\n" % (queue.encode(), tok)))
+    s.sendall(
+        fix(
+            fresh_emulator,
+            b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n" % (queue.encode(), tok),
+        )
+    )
     interim = s.recv(1024)
     assert interim.startswith(b"HTTP/1.1 100 Continue")
     s.sendall(b"hello")
@@ -124,7 +150,10 @@ def test_keep_alive_many_requests_one_connection(fresh_emulator, queue):
     tok = fresh_emulator.sas_token().encode()
     s = socket.create_connection((fresh_emulator.host, fresh_emulator.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    req = b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 1\r\n\r\nx" % (queue.encode(), tok)
+    req = b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 1\r\n\r\nx" % (
+        queue.encode(),
+        tok,
+    )
     req = fix(fresh_emulator, req)
     for _ in range(20):
         s.sendall(req)
@@ -136,7 +165,11 @@ def test_keep_alive_many_requests_one_connection(fresh_emulator, queue):
 
 def test_http_10_request(fresh_emulator, queue):
     tok = fresh_emulator.sas_token().encode()
-    out = raw(fresh_emulator, b"POST /%s/messages HTTP/1.0\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 2\r\n\r\nhi" % (queue.encode(), tok))
+    out = raw(
+        fresh_emulator,
+        b"POST /%s/messages HTTP/1.0\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nContent-Length: 2\r\n\r\nhi"
+        % (queue.encode(), tok),
+    )
     assert out.startswith(b"HTTP/1.0 201") or out.startswith(b"HTTP/1.1 201")
     assert SB(fresh_emulator).receive_and_delete(queue).body == b"hi"
 
@@ -152,8 +185,11 @@ def test_unsupported_methods_and_paths(fresh_emulator, queue):
 
 def test_non_utf8_and_odd_bytes_in_values(fresh_emulator, queue):
     tok = fresh_emulator.sas_token().encode()
-    out = raw(fresh_emulator, b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nodd: \"\xff\xfe\"\r\n"
-              b"BrokerProperties: {\"Label\": \"\xc3\xa9t\xc3\xa9\"}\r\nContent-Length: 1\r\n\r\nx" % (queue.encode(), tok))
+    out = raw(
+        fresh_emulator,
+        b'POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nAuthorization: %s\r\nodd: "\xff\xfe"\r\n'
+        b'BrokerProperties: {"Label": "\xc3\xa9t\xc3\xa9"}\r\nContent-Length: 1\r\n\r\nx' % (queue.encode(), tok),
+    )
     assert out.split(b" ")[1] in (b"201", b"400")
     sb = SB(fresh_emulator)
     while sb.receive_and_delete(queue).status == 200:
@@ -192,18 +228,23 @@ def test_sigterm_with_pending_long_poll_stops_cleanly(emulator_factory):
     deadline = time.monotonic() + 10
     while emu.state()["counters"].get("requests.peek_lock", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert emu.stop(timeout=20) == 0          # SIGTERM honoured without waiting for the poll
+    assert emu.stop(timeout=20) == 0  # SIGTERM honoured without waiting for the poll
     t.join(10)
     assert out["value"].status == 503 and out["value"].headers["Retry-After"] == "1"
 
 
 def test_expect_100_continue_refused_before_body_when_unauthorized(fresh_emulator, queue):
     s = socket.create_connection((fresh_emulator.host, fresh_emulator.port), timeout=5)
-    s.sendall(fix(fresh_emulator, b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nContent-Length: 5\r\n"
-                  b"Expect: 100-continue\r\n\r\n" % queue.encode()))
+    s.sendall(
+        fix(
+            fresh_emulator,
+            b"POST /%s/messages HTTP/1.1\r\nHost: HOSTPORT\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n" % queue.encode(),
+        )
+    )
     resp = read_chunked_answer(s)
     s.close()
-    assert resp.startswith(b"HTTP/1.1 401")          # final answer, no "100 Continue" first
+    assert resp.startswith(b"HTTP/1.1 401")  # final answer, no "100 Continue" first
     assert fresh_emulator.messages(queue) == []
 
 

@@ -1,9 +1,9 @@
 """Service semantics through the clock controls: topics, dead-lettering, TTL, scheduling,
 size limits, custom-property typing."""
+
 import json
 
 import pytest
-
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_max_delivery_count_dead_letters(sb, fresh_emulator):
     m = sb.peek_lock("mdc")
     assert sb.unlock(m) == 200
     m = sb.peek_lock("mdc")
-    fresh_emulator.advance(31)            # lock expiry counts as a delivery too
+    fresh_emulator.advance(31)  # lock expiry counts as a delivery too
     m = sb.peek_lock("mdc")
     assert m.bp["DeliveryCount"] == 3
     assert sb.unlock(m) == 200
@@ -85,8 +85,7 @@ def test_ttl_expiry_drops_without_dead_lettering(sb, queue, fresh_emulator):
 
 
 def test_ttl_expiry_dead_letters_when_enabled(sb, fresh_emulator):
-    fresh_emulator.create_queue("ttldl", dead_lettering_on_message_expiration=True,
-                                default_message_time_to_live=100)
+    fresh_emulator.create_queue("ttldl", dead_lettering_on_message_expiration=True, default_message_time_to_live=100)
     sb.send_ok("ttldl", b"a")
     sb.send_ok("ttldl", b"b", props={"TimeToLive": 50})
     fresh_emulator.advance(60)
@@ -95,7 +94,7 @@ def test_ttl_expiry_dead_letters_when_enabled(sb, fresh_emulator):
     d = sb.receive_and_delete("ttldl/$DeadLetterQueue")
     assert d.body == b"b" and d.headers["DeadLetterReason"] == '"TTLExpiredException"'
     assert '"TimeToLive":50' in d.bp_raw
-    fresh_emulator.advance(1000)          # TTL is not enforced in the dead-letter queue
+    fresh_emulator.advance(1000)  # TTL is not enforced in the dead-letter queue
     sb.send_ok("ttldl", b"c", props={"TimeToLive": 10})
     fresh_emulator.advance(11)
     assert sb.peek_lock("ttldl/$DeadLetterQueue").body == b"c"
@@ -112,14 +111,15 @@ def test_locked_message_expires_when_released(sb, fresh_emulator):
     fresh_emulator.create_queue("lockttl", lock_duration=60)
     sb.send_ok("lockttl", props={"TimeToLive": 30})
     m = sb.peek_lock("lockttl")
-    fresh_emulator.advance(40)            # TTL passed while locked: still held
+    fresh_emulator.advance(40)  # TTL passed while locked: still held
     assert sb.renew(m) == 200
-    assert sb.unlock(m) == 200            # released after expiry: gone
+    assert sb.unlock(m) == 200  # released after expiry: gone
     assert sb.peek_lock("lockttl").status == 204
 
 
 def test_scheduled_enqueue(sb, queue, fresh_emulator):
     from email.utils import formatdate
+
     now = fresh_emulator.clock()["now"]
     sb.send_ok(queue, b"later", props={"ScheduledEnqueueTimeUtc": formatdate(now + 120, usegmt=True)})
     assert sb.peek_lock(queue).status == 204
@@ -129,23 +129,44 @@ def test_scheduled_enqueue(sb, queue, fresh_emulator):
 
 
 def test_broker_properties_round_trip(sb, queue):
-    props = {"CorrelationId": "c1", "Label": "L", "MessageId": "mid", "ReplyTo": "r", "To": "t",
-             "SessionId": "s1", "ReplyToSessionId": "rs", "TimeToLive": 3.5, "State": "ignored",
-             "SequenceNumber": 999, "Unknown": 1}
+    props = {
+        "CorrelationId": "c1",
+        "Label": "L",
+        "MessageId": "mid",
+        "ReplyTo": "r",
+        "To": "t",
+        "SessionId": "s1",
+        "ReplyToSessionId": "rs",
+        "TimeToLive": 3.5,
+        "State": "ignored",
+        "SequenceNumber": 999,
+        "Unknown": 1,
+    }
     sb.send_ok(queue, props=props)
     m = sb.peek_lock(queue)
     for k in ("CorrelationId", "Label", "MessageId", "ReplyTo", "To", "SessionId", "ReplyToSessionId"):
         assert m.bp[k] == props[k]
-    assert m.bp["PartitionKey"] == "s1"       # the service derives it from SessionId
+    assert m.bp["PartitionKey"] == "s1"  # the service derives it from SessionId
     assert m.bp["TimeToLive"] == 3.5 and m.bp["State"] == "Active" and m.bp["SequenceNumber"] == 1
     assert "Unknown" not in m.bp
     assert list(m.bp) == sorted(m.bp)
 
 
-@pytest.mark.parametrize("raw", ["{'Label': 'x'}", "not json", "[1,2]", '{"TimeToLive": "soon"}',
-                                 '{"TimeToLive": -5}', '{"MessageId": ""}', '{"MessageId": {"a": 1}}',
-                                 '{"SessionId": "a", "PartitionKey": "b"}', '{"ScheduledEnqueueTimeUtc": "tomorrow"}',
-                                 '{"MessageId": "%s"}' % ("x" * 129)])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{'Label': 'x'}",
+        "not json",
+        "[1,2]",
+        '{"TimeToLive": "soon"}',
+        '{"TimeToLive": -5}',
+        '{"MessageId": ""}',
+        '{"MessageId": {"a": 1}}',
+        '{"SessionId": "a", "PartitionKey": "b"}',
+        '{"ScheduledEnqueueTimeUtc": "tomorrow"}',
+        '{"MessageId": "%s"}' % ("x" * 129),
+    ],
+)
 def test_bad_broker_properties_are_400_naming_the_header(sb, queue, fresh_emulator, raw):
     status, _, body = sb.send(queue, b"x", props=raw)
     assert status == 400
@@ -154,10 +175,19 @@ def test_bad_broker_properties_are_400_naming_the_header(sb, queue, fresh_emulat
 
 
 def test_custom_property_typing_and_verbatim_echo(sb, queue):
-    headers = {"hello": '"world"', "number": "42", "large": "8555111000", "floating": "3.14",
-               "active": "true", "dob": '"Wed, 14 Dec 2011 00:00:00 GMT"',
-               "quote_message": '"This \\"should\\" work fine"', "neg": "-7", "exp": "1e3",
-               "propdate": '"Wed, 07 Mar 2012 14:27:00 PST"', "MixedCase": '"kept"'}
+    headers = {
+        "hello": '"world"',
+        "number": "42",
+        "large": "8555111000",
+        "floating": "3.14",
+        "active": "true",
+        "dob": '"Wed, 14 Dec 2011 00:00:00 GMT"',
+        "quote_message": '"This \\"should\\" work fine"',
+        "neg": "-7",
+        "exp": "1e3",
+        "propdate": '"Wed, 07 Mar 2012 14:27:00 PST"',
+        "MixedCase": '"kept"',
+    }
     sb.send_ok(queue, headers=headers)
     m = sb.peek_lock(queue)
     for k, v in headers.items():
@@ -166,8 +196,9 @@ def test_custom_property_typing_and_verbatim_echo(sb, queue):
     assert "MixedCase" in [k for k in m.headers.keys()]
 
 
-@pytest.mark.parametrize("name,value", [("bad", "world"), ("bad", "True"), ("bad", "1.2.3"),
-                                        ("bad", "'single'"), ("bad", '"open')])
+@pytest.mark.parametrize(
+    "name,value", [("bad", "world"), ("bad", "True"), ("bad", "1.2.3"), ("bad", "'single'"), ("bad", '"open')]
+)
 def test_bad_custom_property_is_400_naming_the_header(sb, queue, fresh_emulator, name, value):
     status, _, body = sb.send(queue, b"x", headers={name: value})
     assert status == 400
@@ -222,6 +253,7 @@ def test_date_header_follows_the_moved_clock(sb, fresh_emulator):
     """A client learns the lock duration as LockedUntilUtc - Date (architecture.md lock rules), so the
     Date header must come from the same clock as LockedUntilUtc, also after a clock advance."""
     import email.utils
+
     fresh_emulator.create_queue("dated", lock_duration=20)
     fresh_emulator.advance(3600)
     sb.send_ok("dated", b"x")
