@@ -34,15 +34,16 @@
 #include <stdint.h>
 #include "peeklock.h"
 
-/* How far one attempt got, in I/O terms. */
-#define PL_IO_NOT_SENT 1 /* the request never left (DNS, connect, TLS failed) */
-#define PL_IO_UNANSWERED                                                                                     \
-    2 /* it left (maybe only partly); no answer came back: it may
-                                have been carried out */
-#define PL_IO_MALFORMED                                                                                      \
-    3                    /* an answer came that cannot be read: garbled, cut short,
-                                over a limit, or a 2xx lacking what the operation needs */
-#define PL_IO_ANSWERED 4 /* a readable answer; its code is the driver's reading of it */
+/* How far one attempt got, in I/O terms, one value each: */
+/* the request never left (DNS, connect, TLS failed) */
+#define PL_IO_NOT_SENT 1
+/* it left (maybe only partly); no answer came back: it may have been carried out */
+#define PL_IO_UNANSWERED 2
+/* an answer came that cannot be read: garbled, cut short, over a limit, or a 2xx
+ * lacking what the operation needs */
+#define PL_IO_MALFORMED 3
+/* a readable answer; its code is the driver's reading of it */
+#define PL_IO_ANSWERED 4
 
 /* What the driver does next (pl_call_report). */
 #define PL_NEXT_DONE  0 /* return call->code (pl_error_last() is set) */
