@@ -355,25 +355,6 @@ class _Receive:
         return await self._msg.__aexit__(exc_type, exc, tb)
 
 
-# the keywords of send() that are broker properties of the message
-_BROKER_KEYWORDS = frozenset(
-    (
-        "message_id",
-        "label",
-        "content_type",
-        "time_to_live",
-        "correlation_id",
-        "session_id",
-        "partition_key",
-        "reply_to",
-        "reply_to_session_id",
-        "to",
-        "scheduled_enqueue_time",
-        "via_partition_key",
-    )
-)
-
-
 class Client:
     """An asyncio Service Bus REST client: the constructor and options of
     :class:`peeklock.Client`. Use it from one event loop (the first it is used on)."""
@@ -492,7 +473,7 @@ class Client:
     ) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
-        kwargs = {k: v for k, v in locals().items() if k in _BROKER_KEYWORDS and v is not None}
+        kwargs = {k: v for k, v in locals().items() if k in _client._SEND_KEYWORDS and v is not None}
         h = _client._outgoing_handle(body, properties, kwargs)
         self._check_open()
         self._sync._refresh_token()

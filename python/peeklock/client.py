@@ -439,6 +439,9 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
 # received messages
 # --------------------------------------------------------------------------
 
+# the keywords of send() (and OutgoingMessage) that set the message's broker fields
+_SEND_KEYWORDS = frozenset(OutgoingMessage.__slots__) - {"body", "properties", "resend"}
+
 
 class Message:
     """A received message. Peek-locked messages are settled with
