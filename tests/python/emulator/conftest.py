@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
@@ -111,3 +112,32 @@ def npm_installed(subdir: str, module: str) -> str:
         if r.returncode != 0:
             pytest.skip("npm install in tests/compat/%s failed: %s" % (subdir, r.stderr[-500:]))
     return where
+
+
+def raw_exchange(emu, data: bytes, read: bool = True, timeout: float = 5.0) -> bytes:
+    """Writes data (a request as given, Host and all) on a new connection and returns
+    what comes back until the server closes, the timeout passes, or a whole answer is
+    in (a last chunk, an empty body, or a sized error document)."""
+    s = socket.create_connection((emu.host, emu.port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if (
+                b"\r\n0\r\n\r\n" in out
+                or (b"Content-Length: 0" in out and out.endswith(b"\r\n\r\n"))
+                or (b"Content-Length:" in out and out.count(b"\r\n\r\n") and out.endswith(b"</Error>"))
+            ):
+                break
+        return out
+    finally:
+        s.close()

@@ -9,32 +9,12 @@ import socket
 import sqlite3
 import time
 
-from conftest import SB
+from conftest import SB, raw_exchange
 from peeklock.emulator.sas import make_token
 
 
 def raw_request(emu, head: bytes, body: bytes = b"", timeout=10.0) -> bytes:
-    """One request written as given (Host and all); what comes back until the server closes or
-    a complete answer is in."""
-    s = socket.create_connection((emu.host, emu.port), timeout=timeout)
-    try:
-        s.sendall(head + body)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if b"\r\n0\r\n\r\n" in out or (
-                b"Content-Length:" in out and out.count(b"\r\n\r\n") and out.endswith(b"</Error>")
-            ):
-                break
-        return out
-    finally:
-        s.close()
+    return raw_exchange(emu, head + body, timeout=timeout)
 
 
 def test_host_header_cannot_stretch_a_token_scope(emulator_factory):

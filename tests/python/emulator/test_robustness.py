@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import SB, in_thread
+from conftest import SB, in_thread, raw_exchange
 
 
 def fix(emu, data):
@@ -14,25 +14,7 @@ def fix(emu, data):
 
 
 def raw(emu, data, read=True, timeout=5.0):
-    s = socket.create_connection((emu.host, emu.port), timeout=timeout)
-    try:
-        s.sendall(fix(emu, data))
-        if not read:
-            return b""
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if b"\r\n0\r\n\r\n" in out or (b"Content-Length: 0" in out and out.endswith(b"\r\n\r\n")):
-                break
-        return out
-    finally:
-        s.close()
+    return raw_exchange(emu, fix(emu, data), read=read, timeout=timeout)
 
 
 def read_chunked_answer(s, closed_ok=True):
