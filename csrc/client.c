@@ -214,6 +214,17 @@ static int plaintext_check(const pl_client *c, const char *allowed)
         (int)(n > 200 ? 200 : n), h, (int)(n > 200 ? 200 : n), h);
 }
 
+int pl_client_options_init(pl_client_options *opts, unsigned int version)
+{
+    if (!opts) return pl_error_inval("opts", "must not be NULL");
+    if (version != PL_CLIENT_OPTIONS_VERSION && version != 1)
+        return pl_error_inval("version", "must be 1 or PL_CLIENT_OPTIONS_VERSION");
+    const pl_client_options init = PL_CLIENT_OPTIONS_INIT;
+    *opts = init;
+    opts->version = version;
+    return PL_OK;
+}
+
 int pl_client_new(pl_client **out, const pl_client_options *o)
 {
     if (!out) return pl_error_inval("out", "must not be NULL");

@@ -691,6 +691,16 @@ static void renewer_destroy(pl_renewer *r)
     free(r);
 }
 
+int pl_renewer_options_init(pl_renewer_options *opts, unsigned int version)
+{
+    if (!opts) return pl_error_inval("opts", "must not be NULL");
+    if (version != PL_RENEWER_OPTIONS_VERSION)
+        return pl_error_inval("version", "must be PL_RENEWER_OPTIONS_VERSION");
+    const pl_renewer_options init = PL_RENEWER_OPTIONS_INIT;
+    *opts = init;
+    return PL_OK;
+}
+
 int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts)
 {
     if (!out) return pl_error_inval("out", "is NULL");

@@ -225,6 +225,10 @@ typedef struct pl_client_options {
             NULL, NULL                                                                                       \
     }
 
+/* Fills opts with the defaults of PL_CLIENT_OPTIONS_INIT for the given version
+ * (1 or PL_CLIENT_OPTIONS_VERSION); PL_EINVAL for any other version. For callers
+ * that cannot use the macro (bindings, other languages' FFI). */
+PL_EXTERN int pl_client_options_init(pl_client_options *opts, unsigned int version);
 PL_EXTERN int pl_client_new(pl_client **out, const pl_client_options *opts);
 PL_EXTERN int pl_client_new_from_connection_string(pl_client **out, const char *conn);
 /* Frees the client once every message received through it has been freed too
@@ -477,6 +481,9 @@ typedef struct pl_renewer_options {
 /* Starts the renewer thread. The renewer keeps a reference to client, whose
  * settings are the defaults; each message is renewed through (and counted in) the
  * client it was received through, so one renewer serves any number of clients. */
+/* Fills opts with the defaults of PL_RENEWER_OPTIONS_INIT; PL_EINVAL unless
+ * version is PL_RENEWER_OPTIONS_VERSION. */
+PL_EXTERN int pl_renewer_options_init(pl_renewer_options *opts, unsigned int version);
 PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts);
 /* Keeps m's lock alive until it is settled, removed, lost, or max_renew_ms
  * (counted from this call: the handler's start) has passed. Takes a reference

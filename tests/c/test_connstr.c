@@ -64,9 +64,32 @@ static void test_plaintext_refused(void)
     pl_client_free(c);
 }
 
+/* The init functions give exactly the macros' defaults, for callers without the macros. */
+static void test_options_init(void)
+{
+    const pl_client_options want = PL_CLIENT_OPTIONS_INIT;
+    pl_client_options o;
+    memset(&o, 0x5a, sizeof o);
+    CHECK_EQ(pl_client_options_init(&o, PL_CLIENT_OPTIONS_VERSION), PL_OK);
+    CHECK(o.version == want.version && o.endpoint == NULL && o.key == NULL && o.token_cb == NULL);
+    CHECK(o.max_retries == -1 && o.connect_timeout_ms == 0 && o.pool_size == 0 && o.log_fn == NULL);
+    CHECK_EQ(pl_client_options_init(&o, 1), PL_OK);
+    CHECK(o.version == 1);
+    CHECK_EQ(pl_client_options_init(&o, PL_CLIENT_OPTIONS_VERSION + 1), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "version") != NULL);
+    CHECK_EQ(pl_client_options_init(NULL, PL_CLIENT_OPTIONS_VERSION), PL_EINVAL);
+
+    pl_renewer_options r;
+    memset(&r, 0x5a, sizeof r);
+    CHECK_EQ(pl_renewer_options_init(&r, PL_RENEWER_OPTIONS_VERSION), PL_OK);
+    CHECK(r.version == PL_RENEWER_OPTIONS_VERSION && r.max_connections == 0 && r.jitter < 0);
+    CHECK_EQ(pl_renewer_options_init(&r, 0), PL_EINVAL);
+}
+
 int main(void)
 {
     test_plaintext_refused();
+    test_options_init();
     pl_connstr *cs = parse_ok("Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=Root;"
                               "SharedAccessKey=abc+/=def=;EntityPath=orders");
     CHECK_STR(pl_connstr_endpoint(cs), "https://contoso.servicebus.windows.net");
