@@ -19,8 +19,8 @@ int pl_renewer_hold(pl_renewer *r, pl_message *m, int64_t max_ms)
 {
     if (!r) return pl_error_inval("r", "is NULL");
     if (!m) return pl_error_inval("m", "is NULL");
-    if (max_ms < 0 || max_ms > LONG_MAX)
-        return pl_error_inval("max_ms", "must be 0 (the renewer's default) or a positive number of ms");
+    if (max_ms < 0 || max_ms > LONG_MAX || max_ms > PL_MAX_RENEW_MS)
+        return pl_error_inval("max_ms", "must be 0 (the renewer's default) to PL_MAX_RENEW_MS");
     int st = pl_message_state(m);
     if (st == PL_LOCK_NONE)
         return pl_error_set(PL_ESTATE, 0, 0, "message was received with receive_and_delete: nothing to lock");

@@ -17,6 +17,12 @@ const char *const pl_outgoing_field_names[PL_OUT_NFIELDS] = {
     "ReplyToSessionId", "To",    "ViaPartitionKey",
 };
 
+/* The same fields as the bindings name them, for the argument errors. */
+static const char *const field_args[PL_OUT_NFIELDS] = {
+    "message_id",          "label", "correlation_id",    "session_id", "partition_key", "reply_to",
+    "reply_to_session_id", "to",    "via_partition_key",
+};
+
 static const char *const received_string_fields[10] = {
     "MessageId",        "Label", "CorrelationId", "SessionId",       "PartitionKey", "ReplyTo",
     "ReplyToSessionId", "To",    "State",         "ViaPartitionKey",
@@ -645,8 +651,15 @@ int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value)
     if (idx < 0)
         return pl_error_set(PL_EINVAL, 0, 0, "field: '%.64s' is not a settable BrokerProperties string field",
                             field);
-    if (value && (idx == 0 || idx == 3) && strlen(value) > 128)
-        return pl_error_set(PL_EINVAL, 0, 0, "value: %s is longer than 128 characters", field);
+    if (value && !*value)
+        return pl_error_set(PL_EINVAL, 0, 0, "%s: must not be empty (leave it unset instead)",
+                            field_args[idx]);
+    if (value && (idx == 0 || idx == 3 || idx == 4)) {
+        size_t chars = 0; /* UTF-8 characters: every byte but a continuation byte */
+        for (const unsigned char *p = (const unsigned char *)value; *p; p++) chars += (*p & 0xC0) != 0x80;
+        if (chars > 128)
+            return pl_error_set(PL_EINVAL, 0, 0, "%s: must be at most 128 characters", field_args[idx]);
+    }
     char *d = NULL;
     if (value && !(d = pl_strdup(value))) return pl_error_nomem();
     free(m->fields[idx]);

@@ -716,8 +716,8 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
         return pl_error_inval("opts.max_connections", "must be between 0 (automatic) and 256");
     if (o.margin_floor_ms < 0) return pl_error_inval("opts.margin_floor_ms", "must not be negative");
     if (o.jitter > 1.0) return pl_error_inval("opts.jitter", "must be at most 1.0 (a fraction)");
-    if (o.default_max_renew_ms < 0)
-        return pl_error_inval("opts.default_max_renew_ms", "must not be negative");
+    if (o.default_max_renew_ms < 0 || (int64_t)o.default_max_renew_ms > PL_MAX_RENEW_MS)
+        return pl_error_inval("opts.default_max_renew_ms", "must be 0 (default) to PL_MAX_RENEW_MS");
     if (o.request_timeout_ms < 0) return pl_error_inval("opts.request_timeout_ms", "must not be negative");
 
     pl_renewer *r = calloc(1, sizeof(*r));
@@ -780,8 +780,8 @@ int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
 {
     if (!r) return pl_error_inval("r", "is NULL");
     if (!m) return pl_error_inval("m", "is NULL");
-    if (max_renew_ms < 0)
-        return pl_error_inval("max_renew_ms", "must not be negative (0: the renewer's default)");
+    if (max_renew_ms < 0 || (int64_t)max_renew_ms > PL_MAX_RENEW_MS)
+        return pl_error_inval("max_renew_ms", "must be 0 (the renewer's default) to PL_MAX_RENEW_MS");
     int64_t now = pl_now_mono_ms();
     int64_t cap_ms = now + (max_renew_ms ? max_renew_ms : r->default_max_renew_ms);
     pthread_mutex_lock(&r->mu);

@@ -4,8 +4,24 @@
 #include "schedule_int.h"
 
 #include <math.h>
+
+#include "error_int.h"
 #include <stdlib.h>
 #include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* The renewal cap a binding gives in seconds                                 */
+/* ------------------------------------------------------------------------ */
+
+int64_t pl_max_renew_ms(double seconds)
+{
+    if (!(seconds > 0.0) || seconds > (double)(PL_MAX_RENEW_MS / 1000))
+        return pl_error_inval("max_renew", "must be a positive number of seconds, at most 1000000000");
+    /* rounded up, but not past a float's noise (0.3 s is 300 ms, not 301) */
+    double ms = ceil(seconds * 1000.0 - 1e-6);
+    pl_error_ok();
+    return ms < 1.0 ? 1 : (int64_t)ms;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Deterministic randomness (splitmix64)                                      */

@@ -292,7 +292,10 @@ PL_EXTERN void pl_outgoing_free(pl_outgoing *m);
 PL_EXTERN int pl_outgoing_set_content_type(pl_outgoing *m, const char *content_type);
 /* Settable BrokerProperties string fields: "MessageId", "Label", "CorrelationId",
  * "SessionId", "PartitionKey", "ReplyTo", "ReplyToSessionId", "To",
- * "ViaPartitionKey". Any other name is PL_EINVAL. NULL value unsets. */
+ * "ViaPartitionKey". Any other name is PL_EINVAL. NULL value unsets. A value is
+ * PL_EINVAL when empty (leave the field unset instead: the service refuses an empty
+ * MessageId) and, for MessageId, SessionId and PartitionKey, longer than 128
+ * characters; pl_error_last() names the field as the bindings do ("message_id: ..."). */
 PL_EXTERN int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value);
 PL_EXTERN int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds);
 PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds);
@@ -486,10 +489,19 @@ typedef struct pl_renewer_options {
 PL_EXTERN int pl_renewer_options_init(pl_renewer_options *opts, unsigned int version);
 PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options *opts);
 /* Keeps m's lock alive until it is settled, removed, lost, or max_renew_ms
- * (counted from this call: the handler's start) has passed. Takes a reference
- * to m (and so to its client). PL_ESTATE if m is not held.
+ * (counted from this call: the handler's start; 0: the renewer's default, at most
+ * PL_MAX_RENEW_MS) has passed. Takes a reference to m (and so to its client).
+ * PL_ESTATE if m is not held.
  * Adding m again sets a new cap (the handler restarted). See docs/renewer.md. */
 PL_EXTERN int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms);
+/* The longest cap pl_renewer_add and pl_renewer_hold take: 10^9 s (about 31 years). */
+#define PL_MAX_RENEW_MS 1000000000000LL
+/* max_renew as the bindings take it, in seconds (Python and Lua `max_renew`): its
+ * whole milliseconds for pl_renewer_hold, rounded up (a positive duration never
+ * becomes 0, the renewer's default), or PL_EINVAL unless it is a positive, finite
+ * number of seconds of at most PL_MAX_RENEW_MS / 1000 (pl_error_last(): "max_renew:
+ * ..."). For a binding that takes max_renew now and holds a message later. */
+PL_EXTERN int64_t pl_max_renew_ms(double seconds);
 /* Stops renewing m (does not settle it). Idempotent. */
 PL_EXTERN int pl_renewer_remove(pl_renewer *r, pl_message *m);
 /* Stops the thread. With unlock_held nonzero, unlocks every lock still held so

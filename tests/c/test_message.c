@@ -47,6 +47,28 @@ int main(void)
     memset(longid, 'x', sizeof longid - 1);
     longid[sizeof longid - 1] = 0;
     CHECK_EQ(pl_outgoing_set_broker(m, "MessageId", longid), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "message_id: must be at most 128 characters");
+    CHECK_EQ(pl_outgoing_set_broker(m, "PartitionKey", longid), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "partition_key: must be at most 128 characters");
+    CHECK_EQ(pl_outgoing_set_broker(m, "Label", longid), PL_OK); /* no service limit on a label */
+    /* 128 characters of two bytes each (U+00E9): within the limit, counted in characters */
+    char wide[2 * 128 + 1];
+    for (int i = 0; i < 128; i++) memcpy(wide + 2 * i, "\xc3\xa9", 2);
+    wide[2 * 128] = 0;
+    CHECK_EQ(pl_outgoing_set_broker(m, "SessionId", wide), PL_OK);
+    /* an empty value is refused for every field (the service refuses an empty
+     * MessageId): a field is left out by not setting it, or by NULL */
+    const char *const args[] = {"message_id",       "label",    "correlation_id",      "session_id",
+                                "partition_key",    "reply_to", "reply_to_session_id", "to",
+                                "via_partition_key"};
+    for (int i = 0; i < PL_OUT_NFIELDS; i++) {
+        CHECK_EQ(pl_outgoing_set_broker(m, pl_outgoing_field_names[i], ""), PL_EINVAL);
+        char want[96];
+        snprintf(want, sizeof want, "%s: must not be empty (leave it unset instead)", args[i]);
+        CHECK_STR(pl_error_last()->message, want);
+    }
+    CHECK_EQ(pl_outgoing_set_broker(m, "Label", "lbl \"q\""), PL_OK);
+    CHECK_EQ(pl_outgoing_set_broker(m, "SessionId", "s"), PL_OK);
     CHECK_EQ(pl_outgoing_set_time_to_live(m, 40), PL_OK);
     CHECK_EQ(pl_outgoing_set_time_to_live(m, -1), PL_EINVAL);
     CHECK_EQ(pl_outgoing_set_time_to_live(m, NAN), PL_EINVAL);

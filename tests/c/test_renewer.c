@@ -548,12 +548,18 @@ static void phase_errors(void)
     CHECK_EQ(pl_renewer_new(&r, client, &o), PL_EINVAL);
     CHECK_EQ(pl_renewer_new(&r, NULL, NULL), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "client") != NULL);
+    o = (pl_renewer_options)PL_RENEWER_OPTIONS_INIT;
+    o.default_max_renew_ms = (long)(PL_MAX_RENEW_MS + 1);
+    CHECK_EQ(pl_renewer_new(&r, client, &o), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "default_max_renew_ms") != NULL);
 
     REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
     CHECK_EQ(pl_renewer_add(r, NULL, 0), PL_EINVAL);
     make_queue("errs", 5);
     pl_message *m = send_and_lock("errs", "e");
     CHECK_EQ(pl_renewer_add(r, m, -5), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "max_renew_ms") != NULL);
+    CHECK_EQ(pl_renewer_add(r, m, (long)(PL_MAX_RENEW_MS + 1)), PL_EINVAL); /* now + cap stays in range */
     CHECK(strstr(pl_error_last()->message, "max_renew_ms") != NULL);
     CHECK_EQ(pl_complete(client, m), PL_OK);
     CHECK_EQ(pl_renewer_add(r, m, 0), PL_ESTATE); /* settled: nothing to renew */

@@ -190,6 +190,8 @@ static void test_errors(pl_renewer *r)
     CHECK_EQ(pl_renewer_hold(NULL, m, 0), PL_EINVAL);
     CHECK_EQ(pl_renewer_hold(r, NULL, 0), PL_EINVAL);
     CHECK_EQ(pl_renewer_hold(r, m, -1), PL_EINVAL);
+    CHECK_EQ(pl_renewer_hold(r, m, PL_MAX_RENEW_MS + 1), PL_EINVAL);
+    CHECK(strstr(pl_error_last()->message, "max_ms") != NULL);
     CHECK_EQ(pl_renewer_finish(r, NULL, 1, &outcome), PL_EINVAL);
     CHECK_EQ(pl_complete(client, m), PL_OK);
     CHECK_EQ(pl_renewer_hold(r, m, 0), PL_ESTATE);

@@ -443,6 +443,23 @@ static void test_histogram(void)
     CHECK(pl_hist_quantile(&h, 1.0) == 1e30);
 }
 
+/* max_renew in seconds, as the bindings take it: the core's rule and rounding */
+static void test_max_renew_ms(void)
+{
+    CHECK_EQ(pl_max_renew_ms(300), 300000);
+    CHECK_EQ(pl_max_renew_ms(0.3), 300); /* not 301: a float's noise is not rounded up */
+    CHECK_EQ(pl_max_renew_ms(2.5), 2500);
+    CHECK_EQ(pl_max_renew_ms(0.0001), 1);    /* under 1 ms: 1 ms, never 0 (the default) */
+    CHECK_EQ(pl_max_renew_ms(1.0005), 1001); /* rounded up */
+    CHECK_EQ(pl_max_renew_ms(1e9), PL_MAX_RENEW_MS);
+    const double bad[] = {0, -1, 1e9 + 1, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ(pl_max_renew_ms(bad[i]), PL_EINVAL);
+        CHECK_STR(pl_error_last()->message,
+                  "max_renew: must be a positive number of seconds, at most 1000000000");
+    }
+}
+
 int main(void)
 {
     test_defaults();
@@ -456,5 +473,6 @@ int main(void)
     test_retry_after();
     test_work_ahead();
     test_histogram();
+    test_max_renew_ms();
     return pl_test_done("test_schedule");
 }
