@@ -12,7 +12,7 @@ import math
 from typing import Any, Dict, Optional
 
 from . import _core
-from .errors import PL_EINVAL, InvalidArgument
+from .errors import PL_EINVAL, InvalidArgument, from_code
 
 _INT_MAX = 2**31 - 1
 
@@ -82,9 +82,34 @@ def _number(value: Any, name: str, *, optional: bool = False) -> Optional[float]
     return value
 
 
+def _max_renew_ms(seconds: float) -> int:
+    """The core's whole milliseconds for a max_renew in seconds; the rule (a
+    positive, finite number of seconds, at most 10**9) and the rounding are the
+    core's (pl_max_renew_ms), refused with its message."""
+    try:
+        f = float(seconds)
+    except OverflowError:  # an int beyond a double: out of range all the same
+        f = math.inf
+    ms = int(_core.pl_max_renew_ms(f))
+    if ms < 0:
+        raise from_code(*_core.pl_py_error_last())
+    return ms
+
+
+def _check_max_renew(value: Any, *, optional: bool = False) -> Optional[float]:
+    """max_renew, taken now and handed to the renewer later: its type here, its
+    value checked by the core now (_max_renew_ms)."""
+    if _number(value, "max_renew", optional=optional) is None:
+        return None
+    _max_renew_ms(value)
+    return float(value)
+
+
 def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
     """A positive duration the core takes in whole milliseconds (_ms), where 0
     would mean its default: checked here, as the core never sees it in seconds."""
+    if name == "max_renew":  # the core's rule (peeklock.aio still asks here)
+        return _check_max_renew(value, optional=optional)
     if _number(value, name, optional=optional) is None:
         return None
     if math.isnan(value) or value <= 0 or math.isinf(value):

@@ -42,10 +42,12 @@ from ._validate import (
     _check_datetime_property,
     _check_entity,
     _check_int,
+    _check_max_renew,
     _check_seconds,
     _check_str,
     _check_timeout,
     _from_unix,
+    _max_renew_ms,
     _ms,
     _number,
     _unix,
@@ -261,15 +263,15 @@ class OutgoingMessage:
         self.scheduled_enqueue_time = (
             None if scheduled_enqueue_time is None else _unix(scheduled_enqueue_time, "scheduled_enqueue_time")
         )
-        self.message_id = _check_str("message_id", message_id, optional=True)
-        self.label = _check_str("label", label, optional=True)
-        self.correlation_id = _check_str("correlation_id", correlation_id, optional=True)
-        self.session_id = _check_str("session_id", session_id, optional=True)
-        self.partition_key = _check_str("partition_key", partition_key, optional=True)
-        self.reply_to = _check_str("reply_to", reply_to, optional=True)
-        self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True)
-        self.to = _check_str("to", to, optional=True)
-        self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True)
+        self.message_id = _check_str("message_id", message_id, optional=True, empty=True)
+        self.label = _check_str("label", label, optional=True, empty=True)
+        self.correlation_id = _check_str("correlation_id", correlation_id, optional=True, empty=True)
+        self.session_id = _check_str("session_id", session_id, optional=True, empty=True)
+        self.partition_key = _check_str("partition_key", partition_key, optional=True, empty=True)
+        self.reply_to = _check_str("reply_to", reply_to, optional=True, empty=True)
+        self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True, empty=True)
+        self.to = _check_str("to", to, optional=True, empty=True)
+        self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True, empty=True)
 
     def __repr__(self) -> str:
         return (
@@ -684,7 +686,7 @@ class Message:
         StateError when it is not held (pl_renewer_hold)."""
         max_renew = self.max_renew if self.max_renew is not None else self._client.max_renew
         renewer = self._client._renewer()
-        _core.pl_renewer_hold(renewer, self._h, _ms(max_renew))
+        _core.pl_renewer_hold(renewer, self._h, _max_renew_ms(max_renew))
         self._in_renewer = True
 
     def _finish(self, ok: bool) -> int:
@@ -987,7 +989,7 @@ class Client:
         ct = _check_seconds(connect_timeout, "connect_timeout")
         rt = _check_seconds(request_timeout, "request_timeout")
         _check_int("max_retries", max_retries)
-        mr = _check_seconds(max_renew, "max_renew")
+        mr = _check_max_renew(max_renew)
         _check_int("pool_size", pool_size)
         assert ct is not None and rt is not None and mr is not None
         self.max_renew: float = mr
@@ -1147,7 +1149,7 @@ class Client:
         with self._renewer_lock:
             self._check_open()
             if self._renewer_handle is None:
-                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _ms(self.max_renew), 0)
+                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _max_renew_ms(self.max_renew), 0)
                 self._renewer_handle = r
                 # the renewer's events are logged (and counted) as they happen, by a
                 # thread that sleeps in C until one comes (the GIL released meanwhile)
@@ -1274,7 +1276,7 @@ class Client:
         manager to renew the lock while you work and settle it at the end."""
         entity = _check_entity(entity)
         t = _check_timeout(timeout)
-        mr = _check_seconds(max_renew, "max_renew", optional=True)
+        mr = _check_max_renew(max_renew, optional=True)
         self._check_open()
         self._refresh_token()
         try:
@@ -1313,7 +1315,7 @@ class Client:
         message never quotes the handle)."""
         if not isinstance(handle, str):
             raise TypeError(f"handle must be a str, not {type(handle).__name__}")
-        mr = _check_seconds(max_renew, "max_renew", optional=True)
+        mr = _check_max_renew(max_renew, optional=True)
         self._check_open()
         self._refresh_token()
         return Message(_core.pl_client_attach(self._h, handle), self, mr)
@@ -1340,7 +1342,7 @@ class Client:
             raise TypeError(f"max_messages must be an int or None, not {type(max_messages).__name__}")
         if max_messages is not None and max_messages < 0:
             raise ValueError("max_messages must not be negative")
-        mr = _check_seconds(max_renew, "max_renew", optional=True)
+        mr = _check_max_renew(max_renew, optional=True)
         return self._receive_iter(entity, t, max_messages, mr)
 
     def _receive_iter(self, entity: str, t: int, max_messages: Optional[int], mr: Optional[float]) -> Iterator[Message]:

@@ -33,7 +33,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from ._held import hold_failures
-from ._validate import _check_entity, _check_seconds, _check_timeout
+from ._validate import _check_entity, _check_max_renew, _check_seconds, _check_timeout
 from .errors import PL_ESTATE, Error, LockLostError
 from .telemetry import no_context
 
@@ -278,7 +278,7 @@ class Processor:
         self.batch = batch
         self.handler = handler
         self.concurrency = concurrency
-        self.max_renew = _check_seconds(max_renew, "max_renew", optional=True)
+        self.max_renew = _check_max_renew(max_renew, optional=True)
         self.poll_timeout = _check_timeout(poll_timeout, "poll_timeout")
         self.drain_timeout = float(_check_seconds(drain_timeout, "drain_timeout") or 30)
         if max_messages is not None and (

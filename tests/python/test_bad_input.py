@@ -75,6 +75,76 @@ def test_the_core_refuses_values_with_its_message(client, call, word):
     assert ei.value.code == peeklock.errors.PL_EINVAL and word in str(ei.value)
 
 
+_MAX_RENEW = "max_renew: must be a positive number of seconds, at most 1000000000"
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.0, 1e9 + 1, 2**1100, float("nan"), float("inf")])
+def test_max_renew_is_the_core_s_rule_everywhere_it_is_taken(emu, client, queue, value):
+    # pl_max_renew_ms: the same words from every call that takes a max_renew, before
+    # anything is received (so no message is locked by a call that then fails)
+    client.send(queue, b"kept")
+    h = client.peek_lock(queue, timeout=5).lock_handle()
+    calls = [
+        lambda: client.attach(h, max_renew=value),
+        lambda: peeklock.Client(emu.endpoint, max_renew=value),
+        lambda: peeklock.Processor(client, queue, print, max_renew=value),
+    ]
+    if value != 1e9 + 1:
+        # (Client.peek_lock's C fast path in bindings/python.i still takes any positive
+        # finite float; the core then refuses 1e9 + 1 when the message is held)
+        calls += [
+            lambda: client.peek_lock(queue, timeout=0, max_renew=value),
+            lambda: client.lock(queue, timeout=0, max_renew=value).__enter__(),
+            lambda: list(client.receive(queue, timeout=0, max_renew=value)),
+        ]
+    for call in calls:
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            call()
+        assert str(ei.value) == _MAX_RENEW and ei.value.code == peeklock.errors.PL_EINVAL
+    with client.attach(h, max_renew=1e9) as msg:  # the largest cap is taken
+        assert msg.state == "held"
+
+
+def test_max_renew_types_stay_the_binding_s(client, queue):
+    with pytest.raises(TypeError, match="max_renew"):
+        client.peek_lock(queue, timeout=0, max_renew="5")
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "message_id",
+        "label",
+        "correlation_id",
+        "session_id",
+        "partition_key",
+        "reply_to",
+        "reply_to_session_id",
+        "to",
+        "via_partition_key",
+    ],
+)
+def test_an_empty_broker_string_is_refused_by_the_core(client, queue, field):
+    # the service answers 400 to an empty MessageId; every field is left out by None
+    want = f"{field}: must not be empty (leave it unset instead)"
+    for call in (
+        lambda: client.send(queue, b"x", **{field: ""}),
+        lambda: client.send(queue, peeklock.OutgoingMessage(b"x", **{field: ""})),
+        lambda: client.send_batch(queue, [b"a", peeklock.OutgoingMessage(b"x", **{field: ""})]),
+    ):
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            call()
+        assert str(ei.value) == want
+    assert client.peek_lock(queue, timeout=0) is None  # nothing was sent
+
+
+def test_a_long_partition_key_is_refused_by_the_core(client, queue):
+    with pytest.raises(peeklock.InvalidArgument, match="^partition_key: must be at most 128 characters$"):
+        client.send(queue, b"x", partition_key="p" * 129)
+    client.send(queue, b"x", message_id="\u00e9" * 128, partition_key="p" * 128)  # characters, not bytes
+    assert client.peek_lock(queue, timeout=5).complete() is None
+
+
 def test_a_processor_refuses_an_entity_the_core_refuses_before_it_runs(client):
     # checked when the processor is made, not by its first receive in the loop
     for entity in ("q/messages", "q" * 1025):
