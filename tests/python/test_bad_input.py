@@ -5,6 +5,7 @@ import os
 import pytest
 
 import peeklock
+from peeklock.client import _BROKER_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -110,20 +111,7 @@ def test_max_renew_types_stay_the_binding_s(client, queue):
         client.peek_lock(queue, timeout=0, max_renew="5")
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        "message_id",
-        "label",
-        "correlation_id",
-        "session_id",
-        "partition_key",
-        "reply_to",
-        "reply_to_session_id",
-        "to",
-        "via_partition_key",
-    ],
-)
+@pytest.mark.parametrize("field", sorted(_BROKER_FIELDS))
 def test_an_empty_broker_string_is_refused_by_the_core(client, queue, field):
     # the service answers 400 to an empty MessageId; every field is left out by None
     want = f"{field}: must not be empty (leave it unset instead)"
