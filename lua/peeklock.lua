@@ -224,18 +224,31 @@ local function opt_number(fname, opts, key, dflt, min, max)
 end
 M._opt_number = opt_number
 
+-- Raises the core's refusal (its last error) of option key of fname at the user's line, in
+-- the core's words without the argument's name, which the option names.
+local function refuse_option(fname, key)
+  local message = select(4, core.last_error())
+  error(("bad option '%s' to '%s' (%s)"):format(key, fname, (message:gsub("^[%w_]+: ", ""))), user_level())
+end
+
 -- A receive timeout option in whole seconds (rounded down): a number here, its range the
 -- core's (pl_check_timeout), refused as an option of this call with the core's words.
 local function opt_timeout(fname, opts, key, dflt)
   local v = opt_number(fname, opts, key, dflt)
   local t = v >= 0x7fffffff and 0x7fffffff or v <= -1 and -1 or floor(v) -- a C int
-  if core.pl_check_timeout(t) < 0 then
-    local message = select(4, core.last_error())
-    error(("bad option '%s' to '%s' (%s)"):format(key, fname, (message:gsub("^[%w_]+: ", ""))), user_level())
-  end
+  if core.pl_check_timeout(t) < 0 then refuse_option(fname, key) end
   return t
 end
 M._opt_timeout = opt_timeout
+
+-- The max_renew option (seconds, default 300): a number here, its value the core's
+-- (pl_max_renew_ms: positive, at most 10^9), refused with its words. The renewer takes
+-- it in ms from the same function (rounded up, never 0: the renewer's default).
+local function opt_max_renew(fname, opts)
+  local v = opt_number(fname, opts, "max_renew", 300)
+  if core.pl_max_renew_ms(v) < 0 then refuse_option(fname, "max_renew") end
+  return v
+end
 
 -- ------------------------------------------------------------------ outgoing messages
 
@@ -779,7 +792,7 @@ local function with_lock_args(fname, entity, opts, fn)
   if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
   opts = check_opts(fname, 2, opts)
   if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
-  local max_renew = opt_number(fname, opts, "max_renew", 300, 0, 1000000000) -- ms fit a C long
+  local max_renew = opt_max_renew(fname, opts)
   opt_timeout(fname, opts, "timeout", 30) -- checked here to be worded as this call's
   return opts, fn, max_renew
 end
@@ -814,7 +827,7 @@ local function hold(self, r, msg, max_renew, op)
   local key = core.key(mh)
   self._active[key] = true
   self._held[key] = mh
-  local rc = self:_renew_add(r, mh, floor(max_renew * 1000))
+  local rc = self:_renew_add(r, mh, core.pl_max_renew_ms(max_renew))
   if rc < 0 then
     local err = last_error(rc, op)
     self._active[key], self._held[key] = nil, nil
@@ -921,7 +934,7 @@ function Client:attach(handle, opts, fn)
   opts = check_opts("attach", 2, opts)
   check_options("attach", opts, ATTACH_OPTIONS)
   if fn ~= nil and type(fn) ~= "function" then argerror("attach", 3, "function or nil", fn) end
-  local max_renew = opt_number("attach", opts, "max_renew", 300, 0, 1000000000)
+  local max_renew = opt_max_renew("attach", opts)
   local r
   if fn or opts.renew ~= false then
     r, err = self:_get_renewer()
@@ -932,7 +945,7 @@ function Client:attach(handle, opts, fn)
   local msg = M._wrap_message(self, mh)
   if fn then return run_held(self, r, msg, max_renew, fn, "attach") end
   if r then
-    rc = self:_renew_add(r, mh, floor(max_renew * 1000))
+    rc = self:_renew_add(r, mh, core.pl_max_renew_ms(max_renew))
     if rc < 0 then
       err = last_error(rc, "attach")
       msg:free() -- not settled: the handle stays good
@@ -961,7 +974,7 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   check_options("process", opts, PROCESS_OPTIONS, extra)
   return {
     concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
-    max_renew = opt_number("process", opts, "max_renew", 300, 0, 1000000000),
+    max_renew = opt_max_renew("process", opts),
     poll_timeout = opt_timeout("process", opts, "poll_timeout", 5),
     max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
     idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),

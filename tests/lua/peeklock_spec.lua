@@ -535,7 +535,7 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.has_error(function() client:with_lock("q", {}, "nope") end)
       -- numbers the C side would cast to an integer are refused first, never cast when infinite
       assert.has_error(function() client:with_lock("q", { max_renew = math.huge }, function() end) end,
-        "bad option 'max_renew' to 'with_lock' (out of range 0..1000000000)")
+        "bad option 'max_renew' to 'with_lock' (must be a positive number of seconds, at most 1000000000)")
       assert.has_error(function() peeklock.datetime(math.huge) end,
         "bad argument #1 to 'datetime' (finite number expected, got number)")
       assert.has_error(function() peeklock.datetime(0 / 0) end,
@@ -620,6 +620,48 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal("r", msg.reply_to)
       assert.same({ Big = big, Neg = -7, Half = -0.5, Off = false }, msg.properties)
       assert(msg:complete())
+      assert.is_nil((client:peek_lock(q, { timeout = 0 })))
+    end)
+
+    it("refuses what the core refuses in max_renew and broker strings, in its words", function()
+      local q = queue()
+      local function raised(fn)
+        local ok, err = pcall(fn)
+        assert.is_false(ok)
+        err = tostring(err)
+        assert.matches("^[^:]*peeklock_spec%.lua:%d+: ", err) -- this spec's line, never peeklock's
+        return (err:gsub("^[^:]*:%d+: ", ""))
+      end
+      -- max_renew: pl_max_renew_ms's rule (0 no longer means the default), before any receive
+      assert(client:send(q, "kept"))
+      local held = assert(client:peek_lock(q, { timeout = 5 })) -- kept: a dropped message is abandoned
+      local handle = assert(held:lock_handle())
+      for _, v in ipairs({ 0, -1, 1e9 + 1, math.huge, -math.huge }) do
+        local words = "(must be a positive number of seconds, at most 1000000000)"
+        assert.equal("bad option 'max_renew' to 'with_lock' " .. words,
+          raised(function() client:with_lock(q, { timeout = 0, max_renew = v }, function() end) end))
+        assert.equal("bad option 'max_renew' to 'attach' " .. words,
+          raised(function() client:attach(handle, { max_renew = v }) end))
+        assert.equal("bad option 'max_renew' to 'process' " .. words,
+          raised(function() client:process(q, function() end, { max_renew = v }) end))
+      end
+      -- the largest cap is taken, and a fraction of a ms is rounded up, never to the default
+      local ok, seq = client:attach(handle, { max_renew = 1e9 }, function(m) return m.sequence_number end)
+      assert.is_true(ok, tostring(seq))
+      assert.equal(held.sequence_number, seq)
+      held:free() -- completed through the attached copy
+      assert.equal(1, peeklock.core.pl_max_renew_ms(0.0001))
+      -- an empty broker string: refused for every field, by send and send_batch, nothing sent
+      local fields = { "message_id", "label", "correlation_id", "session_id", "partition_key", "reply_to",
+                       "reply_to_session_id", "to", "via_partition_key" }
+      for _, f in ipairs(fields) do
+        local want = ("bad option '%s' to 'send' (must not be empty (leave it unset instead))"):format(f)
+        assert.equal(want, raised(function() client:send(q, "x", { [f] = "" }) end))
+        want = ("bad option '%s' to 'send_batch' (must not be empty (leave it unset instead))"):format(f)
+        assert.equal(want, raised(function() client:send_batch(q, { "a", { body = "b", [f] = "" } }) end))
+      end
+      assert.equal("bad option 'partition_key' to 'send' (must be at most 128 characters)",
+        raised(function() client:send(q, "x", { partition_key = ("p"):rep(129) }) end))
       assert.is_nil((client:peek_lock(q, { timeout = 0 })))
     end)
 
