@@ -623,15 +623,17 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.is_nil((client:peek_lock(q, { timeout = 0 })))
     end)
 
+    -- The argument error fn raises, without its position, which must be this spec's line.
+    local function raised(fn)
+      local ok, err = pcall(fn)
+      assert.is_false(ok)
+      err = tostring(err)
+      assert.matches("^[^:]*peeklock_spec%.lua:%d+: ", err) -- this spec's line, never peeklock's
+      return (err:gsub("^[^:]*:%d+: ", ""))
+    end
+
     it("refuses what the core refuses in max_renew and broker strings, in its words", function()
       local q = queue()
-      local function raised(fn)
-        local ok, err = pcall(fn)
-        assert.is_false(ok)
-        err = tostring(err)
-        assert.matches("^[^:]*peeklock_spec%.lua:%d+: ", err) -- this spec's line, never peeklock's
-        return (err:gsub("^[^:]*:%d+: ", ""))
-      end
       -- max_renew: pl_max_renew_ms's rule (0 no longer means the default), before any receive
       assert(client:send(q, "kept"))
       local held = assert(client:peek_lock(q, { timeout = 5 })) -- kept: a dropped message is abandoned
@@ -667,13 +669,6 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
 
     it("argument errors are worded as documented and point at the caller's line", function()
       local q = queue()
-      local function raised(fn)
-        local ok, err = pcall(fn)
-        assert.is_false(ok)
-        err = tostring(err)
-        assert.matches("^[^:]*peeklock_spec%.lua:%d+: ", err) -- this spec's line, never peeklock's
-        return (err:gsub("^[^:]*:%d+: ", ""))
-      end
       local cases = {
         { function() client:send(42, "x") end, "bad argument #1 to 'send' (string expected, got number)" },
         { function() client:send(q, 7) end, "bad argument #2 to 'send' (string body expected, got number)" },
