@@ -251,6 +251,8 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
         return pl_error_inval(o->key ? "opts.key_name" : "opts.key", "key_name and key go together");
     if (o->key && !*o->key) return pl_error_inval("opts.key", "must not be empty");
     if (o->key_name && !*o->key_name) return pl_error_inval("opts.key_name", "must not be empty");
+    if (o->ca_file && !*o->ca_file)
+        return pl_error_inval("opts.ca_file", "must not be empty (NULL: the default CA bundle)");
     if (o->sas_token && strncmp(o->sas_token, "SharedAccessSignature ", 22) != 0)
         return pl_error_inval("opts.sas_token", "must start with 'SharedAccessSignature '");
 

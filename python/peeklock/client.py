@@ -974,18 +974,16 @@ class Client:
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> None:
-        _check_str("endpoint", endpoint, optional=True)
-        _check_str("key_name", key_name, optional=True)
-        _check_str("key", key, optional=True)
-        _check_str("sas_token", sas_token, optional=True)
-        _check_str("connection_string", connection_string, optional=True)
-        _check_str("ca_file", ca_file, optional=True)
+        _check_str("endpoint", endpoint, optional=True, empty=True)
+        _check_str("key_name", key_name, optional=True, empty=True)
+        _check_str("key", key, optional=True, empty=True)
+        _check_str("sas_token", sas_token, optional=True, empty=True)
+        _check_str("connection_string", connection_string, optional=True, empty=True)
+        _check_str("ca_file", ca_file, optional=True, empty=True)
         if endpoint is None and connection_string is None:
             raise TypeError("Client needs an endpoint or a connection_string")
         if token_provider is not None and not callable(token_provider):
             raise TypeError("token_provider must be callable")
-        if key is not None and key_name is None:
-            raise ValueError("key_name is required with key")
         ct = _check_seconds(connect_timeout, "connect_timeout")
         rt = _check_seconds(request_timeout, "request_timeout")
         _check_int("max_retries", max_retries)

@@ -96,6 +96,10 @@ static void test_client_options(void)
     CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "version") != NULL);
     o.version = PL_CLIENT_OPTIONS_VERSION;
+    o.ca_file = ""; /* not "no file": NULL is the default bundle */
+    CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "opts.ca_file: must not be empty (NULL: the default CA bundle)");
+    o.ca_file = NULL;
     CHECK_EQ(pl_client_new(&c, &o), PL_OK);
     CHECK_STR(pl_client_endpoint(c), "http://127.0.0.1:1");
     CHECK(pl_client_entity_path(c) == NULL);

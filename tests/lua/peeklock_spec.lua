@@ -761,6 +761,11 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       local c, err = peeklock.client("Endpoint=sb://;SharedAccessKeyName=x")
       assert.is_nil(c)
       assert.equal("invalid_argument", err.code)
+      -- an empty ca_file is not "no file" (nil is the default bundle): refused by the core
+      c, err = peeklock.client({ endpoint = "http://127.0.0.1:1", key_name = "k", key = "v", ca_file = "" })
+      assert.is_nil(c)
+      assert.equal("invalid_argument", err.code)
+      assert.matches("option 'ca_file' must not be empty", err.message, 1, true)
       local ok
       ok, err = client:send("../etc", "x")
       assert.is_nil(ok)

@@ -168,6 +168,24 @@ def test_bad_client_arguments(emu):
         peeklock.Client(emu.endpoint, token_provider="abc")
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"endpoint": ""}, "opts.endpoint: must look like sb://host[:port]/"),
+        ({"key_name": "", "key": "v"}, "opts.key_name: must not be empty"),
+        ({"key_name": "k", "key": ""}, "opts.key: must not be empty"),
+        ({"key_name": "k", "key": "v", "ca_file": ""}, "opts.ca_file: must not be empty (NULL: the default CA bundle)"),
+        ({"key": "v"}, "opts.key_name: key_name and key go together"),
+    ],
+)
+def test_client_string_options_are_the_core_s_to_refuse(emu, kwargs, message):
+    # the package checks their types; empty values are the core's (pl_client_new)
+    kwargs.setdefault("endpoint", emu.endpoint)
+    with pytest.raises(peeklock.InvalidArgument) as ei:
+        peeklock.Client(**kwargs)
+    assert str(ei.value) == message
+
+
 def test_bad_connection_string_never_echoes_the_key():
     secret = "s3cr3t-KEY-value"
     for cs in [
