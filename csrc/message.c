@@ -713,21 +713,22 @@ static int add_prop(pl_outgoing *m, const char *name, int type, char *raw, int64
     }
     if (!name || !*name) {
         free(raw);
-        return pl_error_inval("name", "must be a non-empty string");
+        return pl_error_inval("property name", "must be a non-empty string");
     }
     if (!raw) return pl_error_nomem();
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         if (!is_token_char(*p)) {
             free(raw);
-            return pl_error_inval("name", "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)");
+            return pl_error_inval("property name",
+                                  "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)");
         }
     if (strlen(name) > 256) {
         free(raw);
-        return pl_error_inval("name", "is longer than 256 characters");
+        return pl_error_inval("property name", "is longer than 256 characters");
     }
     if (pl_header_is_reserved(name)) {
         free(raw);
-        return pl_error_set(PL_EINVAL, 0, 0, "name: '%s' is a reserved HTTP header", name);
+        return pl_error_set(PL_EINVAL, 0, 0, "property name: '%s' is a reserved HTTP header", name);
     }
     for (size_t k = 0; k < m->nprops; k++) {
         if (pl_strcaseeq(m->props[k].name, name)) {

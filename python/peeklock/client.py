@@ -252,7 +252,7 @@ class OutgoingMessage:
             raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
         self.properties: Dict[str, PropertyValue] = dict(properties or {})
         for k, v in self.properties.items():
-            _check_str("property name", k)
+            _check_str("property name", k, empty=True)
             if not isinstance(v, (str, int, float, bool, _dt.datetime)):
                 raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
             if isinstance(v, _dt.datetime):

@@ -107,7 +107,9 @@ int main(void)
     CHECK_EQ(m->nprops, 6);
     CHECK_STR(m->props[1].raw, "7");
     CHECK_EQ(pl_outgoing_add_string(m, "Bad Name", "x"), PL_EINVAL);
-    CHECK(strstr(pl_error_last()->message, "name") != NULL);
+    CHECK(strncmp(pl_error_last()->message, "property name: must be an HTTP token", 36) == 0);
+    CHECK_EQ(pl_outgoing_add_int(m, "", 1), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "property name: must be a non-empty string");
     CHECK_EQ(pl_outgoing_add_string(m, "Authorization", "x"), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "reserved") != NULL);
     CHECK_EQ(pl_outgoing_add_string(m, "BrokerProperties", "x"), PL_EINVAL);

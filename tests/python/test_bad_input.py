@@ -44,6 +44,17 @@ def test_bad_arguments_name_the_argument(client, call, exc, word):
     assert word in str(ei.value)
 
 
+def test_an_empty_property_name_is_the_core_s_to_refuse(client, queue):
+    # the same words whether the send takes the keywords or an OutgoingMessage
+    for call in (
+        lambda: client.send(queue, b"x", properties={"": 1}),
+        lambda: client.send(queue, peeklock.OutgoingMessage(b"x", properties={"": 1})),
+    ):
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            call()
+        assert str(ei.value) == "property name: must be a non-empty string"
+
+
 def test_c_core_rejects_with_invalid_argument(client, queue):
     # a property name that is not an HTTP token is refused by the C core
     with pytest.raises(peeklock.InvalidArgument) as ei:
