@@ -52,7 +52,8 @@ from . import _validate
 from ._held import hold_failures
 from . import client as _client
 from . import errors as _errors
-from .client import Body, OutgoingMessage, PropertyValue, TokenProvider
+from ._auth import TokenProvider
+from .client import Body, OutgoingMessage, PropertyValue
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from . import processor as _processor
 from .processor import ProcessSummary, RetryDelay, exponential_backoff
