@@ -57,7 +57,7 @@ from .client import Body, OutgoingMessage, PropertyValue
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from . import processor as _processor
 from .processor import ProcessSummary, RetryDelay, exponential_backoff
-from .telemetry import no_context
+from ._spans import no_context
 
 __all__ = ["Client", "Message", "ProcessSummary"]
 
