@@ -12,14 +12,7 @@ local function queue(settings)
 end
 
 describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
-  setup(function()
-    emu = H.start_emulator({ "--queue", "orders" })
-    client = assert(peeklock.client(emu.conn))
-  end)
-  teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
+  H.suite({ "--queue", "orders" }, function(e, c) emu, client = e, c end)
 
   describe("module", function()
     it("require returns the module table and sets no global", function()
