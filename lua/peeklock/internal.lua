@@ -18,8 +18,6 @@ local traceback = debug.traceback
 
 -- ------------------------------------------------------------------ codes
 
--- ------------------------------------------------------------------ codes
-
 -- Lua's word for each error code of the core, by its C name. The codes themselves are
 -- the core's one list (pl_code_at, csrc/error.c): a code the core adds needs a word here
 -- (tests/lua/peeklock_spec.lua checks that every one has).
@@ -399,6 +397,8 @@ local function settle_handles(client, msg, op)
   return h, mh
 end
 
+-- ------------------------------------------------------------------ held messages
+
 local function lost_error(info, op)
   local msg = "lock lost; nothing was completed"
   if info and info.reason and info.reason ~= "" then msg = msg .. " (" .. info.reason .. ")" end
@@ -431,7 +431,6 @@ local function with_lock_args(fname, entity, opts, fn)
   opt_timeout(fname, opts, "timeout", 30) -- checked here to be worded as this call's
   return opts, fn, max_renew
 end
-
 
 -- Puts msg (just received) in the renewer's hands for up to max_renew seconds, recorded as
 -- held by a with_lock-like caller: its key, or nil, err (msg then abandoned and freed).
