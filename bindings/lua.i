@@ -154,16 +154,11 @@ PL_LUA_LIVE_HANDLE(pl_response)
  * and lua/peeklock.lua turns negatives into nil, err with pl_error_last(). */
 %typemap(out) int PL_STATUS { lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++; }
 
-/* Replaced below by Lua-shaped natives, or not usable from Lua. */
+/* Replaced by the natives message_body and request_body (byte strings). (peeklock.i leaves
+ * out the options structs, the error struct and callbacks: client_new, renewer_new and
+ * last_error stand for them here.) */
 %ignore pl_message_body;
 %ignore pl_request_body;
-%ignore pl_error_last;
-%ignore pl_error;
-%ignore pl_client_options;
-%ignore pl_client_new;
-%ignore pl_renewer_options;
-%ignore pl_renewer_new;
-%ignore pl_token_cb;
 
 %native(release) int pl_lua_release(lua_State *L);
 %native(message_body) int pl_lua_message_body(lua_State *L);
