@@ -9,6 +9,13 @@
 
 #define PL_LUA_HANDLE_MT "peeklock.handle"
 
+/* The module's one exported symbol (the rest is built hidden). */
+#if defined(__GNUC__)
+#define PL_LUA_EXPORT __attribute__((visibility("default")))
+#else
+#define PL_LUA_EXPORT
+#endif
+
 /* Each kind's free: its pl_*_free. */
 #define PL_LUA_KIND(T)                                                                                       \
     static void free_##T(void *p)                                                                            \
@@ -220,7 +227,7 @@ void pl_lua_upvalues(lua_State *L)
 /* require "peeklock.core": SWIG's loader, which also puts its swig_type and swig_equals
  * functions in the global table; those two are put back as they were, so loading the
  * module changes no global (it is built with -nomoduleglobal: no global of its name). */
-__attribute__((visibility("default"))) int luaopen_peeklock_core(lua_State *L)
+PL_LUA_EXPORT int luaopen_peeklock_core(lua_State *L)
 {
     static const char *const names[] = {"swig_type", "swig_equals"};
     int i, base, n;
