@@ -7,10 +7,12 @@
 --
 -- Every HTTP exchange goes over ngx.socket.tcp (cosockets): the C core builds the
 -- request (URL, headers with the SAS Authorization, body) and interprets the
--- response (status codes, BrokerProperties, lock bookkeeping); this file only moves
--- bytes. Lock renewal while a handler runs goes over cosockets too, from one loop per
--- worker (below, "renewals over cosockets"), so it obeys the same resolver and TLS
--- settings. docs/lua.md explains the choice.
+-- response (status codes, BrokerProperties, lock bookkeeping); this file moves the
+-- bytes and reports each attempt to the core's outcome module, which decides whether
+-- and when to send it again (core.outcome_report). Lock renewal while a handler runs
+-- goes over cosockets too, from one loop per worker (below, "renewals over
+-- cosockets"), so it obeys the same resolver and TLS settings. docs/lua.md explains
+-- the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
 -- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete, and the lock
