@@ -452,7 +452,7 @@ class Message:
     __slots__ = ("_h", "_client", "_body", "_props", "max_renew", "_in_renewer", "__weakref__")
 
     def __init__(self, handle: Any, client: "Client", max_renew: Optional[float] = None) -> None:
-        # Client.peek_lock's C path sets these same slots (bindings/python.i)
+        # Client.peek_lock's C method sets these same slots (bindings/python/glue.c)
         self._h = handle
         self._client = client  # keeps the parent client alive
         self._body: Optional[bytes] = None
@@ -472,7 +472,7 @@ class Message:
         @property
         def sequence_number(self) -> int: ...
     else:
-        # read about once per message: C getters taking the Message (bindings/python.i)
+        # read about once per message: C getters taking the Message (bindings/python/glue.c)
         body = property(_core.pl_py_message_body_of, doc="The body (bytes).")
         message_id = property(_core.pl_py_message_id_of, doc="The MessageId, or None.")
         sequence_number = property(_core.pl_py_message_sequence_number_of, doc="The SequenceNumber (-1 if absent).")
@@ -638,12 +638,18 @@ class Message:
         self._client._refresh_token()
         _core.pl_renew_lock(self._client._h, self._h)
 
-    def complete(self) -> None:
+    def _complete(self) -> None:
         """Deletes the message from the entity. Raises LockLostError when the
         lock was lost, StateError when already settled."""
         self._client._refresh_token()
         self._stop_renewing()
         _core.pl_complete(self._client._h, self._h)
+
+    # A C method (bindings/python/glue.c) with _complete's signature and docstring:
+    # a call with no arguments on a message not in the renewer, through an open client
+    # without a token provider, is one C call (the GIL released around the request);
+    # any other call goes on to _complete above.
+    complete = _core.pl_py_method("complete", _complete)
 
     def abandon(self) -> None:
         """Releases the lock so the message is redelivered at once."""
@@ -774,6 +780,11 @@ class Message:
 
     def _repr_html_(self) -> str:
         return f"<table class='peeklock-message'>{self._HTML_HEAD}{self._html_row()}</table>"
+
+
+# The C methods and getters read and set Message's slots at their offsets, and look
+# entity names up in the cache of names that passed the checks: both recorded here.
+_core.pl_py_bind(Message, _ENTITY_OK)
 
 
 class MessageList(List[Message]):
@@ -1002,20 +1013,18 @@ class Client:
         # (entity, sequence number) -> called by the events thread when that lock is lost
         self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
-        self._h = _core.pl_client_open(
-            connection_string,
-            endpoint,
-            key_name,
-            key,
-            sas_token,
-            _ms(ct),
-            _ms(rt),
-            max_retries,
-            0,
-            0,
-            pool_size,
-            ca_file,
-            0,
+        # pl_client_options' fields, the rest left as pl_client_options_init fills them
+        self._h = _core.pl_client_new(
+            connection_string=connection_string,
+            endpoint=endpoint,
+            key_name=key_name,
+            key=key,
+            sas_token=sas_token,
+            connect_timeout_ms=_ms(ct),
+            request_timeout_ms=_ms(rt),
+            max_retries=max_retries,
+            pool_size=pool_size,
+            ca_file=ca_file,
         )
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self._ca_file = ca_file
@@ -1147,7 +1156,7 @@ class Client:
         with self._renewer_lock:
             self._check_open()
             if self._renewer_handle is None:
-                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _ms(self.max_renew), 0)
+                r = _core.pl_renewer_new(self._h, default_max_renew_ms=_ms(self.max_renew))
                 self._renewer_handle = r
                 # the renewer's events are logged (and counted) as they happen, by a
                 # thread that sleeps in C until one comes (the GIL released meanwhile)
@@ -1211,7 +1220,7 @@ class Client:
             )
 
     # ---- operations ----
-    def send(
+    def _send(
         self,
         entity: str,
         body: Union[Body, OutgoingMessage] = b"",
@@ -1259,6 +1268,12 @@ class Client:
             self._refresh_token()
         _core.pl_send(self._h, entity, h)
 
+    # A C method (bindings/python/glue.c) with _send's signature and docstring: a bytes
+    # body with a dict (or None) of str, int, float or bool properties, to an entity
+    # checked before, through an open client without a token provider, is one C call
+    # (the GIL released around the request); any other call goes on to _send above.
+    send = _core.pl_py_method("send", _send)
+
     def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _check_entity(entity)
@@ -1268,7 +1283,7 @@ class Client:
         _core.pl_send_batch(self._h, entity, b)
         return n
 
-    def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
+    def _peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
@@ -1285,6 +1300,13 @@ class Client:
         if h is None:
             return None
         return Message(h, self, mr)
+
+    # A C method (bindings/python/glue.c) with _peek_lock's signature and docstring: an
+    # entity checked before, an int timeout of 0-300 and a None or positive max_renew,
+    # through an open client without a token provider, is one C call that makes the
+    # Message itself (the GIL released around the request); any other call goes on to
+    # _peek_lock above.
+    peek_lock = _core.pl_py_method("peek_lock", _peek_lock)
 
     @contextlib.contextmanager
     def lock(
@@ -1484,27 +1506,3 @@ class Client:
             }
         s["events"] = dict(self._event_counts)
         return cast("ClientStats", s)
-
-
-# Client.send, Client.peek_lock and Message.complete as defined above become
-# _send, _peek_lock and _complete; C methods (bindings/python.i) take their
-# place, which do the common case in one call each and hand any other call on
-# to the Python method.
-_core.pl_py_bind(Message, _ENTITY_OK)
-for _cls, _name, _signature in (
-    (
-        Client,
-        "send",
-        "($self, entity, body=b'', *, properties=None, message_id=None, "
-        "label=None, content_type=None, time_to_live=None, correlation_id=None, "
-        "session_id=None, partition_key=None, reply_to=None, "
-        "reply_to_session_id=None, to=None, scheduled_enqueue_time=None, "
-        "via_partition_key=None)",
-    ),
-    (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
-    (Message, "complete", "($self, /)"),
-):
-    _general = getattr(_cls, _name)
-    setattr(_cls, "_" + _name, _general)
-    setattr(_cls, _name, _core.pl_py_method(_cls, _name, f"{_name}{_signature}\n--\n\n{_general.__doc__}"))
-del _cls, _name, _signature, _general

@@ -332,8 +332,14 @@ def test_c_methods_take_the_common_case_and_hand_on_the_rest(client, emu, queue)
     for cls, name in ((peeklock.Client, "send"), (peeklock.Client, "peek_lock"), (peeklock.Message, "complete")):
         c_sig = inspect.signature(getattr(cls, name))
         py_sig = inspect.signature(getattr(cls, "_" + name))
-        assert list(c_sig.parameters) == list(py_sig.parameters)
+        assert c_sig == py_sig  # annotations too: __wrapped__ is the Python method
         assert getattr(cls, name).__doc__ == getattr(cls, "_" + name).__doc__
+        # made in the class body, not set on the class afterwards
+        assert vars(cls)[name].__wrapped__ is vars(cls)["_" + name]
+        assert getattr(cls, name).__qualname__ == f"{cls.__name__}.{name}"
+        with pytest.raises(TypeError, match="doesn't apply to a 'object' object"):
+            getattr(cls, name)(object())
+    assert list(inspect.signature(client.peek_lock).parameters) == ["entity", "timeout", "max_renew"]
     for i in range(4):
         client.send(queue, b"m", properties={"I": i})
     a = client.peek_lock(queue, 5, max_renew=7)  # C: an int max_renew
