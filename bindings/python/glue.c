@@ -435,8 +435,8 @@ static PyObject *pl_py_message_sequence_number_of(PyObject *module, PyObject *me
  * token provider, plain arguments (see each), and runs the request with the GIL
  * released; errors of the C layer raise as the SWIG wrappers raise them. Any
  * other call returns PL_PY_GENERAL, before any request, and goes on as it came to
- * the Python method the C method was made with (_send, _peek_lock, _complete in
- * client.py), which checks, refreshes the token and raises as always. */
+ * the Python method the C method was made from (the body of send, peek_lock or
+ * complete in client.py), which checks, refreshes the token and raises as always. */
 static char pl_py_general_marker;
 #define PL_PY_GENERAL ((PyObject *)&pl_py_general_marker)
 
@@ -687,9 +687,9 @@ static const struct {
 
 /* ---- the C method type -------------------------------------------------- */
 
-/* A method of a class in client.py, made in the class body by
- * pl_py_method(name, general): a call runs the fast path of that name and, when it
- * returns PL_PY_GENERAL, the Python function general with the same arguments. It
+/* A method of a class in client.py, made in the class body by the decorator
+ * pl_py_method: a call runs the fast path of the function's name and, when that
+ * returns PL_PY_GENERAL, the decorated function with the same arguments. It
  * binds as a function does (a method descriptor: obj.name(...) makes no bound
  * object) and takes general's name, docstring and signature (__wrapped__), so
  * help() and inspect show the method as written. */
@@ -833,36 +833,41 @@ static PyTypeObject pl_py_method_type = {
 };
 /* clang-format on */
 
-/* pl_py_method(name, general): the C method called name ("send", "peek_lock",
- * "complete") with general as its general path. */
-static PyObject *pl_py_method(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* pl_py_method(general), a decorator: the C method named as general (a function of
+ * client.py: "send" or "peek_lock" of Client, "complete" of Message), with general
+ * as its general path. */
+static PyObject *pl_py_method(PyObject *module, PyObject *general)
 {
     pl_py_method_object *m;
-    const char *name;
+    PyObject *name;
+    const char *text;
     size_t i;
     (void)module;
-    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "expected a name and a callable");
+    if (!PyCallable_Check(general)) {
+        PyErr_SetString(PyExc_TypeError, "expected a function");
         return NULL;
     }
-    if (!(name = PyUnicode_AsUTF8(args[0]))) return NULL;
-    for (i = 0; i < PL_PY_COUNT(pl_py_fast_methods) && strcmp(pl_py_fast_methods[i].name, name) != 0; i++) {}
+    if (!(name = PyObject_GetAttrString(general, "__name__"))) return NULL;
+    if (!(text = PyUnicode_AsUTF8(name))) goto fail;
+    for (i = 0; i < PL_PY_COUNT(pl_py_fast_methods) && strcmp(pl_py_fast_methods[i].name, text) != 0; i++) {}
     if (i == PL_PY_COUNT(pl_py_fast_methods)) {
-        PyErr_Format(PyExc_ValueError, "no C method %s", name);
-        return NULL;
+        PyErr_Format(PyExc_ValueError, "no C method %s", text);
+        goto fail;
     }
-    if (!(m = PyObject_GC_New(pl_py_method_object, &pl_py_method_type))) return NULL;
+    if (!(m = PyObject_GC_New(pl_py_method_object, &pl_py_method_type))) goto fail;
     m->vectorcall = pl_py_method_call;
     m->fast = pl_py_fast_methods[i].fast;
-    Py_INCREF(args[1]);
-    m->general = args[1];
-    Py_INCREF(args[0]);
-    m->name = args[0];
-    Py_INCREF(args[0]);
-    m->qualname = args[0];
+    Py_INCREF(general);
+    m->general = general;
+    m->name = name;
+    Py_INCREF(name);
+    m->qualname = name;
     m->owner = NULL;
     PyObject_GC_Track((PyObject *)m);
     return (PyObject *)m;
+fail:
+    Py_DECREF(name);
+    return NULL;
 }
 
 /* ---- the asynchronous engine (peeklock.aio) ------------------------------ */
@@ -919,7 +924,7 @@ static PyMethodDef pl_py_functions[] = {
     {"pl_py_message_body_of", pl_py_message_body_of, METH_O, NULL},
     {"pl_py_message_id_of", pl_py_message_id_of, METH_O, NULL},
     {"pl_py_message_sequence_number_of", pl_py_message_sequence_number_of, METH_O, NULL},
-    {"pl_py_method", PL_PY_FASTCALL(pl_py_method), METH_FASTCALL, NULL},
+    {"pl_py_method", pl_py_method, METH_O, NULL},
     {"pl_py_aio_drain", pl_py_aio_drain, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -328,7 +328,7 @@ _LOG_FAILED = 2
 def _log_call(
     kind: int, operation: str, entity: str, code: int, status: int, attempt: int, delay_ms: int, message: str
 ) -> None:
-    """The C client's log hook (bindings/python.i), on the thread of the call, as it
+    """The C client's log hook (bindings/python/glue.c), on the thread of the call, as it
     happens: a retry at DEBUG, a call that ends in an error at WARNING, with the
     operation, entity, HTTP status (or error code) and attempt. The C text names no
     lock token, key or signature. The fields are on the record too (``peeklock_*``)."""
@@ -638,18 +638,17 @@ class Message:
         self._client._refresh_token()
         _core.pl_renew_lock(self._client._h, self._h)
 
-    def _complete(self) -> None:
+    # A C method (bindings/python/glue.c) with this signature and docstring: a call on
+    # a message not in the renewer, through an open client without a token provider,
+    # is one C call (the GIL released around the request); any other call runs the
+    # body below.
+    @_core.pl_py_method
+    def complete(self) -> None:
         """Deletes the message from the entity. Raises LockLostError when the
         lock was lost, StateError when already settled."""
         self._client._refresh_token()
         self._stop_renewing()
         _core.pl_complete(self._client._h, self._h)
-
-    # A C method (bindings/python/glue.c) with _complete's signature and docstring:
-    # a call with no arguments on a message not in the renewer, through an open client
-    # without a token provider, is one C call (the GIL released around the request);
-    # any other call goes on to _complete above.
-    complete = _core.pl_py_method("complete", _complete)
 
     def abandon(self) -> None:
         """Releases the lock so the message is redelivered at once."""
@@ -1220,7 +1219,12 @@ class Client:
             )
 
     # ---- operations ----
-    def _send(
+    # A C method (bindings/python/glue.c) with this signature and docstring: a bytes
+    # body with a dict (or None) of str, int, float or bool properties, to an entity
+    # checked before, through an open client without a token provider, is one C call
+    # (the GIL released around the request); any other call runs the body below.
+    @_core.pl_py_method
+    def send(
         self,
         entity: str,
         body: Union[Body, OutgoingMessage] = b"",
@@ -1268,12 +1272,6 @@ class Client:
             self._refresh_token()
         _core.pl_send(self._h, entity, h)
 
-    # A C method (bindings/python/glue.c) with _send's signature and docstring: a bytes
-    # body with a dict (or None) of str, int, float or bool properties, to an entity
-    # checked before, through an open client without a token provider, is one C call
-    # (the GIL released around the request); any other call goes on to _send above.
-    send = _core.pl_py_method("send", _send)
-
     def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _check_entity(entity)
@@ -1283,7 +1281,12 @@ class Client:
         _core.pl_send_batch(self._h, entity, b)
         return n
 
-    def _peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
+    # A C method (bindings/python/glue.c) with this signature and docstring: an entity
+    # checked before, an int timeout of 0-300 and a None or positive max_renew, through
+    # an open client without a token provider, is one C call that makes the Message
+    # itself (the GIL released around the request); any other call runs the body below.
+    @_core.pl_py_method
+    def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
@@ -1300,13 +1303,6 @@ class Client:
         if h is None:
             return None
         return Message(h, self, mr)
-
-    # A C method (bindings/python/glue.c) with _peek_lock's signature and docstring: an
-    # entity checked before, an int timeout of 0-300 and a None or positive max_renew,
-    # through an open client without a token provider, is one C call that makes the
-    # Message itself (the GIL released around the request); any other call goes on to
-    # _peek_lock above.
-    peek_lock = _core.pl_py_method("peek_lock", _peek_lock)
 
     @contextlib.contextmanager
     def lock(
