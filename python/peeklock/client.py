@@ -237,7 +237,7 @@ _LOG_FAILED = 2
 def _log_call(
     kind: int, operation: str, entity: str, code: int, status: int, attempt: int, delay_ms: int, message: str
 ) -> None:
-    """The C client's log hook (bindings/python.i), on the thread of the call, as it
+    """The C client's log hook (bindings/python/glue.c), on the thread of the call, as it
     happens: a retry at DEBUG, a call that ends in an error at WARNING, with the
     operation, entity, HTTP status (or error code) and attempt. The C text names no
     lock token, key or signature. The fields are on the record too (``peeklock_*``)."""
@@ -361,7 +361,7 @@ class Message:
     __slots__ = ("_h", "_client", "_body", "_props", "max_renew", "_in_renewer", "__weakref__")
 
     def __init__(self, handle: Any, client: "Client", max_renew: Optional[float] = None) -> None:
-        # Client.peek_lock's C path sets these same slots (bindings/python.i)
+        # Client.peek_lock's C method sets these same slots (bindings/python/glue.c)
         self._h = handle
         self._client = client  # keeps the parent client alive
         self._body: Optional[bytes] = None
@@ -381,7 +381,7 @@ class Message:
         @property
         def sequence_number(self) -> int: ...
     else:
-        # read about once per message: C getters taking the Message (bindings/python.i)
+        # read about once per message: C getters taking the Message (bindings/python/glue.c)
         body = property(_core.pl_py_message_body_of, doc="The body (bytes).")
         message_id = property(_core.pl_py_message_id_of, doc="The MessageId, or None.")
         sequence_number = property(_core.pl_py_message_sequence_number_of, doc="The SequenceNumber (-1 if absent).")
@@ -547,6 +547,11 @@ class Message:
         self._client._refresh_token()
         _core.pl_renew_lock(self._client._h, self._h)
 
+    # A C method (bindings/python/glue.c) with this signature and docstring: a call on
+    # a message not in the renewer, through an open client without a token provider,
+    # is one C call (the GIL released around the request); any other call runs the
+    # body below.
+    @_core.pl_py_method
     def complete(self) -> None:
         """Deletes the message from the entity. Raises LockLostError when the
         lock was lost, StateError when already settled."""
@@ -683,6 +688,11 @@ class Message:
 
     def _repr_html_(self) -> str:
         return f"<table class='peeklock-message'>{self._HTML_HEAD}{self._html_row()}</table>"
+
+
+# The C methods and getters read and set Message's slots at their offsets, and look
+# entity names up in the cache of names that passed the checks: both recorded here.
+_core.pl_py_bind(Message, _ENTITY_OK)
 
 
 class MessageList(List[Message]):
@@ -881,20 +891,18 @@ class Client:
         # (entity, sequence number) -> called by the events thread when that lock is lost
         self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
-        self._h = _core.pl_client_open(
-            connection_string,
-            endpoint,
-            key_name,
-            key,
-            sas_token,
-            _ms(ct),
-            _ms(rt),
-            max_retries,
-            0,
-            0,
-            pool_size,
-            ca_file,
-            0,
+        # pl_client_options' fields, the rest left as pl_client_options_init fills them
+        self._h = _core.pl_client_new(
+            connection_string=connection_string,
+            endpoint=endpoint,
+            key_name=key_name,
+            key=key,
+            sas_token=sas_token,
+            connect_timeout_ms=_ms(ct),
+            request_timeout_ms=_ms(rt),
+            max_retries=max_retries,
+            pool_size=pool_size,
+            ca_file=ca_file,
         )
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self._ca_file = ca_file
@@ -1026,7 +1034,7 @@ class Client:
         with self._renewer_lock:
             self._check_open()
             if self._renewer_handle is None:
-                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _ms(self.max_renew), 0)
+                r = _core.pl_renewer_new(self._h, default_max_renew_ms=_ms(self.max_renew))
                 self._renewer_handle = r
                 # the renewer's events are logged (and counted) as they happen, by a
                 # thread that sleeps in C until one comes (the GIL released meanwhile)
@@ -1090,6 +1098,11 @@ class Client:
             )
 
     # ---- operations ----
+    # A C method (bindings/python/glue.c) with this signature and docstring: a bytes
+    # body with a dict (or None) of str, int, float or bool properties, to an entity
+    # checked before, through an open client without a token provider, is one C call
+    # (the GIL released around the request); any other call runs the body below.
+    @_core.pl_py_method
     def send(
         self,
         entity: str,
@@ -1147,6 +1160,11 @@ class Client:
         _core.pl_send_batch(self._h, entity, b)
         return n
 
+    # A C method (bindings/python/glue.c) with this signature and docstring: an entity
+    # checked before, an int timeout of 0-300 and a None or positive max_renew, through
+    # an open client without a token provider, is one C call that makes the Message
+    # itself (the GIL released around the request); any other call runs the body below.
+    @_core.pl_py_method
     def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
@@ -1363,27 +1381,3 @@ class Client:
             }
         s["events"] = dict(self._event_counts)
         return cast("ClientStats", s)
-
-
-# Client.send, Client.peek_lock and Message.complete as defined above become
-# _send, _peek_lock and _complete; C methods (bindings/python.i) take their
-# place, which do the common case in one call each and hand any other call on
-# to the Python method.
-_core.pl_py_bind(Message, _ENTITY_OK)
-for _cls, _name, _signature in (
-    (
-        Client,
-        "send",
-        "($self, entity, body=b'', *, properties=None, message_id=None, "
-        "label=None, content_type=None, time_to_live=None, correlation_id=None, "
-        "session_id=None, partition_key=None, reply_to=None, "
-        "reply_to_session_id=None, to=None, scheduled_enqueue_time=None, "
-        "via_partition_key=None)",
-    ),
-    (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
-    (Message, "complete", "($self, /)"),
-):
-    _general = getattr(_cls, _name)
-    setattr(_cls, "_" + _name, _general)
-    setattr(_cls, _name, _core.pl_py_method(_cls, _name, f"{_name}{_signature}\n--\n\n{_general.__doc__}"))
-del _cls, _name, _signature, _general
