@@ -38,8 +38,6 @@ from . import _held
 from . import errors as _errors
 from ._validate import (
     _ENTITY_OK,
-    _body_bytes,
-    _check_datetime_property,
     _check_entity,
     _check_int,
     _check_max_renew,
@@ -49,10 +47,15 @@ from ._validate import (
     _from_unix,
     _max_renew_ms,
     _ms,
-    _number,
-    _unix,
 )
 from ._auth import ConnectionString, TokenProvider, management_authorization, parse_connection_string, sas_token
+from ._outgoing import _BROKER_FIELDS as _BROKER_FIELDS
+from ._outgoing import _SEND_KEYWORDS as _SEND_KEYWORDS
+from ._outgoing import Body as Body
+from ._outgoing import OutgoingMessage as OutgoingMessage
+from ._outgoing import PropertyValue as PropertyValue
+from ._outgoing import _build_batch as _build_batch
+from ._outgoing import _outgoing_handle as _outgoing_handle
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
@@ -84,9 +87,6 @@ _FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = 1, 2, 3, 4
 
-PropertyValue = Union[str, int, float, bool, _dt.datetime]
-Body = Union[bytes, bytearray, memoryview, str]
-
 _DEFAULT_MAX_RENEW = 300.0
 _DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 
@@ -94,131 +94,6 @@ _DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 def version() -> str:
     """Version of the C core the extension was built with."""
     return str(_core.pl_version())
-
-
-# --------------------------------------------------------------------------
-# outgoing messages
-# --------------------------------------------------------------------------
-
-_BROKER_FIELDS = {
-    "message_id": "MessageId",
-    "label": "Label",
-    "correlation_id": "CorrelationId",
-    "session_id": "SessionId",
-    "partition_key": "PartitionKey",
-    "reply_to": "ReplyTo",
-    "reply_to_session_id": "ReplyToSessionId",
-    "to": "To",
-    "via_partition_key": "ViaPartitionKey",
-}
-
-
-class OutgoingMessage:
-    """A message to send: body plus optional broker and custom properties."""
-
-    __slots__ = (
-        "body",
-        "properties",
-        "content_type",
-        "time_to_live",
-        "scheduled_enqueue_time",
-        "message_id",
-        "label",
-        "correlation_id",
-        "session_id",
-        "partition_key",
-        "reply_to",
-        "reply_to_session_id",
-        "to",
-        "via_partition_key",
-        "resend",
-    )
-
-    def __init__(
-        self,
-        body: Body = b"",
-        *,
-        properties: Optional[Mapping[str, PropertyValue]] = None,
-        message_id: Optional[str] = None,
-        label: Optional[str] = None,
-        content_type: Optional[str] = None,
-        time_to_live: Optional[float] = None,
-        correlation_id: Optional[str] = None,
-        session_id: Optional[str] = None,
-        partition_key: Optional[str] = None,
-        reply_to: Optional[str] = None,
-        reply_to_session_id: Optional[str] = None,
-        to: Optional[str] = None,
-        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-        resend: bool = False,
-        via_partition_key: Optional[str] = None,
-    ) -> None:
-        self.body = _body_bytes(body)
-        # Opt-in: a send whose answer is lost is sent again instead of raising
-        # OutcomeUnknownError. Needs message_id and an entity with duplicate detection.
-        self.resend = bool(resend)
-        if properties is not None and not isinstance(properties, Mapping):
-            raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
-        self.properties: Dict[str, PropertyValue] = dict(properties or {})
-        for k, v in self.properties.items():
-            _check_str("property name", k, empty=True)
-            if not isinstance(v, (str, int, float, bool, _dt.datetime)):
-                raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
-            if isinstance(v, _dt.datetime):
-                _check_datetime_property(k, v)
-        self.content_type = _check_str("content_type", content_type, optional=True, empty=True)
-        ttl = _number(time_to_live, "time_to_live", optional=True)
-        self.time_to_live = None if ttl is None else float(ttl)
-        self.scheduled_enqueue_time = (
-            None if scheduled_enqueue_time is None else _unix(scheduled_enqueue_time, "scheduled_enqueue_time")
-        )
-        self.message_id = _check_str("message_id", message_id, optional=True, empty=True)
-        self.label = _check_str("label", label, optional=True, empty=True)
-        self.correlation_id = _check_str("correlation_id", correlation_id, optional=True, empty=True)
-        self.session_id = _check_str("session_id", session_id, optional=True, empty=True)
-        self.partition_key = _check_str("partition_key", partition_key, optional=True, empty=True)
-        self.reply_to = _check_str("reply_to", reply_to, optional=True, empty=True)
-        self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True, empty=True)
-        self.to = _check_str("to", to, optional=True, empty=True)
-        self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True, empty=True)
-
-    def __repr__(self) -> str:
-        return (
-            f"OutgoingMessage({len(self.body)} bytes, message_id={self.message_id!r}, "
-            f"label={self.label!r}, properties={sorted(self.properties)!r})"
-        )
-
-    def _build(self) -> Any:
-        h = _core.pl_outgoing_new(self.body)
-        if self.content_type is not None:
-            _core.pl_outgoing_set_content_type(h, self.content_type)
-        for attr, field in _BROKER_FIELDS.items():
-            v = getattr(self, attr)
-            if v is not None:
-                _core.pl_outgoing_set_broker(h, field, v)
-        if self.time_to_live is not None:
-            _core.pl_outgoing_set_time_to_live(h, self.time_to_live)
-        if self.scheduled_enqueue_time is not None:
-            _core.pl_outgoing_set_scheduled_enqueue_time(h, self.scheduled_enqueue_time)
-        _add_properties(h, self.properties)
-        if self.resend:
-            _core.pl_outgoing_set_resend(h, 1)
-        return h
-
-
-def _build_batch(messages: Iterable[Union["OutgoingMessage", Body]]) -> Tuple[Any, int]:
-    """The C batch of messages and how many it holds (the sync and async send_batch)."""
-    if isinstance(messages, (str, bytes, bytearray, OutgoingMessage)):
-        raise TypeError("messages must be an iterable of OutgoingMessage or bytes")
-    b = _core.pl_batch_new()
-    n = 0
-    for m in messages:
-        om = m if isinstance(m, OutgoingMessage) else OutgoingMessage(m)
-        _core.pl_batch_add(b, om._build())
-        n += 1
-    if n == 0:
-        raise ValueError("messages must not be empty")
-    return b, n
 
 
 def _warn_orphaned(entity: str) -> None:
@@ -311,47 +186,9 @@ def _log_completion(operation: str, entity: str, code: int, status: int, attempt
         )
 
 
-def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
-    # (the C layer takes NUL-terminated strings: a NUL would cut a name or value short)
-    for k, v in properties.items():
-        if type(k) is not str:
-            raise TypeError(f"property names must be str, not {type(k).__name__}")
-        if "\x00" in k:
-            raise ValueError(f"property name {k!r} must not contain NUL characters")
-        t = type(v)
-        if t is str:
-            if "\x00" in v:
-                raise ValueError(f"property {k!r} must not contain NUL characters")
-            _core.pl_outgoing_add_string(h, k, v)
-        elif t is bool:
-            _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
-        elif t is int:
-            _core.pl_outgoing_add_int(h, k, v)
-        elif t is float:
-            _core.pl_outgoing_add_double(h, k, v)
-        elif isinstance(v, _dt.datetime):
-            _check_datetime_property(k, v)
-            _core.pl_outgoing_add_datetime(h, k, _unix(v, f"property {k!r}"))
-        elif isinstance(v, bool):
-            _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
-        elif isinstance(v, int):
-            _core.pl_outgoing_add_int(h, k, int(v))
-        elif isinstance(v, float):
-            _core.pl_outgoing_add_double(h, k, float(v))
-        elif isinstance(v, str):
-            if "\x00" in v:
-                raise ValueError(f"property {k!r} must not contain NUL characters")
-            _core.pl_outgoing_add_string(h, k, str(v))
-        else:
-            raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
-
-
 # --------------------------------------------------------------------------
 # received messages
 # --------------------------------------------------------------------------
-
-# the keywords of send() (and OutgoingMessage) that set the message's broker fields
-_SEND_KEYWORDS = frozenset(OutgoingMessage.__slots__) - {"body", "properties", "resend"}
 
 
 class Message:
@@ -814,26 +651,6 @@ def _event_loop(ref: "weakref.ref[Client]", r: Any, closed: threading.Event) -> 
 def _close_renewer(r: Any, closed: threading.Event) -> None:
     closed.set()
     _core.pl_renewer_close(r, 0)
-
-
-def _outgoing_handle(
-    body: Union[Body, OutgoingMessage], properties: Optional[Mapping[str, PropertyValue]], kwargs: Dict[str, Any]
-) -> Any:
-    """The core's outgoing message for a send: body and properties, or an
-    OutgoingMessage alone; kwargs are the broker keywords that were given."""
-    if type(body) is bytes and not kwargs:
-        # fast path: no broker properties to validate
-        if properties is not None and not isinstance(properties, Mapping):
-            raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
-        h = _core.pl_outgoing_new(body)
-        if properties:
-            _add_properties(h, properties)
-        return h
-    if isinstance(body, OutgoingMessage):
-        if properties is not None or kwargs:
-            raise TypeError("pass either an OutgoingMessage or keyword properties, not both")
-        return body._build()
-    return OutgoingMessage(body, properties=properties, **kwargs)._build()
 
 
 class Client:

@@ -38,10 +38,11 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from ._outgoing import OutgoingMessage
 from ._spans import detached
 
 if TYPE_CHECKING:
-    from .client import Client, Message, OutgoingMessage
+    from .client import Client, Message
 
 __all__ = ["instrument", "uninstrument", "is_instrumented"]
 
@@ -245,8 +246,6 @@ class _Instrumentation:
 
 def _traced_copy(st: _Instrumentation, om: "OutgoingMessage") -> "OutgoingMessage":
     """A copy of ``om`` whose properties carry the current trace context."""
-    from .client import OutgoingMessage
-
     copy = OutgoingMessage.__new__(OutgoingMessage)
     for slot in OutgoingMessage.__slots__:
         setattr(copy, slot, getattr(om, slot))
@@ -260,8 +259,6 @@ def _wrap_send(orig: Callable[..., Any]) -> Callable[..., Any]:
         st = _state
         if st is None or st.off():
             return orig(self, entity, body, properties=properties, **kwargs)
-        from .client import OutgoingMessage
-
         attrs = st.attrs(self, "send", "send", entity)
         mid = body.message_id if isinstance(body, OutgoingMessage) else kwargs.get("message_id")
         if mid:
@@ -296,8 +293,6 @@ def _wrap_send_batch(orig: Callable[..., Any]) -> Callable[..., Any]:
         st = _state
         if st is None or st.off():
             return orig(self, entity, messages)
-        from .client import OutgoingMessage
-
         attrs = st.attrs(self, "send", "send", entity)
         t0 = time.monotonic()
         with st.tracer.start_as_current_span(

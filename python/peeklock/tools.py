@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from ._outgoing import OutgoingMessage
 from .errors import Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
-    from .client import Client, Message, OutgoingMessage
+    from .client import Client, Message
     from .management import EntityInfo
 
 __all__ = [
@@ -76,8 +77,6 @@ def to_outgoing(
 ) -> "OutgoingMessage":
     """An OutgoingMessage carrying ``msg``'s body, content type, settable broker
     properties and custom properties (less ``drop``), ready to send again."""
-    from .client import OutgoingMessage
-
     dropped = set(drop)
     kw: Dict[str, Any] = {k: getattr(msg, k) for k in _COPIED if getattr(msg, k) is not None}
     if not keep_message_id:
@@ -153,8 +152,6 @@ def message_to_record(msg: "Message") -> Dict[str, Any]:
 
 def record_to_outgoing(rec: Mapping[str, Any]) -> "OutgoingMessage":
     """The OutgoingMessage an NDJSON record describes. Raises ValueError."""
-    from .client import OutgoingMessage
-
     if not isinstance(rec, Mapping):
         raise ValueError("each line must be a JSON object")
     if "body_base64" in rec:
