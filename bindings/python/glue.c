@@ -9,7 +9,6 @@
  */
 #include "glue.h"
 
-#include <float.h>
 #include <limits.h>
 #include <stddef.h>
 #include <string.h>
@@ -588,7 +587,8 @@ static void pl_py_warn_orphaned(PyObject *entity)
     Py_DECREF(mod);
 }
 
-/* timeout: an int of 0..300 seconds; max_renew: None or a positive finite float or int. */
+/* timeout: an int of 0..300 seconds; max_renew: None, or a float or int the core's
+ * pl_max_renew_ms takes. */
 static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                         PyObject *kwnames)
 {
@@ -612,8 +612,8 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
         mr = Py_None;
         Py_INCREF(mr);
     } else if (PyFloat_CheckExact(mr) || PyLong_CheckExact(mr)) {
-        double d = PyFloat_AsDouble(mr);
-        if (!(d > 0.0 && d <= DBL_MAX)) { /* NaN, inf, <= 0, or an int beyond a double */
+        double d = PyFloat_AsDouble(mr);                  /* -1.0 with an error for an int beyond a double */
+        if (PyErr_Occurred() || pl_max_renew_ms(d) < 0) { /* the core's rule: the general path raises */
             PyErr_Clear();
             return PL_PY_GENERAL;
         }
