@@ -222,6 +222,8 @@ static void test_threads(void)
     pl_aio_stats st;
     pl_aio_stats_get(aio, &st);
     CHECK_EQ(st.pending, 0);
+    struct pollfd p = {pl_aio_fd(aio), POLLIN, 0};
+    CHECK_EQ(poll(&p, 1, 0), 0); /* every completion taken: the fd is quiet */
 }
 
 /* Close ends waiting long polls at once with PL_ECLOSED; later submits are refused. */
