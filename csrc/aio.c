@@ -831,6 +831,28 @@ int pl_aio_unlock_detached(pl_aio *a, pl_message *m)
     return aio_settle(a, NULL, m, PL_SETTLE_UNLOCK, 1);
 }
 
+int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r, int handler_ok)
+{
+    int rc = check_aio(a, id);
+    if (rc) return rc;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (pl_message_state(m) == PL_LOCK_NONE)
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was received with receive_and_delete: nothing to settle");
+    if (r) pl_renewer_remove(r, m);
+    if (pl_message_state(m) != PL_LOCK_HELD) {
+        pl_error_ok();
+        return PL_OK;
+    }
+    rc = aio_settle(a, id, m, handler_ok ? PL_SETTLE_COMPLETE : PL_SETTLE_UNLOCK, 0);
+    if (rc == PL_ESTATE) { /* the handler's settle (another thread) won the fence meanwhile */
+        *id = 0;
+        pl_error_ok();
+        rc = PL_OK;
+    }
+    return rc;
+}
+
 int pl_aio_cancel(pl_aio *a, uint64_t id)
 {
     if (!a) return pl_error_inval("a", "must not be NULL");
