@@ -1,9 +1,10 @@
 -- luarocks make                      (from the repository root; Lua 5.4)
 -- luarocks --lua-version 5.1 make LUA_INCDIR=/usr/include/luajit-2.1      (LuaJIT)
 -- Builds peeklock.core (the C core linked statically, plus its SWIG wrapper) with CMake
--- against the system's libcurl, OpenSSL and cJSON, and installs peeklock.lua,
--- peeklock/resty.lua and peeklock/metrics.lua. Needs cmake and a C compiler; swig too, except from the release
--- tarball (scripts/release-tarball.sh), which carries the generated wrapper.
+-- against the system's libcurl, OpenSSL and cJSON, and installs peeklock.lua, peeklock/resty.lua,
+-- peeklock/metrics.lua and peeklock/internal.lua (private: what the first two share). Needs cmake
+-- and a C compiler; swig too, except from the release tarball (scripts/release-tarball.sh), which
+-- carries the generated wrapper.
 -- CURL_DIR=, OPENSSL_DIR=, CJSON_DIR= (or *_INCDIR= / *_LIBDIR=) point at other copies.
 rockspec_format = "3.0"
 package = "peeklock"
@@ -53,6 +54,7 @@ build = {
   install = {
     lib = { ["peeklock.core"] = "build.luarocks/lua/rock/peeklock/core.so" },
     lua = { ["peeklock"] = "lua/peeklock.lua", ["peeklock.resty"] = "lua/peeklock/resty.lua",
-            ["peeklock.metrics"] = "lua/peeklock/metrics.lua" },
+            ["peeklock.metrics"] = "lua/peeklock/metrics.lua",
+            ["peeklock.internal"] = "lua/peeklock/internal.lua" },
   },
 }

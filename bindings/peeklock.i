@@ -97,14 +97,19 @@ struct pl_aio_done {};
 %ignore pl_free;
 
 /* Callbacks and option structs carrying them cannot cross into a scripting
- * language safely (the renewer thread may call them). Bindings use
- * pl_client_open / pl_renewer_open below and pl_client_set_bearer_token. */
+ * language safely (the renewer thread may call them). Each language builds its
+ * clients and renewers in C of its own: it fills the options struct after
+ * pl_client_options_init / pl_renewer_options_init from the host's values and
+ * sets its own log hook (Python: bindings/python/glue.c; Lua: from a table),
+ * and uses pl_client_set_bearer_token for a token provider. */
 %ignore pl_token_cb;
 %ignore pl_log_fn;
 %ignore pl_log_record;
 %ignore pl_client_options;
+%ignore pl_client_options_init;
 %ignore pl_client_new;
 %ignore pl_renewer_options;
+%ignore pl_renewer_options_init;
 %ignore pl_renewer_new;
 %ignore pl_error;
 %ignore pl_error_last;
@@ -116,7 +121,7 @@ struct pl_aio_done {};
 
 %apply int PL_STATUS {
   int pl_sas_token, int pl_sas_token_raw, int pl_connstr_parse,
-  int pl_client_open, int pl_client_new_from_connection_string, int pl_client_set_bearer_token,
+  int pl_client_new_from_connection_string, int pl_client_set_bearer_token,
   int pl_client_stats_get,
   int pl_outgoing_new, int pl_outgoing_set_content_type, int pl_outgoing_set_broker,
   int pl_outgoing_set_time_to_live, int pl_outgoing_set_scheduled_enqueue_time,
@@ -126,7 +131,7 @@ struct pl_aio_done {};
   int pl_send, int pl_send_batch, int pl_peek_lock, int pl_receive_and_delete,
   int pl_renew_lock, int pl_unlock, int pl_complete,
   int pl_message_lock_handle, int pl_client_attach, int pl_check_entity, int pl_check_timeout,
-  int pl_renewer_open, int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
+  int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
   int pl_renewer_hold, int pl_renewer_finish,
   int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,
   int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
@@ -150,48 +155,6 @@ struct pl_aio_done {};
 /* ---- helpers every binding shares --------------------------------------- */
 
 %inline %{
-/* pl_client_new without the callback-bearing options struct. NULL / 0 / -1
- * arguments take the library defaults, as in PL_CLIENT_OPTIONS_INIT. A language
- * file that defines PL_BIND_LOG_FN (a pl_log_fn of its own, in a code block before
- * it includes this file) gets it as every client's log hook. */
-static int pl_client_open(pl_client **out, const char *connection_string, const char *endpoint,
-                          const char *key_name, const char *key, const char *sas_token,
-                          long connect_timeout_ms, long request_timeout_ms, int max_retries,
-                          long retry_base_ms, long retry_max_ms, int pool_size,
-                          const char *ca_file, int token_lifetime_s) {
-    pl_client_options o = PL_CLIENT_OPTIONS_INIT;
-    o.connection_string = connection_string;
-    o.endpoint = endpoint;
-    o.key_name = key_name;
-    o.key = key;
-    o.sas_token = sas_token;
-    o.connect_timeout_ms = connect_timeout_ms;
-    o.request_timeout_ms = request_timeout_ms;
-    o.max_retries = max_retries;
-    o.retry_base_ms = retry_base_ms;
-    o.retry_max_ms = retry_max_ms;
-    o.pool_size = pool_size;
-    o.ca_file = ca_file;
-    o.token_lifetime_s = token_lifetime_s;
-#ifdef PL_BIND_LOG_FN
-    o.log_fn = PL_BIND_LOG_FN;
-#endif
-    return pl_client_new(out, &o);
-}
-
-/* pl_renewer_new without the options struct; 0 / negative jitter = defaults. */
-static int pl_renewer_open(pl_renewer **out, pl_client *client, int max_connections,
-                           long margin_floor_ms, double jitter, long default_max_renew_ms,
-                           long request_timeout_ms) {
-    pl_renewer_options o = PL_RENEWER_OPTIONS_INIT;
-    o.max_connections = max_connections;
-    o.margin_floor_ms = margin_floor_ms;
-    o.jitter = jitter;
-    o.default_max_renew_ms = default_max_renew_ms;
-    o.request_timeout_ms = request_timeout_ms;
-    return pl_renewer_new(out, client, &o);
-}
-
 /* Address of an object, so a binding can match a renewer event's (borrowed)
  * message with the object it already holds. */
 static uintptr_t pl_message_address(const pl_message *m) { return (uintptr_t)m; }

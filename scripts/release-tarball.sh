@@ -18,7 +18,7 @@ trap 'rm -rf "$STAGE"' EXIT
 
 git archive --format=tar --prefix="$NAME/" HEAD | tar -x -C "$STAGE"
 mkdir -p "$STAGE/$NAME/bindings/generated"
-swig -lua -module peeklock_core -I"$STAGE/$NAME/bindings" -I"$STAGE/$NAME/csrc/include" \
+swig -lua -nomoduleglobal -module peeklock_core -I"$STAGE/$NAME/bindings" -I"$STAGE/$NAME/csrc/include" \
   -o "$STAGE/$NAME/bindings/generated/peeklock_lua_wrap.c" "$STAGE/$NAME/bindings/lua.i"
 # Reproducible: fixed owner, order and times (the commit's).
 mtime=$(git log -1 --format=%ct HEAD)

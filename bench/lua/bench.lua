@@ -26,10 +26,10 @@ local function net(client, entity, n)
 end
 
 local function wire(client, entity, n)
-  local peeklock = require "peeklock"
-  local core = peeklock.core
+  local I = require "peeklock.internal"
+  local core = require "peeklock.core"
   local ch = client._h
-  local request_send_from = peeklock._request_send_from
+  local request_send_from = I.request_send_from
   local location = core.pl_client_endpoint(ch) .. "/" .. entity .. "/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e"
   local t0 = clock()
   for i = 1, n do
@@ -48,7 +48,7 @@ local function wire(client, entity, n)
       "Date", "Sun, 22 Nov 2026 14:00:00 GMT", "BrokerProperties", bp, "Location", location,
       "Priority", '"High"', "Attempt", "3", "Content-Type", "text/plain" }, "payload", core.pl_now_mono_ms())
     assert(rc == 0, "response_result failed")
-    local msg = peeklock._wrap_message(client, mh)
+    local msg = I.wrap_message(client, mh)
     local _ = msg.body, msg.message_id, msg.properties
     msg:free()
     core.release(rreq)

@@ -7,10 +7,12 @@
 --
 -- Every HTTP exchange goes over ngx.socket.tcp (cosockets): the C core builds the
 -- request (URL, headers with the SAS Authorization, body) and interprets the
--- response (status codes, BrokerProperties, lock bookkeeping); this file only moves
--- bytes. Lock renewal while a handler runs goes over cosockets too, from one loop per
--- worker (below, "renewals over cosockets"), so it obeys the same resolver and TLS
--- settings. docs/lua.md explains the choice.
+-- response (status codes, BrokerProperties, lock bookkeeping); this file moves the
+-- bytes and reports each attempt to the core's outcome module, which decides whether
+-- and when to send it again (core.outcome_report). Lock renewal while a handler runs
+-- goes over cosockets too, from one loop per worker (below, "renewals over
+-- cosockets"), so it obeys the same resolver and TLS settings. docs/lua.md explains
+-- the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
 -- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete, and the lock
@@ -18,7 +20,8 @@
 -- the loop below and settled over cosockets).
 
 local peeklock = require "peeklock"
-local core = peeklock.core
+local I = require "peeklock.internal" -- what this file shares with peeklock.lua
+local core = require "peeklock.core"
 local ngx = ngx ---@diagnostic disable-line: undefined-global
 if type(ngx) ~= "table" or not ngx.socket then
   error("peeklock.resty needs OpenResty / lua-nginx-module (use require 'peeklock' elsewhere)", 2)
@@ -27,12 +30,13 @@ end
 local tcp = ngx.socket.tcp
 local type, tonumber, tostring, setmetatable, rawget, floor = type, tonumber, tostring, setmetatable, rawget, math.floor
 local concat, lower, find, sub, byte = table.concat, string.lower, string.find, string.sub, string.byte
-local new_error, last_error = peeklock._new_error, peeklock._last_error
-local check_client, check_string, check_opts = peeklock._check_client, peeklock._check_string, peeklock._check_opts
-local opt_timeout = peeklock._opt_timeout
-local request_send_from, batch_from = peeklock._request_send_from, peeklock._batch_from
+local new_error, last_error = I.new_error, I.last_error
+local check_client, check_string, check_opts = I.check_client, I.check_string, I.check_opts
+local opt_timeout = I.opt_timeout
+local request_send_from, batch_from = I.request_send_from, I.batch_from
+local wrap_message = I.wrap_message
 -- argument errors raised through peeklock's checks point past this file too, at the caller
-if debug and debug.getinfo then peeklock._own_sources[debug.getinfo(1, "S").source] = true end
+if debug and debug.getinfo then I.OWN_SOURCES[debug.getinfo(1, "S").source] = true end
 
 local M = {
   _VERSION = peeklock._VERSION,
@@ -449,7 +453,7 @@ local function receive(self, op, entity, opts, peek)
   end
   if not rc then return nil, out end
   if rc == core.PL_EMPTY or not out then return nil, nil end
-  return peeklock._wrap_message(self, out)
+  return wrap_message(self, out)
 end
 
 function Client:peek_lock(entity, opts) return receive(self, "peek_lock", entity, opts, true) end
@@ -465,7 +469,7 @@ local SETTLE_METRIC = { renew = { "renew_message_lock", "renew" }, abandon = { "
 -- of a message being settled, or one whose earlier settle had an unknown outcome, gets
 -- the error the C core words.
 function Client:_settle(msg, op)
-  local h, mh = peeklock._settle_handles(self, msg, op)
+  local h, mh = I.settle_handles(self, msg, op)
   if not h then return nil, mh end
   -- (PL_LOCK_NONE, a receive-and-delete message: pl_request_settle says there is no lock)
   if core.pl_message_lock_state(mh) ~= core.PL_LOCK_NONE then
@@ -504,7 +508,7 @@ function Client:_dropped(mh)
   if not rawget(self, "_h") then return end
   local h2 = core.message_ref(mh)
   local ok = ngx.timer.at(0, function()
-    local msg = peeklock._wrap_message(self, h2)
+    local msg = wrap_message(self, h2)
     self:_settle(msg, "abandon")
     msg:free()
   end)
@@ -688,15 +692,15 @@ end
 -- (cut_on_exit, default true; false: it runs out, up to poll_timeout). docs/lua.md.
 local PROCESS_RESTY_OPTIONS = { cut_on_exit = "boolean" }
 function Client:process(entity, handler, opts)
-  local o, err = peeklock._process_args(self, entity, handler, opts, 256, PROCESS_RESTY_OPTIONS)
+  local o, err = I.process_args(self, entity, handler, opts, 256, PROCESS_RESTY_OPTIONS)
   if not o then return nil, err end
   o.cut_on_exit = not (type(opts) == "table" and opts.cut_on_exit == false)
-  local s = peeklock._new_summary(o)
+  local s = I.new_summary(o)
   local stop = o.stop
   local function stopping()
     return s.stopped or ngx.worker.exiting() or (stop ~= nil and stop() == true)
   end
-  local loop = o.batch and peeklock._batch_loop or peeklock._process_loop
+  local loop = o.batch and I.batch_loop or I.process_loop
   local threads = {}
   for i = 1, o.concurrency do
     local t, terr = ngx.thread.spawn(loop, self, entity, handler, o, s, stopping, ngx.sleep)

@@ -52,11 +52,12 @@ from . import _validate
 from ._held import hold_failures
 from . import client as _client
 from . import errors as _errors
-from .client import Body, OutgoingMessage, PropertyValue, TokenProvider
+from ._auth import TokenProvider
+from .client import Body, OutgoingMessage, PropertyValue
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from . import processor as _processor
 from .processor import ProcessSummary, RetryDelay, exponential_backoff
-from .telemetry import no_context
+from ._spans import no_context
 
 __all__ = ["Client", "Message", "ProcessSummary"]
 

@@ -650,7 +650,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .client import parse_connection_string, sas_token
+    from ._auth import parse_connection_string, sas_token
 
     key_name, key = args.key_name, args.key
     uri = args.uri

@@ -50,6 +50,7 @@ from ._validate import (
     _number,
     _unix,
 )
+from ._auth import ConnectionString, TokenProvider, management_authorization, parse_connection_string, sas_token
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
@@ -91,98 +92,6 @@ _DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 def version() -> str:
     """Version of the C core the extension was built with."""
     return str(_core.pl_version())
-
-
-# --------------------------------------------------------------------------
-# connection strings and SAS tokens
-# --------------------------------------------------------------------------
-
-
-class ConnectionString:
-    """A parsed connection string. ``repr`` never shows the key or token."""
-
-    __slots__ = ("endpoint", "key_name", "key", "sas_token", "entity_path", "development_emulator")
-
-    def __init__(
-        self,
-        endpoint: str,
-        key_name: Optional[str],
-        key: Optional[str],
-        sas_token: Optional[str],
-        entity_path: Optional[str],
-        development_emulator: bool,
-    ) -> None:
-        self.endpoint = endpoint
-        self.key_name = key_name
-        self.key = key
-        self.sas_token = sas_token
-        self.entity_path = entity_path
-        self.development_emulator = development_emulator
-
-    def __repr__(self) -> str:
-        return (
-            f"ConnectionString(endpoint={self.endpoint!r}, key_name={self.key_name!r}, "
-            f"key={'<hidden>' if self.key else None}, "
-            f"sas_token={'<hidden>' if self.sas_token else None}, "
-            f"entity_path={self.entity_path!r}, "
-            f"development_emulator={self.development_emulator})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ConnectionString):
-            return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
-
-
-def parse_connection_string(s: str) -> ConnectionString:
-    """Parses a Service Bus connection string (SAS key, SAS token, legacy
-    issuer/secret forms; ``UseDevelopmentEmulator=true``)."""
-    _check_str("connection_string", s)
-    cs = _core.pl_connstr_parse(s)
-    return ConnectionString(
-        endpoint=_core.pl_connstr_endpoint(cs),
-        key_name=_core.pl_connstr_key_name(cs),
-        key=_core.pl_connstr_key(cs),
-        sas_token=_core.pl_connstr_sas_token(cs),
-        entity_path=_core.pl_connstr_entity_path(cs),
-        development_emulator=bool(_core.pl_connstr_development_emulator(cs)),
-    )
-
-
-# 2001-09-09: an "expiry" below this is a lifetime passed by mistake, not a date
-_MIN_EXPIRY = 1_000_000_000
-
-
-def sas_token(
-    uri: str,
-    key_name: str,
-    key: str,
-    expiry: Union[int, float, _dt.datetime, None] = None,
-    *,
-    lifetime: Optional[float] = None,
-) -> str:
-    """A Service Bus SAS token for ``uri`` (namespace or entity). Give either
-    ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
-    seconds or a datetime); neither means one hour from now. The key is used
-    as text, never base64-decoded."""
-    _check_str("uri", uri)
-    _check_str("key_name", key_name)
-    _check_str("key", key)
-    if lifetime is not None:
-        if expiry is not None:
-            raise TypeError("pass lifetime or expiry, not both")
-        life = _check_seconds(lifetime, "lifetime")
-        if not life:
-            raise ValueError("lifetime must be positive")
-        return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
-    se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
-    if se < _MIN_EXPIRY:
-        raise ValueError(
-            f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
-            f"in 1970-2001; for a token valid {se} seconds from now pass "
-            f"lifetime={se}"
-        )
-    return str(_core.pl_sas_token(uri, key_name, key, se))
 
 
 # --------------------------------------------------------------------------
@@ -328,7 +237,7 @@ _LOG_FAILED = 2
 def _log_call(
     kind: int, operation: str, entity: str, code: int, status: int, attempt: int, delay_ms: int, message: str
 ) -> None:
-    """The C client's log hook (bindings/python.i), on the thread of the call, as it
+    """The C client's log hook (bindings/python/glue.c), on the thread of the call, as it
     happens: a retry at DEBUG, a call that ends in an error at WARNING, with the
     operation, entity, HTTP status (or error code) and attempt. The C text names no
     lock token, key or signature. The fields are on the record too (``peeklock_*``)."""
@@ -452,7 +361,7 @@ class Message:
     __slots__ = ("_h", "_client", "_body", "_props", "max_renew", "_in_renewer", "__weakref__")
 
     def __init__(self, handle: Any, client: "Client", max_renew: Optional[float] = None) -> None:
-        # Client.peek_lock's C path sets these same slots (bindings/python.i)
+        # Client.peek_lock's C method sets these same slots (bindings/python/glue.c)
         self._h = handle
         self._client = client  # keeps the parent client alive
         self._body: Optional[bytes] = None
@@ -472,7 +381,7 @@ class Message:
         @property
         def sequence_number(self) -> int: ...
     else:
-        # read about once per message: C getters taking the Message (bindings/python.i)
+        # read about once per message: C getters taking the Message (bindings/python/glue.c)
         body = property(_core.pl_py_message_body_of, doc="The body (bytes).")
         message_id = property(_core.pl_py_message_id_of, doc="The MessageId, or None.")
         sequence_number = property(_core.pl_py_message_sequence_number_of, doc="The SequenceNumber (-1 if absent).")
@@ -638,6 +547,11 @@ class Message:
         self._client._refresh_token()
         _core.pl_renew_lock(self._client._h, self._h)
 
+    # A C method (bindings/python/glue.c) with this signature and docstring: a call on
+    # a message not in the renewer, through an open client without a token provider,
+    # is one C call (the GIL released around the request); any other call runs the
+    # body below.
+    @_core.pl_py_method
     def complete(self) -> None:
         """Deletes the message from the entity. Raises LockLostError when the
         lock was lost, StateError when already settled."""
@@ -776,6 +690,11 @@ class Message:
         return f"<table class='peeklock-message'>{self._HTML_HEAD}{self._html_row()}</table>"
 
 
+# The C methods and getters read and set Message's slots at their offsets, and look
+# entity names up in the cache of names that passed the checks: both recorded here.
+_core.pl_py_bind(Message, _ENTITY_OK)
+
+
 class MessageList(List[Message]):
     """A list of messages that renders as one table in Jupyter."""
 
@@ -859,36 +778,6 @@ class ClientStats(TypedDict):
     renew_failures: int
     renewer: RenewerStats
     events: EventCounts
-
-
-TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]
-
-
-def _management_authorization(
-    connection_string: Optional[str],
-    key_name: Optional[str],
-    key: Optional[str],
-    token: Optional[str],
-    token_provider: Optional[TokenProvider],
-) -> Callable[[str], str]:
-    """The Authorization header for management requests, from the same
-    credentials the C client was given (kept in this closure, never shown)."""
-    if connection_string is not None:
-        cs = parse_connection_string(connection_string)
-        key_name, key, token = cs.key_name or key_name, cs.key or key, cs.sas_token or token
-    if token_provider is not None:
-        provider = token_provider
-
-        def bearer(audience: str) -> str:
-            got = provider(audience)
-            return "Bearer " + str(got[0] if isinstance(got, tuple) else got)
-
-        return bearer
-    if key is not None and key_name is not None:
-        kn, k = key_name, key
-        return lambda audience: sas_token(audience, kn, k, int(time.time()) + 300)
-    fixed = token or ""
-    return lambda audience: fixed
 
 
 _EVENT_WAIT_MS = 3_600_000  # the events thread's longest sleep (an idle client wakes it hourly)
@@ -1002,24 +891,22 @@ class Client:
         # (entity, sequence number) -> called by the events thread when that lock is lost
         self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
-        self._h = _core.pl_client_open(
-            connection_string,
-            endpoint,
-            key_name,
-            key,
-            sas_token,
-            _ms(ct),
-            _ms(rt),
-            max_retries,
-            0,
-            0,
-            pool_size,
-            ca_file,
-            0,
+        # pl_client_options' fields, the rest left as pl_client_options_init fills them
+        self._h = _core.pl_client_new(
+            connection_string=connection_string,
+            endpoint=endpoint,
+            key_name=key_name,
+            key=key,
+            sas_token=sas_token,
+            connect_timeout_ms=_ms(ct),
+            request_timeout_ms=_ms(rt),
+            max_retries=max_retries,
+            pool_size=pool_size,
+            ca_file=ca_file,
         )
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self._ca_file = ca_file
-        self._authorization = _management_authorization(connection_string, key_name, key, sas_token, token_provider)
+        self._authorization = management_authorization(connection_string, key_name, key, sas_token, token_provider)
         self.entity_path: Optional[str] = _core.pl_client_entity_path(self._h)
         # the handle the C methods use, while open and with no token to refresh
         self._plain_h: Any = self._h if token_provider is None else None
@@ -1147,7 +1034,7 @@ class Client:
         with self._renewer_lock:
             self._check_open()
             if self._renewer_handle is None:
-                r = _core.pl_renewer_open(self._h, 0, 0, -1.0, _ms(self.max_renew), 0)
+                r = _core.pl_renewer_new(self._h, default_max_renew_ms=_ms(self.max_renew))
                 self._renewer_handle = r
                 # the renewer's events are logged (and counted) as they happen, by a
                 # thread that sleeps in C until one comes (the GIL released meanwhile)
@@ -1211,6 +1098,11 @@ class Client:
             )
 
     # ---- operations ----
+    # A C method (bindings/python/glue.c) with this signature and docstring: a bytes
+    # body with a dict (or None) of str, int, float or bool properties, to an entity
+    # checked before, through an open client without a token provider, is one C call
+    # (the GIL released around the request); any other call runs the body below.
+    @_core.pl_py_method
     def send(
         self,
         entity: str,
@@ -1268,6 +1160,11 @@ class Client:
         _core.pl_send_batch(self._h, entity, b)
         return n
 
+    # A C method (bindings/python/glue.c) with this signature and docstring: an entity
+    # checked before, an int timeout of 0-300 and a None or positive max_renew, through
+    # an open client without a token provider, is one C call that makes the Message
+    # itself (the GIL released around the request); any other call runs the body below.
+    @_core.pl_py_method
     def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
@@ -1484,27 +1381,3 @@ class Client:
             }
         s["events"] = dict(self._event_counts)
         return cast("ClientStats", s)
-
-
-# Client.send, Client.peek_lock and Message.complete as defined above become
-# _send, _peek_lock and _complete; C methods (bindings/python.i) take their
-# place, which do the common case in one call each and hand any other call on
-# to the Python method.
-_core.pl_py_bind(Message, _ENTITY_OK)
-for _cls, _name, _signature in (
-    (
-        Client,
-        "send",
-        "($self, entity, body=b'', *, properties=None, message_id=None, "
-        "label=None, content_type=None, time_to_live=None, correlation_id=None, "
-        "session_id=None, partition_key=None, reply_to=None, "
-        "reply_to_session_id=None, to=None, scheduled_enqueue_time=None, "
-        "via_partition_key=None)",
-    ),
-    (Client, "peek_lock", "($self, entity, timeout=30, *, max_renew=None)"),
-    (Message, "complete", "($self, /)"),
-):
-    _general = getattr(_cls, _name)
-    setattr(_cls, "_" + _name, _general)
-    setattr(_cls, _name, _core.pl_py_method(_cls, _name, f"{_name}{_signature}\n--\n\n{_general.__doc__}"))
-del _cls, _name, _signature, _general

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional
 
 from . import errors as _errors
+from ._auth import management_authorization, parse_connection_string
 
 __all__ = ["EntityInfo", "Management"]
 
@@ -187,14 +188,12 @@ class Management:
     def from_connection_string(
         cls, connection_string: str, *, timeout: float = 30.0, ca_file: Optional[str] = None
     ) -> "Management":
-        from .client import _management_authorization, parse_connection_string
-
         cs = parse_connection_string(connection_string)
         if not cs.sas_token and not (cs.key and cs.key_name):
             raise ValueError("the connection string has no SharedAccessKey or SharedAccessSignature")
         return cls(
             cs.endpoint,
-            _management_authorization(connection_string, None, None, None, None),
+            management_authorization(connection_string, None, None, None, None),
             timeout=timeout,
             ca_file=ca_file,
         )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from ._held import hold_failures
 from ._validate import _check_entity, _check_seconds, _check_timeout
 from .errors import PL_ESTATE, Error, LockLostError
-from .telemetry import no_context
+from ._spans import no_context
 
 if TYPE_CHECKING:
     from .client import Client, Message

@@ -38,6 +38,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from ._spans import detached
+
 if TYPE_CHECKING:
     from .client import Client, Message, OutgoingMessage
 
@@ -53,19 +55,6 @@ _state: Optional["_Instrumentation"] = None
 # start, metric attributes). Module-level so that a block open across
 # uninstrument() still ends its span: the __exit__ wrapper stays installed.
 _open: "weakref.WeakKeyDictionary[Message, Tuple[Any, Any, Any, float, Dict[str, Any]]]" = weakref.WeakKeyDictionary()
-_local = threading.local()
-
-
-class no_context:
-    """While active in a thread, process spans are started without becoming
-    the thread's current span (the processor's batches: several messages
-    are entered at once, and their spans must not nest)."""
-
-    def __enter__(self) -> None:
-        _local.detached = getattr(_local, "detached", 0) + 1
-
-    def __exit__(self, *exc: Any) -> None:
-        _local.detached -= 1
 
 
 def is_instrumented() -> bool:
@@ -427,7 +416,7 @@ def _wrap_enter(orig: Callable[..., Any]) -> Callable[..., Any]:
             attributes=attrs,
             links=st.links(self),
         )
-        token = None if getattr(_local, "detached", 0) else context.attach(st.trace.set_span_in_context(span))
+        token = None if detached() else context.attach(st.trace.set_span_in_context(span))
         _open[self] = (
             st,
             span,

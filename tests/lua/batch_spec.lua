@@ -21,14 +21,7 @@ local function by_id(q)
 end
 
 describe("batch handlers (" .. (jit and jit.version or _VERSION) .. ")", function()
-  setup(function()
-    emu = H.start_emulator({})
-    client = assert(peeklock.client(emu.conn))
-  end)
-  teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
+  H.suite({}, function(e, c) emu, client = e, c end)
 
   it("hands up to N held messages to the handler; a returned table settles by message or sequence number",
      function()

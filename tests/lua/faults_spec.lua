@@ -59,15 +59,10 @@ end
 
 describe("fault matrix (" .. (jit and jit.version or _VERSION) .. ")", function()
   local emu, proxy, setup_client
-  setup(function()
-    emu = H.start_emulator({})
-    proxy = start_proxy(emu.port)
-    setup_client = assert(peeklock.client(emu.conn))
-  end)
+  H.suite({}, function(e, c) emu, setup_client = e, c end)
+  setup(function() proxy = start_proxy(emu.port) end)
   teardown(function()
-    if setup_client then setup_client:close() end
     if proxy then os.execute("kill " .. proxy.pid .. " 2>/dev/null"); proxy.pipe:close() end
-    if emu then emu:stop() end
   end)
 
   for _, case in ipairs(CASES) do

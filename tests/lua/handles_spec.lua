@@ -29,14 +29,7 @@ local function assert_no_secret(s, handle, token)
 end
 
 describe("lock hand-over (" .. (jit and jit.version or _VERSION) .. ")", function()
-  setup(function()
-    emu = H.start_emulator({ "--queue", "orders" })
-    client = assert(peeklock.client(emu.conn))
-  end)
-  teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
+  H.suite({ "--queue", "orders" }, function(e, c) emu, client = e, c end)
 
   it("a handle attached by a second client is renewed there past the lock duration, then completed once",
     function()

@@ -140,6 +140,23 @@ function H.wait_for(fn, seconds)
   return fn()
 end
 
+-- A spec's emulator and client: registers (busted's) setup, which starts an emulator with
+-- args and makes a client of it for set(emu, client), and teardown, which closes that client
+-- and stops the emulator.
+function H.suite(args, set)
+  local busted = require "busted" -- (its setup and teardown: the spec files' are not globals here)
+  local emu, client
+  busted.setup(function()
+    emu = H.start_emulator(args)
+    client = assert(require("peeklock").client(emu.conn))
+    set(emu, client)
+  end)
+  busted.teardown(function()
+    if client then client:close() end
+    if emu then emu:stop() end
+  end)
+end
+
 local counter = 0
 function H.unique(prefix)
   counter = counter + 1

@@ -19,14 +19,7 @@ local function locked(q)
 end
 
 describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", function()
-  setup(function()
-    emu = H.start_emulator({})
-    client = assert(peeklock.client(emu.conn))
-  end)
-  teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
+  H.suite({}, function(e, c) emu, client = e, c end)
 
   describe("errors", function()
     it("work as strings: tostring, concatenation and a table of one string", function()

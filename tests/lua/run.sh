@@ -40,7 +40,7 @@ exports_only_luaopen() {
   echo "exports: luaopen_peeklock_core only"
 }
 run "module exports" exports_only_luaopen
-# The Lua glue (bindings/lua.i) and the core under ASan+UBSan, driven by the Lua 5.4 specs.
+# The Lua glue (bindings/lua/*.c, bindings/lua.i) and the core under ASan+UBSan, driven by the Lua 5.4 specs.
 asan_specs() {
   local abuild="$BUILD-asan"
   cmake -S "$ROOT" -B "$abuild" -DCMAKE_BUILD_TYPE=Debug -DPEEKLOCK_LUA=ON -DPEEKLOCK_TESTS=OFF \

@@ -177,31 +177,32 @@ def test_durations_under_a_millisecond_round_up_not_to_the_default(emu, queue, m
     def spy(name):
         real = getattr(core, name)
 
-        def wrapper(*args):
+        def wrapper(*args, **kwargs):
             seen[name] = args
-            return real(*args)
+            seen.update({f"{name}.{k}": v for k, v in kwargs.items()})
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(core, name, wrapper)
 
-    for name in ("pl_client_open", "pl_renewer_open", "pl_renewer_hold"):
+    for name in ("pl_client_new", "pl_renewer_new", "pl_renewer_hold"):
         spy(name)
     c = peeklock.Client.from_connection_string(
         emu.connection_string, connect_timeout=0.0004, request_timeout=0.0002, max_renew=0.0009
     )
     try:
-        assert seen["pl_client_open"][5:7] == (1, 1)  # connect_timeout, request_timeout ms
+        assert (seen["pl_client_new.connect_timeout_ms"], seen["pl_client_new.request_timeout_ms"]) == (1, 1)
         c.close()
         c = peeklock.Client.from_connection_string(emu.connection_string)
         c.send(queue, b"x")
         msg = c.peek_lock(queue, timeout=1, max_renew=0.0001)
         with msg:
-            assert seen["pl_renewer_open"][4] == 300000  # the client's default cap
+            assert seen["pl_renewer_new.default_max_renew_ms"] == 300000  # the client's default cap
             assert seen["pl_renewer_hold"][2] == 1  # this message's cap: 1 ms, not 300 s
         c.close()
         c = peeklock.Client.from_connection_string(emu.connection_string, max_renew=0.0009)
         c.send(queue, b"y")
         with c.peek_lock(queue, timeout=1):
-            assert seen["pl_renewer_open"][4] == 1
+            assert seen["pl_renewer_new.default_max_renew_ms"] == 1
             assert seen["pl_renewer_hold"][2] == 1
         for value, ms in ((0.0015, 2), (0.3, 300), (2.5, 2500)):  # and exact values stay exact
             assert client_mod._ms(value) == ms

@@ -14,7 +14,7 @@ from conftest import completed
 
 def _client(emu):
     peeklock.Client  # registers the exception factory
-    return _core.pl_client_open(emu.connection_string, None, None, None, None, 0, 0, -1, 0, 0, 0, None, 0)
+    return _core.pl_client_new(connection_string=emu.connection_string)
 
 
 def test_message_outlives_its_client_object(emu, queue):
@@ -24,7 +24,7 @@ def test_message_outlives_its_client_object(emu, queue):
     assert _core.pl_send(c, queue, out) is None
     m = _core.pl_peek_lock(c, queue, 5)
     assert isinstance(m, _core.pl_message)
-    r = _core.pl_renewer_open(c, 0, 0, -1.0, 0, 0)
+    r = _core.pl_renewer_new(c)
     del c
     gc.collect()
     # the message and the renewer hold the C client: both still work
@@ -145,3 +145,39 @@ def test_code_names_are_the_cores_list():
     codes = [_core.pl_code_at(i) for i in range(_core.pl_code_count())]
     assert peeklock.errors.CODE_NAMES == {c: _core.pl_code_name(c) for c in codes}
     assert _core.pl_code_name(2) is None
+
+
+def test_client_and_renewer_from_their_options_fields(emu, queue):
+    """pl_client_new and pl_renewer_new take their options structs' fields as keywords:
+    a field named is set, the others keep pl_*_options_init's defaults; a keyword that
+    names no field, or a value of the wrong type, is a TypeError before any client."""
+    peeklock.Client  # registers the exception factory
+    c = _core.pl_client_new(connection_string=emu.connection_string)
+    assert (_core.pl_client_connect_timeout_ms(c), _core.pl_client_request_timeout_ms(c)) == (10000, 30000)
+    c = _core.pl_client_new(
+        endpoint=emu.endpoint, sas_token=None, connect_timeout_ms=1234, request_timeout_ms=4321, max_retries=0
+    )
+    assert (_core.pl_client_connect_timeout_ms(c), _core.pl_client_request_timeout_ms(c)) == (1234, 4321)
+    with pytest.raises(peeklock.InvalidArgument, match="not both"):  # the core's own check
+        _core.pl_client_new(connection_string=emu.connection_string, endpoint=emu.endpoint)
+    for bad, match in (
+        ({"nonsense": 1}, "unexpected keyword argument 'nonsense'"),
+        ({"endpoint": 5}, "'endpoint' must be str or None, not int"),
+        ({"pool_size": "8"}, "'pool_size' must be int, not str"),
+    ):
+        with pytest.raises(TypeError, match=match):
+            _core.pl_client_new(connection_string=emu.connection_string, **bad)
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        _core.pl_client_new(emu.connection_string)
+    c = _client(emu)
+    out = _core.pl_outgoing_new(b"x")
+    _core.pl_send(c, queue, out)
+    m = _core.pl_peek_lock(c, queue, 5)
+    r = _core.pl_renewer_new(c, default_max_renew_ms=60000, jitter=0, margin_floor_ms=500)
+    _core.pl_renewer_add(r, m, 0)
+    assert _core.pl_renewer_stats_get(r)["held"] == 1
+    _core.pl_renewer_close(r, 1)
+    with pytest.raises(TypeError, match="'jitter' must be a number, not str"):
+        _core.pl_renewer_new(c, jitter="0.1")
+    with pytest.raises(TypeError, match="takes a pl_client"):
+        _core.pl_renewer_new(m)

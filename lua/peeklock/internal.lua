@@ -1,0 +1,766 @@
+-- peeklock.internal: what lua/peeklock.lua (the blocking client) and lua/peeklock/resty.lua
+-- (the cosocket client) share, and neither exports: error values, argument checks worded at
+-- the user's line, outgoing-message building, the Message and Client classes' tables and
+-- their self checks, and the held-message workflow (with_lock's hold and finish, process's
+-- loops) that both run over their own transport. Private: not part of the API (docs/lua.md).
+local core = require "peeklock.core"
+
+local type, tostring, error, select = type, tostring, error, select
+local setmetatable, getmetatable, rawget, rawset, xpcall = setmetatable, getmetatable, rawget, rawset, xpcall
+-- The self checks compare metatables by identity: debug.getmetatable gives the same
+-- answer as getmetatable for them (none of ours has a __metatable field) without
+-- looking that field up on every call.
+local metatable_of = debug and debug.getmetatable or getmetatable
+local floor = math.floor
+local find = string.find
+local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
+local traceback = debug.traceback
+
+-- ------------------------------------------------------------------ codes
+
+-- Lua's word for each error code of the core, by its C name. The codes themselves are
+-- the core's one list (pl_code_at, csrc/error.c): a code the core adds needs a word here
+-- (tests/lua/peeklock_spec.lua checks that every one has).
+local CODE_WORDS = {
+  PL_EINVAL = "invalid_argument",
+  PL_ENOMEM = "no_memory",
+  PL_EAUTH = "auth",
+  PL_ENOTFOUND = "entity_not_found",
+  PL_ELOCKLOST = "lock_lost",
+  PL_ETOOLARGE = "too_large",
+  PL_ETHROTTLED = "throttled",
+  PL_ESERVER = "server",
+  PL_ETIMEOUT = "timeout",
+  PL_ECONNECT = "connection",
+  PL_EPROTOCOL = "protocol",
+  PL_EUNKNOWN = "unknown_outcome",
+  PL_EBADREQUEST = "bad_request",
+  PL_ECONFLICT = "conflict",
+  PL_ESTATE = "state",
+  PL_ECLOSED = "closed",
+  PL_EHTTP = "http",
+  PL_EINTERNAL = "internal",
+  PL_ECANCELED = "cancelled",
+}
+local CODE_NAMES = {} -- error code -> word
+local codes = {}      -- word -> error code
+for i = 0, core.pl_code_count() - 1 do
+  local num = core.pl_code_at(i)
+  local word = num < 0 and CODE_WORDS[core.pl_code_name(num)]
+  if word then CODE_NAMES[num], codes[word] = word, num end
+end
+
+-- ------------------------------------------------------------------ errors
+
+-- An error is a table whose only raw content is its message at [1], so that it works
+-- where lua-resty code expects a string: tostring, concatenation ("x" .. err), and
+-- ngx.say / ngx.print (which write a table's array part). Its fields (code, errno,
+-- status, retryable, message, op, cause, traceback) are read through __index from a
+-- side table keyed weakly by the error.
+local Error = {}
+Error.__name = "peeklock.Error"
+local FIELDS = setmetatable({}, { __mode = "k" })
+function Error.__index(e, k)
+  local f = FIELDS[e]
+  local v = f and f[k]
+  if v ~= nil then return v end
+  return Error[k]
+end
+function Error.__newindex(e, k, v)
+  local f = FIELDS[e]
+  if f and type(k) == "string" then
+    f[k] = v
+    if k ~= "cause" and k ~= "traceback" then rawset(e, 1, Error.describe(f)) end
+  else
+    rawset(e, k, v)
+  end
+end
+function Error.__tostring(e) return rawget(e, 1) end
+function Error.__concat(a, b) return tostring(a) .. tostring(b) end
+if _VERSION ~= "Lua 5.1" then -- pairs(err) lists the fields (Lua 5.2+ honour __pairs)
+  function Error.__pairs(e) return next, FIELDS[e] or {}, nil end
+end
+
+-- The C core's operation names (pl_wire_op_name) and parameter names that open some of
+-- its messages: an operation the Lua error already names, a parameter that means nothing
+-- to a Lua caller. "opts.x: ..." is an option of the call.
+local C_OPS = { ["send"] = true, ["send batch"] = true, ["peek-lock"] = true, ["receive-and-delete"] = true,
+                ["renew-lock"] = true, ["unlock"] = true, ["complete"] = true, ["request"] = true }
+local C_PARAMS = { out = true, m = true, r = true, b = true, c = true, req = true, resp = true, client = true }
+local function plain_message(op, message)
+  message = tostring(message)
+  local head, rest = message:match("^([%w_%-%. ]-): (.*)$")
+  if head then
+    local opt = head:match("^opts%.([%w_]+)$")
+    if opt then return "option '" .. opt .. "' " .. rest end
+    if C_OPS[head] or C_PARAMS[head] or head == op then return plain_message(op, rest) end
+  end
+  return message
+end
+
+-- The message an error shows: "peeklock: <op>: <message> (<code>[, HTTP <status>])", the
+-- operation left out when the message already starts with it ("complete on 'q': ...").
+function Error.describe(f)
+  local msg = tostring(f.message)
+  local op = f.op
+  local s = "peeklock: "
+  if op and op ~= "" and not C_OPS[msg:match("^(.-) on '") or ""] then s = s .. op .. ": " end
+  s = s .. msg .. " (" .. tostring(f.code)
+  if f.status and f.status ~= 0 then s = s .. ", HTTP " .. tostring(f.status) end
+  return s .. ")"
+end
+
+local function new_error(fields)
+  fields.status = fields.status or 0
+  fields.retryable = fields.retryable or false
+  if fields.message ~= nil then fields.message = plain_message(fields.op, fields.message) end
+  local e = { Error.describe(fields) }
+  FIELDS[e] = fields
+  return setmetatable(e, Error)
+end
+
+--- True when e is a peeklock error table.
+local function is_error(e) return getmetatable(e) == Error end
+
+-- Error from a negative C return code and the thread's last error detail.
+local function last_error(rc, op)
+  local code, status, retryable, message = core.last_error()
+  if code ~= rc then -- the detail belongs to another call: keep only the code
+    status, retryable, message = 0, false, core.pl_strerror(rc)
+  end
+  if message == "" then message = core.pl_strerror(rc) end
+  return new_error({ code = CODE_NAMES[rc] or "unknown", errno = rc, status = status,
+                     retryable = retryable, message = message, op = op })
+end
+
+-- ------------------------------------------------------------------ argument checks
+
+-- Argument errors point at the user's line: the first function on the stack that is neither
+-- in peeklock's Lua files (this one, peeklock/resty.lua) nor a C function, however many of ours
+-- lie between (with_lock -> its checks -> check_string -> argerror, for one).
+local getinfo = debug and debug.getinfo
+local OWN_SOURCES = {}
+if getinfo then OWN_SOURCES[getinfo(1, "S").source] = true end
+
+--- The level, for error() in the function calling this one, of the user's line.
+local function user_level()
+  if not getinfo then return 3 end
+  local lvl = 3 -- getinfo's count: 1 this function, 2 the raiser, 3 the raiser's caller
+  while true do
+    local info = getinfo(lvl, "S")
+    if not info then return 2 end
+    if info.what ~= "C" and info.what ~= "tail" and not OWN_SOURCES[info.source] then return lvl - 1 end
+    lvl = lvl + 1
+  end
+end
+
+local function argerror(fname, n, what, v)
+  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fname, what, type(v)), user_level())
+end
+
+-- Raises msg at the user's line (the natives' argument errors come here).
+local function raise(msg) error(msg, user_level()) end
+
+-- A string argument the C core takes whole: a NUL byte would cut it short there.
+local function check_string(fname, n, v)
+  if type(v) ~= "string" then argerror(fname, n, "string", v) end
+  if find(v, "\0", 1, true) then argerror(fname, n, "string without NUL bytes", v) end
+  return v
+end
+
+local function check_opts(fname, n, v)
+  if v == nil then return {} end
+  if type(v) ~= "table" then argerror(fname, n, "table or nil", v) end
+  return v
+end
+
+local function opt_number(fname, opts, key, dflt, min, max)
+  local v = opts[key]
+  if v == nil then return dflt end
+  if type(v) ~= "number" or v ~= v then
+    error(("bad option '%s' to '%s' (number expected, got %s)"):format(key, fname, type(v)), user_level())
+  end
+  if (min and v < min) or (max and v > max) then
+    error(("bad option '%s' to '%s' (out of range %s..%s)"):format(key, fname, tostring(min), tostring(max)),
+      user_level())
+  end
+  return v
+end
+
+-- A receive timeout option in whole seconds (rounded down): a number here, its range the
+-- core's (pl_check_timeout), refused as an option of this call with the core's words.
+local function opt_timeout(fname, opts, key, dflt)
+  local v = opt_number(fname, opts, key, dflt)
+  local t = v >= 0x7fffffff and 0x7fffffff or v <= -1 and -1 or floor(v) -- a C int
+  if core.pl_check_timeout(t) < 0 then
+    local message = select(4, core.last_error())
+    error(("bad option '%s' to '%s' (%s)"):format(key, fname, (message:gsub("^[%w_]+: ", ""))), user_level())
+  end
+  return t
+end
+
+-- ------------------------------------------------------------------ outgoing messages
+
+local BROKER_FIELDS = {
+  message_id = "MessageId", label = "Label", correlation_id = "CorrelationId",
+  session_id = "SessionId", partition_key = "PartitionKey", reply_to = "ReplyTo",
+  reply_to_session_id = "ReplyToSessionId", to = "To", via_partition_key = "ViaPartitionKey",
+}
+
+local DateTime = { __name = "peeklock.datetime" }
+DateTime.__index = DateTime
+function DateTime.__tostring(d) return "peeklock.datetime(" .. tostring(d.unix) .. ")" end
+--- Marks a Unix time (seconds) as a DateTime custom property.
+local function datetime(unix)
+  -- a finite number of seconds: the C side makes an int64_t of it
+  if type(unix) ~= "number" or not (unix > -9.2e18 and unix < 9.2e18) then
+    argerror("datetime", 1, "finite number", unix)
+  end
+  -- the service types a DateTime only in whole seconds: a fraction would be lost
+  if unix ~= floor(unix) then
+    error(("bad argument #1 to 'datetime' (whole seconds expected, got %s: math.floor it, or send "
+      .. "the time as a string)"):format(tostring(unix)), user_level())
+  end
+  return setmetatable({ unix = unix }, DateTime)
+end
+
+
+local function fail_build(h, rc, op)
+  local err = last_error(rc, op)
+  core.release(h)
+  return nil, err
+end
+
+-- The argument error a building native described (false, what, key, a, b), raised at the
+-- user's line, or nil, err for a core failure (nil, rc).
+local function outgoing_error(fname, h, what, key, a, b)
+  if h == nil then return nil, last_error(what, fname) end
+  local msg
+  if what == "option" then
+    msg = ("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b))
+  elseif what == "value" then -- the core refused the value: its words
+    msg = ("bad option '%s' to '%s' (%s)"):format(tostring(key), fname, a)
+  elseif what == "unknown" then
+    msg = ("unknown option '%s' to '%s'"):format(tostring(key), fname)
+  elseif what == "datetime" then
+    msg = ("bad property '%s' in '%s' (peeklock.datetime with a finite, whole unix time expected)"):format(key, fname)
+  elseif what == "name" then
+    msg = ("bad property name in '%s' (string expected, got %s)"):format(fname, type(key))
+  elseif what == "nul" then
+    msg = ("bad property '%s' in '%s' (name and value without NUL bytes expected)"):format(key, fname)
+  else
+    msg = ("bad property '%s' in '%s' (string, number, boolean or peeklock.datetime expected, got %s)")
+      :format(key, fname, type(a))
+  end
+  error(msg, user_level())
+end
+
+-- Builds a pl_outgoing handle for one item of build_batch (body a string, opts the item
+-- table or nil, as build_batch checked). Raises on wrong types and unknown options.
+-- The options (content_type, time_to_live, scheduled_enqueue_time, force_persistence,
+-- resend, properties, the BROKER_FIELDS, and body, ignored: send_batch items carry theirs) are
+-- checked and set by core.outgoing_from in one call; argument errors come back from it
+-- as values and are worded here.
+local function build_outgoing(fname, body, opts)
+  local h, what, key, a, b = core.outgoing_from(body, opts, DateTime)
+  if h then return h end
+  return outgoing_error(fname, h, what, key, a, b)
+end
+
+-- peeklock.resty's send (the blocking client's is core.client_methods' native): the
+-- request of the message of (body, opts), built by one native (core.request_send_from)
+-- with no handle for the message. rc, request, or nil, err; argument errors are raised
+-- at the user's line.
+local function request_send_from(fname, h, entity, body, opts)
+  check_string(fname, 1, entity)
+  if type(body) ~= "string" then argerror(fname, 2, "string body", body) end
+  if opts ~= nil and type(opts) ~= "table" then argerror(fname, 3, "table or nil", opts) end
+  local rc, x, key, a, b = core.request_send_from(h, entity, body, opts, DateTime)
+  if rc then return rc, x end
+  return outgoing_error(fname, rc, x, key, a, b)
+end
+
+-- Builds a pl_batch handle from a list of bodies or {body=..., <send options>}.
+local function build_batch(fname, list)
+  if type(list) ~= "table" then argerror(fname, 2, "table (list of messages)", list) end
+  local rc, b = core.pl_batch_new()
+  if rc < 0 then return nil, last_error(rc, fname) end
+  for i = 1, #list do
+    local item = list[i]
+    local body, opts = item, nil
+    if type(item) == "table" then body, opts = item.body, item end
+    if type(body) ~= "string" then
+      core.release(b)
+      error(("bad message #%d to '%s' (string or {body=string} expected, got %s)"):format(i, fname, type(body)),
+        user_level())
+    end
+    local h, err = build_outgoing(fname, body, opts)
+    if not h then core.release(b); return nil, err end
+    rc = core.pl_batch_add(b, h)
+    core.release(h)
+    if rc == core.PL_EINVAL then -- the core's rule (a content type, a NUL byte in the body)
+      local message = select(4, core.last_error())
+      core.release(b)
+      error(("bad message #%d to '%s' (%s)"):format(i, fname, (message:gsub("^m: ", ""))), user_level())
+    end
+    if rc < 0 then return fail_build(b, rc, fname) end
+  end
+  return b
+end
+
+-- ------------------------------------------------------------------ the classes' tables
+
+-- Their methods are lua/peeklock.lua's (peeklock.resty's Client inherits them); the self
+-- checks below compare metatables with these.
+local Message = { __name = "peeklock.Message" }
+local Client = { __name = "peeklock.Client", _peeklock_client = true }
+Client.__index = Client
+
+
+local function check_message(self, fname)
+  if metatable_of(self) ~= Message then
+    error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), user_level())
+  end
+  local h = self._h
+  if not h then
+    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = fname })
+  end
+  return h
+end
+
+-- wrap_message(client, h): setmetatable({ _h = h, _client = client }, Message), made in C
+-- with room for the fields __index caches (and resty's _settling), so the table does not
+-- grow (rehash) on the first reads.
+local wrap_message = core.message_wrapper(Message)
+
+-- The error of a call on a closed client.
+local function closed_error(op)
+  return new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+end
+
+local function check_client(self, fname)
+  local mt = metatable_of(self)
+  if mt ~= Client and (type(mt) ~= "table" or not rawget(mt, "_peeklock_client")) then
+    error(("bad self to '%s' (peeklock.Client expected, got %s; use client:%s(...))"):format(
+      fname, type(self), fname), user_level())
+  end
+  local h = self._h -- a raw field of every client (the handle, or false once closed)
+  if not h then
+    return nil, closed_error(fname)
+  end
+  return h
+end
+
+
+local RENEWER_OPTIONS = { max_connections = "number", margin_floor_ms = "number", default_max_renew_ms = "number",
+                          request_timeout_ms = "number", jitter = "number" }
+
+-- Refuses (raises at the user's line) an option fname does not know or of the wrong
+-- type, before anything is made or sent. known: name -> type; extra: a second such table.
+local function check_options(fname, opts, known, extra)
+  for k, v in pairs(opts) do
+    local want = known[k] or (extra and extra[k])
+    if not want then
+      error(("unknown option '%s' to '%s'"):format(tostring(k), fname), user_level())
+    end
+    if type(v) ~= want or (want == "number" and v ~= v) then
+      error(("bad option '%s' to '%s' (%s expected, got %s)"):format(k, fname, want, type(v)), user_level())
+    end
+  end
+  if type(opts.renewer) == "table" then check_options(fname, opts.renewer, RENEWER_OPTIONS) end
+end
+
+-- send_batch's check, build, hand over and release (native: core.pl_send_batch, or
+-- peeklock.resty's core.pl_request_send_batch): native's results, or nil, err.
+local function batch_from(native, self, entity, list)
+  local h, err = check_client(self, "send_batch")
+  if not h then return nil, err end
+  check_string("send_batch", 1, entity)
+  local b
+  b, err = build_batch("send_batch", list)
+  if not b then return nil, err end
+  local rc, x = native(h, entity, b)
+  core.release(b)
+  return rc, x
+end
+
+-- The client's and the message's handles for a renew or settle, or nil, err when either is gone.
+local function settle_handles(client, msg, op)
+  local h = client._h
+  if not h then
+    return nil, closed_error(op)
+  end
+  local mh = msg._h
+  if not mh then
+    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+  end
+  return h, mh
+end
+
+-- ------------------------------------------------------------------ held messages
+
+local function lost_error(info, op)
+  local msg = "lock lost; nothing was completed"
+  if info and info.reason and info.reason ~= "" then msg = msg .. " (" .. info.reason .. ")" end
+  return new_error({ code = "lock_lost", errno = core.PL_ELOCKLOST, status = info and info.status or 0,
+                     message = msg, op = op })
+end
+
+-- xpcall's handler in with_lock: the error value and the handler's traceback.
+local HANDLER_FAILURE = {}
+local function keep_traceback(e)
+  return setmetatable({ cause = e, traceback = traceback(type(e) == "string" and e or tostring(e), 2) },
+                      HANDLER_FAILURE)
+end
+
+local function handler_error(cause, op)
+  local tb
+  if getmetatable(cause) == HANDLER_FAILURE then cause, tb = cause.cause, cause.traceback end
+  return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
+                     cause = cause, traceback = tb, op = op or "with_lock" })
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function with_lock_args(fname, entity, opts, fn)
+  check_string(fname, 1, entity)
+  if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
+  opts = check_opts(fname, 2, opts)
+  if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
+  local max_renew = opt_number(fname, opts, "max_renew", 300, 0, 1000000000) -- ms fit a C long
+  opt_timeout(fname, opts, "timeout", 30) -- checked here to be worded as this call's
+  return opts, fn, max_renew
+end
+
+-- Puts msg (just received) in the renewer's hands for up to max_renew seconds, recorded as
+-- held by a with_lock-like caller: its key, or nil, err (msg then abandoned and freed).
+local function hold(self, r, msg, max_renew, op)
+  local mh = msg._h
+  local key = core.key(mh)
+  self._active[key] = true
+  self._held[key] = mh
+  local rc = self:_renew_add(r, mh, floor(max_renew * 1000))
+  if rc < 0 then
+    local err = last_error(rc, op)
+    self._active[key], self._held[key] = nil, nil
+    self:_settle(msg, "abandon")
+    msg:free()
+    return nil, err
+  end
+  self:_holding(key, msg)
+  return key
+end
+
+-- What follows a handler's run on a held msg (key from hold): completed when ok, abandoned
+-- when not (cause: the handler's error), unless it was settled, lost or handed over
+-- meanwhile; msg is freed. true, or nil, err (code handler, lock_lost, closed,
+-- unknown_outcome, or the settle's).
+local function finish(self, r, msg, key, ok, cause, op)
+  self:_holding(key, nil)
+  local mh = rawget(msg, "_h")
+  if not mh then -- the handler released (handed over) or freed it: nothing to settle here
+    self._lost[key], self._active[key], self._held[key] = nil, nil, nil
+    if not ok then return nil, handler_error(cause, op) end
+    return true
+  end
+  -- (the handler may have closed the client, and with it this renewer)
+  local live = rawget(self, "_renewer") == r and r or nil
+  local closed = not rawget(self, "_h")
+  local outcome, serr
+  if closed then
+    if live then self:_renew_remove(r, mh) end
+  else
+    outcome, serr = self:_finish_held(live, msg, mh, ok)
+  end
+  self:poll_events()
+  local info = self._lost[key]
+  self._lost[key], self._active[key], self._held[key] = nil, nil, nil
+  if closed then -- the handler closed the client
+    local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
+    msg:free()
+    if not ok then return nil, handler_error(cause, op) end
+    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = op,
+      message = abandoned and "the message was abandoned when the client closed while the handler ran; "
+                              .. "it was not completed and will be delivered again"
+                or "the client was closed while the handler ran; the message was not completed "
+                   .. "(it is delivered again when its lock expires)" })
+  end
+  msg:free()
+  if not ok then return nil, handler_error(cause, op) end
+  if serr then
+    if serr.code == "lock_lost" then return nil, lost_error(info, op) end
+    return nil, serr
+  end
+  if outcome == core.PL_FINISH_LOST then return nil, lost_error(info, op) end
+  -- settled behind the handler's back: a settle with an unknown outcome, or an abandon when
+  -- the client closed while the handler ran
+  if outcome == core.PL_FINISH_UNKNOWN or outcome == core.PL_FINISH_CLOSED then
+    local unknown = outcome == core.PL_FINISH_UNKNOWN
+    return nil, new_error({ code = unknown and "unknown_outcome" or "closed",
+      errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = op,
+      message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
+                            .. "may or may not have been completed"
+                or "the message was abandoned when the client closed while the handler ran; it was not "
+                   .. "completed and will be delivered again" })
+  end
+  return true
+end
+
+-- with_lock's part once it holds msg (also client:attach's with a function): fn(msg) while
+-- the renewer keeps the lock, then the settle its outcome calls for.
+local function run_held(self, r, msg, max_renew, fn, op)
+  local key, err = hold(self, r, msg, max_renew, op)
+  if not key then return nil, err end
+  local mh = msg._h
+  local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
+  local t0 = m and m.now_ms()
+  local res = pack(xpcall(fn, keep_traceback, msg))
+  if m then
+    m:process(core.pl_message_entity(mh), self._server, (m.now_ms() - t0) / 1000,
+              not res[1] and "handler" or nil)
+  end
+  local ok
+  ok, err = finish(self, r, msg, key, res[1], res[2], op)
+  if not ok then return nil, err end
+  return true, unpack(res, 2, res.n)
+end
+
+-- ------------------------------------------------------------------ processor
+
+local PROCESS_OPTIONS = { concurrency = "number", max_renew = "number", poll_timeout = "number",
+                          max_messages = "number", idle_timeout = "number", stop = "function",
+                          batch = "number", max_wait = "number" }
+
+-- process's checked options: concurrency (1..max_concurrency), max_renew, poll_timeout,
+-- max_messages, idle_timeout, stop, batch, max_wait (extra: a driver's own, name -> type).
+local function process_args(self, entity, handler, opts, max_concurrency, extra)
+  local h, err = check_client(self, "process")
+  if not h then return nil, err end
+  check_string("process", 1, entity)
+  if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
+  opts = check_opts("process", 3, opts)
+  check_options("process", opts, PROCESS_OPTIONS, extra)
+  return {
+    concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
+    max_renew = opt_number("process", opts, "max_renew", 300, 0, 1000000000),
+    poll_timeout = opt_timeout("process", opts, "poll_timeout", 5),
+    max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
+    idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),
+    stop = opts.stop,
+    batch = opts.batch and floor(opt_number("process", opts, "batch", nil, 1, 100000)),
+    max_wait = opt_number("process", opts, "max_wait", 1, 0, 3600),
+  }
+end
+
+-- One consumer of process: with_lock after with_lock until stopping() says so, counting in
+-- s (processed, failed: the handler raised and the message was abandoned, lost, errors).
+-- A retryable error pauses (pause(seconds)) and goes on; any other ends the run (s.error).
+local function process_loop(self, entity, handler, o, s, stopping, pause)
+  local lock_opts = { timeout = o.poll_timeout, max_renew = o.max_renew, _cut_on_exit = o.cut_on_exit }
+  while not stopping() do
+    if o.max_messages and s.started >= o.max_messages then break end
+    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
+    s.started = s.started + 1
+    local ok, err = self:with_lock(entity, lock_opts, handler)
+    if ok then
+      s.processed = s.processed + 1
+    elseif err == nil then
+      s.started = s.started - 1 -- nothing arrived within poll_timeout
+    else
+      if err.code == "handler" then s.failed = s.failed + 1
+      elseif err.code == "lock_lost" then s.lost = s.lost + 1
+      else
+        s.started = s.started - 1
+        s.errors = s.errors + 1
+        s.last_error = err
+        if not err.retryable then s.error = err; s.stopped = true; break end
+        pause(1)
+      end
+    end
+    if ok or (err and (err.code == "handler" or err.code == "lock_lost")) then
+      s.last_message_ms = core.pl_now_mono_ms()
+    end
+  end
+end
+
+-- ------------------------------------------------------------------ batch handlers
+
+-- A batch handler's returned table: message (or sequence number) -> "complete" or "abandon",
+-- checked whole first (nil, what is wrong), then each settle made on its own. Returns the
+-- outcome by index in msgs (processed, failed: abandoned, lost, errors) and the last settle
+-- error.
+local function apply_result(self, msgs, result)
+  local index, by_seq = {}, {}
+  for i = 1, #msgs do
+    local msg = msgs[i]
+    index[msg] = i
+    if rawget(msg, "_h") then by_seq[msg.sequence_number] = i end
+  end
+  local plan = {}
+  for k, action in pairs(result) do
+    local i = index[k] or (type(k) == "number" and by_seq[k])
+    if not i then
+      return nil, "the handler's result names " .. tostring(k) .. ", not one of its messages"
+    end
+    if action ~= "complete" and action ~= "abandon" then
+      return nil, "the handler's result says " .. tostring(action) .. " for message "
+                  .. tostring(msgs[i].sequence_number) .. ": 'complete' or 'abandon' expected"
+    end
+    plan[i] = action
+  end
+  local out, last_err = {}, nil
+  for i, action in pairs(plan) do
+    local msg = msgs[i]
+    local mh = rawget(msg, "_h")
+    if mh and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then
+      local ok, err = self:_settle(msg, action)
+      if ok then out[i] = action == "complete" and "processed" or "failed"
+      elseif err.code == "lock_lost" then out[i] = "lost"
+      else out[i] = "errors"; last_err = err end
+    end
+  end
+  return out, last_err
+end
+
+local function count(s, outcome, err)
+  s[outcome] = s[outcome] + 1
+  if err and outcome == "errors" then s.last_error = err end
+end
+
+-- handler(msgs) on a collected batch (keys: their hold keys), then each message settled as
+-- finish does, or as the handler's returned table says, and counted in s.
+local function run_batch(self, r, msgs, keys, handler, s)
+  local m = self._metrics
+  local t0 = m and m.now_ms()
+  local ok, res = xpcall(handler, keep_traceback, msgs)
+  local applied, serr = {}, nil
+  if ok and type(res) == "table" then
+    local out, why = apply_result(self, msgs, res)
+    if out then applied, serr = out, why
+    else ok, res = false, why end
+  end
+  local secs = m and (m.now_ms() - t0) / 1000
+  for i = 1, #msgs do
+    local msg = msgs[i]
+    local mh = rawget(msg, "_h")
+    local before = mh and core.pl_message_lock_state(mh)
+    if m and mh then m:process(core.pl_message_entity(mh), self._server, secs, not ok and "handler" or nil) end
+    local done, err = finish(self, r, msg, keys[i], ok, res, "process")
+    if applied[i] then count(s, applied[i], serr)
+    elseif not before or before == core.PL_LOCK_SETTLED then count(s, "settled_by_handler")
+    elseif before == core.PL_LOCK_LOST then count(s, "lost")
+    elseif before == core.PL_LOCK_UNKNOWN then count(s, "errors", err)
+    elseif done then count(s, "processed")
+    elseif err.code == "handler" then count(s, "failed")
+    elseif err.code == "lock_lost" then count(s, "lost")
+    else count(s, "errors", err) end
+  end
+  s.last_message_ms = core.pl_now_mono_ms()
+end
+
+-- A consumer of process with batch = N: collects up to N messages, each held by the renewer
+-- from its receipt (the first receive waits up to poll_timeout, the rest until max_wait
+-- seconds after the first arrived, rounded up to whole seconds; max_wait = 0: only what is
+-- there at once), and runs handler(msgs) on them. A stop while collecting gives the batch
+-- back (abandoned, counted in abandoned_on_drain); nothing has run on it.
+local function batch_loop(self, entity, handler, o, s, stopping, pause)
+  local r, rerr = self:_get_renewer()
+  if not r then s.error, s.stopped = rerr, true; return end
+  local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
+  while not stopping() do
+    if o.max_messages and s.started >= o.max_messages then break end
+    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
+    local msgs, keys, deadline = {}, {}, nil
+    while #msgs < o.batch and not stopping() do
+      if o.max_messages and s.started >= o.max_messages then break end
+      if deadline then
+        local left = deadline - core.pl_now_mono_ms()
+        if left <= 0 and o.max_wait > 0 then break end
+        ropts.timeout = left > 0 and math.ceil(left / 1000) or 0
+      else
+        ropts.timeout = o.poll_timeout
+      end
+      s.started = s.started + 1
+      local msg, err = self:peek_lock(entity, ropts)
+      if not msg then
+        s.started = s.started - 1
+        if err then
+          s.errors = s.errors + 1
+          s.last_error = err
+          if not err.retryable then s.error = err; s.stopped = true
+          elseif #msgs == 0 then pause(1) end
+        end
+        break
+      end
+      deadline = deadline or core.pl_now_mono_ms() + o.max_wait * 1000
+      local key
+      key, err = hold(self, r, msg, o.max_renew, "process")
+      if key then
+        keys[#msgs + 1] = key
+        msgs[#msgs + 1] = msg
+      else
+        s.started = s.started - 1
+        s.errors = s.errors + 1
+        s.last_error = err
+      end
+    end
+    if #msgs > 0 then
+      if stopping() then -- the run ends while collecting: nothing ran on them, give them back
+        for i = 1, #msgs do
+          finish(self, r, msgs[i], keys[i], false, "drained", "process")
+          s.abandoned_on_drain = s.abandoned_on_drain + 1
+        end
+        s.last_message_ms = core.pl_now_mono_ms()
+      else
+        run_batch(self, r, msgs, keys, handler, s)
+      end
+    end
+  end
+end
+
+local function new_summary(o)
+  local s = { processed = 0, failed = 0, lost = 0, errors = 0, started = 0, stopped = false,
+              last_message_ms = core.pl_now_mono_ms() }
+  if o.batch then s.settled_by_handler, s.abandoned_on_drain = 0, 0 end
+  return s
+end
+
+return {
+  codes = codes,
+  CODE_NAMES = CODE_NAMES,
+  Error = Error,
+  new_error = new_error,
+  is_error = is_error,
+  last_error = last_error,
+  OWN_SOURCES = OWN_SOURCES,
+  user_level = user_level,
+  argerror = argerror,
+  raise = raise,
+  check_string = check_string,
+  check_opts = check_opts,
+  opt_number = opt_number,
+  opt_timeout = opt_timeout,
+  check_options = check_options,
+  BROKER_FIELDS = BROKER_FIELDS,
+  DateTime = DateTime,
+  datetime = datetime,
+  outgoing_error = outgoing_error,
+  request_send_from = request_send_from,
+  build_batch = build_batch,
+  Message = Message,
+  Client = Client,
+  check_message = check_message,
+  wrap_message = wrap_message,
+  closed_error = closed_error,
+  check_client = check_client,
+  batch_from = batch_from,
+  settle_handles = settle_handles,
+  lost_error = lost_error,
+  handler_error = handler_error,
+  with_lock_args = with_lock_args,
+  run_held = run_held,
+  process_args = process_args,
+  process_loop = process_loop,
+  batch_loop = batch_loop,
+  new_summary = new_summary,
+}

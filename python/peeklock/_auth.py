@@ -1,0 +1,129 @@
+"""Connection strings, SAS tokens and the Authorization header for management
+requests: what both the data-plane client and the management client need, so
+neither imports the other."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Callable, Optional, Tuple, Union
+
+from . import _core
+from ._validate import _check_seconds, _check_str, _unix
+
+
+class ConnectionString:
+    """A parsed connection string. ``repr`` never shows the key or token."""
+
+    __slots__ = ("endpoint", "key_name", "key", "sas_token", "entity_path", "development_emulator")
+
+    def __init__(
+        self,
+        endpoint: str,
+        key_name: Optional[str],
+        key: Optional[str],
+        sas_token: Optional[str],
+        entity_path: Optional[str],
+        development_emulator: bool,
+    ) -> None:
+        self.endpoint = endpoint
+        self.key_name = key_name
+        self.key = key
+        self.sas_token = sas_token
+        self.entity_path = entity_path
+        self.development_emulator = development_emulator
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectionString(endpoint={self.endpoint!r}, key_name={self.key_name!r}, "
+            f"key={'<hidden>' if self.key else None}, "
+            f"sas_token={'<hidden>' if self.sas_token else None}, "
+            f"entity_path={self.entity_path!r}, "
+            f"development_emulator={self.development_emulator})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConnectionString):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+
+def parse_connection_string(s: str) -> ConnectionString:
+    """Parses a Service Bus connection string (SAS key, SAS token, legacy
+    issuer/secret forms; ``UseDevelopmentEmulator=true``)."""
+    _check_str("connection_string", s)
+    cs = _core.pl_connstr_parse(s)
+    return ConnectionString(
+        endpoint=_core.pl_connstr_endpoint(cs),
+        key_name=_core.pl_connstr_key_name(cs),
+        key=_core.pl_connstr_key(cs),
+        sas_token=_core.pl_connstr_sas_token(cs),
+        entity_path=_core.pl_connstr_entity_path(cs),
+        development_emulator=bool(_core.pl_connstr_development_emulator(cs)),
+    )
+
+
+# 2001-09-09: an "expiry" below this is a lifetime passed by mistake, not a date
+_MIN_EXPIRY = 1_000_000_000
+
+
+def sas_token(
+    uri: str,
+    key_name: str,
+    key: str,
+    expiry: Union[int, float, _dt.datetime, None] = None,
+    *,
+    lifetime: Optional[float] = None,
+) -> str:
+    """A Service Bus SAS token for ``uri`` (namespace or entity). Give either
+    ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
+    seconds or a datetime); neither means one hour from now. The key is used
+    as text, never base64-decoded."""
+    _check_str("uri", uri)
+    _check_str("key_name", key_name)
+    _check_str("key", key)
+    if lifetime is not None:
+        if expiry is not None:
+            raise TypeError("pass lifetime or expiry, not both")
+        life = _check_seconds(lifetime, "lifetime")
+        if not life:
+            raise ValueError("lifetime must be positive")
+        return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
+    se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
+    if se < _MIN_EXPIRY:
+        raise ValueError(
+            f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
+            f"in 1970-2001; for a token valid {se} seconds from now pass "
+            f"lifetime={se}"
+        )
+    return str(_core.pl_sas_token(uri, key_name, key, se))
+
+
+TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]
+
+
+def management_authorization(
+    connection_string: Optional[str],
+    key_name: Optional[str],
+    key: Optional[str],
+    token: Optional[str],
+    token_provider: Optional[TokenProvider],
+) -> Callable[[str], str]:
+    """The Authorization header for management requests, from the same
+    credentials the C client was given (kept in this closure, never shown)."""
+    if connection_string is not None:
+        cs = parse_connection_string(connection_string)
+        key_name, key, token = cs.key_name or key_name, cs.key or key, cs.sas_token or token
+    if token_provider is not None:
+        provider = token_provider
+
+        def bearer(audience: str) -> str:
+            got = provider(audience)
+            return "Bearer " + str(got[0] if isinstance(got, tuple) else got)
+
+        return bearer
+    if key is not None and key_name is not None:
+        kn, k = key_name, key
+        return lambda audience: sas_token(audience, kn, k, int(time.time()) + 300)
+    fixed = token or ""
+    return lambda audience: fixed
