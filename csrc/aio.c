@@ -17,7 +17,11 @@
  * Driving libcurl: on Linux, libcurl's socket interface over one epoll set
  * (curl_multi_socket_action), so a wake-up costs work for the sockets that are
  * ready only, not for every transfer in flight; elsewhere curl_multi_poll and
- * curl_multi_perform.
+ * curl_multi_perform. A kept-alive connection's socket stays in the epoll set
+ * between two transfers (libcurl drops it from its watch list at the end of
+ * each and asks for it again at the start of the next: two epoll_ctl calls per
+ * request otherwise); it leaves the set when libcurl closes it (the close
+ * callback) or when it reports an event while nobody watches it.
  *
  * The fd is readable exactly while completions are queued: it is signalled when
  * the queue goes from empty to not empty and cleared when pl_aio_next takes the
@@ -108,30 +112,81 @@ struct pl_aio {
     int epfd;              /* libcurl's sockets and wakefd */
     int wakefd;            /* eventfd: API threads wake the I/O thread */
     int64_t curl_timer_at; /* libcurl's timer (pl_now_mono_ms), -1: none */
+    unsigned char *fds;    /* per socket: AIO_FD_* (I/O thread only) */
+    int nfds;
 #endif
 };
 
 #ifdef AIO_EPOLL
+/* What the epoll set holds for a socket (a->fds[s]): nothing (0), or AIO_FD_SET
+ * with the events registered, and AIO_FD_IDLE once libcurl stopped watching it. */
+#define AIO_FD_IN   1u
+#define AIO_FD_OUT  2u
+#define AIO_FD_IDLE 4u
+#define AIO_FD_SET  8u
+
+static unsigned char *fd_slot(pl_aio *a, curl_socket_t s)
+{
+    if (s < 0) return NULL;
+    if (s >= a->nfds) {
+        int n = a->nfds ? a->nfds : 64;
+        while (n <= s) n *= 2;
+        unsigned char *t = realloc(a->fds, (size_t)n);
+        if (!t) return NULL;
+        memset(t + a->nfds, 0, (size_t)(n - a->nfds));
+        a->fds = t;
+        a->nfds = n;
+    }
+    return &a->fds[s];
+}
+
+static void fd_forget(pl_aio *a, curl_socket_t s)
+{
+    if (s >= 0 && s < a->nfds && (a->fds[s] & AIO_FD_SET)) {
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
+        a->fds[s] = 0;
+    }
+}
+
 /* libcurl's socket interface: which sockets to watch for what (I/O thread). */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)e;
+    (void)socketp;
     pl_aio *a = userp;
-    if (what == CURL_POLL_REMOVE) { /* libcurl forgets socketp with the socket */
-        epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
+    unsigned char *slot = fd_slot(a, s);
+    if (what == CURL_POLL_REMOVE) {
+        /* left in the set for the connection's next transfer (see the top) */
+        if (slot && (*slot & AIO_FD_SET))
+            *slot |= AIO_FD_IDLE;
+        else if (!slot)
+            epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    unsigned want = ((what & CURL_POLL_IN) ? AIO_FD_IN : 0u) | ((what & CURL_POLL_OUT) ? AIO_FD_OUT : 0u);
+    if (slot && *slot == (AIO_FD_SET | want)) return 0;
+    if (slot && *slot == (AIO_FD_SET | AIO_FD_IDLE | want)) {
+        *slot &= (unsigned char)~AIO_FD_IDLE; /* watched again, as it is registered */
         return 0;
     }
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.data.fd = s;
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    /* socketp is set once the socket is in the epoll set: one call, not a MOD that
-     * fails and then an ADD for every new transfer */
-    if (socketp && (epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) == 0 || errno != ENOENT)) return 0;
-    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ||
-        (errno == EEXIST && epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev) == 0))
-        curl_multi_assign(a->multi, s, a);
+    ev.events = ((want & AIO_FD_IN) ? EPOLLIN : 0u) | ((want & AIO_FD_OUT) ? EPOLLOUT : 0u);
+    int op = slot && (*slot & AIO_FD_SET) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int rc = epoll_ctl(a->epfd, op, s, &ev);
+    if (rc != 0 && op == EPOLL_CTL_MOD && errno == ENOENT) rc = epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev);
+    if (rc != 0 && op == EPOLL_CTL_ADD && errno == EEXIST) rc = epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev);
+    if (slot) *slot = rc == 0 ? (unsigned char)(AIO_FD_SET | want) : 0;
     return 0;
+}
+
+/* libcurl closes a connection's socket: out of the epoll set first (a socket kept
+ * there while idle would otherwise stay registered if a forked child holds it). */
+static int on_close_socket(void *userp, curl_socket_t s)
+{
+    fd_forget(userp, s);
+    return close(s);
 }
 
 static int on_timer(CURLM *m, long timeout_ms, void *userp)
@@ -173,6 +228,10 @@ static void drive(pl_aio *a, long wait_ms)
             uint64_t v;
             ssize_t r = read(a->wakefd, &v, sizeof v);
             (void)r;
+            continue;
+        }
+        if (fd < a->nfds && (a->fds[fd] & AIO_FD_IDLE)) { /* e.g. the server closed a kept connection */
+            fd_forget(a, fd);
             continue;
         }
         int mask = ((evs[i].events & (EPOLLIN | EPOLLHUP)) ? CURL_CSELECT_IN : 0) |
@@ -239,8 +298,14 @@ static void fd_signal(pl_aio *a)
 
 static void fd_clear(pl_aio *a)
 {
+#ifdef __linux__
+    uint64_t v; /* one read takes an eventfd's whole count: no second read to find it empty */
+    ssize_t n = read(a->rfd, &v, sizeof v);
+    (void)n;
+#else
     char buf[64];
     while (read(a->rfd, buf, sizeof buf) > 0) {}
+#endif
 }
 
 /* ---- pending list and completions (under mu) ------------------------------ */
@@ -385,7 +450,14 @@ static int submit(pl_aio *a, uint64_t *id, int kind, pl_request *req, pl_message
 static pl_easy *easy_get(pl_aio *a)
 {
     if (a->neasy > 0) return a->easy_free[--a->neasy];
-    return pl_client_easy_new(a->client);
+    pl_easy *s = pl_client_easy_new(a->client);
+#ifdef AIO_EPOLL
+    if (s) { /* kept by the connections this handle opens */
+        curl_easy_setopt(pl_easy_curl(s), CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+        curl_easy_setopt(pl_easy_curl(s), CURLOPT_CLOSESOCKETDATA, a);
+    }
+#endif
+    return s;
 }
 
 static void easy_put(pl_aio *a, pl_easy *s, int keep)
@@ -604,6 +676,7 @@ static void aio_destroy(pl_aio *a)
 #ifdef AIO_EPOLL
     if (a->epfd >= 0) close(a->epfd);
     if (a->wakefd >= 0) close(a->wakefd);
+    free(a->fds);
 #endif
     if (a->rfd >= 0) close(a->rfd);
     if (a->wfd >= 0 && a->wfd != a->rfd) close(a->wfd);
@@ -756,6 +829,28 @@ int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m)
 int pl_aio_unlock_detached(pl_aio *a, pl_message *m)
 {
     return aio_settle(a, NULL, m, PL_SETTLE_UNLOCK, 1);
+}
+
+int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r, int handler_ok)
+{
+    int rc = check_aio(a, id);
+    if (rc) return rc;
+    if (!m) return pl_error_inval("m", "must not be NULL");
+    if (pl_message_state(m) == PL_LOCK_NONE)
+        return pl_error_set(PL_ESTATE, 0, 0,
+                            "message was received with receive_and_delete: nothing to settle");
+    if (r) pl_renewer_remove(r, m);
+    if (pl_message_state(m) != PL_LOCK_HELD) {
+        pl_error_ok();
+        return PL_OK;
+    }
+    rc = aio_settle(a, id, m, handler_ok ? PL_SETTLE_COMPLETE : PL_SETTLE_UNLOCK, 0);
+    if (rc == PL_ESTATE) { /* the handler's settle (another thread) won the fence meanwhile */
+        *id = 0;
+        pl_error_ok();
+        rc = PL_OK;
+    }
+    return rc;
 }
 
 int pl_aio_cancel(pl_aio *a, uint64_t id)

@@ -31,8 +31,9 @@ int pl_renewer_hold(pl_renewer *r, pl_message *m, int64_t max_ms)
 }
 
 /* What became of m, from its own state; `mine`: this call sent the settle. */
-static int outcome_of(const pl_message *m, int mine)
+int pl_finish_outcome(const pl_message *m, int mine)
 {
+    if (!m) return 0;
     switch (pl_message_state(m)) {
     case PL_LOCK_HELD: return PL_FINISH_HELD;
     case PL_LOCK_SETTLED:
@@ -64,6 +65,6 @@ int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, int *outcome
     } else {
         pl_error_ok();
     }
-    if (outcome) *outcome = outcome_of(m, mine);
+    if (outcome) *outcome = pl_finish_outcome(m, mine);
     return rc;
 }

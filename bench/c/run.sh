@@ -9,7 +9,7 @@ B="$ROOT/build/bench"
 PY=python3
 [ -x "$ROOT/.venv/bin/python" ] && PY="$ROOT/.venv/bin/python"
 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DPEEKLOCK_BENCH=ON -DPEEKLOCK_TESTS=OFF >/dev/null
-cmake --build "$B" --target bench_c -j "$(nproc)" >/dev/null
+cmake --build "$B" --target bench_c aio_loop -j "$(nproc)" >/dev/null
 
 # nginx as the null responder (canned replies, bench/null_responder.py), and the emulator.
 # The servers run on the last CPU and the benchmark on the others (bench/cpus.py says why);

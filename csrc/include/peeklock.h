@@ -543,6 +543,10 @@ PL_EXTERN void pl_renewer_free(pl_renewer *r);
 #define PL_FINISH_HELD    7 /* still held: this call's settle failed and did not happen */
 PL_EXTERN int pl_renewer_hold(pl_renewer *r, pl_message *m, int64_t max_ms);
 PL_EXTERN int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, int *outcome);
+/* What became of m after a finish, read from its own state as pl_renewer_finish
+ * reads it (PL_FINISH_*); sent: the finish sent the settle itself (pl_aio_finish
+ * gave an id). For pl_aio_finish, the non-blocking pl_renewer_finish. */
+PL_EXTERN int pl_finish_outcome(const pl_message *m, int sent);
 
 /* Events, drained by the host language; the renewer never calls into it. Events are
  * queued in order, per renewer; RENEWED and RENEW_FAILED are dropped (and counted)
@@ -646,6 +650,14 @@ PL_EXTERN int pl_aio_receive_and_delete(pl_aio *a, uint64_t *id, const char *ent
 PL_EXTERN int pl_aio_renew_lock(pl_aio *a, uint64_t *id, pl_message *m);
 PL_EXTERN int pl_aio_unlock(pl_aio *a, uint64_t *id, pl_message *m);
 PL_EXTERN int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m);
+/* pl_renewer_finish for an event loop, without blocking: stops renewing m (r may
+ * be NULL) and, if its lock is still held, submits its complete (handler_ok
+ * nonzero) or unlock as pl_aio_complete / pl_aio_unlock do, with *id set; once
+ * that completion is taken, pl_finish_outcome(m, 1) says what became of m. When
+ * there is nothing to send (the handler settled m or is settling it, the lock was
+ * lost, a close abandoned it), PL_OK with *id 0: pl_finish_outcome(m, 0) says
+ * it now. PL_ESTATE for a receive-and-delete message, else a submit's error. */
+PL_EXTERN int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r, int handler_ok);
 /* Abandons m in the background: no completion; counted in
  * pl_aio_stats.cancel_abandoned. For a lock that reached a caller who no longer
  * wants it (a receive cancelled in the event loop after its answer came, a

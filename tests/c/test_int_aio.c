@@ -222,6 +222,66 @@ static void test_threads(void)
     pl_aio_stats st;
     pl_aio_stats_get(aio, &st);
     CHECK_EQ(st.pending, 0);
+    struct pollfd p = {pl_aio_fd(aio), POLLIN, 0};
+    CHECK_EQ(poll(&p, 1, 0), 0); /* every completion taken: the fd is quiet */
+}
+
+/* pl_aio_finish, the non-blocking pl_renewer_finish: a held message is completed
+ * (or abandoned) through the engine and taken off the renewer; one the handler
+ * settled is left alone (no id); a receive-and-delete message is refused. */
+static pl_message *peek_one(const char *q)
+{
+    uint64_t id = 0;
+    pl_message *m = NULL;
+    CHECK_EQ(aio_finish(aio, pl_aio_peek_lock(aio, &id, q, 5), &id, &m), PL_OK);
+    REQUIRE(m != NULL);
+    return m;
+}
+
+static void test_finish(void)
+{
+    REQUIRE(pl_test_entity("fq", "queue", 30, 10) / 100 == 2);
+    pl_renewer *r = NULL;
+    REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
+    uint64_t id = 0;
+    /* held, the handler succeeded: completed by this call, off the renewer */
+    send_one("fq", "f1");
+    pl_message *m = peek_one("fq");
+    REQUIRE(pl_renewer_hold(r, m, 0) == PL_OK);
+    CHECK_EQ(pl_aio_finish(aio, &id, m, r, 1), PL_OK);
+    CHECK(id != 0);
+    CHECK_EQ(aio_finish(aio, PL_OK, &id, NULL), PL_OK);
+    CHECK_EQ(pl_finish_outcome(m, 1), PL_FINISH_COMPLETED);
+    pl_renewer_stats rs;
+    REQUIRE(pl_renewer_stats_get(r, &rs) == PL_OK);
+    CHECK_EQ(rs.held, 0);
+    CHECK_EQ(pl_test_completed_count("fq", "f1"), 1);
+    pl_message_free(m);
+    /* held, the handler failed: abandoned, delivered again */
+    send_one("fq", "f2");
+    m = peek_one("fq");
+    CHECK_EQ(pl_aio_finish(aio, &id, m, NULL, 0), PL_OK);
+    CHECK(id != 0);
+    CHECK_EQ(aio_finish(aio, PL_OK, &id, NULL), PL_OK);
+    CHECK_EQ(pl_finish_outcome(m, 1), PL_FINISH_ABANDONED);
+    pl_message_free(m);
+    m = peek_one("fq");
+    CHECK_STR(pl_message_id(m), "f2");
+    CHECK_EQ(pl_message_delivery_count(m), 2);
+    /* settled by the handler: nothing sent */
+    CHECK_EQ(pl_complete(client, m), PL_OK);
+    id = 99;
+    CHECK_EQ(pl_aio_finish(aio, &id, m, r, 1), PL_OK);
+    CHECK_EQ(id, 0);
+    CHECK_EQ(pl_finish_outcome(m, 0), PL_FINISH_BY_HANDLER);
+    pl_message_free(m);
+    /* receive-and-delete: nothing to settle */
+    send_one("fq", "f3");
+    CHECK_EQ(aio_finish(aio, pl_aio_receive_and_delete(aio, &id, "fq", 5), &id, &m), PL_OK);
+    REQUIRE(m != NULL);
+    CHECK_EQ(pl_aio_finish(aio, &id, m, NULL, 1), PL_ESTATE);
+    pl_message_free(m);
+    pl_renewer_free(r);
 }
 
 /* Close ends waiting long polls at once with PL_ECLOSED; later submits are refused. */
@@ -254,6 +314,7 @@ int main(void)
     test_cancel_waiting();
     test_cancel_withdraws();
     test_threads();
+    test_finish();
     test_close();
     pl_aio_free(aio);
     pl_client_free(client);

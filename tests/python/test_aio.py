@@ -45,6 +45,28 @@ async def until(predicate, timeout=20.0):
         await asyncio.sleep(0.01)
 
 
+async def test_send_puts_each_broker_keyword_in_its_field(aclient, queue):
+    fields = {
+        "message_id": "mid",
+        "label": "lbl",
+        "content_type": "text/plain",
+        "time_to_live": 600.0,
+        "correlation_id": "cid",
+        "partition_key": "pk",
+        "reply_to": "rt",
+        "reply_to_session_id": "rts",
+        "to": "dest",
+    }
+    await aclient.send(queue, b"x", **fields)
+    await aclient.send(queue, b"y")  # none given
+    msg = await aclient.peek_lock(queue, timeout=5)
+    assert {k: getattr(msg, k) for k in fields} == fields
+    await msg.complete()
+    msg = await aclient.peek_lock(queue, timeout=5)
+    assert msg.body == b"y" and msg.label is None and msg.correlation_id is None and msg.to is None
+    await msg.complete()
+
+
 async def test_every_operation(aclient, emu, queue):
     await aclient.send(queue, b"one", message_id="m1", properties={"n": 1})
     assert await aclient.send_batch(queue, [b"two", peeklock.OutgoingMessage(b"three", message_id="m3")]) == 2
