@@ -108,8 +108,6 @@ def _check_max_renew(value: Any, *, optional: bool = False) -> Optional[float]:
 def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
     """A positive duration the core takes in whole milliseconds (_ms), where 0
     would mean its default: checked here, as the core never sees it in seconds."""
-    if name == "max_renew":  # the core's rule (peeklock.aio still asks here)
-        return _check_max_renew(value, optional=optional)
     if _number(value, name, optional=optional) is None:
         return None
     if math.isnan(value) or value <= 0 or math.isinf(value):

@@ -530,7 +530,7 @@ class Client:
         ``cancel_on_lost``: see :class:`Message`."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
-        mr = _validate._check_seconds(max_renew, "max_renew", optional=True)
+        mr = _validate._check_max_renew(max_renew, optional=True)
         return _Receive(self, entity, t, mr, bool(cancel_on_lost))
 
     async def _peek_lock(
@@ -561,7 +561,7 @@ class Client:
         (settle each, e.g. with ``async with msg:``)."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
-        mr = _validate._check_seconds(max_renew, "max_renew", optional=True)
+        mr = _validate._check_max_renew(max_renew, optional=True)
         while not self._closed:
             try:
                 msg = await self._peek_lock(entity, t, mr)
@@ -620,7 +620,7 @@ class Client:
             handler,
             concurrency=concurrency,
             poll_timeout=_validate._check_timeout(poll_timeout, "poll_timeout"),
-            max_renew=_validate._check_seconds(max_renew, "max_renew", optional=True),
+            max_renew=_validate._check_max_renew(max_renew, optional=True),
             stop=stop_event if stop_event is not None else asyncio.Event(),
             max_messages=max_messages,
             drain_timeout=drain_timeout,

@@ -67,6 +67,21 @@ async def test_send_puts_each_broker_keyword_in_its_field(aclient, queue):
     await msg.complete()
 
 
+@pytest.mark.parametrize("value", [0, -1, 1e9 + 1, float("nan")])
+async def test_max_renew_is_the_core_s_rule(aclient, queue, value):
+    # the same rule and words as the blocking client (pl_max_renew_ms), before any poll
+    words = "max_renew: must be a positive number of seconds, at most 1000000000"
+    calls = [
+        lambda: aclient.peek_lock(queue, timeout=0, max_renew=value),
+        lambda: aclient.messages(queue, timeout=0, max_renew=value).__anext__(),
+        lambda: aclient.process(queue, lambda m: None, max_renew=value),
+    ]
+    for call in calls:
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            await call()
+        assert str(ei.value) == words
+
+
 async def test_every_operation(aclient, emu, queue):
     await aclient.send(queue, b"one", message_id="m1", properties={"n": 1})
     assert await aclient.send_batch(queue, [b"two", peeklock.OutgoingMessage(b"three", message_id="m3")]) == 2
