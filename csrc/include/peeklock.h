@@ -444,6 +444,20 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * path segment or a control character; a receive timeout outside 0..300 seconds. */
 PL_EXTERN int pl_check_entity(const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
+/* A processor's option values (Python's processors, Lua's process), checked where
+ * they are taken: PL_OK, or PL_EINVAL with pl_error_last() "<name>: ..." (or
+ * "<name>: not a processor option"). The rules, by name:
+ *   concurrency   a whole number 1..PL_MAX_CONCURRENCY (256)
+ *   batch         a whole number 1..PL_MAX_BATCH (100000) messages
+ *   max_messages  a whole number, at least 1 (at most 2^53)
+ *   max_wait      0..3600 seconds
+ *   idle_timeout  a positive, finite number of seconds
+ *   retry_delay   0..86400 seconds (a number; a binding may take a function too)
+ * A driver may run fewer handlers at a time than PL_MAX_CONCURRENCY (Lua's plain
+ * driver runs one) and says so itself. */
+#define PL_MAX_CONCURRENCY 256
+#define PL_MAX_BATCH       100000
+PL_EXTERN int pl_check_process_option(const char *name, double value);
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 
