@@ -485,7 +485,7 @@ typedef struct pl_renewer_options {
     long margin_floor_ms;      /* minimum margin before expiry; 0: default 1000 */
     double jitter;             /* fraction of the wait before each renewal randomised
                                   (renewals only move earlier); <0: default 0.1 */
-    long default_max_renew_ms; /* cap when pl_renewer_add gets 0; 0: default 300000 */
+    long default_max_renew_ms; /* cap when pl_renewer_add gets 0; 0: PL_DEFAULT_MAX_RENEW_MS */
     long request_timeout_ms;   /* per renew request; 0: default 10000 */
 } pl_renewer_options;
 
@@ -508,6 +508,9 @@ PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renew
  * PL_ESTATE if m is not held.
  * Adding m again sets a new cap (the handler restarted). See docs/renewer.md. */
 PL_EXTERN int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms);
+/* The renewal cap when none is given: a renewer's default_max_renew_ms, and the
+ * default max_renew (300 s) of Python's and Lua's peek_lock, with_lock and process. */
+#define PL_DEFAULT_MAX_RENEW_MS 300000
 /* The longest cap pl_renewer_add and pl_renewer_hold take: 10^9 s (about 31 years). */
 #define PL_MAX_RENEW_MS 1000000000000LL
 /* max_renew as the bindings take it, in seconds (Python and Lua `max_renew`): its

@@ -203,11 +203,13 @@ local function opt_timeout(fname, opts, key, dflt)
   return t
 end
 
--- The max_renew option (seconds, default 300): a number here, its value the core's
--- (pl_max_renew_ms: positive, at most 10^9), refused with its words. The renewer takes
--- it in ms from the same function (rounded up, never 0: the renewer's default).
+-- The max_renew option (seconds, default the core's PL_DEFAULT_MAX_RENEW_MS: 300): a number
+-- here, its value the core's (pl_max_renew_ms: positive, at most 10^9), refused with its
+-- words. The renewer takes it in ms from the same function (rounded up, never 0: the
+-- renewer's default).
+local DEFAULT_MAX_RENEW = core.PL_DEFAULT_MAX_RENEW_MS / 1000
 local function opt_max_renew(fname, opts)
-  local v = opt_number(fname, opts, "max_renew", 300)
+  local v = opt_number(fname, opts, "max_renew", DEFAULT_MAX_RENEW)
   if core.pl_max_renew_ms(v) < 0 then refuse_option(fname, "max_renew") end
   return v
 end
