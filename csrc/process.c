@@ -44,3 +44,15 @@ int pl_check_process_option(const char *name, double value)
     pl_error_ok();
     return PL_OK;
 }
+
+int pl_settle_action(const char *action)
+{
+    int rc = 0;
+    if (action && !strcmp(action, "complete"))
+        rc = PL_SETTLE_COMPLETE;
+    else if (action && !strcmp(action, "abandon"))
+        rc = PL_SETTLE_UNLOCK;
+    if (!rc) return pl_error_inval("action", "must be 'complete' or 'abandon'");
+    pl_error_ok();
+    return rc;
+}

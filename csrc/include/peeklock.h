@@ -458,6 +458,10 @@ PL_EXTERN int pl_check_timeout(int timeout_s);
 #define PL_MAX_CONCURRENCY 256
 #define PL_MAX_BATCH       100000
 PL_EXTERN int pl_check_process_option(const char *name, double value);
+/* A batch handler's settle for a message, by name (Python's returned mapping, Lua's
+ * returned table): PL_SETTLE_COMPLETE for "complete", PL_SETTLE_UNLOCK for "abandon",
+ * else PL_EINVAL ("action: must be 'complete' or 'abandon'"). */
+PL_EXTERN int pl_settle_action(const char *action);
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 

@@ -634,9 +634,12 @@ local function apply_result(self, msgs, result)
     if not i then
       return nil, "the handler's result names " .. tostring(k) .. ", not one of its messages"
     end
-    if action ~= "complete" and action ~= "abandon" then
+    -- the names are the core's (pl_settle_action); a NUL would cut one short in C
+    if type(action) ~= "string" or find(action, "\0", 1, true) or core.pl_settle_action(action) < 0 then
+      core.pl_settle_action("") -- not a name: the core's words all the same
       return nil, "the handler's result says " .. tostring(action) .. " for message "
-                  .. tostring(msgs[i].sequence_number) .. ": 'complete' or 'abandon' expected"
+                  .. tostring(msgs[i].sequence_number) .. ": "
+                  .. (select(4, core.last_error()):gsub("^[%w_]+: ", ""))
     end
     plan[i] = action
   end

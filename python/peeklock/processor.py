@@ -128,10 +128,11 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]
         m = by_seq.get(key) if isinstance(key, int) else key
         if m is None or m not in msgs:
             raise ValueError(f"the handler's result names {key!r}, not one of its messages")
-        if action not in _ACTIONS:
-            raise ValueError(
-                f"the handler's result says {action!r} for message {m.sequence_number}: 'complete' or 'abandon'"
-            )
+        # the names are the core's (pl_settle_action); a NUL would cut one short in C
+        if not isinstance(action, str) or "\0" in action or _core.pl_settle_action(action) < 0:
+            _core.pl_settle_action("")  # not a name: the core's words all the same
+            rule = _core.pl_py_error_last()[3].split(": ", 1)[-1]
+            raise ValueError(f"the handler's result says {action!r} for message {m.sequence_number}: {rule}")
         plan.append((m, action))
     return plan
 

@@ -355,6 +355,12 @@ static void requests(void)
     CHECK_EQ(pl_check_process_option("poll_interval", 1), PL_EINVAL);
     CHECK_STR(pl_error_last()->message, "poll_interval: not a processor option");
     CHECK_EQ(pl_check_process_option(NULL, 1), PL_EINVAL);
+    CHECK_EQ(pl_settle_action("complete"), PL_SETTLE_COMPLETE);
+    CHECK_EQ(pl_settle_action("abandon"), PL_SETTLE_UNLOCK);
+    CHECK_EQ(pl_settle_action("Complete"), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "action: must be 'complete' or 'abandon'");
+    CHECK_EQ(pl_settle_action(""), PL_EINVAL);
+    CHECK_EQ(pl_settle_action(NULL), PL_EINVAL);
     char *enc = NULL;
     CHECK_EQ(pl_entity_encode(&enc, "a?b#c%d"), PL_OK);
     CHECK_STR(enc, "a%3Fb%23c%25d");
