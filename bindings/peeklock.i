@@ -131,6 +131,7 @@ struct pl_aio_done {};
   int pl_send, int pl_send_batch, int pl_peek_lock, int pl_receive_and_delete,
   int pl_renew_lock, int pl_unlock, int pl_complete,
   int pl_message_lock_handle, int pl_client_attach, int pl_check_entity, int pl_check_timeout,
+  int pl_check_process_option,
   int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
   int pl_renewer_hold, int pl_renewer_finish,
   int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,

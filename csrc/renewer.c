@@ -736,7 +736,7 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
     r->nslots = o.max_connections ? o.max_connections : RN_CONNECTIONS_AUTO_MAX;
     r->nactive = o.max_connections ? o.max_connections : RN_CONNECTIONS_START;
     r->request_timeout_ms = o.request_timeout_ms ? o.request_timeout_ms : 10000;
-    r->default_max_renew_ms = o.default_max_renew_ms ? o.default_max_renew_ms : 300000;
+    r->default_max_renew_ms = o.default_max_renew_ms ? o.default_max_renew_ms : PL_DEFAULT_MAX_RENEW_MS;
 
     pl_sched_config sc;
     memset(&sc, 0, sizeof(sc));

@@ -444,6 +444,24 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * path segment or a control character; a receive timeout outside 0..300 seconds. */
 PL_EXTERN int pl_check_entity(const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
+/* A processor's option values (Python's processors, Lua's process), checked where
+ * they are taken: PL_OK, or PL_EINVAL with pl_error_last() "<name>: ..." (or
+ * "<name>: not a processor option"). The rules, by name:
+ *   concurrency   a whole number 1..PL_MAX_CONCURRENCY (256)
+ *   batch         a whole number 1..PL_MAX_BATCH (100000) messages
+ *   max_messages  a whole number, at least 1 (at most 2^53)
+ *   max_wait      0..3600 seconds
+ *   idle_timeout  a positive, finite number of seconds
+ *   retry_delay   0..86400 seconds (a number; a binding may take a function too)
+ * A driver may run fewer handlers at a time than PL_MAX_CONCURRENCY (Lua's plain
+ * driver runs one) and says so itself. */
+#define PL_MAX_CONCURRENCY 256
+#define PL_MAX_BATCH       100000
+PL_EXTERN int pl_check_process_option(const char *name, double value);
+/* A batch handler's settle for a message, by name (Python's returned mapping, Lua's
+ * returned table): PL_SETTLE_COMPLETE for "complete", PL_SETTLE_UNLOCK for "abandon",
+ * else PL_EINVAL ("action: must be 'complete' or 'abandon'"). */
+PL_EXTERN int pl_settle_action(const char *action);
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 
@@ -471,7 +489,7 @@ typedef struct pl_renewer_options {
     long margin_floor_ms;      /* minimum margin before expiry; 0: default 1000 */
     double jitter;             /* fraction of the wait before each renewal randomised
                                   (renewals only move earlier); <0: default 0.1 */
-    long default_max_renew_ms; /* cap when pl_renewer_add gets 0; 0: default 300000 */
+    long default_max_renew_ms; /* cap when pl_renewer_add gets 0; 0: PL_DEFAULT_MAX_RENEW_MS */
     long request_timeout_ms;   /* per renew request; 0: default 10000 */
 } pl_renewer_options;
 
@@ -494,6 +512,9 @@ PL_EXTERN int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renew
  * PL_ESTATE if m is not held.
  * Adding m again sets a new cap (the handler restarted). See docs/renewer.md. */
 PL_EXTERN int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms);
+/* The renewal cap when none is given: a renewer's default_max_renew_ms, and the
+ * default max_renew (300 s) of Python's and Lua's peek_lock, with_lock and process. */
+#define PL_DEFAULT_MAX_RENEW_MS 300000
 /* The longest cap pl_renewer_add and pl_renewer_hold take: 10^9 s (about 31 years). */
 #define PL_MAX_RENEW_MS 1000000000000LL
 /* max_renew as the bindings take it, in seconds (Python and Lua `max_renew`): its

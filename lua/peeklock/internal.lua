@@ -203,11 +203,13 @@ local function opt_timeout(fname, opts, key, dflt)
   return t
 end
 
--- The max_renew option (seconds, default 300): a number here, its value the core's
--- (pl_max_renew_ms: positive, at most 10^9), refused with its words. The renewer takes
--- it in ms from the same function (rounded up, never 0: the renewer's default).
+-- The max_renew option (seconds, default the core's PL_DEFAULT_MAX_RENEW_MS: 300): a number
+-- here, its value the core's (pl_max_renew_ms: positive, at most 10^9), refused with its
+-- words. The renewer takes it in ms from the same function (rounded up, never 0: the
+-- renewer's default).
+local DEFAULT_MAX_RENEW = core.PL_DEFAULT_MAX_RENEW_MS / 1000
 local function opt_max_renew(fname, opts)
-  local v = opt_number(fname, opts, "max_renew", 300)
+  local v = opt_number(fname, opts, "max_renew", DEFAULT_MAX_RENEW)
   if core.pl_max_renew_ms(v) < 0 then refuse_option(fname, "max_renew") end
   return v
 end
@@ -544,24 +546,41 @@ local PROCESS_OPTIONS = { concurrency = "number", max_renew = "number", poll_tim
                           max_messages = "number", idle_timeout = "number", stop = "function",
                           batch = "number", max_wait = "number" }
 
--- process's checked options: concurrency (1..max_concurrency), max_renew, poll_timeout,
--- max_messages, idle_timeout, stop, batch, max_wait (extra: a driver's own, name -> type).
+-- A processor option: a number here, its value the core's (pl_check_process_option),
+-- refused as an option of process with the core's words.
+local function opt_process(opts, key, dflt)
+  local v = opt_number("process", opts, key, dflt)
+  if v ~= nil and core.pl_check_process_option(key, v) < 0 then refuse_option("process", key) end
+  return v
+end
+
+-- process's checked options: concurrency (the core's rule; at most max_concurrency, what the
+-- driver runs at a time), max_renew, poll_timeout, max_messages, idle_timeout, stop, batch,
+-- max_wait (extra: a driver's own, name -> type). The entity is checked by the core now.
 local function process_args(self, entity, handler, opts, max_concurrency, extra)
   local h, err = check_client(self, "process")
   if not h then return nil, err end
   check_string("process", 1, entity)
+  if core.pl_check_entity(entity) < 0 then
+    error(("bad argument #1 to 'process' (%s)"):format(select(4, core.last_error())), user_level())
+  end
   if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
   opts = check_opts("process", 3, opts)
   check_options("process", opts, PROCESS_OPTIONS, extra)
+  local concurrency = opt_process(opts, "concurrency", 1)
+  if concurrency > max_concurrency then
+    error(("bad option 'concurrency' to 'process' (out of range 1..%d)"):format(max_concurrency), user_level())
+  end
+  local max_messages, batch = opt_process(opts, "max_messages"), opt_process(opts, "batch")
   return {
-    concurrency = floor(opt_number("process", opts, "concurrency", 1, 1, max_concurrency)),
+    concurrency = floor(concurrency),
     max_renew = opt_max_renew("process", opts),
     poll_timeout = opt_timeout("process", opts, "poll_timeout", 5),
-    max_messages = opts.max_messages and floor(opt_number("process", opts, "max_messages", nil, 1)),
-    idle_timeout = opts.idle_timeout and opt_number("process", opts, "idle_timeout", nil, 0),
+    max_messages = max_messages and floor(max_messages),
+    idle_timeout = opt_process(opts, "idle_timeout"),
     stop = opts.stop,
-    batch = opts.batch and floor(opt_number("process", opts, "batch", nil, 1, 100000)),
-    max_wait = opt_number("process", opts, "max_wait", 1, 0, 3600),
+    batch = batch and floor(batch),
+    max_wait = opt_process(opts, "max_wait", 1),
   }
 end
 
@@ -615,9 +634,12 @@ local function apply_result(self, msgs, result)
     if not i then
       return nil, "the handler's result names " .. tostring(k) .. ", not one of its messages"
     end
-    if action ~= "complete" and action ~= "abandon" then
+    -- the names are the core's (pl_settle_action); a NUL would cut one short in C
+    if type(action) ~= "string" or find(action, "\0", 1, true) or core.pl_settle_action(action) < 0 then
+      core.pl_settle_action("") -- not a name: the core's words all the same
       return nil, "the handler's result says " .. tostring(action) .. " for message "
-                  .. tostring(msgs[i].sequence_number) .. ": 'complete' or 'abandon' expected"
+                  .. tostring(msgs[i].sequence_number) .. ": "
+                  .. (select(4, core.last_error()):gsub("^[%w_]+: ", ""))
     end
     plan[i] = action
   end

@@ -604,12 +604,8 @@ class Client:
         ``cancel_on_lost``: a handler whose lock is lost is cancelled (see
         :class:`Message`; single messages only). Returns the run's summary."""
         entity = _validate._check_entity(entity)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError("concurrency must be a positive int")
-        if max_messages is not None and (
-            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
-        ):
-            raise ValueError("max_messages must be a positive int or None")
+        _processor._check_option("concurrency", concurrency, whole=True)
+        _processor._check_option("max_messages", max_messages, whole=True)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
         if batch is not None and cancel_on_lost:

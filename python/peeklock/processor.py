@@ -32,6 +32,7 @@ import math
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 
+from . import _core
 from ._held import hold_failures
 from ._validate import _check_entity, _check_max_renew, _check_seconds, _check_timeout
 from .errors import PL_ESTATE, Error, LockLostError
@@ -64,23 +65,32 @@ _ACTIONS = {"complete": "processed", "abandon": "failed"}  # a returned action -
 
 
 # ---- pure helpers shared by this processor and peeklock.aio's ----
+def _check_option(name: str, value: Any, *, whole: bool = False) -> Any:
+    """A processor option: its type here (an int when ``whole``, else a number
+    of seconds), its value the core's (pl_check_process_option), refused with
+    the core's message as InvalidArgument. None is passed through."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        raise TypeError(f"{name} must be {'an int' if whole else 'a number'}, not {type(value).__name__}")
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond a double: out of range all the same
+        f = math.inf
+    _core.pl_check_process_option(name, f)
+    return value
+
+
 def _check_retry_delay(retry_delay: RetryDelay) -> RetryDelay:
-    if retry_delay is not None and not callable(retry_delay):
-        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or not 0 <= retry_delay <= 86400:
-            raise ValueError(
-                f"retry_delay must be 0 to 86400 seconds, a callable (msg) -> seconds, or None; got {retry_delay!r}"
-            )
-        retry_delay = float(retry_delay)
-    return retry_delay
+    if retry_delay is None or callable(retry_delay):
+        return retry_delay
+    return float(_check_option("retry_delay", retry_delay))
 
 
 def _check_batch(batch: Optional[int], max_wait: float) -> float:
     """Checks the batch options; returns max_wait as a float."""
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise ValueError("batch must be a positive int or None")
-    if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not 0 <= max_wait <= 3600:
-        raise ValueError(f"max_wait must be 0 to 3600 seconds, got {max_wait!r}")
-    return float(max_wait)
+    _check_option("batch", batch, whole=True)
+    return float(_check_option("max_wait", max_wait))
 
 
 def _retry_seconds(retry_delay: RetryDelay, msg: "Message") -> float:
@@ -118,10 +128,11 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]
         m = by_seq.get(key) if isinstance(key, int) else key
         if m is None or m not in msgs:
             raise ValueError(f"the handler's result names {key!r}, not one of its messages")
-        if action not in _ACTIONS:
-            raise ValueError(
-                f"the handler's result says {action!r} for message {m.sequence_number}: 'complete' or 'abandon'"
-            )
+        # the names are the core's (pl_settle_action); a NUL would cut one short in C
+        if not isinstance(action, str) or "\0" in action or _core.pl_settle_action(action) < 0:
+            _core.pl_settle_action("")  # not a name: the core's words all the same
+            rule = _core.pl_py_error_last()[3].split(": ", 1)[-1]
+            raise ValueError(f"the handler's result says {action!r} for message {m.sequence_number}: {rule}")
         plan.append((m, action))
     return plan
 
@@ -263,10 +274,7 @@ class Processor:
         self.entity = _check_entity(entity)
         if not callable(handler):
             raise TypeError("handler must be callable")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
-            raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        _check_option("concurrency", concurrency, whole=True)
         if on_drain_timeout not in ("expire", "abandon"):
             raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
         self.on_drain_timeout = on_drain_timeout
@@ -281,12 +289,9 @@ class Processor:
         self.max_renew = _check_max_renew(max_renew, optional=True)
         self.poll_timeout = _check_timeout(poll_timeout, "poll_timeout")
         self.drain_timeout = float(_check_seconds(drain_timeout, "drain_timeout") or 30)
-        if max_messages is not None and (
-            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
-        ):
-            raise ValueError("max_messages must be a positive int or None")
-        self.max_messages = max_messages
-        self.idle_timeout = _check_seconds(idle_timeout, "idle_timeout", optional=True)
+        self.max_messages = _check_option("max_messages", max_messages, whole=True)
+        idle = _check_option("idle_timeout", idle_timeout)
+        self.idle_timeout = None if idle is None else float(idle)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.handle_signals = handle_signals
         self.on_progress = on_progress

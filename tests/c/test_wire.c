@@ -328,6 +328,39 @@ static void requests(void)
     CHECK_EQ(pl_check_timeout(301), PL_EINVAL);
     CHECK_STR(pl_error_last()->message, "timeout: must be 0..300 seconds");
     CHECK_EQ(pl_check_timeout(-1), PL_EINVAL);
+    /* A processor's options: each rule's edges, NaN, and the message by name. */
+    static const struct {
+        const char *name;
+        double ok[3], bad[3];
+    } opts[] = {
+        {"concurrency", {1, 2, 256}, {0, 257, 1.5}},
+        {"batch", {1, 10, 100000}, {0, 100001, 2.5}},
+        {"max_messages", {1, 3, 1e15}, {0, -1, 0.5}},
+        {"max_wait", {0, 0.5, 3600}, {-0.001, 3600.5, INFINITY}},
+        {"idle_timeout", {0.001, 1, 1e9}, {0, -1, INFINITY}},
+        {"retry_delay", {0, 0.25, 86400}, {-1, 86400.5, INFINITY}},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        for (int j = 0; j < 3; j++) {
+            CHECK_EQ(pl_check_process_option(opts[i].name, opts[i].ok[j]), PL_OK);
+            CHECK_EQ(pl_check_process_option(opts[i].name, opts[i].bad[j]), PL_EINVAL);
+            CHECK(strncmp(pl_error_last()->message, opts[i].name, strlen(opts[i].name)) == 0);
+        }
+        CHECK_EQ(pl_check_process_option(opts[i].name, NAN), PL_EINVAL);
+    }
+    CHECK_EQ(pl_check_process_option("concurrency", 0), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "concurrency: must be a whole number 1..256");
+    CHECK_EQ(pl_check_process_option("idle_timeout", 0), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "idle_timeout: must be a positive, finite number of seconds");
+    CHECK_EQ(pl_check_process_option("poll_interval", 1), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "poll_interval: not a processor option");
+    CHECK_EQ(pl_check_process_option(NULL, 1), PL_EINVAL);
+    CHECK_EQ(pl_settle_action("complete"), PL_SETTLE_COMPLETE);
+    CHECK_EQ(pl_settle_action("abandon"), PL_SETTLE_UNLOCK);
+    CHECK_EQ(pl_settle_action("Complete"), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "action: must be 'complete' or 'abandon'");
+    CHECK_EQ(pl_settle_action(""), PL_EINVAL);
+    CHECK_EQ(pl_settle_action(NULL), PL_EINVAL);
     char *enc = NULL;
     CHECK_EQ(pl_entity_encode(&enc, "a?b#c%d"), PL_OK);
     CHECK_STR(enc, "a%3Fb%23c%25d");

@@ -33,6 +33,10 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     end
   end)
 
+  it("gives the default renewal cap the bindings use", function()
+    assert.equal(300000, core.PL_DEFAULT_MAX_RENEW_MS)
+  end)
+
   it("survives wrong argument kinds for every function", function()
     local _, client = core.client_new({ connection_string = CONN })
     local _, out = core.pl_outgoing_new("x")

@@ -241,6 +241,28 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       ok, e = pcall(client.process, client, "q", function() end, { workers = 2 })
       assert.is_false(ok)
       assert.truthy(e:find("unknown option 'workers' to 'process'", 1, true), e)
+      -- the values are the core's rules (pl_check_process_option), in its words, at the
+      -- caller's line; the entity is the core's to check too, when process starts
+      local cases = {
+        { { concurrency = 0 }, "bad option 'concurrency' to 'process' (must be a whole number 1..256)" },
+        { { concurrency = 1.5 }, "bad option 'concurrency' to 'process' (must be a whole number 1..256)" },
+        { { batch = 100001 }, "bad option 'batch' to 'process' (must be a whole number 1..100000)" },
+        { { max_messages = 0 }, "bad option 'max_messages' to 'process' (must be a whole number, at least 1)" },
+        { { idle_timeout = 0 },
+          "bad option 'idle_timeout' to 'process' (must be a positive, finite number of seconds)" },
+        { { max_wait = 3601 }, "bad option 'max_wait' to 'process' (must be 0..3600 seconds)" },
+      }
+      for _, c in ipairs(cases) do
+        ok, e = pcall(function() client:process("q", function() end, c[1]) end)
+        assert.is_false(ok)
+        assert.truthy(e:find("manners_spec.lua:%d+: bad option"), e)
+        assert.truthy(e:find(c[2], 1, true), e)
+      end
+      for _, entity in ipairs({ "", "a/../b", "q/messages" }) do
+        ok, e = pcall(function() client:process(entity, function() end, { poll_timeout = 0 }) end)
+        assert.is_false(ok)
+        assert.truthy(e:find("manners_spec.lua:%d+: bad argument #1 to 'process' %(entity: "), e)
+      end
     end)
   end)
 end)

@@ -82,6 +82,16 @@ async def test_max_renew_is_the_core_s_rule(aclient, queue, value):
         assert str(ei.value) == words
 
 
+async def test_process_option_values_are_the_core_s_rules(aclient, queue):
+    # the same rules and words as the blocking processor (pl_check_process_option)
+    from test_processor import PROCESS_OPTION_CASES
+
+    for kwargs, words in PROCESS_OPTION_CASES:
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            await aclient.process(queue, lambda m: None, handle_signals=False, **kwargs)
+        assert str(ei.value) == words
+
+
 async def test_every_operation(aclient, emu, queue):
     await aclient.send(queue, b"one", message_id="m1", properties={"n": 1})
     assert await aclient.send_batch(queue, [b"two", peeklock.OutgoingMessage(b"three", message_id="m3")]) == 2
@@ -514,7 +524,10 @@ async def test_batch_a_bad_result_fails_the_batch(aclient, emu, queue):
         handle_signals=False,
         retry_delay=None,
     )
-    assert (s.processed, s.failed) == (0, 2) and "'keep'" in s.last_errors[-1]
+    assert (s.processed, s.failed) == (0, 2)
+    # the rule and its words are the core's (pl_settle_action)
+    assert "the handler's result says 'keep' for message" in s.last_errors[-1]
+    assert s.last_errors[-1].endswith(": must be 'complete' or 'abandon'")
     assert completed(emu, queue) == {}
     assert [m["state"] for m in emu.messages(queue)] == ["available", "available"]
 

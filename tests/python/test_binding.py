@@ -17,6 +17,22 @@ def _client(emu):
     return _core.pl_client_new(connection_string=emu.connection_string)
 
 
+def test_the_default_max_renew_is_the_core_s():
+    # one default cap (PL_DEFAULT_MAX_RENEW_MS), in seconds in every call that takes max_renew
+    import inspect
+
+    import peeklock.aio
+
+    assert _core.PL_DEFAULT_MAX_RENEW_MS == 300000
+    for f in (
+        peeklock.Client.__init__,
+        peeklock.Client.from_connection_string,
+        peeklock.aio.Client.__init__,
+        peeklock.aio.Client.from_connection_string,
+    ):
+        assert inspect.signature(f).parameters["max_renew"].default == 300.0, f
+
+
 def test_message_outlives_its_client_object(emu, queue):
     c = _client(emu)
     out = _core.pl_outgoing_new(b"abc\x00def")

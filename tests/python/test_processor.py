@@ -155,6 +155,42 @@ def test_on_drain_timeout_is_checked(client, queue):
         client.process(queue, lambda m: None, on_drain_timeout="later", handle_signals=False)
 
 
+# The option values are the core's rules (pl_check_process_option), in its words, the
+# same for this processor, peeklock.aio's and Lua's process; the types are Python's.
+PROCESS_OPTION_CASES = [
+    ({"concurrency": 0}, "concurrency: must be a whole number 1..256"),
+    ({"concurrency": 257}, "concurrency: must be a whole number 1..256"),
+    ({"batch": 0}, "batch: must be a whole number 1..100000"),
+    ({"batch": 100001}, "batch: must be a whole number 1..100000"),
+    ({"max_messages": 0}, "max_messages: must be a whole number, at least 1"),
+    ({"max_messages": 2**1100}, "max_messages: must be a whole number, at least 1"),
+    ({"max_wait": 3601}, "max_wait: must be 0..3600 seconds"),
+    ({"max_wait": float("nan")}, "max_wait: must be 0..3600 seconds"),
+    ({"retry_delay": -1}, "retry_delay: must be 0..86400 seconds"),
+    ({"retry_delay": float("inf")}, "retry_delay: must be 0..86400 seconds"),
+]
+
+
+def test_option_values_are_the_core_s_rules(client, queue):
+    import pytest
+
+    import peeklock
+
+    cases = PROCESS_OPTION_CASES + [
+        ({"idle_timeout": 0}, "idle_timeout: must be a positive, finite number of seconds"),
+        ({"idle_timeout": float("inf")}, "idle_timeout: must be a positive, finite number of seconds"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(peeklock.InvalidArgument) as ei:
+            client.process(queue, lambda m: None, handle_signals=False, **kwargs)
+        assert str(ei.value) == words
+    for kwargs, exc in [({"concurrency": 1.0}, TypeError), ({"batch": "2"}, TypeError), ({"max_wait": "1"}, TypeError)]:
+        with pytest.raises(exc):
+            client.process(queue, lambda m: None, handle_signals=False, **kwargs)
+    with pytest.raises(peeklock.InvalidArgument, match="^entity: "):
+        client.process("a/../b", lambda m: None, handle_signals=False)
+
+
 def test_stop_event(client, queue):
     stop = threading.Event()
     seen = []

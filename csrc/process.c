@@ -1,0 +1,58 @@
+/*
+ * process.c — the value rules of a processor's options (pure): the one place
+ * Python's processors and Lua's process check them (see peeklock.h).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "error_int.h"
+#include "peeklock.h"
+
+/* lo <= value <= hi (NaN is neither), and a whole number when whole is set. */
+static int within(double value, double lo, double hi, int whole)
+{
+    return value >= lo && value <= hi && (!whole || value == floor(value));
+}
+
+int pl_check_process_option(const char *name, double value)
+{
+    int ok;
+    const char *what;
+    if (!name) return pl_error_inval("name", "must not be NULL");
+    if (!strcmp(name, "concurrency")) {
+        ok = within(value, 1, PL_MAX_CONCURRENCY, 1);
+        what = "must be a whole number 1..256";
+    } else if (!strcmp(name, "batch")) {
+        ok = within(value, 1, PL_MAX_BATCH, 1);
+        what = "must be a whole number 1..100000";
+    } else if (!strcmp(name, "max_messages")) {
+        ok = within(value, 1, 9007199254740992.0, 1); /* 2^53: every whole number up to it is exact */
+        what = "must be a whole number, at least 1";
+    } else if (!strcmp(name, "max_wait")) {
+        ok = within(value, 0, 3600, 0);
+        what = "must be 0..3600 seconds";
+    } else if (!strcmp(name, "idle_timeout")) {
+        ok = value > 0 && isfinite(value);
+        what = "must be a positive, finite number of seconds";
+    } else if (!strcmp(name, "retry_delay")) {
+        ok = within(value, 0, 86400, 0);
+        what = "must be 0..86400 seconds";
+    } else {
+        return pl_error_set(PL_EINVAL, 0, 0, "%.64s: not a processor option", name);
+    }
+    if (!ok) return pl_error_inval(name, what);
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_settle_action(const char *action)
+{
+    int rc = 0;
+    if (action && !strcmp(action, "complete"))
+        rc = PL_SETTLE_COMPLETE;
+    else if (action && !strcmp(action, "abandon"))
+        rc = PL_SETTLE_UNLOCK;
+    if (!rc) return pl_error_inval("action", "must be 'complete' or 'abandon'");
+    pl_error_ok();
+    return rc;
+}
