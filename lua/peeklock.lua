@@ -223,7 +223,7 @@ function M.client(opts, extra_options)
   else check_options("client", opts, CLIENT_OPTIONS, extra_options) end
   if not extra_options then warn_in_nginx() end
   local ok, rc, h = pcall(core.client_new, opts)
-  if not ok then error("peeklock.client: " .. tostring(rc), 2) end
+  if not ok then raise("peeklock.client: " .. tostring(rc)) end
   if rc < 0 then return nil, last_error(rc, "client") end
   return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = LOST, _active = ACTIVE,
                          _held = setmetatable({}, WEAK_VALUES) }, Client)
@@ -277,7 +277,9 @@ function Client:_get_renewer()
   if r then return r end
   local rc
   if self._renewer_opts then
-    rc, r = core.renewer_new(self._h, self._renewer_opts)
+    local ok
+    ok, rc, r = pcall(core.renewer_new, self._h, self._renewer_opts)
+    if not ok then raise("peeklock.client: " .. tostring(rc)) end -- (an option's number that fits no C type)
     if rc < 0 then return nil, last_error(rc, "renewer") end
     self._own_renewer = true
   else
@@ -487,7 +489,10 @@ function M.sas_token(uri, key_name, key, expiry)
   check_string("sas_token", 1, uri)
   check_string("sas_token", 2, key_name)
   check_string("sas_token", 3, key)
-  if type(expiry) ~= "number" then argerror("sas_token", 4, "number", expiry) end
+  -- a finite number of seconds (rounded down): the C side takes an int64_t
+  if type(expiry) ~= "number" or not (expiry > -9.2e18 and expiry < 9.2e18) then
+    argerror("sas_token", 4, "finite number", expiry)
+  end
   local rc, tok = core.pl_sas_token(uri, key_name, key, floor(expiry))
   if rc < 0 then return nil, last_error(rc, "sas_token") end
   return tok

@@ -271,6 +271,11 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       local tok = assert(peeklock.sas_token("https://ns.servicebus.windows.net/q", "k", "secret", 2000000000))
       assert.matches("^SharedAccessSignature ", tok)
       assert.matches("se=2000000000", tok)
+      -- an expiry that fits no int64_t (the C side's) is refused before it gets there
+      for _, bad in ipairs({ math.huge, -math.huge, 0 / 0, 2 ^ 63 }) do
+        assert.equal("bad argument #4 to 'sas_token' (finite number expected, got number)",
+                     H.refused(peeklock.sas_token, "https://ns.servicebus.windows.net/q", "k", "secret", bad))
+      end
       local r, err = peeklock.parse_connection_string("Endpoint=;nonsense")
       assert.is_nil(r)
       assert.equal("invalid_argument", err.code)
@@ -774,6 +779,38 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       ok, err = client:send("orders", "x", { properties = { ["bad name"] = 1 } })
       assert.is_nil(ok)
       assert.equal("invalid_argument", err.code)
+    end)
+
+    it("refuses option numbers that fit no C integer before the cast", function()
+      local base = { endpoint = "http://127.0.0.1:1", key_name = "k", key = "v" }
+      local function with(k, v)
+        local o = {}
+        for kk, vv in pairs(base) do o[kk] = vv end
+        o[k] = v
+        return o
+      end
+      -- 2^32 + 5 would have become 5 in a C int; math.huge and 2^63 are undefined in a cast (NaN is
+      -- refused as no number by the Lua layer)
+      for _, case in ipairs({ { "pool_size", 2 ^ 32 + 5, "int" }, { "pool_size", math.huge, "int" },
+                              { "max_retries", 1.5, "int" }, { "token_lifetime_s", 2 ^ 31, "int" },
+                              { "connect_timeout_ms", 2 ^ 63, "long" }, { "retry_max_ms", -math.huge, "long" } }) do
+        local err = H.refused(peeklock.client, with(case[1], case[2]))
+        assert.matches(("^peeklock%%.client: client_new: option '%s' must be an integer that fits a C %s %%(got ")
+          :format(case[1], case[3]), err)
+      end
+      -- renewer options the same, raised by the call that makes the renewer
+      local c = assert(peeklock.client(with("renewer", { max_connections = 2 ^ 40 })))
+      assert.matches("^peeklock%.client: renewer_new: option 'max_connections' must be an integer that fits a C int",
+                     H.refused(c.with_lock, c, "orders", function() end))
+      c:close()
+      -- the raw binding: an int64_t argument that fits none
+      for _, bad in ipairs({ math.huge, 0 / 0, 2 ^ 63, 0.5 }) do
+        local ok, e = pcall(peeklock.core.pl_sas_token, "https://ns/q", "k", "v", bad)
+        assert.is_false(ok)
+        assert.matches("pl_sas_token: argument 4 must be an integer that fits an int64_t", e, 1, true)
+      end
+      -- integral values in range are taken (as floats too)
+      assert(peeklock.client(with("pool_size", 4.0))):close()
     end)
 
     it("close({ unlock_held = true }) hands held locks back", function()
