@@ -558,6 +558,9 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   local h, err = check_client(self, "process")
   if not h then return nil, err end
   check_string("process", 1, entity)
+  -- the core's refusal raised here, as this call's, before any loop (or light thread) runs
+  local erc = core.pl_check_entity(entity)
+  if erc < 0 then return fail(erc, "process") end
   if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
   opts = check_opts("process", 3, opts)
   check_options("process", opts, PROCESS_OPTIONS, extra)

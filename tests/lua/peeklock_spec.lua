@@ -791,6 +791,8 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
                    H.refused(client.send_batch, client, "../etc", { "x" }))
       assert.equal("peeklock: send_batch: the batch is empty (invalid_argument)",
                    H.refused(client.send_batch, client, q, {}))
+      assert.equal("peeklock: process: entity: must not contain '.' or '..' segments (invalid_argument)",
+                   H.refused(client.process, client, "../etc", function() end, { max_messages = 1 }))
       assert.equal(0, #emu:messages(q)) -- nothing sent
       -- what is not an argument error stays nil, err
       local ok, err2 = client:send("no-such-queue", "x")
