@@ -253,7 +253,7 @@ local function fail_build(h, rc, op)
 end
 
 -- The argument error a building native described (false, what, key, a, b), raised at the
--- user's line, or nil, err for a core failure (nil, rc).
+-- user's line, or fail(rc) for a core failure (nil, rc): nil, err, or its PL_EINVAL raised.
 local function outgoing_error(fname, h, what, key, a, b)
   if h == nil then return fail(what, fname) end
   local msg
