@@ -104,9 +104,15 @@ PL_LUA_LIVE_HANDLE(pl_response)
   $2 = n;
 }
 
-/* int64_t: plain Lua numbers (integers on 5.4), through pl_lua_toint64 and pl_lua_pushint64
- * (a plain #if in a typemap would be SWIG's own, where LUA_VERSION_NUM is undefined). */
-%typemap(in, checkfn="lua_isnumber") int64_t { $1 = pl_lua_toint64(L, $input); }
+/* int64_t: plain Lua numbers (integers on 5.4), through pl_lua_integer_in (an integer that
+ * fits, checked before any cast: no fraction, NaN or infinity) and pl_lua_pushint64 (a plain
+ * #if in a typemap would be SWIG's own, where LUA_VERSION_NUM is undefined). */
+%typemap(in, checkfn="lua_isnumber") int64_t {
+  if (!pl_lua_integer_in(L, $input, INT64_MIN, INT64_MAX, &$1)) {
+    pl_lua_pusherror(L, "%s: argument %d must be an integer that fits an int64_t", "$symname", $input);
+    SWIG_fail;
+  }
+}
 %typemap(out) int64_t { pl_lua_pushint64(L, $1); SWIG_arg++; }
 
 /* Integers stay integers on Lua 5.3+ (SWIG's default pushes floats). */

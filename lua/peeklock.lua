@@ -20,6 +20,7 @@ local floor = math.floor
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 
 local new_error, last_error, closed_error, raise = I.new_error, I.last_error, I.closed_error, I.raise
+local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
 local outgoing_error, batch_from, settle_handles = I.outgoing_error, I.batch_from, I.settle_handles
@@ -216,15 +217,16 @@ local CLIENT_OPTIONS = {
 -- options: connection_string | endpoint + key_name + key | sas_token, and
 -- connect_timeout_ms, request_timeout_ms, max_retries, retry_base_ms, retry_max_ms,
 -- pool_size, ca_file, token_lifetime_s; renewer = { margin_floor_ms=..., ... }.
--- An unknown option or one of the wrong type raises an error.
+-- An unknown option or one of the wrong type raises an error, as does a value the core
+-- refuses (its words, at the caller's line).
 function M.client(opts, extra_options)
   if type(opts) == "string" then opts = { connection_string = opts }
   elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts)
   else check_options("client", opts, CLIENT_OPTIONS, extra_options) end
   if not extra_options then warn_in_nginx() end
   local ok, rc, h = pcall(core.client_new, opts)
-  if not ok then error("peeklock.client: " .. tostring(rc), 2) end
-  if rc < 0 then return nil, last_error(rc, "client") end
+  if not ok then raise("peeklock.client: " .. tostring(rc)) end
+  if rc < 0 then return fail(rc, "client") end
   return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = LOST, _active = ACTIVE,
                          _held = setmetatable({}, WEAK_VALUES) }, Client)
 end
@@ -239,7 +241,7 @@ end
 function Client:send_batch(entity, list)
   local rc, err = batch_from(core.pl_send_batch, self, entity, list)
   if not rc then return nil, err end
-  if rc < 0 then return nil, last_error(rc, "send_batch") end
+  if rc < 0 then return fail(rc, "send_batch") end
   return true
 end
 
@@ -248,10 +250,10 @@ end
 -- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
 -- Natives (core.client_methods): each is one C call from the caller's line to the core,
 -- with check_client's, request_send_from's and the timeout option's checks and wording. They call
--- back here for error values (last_error, closed_error) and to raise (raise,
--- outgoing_error: at the user's line).
+-- back here for error values (fail: nil, err, or the core's refusal raised; closed_error)
+-- and to raise (raise, outgoing_error: at the user's line).
 Client.send, Client.peek_lock, Client.receive_and_delete =
-  core.client_methods(Client, Message, DateTime, last_error, outgoing_error, closed_error, raise)
+  core.client_methods(Client, Message, DateTime, fail, outgoing_error, closed_error, raise)
 
 local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
 
@@ -277,8 +279,10 @@ function Client:_get_renewer()
   if r then return r end
   local rc
   if self._renewer_opts then
-    rc, r = core.renewer_new(self._h, self._renewer_opts)
-    if rc < 0 then return nil, last_error(rc, "renewer") end
+    local ok
+    ok, rc, r = pcall(core.renewer_new, self._h, self._renewer_opts)
+    if not ok then raise("peeklock.client: " .. tostring(rc)) end -- (an option's number that fits no C type)
+    if rc < 0 then return fail(rc, "renewer") end
     self._own_renewer = true
   else
     r = shared_renewer
@@ -391,8 +395,8 @@ local ATTACH_OPTIONS = { max_renew = "number", renew = "boolean" }
 -- settled) with the usual outcomes: a lock that expired is lost, and of two holders the
 -- first to settle wins, the other gets lock_lost. With fn, fn(msg) runs as with_lock's
 -- handler does: completed when it returns, abandoned when it raises, lock_lost when the
--- lock was lost. A string that is not a handle for this client's namespace gives
--- invalid_argument; no error quotes the handle.
+-- lock was lost. A string that is not a handle for this client's namespace raises the
+-- core's refusal (invalid_argument) at the caller's line; no error quotes the handle.
 function Client:attach(handle, opts, fn)
   local h, err = check_client(self, "attach")
   if not h then return nil, err end
@@ -408,7 +412,7 @@ function Client:attach(handle, opts, fn)
     if not r then return nil, err end
   end
   local rc, mh = core.pl_client_attach(h, handle)
-  if rc < 0 then return nil, last_error(rc, "attach") end
+  if rc < 0 then return fail(rc, "attach") end
   local msg = I.wrap_message(self, mh)
   if fn then return run_held(self, r, msg, max_renew, fn, "attach") end
   if r then
@@ -483,13 +487,17 @@ end
 -- ------------------------------------------------------------------ helpers
 
 --- peeklock.sas_token(resource_uri, key_name, key, expiry_unix) -> token | nil, err
+-- (arguments the core refuses raise at the caller's line)
 function M.sas_token(uri, key_name, key, expiry)
   check_string("sas_token", 1, uri)
   check_string("sas_token", 2, key_name)
   check_string("sas_token", 3, key)
-  if type(expiry) ~= "number" then argerror("sas_token", 4, "number", expiry) end
+  -- a finite number of seconds (rounded down): the C side takes an int64_t
+  if type(expiry) ~= "number" or not (expiry > -9.2e18 and expiry < 9.2e18) then
+    argerror("sas_token", 4, "finite number", expiry)
+  end
   local rc, tok = core.pl_sas_token(uri, key_name, key, floor(expiry))
-  if rc < 0 then return nil, last_error(rc, "sas_token") end
+  if rc < 0 then return fail(rc, "sas_token") end
   return tok
 end
 
@@ -498,7 +506,7 @@ end
 function M.parse_connection_string(s)
   check_string("parse_connection_string", 1, s)
   local rc, cs = core.pl_connstr_parse(s)
-  if rc < 0 then return nil, last_error(rc, "parse_connection_string") end
+  if rc < 0 then return fail(rc, "parse_connection_string") end
   local t = {
     endpoint = core.pl_connstr_endpoint(cs),
     key_name = core.pl_connstr_key_name(cs),

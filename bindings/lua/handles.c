@@ -2,6 +2,7 @@
  * metatable, whose __gc and __close both run one idempotent free (pl_lua_release), so a
  * handle is freed exactly once whether the collector or the caller gets there first; and
  * the module's entry point. */
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include "pl_lua.h"
@@ -301,6 +302,25 @@ int pl_lua_alive(lua_State *L)
 {
     pl_lua_handle *u = pl_lua_handle_at(L, 1);
     lua_pushboolean(L, u && u->ptr != NULL);
+    return 1;
+}
+
+int pl_lua_integer_in(lua_State *L, int idx, int64_t lo, int64_t hi, int64_t *out)
+{
+    lua_Number v;
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        if (i < lo || i > hi) return 0;
+        *out = (int64_t)i;
+        return 1;
+    }
+#endif
+    v = lua_tonumber(L, idx);
+    /* finite and whole, within int64_t (-2^63 is exact, 2^63 is not in it) before the cast */
+    if (!(v == floor(v) && v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return 0;
+    if ((int64_t)v < lo || (int64_t)v > hi) return 0;
+    *out = (int64_t)v;
     return 1;
 }
 

@@ -288,20 +288,21 @@ int pl_lua_request_send_from(lua_State *L)
     return 2;
 }
 
-/* client_methods(Client, Message, DateTime, last_error, outgoing_error, closed, raise) ->
+/* client_methods(Client, Message, DateTime, fail, outgoing_error, closed, raise) ->
  * send, peek_lock, receive_and_delete: lua/peeklock.lua's Client methods of those names,
  * each one C call from the caller's line to the core and back (no Lua frames for the self,
  * argument and option checks, which cost more than the wrappers they guard). They check
  * and word as the Lua checks did. Lua code runs inside them only to read self._h and
- * opts.timeout (through any __index), to make error values (last_error(rc, op) -> err,
- * closed(op) -> err) and to raise (raise(msg), outgoing_error(op, false, kind, key, ...):
+ * opts.timeout (through any __index), to make error values (fail(rc, op) -> nil, err, or
+ * the core's PL_EINVAL raised; closed(op) -> err) and to raise (raise(msg),
+ * outgoing_error(op, false, kind, key, ...):
  * at the user's line, past peeklock's own frames). A yield inside any of those fails
  * ("attempt to yield across a C-call boundary"): these are the blocking client's
  * methods (peeklock.resty has its own of these names). */
 #define PL_LUA_UV_CLIENT         lua_upvalueindex(3)
 #define PL_LUA_UV_MESSAGE        lua_upvalueindex(4)
 #define PL_LUA_UV_DATETIME       lua_upvalueindex(5)
-#define PL_LUA_UV_LAST_ERROR     lua_upvalueindex(6)
+#define PL_LUA_UV_FAIL           lua_upvalueindex(6)
 #define PL_LUA_UV_OUTGOING_ERROR lua_upvalueindex(7)
 #define PL_LUA_UV_CLOSED         lua_upvalueindex(8)
 #define PL_LUA_UV_RAISE          lua_upvalueindex(9)
@@ -372,14 +373,14 @@ static pl_lua_handle *pl_lua_self_client(lua_State *L, const char *fname)
     return u;
 }
 
-/* Pushes nil, last_error(rc, fname): 2 results. */
+/* fail(rc, fname)'s results: nil, err, or (PL_EINVAL) the core's refusal raised at the
+ * user's line. */
 static int pl_lua_fail(lua_State *L, int rc, const char *fname)
 {
-    lua_pushnil(L);
-    lua_pushvalue(L, PL_LUA_UV_LAST_ERROR);
+    lua_pushvalue(L, PL_LUA_UV_FAIL);
     lua_pushinteger(L, rc);
     lua_pushstring(L, fname);
-    lua_call(L, 2, 1);
+    lua_call(L, 2, 2);
     return 2;
 }
 

@@ -75,6 +75,9 @@ void pl_lua_fill_handle(lua_State *L, int idx, pl_lua_handle *u, void *ptr, cons
 /* Numbers: an int64_t from any number (integers as they are on Lua 5.3+), and pushed
  * as an integer where Lua has them. */
 int64_t pl_lua_toint64(lua_State *L, int idx);
+/* The number at idx when it is an integer in lo..hi: 1 and *out, else 0 (a fraction, NaN,
+ * an infinity or out of range, which a cast to a C integer would get wrong). */
+int pl_lua_integer_in(lua_State *L, int idx, int64_t lo, int64_t hi, int64_t *out);
 void pl_lua_pushint64(lua_State *L, int64_t v);
 /* The string at idx when C can take it whole (no NUL byte in it), else NULL. */
 const char *pl_lua_whole(lua_State *L, int idx);

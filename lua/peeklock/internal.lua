@@ -161,6 +161,15 @@ end
 -- Raises msg at the user's line (the natives' argument errors come here).
 local function raise(msg) error(msg, user_level()) end
 
+-- A call's failure (negative rc, op the call's name): the core's refusal of an argument
+-- (PL_EINVAL) raised at the user's line in the core's words ("peeklock: send: entity:
+-- ... (invalid_argument)"); anything else (network, lost lock, server) nil, err.
+local function fail(rc, op)
+  local err = last_error(rc, op)
+  if rc == core.PL_EINVAL then error(tostring(err), user_level()) end
+  return nil, err
+end
+
 -- A string argument the C core takes whole: a NUL byte would cut it short there.
 local function check_string(fname, n, v)
   if type(v) ~= "string" then argerror(fname, n, "string", v) end
@@ -241,15 +250,14 @@ end
 
 
 local function fail_build(h, rc, op)
-  local err = last_error(rc, op)
   core.release(h)
-  return nil, err
+  return fail(rc, op)
 end
 
 -- The argument error a building native described (false, what, key, a, b), raised at the
--- user's line, or nil, err for a core failure (nil, rc).
+-- user's line, or fail(rc) for a core failure (nil, rc): nil, err, or its PL_EINVAL raised.
 local function outgoing_error(fname, h, what, key, a, b)
-  if h == nil then return nil, last_error(what, fname) end
+  if h == nil then return fail(what, fname) end
   local msg
   if what == "option" then
     msg = ("bad option '%s' to '%s' (%s expected, got %s)"):format(tostring(key), fname, a, type(b))
@@ -299,7 +307,7 @@ end
 local function build_batch(fname, list)
   if type(list) ~= "table" then argerror(fname, 2, "table (list of messages)", list) end
   local rc, b = core.pl_batch_new()
-  if rc < 0 then return nil, last_error(rc, fname) end
+  if rc < 0 then return fail(rc, fname) end
   for i = 1, #list do
     local item = list[i]
     local body, opts = item, nil
@@ -561,9 +569,9 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   local h, err = check_client(self, "process")
   if not h then return nil, err end
   check_string("process", 1, entity)
-  if core.pl_check_entity(entity) < 0 then
-    error(("bad argument #1 to 'process' (%s)"):format(select(4, core.last_error())), user_level())
-  end
+  -- the core's refusal raised here, as this call's, before any loop (or light thread) runs
+  local erc = core.pl_check_entity(entity)
+  if erc < 0 then return fail(erc, "process") end
   if type(handler) ~= "function" then argerror("process", 2, "function", handler) end
   opts = check_opts("process", 3, opts)
   check_options("process", opts, PROCESS_OPTIONS, extra)
@@ -767,6 +775,7 @@ return {
   new_error = new_error,
   is_error = is_error,
   last_error = last_error,
+  fail = fail,
   OWN_SOURCES = OWN_SOURCES,
   user_level = user_level,
   argerror = argerror,

@@ -30,7 +30,7 @@ end
 local tcp = ngx.socket.tcp
 local type, tonumber, tostring, setmetatable, rawget, floor = type, tonumber, tostring, setmetatable, rawget, math.floor
 local concat, lower, find, sub, byte = table.concat, string.lower, string.find, string.sub, string.byte
-local new_error, last_error = I.new_error, I.last_error
+local new_error, last_error, fail = I.new_error, I.last_error, I.fail
 local check_client, check_string, check_opts = I.check_client, I.check_string, I.check_opts
 local opt_timeout = I.opt_timeout
 local request_send_from, batch_from = I.request_send_from, I.batch_from
@@ -403,7 +403,7 @@ end
 -- true, or nil, err.
 -- (entity and n, the number of messages, for the metrics)
 local function exchange_sent(self, op, rc, req, entity, n)
-  if rc < 0 then return nil, last_error(rc, op) end
+  if rc < 0 then return fail(rc, op) end
   local m = self._metrics
   local t0 = m and now_ms()
   local ok, err = exchange(self, req, op, nil, self._request_timeout_ms)
@@ -438,7 +438,7 @@ local function receive(self, op, entity, opts, peek)
   opts = check_opts(op, 2, opts)
   local timeout = opt_timeout(op, opts, "timeout", 30)
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
-  if rc < 0 then return nil, last_error(rc, op) end
+  if rc < 0 then return fail(rc, op) end
   local m = self._metrics
   local t0 = m and now_ms()
   local out

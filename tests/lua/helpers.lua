@@ -157,6 +157,18 @@ function H.suite(args, set)
   end)
 end
 
+-- Calls fn(...) and expects an argument error raised at this call's line (the caller of
+-- peeklock's function: none of peeklock's own frames): the message without its position.
+function H.refused(fn, ...)
+  local line = debug.getinfo(1, "l").currentline + 1
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an argument error, got a result")
+  assert(type(err) == "string", "expected an error message, got " .. type(err))
+  local at = err:match("^[^:]*helpers%.lua:(%d+): ")
+  assert(at == tostring(line), ("expected an error at helpers.lua:%d, got: %s"):format(line, err))
+  return (err:gsub("^[^:]*helpers%.lua:%d+: ", ""))
+end
+
 local counter = 0
 function H.unique(prefix)
   counter = counter + 1

@@ -271,9 +271,16 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       local tok = assert(peeklock.sas_token("https://ns.servicebus.windows.net/q", "k", "secret", 2000000000))
       assert.matches("^SharedAccessSignature ", tok)
       assert.matches("se=2000000000", tok)
-      local r, err = peeklock.parse_connection_string("Endpoint=;nonsense")
-      assert.is_nil(r)
-      assert.equal("invalid_argument", err.code)
+      -- the core's refusals raise at the caller's line, in its words
+      assert.equal("peeklock: parse_connection_string: connection string: part 2 has no '=' (expected "
+                   .. "Name=Value) (invalid_argument)", H.refused(peeklock.parse_connection_string, "Endpoint=;nonsense"))
+      assert.equal("peeklock: sas_token: resource_uri: must be a non-empty string (invalid_argument)",
+                   H.refused(peeklock.sas_token, "", "k", "secret", 2000000000))
+      -- an expiry that fits no int64_t (the C side's) is refused before it gets there
+      for _, bad in ipairs({ math.huge, -math.huge, 0 / 0, 2 ^ 63 }) do
+        assert.equal("bad argument #4 to 'sas_token' (finite number expected, got number)",
+                     H.refused(peeklock.sas_token, "https://ns.servicebus.windows.net/q", "k", "secret", bad))
+      end
     end)
 
     it("counts operations in client:stats()", function()
@@ -758,22 +765,71 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.equal("closed", err2.code)
     end)
 
-    it("returns invalid_argument for values the core rejects", function()
-      local c, err = peeklock.client("Endpoint=sb://;SharedAccessKeyName=x")
-      assert.is_nil(c)
-      assert.equal("invalid_argument", err.code)
+    it("raises the core's refusal of a value at the caller's line", function()
+      assert.equal("peeklock: client: connection string: Endpoint: has no host name (invalid_argument)",
+                   H.refused(peeklock.client, "Endpoint=sb://;SharedAccessKeyName=x"))
       -- an empty ca_file is not "no file" (nil is the default bundle): refused by the core
-      c, err = peeklock.client({ endpoint = "http://127.0.0.1:1", key_name = "k", key = "v", ca_file = "" })
-      assert.is_nil(c)
-      assert.equal("invalid_argument", err.code)
-      assert.matches("option 'ca_file' must not be empty", err.message, 1, true)
-      local ok
-      ok, err = client:send("../etc", "x")
+      local err = H.refused(peeklock.client, { endpoint = "http://127.0.0.1:1", key_name = "k", key = "v",
+                                               ca_file = "" })
+      assert.matches("^peeklock: client: option 'ca_file' must not be empty .*%(invalid_argument%)$", err)
+      -- renewer options: refused when the renewer is made, at the call that makes it
+      local c = assert(peeklock.client({ endpoint = "http://127.0.0.1:1", key_name = "k", key = "v",
+                                         renewer = { max_connections = 1000 } }))
+      err = H.refused(c.with_lock, c, "orders", function() end)
+      assert.matches("^peeklock: renewer: option 'max_connections' must be .*%(invalid_argument%)$", err)
+      c:close()
+      local q = queue()
+      assert.equal("peeklock: send: entity: must not contain '.' or '..' segments (invalid_argument)",
+                   H.refused(client.send, client, "../etc", "x"))
+      assert.matches("^peeklock: send: property name: must be an HTTP token .*%(invalid_argument%)$",
+                     H.refused(client.send, client, q, "x", { properties = { ["bad name"] = 1 } }))
+      assert.equal("peeklock: peek_lock: entity: must not contain '.' or '..' segments (invalid_argument)",
+                   H.refused(client.peek_lock, client, "a/../b", { timeout = 0 }))
+      assert.equal("peeklock: receive_and_delete: entity: must not contain '.' or '..' segments "
+                   .. "(invalid_argument)", H.refused(client.receive_and_delete, client, "..", { timeout = 0 }))
+      assert.equal("peeklock: send_batch: entity: must not contain '.' or '..' segments (invalid_argument)",
+                   H.refused(client.send_batch, client, "../etc", { "x" }))
+      assert.equal("peeklock: send_batch: the batch is empty (invalid_argument)",
+                   H.refused(client.send_batch, client, q, {}))
+      assert.equal("peeklock: process: entity: must not contain '.' or '..' segments (invalid_argument)",
+                   H.refused(client.process, client, "../etc", function() end, { max_messages = 1 }))
+      assert.equal(0, #emu:messages(q)) -- nothing sent
+      -- what is not an argument error stays nil, err
+      local ok, err2 = client:send("no-such-queue", "x")
       assert.is_nil(ok)
-      assert.equal("invalid_argument", err.code)
-      ok, err = client:send("orders", "x", { properties = { ["bad name"] = 1 } })
-      assert.is_nil(ok)
-      assert.equal("invalid_argument", err.code)
+      assert.equal("entity_not_found", err2.code)
+    end)
+
+    it("refuses option numbers that fit no C integer before the cast", function()
+      local base = { endpoint = "http://127.0.0.1:1", key_name = "k", key = "v" }
+      local function with(k, v)
+        local o = {}
+        for kk, vv in pairs(base) do o[kk] = vv end
+        o[k] = v
+        return o
+      end
+      -- 2^32 + 5 would have become 5 in a C int; math.huge and 2^63 are undefined in a cast (NaN is
+      -- refused as no number by the Lua layer)
+      for _, case in ipairs({ { "pool_size", 2 ^ 32 + 5, "int" }, { "pool_size", math.huge, "int" },
+                              { "max_retries", 1.5, "int" }, { "token_lifetime_s", 2 ^ 31, "int" },
+                              { "connect_timeout_ms", 2 ^ 63, "long" }, { "retry_max_ms", -math.huge, "long" } }) do
+        local err = H.refused(peeklock.client, with(case[1], case[2]))
+        assert.matches(("^peeklock%%.client: client_new: option '%s' must be an integer that fits a C %s %%(got ")
+          :format(case[1], case[3]), err)
+      end
+      -- renewer options the same, raised by the call that makes the renewer
+      local c = assert(peeklock.client(with("renewer", { max_connections = 2 ^ 40 })))
+      assert.matches("^peeklock%.client: renewer_new: option 'max_connections' must be an integer that fits a C int",
+                     H.refused(c.with_lock, c, "orders", function() end))
+      c:close()
+      -- the raw binding: an int64_t argument that fits none
+      for _, bad in ipairs({ math.huge, 0 / 0, 2 ^ 63, 0.5 }) do
+        local ok, e = pcall(peeklock.core.pl_sas_token, "https://ns/q", "k", "v", bad)
+        assert.is_false(ok)
+        assert.matches("pl_sas_token: argument 4 must be an integer that fits an int64_t", e, 1, true)
+      end
+      -- integral values in range are taken (as floats too)
+      assert(peeklock.client(with("pool_size", 4.0))):close()
     end)
 
     it("close({ unlock_held = true }) hands held locks back", function()
