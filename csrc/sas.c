@@ -16,7 +16,7 @@ int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, c
     if (!encoded_sr || !*encoded_sr) return pl_error_inval("encoded_sr", "must be a non-empty string");
     if (!key_name || !*key_name) return pl_error_inval("key_name", "must be a non-empty string");
     if (!key || !*key) return pl_error_inval("key", "must be a non-empty string");
-    if (expiry_unix <= 0) return pl_error_inval("expiry_unix", "must be positive");
+    if (expiry_unix <= 0) return pl_error_inval("expiry", "must be positive");
 
     char se[32];
     snprintf(se, sizeof se, "%lld", (long long)expiry_unix);
@@ -59,7 +59,7 @@ int pl_sas_token(char **out, const char *resource_uri, const char *key_name, con
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
-    if (!resource_uri || !*resource_uri) return pl_error_inval("resource_uri", "must be a non-empty string");
+    if (!resource_uri || !*resource_uri) return pl_error_inval("uri", "must be a non-empty string");
     char *sr = pl_pct_encode(resource_uri, strlen(resource_uri), NULL, 0);
     if (!sr) return pl_error_nomem();
     int rc = pl_sas_token_raw(out, sr, key_name, key, expiry_unix);

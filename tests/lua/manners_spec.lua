@@ -27,7 +27,7 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       assert.is_nil(ok)
       assert.is_true(peeklock.is_error(err))
       local text = tostring(err)
-      assert.equal("peeklock: send_batch: the batch is empty (invalid_argument)", text)
+      assert.equal("peeklock: send_batch: messages: must not be empty (invalid_argument)", text)
       assert.equal("failed: " .. text, "failed: " .. err)
       assert.equal(text .. "!", err .. "!")
       -- ngx.say / ngx.print write a table's array part: the message is all there is
@@ -37,7 +37,7 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       assert.equal("invalid_argument", err.code)
       assert.equal(0, err.status)
       assert.is_false(err.retryable)
-      assert.equal("the batch is empty", err.message)
+      assert.equal("messages: must not be empty", err.message)
     end)
 
     it("name the operation once and no C parameter", function()

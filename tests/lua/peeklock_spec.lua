@@ -766,7 +766,7 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       c, err = peeklock.client({ endpoint = "http://127.0.0.1:1", key_name = "k", key = "v", ca_file = "" })
       assert.is_nil(c)
       assert.equal("invalid_argument", err.code)
-      assert.matches("option 'ca_file' must not be empty", err.message, 1, true)
+      assert.equal("ca_file: must not be empty (NULL: the default CA bundle)", err.message)
       local ok
       ok, err = client:send("../etc", "x")
       assert.is_nil(ok)

@@ -177,11 +177,13 @@ def test_bad_client_arguments(emu):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"endpoint": ""}, "opts.endpoint: must look like sb://host[:port]/"),
-        ({"key_name": "", "key": "v"}, "opts.key_name: must not be empty"),
-        ({"key_name": "k", "key": ""}, "opts.key: must not be empty"),
-        ({"key_name": "k", "key": "v", "ca_file": ""}, "opts.ca_file: must not be empty (NULL: the default CA bundle)"),
-        ({"key": "v"}, "opts.key_name: key_name and key go together"),
+        ({"endpoint": ""}, "endpoint: must look like sb://host[:port]/"),
+        ({"key_name": "", "key": "v"}, "key_name: must not be empty"),
+        ({"key_name": "k", "key": ""}, "key: must not be empty"),
+        ({"key_name": "k", "key": "v", "ca_file": ""}, "ca_file: must not be empty (NULL: the default CA bundle)"),
+        ({"key": "v"}, "key_name: key_name and key go together"),
+        ({"max_retries": 101}, "max_retries: must be -1..100"),
+        ({"pool_size": 1025}, "pool_size: must be 0..1024"),
     ],
 )
 def test_client_string_options_are_the_core_s_to_refuse(emu, kwargs, message):
