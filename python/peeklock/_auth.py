@@ -51,7 +51,7 @@ class ConnectionString:
 def parse_connection_string(s: str) -> ConnectionString:
     """Parses a Service Bus connection string (SAS key, SAS token, legacy
     issuer/secret forms; ``UseDevelopmentEmulator=true``)."""
-    _check_str("connection_string", s)
+    _check_str("connection_string", s, empty=True)
     cs = _core.pl_connstr_parse(s)
     return ConnectionString(
         endpoint=_core.pl_connstr_endpoint(cs),
@@ -79,9 +79,9 @@ def sas_token(
     ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
     seconds or a datetime); neither means one hour from now. The key is used
     as text, never base64-decoded."""
-    _check_str("uri", uri)
-    _check_str("key_name", key_name)
-    _check_str("key", key)
+    _check_str("uri", uri, empty=True)
+    _check_str("key_name", key_name, empty=True)
+    _check_str("key", key, empty=True)
     if lifetime is not None:
         if expiry is not None:
             raise TypeError("pass lifetime or expiry, not both")
