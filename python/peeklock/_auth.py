@@ -63,10 +63,6 @@ def parse_connection_string(s: str) -> ConnectionString:
     )
 
 
-# 2001-09-09: an "expiry" below this is a lifetime passed by mistake, not a date
-_MIN_EXPIRY = 1_000_000_000
-
-
 def sas_token(
     uri: str,
     key_name: str,
@@ -86,16 +82,10 @@ def sas_token(
         if expiry is not None:
             raise TypeError("pass lifetime or expiry, not both")
         life = _check_seconds(lifetime, "lifetime")
-        if not life:
-            raise ValueError("lifetime must be positive")
+        assert life is not None
         return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
+    # an expiry in 1970-2001 (a lifetime passed by mistake) is the core's to refuse
     se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
-    if se < _MIN_EXPIRY:
-        raise ValueError(
-            f"expiry is an absolute time (Unix seconds or datetime), and {se} is "
-            f"in 1970-2001; for a token valid {se} seconds from now pass "
-            f"lifetime={se}"
-        )
     return str(_core.pl_sas_token(uri, key_name, key, se))
 
 
