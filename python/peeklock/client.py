@@ -107,6 +107,8 @@ def _warn_orphaned(entity: str) -> None:
     )
 
 
+_core.pl_py_set_orphan_warner(_warn_orphaned)
+
 _LOG_RETRY = 1
 _LOG_FAILED = 2
 
