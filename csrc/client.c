@@ -231,30 +231,28 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     *out = NULL;
     if (!o) return pl_error_inval("opts", "must not be NULL");
     if (o->version != PL_CLIENT_OPTIONS_VERSION && o->version != 1) /* 1: no log hook */
-        return pl_error_inval("opts.version",
-                              "must be PL_CLIENT_OPTIONS_VERSION (use PL_CLIENT_OPTIONS_INIT)");
-    if (o->connect_timeout_ms < 0) return pl_error_inval("opts.connect_timeout_ms", "must not be negative");
-    if (o->request_timeout_ms < 0) return pl_error_inval("opts.request_timeout_ms", "must not be negative");
-    if (o->max_retries < -1 || o->max_retries > 100)
-        return pl_error_inval("opts.max_retries", "must be -1..100");
-    if (o->retry_base_ms < 0) return pl_error_inval("opts.retry_base_ms", "must not be negative");
-    if (o->retry_max_ms < 0) return pl_error_inval("opts.retry_max_ms", "must not be negative");
-    if (o->pool_size < 0 || o->pool_size > 1024) return pl_error_inval("opts.pool_size", "must be 0..1024");
-    if (o->token_lifetime_s < 0) return pl_error_inval("opts.token_lifetime_s", "must not be negative");
+        return pl_error_inval("version", "must be PL_CLIENT_OPTIONS_VERSION (use PL_CLIENT_OPTIONS_INIT)");
+    if (o->connect_timeout_ms < 0) return pl_error_inval("connect_timeout_ms", "must not be negative");
+    if (o->request_timeout_ms < 0) return pl_error_inval("request_timeout_ms", "must not be negative");
+    if (o->max_retries < -1 || o->max_retries > 100) return pl_error_inval("max_retries", "must be -1..100");
+    if (o->retry_base_ms < 0) return pl_error_inval("retry_base_ms", "must not be negative");
+    if (o->retry_max_ms < 0) return pl_error_inval("retry_max_ms", "must not be negative");
+    if (o->pool_size < 0 || o->pool_size > 1024) return pl_error_inval("pool_size", "must be 0..1024");
+    if (o->token_lifetime_s < 0) return pl_error_inval("token_lifetime_s", "must not be negative");
     if (o->connection_string && o->endpoint)
-        return pl_error_inval("opts.endpoint", "give either connection_string or endpoint, not both");
+        return pl_error_inval("endpoint", "give either connection_string or endpoint, not both");
     if (!o->connection_string && !o->endpoint)
-        return pl_error_inval("opts.connection_string", "connection_string or endpoint is required");
+        return pl_error_inval("connection_string", "connection_string or endpoint is required");
     int nauth = (o->key != NULL) + (o->sas_token != NULL) + (o->token_cb != NULL);
-    if (nauth > 1) return pl_error_inval("opts.key", "give only one of key, sas_token, token_cb");
+    if (nauth > 1) return pl_error_inval("key", "give only one of key, sas_token, token_cb");
     if ((o->key != NULL) != (o->key_name != NULL))
-        return pl_error_inval(o->key ? "opts.key_name" : "opts.key", "key_name and key go together");
-    if (o->key && !*o->key) return pl_error_inval("opts.key", "must not be empty");
-    if (o->key_name && !*o->key_name) return pl_error_inval("opts.key_name", "must not be empty");
+        return pl_error_inval(o->key ? "key_name" : "key", "key_name and key go together");
+    if (o->key && !*o->key) return pl_error_inval("key", "must not be empty");
+    if (o->key_name && !*o->key_name) return pl_error_inval("key_name", "must not be empty");
     if (o->ca_file && !*o->ca_file)
-        return pl_error_inval("opts.ca_file", "must not be empty (NULL: the default CA bundle)");
+        return pl_error_inval("ca_file", "must not be empty (NULL: the default CA bundle)");
     if (o->sas_token && strncmp(o->sas_token, "SharedAccessSignature ", 22) != 0)
-        return pl_error_inval("opts.sas_token", "must start with 'SharedAccessSignature '");
+        return pl_error_inval("sas_token", "must start with 'SharedAccessSignature '");
 
     pthread_once(&curl_once, curl_init_once);
     if (curl_init_rc != CURLE_OK) return pl_error_set(PL_EINTERNAL, 0, 0, "curl_global_init failed");
@@ -306,7 +304,7 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
         if (rc) goto fail;
     } else {
         int dev = pl_strncaseeq(o->endpoint, "http://", 7);
-        if ((rc = pl_endpoint_normalize(&c->endpoint, NULL, o->endpoint, dev, "opts.endpoint")) != PL_OK)
+        if ((rc = pl_endpoint_normalize(&c->endpoint, NULL, o->endpoint, dev, "endpoint")) != PL_OK)
             goto fail;
         c->https = !dev;
     }

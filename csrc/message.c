@@ -787,7 +787,8 @@ int pl_outgoing_add_int(pl_outgoing *m, const char *name, int64_t value)
 
 int pl_outgoing_add_double(pl_outgoing *m, const char *name, double value)
 {
-    if (!isfinite(value)) return pl_error_inval("value", "must be a finite number");
+    if (!isfinite(value))
+        return pl_error_set(PL_EINVAL, 0, 0, "property '%.256s': must be a finite number", name ? name : "");
     char tmp[40];
     snprintf(tmp, sizeof tmp, "%.15g", value);
     if (strtod(tmp, NULL) != value) snprintf(tmp, sizeof tmp, "%.17g", value);
@@ -803,7 +804,8 @@ int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value)
 int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds)
 {
     if (unix_seconds < 0 || unix_seconds > 253402300799LL)
-        return pl_error_inval("value", "must be between 1970 and 9999");
+        return pl_error_set(PL_EINVAL, 0, 0, "property '%.256s': must be between 1970 and 9999",
+                            name ? name : "");
     char d[40], q[48];
     pl_http_date_format(d, sizeof d, unix_seconds);
     snprintf(q, sizeof q, "\"%s\"", d);

@@ -713,12 +713,12 @@ int pl_renewer_new(pl_renewer **out, pl_client *client, const pl_renewer_options
         o = *opts;
     }
     if (o.max_connections < 0 || o.max_connections > 256)
-        return pl_error_inval("opts.max_connections", "must be between 0 (automatic) and 256");
-    if (o.margin_floor_ms < 0) return pl_error_inval("opts.margin_floor_ms", "must not be negative");
-    if (o.jitter > 1.0) return pl_error_inval("opts.jitter", "must be at most 1.0 (a fraction)");
+        return pl_error_inval("max_connections", "must be between 0 (automatic) and 256");
+    if (o.margin_floor_ms < 0) return pl_error_inval("margin_floor_ms", "must not be negative");
+    if (o.jitter > 1.0) return pl_error_inval("jitter", "must be at most 1.0 (a fraction)");
     if (o.default_max_renew_ms < 0 || (int64_t)o.default_max_renew_ms > PL_MAX_RENEW_MS)
-        return pl_error_inval("opts.default_max_renew_ms", "must be 0 (default) to PL_MAX_RENEW_MS");
-    if (o.request_timeout_ms < 0) return pl_error_inval("opts.request_timeout_ms", "must not be negative");
+        return pl_error_inval("default_max_renew_ms", "must be 0 (default) to PL_MAX_RENEW_MS");
+    if (o.request_timeout_ms < 0) return pl_error_inval("request_timeout_ms", "must not be negative");
 
     pl_renewer *r = calloc(1, sizeof(*r));
     if (!r) return pl_error_nomem();

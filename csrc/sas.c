@@ -8,6 +8,8 @@
 
 #include "error_int.h"
 
+#define SAS_MIN_EXPIRY 1000000000LL /* 2001-09-09 */
+
 int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, const char *key,
                      int64_t expiry_unix)
 {
@@ -16,7 +18,7 @@ int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, c
     if (!encoded_sr || !*encoded_sr) return pl_error_inval("encoded_sr", "must be a non-empty string");
     if (!key_name || !*key_name) return pl_error_inval("key_name", "must be a non-empty string");
     if (!key || !*key) return pl_error_inval("key", "must be a non-empty string");
-    if (expiry_unix <= 0) return pl_error_inval("expiry_unix", "must be positive");
+    if (expiry_unix <= 0) return pl_error_inval("expiry", "must be positive");
 
     char se[32];
     snprintf(se, sizeof se, "%lld", (long long)expiry_unix);
@@ -59,7 +61,13 @@ int pl_sas_token(char **out, const char *resource_uri, const char *key_name, con
 {
     if (!out) return pl_error_inval("out", "must not be NULL");
     *out = NULL;
-    if (!resource_uri || !*resource_uri) return pl_error_inval("resource_uri", "must be a non-empty string");
+    if (!resource_uri || !*resource_uri) return pl_error_inval("uri", "must be a non-empty string");
+    /* An expiry before 2001-09-09 is a lifetime passed where the absolute end was meant. */
+    if (expiry_unix > 0 && expiry_unix < SAS_MIN_EXPIRY)
+        return pl_error_set(PL_EINVAL, 0, 0,
+                            "expiry: is an absolute time (Unix seconds) and %lld is in 1970-2001; for a "
+                            "token valid %lld seconds from now pass now + %lld",
+                            (long long)expiry_unix, (long long)expiry_unix, (long long)expiry_unix);
     char *sr = pl_pct_encode(resource_uri, strlen(resource_uri), NULL, 0);
     if (!sr) return pl_error_nomem();
     int rc = pl_sas_token_raw(out, sr, key_name, key, expiry_unix);

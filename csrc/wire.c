@@ -298,10 +298,10 @@ int pl_wire_batch(pl_request **out, const char *endpoint, const char *entity, co
                   const char *auth)
 {
     if (!b) return pl_error_inval("b", "must not be NULL");
-    if (b->n == 0) return pl_error_inval("b", "the batch is empty");
+    if (b->n == 0) return pl_error_inval("messages", "must not be empty");
     int resend_all = 1;
     for (size_t i = 0; i < b->n; i++) {
-        if (resend_check(b->items[i], "b")) return PL_EINVAL;
+        if (resend_check(b->items[i], "messages")) return PL_EINVAL;
         resend_all = resend_all && b->items[i]->resend;
     }
     pl_request *r;

@@ -77,6 +77,15 @@ static PyObject *pl_py_set_error_factory(PyObject *module, PyObject *factory)
     return pl_py_register(&pl_py_error_factory, factory, "factory");
 }
 
+/* pl_py_set_orphan_warner(warner): warner(entity) says an orphaned lock (peek_lock's
+ * fast path). */
+static PyObject *pl_py_orphan_warner = NULL;
+static PyObject *pl_py_set_orphan_warner(PyObject *module, PyObject *warner)
+{
+    (void)module;
+    return pl_py_register(&pl_py_orphan_warner, warner, "warner");
+}
+
 /* pl_py_error_last(): the last error on this thread, as (code, http_status,
  * retryable, message). */
 static PyObject *pl_py_error_last(PyObject *module, PyObject *unused)
@@ -572,22 +581,18 @@ static PyObject *pl_py_client_send(PyObject *self, PyObject *const *args, Py_ssi
 }
 
 /* A peek-lock whose answer was lost may leave a message locked by nobody: said at
- * WARNING through peeklock.client._warn_orphaned (rare: only then is Python called). */
+ * WARNING through the callable (entity) -> None that peeklock.client registers with
+ * pl_py_set_orphan_warner (rare: only then is Python called). */
 static void pl_py_warn_orphaned(PyObject *entity)
 {
-    PyObject *mod, *r;
-    if (!pl_client_last_orphaned()) return;
-    if (!(mod = PyImport_ImportModule("peeklock.client"))) {
-        PyErr_Clear();
-        return;
-    }
-    r = PyObject_CallMethod(mod, "_warn_orphaned", "O", entity);
+    PyObject *r;
+    if (!pl_client_last_orphaned() || !pl_py_orphan_warner) return;
+    r = PyObject_CallFunctionObjArgs(pl_py_orphan_warner, entity, NULL);
     Py_XDECREF(r);
     if (!r) PyErr_Clear();
-    Py_DECREF(mod);
 }
 
-/* timeout: an int of 0..300 seconds; max_renew: None, or a float or int the core's
+/* timeout: an int the core's pl_check_timeout takes; max_renew: None, or a float or int the core's
  * pl_max_renew_ms takes. */
 static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                         PyObject *kwnames)
@@ -603,7 +608,8 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
     if (!pl_py_message_type || !pl_py_args(args, nargs, kwnames, names, 2, 3, a) || !pl_py_entity_known(a[0]))
         return PL_PY_GENERAL;
     if (!(entity = PyUnicode_AsUTF8(a[0]))) return NULL; /* with the GIL: it may allocate */
-    if (a[1] && (!PyLong_CheckExact(a[1]) || (t = PyLong_AsLong(a[1])) < 0 || t > 300)) {
+    if (a[1] && (!PyLong_CheckExact(a[1]) || (t = PyLong_AsLong(a[1])) < INT_MIN || t > INT_MAX ||
+                 pl_check_timeout((int)t) != PL_OK)) { /* the core's range: the general path raises */
         PyErr_Clear();
         return PL_PY_GENERAL;
     }
@@ -917,6 +923,7 @@ static PyObject *pl_py_aio_drain(PyObject *module, PyObject *handle)
 static PyMethodDef pl_py_functions[] = {
     {"pl_py_set_error_factory", pl_py_set_error_factory, METH_O, NULL},
     {"pl_py_set_log_handler", pl_py_set_log_handler, METH_O, NULL},
+    {"pl_py_set_orphan_warner", pl_py_set_orphan_warner, METH_O, NULL},
     {"pl_py_error_last", pl_py_error_last, METH_NOARGS, NULL},
     {"pl_client_new", PL_PY_FASTCALL(pl_py_client_new), METH_FASTCALL | METH_KEYWORDS, NULL},
     {"pl_renewer_new", PL_PY_FASTCALL(pl_py_renewer_new), METH_FASTCALL | METH_KEYWORDS, NULL},

@@ -115,7 +115,9 @@ PL_EXTERN void pl_free(void *p);
 /* Signs resource_uri per the Service Bus SAS algorithm: sr = lowercase
  * percent-encoding of resource_uri, sig = base64(HMAC-SHA256(UTF-8 key text,
  * sr "\n" expiry)). *out = "SharedAccessSignature sr=..&sig=..&se=..&skn=..",
- * freed with pl_free. The key is used as text, never base64-decoded. */
+ * freed with pl_free. The key is used as text, never base64-decoded. An
+ * expiry_unix before 1000000000 (2001-09-09) is refused: it is a lifetime in
+ * seconds passed where the absolute end was meant. */
 PL_EXTERN int pl_sas_token(char **out, const char *resource_uri, const char *key_name, const char *key,
                            int64_t expiry_unix);
 

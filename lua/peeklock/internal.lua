@@ -81,20 +81,15 @@ if _VERSION ~= "Lua 5.1" then -- pairs(err) lists the fields (Lua 5.2+ honour __
   function Error.__pairs(e) return next, FIELDS[e] or {}, nil end
 end
 
--- The C core's operation names (pl_wire_op_name) and parameter names that open some of
--- its messages: an operation the Lua error already names, a parameter that means nothing
--- to a Lua caller. "opts.x: ..." is an option of the call.
+-- The C core's operation names (pl_wire_op_name), which open some of its messages: an
+-- operation the Lua error already names. (Its argument errors open with the argument's
+-- name as Lua calls it, and are shown as they are.)
 local C_OPS = { ["send"] = true, ["send batch"] = true, ["peek-lock"] = true, ["receive-and-delete"] = true,
                 ["renew-lock"] = true, ["unlock"] = true, ["complete"] = true, ["request"] = true }
-local C_PARAMS = { out = true, m = true, r = true, b = true, c = true, req = true, resp = true, client = true }
 local function plain_message(op, message)
   message = tostring(message)
   local head, rest = message:match("^([%w_%-%. ]-): (.*)$")
-  if head then
-    local opt = head:match("^opts%.([%w_]+)$")
-    if opt then return "option '" .. opt .. "' " .. rest end
-    if C_OPS[head] or C_PARAMS[head] or head == op then return plain_message(op, rest) end
-  end
+  if head and (C_OPS[head] or head == op) then return plain_message(op, rest) end
   return message
 end
 

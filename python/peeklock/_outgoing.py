@@ -130,8 +130,6 @@ def _build_batch(messages: Iterable[Union["OutgoingMessage", Body]]) -> Tuple[An
         om = m if isinstance(m, OutgoingMessage) else OutgoingMessage(m)
         _core.pl_batch_add(b, om._build())
         n += 1
-    if n == 0:
-        raise ValueError("messages must not be empty")
     return b, n
 
 

@@ -425,7 +425,7 @@ class Client:
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> "Client":
-        _validate._check_str("connection_string", connection_string)
+        _validate._check_str("connection_string", connection_string, empty=True)
         return cls(
             connection_string=connection_string,
             token_provider=token_provider,

@@ -107,6 +107,8 @@ def _warn_orphaned(entity: str) -> None:
     )
 
 
+_core.pl_py_set_orphan_warner(_warn_orphaned)
+
 _LOG_RETRY = 1
 _LOG_FAILED = 2
 
@@ -743,7 +745,7 @@ class Client:
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> "Client":
-        _check_str("connection_string", connection_string)
+        _check_str("connection_string", connection_string, empty=True)
         return cls(
             connection_string=connection_string,
             token_provider=token_provider,

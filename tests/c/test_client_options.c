@@ -98,7 +98,15 @@ static void test_client_options(void)
     o.version = PL_CLIENT_OPTIONS_VERSION;
     o.ca_file = ""; /* not "no file": NULL is the default bundle */
     CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
-    CHECK_STR(pl_error_last()->message, "opts.ca_file: must not be empty (NULL: the default CA bundle)");
+    CHECK_STR(pl_error_last()->message, "ca_file: must not be empty (NULL: the default CA bundle)");
+    o.max_retries = 101; /* messages name the option as the bindings do */
+    CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "max_retries: must be -1..100");
+    o.max_retries = 3;
+    o.pool_size = -1;
+    CHECK_EQ(pl_client_new(&c, &o), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "pool_size: must be 0..1024");
+    o.pool_size = 0;
     o.ca_file = NULL;
     CHECK_EQ(pl_client_new(&c, &o), PL_OK);
     CHECK_STR(pl_client_endpoint(c), "http://127.0.0.1:1");

@@ -176,6 +176,7 @@ static void test_batch(void)
     pl_batch *empty = NULL;
     pl_batch_new(&empty);
     CHECK_EQ(pl_send_batch(client, "q1", empty), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "messages: must not be empty");
     pl_batch_free(empty);
 }
 

@@ -117,6 +117,9 @@ int main(void)
     CHECK(strstr(pl_error_last()->message, "control") != NULL);
     CHECK_EQ(pl_outgoing_add_string(m, "x", NULL), PL_EINVAL);
     CHECK_EQ(pl_outgoing_add_double(m, "x", INFINITY), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "property 'x': must be a finite number");
+    CHECK_EQ(pl_outgoing_add_datetime(m, "x", -1), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "property 'x': must be between 1970 and 9999");
     CHECK_EQ(pl_outgoing_add_int(NULL, "x", 1), PL_EINVAL);
     CHECK_EQ(pl_outgoing_set_content_type(m, "text/plain"), PL_OK);
     CHECK_EQ(pl_outgoing_set_content_type(m, "a\nb"), PL_EINVAL);

@@ -177,11 +177,13 @@ def test_bad_client_arguments(emu):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"endpoint": ""}, "opts.endpoint: must look like sb://host[:port]/"),
-        ({"key_name": "", "key": "v"}, "opts.key_name: must not be empty"),
-        ({"key_name": "k", "key": ""}, "opts.key: must not be empty"),
-        ({"key_name": "k", "key": "v", "ca_file": ""}, "opts.ca_file: must not be empty (NULL: the default CA bundle)"),
-        ({"key": "v"}, "opts.key_name: key_name and key go together"),
+        ({"endpoint": ""}, "endpoint: must look like sb://host[:port]/"),
+        ({"key_name": "", "key": "v"}, "key_name: must not be empty"),
+        ({"key_name": "k", "key": ""}, "key: must not be empty"),
+        ({"key_name": "k", "key": "v", "ca_file": ""}, "ca_file: must not be empty (NULL: the default CA bundle)"),
+        ({"key": "v"}, "key_name: key_name and key go together"),
+        ({"max_retries": 101}, "max_retries: must be -1..100"),
+        ({"pool_size": 1025}, "pool_size: must be 0..1024"),
     ],
 )
 def test_client_string_options_are_the_core_s_to_refuse(emu, kwargs, message):
@@ -404,3 +406,56 @@ except peeklock.Error as e:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "file descriptors" in out.stdout, (out.stdout, out.stderr)
+
+
+# Values the core refuses are refused by it alone: the package keeps no copy of the rule,
+# and the message is the core's (a Python copy said "messages must not be empty", etc.).
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda c: c.send_batch("q", []), "messages: must not be empty"),
+        (lambda c: c.send_batch("q", iter(())), "messages: must not be empty"),
+        (lambda c: c.send("q", b"x", properties={"F": float("inf")}), "property 'F': must be a finite number"),
+        (
+            lambda c: c.send("q", peeklock.OutgoingMessage(b"x", properties={"F": float("nan")})),
+            "property 'F': must be a finite number",
+        ),
+        (lambda c: peeklock.sas_token("", "k", "v"), "uri: must be a non-empty string"),
+        (lambda c: peeklock.sas_token("sb://ns/q", "", "v"), "key_name: must be a non-empty string"),
+        (lambda c: peeklock.sas_token("sb://ns/q", "k", ""), "key: must be a non-empty string"),
+        (lambda c: peeklock.parse_connection_string(""), "connection string: Endpoint is missing"),
+        (lambda c: peeklock.Client.from_connection_string(""), "connection string: Endpoint is missing"),
+    ],
+)
+def test_values_the_core_refuses_come_with_its_message(client, call, message):
+    with pytest.raises(peeklock.InvalidArgument) as ei:
+        call(client)
+    assert ei.value.code == peeklock.errors.PL_EINVAL and str(ei.value) == message
+
+
+def test_the_aio_client_takes_the_core_s_refusals(emu):
+    import asyncio
+
+    import peeklock.aio
+
+    with pytest.raises(peeklock.InvalidArgument, match="^connection string: Endpoint is missing$"):
+        peeklock.aio.Client.from_connection_string("")
+
+    async def main() -> None:
+        c = peeklock.aio.Client.from_connection_string(emu.connection_string)
+        try:
+            with pytest.raises(peeklock.InvalidArgument, match="^messages: must not be empty$"):
+                await c.send_batch("q", [])
+        finally:
+            await c.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_typed_float_property_is_the_core_s_to_refuse():
+    from peeklock.tools import parse_typed
+
+    assert parse_typed("F", "float", "1.5") == 1.5
+    f = parse_typed("F", "float", "inf")  # refused by the core when sent
+    with pytest.raises(peeklock.InvalidArgument, match="^property 'F': must be a finite number$"):
+        peeklock.OutgoingMessage(b"x", properties={"F": f})._build()

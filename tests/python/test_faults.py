@@ -170,3 +170,24 @@ def test_resend_opt_in_sends_again_after_a_lost_answer(emu, queue):
         assert "MessageId" in str(ei.value)
     finally:
         c.close()
+
+
+def test_the_fast_path_says_an_orphaned_lock_through_the_registered_warner(emu, queue):
+    # peek_lock's C method calls the callable client.py registers (no import of the
+    # package from the extension); a 500 after the server locked m1 orphans that lock
+    from peeklock import _core
+
+    said = []
+    c = peeklock.Client(f"http://127.0.0.1:{emu.port}", key_name=emu.key_name, key=emu.key)
+    c.send(queue, b"m", message_id="m1")
+    c.send(queue, b"m", message_id="m2")
+    emu.fault(operation="peek_lock", entity=queue, count=1, **MATRIX["faults"]["status_500_after"]["rule"])
+    _core.pl_py_set_orphan_warner(said.append)
+    try:
+        msg = c.peek_lock(queue, timeout=0)
+    finally:
+        _core.pl_py_set_orphan_warner(peeklock.client._warn_orphaned)
+    assert said == [queue] and c.stats()["orphaned_locks"] == 1
+    assert msg is not None and msg.message_id == "m2"
+    msg.complete()
+    c.close()

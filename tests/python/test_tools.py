@@ -69,8 +69,12 @@ def test_sas_token_lifetime_and_expiry_are_told_apart():
     tok = peeklock.sas_token("https://ns/q", "k", "v", lifetime=3600)
     se = int(tok.split("se=")[1].split("&")[0])
     assert abs(se - (time.time() + 3600)) < 60
-    with pytest.raises(ValueError, match="lifetime=3600"):
-        peeklock.sas_token("https://ns/q", "k", "v", 3600)  # 1970: refused
+    with pytest.raises(peeklock.InvalidArgument) as ei:
+        peeklock.sas_token("https://ns/q", "k", "v", 3600)  # 1970: refused by the core
+    assert str(ei.value) == (
+        "expiry: is an absolute time (Unix seconds) and 3600 is in 1970-2001; "
+        "for a token valid 3600 seconds from now pass now + 3600"
+    )
     with pytest.raises(TypeError):
         peeklock.sas_token("https://ns/q", "k", "v", time.time() + 60, lifetime=60)
     assert "se=2000000000" in peeklock.sas_token("https://ns/q", "k", "v", 2_000_000_000)
