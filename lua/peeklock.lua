@@ -486,7 +486,7 @@ end
 
 -- ------------------------------------------------------------------ helpers
 
---- peeklock.sas_token(resource_uri, key_name, key, expiry_unix) -> token | nil, err
+--- peeklock.sas_token(uri, key_name, key, expiry) -> token
 -- (arguments the core refuses raise at the caller's line)
 function M.sas_token(uri, key_name, key, expiry)
   check_string("sas_token", 1, uri)

@@ -274,7 +274,7 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       -- the core's refusals raise at the caller's line, in its words
       assert.equal("peeklock: parse_connection_string: connection string: part 2 has no '=' (expected "
                    .. "Name=Value) (invalid_argument)", H.refused(peeklock.parse_connection_string, "Endpoint=;nonsense"))
-      assert.equal("peeklock: sas_token: resource_uri: must be a non-empty string (invalid_argument)",
+      assert.equal("peeklock: sas_token: uri: must be a non-empty string (invalid_argument)",
                    H.refused(peeklock.sas_token, "", "k", "secret", 2000000000))
       -- an expiry that fits no int64_t (the C side's) is refused before it gets there
       for _, bad in ipairs({ math.huge, -math.huge, 0 / 0, 2 ^ 63 }) do
