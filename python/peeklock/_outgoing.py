@@ -45,6 +45,7 @@ class OutgoingMessage:
         "reply_to_session_id",
         "to",
         "via_partition_key",
+        "force_persistence",
         "resend",
     )
 
@@ -66,6 +67,7 @@ class OutgoingMessage:
         scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
         resend: bool = False,
         via_partition_key: Optional[str] = None,
+        force_persistence: Optional[bool] = None,
     ) -> None:
         self.body = _body_bytes(body)
         # Opt-in: a send whose answer is lost is sent again instead of raising
@@ -95,6 +97,9 @@ class OutgoingMessage:
         self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True, empty=True)
         self.to = _check_str("to", to, optional=True, empty=True)
         self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True, empty=True)
+        if force_persistence is not None and not isinstance(force_persistence, bool):
+            raise TypeError(f"force_persistence must be a bool, not {type(force_persistence).__name__}")
+        self.force_persistence = force_persistence
 
     def __repr__(self) -> str:
         return (
@@ -114,6 +119,8 @@ class OutgoingMessage:
             _core.pl_outgoing_set_time_to_live(h, self.time_to_live)
         if self.scheduled_enqueue_time is not None:
             _core.pl_outgoing_set_scheduled_enqueue_time(h, self.scheduled_enqueue_time)
+        if self.force_persistence is not None:
+            _core.pl_outgoing_set_force_persistence(h, 1 if self.force_persistence else 0)
         _add_properties(h, self.properties)
         if self.resend:
             _core.pl_outgoing_set_resend(h, 1)
