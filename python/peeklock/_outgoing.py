@@ -14,17 +14,19 @@ PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
 
 
-_BROKER_FIELDS = {
-    "message_id": "MessageId",
-    "label": "Label",
-    "correlation_id": "CorrelationId",
-    "session_id": "SessionId",
-    "partition_key": "PartitionKey",
-    "reply_to": "ReplyTo",
-    "reply_to_session_id": "ReplyToSessionId",
-    "to": "To",
-    "via_partition_key": "ViaPartitionKey",
-}
+# the settable BrokerProperties string fields, keyword -> wire name: the core's one
+# table (pl_broker_field_name/_arg, csrc/message.c); OutgoingMessage spells each keyword out
+def _core_broker_fields() -> Dict[str, str]:
+    fields: Dict[str, str] = {}
+    for i in range(_core.pl_broker_field_count()):
+        arg, name = _core.pl_broker_field_arg(i), _core.pl_broker_field_name(i)
+        if arg is None or name is None:  # (not for 0 <= i < count)
+            raise ImportError(f"peeklock: the core has no broker field {i}")
+        fields[arg] = name
+    return fields
+
+
+_BROKER_FIELDS = _core_broker_fields()
 
 
 class OutgoingMessage:
