@@ -23,6 +23,21 @@ static const char *const field_args[PL_OUT_NFIELDS] = {
     "reply_to_session_id", "to",    "via_partition_key",
 };
 
+int pl_broker_field_count(void)
+{
+    return PL_OUT_NFIELDS;
+}
+
+const char *pl_broker_field_name(int i)
+{
+    return i >= 0 && i < PL_OUT_NFIELDS ? pl_outgoing_field_names[i] : NULL;
+}
+
+const char *pl_broker_field_arg(int i)
+{
+    return i >= 0 && i < PL_OUT_NFIELDS ? field_args[i] : NULL;
+}
+
 static const char *const received_string_fields[10] = {
     "MessageId",        "Label", "CorrelationId", "SessionId",       "PartitionKey", "ReplyTo",
     "ReplyToSessionId", "To",    "State",         "ViaPartitionKey",

@@ -299,6 +299,13 @@ PL_EXTERN int pl_outgoing_set_content_type(pl_outgoing *m, const char *content_t
  * MessageId) and, for MessageId, SessionId and PartitionKey, longer than 128
  * characters; pl_error_last() names the field as the bindings do ("message_id: ..."). */
 PL_EXTERN int pl_outgoing_set_broker(pl_outgoing *m, const char *field, const char *value);
+/* Those fields, for bindings that build their tables from the core: how many there
+ * are, and the i-th (0 <= i < pl_broker_field_count()) as the wire names it
+ * ("ReplyToSessionId") and as the bindings name the argument ("reply_to_session_id");
+ * NULL for any other i. */
+PL_EXTERN int pl_broker_field_count(void);
+PL_EXTERN const char *pl_broker_field_name(int i);
+PL_EXTERN const char *pl_broker_field_arg(int i);
 PL_EXTERN int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds);
 PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds);
 PL_EXTERN int pl_outgoing_set_force_persistence(pl_outgoing *m, int on);

@@ -14,17 +14,19 @@ PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
 
 
-_BROKER_FIELDS = {
-    "message_id": "MessageId",
-    "label": "Label",
-    "correlation_id": "CorrelationId",
-    "session_id": "SessionId",
-    "partition_key": "PartitionKey",
-    "reply_to": "ReplyTo",
-    "reply_to_session_id": "ReplyToSessionId",
-    "to": "To",
-    "via_partition_key": "ViaPartitionKey",
-}
+# the settable BrokerProperties string fields, keyword -> wire name: the core's one
+# table (pl_broker_field_name/_arg, csrc/message.c); OutgoingMessage spells each keyword out
+def _core_broker_fields() -> Dict[str, str]:
+    fields: Dict[str, str] = {}
+    for i in range(_core.pl_broker_field_count()):
+        arg, name = _core.pl_broker_field_arg(i), _core.pl_broker_field_name(i)
+        if arg is None or name is None:  # (not for 0 <= i < count)
+            raise ImportError(f"peeklock: the core has no broker field {i}")
+        fields[arg] = name
+    return fields
+
+
+_BROKER_FIELDS = _core_broker_fields()
 
 
 class OutgoingMessage:
@@ -45,6 +47,7 @@ class OutgoingMessage:
         "reply_to_session_id",
         "to",
         "via_partition_key",
+        "force_persistence",
         "resend",
     )
 
@@ -66,6 +69,7 @@ class OutgoingMessage:
         scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
         resend: bool = False,
         via_partition_key: Optional[str] = None,
+        force_persistence: Optional[bool] = None,
     ) -> None:
         self.body = _body_bytes(body)
         # Opt-in: a send whose answer is lost is sent again instead of raising
@@ -95,6 +99,9 @@ class OutgoingMessage:
         self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True, empty=True)
         self.to = _check_str("to", to, optional=True, empty=True)
         self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True, empty=True)
+        if force_persistence is not None and not isinstance(force_persistence, bool):
+            raise TypeError(f"force_persistence must be a bool, not {type(force_persistence).__name__}")
+        self.force_persistence = force_persistence
 
     def __repr__(self) -> str:
         return (
@@ -114,6 +121,8 @@ class OutgoingMessage:
             _core.pl_outgoing_set_time_to_live(h, self.time_to_live)
         if self.scheduled_enqueue_time is not None:
             _core.pl_outgoing_set_scheduled_enqueue_time(h, self.scheduled_enqueue_time)
+        if self.force_persistence is not None:
+            _core.pl_outgoing_set_force_persistence(h, 1 if self.force_persistence else 0)
         _add_properties(h, self.properties)
         if self.resend:
             _core.pl_outgoing_set_resend(h, 1)

@@ -488,6 +488,7 @@ class Client:
         to: Optional[str] = None,
         scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
         via_partition_key: Optional[str] = None,
+        force_persistence: Optional[bool] = None,
     ) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
@@ -504,6 +505,7 @@ class Client:
             reply_to_session_id,
             to,
             via_partition_key,
+            force_persistence,
         )
         # (a dict built from locals() cost ~9 us a send; most sends give none of them)
         kwargs = {} if given.count(None) == len(given) else {k: v for k, v in zip(_BROKER, given) if v is not None}

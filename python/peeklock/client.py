@@ -940,6 +940,7 @@ class Client:
         to: Optional[str] = None,
         scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
         via_partition_key: Optional[str] = None,
+        force_persistence: Optional[bool] = None,
     ) -> None:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
         (sent as UTF-8) or an OutgoingMessage; the keyword arguments are those of
@@ -960,6 +961,7 @@ class Client:
                 ("to", to),
                 ("scheduled_enqueue_time", scheduled_enqueue_time),
                 ("via_partition_key", via_partition_key),
+                ("force_persistence", force_persistence),
             )
             if v is not None
         }

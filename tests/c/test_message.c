@@ -61,7 +61,13 @@ int main(void)
     const char *const args[] = {"message_id",       "label",    "correlation_id",      "session_id",
                                 "partition_key",    "reply_to", "reply_to_session_id", "to",
                                 "via_partition_key"};
+    /* the table the bindings build theirs from: the same fields, names and words */
+    CHECK_EQ(pl_broker_field_count(), PL_OUT_NFIELDS);
+    CHECK(pl_broker_field_name(-1) == NULL && pl_broker_field_name(PL_OUT_NFIELDS) == NULL);
+    CHECK(pl_broker_field_arg(-1) == NULL && pl_broker_field_arg(PL_OUT_NFIELDS) == NULL);
     for (int i = 0; i < PL_OUT_NFIELDS; i++) {
+        CHECK_STR(pl_broker_field_name(i), pl_outgoing_field_names[i]);
+        CHECK_STR(pl_broker_field_arg(i), args[i]);
         CHECK_EQ(pl_outgoing_set_broker(m, pl_outgoing_field_names[i], ""), PL_EINVAL);
         char want[96];
         snprintf(want, sizeof want, "%s: must not be empty (leave it unset instead)", args[i]);

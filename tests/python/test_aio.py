@@ -67,6 +67,19 @@ async def test_send_puts_each_broker_keyword_in_its_field(aclient, queue):
     await msg.complete()
 
 
+async def test_send_force_persistence_reaches_broker_properties(aclient, queue):
+    from test_client import _sent_broker_properties
+
+    await aclient.send(queue, b"t", force_persistence=True)
+    await aclient.send(queue, b"f", force_persistence=False)
+    await aclient.send(queue, b"n")
+    got = {}
+    for _ in range(3):
+        m = await aclient.receive_and_delete(queue, timeout=5)
+        got[m.body] = _sent_broker_properties(m).get("ForcePersistence")
+    assert got == {b"t": True, b"f": False, b"n": None}
+
+
 @pytest.mark.parametrize("value", [0, -1, 1e9 + 1, float("nan")])
 async def test_max_renew_is_the_core_s_rule(aclient, queue, value):
     # the same rule and words as the blocking client (pl_max_renew_ms), before any poll

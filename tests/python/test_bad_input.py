@@ -24,6 +24,7 @@ from peeklock.client import _BROKER_FIELDS
         (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", properties={"P": "a\x00b"})), ValueError, "property 'P'"),
         (lambda c: c.send("q", b"x", label="a\x00b"), ValueError, "label"),
         (lambda c: c.send("q", b"x", message_id=5), TypeError, "message_id"),
+        (lambda c: c.send("q", b"x", force_persistence="yes"), TypeError, "force_persistence"),
         (lambda c: c.send("q", b"x", time_to_live=-1), ValueError, "time_to_live"),
         (lambda c: c.send("q", b"x", bogus=1), TypeError, "bogus"),
         (lambda c: c.send_batch("q", b"abc"), TypeError, "messages"),

@@ -197,3 +197,15 @@ def test_client_and_renewer_from_their_options_fields(emu, queue):
         _core.pl_renewer_new(c, jitter="0.1")
     with pytest.raises(TypeError, match="takes a pl_client"):
         _core.pl_renewer_new(m)
+
+
+def test_broker_fields_are_the_core_s_table():
+    # the keyword -> BrokerProperties name table is read from the core, and every
+    # field in it is a keyword of OutgoingMessage (send's keywords, test_bad_input)
+    from peeklock._outgoing import _BROKER_FIELDS
+
+    n = _core.pl_broker_field_count()
+    got = {_core.pl_broker_field_arg(i): _core.pl_broker_field_name(i) for i in range(n)}
+    assert _BROKER_FIELDS == got and got["reply_to_session_id"] == "ReplyToSessionId"
+    assert _core.pl_broker_field_arg(n) is None and _core.pl_broker_field_name(-1) is None
+    assert set(got) <= set(peeklock.OutgoingMessage.__slots__)

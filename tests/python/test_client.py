@@ -1,10 +1,12 @@
 """Every client operation against the emulator over real sockets."""
 
 import datetime as dt
+import json
 
 import pytest
 
 import peeklock
+from peeklock import _core
 from conftest import completed, wait_for
 
 
@@ -77,6 +79,24 @@ def test_send_outgoing_and_batch(client, emu, queue):
     assert got[1].properties == {"k": 1}
     assert [m.sequence_number for m in got] == [1, 2, 3, 4]
     assert client.receive_and_delete(queue, timeout=0) is None
+
+
+def _sent_broker_properties(msg):
+    """The BrokerProperties the emulator served for a received message (what it stored)."""
+    return json.loads(_core.pl_message_broker_properties_json(msg._h))
+
+
+def test_send_force_persistence_reaches_broker_properties(client, queue):
+    client.send(queue, b"t", force_persistence=True)
+    client.send(queue, b"f", force_persistence=False)
+    client.send(queue, b"n")
+    client.send(queue, peeklock.OutgoingMessage(b"o", force_persistence=True))
+    client.send_batch(queue, [peeklock.OutgoingMessage(b"b", force_persistence=False)])
+    got = {}
+    for _ in range(5):
+        m = client.receive_and_delete(queue, timeout=5)
+        got[m.body] = _sent_broker_properties(m).get("ForcePersistence")
+    assert got == {b"t": True, b"f": False, b"n": None, b"o": True, b"b": False}
 
 
 def test_abandon_redelivers_and_renew(client, emu, queue):
