@@ -563,6 +563,14 @@ int64_t pl_message_property_datetime(const pl_message *m, size_t i)
 {
     return (m && i < m->nprops && m->props[i].type == PL_PROP_DATETIME) ? m->props[i].i : -1;
 }
+const char *pl_lock_state_name(int state)
+{
+    static const char *const names[] = {
+        [PL_LOCK_NONE] = "none",       [PL_LOCK_HELD] = "held", [PL_LOCK_SETTLING] = "settling",
+        [PL_LOCK_SETTLED] = "settled", [PL_LOCK_LOST] = "lost", [PL_LOCK_UNKNOWN] = "unknown",
+    };
+    return (state >= 0 && state < (int)(sizeof names / sizeof names[0])) ? names[state] : NULL;
+}
 int pl_message_lock_state(const pl_message *m)
 {
     return m ? pl_message_state(m) : PL_LOCK_NONE;

@@ -10,6 +10,16 @@
 
 int main(void)
 {
+    /* Lock-state names: the one table the bindings build theirs from. */
+    CHECK_STR(pl_lock_state_name(PL_LOCK_NONE), "none");
+    CHECK_STR(pl_lock_state_name(PL_LOCK_HELD), "held");
+    CHECK_STR(pl_lock_state_name(PL_LOCK_SETTLING), "settling");
+    CHECK_STR(pl_lock_state_name(PL_LOCK_SETTLED), "settled");
+    CHECK_STR(pl_lock_state_name(PL_LOCK_LOST), "lost");
+    CHECK_STR(pl_lock_state_name(PL_LOCK_UNKNOWN), "unknown");
+    CHECK(pl_lock_state_name(PL_LOCK_UNKNOWN + 1) == NULL);
+    CHECK(pl_lock_state_name(-1) == NULL);
+
     /* Dates. */
     CHECK_EQ(pl_http_date_parse("Sat, 25 Oct 2014 00:56:48 GMT"), 1414198608);
     CHECK_EQ(pl_http_date_parse("Thu, 01 Jan 1970 00:00:00 GMT"), 0);
