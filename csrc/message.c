@@ -914,11 +914,11 @@ int pl_batch_add(pl_batch *b, const pl_outgoing *m)
     if (!m) return pl_error_inval("m", "must not be NULL");
     if (memchr(m->body, 0, m->body_len))
         return pl_error_inval(
-            "m", "a batched message body is carried as JSON text and must not contain NUL bytes");
+            "message", "a batched message body is carried as JSON text and must not contain NUL bytes");
     if (m->content_type)
-        return pl_error_inval("m", "a batched message cannot carry a content type (the service "
-                                   "marks every message of a batch \"application/xml; "
-                                   "charset=utf-8\"): send messages with a content type one by one");
+        return pl_error_inval("message", "a batched message cannot carry a content type (the service "
+                                         "marks every message of a batch \"application/xml; "
+                                         "charset=utf-8\"): send messages with a content type one by one");
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8;
         pl_outgoing **ni = realloc(b->items, cap * sizeof *ni);
