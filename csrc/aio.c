@@ -797,7 +797,8 @@ static int aio_settle(pl_aio *a, uint64_t *id, pl_message *m, int settle, int de
     int rc = detached ? (a ? PL_OK : pl_error_inval("a", "must not be NULL")) : check_aio(a, id);
     if (rc) return rc;
     if (!m) return pl_error_inval("m", "must not be NULL");
-    if (pl_message_client(m) != a->client) return pl_error_inval("m", "was received through another client");
+    if (pl_message_client(m) != a->client)
+        return pl_error_inval("message", "was received through another client");
     if (!m->location)
         return pl_error_set(PL_ESTATE, 0, 0,
                             "message was received with receive-and-delete: there is no lock");

@@ -578,6 +578,14 @@ int64_t pl_message_property_datetime(const pl_message *m, size_t i)
 {
     return (m && i < m->nprops && m->props[i].type == PL_PROP_DATETIME) ? m->props[i].i : -1;
 }
+const char *pl_lock_state_name(int state)
+{
+    static const char *const names[] = {
+        [PL_LOCK_NONE] = "none",       [PL_LOCK_HELD] = "held", [PL_LOCK_SETTLING] = "settling",
+        [PL_LOCK_SETTLED] = "settled", [PL_LOCK_LOST] = "lost", [PL_LOCK_UNKNOWN] = "unknown",
+    };
+    return (state >= 0 && state < (int)(sizeof names / sizeof names[0])) ? names[state] : NULL;
+}
 int pl_message_lock_state(const pl_message *m)
 {
     return m ? pl_message_state(m) : PL_LOCK_NONE;
@@ -921,11 +929,11 @@ int pl_batch_add(pl_batch *b, const pl_outgoing *m)
     if (!m) return pl_error_inval("m", "must not be NULL");
     if (memchr(m->body, 0, m->body_len))
         return pl_error_inval(
-            "m", "a batched message body is carried as JSON text and must not contain NUL bytes");
+            "message", "a batched message body is carried as JSON text and must not contain NUL bytes");
     if (m->content_type)
-        return pl_error_inval("m", "a batched message cannot carry a content type (the service "
-                                   "marks every message of a batch \"application/xml; "
-                                   "charset=utf-8\"): send messages with a content type one by one");
+        return pl_error_inval("message", "a batched message cannot carry a content type (the service "
+                                         "marks every message of a batch \"application/xml; "
+                                         "charset=utf-8\"): send messages with a content type one by one");
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8;
         pl_outgoing **ni = realloc(b->items, cap * sizeof *ni);

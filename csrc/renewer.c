@@ -789,10 +789,9 @@ int pl_renewer_add(pl_renewer *r, pl_message *m, long max_renew_ms)
     if (r->closing) {
         rc = pl_error_set(PL_ECLOSED, 0, 0, "renewer is closed");
     } else if (pl_message_state(m) != PL_LOCK_HELD) {
-        rc = pl_error_set(PL_ESTATE, 0, 0, "m: the message's lock is not held (state %d)",
-                          pl_message_state(m));
+        rc = pl_error_set(PL_ESTATE, 0, 0, "message: its lock is not held (state %d)", pl_message_state(m));
     } else if (pl_message_lock_duration_ms(m) <= 0) {
-        rc = pl_error_set(PL_EINVAL, 0, 0, "m: the message's lock duration is unknown");
+        rc = pl_error_set(PL_EINVAL, 0, 0, "message: its lock duration is unknown");
     } else {
         rn_entry *e = tab_find(r, m);
         if (e) { /* already renewed: the new handler start sets the cap */

@@ -42,14 +42,9 @@ local M = {
   Client = Client,
 }
 
-local LOCK_STATES = {
-  [core.PL_LOCK_NONE] = "none",
-  [core.PL_LOCK_HELD] = "held",
-  [core.PL_LOCK_SETTLING] = "settling",
-  [core.PL_LOCK_SETTLED] = "settled",
-  [core.PL_LOCK_LOST] = "lost",
-  [core.PL_LOCK_UNKNOWN] = "unknown",
-}
+-- lock-state names from the core (pl_lock_state_name: nil past the last state)
+local LOCK_STATES = {}
+for st = core.PL_LOCK_NONE, core.PL_LOCK_UNKNOWN do LOCK_STATES[st] = core.pl_lock_state_name(st) end
 
 -- ------------------------------------------------------------------ received messages
 

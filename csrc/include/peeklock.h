@@ -350,6 +350,11 @@ typedef struct pl_message pl_message;
 /* a complete or unlock whose outcome could not be known: it may or may not have
  * been settled; any later settle returns PL_EUNKNOWN */
 #define PL_LOCK_UNKNOWN 5
+/* Static name of a lock state ("none", "held", "settling", "settled", "lost",
+ * "unknown" for PL_LOCK_NONE..PL_LOCK_UNKNOWN); NULL for a number that is no
+ * state, so bindings build their tables from the core by walking from
+ * PL_LOCK_NONE up to the first NULL. */
+PL_EXTERN const char *pl_lock_state_name(int state);
 
 /* Custom property types, as the server typed them from the header's form. */
 #define PL_PROP_STRING   1

@@ -319,7 +319,7 @@ local function build_batch(fname, list)
     if rc == core.PL_EINVAL then -- the core's rule (a content type, a NUL byte in the body)
       local message = select(4, core.last_error())
       core.release(b)
-      error(("bad message #%d to '%s' (%s)"):format(i, fname, (message:gsub("^m: ", ""))), user_level())
+      error(("bad message #%d to '%s' (%s)"):format(i, fname, message), user_level())
     end
     if rc < 0 then return fail_build(b, rc, fname) end
   end

@@ -79,9 +79,9 @@ log = logging.getLogger("peeklock")
 _core.pl_py_set_error_factory(_errors.from_code)
 
 # Lock states (csrc/include/peeklock.h).
-LOCK_NONE, LOCK_HELD, LOCK_SETTLING, LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = 0, 1, 2, 3, 4, 5
+LOCK_NONE, LOCK_HELD, LOCK_SETTLING = _core.PL_LOCK_NONE, _core.PL_LOCK_HELD, _core.PL_LOCK_SETTLING
+LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = _core.PL_LOCK_SETTLED, _core.PL_LOCK_LOST, _core.PL_LOCK_UNKNOWN
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
-_STATE_NAMES = {0: "none", 1: "held", 2: "settling", 3: "settled", 4: "lost", 5: "unknown"}
 _E_CLOSED = _errors.PL_ECLOSED
 _FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_FINISH_UNKNOWN, _core.PL_FINISH_CLOSED)
 _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
@@ -322,7 +322,7 @@ class Message:
     def state(self) -> str:
         """ "none" (receive-and-delete), "held", "settling", "settled", "lost" or
         "unknown" (a complete or abandon whose outcome could not be known)."""
-        return _STATE_NAMES.get(_core.pl_message_lock_state(self._h), "unknown")
+        return _core.pl_lock_state_name(_core.pl_message_lock_state(self._h)) or "unknown"
 
     @property
     def outcome(self) -> Optional[str]:

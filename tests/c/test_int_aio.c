@@ -122,6 +122,16 @@ static void test_operations(void)
     /* errors come back as the blocking calls give them */
     CHECK_EQ(aio_finish(aio, pl_aio_peek_lock(aio, &id, "no-such-queue", 0), &id, &m), PL_ENOTFOUND);
     CHECK(pl_aio_peek_lock(aio, &id, "", 0) == PL_EINVAL);
+    /* a message received through another client: refused, named as the user calls it */
+    pl_client *other = NULL;
+    REQUIRE(pl_client_new_from_connection_string(&other, pl_test_connection_string()) == PL_OK);
+    send_one("aq", "a4");
+    REQUIRE(pl_peek_lock(&m, other, "aq", 5) == PL_OK);
+    CHECK_EQ(pl_aio_complete(aio, &id, m), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "message: was received through another client");
+    CHECK_EQ(pl_complete(other, m), PL_OK);
+    pl_message_free(m);
+    pl_client_free(other);
 }
 
 /* A waiting long poll cancelled: completes with PL_ECANCELED at once, and a message

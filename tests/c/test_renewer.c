@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "peeklock.h"
+#include "message_int.h"
 #include "renewer_int.h"
 
 #include "support.h"
@@ -563,7 +564,16 @@ static void phase_errors(void)
     CHECK(strstr(pl_error_last()->message, "max_renew_ms") != NULL);
     CHECK_EQ(pl_complete(client, m), PL_OK);
     CHECK_EQ(pl_renewer_add(r, m, 0), PL_ESTATE); /* settled: nothing to renew */
-    CHECK_EQ(pl_renewer_remove(r, m), PL_OK);     /* never added: fine */
+    CHECK_STR(pl_error_last()->message, "message: its lock is not held (state 3)");
+    /* a held message whose lock duration was never learned: refused, named as the
+     * bindings' users call it */
+    pl_message *nodur = pl_message_alloc();
+    REQUIRE(nodur);
+    pl_message_set_state(nodur, PL_LOCK_HELD);
+    CHECK_EQ(pl_renewer_add(r, nodur, 0), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "message: its lock duration is unknown");
+    pl_message_free(nodur);
+    CHECK_EQ(pl_renewer_remove(r, m), PL_OK); /* never added: fine */
     pl_event *ev = (pl_event *)1;
     CHECK_EQ(pl_renewer_next_event(&ev, r), PL_EMPTY);
     CHECK(ev == NULL);

@@ -148,8 +148,8 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
         client:send_batch(q, { "a", { body = "{}", content_type = "application/json" } })
       end)
       assert.is_false(ok)
-      assert.matches("peeklock_spec%.lua:%d+: bad message #2 to 'send_batch' %(a batched message cannot "
-        .. "carry a content type .*one by one%)", tostring(err))
+      assert.matches("peeklock_spec%.lua:%d+: bad message #2 to 'send_batch' %(message: a batched message "
+        .. "cannot carry a content type .*one by one%)", tostring(err))
       assert.equal(0, #emu:messages(q))
       -- sent on its own, the content type arrives
       assert(client:send(q, "{}", { content_type = "application/json" }))

@@ -163,6 +163,25 @@ def test_code_names_are_the_cores_list():
     assert _core.pl_code_name(2) is None
 
 
+def test_lock_state_names_and_numbers_are_the_cores():
+    # the LOCK_* numbers and Message.state's names come from peeklock.h / pl_lock_state_name
+    from peeklock import client as pc
+
+    names = ["none", "held", "settling", "settled", "lost", "unknown"]
+    consts = [pc.LOCK_NONE, pc.LOCK_HELD, pc.LOCK_SETTLING, pc.LOCK_SETTLED, pc.LOCK_LOST, pc.LOCK_UNKNOWN]
+    assert consts == [
+        _core.PL_LOCK_NONE,
+        _core.PL_LOCK_HELD,
+        _core.PL_LOCK_SETTLING,
+        _core.PL_LOCK_SETTLED,
+        _core.PL_LOCK_LOST,
+        _core.PL_LOCK_UNKNOWN,
+    ]
+    assert [_core.pl_lock_state_name(st) for st in consts] == names
+    assert _core.pl_lock_state_name(pc.LOCK_UNKNOWN + 1) is None
+    assert _core.pl_lock_state_name(-1) is None
+
+
 def test_client_and_renewer_from_their_options_fields(emu, queue):
     """pl_client_new and pl_renewer_new take their options structs' fields as keywords:
     a field named is set, the others keep pl_*_options_init's defaults; a keyword that
