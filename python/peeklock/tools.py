@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from ._outgoing import OutgoingMessage
+from ._outgoing import _BROKER_FIELDS, OutgoingMessage
 from .errors import Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
@@ -58,18 +58,8 @@ def parent_of(dlq_path: str) -> str:
 # message copies and records
 # --------------------------------------------------------------------------
 
-_COPIED = (
-    "message_id",
-    "label",
-    "correlation_id",
-    "session_id",
-    "partition_key",
-    "reply_to",
-    "reply_to_session_id",
-    "to",
-    "via_partition_key",
-    "content_type",
-)
+# the broker fields a message carries over (the core's table, as send takes them), and its content type
+_COPIED = (*_BROKER_FIELDS, "content_type")
 
 
 def to_outgoing(
