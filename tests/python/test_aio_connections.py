@@ -56,6 +56,8 @@ async def test_a_kept_connection_the_server_closes_costs_nothing_and_is_replaced
     engine drops it once rather than waking for it again and again, and the next
     operation opens a new connection."""
     served = []
+    answered = asyncio.Event()  # the client has its answer: the connection is idle
+    closed = asyncio.Event()  # the server has closed it
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -65,8 +67,10 @@ async def test_a_kept_connection_the_server_closes_costs_nothing_and_is_replaced
         # kept alive as far as the client knows, then closed while idle
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
         await writer.drain()
-        await asyncio.sleep(0.2)
+        await answered.wait()
         writer.close()
+        await writer.wait_closed()
+        closed.set()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -75,7 +79,8 @@ async def test_a_kept_connection_the_server_closes_costs_nothing_and_is_replaced
     [engine] = set(os.listdir("/proc/self/task")) - before
     try:
         await c.send("q", b"one")
-        await asyncio.sleep(0.5)  # the server has closed the idle connection
+        answered.set()
+        await closed.wait()  # the server has closed the idle connection
         ticks = _engine_ticks(engine)
         await asyncio.sleep(1.0)
         assert _engine_ticks(engine) - ticks <= 1  # asleep, not woken by the closed socket
