@@ -208,7 +208,7 @@ PL_PY_OUT_OBJECT(pl_aio)
 %typemap(argout) pl_aio_stats *out {
     Py_XDECREF($result);
     $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "submitted", (unsigned long long)tmp$argnum.submitted,
         "completed", (unsigned long long)tmp$argnum.completed,
         "pending", (unsigned long long)tmp$argnum.pending,
@@ -216,7 +216,8 @@ PL_PY_OUT_OBJECT(pl_aio)
         "max_pending", (unsigned long long)tmp$argnum.max_pending,
         "cancelled", (unsigned long long)tmp$argnum.cancelled,
         "cancel_abandoned", (unsigned long long)tmp$argnum.cancel_abandoned,
-        "op_bytes", (unsigned long long)tmp$argnum.op_bytes));
+        "op_bytes", (unsigned long long)tmp$argnum.op_bytes,
+        "background", (unsigned long long)tmp$argnum.background));
 }
 %apply int PL_STATUS { int pl_aio_stats_get };
 

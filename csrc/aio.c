@@ -63,16 +63,24 @@
  * between two requests of a consumer); raised to the most transfers ever in
  * flight at once. */
 #define AIO_MIN_CONNS 8
+/* How long a cancelled receive on the wire still listens for an answer the
+ * server may already be sending: a server that took a lock just before the
+ * cancel answers within moments, and that lock is then unlocked at once
+ * instead of staying hidden for a lock duration. A receive that is only
+ * waiting (nothing to take) is stopped when this runs out. The caller is not
+ * kept waiting: this is the engine's own work (pl_aio_stats.background). */
+#define AIO_CANCEL_GRACE_MS 500
 /* Longest wait for the sockets with nothing due (woken earlier by events). */
 #define AIO_IDLE_WAIT_MS 3600000
 
 struct pl_aio_done {
     uint64_t id;
-    int kind;        /* PL_AIO_* (= PL_OP_*) */
-    int state;       /* AIO_ST_* */
-    int cancel;      /* 0, AIO_CANCEL or AIO_CLOSE */
-    int cancel_seen; /* the thread has acted on it */
-    int detached;    /* no completion: an unlock for a cancelled receive */
+    int kind;              /* PL_AIO_* (= PL_OP_*) */
+    int state;             /* AIO_ST_* */
+    int cancel;            /* 0, AIO_CANCEL or AIO_CLOSE */
+    int cancel_seen;       /* the thread has acted on it */
+    int64_t cancel_due_ms; /* a cancelled receive on the wire: when to stop it */
+    int detached;          /* no completion: an unlock for a cancelled receive */
     pl_request *req;
     pl_message *m; /* settles: the message (a reference) */
     pl_call call;
@@ -618,6 +626,10 @@ static void handle_cancel(pl_aio *a, pl_aio_done *op)
     /* take in whatever is already here before deciding */
     drive_one(a, op->easy);
     if (answer_started(op)) return; /* report() unlocks a peek-lock's message */
+    if (op->cancel == AIO_CANCEL && !a->closing && !op->cancel_due_ms) {
+        op->cancel_due_ms = pl_now_mono_ms() + AIO_CANCEL_GRACE_MS; /* listen a little longer */
+        return;
+    }
     transfer_release(a, op, 0);
     op->state = AIO_ST_NEW;
     complete_cancelled(a, op);
@@ -638,6 +650,13 @@ static void *aio_main(void *arg)
             if (op->cancel && !op->cancel_seen) {
                 op->cancel_seen = 1;
                 handle_cancel(a, op);
+                if (op->cancel_due_ms && op->cancel_due_ms - now < wait)
+                    wait = (long)(op->cancel_due_ms - now);
+            } else if (op->cancel_due_ms && op->state == AIO_ST_INFLIGHT) {
+                if (op->cancel_due_ms <= now || a->closing)
+                    handle_cancel(a, op); /* the grace ran out: stopped unless its answer began */
+                else if (op->cancel_due_ms - now < wait)
+                    wait = (long)(op->cancel_due_ms - now);
             } else if (op->state == AIO_ST_NEW || (op->state == AIO_ST_WAIT && op->due_ms <= now)) {
                 start_attempt(a, op);
             } else if (op->state == AIO_ST_WAIT && op->due_ms - now < wait) {
@@ -994,6 +1013,9 @@ int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out)
     if (!out) return pl_error_inval("out", "must not be NULL");
     pthread_mutex_lock(&a->mu);
     *out = a->st;
+    out->background = 0;
+    for (pl_aio_done *op = a->ops; op; op = op->next)
+        if (op->detached || op->cancel) out->background++;
     pthread_mutex_unlock(&a->mu);
     pl_error_ok();
     return PL_OK;

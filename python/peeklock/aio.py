@@ -166,6 +166,18 @@ class _Engine:
             _client._log_completion(_OPERATIONS.get(submit, "request"), entity, res[0], res[1], res[6], res[3])
         return res
 
+    async def wind_down(self, limit: float = 10.0) -> None:
+        """Waits (up to ``limit`` seconds) for the work the engine finishes on its
+        own: cancelled receives still listening for an answer that may be on its
+        way, and the unlocks of locks that reached nobody. It signals no event of
+        its own, so this looks every 20 ms, and only while there is some."""
+        deadline = time.monotonic() + limit
+        while _core.pl_aio_stats_get(self._a)["background"]:
+            if time.monotonic() > deadline:
+                log.warning("cancelled receives and their unlocks still under way after %.0f s", limit)
+                return
+            await asyncio.sleep(0.02)
+
     def pending(self) -> List["asyncio.Future[_Result]"]:
         return list(self._futs.values())
 
@@ -726,6 +738,8 @@ class _Processor:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, watcher, return_exceptions=True)
+            if not self.client._closed:  # the drain's cancelled receives leave nothing locked
+                await self.client._engine.wind_down()
             for sig, h in old.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, h)

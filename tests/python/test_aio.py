@@ -266,6 +266,25 @@ async def test_a_lock_that_reached_a_cancelled_receive_is_abandoned(aclient, emu
     await msg.complete()
 
 
+async def test_a_lock_taken_just_before_the_cancel_is_abandoned(aclient, emu, queue):
+    # the server has taken the lock and its answer is on its way (held back 300 ms after
+    # the lock) when the receive is cancelled: the engine still listens for it, and
+    # releases the lock at once instead of leaving it hidden for a lock duration
+    await aclient.send(queue, b"x", message_id="e")
+    emu.fault(operation="peek_lock", after=True, delay_ms=300, count=1)
+    task = asyncio.ensure_future(aclient.peek_lock(queue, timeout=5))
+    await until(lambda: [m["locked"] for m in emu.messages(queue)] == [True])
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await until(lambda: aclient.stats()["aio"]["background"] == 0)
+    assert aclient.stats()["aio"]["cancel_abandoned"] == 1
+    assert [m["locked"] for m in emu.messages(queue)] == [False]
+    msg = await aclient.peek_lock(queue, timeout=5)
+    assert msg.delivery_count == 2
+    await msg.complete()
+
+
 def _cpu_ticks(stat_path):
     """User + system CPU clock ticks of a process or thread (/proc/.../stat)."""
     with open(stat_path) as f:
