@@ -63,24 +63,16 @@
  * between two requests of a consumer); raised to the most transfers ever in
  * flight at once. */
 #define AIO_MIN_CONNS 8
-/* How long a cancelled receive on the wire still listens for an answer the
- * server may already be sending: a server that took a lock just before the
- * cancel answers within moments, and that lock is then unlocked at once
- * instead of staying hidden for a lock duration. A receive that is only
- * waiting (nothing to take) is stopped when this runs out. The caller is not
- * kept waiting: this is the engine's own work (pl_aio_stats.background). */
-#define AIO_CANCEL_GRACE_MS 500
 /* Longest wait for the sockets with nothing due (woken earlier by events). */
 #define AIO_IDLE_WAIT_MS 3600000
 
 struct pl_aio_done {
     uint64_t id;
-    int kind;              /* PL_AIO_* (= PL_OP_*) */
-    int state;             /* AIO_ST_* */
-    int cancel;            /* 0, AIO_CANCEL or AIO_CLOSE */
-    int cancel_seen;       /* the thread has acted on it */
-    int64_t cancel_due_ms; /* a cancelled receive on the wire: when to stop it */
-    int detached;          /* no completion: an unlock for a cancelled receive */
+    int kind;        /* PL_AIO_* (= PL_OP_*) */
+    int state;       /* AIO_ST_* */
+    int cancel;      /* 0, AIO_CANCEL or AIO_CLOSE */
+    int cancel_seen; /* the thread has acted on it */
+    int detached;    /* no completion: an unlock for a cancelled receive */
     pl_request *req;
     pl_message *m; /* settles: the message (a reference) */
     pl_call call;
@@ -626,10 +618,6 @@ static void handle_cancel(pl_aio *a, pl_aio_done *op)
     /* take in whatever is already here before deciding */
     drive_one(a, op->easy);
     if (answer_started(op)) return; /* report() unlocks a peek-lock's message */
-    if (op->cancel == AIO_CANCEL && !a->closing && !op->cancel_due_ms) {
-        op->cancel_due_ms = pl_now_mono_ms() + AIO_CANCEL_GRACE_MS; /* listen a little longer */
-        return;
-    }
     transfer_release(a, op, 0);
     op->state = AIO_ST_NEW;
     complete_cancelled(a, op);
@@ -650,13 +638,6 @@ static void *aio_main(void *arg)
             if (op->cancel && !op->cancel_seen) {
                 op->cancel_seen = 1;
                 handle_cancel(a, op);
-                if (op->cancel_due_ms && op->cancel_due_ms - now < wait)
-                    wait = (long)(op->cancel_due_ms - now);
-            } else if (op->cancel_due_ms && op->state == AIO_ST_INFLIGHT) {
-                if (op->cancel_due_ms <= now || a->closing)
-                    handle_cancel(a, op); /* the grace ran out: stopped unless its answer began */
-                else if (op->cancel_due_ms - now < wait)
-                    wait = (long)(op->cancel_due_ms - now);
             } else if (op->state == AIO_ST_NEW || (op->state == AIO_ST_WAIT && op->due_ms <= now)) {
                 start_attempt(a, op);
             } else if (op->state == AIO_ST_WAIT && op->due_ms - now < wait) {
@@ -890,20 +871,18 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
         pl_error_ok();
         return PL_OK;
     }
-    /* A completion not yet taken: a peek-lock's is withdrawn and its lock released. */
-    pl_aio_done *prev = NULL;
-    for (pl_aio_done *d = a->done_head; d; prev = d, d = d->next) {
+    /* A completion not yet taken: a peek-lock's message is withdrawn (the lock
+     * released at once) and the completion, still the one that follows, says
+     * PL_ECANCELED instead. */
+    for (pl_aio_done *d = a->done_head; d; d = d->next) {
         if (d->id != id) continue;
-        if (d->kind != PL_OP_PEEKLOCK) break;
-        if (prev)
-            prev->next = d->next;
-        else
-            a->done_head = d->next;
-        if (a->done_tail == d) a->done_tail = prev;
-        if (!a->done_head) fd_clear(a);
+        if (d->kind != PL_OP_PEEKLOCK || d->code == PL_ECANCELED) break;
         pl_message *got = d->msg;
         d->msg = NULL;
-        op_free(d);
+        d->code = PL_ECANCELED;
+        d->http_status = d->retryable = 0;
+        snprintf(d->text, sizeof d->text, "cancelled");
+        a->st.cancelled++;
         pthread_mutex_unlock(&a->mu);
         if (got) {
             if (pl_aio_unlock_detached(a, got) != PL_OK) { /* closed: the lock expires on its own */

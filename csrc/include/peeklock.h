@@ -706,13 +706,13 @@ PL_EXTERN int pl_aio_unlock_detached(pl_aio *a, pl_message *m);
  * completion says PL_ECANCELED; a receive-and-delete that got a message
  * completes with it (PL_OK), since the message is already deleted.
  * A peek-lock completion still queued (not yet taken by pl_aio_next) is
- * withdrawn: its lock is unlocked at once and counted; no completion follows.
- * A receive still waiting listens half a second more for an answer the server
- * may already be sending (a lock taken just before the cancel is then unlocked
- * at once, as above), then its transfer is stopped; the completion follows
- * (pl_aio_stats.background counts such work until it ends). A server that locks
- * a message for a receive after that, before it notices the closed connection,
- * locks it for nobody: it comes back after its lock duration. A send or
+ * withdrawn: its lock is unlocked at once and counted, and the completion, still
+ * queued, says PL_ECANCELED without a message.
+ * Waiting receives are aborted (the transfer is stopped at once; a server that is
+ * serving the receive takes no message for a connection that has gone, but one
+ * cancelled before the server read it, or while the server was taking a lock
+ * for it, may still lock a message for nobody, which then comes back after its
+ * lock duration); a send or
  * settle already on the wire cannot be called back: PL_ESTATE, its completion
  * says what happened. PL_EINVAL for an id that is not pending (done and taken,
  * or never submitted). */
@@ -762,8 +762,8 @@ typedef struct pl_aio_stats {
                                   cancelled while it held one */
     uint64_t op_bytes;         /* engine memory per pending operation (excluding libcurl's) */
     uint64_t background;       /* pending operations nobody waits for, which the engine
-                                  finishes on its own: cancelled (or closed) ones winding
-                                  down, and the unlocks counted in cancel_abandoned */
+                                  finishes on its own: cancelled (or closed) ones not yet
+                                  ended, and the unlocks counted in cancel_abandoned */
 } pl_aio_stats;
 
 PL_EXTERN int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out);

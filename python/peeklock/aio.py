@@ -168,9 +168,9 @@ class _Engine:
 
     async def wind_down(self, limit: float = 10.0) -> None:
         """Waits (up to ``limit`` seconds) for the work the engine finishes on its
-        own: cancelled receives still listening for an answer that may be on its
-        way, and the unlocks of locks that reached nobody. It signals no event of
-        its own, so this looks every 20 ms, and only while there is some."""
+        own: cancelled operations not yet ended, and the unlocks of locks that
+        reached nobody (a cancelled receive or handler). The engine signals no
+        event for it, so this looks every 20 ms, and only while there is some."""
         deadline = time.monotonic() + limit
         while _core.pl_aio_stats_get(self._a)["background"]:
             if time.monotonic() > deadline:
@@ -738,7 +738,7 @@ class _Processor:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, watcher, return_exceptions=True)
-            if not self.client._closed:  # the drain's cancelled receives leave nothing locked
+            if not self.client._closed:  # the drain's background unlocks are done on return
                 await self.client._engine.wind_down()
             for sig, h in old.items():
                 loop.remove_signal_handler(sig)

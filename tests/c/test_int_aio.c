@@ -168,7 +168,8 @@ static void test_cancel_waiting(void)
 }
 
 /* A peek-lock completion not yet taken, cancelled: withdrawn, its lock released at
- * once (the message is available again, delivery count 2), counted. */
+ * once (the message is available again, delivery count 2), counted; the
+ * completion still comes, saying PL_ECANCELED. */
 static void test_cancel_withdraws(void)
 {
     REQUIRE(pl_test_entity("wq", "queue", 30, 10) / 100 == 2);
@@ -180,9 +181,17 @@ static void test_cancel_withdraws(void)
     pl_aio_stats before, after;
     pl_aio_stats_get(aio, &before);
     CHECK_EQ(pl_aio_cancel(aio, id), PL_OK);
-    CHECK_EQ(poll(&p, 1, 0), 0); /* nothing queued any more: the fd is quiet */
     pl_aio_stats_get(aio, &after);
     CHECK_EQ(after.cancel_abandoned, before.cancel_abandoned + 1);
+    /* the one completion of id still follows, without the message */
+    pl_aio_done *d = NULL;
+    REQUIRE(pl_aio_next(&d, aio) == PL_OK);
+    CHECK_EQ(pl_aio_done_id(d), id);
+    CHECK_EQ(pl_aio_done_code(d), PL_ECANCELED);
+    CHECK(pl_aio_done_take_message(d) == NULL);
+    pl_aio_done_free(d);
+    CHECK_EQ(pl_aio_next(&d, aio), PL_EMPTY);
+    CHECK_EQ(poll(&p, 1, 0), 0); /* nothing queued any more: the fd is quiet */
     pl_message *m = NULL;
     REQUIRE(pl_peek_lock(&m, client, "wq", 10) == PL_OK); /* the unlock lands soon */
     CHECK_STR(pl_message_id(m), "w1");
