@@ -64,7 +64,7 @@ __all__ = ["Client", "Message", "ProcessSummary"]
 log = logging.getLogger("peeklock.aio")
 
 _E_CLOSED = _errors.PL_ECLOSED
-_E_CANCELED = -19
+_E_CANCELED = _errors.PL_ECANCELED
 # what a completion carries: (code, http_status, retryable, text, message handle, orphaned,
 # attempts)
 _Result = Tuple[int, int, int, str, Any, int, int]
