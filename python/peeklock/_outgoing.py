@@ -5,7 +5,28 @@ the client, the asyncio client and the operator tools; imports none of them."""
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+import inspect
+import sys
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    ForwardRef,
+    Iterable,
+    Mapping,
+    Optional,
+    Tuple,
+    TypedDict,
+    TypeVar,
+    Union,
+)
+
+if TYPE_CHECKING:  # (only in annotations, which are not evaluated: no runtime dependency)
+    if sys.version_info >= (3, 11):
+        from typing import Unpack as Unpack
+    else:
+        from typing_extensions import Unpack as Unpack
 
 from . import _core
 from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _unix
@@ -27,6 +48,56 @@ def _core_broker_fields() -> Dict[str, str]:
 
 
 _BROKER_FIELDS = _core_broker_fields()
+
+
+class SendOptions(TypedDict, total=False):
+    """The keyword arguments of ``Client.send`` (sync and asyncio) and of
+    ``OutgoingMessage``: each may be left out or None (not set)."""
+
+    properties: Optional[Mapping[str, PropertyValue]]
+    message_id: Optional[str]
+    label: Optional[str]
+    content_type: Optional[str]
+    time_to_live: Optional[float]
+    correlation_id: Optional[str]
+    session_id: Optional[str]
+    partition_key: Optional[str]
+    reply_to: Optional[str]
+    reply_to_session_id: Optional[str]
+    to: Optional[str]
+    scheduled_enqueue_time: Union[int, float, _dt.datetime, None]
+    via_partition_key: Optional[str]
+    force_persistence: Optional[bool]
+
+
+_SEND_OPTIONS = frozenset(SendOptions.__annotations__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _check_options(options: Mapping[str, Any], where: str) -> None:
+    """A TypeError, as Python words it, for a keyword SendOptions does not have."""
+    for k in options:
+        if k not in _SEND_OPTIONS:
+            raise TypeError(f"{where}() got an unexpected keyword argument {k!r}")
+
+
+def _send_signature(func: _F) -> _F:
+    """func, whose ``**options`` are SendOptions, with a signature (inspect.signature,
+    help()) that spells those keywords out, before its own keyword-only ones."""
+    sig = inspect.signature(func)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    at = next((i for i, p in enumerate(params) if p.kind is p.KEYWORD_ONLY), len(params))
+    options = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=t.__forward_arg__ if isinstance(t, ForwardRef) else t,
+        )
+        for name, t in SendOptions.__annotations__.items()
+    ]
+    func.__signature__ = sig.replace(parameters=params[:at] + options + params[at:])  # type: ignore[attr-defined]
+    return func
 
 
 class OutgoingMessage:
@@ -51,30 +122,15 @@ class OutgoingMessage:
         "resend",
     )
 
-    def __init__(
-        self,
-        body: Body = b"",
-        *,
-        properties: Optional[Mapping[str, PropertyValue]] = None,
-        message_id: Optional[str] = None,
-        label: Optional[str] = None,
-        content_type: Optional[str] = None,
-        time_to_live: Optional[float] = None,
-        correlation_id: Optional[str] = None,
-        session_id: Optional[str] = None,
-        partition_key: Optional[str] = None,
-        reply_to: Optional[str] = None,
-        reply_to_session_id: Optional[str] = None,
-        to: Optional[str] = None,
-        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-        resend: bool = False,
-        via_partition_key: Optional[str] = None,
-        force_persistence: Optional[bool] = None,
-    ) -> None:
+    @_send_signature
+    def __init__(self, body: Body = b"", *, resend: bool = False, **options: Unpack[SendOptions]) -> None:
+        _check_options(options, "OutgoingMessage.__init__")
+        get = options.get
         self.body = _body_bytes(body)
         # Opt-in: a send whose answer is lost is sent again instead of raising
         # OutcomeUnknownError. Needs message_id and an entity with duplicate detection.
         self.resend = bool(resend)
+        properties = get("properties")
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
         self.properties: Dict[str, PropertyValue] = dict(properties or {})
@@ -84,21 +140,23 @@ class OutgoingMessage:
                 raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
             if isinstance(v, _dt.datetime):
                 _check_datetime_property(k, v)
-        self.content_type = _check_str("content_type", content_type, optional=True, empty=True)
-        ttl = _number(time_to_live, "time_to_live", optional=True)
+        self.content_type = _check_str("content_type", get("content_type"), optional=True, empty=True)
+        ttl = _number(get("time_to_live"), "time_to_live", optional=True)
         self.time_to_live = None if ttl is None else float(ttl)
-        self.scheduled_enqueue_time = (
-            None if scheduled_enqueue_time is None else _unix(scheduled_enqueue_time, "scheduled_enqueue_time")
+        when = get("scheduled_enqueue_time")
+        self.scheduled_enqueue_time = None if when is None else _unix(when, "scheduled_enqueue_time")
+        self.message_id = _check_str("message_id", get("message_id"), optional=True, empty=True)
+        self.label = _check_str("label", get("label"), optional=True, empty=True)
+        self.correlation_id = _check_str("correlation_id", get("correlation_id"), optional=True, empty=True)
+        self.session_id = _check_str("session_id", get("session_id"), optional=True, empty=True)
+        self.partition_key = _check_str("partition_key", get("partition_key"), optional=True, empty=True)
+        self.reply_to = _check_str("reply_to", get("reply_to"), optional=True, empty=True)
+        self.reply_to_session_id = _check_str(
+            "reply_to_session_id", get("reply_to_session_id"), optional=True, empty=True
         )
-        self.message_id = _check_str("message_id", message_id, optional=True, empty=True)
-        self.label = _check_str("label", label, optional=True, empty=True)
-        self.correlation_id = _check_str("correlation_id", correlation_id, optional=True, empty=True)
-        self.session_id = _check_str("session_id", session_id, optional=True, empty=True)
-        self.partition_key = _check_str("partition_key", partition_key, optional=True, empty=True)
-        self.reply_to = _check_str("reply_to", reply_to, optional=True, empty=True)
-        self.reply_to_session_id = _check_str("reply_to_session_id", reply_to_session_id, optional=True, empty=True)
-        self.to = _check_str("to", to, optional=True, empty=True)
-        self.via_partition_key = _check_str("via_partition_key", via_partition_key, optional=True, empty=True)
+        self.to = _check_str("to", get("to"), optional=True, empty=True)
+        self.via_partition_key = _check_str("via_partition_key", get("via_partition_key"), optional=True, empty=True)
+        force_persistence = get("force_persistence")
         if force_persistence is not None and not isinstance(force_persistence, bool):
             raise TypeError(f"force_persistence must be a bool, not {type(force_persistence).__name__}")
         self.force_persistence = force_persistence
@@ -177,16 +235,15 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
             raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
 
 
-# the keywords of send() (and OutgoingMessage) that set the message's broker fields
-_SEND_KEYWORDS = frozenset(OutgoingMessage.__slots__) - {"body", "properties", "resend"}
-
-
-def _outgoing_handle(
-    body: Union[Body, OutgoingMessage], properties: Optional[Mapping[str, PropertyValue]], kwargs: Dict[str, Any]
-) -> Any:
-    """The core's outgoing message for a send: body and properties, or an
-    OutgoingMessage alone; kwargs are the broker keywords that were given."""
-    if type(body) is bytes and not kwargs:
+def _outgoing_handle(body: Union[Body, OutgoingMessage], options: SendOptions, where: str) -> Any:
+    """The core's outgoing message for a send (``where``, named by a TypeError): body
+    and send()'s keywords, or an OutgoingMessage alone."""
+    properties = options.get("properties")
+    given = len(options) - ("properties" in options)  # how many broker keywords
+    if given:
+        _check_options(options, where)
+        given = sum(v is not None for k, v in options.items() if k != "properties")
+    if type(body) is bytes and not given:
         # fast path: no broker properties to validate
         if properties is not None and not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
@@ -195,7 +252,7 @@ def _outgoing_handle(
             _add_properties(h, properties)
         return h
     if isinstance(body, OutgoingMessage):
-        if properties is not None or kwargs:
+        if properties is not None or given:
             raise TypeError("pass either an OutgoingMessage or keyword properties, not both")
         return body._build()
-    return OutgoingMessage(body, properties=properties, **kwargs)._build()
+    return OutgoingMessage(body, **options)._build()

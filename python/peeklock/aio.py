@@ -23,7 +23,6 @@ so a cancelled receive hides no message.
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import inspect
 import logging
 import signal
@@ -31,6 +30,7 @@ import threading
 import time
 from types import TracebackType
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
@@ -53,23 +53,25 @@ from ._held import hold_failures
 from . import client as _client
 from . import errors as _errors
 from ._auth import TokenProvider
-from .client import Body, OutgoingMessage, PropertyValue
+from .client import Body, OutgoingMessage
+from ._outgoing import SendOptions, _send_signature
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from . import processor as _processor
 from .processor import ProcessSummary, RetryDelay, exponential_backoff
 from ._spans import no_context
+
+if TYPE_CHECKING:
+    from ._outgoing import Unpack
 
 __all__ = ["Client", "Message", "ProcessSummary"]
 
 log = logging.getLogger("peeklock.aio")
 
 _E_CLOSED = _errors.PL_ECLOSED
-_E_CANCELED = -19
+_E_CANCELED = _errors.PL_ECANCELED
 # what a completion carries: (code, http_status, retryable, text, message handle, orphaned,
 # attempts)
 _Result = Tuple[int, int, int, str, Any, int, int]
-# send()'s broker keywords in OutgoingMessage's order, the order send() gathers their values in
-_BROKER = tuple(k for k in OutgoingMessage.__slots__ if k in _client._SEND_KEYWORDS)
 # the operation each submit function starts, as the log records name it
 _OPERATIONS: Dict[Any, str] = {
     _core.pl_aio_send: "send",
@@ -482,46 +484,11 @@ class Client:
         await self.aclose()
 
     # ---- operations ----
-    async def send(
-        self,
-        entity: str,
-        body: Union[Body, OutgoingMessage] = b"",
-        *,
-        properties: Optional[Mapping[str, PropertyValue]] = None,
-        message_id: Optional[str] = None,
-        label: Optional[str] = None,
-        content_type: Optional[str] = None,
-        time_to_live: Optional[float] = None,
-        correlation_id: Optional[str] = None,
-        session_id: Optional[str] = None,
-        partition_key: Optional[str] = None,
-        reply_to: Optional[str] = None,
-        reply_to_session_id: Optional[str] = None,
-        to: Optional[str] = None,
-        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-        via_partition_key: Optional[str] = None,
-        force_persistence: Optional[bool] = None,
-    ) -> None:
+    @_send_signature
+    async def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", **options: Unpack[SendOptions]) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
-        given = (
-            content_type,
-            time_to_live,
-            scheduled_enqueue_time,
-            message_id,
-            label,
-            correlation_id,
-            session_id,
-            partition_key,
-            reply_to,
-            reply_to_session_id,
-            to,
-            via_partition_key,
-            force_persistence,
-        )
-        # (a dict built from locals() cost ~9 us a send; most sends give none of them)
-        kwargs = {} if given.count(None) == len(given) else {k: v for k, v in zip(_BROKER, given) if v is not None}
-        h = _client._outgoing_handle(body, properties, kwargs)
+        h = _client._outgoing_handle(body, options, "Client.send")
         self._check_open()
         self._sync._refresh_token()
         _raise_for(await self._engine.run(_core.pl_aio_send, entity, h))

@@ -50,15 +50,17 @@ from ._validate import (
 )
 from ._auth import ConnectionString, TokenProvider, management_authorization, parse_connection_string, sas_token
 from ._outgoing import _BROKER_FIELDS as _BROKER_FIELDS
-from ._outgoing import _SEND_KEYWORDS as _SEND_KEYWORDS
+from ._outgoing import SendOptions as SendOptions
 from ._outgoing import Body as Body
 from ._outgoing import OutgoingMessage as OutgoingMessage
 from ._outgoing import PropertyValue as PropertyValue
 from ._outgoing import _build_batch as _build_batch
 from ._outgoing import _outgoing_handle as _outgoing_handle
+from ._outgoing import _send_signature
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
 if TYPE_CHECKING:
+    from ._outgoing import Unpack
     from .management import EntityList
     from .processor import ProcessSummary, RetryDelay
     from .tools import ResubmitReport
@@ -922,50 +924,13 @@ class Client:
     # checked before, through an open client without a token provider, is one C call
     # (the GIL released around the request); any other call runs the body below.
     @_core.pl_py_method
-    def send(
-        self,
-        entity: str,
-        body: Union[Body, OutgoingMessage] = b"",
-        *,
-        properties: Optional[Mapping[str, PropertyValue]] = None,
-        message_id: Optional[str] = None,
-        label: Optional[str] = None,
-        content_type: Optional[str] = None,
-        time_to_live: Optional[float] = None,
-        correlation_id: Optional[str] = None,
-        session_id: Optional[str] = None,
-        partition_key: Optional[str] = None,
-        reply_to: Optional[str] = None,
-        reply_to_session_id: Optional[str] = None,
-        to: Optional[str] = None,
-        scheduled_enqueue_time: Union[int, float, _dt.datetime, None] = None,
-        via_partition_key: Optional[str] = None,
-        force_persistence: Optional[bool] = None,
-    ) -> None:
+    @_send_signature
+    def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", **options: Unpack[SendOptions]) -> None:
         """Sends one message to a queue or topic. ``body`` may be bytes, str
         (sent as UTF-8) or an OutgoingMessage; the keyword arguments are those of
         OutgoingMessage."""
         entity = _check_entity(entity)
-        kwargs: Dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("message_id", message_id),
-                ("label", label),
-                ("content_type", content_type),
-                ("time_to_live", time_to_live),
-                ("correlation_id", correlation_id),
-                ("session_id", session_id),
-                ("partition_key", partition_key),
-                ("reply_to", reply_to),
-                ("reply_to_session_id", reply_to_session_id),
-                ("to", to),
-                ("scheduled_enqueue_time", scheduled_enqueue_time),
-                ("via_partition_key", via_partition_key),
-                ("force_persistence", force_persistence),
-            )
-            if v is not None
-        }
-        h = _outgoing_handle(body, properties, kwargs)
+        h = _outgoing_handle(body, options, "Client.send")
         if self._closed:
             self._check_open()
         if self._token_provider is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from typing import Any, Dict, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type
 
 __all__ = [
     "Error",
@@ -58,35 +58,64 @@ __all__ = [
     "PL_ECANCELED",
 ]
 
-# Result codes of csrc/include/peeklock.h (never renumbered): the one table the
-# Python modules use (by name, never by number). tests/python/test_binding.py checks
-# it against the extension's constants; it is written out here because this module
-# imports without the extension.
-PL_OK = 0
-PL_EMPTY = 1
-PL_EINVAL = -1
-PL_ENOMEM = -2
-PL_EAUTH = -3
-PL_ENOTFOUND = -4
-PL_ELOCKLOST = -5
-PL_ETOOLARGE = -6
-PL_ETHROTTLED = -7
-PL_ESERVER = -8
-PL_ETIMEOUT = -9
-PL_ECONNECT = -10
-PL_EPROTOCOL = -11
-PL_EUNKNOWN = -12
-PL_EBADREQUEST = -13
-PL_ECONFLICT = -14
-PL_ESTATE = -15
-PL_ECLOSED = -16
-PL_EHTTP = -17
-PL_EINTERNAL = -18
-PL_ECANCELED = -19
+# Result codes: the names of csrc/include/peeklock.h, typed here; their numbers
+# are read from the core's one list of codes (pl_code_count, pl_code_at,
+# pl_code_name) the first time one is used, so this module imports without the
+# extension (a source tree with no build) and states no number of its own. The
+# Python modules use them by name, never by number.
+PL_OK: int
+PL_EMPTY: int
+PL_EINVAL: int
+PL_ENOMEM: int
+PL_EAUTH: int
+PL_ENOTFOUND: int
+PL_ELOCKLOST: int
+PL_ETOOLARGE: int
+PL_ETHROTTLED: int
+PL_ESERVER: int
+PL_ETIMEOUT: int
+PL_ECONNECT: int
+PL_EPROTOCOL: int
+PL_EUNKNOWN: int
+PL_EBADREQUEST: int
+PL_ECONFLICT: int
+PL_ESTATE: int
+PL_ECLOSED: int
+PL_EHTTP: int
+PL_EINTERNAL: int
+PL_ECANCELED: int
+CODE_NAMES: Dict[int, str]  # every code of the core -> its name ("PL_ELOCKLOST")
 
-CODE_NAMES: Dict[int, str] = {
-    code: name for name, code in list(globals().items()) if name.startswith("PL_") and isinstance(code, int)
-}
+
+def _code_names() -> Dict[int, str]:
+    """The core's codes by number, loaded into this module's globals once."""
+    names: Optional[Dict[int, str]] = globals().get("CODE_NAMES")
+    if names is None:
+        try:
+            from . import _core
+        except ImportError as e:
+            raise ImportError(
+                "peeklock's error codes come from the compiled extension peeklock._core, which "
+                "is not built here: install the package with `pip install .`"
+            ) from e
+        names = {}
+        for i in range(_core.pl_code_count()):
+            code = _core.pl_code_at(i)
+            names[code] = _core.pl_code_name(code) or str(code)
+        globals().update({name: code for code, name in names.items()})
+        globals()["CODE_NAMES"] = names  # last: a reader that sees it sees every name
+    return names
+
+
+if not TYPE_CHECKING:  # (hidden from mypy, which would accept any name through it)
+
+    def __getattr__(name: str) -> Any:
+        if name == "CODE_NAMES" or name.startswith("PL_"):
+            _code_names()
+            if name in globals():
+                return globals()[name]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Defence in depth: the C core never puts secrets in messages; this scrubs
 # anything that looks like one should a message ever carry it.
@@ -114,17 +143,22 @@ class Error(Exception):
     code: int
     retryable: bool
 
-    def __init__(self, message: str = "", *, status: int = 0, code: int = PL_EUNKNOWN, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str = "", *, status: int = 0, code: Optional[int] = None, retryable: bool = False
+    ) -> None:
         message = scrub(str(message))
         super().__init__(message)
         self.message = message
         self.status = int(status)
-        self.code = int(code)
+        self.code = int(code) if code is not None else _code_of("PL_EUNKNOWN")
         self.retryable = bool(retryable)
 
     @property
     def code_name(self) -> str:
-        return CODE_NAMES.get(self.code, str(self.code))
+        try:
+            return _code_names().get(self.code, str(self.code))
+        except ImportError:  # no extension: the number alone
+            return str(self.code)
 
     def __str__(self) -> str:
         if self.status:
@@ -213,32 +247,40 @@ class InternalError(Error):
     """A bug in peeklock."""
 
 
-_BY_CODE: Dict[int, Type[Error]] = {
-    PL_EINVAL: InvalidArgument,
-    PL_ENOMEM: Error,
-    PL_EAUTH: AuthError,
-    PL_ENOTFOUND: EntityNotFoundError,
-    PL_ELOCKLOST: LockLostError,
-    PL_ETOOLARGE: MessageTooLargeError,
-    PL_ETHROTTLED: ThrottledError,
-    PL_ESERVER: ServerError,
-    PL_ETIMEOUT: TimeoutError,
-    PL_ECONNECT: ConnectionError,
-    PL_EPROTOCOL: ProtocolError,
-    PL_EUNKNOWN: OutcomeUnknownError,
-    PL_EBADREQUEST: BadRequestError,
-    PL_ECONFLICT: ConflictError,
-    PL_ESTATE: StateError,
-    PL_ECLOSED: ClosedError,
-    PL_EHTTP: HTTPError,
-    PL_EINTERNAL: InternalError,
+# The class of each failure code (by the core's name); any other code raises Error.
+_BY_NAME: Dict[str, Type[Error]] = {
+    "PL_EINVAL": InvalidArgument,
+    "PL_ENOMEM": Error,
+    "PL_EAUTH": AuthError,
+    "PL_ENOTFOUND": EntityNotFoundError,
+    "PL_ELOCKLOST": LockLostError,
+    "PL_ETOOLARGE": MessageTooLargeError,
+    "PL_ETHROTTLED": ThrottledError,
+    "PL_ESERVER": ServerError,
+    "PL_ETIMEOUT": TimeoutError,
+    "PL_ECONNECT": ConnectionError,
+    "PL_EPROTOCOL": ProtocolError,
+    "PL_EUNKNOWN": OutcomeUnknownError,
+    "PL_EBADREQUEST": BadRequestError,
+    "PL_ECONFLICT": ConflictError,
+    "PL_ESTATE": StateError,
+    "PL_ECLOSED": ClosedError,
+    "PL_EHTTP": HTTPError,
+    "PL_EINTERNAL": InternalError,
 }
+
+
+def _code_of(name: str) -> int:
+    _code_names()
+    code: int = globals()[name]
+    return code
 
 
 def from_code(code: int, status: int = 0, retryable: int = 0, message: Optional[str] = None) -> Error:
     """The exception for a C result code (used by the extension module)."""
-    cls = _BY_CODE.get(code, Error)
-    if code == PL_ENOMEM:
+    name = _code_names().get(code, "")
+    cls = _BY_NAME.get(name, Error)
+    if name == "PL_ENOMEM":
         # Out of memory keeps the Python spelling too.
         return cls(message or "out of memory", status=status, code=code, retryable=bool(retryable))
-    return cls(message or CODE_NAMES.get(code, "error"), status=status, code=code, retryable=bool(retryable))
+    return cls(message or name or "error", status=status, code=code, retryable=bool(retryable))

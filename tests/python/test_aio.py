@@ -67,6 +67,15 @@ async def test_send_puts_each_broker_keyword_in_its_field(aclient, queue):
     await msg.complete()
 
 
+async def test_send_refuses_a_keyword_it_does_not_take(aclient, queue):
+    # (the keywords are those of peeklock.client.SendOptions, as for the sync send)
+    with pytest.raises(TypeError, match=r"Client\.send\(\) got an unexpected keyword argument 'ttl'"):
+        await aclient.send(queue, b"x", message_id="1", ttl=3)
+    await aclient.send(queue, b"y", message_id=None, label=None)  # None: not set
+    msg = await aclient.receive_and_delete(queue, timeout=5)
+    assert msg.body == b"y" and msg.label is None  # the refused send sent nothing
+
+
 async def test_send_force_persistence_reaches_broker_properties(aclient, queue):
     from test_client import _sent_broker_properties
 

@@ -161,6 +161,19 @@ def test_code_names_are_the_cores_list():
     codes = [_core.pl_code_at(i) for i in range(_core.pl_code_count())]
     assert peeklock.errors.CODE_NAMES == {c: _core.pl_code_name(c) for c in codes}
     assert _core.pl_code_name(2) is None
+    # each code of that list is peeklock.errors.<its C name>, with the C number,
+    # exported and typed int for mypy; and the module names no code the core lacks
+    errors = peeklock.errors
+    for c in codes:
+        name = _core.pl_code_name(c)
+        assert getattr(errors, name) == getattr(_core, name) == c, name
+        assert name in errors.__all__ and errors.__annotations__[name] == "int", name
+    assert {n for n in errors.__all__ if n.startswith("PL_")} == set(errors.CODE_NAMES.values())
+    assert errors.from_code(_core.PL_ESTATE, message="x").code_name == "PL_ESTATE"
+    assert type(errors.from_code(_core.PL_ECANCELED)) is errors.Error  # no class of its own
+    from peeklock import aio
+
+    assert aio._E_CANCELED == _core.PL_ECANCELED
 
 
 def test_lock_state_names_and_numbers_are_the_cores():

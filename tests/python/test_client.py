@@ -343,6 +343,40 @@ def test_message_getters(client, queue):
             getter.fget(object())
 
 
+def test_send_keywords_are_one_list(client, queue):
+    """Client.send, aio.Client.send and OutgoingMessage take the keywords of one
+    TypedDict (SendOptions): their signatures spell them out, in its order, and a
+    keyword it lacks is a TypeError naming it."""
+    import inspect
+
+    import peeklock.aio
+    from peeklock.client import SendOptions
+
+    options = list(SendOptions.__annotations__)
+    assert len(options) == 14 and options[0] == "properties"
+    sync = inspect.signature(peeklock.Client.send)
+    assert list(sync.parameters) == ["self", "entity", "body", *options]
+    assert list(inspect.signature(client.send).parameters) == ["entity", "body", *options]
+    assert inspect.signature(peeklock.aio.Client.send) == sync
+    assert list(inspect.signature(peeklock.OutgoingMessage).parameters) == ["body", *options, "resend"]
+    assert all(
+        sync.parameters[k].default is None and sync.parameters[k].kind is inspect.Parameter.KEYWORD_ONLY
+        for k in options
+    )
+    assert sync.parameters["message_id"].annotation == "Optional[str]"
+    with pytest.raises(TypeError, match=r"OutgoingMessage\.__init__\(\) got an unexpected keyword argument 'ttl'"):
+        peeklock.OutgoingMessage(b"x", ttl=3)
+    for body in (b"x", "x", peeklock.OutgoingMessage(b"x")):
+        with pytest.raises(TypeError, match=r"Client\.send\(\) got an unexpected keyword argument 'ttl'"):
+            client.send(queue, body, message_id="1", ttl=3)
+    assert client.peek_lock(queue, timeout=0) is None  # nothing was sent
+    # None is "not set", as when left out: the message goes as if given none
+    client.send(queue, b"n", **dict.fromkeys(options))
+    m = client.peek_lock(queue, timeout=5)
+    assert m.body == b"n" and m.label is None and m.correlation_id is None
+    m.complete()
+
+
 def test_c_methods_take_the_common_case_and_hand_on_the_rest(client, emu, queue):
     """send, peek_lock and complete are C methods for their common case; every
     other call runs the Python method each was made from (its __wrapped__), which

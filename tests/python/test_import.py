@@ -1,5 +1,6 @@
 """`import peeklock` works from a source tree with no extension built: the
-exceptions and the emulator load; the rest explains how to build."""
+exceptions and the emulator load; the rest (the code numbers included) explains
+how to build."""
 
 import os
 import subprocess
@@ -10,6 +11,13 @@ SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "pytho
 CODE = r"""
 import peeklock, peeklock.emulator, peeklock.testing
 assert issubclass(peeklock.LockLostError, peeklock.Error)
+assert repr(peeklock.LockLostError("gone", code=-5)) == "LockLostError('gone', status=0, code=-5)"
+try:  # the code numbers are the core's: none is written in Python
+    peeklock.errors.PL_ESTATE
+except ImportError as e:
+    assert "pip install ." in str(e), e
+else:
+    raise AssertionError("PL_ESTATE without the core")
 try:
     peeklock.Client
 except ImportError as e:

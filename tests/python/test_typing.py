@@ -33,12 +33,15 @@ def readme(client: peeklock.Client) -> None:
 def bad(client: peeklock.Client) -> None:
     client.peek_lock(42)
     client.send("orders", b"x", mesage_id="o-1")
+    client.send("orders", b"x", message_id="1", ttl=3)
+    peeklock.OutgoingMessage(b"x", message_id="1", ttl=3, resend=True)
     client.process("orders", print, concurency=4)
     peeklock.Client.from_connection_string("Endpoint=sb://x/", max_retrie=3)
 
 
 async def bad_async(aclient: peeklock.aio.Client) -> None:
     await aclient.send("orders", b"x", lable="l")
+    await aclient.send("orders", b"x", message_id="1", time_to_live="60")
     peeklock.aio.Client.from_connection_string("Endpoint=sb://x/", pool_sise=2)
 """
 
@@ -92,7 +95,11 @@ def test_user_code_is_checked_against_the_stubs(tmp_path):
     assert 'Unexpected keyword argument "concurency"' in r.stdout, r.stdout
     for typo in ("max_retrie", "lable", "pool_sise"):  # no **kwargs: Any on public calls
         assert f'Unexpected keyword argument "{typo}"' in r.stdout, r.stdout
-    assert r.stdout.count("error:") == 6, r.stdout
+    # send's keywords (one TypedDict) are checked by name and type, sync, async and OutgoingMessage
+    assert 'Unexpected keyword argument "ttl" for "send" of "Client"' in r.stdout, r.stdout
+    assert 'Unexpected keyword argument "ttl" for "OutgoingMessage"' in r.stdout, r.stdout
+    assert 'Argument "time_to_live" to "send" of "Client" has incompatible type "str"' in r.stdout, r.stdout
+    assert r.stdout.count("error:") == 9, r.stdout
 
 
 def test_emulator_passes_mypy():
