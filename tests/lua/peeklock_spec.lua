@@ -114,6 +114,28 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       msg:free()
     end)
 
+    it("takes every broker field of the core's table as an option, by send and send_batch", function()
+      local core, q = peeklock.core, queue()
+      local n = core.pl_broker_field_count()
+      assert.is_true(n >= 9)
+      for i = 0, n - 1 do
+        local arg, wire = core.pl_broker_field_arg(i), core.pl_broker_field_name(i)
+        for _, batch in ipairs({ false, true }) do
+          local v = ("%s-%s"):format(arg, batch and "b" or "s")
+          if batch then assert(client:send_batch(q, { { body = "x", [arg] = v } }))
+          else assert(client:send(q, "x", { [arg] = v })) end
+          local msg = assert(client:receive_and_delete(q, { timeout = 5 }))
+          assert.equal(v, core.pl_message_broker(msg._h, wire), wire) -- as the emulator stored it
+          assert.equal(v, msg[arg], arg)
+          msg:free()
+        end
+        -- the wire name is no option name, and nothing was sent
+        assert.has_error(function() client:send(q, "x", { [wire] = "v" }) end,
+          ("unknown option '%s' to 'send'"):format(wire))
+      end
+      assert.is_nil((client:receive_and_delete(q, { timeout = 0 })))
+    end)
+
     it("returns nil, nil when nothing arrives within the timeout", function()
       local q = queue()
       local msg, err = client:peek_lock(q, { timeout = 0 })
@@ -662,9 +684,8 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       held:free() -- completed through the attached copy
       assert.equal(1, peeklock.core.pl_max_renew_ms(0.0001))
       -- an empty broker string: refused for every field, by send and send_batch, nothing sent
-      local fields = { "message_id", "label", "correlation_id", "session_id", "partition_key", "reply_to",
-                       "reply_to_session_id", "to", "via_partition_key" }
-      for _, f in ipairs(fields) do
+      for i = 0, peeklock.core.pl_broker_field_count() - 1 do
+        local f = peeklock.core.pl_broker_field_arg(i)
         local want = ("bad option '%s' to 'send' (must not be empty (leave it unset instead))"):format(f)
         assert.equal(want, raised(function() client:send(q, "x", { [f] = "" }) end))
         want = ("bad option '%s' to 'send_batch' (must not be empty (leave it unset instead))"):format(f)
