@@ -843,6 +843,30 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.matches("^peeklock%.client: renewer_new: option 'max_connections' must be an integer that fits a C int",
                      H.refused(c.with_lock, c, "orders", function() end))
       c:close()
+      -- the raw natives, past the Lua layer's checks: each row's type and range (long rows
+      -- that no spec above reaches: a fraction or 2^63 is refused; jitter must be a number)
+      local core = peeklock.core
+      local _, raw = core.client_new({ endpoint = "http://127.0.0.1:1", key_name = "k", key = "v" })
+      for _, case in ipairs({ { "margin_floor_ms", 0.5, "must be an integer that fits a C long %(got 0%.5" },
+                              { "default_max_renew_ms", 2 ^ 63, "must be an integer that fits a C long %(got " },
+                              { "request_timeout_ms", "1", "must be a number$" },
+                              { "jitter", "0.1", "must be a number$" } }) do
+        local ok, e = pcall(core.renewer_new, raw, { [case[1]] = case[2] })
+        assert.is_false(ok)
+        assert.matches("renewer_new: option '" .. case[1] .. "' " .. case[3], e)
+      end
+      for _, case in ipairs({ { "retry_base_ms", -2 ^ 64, "must be an integer that fits a C long" },
+                              { "key_name", 7, "must be a string$" } }) do
+        local ok, e = pcall(core.client_new, { endpoint = "http://127.0.0.1:1", [case[1]] = case[2] })
+        assert.is_false(ok)
+        assert.matches("client_new: option '" .. case[1] .. "' " .. case[3], e)
+      end
+      -- a fitting value of every type is taken
+      local rc, r = core.renewer_new(raw, { margin_floor_ms = 500, default_max_renew_ms = 2000, jitter = 0,
+                                            max_connections = 1, request_timeout_ms = 1000 })
+      assert.equal(0, rc)
+      core.release(r)
+      core.release(raw)
       -- the raw binding: an int64_t argument that fits none
       for _, bad in ipairs({ math.huge, 0 / 0, 2 ^ 63, 0.5 }) do
         local ok, e = pcall(peeklock.core.pl_sas_token, "https://ns/q", "k", "v", bad)
