@@ -18,8 +18,12 @@
 %}
 
 %{
+#include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #include "pl_lua.h"
+/* The largest size_t an int64_t holds (pl_lua_integer_in's range is an int64_t's). */
+#define PL_LUA_SIZE_MAX ((uint64_t)SIZE_MAX < (uint64_t)INT64_MAX ? (int64_t)SIZE_MAX : INT64_MAX)
 #include "wire_int.h" /* PL_MAX_BODY_BYTES */
 /* SWIG's loader, under another name: luaopen_peeklock_core calls it. */
 #undef SWIG_init
@@ -104,15 +108,25 @@ PL_LUA_LIVE_HANDLE(pl_response)
   $2 = n;
 }
 
-/* int64_t: plain Lua numbers (integers on 5.4), through pl_lua_integer_in (an integer that
- * fits, checked before any cast: no fraction, NaN or infinity) and pl_lua_pushint64 (a plain
- * #if in a typemap would be SWIG's own, where LUA_VERSION_NUM is undefined). */
-%typemap(in, checkfn="lua_isnumber") int64_t {
-  if (!pl_lua_integer_in(L, $input, INT64_MIN, INT64_MAX, &$1)) {
-    pl_lua_pusherror(L, "%s: argument %d must be an integer that fits an int64_t", "$symname", $input);
+/* Integer arguments: plain Lua numbers (integers on 5.4), through pl_lua_integer_in (an
+ * integer that fits the C type, checked before any cast: no fraction, NaN, infinity or
+ * value out of range, which SWIG's own typemaps cast as they come, undefined or
+ * truncated), else an error naming the argument by its place in the Lua call. int64_t
+ * comes back through pl_lua_pushint64 (a plain #if in a typemap would be SWIG's own,
+ * where LUA_VERSION_NUM is undefined). */
+%define PL_LUA_INTEGER_IN(TYPE, LO, HI, WORDS)
+%typemap(in, checkfn="lua_isnumber") TYPE (int64_t v) {
+  if (!pl_lua_integer_in(L, $input, LO, HI, &v)) {
+    pl_lua_pusherror(L, "%s: argument %d must be an integer that fits " WORDS, "$symname", $input);
     SWIG_fail;
   }
+  $1 = (TYPE)v;
 }
+%enddef
+PL_LUA_INTEGER_IN(int, INT_MIN, INT_MAX, "an int")
+PL_LUA_INTEGER_IN(long, LONG_MIN, LONG_MAX, "a long")
+PL_LUA_INTEGER_IN(int64_t, INT64_MIN, INT64_MAX, "an int64_t")
+PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
 %typemap(out) int64_t { pl_lua_pushint64(L, $1); SWIG_arg++; }
 
 /* Integers stay integers on Lua 5.3+ (SWIG's default pushes floats). */

@@ -31,37 +31,40 @@ enum {
     PL_OPT_SCHEDULED,
     PL_OPT_PERSIST,
     PL_OPT_RESEND,
-    PL_OPT_PROPS,
-    PL_OPT_BROKER
+    PL_OPT_PROPS
 };
-#define PL_LUA_OPT(key, kind, field)                                                                         \
+/* The options other than the BrokerProperties string fields, which are the core's one
+ * table (pl_broker_field_arg/_name, csrc/message.c). */
+#define PL_LUA_OPT(key, kind)                                                                                \
     {                                                                                                        \
-        key, sizeof key - 1, kind, field                                                                     \
+        key, sizeof key - 1, kind                                                                            \
     }
 static const struct {
     const char *key;
     size_t len;
     int kind;
-    const char *field;
 } pl_lua_options[] = {
-    PL_LUA_OPT("body", PL_OPT_BODY, NULL),
-    PL_LUA_OPT("content_type", PL_OPT_CONTENT_TYPE, NULL),
-    PL_LUA_OPT("time_to_live", PL_OPT_TTL, NULL),
-    PL_LUA_OPT("scheduled_enqueue_time", PL_OPT_SCHEDULED, NULL),
-    PL_LUA_OPT("force_persistence", PL_OPT_PERSIST, NULL),
-    PL_LUA_OPT("resend", PL_OPT_RESEND, NULL),
-    PL_LUA_OPT("properties", PL_OPT_PROPS, NULL),
-    PL_LUA_OPT("message_id", PL_OPT_BROKER, "MessageId"),
-    PL_LUA_OPT("label", PL_OPT_BROKER, "Label"),
-    PL_LUA_OPT("correlation_id", PL_OPT_BROKER, "CorrelationId"),
-    PL_LUA_OPT("session_id", PL_OPT_BROKER, "SessionId"),
-    PL_LUA_OPT("partition_key", PL_OPT_BROKER, "PartitionKey"),
-    PL_LUA_OPT("reply_to", PL_OPT_BROKER, "ReplyTo"),
-    PL_LUA_OPT("reply_to_session_id", PL_OPT_BROKER, "ReplyToSessionId"),
-    PL_LUA_OPT("to", PL_OPT_BROKER, "To"),
-    PL_LUA_OPT("via_partition_key", PL_OPT_BROKER, "ViaPartitionKey"),
+    PL_LUA_OPT("body", PL_OPT_BODY),
+    PL_LUA_OPT("content_type", PL_OPT_CONTENT_TYPE),
+    PL_LUA_OPT("time_to_live", PL_OPT_TTL),
+    PL_LUA_OPT("scheduled_enqueue_time", PL_OPT_SCHEDULED),
+    PL_LUA_OPT("force_persistence", PL_OPT_PERSIST),
+    PL_LUA_OPT("resend", PL_OPT_RESEND),
+    PL_LUA_OPT("properties", PL_OPT_PROPS),
 };
 #undef PL_LUA_OPT
+
+/* The index of the core's broker field whose binding name is key (klen bytes, NULs
+ * included), or -1. The first byte is compared before any length. */
+static int pl_lua_broker_field(const char *key, size_t klen)
+{
+    int i, n = pl_broker_field_count();
+    for (i = 0; i < n; i++) {
+        const char *arg = pl_broker_field_arg(i);
+        if (arg[0] == key[0] && strlen(arg) == klen && memcmp(arg, key, klen) == 0) return i;
+    }
+    return -1;
+}
 
 /* An argument error found while building: its kind ("option", "unknown", "name",
  * "property"), the stack slots of the key and value at fault (0: none), what was expected. */
@@ -175,10 +178,18 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
     int t = lua_type(L, -1);
     lua_Number v;
     size_t i, n = sizeof pl_lua_options / sizeof pl_lua_options[0];
+    int f;
+    if (!key) return pl_lua_set_bad(L, bad, "unknown", 0, NULL);
     /* by length first: one memcmp for most keys (and a key with a NUL in it matches none) */
-    for (i = 0; key && i < n; i++)
+    for (i = 0; i < n; i++)
         if (klen == pl_lua_options[i].len && memcmp(key, pl_lua_options[i].key, klen) == 0) break;
-    if (!key || i == n) return pl_lua_set_bad(L, bad, "unknown", 0, NULL);
+    if (i == n) {
+        if ((f = pl_lua_broker_field(key, klen)) < 0) return pl_lua_set_bad(L, bad, "unknown", 0, NULL);
+        if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
+        if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "option", 1, "string without NUL bytes");
+        return pl_lua_set_value(L, bad,
+                                pl_outgoing_set_broker(m, pl_broker_field_name(f), lua_tostring(L, -1)));
+    }
     switch (pl_lua_options[i].kind) {
     case PL_OPT_BODY: return 0;
     case PL_OPT_CONTENT_TYPE:
@@ -200,14 +211,9 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
     case PL_OPT_RESEND:
         if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");
         return pl_outgoing_set_resend(m, lua_toboolean(L, -1));
-    case PL_OPT_PROPS:
+    default: /* PL_OPT_PROPS */
         if (t != LUA_TTABLE) return pl_lua_set_bad(L, bad, "option", 1, "table");
         return pl_lua_add_properties(L, m, lua_gettop(L), mt, unix_key, bad);
-    default:
-        if (t != LUA_TSTRING) return pl_lua_set_bad(L, bad, "option", 1, "string");
-        if (!pl_lua_whole(L, -1)) return pl_lua_set_bad(L, bad, "option", 1, "string without NUL bytes");
-        return pl_lua_set_value(L, bad,
-                                pl_outgoing_set_broker(m, pl_lua_options[i].field, lua_tostring(L, -1)));
     }
 }
 

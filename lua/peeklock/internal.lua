@@ -220,11 +220,12 @@ end
 
 -- ------------------------------------------------------------------ outgoing messages
 
-local BROKER_FIELDS = {
-  message_id = "MessageId", label = "Label", correlation_id = "CorrelationId",
-  session_id = "SessionId", partition_key = "PartitionKey", reply_to = "ReplyTo",
-  reply_to_session_id = "ReplyToSessionId", to = "To", via_partition_key = "ViaPartitionKey",
-}
+-- The settable BrokerProperties string fields, option name -> wire name: the core's one
+-- table (pl_broker_field_arg/_name, csrc/message.c), which core.outgoing_from reads too.
+local BROKER_FIELDS = {}
+for i = 0, core.pl_broker_field_count() - 1 do
+  BROKER_FIELDS[core.pl_broker_field_arg(i)] = core.pl_broker_field_name(i)
+end
 
 local DateTime = { __name = "peeklock.datetime" }
 DateTime.__index = DateTime

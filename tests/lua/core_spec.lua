@@ -75,6 +75,39 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     core.release(client)
   end)
 
+  it("refuses an integer argument that fits no C int, long or size_t, before any cast", function()
+    local function refused(pattern, f, ...)
+      local ok, err = pcall(f, ...)
+      assert.is_false(ok, pattern)
+      assert.matches(pattern, err, 1, true)
+    end
+    -- int: an infinity, 2^40 (a plain cast would keep its low bits: 0), a fraction, just past INT_MAX
+    for _, bad in ipairs({ math.huge, -math.huge, 0 / 0, 2 ^ 40, 0.5, 2 ^ 31, -2 ^ 31 - 1 }) do
+      refused("pl_check_timeout: argument 1 must be an integer that fits an int", core.pl_check_timeout, bad)
+    end
+    -- a fitting integer reaches the core, which judges its value
+    assert.equal(0, core.pl_check_timeout(30))
+    assert.equal(0, core.pl_check_timeout(30.0))
+    assert.equal(core.PL_EINVAL, core.pl_check_timeout(2 ^ 31 - 1))
+    assert.equal(core.PL_EINVAL, core.pl_check_timeout(-2 ^ 31))
+    -- long and size_t the same (refused before the call: nothing waits, nothing is read)
+    local _, client = core.client_new({ connection_string = CONN })
+    local _, r = core.renewer_new(client)
+    for _, bad in ipairs({ math.huge, 2 ^ 63, 0.5 }) do
+      refused("pl_renewer_wait_event: argument 2 must be an integer that fits a long", core.pl_renewer_wait_event,
+              r, bad)
+    end
+    local _, req = core.pl_request_receive(client, "q", 0, 1)
+    for _, bad in ipairs({ -1, 2 ^ 64, 1.5, math.huge }) do
+      refused("pl_request_header_name: argument 2 must be an integer that fits a size_t", core.pl_request_header_name,
+              req, bad)
+    end
+    assert.is_string(core.pl_request_header_name(req, 0))
+    core.release(req)
+    core.release(r)
+    core.release(client)
+  end)
+
   it("request_head joins the headers request_parts lists, as a raw HTTP/1.1 request needs them", function()
     local _, client = core.client_new({ connection_string = CONN })
     local _, m = core.pl_outgoing_new("body\0bytes")

@@ -114,6 +114,28 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       msg:free()
     end)
 
+    it("takes every broker field of the core's table as an option, by send and send_batch", function()
+      local core, q = peeklock.core, queue()
+      local n = core.pl_broker_field_count()
+      assert.is_true(n >= 9)
+      for i = 0, n - 1 do
+        local arg, wire = core.pl_broker_field_arg(i), core.pl_broker_field_name(i)
+        for _, batch in ipairs({ false, true }) do
+          local v = ("%s-%s"):format(arg, batch and "b" or "s")
+          if batch then assert(client:send_batch(q, { { body = "x", [arg] = v } }))
+          else assert(client:send(q, "x", { [arg] = v })) end
+          local msg = assert(client:receive_and_delete(q, { timeout = 5 }))
+          assert.equal(v, core.pl_message_broker(msg._h, wire), wire) -- as the emulator stored it
+          assert.equal(v, msg[arg], arg)
+          msg:free()
+        end
+        -- the wire name is no option name, and nothing was sent
+        assert.has_error(function() client:send(q, "x", { [wire] = "v" }) end,
+          ("unknown option '%s' to 'send'"):format(wire))
+      end
+      assert.is_nil((client:receive_and_delete(q, { timeout = 0 })))
+    end)
+
     it("returns nil, nil when nothing arrives within the timeout", function()
       local q = queue()
       local msg, err = client:peek_lock(q, { timeout = 0 })
@@ -662,9 +684,8 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       held:free() -- completed through the attached copy
       assert.equal(1, peeklock.core.pl_max_renew_ms(0.0001))
       -- an empty broker string: refused for every field, by send and send_batch, nothing sent
-      local fields = { "message_id", "label", "correlation_id", "session_id", "partition_key", "reply_to",
-                       "reply_to_session_id", "to", "via_partition_key" }
-      for _, f in ipairs(fields) do
+      for i = 0, peeklock.core.pl_broker_field_count() - 1 do
+        local f = peeklock.core.pl_broker_field_arg(i)
         local want = ("bad option '%s' to 'send' (must not be empty (leave it unset instead))"):format(f)
         assert.equal(want, raised(function() client:send(q, "x", { [f] = "" }) end))
         want = ("bad option '%s' to 'send_batch' (must not be empty (leave it unset instead))"):format(f)
@@ -822,6 +843,30 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.matches("^peeklock%.client: renewer_new: option 'max_connections' must be an integer that fits a C int",
                      H.refused(c.with_lock, c, "orders", function() end))
       c:close()
+      -- the raw natives, past the Lua layer's checks: each row's type and range (long rows
+      -- that no spec above reaches: a fraction or 2^63 is refused; jitter must be a number)
+      local core = peeklock.core
+      local _, raw = core.client_new({ endpoint = "http://127.0.0.1:1", key_name = "k", key = "v" })
+      for _, case in ipairs({ { "margin_floor_ms", 0.5, "must be an integer that fits a C long %(got 0%.5" },
+                              { "default_max_renew_ms", 2 ^ 63, "must be an integer that fits a C long %(got " },
+                              { "request_timeout_ms", "1", "must be a number$" },
+                              { "jitter", "0.1", "must be a number$" } }) do
+        local ok, e = pcall(core.renewer_new, raw, { [case[1]] = case[2] })
+        assert.is_false(ok)
+        assert.matches("renewer_new: option '" .. case[1] .. "' " .. case[3], e)
+      end
+      for _, case in ipairs({ { "retry_base_ms", -2 ^ 64, "must be an integer that fits a C long" },
+                              { "key_name", 7, "must be a string$" } }) do
+        local ok, e = pcall(core.client_new, { endpoint = "http://127.0.0.1:1", [case[1]] = case[2] })
+        assert.is_false(ok)
+        assert.matches("client_new: option '" .. case[1] .. "' " .. case[3], e)
+      end
+      -- a fitting value of every type is taken
+      local rc, r = core.renewer_new(raw, { margin_floor_ms = 500, default_max_renew_ms = 2000, jitter = 0,
+                                            max_connections = 1, request_timeout_ms = 1000 })
+      assert.equal(0, rc)
+      core.release(r)
+      core.release(raw)
       -- the raw binding: an int64_t argument that fits none
       for _, bad in ipairs({ math.huge, 0 / 0, 2 ^ 63, 0.5 }) do
         local ok, e = pcall(peeklock.core.pl_sas_token, "https://ns/q", "k", "v", bad)
