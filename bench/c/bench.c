@@ -1,8 +1,9 @@
 /* peeklock vs raw libcurl: the same HTTP requests, in one run, against a null
  * responder (nginx with canned replies) and against the emulator. Prints wall
  * time, client CPU per operation, signing + parsing cost, connection reuse,
- * and ratios. Figures only: nothing here asserts a target. The peek-lock +
- * complete pair also runs a third way, raw libcurl that parses BrokerProperties
+ * and ratios; and the socket floor under raw libcurl (the same send as bytes
+ * on a kept-alive socket, no HTTP library). Figures only: nothing here asserts
+ * a target. The peek-lock + complete pair also runs a third way, raw libcurl that parses BrokerProperties
  * with cJSON and looks up four fields, as a client reading them must: the floor
  * the mandated JSON library sets.
  *
@@ -13,7 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/perf_event.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -200,6 +205,70 @@ static sample raw_send_loop(raw *r, long n)
             exit(1);
         }
     sample_stop(&s, n, r->requests, r->reused);
+    return s;
+}
+
+/* ---- the socket floor: the same send as bytes on a kept-alive socket -------- */
+
+/* No HTTP library: what any client pays at least per request (the kernel's
+ * socket work and a write and a read), the floor under libcurl's own cost.
+ * http endpoints only; replies are read to their Content-Length. */
+typedef struct sock {
+    int fd;
+    char req[4096];
+    size_t req_len;
+    long requests;
+} sock;
+
+static void sock_init(sock *k, const raw *r)
+{
+    char host[256] = "", port[16] = "80";
+    if (sscanf(r->base, "http://%255[^:/]:%15[0-9]", host, port) < 1) die("socket floor: an http endpoint");
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0) die("socket floor: getaddrinfo");
+    k->fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (k->fd < 0 || connect(k->fd, ai->ai_addr, ai->ai_addrlen) != 0) die("socket floor: connect");
+    freeaddrinfo(ai);
+    int one = 1;
+    setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const char *path = strchr(r->base + 7, '/');
+    int n = snprintf(k->req, sizeof k->req,
+                     "POST %s/messages HTTP/1.1\r\nHost: %s:%s\r\nAccept: */*\r\n%s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     path, host, port, r->auth_hdr, strlen(PAYLOAD), PAYLOAD);
+    if (n < 0 || (size_t)n >= sizeof k->req) die("socket floor: request too long");
+    k->req_len = (size_t)n;
+    k->requests = 0;
+}
+
+/* One exchange; 0 when a 201 came whole. */
+static int sock_do(sock *k)
+{
+    if (write(k->fd, k->req, k->req_len) != (ssize_t)k->req_len) return -1;
+    char buf[8192];
+    size_t have = 0;
+    for (;;) {
+        ssize_t got = read(k->fd, buf + have, sizeof buf - 1 - have);
+        if (got <= 0) return -1;
+        have += (size_t)got;
+        buf[have] = 0;
+        char *end = strstr(buf, "\r\n\r\n");
+        if (!end) continue;
+        size_t body = 0;
+        for (const char *h = buf; h && h < end; h = strstr(h + 1, "\r\n"))
+            if (!strncasecmp(h, "\r\nContent-Length:", 17)) body = strtoul(h + 17, NULL, 10);
+        if (have >= (size_t)(end + 4 - buf) + body) break;
+    }
+    k->requests++;
+    return strncmp(buf, "HTTP/1.1 201", 12) ? -1 : 0;
+}
+
+static sample sock_send_loop(sock *k, long n)
+{
+    sample s = sample_start(k->requests, k->requests);
+    for (long i = 0; i < n; i++)
+        if (sock_do(k) != 0) die("socket floor: send");
+    sample_stop(&s, n, k->requests, k->requests);
     return s;
 }
 
@@ -432,9 +501,12 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
 {
     raw r;
     raw_init(&r, endpoint, kn, key);
+    sock so;
+    sock_init(&so, &r);
     /* warm-up: open the connections */
     pl_send_loop(c, 5);
     raw_send_loop(&r, 10);
+    sock_send_loop(&so, 10);
     pl_peek_complete_loop(c, 5);
     raw_peek_complete_loop(&r, 5);
     raw_json_peek_complete_loop(&r, 5);
@@ -444,7 +516,8 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
      * rounds is reported. Sends alternate which side goes first; the three pair loops
      * cycle through all six orders (so with a multiple of 6 rounds each loop runs in
      * each place, and after each other loop, equally often). */
-    static series ps, rs, pp, rp, rj;
+    static series ps, rs, ks, pp, rp, rj;
+    memset(&ks, 0, sizeof ks);
     memset(&ps, 0, sizeof ps);
     memset(&rs, 0, sizeof rs);
     memset(&pp, 0, sizeof pp);
@@ -453,9 +526,11 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
     for (int i = 0; i < rounds; i++) {
         if (i % 2) {
             add(&rs, raw_send_loop(&r, k));
+            add(&ks, sock_send_loop(&so, k));
             add(&ps, pl_send_loop(c, k));
         } else {
             add(&ps, pl_send_loop(c, k));
+            add(&ks, sock_send_loop(&so, k));
             add(&rs, raw_send_loop(&r, k));
         }
     }
@@ -472,10 +547,12 @@ static void run_target(const char *target, pl_client *c, const char *endpoint, c
         }
     }
     report(target, "send", 1, &ps, "raw", &rs);
+    report(target, "raw libcurl send", 1, &rs, "socket", &ks);
     report(target, "peek-lock + complete", 2, &pp, "raw", &rp);
     report(target, "raw+cJSON pair", 2, &rj, "raw", &rp);
     report(target, "peek-lock + complete", 2, &pp, "floor", &rj);
     raw_free(&r);
+    close(so.fd);
 }
 
 int main(int argc, char **argv)
