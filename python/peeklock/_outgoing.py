@@ -8,7 +8,7 @@ import datetime as _dt
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import _core
-from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _unix
+from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _timestamp, _unix
 
 PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
@@ -161,8 +161,7 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
         elif t is float:
             _core.pl_outgoing_add_double(h, k, v)
         elif isinstance(v, _dt.datetime):
-            _check_datetime_property(k, v)
-            _core.pl_outgoing_add_datetime(h, k, _unix(v, f"property {k!r}"))
+            _core.pl_outgoing_add_datetime(h, k, _timestamp(v))
         elif isinstance(v, bool):
             _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
         elif isinstance(v, int):
