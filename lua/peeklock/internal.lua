@@ -198,12 +198,12 @@ local function refuse_option(fname, key)
   error(("bad option '%s' to '%s' (%s)"):format(key, fname, (message:gsub("^[%w_]+: ", ""))), user_level())
 end
 
--- A receive timeout option in whole seconds (rounded down): a number here, its range the
--- core's (pl_check_timeout), refused as an option of this call with the core's words.
+-- A receive timeout option: a number here; its whole seconds (a fraction rounded up) and
+-- its range are the core's (pl_timeout_seconds), refused as an option of this call with
+-- the core's words.
 local function opt_timeout(fname, opts, key, dflt)
-  local v = opt_number(fname, opts, key, dflt)
-  local t = v >= 0x7fffffff and 0x7fffffff or v <= -1 and -1 or floor(v) -- a C int
-  if core.pl_check_timeout(t) < 0 then refuse_option(fname, key) end
+  local t = core.pl_timeout_seconds(opt_number(fname, opts, key, dflt))
+  if t < 0 then refuse_option(fname, key) end
   return t
 end
 
@@ -229,16 +229,14 @@ local BROKER_FIELDS = {
 local DateTime = { __name = "peeklock.datetime" }
 DateTime.__index = DateTime
 function DateTime.__tostring(d) return "peeklock.datetime(" .. tostring(d.unix) .. ")" end
---- Marks a Unix time (seconds) as a DateTime custom property.
+--- Marks a Unix time (seconds) as a DateTime custom property. A number here; the value
+--- (whole seconds of the years 1970..9999) is the core's (pl_check_datetime), refused in
+--- its words.
 local function datetime(unix)
-  -- a finite number of seconds: the C side makes an int64_t of it
-  if type(unix) ~= "number" or not (unix > -9.2e18 and unix < 9.2e18) then
-    argerror("datetime", 1, "finite number", unix)
-  end
-  -- the service types a DateTime only in whole seconds: a fraction would be lost
-  if unix ~= floor(unix) then
-    error(("bad argument #1 to 'datetime' (whole seconds expected, got %s: math.floor it, or send "
-      .. "the time as a string)"):format(tostring(unix)), user_level())
+  if type(unix) ~= "number" then argerror("datetime", 1, "number", unix) end
+  if core.pl_check_datetime("datetime", unix) < 0 then
+    local message = select(4, core.last_error())
+    error(("bad argument #1 to 'datetime' (%s)"):format((message:gsub("^property '[^']*': ", ""))), user_level())
   end
   return setmetatable({ unix = unix }, DateTime)
 end
@@ -261,7 +259,7 @@ local function outgoing_error(fname, h, what, key, a, b)
   elseif what == "unknown" then
     msg = ("unknown option '%s' to '%s'"):format(tostring(key), fname)
   elseif what == "datetime" then
-    msg = ("bad property '%s' in '%s' (peeklock.datetime with a finite, whole unix time expected)"):format(key, fname)
+    msg = ("bad property '%s' in '%s' (peeklock.datetime of a number expected)"):format(key, fname)
   elseif what == "name" then
     msg = ("bad property name in '%s' (string expected, got %s)"):format(fname, type(key))
   elseif what == "nul" then
