@@ -712,7 +712,7 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       if deadline then
         local left = deadline - core.pl_now_mono_ms()
         if left <= 0 and o.max_wait > 0 then break end
-        ropts.timeout = left > 0 and math.ceil(left / 1000) or 0
+        ropts.timeout = left > 0 and left / 1000 or 0 -- whole seconds, up: the core's (pl_timeout_seconds)
       else
         ropts.timeout = o.poll_timeout
       end
