@@ -824,15 +824,30 @@ int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value)
     return add_prop(m, name, PL_PROP_BOOL, pl_strdup(value ? "true" : "false"), value ? 1 : 0, value ? 1 : 0);
 }
 
-int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds)
+int pl_check_datetime(const char *name, double unix_seconds)
 {
-    if (unix_seconds < 0 || unix_seconds > 253402300799LL)
+    if (!(unix_seconds >= 0.0 && unix_seconds <= 253402300799.0)) /* NaN fails both */
         return pl_error_set(PL_EINVAL, 0, 0, "property '%.256s': must be between 1970 and 9999",
                             name ? name : "");
+    /* the service types a DateTime only in RFC 1123 form: a fraction would be lost */
+    if (unix_seconds != floor(unix_seconds))
+        return pl_error_set(
+            PL_EINVAL, 0, 0,
+            "property '%.256s': DateTime keeps whole seconds; round it or send it as a string",
+            name ? name : "");
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, double unix_seconds)
+{
+    int rc = pl_check_datetime(name, unix_seconds);
+    if (rc) return rc;
+    int64_t s = (int64_t)unix_seconds;
     char d[40], q[48];
-    pl_http_date_format(d, sizeof d, unix_seconds);
+    pl_http_date_format(d, sizeof d, s);
     snprintf(q, sizeof q, "\"%s\"", d);
-    return add_prop(m, name, PL_PROP_DATETIME, pl_strdup(q), unix_seconds, (double)unix_seconds);
+    return add_prop(m, name, PL_PROP_DATETIME, pl_strdup(q), s, unix_seconds);
 }
 
 static cJSON *broker_object(const pl_outgoing *m)

@@ -1,6 +1,7 @@
 /* Sans-I/O wire layer: builds the HTTP request of each operation and interprets
  * each response. Pure: no I/O, no clock, no threads. */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,11 +112,18 @@ int pl_check_entity(const char *entity)
     return rc;
 }
 
+int pl_timeout_seconds(double seconds)
+{
+    /* NaN fails both comparisons */
+    if (!(seconds >= 0.0 && seconds <= 300.0)) return pl_error_inval("timeout", "must be 0..300 seconds");
+    pl_error_ok();
+    return (int)ceil(seconds); /* up: a 0.5 s wait must not become a 0 s poll */
+}
+
 int pl_check_timeout(int timeout_s)
 {
-    if (timeout_s < 0 || timeout_s > 300) return pl_error_inval("timeout", "must be 0..300 seconds");
-    pl_error_ok();
-    return PL_OK;
+    int t = pl_timeout_seconds((double)timeout_s);
+    return t < 0 ? t : PL_OK;
 }
 
 int pl_wire_scope(char **out, const char *endpoint, const char *entity)

@@ -2,7 +2,6 @@
  * setters, in the options table's own order), and the blocking client's hot methods
  * (send, peek_lock, receive_and_delete), each one C call from the caller's line to the
  * core and back. */
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -150,18 +149,16 @@ static int pl_lua_add_properties(lua_State *L, pl_outgoing *m, int idx, int mt, 
                 lua_pop(L, 1);
             }
             if (!is_dt) return pl_lua_set_bad(L, bad, "property", 1, NULL);
-            lua_Number u;
-            int finite;
             lua_pushvalue(L, unix_key);
             lua_rawget(L, -2);
-            /* peeklock.datetime checked it, but a table's field can be changed afterwards:
-       * a non-number, NaN or out-of-range value would make the cast below undefined,
-       * and a fraction of a second would be lost (the service keeps whole seconds) */
-            u = lua_tonumber(L, -1);
-            finite = lua_type(L, -1) == LUA_TNUMBER && u > -9.2e18 && u < 9.2e18 && u == floor(u);
+            /* peeklock.datetime checked its type, but a table's field can be changed
+             * afterwards; the value (whole seconds, 1970..9999) is the core's to refuse */
+            if (lua_type(L, -1) != LUA_TNUMBER) {
+                lua_pop(L, 1);
+                return pl_lua_set_bad(L, bad, "datetime", 0, NULL);
+            }
+            rc = pl_outgoing_add_datetime(m, name, (double)lua_tonumber(L, -1));
             lua_pop(L, 1);
-            if (!finite) return pl_lua_set_bad(L, bad, "datetime", 0, NULL);
-            rc = pl_outgoing_add_datetime(m, name, (int64_t)floor(u));
         }
         }
         lua_pop(L, 1);
@@ -446,9 +443,8 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek)
             if (lua_type(L, -1) != LUA_TNUMBER || timeout != timeout)
                 return pl_lua_raise(L, "bad option 'timeout' to '%s' (number expected, got %s)", fname,
                                     luaL_typename(L, -1));
-            /* whole seconds, rounded down; clamped where a cast to int would be undefined */
-            t = timeout >= INT_MAX ? INT_MAX : timeout <= -1 ? -1 : (int)floor(timeout);
-            if (pl_check_timeout(t) < 0)
+            /* the core's whole seconds (a fraction rounded up) or its refusal */
+            if ((t = pl_timeout_seconds((double)timeout)) < 0)
                 return pl_lua_raise(L, "bad option 'timeout' to '%s' (%s)", fname, pl_lua_reason());
         }
         lua_settop(L, 4);

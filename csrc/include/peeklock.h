@@ -318,12 +318,16 @@ PL_EXTERN int pl_outgoing_set_resend(pl_outgoing *m, int on);
 /* Custom properties, each sent as its own header and typed by the server from
  * its form: strings quoted (inner quotes escaped), numbers bare, booleans
  * true/false, dates as quoted RFC 1123 GMT. Names must be HTTP tokens and not
- * reserved headers (PL_EINVAL otherwise). Adding an existing name replaces it. */
+ * reserved headers (PL_EINVAL otherwise). Adding an existing name replaces it.
+ * A DateTime is Unix seconds, whole (the service keeps it in whole seconds: a
+ * fraction is refused, not cut) and of the years 1970..9999: pl_check_datetime's
+ * rule. It takes a double so that a binding hands over a time as it has it and
+ * the core refuses the fraction. */
 PL_EXTERN int pl_outgoing_add_string(pl_outgoing *m, const char *name, const char *value);
 PL_EXTERN int pl_outgoing_add_int(pl_outgoing *m, const char *name, int64_t value);
 PL_EXTERN int pl_outgoing_add_double(pl_outgoing *m, const char *name, double value);
 PL_EXTERN int pl_outgoing_add_bool(pl_outgoing *m, const char *name, int value);
-PL_EXTERN int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, int64_t unix_seconds);
+PL_EXTERN int pl_outgoing_add_datetime(pl_outgoing *m, const char *name, double unix_seconds);
 
 typedef struct pl_batch pl_batch;
 PL_EXTERN int pl_batch_new(pl_batch **out);
@@ -458,6 +462,18 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * path segment or a control character; a receive timeout outside 0..300 seconds. */
 PL_EXTERN int pl_check_entity(const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
+/* A receive timeout as the bindings take it, in seconds (Python's and Lua's `timeout`,
+ * a processor's `poll_timeout`): its whole seconds for pl_peek_lock and
+ * pl_receive_and_delete, a fraction rounded up (0.5 s waits 1 s: it never becomes a
+ * 0 s poll), or PL_EINVAL for NaN, an infinity or a value outside 0..300 seconds
+ * (pl_error_last(): "timeout: must be 0..300 seconds"). pl_check_timeout is this rule
+ * for a whole number. */
+PL_EXTERN int pl_timeout_seconds(double seconds);
+/* A DateTime custom property's value, the rule of pl_outgoing_add_datetime on its own
+ * (a binding that takes a message now and builds it later checks it when it is made):
+ * PL_OK, or PL_EINVAL with pl_error_last() "property '<name>': ..." unless unix_seconds
+ * is whole Unix seconds of the years 1970..9999. */
+PL_EXTERN int pl_check_datetime(const char *name, double unix_seconds);
 /* A processor's option values (Python's processors, Lua's process), checked where
  * they are taken: PL_OK, or PL_EINVAL with pl_error_last() "<name>: ..." (or
  * "<name>: not a processor option"). The rules, by name:

@@ -198,12 +198,12 @@ local function refuse_option(fname, key)
   error(("bad option '%s' to '%s' (%s)"):format(key, fname, (message:gsub("^[%w_]+: ", ""))), user_level())
 end
 
--- A receive timeout option in whole seconds (rounded down): a number here, its range the
--- core's (pl_check_timeout), refused as an option of this call with the core's words.
+-- A receive timeout option: a number here; its whole seconds (a fraction rounded up) and
+-- its range are the core's (pl_timeout_seconds), refused as an option of this call with
+-- the core's words.
 local function opt_timeout(fname, opts, key, dflt)
-  local v = opt_number(fname, opts, key, dflt)
-  local t = v >= 0x7fffffff and 0x7fffffff or v <= -1 and -1 or floor(v) -- a C int
-  if core.pl_check_timeout(t) < 0 then refuse_option(fname, key) end
+  local t = core.pl_timeout_seconds(opt_number(fname, opts, key, dflt))
+  if t < 0 then refuse_option(fname, key) end
   return t
 end
 
@@ -230,16 +230,14 @@ end
 local DateTime = { __name = "peeklock.datetime" }
 DateTime.__index = DateTime
 function DateTime.__tostring(d) return "peeklock.datetime(" .. tostring(d.unix) .. ")" end
---- Marks a Unix time (seconds) as a DateTime custom property.
+--- Marks a Unix time (seconds) as a DateTime custom property. A number here; the value
+--- (whole seconds of the years 1970..9999) is the core's (pl_check_datetime), refused in
+--- its words.
 local function datetime(unix)
-  -- a finite number of seconds: the C side makes an int64_t of it
-  if type(unix) ~= "number" or not (unix > -9.2e18 and unix < 9.2e18) then
-    argerror("datetime", 1, "finite number", unix)
-  end
-  -- the service types a DateTime only in whole seconds: a fraction would be lost
-  if unix ~= floor(unix) then
-    error(("bad argument #1 to 'datetime' (whole seconds expected, got %s: math.floor it, or send "
-      .. "the time as a string)"):format(tostring(unix)), user_level())
+  if type(unix) ~= "number" then argerror("datetime", 1, "number", unix) end
+  if core.pl_check_datetime("datetime", unix) < 0 then
+    local message = select(4, core.last_error())
+    error(("bad argument #1 to 'datetime' (%s)"):format((message:gsub("^property '[^']*': ", ""))), user_level())
   end
   return setmetatable({ unix = unix }, DateTime)
 end
@@ -262,7 +260,7 @@ local function outgoing_error(fname, h, what, key, a, b)
   elseif what == "unknown" then
     msg = ("unknown option '%s' to '%s'"):format(tostring(key), fname)
   elseif what == "datetime" then
-    msg = ("bad property '%s' in '%s' (peeklock.datetime with a finite, whole unix time expected)"):format(key, fname)
+    msg = ("bad property '%s' in '%s' (peeklock.datetime of a number expected)"):format(key, fname)
   elseif what == "name" then
     msg = ("bad property name in '%s' (string expected, got %s)"):format(fname, type(key))
   elseif what == "nul" then
@@ -715,7 +713,7 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       if deadline then
         local left = deadline - core.pl_now_mono_ms()
         if left <= 0 and o.max_wait > 0 then break end
-        ropts.timeout = left > 0 and math.ceil(left / 1000) or 0
+        ropts.timeout = left > 0 and left / 1000 or 0 -- whole seconds, up: the core's (pl_timeout_seconds)
       else
         ropts.timeout = o.poll_timeout
       end

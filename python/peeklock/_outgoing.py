@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # (only in annotations, which are not evaluated: no runtime d
         from typing_extensions import Unpack as Unpack
 
 from . import _core
-from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _unix
+from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _timestamp, _unix
 
 PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
@@ -219,8 +219,7 @@ def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
         elif t is float:
             _core.pl_outgoing_add_double(h, k, v)
         elif isinstance(v, _dt.datetime):
-            _check_datetime_property(k, v)
-            _core.pl_outgoing_add_datetime(h, k, _unix(v, f"property {k!r}"))
+            _core.pl_outgoing_add_datetime(h, k, _timestamp(v))
         elif isinstance(v, bool):
             _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
         elif isinstance(v, int):

@@ -54,23 +54,22 @@ def _check_entity(entity: Any) -> str:
 
 
 def _check_timeout(timeout: Any, name: str = "timeout") -> int:
-    """Whole seconds (rounded up) for a receive timeout; its range is the
-    core's (pl_check_timeout), refused here under the caller's name for it."""
-    if type(timeout) is int:
-        t = timeout
-    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    """A receive timeout's whole seconds: its type here; its range and rounding
+    (a fraction up) are the core's (pl_timeout_seconds), refused under the
+    caller's name for it."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(timeout).__name__}")
-    elif math.isfinite(timeout):
-        t = math.ceil(timeout) if timeout >= 0 else math.floor(timeout)
-    else:
-        t = -1  # NaN, infinities: out of range
     try:
-        _core.pl_check_timeout(max(-1, min(t, _INT_MAX)))
-    except InvalidArgument as e:
-        if name == "timeout":
-            raise
-        raise InvalidArgument(str(e).replace("timeout", name, 1), code=e.code) from None
-    return int(t)
+        f = float(timeout)
+    except OverflowError:  # an int beyond a double: out of range all the same
+        f = math.inf
+    t = _core.pl_timeout_seconds(f)
+    if t < 0:
+        e = from_code(*_core.pl_py_error_last())
+        if name != "timeout":
+            raise InvalidArgument(str(e).replace("timeout", name, 1), code=e.code) from None
+        raise e
+    return t
 
 
 def _number(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
@@ -129,25 +128,29 @@ def _body_bytes(body: Any) -> bytes:
     raise TypeError(f"body must be bytes or str, not {type(body).__name__}")
 
 
+def _timestamp(value: _dt.datetime) -> float:
+    """Unix seconds of a datetime, a naive one taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    return value.timestamp()
+
+
 def _unix(value: Any, name: str) -> int:
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
-        return int(value.timestamp())
+        return int(_timestamp(value))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a datetime or Unix seconds, not {type(value).__name__}")
     return int(value)
 
 
-def _check_datetime_property(name: str, value: _dt.datetime) -> None:
-    """The service types a custom property DateTime only in RFC 1123 form, in whole
-    seconds: a fraction of a second would be lost on the way, so it is refused."""
-    if value.microsecond:
-        raise ValueError(
-            f"property {name!r}: {value.isoformat()} has a fraction of a second, which a "
-            "DateTime property cannot carry (the service keeps whole seconds): round it "
-            "(.replace(microsecond=0)) or send it as a string (.isoformat())"
-        )
+def _check_datetime_property(name: str, value: _dt.datetime) -> float:
+    """A DateTime property's Unix seconds; the rule (whole seconds, as the service
+    keeps them, of the years 1970..9999) is the core's (pl_check_datetime), refused
+    with its message."""
+    t = _timestamp(value)
+    if _core.pl_check_datetime(name, t) < 0:
+        raise from_code(*_core.pl_py_error_last())
+    return t
 
 
 def _from_unix(value: int) -> Optional[_dt.datetime]:

@@ -49,6 +49,7 @@ static void test_send_peek_complete(void)
     CHECK_EQ(pl_outgoing_add_double(o, "d", 2.5), PL_OK);
     CHECK_EQ(pl_outgoing_add_bool(o, "b", 1), PL_OK);
     CHECK_EQ(pl_outgoing_add_datetime(o, "t", 1414198608), PL_OK);
+    CHECK_EQ(pl_outgoing_add_datetime(o, "tf", 1414198608.5), PL_EINVAL); /* whole seconds only */
     CHECK_EQ(pl_send(client, "q1", o), PL_OK);
     pl_outgoing_free(o);
 
@@ -76,6 +77,7 @@ static void test_send_peek_complete(void)
         CHECK_EQ(pl_message_property_type(m, k), PL_PROP_STRING);
         CHECK_STR(pl_message_property_string(m, k), "say \"hi\"");
     }
+    CHECK_EQ(find_prop(m, "tf"), -1); /* the refused one was not sent */
     CHECK((k = find_prop(m, "i")) >= 0);
     if (k >= 0) {
         CHECK_EQ(pl_message_property_type(m, k), PL_PROP_INT);

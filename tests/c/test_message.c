@@ -136,6 +136,20 @@ int main(void)
     CHECK_STR(pl_error_last()->message, "property 'x': must be a finite number");
     CHECK_EQ(pl_outgoing_add_datetime(m, "x", -1), PL_EINVAL);
     CHECK_STR(pl_error_last()->message, "property 'x': must be between 1970 and 9999");
+    /* whole seconds only: the service would drop a fraction, so it is refused, not cut */
+    CHECK_EQ(pl_outgoing_add_datetime(m, "x", 1414198608.25), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message,
+              "property 'x': DateTime keeps whole seconds; round it or send it as a string");
+    CHECK_EQ(pl_check_datetime("y", 0.5), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message,
+              "property 'y': DateTime keeps whole seconds; round it or send it as a string");
+    CHECK_EQ(pl_outgoing_add_datetime(m, "x", NAN), PL_EINVAL);
+    CHECK_EQ(pl_outgoing_add_datetime(m, "x", INFINITY), PL_EINVAL);
+    CHECK_EQ(pl_outgoing_add_datetime(m, "x", 253402300800.0), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "property 'x': must be between 1970 and 9999");
+    CHECK_EQ(pl_check_datetime("x", 253402300799.0), PL_OK); /* 9999-12-31T23:59:59Z */
+    CHECK_EQ(pl_check_datetime("x", 0), PL_OK);
+    CHECK_EQ(m->nprops, 6); /* nothing refused was added */
     CHECK_EQ(pl_outgoing_add_int(NULL, "x", 1), PL_EINVAL);
     CHECK_EQ(pl_outgoing_set_content_type(m, "text/plain"), PL_OK);
     CHECK_EQ(pl_outgoing_set_content_type(m, "a\nb"), PL_EINVAL);

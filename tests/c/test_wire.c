@@ -328,6 +328,20 @@ static void requests(void)
     CHECK_EQ(pl_check_timeout(301), PL_EINVAL);
     CHECK_STR(pl_error_last()->message, "timeout: must be 0..300 seconds");
     CHECK_EQ(pl_check_timeout(-1), PL_EINVAL);
+    /* Seconds as the bindings take them: whole seconds, a fraction rounded up. */
+    CHECK_EQ(pl_timeout_seconds(0), 0);
+    CHECK_EQ(pl_error_last()->code, PL_OK);
+    CHECK_EQ(pl_timeout_seconds(0.5), 1); /* not a 0 s poll */
+    CHECK_EQ(pl_timeout_seconds(1e-9), 1);
+    CHECK_EQ(pl_timeout_seconds(5), 5);
+    CHECK_EQ(pl_timeout_seconds(5.01), 6);
+    CHECK_EQ(pl_timeout_seconds(299.5), 300);
+    CHECK_EQ(pl_timeout_seconds(300), 300);
+    const double bad_timeouts[] = {300.5, 301, -0.5, -1, NAN, INFINITY, -INFINITY, 1e300};
+    for (size_t i = 0; i < sizeof bad_timeouts / sizeof bad_timeouts[0]; i++) {
+        CHECK_EQ(pl_timeout_seconds(bad_timeouts[i]), PL_EINVAL);
+        CHECK_STR(pl_error_last()->message, "timeout: must be 0..300 seconds");
+    }
     /* A processor's options: each rule's edges, NaN, and the message by name. */
     static const struct {
         const char *name;

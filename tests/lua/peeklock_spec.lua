@@ -136,6 +136,27 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.is_nil((client:receive_and_delete(q, { timeout = 0 })))
     end)
 
+    it("waits a whole second for a timeout of half a second (the core rounds up)", function()
+      local q = queue()
+      -- pl_timeout_seconds: 0.5 s is a 1 s long poll, which the emulator holds for its second
+      -- (rounded down, it was a 0 s poll that answered at once)
+      for _, call in ipairs({ client.peek_lock, client.receive_and_delete }) do
+        local t0 = peeklock.core.pl_now_mono_ms()
+        local msg, err = call(client, q, { timeout = 0.5 })
+        assert.is_nil(msg)
+        assert.is_nil(err)
+        assert.is_true(peeklock.core.pl_now_mono_ms() - t0 >= 950)
+      end
+      -- the option checks of with_lock, process (poll_timeout) and peeklock.resty use the same
+      local I = require "peeklock.internal"
+      assert.equal(1, I.opt_timeout("process", { poll_timeout = 0.5 }, "poll_timeout", 5))
+      assert.equal(5, I.opt_timeout("process", {}, "poll_timeout", 5))
+      assert.equal("bad option 'poll_timeout' to 'process' (must be 0..300 seconds)",
+        H.refused(client.process, client, q, function() end, { poll_timeout = 300.5 }))
+      assert.equal("bad option 'timeout' to 'peek_lock' (must be 0..300 seconds)",
+        H.refused(client.peek_lock, client, q, { timeout = -0.5 }))
+    end)
+
     it("returns nil, nil when nothing arrives within the timeout", function()
       local q = queue()
       local msg, err = client:peek_lock(q, { timeout = 0 })
@@ -181,10 +202,17 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
 
     it("refuses a datetime with a fraction of a second and keeps whole seconds", function()
       local q = queue()
+      -- the core's rule (pl_check_datetime, pl_outgoing_add_datetime), in its words
       local ok, err = pcall(function() return peeklock.datetime(1700000000.25) end)
       assert.is_false(ok)
-      assert.matches("peeklock_spec%.lua:%d+: bad argument #1 to 'datetime' %(whole seconds expected",
-        tostring(err))
+      assert.matches("peeklock_spec%.lua:%d+: bad argument #1 to 'datetime' %(DateTime keeps whole seconds; "
+        .. "round it or send it as a string%)$", tostring(err))
+      -- changed after peeklock.datetime took it: the send refuses it, at the caller's line
+      local d = peeklock.datetime(1700000000)
+      d.unix = 1700000000.25
+      assert.equal("peeklock: send: property 'At': DateTime keeps whole seconds; round it or send it as a "
+        .. "string (invalid_argument)", H.refused(client.send, client, q, "d", { properties = { At = d } }))
+      assert.equal(0, #emu:messages(q))
       assert(client:send(q, "d", { properties = { At = peeklock.datetime(1700000001) } }))
       local m = assert(client:receive_and_delete(q, { timeout = 5 }))
       assert.equal("Tue, 14 Nov 2023 22:13:21 GMT", m.properties.At)
@@ -567,9 +595,11 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       assert.has_error(function() client:with_lock("q", { max_renew = math.huge }, function() end) end,
         "bad option 'max_renew' to 'with_lock' (must be a positive number of seconds, at most 1000000000)")
       assert.has_error(function() peeklock.datetime(math.huge) end,
-        "bad argument #1 to 'datetime' (finite number expected, got number)")
+        "bad argument #1 to 'datetime' (must be between 1970 and 9999)")
       assert.has_error(function() peeklock.datetime(0 / 0) end,
-        "bad argument #1 to 'datetime' (finite number expected, got number)")
+        "bad argument #1 to 'datetime' (must be between 1970 and 9999)")
+      assert.has_error(function() peeklock.datetime("soon") end,
+        "bad argument #1 to 'datetime' (number expected, got string)")
       assert.has_error(function() client.send("q", "x") end)
       assert.has_error(function() peeklock.Message.complete({}) end)
       assert.has_error(function() peeklock.client({ connection_string = 7 }) end)
@@ -584,13 +614,14 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
       local q = queue()
       -- a datetime changed after peeklock.datetime checked it
       local function changed(v) local d = peeklock.datetime(0); d.unix = v; return d end
-      local dt_err = "bad property 'D' in 'send' (peeklock.datetime with a finite, whole unix time expected)"
+      local dt_range = "peeklock: send: property 'D': must be between 1970 and 9999 (invalid_argument)"
       local cases = {
         { { content_type = 5 }, "bad option 'content_type' to 'send' (string expected, got number)" },
-        { { properties = { D = changed(math.huge) } }, dt_err },
-        { { properties = { D = changed(1700000000.5) } }, dt_err },
-        { { properties = { D = changed(0 / 0) } }, dt_err },
-        { { properties = { D = changed("soon") } }, dt_err },
+        { { properties = { D = changed(math.huge) } }, dt_range },
+        { { properties = { D = changed(1700000000.5) } }, "peeklock: send: property 'D': DateTime keeps whole "
+          .. "seconds; round it or send it as a string (invalid_argument)" },
+        { { properties = { D = changed(0 / 0) } }, dt_range },
+        { { properties = { D = changed("soon") } }, "bad property 'D' in 'send' (peeklock.datetime of a number expected)" },
         -- the values are the core's to refuse (docs/c-api.md), in its words, raised as these are
         { { time_to_live = "soon" }, "bad option 'time_to_live' to 'send' (number expected, got string)" },
         { { time_to_live = 0 }, "bad option 'time_to_live' to 'send' (must be a positive number of seconds)" },

@@ -1,6 +1,8 @@
 """Bad input: clear errors naming the argument; no secret in any message or repr."""
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -86,6 +88,30 @@ def test_the_core_refuses_values_with_its_message(client, call, word):
     with pytest.raises(peeklock.InvalidArgument) as ei:
         call(client)
     assert ei.value.code == peeklock.errors.PL_EINVAL and word in str(ei.value)
+
+
+def test_a_fraction_of_a_second_is_a_whole_second_long_poll(emu, client, queue):
+    """A receive timeout in seconds is the core's whole seconds, a fraction rounded up
+    (pl_timeout_seconds): 0.5 s is a 1 s long poll, which holds the request until a
+    message arrives (a 0 s poll would answer at once, empty)."""
+    from conftest import wait_for
+
+    t0 = time.monotonic()
+    assert client.receive_and_delete(queue, timeout=0.5) is None
+    assert time.monotonic() - t0 >= 0.95  # the emulator held it for its whole second
+    got = []
+    before = emu.state()["counters"].get("requests.peek_lock", 0)
+    poll = threading.Thread(target=lambda: got.append(client.peek_lock(queue, timeout=0.5)))
+    poll.start()
+    wait_for(lambda: emu.state()["counters"].get("requests.peek_lock", 0) > before)  # the poll is waiting
+    client.send(queue, b"during the poll")
+    poll.join(10)
+    assert got and got[0] is not None and got[0].body == b"during the poll"
+    got[0].complete()
+    # a processor's poll_timeout is the same rule, refused under its own name
+    assert peeklock.Processor(client, queue, print, poll_timeout=0.5).poll_timeout == 1
+    with pytest.raises(peeklock.InvalidArgument, match="^poll_timeout: must be 0..300 seconds$"):
+        peeklock.Processor(client, queue, print, poll_timeout=300.5)
 
 
 _MAX_RENEW = "max_renew: must be a positive number of seconds, at most 1000000000"
