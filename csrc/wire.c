@@ -115,7 +115,8 @@ int pl_check_entity(const char *entity)
 int pl_timeout_seconds(double seconds)
 {
     /* NaN fails both comparisons */
-    if (!(seconds >= 0.0 && seconds <= 300.0)) return pl_error_inval("timeout", "must be 0..300 seconds");
+    if (!(seconds >= 0.0 && seconds <= PL_MAX_RECEIVE_TIMEOUT_S))
+        return pl_error_inval("timeout", "must be 0..300 seconds");
     pl_error_ok();
     return (int)ceil(seconds); /* up: a 0.5 s wait must not become a 0 s poll */
 }

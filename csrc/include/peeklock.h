@@ -462,6 +462,9 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * path segment or a control character; a receive timeout outside 0..300 seconds. */
 PL_EXTERN int pl_check_entity(const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
+/* The longest receive timeout (seconds): a wait longer than this (a processor's
+ * max_wait for a batch) is made of several receives. */
+#define PL_MAX_RECEIVE_TIMEOUT_S 300
 /* A receive timeout as the bindings take it, in seconds (Python's and Lua's `timeout`,
  * a processor's `poll_timeout`): its whole seconds for pl_peek_lock and
  * pl_receive_and_delete, a fraction rounded up (0.5 s waits 1 s: it never becomes a

@@ -713,7 +713,9 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       if deadline then
         local left = deadline - core.pl_now_mono_ms()
         if left <= 0 and o.max_wait > 0 then break end
-        ropts.timeout = left > 0 and left / 1000 or 0 -- whole seconds, up: the core's (pl_timeout_seconds)
+        -- whole seconds, up: the core's (pl_timeout_seconds); at most the longest receive, so a
+        -- longer max_wait takes several
+        ropts.timeout = left > 0 and math.min(left / 1000, core.PL_MAX_RECEIVE_TIMEOUT_S) or 0
       else
         ropts.timeout = o.poll_timeout
       end
@@ -726,19 +728,22 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
           s.last_error = err
           if not err.retryable then s.error = err; s.stopped = true
           elseif #msgs == 0 then pause(1) end
+          break
         end
-        break
-      end
-      deadline = deadline or core.pl_now_mono_ms() + o.max_wait * 1000
-      local key
-      key, err = hold(self, r, msg, o.max_renew, "process")
-      if key then
-        keys[#msgs + 1] = key
-        msgs[#msgs + 1] = msg
+        -- nothing came: a batch in hand closes at its deadline (max_wait may outlast a receive)
+        if #msgs == 0 or deadline <= core.pl_now_mono_ms() then break end
       else
-        s.started = s.started - 1
-        s.errors = s.errors + 1
-        s.last_error = err
+        deadline = deadline or core.pl_now_mono_ms() + o.max_wait * 1000
+        local key
+        key, err = hold(self, r, msg, o.max_renew, "process")
+        if key then
+          keys[#msgs + 1] = key
+          msgs[#msgs + 1] = msg
+        else
+          s.started = s.started - 1
+          s.errors = s.errors + 1
+          s.last_error = err
+        end
       end
     end
     if #msgs > 0 then

@@ -840,9 +840,9 @@ class _Processor:
                 msg = await self.receive(me, timeout)
                 if msg is None:
                     self.claimed -= 1
-                    if msgs or self.client._closed:
+                    if self.client._closed:
                         break
-                    continue
+                    continue  # with messages: the batch closes at its deadline
                 if not msgs:
                     deadline = time.monotonic() + self.max_wait
                 with no_context():  # the batch's process spans do not nest

@@ -112,11 +112,12 @@ def _most_delivered(msgs: Sequence[_M]) -> _M:
 def _next_timeout(have: int, deadline: float, poll_timeout: int) -> Optional[int]:
     """The long poll of a batch's next receive: poll_timeout for the first
     message, then what is left until ``deadline`` (max_wait after the first),
-    rounded up to whole seconds; None when the batch is complete."""
+    whole seconds as the core rounds them, at most the longest receive (a
+    longer max_wait takes several); None when the batch is complete."""
     if not have:
         return poll_timeout
     left = deadline - time.monotonic()
-    return math.ceil(left) if left > 0 else None
+    return _core.pl_timeout_seconds(min(left, _core.PL_MAX_RECEIVE_TIMEOUT_S)) if left > 0 else None
 
 
 def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]]:
@@ -445,9 +446,11 @@ class Processor:
             if not msgs:
                 deadline = time.monotonic() + self.max_wait
             if msg is None:
-                if msgs:
+                if not msgs:
+                    return msgs
+                if self._claimed_out() or self.client._closed:
                     break
-                return msgs
+                continue  # the batch closes at its deadline (max_wait may outlast a receive)
             with no_context():  # the batch's process spans do not nest
                 msg.__enter__()
             with self._lock:

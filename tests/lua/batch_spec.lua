@@ -52,6 +52,20 @@ describe("batch handlers (" .. (jit and jit.version or _VERSION) .. ")", functio
     assert.equal(0, client:renewer_stats().held)
   end)
 
+  it("a max_wait longer than the longest receive asks for the longest (several make it up)", function()
+    local q = queue()
+    send_all(q, 2, "w")
+    -- the batch's second receive waits what is left of 400 s, at most 300 s (pl_timeout_seconds
+    -- refused 400 as a timeout: an argument error in the middle of the batch)
+    assert.equal(300, peeklock.core.PL_MAX_RECEIVE_TIMEOUT_S)
+    local batches = {}
+    local s = assert(client:process(q, function(msgs) batches[#batches + 1] = #msgs end,
+      { batch = 2, max_wait = 400, max_messages = 2, poll_timeout = 2 }))
+    assert.same({ 2 }, batches)
+    assert.equal(2, s.processed)
+    assert.equal(0, s.errors)
+  end)
+
   it("a handler that raises: what it settled stays settled, the rest is abandoned", function()
     local q = queue()
     send_all(q, 4, "f")

@@ -636,6 +636,30 @@ async def test_batch_max_wait_0_takes_what_is_there(aclient, emu, queue):
     assert sizes == [1] and completed(emu, queue) == {"only": 1}
 
 
+async def test_batch_max_wait_longer_than_a_receive_takes_several(aclient, emu, queue):
+    # max_wait 400 s outlasts the longest receive (300 s): the second receive asks for the longest
+    await send_ids(aclient, queue, "w", 1)
+    seen = emu.state()["counters"].get("requests.peek_lock", 0)
+
+    async def feed():  # once the second receive waits on the server, the second message comes
+        await until(lambda: emu.state()["counters"].get("requests.peek_lock", 0) >= seen + 2)
+        await aclient.send(queue, b"x", message_id="w1")
+
+    feeder = asyncio.ensure_future(feed())
+    batches = []
+
+    async def handler(msgs):
+        batches.append([m.message_id for m in msgs])
+
+    run = aclient.process(
+        queue, handler, batch=2, max_wait=400, concurrency=1, poll_timeout=5, max_messages=2, handle_signals=False
+    )
+    s = await asyncio.wait_for(run, 60)  # a regression ends, not hangs
+    await feeder
+    assert batches == [["w0", "w1"]]
+    assert (s.processed, s.errors) == (2, 0)
+
+
 async def test_batch_being_collected_is_given_back_on_sigterm(aclient, emu, queue):
     await send_ids(aclient, queue, "d", 2)
     called = []

@@ -353,6 +353,36 @@ def test_batch_handler_settles_by_result_and_the_rest_is_completed(client, emu, 
     assert (m["message_id"], m["state"]) == ("b1", "available")  # abandoned
 
 
+def test_batch_max_wait_longer_than_a_receive_takes_several(client, emu, make_queue):
+    # max_wait 400 s outlasts the longest receive (300 s): the batch's second receive asks for
+    # the longest (it used to be refused as a timeout: an error, and the batch closed early)
+    q = make_queue()
+    client.send(q, b"0", message_id="m0")
+    seen = emu.state()["counters"].get("requests.peek_lock", 0)
+
+    def feed():  # once the second receive waits on the server, the second message comes
+        wait_for(lambda: emu.state()["counters"].get("requests.peek_lock", 0) >= seen + 2)
+        client.send(q, b"1", message_id="m1")
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    batches = []
+    s = client.process(
+        q,
+        lambda msgs: batches.append([m.message_id for m in msgs]),
+        batch=2,
+        max_wait=400,
+        concurrency=1,
+        poll_timeout=5,
+        max_messages=2,
+        idle_timeout=60,  # a regression ends, not hangs
+        handle_signals=False,
+    )
+    feeder.join()
+    assert batches == [["m0", "m1"]]
+    assert (s.processed, s.errors) == (2, 0)
+
+
 def test_batch_handler_failure_abandons_what_it_left(client, emu, make_queue):
     q = make_queue(lock_duration=5)
     for i in range(3):
