@@ -23,7 +23,6 @@ so a cancelled receive hides no message.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import signal
@@ -96,8 +95,9 @@ def _no_loop() -> "asyncio.Future[Any]":
 class _Engine:
     """One client's C engine and its registration with one event loop."""
 
-    def __init__(self, client_h: Any) -> None:
-        self._a: Any = _core.pl_aio_new(client_h)
+    def __init__(self, sync: _client.Client) -> None:
+        self._sync = sync
+        self._a: Any = _core.pl_aio_new(sync._h)
         self._fd: int = _core.pl_aio_fd(self._a)
         self._futs: Dict[int, "asyncio.Future[Any]"] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -111,9 +111,10 @@ class _Engine:
             # the completions are resolved in C, by the reader itself
             loop.add_reader(self._fd, _core.pl_py_aio_resolve, self._a, self._futs, self._orphan)
             self._loop = loop
-            # (the default loop's create_future is a Python frame around this)
+            # (the default loop's create_future is a Python frame around this: a
+            # Future made on the loop that runs, which run() checks is this one)
             std = getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
-            self._new_future = functools.partial(asyncio.Future, loop=loop) if std else loop.create_future
+            self._new_future = asyncio.Future if std else loop.create_future
         elif self._loop is not loop:
             raise RuntimeError("a peeklock.aio.Client serves the event loop it was first used on")
 
@@ -139,7 +140,12 @@ class _Engine:
     async def run(self, submit: Callable[..., int], *args: Any, id_: int = 0) -> Any:
         """Submits and waits for the completion; given id_, waits for that operation,
         which submit (called with args) started. Returns the message handle (or
-        None); raises the operation's error."""
+        None); raises the operation's error (ClosedError once the client closed)."""
+        if not id_:
+            if self.closed:
+                raise ClosedError("the client is closed", code=_E_CLOSED)
+            if self._sync._token_provider is not None:
+                self._sync._refresh_token()
         if self._loop is not _running_loop():
             self._attach()
         if id_:
@@ -222,26 +228,20 @@ class Message(_client.Message):
 
     async def renew_lock(self) -> None:  # type: ignore[override]
         """Renews the lock once, now (``async with`` does this for you)."""
-        await self._settle(_core.pl_aio_renew_lock)
+        await self._aio._engine.run(_core.pl_aio_renew_lock, self._h)
 
     async def complete(self) -> None:  # type: ignore[override]
         """Deletes the message. LockLostError when the lock was lost,
         StateError when already settled, OutcomeUnknownError when unknown."""
         self._stop_renewing()
-        await self._settle(_core.pl_aio_complete)
+        await self._aio._engine.run(_core.pl_aio_complete, self._h)
 
     async def abandon(self) -> None:  # type: ignore[override]
         """Releases the lock so the message is delivered again at once."""
         self._stop_renewing()
-        await self._settle(_core.pl_aio_unlock)
+        await self._aio._engine.run(_core.pl_aio_unlock, self._h)
 
     unlock = abandon  # type: ignore[assignment]
-
-    async def _settle(self, fn: Callable[..., int]) -> None:
-        c = self._aio
-        c._check_open()
-        c._sync._refresh_token()
-        await c._engine.run(fn, self._h)
 
     def _abandon_now(self) -> None:
         """Abandons without waiting (a cancelled block): counted by the engine."""
@@ -432,7 +432,7 @@ class Client:
             pool_size=pool_size,
             ca_file=ca_file,
         )
-        self._engine = _Engine(self._sync._h)
+        self._engine = _Engine(self._sync)
         self.endpoint: str = self._sync.endpoint
         self.entity_path: Optional[str] = self._sync.entity_path
         self._closed = False
@@ -469,10 +469,6 @@ class Client:
     def __repr__(self) -> str:
         return f"<peeklock.aio.Client endpoint={self.endpoint!r}{' closed' if self._closed else ''}>"
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("the client is closed", code=_E_CLOSED)
-
     # ---- lifecycle ----
     async def aclose(self, unlock_held: bool = True) -> None:
         """Ends every pending operation (long polls at once, with ClosedError),
@@ -480,7 +476,7 @@ class Client:
         False) and releases the client."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._engine.closed = True
         _core.pl_aio_close(self._engine._a)
         pending = self._engine.pending()
         if pending and self._engine._loop is not None:
@@ -500,16 +496,12 @@ class Client:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
         h = _client._outgoing_handle(body, options, "Client.send")
-        self._check_open()
-        self._sync._refresh_token()
         await self._engine.run(_core.pl_aio_send, entity, h)
 
     async def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _validate._check_entity(entity)
         b, n = _client._build_batch(messages)
-        self._check_open()
-        self._sync._refresh_token()
         await self._engine.run(_core.pl_aio_send_batch, entity, b)
         return n
 
@@ -522,14 +514,12 @@ class Client:
         ``cancel_on_lost``: see :class:`Message`."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
-        mr = _validate._check_max_renew(max_renew, optional=True)
+        mr = None if max_renew is None else _validate._check_max_renew(max_renew)
         return _Receive(self, entity, t, mr, bool(cancel_on_lost))
 
     async def _peek_lock(
         self, entity: str, t: int, mr: Optional[float], cancel_on_lost: bool = False
     ) -> Optional[Message]:
-        self._check_open()
-        self._sync._refresh_token()
         h = await self._engine.run(_core.pl_aio_peek_lock, entity, t)
         return Message(h, self, mr, cancel_on_lost) if h is not None else None
 
@@ -537,8 +527,6 @@ class Client:
         """Reads and deletes the next message (nothing to settle), or None."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
-        self._check_open()
-        self._sync._refresh_token()
         h = await self._engine.run(_core.pl_aio_receive_and_delete, entity, t)
         return Message(h, self) if h is not None else None
 
