@@ -882,26 +882,36 @@ fail:
  * when it ends: pl_py_aio_submit starts it and registers the future its
  * completion resolves; pl_py_aio_resolve, the loop's reader, takes the
  * completions and resolves those futures here, in C. */
-static PyObject *pl_py_str_done, *pl_py_str_set_result;
+static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_get_loop;
 
-/* pl_py_aio_submit(futs, new_future, submit, a, *args): submit(a, *args) (a
- * pl_aio_* submit function, which returns the operation's id), then a future
- * from new_future() kept in futs (a dict) under that id; returns (id, future). */
+/* pl_py_aio_submit(futs, new_future, loop, submit, a, *args): a future from
+ * new_future() (asyncio.Future: on the running loop), a RuntimeError if that is
+ * not loop (the client's); then submit(a, *args) (a pl_aio_* submit function,
+ * which returns the operation's id) and the future kept in futs (a dict) under
+ * that id. Returns (id, future). */
 static PyObject *pl_py_aio_submit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *id, *fut = NULL, *r = NULL;
+    PyObject *id = NULL, *fut, *its_loop, *r = NULL;
     (void)module;
-    if (nargs < 4 || !PyDict_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "expected futs, new_future, submit, a, *args");
+    if (nargs < 5 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "expected futs, new_future, loop, submit, a, *args");
         return NULL;
     }
-    if (!(id = PyObject_Vectorcall(args[2], args + 3, (size_t)(nargs - 3), NULL))) return NULL;
+    if (!(fut = PyObject_CallNoArgs(args[1]))) return NULL;
+    if (!(its_loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop))) goto done;
+    Py_DECREF(its_loop); /* (compared by identity only: the future holds it) */
+    if (its_loop != args[2]) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a peeklock.aio.Client serves the event loop it was first used on");
+        goto done;
+    }
+    if (!(id = PyObject_Vectorcall(args[3], args + 4, (size_t)(nargs - 4), NULL))) goto done;
     /* (should this fail, the operation goes on: its completion finds no future and
      * is dropped, its message unlocked, as a cancelled one's) */
-    if ((fut = PyObject_CallNoArgs(args[1])) && PyDict_SetItem(args[0], id, fut) == 0)
-        r = PyTuple_Pack(2, id, fut);
-    Py_DECREF(id);
-    Py_XDECREF(fut);
+    if (PyDict_SetItem(args[0], id, fut) == 0) r = PyTuple_Pack(2, id, fut);
+done:
+    Py_XDECREF(id);
+    Py_DECREF(fut);
     return r;
 }
 
@@ -1005,6 +1015,7 @@ int pl_py_glue_init(PyObject *module)
     if (!(pl_py_str_plain_h = PyUnicode_InternFromString("_plain_h"))) return -1;
     if (!(pl_py_str_done = PyUnicode_InternFromString("done"))) return -1;
     if (!(pl_py_str_set_result = PyUnicode_InternFromString("set_result"))) return -1;
+    if (!(pl_py_str_get_loop = PyUnicode_InternFromString("get_loop"))) return -1;
     if (PyType_Ready(&pl_py_method_type) < 0) return -1;
     return PyModule_AddFunctions(module, pl_py_functions);
 }

@@ -1,6 +1,6 @@
 # Type stubs for the SWIG-generated extension module peeklock._core
 # (bindings/python.i over bindings/peeklock.i). Handles are opaque.
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -67,7 +67,7 @@ def pl_renewer_new(
     request_timeout_ms: int = ...,
 ) -> pl_renewer: ...
 def pl_py_aio_submit(
-    futs: Dict[int, Any], new_future: Callable[[], Any], submit: Callable[..., int], a: pl_aio, *args: Any
+    futs: Dict[int, Any], new_future: Callable[[], Any], loop: Any, submit: Callable[..., int], a: pl_aio, *args: Any
 ) -> Tuple[int, Any]: ...
 def pl_py_aio_resolve(a: pl_aio, futs: Dict[int, Any], orphan: Callable[[pl_message, bool], None]) -> None: ...
 

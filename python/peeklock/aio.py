@@ -88,10 +88,6 @@ _running_loop = asyncio.get_running_loop
 _submit = _core.pl_py_aio_submit
 
 
-def _no_loop() -> "asyncio.Future[Any]":
-    raise RuntimeError("the engine is not attached to an event loop")
-
-
 class _Engine:
     """One client's C engine and its registration with one event loop."""
 
@@ -101,7 +97,6 @@ class _Engine:
         self._fd: int = _core.pl_aio_fd(self._a)
         self._futs: Dict[int, "asyncio.Future[Any]"] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._new_future: Callable[[], "asyncio.Future[Any]"] = _no_loop
         self.closed = False
 
     def _attach(self) -> None:
@@ -111,10 +106,6 @@ class _Engine:
             # the completions are resolved in C, by the reader itself
             loop.add_reader(self._fd, _core.pl_py_aio_resolve, self._a, self._futs, self._orphan)
             self._loop = loop
-            # (the default loop's create_future is a Python frame around this: a
-            # Future made on the loop that runs, which run() checks is this one)
-            std = getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
-            self._new_future = asyncio.Future if std else loop.create_future
         elif self._loop is not loop:
             raise RuntimeError("a peeklock.aio.Client serves the event loop it was first used on")
 
@@ -122,7 +113,6 @@ class _Engine:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
         self._loop = None
-        self._new_future = _no_loop
 
     def _orphan(self, h: Any, peek: bool) -> None:
         """A message that reached an operation nobody waits for any more."""
@@ -146,13 +136,19 @@ class _Engine:
                 raise ClosedError("the client is closed", code=_E_CLOSED)
             if self._sync._token_provider is not None:
                 self._sync._refresh_token()
-        if self._loop is not _running_loop():
+        if self._loop is None:
             self._attach()
         if id_:
-            fut = self._new_future()
+            fut: "asyncio.Future[Any]" = asyncio.Future()
+            if fut.get_loop() is not self._loop:
+                self._attach()  # (raises)
             self._futs[id_] = fut
         else:
-            id_, fut = _submit(self._futs, self._new_future, submit, self._a, *args)
+            # the future is made on the loop that runs (asyncio.Future, as the default
+            # loop's create_future makes it, but without its Python frame): refused
+            # when that is not self._loop, without a look-up of the running loop of
+            # its own (each makes a getpid() system call)
+            id_, fut = _submit(self._futs, asyncio.Future, self._loop, submit, self._a, *args)
         try:
             res = await fut
         except asyncio.CancelledError:
