@@ -3,9 +3,10 @@
  * pl_error_last() to the exception classes, the log hook, the client and renewer
  * built from their options structs, the C getters and methods of peeklock.Message
  * and peeklock.Client (python/peeklock/client.py), and the asynchronous engine's
- * submit and completions (peeklock.aio). Its functions join the SWIG-generated ones in the module at import
- * (pl_py_glue_init, called from bindings/python.i); handles are SWIG's objects,
- * read and made through pl_py_handle_ptr / pl_py_handle_new (python.i).
+ * submit and completions (peeklock.aio). Its functions join the SWIG-generated
+ * ones in the module at import (pl_py_glue_init, called from bindings/python.i);
+ * handles are SWIG's objects, read and made through pl_py_handle_ptr /
+ * pl_py_handle_new (python.i).
  */
 #include "glue.h"
 
@@ -973,7 +974,7 @@ static PyObject *pl_py_aio_resolve(PyObject *module, PyObject *const *args, Py_s
         }
         if (h && id && (fut || !PyErr_Occurred())) took = pl_py_aio_settle(fut, d, h);
         if (took == 0 && h != Py_None) {
-            PyObject *r = PyObject_CallFunction(args[2], "Oi", h, peek);
+            PyObject *r = PyObject_CallFunctionObjArgs(args[2], h, peek ? Py_True : Py_False, NULL);
             took = r ? 1 : -1;
             Py_XDECREF(r);
         }
