@@ -51,7 +51,7 @@ PyObject *pl_py_handle_new(void *ptr, pl_py_kind kind) {
  * (pl_py_set_error_factory, pl_py_set_log_handler, pl_py_set_orphan_warner, pl_py_error_last),
  * pl_client_new and pl_renewer_new taking their options structs' fields as
  * keywords, the Message getters and pl_py_bind, pl_py_method (the C methods of
- * client.py's classes) and pl_py_aio_drain. */
+ * client.py's classes), pl_py_aio_submit and pl_py_aio_resolve. */
 %init %{
     if (pl_py_glue_init(m) < 0) return PL_PY_INIT_FAILED;
 %}

@@ -21,7 +21,18 @@ of the per-round ratios.
 
     .venv/bin/python bench/python/bench_aio.py [--messages 2000] [--consumers 64] [--rounds 1]
                                                [--polls 1000] [--locks 20] [--lock 2]
-                                               [--only cpu|lag|blocked]
+                                               [--only cpu|lag|blocked] [--instructions 640]
+                                               [--before DIR]
+
+With --before DIR (a copy of the package, e.g. an earlier commit's, installed with
+``pip install --no-deps --target DIR .``) the CPU figure also runs peeklock.aio from DIR, in the same
+rounds: both peeklock.aio sides then run in a process of their own (this script, --child), and the
+paired medians of the two are printed.
+
+With --instructions N it also counts the user-space instructions per message of the thread that
+runs the event loop on the peeklock.aio side (N messages after the warm-up, under callgrind; needs
+valgrind; of each side with --before): the loop-side figure without the machine's load in it
+(repeats to about 1%).
 """
 
 from __future__ import annotations
@@ -32,12 +43,15 @@ import base64
 import hashlib
 import hmac
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -77,7 +91,8 @@ def per_message(t0: Tuple[float, float], t1: Tuple[float, float], msgs: int) -> 
     return (t1[0] - t0[0]) / msgs, (t1[1] - t0[1]) / msgs
 
 
-async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
+async def cpu_aio(emu: Any, queue: str, n: int, consumers: int, mark: Callable[[], Any] = lambda: None) -> Cpu:
+    """mark() is called just before and after the timed phase (--instructions)."""
     import peeklock.aio
 
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
@@ -92,11 +107,69 @@ async def cpu_aio(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
             await msg.complete()
 
     await asyncio.gather(*(worker(1) for _ in range(consumers)))  # warm-up
+    mark()
     t0 = clocks()
     await asyncio.gather(*(worker(per) for _ in range(consumers)))
     t1 = clocks()
+    mark()
     await c.aclose()
     return per_message(t0, t1, per * consumers)
+
+
+def child_env(package: Optional[str]) -> Dict[str, str]:
+    """The environment of a --child process that imports peeklock from package (a
+    directory), or from where this one does."""
+    env = dict(os.environ)
+    if package:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def child_cmd(emu: Any, queue: str, n: int, consumers: int) -> List[str]:
+    return [sys.executable, os.path.abspath(__file__), "--child", emu.connection_string, queue, str(n), str(consumers)]
+
+
+def cpu_aio_child(emu: Any, queue: str, n: int, consumers: int, package: Optional[str] = None) -> Cpu:
+    """cpu_aio in a process of its own (peeklock from package: see child_env)."""
+    out = subprocess.run(
+        child_cmd(emu, queue, n, consumers), env=child_env(package), check=True, capture_output=True, text=True
+    ).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
+def loop_instructions(emu: Any, n: int, consumers: int, package: Optional[str] = None) -> float:
+    """User-space instructions per message on the loop's thread, cpu_aio under
+    callgrind: it dumps a part per thread at each getppid() (the marks), part 2
+    of thread 1 is the timed phase."""
+    queue = "cpu-aio-instructions"
+    emu.create_queue(queue, lock_duration=120)
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "aio.out")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--dump-before=getppid"]
+            + [f"--callgrind-out-file={out}"]
+            + child_cmd(emu, queue, n, consumers),
+            env=child_env(package),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        emu.delete_entity(queue)
+        with open(out + ".2-01") as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith(("summary: ", "totals: ")))
+    return total / (n // consumers * consumers)
+
+
+def child(argv: List[str]) -> int:
+    """--child CONNECTION_STRING QUEUE N CONSUMERS: cpu_aio alone, marked (for
+    callgrind); prints its CPU per message (whole process, loop thread)."""
+
+    class Emu:
+        connection_string = argv[0]
+
+    cpu = run(cpu_aio, Emu, argv[1], int(argv[2]), int(argv[3]), os.getppid)
+    print(cpu[0], cpu[1])
+    return 0
 
 
 def cpu_sync(emu: Any, queue: str, n: int, consumers: int) -> Cpu:
@@ -292,9 +365,10 @@ def run(coro_fn: Callable[..., Any], *args: Any) -> Any:
 
 
 AIO, SYNC, AIOHTTP = "peeklock.aio (tasks)", "peeklock (threads)", "aiohttp (tasks)"
+BEFORE = "peeklock.aio (--before)"
 
 
-def cpu_figures(emu: Any, n: int, k: int, rounds: int) -> None:
+def cpu_figures(emu: Any, n: int, k: int, rounds: int, before: Optional[str] = None) -> None:
     print(
         f"\n1. client CPU per message (send + peek-lock + complete), {k} concurrent consumers, "
         f"{n} messages" + (f", {rounds} interleaved rounds (medians)" if rounds > 1 else "")
@@ -304,14 +378,17 @@ def cpu_figures(emu: Any, n: int, k: int, rounds: int) -> None:
         (SYNC, lambda: cpu_sync(emu, "cpu-sync", n, k)),
         (AIOHTTP, lambda: run(cpu_aiohttp, emu, "cpu-aiohttp", n, k)),
     ]
+    if before:  # both peeklock.aio sides in a process of their own
+        sides[0] = (AIO, lambda: cpu_aio_child(emu, "cpu-aio", n, k))
+        sides.insert(1, (BEFORE, lambda: cpu_aio_child(emu, "cpu-aio-before", n, k, before)))
     got: Dict[str, List[Cpu]] = {name: [] for name, _ in sides}
     for r in range(rounds):
-        for name, fn in sides[r % 3 :] + sides[: r % 3]:
+        for name, fn in sides[r % len(sides) :] + sides[: r % len(sides)]:
             got[name].append(fn())
     med = {name: statistics.median(v[0] for v in got[name]) * 1e6 for name in got}
     for name in got:
         loop = statistics.median(v[1] for v in got[name]) * 1e6
-        split = f"  (loop thread {loop:.1f}, other threads {med[name] - loop:.1f})" if name == AIO else ""
+        split = f"  (loop thread {loop:.1f}, other threads {med[name] - loop:.1f})" if name in (AIO, BEFORE) else ""
         spread = (
             f"  [{min(v[0] for v in got[name]) * 1e6:.0f}..{max(v[0] for v in got[name]) * 1e6:.0f}]"
             if rounds > 1
@@ -324,9 +401,18 @@ def cpu_figures(emu: Any, n: int, k: int, rounds: int) -> None:
         f"   peeklock.aio / blocking client = {ratio_sync:.2f}x (target <= 1.2x); "
         f"aiohttp / peeklock.aio = {ratio_http:.1f}x (target >= 5x)"
     )
+    if before:
+        paired = [(a[0] - b[0], a[1] - b[1], a[1] / b[1]) for a, b in zip(got[AIO], got[BEFORE])]
+        print(
+            f"   peeklock.aio against --before, paired medians: {statistics.median(p[0] for p in paired) * 1e6:+.1f} "
+            f"us/message, loop thread {statistics.median(p[1] for p in paired) * 1e6:+.1f} us "
+            f"({statistics.median(p[2] for p in paired):.2f}x)"
+        )
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        return child(sys.argv[2:])
     ap = argparse.ArgumentParser(description="peeklock.aio: CPU, loop lag, locks on a blocked loop")
     ap.add_argument("--messages", type=int, default=2000, help="messages per CPU run (default 2000)")
     ap.add_argument("--consumers", type=int, default=64, help="concurrent consumers (default 64)")
@@ -338,6 +424,19 @@ def main() -> int:
         "--rounds", type=int, default=1, help="interleaved rounds of the CPU figures; medians printed (default 1)"
     )
     ap.add_argument("--only", choices=("cpu", "lag", "blocked"), help="run one part only")
+    ap.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count the loop thread's instructions per message of peeklock.aio over N messages "
+        "(callgrind; needs valgrind)",
+    )
+    ap.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also run peeklock.aio from the package in DIR (pip install --no-deps --target DIR) in the CPU rounds",
+    )
     args = ap.parse_args()
     from peeklock.testing import Emulator  # the installed package (pip install .)
     import resource  # sockets for the polls, here and in the emulator
@@ -361,10 +460,19 @@ def main() -> int:
         pass
     try:
         n, k = args.messages, args.consumers
-        for q in ("cpu-aio", "cpu-sync", "cpu-aiohttp", "polls", "polls-aiohttp"):
+        for q in ("cpu-aio", "cpu-aio-before", "cpu-sync", "cpu-aiohttp", "polls", "polls-aiohttp"):
             emu.create_queue(q, lock_duration=60)
         if args.only in (None, "cpu"):
-            cpu_figures(emu, n, k, args.rounds)
+            cpu_figures(emu, n, k, args.rounds, args.before)
+            if args.instructions and shutil.which("valgrind"):
+                for name, package in [("peeklock.aio", None)] + ([("--before", args.before)] if args.before else []):
+                    ir = loop_instructions(emu, args.instructions, k, package)
+                    print(
+                        f"   {name} loop thread: {ir:,.0f} instructions/message "
+                        f"(callgrind, {args.instructions} messages)"
+                    )
+            elif args.instructions:
+                print("   instruction count skipped: valgrind is missing")
         if args.only in (None, "lag"):
             lag_figures(emu, args.polls)
         if args.only in (None, "blocked"):

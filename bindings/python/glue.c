@@ -3,9 +3,10 @@
  * pl_error_last() to the exception classes, the log hook, the client and renewer
  * built from their options structs, the C getters and methods of peeklock.Message
  * and peeklock.Client (python/peeklock/client.py), and the asynchronous engine's
- * drain. Its functions join the SWIG-generated ones in the module at import
- * (pl_py_glue_init, called from bindings/python.i); handles are SWIG's objects,
- * read and made through pl_py_handle_ptr / pl_py_handle_new (python.i).
+ * submit and completions (peeklock.aio). Its functions join the SWIG-generated
+ * ones in the module at import (pl_py_glue_init, called from bindings/python.i);
+ * handles are SWIG's objects, read and made through pl_py_handle_ptr /
+ * pl_py_handle_new (python.i).
  */
 #include "glue.h"
 
@@ -878,42 +879,112 @@ fail:
 
 /* ---- the asynchronous engine (peeklock.aio) ------------------------------ */
 
-/* pl_py_aio_drain(a): every queued completion of a (a pl_aio), as a list of tuples
- * (id, code, http_status, retryable, text, message handle or None, orphaned,
- * attempts); the fd is quiet after. One call per readable event: the loop's reader
- * calls nothing else. */
-static PyObject *pl_py_aio_drain(PyObject *module, PyObject *handle)
+/* Per operation, the loop thread makes one call to start it and is called once
+ * when it ends: pl_py_aio_submit starts it and registers the future its
+ * completion resolves; pl_py_aio_resolve, the loop's reader, takes the
+ * completions and resolves those futures here, in C. */
+static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_get_loop;
+
+/* pl_py_aio_submit(futs, new_future, loop, submit, a, *args): a future from
+ * new_future() (asyncio.Future: on the running loop), a RuntimeError if that is
+ * not loop (the client's); then submit(a, *args) (a pl_aio_* submit function,
+ * which returns the operation's id) and the future kept in futs (a dict) under
+ * that id. Returns (id, future). */
+static PyObject *pl_py_aio_submit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    pl_aio *a = pl_py_handle_ptr(handle, PL_PY_AIO);
-    pl_aio_done *d = NULL;
-    PyObject *list;
+    PyObject *id = NULL, *fut, *its_loop, *r = NULL;
     (void)module;
-    if (!a) {
-        PyErr_SetString(PyExc_TypeError, "expected a pl_aio");
+    if (nargs < 5 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "expected futs, new_future, loop, submit, a, *args");
         return NULL;
     }
-    if (!(list = PyList_New(0))) return NULL;
+    if (!(fut = PyObject_CallNoArgs(args[1]))) return NULL;
+    if (!(its_loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop))) goto done;
+    Py_DECREF(its_loop); /* (compared by identity only: the future holds it) */
+    if (its_loop != args[2]) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a peeklock.aio.Client serves the event loop it was first used on");
+        goto done;
+    }
+    if (!(id = PyObject_Vectorcall(args[3], args + 4, (size_t)(nargs - 4), NULL))) goto done;
+    /* (should this fail, the operation goes on: its completion finds no future and
+     * is dropped, its message unlocked, as a cancelled one's) */
+    if (PyDict_SetItem(args[0], id, fut) == 0) r = PyTuple_Pack(2, id, fut);
+done:
+    Py_XDECREF(id);
+    Py_DECREF(fut);
+    return r;
+}
+
+/* One completion's future, resolved: set_result(the message handle, or None)
+ * when the operation succeeded at its first attempt with no lock orphaned (the
+ * common case), else set_result((code, http_status, retryable, text, handle,
+ * orphaned, attempts)) for the waiting coroutine to log and raise. Returns 1 if
+ * the future took the handle, 0 if there was none to take it (or it was done:
+ * cancelled), -1 on error. */
+static int pl_py_aio_settle(PyObject *fut, pl_aio_done *d, PyObject *h)
+{
+    PyObject *done, *res, *r;
+    int code = pl_aio_done_code(d), attempts = pl_aio_done_attempts(d);
+    unsigned orphaned = pl_aio_done_orphaned(d);
+    if (!fut) return 0;
+    if (!(done = PyObject_CallMethodNoArgs(fut, pl_py_str_done))) return -1;
+    int is_done = done == Py_True;
+    Py_DECREF(done);
+    if (is_done) return 0;
+    if (code >= 0 && attempts <= 1 && !orphaned) {
+        Py_INCREF(h);
+        res = h;
+    } else {
+        const char *text = pl_aio_done_message(d);
+        Py_INCREF(h);
+        res = Py_BuildValue("(iiiNNIi)", code, pl_aio_done_http_status(d), pl_aio_done_retryable(d),
+                            PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace"), h, orphaned,
+                            attempts);
+        if (!res) return -1;
+    }
+    r = PyObject_CallMethodOneArg(fut, pl_py_str_set_result, res);
+    Py_DECREF(res);
+    Py_XDECREF(r);
+    return r ? 1 : -1;
+}
+
+/* pl_py_aio_resolve(a, futs, orphan): takes every queued completion of a (a
+ * pl_aio) and resolves the future futs holds for it (pl_py_aio_settle), popped
+ * from futs; a message that reached no future (the receive was cancelled) goes
+ * to orphan(handle, peek_locked). The loop's reader: the fd is quiet after. */
+static PyObject *pl_py_aio_resolve(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pl_aio *a = nargs == 3 ? pl_py_handle_ptr(args[0], PL_PY_AIO) : NULL;
+    pl_aio_done *d = NULL;
+    (void)module;
+    if (!a || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "expected a pl_aio, a dict and a callable");
+        return NULL;
+    }
     while (pl_aio_next(&d, a) == PL_OK) {
         pl_message *m = pl_aio_done_take_message(d);
-        PyObject *h = m ? pl_py_handle_new(m, PL_PY_MESSAGE) : (Py_INCREF(Py_None), Py_None), *t = NULL;
-        const char *text = pl_aio_done_message(d);
-        if (h)
-            t = Py_BuildValue("(KiiiNNIi)", (unsigned long long)pl_aio_done_id(d), pl_aio_done_code(d),
-                              pl_aio_done_http_status(d), pl_aio_done_retryable(d),
-                              PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace"), h,
-                              pl_aio_done_orphaned(d), pl_aio_done_attempts(d));
-        else if (m)
-            pl_message_free(m);
-        pl_aio_done_free(d);
-        if (!t || PyList_Append(list, t) < 0) {
-            /* out of memory: the rest stays queued (the fd stays readable) */
-            Py_XDECREF(t);
-            Py_DECREF(list);
-            return NULL;
+        int peek = pl_aio_done_kind(d) == PL_AIO_PEEK_LOCK, took = -1;
+        PyObject *h = m ? pl_py_handle_new(m, PL_PY_MESSAGE) : (Py_INCREF(Py_None), Py_None);
+        PyObject *id = PyLong_FromUnsignedLongLong((unsigned long long)pl_aio_done_id(d)), *fut = NULL;
+        if (!h && m) pl_message_free(m);
+        if (h && id && (fut = PyDict_GetItemWithError(args[1], id)) != NULL) {
+            Py_INCREF(fut);
+            if (PyDict_DelItem(args[1], id) < 0) Py_CLEAR(fut);
         }
-        Py_DECREF(t);
+        if (h && id && (fut || !PyErr_Occurred())) took = pl_py_aio_settle(fut, d, h);
+        if (took == 0 && h != Py_None) {
+            PyObject *r = PyObject_CallFunctionObjArgs(args[2], h, peek ? Py_True : Py_False, NULL);
+            took = r ? 1 : -1;
+            Py_XDECREF(r);
+        }
+        pl_aio_done_free(d);
+        Py_XDECREF(fut);
+        Py_XDECREF(id);
+        Py_XDECREF(h);
+        if (took < 0) return NULL; /* the rest stays queued (the fd stays readable) */
     }
-    return list;
+    Py_RETURN_NONE;
 }
 
 /* ---- the module ---------------------------------------------------------- */
@@ -932,7 +1003,8 @@ static PyMethodDef pl_py_functions[] = {
     {"pl_py_message_id_of", pl_py_message_id_of, METH_O, NULL},
     {"pl_py_message_sequence_number_of", pl_py_message_sequence_number_of, METH_O, NULL},
     {"pl_py_method", pl_py_method, METH_O, NULL},
-    {"pl_py_aio_drain", pl_py_aio_drain, METH_O, NULL},
+    {"pl_py_aio_submit", PL_PY_FASTCALL(pl_py_aio_submit), METH_FASTCALL, NULL},
+    {"pl_py_aio_resolve", PL_PY_FASTCALL(pl_py_aio_resolve), METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -942,6 +1014,9 @@ int pl_py_glue_init(PyObject *module)
     for (i = 0; i < PL_ARGS; i++)
         if (!(pl_py_arg_str[i] = PyUnicode_InternFromString(pl_py_arg_names[i]))) return -1;
     if (!(pl_py_str_plain_h = PyUnicode_InternFromString("_plain_h"))) return -1;
+    if (!(pl_py_str_done = PyUnicode_InternFromString("done"))) return -1;
+    if (!(pl_py_str_set_result = PyUnicode_InternFromString("set_result"))) return -1;
+    if (!(pl_py_str_get_loop = PyUnicode_InternFromString("get_loop"))) return -1;
     if (PyType_Ready(&pl_py_method_type) < 0) return -1;
     return PyModule_AddFunctions(module, pl_py_functions);
 }

@@ -69,8 +69,9 @@ log = logging.getLogger("peeklock.aio")
 
 _E_CLOSED = _errors.PL_ECLOSED
 _E_CANCELED = _errors.PL_ECANCELED
-# what a completion carries: (code, http_status, retryable, text, message handle, orphaned,
-# attempts)
+# what a completion that failed, was retried or orphaned a lock resolves its future
+# with (pl_py_aio_resolve): (code, http_status, retryable, text, message handle,
+# orphaned, attempts); any other resolves it with the message handle or None
 _Result = Tuple[int, int, int, str, Any, int, int]
 # the operation each submit function starts, as the log records name it
 _OPERATIONS: Dict[Any, str] = {
@@ -83,47 +84,35 @@ _OPERATIONS: Dict[Any, str] = {
     _core.pl_aio_complete: "complete",
     _core.pl_aio_finish: "settle",
 }
-
-
-def _raise_for(res: _Result) -> None:
-    code = res[0]
-    if code < 0:
-        raise _errors.from_code(code, res[1], res[2], res[3] or None)
+_running_loop = asyncio.get_running_loop
+_submit = _core.pl_py_aio_submit
 
 
 class _Engine:
     """One client's C engine and its registration with one event loop."""
 
-    def __init__(self, client_h: Any) -> None:
-        self._a: Any = _core.pl_aio_new(client_h)
+    def __init__(self, sync: _client.Client) -> None:
+        self._sync = sync
+        self._a: Any = _core.pl_aio_new(sync._h)
         self._fd: int = _core.pl_aio_fd(self._a)
-        self._futs: Dict[int, "asyncio.Future[_Result]"] = {}
-        self._peek: Dict[int, bool] = {}
+        self._futs: Dict[int, "asyncio.Future[Any]"] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.closed = False
 
-    def _attach(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
+    def _attach(self) -> None:
+        """Watches the fd on the running loop, the first time; refuses another loop."""
+        loop = _running_loop()
         if self._loop is None:
-            loop.add_reader(self._fd, self._on_readable)
+            # the completions are resolved in C, by the reader itself
+            loop.add_reader(self._fd, _core.pl_py_aio_resolve, self._a, self._futs, self._orphan)
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("a peeklock.aio.Client serves the event loop it was first used on")
-        return loop
 
     def _detach(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
         self._loop = None
-
-    def _on_readable(self) -> None:
-        for id_, code, status, retryable, text, h, orphaned, attempts in _core.pl_py_aio_drain(self._a):
-            fut = self._futs.pop(id_, None)
-            peek = self._peek.pop(id_, False)
-            if fut is not None and not fut.done():
-                fut.set_result((code, status, retryable, text, h, orphaned, attempts))
-            elif h is not None:
-                self._orphan(h, peek)
 
     def _orphan(self, h: Any, peek: bool) -> None:
         """A message that reached an operation nobody waits for any more."""
@@ -138,35 +127,59 @@ class _Engine:
                 _core.pl_message_sequence_number(h),
             )
 
-    async def run(self, submit: Callable[..., int], *args: Any, peek: bool = False, id_: int = 0) -> _Result:
+    async def run(self, submit: Callable[..., int], *args: Any, id_: int = 0) -> Any:
         """Submits and waits for the completion; given id_, waits for that operation,
-        which submit (called with args) started."""
-        loop = self._attach()
+        which submit (called with args) started. Returns the message handle (or
+        None); raises the operation's error (ClosedError once the client closed)."""
         if not id_:
-            id_ = submit(self._a, *args)
-        fut: "asyncio.Future[_Result]" = loop.create_future()
-        self._futs[id_] = fut
-        if peek:
-            self._peek[id_] = True
+            if self.closed:
+                raise ClosedError("the client is closed", code=_E_CLOSED)
+            if self._sync._token_provider is not None:
+                self._sync._refresh_token()
+        if self._loop is None:
+            self._attach()
+        if id_:
+            fut: "asyncio.Future[Any]" = asyncio.Future()
+            if fut.get_loop() is not self._loop:
+                self._attach()  # (raises)
+            self._futs[id_] = fut
+        else:
+            # the future is made on the loop that runs (asyncio.Future, as the default
+            # loop's create_future makes it, but without its Python frame): refused
+            # when that is not self._loop, without a look-up of the running loop of
+            # its own (each makes a getpid() system call)
+            id_, fut = _submit(self._futs, asyncio.Future, self._loop, submit, self._a, *args)
         try:
             res = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # the answer came, then this task was cancelled before it resumed
-                h = fut.result()[4]
+                res = fut.result()
+                h = res[4] if type(res) is tuple else res
                 if h is not None:
-                    self._orphan(h, peek)
+                    self._orphan(h, submit is _core.pl_aio_peek_lock)
             else:
                 try:
                     _core.pl_aio_cancel(self._a, id_)
                 except Error:
-                    pass  # on the wire: its completion says what happened; _on_readable drops it
+                    pass  # on the wire: its completion says what happened; the reader drops it
             raise
-        if res[0] < 0 or res[6] > 1:
-            # retries and failures, logged as a blocking call's are (the engine calls no hook)
-            entity = args[0] if isinstance(args[0], str) else str(_core.pl_message_entity(args[0]))
-            _client._log_completion(_OPERATIONS.get(submit, "request"), entity, res[0], res[1], res[6], res[3])
+        if type(res) is tuple:
+            return self._unusual(res, submit, args)
         return res
+
+    def _unusual(self, res: _Result, submit: Callable[..., int], args: Tuple[Any, ...]) -> Any:
+        """A completion that failed, was retried or orphaned a lock: logged as a
+        blocking call's is (the engine calls no hook), then raised or returned."""
+        code, status, retryable, text, h, orphaned, attempts = res
+        if code < 0 or attempts > 1:
+            entity = args[0] if isinstance(args[0], str) else str(_core.pl_message_entity(args[0]))
+            _client._log_completion(_OPERATIONS.get(submit, "request"), entity, code, status, attempts, text)
+        if orphaned and submit is _core.pl_aio_peek_lock:
+            _client._warn_orphaned(args[0])
+        if code < 0:
+            raise _errors.from_code(code, status, retryable, text or None)
+        return h
 
     async def wind_down(self, limit: float = 10.0) -> None:
         """Waits (up to ``limit`` seconds) for the work the engine finishes on its
@@ -180,7 +193,7 @@ class _Engine:
                 return
             await asyncio.sleep(0.02)
 
-    def pending(self) -> List["asyncio.Future[_Result]"]:
+    def pending(self) -> List["asyncio.Future[Any]"]:
         return list(self._futs.values())
 
     def stats(self) -> Dict[str, int]:
@@ -211,26 +224,20 @@ class Message(_client.Message):
 
     async def renew_lock(self) -> None:  # type: ignore[override]
         """Renews the lock once, now (``async with`` does this for you)."""
-        await self._settle(_core.pl_aio_renew_lock)
+        await self._aio._engine.run(_core.pl_aio_renew_lock, self._h)
 
     async def complete(self) -> None:  # type: ignore[override]
         """Deletes the message. LockLostError when the lock was lost,
         StateError when already settled, OutcomeUnknownError when unknown."""
         self._stop_renewing()
-        await self._settle(_core.pl_aio_complete)
+        await self._aio._engine.run(_core.pl_aio_complete, self._h)
 
     async def abandon(self) -> None:  # type: ignore[override]
         """Releases the lock so the message is delivered again at once."""
         self._stop_renewing()
-        await self._settle(_core.pl_aio_unlock)
+        await self._aio._engine.run(_core.pl_aio_unlock, self._h)
 
     unlock = abandon  # type: ignore[assignment]
-
-    async def _settle(self, fn: Callable[..., int]) -> None:
-        c = self._aio
-        c._check_open()
-        c._sync._refresh_token()
-        _raise_for(await c._engine.run(fn, self._h))
 
     def _abandon_now(self) -> None:
         """Abandons without waiting (a cancelled block): counted by the engine."""
@@ -320,7 +327,7 @@ class Message(_client.Message):
                     c._sync._refresh_token()
                 id_ = _core.pl_aio_finish(c._engine._a, self._h, self._client._renewer_handle, ok)
                 if id_:
-                    _raise_for(await c._engine.run(_core.pl_aio_finish, self._h, id_=id_))
+                    await c._engine.run(_core.pl_aio_finish, self._h, id_=id_)
             except Error as e:
                 if ok:
                     raise
@@ -421,7 +428,7 @@ class Client:
             pool_size=pool_size,
             ca_file=ca_file,
         )
-        self._engine = _Engine(self._sync._h)
+        self._engine = _Engine(self._sync)
         self.endpoint: str = self._sync.endpoint
         self.entity_path: Optional[str] = self._sync.entity_path
         self._closed = False
@@ -458,10 +465,6 @@ class Client:
     def __repr__(self) -> str:
         return f"<peeklock.aio.Client endpoint={self.endpoint!r}{' closed' if self._closed else ''}>"
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("the client is closed", code=_E_CLOSED)
-
     # ---- lifecycle ----
     async def aclose(self, unlock_held: bool = True) -> None:
         """Ends every pending operation (long polls at once, with ClosedError),
@@ -469,7 +472,7 @@ class Client:
         False) and releases the client."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._engine.closed = True
         _core.pl_aio_close(self._engine._a)
         pending = self._engine.pending()
         if pending and self._engine._loop is not None:
@@ -489,17 +492,13 @@ class Client:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
         h = _client._outgoing_handle(body, options, "Client.send")
-        self._check_open()
-        self._sync._refresh_token()
-        _raise_for(await self._engine.run(_core.pl_aio_send, entity, h))
+        await self._engine.run(_core.pl_aio_send, entity, h)
 
     async def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _validate._check_entity(entity)
         b, n = _client._build_batch(messages)
-        self._check_open()
-        self._sync._refresh_token()
-        _raise_for(await self._engine.run(_core.pl_aio_send_batch, entity, b))
+        await self._engine.run(_core.pl_aio_send_batch, entity, b)
         return n
 
     def peek_lock(
@@ -511,29 +510,21 @@ class Client:
         ``cancel_on_lost``: see :class:`Message`."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
-        mr = _validate._check_max_renew(max_renew, optional=True)
+        mr = None if max_renew is None else _validate._check_max_renew(max_renew)
         return _Receive(self, entity, t, mr, bool(cancel_on_lost))
 
     async def _peek_lock(
         self, entity: str, t: int, mr: Optional[float], cancel_on_lost: bool = False
     ) -> Optional[Message]:
-        self._check_open()
-        self._sync._refresh_token()
-        res = await self._engine.run(_core.pl_aio_peek_lock, entity, t, peek=True)
-        if res[5]:
-            _client._warn_orphaned(entity)
-        _raise_for(res)
-        return Message(res[4], self, mr, cancel_on_lost) if res[4] is not None else None
+        h = await self._engine.run(_core.pl_aio_peek_lock, entity, t)
+        return Message(h, self, mr, cancel_on_lost) if h is not None else None
 
     async def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
         """Reads and deletes the next message (nothing to settle), or None."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
-        self._check_open()
-        self._sync._refresh_token()
-        res = await self._engine.run(_core.pl_aio_receive_and_delete, entity, t)
-        _raise_for(res)
-        return Message(res[4], self) if res[4] is not None else None
+        h = await self._engine.run(_core.pl_aio_receive_and_delete, entity, t)
+        return Message(h, self) if h is not None else None
 
     async def messages(
         self, entity: str, *, timeout: float = 30, max_renew: Optional[float] = None

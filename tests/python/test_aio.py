@@ -394,6 +394,27 @@ async def test_closed_client_refuses(emu, queue):
         await c.send(queue, b"x")
 
 
+async def test_client_refuses_another_loop_before_it_submits(aclient, emu, queue):
+    await aclient.send(queue, b"a")  # the client now serves this loop
+    refused = []
+
+    async def use_elsewhere():
+        for op in (lambda: aclient.send(queue, b"b"), lambda: aclient.peek_lock(queue, timeout=1)):
+            try:
+                await op()
+            except RuntimeError as e:
+                refused.append(str(e))
+
+    other = threading.Thread(target=asyncio.run, args=(use_elsewhere(),))
+    other.start()
+    other.join()
+    assert refused == ["a peeklock.aio.Client serves the event loop it was first used on"] * 2
+    assert [m["state"] for m in emu.messages(queue)] == ["available"]  # nothing sent, nothing locked
+    assert aclient.stats()["aio"]["submitted"] == 1
+    async with aclient.peek_lock(queue, timeout=1) as msg:  # and this loop still is served
+        assert msg is not None and msg.body == b"a"
+
+
 async def test_process_runs_until_max_messages(aclient, emu, queue):
     await aclient.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=str(i)) for i in range(6)])
     bodies = []
