@@ -6,8 +6,13 @@
  *  - Fallible calls return int: PL_OK (0), a positive non-error outcome where one
  *    exists (PL_EMPTY), or a negative PL_E* code. Codes never renumber.
  *    Detail (message, HTTP status, retryable) is in the thread-local pl_error_last().
- *  - Output parameters come first and are named out. What a **out returns, the
- *    caller frees with the matching pl_*_free, which accepts NULL.
+ *  - A call that hands back a new object or string takes that output first,
+ *    named out (pl_peek_lock(&msg, client, ...)); the caller frees it with the
+ *    matching pl_*_free, which accepts NULL. A call on a handle takes the handle
+ *    first and returns any other result through a pointer after it: a length
+ *    (pl_message_body(m, &len)), a request id (pl_aio_send(a, &id, ...)),
+ *    pl_renewer_finish's outcome, a stats struct (pl_*_stats_get(x, &st)).
+ *    Nothing filled that way needs freeing.
  *  - Borrowed pointers (const char * returned by accessors) live as long as the
  *    object they were read from, unless stated otherwise.
  *  - No secret (SAS key, signature, lock token) ever appears in an error message.

@@ -558,7 +558,7 @@ class Processor:
 
     # ---- signals ----
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals += 1  # noqa
+        self._signals += 1
         if not self.summary.stopped_by:
             self.summary.stopped_by = "signal"
         log.info("signal %d: draining (%d in flight)", signum, self.summary.in_flight)

@@ -470,7 +470,7 @@ def purge(
                 with lock:
                     report.unknown += 1
                 continue
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
+            except BaseException as e:  # handed to the caller
                 with lock:
                     errors.append(e)
                 stop.set()

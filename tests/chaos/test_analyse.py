@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chaos  # noqa: E402
+import chaos
 
 
 class FakeWorkers:

@@ -88,7 +88,7 @@ def in_thread(fn, *args):
     def run():
         try:
             out["value"] = fn(*args)
-        except BaseException as e:  # noqa: B902
+        except BaseException as e:
             out["error"] = e
 
     t = threading.Thread(target=run, daemon=True)
