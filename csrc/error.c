@@ -22,35 +22,37 @@ const char *pl_version(void)
     return PEEKLOCK_VERSION;
 }
 
-/* Every result code of peeklock.h, once: pl_strerror, pl_code_name and the
- * bindings' tables (pl_code_count, pl_code_at) read this list. */
-#define PL_CODE(c, text) c, #c, #c ": " text /* code, name, name: text */
+/* Every result code of peeklock.h, once: pl_strerror, pl_code_name, pl_code_word
+ * and the bindings' tables (pl_code_count, pl_code_at) read this list. The words
+ * are public (Lua's err.code == "lock_lost"): never change one. */
+#define PL_CODE(c, word, text) c, #c, word, #c ": " text /* code, name, word, name: text */
 static const struct pl_code_entry {
     int code;
     const char *name;
+    const char *word;
     const char *text;
 } pl_codes[] = {
-    {PL_CODE(PL_OK, "success")},
-    {PL_CODE(PL_EMPTY, "no message arrived within the timeout")},
-    {PL_CODE(PL_EINVAL, "invalid argument")},
-    {PL_CODE(PL_ENOMEM, "out of memory")},
-    {PL_CODE(PL_EAUTH, "not authorized")},
-    {PL_CODE(PL_ENOTFOUND, "entity not found")},
-    {PL_CODE(PL_ELOCKLOST, "lock lost")},
-    {PL_CODE(PL_ETOOLARGE, "message too large")},
-    {PL_CODE(PL_ETHROTTLED, "throttled by the server")},
-    {PL_CODE(PL_ESERVER, "server error")},
-    {PL_CODE(PL_ETIMEOUT, "timed out")},
-    {PL_CODE(PL_ECONNECT, "connection failed")},
-    {PL_CODE(PL_EPROTOCOL, "malformed or unexpected response")},
-    {PL_CODE(PL_EUNKNOWN, "outcome unknown")},
-    {PL_CODE(PL_EBADREQUEST, "bad request")},
-    {PL_CODE(PL_ECONFLICT, "conflict")},
-    {PL_CODE(PL_ESTATE, "wrong state for this call")},
-    {PL_CODE(PL_ECLOSED, "closed")},
-    {PL_CODE(PL_EHTTP, "unexpected HTTP status")},
-    {PL_CODE(PL_EINTERNAL, "internal error")},
-    {PL_CODE(PL_ECANCELED, "cancelled")},
+    {PL_CODE(PL_OK, "ok", "success")},
+    {PL_CODE(PL_EMPTY, "empty", "no message arrived within the timeout")},
+    {PL_CODE(PL_EINVAL, "invalid_argument", "invalid argument")},
+    {PL_CODE(PL_ENOMEM, "no_memory", "out of memory")},
+    {PL_CODE(PL_EAUTH, "auth", "not authorized")},
+    {PL_CODE(PL_ENOTFOUND, "entity_not_found", "entity not found")},
+    {PL_CODE(PL_ELOCKLOST, "lock_lost", "lock lost")},
+    {PL_CODE(PL_ETOOLARGE, "too_large", "message too large")},
+    {PL_CODE(PL_ETHROTTLED, "throttled", "throttled by the server")},
+    {PL_CODE(PL_ESERVER, "server", "server error")},
+    {PL_CODE(PL_ETIMEOUT, "timeout", "timed out")},
+    {PL_CODE(PL_ECONNECT, "connection", "connection failed")},
+    {PL_CODE(PL_EPROTOCOL, "protocol", "malformed or unexpected response")},
+    {PL_CODE(PL_EUNKNOWN, "unknown_outcome", "outcome unknown")},
+    {PL_CODE(PL_EBADREQUEST, "bad_request", "bad request")},
+    {PL_CODE(PL_ECONFLICT, "conflict", "conflict")},
+    {PL_CODE(PL_ESTATE, "state", "wrong state for this call")},
+    {PL_CODE(PL_ECLOSED, "closed", "closed")},
+    {PL_CODE(PL_EHTTP, "http", "unexpected HTTP status")},
+    {PL_CODE(PL_EINTERNAL, "internal", "internal error")},
+    {PL_CODE(PL_ECANCELED, "cancelled", "cancelled")},
 };
 #undef PL_CODE
 #define PL_NCODES ((int)(sizeof pl_codes / sizeof pl_codes[0]))
@@ -72,6 +74,12 @@ const char *pl_code_name(int code)
 {
     const struct pl_code_entry *e = code_entry(code);
     return e ? e->name : NULL;
+}
+
+const char *pl_code_word(int code)
+{
+    const struct pl_code_entry *e = code_entry(code);
+    return e ? e->word : NULL;
 }
 
 int pl_code_count(void)

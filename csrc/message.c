@@ -12,6 +12,10 @@
 #include "error_int.h"
 #include "message_int.h"
 
+/* A received TimeToLive at or above TimeSpan.MaxValue in whole seconds: the
+ * service's "never expires" (it sends 922337203685.47754). */
+#define PL_TTL_NONE_SECONDS 922337203685.0
+
 const char *const pl_outgoing_field_names[PL_OUT_NFIELDS] = {
     "MessageId",        "Label", "CorrelationId",   "SessionId", "PartitionKey", "ReplyTo",
     "ReplyToSessionId", "To",    "ViaPartitionKey",
@@ -468,7 +472,9 @@ int pl_message_parse_broker(pl_message *m, const char *json, size_t len)
                                   "BrokerProperties: TimeToLive is not a number of seconds");
                 goto done;
             }
-            m->ttl = d;
+            /* TimeSpan.MaxValue (922337203685.4775807 s) is the service's "no time to
+             * live": reported as absent, -1 */
+            m->ttl = d >= PL_TTL_NONE_SECONDS ? -1 : d;
         }
     }
 #undef KEY

@@ -89,6 +89,9 @@ PL_EXTERN const char *pl_version(void);
 PL_EXTERN const char *pl_strerror(int code);
 /* Static name of a code ("PL_ELOCKLOST"); NULL for a number that is no code. */
 PL_EXTERN const char *pl_code_name(int code);
+/* Static word for a code, as the Lua module's err.code spells it ("lock_lost",
+ * "unknown_outcome"); NULL for a number that is no code. Words never change. */
+PL_EXTERN const char *pl_code_word(int code);
 /* Every code, for bindings that build their tables from the core: how many there
  * are, and the i-th of them (0 <= i < pl_code_count(), PL_OK first; any other i
  * gives PL_EINTERNAL). */
@@ -391,7 +394,8 @@ PL_EXTERN int64_t pl_message_enqueued_sequence_number(const pl_message *m);
 PL_EXTERN int pl_message_delivery_count(const pl_message *m);    /* -1 if absent */
 PL_EXTERN int64_t pl_message_enqueued_time(const pl_message *m); /* Unix s, -1 if absent */
 PL_EXTERN int64_t pl_message_locked_until(const pl_message *m);  /* Unix s (server's), -1 */
-PL_EXTERN double pl_message_time_to_live(const pl_message *m);   /* seconds, -1 if absent */
+/* Seconds; -1 if absent or TimeSpan.MaxValue, the service's "no time to live". */
+PL_EXTERN double pl_message_time_to_live(const pl_message *m);
 /* The raw BrokerProperties JSON as received. Contains the lock token: a secret. */
 PL_EXTERN const char *pl_message_broker_properties_json(const pl_message *m);
 /* The lock token (a secret: never log it), or NULL for receive-and-delete. */

@@ -18,35 +18,13 @@ local traceback = debug.traceback
 
 -- ------------------------------------------------------------------ codes
 
--- Lua's word for each error code of the core, by its C name. The codes themselves are
--- the core's one list (pl_code_at, csrc/error.c): a code the core adds needs a word here
--- (tests/lua/peeklock_spec.lua checks that every one has).
-local CODE_WORDS = {
-  PL_EINVAL = "invalid_argument",
-  PL_ENOMEM = "no_memory",
-  PL_EAUTH = "auth",
-  PL_ENOTFOUND = "entity_not_found",
-  PL_ELOCKLOST = "lock_lost",
-  PL_ETOOLARGE = "too_large",
-  PL_ETHROTTLED = "throttled",
-  PL_ESERVER = "server",
-  PL_ETIMEOUT = "timeout",
-  PL_ECONNECT = "connection",
-  PL_EPROTOCOL = "protocol",
-  PL_EUNKNOWN = "unknown_outcome",
-  PL_EBADREQUEST = "bad_request",
-  PL_ECONFLICT = "conflict",
-  PL_ESTATE = "state",
-  PL_ECLOSED = "closed",
-  PL_EHTTP = "http",
-  PL_EINTERNAL = "internal",
-  PL_ECANCELED = "cancelled",
-}
+-- Lua's word for each error code ("lock_lost"): the core's one list of codes and
+-- their words (pl_code_at, pl_code_word, csrc/error.c).
 local CODE_NAMES = {} -- error code -> word
 local codes = {}      -- word -> error code
 for i = 0, core.pl_code_count() - 1 do
   local num = core.pl_code_at(i)
-  local word = num < 0 and CODE_WORDS[core.pl_code_name(num)]
+  local word = num < 0 and core.pl_code_word(num)
   if word then CODE_NAMES[num], codes[word] = word, num end
 end
 

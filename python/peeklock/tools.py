@@ -130,8 +130,7 @@ def message_to_record(msg: "Message") -> Dict[str, Any]:
     }
     for k in _COPIED:
         rec[k] = getattr(msg, k)
-    ttl = msg.time_to_live
-    rec["time_to_live"] = ttl if ttl is not None and ttl < 922337203685 else None
+    rec["time_to_live"] = msg.time_to_live  # None: the service's "no time to live"
     rec["properties"] = {k: _typed(v) for k, v in msg.properties.items()}
     rec["body_base64"] = base64.b64encode(msg.body).decode("ascii")
     return rec

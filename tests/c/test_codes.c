@@ -1,7 +1,7 @@
 /*
  * Unit tests of the code list (csrc/error.c): every PL_E* code that peeklock.h
- * defines is in it once, with its name, and pl_strerror / pl_code_name /
- * pl_code_at agree with the header. The bindings build their code tables from
+ * defines is in it once, with its name and its word, and pl_strerror /
+ * pl_code_name / pl_code_word / pl_code_at agree with the header. The bindings build their code tables from
  * this list. Pure: links peeklock_pure alone.
  */
 #include <stdio.h>
@@ -46,8 +46,21 @@ int main(void)
     for (int i = 0; i < n; i++) {
         int c = pl_code_at(i);
         CHECK(pl_code_name(c) != NULL);
-        for (int j = 0; j < i; j++) CHECK(pl_code_at(j) != c);
+        const char *w = pl_code_word(c);
+        REQUIRE(w != NULL);
+        CHECK(w[0] != '\0' && strspn(w, "abcdefghijklmnopqrstuvwxyz_") == strlen(w));
+        for (int j = 0; j < i; j++) {
+            CHECK(pl_code_at(j) != c);
+            CHECK(strcmp(pl_code_word(pl_code_at(j)), w) != 0);
+        }
     }
+    /* public words (Lua's err.code): they never change */
+    CHECK_STR(pl_code_word(PL_ELOCKLOST), "lock_lost");
+    CHECK_STR(pl_code_word(PL_EOUTCOME_UNKNOWN), "unknown_outcome");
+    CHECK_STR(pl_code_word(PL_ENOTFOUND), "entity_not_found");
+    CHECK_STR(pl_code_word(PL_ECANCELED), "cancelled");
+    CHECK(pl_code_word(2) == NULL);
+    CHECK(pl_code_word(-1000) == NULL);
     CHECK_STR(pl_code_name(PL_ELOCKLOST), "PL_ELOCKLOST");
     CHECK_STR(pl_code_name(PL_EOUTCOME_UNKNOWN), "PL_EUNKNOWN");
     CHECK_STR(pl_strerror(PL_ELOCKLOST), "PL_ELOCKLOST: lock lost");

@@ -264,7 +264,7 @@ int main(void)
     CHECK_STR(pl_message_broker(r, "State"), "Active");
     CHECK(pl_message_broker(r, "LockToken") == NULL);
     CHECK_STR(pl_message_lock_token(r), "acccce0e-7596-4e0c-b216-2d18638ac0dd");
-    CHECK(fabs(pl_message_time_to_live(r) - 922337203685.47754) < 1);
+    CHECK(pl_message_time_to_live(r) == -1); /* TimeSpan.MaxValue: no time to live */
     const char *bads[] = {"{",
                           "[]",
                           "{\"SequenceNumber\":\"x\"}",
@@ -282,6 +282,21 @@ int main(void)
         CHECK_EQ(pl_message_parse_broker(x, bads[k], strlen(bads[k])), PL_EPROTOCOL);
         CHECK(strstr(pl_error_last()->message, "BrokerProperties") != NULL);
         pl_message_free(x);
+    }
+    /* A time to live below TimeSpan.MaxValue is kept, as a number or a string. */
+    const struct {
+        const char *json;
+        double want;
+    } ttls[] = {{"{\"TimeToLive\":40}", 40},
+                {"{\"TimeToLive\":\"40.5\"}", 40.5},
+                {"{\"TimeToLive\":922337203684}", 922337203684.0},
+                {"{\"TimeToLive\":\"922337203685.47754\"}", -1},
+                {"{}", -1}};
+    for (size_t k = 0; k < sizeof ttls / sizeof ttls[0]; k++) {
+        pl_message *t = pl_message_alloc();
+        CHECK_EQ(pl_message_parse_broker(t, ttls[k].json, strlen(ttls[k].json)), PL_OK);
+        CHECK(pl_message_time_to_live(t) == ttls[k].want);
+        pl_message_free(t);
     }
     /* Not NUL-terminated input is read only within its length. */
     char nonterm[2] = {'{', '}'};

@@ -57,17 +57,32 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
             if v == num then found = w end
           end
           assert(found, "no Lua word for " .. tostring(core.pl_code_name(num)))
+          assert.equal(core.pl_code_word(num), found)
         end
       end
       local count = 0
       for _ in pairs(peeklock.codes) do count = count + 1 end
       assert.equal(n, count)
       assert.equal(core.PL_ECANCELED, peeklock.codes.cancelled)
+      assert.equal(core.PL_EUNKNOWN, peeklock.codes.unknown_outcome)
+      assert.equal(core.PL_ENOTFOUND, peeklock.codes.entity_not_found)
       assert.equal(core.PL_ELOCKLOST, peeklock.codes.lock_lost)
     end)
   end)
 
   describe("send and receive", function()
+    it("reads the service's TimeSpan.MaxValue time to live as none", function()
+      local q = queue()
+      assert(client:send(q, "x"))
+      assert(client:send(q, "y", { time_to_live = 40 }))
+      local first = assert(client:peek_lock(q, { timeout = 5 }))
+      local second = assert(client:peek_lock(q, { timeout = 5 }))
+      assert.is_nil(first.time_to_live)
+      assert.equal(40, second.time_to_live)
+      assert(first:complete())
+      assert(second:complete())
+    end)
+
     it("sends and peek-locks with every message field, then completes once", function()
       local q = queue()
       local id = H.unique("id")

@@ -42,6 +42,20 @@ def test_send_peek_lock_complete(client, emu, queue):
     assert client.peek_lock(queue, timeout=0) is None
 
 
+def test_no_time_to_live_reads_as_none(client, queue):
+    # The service sends TimeSpan.MaxValue (922337203685.47754 s) for a message sent
+    # without one; the core reports it as absent.
+    client.send(queue, b"x")
+    client.send(queue, b"y", time_to_live=40)
+    first = client.peek_lock(queue, timeout=5)
+    second = client.peek_lock(queue, timeout=5)
+    assert first is not None and second is not None
+    assert first.time_to_live is None
+    assert second.time_to_live == 40
+    first.complete()
+    second.complete()
+
+
 def test_entity_name_that_needs_percent_encoding(client):
     # Service Bus names are ASCII letters, digits, '.', '-', '_': no such entity can exist, and
     # the answer says so (410), not that the token is wrong. The name is percent-encoded in the
