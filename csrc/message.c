@@ -707,12 +707,14 @@ int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds)
     return PL_OK;
 }
 
-int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds)
+int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, double unix_seconds)
 {
     if (!m) return pl_error_inval("m", "must not be NULL");
-    if (unix_seconds < 0 || unix_seconds > 253402300799LL)
+    /* the second the time falls in (floor: -0.5 is in 1969); NaN fails the test */
+    double s = floor(unix_seconds);
+    if (!(s >= 0.0 && s <= 253402300799.0))
         return pl_error_inval("scheduled_enqueue_time", "must be between 1970 and 9999");
-    m->scheduled = unix_seconds;
+    m->scheduled = (int64_t)s;
     pl_error_ok();
     return PL_OK;
 }

@@ -173,7 +173,6 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
     size_t klen = 0;
     const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
     int t = lua_type(L, -1);
-    lua_Number v;
     size_t i, n = sizeof pl_lua_options / sizeof pl_lua_options[0];
     int f;
     if (!key) return pl_lua_set_bad(L, bad, "unknown", 0, NULL);
@@ -196,12 +195,10 @@ static int pl_lua_set_option(lua_State *L, pl_outgoing *m, int mt, int unix_key,
     case PL_OPT_TTL:
         if (t != LUA_TNUMBER) return pl_lua_set_bad(L, bad, "option", 1, "number");
         return pl_lua_set_value(L, bad, pl_outgoing_set_time_to_live(m, (double)lua_tonumber(L, -1)));
-    case PL_OPT_SCHEDULED:
-        v = lua_tonumber(L, -1);
-        /* NaN, infinity and anything an int64_t cannot hold are refused before the cast */
-        if (t != LUA_TNUMBER || !(v > -9.2e18 && v < 9.2e18))
-            return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
-        return pl_lua_set_value(L, bad, pl_outgoing_set_scheduled_enqueue_time(m, (int64_t)floor(v)));
+    case PL_OPT_SCHEDULED: /* the range and the rounding are the core's */
+        if (t != LUA_TNUMBER) return pl_lua_set_bad(L, bad, "option", 1, "Unix time (number)");
+        return pl_lua_set_value(L, bad,
+                                pl_outgoing_set_scheduled_enqueue_time(m, (double)lua_tonumber(L, -1)));
     case PL_OPT_PERSIST:
         if (t != LUA_TBOOLEAN) return pl_lua_set_bad(L, bad, "option", 1, "boolean");
         return pl_outgoing_set_force_persistence(m, lua_toboolean(L, -1));

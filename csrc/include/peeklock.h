@@ -315,7 +315,10 @@ PL_EXTERN int pl_broker_field_count(void);
 PL_EXTERN const char *pl_broker_field_name(int i);
 PL_EXTERN const char *pl_broker_field_arg(int i);
 PL_EXTERN int pl_outgoing_set_time_to_live(pl_outgoing *m, double seconds);
-PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, int64_t unix_seconds);
+/* Unix seconds of the years 1970..9999, sent as the second it falls in (floored:
+ * 1.9 is 1, -0.5 is refused). A double, so a binding hands over a time as it has it
+ * and the core owns the rounding and the range. */
+PL_EXTERN int pl_outgoing_set_scheduled_enqueue_time(pl_outgoing *m, double unix_seconds);
 PL_EXTERN int pl_outgoing_set_force_persistence(pl_outgoing *m, int on);
 /* Opt-in: when a send's answer is lost after the request left, send it again
  * instead of returning PL_EUNKNOWN. Only safe on an entity with duplicate

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # (only in annotations, which are not evaluated: no runtime d
         from typing_extensions import Unpack as Unpack
 
 from . import _core
-from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _timestamp, _unix
+from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _timestamp, _unix_time
 
 PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
@@ -144,7 +144,7 @@ class OutgoingMessage:
         ttl = _number(get("time_to_live"), "time_to_live", optional=True)
         self.time_to_live = None if ttl is None else float(ttl)
         when = get("scheduled_enqueue_time")
-        self.scheduled_enqueue_time = None if when is None else _unix(when, "scheduled_enqueue_time")
+        self.scheduled_enqueue_time = None if when is None else _unix_time(when, "scheduled_enqueue_time")
         self.message_id = _check_str("message_id", get("message_id"), optional=True, empty=True)
         self.label = _check_str("label", get("label"), optional=True, empty=True)
         self.correlation_id = _check_str("correlation_id", get("correlation_id"), optional=True, empty=True)

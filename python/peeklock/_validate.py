@@ -135,12 +135,22 @@ def _timestamp(value: _dt.datetime) -> float:
     return value.timestamp()
 
 
-def _unix(value: Any, name: str) -> int:
+def _unix_time(value: Any, name: str) -> float:
+    """Unix seconds of a datetime or a number, as given: its type only; the range and
+    the rounding are the core's (pl_outgoing_set_scheduled_enqueue_time)."""
     if isinstance(value, _dt.datetime):
-        return int(_timestamp(value))
+        return _timestamp(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a datetime or Unix seconds, not {type(value).__name__}")
-    return int(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any double: out of every range
+        return math.inf if value > 0 else -math.inf
+
+
+def _unix(value: Any, name: str) -> int:
+    t = _unix_time(value, name)
+    return value if isinstance(value, int) else int(t)
 
 
 def _check_datetime_property(name: str, value: _dt.datetime) -> float:

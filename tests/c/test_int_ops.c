@@ -521,7 +521,7 @@ static void test_scheduled(void)
     free(body);
     pl_outgoing *o = text_msg("later");
     pl_outgoing_set_broker(o, "MessageId", "sched-1");
-    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(o, (int64_t)now + 100), PL_OK);
+    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(o, floor(now) + 100), PL_OK);
     CHECK_EQ(pl_send(client, "q1", o), PL_OK);
     pl_outgoing_free(o);
     pl_message *m = NULL;

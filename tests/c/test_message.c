@@ -90,7 +90,17 @@ int main(void)
     CHECK_EQ(pl_outgoing_set_time_to_live(m, NAN), PL_EINVAL);
     CHECK_EQ(pl_outgoing_set_time_to_live(m, 0), PL_EINVAL);
     CHECK(strncmp(pl_error_last()->message, "time_to_live: ", 14) == 0);
-    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(m, 1414198608), PL_OK);
+    /* The scheduled time: the second it falls in (floored), of the years 1970..9999. */
+    const double bad_times[] = {-0.5, -1, 253402300800.0, NAN, INFINITY, -INFINITY, 1e300};
+    for (size_t k = 0; k < sizeof bad_times / sizeof bad_times[0]; k++) {
+        CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(m, bad_times[k]), PL_EINVAL);
+        CHECK_STR(pl_error_last()->message, "scheduled_enqueue_time: must be between 1970 and 9999");
+    }
+    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(m, 0.5), PL_OK);
+    CHECK_EQ(m->scheduled, 0);
+    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(m, 253402300799.9), PL_OK);
+    CHECK_EQ(m->scheduled, 253402300799LL);
+    CHECK_EQ(pl_outgoing_set_scheduled_enqueue_time(m, 1414198608.9), PL_OK);
     CHECK_EQ(pl_outgoing_set_force_persistence(m, 1), PL_OK);
     CHECK_EQ(pl_outgoing_broker_json(&bp, m), PL_OK);
     cJSON *j = cJSON_Parse(bp);

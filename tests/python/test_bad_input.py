@@ -78,6 +78,11 @@ def test_c_core_rejects_with_invalid_argument(client, queue):
         (lambda c: c.send("q", b"x", time_to_live=0), "time_to_live"),
         (lambda c: c.send("q", b"x", time_to_live=float("nan")), "time_to_live"),
         (lambda c: c.send("q", peeklock.OutgoingMessage(b"x", time_to_live=0)), "time_to_live"),
+        # the second a scheduled time falls in, floored by the core as Lua's: -0.5 is 1969
+        (lambda c: c.send("q", b"x", scheduled_enqueue_time=-0.5), "scheduled_enqueue_time: must be between 1970"),
+        (lambda c: c.send("q", b"x", scheduled_enqueue_time=253402300800), "scheduled_enqueue_time"),
+        (lambda c: c.send("q", b"x", scheduled_enqueue_time=float("nan")), "scheduled_enqueue_time"),
+        (lambda c: c.send("q", b"x", scheduled_enqueue_time=2**1100), "scheduled_enqueue_time"),
         (lambda c: c.peek_lock("q", timeout=300.5), "timeout"),
         (lambda c: c.peek_lock("q", timeout=-0.5), "timeout"),
         (lambda c: c.peek_lock("q", timeout=float("inf")), "timeout"),
@@ -88,6 +93,14 @@ def test_the_core_refuses_values_with_its_message(client, call, word):
     with pytest.raises(peeklock.InvalidArgument) as ei:
         call(client)
     assert ei.value.code == peeklock.errors.PL_EINVAL and word in str(ei.value)
+
+
+def test_a_scheduled_time_is_the_second_it_falls_in(emu, client, queue):
+    # 0.5 is in the first second of 1970: taken, and due at once
+    client.send(queue, b"x", scheduled_enqueue_time=0.5)
+    msg = client.peek_lock(queue, timeout=5)
+    assert msg is not None and msg.body == b"x"
+    msg.complete()
 
 
 def test_a_fraction_of_a_second_is_a_whole_second_long_poll(emu, client, queue):
