@@ -60,8 +60,8 @@ PL_LUA_OUT_HANDLE(pl_request)
 PL_LUA_OUT_HANDLE(pl_response)
 
 /* Handle arguments must be live: nil or a freed handle is an error, never a NULL
- * reaching C (pl_response_result's message and pl_renewer_finish's renewer are the
- * optional handles). */
+ * reaching C (pl_response_result's message, pl_renewer_finish's renewer and
+ * pl_renewer_stats_get's renewer, nil: zeros, are the optional handles). */
 %define PL_LUA_LIVE_HANDLE(TYPE)
 /* Only our own handles convert: a foreign userdata or a lightuserdata would otherwise
  * be taken for a SWIG object and dereferenced. */
@@ -70,7 +70,8 @@ PL_LUA_OUT_HANDLE(pl_response)
 }
 %typemap(check) TYPE *, const TYPE * {
   if (!$1 && strcmp("$symname", "pl_response_result") != 0 &&
-      !(strcmp("$symname", "pl_renewer_finish") == 0 && $argnum == 1)) {
+      !(strcmp("$symname", "pl_renewer_finish") == 0 && $argnum == 1) &&
+      strcmp("$symname", "pl_renewer_stats_get") != 0) {
     pl_lua_pusherror(L, "%s: argument %d must be a live " #TYPE " (got nil or a freed handle)", "$symname",
                      $argnum);
     SWIG_fail;

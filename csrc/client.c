@@ -265,13 +265,13 @@ int pl_client_new(pl_client **out, const pl_client_options *o)
     for (int i = 0; i < PL_STAT__COUNT; i++) atomic_init(&c->stats[i], 0);
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->cb_lock, NULL);
-    c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 10000;
-    c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
-    c->policy.max_retries = o->max_retries < 0 ? 3 : o->max_retries;
-    c->policy.retry_base_ms = o->retry_base_ms ? o->retry_base_ms : 100;
-    c->policy.retry_max_ms = o->retry_max_ms ? o->retry_max_ms : 5000;
-    c->pool_size = o->pool_size ? o->pool_size : 8;
-    c->token_lifetime_s = o->token_lifetime_s ? o->token_lifetime_s : 3600;
+    c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : PL_DEFAULT_CONNECT_TIMEOUT_MS;
+    c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : PL_DEFAULT_REQUEST_TIMEOUT_MS;
+    c->policy.max_retries = o->max_retries < 0 ? PL_DEFAULT_MAX_RETRIES : o->max_retries;
+    c->policy.retry_base_ms = o->retry_base_ms ? o->retry_base_ms : PL_DEFAULT_RETRY_BASE_MS;
+    c->policy.retry_max_ms = o->retry_max_ms ? o->retry_max_ms : PL_DEFAULT_RETRY_MAX_MS;
+    c->pool_size = o->pool_size ? o->pool_size : PL_DEFAULT_POOL_SIZE;
+    c->token_lifetime_s = o->token_lifetime_s ? o->token_lifetime_s : PL_DEFAULT_TOKEN_LIFETIME_S;
     c->token_cb = o->token_cb;
     c->token_userdata = o->token_userdata;
     if (o->version >= 2) {

@@ -987,7 +987,10 @@ int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out)
 {
     if (!out) return pl_error_inval("out", "is NULL");
     memset(out, 0, sizeof(*out));
-    if (!r) return pl_error_inval("r", "is NULL");
+    if (!r) { /* no renewer yet: nothing counted */
+        pl_error_ok();
+        return PL_OK;
+    }
     pthread_mutex_lock(&r->mu);
     out->held = r->tcount;
     out->renewals = r->renewals;

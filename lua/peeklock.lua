@@ -352,9 +352,11 @@ function Client:stats()
   local rc, st = core.pl_client_stats_get(h)
   if rc < 0 then return nil, last_error(rc, "stats") end
   local rs = rawget(self, "_renewer") and self:renewer_stats()
-  st.renewer = rs or { held = 0, renewals = 0, failures = 0, lost = 0, cap_reached = 0, threads = 0,
-                       lateness_p99_ms = 0.0, rtt_p99_ms = 0.0, slack_buckets = { 0, 0, 0, 0, 0, 0 },
-                       state_bytes = 0 }
+  if not rs then -- no renewer yet: the core's fields, zeros (pl_renewer_stats_get(nil))
+    rc, rs = core.pl_renewer_stats_get(nil)
+    if rc < 0 then return nil, last_error(rc, "stats") end
+  end
+  st.renewer = rs
   return st
 end
 

@@ -427,7 +427,7 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek)
     pl_message *m = NULL;
     pl_lua_handle *u, *mu;
     lua_Number timeout;
-    int rc, t = 30;
+    int rc, t = PL_DEFAULT_RECEIVE_TIMEOUT_S;
     lua_settop(L, 3);
     if (!(u = pl_lua_self_client(L, fname))) return 2; /* 4: the client's handle */
     if (lua_type(L, 2) != LUA_TSTRING) return pl_lua_argerror(L, fname, 1, "string", 2);

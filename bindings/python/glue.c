@@ -604,7 +604,7 @@ static PyObject *pl_py_client_peek_lock(PyObject *self, PyObject *const *args, P
     pl_message *m = NULL;
     PyThreadState *ts;
     const char *entity;
-    long t = 30;
+    long t = PL_DEFAULT_RECEIVE_TIMEOUT_S;
     int rc;
     if (!pl_py_message_type || !pl_py_args(args, nargs, kwnames, names, 2, 3, a) || !pl_py_entity_known(a[0]))
         return PL_PY_GENERAL;

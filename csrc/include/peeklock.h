@@ -216,17 +216,28 @@ typedef struct pl_client_options {
     const char *sas_token;         /* ready-made "SharedAccessSignature ..." */
     pl_token_cb token_cb;          /* bearer token provider */
     void *token_userdata;
-    long connect_timeout_ms; /* 0: default 10000 */
-    long request_timeout_ms; /* 0: default 30000; added to any long-poll timeout */
-    int max_retries;         /* -1: default 3; 0 disables retries */
-    long retry_base_ms;      /* 0: default 100 */
-    long retry_max_ms;       /* 0: default 5000 */
-    int pool_size;           /* easy handles kept for reuse; 0: default 8 */
+    long connect_timeout_ms; /* 0: PL_DEFAULT_CONNECT_TIMEOUT_MS */
+    long request_timeout_ms; /* 0: PL_DEFAULT_REQUEST_TIMEOUT_MS; added to any long-poll timeout */
+    int max_retries;         /* -1: PL_DEFAULT_MAX_RETRIES; 0 disables retries */
+    long retry_base_ms;      /* 0: PL_DEFAULT_RETRY_BASE_MS */
+    long retry_max_ms;       /* 0: PL_DEFAULT_RETRY_MAX_MS */
+    int pool_size;           /* easy handles kept for reuse; 0: PL_DEFAULT_POOL_SIZE */
     const char *ca_file;     /* NULL: system store */
-    int token_lifetime_s;    /* SAS token lifetime; 0: default 3600 */
+    int token_lifetime_s;    /* SAS token lifetime; 0: PL_DEFAULT_TOKEN_LIFETIME_S */
     pl_log_fn log_fn;        /* (version 2) retries and failed calls, or NULL */
     void *log_userdata;      /* (version 2) passed to log_fn */
 } pl_client_options;
+
+/* The client's defaults, what a 0 (max_retries: -1) in pl_client_options stands
+ * for; Python's and Lua's clients take the same (their None/nil is the core's). The
+ * SAS token lifetime is also the default of Python's sas_token and `peeklock token`. */
+#define PL_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define PL_DEFAULT_REQUEST_TIMEOUT_MS 30000
+#define PL_DEFAULT_MAX_RETRIES        3
+#define PL_DEFAULT_RETRY_BASE_MS      100
+#define PL_DEFAULT_RETRY_MAX_MS       5000
+#define PL_DEFAULT_POOL_SIZE          8
+#define PL_DEFAULT_TOKEN_LIFETIME_S   3600
 
 #define PL_CLIENT_OPTIONS_VERSION 2
 #define PL_CLIENT_OPTIONS_INIT                                                                               \
@@ -477,6 +488,12 @@ PL_EXTERN int pl_check_timeout(int timeout_s);
 /* The longest receive timeout (seconds): a wait longer than this (a processor's
  * max_wait for a batch) is made of several receives. */
 #define PL_MAX_RECEIVE_TIMEOUT_S 300
+/* The bindings' default waits, in seconds: a receive's long poll (Python's and Lua's
+ * peek_lock, receive_and_delete, with_lock `timeout`), a processor's poll between
+ * messages (`poll_timeout`) and how long a batch waits to fill (`max_wait`). */
+#define PL_DEFAULT_RECEIVE_TIMEOUT_S 30
+#define PL_DEFAULT_POLL_TIMEOUT_S    5
+#define PL_DEFAULT_MAX_WAIT_S        1
 /* A receive timeout as the bindings take it, in seconds (Python's and Lua's `timeout`,
  * a processor's `poll_timeout`): its whole seconds for pl_peek_lock and
  * pl_receive_and_delete, a fraction rounded up (0.5 s waits 1 s: it never becomes a
@@ -661,6 +678,8 @@ typedef struct pl_renewer_stats {
     uint64_t state_bytes; /* library memory held for renewal state */
 } pl_renewer_stats;
 
+/* Fills *out with r's figures. r NULL (no renewer yet) fills *out with zeros and
+ * returns PL_OK, so a binding shows "nothing counted" with the same fields. */
 PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
 
 /* ------------------------------------------------------------------------ */

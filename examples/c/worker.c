@@ -81,7 +81,7 @@ int main(int argc, char **argv)
     int status = 0;
     while (!stop && (max < 0 || done < max)) {
         pl_message *m = NULL;
-        int rc = pl_peek_lock(&m, client, queue, 30); /* long poll up to 30 s */
+        int rc = pl_peek_lock(&m, client, queue, PL_DEFAULT_RECEIVE_TIMEOUT_S); /* long poll */
         if (rc == PL_EMPTY) continue;
         if (rc != PL_OK) {
             if (pl_error_last()->retryable) continue; /* the client already backed off */
@@ -90,7 +90,7 @@ int main(int argc, char **argv)
         }
         /* Renewed for up to 5 minutes while the handler runs, then completed on
          * success or abandoned on failure, unless the handler settled it itself. */
-        if (pl_renewer_hold(renewer, m, 5 * 60 * 1000) != PL_OK) {
+        if (pl_renewer_hold(renewer, m, PL_DEFAULT_MAX_RENEW_MS) != PL_OK) {
             status = fail("hold");
             pl_message_free(m);
             break;

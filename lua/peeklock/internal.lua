@@ -423,7 +423,7 @@ local function with_lock_args(fname, entity, opts, fn)
   opts = check_opts(fname, 2, opts)
   if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
   local max_renew = opt_max_renew(fname, opts)
-  opt_timeout(fname, opts, "timeout", 30) -- checked here to be worded as this call's
+  opt_timeout(fname, opts, "timeout", core.PL_DEFAULT_RECEIVE_TIMEOUT_S) -- checked here to be worded as this call's
   return opts, fn, max_renew
 end
 
@@ -555,12 +555,12 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   return {
     concurrency = floor(concurrency),
     max_renew = opt_max_renew("process", opts),
-    poll_timeout = opt_timeout("process", opts, "poll_timeout", 5),
+    poll_timeout = opt_timeout("process", opts, "poll_timeout", core.PL_DEFAULT_POLL_TIMEOUT_S),
     max_messages = max_messages and floor(max_messages),
     idle_timeout = opt_process(opts, "idle_timeout"),
     stop = opts.stop,
     batch = batch and floor(batch),
-    max_wait = opt_process(opts, "max_wait", 1),
+    max_wait = opt_process(opts, "max_wait", core.PL_DEFAULT_MAX_WAIT_S),
   }
 end
 
@@ -608,20 +608,21 @@ local function apply_result(self, msgs, result)
     index[msg] = i
     if rawget(msg, "_h") then by_seq[msg.sequence_number] = i end
   end
-  local plan = {}
+  local plan, settles = {}, {} -- the action, and the core's settle for it (pl_settle_action)
   for k, action in pairs(result) do
     local i = index[k] or (type(k) == "number" and by_seq[k])
     if not i then
       return nil, "the handler's result names " .. tostring(k) .. ", not one of its messages"
     end
     -- the names are the core's (pl_settle_action); a NUL would cut one short in C
-    if type(action) ~= "string" or find(action, "\0", 1, true) or core.pl_settle_action(action) < 0 then
+    local settle = type(action) == "string" and not find(action, "\0", 1, true) and core.pl_settle_action(action)
+    if not settle or settle < 0 then
       core.pl_settle_action("") -- not a name: the core's words all the same
       return nil, "the handler's result says " .. tostring(action) .. " for message "
                   .. tostring(msgs[i].sequence_number) .. ": "
                   .. (select(4, core.last_error()):gsub("^[%w_]+: ", ""))
     end
-    plan[i] = action
+    plan[i], settles[i] = action, settle
   end
   local out, last_err = {}, nil
   for i, action in pairs(plan) do
@@ -629,7 +630,7 @@ local function apply_result(self, msgs, result)
     local mh = rawget(msg, "_h")
     if mh and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then
       local ok, err = self:_settle(msg, action)
-      if ok then out[i] = action == "complete" and "processed" or "failed"
+      if ok then out[i] = settles[i] == core.PL_SETTLE_COMPLETE and "processed" or "failed"
       elseif err.code == "lock_lost" then out[i] = "lost"
       else out[i] = "errors"; last_err = err end
     end

@@ -436,7 +436,7 @@ local function receive(self, op, entity, opts, peek)
   if not h then return nil, err end
   check_string(op, 1, entity)
   opts = check_opts(op, 2, opts)
-  local timeout = opt_timeout(op, opts, "timeout", 30)
+  local timeout = opt_timeout(op, opts, "timeout", core.PL_DEFAULT_RECEIVE_TIMEOUT_S)
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
   if rc < 0 then return fail(rc, op) end
   local m = self._metrics
@@ -692,7 +692,7 @@ end
 -- (cut_on_exit, default true; false: it runs out, up to poll_timeout). docs/lua.md.
 local PROCESS_RESTY_OPTIONS = { cut_on_exit = "boolean" }
 function Client:process(entity, handler, opts)
-  local o, err = I.process_args(self, entity, handler, opts, 256, PROCESS_RESTY_OPTIONS)
+  local o, err = I.process_args(self, entity, handler, opts, core.PL_MAX_CONCURRENCY, PROCESS_RESTY_OPTIONS)
   if not o then return nil, err end
   o.cut_on_exit = not (type(opts) == "table" and opts.cut_on_exit == false)
   local s = I.new_summary(o)

@@ -73,7 +73,8 @@ def sas_token(
 ) -> str:
     """A Service Bus SAS token for ``uri`` (namespace or entity). Give either
     ``lifetime`` (seconds from now) or ``expiry`` (the absolute end: Unix
-    seconds or a datetime); neither means one hour from now. The key is used
+    seconds or a datetime); neither means the core's token lifetime
+    (PL_DEFAULT_TOKEN_LIFETIME_S: one hour) from now. The key is used
     as text, never base64-decoded."""
     _check_str("uri", uri, empty=True)
     _check_str("key_name", key_name, empty=True)
@@ -85,7 +86,7 @@ def sas_token(
         assert life is not None
         return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
     # an expiry in 1970-2001 (a lifetime passed by mistake) is the core's to refuse
-    se = int(time.time()) + 3600 if expiry is None else _unix(expiry, "expiry")
+    se = int(time.time()) + _core.PL_DEFAULT_TOKEN_LIFETIME_S if expiry is None else _unix(expiry, "expiry")
     return str(_core.pl_sas_token(uri, key_name, key, se))
 
 

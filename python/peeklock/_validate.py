@@ -16,6 +16,12 @@ from .errors import PL_EINVAL, InvalidArgument, from_code
 
 _INT_MAX = 2**31 - 1
 
+# The core's default waits (peeklock.h), in seconds: the defaults of a receive's
+# timeout, a processor's poll_timeout and a batch's max_wait.
+_DEFAULT_TIMEOUT: int = _core.PL_DEFAULT_RECEIVE_TIMEOUT_S
+_DEFAULT_POLL_TIMEOUT: int = _core.PL_DEFAULT_POLL_TIMEOUT_S
+_DEFAULT_MAX_WAIT = float(_core.PL_DEFAULT_MAX_WAIT_S)
+
 
 def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = False) -> Optional[str]:
     if value is None and optional:

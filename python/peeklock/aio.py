@@ -407,9 +407,9 @@ class Client:
         sas_token: Optional[str] = None,
         token_provider: Optional[TokenProvider] = None,
         connection_string: Optional[str] = None,
-        connect_timeout: float = 10.0,
-        request_timeout: float = 30.0,
-        max_retries: int = 3,
+        connect_timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
         max_renew: float = _client._DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
@@ -439,9 +439,9 @@ class Client:
         connection_string: str,
         *,
         token_provider: Optional[TokenProvider] = None,
-        connect_timeout: float = 10.0,
-        request_timeout: float = 30.0,
-        max_retries: int = 3,
+        connect_timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
         max_renew: float = _client._DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
@@ -502,7 +502,12 @@ class Client:
         return n
 
     def peek_lock(
-        self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None, cancel_on_lost: bool = False
+        self,
+        entity: str,
+        timeout: float = _validate._DEFAULT_TIMEOUT,
+        *,
+        max_renew: Optional[float] = None,
+        cancel_on_lost: bool = False,
     ) -> _Receive:
         """Locks the next message, long-polling up to ``timeout`` seconds.
         ``await`` it for the Message (None when nothing came), or
@@ -519,7 +524,7 @@ class Client:
         h = await self._engine.run(_core.pl_aio_peek_lock, entity, t)
         return Message(h, self, mr, cancel_on_lost) if h is not None else None
 
-    async def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
+    async def receive_and_delete(self, entity: str, timeout: float = _validate._DEFAULT_TIMEOUT) -> Optional[Message]:
         """Reads and deletes the next message (nothing to settle), or None."""
         entity = _validate._check_entity(entity)
         t = _validate._check_timeout(timeout)
@@ -527,7 +532,7 @@ class Client:
         return Message(h, self) if h is not None else None
 
     async def messages(
-        self, entity: str, *, timeout: float = 30, max_renew: Optional[float] = None
+        self, entity: str, *, timeout: float = _validate._DEFAULT_TIMEOUT, max_renew: Optional[float] = None
     ) -> AsyncIterator[Message]:
         """Yields peek-locked messages as they come, until the client closes
         (settle each, e.g. with ``async with msg:``)."""
@@ -549,7 +554,7 @@ class Client:
         *,
         concurrency: int = 4,
         max_renew: Optional[float] = None,
-        poll_timeout: float = 5,
+        poll_timeout: float = _validate._DEFAULT_POLL_TIMEOUT,
         stop_event: Optional[asyncio.Event] = None,
         max_messages: Optional[int] = None,
         handle_signals: bool = True,
@@ -558,7 +563,7 @@ class Client:
         retry_delay: RetryDelay = exponential_backoff(),
         on_error: Optional[Callable[[Message, BaseException], Any]] = None,
         batch: Optional[int] = None,
-        max_wait: float = 1.0,
+        max_wait: float = _validate._DEFAULT_MAX_WAIT,
     ) -> ProcessSummary:
         """Runs ``await handler(msg)`` on every message of ``entity`` with
         ``concurrency`` tasks, each message under ``async with`` (renewed by the C
@@ -906,12 +911,12 @@ class _Processor:
         plan = _processor._plan(msgs, actions)
         out: Dict[Message, str] = {}
 
-        async def one(m: Message, action: str) -> None:
+        async def one(m: Message, action: str, settle: int) -> None:
             if m.settled:
                 return
             try:
-                await (m.complete() if action == "complete" else m.abandon())
-                out[m] = _processor._ACTIONS[action]
+                await (m.complete() if settle == _core.PL_SETTLE_COMPLETE else m.abandon())
+                out[m] = _processor._SETTLED[settle]
             except LockLostError:
                 out[m] = "lost"
             except Error as e:
@@ -919,7 +924,7 @@ class _Processor:
                 self.summary.errors += 1
                 _processor._remember(self.summary, f"{action}: {e}")
 
-        await asyncio.gather(*(one(m, a) for m, a in plan))
+        await asyncio.gather(*(one(m, a, settle) for m, a, settle in plan))
         return out
 
     async def finish(self, m: Message, error: Optional[Exception], applied: Optional[str], done: Set[Message]) -> None:

@@ -689,6 +689,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import _core
+
     p = argparse.ArgumentParser(
         prog="peeklock",
         description="Azure Service Bus REST message locks from the command line: list entities, "
@@ -902,7 +904,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("uri", nargs="?", help="resource URI, e.g. https://ns.servicebus.windows.net/q")
     s.add_argument("--key-name")
     s.add_argument("--key")
-    s.add_argument("--expiry", type=int, default=3600, help="lifetime in seconds from now (default: %(default)s)")
+    s.add_argument(
+        "--expiry",
+        type=int,
+        default=_core.PL_DEFAULT_TOKEN_LIFETIME_S,  # the core's token lifetime
+        help="lifetime in seconds from now (default: %(default)s)",
+    )
     common(s)
     s.set_defaults(func=cmd_token)
 

@@ -37,6 +37,9 @@ from . import _core
 from . import _held
 from . import errors as _errors
 from ._validate import (
+    _DEFAULT_MAX_WAIT,
+    _DEFAULT_POLL_TIMEOUT,
+    _DEFAULT_TIMEOUT,
     _ENTITY_OK,
     _check_entity,
     _check_int,
@@ -666,6 +669,10 @@ class Client:
     returning a bearer token, or ``(token, expires_unix)``). The audience is the
     namespace endpoint with a trailing slash (``self.endpoint + "/"``, e.g.
     ``https://myns.servicebus.windows.net/``), the same for every entity.
+
+    ``connect_timeout``, ``request_timeout`` (seconds) and ``max_retries``
+    left ``None`` take the core's defaults (``PL_DEFAULT_CONNECT_TIMEOUT_MS``,
+    ``PL_DEFAULT_REQUEST_TIMEOUT_MS``, ``PL_DEFAULT_MAX_RETRIES``: 10 s, 30 s, 3).
     """
 
     def __init__(
@@ -677,9 +684,9 @@ class Client:
         sas_token: Optional[str] = None,
         token_provider: Optional[TokenProvider] = None,
         connection_string: Optional[str] = None,
-        connect_timeout: float = 10.0,
-        request_timeout: float = 30.0,
-        max_retries: int = 3,
+        connect_timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
         max_renew: float = _DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
@@ -694,12 +701,19 @@ class Client:
             raise TypeError("Client needs an endpoint or a connection_string")
         if token_provider is not None and not callable(token_provider):
             raise TypeError("token_provider must be callable")
-        ct = _check_seconds(connect_timeout, "connect_timeout")
-        rt = _check_seconds(request_timeout, "request_timeout")
-        _check_int("max_retries", max_retries)
+        # pl_client_options' fields given; the rest left as pl_client_options_init fills them
+        given: Dict[str, Any] = {}
+        ct = _check_seconds(connect_timeout, "connect_timeout", optional=True)
+        if ct is not None:
+            given["connect_timeout_ms"] = _ms(ct)
+        rt = _check_seconds(request_timeout, "request_timeout", optional=True)
+        if rt is not None:
+            given["request_timeout_ms"] = _ms(rt)
+        if max_retries is not None:
+            given["max_retries"] = _check_int("max_retries", max_retries)
         mr = _check_max_renew(max_renew)
         _check_int("pool_size", pool_size)
-        assert ct is not None and rt is not None and mr is not None
+        assert mr is not None
         self.max_renew: float = mr
         self._token_provider = token_provider
         self._token_expiry = 0.0
@@ -712,18 +726,15 @@ class Client:
         # (entity, sequence number) -> called by the events thread when that lock is lost
         self._lost_watch: Dict[Tuple[str, int], Callable[[], None]] = {}
         self._closed = False
-        # pl_client_options' fields, the rest left as pl_client_options_init fills them
         self._h = _core.pl_client_new(
             connection_string=connection_string,
             endpoint=endpoint,
             key_name=key_name,
             key=key,
             sas_token=sas_token,
-            connect_timeout_ms=_ms(ct),
-            request_timeout_ms=_ms(rt),
-            max_retries=max_retries,
             pool_size=pool_size,
             ca_file=ca_file,
+            **given,
         )
         self.endpoint: str = str(_core.pl_client_endpoint(self._h))
         self._ca_file = ca_file
@@ -740,9 +751,9 @@ class Client:
         connection_string: str,
         *,
         token_provider: Optional[TokenProvider] = None,
-        connect_timeout: float = 10.0,
-        request_timeout: float = 30.0,
-        max_retries: int = 3,
+        connect_timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
         max_renew: float = _DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
@@ -951,7 +962,9 @@ class Client:
     # an open client without a token provider, is one C call that makes the Message
     # itself (the GIL released around the request); any other call runs the body below.
     @_core.pl_py_method
-    def peek_lock(self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None) -> Optional[Message]:
+    def peek_lock(
+        self, entity: str, timeout: float = _DEFAULT_TIMEOUT, *, max_renew: Optional[float] = None
+    ) -> Optional[Message]:
         """Locks the next message (long-polling up to ``timeout`` seconds) and
         returns it, or None when nothing arrived in time. Use it as a context
         manager to renew the lock while you work and settle it at the end."""
@@ -971,7 +984,7 @@ class Client:
 
     @contextlib.contextmanager
     def lock(
-        self, entity: str, timeout: float = 30, *, max_renew: Optional[float] = None
+        self, entity: str, timeout: float = _DEFAULT_TIMEOUT, *, max_renew: Optional[float] = None
     ) -> Iterator[Optional[Message]]:
         """``with client.lock("orders", timeout=30) as msg:`` peek-locks the next
         message and yields it, or yields None when nothing arrived in time (so
@@ -1001,7 +1014,7 @@ class Client:
         self._refresh_token()
         return Message(_core.pl_client_attach(self._h, handle), self, mr)
 
-    def receive_and_delete(self, entity: str, timeout: float = 30) -> Optional[Message]:
+    def receive_and_delete(self, entity: str, timeout: float = _DEFAULT_TIMEOUT) -> Optional[Message]:
         """Reads and deletes the next message (destructive; nothing to settle)."""
         entity = _check_entity(entity)
         t = _check_timeout(timeout)
@@ -1013,7 +1026,12 @@ class Client:
         return Message(h, self)
 
     def receive(
-        self, entity: str, timeout: float = 30, max_messages: Optional[int] = None, *, max_renew: Optional[float] = None
+        self,
+        entity: str,
+        timeout: float = _DEFAULT_TIMEOUT,
+        max_messages: Optional[int] = None,
+        *,
+        max_renew: Optional[float] = None,
     ) -> Iterator[Message]:
         """Yields peek-locked messages until a receive times out (``timeout``
         seconds with nothing arriving) or ``max_messages`` were received."""
@@ -1047,8 +1065,8 @@ class Client:
         *,
         concurrency: int = 4,
         max_renew: Optional[float] = None,
-        poll_timeout: float = 5,
-        drain_timeout: float = 30,
+        poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
+        drain_timeout: float = _DEFAULT_TIMEOUT,
         max_messages: Optional[int] = None,
         idle_timeout: Optional[float] = None,
         stop_event: Optional[threading.Event] = None,
@@ -1059,7 +1077,7 @@ class Client:
         retry_delay: "RetryDelay" = _DEFAULT_RETRY,
         on_error: Optional[Callable[[Message, BaseException], Any]] = None,
         batch: Optional[int] = None,
-        max_wait: float = 1.0,
+        max_wait: float = _DEFAULT_MAX_WAIT,
     ) -> "ProcessSummary":
         """Runs ``handler`` on every message of ``entity`` with ``concurrency``
         worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
@@ -1147,23 +1165,9 @@ class Client:
         latency percentiles, plus the renewer's figures under "renewer"."""
         self._drain_events()
         s: Dict[str, Any] = dict(_core.pl_client_stats_get(self._h))
-        r = self._renewer_handle
-        if r is not None:
-            rs = dict(_core.pl_renewer_stats_get(r))
-            rs["slack_buckets"] = list(rs["slack_buckets"])
-            s["renewer"] = rs
-        else:  # no lock held yet: the same keys, nothing counted
-            s["renewer"] = {
-                "held": 0,
-                "renewals": 0,
-                "failures": 0,
-                "lost": 0,
-                "cap_reached": 0,
-                "threads": 0,
-                "lateness_p99_ms": 0.0,
-                "rtt_p99_ms": 0.0,
-                "slack_buckets": [0] * 6,
-                "state_bytes": 0,
-            }
+        # no renewer yet (no lock held): the core fills the same keys with zeros
+        rs = dict(_core.pl_renewer_stats_get(self._renewer_handle))
+        rs["slack_buckets"] = list(rs["slack_buckets"])
+        s["renewer"] = rs
         s["events"] = dict(self._event_counts)
         return cast("ClientStats", s)

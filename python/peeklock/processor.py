@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from . import _core
 from ._held import hold_failures
-from ._validate import _check_entity, _check_max_renew, _check_seconds, _check_timeout
+from ._validate import (
+    _DEFAULT_MAX_WAIT,
+    _DEFAULT_POLL_TIMEOUT,
+    _check_entity,
+    _check_max_renew,
+    _check_seconds,
+    _check_timeout,
+)
 from .errors import PL_ESTATE, Error, LockLostError
 from ._spans import no_context
 
@@ -61,7 +68,8 @@ def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Mess
 RetryDelay = Union[float, Callable[["Message"], float], None]
 _Outcome = str  # "processed", "failed", "lost", "settled_by_handler" or "drained"
 _M = TypeVar("_M", bound="Message")  # a message of this client or of peeklock.aio's
-_ACTIONS = {"complete": "processed", "abandon": "failed"}  # a returned action -> its outcome
+# pl_settle_action's value for a returned action -> its outcome
+_SETTLED = {_core.PL_SETTLE_COMPLETE: "processed", _core.PL_SETTLE_UNLOCK: "failed"}
 
 
 # ---- pure helpers shared by this processor and peeklock.aio's ----
@@ -120,9 +128,11 @@ def _next_timeout(have: int, deadline: float, poll_timeout: int) -> Optional[int
     return _core.pl_timeout_seconds(min(left, _core.PL_MAX_RECEIVE_TIMEOUT_S)) if left > 0 else None
 
 
-def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]]:
+def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str, int]]:
     """A batch handler's returned mapping: message (or sequence number) ->
-    "complete" or "abandon", checked whole before any of it is applied."""
+    "complete" or "abandon", checked whole before any of it is applied. Each
+    entry: the message, its action and the core's settle for it
+    (pl_settle_action: PL_SETTLE_COMPLETE or PL_SETTLE_UNLOCK)."""
     by_seq = {m.sequence_number: m for m in msgs}
     plan = []
     for key, action in actions.items():
@@ -130,11 +140,12 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str]
         if m is None or m not in msgs:
             raise ValueError(f"the handler's result names {key!r}, not one of its messages")
         # the names are the core's (pl_settle_action); a NUL would cut one short in C
-        if not isinstance(action, str) or "\0" in action or _core.pl_settle_action(action) < 0:
+        settle = _core.pl_settle_action(action) if isinstance(action, str) and "\0" not in action else -1
+        if settle < 0:
             _core.pl_settle_action("")  # not a name: the core's words all the same
             rule = _core.pl_py_error_last()[3].split(": ", 1)[-1]
             raise ValueError(f"the handler's result says {action!r} for message {m.sequence_number}: {rule}")
-        plan.append((m, action))
+        plan.append((m, action, settle))
     return plan
 
 
@@ -257,7 +268,7 @@ class Processor:
         *,
         concurrency: int = 4,
         max_renew: Optional[float] = None,
-        poll_timeout: float = 5,
+        poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
         drain_timeout: float = 30,
         max_messages: Optional[int] = None,
         idle_timeout: Optional[float] = None,
@@ -269,7 +280,7 @@ class Processor:
         retry_delay: RetryDelay = exponential_backoff(),
         on_error: Optional[Callable[["Message", BaseException], Any]] = None,
         batch: Optional[int] = None,
-        max_wait: float = 1.0,
+        max_wait: float = _DEFAULT_MAX_WAIT,
     ) -> None:
         self.client = client
         self.entity = _check_entity(entity)
@@ -506,15 +517,15 @@ class Processor:
         message's outcome: processed, failed (abandoned) or lost."""
         plan = _plan(msgs, actions)
         out: Dict["Message", str] = {}
-        for m, action in plan:
+        for m, action, settle in plan:
             if m.settled:
                 continue
             try:
-                if action == "complete":
+                if settle == _core.PL_SETTLE_COMPLETE:
                     m.complete()
                 else:
                     m.abandon()
-                out[m] = _ACTIONS[action]
+                out[m] = _SETTLED[settle]
             except LockLostError:
                 out[m] = "lost"
             except Error as e:

@@ -554,6 +554,16 @@ static void phase_errors(void)
     CHECK_EQ(pl_renewer_new(&r, client, &o), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "default_max_renew_ms") != NULL);
 
+    /* no renewer yet: the same fields, nothing counted (what the bindings show) */
+    pl_renewer_stats none;
+    memset(&none, 0xff, sizeof none);
+    CHECK_EQ(pl_renewer_stats_get(NULL, &none), PL_OK);
+    CHECK_EQ(none.held, 0);
+    CHECK_EQ(none.threads, 0);
+    CHECK_EQ(none.slack_buckets[5], 0);
+    CHECK(none.rtt_p99_ms == 0.0);
+    CHECK_EQ(pl_renewer_stats_get(NULL, NULL), PL_EINVAL);
+
     REQUIRE(pl_renewer_new(&r, client, NULL) == PL_OK);
     CHECK_EQ(pl_renewer_add(r, NULL, 0), PL_EINVAL);
     make_queue("errs", 5);

@@ -37,6 +37,27 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     assert.equal(300000, core.PL_DEFAULT_MAX_RENEW_MS)
   end)
 
+  it("is where the client's and process's defaults come from", function()
+    -- options left out are what pl_client_options_init leaves: the core's
+    local c = assert(peeklock.client(CONN))
+    assert.equal(core.PL_DEFAULT_CONNECT_TIMEOUT_MS, core.pl_client_connect_timeout_ms(c._h))
+    assert.equal(core.PL_DEFAULT_REQUEST_TIMEOUT_MS, core.pl_client_request_timeout_ms(c._h))
+    local given = assert(peeklock.client({ connection_string = CONN, connect_timeout_ms = 2500 }))
+    assert.equal(2500, core.pl_client_connect_timeout_ms(given._h))
+    -- process's poll_timeout and max_wait, left out, are the core's PL_DEFAULT_*
+    local I = require "peeklock.internal"
+    local o = assert(I.process_args(c, "q", function() end, nil, 1))
+    assert.equal(core.PL_DEFAULT_POLL_TIMEOUT_S, o.poll_timeout)
+    assert.equal(core.PL_DEFAULT_MAX_WAIT_S, o.max_wait)
+    -- no renewer yet: the core's renewer fields, zeros
+    local rc, zeros = core.pl_renewer_stats_get(nil)
+    assert.equal(0, rc)
+    assert.same({ 0, 0, 0, 0, 0, 0 }, zeros.slack_buckets)
+    assert.same(zeros, assert(c:stats()).renewer)
+    c:close()
+    given:close()
+  end)
+
   it("survives wrong argument kinds for every function", function()
     local _, client = core.client_new({ connection_string = CONN })
     local _, out = core.pl_outgoing_new("x")

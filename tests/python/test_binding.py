@@ -33,6 +33,66 @@ def test_the_default_max_renew_is_the_core_s():
         assert inspect.signature(f).parameters["max_renew"].default == 300.0, f
 
 
+def test_the_bindings_defaults_are_the_core_s():
+    # each default a Python signature shows is read from peeklock.h's PL_DEFAULT_*
+    import inspect
+
+    import peeklock.aio
+    import peeklock.processor
+    from peeklock.cli import build_parser
+
+    def default(f, name):
+        return inspect.signature(f).parameters[name].default
+
+    clients = (peeklock.Client, peeklock.aio.Client)
+    for cls in clients:
+        for f in (cls.__init__, cls.from_connection_string):
+            for name in ("connect_timeout", "request_timeout", "max_retries"):
+                assert default(f, name) is None, (f, name)  # None: the core's
+    for f in (
+        peeklock.Client.peek_lock,
+        peeklock.Client.lock,
+        peeklock.Client.receive_and_delete,
+        peeklock.Client.receive,
+        peeklock.aio.Client.peek_lock,
+        peeklock.aio.Client.receive_and_delete,
+        peeklock.aio.Client.messages,
+    ):
+        assert default(f, "timeout") == _core.PL_DEFAULT_RECEIVE_TIMEOUT_S, f
+    for f in (peeklock.Client.process, peeklock.aio.Client.process, peeklock.processor.Processor.__init__):
+        assert default(f, "poll_timeout") == _core.PL_DEFAULT_POLL_TIMEOUT_S, f
+        assert default(f, "max_wait") == _core.PL_DEFAULT_MAX_WAIT_S, f
+    token = build_parser().parse_args(["token", "https://ns.example/q"])
+    assert token.expiry == _core.PL_DEFAULT_TOKEN_LIFETIME_S
+
+
+def test_client_s_effective_options_are_the_core_s(emu):
+    # left None, the options are what pl_client_options_init leaves them: the core's
+    c = peeklock.Client.from_connection_string(emu.connection_string)
+    assert _core.pl_client_connect_timeout_ms(c._h) == _core.PL_DEFAULT_CONNECT_TIMEOUT_MS
+    assert _core.pl_client_request_timeout_ms(c._h) == _core.PL_DEFAULT_REQUEST_TIMEOUT_MS
+    given = peeklock.Client.from_connection_string(emu.connection_string, connect_timeout=2.5, request_timeout=7)
+    assert _core.pl_client_connect_timeout_ms(given._h) == 2500
+    assert _core.pl_client_request_timeout_ms(given._h) == 7000
+    with pytest.raises(ValueError):
+        peeklock.Client.from_connection_string(emu.connection_string, connect_timeout=0)
+    with pytest.raises(TypeError):
+        peeklock.Client.from_connection_string(emu.connection_string, max_retries=1.5)  # type: ignore[arg-type]
+    c.close()
+    given.close()
+
+
+def test_no_renewer_stats_are_the_core_s_zeros(emu):
+    # pl_renewer_stats_get(NULL): the same fields as a renewer's, nothing counted
+    zeros = _core.pl_renewer_stats_get(None)
+    assert set(zeros) >= {"held", "renewals", "lost", "slack_buckets", "state_bytes"}
+    assert all(v == 0 for k, v in zeros.items() if k != "slack_buckets")
+    assert list(zeros["slack_buckets"]) == [0] * 6
+    c = peeklock.Client.from_connection_string(emu.connection_string)
+    assert c.stats()["renewer"] == dict(zeros, slack_buckets=[0] * 6)
+    c.close()
+
+
 def test_message_outlives_its_client_object(emu, queue):
     c = _client(emu)
     out = _core.pl_outgoing_new(b"abc\x00def")
