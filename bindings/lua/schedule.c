@@ -124,6 +124,7 @@ int pl_lua_schedule_add(lua_State *L)
     expiry = arg_ms(L, 4);
     duration = arg_ms(L, 5);
     cap = lua_isnoneornil(L, 6) ? INT64_MAX : arg_ms(L, 6);
+    lua_settop(L, 6);
     e = entry_of(L, ls, 2);
     if (e) forget(L, ls, 2, e);
     e = (pl_sched_entry *)lua_newuserdata(L, sizeof *e); /* 7 */
