@@ -11,8 +11,9 @@
 -- bytes and reports each attempt to the core's outcome module, which decides whether
 -- and when to send it again (core.outcome_report). Lock renewal while a handler runs
 -- goes over cosockets too, from one loop per worker (below, "renewals over
--- cosockets"), so it obeys the same resolver and TLS settings. docs/lua.md explains
--- the choice.
+-- cosockets"), so it obeys the same resolver and TLS settings; when each lock is renewed,
+-- retried or given up is the C renewer's schedule's decision (core.schedule_*), and what a
+-- finish sends is pl_finish_action's. docs/lua.md explains the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
 -- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete, and the lock

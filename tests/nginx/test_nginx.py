@@ -888,12 +888,14 @@ def main():
             # every renewal is an operation too: the loop's and the three msg:renew() calls
             assert delta(dur, messaging_operation_name="renew_message_lock", error_type=None) == renewals + 3
             assert delta("peeklock_lock_renewal_slack_seconds_count") == renewals
-            # the slack of a renewal due at half of a 5 s lock: about 2.5 s left when it lands
+            # the slack of a renewal of a 5 s lock: the core's schedule renews at most half the
+            # time left ahead, a lock's first renewal up to half that wait earlier (its jitter,
+            # which spreads locks taken together): 2.5 to 3.75 s left when it lands
             assert (
                 1.0
                 <= total(after, "peeklock_lock_renewal_slack_seconds_sum", messaging_destination_name=q)
                 / total(after, "peeklock_lock_renewal_slack_seconds_count", messaging_destination_name=q)
-                <= 2.6
+                <= 3.8
             )
             assert delta("peeklock_lock_renewal_failures_total") == 0
             # the with_lock handler's run: one, held past the renewal at half its 5 s lock
