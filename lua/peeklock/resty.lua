@@ -535,7 +535,7 @@ local RENEWER = setmetatable({}, { __name = "peeklock.resty.renewer", __tostring
   return "peeklock.resty.renewer(cosockets)" end })
 local RN = { entries = {}, handles = setmetatable({}, { __mode = "v" }), n = 0, running = false,
              renewals = 0, failures = 0, lost = 0, cap_reached = 0, lateness_max_ms = 0, inflight = 0,
-             sched = core.schedule_new(ngx.worker.pid() * 1000003 + (ngx.now() * 1000) % 1000003) }
+             sched = nil } -- (made by the first lock, in the worker: its jitter seed is the worker's)
 M._renewals = RN
 local HELD = core.PL_LOCK_HELD
 -- The loop's longest sleep: a lock added meanwhile may be due sooner than the earliest known,
@@ -666,6 +666,7 @@ function Client:_renew_add(_, mh, max_renew_ms)
   local key = core.key(mh)
   local now = core.pl_now_mono_ms()
   if RN.entries[key] then rn_forget(key) end
+  if not RN.sched then RN.sched = core.schedule_new(ngx.worker.pid() * 1000003 + now % 1000003) end
   if not core.schedule_add(RN.sched, key, now, core.pl_message_lock_expiry_mono_ms(mh),
                            core.pl_message_lock_duration_ms(mh), now + max_renew_ms) then
     return core.PL_ENOMEM
