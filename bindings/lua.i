@@ -200,6 +200,14 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
 %native(outcome_report) int pl_lua_outcome_report(lua_State *L);
 %native(fence_enter) int pl_lua_fence_enter(lua_State *L);
 %native(fence_leave) int pl_lua_fence_leave(lua_State *L);
+%native(schedule_new) int pl_lua_schedule_new(lua_State *L);
+%native(schedule_add) int pl_lua_schedule_add(lua_State *L);
+%native(schedule_remove) int pl_lua_schedule_remove(lua_State *L);
+%native(schedule_pop) int pl_lua_schedule_pop(lua_State *L);
+%native(schedule_renewed) int pl_lua_schedule_renewed(lua_State *L);
+%native(schedule_failed) int pl_lua_schedule_failed(lua_State *L);
+%native(schedule_observe_rtt) int pl_lua_schedule_observe_rtt(lua_State *L);
+%native(schedule_margin) int pl_lua_schedule_margin(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(client_methods) int pl_lua_client_methods(lua_State *L);
 %native(request_send_from) int pl_lua_request_send_from(lua_State *L);

@@ -46,6 +46,12 @@ int pl_finish_outcome(const pl_message *m, int mine)
     }
 }
 
+int pl_finish_action(const pl_message *m, int handler_ok)
+{
+    if (!m || pl_message_state(m) != PL_LOCK_HELD) return 0;
+    return handler_ok ? PL_SETTLE_COMPLETE : PL_SETTLE_UNLOCK;
+}
+
 int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, int *outcome)
 {
     if (outcome) *outcome = 0;
@@ -55,10 +61,11 @@ int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, int *outcome
                             "message was received with receive_and_delete: nothing to settle");
     if (r) pl_renewer_remove(r, m);
     int rc = PL_OK, mine = 0;
-    if (pl_message_state(m) == PL_LOCK_HELD) {
+    int action = pl_finish_action(m, handler_ok);
+    if (action) {
         pl_client *c = pl_message_client(m);
         if (!c) return pl_error_set(PL_ESTATE, 0, 0, "message has no client to settle it through");
-        rc = handler_ok ? pl_complete(c, m) : pl_unlock(c, m);
+        rc = action == PL_SETTLE_COMPLETE ? pl_complete(c, m) : pl_unlock(c, m);
         /* PL_ESTATE: the handler's settle (another thread) won the fence meanwhile */
         mine = rc != PL_ESTATE;
         if (rc == PL_ESTATE) rc = PL_OK;

@@ -5,8 +5,8 @@
  * glue is what it cannot: the handle userdata and its metatables (handles.c), received
  * messages as Lua tables (messages.c), the outgoing-message builder and the blocking
  * client's hot methods (outgoing.c), the request/response pieces of the cosocket driver
- * peeklock.resty (requests.c), and the options tables of client_new / renewer_new
- * (options.c). Each native below is registered by bindings/lua.i (%native). */
+ * peeklock.resty (requests.c) and its renewal schedule (schedule.c), and the options tables
+ * of client_new / renewer_new (options.c). Each native below is registered by bindings/lua.i (%native). */
 #ifndef PL_LUA_H
 #define PL_LUA_H
 
@@ -121,6 +121,17 @@ int pl_lua_outcome_new(lua_State *L);
 int pl_lua_outcome_report(lua_State *L);
 int pl_lua_fence_enter(lua_State *L);
 int pl_lua_fence_leave(lua_State *L);
+
+/* ---- the renewal schedule for the cosocket driver (schedule.c) --------------------- */
+
+int pl_lua_schedule_new(lua_State *L);
+int pl_lua_schedule_add(lua_State *L);
+int pl_lua_schedule_remove(lua_State *L);
+int pl_lua_schedule_pop(lua_State *L);
+int pl_lua_schedule_renewed(lua_State *L);
+int pl_lua_schedule_failed(lua_State *L);
+int pl_lua_schedule_observe_rtt(lua_State *L);
+int pl_lua_schedule_margin(lua_State *L);
 
 /* ---- options tables (options.c) ----------------------------------------------------- */
 

@@ -214,7 +214,9 @@ int pl_lua_result_from(lua_State *L)
     return 3;
 }
 
-/* outcome_new(client, request, seed) -> call (under the client's own retry options)
+/* outcome_new(client, request, seed, once) -> call (under the client's own retry options;
+ * once: a single attempt, for a caller whose retries another rule times: the renewal
+ * schedule's)
  * outcome_report(call, how, status, code, retry_after, message, msg) ->
  *   true, delay_ms          send the request again after delay_ms
  *   false, code, orphaned   done: code is the result (pl_error_last() describes it);
@@ -238,6 +240,7 @@ int pl_lua_outcome_new(lua_State *L)
     pl_call_init(&lc->call, req->op, req->entity, (uint64_t)luaL_optnumber(L, 3, 1));
     lc->call.resend_ok = req->resend_ok;
     lc->policy = *pl_client_policy(c);
+    if (lua_toboolean(L, 4)) lc->policy.max_retries = 0; /* once: the caller times retries */
     lc->client = c;
     return 1;
 }

@@ -630,6 +630,11 @@ PL_EXTERN int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, in
  * reads it (PL_FINISH_*); sent: the finish sent the settle itself (pl_aio_finish
  * gave an id). For pl_aio_finish, the non-blocking pl_renewer_finish. */
 PL_EXTERN int pl_finish_outcome(const pl_message *m, int sent);
+/* The settle a finish sends for m, as pl_renewer_finish chooses it: PL_SETTLE_COMPLETE
+ * (handler_ok nonzero) or PL_SETTLE_UNLOCK while m's lock is held, 0 when nothing is
+ * to be sent (settled, lost, unknown, receive-and-delete). For a driver that sends the
+ * settle over its own sockets, then reads pl_finish_outcome(m, 1). */
+PL_EXTERN int pl_finish_action(const pl_message *m, int handler_ok);
 
 /* Events, drained by the host language; the renewer never calls into it. Events are
  * queued in order, per renewer; RENEWED and RENEW_FAILED are dropped (and counted)

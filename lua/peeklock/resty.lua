@@ -11,8 +11,9 @@
 -- bytes and reports each attempt to the core's outcome module, which decides whether
 -- and when to send it again (core.outcome_report). Lock renewal while a handler runs
 -- goes over cosockets too, from one loop per worker (below, "renewals over
--- cosockets"), so it obeys the same resolver and TLS settings. docs/lua.md explains
--- the choice.
+-- cosockets"), so it obeys the same resolver and TLS settings; when each lock is renewed,
+-- retried or given up is the C renewer's schedule's decision (core.schedule_*), and what a
+-- finish sends is pl_finish_action's. docs/lua.md explains the choice.
 --
 -- The same method names and results as require "peeklock": send, send_batch,
 -- peek_lock, receive_and_delete, with_lock, msg:renew/abandon/complete, and the lock
@@ -28,7 +29,7 @@ if type(ngx) ~= "table" or not ngx.socket then
 end
 
 local tcp = ngx.socket.tcp
-local type, tonumber, tostring, setmetatable, rawget, floor = type, tonumber, tostring, setmetatable, rawget, math.floor
+local type, tonumber, tostring, setmetatable, rawget = type, tonumber, tostring, setmetatable, rawget
 local concat, lower, find, sub, byte = table.concat, string.lower, string.find, string.sub, string.byte
 local new_error, last_error, fail = I.new_error, I.last_error, I.fail
 local check_client, check_string, check_opts = I.check_client, I.check_string, I.check_opts
@@ -283,9 +284,10 @@ end
 -- by the C core's outcome module (csrc/outcome.c, the table in docs/lua.md): this loop
 -- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
 -- when it says so. Runs req: rc, out | nil, err. cut: a peek-lock's long poll that a worker
--- exit cuts short (PL_EMPTY: nothing received).
-local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut)
-  local call = core.outcome_new(self._h, req, math.random(1, 2147483647))
+-- exit cuts short (PL_EMPTY: nothing received). once: a single attempt (the renewal loop's
+-- renew, whose retries the schedule times): nil, err, the answer's Retry-After when it fails.
+local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut, once)
+  local call = core.outcome_new(self._h, req, math.random(1, 2147483647), once)
   while true do
     local how, rc, out, err, status, retry_after = attempt(self, req, op, msg_h, read_timeout_ms, cut)
     if not how then return nil, err end -- the request could not even be written (bad URL)
@@ -305,7 +307,7 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut)
     elseif v >= 0 then
       return v, out
     else
-      return nil, last_error(v, op)
+      return nil, last_error(v, op), retry_after
     end
   end
 end
@@ -468,7 +470,7 @@ local SETTLE_METRIC = { renew = { "renew_message_lock", "renew" }, abandon = { "
 -- lost, unknown, or held again), as for the blocking settles: a second settle or a renew
 -- of a message being settled, or one whose earlier settle had an unknown outcome, gets
 -- the error the C core words.
-function Client:_settle(msg, op)
+function Client:_settle(msg, op, once)
   local h, mh = I.settle_handles(self, msg, op)
   if not h then return nil, mh end
   -- (PL_LOCK_NONE, a receive-and-delete message: pl_request_settle says there is no lock)
@@ -487,7 +489,7 @@ function Client:_settle(msg, op)
   end
   local m = self._metrics
   local t0 = m and now_ms()
-  local ok, err = exchange(self, req, op, mh, self._request_timeout_ms)
+  local ok, err, retry_after = exchange(self, req, op, mh, self._request_timeout_ms, nil, nil, once)
   core.release(req)
   if settling then core.fence_leave(mh, ok and 0 or err.errno) end
   if m then
@@ -495,7 +497,7 @@ function Client:_settle(msg, op)
     m:operation(name[1], name[2], core.pl_message_entity(mh), self._server, (now_ms() - t0) / 1000,
                 not ok and err.code or nil)
   end
-  if not ok then return nil, err end
+  if not ok then return nil, err, retry_after end
   return true
 end
 
@@ -520,23 +522,32 @@ end
 -- Locks held by with_lock are renewed over cosockets, like every other request of the
 -- worker, so they obey the same resolver, lua_ssl_trusted_certificate / ssl_verify and
 -- keep-alive pool, and a failure says what failed (TLS included). One loop per worker (a
--- zero-delay timer, started by the first lock and ending when none is left) renews each
--- lock once half its duration has passed, each renewal in a light thread of its own
--- (through _settle: the C core builds the request, reads the answer, extends or loses
--- the lock, and its outcome module decides the retries). A lock whose estimate runs out
--- before a renewal succeeds is marked lost, as the C renewer does. docs/lua.md.
+-- zero-delay timer, started by the first lock and ending when none is left) follows the
+-- C core's renewal schedule (csrc/schedule.c through core.schedule_*, the rules the C
+-- renewer thread follows): it asks the schedule which lock is due -- at the earlier of
+-- expiry minus the measured p99 renew round trip plus a margin, and half the remaining
+-- time, with jitter --, sends each renewal in a light thread of its own (through
+-- _settle: the C core builds the request, reads the answer, extends or loses the lock),
+-- reports the result back, and sleeps until the next is due. A failed renewal is retried
+-- when the schedule says (backoff, or Retry-After), and a lock the schedule gives up on
+-- (no lock time left to retry in) is marked lost, as the C renewer does. docs/lua.md.
 local RENEWER = setmetatable({}, { __name = "peeklock.resty.renewer", __tostring = function()
   return "peeklock.resty.renewer(cosockets)" end })
 local RN = { entries = {}, handles = setmetatable({}, { __mode = "v" }), n = 0, running = false,
-             renewals = 0, failures = 0, lost = 0, cap_reached = 0, lateness_max_ms = 0 }
+             renewals = 0, failures = 0, lost = 0, cap_reached = 0, lateness_max_ms = 0, inflight = 0,
+             sched = nil } -- (made by the first lock, in the worker: its jitter seed is the worker's)
 M._renewals = RN
 local HELD = core.PL_LOCK_HELD
+-- The loop's longest sleep: a lock added meanwhile may be due sooner than the earliest known,
+-- and while renewals are in flight their next due times (a retry's backoff) are not known yet.
+local RN_MAX_SLEEP_MS, RN_INFLIGHT_SLEEP_MS = 500, 10
 
 local function rn_forget(key)
   local e = RN.entries[key]
   if e then
     RN.entries[key], RN.handles[key] = nil, nil
     RN.n = RN.n - 1
+    core.schedule_remove(RN.sched, key)
     local m = e.client._metrics
     if m then m:locks_held(RN.n) end
   end
@@ -557,71 +568,82 @@ end
 local function rn_renew(e, key, mh)
   local m = e.client._metrics
   -- (the slack: the lock time left when the renewal lands, from what was left when it went out)
-  local t0, left0 = m and now_ms(), m and core.pl_message_lock_remaining_ms(mh)
-  local done, ok, err = pcall(e.client._settle, e.client, { _h = mh }, "renew")
-  e.inflight = false
+  local t0, left0 = core.pl_now_mono_ms(), m and core.pl_message_lock_remaining_ms(mh)
+  local done, ok, err, retry_after = pcall(e.client._settle, e.client, { _h = mh }, "renew", true)
+  local now = core.pl_now_mono_ms()
+  RN.inflight = RN.inflight - 1
   if not done then -- (a bug, not a failed renewal: logged, and the lock tried again)
     ngx.log(ngx.ERR, "peeklock: renewal failed: ", tostring(ok))
     ok, err = nil, nil
   end
   if m then
-    local slack = ok and (left0 - (now_ms() - t0)) / 1000 or nil
-    m:renewal(core.pl_message_entity(mh), e.client._server, ok, slack and (slack > 0 and slack or 0),
+    local slack = ok and (left0 - (now - t0)) or nil
+    m:renewal(core.pl_message_entity(mh), e.client._server, ok, slack and (slack > 0 and slack / 1000 or 0),
               err and err.code)
   end
-  if ok then RN.renewals = RN.renewals + 1 return end
+  if ok or (err and err.code == "timeout") then -- (a slow server widens the margin too)
+    core.schedule_observe_rtt(RN.sched, now - t0)
+  end
+  if RN.entries[key] ~= e then return end -- taken out meanwhile (settled, dropped, released)
+  if ok then
+    RN.renewals = RN.renewals + 1
+    if core.schedule_renewed(RN.sched, key, now, core.pl_message_lock_expiry_mono_ms(mh)) then return end
+    err = nil -- (no memory to queue it again: as a failure)
+  end
   RN.failures = RN.failures + 1
-  if core.pl_message_lock_state(mh) == core.PL_LOCK_LOST then
+  local st = core.pl_message_lock_state(mh)
+  if st == core.PL_LOCK_LOST then
     rn_forget(key)
     rn_lost(e, key, err, "lock lost: " .. tostring(err and err.message), mh)
+  elseif st ~= HELD then
+    rn_forget(key)
+  elseif not core.schedule_failed(RN.sched, key, now, retry_after) then
+    rn_forget(key) -- no lock time left to retry in
+    core.mark_lost(mh, err and err.errno or core.PL_ELOCKLOST)
+    rn_lost(e, key, err, "renewals kept failing until the lock expired"
+            .. (err and (" (" .. tostring(err.message) .. ")") or ""), mh)
   end
-  e.last_err = err
+end
+
+-- The lock of key, due now (what: "renew" or "cap"); spawns its renewal.
+local function rn_due(key, what, late)
+  local e, mh = RN.entries[key], RN.handles[key]
+  if not e then core.schedule_remove(RN.sched, key) return end
+  if not mh or core.pl_message_lock_state(mh) ~= HELD then
+    rn_forget(key) -- collected (its drop hook abandons it), settled or lost meanwhile
+  elseif what == "cap" then
+    rn_forget(key)
+    RN.cap_reached = RN.cap_reached + 1
+    local m = e.client._metrics
+    if m then m:cap_reached(core.pl_message_entity(mh), e.client._server) end
+  else
+    if late > RN.lateness_max_ms then RN.lateness_max_ms = late end
+    RN.inflight = RN.inflight + 1
+    local t, err = ngx.thread.spawn(rn_renew, e, key, mh)
+    if not t then
+      RN.inflight = RN.inflight - 1
+      ngx.log(ngx.ERR, "peeklock: cannot start a renewal: ", err)
+      if not core.schedule_failed(RN.sched, key, core.pl_now_mono_ms()) then
+        rn_forget(key)
+        core.mark_lost(mh, core.PL_EINTERNAL)
+        rn_lost(e, key, nil, "no renewal could be started before the lock expired", mh)
+      end
+    end
+  end
 end
 
 local function rn_loop(premature)
   if premature then RN.running = false return end
   -- (it goes on while the worker exits: handlers still running as it drains keep their locks)
   while RN.n > 0 do
-    local now = core.pl_now_mono_ms()
-    local wait_ms, due = 500, {}
-    for key, e in pairs(RN.entries) do
-      local mh = RN.handles[key]
-      if not mh then
-        rn_forget(key) -- its message was collected (its drop hook abandons it)
-      elseif not e.inflight then
-        local st = core.pl_message_lock_state(mh)
-        local left = core.pl_message_lock_remaining_ms(mh)
-        if st ~= HELD then
-          rn_forget(key)
-        elseif now >= e.cap then
-          rn_forget(key)
-          RN.cap_reached = RN.cap_reached + 1
-          local m = e.client._metrics
-          if m then m:cap_reached(core.pl_message_entity(mh), e.client._server) end
-        elseif left <= 0 then
-          rn_forget(key)
-          core.mark_lost(mh, e.last_err and e.last_err.errno or core.PL_ELOCKLOST)
-          rn_lost(e, key, e.last_err, "the lock ran out before a renewal succeeded"
-                  .. (e.last_err and (" (" .. tostring(e.last_err.message) .. ")") or ""), mh)
-        else
-          local margin = floor(core.pl_message_lock_duration_ms(mh) / 2)
-          if left <= margin then
-            local late = margin - left
-            if late > RN.lateness_max_ms then RN.lateness_max_ms = late end
-            due[#due + 1] = { e, key, mh }
-          elseif left - margin < wait_ms then
-            wait_ms = left - margin
-          end
-        end
-      end
+    local key, what, late = core.schedule_pop(RN.sched, core.pl_now_mono_ms())
+    while key ~= nil do -- (a spawned renewal runs until it yields, and may add or drop locks)
+      rn_due(key, what, late)
+      key, what, late = core.schedule_pop(RN.sched, core.pl_now_mono_ms())
     end
-    for i = 1, #due do -- (spawned after the walk: a renewal yields, and others may add locks)
-      local e, key, mh = due[i][1], due[i][2], due[i][3]
-      e.inflight = true
-      local t, err = ngx.thread.spawn(rn_renew, e, key, mh)
-      if not t then e.inflight = false; ngx.log(ngx.ERR, "peeklock: cannot start a renewal: ", err) end
-    end
-    ngx.sleep(math.max(wait_ms, 10) / 1000)
+    local wait_ms, most = what or RN_MAX_SLEEP_MS, RN.inflight > 0 and RN_INFLIGHT_SLEEP_MS or RN_MAX_SLEEP_MS
+    if wait_ms > most then wait_ms = most end -- (what: after nil, the wait until the next is due)
+    ngx.sleep((wait_ms > 1 and wait_ms or 1) / 1000)
   end
   RN.running = false
 end
@@ -642,8 +664,15 @@ end
 function Client:_renew_add(_, mh, max_renew_ms)
   if core.pl_message_lock_state(mh) ~= HELD then return core.PL_ESTATE end
   local key = core.key(mh)
-  if not RN.entries[key] then RN.n = RN.n + 1 end
-  RN.entries[key] = { client = self, cap = core.pl_now_mono_ms() + max_renew_ms, inflight = false }
+  local now = core.pl_now_mono_ms()
+  if RN.entries[key] then rn_forget(key) end
+  if not RN.sched then RN.sched = core.schedule_new(ngx.worker.pid() * 1000003 + now % 1000003) end
+  if not core.schedule_add(RN.sched, key, now, core.pl_message_lock_expiry_mono_ms(mh),
+                           core.pl_message_lock_duration_ms(mh), now + max_renew_ms) then
+    return core.PL_ENOMEM
+  end
+  RN.n = RN.n + 1
+  RN.entries[key] = { client = self }
   if self._metrics then self._metrics:locks_held(RN.n) end
   RN.handles[key] = mh
   local ok, err = rn_start()
@@ -658,17 +687,20 @@ end
 function Client:_renew_remove(_, mh) rn_forget(core.key(mh)) end
 
 -- The end of a held message's handler (peeklock.lua's finish), over cosockets: the
--- blocking pl_renewer_finish would stall the worker, so the settle is made here, and
--- pl_renewer_finish (given no renewer, on a message no longer held: it sends nothing)
--- only reads what became of the message from its own state.
+-- blocking pl_renewer_finish would stall the worker, so the settle the core chooses
+-- (pl_finish_action: complete or abandon while the lock is held, nothing otherwise) is
+-- sent here, and pl_finish_outcome reads what became of the message from its own state.
+local FINISH_OPS = { [core.PL_SETTLE_COMPLETE] = "complete", [core.PL_SETTLE_UNLOCK] = "abandon" }
 function Client:_finish_held(r, msg, mh, ok)
   if r then self:_renew_remove(r, mh) end
-  if core.pl_message_lock_state(mh) == HELD then
-    local sok, serr = self:_settle(msg, ok and "complete" or "abandon")
-    if not sok then return core.PL_FINISH_HELD, serr end
+  local op = FINISH_OPS[core.pl_finish_action(mh, ok and 1 or 0)]
+  local sent = false
+  if op then
+    local sok, serr = self:_settle(msg, op)
+    if not sok and core.pl_message_lock_state(mh) == HELD then return core.PL_FINISH_HELD, serr end
+    sent = sok or serr.errno ~= core.PL_ESTATE
   end
-  local _, outcome = core.pl_renewer_finish(nil, mh, ok and 1 or 0)
-  return outcome
+  return core.pl_finish_outcome(mh, sent and 1 or 0)
 end
 
 -- (no C renewer, no events: lost locks are recorded as they are found)

@@ -35,8 +35,12 @@ static void test_success_and_failure(pl_renewer *r)
     int outcome = -1;
     pl_message *m = lock_one(q, sizeof q, "ok");
     CHECK_EQ(pl_renewer_hold(r, m, 60000), PL_OK);
+    /* the settle a finish sends while the lock is held (what pl_renewer_finish sends) */
+    CHECK_EQ(pl_finish_action(m, 1), PL_SETTLE_COMPLETE);
+    CHECK_EQ(pl_finish_action(m, 0), PL_SETTLE_UNLOCK);
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_OK);
     CHECK_EQ(outcome, PL_FINISH_COMPLETED);
+    CHECK_EQ(pl_finish_action(m, 1), 0); /* settled: nothing to send */
     CHECK_EQ(pl_message_lock_state(m), PL_LOCK_SETTLED);
     CHECK_EQ(pl_message_settle_kind(m), PL_SETTLE_COMPLETE);
     CHECK_EQ(pl_test_completed_count(q, "ok"), 1);
@@ -99,6 +103,7 @@ static void test_lost(pl_renewer *r)
     CHECK_EQ(pl_renewer_hold(r, m, 60000), PL_OK);
     REQUIRE(pl_test_advance(6) / 100 == 2);
     CHECK(wait_for(r, m, PL_EVENT_LOST));
+    CHECK_EQ(pl_finish_action(m, 1), 0); /* lost: nothing to send */
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_OK);
     CHECK_EQ(outcome, PL_FINISH_LOST);
     CHECK_EQ(pl_test_completed_count(q, "lost"), 0);
@@ -184,6 +189,8 @@ static void test_errors(pl_renewer *r)
     CHECK(strstr(pl_error_last()->message, "nothing to lock") != NULL);
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_ESTATE);
     CHECK_EQ(outcome, 0);
+    CHECK_EQ(pl_finish_action(m, 1), 0); /* receive-and-delete: no lock to settle */
+    CHECK_EQ(pl_finish_action(NULL, 1), 0);
     pl_message_free(m);
 
     m = lock_one(q, sizeof q, "twice");

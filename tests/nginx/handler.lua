@@ -38,12 +38,13 @@ end
 
 -- /lock?entity=&timeout=&renewals=N&hold=S&fail=1&until_lost=1&max_renew=S : with_lock, holding the
 -- lock for S seconds and until the C renewer has renewed it N times (ngx.sleep yields:
--- the worker keeps serving).
+-- the worker keeps serving); failures: the renewals that failed meanwhile.
 function H.lock()
   local a = ngx.req.get_uri_args()
   local c = get_client()
   local want = tonumber(a.renewals) or 0
   local got, body, id = 0, nil, nil
+  local fbase = c:renewer_stats().failures
   local ok, err = c:with_lock(a.entity,
                              { timeout = tonumber(a.timeout) or 10, max_renew = tonumber(a.max_renew) or 120 },
     function(msg)
@@ -65,7 +66,8 @@ function H.lock()
       if a.fail then error("handler failure requested") end
       return "done"
     end)
-  reply(err_fields({ ok = ok == true, renewals = got, body = body, id = id }, err))
+  reply(err_fields({ ok = ok == true, renewals = got, body = body, id = id,
+                     failures = c:renewer_stats().failures - fbase }, err))
 end
 
 -- /peek?entity=&timeout= : peek-lock, renew once, abandon or complete (&complete=1)
