@@ -841,11 +841,12 @@ int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r, int han
         return pl_error_set(PL_ESTATE, 0, 0,
                             "message was received with receive_and_delete: nothing to settle");
     if (r) pl_renewer_remove(r, m);
-    if (pl_message_state(m) != PL_LOCK_HELD) {
+    int action = pl_finish_action(m, handler_ok);
+    if (!action) {
         pl_error_ok();
         return PL_OK;
     }
-    rc = aio_settle(a, id, m, handler_ok ? PL_SETTLE_COMPLETE : PL_SETTLE_UNLOCK, 0);
+    rc = aio_settle(a, id, m, action, 0);
     if (rc == PL_ESTATE) { /* the handler's settle (another thread) won the fence meanwhile */
         *id = 0;
         pl_error_ok();
