@@ -437,7 +437,7 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek)
         lua_getfield(L, 3, "timeout");
         if (!lua_isnil(L, -1)) {
             timeout = lua_tonumber(L, -1);
-            if (lua_type(L, -1) != LUA_TNUMBER || timeout != timeout)
+            if (lua_type(L, -1) != LUA_TNUMBER) /* NaN goes on: the core refuses it in its words */
                 return pl_lua_raise(L, "bad option 'timeout' to '%s' (number expected, got %s)", fname,
                                     luaL_typename(L, -1));
             /* the core's whole seconds (a fraction rounded up) or its refusal */

@@ -12,7 +12,8 @@
  *    first and returns any other result through a pointer after it: a length
  *    (pl_message_body(m, &len)), a request id (pl_aio_send(a, &id, ...)),
  *    pl_renewer_finish's outcome, a stats struct (pl_*_stats_get(x, &st)).
- *    Nothing filled that way needs freeing.
+ *    Nothing filled that way needs freeing. One exception: pl_aio_done_take_message
+ *    returns the message it hands over (NULL when there is none).
  *  - Borrowed pointers (const char * returned by accessors) live as long as the
  *    object they were read from, unless stated otherwise.
  *  - No secret (SAS key, signature, lock token) ever appears in an error message.

@@ -156,10 +156,11 @@ local function check_opts(fname, n, v)
   return v
 end
 
+-- (NaN passes: each caller hands the number to the core's check, which refuses it in its words)
 local function opt_number(fname, opts, key, dflt, min, max)
   local v = opts[key]
   if v == nil then return dflt end
-  if type(v) ~= "number" or v ~= v then
+  if type(v) ~= "number" then
     error(("bad option '%s' to '%s' (number expected, got %s)"):format(key, fname, type(v)), user_level())
   end
   if (min and v < min) or (max and v > max) then
@@ -358,8 +359,9 @@ local function check_options(fname, opts, known, extra)
     if not want then
       error(("unknown option '%s' to '%s'"):format(tostring(k), fname), user_level())
     end
-    if type(v) ~= want or (want == "number" and v ~= v) then
-      error(("bad option '%s' to '%s' (%s expected, got %s)"):format(k, fname, want, type(v)), user_level())
+    local base = want == "number?" and "number" or want
+    if type(v) ~= base or (want == "number" and v ~= v) then
+      error(("bad option '%s' to '%s' (%s expected, got %s)"):format(k, fname, base, type(v)), user_level())
     end
   end
   if type(opts.renewer) == "table" then check_options(fname, opts.renewer, RENEWER_OPTIONS) end
@@ -522,9 +524,10 @@ end
 
 -- ------------------------------------------------------------------ processor
 
-local PROCESS_OPTIONS = { concurrency = "number", max_renew = "number", poll_timeout = "number",
-                          max_messages = "number", idle_timeout = "number", stop = "function",
-                          batch = "number", max_wait = "number" }
+-- ("number?": a number the core checks, NaN included, in its own words)
+local PROCESS_OPTIONS = { concurrency = "number?", max_renew = "number?", poll_timeout = "number?",
+                          max_messages = "number?", idle_timeout = "number?", stop = "function",
+                          batch = "number?", max_wait = "number?" }
 
 -- A processor option: a number here, its value the core's (pl_check_process_option),
 -- refused as an option of process with the core's words.
