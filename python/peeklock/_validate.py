@@ -20,6 +20,8 @@ _INT_MAX = 2**31 - 1
 # timeout, a processor's poll_timeout and a batch's max_wait.
 _DEFAULT_TIMEOUT: int = _core.PL_DEFAULT_RECEIVE_TIMEOUT_S
 _DEFAULT_POLL_TIMEOUT: int = _core.PL_DEFAULT_POLL_TIMEOUT_S
+# how long a blocking processor's drain lets running handlers finish (Python's processor only)
+_DEFAULT_DRAIN_TIMEOUT: float = 30
 _DEFAULT_MAX_WAIT = float(_core.PL_DEFAULT_MAX_WAIT_S)
 
 

@@ -68,7 +68,6 @@ __all__ = ["Client", "Message", "ProcessSummary"]
 log = logging.getLogger("peeklock.aio")
 
 _E_CLOSED = _errors.PL_ECLOSED
-_E_CANCELED = _errors.PL_ECANCELED
 # what a completion that failed, was retried or orphaned a lock resolves its future
 # with (pl_py_aio_resolve): (code, http_status, retryable, text, message handle,
 # orphaned, attempts); any other resolves it with the message handle or None
@@ -697,15 +696,17 @@ class _Processor:
         try:
             await asyncio.gather(*workers)
         finally:
-            watcher.cancel()
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, watcher, return_exceptions=True)
-            if not self.client._closed:  # the drain's background unlocks are done on return
-                await self.client._engine.wind_down()
-            for sig, h in old.items():
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, h)
+            try:
+                watcher.cancel()
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, watcher, return_exceptions=True)
+            finally:
+                for sig, h in old.items():
+                    loop.remove_signal_handler(sig)
+                    signal.signal(sig, h)
+        if not self.client._closed:  # a normal return: the drain's background unlocks are done
+            await self.client._engine.wind_down()
         s = self.summary
         if not s.stopped_by:
             s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"

@@ -37,6 +37,7 @@ from . import _core
 from . import _held
 from . import errors as _errors
 from ._validate import (
+    _DEFAULT_DRAIN_TIMEOUT,
     _DEFAULT_MAX_WAIT,
     _DEFAULT_POLL_TIMEOUT,
     _DEFAULT_TIMEOUT,
@@ -1066,7 +1067,7 @@ class Client:
         concurrency: int = 4,
         max_renew: Optional[float] = None,
         poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
-        drain_timeout: float = _DEFAULT_TIMEOUT,
+        drain_timeout: float = _DEFAULT_DRAIN_TIMEOUT,
         max_messages: Optional[int] = None,
         idle_timeout: Optional[float] = None,
         stop_event: Optional[threading.Event] = None,

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from . import _core
 from ._held import hold_failures
 from ._validate import (
+    _DEFAULT_DRAIN_TIMEOUT,
     _DEFAULT_MAX_WAIT,
     _DEFAULT_POLL_TIMEOUT,
     _check_entity,
@@ -140,9 +141,8 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str,
         if m is None or m not in msgs:
             raise ValueError(f"the handler's result names {key!r}, not one of its messages")
         # the names are the core's (pl_settle_action); a NUL would cut one short in C
-        settle = _core.pl_settle_action(action) if isinstance(action, str) and "\0" not in action else -1
+        settle = _core.pl_settle_action(action if isinstance(action, str) and "\0" not in action else "")
         if settle < 0:
-            _core.pl_settle_action("")  # not a name: the core's words all the same
             rule = _core.pl_py_error_last()[3].split(": ", 1)[-1]
             raise ValueError(f"the handler's result says {action!r} for message {m.sequence_number}: {rule}")
         plan.append((m, action, settle))
@@ -269,7 +269,7 @@ class Processor:
         concurrency: int = 4,
         max_renew: Optional[float] = None,
         poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
-        drain_timeout: float = 30,
+        drain_timeout: float = _DEFAULT_DRAIN_TIMEOUT,
         max_messages: Optional[int] = None,
         idle_timeout: Optional[float] = None,
         stop_event: Optional[threading.Event] = None,

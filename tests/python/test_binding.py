@@ -231,9 +231,6 @@ def test_code_names_are_the_cores_list():
     assert {n for n in errors.__all__ if n.startswith("PL_")} == set(errors.CODE_NAMES.values())
     assert errors.from_code(_core.PL_ESTATE, message="x").code_name == "PL_ESTATE"
     assert type(errors.from_code(_core.PL_ECANCELED)) is errors.Error  # no class of its own
-    from peeklock import aio
-
-    assert aio._E_CANCELED == _core.PL_ECANCELED
 
 
 def test_lock_state_names_and_numbers_are_the_cores():
