@@ -877,7 +877,10 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
      * PL_ECANCELED instead. */
     for (pl_aio_done *d = a->done_head; d; d = d->next) {
         if (d->id != id) continue;
-        if (d->kind != PL_OP_PEEKLOCK || d->code == PL_ECANCELED) break;
+        if (d->kind != PL_OP_PEEKLOCK || !d->msg) { /* no lock to release: its outcome stands */
+            pthread_mutex_unlock(&a->mu);
+            return pl_error_set(PL_ESTATE, 0, 0, "the operation has ended: its completion is queued");
+        }
         pl_message *got = d->msg;
         d->msg = NULL;
         d->code = PL_ECANCELED;

@@ -3,6 +3,7 @@
  * Python's processors and Lua's process check them (see peeklock.h).
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "error_int.h"
@@ -18,13 +19,16 @@ int pl_check_process_option(const char *name, double value)
 {
     int ok;
     const char *what;
+    char range[64];
     if (!name) return pl_error_inval("name", "must not be NULL");
     if (!strcmp(name, "concurrency")) {
         ok = within(value, 1, PL_MAX_CONCURRENCY, 1);
-        what = "must be a whole number 1..256";
+        snprintf(range, sizeof range, "must be a whole number 1..%d", PL_MAX_CONCURRENCY);
+        what = range;
     } else if (!strcmp(name, "batch")) {
         ok = within(value, 1, PL_MAX_BATCH, 1);
-        what = "must be a whole number 1..100000";
+        snprintf(range, sizeof range, "must be a whole number 1..%d", PL_MAX_BATCH);
+        what = range;
     } else if (!strcmp(name, "max_messages")) {
         ok = within(value, 1, 9007199254740992.0, 1); /* 2^53: every whole number up to it is exact */
         what = "must be a whole number, at least 1";

@@ -66,6 +66,7 @@ int pl_lua_schedule_new(lua_State *L)
 {
     pl_sched_config cfg = {0};
     lua_sched *ls;
+    cfg.jitter = -1.0;       /* the defaults, as the C renewer's (PL_RENEWER_OPTIONS_INIT) */
     cfg.first_jitter = -1.0; /* from jitter, as the C renewer */
     cfg.seed = (uint64_t)luaL_optnumber(L, 1, 1);
     ls = (lua_sched *)lua_newuserdata(L, sizeof *ls);

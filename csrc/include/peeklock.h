@@ -761,9 +761,10 @@ PL_EXTERN int pl_aio_unlock_detached(pl_aio *a, pl_message *m);
  * peek-locked message is unlocked at once (counted in cancel_abandoned) and the
  * completion says PL_ECANCELED; a receive-and-delete that got a message
  * completes with it (PL_OK), since the message is already deleted.
- * A peek-lock completion still queued (not yet taken by pl_aio_next) is
- * withdrawn: its lock is unlocked at once and counted, and the completion, still
- * queued, says PL_ECANCELED without a message.
+ * A peek-lock completion still queued (not yet taken by pl_aio_next) with a
+ * message is withdrawn: its lock is unlocked at once and counted, and the
+ * completion, still queued, says PL_ECANCELED without a message; any other
+ * queued completion keeps its outcome (PL_ESTATE).
  * Waiting receives are aborted (the transfer is stopped at once; a server that is
  * serving the receive takes no message for a connection that has gone, but one
  * cancelled before the server read it, or while the server was taking a lock

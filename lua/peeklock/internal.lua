@@ -157,15 +157,11 @@ local function check_opts(fname, n, v)
 end
 
 -- (NaN passes: each caller hands the number to the core's check, which refuses it in its words)
-local function opt_number(fname, opts, key, dflt, min, max)
+local function opt_number(fname, opts, key, dflt)
   local v = opts[key]
   if v == nil then return dflt end
   if type(v) ~= "number" then
     error(("bad option '%s' to '%s' (number expected, got %s)"):format(key, fname, type(v)), user_level())
-  end
-  if (min and v < min) or (max and v > max) then
-    error(("bad option '%s' to '%s' (out of range %s..%s)"):format(key, fname, tostring(min), tostring(max)),
-      user_level())
   end
   return v
 end
@@ -618,9 +614,9 @@ local function apply_result(self, msgs, result)
       return nil, "the handler's result names " .. tostring(k) .. ", not one of its messages"
     end
     -- the names are the core's (pl_settle_action); a NUL would cut one short in C
-    local settle = type(action) == "string" and not find(action, "\0", 1, true) and core.pl_settle_action(action)
-    if not settle or settle < 0 then
-      core.pl_settle_action("") -- not a name: the core's words all the same
+    local name = type(action) == "string" and not find(action, "\0", 1, true) and action or ""
+    local settle = core.pl_settle_action(name)
+    if settle < 0 then
       return nil, "the handler's result says " .. tostring(action) .. " for message "
                   .. tostring(msgs[i].sequence_number) .. ": "
                   .. (select(4, core.last_error()):gsub("^[%w_]+: ", ""))
