@@ -206,7 +206,7 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
 %native(schedule_pop) int pl_lua_schedule_pop(lua_State *L);
 %native(schedule_renewed) int pl_lua_schedule_renewed(lua_State *L);
 %native(schedule_failed) int pl_lua_schedule_failed(lua_State *L);
-%native(schedule_observe_rtt) int pl_lua_schedule_observe_rtt(lua_State *L);
+%native(schedule_note_answer) int pl_lua_schedule_note_answer(lua_State *L);
 %native(schedule_margin) int pl_lua_schedule_margin(lua_State *L);
 %native(outgoing_from) int pl_lua_outgoing_from(lua_State *L);
 %native(client_methods) int pl_lua_client_methods(lua_State *L);

@@ -389,7 +389,9 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
     double rtt = now_precise_ms() - s->sent_precise_ms;
     int rc, http = 0;
     long retry_after = 0;
-    if (pl_client_transfer_io(res, s->resp) == PL_IO_ANSWERED) {
+    int answered = pl_client_transfer_io(res, s->resp) == PL_IO_ANSWERED;
+    pl_sched_note_answer(&r->sched, rtt, answered, res == CURLE_OPERATION_TIMEDOUT);
+    if (answered) {
         http = s->resp->status;
         /* Interpreted here rather than by pl_response_result so that a 404 never
          * touches a message whose settle has started (HELD -> LOST only, below). */
@@ -401,14 +403,11 @@ static void finish_renew(pl_renewer *r, rn_slot *s, CURLcode res)
         }
         retry_after = pl_retry_after_ms(pl_response_header(s->resp, "Retry-After"));
         if (retry_after < 0) retry_after = 0; /* none: the schedule's backoff */
-        pl_sched_observe_rtt(&r->sched, rtt);
         if (rc == PL_OK) pl_client_record_renew_rtt(msg_client(r, m), rtt);
     } else {
         rc = pl_client_curl_error_easy(res, s->resp, s->easy, NULL);
         if (rc == PL_OK) /* cannot happen; never take a failed transfer for success */
             rc = PL_ECONNECT;
-        if (res == CURLE_OPERATION_TIMEDOUT) /* a slow server widens the margin too */
-            pl_sched_observe_rtt(&r->sched, rtt);
     }
     e->inflight = NULL;
     if (e->removed) { /* pl_renewer_remove ran meanwhile; already out of the table */

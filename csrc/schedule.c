@@ -234,6 +234,11 @@ void pl_sched_observe_rtt(pl_sched *s, double rtt_ms)
     }
 }
 
+void pl_sched_note_answer(pl_sched *s, double rtt_ms, int answered, int timed_out)
+{
+    if (answered || timed_out) pl_sched_observe_rtt(s, rtt_ms);
+}
+
 double pl_sched_rtt_p99_ms(const pl_sched *s)
 {
     return s->rtt_p99_ms;

@@ -92,6 +92,12 @@ void pl_sched_destroy(pl_sched *s);
 double pl_sched_margin_ms(const pl_sched *s);
 double pl_sched_rtt_p99_ms(const pl_sched *s);
 void pl_sched_observe_rtt(pl_sched *s, double rtt_ms);
+/* A renew's round trip, by what became of it: observed (pl_sched_observe_rtt) when the
+ * server answered (any status: an error answer took as long as a success) or the
+ * transfer timed out (a slow server widens the margin too); a renew that never got
+ * through (connect or send failed, answer unreadable) says nothing of the server's pace.
+ * The one rule every driver follows (the C renewer, peeklock.resty's loop). */
+void pl_sched_note_answer(pl_sched *s, double rtt_ms, int answered, int timed_out);
 
 /* Starts tracking a lock. cap_ms is absolute (INT64_MAX: none). Returns 0, or -1
  * when the heap cannot grow (out of memory). */

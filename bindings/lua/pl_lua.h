@@ -130,7 +130,7 @@ int pl_lua_schedule_remove(lua_State *L);
 int pl_lua_schedule_pop(lua_State *L);
 int pl_lua_schedule_renewed(lua_State *L);
 int pl_lua_schedule_failed(lua_State *L);
-int pl_lua_schedule_observe_rtt(lua_State *L);
+int pl_lua_schedule_note_answer(lua_State *L);
 int pl_lua_schedule_margin(lua_State *L);
 
 /* ---- options tables (options.c) ----------------------------------------------------- */

@@ -17,7 +17,9 @@
  *   schedule_failed(s, key, now, retry_after) -> true: queued again (backoff)
  *       (retry_after: the answer's Retry-After header or nil) | false: no lock time left,
  *       the lock is lost (no longer tracked)
- *   schedule_observe_rtt(s, ms)                   a renew's round trip (widens the margin)
+ *   schedule_note_answer(s, ms, answered, timed_out)
+ *       a renew's round trip and what became of it (answered: any HTTP status; timed_out:
+ *       no answer in time); the schedule decides whether it widens the margin
  *   schedule_margin(s) -> ms                      p99 round trip + floor
  *
  * The entries live in userdata the schedule itself keeps referenced (key -> entry, and
@@ -207,11 +209,11 @@ int pl_lua_schedule_failed(lua_State *L)
     return 1;
 }
 
-int pl_lua_schedule_observe_rtt(lua_State *L)
+int pl_lua_schedule_note_answer(lua_State *L)
 {
-    lua_sched *ls = check_sched(L, "schedule_observe_rtt");
+    lua_sched *ls = check_sched(L, "schedule_note_answer");
     double ms = (double)luaL_checknumber(L, 2);
-    if (ms >= 0) pl_sched_observe_rtt(&ls->s, ms);
+    if (ms >= 0) pl_sched_note_answer(&ls->s, ms, lua_toboolean(L, 3), lua_toboolean(L, 4));
     return 0;
 }
 

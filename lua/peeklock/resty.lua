@@ -285,7 +285,8 @@ end
 -- only reports each attempt to it and sleeps (ngx.sleep, so the worker keeps serving)
 -- when it says so. Runs req: rc, out | nil, err. cut: a peek-lock's long poll that a worker
 -- exit cuts short (PL_EMPTY: nothing received). once: a single attempt (the renewal loop's
--- renew, whose retries the schedule times): nil, err, the answer's Retry-After when it fails.
+-- renew, whose retries the schedule times): nil, err, the answer's Retry-After when it fails,
+-- and how far its last attempt got (UNSENT ... ANSWERED).
 local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut, once)
   local call = core.outcome_new(self._h, req, math.random(1, 2147483647), once)
   while true do
@@ -307,7 +308,7 @@ local function exchange(self, req, op, msg_h, read_timeout_ms, entity, cut, once
     elseif v >= 0 then
       return v, out
     else
-      return nil, last_error(v, op), retry_after
+      return nil, last_error(v, op), retry_after, how
     end
   end
 end
@@ -489,7 +490,7 @@ function Client:_settle(msg, op, once)
   end
   local m = self._metrics
   local t0 = m and now_ms()
-  local ok, err, retry_after = exchange(self, req, op, mh, self._request_timeout_ms, nil, nil, once)
+  local ok, err, retry_after, how = exchange(self, req, op, mh, self._request_timeout_ms, nil, nil, once)
   core.release(req)
   if settling then core.fence_leave(mh, ok and 0 or err.errno) end
   if m then
@@ -497,7 +498,7 @@ function Client:_settle(msg, op, once)
     m:operation(name[1], name[2], core.pl_message_entity(mh), self._server, (now_ms() - t0) / 1000,
                 not ok and err.code or nil)
   end
-  if not ok then return nil, err, retry_after end
+  if not ok then return nil, err, retry_after, how end
   return true
 end
 
@@ -569,7 +570,7 @@ local function rn_renew(e, key, mh)
   local m = e.client._metrics
   -- (the slack: the lock time left when the renewal lands, from what was left when it went out)
   local t0, left0 = core.pl_now_mono_ms(), m and core.pl_message_lock_remaining_ms(mh)
-  local done, ok, err, retry_after = pcall(e.client._settle, e.client, { _h = mh }, "renew", true)
+  local done, ok, err, retry_after, how = pcall(e.client._settle, e.client, { _h = mh }, "renew", true)
   local now = core.pl_now_mono_ms()
   RN.inflight = RN.inflight - 1
   if not done then -- (a bug, not a failed renewal: logged, and the lock tried again)
@@ -581,9 +582,9 @@ local function rn_renew(e, key, mh)
     m:renewal(core.pl_message_entity(mh), e.client._server, ok, slack and (slack > 0 and slack / 1000 or 0),
               err and err.code)
   end
-  if ok or (err and err.code == "timeout") then -- (a slow server widens the margin too)
-    core.schedule_observe_rtt(RN.sched, now - t0)
-  end
+  -- (whether this round trip counts is the schedule's rule, the C renewer's)
+  core.schedule_note_answer(RN.sched, now - t0, ok or how == ANSWERED,
+                            not ok and err ~= nil and err.code == "timeout")
   if RN.entries[key] ~= e then return end -- taken out meanwhile (settled, dropped, released)
   if ok then
     RN.renewals = RN.renewals + 1

@@ -96,6 +96,22 @@ static void test_margin_follows_rtt(void)
     pl_sched_destroy(&s);
 }
 
+/* Which renew round trips count: answered (any status) or timed out, never one that
+ * did not get through. */
+static void test_note_answer(void)
+{
+    pl_sched s;
+    pl_sched_config c = cfg_nojitter();
+    pl_sched_init(&s, &c);
+    pl_sched_note_answer(&s, 4000.0, 0, 0); /* connect or send failed: says nothing */
+    CHECK(pl_sched_rtt_p99_ms(&s) == 0.0);
+    pl_sched_note_answer(&s, 300.0, 1, 0); /* an answer, whatever its status */
+    CHECK(fabs(pl_sched_rtt_p99_ms(&s) - 300.0) < 1e-3);
+    pl_sched_note_answer(&s, 2000.0, 0, 1); /* no answer in time: a slow server */
+    CHECK(fabs(pl_sched_rtt_p99_ms(&s) - 2000.0) < 1e-3);
+    pl_sched_destroy(&s);
+}
+
 static void test_heap_order_and_remove(void)
 {
     enum { N = 2000 };
@@ -465,6 +481,7 @@ int main(void)
     test_defaults();
     test_half_remaining_rule();
     test_margin_follows_rtt();
+    test_note_answer();
     test_heap_order_and_remove();
     test_jitter_spreads_and_is_deterministic();
     test_simulated_many_locks();

@@ -11,7 +11,9 @@ describe("core.schedule (" .. (jit and jit.version or _VERSION) .. ")", function
     local key, wait = core.schedule_pop(s, 0)
     assert.is_nil(key)
     assert.is_true(wait <= 500 and wait > 0, wait)
-    core.schedule_observe_rtt(s, 300)
+    core.schedule_note_answer(s, 5000, false, false) -- never got through: not the server's pace
+    assert.equal(1000, core.schedule_margin(s))
+    core.schedule_note_answer(s, 300, true, false) -- answered (any status)
     assert.is_true(core.schedule_margin(s) >= 1290, core.schedule_margin(s))
     local what, late
     key, what, late = core.schedule_pop(s, 500)
@@ -24,6 +26,14 @@ describe("core.schedule (" .. (jit and jit.version or _VERSION) .. ")", function
     key, wait = core.schedule_pop(s, 500)
     assert.is_nil(key)
     assert.is_true(wait > 20000 and wait <= 30000, wait) -- about half the fresh lock
+  end)
+
+  it("widens the margin on a renewal that timed out, not on one that never got through", function()
+    local s = core.schedule_new(4)
+    core.schedule_note_answer(s, 4000, false, false)
+    assert.equal(1000, core.schedule_margin(s))
+    core.schedule_note_answer(s, 2000, false, true)
+    assert.equal(3000, core.schedule_margin(s))
   end)
 
   it("retries a failed renewal with growing backoff and gives up when no lock time is left", function()
