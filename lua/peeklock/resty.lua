@@ -27,6 +27,7 @@ local ngx = ngx ---@diagnostic disable-line: undefined-global
 if type(ngx) ~= "table" or not ngx.socket then
   error("peeklock.resty needs OpenResty / lua-nginx-module (use require 'peeklock' elsewhere)", 2)
 end
+local semaphore = require "ngx.semaphore" -- (lua-resty-core, which lua-nginx-module loads)
 
 local tcp = ngx.socket.tcp
 local type, tonumber, tostring, setmetatable, rawget = type, tonumber, tostring, setmetatable, rawget
@@ -529,19 +530,29 @@ end
 -- expiry minus the measured p99 renew round trip plus a margin, and half the remaining
 -- time, with jitter --, sends each renewal in a light thread of its own (through
 -- _settle: the C core builds the request, reads the answer, extends or loses the lock),
--- reports the result back, and sleeps until the next is due. A failed renewal is retried
+-- reports the result back, and waits until the next is due or something changes what is
+-- due (a lock added, a renewal answered: ngx.semaphore, posted then). A failed renewal is retried
 -- when the schedule says (backoff, or Retry-After), and a lock the schedule gives up on
 -- (no lock time left to retry in) is marked lost, as the C renewer does. docs/lua.md.
 local RENEWER = setmetatable({}, { __name = "peeklock.resty.renewer", __tostring = function()
   return "peeklock.resty.renewer(cosockets)" end })
 local RN = { entries = {}, handles = setmetatable({}, { __mode = "v" }), n = 0, running = false,
              renewals = 0, failures = 0, lost = 0, cap_reached = 0, lateness_max_ms = 0, inflight = 0,
-             sched = nil } -- (made by the first lock, in the worker: its jitter seed is the worker's)
+             wakeups = 0, sched = nil, -- (made by the first lock, in the worker: its jitter seed is the worker's)
+             sema = nil } -- (the loop waits on it; made with the schedule)
 M._renewals = RN
 local HELD = core.PL_LOCK_HELD
--- The loop's longest sleep: a lock added meanwhile may be due sooner than the earliest known,
--- and while renewals are in flight their next due times (a retry's backoff) are not known yet.
-local RN_MAX_SLEEP_MS, RN_INFLIGHT_SLEEP_MS = 500, 10
+-- The loop's wait when no lock is queued (all renewals in flight): until posted, in slices
+-- that fit ngx.semaphore's millisecond int.
+local RN_IDLE_WAIT_S = 3600
+
+-- Something changed what is due (a lock added, a renewal rescheduled or given up, the last
+-- lock gone): wakes the loop if it waits. (The loop is the semaphore's only waiter, and when
+-- it is not waiting it asks the schedule again before it does: no post is needed then.)
+local function rn_wake()
+  local sema = RN.sema
+  if sema and sema:count() < 0 then sema:post(1) end
+end
 
 local function rn_forget(key)
   local e = RN.entries[key]
@@ -551,6 +562,7 @@ local function rn_forget(key)
     core.schedule_remove(RN.sched, key)
     local m = e.client._metrics
     if m then m:locks_held(RN.n) end
+    if RN.n == 0 then rn_wake() end -- (the loop ends now rather than when its wait runs out)
   end
 end
 
@@ -586,6 +598,7 @@ local function rn_renew(e, key, mh)
   core.schedule_note_answer(RN.sched, now - t0, ok or how == ANSWERED,
                             not ok and err ~= nil and err.code == "timeout")
   if RN.entries[key] ~= e then return end -- taken out meanwhile (settled, dropped, released)
+  rn_wake() -- (what follows queues it again or drops it)
   if ok then
     RN.renewals = RN.renewals + 1
     if core.schedule_renewed(RN.sched, key, now, core.pl_message_lock_expiry_mono_ms(mh)) then return end
@@ -637,14 +650,15 @@ local function rn_loop(premature)
   if premature then RN.running = false return end
   -- (it goes on while the worker exits: handlers still running as it drains keep their locks)
   while RN.n > 0 do
+    RN.wakeups = RN.wakeups + 1
     local key, what, late = core.schedule_pop(RN.sched, core.pl_now_mono_ms())
     while key ~= nil do -- (a spawned renewal runs until it yields, and may add or drop locks)
       rn_due(key, what, late)
       key, what, late = core.schedule_pop(RN.sched, core.pl_now_mono_ms())
     end
-    local wait_ms, most = what or RN_MAX_SLEEP_MS, RN.inflight > 0 and RN_INFLIGHT_SLEEP_MS or RN_MAX_SLEEP_MS
-    if wait_ms > most then wait_ms = most end -- (what: after nil, the wait until the next is due)
-    ngx.sleep((wait_ms > 1 and wait_ms or 1) / 1000)
+    -- (what: after nil, the ms until the next is due, at least 1; + 0.5: ngx.semaphore truncates
+    -- the seconds * 1000 it is given to whole ms; nil: none queued, until posted)
+    if RN.n > 0 then RN.sema:wait(what and (what + 0.5) / 1000 or RN_IDLE_WAIT_S) end
   end
   RN.running = false
 end
@@ -667,7 +681,10 @@ function Client:_renew_add(_, mh, max_renew_ms)
   local key = core.key(mh)
   local now = core.pl_now_mono_ms()
   if RN.entries[key] then rn_forget(key) end
-  if not RN.sched then RN.sched = core.schedule_new(ngx.worker.pid() * 1000003 + now % 1000003) end
+  if not RN.sched then
+    RN.sema = semaphore.new()
+    RN.sched = core.schedule_new(ngx.worker.pid() * 1000003 + now % 1000003)
+  end
   if not core.schedule_add(RN.sched, key, now, core.pl_message_lock_expiry_mono_ms(mh),
                            core.pl_message_lock_duration_ms(mh), now + max_renew_ms) then
     return core.PL_ENOMEM
@@ -676,6 +693,7 @@ function Client:_renew_add(_, mh, max_renew_ms)
   RN.entries[key] = { client = self }
   if self._metrics then self._metrics:locks_held(RN.n) end
   RN.handles[key] = mh
+  rn_wake() -- (it may be due before the loop's wait ends)
   local ok, err = rn_start()
   if not ok then
     rn_forget(key)
@@ -708,10 +726,12 @@ end
 function Client.poll_events() return 0 end
 
 --- The worker's renewals: held, renewals, failures, lost, cap_reached, lateness_max_ms
--- (how far after its due time the latest-started renewal went out), threads (0).
+-- (how far after its due time the latest-started renewal went out), wakeups (the times the
+-- loop woke up to ask the schedule what is due), threads (0).
 function Client:renewer_stats()
   return { held = RN.n, renewals = RN.renewals, failures = RN.failures, lost = RN.lost,
-           cap_reached = RN.cap_reached, lateness_max_ms = RN.lateness_max_ms, threads = 0 }
+           cap_reached = RN.cap_reached, lateness_max_ms = RN.lateness_max_ms, wakeups = RN.wakeups,
+           threads = 0 }
 end
 
 -- ------------------------------------------------------------------ processor

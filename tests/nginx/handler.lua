@@ -38,19 +38,21 @@ end
 
 -- /lock?entity=&timeout=&renewals=N&hold=S&fail=1&until_lost=1&max_renew=S : with_lock, holding the
 -- lock for S seconds and until the C renewer has renewed it N times (ngx.sleep yields:
--- the worker keeps serving); failures: the renewals that failed meanwhile.
+-- the worker keeps serving); failures: the renewals that failed meanwhile; wakeups: the
+-- renewal loop's while the handler ran, held: the worker's held locks when it started.
 function H.lock()
   local a = ngx.req.get_uri_args()
   local c = get_client()
   local want = tonumber(a.renewals) or 0
-  local got, body, id = 0, nil, nil
+  local got, body, id, wakeups, held = 0, nil, nil, nil, nil
   local fbase = c:renewer_stats().failures
   local ok, err = c:with_lock(a.entity,
                              { timeout = tonumber(a.timeout) or 10, max_renew = tonumber(a.max_renew) or 120 },
     function(msg)
       body, id = msg.body, msg.message_id
       local st = c:renewer_stats()
-      local base = st and st.renewals or 0
+      local base, wbase = st and st.renewals or 0, st.wakeups
+      held = st.held
       local start = ngx.now()
       local hold = tonumber(a.hold) or 0
       local deadline = start + 60
@@ -58,6 +60,7 @@ function H.lock()
         ngx.sleep(0.05)
         got = c:renewer_stats().renewals - base
       end
+      wakeups = wbase and c:renewer_stats().wakeups - wbase
       if a.until_lost then -- wait for the renewer to find the lock gone (the test expires it)
         while msg.lock_state == "held" and ngx.now() < deadline do ngx.sleep(0.05) end
         return "after " .. tostring(msg.lock_state)
@@ -66,8 +69,9 @@ function H.lock()
       if a.fail then error("handler failure requested") end
       return "done"
     end)
-  reply(err_fields({ ok = ok == true, renewals = got, body = body, id = id,
-                     failures = c:renewer_stats().failures - fbase }, err))
+  reply(err_fields({ ok = ok == true, renewals = got, body = body, id = id, wakeups = wakeups, held = held,
+                     failures = c:renewer_stats().failures - fbase,
+                     lateness_max_ms = c:renewer_stats().lateness_max_ms }, err))
 end
 
 -- /peek?entity=&timeout= : peek-lock, renew once, abandon or complete (&complete=1)

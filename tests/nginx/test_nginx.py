@@ -1083,6 +1083,33 @@ def main():
             r, _ = ngx.get("/peek", entity="slow", timeout=5, complete=1)
             assert r["ok"] and r["delivery_count"] == 2, r
 
+        def renewal_loop_wakes_only_when_something_is_due():
+            # The loop waits for the next due time or for news (a lock added, a renewal
+            # answered), not in fixed steps (it used to wake every 500 ms with locks held, every
+            # 10 ms while a renewal was out). A 30 s lock held 2 s: its first renewal is 7.5 s
+            # away at the soonest, so the loop wakes once, to start.
+            emu.admin("PUT", "entities/quiet", {"kind": "queue", "lock_duration": 30})
+            r, _ = ngx.get("/send", entity="quiet", body="idle", id="qt-1")
+            assert r["ok"], r
+            r, _ = ngx.get("/lock", 60, entity="quiet", hold=2)
+            assert r["ok"] and r["held"] == 1 and r["renewals"] == 0 and r["wakeups"] <= 2, r
+            # A 5 s lock whose first renewal is answered 1.5 s after it goes out: woken when it is
+            # due and when it is answered.
+            emu.admin("PUT", "entities/quiet5", {"kind": "queue", "lock_duration": 5})
+            r, _ = ngx.get("/send", entity="quiet5", body="slow renew", id="qt-2")
+            assert r["ok"], r
+            emu.admin("POST", "faults", {"operation": "renew", "entity": "quiet5", "delay_ms": 1500, "count": 1})
+            try:
+                r, _ = ngx.get("/lock", 60, entity="quiet5", renewals=1)
+            finally:
+                emu.admin("DELETE", "faults")
+            print(f"     wakeups {r['wakeups']}, latest start {r['lateness_max_ms']} ms after due", flush=True)
+            assert r["ok"] and r["held"] == 1 and r["renewals"] == 1 and r["failures"] == 0, r
+            assert r["wakeups"] <= 5, r
+            for q, mid in (("quiet", "qt-1"), ("quiet5", "qt-2")):
+                ent = emu.entity_state(q)
+                assert ent["completed"] == {mid: 1} and not ent["messages"], ent
+
         def lost_lock_completes_nothing():
             emu.admin("PUT", "entities/lossy", {"kind": "queue", "lock_duration": 5})
             r, _ = ngx.get("/send", entity="lossy", body="will expire", id="l-1")
@@ -1289,6 +1316,10 @@ def main():
         )
         check("three handlers hold locks at once in one worker", concurrent_handlers_share_the_renewer)
         check("handler failure abandons", handler_failure_abandons)
+        check(
+            "the renewal loop wakes when a lock is due or a renewal answers, not in steps",
+            renewal_loop_wakes_only_when_something_is_due,
+        )
         check(
             "lock hand-over: an OpenResty location takes the lock, a Python process completes it",
             openresty_takes_the_lock_python_finishes,
