@@ -829,7 +829,7 @@ class Client:
             if isinstance(got, tuple):
                 token, expires = got[0], float(got[1])
             else:
-                token, expires = got, time.time() + 3600
+                token, expires = got, time.time() + _core.PL_DEFAULT_TOKEN_LIFETIME_S
             if not isinstance(token, str) or not token:
                 raise TypeError("token_provider must return a non-empty str token")
             _core.pl_client_set_bearer_token(self._h, token, int(expires))

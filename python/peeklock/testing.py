@@ -57,6 +57,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .emulator.sas import make_token as make_sas_token  # the one SAS signer of the test tools
 
+# The tokens of the test tools: they only have to outlive a test. Not the client's token
+# lifetime (the core's PL_DEFAULT_TOKEN_LIFETIME_S, which the client reads): this module
+# serves the emulator's own suites too, which run without the extension.
+_TEST_TOKEN_LIFETIME_S = 86400
+
 READY_PREFIX = "peeklock emulator ready: "
 CERT_PREFIX = "peeklock emulator certificate: "
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,7 +268,8 @@ class Emulator:
             self._conn.close()
             self._conn = None
 
-    def sas_token(self, path: str = "", lifetime: int = 3600) -> str:
+    def sas_token(self, path: str = "", lifetime: int = _TEST_TOKEN_LIFETIME_S) -> str:
+        """A SAS token for ``path``, valid ``lifetime`` seconds from now."""
         uri = "%s/%s" % (self.endpoint, path.lstrip("/"))
         return make_sas_token(uri, self.key_name, self.key, int(time.time()) + lifetime)
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import time
 
 import pytest
 
@@ -290,8 +291,6 @@ def test_transient_faults_are_retried(client, emu, queue):
 
 
 def test_token_provider_refreshes_in_the_background(emu):
-    import time
-
     calls = []
 
     def provider(audience):
@@ -337,6 +336,15 @@ def test_send_property_errors_same_through_both_paths(client, queue):
     with pytest.raises(TypeError, match="property names"):
         client.send(queue, b"x", properties={1: "x"})
     assert client.peek_lock(queue, timeout=0) is None  # nothing half-sent
+
+
+def test_a_bare_token_lives_the_core_s_token_lifetime(emu):
+    # a token provider returning a token without its expiry: taken to live as long as
+    # the core's own tokens, then fetched again 5 min before that
+    c = peeklock.Client(emu.endpoint, token_provider=lambda audience: "header.payload.signature")
+    left = c._token_expiry - time.time()
+    c.close()
+    assert _core.PL_DEFAULT_TOKEN_LIFETIME_S - 60 < left <= _core.PL_DEFAULT_TOKEN_LIFETIME_S, left
 
 
 def test_message_getters(client, queue):
