@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # (only in annotations, which are not evaluated: no runtime d
         from typing_extensions import Unpack as Unpack
 
 from . import _core
-from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _timestamp, _unix_time
+from ._validate import _body_bytes, _check_datetime_property, _check_str, _number, _unix_time
 
 PropertyValue = Union[str, int, float, bool, _dt.datetime]
 Body = Union[bytes, bytearray, memoryview, str]
@@ -135,11 +135,7 @@ class OutgoingMessage:
             raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
         self.properties: Dict[str, PropertyValue] = dict(properties or {})
         for k, v in self.properties.items():
-            _check_str("property name", k, empty=True)
-            if not isinstance(v, (str, int, float, bool, _dt.datetime)):
-                raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
-            if isinstance(v, _dt.datetime):
-                _check_datetime_property(k, v)
+            _property_adder(k, v)  # (refused now, with the words a send would use)
         self.content_type = _check_str("content_type", get("content_type"), optional=True, empty=True)
         ttl = _number(get("time_to_live"), "time_to_live", optional=True)
         self.time_to_live = None if ttl is None else float(ttl)
@@ -200,38 +196,42 @@ def _build_batch(messages: Iterable[Union["OutgoingMessage", Body]]) -> Tuple[An
     return b, n
 
 
+def _property_adder(k: Any, v: Any) -> Tuple[Callable[[Any, str, Any], Any], Any]:
+    """How the core takes custom property ``k = v``: its adder and the value to give it,
+    or the TypeError / ValueError that refuses it. The one statement of the package's
+    property typing: OutgoingMessage checks its properties with it when made, and
+    every send adds them through it. Exact types first (the common case), then
+    subclasses, sent as their base type (a str subclass as its text, an IntEnum as its
+    number); a datetime as Unix seconds, by the core's rule. (The C layer takes
+    NUL-terminated strings: a NUL would cut a name or value short.)"""
+    if type(k) is not str:
+        raise TypeError(f"property names must be str, not {type(k).__name__}")
+    if "\x00" in k:
+        raise ValueError(f"property name {k!r} must not contain NUL characters")
+    t = type(v)
+    if t is bool:
+        return _core.pl_outgoing_add_bool, 1 if v else 0
+    if t is int:
+        return _core.pl_outgoing_add_int, v
+    if t is float:
+        return _core.pl_outgoing_add_double, v
+    if isinstance(v, str):
+        if "\x00" in v:
+            raise ValueError(f"property {k!r} must not contain NUL characters")
+        return _core.pl_outgoing_add_string, v if t is str else str(v)
+    if isinstance(v, _dt.datetime):
+        return _core.pl_outgoing_add_datetime, _check_datetime_property(k, v)
+    if isinstance(v, int):
+        return _core.pl_outgoing_add_int, int(v)
+    if isinstance(v, float):
+        return _core.pl_outgoing_add_double, float(v)
+    raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
+
+
 def _add_properties(h: Any, properties: Mapping[str, Any]) -> None:
-    # (the C layer takes NUL-terminated strings: a NUL would cut a name or value short)
     for k, v in properties.items():
-        if type(k) is not str:
-            raise TypeError(f"property names must be str, not {type(k).__name__}")
-        if "\x00" in k:
-            raise ValueError(f"property name {k!r} must not contain NUL characters")
-        t = type(v)
-        if t is str:
-            if "\x00" in v:
-                raise ValueError(f"property {k!r} must not contain NUL characters")
-            _core.pl_outgoing_add_string(h, k, v)
-        elif t is bool:
-            _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
-        elif t is int:
-            _core.pl_outgoing_add_int(h, k, v)
-        elif t is float:
-            _core.pl_outgoing_add_double(h, k, v)
-        elif isinstance(v, _dt.datetime):
-            _core.pl_outgoing_add_datetime(h, k, _timestamp(v))
-        elif isinstance(v, bool):
-            _core.pl_outgoing_add_bool(h, k, 1 if v else 0)
-        elif isinstance(v, int):
-            _core.pl_outgoing_add_int(h, k, int(v))
-        elif isinstance(v, float):
-            _core.pl_outgoing_add_double(h, k, float(v))
-        elif isinstance(v, str):
-            if "\x00" in v:
-                raise ValueError(f"property {k!r} must not contain NUL characters")
-            _core.pl_outgoing_add_string(h, k, str(v))
-        else:
-            raise TypeError(f"property {k!r} must be str, int, float, bool or datetime, not {type(v).__name__}")
+        add, value = _property_adder(k, v)
+        add(h, k, value)
 
 
 def _outgoing_handle(body: Union[Body, OutgoingMessage], options: SendOptions, where: str) -> Any:

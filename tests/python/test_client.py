@@ -338,6 +338,26 @@ def test_send_property_errors_same_through_both_paths(client, queue):
     assert client.peek_lock(queue, timeout=0) is None  # nothing half-sent
 
 
+def test_outgoing_message_refuses_what_a_send_refuses(client, queue):
+    """OutgoingMessage checks its properties when made by the rule every send adds them
+    by (one function): the same error, in the same words, from both."""
+    bad_date = dt.datetime(1960, 1, 1, tzinfo=dt.timezone.utc)
+    for props, exc in (
+        ({1: "x"}, TypeError),
+        ({_Text("name"): 1}, TypeError),
+        ({"a": [1]}, TypeError),
+        ({"P": "a\x00b"}, ValueError),
+        ({"Q\x00R": "v"}, ValueError),
+        ({"D": bad_date}, peeklock.InvalidArgument),
+    ):
+        with pytest.raises(exc) as made:
+            peeklock.OutgoingMessage(b"x", properties=props)
+        with pytest.raises(exc) as sent:
+            client.send(queue, b"x", properties=props)
+        assert str(made.value) == str(sent.value), (props, made.value, sent.value)
+    assert client.peek_lock(queue, timeout=0) is None  # nothing sent
+
+
 def test_a_bare_token_lives_the_core_s_token_lifetime(emu):
     # a token provider returning a token without its expiry: taken to live as long as
     # the core's own tokens, then fetched again 5 min before that
