@@ -562,6 +562,71 @@ async def test_wind_down_says_when_its_limit_passed(aclient, emu, queue, caplog)
     assert aclient._engine._futs == {}
 
 
+class _FutureThatFailsToTakeItsResult(asyncio.Future):
+    def set_result(self, result):
+        raise MemoryError("no memory for the result")
+
+
+async def test_a_result_the_future_cannot_take_fails_the_future_and_frees_the_lock(aclient, emu, queue):
+    # (what an allocation failure in the reader does, reached without one): the
+    # future is resolved with the error, not left pending; the lock that came for
+    # it reaches nobody and is unlocked
+    await aclient.send(queue, b"x")
+    engine = aclient._engine
+    id_, fut = peeklock._core.pl_py_aio_submit(
+        engine._futs,
+        _FutureThatFailsToTakeItsResult,
+        engine._loop,
+        peeklock._core.pl_aio_peek_lock,
+        engine._a,
+        queue,
+        5,
+    )
+    with pytest.raises(MemoryError, match="no memory for the result"):
+        await asyncio.wait_for(fut, 20)
+    assert id_ not in engine._futs
+    await engine.wind_down()
+    assert aclient.stats()["aio"]["cancel_abandoned"] == 1
+    [m] = emu.messages(queue)
+    assert not m["locked"] and m["delivery_count"] == 1
+
+
+async def test_an_orphan_handler_that_fails_still_frees_the_lock(aclient, emu, queue):
+    # a lock that reached no future, whose orphan callable raises: unlocked in C,
+    # the error reported to the loop's exception handler
+    await aclient.send(queue, b"x")
+    loop = asyncio.get_running_loop()
+    engine = aclient._engine
+    reported = asyncio.Event()
+    errors = []
+
+    def orphan(h, peek):
+        raise RuntimeError("orphan failed")
+
+    def handler(loop, context):
+        errors.append(context.get("exception"))
+        reported.set()
+
+    loop.remove_reader(engine._fd)
+    loop.add_reader(engine._fd, peeklock._core.pl_py_aio_resolve, engine._a, engine._futs, orphan)
+    loop.set_exception_handler(handler)
+    try:
+        id_, fut = peeklock._core.pl_py_aio_submit(
+            engine._futs, asyncio.Future, loop, peeklock._core.pl_aio_peek_lock, engine._a, queue, 5
+        )
+        del engine._futs[id_]  # as if its registration had failed
+        await asyncio.wait_for(reported.wait(), 20)
+    finally:
+        loop.set_exception_handler(None)
+        loop.remove_reader(engine._fd)
+        loop.add_reader(engine._fd, peeklock._core.pl_py_aio_resolve, engine._a, engine._futs, engine._orphan)
+    assert [type(e) for e in errors] == [RuntimeError]
+    assert not fut.done()  # (no longer registered: nobody resolves it)
+    await engine.wind_down()
+    [m] = emu.messages(queue)
+    assert not m["locked"] and m["delivery_count"] == 1
+
+
 async def test_an_idle_client_leaves_its_fd_quiet(aclient, emu, queue):
     # after an operation, nothing in flight: no completion is signalled on the fd
     # while another client's long poll (the window) runs to its end
