@@ -834,7 +834,8 @@ typedef struct pl_aio_stats {
     uint64_t op_bytes;         /* engine memory per pending operation (excluding libcurl's) */
     uint64_t background;       /* pending operations nobody waits for, which the engine
                                   finishes on its own: cancelled (or closed) ones not yet
-                                  ended, and the unlocks counted in cancel_abandoned */
+                                  ended, and the unlocks counted in cancel_abandoned
+                                  (pl_aio_idle tells when it reaches 0) */
 } pl_aio_stats;
 
 PL_EXTERN int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out);
