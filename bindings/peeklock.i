@@ -140,7 +140,8 @@ struct pl_aio_done {};
   int pl_response_result,
   int pl_aio_new, int pl_aio_send, int pl_aio_send_batch, int pl_aio_peek_lock,
   int pl_aio_receive_and_delete, int pl_aio_renew_lock, int pl_aio_unlock, int pl_aio_complete,
-  int pl_aio_unlock_detached, int pl_aio_cancel, int pl_aio_close, int pl_aio_finish
+  int pl_aio_unlock_detached, int pl_aio_cancel, int pl_aio_close, int pl_aio_finish,
+  int pl_aio_idle
 };
 
 /* The asynchronous engine (pl_aio_*) is bound by languages that define

@@ -26,6 +26,13 @@
  * The fd is readable exactly while completions are queued: it is signalled when
  * the queue goes from empty to not empty and cleared when pl_aio_next takes the
  * last one (both under mu).
+ *
+ * Background work (pl_aio_stats.background: pending ops nobody waits for, the
+ * detached and the cancelled ones) is a counter kept where an op becomes one
+ * (ops_link of a detached op, mark_cancel) and where it leaves the list
+ * (ops_unlink). pl_aio_idle waits for it to reach 0: its waiters sit on their
+ * own list (a->idle), are queued as completions by complete_op when the count
+ * reaches 0, and their time limit is kept by the I/O thread with its others.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -73,10 +80,11 @@ struct pl_aio_done {
     int cancel;      /* 0, AIO_CANCEL or AIO_CLOSE */
     int cancel_seen; /* the thread has acted on it */
     int detached;    /* no completion: an unlock for a cancelled receive */
+    int background;  /* counted in st.background (detached or cancelled, still pending) */
     pl_request *req;
     pl_message *m; /* settles: the message (a reference) */
     pl_call call;
-    int64_t due_ms;
+    int64_t due_ms; /* a retry's start; an idle waiter's time limit (-1: none) */
     /* the transfer under way (thread only) */
     pl_easy *slot;
     CURL *easy; /* slot's handle */
@@ -103,6 +111,7 @@ struct pl_aio {
     uint64_t rng;
     pl_aio_done *ops; /* pending operations (doubly linked) */
     pl_aio_done *done_head, *done_tail;
+    pl_aio_done *idle; /* pl_aio_idle waiters (singly linked), while background > 0 */
     pl_easy *easy_free[AIO_EASY_KEEP];
     int neasy;
     long maxconns;    /* CURLMOPT_MAXCONNECTS as set: the most transfers in flight at once */
@@ -318,6 +327,22 @@ static void ops_link(pl_aio *a, pl_aio_done *op)
     a->ops = op;
     a->st.pending++;
     if (a->st.pending > a->st.max_pending) a->st.max_pending = a->st.pending;
+    if (op->detached) {
+        op->background = 1;
+        a->st.background++;
+    }
+}
+
+/* Marks a pending op cancelled (how: AIO_CANCEL or AIO_CLOSE), once: nobody
+ * waits for it any more, so it counts as background work until it ends. */
+static void mark_cancel(pl_aio *a, pl_aio_done *op, int how)
+{
+    if (op->cancel) return;
+    op->cancel = how;
+    if (!op->background) {
+        op->background = 1;
+        a->st.background++;
+    }
 }
 
 static void ops_unlink(pl_aio *a, pl_aio_done *op)
@@ -329,6 +354,10 @@ static void ops_unlink(pl_aio *a, pl_aio_done *op)
     if (op->next) op->next->prev = op->prev;
     op->prev = op->next = NULL;
     a->st.pending--;
+    if (op->background) {
+        op->background = 0;
+        a->st.background--;
+    }
 }
 
 static void op_free(pl_aio_done *op)
@@ -353,6 +382,46 @@ static void set_text(pl_aio_done *op, int code)
     }
 }
 
+/* Queues op as a completion; the fd becomes readable if it was not. */
+static void done_push(pl_aio *a, pl_aio_done *op)
+{
+    op->state = AIO_ST_DONE;
+    op->next = NULL;
+    if (a->done_tail)
+        a->done_tail->next = op;
+    else {
+        a->done_head = op;
+        fd_signal(a);
+    }
+    a->done_tail = op;
+}
+
+/* An idle waiter's completion: PL_OK (no background work left), PL_ETIMEOUT or
+ * PL_ECANCELED. Not an operation: not counted in submitted/completed. */
+static void idle_done(pl_aio *a, pl_aio_done *w, int code)
+{
+    w->code = code;
+    w->http_status = w->retryable = 0;
+    if (code == PL_ETIMEOUT)
+        snprintf(w->text, sizeof w->text, "background work still under way at the time limit");
+    else if (code == PL_ECANCELED) {
+        snprintf(w->text, sizeof w->text, "cancelled");
+        a->st.cancelled++;
+    } else
+        w->text[0] = '\0';
+    done_push(a, w);
+}
+
+/* The background count is 0: every idle waiter's completion is queued. */
+static void idle_fire(pl_aio *a)
+{
+    while (a->idle) {
+        pl_aio_done *w = a->idle;
+        a->idle = w->next;
+        idle_done(a, w, PL_OK);
+    }
+}
+
 /* The op is finished with code (and msg, a received message, or NULL). */
 static void complete_op(pl_aio *a, pl_aio_done *op, int code, pl_message *msg)
 {
@@ -362,23 +431,17 @@ static void complete_op(pl_aio *a, pl_aio_done *op, int code, pl_message *msg)
     if (op->detached) {
         pl_message_free(msg);
         op_free(op);
-        return;
+    } else {
+        pl_message_free(op->m);
+        op->m = NULL;
+        op->code = code;
+        op->msg = msg;
+        if (code == PL_ECANCELED) a->st.cancelled++;
+        a->st.completed++;
+        done_push(a, op);
     }
-    pl_message_free(op->m);
-    op->m = NULL;
-    op->code = code;
-    op->msg = msg;
-    op->state = AIO_ST_DONE;
-    if (code == PL_ECANCELED) a->st.cancelled++;
-    a->st.completed++;
-    op->next = NULL;
-    if (a->done_tail)
-        a->done_tail->next = op;
-    else {
-        a->done_head = op;
-        fd_signal(a);
-    }
-    a->done_tail = op;
+    /* after the op's own completion: an idle waiter's follows it */
+    if (!a->st.background && a->idle) idle_fire(a);
 }
 
 /* Finishes an op that never (or no longer) runs, with the cancel's code. */
@@ -644,6 +707,16 @@ static void *aio_main(void *arg)
                 wait = (long)(op->due_ms - now);
             }
         }
+        for (pl_aio_done **p = &a->idle; *p;) { /* idle waiters' time limits */
+            pl_aio_done *w = *p;
+            if (w->due_ms >= 0 && w->due_ms <= now) {
+                *p = w->next;
+                idle_done(a, w, PL_ETIMEOUT);
+                continue;
+            }
+            if (w->due_ms >= 0 && w->due_ms - now < wait) wait = (long)(w->due_ms - now);
+            p = &w->next;
+        }
         if (a->kick) wait = 0; /* an op was added at the head meanwhile */
         if (a->closing && !a->ops) break;
         pthread_mutex_unlock(&a->mu);
@@ -666,6 +739,11 @@ static void *aio_main(void *arg)
 
 static void aio_destroy(pl_aio *a)
 {
+    while (a->idle) { /* none once the thread ended (no background work is left) */
+        pl_aio_done *w = a->idle;
+        a->idle = w->next;
+        op_free(w);
+    }
     while (a->done_head) {
         pl_aio_done *d = a->done_head;
         a->done_head = d->next;
@@ -855,10 +933,49 @@ int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r, int han
     return rc;
 }
 
+int pl_aio_idle(pl_aio *a, uint64_t *id, int timeout_ms)
+{
+    int rc = check_aio(a, id);
+    if (rc) return rc;
+    if (timeout_ms < -1) return pl_error_inval("timeout_ms", "must be -1 (no limit) or >= 0");
+    pl_aio_done *w = calloc(1, sizeof *w);
+    if (!w) return pl_error_nomem();
+    w->kind = PL_AIO_IDLE;
+    pthread_mutex_lock(&a->mu);
+    if (a->closing) {
+        pthread_mutex_unlock(&a->mu);
+        free(w);
+        return pl_error_set(PL_ECLOSED, 0, 0, "the async engine is closed");
+    }
+    w->id = *id = ++a->next_id;
+    int wake = 0;
+    if (!a->st.background) {
+        idle_done(a, w, PL_OK);
+    } else {
+        w->due_ms = timeout_ms < 0 ? -1 : pl_now_mono_ms() + timeout_ms;
+        w->next = a->idle;
+        a->idle = w;
+        wake = timeout_ms >= 0; /* the thread's wait takes in the new limit */
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (wake) aio_wake(a);
+    pl_error_ok();
+    return PL_OK;
+}
+
 int pl_aio_cancel(pl_aio *a, uint64_t id)
 {
     if (!a) return pl_error_inval("a", "must not be NULL");
     pthread_mutex_lock(&a->mu);
+    for (pl_aio_done **p = &a->idle; *p; p = &(*p)->next) {
+        if ((*p)->id != id) continue;
+        pl_aio_done *w = *p;
+        *p = w->next;
+        idle_done(a, w, PL_ECANCELED);
+        pthread_mutex_unlock(&a->mu);
+        pl_error_ok();
+        return PL_OK;
+    }
     for (pl_aio_done *op = a->ops; op; op = op->next) {
         if (op->id != id || op->detached) continue;
         if (op->state == AIO_ST_INFLIGHT && op->kind != PL_OP_PEEKLOCK && op->kind != PL_OP_RECVDEL) {
@@ -866,7 +983,7 @@ int pl_aio_cancel(pl_aio *a, uint64_t id)
             return pl_error_set(PL_ESTATE, 0, 0,
                                 "the operation is on the wire: its completion will say what happened");
         }
-        if (!op->cancel) op->cancel = AIO_CANCEL;
+        mark_cancel(a, op, AIO_CANCEL);
         pthread_mutex_unlock(&a->mu);
         aio_wake(a);
         pl_error_ok();
@@ -972,7 +1089,7 @@ int pl_aio_close(pl_aio *a)
     pthread_mutex_lock(&a->mu);
     a->closing = 1;
     for (pl_aio_done *op = a->ops; op; op = op->next)
-        if (!op->cancel && !op->detached) op->cancel = AIO_CLOSE;
+        if (!op->detached) mark_cancel(a, op, AIO_CLOSE);
     pthread_mutex_unlock(&a->mu);
     aio_wake(a);
     pl_error_ok();
@@ -996,9 +1113,6 @@ int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out)
     if (!out) return pl_error_inval("out", "must not be NULL");
     pthread_mutex_lock(&a->mu);
     *out = a->st;
-    out->background = 0;
-    for (pl_aio_done *op = a->ops; op; op = op->next)
-        if (op->detached || op->cancel) out->background++;
     pthread_mutex_unlock(&a->mu);
     pl_error_ok();
     return PL_OK;

@@ -882,8 +882,80 @@ fail:
 /* Per operation, the loop thread makes one call to start it and is called once
  * when it ends: pl_py_aio_submit starts it and registers the future its
  * completion resolves; pl_py_aio_resolve, the loop's reader, takes the
- * completions and resolves those futures here, in C. */
-static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_get_loop;
+ * completions and resolves those futures here, in C.
+ *
+ * Out of memory: no future is left unresolved and no operation unaccounted.
+ * pl_py_aio_submit makes what its answer needs before the operation is handed
+ * to C, so a failure there raises MemoryError with nothing submitted; what can
+ * still fail after (the future's registration; the id's int, in python.i's id
+ * typemap) cancels the operation, and the future gets the error here. The
+ * reader finds each completion's future without allocating when it must (a
+ * walk of futs), resolves it with the error when its result cannot be made or
+ * set, and unlocks a peek-locked message that reaches no future in C when
+ * Python cannot take it. Only a receive-and-delete message that cannot be made
+ * into a Python object is lost (it is deleted already; its future says
+ * MemoryError). These paths need a failing allocator to run and are not
+ * exercised by the suite, except the ones a future or orphan callable that
+ * raises reaches (tests/python/test_aio.py). */
+static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_set_exception, *pl_py_str_cancel,
+    *pl_py_str_get_loop;
+
+/* The exception being raised, taken aside (cleared) while other Python code
+ * runs, then put back (pl_py_exc_put) or dropped (pl_py_exc_drop). */
+typedef struct pl_py_exc {
+    PyObject *type, *value, *tb;
+} pl_py_exc;
+
+static void pl_py_exc_take(pl_py_exc *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    e->type = e->tb = NULL;
+    e->value = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&e->type, &e->value, &e->tb);
+    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
+#endif
+}
+
+static void pl_py_exc_put(pl_py_exc *e)
+{
+    PyErr_Clear();
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(e->value);
+#else
+    PyErr_Restore(e->type, e->value, e->tb);
+#endif
+}
+
+static void pl_py_exc_drop(pl_py_exc *e)
+{
+    Py_XDECREF(e->type);
+    Py_XDECREF(e->value);
+    Py_XDECREF(e->tb);
+}
+
+/* Resolves fut with the exception being raised (cleared): set_exception, or
+ * when even that fails, cancel, so its waiter wakes whatever happens. Returns 0,
+ * or -1 with the exception still set when fut is NULL or could take neither. */
+static int pl_py_aio_fail(PyObject *fut)
+{
+    pl_py_exc e;
+    PyObject *r;
+    if (!fut) return -1;
+    pl_py_exc_take(&e);
+    r = e.value ? PyObject_CallMethodOneArg(fut, pl_py_str_set_exception, e.value) : NULL;
+    if (!r) {
+        PyErr_Clear();
+        r = PyObject_CallMethodNoArgs(fut, pl_py_str_cancel);
+    }
+    if (!r) {
+        pl_py_exc_put(&e);
+        return -1;
+    }
+    Py_DECREF(r);
+    pl_py_exc_drop(&e);
+    return 0;
+}
 
 /* pl_py_aio_submit(futs, new_future, loop, submit, a, *args): a future from
  * new_future() (asyncio.Future: on the running loop), a RuntimeError if that is
@@ -892,28 +964,40 @@ static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_get_loop;
  * that id. Returns (id, future). */
 static PyObject *pl_py_aio_submit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *id = NULL, *fut, *its_loop, *r = NULL;
+    PyObject *id, *fut, *its_loop, *r;
     (void)module;
     if (nargs < 5 || !PyDict_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "expected futs, new_future, loop, submit, a, *args");
         return NULL;
     }
     if (!(fut = PyObject_CallNoArgs(args[1]))) return NULL;
-    if (!(its_loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop))) goto done;
+    if (!(its_loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop))) goto fail;
     Py_DECREF(its_loop); /* (compared by identity only: the future holds it) */
     if (its_loop != args[2]) {
         PyErr_SetString(PyExc_RuntimeError,
                         "a peeklock.aio.Client serves the event loop it was first used on");
-        goto done;
+        goto fail;
     }
-    if (!(id = PyObject_Vectorcall(args[3], args + 4, (size_t)(nargs - 4), NULL))) goto done;
-    /* (should this fail, the operation goes on: its completion finds no future and
-     * is dropped, its message unlocked, as a cancelled one's) */
-    if (PyDict_SetItem(args[0], id, fut) == 0) r = PyTuple_Pack(2, id, fut);
-done:
-    Py_XDECREF(id);
-    Py_DECREF(fut);
+    if (!(r = PyTuple_New(2))) goto fail; /* made first: nothing submitted yet */
+    if (!(id = PyObject_Vectorcall(args[3], args + 4, (size_t)(nargs - 4), NULL))) {
+        Py_DECREF(r); /* refused, or submitted and cancelled at once (python.i) */
+        goto fail;
+    }
+    if (PyDict_SetItem(args[0], id, fut) < 0) {
+        /* under way but no completion can find the future: cancelled (a receive
+         * ends; a lock it got reaches no future and is unlocked by the reader; a
+         * send or settle on the wire runs to its end), the future failed */
+        pl_aio *a = pl_py_handle_ptr(args[4], PL_PY_AIO);
+        unsigned long long v = PyLong_AsUnsignedLongLong(id);
+        if (a && !(v == (unsigned long long)-1 && PyErr_Occurred())) pl_aio_cancel(a, (uint64_t)v);
+        if (pl_py_aio_fail(fut) < 0) PyErr_Clear(); /* (a future that refuses both: its own fault) */
+    }
+    PyTuple_SET_ITEM(r, 0, id);
+    PyTuple_SET_ITEM(r, 1, fut);
     return r;
+fail:
+    Py_DECREF(fut);
+    return NULL;
 }
 
 /* One completion's future, resolved: set_result(the message handle, or None)
@@ -921,7 +1005,7 @@ done:
  * common case), else set_result((code, http_status, retryable, text, handle,
  * orphaned, attempts)) for the waiting coroutine to log and raise. Returns 1 if
  * the future took the handle, 0 if there was none to take it (or it was done:
- * cancelled), -1 on error. */
+ * cancelled), -1 on error (fut not resolved). */
 static int pl_py_aio_settle(PyObject *fut, pl_aio_done *d, PyObject *h)
 {
     PyObject *done, *res, *r;
@@ -949,40 +1033,97 @@ static int pl_py_aio_settle(PyObject *fut, pl_aio_done *d, PyObject *h)
     return r ? 1 : -1;
 }
 
+/* The future futs holds for id, popped (a new reference), or NULL: none (no
+ * error set). Out of memory for id's int, found by a walk (allocates nothing). */
+static PyObject *pl_py_aio_pop(PyObject *futs, uint64_t id)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong((unsigned long long)id), *k, *fut = NULL;
+    Py_ssize_t pos = 0;
+    if (key) {
+        if ((fut = PyDict_GetItemWithError(futs, key)) != NULL) {
+            Py_INCREF(fut);
+            if (PyDict_DelItem(futs, key) < 0) PyErr_Clear(); /* (present: only the hash could fail) */
+        }
+        Py_DECREF(key);
+        if (fut || !PyErr_Occurred()) return fut;
+    }
+    PyErr_Clear();
+    while (PyDict_Next(futs, &pos, &k, &fut)) {
+        if (PyLong_Check(k) && PyLong_AsUnsignedLongLong(k) == (unsigned long long)id) {
+            Py_INCREF(k);
+            Py_INCREF(fut);
+            if (PyDict_DelItem(futs, k) < 0) PyErr_Clear();
+            Py_DECREF(k);
+            return fut;
+        }
+        PyErr_Clear(); /* (a key that is not one of ours) */
+    }
+    return NULL;
+}
+
+/* One completion, handed to its future (pl_py_aio_settle); a message that
+ * reached no future (the receive was cancelled, or the future could not take it)
+ * goes to orphan(handle, peek_locked), or when that fails or the message could
+ * not be made a handle, a peek-lock's is unlocked here. 0, or -1 with an error
+ * that no future took. */
+static int pl_py_aio_take(pl_aio *a, PyObject *futs, PyObject *orphan, pl_aio_done *d)
+{
+    pl_message *m = pl_aio_done_take_message(d);
+    int peek = pl_aio_done_kind(d) == PL_AIO_PEEK_LOCK, took, rc = 0;
+    PyObject *fut = pl_py_aio_pop(futs, pl_aio_done_id(d));
+    PyObject *h = m ? pl_py_handle_new(m, PL_PY_MESSAGE) : (Py_INCREF(Py_None), Py_None);
+    if (!h) {
+        if (peek) pl_aio_unlock_detached(a, m); /* (closed: the lock expires on its own) */
+        pl_message_free(m);
+        rc = pl_py_aio_fail(fut);
+        Py_XDECREF(fut);
+        return rc;
+    }
+    took = pl_py_aio_settle(fut, d, h);
+    if (took < 0) rc = pl_py_aio_fail(fut);
+    if (took <= 0 && h != Py_None) {
+        pl_py_exc e = {NULL, NULL, NULL};
+        if (rc < 0) pl_py_exc_take(&e); /* the first error is the one reported */
+        PyObject *r = PyObject_CallFunctionObjArgs(orphan, h, peek ? Py_True : Py_False, NULL);
+        if (!r && peek) pl_aio_unlock_detached(a, m); /* (PL_ESTATE if orphan had begun it) */
+        Py_XDECREF(r);
+        if (rc < 0)
+            pl_py_exc_put(&e);
+        else if (!r)
+            rc = -1;
+    }
+    Py_DECREF(h);
+    Py_XDECREF(fut);
+    return rc;
+}
+
 /* pl_py_aio_resolve(a, futs, orphan): takes every queued completion of a (a
- * pl_aio) and resolves the future futs holds for it (pl_py_aio_settle), popped
- * from futs; a message that reached no future (the receive was cancelled) goes
- * to orphan(handle, peek_locked). The loop's reader: the fd is quiet after. */
+ * pl_aio) and resolves the future futs holds for it, popped from futs
+ * (pl_py_aio_take). The loop's reader: the fd is quiet after. An error no
+ * future took is raised once all are taken (the loop's exception handler
+ * reports it). */
 static PyObject *pl_py_aio_resolve(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pl_aio *a = nargs == 3 ? pl_py_handle_ptr(args[0], PL_PY_AIO) : NULL;
     pl_aio_done *d = NULL;
+    int failed = 0;
     (void)module;
     if (!a || !PyDict_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError, "expected a pl_aio, a dict and a callable");
         return NULL;
     }
+    pl_py_exc e = {NULL, NULL, NULL}; /* the first error no future took */
     while (pl_aio_next(&d, a) == PL_OK) {
-        pl_message *m = pl_aio_done_take_message(d);
-        int peek = pl_aio_done_kind(d) == PL_AIO_PEEK_LOCK, took = -1;
-        PyObject *h = m ? pl_py_handle_new(m, PL_PY_MESSAGE) : (Py_INCREF(Py_None), Py_None);
-        PyObject *id = PyLong_FromUnsignedLongLong((unsigned long long)pl_aio_done_id(d)), *fut = NULL;
-        if (!h && m) pl_message_free(m);
-        if (h && id && (fut = PyDict_GetItemWithError(args[1], id)) != NULL) {
-            Py_INCREF(fut);
-            if (PyDict_DelItem(args[1], id) < 0) Py_CLEAR(fut);
-        }
-        if (h && id && (fut || !PyErr_Occurred())) took = pl_py_aio_settle(fut, d, h);
-        if (took == 0 && h != Py_None) {
-            PyObject *r = PyObject_CallFunctionObjArgs(args[2], h, peek ? Py_True : Py_False, NULL);
-            took = r ? 1 : -1;
-            Py_XDECREF(r);
+        if (pl_py_aio_take(a, args[1], args[2], d) < 0) {
+            if (!failed) pl_py_exc_take(&e);
+            PyErr_Clear();
+            failed = 1;
         }
         pl_aio_done_free(d);
-        Py_XDECREF(fut);
-        Py_XDECREF(id);
-        Py_XDECREF(h);
-        if (took < 0) return NULL; /* the rest stays queued (the fd stays readable) */
+    }
+    if (failed) {
+        pl_py_exc_put(&e);
+        return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -1016,6 +1157,8 @@ int pl_py_glue_init(PyObject *module)
     if (!(pl_py_str_plain_h = PyUnicode_InternFromString("_plain_h"))) return -1;
     if (!(pl_py_str_done = PyUnicode_InternFromString("done"))) return -1;
     if (!(pl_py_str_set_result = PyUnicode_InternFromString("set_result"))) return -1;
+    if (!(pl_py_str_set_exception = PyUnicode_InternFromString("set_exception"))) return -1;
+    if (!(pl_py_str_cancel = PyUnicode_InternFromString("cancel"))) return -1;
     if (!(pl_py_str_get_loop = PyUnicode_InternFromString("get_loop"))) return -1;
     if (PyType_Ready(&pl_py_method_type) < 0) return -1;
     return PyModule_AddFunctions(module, pl_py_functions);

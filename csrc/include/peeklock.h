@@ -722,6 +722,7 @@ typedef struct pl_aio_done pl_aio_done;
 #define PL_AIO_RENEW              5
 #define PL_AIO_UNLOCK             6
 #define PL_AIO_COMPLETE           7
+#define PL_AIO_IDLE               8 /* pl_aio_idle: no operation, the background is done */
 
 /* Starts the engine's I/O thread for client (which it keeps a reference to). */
 PL_EXTERN int pl_aio_new(pl_aio **out, pl_client *client);
@@ -754,6 +755,19 @@ PL_EXTERN int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *
  * wants it (a receive cancelled in the event loop after its answer came, a
  * handler cancelled while it held the lock). */
 PL_EXTERN int pl_aio_unlock_detached(pl_aio *a, pl_message *m);
+
+/* Asks to be told, through the fd like any completion, when the engine's
+ * background work (pl_aio_stats.background: cancelled operations not yet ended,
+ * the unlocks counted in cancel_abandoned) reaches 0: PL_OK with *id set, then
+ * one completion of kind PL_AIO_IDLE with that id, queued after the completions
+ * of the operations that ended the work (at once when there is none now). Its
+ * code: PL_OK; PL_ETIMEOUT when timeout_ms passed first (-1: no limit; kept by
+ * the I/O thread, so the host arms no timer); PL_ECANCELED after pl_aio_cancel
+ * (a, id). One-shot: ask again for the next time. Any thread, as the submit
+ * calls; several may wait at once. PL_ECLOSED once pl_aio_close was called; one
+ * asked before still completes when the work the close left ends. It is not an
+ * operation: not counted in submitted, completed or pending. */
+PL_EXTERN int pl_aio_idle(pl_aio *a, uint64_t *id, int timeout_ms);
 
 /* Cancels operation id. PL_OK: its completion will say PL_ECANCELED (or, for a
  * send or settle that may already have been carried out, PL_EUNKNOWN), except
@@ -820,7 +834,8 @@ typedef struct pl_aio_stats {
     uint64_t op_bytes;         /* engine memory per pending operation (excluding libcurl's) */
     uint64_t background;       /* pending operations nobody waits for, which the engine
                                   finishes on its own: cancelled (or closed) ones not yet
-                                  ended, and the unlocks counted in cancel_abandoned */
+                                  ended, and the unlocks counted in cancel_abandoned
+                                  (pl_aio_idle tells when it reaches 0) */
 } pl_aio_stats;
 
 PL_EXTERN int pl_aio_stats_get(pl_aio *a, pl_aio_stats *out);

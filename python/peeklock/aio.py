@@ -183,14 +183,27 @@ class _Engine:
     async def wind_down(self, limit: float = 10.0) -> None:
         """Waits (up to ``limit`` seconds) for the work the engine finishes on its
         own: cancelled operations not yet ended, and the unlocks of locks that
-        reached nobody (a cancelled receive or handler). The engine signals no
-        event for it, so this looks every 20 ms, and only while there is some."""
-        deadline = time.monotonic() + limit
-        while _core.pl_aio_stats_get(self._a)["background"]:
-            if time.monotonic() > deadline:
-                log.warning("cancelled receives and their unlocks still under way after %.0f s", limit)
-                return
-            await asyncio.sleep(0.02)
+        reached nobody (a cancelled receive or handler). The engine says when it is
+        done with a completion on its fd (pl_aio_idle, its time limit kept by the
+        engine's thread): the loop runs nothing for it until then."""
+        if self.closed:
+            return
+        if self._loop is None:
+            self._attach()
+        try:
+            id_, fut = _submit(self._futs, asyncio.Future, self._loop, _core.pl_aio_idle, self._a, int(limit * 1000))
+        except ClosedError:
+            return  # closing: aclose() waits for what is pending
+        try:
+            res = await fut
+        except asyncio.CancelledError:
+            try:
+                _core.pl_aio_cancel(self._a, id_)  # its completion finds the future done: dropped
+            except Error:
+                pass  # already queued
+            raise
+        if type(res) is tuple:  # (code, ...): PL_ETIMEOUT
+            log.warning("cancelled receives and their unlocks still under way after %.0f s", limit)
 
     def pending(self) -> List["asyncio.Future[Any]"]:
         return list(self._futs.values())

@@ -2,7 +2,8 @@
  * event loop drives it (poll on its fd, drain). Every operation; completions from
  * many submitting threads (run under ThreadSanitizer in tests/c/run.sh); cancel of
  * a waiting long poll leaves no message locked; a completion withdrawn by cancel
- * has its lock released at once; close ends long polls at once. */
+ * has its lock released at once; close ends long polls at once; pl_aio_idle says
+ * through the fd when the background unlocks are done (or its limit passed). */
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <time.h>
@@ -303,6 +304,81 @@ static void test_finish(void)
     pl_renewer_free(r);
 }
 
+/* pl_aio_idle: a completion of kind PL_AIO_IDLE once the background work is done,
+ * at once when there is none; its time limit kept by the engine; cancellable. */
+static uint64_t background(void)
+{
+    pl_aio_stats st;
+    REQUIRE(pl_aio_stats_get(aio, &st) == PL_OK);
+    return st.background;
+}
+
+static int idle_code(uint64_t id, int *kind)
+{
+    pl_aio_done *d = aio_wait(aio, id, 20000);
+    if (!d) return 1;
+    *kind = pl_aio_done_kind(d);
+    int code = pl_aio_done_code(d);
+    pl_aio_done_free(d);
+    return code;
+}
+
+static void test_idle(void)
+{
+    REQUIRE(pl_test_entity("iq", "queue", 30, 10) / 100 == 2);
+    uint64_t id = 0;
+    int kind = 0;
+    struct pollfd p = {pl_aio_fd(aio), POLLIN, 0};
+    /* nothing in the background: completed at once */
+    CHECK_EQ(background(), 0);
+    REQUIRE(pl_aio_idle(aio, &id, -1) == PL_OK);
+    CHECK(id != 0);
+    CHECK_EQ(poll(&p, 1, 0), 1);
+    CHECK_EQ(idle_code(id, &kind), PL_OK);
+    CHECK_EQ(kind, PL_AIO_IDLE);
+    CHECK_EQ(pl_aio_idle(aio, &id, -2), PL_EINVAL);
+    /* an unlock in the background, held back 1 s by the server: the completion
+     * comes once it was answered, the message unlocked */
+    send_one("iq", "i1");
+    pl_message *m = peek_one("iq");
+    REQUIRE(pl_test_fault("{\"operation\":\"unlock\",\"entity\":\"iq\",\"delay_ms\":1000,\"count\":1}") ==
+            201);
+    REQUIRE(pl_aio_unlock_detached(aio, m) == PL_OK);
+    pl_message_free(m);
+    CHECK_EQ(background(), 1);
+    uint64_t id2 = 0;
+    REQUIRE(pl_aio_idle(aio, &id, -1) == PL_OK);
+    REQUIRE(pl_aio_idle(aio, &id2, -1) == PL_OK); /* several may wait */
+    CHECK(id2 != id);
+    CHECK_EQ(poll(&p, 1, 0), 0);                    /* not yet: the unlock is held back */
+    CHECK_EQ(aio_collect(aio, 2, PL_OK, 20000), 2); /* both */
+    CHECK_EQ(background(), 0);
+    CHECK_EQ(locked_count("iq"), 0);
+    /* the time limit passes first: PL_ETIMEOUT, long before the unlock's answer */
+    m = peek_one("iq");
+    REQUIRE(pl_test_fault("{\"operation\":\"unlock\",\"entity\":\"iq\",\"delay_ms\":3000,\"count\":1}") ==
+            201);
+    REQUIRE(pl_aio_unlock_detached(aio, m) == PL_OK);
+    pl_message_free(m);
+    int64_t t0 = pl_now_mono_ms();
+    REQUIRE(pl_aio_idle(aio, &id, 50) == PL_OK);
+    CHECK_EQ(idle_code(id, &kind), PL_ETIMEOUT);
+    CHECK(pl_now_mono_ms() - t0 < 2500);
+    CHECK_EQ(background(), 1);
+    /* cancelled: PL_ECANCELED at once; a second cancel finds nothing */
+    REQUIRE(pl_aio_idle(aio, &id, -1) == PL_OK);
+    CHECK_EQ(pl_aio_cancel(aio, id), PL_OK);
+    CHECK_EQ(idle_code(id, &kind), PL_ECANCELED);
+    CHECK_EQ(pl_aio_cancel(aio, id), PL_EINVAL);
+    CHECK_EQ(background(), 1);
+    /* the end of the held-back unlock */
+    REQUIRE(pl_aio_idle(aio, &id, -1) == PL_OK);
+    CHECK_EQ(idle_code(id, &kind), PL_OK);
+    CHECK_EQ(background(), 0);
+    CHECK_EQ(locked_count("iq"), 0);
+    CHECK_EQ(pl_test_clear_faults() / 100, 2);
+}
+
 /* Close ends waiting long polls at once with PL_ECLOSED; later submits are refused. */
 static void test_close(void)
 {
@@ -319,6 +395,7 @@ static void test_close(void)
     CHECK(pl_now_mono_ms() - t0 < 5000);
     uint64_t id = 0;
     CHECK_EQ(pl_aio_peek_lock(a, &id, "xq", 1), PL_ECLOSED);
+    CHECK_EQ(pl_aio_idle(a, &id, -1), PL_ECLOSED);
     pl_aio_free(a);
     send_one("xq", "x1");
     CHECK_EQ(locked_count("xq"), 0);
@@ -334,6 +411,7 @@ int main(void)
     test_cancel_withdraws();
     test_threads();
     test_finish();
+    test_idle();
     test_close();
     pl_aio_free(aio);
     pl_client_free(client);

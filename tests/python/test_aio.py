@@ -7,6 +7,7 @@ process() with its drain on SIGTERM, and its batch handlers."""
 import asyncio
 import os
 import resource
+import select
 import signal
 import threading
 import time
@@ -459,12 +460,68 @@ async def test_process_drains_on_sigterm(aclient, emu, queue):
     assert aclient.stats()["aio"]["pending"] == 0
 
 
+def _switches(tid):
+    with open(f"/proc/self/task/{tid}/status") as f:
+        d = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    return int(d["voluntary_ctxt_switches"]) + int(d["nonvoluntary_ctxt_switches"])
+
+
+class _LoopWatch:
+    """What the running loop does between start() and stop(): the loop thread's
+    context switches (each sleep in the selector that ends is one), and on the
+    default loop the iterations it makes and the timers scheduled meanwhile."""
+
+    def __init__(self, loop):
+        self.loop, self.iterations, self.timers = loop, 0, []
+        self.default = isinstance(loop, asyncio.BaseEventLoop)
+        self.tid = threading.get_native_id()
+
+    def start(self):
+        if self.default:
+            run_once, call_at = self.loop._run_once, self.loop.call_at
+
+            def counted():
+                self.iterations += 1
+                run_once()
+
+            def timer(when, callback, *args, **kw):
+                self.timers.append(callback)
+                return call_at(when, callback, *args, **kw)
+
+            self.loop._run_once, self.loop.call_at = counted, timer
+        self.switches = _switches(self.tid)
+
+    def stop(self):
+        self.switches = _switches(self.tid) - self.switches
+        if self.default:
+            del self.loop._run_once, self.loop.call_at
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 async def test_process_returns_after_its_background_unlocks(aclient, emu, queue):
     # the drain deadline cancels a handler: its message is abandoned in the background
-    # (the unlock held back 300 ms by the server); process() returns once it is done
+    # (the unlock held back 1 s by the server); process() returns once it is done,
+    # told by the engine's fd: the loop sleeps meanwhile, with no timer (polling
+    # every 20 ms would wake it some 50 times)
     await aclient.send(queue, b"x", message_id="u")
-    emu.fault(operation="unlock", delay_ms=300, count=1)
+    emu.fault(operation="unlock", delay_ms=1000, count=1)
     stop = asyncio.Event()
+    engine = aclient._engine
+    wind_down = engine.wind_down
+    watch = _LoopWatch(asyncio.get_running_loop())
+    seen = {}
+
+    async def watched(limit=10.0):
+        seen["background"] = engine.stats()["background"]
+        seen["started"] = time.monotonic()
+        watch.start()
+        try:
+            await wind_down(limit)
+        finally:
+            watch.stop()
+            seen["waited"] = time.monotonic() - seen["started"]
+
+    engine.wind_down = watched
 
     async def handler(msg):
         stop.set()
@@ -473,15 +530,129 @@ async def test_process_returns_after_its_background_unlocks(aclient, emu, queue)
     s = await aclient.process(
         queue, handler, concurrency=1, poll_timeout=5, stop_event=stop, drain_timeout=0.1, handle_signals=False
     )
+    assert [m["locked"] for m in emu.messages(queue)] == [False]  # unlocked when it returns
     assert s.abandoned_on_drain == 1
+    assert seen["background"] == 1 and seen["waited"] > 0.5  # it did wait for the unlock
+    assert aclient.stats()["aio"]["background"] == 0
+    assert watch.switches <= 5, watch.switches
+    if watch.default:
+        assert watch.timers == [] and watch.iterations <= 5, (watch.timers, watch.iterations)
+
+
+async def test_wind_down_says_when_its_limit_passed(aclient, emu, queue, caplog):
+    # the limit is kept by the engine's thread: a completion on the fd, a warning
+    await aclient.send(queue, b"x")
+    msg = await aclient.peek_lock(queue, timeout=5)
+    emu.fault(operation="unlock", delay_ms=3000, count=1)
+    msg._abandon_now()  # in the background, held back 3 s
+    assert aclient.stats()["aio"]["background"] == 1
+    started = time.monotonic()
+    await aclient._engine.wind_down(0.1)
+    assert time.monotonic() - started < 2.5
+    assert "still under way after" in caplog.text
+    assert aclient.stats()["aio"]["background"] == 1
+    waiting = asyncio.ensure_future(aclient._engine.wind_down())  # cancelled: taken back
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await aclient._engine.wind_down()
     assert aclient.stats()["aio"]["background"] == 0
     assert [m["locked"] for m in emu.messages(queue)] == [False]
+    assert aclient._engine._futs == {}
 
 
-def _switches(tid):
-    with open(f"/proc/self/task/{tid}/status") as f:
-        d = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
-    return int(d["voluntary_ctxt_switches"]) + int(d["nonvoluntary_ctxt_switches"])
+class _FutureThatFailsToTakeItsResult(asyncio.Future):
+    def set_result(self, result):
+        raise MemoryError("no memory for the result")
+
+
+async def test_a_result_the_future_cannot_take_fails_the_future_and_frees_the_lock(aclient, emu, queue):
+    # (what an allocation failure in the reader does, reached without one): the
+    # future is resolved with the error, not left pending; the lock that came for
+    # it reaches nobody and is unlocked
+    await aclient.send(queue, b"x")
+    engine = aclient._engine
+    id_, fut = peeklock._core.pl_py_aio_submit(
+        engine._futs,
+        _FutureThatFailsToTakeItsResult,
+        engine._loop,
+        peeklock._core.pl_aio_peek_lock,
+        engine._a,
+        queue,
+        5,
+    )
+    with pytest.raises(MemoryError, match="no memory for the result"):
+        await asyncio.wait_for(fut, 20)
+    assert id_ not in engine._futs
+    await engine.wind_down()
+    assert aclient.stats()["aio"]["cancel_abandoned"] == 1
+    [m] = emu.messages(queue)
+    assert not m["locked"] and m["delivery_count"] == 1
+
+
+async def test_an_orphan_handler_that_fails_still_frees_the_lock(aclient, emu, queue):
+    # a lock that reached no future, whose orphan callable raises: unlocked in C,
+    # the error reported to the loop's exception handler
+    await aclient.send(queue, b"x")
+    loop = asyncio.get_running_loop()
+    engine = aclient._engine
+    reported = asyncio.Event()
+    errors = []
+
+    def orphan(h, peek):
+        raise RuntimeError("orphan failed")
+
+    def handler(loop, context):
+        errors.append(context.get("exception"))
+        reported.set()
+
+    loop.remove_reader(engine._fd)
+    loop.add_reader(engine._fd, peeklock._core.pl_py_aio_resolve, engine._a, engine._futs, orphan)
+    loop.set_exception_handler(handler)
+    try:
+        id_, fut = peeklock._core.pl_py_aio_submit(
+            engine._futs, asyncio.Future, loop, peeklock._core.pl_aio_peek_lock, engine._a, queue, 5
+        )
+        del engine._futs[id_]  # as if its registration had failed
+        await asyncio.wait_for(reported.wait(), 20)
+    finally:
+        loop.set_exception_handler(None)
+        loop.remove_reader(engine._fd)
+        loop.add_reader(engine._fd, peeklock._core.pl_py_aio_resolve, engine._a, engine._futs, engine._orphan)
+    assert [type(e) for e in errors] == [RuntimeError]
+    assert not fut.done()  # (no longer registered: nobody resolves it)
+    await engine.wind_down()
+    [m] = emu.messages(queue)
+    assert not m["locked"] and m["delivery_count"] == 1
+
+
+async def test_an_idle_client_leaves_its_fd_quiet(aclient, emu, queue):
+    # after an operation, nothing in flight: no completion is signalled on the fd
+    # while another client's long poll (the window) runs to its end
+    await aclient.send(queue, b"x")
+    assert (await aclient.receive_and_delete(queue, timeout=5)).body == b"x"
+    assert aclient.stats()["aio"]["pending"] == 0
+    loop = asyncio.get_running_loop()
+    fd = aclient._engine._fd
+    calls = []
+
+    def reader(*args):
+        calls.append(1)
+        peeklock._core.pl_py_aio_resolve(*args)
+
+    engine = aclient._engine
+    loop.remove_reader(fd)
+    loop.add_reader(fd, reader, engine._a, engine._futs, engine._orphan)
+    try:
+        async with peeklock.aio.Client.from_connection_string(emu.connection_string) as other:
+            assert await other.peek_lock(queue, timeout=1) is None  # the window: 1 s
+    finally:
+        loop.remove_reader(fd)
+        loop.add_reader(fd, peeklock._core.pl_py_aio_resolve, engine._a, engine._futs, engine._orphan)
+    assert calls == []
+    assert select.select([fd], [], [], 0)[0] == []
+    await aclient.send(queue, b"y")  # still served
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
