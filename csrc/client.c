@@ -95,6 +95,13 @@ int64_t pl_now_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void pl_sleep_ms(int64_t ms)
+{
+    if (ms <= 0) return;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
+}
+
 int64_t pl_message_lock_remaining_ms(const pl_message *m)
 {
     if (!m) return 0;
@@ -1263,12 +1270,6 @@ static uint64_t jitter_next(void)
     return s * 0x2545F4914F6CDD1DULL;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
-}
-
 static double now_ms_precise(void)
 {
     struct timespec ts;
@@ -1315,7 +1316,7 @@ static int run(pl_client *c, pl_request *req, pl_message **out, pl_message *m)
         pl_client_call_reported(c, &call, next, status, 1);
         if (next == PL_NEXT_RETRY) {
             pl_client_stat_add(c, PL_STAT_RETRIES, 1);
-            sleep_ms(call.delay_ms);
+            pl_sleep_ms(call.delay_ms);
             continue;
         }
         if (op == PL_OP_PEEKLOCK) last_orphaned = (unsigned)call.orphaned;

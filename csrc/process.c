@@ -1,6 +1,7 @@
 /*
  * process.c — the value rules of a processor's options (pure): the one place
- * Python's processors and Lua's process check them (see peeklock.h).
+ * Python's processors and Lua's process check them, and what they do when a
+ * receive fails (see peeklock.h).
  */
 #include <math.h>
 #include <stdio.h>
@@ -59,4 +60,25 @@ int pl_settle_action(const char *action)
     if (!rc) return pl_error_inval("action", "must be 'complete' or 'abandon'");
     pl_error_ok();
     return rc;
+}
+
+long pl_receive_pause_ms(int code, int retryable, unsigned failures)
+{
+    if (code >= 0) return 0;
+    switch (code) {
+    case PL_ECLOSED: return -1;
+    case PL_EAUTH:
+    case PL_ENOTFOUND:
+    case PL_EINVAL:
+    case PL_EBADREQUEST:
+    case PL_ETOOLARGE:
+    case PL_ESTATE:
+    case PL_EINTERNAL:
+        if (!retryable) return -1;
+        break;
+    default: break;
+    }
+    long pause = PL_RECEIVE_PAUSE_BASE_MS;
+    for (unsigned i = 1; i < failures && pause < PL_RECEIVE_PAUSE_MAX_MS; i++) pause *= 2;
+    return pause < PL_RECEIVE_PAUSE_MAX_MS ? pause : PL_RECEIVE_PAUSE_MAX_MS;
 }

@@ -439,7 +439,8 @@ function Client:process(entity, handler, opts)
   local stop = o.stop
   local function stopping() return s.stopped or (stop ~= nil and stop() == true) end
   local loop = o.batch and I.batch_loop or I.process_loop
-  loop(self, entity, handler, o, s, stopping, function() end)
+  -- (a failed receive's pause, the core's rule: this client blocks, so it sleeps)
+  loop(self, entity, handler, o, s, stopping, function(seconds) core.pl_sleep_ms(math.ceil(seconds * 1000)) end)
   s.last_message_ms, s.started = nil, nil
   return s
 end

@@ -464,6 +464,10 @@ PL_EXTERN int pl_client_attach(pl_message **out, pl_client *client, const char *
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
 PL_EXTERN int64_t pl_now_mono_ms(void);
+/* Sleeps ms milliseconds on this thread (a signal does not cut it short; 0 or less
+ * returns at once): for a binding with no sleep of its own (plain Lua's processor
+ * pausing after a failed receive, pl_receive_pause_ms). */
+PL_EXTERN void pl_sleep_ms(int64_t ms);
 
 /* ------------------------------------------------------------------------ */
 /* Operations (blocking; thread-safe on one client)                           */
@@ -525,6 +529,21 @@ PL_EXTERN int pl_check_process_option(const char *name, double value);
  * returned table): PL_SETTLE_COMPLETE for "complete", PL_SETTLE_UNLOCK for "abandon",
  * else PL_EINVAL ("action: must be 'complete' or 'abandon'"). */
 PL_EXTERN int pl_settle_action(const char *action);
+/* What a processor does when a receive fails (after the client's retry policy): the
+ * one rule Python's processors and Lua's process follow. code and retryable are the
+ * failed receive's (pl_error_last()); failures counts the consumer's consecutive
+ * failed receives, this one included (any receive that answers, with a message or
+ * empty, sets it back to 0; 0 counts as 1). Returns -1 when waiting cannot mend
+ * the error and the run must end with it: PL_EAUTH, PL_ENOTFOUND, PL_EINVAL,
+ * PL_EBADREQUEST, PL_ETOOLARGE, PL_ESTATE or PL_EINTERNAL that is not retryable, and
+ * PL_ECLOSED. Otherwise (throttled, server, timeout, connect, protocol, outcome
+ * unknown: the lock expires, conflict, HTTP, no memory, or any retryable error) the
+ * milliseconds to pause before the next receive: PL_RECEIVE_PAUSE_BASE_MS doubled
+ * with each further consecutive failure, at most PL_RECEIVE_PAUSE_MAX_MS. 0 for a
+ * code that is no failure (PL_OK, PL_EMPTY). Pure. */
+#define PL_RECEIVE_PAUSE_BASE_MS 1000
+#define PL_RECEIVE_PAUSE_MAX_MS  10000
+PL_EXTERN long pl_receive_pause_ms(int code, int retryable, unsigned failures);
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 

@@ -563,33 +563,67 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   }
 end
 
--- One consumer of process: with_lock after with_lock until stopping() says so, counting in
--- s (processed, failed: the handler raised and the message was abandoned, lost, errors).
--- A retryable error pauses (pause(seconds)) and goes on; any other ends the run (s.error).
+-- A failed receive of a process consumer (failures: its consecutive failed receives, this one
+-- included), by the core's rule (pl_receive_pause_ms), counted in s: the milliseconds to pause
+-- before the consumer's next receive, or -1: waiting cannot mend it and the run ends with it
+-- (s.error, s.stopped: every consumer stops receiving, handlers under way finish).
+local function receive_failed(s, err, failures)
+  s.errors = s.errors + 1
+  s.last_error = err
+  local ms = core.pl_receive_pause_ms(err.errno or core.PL_EINTERNAL, err.retryable and 1 or 0, failures)
+  if ms < 0 then
+    s.error = s.error or err
+    s.stopped = true
+  end
+  return ms
+end
+
+-- pause(seconds) for ms in half-second slices, cut short once stopping() says so.
+local function pause_for(ms, stopping, pause)
+  local deadline = core.pl_now_mono_ms() + ms
+  while not stopping() do
+    local left = deadline - core.pl_now_mono_ms()
+    if left <= 0 then break end
+    pause(math.min(left, 500) / 1000)
+  end
+end
+
+-- One consumer of process: peek_lock, then the handler on the held message as with_lock runs
+-- it, until stopping() says so, counting in s (processed, failed: the handler raised and the
+-- message was abandoned, lost, errors: a failed receive, or a settle's error). A failed
+-- receive pauses or ends the run by the core's rule (receive_failed).
 local function process_loop(self, entity, handler, o, s, stopping, pause)
-  local lock_opts = { timeout = o.poll_timeout, max_renew = o.max_renew, _cut_on_exit = o.cut_on_exit }
+  local r, rerr = self:_get_renewer()
+  if not r then s.error, s.stopped = rerr, true; return end
+  local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
+  local failures = 0 -- this consumer's consecutive failed receives
   while not stopping() do
     if o.max_messages and s.started >= o.max_messages then break end
     if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
     s.started = s.started + 1
-    local ok, err = self:with_lock(entity, lock_opts, handler)
-    if ok then
-      s.processed = s.processed + 1
-    elseif err == nil then
-      s.started = s.started - 1 -- nothing arrived within poll_timeout
-    else
-      if err.code == "handler" then s.failed = s.failed + 1
+    local msg, err = self:peek_lock(entity, ropts)
+    if msg then
+      failures = 0
+      local ok
+      ok, err = run_held(self, r, msg, o.max_renew, handler, "with_lock")
+      if ok then s.processed = s.processed + 1
+      elseif err.code == "handler" then s.failed = s.failed + 1
       elseif err.code == "lock_lost" then s.lost = s.lost + 1
-      else
-        s.started = s.started - 1
+      else -- the settle's: counted, the run goes on
         s.errors = s.errors + 1
         s.last_error = err
-        if not err.retryable then s.error = err; s.stopped = true; break end
-        pause(1)
       end
-    end
-    if ok or (err and (err.code == "handler" or err.code == "lock_lost")) then
       s.last_message_ms = core.pl_now_mono_ms()
+    else
+      s.started = s.started - 1
+      if not err then
+        failures = 0 -- nothing arrived within poll_timeout
+      else
+        failures = failures + 1
+        local ms = receive_failed(s, err, failures)
+        if ms < 0 then break end
+        pause_for(ms, stopping, pause)
+      end
     end
   end
 end
@@ -677,15 +711,17 @@ end
 -- from its receipt (the first receive waits up to poll_timeout, the rest until max_wait
 -- seconds after the first arrived, rounded up to whole seconds; max_wait = 0: only what is
 -- there at once), and runs handler(msgs) on them. A stop while collecting gives the batch
--- back (abandoned, counted in abandoned_on_drain); nothing has run on it.
+-- back (abandoned, counted in abandoned_on_drain); nothing has run on it. A failed receive
+-- pauses or ends the run by the core's rule (receive_failed).
 local function batch_loop(self, entity, handler, o, s, stopping, pause)
   local r, rerr = self:_get_renewer()
   if not r then s.error, s.stopped = rerr, true; return end
   local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
+  local failures = 0 -- this consumer's consecutive failed receives
   while not stopping() do
     if o.max_messages and s.started >= o.max_messages then break end
     if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
-    local msgs, keys, deadline = {}, {}, nil
+    local msgs, keys, deadline, wait_ms = {}, {}, nil, nil
     while #msgs < o.batch and not stopping() do
       if o.max_messages and s.started >= o.max_messages then break end
       if deadline then
@@ -702,15 +738,16 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       if not msg then
         s.started = s.started - 1
         if err then
-          s.errors = s.errors + 1
-          s.last_error = err
-          if not err.retryable then s.error = err; s.stopped = true
-          elseif #msgs == 0 then pause(1) end
+          -- the run ends (a batch in hand is given back), or pauses after the batch in hand
+          failures = failures + 1
+          wait_ms = receive_failed(s, err, failures)
           break
         end
+        failures = 0
         -- nothing came: a batch in hand closes at its deadline (max_wait may outlast a receive)
         if #msgs == 0 or deadline <= core.pl_now_mono_ms() then break end
       else
+        failures = 0
         deadline = deadline or core.pl_now_mono_ms() + o.max_wait * 1000
         local key
         key, err = hold(self, r, msg, o.max_renew, "process")
@@ -735,6 +772,7 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
         run_batch(self, r, msgs, keys, handler, s)
       end
     end
+    if wait_ms and wait_ms > 0 then pause_for(wait_ms, stopping, pause) end
   end
 end
 

@@ -591,7 +591,11 @@ class Client:
         collected is given back), handlers under way finish (a second signal, or
         ``drain_timeout``, cancels them: their messages are abandoned).
         ``cancel_on_lost``: a handler whose lock is lost is cancelled (see
-        :class:`Message`; single messages only). Returns the run's summary."""
+        :class:`Message`; single messages only). A failed receive pauses the worker
+        (1 s doubling per consecutive failure, at most 10 s: the core's
+        ``pl_receive_pause_ms``) unless waiting cannot mend it (a missing entity,
+        a refused key): then the run ends as on a stop and raises that error with
+        ``.summary`` attached. Returns the run's summary."""
         entity = _validate._check_entity(entity)
         _processor._check_option("concurrency", concurrency, whole=True)
         _processor._check_option("max_messages", max_messages, whole=True)
@@ -667,6 +671,7 @@ class _Processor:
         self.claimed = 0  # batches: messages received or being received (max_messages)
         self.handling: Set["asyncio.Task[None]"] = set()
         self.receiving: Set["asyncio.Task[None]"] = set()
+        self.failures: Dict["asyncio.Task[None]", int] = {}  # a worker's consecutive failed receives
 
     # ---- stopping ----
     def on_signal(self) -> None:
@@ -725,7 +730,7 @@ class _Processor:
             s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
         s.elapsed = time.monotonic() - started
         s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
-        return s
+        return _processor._raise_error(s)
 
     # ---- one message at a time ----
     async def worker(self) -> None:
@@ -775,10 +780,12 @@ class _Processor:
 
     async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
         """One peek-lock, counted; None when nothing came, it failed (after a
-        pause), the client closed or the drain cancelled it."""
+        pause by the core's rule, or the run ends with it), the client closed
+        or the drain cancelled it."""
         s = self.summary
         self.receiving.add(me)
         held = hold_failures()
+        failed: Optional[Error] = None
         try:
             with held:
                 msg = await self.client._peek_lock(self.entity, timeout, self.max_renew, self.cancel_on_lost)
@@ -789,13 +796,21 @@ class _Processor:
         except ClosedError:
             return None
         except Error as e:
-            s.errors += 1
-            _processor._remember(s, f"receive: {e}")
-            _processor._log_receive_failure(self.entity, e, held.records)
-            await asyncio.sleep(min(1.0, 0.05 * s.errors))
-            return None
+            failed = e
         finally:
             self.receiving.discard(me)
+        if failed is not None:
+            self.failures[me] = self.failures.get(me, 0) + 1
+            pause = _processor._receive_failed(s, failed, held.records, self.failures[me])
+            if pause < 0:
+                self.stop.set()  # the other workers' receives are cancelled, handlers finish
+            elif not self.stop.is_set():
+                try:
+                    await asyncio.wait_for(self.stop.wait(), pause)  # a drain cuts it short
+                except asyncio.TimeoutError:
+                    pass
+            return None
+        self.failures[me] = 0
         if msg is not None:
             s.received += 1
             if msg.delivery_count > 1:

@@ -1084,7 +1084,8 @@ class Client:
         worker threads until stopped (SIGINT/SIGTERM unless ignored at start, ``stop_event``,
         ``max_messages`` or ``idle_timeout``); see peeklock.processor. With ``batch=N``
         the handler takes a list of up to N locked messages (fewer once ``max_wait``
-        seconds passed after the first)."""
+        seconds passed after the first). A receive error that waiting cannot mend
+        (a missing entity, a refused key) ends the run and is raised."""
         from .processor import Processor, exponential_backoff
 
         p = Processor(

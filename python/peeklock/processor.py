@@ -19,6 +19,14 @@ delivery up to 60 s (:func:`exponential_backoff`), so that a short outage of
 something the handler needs does not use up the message's deliveries in
 milliseconds and dead-letter it. ``on_error(msg, exc)`` is called before the
 delay. A drain cuts the delay short and abandons at once.
+
+A receive that fails (after the client's retry policy) is decided by the core's
+rule, ``pl_receive_pause_ms``: the worker pauses 1 s, doubled with each further
+consecutive failure up to 10 s, and goes on; an error that waiting cannot mend
+(a missing entity, a refused key, a bad request) ends the run instead: every
+worker stops receiving, running handlers finish as in a drain, the error is
+logged once at ERROR and ``run()`` raises it with ``.summary`` attached
+(``summary.error``).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from ._validate import (
     _check_seconds,
     _check_timeout,
 )
-from .errors import PL_ESTATE, Error, LockLostError
+from .errors import PL_ESTATE, ClosedError, Error, LockLostError
 from ._spans import no_context
 
 if TYPE_CHECKING:
@@ -187,24 +195,31 @@ def _log_failure(entity: str, msg: "Message", exc: BaseException, delay: float) 
     )
 
 
-def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]]) -> None:
+def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]], pause: float) -> None:
     """Logs a failed receive once: the processor's words with the failed call's
-    ``peeklock_*`` fields (its record was held back, peeklock._held)."""
+    ``peeklock_*`` fields (its record was held back, peeklock._held); at ERROR
+    when the run ends with it (``pause`` < 0), else the pause before the next."""
+    then = "the processor stops" if pause < 0 else f"trying again in {pause:g} s"
+    level = logging.ERROR if pause < 0 else logging.WARNING
     if held:
         extra = held[-1]
-        log.warning(
-            "receive from %s failed after %d attempt%s: %s; trying again",
+        log.log(
+            level,
+            "receive from %s failed after %d attempt%s: %s; %s",
             entity,
             extra["peeklock_attempt"],
             "" if extra["peeklock_attempt"] == 1 else "s",
             exc,
+            then,
             extra=extra,
         )
-    else:  # raised before any request (a token provider, a closed client)
-        log.warning(
-            "receive from %s failed: %s; trying again",
+    else:  # raised before any request (a token provider)
+        log.log(
+            level,
+            "receive from %s failed: %s; %s",
             entity,
             exc,
+            then,
             extra={
                 "peeklock_operation": "peek_lock",
                 "peeklock_entity": entity,
@@ -212,6 +227,33 @@ def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]]) ->
                 "peeklock_code": exc.code,
             },
         )
+
+
+def _receive_failed(s: "ProcessSummary", exc: Error, held: List[Dict[str, Any]], failures: int) -> float:
+    """A failed receive (after the client's retry policy), counted in ``s``, by
+    the core's rule (pl_receive_pause_ms): the seconds to pause before the
+    consumer's next receive, or -1 when waiting cannot mend it and the run ends
+    with it (``s.error``, logged at ERROR by the first consumer to meet it).
+    ``failures``: the consumer's consecutive failed receives, this one included."""
+    s.errors += 1
+    _remember(s, f"receive: {exc}")
+    ms = _core.pl_receive_pause_ms(exc.code, int(exc.retryable), failures)
+    if ms < 0:
+        if s.error is None:
+            s.error = exc
+            s.stopped_by = "error"
+            _log_receive_failure(s.entity, exc, held, -1)
+        return -1.0
+    _log_receive_failure(s.entity, exc, held, ms / 1000)
+    return ms / 1000
+
+
+def _raise_error(s: "ProcessSummary") -> "ProcessSummary":
+    """The run's summary, or its error raised with the summary attached."""
+    if s.error is not None:
+        s.error.summary = s  # type: ignore[attr-defined]
+        raise s.error
+    return s
 
 
 class _Drained(Exception):
@@ -238,6 +280,7 @@ class ProcessSummary:
     elapsed: float = 0.0
     stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error"
     last_errors: List[str] = field(default_factory=list)
+    error: Optional[Error] = None  # the failed receive that ended the run (process() raises it)
 
     @property
     def abandoned(self) -> int:
@@ -256,6 +299,7 @@ class ProcessSummary:
             + f"renewals {self.renewals}, redelivered {self.redelivered}, "
             f"errors {self.errors} in {self.elapsed:.1f} s ({self.rate:.1f}/s)"
             + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")
+            + (f": {type(self.error).__name__}: {self.error}" if self.error is not None else "")
         )
 
 
@@ -311,6 +355,7 @@ class Processor:
         self.summary = ProcessSummary(entity=self.entity)
         self._lock = threading.Lock()
         self._held: Set["Message"] = set()
+        self._consumer = threading.local()  # .failures: this worker's consecutive failed receives
         self._claimed = 0
         self._last_activity = time.monotonic()
         self._signals = 0
@@ -336,31 +381,17 @@ class Processor:
             _remember(self.summary, text)
 
     def _worker(self) -> None:
+        self._consumer.failures = 0
         if self.batch is not None:
             self._batch_worker(self.batch)
             return
         s = self.summary
         while not self.stop_event.is_set():
-            if not self._claim():
-                break
-            held = hold_failures()
-            try:
-                with held:
-                    msg = self.client.peek_lock(self.entity, self.poll_timeout, max_renew=self.max_renew)
-            except Error as e:
-                self._unclaim()
-                self._note_error(f"receive: {e}")
-                _log_receive_failure(self.entity, e, held.records)
-                self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
-                continue
+            msg = self._receive(self.poll_timeout)
             if msg is None:
-                self._unclaim()
+                if self._claimed_out():
+                    break
                 continue
-            self._last_activity = time.monotonic()
-            with self._lock:
-                s.received += 1
-                if msg.delivery_count > 1:
-                    s.redelivered += 1
             if self.stop_event.is_set():
                 # arrived after the drain began: give it back at once
                 try:
@@ -419,21 +450,30 @@ class Processor:
                 s.processed += 1
         self._last_activity = time.monotonic()
 
-    # ---- batches ----
     def _receive(self, timeout: int) -> Optional["Message"]:
-        """One claimed peek-lock, or None (nothing, a failure, or the cap)."""
+        """One claimed peek-lock, or None (nothing, a failure, or the cap). A
+        failure pauses this worker by the core's rule, or ends the run."""
         if not self._claim():
             return None
         held = hold_failures()
         try:
             with held:
                 msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
+        except ClosedError:  # closed under the run: it ends quietly
+            self._unclaim()
+            self.stop_event.set()
+            return None
         except Error as e:
             self._unclaim()
-            self._note_error(f"receive: {e}")
-            _log_receive_failure(self.entity, e, held.records)
-            self.stop_event.wait(min(1.0, self.poll_timeout or 1.0))
+            self._consumer.failures += 1
+            with self._lock:
+                pause = _receive_failed(self.summary, e, held.records, self._consumer.failures)
+            if pause < 0:
+                self.stop_event.set()
+            else:
+                self.stop_event.wait(pause)  # a drain cuts it short
             return None
+        self._consumer.failures = 0
         if msg is None:
             self._unclaim()
             return None
@@ -444,6 +484,7 @@ class Processor:
                 self.summary.redelivered += 1
         return msg
 
+    # ---- batches ----
     def _collect(self, size: int) -> List["Message"]:
         """Up to ``size`` messages, each held by the renewer from its receipt:
         the first waits up to poll_timeout, the rest until max_wait after it."""
@@ -610,7 +651,7 @@ class Processor:
         if self.on_progress is not None:
             self.on_progress(s)
         log.info("processor finished: %s", s)
-        return s
+        return _raise_error(s)
 
     def _progress(self) -> None:
         if self.on_progress is not None and time.monotonic() >= self._next_progress:

@@ -1,16 +1,14 @@
 -- The fault matrix (tests/faults/matrix.json) against require "peeklock", run under Lua 5.4
 -- and LuaJIT by tests/lua/run.sh: every operation meets every fault once (the emulator's
--- fault rules, and tests/faults/proxy.py for answers cut short), and the call reports what
+-- fault rules, and tests/faults/proxy.py for answers cut short: H.start_proxy), and the call reports what
 -- the table says: ok (and the operation happened exactly once), unknown_outcome (and it
 -- happened at most once), or the named error.
 local H = require "helpers"
 local peeklock = require "peeklock"
 local json = require "dkjson"
-local http = require "socket.http"
 local socket = require "socket"
 
 local ROOT = os.getenv("PEEKLOCK_ROOT") or "."
-local PYTHON = os.getenv("PEEKLOCK_PYTHON") or "python3"
 
 local function read_matrix()
   local f = assert(io.open(ROOT .. "/tests/faults/matrix.json"))
@@ -23,23 +21,11 @@ local MATRIX = read_matrix()
 local EMU_OP = { send_batch = "send" }
 local ERROR_CODE = { unknown = "unknown_outcome", protocol = "protocol", connection = "connection" }
 
-local function start_proxy(upstream_port)
-  local p = assert(io.popen(("cd '%s' && echo $$ && exec %s tests/faults/proxy.py %d 2>&1")
-    :format(ROOT, PYTHON, upstream_port), "r"))
-  local pid = assert(tonumber(p:read("*l")))
-  local port = assert(tonumber((p:read("*l") or ""):match("^proxy: (%d+)")), "proxy did not start")
-  return { pid = pid, pipe = p, port = port }
-end
-
 local function free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()
   s:close() -- nothing listens there now
   return port
-end
-
-local function via(conn, port)
-  return (conn:gsub("Endpoint=sb://[^;]+", "Endpoint=sb://127.0.0.1:" .. port))
 end
 
 -- cases in a stable order
@@ -60,10 +46,8 @@ end
 describe("fault matrix (" .. (jit and jit.version or _VERSION) .. ")", function()
   local emu, proxy, setup_client
   H.suite({}, function(e, c) emu, setup_client = e, c end)
-  setup(function() proxy = start_proxy(emu.port) end)
-  teardown(function()
-    if proxy then os.execute("kill " .. proxy.pid .. " 2>/dev/null"); proxy.pipe:close() end
-  end)
+  setup(function() proxy = H.start_proxy(emu.port) end)
+  teardown(function() if proxy then proxy:stop() end end)
 
   for _, case in ipairs(CASES) do
     local op, fault, want = case.op, case.fault, case.want
@@ -72,7 +56,7 @@ describe("fault matrix (" .. (jit and jit.version or _VERSION) .. ")", function(
       local q = H.unique("f"):lower()
       emu:create(q, { lock_duration = 5 })
       local port = spec.endpoint == "refused" and free_port() or proxy.port
-      local c = assert(peeklock.client({ connection_string = via(emu.conn, port), request_timeout_ms = 1000 }))
+      local c = assert(peeklock.client({ connection_string = H.via(emu.conn, port), request_timeout_ms = 1000 }))
       local msg
       if op ~= "send" and op ~= "send_batch" then
         assert(setup_client:send(q, "m", { message_id = "m1" }))
@@ -90,9 +74,7 @@ describe("fault matrix (" .. (jit and jit.version or _VERSION) .. ")", function(
         for k, v in pairs(spec.rule) do rule[k] = v end
         emu:fault(rule)
       elseif spec.proxy then
-        local _, status = http.request(("http://127.0.0.1:%d/$proxy/arm?op=%s&mode=%s")
-          :format(proxy.port, op, spec.proxy), "")
-        assert.equal(200, status)
+        proxy:arm(op, spec.proxy)
       end
 
       local res, err

@@ -97,6 +97,32 @@ function H.Emulator:fault(rule)
   assert(status == 201 or status == 200, "fault answered " .. tostring(status))
 end
 
+-- Starts tests/faults/proxy.py in front of the emulator on upstream_port: proxy.port relays
+-- to it, proxy:arm(op, mode) cuts the answer to the next request of op short after the
+-- server acted on it (mode cut_headers or cut_body), proxy:stop() kills it.
+local Proxy = {}
+Proxy.__index = Proxy
+
+function H.start_proxy(upstream_port)
+  local p = assert(io.popen(("cd '%s' && echo $$ && exec %s tests/faults/proxy.py %d 2>&1")
+    :format(ROOT, PYTHON, upstream_port), "r"))
+  local pid = assert(tonumber(p:read("*l")))
+  local port = assert(tonumber((p:read("*l") or ""):match("^proxy: (%d+)")), "proxy did not start")
+  return setmetatable({ pid = pid, pipe = p, port = port }, Proxy)
+end
+
+function Proxy:arm(op, mode)
+  local _, status = http.request(("http://127.0.0.1:%d/$proxy/arm?op=%s&mode=%s"):format(self.port, op, mode), "")
+  assert(status == 200, "proxy arm answered " .. tostring(status))
+end
+
+Proxy.stop = H.Emulator.stop -- (the same pid and pipe)
+
+-- The connection string conn with its endpoint at 127.0.0.1:port (e.g. a proxy's).
+function H.via(conn, port)
+  return (conn:gsub("Endpoint=sb://[^;]+", "Endpoint=sb://127.0.0.1:" .. port))
+end
+
 function H.Emulator:clear_faults() self:admin("DELETE", "faults") end
 
 function H.Emulator:state()

@@ -302,9 +302,12 @@ end
 -- /process?entity=&n=[&batch=N] : client:process with 3 light threads over n messages; answers
 -- the summary and how many handlers ran at once at most. batch: batch handlers of up to N
 -- (max_wait 1 s), each message held while its handler runs; the message whose body is p0 is
--- abandoned through the returned table on its first delivery.
+-- abandoned through the returned table on its first delivery. Also answers the code of the
+-- error that ended the run (error), of the last one (last_error), and the seconds it took.
 function H.process()
   local a = ngx.req.get_uri_args()
+  ngx.update_time()
+  local t0 = ngx.now()
   local running, most, largest, batches = 0, 0, 0, 0
   local function enter()
     running = running + 1
@@ -335,8 +338,11 @@ function H.process()
   local s = get_client():process(a.entity, handler, { concurrency = 3, max_renew = 60, poll_timeout = 1,
                                                       max_messages = tonumber(a.n), batch = tonumber(a.batch),
                                                       max_wait = 1 })
+  ngx.update_time()
   reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most,
-          largest = largest, batches = batches, settled_by_handler = s.settled_by_handler })
+          largest = largest, batches = batches, settled_by_handler = s.settled_by_handler,
+          error = s.error and s.error.code, last_error = s.last_error and s.last_error.code,
+          elapsed = ngx.now() - t0 })
 end
 
 function H.ping()

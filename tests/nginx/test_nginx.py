@@ -671,6 +671,23 @@ def main():
             ent = emu.entity_state(q)
             assert not ent["messages"] and all(ent["completed"].get(f"pb-{i}") == 1 for i in range(6)), ent
 
+        def process_follows_the_receive_rule():
+            # the core's rule (pl_receive_pause_ms): a missing entity ends the run at once ...
+            for batch in (None, 3):
+                r, _ = ngx.get("/process", entity="no-such-queue", n=1, **({"batch": batch} if batch else {}))
+                assert r["error"] == "entity_not_found" and r["processed"] == 0 and r["elapsed"] < 5, r
+            # ... a throttled receive (after the client's retries) pauses its light thread, which goes on
+            q = "procf"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
+            r, _ = ngx.get("/send", entity=q, body="f", id="pf-0")
+            assert r["ok"], r
+            emu.admin("POST", "faults", {"operation": "peek_lock", "entity": q, "status": 503, "count": 12})
+            r, _ = ngx.get("/process", entity=q, n=1, http_timeout=60)
+            emu.admin("DELETE", "faults")
+            assert r["processed"] == 1 and r.get("error") is None and r["errors"] >= 1, r
+            assert r["last_error"] == "throttled" and r["elapsed"] >= 1, r
+            assert emu.entity_state(q)["completed"].get("pf-0") == 1
+
         def exit_with_polls_in_flight(cut):
             """The example worker (2 workers x 4 consumers, 10 s long polls) exits (SIGQUIT) while
             its 8 polls wait and 2 messages arrive: how long the exit takes, and in the emulator's
@@ -1269,6 +1286,10 @@ def main():
             "client:process with batch=3: batch handlers in light threads, a returned table abandons, "
             "each message completed once",
             process_runs_batches,
+        )
+        check(
+            "client:process ends on a missing entity, pauses and goes on after throttled receives",
+            process_follows_the_receive_rule,
         )
         check(
             "a worker exit cuts long polls in flight (cut_on_exit): prompt, none lost or completed twice",

@@ -5,6 +5,7 @@ outstanding with the loop responsive, aclose() ending polls, messages(), and
 process() with its drain on SIGTERM, and its batch handlers."""
 
 import asyncio
+import logging
 import os
 import resource
 import select
@@ -898,3 +899,65 @@ async def test_batch_cancelled_at_the_drain_deadline_is_abandoned(aclient, emu, 
     assert (s.settled_by_handler, s.abandoned_on_drain, s.processed, s.in_flight) == (1, 2, 0, 0)
     await until(lambda: [m["state"] for m in emu.messages(queue)] == ["available", "available"])
     assert completed(emu, queue) == {"c0": 1}
+
+
+# ---- a failed receive: the core's rule (pl_receive_pause_ms) ----
+def _receive_records(caplog, entity):
+    return [r for r in caplog.records if r.name == "peeklock" and r.getMessage().startswith(f"receive from {entity} ")]
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+async def test_process_on_a_missing_entity_raises_at_once(aclient, caplog, batch):
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    started = time.monotonic()
+    with pytest.raises(peeklock.EntityNotFoundError) as ei:
+        # (a run that went on would be cut by wait_for and fail the test)
+        await asyncio.wait_for(
+            aclient.process("ordrs", lambda m: None, concurrency=4, batch=batch, handle_signals=False), 10
+        )
+    assert time.monotonic() - started < 5
+    s = ei.value.summary
+    assert s.error is ei.value and s.stopped_by == "error" and s.in_flight == 0
+    errors = [r for r in _receive_records(caplog, "ordrs") if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].getMessage().endswith("the processor stops")
+    assert aclient.stats()["aio"]["pending"] == 0
+
+
+async def test_process_ends_on_a_refused_receive_and_lets_handlers_finish(aclient, emu, queue):
+    """One worker's receive is refused (401) while the other's handler runs: no
+    new receive starts, the handler finishes and its message is completed, then
+    process() raises the AuthError."""
+    await aclient.send(queue, b"x", message_id="x")
+    stop = asyncio.Event()
+
+    async def handler(msg):
+        emu.fault(operation="peek_lock", entity=queue, status=401, count=1)  # the other worker's next receive
+        await stop.wait()  # set by the run when the refusal ends it
+
+    with pytest.raises(peeklock.AuthError) as ei:
+        await asyncio.wait_for(
+            aclient.process(queue, handler, concurrency=2, poll_timeout=1, stop_event=stop, handle_signals=False), 10
+        )
+    s = ei.value.summary
+    assert s.stopped_by == "error" and s.processed == 1 and s.in_flight == 0 and s.errors == 1
+    assert completed(emu, queue) == {"x": 1}
+
+
+async def test_process_pauses_by_the_rule_on_503s_then_goes_on(emu, queue, caplog):
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    client = peeklock.aio.Client.from_connection_string(emu.connection_string, max_retries=0)
+    try:
+        await client.send(queue, b"a", message_id="a")
+        emu.fault(operation="peek_lock", entity=queue, status=503, count=2)
+        s = await client.process(
+            queue, lambda m: None, concurrency=1, max_messages=1, poll_timeout=1, handle_signals=False
+        )
+    finally:
+        await client.aclose()
+    assert s.processed == 1 and s.errors == 2 and s.error is None
+    assert completed(emu, queue) == {"a": 1}
+    failures = _receive_records(caplog, queue)
+    assert [r.getMessage().rsplit("; ", 1)[1] for r in failures] == ["trying again in 1 s", "trying again in 2 s"]
+    assert failures[1].created - failures[0].created >= 1.0
+    # the second pause ran in full before the receive that brought the message
+    assert time.time() - failures[1].created >= 2.0

@@ -1,9 +1,14 @@
 """client.process: worker threads, outcomes, summary, and the graceful drain."""
 
+import logging
 import os
 import signal
 import threading
+import time
 
+import pytest
+
+import peeklock
 from conftest import completed, wait_for
 
 
@@ -475,3 +480,84 @@ def test_batch_max_wait_0_takes_what_is_there(client, emu, make_queue):
         q, handler, batch=10, max_wait=0, concurrency=1, poll_timeout=1, stop_event=stop, handle_signals=False
     )
     assert sizes == [1] and completed(emu, q) == {"only": 1}
+
+
+# ---- a failed receive: the core's rule (pl_receive_pause_ms) ----
+def _receive_records(caplog, entity):
+    return [r for r in caplog.records if r.name == "peeklock" and r.getMessage().startswith(f"receive from {entity} ")]
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+def test_process_on_a_missing_entity_raises_at_once(client, emu, caplog, batch):
+    """A typo'd entity cannot pass by waiting: every worker stops, the error is
+    logged once at ERROR and process() raises it with the summary attached."""
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    started = time.monotonic()
+    with pytest.raises(peeklock.EntityNotFoundError) as ei:
+        client.process("ordrs", lambda m: None, concurrency=4, batch=batch, idle_timeout=10, handle_signals=False)
+    assert time.monotonic() - started < 5  # not after the idle timeout: at once
+    s = ei.value.summary
+    assert s.error is ei.value and s.stopped_by == "error" and s.in_flight == 0
+    assert 1 <= s.errors <= 4  # each worker's receive in flight may fail once
+    assert "stopped by error: EntityNotFoundError" in str(s)
+    errors = [r for r in _receive_records(caplog, "ordrs") if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].getMessage().endswith("the processor stops")
+
+
+def test_process_with_a_wrong_key_raises_auth_error(emu, queue, caplog):
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    client = peeklock.Client(emu.endpoint, key_name="RootManageSharedAccessKey", key="wrong-k3y")
+    try:
+        with pytest.raises(peeklock.AuthError) as ei:
+            client.process(queue, lambda m: None, concurrency=2, idle_timeout=10, handle_signals=False)
+    finally:
+        client.close()
+    s = ei.value.summary
+    assert s.stopped_by == "error" and s.processed == 0
+    assert "wrong-k3y" not in str(s) and "wrong-k3y" not in caplog.text
+    assert len([r for r in _receive_records(caplog, queue) if r.levelno == logging.ERROR]) == 1
+
+
+def test_process_ends_on_a_refused_receive_and_lets_handlers_finish(client, emu, queue):
+    """One worker's receive is refused (401) while the other's handler runs: no
+    new receive starts, the handler finishes and its message is completed, then
+    process() raises the AuthError."""
+    client.send(queue, b"x", message_id="x")
+    stop = threading.Event()
+
+    def handler(msg):
+        emu.fault(operation="peek_lock", entity=queue, status=401, count=1)  # the other worker's next receive
+        assert stop.wait(20)  # set by the run when the refusal ends it
+
+    with pytest.raises(peeklock.AuthError) as ei:
+        client.process(
+            queue, handler, concurrency=2, poll_timeout=1, stop_event=stop, idle_timeout=10, handle_signals=False
+        )
+    s = ei.value.summary
+    assert s.stopped_by == "error" and s.processed == 1 and s.in_flight == 0 and s.errors == 1
+    assert completed(emu, queue) == {"x": 1}
+
+
+def test_process_pauses_by_the_rule_on_503s_then_goes_on(emu, queue, caplog):
+    """Three receives answered 503 (no retry by the client): the worker pauses
+    1 s, 2 s, 4 s (the core's schedule) and goes on, then processes the messages."""
+    caplog.set_level(logging.WARNING, logger="peeklock")
+    client = peeklock.Client.from_connection_string(emu.connection_string, max_retries=0)
+    try:
+        client.send(queue, b"a", message_id="a")
+        client.send(queue, b"b", message_id="b")
+        emu.fault(operation="peek_lock", entity=queue, status=503, count=3)
+        s = client.process(queue, lambda m: None, concurrency=1, max_messages=2, poll_timeout=1, handle_signals=False)
+    finally:
+        client.close()
+    assert s.processed == 2 and s.errors == 3 and s.error is None and s.stopped_by == "max_messages"
+    assert completed(emu, queue) == {"a": 1, "b": 1}
+    failures = _receive_records(caplog, queue)
+    assert [r.getMessage().rsplit("; ", 1)[1] for r in failures] == [
+        "trying again in 1 s",
+        "trying again in 2 s",
+        "trying again in 4 s",
+    ]
+    assert all(r.levelno == logging.WARNING for r in failures)
+    gaps = [b.created - a.created for a, b in zip(failures, failures[1:])]
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0  # the pause grew between consecutive failures
