@@ -17,13 +17,16 @@ local I = require "peeklock.internal"
 local type, tostring, error = type, tostring, error
 local setmetatable, rawget, rawset, pcall, pairs = setmetatable, rawget, rawset, pcall, pairs
 local floor = math.floor
+-- (the self checks compare metatables by identity, as peeklock.internal's do)
+local metatable_of = debug and debug.getmetatable or getmetatable
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 
 local new_error, last_error, closed_error, raise = I.new_error, I.last_error, I.closed_error, I.raise
 local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
-local outgoing_error, batch_from, settle_handles = I.outgoing_error, I.batch_from, I.settle_handles
+local freed_error, bad_message_self = I.freed_error, I.bad_message_self
+local outgoing_error, batch_from = I.outgoing_error, I.batch_from
 local with_lock_args, run_held, process_args, new_summary = I.with_lock_args, I.run_held, I.process_args, I.new_summary
 local Message, Client, DateTime = I.Message, I.Client, I.DateTime
 
@@ -115,13 +118,8 @@ end
 -- The one free for a message: idempotent; __close ends here too. A message the program
 -- drops is freed by the collector through its handle (whose __gc is this same release),
 -- so the table itself needs no finalizer (none runs on LuaJIT tables anyway).
-function Message.free(self)
-  local h = self._h
-  if h then
-    self._h = false
-    core.release(h)
-  end
-end
+-- A native (core.message_free): if self._h then core.release(self._h); self._h = false end.
+Message.free = core.message_free
 
 -- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
 function Message.__close(self)
@@ -132,24 +130,21 @@ function Message.__close(self)
   Message.free(self)
 end
 
---- Renews the lock: true, or nil, err.
-function Message:renew()
-  local h, err = check_message(self, "renew")
-  if not h then return nil, err end
-  return self._client:_settle(self, "renew")
+-- msg:<op>() through its client's _settle (the blocking client's is a native, peeklock.resty's
+-- settles over cosockets), with check_message's checks written in (no frame of its own).
+local function settle_method(op)
+  return function(self)
+    if metatable_of(self) ~= Message then bad_message_self(self, op) end
+    if not self._h then return nil, freed_error(op) end
+    return self._client:_settle(self, op)
+  end
 end
---- Abandons (unlocks) the message so it is redelivered: true, or nil, err.
-function Message:abandon()
-  local h, err = check_message(self, "abandon")
-  if not h then return nil, err end
-  return self._client:_settle(self, "abandon")
-end
---- Completes (deletes) the message: true, or nil, err.
-function Message:complete()
-  local h, err = check_message(self, "complete")
-  if not h then return nil, err end
-  return self._client:_settle(self, "complete")
-end
+--- msg:renew() -> true | nil, err: renews the lock.
+Message.renew = settle_method("renew")
+--- msg:abandon() -> true | nil, err: abandons (unlocks) the message so it is redelivered.
+Message.abandon = settle_method("abandon")
+--- msg:complete() -> true | nil, err: completes (deletes) the message.
+Message.complete = settle_method("complete")
 
 --- msg:lock_handle() -> string | nil, err
 -- The message's lock as a string that client:attach (in this or any other process, Lua,
@@ -245,21 +240,15 @@ end
 -- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
 -- Natives (core.client_methods): each is one C call from the caller's line to the core,
 -- with check_client's, request_send_from's and the timeout option's checks and wording. They call
--- back here for error values (fail: nil, err, or the core's refusal raised; closed_error)
--- and to raise (raise, outgoing_error: at the user's line).
-Client.send, Client.peek_lock, Client.receive_and_delete =
-  core.client_methods(Client, Message, DateTime, fail, outgoing_error, closed_error, raise)
-
-local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
-
-function Client:_settle(msg, op)
-  local h, mh = settle_handles(self, msg, op)
-  if not h then return nil, mh end
-  if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
-  local rc = SETTLE[op](h, mh)
-  if rc < 0 then return nil, last_error(rc, op) end
-  return true
-end
+-- back here for error values (fail: nil, err, or the core's refusal raised; last_error,
+-- closed_error, freed_error) and to raise (raise, outgoing_error: at the user's line).
+-- client:_settle(msg, op) -> true | nil, err: op ("renew", "abandon", "complete") on msg,
+-- its renewal by this client's renewer dropped first unless op renews; nil, err when the
+-- client was closed or the message freed. A native too (one C call to pl_renew_lock,
+-- pl_unlock or pl_complete).
+Client.send, Client.peek_lock, Client.receive_and_delete, Client._settle =
+  core.client_methods(Client, Message, DateTime, fail, outgoing_error, closed_error, raise, last_error,
+                      freed_error)
 
 -- One renewer (one thread) per process, shared by every client made without renewer
 -- options: inside nginx each worker has its own Lua state, so one per worker, made on
