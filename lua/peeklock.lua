@@ -51,7 +51,18 @@ for st = core.PL_LOCK_NONE, core.PL_LOCK_UNKNOWN do LOCK_STATES[st] = core.pl_lo
 
 -- ------------------------------------------------------------------ received messages
 
-local function optional(v) if v == -1 then return nil end return v end
+-- A getter of an optional count or time: f(h), nil for the core's -1 (one call: f is held
+-- as an upvalue, not looked up in core per read).
+local function optional(f)
+  return function(h)
+    local v = f(h)
+    if v == -1 then return nil end
+    return v
+  end
+end
+local message_broker, message_time_to_live = core.pl_message_broker, core.pl_message_time_to_live
+local message_lock_state, LOCK_HELD, LOCK_SETTLING = core.pl_message_lock_state, core.PL_LOCK_HELD,
+  core.PL_LOCK_SETTLING
 
 -- (the natives that take just the handle are their own getters: no extra call)
 local GETTERS = {
@@ -59,22 +70,22 @@ local GETTERS = {
   content_type = core.pl_message_content_type,
   entity = core.pl_message_entity,
   message_id = core.pl_message_id,
-  sequence_number = function(h) return optional(core.pl_message_sequence_number(h)) end,
-  enqueued_sequence_number = function(h) return optional(core.pl_message_enqueued_sequence_number(h)) end,
-  delivery_count = function(h) return optional(core.pl_message_delivery_count(h)) end,
-  enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
-  locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
+  sequence_number = optional(core.pl_message_sequence_number),
+  enqueued_sequence_number = optional(core.pl_message_enqueued_sequence_number),
+  delivery_count = optional(core.pl_message_delivery_count),
+  enqueued_time = optional(core.pl_message_enqueued_time),
+  locked_until = optional(core.pl_message_locked_until),
   -- whole seconds as an integer (Lua 5.3+), as the other counts and times
   time_to_live = function(h)
-    local v = core.pl_message_time_to_live(h)
+    local v = message_time_to_live(h)
     if v < 0 then return nil end
     return tointeger and tointeger(v) or v
   end,
   properties = core.message_properties,
-  state = function(h) return core.pl_message_broker(h, "State") end,
+  state = function(h) return message_broker(h, "State") end,
 }
 for key, field in pairs(I.BROKER_FIELDS) do
-  if key ~= "message_id" then GETTERS[key] = function(h) return core.pl_message_broker(h, field) end end
+  if key ~= "message_id" then GETTERS[key] = function(h) return message_broker(h, field) end end
 end
 -- Values that change over the message's life are not cached.
 local LIVE = { lock_state = true, lock_remaining_ms = true, lock_duration_ms = true }
@@ -87,9 +98,9 @@ local function index_fields(self, k)
     local h = rawget(self, "_h")
     if not h then return nil end
     if k == "lock_state" then
-      local st = core.pl_message_lock_state(h)
+      local st = message_lock_state(h)
       -- peeklock.resty fences a settle in flight on the Lua side (msg._settling)
-      if st == core.PL_LOCK_HELD and rawget(self, "_settling") == "settling" then st = core.PL_LOCK_SETTLING end
+      if st == LOCK_HELD and rawget(self, "_settling") == "settling" then st = LOCK_SETTLING end
       return LOCK_STATES[st]
     end
     if k == "lock_remaining_ms" then return core.pl_message_lock_remaining_ms(h) end
@@ -124,7 +135,7 @@ Message.free = core.message_free
 -- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
 function Message.__close(self)
   local h = rawget(self, "_h")
-  if h and core.pl_message_lock_state(h) == core.PL_LOCK_HELD then
+  if h and message_lock_state(h) == LOCK_HELD then
     self._client:_settle(self, "abandon")
   end
   Message.free(self)
