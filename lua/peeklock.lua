@@ -26,7 +26,7 @@ local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
 local freed_error, bad_message_self = I.freed_error, I.bad_message_self
-local outgoing_error, batch_from = I.outgoing_error, I.batch_from
+local outgoing_error, batch_from, settle_handles = I.outgoing_error, I.batch_from, I.settle_handles
 local with_lock_args, run_held, process_args, new_summary = I.with_lock_args, I.run_held, I.process_args, I.new_summary
 local Message, Client, DateTime = I.Message, I.Client, I.DateTime
 
@@ -129,8 +129,16 @@ end
 -- The one free for a message: idempotent; __close ends here too. A message the program
 -- drops is freed by the collector through its handle (whose __gc is this same release),
 -- so the table itself needs no finalizer (none runs on LuaJIT tables anyway).
--- A native (core.message_free): if self._h then core.release(self._h); self._h = false end.
-Message.free = core.message_free
+-- On Lua 5.4 a native (core.message_free, one C call); LuaJIT compiles this Lua version into
+-- its traces, where the native's C API calls would cost more than the frame they save.
+local function free_message(self)
+  local h = self._h
+  if h then
+    self._h = false
+    core.release(h)
+  end
+end
+Message.free = jit and free_message or core.message_free
 
 -- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
 function Message.__close(self)
@@ -255,11 +263,25 @@ end
 -- closed_error, freed_error) and to raise (raise, outgoing_error: at the user's line).
 -- client:_settle(msg, op) -> true | nil, err: op ("renew", "abandon", "complete") on msg,
 -- its renewal by this client's renewer dropped first unless op renews; nil, err when the
--- client was closed or the message freed. A native too (one C call to pl_renew_lock,
--- pl_unlock or pl_complete).
-Client.send, Client.peek_lock, Client.receive_and_delete, Client._settle =
+-- client was closed or the message freed. On Lua 5.4 a native too (one C call to
+-- pl_renew_lock, pl_unlock or pl_complete); LuaJIT runs the Lua version below, compiled into
+-- its traces (there the native's C API calls cost more than the Lua frames they save).
+local native_settle
+Client.send, Client.peek_lock, Client.receive_and_delete, native_settle =
   core.client_methods(Client, Message, DateTime, fail, outgoing_error, closed_error, raise, last_error,
                       freed_error)
+
+local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
+
+local function lua_settle(self, msg, op)
+  local h, mh = settle_handles(self, msg, op)
+  if not h then return nil, mh end
+  if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
+  local rc = SETTLE[op](h, mh)
+  if rc < 0 then return nil, last_error(rc, op) end
+  return true
+end
+Client._settle = jit and lua_settle or native_settle
 
 -- One renewer (one thread) per process, shared by every client made without renewer
 -- options: inside nginx each worker has its own Lua state, so one per worker, made on

@@ -493,35 +493,45 @@ static void *pl_lua_live(lua_State *L, int idx, const pl_lua_kind *k, const char
 
 /* client:_settle(msg, op) -> true | nil, err: op ("renew", "abandon" or "complete") on
  * msg through the client, its renewal dropped first unless op renews (lua/peeklock.lua's
- * Message methods and with_lock end here). */
+ * Message methods and with_lock end here). The blocking client's _h and _renewer and a
+ * message's _h are raw fields (peeklock.lua sets them; _renewer is absent until the first
+ * with_lock): read raw. */
 static int pl_lua_client_settle(lua_State *L)
 {
-    static const char *const ops[] = {"renew", "abandon", "complete", NULL};
+    static const char *const ops[] = {"renew", "abandon", "complete"};
     static const char *const wrapped[] = {"pl_renew_lock", "pl_unlock", "pl_complete"};
     pl_client *c;
     pl_message *m;
+    size_t len = 0;
+    const char *name;
     int op, rc;
     lua_settop(L, 3);
-    op = luaL_checkoption(L, 3, NULL, ops);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    name = lua_tolstring(L, 3, &len);
+    for (op = 0; op < 3 && !(name && strlen(ops[op]) == len && memcmp(name, ops[op], len) == 0); op++) {}
+    if (op == 3) return luaL_argerror(L, 3, "\"renew\", \"abandon\" or \"complete\" expected");
     lua_pushvalue(L, PL_LUA_UV_KEY_H);
-    lua_gettable(L, 1); /* 4: self._h */
+    lua_rawget(L, 1); /* 4: self._h */
     if (!lua_toboolean(L, 4)) return pl_lua_error_value(L, PL_LUA_UV_CLOSED, ops[op]);
     lua_pushvalue(L, PL_LUA_UV_KEY_H);
-    lua_gettable(L, 2); /* 5: msg._h */
+    lua_rawget(L, 2); /* 5: msg._h */
     if (!lua_toboolean(L, 5)) return pl_lua_error_value(L, PL_LUA_UV_FREED, ops[op]);
-    lua_pushvalue(L, PL_LUA_UV_KEY_RENEWER);
-    lua_gettable(L, 1); /* 6: self._renewer (read before any pointer is taken: it may run Lua code) */
     m = (pl_message *)pl_lua_live(L, 5, &pl_lua_kind_pl_message, wrapped[op], 2);
-    if (op != 0 && lua_toboolean(L, 6))
-        pl_renewer_remove((pl_renewer *)pl_lua_live(L, 6, &pl_lua_kind_pl_renewer, "pl_renewer_remove", 1),
-                          m);
+    if (op != 0) {
+        lua_pushvalue(L, PL_LUA_UV_KEY_RENEWER);
+        lua_rawget(L, 1); /* 6: self._renewer */
+        if (lua_toboolean(L, 6))
+            pl_renewer_remove(
+                (pl_renewer *)pl_lua_live(L, 6, &pl_lua_kind_pl_renewer, "pl_renewer_remove", 1), m);
+    }
     c = (pl_client *)pl_lua_live(L, 4, &pl_lua_kind_pl_client, wrapped[op], 1);
     rc = op == 0 ? pl_renew_lock(c, m) : op == 1 ? pl_unlock(c, m) : pl_complete(c, m);
     if (rc < 0) {
         lua_pushnil(L);
         lua_pushvalue(L, PL_LUA_UV_LAST_ERROR);
         lua_pushinteger(L, rc);
-        lua_pushvalue(L, 3);
+        lua_pushstring(L, ops[op]);
         lua_call(L, 2, 1);
         return 2;
     }
