@@ -190,7 +190,6 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
 %native(message_properties) int pl_lua_message_properties(lua_State *L);
 %native(message_indexer) int pl_lua_message_indexer(lua_State *L);
 %native(message_wrapper) int pl_lua_message_wrapper(lua_State *L);
-%native(message_free) int pl_lua_message_free(lua_State *L);
 %native(request_parts) int pl_lua_request_parts(lua_State *L);
 %native(request_head) int pl_lua_request_head(lua_State *L);
 %native(response_from) int pl_lua_response_from(lua_State *L);

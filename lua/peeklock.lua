@@ -129,16 +129,13 @@ end
 -- The one free for a message: idempotent; __close ends here too. A message the program
 -- drops is freed by the collector through its handle (whose __gc is this same release),
 -- so the table itself needs no finalizer (none runs on LuaJIT tables anyway).
--- On Lua 5.4 a native (core.message_free, one C call); LuaJIT compiles this Lua version into
--- its traces, where the native's C API calls would cost more than the frame they save.
-local function free_message(self)
+function Message.free(self)
   local h = self._h
   if h then
     self._h = false
     core.release(h)
   end
 end
-Message.free = jit and free_message or core.message_free
 
 -- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
 function Message.__close(self)

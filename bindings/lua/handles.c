@@ -104,13 +104,10 @@ const char *pl_lua_typename(lua_State *L, int idx)
 }
 
 /* The one free: frees the C object once, then marks the userdata empty. */
-void pl_lua_release_at(lua_State *L, int idx)
+int pl_lua_release(lua_State *L)
 {
-    pl_lua_handle *u = pl_lua_handle_at(L, idx);
-    if (!u) {
-        luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
-        return;
-    }
+    pl_lua_handle *u = pl_lua_handle_at(L, 1);
+    if (!u) return luaL_error(L, "peeklock.core.release: argument 1 must be a peeklock handle");
     if (u->ptr) {
         void *p = u->ptr;
         u->ptr = NULL;
@@ -119,13 +116,8 @@ void pl_lua_release_at(lua_State *L, int idx)
             u->kind->free(p);
         }
         lua_pushvalue(L, PL_LUA_FREED_MT);
-        lua_setmetatable(L, idx);
+        lua_setmetatable(L, 1);
     }
-}
-
-int pl_lua_release(lua_State *L)
-{
-    pl_lua_release_at(L, 1);
     return 0;
 }
 

@@ -163,19 +163,6 @@ int pl_lua_message_wrapper(lua_State *L)
     return 1;
 }
 
-/* message_free(msg): lua/peeklock.lua's Message.free, idempotent: when msg._h is a handle,
- * msg._h = false and the handle released (one C call, no Lua frame). */
-int pl_lua_message_free(lua_State *L)
-{
-    lua_settop(L, 1);
-    lua_getfield(L, 1, "_h");
-    if (!lua_toboolean(L, 2)) return 0;
-    lua_pushboolean(L, 0);
-    lua_setfield(L, 1, "_h");
-    pl_lua_release_at(L, 2);
-    return 0;
-}
-
 /* message_ref(h) -> a second owned handle of the same message (its own reference). */
 int pl_lua_message_ref(lua_State *L)
 {

@@ -84,10 +84,6 @@ const char *pl_lua_whole(lua_State *L, int idx);
 /* The core's last refusal (PL_EINVAL) without the parameter name that opens it. */
 const char *pl_lua_reason(void);
 
-/* Frees the handle at idx (a native's closure: see pl_lua_upvalues) once; raises when the
- * value there is not a peeklock handle. */
-void pl_lua_release_at(lua_State *L, int idx);
-
 int pl_lua_release(lua_State *L);
 int pl_lua_key(lua_State *L);
 int pl_lua_alive(lua_State *L);
@@ -104,7 +100,6 @@ int pl_lua_message_body(lua_State *L);
 int pl_lua_message_properties(lua_State *L);
 int pl_lua_message_indexer(lua_State *L);
 int pl_lua_message_wrapper(lua_State *L);
-int pl_lua_message_free(lua_State *L);
 int pl_lua_message_ref(lua_State *L);
 int pl_lua_mark_lost(lua_State *L);
 int pl_lua_stat_request(lua_State *L);
