@@ -292,8 +292,8 @@ int pl_lua_request_send_from(lua_State *L)
  * freed) -> send, peek_lock, receive_and_delete, _settle: lua/peeklock.lua's Client methods
  * of those names, each one C call from the caller's line to the core and back (no Lua frames
  * for the self, argument and option checks, which cost more than the wrappers they guard).
- * They check and word as the Lua checks did. Lua code runs inside them only to read self._h,
- * self._renewer, msg._h and opts.timeout (through any __index), to make error values
+ * They check and word as the Lua checks did. Lua code runs inside them only to read self._h
+ * and opts.timeout (through any __index; _settle reads its fields raw), to make error values
  * (fail(rc, op) -> nil, err, or the core's PL_EINVAL raised; last_error(rc, op) -> err;
  * closed(op) -> err; freed(op) -> err) and to raise (raise(msg),
  * outgoing_error(op, false, kind, key, ...):
