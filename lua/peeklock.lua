@@ -17,12 +17,15 @@ local I = require "peeklock.internal"
 local type, tostring, error = type, tostring, error
 local setmetatable, rawget, rawset, pcall, pairs = setmetatable, rawget, rawset, pcall, pairs
 local floor = math.floor
+-- (the self checks compare metatables by identity, as peeklock.internal's do)
+local metatable_of = debug and debug.getmetatable or getmetatable
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 
 local new_error, last_error, closed_error, raise = I.new_error, I.last_error, I.closed_error, I.raise
 local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
+local freed_error, bad_message_self = I.freed_error, I.bad_message_self
 local outgoing_error, batch_from, settle_handles = I.outgoing_error, I.batch_from, I.settle_handles
 local with_lock_args, run_held, process_args, new_summary = I.with_lock_args, I.run_held, I.process_args, I.new_summary
 local Message, Client, DateTime = I.Message, I.Client, I.DateTime
@@ -48,7 +51,18 @@ for st = core.PL_LOCK_NONE, core.PL_LOCK_UNKNOWN do LOCK_STATES[st] = core.pl_lo
 
 -- ------------------------------------------------------------------ received messages
 
-local function optional(v) if v == -1 then return nil end return v end
+-- A getter of an optional count or time: f(h), nil for the core's -1 (one call: f is held
+-- as an upvalue, not looked up in core per read).
+local function optional(f)
+  return function(h)
+    local v = f(h)
+    if v == -1 then return nil end
+    return v
+  end
+end
+local message_broker, message_time_to_live = core.pl_message_broker, core.pl_message_time_to_live
+local message_lock_state, LOCK_HELD, LOCK_SETTLING = core.pl_message_lock_state, core.PL_LOCK_HELD,
+  core.PL_LOCK_SETTLING
 
 -- (the natives that take just the handle are their own getters: no extra call)
 local GETTERS = {
@@ -56,22 +70,22 @@ local GETTERS = {
   content_type = core.pl_message_content_type,
   entity = core.pl_message_entity,
   message_id = core.pl_message_id,
-  sequence_number = function(h) return optional(core.pl_message_sequence_number(h)) end,
-  enqueued_sequence_number = function(h) return optional(core.pl_message_enqueued_sequence_number(h)) end,
-  delivery_count = function(h) return optional(core.pl_message_delivery_count(h)) end,
-  enqueued_time = function(h) return optional(core.pl_message_enqueued_time(h)) end,
-  locked_until = function(h) return optional(core.pl_message_locked_until(h)) end,
+  sequence_number = optional(core.pl_message_sequence_number),
+  enqueued_sequence_number = optional(core.pl_message_enqueued_sequence_number),
+  delivery_count = optional(core.pl_message_delivery_count),
+  enqueued_time = optional(core.pl_message_enqueued_time),
+  locked_until = optional(core.pl_message_locked_until),
   -- whole seconds as an integer (Lua 5.3+), as the other counts and times
   time_to_live = function(h)
-    local v = core.pl_message_time_to_live(h)
+    local v = message_time_to_live(h)
     if v < 0 then return nil end
     return tointeger and tointeger(v) or v
   end,
   properties = core.message_properties,
-  state = function(h) return core.pl_message_broker(h, "State") end,
+  state = function(h) return message_broker(h, "State") end,
 }
 for key, field in pairs(I.BROKER_FIELDS) do
-  if key ~= "message_id" then GETTERS[key] = function(h) return core.pl_message_broker(h, field) end end
+  if key ~= "message_id" then GETTERS[key] = function(h) return message_broker(h, field) end end
 end
 -- Values that change over the message's life are not cached.
 local LIVE = { lock_state = true, lock_remaining_ms = true, lock_duration_ms = true }
@@ -84,9 +98,9 @@ local function index_fields(self, k)
     local h = rawget(self, "_h")
     if not h then return nil end
     if k == "lock_state" then
-      local st = core.pl_message_lock_state(h)
+      local st = message_lock_state(h)
       -- peeklock.resty fences a settle in flight on the Lua side (msg._settling)
-      if st == core.PL_LOCK_HELD and rawget(self, "_settling") == "settling" then st = core.PL_LOCK_SETTLING end
+      if st == LOCK_HELD and rawget(self, "_settling") == "settling" then st = LOCK_SETTLING end
       return LOCK_STATES[st]
     end
     if k == "lock_remaining_ms" then return core.pl_message_lock_remaining_ms(h) end
@@ -126,30 +140,27 @@ end
 -- Lua 5.4 `local m <close> = ...`: abandoned unless settled, then freed.
 function Message.__close(self)
   local h = rawget(self, "_h")
-  if h and core.pl_message_lock_state(h) == core.PL_LOCK_HELD then
+  if h and message_lock_state(h) == LOCK_HELD then
     self._client:_settle(self, "abandon")
   end
   Message.free(self)
 end
 
---- Renews the lock: true, or nil, err.
-function Message:renew()
-  local h, err = check_message(self, "renew")
-  if not h then return nil, err end
-  return self._client:_settle(self, "renew")
+-- msg:<op>() through its client's _settle (the blocking client's is a native, peeklock.resty's
+-- settles over cosockets), with check_message's checks written in (no frame of its own).
+local function settle_method(op)
+  return function(self)
+    if metatable_of(self) ~= Message then bad_message_self(self, op) end
+    if not self._h then return nil, freed_error(op) end
+    return self._client:_settle(self, op)
+  end
 end
---- Abandons (unlocks) the message so it is redelivered: true, or nil, err.
-function Message:abandon()
-  local h, err = check_message(self, "abandon")
-  if not h then return nil, err end
-  return self._client:_settle(self, "abandon")
-end
---- Completes (deletes) the message: true, or nil, err.
-function Message:complete()
-  local h, err = check_message(self, "complete")
-  if not h then return nil, err end
-  return self._client:_settle(self, "complete")
-end
+--- msg:renew() -> true | nil, err: renews the lock.
+Message.renew = settle_method("renew")
+--- msg:abandon() -> true | nil, err: abandons (unlocks) the message so it is redelivered.
+Message.abandon = settle_method("abandon")
+--- msg:complete() -> true | nil, err: completes (deletes) the message.
+Message.complete = settle_method("complete")
 
 --- msg:lock_handle() -> string | nil, err
 -- The message's lock as a string that client:attach (in this or any other process, Lua,
@@ -245,14 +256,21 @@ end
 -- client:receive_and_delete(entity, {timeout=s}) -> msg | nil, nil | nil, err
 -- Natives (core.client_methods): each is one C call from the caller's line to the core,
 -- with check_client's, request_send_from's and the timeout option's checks and wording. They call
--- back here for error values (fail: nil, err, or the core's refusal raised; closed_error)
--- and to raise (raise, outgoing_error: at the user's line).
-Client.send, Client.peek_lock, Client.receive_and_delete =
-  core.client_methods(Client, Message, DateTime, fail, outgoing_error, closed_error, raise)
+-- back here for error values (fail: nil, err, or the core's refusal raised; last_error,
+-- closed_error, freed_error) and to raise (raise, outgoing_error: at the user's line).
+-- client:_settle(msg, op) -> true | nil, err: op ("renew", "abandon", "complete") on msg,
+-- its renewal by this client's renewer dropped first unless op renews; nil, err when the
+-- client was closed or the message freed. On Lua 5.4 a native too (one C call to
+-- pl_renew_lock, pl_unlock or pl_complete); LuaJIT runs the Lua version below, compiled into
+-- its traces (there the native's C API calls cost more than the Lua frames they save).
+local native_settle
+Client.send, Client.peek_lock, Client.receive_and_delete, native_settle =
+  core.client_methods(Client, Message, DateTime, fail, outgoing_error, closed_error, raise, last_error,
+                      freed_error)
 
 local SETTLE = { renew = core.pl_renew_lock, abandon = core.pl_unlock, complete = core.pl_complete }
 
-function Client:_settle(msg, op)
+local function lua_settle(self, msg, op)
   local h, mh = settle_handles(self, msg, op)
   if not h then return nil, mh end
   if self._renewer and op ~= "renew" then core.pl_renewer_remove(self._renewer, mh) end
@@ -260,6 +278,7 @@ function Client:_settle(msg, op)
   if rc < 0 then return nil, last_error(rc, op) end
   return true
 end
+Client._settle = jit and lua_settle or native_settle
 
 -- One renewer (one thread) per process, shared by every client made without renewer
 -- options: inside nginx each worker has its own Lua state, so one per worker, made on

@@ -1,7 +1,7 @@
 /* outgoing.c — outgoing messages built from Lua values in one call (their checks and
  * setters, in the options table's own order), and the blocking client's hot methods
- * (send, peek_lock, receive_and_delete), each one C call from the caller's line to the
- * core and back. */
+ * (send, peek_lock, receive_and_delete, and _settle behind a message's renew, abandon and
+ * complete), each one C call from the caller's line to the core and back. */
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -288,13 +288,14 @@ int pl_lua_request_send_from(lua_State *L)
     return 2;
 }
 
-/* client_methods(Client, Message, DateTime, fail, outgoing_error, closed, raise) ->
- * send, peek_lock, receive_and_delete: lua/peeklock.lua's Client methods of those names,
- * each one C call from the caller's line to the core and back (no Lua frames for the self,
- * argument and option checks, which cost more than the wrappers they guard). They check
- * and word as the Lua checks did. Lua code runs inside them only to read self._h and
- * opts.timeout (through any __index), to make error values (fail(rc, op) -> nil, err, or
- * the core's PL_EINVAL raised; closed(op) -> err) and to raise (raise(msg),
+/* client_methods(Client, Message, DateTime, fail, outgoing_error, closed, raise, last_error,
+ * freed) -> send, peek_lock, receive_and_delete, _settle: lua/peeklock.lua's Client methods
+ * of those names, each one C call from the caller's line to the core and back (no Lua frames
+ * for the self, argument and option checks, which cost more than the wrappers they guard).
+ * They check and word as the Lua checks did. Lua code runs inside them only to read self._h
+ * and opts.timeout (through any __index; _settle reads its fields raw), to make error values
+ * (fail(rc, op) -> nil, err, or the core's PL_EINVAL raised; last_error(rc, op) -> err;
+ * closed(op) -> err; freed(op) -> err) and to raise (raise(msg),
  * outgoing_error(op, false, kind, key, ...):
  * at the user's line, past peeklock's own frames). A yield inside any of those fails
  * ("attempt to yield across a C-call boundary"): these are the blocking client's
@@ -306,8 +307,12 @@ int pl_lua_request_send_from(lua_State *L)
 #define PL_LUA_UV_OUTGOING_ERROR lua_upvalueindex(7)
 #define PL_LUA_UV_CLOSED         lua_upvalueindex(8)
 #define PL_LUA_UV_RAISE          lua_upvalueindex(9)
-#define PL_LUA_UV_KEY_H          lua_upvalueindex(10)
-#define PL_LUA_UV_KEY_CLIENT     lua_upvalueindex(11)
+#define PL_LUA_UV_LAST_ERROR     lua_upvalueindex(10)
+#define PL_LUA_UV_FREED          lua_upvalueindex(11)
+#define PL_LUA_UV_KEY_H          lua_upvalueindex(12)
+#define PL_LUA_UV_KEY_CLIENT     lua_upvalueindex(13)
+#define PL_LUA_UV_KEY_RENEWER    lua_upvalueindex(14)
+#define PL_LUA_METHOD_ARGS       9 /* client_methods' arguments: upvalues 3 to 11 */
 
 /* Raises the formatted message through peeklock.lua's raise (at the user's line). */
 static int pl_lua_raise(lua_State *L, const char *fmt, ...)
@@ -328,14 +333,19 @@ static int pl_lua_argerror(lua_State *L, const char *fname, int n, const char *w
                         luaL_typename(L, idx));
 }
 
-/* Pushes nil, closed(fname): 2 results. */
-static int pl_lua_closed(lua_State *L, const char *fname)
+/* Pushes nil, closed(fname) or nil, freed(fname) (which: the function's upvalue): 2 results. */
+static int pl_lua_error_value(lua_State *L, int which, const char *fname)
 {
     lua_pushnil(L);
-    lua_pushvalue(L, PL_LUA_UV_CLOSED);
+    lua_pushvalue(L, which);
     lua_pushstring(L, fname);
     lua_call(L, 1, 1);
     return 2;
+}
+
+static int pl_lua_closed(lua_State *L, const char *fname)
+{
+    return pl_lua_error_value(L, PL_LUA_UV_CLOSED, fname);
 }
 
 /* Self (slot 1) as peeklock.lua's check_client: raises when self is no client. Else pushes
@@ -470,22 +480,82 @@ static int pl_lua_client_receive_and_delete(lua_State *L)
     return pl_lua_client_receive(L, "receive_and_delete", 0);
 }
 
+/* The live handle of kind k in slot idx (a value read from a field), else raises as the
+ * generated wrappers' check does. */
+static void *pl_lua_live(lua_State *L, int idx, const pl_lua_kind *k, const char *fname, int argnum)
+{
+    pl_lua_handle *u = pl_lua_handle_at(L, idx);
+    if (!u || !u->ptr || u->kind != k)
+        luaL_error(L, "%s: argument %d must be a live %s (got nil or a freed handle)", fname, argnum,
+                   k->name);
+    return u->ptr;
+}
+
+/* client:_settle(msg, op) -> true | nil, err: op ("renew", "abandon" or "complete") on
+ * msg through the client, its renewal dropped first unless op renews (lua/peeklock.lua's
+ * Message methods and with_lock end here). The blocking client's _h and _renewer and a
+ * message's _h are raw fields (peeklock.lua sets them; _renewer is absent until the first
+ * with_lock): read raw. */
+static int pl_lua_client_settle(lua_State *L)
+{
+    static const char *const ops[] = {"renew", "abandon", "complete"};
+    static const char *const wrapped[] = {"pl_renew_lock", "pl_unlock", "pl_complete"};
+    pl_client *c;
+    pl_message *m;
+    size_t len = 0;
+    const char *name;
+    int op, rc;
+    lua_settop(L, 3);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    name = lua_tolstring(L, 3, &len);
+    for (op = 0; op < 3 && !(name && strlen(ops[op]) == len && memcmp(name, ops[op], len) == 0); op++) {}
+    if (op == 3) return luaL_argerror(L, 3, "\"renew\", \"abandon\" or \"complete\" expected");
+    lua_pushvalue(L, PL_LUA_UV_KEY_H);
+    lua_rawget(L, 1); /* 4: self._h */
+    if (!lua_toboolean(L, 4)) return pl_lua_error_value(L, PL_LUA_UV_CLOSED, ops[op]);
+    lua_pushvalue(L, PL_LUA_UV_KEY_H);
+    lua_rawget(L, 2); /* 5: msg._h */
+    if (!lua_toboolean(L, 5)) return pl_lua_error_value(L, PL_LUA_UV_FREED, ops[op]);
+    m = (pl_message *)pl_lua_live(L, 5, &pl_lua_kind_pl_message, wrapped[op], 2);
+    if (op != 0) {
+        lua_pushvalue(L, PL_LUA_UV_KEY_RENEWER);
+        lua_rawget(L, 1); /* 6: self._renewer */
+        if (lua_toboolean(L, 6))
+            pl_renewer_remove(
+                (pl_renewer *)pl_lua_live(L, 6, &pl_lua_kind_pl_renewer, "pl_renewer_remove", 1), m);
+    }
+    c = (pl_client *)pl_lua_live(L, 4, &pl_lua_kind_pl_client, wrapped[op], 1);
+    rc = op == 0 ? pl_renew_lock(c, m) : op == 1 ? pl_unlock(c, m) : pl_complete(c, m);
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushvalue(L, PL_LUA_UV_LAST_ERROR);
+        lua_pushinteger(L, rc);
+        lua_pushstring(L, ops[op]);
+        lua_call(L, 2, 1);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int pl_lua_client_methods(lua_State *L)
 {
     static const lua_CFunction methods[] = {pl_lua_client_send, pl_lua_client_peek_lock,
-                                            pl_lua_client_receive_and_delete};
+                                            pl_lua_client_receive_and_delete, pl_lua_client_settle};
     size_t i;
     int k;
     for (k = 1; k <= 3; k++) luaL_checktype(L, k, LUA_TTABLE);
-    for (k = 4; k <= 7; k++) luaL_checktype(L, k, LUA_TFUNCTION);
-    lua_settop(L, 7);
+    for (k = 4; k <= PL_LUA_METHOD_ARGS; k++) luaL_checktype(L, k, LUA_TFUNCTION);
+    lua_settop(L, PL_LUA_METHOD_ARGS);
     for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         lua_pushvalue(L, PL_LUA_MT);
         lua_pushvalue(L, PL_LUA_FREED_MT);
-        for (k = 1; k <= 7; k++) lua_pushvalue(L, k);
+        for (k = 1; k <= PL_LUA_METHOD_ARGS; k++) lua_pushvalue(L, k);
         lua_pushliteral(L, "_h");
         lua_pushliteral(L, "_client");
-        lua_pushcclosure(L, methods[i], 11);
+        lua_pushliteral(L, "_renewer");
+        lua_pushcclosure(L, methods[i], PL_LUA_METHOD_ARGS + 5);
     }
     return (int)(sizeof methods / sizeof methods[0]);
 }

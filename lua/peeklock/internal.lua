@@ -309,13 +309,20 @@ local Client = { __name = "peeklock.Client", _peeklock_client = true }
 Client.__index = Client
 
 
+-- The error of a call on a freed message.
+local function freed_error(op)
+  return new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+end
+
+local function bad_message_self(self, fname)
+  error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), user_level())
+end
+
 local function check_message(self, fname)
-  if metatable_of(self) ~= Message then
-    error(("bad self to '%s' (peeklock.Message expected, got %s)"):format(fname, type(self)), user_level())
-  end
+  if metatable_of(self) ~= Message then bad_message_self(self, fname) end
   local h = self._h
   if not h then
-    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = fname })
+    return nil, freed_error(fname)
   end
   return h
 end
@@ -385,7 +392,7 @@ local function settle_handles(client, msg, op)
   end
   local mh = msg._h
   if not mh then
-    return nil, new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+    return nil, freed_error(op)
   end
   return h, mh
 end
@@ -810,6 +817,8 @@ return {
   Message = Message,
   Client = Client,
   check_message = check_message,
+  freed_error = freed_error,
+  bad_message_self = bad_message_self,
   wrap_message = wrap_message,
   closed_error = closed_error,
   check_client = check_client,
