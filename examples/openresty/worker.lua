@@ -15,7 +15,6 @@ local HANDOFF_ENTITY = os.getenv("PEEKLOCK_HANDOFF_ENTITY") or "long-jobs"
 -- a long one does not hold the old workers back; PEEKLOCK_CUT_ON_EXIT=0 lets them run out.
 local POLL_TIMEOUT = tonumber(os.getenv("PEEKLOCK_POLL_TIMEOUT")) or 20
 local CUT_ON_EXIT = os.getenv("PEEKLOCK_CUT_ON_EXIT") ~= "0"
-local summary -- this worker's process() summary, once it has drained
 
 -- The worker's client (made on first use inside the worker, never in the master).
 local function client()
@@ -37,10 +36,14 @@ function W.init_worker()
   require("peeklock.metrics").init("peeklock_metrics")
   local ok, err = ngx.timer.at(0, function(premature)
     if premature then return end
-    summary = client():process(ENTITY, handle, { concurrency = CONCURRENCY, max_renew = 300,
-                                                 poll_timeout = POLL_TIMEOUT, cut_on_exit = CUT_ON_EXIT })
-    ngx.log(ngx.NOTICE, "peeklock example: drained: processed ", summary.processed,
-            ", failed ", summary.failed, ", lost ", summary.lost)
+    local s, err = client():process(ENTITY, handle, { concurrency = CONCURRENCY, max_renew = 300,
+                                                     poll_timeout = POLL_TIMEOUT, cut_on_exit = CUT_ON_EXIT })
+    if s and not s.error then
+      ngx.log(ngx.NOTICE, "peeklock example: drained: processed ", s.processed,
+              ", failed ", s.failed, ", lost ", s.lost)
+    else -- an error waiting cannot mend (a missing entity, a refused key) ended the run, or it never began
+      ngx.log(ngx.ERR, "peeklock example: the consumers stopped: ", tostring(s and s.error or err))
+    end
   end)
   if not ok then ngx.log(ngx.ERR, "peeklock example: cannot start the consumers: ", err) end
 end
