@@ -761,6 +761,30 @@ def main():
             exit_times[False] = exit_with_polls_in_flight(False)
             assert exit_times[False] >= 5, exit_times
 
+        def example_worker_logs_the_error_that_ends_it():
+            # A typo'd entity ends client:process at once with summary.error (the core's
+            # pl_receive_pause_ms rule); the example must say so at error level, not log a drain.
+            ex = Nginx(
+                opts.root,
+                opts.build,
+                emu.connection_string,
+                template="examples/openresty/nginx.conf",
+                extra_vars={"@CA_FILE@": cert_path},
+                extra_env={"PEEKLOCK_ENTITY": "no-such-entity", "PEEKLOCK_CONCURRENCY": "2"},
+            )
+            try:
+
+                def stopped():
+                    return [e for e in log_entries(ex.log()) if "peeklock example: the consumers stopped" in e]
+
+                assert wait_for(lambda: len(stopped()) == 2, 15), ex.log()[-3000:]  # one per worker
+                log, entries = ex.log(), stopped()
+            finally:
+                ex.stop()
+            assert all("[error]" in e and "no-such-entity" in e and "entity_not_found" in e for e in entries), log
+            assert "peeklock example: drained" not in log, log[-3000:]
+            assert "SAS_KEY_VALUE" not in log and "SharedAccessSignature" not in log, log[-3000:]
+
         def example_worker_across_reload():
             q = "example"
             emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
@@ -1303,6 +1327,10 @@ def main():
             "examples/openresty: init_worker consumers process 300 messages across a reload, "
             "none lost or completed twice; its /handoff lock is completed by finish.py in Python",
             example_worker_across_reload,
+        )
+        check(
+            "examples/openresty: a missing entity ends the consumers, the error logged at error level",
+            example_worker_logs_the_error_that_ends_it,
         )
         check(
             "/metrics (peeklock.metrics): sends, receives, settles and the loop's renewals as they happened",
