@@ -688,6 +688,17 @@ def main():
             assert r["last_error"] == "throttled" and r["elapsed"] >= 1, r
             assert emu.entity_state(q)["completed"].get("pf-0") == 1
 
+        def example_nginx(env):
+            """nginx running examples/openresty (its nginx.conf and worker.lua) with env."""
+            return Nginx(
+                opts.root,
+                opts.build,
+                emu.connection_string,
+                template="examples/openresty/nginx.conf",
+                extra_vars={"@CA_FILE@": cert_path},
+                extra_env=env,
+            )
+
         def exit_with_polls_in_flight(cut):
             """The example worker (2 workers x 4 consumers, 10 s long polls) exits (SIGQUIT) while
             its 8 polls wait and 2 messages arrive: how long the exit takes, and in the emulator's
@@ -699,13 +710,8 @@ def main():
                 return emu.state()["counters"].get("requests.peek_lock", 0)
 
             base = polls()
-            ex = Nginx(
-                opts.root,
-                opts.build,
-                emu.connection_string,
-                template="examples/openresty/nginx.conf",
-                extra_vars={"@CA_FILE@": cert_path},
-                extra_env={
+            ex = example_nginx(
+                {
                     "PEEKLOCK_ENTITY": q,
                     "PEEKLOCK_CONCURRENCY": "4",
                     "PEEKLOCK_POLL_TIMEOUT": "10",
@@ -764,14 +770,7 @@ def main():
         def example_worker_logs_the_error_that_ends_it():
             # A typo'd entity ends client:process at once with summary.error (the core's
             # pl_receive_pause_ms rule); the example must say so at error level, not log a drain.
-            ex = Nginx(
-                opts.root,
-                opts.build,
-                emu.connection_string,
-                template="examples/openresty/nginx.conf",
-                extra_vars={"@CA_FILE@": cert_path},
-                extra_env={"PEEKLOCK_ENTITY": "no-such-entity", "PEEKLOCK_CONCURRENCY": "2"},
-            )
+            ex = example_nginx({"PEEKLOCK_ENTITY": "no-such-entity", "PEEKLOCK_CONCURRENCY": "2"})
             try:
 
                 def stopped():
@@ -788,13 +787,8 @@ def main():
         def example_worker_across_reload():
             q = "example"
             emu.admin("PUT", f"entities/{q}", {"kind": "queue", "lock_duration": 30})
-            ex = Nginx(
-                opts.root,
-                opts.build,
-                emu.connection_string,
-                template="examples/openresty/nginx.conf",
-                extra_vars={"@CA_FILE@": cert_path},
-                extra_env={
+            ex = example_nginx(
+                {
                     "PEEKLOCK_ENTITY": q,
                     "PEEKLOCK_CONCURRENCY": "4",
                     "PEEKLOCK_HANDOFF_ENTITY": "example-jobs",
