@@ -727,7 +727,10 @@ class _Processor:
             await self.client._engine.wind_down()
         s = self.summary
         if not s.stopped_by:
-            s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+            if self.client._closed:
+                s.stopped_by = "closed"
+            else:
+                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
         s.elapsed = time.monotonic() - started
         s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
         return _processor._raise_error(s)

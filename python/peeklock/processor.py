@@ -278,7 +278,7 @@ class ProcessSummary:
     redelivered: int = 0  # received with delivery_count > 1
     in_flight: int = 0
     elapsed: float = 0.0
-    stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error"
+    stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error", "closed"
     last_errors: List[str] = field(default_factory=list)
     error: Optional[Error] = None  # the failed receive that ended the run (process() raises it)
 
@@ -461,6 +461,9 @@ class Processor:
                 msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
         except ClosedError:  # closed under the run: it ends quietly
             self._unclaim()
+            with self._lock:
+                if not self.summary.stopped_by:
+                    self.summary.stopped_by = "closed"
             self.stop_event.set()
             return None
         except Error as e:

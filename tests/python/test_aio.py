@@ -961,3 +961,17 @@ async def test_process_pauses_by_the_rule_on_503s_then_goes_on(emu, queue, caplo
     assert failures[1].created - failures[0].created >= 1.0
     # the second pause ran in full before the receive that brought the message
     assert time.time() - failures[1].created >= 2.0
+
+
+async def test_process_on_a_client_closed_under_it_ends_quietly_as_closed(emu, queue):
+    """aclose() while the run's receives wait: the run ends without an error and
+    says why (stopped_by "closed")."""
+    c = peeklock.aio.Client.from_connection_string(emu.connection_string)
+    run = asyncio.ensure_future(c.process(queue, lambda m: None, concurrency=2, poll_timeout=5, handle_signals=False))
+    try:
+        await until(lambda: c.stats()["aio"]["pending"] >= 2)  # both long polls in flight
+        await c.aclose()
+        s = await asyncio.wait_for(run, 10)
+    finally:
+        await c.aclose()
+    assert s.stopped_by == "closed" and s.error is None, s

@@ -561,3 +561,25 @@ def test_process_pauses_by_the_rule_on_503s_then_goes_on(emu, queue, caplog):
     assert all(r.levelno == logging.WARNING for r in failures)
     gaps = [b.created - a.created for a, b in zip(failures, failures[1:])]
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0  # the pause grew between consecutive failures
+
+
+def test_process_on_a_client_closed_under_it_ends_quietly_as_closed(emu, queue):
+    """close() from another thread while the run receives: the run ends without
+    an error and says why (stopped_by "closed", not a stop_event the caller never set)."""
+    client = peeklock.Client.from_connection_string(emu.connection_string)
+    handled = threading.Event()
+    client.send(queue, b"x", message_id="x")
+
+    def close_after_the_handler():
+        assert handled.wait(20)
+        client.close()
+
+    closer = threading.Thread(target=close_after_the_handler)
+    closer.start()
+    try:
+        s = client.process(queue, lambda m: handled.set(), concurrency=2, poll_timeout=5, handle_signals=False)
+    finally:
+        closer.join()
+        client.close()
+    assert s.stopped_by == "closed" and s.error is None, s
+    assert "stopped by closed" in str(s)
