@@ -726,7 +726,7 @@ end
 function Client.poll_events() return 0 end
 
 --- The worker's renewals: held, renewals, failures, lost, cap_reached, lateness_max_ms
--- (how far after its due time the latest-started renewal went out), wakeups (the times the
+-- (the most any renewal went out after its due time), wakeups (the times the
 -- loop woke up to ask the schedule what is due), threads (0).
 function Client:renewer_stats()
   return { held = RN.n, renewals = RN.renewals, failures = RN.failures, lost = RN.lost,
