@@ -636,7 +636,10 @@ def main():
                 r, _ = ngx.get("/tls_lock", verify=verify, hold=12, http_timeout=60)
                 assert r["ok"] and r["body"] == "over tls", r
                 assert r["renewals"] >= 3, r
-                print(f"     renewals {r['renewals']}, the latest renewal {r['lateness_max_ms']} ms after its due time", flush=True)
+                print(
+                    f"     renewals {r['renewals']}, the latest renewal {r['lateness_max_ms']} ms after its due time",
+                    flush=True,
+                )
                 ent = tls_emu.entity_state("tlsq")
                 assert ent["completed"].get(r["id"]) == 1 and not ent["messages"], ent
 
@@ -1138,7 +1141,10 @@ def main():
                 r, _ = ngx.get("/lock", 60, entity="quiet5", renewals=1)
             finally:
                 emu.admin("DELETE", "faults")
-            print(f"     wakeups {r['wakeups']}, the latest renewal {r['lateness_max_ms']} ms after its due time", flush=True)
+            print(
+                f"     wakeups {r['wakeups']}, the latest renewal {r['lateness_max_ms']} ms after its due time",
+                flush=True,
+            )
             assert r["ok"] and r["held"] == 1 and r["renewals"] == 1 and r["failures"] == 0, r
             assert r["wakeups"] <= 5, r
             for q, mid in (("quiet", "qt-1"), ("quiet5", "qt-2")):
