@@ -239,6 +239,10 @@ typedef struct pl_client_options {
 #define PL_DEFAULT_RETRY_MAX_MS       5000
 #define PL_DEFAULT_POOL_SIZE          8
 #define PL_DEFAULT_TOKEN_LIFETIME_S   3600
+/* A bearer token is fetched again this many seconds before its expiry: through
+ * token_cb here, and by Python's token_provider, which pushes the new one with
+ * pl_client_set_bearer_token. */
+#define PL_BEARER_REFRESH_MARGIN_S 300
 
 #define PL_CLIENT_OPTIONS_VERSION 2
 #define PL_CLIENT_OPTIONS_INIT                                                                               \
