@@ -1144,12 +1144,6 @@ class Client:
         if to is not None:
             to = _check_entity(to)
         t = _check_timeout(timeout)
-        if max_messages is not None and (
-            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
-        ):
-            raise ValueError("max_messages must be a positive int or None")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
-            raise ValueError("rate must be a positive number of messages per second")
         return resubmit_dead_letters(
             self,
             entity,

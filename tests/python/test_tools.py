@@ -44,6 +44,24 @@ def test_resubmit_dead_letters_from_python(emu, client, make_queue):
     assert "DeadLetterReason" not in m.properties and m.properties["Tenant"] == "t0"
 
 
+@pytest.mark.parametrize(
+    "limits, named",
+    [({"max_messages": 0}, "max_messages"), ({"max_messages": 1.5}, "max_messages"), ({"rate": -1}, "rate")],
+)
+def test_resubmit_limits_are_checked_by_the_tools_function_too(emu, client, make_queue, limits, named):
+    """One rule for a resubmission's limits (tools.check_resubmit_limits), whichever
+    door is used: peeklock.tools directly, the Client method, the command line."""
+    from peeklock import tools
+
+    q = make_queue(max_delivery_count=1)
+    client.send(q, b"x", message_id="d")
+    client.peek_lock(q, timeout=1).abandon()  # dead-lettered
+    for call in (tools.resubmit_dead_letters, type(client).resubmit_dead_letters):
+        with pytest.raises(ValueError, match=named):
+            call(client, q, timeout=1, **limits)
+    assert [m["message_id"] for m in emu.entity_state(q)["dead_letter"]] == ["d"]  # nothing moved
+
+
 def test_lock_yields_none_on_an_empty_queue_and_settles_like_with_msg(emu, client, make_queue):
     q = make_queue()
     with client.lock(q, timeout=0) as msg:
