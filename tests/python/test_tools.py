@@ -28,6 +28,28 @@ def test_entities_needs_valid_credentials(emu):
             raise AssertionError("a wrong key listed entities")
 
 
+@pytest.mark.parametrize(
+    "status, cls, retryable",
+    [
+        (503, peeklock.ThrottledError, True),
+        (429, peeklock.ThrottledError, True),
+        (500, peeklock.ServerError, True),
+        (400, peeklock.BadRequestError, False),
+        (403, peeklock.AuthError, False),
+    ],
+)
+def test_management_statuses_mean_what_the_core_says(emu, client, status, cls, retryable):
+    """A management answer's status is read by the table the REST answers are read by
+    (the core's pl_http_status_error): a busy service is ThrottledError, retryable."""
+    emu.fault(operation="management", status=status, count=1)
+    with pytest.raises(peeklock.Error) as got:
+        client.entities()
+    e = got.value
+    assert (type(e), e.status, e.retryable) == (cls, status, retryable), repr(e)
+    assert "management GET" in str(e) and "sig=" not in str(e) and e.__suppress_context__
+    assert client.entities() is not None  # one answer only
+
+
 def test_resubmit_dead_letters_from_python(emu, client, make_queue):
     q = make_queue(max_delivery_count=1)
     for i in range(3):
