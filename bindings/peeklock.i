@@ -137,7 +137,7 @@ struct pl_aio_done {};
   int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,
   int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
   int pl_response_new, int pl_response_add_header, int pl_response_set_body,
-  int pl_response_result,
+  int pl_response_result, int pl_http_status_error,
   int pl_aio_new, int pl_aio_send, int pl_aio_send_batch, int pl_aio_peek_lock,
   int pl_aio_receive_and_delete, int pl_aio_renew_lock, int pl_aio_unlock, int pl_aio_complete,
   int pl_aio_unlock_detached, int pl_aio_cancel, int pl_aio_close, int pl_aio_finish,

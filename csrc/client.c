@@ -556,9 +556,10 @@ int pl_client_auth(pl_client *c, const char *scope, char **out)
         *out = tok;
         return PL_OK;
     }
-    /* Bearer: cached value, refreshed through the callback 5 minutes before expiry. */
+    /* Bearer: cached value, refreshed through the callback PL_BEARER_REFRESH_MARGIN_S
+     * before expiry. */
     pthread_mutex_lock(&c->lock);
-    if (c->bearer && (!c->token_cb || now < c->bearer_expires - 300)) {
+    if (c->bearer && (!c->token_cb || now < c->bearer_expires - PL_BEARER_REFRESH_MARGIN_S)) {
         *out = pl_strdup(c->bearer);
         pthread_mutex_unlock(&c->lock);
         return *out ? PL_OK : pl_error_nomem();

@@ -628,35 +628,46 @@ static int contains_ci(const char *hay, size_t n, const char *needle)
     return 0;
 }
 
+/* The code an HTTP error status stands for, and whether retrying may succeed: the one
+ * table (pl_http_status_error's comment in peeklock.h). A 404 of a settle is the lock's
+ * end (the message or its lock is gone); body (len bytes) only tells a 403 for a size
+ * apart. */
+static int status_code(int st, int settle, const char *body, size_t len, int *retry)
+{
+    *retry = 0;
+    switch (st) {
+    case 400: return PL_EBADREQUEST;
+    case 401: return PL_EAUTH;
+    case 403:
+        return (contains_ci(body, len, "size") || contains_ci(body, len, "too large")) ? PL_ETOOLARGE
+                                                                                       : PL_EAUTH;
+    case 404: return settle ? PL_ELOCKLOST : PL_ENOTFOUND;
+    case 410: return PL_ENOTFOUND;
+    case 409: return PL_ECONFLICT;
+    case 429:
+    case 503: *retry = 1; return PL_ETHROTTLED;
+    default:
+        if (st >= 500 && st <= 599) {
+            *retry = 1;
+            return PL_ESERVER;
+        }
+        return PL_EHTTP;
+    }
+}
+
+int pl_http_status_error(int status, const char *body, const char *what)
+{
+    int retry, code = status_code(status, 0, body ? body : "", body ? strlen(body) : 0, &retry);
+    return pl_error_set(code, status, retry, "%.200s: HTTP %d", what ? what : "request", status);
+}
+
 int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const pl_message *m);
 int pl_wire_status_error_m(const pl_request *req, const pl_response *resp, const pl_message *m)
 {
-    int st = resp->status, code, retry = 0;
+    int st = resp->status, retry;
     int settle = req->op == PL_OP_RENEW || req->op == PL_OP_UNLOCK || req->op == PL_OP_COMPLETE;
     const char *body = resp->body ? (const char *)resp->body : "";
-    switch (st) {
-    case 400: code = PL_EBADREQUEST; break;
-    case 401: code = PL_EAUTH; break;
-    case 403:
-        code = (contains_ci(body, resp->body_len, "size") || contains_ci(body, resp->body_len, "too large"))
-                   ? PL_ETOOLARGE
-                   : PL_EAUTH;
-        break;
-    case 404: code = settle ? PL_ELOCKLOST : PL_ENOTFOUND; break;
-    case 410: code = PL_ENOTFOUND; break;
-    case 409: code = PL_ECONFLICT; break;
-    case 429:
-    case 503:
-        code = PL_ETHROTTLED;
-        retry = 1;
-        break;
-    default:
-        if (st >= 500 && st <= 599) {
-            code = PL_ESERVER;
-            retry = 1;
-        } else
-            code = PL_EHTTP;
-    }
+    int code = status_code(st, settle, body, resp->body_len, &retry);
     char detail[240];
     error_detail(detail, sizeof detail, resp, req, m ? m->lock_token : NULL);
     return pl_error_set(code, st, retry, "%s on '%.200s': HTTP %d%s%s", pl_wire_op_name(req->op),

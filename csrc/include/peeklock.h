@@ -239,6 +239,10 @@ typedef struct pl_client_options {
 #define PL_DEFAULT_RETRY_MAX_MS       5000
 #define PL_DEFAULT_POOL_SIZE          8
 #define PL_DEFAULT_TOKEN_LIFETIME_S   3600
+/* A bearer token is fetched again this many seconds before its expiry: through
+ * token_cb here, and by Python's token_provider, which pushes the new one with
+ * pl_client_set_bearer_token. */
+#define PL_BEARER_REFRESH_MARGIN_S 300
 
 #define PL_CLIENT_OPTIONS_VERSION 2
 #define PL_CLIENT_OPTIONS_INIT                                                                               \
@@ -900,6 +904,14 @@ PL_EXTERN int pl_response_set_body(pl_response *resp, const void *body, size_t l
  * negative code with pl_error_last() filled in. out may be NULL for non-receives. */
 PL_EXTERN int pl_response_result(pl_message **out, pl_client *client, const pl_request *req, pl_message *m,
                                  const pl_response *resp, int64_t sent_mono_ms);
+
+/* The error an HTTP status stands for, by the table every answer of the REST API is read
+ * by: 400 PL_EBADREQUEST, 401 PL_EAUTH, 403 PL_EAUTH or PL_ETOOLARGE (body, which may be
+ * NULL, speaks of a size), 404 and 410 PL_ENOTFOUND (a settle's 404: PL_ELOCKLOST),
+ * 409 PL_ECONFLICT, 429 and 503 PL_ETHROTTLED and other 5xx PL_ESERVER (both retryable),
+ * any other PL_EHTTP. Sets pl_error_last() ("<what>: HTTP <status>") and returns the
+ * code; for requests the library does not build (Python's management GETs). */
+PL_EXTERN int pl_http_status_error(int status, const char *body, const char *what);
 
 #ifdef __cplusplus
 }

@@ -115,6 +115,6 @@ def management_authorization(
         return bearer
     if key is not None and key_name is not None:
         kn, k = key_name, key
-        return lambda audience: sas_token(audience, kn, k, int(time.time()) + 300)
+        return lambda audience: sas_token(audience, kn, k)  # the core's token lifetime
     fixed = token or ""
     return lambda audience: fixed

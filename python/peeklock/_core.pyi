@@ -1,6 +1,6 @@
 # Type stubs for the SWIG-generated extension module peeklock._core
 # (bindings/python.i over bindings/peeklock.i). Handles are opaque.
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, NoReturn, Optional, Tuple, TypeVar, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -25,6 +25,7 @@ PL_DEFAULT_CONNECT_TIMEOUT_MS: int
 PL_DEFAULT_REQUEST_TIMEOUT_MS: int
 PL_DEFAULT_MAX_RETRIES: int
 PL_DEFAULT_TOKEN_LIFETIME_S: int
+PL_BEARER_REFRESH_MARGIN_S: int
 PL_DEFAULT_RECEIVE_TIMEOUT_S: int
 PL_DEFAULT_POLL_TIMEOUT_S: int
 PL_DEFAULT_MAX_WAIT_S: int
@@ -206,6 +207,7 @@ def pl_response_set_body(resp: pl_response, body: Buffer) -> None: ...
 def pl_response_result(
     client: pl_client, req: pl_request, m: Optional[pl_message], resp: pl_response, sent_mono_ms: int
 ) -> Optional[pl_message]: ...
+def pl_http_status_error(status: int, body: Optional[str], what: str) -> NoReturn: ...
 
 # the asynchronous engine (peeklock.aio)
 PL_ECANCELED: int

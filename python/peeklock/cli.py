@@ -484,16 +484,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
-    from .tools import parse_filters, resubmit_dead_letters
+    from .tools import check_resubmit_limits, parse_filters, resubmit_dead_letters
 
     try:
         filters = parse_filters(args.filter or [])
+        check_resubmit_limits(args.max, args.rate, ("--max", "--rate"))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.max is not None and args.max < 1:
-        raise UsageError("--max must be at least 1")
-    if args.rate is not None and args.rate <= 0:
-        raise UsageError("--rate must be positive")
     from .tools import dead_letter_path, parent_of
 
     target = args.to or parent_of(dead_letter_path(args.entity))

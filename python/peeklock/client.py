@@ -94,6 +94,7 @@ _PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 
 _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = 1, 2, 3, 4
 
 _DEFAULT_MAX_RENEW = _core.PL_DEFAULT_MAX_RENEW_MS / 1000.0  # the core's default cap, in seconds
+_BEARER_MARGIN = _core.PL_BEARER_REFRESH_MARGIN_S  # a token_provider's token is fetched again this early
 _DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 
 
@@ -820,10 +821,10 @@ class Client:
     def _refresh_token(self, force: bool = False) -> None:
         if self._token_provider is None:
             return
-        if not force and time.time() < self._token_expiry - 300:
+        if not force and time.time() < self._token_expiry - _BEARER_MARGIN:
             return
         with self._token_lock:
-            if not force and time.time() < self._token_expiry - 300:
+            if not force and time.time() < self._token_expiry - _BEARER_MARGIN:
                 return
             got = self._token_provider(self.endpoint + "/")
             if isinstance(got, tuple):
@@ -834,7 +835,7 @@ class Client:
                 raise TypeError("token_provider must return a non-empty str token")
             _core.pl_client_set_bearer_token(self._h, token, int(expires))
             self._token_expiry = expires
-            self._schedule_token_refresh(max(1.0, expires - 300 - time.time()))
+            self._schedule_token_refresh(max(1.0, expires - _BEARER_MARGIN - time.time()))
 
     def _schedule_token_refresh(self, delay: float) -> None:
         """Refreshes the bearer token in the background too, so that the C
@@ -1143,12 +1144,6 @@ class Client:
         if to is not None:
             to = _check_entity(to)
         t = _check_timeout(timeout)
-        if max_messages is not None and (
-            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
-        ):
-            raise ValueError("max_messages must be a positive int or None")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
-            raise ValueError("rate must be a positive number of messages per second")
         return resubmit_dead_letters(
             self,
             entity,

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional
 
+from . import _core
 from . import errors as _errors
 from ._auth import management_authorization, parse_connection_string
 
@@ -211,14 +212,10 @@ class Management:
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return None
-            cls, code = (
-                (_errors.AuthError, _errors.PL_EAUTH)
-                if e.code in (401, 403)
-                else (_errors.ServerError, _errors.PL_ESERVER)
-                if e.code >= 500
-                else (_errors.HTTPError, _errors.PL_EHTTP)
-            )
-            raise cls(f"management GET {path}: the service answered {e.code}", status=e.code, code=code) from None
+            try:  # what the status means is the core's table, the REST answers' too
+                _core.pl_http_status_error(e.code, None, f"management GET {path}")
+            except _errors.Error as err:
+                raise err from None
         except urllib.error.URLError as e:
             raise _errors.ConnectionError(
                 f"management GET {path}: {e.reason}", code=_errors.PL_ECONNECT, retryable=True

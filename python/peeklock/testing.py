@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
 from .emulator.sas import make_token as make_sas_token  # the one SAS signer of the test tools
 
@@ -95,7 +95,7 @@ class Emulator:
         self.auth = auth
         self.data_dir = data_dir
         self.startup_timeout = startup_timeout
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.connection_string = ""
         self.host = "127.0.0.1"
         self.port = 0
@@ -258,7 +258,7 @@ class Emulator:
     def __enter__(self) -> "Emulator":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # ----- HTTP ------------------------------------------------------------------------------
@@ -325,31 +325,31 @@ class Emulator:
     # ----- test controls ---------------------------------------------------------------------
 
     def clock(self) -> Dict[str, float]:
-        return self.admin("GET", "clock")
+        return cast(Dict[str, float], self.admin("GET", "clock"))
 
     def advance(self, seconds: float) -> float:
         """Move the emulator clock forward; locks, TTLs and long polls follow. Returns new now."""
-        return self.admin("POST", "clock/advance", {"seconds": seconds})["now"]
+        return float(self.admin("POST", "clock/advance", {"seconds": seconds})["now"])
 
     def fault(self, **rule: Any) -> str:
         """Add a fault rule (operation=, entity=, status=, retry_after=, delay_ms=, drop=,
         probability=, count=, seed=, after=); returns its id."""
-        return self.admin("POST", "faults", rule)["id"]
+        return str(self.admin("POST", "faults", rule)["id"])
 
     def clear_faults(self) -> None:
         self.admin("DELETE", "faults")
 
     def faults(self) -> List[Dict[str, Any]]:
-        return self.admin("GET", "faults")["faults"]
+        return cast(List[Dict[str, Any]], self.admin("GET", "faults")["faults"])
 
     def state(self) -> Dict[str, Any]:
-        return self.admin("GET", "state")
+        return cast(Dict[str, Any], self.admin("GET", "state"))
 
     def entity_state(self, path: str) -> Dict[str, Any]:
-        return self.admin("GET", "entities/" + path)
+        return cast(Dict[str, Any], self.admin("GET", "entities/" + path))
 
     def messages(self, path: str) -> List[Dict[str, Any]]:
-        return self.entity_state(path)["messages"]
+        return cast(List[Dict[str, Any]], self.entity_state(path)["messages"])
 
     def reset(self) -> None:
         self.admin("POST", "reset")
@@ -357,7 +357,7 @@ class Emulator:
     def _put_entity(self, path: str, kind: str, opts: Dict[str, Any]) -> Dict[str, Any]:
         body = dict(opts)
         body["kind"] = kind
-        return self.admin("PUT", "entities/" + path, body)
+        return cast(Dict[str, Any], self.admin("PUT", "entities/" + path, body))
 
     def create_queue(self, name: str, **opts: Any) -> Dict[str, Any]:
         return self._put_entity(name, "queue", opts)
@@ -376,12 +376,12 @@ class Emulator:
 try:
     import pytest
 except ImportError:  # pragma: no cover - the handle works without pytest
-    pytest = None
+    pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
 
     @pytest.fixture(scope="session")
-    def emulator():
+    def emulator() -> Iterator[Emulator]:
         """One emulator (SAS on, no entities) for the whole session."""
         emu = Emulator.start()
         try:
@@ -390,7 +390,7 @@ if pytest is not None:
             emu.stop()
 
     @pytest.fixture(scope="session")
-    def tls_emulator():
+    def tls_emulator() -> Iterator[Emulator]:
         """One emulator serving HTTPS with a self-signed certificate (``.cert_path``)."""
         emu = Emulator.start(tls=True)
         try:
@@ -399,13 +399,13 @@ if pytest is not None:
             emu.stop()
 
     @pytest.fixture
-    def fresh_emulator(emulator):
+    def fresh_emulator(emulator: Emulator) -> Iterator[Emulator]:
         """The session emulator, emptied (entities kept) and with no faults."""
         emulator.reset()
         yield emulator
 
     @pytest.fixture
-    def emulator_factory(tmp_path):
+    def emulator_factory(tmp_path: Any) -> Iterator[Callable[..., Emulator]]:
         """Start extra emulators: ``emulator_factory("--queue", "q", auth=False, data_dir=...)``."""
         started: List[Emulator] = []
 

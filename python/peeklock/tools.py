@@ -35,6 +35,7 @@ __all__ = [
     "record_to_outgoing",
     "matches",
     "parse_filters",
+    "check_resubmit_limits",
     "resubmit_dead_letters",
     "purge",
 ]
@@ -270,6 +271,18 @@ def release_held(held: List["Message"], warn: Callable[[str], None]) -> int:
     return failed
 
 
+def check_resubmit_limits(max_messages: Any, rate: Any, names: Tuple[str, str] = ("max_messages", "rate")) -> None:
+    """A resubmission's limits: ``max_messages`` a positive int, ``rate`` a positive
+    number of messages per second, each None for no limit; ValueError under the
+    caller's ``names`` for them (the command line's are --max and --rate)."""
+    if max_messages is not None and (
+        isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
+    ):
+        raise ValueError(f"{names[0]} must be a whole number, at least 1, or None, got {max_messages!r}")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
+        raise ValueError(f"{names[1]} must be a positive number of messages per second, got {rate!r}")
+
+
 def resubmit_dead_letters(
     client: "Client",
     entity: str,
@@ -297,6 +310,7 @@ def resubmit_dead_letters(
     target with duplicate detection, where the service would drop the copy.
     An interruption (KeyboardInterrupt) between a send and the removal of
     its dead letter lists that message as unknown before it propagates."""
+    check_resubmit_limits(max_messages, rate)
     dlq = dead_letter_path(entity)
     source = parent_of(dlq)
     if to is None and source.lower().split("/")[1:2] == ["subscriptions"]:

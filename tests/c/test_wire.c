@@ -470,6 +470,10 @@ static void status_mapping(void)
         CHECK_EQ(pl_wire_result(NULL, ep, req, NULL, r, 0), t[i].send_code);
         CHECK_EQ(pl_error_last()->http_status, t[i].status);
         CHECK_EQ(pl_error_last()->retryable, t[i].retryable);
+        /* the same table for a request the library did not build */
+        CHECK_EQ(pl_http_status_error(t[i].status, t[i].body, "GET x"), t[i].send_code);
+        CHECK_EQ(pl_error_last()->retryable, t[i].retryable);
+        CHECK(strncmp(pl_error_last()->message, "GET x: HTTP ", 12) == 0);
         pl_request_free(req);
         pl_message *m = locked_message(ep);
         REQUIRE(pl_wire_settle(&req, ep, m, PL_SETTLE_COMPLETE, NULL) == PL_OK);

@@ -337,6 +337,10 @@ def test_resubmit_with_filter_dry_run_and_resume(emu, make_queue):
     r = run("dlq", "resubmit", q, "--dry-run", "--filter", "Kind=even", env_cs=cs)
     assert r.returncode == 0 and r.stdout.count("would move") == 3, r.stderr
     assert len(emu.entity_state(q)["dead_letter"]) == 6 and emu.messages(q) == []
+    # limits refused before anything is read (usage: exit 2)
+    for bad, flag in ((["--max", "0"], "--max"), (["--rate", "-1"], "--rate")):
+        r = run("dlq", "resubmit", q, *bad, env_cs=cs)
+        assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr
     # stopped after two, then resumed: nothing lost, nothing sent twice
     r = run("dlq", "resubmit", q, "--max", "2", "--json", env_cs=cs)
     assert r.returncode == 0 and [json.loads(x)["action"] for x in r.stdout.splitlines()] == ["moved", "moved"]

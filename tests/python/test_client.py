@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import time
+import urllib.parse
 
 import pytest
 
@@ -365,6 +366,15 @@ def test_a_bare_token_lives_the_core_s_token_lifetime(emu):
     left = c._token_expiry - time.time()
     c.close()
     assert _core.PL_DEFAULT_TOKEN_LIFETIME_S - 60 < left <= _core.PL_DEFAULT_TOKEN_LIFETIME_S, left
+
+
+def test_management_tokens_live_the_core_s_token_lifetime(emu):
+    # the management (Atom) requests' SAS tokens are signed as the core signs its own
+    with peeklock.Client.from_connection_string(emu.connection_string) as c:
+        auth = c._authorization(c.endpoint + "/")
+        assert c.entities() is not None  # and the service takes them
+    se = int(urllib.parse.parse_qs(auth.split(" ", 1)[1])["se"][0])
+    assert _core.PL_DEFAULT_TOKEN_LIFETIME_S - 60 < se - time.time() <= _core.PL_DEFAULT_TOKEN_LIFETIME_S, se
 
 
 def test_message_getters(client, queue):

@@ -28,6 +28,28 @@ def test_entities_needs_valid_credentials(emu):
             raise AssertionError("a wrong key listed entities")
 
 
+@pytest.mark.parametrize(
+    "status, cls, retryable",
+    [
+        (503, peeklock.ThrottledError, True),
+        (429, peeklock.ThrottledError, True),
+        (500, peeklock.ServerError, True),
+        (400, peeklock.BadRequestError, False),
+        (403, peeklock.AuthError, False),
+    ],
+)
+def test_management_statuses_mean_what_the_core_says(emu, client, status, cls, retryable):
+    """A management answer's status is read by the table the REST answers are read by
+    (the core's pl_http_status_error): a busy service is ThrottledError, retryable."""
+    emu.fault(operation="management", status=status, count=1)
+    with pytest.raises(peeklock.Error) as got:
+        client.entities()
+    e = got.value
+    assert (type(e), e.status, e.retryable) == (cls, status, retryable), repr(e)
+    assert "management GET" in str(e) and "sig=" not in str(e) and e.__suppress_context__
+    assert client.entities() is not None  # one answer only
+
+
 def test_resubmit_dead_letters_from_python(emu, client, make_queue):
     q = make_queue(max_delivery_count=1)
     for i in range(3):
@@ -42,6 +64,24 @@ def test_resubmit_dead_letters_from_python(emu, client, make_queue):
     assert [m["message_id"] for m in emu.entity_state(q)["dead_letter"]] == ["r1"]
     m = client.receive_and_delete(q, timeout=0)
     assert "DeadLetterReason" not in m.properties and m.properties["Tenant"] == "t0"
+
+
+@pytest.mark.parametrize(
+    "limits, named",
+    [({"max_messages": 0}, "max_messages"), ({"max_messages": 1.5}, "max_messages"), ({"rate": -1}, "rate")],
+)
+def test_resubmit_limits_are_checked_by_the_tools_function_too(emu, client, make_queue, limits, named):
+    """One rule for a resubmission's limits (tools.check_resubmit_limits), whichever
+    door is used: peeklock.tools directly, the Client method, the command line."""
+    from peeklock import tools
+
+    q = make_queue(max_delivery_count=1)
+    client.send(q, b"x", message_id="d")
+    client.peek_lock(q, timeout=1).abandon()  # dead-lettered
+    for call in (tools.resubmit_dead_letters, type(client).resubmit_dead_letters):
+        with pytest.raises(ValueError, match=named):
+            call(client, q, timeout=1, **limits)
+    assert [m["message_id"] for m in emu.entity_state(q)["dead_letter"]] == ["d"]  # nothing moved
 
 
 def test_lock_yields_none_on_an_empty_queue_and_settles_like_with_msg(emu, client, make_queue):

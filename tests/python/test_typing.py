@@ -71,6 +71,8 @@ def test_package_passes_mypy_strict():
             "peeklock.telemetry",
             "-p",
             "peeklock.aio",
+            "-p",
+            "peeklock.testing",
         ],
         cwd=pkg,
         capture_output=True,
