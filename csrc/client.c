@@ -364,6 +364,10 @@ long pl_client_request_timeout_ms(const pl_client *c)
 {
     return c ? c->request_timeout_ms : 0;
 }
+int pl_client_pool_size(const pl_client *c)
+{
+    return c ? c->pool_size : 0;
+}
 const pl_policy *pl_client_policy(const pl_client *c)
 {
     return &c->policy;

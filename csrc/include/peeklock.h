@@ -268,6 +268,9 @@ PL_EXTERN const char *pl_client_entity_path(const pl_client *client);
  * or, where they gave 0, the defaults (10000, 30000). */
 PL_EXTERN long pl_client_connect_timeout_ms(const pl_client *client);
 PL_EXTERN long pl_client_request_timeout_ms(const pl_client *client);
+/* The connections the client keeps for reuse: its options' pool_size or, where it
+ * gave 0, PL_DEFAULT_POOL_SIZE (a driver with its own sockets keeps as many). */
+PL_EXTERN int pl_client_pool_size(const pl_client *client);
 /* Replaces the bearer token used when no SAS key is configured (for bindings whose
  * token provider lives in the host language). Thread-safe. */
 PL_EXTERN int pl_client_set_bearer_token(pl_client *client, const char *token, int64_t expires_unix);

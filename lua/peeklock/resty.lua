@@ -364,7 +364,7 @@ function M.client(opts)
   c._send_timeout_ms = core.pl_client_request_timeout_ms(c._h)
   c._request_timeout_ms = c._send_timeout_ms
   c._keepalive_ms = opts.keepalive_ms or 60000
-  c._pool_size = (opts.pool_size and opts.pool_size > 0) and opts.pool_size or 32
+  c._pool_size = core.pl_client_pool_size(c._h) -- (the cosockets kept: as many as the C client keeps)
   c._ssl_verify = opts.ssl_verify ~= false
   c._metrics = client_metrics(opts)
   if c._metrics then -- (server.address: the endpoint's host)

@@ -44,6 +44,9 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     assert.equal(core.PL_DEFAULT_REQUEST_TIMEOUT_MS, core.pl_client_request_timeout_ms(c._h))
     local given = assert(peeklock.client({ connection_string = CONN, connect_timeout_ms = 2500 }))
     assert.equal(2500, core.pl_client_connect_timeout_ms(given._h))
+    assert.equal(core.PL_DEFAULT_POOL_SIZE, core.pl_client_pool_size(c._h))
+    local pooled = assert(peeklock.client({ connection_string = CONN, pool_size = 3 }))
+    assert.equal(3, core.pl_client_pool_size(pooled._h))
     -- process's poll_timeout and max_wait, left out, are the core's PL_DEFAULT_*
     local I = require "peeklock.internal"
     local o = assert(I.process_args(c, "q", function() end, nil, 1))

@@ -162,9 +162,12 @@ function H.options()
   local ok2, e2 = pcall(peeklock.client, { connection_string = conn, bogus_opt = 1 })
   local c = assert(peeklock.client({ connection_string = conn, keepalive_ms = 1000 }))
   -- the cosocket timeouts are the C client's: its defaults, or the options (0: the default)
-  local c2 = assert(peeklock.client({ connection_string = conn, connect_timeout_ms = 0, request_timeout_ms = 7000 }))
+  -- and so is the pool of kept connections
+  local c2 = assert(peeklock.client({ connection_string = conn, connect_timeout_ms = 0, request_timeout_ms = 7000,
+                                      pool_size = 3 }))
   local timeouts = ("%d/%d/%d %d/%d/%d"):format(c._connect_timeout_ms, c._send_timeout_ms, c._request_timeout_ms,
                                                 c2._connect_timeout_ms, c2._send_timeout_ms, c2._request_timeout_ms)
+  local pools = ("%d %d"):format(c._pool_size, c2._pool_size)
   c2:close()
   local before = c:stats().requests
   assert(c:send(a.entity, "counted"))
@@ -173,7 +176,7 @@ function H.options()
   c:close()
   reply({ refused = not ok, err = tostring(e), refused_unknown = not ok2, err_unknown = tostring(e2),
           requests = st.requests - before, reused = st.reused_connections, sent = st.sent,
-          timeouts = timeouts })
+          timeouts = timeouts, pools = pools })
 end
 
 -- /blocking : the blocking client inside nginx (warns once in the error log)
