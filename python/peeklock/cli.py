@@ -565,12 +565,14 @@ def _parse_time(text: str) -> _dt.datetime:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from .tools import PurgeReport, dead_letter_path, purge
+    from .tools import PurgeReport, check_purge_concurrency, dead_letter_path, purge
 
     entity = dead_letter_path(args.entity) if args.dlq else args.entity
     before = _parse_time(args.enqueued_before) if args.enqueued_before else None
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    try:
+        check_purge_concurrency(args.concurrency, "--concurrency")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     max_deliveries = _max_deliveries(args, entity) if before else None
     if not args.yes:
         what = f"messages enqueued before {before.isoformat()}" if before else "every message"

@@ -413,6 +413,13 @@ class PurgeReport:
     dead_lettered: List[int] = field(default_factory=list)
 
 
+def check_purge_concurrency(concurrency: Any, name: str = "concurrency") -> None:
+    """A purge's threads: a whole number, at least 1; ValueError under the caller's
+    ``name`` for it (the command line's is --concurrency)."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"{name} must be a whole number, at least 1, got {concurrency!r}")
+
+
 def purge(
     client: "Client",
     entity: str,
@@ -432,6 +439,7 @@ def purge(
     delivery of ``max_deliveries`` is dead-lettered by the release, which the
     report lists). Stops when a receive waits ``timeout`` seconds for nothing.
     Pass ``report`` to keep the counts of a run that ends in an exception."""
+    check_purge_concurrency(concurrency)
     report = report if report is not None else PurgeReport()
     lock = threading.Lock()
     stop = stop or threading.Event()
@@ -493,9 +501,7 @@ def purge(
             with lock:
                 report.deleted += 1
 
-    threads = [
-        threading.Thread(target=worker, name=f"peeklock-purge-{i}", daemon=True) for i in range(max(1, concurrency))
-    ]
+    threads = [threading.Thread(target=worker, name=f"peeklock-purge-{i}", daemon=True) for i in range(concurrency)]
     for th in threads:
         th.start()
     for th in threads:

@@ -384,6 +384,8 @@ def test_purge_asks_then_deletes(emu, make_queue):
     _send(emu, q, *[b"x"] * 25)
     r = run("purge", q, env_cs=cs)  # no terminal to ask on
     assert r.returncode == 2 and "--yes" in r.stderr and len(emu.messages(q)) == 25
+    r = run("purge", q, "--yes", "--concurrency", "0", env_cs=cs)  # tools.purge's rule, named as the flag
+    assert r.returncode == 2 and "--concurrency must be a whole number, at least 1" in r.stderr, r.stderr
     r = run("purge", q, "--yes", "--concurrency", "3", env_cs=cs)
     assert r.returncode == 0 and "deleted 25 messages" in r.stdout, r.stderr
     assert emu.messages(q) == []

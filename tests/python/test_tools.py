@@ -84,6 +84,19 @@ def test_resubmit_limits_are_checked_by_the_tools_function_too(emu, client, make
     assert [m["message_id"] for m in emu.entity_state(q)["dead_letter"]] == ["d"]  # nothing moved
 
 
+@pytest.mark.parametrize("concurrency", [0, -2, 1.5, True])
+def test_purge_refuses_a_concurrency_that_is_no_thread_count(emu, client, make_queue, concurrency):
+    """tools.purge used to raise 0 or -2 threads to 1 and purge anyway; it now
+    refuses them, as the command line's --concurrency does, and deletes nothing."""
+    from peeklock import tools
+
+    q = make_queue()
+    client.send(q, b"x", message_id="kept")
+    with pytest.raises(ValueError, match="concurrency must be a whole number, at least 1"):
+        tools.purge(client, q, concurrency=concurrency, timeout=1)
+    assert [m["message_id"] for m in emu.messages(q)] == ["kept"]
+
+
 def test_lock_yields_none_on_an_empty_queue_and_settles_like_with_msg(emu, client, make_queue):
     q = make_queue()
     with client.lock(q, timeout=0) as msg:
