@@ -69,16 +69,19 @@ static int message_index(lua_State *L)
     const size_t nfields = sizeof fields / sizeof fields[0];
     size_t i = nfields;
     lua_settop(L, 2);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(3));
-    if (!lua_isnil(L, -1)) return 1;
-    lua_pop(L, 1);
+    /* the three fields are not keys of methods: they are matched first, the methods
+     * table is read only for the other keys */
     if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
         size_t klen;
         const char *k = lua_tolstring(L, 2, &klen);
         for (i = 0; i < nfields && !(klen == fields[i].len && memcmp(k, fields[i].name, klen) == 0); i++) {}
     }
-    if (i < nfields) {
+    if (i == nfields) {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(3));
+        if (!lua_isnil(L, -1)) return 1;
+        lua_pop(L, 1);
+    } else {
         pl_lua_handle *u;
         lua_pushvalue(L, lua_upvalueindex(5)); /* "_h" */
         lua_rawget(L, 1);
