@@ -404,10 +404,9 @@ static void idle_done(pl_aio *a, pl_aio_done *w, int code)
     w->http_status = w->retryable = 0;
     if (code == PL_ETIMEOUT)
         snprintf(w->text, sizeof w->text, "background work still under way at the time limit");
-    else if (code == PL_ECANCELED) {
+    else if (code == PL_ECANCELED)
         snprintf(w->text, sizeof w->text, "cancelled");
-        a->st.cancelled++;
-    } else
+    else
         w->text[0] = '\0';
     done_push(a, w);
 }

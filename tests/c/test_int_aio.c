@@ -365,11 +365,16 @@ static void test_idle(void)
     CHECK_EQ(idle_code(id, &kind), PL_ETIMEOUT);
     CHECK(pl_now_mono_ms() - t0 < 2500);
     CHECK_EQ(background(), 1);
-    /* cancelled: PL_ECANCELED at once; a second cancel finds nothing */
+    /* cancelled: PL_ECANCELED at once; a second cancel finds nothing. A waiter is no
+     * operation: its cancel is not counted in cancelled */
+    pl_aio_stats before, after;
+    REQUIRE(pl_aio_stats_get(aio, &before) == PL_OK);
     REQUIRE(pl_aio_idle(aio, &id, -1) == PL_OK);
     CHECK_EQ(pl_aio_cancel(aio, id), PL_OK);
     CHECK_EQ(idle_code(id, &kind), PL_ECANCELED);
     CHECK_EQ(pl_aio_cancel(aio, id), PL_EINVAL);
+    REQUIRE(pl_aio_stats_get(aio, &after) == PL_OK);
+    CHECK_EQ(after.cancelled, before.cancelled);
     CHECK_EQ(background(), 1);
     /* the end of the held-back unlock */
     REQUIRE(pl_aio_idle(aio, &id, -1) == PL_OK);
