@@ -70,7 +70,10 @@ int pl_lua_schedule_new(lua_State *L)
     lua_sched *ls;
     cfg.jitter = -1.0;       /* the defaults, as the C renewer's (PL_RENEWER_OPTIONS_INIT) */
     cfg.first_jitter = -1.0; /* from jitter, as the C renewer */
-    cfg.seed = (uint64_t)luaL_optnumber(L, 1, 1);
+    lua_Number seed = luaL_optnumber(L, 1, 1);
+    /* checked before the cast: a negative, NaN or huge seed would be undefined */
+    luaL_argcheck(L, seed >= 0 && seed <= 9007199254740992.0, 1, "seed must be 0..2^53");
+    cfg.seed = (uint64_t)seed;
     ls = (lua_sched *)lua_newuserdata(L, sizeof *ls);
     ls->live = 0;
     if (luaL_newmetatable(L, SCHED_MT)) {

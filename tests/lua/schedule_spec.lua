@@ -3,6 +3,12 @@
 local core = require "peeklock.core"
 
 describe("core.schedule (" .. (jit and jit.version or _VERSION) .. ")", function()
+  it("refuses a seed that is no count (checked before the C cast)", function()
+    for _, bad in ipairs({ -1, 0 / 0, 2 ^ 64, math.huge }) do
+      assert.has_error(function() core.schedule_new(bad) end)
+    end
+  end)
+
   it("renews at the round-trip margin before expiry when that comes before half-time", function()
     local s = core.schedule_new(1)
     assert.equal(1000, core.schedule_margin(s)) -- the floor, with no round trip measured
