@@ -17,15 +17,13 @@ local I = require "peeklock.internal"
 local type, tostring, error = type, tostring, error
 local setmetatable, rawget, rawset, pcall, pairs = setmetatable, rawget, rawset, pcall, pairs
 local floor = math.floor
--- (the self checks compare metatables by identity, as peeklock.internal's do)
-local metatable_of = debug and debug.getmetatable or getmetatable
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 
 local new_error, last_error, closed_error, raise = I.new_error, I.last_error, I.closed_error, I.raise
 local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
-local freed_error, bad_message_self = I.freed_error, I.bad_message_self
+local freed_error = I.freed_error
 local outgoing_error, batch_from, settle_handles = I.outgoing_error, I.batch_from, I.settle_handles
 local with_lock_args, run_held, process_args, new_summary = I.with_lock_args, I.run_held, I.process_args, I.new_summary
 local Message, Client, DateTime = I.Message, I.Client, I.DateTime
@@ -147,11 +145,11 @@ function Message.__close(self)
 end
 
 -- msg:<op>() through its client's _settle (the blocking client's is a native, peeklock.resty's
--- settles over cosockets), with check_message's checks written in (no frame of its own).
+-- settles over cosockets), after check_message's checks.
 local function settle_method(op)
   return function(self)
-    if metatable_of(self) ~= Message then bad_message_self(self, op) end
-    if not self._h then return nil, freed_error(op) end
+    local h, err = check_message(self, op)
+    if not h then return nil, err end
     return self._client:_settle(self, op)
   end
 end

@@ -818,7 +818,6 @@ return {
   Client = Client,
   check_message = check_message,
   freed_error = freed_error,
-  bad_message_self = bad_message_self,
   wrap_message = wrap_message,
   closed_error = closed_error,
   check_client = check_client,
