@@ -62,6 +62,7 @@ local MALFORMED = "malformed"    -- an answer came that cannot be read (never re
 local ANSWERED = "answered"      -- the C core interpreted an answer (status error)
 local CUT = "cut"                -- a long poll cut at worker exit before any answer came
 
+local RESTY_POOL_SIZE = 32 -- (pool_size absent or 0; see Client.new below)
 local TRANSPORT_ERRNO = { timeout = core.PL_ETIMEOUT, connection = core.PL_ECONNECT, protocol = core.PL_EPROTOCOL }
 
 local function transport_error(code, op, what, detail)
@@ -364,7 +365,10 @@ function M.client(opts)
   c._send_timeout_ms = core.pl_client_request_timeout_ms(c._h)
   c._request_timeout_ms = c._send_timeout_ms
   c._keepalive_ms = opts.keepalive_ms or 60000
-  c._pool_size = core.pl_client_pool_size(c._h) -- (the cosockets kept: as many as the C client keeps)
+  -- the cosockets kept: pool_size when given (the core checked it); else RESTY_POOL_SIZE, larger
+  -- than the C client's default because nginx shares one pool per worker and host among every
+  -- light thread of every client, where the C client keeps a pool of its own
+  c._pool_size = (opts.pool_size or 0) > 0 and core.pl_client_pool_size(c._h) or RESTY_POOL_SIZE
   c._ssl_verify = opts.ssl_verify ~= false
   c._metrics = client_metrics(opts)
   if c._metrics then -- (server.address: the endpoint's host)
@@ -717,7 +721,7 @@ function Client:_finish_held(r, msg, mh, ok)
   if op then
     local sok, serr = self:_settle(msg, op)
     if not sok and core.pl_message_lock_state(mh) == HELD then return core.PL_FINISH_HELD, serr end
-    sent = sok or serr.errno ~= core.PL_ESTATE
+    sent = sok or serr.errno ~= core.PL_ESTATE -- (PL_ESTATE: the handler's settle came first, as hold.c reads it)
   end
   return core.pl_finish_outcome(mh, sent and 1 or 0)
 end

@@ -51,7 +51,7 @@ function H.lock()
     function(msg)
       body, id = msg.body, msg.message_id
       local st = c:renewer_stats()
-      local base, wbase = st and st.renewals or 0, st.wakeups
+      local base, wbase = st.renewals, st.wakeups
       held = st.held
       local start = ngx.now()
       local hold = tonumber(a.hold) or 0
@@ -60,7 +60,7 @@ function H.lock()
         ngx.sleep(0.05)
         got = c:renewer_stats().renewals - base
       end
-      wakeups = wbase and c:renewer_stats().wakeups - wbase
+      wakeups = c:renewer_stats().wakeups - wbase
       if a.until_lost then -- wait for the renewer to find the lock gone (the test expires it)
         while msg.lock_state == "held" and ngx.now() < deadline do ngx.sleep(0.05) end
         return "after " .. tostring(msg.lock_state)

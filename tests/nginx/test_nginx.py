@@ -553,7 +553,7 @@ def main():
             assert r["refused_unknown"] and "unknown option 'bogus_opt'" in r["err_unknown"], r
             assert r["requests"] == 2 and r["reused"] >= 1 and r["sent"] == 2, r
             assert r["timeouts"] == "10000/30000/30000 10000/7000/7000", r
-            assert r["pools"] == "8 3", r  # the C client's pool_size: PL_DEFAULT_POOL_SIZE, or the option
+            assert r["pools"] == "32 3", r  # resty's own default (one pool per worker), or the option
             assert len(emu.entity_state("counted")["messages"]) == before + 2
 
         def blocking_require_warns():
