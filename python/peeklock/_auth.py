@@ -11,6 +11,11 @@ from typing import Callable, Optional, Tuple, Union
 from . import _core
 from ._validate import _check_seconds, _check_str, _unix
 
+# A management request's SAS token is signed anew for each request, so it needs to live only
+# as long as the request: a header leaked from a debug log or a proxy is good for minutes, not
+# the hour of the tokens the core keeps and reuses (PL_DEFAULT_TOKEN_LIFETIME_S).
+_MANAGEMENT_TOKEN_LIFETIME_S = 300
+
 
 class ConnectionString:
     """A parsed connection string. ``repr`` never shows the key or token."""
@@ -115,6 +120,6 @@ def management_authorization(
         return bearer
     if key is not None and key_name is not None:
         kn, k = key_name, key
-        return lambda audience: sas_token(audience, kn, k)  # the core's token lifetime
+        return lambda audience: sas_token(audience, kn, k, lifetime=_MANAGEMENT_TOKEN_LIFETIME_S)
     fixed = token or ""
     return lambda audience: fixed
