@@ -235,17 +235,25 @@ def _receive_failed(s: "ProcessSummary", exc: Error, held: List[Dict[str, Any]],
     consumer's next receive, or -1 when waiting cannot mend it and the run ends
     with it (``s.error``, logged at ERROR by the first consumer to meet it).
     ``failures``: the consumer's consecutive failed receives, this one included."""
+    pause, log = _count_receive_failure(s, exc, failures)
+    if log:
+        _log_receive_failure(s.entity, exc, held, pause)
+    return pause
+
+
+def _count_receive_failure(s: "ProcessSummary", exc: Error, failures: int) -> Tuple[float, bool]:
+    """_receive_failed's counting, for a caller that holds a lock while it counts
+    and logs after: the pause (-1: the run ends) and whether this call logs."""
     s.errors += 1
     _remember(s, f"receive: {exc}")
     ms = _core.pl_receive_pause_ms(exc.code, int(exc.retryable), failures)
     if ms < 0:
-        if s.error is None:
+        first = s.error is None
+        if first:
             s.error = exc
             s.stopped_by = "error"
-            _log_receive_failure(s.entity, exc, held, -1)
-        return -1.0
-    _log_receive_failure(s.entity, exc, held, ms / 1000)
-    return ms / 1000
+        return -1.0, first
+    return ms / 1000, True
 
 
 def _raise_error(s: "ProcessSummary") -> "ProcessSummary":
@@ -469,8 +477,10 @@ class Processor:
         except Error as e:
             self._unclaim()
             self._consumer.failures += 1
-            with self._lock:
-                pause = _receive_failed(self.summary, e, held.records, self._consumer.failures)
+            with self._lock:  # (logged after: a log handler's I/O holds up no other worker)
+                pause, log = _count_receive_failure(self.summary, e, self._consumer.failures)
+            if log:
+                _log_receive_failure(self.entity, e, held.records, pause)
             if pause < 0:
                 self.stop_event.set()
             else:

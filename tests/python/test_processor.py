@@ -583,3 +583,30 @@ def test_process_on_a_client_closed_under_it_ends_quietly_as_closed(emu, queue):
         client.close()
     assert s.stopped_by == "closed" and s.error is None, s
     assert "stopped by closed" in str(s)
+
+
+def test_a_failed_receive_is_logged_outside_the_processor_s_lock(emu, make_queue):
+    """A log handler's I/O (a file, a network exporter) must not hold up the other
+    workers: the processor logs a failed receive after releasing its lock."""
+    from peeklock.processor import Processor
+
+    q = make_queue()
+    client = peeklock.Client.from_connection_string(emu.connection_string, max_retries=0)
+    seen = []
+
+    class Probe(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith(f"receive from {q} "):
+                seen.append(proc._lock.locked())
+                proc.stop_event.set()
+
+    proc = Processor(client, q, lambda m: None, concurrency=1, poll_timeout=1, handle_signals=False)
+    probe = Probe(level=logging.WARNING)
+    logging.getLogger("peeklock").addHandler(probe)
+    try:
+        emu.fault(operation="peek_lock", entity=q, status=503, count=1)
+        proc.run()
+    finally:
+        logging.getLogger("peeklock").removeHandler(probe)
+        client.close()
+    assert seen == [False]
