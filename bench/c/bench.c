@@ -462,6 +462,15 @@ static double median(const double *v, int n)
     return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
 }
 
+/* Median of d (sorted in place) and its interquartile range. */
+static double median_iqr(double *d, int n, double *q1, double *q3)
+{
+    qsort(d, (size_t)n, sizeof(double), cmp_double);
+    *q1 = d[n / 4];
+    *q3 = d[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
+    return median(d, n);
+}
+
 /* Median of the per-round differences p[i] - r[i] (the two sides of a round ran
  * back to back, so load from elsewhere hits both alike), and its spread as the
  * interquartile range. */
@@ -469,23 +478,31 @@ static double median_diff(const double *p, const double *r, int n, double *q1, d
 {
     double d[MAX_ROUNDS];
     for (int i = 0; i < n; i++) d[i] = p[i] - r[i];
-    qsort(d, (size_t)n, sizeof(double), cmp_double);
-    *q1 = d[n / 4];
-    *q3 = d[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
-    return median(d, n);
+    return median_iqr(d, n, q1, q3);
+}
+
+/* Median of the per-round ratios p[i] / r[i], paired alike: a slow spell that
+ * lasts a round moves both sides of it. */
+static double median_ratio(const double *p, const double *r, int n, double *q1, double *q3)
+{
+    double q[MAX_ROUNDS];
+    for (int i = 0; i < n; i++) q[i] = p[i] / r[i];
+    return median_iqr(q, n, q1, q3);
 }
 
 /* One line: series p against series base (named base_name), per request. */
 static void report(const char *target, const char *what, int per_op_requests, const series *p,
                    const char *base_name, const series *r)
 {
-    double q1, q3, k = per_op_requests;
+    double q1, q3, w1, w3, k = per_op_requests;
     double pw = median(p->wall, p->n), rw = median(r->wall, r->n);
+    double wr = median_ratio(p->wall, r->wall, p->n, &w1, &w3);
     double dc = median_diff(p->cpu, r->cpu, p->n, &q1, &q3);
-    printf("%-9s %-21s %6ld ops x2 (%d rounds, medians) | wall %7.1f us/op vs %s %7.1f (ratio %.3f) | "
+    printf("%-9s %-21s %6ld ops x2 (%d rounds, medians) | wall %7.1f us/op vs %s %7.1f (ratio %.3f, "
+           "IQR %.3f..%.3f) | "
            "client CPU %6.1f vs %s %6.1f us/op, extra per request %+.2f us (IQR %+.2f..%+.2f) | "
            "reuse %.2f%% vs %s %.2f%%\n",
-           target, what, p->ops, p->n, pw, base_name, rw, pw / rw, median(p->cpu, p->n), base_name,
+           target, what, p->ops, p->n, pw, base_name, rw, wr, w1, w3, median(p->cpu, p->n), base_name,
            median(r->cpu, r->n), dc / k, q1 / k, q3 / k,
            p->requests ? 100.0 * (double)p->reused / (double)p->requests : 0, base_name,
            r->requests ? 100.0 * (double)r->reused / (double)r->requests : 0);
