@@ -162,8 +162,8 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
   PL_D(lateness_p99_ms) PL_D(rtt_p99_ms) PL_F(state_bytes)
 #undef PL_F
 #undef PL_D
-  lua_createtable(L, 6, 0);
-  for (i = 0; i < 6; i++) { pl_lua_pushint64(L, (int64_t)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
+  lua_createtable(L, PL_SLACK_BUCKETS, 0);
+  for (i = 0; i < PL_SLACK_BUCKETS; i++) { pl_lua_pushint64(L, (int64_t)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
   lua_setfield(L, -2, "slack_buckets");
   SWIG_arg++;
 }

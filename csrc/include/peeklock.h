@@ -695,6 +695,9 @@ PL_EXTERN int pl_event_will_retry(const pl_event *e);
  * 0 for other events. */
 PL_EXTERN int64_t pl_event_slack_ms(const pl_event *e);
 
+/* Number of slack histogram buckets in pl_renewer_stats (bounds below). */
+#define PL_SLACK_BUCKETS 6
+
 typedef struct pl_renewer_stats {
     uint64_t held;     /* locks being renewed now */
     uint64_t renewals; /* successful renewals */
@@ -706,7 +709,7 @@ typedef struct pl_renewer_stats {
     double rtt_p99_ms;
     /* Slack histogram: lock time left when a renewal completed, in buckets of
      * <1%, <5%, <10%, <25%, <50%, >=50% of the lock duration. */
-    uint64_t slack_buckets[6];
+    uint64_t slack_buckets[PL_SLACK_BUCKETS];
     uint64_t state_bytes; /* library memory held for renewal state */
 } pl_renewer_stats;
 
