@@ -60,8 +60,7 @@ PL_LUA_OUT_HANDLE(pl_request)
 PL_LUA_OUT_HANDLE(pl_response)
 
 /* Handle arguments must be live: nil or a freed handle is an error, never a NULL
- * reaching C (pl_response_result's message, pl_renewer_finish's renewer and
- * pl_renewer_stats_get's renewer, nil: zeros, are the optional handles). */
+ * reaching C, except for the parameters the header names <x>_or_null (below). */
 %define PL_LUA_LIVE_HANDLE(TYPE)
 /* Only our own handles convert: a foreign userdata or a lightuserdata would otherwise
  * be taken for a SWIG object and dereferenced. */
@@ -69,9 +68,7 @@ PL_LUA_OUT_HANDLE(pl_response)
   if (pl_lua_arg(L, $input, &pl_lua_kind_ ## TYPE, (void **)&$1, "$symname", $argnum) < 0) SWIG_fail;
 }
 %typemap(check) TYPE *, const TYPE * {
-  if (!$1 && strcmp("$symname", "pl_response_result") != 0 &&
-      !(strcmp("$symname", "pl_renewer_finish") == 0 && $argnum == 1) &&
-      strcmp("$symname", "pl_renewer_stats_get") != 0) {
+  if (!$1) {
     pl_lua_pusherror(L, "%s: argument %d must be a live " #TYPE " (got nil or a freed handle)", "$symname",
                      $argnum);
     SWIG_fail;
@@ -87,6 +84,9 @@ PL_LUA_LIVE_HANDLE(pl_renewer)
 PL_LUA_LIVE_HANDLE(pl_event)
 PL_LUA_LIVE_HANDLE(pl_request)
 PL_LUA_LIVE_HANDLE(pl_response)
+/* The header's <x>_or_null parameters take nil (NULL), as the header says: by name,
+ * whatever the function (SWIG matches a parameter's type and name before its type). */
+%typemap(check) pl_renewer *r_or_null, pl_message *m_or_null ""
 
 /* Borrowed handles returned by value (pl_event_message): not owned. */
 %typemap(out) pl_message * {
@@ -162,8 +162,8 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
   PL_D(lateness_p99_ms) PL_D(rtt_p99_ms) PL_F(state_bytes)
 #undef PL_F
 #undef PL_D
-  lua_createtable(L, 6, 0);
-  for (i = 0; i < 6; i++) { pl_lua_pushint64(L, (int64_t)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
+  lua_createtable(L, PL_SLACK_BUCKETS, 0);
+  for (i = 0; i < PL_SLACK_BUCKETS; i++) { pl_lua_pushint64(L, (int64_t)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
   lua_setfield(L, -2, "slack_buckets");
   SWIG_arg++;
 }

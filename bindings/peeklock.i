@@ -143,6 +143,8 @@ struct pl_aio_done {};
   int pl_aio_unlock_detached, int pl_aio_cancel, int pl_aio_close, int pl_aio_finish,
   int pl_aio_idle
 };
+/* (pl_redact is left out on purpose: a binding calls it while making an error, so
+ * it fails by returning no string (None / nil), never by raising another error.) */
 
 /* The asynchronous engine (pl_aio_*) is bound by languages that define
  * PL_BIND_AIO and provide its hooks (uint64_t *id out, pl_aio / pl_aio_done

@@ -160,22 +160,30 @@ PL_PY_OUT_OBJECT(pl_response)
     $1 = &tmp;
 }
 %typemap(argout) pl_renewer_stats *out {
+    PyObject *buckets = PyTuple_New(PL_SLACK_BUCKETS);
+    Py_ssize_t i;
     Py_XDECREF($result);
-    $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:(KKKKKK),s:K}",
-        "held", (unsigned long long)tmp$argnum.held,
-        "renewals", (unsigned long long)tmp$argnum.renewals,
-        "failures", (unsigned long long)tmp$argnum.failures,
-        "lost", (unsigned long long)tmp$argnum.lost,
-        "cap_reached", (unsigned long long)tmp$argnum.cap_reached,
-        "threads", (unsigned long long)tmp$argnum.threads,
-        "lateness_p99_ms", tmp$argnum.lateness_p99_ms,
-        "rtt_p99_ms", tmp$argnum.rtt_p99_ms,
-        "slack_buckets",
-        (unsigned long long)tmp$argnum.slack_buckets[0], (unsigned long long)tmp$argnum.slack_buckets[1],
-        (unsigned long long)tmp$argnum.slack_buckets[2], (unsigned long long)tmp$argnum.slack_buckets[3],
-        (unsigned long long)tmp$argnum.slack_buckets[4], (unsigned long long)tmp$argnum.slack_buckets[5],
-        "state_bytes", (unsigned long long)tmp$argnum.state_bytes));
+    $result = NULL;
+    for (i = 0; buckets && i < PL_SLACK_BUCKETS; i++) {
+        PyObject *n = PyLong_FromUnsignedLongLong((unsigned long long)tmp$argnum.slack_buckets[i]);
+        if (!n) Py_CLEAR(buckets);
+        else PyTuple_SET_ITEM(buckets, i, n);
+    }
+    if (buckets) {
+        $result = Py_BuildValue(
+            "{s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:O,s:K}",
+            "held", (unsigned long long)tmp$argnum.held,
+            "renewals", (unsigned long long)tmp$argnum.renewals,
+            "failures", (unsigned long long)tmp$argnum.failures,
+            "lost", (unsigned long long)tmp$argnum.lost,
+            "cap_reached", (unsigned long long)tmp$argnum.cap_reached,
+            "threads", (unsigned long long)tmp$argnum.threads,
+            "lateness_p99_ms", tmp$argnum.lateness_p99_ms,
+            "rtt_p99_ms", tmp$argnum.rtt_p99_ms,
+            "slack_buckets", buckets,
+            "state_bytes", (unsigned long long)tmp$argnum.state_bytes);
+        Py_DECREF(buckets);
+    }
 }
 
 /* pl_renewer_finish's outcome: the return value (the status typemap left None). */

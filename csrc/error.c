@@ -382,3 +382,120 @@ void pl_http_date_format(char *buf, size_t buflen, int64_t t)
     snprintf(buf, buflen, "%s, %02d %s %04lld %02d:%02d:%02d GMT", day_names[wd], d, month_names[m - 1],
              (long long)y, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
 }
+
+/* ---- redaction ------------------------------------------------------------ */
+
+static int starts_ci(const char *p, const char *end, const char *lit)
+{
+    size_t n = strlen(lit);
+    return (size_t)(end - p) >= n && pl_strncaseeq(p, lit, n);
+}
+
+static int is_space(unsigned char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* Length of the value at p: up to end, whitespace, a quote or one of stops. */
+static size_t value_len(const char *p, const char *end, const char *stops)
+{
+    const char *q = p;
+    while (q < end && *q && !is_space((unsigned char)*q) && *q != '"' && *q != '\'' && !strchr(stops, *q))
+        q++;
+    return (size_t)(q - p);
+}
+
+static size_t token68_len(const char *p, const char *end) /* A-Z a-z 0-9 . _ ~ + / = - */
+{
+    const char *q = p;
+    while (q < end && *q && (isalnum((unsigned char)*q) || strchr("._~+/=-", *q))) q++;
+    return (size_t)(q - p);
+}
+
+static int is_guid(const char *p, const char *end)
+{
+    if (end - p < 36) return 0;
+    for (int i = 0; i < 36; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? p[i] != '-' : !isxdigit((unsigned char)p[i])) return 0;
+    }
+    return 1;
+}
+
+/* One secret form at p: *keep bytes are copied, then *skip more are replaced by
+ * *with. 0 when no form starts at p. */
+static int secret_at(const char *p, const char *end, size_t *keep, size_t *skip, const char **with)
+{
+    static const struct {
+        const char *name, *stops;
+    } keyed[] = {{"sig=", "&"}, {"SharedAccessKey=", ";"}, {"SharedSecretValue=", ";"}};
+    *with = "<redacted>";
+    for (size_t i = 0; i < sizeof keyed / sizeof keyed[0]; i++) {
+        size_t k = strlen(keyed[i].name);
+        if (starts_ci(p, end, keyed[i].name) && (*skip = value_len(p + k, end, keyed[i].stops)) > 0) {
+            *keep = k;
+            return 1;
+        }
+    }
+    if (starts_ci(p, end, "SharedAccessSignature")) { /* "SharedAccessSignature[=] sr=..." */
+        const char *q = p + 21;
+        if (q < end && *q == '=') q++;
+        while (q < end && is_space((unsigned char)*q)) q++;
+        size_t v = starts_ci(q, end, "sr=") ? value_len(q + 3, end, ";") : 0;
+        if (v > 0) {
+            *keep = (size_t)(q - p);
+            *skip = 3 + v;
+            return 1;
+        }
+    }
+    if (starts_ci(p, end, "Bearer") && p + 6 < end && is_space((unsigned char)p[6])) {
+        const char *q = p + 6;
+        while (q < end && is_space((unsigned char)*q)) q++;
+        size_t v = token68_len(q, end);
+        if (v >= 8) {
+            *keep = (size_t)(q - p);
+            *skip = v;
+            return 1;
+        }
+    }
+    if (is_guid(p, end)) { /* a lock token (or any other GUID) */
+        *keep = 0;
+        *skip = 36;
+        *with = "<guid>";
+        return 1;
+    }
+    return 0;
+}
+
+int pl_redact_append(pl_buf *b, const char *text, size_t n)
+{
+    const char *p = text, *end = text + n, *copied = text;
+    while (p < end) {
+        size_t keep, skip;
+        const char *with;
+        if (!secret_at(p, end, &keep, &skip, &with)) {
+            p++;
+            continue;
+        }
+        pl_buf_append(b, copied, (size_t)(p - copied) + keep);
+        pl_buf_puts(b, with);
+        p += keep + skip;
+        copied = p;
+    }
+    return pl_buf_append(b, copied, (size_t)(end - copied));
+}
+
+/* Leaves the thread's last error alone: a binding calls it while reporting one. */
+int pl_redact(char **out, const char *text)
+{
+    if (!out) return PL_EINVAL;
+    *out = NULL;
+    if (!text) return PL_EINVAL;
+    pl_buf b = PL_BUF_INIT;
+    if (pl_redact_append(&b, text, strlen(text)) != PL_OK || !b.data) {
+        pl_buf_free(&b);
+        return PL_ENOMEM;
+    }
+    *out = b.data;
+    return PL_OK;
+}

@@ -50,6 +50,8 @@ char *pl_strdup(const char *s); /* NULL-safe, NULL on OOM */
 char *pl_strndup(const char *s, size_t n);
 int pl_strcaseeq(const char *a, const char *b); /* ASCII case-insensitive equality */
 int pl_strncaseeq(const char *a, const char *b, size_t n);
+/* Appends text (n bytes) to b with pl_redact's rules: 0 or PL_ENOMEM. */
+int pl_redact_append(pl_buf *b, const char *text, size_t n);
 
 /* Percent-encodes src (n bytes): unreserved characters (A-Z a-z 0-9 - _ . ~) and
  * those in `keep` stay, everything else becomes %XX (uppercase hex when upper,

@@ -120,7 +120,7 @@ struct pl_renewer {
     uint64_t ev_dropped;
 
     uint64_t renewals, failures, lost, cap_reached;
-    uint64_t slack[6];
+    uint64_t slack[PL_SLACK_BUCKETS];
     pl_hist lateness;
 };
 

@@ -582,8 +582,10 @@ static int echoes_secret(const char *start, const char *end, const pl_request *r
     return r;
 }
 
-/* Copies the <Detail> text (or the body) into out, dropping control characters. An
- * answer that echoes anything like a secret (echoes_secret) is withheld whole. */
+/* Copies the <Detail> text (or the body) into out, control characters as spaces,
+ * the client's own secret and every secret form (pl_redact) as <redacted>. An
+ * answer that echoes anything like a request's secret (echoes_secret) is withheld
+ * whole. */
 static void error_detail(char *out, size_t outlen, const pl_response *resp, const pl_request *req,
                          const char *secret)
 {
@@ -600,24 +602,25 @@ static void error_detail(char *out, size_t outlen, const pl_response *resp, cons
         snprintf(out, outlen, "(detail withheld: the answer echoed what may be a secret)");
         return;
     }
-    size_t o = 0;
-    for (const char *p = start; p < end && o + 1 < outlen; p++) {
-        if (secret && *secret && pl_strncaseeq(p, secret, strlen(secret))) {
-            const char *r = "<redacted>";
-            for (; *r && o + 1 < outlen; r++) out[o++] = *r;
-            p += strlen(secret) - 1;
-            continue;
-        }
-        if (pl_strncaseeq(p, "sig=", 4)) {
-            const char *r = "sig=<redacted>";
-            for (; *r && o + 1 < outlen; r++) out[o++] = *r;
-            while (p + 1 < end && p[1] != '&' && p[1] != ' ' && p[1] != '<') p++;
+    pl_buf plain = PL_BUF_INIT, red = PL_BUF_INIT;
+    size_t slen = secret ? strlen(secret) : 0;
+    for (const char *p = start; p < end; p++) {
+        if (slen && (size_t)(end - p) >= slen && pl_strncaseeq(p, secret, slen)) {
+            pl_buf_puts(&plain, "<redacted>");
+            p += slen - 1;
             continue;
         }
         unsigned char c = (unsigned char)*p;
-        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+        char ch = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+        pl_buf_append(&plain, &ch, 1);
     }
-    out[o] = '\0';
+    if (!plain.oom) pl_redact_append(&red, plain.data ? plain.data : "", plain.len);
+    if (plain.oom || red.oom)
+        snprintf(out, outlen, "(detail withheld: out of memory)");
+    else
+        snprintf(out, outlen, "%s", red.data ? red.data : "");
+    pl_buf_free(&plain);
+    pl_buf_free(&red);
 }
 
 static int contains_ci(const char *hay, size_t n, const char *needle)

@@ -16,6 +16,9 @@
  *    returns the message it hands over (NULL when there is none).
  *  - Borrowed pointers (const char * returned by accessors) live as long as the
  *    object they were read from, unless stated otherwise.
+ *  - A handle parameter named <x>_or_null may be NULL (its comment says what NULL
+ *    means there). The bindings go by the name: the Lua module refuses nil for
+ *    every other handle parameter.
  *  - No secret (SAS key, signature, lock token) ever appears in an error message.
  *
  * Thread safety: a pl_client may be used by many threads at once. A pl_message
@@ -113,6 +116,18 @@ PL_EXTERN void pl_error_clear(void);
 
 /* Frees memory returned through a char **out (tokens, strings). Accepts NULL. */
 PL_EXTERN void pl_free(void *p);
+
+/* The one list of secret forms, for text that may carry one (a server's error
+ * detail, a message a binding shows): *out = text with the value after each of
+ * sig=, SharedAccessKey=, SharedSecretValue=, "SharedAccessSignature[=] sr=..."
+ * and "Bearer <8 or more token characters>" replaced by <redacted> (the name is
+ * kept; names match in any case), and every GUID (a lock token looks like one)
+ * replaced by <guid>. A value runs to whitespace, a quote, or '&' (sig) or ';'
+ * (the others). Freed with pl_free. Redacting redacted text changes nothing.
+ * PL_OK, PL_EINVAL (NULL argument) or PL_ENOMEM; pl_error_last() is left as it
+ * was (a binding redacts the message of the error it is reporting). Pure; any
+ * thread. */
+PL_EXTERN int pl_redact(char **out, const char *text);
 
 /* ------------------------------------------------------------------------ */
 /* SAS tokens and connection strings (pure, no I/O)                           */
@@ -652,7 +667,7 @@ PL_EXTERN void pl_renewer_free(pl_renewer *r);
 #define PL_FINISH_CLOSED  6 /* abandoned by pl_renewer_close(r, 1) while the handler ran */
 #define PL_FINISH_HELD    7 /* still held: this call's settle failed and did not happen */
 PL_EXTERN int pl_renewer_hold(pl_renewer *r, pl_message *m, int64_t max_ms);
-PL_EXTERN int pl_renewer_finish(pl_renewer *r, pl_message *m, int handler_ok, int *outcome);
+PL_EXTERN int pl_renewer_finish(pl_renewer *r_or_null, pl_message *m, int handler_ok, int *outcome);
 /* What became of m after a finish, read from its own state as pl_renewer_finish
  * reads it (PL_FINISH_*); sent: the finish sent the settle itself (pl_aio_finish
  * gave an id). For pl_aio_finish, the non-blocking pl_renewer_finish. */
@@ -695,6 +710,9 @@ PL_EXTERN int pl_event_will_retry(const pl_event *e);
  * 0 for other events. */
 PL_EXTERN int64_t pl_event_slack_ms(const pl_event *e);
 
+/* Number of slack histogram buckets in pl_renewer_stats (bounds below). */
+#define PL_SLACK_BUCKETS 6
+
 typedef struct pl_renewer_stats {
     uint64_t held;     /* locks being renewed now */
     uint64_t renewals; /* successful renewals */
@@ -706,13 +724,13 @@ typedef struct pl_renewer_stats {
     double rtt_p99_ms;
     /* Slack histogram: lock time left when a renewal completed, in buckets of
      * <1%, <5%, <10%, <25%, <50%, >=50% of the lock duration. */
-    uint64_t slack_buckets[6];
+    uint64_t slack_buckets[PL_SLACK_BUCKETS];
     uint64_t state_bytes; /* library memory held for renewal state */
 } pl_renewer_stats;
 
 /* Fills *out with r's figures. r NULL (no renewer yet) fills *out with zeros and
  * returns PL_OK, so a binding shows "nothing counted" with the same fields. */
-PL_EXTERN int pl_renewer_stats_get(pl_renewer *r, pl_renewer_stats *out);
+PL_EXTERN int pl_renewer_stats_get(pl_renewer *r_or_null, pl_renewer_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* Asynchronous engine: operations for event loops, without a thread per call */
@@ -775,7 +793,7 @@ PL_EXTERN int pl_aio_complete(pl_aio *a, uint64_t *id, pl_message *m);
  * there is nothing to send (the handler settled m or is settling it, the lock was
  * lost, a close abandoned it), PL_OK with *id 0: pl_finish_outcome(m, 0) says
  * it now. PL_ESTATE for a receive-and-delete message, else a submit's error. */
-PL_EXTERN int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r, int handler_ok);
+PL_EXTERN int pl_aio_finish(pl_aio *a, uint64_t *id, pl_message *m, pl_renewer *r_or_null, int handler_ok);
 /* Abandons m in the background: no completion; counted in
  * pl_aio_stats.cancel_abandoned. For a lock that reached a caller who no longer
  * wants it (a receive cancelled in the event loop after its answer came, a
@@ -903,10 +921,11 @@ PL_EXTERN int pl_response_set_body(pl_response *resp, const void *body, size_t l
 
 /* Interprets resp as the answer to req. For receives: PL_OK with *out set, or
  * PL_EMPTY. For settles: updates m's lock state and expiry as the blocking calls
- * do (sent_mono_ms is when the request went out). For sends: PL_OK. Otherwise a
- * negative code with pl_error_last() filled in. out may be NULL for non-receives. */
-PL_EXTERN int pl_response_result(pl_message **out, pl_client *client, const pl_request *req, pl_message *m,
-                                 const pl_response *resp, int64_t sent_mono_ms);
+ * do (sent_mono_ms is when the request went out); m is NULL for the others. For
+ * sends: PL_OK. Otherwise a negative code with pl_error_last() filled in. out may
+ * be NULL for non-receives. */
+PL_EXTERN int pl_response_result(pl_message **out, pl_client *client, const pl_request *req,
+                                 pl_message *m_or_null, const pl_response *resp, int64_t sent_mono_ms);
 
 /* The error an HTTP status stands for, by the table every answer of the REST API is read
  * by: 400 PL_EBADREQUEST, 401 PL_EAUTH, 403 PL_EAUTH or PL_ETOOLARGE (body, which may be

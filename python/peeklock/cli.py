@@ -664,9 +664,12 @@ def cmd_token(args: argparse.Namespace) -> int:
             "token needs a key: --key-name and --key, or a connection "
             "string with SharedAccessKeyName and SharedAccessKey"
         )
-    if args.expiry <= 0:
-        raise UsageError("--expiry is a lifetime in seconds and must be positive")
-    print(sas_token(uri, key_name, key, lifetime=args.expiry))
+    try:
+        token = sas_token(uri, key_name, key, lifetime=args.expiry)
+    except ValueError as e:  # sas_token's rule for a lifetime, told by the flag's name
+        why = str(e)
+        raise UsageError("--expiry" + why[len("lifetime") :] if why.startswith("lifetime ") else why) from None
+    print(token)
     return EXIT_OK
 
 

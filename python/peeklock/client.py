@@ -269,40 +269,31 @@ class Message:
     def entity(self) -> str:
         return str(_core.pl_message_entity(self._h))
 
-    def _broker(self, field: str) -> Optional[str]:
-        return _core.pl_message_broker(self._h, field)
+    if TYPE_CHECKING:  # the BrokerProperties string fields: made from the core's table below
 
-    @property
-    def label(self) -> Optional[str]:
-        return self._broker("Label")
+        @property
+        def label(self) -> Optional[str]: ...
 
-    @property
-    def correlation_id(self) -> Optional[str]:
-        return self._broker("CorrelationId")
+        @property
+        def correlation_id(self) -> Optional[str]: ...
 
-    @property
-    def session_id(self) -> Optional[str]:
-        return self._broker("SessionId")
+        @property
+        def session_id(self) -> Optional[str]: ...
 
-    @property
-    def partition_key(self) -> Optional[str]:
-        return self._broker("PartitionKey")
+        @property
+        def partition_key(self) -> Optional[str]: ...
 
-    @property
-    def reply_to(self) -> Optional[str]:
-        return self._broker("ReplyTo")
+        @property
+        def reply_to(self) -> Optional[str]: ...
 
-    @property
-    def reply_to_session_id(self) -> Optional[str]:
-        return self._broker("ReplyToSessionId")
+        @property
+        def reply_to_session_id(self) -> Optional[str]: ...
 
-    @property
-    def to(self) -> Optional[str]:
-        return self._broker("To")
+        @property
+        def to(self) -> Optional[str]: ...
 
-    @property
-    def via_partition_key(self) -> Optional[str]:
-        return self._broker("ViaPartitionKey")
+        @property
+        def via_partition_key(self) -> Optional[str]: ...
 
     @property
     def dead_letter_reason(self) -> Optional[str]:
@@ -537,6 +528,20 @@ class Message:
     def _repr_html_(self) -> str:
         return f"<table class='peeklock-message'>{self._HTML_HEAD}{self._html_row()}</table>"
 
+
+def _broker_property(field: str) -> Any:
+    def get(self: Message) -> Optional[str]:
+        return _core.pl_message_broker(self._h, field)
+
+    return property(get, doc=f"The {field} BrokerProperty, or None.")
+
+
+# Message's BrokerProperties string getters: one per field of the core's table
+# (csrc/message.c), by its keyword; message_id has a C getter of its own.
+for _arg, _field in _BROKER_FIELDS.items():
+    if not hasattr(Message, _arg):
+        setattr(Message, _arg, _broker_property(_field))
+del _arg, _field
 
 # The C methods and getters read and set Message's slots at their offsets, and look
 # entity names up in the cache of names that passed the checks: both recorded here.

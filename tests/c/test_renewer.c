@@ -296,7 +296,7 @@ static void phase_many(void)
     CHECK_EQ(failed_events, st.failures); /* each failed attempt was told */
     CHECK(st.rtt_p99_ms > 0);
     uint64_t slack_total = 0;
-    for (int i = 0; i < 6; i++) slack_total += st.slack_buckets[i];
+    for (int i = 0; i < PL_SLACK_BUCKETS; i++) slack_total += st.slack_buckets[i];
     CHECK_EQ(slack_total, st.renewals);
     /* renewed early: no renewal completed with less than 5% of the lock left */
     CHECK_EQ(st.slack_buckets[0] + st.slack_buckets[1], 0);

@@ -629,6 +629,13 @@ static void redaction_by_value(const pl_request *req)
     pl_wire_status_error(req, r);
     CHECK(strstr(pl_error_last()->message, "The request is invalid.") != NULL);
     pl_response_free(r);
+    /* other secret forms are redacted by pl_redact's list, the rest of the detail kept */
+    r = resp_with(400, "<Error><Detail>bad SharedSecretValue=hunter22; Bearer abcdefghijkl, lock "
+                       "11111111-2222-3333-4444-555555555555 end</Detail></Error>");
+    pl_wire_status_error(req, r);
+    CHECK(strstr(pl_error_last()->message,
+                 "bad SharedSecretValue=<redacted>; Bearer <redacted>, lock <guid> end") != NULL);
+    pl_response_free(r);
 }
 
 /* The redaction rules on a request signed as a client signs it (pl_sas_token). */

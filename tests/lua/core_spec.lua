@@ -55,7 +55,10 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     -- no renewer yet: the core's renewer fields, zeros
     local rc, zeros = core.pl_renewer_stats_get(nil)
     assert.equal(0, rc)
-    assert.same({ 0, 0, 0, 0, 0, 0 }, zeros.slack_buckets)
+    local none = {} -- the header's PL_SLACK_BUCKETS sizes the list
+    for i = 1, core.PL_SLACK_BUCKETS do none[i] = 0 end
+    assert.is_true(#none > 0)
+    assert.same(none, zeros.slack_buckets)
     assert.same(zeros, assert(c:stats()).renewer)
     c:close()
     given:close()
@@ -215,5 +218,28 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     assert.has_error(function() core.pl_send(nil, "q", nil) end)
     assert.is_false(core.alive(m))
     core.release(m) -- idempotent
+  end)
+
+  it("takes nil only for the header's <x>_or_null handle parameters", function()
+    local _, client = core.pl_client_new_from_connection_string(CONN)
+    local _, req = core.pl_request_receive(client, "q", 0, 1)
+    local _, resp = core.response_from(204, { "Date", "Sat, 25 Oct 2014 00:56:48 GMT" }, "")
+    -- m_or_null: nil is no message (a receive's answer)
+    assert.equal(core.PL_EMPTY, core.pl_response_result(client, req, nil, resp, core.pl_now_mono_ms()))
+    -- every other handle parameter of the same call refuses nil by name (the C
+    -- parameter's number: out, the first, is a result here)
+    local refused = "pl_response_result: argument %d must be a live %s (got nil or a freed handle)"
+    assert.has_error(function() core.pl_response_result(nil, req, nil, resp, 0) end, refused:format(2, "pl_client"))
+    assert.has_error(function() core.pl_response_result(client, nil, nil, resp, 0) end,
+      refused:format(3, "pl_request"))
+    assert.has_error(function() core.pl_response_result(client, req, nil, nil, 0) end,
+      refused:format(5, "pl_response"))
+    -- r_or_null: nil is no renewer (zeros); the message of a finish is no option
+    assert.equal(0, (core.pl_renewer_stats_get(nil)))
+    assert.has_error(function() core.pl_renewer_finish(nil, nil, 1) end,
+      "pl_renewer_finish: argument 2 must be a live pl_message (got nil or a freed handle)")
+    core.release(resp)
+    core.release(req)
+    core.release(client)
   end)
 end)

@@ -8,6 +8,7 @@ empty receives. Tears everything down. Prints 'N passed, N failed'.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def faulted(emu, **rule):
+    """The emulator's fault rule (operation=, entity=, status=, ...) for the block; every
+    rule is cleared after it, however the block ends."""
+    emu.fault(**rule)
+    try:
+        yield
+    finally:
+        emu.clear_faults()
 
 
 class Nginx:
@@ -267,25 +279,18 @@ def main():
 
         def retries_over_cosockets():
             emu.admin("PUT", "entities/flaky", {"kind": "queue", "lock_duration": 30})
-            emu.admin(
-                "POST", "faults", {"operation": "send", "entity": "flaky", "status": 503, "retry_after": 0, "count": 2}
-            )
-            r, _ = ngx.get("/send", entity="flaky", body="after two 503s", id="f-1")
+            with faulted(emu, operation="send", entity="flaky", status=503, retry_after=0, count=2):
+                r, _ = ngx.get("/send", entity="flaky", body="after two 503s", id="f-1")
             assert r["ok"], r
             assert len(emu.entity_state("flaky")["messages"]) == 1
-            emu.admin("POST", "faults", {"operation": "complete", "entity": "flaky", "drop": True, "count": 1})
-            r, _ = ngx.get("/peek", entity="flaky", timeout=5, complete=1)
+            with faulted(emu, operation="complete", entity="flaky", drop=True, count=1):
+                r, _ = ngx.get("/peek", entity="flaky", timeout=5, complete=1)
             # the dropped answer is retried: completed, or honestly reported as unknown
             assert r["ok"] or r.get("err_code") == "unknown_outcome", r
             assert emu.entity_state("flaky")["completed"].get("f-1") == 1
-            emu.admin(
-                "POST",
-                "faults",
-                {"operation": "peek_lock", "entity": "flaky", "status": 503, "retry_after": 0, "count": 10},
-            )
-            r, _ = ngx.get("/peek", entity="flaky", timeout=0)
+            with faulted(emu, operation="peek_lock", entity="flaky", status=503, retry_after=0, count=10):
+                r, _ = ngx.get("/peek", entity="flaky", timeout=0)
             assert r["ok"] is False and r["err_code"] == "throttled" and r["err_status"] == 503, r
-            emu.admin("DELETE", "faults")
 
         def requests(op):
             return emu.admin("GET", "state")["counters"].get("requests." + op, 0)
@@ -296,13 +301,8 @@ def main():
             assert r["ok"], r
             before = requests("receive_and_delete")
             # the server deletes the message, then answers 500
-            emu.admin(
-                "POST",
-                "faults",
-                {"operation": "receive_and_delete", "entity": "rd", "status": 500, "after": True, "count": 1},
-            )
-            r, _ = ngx.get("/rd", entity="rd", timeout=0)
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="receive_and_delete", entity="rd", status=500, after=True, count=1):
+                r, _ = ngx.get("/rd", entity="rd", timeout=0)
             # the caller is told the outcome is unknown (not a silent "nothing there" from a
             # retry, nor a plain server error: a message may have been removed) ...
             assert r["ok"] is False and r["empty"] is False, r
@@ -314,28 +314,23 @@ def main():
         def send_500_is_not_retried_503_is():
             emu.admin("PUT", "entities/sq", {"kind": "queue", "lock_duration": 30})
             before = requests("send")
-            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500, "after": True, "count": 1})
-            r, _ = ngx.get("/send", entity="sq", body="enqueued, then 500", id="sq-1")
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="send", entity="sq", status=500, after=True, count=1):
+                r, _ = ngx.get("/send", entity="sq", body="enqueued, then 500", id="sq-1")
             assert r["ok"] is False and r["err_code"] == "unknown_outcome" and r["err_status"] == 500, r
             assert requests("send") - before == 1
             assert len(emu.entity_state("sq")["messages"]) == 1, emu.entity_state("sq")  # no duplicate
             # send_batch: the same
             before = requests("send")
-            emu.admin("POST", "faults", {"operation": "send", "entity": "sq", "status": 500, "after": True, "count": 1})
-            r, _ = ngx.get("/batch", entity="sq")
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="send", entity="sq", status=500, after=True, count=1):
+                r, _ = ngx.get("/batch", entity="sq")
             assert r["ok"] is False and r["step"] == "send_batch" and r["err_status"] == 500, r
             assert r["err_code"] == "unknown_outcome", r
             assert requests("send") - before == 1
             assert len(emu.entity_state("sq")["messages"]) == 3, emu.entity_state("sq")
             # a 503 (throttled, not applied) is retried
             before = requests("send")
-            emu.admin(
-                "POST", "faults", {"operation": "send", "entity": "sq", "status": 503, "retry_after": 0, "count": 1}
-            )
-            r, _ = ngx.get("/send", entity="sq", body="after a 503", id="sq-2")
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="send", entity="sq", status=503, retry_after=0, count=1):
+                r, _ = ngx.get("/send", entity="sq", body="after a 503", id="sq-2")
             assert r["ok"], r
             assert requests("send") - before == 2
             ids = [m["message_id"] for m in emu.entity_state("sq")["messages"]]
@@ -344,21 +339,15 @@ def main():
             emu.admin("PUT", "entities/sqc", {"kind": "queue", "lock_duration": 30})
             r, _ = ngx.get("/send", entity="sqc", body="complete after a 500", id="sq-3")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "complete", "entity": "sqc", "status": 500, "count": 1})
-            r, _ = ngx.get("/race", entity="sqc", ops="complete")
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="complete", entity="sqc", status=500, count=1):
+                r, _ = ngx.get("/race", entity="sqc", ops="complete")
             assert r["r1_ok"], r
             assert emu.entity_state("sqc")["completed"].get("sq-3") == 1
             # past max_retries (3), a complete keeps trying while its lock is valid
             r, _ = ngx.get("/send", entity="sqc", body="complete after five 503s", id="sq-4")
             assert r["ok"], r
-            emu.admin(
-                "POST",
-                "faults",
-                {"operation": "complete", "entity": "sqc", "status": 503, "retry_after": 0, "count": 5},
-            )
-            r, _ = ngx.get("/race", entity="sqc", ops="complete")
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="complete", entity="sqc", status=503, retry_after=0, count=5):
+                r, _ = ngx.get("/race", entity="sqc", ops="complete")
             assert r["r1_ok"], r
             assert emu.entity_state("sqc")["completed"].get("sq-4") == 1
 
@@ -391,19 +380,9 @@ def main():
                 r, _ = ngx.get("/send", entity="unk", body="answer lost", id=mid)
                 assert r["ok"], r
                 # carried out, then the connection drops: the retry finds no lock
-                emu.admin(
-                    "POST",
-                    "faults",
-                    {
-                        "operation": "complete" if op == "complete" else "unlock",
-                        "entity": "unk",
-                        "drop": True,
-                        "after": True,
-                        "count": 1,
-                    },
-                )
-                r, _ = ngx.get("/race", entity="unk", ops=op, again=1)
-                emu.admin("DELETE", "faults")
+                wire_op = "complete" if op == "complete" else "unlock"
+                with faulted(emu, operation=wire_op, entity="unk", drop=True, after=True, count=1):
+                    r, _ = ngx.get("/race", entity="unk", ops=op, again=1)
                 assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
                 assert "may or may not" in r["r1_err"], r
                 assert r["state"] == "unknown", r  # remembered on the message
@@ -417,11 +396,8 @@ def main():
             # carried out, then answered 500: the retry's 404 proves nothing either
             r, _ = ngx.get("/send", entity="unk", body="answered 500", id="u-3")
             assert r["ok"], r
-            emu.admin(
-                "POST", "faults", {"operation": "complete", "entity": "unk", "status": 500, "after": True, "count": 1}
-            )
-            r, _ = ngx.get("/race", entity="unk", ops="complete", again=1)
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="complete", entity="unk", status=500, after=True, count=1):
+                r, _ = ngx.get("/race", entity="unk", ops="complete", again=1)
             assert r["r1_ok"] is False and r["r1_code"] == "unknown_outcome", r
             assert "earlier attempt may have been carried out" in r["r1_err"], r
             assert emu.entity_state("unk")["completed"].get("u-3") == 1
@@ -452,9 +428,9 @@ def main():
                             ngx.get("/send", entity=q, body="m", id="m1")
                         if op == "peek_lock":
                             ngx.get("/send", entity=q, body="m", id="m2")
+                        rule = None
                         if "rule" in spec:
                             rule = dict(spec["rule"], operation="send" if op == "send_batch" else op, entity=q, count=1)
-                            emu.admin("POST", "faults", rule)
                         elif "proxy" in spec:
                             proxy.arm(op, spec["proxy"])
                         if spec.get("endpoint") == "refused":
@@ -464,15 +440,15 @@ def main():
                             s.close()
                         else:
                             port = proxy.port
-                        r, _ = ngx.get(
-                            "/matrix",
-                            op=op,
-                            entity=q,
-                            port=port,
-                            warm=f"{q}-warm",
-                            settle=1 if op in ("renew", "unlock", "complete") else 0,
-                        )
-                        emu.admin("DELETE", "faults")
+                        with faulted(emu, **rule) if rule else contextlib.nullcontext():
+                            r, _ = ngx.get(
+                                "/matrix",
+                                op=op,
+                                entity=q,
+                                port=port,
+                                warm=f"{q}-warm",
+                                settle=1 if op in ("renew", "unlock", "complete") else 0,
+                            )
                         outcome, _, extra = want.partition(" ")
                         code = {"unknown": "unknown_outcome", "protocol": "protocol", "connection": "connection"}.get(
                             outcome
@@ -622,13 +598,8 @@ def main():
 
         def one_retry_counts_once():
             emu.admin("PUT", "entities/retried", {"kind": "queue"})
-            emu.admin(
-                "POST",
-                "faults",
-                {"operation": "send", "entity": "retried", "status": 503, "retry_after": 0, "count": 1},
-            )
-            r, _ = ngx.get("/retries", entity="retried")
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="send", entity="retried", status=503, retry_after=0, count=1):
+                r, _ = ngx.get("/retries", entity="retried")
             assert r["ok"] and r["retries"] == 1 and r["requests"] == 2 and r["failed"] == 0, r
             assert len(emu.entity_state("retried")["messages"]) == 1
 
@@ -685,9 +656,8 @@ def main():
             emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
             r, _ = ngx.get("/send", entity=q, body="f", id="pf-0")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "peek_lock", "entity": q, "status": 503, "count": 12})
-            r, _ = ngx.get("/process", entity=q, n=1, http_timeout=60)
-            emu.admin("DELETE", "faults")
+            with faulted(emu, operation="peek_lock", entity=q, status=503, count=12):
+                r, _ = ngx.get("/process", entity=q, n=1, http_timeout=60)
             assert r["processed"] == 1 and r.get("error") is None and r["errors"] >= 1, r
             assert r["last_error"] == "throttled" and r["elapsed"] >= 1, r
             assert emu.entity_state(q)["completed"].get("pf-0") == 1
@@ -1137,11 +1107,8 @@ def main():
             emu.admin("PUT", "entities/quiet5", {"kind": "queue", "lock_duration": 5})
             r, _ = ngx.get("/send", entity="quiet5", body="slow renew", id="qt-2")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "renew", "entity": "quiet5", "delay_ms": 1500, "count": 1})
-            try:
+            with faulted(emu, operation="renew", entity="quiet5", delay_ms=1500, count=1):
                 r, _ = ngx.get("/lock", 60, entity="quiet5", renewals=1)
-            finally:
-                emu.admin("DELETE", "faults")
             print(
                 f"     wakeups {r['wakeups']}, the latest renewal {r['lateness_max_ms']} ms after its due time",
                 flush=True,
@@ -1180,24 +1147,18 @@ def main():
             emu.admin("PUT", "entities/sched", {"kind": "queue", "lock_duration": 5})
             r, _ = ngx.get("/send", entity="sched", body="kept", id="sc-1")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "renew", "entity": "sched", "status": 503, "count": 2})
-            try:
+            with faulted(emu, operation="renew", entity="sched", status=503, count=2):
                 r, _ = ngx.get("/lock", 60, entity="sched", renewals=1)
-                hits = [f["hits"] for f in emu.admin("GET", "faults")["faults"]]
-            finally:
-                emu.admin("DELETE", "faults")
+                hits = [f["hits"] for f in emu.faults()]
             assert r["ok"] and r["renewals"] == 1 and r["failures"] == 2 and hits == [2], (r, hits)
             assert emu.entity_state("sched")["completed"] == {"sc-1": 1}
             r, _ = ngx.get("/send", entity="sched", body="lost", id="sc-2")
             assert r["ok"], r
-            emu.admin("POST", "faults", {"operation": "renew", "entity": "sched", "status": 503})
-            try:
+            with faulted(emu, operation="renew", entity="sched", status=503):
                 t0 = time.monotonic()
                 r, _ = ngx.get("/lock", 60, entity="sched", until_lost=1)
                 took = time.monotonic() - t0
-                hits = [f["hits"] for f in emu.admin("GET", "faults")["faults"]]
-            finally:
-                emu.admin("DELETE", "faults")
+                hits = [f["hits"] for f in emu.faults()]
             assert r["ok"] is False and r["err_code"] == "lock_lost", r
             assert "renewals kept failing" in r["err"], r
             # backoff: a handful of attempts in the lock's 5 s, not one per loop pass

@@ -7,6 +7,7 @@ import time
 import pytest
 
 import peeklock
+from peeklock import _core
 from peeklock.client import _BROKER_FIELDS
 
 
@@ -268,6 +269,19 @@ def test_errors_scrub_anything_secret_looking():
     e = peeklock.Error("x sig=abcdEF%2B SharedAccessKey=zzz 01234567-89ab-cdef-0123-456789abcdef", status=401, code=-3)
     assert "abcdEF" not in str(e) and "zzz" not in str(e) and "0123-456789abcdef" not in str(e)
     assert e.status == 401 and e.code == -3 and e.code_name == "PL_EAUTH"
+
+
+def test_errors_scrub_by_the_core_s_list():
+    # one list of secret forms, the core's (pl_redact): Python keeps none of its own
+    text = "SharedSecretValue=v1; Bearer abcdefgh12 SharedAccessSignature sr=a&sig=b;"
+    assert str(peeklock.Error(text, code=-3)) == _core.pl_redact(text)
+    assert (
+        str(peeklock.Error(text, code=-3))
+        == "SharedSecretValue=<redacted>; Bearer <redacted> SharedAccessSignature <redacted>;"
+    )
+    # text C cannot take as it is (a NUL, a lone surrogate) is scrubbed all the same
+    e = peeklock.Error("a\x00sig=abc \udcff SharedAccessKey=zzz", code=-3)
+    assert str(e) == "a\x00sig=<redacted> \\udcff SharedAccessKey=<redacted>"
 
 
 def test_exception_hierarchy():

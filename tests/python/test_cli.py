@@ -290,6 +290,16 @@ def test_exit_codes_tell_failures_apart(emu, make_queue):
     assert run("token", "u", "--key-name", "k", "--key", "v", "--expiry", "0").returncode == 2
 
 
+def test_token_expiry_is_sas_token_s_rule_named_by_the_flag():
+    # the CLI states no rule of its own: sas_token(lifetime=) decides, the flag is named
+    for bad in ("0", "-5"):
+        r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip() == f"peeklock: --expiry must be a positive number of seconds, got {bad}"
+    r = run("token", "https://ns.example/q", "--key-name", "k", "--key", "v", "--expiry", "60")
+    assert r.returncode == 0 and r.stdout.startswith("SharedAccessSignature sr=")
+
+
 def test_peek_names_a_message_it_moves_to_the_dead_letter_queue(emu, make_queue):
     q = make_queue(max_delivery_count=2)
     _send(emu, q, b"important order")

@@ -109,6 +109,20 @@ def test_via_partition_key_is_sent_and_read_back(client, emu, queue):
         client.send(queue, b"v", via_partition_key=5)
 
 
+def test_every_broker_field_of_the_core_is_sent_and_read_back(client, emu, queue):
+    # Message's getters are made from the core's field table: each reads its own field
+    from peeklock.client import _BROKER_FIELDS
+
+    sent = {arg: f"v-{arg}" for arg in _BROKER_FIELDS}
+    sent["partition_key"] = sent["session_id"]  # the service refuses them apart
+    client.send(queue, b"f", **sent)  # type: ignore[arg-type]
+    m = client.receive_and_delete(queue, timeout=5)
+    assert m is not None and {arg: getattr(m, arg) for arg in _BROKER_FIELDS} == sent
+    client.send(queue, b"none")
+    m = client.receive_and_delete(queue, timeout=5)
+    assert m is not None and all(getattr(m, arg) is None for arg in _BROKER_FIELDS if arg != "message_id")
+
+
 def test_error_code_names_match_the_c_core():
     from peeklock import _core
 

@@ -167,3 +167,26 @@ def test_async_user_code_is_checked(tmp_path):
     )
     assert 'Argument 1 to "send" of "Client" has incompatible type "int"' in r.stdout, r.stdout
     assert r.stdout.count("error:") == 1, r.stdout
+
+
+def test_every_broker_field_of_the_core_is_a_typed_read_only_message_property(tmp_path):
+    """Message's BrokerProperties getters are made at import from the core's table;
+    each is typed for a user (Optional[str], read-only) and reads its field."""
+    import peeklock
+    from peeklock.client import _BROKER_FIELDS
+
+    args = list(_BROKER_FIELDS)
+    assert "reply_to_session_id" in args and all(isinstance(getattr(peeklock.Message, a), property) for a in args)
+    lines = ["import peeklock", "from typing import Optional", "def f(m: peeklock.Message) -> None:"]
+    lines += [f"    v{i}: Optional[str] = m.{a}" for i, a in enumerate(args)]
+    lines += [f"    m.{a} = 'x'" for a in args]  # each a mistake: read-only
+    f = tmp_path / "fields.py"
+    f.write_text("\n".join(lines) + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(f)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert r.stdout.count("error:") == len(args), r.stdout
+    assert r.stdout.count("is read-only") == len(args), r.stdout
