@@ -71,11 +71,28 @@ static PyObject *pl_py_result(int rc)
     Py_RETURN_NONE;
 }
 
+/* An OutcomeUnknownError made when the factory is registered, for when out of
+ * memory leaves no other way to say an outcome is unknown (pl_py_aio_lost). */
+static PyObject *pl_py_unknown_spare = NULL;
+
+#define PL_PY_UNKNOWN_TEXT                                                                                   \
+    "out of memory: the outcome of the %s could not be told; it may or may not have been carried out"
+
 /* pl_py_set_error_factory(factory) */
 static PyObject *pl_py_set_error_factory(PyObject *module, PyObject *factory)
 {
+    PyObject *r = pl_py_register(&pl_py_error_factory, factory, "factory");
     (void)module;
-    return pl_py_register(&pl_py_error_factory, factory, "factory");
+    if (r) {
+        PyObject *text = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, "operation");
+        PyObject *spare = text ? PyObject_CallFunction(factory, "iiiN", PL_EUNKNOWN, 0, 0, text) : NULL;
+        if (!spare) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        Py_XSETREF(pl_py_unknown_spare, spare);
+    }
+    return r;
 }
 
 /* pl_py_set_orphan_warner(warner): warner(entity) says an orphaned lock (peek_lock's
@@ -884,19 +901,23 @@ fail:
  * completion resolves; pl_py_aio_resolve, the loop's reader, takes the
  * completions and resolves those futures here, in C.
  *
- * Out of memory: no future is left unresolved and no operation unaccounted.
- * pl_py_aio_submit makes what its answer needs before the operation is handed
- * to C, so a failure there raises MemoryError with nothing submitted; what can
- * still fail after (the future's registration; the id's int, in python.i's id
- * typemap) cancels the operation, and the future gets the error here. The
- * reader finds each completion's future without allocating when it must (a
- * walk of futs), resolves it with the error when its result cannot be made or
- * set, and unlocks a peek-locked message that reaches no future in C when
- * Python cannot take it. Only a receive-and-delete message that cannot be made
- * into a Python object is lost (it is deleted already; its future says
- * MemoryError). These paths need a failing allocator to run and are not
- * exercised by the suite, except the ones a future or orphan callable that
- * raises reaches (tests/python/test_aio.py). */
+ * Out of memory: no future is left unresolved, no operation unaccounted, and
+ * MemoryError means the operation did not happen. pl_py_aio_submit makes what
+ * its answer needs before the operation is handed to C, so a failure there
+ * raises MemoryError with nothing submitted; what can still fail after (the
+ * future's registration; the id's int, in python.i's id typemap) cancels the
+ * operation and raises what its caller may assume (pl_py_aio_lost): MemoryError
+ * for a peek-lock (a lock it gets anyway reaches no future and is unlocked),
+ * OutcomeUnknownError for a send, a settle or a receive-and-delete (one on the
+ * wire runs to its end; a settle's message then holds its real outcome, as the
+ * engine's fence leaves it). The reader finds each completion's future without
+ * allocating when it must (a walk of futs), resolves it with the error when
+ * its result cannot be made or set (OutcomeUnknownError when the operation
+ * acted: pl_py_aio_undelivered), and unlocks a peek-locked message that
+ * reaches no future in C when Python cannot take it. Only a receive-and-delete
+ * message that cannot be made into a Python object is lost (it is deleted
+ * already; its future says OutcomeUnknownError). tests/python/test_aio_oom.py
+ * runs these paths with a failing allocator (tests/python/failalloc.c). */
 static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_set_exception, *pl_py_str_cancel,
     *pl_py_str_get_loop;
 
@@ -957,6 +978,66 @@ static int pl_py_aio_fail(PyObject *fut)
     return 0;
 }
 
+/* The MemoryError being raised for operation op (a pl_aio_* name without its
+ * prefix), whose caller cannot be told its outcome, replaced with
+ * OutcomeUnknownError unless op acts on nothing (a peek-lock: a lock it got
+ * reaches no future and is unlocked; an idle wait). */
+static void pl_py_aio_unknown(const char *op)
+{
+    pl_py_exc e;
+    PyObject *exc = NULL, *msg;
+    if (strcmp(op, "peek_lock") == 0 || strcmp(op, "idle") == 0) return;
+    pl_py_exc_take(&e);
+    if (strcmp(op, "finish") == 0) op = "settle";
+    msg = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, op);
+    if (msg && pl_py_error_factory)
+        exc = PyObject_CallFunction(pl_py_error_factory, "iiiO", PL_EUNKNOWN, 0, 0, msg);
+    Py_XDECREF(msg);
+    if (!exc && pl_py_unknown_spare) { /* still out of memory: the one made beforehand */
+        exc = pl_py_unknown_spare;
+        Py_INCREF(exc);
+        PyException_SetTraceback(exc, Py_None);
+    }
+    if (!exc) { /* (no factory: peeklock.client not imported) */
+        pl_py_exc_put(&e);
+        return;
+    }
+    PyErr_Clear();
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    pl_py_exc_drop(&e);
+}
+
+void pl_py_aio_lost(struct pl_aio *a, uint64_t id, const char *submit_fn)
+{
+    if (a && id) pl_aio_cancel(a, id); /* (PL_ESTATE on the wire: it runs to its end) */
+    pl_py_aio_unknown(strncmp(submit_fn, "pl_aio_", 7) == 0 ? submit_fn + 7 : submit_fn);
+}
+
+/* The name of the pl_aio_* function f (a built-in function), or "". */
+static const char *pl_py_fn_name(PyObject *f)
+{
+    return PyCFunction_Check(f) ? ((PyCFunctionObject *)f)->m_ml->ml_name : "";
+}
+
+/* pl_py_aio_lost(a, id, submit): raises, for operation id of a (started by the
+ * submit function submit) that its caller could not be made to wait for, out of
+ * memory, what pl_py_aio_lost raises in C (peeklock.aio's run with an id). */
+static PyObject *pl_py_aio_lost_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long id;
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "expected a pl_aio, an id and a submit function");
+        return NULL;
+    }
+    id = PyLong_AsUnsignedLongLong(args[1]);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    PyErr_NoMemory();
+    pl_py_aio_lost(pl_py_handle_ptr(args[0], PL_PY_AIO), (uint64_t)id, pl_py_fn_name(args[2]));
+    return NULL;
+}
+
 /* pl_py_aio_submit(futs, new_future, loop, submit, a, *args): a future from
  * new_future() (asyncio.Future: on the running loop), a RuntimeError if that is
  * not loop (the client's); then submit(a, *args) (a pl_aio_* submit function,
@@ -984,13 +1065,16 @@ static PyObject *pl_py_aio_submit(PyObject *module, PyObject *const *args, Py_ss
         goto fail;
     }
     if (PyDict_SetItem(args[0], id, fut) < 0) {
-        /* under way but no completion can find the future: cancelled (a receive
-         * ends; a lock it got reaches no future and is unlocked by the reader; a
-         * send or settle on the wire runs to its end), the future failed */
-        pl_aio *a = pl_py_handle_ptr(args[4], PL_PY_AIO);
-        unsigned long long v = PyLong_AsUnsignedLongLong(id);
-        if (a && !(v == (unsigned long long)-1 && PyErr_Occurred())) pl_aio_cancel(a, (uint64_t)v);
-        if (pl_py_aio_fail(fut) < 0) PyErr_Clear(); /* (a future that refuses both: its own fault) */
+        /* under way but no completion can find the future: cancelled, and the
+         * caller told what it may assume (pl_py_aio_lost) */
+        pl_py_exc e;
+        pl_py_exc_take(&e);
+        unsigned long long v = PyLong_AsUnsignedLongLong(id); /* (an int the typemap made) */
+        pl_py_exc_put(&e);
+        pl_py_aio_lost(pl_py_handle_ptr(args[4], PL_PY_AIO), (uint64_t)v, pl_py_fn_name(args[3]));
+        Py_DECREF(id);
+        Py_DECREF(r);
+        goto fail;
     }
     PyTuple_SET_ITEM(r, 0, id);
     PyTuple_SET_ITEM(r, 1, fut);
@@ -1061,6 +1145,20 @@ static PyObject *pl_py_aio_pop(PyObject *futs, uint64_t id)
     return NULL;
 }
 
+/* The MemoryError being raised for completion d, which could not be handed to
+ * its future: OutcomeUnknownError instead when d's operation may have acted (it
+ * succeeded, or its own outcome is unknown), as for pl_py_aio_lost. A receive
+ * that found nothing (PL_EMPTY) or an operation that failed for sure keeps it. */
+static void pl_py_aio_undelivered(pl_aio_done *d)
+{
+    static const char *const names[] = {
+        "",           "send",   "send_batch", "peek_lock", "receive_and_delete",
+        "renew_lock", "unlock", "complete",   "idle"};
+    int code = pl_aio_done_code(d), kind = pl_aio_done_kind(d);
+    if ((code == PL_OK || code == PL_EUNKNOWN) && kind > 0 && kind < (int)PL_PY_COUNT(names))
+        pl_py_aio_unknown(names[kind]);
+}
+
 /* One completion, handed to its future (pl_py_aio_settle); a message that
  * reached no future (the receive was cancelled, or the future could not take it)
  * goes to orphan(handle, peek_locked), or when that fails or the message could
@@ -1075,12 +1173,16 @@ static int pl_py_aio_take(pl_aio *a, PyObject *futs, PyObject *orphan, pl_aio_do
     if (!h) {
         if (peek) pl_aio_unlock_detached(a, m); /* (closed: the lock expires on its own) */
         pl_message_free(m);
+        if (fut) pl_py_aio_undelivered(d);
         rc = pl_py_aio_fail(fut);
         Py_XDECREF(fut);
         return rc;
     }
     took = pl_py_aio_settle(fut, d, h);
-    if (took < 0) rc = pl_py_aio_fail(fut);
+    if (took < 0) {
+        if (fut) pl_py_aio_undelivered(d);
+        rc = pl_py_aio_fail(fut);
+    }
     if (took <= 0 && h != Py_None) {
         pl_py_exc e = {NULL, NULL, NULL};
         if (rc < 0) pl_py_exc_take(&e); /* the first error is the one reported */
@@ -1146,6 +1248,7 @@ static PyMethodDef pl_py_functions[] = {
     {"pl_py_method", pl_py_method, METH_O, NULL},
     {"pl_py_aio_submit", PL_PY_FASTCALL(pl_py_aio_submit), METH_FASTCALL, NULL},
     {"pl_py_aio_resolve", PL_PY_FASTCALL(pl_py_aio_resolve), METH_FASTCALL, NULL},
+    {"pl_py_aio_lost", PL_PY_FASTCALL(pl_py_aio_lost_py), METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
