@@ -919,7 +919,7 @@ fail:
  * already; its future says OutcomeUnknownError). tests/python/test_aio_oom.py
  * runs these paths with a failing allocator (tests/python/failalloc.c). */
 static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_set_exception, *pl_py_str_cancel,
-    *pl_py_str_get_loop;
+    *pl_py_str_get_loop, *pl_py_str_callbacks, *pl_py_str_call_soon, *pl_py_str_context;
 
 /* The exception being raised, taken aside (cleared) while other Python code
  * runs, then put back (pl_py_exc_put) or dropped (pl_py_exc_drop). */
@@ -955,6 +955,61 @@ static void pl_py_exc_drop(pl_py_exc *e)
     Py_XDECREF(e->tb);
 }
 
+/* Calls fut.method(arg) (set_result or set_exception) so that its waiters wake
+ * whatever happens: asyncio's Future, out of memory for scheduling its
+ * done-callbacks (the waiting task's wake-up) after it took the result, drops
+ * them, and the task would sleep for ever. So the callbacks are read first and
+ * then scheduled here (called at once when even that fails). A new reference,
+ * or NULL with an error and fut not resolved. */
+static PyObject *pl_py_fut_call(PyObject *fut, PyObject *method, PyObject *arg)
+{
+    PyObject *cbs = PyObject_GetAttr(fut, pl_py_str_callbacks), *r, *done;
+    pl_py_exc e;
+    Py_ssize_t i;
+    if (!cbs) PyErr_Clear(); /* (then without that rescue) */
+    r = PyObject_CallMethodOneArg(fut, method, arg);
+    if (r || !cbs || !PyList_Check(cbs)) {
+        Py_XDECREF(cbs);
+        return r;
+    }
+    pl_py_exc_take(&e);
+    done = PyObject_CallMethodNoArgs(fut, pl_py_str_done);
+    if (done != Py_True) { /* not resolved: its callbacks stand */
+        Py_XDECREF(done);
+        Py_DECREF(cbs);
+        pl_py_exc_put(&e);
+        return NULL;
+    }
+    Py_DECREF(done);
+    pl_py_exc_drop(&e);
+    for (i = 0; i < PyList_GET_SIZE(cbs); i++) { /* (callback, context) */
+        PyObject *item = PyList_GET_ITEM(cbs, i), *cb, *ctx, *loop, *a = NULL, *kw = NULL;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) continue;
+        cb = PyTuple_GET_ITEM(item, 0);
+        ctx = PyTuple_GET_ITEM(item, 1);
+        r = NULL;
+        if ((loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop)) != NULL &&
+            (a = PyTuple_Pack(2, cb, fut)) != NULL && (kw = PyDict_New()) != NULL &&
+            PyDict_SetItem(kw, pl_py_str_context, ctx) == 0) {
+            PyObject *soon = PyObject_GetAttr(loop, pl_py_str_call_soon);
+            if (soon) r = PyObject_Call(soon, a, kw);
+            Py_XDECREF(soon);
+        }
+        Py_XDECREF(loop);
+        Py_XDECREF(a);
+        Py_XDECREF(kw);
+        if (!r && PyContext_CheckExact(ctx) && PyContext_Enter(ctx) == 0) {
+            PyErr_Clear();
+            r = PyObject_CallOneArg(cb, fut); /* now, as the loop would have */
+            PyContext_Exit(ctx);
+        }
+        if (!r) PyErr_WriteUnraisable(cb);
+        Py_XDECREF(r);
+    }
+    Py_DECREF(cbs);
+    Py_RETURN_NONE;
+}
+
 /* Resolves fut with the exception being raised (cleared): set_exception, or
  * when even that fails, cancel, so its waiter wakes whatever happens. Returns 0,
  * or -1 with the exception still set when fut is NULL or could take neither. */
@@ -964,7 +1019,7 @@ static int pl_py_aio_fail(PyObject *fut)
     PyObject *r;
     if (!fut) return -1;
     pl_py_exc_take(&e);
-    r = e.value ? PyObject_CallMethodOneArg(fut, pl_py_str_set_exception, e.value) : NULL;
+    r = e.value ? pl_py_fut_call(fut, pl_py_str_set_exception, e.value) : NULL;
     if (!r) {
         PyErr_Clear();
         r = PyObject_CallMethodNoArgs(fut, pl_py_str_cancel);
@@ -1111,7 +1166,7 @@ static int pl_py_aio_settle(PyObject *fut, pl_aio_done *d, PyObject *h)
                             attempts);
         if (!res) return -1;
     }
-    r = PyObject_CallMethodOneArg(fut, pl_py_str_set_result, res);
+    r = pl_py_fut_call(fut, pl_py_str_set_result, res);
     Py_DECREF(res);
     Py_XDECREF(r);
     return r ? 1 : -1;
@@ -1263,6 +1318,9 @@ int pl_py_glue_init(PyObject *module)
     if (!(pl_py_str_set_exception = PyUnicode_InternFromString("set_exception"))) return -1;
     if (!(pl_py_str_cancel = PyUnicode_InternFromString("cancel"))) return -1;
     if (!(pl_py_str_get_loop = PyUnicode_InternFromString("get_loop"))) return -1;
+    if (!(pl_py_str_callbacks = PyUnicode_InternFromString("_callbacks"))) return -1;
+    if (!(pl_py_str_call_soon = PyUnicode_InternFromString("call_soon"))) return -1;
+    if (!(pl_py_str_context = PyUnicode_InternFromString("context"))) return -1;
     if (PyType_Ready(&pl_py_method_type) < 0) return -1;
     return PyModule_AddFunctions(module, pl_py_functions);
 }
