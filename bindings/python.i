@@ -203,12 +203,14 @@ PL_PY_OUT_OBJECT(pl_aio)
 %ignore pl_aio_done;
 
 /* Submit calls return the operation's id. Out of memory for it, the operation
- * (under way, but nobody could wait for it) is cancelled: MemoryError. */
+ * (under way, but nobody could wait for it) is cancelled, and the call raises
+ * what its caller may assume (pl_py_aio_lost: MemoryError for a peek-lock,
+ * OutcomeUnknownError for an operation that may have acted). */
 %typemap(in, numinputs=0) uint64_t *id (uint64_t tmp = 0) { $1 = &tmp; }
 %typemap(argout) uint64_t *id {
     Py_XDECREF($result);
     $result = PyLong_FromUnsignedLongLong((unsigned long long)tmp$argnum);
-    if (!$result && tmp$argnum) pl_aio_cancel(arg1, tmp$argnum);
+    if (!$result && tmp$argnum) pl_py_aio_lost(arg1, tmp$argnum, "$symname");
 }
 
 %typemap(in, numinputs=0) pl_aio_stats *out (pl_aio_stats tmp) {

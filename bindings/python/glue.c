@@ -71,11 +71,28 @@ static PyObject *pl_py_result(int rc)
     Py_RETURN_NONE;
 }
 
+/* An OutcomeUnknownError made when the factory is registered, for when out of
+ * memory leaves no other way to say an outcome is unknown (pl_py_aio_lost). */
+static PyObject *pl_py_unknown_spare = NULL;
+
+#define PL_PY_UNKNOWN_TEXT                                                                                   \
+    "out of memory: the outcome of the %s could not be told; it may or may not have been carried out"
+
 /* pl_py_set_error_factory(factory) */
 static PyObject *pl_py_set_error_factory(PyObject *module, PyObject *factory)
 {
+    PyObject *r = pl_py_register(&pl_py_error_factory, factory, "factory");
     (void)module;
-    return pl_py_register(&pl_py_error_factory, factory, "factory");
+    if (r) {
+        PyObject *text = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, "operation");
+        PyObject *spare = text ? PyObject_CallFunction(factory, "iiiN", PL_EUNKNOWN, 0, 0, text) : NULL;
+        if (!spare) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        Py_XSETREF(pl_py_unknown_spare, spare);
+    }
+    return r;
 }
 
 /* pl_py_set_orphan_warner(warner): warner(entity) says an orphaned lock (peek_lock's
@@ -884,21 +901,25 @@ fail:
  * completion resolves; pl_py_aio_resolve, the loop's reader, takes the
  * completions and resolves those futures here, in C.
  *
- * Out of memory: no future is left unresolved and no operation unaccounted.
- * pl_py_aio_submit makes what its answer needs before the operation is handed
- * to C, so a failure there raises MemoryError with nothing submitted; what can
- * still fail after (the future's registration; the id's int, in python.i's id
- * typemap) cancels the operation, and the future gets the error here. The
- * reader finds each completion's future without allocating when it must (a
- * walk of futs), resolves it with the error when its result cannot be made or
- * set, and unlocks a peek-locked message that reaches no future in C when
- * Python cannot take it. Only a receive-and-delete message that cannot be made
- * into a Python object is lost (it is deleted already; its future says
- * MemoryError). These paths need a failing allocator to run and are not
- * exercised by the suite, except the ones a future or orphan callable that
- * raises reaches (tests/python/test_aio.py). */
+ * Out of memory: no future is left unresolved, no operation unaccounted, and
+ * MemoryError means the operation did not happen. pl_py_aio_submit makes what
+ * its answer needs before the operation is handed to C, so a failure there
+ * raises MemoryError with nothing submitted; what can still fail after (the
+ * future's registration; the id's int, in python.i's id typemap) cancels the
+ * operation and raises what its caller may assume (pl_py_aio_lost): MemoryError
+ * for a peek-lock (a lock it gets anyway reaches no future and is unlocked),
+ * OutcomeUnknownError for a send, a settle or a receive-and-delete (one on the
+ * wire runs to its end; a settle's message then holds its real outcome, as the
+ * engine's fence leaves it). The reader finds each completion's future without
+ * allocating when it must (a walk of futs), resolves it with the error when
+ * its result cannot be made or set (OutcomeUnknownError when the operation
+ * acted: pl_py_aio_undelivered), and unlocks a peek-locked message that
+ * reaches no future in C when Python cannot take it. Only a receive-and-delete
+ * message that cannot be made into a Python object is lost (it is deleted
+ * already; its future says OutcomeUnknownError). tests/python/test_aio_oom.py
+ * runs these paths with a failing allocator (tests/python/failalloc.c). */
 static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_set_exception, *pl_py_str_cancel,
-    *pl_py_str_get_loop;
+    *pl_py_str_get_loop, *pl_py_str_callbacks, *pl_py_str_call_soon, *pl_py_str_context;
 
 /* The exception being raised, taken aside (cleared) while other Python code
  * runs, then put back (pl_py_exc_put) or dropped (pl_py_exc_drop). */
@@ -934,6 +955,61 @@ static void pl_py_exc_drop(pl_py_exc *e)
     Py_XDECREF(e->tb);
 }
 
+/* Calls fut.method(arg) (set_result or set_exception) so that its waiters wake
+ * whatever happens: asyncio's Future, out of memory for scheduling its
+ * done-callbacks (the waiting task's wake-up) after it took the result, drops
+ * them, and the task would sleep for ever. So the callbacks are read first and
+ * then scheduled here (called at once when even that fails). A new reference,
+ * or NULL with an error and fut not resolved. */
+static PyObject *pl_py_fut_call(PyObject *fut, PyObject *method, PyObject *arg)
+{
+    PyObject *cbs = PyObject_GetAttr(fut, pl_py_str_callbacks), *r, *done;
+    pl_py_exc e;
+    Py_ssize_t i;
+    if (!cbs) PyErr_Clear(); /* (then without that rescue) */
+    r = PyObject_CallMethodOneArg(fut, method, arg);
+    if (r || !cbs || !PyList_Check(cbs)) {
+        Py_XDECREF(cbs);
+        return r;
+    }
+    pl_py_exc_take(&e);
+    done = PyObject_CallMethodNoArgs(fut, pl_py_str_done);
+    if (done != Py_True) { /* not resolved: its callbacks stand */
+        Py_XDECREF(done);
+        Py_DECREF(cbs);
+        pl_py_exc_put(&e);
+        return NULL;
+    }
+    Py_DECREF(done);
+    pl_py_exc_drop(&e);
+    for (i = 0; i < PyList_GET_SIZE(cbs); i++) { /* (callback, context) */
+        PyObject *item = PyList_GET_ITEM(cbs, i), *cb, *ctx, *loop, *a = NULL, *kw = NULL;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) continue;
+        cb = PyTuple_GET_ITEM(item, 0);
+        ctx = PyTuple_GET_ITEM(item, 1);
+        r = NULL;
+        if ((loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop)) != NULL &&
+            (a = PyTuple_Pack(2, cb, fut)) != NULL && (kw = PyDict_New()) != NULL &&
+            PyDict_SetItem(kw, pl_py_str_context, ctx) == 0) {
+            PyObject *soon = PyObject_GetAttr(loop, pl_py_str_call_soon);
+            if (soon) r = PyObject_Call(soon, a, kw);
+            Py_XDECREF(soon);
+        }
+        Py_XDECREF(loop);
+        Py_XDECREF(a);
+        Py_XDECREF(kw);
+        if (!r && PyContext_CheckExact(ctx) && PyContext_Enter(ctx) == 0) {
+            PyErr_Clear();
+            r = PyObject_CallOneArg(cb, fut); /* now, as the loop would have */
+            PyContext_Exit(ctx);
+        }
+        if (!r) PyErr_WriteUnraisable(cb);
+        Py_XDECREF(r);
+    }
+    Py_DECREF(cbs);
+    Py_RETURN_NONE;
+}
+
 /* Resolves fut with the exception being raised (cleared): set_exception, or
  * when even that fails, cancel, so its waiter wakes whatever happens. Returns 0,
  * or -1 with the exception still set when fut is NULL or could take neither. */
@@ -943,7 +1019,7 @@ static int pl_py_aio_fail(PyObject *fut)
     PyObject *r;
     if (!fut) return -1;
     pl_py_exc_take(&e);
-    r = e.value ? PyObject_CallMethodOneArg(fut, pl_py_str_set_exception, e.value) : NULL;
+    r = e.value ? pl_py_fut_call(fut, pl_py_str_set_exception, e.value) : NULL;
     if (!r) {
         PyErr_Clear();
         r = PyObject_CallMethodNoArgs(fut, pl_py_str_cancel);
@@ -955,6 +1031,66 @@ static int pl_py_aio_fail(PyObject *fut)
     Py_DECREF(r);
     pl_py_exc_drop(&e);
     return 0;
+}
+
+/* The MemoryError being raised for operation op (a pl_aio_* name without its
+ * prefix), whose caller cannot be told its outcome, replaced with
+ * OutcomeUnknownError unless op acts on nothing (a peek-lock: a lock it got
+ * reaches no future and is unlocked; an idle wait). */
+static void pl_py_aio_unknown(const char *op)
+{
+    pl_py_exc e;
+    PyObject *exc = NULL, *msg;
+    if (strcmp(op, "peek_lock") == 0 || strcmp(op, "idle") == 0) return;
+    pl_py_exc_take(&e);
+    if (strcmp(op, "finish") == 0) op = "settle";
+    msg = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, op);
+    if (msg && pl_py_error_factory)
+        exc = PyObject_CallFunction(pl_py_error_factory, "iiiO", PL_EUNKNOWN, 0, 0, msg);
+    Py_XDECREF(msg);
+    if (!exc && pl_py_unknown_spare) { /* still out of memory: the one made beforehand */
+        exc = pl_py_unknown_spare;
+        Py_INCREF(exc);
+        PyException_SetTraceback(exc, Py_None);
+    }
+    if (!exc) { /* (no factory: peeklock.client not imported) */
+        pl_py_exc_put(&e);
+        return;
+    }
+    PyErr_Clear();
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    pl_py_exc_drop(&e);
+}
+
+void pl_py_aio_lost(struct pl_aio *a, uint64_t id, const char *submit_fn)
+{
+    if (a && id) pl_aio_cancel(a, id); /* (PL_ESTATE on the wire: it runs to its end) */
+    pl_py_aio_unknown(strncmp(submit_fn, "pl_aio_", 7) == 0 ? submit_fn + 7 : submit_fn);
+}
+
+/* The name of the pl_aio_* function f (a built-in function), or "". */
+static const char *pl_py_fn_name(PyObject *f)
+{
+    return PyCFunction_Check(f) ? ((PyCFunctionObject *)f)->m_ml->ml_name : "";
+}
+
+/* pl_py_aio_lost(a, id, submit): raises, for operation id of a (started by the
+ * submit function submit) that its caller could not be made to wait for, out of
+ * memory, what pl_py_aio_lost raises in C (peeklock.aio's run with an id). */
+static PyObject *pl_py_aio_lost_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long id;
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "expected a pl_aio, an id and a submit function");
+        return NULL;
+    }
+    id = PyLong_AsUnsignedLongLong(args[1]);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    PyErr_NoMemory();
+    pl_py_aio_lost(pl_py_handle_ptr(args[0], PL_PY_AIO), (uint64_t)id, pl_py_fn_name(args[2]));
+    return NULL;
 }
 
 /* pl_py_aio_submit(futs, new_future, loop, submit, a, *args): a future from
@@ -984,13 +1120,16 @@ static PyObject *pl_py_aio_submit(PyObject *module, PyObject *const *args, Py_ss
         goto fail;
     }
     if (PyDict_SetItem(args[0], id, fut) < 0) {
-        /* under way but no completion can find the future: cancelled (a receive
-         * ends; a lock it got reaches no future and is unlocked by the reader; a
-         * send or settle on the wire runs to its end), the future failed */
-        pl_aio *a = pl_py_handle_ptr(args[4], PL_PY_AIO);
-        unsigned long long v = PyLong_AsUnsignedLongLong(id);
-        if (a && !(v == (unsigned long long)-1 && PyErr_Occurred())) pl_aio_cancel(a, (uint64_t)v);
-        if (pl_py_aio_fail(fut) < 0) PyErr_Clear(); /* (a future that refuses both: its own fault) */
+        /* under way but no completion can find the future: cancelled, and the
+         * caller told what it may assume (pl_py_aio_lost) */
+        pl_py_exc e;
+        pl_py_exc_take(&e);
+        unsigned long long v = PyLong_AsUnsignedLongLong(id); /* (an int the typemap made) */
+        pl_py_exc_put(&e);
+        pl_py_aio_lost(pl_py_handle_ptr(args[4], PL_PY_AIO), (uint64_t)v, pl_py_fn_name(args[3]));
+        Py_DECREF(id);
+        Py_DECREF(r);
+        goto fail;
     }
     PyTuple_SET_ITEM(r, 0, id);
     PyTuple_SET_ITEM(r, 1, fut);
@@ -1027,7 +1166,7 @@ static int pl_py_aio_settle(PyObject *fut, pl_aio_done *d, PyObject *h)
                             attempts);
         if (!res) return -1;
     }
-    r = PyObject_CallMethodOneArg(fut, pl_py_str_set_result, res);
+    r = pl_py_fut_call(fut, pl_py_str_set_result, res);
     Py_DECREF(res);
     Py_XDECREF(r);
     return r ? 1 : -1;
@@ -1061,6 +1200,20 @@ static PyObject *pl_py_aio_pop(PyObject *futs, uint64_t id)
     return NULL;
 }
 
+/* The MemoryError being raised for completion d, which could not be handed to
+ * its future: OutcomeUnknownError instead when d's operation may have acted (it
+ * succeeded, or its own outcome is unknown), as for pl_py_aio_lost. A receive
+ * that found nothing (PL_EMPTY) or an operation that failed for sure keeps it. */
+static void pl_py_aio_undelivered(pl_aio_done *d)
+{
+    static const char *const names[] = {
+        "",           "send",   "send_batch", "peek_lock", "receive_and_delete",
+        "renew_lock", "unlock", "complete",   "idle"};
+    int code = pl_aio_done_code(d), kind = pl_aio_done_kind(d);
+    if ((code == PL_OK || code == PL_EUNKNOWN) && kind > 0 && kind < (int)PL_PY_COUNT(names))
+        pl_py_aio_unknown(names[kind]);
+}
+
 /* One completion, handed to its future (pl_py_aio_settle); a message that
  * reached no future (the receive was cancelled, or the future could not take it)
  * goes to orphan(handle, peek_locked), or when that fails or the message could
@@ -1075,12 +1228,16 @@ static int pl_py_aio_take(pl_aio *a, PyObject *futs, PyObject *orphan, pl_aio_do
     if (!h) {
         if (peek) pl_aio_unlock_detached(a, m); /* (closed: the lock expires on its own) */
         pl_message_free(m);
+        if (fut) pl_py_aio_undelivered(d);
         rc = pl_py_aio_fail(fut);
         Py_XDECREF(fut);
         return rc;
     }
     took = pl_py_aio_settle(fut, d, h);
-    if (took < 0) rc = pl_py_aio_fail(fut);
+    if (took < 0) {
+        if (fut) pl_py_aio_undelivered(d);
+        rc = pl_py_aio_fail(fut);
+    }
     if (took <= 0 && h != Py_None) {
         pl_py_exc e = {NULL, NULL, NULL};
         if (rc < 0) pl_py_exc_take(&e); /* the first error is the one reported */
@@ -1146,6 +1303,7 @@ static PyMethodDef pl_py_functions[] = {
     {"pl_py_method", pl_py_method, METH_O, NULL},
     {"pl_py_aio_submit", PL_PY_FASTCALL(pl_py_aio_submit), METH_FASTCALL, NULL},
     {"pl_py_aio_resolve", PL_PY_FASTCALL(pl_py_aio_resolve), METH_FASTCALL, NULL},
+    {"pl_py_aio_lost", PL_PY_FASTCALL(pl_py_aio_lost_py), METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1160,6 +1318,9 @@ int pl_py_glue_init(PyObject *module)
     if (!(pl_py_str_set_exception = PyUnicode_InternFromString("set_exception"))) return -1;
     if (!(pl_py_str_cancel = PyUnicode_InternFromString("cancel"))) return -1;
     if (!(pl_py_str_get_loop = PyUnicode_InternFromString("get_loop"))) return -1;
+    if (!(pl_py_str_callbacks = PyUnicode_InternFromString("_callbacks"))) return -1;
+    if (!(pl_py_str_call_soon = PyUnicode_InternFromString("call_soon"))) return -1;
+    if (!(pl_py_str_context = PyUnicode_InternFromString("context"))) return -1;
     if (PyType_Ready(&pl_py_method_type) < 0) return -1;
     return PyModule_AddFunctions(module, pl_py_functions);
 }

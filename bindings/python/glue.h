@@ -9,6 +9,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 /* The SWIG classes glue.c makes and reads handles of. */
 typedef enum pl_py_kind { PL_PY_CLIENT, PL_PY_MESSAGE, PL_PY_RENEWER, PL_PY_AIO } pl_py_kind;
@@ -27,5 +28,15 @@ int pl_py_glue_init(PyObject *module);
 /* Raises the exception of a PL_E* code: the class made by the factory that
  * peeklock.errors registers, with pl_error_last()'s details when they are code's. */
 void pl_py_raise(int code);
+
+struct pl_aio;
+/* An operation the engine took (id) that its caller cannot wait for (out of
+ * memory for its id, or for its future's registration): cancelled, and the
+ * error for the caller raised in place of the MemoryError being raised.
+ * submit_fn names the submit function (pl_aio_send, ...): a peek-lock or an idle
+ * wait keeps MemoryError (it acted on nothing; a lock it gets anyway reaches no
+ * future and is unlocked), any other may already have acted (a send, a settle,
+ * a receive-and-delete on the wire runs to its end): OutcomeUnknownError. */
+void pl_py_aio_lost(struct pl_aio *a, uint64_t id, const char *submit_fn);
 
 #endif

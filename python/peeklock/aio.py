@@ -138,10 +138,13 @@ class _Engine:
         if self._loop is None:
             self._attach()
         if id_:
-            fut: "asyncio.Future[Any]" = asyncio.Future()
-            if fut.get_loop() is not self._loop:
-                self._attach()  # (raises)
-            self._futs[id_] = fut
+            try:
+                fut: "asyncio.Future[Any]" = asyncio.Future()
+                if fut.get_loop() is not self._loop:
+                    self._attach()  # (raises)
+                self._futs[id_] = fut
+            except MemoryError:  # under way, and no completion can find a future
+                _core.pl_py_aio_lost(self._a, id_, submit)  # cancels; raises what the caller may assume
         else:
             # the future is made on the loop that runs (asyncio.Future, as the default
             # loop's create_future makes it, but without its Python frame): refused

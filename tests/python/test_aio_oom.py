@@ -1,0 +1,231 @@
+"""Out of memory in peeklock.aio's C glue (bindings/python/glue.c, python.i's id
+typemap), with a real failing allocator: tests/python/failalloc.c, built here,
+hooks Python's allocators and fails one chosen allocation made inside the glue
+(pl_py_aio_submit with the submit call, asyncio.Future() and the id it makes;
+the loop's reader pl_py_aio_resolve with the futures it resolves and the
+callbacks that schedules). A sweep fails allocation 0, 1, 2, ... of one
+operation until the operation runs without reaching the failure, and checks
+each time: the call raises MemoryError or OutcomeUnknownError or succeeds (never
+a false failure, never a hang), no future stays in the client's table, nothing
+stays locked in the emulator, a send reported as MemoryError did not reach the
+queue, and the client still works."""
+
+import asyncio
+import gc
+import importlib.machinery
+import importlib.util
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+import peeklock
+import peeklock.aio
+from peeklock import _core
+from peeklock.errors import OutcomeUnknownError
+
+pytestmark = pytest.mark.asyncio
+
+HERE = Path(__file__).resolve().parent
+LIMIT = 10.0  # seconds an operation may take before it counts as hung
+IDS = 300  # ids burnt first: an id above 256 is an allocation (python.i's typemap)
+
+
+@pytest.fixture(scope="module")
+def failalloc(tmp_path_factory):
+    """The failing allocator, compiled for this interpreter."""
+    out = tmp_path_factory.mktemp("failalloc") / ("failalloc" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    cc = sysconfig.get_config_var("CC") or "cc"
+    cmd = cc.split() + [
+        "-shared",
+        "-fPIC",
+        "-O1",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I" + sysconfig.get_paths()["include"],
+        str(HERE / "failalloc.c"),
+        "-o",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True)
+    spec = importlib.util.spec_from_file_location("failalloc", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest_asyncio.fixture
+async def aclient(emu, failalloc, monkeypatch):
+    """A client whose glue calls count allocations (failalloc.on/off around them)."""
+
+    def counted(f):
+        on, off = failalloc.on, failalloc.off
+
+        def call(*args):
+            on()
+            try:
+                return f(*args)
+            finally:
+                off()
+
+        return call
+
+    monkeypatch.setattr(peeklock.aio, "_submit", counted(_core.pl_py_aio_submit))
+    monkeypatch.setattr(_core, "pl_py_aio_resolve", counted(_core.pl_py_aio_resolve))
+    c = peeklock.aio.Client.from_connection_string(emu.connection_string)
+    for _ in range(IDS):
+        await c._engine.wind_down()
+    yield c
+    await c.aclose()
+
+
+async def sweep(failalloc, aclient, setup, op, check, acts=True):
+    """Fails allocation n of op() for n = 0, 1, ... until op() ends without reaching
+    it; setup() makes op's inputs, check(n, inputs, result or exception) its
+    invariants. An operation that acts (acts: a send, a settle) says MemoryError
+    only when the engine never took it. Returns how many allocations were failed
+    in turn."""
+    n = 0
+    while True:
+        inputs = await setup(n)
+        submitted = aclient.stats()["aio"]["submitted"]
+        failalloc.arm(n)
+        task = asyncio.ensure_future(op(inputs))
+        try:
+            await asyncio.wait({task}, timeout=LIMIT)
+        finally:
+            _, fired = failalloc.disarm()
+        if not task.done():
+            del task
+            gc.collect()  # (so that the loop's teardown does not wait for it for ever)
+            pytest.fail(f"allocation {n}: the call never ended")
+        try:
+            res = task.result()
+        except (MemoryError, OutcomeUnknownError) as e:
+            res = e
+        if acts and isinstance(res, MemoryError):
+            assert aclient.stats()["aio"]["submitted"] == submitted, (
+                f"allocation {n}: MemoryError, yet it may have acted"
+            )
+        assert aclient._engine.pending() == [], f"allocation {n}: a future left in the table"
+        # a cancelled operation, or a send the cancel found on the wire, ends on its own
+        await aclient._engine.wind_down()
+        await until(lambda: aclient.stats()["aio"]["pending"] == 0)
+        assert aclient._engine.pending() == []
+        await check(n, inputs, res)
+        if not fired:
+            assert not isinstance(res, BaseException), f"no allocation failed, yet {res!r}"
+            return n
+        n += 1
+
+
+async def until(predicate, timeout=LIMIT):
+    """Waits for a condition (an event the test cannot await directly)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def unlocked(emu, q):
+    return [m["locked"] for m in emu.messages(q)] in ([], [False])
+
+
+async def test_send_out_of_memory(aclient, emu, make_queue, failalloc):
+    q = make_queue(lock_duration=5)
+    seen = {}
+
+    async def setup(n):
+        return f"m{n}"
+
+    async def op(mid):
+        return await aclient.send(q, b"x", message_id=mid)
+
+    async def check(n, mid, res):
+        seen[n] = type(res).__name__
+        there = [m["message_id"] for m in emu.messages(q)].count(mid)
+        if isinstance(res, MemoryError):
+            assert there == 0, f"allocation {n}: send said MemoryError, but the message was sent"
+        elif isinstance(res, OutcomeUnknownError):
+            assert there in (0, 1)
+        else:
+            assert there == 1
+
+    count = await sweep(failalloc, aclient, setup, op, check)
+    assert count > 3 and set(seen.values()) == {"MemoryError", "OutcomeUnknownError", "NoneType"}
+    await aclient.send(q, b"after", message_id="after")
+    msg = await aclient.peek_lock(q, timeout=1)
+    assert msg is not None
+    await msg.complete()
+
+
+async def test_peek_lock_out_of_memory(aclient, emu, make_queue, failalloc):
+    async def setup(n):
+        q = make_queue(lock_duration=5)
+        await aclient.send(q, b"x", message_id=f"m{n}")
+        return q
+
+    async def op(q):
+        return await aclient.peek_lock(q, timeout=2)
+
+    async def check(n, q, res):
+        if isinstance(res, BaseException):
+            assert isinstance(res, MemoryError), res
+            # the receive was cancelled: a lock that reached the engine anyway was
+            # given back at once; one the server took for the aborted transfer
+            # (pl_aio_cancel) lasts a lock duration, and no longer
+            [m] = emu.messages(q)
+            assert m["message_id"] == f"m{n}" and m["delivery_count"] <= 1
+        else:
+            assert res is not None and res.message_id == f"m{n}"
+            await res.complete()
+            assert emu.messages(q) == []
+        emu.advance(6)  # a lock duration: nothing renews a lock nobody holds
+        assert unlocked(emu, q)
+
+    count = await sweep(failalloc, aclient, setup, op, check, acts=False)
+    assert count > 3
+    q = await setup(-1)
+    msg = await aclient.peek_lock(q, timeout=1)
+    await msg.complete()
+
+
+async def test_complete_out_of_memory(aclient, emu, make_queue, failalloc):
+    async def setup(n):
+        q = make_queue(lock_duration=5)
+        await aclient.send(q, b"x", message_id=f"m{n}")
+        msg = await aclient.peek_lock(q, timeout=2)
+        assert msg is not None
+        return q, msg
+
+    async def op(inputs):
+        return await inputs[1].complete()
+
+    async def check(n, inputs, res):
+        q, msg = inputs
+        left = emu.messages(q)
+        if isinstance(res, MemoryError):
+            assert [m["locked"] for m in left] == [True], f"allocation {n}: MemoryError, yet completed"
+            assert msg.state == "held"
+            await msg.abandon()
+        elif isinstance(res, OutcomeUnknownError):
+            # the message says what became of it: settled, or held (the complete
+            # was stopped before it was sent) and then completed now exactly once
+            assert msg.state in ("settled", "held", "unknown"), msg.state
+            if msg.state == "held":
+                await msg.complete()
+            assert emu.messages(q) == [] or msg.state == "unknown"
+        else:
+            assert left == [] and msg.state == "settled"
+        emu.advance(6)
+        assert unlocked(emu, q)
+
+    count = await sweep(failalloc, aclient, setup, op, check)
+    assert count > 3
+    q, msg = await setup(-1)
+    await msg.complete()
+    assert emu.messages(q) == []
