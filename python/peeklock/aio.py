@@ -586,10 +586,12 @@ class Client:
         some itself or returns a mapping message (or sequence number) ->
         "complete" | "abandon"; the rest are completed when it returns and abandoned
         when it raises or is cancelled.
-        Stops on SIGINT/SIGTERM (unless ignored at start), ``stop_event`` or
-        ``max_messages``: pending receives are cancelled at once (a batch being
-        collected is given back), handlers under way finish (a second signal, or
-        ``drain_timeout``, cancels them: their messages are abandoned).
+        Stops on SIGINT/SIGTERM (unless ignored at start) or ``stop_event``:
+        pending receives are cancelled at once (a batch being collected is given
+        back), handlers under way finish (a second signal, or ``drain_timeout``,
+        cancels them: their messages are abandoned). ``max_messages``: each
+        receive claims one of them first (the core's pl_run), so no more are
+        received however many tasks wait; the run ends when their handlers finish.
         ``cancel_on_lost``: a handler whose lock is lost is cancelled (see
         :class:`Message`; single messages only). A failed receive pauses the worker
         (1 s doubling per consecutive failure, at most 10 s: the core's
@@ -668,17 +670,24 @@ class _Processor:
         self.max_wait = max_wait
         self.summary = ProcessSummary(entity=entity)
         self.signals = 0
-        self.claimed = 0  # batches: messages received or being received (max_messages)
+        self.run_ = _processor._new_run(max_messages, None)  # pl_run: claims, in flight, why it stopped
         self.handling: Set["asyncio.Task[None]"] = set()
         self.receiving: Set["asyncio.Task[None]"] = set()
         self.failures: Dict["asyncio.Task[None]", int] = {}  # a worker's consecutive failed receives
 
     # ---- stopping ----
+    def stop_by(self, reason: int) -> None:
+        _processor._stop(self.run_, self.summary, reason)
+
+    def claim(self) -> bool:
+        """A claim on the next message (pl_run_claim): False once max_messages
+        are claimed or the run stops."""
+        return _core.pl_run_claim(self.run_, 1) == 1
+
     def on_signal(self) -> None:
         s = self.summary
         self.signals += 1
-        if not s.stopped_by:
-            s.stopped_by = "signal"
+        self.stop_by(_core.PL_RUN_SIGNAL)
         log.info("signal: draining (%d in flight)", s.in_flight)
         self.stop.set()
         for task in list(self.receiving):
@@ -689,8 +698,7 @@ class _Processor:
 
     async def watch_stop(self) -> None:
         await self.stop.wait()
-        if not self.summary.stopped_by:
-            self.summary.stopped_by = "stop_event"
+        self.stop_by(_core.PL_RUN_STOP_EVENT)
         for task in list(self.receiving):
             task.cancel()
         if self.drain_timeout is not None:
@@ -726,11 +734,7 @@ class _Processor:
         if not self.client._closed:  # a normal return: the drain's background unlocks are done
             await self.client._engine.wind_down()
         s = self.summary
-        if not s.stopped_by:
-            if self.client._closed:
-                s.stopped_by = "closed"
-            else:
-                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+        self.stop_by(_core.PL_RUN_CLOSED if self.client._closed else _core.PL_RUN_STOPPED)
         s.elapsed = time.monotonic() - started
         s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
         return _processor._raise_error(s)
@@ -741,11 +745,8 @@ class _Processor:
         me = asyncio.current_task()
         assert me is not None
         while not self.stop.is_set():
-            if self.max_messages is not None and s.received >= self.max_messages:
-                if not s.stopped_by:
-                    s.stopped_by = "max_messages"
-                self.stop.set()
-                return
+            if not self.claim():
+                return  # the others receive (or handle) the last claimed messages
             msg = await self.receive(me, self.poll_timeout)
             if msg is None:
                 if self.client._closed:
@@ -780,15 +781,18 @@ class _Processor:
             finally:
                 self.handling.discard(me)
                 s.in_flight -= 1
+                _processor._note(self.run_, _core.PL_RUN_FINISHED)
 
     async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
-        """One peek-lock, counted; None when nothing came, it failed (after a
-        pause by the core's rule, or the run ends with it), the client closed
-        or the drain cancelled it."""
+        """One peek-lock on a claim the caller took, counted; None when nothing
+        came, it failed (after a pause by the core's rule, or the run ends with
+        it), the client closed or the drain cancelled it: the claim is then
+        given back."""
         s = self.summary
         self.receiving.add(me)
         held = hold_failures()
         failed: Optional[Error] = None
+        msg: Optional[Message] = None
         try:
             with held:
                 msg = await self.client._peek_lock(self.entity, timeout, self.max_renew, self.cancel_on_lost)
@@ -802,10 +806,13 @@ class _Processor:
             failed = e
         finally:
             self.receiving.discard(me)
+            if msg is None:
+                _core.pl_run_unclaim(self.run_, 1)
         if failed is not None:
             self.failures[me] = self.failures.get(me, 0) + 1
             pause = _processor._receive_failed(s, failed, held.records, self.failures[me])
             if pause < 0:
+                self.stop_by(_core.PL_RUN_ERROR)
                 self.stop.set()  # the other workers' receives are cancelled, handlers finish
             elif not self.stop.is_set():
                 try:
@@ -815,6 +822,7 @@ class _Processor:
             return None
         self.failures[me] = 0
         if msg is not None:
+            _processor._note(self.run_, _core.PL_RUN_RECEIVED)
             s.received += 1
             if msg.delivery_count > 1:
                 s.redelivered += 1
@@ -846,28 +854,31 @@ class _Processor:
         me = asyncio.current_task()
         assert me is not None
         while not self.stop.is_set() and not self.client._closed:
-            msgs = await self.collect(me)
+            msgs, out = await self.collect(me)
             if msgs:
                 await self.run_batch(me, msgs)
-            elif self.max_messages is not None and self.claimed >= self.max_messages:
+            elif out:
                 return  # the others receive (or hold) the last claimed messages
 
-    async def collect(self, me: "asyncio.Task[None]") -> List[Message]:
+    async def collect(self, me: "asyncio.Task[None]") -> Tuple[List[Message], bool]:
         """Up to ``batch`` messages, each held by the C renewer from its receipt:
         the first waits up to poll_timeout, the rest until max_wait after it.
-        A drain (or a close) that begins meanwhile gives them back."""
+        A drain (or a close) that begins meanwhile gives them back. And whether
+        no claim was left for another (max_messages, or the run stops)."""
         assert self.batch is not None
         msgs: List[Message] = []
         deadline = 0.0
+        out = False
         try:
             while not self.stop.is_set() and len(msgs) < self.batch:
                 timeout = _processor._next_timeout(len(msgs), deadline, self.poll_timeout)
-                if timeout is None or (self.max_messages is not None and self.claimed >= self.max_messages):
+                if timeout is None:
                     break
-                self.claimed += 1
+                if not self.claim():
+                    out = True
+                    break
                 msg = await self.receive(me, timeout)
                 if msg is None:
-                    self.claimed -= 1
                     if self.client._closed:
                         break
                     continue  # with messages: the batch closes at its deadline
@@ -883,8 +894,8 @@ class _Processor:
         if msgs and (self.stop.is_set() or self.client._closed):
             # nothing has run on them: given back at once
             await asyncio.gather(*(self._give_back(m) for m in msgs))
-            return []
-        return msgs
+            return [], out
+        return msgs, out
 
     async def _give_back(self, m: Message) -> None:
         try:
@@ -893,6 +904,7 @@ class _Processor:
             log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
         self.summary.abandoned_on_drain += 1
         self.summary.in_flight -= 1
+        _processor._note(self.run_, _core.PL_RUN_FINISHED)
 
     def _give_back_now(self, msgs: List[Message]) -> None:
         for m in msgs:
@@ -900,6 +912,7 @@ class _Processor:
                 m._abandon_now()
                 self.summary.abandoned_on_drain += 1
             self.summary.in_flight -= 1
+            _processor._note(self.run_, _core.PL_RUN_FINISHED)
 
     async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
         s = self.summary
@@ -932,6 +945,7 @@ class _Processor:
                 else:
                     _processor._tally(s, applied.get(m) or "settled_by_handler")
                 s.in_flight -= 1
+                _processor._note(self.run_, _core.PL_RUN_FINISHED)
             if not self.stop.is_set():
                 raise
         finally:
@@ -978,4 +992,5 @@ class _Processor:
             _processor._remember(s, f"settle: {e}")
         done.add(m)
         s.in_flight -= 1
+        _processor._note(self.run_, _core.PL_RUN_FINISHED)
         _processor._tally(s, outcome)
