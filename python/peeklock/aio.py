@@ -569,6 +569,7 @@ class Client:
         poll_timeout: float = _validate._DEFAULT_POLL_TIMEOUT,
         stop_event: Optional[asyncio.Event] = None,
         max_messages: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
         handle_signals: bool = True,
         drain_timeout: Optional[float] = None,
         cancel_on_lost: bool = False,
@@ -592,6 +593,8 @@ class Client:
         cancels them: their messages are abandoned). ``max_messages``: each
         receive claims one of them first (the core's pl_run), so no more are
         received however many tasks wait; the run ends when their handlers finish.
+        ``idle_timeout``: the run stops as on ``stop_event`` once no message is in
+        flight and none was received or finished for that many seconds.
         ``cancel_on_lost``: a handler whose lock is lost is cancelled (see
         :class:`Message`; single messages only). A failed receive pauses the worker
         (1 s doubling per consecutive failure, at most 10 s: the core's
@@ -601,6 +604,7 @@ class Client:
         entity = _validate._check_entity(entity)
         _processor._check_option("concurrency", concurrency, whole=True)
         _processor._check_option("max_messages", max_messages, whole=True)
+        _processor._check_option("idle_timeout", idle_timeout)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
         if batch is not None and cancel_on_lost:
@@ -614,6 +618,7 @@ class Client:
             max_renew=_validate._check_max_renew(max_renew, optional=True),
             stop=stop_event if stop_event is not None else asyncio.Event(),
             max_messages=max_messages,
+            idle_timeout=idle_timeout,
             drain_timeout=drain_timeout,
             cancel_on_lost=cancel_on_lost,
             retry_delay=_processor._check_retry_delay(retry_delay),
@@ -647,6 +652,7 @@ class _Processor:
         max_renew: Optional[float],
         stop: asyncio.Event,
         max_messages: Optional[int],
+        idle_timeout: Optional[float],
         drain_timeout: Optional[float],
         cancel_on_lost: bool,
         retry_delay: RetryDelay,
@@ -670,7 +676,9 @@ class _Processor:
         self.max_wait = max_wait
         self.summary = ProcessSummary(entity=entity)
         self.signals = 0
-        self.run_ = _processor._new_run(max_messages, None)  # pl_run: claims, in flight, why it stopped
+        self.run_ = _processor._new_run(max_messages, idle_timeout)  # pl_run: claims, in flight, idle, why it stopped
+        self.idle_timeout = idle_timeout
+        self.finished = asyncio.Event()  # a message was finished (watch_idle)
         self.handling: Set["asyncio.Task[None]"] = set()
         self.receiving: Set["asyncio.Task[None]"] = set()
         self.failures: Dict["asyncio.Task[None]", int] = {}  # a worker's consecutive failed receives
@@ -683,6 +691,26 @@ class _Processor:
         """A claim on the next message (pl_run_claim): False once max_messages
         are claimed or the run stops."""
         return _core.pl_run_claim(self.run_, 1) == 1
+
+    def note(self, event: int) -> None:
+        _processor._note(self.run_, event)
+        if event == _core.PL_RUN_FINISHED:
+            self.finished.set()
+
+    async def watch_idle(self) -> None:
+        """Sets stop once the run is idle (pl_run): waits as long as the core says
+        it cannot be sooner, or, with a message in flight, for one to finish."""
+        while not self.stop.is_set():
+            ms = _core.pl_run_idle_ms(self.run_, _core.pl_now_mono_ms())
+            if ms == 0:
+                self.stop_by(_core.PL_RUN_IDLE)
+                self.stop.set()
+                return
+            self.finished.clear()
+            try:
+                await asyncio.wait_for(self.finished.wait(), None if ms < 0 else ms / 1000)
+            except asyncio.TimeoutError:
+                pass
 
     def on_signal(self) -> None:
         s = self.summary
@@ -718,15 +746,16 @@ class _Processor:
                     loop.add_signal_handler(sig, self.on_signal)
         work = self.batch_worker if self.batch is not None else self.worker
         workers = [asyncio.ensure_future(work()) for _ in range(self.concurrency)]
-        watcher = asyncio.ensure_future(self.watch_stop())
+        watchers = [asyncio.ensure_future(self.watch_stop())]
+        if self.idle_timeout is not None:
+            watchers.append(asyncio.ensure_future(self.watch_idle()))
         try:
             await asyncio.gather(*workers)
         finally:
             try:
-                watcher.cancel()
-                for task in workers:
+                for task in watchers + workers:
                     task.cancel()
-                await asyncio.gather(*workers, watcher, return_exceptions=True)
+                await asyncio.gather(*workers, *watchers, return_exceptions=True)
             finally:
                 for sig, h in old.items():
                     loop.remove_signal_handler(sig)
@@ -781,7 +810,7 @@ class _Processor:
             finally:
                 self.handling.discard(me)
                 s.in_flight -= 1
-                _processor._note(self.run_, _core.PL_RUN_FINISHED)
+                self.note(_core.PL_RUN_FINISHED)
 
     async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
         """One peek-lock on a claim the caller took, counted; None when nothing
@@ -822,7 +851,7 @@ class _Processor:
             return None
         self.failures[me] = 0
         if msg is not None:
-            _processor._note(self.run_, _core.PL_RUN_RECEIVED)
+            self.note(_core.PL_RUN_RECEIVED)
             s.received += 1
             if msg.delivery_count > 1:
                 s.redelivered += 1
@@ -904,7 +933,7 @@ class _Processor:
             log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
         self.summary.abandoned_on_drain += 1
         self.summary.in_flight -= 1
-        _processor._note(self.run_, _core.PL_RUN_FINISHED)
+        self.note(_core.PL_RUN_FINISHED)
 
     def _give_back_now(self, msgs: List[Message]) -> None:
         for m in msgs:
@@ -912,7 +941,7 @@ class _Processor:
                 m._abandon_now()
                 self.summary.abandoned_on_drain += 1
             self.summary.in_flight -= 1
-            _processor._note(self.run_, _core.PL_RUN_FINISHED)
+            self.note(_core.PL_RUN_FINISHED)
 
     async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
         s = self.summary
@@ -945,7 +974,7 @@ class _Processor:
                 else:
                     _processor._tally(s, applied.get(m) or "settled_by_handler")
                 s.in_flight -= 1
-                _processor._note(self.run_, _core.PL_RUN_FINISHED)
+                self.note(_core.PL_RUN_FINISHED)
             if not self.stop.is_set():
                 raise
         finally:
@@ -992,5 +1021,5 @@ class _Processor:
             _processor._remember(s, f"settle: {e}")
         done.add(m)
         s.in_flight -= 1
-        _processor._note(self.run_, _core.PL_RUN_FINISHED)
+        self.note(_core.PL_RUN_FINISHED)
         _processor._tally(s, outcome)
