@@ -751,7 +751,6 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
   while not stopping() and not out do
     local msgs, keys, deadline, wait_ms = {}, {}, nil, nil
     while #msgs < o.batch and not stopping() do
-      if not claim(s) then out = true; break end
       if deadline then
         local left = deadline - core.pl_now_mono_ms()
         if left <= 0 and o.max_wait > 0 then break end
@@ -761,6 +760,7 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       else
         ropts.timeout = o.poll_timeout
       end
+      if not claim(s) then out = true; break end
       local msg, err = self:peek_lock(entity, ropts)
       if not msg then
         core.pl_run_unclaim(s._run, 1)
