@@ -693,7 +693,7 @@ class _Processor:
         return _core.pl_run_claim(self.run_, 1) == 1
 
     def note(self, event: int) -> None:
-        _processor._note(self.run_, event)
+        _processor._note(self.run_, self.summary, event)
         if event == _core.PL_RUN_FINISHED:
             self.finished.set()
 
@@ -781,7 +781,6 @@ class _Processor:
                 if self.client._closed:
                     return
                 continue
-            s.in_flight += 1
             self.handling.add(me)
             handler_failed = False
             try:
@@ -809,7 +808,6 @@ class _Processor:
                 _processor._tally(s, "lost" if msg.lock_lost else "failed")
             finally:
                 self.handling.discard(me)
-                s.in_flight -= 1
                 self.note(_core.PL_RUN_FINISHED)
 
     async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
@@ -915,7 +913,6 @@ class _Processor:
                     deadline = time.monotonic() + self.max_wait
                 with no_context():  # the batch's process spans do not nest
                     msg.__enter__()
-                self.summary.in_flight += 1
                 msgs.append(msg)
         except asyncio.CancelledError:
             self._give_back_now(msgs)  # cancelled from outside: no await
@@ -932,7 +929,6 @@ class _Processor:
         except Error as e:
             log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
         self.summary.abandoned_on_drain += 1
-        self.summary.in_flight -= 1
         self.note(_core.PL_RUN_FINISHED)
 
     def _give_back_now(self, msgs: List[Message]) -> None:
@@ -940,7 +936,6 @@ class _Processor:
             if m.state == "held":
                 m._abandon_now()
                 self.summary.abandoned_on_drain += 1
-            self.summary.in_flight -= 1
             self.note(_core.PL_RUN_FINISHED)
 
     async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
@@ -973,7 +968,6 @@ class _Processor:
                     s.abandoned_on_drain += 1
                 else:
                     _processor._tally(s, applied.get(m) or "settled_by_handler")
-                s.in_flight -= 1
                 self.note(_core.PL_RUN_FINISHED)
             if not self.stop.is_set():
                 raise
@@ -1020,6 +1014,5 @@ class _Processor:
             s.errors += 1
             _processor._remember(s, f"settle: {e}")
         done.add(m)
-        s.in_flight -= 1
         self.note(_core.PL_RUN_FINISHED)
         _processor._tally(s, outcome)

@@ -267,10 +267,12 @@ def _new_run(max_messages: Optional[int], idle_timeout: Optional[float]) -> Any:
     return _core.pl_run_new(_core.pl_now_mono_ms(), **opts)
 
 
-def _note(run: Any, event: int) -> None:
+def _note(run: Any, s: "ProcessSummary", event: int) -> None:
     """Tells the run a message was received (PL_RUN_RECEIVED) or is done with
-    (PL_RUN_FINISHED)."""
+    (PL_RUN_FINISHED), and shows its count of messages in flight in
+    ``s.in_flight`` (a processor with threads calls it under its lock)."""
     _core.pl_run_note(run, event, _core.pl_now_mono_ms())
+    s.in_flight = _core.pl_run_in_flight(run)
 
 
 def _stop(run: Any, s: "ProcessSummary", reason: int) -> None:
@@ -307,7 +309,7 @@ class ProcessSummary:
     errors: int = 0  # receive or settle errors (after retries)
     renewals: int = 0  # lock renewals by the C renewer during the run
     redelivered: int = 0  # received with delivery_count > 1
-    in_flight: int = 0
+    in_flight: int = 0  # received, not yet finished (the core's count: pl_run_in_flight)
     elapsed: float = 0.0
     stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error", "closed", "stopped"
     last_errors: List[str] = field(default_factory=list)
@@ -435,11 +437,10 @@ class Processor:
                     pass
                 with self._lock:
                     s.abandoned_on_drain += 1
-                _note(self._run, _core.PL_RUN_FINISHED)
+                    _note(self._run, s, _core.PL_RUN_FINISHED)
                 break
             with self._lock:
                 self._held.add(msg)
-                s.in_flight += 1
             outcome = "processed"
             try:
                 with msg:
@@ -464,9 +465,8 @@ class Processor:
             except BaseException:
                 with self._lock:
                     self._held.discard(msg)
-                    s.in_flight -= 1
                     s.failed += 1
-                _note(self._run, _core.PL_RUN_FINISHED)
+                    _note(self._run, s, _core.PL_RUN_FINISHED)
                 self.stop_event.set()
                 raise
             self._count(msg, outcome)
@@ -478,9 +478,8 @@ class Processor:
         with self._lock:
             if msg in self._held:
                 self._held.discard(msg)
-                s.in_flight -= 1
                 _tally(s, outcome)
-                _note(self._run, _core.PL_RUN_FINISHED)
+                _note(self._run, s, _core.PL_RUN_FINISHED)
             elif outcome == "processed" and self.on_drain_timeout == "expire":
                 # released by the drain, which counted it as left to expire; the
                 # handler still finished within the lock and completed it after all
@@ -518,8 +517,8 @@ class Processor:
         if msg is None:
             self._unclaim()
             return None
-        _note(self._run, _core.PL_RUN_RECEIVED)
         with self._lock:
+            _note(self._run, self.summary, _core.PL_RUN_RECEIVED)
             self.summary.received += 1
             if msg.delivery_count > 1:
                 self.summary.redelivered += 1
@@ -548,7 +547,6 @@ class Processor:
                 msg.__enter__()
             with self._lock:
                 self._held.add(msg)
-                self.summary.in_flight += 1
             msgs.append(msg)
         if self.stop_event.is_set() and msgs:
             # the drain began while collecting: nothing has run, give them back
@@ -558,10 +556,8 @@ class Processor:
                 for m in msgs:
                     if m in self._held:
                         self._held.discard(m)
-                        self.summary.in_flight -= 1
                         self.summary.abandoned_on_drain += 1
-            for _ in msgs:
-                _note(self._run, _core.PL_RUN_FINISHED)
+                    _note(self._run, self.summary, _core.PL_RUN_FINISHED)
             return []
         return msgs
 
@@ -751,8 +747,7 @@ class Processor:
                     s.abandoned_on_drain += 1
                 else:
                     s.left_to_expire += 1
-                s.in_flight -= 1
-            _note(self._run, _core.PL_RUN_FINISHED)
+                _note(self._run, s, _core.PL_RUN_FINISHED)
 
     def _renewals(self, base: int) -> int:
         return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)
