@@ -84,6 +84,7 @@ PL_LUA_LIVE_HANDLE(pl_renewer)
 PL_LUA_LIVE_HANDLE(pl_event)
 PL_LUA_LIVE_HANDLE(pl_request)
 PL_LUA_LIVE_HANDLE(pl_response)
+PL_LUA_LIVE_HANDLE(pl_run)
 /* The header's <x>_or_null parameters take nil (NULL), as the header says: by name,
  * whatever the function (SWIG matches a parameter's type and name before its type). */
 %typemap(check) pl_renewer *r_or_null, pl_message *m_or_null ""
@@ -176,7 +177,7 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
 %typemap(out) int PL_STATUS { lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++; }
 
 /* Replaced by the natives message_body and request_body (byte strings). (peeklock.i leaves
- * out the options structs, the error struct and callbacks: client_new, renewer_new and
+ * out the options structs, the error struct and callbacks: client_new, renewer_new, run_new and
  * last_error stand for them here.) */
 %ignore pl_message_body;
 %ignore pl_request_body;
@@ -187,6 +188,7 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
 %native(last_error) int pl_lua_last_error(lua_State *L);
 %native(client_new) int pl_lua_client_new(lua_State *L);
 %native(renewer_new) int pl_lua_renewer_new(lua_State *L);
+%native(run_new) int pl_lua_run_new(lua_State *L);
 %native(message_properties) int pl_lua_message_properties(lua_State *L);
 %native(message_indexer) int pl_lua_message_indexer(lua_State *L);
 %native(message_wrapper) int pl_lua_message_wrapper(lua_State *L);

@@ -57,6 +57,7 @@
 %nodefaultctor pl_response; %nodefaultdtor pl_response;
 %nodefaultctor pl_aio;      %nodefaultdtor pl_aio;
 %nodefaultctor pl_aio_done; %nodefaultdtor pl_aio_done;
+%nodefaultctor pl_run;      %nodefaultdtor pl_run;
 
 struct pl_client {};
 struct pl_message {};
@@ -69,6 +70,7 @@ struct pl_request {};
 struct pl_response {};
 struct pl_aio {};
 struct pl_aio_done {};
+struct pl_run {};
 
 %extend pl_client   { ~pl_client()   { pl_client_free($self); } }
 %extend pl_message  { ~pl_message()  { pl_message_free($self); } }
@@ -81,6 +83,7 @@ struct pl_aio_done {};
 %extend pl_response { ~pl_response() { pl_response_free($self); } }
 %extend pl_aio      { ~pl_aio()      { pl_aio_free($self); } }
 %extend pl_aio_done { ~pl_aio_done() { pl_aio_done_free($self); } }
+%extend pl_run      { ~pl_run()      { pl_run_free($self); } }
 
 %ignore pl_client_free;
 %ignore pl_message_free;
@@ -93,6 +96,7 @@ struct pl_aio_done {};
 %ignore pl_response_free;
 %ignore pl_aio_free;
 %ignore pl_aio_done_free;
+%ignore pl_run_free;
 %ignore pl_aio_stats;
 %ignore pl_free;
 
@@ -101,7 +105,8 @@ struct pl_aio_done {};
  * clients and renewers in C of its own: it fills the options struct after
  * pl_client_options_init / pl_renewer_options_init from the host's values and
  * sets its own log hook (Python: bindings/python/glue.c; Lua: from a table),
- * and uses pl_client_set_bearer_token for a token provider. */
+ * and uses pl_client_set_bearer_token for a token provider. A processor's run
+ * (pl_run_new) is built the same way from its options struct. */
 %ignore pl_token_cb;
 %ignore pl_log_fn;
 %ignore pl_log_record;
@@ -111,6 +116,9 @@ struct pl_aio_done {};
 %ignore pl_renewer_options;
 %ignore pl_renewer_options_init;
 %ignore pl_renewer_new;
+%ignore pl_run_options;
+%ignore pl_run_options_init;
+%ignore pl_run_new;
 %ignore pl_error;
 %ignore pl_error_last;
 /* The raw stats structs are returned as tables/dicts by the stats hooks. */

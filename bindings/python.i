@@ -21,6 +21,7 @@ static swig_type_info *pl_py_swig_type(pl_py_kind kind) {
     case PL_PY_MESSAGE: return SWIGTYPE_p_pl_message;
     case PL_PY_RENEWER: return SWIGTYPE_p_pl_renewer;
     case PL_PY_AIO: return SWIGTYPE_p_pl_aio;
+    case PL_PY_RUN: return SWIGTYPE_p_pl_run;
     }
     return NULL;
 }
@@ -49,7 +50,7 @@ PyObject *pl_py_handle_new(void *ptr, pl_py_kind kind) {
 
 /* glue.c's functions join the generated ones: the error and log bridges
  * (pl_py_set_error_factory, pl_py_set_log_handler, pl_py_set_orphan_warner, pl_py_error_last),
- * pl_client_new and pl_renewer_new taking their options structs' fields as
+ * pl_client_new, pl_renewer_new and pl_run_new taking their options structs' fields as
  * keywords, the Message getters and pl_py_bind, pl_py_method (the C methods of
  * client.py's classes), pl_py_aio_submit and pl_py_aio_resolve. */
 %init %{

@@ -447,19 +447,24 @@ end
 -- when it returns, abandoned when it raises, its lock renewed for up to max_renew seconds).
 -- The blocking client runs one handler at a time (concurrency = 1; peeklock.resty runs
 -- several). Options: poll_timeout (long poll per receive, 5 s), max_messages, idle_timeout
--- (seconds without a message), stop (a function: true ends the run between messages).
--- summary: processed, failed (raised: abandoned), lost, errors, error (the one that ended it).
+-- (seconds without a message in flight), stop (a function: true ends the run between messages).
+-- summary: processed, failed (raised: abandoned), lost, errors, error (the one that ended it),
+-- stopped_by (why it ended, the core's word: pl_run_stop_word).
 function Client:process(entity, handler, opts)
   local o, err = process_args(self, entity, handler, opts, 1)
   if not o then return nil, err end
-  local s = new_summary(o)
+  local s, serr = new_summary(o)
+  if not s then return nil, serr end
   local stop = o.stop
-  local function stopping() return s.stopped or (stop ~= nil and stop() == true) end
+  local function stopping()
+    if s.stopped then return true end
+    if stop ~= nil and stop() == true then I.stop_run(s, core.PL_RUN_STOP_EVENT); return true end
+    return false
+  end
   local loop = o.batch and I.batch_loop or I.process_loop
   -- (a failed receive's pause, the core's rule: this client blocks, so it sleeps)
   loop(self, entity, handler, o, s, stopping, function(seconds) core.pl_sleep_ms(math.ceil(seconds * 1000)) end)
-  s.last_message_ms, s.started = nil, nil
-  return s
+  return I.end_summary(s)
 end
 
 --- Frees the client (and its renewer). Idempotent; also run by the collector.

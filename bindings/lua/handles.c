@@ -33,6 +33,7 @@ PL_LUA_KIND(pl_renewer);
 PL_LUA_KIND(pl_event);
 PL_LUA_KIND(pl_request);
 PL_LUA_KIND(pl_response);
+PL_LUA_KIND(pl_run);
 #undef PL_LUA_KIND
 
 /* A handle has one of two metatables: the live one, whose __gc frees the C object, and

@@ -1,5 +1,5 @@
-/* options.c — client_new and renewer_new from Lua options tables: the options structs
- * filled through pl_client_options_init / pl_renewer_options_init (an absent key keeps
+/* options.c — client_new, renewer_new and run_new from Lua options tables: the options structs
+ * filled through their _options_init (an absent key keeps
  * the core's default), then each key given set, as one table of rows says (a new option
  * is one row). lua/peeklock.lua checked the keys and their types first; the checks here
  * keep a direct caller of peeklock.core safe. */
@@ -50,6 +50,11 @@ static const pl_lua_option_row renewer_rows[] = {
     {PL_LUA_LONG(pl_renewer_options, default_max_renew_ms)},
     {PL_LUA_LONG(pl_renewer_options, request_timeout_ms)},
     {PL_LUA_DBL(pl_renewer_options, jitter)},
+};
+
+static const pl_lua_option_row run_rows[] = {
+    {PL_LUA_LONG(pl_run_options, max_messages)},
+    {PL_LUA_DBL(pl_run_options, idle_timeout)},
 };
 #undef PL_LUA_AT
 #undef PL_LUA_STR
@@ -127,5 +132,23 @@ int pl_lua_renewer_new(lua_State *L)
     rc = pl_renewer_new(&r, c, &o);
     lua_pushinteger(L, rc);
     pl_lua_push_handle(L, r, &pl_lua_kind_pl_renewer, 1);
+    return 2;
+}
+
+/* run_new(now_ms, opts) -> rc, run */
+int pl_lua_run_new(lua_State *L)
+{
+    pl_run_options o;
+    pl_run *run = NULL;
+    int64_t now;
+    int rc;
+    if (!pl_lua_integer_in(L, 1, INT64_MIN, INT64_MAX, &now))
+        return luaL_error(L, "run_new: argument 1 must be an integer that fits an int64_t");
+    pl_run_options_init(&o, PL_RUN_OPTIONS_VERSION);
+    if (lua_istable(L, 2))
+        pl_lua_fill_options(L, "run_new", 2, &o, run_rows, sizeof run_rows / sizeof run_rows[0]);
+    rc = pl_run_new(&run, &o, now);
+    lua_pushinteger(L, rc);
+    pl_lua_push_handle(L, run, &pl_lua_kind_pl_run, 1);
     return 2;
 }

@@ -31,7 +31,7 @@ typedef struct pl_lua_kind {
 
 extern const pl_lua_kind pl_lua_kind_pl_connstr, pl_lua_kind_pl_client, pl_lua_kind_pl_outgoing,
     pl_lua_kind_pl_batch, pl_lua_kind_pl_message, pl_lua_kind_pl_renewer, pl_lua_kind_pl_event,
-    pl_lua_kind_pl_request, pl_lua_kind_pl_response;
+    pl_lua_kind_pl_request, pl_lua_kind_pl_response, pl_lua_kind_pl_run;
 
 /* A handle: the userdata of every C object the module hands out. own: freed with the
  * handle (a borrowed one, pl_event_message's, is not); ptr: NULL once freed. */
@@ -137,5 +137,7 @@ int pl_lua_schedule_margin(lua_State *L);
 
 int pl_lua_client_new(lua_State *L);
 int pl_lua_renewer_new(lua_State *L);
+/* run_new(now_ms, opts) -> rc, run */
+int pl_lua_run_new(lua_State *L);
 
 #endif

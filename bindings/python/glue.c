@@ -193,6 +193,11 @@ static const pl_py_field pl_py_renewer_fields[] = {
     {PL_PY_FIELD(pl_renewer_options, request_timeout_ms, 'l')},
 };
 
+static const pl_py_field pl_py_run_fields[] = {
+    {PL_PY_FIELD(pl_run_options, max_messages, 'l')},
+    {PL_PY_FIELD(pl_run_options, idle_timeout, 'd')},
+};
+
 #define PL_PY_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Sets the fields of opts named by the call's keywords (values: the values of
@@ -305,6 +310,31 @@ static PyObject *pl_py_renewer_new(PyObject *module, PyObject *const *args, Py_s
         return NULL;
     if ((rc = pl_renewer_new(&r, c, &o)) < 0) goto fail;
     if (!(h = pl_py_handle_new(r, PL_PY_RENEWER))) pl_renewer_free(r);
+    return h;
+fail:
+    pl_py_raise(rc);
+    return NULL;
+}
+
+/* pl_run_new(now_ms, **options): the same for a processor's run started at now_ms. */
+static PyObject *pl_py_run_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    pl_run_options o;
+    pl_run *run = NULL;
+    long long now;
+    PyObject *h;
+    int rc;
+    (void)module;
+    if (nargs != 1 || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "pl_run_new() takes now_ms (an int), then keyword arguments");
+        return NULL;
+    }
+    if ((now = PyLong_AsLongLong(args[0])) == -1 && PyErr_Occurred()) return NULL;
+    if ((rc = pl_run_options_init(&o, PL_RUN_OPTIONS_VERSION)) < 0) goto fail;
+    if (pl_py_fill(&o, pl_py_run_fields, PL_PY_COUNT(pl_py_run_fields), "pl_run_new", args + 1, kwnames) < 0)
+        return NULL;
+    if ((rc = pl_run_new(&run, &o, now)) < 0) goto fail;
+    if (!(h = pl_py_handle_new(run, PL_PY_RUN))) pl_run_free(run);
     return h;
 fail:
     pl_py_raise(rc);
@@ -1296,6 +1326,7 @@ static PyMethodDef pl_py_functions[] = {
     {"pl_py_error_last", pl_py_error_last, METH_NOARGS, NULL},
     {"pl_client_new", PL_PY_FASTCALL(pl_py_client_new), METH_FASTCALL | METH_KEYWORDS, NULL},
     {"pl_renewer_new", PL_PY_FASTCALL(pl_py_renewer_new), METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"pl_run_new", PL_PY_FASTCALL(pl_py_run_new), METH_FASTCALL | METH_KEYWORDS, NULL},
     {"pl_py_bind", PL_PY_FASTCALL(pl_py_bind), METH_FASTCALL, NULL},
     {"pl_py_message_body_of", pl_py_message_body_of, METH_O, NULL},
     {"pl_py_message_id_of", pl_py_message_id_of, METH_O, NULL},

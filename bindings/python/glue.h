@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 /* The SWIG classes glue.c makes and reads handles of. */
-typedef enum pl_py_kind { PL_PY_CLIENT, PL_PY_MESSAGE, PL_PY_RENEWER, PL_PY_AIO } pl_py_kind;
+typedef enum pl_py_kind { PL_PY_CLIENT, PL_PY_MESSAGE, PL_PY_RENEWER, PL_PY_AIO, PL_PY_RUN } pl_py_kind;
 
 /* Defined in bindings/python.i (SWIG's runtime lives there). The object that a
  * SWIG handle of that kind wraps, or NULL (no error set) when handle is not one. */

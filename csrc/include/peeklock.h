@@ -566,6 +566,100 @@ PL_EXTERN int pl_settle_action(const char *action);
 #define PL_RECEIVE_PAUSE_BASE_MS 1000
 #define PL_RECEIVE_PAUSE_MAX_MS  10000
 PL_EXTERN long pl_receive_pause_ms(int code, int retryable, unsigned failures);
+/* A processor's run, its bookkeeping once for every driver (Python's processors,
+ * Lua's process): when the run may take another message (max_messages), when it
+ * is idle, why it stopped, and the words for it. Pure: no clock (each call that
+ * needs the time is given pl_now_mono_ms() by the caller), no lock, no I/O. The
+ * calls on one run must not overlap: the caller serializes them (Python holds the
+ * GIL through each, the wrappers do not release it; Lua runs on one thread).
+ *
+ *   pl_run_options o;
+ *   pl_run_options_init(&o, PL_RUN_OPTIONS_VERSION);
+ *   o.max_messages = 100;
+ *   pl_run_new(&run, &o, pl_now_mono_ms());
+ *   while (pl_run_claim(run, 1) == 1) {            // a worker's loop
+ *       if (receive(&m) != PL_OK) { pl_run_unclaim(run, 1); continue; }
+ *       pl_run_note(run, PL_RUN_RECEIVED, pl_now_mono_ms());
+ *       handle(m);
+ *       pl_run_note(run, PL_RUN_FINISHED, pl_now_mono_ms());
+ *   }
+ *   puts(pl_run_stop_word(pl_run_stop(run, PL_RUN_STOPPED, pl_now_mono_ms())));
+ *
+ * max_messages counts messages received: a claim is taken before each receive and
+ * kept when a message comes (PL_RUN_RECEIVED), given back (pl_run_unclaim) when
+ * none does, so concurrent receives never take more than max_messages. The run is
+ * idle when no message is in flight (received and not yet finished) and nothing
+ * was received or finished for idle_timeout seconds (a receive that is waiting is
+ * no activity). */
+typedef struct pl_run pl_run;
+
+typedef struct pl_run_options {
+    unsigned int version; /* PL_RUN_OPTIONS_VERSION */
+    long max_messages;    /* messages the run receives at most; 0: no limit */
+    double idle_timeout;  /* seconds (a processor's idle_timeout); 0: never idle */
+} pl_run_options;
+
+#define PL_RUN_OPTIONS_VERSION 1
+#define PL_RUN_OPTIONS_INIT                                                                                  \
+    {                                                                                                        \
+        PL_RUN_OPTIONS_VERSION, 0, 0.0                                                                       \
+    }
+
+/* Why a run stops (pl_run_stop_word: the word Python's stopped_by and Lua's
+ * summary.stopped_by show). PL_RUN_GOING: no reason yet. */
+#define PL_RUN_GOING        0
+#define PL_RUN_SIGNAL       1 /* "signal": SIGINT/SIGTERM, or the nginx worker exiting */
+#define PL_RUN_STOP_EVENT   2 /* "stop_event": the caller's stop_event (Lua: its stop function) */
+#define PL_RUN_MAX_MESSAGES 3 /* "max_messages": max_messages messages received */
+#define PL_RUN_IDLE         4 /* "idle": idle for idle_timeout */
+#define PL_RUN_ERROR        5 /* "error": a failed receive that waiting cannot mend */
+#define PL_RUN_CLOSED       6 /* "closed": the client was closed under the run */
+#define PL_RUN_STOPPED      7 /* "stopped": the workers ended with no other reason */
+
+/* What pl_run_note is told. */
+#define PL_RUN_RECEIVED 1 /* a message was received (its claim kept): one more in flight */
+#define PL_RUN_FINISHED 2 /* a received message is done with, whatever its outcome */
+
+/* Fills opts with the defaults of PL_RUN_OPTIONS_INIT; PL_EINVAL unless version is
+ * PL_RUN_OPTIONS_VERSION. */
+PL_EXTERN int pl_run_options_init(pl_run_options *opts, unsigned int version);
+/* A new run (free it with pl_run_free), started at now_ms (the idle clock starts
+ * there). PL_EINVAL, pl_error_last() naming the field, for a max_messages below 0
+ * or an idle_timeout that is negative, NaN or infinite (a processor's option
+ * rules: pl_check_process_option), or opts NULL. */
+PL_EXTERN int pl_run_new(pl_run **out, const pl_run_options *opts, int64_t now_ms);
+/* Accepts NULL. */
+PL_EXTERN void pl_run_free(pl_run *run);
+/* How many of want messages (want >= 1: a batch asks for its size) may be received
+ * now: claimed until given back with pl_run_unclaim. 0 once every claim is taken
+ * (max_messages reached, or claimed by receives still waiting) or the run has a
+ * stop reason; want itself without max_messages. */
+PL_EXTERN long pl_run_claim(pl_run *run, long want);
+/* Gives back n claims that no message came for (at most those outstanding). */
+PL_EXTERN void pl_run_unclaim(pl_run *run, long n);
+/* Notes event (PL_RUN_RECEIVED, PL_RUN_FINISHED) at now_ms: activity, and the count
+ * of messages in flight. Another event is ignored. */
+PL_EXTERN void pl_run_note(pl_run *run, int event, int64_t now_ms);
+/* Messages received and not finished. */
+PL_EXTERN long pl_run_in_flight(const pl_run *run);
+/* Milliseconds until the run is idle at the earliest (a driver's wait): 0 when it
+ * is idle now, -1 when it cannot become idle without an event (no idle_timeout, or
+ * a message in flight). */
+PL_EXTERN int64_t pl_run_idle_ms(const pl_run *run, int64_t now_ms);
+/* Why the run stops, at now_ms: the reason recorded by pl_run_stop, else its own
+ * limits, recorded as they are met (PL_RUN_MAX_MESSAGES once max_messages messages
+ * were received, PL_RUN_IDLE once it is idle), else PL_RUN_GOING. */
+PL_EXTERN int pl_run_stop_reason(pl_run *run, int64_t now_ms);
+/* Records why the run stops, unless it has a reason already: the first cause
+ * wins (a limit met before it counts first: pl_run_stop_reason), except
+ * PL_RUN_ERROR, which replaces any other (the run then ends with that error, and
+ * says so). Returns the run's reason after the call; reason PL_RUN_GOING only asks.
+ * Every later claim gets 0. A driver whose workers all ended calls it with
+ * PL_RUN_STOPPED. PL_EINVAL for an unknown reason. */
+PL_EXTERN int pl_run_stop(pl_run *run, int reason, int64_t now_ms);
+/* The word of a PL_RUN_* reason ("signal", "stop_event", "max_messages", "idle",
+ * "error", "closed", "stopped"; "" for PL_RUN_GOING), NULL for any other number. */
+PL_EXTERN const char *pl_run_stop_word(int reason);
 PL_EXTERN int pl_peek_lock(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 PL_EXTERN int pl_receive_and_delete(pl_message **out, pl_client *client, const char *entity, int timeout_s);
 

@@ -570,19 +570,43 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
   }
 end
 
+-- The run's bookkeeping is the core's (pl_run, s._run): a claim before each receive against
+-- max_messages, the messages in flight, when the run is idle, why it stopped.
+local now_ms = core.pl_now_mono_ms
+
+-- Records why the run stops (the core's rule: the first cause wins, an error replaces any)
+-- and shows the run's reason in s.stopped_by.
+local function stop_run(s, reason)
+  s.stopped_by = core.pl_run_stop_word(core.pl_run_stop(s._run, reason, now_ms()))
+end
+
+-- The run ends with err (s.error, s.stopped: every consumer stops receiving, handlers under
+-- way finish).
+local function end_with(s, err)
+  s.error = s.error or err
+  s.stopped = true
+  stop_run(s, core.PL_RUN_ERROR)
+end
+
 -- A failed receive of a process consumer (failures: its consecutive failed receives, this one
 -- included), by the core's rule (pl_receive_pause_ms), counted in s: the milliseconds to pause
--- before the consumer's next receive, or -1: waiting cannot mend it and the run ends with it
--- (s.error, s.stopped: every consumer stops receiving, handlers under way finish).
+-- before the consumer's next receive, or -1: waiting cannot mend it and the run ends with it.
 local function receive_failed(s, err, failures)
   s.errors = s.errors + 1
   s.last_error = err
   local ms = core.pl_receive_pause_ms(err.errno or core.PL_EINTERNAL, err.retryable and 1 or 0, failures)
-  if ms < 0 then
-    s.error = s.error or err
-    s.stopped = true
-  end
+  if ms < 0 then end_with(s, err) end
   return ms
+end
+
+-- A claim on the next message (pl_run_claim): false once max_messages are claimed, or the run
+-- stops (its limits met: max_messages received, idle for idle_timeout).
+local function claim(s)
+  return core.pl_run_stop_reason(s._run, now_ms()) == core.PL_RUN_GOING and core.pl_run_claim(s._run, 1) == 1
+end
+
+local function note(s, event)
+  core.pl_run_note(s._run, event, now_ms())
 end
 
 -- pause(seconds) for ms in half-second slices, cut short once stopping() says so.
@@ -601,15 +625,13 @@ end
 -- receive pauses or ends the run by the core's rule (receive_failed).
 local function process_loop(self, entity, handler, o, s, stopping, pause)
   local r, rerr = self:_get_renewer()
-  if not r then s.error, s.stopped = rerr, true; return end
+  if not r then end_with(s, rerr); return end
   local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
   local failures = 0 -- this consumer's consecutive failed receives
-  while not stopping() do
-    if o.max_messages and s.started >= o.max_messages then break end
-    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
-    s.started = s.started + 1
+  while not stopping() and claim(s) do
     local msg, err = self:peek_lock(entity, ropts)
     if msg then
+      note(s, core.PL_RUN_RECEIVED)
       failures = 0
       local ok
       ok, err = run_held(self, r, msg, o.max_renew, handler, "with_lock")
@@ -620,9 +642,9 @@ local function process_loop(self, entity, handler, o, s, stopping, pause)
         s.errors = s.errors + 1
         s.last_error = err
       end
-      s.last_message_ms = core.pl_now_mono_ms()
+      note(s, core.PL_RUN_FINISHED)
     else
-      s.started = s.started - 1
+      core.pl_run_unclaim(s._run, 1)
       if not err then
         failures = 0 -- nothing arrived within poll_timeout
       else
@@ -710,8 +732,8 @@ local function run_batch(self, r, msgs, keys, handler, s)
     elseif err.code == "handler" then count(s, "failed")
     elseif err.code == "lock_lost" then count(s, "lost")
     else count(s, "errors", err) end
+    note(s, core.PL_RUN_FINISHED)
   end
-  s.last_message_ms = core.pl_now_mono_ms()
 end
 
 -- A consumer of process with batch = N: collects up to N messages, each held by the renewer
@@ -722,15 +744,13 @@ end
 -- pauses or ends the run by the core's rule (receive_failed).
 local function batch_loop(self, entity, handler, o, s, stopping, pause)
   local r, rerr = self:_get_renewer()
-  if not r then s.error, s.stopped = rerr, true; return end
+  if not r then end_with(s, rerr); return end
   local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
   local failures = 0 -- this consumer's consecutive failed receives
-  while not stopping() do
-    if o.max_messages and s.started >= o.max_messages then break end
-    if o.idle_timeout and core.pl_now_mono_ms() - s.last_message_ms >= o.idle_timeout * 1000 then break end
+  local out = false -- no claim was left for this consumer
+  while not stopping() and not out do
     local msgs, keys, deadline, wait_ms = {}, {}, nil, nil
     while #msgs < o.batch and not stopping() do
-      if o.max_messages and s.started >= o.max_messages then break end
       if deadline then
         local left = deadline - core.pl_now_mono_ms()
         if left <= 0 and o.max_wait > 0 then break end
@@ -740,10 +760,10 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       else
         ropts.timeout = o.poll_timeout
       end
-      s.started = s.started + 1
+      if not claim(s) then out = true; break end
       local msg, err = self:peek_lock(entity, ropts)
       if not msg then
-        s.started = s.started - 1
+        core.pl_run_unclaim(s._run, 1)
         if err then
           -- the run ends (a batch in hand is given back), or pauses after the batch in hand
           failures = failures + 1
@@ -759,10 +779,11 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
         local key
         key, err = hold(self, r, msg, o.max_renew, "process")
         if key then
+          note(s, core.PL_RUN_RECEIVED)
           keys[#msgs + 1] = key
           msgs[#msgs + 1] = msg
         else
-          s.started = s.started - 1
+          core.pl_run_unclaim(s._run, 1) -- (not held: not one of max_messages)
           s.errors = s.errors + 1
           s.last_error = err
         end
@@ -773,8 +794,8 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
         for i = 1, #msgs do
           finish(self, r, msgs[i], keys[i], false, "drained", "process")
           s.abandoned_on_drain = s.abandoned_on_drain + 1
+          note(s, core.PL_RUN_FINISHED)
         end
-        s.last_message_ms = core.pl_now_mono_ms()
       else
         run_batch(self, r, msgs, keys, handler, s)
       end
@@ -783,10 +804,22 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
   end
 end
 
+-- A run's summary, with its pl_run (s._run) started now (nil, err: out of memory; the
+-- options were checked); end_summary returns it.
 local function new_summary(o)
-  local s = { processed = 0, failed = 0, lost = 0, errors = 0, started = 0, stopped = false,
-              last_message_ms = core.pl_now_mono_ms() }
+  local rc, run = core.run_new(now_ms(), { max_messages = o.max_messages, idle_timeout = o.idle_timeout })
+  if rc < 0 then return fail(rc, "process") end
+  local s = { processed = 0, failed = 0, lost = 0, errors = 0, stopped = false, stopped_by = "", _run = run }
   if o.batch then s.settled_by_handler, s.abandoned_on_drain = 0, 0 end
+  return s
+end
+
+-- The summary of a run whose consumers all ended: why it stopped (PL_RUN_STOPPED when no
+-- other reason applies), its pl_run freed.
+local function end_summary(s)
+  stop_run(s, core.PL_RUN_STOPPED)
+  core.release(s._run)
+  s._run = nil
   return s
 end
 
@@ -831,4 +864,6 @@ return {
   process_loop = process_loop,
   batch_loop = batch_loop,
   new_summary = new_summary,
+  end_summary = end_summary,
+  stop_run = stop_run,
 }

@@ -752,10 +752,14 @@ function Client:process(entity, handler, opts)
   local o, err = I.process_args(self, entity, handler, opts, core.PL_MAX_CONCURRENCY, PROCESS_RESTY_OPTIONS)
   if not o then return nil, err end
   o.cut_on_exit = not (type(opts) == "table" and opts.cut_on_exit == false)
-  local s = I.new_summary(o)
+  local s, serr = I.new_summary(o)
+  if not s then return nil, serr end
   local stop = o.stop
   local function stopping()
-    return s.stopped or ngx.worker.exiting() or (stop ~= nil and stop() == true)
+    if s.stopped then return true end
+    if ngx.worker.exiting() then I.stop_run(s, core.PL_RUN_SIGNAL); return true end
+    if stop ~= nil and stop() == true then I.stop_run(s, core.PL_RUN_STOP_EVENT); return true end
+    return false
   end
   local loop = o.batch and I.batch_loop or I.process_loop
   local threads = {}
@@ -765,6 +769,7 @@ function Client:process(entity, handler, opts)
       s.stopped = true
       s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
                             message = "cannot start consumer " .. i .. ": " .. tostring(terr) })
+      I.stop_run(s, core.PL_RUN_ERROR)
       break
     end
     threads[#threads + 1] = t
@@ -774,11 +779,11 @@ function Client:process(entity, handler, opts)
     if not ok and not s.error then
       s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
                             message = "a consumer failed: " .. tostring(terr) })
+      I.stop_run(s, core.PL_RUN_ERROR)
     end
   end
-  s.last_message_ms, s.started = nil, nil
   s.drained = ngx.worker.exiting()
-  return s
+  return I.end_summary(s)
 end
 
 -- ------------------------------------------------------------------ messages whose request ended

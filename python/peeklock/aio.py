@@ -572,6 +572,7 @@ class Client:
         poll_timeout: float = _validate._DEFAULT_POLL_TIMEOUT,
         stop_event: Optional[asyncio.Event] = None,
         max_messages: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
         handle_signals: bool = True,
         drain_timeout: Optional[float] = None,
         cancel_on_lost: bool = False,
@@ -589,10 +590,14 @@ class Client:
         some itself or returns a mapping message (or sequence number) ->
         "complete" | "abandon"; the rest are completed when it returns and abandoned
         when it raises or is cancelled.
-        Stops on SIGINT/SIGTERM (unless ignored at start), ``stop_event`` or
-        ``max_messages``: pending receives are cancelled at once (a batch being
-        collected is given back), handlers under way finish (a second signal, or
-        ``drain_timeout``, cancels them: their messages are abandoned).
+        Stops on SIGINT/SIGTERM (unless ignored at start) or ``stop_event``:
+        pending receives are cancelled at once (a batch being collected is given
+        back), handlers under way finish (a second signal, or ``drain_timeout``,
+        cancels them: their messages are abandoned). ``max_messages``: each
+        receive claims one of them first (the core's pl_run), so no more are
+        received however many tasks wait; the run ends when their handlers finish.
+        ``idle_timeout``: the run stops as on ``stop_event`` once no message is in
+        flight and none was received or finished for that many seconds.
         ``cancel_on_lost``: a handler whose lock is lost is cancelled (see
         :class:`Message`; single messages only). A failed receive pauses the worker
         (1 s doubling per consecutive failure, at most 10 s: the core's
@@ -602,6 +607,7 @@ class Client:
         entity = _validate._check_entity(entity)
         _processor._check_option("concurrency", concurrency, whole=True)
         _processor._check_option("max_messages", max_messages, whole=True)
+        _processor._check_option("idle_timeout", idle_timeout)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
         if batch is not None and cancel_on_lost:
@@ -615,6 +621,7 @@ class Client:
             max_renew=_validate._check_max_renew(max_renew, optional=True),
             stop=stop_event if stop_event is not None else asyncio.Event(),
             max_messages=max_messages,
+            idle_timeout=idle_timeout,
             drain_timeout=drain_timeout,
             cancel_on_lost=cancel_on_lost,
             retry_delay=_processor._check_retry_delay(retry_delay),
@@ -648,6 +655,7 @@ class _Processor:
         max_renew: Optional[float],
         stop: asyncio.Event,
         max_messages: Optional[int],
+        idle_timeout: Optional[float],
         drain_timeout: Optional[float],
         cancel_on_lost: bool,
         retry_delay: RetryDelay,
@@ -671,17 +679,46 @@ class _Processor:
         self.max_wait = max_wait
         self.summary = ProcessSummary(entity=entity)
         self.signals = 0
-        self.claimed = 0  # batches: messages received or being received (max_messages)
+        self.run_ = _processor._new_run(max_messages, idle_timeout)  # pl_run: claims, in flight, idle, why it stopped
+        self.idle_timeout = idle_timeout
+        self.finished = asyncio.Event()  # a message was finished (watch_idle)
         self.handling: Set["asyncio.Task[None]"] = set()
         self.receiving: Set["asyncio.Task[None]"] = set()
         self.failures: Dict["asyncio.Task[None]", int] = {}  # a worker's consecutive failed receives
 
     # ---- stopping ----
+    def stop_by(self, reason: int) -> None:
+        _processor._stop(self.run_, self.summary, reason)
+
+    def claim(self) -> bool:
+        """A claim on the next message (pl_run_claim): False once max_messages
+        are claimed or the run stops."""
+        return _core.pl_run_claim(self.run_, 1) == 1
+
+    def note(self, event: int) -> None:
+        _processor._note(self.run_, self.summary, event)
+        if event == _core.PL_RUN_FINISHED:
+            self.finished.set()
+
+    async def watch_idle(self) -> None:
+        """Sets stop once the run is idle (pl_run): waits as long as the core says
+        it cannot be sooner, or, with a message in flight, for one to finish."""
+        while not self.stop.is_set():
+            ms = _core.pl_run_idle_ms(self.run_, _core.pl_now_mono_ms())
+            if ms == 0:
+                self.stop_by(_core.PL_RUN_IDLE)
+                self.stop.set()
+                return
+            self.finished.clear()
+            try:
+                await asyncio.wait_for(self.finished.wait(), None if ms < 0 else ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+
     def on_signal(self) -> None:
         s = self.summary
         self.signals += 1
-        if not s.stopped_by:
-            s.stopped_by = "signal"
+        self.stop_by(_core.PL_RUN_SIGNAL)
         log.info("signal: draining (%d in flight)", s.in_flight)
         self.stop.set()
         for task in list(self.receiving):
@@ -692,8 +729,7 @@ class _Processor:
 
     async def watch_stop(self) -> None:
         await self.stop.wait()
-        if not self.summary.stopped_by:
-            self.summary.stopped_by = "stop_event"
+        self.stop_by(_core.PL_RUN_STOP_EVENT)
         for task in list(self.receiving):
             task.cancel()
         if self.drain_timeout is not None:
@@ -713,15 +749,16 @@ class _Processor:
                     loop.add_signal_handler(sig, self.on_signal)
         work = self.batch_worker if self.batch is not None else self.worker
         workers = [asyncio.ensure_future(work()) for _ in range(self.concurrency)]
-        watcher = asyncio.ensure_future(self.watch_stop())
+        watchers = [asyncio.ensure_future(self.watch_stop())]
+        if self.idle_timeout is not None:
+            watchers.append(asyncio.ensure_future(self.watch_idle()))
         try:
             await asyncio.gather(*workers)
         finally:
             try:
-                watcher.cancel()
-                for task in workers:
+                for task in watchers + workers:
                     task.cancel()
-                await asyncio.gather(*workers, watcher, return_exceptions=True)
+                await asyncio.gather(*workers, *watchers, return_exceptions=True)
             finally:
                 for sig, h in old.items():
                     loop.remove_signal_handler(sig)
@@ -729,11 +766,7 @@ class _Processor:
         if not self.client._closed:  # a normal return: the drain's background unlocks are done
             await self.client._engine.wind_down()
         s = self.summary
-        if not s.stopped_by:
-            if self.client._closed:
-                s.stopped_by = "closed"
-            else:
-                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+        self.stop_by(_core.PL_RUN_CLOSED if self.client._closed else _core.PL_RUN_STOPPED)
         s.elapsed = time.monotonic() - started
         s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
         return _processor._raise_error(s)
@@ -744,17 +777,13 @@ class _Processor:
         me = asyncio.current_task()
         assert me is not None
         while not self.stop.is_set():
-            if self.max_messages is not None and s.received >= self.max_messages:
-                if not s.stopped_by:
-                    s.stopped_by = "max_messages"
-                self.stop.set()
-                return
+            if not self.claim():
+                return  # the others receive (or handle) the last claimed messages
             msg = await self.receive(me, self.poll_timeout)
             if msg is None:
                 if self.client._closed:
                     return
                 continue
-            s.in_flight += 1
             self.handling.add(me)
             handler_failed = False
             try:
@@ -782,16 +811,18 @@ class _Processor:
                 _processor._tally(s, "lost" if msg.lock_lost else "failed")
             finally:
                 self.handling.discard(me)
-                s.in_flight -= 1
+                self.note(_core.PL_RUN_FINISHED)
 
     async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
-        """One peek-lock, counted; None when nothing came, it failed (after a
-        pause by the core's rule, or the run ends with it), the client closed
-        or the drain cancelled it."""
+        """One peek-lock on a claim the caller took, counted; None when nothing
+        came, it failed (after a pause by the core's rule, or the run ends with
+        it), the client closed or the drain cancelled it: the claim is then
+        given back."""
         s = self.summary
         self.receiving.add(me)
         held = hold_failures()
         failed: Optional[Error] = None
+        msg: Optional[Message] = None
         try:
             with held:
                 msg = await self.client._peek_lock(self.entity, timeout, self.max_renew, self.cancel_on_lost)
@@ -805,10 +836,13 @@ class _Processor:
             failed = e
         finally:
             self.receiving.discard(me)
+            if msg is None:
+                _core.pl_run_unclaim(self.run_, 1)
         if failed is not None:
             self.failures[me] = self.failures.get(me, 0) + 1
             pause = _processor._receive_failed(s, failed, held.records, self.failures[me])
             if pause < 0:
+                self.stop_by(_core.PL_RUN_ERROR)
                 self.stop.set()  # the other workers' receives are cancelled, handlers finish
             elif not self.stop.is_set():
                 try:
@@ -818,6 +852,7 @@ class _Processor:
             return None
         self.failures[me] = 0
         if msg is not None:
+            self.note(_core.PL_RUN_RECEIVED)
             s.received += 1
             if msg.delivery_count > 1:
                 s.redelivered += 1
@@ -849,28 +884,31 @@ class _Processor:
         me = asyncio.current_task()
         assert me is not None
         while not self.stop.is_set() and not self.client._closed:
-            msgs = await self.collect(me)
+            msgs, out = await self.collect(me)
             if msgs:
                 await self.run_batch(me, msgs)
-            elif self.max_messages is not None and self.claimed >= self.max_messages:
+            elif out:
                 return  # the others receive (or hold) the last claimed messages
 
-    async def collect(self, me: "asyncio.Task[None]") -> List[Message]:
+    async def collect(self, me: "asyncio.Task[None]") -> Tuple[List[Message], bool]:
         """Up to ``batch`` messages, each held by the C renewer from its receipt:
         the first waits up to poll_timeout, the rest until max_wait after it.
-        A drain (or a close) that begins meanwhile gives them back."""
+        A drain (or a close) that begins meanwhile gives them back. And whether
+        no claim was left for another (max_messages, or the run stops)."""
         assert self.batch is not None
         msgs: List[Message] = []
         deadline = 0.0
+        out = False
         try:
             while not self.stop.is_set() and len(msgs) < self.batch:
                 timeout = _processor._next_timeout(len(msgs), deadline, self.poll_timeout)
-                if timeout is None or (self.max_messages is not None and self.claimed >= self.max_messages):
+                if timeout is None:
                     break
-                self.claimed += 1
+                if not self.claim():
+                    out = True
+                    break
                 msg = await self.receive(me, timeout)
                 if msg is None:
-                    self.claimed -= 1
                     if self.client._closed:
                         break
                     continue  # with messages: the batch closes at its deadline
@@ -878,7 +916,6 @@ class _Processor:
                     deadline = time.monotonic() + self.max_wait
                 with no_context():  # the batch's process spans do not nest
                     msg.__enter__()
-                self.summary.in_flight += 1
                 msgs.append(msg)
         except asyncio.CancelledError:
             self._give_back_now(msgs)  # cancelled from outside: no await
@@ -886,8 +923,8 @@ class _Processor:
         if msgs and (self.stop.is_set() or self.client._closed):
             # nothing has run on them: given back at once
             await asyncio.gather(*(self._give_back(m) for m in msgs))
-            return []
-        return msgs
+            return [], out
+        return msgs, out
 
     async def _give_back(self, m: Message) -> None:
         try:
@@ -895,14 +932,14 @@ class _Processor:
         except Error as e:
             log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
         self.summary.abandoned_on_drain += 1
-        self.summary.in_flight -= 1
+        self.note(_core.PL_RUN_FINISHED)
 
     def _give_back_now(self, msgs: List[Message]) -> None:
         for m in msgs:
             if m.state == "held":
                 m._abandon_now()
                 self.summary.abandoned_on_drain += 1
-            self.summary.in_flight -= 1
+            self.note(_core.PL_RUN_FINISHED)
 
     async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
         s = self.summary
@@ -934,7 +971,7 @@ class _Processor:
                     s.abandoned_on_drain += 1
                 else:
                     _processor._tally(s, applied.get(m) or "settled_by_handler")
-                s.in_flight -= 1
+                self.note(_core.PL_RUN_FINISHED)
             if not self.stop.is_set():
                 raise
         finally:
@@ -980,5 +1017,5 @@ class _Processor:
             s.errors += 1
             _processor._remember(s, f"settle: {e}")
         done.add(m)
-        s.in_flight -= 1
+        self.note(_core.PL_RUN_FINISHED)
         _processor._tally(s, outcome)

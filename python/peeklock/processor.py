@@ -243,7 +243,8 @@ def _receive_failed(s: "ProcessSummary", exc: Error, held: List[Dict[str, Any]],
 
 def _count_receive_failure(s: "ProcessSummary", exc: Error, failures: int) -> Tuple[float, bool]:
     """_receive_failed's counting, for a caller that holds a lock while it counts
-    and logs after: the pause (-1: the run ends) and whether this call logs."""
+    and logs after: the pause (-1: the run ends, the caller records PL_RUN_ERROR)
+    and whether this call logs."""
     s.errors += 1
     _remember(s, f"receive: {exc}")
     ms = _core.pl_receive_pause_ms(exc.code, int(exc.retryable), failures)
@@ -251,9 +252,33 @@ def _count_receive_failure(s: "ProcessSummary", exc: Error, failures: int) -> Tu
         first = s.error is None
         if first:
             s.error = exc
-            s.stopped_by = "error"
         return -1.0, first
     return ms / 1000, True
+
+
+def _new_run(max_messages: Optional[int], idle_timeout: Optional[float]) -> Any:
+    """A run's bookkeeping in the core (pl_run: claims against max_messages,
+    messages in flight, idle, why it stopped), started now."""
+    opts: Dict[str, Any] = {}
+    if max_messages is not None:
+        opts["max_messages"] = max_messages
+    if idle_timeout is not None:
+        opts["idle_timeout"] = float(idle_timeout)
+    return _core.pl_run_new(_core.pl_now_mono_ms(), **opts)
+
+
+def _note(run: Any, s: "ProcessSummary", event: int) -> None:
+    """Tells the run a message was received (PL_RUN_RECEIVED) or is done with
+    (PL_RUN_FINISHED), and shows its count of messages in flight in
+    ``s.in_flight`` (a processor with threads calls it under its lock)."""
+    _core.pl_run_note(run, event, _core.pl_now_mono_ms())
+    s.in_flight = _core.pl_run_in_flight(run)
+
+
+def _stop(run: Any, s: "ProcessSummary", reason: int) -> None:
+    """Records why the run stops (the core's rule: the first cause wins, an
+    error replaces any) and shows the run's reason in the summary."""
+    s.stopped_by = _core.pl_run_stop_word(_core.pl_run_stop(run, reason, _core.pl_now_mono_ms()))
 
 
 def _raise_error(s: "ProcessSummary") -> "ProcessSummary":
@@ -284,9 +309,9 @@ class ProcessSummary:
     errors: int = 0  # receive or settle errors (after retries)
     renewals: int = 0  # lock renewals by the C renewer during the run
     redelivered: int = 0  # received with delivery_count > 1
-    in_flight: int = 0
+    in_flight: int = 0  # received, not yet finished (the core's count: pl_run_in_flight)
     elapsed: float = 0.0
-    stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error", "closed"
+    stopped_by: str = ""  # "signal", "stop_event", "max_messages", "idle", "error", "closed", "stopped"
     last_errors: List[str] = field(default_factory=list)
     error: Optional[Error] = None  # the failed receive that ended the run (process() raises it)
 
@@ -363,25 +388,28 @@ class Processor:
         self.summary = ProcessSummary(entity=self.entity)
         self._lock = threading.Lock()
         self._held: Set["Message"] = set()
-        self._consumer = threading.local()  # .failures: this worker's consecutive failed receives
-        self._claimed = 0
-        self._last_activity = time.monotonic()
+        # .failures: this worker's consecutive failed receives; .out: no claim was left for it
+        self._consumer = threading.local()
+        self._run: Any = None  # pl_run, from run(): made before the workers start
         self._signals = 0
         self._start = 0.0
         self._stats0 = 0
         self._next_progress = 0.0
 
     # ---- workers ----
+    # (the pl_run calls need no lock of ours: each runs whole under the GIL)
     def _claim(self) -> bool:
-        with self._lock:
-            if self.max_messages is not None and self._claimed >= self.max_messages:
-                return False
-            self._claimed += 1
-            return True
+        """A claim on the next message (pl_run_claim); none once max_messages are
+        claimed or the run stops: this worker is then out."""
+        self._consumer.out = _core.pl_run_claim(self._run, 1) == 0
+        return not self._consumer.out
 
     def _unclaim(self) -> None:
+        _core.pl_run_unclaim(self._run, 1)
+
+    def _stop(self, reason: int) -> None:
         with self._lock:
-            self._claimed -= 1
+            _stop(self._run, self.summary, reason)
 
     def _note_error(self, text: str) -> None:
         with self._lock:
@@ -390,6 +418,7 @@ class Processor:
 
     def _worker(self) -> None:
         self._consumer.failures = 0
+        self._consumer.out = False
         if self.batch is not None:
             self._batch_worker(self.batch)
             return
@@ -408,10 +437,10 @@ class Processor:
                     pass
                 with self._lock:
                     s.abandoned_on_drain += 1
+                    _note(self._run, s, _core.PL_RUN_FINISHED)
                 break
             with self._lock:
                 self._held.add(msg)
-                s.in_flight += 1
             outcome = "processed"
             try:
                 with msg:
@@ -436,8 +465,8 @@ class Processor:
             except BaseException:
                 with self._lock:
                     self._held.discard(msg)
-                    s.in_flight -= 1
                     s.failed += 1
+                    _note(self._run, s, _core.PL_RUN_FINISHED)
                 self.stop_event.set()
                 raise
             self._count(msg, outcome)
@@ -449,14 +478,13 @@ class Processor:
         with self._lock:
             if msg in self._held:
                 self._held.discard(msg)
-                s.in_flight -= 1
                 _tally(s, outcome)
+                _note(self._run, s, _core.PL_RUN_FINISHED)
             elif outcome == "processed" and self.on_drain_timeout == "expire":
                 # released by the drain, which counted it as left to expire; the
                 # handler still finished within the lock and completed it after all
                 s.left_to_expire -= 1
                 s.processed += 1
-        self._last_activity = time.monotonic()
 
     def _receive(self, timeout: int) -> Optional["Message"]:
         """One claimed peek-lock, or None (nothing, a failure, or the cap). A
@@ -469,9 +497,7 @@ class Processor:
                 msg = self.client.peek_lock(self.entity, timeout, max_renew=self.max_renew)
         except ClosedError:  # closed under the run: it ends quietly
             self._unclaim()
-            with self._lock:
-                if not self.summary.stopped_by:
-                    self.summary.stopped_by = "closed"
+            self._stop(_core.PL_RUN_CLOSED)
             self.stop_event.set()
             return None
         except Error as e:
@@ -482,6 +508,7 @@ class Processor:
             if log:
                 _log_receive_failure(self.entity, e, held.records, pause)
             if pause < 0:
+                self._stop(_core.PL_RUN_ERROR)
                 self.stop_event.set()
             else:
                 self.stop_event.wait(pause)  # a drain cuts it short
@@ -490,8 +517,8 @@ class Processor:
         if msg is None:
             self._unclaim()
             return None
-        self._last_activity = time.monotonic()
         with self._lock:
+            _note(self._run, self.summary, _core.PL_RUN_RECEIVED)
             self.summary.received += 1
             if msg.delivery_count > 1:
                 self.summary.redelivered += 1
@@ -520,7 +547,6 @@ class Processor:
                 msg.__enter__()
             with self._lock:
                 self._held.add(msg)
-                self.summary.in_flight += 1
             msgs.append(msg)
         if self.stop_event.is_set() and msgs:
             # the drain began while collecting: nothing has run, give them back
@@ -530,8 +556,8 @@ class Processor:
                 for m in msgs:
                     if m in self._held:
                         self._held.discard(m)
-                        self.summary.in_flight -= 1
                         self.summary.abandoned_on_drain += 1
+                    _note(self._run, self.summary, _core.PL_RUN_FINISHED)
             return []
         return msgs
 
@@ -562,8 +588,8 @@ class Processor:
                 self._finish(m, error, applied.get(m))
 
     def _claimed_out(self) -> bool:
-        with self._lock:
-            return self.max_messages is not None and self._claimed >= self.max_messages
+        """This worker found no claim left (max_messages, or the run stops)."""
+        return bool(self._consumer.out)
 
     def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> Dict["Message", str]:
         """A handler's returned mapping (see _plan), each action applied on its
@@ -624,14 +650,15 @@ class Processor:
     # ---- signals ----
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1
-        if not self.summary.stopped_by:
-            self.summary.stopped_by = "signal"
+        # (not under self._lock: this runs on the main thread, which may hold it)
+        _stop(self._run, self.summary, _core.PL_RUN_SIGNAL)
         log.info("signal %d: draining (%d in flight)", signum, self.summary.in_flight)
         self.stop_event.set()
 
     def run(self) -> ProcessSummary:
         s = self.summary
         self._start = time.monotonic()
+        self._run = _new_run(self.max_messages, self.idle_timeout)
         self._stats0 = int(self.client.stats().get("renewer", {}).get("renewals", 0))
         self._next_progress = time.monotonic()
         old: Dict[Any, Any] = {}
@@ -674,25 +701,14 @@ class Processor:
             self._next_progress = time.monotonic() + self.progress_interval
 
     def _run_until_stopped(self, threads: List[threading.Thread]) -> None:
-        s = self.summary
+        """Until the workers end, a stop_event or the run is idle (pl_run)."""
         while any(t.is_alive() for t in threads):
             if self.stop_event.wait(0.1):
-                if not s.stopped_by:
-                    s.stopped_by = "stop_event"
                 break
-            if (
-                self.idle_timeout is not None
-                and s.in_flight == 0
-                and time.monotonic() - self._last_activity > self.idle_timeout
-            ):
-                s.stopped_by = "idle"
+            if _core.pl_run_stop_reason(self._run, _core.pl_now_mono_ms()) == _core.PL_RUN_IDLE:
                 break
             self._progress()
-        if not s.stopped_by:
-            if self.stop_event.is_set():
-                s.stopped_by = "stop_event"
-            else:
-                s.stopped_by = "max_messages" if self.max_messages is not None else "stopped"
+        self._stop(_core.PL_RUN_STOP_EVENT if self.stop_event.is_set() else _core.PL_RUN_STOPPED)
         self.stop_event.set()
 
     def _drain(self, threads: List[threading.Thread]) -> None:
@@ -731,7 +747,7 @@ class Processor:
                     s.abandoned_on_drain += 1
                 else:
                     s.left_to_expire += 1
-                s.in_flight -= 1
+                _note(self._run, s, _core.PL_RUN_FINISHED)
 
     def _renewals(self, base: int) -> int:
         return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)

@@ -213,6 +213,7 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
         seen[#seen + 1] = msg.body
         if msg.body == "p3" and msg.delivery_count == 1 then error("once") end
       end, { max_messages = 6, poll_timeout = 1 }))
+      assert.equal("max_messages", s.stopped_by)
       assert.equal(5, s.processed)
       assert.equal(1, s.failed)
       assert.equal(0, s.lost)
@@ -228,15 +229,18 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       local s = assert(client:process(q, function() n = n + 1 end, { stop = function() return n >= 2 end,
                                                                        poll_timeout = 1 }))
       assert.equal(2, s.processed)
+      assert.equal("stop_event", s.stopped_by)
       assert.equal(1, #emu:messages(q))
       s = assert(client:process(q, function() end, { idle_timeout = 0.5, poll_timeout = 1 }))
       assert.equal(1, s.processed)
+      assert.equal("idle", s.stopped_by)
     end)
 
     it("ends on an error that cannot pass, and checks its arguments", function()
       local s = assert(client:process("no-such-queue-" .. H.unique():lower(), function() end, { poll_timeout = 1 }))
       assert.equal(0, s.processed)
       assert.equal("entity_not_found", s.error.code)
+      assert.equal("error", s.stopped_by)
       local ok, e = pcall(client.process, client, "q", function() end, { concurrency = 2 })
       assert.is_false(ok)
       assert.truthy(e:find("bad option 'concurrency' to 'process' (out of range 1..1)", 1, true), e)

@@ -306,7 +306,9 @@ end
 -- the summary and how many handlers ran at once at most. batch: batch handlers of up to N
 -- (max_wait 1 s), each message held while its handler runs; the message whose body is p0 is
 -- abandoned through the returned table on its first delivery. Also answers the code of the
--- error that ended the run (error), of the last one (last_error), and the seconds it took.
+-- error that ended the run (error), of the last one (last_error), why it stopped (stopped_by)
+-- and the seconds it took. idle: idle_timeout (no max_messages unless n); relay: the handler of
+-- the message whose body is r0 sends r1 to the entity 1.5 s into its 2 s.
 function H.process()
   local a = ngx.req.get_uri_args()
   ngx.update_time()
@@ -316,9 +318,15 @@ function H.process()
     running = running + 1
     if running > most then most = running end
   end
-  local handler = function()
+  local handler = function(msg)
     enter()
-    ngx.sleep(0.2)
+    if a.relay and msg.body == "r0" then
+      ngx.sleep(1.5)
+      assert(get_client():send(a.entity, "r1"))
+      ngx.sleep(0.5)
+    else
+      ngx.sleep(0.2)
+    end
     running = running - 1
   end
   if a.batch then
@@ -340,12 +348,12 @@ function H.process()
   end
   local s = get_client():process(a.entity, handler, { concurrency = 3, max_renew = 60, poll_timeout = 1,
                                                       max_messages = tonumber(a.n), batch = tonumber(a.batch),
-                                                      max_wait = 1 })
+                                                      max_wait = 1, idle_timeout = tonumber(a.idle) })
   ngx.update_time()
   reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most,
           largest = largest, batches = batches, settled_by_handler = s.settled_by_handler,
           error = s.error and s.error.code, last_error = s.last_error and s.last_error.code,
-          elapsed = ngx.now() - t0 })
+          stopped_by = s.stopped_by, elapsed = ngx.now() - t0 })
 end
 
 function H.ping()

@@ -629,9 +629,21 @@ def main():
                 assert r["ok"], r
             r, _ = ngx.get("/process", entity=q, n=6)
             assert r["processed"] == 6 and r["failed"] == 0 and r["lost"] == 0, r
-            assert r["most"] == 3, r
+            assert r["most"] == 3 and r["stopped_by"] == "max_messages", r
             ent = emu.entity_state(q)
             assert not ent["messages"] and all(ent["completed"].get(f"p-{i}") == 1 for i in range(6)), ent
+
+        def process_is_idle_only_with_nothing_in_flight():
+            # r0's handler runs 2 s and sends r1 1.5 s in: with idle_timeout 0.5 the other light
+            # threads keep receiving while r0 is in flight (the core's rule, pl_run), so one of them
+            # takes r1 at once and two handlers run together; the run ends idle after both
+            q = "proci"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
+            r, _ = ngx.get("/send", entity=q, body="r0", id="pi-0")
+            assert r["ok"], r
+            r, _ = ngx.get("/process", entity=q, idle=0.5, relay=1, http_timeout=60)
+            assert r["processed"] == 2 and r["most"] == 2 and r["stopped_by"] == "idle", r
+            assert not emu.entity_state(q)["messages"]
 
         def process_runs_batches():
             q = "procb"
@@ -1267,6 +1279,10 @@ def main():
         check("a TLS failure says TLS", tls_failure_says_tls)
         check(
             "client:process runs handlers in 3 light threads, each message completed once", process_runs_light_threads
+        )
+        check(
+            "client:process with idle_timeout: idle only with no message in flight",
+            process_is_idle_only_with_nothing_in_flight,
         )
         check(
             "client:process with batch=3: batch handlers in light threads, a returned table abandons, "

@@ -433,6 +433,44 @@ async def test_process_runs_until_max_messages(aclient, emu, queue):
     assert completed(emu, queue) == {str(i): 1 for i in range(6)}
 
 
+async def test_process_max_messages_claims_before_each_receive(aclient, emu, queue):
+    # four tasks, one message allowed: each receive claims first (pl_run), so the
+    # other three never receive, and nine messages stay in the queue untouched
+    await aclient.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=str(i)) for i in range(10)])
+    seen = []
+
+    async def handler(msg):
+        seen.append(msg.message_id)
+        await asyncio.sleep(0)  # the other tasks run meanwhile
+
+    s = await aclient.process(queue, handler, concurrency=4, max_messages=1, poll_timeout=1, handle_signals=False)
+    assert (s.received, s.processed, len(seen), s.in_flight) == (1, 1, 1, 0)
+    assert s.stopped_by == "max_messages"
+    states = [m["state"] for m in emu.messages(queue)]
+    assert states.count("available") == 9 and len(states) == 9
+
+
+async def test_process_idle_only_with_nothing_in_flight(aclient, emu, queue):
+    # r0's handler runs 1.2 s with idle_timeout 0.3 and sends r1 0.8 s in: the run is not idle
+    # while r0 is in flight (pl_run), so r1 is received and handled; then, with nothing in
+    # flight for 0.3 s, the run stops as on stop_event: the pending 5 s polls are cancelled
+    await aclient.send(queue, b"r0", message_id="r0")
+    seen = []
+
+    async def handler(msg):
+        seen.append(msg.message_id)
+        if msg.message_id == "r0":
+            await asyncio.sleep(0.8)
+            await aclient.send(queue, b"r1", message_id="r1")
+            await asyncio.sleep(0.4)
+
+    t0 = time.monotonic()
+    s = await aclient.process(queue, handler, concurrency=2, idle_timeout=0.3, poll_timeout=5, handle_signals=False)
+    assert sorted(seen) == ["r0", "r1"] and s.processed == 2 and s.stopped_by == "idle"
+    assert time.monotonic() - t0 < 4  # not a poll_timeout more
+    assert completed(emu, queue) == {"r0": 1, "r1": 1}
+
+
 async def test_process_drains_on_sigterm(aclient, emu, queue):
     # one message: the other worker's receive waits on an empty queue when the drain
     # cancels it (a receive cancelled just as the server locks a message for it can

@@ -1,0 +1,138 @@
+/*
+ * run.c — a processor's run bookkeeping (pure): the claims against max_messages,
+ * the messages in flight, when the run is idle and why it stops. Every processor
+ * (Python's two, Lua's process) asks it; see peeklock.h.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "error_int.h"
+#include "peeklock.h"
+
+struct pl_run {
+    long max_messages;     /* 0: no limit */
+    int64_t idle_ms;       /* 0: never idle */
+    long claimed;          /* claims taken: messages received + receives under way */
+    long received;         /* claims kept: messages received */
+    long in_flight;        /* received, not finished */
+    int64_t last_activity; /* the start, or the last received or finished message */
+    int reason;            /* PL_RUN_*: PL_RUN_GOING until one is recorded */
+};
+
+static const char *const WORDS[] = {"",     "signal", "stop_event", "max_messages",
+                                    "idle", "error",  "closed",     "stopped"};
+
+int pl_run_options_init(pl_run_options *opts, unsigned int version)
+{
+    if (!opts) return pl_error_inval("opts", "must not be NULL");
+    if (version != PL_RUN_OPTIONS_VERSION) return pl_error_inval("version", "must be PL_RUN_OPTIONS_VERSION");
+    const pl_run_options init = PL_RUN_OPTIONS_INIT;
+    *opts = init;
+    pl_error_ok();
+    return PL_OK;
+}
+
+int pl_run_new(pl_run **out, const pl_run_options *opts, int64_t now_ms)
+{
+    int rc;
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    *out = NULL;
+    if (!opts) return pl_error_inval("opts", "must not be NULL");
+    if (opts->version != PL_RUN_OPTIONS_VERSION)
+        return pl_error_inval("version", "must be PL_RUN_OPTIONS_VERSION");
+    /* 0 is "none"; any other value follows the processor's option rule */
+    if (opts->max_messages && (rc = pl_check_process_option("max_messages", (double)opts->max_messages)) < 0)
+        return rc;
+    if (opts->idle_timeout != 0 && (rc = pl_check_process_option("idle_timeout", opts->idle_timeout)) < 0)
+        return rc;
+    pl_run *run = calloc(1, sizeof *run);
+    if (!run) return pl_error_nomem();
+    run->max_messages = opts->max_messages;
+    /* whole milliseconds, up: a positive idle_timeout never becomes "never idle" */
+    run->idle_ms = opts->idle_timeout > 9.2e15 ? INT64_MAX : (int64_t)ceil(opts->idle_timeout * 1000.0);
+    run->last_activity = now_ms;
+    *out = run;
+    pl_error_ok();
+    return PL_OK;
+}
+
+void pl_run_free(pl_run *run)
+{
+    free(run);
+}
+
+long pl_run_claim(pl_run *run, long want)
+{
+    if (!run || want < 1 || run->reason != PL_RUN_GOING) return 0;
+    if (run->max_messages) {
+        long left = run->max_messages - run->claimed;
+        if (want > left) want = left > 0 ? left : 0;
+    }
+    run->claimed += want;
+    return want;
+}
+
+void pl_run_unclaim(pl_run *run, long n)
+{
+    if (!run || n < 1) return;
+    long waiting = run->claimed - run->received;
+    run->claimed -= n < waiting ? n : waiting;
+}
+
+void pl_run_note(pl_run *run, int event, int64_t now_ms)
+{
+    if (!run) return;
+    if (event == PL_RUN_RECEIVED) {
+        if (run->claimed == run->received)
+            run->claimed++; /* received without a claim: counted all the same */
+        run->received++;
+        run->in_flight++;
+    } else if (event == PL_RUN_FINISHED) {
+        if (run->in_flight > 0) run->in_flight--;
+    } else {
+        return;
+    }
+    run->last_activity = now_ms;
+}
+
+long pl_run_in_flight(const pl_run *run)
+{
+    return run ? run->in_flight : 0;
+}
+
+int64_t pl_run_idle_ms(const pl_run *run, int64_t now_ms)
+{
+    if (!run || !run->idle_ms || run->in_flight > 0) return -1;
+    int64_t since = now_ms - run->last_activity;
+    return since >= run->idle_ms ? 0 : run->idle_ms - since;
+}
+
+int pl_run_stop_reason(pl_run *run, int64_t now_ms)
+{
+    if (!run) return PL_RUN_GOING;
+    if (run->reason == PL_RUN_GOING) {
+        if (run->max_messages && run->received >= run->max_messages)
+            run->reason = PL_RUN_MAX_MESSAGES;
+        else if (pl_run_idle_ms(run, now_ms) == 0)
+            run->reason = PL_RUN_IDLE;
+    }
+    return run->reason;
+}
+
+int pl_run_stop(pl_run *run, int reason, int64_t now_ms)
+{
+    if (!run) return pl_error_inval("run", "must not be NULL");
+    if (reason < PL_RUN_GOING || reason > PL_RUN_STOPPED)
+        return pl_error_inval("reason", "must be a PL_RUN_* reason");
+    if (reason == PL_RUN_ERROR)
+        run->reason = reason;
+    else if (pl_run_stop_reason(run, now_ms) == PL_RUN_GOING)
+        run->reason = reason;
+    pl_error_ok();
+    return run->reason;
+}
+
+const char *pl_run_stop_word(int reason)
+{
+    return reason >= 0 && reason < (int)(sizeof WORDS / sizeof WORDS[0]) ? WORDS[reason] : NULL;
+}
