@@ -396,12 +396,47 @@ static int is_space(unsigned char c)
     return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
+/* Bytes of the whitespace character at p (ASCII, or a Unicode space in UTF-8:
+ * NEL, NBSP, U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F, U+3000), else 0. */
+static size_t space_len(const char *p, const char *end)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    size_t n = (size_t)(end - p);
+    if (n >= 1 && (is_space(u[0]) || (u[0] >= 0x1c && u[0] <= 0x1f))) return 1;
+    if (n >= 2 && u[0] == 0xc2 && (u[1] == 0x85 || u[1] == 0xa0)) return 2;
+    if (n < 3) return 0;
+    if (u[0] == 0xe1 && u[1] == 0x9a && u[2] == 0x80) return 3;
+    if (u[0] == 0xe2 && u[1] == 0x80 && (u[2] <= 0x8a || u[2] == 0xa8 || u[2] == 0xa9 || u[2] == 0xaf))
+        return 3;
+    if (u[0] == 0xe2 && u[1] == 0x81 && u[2] == 0x9f) return 3;
+    if (u[0] == 0xe3 && u[1] == 0x80 && u[2] == 0x80) return 3;
+    return 0;
+}
+
+static const char *skip_spaces(const char *p, const char *end)
+{
+    size_t n;
+    while (p < end && (n = space_len(p, end)) > 0) p += n;
+    return p;
+}
+
 /* Length of the value at p: up to end, whitespace, a quote or one of stops. */
 static size_t value_len(const char *p, const char *end, const char *stops)
 {
     const char *q = p;
     while (q < end && *q && !is_space((unsigned char)*q) && *q != '"' && *q != '\'' && !strchr(stops, *q))
         q++;
+    return (size_t)(q - p);
+}
+
+/* Length of a value after an opening quote: up to the matching quote; with none,
+ * up to one of stops or the end, whitespace included. */
+static size_t quoted_len(const char *p, const char *end, char quote, const char *stops)
+{
+    const char *q = p;
+    while (q < end && *q && *q != quote) q++;
+    if (q < end && *q == quote) return (size_t)(q - p);
+    for (q = p; q < end && *q && !strchr(stops, *q);) q++;
     return (size_t)(q - p);
 }
 
@@ -423,24 +458,32 @@ static int is_guid(const char *p, const char *end)
 }
 
 /* One secret form at p: *keep bytes are copied, then *skip more are replaced by
- * *with. 0 when no form starts at p. */
+ * *with. 0 when no form starts at p. A name may have whitespace around its '='
+ * (as the connection string parser allows) and its value may be quoted. */
 static int secret_at(const char *p, const char *end, size_t *keep, size_t *skip, const char **with)
 {
     static const struct {
         const char *name, *stops;
-    } keyed[] = {{"sig=", "&"}, {"SharedAccessKey=", ";"}, {"SharedSecretValue=", ";"}};
+    } keyed[] = {{"sig", "&"}, {"SharedAccessKey", ";"}, {"SharedSecretValue", ";"}};
     *with = "<redacted>";
     for (size_t i = 0; i < sizeof keyed / sizeof keyed[0]; i++) {
-        size_t k = strlen(keyed[i].name);
-        if (starts_ci(p, end, keyed[i].name) && (*skip = value_len(p + k, end, keyed[i].stops)) > 0) {
-            *keep = k;
+        if (!starts_ci(p, end, keyed[i].name)) continue;
+        const char *q = skip_spaces(p + strlen(keyed[i].name), end);
+        if (q >= end || *q != '=') continue;
+        q = skip_spaces(q + 1, end);
+        if (q < end && (*q == '"' || *q == '\'')) {
+            q++;
+            *skip = quoted_len(q, end, q[-1], keyed[i].stops);
+        } else
+            *skip = value_len(q, end, keyed[i].stops);
+        if (*skip > 0) {
+            *keep = (size_t)(q - p);
             return 1;
         }
     }
     if (starts_ci(p, end, "SharedAccessSignature")) { /* "SharedAccessSignature[=] sr=..." */
-        const char *q = p + 21;
-        if (q < end && *q == '=') q++;
-        while (q < end && is_space((unsigned char)*q)) q++;
+        const char *q = skip_spaces(p + 21, end);
+        if (q < end && *q == '=') q = skip_spaces(q + 1, end);
         size_t v = starts_ci(q, end, "sr=") ? value_len(q + 3, end, ";") : 0;
         if (v > 0) {
             *keep = (size_t)(q - p);
@@ -448,9 +491,8 @@ static int secret_at(const char *p, const char *end, size_t *keep, size_t *skip,
             return 1;
         }
     }
-    if (starts_ci(p, end, "Bearer") && p + 6 < end && is_space((unsigned char)p[6])) {
-        const char *q = p + 6;
-        while (q < end && is_space((unsigned char)*q)) q++;
+    if (starts_ci(p, end, "Bearer") && space_len(p + 6, end) > 0) {
+        const char *q = skip_spaces(p + 6, end);
         size_t v = token68_len(q, end);
         if (v >= 8) {
             *keep = (size_t)(q - p);

@@ -119,11 +119,14 @@ PL_EXTERN void pl_free(void *p);
 
 /* The one list of secret forms, for text that may carry one (a server's error
  * detail, a message a binding shows): *out = text with the value after each of
- * sig=, SharedAccessKey=, SharedSecretValue=, "SharedAccessSignature[=] sr=..."
- * and "Bearer <8 or more token characters>" replaced by <redacted> (the name is
- * kept; names match in any case), and every GUID (a lock token looks like one)
- * replaced by <guid>. A value runs to whitespace, a quote, or '&' (sig) or ';'
- * (the others). Freed with pl_free. Redacting redacted text changes nothing.
+ * sig=, SharedAccessKey=, SharedSecretValue= (whitespace allowed around the '='),
+ * "SharedAccessSignature[=] sr=..." and "Bearer <8 or more token characters>"
+ * replaced by <redacted> (the name is kept; names match in any case; whitespace
+ * includes the Unicode spaces, NBSP and the like, in UTF-8), and every GUID (a
+ * lock token looks like one) replaced by <guid>. A value runs to whitespace, a
+ * quote, or '&' (sig) or ';' (the others); a value that opens with a quote runs
+ * to the matching quote (with none, to '&' or ';' or the end). Freed with
+ * pl_free. Redacting redacted text changes nothing.
  * PL_OK, PL_EINVAL (NULL argument) or PL_ENOMEM; pl_error_last() is left as it
  * was (a binding redacts the message of the error it is reporting). Pure; any
  * thread. */

@@ -41,12 +41,41 @@ int main(void)
                  "Authorization: Bearer <redacted> next");
     check_redact("lock 0E80AA4D-a5d1-4a99-b09e-d118f8c5972c gone", "lock <guid> gone");
     /* names in any case, values to whitespace or a quote */
-    check_redact("SIG=abc SHAREDACCESSKEY=k1\tsharedsecretvalue=\"v\" bearer  abcdefgh",
-                 "SIG=<redacted> SHAREDACCESSKEY=<redacted>\tsharedsecretvalue=\"v\" bearer  <redacted>");
+    check_redact(
+        "SIG=abc SHAREDACCESSKEY=k1\tsharedsecretvalue=\"v\" bearer  abcdefgh",
+        "SIG=<redacted> SHAREDACCESSKEY=<redacted>\tsharedsecretvalue=\"<redacted>\" bearer  <redacted>");
     check_redact("'sig=abc' \"SharedAccessKey=def\"", "'sig=<redacted>' \"SharedAccessKey=<redacted>\"");
     check_redact("sig=abc</Detail>", "sig=<redacted>");
+    /* a quoted value, to its matching quote (or, with none, to the rule's end) */
+    check_redact("SharedAccessKey=\"abc+def=\";EntityPath=q", "SharedAccessKey=\"<redacted>\";EntityPath=q");
+    check_redact("sig='xyz' next", "sig='<redacted>' next");
+    check_redact("sig='x \"y' SharedSecretValue=\"a b\" z",
+                 "sig='<redacted>' SharedSecretValue=\"<redacted>\" z");
+    check_redact("SharedAccessKey=\"ab cd;EntityPath=q", "SharedAccessKey=\"<redacted>;EntityPath=q");
+    check_redact("sig=\"open to the end", "sig=\"<redacted>");
+    /* whitespace around '=', as the connection string parser trims it */
+    check_redact("Endpoint=sb://x/; SharedAccessKey = abc ;EntityPath=q",
+                 "Endpoint=sb://x/; SharedAccessKey = <redacted> ;EntityPath=q");
+    check_redact("sharedsecretvalue\t=\tv1; sig =x& sig= and",
+                 "sharedsecretvalue\t=\t<redacted>; sig =<redacted>& sig= <redacted>");
+    check_redact("SharedAccessKey = \"k\"", "SharedAccessKey = \"<redacted>\"");
+    check_redact("SharedAccessSignature = sr=a&sig=b", "SharedAccessSignature = <redacted>");
+    /* Unicode whitespace (UTF-8) after Bearer and around '=' */
+    check_redact("Bearer\xc2\xa0"
+                 "abcdefgh12 x",
+                 "Bearer\xc2\xa0<redacted> x");
+    check_redact("Bearer\xe2\x80\x83\xe3\x80\x80"
+                 "abcdefgh12",
+                 "Bearer\xe2\x80\x83\xe3\x80\x80<redacted>");
+    check_redact("SharedAccessKey\xc2\xa0=\xc2\xa0zzz", "SharedAccessKey\xc2\xa0=\xc2\xa0<redacted>");
     /* near misses stay */
-    check_redact("sig= and sig=&x", "sig= and sig=&x");
+    check_redact("sig=&x sig=", "sig=&x sig=");
+    check_redact("sig=\"\" sig=''", "sig=\"\" sig=''");
+    check_redact("SharedAccessKey =;x", "SharedAccessKey =;x");
+    check_redact("Bearer\xc2\xa1"
+                 "abcdefgh12",
+                 "Bearer\xc2\xa1"
+                 "abcdefgh12");
     check_redact("Bearer short", "Bearer short");
     check_redact("Bearertoken12345", "Bearertoken12345");
     check_redact("SharedAccessKeyName=RootManageSharedAccessKey",

@@ -284,6 +284,20 @@ def test_errors_scrub_by_the_core_s_list():
     assert str(e) == "a\x00sig=<redacted> \\udcff SharedAccessKey=<redacted>"
 
 
+def test_errors_scrub_quoted_spaced_and_unicode_spaced_forms():
+    # forms the core's own connection string parser accepts, and \s after Bearer
+    cases = {
+        'SharedAccessKey="abc+def=";EntityPath=q': 'SharedAccessKey="<redacted>";EntityPath=q',
+        "sig='xyz' x": "sig='<redacted>' x",
+        "x; SharedAccessKey = abc ;EntityPath=q": "x; SharedAccessKey = <redacted> ;EntityPath=q",
+        'sharedsecretvalue="v"': 'sharedsecretvalue="<redacted>"',
+        "Bearer\u00a0abcdefgh12 x": "Bearer\u00a0<redacted> x",
+        "Bearer\u3000abcdefgh12": "Bearer\u3000<redacted>",
+    }
+    for text, want in cases.items():
+        assert str(peeklock.Error(text, code=-3)) == want
+
+
 def test_exception_hierarchy():
     for name in [
         "AuthError",
