@@ -500,6 +500,15 @@ static int secret_at(const char *p, const char *end, size_t *keep, size_t *skip,
             return 1;
         }
     }
+    if (starts_ci(p, end, "TrackingId")) { /* "TrackingId:<guid>_G7": the service's id of a request */
+        const char *q = skip_spaces(p + 10, end);
+        if (q < end && *q == ':' && is_guid(q = skip_spaces(q + 1, end), end)) {
+            *keep = (size_t)(q - p) + 36; /* kept: no secret, and its support asks for it */
+            *skip = 0;
+            *with = "";
+            return 1;
+        }
+    }
     if (is_guid(p, end)) { /* a lock token (or any other GUID) */
         *keep = 0;
         *skip = 36;

@@ -123,7 +123,8 @@ PL_EXTERN void pl_free(void *p);
  * "SharedAccessSignature[=] sr=..." and "Bearer <8 or more token characters>"
  * replaced by <redacted> (the name is kept; names match in any case; whitespace
  * includes the Unicode spaces, NBSP and the like, in UTF-8), and every GUID (a
- * lock token looks like one) replaced by <guid>. A value runs to whitespace, a
+ * lock token looks like one) replaced by <guid>, but for one after "TrackingId:"
+ * (the service's id of a request, no secret, which its support asks for). A value runs to whitespace, a
  * quote, or '&' (sig) or ';' (the others); a value that opens with a quote runs
  * to the matching quote (with none, to '&' or ';' or the end). Freed with
  * pl_free. Redacting redacted text changes nothing.

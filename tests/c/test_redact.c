@@ -68,6 +68,16 @@ int main(void)
                  "abcdefgh12",
                  "Bearer\xe2\x80\x83\xe3\x80\x80<redacted>");
     check_redact("SharedAccessKey\xc2\xa0=\xc2\xa0zzz", "SharedAccessKey\xc2\xa0=\xc2\xa0<redacted>");
+    /* a TrackingId (the service's id of a request, as it writes one) stays; other GUIDs go */
+    check_redact("SubCode=40900. Conflict.TrackingId:0f59709f-6272-433c-9d2c-5a5230a92c81_G7,TimeStamp:x",
+                 "SubCode=40900. Conflict.TrackingId:0f59709f-6272-433c-9d2c-5a5230a92c81_G7,TimeStamp:x");
+    check_redact(
+        "trackingid : BED561F2-ad85-434c-a92e-8a9162c28bdf_G21_B3 lock 0E80AA4D-a5d1-4a99-b09e-d118f8c5972c",
+        "trackingid : BED561F2-ad85-434c-a92e-8a9162c28bdf_G21_B3 lock <guid>");
+    check_redact(
+        "TrackingId 0E80AA4D-a5d1-4a99-b09e-d118f8c5972c TrackingId:x 0E80AA4D-a5d1-4a99-b09e-d118f8c5972c",
+        "TrackingId <guid> TrackingId:x <guid>");
+    check_redact("Reference:0E80AA4D-a5d1-4a99-b09e-d118f8c5972c", "Reference:<guid>");
     /* near misses stay */
     check_redact("sig=&x sig=", "sig=&x sig=");
     check_redact("sig=\"\" sig=''", "sig=\"\" sig=''");

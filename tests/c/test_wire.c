@@ -636,6 +636,13 @@ static void redaction_by_value(const pl_request *req)
     CHECK(strstr(pl_error_last()->message,
                  "bad SharedSecretValue=<redacted>; Bearer <redacted>, lock <guid> end") != NULL);
     pl_response_free(r);
+    /* a TrackingId stays for support to trace (the service's own words, recorded) */
+    r = resp_with(409, "<Error><Code>409</Code><Detail>SubCode=40900. Conflict. "
+                       "TrackingId:fc76434b-a479-46d5-9103-25654dbf3899_G0,TimeStamp:6/30/2015 8:57:34 "
+                       "PM</Detail></Error>");
+    pl_wire_status_error(req, r);
+    CHECK(strstr(pl_error_last()->message, "TrackingId:fc76434b-a479-46d5-9103-25654dbf3899_G0,") != NULL);
+    pl_response_free(r);
 }
 
 /* The redaction rules on a request signed as a client signs it (pl_sas_token). */

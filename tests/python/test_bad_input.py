@@ -298,6 +298,12 @@ def test_errors_scrub_quoted_spaced_and_unicode_spaced_forms():
         assert str(peeklock.Error(text, code=-3)) == want
 
 
+def test_errors_keep_a_tracking_id_and_scrub_other_guids():
+    tid = "TrackingId:fc76434b-a479-46d5-9103-25654dbf3899_G0"
+    text = f"Conflict. {tid} lock 0e80aa4d-a5d1-4a99-b09e-d118f8c5972c"
+    assert str(peeklock.Error(text, code=-3)) == f"Conflict. {tid} lock <guid>"
+
+
 def test_exception_hierarchy():
     for name in [
         "AuthError",
