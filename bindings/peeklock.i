@@ -152,7 +152,9 @@ struct pl_run {};
   int pl_aio_idle
 };
 /* (pl_redact is left out on purpose: a binding calls it while making an error, so
- * it fails by returning no string (None / nil), never by raising another error.) */
+ * a binding that offers it writes its own wrapper, which fails by returning no string
+ * and never raises another error: Python's is in glue.c; Lua leaves it out.) */
+%ignore pl_redact;
 
 /* The asynchronous engine (pl_aio_*) is bound by languages that define
  * PL_BIND_AIO and provide its hooks (uint64_t *id out, pl_aio / pl_aio_done

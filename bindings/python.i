@@ -49,7 +49,8 @@ PyObject *pl_py_handle_new(void *ptr, pl_py_kind kind) {
 %}
 
 /* glue.c's functions join the generated ones: the error and log bridges
- * (pl_py_set_error_factory, pl_py_set_log_handler, pl_py_set_orphan_warner, pl_py_error_last),
+ * (pl_py_set_error_factory, pl_py_set_log_handler, pl_py_set_orphan_warner, pl_py_error_last,
+ * pl_redact, which answers None rather than raise),
  * pl_client_new, pl_renewer_new and pl_run_new taking their options structs' fields as
  * keywords, the Message getters and pl_py_bind, pl_py_method (the C methods of
  * client.py's classes), pl_py_aio_submit and pl_py_aio_resolve. */

@@ -114,6 +114,24 @@ static PyObject *pl_py_error_last(PyObject *module, PyObject *unused)
     return Py_BuildValue("(iiis)", e->code, e->http_status, e->retryable, e->message ? e->message : "");
 }
 
+/* pl_redact(text): text through the core's list of secret forms, or None when it
+ * cannot be (not a str, not encodable as UTF-8, a NUL inside, out of memory):
+ * never an exception, as its caller is making one. */
+static PyObject *pl_py_redact(PyObject *module, PyObject *text)
+{
+    Py_ssize_t n = 0;
+    const char *s = PyUnicode_Check(text) ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
+    char *red = NULL;
+    PyObject *r = NULL;
+    (void)module;
+    if (s && strlen(s) == (size_t)n && pl_redact(&red, s) == PL_OK)
+        r = PyUnicode_DecodeUTF8(red, (Py_ssize_t)strlen(red), "replace");
+    pl_free(red);
+    if (r) return r;
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* ---- the log hook ------------------------------------------------------- */
 
 /* Python callable (kind, operation, entity, code, http_status, attempt, delay_ms,
@@ -1324,6 +1342,7 @@ static PyMethodDef pl_py_functions[] = {
     {"pl_py_set_log_handler", pl_py_set_log_handler, METH_O, NULL},
     {"pl_py_set_orphan_warner", pl_py_set_orphan_warner, METH_O, NULL},
     {"pl_py_error_last", pl_py_error_last, METH_NOARGS, NULL},
+    {"pl_redact", pl_py_redact, METH_O, NULL},
     {"pl_client_new", PL_PY_FASTCALL(pl_py_client_new), METH_FASTCALL | METH_KEYWORDS, NULL},
     {"pl_renewer_new", PL_PY_FASTCALL(pl_py_renewer_new), METH_FASTCALL | METH_KEYWORDS, NULL},
     {"pl_run_new", PL_PY_FASTCALL(pl_py_run_new), METH_FASTCALL | METH_KEYWORDS, NULL},

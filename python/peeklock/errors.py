@@ -121,17 +121,19 @@ def scrub(text: str) -> str:
 
     Defence in depth: the C core never puts secrets in messages; this scrubs
     anything that looks like one should a message ever carry it, by the core's
-    one list of secret forms (``pl_redact``). Without the compiled core (a source
-    tree, where no client can run) the text is returned as it is."""
+    one list of secret forms (``pl_redact``). Without it (a source tree without
+    the compiled core) the text is withheld whole: nothing unscrubbed is shown."""
     try:
         from . import _core
-    except ImportError:
-        return text
+
+        redact = _core.pl_redact
+    except (ImportError, AttributeError):
+        return "(message withheld: redaction unavailable)"
     if "\0" in text:  # C text ends at a NUL: each part on its own
         return "\0".join(scrub(part) for part in text.split("\0"))
     # (a lone surrogate cannot cross to C as UTF-8: it is escaped first)
-    red: Optional[str] = _core.pl_redact(text.encode("utf-8", "backslashreplace").decode("utf-8"))
-    return "(message withheld: out of memory)" if red is None else red
+    red: Optional[str] = redact(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return "(message withheld: redaction failed)" if red is None else red
 
 
 class Error(Exception):

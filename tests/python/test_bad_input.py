@@ -1,6 +1,7 @@
 """Bad input: clear errors naming the argument; no secret in any message or repr."""
 
 import os
+import sys
 import threading
 import time
 
@@ -302,6 +303,25 @@ def test_errors_keep_a_tracking_id_and_scrub_other_guids():
     tid = "TrackingId:fc76434b-a479-46d5-9103-25654dbf3899_G0"
     text = f"Conflict. {tid} lock 0e80aa4d-a5d1-4a99-b09e-d118f8c5972c"
     assert str(peeklock.Error(text, code=-3)) == f"Conflict. {tid} lock <guid>"
+
+
+def test_errors_withhold_a_message_when_redaction_is_missing(monkeypatch):
+    # a source tree without the compiled core: nothing unscrubbed is shown
+    text = "x sig=abcdEF SharedAccessKey=zzz"
+    monkeypatch.delattr(_core, "pl_redact")
+    e = peeklock.Error(text, code=-3)
+    assert str(e) == e.message == "(message withheld: redaction unavailable)"
+    monkeypatch.undo()
+    monkeypatch.delattr(peeklock, "_core")
+    monkeypatch.setitem(sys.modules, "peeklock._core", None)  # import fails as when it was never built
+    assert peeklock.errors.scrub(text) == "(message withheld: redaction unavailable)"
+
+
+def test_core_redact_answers_none_rather_than_raise():
+    # called while an error is being made: a text it cannot take is no string, not another error
+    for bad in (None, 42, b"sig=abc", "a\x00sig=abc", "lone \udcff surrogate"):
+        assert _core.pl_redact(bad) is None
+    assert _core.pl_redact("sig=abc") == "sig=<redacted>"
 
 
 def test_exception_hierarchy():
