@@ -5,16 +5,19 @@ neither imports the other."""
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import time
 from typing import Callable, Optional, Tuple, Union
 
 from . import _core
-from ._validate import _check_seconds, _check_str, _unix
+from ._validate import _check_seconds, _check_str, _unix, _unix_time
 
 # A management request's SAS token is signed anew for each request, so it needs to live only
 # as long as the request: a header leaked from a debug log or a proxy is good for minutes, not
 # the hour of the tokens the core keeps and reuses (PL_DEFAULT_TOKEN_LIFETIME_S).
 _MANAGEMENT_TOKEN_LIFETIME_S = 300
+
+_UNIX_TIME_END = 2.0**63  # the core takes an expiry as an int64_t
 
 
 class ConnectionString:
@@ -87,12 +90,27 @@ def sas_token(
     if lifetime is not None:
         if expiry is not None:
             raise TypeError("pass lifetime or expiry, not both")
-        life = _check_seconds(lifetime, "lifetime")
-        assert life is not None
-        return str(_core.pl_sas_token(uri, key_name, key, int(time.time() + life)))
+        return str(_core.pl_sas_token(uri, key_name, key, lifetime_expiry(lifetime, "lifetime")))
     # an expiry in 1970-2001 (a lifetime passed by mistake) is the core's to refuse
-    se = int(time.time()) + _core.PL_DEFAULT_TOKEN_LIFETIME_S if expiry is None else _unix(expiry, "expiry")
+    if expiry is None:
+        se = int(time.time()) + _core.PL_DEFAULT_TOKEN_LIFETIME_S
+    elif not -_UNIX_TIME_END < _unix_time(expiry, "expiry") < _UNIX_TIME_END:  # (nan too)
+        raise ValueError(f"expiry must be a 64-bit Unix time, got {expiry!r}")
+    else:
+        se = _unix(expiry, "expiry")
     return str(_core.pl_sas_token(uri, key_name, key, se))
+
+
+def lifetime_expiry(lifetime: float, name: str) -> int:
+    """The Unix expiry of a token that lives ``lifetime`` seconds from now: a positive,
+    finite number of seconds whose end is a 64-bit Unix time (the core's), else
+    ValueError naming the value ``name`` (``sas_token``'s rule for ``lifetime``)."""
+    huge = isinstance(lifetime, int) and not isinstance(lifetime, bool) and lifetime >= _UNIX_TIME_END
+    life = None if huge else _check_seconds(lifetime, name)  # (an int past any float: too long)
+    end = time.time() + life if life is not None else math.inf
+    if not end < _UNIX_TIME_END:
+        raise ValueError(f"{name} is too long: the token's expiry must be a 64-bit Unix time, got {lifetime!r}")
+    return int(end)
 
 
 TokenProvider = Callable[[str], Union[str, Tuple[str, float]]]

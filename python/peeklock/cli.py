@@ -649,7 +649,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from ._auth import parse_connection_string, sas_token
+    from ._auth import lifetime_expiry, parse_connection_string, sas_token
 
     key_name, key = args.key_name, args.key
     uri = args.uri
@@ -664,11 +664,10 @@ def cmd_token(args: argparse.Namespace) -> int:
             "token needs a key: --key-name and --key, or a connection "
             "string with SharedAccessKeyName and SharedAccessKey"
         )
-    try:
-        token = sas_token(uri, key_name, key, lifetime=args.expiry)
-    except ValueError as e:  # sas_token's rule for a lifetime, told by the flag's name
-        why = str(e)
-        raise UsageError("--expiry" + why[len("lifetime") :] if why.startswith("lifetime ") else why) from None
+    try:  # sas_token's rule for a lifetime, told by the flag's name
+        token = sas_token(uri, key_name, key, lifetime_expiry(args.expiry, "--expiry"))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     print(token)
     return EXIT_OK
 

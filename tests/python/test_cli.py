@@ -296,6 +296,12 @@ def test_token_expiry_is_sas_token_s_rule_named_by_the_flag():
         r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip() == f"peeklock: --expiry must be a positive number of seconds, got {bad}"
+    for bad in ("99999999999999999999", "9" * 400):  # past a 64-bit Unix time: no traceback
+        r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip() == (
+            f"peeklock: --expiry is too long: the token's expiry must be a 64-bit Unix time, got {bad}"
+        )
     r = run("token", "https://ns.example/q", "--key-name", "k", "--key", "v", "--expiry", "60")
     assert r.returncode == 0 and r.stdout.startswith("SharedAccessSignature sr=")
 

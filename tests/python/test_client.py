@@ -185,6 +185,19 @@ def test_sas_token_published_vector():
     )
 
 
+def test_sas_token_refuses_a_lifetime_or_expiry_past_a_64_bit_unix_time():
+    for bad in (99999999999999999999, 1e300, 10**400):
+        with pytest.raises(ValueError, match=r"^lifetime is too long: .*64-bit Unix time, got "):
+            peeklock.sas_token("u", "k", "v", lifetime=bad)
+    for bad in (float("inf"), float("nan"), 0, -1):
+        with pytest.raises(ValueError, match=r"^lifetime must be a positive number of seconds, got "):
+            peeklock.sas_token("u", "k", "v", lifetime=bad)
+    for bad in (2**63, -(2**63), float("inf"), float("nan"), 10**400):
+        with pytest.raises(ValueError, match=r"^expiry must be a 64-bit Unix time, got "):
+            peeklock.sas_token("u", "k", "v", bad)
+    assert "&se=" in peeklock.sas_token("u", "k", "v", lifetime=2.0**40)
+
+
 def test_parse_connection_string_hides_key(emu):
     cs = peeklock.parse_connection_string(emu.connection_string)
     assert cs.endpoint == emu.endpoint
