@@ -85,9 +85,22 @@ PL_LUA_LIVE_HANDLE(pl_event)
 PL_LUA_LIVE_HANDLE(pl_request)
 PL_LUA_LIVE_HANDLE(pl_response)
 PL_LUA_LIVE_HANDLE(pl_run)
-/* The header's <x>_or_null parameters take nil (NULL), as the header says: by name,
- * whatever the function (SWIG matches a parameter's type and name before its type). */
-%typemap(check) pl_renewer *r_or_null, pl_message *m_or_null ""
+/* The header's <x>_or_null parameters take nil (NULL), as the header says, but not a
+ * freed handle (which pl_lua_arg also turns into NULL): by name, whatever the function
+ * (SWIG matches a parameter's type and name before its type). */
+%define PL_LUA_OR_NULL_HANDLE(TYPE, NAME)
+%typemap(in, checkfn="SWIG_isptrtype") TYPE *NAME {
+  if (pl_lua_arg(L, $input, &pl_lua_kind_ ## TYPE, (void **)&$1, "$symname", $argnum) < 0) SWIG_fail;
+  if (!$1 && !lua_isnil(L, $input)) {
+    pl_lua_pusherror(L, "%s: argument %d must be a live " #TYPE " or nil (got a freed handle)", "$symname",
+                     $argnum);
+    SWIG_fail;
+  }
+}
+%typemap(check) TYPE *NAME ""
+%enddef
+PL_LUA_OR_NULL_HANDLE(pl_renewer, r_or_null)
+PL_LUA_OR_NULL_HANDLE(pl_message, m_or_null)
 
 /* Borrowed handles returned by value (pl_event_message): not owned. */
 %typemap(out) pl_message * {

@@ -242,4 +242,29 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     core.release(req)
     core.release(client)
   end)
+
+  it("refuses a freed handle for an <x>_or_null parameter (nil is not the same)", function()
+    local _, client = core.pl_client_new_from_connection_string(CONN)
+    local _, req = core.pl_request_receive(client, "q", 0, 1)
+    local date = "Sun, 22 Nov 2026 14:00:00 GMT"
+    local bp = '{"LockToken":"0f8fad5b-d9cb-469f-a165-70867728950e","MessageId":"m1","SequenceNumber":7,'
+      .. '"DeliveryCount":1,"LockedUntilUtc":"Sun, 22 Nov 2026 14:01:00 GMT"}'
+    local location = core.pl_client_endpoint(client) .. "/q/messages/7/0f8fad5b-d9cb-469f-a165-70867728950e"
+    local rc, m = core.result_from(client, req, nil, 201, { "Date", date, "BrokerProperties", bp,
+      "Location", location }, "", core.pl_now_mono_ms())
+    assert.equal(0, rc, select(4, core.last_error()))
+    core.release(m)
+    local _, resp = core.response_from(204, { "Date", date }, "")
+    assert.has_error(function() core.pl_response_result(client, req, m, resp, 0) end,
+      "pl_response_result: argument 4 must be a live pl_message or nil (got a freed handle)")
+    local _, r = core.renewer_new(client)
+    core.release(r)
+    assert.has_error(function() core.pl_renewer_stats_get(r) end,
+      "pl_renewer_stats_get: argument 1 must be a live pl_renewer or nil (got a freed handle)")
+    assert.has_error(function() core.pl_renewer_finish(r, nil, 1) end,
+      "pl_renewer_finish: argument 1 must be a live pl_renewer or nil (got a freed handle)")
+    core.release(resp)
+    core.release(req)
+    core.release(client)
+  end)
 end)
