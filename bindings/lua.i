@@ -181,6 +181,15 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
   lua_setfield(L, -2, "slack_buckets");
   SWIG_arg++;
 }
+%typemap(in, numinputs=0) pl_run_tallies *out (pl_run_tallies tmp = PL_RUN_TALLIES_INIT) { $1 = &tmp; }
+%typemap(argout) pl_run_tallies *out {
+  lua_createtable(L, 0, 11);
+#define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
+  PL_F(received) PL_F(redelivered) PL_F(processed) PL_F(settled_by_handler) PL_F(failed) PL_F(lost)
+  PL_F(unknown) PL_F(abandoned_on_drain) PL_F(left_to_expire) PL_F(errors) PL_F(in_flight)
+#undef PL_F
+  SWIG_arg++;
+}
 /* pl_renewer_finish's outcome, after the status. */
 %typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *outcome { lua_pushinteger(L, (lua_Integer)tmp$argnum); SWIG_arg++; }

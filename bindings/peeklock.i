@@ -22,7 +22,7 @@
  *                            declared %newobject here, with a pl_free newfree.)
  *   (const void *body, size_t len)   a byte string in.
  *   size_t *len (with a const void * return)   the return becomes a byte string.
- *   pl_client_stats *out, pl_renewer_stats *out   a table/dict out.
+ *   pl_client_stats *out, pl_renewer_stats *out, pl_run_tallies *out   a table/dict out.
  *   int *outcome             pl_renewer_finish's PL_FINISH_*, returned.
  *
  * Ownership: every opaque type gets a destructor that calls its pl_*_free; the
@@ -124,6 +124,7 @@ struct pl_run {};
 /* The raw stats structs are returned as tables/dicts by the stats hooks. */
 %ignore pl_client_stats;
 %ignore pl_renewer_stats;
+%ignore pl_run_tallies;
 
 /* ---- fallible calls: int PL_STATUS ------------------------------------- */
 
@@ -142,7 +143,7 @@ struct pl_run {};
   int pl_check_process_option,
   int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
   int pl_renewer_hold, int pl_renewer_finish,
-  int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get,
+  int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get, int pl_run_tallies_get,
   int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
   int pl_response_new, int pl_response_add_header, int pl_response_set_body,
   int pl_response_result, int pl_http_status_error,

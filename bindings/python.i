@@ -188,6 +188,26 @@ PL_PY_OUT_OBJECT(pl_response)
     }
 }
 
+%typemap(in, numinputs=0) pl_run_tallies *out (pl_run_tallies tmp = PL_RUN_TALLIES_INIT) {
+    $1 = &tmp;
+}
+%typemap(argout) pl_run_tallies *out {
+    Py_XDECREF($result);
+    $result = Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "received", (unsigned long long)tmp$argnum.received,
+        "redelivered", (unsigned long long)tmp$argnum.redelivered,
+        "processed", (unsigned long long)tmp$argnum.processed,
+        "settled_by_handler", (unsigned long long)tmp$argnum.settled_by_handler,
+        "failed", (unsigned long long)tmp$argnum.failed,
+        "lost", (unsigned long long)tmp$argnum.lost,
+        "unknown", (unsigned long long)tmp$argnum.unknown,
+        "abandoned_on_drain", (unsigned long long)tmp$argnum.abandoned_on_drain,
+        "left_to_expire", (unsigned long long)tmp$argnum.left_to_expire,
+        "errors", (unsigned long long)tmp$argnum.errors,
+        "in_flight", (unsigned long long)tmp$argnum.in_flight);
+}
+
 /* pl_renewer_finish's outcome: the return value (the status typemap left None). */
 %typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *outcome {

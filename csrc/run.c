@@ -17,6 +17,7 @@ struct pl_run {
     long in_flight;        /* received, not finished */
     int64_t last_activity; /* the start, or the last received or finished message */
     int reason;            /* PL_RUN_*: PL_RUN_GOING until one is recorded */
+    pl_run_tallies t;      /* the counts (in_flight filled on reading) */
 };
 
 static const char *const WORDS[] = {"",     "signal", "stop_event", "max_messages",
@@ -79,20 +80,94 @@ void pl_run_unclaim(pl_run *run, long n)
     run->claimed -= n < waiting ? n : waiting;
 }
 
-void pl_run_note(pl_run *run, int event, int64_t now_ms)
+void pl_run_received(pl_run *run, long delivery_count, int64_t now_ms)
 {
     if (!run) return;
-    if (event == PL_RUN_RECEIVED) {
-        if (run->claimed == run->received)
-            run->claimed++; /* received without a claim: counted all the same */
-        run->received++;
-        run->in_flight++;
-    } else if (event == PL_RUN_FINISHED) {
-        if (run->in_flight > 0) run->in_flight--;
-    } else {
-        return;
-    }
+    if (run->claimed == run->received) run->claimed++; /* received without a claim: counted all the same */
+    run->received++;
+    run->in_flight++;
+    run->t.received++;
+    if (delivery_count > 1) run->t.redelivered++;
     run->last_activity = now_ms;
+}
+
+/* The one rule: a finished message's outcome from how its driver saw it end. */
+static int outcome_of(unsigned int how)
+{
+    if (how & PL_RUN_F_DRAINED) return PL_RUN_ABANDONED_ON_DRAIN;
+    if (how & PL_RUN_F_EXPIRED) return PL_RUN_LEFT_TO_EXPIRE;
+    if (how & PL_RUN_F_LOST) return PL_RUN_LOST;
+    if (how & PL_RUN_F_UNKNOWN) return PL_RUN_UNKNOWN;
+    if (how & PL_RUN_F_SETTLE_ERROR) return PL_RUN_FAILED;
+    if (how & PL_RUN_F_COMPLETED) return PL_RUN_PROCESSED;
+    if (how & PL_RUN_F_ABANDONED) return PL_RUN_FAILED;
+    if (how & PL_RUN_F_BY_HANDLER) return PL_RUN_SETTLED_BY_HANDLER;
+    if (how & PL_RUN_F_HANDLER_FAILED) return PL_RUN_FAILED;
+    return PL_RUN_PROCESSED;
+}
+
+static uint64_t *field_of(pl_run_tallies *t, int outcome)
+{
+    switch (outcome) {
+    case PL_RUN_PROCESSED: return &t->processed;
+    case PL_RUN_SETTLED_BY_HANDLER: return &t->settled_by_handler;
+    case PL_RUN_FAILED: return &t->failed;
+    case PL_RUN_LOST: return &t->lost;
+    case PL_RUN_UNKNOWN: return &t->unknown;
+    case PL_RUN_ABANDONED_ON_DRAIN: return &t->abandoned_on_drain;
+    default: return &t->left_to_expire;
+    }
+}
+
+int pl_run_finish(pl_run *run, unsigned int how, int64_t now_ms)
+{
+    if (!run) return 0;
+    int outcome = outcome_of(how & ~(unsigned int)PL_RUN_F_LATE);
+    if (how & PL_RUN_F_LATE) {
+        /* counted as left to expire already: completed after all, or as it was */
+        if (outcome == PL_RUN_PROCESSED && run->t.left_to_expire > 0) {
+            run->t.left_to_expire--;
+            run->t.processed++;
+        }
+        return outcome;
+    }
+    (*field_of(&run->t, outcome))++;
+    if (how & (PL_RUN_F_UNKNOWN | PL_RUN_F_SETTLE_ERROR) && !(how & (PL_RUN_F_DRAINED | PL_RUN_F_EXPIRED)))
+        run->t.errors++;
+    if (run->in_flight > 0) run->in_flight--;
+    run->last_activity = now_ms;
+    return outcome;
+}
+
+long pl_run_receive_failed(pl_run *run, int code, int retryable, unsigned failures, int64_t now_ms)
+{
+    if (!run) return -1;
+    if (code == PL_ECLOSED) {
+        pl_run_stop(run, PL_RUN_CLOSED, now_ms);
+        return -1;
+    }
+    run->t.errors++;
+    long ms = pl_receive_pause_ms(code, retryable, failures);
+    if (ms < 0) pl_run_stop(run, PL_RUN_ERROR, now_ms);
+    return ms;
+}
+
+void pl_run_error(pl_run *run)
+{
+    if (run) run->t.errors++;
+}
+
+int pl_run_tallies_get(const pl_run *run, pl_run_tallies *out)
+{
+    if (!out) return pl_error_inval("out", "must not be NULL");
+    if (out->version != PL_RUN_TALLIES_VERSION)
+        return pl_error_inval("version", "must be PL_RUN_TALLIES_VERSION");
+    const pl_run_tallies zero = PL_RUN_TALLIES_INIT;
+    *out = run ? run->t : zero;
+    out->version = PL_RUN_TALLIES_VERSION;
+    out->in_flight = run ? (uint64_t)run->in_flight : 0;
+    pl_error_ok();
+    return PL_OK;
 }
 
 long pl_run_in_flight(const pl_run *run)

@@ -448,8 +448,10 @@ end
 -- The blocking client runs one handler at a time (concurrency = 1; peeklock.resty runs
 -- several). Options: poll_timeout (long poll per receive, 5 s), max_messages, idle_timeout
 -- (seconds without a message in flight), stop (a function: true ends the run between messages).
--- summary: processed, failed (raised: abandoned), lost, errors, error (the one that ended it),
--- stopped_by (why it ended, the core's word: pl_run_stop_word).
+-- summary: the core's counts (pl_run_tallies: received, redelivered, processed,
+-- settled_by_handler, failed, lost, unknown, abandoned_on_drain, left_to_expire, errors,
+-- in_flight; Python's ProcessSummary fields), last_error, error (the one that ended it),
+-- stopped_by (why it ended, the core's word: pl_run_stop_word; "closed": closed under the run).
 function Client:process(entity, handler, opts)
   local o, err = process_args(self, entity, handler, opts, 1)
   if not o then return nil, err end

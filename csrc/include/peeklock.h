@@ -583,14 +583,16 @@ PL_EXTERN long pl_receive_pause_ms(int code, int retryable, unsigned failures);
  *   pl_run_new(&run, &o, pl_now_mono_ms());
  *   while (pl_run_claim(run, 1) == 1) {            // a worker's loop
  *       if (receive(&m) != PL_OK) { pl_run_unclaim(run, 1); continue; }
- *       pl_run_note(run, PL_RUN_RECEIVED, pl_now_mono_ms());
- *       handle(m);
- *       pl_run_note(run, PL_RUN_FINISHED, pl_now_mono_ms());
+ *       pl_run_received(run, pl_message_delivery_count(m), pl_now_mono_ms());
+ *       unsigned how = handle(m);                    // PL_RUN_F_* flags
+ *       pl_run_finish(run, how, pl_now_mono_ms());   // its outcome, counted
  *   }
+ *   pl_run_tallies t = PL_RUN_TALLIES_INIT;
+ *   pl_run_tallies_get(run, &t);
  *   puts(pl_run_stop_word(pl_run_stop(run, PL_RUN_STOPPED, pl_now_mono_ms())));
  *
  * max_messages counts messages received: a claim is taken before each receive and
- * kept when a message comes (PL_RUN_RECEIVED), given back (pl_run_unclaim) when
+ * kept when a message comes (pl_run_received), given back (pl_run_unclaim) when
  * none does, so concurrent receives never take more than max_messages. The run is
  * idle when no message is in flight (received and not yet finished) and nothing
  * was received or finished for idle_timeout seconds (a receive that is waiting is
@@ -620,9 +622,51 @@ typedef struct pl_run_options {
 #define PL_RUN_CLOSED       6 /* "closed": the client was closed under the run */
 #define PL_RUN_STOPPED      7 /* "stopped": the workers ended with no other reason */
 
-/* What pl_run_note is told. */
-#define PL_RUN_RECEIVED 1 /* a message was received (its claim kept): one more in flight */
-#define PL_RUN_FINISHED 2 /* a received message is done with, whatever its outcome */
+/* How a received message ended, as its driver saw it (pl_run_finish's flags,
+ * any together; 0: the handler returned and the settle at its exit completed it). */
+#define PL_RUN_F_HANDLER_FAILED 0x001 /* the handler failed (raised an error) */
+#define PL_RUN_F_BY_HANDLER     0x002 /* the handler settled (or released) it itself */
+#define PL_RUN_F_LOST           0x004 /* its lock was lost: nothing was completed */
+#define PL_RUN_F_UNKNOWN        0x008 /* a settle of it had an unknown outcome */
+#define PL_RUN_F_SETTLE_ERROR   0x010 /* the settle its driver made failed otherwise */
+#define PL_RUN_F_COMPLETED      0x020 /* completed as the handler's result said (a batch's) */
+#define PL_RUN_F_ABANDONED      0x040 /* abandoned as the handler's result said */
+#define PL_RUN_F_DRAINED                                                                                     \
+    0x080 /* given back by the drain (on_drain_timeout "abandon", or collected as it began) */
+#define PL_RUN_F_EXPIRED 0x100 /* left to expire at the drain deadline (handler still running) */
+#define PL_RUN_F_LATE    0x200 /* its handler finished after PL_RUN_F_EXPIRED counted it */
+
+/* A finished message's outcome (pl_run_finish), one field of pl_run_tallies each. */
+#define PL_RUN_PROCESSED          1 /* processed: the handler returned, the message was completed */
+#define PL_RUN_SETTLED_BY_HANDLER 2 /* settled_by_handler */
+#define PL_RUN_FAILED             3 /* failed: abandoned (delivered again) */
+#define PL_RUN_LOST               4 /* lost: its lock was lost, nothing completed */
+#define PL_RUN_UNKNOWN            5 /* unknown: may or may not have been completed */
+#define PL_RUN_ABANDONED_ON_DRAIN 6 /* abandoned_on_drain */
+#define PL_RUN_LEFT_TO_EXPIRE     7 /* left_to_expire */
+
+/* A run's counts (pl_run_tallies_get): the fields of Python's ProcessSummary and of
+ * Lua's process summary, by the same names. */
+typedef struct pl_run_tallies {
+    unsigned int version; /* PL_RUN_TALLIES_VERSION */
+    uint64_t received;    /* messages received (locked) */
+    uint64_t redelivered; /* of them, received with a delivery count above 1 */
+    uint64_t processed;   /* see PL_RUN_PROCESSED and the others */
+    uint64_t settled_by_handler;
+    uint64_t failed;
+    uint64_t lost;
+    uint64_t unknown;
+    uint64_t abandoned_on_drain;
+    uint64_t left_to_expire;
+    uint64_t errors;    /* failed receives (pl_run_receive_failed) and settles */
+    uint64_t in_flight; /* received, not finished */
+} pl_run_tallies;
+
+#define PL_RUN_TALLIES_VERSION 1
+#define PL_RUN_TALLIES_INIT                                                                                  \
+    {                                                                                                        \
+        PL_RUN_TALLIES_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0                                              \
+    }
 
 /* Fills opts with the defaults of PL_RUN_OPTIONS_INIT; PL_EINVAL unless version is
  * PL_RUN_OPTIONS_VERSION. */
@@ -641,9 +685,33 @@ PL_EXTERN void pl_run_free(pl_run *run);
 PL_EXTERN long pl_run_claim(pl_run *run, long want);
 /* Gives back n claims that no message came for (at most those outstanding). */
 PL_EXTERN void pl_run_unclaim(pl_run *run, long n);
-/* Notes event (PL_RUN_RECEIVED, PL_RUN_FINISHED) at now_ms: activity, and the count
- * of messages in flight. Another event is ignored. */
-PL_EXTERN void pl_run_note(pl_run *run, int event, int64_t now_ms);
+/* A message was received at now_ms (its claim kept, one more in flight): counted
+ * in received, and in redelivered when delivery_count is above 1. */
+PL_EXTERN void pl_run_received(pl_run *run, long delivery_count, int64_t now_ms);
+/* A received message is done with at now_ms (how: PL_RUN_F_* flags): one less in
+ * flight, counted by the one rule, the first that applies: DRAINED:
+ * abandoned_on_drain; EXPIRED: left_to_expire; LOST: lost; UNKNOWN: unknown (and
+ * an error); SETTLE_ERROR: failed (and an error); COMPLETED: processed; ABANDONED:
+ * failed; BY_HANDLER: settled_by_handler; HANDLER_FAILED: failed; else processed.
+ * With PL_RUN_F_LATE (a message PL_RUN_F_EXPIRED counted, its handler done since)
+ * nothing is in flight any more: a processed outcome moves it from left_to_expire
+ * to processed, any other leaves the counts. Returns the outcome (PL_RUN_PROCESSED
+ * ...), 0 for run NULL. */
+PL_EXTERN int pl_run_finish(pl_run *run, unsigned int how, int64_t now_ms);
+/* A failed receive (code, retryable: the error's; failures: the consumer's
+ * consecutive failed receives, this one included) by the one rule: PL_ECLOSED (the
+ * client was closed under the run) stops it quietly, PL_RUN_CLOSED, and is no
+ * error; any other is counted in errors and, when waiting cannot mend it
+ * (pl_receive_pause_ms < 0), stops it with PL_RUN_ERROR. Returns the milliseconds
+ * to pause before the consumer's next receive, or -1: the run ends (its reason says
+ * which). */
+PL_EXTERN long pl_run_receive_failed(pl_run *run, int code, int retryable, unsigned failures, int64_t now_ms);
+/* Counts an error that is neither a receive's nor a finished message's (a
+ * message received and not kept). */
+PL_EXTERN void pl_run_error(pl_run *run);
+/* Fills *out (its version set by the caller: PL_RUN_TALLIES_INIT) with run's
+ * counts. PL_EINVAL for out NULL or an unknown version; run NULL fills zeros. */
+PL_EXTERN int pl_run_tallies_get(const pl_run *run, pl_run_tallies *out);
 /* Messages received and not finished. */
 PL_EXTERN long pl_run_in_flight(const pl_run *run);
 /* Milliseconds until the run is idle at the earliest (a driver's wait): 0 when it

@@ -506,11 +506,10 @@ local function finish(self, r, msg, key, ok, cause, op)
   return true
 end
 
--- with_lock's part once it holds msg (also client:attach's with a function): fn(msg) while
--- the renewer keeps the lock, then the settle its outcome calls for.
-local function run_held(self, r, msg, max_renew, fn, op)
-  local key, err = hold(self, r, msg, max_renew, op)
-  if not key then return nil, err end
+-- fn(msg) on a msg that hold put in the renewer's hands (key: its hold key), then the settle
+-- its outcome calls for. seen (a table, or nil): seen.before is set to msg's lock state when
+-- fn returned (false: fn released or freed it), for a processor's count.
+local function handle_held(self, r, msg, key, fn, op, seen)
   local mh = msg._h
   local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
   local t0 = m and m.now_ms()
@@ -519,10 +518,21 @@ local function run_held(self, r, msg, max_renew, fn, op)
     m:process(core.pl_message_entity(mh), self._server, (m.now_ms() - t0) / 1000,
               not res[1] and "handler" or nil)
   end
-  local ok
-  ok, err = finish(self, r, msg, key, res[1], res[2], op)
+  if seen then
+    local h = rawget(msg, "_h")
+    seen.before = h and core.pl_message_lock_state(h) or false
+  end
+  local ok, err = finish(self, r, msg, key, res[1], res[2], op)
   if not ok then return nil, err end
   return true, unpack(res, 2, res.n)
+end
+
+-- with_lock's part once it holds msg (also client:attach's with a function): fn(msg) while
+-- the renewer keeps the lock, then the settle its outcome calls for.
+local function run_held(self, r, msg, max_renew, fn, op)
+  local key, err = hold(self, r, msg, max_renew, op)
+  if not key then return nil, err end
+  return handle_held(self, r, msg, key, fn, op)
 end
 
 -- ------------------------------------------------------------------ processor
@@ -571,8 +581,44 @@ local function process_args(self, entity, handler, opts, max_concurrency, extra)
 end
 
 -- The run's bookkeeping is the core's (pl_run, s._run): a claim before each receive against
--- max_messages, the messages in flight, when the run is idle, why it stopped.
+-- max_messages, the messages in flight, when the run is idle, why it stopped, and the counts
+-- (how a message ended is told as PL_RUN_F_* flags; the core's one rule counts it).
 local now_ms = core.pl_now_mono_ms
+
+-- Shows the run's counts (pl_run_tallies: received, redelivered, processed,
+-- settled_by_handler, failed, lost, unknown, abandoned_on_drain, left_to_expire, errors,
+-- in_flight; Python's ProcessSummary fields by the same names) in s.
+local function show(s)
+  local _, t = core.pl_run_tallies_get(s._run)
+  for k, v in pairs(t) do s[k] = v end
+end
+
+-- msg was received (and held): counted by the run, one more in flight.
+local function received(s, msg)
+  core.pl_run_received(s._run, core.pl_message_delivery_count(msg._h), now_ms())
+  show(s)
+end
+
+-- A received message is done with, how it ended (PL_RUN_F_* flags); err: finish's error, kept
+-- as s.last_error when it is a settle's (the run counts it as an error).
+local function finished(s, how, err)
+  core.pl_run_finish(s._run, how, now_ms())
+  show(s)
+  if err and err.code ~= "handler" and err.code ~= "lock_lost" then s.last_error = err end
+end
+
+-- How a message ended, as pl_run_finish's flags: before, its lock state when the handler
+-- returned (false: the handler released or freed it); done, err: finish's.
+local function how_of(before, done, err)
+  if not before or before == core.PL_LOCK_SETTLED then return core.PL_RUN_F_BY_HANDLER end
+  if before == core.PL_LOCK_LOST then return core.PL_RUN_F_LOST end
+  if before == core.PL_LOCK_UNKNOWN then return core.PL_RUN_F_UNKNOWN end
+  if done then return 0 end
+  if err.code == "handler" then return core.PL_RUN_F_HANDLER_FAILED end
+  if err.code == "lock_lost" then return core.PL_RUN_F_LOST end
+  if err.code == "unknown_outcome" then return core.PL_RUN_F_UNKNOWN end
+  return core.PL_RUN_F_SETTLE_ERROR
+end
 
 -- Records why the run stops (the core's rule: the first cause wins, an error replaces any)
 -- and shows the run's reason in s.stopped_by.
@@ -589,12 +635,19 @@ local function end_with(s, err)
 end
 
 -- A failed receive of a process consumer (failures: its consecutive failed receives, this one
--- included), by the core's rule (pl_receive_pause_ms), counted in s: the milliseconds to pause
--- before the consumer's next receive, or -1: waiting cannot mend it and the run ends with it.
+-- included), by the core's rule (pl_run_receive_failed), counted by the run: the milliseconds
+-- to pause before the consumer's next receive, or -1: the run ends, with err, or quietly as
+-- "closed" when the client was closed under it.
 local function receive_failed(s, err, failures)
-  s.errors = s.errors + 1
+  local ms = core.pl_run_receive_failed(s._run, err.errno or core.PL_EINTERNAL, err.retryable and 1 or 0,
+                                        failures, now_ms())
+  show(s)
+  if err.errno == core.PL_ECLOSED then
+    s.stopped = true
+    stop_run(s, core.PL_RUN_CLOSED)
+    return -1
+  end
   s.last_error = err
-  local ms = core.pl_receive_pause_ms(err.errno or core.PL_EINTERNAL, err.retryable and 1 or 0, failures)
   if ms < 0 then end_with(s, err) end
   return ms
 end
@@ -603,10 +656,6 @@ end
 -- stops (its limits met: max_messages received, idle for idle_timeout).
 local function claim(s)
   return core.pl_run_stop_reason(s._run, now_ms()) == core.PL_RUN_GOING and core.pl_run_claim(s._run, 1) == 1
-end
-
-local function note(s, event)
-  core.pl_run_note(s._run, event, now_ms())
 end
 
 -- pause(seconds) for ms in half-second slices, cut short once stopping() says so.
@@ -620,29 +669,31 @@ local function pause_for(ms, stopping, pause)
 end
 
 -- One consumer of process: peek_lock, then the handler on the held message as with_lock runs
--- it, until stopping() says so, counting in s (processed, failed: the handler raised and the
--- message was abandoned, lost, errors: a failed receive, or a settle's error). A failed
--- receive pauses or ends the run by the core's rule (receive_failed).
+-- it, until stopping() says so, each message counted by the run (finished). A failed receive
+-- pauses or ends the run by the core's rule (receive_failed).
 local function process_loop(self, entity, handler, o, s, stopping, pause)
   local r, rerr = self:_get_renewer()
   if not r then end_with(s, rerr); return end
   local ropts = { timeout = o.poll_timeout, _cut_on_exit = o.cut_on_exit }
   local failures = 0 -- this consumer's consecutive failed receives
+  local seen = {}
   while not stopping() and claim(s) do
     local msg, err = self:peek_lock(entity, ropts)
     if msg then
-      note(s, core.PL_RUN_RECEIVED)
       failures = 0
-      local ok
-      ok, err = run_held(self, r, msg, o.max_renew, handler, "with_lock")
-      if ok then s.processed = s.processed + 1
-      elseif err.code == "handler" then s.failed = s.failed + 1
-      elseif err.code == "lock_lost" then s.lost = s.lost + 1
-      else -- the settle's: counted, the run goes on
-        s.errors = s.errors + 1
+      local key
+      key, err = hold(self, r, msg, o.max_renew, "with_lock")
+      if key then
+        received(s, msg)
+        local ok
+        ok, err = handle_held(self, r, msg, key, handler, "with_lock", seen)
+        finished(s, how_of(seen.before, ok, err), err)
+      else -- not held (abandoned): not one of max_messages
+        core.pl_run_unclaim(s._run, 1)
+        core.pl_run_error(s._run)
+        show(s)
         s.last_error = err
       end
-      note(s, core.PL_RUN_FINISHED)
     else
       core.pl_run_unclaim(s._run, 1)
       if not err then
@@ -660,9 +711,8 @@ end
 -- ------------------------------------------------------------------ batch handlers
 
 -- A batch handler's returned table: message (or sequence number) -> "complete" or "abandon",
--- checked whole first (nil, what is wrong), then each settle made on its own. Returns the
--- outcome by index in msgs (processed, failed: abandoned, lost, errors) and the last settle
--- error.
+-- checked whole first (nil, what is wrong), then each settle made on its own. Returns how
+-- each message by index in msgs ended (PL_RUN_F_* flags) and the last settle error.
 local function apply_result(self, msgs, result)
   local index, by_seq = {}, {}
   for i = 1, #msgs do
@@ -692,17 +742,13 @@ local function apply_result(self, msgs, result)
     local mh = rawget(msg, "_h")
     if mh and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then
       local ok, err = self:_settle(msg, action)
-      if ok then out[i] = settles[i] == core.PL_SETTLE_COMPLETE and "processed" or "failed"
-      elseif err.code == "lock_lost" then out[i] = "lost"
-      else out[i] = "errors"; last_err = err end
+      if ok then out[i] = settles[i] == core.PL_SETTLE_COMPLETE and core.PL_RUN_F_COMPLETED or core.PL_RUN_F_ABANDONED
+      elseif err.code == "lock_lost" then out[i] = core.PL_RUN_F_LOST
+      elseif err.code == "unknown_outcome" then out[i] = core.PL_RUN_F_UNKNOWN; last_err = err
+      else out[i] = core.PL_RUN_F_SETTLE_ERROR; last_err = err end
     end
   end
   return out, last_err
-end
-
-local function count(s, outcome, err)
-  s[outcome] = s[outcome] + 1
-  if err and outcome == "errors" then s.last_error = err end
 end
 
 -- handler(msgs) on a collected batch (keys: their hold keys), then each message settled as
@@ -724,15 +770,8 @@ local function run_batch(self, r, msgs, keys, handler, s)
     local before = mh and core.pl_message_lock_state(mh)
     if m and mh then m:process(core.pl_message_entity(mh), self._server, secs, not ok and "handler" or nil) end
     local done, err = finish(self, r, msg, keys[i], ok, res, "process")
-    if applied[i] then count(s, applied[i], serr)
-    elseif not before or before == core.PL_LOCK_SETTLED then count(s, "settled_by_handler")
-    elseif before == core.PL_LOCK_LOST then count(s, "lost")
-    elseif before == core.PL_LOCK_UNKNOWN then count(s, "errors", err)
-    elseif done then count(s, "processed")
-    elseif err.code == "handler" then count(s, "failed")
-    elseif err.code == "lock_lost" then count(s, "lost")
-    else count(s, "errors", err) end
-    note(s, core.PL_RUN_FINISHED)
+    if applied[i] then finished(s, applied[i], serr)
+    else finished(s, how_of(before, done, err), err) end
   end
 end
 
@@ -779,12 +818,13 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
         local key
         key, err = hold(self, r, msg, o.max_renew, "process")
         if key then
-          note(s, core.PL_RUN_RECEIVED)
+          received(s, msg)
           keys[#msgs + 1] = key
           msgs[#msgs + 1] = msg
         else
           core.pl_run_unclaim(s._run, 1) -- (not held: not one of max_messages)
-          s.errors = s.errors + 1
+          core.pl_run_error(s._run)
+          show(s)
           s.last_error = err
         end
       end
@@ -793,8 +833,7 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
       if stopping() then -- the run ends while collecting: nothing ran on them, give them back
         for i = 1, #msgs do
           finish(self, r, msgs[i], keys[i], false, "drained", "process")
-          s.abandoned_on_drain = s.abandoned_on_drain + 1
-          note(s, core.PL_RUN_FINISHED)
+          finished(s, core.PL_RUN_F_DRAINED)
         end
       else
         run_batch(self, r, msgs, keys, handler, s)
@@ -809,8 +848,8 @@ end
 local function new_summary(o)
   local rc, run = core.run_new(now_ms(), { max_messages = o.max_messages, idle_timeout = o.idle_timeout })
   if rc < 0 then return fail(rc, "process") end
-  local s = { processed = 0, failed = 0, lost = 0, errors = 0, stopped = false, stopped_by = "", _run = run }
-  if o.batch then s.settled_by_handler, s.abandoned_on_drain = 0, 0 end
+  local s = { stopped = false, stopped_by = "", _run = run }
+  show(s)
   return s
 end
 
@@ -818,6 +857,7 @@ end
 -- other reason applies), its pl_run freed.
 local function end_summary(s)
   stop_run(s, core.PL_RUN_STOPPED)
+  show(s)
   core.release(s._run)
   s._run = nil
   return s

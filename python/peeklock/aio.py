@@ -695,10 +695,11 @@ class _Processor:
         are claimed or the run stops."""
         return _core.pl_run_claim(self.run_, 1) == 1
 
-    def note(self, event: int) -> None:
-        _processor._note(self.run_, self.summary, event)
-        if event == _core.PL_RUN_FINISHED:
-            self.finished.set()
+    def finished_one(self, how: int) -> None:
+        """A received message is done with, how it ended (PL_RUN_F_*): counted
+        by the run (pl_run_finish)."""
+        _processor._finished(self.run_, self.summary, how)
+        self.finished.set()
 
     async def watch_idle(self) -> None:
         """Sets stop once the run is idle (pl_run): waits as long as the core says
@@ -786,6 +787,7 @@ class _Processor:
                 continue
             self.handling.add(me)
             handler_failed = False
+            how = 0
             try:
                 async with msg:
                     try:
@@ -796,22 +798,24 @@ class _Processor:
                         handler_failed = True
                         await self.failed(msg, e, [msg])
                         raise
-                    by_handler = msg.settled and not msg.lock_lost
-                _processor._tally(s, "settled_by_handler" if by_handler else "processed")
+                    if msg.settled and not msg.lock_lost:
+                        how = _core.PL_RUN_F_BY_HANDLER
             except LockLostError:
-                s.lost += 1
+                how = _core.PL_RUN_F_LOST
             except asyncio.CancelledError:
-                s.abandoned_on_drain += 1
+                how = _core.PL_RUN_F_DRAINED
                 if not self.stop.is_set():
                     raise
                 return
             except Exception as e:
-                if not handler_failed:  # the settle at the block's exit
+                if handler_failed or not isinstance(e, Error):
+                    how = _processor._exit_how(False, 0, True, msg.lock_lost)
+                else:  # the settle at the block's exit
                     _processor._remember(s, f"settle: {type(e).__name__}: {e}")
-                _processor._tally(s, "lost" if msg.lock_lost else "failed")
+                    how = _core.PL_RUN_F_LOST if msg.lock_lost else _processor._settle_failed(e)
             finally:
                 self.handling.discard(me)
-                self.note(_core.PL_RUN_FINISHED)
+                self.finished_one(how)
 
     async def receive(self, me: "asyncio.Task[None]", timeout: int) -> Optional[Message]:
         """One peek-lock on a claim the caller took, counted; None when nothing
@@ -840,7 +844,7 @@ class _Processor:
                 _core.pl_run_unclaim(self.run_, 1)
         if failed is not None:
             self.failures[me] = self.failures.get(me, 0) + 1
-            pause = _processor._receive_failed(s, failed, held.records, self.failures[me])
+            pause = _processor._receive_failed(self.run_, s, failed, held.records, self.failures[me])
             if pause < 0:
                 self.stop_by(_core.PL_RUN_ERROR)
                 self.stop.set()  # the other workers' receives are cancelled, handlers finish
@@ -852,10 +856,7 @@ class _Processor:
             return None
         self.failures[me] = 0
         if msg is not None:
-            self.note(_core.PL_RUN_RECEIVED)
-            s.received += 1
-            if msg.delivery_count > 1:
-                s.redelivered += 1
+            _processor._received(self.run_, s, msg)
         return msg
 
     async def failed(self, msg: Message, exc: BaseException, msgs: List[Message]) -> None:
@@ -931,20 +932,17 @@ class _Processor:
             await m.abandon()
         except Error as e:
             log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
-        self.summary.abandoned_on_drain += 1
-        self.note(_core.PL_RUN_FINISHED)
+        self.finished_one(_core.PL_RUN_F_DRAINED)
 
     def _give_back_now(self, msgs: List[Message]) -> None:
         for m in msgs:
             if m.state == "held":
                 m._abandon_now()
-                self.summary.abandoned_on_drain += 1
-            self.note(_core.PL_RUN_FINISHED)
+            self.finished_one(_core.PL_RUN_F_LOST if m.lock_lost else _core.PL_RUN_F_DRAINED)
 
     async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
-        s = self.summary
         error: Optional[Exception] = None
-        applied: Dict[Message, str] = {}
+        applied: Dict[Message, int] = {}
         done: Set[Message] = set()
         self.handling.add(me)
         try:
@@ -959,7 +957,7 @@ class _Processor:
                 unsettled = [m for m in msgs if not m.settled]
                 if unsettled:
                     await self.failed(_processor._most_delivered(unsettled), e, unsettled)
-            await asyncio.gather(*(self.finish(m, error, applied.get(m), done) for m in msgs))
+            await asyncio.gather(*(self.finish(m, error, applied.get(m, 0), done) for m in msgs))
         except asyncio.CancelledError:
             # a second signal, drain_timeout or the caller: what is still held is
             # given back at once, without waiting
@@ -968,20 +966,19 @@ class _Processor:
                     continue
                 if m.state == "held":
                     m._abandon_now()
-                    s.abandoned_on_drain += 1
+                    self.finished_one(_core.PL_RUN_F_DRAINED)
                 else:
-                    _processor._tally(s, applied.get(m) or "settled_by_handler")
-                self.note(_core.PL_RUN_FINISHED)
+                    self.finished_one(applied.get(m, 0) | _core.PL_RUN_F_BY_HANDLER)
             if not self.stop.is_set():
                 raise
         finally:
             self.handling.discard(me)
 
-    async def apply(self, msgs: List[Message], actions: Mapping[Any, str]) -> Dict[Message, str]:
+    async def apply(self, msgs: List[Message], actions: Mapping[Any, str]) -> Dict[Message, int]:
         """The handler's returned mapping (checked whole first), each action
-        applied on its own. Returns each message's outcome."""
+        applied on its own. Returns how each message ended (PL_RUN_F_*)."""
         plan = _processor._plan(msgs, actions)
-        out: Dict[Message, str] = {}
+        out: Dict[Message, int] = {}
 
         async def one(m: Message, action: str, settle: int) -> None:
             if m.settled:
@@ -990,32 +987,28 @@ class _Processor:
                 await (m.complete() if settle == _core.PL_SETTLE_COMPLETE else m.abandon())
                 out[m] = _processor._SETTLED[settle]
             except LockLostError:
-                out[m] = "lost"
+                out[m] = _core.PL_RUN_F_LOST
             except Error as e:
-                out[m] = "failed"
-                self.summary.errors += 1
+                out[m] = _processor._settle_failed(e)  # (counted an error by the run)
                 _processor._remember(self.summary, f"{action}: {e}")
 
         await asyncio.gather(*(one(m, a, settle) for m, a, settle in plan))
         return out
 
-    async def finish(self, m: Message, error: Optional[Exception], applied: Optional[str], done: Set[Message]) -> None:
+    async def finish(self, m: Message, error: Optional[Exception], applied: int, done: Set[Message]) -> None:
         """Settles what the handler left, as ``async with msg:`` does, and counts it."""
-        s = self.summary
         settled_before = m.settled and not m.lock_lost
-        outcome = _processor._exit_outcome(settled_before, applied, False, False)
+        how = _processor._exit_how(settled_before, applied, False, False)
         try:
             if error is None:
                 await m.__aexit__(None, None, None)
             else:
                 await m.__aexit__(type(error), error, error.__traceback__)
-                outcome = _processor._exit_outcome(settled_before, applied, True, m.lock_lost)
+                how = _processor._exit_how(settled_before, applied, True, m.lock_lost)
         except LockLostError:
-            outcome = "lost"
+            how = _core.PL_RUN_F_LOST
         except Error as e:
-            outcome = "failed"
-            s.errors += 1
-            _processor._remember(s, f"settle: {e}")
+            how = _processor._settle_failed(e)
+            _processor._remember(self.summary, f"settle: {e}")
         done.add(m)
-        self.note(_core.PL_RUN_FINISHED)
-        _processor._tally(s, outcome)
+        self.finished_one(how)

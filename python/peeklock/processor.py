@@ -51,7 +51,7 @@ from ._validate import (
     _check_seconds,
     _check_timeout,
 )
-from .errors import PL_ESTATE, ClosedError, Error, LockLostError
+from .errors import PL_ESTATE, ClosedError, Error, LockLostError, OutcomeUnknownError
 from ._spans import no_context
 
 if TYPE_CHECKING:
@@ -75,10 +75,9 @@ def exponential_backoff(base: float = 1.0, cap: float = 60.0) -> Callable[["Mess
 
 
 RetryDelay = Union[float, Callable[["Message"], float], None]
-_Outcome = str  # "processed", "failed", "lost", "settled_by_handler" or "drained"
 _M = TypeVar("_M", bound="Message")  # a message of this client or of peeklock.aio's
-# pl_settle_action's value for a returned action -> its outcome
-_SETTLED = {_core.PL_SETTLE_COMPLETE: "processed", _core.PL_SETTLE_UNLOCK: "failed"}
+# pl_settle_action's value for a returned action -> how the message ended (PL_RUN_F_*)
+_SETTLED = {_core.PL_SETTLE_COMPLETE: _core.PL_RUN_F_COMPLETED, _core.PL_SETTLE_UNLOCK: _core.PL_RUN_F_ABANDONED}
 
 
 # ---- pure helpers shared by this processor and peeklock.aio's ----
@@ -157,23 +156,21 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str,
     return plan
 
 
-def _exit_outcome(settled_before: bool, applied: Optional[_Outcome], failed: bool, lost: bool) -> _Outcome:
-    """A batch message's outcome once its exit ran: ``applied`` (the handler's
-    returned mapping) or settled by the handler itself; else completed, or
-    abandoned (lost when its lock was) when the handler failed."""
-    if failed and lost:
-        return "lost"
-    if applied:
-        return applied
-    if settled_before:
-        return "settled_by_handler"
-    return "failed" if failed else "processed"
+def _exit_how(settled_before: bool, applied: int, failed: bool, lost: bool) -> int:
+    """How a message ended once its exit ran (PL_RUN_F_* flags, which the core's
+    pl_run_finish turns into its outcome): ``applied`` (the handler's returned
+    mapping's), settled by the handler itself, the handler failed, the lock lost."""
+    return (
+        applied
+        | (_core.PL_RUN_F_BY_HANDLER if settled_before else 0)
+        | (_core.PL_RUN_F_HANDLER_FAILED if failed else 0)
+        | (_core.PL_RUN_F_LOST if lost else 0)
+    )
 
 
-def _tally(s: "ProcessSummary", outcome: _Outcome) -> None:
-    """Counts one finished message in its summary field."""
-    if outcome in ("processed", "lost", "failed", "settled_by_handler"):
-        setattr(s, outcome, getattr(s, outcome) + 1)
+def _settle_failed(e: Error) -> int:
+    """A settle's error as pl_run_finish counts it: unknown outcome, or failed."""
+    return _core.PL_RUN_F_UNKNOWN if isinstance(e, OutcomeUnknownError) else _core.PL_RUN_F_SETTLE_ERROR
 
 
 def _remember(s: "ProcessSummary", text: str) -> None:
@@ -229,25 +226,25 @@ def _log_receive_failure(entity: str, exc: Error, held: List[Dict[str, Any]], pa
         )
 
 
-def _receive_failed(s: "ProcessSummary", exc: Error, held: List[Dict[str, Any]], failures: int) -> float:
-    """A failed receive (after the client's retry policy), counted in ``s``, by
-    the core's rule (pl_receive_pause_ms): the seconds to pause before the
+def _receive_failed(run: Any, s: "ProcessSummary", exc: Error, held: List[Dict[str, Any]], failures: int) -> float:
+    """A failed receive (after the client's retry policy), counted by the run,
+    by the core's rule (pl_run_receive_failed): the seconds to pause before the
     consumer's next receive, or -1 when waiting cannot mend it and the run ends
     with it (``s.error``, logged at ERROR by the first consumer to meet it).
     ``failures``: the consumer's consecutive failed receives, this one included."""
-    pause, log = _count_receive_failure(s, exc, failures)
+    pause, log = _count_receive_failure(run, s, exc, failures)
     if log:
         _log_receive_failure(s.entity, exc, held, pause)
     return pause
 
 
-def _count_receive_failure(s: "ProcessSummary", exc: Error, failures: int) -> Tuple[float, bool]:
+def _count_receive_failure(run: Any, s: "ProcessSummary", exc: Error, failures: int) -> Tuple[float, bool]:
     """_receive_failed's counting, for a caller that holds a lock while it counts
-    and logs after: the pause (-1: the run ends, the caller records PL_RUN_ERROR)
-    and whether this call logs."""
-    s.errors += 1
+    and logs after: the pause (-1: the run ends, stopped by PL_RUN_ERROR) and
+    whether this call logs."""
     _remember(s, f"receive: {exc}")
-    ms = _core.pl_receive_pause_ms(exc.code, int(exc.retryable), failures)
+    ms = _core.pl_run_receive_failed(run, exc.code, int(exc.retryable), failures, _core.pl_now_mono_ms())
+    _show(run, s)
     if ms < 0:
         first = s.error is None
         if first:
@@ -267,12 +264,48 @@ def _new_run(max_messages: Optional[int], idle_timeout: Optional[float]) -> Any:
     return _core.pl_run_new(_core.pl_now_mono_ms(), **opts)
 
 
-def _note(run: Any, s: "ProcessSummary", event: int) -> None:
-    """Tells the run a message was received (PL_RUN_RECEIVED) or is done with
-    (PL_RUN_FINISHED), and shows its count of messages in flight in
-    ``s.in_flight`` (a processor with threads calls it under its lock)."""
-    _core.pl_run_note(run, event, _core.pl_now_mono_ms())
-    s.in_flight = _core.pl_run_in_flight(run)
+# the summary's fields that the run counts (pl_run_tallies)
+_TALLIED = (
+    "received",
+    "redelivered",
+    "processed",
+    "settled_by_handler",
+    "failed",
+    "lost",
+    "unknown",
+    "abandoned_on_drain",
+    "left_to_expire",
+    "errors",
+    "in_flight",
+)
+
+
+def _show(run: Any, s: "ProcessSummary") -> None:
+    """Shows the run's counts (pl_run_tallies) in the summary's fields."""
+    t = _core.pl_run_tallies_get(run)
+    for name in _TALLIED:
+        setattr(s, name, t[name])
+
+
+def _received(run: Any, s: "ProcessSummary", msg: "Message") -> None:
+    """Tells the run a message was received (counted, and in flight) and shows
+    its counts (a processor with threads calls it under its lock)."""
+    _core.pl_run_received(run, msg.delivery_count, _core.pl_now_mono_ms())
+    _show(run, s)
+
+
+def _finished(run: Any, s: "ProcessSummary", how: int) -> None:
+    """Tells the run a received message is done with, how it ended (PL_RUN_F_*
+    flags: the core classifies and counts it), and shows its counts."""
+    _core.pl_run_finish(run, how, _core.pl_now_mono_ms())
+    _show(run, s)
+
+
+def _error(run: Any, s: "ProcessSummary", text: str) -> None:
+    """Counts an error the run does not see otherwise, and remembers it."""
+    _core.pl_run_error(run)
+    _show(run, s)
+    _remember(s, text)
 
 
 def _stop(run: Any, s: "ProcessSummary", reason: int) -> None:
@@ -298,15 +331,17 @@ class ProcessSummary:
     """What a processor run did."""
 
     entity: str = ""
+    # the counts are the core's (pl_run_tallies), by the same names in Lua
     received: int = 0  # messages locked
     processed: int = 0  # handler returned and the message was completed
     failed: int = 0  # handler raised: abandoned (will be redelivered)
     settled_by_handler: int = 0  # the handler completed or abandoned the message itself
     lost: int = 0  # lock lost: nothing completed
+    unknown: int = 0  # a settle's outcome is unknown: maybe completed
     abandoned_on_drain: int = 0  # given back at once by the drain (see on_drain_timeout)
     left_to_expire: int = 0  # handler still running at the drain deadline: renewal
     # stopped, lock left to run out (on_drain_timeout="expire")
-    errors: int = 0  # receive or settle errors (after retries)
+    errors: int = 0  # receive or settle errors (after retries), unknown included
     renewals: int = 0  # lock renewals by the C renewer during the run
     redelivered: int = 0  # received with delivery_count > 1
     in_flight: int = 0  # received, not yet finished (the core's count: pl_run_in_flight)
@@ -327,7 +362,9 @@ class ProcessSummary:
         return (
             f"{self.entity}: processed {self.processed}, failed {self.failed} (abandoned), "
             + (f"settled by the handler {self.settled_by_handler}, " if self.settled_by_handler else "")
-            + f"lost locks {self.lost}, abandoned on drain {self.abandoned_on_drain}, "
+            + f"lost locks {self.lost}, "
+            + (f"outcome unknown {self.unknown}, " if self.unknown else "")
+            + f"abandoned on drain {self.abandoned_on_drain}, "
             + (f"left to expire {self.left_to_expire}, " if self.left_to_expire else "")
             + f"renewals {self.renewals}, redelivered {self.redelivered}, "
             f"errors {self.errors} in {self.elapsed:.1f} s ({self.rate:.1f}/s)"
@@ -412,8 +449,8 @@ class Processor:
             _stop(self._run, self.summary, reason)
 
     def _note_error(self, text: str) -> None:
+        """Remembers a settle's error (pl_run_finish counts it)."""
         with self._lock:
-            self.summary.errors += 1
             _remember(self.summary, text)
 
     def _worker(self) -> None:
@@ -436,12 +473,11 @@ class Processor:
                 except Error:
                     pass
                 with self._lock:
-                    s.abandoned_on_drain += 1
-                    _note(self._run, s, _core.PL_RUN_FINISHED)
+                    _finished(self._run, s, _core.PL_RUN_F_DRAINED)
                 break
             with self._lock:
                 self._held.add(msg)
-            outcome = "processed"
+            how: Optional[int] = 0
             try:
                 with msg:
                     try:
@@ -450,41 +486,38 @@ class Processor:
                         self._handler_failed(msg, e)
                         raise
                     if msg.settled and not msg.lock_lost:
-                        outcome = "settled_by_handler"
+                        how = _core.PL_RUN_F_BY_HANDLER
             except LockLostError:
-                outcome = "lost"
+                how = _core.PL_RUN_F_LOST
             except Error as e:
                 if msg.settled and not msg.lock_lost:
-                    # settled by the drain (abandoned) or by the handler
-                    outcome = "drained" if e.code == PL_ESTATE else "failed"
+                    # settled by the drain (abandoned: counted by it) or by the handler
+                    how = None if e.code == PL_ESTATE else _core.PL_RUN_F_HANDLER_FAILED
                 else:
-                    outcome = "failed"
+                    how = _core.PL_RUN_F_HANDLER_FAILED
                     log.warning("handler for message %s failed: %s", msg.sequence_number, e)
             except Exception:  # the handler's own failure (logged): abandoned
-                outcome = "lost" if msg.lock_lost else "failed"
+                how = _exit_how(False, 0, True, msg.lock_lost)
             except BaseException:
                 with self._lock:
-                    self._held.discard(msg)
-                    s.failed += 1
-                    _note(self._run, s, _core.PL_RUN_FINISHED)
+                    if msg in self._held:
+                        self._held.discard(msg)
+                        _finished(self._run, s, _core.PL_RUN_F_HANDLER_FAILED)
                 self.stop_event.set()
                 raise
-            self._count(msg, outcome)
+            if how is not None:
+                self._count(msg, how)
 
-    def _count(self, msg: "Message", outcome: str) -> None:
-        """Counts a message whose handler finished: processed, lost, failed or
-        settled_by_handler ("drained": already counted by the drain)."""
-        s = self.summary
+    def _count(self, msg: "Message", how: int) -> None:
+        """Counts a message whose handler finished (how: PL_RUN_F_* flags); one
+        the drain released was counted by it (left to expire: the core moves it
+        to processed if the handler completed it after all)."""
         with self._lock:
             if msg in self._held:
                 self._held.discard(msg)
-                _tally(s, outcome)
-                _note(self._run, s, _core.PL_RUN_FINISHED)
-            elif outcome == "processed" and self.on_drain_timeout == "expire":
-                # released by the drain, which counted it as left to expire; the
-                # handler still finished within the lock and completed it after all
-                s.left_to_expire -= 1
-                s.processed += 1
+                _finished(self._run, self.summary, how)
+            elif self.on_drain_timeout == "expire":
+                _finished(self._run, self.summary, how | _core.PL_RUN_F_LATE)
 
     def _receive(self, timeout: int) -> Optional["Message"]:
         """One claimed peek-lock, or None (nothing, a failure, or the cap). A
@@ -504,7 +537,7 @@ class Processor:
             self._unclaim()
             self._consumer.failures += 1
             with self._lock:  # (logged after: a log handler's I/O holds up no other worker)
-                pause, log = _count_receive_failure(self.summary, e, self._consumer.failures)
+                pause, log = _count_receive_failure(self._run, self.summary, e, self._consumer.failures)
             if log:
                 _log_receive_failure(self.entity, e, held.records, pause)
             if pause < 0:
@@ -518,10 +551,7 @@ class Processor:
             self._unclaim()
             return None
         with self._lock:
-            _note(self._run, self.summary, _core.PL_RUN_RECEIVED)
-            self.summary.received += 1
-            if msg.delivery_count > 1:
-                self.summary.redelivered += 1
+            _received(self._run, self.summary, msg)
         return msg
 
     # ---- batches ----
@@ -554,10 +584,9 @@ class Processor:
                 m.__exit__(_Drained, _Drained(), None)
             with self._lock:
                 for m in msgs:
-                    if m in self._held:
+                    if m in self._held:  # (else released by the drain, which counted it)
                         self._held.discard(m)
-                        self.summary.abandoned_on_drain += 1
-                    _note(self._run, self.summary, _core.PL_RUN_FINISHED)
+                        _finished(self._run, self.summary, _core.PL_RUN_F_DRAINED)
             return []
         return msgs
 
@@ -569,7 +598,7 @@ class Processor:
                     return
                 continue
             error: Optional[BaseException] = None
-            applied: Dict["Message", str] = {}
+            applied: Dict["Message", int] = {}
             try:
                 result = self.handler(msgs)
                 if isinstance(result, dict):
@@ -585,18 +614,18 @@ class Processor:
                 self.stop_event.set()
                 raise
             for m in reversed(msgs):  # the reverse of entering (contexts nest)
-                self._finish(m, error, applied.get(m))
+                self._finish(m, error, applied.get(m, 0))
 
     def _claimed_out(self) -> bool:
         """This worker found no claim left (max_messages, or the run stops)."""
         return bool(self._consumer.out)
 
-    def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> Dict["Message", str]:
+    def _apply(self, msgs: List["Message"], actions: Dict[Any, str]) -> Dict["Message", int]:
         """A handler's returned mapping (see _plan), each action applied on its
-        own (one failing settle does not stop the others). Returns each
-        message's outcome: processed, failed (abandoned) or lost."""
+        own (one failing settle does not stop the others). Returns how each
+        message ended (PL_RUN_F_*: completed, abandoned, lost, its settle failed)."""
         plan = _plan(msgs, actions)
-        out: Dict["Message", str] = {}
+        out: Dict["Message", int] = {}
         for m, action, settle in plan:
             if m.settled:
                 continue
@@ -607,29 +636,29 @@ class Processor:
                     m.abandon()
                 out[m] = _SETTLED[settle]
             except LockLostError:
-                out[m] = "lost"
+                out[m] = _core.PL_RUN_F_LOST
             except Error as e:
-                out[m] = "failed"
+                out[m] = _settle_failed(e)
                 self._note_error(f"{action}: {e}")
         return out
 
-    def _finish(self, m: "Message", error: Optional[BaseException], applied: Optional[str] = None) -> None:
+    def _finish(self, m: "Message", error: Optional[BaseException], applied: int = 0) -> None:
         """Settles what the handler left, as ``with msg:`` does, and counts it
-        (``applied``: the outcome of the handler's returned mapping)."""
+        (``applied``: how the handler's returned mapping settled it)."""
         settled_before = m.settled and not m.lock_lost
-        outcome = _exit_outcome(settled_before, applied, False, False)
+        how = _exit_how(settled_before, applied, False, False)
         try:
             if error is None:
                 m.__exit__(None, None, None)
             else:
                 m.__exit__(type(error), error, error.__traceback__)
-                outcome = _exit_outcome(settled_before, applied, True, m.lock_lost)
+                how = _exit_how(settled_before, applied, True, m.lock_lost)
         except LockLostError:
-            outcome = "lost"
+            how = _core.PL_RUN_F_LOST
         except Error as e:
-            outcome = "failed"
+            how = _settle_failed(e)
             self._note_error(f"settle: {e}")
-        self._count(m, outcome)
+        self._count(m, how)
 
     def _handler_failed(self, msg: "Message", exc: BaseException, also: Optional[List["Message"]] = None) -> None:
         """Logs the failure with its traceback, calls on_error, then holds the
@@ -743,11 +772,8 @@ class Processor:
                     msg.sequence_number,
                 )
             with self._lock:
-                if self.on_drain_timeout == "abandon":
-                    s.abandoned_on_drain += 1
-                else:
-                    s.left_to_expire += 1
-                _note(self._run, s, _core.PL_RUN_FINISHED)
+                drained = self.on_drain_timeout == "abandon"
+                _finished(self._run, s, _core.PL_RUN_F_DRAINED if drained else _core.PL_RUN_F_EXPIRED)
 
     def _renewals(self, base: int) -> int:
         return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)

@@ -1,7 +1,8 @@
 /*
  * Unit tests of pl_run (csrc/run.c), a processor's run bookkeeping: claims at
  * max_messages (one at a time and in batches), claims given back, idle only with
- * nothing in flight, which stop reason wins, the words, bad options. Pure: links
+ * nothing in flight, which stop reason wins, the words, bad options, the one rule
+ * that classifies a finished message and a failed receive, and the tallies. Pure: links
  * peeklock_pure alone; the time is a number the test moves, nothing sleeps.
  */
 #include <math.h>
@@ -60,17 +61,17 @@ static void test_claims(void)
     CHECK_EQ(pl_run_claim(run, 1), 0); /* three receives under way: no fourth */
     pl_run_unclaim(run, 1);            /* one found nothing */
     CHECK_EQ(pl_run_stop_reason(run, 0), PL_RUN_GOING);
-    pl_run_note(run, PL_RUN_RECEIVED, 1);
-    pl_run_note(run, PL_RUN_RECEIVED, 1);
+    pl_run_received(run, 1, 1);
+    pl_run_received(run, 1, 1);
     CHECK_EQ(pl_run_in_flight(run), 2);
     CHECK_EQ(pl_run_claim(run, 1), 1);
     pl_run_unclaim(run, 5); /* only the one outstanding goes back, not the two kept */
     CHECK_EQ(pl_run_claim(run, 5), 1);
     CHECK_EQ(pl_run_stop_reason(run, 2), PL_RUN_GOING);
-    pl_run_note(run, PL_RUN_RECEIVED, 2);
+    pl_run_received(run, 1, 2);
     CHECK_EQ(pl_run_stop_reason(run, 2), PL_RUN_MAX_MESSAGES); /* while two are still in flight */
     CHECK_EQ(pl_run_claim(run, 1), 0);
-    pl_run_note(run, PL_RUN_FINISHED, 3);
+    pl_run_finish(run, 0, 3);
     CHECK_EQ(pl_run_in_flight(run), 2);
     CHECK_EQ(pl_run_claim(run, 0), 0);
     CHECK_EQ(pl_run_claim(run, -4), 0);
@@ -92,7 +93,7 @@ static void test_batch_claims(void)
     CHECK_EQ(pl_run_claim(run, 4), 4); /* another */
     CHECK_EQ(pl_run_claim(run, 4), 2); /* what is left of 10 */
     CHECK_EQ(pl_run_claim(run, 4), 0);
-    for (int i = 0; i < 3; i++) pl_run_note(run, PL_RUN_RECEIVED, 0);
+    for (int i = 0; i < 3; i++) pl_run_received(run, 1, 0);
     pl_run_unclaim(run, 1); /* the first batch closed with 3 of its 4 */
     CHECK_EQ(pl_run_claim(run, 4), 1);
     pl_run_free(run);
@@ -103,11 +104,11 @@ static void test_idle(void)
     pl_run *run = start(0, 1.5, 1000); /* idle 1500 ms after the start */
     CHECK_EQ(pl_run_idle_ms(run, 1000), 1500);
     CHECK_EQ(pl_run_stop_reason(run, 2499), PL_RUN_GOING);
-    pl_run_note(run, PL_RUN_RECEIVED, 2000); /* one in flight: never idle, however long */
+    pl_run_received(run, 1, 2000); /* one in flight: never idle, however long */
     CHECK_EQ(pl_run_idle_ms(run, 2000), -1);
     CHECK_EQ(pl_run_stop_reason(run, 100000), PL_RUN_GOING);
     CHECK_EQ(pl_run_claim(run, 1), 1); /* a receive waiting is no activity */
-    pl_run_note(run, PL_RUN_FINISHED, 100000);
+    pl_run_finish(run, 0, 100000);
     CHECK_EQ(pl_run_idle_ms(run, 100000), 1500);
     CHECK_EQ(pl_run_idle_ms(run, 101000), 500);
     CHECK_EQ(pl_run_stop_reason(run, 101499), PL_RUN_GOING);
@@ -150,7 +151,7 @@ static void test_stop_reasons(void)
     /* a limit met before a stop counts first */
     run = start(1, 0, 0);
     CHECK_EQ(pl_run_claim(run, 1), 1);
-    pl_run_note(run, PL_RUN_RECEIVED, 0);
+    pl_run_received(run, 1, 0);
     CHECK_EQ(pl_run_stop(run, PL_RUN_STOP_EVENT, 0), PL_RUN_MAX_MESSAGES);
     CHECK_EQ(pl_run_stop(run, PL_RUN_ERROR, 0), PL_RUN_ERROR);
     pl_run_free(run);
@@ -163,8 +164,8 @@ static void test_stop_reasons(void)
     pl_run_free(run);
     /* max_messages reached and idle at once: max_messages */
     run = start(1, 1, 0);
-    pl_run_note(run, PL_RUN_RECEIVED, 0);
-    pl_run_note(run, PL_RUN_FINISHED, 0);
+    pl_run_received(run, 1, 0);
+    pl_run_finish(run, 0, 0);
     CHECK_EQ(pl_run_stop_reason(run, 5000), PL_RUN_MAX_MESSAGES);
     pl_run_free(run);
 }
@@ -183,6 +184,137 @@ static void test_words(void)
     CHECK(pl_run_stop_word(-1) == NULL);
 }
 
+static pl_run_tallies tallies(const pl_run *run)
+{
+    pl_run_tallies t = PL_RUN_TALLIES_INIT;
+    REQUIRE(pl_run_tallies_get(run, &t) == PL_OK);
+    return t;
+}
+
+/* Each outcome of the one rule, and which flag wins when several apply. */
+static void test_outcomes(void)
+{
+    static const struct {
+        unsigned int how;
+        int outcome;
+    } rule[] = {
+        {0, PL_RUN_PROCESSED},
+        {PL_RUN_F_BY_HANDLER, PL_RUN_SETTLED_BY_HANDLER},
+        {PL_RUN_F_HANDLER_FAILED, PL_RUN_FAILED},
+        {PL_RUN_F_HANDLER_FAILED | PL_RUN_F_LOST, PL_RUN_LOST},
+        {PL_RUN_F_HANDLER_FAILED | PL_RUN_F_BY_HANDLER, PL_RUN_SETTLED_BY_HANDLER},
+        {PL_RUN_F_LOST, PL_RUN_LOST},
+        {PL_RUN_F_UNKNOWN, PL_RUN_UNKNOWN},
+        {PL_RUN_F_SETTLE_ERROR, PL_RUN_FAILED},
+        {PL_RUN_F_COMPLETED, PL_RUN_PROCESSED},
+        {PL_RUN_F_COMPLETED | PL_RUN_F_HANDLER_FAILED, PL_RUN_PROCESSED},
+        {PL_RUN_F_ABANDONED, PL_RUN_FAILED},
+        {PL_RUN_F_ABANDONED | PL_RUN_F_BY_HANDLER, PL_RUN_FAILED},
+        {PL_RUN_F_COMPLETED | PL_RUN_F_LOST, PL_RUN_LOST},
+        {PL_RUN_F_DRAINED, PL_RUN_ABANDONED_ON_DRAIN},
+        {PL_RUN_F_DRAINED | PL_RUN_F_LOST, PL_RUN_ABANDONED_ON_DRAIN},
+        {PL_RUN_F_EXPIRED, PL_RUN_LEFT_TO_EXPIRE},
+    };
+    for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++) {
+        pl_run *run = start(0, 0, 0);
+        pl_run_received(run, 1, 0);
+        CHECK_EQ(pl_run_finish(run, rule[i].how, 0), rule[i].outcome);
+        pl_run_tallies t = tallies(run);
+        uint64_t *field[] = {NULL,    &t.processed, &t.settled_by_handler, &t.failed,
+                             &t.lost, &t.unknown,   &t.abandoned_on_drain, &t.left_to_expire};
+        uint64_t sum = t.processed + t.settled_by_handler + t.failed + t.lost + t.unknown +
+                       t.abandoned_on_drain + t.left_to_expire;
+        CHECK_EQ(*field[rule[i].outcome], 1);
+        CHECK_EQ(sum, 1); /* counted once, in one field */
+        CHECK_EQ(t.in_flight, 0);
+        /* a settle that failed is an error too */
+        CHECK_EQ(t.errors, (rule[i].how & (PL_RUN_F_UNKNOWN | PL_RUN_F_SETTLE_ERROR)) ? 1 : 0);
+        pl_run_free(run);
+    }
+    CHECK_EQ(pl_run_finish(NULL, 0, 0), 0);
+}
+
+/* A run with a processed, a handler-settled, an abandoned and a redelivered
+ * message (the one every processor's test runs), then what a drain counts. */
+static void test_tallies(void)
+{
+    pl_run *run = start(0, 0, 0);
+    pl_run_tallies t = tallies(run);
+    CHECK_EQ(t.version, PL_RUN_TALLIES_VERSION);
+    CHECK_EQ(t.received + t.errors + t.in_flight, 0);
+    pl_run_received(run, 1, 1);
+    pl_run_received(run, 1, 1);
+    pl_run_received(run, 1, 1);
+    CHECK_EQ(tallies(run).in_flight, 3);
+    CHECK_EQ(pl_run_finish(run, 0, 2), PL_RUN_PROCESSED);
+    CHECK_EQ(pl_run_finish(run, PL_RUN_F_BY_HANDLER, 2), PL_RUN_SETTLED_BY_HANDLER);
+    CHECK_EQ(pl_run_finish(run, PL_RUN_F_HANDLER_FAILED, 2), PL_RUN_FAILED);
+    pl_run_received(run, 2, 3); /* the abandoned one, delivered again */
+    CHECK_EQ(pl_run_finish(run, 0, 4), PL_RUN_PROCESSED);
+    t = tallies(run);
+    CHECK_EQ(t.received, 4);
+    CHECK_EQ(t.redelivered, 1);
+    CHECK_EQ(t.processed, 2);
+    CHECK_EQ(t.settled_by_handler, 1);
+    CHECK_EQ(t.failed, 1);
+    CHECK_EQ(t.lost + t.unknown + t.abandoned_on_drain + t.left_to_expire + t.errors, 0);
+    CHECK_EQ(t.in_flight, 0);
+
+    /* left to expire, then the handler finished and completed it after all */
+    pl_run_received(run, 1, 5);
+    CHECK_EQ(pl_run_finish(run, PL_RUN_F_EXPIRED, 5), PL_RUN_LEFT_TO_EXPIRE);
+    CHECK_EQ(tallies(run).left_to_expire, 1);
+    CHECK_EQ(pl_run_finish(run, PL_RUN_F_LATE, 6), PL_RUN_PROCESSED);
+    t = tallies(run);
+    CHECK_EQ(t.left_to_expire, 0);
+    CHECK_EQ(t.processed, 3);
+    CHECK_EQ(t.in_flight, 0);
+    /* ... or failed: it stays left to expire */
+    pl_run_received(run, 1, 7);
+    pl_run_finish(run, PL_RUN_F_EXPIRED, 7);
+    CHECK_EQ(pl_run_finish(run, PL_RUN_F_LATE | PL_RUN_F_HANDLER_FAILED, 8), PL_RUN_FAILED);
+    t = tallies(run);
+    CHECK_EQ(t.left_to_expire, 1);
+    CHECK_EQ(t.failed, 1);
+    pl_run_error(run);
+    CHECK_EQ(tallies(run).errors, 1);
+    pl_run_error(NULL);
+    pl_run_received(NULL, 2, 0);
+
+    t.version = 2;
+    CHECK_EQ(pl_run_tallies_get(run, &t), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "version: must be PL_RUN_TALLIES_VERSION");
+    CHECK_EQ(pl_run_tallies_get(run, NULL), PL_EINVAL);
+    t = tallies(NULL); /* no run: nothing counted */
+    CHECK_EQ(t.received, 0);
+    CHECK_EQ(t.version, PL_RUN_TALLIES_VERSION);
+    pl_run_free(run);
+}
+
+/* A failed receive: paused, the run ended by an error, or closed quietly. */
+static void test_receive_failed(void)
+{
+    pl_run *run = start(0, 0, 0);
+    CHECK_EQ(pl_run_receive_failed(run, PL_ETIMEOUT, 1, 1, 0), PL_RECEIVE_PAUSE_BASE_MS);
+    CHECK_EQ(pl_run_receive_failed(run, PL_ETIMEOUT, 1, 2, 0), 2 * PL_RECEIVE_PAUSE_BASE_MS);
+    CHECK_EQ(pl_run_stop_reason(run, 0), PL_RUN_GOING);
+    CHECK_EQ(tallies(run).errors, 2);
+    CHECK_EQ(pl_run_receive_failed(run, PL_ENOTFOUND, 0, 1, 0), -1);
+    CHECK_EQ(pl_run_stop_reason(run, 0), PL_RUN_ERROR);
+    CHECK_EQ(tallies(run).errors, 3);
+    pl_run_free(run);
+
+    /* a client closed under the run: it stops as "closed", no error */
+    run = start(0, 0, 0);
+    CHECK_EQ(pl_run_receive_failed(run, PL_ECLOSED, 0, 1, 0), -1);
+    CHECK_EQ(pl_run_stop_reason(run, 0), PL_RUN_CLOSED);
+    CHECK_STR(pl_run_stop_word(pl_run_stop(run, PL_RUN_STOPPED, 0)), "closed");
+    CHECK_EQ(tallies(run).errors, 0);
+    CHECK_EQ(pl_run_claim(run, 1), 0);
+    pl_run_free(run);
+    CHECK_EQ(pl_run_receive_failed(NULL, PL_ETIMEOUT, 1, 1, 0), -1);
+}
+
 int main(void)
 {
     test_options();
@@ -191,5 +323,8 @@ int main(void)
     test_idle();
     test_stop_reasons();
     test_words();
+    test_outcomes();
+    test_tallies();
+    test_receive_failed();
     return pl_test_done("test_run");
 }

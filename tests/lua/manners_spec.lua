@@ -222,6 +222,36 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       assert.equal(0, #emu:messages(q))
     end)
 
+    -- the run test_processor.py and test_aio.py make, with the same counts (the core's)
+    it("counts a processed, a handler-settled, an abandoned and a redelivered message", function()
+      local q = queue()
+      for i = 0, 2 do assert(client:send(q, tostring(i), { message_id = "m" .. i })) end
+      local s = assert(client:process(q, function(msg)
+        if msg.body == "1" then assert(msg:complete()) -- settled by the handler itself
+        elseif msg.body == "2" and msg.delivery_count == 1 then error("once") end
+      end, { max_messages = 4, poll_timeout = 1 }))
+      local want = { received = 4, redelivered = 1, processed = 2, settled_by_handler = 1, failed = 1, lost = 0,
+                     unknown = 0, abandoned_on_drain = 0, left_to_expire = 0, errors = 0, in_flight = 0 }
+      for k, v in pairs(want) do assert.equal(v, s[k], k) end
+      assert.equal("max_messages", s.stopped_by)
+      assert.is_nil(s.error)
+      for i = 0, 2 do assert.equal(1, emu:completed(q, "m" .. i)) end
+    end)
+
+    it("ends quietly as closed when the client is closed under the run", function()
+      local q = queue()
+      assert(client:send(q, "c1"))
+      local c = assert(peeklock.client(emu.conn))
+      local n = 0
+      local s = assert(c:process(q, function() n = n + 1 end, {
+        poll_timeout = 1, stop = function() if n >= 1 then c:close() end return false end }))
+      assert.equal(1, n)
+      assert.equal(1, s.processed)
+      assert.equal("closed", s.stopped_by)
+      assert.is_nil(s.error)
+      assert.equal(0, s.errors)
+    end)
+
     it("stops when stop() says so or nothing arrives for idle_timeout", function()
       local q = queue()
       for i = 1, 3 do assert(client:send(q, "s" .. i)) end

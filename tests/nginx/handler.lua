@@ -356,6 +356,36 @@ function H.process()
           stopped_by = s.stopped_by, elapsed = ngx.now() - t0 })
 end
 
+-- The fields of a process summary the core counts (pl_run_tallies), as in Python's.
+local TALLIED = { "received", "redelivered", "processed", "settled_by_handler", "failed", "lost", "unknown",
+                  "abandoned_on_drain", "left_to_expire", "errors", "in_flight" }
+
+local function tallies(s)
+  local out = { stopped_by = s.stopped_by, error = s.error and s.error.code }
+  for _, k in ipairs(TALLIED) do out[k] = s[k] end
+  return out
+end
+
+-- /tallies?entity= : one light thread over 4 messages of 0, 1, 2: 1 is completed by its handler,
+-- 2 raises on its first delivery (abandoned, delivered again): the summary's counts, the same
+-- run as tests/python and tests/lua make. closed=1 instead: a client of its own, closed (by
+-- stop) once a message was handled: the run ends as "closed".
+function H.tallies()
+  local a = ngx.req.get_uri_args()
+  if a.closed then
+    local c = assert(peeklock.client(os.getenv("PEEKLOCK_CONNECTION_STRING")))
+    local n = 0
+    local s = c:process(a.entity, function() n = n + 1 end, {
+      poll_timeout = 1, stop = function() if n >= 1 then c:close() end return false end })
+    return reply(tallies(s))
+  end
+  local s = get_client():process(a.entity, function(msg)
+    if msg.body == "1" then assert(msg:complete())
+    elseif msg.body == "2" and msg.delivery_count == 1 then error("once") end
+  end, { concurrency = 1, max_messages = 4, poll_timeout = 1 })
+  reply(tallies(s))
+end
+
 function H.ping()
   ngx.say("pong")
 end

@@ -674,6 +674,37 @@ def main():
             assert r["last_error"] == "throttled" and r["elapsed"] >= 1, r
             assert emu.entity_state(q)["completed"].get("pf-0") == 1
 
+        def process_summary_counts_as_python_does():
+            # the run tests/python/test_processor.py makes, the same counts (the core's)
+            q = "proct"
+            emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
+            for i in range(3):
+                r, _ = ngx.get("/send", entity=q, body=str(i), id=f"pt-{i}")
+                assert r["ok"], r
+            r, _ = ngx.get("/tallies", entity=q, http_timeout=60)
+            want = {
+                "received": 4,
+                "redelivered": 1,
+                "processed": 2,
+                "settled_by_handler": 1,
+                "failed": 1,
+                "lost": 0,
+                "unknown": 0,
+                "abandoned_on_drain": 0,
+                "left_to_expire": 0,
+                "errors": 0,
+                "in_flight": 0,
+                "stopped_by": "max_messages",
+            }
+            assert {k: r.get(k) for k in want} == want and r.get("error") is None, r
+            assert emu.entity_state(q)["completed"] == {f"pt-{i}": 1 for i in range(3)}
+            # a client closed under the run: it ends quietly as "closed"
+            r, _ = ngx.get("/send", entity=q, body="c", id="pt-c")
+            assert r["ok"], r
+            r, _ = ngx.get("/tallies", entity=q, closed=1, http_timeout=60)
+            assert r["stopped_by"] == "closed" and r.get("error") is None, r
+            assert r["processed"] == 1 and r["errors"] == 0, r
+
         def example_nginx(env):
             """nginx running examples/openresty (its nginx.conf and worker.lua) with env."""
             return Nginx(
@@ -1292,6 +1323,11 @@ def main():
         check(
             "client:process ends on a missing entity, pauses and goes on after throttled receives",
             process_follows_the_receive_rule,
+        )
+        check(
+            "client:process summary: a processed, a handler-settled, an abandoned and a redelivered message "
+            "counted as in Python; a client closed under the run ends it as closed",
+            process_summary_counts_as_python_does,
         )
         check(
             "a worker exit cuts long polls in flight (cut_on_exit): prompt, none lost or completed twice",

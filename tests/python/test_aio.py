@@ -433,6 +433,27 @@ async def test_process_runs_until_max_messages(aclient, emu, queue):
     assert completed(emu, queue) == {str(i): 1 for i in range(6)}
 
 
+async def test_summary_of_processed_settled_abandoned_and_redelivered(aclient, emu, queue):
+    """The same run and counts as test_processor.py's (the core's tallies)."""
+    from test_processor import TALLIES
+
+    for i in range(3):
+        await aclient.send(queue, str(i).encode(), message_id=f"m{i}")
+
+    async def handler(msg):
+        if msg.text == "1":
+            await msg.complete()  # settled by the handler itself
+        elif msg.text == "2" and msg.delivery_count == 1:
+            raise RuntimeError("once")  # abandoned, then delivered again and processed
+
+    s = await aclient.process(
+        queue, handler, concurrency=1, poll_timeout=1, max_messages=4, retry_delay=None, handle_signals=False
+    )
+    assert {k: getattr(s, k) for k in TALLIES} == TALLIES
+    assert s.stopped_by == "max_messages" and s.error is None
+    assert completed(emu, queue) == {"m0": 1, "m1": 1, "m2": 1}
+
+
 async def test_process_max_messages_claims_before_each_receive(aclient, emu, queue):
     # four tasks, one message allowed: each receive claims first (pl_run), so the
     # other three never receive, and nine messages stay in the queue untouched

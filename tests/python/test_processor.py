@@ -327,6 +327,41 @@ def test_handler_that_settles_its_message_is_not_counted_as_processed(client, em
     assert "settled by the handler 1" in str(s)
 
 
+# The run every processor's suite makes (test_aio.py, tests/lua, tests/nginx): the
+# same messages, the same handler, the same counts (the core's: pl_run_tallies).
+TALLIES = {
+    "received": 4,
+    "redelivered": 1,
+    "processed": 2,
+    "settled_by_handler": 1,
+    "failed": 1,
+    "lost": 0,
+    "unknown": 0,
+    "abandoned_on_drain": 0,
+    "left_to_expire": 0,
+    "errors": 0,
+    "in_flight": 0,
+}
+
+
+def test_summary_of_processed_settled_abandoned_and_redelivered(client, emu, queue):
+    for i in range(3):
+        client.send(queue, str(i).encode(), message_id=f"m{i}")
+
+    def handler(msg):
+        if msg.text == "1":
+            msg.complete()  # settled by the handler itself
+        elif msg.text == "2" and msg.delivery_count == 1:
+            raise RuntimeError("once")  # abandoned, then delivered again and processed
+
+    s = client.process(
+        queue, handler, concurrency=1, poll_timeout=1, max_messages=4, retry_delay=None, handle_signals=False
+    )
+    assert {k: getattr(s, k) for k in TALLIES} == TALLIES
+    assert s.stopped_by == "max_messages" and s.error is None
+    assert completed(emu, queue) == {"m0": 1, "m1": 1, "m2": 1}
+
+
 def test_batch_handler_settles_by_result_and_the_rest_is_completed(client, emu, make_queue):
     q = make_queue(lock_duration=5)
     for i in range(5):
