@@ -55,7 +55,8 @@ def failalloc(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("failalloc", out)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod
+    yield mod
+    mod.restore()  # (what the hooks allocated is freed by the same allocators)
 
 
 @pytest_asyncio.fixture
