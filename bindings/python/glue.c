@@ -1063,25 +1063,40 @@ static int pl_py_aio_fail(PyObject *fut)
     return 0;
 }
 
-/* The MemoryError being raised for operation op (a pl_aio_* name without its
- * prefix), whose caller cannot be told its outcome, replaced with
- * OutcomeUnknownError unless op acts on nothing (a peek-lock: a lock it got
- * reaches no future and is unlocked; an idle wait). */
+/* The error being raised for operation op (a pl_aio_* name without its prefix),
+ * whose caller cannot be told its outcome, replaced with OutcomeUnknownError
+ * unless op acts on nothing (a peek-lock: a lock it got reaches no future and is
+ * unlocked; an idle wait). Out of memory says so; another error is named in the
+ * text and is the new error's __cause__. */
 static void pl_py_aio_unknown(const char *op)
 {
     pl_py_exc e;
     PyObject *exc = NULL, *msg;
+    int oom;
     if (strcmp(op, "peek_lock") == 0 || strcmp(op, "idle") == 0) return;
+    oom = PyErr_ExceptionMatches(PyExc_MemoryError);
     pl_py_exc_take(&e);
     if (strcmp(op, "finish") == 0) op = "settle";
-    msg = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, op);
+    if (oom || !e.value)
+        msg = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, op);
+    else
+        msg = PyUnicode_FromFormat("the outcome of the %s could not be told (%s: %S); it may or may not "
+                                   "have been carried out",
+                                   op, Py_TYPE(e.value)->tp_name, e.value);
     if (msg && pl_py_error_factory)
         exc = PyObject_CallFunction(pl_py_error_factory, "iiiO", PL_EUNKNOWN, 0, 0, msg);
     Py_XDECREF(msg);
+    if (exc && !oom && e.value) {
+        Py_INCREF(e.value);
+        PyException_SetCause(exc, e.value);
+    }
     if (!exc && pl_py_unknown_spare) { /* still out of memory: the one made beforehand */
         exc = pl_py_unknown_spare;
         Py_INCREF(exc);
+        /* (shared: nothing of its last raise is kept alive, nor shown again) */
         PyException_SetTraceback(exc, Py_None);
+        PyException_SetContext(exc, NULL);
+        PyException_SetCause(exc, NULL);
     }
     if (!exc) { /* (no factory: peeklock.client not imported) */
         pl_py_exc_put(&e);
@@ -1230,10 +1245,11 @@ static PyObject *pl_py_aio_pop(PyObject *futs, uint64_t id)
     return NULL;
 }
 
-/* The MemoryError being raised for completion d, which could not be handed to
- * its future: OutcomeUnknownError instead when d's operation may have acted (it
- * succeeded, or its own outcome is unknown), as for pl_py_aio_lost. A receive
- * that found nothing (PL_EMPTY) or an operation that failed for sure keeps it. */
+/* The error being raised for completion d, which could not be handed to its
+ * future: OutcomeUnknownError instead when d's operation may have acted (it
+ * succeeded, or its own outcome is unknown), as for pl_py_aio_lost
+ * (pl_py_aio_unknown). A receive that found nothing (PL_EMPTY) or an operation
+ * that failed for sure keeps it. */
 static void pl_py_aio_undelivered(pl_aio_done *d)
 {
     static const char *const names[] = {

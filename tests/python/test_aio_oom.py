@@ -24,6 +24,7 @@ import pytest_asyncio
 
 import peeklock
 import peeklock.aio
+import peeklock.errors
 from peeklock import _core
 from peeklock.errors import OutcomeUnknownError
 
@@ -230,3 +231,55 @@ async def test_complete_out_of_memory(aclient, emu, make_queue, failalloc):
     q, msg = await setup(-1)
     await msg.complete()
     assert emu.messages(q) == []
+
+
+async def test_undelivered_error_is_named(aclient, emu, make_queue, monkeypatch):
+    """A completion its future cannot take for another reason than memory: the
+    send's outcome is unknown, and the error says why (text and __cause__)."""
+    q = make_queue()
+    refused = []
+
+    class Refusing(asyncio.Future):
+        def set_result(self, result):
+            if not refused:
+                refused.append(result)
+                raise ValueError("refused by the test")
+            super().set_result(result)
+
+    monkeypatch.setattr(asyncio, "Future", Refusing)
+    with pytest.raises(OutcomeUnknownError) as info:
+        await aclient.send(q, b"x", message_id="m")
+    assert refused and isinstance(info.value.__cause__, ValueError)
+    assert "out of memory" not in str(info.value) and "refused by the test" in str(info.value)
+    assert [m["message_id"] for m in emu.messages(q)] == ["m"]  # it did act
+    assert aclient._engine.pending() == []
+
+
+async def test_spare_error_keeps_nothing(aclient):
+    """The OutcomeUnknownError kept for when none can be made is raised bare each
+    time: no traceback, context or cause of an earlier raise."""
+    calls = []
+
+    def factory(code, status, retryable, text):
+        calls.append(text)
+        if len(calls) > 1:
+            raise MemoryError  # (as when out of memory)
+        return peeklock.errors.from_code(code, status, retryable, text)
+
+    _core.pl_py_set_error_factory(factory)
+    try:
+        try:
+            try:
+                raise ValueError("earlier")
+            except ValueError:
+                _core.pl_py_aio_lost(aclient._engine._a, 0, _core.pl_aio_send)
+        except OutcomeUnknownError as e:
+            first = e
+        assert isinstance(first.__context__, ValueError)
+        with pytest.raises(OutcomeUnknownError) as info:
+            _core.pl_py_aio_lost(aclient._engine._a, 0, _core.pl_aio_send)
+    finally:
+        _core.pl_py_set_error_factory(peeklock.errors.from_code)
+    assert info.value is first  # the spare
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert info.value.__traceback__.tb_next is None  # this raise's frame only
