@@ -283,3 +283,51 @@ async def test_spare_error_keeps_nothing(aclient):
     assert info.value is first  # the spare
     assert info.value.__context__ is None and info.value.__cause__ is None
     assert info.value.__traceback__.tb_next is None  # this raise's frame only
+
+
+@pytest.mark.parametrize("future", ["c", "python"])
+async def test_callbacks_run_once_when_scheduling_fails(aclient, make_queue, monkeypatch, future):
+    """A future with two done-callbacks (its task's wake-up and another, as when
+    aclose() or a gather waits for it) whose loop cannot schedule the second
+    (call_soon fails, as out of memory): each runs exactly once, in asyncio's C
+    Future (which scheduled the first) and the pure-Python one alike."""
+    q = make_queue()
+    if future == "python":
+        monkeypatch.setattr(asyncio, "Future", asyncio.futures._PyFuture)
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    ran = []
+    seen = []
+    real = loop.call_soon
+
+    def call_soon(cb, *args, context=None):
+        if args and args[0] in seen:  # (a callback of the future under test)
+            seen.append(cb)
+            if len(seen) == 3:  # the second
+                raise MemoryError
+        return real(cb, *args, context=context)
+
+    try:
+        monkeypatch.setattr(loop, "call_soon", call_soon)
+    except AttributeError:
+        pytest.skip("this loop's call_soon cannot be replaced")
+    submit = peeklock.aio._submit
+
+    def submit_and_watch(*args):
+        id_, fut = submit(*args)
+        fut.add_done_callback(ran.append)
+        seen.append(fut)
+        return id_, fut
+
+    monkeypatch.setattr(peeklock.aio, "_submit", submit_and_watch)
+    task = asyncio.ensure_future(aclient.send(q, b"x", message_id="m"))
+    try:
+        assert await asyncio.wait_for(task, LIMIT) is None
+        await until(lambda: ran != [])
+        await asyncio.sleep(0)  # (a second wake-up would run now)
+    finally:
+        monkeypatch.undo()
+        loop.set_exception_handler(None)
+    assert len(seen) >= 3, "the loop's call_soon was not the one asyncio used"
+    assert ran == [seen[0]] and errors == []
