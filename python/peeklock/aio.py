@@ -87,6 +87,13 @@ _running_loop = asyncio.get_running_loop
 _submit = _core.pl_py_aio_submit
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task is being cancelled (always so before Python 3.11,
+    which cannot tell)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 class _Engine:
     """One client's C engine and its registration with one event loop."""
 
@@ -160,6 +167,10 @@ class _Engine:
                 h = res[4] if type(res) is tuple else res
                 if h is not None:
                     self._orphan(h, submit is _core.pl_aio_peek_lock)
+            elif fut.cancelled() and not _being_cancelled():
+                # not this task's cancellation: the reader could resolve the future no
+                # other way (out of memory); the operation ended, its answer is lost
+                _core.pl_py_aio_lost(self._a, 0, submit)  # raises what the caller may assume
             else:
                 try:
                     _core.pl_aio_cancel(self._a, id_)

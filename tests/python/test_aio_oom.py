@@ -331,3 +331,33 @@ async def test_callbacks_run_once_when_scheduling_fails(aclient, make_queue, mon
         loop.set_exception_handler(None)
     assert len(seen) >= 3, "the loop's call_soon was not the one asyncio used"
     assert ran == [seen[0]] and errors == []
+
+
+@pytest.mark.parametrize("op", ["send", "peek_lock"])
+async def test_future_cancelled_by_the_reader(aclient, emu, make_queue, monkeypatch, op):
+    """A completion whose future takes neither its result nor the error (out of
+    memory twice over) is cancelled so that its waiter wakes; the caller, whose
+    task was not cancelled, gets what it may assume, not CancelledError."""
+    q = make_queue(lock_duration=5)
+    if op == "peek_lock":
+        await aclient.send(q, b"x", message_id="m")
+
+    class Stubborn(asyncio.Future):
+        def set_result(self, result):
+            raise MemoryError
+
+        def set_exception(self, exc):
+            raise MemoryError
+
+    monkeypatch.setattr(asyncio, "Future", Stubborn)
+    if op == "send":
+        with pytest.raises(OutcomeUnknownError):
+            await aclient.send(q, b"x", message_id="m")
+    else:
+        with pytest.raises(MemoryError):
+            await aclient.peek_lock(q, timeout=2)
+    monkeypatch.undo()
+    assert aclient._engine.pending() == []
+    await aclient._engine.wind_down()
+    [m] = emu.messages(q)
+    assert m["message_id"] == "m" and not m["locked"]  # sent; a lock got is given back
