@@ -351,6 +351,7 @@ class Message(_client.Message):
             try:
                 if not c._closed:  # (closed: a lock still held is refused with ClosedError)
                     c._sync._refresh_token()
+                c._engine._attach()  # another loop is refused before anything is settled
                 id_ = _core.pl_aio_finish(c._engine._a, self._h, self._client._renewer_handle, ok)
                 if id_:
                     await c._engine.run(_core.pl_aio_finish, self._h, id_=id_)
