@@ -1034,9 +1034,12 @@ static PyObject *pl_py_fut_call(PyObject *fut, PyObject *method, PyObject *arg)
     taken = n >= 2;
     /* (the pure-Python Future's is its own list, which resolving empties: held
      * here, a copy of two or more, the one item itself) */
-    list = taken ? PyList_GetSlice(cbs, 0, n) : cbs;
-    Py_DECREF(cbs);
-    if (!list) return NULL;
+    list = cbs;
+    if (taken) {
+        list = PyList_GetSlice(cbs, 0, n);
+        Py_DECREF(cbs);
+        if (!list) return NULL;
+    }
     items = n ? &PyList_GET_ITEM(list, 0) : NULL;
     if (n == 1) {
         Py_INCREF(items[0]);
