@@ -417,7 +417,6 @@ async def test_client_refuses_another_loop_before_it_submits(aclient, emu, queue
         assert msg is not None and msg.body == b"a"
 
 
-
 async def test_message_exit_refuses_another_loop_before_it_settles(aclient, emu, queue):
     """`async with msg:` exited on another event loop: refused before the settle is
     handed to the engine (nothing completed, the message still held here)."""
@@ -442,6 +441,7 @@ async def test_message_exit_refuses_another_loop_before_it_settles(aclient, emu,
     assert msg.state == "held" and [m["locked"] for m in emu.messages(queue)] == [True]
     await msg.complete()  # on this loop, exactly once
     assert emu.messages(queue) == []
+
 
 async def test_process_runs_until_max_messages(aclient, emu, queue):
     await aclient.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=str(i)) for i in range(6)])
