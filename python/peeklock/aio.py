@@ -160,6 +160,13 @@ class _Engine:
             id_, fut = _submit(self._futs, asyncio.Future, self._loop, submit, self._a, *args)
         try:
             res = await fut
+        except MemoryError:
+            if fut.done():
+                raise  # (the operation's own answer)
+            # the await itself failed (out of memory): under way, and nobody waits
+            if self._futs.get(id_) is fut:
+                del self._futs[id_]
+            _core.pl_py_aio_lost(self._a, id_, submit)  # cancels; raises what the caller may assume
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # the answer came, then this task was cancelled before it resumed

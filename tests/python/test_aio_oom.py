@@ -60,6 +60,34 @@ def failalloc(tmp_path_factory):
     mod.restore()  # (what the hooks allocated is freed by the same allocators)
 
 
+class Counted:
+    """Awaits coroutine coro with failalloc counting until it first suspends (for
+    run(id_=): until it waits for its future)."""
+
+    def __init__(self, coro, failalloc):
+        self.coro, self.failalloc = coro, failalloc
+
+    def __await__(self):
+        it = self.coro.__await__()
+        self.failalloc.on()
+        try:
+            out = it.send(None)
+        except StopIteration as e:
+            return e.value
+        finally:
+            self.failalloc.off()
+        while True:
+            try:
+                try:
+                    sent = yield out
+                except BaseException as exc:
+                    out = it.throw(exc)
+                else:
+                    out = it.send(sent)
+            except StopIteration as e:
+                return e.value
+
+
 @pytest_asyncio.fixture
 async def aclient(emu, failalloc, monkeypatch):
     """A client whose glue calls count allocations (failalloc.on/off around them)."""
@@ -78,6 +106,15 @@ async def aclient(emu, failalloc, monkeypatch):
 
     monkeypatch.setattr(peeklock.aio, "_submit", counted(_core.pl_py_aio_submit))
     monkeypatch.setattr(_core, "pl_py_aio_resolve", counted(_core.pl_py_aio_resolve))
+    # `async with msg:`'s exit: pl_aio_finish, then the future run(id_=) registers
+    monkeypatch.setattr(_core, "pl_aio_finish", counted(_core.pl_aio_finish))
+    run = peeklock.aio._Engine.run
+
+    def run_counted(self, submit, *args, id_=0):
+        coro = run(self, submit, *args, id_=id_)
+        return Counted(coro, failalloc) if id_ else coro
+
+    monkeypatch.setattr(peeklock.aio._Engine, "run", run_counted)
     c = peeklock.aio.Client.from_connection_string(emu.connection_string)
     for _ in range(IDS):
         await c._engine.wind_down()
@@ -196,41 +233,73 @@ async def test_peek_lock_out_of_memory(aclient, emu, make_queue, failalloc):
     await msg.complete()
 
 
+async def held(aclient, make_queue, n):
+    """A queue with message m<n> in it, peek-locked: (queue, message)."""
+    q = make_queue(lock_duration=5)
+    await aclient.send(q, b"x", message_id=f"m{n}")
+    msg = await aclient.peek_lock(q, timeout=2)
+    assert msg is not None
+    return q, msg
+
+
+async def check_settle(emu, n, inputs, res):
+    """A settle's invariants after allocation n failed (res: its result or error)."""
+    q, msg = inputs
+    left = emu.messages(q)
+    if isinstance(res, MemoryError):
+        assert [m["locked"] for m in left] == [True], f"allocation {n}: MemoryError, yet completed"
+        assert msg.state == "held"
+        await msg.abandon()
+    elif isinstance(res, OutcomeUnknownError):
+        # the message says what became of it: settled, or held (the complete
+        # was stopped before it was sent) and then completed now exactly once
+        assert msg.state in ("settled", "held", "unknown"), msg.state
+        if msg.state == "held":
+            await msg.complete()
+        assert emu.messages(q) == [] or msg.state == "unknown"
+    else:
+        assert left == [] and msg.state == "settled"
+    emu.advance(6)
+    assert unlocked(emu, q)
+
+
 async def test_complete_out_of_memory(aclient, emu, make_queue, failalloc):
     async def setup(n):
-        q = make_queue(lock_duration=5)
-        await aclient.send(q, b"x", message_id=f"m{n}")
-        msg = await aclient.peek_lock(q, timeout=2)
-        assert msg is not None
-        return q, msg
+        return await held(aclient, make_queue, n)
 
     async def op(inputs):
         return await inputs[1].complete()
 
     async def check(n, inputs, res):
-        q, msg = inputs
-        left = emu.messages(q)
-        if isinstance(res, MemoryError):
-            assert [m["locked"] for m in left] == [True], f"allocation {n}: MemoryError, yet completed"
-            assert msg.state == "held"
-            await msg.abandon()
-        elif isinstance(res, OutcomeUnknownError):
-            # the message says what became of it: settled, or held (the complete
-            # was stopped before it was sent) and then completed now exactly once
-            assert msg.state in ("settled", "held", "unknown"), msg.state
-            if msg.state == "held":
-                await msg.complete()
-            assert emu.messages(q) == [] or msg.state == "unknown"
-        else:
-            assert left == [] and msg.state == "settled"
-        emu.advance(6)
-        assert unlocked(emu, q)
+        await check_settle(emu, n, inputs, res)
 
     count = await sweep(failalloc, aclient, setup, op, check)
     assert count > 3
     q, msg = await setup(-1)
     await msg.complete()
     assert emu.messages(q) == []
+
+
+async def test_block_exit_out_of_memory(aclient, emu, make_queue, failalloc):
+    """`async with msg:`, every processor's settle: its exit (pl_aio_finish and the
+    future run(id_=) waits on) swept like a complete."""
+
+    async def setup(n):
+        return await held(aclient, make_queue, n)
+
+    async def op(inputs):
+        async with inputs[1]:
+            pass
+
+    async def check(n, inputs, res):
+        await check_settle(emu, n, inputs, res)
+
+    count = await sweep(failalloc, aclient, setup, op, check)
+    assert count > 3
+    q, msg = await setup(-1)
+    async with msg:
+        pass
+    assert emu.messages(q) == [] and msg.state == "settled"
 
 
 async def test_undelivered_error_is_named(aclient, emu, make_queue, monkeypatch):
