@@ -53,7 +53,7 @@ PyObject *pl_py_handle_new(void *ptr, pl_py_kind kind) {
  * pl_redact, which answers None rather than raise),
  * pl_client_new, pl_renewer_new and pl_run_new taking their options structs' fields as
  * keywords, the Message getters and pl_py_bind, pl_py_method (the C methods of
- * client.py's classes), pl_py_aio_submit and pl_py_aio_resolve. */
+ * client.py's classes), pl_py_aio_submit, pl_py_aio_resolve and pl_py_aio_lost. */
 %init %{
     if (pl_py_glue_init(m) < 0) return PL_PY_INIT_FAILED;
 %}

@@ -949,9 +949,13 @@ fail:
  * completion resolves; pl_py_aio_resolve, the loop's reader, takes the
  * completions and resolves those futures here, in C.
  *
- * Out of memory: no future is left unresolved, no operation unaccounted, and
- * MemoryError means the operation did not happen. pl_py_aio_submit makes what
- * its answer needs before the operation is handed to C, so a failure there
+ * Out of memory: every future is resolved and its waiters woken exactly once
+ * (pl_py_fut_call), but for one whose set_exception and then cancel both fail
+ * (out of memory three times in one completion): that one stays pending, its
+ * error goes to the loop's exception handler, and a message it was to get is
+ * unlocked. No operation is unaccounted, and MemoryError means the operation did
+ * not happen. pl_py_aio_submit makes what its answer needs before the operation
+ * is handed to C, so a failure there
  * raises MemoryError with nothing submitted; what can still fail after (the
  * future's registration; the id's int, in python.i's id typemap) cancels the
  * operation and raises what its caller may assume (pl_py_aio_lost): MemoryError
@@ -967,7 +971,8 @@ fail:
  * already; its future says OutcomeUnknownError). tests/python/test_aio_oom.py
  * runs these paths with a failing allocator (tests/python/failalloc.c). */
 static PyObject *pl_py_str_done, *pl_py_str_set_result, *pl_py_str_set_exception, *pl_py_str_cancel,
-    *pl_py_str_get_loop, *pl_py_str_callbacks, *pl_py_str_call_soon, *pl_py_str_context;
+    *pl_py_str_get_loop, *pl_py_str_callbacks, *pl_py_str_call_soon, *pl_py_str_remove_done_callback,
+    *pl_py_str_add_done_callback, *pl_py_str_context, *pl_py_kw_context;
 
 /* The exception being raised, taken aside (cleared) while other Python code
  * runs, then put back (pl_py_exc_put) or dropped (pl_py_exc_drop). */
@@ -1003,64 +1008,126 @@ static void pl_py_exc_drop(pl_py_exc *e)
     Py_XDECREF(e->tb);
 }
 
-/* Calls fut.method(arg) (set_result or set_exception) so that its waiters wake
- * whatever happens: asyncio's Future, out of memory for scheduling its
- * done-callbacks (the waiting task's wake-up) after it took the result, drops
- * them, and the task would sleep for ever. So the callbacks are read first and
- * then scheduled here (called at once when even that fails). A new reference,
- * or NULL with an error and fut not resolved. */
+/* Schedules the done-callback item ((callback, context), as fut._callbacks
+ * lists it) of fut, now resolved, on loop as asyncio would; calls it at once
+ * when even that fails (or loop is NULL). */
+static void pl_py_fut_wake(PyObject *fut, PyObject *loop, PyObject *item)
+{
+    PyObject *cb = PyTuple_GET_ITEM(item, 0), *ctx = PyTuple_GET_ITEM(item, 1), *r = NULL;
+    if (loop) {
+        PyObject *args[4] = {loop, cb, fut, ctx}; /* loop.call_soon(cb, fut, context=ctx) */
+        r = PyObject_VectorcallMethod(pl_py_str_call_soon, args, 3, pl_py_kw_context);
+    }
+    if (!r && PyContext_CheckExact(ctx) && PyContext_Enter(ctx) == 0) {
+        PyErr_Clear();
+        r = PyObject_CallOneArg(cb, fut); /* now, as the loop would have */
+        PyContext_Exit(ctx);
+    }
+    if (!r) PyErr_WriteUnraisable(cb);
+    Py_XDECREF(r);
+}
+
+#define PL_PY_IS_CALLBACK(item) (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2)
+
+/* Calls fut.method(arg) (set_result, set_exception, or cancel with arg NULL) so
+ * that its waiters wake exactly once whatever happens. asyncio's Future
+ * schedules its done-callbacks (the waiting task's wake-up) one by one after it
+ * took the result, and when one call_soon fails (out of memory) drops them all,
+ * those already scheduled and those not: a task would sleep for ever, or be
+ * woken twice. So they are read first: one alone is scheduled here only when
+ * asyncio could not (it failed before it, or with it); two or more are taken off
+ * the future first (remove_done_callback, last first: a removal that fails
+ * removes nothing) and each scheduled here once it is resolved (called at once
+ * when even that fails). A new reference, or NULL with an error and fut not
+ * resolved (its callbacks still on it). */
 static PyObject *pl_py_fut_call(PyObject *fut, PyObject *method, PyObject *arg)
 {
-    PyObject *cbs = PyObject_GetAttr(fut, pl_py_str_callbacks), *r, *done;
+    PyObject *cbs = PyObject_GetAttr(fut, pl_py_str_callbacks), *r = NULL, *done, *loop, *list, **items;
+    char few[16], *ours = few; /* ours[i]: items[i] is scheduled here */
+    Py_ssize_t i, j, n;
+    int taken;
     pl_py_exc e;
-    Py_ssize_t i;
-    if (!cbs) PyErr_Clear(); /* (then without that rescue) */
-    r = PyObject_CallMethodOneArg(fut, method, arg);
-    if (r || !cbs || !PyList_Check(cbs)) {
-        Py_XDECREF(cbs);
-        return r;
-    }
-    pl_py_exc_take(&e);
-    done = PyObject_CallMethodNoArgs(fut, pl_py_str_done);
-    if (done != Py_True) { /* not resolved: its callbacks stand */
-        Py_XDECREF(done);
+    if (!cbs) return NULL; /* nothing done */
+    n = PyList_Check(cbs) ? PyList_GET_SIZE(cbs) : 0;
+    taken = n >= 2;
+    /* (the pure-Python Future's is its own list, which resolving empties: held
+     * here, a copy of two or more, the one item itself) */
+    list = cbs;
+    if (taken) {
+        list = PyList_GetSlice(cbs, 0, n);
         Py_DECREF(cbs);
-        pl_py_exc_put(&e);
-        return NULL;
+        if (!list) return NULL;
     }
-    Py_DECREF(done);
-    pl_py_exc_drop(&e);
-    for (i = 0; i < PyList_GET_SIZE(cbs); i++) { /* (callback, context) */
-        PyObject *item = PyList_GET_ITEM(cbs, i), *cb, *ctx, *loop, *a = NULL, *kw = NULL;
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) continue;
-        cb = PyTuple_GET_ITEM(item, 0);
-        ctx = PyTuple_GET_ITEM(item, 1);
-        r = NULL;
-        if ((loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop)) != NULL &&
-            (a = PyTuple_Pack(2, cb, fut)) != NULL && (kw = PyDict_New()) != NULL &&
-            PyDict_SetItem(kw, pl_py_str_context, ctx) == 0) {
-            PyObject *soon = PyObject_GetAttr(loop, pl_py_str_call_soon);
-            if (soon) r = PyObject_Call(soon, a, kw);
-            Py_XDECREF(soon);
-        }
-        Py_XDECREF(loop);
-        Py_XDECREF(a);
-        Py_XDECREF(kw);
-        if (!r && PyContext_CheckExact(ctx) && PyContext_Enter(ctx) == 0) {
-            PyErr_Clear();
-            r = PyObject_CallOneArg(cb, fut); /* now, as the loop would have */
-            PyContext_Exit(ctx);
-        }
-        if (!r) PyErr_WriteUnraisable(cb);
-        Py_XDECREF(r);
+    items = n ? &PyList_GET_ITEM(list, 0) : NULL;
+    if (n == 1) {
+        Py_INCREF(items[0]);
+        cbs = items[0];
+        Py_DECREF(list);
+        list = NULL;
+        items = &cbs;
+    } else {
+        cbs = list; /* (what end: releases) */
     }
+    if (n > (Py_ssize_t)sizeof few && !(ours = PyMem_Malloc((size_t)n))) {
+        PyErr_NoMemory();
+        goto end;
+    }
+    for (i = 0; i < n; i++) ours[i] = !taken && PL_PY_IS_CALLBACK(items[i]);
+    for (i = n - 1; taken && i >= 0; i--) {
+        PyObject *item = items[i], *removed;
+        if (!PL_PY_IS_CALLBACK(item)) continue;
+        removed = PyObject_CallMethodOneArg(fut, pl_py_str_remove_done_callback, PyTuple_GET_ITEM(item, 0));
+        if (!removed) {
+            PyErr_Clear(); /* (then it stays on fut, for asyncio to schedule) */
+            continue;
+        }
+        Py_DECREF(removed);
+        for (j = 0; j < n; j++) /* (it and any other entry of the same callback) */
+            if (PL_PY_IS_CALLBACK(items[j]) && PyTuple_GET_ITEM(items[j], 0) == PyTuple_GET_ITEM(item, 0))
+                ours[j] = 1;
+    }
+    r = arg ? PyObject_CallMethodOneArg(fut, method, arg) : PyObject_CallMethodNoArgs(fut, method);
+    if (!r) {
+        pl_py_exc_take(&e);
+        done = PyObject_CallMethodNoArgs(fut, pl_py_str_done);
+        if (done != Py_True) { /* not resolved: the callbacks taken go back */
+            Py_XDECREF(done);
+            for (i = 0; taken && i < n; i++) {
+                PyObject *args[3], *back;
+                if (!ours[i]) continue;
+                args[0] = fut;
+                args[1] = PyTuple_GET_ITEM(items[i], 0);
+                args[2] = PyTuple_GET_ITEM(items[i], 1); /* fut.add_done_callback(cb, context=ctx) */
+                back = PyObject_VectorcallMethod(pl_py_str_add_done_callback, args, 2, pl_py_kw_context);
+                if (!back) PyErr_WriteUnraisable(fut);
+                Py_XDECREF(back);
+            }
+            pl_py_exc_put(&e);
+            goto end;
+        }
+        Py_DECREF(done);
+        pl_py_exc_drop(&e);
+        Py_INCREF(Py_None);
+        r = Py_None;
+    } else if (!taken) {
+        goto end; /* (asyncio scheduled the one there was) */
+    }
+    loop = PyObject_CallMethodNoArgs(fut, pl_py_str_get_loop);
+    if (!loop) PyErr_Clear();
+    for (i = 0; i < n; i++)
+        if (ours[i]) pl_py_fut_wake(fut, loop, items[i]);
+    Py_XDECREF(loop);
+end:
+    if (ours != few) PyMem_Free(ours);
     Py_DECREF(cbs);
-    Py_RETURN_NONE;
+    return r;
 }
 
 /* Resolves fut with the exception being raised (cleared): set_exception, or
- * when even that fails, cancel, so its waiter wakes whatever happens. Returns 0,
- * or -1 with the exception still set when fut is NULL or could take neither. */
+ * when even that fails, cancel, so its waiter wakes whatever happens (the
+ * waiting coroutine, peeklock.aio's run, raises for a future cancelled under a
+ * task that is not what pl_py_aio_lost would). Returns 0, or -1 with the
+ * exception still set when fut is NULL or could take neither. */
 static int pl_py_aio_fail(PyObject *fut)
 {
     pl_py_exc e;
@@ -1070,7 +1137,8 @@ static int pl_py_aio_fail(PyObject *fut)
     r = e.value ? pl_py_fut_call(fut, pl_py_str_set_exception, e.value) : NULL;
     if (!r) {
         PyErr_Clear();
-        r = PyObject_CallMethodNoArgs(fut, pl_py_str_cancel);
+        r = pl_py_fut_call(fut, pl_py_str_cancel, NULL);
+        if (r == Py_False) Py_CLEAR(r); /* (not cancelled: not resolved) */
     }
     if (!r) {
         pl_py_exc_put(&e);
@@ -1081,25 +1149,40 @@ static int pl_py_aio_fail(PyObject *fut)
     return 0;
 }
 
-/* The MemoryError being raised for operation op (a pl_aio_* name without its
- * prefix), whose caller cannot be told its outcome, replaced with
- * OutcomeUnknownError unless op acts on nothing (a peek-lock: a lock it got
- * reaches no future and is unlocked; an idle wait). */
+/* The error being raised for operation op (a pl_aio_* name without its prefix),
+ * whose caller cannot be told its outcome, replaced with OutcomeUnknownError
+ * unless op acts on nothing (a peek-lock: a lock it got reaches no future and is
+ * unlocked; an idle wait). Out of memory says so; another error is named in the
+ * text and is the new error's __cause__. */
 static void pl_py_aio_unknown(const char *op)
 {
     pl_py_exc e;
     PyObject *exc = NULL, *msg;
+    int oom;
     if (strcmp(op, "peek_lock") == 0 || strcmp(op, "idle") == 0) return;
+    oom = PyErr_ExceptionMatches(PyExc_MemoryError);
     pl_py_exc_take(&e);
     if (strcmp(op, "finish") == 0) op = "settle";
-    msg = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, op);
+    if (oom || !e.value)
+        msg = PyUnicode_FromFormat(PL_PY_UNKNOWN_TEXT, op);
+    else
+        msg = PyUnicode_FromFormat("the outcome of the %s could not be told (%s: %S); it may or may not "
+                                   "have been carried out",
+                                   op, Py_TYPE(e.value)->tp_name, e.value);
     if (msg && pl_py_error_factory)
         exc = PyObject_CallFunction(pl_py_error_factory, "iiiO", PL_EUNKNOWN, 0, 0, msg);
     Py_XDECREF(msg);
+    if (exc && !oom && e.value) {
+        Py_INCREF(e.value);
+        PyException_SetCause(exc, e.value);
+    }
     if (!exc && pl_py_unknown_spare) { /* still out of memory: the one made beforehand */
         exc = pl_py_unknown_spare;
         Py_INCREF(exc);
+        /* (shared: nothing of its last raise is kept alive, nor shown again) */
         PyException_SetTraceback(exc, Py_None);
+        PyException_SetContext(exc, NULL);
+        PyException_SetCause(exc, NULL);
     }
     if (!exc) { /* (no factory: peeklock.client not imported) */
         pl_py_exc_put(&e);
@@ -1248,10 +1331,11 @@ static PyObject *pl_py_aio_pop(PyObject *futs, uint64_t id)
     return NULL;
 }
 
-/* The MemoryError being raised for completion d, which could not be handed to
- * its future: OutcomeUnknownError instead when d's operation may have acted (it
- * succeeded, or its own outcome is unknown), as for pl_py_aio_lost. A receive
- * that found nothing (PL_EMPTY) or an operation that failed for sure keeps it. */
+/* The error being raised for completion d, which could not be handed to its
+ * future: OutcomeUnknownError instead when d's operation may have acted (it
+ * succeeded, or its own outcome is unknown), as for pl_py_aio_lost
+ * (pl_py_aio_unknown). A receive that found nothing (PL_EMPTY) or an operation
+ * that failed for sure keeps it. */
 static void pl_py_aio_undelivered(pl_aio_done *d)
 {
     static const char *const names[] = {
@@ -1370,7 +1454,10 @@ int pl_py_glue_init(PyObject *module)
     if (!(pl_py_str_get_loop = PyUnicode_InternFromString("get_loop"))) return -1;
     if (!(pl_py_str_callbacks = PyUnicode_InternFromString("_callbacks"))) return -1;
     if (!(pl_py_str_call_soon = PyUnicode_InternFromString("call_soon"))) return -1;
+    if (!(pl_py_str_remove_done_callback = PyUnicode_InternFromString("remove_done_callback"))) return -1;
+    if (!(pl_py_str_add_done_callback = PyUnicode_InternFromString("add_done_callback"))) return -1;
     if (!(pl_py_str_context = PyUnicode_InternFromString("context"))) return -1;
+    if (!(pl_py_kw_context = PyTuple_Pack(1, pl_py_str_context))) return -1;
     if (PyType_Ready(&pl_py_method_type) < 0) return -1;
     return PyModule_AddFunctions(module, pl_py_functions);
 }

@@ -87,6 +87,13 @@ _running_loop = asyncio.get_running_loop
 _submit = _core.pl_py_aio_submit
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task is being cancelled (always so before Python 3.11,
+    which cannot tell)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 class _Engine:
     """One client's C engine and its registration with one event loop."""
 
@@ -153,6 +160,13 @@ class _Engine:
             id_, fut = _submit(self._futs, asyncio.Future, self._loop, submit, self._a, *args)
         try:
             res = await fut
+        except MemoryError:
+            if fut.done():
+                raise  # (the operation's own answer)
+            # the await itself failed (out of memory): under way, and nobody waits
+            if self._futs.get(id_) is fut:
+                del self._futs[id_]
+            _core.pl_py_aio_lost(self._a, id_, submit)  # cancels; raises what the caller may assume
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # the answer came, then this task was cancelled before it resumed
@@ -160,6 +174,10 @@ class _Engine:
                 h = res[4] if type(res) is tuple else res
                 if h is not None:
                     self._orphan(h, submit is _core.pl_aio_peek_lock)
+            elif fut.cancelled() and not _being_cancelled():
+                # not this task's cancellation: the reader could resolve the future no
+                # other way (out of memory); the operation ended, its answer is lost
+                _core.pl_py_aio_lost(self._a, 0, submit)  # raises what the caller may assume
             else:
                 try:
                     _core.pl_aio_cancel(self._a, id_)
@@ -340,6 +358,7 @@ class Message(_client.Message):
             try:
                 if not c._closed:  # (closed: a lock still held is refused with ClosedError)
                     c._sync._refresh_token()
+                c._engine._attach()  # another loop is refused before anything is settled
                 id_ = _core.pl_aio_finish(c._engine._a, self._h, self._client._renewer_handle, ok)
                 if id_:
                     await c._engine.run(_core.pl_aio_finish, self._h, id_=id_)

@@ -7,12 +7,15 @@
  * (between on() and off(), which nest) are numbered from 0, and number n
  * returns NULL, once. disarm() -> (allocations counted, whether n failed), and
  * the allocators pass everything through again. Allocations on other threads
- * (the engine's, the interpreter's helpers) are never counted nor failed.
+ * (the engine's, the interpreter's helpers) are never counted nor failed: they
+ * read armed, owner and target without the GIL, hence atomics. restore() puts
+ * the interpreter's own allocators back (the test module's end).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct hook {
     PyMemAllocatorEx real;
@@ -20,9 +23,12 @@ typedef struct hook {
 } hook;
 
 static hook hooks[3];
-static int installed, armed, fired, depth;
-static long counted, target;
-static pthread_t owner;
+static int installed, fired, depth;
+static long counted;
+/* (read by every thread that allocates, with or without the GIL) */
+static _Atomic int armed;
+static _Atomic long target;
+static _Atomic pthread_t owner;
 
 /* 1 when this allocation is the one to fail. */
 static int fail_now(void)
@@ -70,6 +76,18 @@ static void install(void)
     installed = 1;
 }
 
+static PyObject *restore(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    armed = 0;
+    if (installed) {
+        for (int i = 0; i < 3; i++) PyMem_SetAllocator(hooks[i].domain, &hooks[i].real);
+        installed = 0;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *arm(PyObject *self, PyObject *arg)
 {
     long n = PyLong_AsLong(arg);
@@ -110,9 +128,8 @@ static PyObject *off(PyObject *self, PyObject *unused)
 }
 
 static PyMethodDef methods[] = {
-    {"arm", arm, METH_O, NULL},    {"disarm", disarm, METH_NOARGS, NULL},
-    {"on", on, METH_NOARGS, NULL}, {"off", off, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
+    {"arm", arm, METH_O, NULL},      {"disarm", disarm, METH_NOARGS, NULL},   {"on", on, METH_NOARGS, NULL},
+    {"off", off, METH_NOARGS, NULL}, {"restore", restore, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {

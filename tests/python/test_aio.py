@@ -417,6 +417,32 @@ async def test_client_refuses_another_loop_before_it_submits(aclient, emu, queue
         assert msg is not None and msg.body == b"a"
 
 
+async def test_message_exit_refuses_another_loop_before_it_settles(aclient, emu, queue):
+    """`async with msg:` exited on another event loop: refused before the settle is
+    handed to the engine (nothing completed, the message still held here)."""
+    await aclient.send(queue, b"a")
+    msg = await aclient.peek_lock(queue, timeout=1)
+    assert msg is not None
+    submitted = aclient.stats()["aio"]["submitted"]
+    refused = []
+
+    async def exit_elsewhere():
+        try:
+            async with msg:
+                pass
+        except RuntimeError as e:
+            refused.append(str(e))
+
+    other = threading.Thread(target=asyncio.run, args=(exit_elsewhere(),))
+    other.start()
+    other.join()
+    assert refused == ["a peeklock.aio.Client serves the event loop it was first used on"]
+    assert aclient.stats()["aio"]["submitted"] == submitted
+    assert msg.state == "held" and [m["locked"] for m in emu.messages(queue)] == [True]
+    await msg.complete()  # on this loop, exactly once
+    assert emu.messages(queue) == []
+
+
 async def test_process_runs_until_max_messages(aclient, emu, queue):
     await aclient.send_batch(queue, [peeklock.OutgoingMessage(b"x", message_id=str(i)) for i in range(6)])
     bodies = []
