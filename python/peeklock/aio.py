@@ -698,7 +698,7 @@ class _Processor:
     def finished_one(self, how: int) -> None:
         """A received message is done with, how it ended (PL_RUN_F_*): counted
         by the run (pl_run_finish)."""
-        _processor._finished(self.run_, self.summary, how)
+        _processor._finished(self.run_, how)
         self.finished.set()
 
     async def watch_idle(self) -> None:
@@ -717,10 +717,9 @@ class _Processor:
                 pass
 
     def on_signal(self) -> None:
-        s = self.summary
         self.signals += 1
         self.stop_by(_core.PL_RUN_SIGNAL)
-        log.info("signal: draining (%d in flight)", s.in_flight)
+        log.info("signal: draining (%d in flight)", _core.pl_run_in_flight(self.run_))
         self.stop.set()
         for task in list(self.receiving):
             task.cancel()
@@ -768,6 +767,7 @@ class _Processor:
             await self.client._engine.wind_down()
         s = self.summary
         self.stop_by(_core.PL_RUN_CLOSED if self.client._closed else _core.PL_RUN_STOPPED)
+        _processor._show(self.run_, s)  # (the counts are the run's, shown when read)
         s.elapsed = time.monotonic() - started
         s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
         return _processor._raise_error(s)
@@ -856,7 +856,7 @@ class _Processor:
             return None
         self.failures[me] = 0
         if msg is not None:
-            _processor._received(self.run_, s, msg)
+            _processor._received(self.run_, msg)
         return msg
 
     async def failed(self, msg: Message, exc: BaseException, msgs: List[Message]) -> None:
