@@ -670,7 +670,6 @@ class _Processor:
         self.poll_timeout = poll_timeout
         self.max_renew = max_renew
         self.stop = stop
-        self.max_messages = max_messages
         self.drain_timeout = drain_timeout
         self.cancel_on_lost = cancel_on_lost
         self.retry_delay = retry_delay
@@ -763,6 +762,7 @@ class _Processor:
                 for sig, h in old.items():
                     loop.remove_signal_handler(sig)
                     signal.signal(sig, h)
+                self.stop.set()  # the caller's stop_event: set at the end of every run, as in Processor
         if not self.client._closed:  # a normal return: the drain's background unlocks are done
             await self.client._engine.wind_down()
         s = self.summary

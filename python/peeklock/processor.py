@@ -310,7 +310,7 @@ def _error(run: Any, s: "ProcessSummary", text: str) -> None:
 def _stop(run: Any, s: "ProcessSummary", reason: int) -> None:
     """Records why the run stops (the core's rule: the first cause wins, an
     error replaces any) and shows the run's reason in the summary."""
-    s.stopped_by = _core.pl_run_stop_word(_core.pl_run_stop(run, reason, _core.pl_now_mono_ms()))
+    s.stopped_by = _core.pl_run_stop_word(_core.pl_run_stop(run, reason, _core.pl_now_mono_ms())) or ""
 
 
 def _raise_error(s: "ProcessSummary") -> "ProcessSummary":

@@ -464,9 +464,13 @@ async def test_process_max_messages_claims_before_each_receive(aclient, emu, que
         seen.append(msg.message_id)
         await asyncio.sleep(0)  # the other tasks run meanwhile
 
-    s = await aclient.process(queue, handler, concurrency=4, max_messages=1, poll_timeout=1, handle_signals=False)
+    stop = asyncio.Event()
+    s = await aclient.process(
+        queue, handler, concurrency=4, max_messages=1, poll_timeout=1, stop_event=stop, handle_signals=False
+    )
     assert (s.received, s.processed, len(seen), s.in_flight) == (1, 1, 1, 0)
     assert s.stopped_by == "max_messages"
+    assert stop.is_set()  # set at the end of every run, as the blocking processor does
     states = [m["state"] for m in emu.messages(queue)]
     assert states.count("available") == 9 and len(states) == 9
 
