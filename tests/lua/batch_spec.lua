@@ -180,6 +180,25 @@ describe("batch handlers (" .. (jit and jit.version or _VERSION) .. ")", functio
     assert.equal(0, client:renewer_stats().held)
   end)
 
+  it("a stop function that raises while a batch is collected ends the run; the batch is given back",
+     function()
+    local q = queue()
+    send_all(q, 2, "x")
+    local ran = false
+    local s = assert(client:process(q, function() ran = true end, {
+      batch = 5, max_wait = 5, poll_timeout = 2,
+      stop = function() if client:renewer_stats().held >= 1 then error("stop broke") end end }))
+    assert.is_false(ran)
+    assert.equal("internal", s.error.code)
+    assert.truthy(tostring(s.error):find("stop broke", 1, true))
+    assert.equal("error", s.stopped_by)
+    assert.equal(0, s.in_flight) -- nothing left in flight (other consumers would wait on it)
+    assert.equal(1, s.received)
+    assert.equal(1, s.abandoned_on_drain)
+    assert.is_false(by_id(q).x1.locked)
+    assert.equal(0, client:renewer_stats().held)
+  end)
+
   it("checks batch and max_wait", function()
     for _, bad in ipairs({ { batch = 0 }, { batch = "2" }, { max_wait = -1 }, { max_wait = 4000 } }) do
       local ok, e = pcall(client.process, client, "q", function() end, bad)
