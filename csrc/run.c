@@ -42,6 +42,8 @@ int pl_run_new(pl_run **out, const pl_run_options *opts, int64_t now_ms)
     if (opts->version != PL_RUN_OPTIONS_VERSION)
         return pl_error_inval("version", "must be PL_RUN_OPTIONS_VERSION");
     /* 0 is "none"; any other value follows the processor's option rule */
+    if (opts->max_messages < 0)
+        return pl_error_inval("max_messages", "must be 0 (no limit) or a whole number, at least 1");
     if (opts->max_messages && (rc = pl_check_process_option("max_messages", (double)opts->max_messages)) < 0)
         return rc;
     if (opts->idle_timeout != 0 && (rc = pl_check_process_option("idle_timeout", opts->idle_timeout)) < 0)
@@ -178,7 +180,15 @@ long pl_run_in_flight(const pl_run *run)
 int64_t pl_run_idle_ms(const pl_run *run, int64_t now_ms)
 {
     if (!run || !run->idle_ms || run->in_flight > 0) return -1;
-    int64_t since = now_ms - run->last_activity;
+    /* now_ms - last_activity without overflow: a clock gone back is no time passed,
+     * a span past INT64_MAX is INT64_MAX */
+    int64_t since;
+    if (now_ms <= run->last_activity)
+        since = 0;
+    else if (run->last_activity < 0 && now_ms > INT64_MAX + run->last_activity)
+        since = INT64_MAX;
+    else
+        since = now_ms - run->last_activity;
     return since >= run->idle_ms ? 0 : run->idle_ms - since;
 }
 

@@ -460,8 +460,7 @@ function Client:process(entity, handler, opts)
   local stop = o.stop
   local function stopping()
     if s.stopped then return true end
-    if stop ~= nil and stop() == true then I.stop_run(s, core.PL_RUN_STOP_EVENT); return true end
-    return false
+    return I.stop_asked(s, stop)
   end
   local loop = o.batch and I.batch_loop or I.process_loop
   -- (a failed receive's pause, the core's rule: this client blocks, so it sleeps)

@@ -716,7 +716,8 @@ PL_EXTERN int pl_run_tallies_get(const pl_run *run, pl_run_tallies *out);
 PL_EXTERN long pl_run_in_flight(const pl_run *run);
 /* Milliseconds until the run is idle at the earliest (a driver's wait): 0 when it
  * is idle now, -1 when it cannot become idle without an event (no idle_timeout, or
- * a message in flight). */
+ * a message in flight). A now_ms before the last activity counts as no time passed
+ * (the full idle_timeout is left); a span too long for int64_t is idle. */
 PL_EXTERN int64_t pl_run_idle_ms(const pl_run *run, int64_t now_ms);
 /* Why the run stops, at now_ms: the reason recorded by pl_run_stop, else its own
  * limits, recorded as they are met (PL_RUN_MAX_MESSAGES once max_messages messages

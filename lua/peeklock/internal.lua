@@ -634,6 +634,34 @@ local function end_with(s, err)
   stop_run(s, core.PL_RUN_ERROR)
 end
 
+-- The caller's stop option asked between messages: true ends the run (PL_RUN_STOP_EVENT); a
+-- stop that raises ends it with an internal error (the held messages are then finished as on
+-- any stop, not left in flight).
+local function stop_asked(s, stop)
+  if stop == nil then return false end
+  local ok, res = pcall(stop)
+  if not ok then
+    end_with(s, new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                            message = "the stop function raised: " .. tostring(res) }))
+    return true
+  end
+  if res == true then stop_run(s, core.PL_RUN_STOP_EVENT); return true end
+  return false
+end
+
+-- Something raised between a message's receipt and its count (not the handler, which runs
+-- under xpcall: a metrics hook, a bug): msg is given back if still held and counted as
+-- failed, so nothing stays in flight; the caller ends the run with raised_error.
+local function release_raised(self, r, s, msg, key, cause, op)
+  pcall(finish, self, r, msg, key, false, cause, op)
+  finished(s, core.PL_RUN_F_HANDLER_FAILED)
+end
+
+local function raised_error(cause)
+  return new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                     message = "a consumer failed: " .. tostring(cause) })
+end
+
 -- A failed receive of a process consumer (failures: its consecutive failed receives, this one
 -- included), by the core's rule (pl_run_receive_failed), counted by the run: the milliseconds
 -- to pause before the consumer's next receive, or -1: the run ends, with err, or quietly as
@@ -685,8 +713,13 @@ local function process_loop(self, entity, handler, o, s, stopping, pause)
       key, err = hold(self, r, msg, o.max_renew, "with_lock")
       if key then
         received(s, msg)
-        local ok
-        ok, err = handle_held(self, r, msg, key, handler, "with_lock", seen)
+        local pok, ok
+        pok, ok, err = pcall(handle_held, self, r, msg, key, handler, "with_lock", seen)
+        if not pok then
+          release_raised(self, r, s, msg, key, ok, "with_lock")
+          end_with(s, raised_error(ok))
+          break
+        end
         finished(s, how_of(seen.before, ok, err), err)
       else -- not held (abandoned): not one of max_messages
         core.pl_run_unclaim(s._run, 1)
@@ -772,6 +805,7 @@ local function run_batch(self, r, msgs, keys, handler, s)
     local done, err = finish(self, r, msg, keys[i], ok, res, "process")
     if applied[i] then finished(s, applied[i], serr)
     else finished(s, how_of(before, done, err), err) end
+    keys.counted = i -- (for batch_loop, should anything here raise)
   end
 end
 
@@ -836,7 +870,12 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
           finished(s, core.PL_RUN_F_DRAINED)
         end
       else
-        run_batch(self, r, msgs, keys, handler, s)
+        local ok, cause = pcall(run_batch, self, r, msgs, keys, handler, s)
+        if not ok then -- every message not yet counted is given back and counted
+          for i = (keys.counted or 0) + 1, #msgs do release_raised(self, r, s, msgs[i], keys[i], cause, "process") end
+          end_with(s, raised_error(cause))
+          break
+        end
       end
     end
     if wait_ms and wait_ms > 0 then pause_for(wait_ms, stopping, pause) end
@@ -906,4 +945,6 @@ return {
   new_summary = new_summary,
   end_summary = end_summary,
   stop_run = stop_run,
+  end_with = end_with,
+  stop_asked = stop_asked,
 }

@@ -758,8 +758,7 @@ function Client:process(entity, handler, opts)
   local function stopping()
     if s.stopped then return true end
     if ngx.worker.exiting() then I.stop_run(s, core.PL_RUN_SIGNAL); return true end
-    if stop ~= nil and stop() == true then I.stop_run(s, core.PL_RUN_STOP_EVENT); return true end
-    return false
+    return I.stop_asked(s, stop)
   end
   local loop = o.batch and I.batch_loop or I.process_loop
   local threads = {}
@@ -776,10 +775,9 @@ function Client:process(entity, handler, opts)
   end
   for i = 1, #threads do
     local ok, terr = ngx.thread.wait(threads[i])
-    if not ok and not s.error then
-      s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                            message = "a consumer failed: " .. tostring(terr) })
-      I.stop_run(s, core.PL_RUN_ERROR)
+    if not ok then -- (the others stop too: none waits on a message this one held)
+      I.end_with(s, new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
+                                message = "a consumer failed: " .. tostring(terr) }))
     end
   end
   s.drained = ngx.worker.exiting()

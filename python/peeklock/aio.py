@@ -689,7 +689,6 @@ class _Processor:
         self.poll_timeout = poll_timeout
         self.max_renew = max_renew
         self.stop = stop
-        self.max_messages = max_messages
         self.drain_timeout = drain_timeout
         self.cancel_on_lost = cancel_on_lost
         self.retry_delay = retry_delay
@@ -717,7 +716,7 @@ class _Processor:
     def finished_one(self, how: int) -> None:
         """A received message is done with, how it ended (PL_RUN_F_*): counted
         by the run (pl_run_finish)."""
-        _processor._finished(self.run_, self.summary, how)
+        _processor._finished(self.run_, how)
         self.finished.set()
 
     async def watch_idle(self) -> None:
@@ -736,10 +735,9 @@ class _Processor:
                 pass
 
     def on_signal(self) -> None:
-        s = self.summary
         self.signals += 1
         self.stop_by(_core.PL_RUN_SIGNAL)
-        log.info("signal: draining (%d in flight)", s.in_flight)
+        log.info("signal: draining (%d in flight)", _core.pl_run_in_flight(self.run_))
         self.stop.set()
         for task in list(self.receiving):
             task.cancel()
@@ -783,10 +781,12 @@ class _Processor:
                 for sig, h in old.items():
                     loop.remove_signal_handler(sig)
                     signal.signal(sig, h)
+                self.stop.set()  # the caller's stop_event: set at the end of every run, as in Processor
         if not self.client._closed:  # a normal return: the drain's background unlocks are done
             await self.client._engine.wind_down()
         s = self.summary
         self.stop_by(_core.PL_RUN_CLOSED if self.client._closed else _core.PL_RUN_STOPPED)
+        _processor._show(self.run_, s)  # (the counts are the run's, shown when read)
         s.elapsed = time.monotonic() - started
         s.renewals = self.client._sync.stats()["events"]["renewed"] - renewed0
         return _processor._raise_error(s)
@@ -875,7 +875,7 @@ class _Processor:
             return None
         self.failures[me] = 0
         if msg is not None:
-            _processor._received(self.run_, s, msg)
+            _processor._received(self.run_, msg)
         return msg
 
     async def failed(self, msg: Message, exc: BaseException, msgs: List[Message]) -> None:

@@ -287,18 +287,17 @@ def _show(run: Any, s: "ProcessSummary") -> None:
         setattr(s, name, t[name])
 
 
-def _received(run: Any, s: "ProcessSummary", msg: "Message") -> None:
-    """Tells the run a message was received (counted, and in flight) and shows
-    its counts (a processor with threads calls it under its lock)."""
+def _received(run: Any, msg: "Message") -> None:
+    """Tells the run a message was received (counted, and in flight; a
+    processor with threads calls it under its lock). The summary shows the
+    counts when it is read (_show), not at each message."""
     _core.pl_run_received(run, msg.delivery_count, _core.pl_now_mono_ms())
-    _show(run, s)
 
 
-def _finished(run: Any, s: "ProcessSummary", how: int) -> None:
+def _finished(run: Any, how: int) -> None:
     """Tells the run a received message is done with, how it ended (PL_RUN_F_*
-    flags: the core classifies and counts it), and shows its counts."""
+    flags: the core classifies and counts it; the summary shows it at _show)."""
     _core.pl_run_finish(run, how, _core.pl_now_mono_ms())
-    _show(run, s)
 
 
 def _error(run: Any, s: "ProcessSummary", text: str) -> None:
@@ -311,7 +310,7 @@ def _error(run: Any, s: "ProcessSummary", text: str) -> None:
 def _stop(run: Any, s: "ProcessSummary", reason: int) -> None:
     """Records why the run stops (the core's rule: the first cause wins, an
     error replaces any) and shows the run's reason in the summary."""
-    s.stopped_by = _core.pl_run_stop_word(_core.pl_run_stop(run, reason, _core.pl_now_mono_ms()))
+    s.stopped_by = _core.pl_run_stop_word(_core.pl_run_stop(run, reason, _core.pl_now_mono_ms())) or ""
 
 
 def _raise_error(s: "ProcessSummary") -> "ProcessSummary":
@@ -459,7 +458,6 @@ class Processor:
         if self.batch is not None:
             self._batch_worker(self.batch)
             return
-        s = self.summary
         while not self.stop_event.is_set():
             msg = self._receive(self.poll_timeout)
             if msg is None:
@@ -473,7 +471,7 @@ class Processor:
                 except Error:
                     pass
                 with self._lock:
-                    _finished(self._run, s, _core.PL_RUN_F_DRAINED)
+                    _finished(self._run, _core.PL_RUN_F_DRAINED)
                 break
             with self._lock:
                 self._held.add(msg)
@@ -502,7 +500,7 @@ class Processor:
                 with self._lock:
                     if msg in self._held:
                         self._held.discard(msg)
-                        _finished(self._run, s, _core.PL_RUN_F_HANDLER_FAILED)
+                        _finished(self._run, _core.PL_RUN_F_HANDLER_FAILED)
                 self.stop_event.set()
                 raise
             if how is not None:
@@ -515,9 +513,10 @@ class Processor:
         with self._lock:
             if msg in self._held:
                 self._held.discard(msg)
-                _finished(self._run, self.summary, how)
+                _finished(self._run, how)
             elif self.on_drain_timeout == "expire":
-                _finished(self._run, self.summary, how | _core.PL_RUN_F_LATE)
+                _finished(self._run, how | _core.PL_RUN_F_LATE)
+                _show(self._run, self.summary)  # (after the run's end: its summary moves)
 
     def _receive(self, timeout: int) -> Optional["Message"]:
         """One claimed peek-lock, or None (nothing, a failure, or the cap). A
@@ -551,7 +550,7 @@ class Processor:
             self._unclaim()
             return None
         with self._lock:
-            _received(self._run, self.summary, msg)
+            _received(self._run, msg)
         return msg
 
     # ---- batches ----
@@ -586,7 +585,7 @@ class Processor:
                 for m in msgs:
                     if m in self._held:  # (else released by the drain, which counted it)
                         self._held.discard(m)
-                        _finished(self._run, self.summary, _core.PL_RUN_F_DRAINED)
+                        _finished(self._run, _core.PL_RUN_F_DRAINED)
             return []
         return msgs
 
@@ -681,7 +680,7 @@ class Processor:
         self._signals += 1
         # (not under self._lock: this runs on the main thread, which may hold it)
         _stop(self._run, self.summary, _core.PL_RUN_SIGNAL)
-        log.info("signal %d: draining (%d in flight)", signum, self.summary.in_flight)
+        log.info("signal %d: draining (%d in flight)", signum, _core.pl_run_in_flight(self._run))
         self.stop_event.set()
 
     def run(self) -> ProcessSummary:
@@ -715,6 +714,8 @@ class Processor:
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
+            with self._lock:
+                _show(self._run, s)
         s.elapsed = time.monotonic() - self._start
         s.renewals = self._renewals(self._stats0)
         if self.on_progress is not None:
@@ -724,6 +725,8 @@ class Processor:
 
     def _progress(self) -> None:
         if self.on_progress is not None and time.monotonic() >= self._next_progress:
+            with self._lock:
+                _show(self._run, self.summary)
             self.summary.elapsed = time.monotonic() - self._start
             self.summary.renewals = self._renewals(self._stats0)
             self.on_progress(self.summary)
@@ -755,7 +758,6 @@ class Processor:
 
     def _release_held(self) -> None:
         """Every message in _held has a handler running on it."""
-        s = self.summary
         with self._lock:
             leftovers = list(self._held)
             self._held.clear()
@@ -773,7 +775,7 @@ class Processor:
                 )
             with self._lock:
                 drained = self.on_drain_timeout == "abandon"
-                _finished(self._run, s, _core.PL_RUN_F_DRAINED if drained else _core.PL_RUN_F_EXPIRED)
+                _finished(self._run, _core.PL_RUN_F_DRAINED if drained else _core.PL_RUN_F_EXPIRED)
 
     def _renewals(self, base: int) -> int:
         return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)

@@ -5,6 +5,7 @@
  * that classifies a finished message and a failed receive, and the tallies. Pure: links
  * peeklock_pure alone; the time is a number the test moves, nothing sleeps.
  */
+#include <limits.h>
 #include <math.h>
 
 #include "support.h"
@@ -35,7 +36,18 @@ static void test_options(void)
     o.max_messages = -1;
     CHECK_EQ(pl_run_new(&run, &o, 0), PL_EINVAL);
     CHECK(run == NULL);
-    CHECK_STR(pl_error_last()->message, "max_messages: must be a whole number, at least 1");
+    CHECK_STR(pl_error_last()->message, "max_messages: must be 0 (no limit) or a whole number, at least 1");
+    o.max_messages = LONG_MIN;
+    CHECK_EQ(pl_run_new(&run, &o, 0), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "max_messages: must be 0 (no limit) or a whole number, at least 1");
+    o.max_messages = 0; /* no limit */
+    REQUIRE(pl_run_new(&run, &o, 0) == PL_OK);
+    pl_run_free(run);
+    run = NULL;
+    o.max_messages = 1;
+    REQUIRE(pl_run_new(&run, &o, 0) == PL_OK);
+    pl_run_free(run);
+    run = NULL;
     const double bad[] = {-1.0, NAN, INFINITY, -INFINITY};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pl_run_options_init(&o, PL_RUN_OPTIONS_VERSION);
@@ -127,6 +139,21 @@ static void test_idle(void)
     pl_run_free(run);
     run = start(0, 1e300, 0);
     CHECK_EQ(pl_run_idle_ms(run, 0), INT64_MAX);
+    pl_run_free(run);
+
+    /* the times at the ends of int64_t: no overflow (UBSan checks) */
+    run = start(0, 1.5, INT64_MIN);
+    CHECK_EQ(pl_run_idle_ms(run, INT64_MAX), 0); /* the span saturates: idle */
+    CHECK_EQ(pl_run_idle_ms(run, INT64_MIN + 1000), 500);
+    CHECK_EQ(pl_run_stop_reason(run, INT64_MAX), PL_RUN_IDLE);
+    pl_run_free(run);
+    run = start(0, 1.5, INT64_MAX);
+    CHECK_EQ(pl_run_idle_ms(run, INT64_MIN), 1500); /* a clock gone back: no time passed */
+    CHECK_EQ(pl_run_idle_ms(run, INT64_MAX), 1500);
+    CHECK_EQ(pl_run_stop_reason(run, INT64_MIN), PL_RUN_GOING);
+    pl_run_free(run);
+    run = start(0, 1e300, -1);
+    CHECK_EQ(pl_run_idle_ms(run, INT64_MAX), 0); /* INT64_MAX ms idle_timeout, INT64_MAX + 1 ms passed */
     pl_run_free(run);
 }
 

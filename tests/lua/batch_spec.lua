@@ -52,6 +52,23 @@ describe("batch handlers (" .. (jit and jit.version or _VERSION) .. ")", functio
     assert.equal(0, client:renewer_stats().held)
   end)
 
+  it("a batch that closes at its deadline counts toward max_messages; the run stops by it", function()
+    local q = queue()
+    send_all(q, 2, "c")
+    local sizes = {}
+    local s = assert(client:process(q, function(msgs)
+      sizes[#sizes + 1] = #msgs
+      if #sizes == 1 then assert(client:send(q, "c3", { message_id = "c3" })) end
+    end, { batch = 10, max_wait = 1, max_messages = 3, poll_timeout = 2 }))
+    -- the first batch closed at its deadline with 2 of 10; the second took the last claim
+    assert.same({ 2, 1 }, sizes)
+    assert.equal(3, s.processed)
+    assert.equal(3, s.received)
+    assert.equal("max_messages", s.stopped_by)
+    assert.equal(0, s.in_flight)
+    for _, id in ipairs({ "c1", "c2", "c3" }) do assert.equal(1, emu:completed(q, id)) end
+  end)
+
   it("a max_wait longer than the longest receive asks for the longest (several make it up)", function()
     local q = queue()
     send_all(q, 2, "w")
@@ -177,6 +194,25 @@ describe("batch handlers (" .. (jit and jit.version or _VERSION) .. ")", functio
     assert.is_false(left.d1.locked)
     assert.is_false(left.d2.locked)
     assert.equal(0, emu:completed(q, "d1") + emu:completed(q, "d2"))
+    assert.equal(0, client:renewer_stats().held)
+  end)
+
+  it("a stop function that raises while a batch is collected ends the run; the batch is given back",
+     function()
+    local q = queue()
+    send_all(q, 2, "x")
+    local ran = false
+    local s = assert(client:process(q, function() ran = true end, {
+      batch = 5, max_wait = 5, poll_timeout = 2,
+      stop = function() if client:renewer_stats().held >= 1 then error("stop broke") end end }))
+    assert.is_false(ran)
+    assert.equal("internal", s.error.code)
+    assert.truthy(tostring(s.error):find("stop broke", 1, true))
+    assert.equal("error", s.stopped_by)
+    assert.equal(0, s.in_flight) -- nothing left in flight (other consumers would wait on it)
+    assert.equal(1, s.received)
+    assert.equal(1, s.abandoned_on_drain)
+    assert.is_false(by_id(q).x1.locked)
     assert.equal(0, client:renewer_stats().held)
   end)
 

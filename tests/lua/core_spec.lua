@@ -16,7 +16,7 @@ local function functions()
                       request_head = true, response_from = true, outgoing_from = true, last_error = true,
                       request_send_from = true, result_from = true,
                       message_indexer = true, message_wrapper = true, message_ref = true,
-                      stat_request = true, set_drop_hook = true, mark_lost = true }
+                      stat_request = true, set_drop_hook = true, mark_lost = true, run_new = true }
     if type(f) == "function" and (name:match("^pl_") or natives[name]) then
       names[#names + 1] = name
     end
@@ -70,6 +70,8 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     local freed_rc, freed = core.pl_outgoing_new("y")
     assert.equal(0, freed_rc)
     core.release(freed)
+    local run_rc, run = core.run_new(0, { max_messages = 2, idle_timeout = 1 })
+    assert.equal(0, run_rc)
     local kinds = {
       {},
       { nil, nil, nil, nil, nil, nil, nil },
@@ -82,6 +84,8 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
       { freed, freed, freed, freed, freed, freed, freed },
       { out, out, out, out, out, out, out },        -- live, but the wrong type for most
       { client, client, client, client, client, client, client },
+      { run, run, run, run, run, run, run },        -- a live pl_run: the wrong type but for pl_run_*
+      { run, 1, 2, 3, 4, 5, 6 },
       { client, "q", nil, 0, 1, 0, 0 },
       { out, "Label", nil, 0, 0, 0, 0 },
       { out, nil, nil, 0, 0, 0, 0 },               -- NULL strings reach C: it must refuse them
@@ -100,6 +104,18 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     assert.is_true(n > 500)
     core.release(out)
     core.release(client)
+    core.release(run)
+  end)
+
+  it("takes a run's times at the ends of int64 without overflow", function()
+    if not math.mininteger then return end -- (LuaJIT's numbers are doubles: no such integers)
+    local rc, run = core.run_new(math.mininteger, { idle_timeout = 1 })
+    assert.equal(0, rc)
+    assert.equal(0, core.pl_run_idle_ms(run, math.maxinteger)) -- the span saturates: idle
+    core.release(run)
+    rc, run = core.run_new(math.maxinteger, { idle_timeout = 1 })
+    assert.equal(1000, core.pl_run_idle_ms(run, math.mininteger)) -- a clock gone back: no time passed
+    core.release(run)
   end)
 
   it("refuses an integer argument that fits no C int, long or size_t, before any cast", function()

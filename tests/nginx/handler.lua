@@ -308,22 +308,26 @@ end
 -- abandoned through the returned table on its first delivery. Also answers the code of the
 -- error that ended the run (error), of the last one (last_error), why it stopped (stopped_by)
 -- and the seconds it took. idle: idle_timeout (no max_messages unless n); relay: the handler of
--- the message whose body is r0 sends r1 to the entity 1.5 s into its 2 s.
+-- the message whose body is r0 sends r1 to the entity 1.5 s in, then runs until r1's handler
+-- has started (at most 10 s: r1_started says whether it did).
 function H.process()
   local a = ngx.req.get_uri_args()
   ngx.update_time()
   local t0 = ngx.now()
   local running, most, largest, batches = 0, 0, 0, 0
+  local r1 = a.relay and require("ngx.semaphore").new() -- (posted when r1's handler starts)
+  local r1_started = false
   local function enter()
     running = running + 1
     if running > most then most = running end
   end
   local handler = function(msg)
     enter()
+    if a.relay and msg.body == "r1" then r1:post(1) end
     if a.relay and msg.body == "r0" then
-      ngx.sleep(1.5)
+      ngx.sleep(1.5) -- longer than the idle_timeout: the run's rule is what keeps it going
       assert(get_client():send(a.entity, "r1"))
-      ngx.sleep(0.5)
+      r1_started = r1:wait(10) == true
     else
       ngx.sleep(0.2)
     end
@@ -353,7 +357,7 @@ function H.process()
   reply({ processed = s.processed, failed = s.failed, lost = s.lost, errors = s.errors, most = most,
           largest = largest, batches = batches, settled_by_handler = s.settled_by_handler,
           error = s.error and s.error.code, last_error = s.last_error and s.last_error.code,
-          stopped_by = s.stopped_by, elapsed = ngx.now() - t0 })
+          stopped_by = s.stopped_by, r1_started = r1_started, elapsed = ngx.now() - t0 })
 end
 
 -- The fields of a process summary the core counts (pl_run_tallies), as in Python's.

@@ -634,16 +634,19 @@ def main():
             assert not ent["messages"] and all(ent["completed"].get(f"p-{i}") == 1 for i in range(6)), ent
 
         def process_is_idle_only_with_nothing_in_flight():
-            # r0's handler runs 2 s and sends r1 1.5 s in: with idle_timeout 0.5 the other light
-            # threads keep receiving while r0 is in flight (the core's rule, pl_run), so one of them
-            # takes r1 at once and two handlers run together; the run ends idle after both
+            # r0's handler sends r1 1.5 s in and runs until r1's handler has started: with
+            # idle_timeout 0.5 the other light threads keep receiving while r0 is in flight (the
+            # core's rule, pl_run), so one of them takes r1 and two handlers run together; the run
+            # ends idle after both
             q = "proci"
             emu.admin("PUT", f"entities/{q}", {"kind": "queue"})
             r, _ = ngx.get("/send", entity=q, body="r0", id="pi-0")
             assert r["ok"], r
             r, _ = ngx.get("/process", entity=q, idle=0.5, relay=1, http_timeout=60)
-            assert r["processed"] == 2 and r["most"] == 2 and r["stopped_by"] == "idle", r
-            assert not emu.entity_state(q)["messages"]
+            assert r["processed"] == 2 and r["failed"] == 0 and r["r1_started"] is True, r
+            assert r["most"] == 2 and r["stopped_by"] == "idle", r
+            ent = emu.entity_state(q)
+            assert not ent["messages"] and ent["completed"].get("pi-0") == 1, ent
 
         def process_runs_batches():
             q = "procb"

@@ -490,26 +490,34 @@ async def test_process_max_messages_claims_before_each_receive(aclient, emu, que
         seen.append(msg.message_id)
         await asyncio.sleep(0)  # the other tasks run meanwhile
 
-    s = await aclient.process(queue, handler, concurrency=4, max_messages=1, poll_timeout=1, handle_signals=False)
+    stop = asyncio.Event()
+    s = await aclient.process(
+        queue, handler, concurrency=4, max_messages=1, poll_timeout=1, stop_event=stop, handle_signals=False
+    )
     assert (s.received, s.processed, len(seen), s.in_flight) == (1, 1, 1, 0)
     assert s.stopped_by == "max_messages"
+    assert stop.is_set()  # set at the end of every run, as the blocking processor does
     states = [m["state"] for m in emu.messages(queue)]
     assert states.count("available") == 9 and len(states) == 9
 
 
 async def test_process_idle_only_with_nothing_in_flight(aclient, emu, queue):
-    # r0's handler runs 1.2 s with idle_timeout 0.3 and sends r1 0.8 s in: the run is not idle
-    # while r0 is in flight (pl_run), so r1 is received and handled; then, with nothing in
-    # flight for 0.3 s, the run stops as on stop_event: the pending 5 s polls are cancelled
+    # r0's handler sends r1 0.8 s in (idle_timeout 0.3 passes meanwhile) and runs until r1's
+    # handler has started: the run is not idle while r0 is in flight (pl_run), so r1 is received
+    # and handled; then, with nothing in flight for 0.3 s, the run stops as on stop_event: the
+    # pending 5 s polls are cancelled
     await aclient.send(queue, b"r0", message_id="r0")
     seen = []
+    r1_started = asyncio.Event()
 
     async def handler(msg):
         seen.append(msg.message_id)
+        if msg.message_id == "r1":
+            r1_started.set()
         if msg.message_id == "r0":
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(0.8)  # longer than idle_timeout: the rule is what keeps the run going
             await aclient.send(queue, b"r1", message_id="r1")
-            await asyncio.sleep(0.4)
+            await asyncio.wait_for(r1_started.wait(), 10)
 
     t0 = time.monotonic()
     s = await aclient.process(queue, handler, concurrency=2, idle_timeout=0.3, poll_timeout=5, handle_signals=False)

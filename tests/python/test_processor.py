@@ -209,6 +209,40 @@ def test_stop_event(client, queue):
     assert seen == ["only"] and s.processed == 1 and s.stopped_by == "stop_event"
 
 
+def test_on_progress_sees_the_runs_counts_as_they_are(client, queue):
+    """The summary on_progress gets mid-run has the run's counts of that moment (the core's,
+    taken when it is read): each handler waits until on_progress has seen it running."""
+    for i in range(3):
+        client.send(queue, str(i).encode(), message_id=f"p{i}")
+    running = [0]  # the message whose handler is waiting (1, 2, 3), 0: none
+    saw = [threading.Event() for _ in range(4)]
+    seen = {}
+
+    def handler(msg):
+        running[0] = int(msg.text) + 1
+        assert saw[running[0]].wait(10), "on_progress never saw the handler running"
+
+    def on_progress(s):
+        k = running[0]
+        if k and not saw[k].is_set():
+            seen[k] = (s.received, s.processed, s.in_flight)
+            saw[k].set()
+        seen["last"] = (s.received, s.processed, s.in_flight)
+
+    s = client.process(
+        queue,
+        handler,
+        concurrency=1,
+        poll_timeout=1,
+        max_messages=3,
+        on_progress=on_progress,
+        progress_interval=0,
+        handle_signals=False,
+    )
+    assert seen == {1: (1, 0, 1), 2: (2, 1, 1), 3: (3, 2, 1), "last": (3, 3, 0)}
+    assert (s.received, s.processed, s.in_flight, s.stopped_by) == (3, 3, 0, "max_messages")
+
+
 def test_keyboard_interrupt_without_signal_handling_releases_messages(client, emu, queue, python_sigint):
     """KeyboardInterrupt in the processor's thread stops it at once; the handlers keep
     running in their threads, so (on_drain_timeout="expire") their locks are no longer
