@@ -32,7 +32,7 @@ int pl_check_process_option(const char *name, double value)
         what = range;
     } else if (!strcmp(name, "max_messages")) {
         ok = within(value, 1, 9007199254740992.0, 1); /* 2^53: every whole number up to it is exact */
-        what = "must be a whole number, at least 1";
+        what = "must be a whole number 1..2^53";
     } else if (!strcmp(name, "max_wait")) {
         ok = within(value, 0, 3600, 0);
         what = "must be 0..3600 seconds";

@@ -283,7 +283,7 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
         { { concurrency = 0 }, "bad option 'concurrency' to 'process' (must be a whole number 1..256)" },
         { { concurrency = 1.5 }, "bad option 'concurrency' to 'process' (must be a whole number 1..256)" },
         { { batch = 100001 }, "bad option 'batch' to 'process' (must be a whole number 1..100000)" },
-        { { max_messages = 0 }, "bad option 'max_messages' to 'process' (must be a whole number, at least 1)" },
+        { { max_messages = 0 }, "bad option 'max_messages' to 'process' (must be a whole number 1..2^53)" },
         { { idle_timeout = 0 },
           "bad option 'idle_timeout' to 'process' (must be a positive, finite number of seconds)" },
         { { max_wait = 3601 }, "bad option 'max_wait' to 'process' (must be 0..3600 seconds)" },
