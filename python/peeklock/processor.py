@@ -51,7 +51,7 @@ from ._validate import (
     _check_seconds,
     _check_timeout,
 )
-from .errors import PL_ESTATE, ClosedError, Error, LockLostError, OutcomeUnknownError
+from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from ._spans import no_context
 
 if TYPE_CHECKING:
@@ -300,13 +300,6 @@ def _finished(run: Any, how: int) -> None:
     _core.pl_run_finish(run, how, _core.pl_now_mono_ms())
 
 
-def _error(run: Any, s: "ProcessSummary", text: str) -> None:
-    """Counts an error the run does not see otherwise, and remembers it."""
-    _core.pl_run_error(run)
-    _show(run, s)
-    _remember(s, text)
-
-
 def _stop(run: Any, s: "ProcessSummary", reason: int) -> None:
     """Records why the run stops (the core's rule: the first cause wins, an
     error replaces any) and shows the run's reason in the summary."""
@@ -475,27 +468,28 @@ class Processor:
                 break
             with self._lock:
                 self._held.add(msg)
-            how: Optional[int] = 0
+            handler_failed = settled_before = False
+            how = 0
             try:
                 with msg:
                     try:
                         self.handler(msg)
                     except Exception as e:
+                        handler_failed = True
+                        settled_before = msg.settled and not msg.lock_lost
                         self._handler_failed(msg, e)
                         raise
                     if msg.settled and not msg.lock_lost:
                         how = _core.PL_RUN_F_BY_HANDLER
             except LockLostError:
                 how = _core.PL_RUN_F_LOST
-            except Error as e:
-                if msg.settled and not msg.lock_lost:
-                    # settled by the drain (abandoned: counted by it) or by the handler
-                    how = None if e.code == PL_ESTATE else _core.PL_RUN_F_HANDLER_FAILED
-                else:
-                    how = _core.PL_RUN_F_HANDLER_FAILED
-                    log.warning("handler for message %s failed: %s", msg.sequence_number, e)
-            except Exception:  # the handler's own failure (logged): abandoned
-                how = _exit_how(False, 0, True, msg.lock_lost)
+            except Exception as e:
+                if handler_failed or not isinstance(e, Error):  # the handler's own failure (logged)
+                    how = _exit_how(settled_before, 0, True, msg.lock_lost)
+                else:  # the settle at the block's exit
+                    self._note_error(f"settle: {type(e).__name__}: {e}")
+                    log.warning("settle of message %s failed: %s", msg.sequence_number, e)
+                    how = _core.PL_RUN_F_LOST if msg.lock_lost else _settle_failed(e)
             except BaseException:
                 with self._lock:
                     if msg in self._held:
@@ -503,8 +497,7 @@ class Processor:
                         _finished(self._run, _core.PL_RUN_F_HANDLER_FAILED)
                 self.stop_event.set()
                 raise
-            if how is not None:
-                self._count(msg, how)
+            self._count(msg, how)  # (one the drain released was counted by it)
 
     def _count(self, msg: "Message", how: int) -> None:
         """Counts a message whose handler finished (how: PL_RUN_F_* flags); one
@@ -758,11 +751,14 @@ class Processor:
 
     def _release_held(self) -> None:
         """Every message in _held has a handler running on it."""
-        with self._lock:
+        drained = self.on_drain_timeout == "abandon"
+        with self._lock:  # counted as they leave _held: a handler finishing now finds them counted
             leftovers = list(self._held)
             self._held.clear()
+            for _ in leftovers:
+                _finished(self._run, _core.PL_RUN_F_DRAINED if drained else _core.PL_RUN_F_EXPIRED)
         for msg in leftovers:
-            if self.on_drain_timeout == "abandon":
+            if drained:
                 try:
                     msg.abandon()
                 except Error as e:
@@ -773,9 +769,6 @@ class Processor:
                     "handler for message %s still running at the drain deadline: renewal stopped, lock left to expire",
                     msg.sequence_number,
                 )
-            with self._lock:
-                drained = self.on_drain_timeout == "abandon"
-                _finished(self._run, _core.PL_RUN_F_DRAINED if drained else _core.PL_RUN_F_EXPIRED)
 
     def _renewals(self, base: int) -> int:
         return int(self.client.stats().get("renewer", {}).get("renewals", 0)) - int(base)

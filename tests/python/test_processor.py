@@ -361,6 +361,45 @@ def test_handler_that_settles_its_message_is_not_counted_as_processed(client, em
     assert "settled by the handler 1" in str(s)
 
 
+def test_handler_that_settles_then_raises_is_settled_by_it_and_the_run_goes_idle(client, emu, queue):
+    # completed, then a second complete raises: counted as the handler's settle, and
+    # nothing stays in flight, so idle_timeout ends the run
+    client.send(queue, b"x", message_id="m0")
+
+    def handler(msg):
+        msg.complete()
+        msg.complete()  # StateError: settled already
+
+    done: list = []
+    stop = threading.Event()
+    t = threading.Thread(
+        target=lambda: done.append(
+            client.process(
+                queue, handler, concurrency=1, poll_timeout=1, idle_timeout=1, stop_event=stop, handle_signals=False
+            )
+        )
+    )
+    t.start()
+    t.join(20)
+    stop.set()  # (a run that never went idle: ended here, the assert below fails)
+    t.join(20)
+    [s] = done
+    assert s.stopped_by == "idle"
+    assert (s.settled_by_handler, s.failed, s.abandoned_on_drain, s.in_flight) == (1, 0, 0, 0)
+    assert completed(emu, queue) == {"m0": 1}
+
+
+def test_settle_at_exit_with_unknown_outcome_counts_unknown_and_an_error(client, emu, queue):
+    # the handler returns, the block's complete is carried out but its answer lost:
+    # counted as unknown (an error), not as a failed handler, as aio and Lua count it
+    client.send(queue, b"x", message_id="m0")
+    emu.fault(operation="complete", drop=True, after=True, count=1)
+    s = client.process(queue, lambda m: None, concurrency=1, poll_timeout=1, max_messages=1, handle_signals=False)
+    assert (s.processed, s.failed, s.unknown, s.errors) == (0, 0, 1, 1)
+    assert any("settle" in e for e in s.last_errors)
+    assert completed(emu, queue) == {"m0": 1}
+
+
 # The run every processor's suite makes (test_aio.py, tests/lua, tests/nginx): the
 # same messages, the same handler, the same counts (the core's: pl_run_tallies).
 TALLIES = {
