@@ -354,11 +354,11 @@ class Message(_client.Message):
             outcome = _core.pl_finish_outcome(self._h, 0)
         else:
             c = self._aio
+            c._engine._attach()  # another loop is refused before anything is settled
             self._in_renewer = False
             try:
                 if not c._closed:  # (closed: a lock still held is refused with ClosedError)
                     c._sync._refresh_token()
-                c._engine._attach()  # another loop is refused before anything is settled
                 id_ = _core.pl_aio_finish(c._engine._a, self._h, self._client._renewer_handle, ok)
                 if id_:
                     await c._engine.run(_core.pl_aio_finish, self._h, id_=id_)
@@ -805,7 +805,7 @@ class _Processor:
                     return
                 continue
             self.handling.add(me)
-            handler_failed = False
+            handler_failed = settled_before = False
             how = 0
             try:
                 async with msg:
@@ -815,6 +815,7 @@ class _Processor:
                             await r
                     except Exception as e:
                         handler_failed = True
+                        settled_before = msg.settled and not msg.lock_lost
                         await self.failed(msg, e, [msg])
                         raise
                     if msg.settled and not msg.lock_lost:
@@ -828,7 +829,7 @@ class _Processor:
                 return
             except Exception as e:
                 if handler_failed or not isinstance(e, Error):
-                    how = _processor._exit_how(False, 0, True, msg.lock_lost)
+                    how = _processor._exit_how(settled_before, 0, True, msg.lock_lost)
                 else:  # the settle at the block's exit
                     _processor._remember(s, f"settle: {type(e).__name__}: {e}")
                     how = _core.PL_RUN_F_LOST if msg.lock_lost else _processor._settle_failed(e)

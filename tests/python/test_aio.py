@@ -480,6 +480,21 @@ async def test_summary_of_processed_settled_abandoned_and_redelivered(aclient, e
     assert completed(emu, queue) == {"m0": 1, "m1": 1, "m2": 1}
 
 
+async def test_handler_that_settles_then_raises_is_counted_as_its_settle(aclient, emu, queue):
+    # as the blocking processor and Lua count it: the handler's settle stands
+    await aclient.send(queue, b"x", message_id="m0")
+
+    async def handler(msg):
+        await msg.complete()
+        raise RuntimeError("after the complete")
+
+    s = await aclient.process(
+        queue, handler, concurrency=1, poll_timeout=1, max_messages=1, retry_delay=None, handle_signals=False
+    )
+    assert (s.settled_by_handler, s.failed, s.processed) == (1, 0, 0)
+    assert completed(emu, queue) == {"m0": 1}
+
+
 async def test_process_max_messages_claims_before_each_receive(aclient, emu, queue):
     # four tasks, one message allowed: each receive claims first (pl_run), so the
     # other three never receive, and nine messages stay in the queue untouched
