@@ -461,7 +461,7 @@ async def test_process_runs_until_max_messages(aclient, emu, queue):
 
 async def test_summary_of_processed_settled_abandoned_and_redelivered(aclient, emu, queue):
     """The same run and counts as test_processor.py's (the core's tallies)."""
-    from test_processor import TALLIES
+    from test_processor import _RUN, TALLIES
 
     for i in range(3):
         await aclient.send(queue, str(i).encode(), message_id=f"m{i}")
@@ -476,7 +476,7 @@ async def test_summary_of_processed_settled_abandoned_and_redelivered(aclient, e
         queue, handler, concurrency=1, poll_timeout=1, max_messages=4, retry_delay=None, handle_signals=False
     )
     assert {k: getattr(s, k) for k in TALLIES} == TALLIES
-    assert s.stopped_by == "max_messages" and s.error is None
+    assert s.stopped_by == _RUN["stopped_by"] and s.error is None
     assert completed(emu, queue) == {"m0": 1, "m1": 1, "m2": 1}
 
 
