@@ -457,16 +457,36 @@ static int is_guid(const char *p, const char *end)
     return 1;
 }
 
+/* The names whose value is a secret (name=value, the value up to one of stops), and
+ * the one that introduces a SAS token ("SharedAccessSignature sr=..."). */
+static const struct {
+    const char *name, *stops;
+} keyed[] = {{"sig", "&"}, {"SharedAccessKey", ";"}, {"SharedSecretValue", ";"}};
+#define NKEYED (sizeof keyed / sizeof keyed[0])
+static const char sas_scheme[] = "SharedAccessSignature";
+
+int pl_names_secret(const char *text)
+{
+    const char *end = text + strlen(text);
+    for (const char *p = text; p < end; p++) {
+        if (starts_ci(p, end, sas_scheme)) return 1;
+        for (size_t i = 0; i < NKEYED; i++) {
+            if (!starts_ci(p, end, keyed[i].name)) continue;
+            const char *q = skip_spaces(p + strlen(keyed[i].name), end);
+            if (q < end && *q == '=') return 1;
+            if (strlen(keyed[i].name) > 3) return 1; /* long enough to name one without its '=' */
+        }
+    }
+    return 0;
+}
+
 /* One secret form at p: *keep bytes are copied, then *skip more are replaced by
  * *with. 0 when no form starts at p. A name may have whitespace around its '='
  * (as the connection string parser allows) and its value may be quoted. */
 static int secret_at(const char *p, const char *end, size_t *keep, size_t *skip, const char **with)
 {
-    static const struct {
-        const char *name, *stops;
-    } keyed[] = {{"sig", "&"}, {"SharedAccessKey", ";"}, {"SharedSecretValue", ";"}};
     *with = "<redacted>";
-    for (size_t i = 0; i < sizeof keyed / sizeof keyed[0]; i++) {
+    for (size_t i = 0; i < NKEYED; i++) {
         if (!starts_ci(p, end, keyed[i].name)) continue;
         const char *q = skip_spaces(p + strlen(keyed[i].name), end);
         if (q >= end || *q != '=') continue;
@@ -481,8 +501,8 @@ static int secret_at(const char *p, const char *end, size_t *keep, size_t *skip,
             return 1;
         }
     }
-    if (starts_ci(p, end, "SharedAccessSignature")) { /* "SharedAccessSignature[=] sr=..." */
-        const char *q = skip_spaces(p + 21, end);
+    if (starts_ci(p, end, sas_scheme)) { /* "SharedAccessSignature[=] sr=..." */
+        const char *q = skip_spaces(p + sizeof sas_scheme - 1, end);
         if (q < end && *q == '=') q = skip_spaces(q + 1, end);
         size_t v = starts_ci(q, end, "sr=") ? value_len(q + 3, end, ";") : 0;
         if (v > 0) {

@@ -52,6 +52,9 @@ int pl_strcaseeq(const char *a, const char *b); /* ASCII case-insensitive equali
 int pl_strncaseeq(const char *a, const char *b, size_t n);
 /* Appends text (n bytes) to b with pl_redact's rules: 0 or PL_ENOMEM. */
 int pl_redact_append(pl_buf *b, const char *text, size_t n);
+/* 1 when text names a secret pl_redact's rules know by name: one of its keyed names
+ * ("sig" only with its '=', whitespace allowed before it) or the SAS scheme. */
+int pl_names_secret(const char *text);
 
 /* Percent-encodes src (n bytes): unreserved characters (A-Z a-z 0-9 - _ . ~) and
  * those in `keep` stay, everything else becomes %XX (uppercase hex when upper,

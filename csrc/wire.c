@@ -558,13 +558,12 @@ static int holds(const char *hay, const char *s, size_t n)
 
 /* Whether [start, end) of an answer, decoded, holds anything that is or looks like
  * a secret: the request's lock token or signature (by value, however encoded), the
- * Authorization value, or the names that introduce one. */
+ * Authorization value, or the names that introduce one (pl_names_secret). */
 static int echoes_secret(const char *start, const char *end, const pl_request *req, const char *token)
 {
     char *hay = canonical(start, (size_t)(end - start));
     if (!hay) return 1;
-    int r = strstr(hay, "sig=") || strstr(hay, "sharedaccesssignature") || strstr(hay, "sharedaccesskey") ||
-            holds(hay, token, token ? strlen(token) : 0);
+    int r = pl_names_secret(hay) || holds(hay, token, token ? strlen(token) : 0);
     for (size_t i = 0; !r && req && i < req->nheaders; i++) {
         if (!pl_strcaseeq(req->headers[i].name, "Authorization")) continue;
         const char *v = req->headers[i].value, *sig = strstr(v, "sig=");
