@@ -952,13 +952,14 @@ class _Processor:
             await m.abandon()
         except Error as e:
             log.warning("abandon on drain of message %s: %s", m.sequence_number, e)
-        self.finished_one(_core.PL_RUN_F_DRAINED)
+            _processor._remember(self.summary, f"abandon on drain: {e}")
+        self.finished_one(_processor._given_back(m))
 
     def _give_back_now(self, msgs: List[Message]) -> None:
         for m in msgs:
             if m.state == "held":
                 m._abandon_now()
-            self.finished_one(_core.PL_RUN_F_LOST if m.lock_lost else _core.PL_RUN_F_DRAINED)
+            self.finished_one(_processor._given_back(m))
 
     async def run_batch(self, me: "asyncio.Task[None]", msgs: List[Message]) -> None:
         error: Optional[Exception] = None

@@ -173,6 +173,22 @@ def _settle_failed(e: Error) -> int:
     return _core.PL_RUN_F_UNKNOWN if isinstance(e, OutcomeUnknownError) else _core.PL_RUN_F_SETTLE_ERROR
 
 
+def _given_back(msg: "Message") -> int:
+    """How a message given back unprocessed ended (PL_RUN_F_*), by its state once
+    its abandon ran (a drain or close while a batch was collected, or a message
+    that arrived after the drain began): its lock was lost meanwhile, the
+    abandon's outcome is unknown, the abandon failed (still held: the lock runs
+    out), else abandoned on drain (also while the abandon is still under way)."""
+    state = msg.state
+    if state == "lost":
+        return _core.PL_RUN_F_LOST
+    if state == "unknown":
+        return _core.PL_RUN_F_UNKNOWN
+    if state == "held":
+        return _core.PL_RUN_F_SETTLE_ERROR
+    return _core.PL_RUN_F_DRAINED
+
+
 def _remember(s: "ProcessSummary", text: str) -> None:
     s.last_errors = (s.last_errors + [text])[-5:]
 
@@ -461,10 +477,10 @@ class Processor:
                 # arrived after the drain began: give it back at once
                 try:
                     msg.abandon()
-                except Error:
-                    pass
+                except Error as e:
+                    self._note_error(f"abandon on drain: {e}")
                 with self._lock:
-                    _finished(self._run, _core.PL_RUN_F_DRAINED)
+                    _finished(self._run, _given_back(msg))
                 break
             with self._lock:
                 self._held.add(msg)
@@ -578,7 +594,7 @@ class Processor:
                 for m in msgs:
                     if m in self._held:  # (else released by the drain, which counted it)
                         self._held.discard(m)
-                        _finished(self._run, _core.PL_RUN_F_DRAINED)
+                        _finished(self._run, _given_back(m))
             return []
         return msgs
 

@@ -1083,3 +1083,45 @@ async def test_process_on_a_client_closed_under_it_ends_quietly_as_closed(emu, q
     finally:
         await c.aclose()
     assert s.stopped_by == "closed" and s.error is None, s
+
+
+async def _stop_while_collecting(aclient, emu, queue, lose):
+    """A batch run stopped while its batch (one message) waits for more; ``lose``:
+    the server's lock runs out first and the C renewer finds it lost."""
+    stop = asyncio.Event()
+
+    async def stop_while_collecting():
+        await until(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
+        if lose:
+            emu.advance(30)  # the lock runs out, and with it the message's time to live
+            await until(lambda: aclient.stats()["events"]["lost"] == 1)  # the renewer's renew: 404
+        stop.set()
+
+    helper = asyncio.ensure_future(stop_while_collecting())
+    s = await aclient.process(
+        queue,
+        lambda msgs: None,
+        batch=5,
+        max_wait=60,
+        concurrency=1,
+        poll_timeout=30,
+        stop_event=stop,
+        handle_signals=False,
+    )
+    await helper
+    return s
+
+
+async def test_batch_lock_lost_while_collecting_counts_lost_not_drained(aclient, emu, queue):
+    await aclient.send(queue, b"x", message_id="t0", time_to_live=10)
+    s = await _stop_while_collecting(aclient, emu, queue, lose=True)
+    assert (s.received, s.lost, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0)
+    assert emu.messages(queue) == [] and completed(emu, queue) == {}
+
+
+async def test_batch_give_back_with_unknown_outcome_counts_unknown(aclient, emu, queue):
+    await aclient.send(queue, b"x", message_id="u0")
+    emu.fault(operation="unlock", entity=queue, drop=True, after=True, count=1)  # applied, answer lost
+    s = await _stop_while_collecting(aclient, emu, queue, lose=False)
+    assert (s.received, s.unknown, s.errors, s.abandoned_on_drain, s.in_flight) == (1, 1, 1, 0, 0)
+    assert completed(emu, queue) == {}

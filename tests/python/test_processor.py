@@ -709,3 +709,52 @@ def test_a_failed_receive_is_logged_outside_the_processor_s_lock(emu, make_queue
         logging.getLogger("peeklock").removeHandler(probe)
         client.close()
     assert seen == [False]
+
+
+# ---- a batch given back while it is collected: how each message ended ----
+def _stop_while_collecting(client, emu, queue, stop, lose):
+    """Runs a batch processor in the background until ``stop`` (the caller sets it
+    while the batch waits for more); ``lose``: the server's lock on the one message
+    collected runs out first and the renewer finds it lost. Returns the summary."""
+    done = []
+    t = threading.Thread(
+        target=lambda: done.append(
+            client.process(
+                queue,
+                lambda msgs: None,
+                batch=5,
+                max_wait=60,
+                concurrency=1,
+                poll_timeout=5,
+                stop_event=stop,
+                handle_signals=False,
+            )
+        )
+    )
+    t.start()
+    wait_for(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
+    if lose:
+        emu.advance(30)  # the lock runs out, and with it the message's time to live
+        wait_for(lambda: client.stats()["events"]["lost"] == 1)  # the renewer's renew: 404
+    stop.set()
+    while t.is_alive():  # the collector's long poll (at most max_wait, emulator time) ends as the clock moves
+        emu.advance(61)
+        t.join(0.2)
+    [s] = done
+    return s
+
+
+def test_batch_lock_lost_while_collecting_counts_lost_not_drained(client, emu, queue):
+    client.send(queue, b"x", message_id="t0", time_to_live=10)
+    s = _stop_while_collecting(client, emu, queue, threading.Event(), lose=True)
+    assert (s.received, s.lost, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0)
+    assert emu.messages(queue) == [] and completed(emu, queue) == {}
+
+
+def test_batch_give_back_with_unknown_outcome_counts_unknown(client, emu, make_queue):
+    queue = make_queue(lock_duration=300)  # (outlasts the clock moves that end the long poll)
+    client.send(queue, b"x", message_id="u0")
+    emu.fault(operation="unlock", entity=queue, drop=True, after=True, count=1)  # applied, answer lost
+    s = _stop_while_collecting(client, emu, queue, threading.Event(), lose=False)
+    assert (s.received, s.unknown, s.errors, s.abandoned_on_drain, s.in_flight) == (1, 1, 1, 0, 0)
+    assert completed(emu, queue) == {}
