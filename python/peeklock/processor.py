@@ -193,17 +193,31 @@ def _remember(s: "ProcessSummary", text: str) -> None:
     s.last_errors = (s.last_errors + [text])[-5:]
 
 
+def _after_failure(msg: "Message", delay: float) -> str:
+    """What becomes of a message whose handler raised, by its state: abandoned
+    (after the retry delay) while still held, else what the handler's own
+    settle, or the lost lock, already made of it (nothing is abandoned)."""
+    outcome = msg.outcome
+    if outcome in ("completed", "abandoned"):
+        return f"it was already {outcome} by the handler"
+    if outcome == "lost":
+        return "its lock was lost, nothing to abandon"
+    if outcome == "unknown":
+        return "a settle by the handler had an unknown outcome, nothing to abandon"
+    return "abandoning" + (f" in {delay:g} s" if delay else "")
+
+
 def _log_failure(entity: str, msg: "Message", exc: BaseException, delay: float) -> None:
     """Logs a handler's failure with its traceback (the message it is about
-    and when it is abandoned)."""
+    and what becomes of it: see _after_failure)."""
     log.warning(
-        "handler for message %s (id %s) in %s failed: %s: %s; abandoning%s",
+        "handler for message %s (id %s) in %s failed: %s: %s; %s",
         msg.sequence_number,
         msg.message_id,
         entity,
         type(exc).__name__,
         exc,
-        f" in {delay:g} s" if delay else "",
+        _after_failure(msg, delay),
         exc_info=(type(exc), exc, exc.__traceback__),
     )
 

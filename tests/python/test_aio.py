@@ -1125,3 +1125,19 @@ async def test_batch_give_back_with_unknown_outcome_counts_unknown(aclient, emu,
     s = await _stop_while_collecting(aclient, emu, queue, lose=False)
     assert (s.received, s.unknown, s.errors, s.abandoned_on_drain, s.in_flight) == (1, 1, 1, 0, 0)
     assert completed(emu, queue) == {}
+
+
+@pytest.mark.parametrize("settle", ["complete", "abandon"])
+async def test_failure_log_of_a_message_the_handler_settled_says_so(aclient, emu, queue, caplog, settle):
+    await aclient.send(queue, b"x", message_id="s0")
+    caplog.set_level(logging.WARNING, logger="peeklock")
+
+    async def handler(msg):
+        await getattr(msg, settle)()
+        raise RuntimeError("after settling")
+
+    s = await aclient.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=1, handle_signals=False)
+    assert s.settled_by_handler == 1
+    [rec] = [r for r in caplog.records if r.getMessage().startswith("handler for message")]
+    word = {"complete": "completed", "abandon": "abandoned"}[settle]
+    assert rec.getMessage().endswith(f"failed: RuntimeError: after settling; it was already {word} by the handler")

@@ -758,3 +758,32 @@ def test_batch_give_back_with_unknown_outcome_counts_unknown(client, emu, make_q
     s = _stop_while_collecting(client, emu, queue, threading.Event(), lose=False)
     assert (s.received, s.unknown, s.errors, s.abandoned_on_drain, s.in_flight) == (1, 1, 1, 0, 0)
     assert completed(emu, queue) == {}
+
+
+# ---- the failure log says what becomes of the message ----
+@pytest.mark.parametrize("settle", ["complete", "abandon"])
+def test_failure_log_of_a_message_the_handler_settled_says_so(client, emu, queue, caplog, settle):
+    client.send(queue, b"x", message_id="s0")
+    caplog.set_level(logging.WARNING, logger="peeklock")
+
+    def handler(msg):
+        getattr(msg, settle)()
+        raise RuntimeError("after settling")
+
+    s = client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=1, handle_signals=False)
+    assert s.settled_by_handler == 1
+    [rec] = [r for r in caplog.records if r.getMessage().startswith("handler for message")]
+    word = {"complete": "completed", "abandon": "abandoned"}[settle]
+    assert rec.getMessage().endswith(f"failed: RuntimeError: after settling; it was already {word} by the handler")
+
+
+def test_failure_log_of_a_held_message_says_abandoning_after_the_delay(client, emu, queue, caplog):
+    client.send(queue, b"x", message_id="h0")
+    caplog.set_level(logging.WARNING, logger="peeklock")
+
+    def handler(msg):
+        raise RuntimeError("boom")
+
+    client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=1, retry_delay=0.1, handle_signals=False)
+    [rec] = [r for r in caplog.records if r.getMessage().startswith("handler for message")]
+    assert rec.getMessage().endswith("failed: RuntimeError: boom; abandoning in 0.1 s")
