@@ -444,7 +444,8 @@ class Processor:
         self.handle_signals = handle_signals
         self.on_progress = on_progress
         self.progress_interval = progress_interval
-        self.summary = ProcessSummary(entity=self.entity)
+        self._summary = ProcessSummary(entity=self.entity)
+        self._running = False  # run() under way: reading .summary refreshes it
         self._lock = threading.Lock()
         self._held: Set["Message"] = set()
         # .failures: this worker's consecutive failed receives; .out: no claim was left for it
@@ -454,6 +455,19 @@ class Processor:
         self._start = 0.0
         self._stats0 = 0
         self._next_progress = 0.0
+
+    @property
+    def summary(self) -> ProcessSummary:
+        """The run's summary, current when read, from any thread (a handler, a
+        health check): while the run is under way its counts (the core's,
+        pl_run_tallies) and ``elapsed`` are refreshed on each read rather than
+        at each message; ``renewals`` at each ``on_progress`` and at the end."""
+        s = self._summary
+        if self._running:
+            with self._lock:
+                _show(self._run, s)
+            s.elapsed = time.monotonic() - self._start
+        return s
 
     # ---- workers ----
     # (the pl_run calls need no lock of ours: each runs whole under the GIL)
@@ -468,12 +482,12 @@ class Processor:
 
     def _stop(self, reason: int) -> None:
         with self._lock:
-            _stop(self._run, self.summary, reason)
+            _stop(self._run, self._summary, reason)
 
     def _note_error(self, text: str) -> None:
         """Remembers a settle's error (pl_run_finish counts it)."""
         with self._lock:
-            _remember(self.summary, text)
+            _remember(self._summary, text)
 
     def _worker(self) -> None:
         self._consumer.failures = 0
@@ -539,7 +553,7 @@ class Processor:
                 _finished(self._run, how)
             elif self.on_drain_timeout == "expire":
                 _finished(self._run, how | _core.PL_RUN_F_LATE)
-                _show(self._run, self.summary)  # (after the run's end: its summary moves)
+                _show(self._run, self._summary)  # (after the run's end: its summary moves)
 
     def _receive(self, timeout: int) -> Optional["Message"]:
         """One claimed peek-lock, or None (nothing, a failure, or the cap). A
@@ -559,7 +573,7 @@ class Processor:
             self._unclaim()
             self._consumer.failures += 1
             with self._lock:  # (logged after: a log handler's I/O holds up no other worker)
-                pause, log = _count_receive_failure(self._run, self.summary, e, self._consumer.failures)
+                pause, log = _count_receive_failure(self._run, self._summary, e, self._consumer.failures)
             if log:
                 _log_receive_failure(self.entity, e, held.records, pause)
             if pause < 0:
@@ -687,7 +701,7 @@ class Processor:
         message (renewed) for the retry delay unless a drain starts."""
         delay = _retry_seconds(self.retry_delay, msg)
         with self._lock:
-            _remember(self.summary, f"handler: {type(exc).__name__}: {exc}")
+            _remember(self._summary, f"handler: {type(exc).__name__}: {exc}")
         _log_failure(self.entity, msg, exc, delay)
         if self.on_error is not None:
             for m in also or [msg]:
@@ -702,14 +716,15 @@ class Processor:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1
         # (not under self._lock: this runs on the main thread, which may hold it)
-        _stop(self._run, self.summary, _core.PL_RUN_SIGNAL)
+        _stop(self._run, self._summary, _core.PL_RUN_SIGNAL)
         log.info("signal %d: draining (%d in flight)", signum, _core.pl_run_in_flight(self._run))
         self.stop_event.set()
 
     def run(self) -> ProcessSummary:
-        s = self.summary
+        s = self._summary
         self._start = time.monotonic()
         self._run = _new_run(self.max_messages, self.idle_timeout)
+        self._running = True
         self._stats0 = int(self.client.stats().get("renewer", {}).get("renewals", 0))
         self._next_progress = time.monotonic()
         old: Dict[Any, Any] = {}
@@ -738,6 +753,7 @@ class Processor:
             for sig, h in old.items():
                 signal.signal(sig, h)
             with self._lock:
+                self._running = False
                 _show(self._run, s)
         s.elapsed = time.monotonic() - self._start
         s.renewals = self._renewals(self._stats0)
@@ -749,10 +765,10 @@ class Processor:
     def _progress(self) -> None:
         if self.on_progress is not None and time.monotonic() >= self._next_progress:
             with self._lock:
-                _show(self._run, self.summary)
-            self.summary.elapsed = time.monotonic() - self._start
-            self.summary.renewals = self._renewals(self._stats0)
-            self.on_progress(self.summary)
+                _show(self._run, self._summary)
+            self._summary.elapsed = time.monotonic() - self._start
+            self._summary.renewals = self._renewals(self._stats0)
+            self.on_progress(self._summary)
             self._next_progress = time.monotonic() + self.progress_interval
 
     def _run_until_stopped(self, threads: List[threading.Thread]) -> None:

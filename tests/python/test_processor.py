@@ -787,3 +787,24 @@ def test_failure_log_of_a_held_message_says_abandoning_after_the_delay(client, e
     client.process(queue, handler, concurrency=1, poll_timeout=1, max_messages=1, retry_delay=0.1, handle_signals=False)
     [rec] = [r for r in caplog.records if r.getMessage().startswith("handler for message")]
     assert rec.getMessage().endswith("failed: RuntimeError: boom; abandoning in 0.1 s")
+
+
+# ---- processor.summary is current when read ----
+def test_summary_read_mid_run_has_the_counts_of_that_moment(client, queue):
+    from peeklock.processor import Processor
+
+    for i in range(3):
+        client.send(queue, str(i).encode(), message_id=f"n{i}")
+    seen = []
+
+    def handler(msg):
+        s = proc.summary  # as a health check in another thread would read it
+        seen.append((s.received, s.processed, s.in_flight))
+
+    proc = Processor(client, queue, handler, concurrency=1, poll_timeout=1, max_messages=3, handle_signals=False)
+    s = proc.run()
+    # the N-th handler sees the first N-1 processed (and itself received, in flight)
+    assert seen == [(1, 0, 1), (2, 1, 1), (3, 2, 1)]
+    assert (s.received, s.processed, s.in_flight) == (3, 3, 0) and proc.summary is s
+    elapsed = s.elapsed
+    assert proc.summary.elapsed == elapsed  # after the run: its final figures, unchanged
