@@ -23,6 +23,7 @@ _DEFAULT_POLL_TIMEOUT: int = _core.PL_DEFAULT_POLL_TIMEOUT_S
 # how long a blocking processor's drain lets running handlers finish (Python's processor only)
 _DEFAULT_DRAIN_TIMEOUT: float = 30
 _DEFAULT_MAX_WAIT = float(_core.PL_DEFAULT_MAX_WAIT_S)
+_DEFAULT_MAX_RENEW = _core.PL_DEFAULT_MAX_RENEW_MS / 1000.0  # the core's default renewal cap, in seconds
 
 
 def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = False) -> Optional[str]:

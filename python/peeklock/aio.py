@@ -54,7 +54,7 @@ from . import client as _client
 from . import errors as _errors
 from ._auth import TokenProvider
 from .client import Body, OutgoingMessage
-from ._outgoing import SendOptions, _send_signature
+from ._outgoing import SendOptions, _build_batch, _outgoing_handle, _send_signature
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from . import processor as _processor
 from .processor import ProcessSummary, RetryDelay, exponential_backoff
@@ -444,7 +444,7 @@ class Client:
         connect_timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
-        max_renew: float = _client._DEFAULT_MAX_RENEW,
+        max_renew: float = _validate._DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> None:
@@ -476,7 +476,7 @@ class Client:
         connect_timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
-        max_renew: float = _client._DEFAULT_MAX_RENEW,
+        max_renew: float = _validate._DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> "Client":
@@ -525,13 +525,13 @@ class Client:
     async def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", **options: Unpack[SendOptions]) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
-        h = _client._outgoing_handle(body, options, "Client.send")
+        h = _outgoing_handle(body, options, "Client.send")
         await self._engine.run(_core.pl_aio_send, entity, h)
 
     async def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _validate._check_entity(entity)
-        b, n = _client._build_batch(messages)
+        b, n = _build_batch(messages)
         await self._engine.run(_core.pl_aio_send_batch, entity, b)
         return n
 

@@ -38,6 +38,7 @@ from . import _held
 from . import errors as _errors
 from ._validate import (
     _DEFAULT_DRAIN_TIMEOUT,
+    _DEFAULT_MAX_RENEW,
     _DEFAULT_MAX_WAIT,
     _DEFAULT_POLL_TIMEOUT,
     _DEFAULT_TIMEOUT,
@@ -58,8 +59,7 @@ from ._outgoing import SendOptions as SendOptions
 from ._outgoing import Body as Body
 from ._outgoing import OutgoingMessage as OutgoingMessage
 from ._outgoing import PropertyValue as PropertyValue
-from ._outgoing import _build_batch as _build_batch
-from ._outgoing import _outgoing_handle as _outgoing_handle
+from ._outgoing import _build_batch, _outgoing_handle
 from ._outgoing import _send_signature
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
@@ -103,7 +103,6 @@ _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = (
     _core.PL_EVENT_RENEW_FAILED,
 )
 
-_DEFAULT_MAX_RENEW = _core.PL_DEFAULT_MAX_RENEW_MS / 1000.0  # the core's default cap, in seconds
 _BEARER_MARGIN = _core.PL_BEARER_REFRESH_MARGIN_S  # a token_provider's token is fetched again this early
 _DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 
