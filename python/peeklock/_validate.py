@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional, overload
 
 from . import _core
 from .errors import PL_EINVAL, InvalidArgument, from_code
@@ -113,13 +113,19 @@ def _check_max_renew(value: Any, *, optional: bool = False) -> Optional[float]:
     return float(value)
 
 
-def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
+@overload
+def _check_seconds(value: Any, name: str, *, optional: Literal[False] = False, zero: bool = False) -> float: ...
+@overload
+def _check_seconds(value: Any, name: str, *, optional: bool, zero: bool = False) -> Optional[float]: ...
+def _check_seconds(value: Any, name: str, *, optional: bool = False, zero: bool = False) -> Optional[float]:
     """A positive duration the core takes in whole milliseconds (_ms), where 0
-    would mean its default: checked here, as the core never sees it in seconds."""
+    would mean its default, or one the core never sees (a processor's
+    drain_timeout; with ``zero``, progress_interval): checked here."""
     if _number(value, name, optional=optional) is None:
         return None
-    if math.isnan(value) or value <= 0 or math.isinf(value):
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and not zero) or math.isinf(value):
+        words = "non-negative" if zero else "positive"
+        raise ValueError(f"{name} must be a {words} number of seconds, got {value!r}")
     return float(value)
 
 

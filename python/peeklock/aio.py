@@ -641,7 +641,7 @@ class Client:
             stop=stop_event if stop_event is not None else asyncio.Event(),
             max_messages=max_messages,
             idle_timeout=idle_timeout,
-            drain_timeout=drain_timeout,
+            drain_timeout=_validate._check_seconds(drain_timeout, "drain_timeout", optional=True),
             cancel_on_lost=cancel_on_lost,
             retry_delay=_processor._check_retry_delay(retry_delay),
             on_error=on_error,

@@ -443,7 +443,7 @@ class Processor:
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.handle_signals = handle_signals
         self.on_progress = on_progress
-        self.progress_interval = progress_interval
+        self.progress_interval = _check_seconds(progress_interval, "progress_interval", zero=True)
         self._summary = ProcessSummary(entity=self.entity)
         self._running = False  # run() under way: reading .summary refreshes it
         self._lock = threading.Lock()
