@@ -26,6 +26,24 @@ _DEFAULT_MAX_WAIT = float(_core.PL_DEFAULT_MAX_WAIT_S)
 _DEFAULT_MAX_RENEW = _core.PL_DEFAULT_MAX_RENEW_MS / 1000.0  # the core's default renewal cap, in seconds
 
 
+# Python's processors' own defaults (Client.process, processor.Processor, aio's process).
+_DEFAULT_CONCURRENCY = 4
+_DEFAULT_PROGRESS_INTERVAL = 0.5
+_DEFAULT_ON_DRAIN_TIMEOUT = "expire"
+_ON_DRAIN_TIMEOUT = ("expire", "abandon")
+
+
+class _DefaultRetry:
+    """retry_delay's default, made by processor._check_retry_delay: a fresh
+    exponential_backoff() per run."""
+
+    def __repr__(self) -> str:
+        return "exponential_backoff()"
+
+
+_DEFAULT_RETRY: Any = _DefaultRetry()
+
+
 def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = False) -> Optional[str]:
     if value is None and optional:
         return None

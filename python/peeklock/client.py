@@ -37,10 +37,14 @@ from . import _core
 from . import _held
 from . import errors as _errors
 from ._validate import (
+    _DEFAULT_CONCURRENCY,
     _DEFAULT_DRAIN_TIMEOUT,
     _DEFAULT_MAX_RENEW,
     _DEFAULT_MAX_WAIT,
+    _DEFAULT_ON_DRAIN_TIMEOUT,
     _DEFAULT_POLL_TIMEOUT,
+    _DEFAULT_PROGRESS_INTERVAL,
+    _DEFAULT_RETRY,
     _DEFAULT_TIMEOUT,
     _ENTITY_OK,
     _check_entity,
@@ -104,7 +108,6 @@ _EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = (
 )
 
 _BEARER_MARGIN = _core.PL_BEARER_REFRESH_MARGIN_S  # a token_provider's token is fetched again this early
-_DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 
 
 def version() -> str:
@@ -1079,7 +1082,7 @@ class Client:
         entity: str,
         handler: Union[Callable[[Message], Any], Callable[[List[Message]], Any]],
         *,
-        concurrency: int = 4,
+        concurrency: int = _DEFAULT_CONCURRENCY,
         max_renew: Optional[float] = None,
         poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
         drain_timeout: float = _DEFAULT_DRAIN_TIMEOUT,
@@ -1088,8 +1091,8 @@ class Client:
         stop_event: Optional[threading.Event] = None,
         handle_signals: bool = True,
         on_progress: Optional[Callable[["ProcessSummary"], Any]] = None,
-        progress_interval: float = 0.5,
-        on_drain_timeout: str = "expire",
+        progress_interval: float = _DEFAULT_PROGRESS_INTERVAL,
+        on_drain_timeout: str = _DEFAULT_ON_DRAIN_TIMEOUT,
         retry_delay: "RetryDelay" = _DEFAULT_RETRY,
         on_error: Optional[Callable[[Message, BaseException], Any]] = None,
         batch: Optional[int] = None,
@@ -1101,7 +1104,7 @@ class Client:
         the handler takes a list of up to N locked messages (fewer once ``max_wait``
         seconds passed after the first). A receive error that waiting cannot mend
         (a missing entity, a refused key) ends the run and is raised."""
-        from .processor import Processor, exponential_backoff
+        from .processor import Processor
 
         p = Processor(
             self,
@@ -1118,7 +1121,7 @@ class Client:
             on_progress=on_progress,
             progress_interval=progress_interval,
             on_drain_timeout=on_drain_timeout,
-            retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY else retry_delay,
+            retry_delay=retry_delay,
             on_error=on_error,
             batch=batch,
             max_wait=max_wait,

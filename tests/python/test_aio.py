@@ -129,6 +129,17 @@ async def test_process_drain_timeout_is_checked(aclient, queue):
     assert s.stopped_by == "stop_event"
 
 
+async def test_process_checks_its_options_as_the_blocking_one(aclient, client, queue):
+    # one checker (processor._check_options): a handler that cannot be called is refused
+    # before the run, not at each message (which would give every message back)
+    stop = asyncio.Event()
+    stop.set()
+    with pytest.raises(TypeError, match="^handler must be callable"):
+        await aclient.process(queue, "handle", stop_event=stop, handle_signals=False)
+    with pytest.raises(TypeError, match="^handler must be callable"):
+        client.process(queue, "handle", handle_signals=False)
+
+
 async def test_every_operation(aclient, emu, queue):
     await aclient.send(queue, b"one", message_id="m1", properties={"n": 1})
     assert await aclient.send_batch(queue, [b"two", peeklock.OutgoingMessage(b"three", message_id="m3")]) == 2
