@@ -977,9 +977,10 @@ class Client:
         return n
 
     # A C method (bindings/python/glue.c) with this signature and docstring: an entity
-    # checked before, an int timeout of 0-300 and a None or positive max_renew, through
-    # an open client without a token provider, is one C call that makes the Message
-    # itself (the GIL released around the request); any other call runs the body below.
+    # checked before, an int timeout in the core's range (pl_check_timeout) and a None
+    # or positive max_renew, through an open client without a token provider, is one C
+    # call that makes the Message itself (the GIL released around the request); any
+    # other call runs the body below.
     @_core.pl_py_method
     def peek_lock(
         self, entity: str, timeout: float = _DEFAULT_TIMEOUT, *, max_renew: Optional[float] = None
