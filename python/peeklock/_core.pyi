@@ -68,6 +68,15 @@ PL_LOCK_UNKNOWN: int
 PL_FINISH_LOST: int
 PL_FINISH_UNKNOWN: int
 PL_FINISH_CLOSED: int
+PL_PROP_STRING: int
+PL_PROP_INT: int
+PL_PROP_DOUBLE: int
+PL_PROP_BOOL: int
+PL_PROP_DATETIME: int
+PL_EVENT_RENEWED: int
+PL_EVENT_LOST: int
+PL_EVENT_CAP_REACHED: int
+PL_EVENT_RENEW_FAILED: int
 
 # bindings/python/glue.c
 def pl_py_set_error_factory(factory: Callable[[int, int, int, str], BaseException]) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional, overload
 
 from . import _core
 from .errors import PL_EINVAL, InvalidArgument, from_code
@@ -23,6 +23,25 @@ _DEFAULT_POLL_TIMEOUT: int = _core.PL_DEFAULT_POLL_TIMEOUT_S
 # how long a blocking processor's drain lets running handlers finish (Python's processor only)
 _DEFAULT_DRAIN_TIMEOUT: float = 30
 _DEFAULT_MAX_WAIT = float(_core.PL_DEFAULT_MAX_WAIT_S)
+_DEFAULT_MAX_RENEW = _core.PL_DEFAULT_MAX_RENEW_MS / 1000.0  # the core's default renewal cap, in seconds
+
+
+# Python's processors' own defaults (Client.process, processor.Processor, aio's process).
+_DEFAULT_CONCURRENCY = 4
+_DEFAULT_PROGRESS_INTERVAL = 0.5
+_DEFAULT_ON_DRAIN_TIMEOUT = "expire"
+_ON_DRAIN_TIMEOUT = ("expire", "abandon")
+
+
+class _DefaultRetry:
+    """retry_delay's default, made by processor._check_retry_delay: a fresh
+    exponential_backoff() per run."""
+
+    def __repr__(self) -> str:
+        return "exponential_backoff()"
+
+
+_DEFAULT_RETRY: Any = _DefaultRetry()
 
 
 def _check_str(name: str, value: Any, *, optional: bool = False, empty: bool = False) -> Optional[str]:
@@ -112,13 +131,19 @@ def _check_max_renew(value: Any, *, optional: bool = False) -> Optional[float]:
     return float(value)
 
 
-def _check_seconds(value: Any, name: str, *, optional: bool = False) -> Optional[float]:
+@overload
+def _check_seconds(value: Any, name: str, *, optional: Literal[False] = False, zero: bool = False) -> float: ...
+@overload
+def _check_seconds(value: Any, name: str, *, optional: bool, zero: bool = False) -> Optional[float]: ...
+def _check_seconds(value: Any, name: str, *, optional: bool = False, zero: bool = False) -> Optional[float]:
     """A positive duration the core takes in whole milliseconds (_ms), where 0
-    would mean its default: checked here, as the core never sees it in seconds."""
+    would mean its default, or one the core never sees (a processor's
+    drain_timeout; with ``zero``, progress_interval): checked here."""
     if _number(value, name, optional=optional) is None:
         return None
-    if math.isnan(value) or value <= 0 or math.isinf(value):
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and not zero) or math.isinf(value):
+        words = "non-negative" if zero else "positive"
+        raise ValueError(f"{name} must be a {words} number of seconds, got {value!r}")
     return float(value)
 
 

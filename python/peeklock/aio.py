@@ -54,10 +54,10 @@ from . import client as _client
 from . import errors as _errors
 from ._auth import TokenProvider
 from .client import Body, OutgoingMessage
-from ._outgoing import SendOptions, _send_signature
+from ._outgoing import SendOptions, _build_batch, _outgoing_handle, _send_signature
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 from . import processor as _processor
-from .processor import ProcessSummary, RetryDelay, exponential_backoff
+from .processor import ProcessSummary, RetryDelay
 from ._spans import no_context
 
 if TYPE_CHECKING:
@@ -444,7 +444,7 @@ class Client:
         connect_timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
-        max_renew: float = _client._DEFAULT_MAX_RENEW,
+        max_renew: float = _validate._DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> None:
@@ -476,7 +476,7 @@ class Client:
         connect_timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
-        max_renew: float = _client._DEFAULT_MAX_RENEW,
+        max_renew: float = _validate._DEFAULT_MAX_RENEW,
         pool_size: int = 0,
         ca_file: Optional[str] = None,
     ) -> "Client":
@@ -525,13 +525,13 @@ class Client:
     async def send(self, entity: str, body: Union[Body, OutgoingMessage] = b"", **options: Unpack[SendOptions]) -> None:
         """Sends one message (the arguments of :meth:`peeklock.Client.send`)."""
         entity = _validate._check_entity(entity)
-        h = _client._outgoing_handle(body, options, "Client.send")
+        h = _outgoing_handle(body, options, "Client.send")
         await self._engine.run(_core.pl_aio_send, entity, h)
 
     async def send_batch(self, entity: str, messages: Iterable[Union[OutgoingMessage, Body]]) -> int:
         """Sends several messages in one request; returns how many."""
         entity = _validate._check_entity(entity)
-        b, n = _client._build_batch(messages)
+        b, n = _build_batch(messages)
         await self._engine.run(_core.pl_aio_send_batch, entity, b)
         return n
 
@@ -586,7 +586,7 @@ class Client:
         entity: str,
         handler: Union[Callable[[Message], Awaitable[Any]], Callable[[List[Message]], Awaitable[Any]]],
         *,
-        concurrency: int = 4,
+        concurrency: int = _validate._DEFAULT_CONCURRENCY,
         max_renew: Optional[float] = None,
         poll_timeout: float = _validate._DEFAULT_POLL_TIMEOUT,
         stop_event: Optional[asyncio.Event] = None,
@@ -595,7 +595,7 @@ class Client:
         handle_signals: bool = True,
         drain_timeout: Optional[float] = None,
         cancel_on_lost: bool = False,
-        retry_delay: RetryDelay = exponential_backoff(),
+        retry_delay: RetryDelay = _validate._DEFAULT_RETRY,
         on_error: Optional[Callable[[Message, BaseException], Any]] = None,
         batch: Optional[int] = None,
         max_wait: float = _validate._DEFAULT_MAX_WAIT,
@@ -623,30 +623,27 @@ class Client:
         ``pl_receive_pause_ms``) unless waiting cannot mend it (a missing entity,
         a refused key): then the run ends as on a stop and raises that error with
         ``.summary`` attached. Returns the run's summary."""
-        entity = _validate._check_entity(entity)
-        _processor._check_option("concurrency", concurrency, whole=True)
-        _processor._check_option("max_messages", max_messages, whole=True)
-        _processor._check_option("idle_timeout", idle_timeout)
-        if on_error is not None and not callable(on_error):
-            raise TypeError("on_error must be callable")
+        o = _processor._check_options(
+            entity,
+            handler,
+            concurrency=concurrency,
+            max_renew=max_renew,
+            poll_timeout=poll_timeout,
+            max_messages=max_messages,
+            idle_timeout=idle_timeout,
+            retry_delay=retry_delay,
+            on_error=on_error,
+            batch=batch,
+            max_wait=max_wait,
+        )
         if batch is not None and cancel_on_lost:
             raise ValueError("cancel_on_lost applies to single-message handlers, not batches")
         run = _Processor(
             self,
-            entity,
-            handler,
-            concurrency=concurrency,
-            poll_timeout=_validate._check_timeout(poll_timeout, "poll_timeout"),
-            max_renew=_validate._check_max_renew(max_renew, optional=True),
+            o,
             stop=stop_event if stop_event is not None else asyncio.Event(),
-            max_messages=max_messages,
-            idle_timeout=idle_timeout,
-            drain_timeout=drain_timeout,
+            drain_timeout=_validate._check_seconds(drain_timeout, "drain_timeout", optional=True),
             cancel_on_lost=cancel_on_lost,
-            retry_delay=_processor._check_retry_delay(retry_delay),
-            on_error=on_error,
-            batch=batch,
-            max_wait=_processor._check_batch(batch, max_wait),
         )
         return await run.run(handle_signals)
 
@@ -666,39 +663,30 @@ class _Processor:
     def __init__(
         self,
         client: "Client",
-        entity: str,
-        handler: Callable[[Any], Any],
+        o: "_processor._Options",
         *,
-        concurrency: int,
-        poll_timeout: int,
-        max_renew: Optional[float],
         stop: asyncio.Event,
-        max_messages: Optional[int],
-        idle_timeout: Optional[float],
         drain_timeout: Optional[float],
         cancel_on_lost: bool,
-        retry_delay: RetryDelay,
-        on_error: Optional[Callable[[Message, BaseException], Any]],
-        batch: Optional[int],
-        max_wait: float,
     ) -> None:
         self.client = client
-        self.entity = entity
-        self.handler = handler
-        self.concurrency = concurrency
-        self.poll_timeout = poll_timeout
-        self.max_renew = max_renew
+        self.entity = o.entity
+        self.handler = o.handler
+        self.concurrency = o.concurrency
+        self.poll_timeout = o.poll_timeout
+        self.max_renew = o.max_renew
         self.stop = stop
         self.drain_timeout = drain_timeout
         self.cancel_on_lost = cancel_on_lost
-        self.retry_delay = retry_delay
-        self.on_error = on_error
-        self.batch = batch
-        self.max_wait = max_wait
-        self.summary = ProcessSummary(entity=entity)
+        self.retry_delay = o.retry_delay
+        self.on_error = o.on_error
+        self.batch = o.batch
+        self.max_wait = o.max_wait
+        self.summary = ProcessSummary(entity=o.entity)
         self.signals = 0
-        self.run_ = _processor._new_run(max_messages, idle_timeout)  # pl_run: claims, in flight, idle, why it stopped
-        self.idle_timeout = idle_timeout
+        # pl_run: claims, in flight, idle, why it stopped
+        self.run_ = _processor._new_run(o.max_messages, o.idle_timeout)
+        self.idle_timeout = o.idle_timeout
         self.finished = asyncio.Event()  # a message was finished (watch_idle)
         self.handling: Set["asyncio.Task[None]"] = set()
         self.receiving: Set["asyncio.Task[None]"] = set()

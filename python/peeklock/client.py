@@ -37,9 +37,14 @@ from . import _core
 from . import _held
 from . import errors as _errors
 from ._validate import (
+    _DEFAULT_CONCURRENCY,
     _DEFAULT_DRAIN_TIMEOUT,
+    _DEFAULT_MAX_RENEW,
     _DEFAULT_MAX_WAIT,
+    _DEFAULT_ON_DRAIN_TIMEOUT,
     _DEFAULT_POLL_TIMEOUT,
+    _DEFAULT_PROGRESS_INTERVAL,
+    _DEFAULT_RETRY,
     _DEFAULT_TIMEOUT,
     _ENTITY_OK,
     _check_entity,
@@ -58,8 +63,7 @@ from ._outgoing import SendOptions as SendOptions
 from ._outgoing import Body as Body
 from ._outgoing import OutgoingMessage as OutgoingMessage
 from ._outgoing import PropertyValue as PropertyValue
-from ._outgoing import _build_batch as _build_batch
-from ._outgoing import _outgoing_handle as _outgoing_handle
+from ._outgoing import _build_batch, _outgoing_handle
 from ._outgoing import _send_signature
 from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
 
@@ -90,12 +94,20 @@ LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = _core.PL_LOCK_SETTLED, _core.PL_LOCK_LOS
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _E_CLOSED = _errors.PL_ECLOSED
 _FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_FINISH_UNKNOWN, _core.PL_FINISH_CLOSED)
-_PROP_STRING, _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = 1, 2, 3, 4, 5
-_EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = 1, 2, 3, 4
+_PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = (
+    _core.PL_PROP_INT,
+    _core.PL_PROP_DOUBLE,
+    _core.PL_PROP_BOOL,
+    _core.PL_PROP_DATETIME,
+)
+_EVENT_RENEWED, _EVENT_LOST, _EVENT_CAP, _EVENT_RENEW_FAILED = (
+    _core.PL_EVENT_RENEWED,
+    _core.PL_EVENT_LOST,
+    _core.PL_EVENT_CAP_REACHED,
+    _core.PL_EVENT_RENEW_FAILED,
+)
 
-_DEFAULT_MAX_RENEW = _core.PL_DEFAULT_MAX_RENEW_MS / 1000.0  # the core's default cap, in seconds
 _BEARER_MARGIN = _core.PL_BEARER_REFRESH_MARGIN_S  # a token_provider's token is fetched again this early
-_DEFAULT_RETRY: Any = object()  # process(): the processor's default retry delay
 
 
 def version() -> str:
@@ -965,9 +977,10 @@ class Client:
         return n
 
     # A C method (bindings/python/glue.c) with this signature and docstring: an entity
-    # checked before, an int timeout of 0-300 and a None or positive max_renew, through
-    # an open client without a token provider, is one C call that makes the Message
-    # itself (the GIL released around the request); any other call runs the body below.
+    # checked before, an int timeout in the core's range (pl_check_timeout) and a None
+    # or positive max_renew, through an open client without a token provider, is one C
+    # call that makes the Message itself (the GIL released around the request); any
+    # other call runs the body below.
     @_core.pl_py_method
     def peek_lock(
         self, entity: str, timeout: float = _DEFAULT_TIMEOUT, *, max_renew: Optional[float] = None
@@ -1070,7 +1083,7 @@ class Client:
         entity: str,
         handler: Union[Callable[[Message], Any], Callable[[List[Message]], Any]],
         *,
-        concurrency: int = 4,
+        concurrency: int = _DEFAULT_CONCURRENCY,
         max_renew: Optional[float] = None,
         poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
         drain_timeout: float = _DEFAULT_DRAIN_TIMEOUT,
@@ -1079,8 +1092,8 @@ class Client:
         stop_event: Optional[threading.Event] = None,
         handle_signals: bool = True,
         on_progress: Optional[Callable[["ProcessSummary"], Any]] = None,
-        progress_interval: float = 0.5,
-        on_drain_timeout: str = "expire",
+        progress_interval: float = _DEFAULT_PROGRESS_INTERVAL,
+        on_drain_timeout: str = _DEFAULT_ON_DRAIN_TIMEOUT,
         retry_delay: "RetryDelay" = _DEFAULT_RETRY,
         on_error: Optional[Callable[[Message, BaseException], Any]] = None,
         batch: Optional[int] = None,
@@ -1092,7 +1105,7 @@ class Client:
         the handler takes a list of up to N locked messages (fewer once ``max_wait``
         seconds passed after the first). A receive error that waiting cannot mend
         (a missing entity, a refused key) ends the run and is raised."""
-        from .processor import Processor, exponential_backoff
+        from .processor import Processor
 
         p = Processor(
             self,
@@ -1109,7 +1122,7 @@ class Client:
             on_progress=on_progress,
             progress_interval=progress_interval,
             on_drain_timeout=on_drain_timeout,
-            retry_delay=exponential_backoff() if retry_delay is _DEFAULT_RETRY else retry_delay,
+            retry_delay=retry_delay,
             on_error=on_error,
             batch=batch,
             max_wait=max_wait,

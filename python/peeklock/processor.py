@@ -43,9 +43,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from . import _core
 from ._held import hold_failures
 from ._validate import (
+    _DEFAULT_CONCURRENCY,
     _DEFAULT_DRAIN_TIMEOUT,
     _DEFAULT_MAX_WAIT,
+    _DEFAULT_ON_DRAIN_TIMEOUT,
     _DEFAULT_POLL_TIMEOUT,
+    _DEFAULT_PROGRESS_INTERVAL,
+    _DEFAULT_RETRY,
+    _ON_DRAIN_TIMEOUT,
     _check_entity,
     _check_max_renew,
     _check_seconds,
@@ -98,15 +103,74 @@ def _check_option(name: str, value: Any, *, whole: bool = False) -> Any:
 
 
 def _check_retry_delay(retry_delay: RetryDelay) -> RetryDelay:
+    """A retry delay as given, or the default's exponential_backoff()."""
+    if retry_delay is _DEFAULT_RETRY:
+        return exponential_backoff()
     if retry_delay is None or callable(retry_delay):
         return retry_delay
     return float(_check_option("retry_delay", retry_delay))
 
 
-def _check_batch(batch: Optional[int], max_wait: float) -> float:
-    """Checks the batch options; returns max_wait as a float."""
+@dataclass
+class _Options:
+    """The options both processors take, checked (_check_options)."""
+
+    entity: str
+    handler: Callable[[Any], Any]
+    concurrency: int
+    max_renew: Optional[float]
+    poll_timeout: int
+    max_messages: Optional[int]
+    idle_timeout: Optional[float]
+    retry_delay: RetryDelay
+    on_error: Optional[Callable[[Any, BaseException], Any]]
+    batch: Optional[int]
+    max_wait: float
+
+
+def _check_options(
+    entity: Any,
+    handler: Any,
+    *,
+    concurrency: Any,
+    max_renew: Any,
+    poll_timeout: Any,
+    max_messages: Any,
+    idle_timeout: Any,
+    retry_delay: Any,
+    on_error: Any,
+    batch: Any,
+    max_wait: Any,
+) -> _Options:
+    """Checks the options this processor and peeklock.aio's share, in one order,
+    so that both refuse a call with the same error; each checks its own others
+    (drain_timeout, which aio's may leave None, progress_interval, ...)."""
+    entity = _check_entity(entity)
+    if not callable(handler):
+        raise TypeError("handler must be callable")
+    _check_option("concurrency", concurrency, whole=True)
+    retry = _check_retry_delay(retry_delay)
+    if on_error is not None and not callable(on_error):
+        raise TypeError("on_error must be callable")
     _check_option("batch", batch, whole=True)
-    return float(_check_option("max_wait", max_wait))
+    wait = float(_check_option("max_wait", max_wait))
+    mr = _check_max_renew(max_renew, optional=True)
+    poll = _check_timeout(poll_timeout, "poll_timeout")
+    _check_option("max_messages", max_messages, whole=True)
+    idle = _check_option("idle_timeout", idle_timeout)
+    return _Options(
+        entity=entity,
+        handler=handler,
+        concurrency=concurrency,
+        max_renew=mr,
+        poll_timeout=poll,
+        max_messages=max_messages,
+        idle_timeout=None if idle is None else float(idle),
+        retry_delay=retry,
+        on_error=on_error,
+        batch=batch,
+        max_wait=wait,
+    )
 
 
 def _retry_seconds(retry_delay: RetryDelay, msg: "Message") -> float:
@@ -402,7 +466,7 @@ class Processor:
         entity: str,
         handler: Callable[[Any], Any],
         *,
-        concurrency: int = 4,
+        concurrency: int = _DEFAULT_CONCURRENCY,
         max_renew: Optional[float] = None,
         poll_timeout: float = _DEFAULT_POLL_TIMEOUT,
         drain_timeout: float = _DEFAULT_DRAIN_TIMEOUT,
@@ -411,39 +475,38 @@ class Processor:
         stop_event: Optional[threading.Event] = None,
         handle_signals: bool = True,
         on_progress: Optional[Callable[[ProcessSummary], Any]] = None,
-        progress_interval: float = 0.5,
-        on_drain_timeout: str = "expire",
-        retry_delay: RetryDelay = exponential_backoff(),
+        progress_interval: float = _DEFAULT_PROGRESS_INTERVAL,
+        on_drain_timeout: str = _DEFAULT_ON_DRAIN_TIMEOUT,
+        retry_delay: RetryDelay = _DEFAULT_RETRY,
         on_error: Optional[Callable[["Message", BaseException], Any]] = None,
         batch: Optional[int] = None,
         max_wait: float = _DEFAULT_MAX_WAIT,
     ) -> None:
         self.client = client
-        self.entity = _check_entity(entity)
-        if not callable(handler):
-            raise TypeError("handler must be callable")
-        _check_option("concurrency", concurrency, whole=True)
-        if on_drain_timeout not in ("expire", "abandon"):
+        o = _check_options(
+            entity,
+            handler,
+            concurrency=concurrency,
+            max_renew=max_renew,
+            poll_timeout=poll_timeout,
+            max_messages=max_messages,
+            idle_timeout=idle_timeout,
+            retry_delay=retry_delay,
+            on_error=on_error,
+            batch=batch,
+            max_wait=max_wait,
+        )
+        if on_drain_timeout not in _ON_DRAIN_TIMEOUT:
             raise ValueError("on_drain_timeout must be 'expire' or 'abandon'")
+        self.entity, self.handler, self.concurrency, self.max_renew = o.entity, o.handler, o.concurrency, o.max_renew
+        self.poll_timeout, self.max_messages, self.idle_timeout = o.poll_timeout, o.max_messages, o.idle_timeout
+        self.retry_delay, self.on_error, self.batch, self.max_wait = o.retry_delay, o.on_error, o.batch, o.max_wait
         self.on_drain_timeout = on_drain_timeout
-        self.retry_delay = _check_retry_delay(retry_delay)
-        if on_error is not None and not callable(on_error):
-            raise TypeError("on_error must be callable")
-        self.on_error = on_error
-        self.max_wait = _check_batch(batch, max_wait)
-        self.batch = batch
-        self.handler = handler
-        self.concurrency = concurrency
-        self.max_renew = _check_max_renew(max_renew, optional=True)
-        self.poll_timeout = _check_timeout(poll_timeout, "poll_timeout")
-        self.drain_timeout = float(_check_seconds(drain_timeout, "drain_timeout") or 30)
-        self.max_messages = _check_option("max_messages", max_messages, whole=True)
-        idle = _check_option("idle_timeout", idle_timeout)
-        self.idle_timeout = None if idle is None else float(idle)
+        self.drain_timeout = _check_seconds(drain_timeout, "drain_timeout")
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.handle_signals = handle_signals
         self.on_progress = on_progress
-        self.progress_interval = progress_interval
+        self.progress_interval = _check_seconds(progress_interval, "progress_interval", zero=True)
         self._summary = ProcessSummary(entity=self.entity)
         self._running = False  # run() under way: reading .summary refreshes it
         self._lock = threading.Lock()

@@ -466,7 +466,12 @@ def _wrap_on_event(orig: Callable[..., Any]) -> Callable[..., Any]:
         if st is not None and not st.off():
             from . import _core
 
-            kind = {1: "renewed", 2: "lost", 3: "cap_reached", 4: "renew_failed"}.get(_core.pl_event_type(ev))
+            kind = {
+                _core.PL_EVENT_RENEWED: "renewed",
+                _core.PL_EVENT_LOST: "lost",
+                _core.PL_EVENT_CAP_REACHED: "cap_reached",
+                _core.PL_EVENT_RENEW_FAILED: "renew_failed",
+            }.get(_core.pl_event_type(ev))
             m = _core.pl_event_message(ev)
             if kind:
                 st.on_event(

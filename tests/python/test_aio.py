@@ -116,6 +116,30 @@ async def test_process_option_values_are_the_core_s_rules(aclient, queue):
         assert str(ei.value) == words
 
 
+async def test_process_drain_timeout_is_checked(aclient, queue):
+    # checked as the blocking processor checks it, before the run starts
+    from test_processor import SECONDS_OPTION_CASES
+
+    stop = asyncio.Event()
+    stop.set()  # a run that got past the checks ends at once
+    for kwargs, exc, words in SECONDS_OPTION_CASES:
+        with pytest.raises(exc, match="^" + words):
+            await aclient.process(queue, lambda m: None, stop_event=stop, handle_signals=False, **kwargs)
+    s = await aclient.process(queue, lambda m: None, stop_event=stop, handle_signals=False, drain_timeout=None)
+    assert s.stopped_by == "stop_event"
+
+
+async def test_process_checks_its_options_as_the_blocking_one(aclient, client, queue):
+    # one checker (processor._check_options): a handler that cannot be called is refused
+    # before the run, not at each message (which would give every message back)
+    stop = asyncio.Event()
+    stop.set()
+    with pytest.raises(TypeError, match="^handler must be callable"):
+        await aclient.process(queue, "handle", stop_event=stop, handle_signals=False)
+    with pytest.raises(TypeError, match="^handler must be callable"):
+        client.process(queue, "handle", handle_signals=False)
+
+
 async def test_every_operation(aclient, emu, queue):
     await aclient.send(queue, b"one", message_id="m1", properties={"n": 1})
     assert await aclient.send_batch(queue, [b"two", peeklock.OutgoingMessage(b"three", message_id="m3")]) == 2

@@ -161,6 +161,32 @@ def test_on_drain_timeout_is_checked(client, queue):
         client.process(queue, lambda m: None, on_drain_timeout="later", handle_signals=False)
 
 
+# Options the core never sees, checked by Python's processors before a run starts.
+SECONDS_OPTION_CASES = [
+    ({"drain_timeout": "x"}, TypeError, "drain_timeout must be a number of seconds"),
+    ({"drain_timeout": -1}, ValueError, "drain_timeout must be a positive number of seconds"),
+    ({"drain_timeout": 0}, ValueError, "drain_timeout must be a positive number of seconds"),
+    ({"drain_timeout": float("nan")}, ValueError, "drain_timeout must be a positive number of seconds"),
+]
+
+
+def test_python_s_own_options_are_checked(client, queue):
+    import pytest
+
+    stop = threading.Event()
+    stop.set()  # a run that got past the checks ends at once
+    cases = SECONDS_OPTION_CASES + [
+        ({"progress_interval": "x"}, TypeError, "progress_interval must be a number of seconds"),
+        ({"progress_interval": -1}, ValueError, "progress_interval must be a non-negative number of seconds"),
+        ({"progress_interval": float("inf")}, ValueError, "progress_interval must be a non-negative"),
+    ]
+    for kwargs, exc, words in cases:
+        with pytest.raises(exc, match="^" + words):
+            client.process(queue, lambda m: None, stop_event=stop, handle_signals=False, **kwargs)
+    s = client.process(queue, lambda m: None, stop_event=stop, handle_signals=False, progress_interval=0)
+    assert s.stopped_by == "stop_event"
+
+
 # The option values are the core's rules (pl_check_process_option), in its words, the
 # same for this processor, peeklock.aio's and Lua's process; the types are Python's.
 PROCESS_OPTION_CASES = [

@@ -127,13 +127,17 @@ def parse_description(
         if not text and name not in ("ForwardTo", "ForwardDeadLetteredMessagesTo", "UserMetadata"):
             continue
         try:
-            _set(s, kind, name, text)
+            apply_setting(s, kind, name, text)
         except ValueError:
             raise BrokerError(400, "The value '%s' of '%s' is invalid." % (text[:100], name)) from None
     return kind, s, default_rule
 
 
-def _set(s: Settings, kind: str, name: str, text: str) -> None:
+def apply_setting(s: Settings, kind: str, name: str, text: str) -> None:
+    """Sets the Atom property ``name`` (its text, as the service writes it) on the
+    settings of an entity of ``kind``; raises ValueError (or BrokerError with the
+    service's message) for a value the service refuses. Also used for a config
+    file's entities (config.py)."""
     if name == "LockDuration" and kind != "topic":
         v = parse_duration(text)
         if v is None or v < 5 or v > MAX_LOCK_DURATION:

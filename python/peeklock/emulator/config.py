@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from .atom import _set, parse_duration
+from .atom import apply_setting, parse_duration
 from .model import MAX_LOCK_DURATION, BrokerError, Settings
 from .rules import Filter, RuleError, filter_from_json
 from .props import TTL_MAX
@@ -59,7 +59,7 @@ def _settings(props: Any, base: Settings, where: str, kind: str = "queue") -> Se
             elif key == "MaxMessageSizeInKilobytes":
                 s.max_message_size = int(val) * 1024
             else:
-                _set(s, kind, key, ("true" if val else "false") if isinstance(val, bool) else str(val))
+                apply_setting(s, kind, key, ("true" if val else "false") if isinstance(val, bool) else str(val))
         except (TypeError, ValueError):
             raise ConfigError("%s: invalid value %r for %s" % (where, val, key)) from None
         except BrokerError as e:
