@@ -657,6 +657,17 @@ class Client:
         return s
 
 
+def _cancelled(m: Message, was: Optional[str], applied: int = 0) -> int:
+    """How a message whose handler was cancelled ended (PL_RUN_F_*), by ``was``,
+    its state at the cancellation: one the handler (or its returned mapping)
+    settled, or was settling, stays settled by the handler; else as a message
+    given back (processor._given_back, once the abandon of one still held was
+    sent): its lock lost, the outcome unknown, the abandon failed, or drained."""
+    if was in ("settled", "settling"):
+        return applied | _core.PL_RUN_F_BY_HANDLER
+    return _processor._given_back(m)
+
+
 class _Processor:
     """One run of :meth:`Client.process` on the event loop: worker tasks that
     receive, hold and settle, as peeklock.processor does with threads (the pure
@@ -985,11 +996,10 @@ class _Processor:
             for m in msgs:
                 if m in done:
                     continue
-                if m.state == "held":
+                was = m.state
+                if was == "held":
                     m._abandon_now()
-                    self.finished_one(_core.PL_RUN_F_DRAINED)
-                else:
-                    self.finished_one(applied.get(m, 0) | _core.PL_RUN_F_BY_HANDLER)
+                self.finished_one(_cancelled(m, was, applied.get(m, 0)))
             if not self.stop.is_set():
                 raise
         finally:
