@@ -1184,9 +1184,20 @@ async def _nothing(msg_or_msgs):
     pass
 
 
-@pytest.mark.parametrize("batch", [1])
+@pytest.mark.parametrize("batch", [None, 1])
 async def test_cancelled_handler_of_a_lost_lock_counts_lost(aclient, emu, queue, batch):
     await aclient.send(queue, b"x", message_id="l0", time_to_live=10)
     s = await _cancel_at_the_drain_deadline(aclient, emu, queue, _nothing, batch, lose=True)
     assert (s.received, s.lost, s.settled_by_handler, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0, 0), s
     assert emu.messages(queue) == [] and completed(emu, queue) == {}
+
+
+async def test_cancelled_handler_that_settled_its_message_counts_settled_by_handler(aclient, emu, queue):
+    await aclient.send(queue, b"x", message_id="s0")
+
+    async def complete(msg):
+        await msg.complete()
+
+    s = await _cancel_at_the_drain_deadline(aclient, emu, queue, complete, None, lose=False)
+    assert (s.received, s.settled_by_handler, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0), s
+    assert completed(emu, queue) == {"s0": 1}
