@@ -654,6 +654,18 @@ class Client:
         return s
 
 
+def _cancelled(m: Message, was: Optional[str], applied: int = 0) -> int:
+    """How a message whose handler was cancelled ended (PL_RUN_F_*), by ``was``,
+    its state at the cancellation (None: cancelled after the handler, in its
+    retry delay or its settle): one the handler (or its returned mapping)
+    settled, or was settling, stays settled by the handler; else as a message
+    given back (processor._given_back, once the abandon of one still held was
+    sent): its lock lost, the outcome unknown, the abandon failed, or drained."""
+    if was in ("settled", "settling"):
+        return applied | _core.PL_RUN_F_BY_HANDLER
+    return _processor._given_back(m)
+
+
 class _Processor:
     """One run of :meth:`Client.process` on the event loop: worker tasks that
     receive, hold and settle, as peeklock.processor does with threads (the pure
@@ -795,12 +807,16 @@ class _Processor:
             self.handling.add(me)
             handler_failed = settled_before = False
             how = 0
+            was: Optional[str] = None  # the message's state when the handler was cancelled
             try:
                 async with msg:
                     try:
                         r = self.handler(msg)
                         if inspect.isawaitable(r):
                             await r
+                    except asyncio.CancelledError:
+                        was = msg.state  # (one still held, the block's exit abandons)
+                        raise
                     except Exception as e:
                         handler_failed = True
                         settled_before = msg.settled and not msg.lock_lost
@@ -811,7 +827,7 @@ class _Processor:
             except LockLostError:
                 how = _core.PL_RUN_F_LOST
             except asyncio.CancelledError:
-                how = _core.PL_RUN_F_DRAINED
+                how = _cancelled(msg, was)
                 if not self.stop.is_set():
                     raise
                 return
@@ -973,11 +989,10 @@ class _Processor:
             for m in msgs:
                 if m in done:
                     continue
-                if m.state == "held":
+                was = m.state
+                if was == "held":
                     m._abandon_now()
-                    self.finished_one(_core.PL_RUN_F_DRAINED)
-                else:
-                    self.finished_one(applied.get(m, 0) | _core.PL_RUN_F_BY_HANDLER)
+                self.finished_one(_cancelled(m, was, applied.get(m, 0)))
             if not self.stop.is_set():
                 raise
         finally:

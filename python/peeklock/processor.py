@@ -859,19 +859,25 @@ class Processor:
         self._release_held()
 
     def _release_held(self) -> None:
-        """Every message in _held has a handler running on it."""
+        """Every message in _held has a handler running on it. Each is the drain's
+        to count once it leaves _held (a handler finishing later finds it gone):
+        left to expire at once, or given back by its state after its abandon."""
         drained = self.on_drain_timeout == "abandon"
-        with self._lock:  # counted as they leave _held: a handler finishing now finds them counted
+        with self._lock:
             leftovers = list(self._held)
             self._held.clear()
-            for _ in leftovers:
-                _finished(self._run, _core.PL_RUN_F_DRAINED if drained else _core.PL_RUN_F_EXPIRED)
+            if not drained:
+                for _ in leftovers:
+                    _finished(self._run, _core.PL_RUN_F_EXPIRED)
         for msg in leftovers:
             if drained:
                 try:
                     msg.abandon()
                 except Error as e:
+                    self._note_error(f"abandon on drain: {e}")
                     log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
+                with self._lock:
+                    _finished(self._run, _given_back(msg))
             else:
                 msg._stop_renewing()
                 log.warning(

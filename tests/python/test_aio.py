@@ -1165,3 +1165,63 @@ async def test_failure_log_of_a_message_the_handler_settled_says_so(aclient, emu
     [rec] = [r for r in caplog.records if r.getMessage().startswith("handler for message")]
     word = {"complete": "completed", "abandon": "abandoned"}[settle]
     assert rec.getMessage().endswith(f"failed: RuntimeError: after settling; it was already {word} by the handler")
+
+
+# ---- a handler cancelled at the drain deadline: its message counted by its state ----
+async def _cancel_at_the_drain_deadline(aclient, emu, queue, first, batch, lose):
+    """One message; its handler (single or batch) awaits ``first(msg_or_msgs)``,
+    then never ends: cancelled at the drain deadline. ``lose``: the server's lock
+    runs out first and the C renewer finds it lost. Returns the run's summary."""
+    stop, handling = asyncio.Event(), asyncio.Event()
+
+    async def handler(msg_or_msgs):
+        await first(msg_or_msgs)
+        handling.set()
+        await asyncio.Event().wait()
+
+    async def stop_while_handled():
+        await handling.wait()
+        if lose:
+            emu.advance(30)  # the lock runs out, and with it the message's time to live
+            await until(lambda: aclient.stats()["events"]["lost"] == 1)  # the renewer's renew: 404
+        stop.set()
+
+    helper = asyncio.ensure_future(stop_while_handled())
+    try:
+        s = await aclient.process(
+            queue,
+            handler,
+            batch=batch,
+            concurrency=1,
+            poll_timeout=5,
+            stop_event=stop,
+            drain_timeout=0.2,
+            handle_signals=False,
+        )
+    finally:
+        stop.set()  # (a helper that failed ends the run all the same)
+        await helper
+    return s
+
+
+async def _nothing(msg_or_msgs):
+    pass
+
+
+@pytest.mark.parametrize("batch", [None, 1])
+async def test_cancelled_handler_of_a_lost_lock_counts_lost(aclient, emu, queue, batch):
+    await aclient.send(queue, b"x", message_id="l0", time_to_live=10)
+    s = await _cancel_at_the_drain_deadline(aclient, emu, queue, _nothing, batch, lose=True)
+    assert (s.received, s.lost, s.settled_by_handler, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0, 0), s
+    assert emu.messages(queue) == [] and completed(emu, queue) == {}
+
+
+async def test_cancelled_handler_that_settled_its_message_counts_settled_by_handler(aclient, emu, queue):
+    await aclient.send(queue, b"x", message_id="s0")
+
+    async def complete(msg):
+        await msg.complete()
+
+    s = await _cancel_at_the_drain_deadline(aclient, emu, queue, complete, None, lose=False)
+    assert (s.received, s.settled_by_handler, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0), s
+    assert completed(emu, queue) == {"s0": 1}

@@ -834,3 +834,66 @@ def test_summary_read_mid_run_has_the_counts_of_that_moment(client, queue):
     assert (s.received, s.processed, s.in_flight) == (3, 3, 0) and proc.summary is s
     elapsed = s.elapsed
     assert proc.summary.elapsed == elapsed  # after the run: its final figures, unchanged
+
+
+# ---- on_drain_timeout="abandon": a running handler's message, counted after its abandon ----
+def _drain_abandon_while_handler_runs(client, emu, queue, lose):
+    """One handler outlasts the drain (on_drain_timeout="abandon"); ``lose``: its
+    lock runs out on the server first and the renewer finds it lost. The handler
+    is let go after the run and returns (its message no longer held). Returns the
+    run's summary and its counts once the handler's thread ended."""
+    from peeklock.processor import Processor
+
+    stop, go = threading.Event(), threading.Event()
+
+    def handler(msg):
+        go.wait(60)
+
+    proc = Processor(
+        client,
+        queue,
+        handler,
+        concurrency=1,
+        poll_timeout=1,
+        drain_timeout=0.2,
+        on_drain_timeout="abandon",
+        stop_event=stop,
+        handle_signals=False,
+    )
+
+    def stop_while_handled():
+        wait_for(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
+        if lose:
+            emu.advance(30)  # the lock runs out, and with it the message's time to live
+            wait_for(lambda: client.stats()["events"]["lost"] == 1)  # the renewer's renew: 404
+        stop.set()
+
+    helper = threading.Thread(target=stop_while_handled)
+    helper.start()
+    try:
+        s = proc.run()
+    finally:
+        go.set()
+        helper.join()
+    # the handler returns after the drain gave its message back: it is not counted again
+    wait_for(lambda: not any(t.name.startswith("peeklock-worker-") for t in threading.enumerate()))
+    after = peeklock._core.pl_run_tallies_get(proc._run)
+    return s, after
+
+
+def test_drain_abandon_of_a_lost_lock_counts_lost(client, emu, queue):
+    client.send(queue, b"x", message_id="d0", time_to_live=10)
+    s, after = _drain_abandon_while_handler_runs(client, emu, queue, lose=True)
+    assert (s.received, s.lost, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0), s
+    assert (after["lost"], after["abandoned_on_drain"], after["processed"], after["in_flight"]) == (1, 0, 0, 0)
+    assert emu.messages(queue) == [] and completed(emu, queue) == {}
+
+
+def test_drain_abandon_with_unknown_outcome_counts_unknown(client, emu, queue):
+    client.send(queue, b"x", message_id="d1")
+    emu.fault(operation="unlock", entity=queue, drop=True, after=True, count=1)  # applied, answer lost
+    s, after = _drain_abandon_while_handler_runs(client, emu, queue, lose=False)
+    assert (s.received, s.unknown, s.errors, s.abandoned_on_drain, s.in_flight) == (1, 1, 1, 0, 0), s
+    assert (after["unknown"], after["abandoned_on_drain"], after["processed"], after["in_flight"]) == (1, 0, 0, 0)
+    assert any(e.startswith("abandon on drain: ") for e in s.last_errors), s.last_errors
+    assert completed(emu, queue) == {} and [m["locked"] for m in emu.messages(queue)] == [False]
