@@ -242,8 +242,12 @@ def _given_back(msg: "Message") -> int:
     its abandon ran (a drain or close while a batch was collected, or a message
     that arrived after the drain began): its lock was lost meanwhile, the
     abandon's outcome is unknown, the abandon failed (still held: the lock runs
-    out), else abandoned on drain (also while the abandon is still under way)."""
+    out), else abandoned on drain (also while the abandon is still under way).
+    One its handler completed first (a drain racing the handler) is the
+    handler's."""
     state = msg.state
+    if msg.outcome == "completed":
+        return _core.PL_RUN_F_BY_HANDLER
     if state == "lost":
         return _core.PL_RUN_F_LOST
     if state == "unknown":
@@ -872,7 +876,8 @@ class Processor:
         for msg in leftovers:
             if drained:
                 try:
-                    msg.abandon()
+                    if msg.state == "held":  # (not one its handler settled meanwhile)
+                        msg.abandon()
                 except Error as e:
                     self._note_error(f"abandon on drain: {e}")
                     log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)

@@ -837,9 +837,10 @@ def test_summary_read_mid_run_has_the_counts_of_that_moment(client, queue):
 
 
 # ---- on_drain_timeout="abandon": a running handler's message, counted after its abandon ----
-def _drain_abandon_while_handler_runs(client, emu, queue, lose):
+def _drain_abandon_while_handler_runs(client, emu, queue, lose, complete=False):
     """One handler outlasts the drain (on_drain_timeout="abandon"); ``lose``: its
-    lock runs out on the server first and the renewer finds it lost. The handler
+    lock runs out on the server first and the renewer finds it lost; ``complete``:
+    the handler completes its message first, then goes on running. The handler
     is let go after the run and returns (its message no longer held). Returns the
     run's summary and its counts once the handler's thread ended."""
     from peeklock.processor import Processor
@@ -847,6 +848,8 @@ def _drain_abandon_while_handler_runs(client, emu, queue, lose):
     stop, go = threading.Event(), threading.Event()
 
     def handler(msg):
+        if complete:
+            msg.complete()
         go.wait(60)
 
     proc = Processor(
@@ -862,7 +865,10 @@ def _drain_abandon_while_handler_runs(client, emu, queue, lose):
     )
 
     def stop_while_handled():
-        wait_for(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
+        if complete:
+            wait_for(lambda: len(completed(emu, queue)) == 1)
+        else:
+            wait_for(lambda: [m["state"] for m in emu.messages(queue)] == ["locked"])
         if lose:
             emu.advance(30)  # the lock runs out, and with it the message's time to live
             wait_for(lambda: client.stats()["events"]["lost"] == 1)  # the renewer's renew: 404
@@ -887,6 +893,17 @@ def test_drain_abandon_of_a_lost_lock_counts_lost(client, emu, queue):
     assert (s.received, s.lost, s.abandoned_on_drain, s.in_flight) == (1, 1, 0, 0), s
     assert (after["lost"], after["abandoned_on_drain"], after["processed"], after["in_flight"]) == (1, 0, 0, 0)
     assert emu.messages(queue) == [] and completed(emu, queue) == {}
+
+
+def test_drain_abandon_of_a_message_the_handler_completed(client, emu, queue):
+    # the handler completed its message and is still running at the drain deadline:
+    # nothing to abandon, counted as settled by the handler, no error noted
+    client.send(queue, b"x", message_id="d2")
+    s, after = _drain_abandon_while_handler_runs(client, emu, queue, lose=False, complete=True)
+    assert (s.received, s.settled_by_handler, s.abandoned_on_drain, s.errors, s.in_flight) == (1, 1, 0, 0, 0), s
+    assert not any(e.startswith("abandon on drain") for e in s.last_errors), s.last_errors
+    assert (after["settled_by_handler"], after["abandoned_on_drain"], after["in_flight"]) == (1, 0, 0)
+    assert len(completed(emu, queue)) == 1 and emu.messages(queue) == []
 
 
 def test_drain_abandon_with_unknown_outcome_counts_unknown(client, emu, queue):
