@@ -149,47 +149,13 @@ PL_LUA_INTEGER_IN(size_t, 0, PL_LUA_SIZE_MAX, "a size_t")
   lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++;
 }
 
-/* Stats structs come back as tables. */
-%typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) {
-  memset(&tmp, 0, sizeof tmp); $1 = &tmp;
-}
-%typemap(argout) pl_client_stats *out {
-  lua_createtable(L, 0, 14);
-#define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
-#define PL_D(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
-  PL_F(requests) PL_F(reused_connections) PL_F(retries) PL_F(sent) PL_F(received)
-  PL_F(completed) PL_F(abandoned) PL_F(renewed) PL_F(lost) PL_D(renew_p50_ms) PL_D(renew_p99_ms)
-  PL_F(orphaned_locks) PL_F(failed) PL_F(renew_failures)
-#undef PL_F
-#undef PL_D
-  SWIG_arg++;
-}
-%typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {
-  memset(&tmp, 0, sizeof tmp); $1 = &tmp;
-}
-%typemap(argout) pl_renewer_stats *out {
-  int i;
-  lua_createtable(L, 0, 10);
-#define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
-#define PL_D(f) lua_pushnumber(L, (lua_Number)$1->f); lua_setfield(L, -2, #f);
-  PL_F(held) PL_F(renewals) PL_F(failures) PL_F(lost) PL_F(cap_reached) PL_F(threads)
-  PL_D(lateness_p99_ms) PL_D(rtt_p99_ms) PL_F(state_bytes)
-#undef PL_F
-#undef PL_D
-  lua_createtable(L, PL_SLACK_BUCKETS, 0);
-  for (i = 0; i < PL_SLACK_BUCKETS; i++) { pl_lua_pushint64(L, (int64_t)$1->slack_buckets[i]); lua_rawseti(L, -2, i + 1); }
-  lua_setfield(L, -2, "slack_buckets");
-  SWIG_arg++;
-}
+/* Stats structs come back as tables (stats.c, by bindings/pl_fields.h's lists). */
+%typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) { memset(&tmp, 0, sizeof tmp); $1 = &tmp; }
+%typemap(argout) pl_client_stats *out { pl_lua_push_client_stats(L, $1); SWIG_arg++; }
+%typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) { memset(&tmp, 0, sizeof tmp); $1 = &tmp; }
+%typemap(argout) pl_renewer_stats *out { pl_lua_push_renewer_stats(L, $1); SWIG_arg++; }
 %typemap(in, numinputs=0) pl_run_tallies *out (pl_run_tallies tmp = PL_RUN_TALLIES_INIT) { $1 = &tmp; }
-%typemap(argout) pl_run_tallies *out {
-  lua_createtable(L, 0, 11);
-#define PL_F(f) pl_lua_pushint64(L, (int64_t)$1->f); lua_setfield(L, -2, #f);
-  PL_F(received) PL_F(redelivered) PL_F(processed) PL_F(settled_by_handler) PL_F(failed) PL_F(lost)
-  PL_F(unknown) PL_F(abandoned_on_drain) PL_F(left_to_expire) PL_F(errors) PL_F(in_flight)
-#undef PL_F
-  SWIG_arg++;
-}
+%typemap(argout) pl_run_tallies *out { pl_lua_push_run_tallies(L, $1); SWIG_arg++; }
 /* pl_renewer_finish's outcome, after the status. */
 %typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *outcome { lua_pushinteger(L, (lua_Integer)tmp$argnum); SWIG_arg++; }

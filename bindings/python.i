@@ -131,82 +131,14 @@ PL_PY_OUT_OBJECT(pl_response)
     $result = PyBytes_FromStringAndSize(result ? (const char *)result : "", result ? (Py_ssize_t)*$1 : 0);
 }
 
-/* ---- stats out: dicts ----------------------------------------------------- */
+/* ---- stats out: dicts (glue.c, by bindings/pl_fields.h's lists) ----------- */
 
-%typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) {
-    memset(&tmp, 0, sizeof tmp);
-    $1 = &tmp;
-}
-%typemap(argout) pl_client_stats *out {
-    Py_XDECREF($result);
-    $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:K,s:K,s:K}",
-        "requests", (unsigned long long)tmp$argnum.requests,
-        "reused_connections", (unsigned long long)tmp$argnum.reused_connections,
-        "retries", (unsigned long long)tmp$argnum.retries,
-        "sent", (unsigned long long)tmp$argnum.sent,
-        "received", (unsigned long long)tmp$argnum.received,
-        "completed", (unsigned long long)tmp$argnum.completed,
-        "abandoned", (unsigned long long)tmp$argnum.abandoned,
-        "renewed", (unsigned long long)tmp$argnum.renewed,
-        "lost", (unsigned long long)tmp$argnum.lost,
-        "renew_p50_ms", tmp$argnum.renew_p50_ms,
-        "renew_p99_ms", tmp$argnum.renew_p99_ms,
-        "orphaned_locks", (unsigned long long)tmp$argnum.orphaned_locks,
-        "failed", (unsigned long long)tmp$argnum.failed,
-        "renew_failures", (unsigned long long)tmp$argnum.renew_failures));
-}
-
-%typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) {
-    memset(&tmp, 0, sizeof tmp);
-    $1 = &tmp;
-}
-%typemap(argout) pl_renewer_stats *out {
-    PyObject *buckets = PyTuple_New(PL_SLACK_BUCKETS);
-    Py_ssize_t i;
-    Py_XDECREF($result);
-    $result = NULL;
-    for (i = 0; buckets && i < PL_SLACK_BUCKETS; i++) {
-        PyObject *n = PyLong_FromUnsignedLongLong((unsigned long long)tmp$argnum.slack_buckets[i]);
-        if (!n) Py_CLEAR(buckets);
-        else PyTuple_SET_ITEM(buckets, i, n);
-    }
-    if (buckets) {
-        $result = Py_BuildValue(
-            "{s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:O,s:K}",
-            "held", (unsigned long long)tmp$argnum.held,
-            "renewals", (unsigned long long)tmp$argnum.renewals,
-            "failures", (unsigned long long)tmp$argnum.failures,
-            "lost", (unsigned long long)tmp$argnum.lost,
-            "cap_reached", (unsigned long long)tmp$argnum.cap_reached,
-            "threads", (unsigned long long)tmp$argnum.threads,
-            "lateness_p99_ms", tmp$argnum.lateness_p99_ms,
-            "rtt_p99_ms", tmp$argnum.rtt_p99_ms,
-            "slack_buckets", buckets,
-            "state_bytes", (unsigned long long)tmp$argnum.state_bytes);
-        Py_DECREF(buckets);
-    }
-}
-
-%typemap(in, numinputs=0) pl_run_tallies *out (pl_run_tallies tmp = PL_RUN_TALLIES_INIT) {
-    $1 = &tmp;
-}
-%typemap(argout) pl_run_tallies *out {
-    Py_XDECREF($result);
-    $result = Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
-        "received", (unsigned long long)tmp$argnum.received,
-        "redelivered", (unsigned long long)tmp$argnum.redelivered,
-        "processed", (unsigned long long)tmp$argnum.processed,
-        "settled_by_handler", (unsigned long long)tmp$argnum.settled_by_handler,
-        "failed", (unsigned long long)tmp$argnum.failed,
-        "lost", (unsigned long long)tmp$argnum.lost,
-        "unknown", (unsigned long long)tmp$argnum.unknown,
-        "abandoned_on_drain", (unsigned long long)tmp$argnum.abandoned_on_drain,
-        "left_to_expire", (unsigned long long)tmp$argnum.left_to_expire,
-        "errors", (unsigned long long)tmp$argnum.errors,
-        "in_flight", (unsigned long long)tmp$argnum.in_flight);
-}
+%typemap(in, numinputs=0) pl_client_stats *out (pl_client_stats tmp) { memset(&tmp, 0, sizeof tmp); $1 = &tmp; }
+%typemap(argout) pl_client_stats *out { Py_XDECREF($result); $result = pl_py_client_stats(&tmp$argnum); }
+%typemap(in, numinputs=0) pl_renewer_stats *out (pl_renewer_stats tmp) { memset(&tmp, 0, sizeof tmp); $1 = &tmp; }
+%typemap(argout) pl_renewer_stats *out { Py_XDECREF($result); $result = pl_py_renewer_stats(&tmp$argnum); }
+%typemap(in, numinputs=0) pl_run_tallies *out (pl_run_tallies tmp = PL_RUN_TALLIES_INIT) { $1 = &tmp; }
+%typemap(argout) pl_run_tallies *out { Py_XDECREF($result); $result = pl_py_run_tallies(&tmp$argnum); }
 
 /* pl_renewer_finish's outcome: the return value (the status typemap left None). */
 %typemap(in, numinputs=0) int *outcome (int tmp = 0) { $1 = &tmp; }
@@ -235,24 +167,8 @@ PL_PY_OUT_OBJECT(pl_aio)
     if (!$result && tmp$argnum) pl_py_aio_lost(arg1, tmp$argnum, "$symname");
 }
 
-%typemap(in, numinputs=0) pl_aio_stats *out (pl_aio_stats tmp) {
-    memset(&tmp, 0, sizeof tmp);
-    $1 = &tmp;
-}
-%typemap(argout) pl_aio_stats *out {
-    Py_XDECREF($result);
-    $result = (Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
-        "submitted", (unsigned long long)tmp$argnum.submitted,
-        "completed", (unsigned long long)tmp$argnum.completed,
-        "pending", (unsigned long long)tmp$argnum.pending,
-        "inflight", (unsigned long long)tmp$argnum.inflight,
-        "max_pending", (unsigned long long)tmp$argnum.max_pending,
-        "cancelled", (unsigned long long)tmp$argnum.cancelled,
-        "cancel_abandoned", (unsigned long long)tmp$argnum.cancel_abandoned,
-        "op_bytes", (unsigned long long)tmp$argnum.op_bytes,
-        "background", (unsigned long long)tmp$argnum.background));
-}
+%typemap(in, numinputs=0) pl_aio_stats *out (pl_aio_stats tmp) { memset(&tmp, 0, sizeof tmp); $1 = &tmp; }
+%typemap(argout) pl_aio_stats *out { Py_XDECREF($result); $result = pl_py_aio_stats(&tmp$argnum); }
 %apply int PL_STATUS { int pl_aio_stats_get };
 
 %include "peeklock.i"

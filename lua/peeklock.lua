@@ -209,27 +209,24 @@ local function warn_in_nginx()
           "blocks the whole worker; use require \"peeklock.resty\" (cosockets) instead")
 end
 
--- The options peeklock.client takes, with their types (peeklock.resty adds its own).
-local CLIENT_OPTIONS = {
-  connection_string = "string", endpoint = "string", key_name = "string", key = "string",
-  sas_token = "string", ca_file = "string", connect_timeout_ms = "number", request_timeout_ms = "number",
-  max_retries = "number", retry_base_ms = "number", retry_max_ms = "number", pool_size = "number",
-  token_lifetime_s = "number", renewer = "table",
-}
-
 --- peeklock.client(connection_string | options) -> client | nil, err
 -- options: connection_string | endpoint + key_name + key | sas_token, and
 -- connect_timeout_ms, request_timeout_ms, max_retries, retry_base_ms, retry_max_ms,
 -- pool_size, ca_file, token_lifetime_s; renewer = { margin_floor_ms=..., ... }.
 -- An unknown option or one of the wrong type raises an error, as does a value the core
--- refuses (its words, at the caller's line).
+-- refuses (its words, at the caller's line). extra_options: the caller's own (name -> type).
 function M.client(opts, extra_options)
   if type(opts) == "string" then opts = { connection_string = opts }
   elseif type(opts) ~= "table" then argerror("client", 1, "connection string or options table", opts)
-  else check_options("client", opts, CLIENT_OPTIONS, extra_options) end
+  end
+  -- the core's refusal of a key or a value's type (bindings/lua/options.c: "unknown option ...",
+  -- "bad option ...") in its words; of a number that fits no C type, named as the native's
+  local ok, rc, h = pcall(core.client_new, opts, extra_options)
+  if not ok then
+    rc = tostring(rc)
+    raise(rc:find("^client_new: ") and "peeklock.client: " .. rc or rc)
+  end
   if not extra_options then warn_in_nginx() end
-  local ok, rc, h = pcall(core.client_new, opts)
-  if not ok then raise("peeklock.client: " .. tostring(rc)) end
   if rc < 0 then return fail(rc, "client") end
   return setmetatable({ _h = h, _renewer_opts = opts.renewer, _lost = LOST, _active = ACTIVE,
                          _held = setmetatable({}, WEAK_VALUES) }, Client)

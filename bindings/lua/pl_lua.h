@@ -6,7 +6,8 @@
  * messages as Lua tables (messages.c), the outgoing-message builder and the blocking
  * client's hot methods (outgoing.c), the request/response pieces of the cosocket driver
  * peeklock.resty (requests.c) and its renewal schedule (schedule.c), and the options tables
- * of client_new / renewer_new (options.c). Each native below is registered by bindings/lua.i (%native). */
+ * of client_new / renewer_new (options.c), and the stats and tallies structs as tables
+ * (stats.c). Each native below is registered by bindings/lua.i (%native). */
 #ifndef PL_LUA_H
 #define PL_LUA_H
 
@@ -139,5 +140,12 @@ int pl_lua_client_new(lua_State *L);
 int pl_lua_renewer_new(lua_State *L);
 /* run_new(now_ms, opts) -> rc, run */
 int pl_lua_run_new(lua_State *L);
+
+/* ---- stats and tallies out (stats.c) --------------------------------------------- */
+
+/* Push the table of a struct's fields (bindings/pl_fields.h) by name. */
+void pl_lua_push_client_stats(lua_State *L, const pl_client_stats *s);
+void pl_lua_push_renewer_stats(lua_State *L, const pl_renewer_stats *s);
+void pl_lua_push_run_tallies(lua_State *L, const pl_run_tallies *s);
 
 #endif

@@ -16,6 +16,7 @@
 #include <structmember.h>
 
 #include "peeklock.h"
+#include "pl_fields.h"
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -184,37 +185,21 @@ typedef struct pl_py_field {
     char type; /* 's' str or None (NULL), 'i' int, 'l' long, 'd' double */
 } pl_py_field;
 
-/* A row of a field table: {PL_PY_FIELD(struct type, field, type letter)} */
-#define PL_PY_FIELD(T, name, type) #name, offsetof(T, name), type
+/* A row of a field table, from a line of pl_fields.h: PL_PY_FIELD(struct type, field, kind). */
+#define PL_PY_TYPE_STR          's'
+#define PL_PY_TYPE_INT          'i'
+#define PL_PY_TYPE_LONG         'l'
+#define PL_PY_TYPE_DBL          'd'
+#define PL_PY_FIELD(T, f, kind) {#f, PL_FIELD_OFFSET(T, f, kind), PL_PY_TYPE_##kind},
 
-static const pl_py_field pl_py_client_fields[] = {
-    {PL_PY_FIELD(pl_client_options, connection_string, 's')},
-    {PL_PY_FIELD(pl_client_options, endpoint, 's')},
-    {PL_PY_FIELD(pl_client_options, key_name, 's')},
-    {PL_PY_FIELD(pl_client_options, key, 's')},
-    {PL_PY_FIELD(pl_client_options, sas_token, 's')},
-    {PL_PY_FIELD(pl_client_options, connect_timeout_ms, 'l')},
-    {PL_PY_FIELD(pl_client_options, request_timeout_ms, 'l')},
-    {PL_PY_FIELD(pl_client_options, max_retries, 'i')},
-    {PL_PY_FIELD(pl_client_options, retry_base_ms, 'l')},
-    {PL_PY_FIELD(pl_client_options, retry_max_ms, 'l')},
-    {PL_PY_FIELD(pl_client_options, pool_size, 'i')},
-    {PL_PY_FIELD(pl_client_options, ca_file, 's')},
-    {PL_PY_FIELD(pl_client_options, token_lifetime_s, 'i')},
-};
-
-static const pl_py_field pl_py_renewer_fields[] = {
-    {PL_PY_FIELD(pl_renewer_options, max_connections, 'i')},
-    {PL_PY_FIELD(pl_renewer_options, margin_floor_ms, 'l')},
-    {PL_PY_FIELD(pl_renewer_options, jitter, 'd')},
-    {PL_PY_FIELD(pl_renewer_options, default_max_renew_ms, 'l')},
-    {PL_PY_FIELD(pl_renewer_options, request_timeout_ms, 'l')},
-};
-
-static const pl_py_field pl_py_run_fields[] = {
-    {PL_PY_FIELD(pl_run_options, max_messages, 'l')},
-    {PL_PY_FIELD(pl_run_options, idle_timeout, 'd')},
-};
+static const pl_py_field pl_py_client_fields[] = {PL_CLIENT_OPTIONS_FIELDS(PL_PY_FIELD)};
+static const pl_py_field pl_py_renewer_fields[] = {PL_RENEWER_OPTIONS_FIELDS(PL_PY_FIELD)};
+static const pl_py_field pl_py_run_fields[] = {PL_RUN_OPTIONS_FIELDS(PL_PY_FIELD)};
+#undef PL_PY_FIELD
+#undef PL_PY_TYPE_STR
+#undef PL_PY_TYPE_INT
+#undef PL_PY_TYPE_LONG
+#undef PL_PY_TYPE_DBL
 
 #define PL_PY_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -358,6 +343,54 @@ fail:
     pl_py_raise(rc);
     return NULL;
 }
+
+/* ---- stats and tallies out: dicts ---------------------------------------- */
+
+/* Sets d[key] to a new reference v (NULL: an error is set); -1 with an error set. */
+static int pl_py_put(PyObject *d, const char *key, PyObject *v)
+{
+    int rc = v ? PyDict_SetItemString(d, key, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* A tuple of the n counters of a histogram. */
+static PyObject *pl_py_u64s(const uint64_t *a, size_t n)
+{
+    PyObject *t = PyTuple_New((Py_ssize_t)n);
+    size_t i;
+    for (i = 0; t && i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong((unsigned long long)a[i]);
+        if (!v)
+            Py_CLEAR(t);
+        else
+            PyTuple_SET_ITEM(t, (Py_ssize_t)i, v);
+    }
+    return t;
+}
+
+#define PL_PY_OUT_U64(v)  PyLong_FromUnsignedLongLong((unsigned long long)(v))
+#define PL_PY_OUT_DBL(v)  PyFloat_FromDouble(v)
+#define PL_PY_OUT_U64S(v) pl_py_u64s(v, sizeof(v) / sizeof((v)[0]))
+#define PL_PY_PUT(kind, f)                                                                                   \
+    if (d && pl_py_put(d, #f, PL_PY_OUT_##kind(s->f)) < 0) Py_CLEAR(d);
+/* A function of glue.h: the dict of a struct's fields, by pl_fields.h's list. */
+#define PL_PY_STATS_DICT(fn, T, LIST)                                                                        \
+    PyObject *fn(const T *s)                                                                                 \
+    {                                                                                                        \
+        PyObject *d = PyDict_New();                                                                          \
+        LIST(PL_PY_PUT)                                                                                      \
+        return d;                                                                                            \
+    }
+PL_PY_STATS_DICT(pl_py_client_stats, pl_client_stats, PL_CLIENT_STATS_FIELDS)
+PL_PY_STATS_DICT(pl_py_renewer_stats, pl_renewer_stats, PL_RENEWER_STATS_FIELDS)
+PL_PY_STATS_DICT(pl_py_run_tallies, pl_run_tallies, PL_RUN_TALLIES_FIELDS)
+PL_PY_STATS_DICT(pl_py_aio_stats, pl_aio_stats, PL_AIO_STATS_FIELDS)
+#undef PL_PY_STATS_DICT
+#undef PL_PY_PUT
+#undef PL_PY_OUT_U64
+#undef PL_PY_OUT_DBL
+#undef PL_PY_OUT_U64S
 
 /* ---- peeklock.Message: its slots ---------------------------------------- */
 

@@ -29,6 +29,17 @@ int pl_py_glue_init(PyObject *module);
  * peeklock.errors registers, with pl_error_last()'s details when they are code's. */
 void pl_py_raise(int code);
 
+/* The dict of a stats or tallies struct, its fields (bindings/pl_fields.h) by name
+ * (a histogram as a tuple); NULL with an error set. The .i typemaps return them. */
+struct pl_client_stats;
+struct pl_renewer_stats;
+struct pl_run_tallies;
+struct pl_aio_stats;
+PyObject *pl_py_client_stats(const struct pl_client_stats *s);
+PyObject *pl_py_renewer_stats(const struct pl_renewer_stats *s);
+PyObject *pl_py_run_tallies(const struct pl_run_tallies *s);
+PyObject *pl_py_aio_stats(const struct pl_aio_stats *s);
+
 struct pl_aio;
 /* An operation the engine took (id) that its caller cannot wait for (out of
  * memory for its id, or for its future's registration): cancelled, and the

@@ -351,9 +351,6 @@ local function check_client(self, fname)
 end
 
 
-local RENEWER_OPTIONS = { max_connections = "number", margin_floor_ms = "number", default_max_renew_ms = "number",
-                          request_timeout_ms = "number", jitter = "number" }
-
 -- Refuses (raises at the user's line) an option fname does not know or of the wrong
 -- type, before anything is made or sent. known: name -> type; extra: a second such table.
 local function check_options(fname, opts, known, extra)
@@ -367,7 +364,6 @@ local function check_options(fname, opts, known, extra)
       error(("bad option '%s' to '%s' (%s expected, got %s)"):format(k, fname, base, type(v)), user_level())
     end
   end
-  if type(opts.renewer) == "table" then check_options(fname, opts.renewer, RENEWER_OPTIONS) end
 end
 
 -- send_batch's check, build, hand over and release (native: core.pl_send_batch, or

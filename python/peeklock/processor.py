@@ -362,27 +362,11 @@ def _new_run(max_messages: Optional[int], idle_timeout: Optional[float]) -> Any:
     return _core.pl_run_new(_core.pl_now_mono_ms(), **opts)
 
 
-# the summary's fields that the run counts (pl_run_tallies)
-_TALLIED = (
-    "received",
-    "redelivered",
-    "processed",
-    "settled_by_handler",
-    "failed",
-    "lost",
-    "unknown",
-    "abandoned_on_drain",
-    "left_to_expire",
-    "errors",
-    "in_flight",
-)
-
-
 def _show(run: Any, s: "ProcessSummary") -> None:
-    """Shows the run's counts (pl_run_tallies) in the summary's fields."""
-    t = _core.pl_run_tallies_get(run)
-    for name in _TALLIED:
-        setattr(s, name, t[name])
+    """Shows the run's counts (pl_run_tallies, a dict by field name) in the
+    summary's fields of those names."""
+    for name, n in _core.pl_run_tallies_get(run).items():
+        setattr(s, name, n)
 
 
 def _received(run: Any, msg: "Message") -> None:

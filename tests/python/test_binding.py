@@ -2,6 +2,7 @@
 output pointers as return values, the error bridge, and a renewer that a
 GIL-holding handler cannot starve."""
 
+import dataclasses
 import gc
 import time
 
@@ -251,6 +252,16 @@ def test_lock_state_names_and_numbers_are_the_cores():
     assert [_core.pl_lock_state_name(st) for st in consts] == names
     assert _core.pl_lock_state_name(pc.LOCK_UNKNOWN + 1) is None
     assert _core.pl_lock_state_name(-1) is None
+
+
+def test_the_run_s_tallies_are_process_summary_fields():
+    # the processors show each tally the core returns under its name (one list:
+    # bindings/pl_fields.h): a tally with no summary field would be a stray attribute
+    run = _core.pl_run_new(_core.pl_now_mono_ms())
+    tallies = _core.pl_run_tallies_get(run)
+    assert {"received", "processed", "settled_by_handler", "in_flight"} <= set(tallies)
+    assert set(tallies) <= {f.name for f in dataclasses.fields(peeklock.ProcessSummary)}
+    assert all(v == 0 for v in tallies.values())
 
 
 def test_client_and_renewer_from_their_options_fields(emu, queue):
