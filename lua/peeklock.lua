@@ -390,7 +390,7 @@ function Client:with_lock(entity, opts, fn)
   r, err = self:_get_renewer()
   if not r then return nil, err end
   local msg
-  msg, err = self:peek_lock(entity, opts)
+  msg, err = self:peek_lock(entity, opts.timeout ~= nil and { timeout = opts.timeout } or nil)
   if not msg then return nil, err end
   return run_held(self, r, msg, max_renew, fn, "with_lock")
 end

@@ -444,6 +444,18 @@ static int pl_lua_client_receive(lua_State *L, const char *fname, int peek)
     if (!pl_lua_whole(L, 2)) return pl_lua_argerror(L, fname, 1, "string without NUL bytes", 2);
     if (!lua_isnil(L, 3)) {
         if (lua_type(L, 3) != LUA_TTABLE) return pl_lua_argerror(L, fname, 2, "table or nil", 3);
+        lua_pushnil(L);
+        while (lua_next(L, 3)) { /* timeout is the one option: a misspelt one is refused, not ignored */
+            size_t klen = 0;
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+            if (!k || klen != 7 || memcmp(k, "timeout", 7) != 0) {
+                lua_getglobal(L, "tostring"); /* the key as tostring shows it */
+                lua_pushvalue(L, -3);
+                lua_call(L, 1, 1);
+                return pl_lua_raise(L, "unknown option '%s' to '%s'", lua_tostring(L, -1), fname);
+            }
+            lua_pop(L, 1);
+        }
         lua_getfield(L, 3, "timeout");
         if (!lua_isnil(L, -1)) {
             timeout = lua_tonumber(L, -1);

@@ -418,10 +418,13 @@ end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
+local WITH_LOCK_OPTIONS = { timeout = "number?", max_renew = "number?" }
+
 local function with_lock_args(fname, entity, opts, fn)
   check_string(fname, 1, entity)
   if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
   opts = check_opts(fname, 2, opts)
+  check_options(fname, opts, WITH_LOCK_OPTIONS)
   if type(fn) ~= "function" then argerror(fname, 3, "function", fn) end
   local max_renew = opt_max_renew(fname, opts)
   opt_timeout(fname, opts, "timeout", core.PL_DEFAULT_RECEIVE_TIMEOUT_S) -- checked here to be worded as this call's

@@ -34,7 +34,7 @@ local type, tonumber, tostring, setmetatable, rawget = type, tonumber, tostring,
 local concat, lower, find, sub, byte = table.concat, string.lower, string.find, string.sub, string.byte
 local new_error, last_error, fail = I.new_error, I.last_error, I.fail
 local check_client, check_string, check_opts = I.check_client, I.check_string, I.check_opts
-local opt_timeout = I.opt_timeout
+local opt_timeout, check_options = I.opt_timeout, I.check_options
 local request_send_from, batch_from = I.request_send_from, I.batch_from
 local wrap_message = I.wrap_message
 -- argument errors raised through peeklock's checks point past this file too, at the caller
@@ -439,11 +439,15 @@ function Client:send_batch(entity, list)
   return exchange_sent(self, "send_batch", rc, req, entity, #list)
 end
 
+-- (_cut_on_exit: process's, for its own polls)
+local RECEIVE_OPTIONS = { timeout = "number?", _cut_on_exit = "boolean" }
+
 local function receive(self, op, entity, opts, peek)
   local h, err = check_client(self, op)
   if not h then return nil, err end
   check_string(op, 1, entity)
   opts = check_opts(op, 2, opts)
+  check_options(op, opts, RECEIVE_OPTIONS)
   local timeout = opt_timeout(op, opts, "timeout", core.PL_DEFAULT_RECEIVE_TIMEOUT_S)
   local rc, req = core.pl_request_receive(h, entity, timeout, peek and 1 or 0)
   if rc < 0 then return fail(rc, op) end

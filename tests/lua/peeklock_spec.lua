@@ -792,6 +792,11 @@ describe("peeklock (" .. (jit and jit.version or _VERSION) .. ")", function()
           "bad option 'timeout' to 'peek_lock' (must be 0..300 seconds)" },
         { function() client:receive_and_delete(q, { timeout = -1 }) end,
           "bad option 'timeout' to 'receive_and_delete' (must be 0..300 seconds)" },
+        -- a misspelt option is refused, not ignored
+        { function() client:peek_lock(q, { timout = 1 }) end, "unknown option 'timout' to 'peek_lock'" },
+        { function() client:receive_and_delete(q, { 5 }) end, "unknown option '1' to 'receive_and_delete'" },
+        { function() client:with_lock(q, { timout = 1 }, function() end) end,
+          "unknown option 'timout' to 'with_lock'" },
         { function() client.receive_and_delete({}, q) end,
           "bad self to 'receive_and_delete' (peeklock.Client expected, got table; use client:receive_and_delete(...))" },
       }

@@ -169,12 +169,15 @@ function H.options()
                                                 c2._connect_timeout_ms, c2._send_timeout_ms, c2._request_timeout_ms)
   local pools = ("%d %d"):format(c._pool_size, c2._pool_size)
   c2:close()
+  -- a misspelt receive option is refused before anything is sent
+  local ok3, e3 = pcall(c.peek_lock, c, a.entity, { timout = 1 })
   local before = c:stats().requests
   assert(c:send(a.entity, "counted"))
   assert(c:send(a.entity, "counted"))
   local st = c:stats()
   c:close()
   reply({ refused = not ok, err = tostring(e), refused_unknown = not ok2, err_unknown = tostring(e2),
+          refused_receive = not ok3, err_receive = tostring(e3),
           requests = st.requests - before, reused = st.reused_connections, sent = st.sent,
           timeouts = timeouts, pools = pools })
 end

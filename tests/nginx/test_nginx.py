@@ -527,6 +527,7 @@ def main():
             r, _ = ngx.get("/options", entity="counted")
             assert r["refused"] and "bad option 'keepalive_ms' to 'client' (number expected, got string)" in r["err"], r
             assert r["refused_unknown"] and "unknown option 'bogus_opt'" in r["err_unknown"], r
+            assert r["refused_receive"] and "unknown option 'timout' to 'peek_lock'" in r["err_receive"], r
             assert r["requests"] == 2 and r["reused"] >= 1 and r["sent"] == 2, r
             assert r["timeouts"] == "10000/30000/30000 10000/7000/7000", r
             assert r["pools"] == "32 3", r  # resty's own default (one pool per worker), or the option
