@@ -26,36 +26,38 @@ const char *pl_wire_op_name(int op)
 
 /* ---- entity names ------------------------------------------------------- */
 
+/* Why one path segment of an entity (seg, len bytes) is refused, or NULL when it is
+ * fine: the segment rule of pl_entity_encode and entity_plain. */
+static const char *entity_segment_error(const char *seg, size_t len)
+{
+    if (len == 0) return "has an empty path segment";
+    if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+        return "must not contain '.' or '..' segments";
+    if (len == 8 && pl_strncaseeq(seg, "messages", 8)) return "must not contain a 'messages' segment";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)seg[i];
+        if (c < 0x20 || c == 0x7f) return "contains a control character";
+    }
+    return NULL;
+}
+
 int pl_entity_encode(char **out, const char *entity)
 {
     *out = NULL;
     if (!entity) return pl_error_inval("entity", "must not be NULL");
     size_t n = strlen(entity);
     if (n == 0) return pl_error_inval("entity", "must not be empty");
-    if (n > 1024) return pl_error_inval("entity", "is longer than 1024 characters");
+    if (n > PL_MAX_ENTITY_LEN)
+        return pl_error_inval("entity", "is longer than " PL_STRINGIFY(PL_MAX_ENTITY_LEN) " characters");
     pl_buf b = PL_BUF_INIT;
     const char *p = entity;
     for (;;) {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
-        if (len == 0) {
+        const char *why = entity_segment_error(p, len);
+        if (why) {
             pl_buf_free(&b);
-            return pl_error_inval("entity", "has an empty path segment");
-        }
-        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) {
-            pl_buf_free(&b);
-            return pl_error_inval("entity", "must not contain '.' or '..' segments");
-        }
-        if (len == 8 && pl_strncaseeq(p, "messages", 8)) {
-            pl_buf_free(&b);
-            return pl_error_inval("entity", "must not contain a 'messages' segment");
-        }
-        for (size_t i = 0; i < len; i++) {
-            unsigned char c = (unsigned char)p[i];
-            if (c < 0x20 || c == 0x7f) {
-                pl_buf_free(&b);
-                return pl_error_inval("entity", "contains a control character");
-            }
+            return pl_error_inval("entity", why);
         }
         /* '$' stays literal ($DeadLetterQueue), as the service's own clients send it. */
         char *enc = pl_pct_encode(p, len, "$", 1);
@@ -82,10 +84,7 @@ static int entity_plain(const char *entity, size_t *len)
     for (;; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '/' || c == '\0') {
-            size_t sl = (size_t)(p - seg);
-            if (sl == 0 || (sl == 1 && seg[0] == '.') || (sl == 2 && seg[0] == '.' && seg[1] == '.') ||
-                (sl == 8 && pl_strncaseeq(seg, "messages", 8)))
-                return 0;
+            if (entity_segment_error(seg, (size_t)(p - seg))) return 0;
             if (!c) break;
             seg = p + 1;
             continue;
@@ -95,7 +94,7 @@ static int entity_plain(const char *entity, size_t *len)
             return 0;
     }
     *len = (size_t)(p - entity);
-    return *len <= 1024;
+    return *len <= PL_MAX_ENTITY_LEN;
 }
 
 int pl_check_entity(const char *entity)
@@ -116,7 +115,7 @@ int pl_timeout_seconds(double seconds)
 {
     /* NaN fails both comparisons */
     if (!(seconds >= 0.0 && seconds <= PL_MAX_RECEIVE_TIMEOUT_S))
-        return pl_error_inval("timeout", "must be 0..300 seconds");
+        return pl_error_inval("timeout", "must be 0.." PL_STRINGIFY(PL_MAX_RECEIVE_TIMEOUT_S) " seconds");
     pl_error_ok();
     return (int)ceil(seconds); /* up: a 0.5 s wait must not become a 0 s poll */
 }

@@ -512,8 +512,10 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * PL_EINVAL with pl_error_last() naming the argument ("entity: ...", "timeout: ...").
  * For a binding that takes a value now and uses it in a later call (a processor's
  * entity and poll timeout); every call checks its arguments anyway. An entity is
- * refused when empty, longer than 1024 bytes, with an empty, '.', '..' or 'messages'
- * path segment or a control character; a receive timeout outside 0..300 seconds. */
+ * refused when empty, longer than PL_MAX_ENTITY_LEN (1024) bytes, with an empty, '.',
+ * '..' or 'messages' path segment or a control character; a receive timeout outside
+ * 0..PL_MAX_RECEIVE_TIMEOUT_S (300) seconds. */
+#define PL_MAX_ENTITY_LEN 1024
 PL_EXTERN int pl_check_entity(const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
 /* The longest receive timeout (seconds): a wait longer than this (a processor's
