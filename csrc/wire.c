@@ -10,18 +10,26 @@
 #include "message_int.h"
 #include "wire_int.h"
 
+/* The operations' names, by PL_OP_* (0: a request of no other kind). */
+static const char *const op_names[] = {
+    [0] = "request",
+    [PL_OP_SEND] = "send",
+    [PL_OP_BATCH] = "send batch",
+    [PL_OP_PEEKLOCK] = "peek-lock",
+    [PL_OP_RECVDEL] = "receive-and-delete",
+    [PL_OP_RENEW] = "renew-lock",
+    [PL_OP_UNLOCK] = "unlock",
+    [PL_OP_COMPLETE] = "complete",
+};
+
 const char *pl_wire_op_name(int op)
 {
-    switch (op) {
-    case PL_OP_SEND: return "send";
-    case PL_OP_BATCH: return "send batch";
-    case PL_OP_PEEKLOCK: return "peek-lock";
-    case PL_OP_RECVDEL: return "receive-and-delete";
-    case PL_OP_RENEW: return "renew-lock";
-    case PL_OP_UNLOCK: return "unlock";
-    case PL_OP_COMPLETE: return "complete";
-    default: return "request";
-    }
+    return op > 0 && op < (int)(sizeof op_names / sizeof op_names[0]) ? op_names[op] : op_names[0];
+}
+
+const char *pl_op_name(int index)
+{
+    return index >= 0 && index < (int)(sizeof op_names / sizeof op_names[0]) ? op_names[index] : NULL;
 }
 
 /* ---- entity names ------------------------------------------------------- */

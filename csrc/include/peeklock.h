@@ -133,6 +133,12 @@ PL_EXTERN void pl_free(void *p);
  * thread. */
 PL_EXTERN int pl_redact(char **out, const char *text);
 
+/* The names of the core's operations, which open some of its messages ("complete on
+ * 'q': ...", "send: ..."): index 0, 1, 2, ... gives each name, then NULL (a binding
+ * that recognises them lists them by counting up from 0). Index 0 is "request", the
+ * name of a call of no other kind. Pure; any thread. */
+PL_EXTERN const char *pl_op_name(int index);
+
 /* ------------------------------------------------------------------------ */
 /* SAS tokens and connection strings (pure, no I/O)                           */
 /* Thread safety: all of these may be called from any thread. A pl_connstr is */

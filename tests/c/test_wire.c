@@ -328,6 +328,19 @@ static void requests(void)
         CHECK_STR(pl_error_last()->message, why);
     }
     CHECK_EQ(PL_MAX_ENTITY_LEN, 1024);
+    /* The operations' names, listed by counting up until NULL: each is the name the
+     * core's messages open with. */
+    CHECK_STR(pl_op_name(0), "request");
+    CHECK_STR(pl_op_name(PL_OP_BATCH), pl_wire_op_name(PL_OP_BATCH));
+    CHECK_STR(pl_op_name(PL_OP_BATCH), "send batch");
+    int nops = 0;
+    while (pl_op_name(nops)) {
+        CHECK_STR(pl_wire_op_name(nops), pl_op_name(nops));
+        nops++;
+    }
+    CHECK_EQ(nops, PL_OP_COMPLETE + 1);
+    CHECK(pl_op_name(-1) == NULL);
+    CHECK_STR(pl_wire_op_name(99), "request");
     char longname[PL_MAX_ENTITY_LEN + 2];
     memset(longname, 'a', PL_MAX_ENTITY_LEN + 1);
     longname[PL_MAX_ENTITY_LEN + 1] = '\0';
