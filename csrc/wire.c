@@ -105,6 +105,28 @@ static int entity_plain(const char *entity, size_t *len)
     return *len <= PL_MAX_ENTITY_LEN;
 }
 
+int pl_entity_destination(char **out, char **out2, const char *entity)
+{
+    *out = NULL;
+    *out2 = NULL;
+    if (!entity) return pl_error_inval("entity", "must not be NULL");
+    /* "<topic>/subscriptions/<name>[/...]": the service matches the segment in any case */
+    const char *s1 = strchr(entity, '/');
+    const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+    size_t sub_len = s2 ? strcspn(s2 + 1, "/") : 0;
+    int sub = s1 && s1 > entity && s2 && s2 - s1 - 1 == 13 && pl_strncaseeq(s1 + 1, "subscriptions", 13) &&
+              sub_len > 0;
+    *out = sub ? pl_strndup(entity, (size_t)(s1 - entity)) : pl_strdup(entity);
+    if (sub && *out) *out2 = pl_strndup(s2 + 1, sub_len);
+    if (!*out || (sub && !*out2)) {
+        pl_free(*out);
+        *out = NULL;
+        return pl_error_nomem();
+    }
+    pl_error_ok();
+    return PL_OK;
+}
+
 int pl_check_entity(const char *entity)
 {
     size_t len;

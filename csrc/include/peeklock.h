@@ -523,6 +523,14 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * 0..PL_MAX_RECEIVE_TIMEOUT_S (300) seconds. */
 #define PL_MAX_ENTITY_LEN 1024
 PL_EXTERN int pl_check_entity(const char *entity);
+/* An entity's destination and subscription names, as telemetry labels them
+ * (messaging.destination.name, messaging.destination.subscription_name):
+ * "<topic>/subscriptions/<name>[/...]" gives *out "<topic>" and *out2 "<name>" (the
+ * "subscriptions" segment in any case, as the service's paths are case-insensitive:
+ * "orders/SUBSCRIPTIONS/s" gives "orders" and "s"); any other entity gives *out the
+ * entity as it is and *out2 NULL. Both owned (pl_free). PL_OK, PL_EINVAL (NULL entity)
+ * or PL_ENOMEM. The entity is not checked (pl_check_entity). Pure; any thread. */
+PL_EXTERN int pl_entity_destination(char **out, char **out2, const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
 /* The longest receive timeout (seconds): a wait longer than this (a processor's
  * max_wait for a batch) is made of several receives. */

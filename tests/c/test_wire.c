@@ -328,6 +328,37 @@ static void requests(void)
         CHECK_STR(pl_error_last()->message, why);
     }
     CHECK_EQ(PL_MAX_ENTITY_LEN, 1024);
+    /* An entity's destination and subscription, the case rule once. */
+    static const struct {
+        const char *entity, *name, *sub;
+    } dests[] = {
+        {"q", "q", NULL},
+        {"orders/subscriptions/s", "orders", "s"},
+        {"orders/SUBSCRIPTIONS/s", "orders", "s"},
+        {"orders/Subscriptions/s/$DeadLetterQueue", "orders", "s"},
+        {"q/$DeadLetterQueue", "q/$DeadLetterQueue", NULL},
+        {"orders/subscriptions", "orders/subscriptions", NULL},
+        {"orders/subscriptions/", "orders/subscriptions/", NULL},
+        {"/subscriptions/s", "/subscriptions/s", NULL},
+        {"orders/subscription/s", "orders/subscription/s", NULL},
+        {"a/b/subscriptions/s", "a/b/subscriptions/s", NULL},
+    };
+    for (size_t i = 0; i < sizeof dests / sizeof dests[0]; i++) {
+        char *name = NULL, *sub = (char *)1;
+        CHECK_EQ(pl_entity_destination(&name, &sub, dests[i].entity), PL_OK);
+        CHECK_STR(name, dests[i].name);
+        if (dests[i].sub)
+            CHECK_STR(sub, dests[i].sub);
+        else
+            CHECK(sub == NULL);
+        pl_free(name);
+        pl_free(sub);
+    }
+    {
+        char *name = (char *)1, *sub = (char *)1;
+        CHECK_EQ(pl_entity_destination(&name, &sub, NULL), PL_EINVAL);
+        CHECK(name == NULL && sub == NULL);
+    }
     /* The operations' names, listed by counting up until NULL: each is the name the
      * core's messages open with. */
     CHECK_STR(pl_op_name(0), "request");
