@@ -155,6 +155,12 @@ PL_EXTERN const char *pl_op_name(int index);
 PL_EXTERN int pl_sas_token(char **out, const char *resource_uri, const char *key_name, const char *key,
                            int64_t expiry_unix);
 
+/* An expiry as a binding takes it (a number of Unix seconds, rounded down to the
+ * int64_t of pl_sas_token): PL_OK when -2^63 < unix_seconds < 2^63, else PL_EINVAL with
+ * pl_error_last() "<name>: must be a 64-bit Unix time (seconds), got <value>" (NaN
+ * and the infinities too). Python's and Lua's sas_token check their expiry with it. */
+PL_EXTERN int pl_check_expiry(const char *name, double unix_seconds);
+
 /* Same, but signs sr exactly as given (already encoded). */
 PL_EXTERN int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, const char *key,
                                int64_t expiry_unix);
