@@ -115,6 +115,13 @@ PL_LUA_OR_NULL_HANDLE(pl_message, m_or_null)
   SWIG_arg++;
 }
 %typemap(freearg) char **out { pl_free(*$1); }
+/* A second owned string (pl_entity_destination): one more value, nil for NULL. */
+%typemap(in, numinputs=0) char **out2 (char *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) char **out2 {
+  if (*$1) lua_pushstring(L, *$1); else lua_pushnil(L);
+  SWIG_arg++;
+}
+%typemap(freearg) char **out2 { pl_free(*$1); }
 
 /* Binary input: a Lua string, NULs included. */
 %typemap(in, checkfn="lua_isstring") (const void *body, size_t len) {

@@ -20,6 +20,10 @@
  *                            (The header returns owned strings only this way; a
  *                            future char * return that the caller frees must be
  *                            declared %newobject here, with a pl_free newfree.)
+ *   char **out2              a second owned string after char **out
+ *                            (pl_entity_destination), returned with it: Python a
+ *                            (first, second) tuple, Lua two more values; NULL ->
+ *                            None/nil.
  *   (const void *body, size_t len)   a byte string in.
  *   size_t *len (with a const void * return)   the return becomes a byte string.
  *   pl_client_stats *out, pl_renewer_stats *out, pl_run_tallies *out   a table/dict out.
@@ -139,7 +143,8 @@ struct pl_run {};
   int pl_batch_new, int pl_batch_add,
   int pl_send, int pl_send_batch, int pl_peek_lock, int pl_receive_and_delete,
   int pl_renew_lock, int pl_unlock, int pl_complete,
-  int pl_message_lock_handle, int pl_client_attach, int pl_check_entity, int pl_check_timeout,
+  int pl_message_lock_handle, int pl_client_attach, int pl_check_entity, int pl_entity_destination,
+  int pl_check_timeout,
   int pl_check_process_option,
   int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
   int pl_renewer_hold, int pl_renewer_finish,

@@ -109,6 +109,18 @@ PL_PY_OUT_OBJECT(pl_response)
                          : SWIG_Py_Void();
 }
 %typemap(freearg) char **out { pl_free(tmp$argnum); }
+/* char **out2: a second owned string; the result becomes the pair (out, out2) */
+%typemap(in, numinputs=0) char **out2 (char *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) char **out2 {
+    PyObject *second = tmp$argnum ? PyUnicode_DecodeUTF8(tmp$argnum, (Py_ssize_t)strlen(tmp$argnum), "replace")
+                                  : SWIG_Py_Void();
+    PyObject *pair = ($result && second) ? PyTuple_Pack(2, $result, second) : NULL;
+    Py_XDECREF(second);
+    Py_XDECREF($result);
+    $result = pair;
+    if (!pair) SWIG_fail;
+}
+%typemap(freearg) char **out2 { pl_free(tmp$argnum); }
 
 /* ---- bytes in / bytes out ------------------------------------------------ */
 

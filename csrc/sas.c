@@ -56,6 +56,16 @@ int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, c
     return PL_OK;
 }
 
+int pl_check_expiry(const char *name, double unix_seconds)
+{
+    /* -2^63 < t < 2^63: the doubles whose whole seconds an int64_t holds (NaN fails both) */
+    if (!(unix_seconds > -0x1p63 && unix_seconds < 0x1p63))
+        return pl_error_set(PL_EINVAL, 0, 0, "%s: must be a 64-bit Unix time (seconds), got %g",
+                            name ? name : "expiry", unix_seconds);
+    pl_error_ok();
+    return PL_OK;
+}
+
 int pl_sas_token(char **out, const char *resource_uri, const char *key_name, const char *key,
                  int64_t expiry_unix)
 {

@@ -10,21 +10,44 @@
 #include "message_int.h"
 #include "wire_int.h"
 
+/* The operations' names, by PL_OP_* (0: a request of no other kind). */
+static const char *const op_names[] = {
+    [0] = "request",
+    [PL_OP_SEND] = "send",
+    [PL_OP_BATCH] = "send batch",
+    [PL_OP_PEEKLOCK] = "peek-lock",
+    [PL_OP_RECVDEL] = "receive-and-delete",
+    [PL_OP_RENEW] = "renew-lock",
+    [PL_OP_UNLOCK] = "unlock",
+    [PL_OP_COMPLETE] = "complete",
+};
+
 const char *pl_wire_op_name(int op)
 {
-    switch (op) {
-    case PL_OP_SEND: return "send";
-    case PL_OP_BATCH: return "send batch";
-    case PL_OP_PEEKLOCK: return "peek-lock";
-    case PL_OP_RECVDEL: return "receive-and-delete";
-    case PL_OP_RENEW: return "renew-lock";
-    case PL_OP_UNLOCK: return "unlock";
-    case PL_OP_COMPLETE: return "complete";
-    default: return "request";
-    }
+    return op > 0 && op < (int)(sizeof op_names / sizeof op_names[0]) ? op_names[op] : op_names[0];
+}
+
+const char *pl_op_name(int index)
+{
+    return index >= 0 && index < (int)(sizeof op_names / sizeof op_names[0]) ? op_names[index] : NULL;
 }
 
 /* ---- entity names ------------------------------------------------------- */
+
+/* Why one path segment of an entity (seg, len bytes) is refused, or NULL when it is
+ * fine: the segment rule of pl_entity_encode and entity_plain. */
+static const char *entity_segment_error(const char *seg, size_t len)
+{
+    if (len == 0) return "has an empty path segment";
+    if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+        return "must not contain '.' or '..' segments";
+    if (len == 8 && pl_strncaseeq(seg, "messages", 8)) return "must not contain a 'messages' segment";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)seg[i];
+        if (c < 0x20 || c == 0x7f) return "contains a control character";
+    }
+    return NULL;
+}
 
 int pl_entity_encode(char **out, const char *entity)
 {
@@ -32,30 +55,17 @@ int pl_entity_encode(char **out, const char *entity)
     if (!entity) return pl_error_inval("entity", "must not be NULL");
     size_t n = strlen(entity);
     if (n == 0) return pl_error_inval("entity", "must not be empty");
-    if (n > 1024) return pl_error_inval("entity", "is longer than 1024 characters");
+    if (n > PL_MAX_ENTITY_LEN)
+        return pl_error_inval("entity", "is longer than " PL_STRINGIFY(PL_MAX_ENTITY_LEN) " characters");
     pl_buf b = PL_BUF_INIT;
     const char *p = entity;
     for (;;) {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
-        if (len == 0) {
+        const char *why = entity_segment_error(p, len);
+        if (why) {
             pl_buf_free(&b);
-            return pl_error_inval("entity", "has an empty path segment");
-        }
-        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) {
-            pl_buf_free(&b);
-            return pl_error_inval("entity", "must not contain '.' or '..' segments");
-        }
-        if (len == 8 && pl_strncaseeq(p, "messages", 8)) {
-            pl_buf_free(&b);
-            return pl_error_inval("entity", "must not contain a 'messages' segment");
-        }
-        for (size_t i = 0; i < len; i++) {
-            unsigned char c = (unsigned char)p[i];
-            if (c < 0x20 || c == 0x7f) {
-                pl_buf_free(&b);
-                return pl_error_inval("entity", "contains a control character");
-            }
+            return pl_error_inval("entity", why);
         }
         /* '$' stays literal ($DeadLetterQueue), as the service's own clients send it. */
         char *enc = pl_pct_encode(p, len, "$", 1);
@@ -82,10 +92,7 @@ static int entity_plain(const char *entity, size_t *len)
     for (;; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '/' || c == '\0') {
-            size_t sl = (size_t)(p - seg);
-            if (sl == 0 || (sl == 1 && seg[0] == '.') || (sl == 2 && seg[0] == '.' && seg[1] == '.') ||
-                (sl == 8 && pl_strncaseeq(seg, "messages", 8)))
-                return 0;
+            if (entity_segment_error(seg, (size_t)(p - seg))) return 0;
             if (!c) break;
             seg = p + 1;
             continue;
@@ -95,7 +102,29 @@ static int entity_plain(const char *entity, size_t *len)
             return 0;
     }
     *len = (size_t)(p - entity);
-    return *len <= 1024;
+    return *len <= PL_MAX_ENTITY_LEN;
+}
+
+int pl_entity_destination(char **out, char **out2, const char *entity)
+{
+    *out = NULL;
+    *out2 = NULL;
+    if (!entity) return pl_error_inval("entity", "must not be NULL");
+    /* "<topic>/subscriptions/<name>[/...]": the service matches the segment in any case */
+    const char *s1 = strchr(entity, '/');
+    const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+    size_t sub_len = s2 ? strcspn(s2 + 1, "/") : 0;
+    int sub = s1 && s1 > entity && s2 && s2 - s1 - 1 == 13 && pl_strncaseeq(s1 + 1, "subscriptions", 13) &&
+              sub_len > 0;
+    *out = sub ? pl_strndup(entity, (size_t)(s1 - entity)) : pl_strdup(entity);
+    if (sub && *out) *out2 = pl_strndup(s2 + 1, sub_len);
+    if (!*out || (sub && !*out2)) {
+        pl_free(*out);
+        *out = NULL;
+        return pl_error_nomem();
+    }
+    pl_error_ok();
+    return PL_OK;
 }
 
 int pl_check_entity(const char *entity)
@@ -116,7 +145,7 @@ int pl_timeout_seconds(double seconds)
 {
     /* NaN fails both comparisons */
     if (!(seconds >= 0.0 && seconds <= PL_MAX_RECEIVE_TIMEOUT_S))
-        return pl_error_inval("timeout", "must be 0..300 seconds");
+        return pl_error_inval("timeout", "must be 0.." PL_STRINGIFY(PL_MAX_RECEIVE_TIMEOUT_S) " seconds");
     pl_error_ok();
     return (int)ceil(seconds); /* up: a 0.5 s wait must not become a 0 s poll */
 }

@@ -11,6 +11,10 @@
 #define PL_MAX_BODY_BYTES   ((size_t)128 * 1024 * 1024)
 
 /* What a request is for. */
+/* A macro's value as a string literal, for messages that state a public limit. */
+#define PL_STRINGIFY_(x) #x
+#define PL_STRINGIFY(x)  PL_STRINGIFY_(x)
+
 #define PL_OP_SEND     1
 #define PL_OP_BATCH    2
 #define PL_OP_PEEKLOCK 3

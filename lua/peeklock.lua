@@ -510,11 +510,12 @@ function M.sas_token(uri, key_name, key, expiry)
   check_string("sas_token", 1, uri)
   check_string("sas_token", 2, key_name)
   check_string("sas_token", 3, key)
-  -- a finite number of seconds (rounded down): the C side takes an int64_t
-  if type(expiry) ~= "number" or not (expiry > -9.2e18 and expiry < 9.2e18) then
-    argerror("sas_token", 4, "finite number", expiry)
-  end
-  local rc, tok = core.pl_sas_token(uri, key_name, key, floor(expiry))
+  -- a number of seconds (rounded down) that fits the C side's int64_t: the core's range
+  if type(expiry) ~= "number" then argerror("sas_token", 4, "number", expiry) end
+  local rc = core.pl_check_expiry("expiry", expiry)
+  if rc < 0 then return fail(rc, "sas_token") end
+  local tok
+  rc, tok = core.pl_sas_token(uri, key_name, key, floor(expiry))
   if rc < 0 then return fail(rc, "sas_token") end
   return tok
 end

@@ -133,6 +133,12 @@ PL_EXTERN void pl_free(void *p);
  * thread. */
 PL_EXTERN int pl_redact(char **out, const char *text);
 
+/* The names of the core's operations, which open some of its messages ("complete on
+ * 'q': ...", "send: ..."): index 0, 1, 2, ... gives each name, then NULL (a binding
+ * that recognises them lists them by counting up from 0). Index 0 is "request", the
+ * name of a call of no other kind. Pure; any thread. */
+PL_EXTERN const char *pl_op_name(int index);
+
 /* ------------------------------------------------------------------------ */
 /* SAS tokens and connection strings (pure, no I/O)                           */
 /* Thread safety: all of these may be called from any thread. A pl_connstr is */
@@ -148,6 +154,12 @@ PL_EXTERN int pl_redact(char **out, const char *text);
  * seconds passed where the absolute end was meant. */
 PL_EXTERN int pl_sas_token(char **out, const char *resource_uri, const char *key_name, const char *key,
                            int64_t expiry_unix);
+
+/* An expiry as a binding takes it (a number of Unix seconds, rounded down to the
+ * int64_t of pl_sas_token): PL_OK when -2^63 < unix_seconds < 2^63, else PL_EINVAL with
+ * pl_error_last() "<name>: must be a 64-bit Unix time (seconds), got <value>" (NaN
+ * and the infinities too). Python's and Lua's sas_token check their expiry with it. */
+PL_EXTERN int pl_check_expiry(const char *name, double unix_seconds);
 
 /* Same, but signs sr exactly as given (already encoded). */
 PL_EXTERN int pl_sas_token_raw(char **out, const char *encoded_sr, const char *key_name, const char *key,
@@ -512,9 +524,19 @@ PL_EXTERN int pl_send_batch(pl_client *client, const char *entity, const pl_batc
  * PL_EINVAL with pl_error_last() naming the argument ("entity: ...", "timeout: ...").
  * For a binding that takes a value now and uses it in a later call (a processor's
  * entity and poll timeout); every call checks its arguments anyway. An entity is
- * refused when empty, longer than 1024 bytes, with an empty, '.', '..' or 'messages'
- * path segment or a control character; a receive timeout outside 0..300 seconds. */
+ * refused when empty, longer than PL_MAX_ENTITY_LEN (1024) bytes, with an empty, '.',
+ * '..' or 'messages' path segment or a control character; a receive timeout outside
+ * 0..PL_MAX_RECEIVE_TIMEOUT_S (300) seconds. */
+#define PL_MAX_ENTITY_LEN 1024
 PL_EXTERN int pl_check_entity(const char *entity);
+/* An entity's destination and subscription names, as telemetry labels them
+ * (messaging.destination.name, messaging.destination.subscription_name):
+ * "<topic>/subscriptions/<name>[/...]" gives *out "<topic>" and *out2 "<name>" (the
+ * "subscriptions" segment in any case, as the service's paths are case-insensitive:
+ * "orders/SUBSCRIPTIONS/s" gives "orders" and "s"); any other entity gives *out the
+ * entity as it is and *out2 NULL. Both owned (pl_free). PL_OK, PL_EINVAL (NULL entity)
+ * or PL_ENOMEM. The entity is not checked (pl_check_entity). Pure; any thread. */
+PL_EXTERN int pl_entity_destination(char **out, char **out2, const char *entity);
 PL_EXTERN int pl_check_timeout(int timeout_s);
 /* The longest receive timeout (seconds): a wait longer than this (a processor's
  * max_wait for a batch) is made of several receives. */

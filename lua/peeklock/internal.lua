@@ -59,11 +59,18 @@ if _VERSION ~= "Lua 5.1" then -- pairs(err) lists the fields (Lua 5.2+ honour __
   function Error.__pairs(e) return next, FIELDS[e] or {}, nil end
 end
 
--- The C core's operation names (pl_wire_op_name), which open some of its messages: an
--- operation the Lua error already names. (Its argument errors open with the argument's
--- name as Lua calls it, and are shown as they are.)
-local C_OPS = { ["send"] = true, ["send batch"] = true, ["peek-lock"] = true, ["receive-and-delete"] = true,
-                ["renew-lock"] = true, ["unlock"] = true, ["complete"] = true, ["request"] = true }
+-- The C core's operation names (pl_op_name, counted up from 0 until nil), which open some
+-- of its messages: an operation the Lua error already names. (Its argument errors open with
+-- the argument's name as Lua calls it, and are shown as they are.)
+local C_OPS = {}
+do
+  local i, name = 0, core.pl_op_name(0)
+  while name do
+    C_OPS[name] = true
+    i = i + 1
+    name = core.pl_op_name(i)
+  end
+end
 local function plain_message(op, message)
   message = tostring(message)
   local head, rest = message:match("^([%w_%-%. ]-): (.*)$")

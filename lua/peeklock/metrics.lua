@@ -27,6 +27,8 @@ local type, tostring, pairs, ipairs, error = type, tostring, pairs, ipairs, erro
 local concat, sort = table.concat, table.sort
 local find, sub, gsub, format = string.find, string.sub, string.gsub, string.format
 
+local core = require "peeklock.core"
+
 local M = {}
 
 -- Durations: CLOCK_MONOTONIC through LuaJIT's FFI, in milliseconds with sub-millisecond
@@ -88,10 +90,11 @@ local function escape(v)
 end
 
 -- The labels of one operation: messaging.* and server.address, with error.type on failures.
+-- (destination, subscription) of an entity: the core's rule (pl_entity_destination).
 local function destination(entity)
-  local topic, subscription = entity:match("^([^/]+)/[Ss]ubscriptions/([^/]+)")
-  if topic then return topic, subscription end
-  return entity, nil
+  local rc, name, subscription = core.pl_entity_destination(entity)
+  if rc < 0 then return tostring(entity), nil end
+  return name, subscription
 end
 
 local function labels(op, op_type, entity, server, err_type)

@@ -10,14 +10,13 @@ import time
 from typing import Callable, Optional, Tuple, Union
 
 from . import _core
+from .errors import from_code
 from ._validate import _check_seconds, _check_str, _unix, _unix_time
 
 # A management request's SAS token is signed anew for each request, so it needs to live only
 # as long as the request: a header leaked from a debug log or a proxy is good for minutes, not
 # the hour of the tokens the core keeps and reuses (PL_DEFAULT_TOKEN_LIFETIME_S).
 _MANAGEMENT_TOKEN_LIFETIME_S = 300
-
-_UNIX_TIME_END = 2.0**63  # the core takes an expiry as an int64_t
 
 
 class ConnectionString:
@@ -94,8 +93,8 @@ def sas_token(
     # an expiry in 1970-2001 (a lifetime passed by mistake) is the core's to refuse
     if expiry is None:
         se = int(time.time()) + _core.PL_DEFAULT_TOKEN_LIFETIME_S
-    elif not -_UNIX_TIME_END < _unix_time(expiry, "expiry") < _UNIX_TIME_END:  # (nan too)
-        raise ValueError(f"expiry must be a 64-bit Unix time, got {expiry!r}")
+    elif _core.pl_check_expiry("expiry", _unix_time(expiry, "expiry")) < 0:  # an int64_t's range
+        raise from_code(*_core.pl_py_error_last())
     else:
         se = _unix(expiry, "expiry")
     return str(_core.pl_sas_token(uri, key_name, key, se))
@@ -105,10 +104,10 @@ def lifetime_expiry(lifetime: float, name: str) -> int:
     """The Unix expiry of a token that lives ``lifetime`` seconds from now: a positive,
     finite number of seconds whose end is a 64-bit Unix time (the core's), else
     ValueError naming the value ``name`` (``sas_token``'s rule for ``lifetime``)."""
-    huge = isinstance(lifetime, int) and not isinstance(lifetime, bool) and lifetime >= _UNIX_TIME_END
+    huge = isinstance(lifetime, int) and not isinstance(lifetime, bool) and _unix_time(lifetime, name) == math.inf
     life = None if huge else _check_seconds(lifetime, name)  # (an int past any float: too long)
     end = time.time() + life if life is not None else math.inf
-    if not end < _UNIX_TIME_END:
+    if _core.pl_check_expiry(name, end) < 0:  # the core's int64_t range
         raise ValueError(f"{name} is too long: the token's expiry must be a 64-bit Unix time, got {lifetime!r}")
     return int(end)
 

@@ -38,6 +38,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from . import _core
 from ._outgoing import OutgoingMessage
 from ._spans import detached
 
@@ -68,11 +69,9 @@ def _server(client: "Client") -> str:
 
 
 def _destination(entity: str) -> Tuple[str, Optional[str]]:
-    """(destination name, subscription name) of an entity path."""
-    parts = entity.split("/")
-    if len(parts) >= 3 and parts[1].lower() == "subscriptions":
-        return parts[0], parts[2]
-    return entity, None
+    """(destination name, subscription name) of an entity path: the core's rule
+    (pl_entity_destination; "subscriptions" in any case)."""
+    return _core.pl_entity_destination(entity)
 
 
 class _Instrumentation:
@@ -151,8 +150,6 @@ class _Instrumentation:
         for c in list(self.clients):
             r = c._renewer_handle
             if r is not None and not c._closed:
-                from . import _core
-
                 total += int(_core.pl_renewer_stats_get(r)["held"])
         return [Observation(total, {"messaging.system": SYSTEM})]
 

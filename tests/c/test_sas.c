@@ -1,5 +1,7 @@
 /* SAS signing: the published vector, the vectors computed in protocol.md §4, and
  * argument errors (which never echo the key). */
+#include <math.h>
+
 #include "support.h"
 
 static void vector(const char *sr, const char *key_name, const char *key, long long se, const char *want)
@@ -61,6 +63,19 @@ int main(void)
     CHECK(strstr(pl_error_last()->message, "key") != NULL);
     CHECK_EQ(pl_sas_token(&tok, "u", "n", "secretkey", 0), PL_EINVAL);
     CHECK_STR(pl_error_last()->message, "expiry: must be positive");
+    /* An expiry the bindings take as a number fits an int64_t: its edges. */
+    CHECK_EQ(pl_check_expiry("expiry", 9.21e18), PL_OK);
+    CHECK_EQ(pl_check_expiry("expiry", 9223372036854774784.0), PL_OK); /* 2^63 - 1024, the last */
+    CHECK_EQ(pl_check_expiry("expiry", -9223372036854774784.0), PL_OK);
+    CHECK_EQ(pl_check_expiry("expiry", 2000000000.5), PL_OK);
+    const double bad_expiry[] = {0x1p63, -0x1p63, 1e300, INFINITY, -INFINITY, NAN};
+    for (size_t i = 0; i < sizeof bad_expiry / sizeof bad_expiry[0]; i++) {
+        CHECK_EQ(pl_check_expiry("expiry", bad_expiry[i]), PL_EINVAL);
+        CHECK(strncmp(pl_error_last()->message, "expiry: must be a 64-bit Unix time (seconds), got ", 50) ==
+              0);
+    }
+    CHECK_EQ(pl_check_expiry("lifetime", 0x1p63), PL_EINVAL);
+    CHECK_STR(pl_error_last()->message, "lifetime: must be a 64-bit Unix time (seconds), got 9.22337e+18");
     /* A lifetime passed as the expiry (a date in 1970-2001) is refused, not signed. */
     CHECK_EQ(pl_sas_token(&tok, "u", "n", "secretkey", 3600), PL_EINVAL);
     CHECK(tok == NULL);

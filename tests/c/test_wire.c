@@ -316,12 +316,68 @@ static void requests(void)
     CHECK_EQ(pl_check_entity(NULL), PL_EINVAL);
     CHECK_EQ(pl_check_entity("Q/Messages"), PL_EINVAL);
     CHECK(strstr(pl_error_last()->message, "'messages'") != NULL);
-    char longname[1026];
-    memset(longname, 'a', 1025);
-    longname[1025] = '\0';
+    /* The segment rule is one: the plain fast path refuses what encoding refuses, in
+     * the same words; the length limit is the public PL_MAX_ENTITY_LEN. */
+    const char *bad_plain[] = {"q/MESSAGES", "a/./b", "a/..", "a//b"};
+    for (size_t i = 0; i < sizeof bad_plain / sizeof bad_plain[0]; i++) {
+        char *enc = NULL;
+        CHECK_EQ(pl_entity_encode(&enc, bad_plain[i]), PL_EINVAL);
+        char why[256];
+        snprintf(why, sizeof why, "%s", pl_error_last()->message);
+        CHECK_EQ(pl_check_entity(bad_plain[i]), PL_EINVAL);
+        CHECK_STR(pl_error_last()->message, why);
+    }
+    CHECK_EQ(PL_MAX_ENTITY_LEN, 1024);
+    /* An entity's destination and subscription, the case rule once. */
+    static const struct {
+        const char *entity, *name, *sub;
+    } dests[] = {
+        {"q", "q", NULL},
+        {"orders/subscriptions/s", "orders", "s"},
+        {"orders/SUBSCRIPTIONS/s", "orders", "s"},
+        {"orders/Subscriptions/s/$DeadLetterQueue", "orders", "s"},
+        {"q/$DeadLetterQueue", "q/$DeadLetterQueue", NULL},
+        {"orders/subscriptions", "orders/subscriptions", NULL},
+        {"orders/subscriptions/", "orders/subscriptions/", NULL},
+        {"/subscriptions/s", "/subscriptions/s", NULL},
+        {"orders/subscription/s", "orders/subscription/s", NULL},
+        {"a/b/subscriptions/s", "a/b/subscriptions/s", NULL},
+    };
+    for (size_t i = 0; i < sizeof dests / sizeof dests[0]; i++) {
+        char *name = NULL, *sub = (char *)1;
+        CHECK_EQ(pl_entity_destination(&name, &sub, dests[i].entity), PL_OK);
+        CHECK_STR(name, dests[i].name);
+        if (dests[i].sub)
+            CHECK_STR(sub, dests[i].sub);
+        else
+            CHECK(sub == NULL);
+        pl_free(name);
+        pl_free(sub);
+    }
+    {
+        char *name = (char *)1, *sub = (char *)1;
+        CHECK_EQ(pl_entity_destination(&name, &sub, NULL), PL_EINVAL);
+        CHECK(name == NULL && sub == NULL);
+    }
+    /* The operations' names, listed by counting up until NULL: each is the name the
+     * core's messages open with. */
+    CHECK_STR(pl_op_name(0), "request");
+    CHECK_STR(pl_op_name(PL_OP_BATCH), pl_wire_op_name(PL_OP_BATCH));
+    CHECK_STR(pl_op_name(PL_OP_BATCH), "send batch");
+    int nops = 0;
+    while (pl_op_name(nops)) {
+        CHECK_STR(pl_wire_op_name(nops), pl_op_name(nops));
+        nops++;
+    }
+    CHECK_EQ(nops, PL_OP_COMPLETE + 1);
+    CHECK(pl_op_name(-1) == NULL);
+    CHECK_STR(pl_wire_op_name(99), "request");
+    char longname[PL_MAX_ENTITY_LEN + 2];
+    memset(longname, 'a', PL_MAX_ENTITY_LEN + 1);
+    longname[PL_MAX_ENTITY_LEN + 1] = '\0';
     CHECK_EQ(pl_check_entity(longname), PL_EINVAL);
-    CHECK(strstr(pl_error_last()->message, "1024") != NULL);
-    longname[1024] = '\0';
+    CHECK_STR(pl_error_last()->message, "entity: is longer than 1024 characters");
+    longname[PL_MAX_ENTITY_LEN] = '\0';
     CHECK_EQ(pl_check_entity(longname), PL_OK);
     CHECK_EQ(pl_check_entity("t/subscriptions/s/$DeadLetterQueue"), PL_OK);
     CHECK_EQ(pl_check_entity("caf\xc3\xa9 queue"), PL_OK); /* not plain: encoded, accepted */

@@ -64,6 +64,24 @@ describe("peeklock.core (" .. (jit and jit.version or _VERSION) .. ")", function
     given:close()
   end)
 
+  it("names its operations, which errors recognise from the core's list", function()
+    local I = require "peeklock.internal"
+    local names, i = {}, 0
+    while core.pl_op_name(i) do
+      names[#names + 1] = core.pl_op_name(i)
+      i = i + 1
+    end
+    assert.equal("request", names[1])
+    assert.truthy(#names >= 8, #names)
+    for _, name in ipairs(names) do
+      -- a message the core opens with an operation's name is not given the Lua op again
+      local e = I.new_error({ op = "other", code = "invalid_argument", message = name .. " on 'q': gone" })
+      assert.equal("peeklock: " .. name .. " on 'q': gone (invalid_argument)", tostring(e))
+      e = I.new_error({ op = "other", code = "invalid_argument", message = name .. ": gone" })
+      assert.equal("peeklock: other: gone (invalid_argument)", tostring(e))
+    end
+  end)
+
   it("survives wrong argument kinds for every function", function()
     local _, client = core.client_new({ connection_string = CONN })
     local _, out = core.pl_outgoing_new("x")

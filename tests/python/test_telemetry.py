@@ -236,3 +236,26 @@ def test_renewal_failures_and_slack_are_metrics(emu, otel, make_queue):
     assert slack.count == s["renewer"]["renewals"] >= 1
     assert 0 < slack.sum / slack.count < 5  # seconds left of a 5 s lock
     assert slack.max < 5
+
+
+def test_a_subscription_path_in_any_case_labels_its_topic_and_subscription(emu, otel):
+    # The service's entity paths are case-insensitive; the split is the core's
+    # (pl_entity_destination), the same rule as Lua's peeklock.metrics labels.
+    spans, _reader = otel
+    topic = "t-otel-case"
+    emu.create_topic(topic)
+    emu.create_subscription(topic, "Sub1", lock_duration=5)
+    c = peeklock.Client.from_connection_string(emu.connection_string)
+    try:
+        c.send(topic, b"x")
+        with c.peek_lock(f"{topic}/SUBSCRIPTIONS/Sub1", timeout=5) as msg:
+            assert msg.body == b"x"
+        [recv] = _by_name(spans, "receive ")
+        assert recv.attributes["messaging.destination.name"] == topic
+        assert recv.attributes["messaging.destination.subscription.name"] == "Sub1"
+        [send] = _by_name(spans, "send ")
+        assert send.attributes["messaging.destination.name"] == topic
+        assert "messaging.destination.subscription.name" not in send.attributes
+    finally:
+        c.close()
+        emu.delete_entity(topic)
