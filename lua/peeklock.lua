@@ -59,8 +59,7 @@ local function optional(f)
   end
 end
 local message_broker, message_time_to_live = core.pl_message_broker, core.pl_message_time_to_live
-local message_lock_state, LOCK_HELD, LOCK_SETTLING = core.pl_message_lock_state, core.PL_LOCK_HELD,
-  core.PL_LOCK_SETTLING
+local message_lock_state, LOCK_HELD = core.pl_message_lock_state, core.PL_LOCK_HELD
 
 -- (the natives that take just the handle are their own getters: no extra call)
 local GETTERS = {
@@ -96,10 +95,7 @@ local function index_fields(self, k)
     local h = rawget(self, "_h")
     if not h then return nil end
     if k == "lock_state" then
-      local st = message_lock_state(h)
-      -- peeklock.resty fences a settle in flight on the Lua side (msg._settling)
-      if st == LOCK_HELD and rawget(self, "_settling") == "settling" then st = LOCK_SETTLING end
-      return LOCK_STATES[st]
+      return LOCK_STATES[message_lock_state(h)]
     end
     if k == "lock_remaining_ms" then return core.pl_message_lock_remaining_ms(h) end
     return core.pl_message_lock_duration_ms(h)

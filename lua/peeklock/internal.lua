@@ -328,8 +328,8 @@ local function check_message(self, fname)
 end
 
 -- wrap_message(client, h): setmetatable({ _h = h, _client = client }, Message), made in C
--- with room for the fields __index caches (and resty's _settling), so the table does not
--- grow (rehash) on the first reads.
+-- with room for the fields __index caches, so the table does not grow (rehash) on the
+-- first reads.
 local wrap_message = core.message_wrapper(Message)
 
 -- The error of a call on a closed client.
