@@ -19,7 +19,7 @@ local setmetatable, rawget, rawset, pcall, pairs = setmetatable, rawget, rawset,
 local floor = math.floor
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 
-local new_error, last_error, closed_error, raise = I.new_error, I.last_error, I.closed_error, I.raise
+local code_error, last_error, closed_error, raise = I.code_error, I.last_error, I.closed_error, I.raise
 local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
@@ -177,8 +177,7 @@ function Message:release()
   local h, err = check_message(self, "release")
   if not h then return nil, err end
   if core.pl_message_lock_state(h) == core.PL_LOCK_SETTLING then
-    return nil, new_error({ code = "state", errno = core.PL_ESTATE, op = "release",
-                            message = "the message is being settled" })
+    return nil, code_error(core.PL_ESTATE, { op = "release", message = "the message is being settled" })
   end
   local c = self._client
   local r = rawget(c, "_renewer")

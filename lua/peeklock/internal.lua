@@ -92,6 +92,17 @@ local function new_error(fields)
   return setmetatable(e, Error)
 end
 
+-- An error for a core code (errno: core.PL_E*), its word the core's (CODE_NAMES); fields:
+-- the other fields (op, message, status, retryable), a table this takes.
+local function code_error(errno, fields)
+  fields.code, fields.errno = CODE_NAMES[errno] or "unknown", errno
+  return new_error(fields)
+end
+
+-- The code word of a handler's failure (with_lock's and process's): Lua's own, no core code
+-- (errno 0).
+local HANDLER = "handler"
+
 --- True when e is a peeklock error table.
 local function is_error(e) return getmetatable(e) == Error end
 
@@ -102,8 +113,7 @@ local function last_error(rc, op)
     status, retryable, message = 0, false, core.pl_strerror(rc)
   end
   if message == "" then message = core.pl_strerror(rc) end
-  return new_error({ code = CODE_NAMES[rc] or "unknown", errno = rc, status = status,
-                     retryable = retryable, message = message, op = op })
+  return code_error(rc, { status = status, retryable = retryable, message = message, op = op })
 end
 
 -- ------------------------------------------------------------------ argument checks
@@ -311,7 +321,7 @@ Client.__index = Client
 
 -- The error of a call on a freed message.
 local function freed_error(op)
-  return new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+  return code_error(core.PL_ESTATE, { message = "message was freed", op = op })
 end
 
 local function bad_message_self(self, fname)
@@ -334,7 +344,7 @@ local wrap_message = core.message_wrapper(Message)
 
 -- The error of a call on a closed client.
 local function closed_error(op)
-  return new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+  return code_error(core.PL_ECLOSED, { message = "client was closed", op = op })
 end
 
 local function check_client(self, fname)
@@ -402,8 +412,7 @@ end
 local function lost_error(info, op)
   local msg = "lock lost; nothing was completed"
   if info and info.reason and info.reason ~= "" then msg = msg .. " (" .. info.reason .. ")" end
-  return new_error({ code = "lock_lost", errno = core.PL_ELOCKLOST, status = info and info.status or 0,
-                     message = msg, op = op })
+  return code_error(core.PL_ELOCKLOST, { status = info and info.status or 0, message = msg, op = op })
 end
 
 -- xpcall's handler in with_lock: the error value and the handler's traceback.
@@ -416,7 +425,7 @@ end
 local function handler_error(cause, op)
   local tb
   if getmetatable(cause) == HANDLER_FAILURE then cause, tb = cause.cause, cause.traceback end
-  return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
+  return new_error({ code = HANDLER, errno = 0, message = "handler failed: " .. tostring(cause),
                      cause = cause, traceback = tb, op = op or "with_lock" })
 end
 
@@ -479,7 +488,7 @@ local function finish(self, r, msg, key, ok, cause, op)
     local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
     msg:free()
     if not ok then return nil, handler_error(cause, op) end
-    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = op,
+    return nil, code_error(core.PL_ECLOSED, { op = op,
       message = abandoned and "the message was abandoned when the client closed while the handler ran; "
                               .. "it was not completed and will be delivered again"
                 or "the client was closed while the handler ran; the message was not completed "
@@ -488,7 +497,7 @@ local function finish(self, r, msg, key, ok, cause, op)
   msg:free()
   if not ok then return nil, handler_error(cause, op) end
   if serr then
-    if serr.code == "lock_lost" then return nil, lost_error(info, op) end
+    if serr.errno == core.PL_ELOCKLOST then return nil, lost_error(info, op) end
     return nil, serr
   end
   if outcome == core.PL_FINISH_LOST then return nil, lost_error(info, op) end
@@ -496,8 +505,7 @@ local function finish(self, r, msg, key, ok, cause, op)
   -- the client closed while the handler ran
   if outcome == core.PL_FINISH_UNKNOWN or outcome == core.PL_FINISH_CLOSED then
     local unknown = outcome == core.PL_FINISH_UNKNOWN
-    return nil, new_error({ code = unknown and "unknown_outcome" or "closed",
-      errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = op,
+    return nil, code_error(unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, { op = op,
       message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
                             .. "may or may not have been completed"
                 or "the message was abandoned when the client closed while the handler ran; it was not "
@@ -604,7 +612,7 @@ end
 local function finished(s, how, err)
   core.pl_run_finish(s._run, how, now_ms())
   show(s)
-  if err and err.code ~= "handler" and err.code ~= "lock_lost" then s.last_error = err end
+  if err and err.code ~= HANDLER and err.errno ~= core.PL_ELOCKLOST then s.last_error = err end
 end
 
 -- How a message ended, as pl_run_finish's flags: before, its lock state when the handler
@@ -614,9 +622,9 @@ local function how_of(before, done, err)
   if before == core.PL_LOCK_LOST then return core.PL_RUN_F_LOST end
   if before == core.PL_LOCK_UNKNOWN then return core.PL_RUN_F_UNKNOWN end
   if done then return 0 end
-  if err.code == "handler" then return core.PL_RUN_F_HANDLER_FAILED end
-  if err.code == "lock_lost" then return core.PL_RUN_F_LOST end
-  if err.code == "unknown_outcome" then return core.PL_RUN_F_UNKNOWN end
+  if err.code == HANDLER then return core.PL_RUN_F_HANDLER_FAILED end
+  if err.errno == core.PL_ELOCKLOST then return core.PL_RUN_F_LOST end
+  if err.errno == core.PL_EUNKNOWN then return core.PL_RUN_F_UNKNOWN end
   return core.PL_RUN_F_SETTLE_ERROR
 end
 
@@ -641,8 +649,8 @@ local function stop_asked(s, stop)
   if stop == nil then return false end
   local ok, res = pcall(stop)
   if not ok then
-    end_with(s, new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                            message = "the stop function raised: " .. tostring(res) }))
+    end_with(s, code_error(core.PL_EINTERNAL, { op = "process",
+                             message = "the stop function raised: " .. tostring(res) }))
     return true
   end
   if res == true then stop_run(s, core.PL_RUN_STOP_EVENT); return true end
@@ -658,8 +666,7 @@ local function release_raised(self, r, s, msg, key, cause, op)
 end
 
 local function raised_error(cause)
-  return new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                     message = "a consumer failed: " .. tostring(cause) })
+  return code_error(core.PL_EINTERNAL, { op = "process", message = "a consumer failed: " .. tostring(cause) })
 end
 
 -- A failed receive of a process consumer (failures: its consecutive failed receives, this one
@@ -776,8 +783,8 @@ local function apply_result(self, msgs, result)
     if mh and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then
       local ok, err = self:_settle(msg, action)
       if ok then out[i] = settles[i] == core.PL_SETTLE_COMPLETE and core.PL_RUN_F_COMPLETED or core.PL_RUN_F_ABANDONED
-      elseif err.code == "lock_lost" then out[i] = core.PL_RUN_F_LOST
-      elseif err.code == "unknown_outcome" then out[i] = core.PL_RUN_F_UNKNOWN; last_err = err
+      elseif err.errno == core.PL_ELOCKLOST then out[i] = core.PL_RUN_F_LOST
+      elseif err.errno == core.PL_EUNKNOWN then out[i] = core.PL_RUN_F_UNKNOWN; last_err = err
       else out[i] = core.PL_RUN_F_SETTLE_ERROR; last_err = err end
     end
   end
@@ -907,6 +914,7 @@ return {
   CODE_NAMES = CODE_NAMES,
   Error = Error,
   new_error = new_error,
+  code_error = code_error,
   is_error = is_error,
   last_error = last_error,
   fail = fail,
