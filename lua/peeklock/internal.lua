@@ -409,10 +409,15 @@ end
 
 -- ------------------------------------------------------------------ held messages
 
-local function lost_error(info, op)
-  local msg = "lock lost; nothing was completed"
-  if info and info.reason and info.reason ~= "" then msg = msg .. " (" .. info.reason .. ")" end
-  return code_error(core.PL_ELOCKLOST, { status = info and info.status or 0, message = msg, op = op })
+-- The error a finish's outcome (PL_FINISH_*) on mh means for a handler that succeeded, in
+-- the core's words (pl_finish_error: closed, unknown or lost), or nil; info: the renewer's
+-- lost event, whose HTTP status a lost lock's error keeps.
+local function outcome_error(mh, outcome, op, info)
+  local rc = core.pl_finish_error(mh, outcome)
+  if rc >= 0 then return nil end
+  local err = last_error(rc, op)
+  if rc == core.PL_ELOCKLOST and info and (info.status or 0) ~= 0 then err.status = info.status end
+  return err
 end
 
 -- xpcall's handler in with_lock: the error value and the handler's traceback.
@@ -484,33 +489,20 @@ local function finish(self, r, msg, key, ok, cause, op)
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key], self._held[key] = nil, nil, nil
-  if closed then -- the handler closed the client
-    local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
-    msg:free()
-    if not ok then return nil, handler_error(cause, op) end
-    return nil, code_error(core.PL_ECLOSED, { op = op,
-      message = abandoned and "the message was abandoned when the client closed while the handler ran; "
-                              .. "it was not completed and will be delivered again"
-                or "the client was closed while the handler ran; the message was not completed "
-                   .. "(it is delivered again when its lock expires)" })
+  local err -- (read from the message before it is freed)
+  if closed and ok then -- the handler closed the client: the close abandoned msg, or left it held
+    err = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED and outcome_error(mh, core.PL_FINISH_CLOSED, op)
+      or code_error(core.PL_ECLOSED, { op = op, message = "the client was closed while the handler ran; the "
+                                       .. "message was not completed (it is delivered again when its lock expires)" })
+  elseif ok and serr and serr.errno ~= core.PL_ELOCKLOST then
+    err = serr
+  elseif ok then -- lost (by the settle, or before), or settled behind the handler's back: a
+    -- settle with an unknown outcome, or an abandon when the client closed while it ran
+    err = outcome_error(mh, serr and core.PL_FINISH_LOST or outcome, op, info)
   end
   msg:free()
   if not ok then return nil, handler_error(cause, op) end
-  if serr then
-    if serr.errno == core.PL_ELOCKLOST then return nil, lost_error(info, op) end
-    return nil, serr
-  end
-  if outcome == core.PL_FINISH_LOST then return nil, lost_error(info, op) end
-  -- settled behind the handler's back: a settle with an unknown outcome, or an abandon when
-  -- the client closed while the handler ran
-  if outcome == core.PL_FINISH_UNKNOWN or outcome == core.PL_FINISH_CLOSED then
-    local unknown = outcome == core.PL_FINISH_UNKNOWN
-    return nil, code_error(unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, { op = op,
-      message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
-                            .. "may or may not have been completed"
-                or "the message was abandoned when the client closed while the handler ran; it was not "
-                   .. "completed and will be delivered again" })
-  end
+  if err then return nil, err end
   return true
 end
 
@@ -943,7 +935,6 @@ return {
   check_client = check_client,
   batch_from = batch_from,
   settle_handles = settle_handles,
-  lost_error = lost_error,
   handler_error = handler_error,
   with_lock_args = with_lock_args,
   run_held = run_held,
