@@ -147,7 +147,7 @@ struct pl_run {};
   int pl_check_timeout,
   int pl_check_process_option,
   int pl_renewer_add, int pl_renewer_remove, int pl_renewer_close,
-  int pl_renewer_hold, int pl_renewer_finish,
+  int pl_renewer_hold, int pl_renewer_finish, int pl_finish_error,
   int pl_renewer_next_event, int pl_renewer_wait_event, int pl_renewer_stats_get, int pl_run_tallies_get,
   int pl_request_send, int pl_request_send_batch, int pl_request_receive, int pl_request_settle,
   int pl_response_new, int pl_response_add_header, int pl_response_set_body,

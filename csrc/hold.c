@@ -8,6 +8,7 @@
  * state, settle kind and lost reason), whoever settled it.
  */
 #include <limits.h>
+#include <string.h>
 
 #include "client_int.h"
 #include "error_int.h"
@@ -43,6 +44,40 @@ int pl_finish_outcome(const pl_message *m, int mine)
     case PL_LOCK_LOST: return PL_FINISH_LOST;
     case PL_LOCK_UNKNOWN: return PL_FINISH_UNKNOWN;
     default: /* PL_LOCK_SETTLING: the handler's own settle, on another thread */ return PL_FINISH_BY_HANDLER;
+    }
+}
+
+int pl_finish_error(const pl_message *m, int outcome)
+{
+    if (!m) return pl_error_inval("m", "is NULL");
+    long long seq = (long long)pl_message_sequence_number(m);
+    const char *entity = pl_message_entity(m);
+    switch (outcome) {
+    case PL_FINISH_CLOSED:
+        return pl_error_set(
+            PL_ECLOSED, 0, 0,
+            "message %lld in '%s' was abandoned when the client closed while the handler ran; "
+            "it was not completed and will be delivered again",
+            seq, entity);
+    case PL_FINISH_UNKNOWN:
+        return pl_error_set(
+            PL_EUNKNOWN, 0, 0,
+            "message %lld in '%s': a settle made while the handler ran had an unknown outcome; "
+            "it may or may not have been completed",
+            seq, entity);
+    case PL_FINISH_LOST: {
+        /* why: a refused renewal or settle (lock lost, entity gone), else the last transient
+         * failure of renewals that gave up when no lock time was left */
+        int why = pl_message_lost_reason(m);
+        const char *text = why ? strstr(pl_strerror(why), ": ") : NULL; /* "PL_E...: text" */
+        int gave_up = why != PL_ELOCKLOST && why != PL_ENOTFOUND;
+        return pl_error_set(
+            PL_ELOCKLOST, 0, 0,
+            "lock on message %lld in '%s' was lost while the handler ran; nothing was completed%s%s%s%s", seq,
+            entity, text ? " (" : "", text && gave_up ? "renewals kept failing until the lock expired: " : "",
+            text ? text + 2 : "", text ? ")" : "");
+    }
+    default: return PL_OK;
     }
 }
 

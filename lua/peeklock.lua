@@ -19,7 +19,7 @@ local setmetatable, rawget, rawset, pcall, pairs = setmetatable, rawget, rawset,
 local floor = math.floor
 local tointeger = math.tointeger -- Lua 5.3+: nil for a number with a fraction
 
-local new_error, last_error, closed_error, raise = I.new_error, I.last_error, I.closed_error, I.raise
+local code_error, last_error, closed_error, raise = I.code_error, I.last_error, I.closed_error, I.raise
 local fail = I.fail
 local argerror, check_string, check_opts = I.argerror, I.check_string, I.check_opts
 local check_options, check_client, check_message = I.check_options, I.check_client, I.check_message
@@ -59,8 +59,7 @@ local function optional(f)
   end
 end
 local message_broker, message_time_to_live = core.pl_message_broker, core.pl_message_time_to_live
-local message_lock_state, LOCK_HELD, LOCK_SETTLING = core.pl_message_lock_state, core.PL_LOCK_HELD,
-  core.PL_LOCK_SETTLING
+local message_lock_state, LOCK_HELD = core.pl_message_lock_state, core.PL_LOCK_HELD
 
 -- (the natives that take just the handle are their own getters: no extra call)
 local GETTERS = {
@@ -96,10 +95,7 @@ local function index_fields(self, k)
     local h = rawget(self, "_h")
     if not h then return nil end
     if k == "lock_state" then
-      local st = message_lock_state(h)
-      -- peeklock.resty fences a settle in flight on the Lua side (msg._settling)
-      if st == LOCK_HELD and rawget(self, "_settling") == "settling" then st = LOCK_SETTLING end
-      return LOCK_STATES[st]
+      return LOCK_STATES[message_lock_state(h)]
     end
     if k == "lock_remaining_ms" then return core.pl_message_lock_remaining_ms(h) end
     return core.pl_message_lock_duration_ms(h)
@@ -181,8 +177,7 @@ function Message:release()
   local h, err = check_message(self, "release")
   if not h then return nil, err end
   if core.pl_message_lock_state(h) == core.PL_LOCK_SETTLING then
-    return nil, new_error({ code = "state", errno = core.PL_ESTATE, op = "release",
-                            message = "the message is being settled" })
+    return nil, code_error(core.PL_ESTATE, { op = "release", message = "the message is being settled" })
   end
   local c = self._client
   local r = rawget(c, "_renewer")

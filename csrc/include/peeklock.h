@@ -861,6 +861,12 @@ PL_EXTERN int pl_renewer_finish(pl_renewer *r_or_null, pl_message *m, int handle
  * reads it (PL_FINISH_*); sent: the finish sent the settle itself (pl_aio_finish
  * gave an id). For pl_aio_finish, the non-blocking pl_renewer_finish. */
 PL_EXTERN int pl_finish_outcome(const pl_message *m, int sent);
+/* What a finish's outcome means for a handler that succeeded, in the core's words once
+ * for every binding: for PL_FINISH_LOST, PL_FINISH_UNKNOWN and PL_FINISH_CLOSED sets the
+ * thread's last error (pl_error_last: PL_ELOCKLOST, PL_EUNKNOWN or PL_ECLOSED, its message
+ * naming m and saying it was not completed, or may not have been) and returns that code;
+ * PL_OK for any other outcome, nothing set. */
+PL_EXTERN int pl_finish_error(const pl_message *m, int outcome);
 /* The settle a finish sends for m, as pl_renewer_finish chooses it: PL_SETTLE_COMPLETE
  * (handler_ok nonzero) or PL_SETTLE_UNLOCK while m's lock is held, 0 when nothing is
  * to be sent (settled, lost, unknown, receive-and-delete). For a driver that sends the

@@ -97,12 +97,11 @@ int main(int argc, char **argv)
         }
         int ok = handle(m) == 0, outcome = 0;
         rc = pl_renewer_finish(renewer, m, ok, &outcome);
-        if (outcome == PL_FINISH_LOST || outcome == PL_FINISH_UNKNOWN)
-            fprintf(stderr, "settle: %s (the message may be delivered again)\n",
-                    rc != PL_OK                 ? pl_error_last()->message
-                    : outcome == PL_FINISH_LOST ? "lock lost while the handler ran"
-                                                : "a settle had an unknown outcome");
-        else if (rc != PL_OK)
+        if (outcome == PL_FINISH_LOST || outcome == PL_FINISH_UNKNOWN) {
+            /* this call's settle failed (rc), or it happened before: the core's words for it */
+            if (rc == PL_OK) pl_finish_error(m, outcome);
+            fprintf(stderr, "settle: %s (the message may be delivered again)\n", pl_error_last()->message);
+        } else if (rc != PL_OK)
             fail(ok ? "complete" : "unlock");
         /* Drain renewer events (a lost lock means another worker may get it). */
         pl_event *ev = NULL;

@@ -99,6 +99,17 @@ local function new_error(fields)
   return setmetatable(e, Error)
 end
 
+-- An error for a core code (errno: core.PL_E*), its word the core's (CODE_NAMES); fields:
+-- the other fields (op, message, status, retryable), a table this takes.
+local function code_error(errno, fields)
+  fields.code, fields.errno = CODE_NAMES[errno] or "unknown", errno
+  return new_error(fields)
+end
+
+-- The code word of a handler's failure (with_lock's and process's): Lua's own, no core code
+-- (errno 0).
+local HANDLER = "handler"
+
 --- True when e is a peeklock error table.
 local function is_error(e) return getmetatable(e) == Error end
 
@@ -109,8 +120,7 @@ local function last_error(rc, op)
     status, retryable, message = 0, false, core.pl_strerror(rc)
   end
   if message == "" then message = core.pl_strerror(rc) end
-  return new_error({ code = CODE_NAMES[rc] or "unknown", errno = rc, status = status,
-                     retryable = retryable, message = message, op = op })
+  return code_error(rc, { status = status, retryable = retryable, message = message, op = op })
 end
 
 -- ------------------------------------------------------------------ argument checks
@@ -318,7 +328,7 @@ Client.__index = Client
 
 -- The error of a call on a freed message.
 local function freed_error(op)
-  return new_error({ code = "state", errno = core.PL_ESTATE, message = "message was freed", op = op })
+  return code_error(core.PL_ESTATE, { message = "message was freed", op = op })
 end
 
 local function bad_message_self(self, fname)
@@ -335,13 +345,13 @@ local function check_message(self, fname)
 end
 
 -- wrap_message(client, h): setmetatable({ _h = h, _client = client }, Message), made in C
--- with room for the fields __index caches (and resty's _settling), so the table does not
--- grow (rehash) on the first reads.
+-- with room for the fields __index caches, so the table does not grow (rehash) on the
+-- first reads.
 local wrap_message = core.message_wrapper(Message)
 
 -- The error of a call on a closed client.
 local function closed_error(op)
-  return new_error({ code = "closed", errno = core.PL_ECLOSED, message = "client was closed", op = op })
+  return code_error(core.PL_ECLOSED, { message = "client was closed", op = op })
 end
 
 local function check_client(self, fname)
@@ -402,11 +412,15 @@ end
 
 -- ------------------------------------------------------------------ held messages
 
-local function lost_error(info, op)
-  local msg = "lock lost; nothing was completed"
-  if info and info.reason and info.reason ~= "" then msg = msg .. " (" .. info.reason .. ")" end
-  return new_error({ code = "lock_lost", errno = core.PL_ELOCKLOST, status = info and info.status or 0,
-                     message = msg, op = op })
+-- The error a finish's outcome (PL_FINISH_*) on mh means for a handler that succeeded, in
+-- the core's words (pl_finish_error: closed, unknown or lost), or nil; info: the renewer's
+-- lost event, whose HTTP status a lost lock's error keeps.
+local function outcome_error(mh, outcome, op, info)
+  local rc = core.pl_finish_error(mh, outcome)
+  if rc >= 0 then return nil end
+  local err = last_error(rc, op)
+  if rc == core.PL_ELOCKLOST and info and (info.status or 0) ~= 0 then err.status = info.status end
+  return err
 end
 
 -- xpcall's handler in with_lock: the error value and the handler's traceback.
@@ -419,7 +433,7 @@ end
 local function handler_error(cause, op)
   local tb
   if getmetatable(cause) == HANDLER_FAILURE then cause, tb = cause.cause, cause.traceback end
-  return new_error({ code = "handler", errno = 0, message = "handler failed: " .. tostring(cause),
+  return new_error({ code = HANDLER, errno = 0, message = "handler failed: " .. tostring(cause),
                      cause = cause, traceback = tb, op = op or "with_lock" })
 end
 
@@ -481,34 +495,20 @@ local function finish(self, r, msg, key, ok, cause, op)
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key], self._held[key] = nil, nil, nil
-  if closed then -- the handler closed the client
-    local abandoned = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED
-    msg:free()
-    if not ok then return nil, handler_error(cause, op) end
-    return nil, new_error({ code = "closed", errno = core.PL_ECLOSED, op = op,
-      message = abandoned and "the message was abandoned when the client closed while the handler ran; "
-                              .. "it was not completed and will be delivered again"
-                or "the client was closed while the handler ran; the message was not completed "
-                   .. "(it is delivered again when its lock expires)" })
+  local err -- (read from the message before it is freed)
+  if closed and ok then -- the handler closed the client: the close abandoned msg, or left it held
+    err = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED and outcome_error(mh, core.PL_FINISH_CLOSED, op)
+      or code_error(core.PL_ECLOSED, { op = op, message = "the client was closed while the handler ran; the "
+                                       .. "message was not completed (it is delivered again when its lock expires)" })
+  elseif ok and serr and serr.errno ~= core.PL_ELOCKLOST then
+    err = serr
+  elseif ok then -- lost (by the settle, or before), or settled behind the handler's back: a
+    -- settle with an unknown outcome, or an abandon when the client closed while it ran
+    err = outcome_error(mh, serr and core.PL_FINISH_LOST or outcome, op, info)
   end
   msg:free()
   if not ok then return nil, handler_error(cause, op) end
-  if serr then
-    if serr.code == "lock_lost" then return nil, lost_error(info, op) end
-    return nil, serr
-  end
-  if outcome == core.PL_FINISH_LOST then return nil, lost_error(info, op) end
-  -- settled behind the handler's back: a settle with an unknown outcome, or an abandon when
-  -- the client closed while the handler ran
-  if outcome == core.PL_FINISH_UNKNOWN or outcome == core.PL_FINISH_CLOSED then
-    local unknown = outcome == core.PL_FINISH_UNKNOWN
-    return nil, new_error({ code = unknown and "unknown_outcome" or "closed",
-      errno = unknown and core.PL_EUNKNOWN or core.PL_ECLOSED, op = op,
-      message = unknown and "a settle made while the handler ran had an unknown outcome: the message "
-                            .. "may or may not have been completed"
-                or "the message was abandoned when the client closed while the handler ran; it was not "
-                   .. "completed and will be delivered again" })
-  end
+  if err then return nil, err end
   return true
 end
 
@@ -610,7 +610,7 @@ end
 local function finished(s, how, err)
   core.pl_run_finish(s._run, how, now_ms())
   show(s)
-  if err and err.code ~= "handler" and err.code ~= "lock_lost" then s.last_error = err end
+  if err and err.code ~= HANDLER and err.errno ~= core.PL_ELOCKLOST then s.last_error = err end
 end
 
 -- How a message ended, as pl_run_finish's flags: before, its lock state when the handler
@@ -620,9 +620,9 @@ local function how_of(before, done, err)
   if before == core.PL_LOCK_LOST then return core.PL_RUN_F_LOST end
   if before == core.PL_LOCK_UNKNOWN then return core.PL_RUN_F_UNKNOWN end
   if done then return 0 end
-  if err.code == "handler" then return core.PL_RUN_F_HANDLER_FAILED end
-  if err.code == "lock_lost" then return core.PL_RUN_F_LOST end
-  if err.code == "unknown_outcome" then return core.PL_RUN_F_UNKNOWN end
+  if err.code == HANDLER then return core.PL_RUN_F_HANDLER_FAILED end
+  if err.errno == core.PL_ELOCKLOST then return core.PL_RUN_F_LOST end
+  if err.errno == core.PL_EUNKNOWN then return core.PL_RUN_F_UNKNOWN end
   return core.PL_RUN_F_SETTLE_ERROR
 end
 
@@ -647,8 +647,8 @@ local function stop_asked(s, stop)
   if stop == nil then return false end
   local ok, res = pcall(stop)
   if not ok then
-    end_with(s, new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                            message = "the stop function raised: " .. tostring(res) }))
+    end_with(s, code_error(core.PL_EINTERNAL, { op = "process",
+                             message = "the stop function raised: " .. tostring(res) }))
     return true
   end
   if res == true then stop_run(s, core.PL_RUN_STOP_EVENT); return true end
@@ -664,8 +664,7 @@ local function release_raised(self, r, s, msg, key, cause, op)
 end
 
 local function raised_error(cause)
-  return new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                     message = "a consumer failed: " .. tostring(cause) })
+  return code_error(core.PL_EINTERNAL, { op = "process", message = "a consumer failed: " .. tostring(cause) })
 end
 
 -- A failed receive of a process consumer (failures: its consecutive failed receives, this one
@@ -782,8 +781,8 @@ local function apply_result(self, msgs, result)
     if mh and core.pl_message_lock_state(mh) == core.PL_LOCK_HELD then
       local ok, err = self:_settle(msg, action)
       if ok then out[i] = settles[i] == core.PL_SETTLE_COMPLETE and core.PL_RUN_F_COMPLETED or core.PL_RUN_F_ABANDONED
-      elseif err.code == "lock_lost" then out[i] = core.PL_RUN_F_LOST
-      elseif err.code == "unknown_outcome" then out[i] = core.PL_RUN_F_UNKNOWN; last_err = err
+      elseif err.errno == core.PL_ELOCKLOST then out[i] = core.PL_RUN_F_LOST
+      elseif err.errno == core.PL_EUNKNOWN then out[i] = core.PL_RUN_F_UNKNOWN; last_err = err
       else out[i] = core.PL_RUN_F_SETTLE_ERROR; last_err = err end
     end
   end
@@ -913,6 +912,7 @@ return {
   CODE_NAMES = CODE_NAMES,
   Error = Error,
   new_error = new_error,
+  code_error = code_error,
   is_error = is_error,
   last_error = last_error,
   fail = fail,
@@ -941,7 +941,6 @@ return {
   check_client = check_client,
   batch_from = batch_from,
   settle_handles = settle_handles,
-  lost_error = lost_error,
   handler_error = handler_error,
   with_lock_args = with_lock_args,
   run_held = run_held,

@@ -32,7 +32,7 @@ local semaphore = require "ngx.semaphore" -- (lua-resty-core, which lua-nginx-mo
 local tcp = ngx.socket.tcp
 local type, tonumber, tostring, setmetatable, rawget = type, tonumber, tostring, setmetatable, rawget
 local concat, lower, find, sub, byte = table.concat, string.lower, string.find, string.sub, string.byte
-local new_error, last_error, fail = I.new_error, I.last_error, I.fail
+local code_error, last_error, fail = I.code_error, I.last_error, I.fail
 local check_client, check_string, check_opts = I.check_client, I.check_string, I.check_opts
 local opt_timeout, check_options = I.opt_timeout, I.check_options
 local request_send_from, batch_from = I.request_send_from, I.batch_from
@@ -63,11 +63,12 @@ local ANSWERED = "answered"      -- the C core interpreted an answer (status err
 local CUT = "cut"                -- a long poll cut at worker exit before any answer came
 
 local RESTY_POOL_SIZE = 32 -- (pool_size absent or 0; see Client.new below)
-local TRANSPORT_ERRNO = { timeout = core.PL_ETIMEOUT, connection = core.PL_ECONNECT, protocol = core.PL_EPROTOCOL }
+local TIMEOUT, CONNECTION, PROTOCOL = core.PL_ETIMEOUT, core.PL_ECONNECT, core.PL_EPROTOCOL
 
-local function transport_error(code, op, what, detail)
-  return new_error({ code = code, errno = TRANSPORT_ERRNO[code], retryable = code ~= "protocol",
-                     message = what .. ": " .. tostring(detail), op = op })
+-- A failed exchange's error (errno: TIMEOUT, CONNECTION or PROTOCOL); a malformed answer
+-- (PROTOCOL) is not retried.
+local function transport_error(errno, op, what, detail)
+  return code_error(errno, { retryable = errno ~= PROTOCOL, message = what .. ": " .. tostring(detail), op = op })
 end
 
 local function parse_url(url)
@@ -185,8 +186,7 @@ local function http_exchange(self, req, op, read_timeout_ms, cut)
   local method, url, body, head, has_host, has_len = core.request_head(req)
   local scheme, host, port, path = parse_url(url)
   if not scheme then
-    return nil, new_error({ code = "invalid_argument", errno = core.PL_EINVAL, op = op,
-                            message = "unsupported endpoint URL for cosockets" })
+    return nil, code_error(core.PL_EINVAL, { op = op, message = "unsupported endpoint URL for cosockets" })
   end
   local lines = { method, " ", path, " HTTP/1.1\r\n", head }
   if not has_host then
@@ -202,17 +202,17 @@ local function http_exchange(self, req, op, read_timeout_ms, cut)
   -- (a connection made without verifying the certificate is never handed to a client that verifies)
   local pool = scheme .. ":" .. host .. ":" .. port .. (self._ssl_verify and "" or ":unverified")
   local ok, err = sock:connect(host, port, { pool = pool })
-  if not ok then return nil, transport_error("connection", op, "connect failed", err), UNSENT end
+  if not ok then return nil, transport_error(CONNECTION, op, "connect failed", err), UNSENT end
   if scheme == "https" and sock:getreusedtimes() == 0 then
     -- (false: no session object back; lua-resty-core 0.1.25 asserts fetching one after a
     -- verified handshake that had to wait)
     ok, err = sock:sslhandshake(false, host, self._ssl_verify)
-    if not ok then sock:close(); return nil, transport_error("connection", op, "TLS handshake failed", err), UNSENT end
+    if not ok then sock:close(); return nil, transport_error(CONNECTION, op, "TLS handshake failed", err), UNSENT end
   end
   core.stat_request(self._h, 1, sock:getreusedtimes() > 0 and 1 or 0, 0)
   local sent_ms = core.pl_now_mono_ms()
   ok, err = sock:send(lines)
-  if not ok then sock:close(); return nil, transport_error("connection", op, "send failed", err), UNANSWERED end
+  if not ok then sock:close(); return nil, transport_error(CONNECTION, op, "send failed", err), UNANSWERED end
 
   local line
   if cut then
@@ -223,17 +223,17 @@ local function http_exchange(self, req, op, read_timeout_ms, cut)
   end
   if not line then
     sock:close()
-    return nil, transport_error(err == "timeout" and "timeout" or "connection", op, "no response", err), UNANSWERED
+    return nil, transport_error(err == "timeout" and TIMEOUT or CONNECTION, op, "no response", err), UNANSWERED
   end
   local status = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
-  if not status then sock:close(); return nil, transport_error("protocol", op, "bad status line", ""), MALFORMED end
+  if not status then sock:close(); return nil, transport_error(PROTOCOL, op, "bad status line", ""), MALFORMED end
   local headers, length, chunked, close = {}, nil, false, false
   while true do
     line, err = sock:receive("*l")
     if not line then
       sock:close()
-      if err == "timeout" then return nil, transport_error("timeout", op, "headers cut short", err), UNANSWERED end
-      return nil, transport_error("protocol", op, "headers cut short", err), MALFORMED -- the status line came
+      if err == "timeout" then return nil, transport_error(TIMEOUT, op, "headers cut short", err), UNANSWERED end
+      return nil, transport_error(PROTOCOL, op, "headers cut short", err), MALFORMED -- the status line came
     end
     if line == "" then break end
     local name, value = split_header(line)
@@ -250,12 +250,12 @@ local function http_exchange(self, req, op, read_timeout_ms, cut)
   data, err = read_body(sock, status, method, length, chunked)
   if not data then
     sock:close()
-    if err == "timeout" then return nil, transport_error("timeout", op, "body cut short", err), UNANSWERED end
+    if err == "timeout" then return nil, transport_error(TIMEOUT, op, "body cut short", err), UNANSWERED end
     if err == TOO_BIG then
-      return nil, transport_error("protocol", op, "response exceeded a size limit",
+      return nil, transport_error(PROTOCOL, op, "response exceeded a size limit",
                                   "its body is over " .. MAX_BODY .. " bytes"), MALFORMED
     end
-    return nil, transport_error("protocol", op, "body cut short", err), MALFORMED -- as libcurl's partial file
+    return nil, transport_error(PROTOCOL, op, "body cut short", err), MALFORMED -- as libcurl's partial file
   end
   reusable = err -- second value of read_body: whether the connection can be reused
   if reusable and not close then sock:setkeepalive(self._keepalive_ms, self._pool_size)
@@ -604,7 +604,7 @@ local function rn_renew(e, key, mh)
   end
   -- (whether this round trip counts is the schedule's rule, the C renewer's)
   core.schedule_note_answer(RN.sched, now - t0, ok or how == ANSWERED,
-                            not ok and err ~= nil and err.code == "timeout")
+                            not ok and err ~= nil and err.errno == TIMEOUT)
   if RN.entries[key] ~= e then return end -- taken out meanwhile (settled, dropped, released)
   rn_wake() -- (what follows queues it again or drops it)
   if ok then
@@ -770,8 +770,8 @@ function Client:process(entity, handler, opts)
     local t, terr = ngx.thread.spawn(loop, self, entity, handler, o, s, stopping, ngx.sleep)
     if not t then
       s.stopped = true
-      s.error = new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                            message = "cannot start consumer " .. i .. ": " .. tostring(terr) })
+      s.error = code_error(core.PL_EINTERNAL, { op = "process",
+                             message = "cannot start consumer " .. i .. ": " .. tostring(terr) })
       I.stop_run(s, core.PL_RUN_ERROR)
       break
     end
@@ -780,8 +780,8 @@ function Client:process(entity, handler, opts)
   for i = 1, #threads do
     local ok, terr = ngx.thread.wait(threads[i])
     if not ok then -- (the others stop too: none waits on a message this one held)
-      I.end_with(s, new_error({ code = "internal", errno = core.PL_EINTERNAL, op = "process",
-                                message = "a consumer failed: " .. tostring(terr) }))
+      I.end_with(s, code_error(core.PL_EINTERNAL, { op = "process",
+                                 message = "a consumer failed: " .. tostring(terr) }))
     end
   end
   s.drained = ngx.worker.exiting()

@@ -55,7 +55,7 @@ from . import errors as _errors
 from ._auth import TokenProvider
 from .client import Body, OutgoingMessage
 from ._outgoing import SendOptions, _build_batch, _outgoing_handle, _send_signature
-from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
+from .errors import ClosedError, Error, LockLostError
 from . import processor as _processor
 from .processor import ProcessSummary, RetryDelay
 from ._spans import no_context
@@ -368,25 +368,8 @@ class Message(_client.Message):
                 log.warning("abandon of message %s after a handler error failed: %s", self.sequence_number, e)
                 return False
             outcome = _core.pl_finish_outcome(self._h, id_ != 0)
-        if ok:
-            if outcome == _client._FINISH_CLOSED:
-                raise ClosedError(
-                    f"message {self.sequence_number} in {self.entity} was abandoned when "
-                    "the client closed while the block ran; it was not completed",
-                    code=_E_CLOSED,
-                )
-            if outcome == _client._FINISH_UNKNOWN:
-                raise OutcomeUnknownError(
-                    f"message {self.sequence_number} in {self.entity}: a settle "
-                    "made in the block had an unknown outcome",
-                    code=_errors.PL_EUNKNOWN,
-                )
-            if outcome == _client._FINISH_LOST:
-                raise LockLostError(
-                    f"lock on message {self.sequence_number} in {self.entity} was lost "
-                    "while the block ran; it was not completed",
-                    code=_errors.PL_ELOCKLOST,
-                )
+        if ok:  # closed, unknown or lost: raised in the core's words
+            _core.pl_finish_error(self._h, outcome)
         elif outcome == _client._FINISH_LOST:
             log.warning("lock on message %s in %s was lost while the handler failed", self.sequence_number, self.entity)
         return False

@@ -65,7 +65,7 @@ from ._outgoing import OutgoingMessage as OutgoingMessage
 from ._outgoing import PropertyValue as PropertyValue
 from ._outgoing import _build_batch, _outgoing_handle
 from ._outgoing import _send_signature
-from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
+from .errors import Error
 
 if TYPE_CHECKING:
     from ._outgoing import Unpack
@@ -93,7 +93,7 @@ LOCK_NONE, LOCK_HELD, LOCK_SETTLING = _core.PL_LOCK_NONE, _core.PL_LOCK_HELD, _c
 LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = _core.PL_LOCK_SETTLED, _core.PL_LOCK_LOST, _core.PL_LOCK_UNKNOWN
 _SETTLE_COMPLETE = _core.PL_SETTLE_COMPLETE
 _E_CLOSED = _errors.PL_ECLOSED
-_FINISH_LOST, _FINISH_UNKNOWN, _FINISH_CLOSED = (_core.PL_FINISH_LOST, _core.PL_FINISH_UNKNOWN, _core.PL_FINISH_CLOSED)
+_FINISH_LOST = _core.PL_FINISH_LOST
 _PROP_INT, _PROP_DOUBLE, _PROP_BOOL, _PROP_DATETIME = (
     _core.PL_PROP_INT,
     _core.PL_PROP_DOUBLE,
@@ -475,25 +475,8 @@ class Message:
                 return False
             settled = True
             if exc_type is None:
-                if outcome == _FINISH_CLOSED:
-                    raise ClosedError(
-                        f"message {self.sequence_number} in {self.entity} was abandoned when the "
-                        "client closed while the block ran; it was not completed and will be "
-                        "delivered again",
-                        code=_E_CLOSED,
-                    )
-                if outcome == _FINISH_UNKNOWN:
-                    raise OutcomeUnknownError(
-                        f"message {self.sequence_number} in {self.entity}: a settle made while the "
-                        "block ran had an unknown outcome; it may or may not have been completed",
-                        code=_errors.PL_EUNKNOWN,
-                    )
-                if outcome == _FINISH_LOST:
-                    raise LockLostError(
-                        f"lock on message {self.sequence_number} in {self.entity} was lost "
-                        "while the handler ran; it was not completed",
-                        code=_errors.PL_ELOCKLOST,
-                    )
+                # closed, unknown or lost: raised in the core's words
+                _core.pl_finish_error(self._h, outcome)
             elif outcome == _FINISH_LOST:
                 log.warning(
                     "lock on message %s in %s was lost while the handler failed", self.sequence_number, self.entity

@@ -106,6 +106,12 @@ static void test_lost(pl_renewer *r)
     CHECK_EQ(pl_finish_action(m, 1), 0); /* lost: nothing to send */
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_OK);
     CHECK_EQ(outcome, PL_FINISH_LOST);
+    /* the outcome's error, in the core's words for every binding */
+    CHECK_EQ(pl_finish_error(m, outcome), PL_ELOCKLOST);
+    CHECK_EQ(pl_error_last()->code, PL_ELOCKLOST);
+    CHECK(strstr(pl_error_last()->message, "was lost while the handler ran; nothing was completed (") !=
+          NULL);
+    CHECK(strstr(pl_error_last()->message, q) != NULL);
     CHECK_EQ(pl_test_completed_count(q, "lost"), 0);
     pl_message_free(m);
 
@@ -139,6 +145,9 @@ static void test_unknown(pl_renewer *r)
     CHECK_EQ(pl_renewer_hold(r, m, 60000), PL_OK);
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_EUNKNOWN);
     CHECK_EQ(outcome, PL_FINISH_UNKNOWN);
+    CHECK_EQ(pl_finish_error(m, outcome), PL_EUNKNOWN);
+    CHECK(strstr(pl_error_last()->message, "had an unknown outcome; it may or may not have been completed") !=
+          NULL);
     CHECK_EQ(pl_test_completed_count(q, "unk"), 1); /* it was, in fact, completed */
     pl_message_free(m);
 
@@ -165,6 +174,9 @@ static void test_closed(void)
     CHECK_EQ(pl_renewer_close(r, 1), PL_OK); /* unlocks what it holds */
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_OK);
     CHECK_EQ(outcome, PL_FINISH_CLOSED);
+    CHECK_EQ(pl_finish_error(m, outcome), PL_ECLOSED);
+    CHECK(strstr(pl_error_last()->message, "was abandoned when the client closed while the handler ran") !=
+          NULL);
     CHECK_EQ(pl_test_completed_count(q, "closed"), 0);
     CHECK_EQ(pl_test_message_count(q), 1);
     pl_message_free(m);
@@ -172,6 +184,7 @@ static void test_closed(void)
     CHECK_EQ(pl_renewer_hold(r, m, 0), PL_ECLOSED);
     CHECK_EQ(pl_renewer_finish(r, m, 1, &outcome), PL_OK); /* still settled */
     CHECK_EQ(outcome, PL_FINISH_COMPLETED);
+    CHECK_EQ(pl_finish_error(m, outcome), PL_OK); /* completed: no error */
     pl_message_free(m);
     pl_renewer_free(r);
 }
