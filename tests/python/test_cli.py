@@ -541,3 +541,36 @@ def test_dlq_and_export_of_an_empty_entity_exit_0(emu, make_queue):
     assert run("dlq", q, "-t", "0", env_cs=emu.connection_string).returncode == 0
     assert run("export", q, "-t", "0", "-q", env_cs=emu.connection_string).returncode == 0
     assert run("receive", q, "-t", "0", env_cs=emu.connection_string).returncode == 7
+
+
+def _with_host(cs, host):
+    """The emulator's connection string with its endpoint's host replaced."""
+    import re
+
+    return re.sub(r"sb://127\.0\.0\.1:", f"sb://{host}:", cs)
+
+
+def test_ls_refuses_the_sas_token_in_clear_to_a_host_that_is_not_loopback(emu, make_queue):
+    # 0.0.0.0 reaches this machine's emulator, yet is not a loopback name: the core's rule
+    # for plain http (what Client.from_connection_string enforces) holds for `ls` too
+    make_queue()
+    cs = _with_host(emu.connection_string, "0.0.0.0")
+    r = run("ls", env_cs=cs)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "not a loopback host" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout == ""
+    # the connection string's own opt-in is the core's too
+    r = run("ls", env_cs=cs + ";AllowPlaintextHost=0.0.0.0")
+    assert r.returncode == 0, r.stderr
+
+
+def test_ls_of_an_endpoint_answering_404_is_an_error_not_an_empty_namespace(emu, make_queue):
+    q = make_queue()
+    r = run("ls", env_cs=emu.connection_string)
+    assert r.returncode == 0 and q in r.stdout, r.stderr
+    emu.fault(operation="management", status=404, count=1)  # the namespace's queue list: 404
+    r = run("ls", env_cs=emu.connection_string)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "$Resources/Queues" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+
