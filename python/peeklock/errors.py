@@ -284,3 +284,15 @@ def from_code(code: int, status: int = 0, retryable: int = 0, message: Optional[
         # Out of memory keeps the Python spelling too.
         return cls(message or "out of memory", status=status, code=code, retryable=bool(retryable))
     return cls(message or name or "error", status=status, code=code, retryable=bool(retryable))
+
+
+# The core raises these classes on every path (the CLI's `ls` reaches the core through the
+# management client alone, never client.py): registered here, where `import peeklock` runs,
+# the first time the extension loads. A source tree with no build has no extension: nothing
+# to register.
+try:
+    from . import _core as _ext
+except ImportError:
+    pass
+else:
+    _ext.pl_py_set_error_factory(from_code)

@@ -574,3 +574,26 @@ def test_ls_of_an_endpoint_answering_404_is_an_error_not_an_empty_namespace(emu,
     assert "$Resources/Queues" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
 
+
+def test_ls_bad_connection_string_or_refused_key_is_one_line_with_its_exit_code(emu):
+    r = run("ls", "--connection-string", "garbage")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith("peeklock: InvalidArgument: connection string") and len(r.stderr.splitlines()) == 1
+    r = run("ls", env_cs=emu.connection_string.replace(f"SharedAccessKey={emu.key}", "SharedAccessKey=wrong"))
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.stderr.startswith("peeklock: AuthError: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_management_alone_raises_peeklock_errors():
+    # a process that never imports peeklock.client: the core still raises peeklock's classes
+    code = (
+        "import sys, peeklock\n"
+        "from peeklock.management import Management\n"
+        "try:\n"
+        "    Management.from_connection_string('garbage').entities()\n"
+        "except peeklock.InvalidArgument as e:\n"
+        "    assert 'peeklock.client' not in sys.modules\n"
+        "    print('ok', type(e).__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok InvalidArgument", r.stderr
