@@ -33,6 +33,7 @@ from . import errors as _errors
 from .errors import Error
 
 ENV = "PEEKLOCK_CONNECTION_STRING"
+CA_ENV = "PEEKLOCK_CA_FILE"
 
 # Exit codes (documented in --help and docs/python.md).
 EXIT_OK = 0
@@ -59,6 +60,8 @@ EPILOG = f"""\
 Every command except `emulator` needs a connection string: pass
 --connection-string, or set the environment variable {ENV}.
 A local emulator prints one:  peeklock emulator --queue orders
+Over https with a certificate of your own (the emulator's --tls): --ca-file PEM, or set
+{CA_ENV}.
 
 Examples:
   peeklock emulator --queue orders --lock-duration 30
@@ -106,6 +109,19 @@ def _conn(args: argparse.Namespace) -> str:
     if not cs:
         raise UsageError(f"no connection string: pass --connection-string or set {ENV}")
     return str(cs)
+
+
+def _ca_file(args: argparse.Namespace) -> Optional[str]:
+    """The CA certificates (PEM) to trust for https: --ca-file or $PEEKLOCK_CA_FILE; None,
+    the system's."""
+    ca = getattr(args, "ca_file", None) or os.environ.get(CA_ENV)
+    return str(ca) if ca else None
+
+
+def _management(args: argparse.Namespace, timeout: float = 30.0) -> Any:
+    from .management import Management
+
+    return Management.from_connection_string(_conn(args), timeout=timeout, ca_file=_ca_file(args))
 
 
 def _err(text: str) -> None:
@@ -264,7 +280,7 @@ def _render(msg: Any, as_json: bool, dead_letters: bool = False) -> str:
 def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
-    return Client.from_connection_string(_conn(args))
+    return Client.from_connection_string(_conn(args), ca_file=_ca_file(args))
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -351,9 +367,7 @@ def _entity_info(args: argparse.Namespace, entity: str) -> Any:
     """The entity's management description, or None when the management API
     does not give it (best effort: a look-up only, 5 s at most)."""
     try:
-        from .management import Management
-
-        return Management.from_connection_string(_conn(args), timeout=5).get(entity)
+        return _management(args, timeout=5).get(entity)
     except Exception:
         return None
 
@@ -626,9 +640,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .management import Management
-
-    ents = Management.from_connection_string(_conn(args)).entities()
+    ents = _management(args).entities()
     if args.json:
         for e in ents:
             print(json.dumps(asdict(e)), flush=True)
@@ -701,6 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version="peeklock 0.1.0")
+    ca_help = f"CA certificates (PEM) to trust for https, e.g. the emulator's --tls certificate (default: ${CA_ENV})"
+    p.add_argument("--ca-file", metavar="PEM", help=ca_help)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def parser(name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -716,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--connection-string", "-c", metavar="CS", help=f"Service Bus connection string (default: ${ENV})"
         )
+        # also after the command; a value given before it stays when this one is not given
+        sp.add_argument("--ca-file", metavar="PEM", default=argparse.SUPPRESS, help=ca_help)
 
     def receiving(sp: argparse.ArgumentParser, default_count: Optional[int]) -> None:
         sp.add_argument("entity", help="queue, topic/subscriptions/SUB, or a $DeadLetterQueue path")
