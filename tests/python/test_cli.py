@@ -166,9 +166,24 @@ def test_emulator_without_aiohttp_names_the_extra():
         "sys.exit(main(['emulator', '--queue', 'q']))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "pip install 'peeklock[emulator]'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_python_m_emulator_without_aiohttp_says_what_to_install_in_one_line():
+    # `python3 -m peeklock.emulator` from a source tree or a base install: one line, exit 2
+    code = (
+        "import runpy, sys; sys.modules['aiohttp'] = None; sys.argv = ['x', '--port', '0', '--queue', 'q']; "
+        "runpy.run_module('peeklock.emulator', run_name='__main__', alter_sys=True)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "peeklock emulator: needs the aiohttp package, which is not installed: "
+        "pip install aiohttp (or pip install 'peeklock[emulator]')"
+    ]
+    assert r.stdout == ""
 
 
 # ---- operator tools: safe output, typed properties, exit codes, dead letters, purge, export ----
