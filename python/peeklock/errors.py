@@ -161,7 +161,7 @@ class Error(Exception):
             return str(self.code)
 
     def __str__(self) -> str:
-        if self.status:
+        if self.status and f"HTTP {self.status}" not in self.message:  # (the core's text often says it)
             return f"{self.message} (HTTP {self.status})"
         return self.message
 

@@ -597,6 +597,7 @@ def test_ls_bad_connection_string_or_refused_key_is_one_line_with_its_exit_code(
     r = run("ls", env_cs=emu.connection_string.replace(f"SharedAccessKey={emu.key}", "SharedAccessKey=wrong"))
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert r.stderr.startswith("peeklock: AuthError: ") and len(r.stderr.splitlines()) == 1
+    assert r.stderr.count("401") == 1, r.stderr  # the status once, not "HTTP 401 (HTTP 401)"
 
 
 def test_management_alone_raises_peeklock_errors():
@@ -612,3 +613,11 @@ def test_management_alone_raises_peeklock_errors():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok InvalidArgument", r.stderr
+
+
+def test_an_error_names_its_http_status_once(emu, make_queue):
+    q = make_queue()
+    emu.fault(operation="send", entity=q, status=410, count=1)
+    r = run("send", q, "x", env_cs=emu.connection_string)
+    assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.count("410") == 1, r.stderr
