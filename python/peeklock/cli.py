@@ -616,8 +616,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
             max_deliveries=max_deliveries,
             report=report,
         )
-    except BaseException:
-        _err(f"stopped: {report.deleted} deleted before that")
+    except BaseException as e:
+        if report.deleted or not isinstance(e, Exception):  # (the error's own line says the rest)
+            _err(f"stopped: {report.deleted} deleted before that")
         raise
     finally:
         client.close()

@@ -621,3 +621,9 @@ def test_an_error_names_its_http_status_once(emu, make_queue):
     r = run("send", q, "x", env_cs=emu.connection_string)
     assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.count("410") == 1, r.stderr
+
+
+def test_purge_of_a_missing_entity_says_only_that(emu):
+    r = run("purge", "no-such-queue", "--yes", env_cs=emu.connection_string)
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.splitlines() == [r.stderr.strip()] and "EntityNotFoundError" in r.stderr, r.stderr
