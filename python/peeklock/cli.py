@@ -257,10 +257,11 @@ def _render(msg: Any, as_json: bool, dead_letters: bool = False) -> str:
             d["dead_letter_description"] = props.get("DeadLetterErrorDescription")
         d.update(_body_fields(msg.body))
         return json.dumps(d, ensure_ascii=False) + "\n"
-    lines = [
-        f"--- #{msg.sequence_number} id={msg.message_id} deliveries={msg.delivery_count}"
-        f" label={msg.label} content-type={msg.content_type}"
-    ]
+    head = f"--- #{msg.sequence_number} id={msg.message_id} deliveries={msg.delivery_count}"
+    for name, value in (("label", msg.label), ("content-type", msg.content_type)):
+        if value is not None:  # (not set: left out, never shown as None)
+            head += f" {name}={value}"
+    lines = [head]
     if dead_letters:
         lines.append(f"    reason: {props.get('DeadLetterReason')}")
         lines.append(f"    description: {props.get('DeadLetterErrorDescription')}")

@@ -627,3 +627,16 @@ def test_purge_of_a_missing_entity_says_only_that(emu):
     r = run("purge", "no-such-queue", "--yes", env_cs=emu.connection_string)
     assert r.returncode == 4, r.stderr
     assert r.stderr.splitlines() == [r.stderr.strip()] and "EntityNotFoundError" in r.stderr, r.stderr
+
+
+def test_text_output_leaves_out_fields_that_are_not_set(emu, make_queue):
+    q = make_queue()
+    assert run("send", q, "plain", "--message-id", "m-1", env_cs=emu.connection_string).returncode == 0
+    r = run("send", q, "labelled", "--message-id", "m-2", "--label", "L", env_cs=emu.connection_string)
+    assert r.returncode == 0, r.stderr
+    r = run("receive", q, "-n", "2", "-t", "5", env_cs=emu.connection_string)
+    assert r.returncode == 0, r.stderr
+    heads = [x for x in r.stdout.splitlines() if x.startswith("--- ")]
+    assert len(heads) == 2 and "None" not in r.stdout, r.stdout
+    assert "label=" not in heads[0], heads
+    assert " label=L " in heads[1], heads
