@@ -27,6 +27,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO
 
 from . import errors as _errors
@@ -673,6 +674,12 @@ def cmd_token(args: argparse.Namespace) -> int:
         key = key or cs.key
         if uri is None:
             uri = cs.endpoint + "/" + (cs.entity_path or "")
+    split = urllib.parse.urlsplit(uri)
+    if split.scheme.lower() not in ("sb", "http", "https") or not split.netloc:
+        raise UsageError(
+            f"token signs a resource URI (sb://, https:// or http://NAMESPACE/ENTITY), not {uri!r}: "
+            "the service checks the token against the URL it was sent to"
+        )
     if not key or not key_name:
         raise UsageError(
             "token needs a key: --key-name and --key, or a connection "
@@ -912,7 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Print a SharedAccessSignature token for URI (default: the connection string's "
         "endpoint), signed with --key-name/--key or the connection string's key.",
     )
-    s.add_argument("uri", nargs="?", help="resource URI, e.g. https://ns.servicebus.windows.net/q")
+    s.add_argument(
+        "uri", nargs="?", help="resource URI (sb://, https:// or http://), e.g. https://ns.servicebus.windows.net/q"
+    )
     s.add_argument("--key-name")
     s.add_argument("--key")
     s.add_argument(

@@ -55,8 +55,12 @@ def test_send_peek_receive_dlq(emu, make_queue):
 
 
 def test_token(emu):
-    r = run("token", "audience", "--key-name", "keyName", "--key", "key", "--expiry", "60")
-    assert r.returncode == 0 and r.stdout.startswith("SharedAccessSignature sr=audience&sig=")
+    uri = "https://ns.servicebus.windows.net/orders"
+    r = run("token", uri, "--key-name", "keyName", "--key", "key", "--expiry", "60")
+    assert r.returncode == 0 and r.stdout.lower().startswith("sharedaccesssignature sr=https%3a%2f%2fns."), r.stdout
+    for not_a_url in ("notaurl", "ftp://ns/orders", "https://"):  # signs no string but a resource URI
+        r = run("token", not_a_url, "--key-name", "keyName", "--key", "key")
+        assert r.returncode == 2 and r.stdout == "" and "resource URI" in r.stderr, (not_a_url, r.stderr)
     r = run("token", env_cs=emu.connection_string)
     assert r.returncode == 0 and "skn=RootManageSharedAccessKey" in r.stdout
 
@@ -308,11 +312,11 @@ def test_exit_codes_tell_failures_apart(emu, make_queue):
 def test_token_expiry_is_sas_token_s_rule_named_by_the_flag():
     # the CLI states no rule of its own: sas_token(lifetime=) decides, the flag is named
     for bad in ("0", "-5"):
-        r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
+        r = run("token", "sb://ns/q", "--key-name", "k", "--key", "v", "--expiry", bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip() == f"peeklock: --expiry must be a positive number of seconds, got {bad}"
     for bad in ("99999999999999999999", "9" * 400):  # past a 64-bit Unix time: no traceback
-        r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
+        r = run("token", "sb://ns/q", "--key-name", "k", "--key", "v", "--expiry", bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip() == (
             f"peeklock: --expiry is too long: the token's expiry must be a 64-bit Unix time, got {bad}"
