@@ -27,12 +27,14 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO
 
 from . import errors as _errors
 from .errors import Error
 
 ENV = "PEEKLOCK_CONNECTION_STRING"
+CA_ENV = "PEEKLOCK_CA_FILE"
 
 # Exit codes (documented in --help and docs/python.md).
 EXIT_OK = 0
@@ -59,6 +61,8 @@ EPILOG = f"""\
 Every command except `emulator` needs a connection string: pass
 --connection-string, or set the environment variable {ENV}.
 A local emulator prints one:  peeklock emulator --queue orders
+Over https with a certificate of your own (the emulator's --tls): --ca-file PEM, or set
+{CA_ENV}.
 
 Examples:
   peeklock emulator --queue orders --lock-duration 30
@@ -106,6 +110,19 @@ def _conn(args: argparse.Namespace) -> str:
     if not cs:
         raise UsageError(f"no connection string: pass --connection-string or set {ENV}")
     return str(cs)
+
+
+def _ca_file(args: argparse.Namespace) -> Optional[str]:
+    """The CA certificates (PEM) to trust for https: --ca-file or $PEEKLOCK_CA_FILE; None,
+    the system's."""
+    ca = getattr(args, "ca_file", None) or os.environ.get(CA_ENV)
+    return str(ca) if ca else None
+
+
+def _management(args: argparse.Namespace, timeout: float = 30.0) -> Any:
+    from .management import Management
+
+    return Management.from_connection_string(_conn(args), timeout=timeout, ca_file=_ca_file(args))
 
 
 def _err(text: str) -> None:
@@ -241,10 +258,11 @@ def _render(msg: Any, as_json: bool, dead_letters: bool = False) -> str:
             d["dead_letter_description"] = props.get("DeadLetterErrorDescription")
         d.update(_body_fields(msg.body))
         return json.dumps(d, ensure_ascii=False) + "\n"
-    lines = [
-        f"--- #{msg.sequence_number} id={msg.message_id} deliveries={msg.delivery_count}"
-        f" label={msg.label} content-type={msg.content_type}"
-    ]
+    head = f"--- #{msg.sequence_number} id={msg.message_id} deliveries={msg.delivery_count}"
+    for name, value in (("label", msg.label), ("content-type", msg.content_type)):
+        if value is not None:  # (not set: left out, never shown as None)
+            head += f" {name}={value}"
+    lines = [head]
     if dead_letters:
         lines.append(f"    reason: {props.get('DeadLetterReason')}")
         lines.append(f"    description: {props.get('DeadLetterErrorDescription')}")
@@ -264,7 +282,7 @@ def _render(msg: Any, as_json: bool, dead_letters: bool = False) -> str:
 def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
-    return Client.from_connection_string(_conn(args))
+    return Client.from_connection_string(_conn(args), ca_file=_ca_file(args))
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -351,9 +369,7 @@ def _entity_info(args: argparse.Namespace, entity: str) -> Any:
     """The entity's management description, or None when the management API
     does not give it (best effort: a look-up only, 5 s at most)."""
     try:
-        from .management import Management
-
-        return Management.from_connection_string(_conn(args), timeout=5).get(entity)
+        return _management(args, timeout=5).get(entity)
     except Exception:
         return None
 
@@ -602,8 +618,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
             max_deliveries=max_deliveries,
             report=report,
         )
-    except BaseException:
-        _err(f"stopped: {report.deleted} deleted before that")
+    except BaseException as e:
+        if report.deleted or not isinstance(e, Exception):  # (the error's own line says the rest)
+            _err(f"stopped: {report.deleted} deleted before that")
         raise
     finally:
         client.close()
@@ -626,9 +643,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .management import Management
-
-    ents = Management.from_connection_string(_conn(args)).entities()
+    ents = _management(args).entities()
     if args.json:
         for e in ents:
             print(json.dumps(asdict(e)), flush=True)
@@ -659,6 +674,12 @@ def cmd_token(args: argparse.Namespace) -> int:
         key = key or cs.key
         if uri is None:
             uri = cs.endpoint + "/" + (cs.entity_path or "")
+    split = urllib.parse.urlsplit(uri)
+    if split.scheme.lower() not in ("sb", "http", "https") or not split.netloc:
+        raise UsageError(
+            f"token signs a resource URI (sb://, https:// or http://NAMESPACE/ENTITY), not {uri!r}: "
+            "the service checks the token against the URL it was sent to"
+        )
     if not key or not key_name:
         raise UsageError(
             "token needs a key: --key-name and --key, or a connection "
@@ -672,18 +693,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-EMULATOR_EXTRA_HINT = (
-    "peeklock: the emulator needs aiohttp, which the base package does not install: pip install 'peeklock[emulator]'"
-)
-
-
 def cmd_emulator(args: argparse.Namespace) -> int:
     import runpy
 
-    try:
-        import aiohttp  # noqa: F401  (the emulator's one dependency, an optional extra)
-    except ImportError:
-        raise SystemExit(EMULATOR_EXTRA_HINT) from None
+    # (without aiohttp the emulator's main says what to install, exit 2)
     sys.argv = ["peeklock emulator"] + list(args.emulator_args)
     runpy.run_module("peeklock.emulator", run_name="__main__", alter_sys=True)
     return EXIT_OK
@@ -701,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version="peeklock 0.1.0")
+    ca_help = f"CA certificates (PEM) to trust for https, e.g. the emulator's --tls certificate (default: ${CA_ENV})"
+    p.add_argument("--ca-file", metavar="PEM", help=ca_help)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def parser(name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -716,6 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--connection-string", "-c", metavar="CS", help=f"Service Bus connection string (default: ${ENV})"
         )
+        # also after the command; a value given before it stays when this one is not given
+        sp.add_argument("--ca-file", metavar="PEM", default=argparse.SUPPRESS, help=ca_help)
 
     def receiving(sp: argparse.ArgumentParser, default_count: Optional[int]) -> None:
         sp.add_argument("entity", help="queue, topic/subscriptions/SUB, or a $DeadLetterQueue path")
@@ -902,7 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Print a SharedAccessSignature token for URI (default: the connection string's "
         "endpoint), signed with --key-name/--key or the connection string's key.",
     )
-    s.add_argument("uri", nargs="?", help="resource URI, e.g. https://ns.servicebus.windows.net/q")
+    s.add_argument(
+        "uri", nargs="?", help="resource URI (sb://, https:// or http://), e.g. https://ns.servicebus.windows.net/q"
+    )
     s.add_argument("--key-name")
     s.add_argument("--key")
     s.add_argument(

@@ -86,8 +86,6 @@ __all__ = [
 
 log = logging.getLogger("peeklock")
 
-_core.pl_py_set_error_factory(_errors.from_code)
-
 # Lock states (csrc/include/peeklock.h).
 LOCK_NONE, LOCK_HELD, LOCK_SETTLING = _core.PL_LOCK_NONE, _core.PL_LOCK_HELD, _core.PL_LOCK_SETTLING
 LOCK_SETTLED, LOCK_LOST, LOCK_UNKNOWN = _core.PL_LOCK_SETTLED, _core.PL_LOCK_LOST, _core.PL_LOCK_UNKNOWN

@@ -161,7 +161,7 @@ class Error(Exception):
             return str(self.code)
 
     def __str__(self) -> str:
-        if self.status:
+        if self.status and f"HTTP {self.status}" not in self.message:  # (the core's text often says it)
             return f"{self.message} (HTTP {self.status})"
         return self.message
 
@@ -284,3 +284,15 @@ def from_code(code: int, status: int = 0, retryable: int = 0, message: Optional[
         # Out of memory keeps the Python spelling too.
         return cls(message or "out of memory", status=status, code=code, retryable=bool(retryable))
     return cls(message or name or "error", status=status, code=code, retryable=bool(retryable))
+
+
+# The core raises these classes on every path (the CLI's `ls` reaches the core through the
+# management client alone, never client.py): registered here, where `import peeklock` runs,
+# the first time the extension loads. A source tree with no build has no extension: nothing
+# to register.
+try:
+    from . import _core as _ext
+except ImportError:
+    pass
+else:
+    _ext.pl_py_set_error_factory(from_code)

@@ -192,14 +192,24 @@ class Management:
         cs = parse_connection_string(connection_string)
         if not cs.sas_token and not (cs.key and cs.key_name):
             raise ValueError("the connection string has no SharedAccessKey or SharedAccessSignature")
+        # The core's client checks the endpoint as it does for the data-plane Client: no
+        # SAS token over plain http to a host that is not loopback (unless the connection
+        # string names it in AllowPlaintextHost=); making one opens no connection.
+        core = _core.pl_client_new(connection_string=connection_string, ca_file=ca_file)
+        endpoint = str(_core.pl_client_endpoint(core))
+        del core
         return cls(
-            cs.endpoint,
+            endpoint,
             management_authorization(connection_string, None, None, None, None),
             timeout=timeout,
             ca_file=ca_file,
         )
 
-    def _get(self, path: str, query: str = "") -> Optional[ET.Element]:
+    def _get(self, path: str, query: str = "", *, missing_ok: bool = True) -> Optional[ET.Element]:
+        """The Atom document at ``path``; None for an empty answer, and for a 404 when
+        ``missing_ok`` (an entity or a topic's subscriptions: what is gone is not
+        there). The namespace's lists are never missing: the service answers an
+        empty namespace with an empty feed, so a 404 there is a wrong endpoint."""
         url = f"{self.endpoint}/{urllib.parse.quote(path, safe='/$')}"
         if query:
             url += "?" + query
@@ -210,8 +220,15 @@ class Management:
             with _opener(self._context).open(req, timeout=self._timeout) as r:
                 body = r.read()
         except urllib.error.HTTPError as e:
-            if e.code == 404:
+            if e.code == 404 and missing_ok:
                 return None
+            if e.code == 404:
+                raise _errors.HTTPError(
+                    f"management GET {path}: not found, where a Service Bus namespace answers a feed "
+                    f"(empty or not): is {self.endpoint} the namespace's endpoint?",
+                    status=404,
+                    code=_errors.PL_EHTTP,
+                ) from None
             try:  # what the status means is the core's table, the REST answers' too
                 _core.pl_http_status_error(e.code, None, f"management GET {path}")
             except _errors.Error as err:
@@ -244,10 +261,10 @@ class Management:
             return None  # the old service answers a missing queue with a feed
         return _info(root)
 
-    def _feed(self, path: str) -> Iterator[EntityInfo]:
+    def _feed(self, path: str, *, missing_ok: bool = False) -> Iterator[EntityInfo]:
         skip = 0
         while True:
-            root = self._get(path, f"$skip={skip}&$top={_PAGE}")
+            root = self._get(path, f"$skip={skip}&$top={_PAGE}", missing_ok=missing_ok)
             entries = [] if root is None else root.findall(_ATOM + "entry")
             for e in entries:
                 info = _info(e)
@@ -263,7 +280,7 @@ class Management:
         out = EntityList(self._feed("$Resources/Queues"))
         for topic in list(self._feed("$Resources/Topics")):
             out.append(topic)
-            for sub in self._feed(f"{topic.path}/Subscriptions"):
+            for sub in self._feed(f"{topic.path}/Subscriptions", missing_ok=True):  # (topic deleted since)
                 if "/" not in sub.path:  # an entry whose self link is only its name
                     sub = _replace_path(sub, f"{topic.path}/subscriptions/{sub.path}")
                 out.append(sub)

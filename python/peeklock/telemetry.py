@@ -48,6 +48,14 @@ if TYPE_CHECKING:
 __all__ = ["instrument", "uninstrument", "is_instrumented"]
 
 SYSTEM = "servicebus"
+
+# Histogram bucket bounds, in seconds, given as the instruments' advice (an SDK View may
+# still override them): the semantic conventions' bounds for messaging.client.operation.duration
+# and messaging.process.duration (5 ms .. 10 s; the SDK's default, 0 5 10 25 ..., suits
+# milliseconds and put every operation under 5 s), and for the renewal slack up to the
+# longest lock (5 min). lua/peeklock/metrics.lua serves the same two lists.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+SLACK_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 _TRACEPARENT = "traceparent"
 _DIAGNOSTIC_ID = "Diagnostic-Id"
 
@@ -93,6 +101,7 @@ class _Instrumentation:
             "messaging.client.operation.duration",
             unit="s",
             description="Duration of messaging operation initiated by a producer or consumer client.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.sent = meter.create_counter(
             "messaging.client.sent.messages",
@@ -105,7 +114,10 @@ class _Instrumentation:
             description="Number of messages that were delivered to the application.",
         )
         self.process_duration = meter.create_histogram(
-            "messaging.process.duration", unit="s", description="Duration of processing operation."
+            "messaging.process.duration",
+            unit="s",
+            description="Duration of processing operation.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.renewals = meter.create_counter(
             "peeklock.lock.renewals", unit="{renewal}", description="Lock renewals by the background renewer."
@@ -119,6 +131,7 @@ class _Instrumentation:
             "peeklock.lock.renewal_slack",
             unit="s",
             description="Lock time left when a renewal by the background renewer landed.",
+            explicit_bucket_boundaries_advisory=SLACK_BUCKETS,
         )
         self.lost = meter.create_counter("peeklock.lock.lost", unit="{lock}", description="Locks lost while held.")
         self.cap = meter.create_counter(

@@ -55,8 +55,12 @@ def test_send_peek_receive_dlq(emu, make_queue):
 
 
 def test_token(emu):
-    r = run("token", "audience", "--key-name", "keyName", "--key", "key", "--expiry", "60")
-    assert r.returncode == 0 and r.stdout.startswith("SharedAccessSignature sr=audience&sig=")
+    uri = "https://ns.servicebus.windows.net/orders"
+    r = run("token", uri, "--key-name", "keyName", "--key", "key", "--expiry", "60")
+    assert r.returncode == 0 and r.stdout.lower().startswith("sharedaccesssignature sr=https%3a%2f%2fns."), r.stdout
+    for not_a_url in ("notaurl", "ftp://ns/orders", "https://"):  # signs no string but a resource URI
+        r = run("token", not_a_url, "--key-name", "keyName", "--key", "key")
+        assert r.returncode == 2 and r.stdout == "" and "resource URI" in r.stderr, (not_a_url, r.stderr)
     r = run("token", env_cs=emu.connection_string)
     assert r.returncode == 0 and "skn=RootManageSharedAccessKey" in r.stdout
 
@@ -166,9 +170,24 @@ def test_emulator_without_aiohttp_names_the_extra():
         "sys.exit(main(['emulator', '--queue', 'q']))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "pip install 'peeklock[emulator]'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_python_m_emulator_without_aiohttp_says_what_to_install_in_one_line():
+    # `python3 -m peeklock.emulator` from a source tree or a base install: one line, exit 2
+    code = (
+        "import runpy, sys; sys.modules['aiohttp'] = None; sys.argv = ['x', '--port', '0', '--queue', 'q']; "
+        "runpy.run_module('peeklock.emulator', run_name='__main__', alter_sys=True)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "peeklock emulator: needs the aiohttp package, which is not installed: "
+        "pip install aiohttp (or pip install 'peeklock[emulator]')"
+    ]
+    assert r.stdout == ""
 
 
 # ---- operator tools: safe output, typed properties, exit codes, dead letters, purge, export ----
@@ -293,11 +312,11 @@ def test_exit_codes_tell_failures_apart(emu, make_queue):
 def test_token_expiry_is_sas_token_s_rule_named_by_the_flag():
     # the CLI states no rule of its own: sas_token(lifetime=) decides, the flag is named
     for bad in ("0", "-5"):
-        r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
+        r = run("token", "sb://ns/q", "--key-name", "k", "--key", "v", "--expiry", bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip() == f"peeklock: --expiry must be a positive number of seconds, got {bad}"
     for bad in ("99999999999999999999", "9" * 400):  # past a 64-bit Unix time: no traceback
-        r = run("token", "u", "--key-name", "k", "--key", "v", "--expiry", bad)
+        r = run("token", "sb://ns/q", "--key-name", "k", "--key", "v", "--expiry", bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip() == (
             f"peeklock: --expiry is too long: the token's expiry must be a 64-bit Unix time, got {bad}"
@@ -541,3 +560,87 @@ def test_dlq_and_export_of_an_empty_entity_exit_0(emu, make_queue):
     assert run("dlq", q, "-t", "0", env_cs=emu.connection_string).returncode == 0
     assert run("export", q, "-t", "0", "-q", env_cs=emu.connection_string).returncode == 0
     assert run("receive", q, "-t", "0", env_cs=emu.connection_string).returncode == 7
+
+
+def _with_host(cs, host):
+    """The emulator's connection string with its endpoint's host replaced."""
+    import re
+
+    return re.sub(r"sb://127\.0\.0\.1:", f"sb://{host}:", cs)
+
+
+def test_ls_refuses_the_sas_token_in_clear_to_a_host_that_is_not_loopback(emu, make_queue):
+    # 0.0.0.0 reaches this machine's emulator, yet is not a loopback name: the core's rule
+    # for plain http (what Client.from_connection_string enforces) holds for `ls` too
+    make_queue()
+    cs = _with_host(emu.connection_string, "0.0.0.0")
+    r = run("ls", env_cs=cs)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "not a loopback host" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout == ""
+    # the connection string's own opt-in is the core's too
+    r = run("ls", env_cs=cs + ";AllowPlaintextHost=0.0.0.0")
+    assert r.returncode == 0, r.stderr
+
+
+def test_ls_of_an_endpoint_answering_404_is_an_error_not_an_empty_namespace(emu, make_queue):
+    q = make_queue()
+    r = run("ls", env_cs=emu.connection_string)
+    assert r.returncode == 0 and q in r.stdout, r.stderr
+    emu.fault(operation="management", status=404, count=1)  # the namespace's queue list: 404
+    r = run("ls", env_cs=emu.connection_string)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "$Resources/Queues" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+
+
+def test_ls_bad_connection_string_or_refused_key_is_one_line_with_its_exit_code(emu):
+    r = run("ls", "--connection-string", "garbage")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith("peeklock: InvalidArgument: connection string") and len(r.stderr.splitlines()) == 1
+    r = run("ls", env_cs=emu.connection_string.replace(f"SharedAccessKey={emu.key}", "SharedAccessKey=wrong"))
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.stderr.startswith("peeklock: AuthError: ") and len(r.stderr.splitlines()) == 1
+    assert r.stderr.count("401") == 1, r.stderr  # the status once, not "HTTP 401 (HTTP 401)"
+
+
+def test_management_alone_raises_peeklock_errors():
+    # a process that never imports peeklock.client: the core still raises peeklock's classes
+    code = (
+        "import sys, peeklock\n"
+        "from peeklock.management import Management\n"
+        "try:\n"
+        "    Management.from_connection_string('garbage').entities()\n"
+        "except peeklock.InvalidArgument as e:\n"
+        "    assert 'peeklock.client' not in sys.modules\n"
+        "    print('ok', type(e).__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok InvalidArgument", r.stderr
+
+
+def test_an_error_names_its_http_status_once(emu, make_queue):
+    q = make_queue()
+    emu.fault(operation="send", entity=q, status=410, count=1)
+    r = run("send", q, "x", env_cs=emu.connection_string)
+    assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.count("410") == 1, r.stderr
+
+
+def test_purge_of_a_missing_entity_says_only_that(emu):
+    r = run("purge", "no-such-queue", "--yes", env_cs=emu.connection_string)
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.splitlines() == [r.stderr.strip()] and "EntityNotFoundError" in r.stderr, r.stderr
+
+
+def test_text_output_leaves_out_fields_that_are_not_set(emu, make_queue):
+    q = make_queue()
+    assert run("send", q, "plain", "--message-id", "m-1", env_cs=emu.connection_string).returncode == 0
+    r = run("send", q, "labelled", "--message-id", "m-2", "--label", "L", env_cs=emu.connection_string)
+    assert r.returncode == 0, r.stderr
+    r = run("receive", q, "-n", "2", "-t", "5", env_cs=emu.connection_string)
+    assert r.returncode == 0, r.stderr
+    heads = [x for x in r.stdout.splitlines() if x.startswith("--- ")]
+    assert len(heads) == 2 and "None" not in r.stdout, r.stdout
+    assert "label=" not in heads[0], heads
+    assert " label=L " in heads[1], heads

@@ -191,6 +191,26 @@ def test_prometheus_example_serves_peeklock_metrics():
     assert any(x.startswith("messaging_process_duration_seconds_count{") for x in lines)
     # one handler sleeps 3 s on a 5 s lock: the renewer renews it before half the lock is left
     assert any(x.startswith("peeklock_lock_renewals_total{") for x in lines)
+    # the semantic conventions' bounds for durations (5 ms .. 10 s), Lua's too, not the SDK's
+    # default (0, 5, 10, 25, ...: every operation under 5 s in one bucket)
+    conventions = ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0", "2.5", "5.0"]
+    conventions += ["7.5", "10.0", "+Inf"]
+    for family in ("messaging_client_operation_duration_seconds", "messaging_process_duration_seconds"):
+        assert _le(lines, family) == conventions, family
+    slack = ["0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "15.0", "30.0", "60.0", "120.0", "300.0", "+Inf"]
+    assert _le(lines, "peeklock_lock_renewal_slack_seconds") == slack
+
+
+def _le(lines, family):
+    """The ``le`` bounds of the first series of a Prometheus histogram family, as served."""
+    import re
+
+    def series(line):
+        return re.sub(r'le="[^"]*",?', "", line.split(" ")[0])
+
+    rows = [x for x in lines if x.startswith(family + "_bucket{")]
+    assert rows, family
+    return [re.search(r'le="([^"]*)"', x).group(1) for x in rows if series(x) == series(rows[0])]
 
 
 def test_batch_process_spans_do_not_nest(emu, otel, make_queue):

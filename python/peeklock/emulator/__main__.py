@@ -12,7 +12,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from . import DEFAULT_KEY, DEFAULT_KEY_NAME
+from . import DEFAULT_KEY, DEFAULT_KEY_NAME, missing_dependency
 from .broker import Broker
 from .model import DEFAULT_COMPLETIONS_KEPT, MAX_LOCK_DURATION, BrokerError, Settings
 from .config import ConfigError, load_config
@@ -241,6 +241,10 @@ async def serve(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = missing_dependency()
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         stream=sys.stderr,
