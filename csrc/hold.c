@@ -74,8 +74,8 @@ int pl_finish_error(const pl_message *m, int outcome)
         return pl_error_set(
             PL_ELOCKLOST, 0, 0,
             "lock on message %lld in '%s' was lost while the handler ran; nothing was completed%s%s%s%s", seq,
-            entity, text ? " (" : "", text && gave_up ? "renewals kept failing until the lock expired: " : "",
-            text ? text + 2 : "", text ? ")" : "");
+            entity, text ? " (" : "", text && gave_up ? PL_REASON_GAVE_UP ": " : "", text ? text + 2 : "",
+            text ? ")" : "");
     }
     default: return PL_OK;
     }

@@ -375,8 +375,7 @@ static void renew_failed(pl_renewer *r, rn_entry *e, int code, int http, long re
     failure_event(r, e->m, code, http, retry);
     if (retry) return;
     /* No lock time left to try again in. */
-    if (pl_message_mark_lost(e->m, code, 0))
-        lost_event(r, e->m, code, http, "renewals kept failing until the lock expired", 0);
+    if (pl_message_mark_lost(e->m, code, 0)) lost_event(r, e->m, code, http, PL_REASON_GAVE_UP, 0);
     drop_entry(r, e);
 }
 

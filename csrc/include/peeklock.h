@@ -878,8 +878,10 @@ PL_EXTERN int pl_finish_action(const pl_message *m, int handler_ok);
  * beyond 4096 queued, LOST and CAP_REACHED always kept. */
 #define PL_EVENT_RENEWED 1
 /* lock lost; pl_event_code says why: PL_ELOCKLOST (404), PL_ENOTFOUND (410), or
- * the last transient error when renewals failed until time ran out */
+ * the last transient error when renewals failed until time ran out (its reason then
+ * PL_REASON_GAVE_UP, as every renewer words it: the C one, peeklock.resty's) */
 #define PL_EVENT_LOST        2
+#define PL_REASON_GAVE_UP    "renewals kept failing until the lock expired"
 #define PL_EVENT_CAP_REACHED 3 /* max_renew reached; renewal stopped */
 /* a renew attempt failed; pl_event_code and pl_event_http_status say how, the reason
  * in words, pl_event_will_retry whether another attempt follows (if not, the lock is

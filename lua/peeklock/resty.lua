@@ -622,8 +622,7 @@ local function rn_renew(e, key, mh)
   elseif not core.schedule_failed(RN.sched, key, now, retry_after) then
     rn_forget(key) -- no lock time left to retry in
     core.mark_lost(mh, err and err.errno or core.PL_ELOCKLOST)
-    rn_lost(e, key, err, "renewals kept failing until the lock expired"
-            .. (err and (" (" .. tostring(err.message) .. ")") or ""), mh)
+    rn_lost(e, key, err, core.PL_REASON_GAVE_UP .. (err and (" (" .. tostring(err.message) .. ")") or ""), mh)
   end
 end
 
