@@ -56,7 +56,7 @@ from ._validate import (
     _check_seconds,
     _check_timeout,
 )
-from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
+from .errors import PL_ELOCKLOST, PL_ESERVER, PL_EUNKNOWN, ClosedError, Error, LockLostError, OutcomeUnknownError
 from ._spans import no_context
 
 if TYPE_CHECKING:
@@ -231,10 +231,10 @@ def _settle_rc(e: Optional[BaseException]) -> int:
     if e is None:
         return 0
     if isinstance(e, LockLostError):
-        return int(_core.PL_ELOCKLOST)
+        return PL_ELOCKLOST
     if isinstance(e, OutcomeUnknownError):
-        return int(_core.PL_EUNKNOWN)
-    return int(getattr(e, "code", 0) or _core.PL_ESERVER)
+        return PL_EUNKNOWN
+    return int(getattr(e, "code", 0) or PL_ESERVER)
 
 
 def _how(msg: "Message", before: int, failed: bool, exit_error: Optional[BaseException] = None) -> int:
