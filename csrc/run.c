@@ -121,6 +121,31 @@ static uint64_t *field_of(pl_run_tallies *t, int outcome)
     }
 }
 
+unsigned int pl_run_how(int before, int handler_failed, int settle_rc, int now)
+{
+    unsigned int failed = handler_failed ? PL_RUN_F_HANDLER_FAILED : 0;
+    if (before < 0 || before == PL_LOCK_SETTLED) return PL_RUN_F_BY_HANDLER | failed;
+    if (before == PL_LOCK_LOST) return PL_RUN_F_LOST | failed;
+    if (before == PL_LOCK_UNKNOWN) return PL_RUN_F_UNKNOWN | failed;
+    if (settle_rc == PL_ELOCKLOST || now == PL_LOCK_LOST) return PL_RUN_F_LOST | failed;
+    if (settle_rc == PL_EUNKNOWN) return PL_RUN_F_UNKNOWN | failed;
+    if (settle_rc != 0) return PL_RUN_F_SETTLE_ERROR | failed;
+    return failed;
+}
+
+unsigned int pl_run_given_back(const pl_message *m)
+{
+    if (!m) return PL_RUN_F_DRAINED;
+    switch (pl_message_lock_state(m)) {
+    case PL_LOCK_SETTLED:
+        return pl_message_settle_kind(m) == PL_SETTLE_COMPLETE ? PL_RUN_F_BY_HANDLER : PL_RUN_F_DRAINED;
+    case PL_LOCK_LOST: return PL_RUN_F_LOST;
+    case PL_LOCK_UNKNOWN: return PL_RUN_F_UNKNOWN;
+    case PL_LOCK_HELD: return PL_RUN_F_SETTLE_ERROR;
+    default: return PL_RUN_F_DRAINED;
+    }
+}
+
 int pl_run_finish(pl_run *run, unsigned int how, int64_t now_ms)
 {
     if (!run) return 0;

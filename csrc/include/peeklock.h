@@ -720,6 +720,29 @@ PL_EXTERN void pl_run_received(pl_run *run, long delivery_count, int64_t now_ms)
  * to processed, any other leaves the counts. Returns the outcome (PL_RUN_PROCESSED
  * ...), 0 for run NULL. */
 PL_EXTERN int pl_run_finish(pl_run *run, unsigned int how, int64_t now_ms);
+/* How a message ended, as pl_run_finish's flags, from what its driver saw (one
+ * rule for every driver). before: its lock state (PL_LOCK_*) when the handler
+ * returned or raised, -1 when the handler released it (freed or handed it over);
+ * handler_failed: the handler raised; settle_rc: the driver's settle at the
+ * handler's exit, 0 when it succeeded or none was made, else its PL_E* code;
+ * now: its lock state after that exit. The first that applies, with
+ * PL_RUN_F_HANDLER_FAILED added when the handler failed:
+ *   before -1 or SETTLED (the handler settled it): PL_RUN_F_BY_HANDLER;
+ *   before LOST: PL_RUN_F_LOST; before UNKNOWN: PL_RUN_F_UNKNOWN;
+ *   settle_rc PL_ELOCKLOST, or now LOST (the exit's settle or abandon found
+ *   the lock lost, also after a failed handler): PL_RUN_F_LOST;
+ *   settle_rc PL_EUNKNOWN: PL_RUN_F_UNKNOWN; any other settle_rc:
+ *   PL_RUN_F_SETTLE_ERROR; else none (processed, or failed when the handler
+ *   failed and the exit abandoned it). Lost means lost: a lock that was gone
+ *   when the exit came counts as lost whatever the handler did. Pure. */
+PL_EXTERN unsigned int pl_run_how(int before, int handler_failed, int settle_rc, int now);
+/* How a message given back unprocessed ended (a drain, or a close, while a batch
+ * was collected; one received after the drain began), by its state once the
+ * driver's abandon of it ran: completed (its handler settled it first, racing the
+ * drain): PL_RUN_F_BY_HANDLER; lost: PL_RUN_F_LOST; unknown: PL_RUN_F_UNKNOWN;
+ * still held (the abandon failed, the lock runs out): PL_RUN_F_SETTLE_ERROR; else
+ * (abandoned, or the abandon still under way) PL_RUN_F_DRAINED, as for m NULL. */
+PL_EXTERN unsigned int pl_run_given_back(const pl_message *m);
 /* A failed receive (code, retryable: the error's; failures: the consumer's
  * consecutive failed receives, this one included) by the one rule: PL_ECLOSED (the
  * client was closed under the run) stops it quietly, PL_RUN_CLOSED, and is no

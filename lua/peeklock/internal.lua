@@ -475,10 +475,13 @@ end
 -- when not (cause: the handler's error), unless it was settled, lost or handed over
 -- meanwhile; msg is freed. true, or nil, err (code handler, lock_lost, closed,
 -- unknown_outcome, or the settle's).
-local function finish(self, r, msg, key, ok, cause, op)
+-- seen (a table, or nil), for a processor's count: seen.after is set to msg's lock state
+-- once settled (false: released), seen.given_back to pl_run_given_back's flags.
+local function finish(self, r, msg, key, ok, cause, op, seen)
   self:_holding(key, nil)
   local mh = rawget(msg, "_h")
   if not mh then -- the handler released (handed over) or freed it: nothing to settle here
+    if seen then seen.after, seen.given_back = false, core.PL_RUN_F_DRAINED end
     self._lost[key], self._active[key], self._held[key] = nil, nil, nil
     if not ok then return nil, handler_error(cause, op) end
     return true
@@ -495,6 +498,9 @@ local function finish(self, r, msg, key, ok, cause, op)
   self:poll_events()
   local info = self._lost[key]
   self._lost[key], self._active[key], self._held[key] = nil, nil, nil
+  if seen then -- (for a processor's count: its state once settled, or given back)
+    seen.after, seen.given_back = core.pl_message_lock_state(mh), core.pl_run_given_back(mh)
+  end
   local err -- (read from the message before it is freed)
   if closed and ok then -- the handler closed the client: the close abandoned msg, or left it held
     err = core.pl_message_lock_state(mh) == core.PL_LOCK_SETTLED and outcome_error(mh, core.PL_FINISH_CLOSED, op)
@@ -514,7 +520,8 @@ end
 
 -- fn(msg) on a msg that hold put in the renewer's hands (key: its hold key), then the settle
 -- its outcome calls for. seen (a table, or nil): seen.before is set to msg's lock state when
--- fn returned (false: fn released or freed it), for a processor's count.
+-- fn returned (false: fn released or freed it), seen.after as finish sets it, for a
+-- processor's count.
 local function handle_held(self, r, msg, key, fn, op, seen)
   local mh = msg._h
   local m = self._metrics -- (peeklock.resty's, when counting: the handler's duration)
@@ -528,7 +535,7 @@ local function handle_held(self, r, msg, key, fn, op, seen)
     local h = rawget(msg, "_h")
     seen.before = h and core.pl_message_lock_state(h) or false
   end
-  local ok, err = finish(self, r, msg, key, res[1], res[2], op)
+  local ok, err = finish(self, r, msg, key, res[1], res[2], op, seen)
   if not ok then return nil, err end
   return true, unpack(res, 2, res.n)
 end
@@ -613,17 +620,13 @@ local function finished(s, how, err)
   if err and err.code ~= HANDLER and err.errno ~= core.PL_ELOCKLOST then s.last_error = err end
 end
 
--- How a message ended, as pl_run_finish's flags: before, its lock state when the handler
--- returned (false: the handler released or freed it); done, err: finish's.
-local function how_of(before, done, err)
-  if not before or before == core.PL_LOCK_SETTLED then return core.PL_RUN_F_BY_HANDLER end
-  if before == core.PL_LOCK_LOST then return core.PL_RUN_F_LOST end
-  if before == core.PL_LOCK_UNKNOWN then return core.PL_RUN_F_UNKNOWN end
-  if done then return 0 end
-  if err.code == HANDLER then return core.PL_RUN_F_HANDLER_FAILED end
-  if err.errno == core.PL_ELOCKLOST then return core.PL_RUN_F_LOST end
-  if err.errno == core.PL_EUNKNOWN then return core.PL_RUN_F_UNKNOWN end
-  return core.PL_RUN_F_SETTLE_ERROR
+-- How a message ended, as pl_run_finish's flags, by the core's one rule (pl_run_how): before,
+-- its lock state when the handler returned (false: the handler released or freed it); after,
+-- its lock state once finish settled it (false: released); done, err: finish's.
+local function how_of(before, after, done, err)
+  local failed = not done and err.code == HANDLER
+  local rc = (done or failed) and 0 or err.errno or core.PL_ESERVER
+  return core.pl_run_how(before or -1, failed and 1 or 0, rc, after or -1)
 end
 
 -- Records why the run stops (the core's rule: the first cause wins, an error replaces any)
@@ -725,7 +728,7 @@ local function process_loop(self, entity, handler, o, s, stopping, pause)
           end_with(s, raised_error(ok))
           break
         end
-        finished(s, how_of(seen.before, ok, err), err)
+        finished(s, how_of(seen.before, seen.after, ok, err), err)
       else -- not held (abandoned): not one of max_messages
         core.pl_run_unclaim(s._run, 1)
         core.pl_run_error(s._run)
@@ -807,9 +810,10 @@ local function run_batch(self, r, msgs, keys, handler, s)
     local mh = rawget(msg, "_h")
     local before = mh and core.pl_message_lock_state(mh)
     if m and mh then m:process(core.pl_message_entity(mh), self._server, secs, not ok and "handler" or nil) end
-    local done, err = finish(self, r, msg, keys[i], ok, res, "process")
+    local seen = {}
+    local done, err = finish(self, r, msg, keys[i], ok, res, "process", seen)
     if applied[i] then finished(s, applied[i], serr)
-    else finished(s, how_of(before, done, err), err) end
+    else finished(s, how_of(before, seen.after, done, err), err) end
     keys.counted = i -- (for batch_loop, should anything here raise)
   end
 end
@@ -871,8 +875,9 @@ local function batch_loop(self, entity, handler, o, s, stopping, pause)
     if #msgs > 0 then
       if stopping() then -- the run ends while collecting: nothing ran on them, give them back
         for i = 1, #msgs do
-          finish(self, r, msgs[i], keys[i], false, "drained", "process")
-          finished(s, core.PL_RUN_F_DRAINED)
+          local seen = {}
+          finish(self, r, msgs[i], keys[i], false, "drained", "process", seen)
+          finished(s, seen.given_back) -- (by its state: lost or unknown meanwhile, the abandon failed)
         end
       else
         local ok, cause = pcall(run_batch, self, r, msgs, keys, handler, s)

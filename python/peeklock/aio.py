@@ -788,7 +788,8 @@ class _Processor:
                     return
                 continue
             self.handling.add(me)
-            handler_failed = settled_before = False
+            handler_failed = False
+            before = _core.PL_LOCK_HELD  # its lock state when the handler returned or raised
             how = 0
             was: Optional[str] = None  # the message's state when the handler was cancelled
             try:
@@ -802,13 +803,11 @@ class _Processor:
                         raise
                     except Exception as e:
                         handler_failed = True
-                        settled_before = msg.settled and not msg.lock_lost
+                        before = _processor._lock_state(msg)
                         await self.failed(msg, e, [msg])
                         raise
-                    if msg.settled and not msg.lock_lost:
-                        how = _core.PL_RUN_F_BY_HANDLER
-            except LockLostError:
-                how = _core.PL_RUN_F_LOST
+                    before = _processor._lock_state(msg)
+                how = _processor._how(msg, before, False)
             except asyncio.CancelledError:
                 how = _cancelled(msg, was)
                 if not self.stop.is_set():
@@ -816,10 +815,11 @@ class _Processor:
                 return
             except Exception as e:
                 if handler_failed or not isinstance(e, Error):
-                    how = _processor._exit_how(settled_before, 0, True, msg.lock_lost)
+                    how = _processor._how(msg, before, True)
                 else:  # the settle at the block's exit
-                    _processor._remember(s, f"settle: {type(e).__name__}: {e}")
-                    how = _core.PL_RUN_F_LOST if msg.lock_lost else _processor._settle_failed(e)
+                    if not isinstance(e, LockLostError):
+                        _processor._remember(s, f"settle: {type(e).__name__}: {e}")
+                    how = _processor._how(msg, before, False, e)
             finally:
                 self.handling.discard(me)
                 self.finished_one(how)
@@ -1004,18 +1004,16 @@ class _Processor:
 
     async def finish(self, m: Message, error: Optional[Exception], applied: int, done: Set[Message]) -> None:
         """Settles what the handler left, as ``async with msg:`` does, and counts it."""
-        settled_before = m.settled and not m.lock_lost
-        how = _processor._exit_how(settled_before, applied, False, False)
+        before = _processor._lock_state(m)
+        exit_error: Optional[Error] = None
         try:
             if error is None:
                 await m.__aexit__(None, None, None)
             else:
                 await m.__aexit__(type(error), error, error.__traceback__)
-                how = _processor._exit_how(settled_before, applied, True, m.lock_lost)
-        except LockLostError:
-            how = _core.PL_RUN_F_LOST
         except Error as e:
-            how = _processor._settle_failed(e)
-            _processor._remember(self.summary, f"settle: {e}")
+            exit_error = e
+            if not isinstance(e, LockLostError):
+                _processor._remember(self.summary, f"settle: {e}")
         done.add(m)
-        self.finished_one(how)
+        self.finished_one(applied | _processor._how(m, before, error is not None, exit_error))

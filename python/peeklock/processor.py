@@ -56,7 +56,7 @@ from ._validate import (
     _check_seconds,
     _check_timeout,
 )
-from .errors import ClosedError, Error, LockLostError, OutcomeUnknownError
+from .errors import PL_ELOCKLOST, PL_ESERVER, PL_EUNKNOWN, ClosedError, Error, LockLostError, OutcomeUnknownError
 from ._spans import no_context
 
 if TYPE_CHECKING:
@@ -220,16 +220,29 @@ def _plan(msgs: Sequence[_M], actions: Mapping[Any, str]) -> List[Tuple[_M, str,
     return plan
 
 
-def _exit_how(settled_before: bool, applied: int, failed: bool, lost: bool) -> int:
-    """How a message ended once its exit ran (PL_RUN_F_* flags, which the core's
-    pl_run_finish turns into its outcome): ``applied`` (the handler's returned
-    mapping's), settled by the handler itself, the handler failed, the lock lost."""
-    return (
-        applied
-        | (_core.PL_RUN_F_BY_HANDLER if settled_before else 0)
-        | (_core.PL_RUN_F_HANDLER_FAILED if failed else 0)
-        | (_core.PL_RUN_F_LOST if lost else 0)
-    )
+def _lock_state(msg: "Message") -> int:
+    """The message's lock state (PL_LOCK_*), as the core's rules take it."""
+    return int(_core.pl_message_lock_state(msg._h))
+
+
+def _settle_rc(e: Optional[BaseException]) -> int:
+    """The settle at a block's exit as the core's pl_run_how takes it: 0 when it
+    succeeded (or none was made), else its code."""
+    if e is None:
+        return 0
+    if isinstance(e, LockLostError):
+        return PL_ELOCKLOST
+    if isinstance(e, OutcomeUnknownError):
+        return PL_EUNKNOWN
+    return int(getattr(e, "code", 0) or PL_ESERVER)
+
+
+def _how(msg: "Message", before: int, failed: bool, exit_error: Optional[BaseException] = None) -> int:
+    """How a handled message ended (PL_RUN_F_* flags), by the core's one rule
+    (pl_run_how): ``before``, its lock state when the handler returned or
+    raised; ``failed``, the handler raised; ``exit_error``, the error of the
+    settle at the block's exit (None: it succeeded or none was made)."""
+    return int(_core.pl_run_how(before, int(failed), _settle_rc(exit_error), _lock_state(msg)))
 
 
 def _settle_failed(e: Error) -> int:
@@ -239,22 +252,9 @@ def _settle_failed(e: Error) -> int:
 
 def _given_back(msg: "Message") -> int:
     """How a message given back unprocessed ended (PL_RUN_F_*), by its state once
-    its abandon ran (a drain or close while a batch was collected, or a message
-    that arrived after the drain began): its lock was lost meanwhile, the
-    abandon's outcome is unknown, the abandon failed (still held: the lock runs
-    out), else abandoned on drain (also while the abandon is still under way).
-    One its handler completed first (a drain racing the handler) is the
-    handler's."""
-    state = msg.state
-    if msg.outcome == "completed":
-        return _core.PL_RUN_F_BY_HANDLER
-    if state == "lost":
-        return _core.PL_RUN_F_LOST
-    if state == "unknown":
-        return _core.PL_RUN_F_UNKNOWN
-    if state == "held":
-        return _core.PL_RUN_F_SETTLE_ERROR
-    return _core.PL_RUN_F_DRAINED
+    its abandon ran (the core's pl_run_given_back): a drain or close while a
+    batch was collected, or a message that arrived after the drain began."""
+    return int(_core.pl_run_given_back(msg._h))
 
 
 def _remember(s: "ProcessSummary", text: str) -> None:
@@ -563,28 +563,27 @@ class Processor:
                 break
             with self._lock:
                 self._held.add(msg)
-            handler_failed = settled_before = False
-            how = 0
+            handler_failed = False
+            before = _core.PL_LOCK_HELD  # its lock state when the handler returned or raised
             try:
                 with msg:
                     try:
                         self.handler(msg)
                     except Exception as e:
                         handler_failed = True
-                        settled_before = msg.settled and not msg.lock_lost
+                        before = _lock_state(msg)
                         self._handler_failed(msg, e)
                         raise
-                    if msg.settled and not msg.lock_lost:
-                        how = _core.PL_RUN_F_BY_HANDLER
-            except LockLostError:
-                how = _core.PL_RUN_F_LOST
+                    before = _lock_state(msg)
+                how = _how(msg, before, False)
             except Exception as e:
                 if handler_failed or not isinstance(e, Error):  # the handler's own failure (logged)
-                    how = _exit_how(settled_before, 0, True, msg.lock_lost)
+                    how = _how(msg, before, True)
                 else:  # the settle at the block's exit
-                    self._note_error(f"settle: {type(e).__name__}: {e}")
-                    log.warning("settle of message %s failed: %s", msg.sequence_number, e)
-                    how = _core.PL_RUN_F_LOST if msg.lock_lost else _settle_failed(e)
+                    if not isinstance(e, LockLostError):
+                        self._note_error(f"settle: {type(e).__name__}: {e}")
+                        log.warning("settle of message %s failed: %s", msg.sequence_number, e)
+                    how = _how(msg, before, False, e)
             except BaseException:
                 with self._lock:
                     if msg in self._held:
@@ -732,20 +731,18 @@ class Processor:
     def _finish(self, m: "Message", error: Optional[BaseException], applied: int = 0) -> None:
         """Settles what the handler left, as ``with msg:`` does, and counts it
         (``applied``: how the handler's returned mapping settled it)."""
-        settled_before = m.settled and not m.lock_lost
-        how = _exit_how(settled_before, applied, False, False)
+        before = _lock_state(m)
+        exit_error: Optional[Error] = None
         try:
             if error is None:
                 m.__exit__(None, None, None)
             else:
                 m.__exit__(type(error), error, error.__traceback__)
-                how = _exit_how(settled_before, applied, True, m.lock_lost)
-        except LockLostError:
-            how = _core.PL_RUN_F_LOST
         except Error as e:
-            how = _settle_failed(e)
-            self._note_error(f"settle: {e}")
-        self._count(m, how)
+            exit_error = e
+            if not isinstance(e, LockLostError):
+                self._note_error(f"settle: {e}")
+        self._count(m, applied | _how(m, before, error is not None, exit_error))
 
     def _handler_failed(self, msg: "Message", exc: BaseException, also: Optional[List["Message"]] = None) -> None:
         """Logs the failure with its traceback, calls on_error, then holds the

@@ -8,7 +8,10 @@
 #include <limits.h>
 #include <math.h>
 
+#include "message_int.h"
+#include "outcome_int.h"
 #include "support.h"
+#include "wire_int.h"
 
 static pl_run *start(long max_messages, double idle_timeout, int64_t now)
 {
@@ -261,6 +264,83 @@ static void test_outcomes(void)
     CHECK_EQ(pl_run_finish(NULL, 0, 0), 0);
 }
 
+/* pl_run_how: what a driver saw -> the flags, then the outcome pl_run_finish gives. */
+static void test_how(void)
+{
+    enum { F = PL_RUN_F_HANDLER_FAILED };
+    static const struct {
+        int before, failed, settle_rc, now;
+        unsigned int how;
+        int outcome;
+    } rule[] = {
+        /* returned, the exit completed it */
+        {PL_LOCK_HELD, 0, 0, PL_LOCK_SETTLED, 0, PL_RUN_PROCESSED},
+        /* raised, the exit abandoned it */
+        {PL_LOCK_HELD, 1, 0, PL_LOCK_SETTLED, F, PL_RUN_FAILED},
+        /* the handler settled it, released it (Lua: freed, handed over) */
+        {PL_LOCK_SETTLED, 0, 0, PL_LOCK_SETTLED, PL_RUN_F_BY_HANDLER, PL_RUN_SETTLED_BY_HANDLER},
+        {-1, 0, 0, -1, PL_RUN_F_BY_HANDLER, PL_RUN_SETTLED_BY_HANDLER},
+        /* settled, then raised: the handler's settle stands */
+        {PL_LOCK_SETTLED, 1, 0, PL_LOCK_SETTLED, PL_RUN_F_BY_HANDLER | F, PL_RUN_SETTLED_BY_HANDLER},
+        {-1, 1, 0, -1, PL_RUN_F_BY_HANDLER | F, PL_RUN_SETTLED_BY_HANDLER},
+        /* lost or unknown by the time the handler ended */
+        {PL_LOCK_LOST, 0, 0, PL_LOCK_LOST, PL_RUN_F_LOST, PL_RUN_LOST},
+        {PL_LOCK_LOST, 1, 0, PL_LOCK_LOST, PL_RUN_F_LOST | F, PL_RUN_LOST},
+        {PL_LOCK_UNKNOWN, 0, 0, PL_LOCK_UNKNOWN, PL_RUN_F_UNKNOWN, PL_RUN_UNKNOWN},
+        {PL_LOCK_UNKNOWN, 1, 0, PL_LOCK_UNKNOWN, PL_RUN_F_UNKNOWN | F, PL_RUN_UNKNOWN},
+        /* the exit's complete failed */
+        {PL_LOCK_HELD, 0, PL_ELOCKLOST, PL_LOCK_LOST, PL_RUN_F_LOST, PL_RUN_LOST},
+        {PL_LOCK_HELD, 0, PL_EUNKNOWN, PL_LOCK_UNKNOWN, PL_RUN_F_UNKNOWN, PL_RUN_UNKNOWN},
+        {PL_LOCK_HELD, 0, PL_ETHROTTLED, PL_LOCK_HELD, PL_RUN_F_SETTLE_ERROR, PL_RUN_FAILED},
+        /* raised, and the exit's abandon found the lock lost: lost, not failed */
+        {PL_LOCK_HELD, 1, 0, PL_LOCK_LOST, PL_RUN_F_LOST | F, PL_RUN_LOST},
+        {PL_LOCK_HELD, 1, PL_ELOCKLOST, PL_LOCK_LOST, PL_RUN_F_LOST | F, PL_RUN_LOST},
+        {PL_LOCK_HELD, 1, PL_ETHROTTLED, PL_LOCK_HELD, PL_RUN_F_SETTLE_ERROR | F, PL_RUN_FAILED},
+    };
+    for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++) {
+        unsigned int how = pl_run_how(rule[i].before, rule[i].failed, rule[i].settle_rc, rule[i].now);
+        CHECK_EQ(how, rule[i].how);
+        pl_run *run = start(0, 0, 0);
+        pl_run_received(run, 1, 0);
+        CHECK_EQ(pl_run_finish(run, how, 0), rule[i].outcome);
+        pl_run_free(run);
+    }
+}
+
+/* pl_run_given_back: a message's state once its abandon ran -> the flags. */
+static void test_given_back(void)
+{
+    static const struct {
+        int op, rc; /* the settle that ran (0: none) and its result */
+        unsigned int how;
+    } rule[] = {
+        {PL_OP_UNLOCK, PL_OK, PL_RUN_F_DRAINED},              /* abandoned */
+        {PL_OP_COMPLETE, PL_OK, PL_RUN_F_BY_HANDLER},         /* its handler completed it first */
+        {PL_OP_UNLOCK, PL_ELOCKLOST, PL_RUN_F_LOST},          /* the lock was lost meanwhile */
+        {PL_OP_UNLOCK, PL_EUNKNOWN, PL_RUN_F_UNKNOWN},        /* the abandon's outcome unknown */
+        {PL_OP_UNLOCK, PL_ETHROTTLED, PL_RUN_F_SETTLE_ERROR}, /* failed: still held */
+        {0, 0, PL_RUN_F_SETTLE_ERROR},
+    };
+    for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++) {
+        pl_message *m = pl_message_alloc();
+        REQUIRE(m);
+        pl_message_set_state(m, PL_LOCK_HELD);
+        if (rule[i].op) {
+            CHECK_EQ(pl_fence_enter(m, rule[i].op), PL_OK);
+            pl_fence_leave(m, rule[i].rc);
+        }
+        CHECK_EQ(pl_run_given_back(m), rule[i].how);
+        pl_message_free(m);
+    }
+    /* the abandon still under way */
+    pl_message *m = pl_message_alloc();
+    REQUIRE(m);
+    pl_message_set_state(m, PL_LOCK_SETTLING);
+    CHECK_EQ(pl_run_given_back(m), PL_RUN_F_DRAINED);
+    pl_message_free(m);
+    CHECK_EQ(pl_run_given_back(NULL), PL_RUN_F_DRAINED);
+}
+
 /* A run with a processed, a handler-settled, an abandoned and a redelivered
  * message (the one every processor's test runs), then what a drain counts. */
 static void test_tallies(void)
@@ -351,6 +431,8 @@ int main(void)
     test_stop_reasons();
     test_words();
     test_outcomes();
+    test_how();
+    test_given_back();
     test_tallies();
     test_receive_failed();
     return pl_test_done("test_run");

@@ -197,6 +197,29 @@ describe("batch handlers (" .. (jit and jit.version or _VERSION) .. ")", functio
     assert.equal(0, client:renewer_stats().held)
   end)
 
+  it("a batch given back whose lock was lost meanwhile counts as lost, not abandoned on drain", function()
+    local q = queue()
+    send_all(q, 2, "g")
+    local ran, stopped = false, false
+    -- once the first message is held its lock runs out (the emulator's clock), then the run stops
+    local s = assert(client:process(q, function() ran = true end, {
+      batch = 5, max_wait = 5, poll_timeout = 2,
+      stop = function()
+        if not stopped and client:renewer_stats().held >= 1 then
+          emu:advance(400) -- past any lock duration
+          stopped = true
+        end
+        return stopped
+      end }))
+    assert.is_false(ran)
+    assert.equal(1, s.received)
+    assert.equal(1, s.lost)
+    assert.equal(0, s.abandoned_on_drain)
+    assert.equal(0, s.in_flight)
+    assert.equal(0, emu:completed(q, "g1"))
+    assert.equal(0, client:renewer_stats().held)
+  end)
+
   it("a stop function that raises while a batch is collected ends the run; the batch is given back",
      function()
     local q = queue()

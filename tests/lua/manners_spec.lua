@@ -237,6 +237,19 @@ describe("peeklock manners (" .. (jit and jit.version or _VERSION) .. ")", funct
       assert.equal(0, #emu:messages(q))
     end)
 
+    it("counts a handler that raised after its lock was lost as lost, as Python's processors do", function()
+      local q = queue()
+      assert(client:send(q, "x", { message_id = "x" }))
+      local s = assert(client:process(q, function()
+        emu:advance(400) -- the emulator's clock runs past the lock: the abandon finds it gone
+        error("too slow")
+      end, { max_messages = 1, poll_timeout = 1 }))
+      assert.equal(1, s.lost)
+      assert.equal(0, s.failed)
+      assert.equal(0, s.in_flight)
+      assert.equal(0, emu:completed(q, "x"))
+    end)
+
     -- the run test_processor.py and test_aio.py make, with the same counts (the core's)
     it("counts a processed, a handler-settled, an abandoned and a redelivered message", function()
       local q = queue()
