@@ -677,8 +677,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     split = urllib.parse.urlsplit(uri)
     if split.scheme.lower() not in ("sb", "http", "https") or not split.netloc:
         raise UsageError(
-            f"token signs a resource URI (sb://, https:// or http://NAMESPACE/ENTITY), not {uri!r}: "
-            "the service checks the token against the URL it was sent to"
+            "token signs a resource URI (sb://, https:// or http://NAMESPACE/ENTITY), and the one given "
+            "is not one (not shown: it may hold a key): the service checks the token against the URL "
+            "it was sent to"
         )
     if not key or not key_name:
         raise UsageError(

@@ -61,6 +61,10 @@ def test_token(emu):
     for not_a_url in ("notaurl", "ftp://ns/orders", "https://"):  # signs no string but a resource URI
         r = run("token", not_a_url, "--key-name", "keyName", "--key", "key")
         assert r.returncode == 2 and r.stdout == "" and "resource URI" in r.stderr, (not_a_url, r.stderr)
+    # a connection string given in the URI's place: refused without echoing its key
+    cs_as_uri = "Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=SECRETKEY123"
+    r = run("token", cs_as_uri, "--key-name", "keyName", "--key", "key")
+    assert r.returncode == 2 and "resource URI" in r.stderr and "SECRETKEY123" not in r.stderr, r.stderr
     r = run("token", env_cs=emu.connection_string)
     assert r.returncode == 0 and "skn=RootManageSharedAccessKey" in r.stdout
 
