@@ -856,14 +856,17 @@ class Processor:
                     _finished(self._run, _core.PL_RUN_F_EXPIRED)
         for msg in leftovers:
             if drained:
+                was = msg.state
                 try:
-                    if msg.state == "held":  # (not one its handler settled meanwhile)
+                    if was == "held":  # (not one its handler settled, or is settling, meanwhile)
                         msg.abandon()
                 except Error as e:
                     self._note_error(f"abandon on drain: {e}")
                     log.warning("abandon on drain of message %s: %s", msg.sequence_number, e)
+                # a settle its handler had under way is the handler's, as in peeklock.aio
+                how = _core.PL_RUN_F_BY_HANDLER if was == "settling" else _given_back(msg)
                 with self._lock:
-                    _finished(self._run, _given_back(msg))
+                    _finished(self._run, how)
             else:
                 msg._stop_renewing()
                 log.warning(

@@ -837,22 +837,11 @@ def test_summary_read_mid_run_has_the_counts_of_that_moment(client, queue):
 
 
 # ---- on_drain_timeout="abandon": a running handler's message, counted after its abandon ----
-def _drain_abandon_while_handler_runs(client, emu, queue, lose, complete=False):
-    """One handler outlasts the drain (on_drain_timeout="abandon"); ``lose``: its
-    lock runs out on the server first and the renewer finds it lost; ``complete``:
-    the handler completes its message first, then goes on running. The handler
-    is let go after the run and returns (its message no longer held). Returns the
-    run's summary and its counts once the handler's thread ended."""
+def _drain_abandon_processor(client, queue, handler, stop):
+    """One worker, a 0.2 s drain deadline that abandons, stopped by ``stop``."""
     from peeklock.processor import Processor
 
-    stop, go = threading.Event(), threading.Event()
-
-    def handler(msg):
-        if complete:
-            msg.complete()
-        go.wait(60)
-
-    proc = Processor(
+    return Processor(
         client,
         queue,
         handler,
@@ -863,6 +852,23 @@ def _drain_abandon_while_handler_runs(client, emu, queue, lose, complete=False):
         stop_event=stop,
         handle_signals=False,
     )
+
+
+def _drain_abandon_while_handler_runs(client, emu, queue, lose, complete=False):
+    """One handler outlasts the drain (on_drain_timeout="abandon"); ``lose``: its
+    lock runs out on the server first and the renewer finds it lost; ``complete``:
+    the handler completes its message first, then goes on running. The handler
+    is let go after the run and returns (its message no longer held). Returns the
+    run's summary and its counts once the handler's thread ended."""
+
+    stop, go = threading.Event(), threading.Event()
+
+    def handler(msg):
+        if complete:
+            msg.complete()
+        go.wait(60)
+
+    proc = _drain_abandon_processor(client, queue, handler, stop)
 
     def stop_while_handled():
         if complete:
@@ -902,6 +908,37 @@ def test_drain_abandon_of_a_message_the_handler_completed(client, emu, queue):
     s, after = _drain_abandon_while_handler_runs(client, emu, queue, lose=False, complete=True)
     assert (s.received, s.settled_by_handler, s.abandoned_on_drain, s.errors, s.in_flight) == (1, 1, 0, 0, 0), s
     assert not any(e.startswith("abandon on drain") for e in s.last_errors), s.last_errors
+    assert (after["settled_by_handler"], after["abandoned_on_drain"], after["in_flight"]) == (1, 0, 0)
+    assert len(completed(emu, queue)) == 1 and emu.messages(queue) == []
+
+
+def test_drain_abandon_leaves_a_complete_under_way_to_the_handler(client, emu, queue):
+    # at the drain deadline the handler's own complete is still under way (the
+    # emulator holds its answer): it is not abandoned, and counts as the handler's
+
+    client.send(queue, b"x", message_id="d3")
+    emu.fault(operation="complete", entity=queue, delay_ms=4000, count=1)
+    stop, held = threading.Event(), []
+
+    def handler(msg):
+        held.append(msg)
+        msg.complete()
+
+    proc = _drain_abandon_processor(client, queue, handler, stop)
+
+    def stop_while_settling():
+        wait_for(lambda: held and held[0].state == "settling")
+        stop.set()
+
+    helper = threading.Thread(target=stop_while_settling)
+    helper.start()
+    try:
+        s = proc.run()
+    finally:
+        helper.join()
+    wait_for(lambda: not any(t.name.startswith("peeklock-worker-") for t in threading.enumerate()))
+    after = peeklock._core.pl_run_tallies_get(proc._run)
+    assert (s.received, s.settled_by_handler, s.abandoned_on_drain, s.errors) == (1, 1, 0, 0), s
     assert (after["settled_by_handler"], after["abandoned_on_drain"], after["in_flight"]) == (1, 0, 0)
     assert len(completed(emu, queue)) == 1 and emu.messages(queue) == []
 
